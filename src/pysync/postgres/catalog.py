@@ -1,0 +1,97 @@
+"""Tables, columns, primary keys and types, read from the live catalog."""
+
+from __future__ import annotations
+
+import msgspec
+import psycopg
+
+
+class Column(msgspec.Struct, frozen=True):
+    name: str
+    attnum: int
+    type_oid: int
+    """For arrays, the array type's oid (``_int4``); ``type_name`` names the element type."""
+    type_name: str
+    """``pg_type.typname`` of the column, or of the element type for arrays (as Electric)."""
+    type_mod: int
+    dims: int
+    """0 for scalars, the declared number of dimensions (at least 1) for arrays."""
+    not_null: bool
+    type_kind: str
+    """``pg_type.typtype`` of the (element) type: b base, e enum, d domain, c composite, r range."""
+    type_category: str
+    """``pg_type.typcategory`` of the (element) type: N numeric, S string, D datetime, ..."""
+    pk_index: int | None = None
+    generated: bool = False
+
+
+class Table(msgspec.Struct, frozen=True):
+    oid: int
+    schema: str
+    name: str
+    columns: tuple[Column, ...]
+    primary_key: tuple[str, ...]
+    """Primary-key column names in key order; empty when the table has no primary key."""
+    replica_identity: str
+    """``pg_class.relreplident``: d default, f full, n nothing, i index."""
+
+    def column(self, name: str) -> Column | None:
+        for column in self.columns:
+            if column.name == name:
+                return column
+        return None
+
+    @property
+    def identity(self) -> tuple[str, ...]:
+        """The columns that identify a row: the primary key, else every column (as Electric)."""
+        return self.primary_key or tuple(c.name for c in self.columns)
+
+
+_TABLE_QUERY = """
+SELECT c.oid, n.nspname, c.relname, c.relreplident
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
+"""
+
+_COLUMNS_QUERY = """
+SELECT a.attname, a.attnum, a.atttypid, a.atttypmod, a.attnotnull,
+       a.attgenerated <> '' AS generated,
+       CASE WHEN t.typcategory = 'A' THEN e.typname ELSE t.typname END,
+       CASE WHEN t.typcategory = 'A' THEN greatest(a.attndims, 1) ELSE 0 END,
+       CASE WHEN t.typcategory = 'A' THEN e.typtype ELSE t.typtype END,
+       CASE WHEN t.typcategory = 'A' THEN e.typcategory ELSE t.typcategory END,
+       -- int2vector subscripts start at 0, so this is already the 0-based key position
+       array_position(i.indkey::int2[], a.attnum) AS pk_index
+FROM pg_attribute a
+JOIN pg_type t ON t.oid = a.atttypid
+LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
+LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
+WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+
+def load_table(conn: psycopg.Connection[tuple[object, ...]], schema: str, name: str) -> Table | None:
+    """The table ``schema.name`` (exact, already-normalised names), or None if there is none."""
+    row = conn.execute(_TABLE_QUERY, (schema, name)).fetchone()
+    if row is None:
+        return None
+    oid, nspname, relname, replident = row
+    columns = []
+    for (attname, attnum, typid, typmod, notnull, generated, typname, dims, typtype,
+         typcategory, pk_index) in conn.execute(_COLUMNS_QUERY, (oid,)).fetchall():
+        columns.append(
+            Column(
+                name=str(attname), attnum=int(attnum), type_oid=int(typid),  # type: ignore[call-overload]
+                type_name=str(typname), type_mod=int(typmod), dims=int(dims),  # type: ignore[call-overload]
+                not_null=bool(notnull), type_kind=str(typtype), type_category=str(typcategory),
+                pk_index=None if pk_index is None else int(pk_index),  # type: ignore[call-overload]
+                generated=bool(generated),
+            )
+        )
+    pk = tuple(c.name for c in sorted(columns, key=lambda c: c.pk_index if c.pk_index is not None else -1)
+               if c.pk_index is not None)
+    return Table(
+        oid=int(oid), schema=str(nspname), name=str(relname), columns=tuple(columns),  # type: ignore[call-overload]
+        primary_key=pk, replica_identity=str(replident),
+    )
