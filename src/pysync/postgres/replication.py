@@ -1,0 +1,384 @@
+"""The logical replication stream: slot, START_REPLICATION, feedback, reconnects.
+
+psycopg 3 has no replication API, but a connection opened with
+``replication="database"`` accepts ``START_REPLICATION`` (psycopg >= 3.3) and is then in
+COPY BOTH mode; the libpq wrapper ``conn.pgconn`` does the rest. libpq gives us SCRAM,
+TLS, ``.pgpass`` and PG* variables for free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import select
+import time
+from collections.abc import AsyncIterator
+from struct import Struct
+
+import psycopg
+from psycopg import errors, pq
+
+from pysync.postgres.lsn import format_lsn
+from pysync.postgres.pgoutput import Decoder, Message
+from pysync.postgres.publication import check_name, ensure_publication
+from pysync.postgres.transactions import Transaction, TransactionAssembler
+
+log = logging.getLogger(__name__)
+
+_xlog_header = Struct(">QQq").unpack_from
+_keepalive = Struct(">QqB").unpack_from
+_status = Struct(">cQQQqB").pack
+# Postgres timestamps count microseconds from 2000-01-01 UTC.
+_PG_EPOCH_OFFSET_US = 946_684_800_000_000
+
+
+class ReplicationError(RuntimeError):
+    """Replication cannot run; the message says what to fix."""
+
+
+class SlotInUseError(ReplicationError):
+    pass
+
+
+class SlotInvalidatedError(ReplicationError):
+    """The slot lost WAL it needed: every shape must be resynced from a new slot."""
+
+
+class ConnectionLost(Exception):
+    """The replication connection ended; the stream reconnects."""
+
+
+def _now_pg_us() -> int:
+    return time.time_ns() // 1000 - _PG_EPOCH_OFFSET_US
+
+
+def check_preconditions(conn: psycopg.Connection[tuple[object, ...]]) -> None:
+    """Fail early, naming the fix, when this server or role cannot replicate."""
+    (wal_level,) = conn.execute("SHOW wal_level").fetchone() or ("",)
+    if wal_level != "logical":
+        raise ReplicationError(
+            f"wal_level is '{wal_level}', logical replication needs 'logical'. Run "
+            "ALTER SYSTEM SET wal_level = logical; then restart Postgres."
+        )
+    row = conn.execute(
+        "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    if not row or not row[0]:
+        user = conn.info.user
+        raise ReplicationError(
+            f'role "{user}" has no REPLICATION privilege. As a superuser, run: '
+            f'ALTER ROLE "{user}" WITH REPLICATION;'
+        )
+
+
+def _slot_state(conn: psycopg.Connection[tuple[object, ...]], slot: str) -> tuple[object, ...] | None:
+    return conn.execute(
+        "SELECT plugin, active_pid, wal_status, database = current_database(), two_phase "
+        "FROM pg_replication_slots WHERE slot_name = %s",
+        (slot,),
+    ).fetchone()
+
+
+def ensure_slot(
+    conn: psycopg.Connection[tuple[object, ...]], slot: str, *, two_phase: bool = False
+) -> bool:
+    """Create the logical slot unless it exists; True if it was created.
+
+    Raises when the slot exists but cannot be used: lost WAL, another plugin or
+    database.
+    """
+    check_name("slot", slot)
+    state = _slot_state(conn, slot)
+    if state is None:
+        try:
+            conn.execute(
+                "SELECT pg_create_logical_replication_slot(%s, 'pgoutput', false, %s)",
+                (slot, two_phase),
+            )
+        except errors.DuplicateObject:
+            return False
+        return True
+    plugin, _active_pid, wal_status, same_db, _two_phase = state
+    if wal_status == "lost":
+        raise SlotInvalidatedError(
+            f"replication slot '{slot}' was invalidated (wal_status = lost): Postgres removed "
+            "WAL it still needed (see max_slot_wal_keep_size). Drop it with "
+            f"SELECT pg_drop_replication_slot('{slot}'); pysync then creates a new slot and "
+            "resyncs every shape."
+        )
+    if plugin != "pgoutput" or not same_db:
+        raise ReplicationError(
+            f"replication slot '{slot}' exists but belongs to another plugin or database; "
+            "configure another slot name"
+        )
+    return False
+
+
+def drop_slot(conn: psycopg.Connection[tuple[object, ...]], slot: str) -> None:
+    check_name("slot", slot)
+    conn.execute(
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+        "WHERE slot_name = %s",
+        (slot,),
+    )
+
+
+class ReplicationStream:
+    """Committed transactions from pysync's slot, in commit order.
+
+    The consumer calls ``acknowledge(end_lsn)`` once a transaction is durable on its side;
+    only acknowledged positions are confirmed to Postgres, so after a crash the slot
+    resends everything after the last acknowledged transaction.
+    """
+
+    def __init__(
+        self,
+        conninfo: str,
+        *,
+        slot: str = "pysync",
+        publication: str = "pysync",
+        protocol_version: int = 1,
+        streaming: bool | str = False,
+        two_phase: bool = False,
+        messages: bool = True,
+        start_lsn: int = 0,
+        status_interval: float = 10.0,
+        reconnect: bool = True,
+        max_backoff: float = 5.0,
+        slot_busy_timeout: float = 15.0,
+    ) -> None:
+        if streaming not in (False, True, "on", "parallel"):
+            raise ValueError(f"streaming must be False, True/'on' or 'parallel', not {streaming!r}")
+        if streaming == "parallel" and protocol_version < 4:
+            protocol_version = 4
+        if streaming and protocol_version < 2:
+            protocol_version = 2
+        if two_phase and protocol_version < 3:
+            protocol_version = 3
+        self.conninfo = conninfo
+        self.slot = check_name("slot", slot)
+        self.publication = check_name("publication", publication)
+        self.protocol_version = protocol_version
+        self.streaming = streaming
+        self.two_phase = two_phase
+        self.messages = messages
+        self.status_interval = status_interval
+        self.reconnect = reconnect
+        self.max_backoff = max_backoff
+        self.slot_busy_timeout = slot_busy_timeout
+        self.assembler = TransactionAssembler()
+        self.received_lsn = start_lsn
+        """The WAL position Postgres has sent us up to."""
+        self.acknowledged_lsn = start_lsn
+        """Declared durable by the consumer; what we confirm to Postgres."""
+        self.delivered_lsn = start_lsn
+        """End LSN of the last transaction handed to the consumer."""
+        self.slot_created = False
+        self._confirmed_lsn = 0
+        self._last_status = 0.0
+        self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._closed = False
+
+    # -- public ---------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Check preconditions, create the publication and slot if missing."""
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            check_preconditions(conn)
+            ensure_publication(conn, self.publication)
+            self.slot_created = ensure_slot(conn, self.slot, two_phase=self.two_phase)
+
+    def acknowledge(self, lsn: int) -> None:
+        """Everything up to ``lsn`` (a transaction's end LSN) is durable downstream."""
+        if lsn > self.acknowledged_lsn:
+            self.acknowledged_lsn = lsn
+
+    async def transactions(self) -> AsyncIterator[Transaction | Message]:
+        """Committed transactions (and non-transactional logical messages), forever.
+
+        Reconnects with backoff after a dropped connection or a Postgres restart, and
+        resumes after the last delivered transaction.
+        """
+        backoff = 0.1
+        while not self._closed:
+            try:
+                await asyncio.to_thread(self.setup)
+                await self._start()
+                backoff = 0.1
+                async for item in self._read():
+                    yield item
+            except (ConnectionLost, psycopg.OperationalError) as exc:
+                self._disconnect()
+                if self._closed:
+                    return
+                if not self.reconnect:
+                    raise ReplicationError(f"replication connection lost: {exc}") from exc
+                log.warning("replication connection lost (%s); reconnecting in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+
+    async def close(self) -> None:
+        """Confirm what was acknowledged and disconnect."""
+        self._closed = True
+        if self._conn is not None:
+            try:
+                self._send_status(force=True)
+            except (psycopg.Error, OSError):
+                pass
+        self._disconnect()
+
+    # -- connection -----------------------------------------------------------------
+
+    def _start_command(self) -> str:
+        options = [
+            f"proto_version '{self.protocol_version}'",
+            f"publication_names '{self.publication}'",
+        ]
+        if self.messages:
+            options.append("messages 'true'")
+        if self.streaming:
+            options.append(f"streaming '{'parallel' if self.streaming == 'parallel' else 'on'}'")
+        if self.two_phase:
+            options.append("two_phase 'on'")
+        start = format_lsn(max(self.acknowledged_lsn, self.delivered_lsn))
+        return f'START_REPLICATION SLOT "{self.slot}" LOGICAL {start} ({", ".join(options)})'
+
+    async def _start(self) -> None:
+        deadline = time.monotonic() + self.slot_busy_timeout
+        while True:
+            conn = await asyncio.to_thread(
+                psycopg.connect, self.conninfo, autocommit=True, replication="database"
+            )
+            try:
+                await asyncio.to_thread(conn.execute, self._start_command())
+            except errors.ObjectInUse as exc:
+                conn.close()
+                # A killed consumer's walsender lingers until it notices the closed socket.
+                if time.monotonic() > deadline:
+                    raise SlotInUseError(
+                        f"replication slot '{self.slot}' is in use by another process "
+                        f"({exc.diag.message_primary}). Stop the other pysync or configure "
+                        "another slot name."
+                    ) from exc
+                await asyncio.sleep(0.2)
+                continue
+            except errors.ObjectNotInPrerequisiteState as exc:
+                conn.close()
+                raise SlotInvalidatedError(
+                    f"replication slot '{self.slot}' cannot be used: {exc.diag.message_primary}. "
+                    f"Drop it with SELECT pg_drop_replication_slot('{self.slot}'); pysync then "
+                    "creates a new slot and resyncs every shape."
+                ) from exc
+            except BaseException:
+                conn.close()
+                raise
+            break
+        conn.pgconn.nonblocking = 1
+        self._conn = conn
+        self._decoder = Decoder(
+            self.protocol_version, parallel_streaming=self.streaming == "parallel"
+        )
+        self.assembler.reset()
+        self._confirmed_lsn = 0
+        log.info("replicating from slot %s at %s", self.slot, format_lsn(self.delivered_lsn))
+
+    def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.pgconn.finish()
+            finally:
+                conn.close()
+
+    # -- the loop -------------------------------------------------------------------
+
+    async def _read(self) -> AsyncIterator[Transaction | Message]:
+        assert self._conn is not None
+        pgconn = self._conn.pgconn
+        decode = self._decoder.decode
+        feed = self.assembler.feed
+        loop = asyncio.get_running_loop()
+        while True:
+            n, data = pgconn.get_copy_data(1)
+            if n == 0:
+                # With TLS libpq reads one record per call: drain before sleeping.
+                pgconn.consume_input()
+                n, data = pgconn.get_copy_data(1)
+                if n == 0:
+                    self._send_status()
+                    await self._wait_readable(loop, pgconn.socket)
+                    pgconn.consume_input()
+                    continue
+            if n < 0:
+                raise ConnectionLost(self._copy_end_reason(pgconn))
+            kind = data[0]
+            if kind == 119:  # 'w' XLogData
+                start, wal_end, _ = _xlog_header(data, 1)
+                if wal_end > self.received_lsn:
+                    self.received_lsn = wal_end
+                item = feed(decode(bytes(data[25:]), start))
+                if item is None:
+                    continue
+                if type(item) is Transaction:
+                    if item.end_lsn <= self.delivered_lsn:
+                        continue  # delivered before a reconnect
+                    self.delivered_lsn = item.end_lsn
+                yield item
+                self._send_status()
+            elif kind == 107:  # 'k' keepalive
+                wal_end, _, reply = _keepalive(data, 1)
+                if wal_end > self.received_lsn:
+                    self.received_lsn = wal_end
+                self._confirm_idle(wal_end)
+                self._send_status(force=bool(reply))
+
+    async def _wait_readable(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        ready = loop.create_future()
+
+        def wake() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(fd, wake)
+        try:
+            await asyncio.wait_for(ready, timeout=min(self.status_interval, 1.0))
+        except TimeoutError:
+            pass
+        finally:
+            loop.remove_reader(fd)
+
+    def _copy_end_reason(self, pgconn: pq.abc.PGconn) -> str:
+        result = pgconn.get_result()
+        if result is not None and result.error_message:
+            return result.error_message.decode(errors="replace").strip()
+        return pgconn.error_message.decode(errors="replace").strip() or "COPY ended"
+
+    # -- feedback -------------------------------------------------------------------
+
+    def _confirm_idle(self, wal_end: int) -> None:
+        """Between transactions, with everything delivered acknowledged, nothing before
+        ``wal_end`` is still needed: confirm it so an idle slot does not pin WAL."""
+        if (
+            not self.assembler.in_transaction
+            and self.acknowledged_lsn >= self.delivered_lsn
+            and wal_end > self.acknowledged_lsn
+        ):
+            self.acknowledged_lsn = wal_end
+            self.delivered_lsn = wal_end
+
+    def _send_status(self, force: bool = False) -> None:
+        now = time.monotonic()
+        since = now - self._last_status
+        due = since >= self.status_interval or (
+            self.acknowledged_lsn != self._confirmed_lsn and since >= 0.1
+        )
+        conn = self._conn
+        if conn is None or not (force or due):
+            return
+        pgconn = conn.pgconn
+        flushed = self.acknowledged_lsn
+        pgconn.put_copy_data(_status(b"r", self.received_lsn, flushed, flushed, _now_pg_us(), 0))
+        while pgconn.flush():
+            select.select([], [pgconn.socket], [], 1.0)
+        self._confirmed_lsn = flushed
+        self._last_status = now

@@ -1,0 +1,213 @@
+"""Assemble pgoutput messages into committed transactions.
+
+Begin..Commit (protocol 1), streamed chunks ending in Stream Commit (protocol 2) and
+prepared transactions ending in Commit Prepared (protocol 3) all become one
+``Transaction``. Aborted streamed (sub)transactions and rolled-back prepared ones are
+dropped. A relation cache is kept from Relation messages.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import msgspec
+
+from pysync.postgres import pgoutput as pg
+from pysync.postgres.pgoutput import UNCHANGED_TOAST, Relation, TupleData
+
+
+class Change(msgspec.Struct, frozen=True, gc=False):
+    """An inserted, updated or deleted row, values in Postgres text format."""
+
+    op: str
+    """``insert``, ``update`` or ``delete``."""
+    relation: Relation
+    new: TupleData | None
+    """The new row (insert, update); None for a delete."""
+    old: TupleData | None
+    """The old row (``REPLICA IDENTITY FULL``) or old key columns, when pgoutput sent one."""
+
+
+class Truncation(msgspec.Struct, frozen=True, gc=False):
+    relations: tuple[Relation, ...]
+    options: int
+
+
+class Transaction(msgspec.Struct, gc=False):
+    xid: int
+    commit_lsn: int
+    end_lsn: int
+    commit_time: int
+    """Microseconds since 2000-01-01 UTC, as Postgres sends it."""
+    changes: list[Change | Truncation]
+    messages: list[pg.Message]
+    """Transactional logical decoding messages, in order."""
+    origin: str | None = None
+
+
+class AssemblyError(RuntimeError):
+    """The message sequence broke the protocol (e.g. a change for an unknown relation)."""
+
+
+def _fill_toast(new: TupleData, old: TupleData | None) -> TupleData:
+    """Replace unchanged-TOAST markers with the old row's values when we have them."""
+    if old is None:
+        return new
+    return tuple(
+        old[i] if value is UNCHANGED_TOAST and old[i] is not UNCHANGED_TOAST else value
+        for i, value in enumerate(new)
+    )
+
+
+class TransactionAssembler:
+    """Feed decoded messages in stream order; ``feed`` returns completed transactions.
+
+    ``feed`` returns a Transaction when one commits, a non-transactional logical Message
+    as soon as it arrives, and None otherwise.
+    """
+
+    def __init__(self) -> None:
+        self.relations: dict[int, Relation] = {}
+        self.types: dict[int, pg.Type] = {}
+        self.on_relation: Callable[[Relation, Relation | None], None] | None = None
+        """Called with (new, previous) for every Relation message (schema-change checks)."""
+        self._current: Transaction | None = None
+        # Streamed (protocol 2) transactions: top xid -> [(subxid, change or message)].
+        self._streams: dict[int, list[tuple[int, Change | Truncation | pg.Message]]] = {}
+        self._stream_xid: int | None = None
+        # Prepared (two-phase) transactions waiting for COMMIT/ROLLBACK PREPARED, by gid.
+        self.prepared: dict[str, Transaction] = {}
+
+    @property
+    def in_transaction(self) -> bool:
+        """True while a transaction, a streamed one or a prepared one is still open."""
+        return self._current is not None or bool(self._streams) or bool(self.prepared)
+
+    def reset(self) -> None:
+        """Forget partial transactions (after a reconnect Postgres sends them again)."""
+        self._current = None
+        self._streams.clear()
+        self._stream_xid = None
+        self.prepared.clear()
+
+    def feed(self, msg: pg.PgOutputMessage) -> Transaction | pg.Message | None:
+        cls = type(msg)
+        if cls is pg.Insert or cls is pg.Update or cls is pg.Delete or cls is pg.Truncate:
+            self._add(self._change(msg), msg.xid)  # type: ignore[arg-type, union-attr]
+            return None
+        if cls is pg.Begin:
+            begin: pg.Begin = msg  # type: ignore[assignment]
+            self._current = Transaction(begin.xid, begin.final_lsn, 0, begin.commit_time, [], [])
+            return None
+        if cls is pg.Commit:
+            commit: pg.Commit = msg  # type: ignore[assignment]
+            txn = self._take_current("Commit")
+            txn.commit_lsn = commit.commit_lsn
+            txn.end_lsn = commit.end_lsn
+            txn.commit_time = commit.commit_time
+            return txn
+        if cls is pg.Relation:
+            relation: Relation = msg  # type: ignore[assignment]
+            previous = self.relations.get(relation.oid)
+            self.relations[relation.oid] = relation
+            if self.on_relation is not None:
+                self.on_relation(relation, previous)
+            return None
+        if cls is pg.Message:
+            message: pg.Message = msg  # type: ignore[assignment]
+            if not message.transactional:
+                return message
+            self._add(message, message.xid)
+            return None
+        return self._feed_rare(msg)
+
+    def _feed_rare(self, msg: pg.PgOutputMessage) -> Transaction | None:
+        if isinstance(msg, pg.Type):
+            self.types[msg.oid] = msg
+        elif isinstance(msg, pg.Origin):
+            if self._current is not None:
+                self._current.origin = msg.name
+        elif isinstance(msg, pg.StreamStart):
+            self._stream_xid = msg.xid
+            self._streams.setdefault(msg.xid, [])
+        elif isinstance(msg, pg.StreamStop):
+            self._stream_xid = None
+        elif isinstance(msg, pg.StreamAbort):
+            if msg.xid == msg.subxid:
+                self._streams.pop(msg.xid, None)
+            elif msg.xid in self._streams:
+                self._streams[msg.xid] = [e for e in self._streams[msg.xid] if e[0] != msg.subxid]
+        elif isinstance(msg, pg.StreamCommit):
+            return self._from_stream(msg.xid, msg.commit_lsn, msg.end_lsn, msg.commit_time)
+        elif isinstance(msg, pg.BeginPrepare):
+            self._current = Transaction(msg.xid, msg.prepare_lsn, msg.end_lsn, msg.prepare_time, [], [])
+        elif isinstance(msg, pg.Prepare):
+            self.prepared[msg.gid] = self._take_current("Prepare")
+        elif isinstance(msg, pg.StreamPrepare):
+            txn = self._from_stream(msg.xid, msg.prepare_lsn, msg.end_lsn, msg.prepare_time)
+            self.prepared[msg.gid] = txn
+        elif isinstance(msg, pg.CommitPrepared):
+            prepared = self.prepared.pop(msg.gid, None)
+            if prepared is None:
+                # Prepared before the slot's two_phase_at point: Postgres sends the whole
+                # transaction as Begin..Commit instead, so there is nothing to release here.
+                return None
+            prepared.commit_lsn = msg.commit_lsn
+            prepared.end_lsn = msg.end_lsn
+            prepared.commit_time = msg.commit_time
+            return prepared
+        elif isinstance(msg, pg.RollbackPrepared):
+            self.prepared.pop(msg.gid, None)
+        return None
+
+    def _change(self, msg: pg.Insert | pg.Update | pg.Delete | pg.Truncate) -> Change | Truncation:
+        relations = self.relations
+        if type(msg) is pg.Truncate:
+            return Truncation(tuple(self._relation(oid) for oid in msg.relation_oids), msg.options)
+        relation = relations.get(msg.relation_oid)  # type: ignore[union-attr]
+        if relation is None:
+            relation = self._relation(msg.relation_oid)  # type: ignore[union-attr]
+        if type(msg) is pg.Insert:
+            return Change("insert", relation, msg.new, None)
+        if type(msg) is pg.Update:
+            new = msg.new
+            if UNCHANGED_TOAST in new:
+                new = _fill_toast(new, msg.old)
+            return Change("update", relation, new, msg.old)
+        return Change("delete", relation, None, msg.old)  # type: ignore[union-attr]
+
+    def _relation(self, oid: int) -> Relation:
+        try:
+            return self.relations[oid]
+        except KeyError:
+            raise AssemblyError(f"change for relation {oid} before its Relation message") from None
+
+    def _add(self, item: Change | Truncation | pg.Message, xid: int | None) -> None:
+        if self._stream_xid is not None:
+            self._streams[self._stream_xid].append((xid if xid is not None else self._stream_xid, item))
+            return
+        current = self._current
+        if current is None:
+            raise AssemblyError("row change outside of a transaction")
+        if type(item) is pg.Message:
+            current.messages.append(item)  # type: ignore[arg-type]
+        else:
+            current.changes.append(item)  # type: ignore[arg-type]
+
+    def _take_current(self, what: str) -> Transaction:
+        txn = self._current
+        if txn is None:
+            raise AssemblyError(f"{what} without Begin")
+        self._current = None
+        return txn
+
+    def _from_stream(self, xid: int, commit_lsn: int, end_lsn: int, commit_time: int) -> Transaction:
+        entries = self._streams.pop(xid, [])
+        changes: list[Change | Truncation] = []
+        messages: list[pg.Message] = []
+        for _, item in entries:
+            if type(item) is pg.Message:
+                messages.append(item)  # type: ignore[arg-type]
+            else:
+                changes.append(item)  # type: ignore[arg-type]
+        return Transaction(xid, commit_lsn, end_lsn, commit_time, changes, messages)

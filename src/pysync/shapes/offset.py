@@ -1,0 +1,75 @@
+"""Log offsets: positions in a shape log, ``<tx>_<op>`` on the wire (as Electric's LogOffset)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal, NamedTuple
+
+OP_INF = 1 << 64
+"""``op`` of an ``<tx>_inf`` offset: above every real op, which are 64-bit on disk."""
+
+_MAX_U64 = (1 << 64) - 1
+# Elixir's Integer.parse: optional sign, ASCII digits, nothing else (no spaces, no "_").
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+class OffsetError(ValueError):
+    pass
+
+
+class LogOffset(NamedTuple):
+    """``(tx, op)``; a tuple so that ordering and hashing are the C-level tuple ones.
+
+    ``tx`` is -1 (before all), 0 (the initial snapshot: ``op`` is the chunk number) or a
+    transaction's commit LSN (``op`` is the change's position in the transaction).
+    """
+
+    tx: int
+    op: int
+
+    @classmethod
+    def parse(cls, text: str) -> LogOffset:
+        """The offset written as ``text``; ``now`` is not an offset (see ``parse_offset_param``)."""
+        if text == "-1":
+            return BEFORE_ALL
+        tx_text, sep, op_text = text.partition("_")
+        if not sep or "_" in op_text or not _INTEGER.fullmatch(tx_text):
+            raise OffsetError("has invalid format")
+        tx = int(tx_text)
+        if op_text == "inf":
+            op = OP_INF
+        elif _INTEGER.fullmatch(op_text) and int(op_text) < OP_INF:
+            op = int(op_text)
+        else:
+            raise OffsetError("has invalid format")
+        if (tx, op) == BEFORE_ALL:
+            return BEFORE_ALL
+        if not (0 <= tx <= _MAX_U64 and op >= 0):
+            raise OffsetError("has invalid format")
+        return cls(tx, op)
+
+    @classmethod
+    def snapshot_chunk(cls, n: int) -> LogOffset:
+        """The end of initial-snapshot chunk ``n``."""
+        return cls(0, n)
+
+    @property
+    def is_snapshot(self) -> bool:
+        return self.tx == 0
+
+    def __str__(self) -> str:
+        if self.tx == -1:
+            return "-1"
+        if self.op == OP_INF:
+            return f"{self.tx}_inf"
+        return f"{self.tx}_{self.op}"
+
+
+BEFORE_ALL = LogOffset(-1, 0)
+LAST_BEFORE_REAL = LogOffset(0, OP_INF)
+"""After the complete initial snapshot, before any replicated transaction: ``0_inf``."""
+
+
+def parse_offset_param(text: str) -> LogOffset | Literal["now"]:
+    """The ``offset`` request param, which may also be ``now``."""
+    return "now" if text == "now" else LogOffset.parse(text)
