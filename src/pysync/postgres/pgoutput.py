@@ -8,6 +8,7 @@ Reference: the "Logical Replication Message Formats" chapter of the Postgres doc
 from __future__ import annotations
 
 from struct import Struct
+from struct import error as StructError
 from typing import Final
 
 import msgspec
@@ -295,7 +296,7 @@ class Decoder:
             return self._decode(buf)
         except DecodeError as exc:
             raise DecodeError(f"{exc} at LSN {format_lsn(lsn)}") from None
-        except (IndexError, ValueError) as exc:  # struct.error is a ValueError
+        except (IndexError, ValueError, StructError) as exc:
             kind = chr(buf[0]) if buf else "?"
             raise DecodeError(
                 f"malformed pgoutput message {kind!r} at LSN {format_lsn(lsn)}: {exc}"
