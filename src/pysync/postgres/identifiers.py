@@ -21,7 +21,7 @@ _UNESCAPED_QUOTE = re.compile(r'(?<!")"(?!")')
 # A comma splits only when an even number of quotes follows it (Electric's regex), so
 # that unbalanced input fails with the same message as upstream.
 _COLUMN_SEPARATOR = re.compile(r',(?=(?:[^"]*"[^"]*")*[^"]*\Z)')
-_ASCII_DIGITS_ETC = frozenset("_$0123456789")
+_DIGITS_UNDERSCORE_DOLLAR = frozenset("_$0123456789")
 
 
 class IdentifierError(ValueError):
@@ -82,7 +82,7 @@ def _is_valid_unquoted(ident: str) -> bool:
     if first != "_" and not unicodedata.category(first).startswith("L"):
         return False
     return all(
-        ch in _ASCII_DIGITS_ETC or unicodedata.category(ch)[0] in "LM" for ch in ident[1:]
+        ch in _DIGITS_UNDERSCORE_DOLLAR or unicodedata.category(ch)[0] in "LM" for ch in ident[1:]
     )
 
 

@@ -21,6 +21,7 @@ from psycopg import errors, pq
 from pysync.postgres.lsn import format_lsn
 from pysync.postgres.pgoutput import Decoder, Message
 from pysync.postgres.publication import check_name, ensure_publication
+from pysync.postgres.session import display_options
 from pysync.postgres.transactions import Transaction, TransactionAssembler
 
 log = logging.getLogger(__name__)
@@ -246,9 +247,7 @@ class ReplicationStream:
     async def _start(self) -> None:
         deadline = time.monotonic() + self.slot_busy_timeout
         while True:
-            conn = await asyncio.to_thread(
-                psycopg.connect, self.conninfo, autocommit=True, replication="database"
-            )
+            conn = await asyncio.to_thread(self._replication_connect)
             try:
                 await asyncio.to_thread(conn.execute, self._start_command())
             except errors.ObjectInUse as exc:
@@ -281,6 +280,14 @@ class ReplicationStream:
         self.assembler.reset()
         self._confirmed_lsn = 0
         log.info("replicating from slot %s at %s", self.slot, format_lsn(self.delivered_lsn))
+
+    def _replication_connect(self) -> psycopg.Connection[tuple[object, ...]]:
+        # The walsender formats values with its session's settings: make them ours.
+        options = psycopg.conninfo.conninfo_to_dict(self.conninfo).get("options") or ""
+        return psycopg.connect(
+            self.conninfo, autocommit=True, replication="database",
+            options=f"{options} {display_options()}".strip(),
+        )
 
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None

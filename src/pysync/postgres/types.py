@@ -105,7 +105,13 @@ def to_float4(value: float) -> float:
     """Round a double to single precision; raises OverflowError when out of range."""
     if math.isinf(value) or math.isnan(value):
         return value
-    return float(_F4.unpack(_F4.pack(value))[0])
+    try:
+        result = float(_F4.unpack(_F4.pack(value))[0])
+    except OverflowError:
+        raise OverflowError(value) from None
+    if math.isinf(result):
+        raise OverflowError(value)
+    return result
 
 
 def parse_float4(text: str) -> float:
@@ -136,7 +142,7 @@ def parse_numeric(text: str) -> Decimal:
     value = Decimal(text.strip())
     if value.as_tuple().exponent > 0:  # type: ignore[operator]
         # '1e3' has display scale 0 in Postgres; Decimal keeps the exponent.
-        value = value.quantize(Decimal(1))
+        value = Decimal(int(value))
     return value
 
 
@@ -357,7 +363,7 @@ for _names, _field, _mult in [
         _UNITS[_n] = (_field, _mult)
 
 _VERBOSE_TOKEN_RE = re.compile(
-    r"\s*(?:([+-]?\d+(?:\.\d+)?)\s*([a-zA-Z]+)|([+-]?)(\d+):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?|(ago)\b)"
+    r"\s*(?:([+-]?\d+(?:\.\d+)?)(?![\d:.])\s*([a-zA-Z]*)|([+-]?)(\d+):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?|(ago)\b)"
 )
 
 
@@ -406,8 +412,9 @@ def _parse_verbose_interval(s: str, text: str) -> tuple[int, int, int]:
         seen = True
         if m.group(8):
             ago = True
-        elif m.group(2):
-            unit = _UNITS.get(m.group(2).lower())
+        elif m.group(1):
+            # a bare number counts as seconds, as in Postgres
+            unit = _UNITS.get(m.group(2).lower() or "s")
             if unit is None:
                 raise ValueError(text)
             field, mult = unit

@@ -9,8 +9,9 @@ OP_INF = 1 << 64
 """``op`` of an ``<tx>_inf`` offset: above every real op, which are 64-bit on disk."""
 
 _MAX_U64 = (1 << 64) - 1
-# Elixir's Integer.parse: optional sign, ASCII digits, nothing else (no spaces, no "_").
-_INTEGER = re.compile(r"[+-]?[0-9]+")
+# Parts are read as Elixir's Integer.parse reads them in Electric: optional sign, ASCII
+# digits, leading zeros allowed.
+_OFFSET = re.compile(r"([+-]?[0-9]+)_([+-]?[0-9]+|inf)")
 
 
 class OffsetError(ValueError):
@@ -32,19 +33,15 @@ class LogOffset(NamedTuple):
         """The offset written as ``text``; ``now`` is not an offset (see ``parse_offset_param``)."""
         if text == "-1":
             return BEFORE_ALL
-        tx_text, sep, op_text = text.partition("_")
-        if not sep or "_" in op_text or not _INTEGER.fullmatch(tx_text):
+        match = _OFFSET.fullmatch(text)
+        if match is None:
             raise OffsetError("has invalid format")
+        tx_text, op_text = match.groups()
         tx = int(tx_text)
-        if op_text == "inf":
-            op = OP_INF
-        elif _INTEGER.fullmatch(op_text) and int(op_text) < OP_INF:
-            op = int(op_text)
-        else:
-            raise OffsetError("has invalid format")
+        op = OP_INF if op_text == "inf" else int(op_text)
         if (tx, op) == BEFORE_ALL:
             return BEFORE_ALL
-        if not (0 <= tx <= _MAX_U64 and op >= 0):
+        if not (0 <= tx <= _MAX_U64 and (op_text == "inf" or 0 <= op <= _MAX_U64)):
             raise OffsetError("has invalid format")
         return cls(tx, op)
 

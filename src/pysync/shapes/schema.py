@@ -54,8 +54,9 @@ def _type_modifier(type_name: str, type_mod: int) -> dict[str, object]:
         return {"precision": type_mod}
     if type_name == "numeric" and type_mod >= 0:
         packed = type_mod - _VARHDRSZ
-        # Scale is signed: numeric(p, s) allows s < 0 since Postgres 15.
-        return {"precision": (packed >> 16) & 0xFFFF, "scale": _int16(packed & 0xFFFF)}
+        # Postgres's NUMERIC_TYPMOD_SCALE: an 11-bit signed field, as numeric(p, s) allows
+        # s < 0 since Postgres 15. (Electric reads 16 bits and reports 2046 for -2.)
+        return {"precision": (packed >> 16) & 0xFFFF, "scale": ((packed & 0x7FF) ^ 0x400) - 0x400}
     if type_mod >= 0:
         return {"type_mod": type_mod}
     return {}
@@ -71,7 +72,3 @@ def _interval_modifier(type_mod: int) -> dict[str, object]:
     if precision != 0xFFFF:
         modifier["precision"] = precision
     return modifier
-
-
-def _int16(value: int) -> int:
-    return value - 0x10000 if value & 0x8000 else value

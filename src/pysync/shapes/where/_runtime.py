@@ -164,12 +164,13 @@ def _int_div(a: int, b: int) -> int:
 
 def _float_checked(f: Fn2, t: str, check_underflow: bool) -> Fn2:
     single = t == "float4"
+    mul = f is operator.mul
 
     def op(a: float, b: float) -> float:
         try:
             r = f(a, b)
-        except ZeroDivisionError:
-            raise WhereRuntimeError("division by zero") from None
+        except ZeroDivisionError:  # NaN / 0.0 in Python
+            r = math.nan
         if single:
             try:
                 r = pt.to_float4(r)
@@ -177,7 +178,9 @@ def _float_checked(f: Fn2, t: str, check_underflow: bool) -> Fn2:
                 raise WhereRuntimeError("value out of range: overflow") from None
         if math.isinf(r) and not (math.isinf(a) or math.isinf(b)):
             raise WhereRuntimeError("value out of range: overflow")
-        if check_underflow and r == 0.0 and a != 0.0 and not math.isinf(b):
+        # float8_mul: 0 from two non-zero factors; float8_div: 0 from a non-zero dividend
+        # and a finite divisor
+        if check_underflow and r == 0.0 and a != 0.0 and (b != 0.0 if mul else not math.isinf(b)):
             raise WhereRuntimeError("value out of range: underflow")
         return r
 
@@ -185,7 +188,7 @@ def _float_checked(f: Fn2, t: str, check_underflow: bool) -> Fn2:
 
 
 def _float_div(a: float, b: float) -> float:
-    if b == 0.0:
+    if b == 0.0 and a == a:  # NaN / 0 is NaN in Postgres
         raise WhereRuntimeError("division by zero")
     return a / b
 
@@ -397,9 +400,9 @@ def ts_to_date(ts: int | float) -> int | float:
     return ts // pt.USECS_PER_DAY
 
 
-def ts_to_time(ts: int | float) -> int:
+def ts_to_time(ts: int | float) -> int | None:
     if isinstance(ts, float):
-        raise WhereRuntimeError("cannot convert infinite timestamp to time")
+        return None  # Postgres returns NULL for an infinite timestamp
     return ts % pt.USECS_PER_DAY
 
 

@@ -1,0 +1,414 @@
+"""The sync engine: replication stream -> router -> shape logs, plus shape lifecycle.
+
+One asyncio task reads committed transactions and appends each shape's entries to its
+log; another fsyncs touched logs and only then acknowledges the transaction to Postgres,
+so after a crash the slot resends exactly what no log has durably.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psycopg
+
+from pysync.postgres.pgoutput import Relation
+from pysync.postgres.publication import publish_table
+from pysync.postgres.replication import ReplicationStream, SlotInvalidatedError, drop_slot
+from pysync.postgres.snapshot import SnapshotPool, take_snapshot
+from pysync.postgres.transactions import Change, Transaction, Truncation
+from pysync.shapes.cache import LiveShape, ShapeStore, new_handle
+from pysync.shapes.changes import ShapeConverter
+from pysync.shapes.definition import Shape, ShapeDefinition, ShapeError, validate
+from pysync.shapes.log import CHUNK_BYTES
+from pysync.shapes.offset import LogOffset
+from pysync.shapes.router import Router
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+
+
+class ShapeGone(Exception):
+    """The shape was invalidated or deleted (clients get 409 must-refetch)."""
+
+
+class Engine:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        storage_dir: Path | str | None = None,
+        slot: str = "pysync",
+        publication: str = "pysync",
+        max_shapes: int | None = None,
+        snapshot_connections: int = 5,
+        chunk_bytes: int = CHUNK_BYTES,
+        flush_interval: float = 0.05,
+        streaming: bool = False,
+    ) -> None:
+        self.database_url = database_url
+        self.store = ShapeStore(Path(storage_dir) if storage_dir is not None else None, chunk_bytes)
+        self.slot = slot
+        self.publication = publication
+        self.max_shapes = max_shapes
+        self.flush_interval = flush_interval
+        self.stream = ReplicationStream(
+            database_url, slot=slot, publication=publication, streaming=streaming
+        )
+        self.stream.assembler.on_relation = self._on_relation
+        self.snapshots = SnapshotPool(database_url, snapshot_connections)
+        self.router: Router[LiveShape] = Router()
+        self.shapes: dict[str, LiveShape] = {}
+        self._by_definition: dict[ShapeDefinition, LiveShape] = {}
+        self.last_seen_lsn = 0
+        """Commit LSN of the last transaction the pipeline processed."""
+        self._applied_end_lsn = 0
+        self._tasks: list[asyncio.Task[None]] = []
+        self._catalog: psycopg.Connection[Any] | None = None
+        self._catalog_lock = asyncio.Lock()
+        self._relations: dict[tuple[str, str], Relation] = {}
+        self.on_invalidate: list[Callable[[LiveShape], None]] = []
+        self.started = asyncio.Event()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.stream.setup)
+        if self.stream.slot_created:
+            # A new slot cannot resume old logs: whatever was stored is stale.
+            self._discard_recorded()
+        else:
+            await asyncio.to_thread(self._recover)
+        self._tasks = [
+            asyncio.create_task(self._replicate(), name="pysync-replication"),
+            asyncio.create_task(self._flush_loop(), name="pysync-flush"),
+        ]
+        self.started.set()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks = []
+        await asyncio.to_thread(self._sync_all)
+        self.stream.acknowledge(self._applied_end_lsn)
+        await self.stream.close()
+        await self.snapshots.close()
+        if self._catalog is not None:
+            self._catalog.close()
+        self.store.close()
+        for live in list(self.shapes.values()):
+            live.log.notify()
+
+    # -- shapes ---------------------------------------------------------------------
+
+    async def shape(self, definition: ShapeDefinition) -> LiveShape:
+        """The live shape for a definition, created (and its snapshot started) if new."""
+        live = self._by_definition.get(definition)
+        if live is not None and not live.gone:
+            live.last_used = time.monotonic()
+            return live
+        shape = await self._validate(definition)
+        for existing in self.shapes.values():
+            if existing.shape.key == shape.key and not existing.gone:
+                self._by_definition[definition] = existing
+                existing.last_used = time.monotonic()
+                return existing
+        return self._create(shape)
+
+    def get(self, handle: str) -> LiveShape | None:
+        live = self.shapes.get(handle)
+        if live is not None:
+            live.last_used = time.monotonic()
+        return live
+
+    async def wait_ready(self, live: LiveShape, timeout: float = 60.0) -> None:
+        """Wait until the first snapshot chunk is written (or the snapshot failed)."""
+        deadline = time.monotonic() + timeout
+        while not live.log.offsets and live.error is None and not live.gone:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("snapshot produced no data in time")
+            try:
+                await asyncio.wait_for(live.log.waiter(), remaining)
+            except TimeoutError:
+                continue
+        if live.error is not None:
+            raise live.error
+        if live.gone:
+            raise ShapeGone(live.handle)
+
+    def delete(self, handle: str) -> bool:
+        live = self.shapes.get(handle)
+        if live is None:
+            return False
+        self._invalidate(live, "deleted")
+        return True
+
+    async def _validate(self, definition: ShapeDefinition) -> Shape:
+        async with self._catalog_lock:
+            return await asyncio.to_thread(self._validate_sync, definition)
+
+    def _validate_sync(self, definition: ShapeDefinition) -> Shape:
+        if self._catalog is None or self._catalog.closed:
+            self._catalog = psycopg.connect(self.database_url, autocommit=True)
+        try:
+            return validate(self._catalog, definition)
+        except psycopg.OperationalError:
+            self._catalog = None
+            raise
+
+    def _create(self, shape: Shape) -> LiveShape:
+        handle = new_handle(shape)
+        live = LiveShape(handle, shape, self.store.new_log(handle))
+        self._register(live)
+        if self.max_shapes is not None and len(self.shapes) > self.max_shapes:
+            self._evict()
+        task = asyncio.create_task(self._snapshot(live), name=f"pysync-snapshot-{handle}")
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+        return live
+
+    def _register(self, live: LiveShape) -> None:
+        self.shapes[live.handle] = live
+        self._by_definition[live.definition] = live
+        where = live.shape.where
+        index = where.equality_index() if where is not None else None  # type: ignore[attr-defined]
+        self.router.add(live.definition.relation, live, index)
+
+    async def _snapshot(self, live: LiveShape) -> None:
+        table = live.shape.table
+        try:
+            async with self.snapshots.connection() as conn:
+                await conn.execute("SELECT 1")  # reconnect early if the pooled one died
+                await asyncio.to_thread(self._publish, table.schema, table.name)
+                if live.gone:
+                    return
+                info = await take_snapshot(conn, live.shape, live.log, rows=live.definition.log_mode == "full")
+        except Exception as exc:  # noqa: BLE001 - reported to the waiting request
+            log.warning("snapshot of %s failed: %s", live.handle, exc)
+            live.error = exc
+            self._invalidate(live, "snapshot failed")
+            return
+        if live.gone:
+            return
+        live.snapshot = info
+        pending, live.pending = live.pending or [], None
+        for xid, commit_lsn, entries in pending:
+            if not live.skip(xid, commit_lsn):
+                live.log.append_changes(entries)
+        live.ready = True
+        live.log.notify()
+        await asyncio.to_thread(self._remember, live)
+
+    def _remember(self, live: LiveShape) -> None:
+        live.log.sync()
+        if not live.gone:
+            self.store.remember(live)
+
+    def _publish(self, schema: str, name: str) -> None:
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            publish_table(conn, self.publication, schema, name)
+
+    def _evict(self) -> None:
+        assert self.max_shapes is not None
+        by_age = sorted(self.shapes.values(), key=lambda s: s.last_used)
+        for live in by_age[: len(self.shapes) - self.max_shapes]:
+            self._invalidate(live, "evicted")
+
+    def _invalidate(self, live: LiveShape, reason: str) -> None:
+        if live.gone:
+            return
+        log.info("shape %s (%s) invalidated: %s", live.handle, live.definition.table, reason)
+        live.gone = True
+        self.shapes.pop(live.handle, None)
+        if self._by_definition.get(live.definition) is live:
+            del self._by_definition[live.definition]
+        self.router.remove(live.definition.relation, live)
+        live.log.notify()
+        for callback in self.on_invalidate:
+            callback(live)
+        self.store.forget(live.handle)
+        live.log.storage.destroy()
+
+    # -- replication ----------------------------------------------------------------
+
+    async def _replicate(self) -> None:
+        while True:
+            try:
+                async for item in self.stream.transactions():
+                    if type(item) is Transaction:
+                        self.apply(item)
+            except SlotInvalidatedError as exc:
+                log.error("%s; resyncing every shape", exc)
+                for live in list(self.shapes.values()):
+                    self._invalidate(live, "replication slot lost")
+                await asyncio.to_thread(self._drop_slot)
+                self._applied_end_lsn = 0
+                self.stream.acknowledged_lsn = self.stream.delivered_lsn = 0
+
+    def _drop_slot(self) -> None:
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            drop_slot(conn, self.slot)
+
+    def apply(self, txn: Transaction) -> None:
+        """Route one committed transaction into the logs of the shapes it touches."""
+        tables = self.router.tables
+        xid = txn.xid
+        commit_lsn = txn.commit_lsn
+        headers_base = {"lsn": str(commit_lsn), "txids": [xid]}
+        touched: dict[LiveShape, list[dict[str, Any]]] = {}
+        op = 0
+        for change in txn.changes:
+            if type(change) is Truncation:
+                for relation in change.relations:
+                    routes = tables.get((relation.namespace, relation.name))
+                    if routes is not None:
+                        for live in _all_shapes(routes):
+                            self._invalidate(live, "table truncated")
+                op += 2
+                continue
+            assert type(change) is Change
+            relation = change.relation
+            routes = tables.get((relation.namespace, relation.name))
+            if routes is not None:
+                layout = relation.column_names
+                for live in routes.candidates(layout, change.new, change.old):
+                    if live.gone or live.skip(xid, commit_lsn):
+                        continue
+                    converter = live.converter
+                    if converter is None:
+                        converter = self._converter(live, layout)
+                        if converter is None:
+                            continue
+                    entries = converter.convert(
+                        change.op, change.new, change.old, {**headers_base, "op_position": op}
+                    )
+                    if entries:
+                        existing = touched.get(live)
+                        if existing is None:
+                            touched[live] = entries
+                        else:
+                            existing.extend(entries)
+            op += 2
+        for live, entries in touched.items():
+            entries[-1]["headers"]["last"] = True
+            encoded = [
+                (LogOffset(commit_lsn, entry["headers"]["op_position"]), _encode(entry))
+                for entry in entries
+            ]
+            if live.pending is not None:
+                live.pending.append((xid, commit_lsn, encoded))
+            else:
+                live.log.append_changes(encoded)
+                live.log.notify()
+        self.last_seen_lsn = commit_lsn
+        self._applied_end_lsn = txn.end_lsn
+
+    def _converter(self, live: LiveShape, layout: tuple[str, ...]) -> ShapeConverter | None:
+        try:
+            live.converter = ShapeConverter(live.shape, layout)
+        except (KeyError, ValueError):
+            self._invalidate(live, "columns no longer replicated")
+            return None
+        return live.converter
+
+    def _on_relation(self, relation: Relation, previous: Relation | None) -> None:
+        """A Relation message that differs from what a shape was built on is a schema
+        change: those shapes are invalidated (clients refetch)."""
+        key = (relation.namespace, relation.name)
+        known = self._relations.get(key)
+        self._relations[key] = relation
+        if previous is None and known is None:
+            # First sight in this process: compare with the catalog the shapes were made from.
+            routes = self.router.tables.get(key)
+            if routes is None:
+                return
+            for live in _all_shapes(routes):
+                if _layout_of(live.shape) != _relation_layout(relation) or live.shape.table.oid != relation.oid:
+                    self._invalidate(live, "schema changed")
+            return
+        before = previous or known
+        assert before is not None
+        if _relation_layout(before) != _relation_layout(relation) or before.oid != relation.oid:
+            routes = self.router.tables.get(key)
+            if routes is not None:
+                for live in _all_shapes(routes):
+                    self._invalidate(live, "schema changed")
+
+    # -- durability -----------------------------------------------------------------
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            end_lsn = self._applied_end_lsn
+            dirty = [live.log for live in self.shapes.values() if live.log.dirty]
+            if dirty:
+                await asyncio.to_thread(_sync_logs, dirty)
+            if end_lsn:
+                self.stream.acknowledge(end_lsn)
+
+    def _sync_all(self) -> None:
+        _sync_logs([live.log for live in self.shapes.values()])
+
+    # -- recovery -------------------------------------------------------------------
+
+    def _discard_recorded(self) -> None:
+        for handle, _, _ in self.store.recorded():
+            self.store.discard(handle)
+            self.store.forget(handle)
+        for orphan in list(self.store.orphans(set())):
+            self.store.discard(orphan)
+
+    def _recover(self) -> None:
+        keep: set[str] = set()
+        with psycopg.connect(self.database_url, autocommit=True) as conn:
+            for handle, definition, snapshot in list(self.store.recorded()):
+                try:
+                    shape = validate(conn, definition)
+                except ShapeError:
+                    self.store.forget(handle)
+                    continue
+                shape_log = self.store.open_log(handle)
+                if not shape_log.snapshot_done or snapshot is None:
+                    self.store.forget(handle)
+                    continue
+                live = LiveShape(handle, shape, shape_log)
+                live.snapshot = snapshot
+                live.pending = None
+                live.ready = True
+                self._register(live)
+                keep.add(handle)
+        for orphan in list(self.store.orphans(keep)):
+            self.store.discard(orphan)
+
+
+def _sync_logs(logs: list[Any]) -> None:
+    for shape_log in logs:
+        shape_log.sync()
+
+
+def _all_shapes(routes: Any) -> list[LiveShape]:
+    shapes = set(routes.scanned)
+    for index in routes.indexes.values():
+        for group in index.shapes.values():
+            shapes |= group
+    return list(shapes)
+
+
+def _relation_layout(relation: Relation) -> tuple[tuple[str, int], ...]:
+    return tuple((c.name, c.type_oid) for c in relation.columns)
+
+
+def _layout_of(shape: Shape) -> tuple[tuple[str, int], ...]:
+    return tuple((c.name, c.type_oid) for c in shape.table.columns if not c.generated)

@@ -1,0 +1,146 @@
+"""Per-shape conversion of replicated changes into Electric log entries.
+
+Follows Electric (protocol reference section 5): move-in / move-out for WHERE shapes,
+primary-key changes as delete + insert, ``replica`` modes, column projection, keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pysync.postgres.pgoutput import UNCHANGED_TOAST
+from pysync.shapes.definition import Shape
+from pysync.shapes.where import WhereRuntimeError
+
+Entry = dict[str, Any]
+Row = Sequence[Any]
+
+
+def relation_prefix(schema: str, table: str) -> str:
+    """The ``"schema"."table"`` part of keys (replication-path escaping, see section 5.3)."""
+    return f'"{_escape_relation(schema)}"."{_escape_relation(table)}"'
+
+
+def _escape_relation(name: str) -> str:
+    return name.replace("/", "//").replace(".", "..")
+
+
+def row_key(prefix: str, values: Sequence[str | None]) -> str:
+    """``"schema"."table"/"v1"/"v2"``: PK values quoted with ``/`` doubled, NULL as ``_``."""
+    parts = [prefix]
+    for value in values:
+        parts.append("/_" if value is None else '/"' + value.replace("/", "//") + '"')
+    return "".join(parts)
+
+
+def _safe(evaluate: Callable[[Row], bool | None]) -> Callable[[Row], bool | None]:
+    """Postgres would raise for the row (overflow, bad input): it does not match."""
+
+    def matches(row: Row) -> bool | None:
+        try:
+            return evaluate(row)
+        except WhereRuntimeError:
+            return None
+
+    return matches
+
+
+class ShapeConverter:
+    """Converts changes of one relation layout (pgoutput's column order) for one shape."""
+
+    def __init__(self, shape: Shape, layout: Sequence[str]) -> None:
+        definition = shape.definition
+        self.shape = shape
+        self.full = definition.replica == "full"
+        self.relation = [shape.table.schema, shape.table.name]
+        self.prefix = relation_prefix(shape.table.schema, shape.table.name)
+        position = {name: i for i, name in enumerate(layout)}
+        missing = [c for c in shape.columns if c not in position]
+        if missing:
+            raise KeyError(f"columns {missing} are not in the replicated relation")
+        self.pk_idx = tuple(position[c] for c in shape.pk)
+        self.pk_names = tuple(shape.pk)
+        self.selected = tuple((c, position[c]) for c in shape.columns)
+        self.matches: Callable[[Row], bool | None] | None = (
+            _safe(shape.where.bind(layout)) if shape.where is not None else None  # type: ignore[attr-defined]
+        )
+
+    def convert(self, op: str, new: Row | None, old: Row | None, headers: dict[str, Any]) -> list[Entry]:
+        """Entries for one change; ``headers`` holds lsn/op_position/txids (copied per entry)."""
+        if op == "insert":
+            assert new is not None
+            if self.matches is not None and self.matches(new) is not True:
+                return []
+            return [self._entry("insert", new, None, headers)]
+        if op == "delete":
+            assert old is not None
+            if self.matches is not None and self.matches(old) is not True:
+                return []
+            return [self._delete(old, headers)]
+        assert new is not None
+        return self._update(new, old, headers)
+
+    def _update(self, new: Row, old: Row | None, headers: dict[str, Any]) -> list[Entry]:
+        matches = self.matches
+        # Without an old row (no REPLICA IDENTITY FULL) we cannot tell a move-out.
+        old_row = old if old is not None else new
+        if matches is not None:
+            new_match = matches(new) is True
+            old_match = matches(old_row) is True if old is not None else new_match
+            if not new_match:
+                return [self._delete(old_row, headers)] if old_match else []
+            if not old_match:
+                return [self._entry("insert", new, None, headers)]
+        old_key = [old_row[i] for i in self.pk_idx]
+        new_key = [new[i] for i in self.pk_idx]
+        if old is not None and old_key != new_key:
+            delete = self._delete(old_row, headers)
+            insert = self._entry("insert", new, None, {**headers, "op_position": headers["op_position"] + 1})
+            new_key_text = row_key(self.prefix, new_key)  # type: ignore[arg-type]
+            delete["headers"]["key_change_to"] = new_key_text
+            insert["headers"]["key_change_from"] = delete["key"]
+            return [delete, insert]
+        value: dict[str, Any] = {}
+        old_value: dict[str, Any] = {}
+        changed = False
+        for name, i in self.selected:
+            value_new = new[i]
+            if value_new is UNCHANGED_TOAST:
+                continue
+            value_old = old_row[i] if old is not None else UNCHANGED_TOAST
+            if value_old != value_new:
+                changed = True
+                value[name] = value_new
+                if self.full and value_old is not UNCHANGED_TOAST:
+                    old_value[name] = value_old
+            elif self.full:
+                value[name] = value_new
+        if not changed and old is not None:
+            return []  # no selected column changed
+        for name, i in zip(self.pk_names, self.pk_idx, strict=True):
+            value[name] = new[i]
+        entry: Entry = {
+            "key": row_key(self.prefix, new_key),  # type: ignore[arg-type]
+            "value": value,
+            "headers": {"operation": "update", "relation": self.relation, **headers},
+        }
+        if self.full:
+            entry["old_value"] = old_value
+        return [entry]
+
+    def _entry(self, op: str, row: Row, _old: Row | None, headers: dict[str, Any]) -> Entry:
+        return {
+            "key": row_key(self.prefix, [row[i] for i in self.pk_idx]),
+            "value": {name: row[i] for name, i in self.selected if row[i] is not UNCHANGED_TOAST},
+            "headers": {"operation": op, "relation": self.relation, **headers},
+        }
+
+    def _delete(self, old: Row, headers: dict[str, Any]) -> Entry:
+        if self.full:
+            return self._entry("delete", old, None, headers)
+        return {
+            "key": row_key(self.prefix, [old[i] for i in self.pk_idx]),
+            "value": {name: old[i] for name, i in zip(self.pk_names, self.pk_idx, strict=True)},
+            "headers": {"operation": "delete", "relation": self.relation, **headers},
+        }

@@ -1,0 +1,181 @@
+"""Shape definitions: what a client asks for, validated against the live catalog."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+
+import msgspec
+import psycopg
+
+from pysync.postgres.catalog import Table, load_table
+from pysync.postgres.identifiers import IdentifierError, parse_relation
+
+REPLICA_MODES = ("default", "full")
+LOG_MODES = ("full", "changes_only")
+
+
+class ShapeError(ValueError):
+    """A shape definition that cannot be served; ``field`` names the request parameter."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class ShapeDefinition(msgspec.Struct, frozen=True):
+    """A shape as requested: table, optional WHERE with ``$n`` params, columns, modes.
+
+    Names are exact (already case-folded) Postgres names; ``params[i]`` is ``$i+1``.
+    """
+
+    table: str
+    schema: str = "public"
+    where: str | None = None
+    params: tuple[str, ...] = ()
+    columns: tuple[str, ...] | None = None
+    replica: str = "default"
+    log_mode: str = "full"
+
+    @classmethod
+    def create(
+        cls,
+        table: str,
+        *,
+        namespace: str | None = None,
+        where: str | None = None,
+        params: Sequence[object] | Mapping[int | str, object] | None = None,
+        columns: Sequence[str] | None = None,
+        replica: str = "default",
+        log_mode: str = "full",
+    ) -> ShapeDefinition:
+        """Build a definition from user input: ``table`` may be ``todos``,
+        ``public.todos``, ``"My Table"`` or ``app."Todos"`` (Postgres identifier rules)."""
+        if namespace is None:
+            try:
+                namespace, table = parse_relation(table)
+            except IdentifierError as exc:
+                raise ShapeError("table", str(exc)) from None
+        if replica not in REPLICA_MODES:
+            raise ShapeError("replica", "is invalid")
+        if log_mode not in LOG_MODES:
+            raise ShapeError("log", "is invalid")
+        if where is not None and not where.strip():
+            where = None
+        return cls(
+            table=table, schema=namespace, where=where, params=normalize_params(params),
+            columns=tuple(columns) if columns is not None else None,
+            replica=replica, log_mode=log_mode,
+        )
+
+    @property
+    def relation(self) -> tuple[str, str]:
+        return (self.schema, self.table)
+
+
+def normalize_params(params: Sequence[object] | Mapping[int | str, object] | None) -> tuple[str, ...]:
+    """``$n`` values as strings in order: from a list, or a mapping ``{1: v, ...}``."""
+    if params is None:
+        return ()
+    if isinstance(params, Mapping):
+        numbered: dict[int, object] = {}
+        for key, value in params.items():
+            try:
+                numbered[int(key)] = value
+            except (TypeError, ValueError):
+                raise ShapeError("params", "Parameters can only use numbers as keys") from None
+        if sorted(numbered) != list(range(1, len(numbered) + 1)):
+            raise ShapeError("params", "Parameters must be numbered sequentially, starting from 1")
+        values = [numbered[i] for i in range(1, len(numbered) + 1)]
+    elif isinstance(params, (str, bytes)):
+        raise ShapeError("params", "is invalid")
+    else:
+        values = list(params)
+    return tuple(_param_text(v) for v in values)
+
+
+def _param_text(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class Shape(msgspec.Struct, frozen=True):
+    """A definition validated against the catalog, with its WHERE clause compiled."""
+
+    definition: ShapeDefinition
+    table: Table
+    where: object | None
+    """The compiled clause (``pysync.shapes.where.Where``) or None."""
+    columns: tuple[str, ...]
+    """Selected columns, in table order."""
+    key: str
+    """Equal definitions have equal keys, so they share one shape."""
+
+    @property
+    def pk(self) -> tuple[str, ...]:
+        return self.table.identity
+
+
+def validate(conn: psycopg.Connection[tuple[object, ...]], definition: ShapeDefinition) -> Shape:
+    """Check the definition against the live catalog; ShapeError names what is wrong."""
+    from pysync.shapes.where import WhereError, compile_where
+
+    table = load_table(conn, definition.schema, definition.table)
+    if table is None:
+        raise ShapeError(
+            "table",
+            f'Table "{definition.schema}"."{definition.table}" does not exist. If the table '
+            "name contains capitals or special characters you must quote it.",
+        )
+    columns = _selected_columns(table, definition.columns)
+    where = None
+    if definition.where is not None:
+        params = {i + 1: value for i, value in enumerate(definition.params)}
+        try:
+            where = compile_where(definition.where, table, params)
+        except WhereError as exc:
+            raise ShapeError("where", exc.message) from None
+    normalized_where = where.normalized if where is not None else ""  # type: ignore[attr-defined]
+    identity = msgspec.json.encode(
+        [table.oid, table.schema, table.name, table.identity, normalized_where,
+         sorted(columns), definition.replica, definition.log_mode]
+    )
+    key = hashlib.sha256(identity).hexdigest()
+    return Shape(definition=definition, table=table, where=where, columns=columns, key=key)
+
+
+def _selected_columns(table: Table, requested: tuple[str, ...] | None) -> tuple[str, ...]:
+    if requested is None:
+        generated = [c.name for c in table.columns if c.generated]
+        if generated:
+            raise ShapeError(
+                "columns",
+                "The following columns are generated and cannot be included in the shape: "
+                f"{', '.join(generated)}. You can exclude them from the shape by explicitly "
+                "listing which columns to fetch in the 'columns' query param",
+            )
+        return tuple(c.name for c in table.columns)
+    if not requested:
+        raise ShapeError("columns", "The list of columns must not be empty")
+    wanted = set(requested)
+    unknown = [name for name in requested if table.column(name) is None]
+    if unknown:
+        raise ShapeError(
+            "columns", f"The following columns are not found on the table: {', '.join(unknown)}"
+        )
+    missing = [name for name in table.identity if name not in wanted]
+    if missing:
+        raise ShapeError(
+            "columns",
+            f"The list of columns must include all primary key columns, missing: {', '.join(missing)}",
+        )
+    generated = [c.name for c in table.columns if c.generated and c.name in wanted]
+    if generated:
+        raise ShapeError(
+            "columns",
+            "The following columns are generated and cannot be included in the shape: "
+            f"{', '.join(generated)}",
+        )
+    return tuple(c.name for c in table.columns if c.name in wanted)

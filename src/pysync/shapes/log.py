@@ -1,0 +1,147 @@
+"""A shape's append-only log: JSON entries at Electric offsets, read from an offset.
+
+A unit of the log is a frame: one replicated change at ``<commit_lsn>_<op>``, or one
+initial-snapshot chunk at ``0_<n>`` (many rows, already comma-joined). Entries are
+encoded once, at append time; a response concatenates stored bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from array import array
+from bisect import bisect_right
+
+from pysync.shapes.offset import LAST_BEFORE_REAL, LogOffset
+from pysync.shapes.storage import FLAG_SNAPSHOT_END, FRAME_HEADER, LogStorage
+
+CHUNK_BYTES = 10 * 1024 * 1024
+"""About this much JSON per response and per snapshot chunk (Electric's default)."""
+
+
+class ShapeLog:
+    def __init__(self, storage: LogStorage, chunk_bytes: int = CHUNK_BYTES) -> None:
+        self.storage = storage
+        self.chunk_bytes = chunk_bytes
+        self.offsets: list[LogOffset] = []
+        self._positions = array("Q")  # payload start of each frame
+        self._lengths = array("I")
+        self.snapshot_done = False
+        self.dirty = False
+        self._waiters: list[asyncio.Future[None]] = []
+        self._recover()
+
+    # -- state ----------------------------------------------------------------------
+
+    @property
+    def last_offset(self) -> LogOffset:
+        """The offset a reader that has everything is at (``0_inf`` right after the snapshot)."""
+        if not self.offsets:
+            return LAST_BEFORE_REAL if self.snapshot_done else LogOffset(-1, 0)
+        last = self.offsets[-1]
+        if self.snapshot_done and last.tx == 0:
+            return LAST_BEFORE_REAL
+        return last
+
+    @property
+    def last_tx(self) -> int:
+        """Commit LSN of the last replicated transaction in the log (0 if none)."""
+        return self.offsets[-1].tx if self.offsets else 0
+
+    # -- writing --------------------------------------------------------------------
+
+    def append_snapshot_chunk(self, number: int, payload: bytes, *, last: bool) -> None:
+        self._append(LogOffset(0, number), payload, FLAG_SNAPSHOT_END if last else 0)
+        if last:
+            self.snapshot_done = True
+        self.notify()
+
+    def append_changes(self, entries: list[tuple[LogOffset, bytes]]) -> None:
+        """Append one transaction's entries for this shape (callers then ``notify``)."""
+        frames = bytearray()
+        base = self.storage.size()
+        for offset, payload in entries:
+            self.offsets.append(offset)
+            self._positions.append(base + len(frames) + FRAME_HEADER.size)
+            self._lengths.append(len(payload))
+            frames += FRAME_HEADER.pack(offset.tx, offset.op, len(payload), 0)
+            frames += payload
+        self.storage.append(bytes(frames))
+        self.dirty = True
+
+    def _append(self, offset: LogOffset, payload: bytes, flags: int) -> None:
+        position = self.storage.append(FRAME_HEADER.pack(offset.tx, offset.op, len(payload), flags) + payload)
+        self.offsets.append(offset)
+        self._positions.append(position + FRAME_HEADER.size)
+        self._lengths.append(len(payload))
+        self.dirty = True
+
+    def sync(self) -> None:
+        if self.dirty:
+            self.storage.sync()
+            self.dirty = False
+
+    # -- reading --------------------------------------------------------------------
+
+    def read(self, after: LogOffset, max_bytes: int | None = None) -> tuple[list[bytes], LogOffset, bool]:
+        """Entries strictly after ``after``: (payloads, end offset, reached the end).
+
+        A snapshot chunk is always served alone, at its own offset ``0_k`` (as Electric
+        does), so such a response never reaches the end. Otherwise it stops after about
+        ``max_bytes`` (at least one frame). "Reached the end" needs a complete snapshot.
+        """
+        limit = self.chunk_bytes if max_bytes is None else max_bytes
+        offsets = self.offsets
+        start = bisect_right(offsets, after)
+        count = len(offsets)
+        if start < count and offsets[start].tx == 0:
+            payload = self.storage.read(self._positions[start], self._lengths[start])
+            return [payload], offsets[start], False
+        end = start
+        size = 0
+        lengths = self._lengths
+        while end < count and (end == start or size + lengths[end] <= limit):
+            size += lengths[end]
+            end += 1
+        payloads = [self.storage.read(self._positions[i], lengths[i]) for i in range(start, end)]
+        reached_end = end == count and self.snapshot_done
+        if end > start:
+            end_offset = offsets[end - 1]
+        else:
+            end_offset = max(after, self.last_offset) if self.snapshot_done else after
+        return payloads, end_offset, reached_end
+
+    def has_after(self, offset: LogOffset) -> bool:
+        return bool(self.offsets) and self.offsets[-1] > offset
+
+    # -- waiting --------------------------------------------------------------------
+
+    def notify(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def waiter(self) -> asyncio.Future[None]:
+        """A future resolved at the next append (or when the shape goes away)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(future)
+        return future
+
+    # -- recovery -------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        size = self.storage.size()
+        position = 0
+        header = FRAME_HEADER.size
+        while position + header <= size:
+            tx, op, length, flags = FRAME_HEADER.unpack(self.storage.read(position, header))
+            if position + header + length > size:
+                break  # torn write
+            self.offsets.append(LogOffset(tx, op))
+            self._positions.append(position + header)
+            self._lengths.append(length)
+            if flags & FLAG_SNAPSHOT_END:
+                self.snapshot_done = True
+            position += header + length
+        if position != size:
+            self.storage.truncate(position)

@@ -1,0 +1,102 @@
+"""Which shapes does a change touch?
+
+Per table, shapes whose clause pins a column to constants (``col = c``, ``col IN (...)``,
+or such a term in a top-level AND) are found by a hash lookup on the row's value, so
+routing cost stays flat as shapes grow; the other shapes are checked one by one (their
+converter evaluates the clause).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Any, Generic, TypeVar
+
+S = TypeVar("S", bound=Hashable)
+
+
+class _ColumnIndex(Generic[S]):
+    def __init__(self, key_fn: Callable[[str], object]) -> None:
+        self.key_fn = key_fn
+        self.shapes: dict[object, set[S]] = {}
+
+
+class TableRoutes(Generic[S]):
+    """The shapes on one table."""
+
+    def __init__(self) -> None:
+        self.indexes: dict[str, _ColumnIndex[S]] = {}
+        self.scanned: set[S] = set()
+        self._positions: dict[str, int] = {}
+        self._layout: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.scanned) + sum(
+            len(shapes) for index in self.indexes.values() for shapes in index.shapes.values()
+        )
+
+    def add(self, shape: S, index: tuple[str, frozenset[object], Callable[[str], object]] | None) -> None:
+        if index is None:
+            self.scanned.add(shape)
+            return
+        column, keys, key_fn = index
+        column_index = self.indexes.get(column)
+        if column_index is None:
+            column_index = self.indexes[column] = _ColumnIndex(key_fn)
+        for key in keys:
+            column_index.shapes.setdefault(key, set()).add(shape)
+
+    def remove(self, shape: S) -> None:
+        self.scanned.discard(shape)
+        for index in self.indexes.values():
+            for key in [k for k, shapes in index.shapes.items() if shape in shapes]:
+                index.shapes[key].discard(shape)
+                if not index.shapes[key]:
+                    del index.shapes[key]
+
+    def candidates(self, layout: tuple[str, ...], new: Any, old: Any) -> set[S] | frozenset[S]:
+        """Shapes that may match the new or the old row (rows in ``layout`` order)."""
+        if not self.indexes:
+            return self.scanned
+        if layout != self._layout:
+            self._layout = layout
+            self._positions = {name: i for i, name in enumerate(layout)}
+        found = set(self.scanned)
+        positions = self._positions
+        for column, index in self.indexes.items():
+            i = positions.get(column)
+            if i is None:
+                continue
+            key_fn = index.key_fn
+            lookup = index.shapes.get
+            for row in (new, old):
+                if row is None:
+                    continue
+                value = row[i]
+                if type(value) is not str:
+                    continue
+                try:
+                    hits = lookup(key_fn(value))
+                except (ValueError, ArithmeticError):
+                    continue
+                if hits:
+                    found |= hits
+        return found
+
+
+class Router(Generic[S]):
+    def __init__(self) -> None:
+        self.tables: dict[tuple[str, str], TableRoutes[S]] = {}
+
+    def add(self, relation: tuple[str, str], shape: S,
+            index: tuple[str, frozenset[object], Callable[[str], object]] | None) -> None:
+        routes = self.tables.get(relation)
+        if routes is None:
+            routes = self.tables[relation] = TableRoutes()
+        routes.add(shape, index)
+
+    def remove(self, relation: tuple[str, str], shape: S) -> None:
+        routes = self.tables.get(relation)
+        if routes is not None:
+            routes.remove(shape)
+            if not len(routes):
+                del self.tables[relation]

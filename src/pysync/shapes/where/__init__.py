@@ -1,0 +1,174 @@
+"""Shape WHERE clauses: validation (Electric's WHERE language), in-process evaluation on
+replicated rows, SQL for the snapshot query, and equality routing keys.
+
+    where = compile_where("user_id = $1 AND title ILIKE '%x%'", table, {1: "5"})
+    matches = where.bind(column_names)      # once per relation layout
+    matches(["5", "Fix x", None])           # True / False / None (SQL NULL)
+    sql, params = where.to_sql()            # for "SELECT ... WHERE " + sql
+
+Evaluation errors (integer overflow, division by zero, unparsable values) raise
+``WhereRuntimeError``: Postgres would raise for the same row, so callers treat the row as
+not matching.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from pysync.postgres.catalog import Table
+
+from . import _runtime as rt
+from ._check import check_clause
+from ._compile import Compiler, column_parser
+from ._ir import Node, WhereError, WhereRuntimeError
+from ._render import normalized as _normalized
+from ._render import to_sql as _to_sql
+
+__all__ = ["Where", "WhereError", "WhereRuntimeError", "compile_where"]
+
+Evaluator = Callable[[Sequence[str | None]], bool | None]
+KeyFunction = Callable[[str], object]
+
+
+class Where:
+    """A validated WHERE clause for one table (build with ``compile_where``)."""
+
+    def __init__(self, clause: str, tree: Node, columns: frozenset[str]) -> None:
+        self.clause = clause
+        self.tree = tree
+        self.columns = columns
+        self.normalized = _normalized(tree)
+        self._bound: dict[tuple[str, ...], Evaluator] = {}
+
+    def __repr__(self) -> str:
+        return f"Where({self.normalized!r})"
+
+    def bind(self, column_names: Sequence[str]) -> Evaluator:
+        """An evaluator for rows whose values come in the order of ``column_names``."""
+        key = tuple(column_names)
+        cached = self._bound.get(key)
+        if cached is not None:
+            return cached
+        positions = {name: i for i, name in enumerate(key)}
+        missing = self.columns - positions.keys()
+        if missing:
+            raise ValueError(f"the row has no column(s) {', '.join(sorted(missing))}")
+        evaluator: Evaluator = Compiler(positions).compile(self.tree)
+        self._bound[key] = evaluator
+        return evaluator
+
+    def to_sql(self) -> tuple[str, list[object]]:
+        """SQL for the snapshot query's WHERE with psycopg ``%s`` placeholders."""
+        return _to_sql(self.tree)
+
+    def equality_index(self) -> tuple[str, frozenset[object], KeyFunction] | None:
+        """(column, keys, key_fn): a row can only match if key_fn(its text value) in keys."""
+        return _equality_index(self.tree)
+
+
+def compile_where(clause: str, table: Table, params: Mapping[int, str] | None = None) -> Where:
+    """Validate and type-check ``clause`` against ``table``; raises WhereError."""
+    frozen = tuple(sorted((int(k), str(v)) for k, v in (params or {}).items()))
+    return _compile_cached(clause, table, frozen)
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile_cached(clause: str, table: Table, params: tuple[tuple[int, str], ...]) -> Where:
+    tree, columns = check_clause(clause, table, dict(params))
+    return Where(clause, tree, columns)
+
+
+# ---------------------------------------------------------------- equality routing
+
+_NAN_KEY = ("NaN",)
+
+
+def _canonical(value: Any) -> object:
+    """Hashable key under which values equal in Postgres collide (NaN equals NaN there)."""
+    if isinstance(value, float) and math.isnan(value):
+        return _NAN_KEY
+    if isinstance(value, Decimal) and value.is_nan():
+        return _NAN_KEY
+    if isinstance(value, tuple):  # interval: compared by its span
+        from pysync.postgres.types import interval_key
+
+        return ("interval", interval_key(value))
+    if isinstance(value, str):
+        return value
+    return value
+
+
+def _equality_index(tree: Node) -> tuple[str, frozenset[object], KeyFunction] | None:
+    candidates = tree.args if tree.kind == "and" else (tree,)
+    for term in candidates:
+        found = _equality_term(term)
+        if found is not None:
+            return found
+    return None
+
+
+def _column_under_casts(node: Node) -> tuple[Node, list[Node]] | None:
+    """The column under a chain of implicit numeric/datetime casts (e.g. int4 -> numeric)."""
+    casts: list[Node] = []
+    while node.kind == "cast" and node.extra.get("implicit"):
+        casts.append(node)
+        node = node.args[0]
+    if node.kind != "col":
+        return None
+    return node, casts
+
+
+def _equality_term(term: Node) -> tuple[str, frozenset[object], KeyFunction] | None:
+    if term.kind == "op" and term.name == "=" and "cmp_type" in term.extra:
+        left, right = term.args
+        if left.kind == "const":
+            left, right = right, left
+        consts = [right]
+        target = left
+    elif term.kind == "in":
+        target, *consts = term.args
+    else:
+        return None
+    t = term.extra["cmp_type"]
+    if t.endswith("[]") or not all(c.kind == "const" and c.value is not None for c in consts):
+        return None
+    found = _column_under_casts(target)
+    if found is None:
+        return None
+    col, casts = found
+    key_fn = _key_function(col.type, [c.type for c in reversed(casts)], t)
+    return col.name, frozenset(_key_of(t, c.value) for c in consts), key_fn
+
+
+def _key_of(t: str, value: Any) -> object:
+    if t == "bpchar":
+        return str(value).rstrip(" ")
+    return _canonical(value)
+
+
+def _key_function(col_type: str, cast_chain: list[str], cmp_type: str) -> KeyFunction:
+    parse = column_parser(col_type) or (lambda s: s)
+    steps = []
+    src = col_type
+    for dst in cast_chain:
+        fn = rt.cast_function(src, dst)
+        assert fn is not None
+        steps.append(fn)
+        src = dst
+
+    def key_fn(text: str) -> object:
+        if text is None:
+            return None
+        try:
+            value = parse(text)
+        except (ValueError, ArithmeticError) as e:
+            raise WhereRuntimeError(f"cannot parse {text!r} as {col_type}: {e}") from None
+        for step in steps:
+            value = step(value)
+        return _key_of(cmp_type, value)
+
+    return key_fn

@@ -1,0 +1,932 @@
+"""Parse a WHERE clause with sqlglot and turn it into a typed, validated tree (``Node``).
+
+Everything not explicitly understood here is rejected: the evaluator and the SQL renderer
+only ever see nodes this module built.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.dialects.postgres import Postgres
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import TokenType
+
+from pysync.postgres import types as pt
+from pysync.postgres.catalog import Column, Table
+
+from . import _runtime as rt
+from ._ir import (
+    INT_TYPES,
+    NUMERIC_TYPES,
+    ORDERED_TYPES,
+    Node,
+    WhereError,
+    WhereRuntimeError,
+    display,
+    elem,
+    is_array,
+)
+
+_DIALECT = Postgres()
+
+_COLUMN_TYPES = {
+    "int2": "int2", "int4": "int4", "int8": "int8", "float4": "float4", "float8": "float8",
+    "numeric": "numeric", "bool": "bool", "text": "text", "varchar": "text", "bpchar": "bpchar",
+    "uuid": "uuid", "date": "date", "time": "time", "timestamp": "timestamp",
+    "timestamptz": "timestamptz", "interval": "interval",
+}
+
+_DTYPES = {
+    exp.DataType.Type.SMALLINT: "int2", exp.DataType.Type.INT: "int4",
+    exp.DataType.Type.BIGINT: "int8", exp.DataType.Type.FLOAT: "float4",
+    exp.DataType.Type.DOUBLE: "float8", exp.DataType.Type.DECIMAL: "numeric",
+    exp.DataType.Type.BOOLEAN: "bool", exp.DataType.Type.TEXT: "text",
+    exp.DataType.Type.VARCHAR: "text", exp.DataType.Type.BPCHAR: "bpchar",
+    exp.DataType.Type.UUID: "uuid", exp.DataType.Type.DATE: "date",
+    exp.DataType.Type.TIME: "time", exp.DataType.Type.TIMESTAMP: "timestamp",
+    exp.DataType.Type.TIMESTAMPTZ: "timestamptz", exp.DataType.Type.INTERVAL: "interval",
+}
+
+_CMP_OPS: dict[type[exp.Expression], str] = {
+    exp.EQ: "=", exp.NEQ: "<>", exp.LT: "<", exp.GT: ">", exp.LTE: "<=", exp.GTE: ">=",
+}
+_ARITH_OPS: dict[type[exp.Expression], str] = {
+    exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/",
+    exp.BitwiseAnd: "&", exp.BitwiseOr: "|", exp.BitwiseXor: "#",
+}
+_UNSUPPORTED_NAMES: dict[type[exp.Expression], str] = {
+    exp.RegexpLike: "unknown binary operator ~",
+    exp.RegexpILike: "unknown binary operator ~*",
+    exp.SimilarTo: "SIMILAR TO is not supported",
+    exp.Case: "CaseExpr is not supported in this context",
+    exp.If: "CaseExpr is not supported in this context",
+    exp.Nullif: "NullIfExpr is not supported in this context",
+    exp.Subquery: "subqueries are not supported",
+    exp.Select: "subqueries are not supported",
+    exp.Exists: "subqueries are not supported",
+    exp.Mod: "unknown binary operator %",
+    exp.BitwiseLeftShift: "unknown binary operator <<",
+    exp.BitwiseRightShift: "unknown binary operator >>",
+    exp.Tuple: "row expressions are not supported",
+    exp.Slice: "array slices are not supported",
+}
+_TYPE_INPUT_FUNCTIONS = {
+    "int2", "int4", "int8", "float4", "float8", "numeric", "bool", "uuid", "text", "date",
+    "time", "timestamp", "timestamptz", "interval",
+}
+
+
+def fold_identifier(ident: exp.Identifier) -> str:
+    """Postgres folds unquoted identifiers to lower case (ASCII letters only)."""
+    name: str = ident.this
+    if ident.quoted:
+        return name
+    return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in name)
+
+
+def position(e: exp.Expression) -> int:
+    """The smallest source offset recorded in the subtree (sqlglot records identifiers,
+    literals and function names), or 0."""
+    best: int | None = None
+    for node in e.walk():
+        meta = node.meta if node._meta else None  # _meta avoids creating empty dicts
+        if meta and "start" in meta:
+            start = int(meta["start"])
+            if best is None or start < best:
+                best = start
+    return best or 0
+
+
+def parse(clause: str) -> exp.Expression:
+    """One expression, nothing else: no statement separators, comments or trailing clauses."""
+    try:
+        tokens = _DIALECT.tokenize(clause)
+    except TokenError as e:
+        raise WhereError(f"syntax error: {e}", 0) from None
+    if not tokens:
+        raise WhereError("syntax error at end of input", 0)
+    for tok in tokens:
+        if tok.token_type == TokenType.SEMICOLON:
+            raise WhereError('unescaped ";" causing statement split', tok.start)
+        if tok.comments:
+            raise WhereError("comments are not allowed", tok.start)
+    _reject_like_function_form(tokens)
+    try:
+        parsed = sqlglot.parse(clause, read="postgres")
+    except (ParseError, TokenError) as e:
+        location = 0
+        errors = getattr(e, "errors", None)
+        if errors:
+            first = errors[0]
+            near = first.get("highlight") or ""
+            location = max(0, _offset(clause, first.get("line", 1), first.get("col", 1)) - len(near))
+            raise WhereError(f'syntax error at or near "{near}"', location) from None
+        raise WhereError("syntax error", location) from None
+    if len(parsed) != 1 or parsed[0] is None:
+        raise WhereError("malformed query ending with SQL clauses", 0)
+    return parsed[0]
+
+
+def _offset(clause: str, line: int, col: int) -> int:
+    lines = clause.split("\n")
+    return sum(len(x) + 1 for x in lines[: line - 1]) + col
+
+
+def _reject_like_function_form(tokens: list[Any]) -> None:
+    # sqlglot reads like(a, b) as "b LIKE a" (SQLite's argument order); Postgres means
+    # "a LIKE b". The function form cannot be told apart afterwards, so refuse it here.
+    for i, tok in enumerate(tokens):
+        if tok.token_type in (TokenType.LIKE, TokenType.ILIKE) and i + 1 < len(tokens) \
+                and tokens[i + 1].token_type == TokenType.L_PAREN:
+            before = tokens[i - 1].token_type if i else None
+            if before in (None, TokenType.L_PAREN, TokenType.COMMA, TokenType.AND, TokenType.OR,
+                          TokenType.NOT, TokenType.EQ, TokenType.NEQ, TokenType.LT, TokenType.GT,
+                          TokenType.LTE, TokenType.GTE):
+                raise WhereError("the like()/ilike() function forms are not supported; "
+                                 "use the LIKE / ILIKE operators", tok.start)
+
+
+def column_type(column: Column) -> str | None:
+    if column.type_kind == "e":
+        base = f"enum:{column.type_name}"
+    elif column.type_kind == "b":
+        mapped = _COLUMN_TYPES.get(column.type_name)
+        if mapped is None:
+            return None
+        base = mapped
+    else:
+        return None
+    return base + "[]" if column.dims else base
+
+
+def _numeric_common(a: str, b: str) -> str:
+    if a in INT_TYPES and b in INT_TYPES:
+        return a if INT_TYPES.index(a) >= INT_TYPES.index(b) else b
+    if a in INT_TYPES + ("numeric",) and b in INT_TYPES + ("numeric",):
+        return "numeric"
+    if a == "float4" and b == "float4":
+        return "float4"
+    return "float8"
+
+
+_DATETIME_RANK = {"date": 0, "timestamp": 1, "timestamptz": 2}
+
+
+def common_type(a: str, b: str) -> str | None:
+    """The type both sides of a comparison (or members of IN/COALESCE...) convert to."""
+    if a == b:
+        return "text" if a == "unknown" else a
+    if a == "unknown":
+        return b
+    if b == "unknown":
+        return a
+    if a in NUMERIC_TYPES and b in NUMERIC_TYPES:
+        return _numeric_common(a, b)
+    if a in ("text", "bpchar") and b in ("text", "bpchar"):
+        return "text"
+    if a in _DATETIME_RANK and b in _DATETIME_RANK:
+        return a if _DATETIME_RANK[a] > _DATETIME_RANK[b] else b
+    return None
+
+
+class Checker:
+    def __init__(self, clause: str, table: Table, params: Mapping[int, str] | None) -> None:
+        self.clause = clause
+        self.table = table
+        self.params = dict(params or {})
+        self.param_types: dict[int, str] = {}
+        self.columns: set[str] = set()
+
+    # ------------------------------------------------------------ entry
+
+    def check_clause(self, e: exp.Expression) -> Node:
+        node = self.check(e)
+        if node.type == "unknown":
+            node = self.coerce(node, "bool")
+        if node.type != "bool":
+            raise WhereError("WHERE clause must return a boolean")
+        return node
+
+    def fail(self, reason: str, e: exp.Expression | Node) -> WhereError:
+        pos = e.pos if isinstance(e, Node) else position(e)
+        return WhereError(reason, pos)
+
+    # ------------------------------------------------------------ coercion
+
+    def coerce(self, node: Node, target: str) -> Node:
+        """node converted to ``target`` implicitly (literals are parsed as ``target``)."""
+        if node.type == target:
+            return node
+        if node.kind == "const" and node.type == "unknown":
+            return self._type_literal(node, target)
+        if node.kind == "array" and is_array(target) and node.extra.get("untyped"):
+            items = tuple(self.coerce(a, elem(target)) for a in node.args)
+            return Node("array", target, items, pos=node.pos)
+        if (node.type, target) in rt.IMPLICIT_CASTS:
+            cast = Node("cast", target, (node,), pos=node.pos, extra={"implicit": True})
+            return self._fold(cast)
+        raise self.fail(f"cannot use {display(node.type)} as {display(target)}", node)
+
+    def _type_literal(self, node: Node, target: str) -> Node:
+        if target.startswith("enum:") and node.value is not None:
+            raise self.fail(
+                "comparing an enum to a string literal is not supported; "
+                "cast the column to text (col::text = '...')", node)
+        if node.param is not None:
+            seen = self.param_types.setdefault(node.param, target)
+            if seen != target:
+                raise self.fail(
+                    f"type conflict for ${node.param}: {display(seen)} and {display(target)}", node)
+        if node.value is None:
+            return Node("const", target, value=None, pos=node.pos, param=node.param)
+        text: str = node.value
+        try:
+            value = rt.input_function(target)(text)
+        except (ValueError, KeyError):
+            raise self.fail(f"invalid syntax for type {display(target)}: {text}", node) from None
+        return Node("const", target, value=value, pos=node.pos, param=node.param,
+                    extra={"text": text})
+
+    def unify(self, nodes: list[Node], what: str, e: exp.Expression) -> tuple[str, list[Node]]:
+        t = "unknown"
+        for n in nodes:
+            c = common_type(t, n.type)
+            if c is None:
+                raise self.fail(f"{what} types {display(t)} and {display(n.type)} cannot be matched", e)
+            t = c
+        if t == "unknown":
+            t = "text"
+        return t, [self.coerce(n, t) for n in nodes]
+
+    # ------------------------------------------------------------ dispatch
+
+    def check(self, e: exp.Expression) -> Node:
+        for cls, reason in _UNSUPPORTED_NAMES.items():
+            if isinstance(e, cls):
+                raise self.fail(reason, e)
+        if isinstance(e, exp.AggFunc):
+            raise self.fail("aggregation is not supported in this context", e)
+        method = getattr(self, "_" + type(e).__name__.lower(), None)
+        if method is None:
+            raise self.fail(f"{type(e).__name__} is not supported in this context", e)
+        node: Node = method(e)
+        return node
+
+    def _paren(self, e: exp.Paren) -> Node:
+        return self.check(e.this)
+
+    def _column(self, e: exp.Column) -> Node:
+        if e.args.get("table") is not None:
+            raise self.fail("qualified column references are not supported", e)
+        ident = e.this
+        if not isinstance(ident, exp.Identifier):
+            raise self.fail(f"{type(ident).__name__} is not supported in this context", e)
+        name = fold_identifier(ident)
+        column = self.table.column(name)
+        if column is None:
+            raise self.fail(f"unknown reference {name}", e)
+        t = column_type(column)
+        if t is None:
+            raise self.fail(f"column {name} has unsupported type {column.type_name}", e)
+        self.columns.add(name)
+        return Node("col", t, name=name, pos=position(e))
+
+    def _literal(self, e: exp.Literal) -> Node:
+        pos = position(e)
+        if e.is_string:
+            return Node("const", "unknown", value=e.this, pos=pos)
+        return self._number(str(e.this), pos, e)
+
+    def _number(self, text: str, pos: int, e: exp.Expression) -> Node:
+        if text.lstrip("-").isdigit():
+            v = int(text)
+            for t in ("int4", "int8"):
+                lo, hi = pt.INT_RANGES[t]
+                if lo <= v <= hi:
+                    return Node("const", t, value=v, pos=pos)
+        try:
+            return Node("const", "numeric", value=pt.parse_numeric(text), pos=pos)
+        except ValueError:
+            raise self.fail(f"syntax error at or near \"{text}\"", e) from None
+
+    def _bytestring(self, e: exp.ByteString) -> Node:  # E'...'
+        return Node("const", "unknown", value=e.this, pos=position(e))
+
+    def _rawstring(self, e: exp.RawString) -> Node:  # $$...$$
+        return Node("const", "unknown", value=e.this, pos=position(e))
+
+    def _boolean(self, e: exp.Boolean) -> Node:
+        return Node("const", "bool", value=bool(e.this), pos=position(e))
+
+    def _null(self, e: exp.Null) -> Node:
+        return Node("const", "unknown", value=None, pos=position(e))
+
+    def _parameter(self, e: exp.Parameter) -> Node:
+        inner = e.this
+        if not (isinstance(inner, exp.Literal) and not inner.is_string and str(inner.this).isdigit()):
+            raise self.fail("unsupported parameter syntax", e)
+        n = int(inner.this)
+        if n not in self.params:
+            raise self.fail(f"parameter ${n} was not provided", e)
+        value = self.params[n]
+        return Node("const", "unknown", value=value, pos=position(e), param=n)
+
+    # ------------------------------------------------------------ logic
+
+    def _bool_arg(self, e: exp.Expression, what: str) -> Node:
+        node = self.check(e)
+        if node.type == "unknown":
+            node = self.coerce(node, "bool")
+        if node.type != "bool":
+            raise self.fail(f"argument of {what} must be bool, not {display(node.type)}", e)
+        return node
+
+    def _and(self, e: exp.And) -> Node:
+        args = self._flatten(e, exp.And, "AND")
+        return Node("and", "bool", tuple(args), pos=args[0].pos)
+
+    def _or(self, e: exp.Or) -> Node:
+        args = self._flatten(e, exp.Or, "OR")
+        return Node("or", "bool", tuple(args), pos=args[0].pos)
+
+    def _flatten(self, e: exp.Expression, cls: type[exp.Expression], what: str) -> list[Node]:
+        out: list[Node] = []
+        for side in (e.this, e.expression):
+            if isinstance(side, cls):
+                out.extend(self._flatten(side, cls, what))
+            else:
+                out.append(self._bool_arg(side, what))
+        return out
+
+    def _not(self, e: exp.Not) -> Node:
+        inner = e.this
+        if isinstance(inner, exp.In | exp.Between | exp.Like | exp.ILike | exp.Escape | exp.Is):
+            node = self.check(inner)
+        else:
+            node = self._bool_arg(inner, "NOT")
+        return Node("not", "bool", (node,), pos=position(e))
+
+    def _is(self, e: exp.Is) -> Node:
+        target = e.expression
+        node = self.check(e.this)
+        if isinstance(target, exp.Null):
+            kind = "notnull" if e.args.get("negate") else "isnull"
+            self._no_untyped(node, "IS NULL")
+            return Node(kind, "bool", (node,), pos=node.pos)
+        if isinstance(target, exp.Boolean):
+            if node.type == "unknown":
+                node = self.coerce(node, "bool")
+            if node.type != "bool":
+                word = "TRUE" if target.this else "FALSE"
+                raise self.fail(f"argument of IS {word} must be bool, not {display(node.type)}", e)
+            kind = "istrue" if target.this else "isfalse"
+            result = Node(kind, "bool", (node,), pos=node.pos)
+            if e.args.get("negate"):
+                result = Node("not", "bool", (result,), pos=node.pos)
+            return result
+        raise self.fail(f"IS {type(target).__name__} is not supported", e)
+
+    def _no_untyped(self, node: Node, what: str) -> None:
+        if node.type == "unknown" and node.value is not None:
+            raise self.fail(f"could not determine the type of the literal in {what}", node)
+
+    # ------------------------------------------------------------ comparisons
+
+    def _comparison(self, e: exp.Binary, op: str) -> Node:
+        right = e.expression
+        if isinstance(right, exp.Any) or (
+            isinstance(right, exp.Anonymous) and str(right.this).lower() in ("all", "some", "any")
+        ):
+            return self._any_all(e, op, right)
+        left = self.check(e.this)
+        rnode = self.check(right)
+        return self.compare(op, left, rnode, e)
+
+    def compare(self, op: str, left: Node, right: Node, e: exp.Expression) -> Node:
+        t = common_type(left.type, right.type)
+        if t is None and is_array(left.type) and right.kind == "array" and right.extra.get("untyped"):
+            t = left.type
+        if t is None and is_array(right.type) and left.kind == "array" and left.extra.get("untyped"):
+            t = right.type
+        if t is None:
+            raise self.fail(
+                f"Could not select an operator overload for {display(left.type)} {op} {display(right.type)}", e)
+        self._check_comparable(op, t, e)
+        left, right = self.coerce(left, t), self.coerce(right, t)
+        return Node("op", "bool", (left, right), name=op, pos=left.pos, extra={"cmp_type": t})
+
+    def _check_comparable(self, op: str, t: str, e: exp.Expression) -> None:
+        if op in ("=", "<>"):
+            if t in ORDERED_TYPES or t == "bool" or t.startswith("enum:"):
+                return
+            if is_array(t) and not elem(t).startswith("enum:"):
+                return
+        elif t in ORDERED_TYPES:
+            return
+        raise self.fail(f"Could not select an operator overload for {display(t)} {op} {display(t)}", e)
+
+    def _eq(self, e: exp.EQ) -> Node:
+        return self._comparison(e, "=")
+
+    def _neq(self, e: exp.NEQ) -> Node:
+        return self._comparison(e, "<>")
+
+    def _lt(self, e: exp.LT) -> Node:
+        return self._comparison(e, "<")
+
+    def _gt(self, e: exp.GT) -> Node:
+        return self._comparison(e, ">")
+
+    def _lte(self, e: exp.LTE) -> Node:
+        return self._comparison(e, "<=")
+
+    def _gte(self, e: exp.GTE) -> Node:
+        return self._comparison(e, ">=")
+
+    def _nullsafeeq(self, e: exp.NullSafeEQ) -> Node:
+        node = self.compare("=", self.check(e.this), self.check(e.expression), e)
+        return Node("notdistinct", "bool", node.args, pos=node.pos, extra=node.extra)
+
+    def _nullsafeneq(self, e: exp.NullSafeNEQ) -> Node:
+        node = self.compare("=", self.check(e.this), self.check(e.expression), e)
+        return Node("distinct", "bool", node.args, pos=node.pos, extra=node.extra)
+
+    def _any_all(self, e: exp.Binary, op: str, right: exp.Expression) -> Node:
+        kind = "any"
+        if isinstance(right, exp.Any):
+            inner = right.this
+            if isinstance(inner, exp.Paren):
+                inner = inner.this
+        else:
+            if str(right.this).lower() == "all":
+                kind = "all"
+            if len(right.expressions) != 1:
+                raise self.fail(f"{str(right.this).upper()} takes exactly one argument", right)
+            inner = right.expressions[0]
+        if isinstance(inner, exp.Select | exp.Subquery):
+            raise self.fail("subqueries are not supported", inner)
+        left = self.check(e.this)
+        arr = self.check(inner)
+        if arr.type == "unknown":
+            if left.type == "unknown":
+                left = self.coerce(left, "text")
+            arr = self.coerce(arr, left.type + "[]")
+        if not is_array(arr.type):
+            raise self.fail("argument of ANY must be an array", inner)
+        et = elem(arr.type)
+        t = common_type(left.type, et)
+        if t != et:
+            raise self.fail(
+                f"Could not select an operator overload for {display(left.type)} {op} {display(et)}", e)
+        self._check_comparable(op, t, e)
+        left = self.coerce(left, t)
+        return Node(kind, "bool", (left, arr), name=op, pos=left.pos, extra={"cmp_type": t})
+
+    def _in(self, e: exp.In) -> Node:
+        if e.args.get("query") is not None or e.args.get("unnest") is not None \
+                or e.args.get("field") is not None:
+            raise self.fail("subqueries are not supported", e)
+        items = [self.check(e.this)] + [self.check(x) for x in e.expressions]
+        t, items = self.unify(items, "IN", e)
+        self._check_comparable("=", t, e)
+        return Node("in", "bool", tuple(items), pos=items[0].pos, extra={"cmp_type": t})
+
+    def _between(self, e: exp.Between) -> Node:
+        x = self.check(e.this)
+        low = self.check(e.args["low"])
+        high = self.check(e.args["high"])
+        lo1 = self.compare(">=", x, low, e)
+        hi1 = self.compare("<=", x, high, e)
+        node = Node("and", "bool", (lo1, hi1), pos=x.pos)
+        if e.args.get("symmetric"):
+            lo2 = self.compare(">=", x, high, e)
+            hi2 = self.compare("<=", x, low, e)
+            node = Node("or", "bool", (node, Node("and", "bool", (lo2, hi2), pos=x.pos)), pos=x.pos)
+        return node
+
+    # ------------------------------------------------------------ LIKE
+
+    def _like(self, e: exp.Like) -> Node:
+        return self._like_node(e, "like", None)
+
+    def _ilike(self, e: exp.ILike) -> Node:
+        return self._like_node(e, "ilike", None)
+
+    def _escape(self, e: exp.Escape) -> Node:
+        inner = e.this
+        negate = False
+        if isinstance(inner, exp.Not):
+            inner, negate = inner.this, True
+        if not isinstance(inner, exp.Like | exp.ILike):
+            raise self.fail("ESCAPE is only supported with LIKE / ILIKE", e)
+        escape = self.coerce(self.check(e.expression), "text")
+        node = self._like_node(inner, "like" if isinstance(inner, exp.Like) else "ilike", escape)
+        return Node("not", "bool", (node,), pos=node.pos) if negate else node
+
+    def _like_node(self, e: exp.Like | exp.ILike, name: str, escape: Node | None) -> Node:
+        if isinstance(e.expression, exp.Any) or isinstance(e.expression, exp.Anonymous):
+            raise self.fail(f"{name.upper()} ANY/ALL is not supported", e)
+        s = self.check(e.this)
+        pattern = self.check(e.expression)
+        if s.type == "unknown":
+            s = self.coerce(s, "text")
+        if s.type not in ("text", "bpchar"):
+            raise self.fail(f"Could not select an operator overload for {display(s.type)} "
+                            f"{'~~' if name == 'like' else '~~*'} {display(pattern.type)}", e)
+        pattern = self.coerce(pattern, "text")
+        args = (s, pattern) if escape is None else (s, pattern, escape)
+        node = Node("like", "bool", args, name=name, pos=s.pos)
+        if e.args.get("negate"):
+            node = Node("not", "bool", (node,), pos=s.pos)
+        return node
+
+    # ------------------------------------------------------------ arithmetic
+
+    def _arith(self, e: exp.Binary, op: str) -> Node:
+        left = self.check(e.this)
+        right = self.check(e.expression)
+        return self.arith(op, left, right, e)
+
+    def arith(self, op: str, left: Node, right: Node, e: exp.Expression) -> Node:
+        lt, rt_ = left.type, right.type
+        if lt == "unknown" and rt_ == "unknown":
+            raise self.fail(f"operator is not unique: unknown {op} unknown", e)
+        if lt == "unknown":
+            lt = self._resolve_unknown(op, rt_, left=True)
+        elif rt_ == "unknown":
+            rt_ = self._resolve_unknown(op, lt, left=False)
+        if lt in NUMERIC_TYPES and rt_ in NUMERIC_TYPES:
+            t = _numeric_common(lt, rt_)
+            if op in ("&", "|", "#") and t not in INT_TYPES:
+                raise self.fail(f"Could not select an operator overload for {display(lt)} {op} {display(rt_)}", e)
+            left, right = self.coerce(left, t), self.coerce(right, t)
+            return Node("op", t, (left, right), name=op, pos=left.pos, extra={"arith_type": t})
+        key = self._datetime_key(op, lt, rt_)
+        if key is None:
+            raise self.fail(f"Could not select an operator overload for {display(lt)} {op} {display(rt_)}", e)
+        result, _ = rt.DATETIME_OPS[key]
+        left, right = self.coerce(left, key[1]), self.coerce(right, key[2])
+        return Node("op", result, (left, right), name=op, pos=left.pos, extra={"datetime": key})
+
+    def _datetime_key(self, op: str, lt: str, rt_: str) -> tuple[str, str, str] | None:
+        if (op, lt, rt_) in rt.DATETIME_OPS:
+            return (op, lt, rt_)
+        # implicit casts of one argument: int2 -> int4 for date arithmetic, date -> timestamp(tz)
+        for a in (lt, *[t for (s, t) in rt.IMPLICIT_CASTS if s == lt]):
+            for b in (rt_, *[t for (s, t) in rt.IMPLICIT_CASTS if s == rt_]):
+                if (op, a, b) in rt.DATETIME_OPS and (a == lt or b == rt_):
+                    return (op, a, b)
+        return None
+
+    def _resolve_unknown(self, op: str, other: str, left: bool) -> str:
+        """Postgres first assumes an untyped literal has the other argument's type."""
+        if other in NUMERIC_TYPES:
+            return other
+        key = (op, other, other)
+        if key in rt.DATETIME_OPS:
+            return other
+        candidates = [k for k in rt.DATETIME_OPS if k[0] == op and (k[2] if left else k[1]) == other]
+        if len(candidates) == 1:
+            return candidates[0][1] if left else candidates[0][2]
+        return other
+
+    def _add(self, e: exp.Add) -> Node:
+        return self._arith(e, "+")
+
+    def _sub(self, e: exp.Sub) -> Node:
+        return self._arith(e, "-")
+
+    def _mul(self, e: exp.Mul) -> Node:
+        return self._arith(e, "*")
+
+    def _div(self, e: exp.Div) -> Node:
+        return self._arith(e, "/")
+
+    def _bitwiseand(self, e: exp.BitwiseAnd) -> Node:
+        return self._arith(e, "&")
+
+    def _bitwiseor(self, e: exp.BitwiseOr) -> Node:
+        return self._arith(e, "|")
+
+    def _bitwisexor(self, e: exp.BitwiseXor) -> Node:
+        return self._arith(e, "#")
+
+    def _neg(self, e: exp.Neg) -> Node:
+        inner = e.this
+        if isinstance(inner, exp.Literal) and not inner.is_string:
+            # Postgres folds the sign into a numeric constant: -2147483648 is an int4
+            return self._number("-" + str(inner.this), position(e), e)
+        node = self.check(inner)
+        if node.type not in NUMERIC_TYPES + ("interval",):
+            raise self.fail(f"Could not select an operator overload for - {display(node.type)}", e)
+        return Node("op", node.type, (node,), name="neg", pos=position(e))
+
+    def _bitwisenot(self, e: exp.BitwiseNot) -> Node:
+        node = self.check(e.this)
+        if node.type not in INT_TYPES:
+            raise self.fail(f"Could not select an operator overload for ~ {display(node.type)}", e)
+        return Node("op", node.type, (node,), name="~", pos=position(e))
+
+    def _float8_arg(self, node: Node, e: exp.Expression, what: str) -> Node:
+        if node.type == "numeric":
+            raise self.fail(f"{what} of numeric is not supported; cast to float8", e)
+        if node.type not in NUMERIC_TYPES and node.type != "unknown":
+            raise self.fail(f"Could not select an operator overload for {what} {display(node.type)}", e)
+        return self.coerce(node, "float8")
+
+    def _pow(self, e: exp.Pow) -> Node:
+        left = self._float8_arg(self.check(e.this), e, "^")
+        right = self._float8_arg(self.check(e.expression), e, "^")
+        return Node("op", "float8", (left, right), name="^", pos=left.pos)
+
+    def _sqrt(self, e: exp.Sqrt) -> Node:
+        node = self._float8_arg(self.check(e.this), e, "|/")
+        return Node("op", "float8", (node,), name="|/", pos=position(e))
+
+    def _dpipe(self, e: exp.DPipe) -> Node:
+        left = self.check(e.this)
+        right = self.check(e.expression)
+        if is_array(left.type) or is_array(right.type) or left.kind == "array" or right.kind == "array":
+            return self._array_concat(left, right, e)
+        if left.type == "unknown" and right.type == "unknown":
+            left, right = self.coerce(left, "text"), self.coerce(right, "text")
+        for n in (left, right):
+            self._check_output(n, e)
+        texty = ("text", "bpchar", "unknown")
+        if left.type not in texty and right.type not in texty:
+            raise self.fail(
+                f"Could not select an operator overload for {display(left.type)} || {display(right.type)}", e)
+        left = self._as_text(left)
+        right = self._as_text(right)
+        return Node("op", "text", (left, right), name="||", pos=left.pos)
+
+    def _check_output(self, n: Node, e: exp.Expression) -> None:
+        if n.type != "unknown" and n.type not in rt.OUTPUT and not n.type.startswith("enum:"):
+            raise self.fail(f"cannot convert {display(n.type)} to text here", e)
+
+    def _as_text(self, n: Node) -> Node:
+        """Text for ||: unknown literals are text, other types cast to text (bpchar loses
+        its trailing spaces, as with Postgres' implicit cast)."""
+        if n.type in ("unknown", "bpchar"):
+            return self.coerce(n, "text")
+        if n.type == "text":
+            return n
+        # textanycat is "$1 || $2::text": the cast, so bool gives 'true' (concat() gives 't')
+        return Node("cast", "text", (n,), pos=n.pos)
+
+    def _array_concat(self, left: Node, right: Node, e: exp.Expression) -> Node:
+        if is_array(left.type) and left.kind != "array" or not is_array(right.type):
+            t = left.type if is_array(left.type) else right.type + "[]"
+        else:
+            t = right.type
+        if left.type == "unknown" and right.type == "unknown":
+            raise self.fail("operator is not unique: unknown || unknown", e)
+        if left.kind == "array" and left.extra.get("untyped") and is_array(right.type):
+            t = right.type
+        if t == "unknown[]":
+            raise self.fail("could not determine the array type", e)
+        lt = left.type if left.type != "unknown" else t
+        rt_ = right.type if right.type != "unknown" else t
+        if is_array(lt) and is_array(rt_):
+            left, right = self.coerce(left, t), self.coerce(right, t)
+            return Node("func", t, (left, right), name="array_cat", pos=left.pos)
+        if is_array(lt):
+            left, right = self.coerce(left, t), self.coerce(right, elem(t))
+            return Node("func", t, (left, right), name="array_append", pos=left.pos)
+        t = rt_
+        left, right = self.coerce(left, elem(t)), self.coerce(right, t)
+        return Node("func", t, (left, right), name="array_prepend", pos=left.pos)
+
+    # ------------------------------------------------------------ arrays
+
+    def _array(self, e: exp.Array) -> Node:
+        items = [self.check(x) for x in e.expressions]
+        if not items:
+            return Node("array", "unknown[]", (), pos=position(e), extra={"untyped": True})
+        if any(is_array(n.type) or n.kind == "array" for n in items):
+            raise self.fail("nested ARRAY constructors are not supported", e)
+        untyped = all(n.type == "unknown" for n in items)
+        t, items = self.unify(items, "ARRAY", e)
+        if t.startswith("enum:"):
+            raise self.fail("arrays of enums are not supported here", e)
+        return Node("array", t + "[]", tuple(items), pos=position(e), extra={"untyped": untyped})
+
+    def _arraycontainsall(self, e: exp.ArrayContainsAll) -> Node:
+        return self._array_op(e, "@>")
+
+    def _arraycontainedby(self, e: exp.ArrayContainedBy) -> Node:
+        return self._array_op(e, "<@")
+
+    def _arrayoverlaps(self, e: exp.ArrayOverlaps) -> Node:
+        return self._array_op(e, "&&")
+
+    def _array_op(self, e: exp.Binary, op: str) -> Node:
+        left = self.check(e.this)
+        right = self.check(e.expression)
+        t = self._array_pair_type(left, right, op, e)
+        left, right = self.coerce(left, t), self.coerce(right, t)
+        return Node("op", "bool", (left, right), name=op, pos=left.pos, extra={"cmp_type": t})
+
+    def _array_pair_type(self, left: Node, right: Node, op: str, e: exp.Expression) -> str:
+        for a, b in ((left, right), (right, left)):
+            if is_array(a.type) and a.type != "unknown[]" and not a.extra.get("untyped"):
+                if b.type in (a.type, "unknown") or (b.kind == "array" and b.extra.get("untyped")):
+                    return self._comparable_array(a.type, op, e)
+                raise self.fail(f"Could not select an operator overload for "
+                                f"{display(left.type)} {op} {display(right.type)}", e)
+        if left.type == right.type and is_array(left.type) and left.type != "unknown[]":
+            return self._comparable_array(left.type, op, e)
+        raise self.fail(f"Could not select an operator overload for "
+                        f"{display(left.type)} {op} {display(right.type)}", e)
+
+    def _comparable_array(self, t: str, op: str, e: exp.Expression) -> str:
+        if elem(t).startswith("enum:"):
+            raise self.fail(f"{op} on enum arrays is not supported", e)
+        return t
+
+    def _bracket(self, e: exp.Bracket) -> Node:
+        subs: list[exp.Expression] = []
+        base: exp.Expression = e
+        while isinstance(base, exp.Bracket):
+            if len(base.expressions) != 1:
+                raise self.fail("array slices are not supported", base)
+            subs.insert(0, base.expressions[0])
+            base = base.this
+        arr = self.check(base)
+        if not is_array(arr.type) or arr.type == "unknown[]":
+            raise self.fail(f"cannot subscript type {display(arr.type)} because it does not support subscripting", e)
+        nodes = []
+        for s in subs:
+            if isinstance(s, exp.Slice):
+                raise self.fail("array slices are not supported", s)
+            if isinstance(s, exp.Literal) and not s.is_string:
+                # sqlglot stores literal subscripts 0-based (it subtracted Postgres' offset 1)
+                nodes.append(self._number(str(int(s.this) + 1), position(s), s))
+            elif isinstance(s, exp.Neg) and isinstance(s.this, exp.Literal) and not s.this.is_string:
+                nodes.append(self._number(str(-int(s.this.this) + 1), position(s), s))
+            else:
+                raise self.fail("only constant integer array subscripts are supported", s)
+        subs_nodes = [self.coerce(n, "int4") for n in nodes]
+        return Node("index", elem(arr.type), (arr, *subs_nodes), pos=arr.pos)
+
+    # ------------------------------------------------------------ casts
+
+    def _cast(self, e: exp.Cast) -> Node:
+        target = self.data_type(e.args["to"], e)
+        return self.cast(self.check(e.this), target, e)
+
+    def cast(self, node: Node, target: str, e: exp.Expression) -> Node:
+        if node.type == target:
+            return node
+        if node.kind == "const" and node.type == "unknown":
+            return self.coerce(node, target)
+        if node.kind == "array" and node.extra.get("untyped") and is_array(target):
+            return self.coerce(node, target)
+        src = node.type
+        if is_array(src) or is_array(target):
+            if not (is_array(src) and is_array(target)) or rt.cast_function(elem(src), elem(target)) is None \
+                    or elem(src).startswith("enum:") or elem(target) == "text" and elem(src) != "bpchar":
+                raise self.fail(f"unknown cast from type {display(src)} to type {display(target)}", e)
+            return Node("cast", target, (node,), pos=node.pos)
+        if src.startswith("enum:") and target != "text":
+            raise self.fail(f"unknown cast from type {display(src)} to type {display(target)}", e)
+        if rt.cast_function(src, target) is None:
+            raise self.fail(f"unknown cast from type {display(src)} to type {display(target)}", e)
+        return self._fold(Node("cast", target, (node,), pos=node.pos))
+
+    def _fold(self, cast: Node) -> Node:
+        """A cast of a constant becomes a constant of the target type (as Postgres' planner
+        folds it); a cast that fails stays a cast and fails on every row, as in Postgres."""
+        inner = cast.args[0]
+        if inner.kind != "const":
+            return cast
+        if inner.value is None:
+            return Node("const", cast.type, value=None, pos=inner.pos, param=inner.param)
+        fn = rt.cast_function(inner.type, cast.type)
+        assert fn is not None
+        try:
+            value = fn(inner.value)
+        except (WhereRuntimeError, ValueError, ArithmeticError):
+            return cast
+        return Node("const", cast.type, value=value, pos=inner.pos, param=inner.param)
+
+    def data_type(self, dt: exp.DataType, e: exp.Expression) -> str:
+        if dt.this == exp.DataType.Type.ARRAY:
+            inner = dt.expressions[0] if dt.expressions else None
+            if not isinstance(inner, exp.DataType):
+                raise self.fail("unsupported array type", e)
+            t = self.data_type(inner, e)
+            return t if is_array(t) else t + "[]"
+        if dt.expressions:
+            raise self.fail("type modifiers are not supported", e)
+        t = _DTYPES.get(dt.this)
+        if t is None:
+            raise self.fail(f"unsupported type {dt.sql('postgres').lower()}", e)
+        return t
+
+    def _interval(self, e: exp.Interval) -> Node:
+        this = e.this
+        if not isinstance(this, exp.Literal) or not this.is_string:
+            raise self.fail("unsupported INTERVAL syntax", e)
+        text = str(this.this)
+        unit = e.args.get("unit")
+        if unit is not None:
+            text = f"{text} {unit.sql('postgres')}"
+        node = Node("const", "unknown", value=text, pos=position(e))
+        return self.coerce(node, "interval")
+
+    # ------------------------------------------------------------ functions
+
+    def _lower(self, e: exp.Lower) -> Node:
+        return self._text_function(e, "lower")
+
+    def _upper(self, e: exp.Upper) -> Node:
+        return self._text_function(e, "upper")
+
+    def _text_function(self, e: exp.Func, name: str) -> Node:
+        node = self.check(e.this)
+        if node.type not in ("text", "bpchar", "unknown"):
+            raise self.fail(f"Could not select a function overload for {name}({display(node.type)})", e)
+        return Node("func", "text", (self.coerce(node, "text"),), name=name, pos=position(e))
+
+    def _variadic(self, e: exp.Func, name: str) -> Node:
+        args = [self.check(x) for x in [e.this, *e.expressions] if x is not None]
+        t, args = self.unify(args, name.upper(), e)
+        if name in ("greatest", "least") and t not in ORDERED_TYPES:
+            raise self.fail(f"Could not select a function overload for {name}({display(t)})", e)
+        if t.startswith("enum:"):
+            raise self.fail(f"{name} on enums is not supported", e)
+        return Node("func", t, tuple(args), name=name, pos=position(e))
+
+    def _coalesce(self, e: exp.Coalesce) -> Node:
+        return self._variadic(e, "coalesce")
+
+    def _greatest(self, e: exp.Greatest) -> Node:
+        return self._variadic(e, "greatest")
+
+    def _least(self, e: exp.Least) -> Node:
+        return self._variadic(e, "least")
+
+    def _concat(self, e: exp.Concat) -> Node:
+        args = [self.check(x) for x in e.expressions]
+        out = []
+        for n in args:
+            if is_array(n.type):
+                raise self.fail("concat() of arrays is not supported", e)
+            self._check_output(n, e)
+            if n.type == "unknown":
+                out.append(self.coerce(n, "text"))
+            elif n.type == "text":
+                out.append(n)
+            else:
+                # concat() uses each argument's output function (bpchar keeps its padding)
+                out.append(Node("cast", "text", (n,), pos=n.pos, extra={"output": True}))
+        return Node("func", "text", tuple(out), name="concat", pos=position(e))
+
+    def _arrayconcat(self, e: exp.ArrayConcat) -> Node:
+        args = [self.check(x) for x in [e.this, *e.expressions]]
+        if len(args) != 2:
+            raise self.fail(f"unknown or unsupported function array_cat/{len(args)}", e)
+        t = self._array_pair_type(args[0], args[1], "array_cat", e)
+        left, right = self.coerce(args[0], t), self.coerce(args[1], t)
+        return Node("func", t, (left, right), name="array_cat", pos=position(e))
+
+    def _arrayappend(self, e: exp.ArrayAppend) -> Node:
+        arr, value = self.check(e.this), self.check(e.expression)
+        if not is_array(arr.type) or arr.type == "unknown[]":
+            raise self.fail("array_append needs an array of a known type", e)
+        t = arr.type
+        return Node("func", t, (arr, self.coerce(value, elem(t))), name="array_append", pos=position(e))
+
+    def _arrayprepend(self, e: exp.ArrayPrepend) -> Node:
+        arr, value = self.check(e.this), self.check(e.expression)
+        if not is_array(arr.type) or arr.type == "unknown[]":
+            raise self.fail("array_prepend needs an array of a known type", e)
+        t = arr.type
+        return Node("func", t, (self.coerce(value, elem(t)), arr), name="array_prepend", pos=position(e))
+
+    def _anonymous(self, e: exp.Anonymous) -> Node:
+        name = str(e.this).lower()
+        args = e.expressions
+        if name == "array_ndims" and len(args) == 1:
+            arr = self.check(args[0])
+            if not is_array(arr.type) or arr.type == "unknown[]":
+                raise self.fail(f"Could not select a function overload for array_ndims({display(arr.type)})", e)
+            return Node("func", "int4", (arr,), name="array_ndims", pos=position(e))
+        if name in _TYPE_INPUT_FUNCTIONS and len(args) == 1:
+            node = self.check(args[0])
+            if node.type not in ("text", "unknown", "bpchar"):
+                raise self.fail(f"Could not select a function overload for {name}({display(node.type)})", e)
+            return self.cast(self.coerce(node, "text"), _COLUMN_TYPES[name], e)
+        raise self.fail(f"unknown or unsupported function {name}/{len(args)}", e)
+
+
+def check_clause(clause: str, table: Table, params: Mapping[int, str] | None) -> tuple[Node, frozenset[str]]:
+    tree = parse(clause)
+    checker = Checker(clause, table, params)
+    node = checker.check_clause(tree)
+    return node, frozenset(checker.columns)

@@ -1,0 +1,475 @@
+"""Typed tree -> a tree of Python closures evaluating a row of Postgres text values.
+
+Each closure takes the row (a sequence of ``str | None`` in pgoutput column order) and
+returns a Python value or None (SQL NULL). Column values are parsed where they are read;
+constants were parsed once by the checker. Common shapes (column <op> constant) get fused
+closures so that ``user_id = 5`` costs one call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from pysync.postgres import types as pt
+
+from . import _runtime as rt
+from ._ir import Node, WhereRuntimeError, elem, is_array
+
+Row = Sequence[str | None]
+Fn = Callable[[Row], Any]
+
+
+def _bool_out(v: str) -> bool:
+    return v == "t"
+
+
+def _float4_out(v: str) -> float:
+    return pt.to_float4(float(v))
+
+
+# Postgres' own output is canonical, so the common types need no validation when they
+# come from a row; anything unexpected still raises ValueError (-> WhereRuntimeError).
+_FAST_COLUMN_PARSERS: dict[str, Callable[[str], Any]] = {
+    "int2": int, "int4": int, "int8": int, "float8": float, "numeric": Decimal,
+    "bool": _bool_out, "float4": _float4_out,
+}
+
+
+def column_parser(t: str) -> Callable[[str], Any] | None:
+    """Parser for a column value of type t, or None for text-like types (no parsing)."""
+    if t in ("text", "bpchar", "uuid") or t.startswith("enum:"):
+        return None
+    if is_array(t):
+        inner = column_parser(elem(t))
+        return pt.parse_array(inner if inner is not None else pt.parse_text)
+    return _FAST_COLUMN_PARSERS.get(t) or rt.input_function(t)
+
+
+class Compiler:
+    def __init__(self, positions: Mapping[str, int]) -> None:
+        self.positions = positions
+
+    def compile(self, node: Node) -> Fn:
+        method: Callable[[Node], Fn] = getattr(self, "_" + node.kind)
+        return method(node)
+
+    # ------------------------------------------------------------ leaves
+
+    def _col(self, node: Node) -> Fn:
+        i = self.positions[node.name]
+        parse = column_parser(node.type)
+        if parse is None:
+            return lambda r: r[i]
+
+        def col(r: Row) -> Any:
+            v = r[i]
+            if v is None:
+                return None
+            try:
+                return parse(v)
+            except (ValueError, ArithmeticError) as e:
+                raise WhereRuntimeError(f"cannot parse {v!r} as {node.type}: {e}") from None
+
+        return col
+
+    def _const(self, node: Node) -> Fn:
+        value = node.value
+        return lambda r: value
+
+    # ------------------------------------------------------------ logic
+
+    def _and(self, node: Node) -> Fn:
+        fs = [self.compile(a) for a in node.args]
+        if len(fs) == 2:
+            f1, f2 = fs
+
+            def and2(r: Row) -> bool | None:
+                a = f1(r)
+                if a is False:
+                    return False
+                b = f2(r)
+                if b is False:
+                    return False
+                return None if a is None or b is None else True
+
+            return and2
+
+        def and_n(r: Row) -> bool | None:
+            result: bool | None = True
+            for f in fs:
+                v = f(r)
+                if v is False:
+                    return False
+                if v is None:
+                    result = None
+            return result
+
+        return and_n
+
+    def _or(self, node: Node) -> Fn:
+        fs = [self.compile(a) for a in node.args]
+
+        def or_n(r: Row) -> bool | None:
+            result: bool | None = False
+            for f in fs:
+                v = f(r)
+                if v is True:
+                    return True
+                if v is None:
+                    result = None
+            return result
+
+        return or_n
+
+    def _not(self, node: Node) -> Fn:
+        f = self.compile(node.args[0])
+
+        def not_(r: Row) -> bool | None:
+            v = f(r)
+            return None if v is None else not v
+
+        return not_
+
+    def _isnull(self, node: Node) -> Fn:
+        arg = node.args[0]
+        if arg.kind == "col":
+            i = self.positions[arg.name]
+            return lambda r: r[i] is None
+        f = self.compile(arg)
+        return lambda r: f(r) is None
+
+    def _notnull(self, node: Node) -> Fn:
+        arg = node.args[0]
+        if arg.kind == "col":
+            i = self.positions[arg.name]
+            return lambda r: r[i] is not None
+        f = self.compile(arg)
+        return lambda r: f(r) is not None
+
+    def _istrue(self, node: Node) -> Fn:
+        f = self.compile(node.args[0])
+        return lambda r: f(r) is True
+
+    def _isfalse(self, node: Node) -> Fn:
+        f = self.compile(node.args[0])
+        return lambda r: f(r) is False
+
+    def _distinct(self, node: Node) -> Fn:
+        f = self._notdistinct(node)
+
+        def distinct(r: Row) -> bool:
+            return not f(r)
+
+        return distinct
+
+    def _notdistinct(self, node: Node) -> Fn:
+        eq = rt.compare_op("=", node.extra["cmp_type"])
+        f1, f2 = (self.compile(a) for a in node.args)
+
+        def notdistinct(r: Row) -> bool:
+            a, b = f1(r), f2(r)
+            if a is None or b is None:
+                return a is None and b is None
+            return bool(eq(a, b))
+
+        return notdistinct
+
+    # ------------------------------------------------------------ operators
+
+    def _op(self, node: Node) -> Fn:
+        name = node.name
+        if len(node.args) == 1:
+            return self._unary(node)
+        if "cmp_type" in node.extra:
+            t = node.extra["cmp_type"]
+            if name in ("@>", "<@", "&&"):
+                return self._strict2(node, _array_op(name, t))
+            return self._strict2(node, rt.compare_op(name, t))
+        if "arith_type" in node.extra:
+            return self._strict2(node, rt.arith_op(name, node.extra["arith_type"]))
+        if "datetime" in node.extra:
+            return self._strict2(node, rt.DATETIME_OPS[node.extra["datetime"]][1])
+        if name == "^":
+            return self._strict2(node, rt.float_pow)
+        if name == "||":
+            return self._strict2(node, _text_concat)
+        raise AssertionError(name)
+
+    def _unary(self, node: Node) -> Fn:
+        t = node.args[0].type
+        if node.name == "neg":
+            impl = rt.negate(t)
+        elif node.name == "~":
+            impl = rt.bitnot
+        elif node.name == "|/":
+            impl = rt.float_sqrt
+        else:  # pragma: no cover - the checker builds no other unary operator
+            raise AssertionError(node.name)
+        return self._strict1(node.args[0], impl)
+
+    def _strict1(self, arg: Node, impl: Callable[[Any], Any]) -> Fn:
+        f = self.compile(arg)
+
+        def strict1(r: Row) -> Any:
+            v = f(r)
+            return None if v is None else impl(v)
+
+        return strict1
+
+    def _strict2(self, node: Node, impl: Callable[[Any, Any], Any]) -> Fn:
+        left, right = node.args
+        if right.kind == "const":
+            c = right.value
+            if c is None:
+                return lambda r: None
+            if left.kind == "col":
+                return self._col_const(left, c, impl)
+            f = self.compile(left)
+
+            def with_const(r: Row) -> Any:
+                a = f(r)
+                return None if a is None else impl(a, c)
+
+            return with_const
+        f1, f2 = self.compile(left), self.compile(right)
+
+        def strict2(r: Row) -> Any:
+            # Postgres evaluates every argument before looking for NULLs, so an error on
+            # the right side is raised even when the left side is NULL
+            a = f1(r)
+            b = f2(r)
+            if a is None or b is None:
+                return None
+            return impl(a, b)
+
+        return strict2
+
+    def _col_const(self, col: Node, c: Any, impl: Callable[[Any, Any], Any]) -> Fn:
+        """The hot shape: column <op> constant, fused into one closure."""
+        i = self.positions[col.name]
+        parse = column_parser(col.type)
+        if parse is None:
+
+            def text_col_const(r: Row) -> Any:
+                v = r[i]
+                return None if v is None else impl(v, c)
+
+            return text_col_const
+
+        def col_const(r: Row) -> Any:
+            v = r[i]
+            if v is None:
+                return None
+            try:
+                a = parse(v)
+            except (ValueError, ArithmeticError) as e:
+                raise WhereRuntimeError(f"cannot parse {v!r} as {col.type}: {e}") from None
+            return impl(a, c)
+
+        return col_const
+
+    # ------------------------------------------------------------ IN, ANY, ALL
+
+    def _in(self, node: Node) -> Fn:
+        t = node.extra["cmp_type"]
+        x, *items = node.args
+        fx = self.compile(x)
+        hashable = t in ("int2", "int4", "int8", "text", "uuid", "bool", "date", "timestamp",
+                         "timestamptz", "time") or t.startswith("enum:")
+        if hashable and all(i.kind == "const" for i in items):
+            values = frozenset(i.value for i in items if i.value is not None)
+            has_null = any(i.value is None for i in items)
+
+            def in_set(r: Row) -> bool | None:
+                v = fx(r)
+                if v is None:
+                    return None
+                if v in values:
+                    return True
+                return None if has_null else False
+
+            return in_set
+        eq = rt.compare_op("=", t)
+        fs = [self.compile(i) for i in items]
+
+        def in_list(r: Row) -> bool | None:
+            v = fx(r)
+            ws = [f(r) for f in fs]  # all evaluated, like the array Postgres builds
+            if v is None:
+                return None
+            saw_null = False
+            for w in ws:
+                if w is None:
+                    saw_null = True
+                elif eq(v, w):
+                    return True
+            return None if saw_null else False
+
+        return in_list
+
+    def _any(self, node: Node) -> Fn:
+        return self._quantified(node, True)
+
+    def _all(self, node: Node) -> Fn:
+        return self._quantified(node, False)
+
+    def _quantified(self, node: Node, any_: bool) -> Fn:
+        op = rt.compare_op(node.name, node.extra["cmp_type"])
+        fx, farr = (self.compile(a) for a in node.args)
+
+        def quantified(r: Row) -> bool | None:
+            v = fx(r)
+            arr = farr(r)
+            if arr is None:
+                return None
+            items = pt.array_flatten(arr)
+            if not items:
+                return not any_
+            if v is None:
+                return None
+            saw_null = False
+            for w in items:
+                if w is None:
+                    saw_null = True
+                elif op(v, w):
+                    if any_:
+                        return True
+                elif not any_:
+                    return False
+            if saw_null:
+                return None
+            return not any_
+
+        return quantified
+
+    # ------------------------------------------------------------ casts, functions
+
+    def _cast(self, node: Node) -> Fn:
+        src, dst = node.args[0].type, node.type
+        if node.extra.get("output"):
+            if src.startswith("enum:"):
+                return self.compile(node.args[0])
+            return self._strict1(node.args[0], rt.OUTPUT[src])
+        if is_array(src):
+            fn = rt.cast_function(elem(src), elem(dst))
+            assert fn is not None
+            return self._strict1(node.args[0], rt.array_cast(fn))
+        fn = rt.cast_function(src, dst)
+        assert fn is not None, (src, dst)
+        return self._strict1(node.args[0], fn)
+
+    def _func(self, node: Node) -> Fn:
+        name = node.name
+        if name in ("lower", "upper"):
+            return self._strict1(node.args[0], rt.lower if name == "lower" else rt.upper)
+        if name == "array_ndims":
+            return self._strict1(node.args[0], rt.array_ndims)
+        fs = [self.compile(a) for a in node.args]
+        if name == "coalesce":
+
+            def coalesce(r: Row) -> Any:
+                for f in fs:
+                    v = f(r)
+                    if v is not None:
+                        return v
+                return None
+
+            return coalesce
+        if name in ("greatest", "least"):
+            return _extreme(fs, node.type, name == "greatest")
+        if name == "concat":
+
+            def concat(r: Row) -> str:
+                return "".join(v for v in (f(r) for f in fs) if v is not None)
+
+            return concat
+        impl = {"array_cat": rt.array_cat, "array_append": rt.array_append,
+                "array_prepend": rt.array_prepend}[name]
+        f1, f2 = fs
+        return lambda r: impl(f1(r), f2(r))
+
+    def _index(self, node: Node) -> Fn:
+        farr = self.compile(node.args[0])
+        subs = [a.value for a in node.args[1:]]
+        if any(s is None for s in subs):
+            return lambda r: None
+
+        def index(r: Row) -> Any:
+            arr = farr(r)
+            return None if arr is None else rt.array_subscript(arr, subs)
+
+        return index
+
+    def _array(self, node: Node) -> Fn:
+        fs = [self.compile(a) for a in node.args]
+        return lambda r: [f(r) for f in fs]
+
+    def _like(self, node: Node) -> Fn:
+        ci = node.name == "ilike"
+        fs = self.compile(node.args[0])
+        pattern, escape = node.args[1], node.args[2] if len(node.args) > 2 else None
+        if pattern.kind == "const" and (escape is None or escape.kind == "const"):
+            if pattern.value is None or (escape is not None and escape.value is None):
+                return lambda r: None
+            esc = "\\" if escape is None else rt.like_escape(escape.value)
+            try:
+                match = rt.like_regex(pattern.value, esc, ci).fullmatch
+            except WhereRuntimeError:
+                raise  # an invalid constant pattern: Postgres fails on the first row too
+            lower = rt.lower
+
+            if ci:
+                return lambda r: None if (v := fs(r)) is None else match(lower(v)) is not None
+            return lambda r: None if (v := fs(r)) is None else match(v) is not None
+        fp = self.compile(pattern)
+        fe = self.compile(escape) if escape is not None else None
+        cache: dict[tuple[str, str | None], re.Pattern[str]] = {}
+
+        def like_dynamic(r: Row) -> bool | None:
+            s = fs(r)
+            p = fp(r)
+            e = fe(r) if fe is not None else "\\"
+            if s is None or p is None or e is None:
+                return None
+            key = (p, e)
+            rx = cache.get(key)
+            if rx is None:
+                rx = rt.like_regex(p, rt.like_escape(e), ci)
+                if len(cache) < 256:
+                    cache[key] = rx
+            return rx.fullmatch(rt.lower(s) if ci else s) is not None
+
+        return like_dynamic
+
+
+def _text_concat(a: str, b: str) -> str:
+    return a + b
+
+
+def _array_op(name: str, t: str) -> Callable[[Any, Any], bool]:
+    eq = rt.compare_op("=", elem(t))
+    if name == "@>":
+        return lambda a, b: rt.array_contains(a, b, eq)
+    if name == "<@":
+        return lambda a, b: rt.array_contains(b, a, eq)
+    return lambda a, b: rt.array_overlaps(a, b, eq)
+
+
+def _extreme(fs: list[Fn], t: str, greatest: bool) -> Fn:
+    key = rt.sort_key(t)
+    if t == "bpchar":
+        def key(v: str) -> str:
+            return v.rstrip(" ")
+
+    def extreme(r: Row) -> Any:
+        values = [v for v in (f(r) for f in fs) if v is not None]
+        if not values:
+            return None
+        if key is None:
+            return max(values) if greatest else min(values)
+        return max(values, key=key) if greatest else min(values, key=key)
+
+    return extreme
