@@ -1,0 +1,405 @@
+"""The HTTP Shape API (``/v1/shape``, ``/v1/health``), wire-compatible with Electric."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import msgspec
+import psycopg
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from pysync import __version__
+from pysync.engine import Engine, ShapeGone
+from pysync.http.cache import cache_headers, etag, etag_matches
+from pysync.http.cursor import next_cursor
+from pysync.http.params import RequestError, ShapeRequest, parse_request
+from pysync.http.waiters import InterruptRegistry, Recheck
+from pysync.shapes.cache import LiveShape
+from pysync.shapes.definition import ShapeDefinition, ShapeError
+from pysync.shapes.offset import LogOffset
+from pysync.shapes.schema import schema_header
+
+log = logging.getLogger(__name__)
+
+EXPOSED_HEADERS = (
+    "electric-cursor,electric-handle,electric-has-data,electric-offset,electric-schema,"
+    "electric-up-to-date,electric-internal-known-error,retry-after"
+)
+JSON = "application/json; charset=utf-8"
+MUST_REFETCH = b'[{"headers":{"control":"must-refetch"}}]'
+SSE_KEEPALIVE_SECONDS = 21.0
+
+_encode = msgspec.json.encode
+
+
+class ShapeAPI:
+    """Serves shape logs of an ``Engine``; ``interrupts`` releases waiting live requests."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        secret: str | None = None,
+        long_poll_timeout: float = 20.0,
+        sse_timeout: float = 60.0,
+        allow_delete: bool = False,
+        max_age: int = 60,
+        stale_age: int = 300,
+    ) -> None:
+        self.engine = engine
+        self.secret = secret
+        self.long_poll_timeout = long_poll_timeout
+        self.sse_timeout = sse_timeout
+        self.allow_delete = allow_delete
+        self.max_age = max_age
+        self.stale_age = stale_age
+        self.interrupts = InterruptRegistry()
+        self._schemas: dict[str, str] = {}
+
+    # -- routes ---------------------------------------------------------------------
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/shape", self.shape_endpoint, methods=["GET", "HEAD", "DELETE", "OPTIONS"]),
+            Route("/v1/shape/", self.shape_endpoint, methods=["GET", "HEAD", "DELETE", "OPTIONS"]),
+            Route("/v1/health", self.health, methods=["GET", "HEAD"]),
+            Route("/", self.root, methods=["GET", "HEAD"]),
+        ]
+
+    def app(self, lifespan: Any = None) -> Starlette:
+        return Starlette(routes=self.routes(), lifespan=lifespan)
+
+    async def root(self, request: Request) -> Response:
+        return Response(b"", headers=_common({}, shape_route=False, request=request))
+
+    async def health(self, request: Request) -> Response:
+        started = self.engine.started.is_set()
+        body = b'{"status":"active"}' if started else b'{"status":"starting"}'
+        headers = _common(
+            {"cache-control": "no-cache, no-store, must-revalidate"}, shape_route=False, request=request
+        )
+        return Response(body, status_code=200 if started else 202, media_type=JSON, headers=headers)
+
+    async def shape_endpoint(self, request: Request) -> Response:
+        if request.method == "OPTIONS":
+            return _options(request)
+        if not self._authorized(request):
+            # As Electric: sent before CORS and content-type are added.
+            return Response(b'{"message":"Unauthorized - Invalid API secret"}', status_code=401)
+        if request.method == "DELETE":
+            return await self._delete(request)
+        try:
+            parsed = parse_request(request.query_params)
+        except RequestError as exc:
+            return self._error(request, 400, {"message": "Invalid request", "errors": exc.errors})
+        assert parsed.definition is not None
+        return await self.serve(request, parsed, parsed.definition)
+
+    # -- serving --------------------------------------------------------------------
+
+    async def serve(
+        self,
+        request: Request,
+        parsed: ShapeRequest,
+        definition: ShapeDefinition,
+        recheck: Recheck | None = None,
+    ) -> Response:
+        """Answer a validated request for ``definition`` (also used by app-defined shapes)."""
+        try:
+            live = await self.engine.shape(definition)
+        except ShapeError as exc:
+            return self._error(request, 400, {"message": "Invalid request", "errors": {exc.field: [exc.message]}})
+        except psycopg.OperationalError:
+            return self._error(
+                request, 503,
+                {"message": "Cannot connect to the database to verify the shape. Please try again later."},
+                {"retry-after": "1"},
+            )
+        offset = parsed.offset
+        if offset != "now" and offset != LogOffset(-1, 0) and parsed.handle != live.handle:
+            return self._must_refetch(request, parsed, live.handle)
+        try:
+            await self.engine.wait_ready(live)
+            if offset == "now":
+                await self._wait_snapshot_done(live)
+        except ShapeGone:
+            return self._must_refetch(request, parsed, None)
+        except TimeoutError:
+            return self._error(request, 503, {"message": "Snapshot timed out, please retry"}, {"retry-after": "10"})
+        except Exception as exc:  # noqa: BLE001 - a failed snapshot is the client's 503
+            return self._error(
+                request, 503, {"message": f"Unable to create the shape's snapshot: {exc}"},
+                {"retry-after": "10", "electric-internal-known-error": "true"},
+            )
+        if offset == "now":
+            return self._response(request, parsed, live, [], live.log.last_offset, up_to_date=True, has_data=False)
+        if parsed.sse:
+            return self._sse(request, parsed, live, offset, recheck)
+        payloads, end, reached = live.log.read(offset)
+        if not payloads and parsed.live:
+            outcome = await self._hold(live, offset, recheck)
+            if outcome == "gone":
+                return self._must_refetch(request, parsed, self._replacement(live))
+            if isinstance(outcome, LiveShape):
+                return self._must_refetch(request, parsed, outcome.handle)
+            payloads, end, reached = live.log.read(offset)
+        elif not payloads and live.log.snapshot_done and offset > live.log.last_offset:
+            # A client slightly ahead (e.g. after a restart) gets half a timeout to be right.
+            await self._hold(live, offset, None, self.long_poll_timeout / 2)
+            payloads, end, reached = live.log.read(offset)
+            if not payloads and offset > live.log.last_offset:
+                return self._error(
+                    request, 400,
+                    {"message": "Invalid request", "errors": {"offset": ["out of bounds for this shape"]}},
+                )
+        if live.gone:
+            return self._must_refetch(request, parsed, self._replacement(live))
+        up_to_date = reached and offset != LogOffset(-1, 0)
+        return self._response(request, parsed, live, payloads, end, up_to_date=up_to_date, has_data=bool(payloads))
+
+    async def _wait_snapshot_done(self, live: LiveShape) -> None:
+        while not live.log.snapshot_done:
+            if live.gone:
+                raise ShapeGone(live.handle)
+            await live.log.waiter()
+
+    async def _hold(
+        self, live: LiveShape, offset: LogOffset, recheck: Recheck | None, timeout: float | None = None
+    ) -> str | LiveShape | None:
+        """Wait for data after ``offset``; "gone", a replacement shape, or None."""
+        deadline = time.monotonic() + (self.long_poll_timeout if timeout is None else timeout)
+        with self.interrupts.waiting(live.definition, recheck) as waiter:
+            while True:
+                if live.gone:
+                    return "gone"
+                if live.log.has_after(offset) and live.log.snapshot_done:
+                    return None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                grown = live.log.waiter()
+                await asyncio.wait(
+                    [grown, waiter.released], timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+                if not grown.done():
+                    grown.cancel()
+                if waiter.released.done():
+                    if waiter.recheck is None:
+                        return None  # a plain request answers up-to-date; the client re-requests
+                    current = await waiter.recheck()
+                    if current != live.definition:
+                        try:
+                            return await self.engine.shape(current)
+                        except ShapeError:
+                            return "gone"
+                    waiter.released = asyncio.get_running_loop().create_future()
+
+    def _replacement(self, live: LiveShape) -> str | None:
+        replacement = self.engine._by_definition.get(live.definition)
+        return replacement.handle if replacement is not None and not replacement.gone else None
+
+    # -- responses ------------------------------------------------------------------
+
+    def _up_to_date(self, lsn: int) -> bytes:
+        return b'{"headers":{"control":"up-to-date","global_last_seen_lsn":"%d"}}' % lsn
+
+    def _response(
+        self,
+        request: Request,
+        parsed: ShapeRequest,
+        live: LiveShape,
+        payloads: list[bytes],
+        end: LogOffset,
+        *,
+        up_to_date: bool,
+        has_data: bool,
+    ) -> Response:
+        parts = list(payloads)
+        if up_to_date:
+            if parsed.live and has_data:
+                lsn = max(end.tx, 0)
+            elif has_data:
+                lsn = max(self.engine.last_seen_lsn, end.tx)
+            else:
+                lsn = self.engine.last_seen_lsn or max(end.tx, 0)
+            parts.append(self._up_to_date(lsn))
+        body = b"[" + b",".join(parts) + b"]"
+        headers = {
+            "electric-handle": live.handle,
+            "electric-offset": str(end),
+            "electric-has-data": "true" if has_data else "false",
+            "etag": etag(live.handle, parsed.offset, end, not has_data),
+        }
+        if up_to_date:
+            headers["electric-up-to-date"] = ""
+        if parsed.live:
+            headers["electric-cursor"] = next_cursor(int(self.long_poll_timeout * 1000), parsed.cursor)
+        headers.update(
+            cache_headers(
+                "GET", 200, offset_is_before_all=parsed.offset == LogOffset(-1, 0), live=parsed.live,
+                sse=False, has_replacement_handle=True, max_age=self.max_age, stale_age=self.stale_age,
+            )
+        )
+        if etag_matches(request.headers.get("if-none-match"), headers["etag"]):
+            return Response(b"", status_code=304, headers=_common(headers, request=request))
+        if not parsed.live:
+            headers["electric-schema"] = self._schema(live)
+        return Response(body, media_type=JSON, headers=_common(headers, request=request))
+
+    def _schema(self, live: LiveShape) -> str:
+        cached = self._schemas.get(live.handle)
+        if cached is None:
+            cached = _encode(schema_header(live.shape.table, live.shape.columns)).decode()
+            if len(self._schemas) > 10_000:
+                self._schemas.clear()
+            self._schemas[live.handle] = cached
+        return cached
+
+    def _must_refetch(self, request: Request, parsed: ShapeRequest, handle: str | None) -> Response:
+        headers = cache_headers(
+            "GET", 409, offset_is_before_all=False, live=parsed.live, sse=parsed.sse,
+            has_replacement_handle=handle is not None,
+        )
+        if handle is not None:
+            headers["electric-handle"] = handle
+            headers["etag"] = etag(handle, parsed.offset, None, False)
+        return Response(MUST_REFETCH, status_code=409, media_type=JSON, headers=_common(headers, request=request))
+
+    def _error(
+        self, request: Request, status: int, body: dict[str, Any], extra: Mapping[str, str] | None = None
+    ) -> Response:
+        headers = cache_headers(
+            request.method, status, offset_is_before_all=False, live=False, sse=False,
+            has_replacement_handle=False,
+        )
+        headers.update(extra or {})
+        return Response(_encode(body), status_code=status, media_type=JSON, headers=_common(headers, request=request))
+
+    # -- SSE ------------------------------------------------------------------------
+
+    def _sse(
+        self, request: Request, parsed: ShapeRequest, live: LiveShape, offset: LogOffset,
+        recheck: Recheck | None,
+    ) -> Response:
+        payloads, end, reached = live.log.read(offset)
+        headers = {
+            "electric-handle": live.handle,
+            "electric-offset": str(offset if not payloads else end),
+            "electric-cursor": next_cursor(int(self.long_poll_timeout * 1000), parsed.cursor),
+            "etag": etag(live.handle, offset, end, not payloads),
+            "connection": "keep-alive",
+            "x-accel-buffering": "no",
+        }
+        if reached:
+            headers["electric-up-to-date"] = ""
+        headers.update(
+            cache_headers("GET", 200, offset_is_before_all=False, live=True, sse=True,
+                          has_replacement_handle=True, sse_timeout_s=int(self.sse_timeout))
+        )
+        return StreamingResponse(
+            self._sse_events(live, offset, recheck), media_type="text/event-stream",
+            headers=_common(headers, request=request),
+        )
+
+    async def _sse_events(self, live: LiveShape, offset: LogOffset, recheck: Recheck | None) -> AsyncIterator[bytes]:
+        deadline = time.monotonic() + self.sse_timeout
+        while time.monotonic() < deadline:
+            payloads, end, reached = live.log.read(offset)
+            if payloads:
+                for payload in payloads:
+                    for message in _split_entries(payload):
+                        yield b"data: " + message + b"\n\n"
+                offset = end
+                if reached:
+                    yield b"data: " + self._up_to_date(max(end.tx, 0)) + b"\n\n"
+                continue
+            outcome = await self._hold(live, offset, recheck, min(SSE_KEEPALIVE_SECONDS, deadline - time.monotonic()))
+            if outcome is not None or live.gone:
+                return  # the client reconnects and then gets the 409
+            if not live.log.has_after(offset):
+                yield b": keep-alive\n\n"
+
+    # -- DELETE ---------------------------------------------------------------------
+
+    async def _delete(self, request: Request) -> Response:
+        if not self.allow_delete:
+            return self._error(request, 405, {"message": "DELETE not allowed"})
+        query = dict(request.query_params)
+        handle = query.get("handle")
+        if not query.get("table"):
+            if not handle:
+                return self._error(request, 400, {"message": "Invalid request", "errors": {
+                    "handle": ["can't be blank when shape definition is missing"]}})
+            live = self.engine.get(handle)
+        else:
+            query.setdefault("offset", "-1")
+            query.pop("handle", None)
+            try:
+                parsed = parse_request(query)
+                assert parsed.definition is not None
+                live = self.engine._by_definition.get(parsed.definition)
+                if live is None:
+                    shape = await self.engine._validate(parsed.definition)
+                    live = next((s for s in self.engine.shapes.values() if s.shape.key == shape.key), None)
+            except RequestError as exc:
+                return self._error(request, 400, {"message": "Invalid request", "errors": exc.errors})
+            except ShapeError as exc:
+                return self._error(request, 400, {"message": "Invalid request", "errors": {exc.field: [exc.message]}})
+            if live is not None and handle and live.handle != handle:
+                return self._error(request, 400, {"message": (
+                    "The specified shape definition and handle do not match. Please ensure the shape "
+                    "definition is correct or omit the shape handle from the request to obtain a new one.")})
+        if live is None or live.gone:
+            return self._error(request, 404, {"message": "No existing shape found"})
+        self.engine.delete(live.handle)
+        return Response(b"", status_code=202, headers=_common(
+            {"cache-control": "no-cache", "electric-handle": live.handle}, request=request))
+
+    def _authorized(self, request: Request) -> bool:
+        if not self.secret:
+            return True
+        given = request.query_params.get("secret") or request.query_params.get("api_secret") or ""
+        return hmac.compare_digest(given.encode(), self.secret.encode())
+
+
+def _split_entries(payload: bytes) -> list[bytes]:
+    """A snapshot chunk holds many comma-joined entries; SSE sends one per event."""
+    if not payload.startswith(b'{"key"') or b'},{"' not in payload:
+        return [payload]
+    return msgspec.json.decode(b"[" + payload + b"]", type=list[msgspec.Raw])  # type: ignore[return-value]
+
+
+def _common(headers: dict[str, str], *, request: Request, shape_route: bool = True) -> dict[str, str]:
+    origin = request.headers.get("origin")
+    out = {
+        "electric-server": f"pysync/{__version__}",
+        "x-request-id": uuid.uuid4().hex,
+        "access-control-allow-origin": origin or "*",
+        "access-control-expose-headers": EXPOSED_HEADERS,
+        "access-control-allow-methods": "GET, POST, HEAD, DELETE, OPTIONS" if shape_route else "GET, HEAD",
+    }
+    if "cache-control" not in headers:
+        out["cache-control"] = "max-age=0, private, must-revalidate"
+    out.update(headers)
+    return out
+
+
+def _options(request: Request) -> Response:
+    headers = _common({"access-control-max-age": "86400", "connection": "keep-alive"}, request=request)
+    del headers["cache-control"]
+    requested = request.headers.get("access-control-request-headers")
+    if requested:
+        allowed = [h.strip() for h in requested.split(",") if h.strip().lower() in ("if-none-match", "traceparent")]
+        if allowed:
+            headers["access-control-allow-headers"] = ",".join(allowed)
+    return Response(b"", status_code=204, headers=headers)
+
