@@ -108,7 +108,7 @@ def db(database_url: str) -> Iterator[Db]:
         for oid in {c.type_oid for c in table.columns} | {16, 23}:
             conn.adapters.register_loader(oid, TextLoader)
         d = Db(conn, table)
-        for rec in conn.execute(f"SELECT * FROM t ORDER BY id").fetchall():
+        for rec in conn.execute("SELECT * FROM t ORDER BY id").fetchall():
             d.rows.append(tuple(rec))
             d.ids.append(int(rec[0]))
         conn.adapters.register_loader(23, psycopg.types.numeric.IntLoader)
@@ -265,8 +265,6 @@ class Gen:
             return f"(- {self.interval(depth - 1)})"
         if k < 0.75:
             return "(tm - '12:00'::time)"
-        if k < 0.85:
-            return f"({self.pick(['ts', 'tz'])} - {self.pick(['ts', 'tz'])})"
         return "iv"
 
     def time(self, depth: int) -> str:
@@ -321,6 +319,10 @@ class Gen:
             return self.like(depth)
         if k < 0.92:
             return self.array_pred(depth)
+        if k < 0.93:
+            # timestamp differences can be infinite intervals; compare them directly
+            diff = f"({self.pick(['ts', 'tz', 'd'])} - {self.pick(['ts', 'tz'])})"
+            return f"({diff} {self.pick(['=', '<', '>', '<>'])} {self.interval(0)})"
         if k < 0.95:
             return self.pick(["b", "(m = m)", "(m <> m)", "(m::text = 'happy')", "(b = true)", "(b <> b)"])
         return self.comparison(depth)

@@ -302,9 +302,8 @@ def _parse_timestamp(text: str, with_tz: bool) -> int | float:
     days, pos = _date_part(text)
     usec = 0
     offset = 0
-    if pos < len(text) and text[pos] in " T":
-        if _TIME_RE.match(text, pos + 1):
-            usec, pos = _time_part(text, pos + 1)
+    if pos < len(text) and text[pos] in " T" and _TIME_RE.match(text, pos + 1):
+        usec, pos = _time_part(text, pos + 1)
     m = _TZ_RE.match(text, pos)
     if m is not None and m.end() > pos and not _BC_RE.match(text, pos):
         if m.group(2):
@@ -375,6 +374,10 @@ def _check_interval(months: int, days: int, usec: int, text: str) -> tuple[int, 
 
 def parse_interval(text: str) -> tuple[int, int, int]:
     s = text.strip()
+    if s.lower() in ("infinity", "+infinity"):
+        return (2**31 - 1, 2**31 - 1, 2**63 - 1)
+    if s.lower() == "-infinity":
+        return (-(2**31), -(2**31), -(2**63))
     if s.startswith("P"):
         m = _ISO_INTERVAL_RE.match(s)
         if m is None or s == "P" or s.endswith("T"):
@@ -694,6 +697,10 @@ def _trunc_div(a: int, b: int) -> tuple[int, int]:
 def format_interval(iv: tuple[int, int, int]) -> str:
     """EncodeInterval with IntervalStyle iso_8601, the style pysync's sessions use."""
     months, days, usec = iv
+    if iv == (2**31 - 1, 2**31 - 1, 2**63 - 1):
+        return "infinity"
+    if iv == (-(2**31), -(2**31), -(2**63)):
+        return "-infinity"
     if months == 0 and days == 0 and usec == 0:
         return "PT0S"
     years, mons = _trunc_div(months, 12)
@@ -724,6 +731,8 @@ def format_interval(iv: tuple[int, int, int]) -> str:
 
 def interval_literal(iv: tuple[int, int, int]) -> str:
     """An input form Postgres reads back exactly (any IntervalStyle)."""
+    if iv[0] in (2**31 - 1, -(2**31)) and iv[0] == iv[1]:
+        return format_interval(iv)
     months, days, usec = iv
     sec, frac = _trunc_div(usec, USECS_PER_SEC)
     sign = "-" if usec < 0 else ""

@@ -13,7 +13,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
-from sqlglot.tokens import TokenType
+from sqlglot.tokens import TokenType  # type: ignore[attr-defined]
 
 from pysync.postgres import types as pt
 from pysync.postgres.catalog import Column, Table
@@ -51,14 +51,14 @@ _DTYPES = {
     exp.DataType.Type.TIMESTAMPTZ: "timestamptz", exp.DataType.Type.INTERVAL: "interval",
 }
 
-_CMP_OPS: dict[type[exp.Expression], str] = {
+_CMP_OPS: dict[type[exp.Expr], str] = {
     exp.EQ: "=", exp.NEQ: "<>", exp.LT: "<", exp.GT: ">", exp.LTE: "<=", exp.GTE: ">=",
 }
-_ARITH_OPS: dict[type[exp.Expression], str] = {
+_ARITH_OPS: dict[type[exp.Expr], str] = {
     exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/",
     exp.BitwiseAnd: "&", exp.BitwiseOr: "|", exp.BitwiseXor: "#",
 }
-_UNSUPPORTED_NAMES: dict[type[exp.Expression], str] = {
+_UNSUPPORTED_NAMES: dict[type[exp.Expr], str] = {
     exp.RegexpLike: "unknown binary operator ~",
     exp.RegexpILike: "unknown binary operator ~*",
     exp.SimilarTo: "SIMILAR TO is not supported",
@@ -88,7 +88,7 @@ def fold_identifier(ident: exp.Identifier) -> str:
     return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in name)
 
 
-def position(e: exp.Expression) -> int:
+def position(e: exp.Expr) -> int:
     """The smallest source offset recorded in the subtree (sqlglot records identifiers,
     literals and function names), or 0."""
     best: int | None = None
@@ -101,7 +101,7 @@ def position(e: exp.Expression) -> int:
     return best or 0
 
 
-def parse(clause: str) -> exp.Expression:
+def parse(clause: str) -> exp.Expr:
     """One expression, nothing else: no statement separators, comments or trailing clauses."""
     try:
         tokens = _DIALECT.tokenize(clause)
@@ -203,7 +203,7 @@ class Checker:
 
     # ------------------------------------------------------------ entry
 
-    def check_clause(self, e: exp.Expression) -> Node:
+    def check_clause(self, e: exp.Expr) -> Node:
         node = self.check(e)
         if node.type == "unknown":
             node = self.coerce(node, "bool")
@@ -211,7 +211,7 @@ class Checker:
             raise WhereError("WHERE clause must return a boolean")
         return node
 
-    def fail(self, reason: str, e: exp.Expression | Node) -> WhereError:
+    def fail(self, reason: str, e: exp.Expr | Node) -> WhereError:
         pos = e.pos if isinstance(e, Node) else position(e)
         return WhereError(reason, pos)
 
@@ -251,7 +251,7 @@ class Checker:
         return Node("const", target, value=value, pos=node.pos, param=node.param,
                     extra={"text": text})
 
-    def unify(self, nodes: list[Node], what: str, e: exp.Expression) -> tuple[str, list[Node]]:
+    def unify(self, nodes: list[Node], what: str, e: exp.Expr) -> tuple[str, list[Node]]:
         t = "unknown"
         for n in nodes:
             c = common_type(t, n.type)
@@ -264,7 +264,7 @@ class Checker:
 
     # ------------------------------------------------------------ dispatch
 
-    def check(self, e: exp.Expression) -> Node:
+    def check(self, e: exp.Expr) -> Node:
         for cls, reason in _UNSUPPORTED_NAMES.items():
             if isinstance(e, cls):
                 raise self.fail(reason, e)
@@ -272,6 +272,10 @@ class Checker:
             raise self.fail("aggregation is not supported in this context", e)
         method = getattr(self, "_" + type(e).__name__.lower(), None)
         if method is None:
+            if isinstance(e, exp.Func) and not isinstance(e, exp.CurrentTimestamp | exp.JSONExtractScalar):
+                n = sum(len(v) if isinstance(v, list) else 1 for v in e.args.values()
+                        if isinstance(v, exp.Expr | list))
+                raise self.fail(f"unknown or unsupported function {e.sql_name().lower()}/{n}", e)
             raise self.fail(f"{type(e).__name__} is not supported in this context", e)
         node: Node = method(e)
         return node
@@ -293,7 +297,7 @@ class Checker:
         if t is None:
             raise self.fail(f"column {name} has unsupported type {column.type_name}", e)
         self.columns.add(name)
-        return Node("col", t, name=name, pos=position(e))
+        return Node("col", t, name=name, pos=position(e), extra={"varchar": column.type_name == "varchar"})
 
     def _literal(self, e: exp.Literal) -> Node:
         pos = position(e)
@@ -301,7 +305,7 @@ class Checker:
             return Node("const", "unknown", value=e.this, pos=pos)
         return self._number(str(e.this), pos, e)
 
-    def _number(self, text: str, pos: int, e: exp.Expression) -> Node:
+    def _number(self, text: str, pos: int, e: exp.Expr) -> Node:
         if text.lstrip("-").isdigit():
             v = int(text)
             for t in ("int4", "int8"):
@@ -337,7 +341,7 @@ class Checker:
 
     # ------------------------------------------------------------ logic
 
-    def _bool_arg(self, e: exp.Expression, what: str) -> Node:
+    def _bool_arg(self, e: exp.Expr, what: str) -> Node:
         node = self.check(e)
         if node.type == "unknown":
             node = self.coerce(node, "bool")
@@ -353,7 +357,7 @@ class Checker:
         args = self._flatten(e, exp.Or, "OR")
         return Node("or", "bool", tuple(args), pos=args[0].pos)
 
-    def _flatten(self, e: exp.Expression, cls: type[exp.Expression], what: str) -> list[Node]:
+    def _flatten(self, e: exp.Expr, cls: type[exp.Expr], what: str) -> list[Node]:
         out: list[Node] = []
         for side in (e.this, e.expression):
             if isinstance(side, cls):
@@ -406,8 +410,12 @@ class Checker:
         rnode = self.check(right)
         return self.compare(op, left, rnode, e)
 
-    def compare(self, op: str, left: Node, right: Node, e: exp.Expression) -> Node:
+    def compare(self, op: str, left: Node, right: Node, e: exp.Expr) -> Node:
         t = common_type(left.type, right.type)
+        if {left.type, right.type} == {"text", "bpchar"} and (
+                left.extra.get("varchar") or right.extra.get("varchar")):
+            # varchar = bpchar resolves to bpchar's operator (text = bpchar to text's)
+            t = "bpchar"
         if t is None and is_array(left.type) and right.kind == "array" and right.extra.get("untyped"):
             t = left.type
         if t is None and is_array(right.type) and left.kind == "array" and left.extra.get("untyped"):
@@ -419,7 +427,7 @@ class Checker:
         left, right = self.coerce(left, t), self.coerce(right, t)
         return Node("op", "bool", (left, right), name=op, pos=left.pos, extra={"cmp_type": t})
 
-    def _check_comparable(self, op: str, t: str, e: exp.Expression) -> None:
+    def _check_comparable(self, op: str, t: str, e: exp.Expr) -> None:
         if op in ("=", "<>"):
             if t in ORDERED_TYPES or t == "bool" or t.startswith("enum:"):
                 return
@@ -455,7 +463,7 @@ class Checker:
         node = self.compare("=", self.check(e.this), self.check(e.expression), e)
         return Node("distinct", "bool", node.args, pos=node.pos, extra=node.extra)
 
-    def _any_all(self, e: exp.Binary, op: str, right: exp.Expression) -> Node:
+    def _any_all(self, e: exp.Binary, op: str, right: exp.Expr) -> Node:
         kind = "any"
         if isinstance(right, exp.Any):
             inner = right.this
@@ -528,7 +536,7 @@ class Checker:
         return Node("not", "bool", (node,), pos=node.pos) if negate else node
 
     def _like_node(self, e: exp.Like | exp.ILike, name: str, escape: Node | None) -> Node:
-        if isinstance(e.expression, exp.Any) or isinstance(e.expression, exp.Anonymous):
+        if isinstance(e.expression, exp.Any | exp.Anonymous):
             raise self.fail(f"{name.upper()} ANY/ALL is not supported", e)
         s = self.check(e.this)
         pattern = self.check(e.expression)
@@ -551,7 +559,7 @@ class Checker:
         right = self.check(e.expression)
         return self.arith(op, left, right, e)
 
-    def arith(self, op: str, left: Node, right: Node, e: exp.Expression) -> Node:
+    def arith(self, op: str, left: Node, right: Node, e: exp.Expr) -> Node:
         lt, rt_ = left.type, right.type
         if lt == "unknown" and rt_ == "unknown":
             raise self.fail(f"operator is not unique: unknown {op} unknown", e)
@@ -631,7 +639,7 @@ class Checker:
             raise self.fail(f"Could not select an operator overload for ~ {display(node.type)}", e)
         return Node("op", node.type, (node,), name="~", pos=position(e))
 
-    def _float8_arg(self, node: Node, e: exp.Expression, what: str) -> Node:
+    def _float8_arg(self, node: Node, e: exp.Expr, what: str) -> Node:
         if node.type == "numeric":
             raise self.fail(f"{what} of numeric is not supported; cast to float8", e)
         if node.type not in NUMERIC_TYPES and node.type != "unknown":
@@ -664,7 +672,7 @@ class Checker:
         right = self._as_text(right)
         return Node("op", "text", (left, right), name="||", pos=left.pos)
 
-    def _check_output(self, n: Node, e: exp.Expression) -> None:
+    def _check_output(self, n: Node, e: exp.Expr) -> None:
         if n.type != "unknown" and n.type not in rt.OUTPUT and not n.type.startswith("enum:"):
             raise self.fail(f"cannot convert {display(n.type)} to text here", e)
 
@@ -678,7 +686,7 @@ class Checker:
         # textanycat is "$1 || $2::text": the cast, so bool gives 'true' (concat() gives 't')
         return Node("cast", "text", (n,), pos=n.pos)
 
-    def _array_concat(self, left: Node, right: Node, e: exp.Expression) -> Node:
+    def _array_concat(self, left: Node, right: Node, e: exp.Expr) -> Node:
         if is_array(left.type) and left.kind != "array" or not is_array(right.type):
             t = left.type if is_array(left.type) else right.type + "[]"
         else:
@@ -731,7 +739,7 @@ class Checker:
         left, right = self.coerce(left, t), self.coerce(right, t)
         return Node("op", "bool", (left, right), name=op, pos=left.pos, extra={"cmp_type": t})
 
-    def _array_pair_type(self, left: Node, right: Node, op: str, e: exp.Expression) -> str:
+    def _array_pair_type(self, left: Node, right: Node, op: str, e: exp.Expr) -> str:
         for a, b in ((left, right), (right, left)):
             if is_array(a.type) and a.type != "unknown[]" and not a.extra.get("untyped"):
                 if b.type in (a.type, "unknown") or (b.kind == "array" and b.extra.get("untyped")):
@@ -743,14 +751,14 @@ class Checker:
         raise self.fail(f"Could not select an operator overload for "
                         f"{display(left.type)} {op} {display(right.type)}", e)
 
-    def _comparable_array(self, t: str, op: str, e: exp.Expression) -> str:
+    def _comparable_array(self, t: str, op: str, e: exp.Expr) -> str:
         if elem(t).startswith("enum:"):
             raise self.fail(f"{op} on enum arrays is not supported", e)
         return t
 
     def _bracket(self, e: exp.Bracket) -> Node:
-        subs: list[exp.Expression] = []
-        base: exp.Expression = e
+        subs: list[exp.Expr] = []
+        base: exp.Expr = e
         while isinstance(base, exp.Bracket):
             if len(base.expressions) != 1:
                 raise self.fail("array slices are not supported", base)
@@ -779,7 +787,7 @@ class Checker:
         target = self.data_type(e.args["to"], e)
         return self.cast(self.check(e.this), target, e)
 
-    def cast(self, node: Node, target: str, e: exp.Expression) -> Node:
+    def cast(self, node: Node, target: str, e: exp.Expr) -> Node:
         if node.type == target:
             return node
         if node.kind == "const" and node.type == "unknown":
@@ -814,7 +822,7 @@ class Checker:
             return cast
         return Node("const", cast.type, value=value, pos=inner.pos, param=inner.param)
 
-    def data_type(self, dt: exp.DataType, e: exp.Expression) -> str:
+    def data_type(self, dt: exp.DataType, e: exp.Expr) -> str:
         if dt.this == exp.DataType.Type.ARRAY:
             inner = dt.expressions[0] if dt.expressions else None
             if not isinstance(inner, exp.DataType):
@@ -823,10 +831,10 @@ class Checker:
             return t if is_array(t) else t + "[]"
         if dt.expressions:
             raise self.fail("type modifiers are not supported", e)
-        t = _DTYPES.get(dt.this)
-        if t is None:
+        mapped = _DTYPES.get(dt.this)
+        if mapped is None:
             raise self.fail(f"unsupported type {dt.sql('postgres').lower()}", e)
-        return t
+        return mapped
 
     def _interval(self, e: exp.Interval) -> Node:
         this = e.this

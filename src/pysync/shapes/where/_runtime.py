@@ -168,7 +168,7 @@ def _float_checked(f: Fn2, t: str, check_underflow: bool) -> Fn2:
 
     def op(a: float, b: float) -> float:
         try:
-            r = f(a, b)
+            r: float = f(a, b)
         except ZeroDivisionError:  # NaN / 0.0 in Python
             r = math.nan
         if single:
@@ -190,7 +190,7 @@ def _float_checked(f: Fn2, t: str, check_underflow: bool) -> Fn2:
 def _float_div(a: float, b: float) -> float:
     if b == 0.0 and a == a:  # NaN / 0 is NaN in Postgres
         raise WhereRuntimeError("division by zero")
-    return a / b
+    return float(a / b)
 
 
 def _numeric_zero_sign(r: Decimal) -> Decimal:
@@ -280,7 +280,11 @@ def negate(t: str) -> Fn1:
     if t == "numeric":
         return lambda a: _numeric_zero_sign(-a) if not a.is_nan() else a
     if t == "interval":
-        return lambda a: _interval_checked((-a[0], -a[1], -a[2]))
+        def neg_interval(a: tuple[int, int, int]) -> tuple[int, int, int]:
+            _finite_intervals(a)
+            return _interval_checked((-a[0], -a[1], -a[2]))
+
+        return neg_interval
     return operator.neg
 
 
@@ -318,6 +322,7 @@ _MAX_I32 = 2**31 - 1
 
 
 def _interval_checked(iv: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Range check; arithmetic on infinite intervals is not implemented (raises)."""
     m, d, u = iv
     if not (-(2**31) <= m <= _MAX_I32 and -(2**31) <= d <= _MAX_I32 and -(2**63) <= u < 2**63):
         raise WhereRuntimeError("interval out of range")
@@ -338,6 +343,7 @@ def _check_date(value: int) -> int:
 
 def ts_plus_interval(ts: int | float, iv: tuple[int, int, int]) -> int | float:
     """timestamp_pl_interval: months (clamping the day), then days, then microseconds."""
+    _finite_intervals(iv)
     if isinstance(ts, float):
         return ts
     months, days, usec = iv
@@ -359,9 +365,20 @@ def ts_minus_interval(ts: int | float, iv: tuple[int, int, int]) -> int | float:
     return ts_plus_interval(ts, (-iv[0], -iv[1], -iv[2]))
 
 
+INTERVAL_INF = (2**31 - 1, 2**31 - 1, 2**63 - 1)
+INTERVAL_NINF = (-(2**31), -(2**31), -(2**63))
+
+
+def _infinite_interval(iv: tuple[int, int, int]) -> bool:
+    return iv in (INTERVAL_INF, INTERVAL_NINF)
+
+
 def ts_minus_ts(a: int | float, b: int | float) -> tuple[int, int, int]:
     if isinstance(a, float) or isinstance(b, float):
-        raise WhereRuntimeError("infinite timestamps in interval arithmetic are not supported")
+        # Postgres 17+: an infinite interval, unless both are the same infinity
+        if a == b:
+            raise WhereRuntimeError("interval out of range")
+        return INTERVAL_INF if (a == math.inf or b == -math.inf) else INTERVAL_NINF
     diff = a - b
     # interval_justify_hours: whole days move to the day field, same sign as the remainder
     days = abs(diff) // pt.USECS_PER_DAY
@@ -413,10 +430,12 @@ def date_plus_time(d: int | float, t: int) -> int | float:
 
 
 def time_plus_interval(t: int, iv: tuple[int, int, int]) -> int:
+    _finite_intervals(iv)
     return (t + iv[2]) % pt.USECS_PER_DAY
 
 
 def time_minus_interval(t: int, iv: tuple[int, int, int]) -> int:
+    _finite_intervals(iv)
     return (t - iv[2]) % pt.USECS_PER_DAY
 
 
@@ -425,10 +444,17 @@ def time_minus_time(a: int, b: int) -> tuple[int, int, int]:
 
 
 def interval_plus(a: tuple[int, int, int], b: tuple[int, int, int]) -> tuple[int, int, int]:
+    _finite_intervals(a, b)
     return _interval_checked((a[0] + b[0], a[1] + b[1], a[2] + b[2]))
 
 
+def _finite_intervals(*ivs: tuple[int, int, int]) -> None:
+    if any(_infinite_interval(iv) for iv in ivs):
+        raise WhereRuntimeError("arithmetic on infinite intervals is not supported")
+
+
 def interval_minus(a: tuple[int, int, int], b: tuple[int, int, int]) -> tuple[int, int, int]:
+    _finite_intervals(a, b)
     return _interval_checked((a[0] - b[0], a[1] - b[1], a[2] - b[2]))
 
 
