@@ -1,3 +1,11 @@
 """pysync: an embedded Postgres sync engine, wire-compatible with Electric's Shape API."""
 
 __version__ = "0.1.0"
+
+from pysync.engine import Engine  # noqa: E402
+from pysync.shapes.definition import ShapeDefinition, ShapeError  # noqa: E402
+from pysync.sync import Sync, interrupt  # noqa: E402
+
+shape = ShapeDefinition.create
+
+__all__ = ["Engine", "ShapeDefinition", "ShapeError", "Sync", "interrupt", "shape", "__version__"]

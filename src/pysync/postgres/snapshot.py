@@ -97,17 +97,37 @@ def _column_text(table: Table, name: str) -> sql.Composable:
     """The column in its type's output format, as pgoutput sends it.
 
     ``::text`` differs from the output function for bool (``true`` vs ``t``) and bpchar
-    (which drops the padding); ``format('%s')`` calls the output function.
+    (which drops the padding); ``format('%s')`` calls the output function. But
+    ``format('%s', NULL)`` is ``''``, not NULL: without the CASE a NULL bool/bpchar
+    became ``""`` in values and ``/""`` instead of ``/_`` in keys of PK-less tables,
+    disagreeing with what replication sends for the same row.
     """
     column = table.column(name)
     ident = sql.Identifier(name)
     if column is not None and column.dims == 0 and column.type_name in ("bool", "bpchar"):
-        return sql.SQL("format('%%s', {})").format(ident)
+        return sql.SQL("CASE WHEN {0} IS NULL THEN NULL ELSE format('%%s', {0}) END").format(ident)
     return sql.SQL("{}::text").format(ident)
 
 
-def row_json_query(shape: Shape) -> tuple[sql.Composed, list[object]]:
-    """SELECT of one JSON text per row: key, value (selected columns) and headers."""
+class OrderBy(msgspec.Struct, frozen=True):
+    column: str
+    descending: bool = False
+    nulls_first: bool | None = None
+
+
+def row_json_query(
+    shape: Shape,
+    *,
+    extra_headers: dict[str, object] | None = None,
+    subset_where: object | None = None,
+    order_by: tuple[OrderBy, ...] = (),
+    limit: int | None = None,
+    offset: int | None = None,
+) -> tuple[sql.Composed, list[object]]:
+    """SELECT of one JSON text per row: key, value (selected columns) and headers.
+
+    The subset arguments narrow and order it (subset snapshots); every value is bound.
+    """
     table = shape.table
     prefix = relation_prefix(table.schema, table.name)
     key_parts: list[sql.Composable] = [sql.SQL("%s")]
@@ -121,22 +141,64 @@ def row_json_query(shape: Shape) -> tuple[sql.Composed, list[object]]:
     names = sql.SQL(", ").join(sql.Literal(c) for c in shape.columns)
     values = sql.SQL(", ").join(_column_text(table, c) for c in shape.columns)
     headers = msgspec.json.encode(
-        {"operation": "insert", "relation": [table.schema, table.name]}
+        {"operation": "insert", "relation": [table.schema, table.name], **(extra_headers or {})}
     ).decode()
-    query = sql.SQL(
-        """SELECT '{{"key":' || to_json({key})::text || ',"value":' """
-        """|| json_object(ARRAY[{names}]::text[], ARRAY[{values}]::text[])::text """
-        """|| %s FROM {table}"""
-    ).format(
-        key=sql.SQL(" || ").join(key_parts), names=names, values=values,
-        table=sql.Identifier(table.schema, table.name),
-    )
+    parts: list[sql.Composable] = [
+        sql.SQL(
+            """SELECT '{{"key":' || to_json({key})::text || ',"value":' """
+            """|| json_object(ARRAY[{names}]::text[], ARRAY[{values}]::text[])::text """
+            """|| %s FROM {table}"""
+        ).format(
+            key=sql.SQL(" || ").join(key_parts), names=names, values=values,
+            table=sql.Identifier(table.schema, table.name),
+        )
+    ]
     params.append(',"headers":' + headers + "}")
-    if shape.where is not None:
-        where_sql, where_params = shape.where.to_sql()  # type: ignore[attr-defined]
-        query = sql.Composed([query, sql.SQL(" WHERE "), sql.SQL(where_sql)])
+    conditions = [w for w in (shape.where, subset_where) if w is not None]
+    for i, where in enumerate(conditions):
+        where_sql, where_params = where.to_sql()  # type: ignore[attr-defined]
+        parts.append(sql.SQL(" WHERE (" if i == 0 else " AND (") + sql.SQL(where_sql) + sql.SQL(")"))
         params.extend(where_params)
-    return query, params
+    if order_by:
+        terms = []
+        for term in order_by:
+            nulls = "" if term.nulls_first is None else (" NULLS FIRST" if term.nulls_first else " NULLS LAST")
+            terms.append(sql.SQL("{}" + (" DESC" if term.descending else " ASC") + nulls).format(
+                sql.Identifier(term.column)))
+        parts.append(sql.SQL(" ORDER BY ") + sql.SQL(", ").join(terms))
+    if limit is not None:
+        parts.append(sql.SQL(" LIMIT %s"))
+        params.append(limit)
+    if offset is not None:
+        parts.append(sql.SQL(" OFFSET %s"))
+        params.append(offset)
+    return sql.Composed(parts), params
+
+
+async def take_subset(
+    conn: psycopg.AsyncConnection[Any],
+    shape: Shape,
+    *,
+    mark: int,
+    where: object | None,
+    order_by: tuple[OrderBy, ...],
+    limit: int | None,
+    offset: int | None,
+) -> tuple[SnapshotInfo, list[bytes]]:
+    """A subset snapshot: rows of the shape narrowed by ``where``, at a recorded snapshot."""
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        cur = await conn.execute("SELECT pg_current_snapshot()::text, pg_current_wal_lsn() - '0/0'")
+        row = await cur.fetchone()
+        assert row is not None
+        xmin, xmax, xip = parse_snapshot(row[0].decode() if isinstance(row[0], bytes) else row[0])
+        query, params = row_json_query(
+            shape, extra_headers={"snapshot_mark": mark}, subset_where=where,
+            order_by=order_by, limit=limit, offset=offset,
+        )
+        cur = await conn.execute(query, params)
+        rows = [r[0] for r in await cur.fetchall()]
+    return SnapshotInfo(xmin, xmax, xip, int(row[1])), rows
 
 
 async def take_snapshot(
