@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import secrets
 import logging
 import time
 import uuid
@@ -22,7 +23,9 @@ from pysync.engine import Engine, ShapeGone
 from pysync.http.cache import cache_headers, etag, etag_matches
 from pysync.http.cursor import next_cursor
 from pysync.http.params import RequestError, ShapeRequest, parse_request
+from pysync.http.subset import SUBSET_FIELDS, SubsetError, parse_subset, subset_fields_from_query
 from pysync.http.waiters import InterruptRegistry, Recheck
+from pysync.postgres.snapshot import take_subset
 from pysync.shapes.cache import LiveShape
 from pysync.shapes.definition import ShapeDefinition, ShapeError
 from pysync.shapes.offset import LogOffset
@@ -37,6 +40,8 @@ EXPOSED_HEADERS = (
 JSON = "application/json; charset=utf-8"
 MUST_REFETCH = b'[{"headers":{"control":"must-refetch"}}]'
 SSE_KEEPALIVE_SECONDS = 21.0
+SHAPE_METHODS = ["GET", "HEAD", "POST", "DELETE", "OPTIONS"]
+MAX_BODY = 8 * 1024 * 1024
 
 _encode = msgspec.json.encode
 
@@ -69,8 +74,8 @@ class ShapeAPI:
 
     def routes(self) -> list[Route]:
         return [
-            Route("/v1/shape", self.shape_endpoint, methods=["GET", "HEAD", "DELETE", "OPTIONS"]),
-            Route("/v1/shape/", self.shape_endpoint, methods=["GET", "HEAD", "DELETE", "OPTIONS"]),
+            Route("/v1/shape", self.shape_endpoint, methods=SHAPE_METHODS),
+            Route("/v1/shape/", self.shape_endpoint, methods=SHAPE_METHODS),
             Route("/v1/health", self.health, methods=["GET", "HEAD"]),
             Route("/", self.root, methods=["GET", "HEAD"]),
         ]
@@ -97,12 +102,44 @@ class ShapeAPI:
             return Response(b'{"message":"Unauthorized - Invalid API secret"}', status_code=401)
         if request.method == "DELETE":
             return await self._delete(request)
+        query: dict[str, str] = dict(request.query_params)
         try:
-            parsed = parse_request(request.query_params)
+            if request.method == "POST":
+                subset = await self._post_body(request, query)
+                if isinstance(subset, Response):
+                    return subset
+            else:
+                subset = subset_fields_from_query(query)
+        except SubsetError as exc:
+            return self._error(request, 400, {"message": "Invalid request", "errors": {"subset": exc.errors}})
+        try:
+            parsed = parse_request(query)
         except RequestError as exc:
             return self._error(request, 400, {"message": "Invalid request", "errors": exc.errors})
         assert parsed.definition is not None
-        return await self.serve(request, parsed, parsed.definition)
+        return await self.serve(request, parsed, parsed.definition, subset=subset)
+
+    async def _post_body(self, request: Request, query: dict[str, str]) -> dict[str, object] | Response:
+        """Subset fields from a POST body; other body keys join the shape params."""
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return self._error(request, 413, {"error": "Request body too large"})
+        if not body.strip():
+            return {}
+        try:
+            data = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
+            return self._error(request, 400, {"error": "Invalid JSON in request body", "details": str(exc)})
+        if not isinstance(data, dict):
+            return self._error(request, 400, {"error": "Request body must be a JSON object"})
+        nested = data.pop("subset", None)
+        fields = dict(nested) if isinstance(nested, dict) else {}
+        for key, value in data.items():
+            if key in SUBSET_FIELDS:
+                fields.setdefault(key, value)
+            elif key not in ("where_expr", "order_by_expr") and isinstance(value, (str, int, float, bool)):
+                query.setdefault(key, str(value).lower() if isinstance(value, bool) else str(value))
+        return fields
 
     # -- serving --------------------------------------------------------------------
 
@@ -112,6 +149,7 @@ class ShapeAPI:
         parsed: ShapeRequest,
         definition: ShapeDefinition,
         recheck: Recheck | None = None,
+        subset: dict[str, object] | None = None,
     ) -> Response:
         """Answer a validated request for ``definition`` (also used by app-defined shapes)."""
         try:
@@ -140,6 +178,8 @@ class ShapeAPI:
                 request, 503, {"message": f"Unable to create the shape's snapshot: {exc}"},
                 {"retry-after": "10", "electric-internal-known-error": "true"},
             )
+        if subset is not None:
+            return await self._subset(request, live, subset)
         if offset == "now":
             return self._response(request, parsed, live, [], live.log.last_offset, up_to_date=True, has_data=False)
         if parsed.sse:
@@ -165,6 +205,34 @@ class ShapeAPI:
             return self._must_refetch(request, parsed, self._replacement(live))
         up_to_date = reached and offset != LogOffset(-1, 0)
         return self._response(request, parsed, live, payloads, end, up_to_date=up_to_date, has_data=bool(payloads))
+
+    async def _subset(self, request: Request, live: LiveShape, fields: dict[str, object]) -> Response:
+        try:
+            subset = parse_subset(fields, live.shape.table)
+        except SubsetError as exc:
+            return self._error(request, 400, {"message": "Invalid request", "errors": {"subset": exc.errors}})
+        # The offset the client continues from is taken before the query runs.
+        offset = live.log.last_offset
+        mark = secrets.randbelow(1 << 31)
+        try:
+            async with self.engine.snapshots.connection() as conn:
+                info, rows = await take_subset(
+                    conn, live.shape, mark=mark, where=subset.where, order_by=subset.order_by,
+                    limit=subset.limit, offset=subset.offset,
+                )
+        except psycopg.Error as exc:
+            return self._error(request, 400, {"message": "Invalid request", "errors": {
+                "subset": {"where": exc.diag.message_primary or str(exc)}}})
+        metadata = _encode({
+            "xmin": str(info.xmin), "xmax": str(info.xmax), "xip_list": [str(x) for x in info.xip],
+            "database_lsn": str(info.lsn), "snapshot_mark": mark,
+        })
+        body = b'{"metadata":' + metadata + b',"data":[' + b",".join(rows) + b"]}"
+        headers = {
+            "cache-control": "no-cache", "electric-snapshot": "true", "electric-handle": live.handle,
+            "electric-offset": str(offset), "electric-schema": self._schema(live),
+        }
+        return Response(body, media_type=JSON, headers=_common(headers, request=request))
 
     async def _wait_snapshot_done(self, live: LiveShape) -> None:
         while not live.log.snapshot_done:
@@ -245,7 +313,8 @@ class ShapeAPI:
             headers["electric-cursor"] = next_cursor(int(self.long_poll_timeout * 1000), parsed.cursor)
         headers.update(
             cache_headers(
-                "GET", 200, offset_is_before_all=parsed.offset == LogOffset(-1, 0), live=parsed.live,
+                "POST" if request.method == "POST" else "GET", 200,
+                offset_is_before_all=parsed.offset == LogOffset(-1, 0), live=parsed.live,
                 sse=False, has_replacement_handle=True, max_age=self.max_age, stale_age=self.stale_age,
             )
         )
