@@ -64,6 +64,18 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
+class _Server(uvicorn.Server):
+    """Releases waiting long-polls on SIGINT/SIGTERM: uvicorn waits for open requests."""
+
+    def __init__(self, config: uvicorn.Config, api: ShapeAPI) -> None:
+        super().__init__(config)
+        self.api = api
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        self.api.close()
+        super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+
 async def serve(settings: Settings) -> None:
     cluster: PostgresCluster | None = None
     database_url = settings.database_url
@@ -89,10 +101,14 @@ async def serve(settings: Settings) -> None:
             print("  create tables with: psql \"$DATABASE_URL\" (the URL printed above)", flush=True)
         yield
         await engine.stop()
+        if cluster is not None:
+            # Here, not only in serve()'s finally: uvicorn re-raises a captured SIGTERM
+            # when serve() returns, so code after it may never run.
+            await asyncio.to_thread(cluster.stop)
 
     config = uvicorn.Config(api.app(lifespan=lifespan), host=settings.host, port=settings.port,
                             log_level=settings.log_level.lower(), access_log=False, lifespan="on")
-    server = uvicorn.Server(config)
+    server = _Server(config, api)
     try:
         await server.serve()
     finally:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import itertools
+import os
 import secrets
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -69,6 +70,12 @@ class ShapeAPI:
         self.stale_age = stale_age
         self.interrupts = InterruptRegistry()
         self._schemas: dict[str, str] = {}
+        self.closing = False
+
+    def close(self) -> None:
+        """Server shutdown: waiting live requests answer now instead of holding it up."""
+        self.closing = True
+        self.interrupts.release_all()
 
     # -- routes ---------------------------------------------------------------------
 
@@ -167,8 +174,11 @@ class ShapeAPI:
             return self._must_refetch(request, parsed, live.handle)
         try:
             await self.engine.wait_ready(live)
-            if offset == "now":
-                await self._wait_snapshot_done(live)
+            # Electric points 0_k at chunk k+1 while the snapshot is still being written and
+            # waits for that chunk: answering [] at the same offset without up-to-date would
+            # make the client re-ask at once (a busy loop, read as a proxy loop by the TS client).
+            async with asyncio.timeout(60.0):
+                await self._wait_snapshot_done(live, None if offset == "now" else offset)
         except ShapeGone:
             return self._must_refetch(request, parsed, None)
         except TimeoutError:
@@ -204,7 +214,11 @@ class ShapeAPI:
         if live.gone:
             return self._must_refetch(request, parsed, self._replacement(live))
         up_to_date = reached and offset != LogOffset(-1, 0)
-        return self._response(request, parsed, live, payloads, end, up_to_date=up_to_date, has_data=bool(payloads))
+        # Only a live request that waited without data (timeout, interrupt) is a "no change"
+        # response (has-data false, unrevalidatable etag); a non-live read that finds nothing
+        # new still answers has-data true, as Electric's no_change_response is long-poll only.
+        no_change = parsed.live and not payloads
+        return self._response(request, parsed, live, payloads, end, up_to_date=up_to_date, has_data=not no_change)
 
     async def _subset(self, request: Request, live: LiveShape, fields: dict[str, object]) -> Response:
         try:
@@ -234,8 +248,11 @@ class ShapeAPI:
         }
         return Response(body, media_type=JSON, headers=_common(headers, request=request))
 
-    async def _wait_snapshot_done(self, live: LiveShape) -> None:
-        while not live.log.snapshot_done:
+    async def _wait_snapshot_done(self, live: LiveShape, after: LogOffset | None = None) -> None:
+        """Until the snapshot is complete or, given ``after``, the log has entries after it."""
+        while not live.log.snapshot_done and not (after is not None and live.log.has_after(after)):
+            if live.error is not None:
+                raise live.error
             if live.gone:
                 raise ShapeGone(live.handle)
             await live.log.waiter()
@@ -249,6 +266,8 @@ class ShapeAPI:
             while True:
                 if live.gone:
                     return "gone"
+                if self.closing:
+                    return None
                 if live.log.has_after(offset) and live.log.snapshot_done:
                     return None
                 remaining = deadline - time.monotonic()
@@ -381,7 +400,8 @@ class ShapeAPI:
 
     async def _sse_events(self, live: LiveShape, offset: LogOffset, recheck: Recheck | None) -> AsyncIterator[bytes]:
         deadline = time.monotonic() + self.sse_timeout
-        while time.monotonic() < deadline:
+        waited = False
+        while time.monotonic() < deadline and not self.closing:
             payloads, end, reached = live.log.read(offset)
             if payloads:
                 for payload in payloads:
@@ -390,7 +410,12 @@ class ShapeAPI:
                 offset = end
                 if reached:
                     yield b"data: " + self._up_to_date(max(end.tx, 0)) + b"\n\n"
+                if not waited:
+                    # As Electric: data there at once is answered like a long-poll that
+                    # found data, and the response ends; only a waiting stream stays open.
+                    return
                 continue
+            waited = True
             outcome = await self._hold(live, offset, recheck, min(SSE_KEEPALIVE_SECONDS, deadline - time.monotonic()))
             if outcome is not None or live.gone:
                 return  # the client reconnects and then gets the 409
@@ -447,11 +472,20 @@ def _split_entries(payload: bytes) -> list[bytes]:
     return msgspec.json.decode(b"[" + payload + b"]", type=list[msgspec.Raw])  # type: ignore[return-value]
 
 
+_request_ids = itertools.count()
+_REQUEST_ID_PREFIX = os.urandom(6).hex()
+
+
+def _request_id() -> str:
+    # Unique per process run and cheap: uuid4 per request showed up in profiles.
+    return f"{_REQUEST_ID_PREFIX}{next(_request_ids):010x}"
+
+
 def _common(headers: dict[str, str], *, request: Request, shape_route: bool = True) -> dict[str, str]:
     origin = request.headers.get("origin")
     out = {
         "electric-server": f"pysync/{__version__}",
-        "x-request-id": uuid.uuid4().hex,
+        "x-request-id": _request_id(),
         "access-control-allow-origin": origin or "*",
         "access-control-expose-headers": EXPOSED_HEADERS,
         "access-control-allow-methods": "GET, POST, HEAD, DELETE, OPTIONS" if shape_route else "GET, HEAD",

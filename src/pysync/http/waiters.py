@@ -117,6 +117,10 @@ class InterruptRegistry:
         finally:
             self._waiters.discard(waiter)
 
+    def release_all(self) -> None:
+        for waiter in list(self._waiters):
+            waiter.release()
+
     def interrupt(self, shape: ShapeMatcher | None = None, **options: Any) -> int:
         """Release every waiting request whose shape matches; returns how many."""
         matches = make_matcher(shape, **options)

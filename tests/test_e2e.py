@@ -1,0 +1,152 @@
+"""End to end: the published Electric TypeScript client against ``pysync serve``.
+
+Starts ``pysync serve`` on a fresh database of the session's Postgres and runs the
+Node test suite in ``tests/e2e`` (``node --test``) against it. See tests/e2e/*.test.mjs
+for what is covered (live sync, where/params, columns, replica full, resume, 409
+recovery after TRUNCATE and DELETE, 100 concurrent streams, value parsing of every type,
+--secret).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from conftest import drop_database
+from pysync.postgres.cluster import PostgresCluster, free_port
+
+E2E_DIR = Path(__file__).parent / "e2e"
+SECRET = "e2e-secret-" + uuid.uuid4().hex[:8]
+READY_LINE = "pysync is serving shapes at"
+START_TIMEOUT = 60.0
+NODE_TIMEOUT = 300.0
+
+
+def _ensure_node_modules() -> None:
+    if (E2E_DIR / "node_modules" / "@electric-sql" / "client" / "package.json").is_file():
+        return
+    npm = shutil.which("npm")
+    assert npm is not None, "npm is needed for the end-to-end tests (Node.js >= 20)"
+    result = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund"], cwd=E2E_DIR, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.fixture
+def e2e_database(pg_cluster: PostgresCluster) -> Iterator[str]:
+    """A fresh database whose display defaults differ from pysync's session settings, so
+    the type tests notice any value pysync formats in the database's defaults."""
+    name = f"e2e_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        for setting, value in (
+            ("TimeZone", "Asia/Kolkata"),
+            ("IntervalStyle", "postgres_verbose"),
+            ("extra_float_digits", "0"),
+            ("bytea_output", "escape"),
+        ):
+            admin.execute(f'ALTER DATABASE "{name}" SET {setting} = \'{value}\'')
+    try:
+        yield pg_cluster.url(name)
+    finally:
+        drop_database(pg_cluster, name)
+
+
+class Server:
+    """``pysync serve`` as a subprocess; its output is collected for failure reports."""
+
+    def __init__(self, args: list[str]) -> None:
+        self.lines: list[str] = []
+        self._ready: queue.Queue[bool] = queue.Queue()
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pysync.cli", "serve", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if READY_LINE in line:
+                self._ready.put(True)
+        self._ready.put(False)  # EOF: the process ended
+
+    def wait_ready(self, timeout: float) -> None:
+        try:
+            ready = self._ready.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"pysync serve not ready after {timeout} s:\n{self.output()}")
+        if not ready:
+            self.process.wait(timeout=10)
+            pytest.fail(f"pysync serve exited with {self.process.returncode}:\n{self.output()}")
+
+    def output(self) -> str:
+        return "\n".join(self.lines[-300:])
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+        self._reader.join(timeout=10)
+
+
+def test_typescript_client_end_to_end(e2e_database: str, tmp_path: Path) -> None:
+    node = shutil.which("node")
+    assert node is not None, "node (>= 20) is needed for the end-to-end tests"
+    _ensure_node_modules()
+    port = free_port()
+    server = Server([
+        "--database-url", e2e_database, "--host", "127.0.0.1", "--port", str(port),
+        "--storage-dir", str(tmp_path / "storage"), "--allow-delete",
+        "--long-poll-timeout", "5", "--secret", SECRET, "--log-level", "warning",
+    ])
+    try:
+        server.wait_ready(START_TIMEOUT)
+        env = {
+            **os.environ,
+            "PYSYNC_URL": f"http://127.0.0.1:{port}",
+            "PYSYNC_SECRET": SECRET,
+            "DATABASE_URL": e2e_database,
+        }
+        started = time.monotonic()
+        try:
+            result = subprocess.run(
+                # --test-force-exit: the client keeps a 60 s timer (a throttled
+                # localStorage write of its up-to-date tracker) that would hold each file's
+                # process open after its tests are done.
+                [node, "--test", "--test-concurrency=1", "--test-force-exit", "--test-reporter=spec", "."],
+                cwd=E2E_DIR, env=env, capture_output=True, text=True, timeout=NODE_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(
+                f"node --test did not finish in {NODE_TIMEOUT} s\n--- node output ---\n"
+                f"{exc.stdout or ''}\n{exc.stderr or ''}\n--- pysync output ---\n{server.output()}"
+            )
+        elapsed = time.monotonic() - started
+        report = f"--- node output ---\n{result.stdout}\n{result.stderr}\n--- pysync output ---\n{server.output()}"
+        assert result.returncode == 0, f"node --test failed (exit {result.returncode}):\n{report}"
+        assert "# fail 0" in result.stdout or "ℹ fail 0" in result.stdout, report
+        assert server.process.poll() is None, f"pysync serve died during the tests:\n{report}"
+        print(f"\nnode --test passed in {elapsed:.1f} s\n{result.stdout[-600:]}")
+    finally:
+        server.stop()
