@@ -308,11 +308,13 @@ class ReplicationStream:
         while True:
             n, data = pgconn.get_copy_data(1)
             if n == 0:
+                # Feedback first: PQflush may read pending input into libpq's buffer, and
+                # then the socket would not wake us for data we already hold.
+                self._send_status()
                 # With TLS libpq reads one record per call: drain before sleeping.
                 pgconn.consume_input()
                 n, data = pgconn.get_copy_data(1)
                 if n == 0:
-                    self._send_status()
                     await self._wait_readable(loop, pgconn.socket)
                     pgconn.consume_input()
                     continue

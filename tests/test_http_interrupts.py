@@ -1,0 +1,258 @@
+"""Interrupting waiting live requests (``api.interrupts.interrupt``), and the re-check hook
+of server-defined shapes (``api.serve(..., recheck=hook)``), through real HTTP requests."""
+
+# ruff: noqa: F811 - test parameters are named after the imported fixtures
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from http_support import (  # noqa: F401 - fixtures are imported to be used by name
+    LONG_POLL,
+    MUST_REFETCH,
+    Client,
+    Conn,
+    api,
+    client,
+    conn,
+    controls,
+    data,
+    engine,
+    make_engine,
+    until,
+    waiting,
+)
+from pysync.engine import Engine
+from pysync.http.api import ShapeAPI
+from pysync.http.params import RequestError, parse_request
+from pysync.shapes.definition import ShapeDefinition
+
+# name -> query params of a shape; all are waited on at their up-to-date offset.
+SHAPES: dict[str, dict[str, str]] = {
+    "all": {"table": "items"},
+    "full": {"table": "items", "replica": "full"},
+    "gt1": {"table": "items", "where": "id > $1", "params[1]": "1"},
+    "gt2": {"table": "items", "where": "id > $1", "params[1]": "2"},
+    "cols": {"table": "items", "columns": "title,id"},
+    "other": {"table": "other"},
+}
+
+
+class Waiters:
+    """Live requests, one per shape, restarted after each interrupt that released them."""
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.at: dict[str, dict[str, str]] = {}
+        self.tasks: dict[str, asyncio.Task[httpx.Response]] = {}
+
+    async def setup(self) -> None:
+        for name, params in SHAPES.items():
+            handle, offset, _ = await self.client.sync(**params)
+            self.at[name] = {**params, "handle": handle, "offset": offset, "live": "true"}
+
+    async def start_missing(self) -> None:
+        for name in SHAPES:
+            if name not in self.tasks:
+                self.tasks[name] = asyncio.create_task(self.client.shape(**self.at[name]))
+        await waiting(self.client.api, len(SHAPES))
+
+    async def interrupt(self, *args: Any, expect: set[str], **kwargs: Any) -> None:
+        await self.start_missing()
+        started = time.perf_counter()
+        count = self.client.api.interrupts.interrupt(*args, **kwargs)
+        assert count == len(expect), (args, kwargs, count, expect)
+        released = {name: self.tasks[name] for name in expect}
+        if released:
+            responses = await asyncio.gather(*released.values())
+            elapsed = time.perf_counter() - started
+            assert elapsed < 0.05, f"released in {elapsed * 1000:.1f} ms"
+            for response in responses:
+                # A plain request answers up-to-date without data; the client re-requests.
+                assert response.status_code == 200
+                assert response.headers["electric-has-data"] == "false"
+                assert controls(response.json()) == ["up-to-date"]
+        for name in expect:
+            del self.tasks[name]
+        # The others still wait.
+        await asyncio.sleep(0.01)
+        assert all(not t.done() for t in self.tasks.values()), [n for n, t in self.tasks.items() if t.done()]
+
+
+async def test_interrupt_matching_forms(engine: Engine) -> None:
+    # Patient requests: none may reach its timeout while the forms are tried.
+    client = Client(ShapeAPI(engine, long_poll_timeout=30.0))
+    try:
+        await check_forms(client)
+    finally:
+        await client.aclose()
+
+
+async def check_forms(client: Client) -> None:
+    waiters = Waiters(client)
+    await waiters.setup()
+    items = {"all", "full", "gt1", "gt2", "cols"}
+    await waiters.interrupt("items", expect=items)
+    await waiters.interrupt("public.items", expect=items)
+    await waiters.interrupt(table="items", expect=items)
+    await waiters.interrupt(table="items", namespace="public", expect=items)
+    await waiters.interrupt(table="items", namespace="other", expect=set())
+    await waiters.interrupt("nope", expect=set())
+    await waiters.interrupt(table="other", expect={"other"})
+    # A where matches every params unless params are given.
+    await waiters.interrupt(table="items", where="id > $1", expect={"gt1", "gt2"})
+    await waiters.interrupt(table="items", where="id > $1", params=["1"], expect={"gt1"})
+    await waiters.interrupt(table="items", where="id > $1", params={1: "2"}, expect={"gt2"})
+    await waiters.interrupt(table="items", where="id > $1", params={"1": 1}, expect={"gt1"})
+    await waiters.interrupt(table="items", where="id > 1", expect=set())
+    await waiters.interrupt(table="items", columns=["id", "title"], expect={"cols"})
+    # A full definition: replica is ignored, columns compared as a set.
+    await waiters.interrupt(ShapeDefinition.create("items"), expect={"all", "full"})
+    await waiters.interrupt(ShapeDefinition.create("items", replica="full"), expect={"all", "full"})
+    await waiters.interrupt(ShapeDefinition.create("items", columns=["id", "title"]), expect={"cols"})
+    await waiters.interrupt(
+        ShapeDefinition.create("items", where="id > $1", params=["2"]), expect={"gt2"}
+    )
+    # A callable gets the normalised shape.
+    seen: list[dict[str, Any]] = []
+
+    def record(shape: dict[str, Any]) -> bool:
+        seen.append(shape)
+        return shape["params"] == {"1": "2"}
+
+    await waiters.interrupt(record, expect={"gt2"})
+    assert {
+        "table": "items", "namespace": "public", "where": "id > $1", "params": {"1": "2"}, "columns": None,
+    } in seen
+    assert {
+        "table": "items", "namespace": "public", "where": None, "params": {}, "columns": ["title", "id"],
+    } in seen
+    assert len(seen) == len(SHAPES)
+    await waiters.interrupt(lambda s: s["namespace"] == "public", expect=set(SHAPES))
+    assert not waiters.tasks and len(client.api.interrupts) == 0
+
+
+async def test_interrupt_leaves_other_requests_waiting_until_timeout(client: Client) -> None:
+    waiters = Waiters(client)
+    await waiters.setup()
+    await waiters.start_missing()
+    started = time.monotonic()
+    assert client.api.interrupts.interrupt("other") == 1
+    remaining = [t for n, t in waiters.tasks.items() if n != "other"]
+    await asyncio.sleep(0.05)
+    assert not any(t.done() for t in remaining)
+    for response in await asyncio.gather(*remaining):
+        assert response.status_code == 200 and response.headers["electric-has-data"] == "false"
+    assert time.monotonic() - started > LONG_POLL * 0.5
+    assert len(client.api.interrupts) == 0
+
+
+# -- re-check hook of server-defined shapes -----------------------------------------------
+
+
+class AppShape:
+    """A Phoenix.Sync-style route: the server defines the shape; clients send offsets."""
+
+    def __init__(self, api: ShapeAPI, definition: ShapeDefinition) -> None:
+        self.api = api
+        self.definition = definition
+        self.rechecks = 0
+
+    async def recheck(self) -> ShapeDefinition:
+        self.rechecks += 1
+        return self.definition
+
+    async def endpoint(self, request: Request) -> Response:
+        try:
+            parsed = parse_request(request.query_params, shape_from_params=False)
+        except RequestError as exc:
+            return JSONResponse({"message": "Invalid request", "errors": exc.errors}, status_code=400)
+        return await self.api.serve(request, parsed, self.definition, recheck=self.recheck)
+
+    def client(self) -> Client:
+        return Client(self.api, Starlette(routes=[Route("/todos", self.endpoint)]))
+
+
+async def test_recheck_same_definition_keeps_waiting(api: ShapeAPI, conn: Conn) -> None:
+    shape = AppShape(api, ShapeDefinition.create("items", where="id > $1", params=["1"]))
+    client = shape.client()
+    try:
+        handle, offset, messages = await client.sync("/todos", table="ignored", where="ignored")
+        assert sorted(m["key"] for m in data(messages)) == ['"public"."items"/"2"', '"public"."items"/"3"']
+        task = asyncio.create_task(client.shape("/todos", offset=offset, handle=handle, live="true"))
+        await waiting(api, 1)
+        assert api.interrupts.interrupt("items") == 1
+        await until(lambda: shape.rechecks == 1, what="the re-check")
+        await asyncio.sleep(0.02)
+        assert not task.done()  # same definition: still waiting
+        assert len(api.interrupts) == 1
+        conn.execute("INSERT INTO items VALUES (7, 'seven', 7)")
+        response = await task
+        assert response.status_code == 200
+        assert [m["key"] for m in data(response.json())] == ['"public"."items"/"7"']
+        assert response.headers["electric-has-data"] == "true"
+
+        # Re-checked again and unchanged, with no data: it answers at the timeout.
+        offset = response.headers["electric-offset"]
+        started = time.monotonic()
+        task = asyncio.create_task(client.shape("/todos", offset=offset, handle=handle, live="true"))
+        await waiting(api, 1)
+        assert api.interrupts.interrupt(where="id > $1", table="items") == 1
+        await until(lambda: shape.rechecks == 2, what="the second re-check")
+        response = await task
+        assert time.monotonic() - started >= LONG_POLL * 0.9
+        assert response.status_code == 200 and response.headers["electric-has-data"] == "false"
+    finally:
+        await client.aclose()
+
+
+async def test_recheck_changed_definition_gives_409_with_new_handle(api: ShapeAPI, engine: Engine) -> None:
+    shape = AppShape(api, ShapeDefinition.create("items", where="id > $1", params=["1"]))
+    client = shape.client()
+    try:
+        handle, offset, _ = await client.sync("/todos")
+        task = asyncio.create_task(client.shape("/todos", offset=offset, handle=handle, live="true"))
+        await waiting(api, 1)
+        changed = ShapeDefinition.create("items", where="id > $1", params=["2"])
+        shape.definition = changed
+        started = time.perf_counter()
+        assert api.interrupts.interrupt(table="items", params=["1"]) == 1
+        response = await task
+        assert time.perf_counter() - started < 0.05
+        assert response.status_code == 409
+        assert response.json() == MUST_REFETCH
+        new = response.headers["electric-handle"]
+        assert new != handle
+        assert engine._by_definition[changed].handle == new
+        # The client follows the 409 and gets the new shape under that handle.
+        fresh = await client.shape("/todos", offset="-1", handle=new)
+        assert fresh.headers["electric-handle"] == new
+        assert [m["key"] for m in data(fresh.json())] == ['"public"."items"/"3"']
+        # Its old handle is now a 409 too.
+        stale = await client.shape("/todos", offset=offset, handle=handle)
+        assert stale.status_code == 409 and stale.headers["electric-handle"] == new
+    finally:
+        await client.aclose()
+
+
+async def test_server_defined_shape_errors(api: ShapeAPI) -> None:
+    shape = AppShape(api, ShapeDefinition.create("items", columns=[]))
+    client = shape.client()
+    try:
+        r = await client.shape("/todos", offset="-1")
+        assert r.status_code == 400
+        assert r.json() == {"message": "Invalid request", "errors": {"columns": ["The list of columns must not be empty"]}}
+        assert r.headers["cache-control"] == "no-store" and r.headers["surrogate-control"] == "no-store"
+        # Request params are still validated (offset, handle, live) when the shape is the server's.
+        r = await client.shape("/todos", offset="0_0")
+        assert r.json() == {"message": "Invalid request", "errors": {"handle": ["can't be blank when offset != -1"]}}
+    finally:
+        await client.aclose()
+
