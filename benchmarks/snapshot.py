@@ -1,0 +1,183 @@
+#!/usr/bin/env python
+"""Snapshot benchmark: pysync's initial snapshot against a plain ``COPY ... TO STDOUT``.
+
+Run from the repository root::
+
+    python benchmarks/snapshot.py [--rows N] [--rounds R]
+
+Starts a private Postgres (``temporary_cluster``) and fills ``items(id int primary key,
+user_id int, title text, done bool, created timestamptz)`` with 1,000,000 rows (then
+VACUUM ANALYZE and a warm-up scan, so every reader finds the table in shared buffers
+with hint bits set). Three readers take all rows, one after the other, never
+concurrently:
+
+- ``COPY``: ``COPY (SELECT id, user_id, title, done, created FROM items) TO STDOUT`` with
+  psycopg's ``cursor.copy()``, reading every block (text format, the same display
+  settings as pysync's snapshot connections);
+- ``pysync memory``: ``take_snapshot`` of the shape ``items`` (all columns, no WHERE)
+  through pysync's ``SnapshotPool`` into a ``ShapeLog`` on ``MemoryStorage``: the rows
+  as Electric JSON entries (built in SQL), streamed and appended in chunks;
+- ``pysync disk``: the same into a ``ShapeLog`` on ``FileStorage`` in a temporary
+  directory (the final fdatasync, done by the engine after the snapshot, is shown
+  separately and not in the rate).
+
+With ``--rounds 2`` (default) the order is COPY, memory, disk, disk, memory, COPY and the
+best time of each reader is reported. The memory log is decoded once (untimed) to check
+it holds exactly the table's rows. The last line printed is::
+
+    snapshot ratio pysync/COPY: X.XX
+
+(rows/s of pysync into a memory log / rows/s of COPY; 1.00 = as fast as COPY).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import platform
+import pstats
+import tempfile
+import time
+from pathlib import Path
+
+import msgspec
+import psycopg
+
+from pysync.postgres.cluster import temporary_cluster
+from pysync.postgres.session import display_options
+from pysync.postgres.snapshot import SnapshotPool, take_snapshot
+from pysync.shapes.definition import Shape, ShapeDefinition, validate
+from pysync.shapes.log import ShapeLog
+from pysync.shapes.storage import FileStorage, MemoryStorage
+
+DBNAME = "bench"
+COPY_QUERY = "COPY (SELECT id, user_id, title, done, created FROM items) TO STDOUT"
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def fill(url: str, rows: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE items (id int PRIMARY KEY, user_id int, title text, done bool,"
+            " created timestamptz)"
+        )
+        conn.execute(
+            "INSERT INTO items SELECT g, g %% 1000, 'item ' || g || ' of user ' || (g %% 1000),"
+            " g %% 3 = 0, timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second'"
+            " FROM generate_series(1, %s) g",
+            (rows,),
+        )
+        conn.execute("VACUUM ANALYZE items")
+        conn.execute("SELECT count(*), sum(length(title)) FROM items")
+
+
+def copy_rows(url: str) -> tuple[float, int, int]:
+    """Seconds, rows and bytes of ``COPY ... TO STDOUT`` read to the end."""
+    with psycopg.connect(url, autocommit=True, options=display_options()) as conn:
+        start = time.perf_counter()
+        size = 0
+        lines = 0
+        with conn.cursor() as cur, cur.copy(COPY_QUERY) as copy:
+            for block in copy:
+                size += len(block)
+                lines += bytes(block).count(b"\n")
+        return time.perf_counter() - start, lines, size
+
+
+async def pysync_rows(url: str, shape: Shape, log: ShapeLog) -> float:
+    pool = SnapshotPool(url, 1)
+    try:
+        async with pool.connection() as conn:
+            await conn.execute("SELECT 1")
+            start = time.perf_counter()
+            await take_snapshot(conn, shape, log)
+            return time.perf_counter() - start
+    finally:
+        await pool.close()
+
+
+def log_rows(log: ShapeLog) -> int:
+    """Rows in a snapshot log (decoded; the last chunk ends with the snapshot-end control)."""
+    rows = 0
+    for i in range(len(log.offsets)):
+        payload = log.storage.read(log._positions[i], log._lengths[i])
+        entries = msgspec.json.decode(b"[" + payload + b"]")
+        rows += sum(1 for e in entries if "key" in e)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--profile", action="store_true", help="cProfile one pysync memory snapshot")
+    args = parser.parse_args()
+
+    with temporary_cluster() as cluster, tempfile.TemporaryDirectory(prefix="pysync-snap-") as tmp:
+        say(f"Postgres {cluster.bin_dir} on port {cluster.port}; Python {platform.python_version()}, "
+            f"{os.cpu_count()} CPUs; {args.rows:,} rows, {args.rounds} round(s)")
+        with psycopg.connect(cluster.url(), autocommit=True) as admin:
+            admin.execute(f"CREATE DATABASE {DBNAME}")
+        url = cluster.url(DBNAME)
+        start = time.perf_counter()
+        fill(url, args.rows)
+        say(f"table filled in {time.perf_counter() - start:.1f}s")
+        with psycopg.connect(url, autocommit=True) as conn:
+            shape = validate(conn, ShapeDefinition.create("items"))
+
+        best: dict[str, float] = {}
+        extra: dict[str, str] = {}
+        memory_log: ShapeLog | None = None
+        order = ["COPY", "pysync memory", "pysync disk"]
+        runs = [name for r in range(args.rounds) for name in (order if r % 2 == 0 else order[::-1])]
+        for n, name in enumerate(runs):
+            if name == "COPY":
+                seconds, lines, size = copy_rows(url)
+                if lines != args.rows:
+                    raise SystemExit(f"COPY returned {lines} rows, expected {args.rows}")
+                extra[name] = f"{size / 2**20:.0f} MiB text"
+            else:
+                if name == "pysync memory":
+                    log = ShapeLog(MemoryStorage())
+                else:
+                    log = ShapeLog(FileStorage(Path(tmp) / f"shape{n}"))
+                seconds = asyncio.run(pysync_rows(url, shape, log))
+                size = log.storage.size()
+                extra[name] = f"{size / 2**20:.0f} MiB JSON in {len(log.offsets)} chunks"
+                if name == "pysync disk":
+                    sync_start = time.perf_counter()
+                    log.sync()
+                    extra[name] += f", fdatasync {time.perf_counter() - sync_start:.2f}s"
+                    log.storage.destroy()
+                elif memory_log is None:
+                    memory_log = log
+            say(f"  {name:<14} {seconds:6.2f}s  {args.rows / seconds:>10,.0f} rows/s  ({extra[name]})")
+            best[name] = min(best.get(name, seconds), seconds)
+
+        assert memory_log is not None
+        got = log_rows(memory_log)
+        if got != args.rows:
+            raise SystemExit(f"the pysync log holds {got} rows, expected {args.rows}")
+        say(f"checked: the memory log holds {got:,} rows")
+
+        if args.profile:
+            profiler = cProfile.Profile()
+            profiler.enable()
+            asyncio.run(pysync_rows(url, shape, ShapeLog(MemoryStorage())))
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
+
+    say("\nsummary (best of each)")
+    for name in order:
+        say(f"  {name:<14} {best[name]:6.2f}s  {args.rows / best[name]:>10,.0f} rows/s")
+    say(f"  disk/memory: {best['pysync memory'] / best['pysync disk']:.2f}")
+    say(f"snapshot ratio pysync/COPY: {best['COPY'] / best['pysync memory']:.2f}")
+
+
+if __name__ == "__main__":
+    main()
