@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 import psycopg
+from psycopg import sql
 
 from pysync.postgres.pgoutput import Relation
 from pysync.postgres.publication import publish_table
@@ -79,7 +80,15 @@ class Engine:
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
-        await asyncio.to_thread(self.stream.setup)
+        try:
+            await asyncio.to_thread(self.stream.setup)
+        except SlotInvalidatedError as exc:
+            # Lost while we were down: handled as when it happens while running (see
+            # _replicate), instead of refusing to start. The new slot makes every stored
+            # shape stale; they are discarded below.
+            log.error("%s; resyncing every shape", exc)
+            await asyncio.to_thread(self._drop_slot)
+            await asyncio.to_thread(self.stream.setup)
         if self.stream.slot_created:
             # A new slot cannot resume old logs: whatever was stored is stale.
             self._discard_recorded()
@@ -92,14 +101,21 @@ class Engine:
         self.started.set()
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks, self._tasks = list(self._tasks), []
+        pending = set(tasks)
+        for task in pending:
             task.cancel()
-        for task in self._tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):
-                pass
-        self._tasks = []
+        while pending:
+            # Re-cancel until done: on Python 3.11 ``asyncio.wait_for`` swallows a
+            # cancellation that races with its inner future completing (the replication
+            # reader's socket-readable wait), and a single cancel() then left stop()
+            # awaiting a task that keeps replicating forever.
+            _, pending = await asyncio.wait(pending, timeout=0.1)
+            for task in pending:
+                task.cancel()
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("engine task %s failed: %r", task.get_name(), task.exception())
         await asyncio.to_thread(self._sync_all)
         self.stream.acknowledge(self._applied_end_lsn)
         await self.stream.close()
@@ -218,7 +234,27 @@ class Engine:
 
     def _publish(self, schema: str, name: str) -> None:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
-            publish_table(conn, self.publication, schema, name)
+            published = conn.execute(
+                "SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid "
+                "JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE p.pubname = %s AND n.nspname = %s AND c.relname = %s",
+                (self.publication, schema, name),
+            ).fetchone()
+            if published:
+                publish_table(conn, self.publication, schema, name)  # REPLICA IDENTITY only
+                return
+            # pgoutput decodes a change with the catalog as of that change: rows written
+            # by a transaction still open when the table joins the publication are never
+            # sent, yet the snapshot (taken next) cannot see them either, so they were
+            # lost. Publishing under a lock that waits for the table's writers (and holds
+            # off new ones until the publication is committed) closes that window.
+            with conn.transaction():
+                conn.execute(
+                    sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
+                        sql.Identifier(schema, name)
+                    )
+                )
+                publish_table(conn, self.publication, schema, name)
 
     def _evict(self) -> None:
         assert self.max_shapes is not None
@@ -244,11 +280,19 @@ class Engine:
     # -- replication ----------------------------------------------------------------
 
     async def _replicate(self) -> None:
+        yielded = time.monotonic()
         while True:
             try:
                 async for item in self.stream.transactions():
                     if type(item) is Transaction:
                         self.apply(item)
+                    # The stream only awaits when the socket is drained: under a steady
+                    # write load it never is, and snapshots, the flush loop (hence
+                    # acknowledgements) and requests starved. Let them run every few ms.
+                    now = time.monotonic()
+                    if now - yielded > 0.005:
+                        await asyncio.sleep(0)
+                        yielded = time.monotonic()
             except SlotInvalidatedError as exc:
                 log.error("%s; resyncing every shape", exc)
                 for live in list(self.shapes.values()):
@@ -319,7 +363,11 @@ class Engine:
         try:
             live.converter = ShapeConverter(live.shape, layout)
         except (KeyError, ValueError):
-            self._invalidate(live, "columns no longer replicated")
+            # Not invalidated here: apply() is iterating the router's set of shapes, and
+            # removing from it mid-iteration raised and killed the replication task.
+            asyncio.get_running_loop().call_soon(
+                self._invalidate, live, "columns no longer replicated"
+            )
             return None
         return live.converter
 

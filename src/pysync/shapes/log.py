@@ -77,8 +77,15 @@ class ShapeLog:
 
     def sync(self) -> None:
         if self.dirty:
-            self.storage.sync()
+            # Cleared before the fsync, which runs in a thread: an append racing with it
+            # must leave the log dirty. Clearing afterwards forgot such appends, and the
+            # next flush acknowledged their transactions to Postgres without an fsync.
             self.dirty = False
+            try:
+                self.storage.sync()
+            except BaseException:
+                self.dirty = True
+                raise
 
     # -- reading --------------------------------------------------------------------
 

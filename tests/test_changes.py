@@ -1,0 +1,212 @@
+"""Change conversion (protocol section 5.5) through a real engine and Postgres: operations,
+move-in/out, PK changes, replica modes, projection, keys and headers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from engine_runner import Conn, Entry, changes, materialise, quiesce, read_all, ready, table_state
+from pysync.engine import Engine
+from pysync.shapes.cache import LiveShape
+from pysync.shapes.definition import ShapeDefinition
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[Conn]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[Engine]:
+    engine = Engine(database_url, flush_interval=0.02)
+    await engine.start()
+    yield engine
+    await engine.stop()
+
+
+async def make(engine: Engine, table: str, **kwargs: Any) -> LiveShape:
+    live = await engine.shape(ShapeDefinition.create(table, **kwargs))
+    await ready(engine, live)
+    return live
+
+
+def live_changes(live: LiveShape) -> list[Entry]:
+    """The replicated (non-snapshot) changes of a shape."""
+    return [e for e in changes(read_all(live.log)) if "lsn" in e["headers"]]
+
+
+def summary(entries: list[Entry]) -> list[tuple[str, str, int, dict[str, Any]]]:
+    return [
+        (e["headers"]["operation"], e["key"], e["headers"]["op_position"], e["value"])
+        for e in entries
+    ]
+
+
+K = '"public"."items"/'
+
+
+async def test_operations_across_modes_where_and_projection(
+    engine: Engine, conn: Conn
+) -> None:
+    conn.execute("CREATE TABLE items (id int PRIMARY KEY, title text, v int, grp int)")
+    conn.execute("CREATE TABLE other (id int PRIMARY KEY)")
+    conn.execute("INSERT INTO items VALUES (100, 'pre', 1, 1)")
+    plain = await make(engine, "items")
+    where = await make(engine, "items", where="v < 50")
+    full = await make(engine, "items", replica="full")
+    cols = await make(engine, "items", columns=["id", "title"])
+    await make(engine, "other")  # so that "other" is published: its changes count as ops
+    with conn.transaction():
+        (xid,) = conn.execute("SELECT pg_current_xact_id()::xid::text").fetchone()  # type: ignore[misc]
+        conn.execute("INSERT INTO other VALUES (1)")                      # op 0
+        conn.execute("INSERT INTO items VALUES (1, 'a', 10, 1)")          # op 2
+        conn.execute("UPDATE items SET title = 'b' WHERE id = 1")         # op 4
+        conn.execute("UPDATE items SET v = 60 WHERE id = 1")              # op 6: move-out
+        conn.execute("UPDATE items SET grp = 2 WHERE id = 1")             # op 8: outside WHERE
+        conn.execute("UPDATE items SET v = 5 WHERE id = 1")               # op 10: move-in
+        conn.execute("UPDATE items SET id = 2 WHERE id = 1")              # op 12: PK change
+        conn.execute("UPDATE items SET v = v WHERE id = 2")               # op 14: no change
+        conn.execute("INSERT INTO other VALUES (2)")                      # op 16
+        conn.execute("DELETE FROM items WHERE id = 2")                    # op 18
+    await quiesce(engine, conn)
+
+    got = live_changes(plain)
+    assert summary(got) == [
+        ("insert", K + '"1"', 2, {"id": "1", "title": "a", "v": "10", "grp": "1"}),
+        ("update", K + '"1"', 4, {"id": "1", "title": "b"}),
+        ("update", K + '"1"', 6, {"id": "1", "v": "60"}),
+        ("update", K + '"1"', 8, {"id": "1", "grp": "2"}),
+        ("update", K + '"1"', 10, {"id": "1", "v": "5"}),
+        ("delete", K + '"1"', 12, {"id": "1"}),
+        ("insert", K + '"2"', 13, {"id": "2", "title": "b", "v": "5", "grp": "2"}),
+        ("delete", K + '"2"', 18, {"id": "2"}),
+    ]
+    lsn = got[0]["headers"]["lsn"]
+    for entry in got:
+        headers = entry["headers"]
+        assert headers["lsn"] == lsn and headers["txids"] == [int(xid)]
+        assert headers["relation"] == ["public", "items"]
+        assert ("last" in headers) == (entry is got[-1])
+    assert got[-1]["headers"]["last"] is True
+    assert got[5]["headers"]["key_change_to"] == K + '"2"'
+    assert got[6]["headers"]["key_change_from"] == K + '"1"'
+    # Offsets of the log are the entries' (lsn, op_position).
+    assert [tuple(o) for o in plain.log.offsets if o.tx > 0] == [
+        (int(lsn), e["headers"]["op_position"]) for e in got
+    ]
+
+    assert summary(live_changes(where)) == [
+        ("insert", K + '"1"', 2, {"id": "1", "title": "a", "v": "10", "grp": "1"}),
+        ("update", K + '"1"', 4, {"id": "1", "title": "b"}),
+        ("delete", K + '"1"', 6, {"id": "1"}),                           # moved out
+        ("insert", K + '"1"', 10, {"id": "1", "title": "b", "v": "5", "grp": "2"}),  # moved in
+        ("delete", K + '"1"', 12, {"id": "1"}),
+        ("insert", K + '"2"', 13, {"id": "2", "title": "b", "v": "5", "grp": "2"}),
+        ("delete", K + '"2"', 18, {"id": "2"}),
+    ]
+
+    got_full = live_changes(full)
+    assert summary(got_full) == [
+        ("insert", K + '"1"', 2, {"id": "1", "title": "a", "v": "10", "grp": "1"}),
+        ("update", K + '"1"', 4, {"id": "1", "title": "b", "v": "10", "grp": "1"}),
+        ("update", K + '"1"', 6, {"id": "1", "title": "b", "v": "60", "grp": "1"}),
+        ("update", K + '"1"', 8, {"id": "1", "title": "b", "v": "60", "grp": "2"}),
+        ("update", K + '"1"', 10, {"id": "1", "title": "b", "v": "5", "grp": "2"}),
+        ("delete", K + '"1"', 12, {"id": "1", "title": "b", "v": "5", "grp": "2"}),
+        ("insert", K + '"2"', 13, {"id": "2", "title": "b", "v": "5", "grp": "2"}),
+        ("delete", K + '"2"', 18, {"id": "2", "title": "b", "v": "5", "grp": "2"}),
+    ]
+    assert [e.get("old_value") for e in got_full] == [
+        None, {"title": "a"}, {"v": "10"}, {"grp": "1"}, {"v": "60"}, None, None, None,
+    ]
+
+    assert summary(live_changes(cols)) == [
+        ("insert", K + '"1"', 2, {"id": "1", "title": "a"}),
+        ("update", K + '"1"', 4, {"id": "1", "title": "b"}),
+        # updates of unselected columns are dropped
+        ("delete", K + '"1"', 12, {"id": "1"}),
+        ("insert", K + '"2"', 13, {"id": "2", "title": "b"}),
+        ("delete", K + '"2"', 18, {"id": "2"}),
+    ]
+
+    # The snapshot row of 100 and what replication sends agree on keys.
+    conn.execute("UPDATE items SET title = 'post' WHERE id = 100")
+    await quiesce(engine, conn)
+    for live, columns in ((plain, ["id", "title", "v", "grp"]), (cols, ["id", "title"])):
+        assert materialise(read_all(live.log)) == table_state(conn, "public", "items", columns, ["id"])
+    assert materialise(read_all(where.log)) == table_state(
+        conn, "public", "items", ["id", "title", "v", "grp"], ["id"], "v < 50"
+    )
+
+
+async def test_keys_identical_between_snapshot_and_changes(engine: Engine, conn: Conn) -> None:
+    conn.execute("CREATE TABLE comp (org text, id int, note text, flag bool, PRIMARY KEY (org, id))")
+    conn.execute("CREATE TABLE logs (day date, level int, msg text, ok bool, code char(3))")
+    conn.execute("""INSERT INTO comp VALUES ('a/b', 1, 'x', true), ('', 2, NULL, NULL),
+                    ('q"uote', 3, 'y', false)""")
+    conn.execute("""INSERT INTO logs VALUES ('2024-01-01', NULL, 'x', NULL, NULL),
+                    ('2024-01-02', 2, 'p/q', true, 'ab'), (NULL, NULL, NULL, NULL, NULL)""")
+    comp = await make(engine, "comp")
+    logs = await make(engine, "logs")
+    snap_comp = {e["key"]: e["value"] for e in changes(read_all(comp.log))}
+    snap_logs = {e["key"]: e["value"] for e in changes(read_all(logs.log))}
+    assert set(snap_comp) == {
+        '"public"."comp"/"a//b"/"1"', '"public"."comp"/""/"2"', '"public"."comp"/"q"uote"/"3"',
+    }
+    assert snap_comp['"public"."comp"/""/"2"'] == {"org": "", "id": "2", "note": None, "flag": None}
+    assert set(snap_logs) == {
+        '"public"."logs"/"2024-01-01"/_/"x"/_/_',
+        '"public"."logs"/"2024-01-02"/"2"/"p//q"/"t"/"ab "',
+        '"public"."logs"/_/_/_/_/_',
+    }
+    assert snap_logs['"public"."logs"/_/_/_/_/_'] == {
+        "day": None, "level": None, "msg": None, "ok": None, "code": None,
+    }
+    # Change every row: the deletes must name the keys the snapshot used.
+    conn.execute("UPDATE comp SET note = 'z'")
+    conn.execute("UPDATE comp SET id = id + 10 WHERE org = 'a/b'")
+    conn.execute("DELETE FROM comp WHERE id = 2")
+    conn.execute("DELETE FROM logs WHERE day IS NULL OR level IS NULL")
+    conn.execute("INSERT INTO logs VALUES (NULL, 3, '/', false, NULL)")
+    await quiesce(engine, conn)
+    assert {e["key"] for e in live_changes(comp)} <= set(snap_comp) | {'"public"."comp"/"a//b"/"11"'}
+    deleted = {e["key"] for e in live_changes(logs) if e["headers"]["operation"] == "delete"}
+    assert deleted == {'"public"."logs"/"2024-01-01"/_/"x"/_/_', '"public"."logs"/_/_/_/_/_'}
+    assert materialise(read_all(comp.log)) == table_state(
+        conn, "public", "comp", ["org", "id", "note", "flag"], ["org", "id"]
+    )
+    state = materialise(read_all(logs.log))
+    assert state == {
+        '"public"."logs"/"2024-01-02"/"2"/"p//q"/"t"/"ab "': {
+            "day": "2024-01-02", "level": "2", "msg": "p/q", "ok": "t", "code": "ab "},
+        '"public"."logs"/_/"3"/"//"/"f"/_': {
+            "day": None, "level": "3", "msg": "/", "ok": "f", "code": None},
+    }
+
+
+async def test_op_positions_count_changes_of_all_tables(engine: Engine, conn: Conn) -> None:
+    conn.execute("CREATE TABLE a (id int PRIMARY KEY)")
+    conn.execute("CREATE TABLE b (id int PRIMARY KEY)")
+    shape_a = await make(engine, "a")
+    shape_b = await make(engine, "b", where="id > 1")
+    with conn.transaction():
+        conn.execute("INSERT INTO a VALUES (1)")   # 0
+        conn.execute("INSERT INTO b VALUES (1)")   # 2 (not in the shape of b)
+        conn.execute("INSERT INTO b VALUES (2)")   # 4
+        conn.execute("INSERT INTO a VALUES (2)")   # 6
+        conn.execute("INSERT INTO b VALUES (3)")   # 8
+    conn.execute("INSERT INTO b VALUES (4)")       # next transaction: 0
+    await quiesce(engine, conn)
+    got_a = live_changes(shape_a)
+    got_b = live_changes(shape_b)
+    assert [e["headers"]["op_position"] for e in got_a] == [0, 6]
+    assert [e["headers"]["op_position"] for e in got_b] == [4, 8, 0]
+    assert [e["headers"].get("last") for e in got_a] == [None, True]
+    assert [e["headers"].get("last") for e in got_b] == [None, True, True]
+    assert got_a[0]["headers"]["lsn"] == got_b[0]["headers"]["lsn"]
+    assert int(got_b[2]["headers"]["lsn"]) > int(got_b[1]["headers"]["lsn"])

@@ -1,0 +1,87 @@
+"""Shape definitions validated against a real catalog: errors name the field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from conftest import drop_database
+from pysync.postgres.cluster import PostgresCluster
+from pysync.shapes.definition import ShapeDefinition, ShapeError, validate
+
+Conn = psycopg.Connection[tuple[object, ...]]
+
+
+@pytest.fixture(scope="module")
+def conn(pg_cluster: PostgresCluster) -> Iterator[Conn]:
+    """One database for the module: these tests only read the catalog."""
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:
+        admin.execute('CREATE DATABASE "test_definition"')
+    try:
+        with psycopg.connect(pg_cluster.url("test_definition"), autocommit=True) as conn:
+            conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int, title text)")
+            conn.execute("CREATE TABLE nopk (a int, b text)")
+            yield conn
+    finally:
+        drop_database(pg_cluster, "test_definition")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "message"),
+    [
+        ({"table": "missing"}, "table", 'Table "public"."missing" does not exist'),
+        ({"table": "t", "columns": ["id", "nope"]}, "columns", "not found on the table: nope"),
+        ({"table": "t", "columns": ["v", "title"]}, "columns", "must include all primary key columns, missing: id"),
+        ({"table": "nopk", "columns": ["a"]}, "columns", "must include all primary key columns, missing: b"),
+        ({"table": "t", "columns": []}, "columns", "must not be empty"),
+        ({"table": "t", "where": "v >"}, "where", ""),
+        ({"table": "t", "where": "nope = 1"}, "where", "nope"),
+        ({"table": "t", "where": "v = $1"}, "where", ""),
+        ({"table": "t", "where": "v = $1 AND title = $2", "params": ["1"]}, "where", ""),
+    ],
+)
+def test_validation_errors(conn: Conn, kwargs: dict[str, object], field: str, message: str) -> None:
+    table = str(kwargs.pop("table"))
+    definition = ShapeDefinition.create(table, **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ShapeError) as info:
+        validate(conn, definition)
+    assert info.value.field == field
+    assert message in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"1": "a", "3": "b"}, "Parameters must be numbered sequentially, starting from 1"),
+        ({"0": "a"}, "Parameters must be numbered sequentially, starting from 1"),
+        ({"x": "a"}, "Parameters can only use numbers as keys"),
+        ("ab", "is invalid"),
+    ],
+)
+def test_params_errors(params: object, message: str) -> None:
+    with pytest.raises(ShapeError) as info:
+        ShapeDefinition.create("t", where="v = $1", params=params)  # type: ignore[arg-type]
+    assert (info.value.field, info.value.message) == ("params", message)
+
+
+def test_mode_errors() -> None:
+    with pytest.raises(ShapeError) as info:
+        ShapeDefinition.create("t", replica="partial")
+    assert info.value.field == "replica"
+    with pytest.raises(ShapeError) as info:
+        ShapeDefinition.create("t", log_mode="some")
+    assert info.value.field == "log"
+
+
+def test_equal_definitions_share_a_key(conn: Conn) -> None:
+    key = validate(conn, ShapeDefinition.create("t", where="v = $1", params=["1"])).key
+    assert validate(conn, ShapeDefinition.create("public.t", where="v = $1", params={1: 1})).key == key
+    assert validate(conn, ShapeDefinition.create("t", where="v = $1", params=["2"])).key != key
+    cols = validate(conn, ShapeDefinition.create("t", columns=["title", "id"]))
+    assert cols.columns == ("id", "title")  # table order
+    assert validate(conn, ShapeDefinition.create("t", columns=["id", "title"])).key == cols.key
+    assert validate(conn, ShapeDefinition.create("t", replica="full")).key != validate(
+        conn, ShapeDefinition.create("t")).key
+    assert validate(conn, ShapeDefinition.create("nopk")).pk == ("a", "b")

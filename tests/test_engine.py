@@ -1,0 +1,234 @@
+"""Engine lifecycle against a real Postgres: invalidation, handles, eviction, chunked
+snapshots, the snapshot connection limit and publication races."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from engine_runner import Conn, materialise, poll, quiesce, read_all, ready, table_state
+from pysync.engine import Engine
+from pysync.shapes.cache import LiveShape
+from pysync.shapes.definition import ShapeDefinition
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[Conn]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[Engine]:
+    engine = Engine(database_url, flush_interval=0.02)
+    await engine.start()
+    yield engine
+    await engine.stop()
+
+
+async def make(engine: Engine, table: str, **kwargs: Any) -> LiveShape:
+    live = await engine.shape(ShapeDefinition.create(table, **kwargs))
+    await ready(engine, live)
+    return live
+
+
+async def test_writer_in_flight_when_table_is_first_published(
+    engine: Engine, conn: Conn, database_url: str
+) -> None:
+    # Already REPLICA IDENTITY FULL: publishing takes no lock that waits for writers.
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
+    conn.execute("ALTER TABLE t REPLICA IDENTITY FULL")
+    conn.execute("INSERT INTO t VALUES (1, 1)")
+    with psycopg.connect(database_url) as writer:
+        writer.execute("INSERT INTO t VALUES (2, 2)")  # open transaction, not committed
+        (writer_pid,) = writer.execute("SELECT pg_backend_pid()").fetchone()  # type: ignore[misc]
+        live = await engine.shape(ShapeDefinition.create("t"))
+
+        def blocked_or_snapshotted() -> bool:
+            waiting = conn.execute(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 't'::regclass"
+            ).fetchone()
+            return bool(live.log.offsets) or bool(waiting and waiting[0])
+
+        await poll(blocked_or_snapshotted, 30, "the shape to publish the table")
+        assert writer_pid
+        writer.commit()
+    await ready(engine, live)
+    conn.execute("UPDATE t SET v = 20 WHERE id = 2")
+    await quiesce(engine, conn)
+    assert materialise(read_all(live.log)) == table_state(conn, "public", "t", ["id", "v"], ["id"])
+
+
+async def test_truncate_invalidates_and_a_new_handle_follows(engine: Engine, conn: Conn) -> None:
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
+    conn.execute("CREATE TABLE other (id int PRIMARY KEY)")
+    conn.execute("INSERT INTO t VALUES (1, 1)")
+    live = await make(engine, "t")
+    bystander = await make(engine, "other")
+    invalidated: list[str] = []
+    engine.on_invalidate.append(lambda s: invalidated.append(s.handle))
+    waiter = live.log.waiter()
+    conn.execute("TRUNCATE t")
+    await quiesce(engine, conn)
+    assert live.gone and waiter.done() and invalidated == [live.handle]
+    assert engine.get(live.handle) is None
+    assert not bystander.gone
+    again = await make(engine, "t")
+    assert again.handle != live.handle and not again.gone
+    assert materialise(read_all(again.log)) == {}
+
+
+@pytest.mark.parametrize("ddl", ["ADD COLUMN extra int", "DROP COLUMN v"])
+async def test_schema_change_invalidates_on_next_change(engine: Engine, conn: Conn, ddl: str) -> None:
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int, w int)")
+    conn.execute("INSERT INTO t VALUES (1, 1, 1)")
+    live = await make(engine, "t")
+    narrow = await make(engine, "t", columns=["id", "w"])
+    conn.execute("INSERT INTO t (id) VALUES (2)")
+    await quiesce(engine, conn)
+    assert not live.gone
+    conn.execute(f"ALTER TABLE t {ddl}")
+    await quiesce(engine, conn)
+    assert not live.gone  # nothing replicated since: pgoutput sends the relation later
+    conn.execute("INSERT INTO t (id) VALUES (3)")
+    await quiesce(engine, conn)
+    assert live.gone and engine.get(live.handle) is None
+    # Electric keeps shapes whose selected columns are untouched; pysync may drop them
+    # too (clients just refetch), but a new shape must serve the new schema.
+    assert narrow.gone or engine.get(narrow.handle) is narrow
+    again = await make(engine, "t")
+    assert again.handle != live.handle
+    columns = ["id", "w", "extra"] if ddl.startswith("ADD") else ["id", "w"]
+    if ddl.startswith("ADD"):
+        columns = ["id", "v", "w", "extra"]
+    assert materialise(read_all(again.log)) == table_state(conn, "public", "t", columns, ["id"])
+
+
+async def test_delete_eviction_and_handles(engine: Engine, database_url: str, conn: Conn) -> None:
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
+    a = await make(engine, "t", where="v = $1", params=["1"])
+    assert (await make(engine, "t", where="v = $1", params={"1": 1})).handle == a.handle
+    assert (await make(engine, "t", where="v = $1", params=["2"])).handle != a.handle
+    assert engine.delete(a.handle) and a.gone and engine.get(a.handle) is None
+    assert not engine.delete(a.handle)
+    b = await make(engine, "t", where="v = $1", params=["1"])
+    assert b.handle != a.handle
+
+    small = Engine(database_url, slot="evict", max_shapes=2, flush_interval=0.02)
+    await small.start()
+    try:
+        first = await make(small, "t", where="v = 1")
+        second = await make(small, "t", where="v = 2")
+        assert small.get(first.handle) is first  # now used more recently than second
+        third = await make(small, "t", where="v = 3")
+        assert second.gone and small.get(second.handle) is None
+        assert not first.gone and not third.gone
+        assert sorted(small.shapes) == sorted([first.handle, third.handle])
+    finally:
+        await small.stop()
+
+
+async def test_snapshot_is_written_in_chunks(database_url: str, conn: Conn) -> None:
+    conn.execute("CREATE TABLE big (id int PRIMARY KEY, pad text)")
+    conn.execute("INSERT INTO big SELECT g, repeat('x', 20) FROM generate_series(1, 20000) g")
+    engine = Engine(database_url, chunk_bytes=200_000, flush_interval=0.02)
+    await engine.start()
+    try:
+        live = await make(engine, "big")
+        offsets = [str(o) for o in live.log.offsets]
+        assert len(offsets) > 5 and offsets == [f"0_{k}" for k in range(len(offsets))]
+        from pysync.shapes.offset import BEFORE_ALL, LogOffset
+
+        after: LogOffset = BEFORE_ALL
+        rows = 0
+        for k in range(len(offsets)):
+            payloads, end, reached = live.log.read(after)
+            assert str(end) == f"0_{k}" and not reached and len(payloads) == 1
+            items = __import__("json").loads(b"[" + payloads[0] + b"]")
+            ends = [i for i in items if i.get("headers", {}).get("control") == "snapshot-end"]
+            assert len(ends) == (k == len(offsets) - 1)
+            assert sum(len(p) for p in payloads) < 200_000 + 200
+            rows += sum(1 for i in items if "key" in i)
+            after = end
+        assert rows == 20000
+        payloads, end, reached = live.log.read(after)
+        assert payloads == [] and reached and str(end) == "0_inf"
+    finally:
+        await engine.stop()
+
+
+async def test_snapshot_connection_limit(database_url: str, conn: Conn) -> None:
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
+    conn.execute("INSERT INTO t SELECT g, g FROM generate_series(1, 20000) g")
+    app = "pysync-snapshot-test"
+    url = f"{database_url}{'&' if '?' in database_url else '?'}application_name={app}"
+    engine = Engine(url, snapshot_connections=2, flush_interval=0.02)
+    await engine.start()
+    peak = 0
+    try:
+        # Publish first, so that 20 shapes start their snapshots at once.
+        await make(engine, "t", where="v < 0")
+        shapes = [await engine.shape(ShapeDefinition.create("t", where=f"v > {i}")) for i in range(20)]
+
+        def sample() -> bool:
+            nonlocal peak
+            # Snapshot transactions are the engine's only sessions holding an xmin; all
+            # its other sessions (catalog, publishing) are at most two more.
+            row = conn.execute(
+                "SELECT count(*) FILTER (WHERE backend_xmin IS NOT NULL), count(*) "
+                "FROM pg_stat_activity WHERE application_name = %s "
+                "AND backend_type = 'client backend'", (app,),
+            ).fetchone()
+            assert row is not None
+            peak = max(peak, int(row[0]))
+            assert int(row[1]) <= 2 + 2, f"{row[1]} connections"
+            return all(s.ready for s in shapes)
+
+        await poll(sample, 60, "all snapshots")
+        assert 1 <= peak <= 2, peak
+        for i, live in enumerate(shapes):
+            assert sum(1 for _ in materialise(read_all(live.log))) == 20000 - i
+    finally:
+        await engine.stop()
+
+
+async def test_lost_slot_resyncs_every_shape(tmp_path: Any) -> None:
+    from pysync.postgres.cluster import temporary_cluster
+
+    settings = {"max_slot_wal_keep_size": "1MB", "wal_keep_size": "0"}
+    with temporary_cluster(settings=settings) as cluster:
+        url = cluster.url()
+        with psycopg.connect(url, autocommit=True) as c:
+            c.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
+            c.execute("CREATE TABLE w (pad text)")
+            c.execute("INSERT INTO t VALUES (1, 1)")
+            engine = Engine(url, storage_dir=tmp_path, flush_interval=0.02)
+            await engine.start()
+            live = await make(engine, "t")
+            c.execute("INSERT INTO t VALUES (2, 2)")
+            await quiesce(engine, c)
+            await engine.stop()
+            status: tuple[Any, ...] | None = None
+            for _ in range(60):  # while pysync is down, Postgres drops WAL the slot needs
+                status = c.execute("SELECT wal_status FROM pg_replication_slots").fetchone()
+                if status and status[0] == "lost":
+                    break
+                c.execute("INSERT INTO w SELECT repeat('x', 1000) FROM generate_series(1, 5000)")
+                c.execute("SELECT pg_switch_wal()")
+                c.execute("CHECKPOINT")
+            assert status and status[0] == "lost"
+            c.execute("INSERT INTO t VALUES (3, 3)")  # lost with the WAL
+            engine = Engine(url, storage_dir=tmp_path, flush_interval=0.02)
+            await engine.start()
+            try:
+                assert engine.get(live.handle) is None  # the stored shapes are stale
+                again = await make(engine, "t")
+                assert again.handle != live.handle
+                c.execute("INSERT INTO t VALUES (4, 4)")
+                await quiesce(engine, c)
+                assert materialise(read_all(again.log)) == table_state(c, "public", "t", ["id", "v"], ["id"])
+            finally:
+                await engine.stop()

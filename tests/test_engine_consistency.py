@@ -1,0 +1,266 @@
+"""Snapshot/stream consistency under a concurrent write load, and crash recovery:
+every shape's log, replayed as a client does, equals the table."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from engine_runner import (
+    Conn,
+    check_offsets,
+    materialise,
+    poll,
+    quiesce,
+    read_all,
+    ready,
+    table_state,
+)
+from pysync.engine import Engine
+from pysync.shapes.cache import LiveShape
+from pysync.shapes.definition import ShapeDefinition
+
+COLUMNS = ["id", "v", "grp", "title"]
+WHERES: list[str | None] = [
+    None, "v < 50", "grp = 2", "grp IN (1, 3)", "title LIKE 'a%'", "v & 1 = 0",
+    "v >= 20 AND grp <> 1", "title IS NULL OR v > 90",
+]
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[Conn]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+def create_table(conn: Conn, rows: int) -> None:
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int, grp int, title text)")
+    conn.execute(
+        "INSERT INTO t SELECT g, g %% 100, g %% 4, chr(97 + g %% 3) || g "
+        "FROM generate_series(1, %s) g", (rows,),
+    )
+
+
+class Writers:
+    """Threads with their own connections doing random transactions on ``t``. Thread
+    ``n`` of ``k`` owns the ids congruent to ``n`` mod ``k`` (PK changes keep that)."""
+
+    def __init__(self, url: str, count: int, start_ids: int, seed: int = 0) -> None:
+        self.url = url
+        self.count = count
+        self.stop = threading.Event()
+        self.transactions = 0
+        self.errors: list[BaseException] = []
+        self.next_id = start_ids + 1
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, args=(n, random.Random(seed + n)), daemon=True)
+            for n in range(count)
+        ]
+        self._owned = [
+            [i for i in range(1, start_ids + 1) if i % count == n] for n in range(count)
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def join(self) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join()
+        if self.errors:
+            raise self.errors[0]
+
+    def _new_id(self, n: int) -> int:
+        with self._lock:
+            while self.next_id % self.count != n:
+                self.next_id += 1
+            new = self.next_id
+            self.next_id += 1
+            return new
+
+    def _run(self, n: int, rnd: random.Random) -> None:
+        owned = self._owned[n]
+        try:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                while not self.stop.is_set():
+                    with conn.transaction():
+                        for _ in range(rnd.randint(1, 4)):
+                            self._op(conn, n, rnd, owned)
+                    self.transactions += 1
+        except BaseException as exc:  # noqa: BLE001 - re-raised by join()
+            self.errors.append(exc)
+
+    def _op(self, conn: Conn, n: int, rnd: random.Random, owned: list[int]) -> None:
+        kind = rnd.random()
+        if kind < 0.25 or len(owned) < 10:
+            new = self._new_id(n)
+            conn.execute(
+                "INSERT INTO t VALUES (%s, %s, %s, %s)",
+                (new, rnd.randrange(100), rnd.randrange(4), rnd.choice(["a", "b", None]) and
+                 rnd.choice("abc") + str(new)),
+            )
+            owned.append(new)
+        elif kind < 0.65:  # values move in and out of the WHERE clauses
+            row = rnd.choice(owned)
+            column, value = rnd.choice([
+                ("v", rnd.randrange(100)), ("grp", rnd.randrange(4)),
+                ("title", rnd.choice(["a", "b", "c"]) + str(row)), ("title", None),
+            ])
+            conn.execute(f"UPDATE t SET {column} = %s WHERE id = %s", (value, row))
+        elif kind < 0.75:
+            row = rnd.choice(owned)
+            conn.execute("UPDATE t SET v = v + 1, grp = (grp + 1) %% 4 WHERE id = %s", (row,))
+        elif kind < 0.85:  # primary-key change
+            index = rnd.randrange(len(owned))
+            new = self._new_id(n)
+            conn.execute("UPDATE t SET id = %s, v = %s WHERE id = %s",
+                         (new, rnd.randrange(100), owned[index]))
+            owned[index] = new
+        else:
+            row = owned.pop(rnd.randrange(len(owned)))
+            conn.execute("DELETE FROM t WHERE id = %s", (row,))
+
+
+def check_shape(conn: Conn, live: LiveShape) -> None:
+    assert not live.gone, f"shape {live.handle} is gone"
+    check_offsets(live.log)
+    definition = live.definition
+    columns = list(definition.columns or COLUMNS)
+    expected = table_state(conn, "public", "t", columns, ["id"], definition.where)
+    entries = read_all(live.log)
+    try:
+        got = materialise(entries)
+    except AssertionError as exc:
+        key = str(exc).split("'key': '")[1].split("'")[0]
+        history = [e for e in entries if e.get("key") == key]
+        pytest.fail(f"shape {definition.where!r}: {exc}\nhistory: {history}\nsnapshot: {live.snapshot}")
+    if got != expected:
+        missing = sorted(set(expected) - set(got))[:5]
+        extra = sorted(set(got) - set(expected))[:5]
+        wrong = [(k, got[k], expected[k]) for k in expected if k in got and got[k] != expected[k]][:5]
+        pytest.fail(
+            f"shape {definition.where!r} {definition.replica} diverged: missing {missing}, "
+            f"extra {extra}, wrong {wrong}"
+        )
+
+
+async def test_shapes_created_under_load_match_the_table(database_url: str, conn: Conn) -> None:
+    create_table(conn, 2000)
+    engine = Engine(database_url, flush_interval=0.02, snapshot_connections=3)
+    await engine.start()
+    writers = Writers(database_url, 2, 2000)
+    try:
+        writers.start()
+        shapes: list[LiveShape] = []
+        definitions = [ShapeDefinition.create("t", where=w) for w in WHERES] + [
+            ShapeDefinition.create("t", where="v < 50", replica="full"),
+            ShapeDefinition.create("t", where="grp = 2", columns=["id", "title"]),
+            ShapeDefinition.create("t", columns=["id", "v"], replica="full"),
+        ]
+        for definition in definitions:
+            # Spread creation over the load (the load itself needs no synchronisation).
+            await asyncio.sleep(0.15)
+            shapes.append(await engine.shape(definition))
+        for live in shapes:
+            await ready(engine, live)
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(writers.join)
+        assert writers.transactions > 100
+        await quiesce(engine, conn)
+        for live in shapes:
+            check_shape(conn, live)
+    finally:
+        writers.stop.set()
+        await asyncio.to_thread(writers.join)
+        await engine.stop()
+
+
+def start_runner(
+    url: str, storage: Path, slot: str, spec: list[dict[str, Any]], stderr: Path
+) -> subprocess.Popen[str]:
+    script = str(Path(__file__).with_name("engine_runner.py"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with stderr.open("a") as err:
+        return subprocess.Popen(
+            [sys.executable, script, url, str(storage), slot, json.dumps(spec)],
+            stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+        )
+
+
+async def wait_ready(proc: subprocess.Popen[str], stderr: Path, timeout: float = 60) -> list[str]:
+    """Handles the runner printed before ``ready``."""
+
+    def read() -> list[str]:
+        handles: list[str] = []
+        assert proc.stdout is not None
+        while (line := proc.stdout.readline().strip()) != "ready":
+            assert line, "engine runner exited:\n" + stderr.read_text()
+            handles.append(line)
+        return handles
+
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(read), timeout)
+    except TimeoutError:
+        proc.send_signal(signal.SIGUSR1)  # the runner dumps its stacks to stderr
+        await asyncio.sleep(1)
+        proc.kill()  # unblocks the reading thread
+        raise AssertionError("engine runner not ready in time:\n" + stderr.read_text()) from None
+
+
+async def test_crash_under_load_recovers_every_shape(
+    database_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    create_table(conn, 1000)
+    storage = tmp_path / "storage"
+    spec = [{"table": "t", "where": w} for w in ("v < 50", "grp = 2", None)]
+    writers = Writers(database_url, 2, 1000, seed=7)
+    writers.start()
+    try:
+        handles: list[str] = []
+        for round_ in range(2):
+            proc = start_runner(database_url, storage, "crash", spec, tmp_path / "stderr")
+            try:
+                got = await wait_ready(proc, tmp_path / "stderr")
+                if round_:
+                    assert got == handles, "recovered shapes have new handles"
+                handles = got
+                # Let the load run into the engine, then kill it mid-stream.
+                seen = writers.transactions
+                await poll(lambda s=seen: writers.transactions > s + 100, 30, "writes")  # type: ignore[misc]
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                assert proc.stdout is not None
+                proc.stdout.close()
+    finally:
+        await asyncio.to_thread(writers.join)
+    # Recover in this process and let it catch up with everything written.
+    engine = Engine(database_url, storage_dir=storage, slot="crash", flush_interval=0.02)
+    await engine.start()
+    try:
+        recovered = [engine.get(h) for h in handles]
+        assert all(live is not None for live in recovered), "a shape was not recovered"
+        await quiesce(engine, conn)
+        for live in recovered:
+            assert live is not None and live.ready
+            check_shape(conn, live)
+        # The same definitions map to the recovered shapes.
+        for handle, item in zip(handles, spec, strict=True):
+            live = await engine.shape(ShapeDefinition.create("t", where=item["where"]))
+            assert live.handle == handle
+    finally:
+        await engine.stop()
