@@ -35,7 +35,10 @@ def conn(pg_cluster: PostgresCluster) -> Iterator[Conn]:
         ({"table": "t", "columns": ["id", "nope"]}, "columns", "not found on the table: nope"),
         ({"table": "t", "columns": ["v", "title"]}, "columns", "must include all primary key columns, missing: id"),
         ({"table": "nopk", "columns": ["a"]}, "columns", "must include all primary key columns, missing: b"),
-        ({"table": "t", "columns": []}, "columns", "must not be empty"),
+        # Electric checks the key columns first, so an empty list reports them missing.
+        ({"table": "t", "columns": []}, "columns", "must include all primary key columns, missing: id"),
+        ({"table": "t", "columns": ["title"]}, "columns", "missing: id"),  # before "nope" below
+        ({"table": "t", "columns": ["title", "nope"]}, "columns", "missing: id"),
         ({"table": "t", "where": "v >"}, "where", ""),
         ({"table": "t", "where": "nope = 1"}, "where", "nope"),
         ({"table": "t", "where": "v = $1"}, "where", ""),

@@ -248,7 +248,8 @@ async def test_server_defined_shape_errors(api: ShapeAPI) -> None:
     try:
         r = await client.shape("/todos", offset="-1")
         assert r.status_code == 400
-        assert r.json() == {"message": "Invalid request", "errors": {"columns": ["The list of columns must not be empty"]}}
+        assert r.json() == {"message": "Invalid request", "errors": {
+            "columns": ["The list of columns must include all primary key columns, missing: id"]}}
         assert r.headers["cache-control"] == "no-store" and r.headers["surrogate-control"] == "no-store"
         # Request params are still validated (offset, handle, live) when the shape is the server's.
         r = await client.shape("/todos", offset="0_0")

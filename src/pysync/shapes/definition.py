@@ -157,19 +157,18 @@ def _selected_columns(table: Table, requested: tuple[str, ...] | None) -> tuple[
                 "listing which columns to fetch in the 'columns' query param",
             )
         return tuple(c.name for c in table.columns)
-    if not requested:
-        raise ShapeError("columns", "The list of columns must not be empty")
+    # Electric's order of checks: missing key columns, unknown, generated, empty.
     wanted = set(requested)
-    unknown = [name for name in requested if table.column(name) is None]
-    if unknown:
-        raise ShapeError(
-            "columns", f"The following columns are not found on the table: {', '.join(unknown)}"
-        )
     missing = [name for name in table.identity if name not in wanted]
     if missing:
         raise ShapeError(
             "columns",
             f"The list of columns must include all primary key columns, missing: {', '.join(missing)}",
+        )
+    unknown = [name for name in requested if table.column(name) is None]
+    if unknown:
+        raise ShapeError(
+            "columns", f"The following columns are not found on the table: {', '.join(unknown)}"
         )
     generated = [c.name for c in table.columns if c.generated and c.name in wanted]
     if generated:
@@ -178,4 +177,6 @@ def _selected_columns(table: Table, requested: tuple[str, ...] | None) -> tuple[
             "The following columns are generated and cannot be included in the shape: "
             f"{', '.join(generated)}",
         )
+    if not requested:
+        raise ShapeError("columns", "The list of columns must not be empty")
     return tuple(c.name for c in table.columns if c.name in wanted)
