@@ -28,7 +28,10 @@ drained once more by each consumer with protocol 2 streaming (information only).
 
 Each drain also reports CPU seconds of the consumer, of the walsender (read from the
 postmaster's reaped-children times after it exits, nothing polls during the drain) and
-of the rest of the machine (a noise indicator: the machines are shared).
+of the rest of the machine (a noise indicator: the machines are shared), and how often
+the consumer slept waiting for data. A consumer that keeps up with the walsender makes
+it send every message on its own, which costs the walsender more CPU per row: the ratio
+depends on the load on the machine (see benchmarks/README.md).
 
 The last line printed is::
 
@@ -76,6 +79,8 @@ class Drain:
     seconds: float
     cpu: float
     """CPU time (user + system) of the consumer process during the drain."""
+    sleeps: int
+    """Voluntary context switches of the consumer: how often it waited for data."""
     walsender_cpu: float = 0.0
     """CPU time of the server processes that exited during the drain: the walsender."""
     server_cpu: float = 0.0
@@ -85,7 +90,8 @@ class Drain:
 
     def cpu_summary(self) -> str:
         return (f"CPU s: consumer {self.cpu:.2f}, walsender {self.walsender_cpu:.2f}, "
-                f"other server {self.server_cpu:.2f}, rest of machine {self.other_cpu:.2f}")
+                f"other server {self.server_cpu:.2f}, rest of machine {self.other_cpu:.2f}; "
+                f"consumer sleeps {self.sleeps:,}")
 
     @property
     def rate(self) -> float:
@@ -285,7 +291,7 @@ def drain_pg_recvlogical(
     if result.returncode != 0:
         sys.exit(f"pg_recvlogical failed (exit {result.returncode}): {result.stderr}")
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    return Drain("pg_recvlogical", rows, seconds, cpu)
+    return Drain("pg_recvlogical", rows, seconds, cpu, after.ru_nvcsw - before.ru_nvcsw)
 
 
 async def _drain_pysync(url: str, slot: str, end: int, streaming: bool) -> tuple[int, int]:
@@ -315,12 +321,13 @@ async def _drain_pysync(url: str, slot: str, end: int, streaming: bool) -> tuple
 
 def drain_pysync(url: str, slot: str, end: int, *, streaming: bool = False) -> tuple[Drain, int]:
     """Time pysync draining ``slot`` until the end-of-load transaction is delivered."""
-    cpu_started = time.process_time()
+    before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     rows, delivered = asyncio.run(_drain_pysync(url, slot, end, streaming))
     seconds = time.perf_counter() - started
-    cpu = time.process_time() - cpu_started
-    return Drain("pysync", rows, seconds, cpu), delivered
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return Drain("pysync", rows, seconds, cpu, after.ru_nvcsw - before.ru_nvcsw), delivered
 
 
 # -- one scenario ---------------------------------------------------------------------

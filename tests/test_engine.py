@@ -3,6 +3,7 @@ snapshots, the snapshot connection limit and publication races."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -232,3 +233,36 @@ async def test_lost_slot_resyncs_every_shape(tmp_path: Any) -> None:
                 assert materialise(read_all(again.log)) == table_state(c, "public", "t", ["id", "v"], ["id"])
             finally:
                 await engine.stop()
+
+
+async def test_schema_change_while_down_drops_recovered_shape(database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A column retyped while pysync was stopped: the recovered shape must not serve the
+    old schema's log; an untouched shape on another table is recovered."""
+    from pysync.engine import Engine
+    from pysync.shapes.definition import ShapeDefinition
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE a (id int PRIMARY KEY, v int); CREATE TABLE b (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO a VALUES (1, 1); INSERT INTO b VALUES (1)")
+    engine = Engine(database_url, storage_dir=tmp_path)
+    await engine.start()
+    try:
+        a = await engine.shape(ShapeDefinition.create("a"))
+        b = await engine.shape(ShapeDefinition.create("b"))
+        await engine.wait_ready(a)
+        await engine.wait_ready(b)
+        while not (a.ready and b.ready):
+            await asyncio.sleep(0.01)
+    finally:
+        await engine.stop()
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE a ALTER COLUMN v TYPE bigint")
+    again = Engine(database_url, storage_dir=tmp_path)
+    await again.start()
+    try:
+        assert again.get(a.handle) is None
+        assert again.get(b.handle) is not None
+        fresh = await again.shape(ShapeDefinition.create("a"))
+        assert fresh.handle != a.handle
+    finally:
+        await again.stop()

@@ -16,7 +16,6 @@ from typing import Any
 
 import msgspec
 import psycopg
-from psycopg import sql
 
 from pysync.postgres.pgoutput import Relation
 from pysync.postgres.publication import publish_table
@@ -31,6 +30,8 @@ from pysync.shapes.offset import LogOffset
 from pysync.shapes.router import Router
 
 log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 5.0
 
 _encode = msgspec.json.Encoder().encode
 
@@ -73,7 +74,8 @@ class Engine:
         self._tasks: list[asyncio.Task[None]] = []
         self._catalog: psycopg.Connection[Any] | None = None
         self._catalog_lock = asyncio.Lock()
-        self._relations: dict[tuple[str, str], Relation] = {}
+        self._publisher: psycopg.Connection[Any] | None = None
+        self._publish_lock = asyncio.Lock()
         self.on_invalidate: list[Callable[[LiveShape], None]] = []
         self.started = asyncio.Event()
 
@@ -120,8 +122,9 @@ class Engine:
         self.stream.acknowledge(self._applied_end_lsn)
         await self.stream.close()
         await self.snapshots.close()
-        if self._catalog is not None:
-            self._catalog.close()
+        for conn in (self._catalog, self._publisher):
+            if conn is not None:
+                conn.close()
         self.store.close()
         for live in list(self.shapes.values()):
             live.log.notify()
@@ -207,7 +210,7 @@ class Engine:
         try:
             async with self.snapshots.connection() as conn:
                 await conn.execute("SELECT 1")  # reconnect early if the pooled one died
-                await asyncio.to_thread(self._publish, table.schema, table.name)
+                await self._publish(table.schema, table.name)
                 if live.gone:
                     return
                 info = await take_snapshot(conn, live.shape, live.log, rows=live.definition.log_mode == "full")
@@ -223,38 +226,30 @@ class Engine:
         for xid, commit_lsn, entries in pending:
             if not live.skip(xid, commit_lsn):
                 live.log.append_changes(entries)
-        live.ready = True
         live.log.notify()
         await asyncio.to_thread(self._remember, live)
+        # Ready only once durable in the registry: a stop right after must not lose it.
+        live.ready = True
 
     def _remember(self, live: LiveShape) -> None:
         live.log.sync()
         if not live.gone:
             self.store.remember(live)
 
-    def _publish(self, schema: str, name: str) -> None:
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
-            published = conn.execute(
-                "SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid "
-                "JOIN pg_class c ON c.oid = pr.prrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE p.pubname = %s AND n.nspname = %s AND c.relname = %s",
-                (self.publication, schema, name),
-            ).fetchone()
-            if published:
-                publish_table(conn, self.publication, schema, name)  # REPLICA IDENTITY only
-                return
-            # pgoutput decodes a change with the catalog as of that change: rows written
-            # by a transaction still open when the table joins the publication are never
-            # sent, yet the snapshot (taken next) cannot see them either, so they were
-            # lost. Publishing under a lock that waits for the table's writers (and holds
-            # off new ones until the publication is committed) closes that window.
-            with conn.transaction():
-                conn.execute(
-                    sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(
-                        sql.Identifier(schema, name)
-                    )
-                )
-                publish_table(conn, self.publication, schema, name)
+    async def _publish(self, schema: str, name: str) -> None:
+        # Checked for every new shape, not cached: a table dropped and created again
+        # under the same name is not in the publication any more.
+        async with self._publish_lock:  # one reused connection, not one per snapshot
+            await asyncio.to_thread(self._publish_sync, schema, name)
+
+    def _publish_sync(self, schema: str, name: str) -> None:
+        if self._publisher is None or self._publisher.closed:
+            self._publisher = psycopg.connect(self.database_url, autocommit=True)
+        try:
+            publish_table(self._publisher, self.publication, schema, name)
+        except psycopg.OperationalError:
+            self._publisher = None
+            raise
 
     def _evict(self) -> None:
         assert self.max_shapes is not None
@@ -300,6 +295,12 @@ class Engine:
                 await asyncio.to_thread(self._drop_slot)
                 self._applied_end_lsn = 0
                 self.stream.acknowledged_lsn = self.stream.delivered_lsn = 0
+            except Exception:  # noqa: BLE001 - replication must outlive any one failure
+                # E.g. the slot held by another process: say so, then try again; shapes
+                # keep serving what they have meanwhile.
+                log.exception("replication stopped; retrying in %.0f s", RETRY_SECONDS)
+                self.stream.disconnect()
+                await asyncio.sleep(RETRY_SECONDS)
 
     def _drop_slot(self) -> None:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
@@ -372,26 +373,17 @@ class Engine:
         return live.converter
 
     def _on_relation(self, relation: Relation, previous: Relation | None) -> None:
-        """A Relation message that differs from what a shape was built on is a schema
-        change: those shapes are invalidated (clients refetch)."""
+        """A Relation message: shapes whose table it changed in a way they depend on
+        are invalidated (clients refetch); the others rebuild their column positions."""
         key = (relation.namespace, relation.name)
-        known = self._relations.get(key)
-        self._relations[key] = relation
-        if previous is None and known is None:
-            # First sight in this process: compare with the catalog the shapes were made from.
-            routes = self.router.tables.get(key)
-            if routes is None:
-                return
+        for other_key, routes in list(self.router.tables.items()):
             for live in _all_shapes(routes):
-                if _layout_of(live.shape) != _relation_layout(relation) or live.shape.table.oid != relation.oid:
-                    self._invalidate(live, "schema changed")
-            return
-        before = previous or known
-        assert before is not None
-        if _relation_layout(before) != _relation_layout(relation) or before.oid != relation.oid:
-            routes = self.router.tables.get(key)
-            if routes is not None:
-                for live in _all_shapes(routes):
+                if other_key != key:
+                    if live.shape.table.oid == relation.oid:
+                        self._invalidate(live, "table renamed")
+                    continue
+                live.converter = None
+                if _schema_changed(live.shape, relation):
                     self._invalidate(live, "schema changed")
 
     # -- durability -----------------------------------------------------------------
@@ -412,19 +404,25 @@ class Engine:
     # -- recovery -------------------------------------------------------------------
 
     def _discard_recorded(self) -> None:
-        for handle, _, _ in self.store.recorded():
-            self.store.discard(handle)
-            self.store.forget(handle)
+        for record in self.store.recorded():
+            self.store.discard(record.handle)
+            self.store.forget(record.handle)
         for orphan in list(self.store.orphans(set())):
             self.store.discard(orphan)
 
     def _recover(self) -> None:
         keep: set[str] = set()
         with psycopg.connect(self.database_url, autocommit=True) as conn:
-            for handle, definition, snapshot in list(self.store.recorded()):
+            for record in list(self.store.recorded()):
+                handle, snapshot = record.handle, record.snapshot
+                assert record.definition is not None
                 try:
-                    shape = validate(conn, definition)
+                    shape = validate(conn, record.definition)
                 except ShapeError:
+                    self.store.forget(handle)
+                    continue
+                if _changed_while_down(shape, record.key, record.types):
+                    log.info("shape %s dropped: its table changed while pysync was down", handle)
                     self.store.forget(handle)
                     continue
                 shape_log = self.store.open_log(handle)
@@ -454,9 +452,25 @@ def _all_shapes(routes: Any) -> list[LiveShape]:
     return list(shapes)
 
 
-def _relation_layout(relation: Relation) -> tuple[tuple[str, int], ...]:
-    return tuple((c.name, c.type_oid) for c in relation.columns)
+def _changed_while_down(shape: Shape, key: str | None, types: dict[str, int] | None) -> bool:
+    if key is not None and key != shape.key:
+        return True  # another table under the name, other key or column set
+    if types is None:
+        return False
+    where = shape.where
+    needed = set(shape.columns) | set(shape.pk) | (where.columns if where is not None else set())  # type: ignore[attr-defined]
+    return any(types.get(c.name) != c.type_oid for c in shape.table.columns if c.name in needed)
 
 
-def _layout_of(shape: Shape) -> tuple[tuple[str, int], ...]:
-    return tuple((c.name, c.type_oid) for c in shape.table.columns if not c.generated)
+def _schema_changed(shape: Shape, relation: Relation) -> bool:
+    """Electric's rule: another table under the name, a select-all shape whose column
+    count changed, or a column the shape reads dropped or retyped."""
+    if relation.oid != shape.table.oid:
+        return True
+    layout = {c.name: c.type_oid for c in relation.columns}
+    replicated = [c for c in shape.table.columns if not c.generated]
+    if shape.definition.columns is None and len(layout) != len(replicated):
+        return True
+    where = shape.where
+    needed = set(shape.columns) | set(shape.pk) | (where.columns if where is not None else set())  # type: ignore[attr-defined]
+    return any(layout.get(c.name) != c.type_oid for c in shape.table.columns if c.name in needed)

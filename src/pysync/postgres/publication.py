@@ -58,18 +58,27 @@ def publish_table(
     if row is None:
         raise PublicationError(f'table "{schema}"."{table}" does not exist')
     identity, published = row
+    if identity == "f" and published:
+        return
     try:
-        if identity != "f":
-            conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(target))
-        if not published:
-            try:
+        with conn.transaction():
+            if not published:
+                # pgoutput decodes a change with the catalog as of that change: rows
+                # written by a transaction still open when the table joins the
+                # publication are never sent, yet a snapshot taken next cannot see them
+                # either. This lock waits for the table's writers and holds off new ones
+                # until the publication change commits.
+                conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target))
+            if identity != "f":
+                conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(target))
+            if not published:
                 conn.execute(
                     sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
                         sql.Identifier(publication), target
                     )
                 )
-            except errors.DuplicateObject:
-                pass  # added concurrently by another shape's creation
+    except errors.DuplicateObject:
+        pass  # added concurrently by another shape's creation
     except errors.InsufficientPrivilege as exc:
         user = conn.info.user
         raise PublicationError(

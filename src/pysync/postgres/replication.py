@@ -209,7 +209,7 @@ class ReplicationStream:
                 async for item in self._read():
                     yield item
             except (ConnectionLost, psycopg.OperationalError) as exc:
-                self._disconnect()
+                self.disconnect()
                 if self._closed:
                     return
                 if not self.reconnect:
@@ -226,7 +226,7 @@ class ReplicationStream:
                 self._send_status(force=True)
             except (psycopg.Error, OSError):
                 pass
-        self._disconnect()
+        self.disconnect()
 
     # -- connection -----------------------------------------------------------------
 
@@ -289,7 +289,8 @@ class ReplicationStream:
             options=f"{options} {display_options()}".strip(),
         )
 
-    def _disconnect(self) -> None:
+    def disconnect(self) -> None:
+        """Close the replication connection; the next ``transactions()`` reconnects."""
         conn, self._conn = self._conn, None
         if conn is not None:
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,6 +80,11 @@ class RegistryRecord(msgspec.Struct):
     handle: str
     definition: ShapeDefinition | None = None
     snapshot: SnapshotInfo | None = None
+    key: str | None = None
+    """The shape's identity (table oid, key, columns, clause) when it was made."""
+    types: dict[str, int] | None = None
+    """Column name -> type oid when it was made: a schema change while pysync was down
+    must not let a recovered shape serve rows of the old schema."""
 
 
 class ShapeStore:
@@ -88,6 +94,8 @@ class ShapeStore:
         self.directory = directory
         self.chunk_bytes = chunk_bytes
         self._registry_fd: int | None = None
+        # Snapshot tasks write from worker threads, possibly while the engine stops.
+        self._registry_lock = threading.Lock()
         if directory is not None:
             (directory / "shapes").mkdir(parents=True, exist_ok=True)
 
@@ -100,7 +108,11 @@ class ShapeStore:
         return FileStorage(self.directory / "shapes" / handle)
 
     def remember(self, live: LiveShape) -> None:
-        self._write(RegistryRecord("add", live.handle, live.definition, live.snapshot))
+        table = live.shape.table
+        self._write(RegistryRecord(
+            "add", live.handle, live.definition, live.snapshot, live.shape.key,
+            {c.name: c.type_oid for c in table.columns},
+        ))
 
     def forget(self, handle: str) -> None:
         self._write(RegistryRecord("del", handle))
@@ -108,14 +120,15 @@ class ShapeStore:
     def _write(self, record: RegistryRecord) -> None:
         if self.directory is None:
             return
-        if self._registry_fd is None:
-            self._registry_fd = os.open(
-                self.directory / "registry.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
-            )
-        os.write(self._registry_fd, msgspec.json.encode(record) + b"\n")
-        os.fdatasync(self._registry_fd)
+        with self._registry_lock:
+            if self._registry_fd is None:
+                self._registry_fd = os.open(
+                    self.directory / "registry.jsonl", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600
+                )
+            os.write(self._registry_fd, msgspec.json.encode(record) + b"\n")
+            os.fdatasync(self._registry_fd)
 
-    def recorded(self) -> Iterator[tuple[str, ShapeDefinition, SnapshotInfo | None]]:
+    def recorded(self) -> Iterator[RegistryRecord]:
         """Shapes that were complete at the last stop, oldest first."""
         if self.directory is None:
             return
@@ -133,9 +146,7 @@ class ShapeStore:
                 live[record.handle] = record
             else:
                 live.pop(record.handle, None)
-        for record in live.values():
-            assert record.definition is not None
-            yield record.handle, record.definition, record.snapshot
+        yield from live.values()
         # Compact: rewrite only what is live.
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in live.values()))
@@ -156,7 +167,8 @@ class ShapeStore:
                 yield entry.name
 
     def close(self) -> None:
-        if self._registry_fd is not None:
-            os.close(self._registry_fd)
-            self._registry_fd = None
+        with self._registry_lock:
+            if self._registry_fd is not None:
+                os.close(self._registry_fd)
+                self._registry_fd = None
 

@@ -498,10 +498,24 @@ class Checker:
         if e.args.get("query") is not None or e.args.get("unnest") is not None \
                 or e.args.get("field") is not None:
             raise self.fail("subqueries are not supported", e)
-        items = [self.check(e.this)] + [self.check(x) for x in e.expressions]
-        t, items = self.unify(items, "IN", e)
-        self._check_comparable("=", t, e)
-        return Node("in", "bool", tuple(items), pos=items[0].pos, extra={"cmp_type": t})
+        left = self.check(e.this)
+        items = [self.check(x) for x in e.expressions]
+        # As Postgres' transformAExprIn: items that read a column, or a lone constant, are
+        # compared one by one with their own operator (varchar = bpchar is bpchar's);
+        # only two or more constants share one common type (an array comparison).
+        constants = [i for i in items if not _reads_column(i)]
+        singles = [i for i in items if _reads_column(i)]
+        parts: list[Node] = []
+        if len(constants) > 1:
+            t, unified = self.unify([left, *constants], "IN", e)
+            self._check_comparable("=", t, e)
+            parts.append(Node("in", "bool", tuple(unified), pos=left.pos, extra={"cmp_type": t}))
+        else:
+            singles = constants + singles
+        parts.extend(self.compare("=", left, item, e) for item in singles)
+        if len(parts) == 1:
+            return parts[0]
+        return Node("or", "bool", tuple(parts), pos=left.pos)
 
     def _between(self, e: exp.Between) -> Node:
         x = self.check(e.this)
@@ -938,3 +952,7 @@ def check_clause(clause: str, table: Table, params: Mapping[int, str] | None) ->
     checker = Checker(clause, table, params)
     node = checker.check_clause(tree)
     return node, frozenset(checker.columns)
+
+
+def _reads_column(node: Node) -> bool:
+    return node.kind == "col" or any(_reads_column(a) for a in node.args)
