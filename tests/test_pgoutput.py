@@ -249,7 +249,7 @@ def test_stream_prepare(conn: Conn) -> None:
 def test_unknown_message_names_byte_and_lsn() -> None:
     with pytest.raises(DecodeError, match=r"unknown pgoutput message type 'Z' \(byte 90\) at LSN 1/2A"):
         Decoder().decode(b"Z\x00", (1 << 32) | 0x2A)
-    with pytest.raises(DecodeError, match="malformed pgoutput message 'I' at LSN 0/10"):
+    with pytest.raises(DecodeError, match="malformed pgoutput message 'I': .* at LSN 0/10"):
         Decoder().decode(b"I\x00\x00", 0x10)
     with pytest.raises(DecodeError, match="unknown tuple value kind 'x'"):
         Decoder().decode(b"I\x00\x00\x00\x01N\x00\x01x", 0)

@@ -293,14 +293,19 @@ class Decoder:
     def decode(self, buf: bytes, lsn: int = 0) -> PgOutputMessage:
         """Decode one message; ``lsn`` (the XLogData start) is only used in errors."""
         try:
-            return self._decode(buf)
+            return self.decode_unlocated(buf)
         except DecodeError as exc:
             raise DecodeError(f"{exc} at LSN {format_lsn(lsn)}") from None
+
+    def decode_unlocated(self, buf: bytes) -> PgOutputMessage:
+        """``decode`` for the hot loop: errors lack the LSN, which the caller adds."""
+        try:
+            return self._decode(buf)
+        except DecodeError:
+            raise
         except (IndexError, ValueError, StructError) as exc:
             kind = chr(buf[0]) if buf else "?"
-            raise DecodeError(
-                f"malformed pgoutput message {kind!r} at LSN {format_lsn(lsn)}: {exc}"
-            ) from None
+            raise DecodeError(f"malformed pgoutput message {kind!r}: {exc}") from None
 
     def _xid(self, buf: bytes) -> tuple[int | None, int]:
         if self.in_stream:

@@ -19,14 +19,14 @@ import psycopg
 from psycopg import errors, pq
 
 from pysync.postgres.lsn import format_lsn
-from pysync.postgres.pgoutput import Decoder, Message
+from pysync.postgres.pgoutput import DecodeError, Decoder, Message
 from pysync.postgres.publication import check_name, ensure_publication
 from pysync.postgres.session import display_options
 from pysync.postgres.transactions import Transaction, TransactionAssembler
 
 log = logging.getLogger(__name__)
 
-_xlog_header = Struct(">QQq").unpack_from
+_wal_end = Struct(">Q").unpack_from
 _keepalive = Struct(">QqB").unpack_from
 _status = Struct(">cQQQqB").pack
 # Postgres timestamps count microseconds from 2000-01-01 UTC.
@@ -303,7 +303,7 @@ class ReplicationStream:
     async def _read(self) -> AsyncIterator[Transaction | Message]:
         assert self._conn is not None
         pgconn = self._conn.pgconn
-        decode = self._decoder.decode
+        decode = self._decoder.decode_unlocated
         feed = self.assembler.feed
         loop = asyncio.get_running_loop()
         while True:
@@ -323,10 +323,14 @@ class ReplicationStream:
                 raise ConnectionLost(self._copy_end_reason(pgconn))
             kind = data[0]
             if kind == 119:  # 'w' XLogData
-                start, wal_end, _ = _xlog_header(data, 1)
+                (wal_end,) = _wal_end(data, 9)
                 if wal_end > self.received_lsn:
                     self.received_lsn = wal_end
-                item = feed(decode(bytes(data[25:]), start))
+                try:
+                    item = feed(decode(bytes(data[25:])))
+                except DecodeError as exc:
+                    (start,) = _wal_end(data, 1)
+                    raise DecodeError(f"{exc} at LSN {format_lsn(start)}") from None
                 if item is None:
                     continue
                 if type(item) is Transaction:

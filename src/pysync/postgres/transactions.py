@@ -92,6 +92,23 @@ class TransactionAssembler:
 
     def feed(self, msg: pg.PgOutputMessage) -> Transaction | pg.Message | None:
         cls = type(msg)
+        # The hot path, inlined: row changes of a plain (not streamed) transaction.
+        if (cls is pg.Insert or cls is pg.Update or cls is pg.Delete) and self._stream_xid is None:
+            current = self._current
+            relation = self.relations.get(msg.relation_oid)  # type: ignore[union-attr]
+            if current is None or relation is None:
+                self._add(self._change(msg), msg.xid)  # type: ignore[arg-type, union-attr]
+                return None
+            if cls is pg.Insert:
+                current.changes.append(Change("insert", relation, msg.new, None))  # type: ignore[union-attr]
+            elif cls is pg.Update:
+                new = msg.new  # type: ignore[union-attr]
+                if UNCHANGED_TOAST in new:
+                    new = _fill_toast(new, msg.old)  # type: ignore[union-attr]
+                current.changes.append(Change("update", relation, new, msg.old))  # type: ignore[union-attr]
+            else:
+                current.changes.append(Change("delete", relation, None, msg.old))  # type: ignore[union-attr]
+            return None
         if cls is pg.Insert or cls is pg.Update or cls is pg.Delete or cls is pg.Truncate:
             self._add(self._change(msg), msg.xid)  # type: ignore[arg-type, union-attr]
             return None

@@ -638,10 +638,17 @@ class Checker:
         return self._arith(e, "#")
 
     def _neg(self, e: exp.Neg) -> Node:
-        inner = e.this
+        # Postgres folds unary minus (through parentheses) into a numeric constant and
+        # types the folded value: -2147483648 is int4, - -2147483648 int8.
+        inner: exp.Expr = e.this
+        negative = True
+        while isinstance(inner, exp.Neg | exp.Paren):
+            if isinstance(inner, exp.Neg):
+                negative = not negative
+            inner = inner.this
         if isinstance(inner, exp.Literal) and not inner.is_string:
-            # Postgres folds the sign into a numeric constant: -2147483648 is an int4
-            return self._number("-" + str(inner.this), position(e), e)
+            return self._number(("-" if negative else "") + str(inner.this), position(e), e)
+        inner = e.this
         node = self.check(inner)
         if node.type not in NUMERIC_TYPES + ("interval",):
             raise self.fail(f"Could not select an operator overload for - {display(node.type)}", e)
