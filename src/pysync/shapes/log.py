@@ -27,6 +27,8 @@ class ShapeLog:
         self._lengths = array("I")
         self.snapshot_done = False
         self.dirty = False
+        self._recent: list[bytes] = []
+        self._recent_start = 0
         self._waiters: list[asyncio.Future[None]] = []
         self._recover()
 
@@ -59,6 +61,9 @@ class ShapeLog:
         """Append one transaction's entries for this shape (callers then ``notify``)."""
         frames = bytearray()
         base = self.storage.size()
+        # Live readers woken by this append all read these entries: keep them at hand.
+        self._recent_start = len(self.offsets)
+        self._recent = [payload for _, payload in entries]
         for offset, payload in entries:
             self.offsets.append(offset)
             self._positions.append(base + len(frames) + FRAME_HEADER.size)
@@ -109,7 +114,11 @@ class ShapeLog:
         while end < count and (end == start or size + lengths[end] <= limit):
             size += lengths[end]
             end += 1
-        payloads = [self.storage.read(self._positions[i], lengths[i]) for i in range(start, end)]
+        recent_start = self._recent_start
+        if start >= recent_start and end <= recent_start + len(self._recent):
+            payloads = self._recent[start - recent_start : end - recent_start]
+        else:
+            payloads = [self.storage.read(self._positions[i], lengths[i]) for i in range(start, end)]
         reached_end = end == count and self.snapshot_done
         if end > start:
             end_offset = offsets[end - 1]
