@@ -4,6 +4,7 @@ database per test. The cluster is the same code ``pysync serve`` uses."""
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -31,23 +32,24 @@ def database_url(pg_cluster: PostgresCluster) -> Iterator[str]:
 
 
 def drop_database(cluster: PostgresCluster, name: str) -> None:
+    """Drop a test database and its slots. A walsender of a consumer that just closed
+    its connection may still hold a slot for a moment: end it, then drop."""
+    deadline = time.monotonic() + 30
     with psycopg.connect(cluster.url(), autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-            "WHERE database = %s AND active_pid IS NOT NULL",
-            (name,),
-        )
-        for _ in range(50):
-            slots = admin.execute(
-                "SELECT slot_name, active FROM pg_replication_slots WHERE database = %s", (name,)
-            ).fetchall()
-            if not any(active for _, active in slots):
-                break
-            import time
-
-            time.sleep(0.1)
-        for (slot,) in admin.execute(
-            "SELECT slot_name FROM pg_replication_slots WHERE database = %s", (name,)
-        ).fetchall():
-            admin.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        while True:
+            admin.execute(
+                "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                "WHERE database = %s AND active_pid IS NOT NULL",
+                (name,),
+            )
+            try:
+                for (slot,) in admin.execute(
+                    "SELECT slot_name FROM pg_replication_slots WHERE database = %s", (name,)
+                ).fetchall():
+                    admin.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except psycopg.errors.ObjectInUse:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)

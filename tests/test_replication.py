@@ -4,6 +4,7 @@ reconnects, crashes and precondition errors."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ import psycopg
 import pytest
 
 from pysync.postgres import pgoutput as pg
-from pysync.postgres.cluster import PostgresCluster, temporary_cluster
+from pysync.postgres.cluster import temporary_cluster
 from pysync.postgres.publication import PublicationError, ensure_publication, publish_table
 from pysync.postgres.replication import (
     ReplicationError,
@@ -74,10 +75,8 @@ class Consumer:
     async def stop(self) -> None:
         await self.stream.close()
         self.task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
             await self.task
-        except (asyncio.CancelledError, Exception):
-            pass
 
 
 @pytest.fixture
@@ -316,9 +315,11 @@ def test_publishing_a_table_the_role_does_not_own(conn: Conn, database_url: str)
     conn.execute("ALTER PUBLICATION pysync OWNER TO repl")
     url = database_url.replace(database_url.split("//")[1].split("@")[0], "repl:pw")
     try:
-        with psycopg.connect(url, autocommit=True) as other:
-            with pytest.raises(PublicationError, match="Run as the table's owner"):
-                publish_table(other, "pysync", "public", "owned")
+        with (
+            psycopg.connect(url, autocommit=True) as other,
+            pytest.raises(PublicationError, match="Run as the table's owner"),
+        ):
+            publish_table(other, "pysync", "public", "owned")
     finally:
         conn.execute("DROP PUBLICATION pysync; DROP ROLE repl")
 

@@ -114,7 +114,7 @@ async def test_subset_snapshot_get_and_post(app_client) -> None:  # type: ignore
     assert response.status_code == 400
     assert response.json() == {"message": "Invalid request", "errors": {"subset": {
         "order_by": ["order_by is required when limit or offset is present"]}}}
-    response = await client.post(f"/v1/shape?table=todos&offset=-1", content=b"[1]")
+    response = await client.post("/v1/shape?table=todos&offset=-1", content=b"[1]")
     assert response.status_code == 400 and response.json() == {"error": "Request body must be a JSON object"}
     response = await client.get(
         "/v1/shape", params={"table": "todos", "offset": "-1", "subset__order_by": "lower(title)", "subset__limit": "1"}

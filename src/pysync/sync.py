@@ -90,7 +90,7 @@ class Sync:
             result = shape(request)
             if inspect.isawaitable(result):
                 result = await result
-            return result  # type: ignore[return-value]
+            return result
 
         async def endpoint(request: Request) -> Response:
             if request.method == "OPTIONS":

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import itertools
+import logging
 import os
 import secrets
-import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -131,11 +131,13 @@ class ShapeAPI:
         if request.method == "DELETE":
             return await self._delete(request)
         query: dict[str, str] = dict(request.query_params)
+        subset: dict[str, object] | None
         try:
             if request.method == "POST":
-                subset = await self._post_body(request, query)
-                if isinstance(subset, Response):
-                    return subset
+                body = await self._post_body(request, query)
+                if isinstance(body, Response):
+                    return body
+                subset = body
             else:
                 subset = subset_fields_from_query(query)
         except SubsetError as exc:
@@ -490,7 +492,7 @@ def _split_entries(payload: bytes) -> list[bytes]:
     """A snapshot chunk holds many comma-joined entries; SSE sends one per event."""
     if not payload.startswith(b'{"key"') or b'},{"' not in payload:
         return [payload]
-    return msgspec.json.decode(b"[" + payload + b"]", type=list[msgspec.Raw])  # type: ignore[return-value]
+    return [bytes(raw) for raw in msgspec.json.decode(b"[" + payload + b"]", type=list[msgspec.Raw])]
 
 
 _request_ids = itertools.count()

@@ -71,7 +71,7 @@ def parse_request(query: Mapping[str, str], *, shape_from_params: bool = True) -
         sse = _ecto_bool(query["experimental_live_sse"], "experimental_live_sse", errors)
     else:
         sse = False
-    params: dict[str, str] = {}
+    params: dict[int | str, object] = {}
     for key, value in query.items():
         if key == "params":
             errors["params"] = ["is invalid"]

@@ -45,9 +45,10 @@ def subset_fields_from_query(query: Mapping[str, str]) -> dict[str, object] | No
     for field in SUBSET_FIELDS:
         if f"subset__{field}" in query:
             fields[field] = query[f"subset__{field}"]
-    if isinstance(fields.get("params"), str):
+    raw_params = fields.get("params")
+    if isinstance(raw_params, str):
         try:
-            fields["params"] = msgspec.json.decode(fields["params"])  # type: ignore[arg-type]
+            fields["params"] = msgspec.json.decode(raw_params)
         except msgspec.DecodeError:
             raise SubsetError({"params": ["params must be valid JSON"]}) from None
     return fields
@@ -117,7 +118,9 @@ def parse_order_by(text: str, table: Table) -> tuple[OrderBy, ...]:
 
 
 def _split_commas(text: str) -> list[str]:
-    parts, current, quoted = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = False
     for char in text:
         if char == '"':
             quoted = not quoted
@@ -134,7 +137,7 @@ def _integer(value: object, field: str, minimum: int, message: str, errors: dict
     if value is None or value == "":
         return None
     try:
-        number = int(value)  # type: ignore[call-overload]
+        number = int(str(value))
     except (TypeError, ValueError):
         errors[field] = ["is invalid"]
         return None

@@ -48,25 +48,25 @@ class DecodeError(ValueError):
 _S = dict(frozen=True, gc=False)
 
 
-class Begin(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class Begin(msgspec.Struct, **_S):
     final_lsn: int
     commit_time: int
     xid: int
 
 
-class Commit(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class Commit(msgspec.Struct, **_S):
     flags: int
     commit_lsn: int
     end_lsn: int
     commit_time: int
 
 
-class Origin(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class Origin(msgspec.Struct, **_S):
     commit_lsn: int
     name: str
 
 
-class RelationColumn(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class RelationColumn(msgspec.Struct, **_S):
     flags: int
     name: str
     type_oid: int
@@ -77,7 +77,7 @@ class RelationColumn(msgspec.Struct, **_S):  # type: ignore[call-arg]
         return bool(self.flags & 1)
 
 
-class Relation(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class Relation(msgspec.Struct, **_S):
     xid: int | None
     oid: int
     namespace: str
@@ -94,20 +94,20 @@ class Relation(msgspec.Struct, **_S):  # type: ignore[call-arg]
         return tuple(c.name for c in self.columns if c.flags & 1)
 
 
-class Type(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class Type(msgspec.Struct, **_S):
     xid: int | None
     oid: int
     namespace: str
     name: str
 
 
-class Insert(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class Insert(msgspec.Struct, **_S):
     xid: int | None
     relation_oid: int
     new: TupleData
 
 
-class Update(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class Update(msgspec.Struct, **_S):
     xid: int | None
     relation_oid: int
     old_kind: str | None
@@ -116,14 +116,14 @@ class Update(msgspec.Struct, **_S):  # type: ignore[call-arg]
     new: TupleData
 
 
-class Delete(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class Delete(msgspec.Struct, **_S):
     xid: int | None
     relation_oid: int
     old_kind: str
     old: TupleData
 
 
-class Truncate(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class Truncate(msgspec.Struct, **_S):
     xid: int | None
     options: int
     """Bit 1: CASCADE, bit 2: RESTART IDENTITY."""
@@ -138,7 +138,7 @@ class Truncate(msgspec.Struct, **_S):  # type: ignore[call-arg]
         return bool(self.options & 2)
 
 
-class Message(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class Message(msgspec.Struct, **_S):
     """A logical decoding message from ``pg_logical_emit_message``."""
 
     xid: int | None
@@ -148,16 +148,16 @@ class Message(msgspec.Struct, **_S):  # type: ignore[call-arg]
     content: bytes
 
 
-class StreamStart(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class StreamStart(msgspec.Struct, **_S):
     xid: int
     first_segment: bool
 
 
-class StreamStop(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class StreamStop(msgspec.Struct, **_S):
     pass
 
 
-class StreamCommit(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class StreamCommit(msgspec.Struct, **_S):
     xid: int
     flags: int
     commit_lsn: int
@@ -165,14 +165,14 @@ class StreamCommit(msgspec.Struct, **_S):  # type: ignore[call-arg]
     commit_time: int
 
 
-class StreamAbort(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class StreamAbort(msgspec.Struct, **_S):
     xid: int
     subxid: int
     abort_lsn: int | None = None
     abort_time: int | None = None
 
 
-class BeginPrepare(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class BeginPrepare(msgspec.Struct, **_S):
     prepare_lsn: int
     end_lsn: int
     prepare_time: int
@@ -180,7 +180,7 @@ class BeginPrepare(msgspec.Struct, **_S):  # type: ignore[call-arg]
     gid: str
 
 
-class Prepare(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class Prepare(msgspec.Struct, **_S):
     flags: int
     prepare_lsn: int
     end_lsn: int
@@ -189,7 +189,7 @@ class Prepare(msgspec.Struct, **_S):  # type: ignore[call-arg]
     gid: str
 
 
-class CommitPrepared(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class CommitPrepared(msgspec.Struct, **_S):
     flags: int
     commit_lsn: int
     end_lsn: int
@@ -198,7 +198,7 @@ class CommitPrepared(msgspec.Struct, **_S):  # type: ignore[call-arg]
     gid: str
 
 
-class RollbackPrepared(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class RollbackPrepared(msgspec.Struct, **_S):
     flags: int
     prepare_end_lsn: int
     rollback_end_lsn: int
@@ -208,7 +208,7 @@ class RollbackPrepared(msgspec.Struct, **_S):  # type: ignore[call-arg]
     gid: str
 
 
-class StreamPrepare(msgspec.Struct, **_S):  # type: ignore[call-arg]
+class StreamPrepare(msgspec.Struct, **_S):
     flags: int
     prepare_lsn: int
     end_lsn: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import psycopg
@@ -30,10 +31,8 @@ def ensure_publication(conn: psycopg.Connection[tuple[object, ...]], name: str) 
     exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
     if exists:
         return
-    try:
+    with contextlib.suppress(errors.DuplicateObject):  # created concurrently
         conn.execute(sql.SQL("CREATE PUBLICATION {}").format(sql.Identifier(name)))
-    except errors.DuplicateObject:
-        pass  # created concurrently
 
 
 def publish_table(

@@ -9,6 +9,7 @@ TLS, ``.pgpass`` and PG* variables for free.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import select
 import time
@@ -222,10 +223,8 @@ class ReplicationStream:
         """Confirm what was acknowledged and disconnect."""
         self._closed = True
         if self._conn is not None:
-            try:
+            with contextlib.suppress(psycopg.Error, OSError):
                 self._send_status(force=True)
-            except (psycopg.Error, OSError):
-                pass
         self.disconnect()
 
     # -- connection -----------------------------------------------------------------

@@ -95,19 +95,19 @@ class TransactionAssembler:
         # The hot path, inlined: row changes of a plain (not streamed) transaction.
         if (cls is pg.Insert or cls is pg.Update or cls is pg.Delete) and self._stream_xid is None:
             current = self._current
-            relation = self.relations.get(msg.relation_oid)  # type: ignore[union-attr]
-            if current is None or relation is None:
+            known = self.relations.get(msg.relation_oid)  # type: ignore[union-attr]
+            if current is None or known is None:
                 self._add(self._change(msg), msg.xid)  # type: ignore[arg-type, union-attr]
                 return None
             if cls is pg.Insert:
-                current.changes.append(Change("insert", relation, msg.new, None))  # type: ignore[union-attr]
+                current.changes.append(Change("insert", known, msg.new, None))  # type: ignore[union-attr]
             elif cls is pg.Update:
                 new = msg.new  # type: ignore[union-attr]
                 if UNCHANGED_TOAST in new:
                     new = _fill_toast(new, msg.old)  # type: ignore[union-attr]
-                current.changes.append(Change("update", relation, new, msg.old))  # type: ignore[union-attr]
+                current.changes.append(Change("update", known, new, msg.old))  # type: ignore[union-attr]
             else:
-                current.changes.append(Change("delete", relation, None, msg.old))  # type: ignore[union-attr]
+                current.changes.append(Change("delete", known, None, msg.old))  # type: ignore[union-attr]
             return None
         if cls is pg.Insert or cls is pg.Update or cls is pg.Delete or cls is pg.Truncate:
             self._add(self._change(msg), msg.xid)  # type: ignore[arg-type, union-attr]
@@ -207,7 +207,7 @@ class TransactionAssembler:
         if current is None:
             raise AssemblyError("row change outside of a transaction")
         if type(item) is pg.Message:
-            current.messages.append(item)  # type: ignore[arg-type]
+            current.messages.append(item)
         else:
             current.changes.append(item)  # type: ignore[arg-type]
 
@@ -224,7 +224,7 @@ class TransactionAssembler:
         messages: list[pg.Message] = []
         for _, item in entries:
             if type(item) is pg.Message:
-                messages.append(item)  # type: ignore[arg-type]
+                messages.append(item)
             else:
                 changes.append(item)  # type: ignore[arg-type]
         return Transaction(xid, commit_lsn, end_lsn, commit_time, changes, messages)

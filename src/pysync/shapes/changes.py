@@ -97,7 +97,7 @@ class ShapeConverter:
         if old is not None and old_key != new_key:
             delete = self._delete(old_row, headers)
             insert = self._entry("insert", new, None, {**headers, "op_position": headers["op_position"] + 1})
-            new_key_text = row_key(self.prefix, new_key)  # type: ignore[arg-type]
+            new_key_text = row_key(self.prefix, new_key)
             delete["headers"]["key_change_to"] = new_key_text
             insert["headers"]["key_change_from"] = delete["key"]
             return [delete, insert]
@@ -121,7 +121,7 @@ class ShapeConverter:
         for name, i in zip(self.pk_names, self.pk_idx, strict=True):
             value[name] = new[i]
         entry: Entry = {
-            "key": row_key(self.prefix, new_key),  # type: ignore[arg-type]
+            "key": row_key(self.prefix, new_key),
             "value": value,
             "headers": {"operation": "update", "relation": self.relation, **headers},
         }

@@ -137,7 +137,7 @@ def validate(conn: psycopg.Connection[tuple[object, ...]], definition: ShapeDefi
             where = compile_where(definition.where, table, params)
         except WhereError as exc:
             raise ShapeError("where", exc.message) from None
-    normalized_where = where.normalized if where is not None else ""  # type: ignore[attr-defined]
+    normalized_where = where.normalized if where is not None else ""
     identity = msgspec.json.encode(
         [table.oid, table.schema, table.name, table.identity, normalized_where,
          sorted(columns), definition.replica, definition.log_mode]
