@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import psycopg
 import pytest
 
+from pysync.engine import Engine
 from pysync.postgres.cluster import PostgresCluster, temporary_cluster
 
 _db_counter = itertools.count()
@@ -19,6 +21,25 @@ _db_counter = itertools.count()
 def pg_cluster() -> Iterator[PostgresCluster]:
     with temporary_cluster() as cluster:
         yield cluster
+
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+@pytest.fixture
+def conn(database_url: str) -> Iterator[Conn]:
+    """An autocommit connection to the test's database."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        yield conn
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[Engine]:
+    """A started engine on the test's database (in-memory logs)."""
+    engine = Engine(database_url, flush_interval=0.02)
+    await engine.start()
+    yield engine
+    await engine.stop()
 
 
 @pytest.fixture

@@ -152,3 +152,23 @@ async def _run(url: str, storage: str, slot: str, spec: list[dict[str, Any]]) ->
 
 if __name__ == "__main__":
     asyncio.run(_run(sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])))
+
+
+async def make(engine: Engine, table: str, **kwargs: Any) -> LiveShape:
+    live = await engine.shape(ShapeDefinition.create(table, **kwargs))
+    await ready(engine, live)
+    return live
+
+
+def lose_slot(conn: Any) -> None:
+    """Make Postgres invalidate the (only) slot: a cluster with a tiny
+    max_slot_wal_keep_size drops WAL the slot still needs at a checkpoint."""
+    conn.execute("CREATE TABLE IF NOT EXISTS wal_filler (pad text)")
+    for _ in range(60):
+        status = conn.execute("SELECT wal_status FROM pg_replication_slots").fetchone()
+        if status and status[0] == "lost":
+            return
+        conn.execute("INSERT INTO wal_filler SELECT repeat('x', 1000) FROM generate_series(1, 5000)")
+        conn.execute("SELECT pg_switch_wal()")
+        conn.execute("CHECKPOINT")
+    raise AssertionError("the slot was not invalidated")

@@ -3,36 +3,20 @@ move-in/out, PK changes, replica modes, projection, keys and headers."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-import psycopg
-import pytest
-
-from engine_runner import Conn, Entry, changes, materialise, quiesce, read_all, ready, table_state
+from engine_runner import (
+    Conn,
+    Entry,
+    changes,
+    make,
+    materialise,
+    quiesce,
+    read_all,
+    table_state,
+)
 from pysync.engine import Engine
 from pysync.shapes.cache import LiveShape
-from pysync.shapes.definition import ShapeDefinition
-
-
-@pytest.fixture
-def conn(database_url: str) -> Iterator[Conn]:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        yield conn
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[Engine]:
-    engine = Engine(database_url, flush_interval=0.02)
-    await engine.start()
-    yield engine
-    await engine.stop()
-
-
-async def make(engine: Engine, table: str, **kwargs: Any) -> LiveShape:
-    live = await engine.shape(ShapeDefinition.create(table, **kwargs))
-    await ready(engine, live)
-    return live
 
 
 def live_changes(live: LiveShape) -> list[Entry]:

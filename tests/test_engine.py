@@ -4,36 +4,24 @@ snapshots, the snapshot connection limit and publication races."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
-from engine_runner import Conn, materialise, poll, quiesce, read_all, ready, table_state
+from engine_runner import (
+    Conn,
+    lose_slot,
+    make,
+    materialise,
+    poll,
+    quiesce,
+    read_all,
+    ready,
+    table_state,
+)
 from pysync.engine import Engine
-from pysync.shapes.cache import LiveShape
 from pysync.shapes.definition import ShapeDefinition
-
-
-@pytest.fixture
-def conn(database_url: str) -> Iterator[Conn]:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        yield conn
-
-
-@pytest.fixture
-async def engine(database_url: str) -> AsyncIterator[Engine]:
-    engine = Engine(database_url, flush_interval=0.02)
-    await engine.start()
-    yield engine
-    await engine.stop()
-
-
-async def make(engine: Engine, table: str, **kwargs: Any) -> LiveShape:
-    live = await engine.shape(ShapeDefinition.create(table, **kwargs))
-    await ready(engine, live)
-    return live
 
 
 async def test_writer_in_flight_when_table_is_first_published(
@@ -204,7 +192,6 @@ async def test_lost_slot_resyncs_every_shape(tmp_path: Any) -> None:
         url = cluster.url()
         with psycopg.connect(url, autocommit=True) as c:
             c.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
-            c.execute("CREATE TABLE w (pad text)")
             c.execute("INSERT INTO t VALUES (1, 1)")
             engine = Engine(url, storage_dir=tmp_path, flush_interval=0.02)
             await engine.start()
@@ -212,15 +199,7 @@ async def test_lost_slot_resyncs_every_shape(tmp_path: Any) -> None:
             c.execute("INSERT INTO t VALUES (2, 2)")
             await quiesce(engine, c)
             await engine.stop()
-            status: tuple[Any, ...] | None = None
-            for _ in range(60):  # while pysync is down, Postgres drops WAL the slot needs
-                status = c.execute("SELECT wal_status FROM pg_replication_slots").fetchone()
-                if status and status[0] == "lost":
-                    break
-                c.execute("INSERT INTO w SELECT repeat('x', 1000) FROM generate_series(1, 5000)")
-                c.execute("SELECT pg_switch_wal()")
-                c.execute("CHECKPOINT")
-            assert status and status[0] == "lost"
+            lose_slot(c)  # while pysync is down, Postgres drops WAL the slot needs
             c.execute("INSERT INTO t VALUES (3, 3)")  # lost with the WAL
             engine = Engine(url, storage_dir=tmp_path, flush_interval=0.02)
             await engine.start()

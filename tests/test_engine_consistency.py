@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +36,6 @@ WHERES: list[str | None] = [
     None, "v < 50", "grp = 2", "grp IN (1, 3)", "title LIKE 'a%'", "v & 1 = 0",
     "v >= 20 AND grp <> 1", "title IS NULL OR v > 90",
 ]
-
-
-@pytest.fixture
-def conn(database_url: str) -> Iterator[Conn]:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        yield conn
 
 
 def create_table(conn: Conn, rows: int) -> None:

@@ -10,12 +10,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from engine_runner import lose_slot
 from pysync.postgres import pgoutput as pg
 from pysync.postgres.cluster import temporary_cluster
 from pysync.postgres.publication import PublicationError, ensure_publication, publish_table
@@ -33,12 +34,6 @@ SMALL_WORK_MEM = "options=-c%20logical_decoding_work_mem%3D64kB"
 
 def with_options(url: str, options: str) -> str:
     return f"{url}{'&' if '?' in url else '?'}{options}"
-
-
-@pytest.fixture
-def conn(database_url: str) -> Iterator[Conn]:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        yield conn
 
 
 class Consumer:
@@ -347,15 +342,7 @@ async def test_invalidated_slot_names_the_fix() -> None:
         stream = ReplicationStream(url)
         stream.setup()
         with psycopg.connect(url, autocommit=True) as c:
-            c.execute("CREATE TABLE w (pad text)")
-            for _ in range(60):
-                status = c.execute("SELECT wal_status FROM pg_replication_slots").fetchone()
-                if status and status[0] == "lost":
-                    break
-                c.execute("INSERT INTO w SELECT repeat('x', 1000) FROM generate_series(1, 5000)")
-                c.execute("SELECT pg_switch_wal()")
-                c.execute("CHECKPOINT")
-            assert status and status[0] == "lost"
+            lose_slot(c)
         with pytest.raises(SlotInvalidatedError, match="pg_drop_replication_slot"):
             async for _ in ReplicationStream(url).transactions():
                 pass

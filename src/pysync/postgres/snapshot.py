@@ -209,18 +209,24 @@ async def take_subset(
 ) -> tuple[SnapshotInfo, list[bytes]]:
     """A subset snapshot: rows of the shape narrowed by ``where``, at a recorded snapshot."""
     async with conn.transaction():
-        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        cur = await conn.execute("SELECT pg_current_snapshot()::text, pg_current_wal_lsn() - '0/0'")
-        row = await cur.fetchone()
-        assert row is not None
-        xmin, xmax, xip = parse_snapshot(row[0].decode() if isinstance(row[0], bytes) else row[0])
+        info = await _begin_snapshot(conn)
         query, params = row_json_query(
             shape, extra_headers={"snapshot_mark": mark}, subset_where=where,
             order_by=order_by, limit=limit, offset=offset,
         )
         cur = await conn.execute(query, params)
         rows = [r[0] for r in await cur.fetchall()]
-    return SnapshotInfo(xmin, xmax, xip, int(row[1])), rows
+    return info, rows
+
+
+async def _begin_snapshot(conn: psycopg.AsyncConnection[Any]) -> SnapshotInfo:
+    """First statements of a snapshot transaction: its isolation and what it sees."""
+    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+    cur = await conn.execute("SELECT pg_current_snapshot()::text, pg_current_wal_lsn() - '0/0'")
+    row = await cur.fetchone()
+    assert row is not None
+    xmin, xmax, xip = parse_snapshot(row[0].decode() if isinstance(row[0], bytes) else row[0])
+    return SnapshotInfo(xmin, xmax, xip, int(row[1]))
 
 
 async def take_snapshot(
@@ -231,12 +237,7 @@ async def take_snapshot(
     ``rows=False`` (``log=changes_only``) records the snapshot but writes no rows.
     """
     async with conn.transaction():
-        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        cur = await conn.execute("SELECT pg_current_snapshot()::text, pg_current_wal_lsn() - '0/0'")
-        row = await cur.fetchone()
-        assert row is not None
-        xmin, xmax, xip = parse_snapshot(row[0].decode() if isinstance(row[0], bytes) else row[0])
-        info = SnapshotInfo(xmin, xmax, xip, int(row[1]))
+        info = await _begin_snapshot(conn)
         chunk = 0
         buffer: list[bytes] = []
         size = 0
@@ -253,8 +254,8 @@ async def take_snapshot(
                     buffer = []
                     size = 0
     end = msgspec.json.encode(
-        {"headers": {"control": "snapshot-end", "xmin": str(xmin), "xmax": str(xmax),
-                     "xip_list": [str(x) for x in xip]}}
+        {"headers": {"control": "snapshot-end", "xmin": str(info.xmin), "xmax": str(info.xmax),
+                     "xip_list": [str(x) for x in info.xip]}}
     )
     buffer.append(end)
     log.append_snapshot_chunk(chunk, b",".join(buffer), last=True)
