@@ -68,6 +68,7 @@ class Engine:
         self.router: Router[LiveShape] = Router()
         self.shapes: dict[str, LiveShape] = {}
         self._by_definition: dict[ShapeDefinition, LiveShape] = {}
+        self._by_key: dict[str, LiveShape] = {}
         self.last_seen_lsn = 0
         """Commit LSN of the last transaction the pipeline processed."""
         self._applied_end_lsn = 0
@@ -138,12 +139,24 @@ class Engine:
             live.last_used = time.monotonic()
             return live
         shape = await self._validate(definition)
-        for existing in self.shapes.values():
-            if existing.shape.key == shape.key and not existing.gone:
-                self._by_definition[definition] = existing
-                existing.last_used = time.monotonic()
-                return existing
+        existing = self._by_key.get(shape.key)
+        if existing is not None:
+            self._by_definition[definition] = existing
+            existing.last_used = time.monotonic()
+            return existing
         return self._create(shape)
+
+    def existing(self, definition: ShapeDefinition) -> LiveShape | None:
+        """The live shape last served for this exact definition, if any (no validation)."""
+        live = self._by_definition.get(definition)
+        return live if live is not None and not live.gone else None
+
+    async def find(self, definition: ShapeDefinition) -> LiveShape | None:
+        """The live shape equal to ``definition``, without creating one."""
+        live = self.existing(definition)
+        if live is None:
+            live = self._by_key.get((await self._validate(definition)).key)
+        return live
 
     def get(self, handle: str) -> LiveShape | None:
         live = self.shapes.get(handle)
@@ -201,6 +214,7 @@ class Engine:
     def _register(self, live: LiveShape) -> None:
         self.shapes[live.handle] = live
         self._by_definition[live.definition] = live
+        self._by_key[live.shape.key] = live
         where = live.shape.where
         index = where.equality_index() if where is not None else None  # type: ignore[attr-defined]
         self.router.add(live.definition.relation, live, index)
@@ -265,6 +279,8 @@ class Engine:
         self.shapes.pop(live.handle, None)
         if self._by_definition.get(live.definition) is live:
             del self._by_definition[live.definition]
+        if self._by_key.get(live.shape.key) is live:
+            del self._by_key[live.shape.key]
         self.router.remove(live.definition.relation, live)
         live.log.notify()
         for callback in self.on_invalidate:

@@ -314,8 +314,8 @@ class ShapeAPI:
                     waiter.released = asyncio.get_running_loop().create_future()
 
     def _replacement(self, live: LiveShape) -> str | None:
-        replacement = self.engine._by_definition.get(live.definition)
-        return replacement.handle if replacement is not None and not replacement.gone else None
+        replacement = self.engine.existing(live.definition)
+        return replacement.handle if replacement is not None else None
 
     # -- responses ------------------------------------------------------------------
 
@@ -463,10 +463,7 @@ class ShapeAPI:
             try:
                 parsed = parse_request(query)
                 assert parsed.definition is not None
-                live = self.engine._by_definition.get(parsed.definition)
-                if live is None:
-                    shape = await self.engine._validate(parsed.definition)
-                    live = next((s for s in self.engine.shapes.values() if s.shape.key == shape.key), None)
+                live = await self.engine.find(parsed.definition)
             except RequestError as exc:
                 return self._error(request, 400, {"message": "Invalid request", "errors": exc.errors})
             except ShapeError as exc:
