@@ -7,6 +7,7 @@ stopped), starts it again and resumes with the same handle and offset.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -73,10 +74,8 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
     pid_file = tmp_path / "pysync" / "postgres" / "pgdata" / "postmaster.pid"
     if pid_file.exists():  # a failed test must not leave its Postgres running
         pid = int(pid_file.read_text().split()[0])
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGQUIT)
-        except ProcessLookupError:
-            pass
 
 
 def follow(base: str, params: dict[str, str]) -> tuple[str, str, list[dict[str, object]]]:
