@@ -441,7 +441,7 @@ class Engine:
                     log.info("shape %s dropped: its table changed while pysync was down", handle)
                     self.store.forget(handle)
                     continue
-                shape_log = self.store.open_log(handle)
+                shape_log = self.store.new_log(handle)
                 if not shape_log.snapshot_done or snapshot is None:
                     self.store.forget(handle)
                     continue

@@ -37,6 +37,10 @@ class SnapshotInfo(msgspec.Struct, frozen=True):
             return True
         return full < self.xmax and full not in self.xip
 
+    def started_after(self, xid: int) -> bool:
+        """Did ``xid`` start after the snapshot was taken (xid >= xmax)?"""
+        return _widen(xid, self.xmax) >= self.xmax
+
 
 def _widen(xid: int, reference: int) -> int:
     """A 32-bit xid as the 64-bit xid8 nearest to ``reference`` (wraparound-aware)."""

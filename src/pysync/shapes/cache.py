@@ -64,15 +64,11 @@ class LiveShape:
         if self.filtering or commit_lsn < info.lsn:
             if info.visible(xid):
                 return True
-            if self.filtering and not info.visible(xid) and xid_at_or_after(xid, info.xmax):
+            if self.filtering and info.started_after(xid):
+                # Transactions arrive in commit order: every later one committed after
+                # the snapshot too (only a replay from before it needs checking again).
                 self.filtering = False
         return False
-
-
-def xid_at_or_after(xid: int, xmax: int) -> bool:
-    from pysync.postgres.snapshot import _widen
-
-    return _widen(xid, xmax) >= xmax
 
 
 class RegistryRecord(msgspec.Struct):
@@ -151,9 +147,6 @@ class ShapeStore:
         tmp = path.with_suffix(".tmp")
         tmp.write_bytes(b"".join(msgspec.json.encode(r) + b"\n" for r in live.values()))
         os.replace(tmp, path)
-
-    def open_log(self, handle: str) -> ShapeLog:
-        return self.new_log(handle)
 
     def discard(self, handle: str) -> None:
         if self.directory is not None:
