@@ -68,13 +68,10 @@ class Origin(msgspec.Struct, **_S):
 
 class RelationColumn(msgspec.Struct, **_S):
     flags: int
+    """Bit 1: part of the replica identity (every column under REPLICA IDENTITY FULL)."""
     name: str
     type_oid: int
     type_mod: int
-
-    @property
-    def is_key(self) -> bool:
-        return bool(self.flags & 1)
 
 
 class Relation(msgspec.Struct, **_S):
@@ -88,10 +85,6 @@ class Relation(msgspec.Struct, **_S):
     @property
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
-
-    @property
-    def key_columns(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns if c.flags & 1)
 
 
 class Type(msgspec.Struct, **_S):
