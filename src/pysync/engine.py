@@ -105,17 +105,10 @@ class Engine:
 
     async def stop(self) -> None:
         tasks, self._tasks = list(self._tasks), []
-        pending = set(tasks)
-        for task in pending:
+        for task in tasks:
             task.cancel()
-        while pending:
-            # Re-cancel until done: on Python 3.11 ``asyncio.wait_for`` swallows a
-            # cancellation that races with its inner future completing (the replication
-            # reader's socket-readable wait), and a single cancel() then left stop()
-            # awaiting a task that keeps replicating forever.
-            _, pending = await asyncio.wait(pending, timeout=0.1)
-            for task in pending:
-                task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
         for task in tasks:
             if not task.cancelled() and task.exception() is not None:
                 log.warning("engine task %s failed: %r", task.get_name(), task.exception())
@@ -171,10 +164,9 @@ class Engine:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("snapshot produced no data in time")
-            try:
-                await asyncio.wait_for(live.log.waiter(), remaining)
-            except TimeoutError:
-                continue
+            grown = live.log.waiter()
+            await asyncio.wait([grown], timeout=remaining)
+            grown.cancel()
         if live.error is not None:
             raise live.error
         if live.gone:

@@ -354,9 +354,9 @@ class ReplicationStream:
 
         loop.add_reader(fd, wake)
         try:
-            await asyncio.wait_for(ready, timeout=min(self.status_interval, 1.0))
-        except TimeoutError:
-            pass
+            # asyncio.wait, not wait_for: on Python 3.11 wait_for swallows a cancellation
+            # that races with the future completing, and the engine could not be stopped.
+            await asyncio.wait([ready], timeout=min(self.status_interval, 1.0))
         finally:
             loop.remove_reader(fd)
 
