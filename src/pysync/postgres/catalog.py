@@ -47,14 +47,11 @@ class Table(msgspec.Struct, frozen=True):
         return self.primary_key or tuple(c.name for c in self.columns)
 
 
+# One round trip: the table's row repeated with each of its columns (attname is NULL
+# for a table without columns).
 _TABLE_QUERY = """
-SELECT c.oid, n.nspname, c.relname, c.relreplident
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
-"""
-
-_COLUMNS_QUERY = """
-SELECT a.attname, a.attnum, a.atttypid, a.atttypmod, a.attnotnull,
+SELECT c.oid, n.nspname, c.relname, c.relreplident,
+       a.attname, a.attnum, a.atttypid, a.atttypmod, a.attnotnull,
        a.attgenerated <> '' AS generated,
        CASE WHEN t.typcategory = 'A' THEN e.typname ELSE t.typname END,
        CASE WHEN t.typcategory = 'A' THEN greatest(a.attndims, 1) ELSE 0 END,
@@ -62,24 +59,28 @@ SELECT a.attname, a.attnum, a.atttypid, a.atttypmod, a.attnotnull,
        CASE WHEN t.typcategory = 'A' THEN e.typcategory ELSE t.typcategory END,
        -- int2vector subscripts start at 0, so this is already the 0-based key position
        array_position(i.indkey::int2[], a.attnum) AS pk_index
-FROM pg_attribute a
-JOIN pg_type t ON t.oid = a.atttypid
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
-LEFT JOIN pg_index i ON i.indrelid = a.attrelid AND i.indisprimary
-WHERE a.attrelid = %s AND a.attnum > 0 AND NOT a.attisdropped
+LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
 ORDER BY a.attnum
 """
 
 
 def load_table(conn: psycopg.Connection[tuple[object, ...]], schema: str, name: str) -> Table | None:
     """The table ``schema.name`` (exact, already-normalised names), or None if there is none."""
-    row = conn.execute(_TABLE_QUERY, (schema, name)).fetchone()
-    if row is None:
+    rows = conn.execute(_TABLE_QUERY, (schema, name)).fetchall()
+    if not rows:
         return None
-    oid, nspname, relname, replident = row
+    oid, nspname, relname, replident = rows[0][:4]
     columns = []
     for (attname, attnum, typid, typmod, notnull, generated, typname, dims, typtype,
-         typcategory, pk_index) in conn.execute(_COLUMNS_QUERY, (oid,)).fetchall():
+         typcategory, pk_index) in (row[4:] for row in rows):
+        if attname is None:
+            continue
         columns.append(
             Column(
                 name=str(attname), attnum=int(attnum), type_oid=int(typid),  # type: ignore[call-overload]

@@ -6,6 +6,7 @@ only ever see nodes this module built.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -101,8 +102,13 @@ def position(e: exp.Expr) -> int:
     return best or 0
 
 
+@functools.lru_cache(maxsize=4096)
 def parse(clause: str) -> exp.Expr:
-    """One expression, nothing else: no statement separators, comments or trailing clauses."""
+    """One expression, nothing else: no statement separators, comments or trailing clauses.
+
+    Cached by text (the checker never changes the tree): shapes per user share a clause
+    and differ only in params, and parsing is most of the cost of a new shape.
+    """
     try:
         tokens = _DIALECT.tokenize(clause)
     except TokenError as e:
