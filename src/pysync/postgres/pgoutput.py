@@ -74,17 +74,19 @@ class RelationColumn(msgspec.Struct, **_S):
     type_mod: int
 
 
-class Relation(msgspec.Struct, **_S):
+class Relation(msgspec.Struct, gc=False):
     xid: int | None
     oid: int
     namespace: str
     name: str
     replica_identity: str
     columns: tuple[RelationColumn, ...]
+    column_names: tuple[str, ...] = ()
+    """Filled from ``columns``: the routing hot path reads it for every change."""
 
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in self.columns)
+    def __post_init__(self) -> None:
+        if not self.column_names:
+            self.column_names = tuple(c.name for c in self.columns)
 
 
 class Type(msgspec.Struct, **_S):
