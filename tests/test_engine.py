@@ -4,6 +4,7 @@ snapshots, the snapshot connection limit and publication races."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -184,7 +185,9 @@ async def test_snapshot_connection_limit(database_url: str, conn: Conn) -> None:
         await engine.stop()
 
 
-async def test_lost_slot_resyncs_every_shape(tmp_path: Any) -> None:
+@pytest.fixture
+def small_wal_url() -> Iterator[str]:
+    """A cluster that invalidates a slot as soon as it lags 1 MB, with a table t(id, v)."""
     from pysync.postgres.cluster import temporary_cluster
 
     settings = {"max_slot_wal_keep_size": "1MB", "wal_keep_size": "0"}
@@ -193,59 +196,59 @@ async def test_lost_slot_resyncs_every_shape(tmp_path: Any) -> None:
         with psycopg.connect(url, autocommit=True) as c:
             c.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
             c.execute("INSERT INTO t VALUES (1, 1)")
-            engine = Engine(url, storage_dir=tmp_path, flush_interval=0.02)
-            await engine.start()
-            live = await make(engine, "t")
-            c.execute("INSERT INTO t VALUES (2, 2)")
+        yield url
+
+
+async def test_lost_slot_resyncs_every_shape(small_wal_url: str, tmp_path: Any) -> None:
+    url = small_wal_url
+    with psycopg.connect(url, autocommit=True) as c:
+        engine = Engine(url, storage_dir=tmp_path, flush_interval=0.02)
+        await engine.start()
+        live = await make(engine, "t")
+        c.execute("INSERT INTO t VALUES (2, 2)")
+        await quiesce(engine, c)
+        await engine.stop()
+        lose_slot(c)  # while pysync is down, Postgres drops WAL the slot needs
+        c.execute("INSERT INTO t VALUES (3, 3)")  # lost with the WAL
+        engine = Engine(url, storage_dir=tmp_path, flush_interval=0.02)
+        await engine.start()
+        try:
+            assert engine.get(live.handle) is None  # the stored shapes are stale
+            again = await make(engine, "t")
+            assert again.handle != live.handle
+            c.execute("INSERT INTO t VALUES (4, 4)")
             await quiesce(engine, c)
+            assert materialise(read_all(again.log)) == table_state(c, "public", "t", ["id", "v"], ["id"])
+        finally:
             await engine.stop()
-            lose_slot(c)  # while pysync is down, Postgres drops WAL the slot needs
-            c.execute("INSERT INTO t VALUES (3, 3)")  # lost with the WAL
-            engine = Engine(url, storage_dir=tmp_path, flush_interval=0.02)
-            await engine.start()
-            try:
-                assert engine.get(live.handle) is None  # the stored shapes are stale
-                again = await make(engine, "t")
-                assert again.handle != live.handle
-                c.execute("INSERT INTO t VALUES (4, 4)")
-                await quiesce(engine, c)
-                assert materialise(read_all(again.log)) == table_state(c, "public", "t", ["id", "v"], ["id"])
-            finally:
-                await engine.stop()
 
 
-async def test_slot_lost_while_running_resyncs_every_shape(tmp_path: Any) -> None:
+async def test_slot_lost_while_running_resyncs_every_shape(small_wal_url: str, tmp_path: Any) -> None:
     """The replication connection is away (here: cut) while Postgres drops WAL the slot
     needs; on reconnecting the running engine finds the slot lost, invalidates every
     shape, makes a new slot and goes on replicating."""
-    from pysync.postgres.cluster import temporary_cluster
-
-    settings = {"max_slot_wal_keep_size": "1MB", "wal_keep_size": "0"}
-    with temporary_cluster(settings=settings) as cluster:
-        url = cluster.url()
-        with psycopg.connect(url, autocommit=True) as c:
-            c.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
-            c.execute("INSERT INTO t VALUES (1, 1)")
-            engine = Engine(url, storage_dir=tmp_path, flush_interval=0.02)
-            await engine.start()
-            try:
-                live = await make(engine, "t")
-                replicating = engine._tasks[0]
-                replicating.cancel()
-                await asyncio.wait([replicating])
-                engine.stream.disconnect()
-                lose_slot(c)
-                c.execute("INSERT INTO t VALUES (2, 2)")  # lost with the WAL
-                engine._tasks[0] = asyncio.create_task(engine._replicate())
-                await poll(lambda: live.gone, 30, "the shape to be invalidated")
-                assert engine.get(live.handle) is None
-                again = await make(engine, "t")
-                assert again.handle != live.handle
-                c.execute("INSERT INTO t VALUES (3, 3)")
-                await quiesce(engine, c)
-                assert materialise(read_all(again.log)) == table_state(c, "public", "t", ["id", "v"], ["id"])
-            finally:
-                await engine.stop()
+    url = small_wal_url
+    with psycopg.connect(url, autocommit=True) as c:
+        engine = Engine(url, storage_dir=tmp_path, flush_interval=0.02)
+        await engine.start()
+        try:
+            live = await make(engine, "t")
+            replicating = engine._tasks[0]
+            replicating.cancel()
+            await asyncio.wait([replicating])
+            engine.stream.disconnect()
+            lose_slot(c)
+            c.execute("INSERT INTO t VALUES (2, 2)")  # lost with the WAL
+            engine._tasks[0] = asyncio.create_task(engine._replicate())
+            await poll(lambda: live.gone, 30, "the shape to be invalidated")
+            assert engine.get(live.handle) is None
+            again = await make(engine, "t")
+            assert again.handle != live.handle
+            c.execute("INSERT INTO t VALUES (3, 3)")
+            await quiesce(engine, c)
+            assert materialise(read_all(again.log)) == table_state(c, "public", "t", ["id", "v"], ["id"])
+        finally:
+            await engine.stop()
 
 
 async def test_schema_change_while_down_drops_recovered_shape(database_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
