@@ -519,3 +519,30 @@ async def test_head_request(client: Client) -> None:
     assert r.status_code == 200 and r.content == b""
     assert r.headers["electric-offset"] == "0_0"
 
+
+
+async def test_admission_control_limits_concurrent_requests(engine: Engine) -> None:
+    """As Electric: separate budgets for initial (offset=-1) and other requests; over
+    budget a 503 with retry-after, freed as requests finish."""
+    api = make_api(engine, max_initial_requests=1, max_existing_requests=1)
+    client = Client(api)
+    try:
+        handle, offset, _ = await client.sync(table="items")
+        holding = asyncio.create_task(client.shape(table="items", offset=offset, handle=handle, live="true"))
+        await waiting(api, 1)
+        refused = await client.shape(table="items", offset=offset, handle=handle)
+        assert refused.status_code == 503
+        assert refused.json() == {
+            "code": "concurrent_request_limit_exceeded",
+            "message": "Concurrent existing request limit exceeded (limit: 1), please retry",
+        }
+        assert 5 <= int(refused.headers["retry-after"]) <= 10
+        assert refused.headers["electric-internal-known-error"] == "true"
+        assert refused.headers["cache-control"] == "no-store"
+        # The initial budget is separate.
+        assert (await client.shape(table="items", offset="-1")).status_code == 200
+        assert (await holding).status_code == 200  # the long-poll times out normally
+        assert api.in_flight == {"initial": 0, "existing": 0}
+        assert (await client.shape(table="items", offset=offset, handle=handle)).status_code == 200
+    finally:
+        await client.aclose()

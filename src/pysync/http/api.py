@@ -7,6 +7,7 @@ import hmac
 import itertools
 import logging
 import os
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -61,6 +62,8 @@ class ShapeAPI:
         allow_delete: bool = False,
         max_age: int = 60,
         stale_age: int = 300,
+        max_initial_requests: int = 300,
+        max_existing_requests: int = 10_000,
     ) -> None:
         self.engine = engine
         self.secret = secret
@@ -72,6 +75,10 @@ class ShapeAPI:
         self.interrupts = InterruptRegistry()
         self._schemas: dict[str, str] = {}
         self.closing = False
+        # Admission control, as Electric: requests for a shape's start (offset=-1, which
+        # may create a shape and snapshot) and all others have separate budgets.
+        self.limits = {"initial": max_initial_requests, "existing": max_existing_requests}
+        self.in_flight = {"initial": 0, "existing": 0}
 
     def close(self) -> None:
         """Server shutdown: waiting live requests answer now instead of holding it up."""
@@ -182,6 +189,28 @@ class ShapeAPI:
         subset: dict[str, object] | None = None,
     ) -> Response:
         """Answer a validated request for ``definition`` (also used by app-defined shapes)."""
+        kind = "initial" if parsed.offset == LogOffset(-1, 0) else "existing"
+        if self.in_flight[kind] >= self.limits[kind]:
+            return self._error(
+                request, 503,
+                {"code": "concurrent_request_limit_exceeded",
+                 "message": f"Concurrent {kind} request limit exceeded (limit: {self.limits[kind]}), please retry"},
+                {"retry-after": str(random.randint(5, 10)), "electric-internal-known-error": "true"},
+            )
+        self.in_flight[kind] += 1
+        try:
+            return await self._serve(request, parsed, definition, recheck, subset)
+        finally:
+            self.in_flight[kind] -= 1
+
+    async def _serve(
+        self,
+        request: Request,
+        parsed: ShapeRequest,
+        definition: ShapeDefinition,
+        recheck: Recheck | None,
+        subset: dict[str, object] | None,
+    ) -> Response:
         try:
             live = await self.engine.shape(definition)
         except ShapeError as exc:
