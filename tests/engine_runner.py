@@ -129,7 +129,7 @@ async def quiesce(engine: Engine, conn: Conn, timeout: float = 30) -> None:
 
 async def ready(engine: Engine, live: LiveShape, timeout: float = 30) -> None:
     """Wait until the shape's snapshot is complete (and its pending transactions applied)."""
-    await engine.wait_ready(live, timeout)
+    await engine.wait_ready(live, timeout=timeout)
     await poll(lambda: live.ready or live.gone, timeout, "snapshot to complete")
 
 

@@ -26,7 +26,7 @@ from pysync.shapes.cache import LiveShape, ShapeStore, new_handle
 from pysync.shapes.changes import ShapeConverter
 from pysync.shapes.definition import Shape, ShapeDefinition, ShapeError, validate
 from pysync.shapes.log import CHUNK_BYTES
-from pysync.shapes.offset import LogOffset
+from pysync.shapes.offset import BEFORE_ALL, LogOffset
 from pysync.shapes.router import Router
 
 log = logging.getLogger(__name__)
@@ -157,14 +157,23 @@ class Engine:
             live.last_used = time.monotonic()
         return live
 
-    async def wait_ready(self, live: LiveShape, timeout: float = 60.0) -> None:
-        """Wait until the first snapshot chunk is written (or the snapshot failed)."""
+    async def wait_ready(
+        self, live: LiveShape, after: LogOffset | None = BEFORE_ALL, timeout: float = 60.0
+    ) -> None:
+        """Wait until the log has entries after ``after`` (by default: the first snapshot
+        chunk) or, with ``after=None``, until the snapshot is complete. Raises the
+        snapshot's error, ShapeGone, or TimeoutError."""
         deadline = time.monotonic() + timeout
-        while not live.log.offsets and live.error is None and not live.gone:
+        log_ = live.log
+        while not log_.snapshot_done and not (after is not None and log_.has_after(after)):
+            if live.error is not None:
+                raise live.error
+            if live.gone:
+                raise ShapeGone(live.handle)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError("snapshot produced no data in time")
-            grown = live.log.waiter()
+            grown = log_.waiter()
             await asyncio.wait([grown], timeout=remaining)
             grown.cancel()
         if live.error is not None:
@@ -327,7 +336,7 @@ class Engine:
                 for relation in change.relations:
                     routes = tables.get((relation.namespace, relation.name))
                     if routes is not None:
-                        for live in _all_shapes(routes):
+                        for live in list(routes.shapes):
                             self._invalidate(live, "table truncated")
                 op += 2
                 continue
@@ -336,6 +345,7 @@ class Engine:
             routes = tables.get((relation.namespace, relation.name))
             if routes is not None:
                 layout = relation.column_names
+                headers = {**headers_base, "op_position": op}
                 for live in routes.candidates(layout, change.new, change.old):
                     if live.gone or live.skip(xid, commit_lsn):
                         continue
@@ -344,9 +354,7 @@ class Engine:
                         converter = self._converter(live, layout)
                         if converter is None:
                             continue
-                    entries = converter.convert(
-                        change.op, change.new, change.old, {**headers_base, "op_position": op}
-                    )
+                    entries = converter.convert(change.op, change.new, change.old, headers)
                     if entries:
                         existing = touched.get(live)
                         if existing is None:
@@ -385,7 +393,7 @@ class Engine:
         are invalidated (clients refetch); the others rebuild their column positions."""
         key = (relation.namespace, relation.name)
         for other_key, routes in list(self.router.tables.items()):
-            for live in _all_shapes(routes):
+            for live in list(routes.shapes):
                 if other_key != key:
                     if live.shape.table.oid == relation.oid:
                         self._invalidate(live, "table renamed")
@@ -452,22 +460,10 @@ def _sync_logs(logs: list[Any]) -> None:
         shape_log.sync()
 
 
-def _all_shapes(routes: Any) -> list[LiveShape]:
-    shapes = set(routes.scanned)
-    for index in routes.indexes.values():
-        for group in index.shapes.values():
-            shapes |= group
-    return list(shapes)
-
-
 def _changed_while_down(shape: Shape, key: str | None, types: dict[str, int] | None) -> bool:
     if key is not None and key != shape.key:
         return True  # another table under the name, other key or column set
-    if types is None:
-        return False
-    where = shape.where
-    needed = set(shape.columns) | set(shape.pk) | (where.columns if where is not None else set())  # type: ignore[attr-defined]
-    return any(types.get(c.name) != c.type_oid for c in shape.table.columns if c.name in needed)
+    return types is not None and _retyped(shape, types)
 
 
 def _schema_changed(shape: Shape, relation: Relation) -> bool:
@@ -479,6 +475,11 @@ def _schema_changed(shape: Shape, relation: Relation) -> bool:
     replicated = [c for c in shape.table.columns if not c.generated]
     if shape.definition.columns is None and len(layout) != len(replicated):
         return True
+    return _retyped(shape, layout)
+
+
+def _retyped(shape: Shape, types: dict[str, int]) -> bool:
+    """Is a column the shape reads (selected, key, or in its WHERE) gone or of another type?"""
     where = shape.where
-    needed = set(shape.columns) | set(shape.pk) | (where.columns if where is not None else set())  # type: ignore[attr-defined]
-    return any(layout.get(c.name) != c.type_oid for c in shape.table.columns if c.name in needed)
+    reads = set(shape.columns) | set(shape.pk) | (where.columns if where is not None else set())  # type: ignore[attr-defined]
+    return any(types.get(c.name) != c.type_oid for c in shape.table.columns if c.name in reads)

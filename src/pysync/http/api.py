@@ -225,12 +225,10 @@ class ShapeAPI:
         if offset != "now" and offset != LogOffset(-1, 0) and parsed.handle != live.handle:
             return self._must_refetch(request, parsed, live.handle)
         try:
-            await self.engine.wait_ready(live)
             # Electric points 0_k at chunk k+1 while the snapshot is still being written and
             # waits for that chunk: answering [] at the same offset without up-to-date would
             # make the client re-ask at once (a busy loop, read as a proxy loop by the TS client).
-            async with asyncio.timeout(60.0):
-                await self._wait_snapshot_done(live, None if offset == "now" else offset)
+            await self.engine.wait_ready(live, None if offset == "now" else offset)
         except ShapeGone:
             return self._must_refetch(request, parsed, None)
         except TimeoutError:
@@ -299,15 +297,6 @@ class ShapeAPI:
             "electric-offset": str(offset), "electric-schema": self._schema(live),
         }
         return Response(body, media_type=JSON, headers=_common(headers, request=request))
-
-    async def _wait_snapshot_done(self, live: LiveShape, after: LogOffset | None = None) -> None:
-        """Until the snapshot is complete or, given ``after``, the log has entries after it."""
-        while not live.log.snapshot_done and not (after is not None and live.log.has_after(after)):
-            if live.error is not None:
-                raise live.error
-            if live.gone:
-                raise ShapeGone(live.handle)
-            await live.log.waiter()
 
     async def _hold(
         self, live: LiveShape, offset: LogOffset, recheck: Recheck | None, timeout: float | None = None

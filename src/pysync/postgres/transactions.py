@@ -59,6 +59,17 @@ def _fill_toast(new: TupleData, old: TupleData | None) -> TupleData:
     )
 
 
+def _row_change(msg: pg.Insert | pg.Update | pg.Delete, relation: Relation) -> Change:
+    if type(msg) is pg.Insert:
+        return Change("insert", relation, msg.new, None)
+    if type(msg) is pg.Update:
+        new = msg.new
+        if UNCHANGED_TOAST in new:
+            new = _fill_toast(new, msg.old)
+        return Change("update", relation, new, msg.old)
+    return Change("delete", relation, None, msg.old)  # type: ignore[union-attr]
+
+
 class TransactionAssembler:
     """Feed decoded messages in stream order; ``feed`` returns completed transactions.
 
@@ -99,15 +110,7 @@ class TransactionAssembler:
             if current is None or known is None:
                 self._add(self._change(msg), msg.xid)  # type: ignore[arg-type, union-attr]
                 return None
-            if cls is pg.Insert:
-                current.changes.append(Change("insert", known, msg.new, None))  # type: ignore[union-attr]
-            elif cls is pg.Update:
-                new = msg.new  # type: ignore[union-attr]
-                if UNCHANGED_TOAST in new:
-                    new = _fill_toast(new, msg.old)  # type: ignore[union-attr]
-                current.changes.append(Change("update", known, new, msg.old))  # type: ignore[union-attr]
-            else:
-                current.changes.append(Change("delete", known, None, msg.old))  # type: ignore[union-attr]
+            current.changes.append(_row_change(msg, known))  # type: ignore[arg-type]
             return None
         if cls is pg.Insert or cls is pg.Update or cls is pg.Delete or cls is pg.Truncate:
             self._add(self._change(msg), msg.xid)  # type: ignore[arg-type, union-attr]
@@ -184,14 +187,7 @@ class TransactionAssembler:
         relation = relations.get(msg.relation_oid)  # type: ignore[union-attr]
         if relation is None:
             relation = self._relation(msg.relation_oid)  # type: ignore[union-attr]
-        if type(msg) is pg.Insert:
-            return Change("insert", relation, msg.new, None)
-        if type(msg) is pg.Update:
-            new = msg.new
-            if UNCHANGED_TOAST in new:
-                new = _fill_toast(new, msg.old)
-            return Change("update", relation, new, msg.old)
-        return Change("delete", relation, None, msg.old)  # type: ignore[union-attr]
+        return _row_change(msg, relation)  # type: ignore[arg-type]
 
     def _relation(self, oid: int) -> Relation:
         try:

@@ -72,7 +72,7 @@ class ShapeConverter:
             assert new is not None
             if self.matches is not None and self.matches(new) is not True:
                 return []
-            return [self._entry("insert", new, None, headers)]
+            return [self._entry("insert", new, headers)]
         if op == "delete":
             assert old is not None
             if self.matches is not None and self.matches(old) is not True:
@@ -91,12 +91,12 @@ class ShapeConverter:
             if not new_match:
                 return [self._delete(old_row, headers)] if old_match else []
             if not old_match:
-                return [self._entry("insert", new, None, headers)]
+                return [self._entry("insert", new, headers)]
         old_key = [old_row[i] for i in self.pk_idx]
         new_key = [new[i] for i in self.pk_idx]
         if old is not None and old_key != new_key:
             delete = self._delete(old_row, headers)
-            insert = self._entry("insert", new, None, {**headers, "op_position": headers["op_position"] + 1})
+            insert = self._entry("insert", new, {**headers, "op_position": headers["op_position"] + 1})
             new_key_text = row_key(self.prefix, new_key)
             delete["headers"]["key_change_to"] = new_key_text
             insert["headers"]["key_change_from"] = delete["key"]
@@ -129,7 +129,7 @@ class ShapeConverter:
             entry["old_value"] = old_value
         return [entry]
 
-    def _entry(self, op: str, row: Row, _old: Row | None, headers: dict[str, Any]) -> Entry:
+    def _entry(self, op: str, row: Row, headers: dict[str, Any]) -> Entry:
         return {
             "key": row_key(self.prefix, [row[i] for i in self.pk_idx]),
             "value": {name: row[i] for name, i in self.selected if row[i] is not UNCHANGED_TOAST},
@@ -138,7 +138,7 @@ class ShapeConverter:
 
     def _delete(self, old: Row, headers: dict[str, Any]) -> Entry:
         if self.full:
-            return self._entry("delete", old, None, headers)
+            return self._entry("delete", old, headers)
         return {
             "key": row_key(self.prefix, [old[i] for i in self.pk_idx]),
             "value": {name: old[i] for name, i in zip(self.pk_names, self.pk_idx, strict=True)},

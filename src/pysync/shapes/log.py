@@ -52,32 +52,30 @@ class ShapeLog:
     # -- writing --------------------------------------------------------------------
 
     def append_snapshot_chunk(self, number: int, payload: bytes, *, last: bool) -> None:
-        self._append(LogOffset(0, number), payload, FLAG_SNAPSHOT_END if last else 0)
+        self._write([(LogOffset(0, number), payload)], FLAG_SNAPSHOT_END if last else 0)
         if last:
             self.snapshot_done = True
         self.notify()
 
     def append_changes(self, entries: list[tuple[LogOffset, bytes]]) -> None:
         """Append one transaction's entries for this shape (callers then ``notify``)."""
-        frames = bytearray()
-        base = self.storage.size()
         # Live readers woken by this append all read these entries: keep them at hand.
         self._recent_start = len(self.offsets)
         self._recent = [payload for _, payload in entries]
-        for offset, payload in entries:
+        self._write(entries, 0)
+
+    def _write(self, entries: list[tuple[LogOffset, bytes]], last_flags: int) -> None:
+        """Frames for ``entries`` in one storage append; ``last_flags`` go on the last."""
+        frames = bytearray()
+        base = self.storage.size()
+        last = len(entries) - 1
+        for n, (offset, payload) in enumerate(entries):
             self.offsets.append(offset)
             self._positions.append(base + len(frames) + FRAME_HEADER.size)
             self._lengths.append(len(payload))
-            frames += FRAME_HEADER.pack(offset.tx, offset.op, len(payload), 0)
+            frames += FRAME_HEADER.pack(offset.tx, offset.op, len(payload), last_flags if n == last else 0)
             frames += payload
         self.storage.append(bytes(frames))
-        self.dirty = True
-
-    def _append(self, offset: LogOffset, payload: bytes, flags: int) -> None:
-        position = self.storage.append(FRAME_HEADER.pack(offset.tx, offset.op, len(payload), flags) + payload)
-        self.offsets.append(offset)
-        self._positions.append(position + FRAME_HEADER.size)
-        self._lengths.append(len(payload))
         self.dirty = True
 
     def sync(self) -> None:

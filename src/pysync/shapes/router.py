@@ -12,6 +12,8 @@ from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
 S = TypeVar("S", bound=Hashable)
+Index = tuple[str, frozenset[object], Callable[[str], object]]
+"""(column, keys, key function) from ``Where.equality_index``."""
 
 
 class _ColumnIndex(Generic[S]):
@@ -26,15 +28,16 @@ class TableRoutes(Generic[S]):
     def __init__(self) -> None:
         self.indexes: dict[str, _ColumnIndex[S]] = {}
         self.scanned: set[S] = set()
+        self.shapes: dict[S, Index | None] = {}
+        """Every shape on the table, with its index entry (so removal touches only that)."""
         self._positions: dict[str, int] = {}
         self._layout: tuple[str, ...] = ()
 
     def __len__(self) -> int:
-        return len(self.scanned) + sum(
-            len(shapes) for index in self.indexes.values() for shapes in index.shapes.values()
-        )
+        return len(self.shapes)
 
-    def add(self, shape: S, index: tuple[str, frozenset[object], Callable[[str], object]] | None) -> None:
+    def add(self, shape: S, index: Index | None) -> None:
+        self.shapes[shape] = index
         if index is None:
             self.scanned.add(shape)
             return
@@ -46,12 +49,20 @@ class TableRoutes(Generic[S]):
             column_index.shapes.setdefault(key, set()).add(shape)
 
     def remove(self, shape: S) -> None:
-        self.scanned.discard(shape)
-        for index in self.indexes.values():
-            for key in [k for k, shapes in index.shapes.items() if shape in shapes]:
-                index.shapes[key].discard(shape)
-                if not index.shapes[key]:
-                    del index.shapes[key]
+        if shape not in self.shapes:
+            return
+        index = self.shapes.pop(shape)
+        if index is None:
+            self.scanned.discard(shape)
+            return
+        column, keys, _ = index
+        by_key = self.indexes[column].shapes
+        for key in keys:
+            group = by_key.get(key)
+            if group is not None:
+                group.discard(shape)
+                if not group:
+                    del by_key[key]
 
     def candidates(self, layout: tuple[str, ...], new: Any, old: Any) -> set[S] | frozenset[S]:
         """Shapes that may match the new or the old row (rows in ``layout`` order)."""
@@ -87,8 +98,7 @@ class Router(Generic[S]):
     def __init__(self) -> None:
         self.tables: dict[tuple[str, str], TableRoutes[S]] = {}
 
-    def add(self, relation: tuple[str, str], shape: S,
-            index: tuple[str, frozenset[object], Callable[[str], object]] | None) -> None:
+    def add(self, relation: tuple[str, str], shape: S, index: Index | None) -> None:
         routes = self.tables.get(relation)
         if routes is None:
             routes = self.tables[relation] = TableRoutes()
