@@ -220,9 +220,7 @@ PgOutputMessage = (
 
 # -- decoding -------------------------------------------------------------------------
 
-_u8 = Struct(">B").unpack_from
 _i16 = Struct(">h").unpack_from
-_i32 = Struct(">i").unpack_from
 _u32 = Struct(">I").unpack_from
 _u64 = Struct(">Q").unpack_from
 _begin = Struct(">QqI").unpack_from
