@@ -58,9 +58,8 @@ import psycopg
 
 from pysync.postgres.cluster import PostgresCluster, temporary_cluster
 from pysync.postgres.lsn import format_lsn, parse_lsn
-from pysync.postgres.pgoutput import Message
 from pysync.postgres.publication import ensure_publication, publish_table
-from pysync.postgres.replication import ReplicationStream
+from pysync.postgres.replication import Item, ReplicationStream
 from pysync.postgres.transactions import Change, Transaction
 
 DBNAME = "bench"
@@ -301,7 +300,7 @@ async def _drain_pysync(url: str, slot: str, end: int, streaming: bool) -> tuple
     rows = 0
     delivered = 0
     # An async generator: closed explicitly so it does not linger after ``break``.
-    items = cast("AsyncGenerator[Transaction | Message, None]", stream.transactions())
+    items = cast("AsyncGenerator[Item, None]", stream.transactions())
     try:
         async for item in items:
             if type(item) is not Transaction:

@@ -9,7 +9,7 @@ Starts a private Postgres (``temporary_cluster``) only to validate shapes agains
 catalog; no replication is involved. A table ``todos(id int primary key, user_id int,
 title text, done bool)`` gets 1, 100, 10,000 and 100,000 shapes ``user_id = $1`` (one
 per user), each built with ``validate`` (as ``Engine.shape`` does) and registered as a
-ready ``LiveShape`` with in-memory storage in an ``Engine(storage_dir=None)`` that is
+ready ``ShapeConsumer`` with in-memory storage in an ``Engine(storage_dir=None)`` that is
 never started. Synthetic ``Transaction``s made of real ``Change`` structs (with a
 ``pgoutput.Relation`` built from the catalog) are fed to ``Engine.apply``: inserts and
 updates (3:1), change i for user i mod shapes, so each change touches exactly one
@@ -52,10 +52,11 @@ from pysync.postgres.cluster import temporary_cluster
 from pysync.postgres.pgoutput import Relation, RelationColumn
 from pysync.postgres.snapshot import SnapshotInfo
 from pysync.postgres.transactions import Change, Transaction
-from pysync.shapes.cache import LiveShape, new_handle
+from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.definition import Shape, ShapeDefinition, validate
 from pysync.shapes.log import ShapeLog
 from pysync.shapes.storage import MemoryStorage
+from pysync.shapes.store import new_handle
 
 DBNAME = "bench"
 COUNTS = (1, 100, 10_000, 100_000)
@@ -84,23 +85,20 @@ def title_shape(conn: Conn, n: int) -> Shape:
     return validate(conn, ShapeDefinition.create("todos", where="title ILIKE $1", params=[f"%#{n:05d}#%"]))
 
 
-def ready_shape(shape: Shape) -> LiveShape:
-    """A LiveShape as after its snapshot: nothing pending, every transaction after it."""
-    live = LiveShape(new_handle(shape), shape, ShapeLog(MemoryStorage()))
-    live.snapshot = SnapshotInfo(xmin=1, xmax=1, xip=(), lsn=0)
-    live.pending = None
-    live.ready = True
-    return live
+def ready_shape(shape: Shape) -> ShapeConsumer:
+    """A shape as after its snapshot: nothing pending, every transaction after it."""
+    snapshot = SnapshotInfo(xmin=1, xmax=1, xip=(), lsn=0)
+    return ShapeConsumer(new_handle(shape), shape, ShapeLog(MemoryStorage()), snapshot)
 
 
 def new_engine(url: str) -> Engine:
     return Engine(url, storage_dir=None)
 
 
-def register(engine: Engine, shapes: list[Shape]) -> list[LiveShape]:
+def register(engine: Engine, shapes: list[Shape]) -> list[ShapeConsumer]:
     lives = [ready_shape(s) for s in shapes]
     for live in lives:
-        engine._register(live)
+        engine.registry.add(live)
     return lives
 
 
@@ -157,7 +155,7 @@ def run(engine: Engine, txns: list[Transaction]) -> float:
     The garbage collector stays on, as in production: with 100,000 shapes its full
     collections have many more objects to traverse.
     """
-    apply = engine.apply
+    apply = engine.collector.apply
     gc.collect()
     start = time.thread_time()
     for txn in txns:
@@ -165,7 +163,7 @@ def run(engine: Engine, txns: list[Transaction]) -> float:
     return time.thread_time() - start
 
 
-def total_entries(lives: list[LiveShape]) -> int:
+def total_entries(lives: list[ShapeConsumer]) -> int:
     return sum(len(live.log.offsets) for live in lives)
 
 

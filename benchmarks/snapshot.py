@@ -14,8 +14,8 @@ concurrently:
 - ``COPY``: ``COPY (SELECT id, user_id, title, done, created FROM items) TO STDOUT`` with
   psycopg's ``cursor.copy()``, reading every block (text format, the same display
   settings as pysync's snapshot connections);
-- ``pysync memory``: ``take_snapshot`` of the shape ``items`` (all columns, no WHERE)
-  through pysync's ``SnapshotPool`` into a ``ShapeLog`` on ``MemoryStorage``: the rows
+- ``pysync memory``: ``write_snapshot`` of the shape ``items`` (all columns, no WHERE)
+  through pysync's snapshot connection pool into a ``ShapeLog`` on ``MemoryStorage``: the rows
   as Electric JSON entries (built in SQL), streamed and appended in chunks;
 - ``pysync disk``: the same into a ``ShapeLog`` on ``FileStorage`` in a temporary
   directory (the final fdatasync, done by the engine after the snapshot, is shown
@@ -46,10 +46,11 @@ import msgspec
 import psycopg
 
 from pysync.postgres.cluster import temporary_cluster
+from pysync.postgres.connections import Connections
 from pysync.postgres.session import display_options
-from pysync.postgres.snapshot import SnapshotPool, take_snapshot
 from pysync.shapes.definition import Shape, ShapeDefinition, validate
 from pysync.shapes.log import ShapeLog
+from pysync.shapes.snapshotter import write_snapshot
 from pysync.shapes.storage import FileStorage, MemoryStorage
 
 DBNAME = "bench"
@@ -90,15 +91,15 @@ def copy_rows(url: str) -> tuple[float, int, int]:
 
 
 async def pysync_rows(url: str, shape: Shape, log: ShapeLog) -> float:
-    pool = SnapshotPool(url, 1)
+    connections = Connections(url, snapshots=1)
+    await connections.open()
     try:
-        async with pool.connection() as conn:
-            await conn.execute("SELECT 1")
+        async with connections.snapshot_session() as conn:
             start = time.perf_counter()
-            await take_snapshot(conn, shape, log)
+            await write_snapshot(conn, shape, log)
             return time.perf_counter() - start
     finally:
-        await pool.close()
+        await connections.close()
 
 
 def log_rows(log: ShapeLog) -> int:

@@ -21,8 +21,8 @@ from typing import Any
 import psycopg
 
 from pysync.engine import Engine
-from pysync.shapes.cache import LiveShape
 from pysync.shapes.changes import relation_prefix, row_key
+from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.definition import ShapeDefinition
 from pysync.shapes.log import ShapeLog
 from pysync.shapes.offset import BEFORE_ALL, LogOffset
@@ -121,16 +121,16 @@ async def poll(predicate: Callable[[], bool], timeout: float = 30, what: str = "
 async def quiesce(engine: Engine, conn: Conn, timeout: float = 30) -> None:
     """Wait until the engine processed every transaction committed so far."""
     target = fence(conn)
-    for task in engine._tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            raise AssertionError("an engine task died") from task.exception()
+    if engine.crashed is not None:
+        raise AssertionError("an engine task died") from engine.crashed
     await poll(lambda: engine.last_seen_lsn >= target, timeout, "replication to catch up")
 
 
-async def ready(engine: Engine, live: LiveShape, timeout: float = 30) -> None:
-    """Wait until the shape's snapshot is complete (and its pending transactions applied)."""
-    await engine.wait_ready(live, timeout=timeout)
-    await poll(lambda: live.ready or live.gone, timeout, "snapshot to complete")
+async def ready(engine: Engine, live: ShapeConsumer, timeout: float = 30) -> None:
+    """Wait until the shape's snapshot is complete and recorded (pending transactions
+    applied)."""
+    assert await live.wait(None, timeout, until_snapshot=True), "snapshot timed out"
+    await poll(lambda: live.recorded or live.gone, timeout, "snapshot to complete")
 
 
 async def _run(url: str, storage: str, slot: str, spec: list[dict[str, Any]]) -> None:
@@ -139,7 +139,7 @@ async def _run(url: str, storage: str, slot: str, spec: list[dict[str, Any]]) ->
     log = logging.getLogger("runner")
     engine = Engine(url, storage_dir=storage, slot=slot, flush_interval=0.02)
     await engine.start()
-    log.info("started, recovered %s", sorted(engine.shapes))
+    log.info("started, recovered %s", sorted(c.handle for c in engine.registry))
     shapes = [await engine.shape(ShapeDefinition.create(s["table"], where=s.get("where")))
               for s in spec]
     for live in shapes:
@@ -154,7 +154,7 @@ if __name__ == "__main__":
     asyncio.run(_run(sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])))
 
 
-async def make(engine: Engine, table: str, **kwargs: Any) -> LiveShape:
+async def make(engine: Engine, table: str, **kwargs: Any) -> ShapeConsumer:
     live = await engine.shape(ShapeDefinition.create(table, **kwargs))
     await ready(engine, live)
     return live

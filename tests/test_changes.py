@@ -16,10 +16,10 @@ from engine_runner import (
     table_state,
 )
 from pysync.engine import Engine
-from pysync.shapes.cache import LiveShape
+from pysync.shapes.consumer import ShapeConsumer
 
 
-def live_changes(live: LiveShape) -> list[Entry]:
+def live_changes(live: ShapeConsumer) -> list[Entry]:
     """The replicated (non-snapshot) changes of a shape."""
     return [e for e in changes(read_all(live.log)) if "lsn" in e["headers"]]
 

@@ -59,7 +59,7 @@ async def test_truncate_invalidates_and_a_new_handle_follows(engine: Engine, con
     live = await make(engine, "t")
     bystander = await make(engine, "other")
     invalidated: list[str] = []
-    engine.on_invalidate.append(lambda s: invalidated.append(s.handle))
+    engine.registry.on_invalidate.append(lambda s: invalidated.append(s.handle))
     waiter = live.log.waiter()
     conn.execute("TRUNCATE t")
     await quiesce(engine, conn)
@@ -116,7 +116,7 @@ async def test_delete_eviction_and_handles(engine: Engine, database_url: str, co
         third = await make(small, "t", where="v = 3")
         assert second.gone and small.get(second.handle) is None
         assert not first.gone and not third.gone
-        assert sorted(small.shapes) == sorted([first.handle, third.handle])
+        assert sorted(c.handle for c in small.registry) == sorted([first.handle, third.handle])
     finally:
         await small.stop()
 
@@ -175,7 +175,7 @@ async def test_snapshot_connection_limit(database_url: str, conn: Conn) -> None:
             assert row is not None
             peak = max(peak, int(row[0]))
             assert int(row[1]) <= 2 + 2, f"{row[1]} connections"
-            return all(s.ready for s in shapes)
+            return all(s.recorded for s in shapes)
 
         await poll(sample, 60, "all snapshots")
         assert 1 <= peak <= 2, peak
@@ -233,13 +233,10 @@ async def test_slot_lost_while_running_resyncs_every_shape(small_wal_url: str, t
         await engine.start()
         try:
             live = await make(engine, "t")
-            replicating = engine._tasks[0]
-            replicating.cancel()
-            await asyncio.wait([replicating])
-            engine.stream.disconnect()
+            await engine.pause_replication()
             lose_slot(c)
             c.execute("INSERT INTO t VALUES (2, 2)")  # lost with the WAL
-            engine._tasks[0] = asyncio.create_task(engine._replicate())
+            engine.resume_replication()
             await poll(lambda: live.gone, 30, "the shape to be invalidated")
             assert engine.get(live.handle) is None
             again = await make(engine, "t")
@@ -265,9 +262,9 @@ async def test_schema_change_while_down_drops_recovered_shape(database_url: str,
     try:
         a = await engine.shape(ShapeDefinition.create("a"))
         b = await engine.shape(ShapeDefinition.create("b"))
-        await engine.wait_ready(a)
-        await engine.wait_ready(b)
-        while not (a.ready and b.ready):
+        await a.wait(None, 30, until_snapshot=True)
+        await b.wait(None, 30, until_snapshot=True)
+        while not (a.recorded and b.recorded):
             await asyncio.sleep(0.01)
     finally:
         await engine.stop()

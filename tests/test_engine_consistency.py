@@ -28,7 +28,7 @@ from engine_runner import (
     table_state,
 )
 from pysync.engine import Engine
-from pysync.shapes.cache import LiveShape
+from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.definition import ShapeDefinition
 
 COLUMNS = ["id", "v", "grp", "title"]
@@ -128,7 +128,7 @@ class Writers:
             conn.execute("DELETE FROM t WHERE id = %s", (row,))
 
 
-def check_shape(conn: Conn, live: LiveShape) -> None:
+def check_shape(conn: Conn, live: ShapeConsumer) -> None:
     assert not live.gone, f"shape {live.handle} is gone"
     check_offsets(live.log)
     definition = live.definition
@@ -158,7 +158,7 @@ async def test_shapes_created_under_load_match_the_table(database_url: str, conn
     writers = Writers(database_url, 2, 2000)
     try:
         writers.start()
-        shapes: list[LiveShape] = []
+        shapes: list[ShapeConsumer] = []
         definitions = [ShapeDefinition.create("t", where=w) for w in WHERES] + [
             ShapeDefinition.create("t", where="v < 50", replica="full"),
             ShapeDefinition.create("t", where="grp = 2", columns=["id", "title"]),
@@ -249,7 +249,7 @@ async def test_crash_under_load_recovers_every_shape(
         assert all(live is not None for live in recovered), "a shape was not recovered"
         await quiesce(engine, conn)
         for live in recovered:
-            assert live is not None and live.ready
+            assert live is not None and live.recorded
             check_shape(conn, live)
         # The same definitions map to the recovered shapes.
         for handle, item in zip(handles, spec, strict=True):

@@ -230,7 +230,7 @@ async def test_recheck_changed_definition_gives_409_with_new_handle(api: ShapeAP
         assert response.json() == MUST_REFETCH
         new = response.headers["electric-handle"]
         assert new != handle
-        assert engine._by_definition[changed].handle == new
+        assert (await engine.find(changed)).handle == new  # type: ignore[union-attr]
         # The client follows the 409 and gets the new shape under that handle.
         fresh = await client.shape("/todos", offset="-1", handle=new)
         assert fresh.headers["electric-handle"] == new

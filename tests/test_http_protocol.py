@@ -35,7 +35,7 @@ from http_support import (  # noqa: F401 - fixtures are imported to be used by n
     waiting,
 )
 from pysync.engine import Engine
-from pysync.http import api as api_module
+from pysync.http import sse as sse_module
 
 ITEMS = '"public"."items"/'
 
@@ -455,7 +455,7 @@ async def test_delete_disabled(client: Client) -> None:
 
 
 async def test_sse_streams_changes_then_ends(engine: Engine, conn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(api_module, "SSE_KEEPALIVE_SECONDS", 0.3)
+    monkeypatch.setattr(sse_module, "KEEPALIVE_SECONDS", 0.3)
     client = Client(make_api(engine, sse_timeout=1.0))
     try:
         handle, offset, _ = await client.sync(table="items")

@@ -7,21 +7,36 @@ import asyncio
 import contextlib
 import gc
 import logging
+import resource
+import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import msgspec
+import psycopg
 import uvicorn
 from starlette.applications import Starlette
 
 from pysync.config import Settings, from_env
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
-from pysync.postgres.cluster import ClusterError, PostgresCluster
+from pysync.lockfile import DirectoryInUse, DirectoryLock
+from pysync.postgres.cluster import ClusterError, PostgresCluster, is_private_url
 from pysync.postgres.replication import ReplicationError
+from pysync.shapes.storage import LogCorruptError, StorageError
 
 log = logging.getLogger("pysync")
+
+STARTUP_ERRORS = (
+    ClusterError, ReplicationError, DirectoryInUse, LogCorruptError, StorageError, OSError,
+    psycopg.Error,
+)
+"""Failures to start that a message can explain: said in one line, no traceback."""
+
+
+class StartupError(RuntimeError):
+    pass
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,10 +74,45 @@ def main(argv: list[str] | None = None) -> None:
     settings = settings_from(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        asyncio.run(serve(settings))
-    except (ClusterError, ReplicationError) as exc:
+        _run(serve(settings))
+    except StartupError as exc:
         print(f"pysync: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def _run(main: Awaitable[None]) -> None:
+    """Run on uvloop when it is installed (uvicorn's own loop setup is bypassed here)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)  # type: ignore[arg-type]
+        return
+    uvloop.run(main)  # type: ignore[arg-type]
+
+
+def raise_open_files_limit() -> int:
+    """Soft RLIMIT_NOFILE up to the hard limit: every waiting client holds a socket."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The HTTP socket, bound before anything else starts: a taken port fails fast."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}; is another server using it? "
+                           "Choose another --port.") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 class _Server(uvicorn.Server):
@@ -78,47 +128,97 @@ class _Server(uvicorn.Server):
 
 
 async def serve(settings: Settings) -> None:
-    cluster: PostgresCluster | None = None
-    database_url = settings.database_url
-    if database_url is None:
-        cluster = PostgresCluster(settings.data_dir / "postgres")
-        await asyncio.to_thread(cluster.start)
-        database_url = cluster.url()
-        print(f"DATABASE_URL={database_url}", flush=True)
-    engine = Engine(
-        database_url, storage_dir=settings.shape_storage, slot=settings.slot,
-        publication=settings.publication, max_shapes=settings.max_shapes,
-    )
-    api = ShapeAPI(engine, secret=settings.secret, long_poll_timeout=settings.long_poll_timeout,
-                   allow_delete=settings.allow_delete)
+    limit = raise_open_files_limit()
+    if limit < 4096:
+        log.warning("only %d open files allowed (ulimit -n): that many clients at most", limit)
+    sock = listen(settings.host, settings.port)
+    cleanup: list[Callable[[], Awaitable[None]]] = []
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await engine.start()
-        # Long-lived start-up objects out of the collector's way, and fewer young-generation
-        # passes: replication allocates many short-lived tuples (about 5% of ingest CPU).
-        gc.freeze()
-        gc.set_threshold(10_000, 10, 10)
-        base = f"http://{settings.host}:{settings.port}"
-        print(f"pysync is serving shapes at {base}/v1/shape", flush=True)
-        print(f"  try: curl '{base}/v1/shape?table=<your table>&offset=-1'", flush=True)
-        if cluster is not None:
-            print("  create tables with: psql \"$DATABASE_URL\" (the URL printed above)", flush=True)
-        yield
-        await engine.stop()
-        if cluster is not None:
-            # Here, not only in serve()'s finally: uvicorn re-raises a captured SIGTERM
-            # when serve() returns, so code after it may never run.
-            await asyncio.to_thread(cluster.stop)
+    async def shut_down() -> None:
+        while cleanup:
+            await cleanup.pop()()
 
-    config = uvicorn.Config(api.app(lifespan=lifespan), host=settings.host, port=settings.port,
-                            log_level=settings.log_level.lower(), access_log=False, lifespan="on")
-    server = _Server(config, api)
     try:
-        await server.serve()
+        database_url, cluster = await _database(settings, cleanup)
+        engine = Engine(
+            database_url, storage_dir=settings.shape_storage, slot=settings.slot,
+            publication=settings.publication, max_shapes=settings.max_shapes,
+        )
+        try:
+            await engine.start()
+        except STARTUP_ERRORS as exc:
+            raise StartupError(_explain(exc, database_url)) from None
+        cleanup.append(engine.stop)
+        api = ShapeAPI(engine, secret=settings.secret, long_poll_timeout=settings.long_poll_timeout,
+                       allow_delete=settings.allow_delete)
+
+        @contextlib.asynccontextmanager
+        async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            # Long-lived start-up objects out of the collector's way, and fewer young-
+            # generation passes: replication allocates many short-lived tuples (about 5%
+            # of ingest CPU).
+            gc.freeze()
+            gc.set_threshold(10_000, 10, 10)
+            base = f"http://{settings.host}:{settings.port}"
+            print(f"pysync is serving shapes at {base}/v1/shape", flush=True)
+            print(f"  try: curl '{base}/v1/shape?table=<your table>&offset=-1'", flush=True)
+            if cluster is not None:
+                print("  create tables with: psql \"$DATABASE_URL\" (the URL printed above)", flush=True)
+            yield
+            # Here, not only after serve(): uvicorn re-raises a captured SIGTERM when
+            # serve() returns, so code after it may never run.
+            await shut_down()
+
+        config = uvicorn.Config(api.app(lifespan=lifespan), log_level=settings.log_level.lower(),
+                                access_log=False, lifespan="on")
+        await _Server(config, api).serve(sockets=[sock])
     finally:
-        if cluster is not None:
-            await asyncio.to_thread(cluster.stop)
+        sock.close()
+        await shut_down()
+
+
+async def _database(settings: Settings, cleanup: list[Callable[[], Awaitable[None]]]) -> tuple[str, PostgresCluster | None]:
+    """The database URL to sync from; the private cluster is started (and its stop
+    queued in ``cleanup``) when no URL is given or the given one is that cluster's."""
+    root = settings.data_dir / "postgres"
+    if settings.database_url is not None and not is_private_url(root, settings.database_url):
+        return settings.database_url, None
+    lock = DirectoryLock(settings.data_dir, "data directory")
+    try:
+        lock.acquire()
+    except DirectoryInUse as exc:
+        raise StartupError(str(exc)) from None
+
+    async def unlock() -> None:
+        lock.release()
+
+    cleanup.append(unlock)
+    try:
+        cluster = PostgresCluster(root)
+        started = await asyncio.to_thread(cluster.start)
+    except ClusterError as exc:
+        raise StartupError(str(exc)) from None
+    if not started:
+        log.warning("the private Postgres in %s was left running by an earlier pysync; using it",
+                    cluster.root)
+
+    async def stop() -> None:
+        # Ours: this process holds the data directory, so no other pysync uses it.
+        await asyncio.to_thread(cluster.stop)
+
+    cleanup.append(stop)
+    url = cluster.url()
+    print(f"DATABASE_URL={url}", flush=True)
+    return url, cluster
+
+
+def _explain(exc: BaseException, database_url: str) -> str:
+    if isinstance(exc, psycopg.OperationalError):
+        where = psycopg.conninfo.conninfo_to_dict(database_url)
+        target = f"{where.get('host', 'localhost')}:{where.get('port', 5432)}/{where.get('dbname', '')}"
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        return f"cannot connect to the database at {target}: {reason}. Check --database-url / DATABASE_URL."
+    return str(exc)
 
 
 if __name__ == "__main__":

@@ -1,43 +1,77 @@
-"""The sync engine: replication stream -> router -> shape logs, plus shape lifecycle.
+"""The sync engine, wired: replication stream -> collector -> shape logs -> flush tracker.
 
-One asyncio task reads committed transactions and appends each shape's entries to its
-log; another fsyncs touched logs and only then acknowledges the transaction to Postgres,
-so after a crash the slot resends exactly what no log has durably.
+    ReplicationStream (postgres)  committed transactions, in order, with Connected,
+            |                      RelationChange and Idle items around them
+    Collector (shapes)            routes each change to its consumers, appends
+            |
+    FlushTracker (shapes)         fsyncs what was appended, then acknowledges
+    ShapeRegistry (shapes)        shapes: create (snapshot), find, evict, delete, recover
+
+This module only builds the pieces, starts and stops them, and supervises ingest:
+a storage error stops it (nothing further is acknowledged) until writing works again,
+then replication resumes from the last acknowledged position; a slot that is not the
+one the shapes came from invalidates every shape instead of carrying on across a gap.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import msgspec
 import psycopg
 
-from pysync.postgres.pgoutput import Relation
-from pysync.postgres.publication import publish_table
-from pysync.postgres.replication import ReplicationStream, SlotInvalidatedError, drop_slot
-from pysync.postgres.snapshot import SnapshotPool, take_snapshot
-from pysync.postgres.transactions import Change, Transaction, Truncation
-from pysync.shapes.cache import LiveShape, ShapeStore, new_handle
-from pysync.shapes.changes import ShapeConverter
-from pysync.shapes.definition import Shape, ShapeDefinition, ShapeError, validate
+from pysync.metrics import EngineMetrics
+from pysync.postgres.connections import Connections
+from pysync.postgres.lsn import format_lsn
+from pysync.postgres.publication import Publisher
+from pysync.postgres.replication import (
+    Connected,
+    Idle,
+    ReplicationStream,
+    SlotInvalidatedError,
+    drop_slot,
+)
+from pysync.postgres.transactions import RelationChange, Transaction
+from pysync.shapes.collector import Collector
+from pysync.shapes.consumer import ShapeConsumer, ShapeGone
+from pysync.shapes.definition import ShapeDefinition
+from pysync.shapes.flush import Failed, FlushTracker
 from pysync.shapes.log import CHUNK_BYTES
-from pysync.shapes.offset import BEFORE_ALL, LogOffset
-from pysync.shapes.router import Router
+from pysync.shapes.registry import ShapeRegistry
+from pysync.shapes.storage import OS_IO, Io, StorageError
+from pysync.shapes.store import ShapeStore, SlotIdentity
 
 log = logging.getLogger(__name__)
 
+__all__ = ["Engine", "EngineUnavailable", "ShapeGone", "Status"]
+
 RETRY_SECONDS = 5.0
+"""Longest pause between attempts to replicate (or to write storage) again."""
+SLOT_WAIT = 5.0
+"""How long a new shape waits for a replaced slot before the client is told to retry."""
 
-_encode = msgspec.json.Encoder().encode
+
+class Status(enum.Enum):
+    STARTING = "starting"
+    ACTIVE = "active"
+    DEGRADED = "degraded"
+    STOPPED = "stopped"
 
 
-class ShapeGone(Exception):
-    """The shape was invalidated or deleted (clients get 409 must-refetch)."""
+class _Resync(Exception):
+    """Reconnect from where the slot is (after adopting another slot)."""
+
+
+class EngineUnavailable(Exception):
+    """The engine cannot take on work now (storage failing, not started): retry later."""
+
+    def __init__(self, reason: str, retry_after: int = 5) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
 
 
 class Engine:
@@ -53,55 +87,80 @@ class Engine:
         chunk_bytes: int = CHUNK_BYTES,
         flush_interval: float = 0.05,
         streaming: bool = False,
+        lock_timeout: float = 1.0,
+        publish_timeout: float = 5.0,
+        io: Io = OS_IO,
     ) -> None:
         self.database_url = database_url
-        self.store = ShapeStore(Path(storage_dir) if storage_dir is not None else None, chunk_bytes)
         self.slot = slot
         self.publication = publication
-        self.max_shapes = max_shapes
-        self.flush_interval = flush_interval
-        self.stream = ReplicationStream(
-            database_url, slot=slot, publication=publication, streaming=streaming
+        self.store = ShapeStore(Path(storage_dir) if storage_dir is not None else None, chunk_bytes, io)
+        self.connections = Connections(database_url, snapshots=snapshot_connections, lock_timeout=lock_timeout)
+        self.stream = ReplicationStream(database_url, slot=slot, publication=publication, streaming=streaming)
+        self.registry = ShapeRegistry(
+            self.store, self.connections, Publisher(self.connections, publication, wait=publish_timeout),
+            max_shapes=max_shapes,
         )
-        self.stream.assembler.on_relation = self._on_relation
-        self.snapshots = SnapshotPool(database_url, snapshot_connections)
-        self.router: Router[LiveShape] = Router()
-        self.shapes: dict[str, LiveShape] = {}
-        self._by_definition: dict[ShapeDefinition, LiveShape] = {}
-        self._by_key: dict[str, LiveShape] = {}
-        self.last_seen_lsn = 0
-        """Commit LSN of the last transaction the pipeline processed."""
-        self._applied_end_lsn = 0
-        self._tasks: list[asyncio.Task[None]] = []
-        self._catalog: psycopg.Connection[Any] | None = None
-        self._catalog_lock = asyncio.Lock()
-        self._publisher: psycopg.Connection[Any] | None = None
-        self._publish_lock = asyncio.Lock()
-        self.on_invalidate: list[Callable[[LiveShape], None]] = []
+        self.collector = Collector(self.registry)
+        self.flush = FlushTracker(self.collector, self.store, self.stream.acknowledge, interval=flush_interval)
+        self.metrics = EngineMetrics()
+        self._gauges()
+        self.registry.on_storage_error = self._storage_failed
+        self.registry.on_snapshot_done = self.metrics.snapshot_seconds.observe
+        self.flush.on_failure = self._flush_failed
+        self.status = Status.STARTING
+        self.problem: str | None = None
+        """Why the engine is DEGRADED."""
+        self.storage_error: StorageError | None = None
+        """Set while storage fails: ingest is stopped, new shapes are refused."""
         self.started = asyncio.Event()
+        self._storage_ok = asyncio.Event()
+        self._storage_ok.set()
+        self._storage_failure: asyncio.Future[None] | None = None
+        self._slot_ready = asyncio.Event()
+        """Set while the slot is the one the shapes come from: new shapes wait for it
+        (a shape made while the slot is being replaced could miss changes)."""
+        self._halt: StorageError | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle ------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Lock the storage, check the slot, recover shapes, start replicating.
+
+        Raises DirectoryInUse, ReplicationError (what to fix), psycopg errors when the
+        database cannot be reached, LogCorruptError for a damaged log."""
+        await asyncio.to_thread(self.store.open)
+        self.flush.rewind(self.store.acknowledged)
         try:
-            await asyncio.to_thread(self.stream.setup)
+            await self.connections.open()
+            await self._first_connect()
+        except BaseException:
+            await self.connections.close()
+            self.store.close()
+            raise
+        self._tasks = [
+            asyncio.create_task(self._ingest(), name="pysync-ingest"),
+            asyncio.create_task(self.flush.run(), name="pysync-flush"),
+        ]
+        self.status = Status.ACTIVE
+        self.started.set()
+
+    async def _first_connect(self) -> None:
+        try:
+            connected = await self.stream.identify()
         except SlotInvalidatedError as exc:
-            # Lost while we were down: handled as when it happens while running (see
-            # _replicate), instead of refusing to start. The new slot makes every stored
-            # shape stale; they are discarded below.
+            # Lost while we were down: as when it happens while running (see _ingest).
             log.error("%s; resyncing every shape", exc)
             await asyncio.to_thread(self._drop_slot)
-            await asyncio.to_thread(self.stream.setup)
-        if self.stream.slot_created:
-            # A new slot cannot resume old logs: whatever was stored is stale.
-            self._discard_recorded()
+            connected = await self.stream.identify()
+        gap = self._slot_gap(connected)
+        if gap:
+            await asyncio.to_thread(self.registry.discard_recorded)
         else:
-            await asyncio.to_thread(self._recover)
-        self._tasks = [
-            asyncio.create_task(self._replicate(), name="pysync-replication"),
-            asyncio.create_task(self._flush_loop(), name="pysync-flush"),
-        ]
-        self.started.set()
+            await self.registry.recover()
+        self._adopt(connected, gap)
+        self._slot_ready.set()
 
     async def stop(self) -> None:
         tasks, self._tasks = list(self._tasks), []
@@ -112,374 +171,266 @@ class Engine:
         for task in tasks:
             if not task.cancelled() and task.exception() is not None:
                 log.warning("engine task %s failed: %r", task.get_name(), task.exception())
-        await asyncio.to_thread(self._sync_all)
-        self.stream.acknowledge(self._applied_end_lsn)
+        if self.storage_error is None:
+            await self.flush.flush()
         await self.stream.close()
-        await self.snapshots.close()
-        for conn in (self._catalog, self._publisher):
-            if conn is not None:
-                conn.close()
+        await self.registry.close()
+        await self.connections.close()
         self.store.close()
-        for live in list(self.shapes.values()):
-            live.log.notify()
+        self.status = Status.STOPPED
+
+    def _gauges(self) -> None:
+        gauge, stream = self.metrics.gauge, self.stream
+        gauge("pysync_shapes", "Shapes being served.", lambda: len(self.registry))
+        gauge("pysync_received_lsn", "WAL position received from Postgres.", lambda: stream.received_lsn)
+        gauge("pysync_acknowledged_lsn", "WAL position confirmed to Postgres (durable).",
+              lambda: self.flush.acknowledged)
+        gauge("pysync_replication_lag_bytes", "WAL received but not yet durable in shape logs.",
+              lambda: max(0, stream.received_lsn - self.flush.acknowledged))
+        gauge("pysync_replication_lag_seconds", "Age of the last transaction applied while behind.",
+              self.lag_seconds)
+        gauge("pysync_up", "1 when active, 0 when degraded, starting or stopped.",
+              lambda: 1.0 if self.status is Status.ACTIVE else 0.0)
+
+    def lag_seconds(self) -> float:
+        """How far behind the server ingest is, in time (0 when caught up)."""
+        if self.stream.received_lsn <= self.collector.applied_end_lsn or not self.collector.last_commit_time:
+            return 0.0
+        return max(0.0, time.time() - self.collector.last_commit_time)
+
+    async def pause_replication(self) -> None:
+        """Stop reading replication (shapes keep serving what they have)."""
+        ingest = self._tasks[0] if self._tasks else None
+        if ingest is not None and not ingest.done():
+            ingest.cancel()
+            await asyncio.wait([ingest])
+        self.stream.disconnect()
+
+    def resume_replication(self) -> None:
+        """Read replication again, from the last acknowledged position."""
+        if self._tasks and self._tasks[0].done():
+            self._tasks[0] = asyncio.create_task(self._ingest(), name="pysync-ingest")
+
+    @property
+    def crashed(self) -> BaseException | None:
+        """The exception that ended one of the engine's tasks, if any did (a bug)."""
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                return task.exception()
+        return None
 
     # -- shapes ---------------------------------------------------------------------
 
-    async def shape(self, definition: ShapeDefinition) -> LiveShape:
-        """The live shape for a definition, created (and its snapshot started) if new."""
-        live = self._by_definition.get(definition)
-        if live is not None and not live.gone:
-            live.last_used = time.monotonic()
-            return live
-        shape = await self._validate(definition)
-        existing = self._by_key.get(shape.key)
+    async def shape(self, definition: ShapeDefinition) -> ShapeConsumer:
+        """The shape for a definition, created (and its snapshot started) if new.
+
+        Raises ShapeError (the definition is wrong), EngineUnavailable, or
+        psycopg.OperationalError (the database cannot be asked)."""
+        if not self.started.is_set():
+            raise EngineUnavailable("pysync is starting", retry_after=5)
+        existing = await self.registry.find(definition)
         if existing is not None:
-            self._by_definition[definition] = existing
             existing.last_used = time.monotonic()
             return existing
-        return self._create(shape)
+        if self.storage_error is not None:
+            raise EngineUnavailable(f"shape storage is failing: {self.storage_error}", retry_after=5)
+        if not self._slot_ready.is_set():
+            try:
+                await asyncio.wait_for(self._slot_ready.wait(), SLOT_WAIT)
+            except TimeoutError:
+                raise EngineUnavailable("pysync is replacing its replication slot", retry_after=5) from None
+        try:
+            return await self.registry.shape(definition)
+        except StorageError as exc:
+            self._storage_failed(exc)
+            raise EngineUnavailable(f"shape storage is failing: {exc}", retry_after=5) from exc
 
-    def existing(self, definition: ShapeDefinition) -> LiveShape | None:
-        """The live shape last served for this exact definition, if any (no validation)."""
-        live = self._by_definition.get(definition)
-        return live if live is not None and not live.gone else None
+    async def find(self, definition: ShapeDefinition) -> ShapeConsumer | None:
+        """The shape equal to ``definition``, without creating one."""
+        return await self.registry.find(definition)
 
-    async def find(self, definition: ShapeDefinition) -> LiveShape | None:
-        """The live shape equal to ``definition``, without creating one."""
-        live = self.existing(definition)
-        if live is None:
-            live = self._by_key.get((await self._validate(definition)).key)
-        return live
-
-    def get(self, handle: str) -> LiveShape | None:
-        live = self.shapes.get(handle)
-        if live is not None:
-            live.last_used = time.monotonic()
-        return live
-
-    async def wait_ready(
-        self, live: LiveShape, after: LogOffset | None = BEFORE_ALL, timeout: float = 60.0
-    ) -> None:
-        """Wait until the log has entries after ``after`` (by default: the first snapshot
-        chunk) or, with ``after=None``, until the snapshot is complete. Raises the
-        snapshot's error, ShapeGone, or TimeoutError."""
-        deadline = time.monotonic() + timeout
-        log_ = live.log
-        while not log_.snapshot_done and not (after is not None and log_.has_after(after)):
-            if live.error is not None:
-                raise live.error
-            if live.gone:
-                raise ShapeGone(live.handle)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("snapshot produced no data in time")
-            grown = log_.waiter()
-            await asyncio.wait([grown], timeout=remaining)
-            grown.cancel()
-        if live.error is not None:
-            raise live.error
-        if live.gone:
-            raise ShapeGone(live.handle)
+    def get(self, handle: str) -> ShapeConsumer | None:
+        return self.registry.get(handle)
 
     def delete(self, handle: str) -> bool:
-        live = self.shapes.get(handle)
-        if live is None:
-            return False
-        self._invalidate(live, "deleted")
-        return True
+        return self.registry.delete(handle)
 
-    async def _validate(self, definition: ShapeDefinition) -> Shape:
-        async with self._catalog_lock:
-            return await asyncio.to_thread(self._validate_sync, definition)
+    def storage_failure(self) -> asyncio.Future[None]:
+        """Done when storage fails (already done while it is failing)."""
+        future = self._storage_failure
+        if future is None or (future.done() and self.storage_error is None):
+            future = self._storage_failure = asyncio.get_running_loop().create_future()
+        if self.storage_error is not None and not future.done():
+            future.set_result(None)
+        return future
 
-    def _validate_sync(self, definition: ShapeDefinition) -> Shape:
-        if self._catalog is None or self._catalog.closed:
-            self._catalog = psycopg.connect(self.database_url, autocommit=True)
-        try:
-            return validate(self._catalog, definition)
-        except psycopg.OperationalError:
-            self._catalog = None
-            raise
+    @property
+    def last_seen_lsn(self) -> int:
+        """Commit LSN of the last transaction the pipeline processed."""
+        return self.collector.last_seen_lsn
 
-    def _create(self, shape: Shape) -> LiveShape:
-        handle = new_handle(shape)
-        live = LiveShape(handle, shape, self.store.new_log(handle))
-        self._register(live)
-        if self.max_shapes is not None and len(self.shapes) > self.max_shapes:
-            self._evict()
-        task = asyncio.create_task(self._snapshot(live), name=f"pysync-snapshot-{handle}")
-        self._tasks.append(task)
-        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
-        return live
+    # -- ingest ---------------------------------------------------------------------
 
-    def _register(self, live: LiveShape) -> None:
-        self.shapes[live.handle] = live
-        self._by_definition[live.definition] = live
-        self._by_key[live.shape.key] = live
-        where = live.shape.where
-        index = where.equality_index() if where is not None else None  # type: ignore[attr-defined]
-        self.router.add(live.definition.relation, live, index)
-
-    async def _snapshot(self, live: LiveShape) -> None:
-        table = live.shape.table
-        try:
-            async with self.snapshots.connection() as conn:
-                await conn.execute("SELECT 1")  # reconnect early if the pooled one died
-                await self._publish(table.schema, table.name)
-                if live.gone:
-                    return
-                info = await take_snapshot(conn, live.shape, live.log, rows=live.definition.log_mode == "full")
-        except Exception as exc:  # noqa: BLE001 - reported to the waiting request
-            log.warning("snapshot of %s failed: %s", live.handle, exc)
-            live.error = exc
-            self._invalidate(live, "snapshot failed")
-            return
-        if live.gone:
-            return
-        live.snapshot = info
-        pending, live.pending = live.pending or [], None
-        for xid, commit_lsn, entries in pending:
-            if not live.skip(xid, commit_lsn):
-                live.log.append_changes(entries)
-        live.log.notify()
-        await asyncio.to_thread(self._remember, live)
-        # Ready only once durable in the registry: a stop right after must not lose it.
-        live.ready = True
-
-    def _remember(self, live: LiveShape) -> None:
-        live.log.sync()
-        if not live.gone:
-            self.store.remember(live)
-
-    async def _publish(self, schema: str, name: str) -> None:
-        # Checked for every new shape, not cached: a table dropped and created again
-        # under the same name is not in the publication any more.
-        async with self._publish_lock:  # one reused connection, not one per snapshot
-            await asyncio.to_thread(self._publish_sync, schema, name)
-
-    def _publish_sync(self, schema: str, name: str) -> None:
-        if self._publisher is None or self._publisher.closed:
-            self._publisher = psycopg.connect(self.database_url, autocommit=True)
-        try:
-            publish_table(self._publisher, self.publication, schema, name)
-        except psycopg.OperationalError:
-            self._publisher = None
-            raise
-
-    def _evict(self) -> None:
-        assert self.max_shapes is not None
-        by_age = sorted(self.shapes.values(), key=lambda s: s.last_used)
-        for live in by_age[: len(self.shapes) - self.max_shapes]:
-            self._invalidate(live, "evicted")
-
-    def _invalidate(self, live: LiveShape, reason: str) -> None:
-        if live.gone:
-            return
-        log.info("shape %s (%s) invalidated: %s", live.handle, live.definition.table, reason)
-        live.gone = True
-        self.shapes.pop(live.handle, None)
-        if self._by_definition.get(live.definition) is live:
-            del self._by_definition[live.definition]
-        if self._by_key.get(live.shape.key) is live:
-            del self._by_key[live.shape.key]
-        self.router.remove(live.definition.relation, live)
-        live.log.notify()
-        for callback in self.on_invalidate:
-            callback(live)
-        self.store.forget(live.handle)
-        live.log.storage.destroy()
-
-    # -- replication ----------------------------------------------------------------
-
-    async def _replicate(self) -> None:
-        yielded = time.monotonic()
+    async def _ingest(self) -> None:
+        failures = 0
         while True:
             try:
-                async for item in self.stream.transactions():
-                    if type(item) is Transaction:
-                        self.apply(item)
-                    # The stream only awaits when the socket is drained: under a steady
-                    # write load it never is, and snapshots, the flush loop (hence
-                    # acknowledgements) and requests starved. Let them run every few ms.
-                    now = time.monotonic()
-                    if now - yielded > 0.005:
-                        await asyncio.sleep(0)
-                        yielded = time.monotonic()
+                await self._storage_ok.wait()
+                self._halt = None
+                self.stream.rewind()
+                self.collector.rewind(self.flush.acknowledged)
+                await self._replicate()
+            except StorageError as exc:
+                self._storage_failed(exc)
+            except _Resync:
+                pass
             except SlotInvalidatedError as exc:
                 log.error("%s; resyncing every shape", exc)
-                for live in list(self.shapes.values()):
-                    self._invalidate(live, "replication slot lost")
+                self._slot_ready.clear()
+                self.registry.invalidate_all("replication slot lost")
                 await asyncio.to_thread(self._drop_slot)
-                self._applied_end_lsn = 0
-                self.stream.acknowledged_lsn = self.stream.delivered_lsn = 0
-            except Exception:  # noqa: BLE001 - replication must outlive any one failure
+                self.stream.reset()
+            except (asyncio.CancelledError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # noqa: BLE001 - replication must outlive any one failure
                 # E.g. the slot held by another process: say so, then try again; shapes
                 # keep serving what they have meanwhile.
-                log.exception("replication stopped; retrying in %.0f s", RETRY_SECONDS)
+                failures += 1
+                delay = min(RETRY_SECONDS, 0.5 * 2 ** min(failures, 4))
+                self._degrade(f"replication: {exc}")
+                if failures == 1:
+                    log.exception("replication stopped; retrying every %.0f s", delay)
+                else:
+                    log.warning("replication still failing (%s); retrying in %.1f s", exc, delay)
                 self.stream.disconnect()
-                await asyncio.sleep(RETRY_SECONDS)
+                await asyncio.sleep(delay)
+            else:
+                failures = 0
+            finally:
+                self.stream.disconnect()
+
+    async def _replicate(self) -> None:
+        collector = self.collector
+        yielded = time.monotonic()
+        async for item in self.stream.transactions():
+            if self._halt is not None:
+                raise self._halt
+            kind = type(item)
+            if kind is Transaction:
+                collector.apply(item)  # type: ignore[arg-type]
+            elif kind is RelationChange:
+                collector.relation_changed(item)  # type: ignore[arg-type]
+            elif kind is Idle:
+                collector.idle(item.lsn)  # type: ignore[union-attr]
+            elif kind is Connected:
+                self._connected(item)  # type: ignore[arg-type]
+            # The stream only awaits when the socket is drained: under a steady write
+            # load it never is, and snapshots, the flush loop (hence acknowledgements)
+            # and requests starved. Let them run every few ms.
+            now = time.monotonic()
+            if now - yielded > 0.005:
+                await asyncio.sleep(0)
+                yielded = time.monotonic()
+
+    # -- the slot -------------------------------------------------------------------
+
+    def _connected(self, connected: Connected) -> None:
+        gap = self._slot_gap(connected)
+        if gap:
+            self.registry.invalidate_all("replication slot changed")
+        self._adopt(connected, gap)
+        self._slot_ready.set()
+        if self.status is Status.DEGRADED and self.storage_error is None:
+            self.status, self.problem = Status.ACTIVE, None
+        if gap and connected.start_lsn > self.flush.acknowledged:
+            raise _Resync  # this connection asked for a position of the old slot
+
+    def _slot_gap(self, connected: Connected) -> bool:
+        """Is ``connected`` a slot the stored shapes cannot continue from? Logs why."""
+        known = self.store.slot_identity
+        found = SlotIdentity(connected.system_id, connected.timeline, connected.database, connected.slot)
+        acknowledged = self.flush.acknowledged
+        reason = None
+        if known is None:
+            if len(self.registry) or self.store.has_records():
+                reason = "there is no record of the slot the stored shapes came from"
+        elif (known.system_id, known.database, known.slot) != (found.system_id, found.database, found.slot):
+            reason = f"this is another server or slot ({found}) than the shapes came from ({known})"
+        elif known.timeline != found.timeline:
+            reason = f"the server's timeline changed ({known.timeline} -> {found.timeline}: failover or restore)"
+        elif connected.created:
+            reason = f"replication slot '{connected.slot}' was missing and had to be created"
+        elif connected.confirmed_lsn > acknowledged:
+            reason = (
+                f"replication slot '{connected.slot}' is at {format_lsn(connected.confirmed_lsn)}, "
+                f"past what pysync acknowledged ({format_lsn(acknowledged)}): it was moved or recreated"
+            )
+        if reason is not None:
+            log.warning("%s; every shape is resynced (clients refetch)", reason)
+        return reason is not None
+
+    def _adopt(self, connected: Connected, gap: bool) -> None:
+        """Go on from this slot: it is what the shapes (now) come from."""
+        identity = SlotIdentity(connected.system_id, connected.timeline, connected.database, connected.slot)
+        if not gap and identity == self.store.slot_identity:
+            return  # the slot may lag what was acknowledged (Postgres restarted): fine
+        position = connected.confirmed_lsn
+        self.store.save_acknowledged(position)
+        self.store.save_slot_identity(identity)
+        self.flush.rewind(position)
+        self.collector.rewind(position)
+        self.stream.reset()
+        self.stream.acknowledge(position)
 
     def _drop_slot(self) -> None:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             drop_slot(conn, self.slot)
 
-    def apply(self, txn: Transaction) -> None:
-        """Route one committed transaction into the logs of the shapes it touches."""
-        tables = self.router.tables
-        xid = txn.xid
-        commit_lsn = txn.commit_lsn
-        headers_base = {"lsn": str(commit_lsn), "txids": [xid]}
-        touched: dict[LiveShape, list[dict[str, Any]]] = {}
-        op = 0
-        for change in txn.changes:
-            if type(change) is Truncation:
-                for relation in change.relations:
-                    routes = tables.get((relation.namespace, relation.name))
-                    if routes is not None:
-                        for live in list(routes.shapes):
-                            self._invalidate(live, "table truncated")
-                op += 2
-                continue
-            assert type(change) is Change
-            relation = change.relation
-            routes = tables.get((relation.namespace, relation.name))
-            if routes is not None:
-                layout = relation.column_names
-                headers = {**headers_base, "op_position": op}
-                for live in routes.candidates(layout, change.new, change.old):
-                    if live.gone or live.skip(xid, commit_lsn):
-                        continue
-                    converter = live.converter
-                    if converter is None:
-                        converter = self._converter(live, layout)
-                        if converter is None:
-                            continue
-                    entries = converter.convert(change.op, change.new, change.old, headers)
-                    if entries:
-                        existing = touched.get(live)
-                        if existing is None:
-                            touched[live] = entries
-                        else:
-                            existing.extend(entries)
-            op += 2
-        for live, entries in touched.items():
-            entries[-1]["headers"]["last"] = True
-            encoded = [
-                (LogOffset(commit_lsn, entry["headers"]["op_position"]), _encode(entry))
-                for entry in entries
-            ]
-            if live.pending is not None:
-                live.pending.append((xid, commit_lsn, encoded))
-            else:
-                live.log.append_changes(encoded)
-                live.log.notify()
-        self.last_seen_lsn = commit_lsn
-        self._applied_end_lsn = txn.end_lsn
+    # -- storage failures -------------------------------------------------------------
 
-    def _converter(self, live: LiveShape, layout: tuple[str, ...]) -> ShapeConverter | None:
-        try:
-            live.converter = ShapeConverter(live.shape, layout)
-        except (KeyError, ValueError):
-            # Not invalidated here: apply() is iterating the router's set of shapes, and
-            # removing from it mid-iteration raised and killed the replication task.
-            asyncio.get_running_loop().call_soon(
-                self._invalidate, live, "columns no longer replicated"
-            )
-            return None
-        return live.converter
+    def _storage_failed(self, exc: StorageError) -> None:
+        """Stop ingest (nothing more is acknowledged) until storage can be written."""
+        self.metrics.storage_errors.inc()
+        if self.storage_error is None:
+            log.error("%s: ingest stopped, new shapes refused until it can be written again", exc)
+            self.storage_error = exc
+            self._halt = exc
+            self._degrade(f"storage: {exc}")
+            self._storage_ok.clear()
+            # Live requests answer now (503) instead of waiting for changes that won't come.
+            self.storage_failure()
+            self._tasks.append(asyncio.create_task(self._probe_storage(), name="pysync-storage-probe"))
 
-    def _on_relation(self, relation: Relation, previous: Relation | None) -> None:
-        """A Relation message: shapes whose table it changed in a way they depend on
-        are invalidated (clients refetch); the others rebuild their column positions."""
-        key = (relation.namespace, relation.name)
-        for other_key, routes in list(self.router.tables.items()):
-            for live in list(routes.shapes):
-                if other_key != key:
-                    if live.shape.table.oid == relation.oid:
-                        self._invalidate(live, "table renamed")
-                    continue
-                live.converter = None
-                if _schema_changed(live.shape, relation):
-                    self._invalidate(live, "schema changed")
+    def _flush_failed(self, exc: StorageError, failed: Failed) -> None:
+        # On the event loop, with ingest suspended between transactions: the logs lose
+        # what was not durable before anything more is appended, and replication
+        # resumes from the acknowledged position, which precedes all of it.
+        self._storage_failed(exc)
+        for consumer, _ in failed:
+            try:
+                consumer.log.discard_unsynced()
+                consumer.storage_rolled_back()
+            except StorageError:
+                self.registry.invalidate(consumer, "its log could not be repaired")
 
-    # -- durability -----------------------------------------------------------------
-
-    async def _flush_loop(self) -> None:
+    async def _probe_storage(self) -> None:
+        delay = 0.5
         while True:
-            await asyncio.sleep(self.flush_interval)
-            end_lsn = self._applied_end_lsn
-            dirty = [live.log for live in self.shapes.values() if live.log.dirty]
-            if dirty:
-                await asyncio.to_thread(_sync_logs, dirty)
-            if end_lsn:
-                self.stream.acknowledge(end_lsn)
+            await asyncio.sleep(delay)
+            try:
+                await asyncio.to_thread(self.store.probe)
+            except StorageError as exc:
+                log.debug("storage still failing: %s", exc)
+                delay = min(delay * 2, RETRY_SECONDS)
+                continue
+            break
+        log.warning("shape storage can be written again: resuming ingest")
+        self.storage_error = None
+        if self.status is Status.DEGRADED:
+            self.status, self.problem = Status.ACTIVE, None
+        self._storage_ok.set()
 
-    def _sync_all(self) -> None:
-        _sync_logs([live.log for live in self.shapes.values()])
+    def _degrade(self, problem: str) -> None:
+        if self.status in (Status.ACTIVE, Status.DEGRADED):
+            self.status, self.problem = Status.DEGRADED, problem
 
-    # -- recovery -------------------------------------------------------------------
-
-    def _discard_recorded(self) -> None:
-        for record in self.store.recorded():
-            self.store.discard(record.handle)
-            self.store.forget(record.handle)
-        for orphan in list(self.store.orphans(set())):
-            self.store.discard(orphan)
-
-    def _recover(self) -> None:
-        keep: set[str] = set()
-        with psycopg.connect(self.database_url, autocommit=True) as conn:
-            for record in list(self.store.recorded()):
-                handle, snapshot = record.handle, record.snapshot
-                assert record.definition is not None
-                try:
-                    shape = validate(conn, record.definition)
-                except ShapeError:
-                    self.store.forget(handle)
-                    continue
-                if _changed_while_down(shape, record.key, record.types):
-                    log.info("shape %s dropped: its table changed while pysync was down", handle)
-                    self.store.forget(handle)
-                    continue
-                shape_log = self.store.new_log(handle)
-                if not shape_log.snapshot_done or snapshot is None:
-                    self.store.forget(handle)
-                    continue
-                live = LiveShape(handle, shape, shape_log)
-                live.snapshot = snapshot
-                live.pending = None
-                live.ready = True
-                self._register(live)
-                keep.add(handle)
-        for orphan in list(self.store.orphans(keep)):
-            self.store.discard(orphan)
-
-
-def _sync_logs(logs: list[Any]) -> None:
-    for shape_log in logs:
-        shape_log.sync()
-
-
-def _changed_while_down(shape: Shape, key: str | None, types: dict[str, int] | None) -> bool:
-    if key is not None and key != shape.key:
-        return True  # another table under the name, other key or column set
-    return types is not None and _retyped(shape, types)
-
-
-def _schema_changed(shape: Shape, relation: Relation) -> bool:
-    """Electric's rule: another table under the name, a select-all shape whose column
-    count changed, or a column the shape reads dropped or retyped."""
-    if relation.oid != shape.table.oid:
-        return True
-    layout = {c.name: c.type_oid for c in relation.columns}
-    replicated = [c for c in shape.table.columns if not c.generated]
-    if shape.definition.columns is None and len(layout) != len(replicated):
-        return True
-    return _retyped(shape, layout)
-
-
-def _retyped(shape: Shape, types: dict[str, int]) -> bool:
-    """Is a column the shape reads (selected, key, or in its WHERE) gone or of another type?"""
-    where = shape.where
-    reads = set(shape.columns) | set(shape.pk) | (where.columns if where is not None else set())  # type: ignore[attr-defined]
-    return any(types.get(c.name) != c.type_oid for c in shape.table.columns if c.name in reads)

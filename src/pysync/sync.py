@@ -24,8 +24,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pysync.engine import Engine
-from pysync.http.api import ShapeAPI, _options
-from pysync.http.params import RequestError, parse_request
+from pysync.http import responses
+from pysync.http.api import ShapeAPI
 from pysync.http.waiters import ShapeMatcher
 from pysync.shapes.definition import ShapeDefinition
 
@@ -92,16 +92,16 @@ class Sync:
                 result = await result
             return result
 
-        async def endpoint(request: Request) -> Response:
+        async def step(request: Request) -> Response:
             if request.method == "OPTIONS":
-                return _options(request)
-            try:
-                parsed = parse_request(request.query_params, shape_from_params=False)
-            except RequestError as exc:
-                return self.api._error(request, 400, {"message": "Invalid request", "errors": exc.errors})
+                return responses.options(request)
+            parsed = self.api.parse_query(request.query_params, shape_from_params=False)
             definition = await resolve(request)
             recheck = None if isinstance(shape, ShapeDefinition) else (lambda: resolve(request))
             return await self.api.serve(request, parsed, definition, recheck=recheck)
+
+        async def endpoint(request: Request) -> Response:
+            return await self.api.handle(request, step)
 
         return Route(path, endpoint, methods=["GET", "HEAD", "OPTIONS"])
 

@@ -88,7 +88,7 @@ test(`${STREAMS} concurrent live streams on one shape and on three where-shapes 
     throw new Error(`${e.message}: ${describe(want)}`)
   })
   for (const { f } of followers) {
-    assert.equal(f.state.errors.length, 0)
+    assert.equal(f.state.errors.length, 0, String(f.state.errors))
     assert.equal(f.state.refetches, 0)
   }
   for (const { f } of followers) f.close()

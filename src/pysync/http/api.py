@@ -1,16 +1,22 @@
-"""The HTTP Shape API (``/v1/shape``, ``/v1/health``), wire-compatible with Electric."""
+"""The HTTP Shape API (``/v1/shape``, ``/v1/health``, ``/metrics``), wire-compatible
+with Electric.
+
+A shape request goes through named steps: parse -> authorise -> admit -> load the shape
+-> wait for its snapshot -> serve (long-poll, SSE or subset). Any step raises
+``ShapeAPIError``; ``handle`` renders it, once, the same way for the standalone app and
+for routes mounted in an embedding app. An unexpected exception is logged with its
+traceback and answered with Electric's redacted 500; the engine keeps running.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
-import itertools
 import logging
-import os
-import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -19,38 +25,45 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pysync import __version__
-from pysync.engine import Engine, ShapeGone
-from pysync.http.cache import cache_headers, etag, etag_matches
+from pysync.engine import Engine, EngineUnavailable
+from pysync.http import responses, sse
 from pysync.http.cursor import next_cursor
+from pysync.http.errors import (
+    UNAUTHORIZED,
+    MustRefetch,
+    ShapeAPIError,
+    invalid,
+    too_many,
+    unavailable,
+)
 from pysync.http.params import RequestError, ShapeRequest, parse_request
+from pysync.http.responses import JSON, cache_headers, common, etag, etag_matches
 from pysync.http.subset import SUBSET_FIELDS, SubsetError, parse_subset, subset_fields_from_query
 from pysync.http.waiters import InterruptRegistry, Recheck
-from pysync.postgres.snapshot import take_subset
-from pysync.shapes.cache import LiveShape
+from pysync.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from pysync.postgres.publication import LockTimeout, PublicationError
+from pysync.shapes.consumer import ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition, ShapeError
-from pysync.shapes.offset import LogOffset
+from pysync.shapes.offset import BEFORE_ALL, LogOffset
 from pysync.shapes.schema import schema_header
+from pysync.shapes.snapshotter import query_subset
+from pysync.shapes.storage import StorageError
 
 log = logging.getLogger(__name__)
 
-EXPOSED_HEADERS = (
-    "electric-cursor,electric-handle,electric-has-data,electric-offset,electric-schema,"
-    "electric-up-to-date,electric-internal-known-error,retry-after"
-)
-JSON = "application/json; charset=utf-8"
-MUST_REFETCH = b'[{"headers":{"control":"must-refetch"}}]'
-SSE_KEEPALIVE_SECONDS = 21.0
 SHAPE_METHODS = ["GET", "HEAD", "POST", "DELETE", "OPTIONS"]
+SHAPE_PATHS = ("/v1/shape", "/v1/shape/")
 MAX_BODY = 8 * 1024 * 1024
+SNAPSHOT_WAIT = 60.0
+"""How long a request waits for the first snapshot data (Electric: 60 s for a chunk)."""
 
 _encode = msgspec.json.encode
 
 
 class ShapeAPI:
-    """Serves shape logs of an ``Engine``; ``interrupts`` releases waiting live requests."""
+    """Serves the shapes of an ``Engine``; ``interrupts`` releases waiting live requests."""
 
     def __init__(
         self,
@@ -74,101 +87,148 @@ class ShapeAPI:
         self.stale_age = stale_age
         self.interrupts = InterruptRegistry()
         self._schemas: dict[str, str] = {}
+        self._closing: asyncio.Future[None] | None = None
         self.closing = False
         # Admission control, as Electric: requests for a shape's start (offset=-1, which
         # may create a shape and snapshot) and all others have separate budgets.
         self.limits = {"initial": max_initial_requests, "existing": max_existing_requests}
         self.in_flight = {"initial": 0, "existing": 0}
+        engine.metrics.gauge("pysync_waiting_requests", "Live requests waiting for changes.",
+                             lambda: len(self.interrupts))
 
     def close(self) -> None:
         """Server shutdown: waiting live requests answer now instead of holding it up."""
         self.closing = True
+        if self._closing is not None and not self._closing.done():
+            self._closing.set_result(None)
         self.interrupts.release_all()
+
+    def _closing_future(self) -> asyncio.Future[None]:
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_future()
+            if self.closing:
+                self._closing.set_result(None)
+        return self._closing
 
     # -- routes ---------------------------------------------------------------------
 
     def routes(self) -> list[Route]:
+        """Electric's routes: ``/v1/shape``, ``/v1/health``, and ``/metrics``."""
         return [
-            Route("/v1/shape", self.shape_endpoint, methods=SHAPE_METHODS),
-            Route("/v1/shape/", self.shape_endpoint, methods=SHAPE_METHODS),
+            Route("/v1/shape", self.endpoint, methods=SHAPE_METHODS),
+            Route("/v1/shape/", self.endpoint, methods=SHAPE_METHODS),
             Route("/v1/health", self.health, methods=["GET", "HEAD"]),
-            Route("/", self.root, methods=["GET", "HEAD"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
         ]
 
     def app(self, lifespan: Any = None) -> ASGIApp:
-        """An ASGI app: ``/v1/shape`` goes straight to the handler, everything else
-        through Starlette. Skipping Starlette's middleware and routing on the hot path
-        saves a good share of the CPU of each live response."""
-        starlette = Starlette(routes=self.routes(), lifespan=lifespan)
-        shape_paths = ("/v1/shape", "/v1/shape/")
+        """The standalone ASGI app: ``/v1/shape`` goes straight to the handler, everything
+        else through Starlette (which also answers ``/`` as Electric does). Skipping
+        Starlette's middleware and routing on the hot path saves a good share of the CPU
+        of each live response."""
+        starlette = Starlette(
+            routes=[*self.routes(), Route("/", self.root, methods=["GET", "HEAD"])], lifespan=lifespan
+        )
+        responses_by_status = self.engine.metrics.responses
 
         async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
-            if (scope["type"] != "http" or scope["path"] not in shape_paths
-                    or scope["method"] not in SHAPE_METHODS):
+            if scope["type"] != "http":
                 await starlette(scope, receive, send)
                 return
-            request = Request(scope, receive)
-            try:
-                response = await self.shape_endpoint(request)
-            except Exception:  # noqa: BLE001 - as Electric: a redacted 500, never a crash
-                log.exception("error serving %s", request.url)
-                response = Response(b'{"error":"Internal server error"}', status_code=500,
-                                    media_type=JSON, headers=_common({}, request=request))
-            await response(scope, receive, send)
+
+            async def counting(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    responses_by_status.labels(str(message["status"])).inc()
+                await send(message)
+
+            if scope["path"] not in SHAPE_PATHS or scope["method"] not in SHAPE_METHODS:
+                await starlette(scope, receive, counting)
+                return
+            response = await self.endpoint(Request(scope, receive))
+            await response(scope, receive, counting)
 
         return asgi
 
     async def root(self, request: Request) -> Response:
-        return Response(b"", headers=_common({}, shape_route=False, request=request))
+        return Response(b"", headers=common({}, request, shape_route=False))
 
     async def health(self, request: Request) -> Response:
-        started = self.engine.started.is_set()
-        body = b'{"status":"active"}' if started else b'{"status":"starting"}'
-        headers = _common(
-            {"cache-control": "no-cache, no-store, must-revalidate"}, shape_route=False, request=request
-        )
-        return Response(body, status_code=200 if started else 202, media_type=JSON, headers=headers)
+        engine = self.engine
+        status = engine.status.value
+        body: dict[str, str] = {"status": status}
+        if engine.problem and status == "degraded":
+            body["reason"] = engine.problem
+        code = {"active": 200, "starting": 202, "degraded": 503}.get(status, 503)
+        headers = common({"cache-control": "no-cache, no-store, must-revalidate"}, request, shape_route=False)
+        return Response(_encode(body), status_code=code, media_type=JSON, headers=headers)
 
-    async def shape_endpoint(self, request: Request) -> Response:
+    async def metrics(self, request: Request) -> Response:
+        return Response(self.engine.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+
+    async def endpoint(self, request: Request) -> Response:
+        """``/v1/shape``: every method."""
+        return await self.handle(request, self._shape_request)
+
+    async def handle(self, request: Request, step: Callable[[Request], Awaitable[Response]]) -> Response:
+        """Run ``step``; render what it raises. Every shape route goes through here."""
+        try:
+            return await step(request)
+        except ShapeAPIError as exc:
+            return responses.error_response(request, exc)
+        except Exception:  # noqa: BLE001 - as Electric: a redacted 500, never a crash
+            log.exception("error serving %s %s", request.method, request.url.path)
+            return responses.error_response(request, responses.INTERNAL_ERROR)
+
+    # -- the steps ------------------------------------------------------------------
+
+    async def _shape_request(self, request: Request) -> Response:
         if request.method == "OPTIONS":
-            return _options(request)
-        if not self._authorized(request):
-            # As Electric: sent before CORS and content-type are added.
-            return Response(b'{"message":"Unauthorized - Invalid API secret"}', status_code=401)
+            return responses.options(request)
+        self.authorise(request)
         if request.method == "DELETE":
             return await self._delete(request)
-        query: dict[str, str] = dict(request.query_params)
-        subset: dict[str, object] | None
-        try:
-            if request.method == "POST":
-                body = await self._post_body(request, query)
-                if isinstance(body, Response):
-                    return body
-                subset = body
-            else:
-                subset = subset_fields_from_query(query)
-        except SubsetError as exc:
-            return self._error(request, 400, {"message": "Invalid request", "errors": {"subset": exc.errors}})
-        try:
-            parsed = parse_request(query)
-        except RequestError as exc:
-            return self._error(request, 400, {"message": "Invalid request", "errors": exc.errors})
+        parsed, subset = await self._parse(request)
         assert parsed.definition is not None
-        return await self.serve(request, parsed, parsed.definition, subset=subset)
+        return await self._serve(request, parsed, parsed.definition, None, subset)
 
-    async def _post_body(self, request: Request, query: dict[str, str]) -> dict[str, object] | Response:
+    def authorise(self, request: Request) -> None:
+        """The configured secret, as ``?secret=`` (or the deprecated ``api_secret``)."""
+        if not self.secret:
+            return
+        given = request.query_params.get("secret") or request.query_params.get("api_secret") or ""
+        if not hmac.compare_digest(given.encode(), self.secret.encode()):
+            # As Electric: sent before CORS and content-type are added.
+            raise UNAUTHORIZED
+
+    async def _parse(self, request: Request) -> tuple[ShapeRequest, dict[str, object] | None]:
+        query: dict[str, str] = dict(request.query_params)
+        try:
+            subset = await self._post_body(request, query) if request.method == "POST" else (
+                subset_fields_from_query(query))
+        except SubsetError as exc:
+            raise invalid({"subset": exc.errors}) from None
+        return self.parse_query(query), subset
+
+    @staticmethod
+    def parse_query(query: Any, *, shape_from_params: bool = True) -> ShapeRequest:
+        try:
+            return parse_request(query, shape_from_params=shape_from_params)
+        except RequestError as exc:
+            raise invalid(exc.errors) from None
+
+    async def _post_body(self, request: Request, query: dict[str, str]) -> dict[str, object]:
         """Subset fields from a POST body; other body keys join the shape params."""
         body = await request.body()
         if len(body) > MAX_BODY:
-            return self._error(request, 413, {"error": "Request body too large"})
+            raise ShapeAPIError(413, {"error": "Request body too large"})
         if not body.strip():
             return {}
         try:
             data = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:
-            return self._error(request, 400, {"error": "Invalid JSON in request body", "details": str(exc)})
+            raise ShapeAPIError(400, {"error": "Invalid JSON in request body", "details": str(exc)}) from None
         if not isinstance(data, dict):
-            return self._error(request, 400, {"error": "Request body must be a JSON object"})
+            raise ShapeAPIError(400, {"error": "Request body must be a JSON object"})
         nested = data.pop("subset", None)
         fields = dict(nested) if isinstance(nested, dict) else {}
         for key, value in data.items():
@@ -178,8 +238,6 @@ class ShapeAPI:
                 query.setdefault(key, str(value).lower() if isinstance(value, bool) else str(value))
         return fields
 
-    # -- serving --------------------------------------------------------------------
-
     async def serve(
         self,
         request: Request,
@@ -188,20 +246,13 @@ class ShapeAPI:
         recheck: Recheck | None = None,
         subset: dict[str, object] | None = None,
     ) -> Response:
-        """Answer a validated request for ``definition`` (also used by app-defined shapes)."""
-        kind = "initial" if parsed.offset == LogOffset(-1, 0) else "existing"
-        if self.in_flight[kind] >= self.limits[kind]:
-            return self._error(
-                request, 503,
-                {"code": "concurrent_request_limit_exceeded",
-                 "message": f"Concurrent {kind} request limit exceeded (limit: {self.limits[kind]}), please retry"},
-                {"retry-after": str(random.randint(5, 10)), "electric-internal-known-error": "true"},
-            )
-        self.in_flight[kind] += 1
-        try:
+        """The response to a validated request for ``definition``: how app-defined
+        shapes are served (``recheck`` re-evaluates the shape after an interrupt)."""
+
+        async def step(request: Request) -> Response:
             return await self._serve(request, parsed, definition, recheck, subset)
-        finally:
-            self.in_flight[kind] -= 1
+
+        return await self.handle(request, step)
 
     async def _serve(
         self,
@@ -211,140 +262,141 @@ class ShapeAPI:
         recheck: Recheck | None,
         subset: dict[str, object] | None,
     ) -> Response:
+        with self._admitted(parsed):
+            consumer = await self._load(definition)
+            offset = parsed.offset
+            if offset != "now" and offset != BEFORE_ALL and parsed.handle != consumer.handle:
+                raise self._refetch(parsed, consumer.handle)
+            await self._wait_for_snapshot(parsed, consumer)
+            if subset is not None:
+                return await self._subset(request, consumer, subset)
+            if offset == "now":
+                return self._log_response(request, parsed, consumer, [], consumer.last_offset,
+                                          up_to_date=True, has_data=False)
+            if parsed.sse:
+                return self._sse(request, parsed, consumer, offset, recheck)
+            return await self._serve_log(request, parsed, consumer, offset, recheck)
+
+    @contextlib.contextmanager
+    def _admitted(self, parsed: ShapeRequest) -> Iterator[None]:
+        kind = "initial" if parsed.offset == BEFORE_ALL else "existing"
+        if self.in_flight[kind] >= self.limits[kind]:
+            raise too_many(kind, self.limits[kind])
+        self.in_flight[kind] += 1
         try:
-            live = await self.engine.shape(definition)
+            yield
+        finally:
+            self.in_flight[kind] -= 1
+
+    async def _load(self, definition: ShapeDefinition) -> ShapeConsumer:
+        try:
+            return await self.engine.shape(definition)
         except ShapeError as exc:
-            return self._error(request, 400, {"message": "Invalid request", "errors": {exc.field: [exc.message]}})
+            raise invalid({exc.field: [exc.message]}) from None
+        except EngineUnavailable as exc:
+            raise unavailable(exc.reason, exc.retry_after) from None
         except psycopg.OperationalError:
-            return self._error(
-                request, 503,
-                {"message": "Cannot connect to the database to verify the shape. Please try again later."},
-                {"retry-after": "1"},
-            )
-        offset = parsed.offset
-        if offset != "now" and offset != LogOffset(-1, 0) and parsed.handle != live.handle:
-            return self._must_refetch(request, parsed, live.handle)
+            raise unavailable(
+                "Cannot connect to the database to verify the shape. Please try again later.", 1
+            ) from None
+
+    async def _wait_for_snapshot(self, parsed: ShapeRequest, consumer: ShapeConsumer) -> None:
+        # Electric points 0_k at chunk k+1 while the snapshot is still being written and
+        # waits for that chunk: answering [] at the same offset without up-to-date would
+        # make the client re-ask at once (a busy loop, read as a proxy loop by the TS client).
+        after = None if parsed.offset == "now" else parsed.offset
         try:
-            # Electric points 0_k at chunk k+1 while the snapshot is still being written and
-            # waits for that chunk: answering [] at the same offset without up-to-date would
-            # make the client re-ask at once (a busy loop, read as a proxy loop by the TS client).
-            await self.engine.wait_ready(live, None if offset == "now" else offset)
+            ready = await consumer.wait(after, SNAPSHOT_WAIT, until_snapshot=True)
         except ShapeGone:
-            return self._must_refetch(request, parsed, None)
-        except TimeoutError:
-            return self._error(request, 503, {"message": "Snapshot timed out, please retry"}, {"retry-after": "10"})
-        except Exception as exc:  # noqa: BLE001 - a failed snapshot is the client's 503
-            return self._error(
-                request, 503, {"message": f"Unable to create the shape's snapshot: {exc}"},
-                {"retry-after": "10", "electric-internal-known-error": "true"},
-            )
-        if subset is not None:
-            return await self._subset(request, live, subset)
-        if offset == "now":
-            return self._response(request, parsed, live, [], live.log.last_offset, up_to_date=True, has_data=False)
-        if parsed.sse:
-            return self._sse(request, parsed, live, offset, recheck)
-        payloads, end, reached = live.log.read(offset)
+            raise self._refetch(parsed, await self._replacement(consumer)) from None
+        except Exception as exc:  # noqa: BLE001 - the snapshot's failure, for the client
+            raise _snapshot_error(exc) from exc
+        if not ready:
+            raise unavailable("Snapshot timed out, please retry", 10)
+
+    async def _serve_log(
+        self, request: Request, parsed: ShapeRequest, consumer: ShapeConsumer, offset: LogOffset,
+        recheck: Recheck | None,
+    ) -> Response:
+        payloads, end, reached = consumer.read(offset)
         if not payloads and parsed.live:
-            outcome = await self._hold(live, offset, recheck)
-            if outcome == "gone":
-                return self._must_refetch(request, parsed, self._replacement(live))
-            if isinstance(outcome, LiveShape):
-                return self._must_refetch(request, parsed, outcome.handle)
-            payloads, end, reached = live.log.read(offset)
-        elif not payloads and live.log.snapshot_done and offset > live.log.last_offset:
+            await self._hold(parsed, consumer, offset, self.long_poll_timeout, recheck)
+            payloads, end, reached = consumer.read(offset)
+        elif not payloads and consumer.snapshot_done and offset > consumer.last_offset:
             # A client slightly ahead (e.g. after a restart) gets half a timeout to be right.
-            await self._hold(live, offset, None, self.long_poll_timeout / 2)
-            payloads, end, reached = live.log.read(offset)
-            if not payloads and offset > live.log.last_offset:
-                return self._error(
-                    request, 400,
-                    {"message": "Invalid request", "errors": {"offset": ["out of bounds for this shape"]}},
-                )
-        if live.gone:
-            return self._must_refetch(request, parsed, self._replacement(live))
-        up_to_date = reached and offset != LogOffset(-1, 0)
+            await self._hold(parsed, consumer, offset, self.long_poll_timeout / 2, None)
+            payloads, end, reached = consumer.read(offset)
+            if not payloads and offset > consumer.last_offset:
+                raise invalid({"offset": ["out of bounds for this shape"]})
+        if consumer.gone:
+            raise self._refetch(parsed, await self._replacement(consumer))
+        up_to_date = reached and offset != BEFORE_ALL
         # Only a live request that waited without data (timeout, interrupt) is a "no change"
         # response (has-data false, unrevalidatable etag); a non-live read that finds nothing
         # new still answers has-data true, as Electric's no_change_response is long-poll only.
         no_change = parsed.live and not payloads
-        return self._response(request, parsed, live, payloads, end, up_to_date=up_to_date, has_data=not no_change)
-
-    async def _subset(self, request: Request, live: LiveShape, fields: dict[str, object]) -> Response:
-        try:
-            subset = parse_subset(fields, live.shape.table)
-        except SubsetError as exc:
-            return self._error(request, 400, {"message": "Invalid request", "errors": {"subset": exc.errors}})
-        # The offset the client continues from is taken before the query runs.
-        offset = live.log.last_offset
-        mark = secrets.randbelow(1 << 31)
-        try:
-            async with self.engine.snapshots.connection() as conn:
-                info, rows = await take_subset(
-                    conn, live.shape, mark=mark, where=subset.where, order_by=subset.order_by,
-                    limit=subset.limit, offset=subset.offset,
-                )
-        except psycopg.Error as exc:
-            return self._error(request, 400, {"message": "Invalid request", "errors": {
-                "subset": {"where": exc.diag.message_primary or str(exc)}}})
-        metadata = _encode({
-            "xmin": str(info.xmin), "xmax": str(info.xmax), "xip_list": [str(x) for x in info.xip],
-            "database_lsn": str(info.lsn), "snapshot_mark": mark,
-        })
-        body = b'{"metadata":' + metadata + b',"data":[' + b",".join(rows) + b"]}"
-        headers = {
-            "cache-control": "no-cache", "electric-snapshot": "true", "electric-handle": live.handle,
-            "electric-offset": str(offset), "electric-schema": self._schema(live),
-        }
-        return Response(body, media_type=JSON, headers=_common(headers, request=request))
+        return self._log_response(request, parsed, consumer, payloads, end,
+                                  up_to_date=up_to_date, has_data=not no_change)
 
     async def _hold(
-        self, live: LiveShape, offset: LogOffset, recheck: Recheck | None, timeout: float | None = None
-    ) -> str | LiveShape | None:
-        """Wait for data after ``offset``; "gone", a replacement shape, or None."""
-        deadline = time.monotonic() + (self.long_poll_timeout if timeout is None else timeout)
-        with self.interrupts.waiting(live.definition, recheck) as waiter:
-            while True:
-                if live.gone:
-                    return "gone"
-                if self.closing:
-                    return None
-                if live.log.has_after(offset) and live.log.snapshot_done:
-                    return None
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return None
-                grown = live.log.waiter()
-                await asyncio.wait(
-                    [grown, waiter.released], timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                )
-                if not grown.done():
-                    grown.cancel()
-                if waiter.released.done():
-                    if waiter.recheck is None:
-                        return None  # a plain request answers up-to-date; the client re-requests
-                    current = await waiter.recheck()
-                    if current != live.definition:
-                        try:
-                            return await self.engine.shape(current)
-                        except ShapeError:
-                            return "gone"
-                    waiter.released = asyncio.get_running_loop().create_future()
+        self, parsed: ShapeRequest, consumer: ShapeConsumer, offset: LogOffset, timeout: float,
+        recheck: Recheck | None,
+    ) -> None:
+        """Wait up to ``timeout`` for data after ``offset``.
 
-    def _replacement(self, live: LiveShape) -> str | None:
-        replacement = self.engine.existing(live.definition)
-        return replacement.handle if replacement is not None else None
+        Returns on data, timeout, shutdown or an interrupt (after which a re-checked shape
+        that did not change goes on waiting). Raises MustRefetch when the shape is gone or
+        its definition changed, 503 when storage fails meanwhile."""
+        deadline = time.monotonic() + timeout
+        closing = self._closing_future()
+        with self.interrupts.waiting(consumer.definition, recheck) as waiter:
+            while not self.closing:
+                self._check_storage()
+                wake = (waiter.released, closing, self.engine.storage_failure())
+                try:
+                    got = await consumer.wait(offset, deadline - time.monotonic(), wake=wake)
+                except ShapeGone:
+                    raise self._refetch(parsed, await self._replacement(consumer)) from None
+                self._check_storage()
+                if got or not waiter.released.done() or waiter.recheck is None:
+                    return  # data, timeout, shutdown, or a plain request interrupted
+                current = await waiter.recheck()
+                if current != consumer.definition:
+                    try:
+                        replacement = await self.engine.shape(current)
+                    except (ShapeError, EngineUnavailable, psycopg.OperationalError):
+                        raise self._refetch(parsed, None) from None
+                    raise self._refetch(parsed, replacement.handle)
+                waiter.rearm()
+
+    def _check_storage(self) -> None:
+        error = self.engine.storage_error
+        if error is not None:
+            raise unavailable(f"pysync cannot store changes right now ({error.reason}); retry", 5)
+
+    async def _replacement(self, consumer: ShapeConsumer) -> str | None:
+        """The handle a client of a gone shape should refetch (a new shape for the same
+        definition, as Electric), if one can be had."""
+        try:
+            return (await self.engine.shape(consumer.definition)).handle
+        except (ShapeError, EngineUnavailable, psycopg.OperationalError):
+            return None
+
+    @staticmethod
+    def _refetch(parsed: ShapeRequest, handle: str | None) -> MustRefetch:
+        return MustRefetch(handle, parsed.offset, parsed.live, parsed.sse)
 
     # -- responses ------------------------------------------------------------------
 
-    def _up_to_date(self, lsn: int) -> bytes:
+    @staticmethod
+    def up_to_date(lsn: int) -> bytes:
         return b'{"headers":{"control":"up-to-date","global_last_seen_lsn":"%d"}}' % lsn
 
-    def _response(
+    def _log_response(
         self,
         request: Request,
         parsed: ShapeRequest,
-        live: LiveShape,
+        consumer: ShapeConsumer,
         payloads: list[bytes],
         end: LogOffset,
         *,
@@ -359,13 +411,13 @@ class ShapeAPI:
                 lsn = max(self.engine.last_seen_lsn, end.tx)
             else:
                 lsn = self.engine.last_seen_lsn or max(end.tx, 0)
-            parts.append(self._up_to_date(lsn))
+            parts.append(self.up_to_date(lsn))
         body = b"[" + b",".join(parts) + b"]"
         headers = {
-            "electric-handle": live.handle,
+            "electric-handle": consumer.handle,
             "electric-offset": str(end),
             "electric-has-data": "true" if has_data else "false",
-            "etag": etag(live.handle, parsed.offset, end, not has_data),
+            "etag": etag(consumer.handle, parsed.offset, end, not has_data),
         }
         if up_to_date:
             headers["electric-up-to-date"] = ""
@@ -374,57 +426,37 @@ class ShapeAPI:
         headers.update(
             cache_headers(
                 "POST" if request.method == "POST" else "GET", 200,
-                offset_is_before_all=parsed.offset == LogOffset(-1, 0), live=parsed.live,
+                offset_is_before_all=parsed.offset == BEFORE_ALL, live=parsed.live,
                 sse=False, has_replacement_handle=True, max_age=self.max_age, stale_age=self.stale_age,
             )
         )
         if etag_matches(request.headers.get("if-none-match"), headers["etag"]):
-            return Response(b"", status_code=304, headers=_common(headers, request=request))
+            return Response(b"", status_code=304, headers=common(headers, request))
         if not parsed.live:
-            headers["electric-schema"] = self._schema(live)
-        return Response(body, media_type=JSON, headers=_common(headers, request=request))
+            headers["electric-schema"] = self._schema(consumer)
+        return Response(body, media_type=JSON, headers=common(headers, request))
 
-    def _schema(self, live: LiveShape) -> str:
-        cached = self._schemas.get(live.handle)
+    def _schema(self, consumer: ShapeConsumer) -> str:
+        cached = self._schemas.get(consumer.handle)
         if cached is None:
-            cached = _encode(schema_header(live.shape.table, live.shape.columns)).decode()
+            cached = _encode(schema_header(consumer.shape.table, consumer.shape.columns)).decode()
             if len(self._schemas) > 10_000:
                 self._schemas.clear()
-            self._schemas[live.handle] = cached
+            self._schemas[consumer.handle] = cached
         return cached
-
-    def _must_refetch(self, request: Request, parsed: ShapeRequest, handle: str | None) -> Response:
-        headers = cache_headers(
-            "GET", 409, offset_is_before_all=False, live=parsed.live, sse=parsed.sse,
-            has_replacement_handle=handle is not None,
-        )
-        if handle is not None:
-            headers["electric-handle"] = handle
-            headers["etag"] = etag(handle, parsed.offset, None, False)
-        return Response(MUST_REFETCH, status_code=409, media_type=JSON, headers=_common(headers, request=request))
-
-    def _error(
-        self, request: Request, status: int, body: dict[str, Any], extra: Mapping[str, str] | None = None
-    ) -> Response:
-        headers = cache_headers(
-            request.method, status, offset_is_before_all=False, live=False, sse=False,
-            has_replacement_handle=False,
-        )
-        headers.update(extra or {})
-        return Response(_encode(body), status_code=status, media_type=JSON, headers=_common(headers, request=request))
 
     # -- SSE ------------------------------------------------------------------------
 
     def _sse(
-        self, request: Request, parsed: ShapeRequest, live: LiveShape, offset: LogOffset,
+        self, request: Request, parsed: ShapeRequest, consumer: ShapeConsumer, offset: LogOffset,
         recheck: Recheck | None,
     ) -> Response:
-        payloads, end, reached = live.log.read(offset)
+        payloads, end, reached = consumer.read(offset)
         headers = {
-            "electric-handle": live.handle,
+            "electric-handle": consumer.handle,
             "electric-offset": str(offset if not payloads else end),
             "electric-cursor": next_cursor(int(self.long_poll_timeout * 1000), parsed.cursor),
-            "etag": etag(live.handle, offset, end, not payloads),
+            "etag": etag(consumer.handle, offset, end, not payloads),
             "connection": "keep-alive",
             "x-accel-buffering": "no",
         }
@@ -434,113 +466,101 @@ class ShapeAPI:
             cache_headers("GET", 200, offset_is_before_all=False, live=True, sse=True,
                           has_replacement_handle=True, sse_timeout_s=int(self.sse_timeout))
         )
-        return StreamingResponse(
-            self._sse_events(live, offset, recheck), media_type="text/event-stream",
-            headers=_common(headers, request=request),
-        )
 
-    async def _sse_events(self, live: LiveShape, offset: LogOffset, recheck: Recheck | None) -> AsyncIterator[bytes]:
-        deadline = time.monotonic() + self.sse_timeout
-        waited = False
-        while time.monotonic() < deadline and not self.closing:
-            payloads, end, reached = live.log.read(offset)
-            if payloads:
-                for payload in payloads:
-                    for message in _split_entries(payload):
-                        yield b"data: " + message + b"\n\n"
-                offset = end
-                if reached:
-                    yield b"data: " + self._up_to_date(max(end.tx, 0)) + b"\n\n"
-                if not waited:
-                    # As Electric: data there at once is answered like a long-poll that
-                    # found data, and the response ends; only a waiting stream stays open.
-                    return
-                continue
-            waited = True
-            outcome = await self._hold(live, offset, recheck, min(SSE_KEEPALIVE_SECONDS, deadline - time.monotonic()))
-            if outcome is not None or live.gone:
-                return  # the client reconnects and then gets the 409
-            if not live.log.has_after(offset):
-                yield b": keep-alive\n\n"
+        async def hold(consumer: ShapeConsumer, offset: LogOffset, timeout: float) -> None:
+            await self._hold(parsed, consumer, offset, timeout, recheck)
+
+        stream = sse.events(
+            consumer, offset, timeout=self.sse_timeout, hold=hold, up_to_date=self.up_to_date,
+            closing=lambda: self.closing,
+        )
+        return StreamingResponse(stream, media_type="text/event-stream", headers=common(headers, request))
+
+    # -- subsets --------------------------------------------------------------------
+
+    async def _subset(self, request: Request, consumer: ShapeConsumer, fields: dict[str, object]) -> Response:
+        try:
+            subset = parse_subset(fields, consumer.shape.table)
+        except SubsetError as exc:
+            raise invalid({"subset": exc.errors}) from None
+        # The offset the client continues from is taken before the query runs.
+        offset = consumer.last_offset
+        mark = secrets.randbelow(1 << 31)
+        try:
+            async with self.engine.connections.snapshot_session() as conn:
+                info, rows = await query_subset(
+                    conn, consumer.shape, mark=mark, where=subset.where, order_by=subset.order_by,
+                    limit=subset.limit, offset=subset.offset,
+                )
+        except psycopg.OperationalError:
+            raise unavailable("Cannot connect to the database to run the subset query. Please retry.", 1) from None
+        except psycopg.Error as exc:
+            raise ShapeAPIError(400, {"message": "Invalid request", "errors": {
+                "subset": {"where": exc.diag.message_primary or str(exc)}}}) from None
+        metadata = _encode({
+            "xmin": str(info.xmin), "xmax": str(info.xmax), "xip_list": [str(x) for x in info.xip],
+            "database_lsn": str(info.lsn), "snapshot_mark": mark,
+        })
+        body = b'{"metadata":' + metadata + b',"data":[' + b",".join(rows) + b"]}"
+        headers = {
+            "cache-control": "no-cache", "electric-snapshot": "true", "electric-handle": consumer.handle,
+            "electric-offset": str(offset), "electric-schema": self._schema(consumer),
+        }
+        return Response(body, media_type=JSON, headers=common(headers, request))
 
     # -- DELETE ---------------------------------------------------------------------
 
     async def _delete(self, request: Request) -> Response:
         if not self.allow_delete:
-            return self._error(request, 405, {"message": "DELETE not allowed"})
+            raise ShapeAPIError(405, {"message": "DELETE not allowed"})
         query = dict(request.query_params)
         handle = query.get("handle")
+        consumer: ShapeConsumer | None
         if not query.get("table"):
             if not handle:
-                return self._error(request, 400, {"message": "Invalid request", "errors": {
-                    "handle": ["can't be blank when shape definition is missing"]}})
-            live = self.engine.get(handle)
+                raise invalid({"handle": ["can't be blank when shape definition is missing"]})
+            consumer = self.engine.get(handle)
         else:
             query.setdefault("offset", "-1")
             query.pop("handle", None)
+            parsed = self.parse_query(query)
+            assert parsed.definition is not None
             try:
-                parsed = parse_request(query)
-                assert parsed.definition is not None
-                live = await self.engine.find(parsed.definition)
-            except RequestError as exc:
-                return self._error(request, 400, {"message": "Invalid request", "errors": exc.errors})
+                consumer = await self.engine.find(parsed.definition)
             except ShapeError as exc:
-                return self._error(request, 400, {"message": "Invalid request", "errors": {exc.field: [exc.message]}})
-            if live is not None and handle and live.handle != handle:
-                return self._error(request, 400, {"message": (
+                raise invalid({exc.field: [exc.message]}) from None
+            if consumer is not None and handle and consumer.handle != handle:
+                raise ShapeAPIError(400, {"message": (
                     "The specified shape definition and handle do not match. Please ensure the shape "
                     "definition is correct or omit the shape handle from the request to obtain a new one.")})
-        if live is None or live.gone:
-            return self._error(request, 404, {"message": "No existing shape found"})
-        self.engine.delete(live.handle)
-        return Response(b"", status_code=202, headers=_common(
-            {"cache-control": "no-cache", "electric-handle": live.handle}, request=request))
-
-    def _authorized(self, request: Request) -> bool:
-        if not self.secret:
-            return True
-        given = request.query_params.get("secret") or request.query_params.get("api_secret") or ""
-        return hmac.compare_digest(given.encode(), self.secret.encode())
+        if consumer is None or consumer.gone:
+            raise ShapeAPIError(404, {"message": "No existing shape found"})
+        self.engine.delete(consumer.handle)
+        return Response(b"", status_code=202, headers=common(
+            {"cache-control": "no-cache", "electric-handle": consumer.handle}, request))
 
 
-def _split_entries(payload: bytes) -> list[bytes]:
-    """A snapshot chunk holds many comma-joined entries; SSE sends one per event."""
-    if not payload.startswith(b'{"key"') or b'},{"' not in payload:
-        return [payload]
-    return [bytes(raw) for raw in msgspec.json.decode(b"[" + payload + b"]", type=list[msgspec.Raw])]
-
-
-_request_ids = itertools.count()
-_REQUEST_ID_PREFIX = os.urandom(6).hex()
-
-
-def _request_id() -> str:
-    # Unique per process run and cheap: uuid4 per request showed up in profiles.
-    return f"{_REQUEST_ID_PREFIX}{next(_request_ids):010x}"
-
-
-def _common(headers: dict[str, str], *, request: Request, shape_route: bool = True) -> dict[str, str]:
-    origin = request.headers.get("origin")
-    out = {
-        "electric-server": f"pysync/{__version__}",
-        "x-request-id": _request_id(),
-        "access-control-allow-origin": origin or "*",
-        "access-control-expose-headers": EXPOSED_HEADERS,
-        "access-control-allow-methods": "GET, POST, HEAD, DELETE, OPTIONS" if shape_route else "GET, HEAD",
-    }
-    if "cache-control" not in headers:
-        out["cache-control"] = "max-age=0, private, must-revalidate"
-    out.update(headers)
-    return out
-
-
-def _options(request: Request) -> Response:
-    headers = _common({"access-control-max-age": "86400", "connection": "keep-alive"}, request=request)
-    del headers["cache-control"]
-    requested = request.headers.get("access-control-request-headers")
-    if requested:
-        allowed = [h.strip() for h in requested.split(",") if h.strip().lower() in ("if-none-match", "traceparent")]
-        if allowed:
-            headers["access-control-allow-headers"] = ",".join(allowed)
-    return Response(b"", status_code=204, headers=headers)
-
+def _snapshot_error(exc: BaseException) -> ShapeAPIError:
+    """What a client sees of a snapshot that failed (the operator's details are logged)."""
+    if isinstance(exc, ShapeAPIError):
+        return exc
+    if isinstance(exc, StorageError):
+        return unavailable(f"pysync cannot store shapes right now ({exc.reason}); retry", 5)
+    if isinstance(exc, LockTimeout):
+        return unavailable(str(exc), 5, known=True)
+    if isinstance(exc, PublicationError):
+        return unavailable(
+            "pysync is not allowed to replicate this table; the server log says what to run", 10, known=True
+        )
+    if isinstance(exc, psycopg.errors.DataError):
+        # Postgres refused a value the clause computes (division by zero, overflow, a
+        # text that is not a number...): the clause is the client's.
+        reason = exc.diag.message_primary or "invalid value"
+        return invalid({"where": [f"the clause fails on the table's rows: {reason}"]})
+    if isinstance(exc, psycopg.OperationalError):
+        return unavailable("Cannot connect to the database to take the snapshot. Please retry.", 10, known=True)
+    if isinstance(exc, psycopg.Error):
+        reason = exc.diag.message_primary or type(exc).__name__
+        return unavailable(f"Unable to create the shape's snapshot: {reason}", 10, known=True)
+    log.error("snapshot failed unexpectedly", exc_info=exc)
+    return ShapeAPIError(500, {"message": "Unexpected error while creating snapshot"})

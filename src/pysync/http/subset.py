@@ -14,7 +14,7 @@ import msgspec
 
 from pysync.postgres.catalog import Table
 from pysync.postgres.identifiers import IdentifierError, parse_identifier
-from pysync.postgres.snapshot import OrderBy
+from pysync.shapes.querying import OrderBy
 from pysync.shapes.where import WhereError, compile_where
 
 SUBSET_FIELDS = ("where", "params", "limit", "offset", "order_by")

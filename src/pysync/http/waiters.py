@@ -33,6 +33,10 @@ class Waiter:
         if not self.released.done():
             self.released.set_result(None)
 
+    def rearm(self) -> None:
+        """Wait again after an interrupt (the re-checked shape did not change)."""
+        self.released = asyncio.get_running_loop().create_future()
+
 
 def normalized_shape(definition: ShapeDefinition) -> dict[str, Any]:
     """What a callable matcher receives."""

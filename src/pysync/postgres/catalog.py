@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import msgspec
 import psycopg
 
@@ -49,7 +52,7 @@ class Table(msgspec.Struct, frozen=True):
 
 # One round trip: the table's row repeated with each of its columns (attname is NULL
 # for a table without columns).
-_TABLE_QUERY = """
+_TABLE_QUERY = r"""
 SELECT c.oid, n.nspname, c.relname, c.relreplident,
        a.attname, a.attnum, a.atttypid, a.atttypmod, a.attnotnull,
        a.attgenerated <> '' AS generated,
@@ -66,13 +69,38 @@ LEFT JOIN pg_type t ON t.oid = a.atttypid
 LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
 LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
 WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
+  -- What the role may not read does not exist for its clients (no column names or types
+  -- leak through error messages), and system schemas are never synced.
+  AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\_toast%%' AND n.nspname NOT LIKE 'pg\_temp\_%%'
 ORDER BY a.attnum
 """
 
+SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
 
-def load_table(conn: psycopg.Connection[tuple[object, ...]], schema: str, name: str) -> Table | None:
-    """The table ``schema.name`` (exact, already-normalised names), or None if there is none."""
-    rows = conn.execute(_TABLE_QUERY, (schema, name)).fetchall()
+
+def is_system_schema(schema: str) -> bool:
+    return schema in SYSTEM_SCHEMAS or schema.startswith(("pg_toast", "pg_temp_"))
+
+
+def load_table(conn: psycopg.Connection[Any], schema: str, name: str) -> Table | None:
+    """The table ``schema.name`` (exact, already-normalised names), or None if there is
+    none the role may read."""
+    if is_system_schema(schema):
+        return None
+    return _table(conn.execute(_TABLE_QUERY, (schema, name)).fetchall())
+
+
+async def load_table_async(conn: psycopg.AsyncConnection[Any], schema: str, name: str) -> Table | None:
+    """``load_table`` on an async connection."""
+    if is_system_schema(schema):
+        return None
+    cursor = await conn.execute(_TABLE_QUERY, (schema, name))
+    return _table(await cursor.fetchall())
+
+
+def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
     if not rows:
         return None
     oid, nspname, relname, replident = rows[0][:4]
@@ -83,16 +111,16 @@ def load_table(conn: psycopg.Connection[tuple[object, ...]], schema: str, name: 
             continue
         columns.append(
             Column(
-                name=str(attname), attnum=int(attnum), type_oid=int(typid),  # type: ignore[call-overload]
-                type_name=str(typname), type_mod=int(typmod), dims=int(dims),  # type: ignore[call-overload]
+                name=str(attname), attnum=int(attnum), type_oid=int(typid),
+                type_name=str(typname), type_mod=int(typmod), dims=int(dims),
                 not_null=bool(notnull), type_kind=str(typtype), type_category=str(typcategory),
-                pk_index=None if pk_index is None else int(pk_index),  # type: ignore[call-overload]
+                pk_index=None if pk_index is None else int(pk_index),
                 generated=bool(generated),
             )
         )
     pk = tuple(c.name for c in sorted(columns, key=lambda c: c.pk_index if c.pk_index is not None else -1)
                if c.pk_index is not None)
     return Table(
-        oid=int(oid), schema=str(nspname), name=str(relname), columns=tuple(columns),  # type: ignore[call-overload]
+        oid=int(oid), schema=str(nspname), name=str(relname), columns=tuple(columns),
         primary_key=pk, replica_identity=str(replident),
     )

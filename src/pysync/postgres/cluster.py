@@ -22,6 +22,8 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
+
 SERVER_USER = "pysync-postgres"
 """The system user the server runs as when pysync itself runs as root."""
 
@@ -192,12 +194,13 @@ class PostgresCluster:
         finally:
             os.unlink(pwfile.name)
 
-    def start(self) -> None:
-        """Start the server; picks a free port unless one was given."""
+    def start(self) -> bool:
+        """Start the server; picks a free port unless one was given. False when it was
+        running already (left by an earlier process): it is used as it is."""
         self.init()
         if self.running:
             self.port = self._running_port()
-            return
+            return False
         if self._requested_port:
             if port_in_use(self._requested_port):
                 raise ClusterError(
@@ -217,6 +220,7 @@ class PostgresCluster:
         except ClusterError as exc:
             raise ClusterError(f"{exc}\n--- {self.log_file} ---\n{self._log_tail()}") from exc
         (self.root / "port").write_text(f"{self.port}\n")
+        return True
 
     def stop(self, mode: str = "fast") -> None:
         if self.running:
@@ -307,6 +311,21 @@ class PostgresCluster:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def is_private_url(root: Path, url: str) -> bool:
+    """Is ``url`` the one a ``PostgresCluster(root)`` prints (as after ``export
+    DATABASE_URL=...`` of pysync serve's own hint)? Then that cluster is to be started."""
+    try:
+        port = int((root / "port").read_text())
+        params = psycopg.conninfo.conninfo_to_dict(url)
+    except (OSError, ValueError, psycopg.ProgrammingError):
+        return False
+    return (
+        params.get("host") in ("127.0.0.1", "localhost")
+        and str(params.get("port")) == str(port)
+        and params.get("user", SUPERUSER) == SUPERUSER
+    )
 
 
 @contextlib.contextmanager

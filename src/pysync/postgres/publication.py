@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+import time
+from typing import Any
 
 import psycopg
 from psycopg import errors, sql
+
+from pysync.postgres.connections import Connections
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -35,6 +40,59 @@ def ensure_publication(conn: psycopg.Connection[tuple[object, ...]], name: str) 
         conn.execute(sql.SQL("CREATE PUBLICATION {}").format(sql.Identifier(name)))
 
 
+_STATE = (
+    "SELECT c.relreplident, EXISTS (SELECT 1 FROM pg_publication_rel pr "
+    "  JOIN pg_publication p ON p.oid = pr.prpubid "
+    "  WHERE p.pubname = %s AND pr.prrelid = c.oid) "
+    "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %s AND c.relname = %s"
+)
+
+
+class LockTimeout(PublicationError):
+    """Publishing waited too long for a lock another session holds on the table."""
+
+
+def _plan(publication: str, schema: str, table: str, row: tuple[object, ...] | None) -> list[sql.Composed]:
+    """The statements that publish the table, given its state (empty: nothing to do)."""
+    if row is None:
+        raise PublicationError(f'table "{schema}"."{table}" does not exist')
+    identity, published = row
+    target = sql.Identifier(schema, table)
+    statements: list[sql.Composed] = []
+    if not published:
+        # pgoutput decodes a change with the catalog as of that change: rows written by
+        # a transaction still open when the table joins the publication are never sent,
+        # yet a snapshot taken next cannot see them either. This lock waits for the
+        # table's writers and holds off new ones until the publication change commits.
+        statements.append(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target))
+    if identity != "f":
+        statements.append(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(target))
+    if not published:
+        statements.append(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
+            sql.Identifier(publication), target))
+    return statements if identity != "f" or not published else []
+
+
+def _failure(exc: psycopg.Error, user: str | None, publication: str, schema: str, table: str) -> Exception | None:
+    """The error to raise for a failed publication change, or None when it is harmless."""
+    if isinstance(exc, errors.DuplicateObject):
+        return None  # added concurrently by another shape's creation
+    if isinstance(exc, errors.LockNotAvailable):
+        return LockTimeout(
+            f'Timeout waiting for Postgres lock acquisition on table "{schema}"."{table}": '
+            "another session holds a lock on it (a long transaction writing to it?)"
+        )
+    if isinstance(exc, errors.InsufficientPrivilege):
+        return PublicationError(
+            f'role "{user}" cannot publish table "{schema}"."{table}" ({exc.diag.message_primary}). '
+            f"Run as the table's owner or a superuser: "
+            f'ALTER TABLE "{schema}"."{table}" REPLICA IDENTITY FULL; '
+            f'ALTER PUBLICATION "{publication}" ADD TABLE "{schema}"."{table}";'
+        )
+    return exc
+
+
 def publish_table(
     conn: psycopg.Connection[tuple[object, ...]], publication: str, schema: str, table: str
 ) -> None:
@@ -45,44 +103,76 @@ def publish_table(
     autocommit mode.
     """
     check_name("publication", publication)
-    target = sql.Identifier(schema, table)
-    row = conn.execute(
-        "SELECT c.relreplident, EXISTS (SELECT 1 FROM pg_publication_rel pr "
-        "  JOIN pg_publication p ON p.oid = pr.prpubid "
-        "  WHERE p.pubname = %s AND pr.prrelid = c.oid) "
-        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s",
-        (publication, schema, table),
-    ).fetchone()
-    if row is None:
-        raise PublicationError(f'table "{schema}"."{table}" does not exist')
-    identity, published = row
-    if identity == "f" and published:
+    statements = _plan(publication, schema, table, conn.execute(_STATE, (publication, schema, table)).fetchone())
+    if not statements:
         return
     try:
         with conn.transaction():
-            if not published:
-                # pgoutput decodes a change with the catalog as of that change: rows
-                # written by a transaction still open when the table joins the
-                # publication are never sent, yet a snapshot taken next cannot see them
-                # either. This lock waits for the table's writers and holds off new ones
-                # until the publication change commits.
-                conn.execute(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target))
-            if identity != "f":
-                conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(target))
-            if not published:
-                conn.execute(
-                    sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
-                        sql.Identifier(publication), target
-                    )
-                )
-    except errors.DuplicateObject:
-        pass  # added concurrently by another shape's creation
-    except errors.InsufficientPrivilege as exc:
-        user = conn.info.user
-        raise PublicationError(
-            f'role "{user}" cannot publish table "{schema}"."{table}" ({exc.diag.message_primary}). '
-            f"Run as the table's owner or a superuser: "
-            f'ALTER TABLE "{schema}"."{table}" REPLICA IDENTITY FULL; '
-            f'ALTER PUBLICATION "{publication}" ADD TABLE "{schema}"."{table}";'
-        ) from exc
+            for statement in statements:
+                conn.execute(statement)
+    except psycopg.Error as exc:
+        failure = _failure(exc, conn.info.user, publication, schema, table)
+        if failure is not None:
+            raise failure from exc
+
+
+async def publish_table_async(
+    conn: psycopg.AsyncConnection[Any], publication: str, schema: str, table: str
+) -> None:
+    """``publish_table`` on an async connection; a lock wait beyond the session's
+    ``lock_timeout`` raises LockTimeout."""
+    check_name("publication", publication)
+    cursor = await conn.execute(_STATE, (publication, schema, table))
+    statements = _plan(publication, schema, table, await cursor.fetchone())
+    if not statements:
+        return
+    try:
+        async with conn.transaction():
+            for statement in statements:
+                await conn.execute(statement)
+    except psycopg.Error as exc:
+        failure = _failure(exc, conn.info.user, publication, schema, table)
+        if failure is not None:
+            raise failure from exc
+
+
+class Publisher:
+    """Publishes tables for new shapes with bounded lock waits.
+
+    One table at a time per table (shapes on other tables never queue behind a lock on
+    this one); each attempt waits at most the session's ``lock_timeout`` for the table
+    lock, so writers are held off that long at most, and attempts are retried with
+    backoff for ``wait`` seconds before LockTimeout is raised.
+    """
+
+    def __init__(self, connections: Connections, publication: str, *, wait: float = 5.0) -> None:
+        self.connections = connections
+        self.publication = check_name("publication", publication)
+        self.wait = wait
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    async def publish(self, schema: str, table: str) -> None:
+        # Checked for every new shape, not cached: a table dropped and created again
+        # under the same name is not in the publication any more.
+        # (One lock per table ever published: as many as the database has tables.)
+        lock = self._locks.setdefault((schema, table), asyncio.Lock())
+        deadline = time.monotonic() + self.wait
+        backoff = 0.05
+        last: LockTimeout | None = None
+        try:
+            async with asyncio.timeout(self.wait), lock:
+                while True:
+                    try:
+                        async with self.connections.catalog_session() as conn:
+                            await publish_table_async(conn, self.publication, schema, table)
+                        return
+                    except LockTimeout as exc:
+                        last = exc
+                        if time.monotonic() + backoff >= deadline:
+                            raise
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 1.0)
+        except TimeoutError:
+            raise last or LockTimeout(
+                f'Timeout waiting for Postgres lock acquisition on table "{schema}"."{table}"'
+            ) from None

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from struct import Struct
 
+import msgspec
 import psycopg
 from psycopg import errors, pq
 
@@ -23,7 +24,7 @@ from pysync.postgres.lsn import format_lsn
 from pysync.postgres.pgoutput import DecodeError, Decoder, Message
 from pysync.postgres.publication import check_name, ensure_publication
 from pysync.postgres.session import display_options
-from pysync.postgres.transactions import Transaction, TransactionAssembler
+from pysync.postgres.transactions import RelationChange, Transaction, TransactionAssembler
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,34 @@ class SlotInvalidatedError(ReplicationError):
 
 class ConnectionLost(Exception):
     """The replication connection ended; the stream reconnects."""
+
+
+class Connected(msgspec.Struct, frozen=True):
+    """Yielded on every (re)connect, before anything read on that connection: what the
+    server and the slot are. The consumer compares it with what it knows, so that it
+    never carries on silently across a gap (a slot recreated, moved, or another server)."""
+
+    system_id: str
+    timeline: int
+    database: str
+    slot: str
+    created: bool
+    """This connect created the slot (it was missing)."""
+    confirmed_lsn: int
+    """The slot's ``confirmed_flush_lsn`` when connecting."""
+    start_lsn: int
+    """Where this connection asked to start."""
+
+
+class Idle(msgspec.Struct, frozen=True):
+    """Between transactions at WAL position ``lsn``: everything before it was delivered.
+    Acknowledging it (once what was delivered is durable) keeps an idle slot from
+    holding WAL."""
+
+    lsn: int
+
+
+Item = Transaction | Message | RelationChange | Connected | Idle
 
 
 def _now_pg_us() -> int:
@@ -75,10 +104,17 @@ def check_preconditions(conn: psycopg.Connection[tuple[object, ...]]) -> None:
 
 def _slot_state(conn: psycopg.Connection[tuple[object, ...]], slot: str) -> tuple[object, ...] | None:
     return conn.execute(
-        "SELECT plugin, active_pid, wal_status, database = current_database(), two_phase "
+        "SELECT plugin, active_pid, wal_status, database = current_database(), two_phase, "
+        "coalesce(confirmed_flush_lsn - '0/0', 0)::bigint "
         "FROM pg_replication_slots WHERE slot_name = %s",
         (slot,),
     ).fetchone()
+
+
+def slot_position(conn: psycopg.Connection[tuple[object, ...]], slot: str) -> int | None:
+    """The slot's confirmed_flush_lsn, or None when there is no such slot."""
+    state = _slot_state(conn, slot)
+    return None if state is None else int(state[5])  # type: ignore[call-overload]
 
 
 def ensure_slot(
@@ -100,7 +136,7 @@ def ensure_slot(
         except errors.DuplicateObject:
             return False
         return True
-    plugin, _active_pid, wal_status, same_db, _two_phase = state
+    plugin, _active_pid, wal_status, same_db, _two_phase, _confirmed = state
     if wal_status == "lost":
         raise SlotInvalidatedError(
             f"replication slot '{slot}' was invalidated (wal_status = lost): Postgres removed "
@@ -176,6 +212,8 @@ class ReplicationStream:
         self.delivered_lsn = start_lsn
         """End LSN of the last transaction handed to the consumer."""
         self.slot_created = False
+        """Whether the last ``setup`` created the slot."""
+        self._slot_lsn = 0
         self._confirmed_lsn = 0
         self._last_status = 0.0
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
@@ -189,24 +227,51 @@ class ReplicationStream:
             check_preconditions(conn)
             ensure_publication(conn, self.publication)
             self.slot_created = ensure_slot(conn, self.slot, two_phase=self.two_phase)
+            self._slot_lsn = slot_position(conn, self.slot) or 0
+
+    async def identify(self) -> Connected:
+        """``setup``, then what ``transactions`` would report on connecting, without
+        starting to replicate (so the consumer can check the slot before it serves)."""
+        await asyncio.to_thread(self.setup)
+        conn = await asyncio.to_thread(self._replication_connect)
+        try:
+            system_id, timeline, database = await asyncio.to_thread(_identify_system, conn)
+        finally:
+            conn.close()
+        return Connected(system_id, timeline, database, self.slot, self.slot_created, self._slot_lsn, 0)
+
+    def rewind(self) -> None:
+        """Resume from the last acknowledged position on the next connect: what was
+        delivered after it is delivered again (a consumer that could not store it)."""
+        self.delivered_lsn = self.acknowledged_lsn
+
+    def reset(self) -> None:
+        """Forget every position: the next connect starts where the slot is (a new slot)."""
+        self.received_lsn = self.acknowledged_lsn = self.delivered_lsn = 0
+        self.assembler.reset()
 
     def acknowledge(self, lsn: int) -> None:
         """Everything up to ``lsn`` (a transaction's end LSN) is durable downstream."""
         if lsn > self.acknowledged_lsn:
             self.acknowledged_lsn = lsn
 
-    async def transactions(self) -> AsyncIterator[Transaction | Message]:
-        """Committed transactions (and non-transactional logical messages), forever.
+    async def transactions(self) -> AsyncIterator[Item]:
+        """Committed transactions, forever, with what a consumer needs in order around
+        them: ``Connected`` at each (re)connect, ``RelationChange`` when a table's
+        columns change, ``Idle`` positions, non-transactional logical messages.
 
         Reconnects with backoff after a dropped connection or a Postgres restart, and
-        resumes after the last delivered transaction.
+        resumes after the last delivered transaction. A transaction counts as delivered
+        once the consumer asked for the next item: one whose handling raised is sent
+        again after a reconnect.
         """
         backoff = 0.1
         while not self._closed:
             try:
                 await asyncio.to_thread(self.setup)
-                await self._start()
+                connected = await self._start()
                 backoff = 0.1
+                yield connected
                 async for item in self._read():
                     yield item
             except (ConnectionLost, psycopg.OperationalError) as exc:
@@ -243,11 +308,13 @@ class ReplicationStream:
         start = format_lsn(max(self.acknowledged_lsn, self.delivered_lsn))
         return f'START_REPLICATION SLOT "{self.slot}" LOGICAL {start} ({", ".join(options)})'
 
-    async def _start(self) -> None:
+    async def _start(self) -> Connected:
         deadline = time.monotonic() + self.slot_busy_timeout
         while True:
             conn = await asyncio.to_thread(self._replication_connect)
             try:
+                identity = await asyncio.to_thread(_identify_system, conn)
+                start_lsn = max(self.acknowledged_lsn, self.delivered_lsn)
                 await asyncio.to_thread(conn.execute, self._start_command())
             except errors.ObjectInUse as exc:
                 conn.close()
@@ -278,7 +345,12 @@ class ReplicationStream:
         )
         self.assembler.reset()
         self._confirmed_lsn = 0
-        log.info("replicating from slot %s at %s", self.slot, format_lsn(self.delivered_lsn))
+        start = max(start_lsn, self._slot_lsn)
+        log.info("replicating from slot %s at %s", self.slot, format_lsn(start))
+        system_id, timeline, database = identity
+        return Connected(
+            system_id, timeline, database, self.slot, self.slot_created, self._slot_lsn, start_lsn
+        )
 
     def _replication_connect(self) -> psycopg.Connection[tuple[object, ...]]:
         # The walsender formats values with its session's settings: make them ours.
@@ -299,7 +371,7 @@ class ReplicationStream:
 
     # -- the loop -------------------------------------------------------------------
 
-    async def _read(self) -> AsyncIterator[Transaction | Message]:
+    async def _read(self) -> AsyncIterator[Item]:
         assert self._conn is not None
         pgconn = self._conn.pgconn
         decode = self._decoder.decode_unlocated
@@ -333,16 +405,22 @@ class ReplicationStream:
                 if item is None:
                     continue
                 if type(item) is Transaction:
-                    if item.end_lsn <= self.delivered_lsn:
+                    end_lsn = item.end_lsn
+                    if end_lsn <= self.delivered_lsn:
                         continue  # delivered before a reconnect
-                    self.delivered_lsn = item.end_lsn
-                yield item
+                    yield item
+                    # Only now: the consumer handled it (see ``transactions``).
+                    self.delivered_lsn = end_lsn
+                else:
+                    yield item
                 self._send_status()
             elif kind == 107:  # 'k' keepalive
                 wal_end, _, reply = _keepalive(data, 1)
                 if wal_end > self.received_lsn:
                     self.received_lsn = wal_end
-                self._confirm_idle(wal_end)
+                if not self.assembler.in_transaction and wal_end > self.delivered_lsn:
+                    yield Idle(wal_end)
+                    self.delivered_lsn = wal_end
                 self._send_status(force=bool(reply))
 
     async def _wait_readable(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
@@ -368,17 +446,6 @@ class ReplicationStream:
 
     # -- feedback -------------------------------------------------------------------
 
-    def _confirm_idle(self, wal_end: int) -> None:
-        """Between transactions, with everything delivered acknowledged, nothing before
-        ``wal_end`` is still needed: confirm it so an idle slot does not pin WAL."""
-        if (
-            not self.assembler.in_transaction
-            and self.acknowledged_lsn >= self.delivered_lsn
-            and wal_end > self.acknowledged_lsn
-        ):
-            self.acknowledged_lsn = wal_end
-            self.delivered_lsn = wal_end
-
     def _send_status(self, force: bool = False) -> None:
         now = time.monotonic()
         since = now - self._last_status
@@ -395,3 +462,11 @@ class ReplicationStream:
             select.select([], [pgconn.socket], [], 1.0)
         self._confirmed_lsn = flushed
         self._last_status = now
+
+
+def _identify_system(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[str, int, str]:
+    """(system identifier, timeline, database) of the server behind ``conn``."""
+    row = conn.execute("IDENTIFY_SYSTEM").fetchone()
+    assert row is not None
+    system_id, timeline, _xlogpos, dbname = row
+    return str(system_id), int(timeline), str(dbname)  # type: ignore[call-overload]

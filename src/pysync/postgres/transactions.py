@@ -3,12 +3,12 @@
 Begin..Commit (protocol 1), streamed chunks ending in Stream Commit (protocol 2) and
 prepared transactions ending in Commit Prepared (protocol 3) all become one
 ``Transaction``. Aborted streamed (sub)transactions and rolled-back prepared ones are
-dropped. A relation cache is kept from Relation messages.
+dropped. A relation cache is kept from Relation messages, and each one is also handed
+on, in stream order, as a ``RelationChange``: consumers check schema changes before the
+transaction that carries them is complete.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import msgspec
 
@@ -45,6 +45,14 @@ class Transaction(msgspec.Struct, gc=False):
     origin: str | None = None
 
 
+class RelationChange(msgspec.Struct, frozen=True, gc=False):
+    """A Relation message: the table's current name and columns, and what was known
+    before (None the first time this session sees the table)."""
+
+    relation: Relation
+    previous: Relation | None
+
+
 class AssemblyError(RuntimeError):
     """The message sequence broke the protocol (e.g. a change for an unknown relation)."""
 
@@ -73,15 +81,13 @@ def _row_change(msg: pg.Insert | pg.Update | pg.Delete, relation: Relation) -> C
 class TransactionAssembler:
     """Feed decoded messages in stream order; ``feed`` returns completed transactions.
 
-    ``feed`` returns a Transaction when one commits, a non-transactional logical Message
-    as soon as it arrives, and None otherwise.
+    ``feed`` returns a Transaction when one commits, a RelationChange or a
+    non-transactional logical Message as soon as it arrives, and None otherwise.
     """
 
     def __init__(self) -> None:
         self.relations: dict[int, Relation] = {}
         self.types: dict[int, pg.Type] = {}
-        self.on_relation: Callable[[Relation, Relation | None], None] | None = None
-        """Called with (new, previous) for every Relation message (schema-change checks)."""
         self._current: Transaction | None = None
         # Streamed (protocol 2) transactions: top xid -> [(subxid, change or message)].
         self._streams: dict[int, list[tuple[int, Change | Truncation | pg.Message]]] = {}
@@ -101,7 +107,7 @@ class TransactionAssembler:
         self._stream_xid = None
         self.prepared.clear()
 
-    def feed(self, msg: pg.PgOutputMessage) -> Transaction | pg.Message | None:
+    def feed(self, msg: pg.PgOutputMessage) -> Transaction | pg.Message | RelationChange | None:
         cls = type(msg)
         # The hot path, inlined: row changes of a plain (not streamed) transaction.
         if (cls is pg.Insert or cls is pg.Update or cls is pg.Delete) and self._stream_xid is None:
@@ -130,9 +136,7 @@ class TransactionAssembler:
             relation: Relation = msg  # type: ignore[assignment]
             previous = self.relations.get(relation.oid)
             self.relations[relation.oid] = relation
-            if self.on_relation is not None:
-                self.on_relation(relation, previous)
-            return None
+            return RelationChange(relation, previous)
         if cls is pg.Message:
             message: pg.Message = msg  # type: ignore[assignment]
             if not message.transactional:

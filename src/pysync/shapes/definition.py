@@ -10,6 +10,7 @@ import psycopg
 
 from pysync.postgres.catalog import Table, load_table
 from pysync.postgres.identifiers import IdentifierError, parse_relation
+from pysync.postgres.pgoutput import Relation
 
 REPLICA_MODES = ("default", "full")
 LOG_MODES = ("full", "changes_only")
@@ -117,12 +118,43 @@ class Shape(msgspec.Struct, frozen=True):
     def pk(self) -> tuple[str, ...]:
         return self.table.identity
 
+    @property
+    def reads(self) -> set[str]:
+        """The columns the shape depends on: selected, key, and those its WHERE reads."""
+        where = self.where
+        return set(self.columns) | set(self.pk) | (where.columns if where is not None else set())  # type: ignore[attr-defined]
+
+
+def affected_by(shape: Shape, relation: Relation) -> bool:
+    """Does a Relation message change the shape's table in a way the shape depends on?
+    Electric's rule: another table under the name, a select-all shape whose column count
+    changed, or a column the shape reads dropped or retyped."""
+    if relation.oid != shape.table.oid:
+        return True
+    layout = {c.name: c.type_oid for c in relation.columns}
+    replicated = [c for c in shape.table.columns if not c.generated]
+    if shape.definition.columns is None and len(layout) != len(replicated):
+        return True
+    return retyped(shape, layout)
+
+
+def retyped(shape: Shape, types: dict[str, int]) -> bool:
+    """Is a column the shape reads gone, or of another type, in ``types`` (name -> oid)?"""
+    reads = shape.reads
+    return any(types.get(c.name) != c.type_oid for c in shape.table.columns if c.name in reads)
+
 
 def validate(conn: psycopg.Connection[tuple[object, ...]], definition: ShapeDefinition) -> Shape:
     """Check the definition against the live catalog; ShapeError names what is wrong."""
+    return build_shape(definition, load_table(conn, definition.schema, definition.table))
+
+
+def build_shape(definition: ShapeDefinition, table: Table | None) -> Shape:
+    """The shape ``definition`` asks for on ``table`` (as just read from the catalog;
+    None when there is no such table): columns checked, WHERE compiled. Pure CPU work,
+    safe to run in a thread."""
     from pysync.shapes.where import WhereError, compile_where
 
-    table = load_table(conn, definition.schema, definition.table)
     if table is None:
         raise ShapeError(
             "table",

@@ -2,7 +2,8 @@
 
 A unit of the log is a frame: one replicated change at ``<commit_lsn>_<op>``, or one
 initial-snapshot chunk at ``0_<n>`` (many rows, already comma-joined). Entries are
-encoded once, at append time; a response concatenates stored bytes.
+encoded once, at append time; a response concatenates stored bytes. An append reaches
+the index only once storage holds it whole (see ``storage``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from array import array
 from bisect import bisect_right
 
 from pysync.shapes.offset import LAST_BEFORE_REAL, LogOffset
-from pysync.shapes.storage import FLAG_SNAPSHOT_END, FRAME_HEADER, LogStorage
+from pysync.shapes.storage import FLAG_SNAPSHOT_END, HEADER_SIZE, LogStorage, pack_frame
 
 CHUNK_BYTES = 10 * 1024 * 1024
 """About this much JSON per response and per snapshot chunk (Electric's default)."""
@@ -25,14 +26,19 @@ class ShapeLog:
         self.offsets: list[LogOffset] = []
         self._positions = array("Q")  # payload start of each frame
         self._lengths = array("I")
-        self.snapshot_done = False
+        self._snapshot_end: int | None = None
+        """Index of the frame that ends the initial snapshot, once written."""
         self.dirty = False
         self._recent: list[bytes] = []
         self._recent_start = 0
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiters: set[asyncio.Future[None]] = set()
         self._recover()
 
     # -- state ----------------------------------------------------------------------
+
+    @property
+    def snapshot_done(self) -> bool:
+        return self._snapshot_end is not None
 
     @property
     def last_offset(self) -> LogOffset:
@@ -54,28 +60,37 @@ class ShapeLog:
     def append_snapshot_chunk(self, number: int, payload: bytes, *, last: bool) -> None:
         self._write([(LogOffset(0, number), payload)], FLAG_SNAPSHOT_END if last else 0)
         if last:
-            self.snapshot_done = True
+            self._snapshot_end = len(self.offsets) - 1
         self.notify()
 
     def append_changes(self, entries: list[tuple[LogOffset, bytes]]) -> None:
         """Append one transaction's entries for this shape (callers then ``notify``)."""
-        # Live readers woken by this append all read these entries: keep them at hand.
-        self._recent_start = len(self.offsets)
-        self._recent = [payload for _, payload in entries]
+        start = len(self.offsets)
         self._write(entries, 0)
+        # Live readers woken by this append all read these entries: keep them at hand.
+        self._recent_start = start
+        self._recent = [payload for _, payload in entries]
 
     def _write(self, entries: list[tuple[LogOffset, bytes]], last_flags: int) -> None:
-        """Frames for ``entries`` in one storage append; ``last_flags`` go on the last."""
+        """Frames for ``entries`` in one storage append; ``last_flags`` go on the last.
+
+        Indexed only after the append succeeded: a failed one (StorageError) leaves the
+        log as it was, so offsets and positions never point at bytes that are not there.
+        """
         frames = bytearray()
-        base = self.storage.size()
         last = len(entries) - 1
         for n, (offset, payload) in enumerate(entries):
-            self.offsets.append(offset)
-            self._positions.append(base + len(frames) + FRAME_HEADER.size)
-            self._lengths.append(len(payload))
-            frames += FRAME_HEADER.pack(offset.tx, offset.op, len(payload), last_flags if n == last else 0)
-            frames += payload
-        self.storage.append(bytes(frames))
+            frames += pack_frame(offset.tx, offset.op, payload, last_flags if n == last else 0)
+        base = self.storage.append(bytes(frames))
+        position = base + HEADER_SIZE
+        offsets = self.offsets
+        positions = self._positions
+        lengths = self._lengths
+        for offset, payload in entries:
+            offsets.append(offset)
+            positions.append(position)
+            lengths.append(len(payload))
+            position += HEADER_SIZE + len(payload)
         self.dirty = True
 
     def sync(self) -> None:
@@ -89,6 +104,22 @@ class ShapeLog:
             except BaseException:
                 self.dirty = True
                 raise
+
+    def discard_unsynced(self) -> None:
+        """After a failed sync: drop every frame not known to be durable (the stream
+        replays their transactions from the acknowledged position)."""
+        size = self.storage.discard_unsynced()
+        keep = bisect_right(self._positions, size - HEADER_SIZE)
+        while keep and self._positions[keep - 1] + self._lengths[keep - 1] > size:
+            keep -= 1
+        del self.offsets[keep:]
+        del self._positions[keep:]
+        del self._lengths[keep:]
+        if self._snapshot_end is not None and self._snapshot_end >= keep:
+            self._snapshot_end = None
+        self._recent = []
+        self._recent_start = 0
+        self.dirty = False
 
     # -- reading --------------------------------------------------------------------
 
@@ -130,32 +161,28 @@ class ShapeLog:
     # -- waiting --------------------------------------------------------------------
 
     def notify(self) -> None:
-        waiters, self._waiters = self._waiters, []
+        waiters, self._waiters = self._waiters, set()
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
 
     def waiter(self) -> asyncio.Future[None]:
-        """A future resolved at the next append (or when the shape goes away)."""
+        """A future resolved at the next append (or when the shape goes away); hand it
+        back with ``unwait`` if it is no longer wanted."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
+        self._waiters.add(future)
         return future
+
+    def unwait(self, future: asyncio.Future[None]) -> None:
+        future.cancel()
+        self._waiters.discard(future)
 
     # -- recovery -------------------------------------------------------------------
 
     def _recover(self) -> None:
-        size = self.storage.size()
-        position = 0
-        header = FRAME_HEADER.size
-        while position + header <= size:
-            tx, op, length, flags = FRAME_HEADER.unpack(self.storage.read(position, header))
-            if position + header + length > size:
-                break  # torn write
-            self.offsets.append(LogOffset(tx, op))
-            self._positions.append(position + header)
-            self._lengths.append(length)
-            if flags & FLAG_SNAPSHOT_END:
-                self.snapshot_done = True
-            position += header + length
-        if position != size:
-            self.storage.truncate(position)
+        for frame in self.storage.frames():
+            self.offsets.append(LogOffset(frame.tx, frame.op))
+            self._positions.append(frame.position)
+            self._lengths.append(frame.length)
+            if frame.flags & FLAG_SNAPSHOT_END:
+                self._snapshot_end = len(self.offsets) - 1

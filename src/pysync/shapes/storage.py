@@ -1,34 +1,188 @@
-"""Bytes of shape logs: in a file per shape (default) or in memory (tests, benchmarks).
+"""Bytes of shape logs: framed, checksummed, appended all or nothing.
 
-Both store frames ``[tx u64][op u64][length u32][flags u8][payload]`` appended in order;
-``ShapeLog`` keeps the index. A torn frame at the end of a file (a crash during a write)
-is cut off on recovery.
+A log is a sequence of frames ``[magic u8][flags u8][tx u64][op u64][length u32][crc32 u32]
+[payload]``; the CRC covers flags, tx, op, length and payload. ``ShapeLog`` keeps the
+index. An append either lands whole or leaves the file as it was (a short or failed write
+is cut back), so what the index holds is always on the file. Recovery tells a torn tail
+(a crash during a write: the last frame runs past the end of the file, or only zeros
+follow) from corruption in the middle (a bad frame with data after it), which is never
+silently cut off: that raises ``LogCorruptError`` naming the file and the position.
+
+Every system call goes through an ``Io`` object, so tests can make a chosen write or
+fsync fail as a full or broken disk does.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+import zlib
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
 from struct import Struct
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-FRAME_HEADER = Struct(">QQIB")
+MAGIC = 0xA7
 FLAG_SNAPSHOT_END = 1
+_FIELDS = Struct(">BQQI")  # flags, tx, op, length
+_CRCS = Struct(">II")  # of the fields, of the payload
+HEADER_SIZE = 1 + _FIELDS.size + _CRCS.size
+MAX_FRAME = 1 << 31
+"""Larger than any chunk or change we write: a larger length is corruption, not data."""
+
+_MAGIC_BYTE = bytes([MAGIC])
+_crc32 = zlib.crc32
+
+
+class StorageError(RuntimeError):
+    """Shape storage could not be written (disk full, I/O error): ingest stops until
+    writing works again; nothing that was not stored is acknowledged."""
+
+    def __init__(self, path: Path | str, cause: OSError) -> None:
+        reason = cause.strerror or str(cause)
+        super().__init__(f"cannot write {path}: {reason}")
+        self.path = Path(path)
+        self.errno = cause.errno
+        self.reason = reason
+
+    @property
+    def disk_full(self) -> bool:
+        return self.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class LogCorruptError(RuntimeError):
+    """A frame in the middle of a log fails its checksum: stop rather than drop the
+    good frames after it."""
+
+    def __init__(self, path: Path | str, position: int, reason: str) -> None:
+        super().__init__(
+            f"shape log {path} is corrupt at byte {position} ({reason}) with more data after "
+            f"it. Nothing was changed. To resync that shape from Postgres, move its directory "
+            f"({Path(path).parent}) out of the storage directory and start again."
+        )
+        self.path = Path(path)
+        self.position = position
+
+
+def pack_frame(tx: int, op: int, payload: bytes, flags: int = 0) -> bytes:
+    # The header has a checksum of its own: a torn frame (valid header, payload cut
+    # short by the end of the file) is then told apart from a corrupted length.
+    fields = _FIELDS.pack(flags, tx, op, len(payload))
+    return _MAGIC_BYTE + fields + _CRCS.pack(_crc32(fields), _crc32(payload)) + payload
+
+
+class Frame(NamedTuple):
+    tx: int
+    op: int
+    flags: int
+    position: int
+    """Where the payload starts."""
+    length: int
+
+
+class Io:
+    """The system calls storage makes; a test subclass fails chosen ones."""
+
+    def write(self, fd: int, data: memoryview) -> int:
+        return os.write(fd, data)
+
+    def fdatasync(self, fd: int) -> None:
+        os.fdatasync(fd)
+
+    def ftruncate(self, fd: int, size: int) -> None:
+        os.ftruncate(fd, size)
+
+
+OS_IO = Io()
+
+
+class AppendFile:
+    """A file written only at its end, whole appends or nothing.
+
+    After a failed write the file is cut back to its last good size; if even that fails,
+    the next append cuts it first (or fails), so the file never holds a partial record
+    in front of a later good one.
+    """
+
+    def __init__(self, path: Path, io: Io = OS_IO) -> None:
+        self.path = path
+        self.io = io
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(exist_ok=True)
+            self.size = path.stat().st_size
+        except OSError as exc:
+            raise StorageError(path, exc) from exc
+        self.synced = self.size
+        self._cut_pending = False
+
+    def fd(self) -> int:
+        return _open_files.fd(self.path)
+
+    def append(self, data: bytes) -> int:
+        position = self.size
+        try:
+            fd = self.fd()
+            if self._cut_pending:
+                self.io.ftruncate(fd, position)
+                self._cut_pending = False
+        except OSError as exc:
+            raise StorageError(self.path, exc) from exc
+        view = memoryview(data)
+        try:
+            while view:
+                written = self.io.write(fd, view)
+                if written <= 0:
+                    raise OSError(errno.EIO, "short write")
+                view = view[written:]
+        except OSError as exc:
+            try:
+                self.io.ftruncate(fd, position)
+            except OSError:
+                self._cut_pending = True
+            raise StorageError(self.path, exc) from exc
+        self.size = position + len(data)
+        return position
+
+    def sync(self) -> None:
+        size = self.size
+        try:
+            self.io.fdatasync(self.fd())
+        except OSError as exc:
+            raise StorageError(self.path, exc) from exc
+        self.synced = max(self.synced, size)
+
+    def cut(self, size: int) -> None:
+        try:
+            self.io.ftruncate(self.fd(), size)
+        except OSError as exc:
+            raise StorageError(self.path, exc) from exc
+        self.size = size
+        self.synced = min(self.synced, size)
+
+    def close(self) -> None:
+        _open_files.close(self.path)
 
 
 class LogStorage(Protocol):
     def append(self, data: bytes) -> int:
-        """Append ``data``; returns the position it starts at."""
+        """Append ``data`` whole (or raise StorageError and leave nothing); returns the
+        position it starts at."""
 
     def read(self, position: int, length: int) -> bytes: ...
 
     def size(self) -> int: ...
 
-    def sync(self) -> None: ...
+    def sync(self) -> None:
+        """Make what was appended durable; raises StorageError."""
 
-    def truncate(self, size: int) -> None: ...
+    def discard_unsynced(self) -> int:
+        """Cut off what was appended since the last successful sync; the new size."""
+
+    def frames(self) -> Iterator[Frame]:
+        """The frames stored, verified; cuts off a torn tail, raises LogCorruptError."""
 
     def destroy(self) -> None: ...
 
@@ -36,6 +190,7 @@ class LogStorage(Protocol):
 class MemoryStorage:
     def __init__(self) -> None:
         self._data = bytearray()
+        self._synced = 0
 
     def append(self, data: bytes) -> int:
         position = len(self._data)
@@ -49,17 +204,22 @@ class MemoryStorage:
         return len(self._data)
 
     def sync(self) -> None:
-        pass
+        self._synced = len(self._data)
 
-    def truncate(self, size: int) -> None:
-        del self._data[size:]
+    def discard_unsynced(self) -> int:
+        del self._data[self._synced :]
+        return len(self._data)
+
+    def frames(self) -> Iterator[Frame]:
+        return iter(())
 
     def destroy(self) -> None:
         self._data = bytearray()
+        self._synced = 0
 
 
 class _OpenFiles:
-    """A bounded set of open log files: 100,000 shapes must not hold 100,000 fds."""
+    """A bounded set of open files: 100,000 shapes must not hold 100,000 fds."""
 
     def __init__(self, limit: int = 512) -> None:
         self.limit = limit
@@ -87,38 +247,86 @@ _open_files = _OpenFiles()
 
 
 class FileStorage:
-    """One append-only file, ``<dir>/log``."""
+    """One append-only file of frames, ``<dir>/log``."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, io: Io = OS_IO) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / "log"
-        self.path.touch(exist_ok=True)
-        self._size = self.path.stat().st_size
+        self.file = AppendFile(directory / "log", io)
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
 
     def append(self, data: bytes) -> int:
-        position = self._size
-        fd = _open_files.fd(self.path)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        self._size += len(data)
-        return position
+        return self.file.append(data)
 
     def read(self, position: int, length: int) -> bytes:
-        return os.pread(_open_files.fd(self.path), length, position)
+        return os.pread(self.file.fd(), length, position)
 
     def size(self) -> int:
-        return self._size
+        return self.file.size
 
     def sync(self) -> None:
-        os.fdatasync(_open_files.fd(self.path))
+        self.file.sync()
 
-    def truncate(self, size: int) -> None:
-        os.truncate(self.path, size)
-        self._size = size
+    def discard_unsynced(self) -> int:
+        self.file.cut(self.file.synced)
+        return self.file.size
+
+    def frames(self) -> Iterator[Frame]:
+        size = self.file.size
+        position = 0
+        with self.path.open("rb", buffering=1 << 20) as f:
+            while position < size:
+                header = f.read(HEADER_SIZE)
+                problem = _header_problem(header, size - position)
+                if problem is None:
+                    flags, tx, op, length = _FIELDS.unpack_from(header, 1)
+                    payload = f.read(length)
+                    (_, crc) = _CRCS.unpack_from(header, 1 + _FIELDS.size)
+                    if _crc32(payload) == crc:
+                        yield Frame(tx, op, flags, position + HEADER_SIZE, length)
+                        position += HEADER_SIZE + length
+                        continue
+                    problem = "payload checksum mismatch"
+                if problem != "torn" and not self._only_zeros_after(position):
+                    raise LogCorruptError(self.path, position, problem)
+                break
+        if position != size:
+            self.file.cut(position)
+
+    def _only_zeros_after(self, position: int) -> bool:
+        """A crash can leave a file extended with zeros past its last complete write."""
+        with self.path.open("rb") as f:
+            f.seek(position)
+            while block := f.read(1 << 20):
+                if block.count(0) != len(block):
+                    return False
+        return True
 
     def destroy(self) -> None:
-        _open_files.close(self.path)
-        shutil.rmtree(self.directory, ignore_errors=True)
+        self.remove(self.directory)
+
+    @staticmethod
+    def remove(directory: Path) -> None:
+        """Delete the log in ``directory`` (open or not)."""
+        _open_files.close(directory / "log")
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _header_problem(header: bytes, remaining: int) -> str | None:
+    """Why ``header`` cannot start a frame of the ``remaining`` bytes, or None."""
+    if len(header) < HEADER_SIZE:
+        return "torn"
+    if header[0] != MAGIC:
+        return "bad frame marker"
+    fields = header[1 : 1 + _FIELDS.size]
+    (crc, _) = _CRCS.unpack_from(header, 1 + _FIELDS.size)
+    if _crc32(fields) != crc:
+        return "header checksum mismatch"
+    flags, _, _, length = _FIELDS.unpack(fields)
+    if flags & ~FLAG_SNAPSHOT_END or length > MAX_FRAME:
+        return "bad frame header"
+    if HEADER_SIZE + length > remaining:
+        return "torn"  # a whole header whose payload the end of the file cut short
+    return None

@@ -1,0 +1,68 @@
+"""Errors of the shape API: raised anywhere while handling a request, rendered once
+(``responses.error_response``) with Electric's status, body and headers."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from typing import Any
+
+
+class ShapeAPIError(Exception):
+    """An error response: ``status``, a JSON ``body``, extra ``headers``.
+
+    ``bare``: sent without CORS or content-type headers (Electric's 401).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        body: Mapping[str, Any] | bytes,
+        headers: Mapping[str, str] | None = None,
+        *,
+        bare: bool = False,
+    ) -> None:
+        super().__init__(status, body)
+        self.status = status
+        self.body = body
+        self.headers = dict(headers or {})
+        self.bare = bare
+
+
+class MustRefetch(ShapeAPIError):
+    """409: the client must drop its copy and start again from ``handle`` (if known).
+
+    ``offset``, ``live`` and ``sse`` describe the request: the 409 is cached and tagged
+    after them."""
+
+    def __init__(
+        self, handle: str | None, offset: object = None, live: bool = False, sse: bool = False
+    ) -> None:
+        super().__init__(409, b'[{"headers":{"control":"must-refetch"}}]')
+        self.handle = handle
+        self.offset = offset
+        self.live = live
+        self.sse = sse
+
+
+def invalid(errors: Mapping[str, Any]) -> ShapeAPIError:
+    """400 with Electric's ``{"message": "Invalid request", "errors": {...}}``."""
+    return ShapeAPIError(400, {"message": "Invalid request", "errors": dict(errors)})
+
+
+def unavailable(message: str, retry_after: int | str, *, known: bool = False, **body: Any) -> ShapeAPIError:
+    """503: the client retries after ``retry_after`` seconds (the TS client backs off)."""
+    headers = {"retry-after": str(retry_after)}
+    if known:
+        headers["electric-internal-known-error"] = "true"
+    return ShapeAPIError(503, {**body, "message": message}, headers)
+
+
+def too_many(kind: str, limit: int) -> ShapeAPIError:
+    return unavailable(
+        f"Concurrent {kind} request limit exceeded (limit: {limit}), please retry",
+        random.randint(5, 10), known=True, code="concurrent_request_limit_exceeded",
+    )
+
+
+UNAUTHORIZED = ShapeAPIError(401, {"message": "Unauthorized - Invalid API secret"}, bare=True)

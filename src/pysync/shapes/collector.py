@@ -1,0 +1,125 @@
+"""Transactions into shapes: route each change to the consumers it touches, convert it
+into Electric's entries, append them (the hot loop of ingest).
+
+Invalidations found while routing (a truncated table, a relation the shape can no
+longer read) are carried out after the loop, never while it iterates the router.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import msgspec
+
+from pysync.postgres.transactions import Change, RelationChange, Transaction, Truncation
+from pysync.shapes.consumer import ShapeConsumer
+from pysync.shapes.definition import affected_by
+from pysync.shapes.offset import LogOffset
+from pysync.shapes.registry import ShapeRegistry
+
+log = logging.getLogger(__name__)
+
+_encode = msgspec.json.Encoder().encode
+PG_EPOCH = 946_684_800.0
+"""Postgres timestamps count from 2000-01-01 UTC."""
+
+
+class Collector:
+    def __init__(self, registry: ShapeRegistry) -> None:
+        self.registry = registry
+        self.last_seen_lsn = 0
+        """Commit LSN of the last transaction processed."""
+        self.last_commit_time = 0.0
+        """Its commit time (Unix seconds)."""
+        self.applied_end_lsn = 0
+        """Everything up to here is in the logs (or was of no shape's concern)."""
+        self.dirty: set[ShapeConsumer] = set()
+        """Consumers appended to since the flush tracker last took this set."""
+
+    def apply(self, txn: Transaction) -> None:
+        """Route one committed transaction into the logs of the shapes it touches.
+
+        Raises StorageError when a log cannot be written; what was appended before is
+        kept (each shape's part of a transaction is appended whole or not at all) and the
+        transaction counts as not applied.
+        """
+        tables = self.registry.router.tables
+        xid = txn.xid
+        commit_lsn = txn.commit_lsn
+        headers_base = {"lsn": str(commit_lsn), "txids": [xid]}
+        touched: dict[ShapeConsumer, list[dict[str, Any]]] = {}
+        doomed: list[tuple[ShapeConsumer, str]] = []
+        op = 0
+        for change in txn.changes:
+            if type(change) is Truncation:
+                for relation in change.relations:
+                    routes = tables.get((relation.namespace, relation.name))
+                    if routes is not None:
+                        doomed.extend((consumer, "table truncated") for consumer in routes.shapes)
+                op += 2
+                continue
+            assert type(change) is Change
+            relation = change.relation
+            routes = tables.get((relation.namespace, relation.name))
+            if routes is not None:
+                headers = {**headers_base, "op_position": op}
+                for consumer in routes.candidates(relation.column_names, change.new, change.old):
+                    if not consumer.accepts(xid, commit_lsn):
+                        continue
+                    converter = consumer.converter
+                    if consumer.relation is not relation or converter is None:
+                        try:
+                            converter = consumer.rebind(relation)
+                        except (KeyError, ValueError):
+                            doomed.append((consumer, "columns no longer replicated"))
+                            continue
+                    entries = converter.convert(change.op, change.new, change.old, headers)
+                    if entries:
+                        existing = touched.get(consumer)
+                        if existing is None:
+                            touched[consumer] = entries
+                        else:
+                            existing.extend(entries)
+            op += 2
+        for consumer, reason in doomed:
+            touched.pop(consumer, None)
+            self.registry.invalidate(consumer, reason)
+        dirty = self.dirty
+        for consumer, entries in touched.items():
+            entries[-1]["headers"]["last"] = True
+            encoded = [
+                (LogOffset(commit_lsn, entry["headers"]["op_position"]), _encode(entry))
+                for entry in entries
+            ]
+            consumer.append(xid, commit_lsn, encoded)
+            dirty.add(consumer)
+        self.last_seen_lsn = commit_lsn
+        self.last_commit_time = txn.commit_time / 1e6 + PG_EPOCH
+        self.applied_end_lsn = txn.end_lsn
+
+    def idle(self, lsn: int) -> None:
+        """Nothing pending up to ``lsn``: once the logs are durable it may be confirmed."""
+        if lsn > self.applied_end_lsn:
+            self.applied_end_lsn = lsn
+
+    def relation_changed(self, item: RelationChange) -> None:
+        """Shapes whose table changed in a way they depend on are invalidated (clients
+        refetch); the others rebuild their column positions at their next change."""
+        relation = item.relation
+        key = (relation.namespace, relation.name)
+        doomed: list[tuple[ShapeConsumer, str]] = []
+        for other_key, routes in self.registry.router.tables.items():
+            for consumer in routes.shapes:
+                if other_key != key:
+                    if consumer.shape.table.oid == relation.oid:
+                        doomed.append((consumer, "table renamed"))
+                elif affected_by(consumer.shape, relation):
+                    doomed.append((consumer, "schema changed"))
+        for consumer, reason in doomed:
+            self.registry.invalidate(consumer, reason)
+
+    def rewind(self, acknowledged: int) -> None:
+        """Replication resumes from ``acknowledged``: nothing after it counts as applied."""
+        self.applied_end_lsn = acknowledged
+

@@ -1,0 +1,221 @@
+"""One shape being served: its log, where it stands, and the operations on it.
+
+A consumer moves through explicit states:
+
+    SNAPSHOTTING --snapshot written--> LIVE --invalidated/deleted/evicted--> GONE
+         \\--snapshot failed--> FAILED
+
+While SNAPSHOTTING it is already registered with the collector: transactions that the
+snapshot cannot have seen are buffered, then appended after the snapshot in commit
+order. ``recorded`` says the shape is in the registry on disk (it survives a restart).
+The HTTP layer reads and waits through this API only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from collections.abc import Sequence
+
+from pysync.postgres.pgoutput import Relation
+from pysync.postgres.snapshot import SnapshotInfo
+from pysync.shapes.changes import ShapeConverter
+from pysync.shapes.definition import Shape, ShapeDefinition
+from pysync.shapes.log import ShapeLog
+from pysync.shapes.offset import LogOffset
+
+Encoded = list[tuple[LogOffset, bytes]]
+
+
+class ShapeState(enum.Enum):
+    SNAPSHOTTING = "snapshotting"
+    LIVE = "live"
+    GONE = "gone"
+    FAILED = "failed"
+
+
+class ShapeGone(Exception):
+    """The shape was invalidated, deleted or evicted: clients get 409 must-refetch."""
+
+    def __init__(self, handle: str, reason: str) -> None:
+        super().__init__(f"shape {handle} is gone: {reason}")
+        self.handle = handle
+        self.reason = reason
+
+
+SNAPSHOTTING = ShapeState.SNAPSHOTTING
+LIVE = ShapeState.LIVE
+GONE = ShapeState.GONE
+FAILED = ShapeState.FAILED
+
+
+class ShapeConsumer:
+    __slots__ = (
+        "handle", "shape", "log", "state", "snapshot", "error", "reason", "recorded",
+        "last_used", "last_lsn", "converter", "relation", "_pending", "_filtering",
+        "__weakref__",
+    )
+
+    def __init__(
+        self, handle: str, shape: Shape, log: ShapeLog, snapshot: SnapshotInfo | None = None
+    ) -> None:
+        self.handle = handle
+        self.shape = shape
+        self.log = log
+        self.snapshot = snapshot
+        """What the initial snapshot saw (None while it runs)."""
+        self.state = SNAPSHOTTING if snapshot is None else LIVE
+        self.recorded = snapshot is not None
+        """In the registry on disk: a recovered shape is, a new one once its snapshot is."""
+        self.error: BaseException | None = None
+        """Why the snapshot failed (FAILED)."""
+        self.reason = ""
+        """Why the shape is GONE."""
+        self.last_used = time.monotonic()
+        self.last_lsn = log.last_tx
+        """Commit LSN of the last transaction stored for the shape (log or buffer)."""
+        self.converter: ShapeConverter | None = None
+        self.relation: Relation | None = None
+        """The relation layout ``converter`` was built for."""
+        self._pending: list[tuple[int, int, Encoded]] = []
+        self._filtering = True
+
+    def __repr__(self) -> str:
+        return f"<ShapeConsumer {self.handle} {self.shape.definition.table} {self.state.value}>"
+
+    @property
+    def definition(self) -> ShapeDefinition:
+        return self.shape.definition
+
+    @property
+    def gone(self) -> bool:
+        return self.state is GONE
+
+    # -- ingest ----------------------------------------------------------------------
+
+    def accepts(self, xid: int, commit_lsn: int) -> bool:
+        """Is this transaction new to the shape: in neither its snapshot nor its log?"""
+        if commit_lsn <= self.last_lsn:
+            return False
+        info = self.snapshot
+        if info is None:
+            return True
+        if self._filtering or commit_lsn < info.lsn:
+            if info.visible(xid):
+                return False
+            if self._filtering and info.started_after(xid):
+                # Transactions arrive in commit order: every later one committed after
+                # the snapshot too (only a replay from before it needs checking again).
+                self._filtering = False
+        return True
+
+    def rebind(self, relation: Relation) -> ShapeConverter:
+        """The converter for changes in ``relation``'s column layout.
+
+        Raises KeyError/ValueError when the layout lacks a column the shape needs."""
+        self.converter = ShapeConverter(self.shape, relation.column_names)
+        self.relation = relation
+        return self.converter
+
+    def append(self, xid: int, commit_lsn: int, entries: Encoded) -> None:
+        """Store one transaction's entries: buffered while snapshotting, else in the log
+        (raises StorageError, leaving the log and ``last_lsn`` as they were)."""
+        if self.snapshot is None:
+            self._pending.append((xid, commit_lsn, entries))
+        else:
+            self.log.append_changes(entries)
+            self.log.notify()
+        self.last_lsn = commit_lsn
+
+    def storage_rolled_back(self) -> None:
+        """The log lost frames that were not durable: they will be replayed."""
+        self.last_lsn = max(self.log.last_tx, self._pending[-1][1] if self._pending else 0)
+
+    # -- snapshot --------------------------------------------------------------------
+
+    def snapshot_taken(self, info: SnapshotInfo) -> None:
+        """The snapshot is in the log: append what was buffered that it did not see."""
+        pending, self._pending = self._pending, []
+        self.snapshot = info
+        self.last_lsn = self.log.last_tx
+        for xid, commit_lsn, entries in pending:
+            if self.accepts(xid, commit_lsn):
+                self.log.append_changes(entries)
+                self.last_lsn = commit_lsn
+        self.state = LIVE
+        self.log.notify()
+
+    def fail(self, error: BaseException) -> None:
+        if self.state is SNAPSHOTTING:
+            self.state = FAILED
+            self.error = error
+            self._pending = []
+            self.log.notify()
+
+    def invalidate(self, reason: str) -> bool:
+        """GONE from now on (a FAILED shape keeps its error); False if it already was."""
+        if self.state is GONE or self.state is FAILED:
+            return False
+        self.state = GONE
+        self.reason = reason
+        self._pending = []
+        self.log.notify()
+        return True
+
+    # -- serving ---------------------------------------------------------------------
+
+    @property
+    def snapshot_done(self) -> bool:
+        return self.log.snapshot_done
+
+    @property
+    def last_offset(self) -> LogOffset:
+        return self.log.last_offset
+
+    def read(self, after: LogOffset, max_bytes: int | None = None) -> tuple[list[bytes], LogOffset, bool]:
+        """Entries after ``after`` (see ``ShapeLog.read``); ShapeGone once the shape is
+        gone (its log is deleted)."""
+        if self.state is GONE:
+            raise ShapeGone(self.handle, self.reason)
+        return self.log.read(after, max_bytes)
+
+    def has_after(self, offset: LogOffset) -> bool:
+        return self.log.has_after(offset)
+
+    def check(self) -> None:
+        """Raise why the shape cannot be served: ShapeGone, or the snapshot's error."""
+        if self.state is GONE:
+            raise ShapeGone(self.handle, self.reason)
+        if self.state is FAILED:
+            assert self.error is not None
+            raise self.error
+
+    async def wait(
+        self,
+        after: LogOffset | None,
+        timeout: float,
+        *,
+        until_snapshot: bool = False,
+        wake: Sequence[asyncio.Future[None]] = (),
+    ) -> bool:
+        """Wait until the log has entries after ``after`` (or, with ``until_snapshot``,
+        the snapshot is complete); False on timeout or when a ``wake`` future is done.
+
+        Raises ShapeGone or the snapshot's error as soon as the shape has them."""
+        deadline = time.monotonic() + timeout
+        log = self.log
+        while True:
+            self.check()
+            if after is not None and log.has_after(after):
+                return True
+            if until_snapshot and log.snapshot_done:
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or any(f.done() for f in wake):
+                return False
+            grown = log.waiter()
+            try:
+                await asyncio.wait([grown, *wake], timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                log.unwait(grown)

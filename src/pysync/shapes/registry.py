@@ -1,0 +1,287 @@
+"""Every shape being served: get-or-create, by handle, eviction, deletion, the router's
+membership, the on-disk record and recovery.
+
+Creating a shape registers its consumer with the router at once (so no transaction
+is missed), then a task publishes its table and writes its snapshot; the shape is
+recorded on disk once the snapshot is complete, and only then survives a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import psycopg
+
+from pysync.postgres.catalog import load_table_async
+from pysync.postgres.connections import Connections
+from pysync.postgres.publication import Publisher
+from pysync.shapes.consumer import GONE, SNAPSHOTTING, ShapeConsumer
+from pysync.shapes.definition import Shape, ShapeDefinition, ShapeError, build_shape, retyped
+from pysync.shapes.router import Router
+from pysync.shapes.snapshotter import write_snapshot
+from pysync.shapes.storage import StorageError
+from pysync.shapes.store import RegistryRecord, ShapeStore, new_handle
+
+log = logging.getLogger(__name__)
+
+COMPILE_INLINE_CHARS = 2_000
+"""Clauses up to this long compile on the event loop (tens of microseconds); longer
+ones in a worker thread, so a large clause never stalls other requests."""
+
+
+class ShapeRegistry:
+    def __init__(
+        self,
+        store: ShapeStore,
+        connections: Connections,
+        publisher: Publisher,
+        *,
+        max_shapes: int | None = None,
+        compile_timeout: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.connections = connections
+        self.publisher = publisher
+        self.max_shapes = max_shapes
+        self.compile_timeout = compile_timeout
+        self.router: Router[ShapeConsumer] = Router()
+        self._by_handle: dict[str, ShapeConsumer] = {}
+        self._by_definition: dict[ShapeDefinition, ShapeConsumer] = {}
+        self._by_key: dict[str, ShapeConsumer] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._building: dict[ShapeDefinition, asyncio.Future[Shape]] = {}
+        self._compiler = ThreadPoolExecutor(2, thread_name_prefix="pysync-compile")
+        self.on_invalidate: list[Callable[[ShapeConsumer], None]] = []
+        self.on_storage_error: Callable[[StorageError], None] = lambda exc: None
+        self.on_snapshot_done: Callable[[float], None] = lambda seconds: None
+
+    def __len__(self) -> int:
+        return len(self._by_handle)
+
+    def __iter__(self) -> Iterator[ShapeConsumer]:
+        return iter(list(self._by_handle.values()))
+
+    # -- lookups ---------------------------------------------------------------------
+
+    def get(self, handle: str) -> ShapeConsumer | None:
+        consumer = self._by_handle.get(handle)
+        if consumer is not None:
+            consumer.last_used = time.monotonic()
+        return consumer
+
+    async def shape(self, definition: ShapeDefinition) -> ShapeConsumer:
+        """The consumer for ``definition``, created (and its snapshot started) if new.
+
+        Raises ShapeError for a definition the catalog refutes, psycopg.OperationalError
+        when the database cannot be asked."""
+        consumer = self._known(definition)
+        if consumer is None:
+            shape = await self._build_once(definition)
+            # Looked up again after the await: a concurrent request may have made it.
+            consumer = self._by_key.get(shape.key) or self._create(shape)
+            self._by_definition[definition] = consumer
+        consumer.last_used = time.monotonic()
+        return consumer
+
+    async def find(self, definition: ShapeDefinition) -> ShapeConsumer | None:
+        """The consumer serving ``definition`` (or an equal one), without creating one."""
+        consumer = self._known(definition)
+        if consumer is None:
+            consumer = self._by_key.get((await self._build_once(definition)).key)
+            if consumer is not None:
+                self._by_definition[definition] = consumer
+        return consumer
+
+    def _known(self, definition: ShapeDefinition) -> ShapeConsumer | None:
+        consumer = self._by_definition.get(definition)
+        if consumer is not None and consumer.state is GONE:
+            del self._by_definition[definition]  # another spelling of a shape now gone
+            return None
+        return consumer
+
+    async def _build_once(self, definition: ShapeDefinition) -> Shape:
+        """``build``, shared by concurrent requests for the same definition (300 clients
+        asking for a new shape at once ask the catalog once)."""
+        pending = self._building.get(definition)
+        if pending is None:
+            pending = self._building[definition] = asyncio.ensure_future(self.build(definition))
+            pending.add_done_callback(lambda done: self._built(definition, done))
+        return await asyncio.shield(pending)
+
+    def _built(self, definition: ShapeDefinition, done: asyncio.Future[Shape]) -> None:
+        self._building.pop(definition, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: every waiter may have gone
+
+    async def build(self, definition: ShapeDefinition) -> Shape:
+        """Validate ``definition`` against the live catalog."""
+        async with self.connections.catalog_session() as conn:
+            table = await load_table_async(conn, definition.schema, definition.table)
+        if definition.where is None or len(definition.where) <= COMPILE_INLINE_CHARS:
+            return build_shape(definition, table)
+        loop = asyncio.get_running_loop()
+        work = loop.run_in_executor(self._compiler, build_shape, definition, table)
+        try:
+            return await asyncio.wait_for(work, self.compile_timeout)
+        except TimeoutError:
+            raise ShapeError(
+                "where", f"the clause took more than {self.compile_timeout:g} s to compile; "
+                "simplify it"
+            ) from None
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def _create(self, shape: Shape) -> ShapeConsumer:
+        handle = new_handle(shape)
+        consumer = ShapeConsumer(handle, shape, self.store.new_log(handle))
+        self.add(consumer)
+        if self.max_shapes is not None and len(self._by_handle) > self.max_shapes:
+            self._evict()
+        task = asyncio.create_task(self._snapshot(consumer), name=f"pysync-snapshot-{consumer.handle}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return consumer
+
+    def add(self, consumer: ShapeConsumer) -> None:
+        """Serve ``consumer`` (new, or recovered with its snapshot) and route to it."""
+        self._by_handle[consumer.handle] = consumer
+        self._by_definition[consumer.definition] = consumer
+        self._by_key[consumer.shape.key] = consumer
+        where = consumer.shape.where
+        index = where.equality_index() if where is not None else None  # type: ignore[attr-defined]
+        self.router.add(consumer.definition.relation, consumer, index)
+
+    async def _snapshot(self, consumer: ShapeConsumer) -> None:
+        table = consumer.shape.table
+        started = time.monotonic()
+        try:
+            await self.publisher.publish(table.schema, table.name)
+            if consumer.state is not SNAPSHOTTING:
+                return
+            async with self.connections.snapshot_session() as conn:
+                info = await write_snapshot(
+                    conn, consumer.shape, consumer.log, rows=consumer.definition.log_mode == "full"
+                )
+            if consumer.state is not SNAPSHOTTING:
+                return
+            consumer.snapshot_taken(info)
+            await asyncio.to_thread(self._record, consumer)
+        except Exception as exc:  # noqa: BLE001 - reported to the waiting requests
+            if consumer.state is GONE:
+                return  # deleted meanwhile: whatever failed does not matter any more
+            if isinstance(exc, psycopg.errors.UndefinedTable):
+                # Dropped while we looked: as Electric, the client refetches (409).
+                self.invalidate(consumer, "table dropped during the snapshot")
+                return
+            if isinstance(exc, StorageError):
+                self.on_storage_error(exc)
+            log.warning("snapshot of %s failed: %s", consumer.handle, exc)
+            consumer.fail(exc)
+            self.invalidate(consumer, f"snapshot failed: {exc}")
+            return
+        self.on_snapshot_done(time.monotonic() - started)
+        if consumer.state is GONE:
+            self.store.forget(consumer.handle)  # deleted while it was being recorded
+
+    def _record(self, consumer: ShapeConsumer) -> None:
+        consumer.log.sync()
+        if consumer.state is not GONE:
+            self.store.remember(consumer)
+            # Only once durable in the registry: a stop right after must not lose it.
+            consumer.recorded = True
+
+    def _evict(self) -> None:
+        assert self.max_shapes is not None
+        by_age = sorted(self._by_handle.values(), key=lambda c: c.last_used)
+        for consumer in by_age[: len(self._by_handle) - self.max_shapes]:
+            self.invalidate(consumer, "evicted")
+
+    def invalidate(self, consumer: ShapeConsumer, reason: str) -> None:
+        """The shape is gone (clients get 409 and refetch, or the snapshot's error if it
+        failed); it leaves the registry and its log is deleted."""
+        consumer.invalidate(reason)
+        if self._by_handle.get(consumer.handle) is not consumer:
+            return
+        log.info("shape %s (%s) invalidated: %s", consumer.handle, consumer.definition.table, reason)
+        self._by_handle.pop(consumer.handle, None)
+        if self._by_definition.get(consumer.definition) is consumer:
+            del self._by_definition[consumer.definition]
+        if self._by_key.get(consumer.shape.key) is consumer:
+            del self._by_key[consumer.shape.key]
+        self.router.remove(consumer.definition.relation, consumer)
+        for callback in self.on_invalidate:
+            callback(consumer)
+        if consumer.recorded:
+            try:
+                self.store.forget(consumer.handle)
+            except StorageError as exc:
+                # The log goes below; recovery drops a record without one.
+                log.error("could not record that shape %s is gone: %s", consumer.handle, exc)
+        consumer.log.storage.destroy()
+
+    def invalidate_all(self, reason: str) -> None:
+        for consumer in list(self._by_handle.values()):
+            self.invalidate(consumer, reason)
+
+    def delete(self, handle: str) -> bool:
+        consumer = self._by_handle.get(handle)
+        if consumer is None:
+            return False
+        self.invalidate(consumer, "deleted")
+        return True
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        self._compiler.shutdown(wait=False, cancel_futures=True)
+        for consumer in self._by_handle.values():
+            consumer.log.notify()
+
+    # -- recovery --------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Serve again the shapes that were complete at the last stop, with the same
+        handles; drop those whose table changed while pysync was down."""
+        keep: set[str] = set()
+        records = await asyncio.to_thread(self.store.recorded)
+        for record in records:
+            shape = await self._recovered_shape(record)
+            if shape is None:
+                await asyncio.to_thread(self.store.forget, record.handle)
+                continue
+            shape_log = await asyncio.to_thread(self.store.new_log, record.handle)
+            if not shape_log.snapshot_done or record.snapshot is None:
+                await asyncio.to_thread(self.store.forget, record.handle)
+                continue
+            self.add(ShapeConsumer(record.handle, shape, shape_log, record.snapshot))
+            keep.add(record.handle)
+        for orphan in list(self.store.orphans(keep)):
+            self.store.discard(orphan)
+
+    async def _recovered_shape(self, record: RegistryRecord) -> Shape | None:
+        assert record.definition is not None
+        try:
+            shape = await self.build(record.definition)
+        except ShapeError:
+            return None
+        if (record.key is not None and record.key != shape.key) or (
+            record.types is not None and retyped(shape, record.types)
+        ):
+            log.info("shape %s dropped: its table changed while pysync was down", record.handle)
+            return None
+        return shape
+
+    def discard_recorded(self) -> None:
+        """Forget every stored shape (they came from a slot that is gone)."""
+        for record in self.store.recorded():
+            self.store.discard(record.handle)
+            self.store.forget(record.handle)
+        for orphan in list(self.store.orphans(set())):
+            self.store.discard(orphan)

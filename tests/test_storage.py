@@ -1,0 +1,170 @@
+"""Shape log storage under faults: all-or-nothing appends, torn tails, corruption,
+failed fsyncs. Real files; the failures are injected through the storage's ``Io`` seam
+(the engine-level tests use a real full tmpfs)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from pysync.shapes.log import ShapeLog
+from pysync.shapes.offset import LogOffset
+from pysync.shapes.storage import (
+    HEADER_SIZE,
+    FileStorage,
+    Io,
+    LogCorruptError,
+    StorageError,
+)
+
+
+def entry(n: int) -> bytes:
+    return json.dumps({"key": str(n), "value": {"id": str(n), "pad": "x" * 50}}).encode()
+
+
+class FaultyIo(Io):
+    """Fails chosen calls as a full disk does: ``write`` after writing ``partial`` bytes."""
+
+    def __init__(self) -> None:
+        self.fail_writes = 0
+        self.partial = 0
+        self.fail_syncs = 0
+        self.fail_truncates = 0
+
+    def write(self, fd: int, data: memoryview) -> int:
+        if self.fail_writes:
+            self.fail_writes -= 1
+            if self.partial:
+                written = os.write(fd, data[: self.partial])
+                self.partial = 0
+                return written  # the next call fails: a short write, then ENOSPC
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return os.write(fd, data)
+
+    def fdatasync(self, fd: int) -> None:
+        if self.fail_syncs:
+            self.fail_syncs -= 1
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        os.fdatasync(fd)
+
+    def ftruncate(self, fd: int, size: int) -> None:
+        if self.fail_truncates:
+            self.fail_truncates -= 1
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        os.ftruncate(fd, size)
+
+
+def snapshot_log(directory: Path, io: Io | None = None) -> ShapeLog:
+    log = ShapeLog(FileStorage(directory, io) if io else FileStorage(directory))
+    if not log.snapshot_done:
+        log.append_snapshot_chunk(0, entry(0), last=True)
+    return log
+
+
+def reopen(directory: Path) -> ShapeLog:
+    return ShapeLog(FileStorage(directory))
+
+
+def test_failed_append_leaves_file_and_index_as_they_were(tmp_path: Path) -> None:
+    io = FaultyIo()
+    log = snapshot_log(tmp_path, io)
+    log.append_changes([(LogOffset(10, 0), entry(1))])
+    size = (tmp_path / "log").stat().st_size
+    io.fail_writes, io.partial = 2, 40  # part of a frame reaches the file, then ENOSPC
+    with pytest.raises(StorageError) as failure:
+        log.append_changes([(LogOffset(20, 0), entry(2)), (LogOffset(20, 2), entry(3))])
+    assert failure.value.disk_full and "log" in str(failure.value)
+    assert (tmp_path / "log").stat().st_size == size, "the partial frame was not cut back"
+    assert log.offsets == [LogOffset(0, 0), LogOffset(10, 0)] and log.last_tx == 10
+    log.append_changes([(LogOffset(20, 0), entry(2))])  # space is back
+    again = reopen(tmp_path)
+    assert again.offsets == [LogOffset(0, 0), LogOffset(10, 0), LogOffset(20, 0)]
+    assert again.read(LogOffset(10, 0)) == ([entry(2)], LogOffset(20, 0), True)
+
+
+def test_a_cut_that_failed_is_redone_before_the_next_append(tmp_path: Path) -> None:
+    io = FaultyIo()
+    log = snapshot_log(tmp_path, io)
+    io.fail_writes, io.partial, io.fail_truncates = 2, 30, 1
+    with pytest.raises(StorageError):
+        log.append_changes([(LogOffset(10, 0), entry(1))])
+    io.fail_truncates = 1  # still failing: the append must refuse, not append after junk
+    with pytest.raises(StorageError):
+        log.append_changes([(LogOffset(20, 0), entry(2))])
+    log.append_changes([(LogOffset(30, 0), entry(3))])
+    assert reopen(tmp_path).offsets == [LogOffset(0, 0), LogOffset(30, 0)]
+
+
+@pytest.mark.parametrize("cut", [1, HEADER_SIZE - 1, HEADER_SIZE, HEADER_SIZE + 5])
+def test_torn_tail_is_cut_on_recovery(tmp_path: Path, cut: int) -> None:
+    log = snapshot_log(tmp_path)
+    log.append_changes([(LogOffset(10, 0), entry(1)), (LogOffset(10, 2), entry(2))])
+    path = tmp_path / "log"
+    whole = path.stat().st_size
+    log.append_changes([(LogOffset(20, 0), entry(3))])
+    os.truncate(path, whole + cut)  # a crash part way through the last frame
+    again = reopen(tmp_path)
+    assert again.offsets == [LogOffset(0, 0), LogOffset(10, 0), LogOffset(10, 2)]
+    assert path.stat().st_size == whole
+    again.append_changes([(LogOffset(20, 0), entry(3))])
+    assert reopen(tmp_path).offsets[-1] == LogOffset(20, 0)
+
+
+def test_zeros_after_the_last_frame_are_a_torn_tail(tmp_path: Path) -> None:
+    snapshot_log(tmp_path).append_changes([(LogOffset(10, 0), entry(1))])
+    path = tmp_path / "log"
+    whole = path.stat().st_size
+    with path.open("ab") as f:
+        f.write(bytes(5000))  # the file grew, the data never reached the disk
+    assert reopen(tmp_path).offsets == [LogOffset(0, 0), LogOffset(10, 0)]
+    assert path.stat().st_size == whole
+
+
+@pytest.mark.parametrize("where", ["header", "payload", "marker"])
+def test_corruption_in_the_middle_stops_recovery(tmp_path: Path, where: str) -> None:
+    log = snapshot_log(tmp_path)
+    for n in range(1, 6):
+        log.append_changes([(LogOffset(n * 10, 0), entry(n))])
+    path = tmp_path / "log"
+    data = bytearray(path.read_bytes())
+    second = log._positions[2] - HEADER_SIZE  # the frame of LSN 20
+    flip = {"header": second + 5, "payload": second + HEADER_SIZE + 3, "marker": second}[where]
+    data[flip] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(LogCorruptError) as failure:
+        reopen(tmp_path)
+    assert failure.value.position == second and str(path) in str(failure.value)
+    assert path.read_bytes() == bytes(data), "recovery changed a corrupt log"
+
+
+def test_failed_sync_discards_what_is_not_durable(tmp_path: Path) -> None:
+    io = FaultyIo()
+    log = snapshot_log(tmp_path, io)
+    log.append_changes([(LogOffset(10, 0), entry(1))])
+    log.sync()
+    log.append_changes([(LogOffset(20, 0), entry(2)), (LogOffset(20, 2), entry(3))])
+    io.fail_syncs = 1
+    with pytest.raises(StorageError):
+        log.sync()
+    assert log.dirty
+    log.discard_unsynced()
+    assert log.offsets == [LogOffset(0, 0), LogOffset(10, 0)] and log.last_tx == 10
+    assert log.snapshot_done
+    log.append_changes([(LogOffset(20, 0), entry(2))])
+    log.sync()
+    assert reopen(tmp_path).offsets == [LogOffset(0, 0), LogOffset(10, 0), LogOffset(20, 0)]
+
+
+def test_discarding_an_unsynced_snapshot_end(tmp_path: Path) -> None:
+    io = FaultyIo()
+    log = ShapeLog(FileStorage(tmp_path, io))
+    log.append_snapshot_chunk(0, entry(0), last=False)
+    log.sync()
+    log.append_snapshot_chunk(1, entry(1), last=True)
+    assert log.snapshot_done
+    log.discard_unsynced()
+    assert not log.snapshot_done and log.offsets == [LogOffset(0, 0)]
