@@ -10,12 +10,8 @@ recovery after TRUNCATE and DELETE, 100 concurrent streams, value parsing of eve
 from __future__ import annotations
 
 import os
-import queue
 import shutil
-import signal
 import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,10 +22,10 @@ import pytest
 
 from conftest import drop_database
 from pysync.postgres.cluster import PostgresCluster, free_port
+from serve_process import ServeProcess
 
 E2E_DIR = Path(__file__).parent / "e2e"
 SECRET = "e2e-secret-" + uuid.uuid4().hex[:8]
-READY_LINE = "pysync is serving shapes at"
 START_TIMEOUT = 60.0
 NODE_TIMEOUT = 300.0
 
@@ -65,57 +61,12 @@ def e2e_database(pg_cluster: PostgresCluster) -> Iterator[str]:
         drop_database(pg_cluster, name)
 
 
-class Server:
-    """``pysync serve`` as a subprocess; its output is collected for failure reports."""
-
-    def __init__(self, args: list[str]) -> None:
-        self.lines: list[str] = []
-        self._ready: queue.Queue[bool] = queue.Queue()
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "pysync.cli", "serve", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if READY_LINE in line:
-                self._ready.put(True)
-        self._ready.put(False)  # EOF: the process ended
-
-    def wait_ready(self, timeout: float) -> None:
-        try:
-            ready = self._ready.get(timeout=timeout)
-        except queue.Empty:
-            pytest.fail(f"pysync serve not ready after {timeout} s:\n{self.output()}")
-        if not ready:
-            self.process.wait(timeout=10)
-            pytest.fail(f"pysync serve exited with {self.process.returncode}:\n{self.output()}")
-
-    def output(self) -> str:
-        return "\n".join(self.lines[-300:])
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        self._reader.join(timeout=10)
-
-
 def test_typescript_client_end_to_end(e2e_database: str, tmp_path: Path) -> None:
     node = shutil.which("node")
     assert node is not None, "node (>= 20) is needed for the end-to-end tests"
     _ensure_node_modules()
     port = free_port()
-    server = Server([
+    server = ServeProcess([
         "--database-url", e2e_database, "--host", "127.0.0.1", "--port", str(port),
         "--storage-dir", str(tmp_path / "storage"), "--allow-delete",
         "--long-poll-timeout", "5", "--secret", SECRET, "--log-level", "warning",

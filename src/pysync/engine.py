@@ -281,7 +281,8 @@ class Engine:
                 self.collector.rewind(self.flush.acknowledged)
                 await self._replicate()
             except StorageError as exc:
-                self._storage_failed(exc)
+                if exc is not self._halt:  # else: the halt of a failure seen elsewhere
+                    self._storage_failed(exc)
             except _Resync:
                 pass
             except SlotInvalidatedError as exc:
@@ -406,6 +407,10 @@ class Engine:
         # what was not durable before anything more is appended, and replication
         # resumes from the acknowledged position, which precedes all of it.
         self._storage_failed(exc)
+        # Nothing applied since the last acknowledgement counts any more: the flush
+        # tracker must not confirm it (the stream delivers it again).
+        self.collector.rewind(self.flush.acknowledged)
+        self._halt = self._halt or exc
         for consumer, _ in failed:
             try:
                 consumer.log.discard_unsynced()

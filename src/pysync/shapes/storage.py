@@ -1,12 +1,12 @@
 """Bytes of shape logs: framed, checksummed, appended all or nothing.
 
-A log is a sequence of frames ``[magic u8][flags u8][tx u64][op u64][length u32][crc32 u32]
-[payload]``; the CRC covers flags, tx, op, length and payload. ``ShapeLog`` keeps the
-index. An append either lands whole or leaves the file as it was (a short or failed write
-is cut back), so what the index holds is always on the file. Recovery tells a torn tail
-(a crash during a write: the last frame runs past the end of the file, or only zeros
-follow) from corruption in the middle (a bad frame with data after it), which is never
-silently cut off: that raises ``LogCorruptError`` naming the file and the position.
+A log is a sequence of frames ``[magic u8][flags u8][tx u64][op u64][length u32]
+[crc32 of the header fields u32][crc32 of the payload u32][payload]``. ``ShapeLog`` keeps
+the index. An append either lands whole or leaves the file as it was (a short or failed
+write is cut back), so what the index holds is always on the file. Recovery tells a torn
+tail (a crash during a write: no valid frame follows the last good one) from corruption
+in the middle (a bad frame with good frames after it), which is never silently cut off:
+that raises ``LogCorruptError`` naming the file and the position.
 
 Every system call goes through an ``Io`` object, so tests can make a chosen write or
 fsync fail as a full or broken disk does.
@@ -15,6 +15,7 @@ fsync fail as a full or broken disk does.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import shutil
 import zlib
@@ -289,20 +290,29 @@ class FileStorage:
                         position += HEADER_SIZE + length
                         continue
                     problem = "payload checksum mismatch"
-                if problem != "torn" and not self._only_zeros_after(position):
+                if problem != "torn" and self._good_frame_after(position + 1):
                     raise LogCorruptError(self.path, position, problem)
                 break
         if position != size:
             self.file.cut(position)
 
-    def _only_zeros_after(self, position: int) -> bool:
-        """A crash can leave a file extended with zeros past its last complete write."""
-        with self.path.open("rb") as f:
-            f.seek(position)
-            while block := f.read(1 << 20):
-                if block.count(0) != len(block):
-                    return False
-        return True
+    def _good_frame_after(self, start: int) -> bool:
+        """Is there a whole, valid frame anywhere from ``start`` on? If not, what follows
+        the last good frame is the remains of an interrupted write (a torn tail: partly
+        written, or zeros where a crash extended the file), safe to cut off."""
+        with self.path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            size = len(data)
+            position = data.find(_MAGIC_BYTE, start)
+            while position != -1:
+                header = data[position : position + HEADER_SIZE]
+                if _header_problem(header, size - position) is None:
+                    length = _FIELDS.unpack_from(header, 1)[3]
+                    (_, crc) = _CRCS.unpack_from(header, 1 + _FIELDS.size)
+                    body = position + HEADER_SIZE
+                    if _crc32(data[body : body + length]) == crc:
+                        return True
+                position = data.find(_MAGIC_BYTE, position + 1)
+        return False
 
     def destroy(self) -> None:
         self.remove(self.directory)

@@ -1,0 +1,93 @@
+"""``pysync serve`` as a subprocess for tests: started, read, stopped (or killed)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+READY_LINE = "pysync is serving shapes at"
+
+
+class ServeProcess:
+    """``python -m pysync.cli serve ARGS``; its output is collected for failure reports."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.args = args
+        self.lines: list[str] = []
+        self._ready: queue.Queue[bool] = queue.Queue()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pysync.cli", "serve", *args],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if READY_LINE in line:
+                self._ready.put(True)
+        self._ready.put(False)  # EOF: the process ended
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        try:
+            ready = self._ready.get(timeout=timeout)
+        except queue.Empty:
+            pytest.fail(f"pysync serve not ready after {timeout} s:\n{self.output()}")
+        if not ready:
+            self.process.wait(timeout=10)
+            pytest.fail(f"pysync serve exited with {self.process.returncode}:\n{self.output()}")
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        """The exit status of a process expected to end by itself."""
+        code = self.process.wait(timeout)
+        self._reader.join(10)
+        return code
+
+    def output(self) -> str:
+        return "\n".join(self.lines[-300:])
+
+    @property
+    def database_url(self) -> str:
+        urls = [line.split("=", 1)[1] for line in self.lines if line.startswith("DATABASE_URL=")]
+        assert urls, self.output()
+        return urls[-1]
+
+    def stop(self) -> bool:
+        """SIGTERM; True if it shut down cleanly. uvicorn re-raises the signal once its
+        shutdown is complete, so the exit status is SIGTERM's, as process managers expect."""
+        if self.process.poll() is not None:
+            return False
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return False
+        self._reader.join(10)  # stdout ends with the process: all lines are in
+        return code in (0, -signal.SIGTERM) and any("shutdown complete" in line for line in self.lines)
+
+    def kill(self) -> None:
+        """SIGKILL: a crash."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+        self._reader.join(10)
+
+
+def stop_leftover_postgres(data_dir: Path) -> None:
+    """A failed test must not leave a private Postgres running."""
+    pid_file = data_dir / "postgres" / "pgdata" / "postmaster.pid"
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)
