@@ -84,19 +84,29 @@ SCALARS: dict[str, Parser] = {
 """Parsers by ``pg_type.typname``; extend or override with ``Client(parsers=...)``."""
 
 
-def _array(element: Parser) -> Parser:
-    parse = parse_array(element)
-
-    def parse_or_keep(text: str) -> Any:
-        if text.startswith("["):  # explicit lower bounds: a Python list cannot say them
-            return text
-        return parse(text)
-
-    return parse_or_keep
-
-
 def _identity(text: str) -> str:
     return text
+
+
+_texts = parse_array(_identity)
+
+
+def _array(element: Parser | None) -> Parser:
+    # Elements are parsed after the structure: a parsed element may itself be a list
+    # (a jsonb array), which the literal's parser would take for a sub-array.
+    def convert(items: list[Any]) -> list[Any]:
+        return [
+            convert(item) if isinstance(item, list) else None if item is None else element(item)  # type: ignore[misc]
+            for item in items
+        ]
+
+    def parse(text: str) -> Any:
+        if text.startswith("["):  # explicit lower bounds: a Python list cannot say them
+            return text
+        items = _texts(text)
+        return items if element is None else convert(items)
+
+    return parse
 
 
 def column_parsers(schema: Mapping[str, Any], custom: Mapping[str, Parser] | None = None) -> dict[str, Parser]:
@@ -110,7 +120,7 @@ def column_parsers(schema: Mapping[str, Any], custom: Mapping[str, Parser] | Non
         element = (custom or {}).get(type_name) or SCALARS.get(type_name)
         dims = info.get("dims") or 0
         if dims:
-            parsers[column] = _array(element or _identity)
+            parsers[column] = _array(element)
         elif element is not None:
             parsers[column] = element
     return parsers
