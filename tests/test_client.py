@@ -25,7 +25,6 @@ from pysync.client import (
     ClientError,
     ControlMessage,
     Message,
-    Shape,
     ShapeUpdate,
 )
 from serve_support import Conn, Served, db, served, write  # noqa: F401
@@ -335,4 +334,15 @@ def test_shape_argument_mirrors_pysync_shape(served: Served) -> None:
         client.stream("a.b.c")
 
 
-assert Shape  # re-exported type used in annotations of other tests
+
+def test_txid_visibility_in_a_snapshot_is_wraparound_aware() -> None:
+    from pysync.client.shape import _in_snapshot
+
+    snapshot = ControlMessage("snapshot-end", xmin="1000", xmax="1010", xip_list=("1004",))
+    assert _in_snapshot(snapshot, 999) and _in_snapshot(snapshot, 1003)
+    assert not _in_snapshot(snapshot, 1004) and not _in_snapshot(snapshot, 1010)
+    assert not _in_snapshot(snapshot, 1011) and not _in_snapshot(snapshot, 2**31)
+    # xid8 in the third epoch: a 32-bit xid just below the epoch boundary is from before.
+    wrapped = ControlMessage("snapshot-end", xmin=str(3 * 2**32 + 5), xmax=str(3 * 2**32 + 9))
+    assert _in_snapshot(wrapped, 2**32 - 3) and _in_snapshot(wrapped, 6) and not _in_snapshot(wrapped, 9)
+    assert not _in_snapshot(None, 1)

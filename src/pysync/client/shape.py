@@ -62,6 +62,9 @@ class Shape:
         self._pending: list[ChangeMessage] = []
         self._reset = False
         self._txids: dict[int, None] = {}  # insertion-ordered set, oldest first
+        self._snapshot: ControlMessage | None = None
+        """The snapshot-end of the rows' initial snapshot: the transactions it contains."""
+        self._pending_snapshot: ControlMessage | None = None
         self._up_to_date = asyncio.Event()
         self._applied = asyncio.Condition()
         self._subscribers: list[asyncio.Queue[ShapeUpdate | None]] = []
@@ -87,11 +90,12 @@ class Shape:
         await self._until(self._up_to_date.is_set, timeout)
 
     async def wait_for_txid(self, txid: int | str, timeout: float | None = None) -> None:
-        """Until a change of Postgres transaction ``txid`` (the 32-bit xid a writer returns)
-        is in ``rows``. A transaction that changed nothing in this shape never arrives:
-        give a timeout."""
+        """Until the effects of Postgres transaction ``txid`` (the 32-bit xid a writer
+        returns) are in ``rows``: one of its changes arrived, or it committed before the
+        shape's snapshot was taken. A later transaction that changed nothing in this shape
+        never arrives: give a timeout."""
         wanted = int(txid)
-        await self._until(lambda: wanted in self._txids, timeout)
+        await self._until(lambda: wanted in self._txids or _in_snapshot(self._snapshot, wanted), timeout)
 
     async def subscribe(self) -> AsyncIterator[ShapeUpdate]:
         """Every later batch applied to ``rows``; ends when the shape is closed."""
@@ -149,8 +153,11 @@ class Shape:
                 await self._apply_batch()
             elif message.control == MUST_REFETCH:
                 self._pending.clear()
+                self._pending_snapshot = None
                 self._reset = True
                 self._up_to_date.clear()
+            elif message.control == "snapshot-end":
+                self._pending_snapshot = message
         elif isinstance(message, EventMessage):
             self._apply_event(message)
 
@@ -162,6 +169,9 @@ class Shape:
         reset, self._reset = self._reset, False
         if reset:
             self.rows = {}
+            self._snapshot = None
+        if self._pending_snapshot is not None:
+            self._snapshot, self._pending_snapshot = self._pending_snapshot, None
         changes = []
         txids: set[int] = set()
         rows = self.rows
@@ -200,3 +210,19 @@ class Shape:
             return None
         rows[key] = row
         return RowChange(operation, key, row, old)
+
+
+def _in_snapshot(snapshot: ControlMessage | None, txid: int) -> bool:
+    """Whether 32-bit xid ``txid`` committed before ``snapshot`` (a snapshot-end, whose
+    xmin/xmax/xip_list are 64-bit xid8s): visible to it, so its rows are in the snapshot.
+    As Postgres compares xids, ``txid`` is within 2**31 of xmax, before or after it."""
+    if snapshot is None or snapshot.xmin is None or snapshot.xmax is None:
+        return False
+    xmin, xmax = int(snapshot.xmin), int(snapshot.xmax)
+    distance = (txid - xmax) & 0xFFFFFFFF
+    if distance >= 1 << 31:
+        distance -= 1 << 32
+    full = xmax + distance
+    if full < xmin:
+        return True
+    return full < xmax and str(full) not in snapshot.xip_list
