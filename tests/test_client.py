@@ -328,6 +328,9 @@ def test_shape_argument_mirrors_pysync_shape(served: Served) -> None:
         ("table", 'app."My Todos"'), ("log", "full"), ("where", "id = $1"), ("params[1]", "5"),
         ("columns", '"id","x y"'),
     ]
+    assert client.stream("Weird.Name", namespace="My Schema")._shape_query[0] == (
+        "table", '"My Schema"."Weird.Name"'
+    )
     with pytest.raises(TypeError):
         client.stream(definition, where="x")
     with pytest.raises(pysync.ShapeError):

@@ -12,8 +12,8 @@ from typing import Any
 from pysync.client import Client, Shape
 from serve_support import Conn, Served, db, served, write  # noqa: F401
 
-TRANSACTIONS = 150
-CHECKS = 5
+TRANSACTIONS = 400
+CHECKS = 8
 
 
 def expected(conn: Conn, where: str, columns: str) -> dict[str, dict[str, Any]]:

@@ -64,6 +64,7 @@ class Client:
         self,
         shape: ShapeDefinition | str | None = None,
         *,
+        namespace: str | None = None,
         where: str | None = None,
         params: Params | None = None,
         columns: Sequence[str] | None = None,
@@ -77,14 +78,15 @@ class Client:
     ) -> ShapeStream:
         """The shape's messages: ``async for message in client.stream("todos")``.
 
-        ``shape`` is a table name (``todos``, ``app."Todos"``) with ``where``/``params``/
-        ``columns``/``replica``/``log_mode`` as for ``pysync.shape(...)``, or a
+        ``shape`` is a table name (``todos``, ``app."Todos"``) with ``namespace``/``where``/
+        ``params``/``columns``/``replica``/``log_mode`` as for ``pysync.shape(...)``, or a
         ShapeDefinition, sent to ``url`` (default ``/v1/shape``). With no shape, ``url`` is
         an app route that defines the shape itself, and only offset, handle, live and
         cursor are sent. ``live=False`` ends at the first up-to-date. Resume from a saved
         ``offset`` and ``handle`` (``stream.offset``, ``stream.handle``)."""
         definition = shape_of(
-            shape, where=where, params=params, columns=columns, replica=replica, log_mode=log_mode
+            shape, namespace=namespace, where=where, params=params, columns=columns,
+            replica=replica, log_mode=log_mode,
         )
         return ShapeStream(
             self.http, url, shape_params(definition) if definition is not None else [],
@@ -97,6 +99,7 @@ class Client:
         self,
         shape: ShapeDefinition | str | None = None,
         *,
+        namespace: str | None = None,
         where: str | None = None,
         params: Params | None = None,
         columns: Sequence[str] | None = None,
@@ -110,7 +113,8 @@ class Client:
         """The shape materialised (``shape.rows`` by key), following it live. Waits for
         its first up-to-date unless ``wait=False`` (``timeout`` bounds the wait)."""
         definition = shape_of(
-            shape, where=where, params=params, columns=columns, replica=replica, log_mode=log_mode
+            shape, namespace=namespace, where=where, params=params, columns=columns,
+            replica=replica, log_mode=log_mode,
         )
         stream = self.stream(definition, url=url, sse=sse)
         changes_only = (definition.log_mode if definition is not None else log_mode) == "changes_only"

@@ -14,6 +14,7 @@ _PLAIN = re.compile(r"[a-z_][a-z0-9_$]*\Z")
 def shape_of(
     shape: ShapeDefinition | str | None,
     *,
+    namespace: str | None = None,
     where: str | None = None,
     params: Sequence[object] | Mapping[int | str, object] | None = None,
     columns: Sequence[str] | None = None,
@@ -23,15 +24,16 @@ def shape_of(
     """``shape`` as a definition: a ShapeDefinition as is, or a table name with the other
     keywords (as ``pysync.shape(...)``); None for a shape the server route defines."""
     if isinstance(shape, ShapeDefinition):
-        if where is not None or params is not None or columns is not None:
-            raise TypeError("pass where/params/columns in the ShapeDefinition, not beside it")
+        if where is not None or params is not None or columns is not None or namespace is not None:
+            raise TypeError("pass namespace/where/params/columns in the ShapeDefinition, not beside it")
         return shape
     if shape is None:
         if where is not None or params is not None or columns is not None:
             raise TypeError("where/params/columns need a table")
         return None
     return ShapeDefinition.create(
-        shape, where=where, params=params, columns=columns, replica=replica, log_mode=log_mode
+        shape, namespace=namespace, where=where, params=params, columns=columns, replica=replica,
+        log_mode=log_mode,
     )
 
 
