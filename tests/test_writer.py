@@ -165,7 +165,11 @@ def test_load_validate_and_hooks(db: Conn) -> None:
     assert caught.value.index == 0 and "no row" in caught.value.reason
     with pytest.raises(MutationInvalid, match="mutation 1: title is too long"):
         writer.apply([insert(4), insert(5, "far too long a title")], db)
+    # A callback's bug is the app's error (a 500 from handle), not the client's.
+    with pytest.raises(TypeError, match="validate returned int"):
+        Writer().allow("todos", validate=lambda ctx: 5).apply([insert(4)], db)
     assert rows(db, "audit") == [(1, f"insert {txid}"), (2, f"update {txid}")]
+    assert len(rows(db)) == 3
 
 
 def test_custom_statements_replace_the_defaults(db: Conn) -> None:

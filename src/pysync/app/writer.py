@@ -266,7 +266,7 @@ class Writer:
                 yield from self._mutation(WriteContext(mutation, table, connection, txid), rules)
             except MutationError as exc:
                 raise exc.at(mutation.index) from None
-            except (ValueError, TypeError) as exc:  # from validate, a model, or the values
+            except ValueError as exc:  # from validate, a model's @validates, or the values
                 raise MutationInvalid(str(exc), mutation.index) from None
             except Exception as exc:
                 refused = _refused_by_postgres(exc)
