@@ -2,10 +2,24 @@
 
 __version__ = "0.1.0"
 
+from pysync.app.mutation import (  # noqa: E402
+    Format,
+    Mutation,
+    MutationError,
+    MutationForbidden,
+    MutationInvalid,
+)
+from pysync.app.tanstack import TanstackDB  # noqa: E402
+from pysync.app.writer import WriteContext, Writer  # noqa: E402
+from pysync.client import BlockingClient, Client, ClientError  # noqa: E402
 from pysync.engine import Engine  # noqa: E402
 from pysync.shapes.definition import ShapeDefinition, ShapeError  # noqa: E402
 from pysync.sync import Sync, interrupt  # noqa: E402
 
 shape = ShapeDefinition.create
 
-__all__ = ["Engine", "ShapeDefinition", "ShapeError", "Sync", "interrupt", "shape", "__version__"]
+__all__ = [
+    "BlockingClient", "Client", "ClientError", "Engine", "Format", "Mutation", "MutationError",
+    "MutationForbidden", "MutationInvalid", "ShapeDefinition", "ShapeError", "Sync", "TanstackDB",
+    "WriteContext", "Writer", "interrupt", "shape", "__version__",
+]

@@ -1,0 +1,1 @@
+"""What an app embeds: the write path (``pysync.Writer``) beside the read path."""
