@@ -13,7 +13,7 @@ import pytest
 
 from conftest import drop_database
 from pysync.postgres.cluster import PostgresCluster, free_port
-from test_e2e import START_TIMEOUT, Server
+from serve_process import ServeProcess
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -33,13 +33,13 @@ def served(pg_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
     database_url = pg_cluster.url(name)
     storage: Path = tmp_path_factory.mktemp("storage")
     port = free_port()
-    server = Server([
+    server = ServeProcess([
         "--database-url", database_url, "--host", "127.0.0.1", "--port", str(port),
         "--storage-dir", str(storage), "--long-poll-timeout", "2", "--log-level", "warning",
         "--allow-delete",
     ])
     try:
-        server.wait_ready(START_TIMEOUT)
+        server.wait_ready()
         yield Served(url=f"http://127.0.0.1:{port}", database_url=database_url)
     finally:
         server.stop()
