@@ -20,13 +20,8 @@ from engine_runner import lose_slot
 from pysync.postgres import pgoutput as pg
 from pysync.postgres.cluster import temporary_cluster
 from pysync.postgres.publication import PublicationError, ensure_publication, publish_table
-from pysync.postgres.replication import (
-    Idle,
-    ReplicationError,
-    ReplicationStream,
-    SlotInUseError,
-    SlotInvalidatedError,
-)
+from pysync.postgres.replication import Idle, ReplicationStream
+from pysync.postgres.slot import ReplicationError, SlotInUseError, SlotInvalidatedError
 from pysync.postgres.transactions import Change, Transaction
 
 Conn = psycopg.Connection[tuple[object, ...]]

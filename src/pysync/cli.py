@@ -23,7 +23,7 @@ from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 from pysync.lockfile import DirectoryInUse, DirectoryLock
 from pysync.postgres.cluster import ClusterError, PostgresCluster, is_private_url
-from pysync.postgres.replication import ReplicationError
+from pysync.postgres.slot import ReplicationError
 from pysync.shapes.storage import LogCorruptError, StorageError
 
 log = logging.getLogger("pysync")

@@ -25,15 +25,9 @@ import psycopg
 
 from pysync.metrics import EngineMetrics
 from pysync.postgres.connections import Connections
-from pysync.postgres.lsn import format_lsn
 from pysync.postgres.publication import Publisher
-from pysync.postgres.replication import (
-    Connected,
-    Idle,
-    ReplicationStream,
-    SlotInvalidatedError,
-    drop_slot,
-)
+from pysync.postgres.replication import Connected, Idle, ReplicationStream
+from pysync.postgres.slot import SlotInvalidatedError, drop_slot
 from pysync.postgres.transactions import RelationChange, Transaction
 from pysync.shapes.collector import Collector
 from pysync.shapes.consumer import ShapeConsumer, ShapeGone
@@ -42,7 +36,7 @@ from pysync.shapes.flush import Failed, FlushTracker
 from pysync.shapes.log import CHUNK_BYTES
 from pysync.shapes.registry import ShapeRegistry
 from pysync.shapes.storage import OS_IO, Io, StorageError
-from pysync.shapes.store import ShapeStore, SlotIdentity
+from pysync.shapes.store import ShapeStore, SlotIdentity, gap_reason
 
 log = logging.getLogger(__name__)
 
@@ -348,31 +342,18 @@ class Engine:
 
     def _slot_gap(self, connected: Connected) -> bool:
         """Is ``connected`` a slot the stored shapes cannot continue from? Logs why."""
-        known = self.store.slot_identity
-        found = SlotIdentity(connected.system_id, connected.timeline, connected.database, connected.slot)
-        acknowledged = self.flush.acknowledged
-        reason = None
-        if known is None:
-            if len(self.registry) or self.store.has_records():
-                reason = "there is no record of the slot the stored shapes came from"
-        elif (known.system_id, known.database, known.slot) != (found.system_id, found.database, found.slot):
-            reason = f"this is another server or slot ({found}) than the shapes came from ({known})"
-        elif known.timeline != found.timeline:
-            reason = f"the server's timeline changed ({known.timeline} -> {found.timeline}: failover or restore)"
-        elif connected.created:
-            reason = f"replication slot '{connected.slot}' was missing and had to be created"
-        elif connected.confirmed_lsn > acknowledged:
-            reason = (
-                f"replication slot '{connected.slot}' is at {format_lsn(connected.confirmed_lsn)}, "
-                f"past what pysync acknowledged ({format_lsn(acknowledged)}): it was moved or recreated"
-            )
+        reason = gap_reason(
+            self.store.slot_identity, _identity(connected), created=connected.created,
+            confirmed=connected.confirmed_lsn, acknowledged=self.flush.acknowledged,
+            has_shapes=bool(len(self.registry)) or self.store.has_records(),
+        )
         if reason is not None:
             log.warning("%s; every shape is resynced (clients refetch)", reason)
         return reason is not None
 
     def _adopt(self, connected: Connected, gap: bool) -> None:
         """Go on from this slot: it is what the shapes (now) come from."""
-        identity = SlotIdentity(connected.system_id, connected.timeline, connected.database, connected.slot)
+        identity = _identity(connected)
         if not gap and identity == self.store.slot_identity:
             return  # the slot may lag what was acknowledged (Postgres restarted): fine
         position = connected.confirmed_lsn
@@ -439,3 +420,6 @@ class Engine:
         if self.status in (Status.ACTIVE, Status.DEGRADED):
             self.status, self.problem = Status.DEGRADED, problem
 
+
+def _identity(connected: Connected) -> SlotIdentity:
+    return SlotIdentity(connected.system_id, connected.timeline, connected.database, connected.slot)

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import hmac
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -23,33 +22,37 @@ import msgspec
 import psycopg
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pysync.engine import Engine, EngineUnavailable
 from pysync.http import responses, sse
 from pysync.http.cursor import next_cursor
+from pysync.http.delete import delete_shape
 from pysync.http.errors import (
     UNAUTHORIZED,
     MustRefetch,
     ShapeAPIError,
     invalid,
+    snapshot_error,
     too_many,
     unavailable,
 )
 from pysync.http.params import RequestError, ShapeRequest, parse_request
 from pysync.http.responses import JSON, cache_headers, common, etag, etag_matches
-from pysync.http.subset import SUBSET_FIELDS, SubsetError, parse_subset, subset_fields_from_query
+from pysync.http.subset import (
+    SubsetError,
+    serve_subset,
+    subset_fields_from_body,
+    subset_fields_from_query,
+)
 from pysync.http.waiters import InterruptRegistry, Recheck
 from pysync.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from pysync.postgres.publication import LockTimeout, PublicationError
 from pysync.shapes.consumer import ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition, ShapeError
 from pysync.shapes.offset import BEFORE_ALL, LogOffset
 from pysync.shapes.schema import schema_header
-from pysync.shapes.snapshotter import query_subset
-from pysync.shapes.storage import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +189,7 @@ class ShapeAPI:
             return responses.options(request)
         self.authorise(request)
         if request.method == "DELETE":
-            return await self._delete(request)
+            return await delete_shape(self, request)
         parsed, subset = await self._parse(request)
         assert parsed.definition is not None
         return await self._serve(request, parsed, parsed.definition, None, subset)
@@ -203,7 +206,7 @@ class ShapeAPI:
     async def _parse(self, request: Request) -> tuple[ShapeRequest, dict[str, object] | None]:
         query: dict[str, str] = dict(request.query_params)
         try:
-            subset = await self._post_body(request, query) if request.method == "POST" else (
+            subset = await subset_fields_from_body(request, query) if request.method == "POST" else (
                 subset_fields_from_query(query))
         except SubsetError as exc:
             raise invalid({"subset": exc.errors}) from None
@@ -215,28 +218,6 @@ class ShapeAPI:
             return parse_request(query, shape_from_params=shape_from_params)
         except RequestError as exc:
             raise invalid(exc.errors) from None
-
-    async def _post_body(self, request: Request, query: dict[str, str]) -> dict[str, object]:
-        """Subset fields from a POST body; other body keys join the shape params."""
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise ShapeAPIError(413, {"error": "Request body too large"})
-        if not body.strip():
-            return {}
-        try:
-            data = msgspec.json.decode(body)
-        except msgspec.DecodeError as exc:
-            raise ShapeAPIError(400, {"error": "Invalid JSON in request body", "details": str(exc)}) from None
-        if not isinstance(data, dict):
-            raise ShapeAPIError(400, {"error": "Request body must be a JSON object"})
-        nested = data.pop("subset", None)
-        fields = dict(nested) if isinstance(nested, dict) else {}
-        for key, value in data.items():
-            if key in SUBSET_FIELDS:
-                fields.setdefault(key, value)
-            elif key not in ("where_expr", "order_by_expr") and isinstance(value, (str, int, float, bool)):
-                query.setdefault(key, str(value).lower() if isinstance(value, bool) else str(value))
-        return fields
 
     async def serve(
         self,
@@ -269,12 +250,12 @@ class ShapeAPI:
                 raise self._refetch(parsed, consumer.handle)
             await self._wait_for_snapshot(parsed, consumer)
             if subset is not None:
-                return await self._subset(request, consumer, subset)
+                return await serve_subset(request, self.engine, consumer, subset, self._schema(consumer))
             if offset == "now":
                 return self._log_response(request, parsed, consumer, [], consumer.last_offset,
                                           up_to_date=True, has_data=False)
             if parsed.sse:
-                return self._sse(request, parsed, consumer, offset, recheck)
+                return sse.response(self, request, parsed, consumer, offset, recheck)
             return await self._serve_log(request, parsed, consumer, offset, recheck)
 
     @contextlib.contextmanager
@@ -310,7 +291,7 @@ class ShapeAPI:
         except ShapeGone:
             raise self._refetch(parsed, await self._replacement(consumer)) from None
         except Exception as exc:  # noqa: BLE001 - the snapshot's failure, for the client
-            raise _snapshot_error(exc) from exc
+            raise snapshot_error(exc) from exc
         if not ready:
             raise unavailable("Snapshot timed out, please retry", 10)
 
@@ -320,11 +301,11 @@ class ShapeAPI:
     ) -> Response:
         payloads, end, reached = consumer.read(offset)
         if not payloads and parsed.live:
-            await self._hold(parsed, consumer, offset, self.long_poll_timeout, recheck)
+            await self.hold(parsed, consumer, offset, self.long_poll_timeout, recheck)
             payloads, end, reached = consumer.read(offset)
         elif not payloads and consumer.snapshot_done and offset > consumer.last_offset:
             # A client slightly ahead (e.g. after a restart) gets half a timeout to be right.
-            await self._hold(parsed, consumer, offset, self.long_poll_timeout / 2, None)
+            await self.hold(parsed, consumer, offset, self.long_poll_timeout / 2, None)
             payloads, end, reached = consumer.read(offset)
             if not payloads and offset > consumer.last_offset:
                 raise invalid({"offset": ["out of bounds for this shape"]})
@@ -338,7 +319,7 @@ class ShapeAPI:
         return self._log_response(request, parsed, consumer, payloads, end,
                                   up_to_date=up_to_date, has_data=not no_change)
 
-    async def _hold(
+    async def hold(
         self, parsed: ShapeRequest, consumer: ShapeConsumer, offset: LogOffset, timeout: float,
         recheck: Recheck | None,
     ) -> None:
@@ -444,123 +425,3 @@ class ShapeAPI:
                 self._schemas.clear()
             self._schemas[consumer.handle] = cached
         return cached
-
-    # -- SSE ------------------------------------------------------------------------
-
-    def _sse(
-        self, request: Request, parsed: ShapeRequest, consumer: ShapeConsumer, offset: LogOffset,
-        recheck: Recheck | None,
-    ) -> Response:
-        payloads, end, reached = consumer.read(offset)
-        headers = {
-            "electric-handle": consumer.handle,
-            "electric-offset": str(offset if not payloads else end),
-            "electric-cursor": next_cursor(int(self.long_poll_timeout * 1000), parsed.cursor),
-            "etag": etag(consumer.handle, offset, end, not payloads),
-            "connection": "keep-alive",
-            "x-accel-buffering": "no",
-        }
-        if reached:
-            headers["electric-up-to-date"] = ""
-        headers.update(
-            cache_headers("GET", 200, offset_is_before_all=False, live=True, sse=True,
-                          has_replacement_handle=True, sse_timeout_s=int(self.sse_timeout))
-        )
-
-        async def hold(consumer: ShapeConsumer, offset: LogOffset, timeout: float) -> None:
-            await self._hold(parsed, consumer, offset, timeout, recheck)
-
-        stream = sse.events(
-            consumer, offset, timeout=self.sse_timeout, hold=hold, up_to_date=self.up_to_date,
-            closing=lambda: self.closing,
-        )
-        return StreamingResponse(stream, media_type="text/event-stream", headers=common(headers, request))
-
-    # -- subsets --------------------------------------------------------------------
-
-    async def _subset(self, request: Request, consumer: ShapeConsumer, fields: dict[str, object]) -> Response:
-        try:
-            subset = parse_subset(fields, consumer.shape.table)
-        except SubsetError as exc:
-            raise invalid({"subset": exc.errors}) from None
-        # The offset the client continues from is taken before the query runs.
-        offset = consumer.last_offset
-        mark = secrets.randbelow(1 << 31)
-        try:
-            async with self.engine.connections.snapshot_session() as conn:
-                info, rows = await query_subset(
-                    conn, consumer.shape, mark=mark, where=subset.where, order_by=subset.order_by,
-                    limit=subset.limit, offset=subset.offset,
-                )
-        except psycopg.OperationalError:
-            raise unavailable("Cannot connect to the database to run the subset query. Please retry.", 1) from None
-        except psycopg.Error as exc:
-            raise ShapeAPIError(400, {"message": "Invalid request", "errors": {
-                "subset": {"where": exc.diag.message_primary or str(exc)}}}) from None
-        metadata = _encode({
-            "xmin": str(info.xmin), "xmax": str(info.xmax), "xip_list": [str(x) for x in info.xip],
-            "database_lsn": str(info.lsn), "snapshot_mark": mark,
-        })
-        body = b'{"metadata":' + metadata + b',"data":[' + b",".join(rows) + b"]}"
-        headers = {
-            "cache-control": "no-cache", "electric-snapshot": "true", "electric-handle": consumer.handle,
-            "electric-offset": str(offset), "electric-schema": self._schema(consumer),
-        }
-        return Response(body, media_type=JSON, headers=common(headers, request))
-
-    # -- DELETE ---------------------------------------------------------------------
-
-    async def _delete(self, request: Request) -> Response:
-        if not self.allow_delete:
-            raise ShapeAPIError(405, {"message": "DELETE not allowed"})
-        query = dict(request.query_params)
-        handle = query.get("handle")
-        consumer: ShapeConsumer | None
-        if not query.get("table"):
-            if not handle:
-                raise invalid({"handle": ["can't be blank when shape definition is missing"]})
-            consumer = self.engine.get(handle)
-        else:
-            query.setdefault("offset", "-1")
-            query.pop("handle", None)
-            parsed = self.parse_query(query)
-            assert parsed.definition is not None
-            try:
-                consumer = await self.engine.find(parsed.definition)
-            except ShapeError as exc:
-                raise invalid({exc.field: [exc.message]}) from None
-            if consumer is not None and handle and consumer.handle != handle:
-                raise ShapeAPIError(400, {"message": (
-                    "The specified shape definition and handle do not match. Please ensure the shape "
-                    "definition is correct or omit the shape handle from the request to obtain a new one.")})
-        if consumer is None or consumer.gone:
-            raise ShapeAPIError(404, {"message": "No existing shape found"})
-        self.engine.delete(consumer.handle)
-        return Response(b"", status_code=202, headers=common(
-            {"cache-control": "no-cache", "electric-handle": consumer.handle}, request))
-
-
-def _snapshot_error(exc: BaseException) -> ShapeAPIError:
-    """What a client sees of a snapshot that failed (the operator's details are logged)."""
-    if isinstance(exc, ShapeAPIError):
-        return exc
-    if isinstance(exc, StorageError):
-        return unavailable(f"pysync cannot store shapes right now ({exc.reason}); retry", 5)
-    if isinstance(exc, LockTimeout):
-        return unavailable(str(exc), 5, known=True)
-    if isinstance(exc, PublicationError):
-        return unavailable(
-            "pysync is not allowed to replicate this table; the server log says what to run", 10, known=True
-        )
-    if isinstance(exc, psycopg.errors.DataError):
-        # Postgres refused a value the clause computes (division by zero, overflow, a
-        # text that is not a number...): the clause is the client's.
-        reason = exc.diag.message_primary or "invalid value"
-        return invalid({"where": [f"the clause fails on the table's rows: {reason}"]})
-    if isinstance(exc, psycopg.OperationalError):
-        return unavailable("Cannot connect to the database to take the snapshot. Please retry.", 10, known=True)
-    if isinstance(exc, psycopg.Error):
-        reason = exc.diag.message_primary or type(exc).__name__
-        return unavailable(f"Unable to create the shape's snapshot: {reason}", 10, known=True)
-    log.error("snapshot failed unexpectedly", exc_info=exc)
-    return ShapeAPIError(500, {"message": "Unexpected error while creating snapshot"})

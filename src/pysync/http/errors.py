@@ -3,9 +3,17 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Mapping
 from typing import Any
+
+import psycopg
+
+from pysync.postgres.publication import LockTimeout, PublicationError
+from pysync.shapes.storage import StorageError
+
+log = logging.getLogger(__name__)
 
 
 class ShapeAPIError(Exception):
@@ -66,3 +74,29 @@ def too_many(kind: str, limit: int) -> ShapeAPIError:
 
 
 UNAUTHORIZED = ShapeAPIError(401, {"message": "Unauthorized - Invalid API secret"}, bare=True)
+
+
+def snapshot_error(exc: BaseException) -> ShapeAPIError:
+    """What a client sees of a snapshot that failed (the operator's details are logged)."""
+    if isinstance(exc, ShapeAPIError):
+        return exc
+    if isinstance(exc, StorageError):
+        return unavailable(f"pysync cannot store shapes right now ({exc.reason}); retry", 5)
+    if isinstance(exc, LockTimeout):
+        return unavailable(str(exc), 5, known=True)
+    if isinstance(exc, PublicationError):
+        return unavailable(
+            "pysync is not allowed to replicate this table; the server log says what to run", 10, known=True
+        )
+    if isinstance(exc, psycopg.errors.DataError):
+        # Postgres refused a value the clause computes (division by zero, overflow, a
+        # text that is not a number...): the clause is the client's.
+        reason = exc.diag.message_primary or "invalid value"
+        return invalid({"where": [f"the clause fails on the table's rows: {reason}"]})
+    if isinstance(exc, psycopg.OperationalError):
+        return unavailable("Cannot connect to the database to take the snapshot. Please retry.", 10, known=True)
+    if isinstance(exc, psycopg.Error):
+        reason = exc.diag.message_primary or type(exc).__name__
+        return unavailable(f"Unable to create the shape's snapshot: {reason}", 10, known=True)
+    log.error("snapshot failed unexpectedly", exc_info=exc)
+    return ShapeAPIError(500, {"message": "Unexpected error while creating snapshot"})

@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import msgspec
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
 
+from pysync.http.cursor import next_cursor
 from pysync.http.errors import ShapeAPIError
+from pysync.http.params import ShapeRequest
+from pysync.http.responses import cache_headers, common, etag
+from pysync.http.waiters import Recheck
 from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.offset import LogOffset
+
+if TYPE_CHECKING:
+    from pysync.http.api import ShapeAPI
 
 KEEPALIVE_SECONDS = 21.0
 
@@ -64,3 +74,35 @@ async def events(
             return
         if not consumer.has_after(offset):
             yield b": keep-alive\n\n"
+
+
+def response(
+    api: ShapeAPI, request: Request, parsed: ShapeRequest, consumer: ShapeConsumer, offset: LogOffset,
+    recheck: Recheck | None,
+) -> Response:
+    """The SSE response; headers as at its start (the client takes its resume offset
+    from the up-to-date messages)."""
+    payloads, end, reached = consumer.read(offset)
+    headers = {
+        "electric-handle": consumer.handle,
+        "electric-offset": str(offset if not payloads else end),
+        "electric-cursor": next_cursor(int(api.long_poll_timeout * 1000), parsed.cursor),
+        "etag": etag(consumer.handle, offset, end, not payloads),
+        "connection": "keep-alive",
+        "x-accel-buffering": "no",
+    }
+    if reached:
+        headers["electric-up-to-date"] = ""
+    headers.update(
+        cache_headers("GET", 200, offset_is_before_all=False, live=True, sse=True,
+                      has_replacement_handle=True, sse_timeout_s=int(api.sse_timeout))
+    )
+
+    async def hold(consumer: ShapeConsumer, offset: LogOffset, timeout: float) -> None:
+        await api.hold(parsed, consumer, offset, timeout, recheck)
+
+    stream = events(
+        consumer, offset, timeout=api.sse_timeout, hold=hold, up_to_date=api.up_to_date,
+        closing=lambda: api.closing,
+    )
+    return StreamingResponse(stream, media_type="text/event-stream", headers=common(headers, request))

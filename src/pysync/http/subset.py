@@ -7,17 +7,28 @@ Requested with ``subset__*`` query params (GET) or a JSON body (POST); errors ne
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Mapping
 from typing import Any
 
 import msgspec
+import psycopg
+from starlette.requests import Request
+from starlette.responses import Response
 
+from pysync.engine import Engine
+from pysync.http.errors import ShapeAPIError, invalid, unavailable
+from pysync.http.responses import JSON, common
 from pysync.postgres.catalog import Table
 from pysync.postgres.identifiers import IdentifierError, parse_identifier
+from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.querying import OrderBy
+from pysync.shapes.snapshotter import query_subset
 from pysync.shapes.where import WhereError, compile_where
 
 SUBSET_FIELDS = ("where", "params", "limit", "offset", "order_by")
+MAX_BODY = 8 * 1024 * 1024
+"""As Plug's default read limit in Electric: larger bodies are a 413."""
 
 _TERM = re.compile(
     r'^\s*("(?:[^"]|"")+"|[^\s"]+)(?:\s+(ASC|DESC))?(?:\s+NULLS\s+(FIRST|LAST))?\s*$', re.IGNORECASE
@@ -51,6 +62,29 @@ def subset_fields_from_query(query: Mapping[str, str]) -> dict[str, object] | No
             fields["params"] = msgspec.json.decode(raw_params)
         except msgspec.DecodeError:
             raise SubsetError({"params": ["params must be valid JSON"]}) from None
+    return fields
+
+
+async def subset_fields_from_body(request: Request, query: dict[str, str]) -> dict[str, object]:
+    """Subset fields from a POST body; other body keys join the shape params."""
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise ShapeAPIError(413, {"error": "Request body too large"})
+    if not body.strip():
+        return {}
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ShapeAPIError(400, {"error": "Invalid JSON in request body", "details": str(exc)}) from None
+    if not isinstance(data, dict):
+        raise ShapeAPIError(400, {"error": "Request body must be a JSON object"})
+    nested = data.pop("subset", None)
+    fields = dict(nested) if isinstance(nested, dict) else {}
+    for key, value in data.items():
+        if key in SUBSET_FIELDS:
+            fields.setdefault(key, value)
+        elif key not in ("where_expr", "order_by_expr") and isinstance(value, (str, int, float, bool)):
+            query.setdefault(key, str(value).lower() if isinstance(value, bool) else str(value))
     return fields
 
 
@@ -145,3 +179,37 @@ def _integer(value: object, field: str, minimum: int, message: str, errors: dict
         errors[field] = [message]
         return None
     return number
+
+
+async def serve_subset(
+    request: Request, engine: Engine, consumer: ShapeConsumer, fields: dict[str, object], schema: str
+) -> Response:
+    """The subset response: ``{"metadata": ..., "data": [...]}`` at a recorded snapshot."""
+    try:
+        subset = parse_subset(fields, consumer.shape.table)
+    except SubsetError as exc:
+        raise invalid({"subset": exc.errors}) from None
+    # The offset the client continues from is taken before the query runs.
+    offset = consumer.last_offset
+    mark = secrets.randbelow(1 << 31)
+    try:
+        async with engine.connections.snapshot_session() as conn:
+            info, rows = await query_subset(
+                conn, consumer.shape, mark=mark, where=subset.where, order_by=subset.order_by,
+                limit=subset.limit, offset=subset.offset,
+            )
+    except psycopg.OperationalError:
+        raise unavailable("Cannot connect to the database to run the subset query. Please retry.", 1) from None
+    except psycopg.Error as exc:
+        raise ShapeAPIError(400, {"message": "Invalid request", "errors": {
+            "subset": {"where": exc.diag.message_primary or str(exc)}}}) from None
+    metadata = msgspec.json.encode({
+        "xmin": str(info.xmin), "xmax": str(info.xmax), "xip_list": [str(x) for x in info.xip],
+        "database_lsn": str(info.lsn), "snapshot_mark": mark,
+    })
+    body = b'{"metadata":' + metadata + b',"data":[' + b",".join(rows) + b"]}"
+    headers = {
+        "cache-control": "no-cache", "electric-snapshot": "true", "electric-handle": consumer.handle,
+        "electric-offset": str(offset), "electric-schema": schema,
+    }
+    return Response(body, media_type=JSON, headers=common(headers, request))

@@ -24,6 +24,15 @@ from pysync.postgres.lsn import format_lsn
 from pysync.postgres.pgoutput import DecodeError, Decoder, Message
 from pysync.postgres.publication import check_name, ensure_publication
 from pysync.postgres.session import display_options
+from pysync.postgres.slot import (
+    ReplicationError,
+    SlotInUseError,
+    SlotInvalidatedError,
+    check_preconditions,
+    ensure_slot,
+    identify_system,
+    slot_position,
+)
 from pysync.postgres.transactions import RelationChange, Transaction, TransactionAssembler
 
 log = logging.getLogger(__name__)
@@ -33,18 +42,6 @@ _keepalive = Struct(">QqB").unpack_from
 _status = Struct(">cQQQqB").pack
 # Postgres timestamps count microseconds from 2000-01-01 UTC.
 _PG_EPOCH_OFFSET_US = 946_684_800_000_000
-
-
-class ReplicationError(RuntimeError):
-    """Replication cannot run; the message says what to fix."""
-
-
-class SlotInUseError(ReplicationError):
-    pass
-
-
-class SlotInvalidatedError(ReplicationError):
-    """The slot lost WAL it needed: every shape must be resynced from a new slot."""
 
 
 class ConnectionLost(Exception):
@@ -81,84 +78,6 @@ Item = Transaction | Message | RelationChange | Connected | Idle
 
 def _now_pg_us() -> int:
     return time.time_ns() // 1000 - _PG_EPOCH_OFFSET_US
-
-
-def check_preconditions(conn: psycopg.Connection[tuple[object, ...]]) -> None:
-    """Fail early, naming the fix, when this server or role cannot replicate."""
-    (wal_level,) = conn.execute("SHOW wal_level").fetchone() or ("",)
-    if wal_level != "logical":
-        raise ReplicationError(
-            f"wal_level is '{wal_level}', logical replication needs 'logical'. Run "
-            "ALTER SYSTEM SET wal_level = logical; then restart Postgres."
-        )
-    row = conn.execute(
-        "SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user"
-    ).fetchone()
-    if not row or not row[0]:
-        user = conn.info.user
-        raise ReplicationError(
-            f'role "{user}" has no REPLICATION privilege. As a superuser, run: '
-            f'ALTER ROLE "{user}" WITH REPLICATION;'
-        )
-
-
-def _slot_state(conn: psycopg.Connection[tuple[object, ...]], slot: str) -> tuple[object, ...] | None:
-    return conn.execute(
-        "SELECT plugin, active_pid, wal_status, database = current_database(), two_phase, "
-        "coalesce(confirmed_flush_lsn - '0/0', 0)::bigint "
-        "FROM pg_replication_slots WHERE slot_name = %s",
-        (slot,),
-    ).fetchone()
-
-
-def slot_position(conn: psycopg.Connection[tuple[object, ...]], slot: str) -> int | None:
-    """The slot's confirmed_flush_lsn, or None when there is no such slot."""
-    state = _slot_state(conn, slot)
-    return None if state is None else int(state[5])  # type: ignore[call-overload]
-
-
-def ensure_slot(
-    conn: psycopg.Connection[tuple[object, ...]], slot: str, *, two_phase: bool = False
-) -> bool:
-    """Create the logical slot unless it exists; True if it was created.
-
-    Raises when the slot exists but cannot be used: lost WAL, another plugin or
-    database.
-    """
-    check_name("slot", slot)
-    state = _slot_state(conn, slot)
-    if state is None:
-        try:
-            conn.execute(
-                "SELECT pg_create_logical_replication_slot(%s, 'pgoutput', false, %s)",
-                (slot, two_phase),
-            )
-        except errors.DuplicateObject:
-            return False
-        return True
-    plugin, _active_pid, wal_status, same_db, _two_phase, _confirmed = state
-    if wal_status == "lost":
-        raise SlotInvalidatedError(
-            f"replication slot '{slot}' was invalidated (wal_status = lost): Postgres removed "
-            "WAL it still needed (see max_slot_wal_keep_size). Drop it with "
-            f"SELECT pg_drop_replication_slot('{slot}'); pysync then creates a new slot and "
-            "resyncs every shape."
-        )
-    if plugin != "pgoutput" or not same_db:
-        raise ReplicationError(
-            f"replication slot '{slot}' exists but belongs to another plugin or database; "
-            "configure another slot name"
-        )
-    return False
-
-
-def drop_slot(conn: psycopg.Connection[tuple[object, ...]], slot: str) -> None:
-    check_name("slot", slot)
-    conn.execute(
-        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-        "WHERE slot_name = %s",
-        (slot,),
-    )
 
 
 class ReplicationStream:
@@ -235,7 +154,7 @@ class ReplicationStream:
         await asyncio.to_thread(self.setup)
         conn = await asyncio.to_thread(self._replication_connect)
         try:
-            system_id, timeline, database = await asyncio.to_thread(_identify_system, conn)
+            system_id, timeline, database = await asyncio.to_thread(identify_system, conn)
         finally:
             conn.close()
         return Connected(system_id, timeline, database, self.slot, self.slot_created, self._slot_lsn, 0)
@@ -313,7 +232,7 @@ class ReplicationStream:
         while True:
             conn = await asyncio.to_thread(self._replication_connect)
             try:
-                identity = await asyncio.to_thread(_identify_system, conn)
+                identity = await asyncio.to_thread(identify_system, conn)
                 start_lsn = max(self.acknowledged_lsn, self.delivered_lsn)
                 await asyncio.to_thread(conn.execute, self._start_command())
             except errors.ObjectInUse as exc:
@@ -462,11 +381,3 @@ class ReplicationStream:
             select.select([], [pgconn.socket], [], 1.0)
         self._confirmed_lsn = flushed
         self._last_status = now
-
-
-def _identify_system(conn: psycopg.Connection[tuple[object, ...]]) -> tuple[str, int, str]:
-    """(system identifier, timeline, database) of the server behind ``conn``."""
-    row = conn.execute("IDENTIFY_SYSTEM").fetchone()
-    assert row is not None
-    system_id, timeline, _xlogpos, dbname = row
-    return str(system_id), int(timeline), str(dbname)  # type: ignore[call-overload]

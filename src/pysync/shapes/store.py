@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from pysync.lockfile import DirectoryLock
+from pysync.postgres.lsn import format_lsn
 from pysync.postgres.snapshot import SnapshotInfo
 from pysync.shapes.definition import Shape, ShapeDefinition
 from pysync.shapes.log import CHUNK_BYTES, ShapeLog
@@ -70,6 +71,37 @@ class SlotIdentity(msgspec.Struct, frozen=True):
     timeline: int
     database: str
     slot: str
+
+
+def gap_reason(
+    known: SlotIdentity | None,
+    found: SlotIdentity,
+    *,
+    created: bool,
+    confirmed: int,
+    acknowledged: int,
+    has_shapes: bool,
+) -> str | None:
+    """Why the slot just connected to cannot continue the stored shapes, or None.
+
+    A slot behind what was acknowledged is fine (Postgres restarted before saving the
+    slot: it resends, shapes skip what they have); ahead of it, or new, or on another
+    server or timeline, transactions may be missing: a gap.
+    """
+    if known is None:
+        return "there is no record of the slot the stored shapes came from" if has_shapes else None
+    if (known.system_id, known.database, known.slot) != (found.system_id, found.database, found.slot):
+        return f"this is another server or slot ({found}) than the shapes came from ({known})"
+    if known.timeline != found.timeline:
+        return f"the server's timeline changed ({known.timeline} -> {found.timeline}: failover or restore)"
+    if created:
+        return f"replication slot '{found.slot}' was missing and had to be created"
+    if confirmed > acknowledged:
+        return (
+            f"replication slot '{found.slot}' is at {format_lsn(confirmed)}, past what pysync "
+            f"acknowledged ({format_lsn(acknowledged)}): it was moved or recreated"
+        )
+    return None
 
 
 class ShapeStore:

@@ -1,0 +1,50 @@
+"""``DELETE /v1/shape`` (when enabled): by definition, definition + handle, or handle.
+
+As Electric's ``delete_shape_plug``: 202 with the handle; every client of that handle
+then gets 409 must-refetch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from pysync.http.errors import ShapeAPIError, invalid
+from pysync.http.responses import common
+from pysync.shapes.consumer import ShapeConsumer
+from pysync.shapes.definition import ShapeError
+
+if TYPE_CHECKING:
+    from pysync.http.api import ShapeAPI
+
+
+async def delete_shape(api: ShapeAPI, request: Request) -> Response:
+    if not api.allow_delete:
+        raise ShapeAPIError(405, {"message": "DELETE not allowed"})
+    query = dict(request.query_params)
+    handle = query.get("handle")
+    consumer: ShapeConsumer | None
+    if not query.get("table"):
+        if not handle:
+            raise invalid({"handle": ["can't be blank when shape definition is missing"]})
+        consumer = api.engine.get(handle)
+    else:
+        query.setdefault("offset", "-1")
+        query.pop("handle", None)
+        parsed = api.parse_query(query)
+        assert parsed.definition is not None
+        try:
+            consumer = await api.engine.find(parsed.definition)
+        except ShapeError as exc:
+            raise invalid({exc.field: [exc.message]}) from None
+        if consumer is not None and handle and consumer.handle != handle:
+            raise ShapeAPIError(400, {"message": (
+                "The specified shape definition and handle do not match. Please ensure the shape "
+                "definition is correct or omit the shape handle from the request to obtain a new one.")})
+    if consumer is None or consumer.gone:
+        raise ShapeAPIError(404, {"message": "No existing shape found"})
+    api.engine.delete(consumer.handle)
+    return Response(b"", status_code=202, headers=common(
+        {"cache-control": "no-cache", "electric-handle": consumer.handle}, request))
