@@ -61,6 +61,7 @@ def e2e_database(pg_cluster: PostgresCluster) -> Iterator[str]:
         drop_database(pg_cluster, name)
 
 
+@pytest.mark.e2e
 def test_typescript_client_end_to_end(e2e_database: str, tmp_path: Path) -> None:
     node = shutil.which("node")
     assert node is not None, "node (>= 20) is needed for the end-to-end tests"

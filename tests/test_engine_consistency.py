@@ -53,6 +53,7 @@ def check_shape(conn: Conn, live: ShapeConsumer) -> None:
         )
 
 
+@pytest.mark.slow
 async def test_shapes_created_under_load_match_the_table(database_url: str, conn: Conn) -> None:
     create_table(conn, 2000)
     engine = Engine(database_url, flush_interval=0.02, snapshot_connections=3)
@@ -116,6 +117,7 @@ async def wait_ready(proc: subprocess.Popen[str], stderr: Path, timeout: float =
         raise AssertionError("engine runner not ready in time:\n" + stderr.read_text()) from None
 
 
+@pytest.mark.slow
 async def test_crash_under_load_recovers_every_shape(
     database_url: str, conn: Conn, tmp_path: Path
 ) -> None:

@@ -37,6 +37,8 @@ from pysync.shapes.storage import HEADER_SIZE, Io, LogCorruptError
 from serve_process import ServeProcess, stop_leftover_postgres
 from workload import COLUMNS, Writers, create_table
 
+pytestmark = pytest.mark.slow
+
 ROOT = os.geteuid() == 0
 SHAPES: list[dict[str, str]] = [
     {"table": "t"},
