@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import resource
 import signal
 import subprocess
 import sys
@@ -19,14 +20,22 @@ READY_LINE = "pysync is serving shapes at"
 class ServeProcess:
     """``python -m pysync.cli serve ARGS``; its output is collected for failure reports."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, *, open_files: int | None = None
+    ) -> None:
+        """``open_files``: start it as under ``ulimit -n open_files`` (soft and hard)."""
         self.args = args
         self.lines: list[str] = []
         self._ready: queue.Queue[bool] = queue.Queue()
+
+        def limit() -> None:
+            if open_files is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, open_files))
+
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pysync.cli", "serve", *args],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, preexec_fn=limit,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -7,20 +7,19 @@ import asyncio
 import contextlib
 import gc
 import logging
-import resource
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-import msgspec
 import psycopg
 import uvicorn
 from starlette.applications import Starlette
 
-from pysync.config import Settings, from_env
+from pysync.config import Settings, SettingsError, from_env, make_settings
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
+from pysync.http.server import bounded_protocol, connection_budget, quiet_accept_errors
 from pysync.lockfile import DirectoryInUse, DirectoryLock
 from pysync.postgres.cluster import ClusterError, PostgresCluster, is_private_url
 from pysync.postgres.slot import ReplicationError
@@ -57,6 +56,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-delete", action="store_true", default=None,
                        help="enable DELETE /v1/shape (env PYSYNC_ALLOW_DELETE)")
     serve.add_argument("--max-shapes", type=int, help="evict least recently used shapes beyond this (env PYSYNC_MAX_SHAPES)")
+    serve.add_argument("--chunk-bytes", type=int, help="bytes per snapshot chunk and response "
+                       "(env PYSYNC_CHUNK_BYTES or ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD, default 10485760)")
+    serve.add_argument("--cache-max-age", type=int, help="max-age of non-live responses in seconds "
+                       "(env PYSYNC_CACHE_MAX_AGE or ELECTRIC_CACHE_MAX_AGE, default 60)")
+    serve.add_argument("--cache-stale-age", type=int, help="stale-while-revalidate of non-live responses "
+                       "in seconds (env PYSYNC_CACHE_STALE_AGE or ELECTRIC_CACHE_STALE_AGE, default 300)")
+    serve.add_argument("--max-initial-requests", type=int, help="concurrent offset=-1 requests "
+                       "(env PYSYNC_MAX_INITIAL_REQUESTS, or ELECTRIC_MAX_CONCURRENT_REQUESTS JSON; default 300)")
+    serve.add_argument("--max-existing-requests", type=int, help="concurrent other shape requests "
+                       "(env PYSYNC_MAX_EXISTING_REQUESTS, or ELECTRIC_MAX_CONCURRENT_REQUESTS JSON; default 10000)")
+    serve.add_argument("--max-connections", type=int, help="client connections at once "
+                       "(env PYSYNC_MAX_CONNECTIONS; default: what ulimit -n allows)")
+    serve.add_argument("--header-timeout", type=float, help="seconds to send a request head "
+                       "(env PYSYNC_HEADER_TIMEOUT, default 10)")
+    serve.add_argument("--snapshot-connections", type=int, help="Postgres sessions for snapshots "
+                       "(env PYSYNC_SNAPSHOT_CONNECTIONS or ELECTRIC_DB_POOL_SIZE, default 5)")
     return parser
 
 
@@ -66,12 +81,16 @@ def settings_from(args: argparse.Namespace) -> Settings:
         value = getattr(args, field, None)
         if value is not None:
             values[field] = value
-    return msgspec.convert(values, Settings, strict=False)
+    return make_settings(values)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    settings = settings_from(args)
+    try:
+        settings = settings_from(args)
+    except SettingsError as exc:
+        print(f"pysync: {exc}", file=sys.stderr)
+        sys.exit(2)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         _run(serve(settings))
@@ -88,16 +107,6 @@ def _run(main: Awaitable[None]) -> None:
         asyncio.run(main)  # type: ignore[arg-type]
         return
     uvloop.run(main)  # type: ignore[arg-type]
-
-
-def raise_open_files_limit() -> int:
-    """Soft RLIMIT_NOFILE up to the hard limit: every waiting client holds a socket."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -128,9 +137,8 @@ class _Server(uvicorn.Server):
 
 
 async def serve(settings: Settings) -> None:
-    limit = raise_open_files_limit()
-    if limit < 4096:
-        log.warning("only %d open files allowed (ulimit -n): that many clients at most", limit)
+    max_connections = connection_budget(settings.max_connections)
+    quiet_accept_errors()
     sock = listen(settings.host, settings.port)
     cleanup: list[Callable[[], Awaitable[None]]] = []
 
@@ -143,14 +151,19 @@ async def serve(settings: Settings) -> None:
         engine = Engine(
             database_url, storage_dir=settings.shape_storage, slot=settings.slot,
             publication=settings.publication, max_shapes=settings.max_shapes,
+            chunk_bytes=settings.chunk_bytes, snapshot_connections=settings.snapshot_connections,
         )
         try:
             await engine.start()
         except STARTUP_ERRORS as exc:
             raise StartupError(_explain(exc, database_url)) from None
         cleanup.append(engine.stop)
-        api = ShapeAPI(engine, secret=settings.secret, long_poll_timeout=settings.long_poll_timeout,
-                       allow_delete=settings.allow_delete)
+        api = ShapeAPI(
+            engine, secret=settings.secret, long_poll_timeout=settings.long_poll_timeout,
+            allow_delete=settings.allow_delete, max_age=settings.cache_max_age,
+            stale_age=settings.cache_stale_age, max_initial_requests=settings.max_initial_requests,
+            max_existing_requests=settings.max_existing_requests,
+        )
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -169,8 +182,10 @@ async def serve(settings: Settings) -> None:
             # serve() returns, so code after it may never run.
             await shut_down()
 
-        config = uvicorn.Config(api.app(lifespan=lifespan), log_level=settings.log_level.lower(),
-                                access_log=False, lifespan="on")
+        config = uvicorn.Config(
+            api.app(lifespan=lifespan), log_level=settings.log_level.lower(), access_log=False,
+            lifespan="on", http=bounded_protocol(max_connections, settings.header_timeout),
+        )
         await _Server(config, api).serve(sockets=[sock])
     finally:
         sock.close()

@@ -1,4 +1,6 @@
-"""Settings of ``pysync serve``: CLI flags, each with a ``PYSYNC_*`` environment variable."""
+"""Settings of ``pysync serve`` (and of an embedded ``Sync``): one typed object, from
+CLI flags or environment variables (``PYSYNC_*``, with Electric's ``ELECTRIC_*`` names
+as aliases where Electric has the setting)."""
 
 from __future__ import annotations
 
@@ -6,6 +8,8 @@ import os
 from pathlib import Path
 
 import msgspec
+
+from pysync.shapes.log import CHUNK_BYTES
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -16,42 +20,91 @@ class Settings(msgspec.Struct, kw_only=True):
     secret: str | None = None
     data_dir: Path = Path(".pysync")
     storage_dir: Path | None = None
-    """Shape logs; default ``<data_dir>/shapes``."""
+    """Shape logs; default ``<data_dir>/storage``."""
     long_poll_timeout: float = 20.0
     publication: str = "pysync"
     slot: str = "pysync"
     log_level: str = "info"
     allow_delete: bool = False
     max_shapes: int | None = None
+    chunk_bytes: int = CHUNK_BYTES
+    """About this many bytes per snapshot chunk and per response."""
+    cache_max_age: int = 60
+    """``max-age`` of non-live responses (seconds)."""
+    cache_stale_age: int = 300
+    """``stale-while-revalidate`` of non-live responses (seconds)."""
+    max_initial_requests: int = 300
+    """Concurrent requests for a shape's start (``offset=-1``)."""
+    max_existing_requests: int = 10_000
+    """Concurrent other shape requests (live ones included)."""
+    max_connections: int | None = None
+    """Client connections at once; default: what the open-files limit allows."""
+    header_timeout: float = 10.0
+    """Seconds a connection may take to send a request's head."""
+    snapshot_connections: int = 5
+    """Postgres sessions for snapshots and subsets at once."""
 
     @property
     def shape_storage(self) -> Path:
         return self.storage_dir or self.data_dir / "storage"
 
 
-ENV = {
+ENV: dict[str, tuple[str, ...]] = {
     "database_url": ("DATABASE_URL", "PYSYNC_DATABASE_URL"),
     "host": ("PYSYNC_HOST",),
-    "port": ("PYSYNC_PORT", "PORT"),
+    "port": ("PYSYNC_PORT", "ELECTRIC_PORT", "PORT"),
     "secret": ("PYSYNC_SECRET", "ELECTRIC_SECRET"),
     "data_dir": ("PYSYNC_DATA_DIR",),
-    "storage_dir": ("PYSYNC_STORAGE_DIR",),
+    "storage_dir": ("PYSYNC_STORAGE_DIR", "ELECTRIC_STORAGE_DIR"),
     "long_poll_timeout": ("PYSYNC_LONG_POLL_TIMEOUT",),
     "publication": ("PYSYNC_PUBLICATION",),
     "slot": ("PYSYNC_SLOT",),
-    "log_level": ("PYSYNC_LOG_LEVEL",),
-    "allow_delete": ("PYSYNC_ALLOW_DELETE",),
-    "max_shapes": ("PYSYNC_MAX_SHAPES",),
+    "log_level": ("PYSYNC_LOG_LEVEL", "ELECTRIC_LOG_LEVEL"),
+    "allow_delete": ("PYSYNC_ALLOW_DELETE", "ELECTRIC_ENABLE_INTEGRATION_TESTING"),
+    "max_shapes": ("PYSYNC_MAX_SHAPES", "ELECTRIC_MAX_SHAPES"),
+    "chunk_bytes": ("PYSYNC_CHUNK_BYTES", "ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD"),
+    "cache_max_age": ("PYSYNC_CACHE_MAX_AGE", "ELECTRIC_CACHE_MAX_AGE"),
+    "cache_stale_age": ("PYSYNC_CACHE_STALE_AGE", "ELECTRIC_CACHE_STALE_AGE"),
+    "max_initial_requests": ("PYSYNC_MAX_INITIAL_REQUESTS",),
+    "max_existing_requests": ("PYSYNC_MAX_EXISTING_REQUESTS",),
+    "max_connections": ("PYSYNC_MAX_CONNECTIONS",),
+    "header_timeout": ("PYSYNC_HEADER_TIMEOUT",),
+    "snapshot_connections": ("PYSYNC_SNAPSHOT_CONNECTIONS", "ELECTRIC_DB_POOL_SIZE"),
 }
 
 
-def from_env(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Settings given by environment variables (first variable of each name wins)."""
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names it."""
+
+
+def from_env(environ: dict[str, str] | None = None) -> dict[str, object]:
+    """Settings given by environment variables (the first variable of each name wins)."""
     env = os.environ if environ is None else environ
-    found: dict[str, str] = {}
+    found: dict[str, object] = {}
     for field, names in ENV.items():
         for name in names:
             if env.get(name):
                 found[field] = env[name]
                 break
+    limits = env.get("ELECTRIC_MAX_CONCURRENT_REQUESTS")
+    if limits:
+        # Electric's JSON form: {"initial": 300, "existing": 10000}
+        try:
+            parsed = msgspec.json.decode(limits, type=dict[str, int])
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise SettingsError(
+                f'ELECTRIC_MAX_CONCURRENT_REQUESTS must be JSON like {{"initial": 300, "existing": 10000}}: {exc}'
+            ) from None
+        if "initial" in parsed:
+            found.setdefault("max_initial_requests", parsed["initial"])
+        if "existing" in parsed:
+            found.setdefault("max_existing_requests", parsed["existing"])
     return found
+
+
+def make_settings(values: dict[str, object]) -> Settings:
+    """``Settings`` from strings or values; SettingsError names a bad one."""
+    try:
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"invalid setting: {exc}") from None

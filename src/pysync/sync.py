@@ -78,11 +78,14 @@ class Sync:
         """Electric's routes: ``/v1/shape`` (client-defined shapes) and ``/v1/health``."""
         return self.api.routes()
 
-    def shape_route(self, path: str, shape: ShapeSource) -> Route:
+    def shape_route(self, path: str, shape: ShapeSource, *, check_secret: bool = True) -> Route:
         """A route serving one server-defined shape (clients send only offset, handle,
         live, cursor). ``shape`` may be a function of the request, re-evaluated when an
         ``interrupt`` hits a waiting request: if its result changed, the client gets a
-        409 must-refetch with the new shape."""
+        409 must-refetch with the new shape.
+
+        With a ``secret`` configured, the route requires it too, unless ``check_secret``
+        is False (the app authorises requests itself)."""
 
         async def resolve(request: Request) -> ShapeDefinition:
             if isinstance(shape, ShapeDefinition):
@@ -95,6 +98,8 @@ class Sync:
         async def step(request: Request) -> Response:
             if request.method == "OPTIONS":
                 return responses.options(request)
+            if check_secret:
+                self.api.authorise(request)
             parsed = self.api.parse_query(request.query_params, shape_from_params=False)
             definition = await resolve(request)
             recheck = None if isinstance(shape, ShapeDefinition) else (lambda: resolve(request))

@@ -22,12 +22,13 @@ import msgspec
 import psycopg
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pysync.engine import Engine, EngineUnavailable
 from pysync.http import responses, sse
+from pysync.http.body import log_body
 from pysync.http.cursor import next_cursor
 from pysync.http.delete import delete_shape
 from pysync.http.errors import (
@@ -51,6 +52,7 @@ from pysync.http.waiters import InterruptRegistry, Recheck
 from pysync.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pysync.shapes.consumer import ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition, ShapeError
+from pysync.shapes.log import LogSlice
 from pysync.shapes.offset import BEFORE_ALL, LogOffset
 from pysync.shapes.schema import schema_header
 
@@ -252,8 +254,8 @@ class ShapeAPI:
             if subset is not None:
                 return await serve_subset(request, self.engine, consumer, subset, self._schema(consumer))
             if offset == "now":
-                return self._log_response(request, parsed, consumer, [], consumer.last_offset,
-                                          up_to_date=True, has_data=False)
+                nothing = LogSlice([], [], consumer.last_offset, True, 0)
+                return self._log_response(request, parsed, consumer, nothing, up_to_date=True, has_data=False)
             if parsed.sse:
                 return sse.response(self, request, parsed, consumer, offset, recheck)
             return await self._serve_log(request, parsed, consumer, offset, recheck)
@@ -299,25 +301,25 @@ class ShapeAPI:
         self, request: Request, parsed: ShapeRequest, consumer: ShapeConsumer, offset: LogOffset,
         recheck: Recheck | None,
     ) -> Response:
-        payloads, end, reached = consumer.read(offset)
-        if not payloads and parsed.live:
+        part = consumer.slice(offset)
+        if not part.spans and parsed.live:
             await self.hold(parsed, consumer, offset, self.long_poll_timeout, recheck)
-            payloads, end, reached = consumer.read(offset)
-        elif not payloads and consumer.snapshot_done and offset > consumer.last_offset:
+            part = consumer.slice(offset)
+        elif not part.spans and consumer.snapshot_done and offset > consumer.last_offset:
             # A client slightly ahead (e.g. after a restart) gets half a timeout to be right.
             await self.hold(parsed, consumer, offset, self.long_poll_timeout / 2, None)
-            payloads, end, reached = consumer.read(offset)
-            if not payloads and offset > consumer.last_offset:
+            part = consumer.slice(offset)
+            if not part.spans and offset > consumer.last_offset:
+                self._check_storage()  # ahead because storage lost unsynced frames: retry
                 raise invalid({"offset": ["out of bounds for this shape"]})
         if consumer.gone:
             raise self._refetch(parsed, await self._replacement(consumer))
-        up_to_date = reached and offset != BEFORE_ALL
+        up_to_date = part.reached and offset != BEFORE_ALL
         # Only a live request that waited without data (timeout, interrupt) is a "no change"
         # response (has-data false, unrevalidatable etag); a non-live read that finds nothing
         # new still answers has-data true, as Electric's no_change_response is long-poll only.
-        no_change = parsed.live and not payloads
-        return self._log_response(request, parsed, consumer, payloads, end,
-                                  up_to_date=up_to_date, has_data=not no_change)
+        no_change = parsed.live and not part.spans
+        return self._log_response(request, parsed, consumer, part, up_to_date=up_to_date, has_data=not no_change)
 
     async def hold(
         self, parsed: ShapeRequest, consumer: ShapeConsumer, offset: LogOffset, timeout: float,
@@ -378,13 +380,13 @@ class ShapeAPI:
         request: Request,
         parsed: ShapeRequest,
         consumer: ShapeConsumer,
-        payloads: list[bytes],
-        end: LogOffset,
+        part: LogSlice,
         *,
         up_to_date: bool,
         has_data: bool,
     ) -> Response:
-        parts = list(payloads)
+        end = part.end
+        tail = None
         if up_to_date:
             if parsed.live and has_data:
                 lsn = max(end.tx, 0)
@@ -392,8 +394,7 @@ class ShapeAPI:
                 lsn = max(self.engine.last_seen_lsn, end.tx)
             else:
                 lsn = self.engine.last_seen_lsn or max(end.tx, 0)
-            parts.append(self.up_to_date(lsn))
-        body = b"[" + b",".join(parts) + b"]"
+            tail = self.up_to_date(lsn)
         headers = {
             "electric-handle": consumer.handle,
             "electric-offset": str(end),
@@ -415,7 +416,10 @@ class ShapeAPI:
             return Response(b"", status_code=304, headers=common(headers, request))
         if not parsed.live:
             headers["electric-schema"] = self._schema(consumer)
-        return Response(body, media_type=JSON, headers=common(headers, request))
+        body = log_body(consumer, part, tail)
+        if isinstance(body, bytes):
+            return Response(body, media_type=JSON, headers=common(headers, request))
+        return StreamingResponse(body, media_type=JSON, headers=common(headers, request))
 
     def _schema(self, consumer: ShapeConsumer) -> str:
         cached = self._schemas.get(consumer.handle)

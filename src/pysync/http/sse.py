@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pysync.http.api import ShapeAPI
 
 KEEPALIVE_SECONDS = 21.0
+BATCH_BYTES = 256 * 1024
 
 Hold = Callable[[ShapeConsumer, LogOffset, float], Awaitable[None]]
 """Waits up to the given seconds for data after the offset (raises to end the stream)."""
@@ -52,7 +53,8 @@ async def events(
     deadline = time.monotonic() + timeout
     waited = False
     while time.monotonic() < deadline and not closing():
-        payloads, end, reached = consumer.read(offset)
+        # In bounded batches: a reader far behind holds one batch, not the whole log.
+        payloads, end, reached = consumer.read(offset, BATCH_BYTES)
         if payloads:
             for payload in payloads:
                 for message in split_entries(payload):
@@ -60,10 +62,10 @@ async def events(
             offset = end
             if reached:
                 yield b"data: " + up_to_date(max(end.tx, 0)) + b"\n\n"
-            if not waited:
-                # As Electric: data there at once is answered like a long-poll that
-                # found data, and the response ends; only a waiting stream stays open.
-                return
+                if not waited:
+                    # As Electric: data there at once is answered like a long-poll that
+                    # found data, and the response ends; only a waiting stream stays open.
+                    return
             continue
         waited = True
         try:

@@ -22,7 +22,7 @@ from pysync.postgres.pgoutput import Relation
 from pysync.postgres.snapshot import SnapshotInfo
 from pysync.shapes.changes import ShapeConverter
 from pysync.shapes.definition import Shape, ShapeDefinition
-from pysync.shapes.log import ShapeLog
+from pysync.shapes.log import LogSlice, ShapeLog
 from pysync.shapes.offset import LogOffset
 
 Encoded = list[tuple[LogOffset, bytes]]
@@ -179,6 +179,12 @@ class ShapeConsumer:
         if self.state is GONE:
             raise ShapeGone(self.handle, self.reason)
         return self.log.read(after, max_bytes)
+
+    def slice(self, after: LogOffset, max_bytes: int | None = None) -> LogSlice:
+        """``read`` as positions in storage (see ``ShapeLog.slice``)."""
+        if self.state is GONE:
+            raise ShapeGone(self.handle, self.reason)
+        return self.log.slice(after, max_bytes)
 
     def has_after(self, offset: LogOffset) -> bool:
         return self.log.has_after(offset)

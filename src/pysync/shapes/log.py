@@ -11,12 +11,24 @@ from __future__ import annotations
 import asyncio
 from array import array
 from bisect import bisect_right
+from typing import NamedTuple
 
 from pysync.shapes.offset import LAST_BEFORE_REAL, LogOffset
 from pysync.shapes.storage import FLAG_SNAPSHOT_END, HEADER_SIZE, LogStorage, pack_frame
 
 CHUNK_BYTES = 10 * 1024 * 1024
 """About this much JSON per response and per snapshot chunk (Electric's default)."""
+
+
+class LogSlice(NamedTuple):
+    spans: list[tuple[int, int]]
+    """(position, length) in storage of each payload, in log order."""
+    payloads: list[bytes] | None
+    """The payloads themselves, when they are at hand (the last append's)."""
+    end: LogOffset
+    reached: bool
+    size: int
+    """Total payload bytes."""
 
 
 class ShapeLog:
@@ -130,30 +142,41 @@ class ShapeLog:
         does), so such a response never reaches the end. Otherwise it stops after about
         ``max_bytes`` (at least one frame). "Reached the end" needs a complete snapshot.
         """
+        part = self.slice(after, max_bytes)
+        payloads = part.payloads
+        if payloads is None:
+            read = self.storage.read
+            payloads = [read(position, length) for position, length in part.spans]
+        return payloads, part.end, part.reached
+
+    def slice(self, after: LogOffset, max_bytes: int | None = None) -> LogSlice:
+        """What ``read`` returns, as positions in storage (and the payloads themselves
+        when they are at hand), so a large response can be streamed piece by piece."""
         limit = self.chunk_bytes if max_bytes is None else max_bytes
         offsets = self.offsets
+        positions = self._positions
+        lengths = self._lengths
         start = bisect_right(offsets, after)
         count = len(offsets)
         if start < count and offsets[start].tx == 0:
-            payload = self.storage.read(self._positions[start], self._lengths[start])
-            return [payload], offsets[start], False
+            length = lengths[start]
+            return LogSlice([(positions[start], length)], None, offsets[start], False, length)
         end = start
         size = 0
-        lengths = self._lengths
         while end < count and (end == start or size + lengths[end] <= limit):
             size += lengths[end]
             end += 1
         recent_start = self._recent_start
+        payloads = None
         if start >= recent_start and end <= recent_start + len(self._recent):
             payloads = self._recent[start - recent_start : end - recent_start]
-        else:
-            payloads = [self.storage.read(self._positions[i], lengths[i]) for i in range(start, end)]
         reached_end = end == count and self.snapshot_done
         if end > start:
             end_offset = offsets[end - 1]
         else:
             end_offset = max(after, self.last_offset) if self.snapshot_done else after
-        return payloads, end_offset, reached_end
+        spans = [(positions[i], lengths[i]) for i in range(start, end)]
+        return LogSlice(spans, payloads, end_offset, reached_end, size)
 
     def has_after(self, offset: LogOffset) -> bool:
         return bool(self.offsets) and self.offsets[-1] > offset

@@ -185,7 +185,39 @@ class LogStorage(Protocol):
     def frames(self) -> Iterator[Frame]:
         """The frames stored, verified; cuts off a torn tail, raises LogCorruptError."""
 
+    def reader(self) -> Reader:
+        """Reads of what is stored now that go on working if the log is deleted (a
+        response being streamed)."""
+
     def destroy(self) -> None: ...
+
+
+class Reader(Protocol):
+    def read(self, position: int, length: int) -> bytes: ...
+
+    def close(self) -> None: ...
+
+
+class _BytesReader:
+    def __init__(self, data: bytes | bytearray) -> None:
+        self._data = data
+
+    def read(self, position: int, length: int) -> bytes:
+        return bytes(self._data[position : position + length])
+
+    def close(self) -> None:
+        pass
+
+
+class _FdReader:
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def read(self, position: int, length: int) -> bytes:
+        return os.pread(self._fd, length, position)
+
+    def close(self) -> None:
+        os.close(self._fd)
 
 
 class MemoryStorage:
@@ -213,6 +245,9 @@ class MemoryStorage:
 
     def frames(self) -> Iterator[Frame]:
         return iter(())
+
+    def reader(self) -> Reader:
+        return _BytesReader(self._data)
 
     def destroy(self) -> None:
         self._data = bytearray()
@@ -263,6 +298,11 @@ class FileStorage:
 
     def read(self, position: int, length: int) -> bytes:
         return os.pread(self.file.fd(), length, position)
+
+    def reader(self) -> Reader:
+        # Its own descriptor: the file may be deleted (and the cached one closed) while
+        # a response is streamed from it; the data stays readable until closed.
+        return _FdReader(os.dup(self.file.fd()))
 
     def size(self) -> int:
         return self.file.size

@@ -1,0 +1,48 @@
+"""Response bodies from a shape log: small ones built at once, large ones streamed.
+
+A snapshot chunk is about 10 MB; building it in memory for every reader made 150 stalled
+readers cost a gigabyte. A large body is read from storage in pieces as the client takes
+them: the ASGI server's flow control holds the next piece until the socket drains, so a
+stalled reader costs one piece.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from pysync.shapes.consumer import ShapeConsumer
+from pysync.shapes.log import LogSlice
+
+INLINE_BYTES = 256 * 1024
+"""Bodies up to this size are built in memory (every live response is)."""
+PIECE_BYTES = 32 * 1024
+
+
+def log_body(consumer: ShapeConsumer, part: LogSlice, tail: bytes | None) -> bytes | AsyncIterator[bytes]:
+    """``[entries..., tail]`` as a JSON array: bytes, or pieces to stream."""
+    payloads = part.payloads
+    if payloads is None and part.size <= INLINE_BYTES:
+        read = consumer.log.storage.read
+        payloads = [read(position, length) for position, length in part.spans]
+    if payloads is not None:
+        parts = payloads if tail is None else [*payloads, tail]
+        return b"[" + b",".join(parts) + b"]"
+    return _pieces(consumer, part.spans, tail)
+
+
+async def _pieces(consumer: ShapeConsumer, spans: list[tuple[int, int]], tail: bytes | None) -> AsyncIterator[bytes]:
+    reader = consumer.log.storage.reader()
+    try:
+        yield b"["
+        for n, (position, length) in enumerate(spans):
+            if n:
+                yield b","
+            for start in range(0, length, PIECE_BYTES):
+                # In a thread: a piece not in the page cache must not stall the loop.
+                yield await asyncio.to_thread(reader.read, position + start, min(PIECE_BYTES, length - start))
+        if tail is not None:
+            yield (b"," if spans else b"") + tail
+        yield b"]"
+    finally:
+        reader.close()

@@ -1,0 +1,269 @@
+"""Bounded under abuse: idle and half-sent connections, stalled readers of big chunks,
+system schemas, the secret on app routes, 409 headers, Electric's settings, start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from starlette.applications import Starlette
+
+import pysync
+from engine_runner import Conn, poll
+from http_support import Client, make_api
+from pysync.engine import Engine
+from pysync.postgres.cluster import free_port
+from serve_process import ServeProcess, stop_leftover_postgres
+
+pytestmark = pytest.mark.slow
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def serve(database_url: str, tmp_path: Path, *extra: str, limit_files: int | None = None) -> tuple[ServeProcess, str]:
+    port = free_port()
+    args = ["--database-url", database_url, "--port", str(port), "--storage-dir", str(tmp_path / "s"),
+            "--long-poll-timeout", "2", *extra]
+    server = ServeProcess(args, open_files=limit_files)
+    server.wait_ready()
+    return server, f"http://127.0.0.1:{port}"
+
+
+def health_ok(base: str, timeout: float = 5) -> bool:
+    try:
+        return httpx.get(f"{base}/v1/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_idle_and_half_sent_connections_do_not_take_the_server_down(database_url: str, tmp_path: Path) -> None:
+    server, base = serve(database_url, tmp_path, "--header-timeout", "2", limit_files=1024)
+    sockets: list[socket.socket] = []
+    try:
+        # More idle connections than the process may hold descriptors.
+        for _ in range(1100):
+            sock = socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+            sockets.append(sock)
+        assert health_ok(base), server.output()
+        # A request head that never ends is closed after the header timeout.
+        slow = socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+        slow.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n")
+        slow.settimeout(10)
+        started = time.monotonic()
+        assert slow.recv(100) == b"", "a half-sent request head was kept open"
+        assert time.monotonic() - started < 8
+        slow.close()
+        assert health_ok(base)
+        accept_errors = [line for line in server.lines if "accept" in line]
+        assert len(accept_errors) < 5, accept_errors[:5]
+    finally:
+        for sock in sockets:
+            sock.close()
+        assert server.stop(), server.output()
+
+
+def test_stalled_readers_of_big_chunks_hold_little_memory(database_url: str, conn: Conn, tmp_path: Path) -> None:
+    conn.execute("CREATE TABLE big (id int PRIMARY KEY, pad text)")
+    conn.execute("INSERT INTO big SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 36000) g")
+    server, base = serve(database_url, tmp_path)
+    pid = server.process.pid
+    port = int(base.rsplit(":", 1)[1])
+    sockets: list[socket.socket] = []
+    try:
+        first = httpx.get(f"{base}/v1/shape", params={"table": "big", "offset": "-1"}, timeout=60)
+        assert first.status_code == 200 and len(first.content) > 9_000_000
+        before = rss_kib(pid)
+        request = b"GET /v1/shape?table=big&offset=-1 HTTP/1.1\r\nHost: x\r\n\r\n"
+        for _ in range(150):
+            sock = socket.create_connection(("127.0.0.1", port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(request)  # and never read the response
+            sockets.append(sock)
+        time.sleep(3)
+        grown = rss_kib(pid) - before
+        # Building each 10 MB body in memory took about 1 GB here.
+        print(f"150 stalled readers added {grown} KiB")
+        assert grown < 100_000, f"150 stalled readers added {grown} KiB"
+        assert health_ok(base)
+    finally:
+        for sock in sockets:
+            sock.close()
+        assert server.stop(), server.output()
+
+
+async def test_system_schemas_are_not_found_and_never_altered(database_url: str, conn: Conn) -> None:
+    engine = Engine(database_url, flush_interval=0.02)
+    await engine.start()
+    client = Client(make_api(engine))
+
+    def state() -> Any:
+        published = conn.execute("SELECT count(*) FROM pg_publication_tables").fetchone()
+        full = conn.execute("SELECT count(*) FROM pg_class WHERE relreplident = 'f'").fetchone()
+        return published, full
+
+    before = state()
+    try:
+        for table in ("pg_catalog.pg_class", "pg_class", "information_schema.sql_features",
+                      "pg_catalog.pg_authid", "pg_toast.pg_toast_2619"):
+            r = await client.shape(table=table, offset="-1")
+            assert r.status_code == 400, (table, r.text)
+            assert "does not exist" in r.json()["errors"]["table"][0]
+        assert state() == before
+    finally:
+        await client.aclose()
+        await engine.stop()
+
+
+async def test_schema_without_usage_reveals_nothing(database_url: str, conn: Conn) -> None:
+    conn.execute("CREATE SCHEMA hidden; CREATE TABLE hidden.secrets (id int PRIMARY KEY, token text)")
+    conn.execute("CREATE ROLE outsider LOGIN REPLICATION PASSWORD 'pw'")
+    try:
+        url = psycopg.conninfo.make_conninfo(database_url, user="outsider", password="pw")
+        engine = Engine(url, flush_interval=0.02, slot="outsider", publication="outsider")
+        conn.execute("GRANT CREATE ON DATABASE " + conn.info.dbname + " TO outsider")
+        await engine.start()
+        client = Client(make_api(engine))
+        try:
+            r = await client.shape(table="hidden.secrets", offset="-1", columns="id,nope")
+            assert r.status_code == 400
+            assert r.json()["errors"] == {"table": [
+                'Table "hidden"."secrets" does not exist. If the table name contains capitals or '
+                "special characters you must quote it."]}
+        finally:
+            await client.aclose()
+            await engine.stop()
+    finally:
+        conn.execute("DROP PUBLICATION IF EXISTS outsider")
+        conn.execute("SELECT pg_drop_replication_slot('outsider') FROM pg_replication_slots WHERE slot_name = 'outsider'")
+        conn.execute("REVOKE ALL ON DATABASE " + conn.info.dbname + " FROM outsider")
+        conn.execute("DROP OWNED BY outsider; DROP ROLE outsider")
+
+
+async def test_secret_applies_to_app_routes(database_url: str, conn: Conn) -> None:
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
+    sync = pysync.Sync(database_url, secret="s3cret", long_poll_timeout=1)
+    app = Starlette(routes=[
+        sync.shape_route("/t", pysync.shape("t")),
+        sync.shape_route("/open", pysync.shape("t"), check_secret=False),
+    ])
+    await sync.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http:
+            assert (await http.get("/t", params={"offset": "-1"})).status_code == 401
+            assert (await http.get("/t", params={"offset": "-1", "secret": "nope"})).status_code == 401
+            assert (await http.get("/t", params={"offset": "-1", "secret": "s3cret"})).status_code == 200
+            assert (await http.get("/open", params={"offset": "-1"})).status_code == 200
+    finally:
+        await sync.stop()
+
+
+async def test_every_409_names_a_handle(database_url: str, conn: Conn) -> None:
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+    engine = Engine(database_url, flush_interval=0.02)
+    await engine.start()
+    client = Client(make_api(engine, allow_delete=True))
+    try:
+        handle, offset, _ = await client.sync(table="t")
+        waiting = asyncio.create_task(client.shape(table="t", offset=offset, handle=handle, live="true"))
+        await poll(lambda: len(client.api.interrupts) == 1, 10, "the live request to wait")
+        deleted = await client.raw("/v1/shape", "DELETE", params={"handle": handle})
+        assert deleted.status_code == 202
+        r = await waiting
+        assert r.status_code == 409
+        assert r.headers.get("electric-handle") not in (None, "", handle)
+        stale = await client.shape(table="t", offset=offset, handle=handle)
+        assert stale.status_code == 409 and stale.headers["electric-handle"] == r.headers["electric-handle"]
+    finally:
+        await client.aclose()
+        await engine.stop()
+
+
+def test_electric_settings(database_url: str, conn: Conn, tmp_path: Path) -> None:
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, pad text)")
+    conn.execute("INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 300) g")
+    port = free_port()
+    server = ServeProcess(
+        ["--database-url", database_url, "--port", str(port), "--storage-dir", str(tmp_path / "s"),
+         "--chunk-bytes", "4000"],
+        env={"ELECTRIC_CACHE_MAX_AGE": "7", "ELECTRIC_CACHE_STALE_AGE": "11"},
+    )
+    server.wait_ready()
+    try:
+        base = f"http://127.0.0.1:{port}/v1/shape"
+        r = httpx.get(base, params={"table": "t", "offset": "-1"})
+        assert r.headers["electric-offset"] == "0_0" and len(r.content) < 8000
+        chunks = 1
+        offset, handle = r.headers["electric-offset"], r.headers["electric-handle"]
+        while "electric-up-to-date" not in r.headers:
+            r = httpx.get(base, params={"table": "t", "offset": offset, "handle": handle})
+            offset = r.headers["electric-offset"]
+            chunks += 1
+        assert chunks > 5  # 300 rows of ~150 bytes in 4,000-byte chunks
+        assert r.headers["cache-control"] == "public, max-age=7, stale-while-revalidate=11"
+    finally:
+        assert server.stop(), server.output()
+
+
+def test_exported_private_database_url_starts_the_private_postgres(tmp_path: Path) -> None:
+    data_dir = tmp_path / "pysync"
+    port = free_port()
+    first = ServeProcess(["--data-dir", str(data_dir), "--port", str(port)])
+    try:
+        first.wait_ready()
+        url = first.database_url
+    finally:
+        assert first.stop(), first.output()
+    # As the hint invites: export DATABASE_URL=<the URL pysync printed>, start again.
+    again = ServeProcess(["--data-dir", str(data_dir), "--port", str(port)], env={"DATABASE_URL": url})
+    try:
+        again.wait_ready()
+        assert httpx.get(f"http://127.0.0.1:{port}/v1/health").json() == {"status": "active"}
+    finally:
+        assert again.stop(), again.output()
+        stop_leftover_postgres(data_dir)
+
+
+@pytest.mark.parametrize("case", ["unreachable", "bad setting"])
+def test_start_up_failures_are_one_line(tmp_path: Path, case: str) -> None:
+    if case == "unreachable":
+        args = ["--database-url", f"postgresql://nobody@127.0.0.1:{free_port()}/x", "--port", str(free_port()),
+                "--storage-dir", str(tmp_path / "s")]
+        env: dict[str, str] = {}
+        code = 1
+    else:
+        args = ["--database-url", "postgresql://x@127.0.0.1/x", "--port", str(free_port())]
+        env = {"ELECTRIC_MAX_CONCURRENT_REQUESTS": "lots"}
+        code = 2
+    server = ServeProcess(args, env=env)
+    assert server.wait_exit(60) == code
+    output = server.output()
+    assert "Traceback" not in output, output
+    errors = [line for line in server.lines if line.startswith("pysync: ")]
+    assert len(errors) == 1, output
+    if case == "unreachable":
+        assert "cannot connect to the database at 127.0.0.1" in errors[0]
+    else:
+        assert "ELECTRIC_MAX_CONCURRENT_REQUESTS" in errors[0]
+
+
+@pytest.fixture(autouse=True)
+def _files() -> Iterator[None]:
+    """The test process itself opens 1,100 sockets."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    yield
+
