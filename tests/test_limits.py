@@ -66,6 +66,12 @@ def test_idle_and_half_sent_connections_do_not_take_the_server_down(database_url
         assert slow.recv(100) == b"", "a half-sent request head was kept open"
         assert time.monotonic() - started < 8
         slow.close()
+        # An endless request line is cut off too.
+        huge = socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])))
+        huge.settimeout(10)
+        huge.sendall(b"GET /v1/shape?table=t&offset=-1&where=" + b"x" * 100_000 + b" HTTP/1.1\r\n\r\n")
+        assert huge.recv(100).startswith(b"HTTP/1.1 431 "), "an endless request line was read"
+        huge.close()
         assert health_ok(base)
         accept_errors = [line for line in server.lines if "accept" in line]
         assert len(accept_errors) < 5, accept_errors[:5]

@@ -22,6 +22,13 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 WRITE_BUFFER_BYTES = 32 * 1024
+MAX_HEAD_BYTES = 64 * 1024
+"""Request line and headers (a GET's WHERE clause travels in the request line)."""
+_HEAD_TOO_LARGE_BODY = b'{"message":"Request line and headers over %d bytes"}' % MAX_HEAD_BYTES
+_HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
+    b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(_HEAD_TOO_LARGE_BODY)
+) + _HEAD_TOO_LARGE_BODY
 RESERVED_FILES = 700
 """Descriptors kept for other uses: Postgres sessions, the cached shape log files (512), logs."""
 
@@ -73,6 +80,7 @@ def bounded_protocol(max_connections: int, header_timeout: float) -> type[asynci
     class Bounded(Base):
         _shed = False
         _head_timer: asyncio.TimerHandle | None = None
+        _head_bytes = 0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             if len(self.connections) >= max_connections:
@@ -98,6 +106,21 @@ def bounded_protocol(max_connections: int, header_timeout: float) -> type[asynci
         def data_received(self, data: bytes) -> None:
             if self._shed:
                 return
+            if self in idle:  # still reading a request head: bound its size
+                self._head_bytes += len(data)
+                if self._head_bytes > MAX_HEAD_BYTES:
+                    # Answer, then go on reading (and dropping) for a moment: closing
+                    # with unread input would reset the connection before the client
+                    # reads the answer.
+                    self.transport.write(_HEAD_TOO_LARGE)
+                    if self.transport.can_write_eof():
+                        self.transport.write_eof()
+                    self.loop.call_later(1.0, self.transport.close)
+                    self._shed = True
+                    idle.pop(self, None)
+                    self._cancel_head_timer()
+                    self.connections.discard(self)
+                    return
             super().data_received(data)
 
         def on_headers_complete(self) -> None:
@@ -112,6 +135,7 @@ def bounded_protocol(max_connections: int, header_timeout: float) -> type[asynci
 
         def _idle(self) -> None:
             idle[self] = None
+            self._head_bytes = 0
             self._cancel_head_timer()
             self._head_timer = self.loop.call_later(header_timeout, self._head_timed_out)
 

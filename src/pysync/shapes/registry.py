@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import psycopg
 
@@ -27,6 +28,7 @@ from pysync.shapes.storage import StorageError
 from pysync.shapes.store import RegistryRecord, ShapeStore, new_handle
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 COMPILE_INLINE_CHARS = 2_000
 """Clauses up to this long compile on the event loop (tens of microseconds); longer
@@ -123,15 +125,19 @@ class ShapeRegistry:
             table = await load_table_async(conn, definition.schema, definition.table)
         if definition.where is None or len(definition.where) <= COMPILE_INLINE_CHARS:
             return build_shape(definition, table)
-        loop = asyncio.get_running_loop()
-        work = loop.run_in_executor(self._compiler, build_shape, definition, table)
         try:
-            return await asyncio.wait_for(work, self.compile_timeout)
+            return await self.compute(build_shape, definition, table)
         except TimeoutError:
             raise ShapeError(
                 "where", f"the clause took more than {self.compile_timeout:g} s to compile; "
                 "simplify it"
             ) from None
+
+    async def compute(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` in the compile threads, within ``compile_timeout`` (TimeoutError):
+        parsing and compiling large clauses must not stall the event loop."""
+        work = asyncio.get_running_loop().run_in_executor(self._compiler, fn, *args)
+        return await asyncio.wait_for(work, self.compile_timeout)
 
     # -- lifecycle -------------------------------------------------------------------
 
