@@ -551,6 +551,8 @@ def _numeric_to_int(t: str) -> Fn1:
     def cast(d: Decimal) -> int:
         if not d.is_finite():
             raise WhereRuntimeError(f"cannot convert {pt.format_numeric(d)} to {t}")
+        if not d.is_zero() and d.adjusted() > 19:  # out of range; int() of it would be slow
+            raise WhereRuntimeError(f"{t} out of range")
         r = int(d.to_integral_value(rounding=ROUND_HALF_UP))
         if r < lo or r > hi:
             raise WhereRuntimeError(f"{t} out of range")
