@@ -1,0 +1,43 @@
+"""Bounds on every WHERE input, checked before the work they bound.
+
+Electric documents no limits; these are pysync's, chosen far above what an application
+writes by hand or generates (an ``IN`` list of ten thousand ids works) and low enough that
+the worst accepted clause compiles in well under a second and never exhausts the Python
+stack. A clause over a limit is a ``WhereError`` (HTTP 400) that names the limit.
+"""
+
+from __future__ import annotations
+
+MAX_CLAUSE_LENGTH = 512 * 1024
+"""Characters of the clause text: 10,000 quoted uuids in an IN list fit (about 410 KB)."""
+
+MAX_PARAMS = 10_000
+"""``$n`` parameters provided with a clause."""
+
+MAX_PARAMS_LENGTH = 512 * 1024
+"""Characters of all parameter values together (a '{...}' array param of many ids fits)."""
+
+MAX_TOKENS = 50_000
+"""Lexical tokens of the clause: what the parser's work grows with (an IN list of 10,000
+items is about 20,000 tokens)."""
+
+MAX_NESTING = 30
+"""Open brackets (parentheses, ``[``, ``CASE``) plus prefix operators (``NOT``, unary
+``-``) enclosing any token. sqlglot's recursive-descent parser spends about 25 Python
+frames per level; 30 levels stay well inside the interpreter's default limit of 1,000
+frames with room for the caller's own stack."""
+
+MAX_DEPTH = 64
+"""Depth of the parsed expression, not counting parentheses and with each AND / OR chain
+flattened into one level: ``1 + 1 + ... + 1`` nests one level per ``+``."""
+
+MAX_TERMS = 10_000
+"""Terms of one AND / OR chain."""
+
+MAX_LIST_ITEMS = 10_000
+"""Items of one ``IN (...)`` list or ``ARRAY[...]`` constructor."""
+
+
+def over_limit(what: str, limit: int) -> str:
+    """The reason of a WhereError for input over one of the limits above."""
+    return f"{what} exceeds the limit of {limit:,}"
