@@ -288,3 +288,39 @@ def test_compile_where_from_many_threads(db: tuple[Table, Conn]) -> None:
     assert not errors
     assert len(results) == len(threads) * len(clauses)
     assert len(set(results)) == len(clauses)
+
+
+def _nested(n: int, form: str) -> str:
+    x = "id"
+    for _ in range(n):
+        x = form.format(x=x)
+    return f"{x} = 1"
+
+
+def test_repeated_subexpressions_are_counted_at_each_use(db: tuple[Table, Conn]) -> None:
+    # x BETWEEN SYMMETRIC a AND b evaluates x four times, x IN (col, col) once per item:
+    # nested, a short clause would make the evaluator and renderer work exponentially
+    t, conn = db
+    between = "(({x} BETWEEN SYMMETRIC 1 AND 40)::int4)"
+    in_columns = "(({x} IN (id, id, id))::int4)"
+    same_rows_as_postgres(_nested(4, between), t, conn)
+    same_rows_as_postgres(_nested(4, in_columns), t, conn)
+    for clause in (_nested(14, between), _nested(14, in_columns)):
+        assert len(clause) < 1000
+        assert rejected(clause, t) == (
+            f"size of the expression exceeds the limit of {limits.MAX_NODES:,}")
+
+
+def test_like_is_linear_and_exact(db: tuple[Table, Conn]) -> None:
+    t, conn = db
+    long_title = "a" * 20_000
+    conn.execute("UPDATE items SET title = %s WHERE id = 7", (long_title,))
+    conn.execute("UPDATE items SET title = 'abcabc_%x' WHERE id = 8")
+    # a regular expression with one .* per % backtracks for ages on the long title
+    for pattern in ["%a" * 40 + "%b", "%%%%%%%%%%%%%%%%%%%%%%%%b", "%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a"]:
+        same_rows_as_postgres(f"title LIKE '{pattern}'", t, conn)
+        same_rows_as_postgres(f"title ILIKE '{pattern.upper()}'", t, conn)
+    for pattern in ["abc%", "%abc", "%bca%", "a_c%c\\_\\%_", "%c_%x", "_b%", "%", "", "abcabc\\_\\%x",
+                    "a%a%", "%abc%abc%", "abcabc%%x", "%_", "_%_%_%_%_%_%_%_%_%_"]:
+        same_rows_as_postgres(f"title LIKE '{pattern}'", t, conn)
+        same_rows_as_postgres("title LIKE $1", t, conn, {1: pattern})

@@ -29,7 +29,7 @@ from ._ir import (
     elem,
     is_array,
 )
-from ._limits import MAX_DEPTH, MAX_LIST_ITEMS, MAX_TERMS, over_limit
+from ._limits import MAX_DEPTH, MAX_LIST_ITEMS, MAX_NODES, MAX_TERMS, over_limit
 from ._memo import SizedCache
 from ._syntax import check_syntax
 
@@ -1009,7 +1009,26 @@ def check_clause(clause: str, table: Table, params: Mapping[int, str] | None) ->
     tree = parse(clause)
     checker = Checker(clause, table, params)
     node = checker.check_clause(tree)
+    if _expanded_size(node) > MAX_NODES:
+        raise WhereError(over_limit("size of the expression", MAX_NODES))
     return node, frozenset(checker.columns)
+
+
+def _expanded_size(root: Node) -> int:
+    """Nodes of the tree with shared sub-trees counted at each use (the evaluator and the
+    renderer walk it as a tree), computed once per distinct node; capped past MAX_NODES."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if children_done:
+            sizes[id(node)] = min(MAX_NODES + 1, 1 + sum(sizes[id(a)] for a in node.args))
+        else:
+            stack.append((node, True))
+            stack.extend((a, False) for a in node.args if id(a) not in sizes)
+    return sizes[id(root)]
 
 
 def _aggregate_syntax(e: exp.Expr) -> bool:
@@ -1024,4 +1043,14 @@ def _short_int(text: object) -> bool:
 
 
 def _reads_column(node: Node) -> bool:
-    return node.kind == "col" or any(_reads_column(a) for a in node.args)
+    # each distinct node once: sub-trees may be shared (see _expanded_size)
+    seen: set[int] = set()
+    pending = [node]
+    while pending:
+        n = pending.pop()
+        if n.kind == "col":
+            return True
+        if id(n) not in seen:
+            seen.add(id(n))
+            pending.extend(n.args)
+    return False

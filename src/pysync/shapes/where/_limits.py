@@ -17,9 +17,9 @@ MAX_PARAMS = 10_000
 MAX_PARAMS_LENGTH = 512 * 1024
 """Characters of all parameter values together (a '{...}' array param of many ids fits)."""
 
-MAX_TOKENS = 50_000
-"""Lexical tokens of the clause: what the parser's work grows with (an IN list of 10,000
-items is about 20,000 tokens)."""
+MAX_TOKENS = 30_000
+"""Lexical tokens of the clause: what the parsing and checking work grows with (some tens
+of microseconds a token; an IN list of 10,000 items is about 20,000 tokens)."""
 
 MAX_NESTING = 30
 """Open brackets (parentheses, ``[``, ``CASE``) plus prefix operators (``NOT``, unary
@@ -31,11 +31,17 @@ MAX_DEPTH = 64
 """Depth of the parsed expression, not counting parentheses and with each AND / OR chain
 flattened into one level: ``1 + 1 + ... + 1`` nests one level per ``+``."""
 
-MAX_TERMS = 10_000
-"""Terms of one AND / OR chain."""
+MAX_TERMS = 5_000
+"""Terms of one AND / OR chain (``id = 1 OR ...`` takes four tokens a term)."""
 
 MAX_LIST_ITEMS = 10_000
 """Items of one ``IN (...)`` list or ``ARRAY[...]`` constructor."""
+
+MAX_NODES = 100_000
+"""Nodes of the checked expression, counting a sub-expression once for every place it is
+evaluated: ``x BETWEEN SYMMETRIC a AND b`` uses ``x`` four times, ``x IN (col1, col2)``
+once per item, and nesting such forms would multiply the work of the evaluator and the
+SQL renderer without bound."""
 
 
 def over_limit(what: str, limit: int) -> str:
