@@ -324,3 +324,19 @@ def test_like_is_linear_and_exact(db: tuple[Table, Conn]) -> None:
                     "a%a%", "%abc%abc%", "abcabc%%x", "%_", "_%_%_%_%_%_%_%_%_%_"]:
         same_rows_as_postgres(f"title LIKE '{pattern}'", t, conn)
         same_rows_as_postgres("title LIKE $1", t, conn, {1: pattern})
+
+
+@pytest.mark.parametrize("column", ["price", "id", "done", "nums"])
+def test_long_invalid_values_are_rejected_in_linear_time(db: tuple[Table, Conn], column: str) -> None:
+    # "\d+\.?\d*" backtracked quadratically: 20,000 digits and an "x" took 14 s
+    t, _ = db
+    for value in ("1" * 200_000 + "x", " " * 200_000 + "x", "1" * 200_000 + ".", "{" + "1" * 200_000 + "x}"):
+        message = rejected(f"{column} = $1", t, {1: value})
+        assert any(w in message for w in ("invalid syntax for type", "out of range", "overflows"))
+
+
+def test_long_literals_within_the_length_limit(db: tuple[Table, Conn]) -> None:
+    t, conn = db
+    text = "é" * (limits.MAX_CLAUSE_LENGTH - 20)
+    assert same_rows_as_postgres(f"title = '{text}'", t, conn) == []
+    assert same_rows_as_postgres("title = $1", t, conn, {1: text}) == []

@@ -77,7 +77,8 @@ _FLOAT_SPECIAL = {
     "nan": math.nan, "infinity": INF, "+infinity": INF, "-infinity": -INF,
     "inf": INF, "+inf": INF, "-inf": -INF,
 }
-_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
+# One way to split the digits: "\d+\.?\d*" backtracks quadratically on a long invalid input.
+_FLOAT_RE = re.compile(r"[+-]?(\d+(?:\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z")
 
 
 def parse_float8(text: str) -> float:
@@ -127,7 +128,7 @@ def parse_float4(text: str) -> float:
     return result
 
 
-_NUMERIC_RE = re.compile(r"\s*[+-]?(?:(\d+)\.?(\d*)|\.(\d+))(?:[eE]([+-]?\d+))?\s*\Z")
+_NUMERIC_RE = re.compile(r"\s*[+-]?(?:(\d+)(?:\.(\d*))?|\.(\d+))(?:[eE]([+-]?\d+))?\s*\Z")
 _NUMERIC_SPECIAL = {
     "nan": Decimal("NaN"), "infinity": Decimal("Infinity"), "+infinity": Decimal("Infinity"),
     "-infinity": Decimal("-Infinity"), "inf": Decimal("Infinity"),
