@@ -340,3 +340,78 @@ def test_long_literals_within_the_length_limit(db: tuple[Table, Conn]) -> None:
     text = "é" * (limits.MAX_CLAUSE_LENGTH - 20)
     assert same_rows_as_postgres(f"title = '{text}'", t, conn) == []
     assert same_rows_as_postgres("title = $1", t, conn, {1: text}) == []
+
+
+# Openers and the text that closes each, nested up to MAX_NESTING: whatever the checker
+# thinks of the result, it answers (a WhereError or a Where), never a RecursionError.
+_NESTABLE = [
+    ("(", ")"), ("lower(", ")"), ("coalesce(", ")"), ("greatest(1, ", ")"), ("CAST(", " AS int4)"),
+    ("CASE WHEN ", " THEN true END"), ("NOT ", ""), ("- ", ""), ("NOT (", ")"),
+    ("id IN (", ")"), ("id = ANY(", ")"), ("EXISTS (SELECT ", ")"), ("(SELECT ", ")"),
+    ("(CASE WHEN true THEN ", " END)"), ("lower(NOT ", ")"), ("concat(", ", 'x')"),
+]
+
+
+@pytest.mark.parametrize(("opener", "closer"), _NESTABLE)
+def test_nesting_at_the_limit_never_overflows_the_stack(db: tuple[Table, Conn], opener: str, closer: str) -> None:
+    t, _ = db
+    two = ("NOT (", "lower(NOT ", "EXISTS (SELECT ", "(SELECT ", "(CASE", "id = ANY(")
+    per_level = 2 if opener.startswith(two) else 1
+    levels = limits.MAX_NESTING // per_level
+    for inner in ("id", "true", "1"):
+        clause = opener * levels + inner + closer * levels
+        try:
+            bounded(compile_where, clause, t)
+        except WhereError as exc:
+            assert "nesting" not in exc.message, clause
+        clause = opener * (levels + 1) + inner + closer * (levels + 1)
+        with pytest.raises(WhereError):
+            bounded(compile_where, clause, t)
+
+
+def test_token_soup_is_a_where_error_or_a_where(db: tuple[Table, Conn]) -> None:
+    import random
+
+    t, _ = db
+    words = [
+        "id", "price", "title", "nums", "done", "1", "-1", "1.5", "1e5", "'a'", "'{1,2}'", "$1",
+        "(", ")", "[", "]", ",", "=", "<>", "<", "+", "-", "*", "/", "%", "^", "||", "&", "~",
+        "|/", "::int4", "::text", "::numeric", "::int4[]", "::interval", "AND", "OR", "NOT", "IS",
+        "NULL", "TRUE", "IN", "BETWEEN", "SYMMETRIC", "LIKE", "ILIKE", "ESCAPE", "ANY", "ALL",
+        "ARRAY", "CASE", "WHEN", "THEN", "END", "DISTINCT", "FROM", "lower", "coalesce",
+        "greatest", "concat", "array_cat", "int4", "CAST", "AS", "INTERVAL", "'1 day'", "E'\\\\n'",
+        "$$x$$", "count", "sum", "OVER", "ORDER", "BY", ";",
+    ]
+    rng = random.Random(9)
+    names = [c.name for c in t.columns]
+
+    def soup() -> int:
+        compiled = 0
+        for _ in range(3000):
+            clause = " ".join(rng.choice(words) for _ in range(rng.randint(1, 10)))
+            try:
+                where = compile_where(clause, t, {1: rng.choice(["5", "x", "{1}", "1e400", ""])})
+            except WhereError:
+                continue
+            where.to_sql()
+            where.bind(names)
+            compiled += 1
+        return compiled
+
+    assert bounded(soup) > 0
+
+
+def test_type_named_calls_and_array_constructors(db: tuple[Table, Conn]) -> None:
+    # sqlglot parses each of these twice (as a type, then as an expression): nested, the
+    # work doubles a level, and more around a big argument
+    t, conn = db
+    limit = limits.MAX_TYPE_CALL_NESTING
+    assert same_rows_as_postgres("int4(text('3')) = id", t, conn) == [3]
+    assert same_rows_as_postgres("nums = ARRAY[int4('4')]", t, conn) == [4]
+    assert "nested ARRAY constructors" in rejected("nums = ARRAY[ARRAY[1]]", t)
+    big = ", ".join("1" for _ in range(limits.MAX_LIST_ITEMS - 1))
+    bounded(compile_where, f"int4((ARRAY[{big}])[1]::text) = 1", t)
+    for clause in ("int4(text(int4('1'))) = 1", "nums = ARRAY[int4((ARRAY[1])[1])]",
+                   "int4((ARRAY[" * 3 + big + "])[1])" * 3 + " = 1", "ARRAY[" * 20 + "1" + "]" * 20 + " IS NULL"):
+        assert rejected(clause, t).endswith(
+            f"nesting of ARRAY constructors and type-named calls exceeds the limit of {limit}")

@@ -27,6 +27,13 @@ MAX_NESTING = 30
 frames per level; 30 levels stay well inside the interpreter's default limit of 1,000
 frames with room for the caller's own stack."""
 
+MAX_TYPE_CALL_NESTING = 2
+"""``ARRAY[...]`` constructors and calls named like a type (``int4(...)``, ``text(...)``)
+nested in one another. sqlglot first tries each of them as a type, gives up and parses it
+again as an expression: every level doubles the work on what it encloses, and mixed
+``int4(ARRAY[`` pairs worse (three pairs around 28,000 tokens took 19 s). Two levels cost at
+most about three times the plain parse; ``int4(text(x))`` and ``ARRAY[int4(x)]`` pass."""
+
 MAX_DEPTH = 64
 """Depth of the parsed expression, not counting parentheses and with each AND / OR chain
 flattened into one level: ``1 + 1 + ... + 1`` nests one level per ``+``."""

@@ -13,9 +13,16 @@ spends any work on the clause.
 from __future__ import annotations
 
 from pglast import parser as pg
+from sqlglot.dialects.postgres import Postgres
 
 from ._ir import WhereError
-from ._limits import MAX_CLAUSE_LENGTH, MAX_NESTING, MAX_TOKENS, over_limit
+from ._limits import (
+    MAX_CLAUSE_LENGTH,
+    MAX_NESTING,
+    MAX_TOKENS,
+    MAX_TYPE_CALL_NESTING,
+    over_limit,
+)
 
 PREFIX = "SELECT 1 WHERE "
 
@@ -38,6 +45,13 @@ _CLAUSE_KEYWORDS = frozenset({
     "EXCEPT", "INTO",
 })
 _COMMENTS = frozenset({"SQL_COMMENT", "C_COMMENT"})
+_QUANTIFIERS = frozenset({"ANY", "ALL", "SOME"})  # "= ANY(" costs sqlglot two levels
+# Words sqlglot reads as type names: before "(" or "[" it tries a type first (see
+# MAX_TYPE_CALL_NESTING); ARRAY is one of them.
+_TYPE_WORDS = frozenset(
+    word for word, token in Postgres.Tokenizer.KEYWORDS.items()
+    if token in Postgres.Parser.TYPE_TOKENS and " " not in word
+)
 
 
 def check_syntax(clause: str) -> str:
@@ -56,7 +70,7 @@ def check_syntax(clause: str) -> str:
     if len(statements) != 1:
         raise WhereError('unescaped ";" causing statement split')
     statement = statements[0]
-    _check_tokens(pg.scan(statement))
+    _check_tokens(statement, pg.scan(statement))
     return statement[len(PREFIX):]
 
 
@@ -69,26 +83,40 @@ def _electric_location(wrapped: str, e: pg.ParseError) -> int:
     return len(wrapped) if "at end of input" in str(e.args[0]) else -1
 
 
-def _check_tokens(tokens: list[pg.Token]) -> None:
+def _check_tokens(statement: str, tokens: list[pg.Token]) -> None:
     body = tokens[3:]  # SELECT 1 WHERE
     if len(body) > MAX_TOKENS:
         raise WhereError(over_limit("number of tokens", MAX_TOKENS))
-    stack: list[int] = []  # per open bracket: the levels it adds (itself and its prefixes)
+    # per open bracket: the levels it adds (itself and its prefixes), and whether it
+    # follows a type name
+    stack: list[tuple[int, bool]] = []
     level = 0
+    type_calls = 0
     run = 0  # prefix operators since the last operand, at the current bracket level
     after_operand = False
+    previous: pg.Token | None = None
     for i, tok in enumerate(body):
         name = tok.name
         if name in _OPEN:
-            stack.append(run + 1)
-            level += run + 1
+            levels = run + 1 + (previous is not None and previous.name in _QUANTIFIERS)
+            typed = (name != "CASE" and previous is not None
+                     and (previous.name == "IDENT" or previous.kind != "NO_KEYWORD")
+                     and statement[previous.start:previous.end + 1].upper() in _TYPE_WORDS)
+            stack.append((levels, typed))
+            level += levels
+            type_calls += typed
             run = 0
             after_operand = False
             if level > MAX_NESTING:
                 raise _too_deep(tok)
+            if type_calls > MAX_TYPE_CALL_NESTING:
+                raise WhereError(over_limit("nesting of ARRAY constructors and type-named calls",
+                                            MAX_TYPE_CALL_NESTING), tok.start - len(PREFIX))
         elif name in _CLOSE:
             if stack:
-                level -= stack.pop()
+                levels, typed = stack.pop()
+                level -= levels
+                type_calls -= typed
             run = 0
             after_operand = True
         elif name in _PREFIX_OPERATORS and not after_operand:
@@ -103,6 +131,7 @@ def _check_tokens(tokens: list[pg.Token]) -> None:
             after_operand = True
         else:
             after_operand = False
+        previous = tok
     for tok in body:
         if tok.name in _COMMENTS:
             raise WhereError("comments are not allowed", tok.start - len(PREFIX))
