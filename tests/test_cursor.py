@@ -64,3 +64,14 @@ def test_non_integer_previous_counts_as_zero(previous: str) -> None:
 
 def test_negative_previous() -> None:
     assert next_cursor(20_000, "-5", now=at(1990)) == "2000"
+
+
+@pytest.mark.parametrize("previous", ["9" * 5000, "1" * 33, "-" + "9" * 5000])
+def test_overlong_previous_counts_as_zero(previous: str) -> None:
+    # as a non-integer does; int() of 5,000 digits would raise (Python's digit limit)
+    assert next_cursor(20_000, previous, now=at(1)) == "20"
+
+
+def test_longest_previous_read_as_a_number() -> None:
+    previous = "9" * 32
+    assert int(next_cursor(20_000, previous, now=at(1))) > int(previous)

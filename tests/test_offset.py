@@ -119,3 +119,38 @@ def test_parse_offset_param() -> None:
     assert parse_offset_param("5_2") == LogOffset(5, 2)
     with pytest.raises(OffsetError):
         parse_offset_param("NOW")
+
+
+@pytest.mark.parametrize("text", [
+    "1" * 5000 + "_0", "0_" + "1" * 5000, "0" * 5000 + "_0", "1" * 5000, "0_" + "9" * 4301,
+])
+def test_overlong_offsets_have_invalid_format(text: str) -> None:
+    # int() of 5,000 digits raises (Python's digit limit): a length bound answers first
+    with pytest.raises(OffsetError, match="has invalid format"):
+        LogOffset.parse(text)
+    with pytest.raises(OffsetError, match="has invalid format"):
+        parse_offset_param(text)
+
+
+def test_long_zero_padded_offset_within_the_bound() -> None:
+    assert LogOffset.parse("0" * 60 + "7_" + "0" * 60 + "1") == LogOffset(7, 1)
+
+
+def test_overlong_offset_request_is_a_400() -> None:
+    from pysync.http.params import RequestError, parse_request
+
+    with pytest.raises(RequestError) as info:
+        parse_request({"table": "items", "offset": "1" * 5000 + "_0", "handle": "h"})
+    assert info.value.errors == {"offset": ["has invalid format"]}
+
+
+def test_overlong_handle_is_unknown_not_blank() -> None:
+    from pysync.http.params import MAX_HANDLE_LENGTH, parse_request
+
+    handle = "1" * 100_000
+    parsed = parse_request({"table": "items", "offset": "0_0", "handle": handle})
+    # still a handle (the caller answers 409 for an unknown one), but bounded
+    assert parsed.handle is not None and len(parsed.handle) == MAX_HANDLE_LENGTH
+    assert parsed.handle != handle
+    short = parse_request({"table": "items", "offset": "0_0", "handle": "123-456"})
+    assert short.handle == "123-456"

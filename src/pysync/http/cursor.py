@@ -16,6 +16,9 @@ EPOCH = datetime(2024, 10, 9, tzinfo=UTC).timestamp()
 _MAX_JITTER_S = 3600
 # Elixir's Integer.parse with nothing left over: optional sign, ASCII digits.
 _INTEGER = re.compile(r"[+-]?[0-9]+")
+MAX_CURSOR_LENGTH = 32
+"""Characters of a ``cursor`` param read as a number (real cursors are about 9 digits);
+a longer one counts as 0, as a non-integer does, without converting it."""
 
 
 def next_cursor(long_poll_timeout_ms: int, previous: str | None, now: float | None = None) -> str:
@@ -28,7 +31,9 @@ def next_cursor(long_poll_timeout_ms: int, previous: str | None, now: float | No
         return "0"
     elapsed_s = int((time.time() if now is None else now) - EPOCH)
     next_interval = -(-elapsed_s // interval_s) * interval_s
-    prev = int(previous) if previous is not None and _INTEGER.fullmatch(previous) else 0
+    prev = 0
+    if previous is not None and len(previous) <= MAX_CURSOR_LENGTH and _INTEGER.fullmatch(previous):
+        prev = int(previous)
     if next_interval > prev:
         return str(next_interval)
     # The client already holds this interval's cursor (it polled earlier in the same

@@ -18,6 +18,10 @@ from pysync.shapes.definition import ShapeDefinition, ShapeError
 from pysync.shapes.offset import LogOffset, OffsetError, parse_offset_param
 
 _PARAM_KEY = re.compile(r"^params\[([^\]]*)\]$")
+MAX_HANDLE_LENGTH = 256
+"""Characters of a ``handle`` kept for comparison (pysync's are about 30): a longer one is
+cut to this length, which matches no shape, so the request gets a 409 as any unknown
+handle does."""
 
 
 class RequestError(Exception):
@@ -94,6 +98,8 @@ def parse_request(query: Mapping[str, str], *, shape_from_params: bool = True) -
         raise RequestError({"offset": ["has invalid format"]}) from None
     before_all = offset == "now" or offset == LogOffset(-1, 0)
     handle = query.get("handle") or None
+    if handle is not None and len(handle) > MAX_HANDLE_LENGTH:
+        handle = handle[:MAX_HANDLE_LENGTH]
     # Stage 3: handle.
     if not before_all and handle is None:
         raise RequestError({"handle": ["can't be blank when offset != -1"]})

@@ -23,7 +23,7 @@ import math
 import re
 import struct
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 INF = math.inf
@@ -53,6 +53,8 @@ def parse_int(type_name: str) -> Parser:
     def parse(text: str) -> int:
         m = _INT_RE.match(text)
         if m is not None:
+            if len(m.group(2).lstrip("0")) > 19:  # out of range, and int() would be slow
+                raise ValueError(f'value "{text}" is out of range for type {type_name}')
             value = int(m.group(2))
             if m.group(1) == "-":
                 value = -value
@@ -75,7 +77,8 @@ _FLOAT_SPECIAL = {
     "nan": math.nan, "infinity": INF, "+infinity": INF, "-infinity": -INF,
     "inf": INF, "+inf": INF, "-inf": -INF,
 }
-_FLOAT_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\Z")
+# One way to split the digits: "\d+\.?\d*" backtracks quadratically on a long invalid input.
+_FLOAT_RE = re.compile(r"[+-]?(\d+(?:\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z")
 
 
 def parse_float8(text: str) -> float:
@@ -125,24 +128,64 @@ def parse_float4(text: str) -> float:
     return result
 
 
-_NUMERIC_RE = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*\Z")
+_NUMERIC_RE = re.compile(r"\s*[+-]?(?:(\d+)(?:\.(\d*))?|\.(\d+))(?:[eE]([+-]?\d+))?\s*\Z")
 _NUMERIC_SPECIAL = {
     "nan": Decimal("NaN"), "infinity": Decimal("Infinity"), "+infinity": Decimal("Infinity"),
     "-infinity": Decimal("-Infinity"), "inf": Decimal("Infinity"),
     "+inf": Decimal("Infinity"), "-inf": Decimal("-Infinity"),
 }
+NUMERIC_MAX_INTEGER_DIGITS = 131072
+"""Postgres' numeric: up to 131072 digits before the decimal point ..."""
+NUMERIC_MAX_SCALE = 16383
+"""... and up to 16383 after it."""
+_NUMERIC_EXPONENT_LIMIT = (2**31 - 1) // 2  # numeric_in refuses |exponent| >= INT_MAX / 2
+_NUMERIC_OVERFLOW = "value overflows numeric format"
+# Exact for any numeric Postgres can hold: quantize to exponent 0 needs every integer digit.
+_NUMERIC_CONTEXT = Context(prec=NUMERIC_MAX_INTEGER_DIGITS + 1)
+_ONE = Decimal(1)
+
+
+class NumericOverflow(ValueError):
+    """A numeric beyond Postgres' limits; the message is Postgres' own."""
+
+    def __init__(self) -> None:
+        super().__init__(_NUMERIC_OVERFLOW)
 
 
 def parse_numeric(text: str) -> Decimal:
+    """numeric_in for decimal input. Postgres' limits are checked on the digits before
+    any arithmetic (``Decimal`` of '1e1000000000' is instant, but making its integer
+    digits explicit would not be)."""
     special = _NUMERIC_SPECIAL.get(text.strip().lower())
     if special is not None:
         return special
-    if _NUMERIC_RE.match(text) is None:
+    m = _NUMERIC_RE.match(text)
+    if m is None:
         raise ValueError(text)
+    whole, frac, only_frac, exp_text = m.groups()
+    whole = whole or ""
+    frac = frac or only_frac or ""
+    exponent = 0
+    if exp_text is not None:
+        if len(exp_text.lstrip("+-").lstrip("0")) > 10:
+            raise NumericOverflow()
+        exponent = int(exp_text)
+        if abs(exponent) >= _NUMERIC_EXPONENT_LIMIT:
+            raise NumericOverflow()
+    if len(frac) - exponent > NUMERIC_MAX_SCALE:
+        raise NumericOverflow()
+    significant = len(whole.lstrip("0"))
+    if significant:
+        integer_digits = significant + exponent
+    else:  # the first non-zero digit is in the fraction (or the value is zero)
+        first = len(frac) - len(frac.lstrip("0"))
+        integer_digits = exponent - first if first < len(frac) else 0
+    if integer_digits > NUMERIC_MAX_INTEGER_DIGITS:
+        raise NumericOverflow()
     value = Decimal(text.strip())
     if value.as_tuple().exponent > 0:  # type: ignore[operator]
         # '1e3' has display scale 0 in Postgres; Decimal keeps the exponent.
-        value = Decimal(int(value))
+        value = value.quantize(_ONE, context=_NUMERIC_CONTEXT)
     return value
 
 
@@ -473,15 +516,22 @@ def _parse_array_text(text: str, element: Parser) -> list[Any]:
         s = s[eq + 1:].strip()
     if not s.startswith("{"):
         raise ValueError(text)
-    result, pos = _parse_array_level(s, 0, element, text)
+    result, pos = _parse_array_level(s, 0, element, text, 1)
     if s[pos:].strip():
         raise ValueError(text)
     _check_rectangular(result, text)
     return result
 
 
-def _parse_array_level(s: str, pos: int, element: Parser, text: str) -> tuple[list[Any], int]:
+ARRAY_MAX_DIMENSIONS = 6
+"""Postgres' MAXDIM; it also bounds the recursion here."""
+
+
+def _parse_array_level(s: str, pos: int, element: Parser, text: str, dims: int) -> tuple[list[Any], int]:
     assert s[pos] == "{"
+    if dims > ARRAY_MAX_DIMENSIONS:
+        raise ValueError(f"number of array dimensions ({dims}) exceeds the maximum allowed "
+                         f"({ARRAY_MAX_DIMENSIONS})")
     pos += 1
     items: list[Any] = []
     n = len(s)
@@ -494,7 +544,7 @@ def _parse_array_level(s: str, pos: int, element: Parser, text: str) -> tuple[li
         if c == "}" and not items:
             return items, pos + 1
         if c == "{":
-            sub, pos = _parse_array_level(s, pos, element, text)
+            sub, pos = _parse_array_level(s, pos, element, text, dims + 1)
             items.append(sub)
         elif c == '"':
             pos += 1

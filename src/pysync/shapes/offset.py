@@ -9,6 +9,9 @@ OP_INF = 1 << 64
 """``op`` of an ``<tx>_inf`` offset: above every real op, which are 64-bit on disk."""
 
 _MAX_U64 = (1 << 64) - 1
+MAX_OFFSET_LENGTH = 128
+"""Characters of an offset: two 64-bit numbers (20 digits each) with room for leading zeros,
+which Electric accepts; anything longer is refused before it is parsed."""
 # Parts are read as Elixir's Integer.parse reads them in Electric: optional sign, ASCII
 # digits, leading zeros allowed.
 _OFFSET = re.compile(r"([+-]?[0-9]+)_([+-]?[0-9]+|inf)")
@@ -33,6 +36,8 @@ class LogOffset(NamedTuple):
         """The offset written as ``text``; ``now`` is not an offset (see ``parse_offset_param``)."""
         if text == "-1":
             return BEFORE_ALL
+        if len(text) > MAX_OFFSET_LENGTH:
+            raise OffsetError("has invalid format")
         match = _OFFSET.fullmatch(text)
         if match is None:
             raise OffsetError("has invalid format")

@@ -13,8 +13,8 @@ not matching.
 
 from __future__ import annotations
 
-import functools
 import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -25,6 +25,8 @@ from . import _runtime as rt
 from ._check import check_clause
 from ._compile import Compiler, column_parser
 from ._ir import Node, WhereError, WhereRuntimeError
+from ._limits import MAX_PARAMS, MAX_PARAMS_LENGTH, over_limit
+from ._memo import SizedCache
 from ._render import normalized as _normalized
 from ._render import to_sql as _to_sql
 
@@ -43,6 +45,7 @@ class Where:
         self.columns = columns
         self.normalized = _normalized(tree)
         self._bound: dict[tuple[str, ...], Evaluator] = {}
+        self._bind_lock = threading.Lock()  # a cached Where is shared between threads
 
     def __repr__(self) -> str:
         return f"Where({self.normalized!r})"
@@ -50,16 +53,17 @@ class Where:
     def bind(self, column_names: Sequence[str]) -> Evaluator:
         """An evaluator for rows whose values come in the order of ``column_names``."""
         key = tuple(column_names)
-        cached = self._bound.get(key)
-        if cached is not None:
-            return cached
-        positions = {name: i for i, name in enumerate(key)}
-        missing = self.columns - positions.keys()
-        if missing:
-            raise ValueError(f"the row has no column(s) {', '.join(sorted(missing))}")
-        evaluator: Evaluator = Compiler(positions).compile(self.tree)
-        self._bound[key] = evaluator
-        return evaluator
+        with self._bind_lock:
+            cached = self._bound.get(key)
+            if cached is not None:
+                return cached
+            positions = {name: i for i, name in enumerate(key)}
+            missing = self.columns - positions.keys()
+            if missing:
+                raise ValueError(f"the row has no column(s) {', '.join(sorted(missing))}")
+            evaluator: Evaluator = Compiler(positions).compile(self.tree)
+            self._bound[key] = evaluator
+            return evaluator
 
     def to_sql(self) -> tuple[str, list[object]]:
         """SQL for the snapshot query's WHERE with psycopg ``%s`` placeholders."""
@@ -71,15 +75,33 @@ class Where:
 
 
 def compile_where(clause: str, table: Table, params: Mapping[int, str] | None = None) -> Where:
-    """Validate and type-check ``clause`` against ``table``; raises WhereError."""
-    frozen = tuple(sorted((int(k), str(v)) for k, v in (params or {}).items()))
-    return _compile_cached(clause, table, frozen)
+    """Validate and type-check ``clause`` against ``table``; raises WhereError.
+
+    A pure function of its arguments, safe to call from several threads at once; every
+    input is bounded (``_limits``) before work is done on it.
+    """
+    frozen = _bounded_params(params or {})
+    key = (clause, table, frozen)
+    where = _COMPILED.get(key)
+    if where is None:
+        tree, columns = check_clause(clause, table, dict(frozen))
+        where = Where(clause, tree, columns)
+        _COMPILED.put(key, where, len(clause) + sum(len(v) for _, v in frozen))
+    return where
 
 
-@functools.lru_cache(maxsize=1024)
-def _compile_cached(clause: str, table: Table, params: tuple[tuple[int, str], ...]) -> Where:
-    tree, columns = check_clause(clause, table, dict(params))
-    return Where(clause, tree, columns)
+def _bounded_params(params: Mapping[int, str]) -> tuple[tuple[int, str], ...]:
+    if len(params) > MAX_PARAMS:
+        raise WhereError(over_limit("number of parameters", MAX_PARAMS))
+    values = [(int(k), str(v)) for k, v in params.items()]
+    if sum(len(v) for _, v in values) > MAX_PARAMS_LENGTH:
+        raise WhereError(over_limit("total length of parameter values", MAX_PARAMS_LENGTH))
+    return tuple(sorted(values))
+
+
+# Compiled clauses by (clause, table, params), bounded by their text as the parse cache.
+_COMPILED: SizedCache[tuple[str, Table, tuple[tuple[int, str], ...]], Where] = SizedCache(
+    max_entries=1024, max_total_cost=512 * 1024, max_entry_cost=8 * 1024)
 
 
 # ---------------------------------------------------------------- equality routing

@@ -6,11 +6,9 @@ only ever see nodes this module built.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
-import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
@@ -31,6 +29,9 @@ from ._ir import (
     elem,
     is_array,
 )
+from ._limits import MAX_DEPTH, MAX_LIST_ITEMS, MAX_NODES, MAX_TERMS, over_limit
+from ._memo import SizedCache
+from ._syntax import check_syntax
 
 _DIALECT = Postgres()
 
@@ -102,39 +103,64 @@ def position(e: exp.Expr) -> int:
     return best or 0
 
 
-@functools.lru_cache(maxsize=4096)
-def parse(clause: str) -> exp.Expr:
-    """One expression, nothing else: no statement separators, comments or trailing clauses.
+# Parse trees by clause text (the checker never changes a tree): shapes per user share a
+# clause and differ only in params, and parsing is most of the cost of a new shape. A tree
+# takes about 150 bytes per character of its clause: at most ~80 MB for 512 KiB of text.
+_PARSED: SizedCache[str, exp.Expr] = SizedCache(
+    max_entries=4096, max_total_cost=512 * 1024, max_entry_cost=8 * 1024)
 
-    Cached by text (the checker never changes the tree): shapes per user share a clause
-    and differ only in params, and parsing is most of the cost of a new shape.
-    """
+
+def parse(clause: str) -> exp.Expr:
+    """One expression, nothing else: Postgres' syntax check first (``_syntax``), then
+    sqlglot's tree, bounded in depth and list sizes (``_limits``)."""
+    tree = _PARSED.get(clause)
+    if tree is None:
+        tree = _parse(clause)
+        _PARSED.put(clause, tree, len(clause))
+    return tree
+
+
+def _parse(clause: str) -> exp.Expr:
+    text = check_syntax(clause)
     try:
-        tokens = _DIALECT.tokenize(clause)
+        tokens = _DIALECT.tokenize(text)
     except TokenError as e:
-        raise WhereError(f"syntax error: {e}", 0) from None
-    if not tokens:
-        raise WhereError("syntax error at end of input", 0)
-    for tok in tokens:
-        if tok.token_type == TokenType.SEMICOLON:
-            raise WhereError('unescaped ";" causing statement split', tok.start)
-        if tok.comments:
-            raise WhereError("comments are not allowed", tok.start)
+        raise WhereError(f"unsupported syntax: {e}", 0) from None
     _reject_like_function_form(tokens)
     try:
-        parsed = sqlglot.parse(clause, read="postgres")
-    except (ParseError, TokenError) as e:
+        parsed = _DIALECT.parser().parse(tokens, text)
+    except ParseError as e:
+        # Postgres accepted the clause: sqlglot does not know this syntax.
         location = 0
-        errors = getattr(e, "errors", None)
-        if errors:
-            first = errors[0]
+        near = ""
+        if e.errors:
+            first = e.errors[0]
             near = first.get("highlight") or ""
-            location = max(0, _offset(clause, first.get("line", 1), first.get("col", 1)) - len(near))
-            raise WhereError(f'syntax error at or near "{near}"', location) from None
-        raise WhereError("syntax error", location) from None
+            location = max(0, _offset(text, first.get("line", 1), first.get("col", 1)) - len(near))
+        raise WhereError(f'unsupported syntax at or near "{near}"', location) from None
     if len(parsed) != 1 or parsed[0] is None:
-        raise WhereError("malformed query ending with SQL clauses", 0)
-    return parsed[0]
+        raise WhereError("malformed query ending with SQL clauses")
+    tree = parsed[0]
+    _check_size(tree)
+    return tree
+
+
+def _check_size(tree: exp.Expr) -> None:
+    """MAX_DEPTH and MAX_LIST_ITEMS, without recursion: the checker, compiler and renderer
+    recurse once per level of what passes."""
+    stack: list[tuple[exp.Expr, int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise WhereError(over_limit("expression depth", MAX_DEPTH), position(node))
+        if isinstance(node, exp.In | exp.Array) and len(node.expressions) > MAX_LIST_ITEMS:
+            raise WhereError(over_limit("number of list items", MAX_LIST_ITEMS), position(node))
+        chain = type(node) if isinstance(node, exp.And | exp.Or) else None
+        for child in node.iter_expressions():
+            if isinstance(child, exp.Identifier):  # the name of a column or function
+                continue
+            flat = type(child) is chain or isinstance(child, exp.Paren)
+            stack.append((child, depth if flat else depth + 1))
 
 
 def _offset(clause: str, line: int, col: int) -> int:
@@ -252,6 +278,8 @@ class Checker:
         text: str = node.value
         try:
             value = rt.input_function(target)(text)
+        except pt.NumericOverflow as exc:
+            raise self.fail(str(exc), node) from None
         except (ValueError, KeyError):
             raise self.fail(f"invalid syntax for type {display(target)}: {text}", node) from None
         return Node("const", target, value=value, pos=node.pos, param=node.param,
@@ -274,7 +302,10 @@ class Checker:
         for cls, reason in _UNSUPPORTED_NAMES.items():
             if isinstance(e, cls):
                 raise self.fail(reason, e)
-        if isinstance(e, exp.AggFunc):
+        if isinstance(e, exp.Window | exp.Filter | exp.WithinGroup) or (
+                isinstance(e, exp.AggFunc) and _aggregate_syntax(e)):
+            # Electric's rule: a call is an aggregation by its syntax (*, DISTINCT, ORDER BY,
+            # FILTER, OVER, WITHIN GROUP); sum(x) is just an unknown function
             raise self.fail("aggregation is not supported in this context", e)
         method = getattr(self, "_" + type(e).__name__.lower(), None)
         if method is None:
@@ -312,7 +343,8 @@ class Checker:
         return self._number(str(e.this), pos, e)
 
     def _number(self, text: str, pos: int, e: exp.Expr) -> Node:
-        if text.lstrip("-").isdigit():
+        digits = text.lstrip("-")
+        if digits.isdigit() and len(digits.lstrip("0")) <= 19:  # longer ones are numeric
             v = int(text)
             for t in ("int4", "int8"):
                 lo, hi = pt.INT_RANGES[t]
@@ -320,6 +352,8 @@ class Checker:
                     return Node("const", t, value=v, pos=pos)
         try:
             return Node("const", "numeric", value=pt.parse_numeric(text), pos=pos)
+        except pt.NumericOverflow as exc:
+            raise self.fail(str(exc), e) from None
         except ValueError:
             raise self.fail(f"syntax error at or near \"{text}\"", e) from None
 
@@ -339,11 +373,14 @@ class Checker:
         inner = e.this
         if not (isinstance(inner, exp.Literal) and not inner.is_string and str(inner.this).isdigit()):
             raise self.fail("unsupported parameter syntax", e)
-        n = int(inner.this)
+        n = int(inner.this)  # Postgres' parser refused numbers beyond int4
+        pos = max(0, position(e) - 1)  # sqlglot records the digits; Postgres the "$"
         if n not in self.params:
-            raise self.fail(f"parameter ${n} was not provided", e)
+            raise WhereError(f"parameter ${n} was not provided", pos)
         value = self.params[n]
-        return Node("const", "unknown", value=value, pos=position(e), param=n)
+        if "\x00" in value:  # Postgres rejects NUL in any text value
+            raise WhereError('invalid byte sequence for encoding "UTF8": 0x00', pos)
+        return Node("const", "unknown", value=value, pos=pos, param=n)
 
     # ------------------------------------------------------------ logic
 
@@ -364,13 +401,20 @@ class Checker:
         return Node("or", "bool", tuple(args), pos=args[0].pos)
 
     def _flatten(self, e: exp.Expr, cls: type[exp.Expr], what: str) -> list[Node]:
-        out: list[Node] = []
-        for side in (e.this, e.expression):
-            if isinstance(side, cls):
-                out.extend(self._flatten(side, cls, what))
+        """The terms of a chain ``a AND b AND c`` (a left-deep tree in sqlglot), in order,
+        without recursion: a chain may have thousands of terms."""
+        terms: list[exp.Expr] = []
+        pending = [e]
+        while pending:
+            node = pending.pop()
+            if isinstance(node, cls):
+                pending.append(node.expression)
+                pending.append(node.this)
             else:
-                out.append(self._bool_arg(side, what))
-        return out
+                terms.append(node)
+        if len(terms) > MAX_TERMS:
+            raise self.fail(over_limit(f"number of {what} terms", MAX_TERMS), e)
+        return [self._bool_arg(term, what) for term in terms]
 
     def _not(self, e: exp.Not) -> Node:
         inner = e.this
@@ -798,10 +842,11 @@ class Checker:
         for s in subs:
             if isinstance(s, exp.Slice):
                 raise self.fail("array slices are not supported", s)
-            if isinstance(s, exp.Literal) and not s.is_string:
+            if isinstance(s, exp.Literal) and not s.is_string and _short_int(s.this):
                 # sqlglot stores literal subscripts 0-based (it subtracted Postgres' offset 1)
                 nodes.append(self._number(str(int(s.this) + 1), position(s), s))
-            elif isinstance(s, exp.Neg) and isinstance(s.this, exp.Literal) and not s.this.is_string:
+            elif isinstance(s, exp.Neg) and isinstance(s.this, exp.Literal) \
+                    and not s.this.is_string and _short_int(s.this.this):
                 nodes.append(self._number(str(-int(s.this.this) + 1), position(s), s))
             else:
                 raise self.fail("only constant integer array subscripts are supported", s)
@@ -964,8 +1009,48 @@ def check_clause(clause: str, table: Table, params: Mapping[int, str] | None) ->
     tree = parse(clause)
     checker = Checker(clause, table, params)
     node = checker.check_clause(tree)
+    if _expanded_size(node) > MAX_NODES:
+        raise WhereError(over_limit("size of the expression", MAX_NODES))
     return node, frozenset(checker.columns)
 
 
+def _expanded_size(root: Node) -> int:
+    """Nodes of the tree with shared sub-trees counted at each use (the evaluator and the
+    renderer walk it as a tree), computed once per distinct node; capped past MAX_NODES."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if children_done:
+            sizes[id(node)] = min(MAX_NODES + 1, 1 + sum(sizes[id(a)] for a in node.args))
+        else:
+            stack.append((node, True))
+            stack.extend((a, False) for a in node.args if id(a) not in sizes)
+    return sizes[id(root)]
+
+
+def _aggregate_syntax(e: exp.Expr) -> bool:
+    return any(isinstance(v, exp.Star | exp.Distinct | exp.Order) for v in e.args.values())
+
+
+def _short_int(text: object) -> bool:
+    """An integer literal of at most 19 digits (a longer one is out of range of int8 and
+    too long for int()); others are reported by the caller."""
+    digits = str(text)
+    return digits.isdigit() and len(digits.lstrip("0")) <= 19
+
+
 def _reads_column(node: Node) -> bool:
-    return node.kind == "col" or any(_reads_column(a) for a in node.args)
+    # each distinct node once: sub-trees may be shared (see _expanded_size)
+    seen: set[int] = set()
+    pending = [node]
+    while pending:
+        n = pending.pop()
+        if n.kind == "col":
+            return True
+        if id(n) not in seen:
+            seen.add(id(n))
+            pending.extend(n.args)
+    return False

@@ -8,7 +8,6 @@ closures so that ``user_id = 5`` costs one call.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
@@ -416,17 +415,17 @@ class Compiler:
                 return lambda r: None
             esc = "\\" if escape is None else rt.like_escape(escape.value)
             try:
-                match = rt.like_regex(pattern.value, esc, ci).fullmatch
+                match = rt.like_matcher(pattern.value, esc, ci)
             except WhereRuntimeError:
                 raise  # an invalid constant pattern: Postgres fails on the first row too
             lower = rt.lower
 
             if ci:
-                return lambda r: None if (v := fs(r)) is None else match(lower(v)) is not None
-            return lambda r: None if (v := fs(r)) is None else match(v) is not None
+                return lambda r: None if (v := fs(r)) is None else match(lower(v))
+            return lambda r: None if (v := fs(r)) is None else match(v)
         fp = self.compile(pattern)
         fe = self.compile(escape) if escape is not None else None
-        cache: dict[tuple[str, str | None], re.Pattern[str]] = {}
+        cache: dict[tuple[str, str | None], Callable[[str], bool]] = {}
 
         def like_dynamic(r: Row) -> bool | None:
             s = fs(r)
@@ -435,12 +434,12 @@ class Compiler:
             if s is None or p is None or e is None:
                 return None
             key = (p, e)
-            rx = cache.get(key)
-            if rx is None:
-                rx = rt.like_regex(p, rt.like_escape(e), ci)
+            matcher = cache.get(key)
+            if matcher is None:
+                matcher = rt.like_matcher(p, rt.like_escape(e), ci)
                 if len(cache) < 256:
-                    cache[key] = rx
-            return rx.fullmatch(rt.lower(s) if ci else s) is not None
+                    cache[key] = matcher
+            return matcher(rt.lower(s) if ci else s)
 
         return like_dynamic
 

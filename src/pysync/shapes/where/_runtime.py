@@ -493,11 +493,19 @@ DATETIME_OPS: dict[tuple[str, str, str], tuple[str, Fn2]] = {
 # ---------------------------------------------------------------- text
 
 
-def like_regex(pattern: str, escape: str | None, case_insensitive: bool) -> re.Pattern[str]:
-    """Translate a LIKE pattern (``%``, ``_``, escape character, default backslash)."""
+def like_matcher(pattern: str, escape: str | None, case_insensitive: bool) -> Callable[[str], bool]:
+    """A LIKE pattern (``%``, ``_``, escape character, default backslash) as a test of a
+    whole string, in time linear in the string times the pattern.
+
+    A regular expression with one ``.*`` per ``%`` backtracks polynomially (exponentially
+    for ``%%%%``) when it fails. Instead the pattern is split at ``%`` into fixed-length
+    segments: the first is matched at the start, the last at the end, and each one
+    between at its leftmost place after the one before, which leaves the most room for
+    the rest (the standard greedy algorithm, exact for fixed-length segments).
+    """
     if case_insensitive:
         pattern = lower(pattern)
-    out = []
+    segments: list[list[str]] = [[]]  # each item matches exactly one character
     i = 0
     n = len(pattern)
     while i < n:
@@ -506,15 +514,35 @@ def like_regex(pattern: str, escape: str | None, case_insensitive: bool) -> re.P
             i += 1
             if i >= n:
                 raise WhereRuntimeError("LIKE pattern must not end with escape character")
-            out.append(re.escape(pattern[i]))
+            segments[-1].append(re.escape(pattern[i]))
         elif c == "%":
-            out.append(".*")
+            segments.append([])
         elif c == "_":
-            out.append(".")
+            segments[-1].append(".")
         else:
-            out.append(re.escape(c))
+            segments[-1].append(re.escape(c))
         i += 1
-    return re.compile("".join(out), re.DOTALL)
+    compiled = [(re.compile("".join(seg), re.DOTALL), len(seg)) for seg in segments]
+    if len(compiled) == 1:
+        whole = compiled[0][0].fullmatch
+        return lambda s: whole(s) is not None
+    (first, first_len), *middle, (last, last_len) = compiled
+    middle = [(rx, size) for rx, size in middle if size]
+    minimum = first_len + last_len + sum(size for _, size in middle)
+
+    def match(s: str) -> bool:
+        end = len(s) - last_len
+        if len(s) < minimum or first.match(s, 0, first_len) is None:
+            return False
+        pos = first_len
+        for rx, _ in middle:
+            found = rx.search(s, pos, end)
+            if found is None:
+                return False
+            pos = found.end()
+        return last.fullmatch(s, end) is not None
+
+    return match
 
 
 def like_escape(value: str) -> str | None:
@@ -551,6 +579,8 @@ def _numeric_to_int(t: str) -> Fn1:
     def cast(d: Decimal) -> int:
         if not d.is_finite():
             raise WhereRuntimeError(f"cannot convert {pt.format_numeric(d)} to {t}")
+        if not d.is_zero() and d.adjusted() > 19:  # out of range; int() of it would be slow
+            raise WhereRuntimeError(f"{t} out of range")
         r = int(d.to_integral_value(rounding=ROUND_HALF_UP))
         if r < lo or r > hi:
             raise WhereRuntimeError(f"{t} out of range")
