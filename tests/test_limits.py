@@ -273,3 +273,91 @@ def _files() -> Iterator[None]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
     yield
 
+
+
+BAD_WHERE: dict[str, dict[str, str]] = {
+    "huge numeric literal": {"where": "n > 1e1000000000"},
+    "huge numeric param": {"where": "n::numeric > $1::numeric", "params[1]": "1e1000000000"},
+    "huge numeric cast": {"where": "n::numeric > '1e1000000000'::numeric"},
+    "60 nested parentheses": {"where": "(" * 60 + "n = 1" + ")" * 60},
+    "NOT x5000": {"where": "NOT " * 5000 + "true"},
+    "NUL in a literal": {"where": "title = 'a\x00b'"},
+    "NUL in a param": {"where": "title = $1", "params[1]": "a\x00b"},
+    "division by zero on rows": {"where": "n / 0 = 1"},
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_WHERE))
+async def test_hostile_where_is_a_quick_400_and_the_server_keeps_answering(
+    database_url: str, conn: Conn, case: str
+) -> None:
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, n int, title text)")
+    conn.execute("INSERT INTO t SELECT g, g, 'x' FROM generate_series(1, 10) g")
+    engine = Engine(database_url, flush_interval=0.02)
+    await engine.start()
+    client = Client(make_api(engine))
+    try:
+        started = time.monotonic()
+        request = asyncio.create_task(client.shape(table="t", offset="-1", **BAD_WHERE[case]))
+        health_times = []
+        while not request.done():
+            asked = time.monotonic()
+            assert (await client.raw("/v1/health")).status_code == 200
+            health_times.append(time.monotonic() - asked)
+            await asyncio.sleep(0.05)
+        response = await request
+        assert response.status_code == 400, response.text[:300]
+        assert set(response.json()) == {"message", "errors"} and response.json()["errors"].get("where")
+        assert time.monotonic() - started < 5
+        assert max(health_times, default=0) < 1.0, "the server stopped answering meanwhile"
+    finally:
+        await client.aclose()
+        await engine.stop()
+
+
+async def test_long_offsets_cursors_and_params_are_answered(database_url: str, conn: Conn) -> None:
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, n int)")
+    engine = Engine(database_url, flush_interval=0.02)
+    await engine.start()
+    client = Client(make_api(engine))
+    try:
+        handle, offset, _ = await client.sync(table="t")
+        r = await client.shape(table="t", offset="1" * 5000 + "_0", handle=handle)
+        assert r.status_code == 400 and r.json()["errors"] == {"offset": ["has invalid format"]}
+        r = await client.shape(table="t", offset=offset, handle=handle, live="true", cursor="9" * 5000)
+        assert r.status_code == 200 and int(r.headers["electric-cursor"]) > 0
+        chain = " AND ".join(["n <> 0"] * 2000)  # long enough to compile off the event loop
+        r = await client.shape(table="t", offset="-1", where=chain)
+        assert r.status_code == 200, r.text[:300]
+        params = {f"params[{i}]": str(i) for i in range(1, 1001)}
+        where = "n IN (" + ", ".join(f"${i}" for i in range(1, 1001)) + ")"
+        r = await client.shape(table="t", offset="-1", where=where, **params)
+        assert r.status_code == 200, r.text[:300]
+    finally:
+        await client.aclose()
+        await engine.stop()
+
+
+async def test_huge_subset_body_does_not_block_other_requests(database_url: str, conn: Conn) -> None:
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, n int)")
+    engine = Engine(database_url, flush_interval=0.02)
+    await engine.start()
+    client = Client(make_api(engine))
+    try:
+        handle, offset, _ = await client.sync(table="t", log="changes_only")
+        body = {"where": "n IN (" + ", ".join(str(i) for i in range(300_000)) + ")"}
+        request = asyncio.create_task(client.raw(
+            "/v1/shape", "POST", params={"table": "t", "offset": offset, "handle": handle, "log": "changes_only"},
+            json=body,
+        ))
+        while not request.done():
+            asked = time.monotonic()
+            assert (await client.raw("/v1/health")).status_code == 200
+            assert time.monotonic() - asked < 1.0
+            await asyncio.sleep(0.05)
+        response = await request
+        assert response.status_code == 400, response.text[:300]
+        assert "subset" in response.json()["errors"]
+    finally:
+        await client.aclose()
+        await engine.stop()
