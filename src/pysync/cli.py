@@ -15,6 +15,7 @@ import msgspec
 import uvicorn
 from starlette.applications import Starlette
 
+from pysync import bench
 from pysync.config import Settings, from_env
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
@@ -42,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-delete", action="store_true", default=None,
                        help="enable DELETE /v1/shape (env PYSYNC_ALLOW_DELETE)")
     serve.add_argument("--max-shapes", type=int, help="evict least recently used shapes beyond this (env PYSYNC_MAX_SHAPES)")
+    bench.add_arguments(commands.add_parser(
+        "bench", help="benchmark a sync server on a pgbench workload (needs pysync[bench])"))
     return parser
 
 
@@ -56,6 +59,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command == "bench":
+        sys.exit(bench.run(args))
     settings = settings_from(args)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
