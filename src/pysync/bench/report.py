@@ -66,9 +66,15 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     out.append(("subscriber process CPU seconds", _n(sync.get("subscribers_cpu_s"), ".2f", " s")))
     drain = report.get("drain")
     if drain:
+        def took(who: str) -> str:
+            text = f"{drain[who + '_s']:.2f} s"
+            if not drain.get(who + "_complete", True):
+                text += f" (stopped at {drain[who + '_drained']:,} rows)"
+            return text
+
         out.append(("backlog drain: pg_recvlogical / pysync",
-                    f"{drain['recvlogical_s']:.2f} s / {drain['pysync_s']:.2f} s for "
-                    f"{drain['row_changes']:,} row changes ({_mb(drain['wal_bytes'])} of WAL)"))
+                    f"{took('recvlogical')} / {took('pysync')} for {drain['row_changes']:,} row changes "
+                    f"({_mb(drain['wal_bytes'])} of WAL)"))
         out.append(("backlog drain ratio (pysync rate / pg_recvlogical rate)", _ratio(drain.get("ratio"))))
     consistency = sync.get("consistency", {})
     out.append(("consistency: subscribers' rows = SELECT of their shape",

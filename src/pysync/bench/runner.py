@@ -337,7 +337,8 @@ class Bench:
             return text
 
         load.run(status, fleet.failure)
-        self.display.note(f"  load done; waiting for the subscribers to match SELECT of their shapes "
+        caught_up = self._catch_up(slot, load.wal_at_end, opts.check_timeout + 10 * opts.duration) if slot else None
+        self.display.note(f"  waiting for the subscribers to match SELECT of their shapes "
                           f"(at most {opts.check_timeout:g} s)")
         check = fleet.check(opts.check_timeout)
         collect()
@@ -350,6 +351,22 @@ class Bench:
         drop_slot(self.conn, names.verify_slot)
         final = fleet.stop()
         self._sync_summary(phase, load, subscribers, check, counted, latencies, ready, final, engine_peak)
+        phase["summary"]["caught_up_after_s"] = caught_up
+
+    def _catch_up(self, slot: str, target: int, timeout: float) -> float | None:
+        """Seconds until the slot confirms ``target`` (the WAL position when the load
+        ended); None if it did not within ``timeout`` or stopped moving for 30 s."""
+        started = moved = time.monotonic()
+        last = -1
+        self.display.note("  load done; waiting for the server to catch up")
+        while time.monotonic() - started < timeout and time.monotonic() - moved < 30:
+            confirmed = slot_state(self.conn, slot)[1]
+            if confirmed is not None and confirmed >= target:
+                return round(time.monotonic() - started, 3)
+            if confirmed is not None and confirmed > last:
+                last, moved = confirmed, time.monotonic()
+            time.sleep(0.01)
+        return None
 
     def _sync_summary(self, phase: dict[str, Any], load: Load, subscribers: list[ShapeSpec],
                       check: dict[str, Any], counted: expected_changes.Expected,
@@ -376,9 +393,6 @@ class Bench:
             entry["expected"] += w
         ms = [m for _, m in latencies]
         markers = len(load.marker.commits) if load.marker else 0
-        caught_up = next((s["t"] - load.load_end for s in samples
-                          if s["t"] >= load.load_end and s.get("confirmed_lsn") is not None
-                          and s["confirmed_lsn"] >= load.wal_at_end), None)
         engine_cpu = stats.delta(during, "engine_cpu_s")
         summary = phase["summary"]
         summary.update({
@@ -400,7 +414,6 @@ class Bench:
             "row_changes": counted.row_changes, "transactions_decoded": counted.transactions,
             "ingested_per_s": stats.summary([s.get("ingested_per_s") for s in during]),
             "committed_per_s": stats.summary([s.get("committed_per_s") for s in during]),
-            "caught_up_after_s": None if caught_up is None else round(caught_up, 2),
             "engine_cpu_s": engine_cpu,
             "engine_cpu_us_per_change": (engine_cpu / counted.row_changes * 1e6
                                          if engine_cpu is not None and counted.row_changes else None),
@@ -415,60 +428,71 @@ class Bench:
 
     def _drain(self) -> None:
         assert self.server is not None
-        names, conn = self.names, self.conn
+        names, conn, opts = self.names, self.conn, self.opts
         self.server.stop()
         create_slot(conn, names.drain_slot)
         create_slot(conn, names.verify_slot, "test_decoding")
         start = wal_lsn(conn)
-        load = Load(self, "backlog", self.opts.backlog, slot=None, processes={}, marker=False)
+        load = Load(self, "backlog", opts.backlog, slot=None, processes={}, marker=False)
         load.run(load.status)
         load.samples()
         end = end_backlog(conn)
-        rows = expected_changes.count(self.url, names.verify_slot, Matcher([]),
-                                      {*PGBENCH_TABLES, names.marker_table}).row_changes
+        backlog = expected_changes.count(self.url, names.verify_slot, Matcher([]),
+                                         {*PGBENCH_TABLES, names.marker_table})
         drop_slot(conn, names.verify_slot)
+        rows = backlog.row_changes
         self.display.note(f"  backlog: {rows:,} row changes, {(end - start) / 1e6:.1f} MB of WAL")
         recv = RecvLogical(self.recv_binary, self.url, names.drain_slot, names.recv_publication, endpos=end)
         try:
-            attached, done = self._time_drain(names.drain_slot, end, recv.proc.poll, "pg_recvlogical")
-            recv.wait(60)
+            recv_drain = self._time_drain(names.drain_slot, end, recv.proc.poll, "pg_recvlogical",
+                                          opts.drain_timeout)
         finally:
             recv.stop()
-        recv_s = done - attached
         self.server.launch()
         try:
-            attached, done = self._time_drain(names.engine_slot, end, lambda: 1 if self.server and self.server.exited() else None,
-                                              "pysync serve")
+            pysync_drain = self._time_drain(names.engine_slot, end, self.server.proc_poll, "pysync serve",
+                                            opts.drain_timeout)
         finally:
             self.server.stop()
-        pysync_s = done - attached
-        self.report["drain"] = {
-            "backlog_seconds": self.opts.backlog, "row_changes": rows, "wal_bytes": end - start,
-            "backlog_tps": load.result.tps if load.result else None,
-            "recvlogical_s": round(recv_s, 3), "pysync_s": round(pysync_s, 3),
-            "recvlogical_per_s": rows / recv_s if recv_s > 0 else None,
-            "pysync_per_s": rows / pysync_s if pysync_s > 0 else None,
-            "ratio": recv_s / pysync_s if pysync_s > 0 else None,
-        }
-        self.display.note(f"  drained by pg_recvlogical in {recv_s:.2f} s, by pysync in {pysync_s:.2f} s "
-                          f"(ratio {_fmt(self.report['drain']['ratio'], '.2f')})")
+        result: dict[str, Any] = {"backlog_seconds": opts.backlog, "row_changes": rows,
+                                  "wal_bytes": end - start,
+                                  "backlog_tps": load.result.tps if load.result else None}
+        for who, (seconds, confirmed) in (("recvlogical", recv_drain), ("pysync", pysync_drain)):
+            drained = rows if confirmed >= end else backlog.changes_at(confirmed)
+            result[f"{who}_s"] = round(seconds, 3)
+            result[f"{who}_complete"] = confirmed >= end
+            result[f"{who}_drained"] = drained
+            result[f"{who}_per_s"] = drained / seconds if seconds > 0 else None
+        result["ratio"] = stats.ratio(result["pysync_per_s"], result["recvlogical_per_s"])
+        self.report["drain"] = result
+        parts = []
+        for who, name in (("recvlogical", "pg_recvlogical"), ("pysync", "pysync")):
+            done = "" if result[f"{who}_complete"] else f" (stopped at {result[f'{who}_drained']:,} rows)"
+            parts.append(f"{name} {result[f'{who}_s']:.2f} s{done}")
+        self.display.note(f"  drained by {', '.join(parts)}: ratio {_fmt(result['ratio'], '.2f')}")
 
     def _time_drain(self, slot: str, end: int, exited: Callable[[], int | None], who: str,
-                    timeout: float = 600.0) -> tuple[float, float]:
-        """(attached, done): when the slot became active and when it confirmed ``end``."""
-        deadline = time.monotonic() + timeout
+                    timeout: float) -> tuple[float, int]:
+        """Drain time from the slot becoming active to it confirming ``end``, and the
+        position confirmed then; at most ``timeout`` seconds after attaching."""
+        attach_deadline = time.monotonic() + 120
         attached: float | None = None
-        while time.monotonic() < deadline:
-            active, confirmed = slot_state(self.conn, slot)
+        confirmed = 0
+        while True:
+            active, position = slot_state(self.conn, slot)
             now = time.monotonic()
+            confirmed = position or 0
             if attached is None and active:
                 attached = now
-            if confirmed is not None and confirmed >= end:
-                return (attached if attached is not None else now), now
+            if confirmed >= end:
+                return now - (attached if attached is not None else now), confirmed
+            if attached is not None and now - attached >= timeout:
+                return now - attached, confirmed
             if exited() is not None and not active:
                 raise BenchError(f"{who} ended before draining the backlog")
+            if attached is None and now > attach_deadline:
+                raise BenchError(f"{who} did not attach to its slot within 120 s")
             time.sleep(0.005)
-        raise BenchError(f"{who} did not drain the backlog within {timeout:.0f} s")
 
     # -- the headline -----------------------------------------------------------------
 

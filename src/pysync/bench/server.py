@@ -94,8 +94,9 @@ class ManagedServer:
             self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True)
 
-    def exited(self) -> bool:
-        return self.proc is not None and self.proc.poll() is not None
+    def proc_poll(self) -> int | None:
+        """Its exit status, None while it runs (or before it started)."""
+        return None if self.proc is None else self.proc.poll()
 
     def start(self, timeout: float = 60.0) -> None:
         """Start it and wait until ``/v1/health`` says it is active."""
