@@ -219,12 +219,19 @@ class Bench:
             self.recv_binary = recvlogical_binary(opts.pgbench)
         if opts.database_url is None:
             self.display.note("starting a private Postgres (wal_level=logical)")
-            cluster = PostgresCluster(tmp / "postgres", fast=True)
+            root = tmp
+            if len(str(tmp)) > 60:
+                # Its Unix socket lives in the directory, and socket paths are limited to
+                # about 100 bytes: a long TMPDIR gets a short directory in /tmp instead.
+                root = Path(tempfile.mkdtemp(prefix="pysync-bench-pg-", dir="/tmp"))
+                self.stack.callback(shutil.rmtree, root, ignore_errors=True)
+            cluster = PostgresCluster(root / "postgres", fast=True)
             self.stack.callback(cluster.destroy)
             try:
                 cluster.start()
             except ClusterError as exc:
-                raise BenchError(f"the private Postgres did not start: {str(exc).splitlines()[0]}") from exc
+                lines = [line for line in str(exc).splitlines() if line.strip()]
+                raise BenchError(f"the private Postgres did not start: {lines[0]} ({lines[-1].strip()})") from exc
             self.url = cluster.url()
             self.postgres_pid = cluster.pid
             database = "private (throwaway, fsync off)"
@@ -435,7 +442,7 @@ class Bench:
         start = wal_lsn(conn)
         load = Load(self, "backlog", opts.backlog, slot=None, processes={}, marker=False)
         load.run(load.status)
-        load.samples()
+        self._phase(load, "nothing (the server is stopped)")
         end = end_backlog(conn)
         backlog = expected_changes.count(self.url, names.verify_slot, Matcher([]),
                                          {*PGBENCH_TABLES, names.marker_table})
