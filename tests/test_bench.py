@@ -269,13 +269,15 @@ def test_server_that_does_not_answer_the_protocol(scratch: Path, database_url: s
 def test_ctrl_c_leaves_nothing_behind(tmp_path: Path, scratch: Path, database_url: str) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "pysync.cli", "bench", "--database-url", database_url,
-         *TINY, "--duration", "120", "--out", str(tmp_path / "out")],
+         *TINY, "--duration", "6", "--out", str(tmp_path / "out")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "TMPDIR": str(scratch), "PYTHONUNBUFFERED": "1"},
     )
     try:
         assert proc.stdout is not None
-        for line in proc.stdout:  # interrupt once the sync phase (server, slot, subscribers) runs
+        # Interrupt once the sync phase runs (server, slots, subscribers, pgbench, all
+        # there): it prints its first line as pgbench starts, and lasts 6 s.
+        for line in proc.stdout:
             if line.startswith("sync"):
                 break
         else:
