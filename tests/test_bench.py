@@ -143,6 +143,17 @@ def test_bench_smoke_on_private_postgres(tmp_path: Path, scratch: Path) -> None:
     assert list(scratch.iterdir()) == [], "temporary files left behind"
     assert processes_under(scratch) == []
 
+    # --compare draws two runs side by side (here the same one twice: every ratio 1.00).
+    compared = tmp_path / "compared"
+    result = bench("--compare", str(out / "bench.json"), str(out / "bench.json"), "--out", str(compared),
+                   tmp=scratch)
+    assert result.returncode == 0, result.stderr
+    assert (compared / "compare.png").read_bytes()[:4] == b"\x89PNG"
+    table = (compared / "compare.md").read_text()
+    assert re.search(r"\| pgbench TPS, sync server attached \| [\d,]+ \| [\d,]+ \| 1\.00 \|", table), table
+    one_line_error(bench("--compare", str(out / "report.md"), str(out / "bench.json"), tmp=scratch),
+                   r"--compare: .*report.md is not JSON")
+
 
 def test_bench_sse_subscribers(tmp_path: Path, scratch: Path) -> None:
     out = tmp_path / "out"

@@ -59,7 +59,7 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     committed, ingested = sync.get("committed_per_s", {}), sync.get("ingested_per_s", {})
     out.append(("row changes per second, committed / ingested (mean)",
                 f"{_n(committed.get('mean'))} / {_n(ingested.get('mean'))}"))
-    out.append(("engine CPU seconds during the load (per row change)",
+    out.append(("engine CPU seconds during the load (per row change ingested)",
                 f"{_n(sync.get('engine_cpu_s'), '.2f', ' s')} "
                 f"({_n(sync.get('engine_cpu_us_per_change'), '.1f', ' us')})"))
     out.append(("engine peak RSS", _mb(sync.get("engine_peak_rss"))))
@@ -77,9 +77,11 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str]]:
                     f"({_mb(drain['wal_bytes'])} of WAL)"))
         out.append(("backlog drain ratio (pysync rate / pg_recvlogical rate)", _ratio(drain.get("ratio"))))
     consistency = sync.get("consistency", {})
+    behind = "; the server had not caught up" if sync.get("lag_max_bytes") is not None \
+        and sync.get("caught_up_after_s") is None else ""
     out.append(("consistency: subscribers' rows = SELECT of their shape",
                 "ok" if consistency.get("ok") else
-                f"FAILED ({consistency.get('mismatched_count', '?')} subscribers differ)"))
+                f"FAILED ({consistency.get('mismatched_count', '?')} subscribers differ{behind})"))
     deliveries = sync.get("deliveries", {})
     out.append(("deliveries: received / expected change messages",
                 f"{_n(deliveries.get('delivered'))} / {_n(deliveries.get('expected'))}"

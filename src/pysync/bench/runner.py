@@ -344,7 +344,13 @@ class Bench:
             return text
 
         load.run(status, fleet.failure)
-        caught_up = self._catch_up(slot, load.wal_at_end, opts.check_timeout + 10 * opts.duration) if slot else None
+        caught_up = None
+        if slot is not None:
+            limit = opts.check_timeout + 10 * opts.duration
+            caught_up = self._catch_up(slot, load.wal_at_end, limit)
+            self.display.note(f"  caught up in {caught_up:.2f} s" if caught_up is not None else
+                              f"  [yellow]the server did not catch up (within {limit:g} s, or it "
+                              "stopped moving for 30 s); the check below will likely fail")
         self.display.note(f"  waiting for the subscribers to match SELECT of their shapes "
                           f"(at most {opts.check_timeout:g} s)")
         check = fleet.check(opts.check_timeout)
@@ -401,6 +407,7 @@ class Bench:
         ms = [m for _, m in latencies]
         markers = len(load.marker.commits) if load.marker else 0
         engine_cpu = stats.delta(during, "engine_cpu_s")
+        ingested = stats.delta(during, "ingested_changes")
         summary = phase["summary"]
         summary.update({
             "shapes": self.opts.shapes, "subscribers": len(subscribers),
@@ -422,8 +429,10 @@ class Bench:
             "ingested_per_s": stats.summary([s.get("ingested_per_s") for s in during]),
             "committed_per_s": stats.summary([s.get("committed_per_s") for s in during]),
             "engine_cpu_s": engine_cpu,
-            "engine_cpu_us_per_change": (engine_cpu / counted.row_changes * 1e6
-                                         if engine_cpu is not None and counted.row_changes else None),
+            "ingested_during_load": ingested,
+            # Per row change it ingested meanwhile (not per change committed: a server
+            # that falls behind would look cheap).
+            "engine_cpu_us_per_change": (engine_cpu / ingested * 1e6 if engine_cpu is not None and ingested else None),
             "engine_peak_rss": engine_peak,
             "subscribers_cpu_s": stats.delta(during, "subscribers_cpu_s"),
             "subscriber_errors": (final or {}).get("errors", []),
