@@ -54,15 +54,12 @@ class Options:
         """The bench starts and stops the sync server itself (no ``--server``)."""
         return self.server is None
 
-    @property
-    def workload_name(self) -> str:
-        return f"custom ({self.script.name})" if self.script is not None else self.workload
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_argument_group("target")
     target.add_argument("--database-url", help="an existing Postgres (wal_level=logical) to run "
-                        "pgbench on; default: a private throwaway Postgres")
+                        "pgbench on (pgbench -i recreates its tables there unless --no-init); "
+                        "default: a private throwaway Postgres")
     target.add_argument("--server", metavar="URL", help="benchmark this running server speaking "
                         "Electric's HTTP Shape API (needs --database-url of the database it "
                         "replicates); default: a pysync serve the bench starts itself")

@@ -38,7 +38,6 @@ _TABLE = {
     "history": "pgbench_history", "branch": "pgbench_branches", "tellers": "pgbench_tellers",
     "scan": "pgbench_tellers", "accounts": "pgbench_accounts",
 }
-KINDS = ("marker", "history", "branch", "tellers", "scan", "accounts")
 
 
 @dataclass(frozen=True)
