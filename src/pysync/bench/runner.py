@@ -304,6 +304,10 @@ class Bench:
         else:
             assert opts.server is not None
             base, slot, engine_pid = opts.server, opts.server_slot, None
+        if not opts.managed_server and slot is not None:
+            # A server still behind the TRUNCATE above could apply it to the new shapes
+            # on pgbench_history: let it pass that point first.
+            self._catch_up(slot, wal_lsn(self.conn), 10, quiet=True)
         server_name = probe_shape(base, names.marker_table, opts.secret)
         self.report["target"] = {"server": server_name, "url": base, "managed": opts.managed_server,
                                  "slot": slot, "live": opts.live}
@@ -366,12 +370,13 @@ class Bench:
         self._sync_summary(phase, load, subscribers, check, counted, latencies, ready, final, engine_peak)
         phase["summary"]["caught_up_after_s"] = caught_up
 
-    def _catch_up(self, slot: str, target: int, timeout: float) -> float | None:
+    def _catch_up(self, slot: str, target: int, timeout: float, *, quiet: bool = False) -> float | None:
         """Seconds until the slot confirms ``target`` (the WAL position when the load
         ended); None if it did not within ``timeout`` or stopped moving for 30 s."""
         started = moved = time.monotonic()
         last = -1
-        self.display.note("  load done; waiting for the server to catch up")
+        if not quiet:
+            self.display.note("  load done; waiting for the server to catch up")
         while time.monotonic() - started < timeout and time.monotonic() - moved < 30:
             confirmed = slot_state(self.conn, slot)[1]
             if confirmed is not None and confirmed >= target:
