@@ -108,6 +108,9 @@ class Load:
                     if problem:
                         raise BenchError(problem)
                 self.result = self.pgbench.wait()
+        except BaseException:
+            self.sampler.stop()
+            raise
         finally:
             if self.pgbench is not None:
                 self.pgbench.stop()
