@@ -16,6 +16,7 @@ import psycopg
 import uvicorn
 from starlette.applications import Starlette
 
+from pysync import bench
 from pysync.config import Settings, SettingsError, from_env, make_settings
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
@@ -72,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
                        "(env PYSYNC_HEADER_TIMEOUT, default 10)")
     serve.add_argument("--snapshot-connections", type=int, help="Postgres sessions for snapshots "
                        "(env PYSYNC_SNAPSHOT_CONNECTIONS or ELECTRIC_DB_POOL_SIZE, default 5)")
+    bench.add_arguments(commands.add_parser(
+        "bench", help="benchmark a sync server on a pgbench workload (needs pysync[bench])"))
     return parser
 
 
@@ -86,6 +89,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command == "bench":
+        sys.exit(bench.run(args))
     try:
         settings = settings_from(args)
     except SettingsError as exc:
