@@ -71,6 +71,22 @@ async def test_truncate_invalidates_and_a_new_handle_follows(engine: Engine, con
     assert materialise(read_all(again.log)) == {}
 
 
+async def test_truncate_the_snapshot_already_saw_keeps_the_shape(engine: Engine, conn: Conn) -> None:
+    conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
+    conn.execute("INSERT INTO t VALUES (1, 1)")
+    await make(engine, "t")  # the table is published
+    await engine.pause_replication()
+    conn.execute("TRUNCATE t")
+    conn.execute("INSERT INTO t VALUES (2, 2)")
+    conn.execute("CREATE TABLE other (id int PRIMARY KEY)")
+    late = await engine.shape(ShapeDefinition.create("t", where="v > 0"))
+    engine.resume_replication()
+    await ready(engine, late)
+    await quiesce(engine, conn)
+    assert not late.gone, "a truncate committed before the snapshot invalidated the shape"
+    assert materialise(read_all(late.log)) == table_state(conn, "public", "t", ["id", "v"], ["id"])
+
+
 @pytest.mark.parametrize("ddl", ["ADD COLUMN extra int", "DROP COLUMN v"])
 async def test_schema_change_invalidates_on_next_change(engine: Engine, conn: Conn, ddl: str) -> None:
     conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int, w int)")

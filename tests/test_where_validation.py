@@ -98,6 +98,17 @@ def test_error_locations(table: tuple[Table, psycopg.Connection[tuple[object, ..
         assert info.value.message == message
 
 
+def test_params_without_spaces(table: tuple[Table, psycopg.Connection[tuple[object, ...]]]) -> None:
+    """``$1,$2`` (as a client writes an IN list) once failed in sqlglot's tokenizer; error
+    locations still count in the clause as written."""
+    t, _ = table
+    where = compile_where("id IN ($1,$2,$3)", t, {1: "1", 2: "2", 3: "3"})
+    assert where.normalized == compile_where("id IN ($1, $2, $3)", t, {1: "1", 2: "2", 3: "3"}).normalized
+    with pytest.raises(WhereError) as info:
+        compile_where("id IN ($1,$2) AND foo = 2", t, {1: "1", 2: "2"})
+    assert info.value.message == "At location 18: unknown reference foo"
+
+
 def test_identifiers_and_normalisation(table: tuple[Table, psycopg.Connection[tuple[object, ...]]]) -> None:
     t, _ = table
     a = compile_where('ID = 5 and "MixedCase" = 1', t)

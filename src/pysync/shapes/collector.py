@@ -56,7 +56,9 @@ class Collector:
                 for relation in change.relations:
                     routes = tables.get((relation.namespace, relation.name))
                     if routes is not None:
-                        doomed.extend((consumer, "table truncated") for consumer in routes.shapes)
+                        # Not for a shape whose snapshot already saw the truncate.
+                        doomed.extend((consumer, "table truncated") for consumer in routes.shapes
+                                      if consumer.accepts(xid, commit_lsn))
                 op += 2
                 continue
             assert type(change) is Change

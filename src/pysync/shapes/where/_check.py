@@ -6,9 +6,11 @@ only ever see nodes this module built.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping
 from typing import Any
 
+from pglast import parser as pg
 from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
@@ -121,7 +123,7 @@ def parse(clause: str) -> exp.Expr:
 
 
 def _parse(clause: str) -> exp.Expr:
-    text = check_syntax(clause)
+    text, spaced = _space_params(check_syntax(clause))
     try:
         tokens = _DIALECT.tokenize(text)
     except TokenError as e:
@@ -141,8 +143,41 @@ def _parse(clause: str) -> exp.Expr:
     if len(parsed) != 1 or parsed[0] is None:
         raise WhereError("malformed query ending with SQL clauses")
     tree = parsed[0]
+    if spaced:
+        _unshift(tree, spaced)
     _check_size(tree)
     return tree
+
+
+def _space_params(text: str) -> tuple[str, list[int]]:
+    """A space after each ``$n`` directly followed by more: sqlglot's tokenizer reads
+    ``$1,$2`` as the start of a dollar-quoted string and fails. Returns the text for
+    sqlglot and where spaces went (positions in that text)."""
+    if "$" not in text:
+        return text, []
+    ends = [t.end + 1 for t in pg.scan(text) if t.name == "PARAM" and t.end + 1 < len(text)
+            and not text[t.end + 1].isspace()]
+    if not ends:
+        return text, []
+    parts: list[str] = []
+    spaced: list[int] = []
+    start = 0
+    for end in ends:
+        parts += [text[start:end], " "]
+        spaced.append(end + len(spaced))
+        start = end
+    parts.append(text[start:])
+    return "".join(parts), spaced
+
+
+def _unshift(tree: exp.Expr, spaced: list[int]) -> None:
+    """Source offsets back to the clause's own (less the spaces added before them)."""
+    for node in tree.walk():
+        meta = node.meta if node._meta else None
+        if meta:
+            for key in ("start", "end"):
+                if key in meta:
+                    meta[key] -= bisect_left(spaced, meta[key])
 
 
 def _check_size(tree: exp.Expr) -> None:
