@@ -158,7 +158,7 @@ class ShapeRegistry:
         self._by_definition[consumer.definition] = consumer
         self._by_key[consumer.shape.key] = consumer
         where = consumer.shape.where
-        index = where.equality_index() if where is not None else None  # type: ignore[attr-defined]
+        index = where.routing_index() if where is not None else None  # type: ignore[attr-defined]
         self.router.add(consumer.definition.relation, consumer, index)
 
     async def _snapshot(self, consumer: ShapeConsumer) -> None:

@@ -17,7 +17,7 @@ import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from pysync.postgres.catalog import Table
 
@@ -30,7 +30,7 @@ from ._memo import SizedCache
 from ._render import normalized as _normalized
 from ._render import to_sql as _to_sql
 
-__all__ = ["Where", "WhereError", "WhereRuntimeError", "compile_where"]
+__all__ = ["RangeIndex", "Where", "WhereError", "WhereRuntimeError", "compile_where"]
 
 Evaluator = Callable[[Sequence[str | None]], bool | None]
 KeyFunction = Callable[[str], object]
@@ -72,6 +72,15 @@ class Where:
     def equality_index(self) -> tuple[str, frozenset[object], KeyFunction] | None:
         """(column, keys, key_fn): a row can only match if key_fn(its text value) in keys."""
         return _equality_index(self.tree)
+
+    def range_index(self) -> RangeIndex | None:
+        """A numeric column the clause bounds (``BETWEEN``, ``<``, ``>=`` ... in the top-level
+        AND): a row can only match if key_fn(its text value) is in the range."""
+        return _range_index(self.tree)
+
+    def routing_index(self) -> tuple[str, frozenset[object], KeyFunction] | RangeIndex | None:
+        """How the router can find this shape: by equality if it can, else by range."""
+        return self.equality_index() or self.range_index()
 
 
 def compile_where(clause: str, table: Table, params: Mapping[int, str] | None = None) -> Where:
@@ -122,6 +131,81 @@ def _canonical(value: Any) -> object:
     if isinstance(value, str):
         return value
     return value
+
+
+class RangeIndex(NamedTuple):
+    column: str
+    low: Any
+    """None: unbounded."""
+    low_inclusive: bool
+    high: Any
+    high_inclusive: bool
+    key_fn: KeyFunction
+
+    def contains(self, value: Any) -> bool:
+        low, high = self.low, self.high
+        if low is not None and not (value > low or (self.low_inclusive and value == low)):
+            return False
+        return high is None or value < high or (self.high_inclusive and value == high)
+
+
+# Ordered as in Python: a NaN (greatest in Postgres) is never a bound; a NaN row value is
+# looked up as "anything" by the router.
+_RANGE_TYPES = frozenset({"int2", "int4", "int8", "numeric", "float4", "float8"})
+_FLIPPED = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+
+
+def _conjuncts(tree: Node) -> list[Node]:
+    """The terms of a top-level AND, nested ANDs (a BETWEEN) included."""
+    terms: list[Node] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        if node.kind == "and":
+            todo.extend(reversed(node.args))
+        else:
+            terms.append(node)
+    return terms
+
+
+def _range_index(tree: Node) -> RangeIndex | None:
+    # (column, compared as) -> [low, low_inclusive, high, high_inclusive, key_fn]: terms
+    # combine only when they compare as one type (the key function casts as Postgres does).
+    bounds: dict[tuple[str, str], list[Any]] = {}
+    for term in _conjuncts(tree):
+        if term.kind != "op" or term.name not in _FLIPPED or term.extra.get("cmp_type") not in _RANGE_TYPES:
+            continue
+        left, right = term.args
+        op = term.name
+        if left.kind == "const":
+            left, right, op = right, left, _FLIPPED[op]
+        if right.kind != "const" or right.value is None:
+            continue
+        found = _column_under_casts(left)
+        if found is None:
+            continue
+        col, casts = found
+        t = term.extra["cmp_type"]
+        bound = _key_of(t, right.value)
+        if not isinstance(bound, (int, float, Decimal)) or bound != bound:  # NaN
+            continue
+        entry = bounds.setdefault((col.name, t), [None, False, None, False, None])
+        if entry[4] is None:
+            entry[4] = _key_function(col.type, [c.type for c in reversed(casts)], t)
+        if op in (">", ">="):
+            inclusive = op == ">="
+            if entry[0] is None or bound > entry[0] or (bound == entry[0] and not inclusive):
+                entry[0], entry[1] = bound, inclusive
+        else:
+            inclusive = op == "<="
+            if entry[2] is None or bound < entry[2] or (bound == entry[2] and not inclusive):
+                entry[2], entry[3] = bound, inclusive
+    if not bounds:
+        return None
+    # Prefer a column bounded on both sides: it prunes most.
+    (name, _), (low, low_inc, high, high_inc, key_fn) = max(
+        bounds.items(), key=lambda item: (item[1][0] is not None) + (item[1][2] is not None))
+    return RangeIndex(name, low, low_inc, high, high_inc, key_fn)
 
 
 def _equality_index(tree: Node) -> tuple[str, frozenset[object], KeyFunction] | None:
