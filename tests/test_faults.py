@@ -292,6 +292,9 @@ async def test_storage_failures_injected(database_url: str, conn: Conn, tmp_path
             await poll(lambda: writers.transactions > 50, 30, "writes")
             io.arm("write", "/log", times=3)
             await poll(lambda: engine.storage_error is not None, 30, "the write failure")
+            health = await client.raw("/v1/health")
+            assert health.status_code == 503 and health.json()["status"] == "degraded"
+            assert "No space left on device" in health.json()["reason"]
             await poll(lambda: engine.storage_error is None, 30, "recovery from it")
             await poll(lambda: writers.transactions > 150, 30, "more writes")
             io.arm("fdatasync", "/log")
@@ -301,6 +304,11 @@ async def test_storage_failures_injected(database_url: str, conn: Conn, tmp_path
         finally:
             await asyncio.to_thread(writers.join)
         await quiesce(engine, conn)
+        metrics = (await client.raw("/metrics")).text
+        assert _metric(metrics, "pysync_storage_errors_total") >= 3
+        assert _metric(metrics, "pysync_shapes") == 2
+        assert _metric(metrics, "pysync_acknowledged_lsn") > 0
+        assert 'pysync_http_responses_total{status="200"}' in metrics
         for shape in (live, narrow):
             assert not shape.gone
             where = shape.definition.where
@@ -318,6 +326,13 @@ async def test_storage_failures_injected(database_url: str, conn: Conn, tmp_path
         assert materialise(read_all(recovered.log)) == table_state(conn, "public", "t", COLUMNS, ["id"])
     finally:
         await again.stop()
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name} in /metrics:\n{text}")
 
 
 # -- torn and corrupted logs ---------------------------------------------------------------
@@ -418,9 +433,10 @@ async def test_slot_dropped_or_recreated_from_outside(
         serve.start()
         await poll(lambda: all(f.handle != before[f] for f in live), 30, "new shapes after the restart")
 
-        # While stopped: recreated under the same name (it starts later in the WAL).
+        # Killed (SIGKILL, under load), then recreated under the same name while down (it
+        # starts later in the WAL).
         before = {f: f.handle for f in live}
-        serve.stop()
+        serve.kill()
         drop_slot_from_outside(conn)
         conn.execute("UPDATE t SET title = 'before the new slot' WHERE id = 3")
         conn.execute("SELECT pg_create_logical_replication_slot('pysync', 'pgoutput')")
@@ -483,10 +499,31 @@ async def test_row_lock_gives_503_and_blocks_nothing_else(database_url: str, con
                 assert time.monotonic() - started < 10
             # A shape on another table is served meanwhile.
             other = await client.shape(table="other", offset="-1")
-            assert other.status_code == 200
+            assert other.status_code == 200, other.text[:300]
             response = await request
             assert response.status_code == 503, response.text
             assert "lock" in response.json()["message"] and response.headers["retry-after"]
+        # A request that gives up while the lock is held takes its shape's work with it.
+        patient = Engine(database_url, flush_interval=0.02, slot="patient", publication="patient",
+                         lock_timeout=0.2, publish_timeout=30)
+        await patient.start()
+        patient_client = Client(make_api(patient))
+        try:
+            with psycopg.connect(database_url) as app:
+                app.execute("UPDATE other SET id = id WHERE id = 1")
+                request = asyncio.create_task(patient_client.shape(table="other", offset="-1"))
+                await poll(lambda: any(True for _ in patient.registry), 10, "the shape to be made")
+                (shape,) = list(patient.registry)
+                await asyncio.sleep(0.5)
+                request.cancel()  # the client gave up
+                await poll(lambda: shape.gone, 10, "the abandoned shape to stop waiting for the lock")
+                assert "gave up" in shape.reason, shape.reason
+        finally:
+            await patient_client.aclose()
+            await patient.stop()
+            conn.execute("DROP PUBLICATION IF EXISTS patient")
+            conn.execute("SELECT pg_drop_replication_slot('patient') FROM pg_replication_slots "
+                         "WHERE slot_name = 'patient'")
         # The lock is gone: the shape is made.
         response = await client.shape(table="t", offset="-1")
         assert response.status_code == 200

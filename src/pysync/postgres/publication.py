@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -51,6 +52,10 @@ _STATE = (
 
 class LockTimeout(PublicationError):
     """Publishing waited too long for a lock another session holds on the table."""
+
+
+class PublishAbandoned(PublicationError):
+    """Nobody waits for the publication any more (the requests gave up): stop waiting."""
 
 
 def _plan(publication: str, schema: str, table: str, row: tuple[object, ...] | None) -> list[sql.Composed]:
@@ -151,7 +156,9 @@ class Publisher:
         self.wait = wait
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
-    async def publish(self, schema: str, table: str) -> None:
+    async def publish(self, schema: str, table: str, abandoned: Callable[[], bool] = lambda: False) -> None:
+        """Publish ``schema.table``; between attempts, give up with PublishAbandoned as soon
+        as ``abandoned()`` says nobody waits for it."""
         # Checked for every new shape, not cached: a table dropped and created again
         # under the same name is not in the publication any more.
         # (One lock per table ever published: as many as the database has tables.)
@@ -171,6 +178,8 @@ class Publisher:
                         if time.monotonic() + backoff >= deadline:
                             raise
                     await asyncio.sleep(backoff)
+                    if abandoned():
+                        raise PublishAbandoned(f'nobody waits for "{schema}"."{table}" any more')
                     backoff = min(backoff * 2, 1.0)
         except TimeoutError:
             raise last or LockTimeout(

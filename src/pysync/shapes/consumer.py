@@ -53,7 +53,7 @@ FAILED = ShapeState.FAILED
 class ShapeConsumer:
     __slots__ = (
         "handle", "shape", "log", "state", "snapshot", "error", "reason", "recorded",
-        "last_used", "last_lsn", "converter", "relation", "_pending", "_filtering",
+        "last_used", "last_lsn", "converter", "relation", "waiting", "_pending", "_filtering",
         "__weakref__",
     )
 
@@ -78,6 +78,8 @@ class ShapeConsumer:
         self.converter: ShapeConverter | None = None
         self.relation: Relation | None = None
         """The relation layout ``converter`` was built for."""
+        self.waiting = 0
+        """Requests waiting on the shape now."""
         self._pending: list[tuple[int, int, Encoded]] = []
         self._filtering = True
 
@@ -211,17 +213,21 @@ class ShapeConsumer:
         Raises ShapeGone or the snapshot's error as soon as the shape has them."""
         deadline = time.monotonic() + timeout
         log = self.log
-        while True:
-            self.check()
-            if after is not None and log.has_after(after):
-                return True
-            if until_snapshot and log.snapshot_done:
-                return True
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or any(f.done() for f in wake):
-                return False
-            grown = log.waiter()
-            try:
-                await asyncio.wait([grown, *wake], timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                log.unwait(grown)
+        self.waiting += 1
+        try:
+            while True:
+                self.check()
+                if after is not None and log.has_after(after):
+                    return True
+                if until_snapshot and log.snapshot_done:
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or any(f.done() for f in wake):
+                    return False
+                grown = log.waiter()
+                try:
+                    await asyncio.wait([grown, *wake], timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    log.unwait(grown)
+        finally:
+            self.waiting -= 1

@@ -19,7 +19,7 @@ import psycopg
 
 from pysync.postgres.catalog import load_table_async
 from pysync.postgres.connections import Connections
-from pysync.postgres.publication import Publisher
+from pysync.postgres.publication import PublishAbandoned, Publisher
 from pysync.shapes.consumer import GONE, SNAPSHOTTING, ShapeConsumer
 from pysync.shapes.definition import Shape, ShapeDefinition, ShapeError, build_shape, retyped
 from pysync.shapes.router import Router
@@ -165,7 +165,9 @@ class ShapeRegistry:
         table = consumer.shape.table
         started = time.monotonic()
         try:
-            await self.publisher.publish(table.schema, table.name)
+            # A request that gives up while the table is locked takes the work with it,
+            # unless another request still waits for the shape.
+            await self.publisher.publish(table.schema, table.name, lambda: consumer.waiting == 0)
             if consumer.state is not SNAPSHOTTING:
                 return
             async with self.connections.snapshot_session() as conn:
@@ -182,6 +184,9 @@ class ShapeRegistry:
             if isinstance(exc, psycopg.errors.UndefinedTable):
                 # Dropped while we looked: as Electric, the client refetches (409).
                 self.invalidate(consumer, "table dropped during the snapshot")
+                return
+            if isinstance(exc, PublishAbandoned):
+                self.invalidate(consumer, "every request for it gave up while its table was locked")
                 return
             if isinstance(exc, StorageError):
                 self.on_storage_error(exc)
