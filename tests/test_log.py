@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from pysync.shapes.log import ShapeLog
@@ -65,6 +66,7 @@ def test_file_log_recovers_and_cuts_a_torn_frame(tmp_path: Path) -> None:
     assert again.snapshot_done
     assert again.read(LogOffset(0, 0)) == ([entry(2), entry(3)], LogOffset(10, 2), True)
     again.append_changes([(LogOffset(20, 0), entry(4))])
+    again.sync()
     assert ShapeLog(FileStorage(tmp_path / "s")).offsets[-1] == LogOffset(20, 0)
 
 
@@ -74,10 +76,16 @@ def test_sync_keeps_appends_racing_with_it_dirty() -> None:
 
         log: ShapeLog
 
-        def sync(self) -> None:
-            if not getattr(self, "raced", False):
-                self.raced = True
-                self.log.append_changes([(LogOffset(20, 0), entry(2))])
+        def begin_sync(self) -> Callable[[], None]:
+            sync = super().begin_sync()
+
+            def racing() -> None:
+                if not getattr(self, "raced", False):
+                    self.raced = True
+                    self.log.append_changes([(LogOffset(20, 0), entry(2))])
+                sync()
+
+            return racing
 
     storage = Racing()
     log = ShapeLog(storage)

@@ -14,6 +14,7 @@ import pytest
 from pysync.shapes.log import ShapeLog
 from pysync.shapes.offset import LogOffset
 from pysync.shapes.storage import (
+    BUFFER_BYTES,
     HEADER_SIZE,
     FileStorage,
     Io,
@@ -62,60 +63,83 @@ def snapshot_log(directory: Path, io: Io | None = None) -> ShapeLog:
     log = ShapeLog(FileStorage(directory, io) if io else FileStorage(directory))
     if not log.snapshot_done:
         log.append_snapshot_chunk(0, entry(0), last=True)
+        log.sync()
     return log
+
+
+def append(log: ShapeLog, *entries: tuple[LogOffset, bytes]) -> None:
+    """Append and write to the file (appends are buffered until a sync)."""
+    log.append_changes(list(entries))
+    log.sync()
 
 
 def reopen(directory: Path) -> ShapeLog:
     return ShapeLog(FileStorage(directory))
 
 
-def test_failed_append_leaves_file_and_index_as_they_were(tmp_path: Path) -> None:
+def test_failed_write_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    io = FaultyIo()
+    log = snapshot_log(tmp_path, io)
+    append(log, (LogOffset(10, 0), entry(1)))
+    size = (tmp_path / "log").stat().st_size
+    log.append_changes([(LogOffset(20, 0), entry(2)), (LogOffset(20, 2), entry(3))])
+    io.fail_writes, io.partial = 2, 40  # part of a frame reaches the file, then ENOSPC
+    with pytest.raises(StorageError) as failure:
+        log.sync()
+    assert failure.value.disk_full and "log" in str(failure.value)
+    assert (tmp_path / "log").stat().st_size == size, "the partial frame was not cut back"
+    # Still buffered and readable; written whole once there is room.
+    assert log.read(LogOffset(10, 0)) == ([entry(2), entry(3)], LogOffset(20, 2), True)
+    log.sync()
+    again = reopen(tmp_path)
+    assert again.offsets == [LogOffset(0, 0), LogOffset(10, 0), LogOffset(20, 0), LogOffset(20, 2)]
+    assert again.read(LogOffset(10, 0)) == ([entry(2), entry(3)], LogOffset(20, 2), True)
+
+
+def test_a_big_append_that_cannot_be_written_is_not_appended(tmp_path: Path) -> None:
+    io = FaultyIo()
+    log = snapshot_log(tmp_path, io)
+    append(log, (LogOffset(10, 0), entry(1)))
+    big = b'{"pad":"' + b"x" * (BUFFER_BYTES + 10) + b'"}'
+    io.fail_writes = 1
+    with pytest.raises(StorageError):
+        log.append_changes([(LogOffset(20, 0), big)])  # over the buffer: written at once
+    assert log.offsets == [LogOffset(0, 0), LogOffset(10, 0)] and log.last_tx == 10
+    append(log, (LogOffset(20, 0), entry(2)))
+    assert reopen(tmp_path).offsets == [LogOffset(0, 0), LogOffset(10, 0), LogOffset(20, 0)]
+
+
+def test_a_cut_that_failed_is_redone_before_the_next_write(tmp_path: Path) -> None:
     io = FaultyIo()
     log = snapshot_log(tmp_path, io)
     log.append_changes([(LogOffset(10, 0), entry(1))])
-    size = (tmp_path / "log").stat().st_size
-    io.fail_writes, io.partial = 2, 40  # part of a frame reaches the file, then ENOSPC
-    with pytest.raises(StorageError) as failure:
-        log.append_changes([(LogOffset(20, 0), entry(2)), (LogOffset(20, 2), entry(3))])
-    assert failure.value.disk_full and "log" in str(failure.value)
-    assert (tmp_path / "log").stat().st_size == size, "the partial frame was not cut back"
-    assert log.offsets == [LogOffset(0, 0), LogOffset(10, 0)] and log.last_tx == 10
-    log.append_changes([(LogOffset(20, 0), entry(2))])  # space is back
-    again = reopen(tmp_path)
-    assert again.offsets == [LogOffset(0, 0), LogOffset(10, 0), LogOffset(20, 0)]
-    assert again.read(LogOffset(10, 0)) == ([entry(2)], LogOffset(20, 0), True)
-
-
-def test_a_cut_that_failed_is_redone_before_the_next_append(tmp_path: Path) -> None:
-    io = FaultyIo()
-    log = snapshot_log(tmp_path, io)
     io.fail_writes, io.partial, io.fail_truncates = 2, 30, 1
     with pytest.raises(StorageError):
-        log.append_changes([(LogOffset(10, 0), entry(1))])
-    io.fail_truncates = 1  # still failing: the append must refuse, not append after junk
+        log.sync()
+    io.fail_truncates = 1  # still failing: the write must refuse, not append after junk
     with pytest.raises(StorageError):
-        log.append_changes([(LogOffset(20, 0), entry(2))])
-    log.append_changes([(LogOffset(30, 0), entry(3))])
-    assert reopen(tmp_path).offsets == [LogOffset(0, 0), LogOffset(30, 0)]
+        log.sync()
+    log.sync()
+    assert reopen(tmp_path).offsets == [LogOffset(0, 0), LogOffset(10, 0)]
 
 
 @pytest.mark.parametrize("cut", [1, HEADER_SIZE - 1, HEADER_SIZE, HEADER_SIZE + 5])
 def test_torn_tail_is_cut_on_recovery(tmp_path: Path, cut: int) -> None:
     log = snapshot_log(tmp_path)
-    log.append_changes([(LogOffset(10, 0), entry(1)), (LogOffset(10, 2), entry(2))])
+    append(log, (LogOffset(10, 0), entry(1)), (LogOffset(10, 2), entry(2)))
     path = tmp_path / "log"
     whole = path.stat().st_size
-    log.append_changes([(LogOffset(20, 0), entry(3))])
+    append(log, (LogOffset(20, 0), entry(3)))
     os.truncate(path, whole + cut)  # a crash part way through the last frame
     again = reopen(tmp_path)
     assert again.offsets == [LogOffset(0, 0), LogOffset(10, 0), LogOffset(10, 2)]
     assert path.stat().st_size == whole
-    again.append_changes([(LogOffset(20, 0), entry(3))])
+    append(again, (LogOffset(20, 0), entry(3)))
     assert reopen(tmp_path).offsets[-1] == LogOffset(20, 0)
 
 
 def test_zeros_after_the_last_frame_are_a_torn_tail(tmp_path: Path) -> None:
-    snapshot_log(tmp_path).append_changes([(LogOffset(10, 0), entry(1))])
+    append(snapshot_log(tmp_path), (LogOffset(10, 0), entry(1)))
     path = tmp_path / "log"
     whole = path.stat().st_size
     with path.open("ab") as f:
@@ -128,7 +152,7 @@ def test_zeros_after_the_last_frame_are_a_torn_tail(tmp_path: Path) -> None:
 def test_corruption_in_the_middle_stops_recovery(tmp_path: Path, where: str) -> None:
     log = snapshot_log(tmp_path)
     for n in range(1, 6):
-        log.append_changes([(LogOffset(n * 10, 0), entry(n))])
+        append(log, (LogOffset(n * 10, 0), entry(n)))
     path = tmp_path / "log"
     data = bytearray(path.read_bytes())
     second = log._positions[2] - HEADER_SIZE  # the frame of LSN 20
@@ -144,8 +168,7 @@ def test_corruption_in_the_middle_stops_recovery(tmp_path: Path, where: str) -> 
 def test_failed_sync_discards_what_is_not_durable(tmp_path: Path) -> None:
     io = FaultyIo()
     log = snapshot_log(tmp_path, io)
-    log.append_changes([(LogOffset(10, 0), entry(1))])
-    log.sync()
+    append(log, (LogOffset(10, 0), entry(1)))
     log.append_changes([(LogOffset(20, 0), entry(2)), (LogOffset(20, 2), entry(3))])
     io.fail_syncs = 1
     with pytest.raises(StorageError):
@@ -154,8 +177,7 @@ def test_failed_sync_discards_what_is_not_durable(tmp_path: Path) -> None:
     log.discard_unsynced()
     assert log.offsets == [LogOffset(0, 0), LogOffset(10, 0)] and log.last_tx == 10
     assert log.snapshot_done
-    log.append_changes([(LogOffset(20, 0), entry(2))])
-    log.sync()
+    append(log, (LogOffset(20, 0), entry(2)))
     assert reopen(tmp_path).offsets == [LogOffset(0, 0), LogOffset(10, 0), LogOffset(20, 0)]
 
 

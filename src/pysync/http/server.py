@@ -19,6 +19,8 @@ import time
 from collections import OrderedDict
 from typing import Any
 
+from pysync.shapes.storage import log_files_budget
+
 log = logging.getLogger(__name__)
 
 WRITE_BUFFER_BYTES = 32 * 1024
@@ -29,8 +31,8 @@ _HEAD_TOO_LARGE = (
     b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: application/json\r\n"
     b"connection: close\r\ncontent-length: %d\r\n\r\n" % len(_HEAD_TOO_LARGE_BODY)
 ) + _HEAD_TOO_LARGE_BODY
-RESERVED_FILES = 700
-"""Descriptors kept for other uses: Postgres sessions, the cached shape log files (512), logs."""
+OTHER_FILES = 200
+"""Descriptors kept for Postgres sessions, logs, the process's own files."""
 
 
 def open_files_limit() -> int:
@@ -48,13 +50,14 @@ def connection_budget(requested: int | None) -> int:
     """How many client connections to allow: ``requested``, or what the open-files
     limit leaves; warns when that is less than asked for."""
     limit = open_files_limit()
-    available = max(16, limit - RESERVED_FILES)
+    reserved = log_files_budget() + OTHER_FILES
+    available = max(16, limit - reserved)
     if requested is None:
         return available
     if requested > available:
         log.warning(
             "--max-connections %d needs about %d open files, but the limit is %d (ulimit -n): "
-            "allowing %d connections", requested, requested + RESERVED_FILES, limit, available,
+            "allowing %d connections", requested, requested + reserved, limit, available,
         )
         return available
     return requested

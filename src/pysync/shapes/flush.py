@@ -51,8 +51,20 @@ class FlushTracker:
         collector = self.collector
         target = collector.applied_end_lsn
         dirty, collector.dirty = collector.dirty, set()
-        consumers = [c for c in dirty if c.state is not GONE]
-        failed: Failed = await asyncio.to_thread(_sync, consumers) if consumers else []
+        failed: Failed = []
+        syncs: list[tuple[ShapeConsumer, Callable[[], None]]] = []
+        for consumer in dirty:  # written out here, on the loop: appends happen here too
+            if consumer.state is GONE:
+                continue
+            try:
+                sync = consumer.log.begin_sync()
+            except StorageError as exc:
+                failed.append((consumer, exc))
+                continue
+            if sync is not None:
+                syncs.append((consumer, sync))
+        if syncs:
+            failed += await asyncio.to_thread(_sync, syncs)
         failed = [(c, exc) for c, exc in failed if c.state is not GONE]
         if failed:
             self.on_failure(failed[0][1], failed)
@@ -72,11 +84,11 @@ class FlushTracker:
         self.acknowledged = lsn
 
 
-def _sync(consumers: list[ShapeConsumer]) -> Failed:
+def _sync(syncs: list[tuple[ShapeConsumer, Callable[[], None]]]) -> Failed:
     failed: Failed = []
-    for consumer in consumers:
+    for consumer, sync in syncs:
         try:
-            consumer.log.sync()
+            sync()
         except StorageError as exc:
             failed.append((consumer, exc))
     return failed

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from array import array
 from bisect import bisect_right
+from collections.abc import Callable
 from typing import NamedTuple
 
 from pysync.shapes.offset import LAST_BEFORE_REAL, LogOffset
@@ -105,17 +106,36 @@ class ShapeLog:
             position += HEADER_SIZE + len(payload)
         self.dirty = True
 
-    def sync(self) -> None:
-        if self.dirty:
-            # Cleared before the fsync, which runs in a thread: an append racing with it
-            # must leave the log dirty. Clearing afterwards forgot such appends, and the
-            # next flush acknowledged their transactions to Postgres without an fsync.
-            self.dirty = False
+    def begin_sync(self) -> Callable[[], None] | None:
+        """On the event loop: write out what is buffered; the returned function makes it
+        durable and may run in another thread (both raise StorageError). None when
+        nothing was appended since the last sync."""
+        if not self.dirty:
+            return None
+        # Cleared now, not after the fsync, which runs in a thread: an append racing with
+        # it must leave the log dirty. Clearing afterwards forgot such appends, and the
+        # next flush acknowledged their transactions to Postgres without an fsync.
+        self.dirty = False
+        try:
+            sync = self.storage.begin_sync()
+        except BaseException:
+            self.dirty = True
+            raise
+
+        def durable() -> None:
             try:
-                self.storage.sync()
+                sync()
             except BaseException:
                 self.dirty = True
                 raise
+
+        return durable
+
+    def sync(self) -> None:
+        """Write out and make durable now (on the event loop, blocking)."""
+        sync = self.begin_sync()
+        if sync is not None:
+            sync()
 
     def discard_unsynced(self) -> None:
         """After a failed sync: drop every frame not known to be durable (the stream

@@ -177,7 +177,8 @@ class ShapeRegistry:
             if consumer.state is not SNAPSHOTTING:
                 return
             consumer.snapshot_taken(info)
-            await asyncio.to_thread(self._record, consumer)
+            sync = consumer.log.begin_sync()
+            await asyncio.to_thread(self._record, consumer, sync)
         except Exception as exc:  # noqa: BLE001 - reported to the waiting requests
             if consumer.state is GONE:
                 return  # deleted meanwhile: whatever failed does not matter any more
@@ -198,8 +199,9 @@ class ShapeRegistry:
         if consumer.state is GONE:
             self.store.forget(consumer.handle)  # deleted while it was being recorded
 
-    def _record(self, consumer: ShapeConsumer) -> None:
-        consumer.log.sync()
+    def _record(self, consumer: ShapeConsumer, sync: Callable[[], None] | None) -> None:
+        if sync is not None:
+            sync()
         if consumer.state is not GONE:
             self.store.remember(consumer)
             # Only once durable in the registry: a stop right after must not lose it.

@@ -17,10 +17,11 @@ from __future__ import annotations
 import errno
 import mmap
 import os
+import resource
 import shutil
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from struct import Struct
 from typing import NamedTuple, Protocol
@@ -30,6 +31,8 @@ FLAG_SNAPSHOT_END = 1
 _FIELDS = Struct(">BQQI")  # flags, tx, op, length
 _CRCS = Struct(">II")  # of the fields, of the payload
 HEADER_SIZE = 1 + _FIELDS.size + _CRCS.size
+BUFFER_BYTES = 256 * 1024
+"""A log's appends collect in memory up to this much before they are written."""
 MAX_FRAME = 1 << 31
 """Larger than any chunk or change we write: a larger length is corruption, not data."""
 
@@ -176,8 +179,9 @@ class LogStorage(Protocol):
 
     def size(self) -> int: ...
 
-    def sync(self) -> None:
-        """Make what was appended durable; raises StorageError."""
+    def begin_sync(self) -> Callable[[], None]:
+        """On the event loop: write out what is buffered (StorageError), and return the
+        part that makes it durable, safe to run in another thread (StorageError)."""
 
     def discard_unsynced(self) -> int:
         """Cut off what was appended since the last successful sync; the new size."""
@@ -210,11 +214,20 @@ class _BytesReader:
 
 
 class _FdReader:
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, written: int, buffered: bytes) -> None:
         self._fd = fd
+        self._written = written
+        self._buffered = buffered
 
     def read(self, position: int, length: int) -> bytes:
-        return os.pread(self._fd, length, position)
+        written = self._written
+        if position >= written:
+            start = position - written
+            return self._buffered[start : start + length]
+        data = os.pread(self._fd, min(length, written - position), position)
+        if position + length > written:
+            data += self._buffered[: position + length - written]
+        return data
 
     def close(self) -> None:
         os.close(self._fd)
@@ -236,8 +249,13 @@ class MemoryStorage:
     def size(self) -> int:
         return len(self._data)
 
-    def sync(self) -> None:
-        self._synced = len(self._data)
+    def begin_sync(self) -> Callable[[], None]:
+        size = len(self._data)
+
+        def sync() -> None:
+            self._synced = max(self._synced, size)
+
+        return sync
 
     def discard_unsynced(self) -> int:
         del self._data[self._synced :]
@@ -254,10 +272,20 @@ class MemoryStorage:
         self._synced = 0
 
 
+def log_files_budget() -> int:
+    """How many shape log files stay open at once: a share of the open-files limit (read
+    when first needed, after ``pysync serve`` raised it), so that thousands of busy shapes
+    do not reopen their files on every write."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return 8192
+    return max(256, min(8192, soft // 4))
+
+
 class _OpenFiles:
     """A bounded set of open files: 100,000 shapes must not hold 100,000 fds."""
 
-    def __init__(self, limit: int = 512) -> None:
+    def __init__(self, limit: int | None = None) -> None:
         self.limit = limit
         self._fds: OrderedDict[Path, int] = OrderedDict()
 
@@ -268,6 +296,8 @@ class _OpenFiles:
             return fd
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         self._fds[path] = fd
+        if self.limit is None:
+            self.limit = log_files_budget()
         while len(self._fds) > self.limit:
             _, old = self._fds.popitem(last=False)
             os.close(old)
@@ -283,34 +313,82 @@ _open_files = _OpenFiles()
 
 
 class FileStorage:
-    """One append-only file of frames, ``<dir>/log``."""
+    """One append-only file of frames, ``<dir>/log``.
+
+    Appends collect in memory and go to the file in one write when the flush tracker
+    syncs (or the buffer fills): a system call per sync round instead of one per
+    transaction. Buffered frames are read from memory; they are never acknowledged
+    before they are written and synced, so a crash loses only what the slot resends.
+    """
 
     def __init__(self, directory: Path, io: Io = OS_IO) -> None:
         self.directory = directory
         self.file = AppendFile(directory / "log", io)
+        self._buffer = bytearray()
 
     @property
     def path(self) -> Path:
         return self.file.path
 
     def append(self, data: bytes) -> int:
-        return self.file.append(data)
+        position = self.file.size + len(self._buffer)
+        self._buffer += data
+        if len(self._buffer) >= BUFFER_BYTES:
+            try:
+                self.write_out()
+            except StorageError:
+                del self._buffer[position - self.file.size :]  # this append: not at all
+                raise
+        return position
+
+    def write_out(self) -> None:
+        """The buffered frames to the file, in one write (StorageError: nothing written)."""
+        if self._buffer:
+            self.file.append(bytes(self._buffer))
+            self._buffer.clear()
 
     def read(self, position: int, length: int) -> bytes:
-        return os.pread(self.file.fd(), length, position)
+        written = self.file.size
+        if position >= written:
+            start = position - written
+            return bytes(self._buffer[start : start + length])
+        data = os.pread(self.file.fd(), min(length, written - position), position)
+        if position + length > written:
+            data += self._buffer[: position + length - written]
+        return data
 
     def reader(self) -> Reader:
         # Its own descriptor: the file may be deleted (and the cached one closed) while
         # a response is streamed from it; the data stays readable until closed.
-        return _FdReader(os.dup(self.file.fd()))
+        return _FdReader(os.dup(self.file.fd()), self.file.size, bytes(self._buffer))
 
     def size(self) -> int:
-        return self.file.size
+        return self.file.size + len(self._buffer)
 
-    def sync(self) -> None:
-        self.file.sync()
+    def begin_sync(self) -> Callable[[], None]:
+        self.write_out()
+        file = self.file
+        size = file.size
+        try:
+            # A descriptor of its own for the other thread: the cached one may be closed
+            # (and its number reused for another file) while the fsync runs.
+            fd = os.dup(file.fd())
+        except OSError as exc:
+            raise StorageError(file.path, exc) from exc
+
+        def sync() -> None:
+            try:
+                file.io.fdatasync(fd)
+            except OSError as exc:
+                raise StorageError(file.path, exc) from exc
+            finally:
+                os.close(fd)
+            file.synced = max(file.synced, size)
+
+        return sync
 
     def discard_unsynced(self) -> int:
+        self._buffer.clear()
         self.file.cut(self.file.synced)
         return self.file.size
 
