@@ -534,3 +534,48 @@ async def test_row_lock_gives_503_and_blocks_nothing_else(database_url: str, con
     finally:
         await client.aclose()
         await engine.stop()
+
+
+async def test_failed_syncfs_of_many_logs_loses_nothing(
+    database_url: str, conn: Conn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With many dirty logs one syncfs syncs them all; when it reports an error, every
+    one of them counts as not durable (which log failed is not known)."""
+    import ctypes
+
+    from pysync.shapes import store as store_module
+
+    create_table(conn, 400)
+    real = store_module._syncfs
+    failures = {"left": 0, "calls": 0}
+
+    def syncfs(fd: int) -> int:
+        failures["calls"] += 1
+        if failures["left"]:
+            failures["left"] -= 1
+            ctypes.set_errno(errno.EIO)
+            return -1
+        assert real is not None
+        return int(real(fd))
+
+    monkeypatch.setattr(store_module, "_syncfs", syncfs)
+    engine = Engine(database_url, storage_dir=tmp_path / "s", flush_interval=0.02)
+    await engine.start()
+    try:
+        shapes = [await make(engine, "t", where=f"grp = {g % 4} AND v >= {g}") for g in range(24)]
+        writers = Writers(database_url, 2, 400, seed=9)
+        writers.start()
+        try:
+            await poll(lambda: failures["calls"] > 3, 30, "syncfs to be used")
+            failures["left"] = 1
+            await poll(lambda: engine.storage_error is not None, 30, "the syncfs failure")
+            await poll(lambda: engine.storage_error is None, 30, "recovery from it")
+            await poll(lambda: writers.transactions > 200, 30, "more writes")
+        finally:
+            await asyncio.to_thread(writers.join)
+        await quiesce(engine, conn)
+        for shape in shapes:
+            where = shape.definition.where
+            assert materialise(read_all(shape.log)) == table_state(conn, "public", "t", COLUMNS, ["id"], where)
+    finally:
+        await engine.stop()

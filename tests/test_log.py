@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 from pysync.shapes.log import ShapeLog
 from pysync.shapes.offset import BEFORE_ALL, LAST_BEFORE_REAL, LogOffset
-from pysync.shapes.storage import FileStorage, MemoryStorage
+from pysync.shapes.storage import FileStorage, MemoryStorage, PendingSync
 
 
 def entry(n: int) -> bytes:
@@ -76,16 +75,15 @@ def test_sync_keeps_appends_racing_with_it_dirty() -> None:
 
         log: ShapeLog
 
-        def begin_sync(self) -> Callable[[], None]:
+        def begin_sync(self) -> PendingSync:
             sync = super().begin_sync()
 
             def racing() -> None:
                 if not getattr(self, "raced", False):
                     self.raced = True
                     self.log.append_changes([(LogOffset(20, 0), entry(2))])
-                sync()
 
-            return racing
+            return PendingSync(racing, sync.mark)
 
     storage = Racing()
     log = ShapeLog(storage)

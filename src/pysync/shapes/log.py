@@ -11,11 +11,16 @@ from __future__ import annotations
 import asyncio
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable
 from typing import NamedTuple
 
 from pysync.shapes.offset import LAST_BEFORE_REAL, LogOffset
-from pysync.shapes.storage import FLAG_SNAPSHOT_END, HEADER_SIZE, LogStorage, pack_frame
+from pysync.shapes.storage import (
+    FLAG_SNAPSHOT_END,
+    HEADER_SIZE,
+    LogStorage,
+    PendingSync,
+    pack_frame,
+)
 
 CHUNK_BYTES = 10 * 1024 * 1024
 """About this much JSON per response and per snapshot chunk (Electric's default)."""
@@ -106,10 +111,10 @@ class ShapeLog:
             position += HEADER_SIZE + len(payload)
         self.dirty = True
 
-    def begin_sync(self) -> Callable[[], None] | None:
-        """On the event loop: write out what is buffered; the returned function makes it
-        durable and may run in another thread (both raise StorageError). None when
-        nothing was appended since the last sync."""
+    def begin_sync(self) -> PendingSync | None:
+        """On the event loop: write out what is buffered (StorageError); the returned
+        PendingSync makes it durable (in another thread). None when nothing was appended
+        since the last sync. After a failed sync, ``dirty`` must be set again."""
         if not self.dirty:
             return None
         # Cleared now, not after the fsync, which runs in a thread: an append racing with
@@ -117,25 +122,20 @@ class ShapeLog:
         # next flush acknowledged their transactions to Postgres without an fsync.
         self.dirty = False
         try:
-            sync = self.storage.begin_sync()
+            return self.storage.begin_sync()
         except BaseException:
             self.dirty = True
             raise
 
-        def durable() -> None:
+    def sync(self) -> None:
+        """Write out and make durable now (on the event loop, blocking)."""
+        pending = self.begin_sync()
+        if pending is not None:
             try:
-                sync()
+                pending.run()
             except BaseException:
                 self.dirty = True
                 raise
-
-        return durable
-
-    def sync(self) -> None:
-        """Write out and make durable now (on the event loop, blocking)."""
-        sync = self.begin_sync()
-        if sync is not None:
-            sync()
 
     def discard_unsynced(self) -> None:
         """After a failed sync: drop every frame not known to be durable (the stream

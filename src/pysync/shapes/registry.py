@@ -24,7 +24,7 @@ from pysync.shapes.consumer import GONE, SNAPSHOTTING, ShapeConsumer
 from pysync.shapes.definition import Shape, ShapeDefinition, ShapeError, build_shape, retyped
 from pysync.shapes.router import Router
 from pysync.shapes.snapshotter import write_snapshot
-from pysync.shapes.storage import StorageError
+from pysync.shapes.storage import PendingSync, StorageError
 from pysync.shapes.store import RegistryRecord, ShapeStore, new_handle
 
 log = logging.getLogger(__name__)
@@ -199,9 +199,9 @@ class ShapeRegistry:
         if consumer.state is GONE:
             self.store.forget(consumer.handle)  # deleted while it was being recorded
 
-    def _record(self, consumer: ShapeConsumer, sync: Callable[[], None] | None) -> None:
+    def _record(self, consumer: ShapeConsumer, sync: PendingSync | None) -> None:
         if sync is not None:
-            sync()
+            sync.run()
         if consumer.state is not GONE:
             self.store.remember(consumer)
             # Only once durable in the registry: a stop right after must not lose it.

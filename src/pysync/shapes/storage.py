@@ -170,6 +170,23 @@ class AppendFile:
         _open_files.close(self.path)
 
 
+class PendingSync:
+    """What a sync makes durable of one log: what it had written when the sync began.
+
+    ``run`` syncs the log's file (in a worker thread); ``mark`` records it as durable
+    without that, after the whole filesystem was synced (``ShapeStore.syncfs``)."""
+
+    __slots__ = ("_fsync", "mark")
+
+    def __init__(self, fsync: Callable[[], None], mark: Callable[[], None]) -> None:
+        self._fsync = fsync
+        self.mark = mark
+
+    def run(self) -> None:
+        self._fsync()
+        self.mark()
+
+
 class LogStorage(Protocol):
     def append(self, data: bytes) -> int:
         """Append ``data`` whole (or raise StorageError and leave nothing); returns the
@@ -179,9 +196,9 @@ class LogStorage(Protocol):
 
     def size(self) -> int: ...
 
-    def begin_sync(self) -> Callable[[], None]:
-        """On the event loop: write out what is buffered (StorageError), and return the
-        part that makes it durable, safe to run in another thread (StorageError)."""
+    def begin_sync(self) -> PendingSync:
+        """On the event loop: write out what is buffered (StorageError); what is then on
+        the file is made durable by the returned PendingSync, in another thread."""
 
     def discard_unsynced(self) -> int:
         """Cut off what was appended since the last successful sync; the new size."""
@@ -249,13 +266,13 @@ class MemoryStorage:
     def size(self) -> int:
         return len(self._data)
 
-    def begin_sync(self) -> Callable[[], None]:
+    def begin_sync(self) -> PendingSync:
         size = len(self._data)
 
-        def sync() -> None:
+        def mark() -> None:
             self._synced = max(self._synced, size)
 
-        return sync
+        return PendingSync(lambda: None, mark)
 
     def discard_unsynced(self) -> int:
         del self._data[self._synced :]
@@ -365,27 +382,28 @@ class FileStorage:
     def size(self) -> int:
         return self.file.size + len(self._buffer)
 
-    def begin_sync(self) -> Callable[[], None]:
+    def begin_sync(self) -> PendingSync:
         self.write_out()
         file = self.file
         size = file.size
-        try:
-            # A descriptor of its own for the other thread: the cached one may be closed
-            # (and its number reused for another file) while the fsync runs.
-            fd = os.dup(file.fd())
-        except OSError as exc:
-            raise StorageError(file.path, exc) from exc
+        path, io = file.path, file.io
 
-        def sync() -> None:
+        def fsync() -> None:
+            # By path, in the syncing thread: the cached descriptor may be closed (and
+            # its number reused for another file) while the fsync runs.
             try:
-                file.io.fdatasync(fd)
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    io.fdatasync(fd)
+                finally:
+                    os.close(fd)
             except OSError as exc:
-                raise StorageError(file.path, exc) from exc
-            finally:
-                os.close(fd)
+                raise StorageError(path, exc) from exc
+
+        def mark() -> None:
             file.synced = max(file.synced, size)
 
-        return sync
+        return PendingSync(fsync, mark)
 
     def discard_unsynced(self) -> int:
         self._buffer.clear()

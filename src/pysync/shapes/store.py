@@ -13,14 +13,16 @@ Every write that matters is synced before pysync relies on it; a write that fail
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import platform
 import shutil
 import struct
 import threading
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from struct import Struct
 from typing import TYPE_CHECKING
@@ -118,6 +120,7 @@ class ShapeStore:
         self._identity: SlotIdentity | None = None
         self._acknowledged = 0
         self._ack_fd: int | None = None
+        self._dir_fd: int | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -128,6 +131,8 @@ class ShapeStore:
         self._lock.acquire()
         try:
             (self.directory / "shapes").mkdir(parents=True, exist_ok=True)
+            # Opened once: syncfs reports a writeback error to descriptors older than it.
+            self._dir_fd = os.open(self.directory / "shapes", os.O_RDONLY)
             self._check_format()
             self._identity = self._read_identity()
             self._acknowledged = self._read_acknowledged()
@@ -140,9 +145,10 @@ class ShapeStore:
             if self._registry is not None:
                 self._registry.close()
                 self._registry = None
-        if self._ack_fd is not None:
-            os.close(self._ack_fd)
-            self._ack_fd = None
+        for fd in (self._ack_fd, self._dir_fd):
+            if fd is not None:
+                os.close(fd)
+        self._ack_fd = self._dir_fd = None
         if self._lock is not None:
             self._lock.release()
 
@@ -178,6 +184,18 @@ class ShapeStore:
         for entry in (self.directory / "shapes").iterdir():
             if entry.name not in keep:
                 yield entry.name
+
+    @property
+    def can_syncfs(self) -> bool:
+        return self._dir_fd is not None and _syncfs is not None
+
+    def syncfs(self) -> None:
+        """Make every shape log durable at once (``syncfs(2)`` of their filesystem);
+        StorageError if any write back failed (which log is not known: all count)."""
+        assert self._dir_fd is not None and _syncfs is not None and self.directory is not None
+        if _syncfs(self._dir_fd) != 0:
+            code = ctypes.get_errno()
+            raise StorageError(self.directory / "shapes", OSError(code, os.strerror(code)))
 
     def probe(self) -> None:
         """Raise StorageError unless a write of some size can be made durable now."""
@@ -291,6 +309,24 @@ class ShapeStore:
         except (OSError, struct.error):  # missing or torn: unknown
             return 0
         return lsn if zlib.crc32(lsn.to_bytes(8, "big")) == crc else 0
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """libc's syncfs, where it reports write-back errors (Linux 5.8 and later)."""
+    release = platform.release().split(".")
+    try:
+        if platform.system() != "Linux" or (int(release[0]), int(release[1])) < (5, 8):
+            return None
+        libc = ctypes.CDLL(None, use_errno=True)
+        function = libc.syncfs
+    except (OSError, AttributeError, ValueError, IndexError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+_syncfs = _load_syncfs()
 
 
 def _write_durably(path: Path, data: bytes) -> None:
