@@ -6,6 +6,7 @@ primary-key changes as delete + insert, ``replica`` modes, column projection, ke
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,13 +47,16 @@ def _safe(evaluate: Callable[[Row], bool | None]) -> Callable[[Row], bool | None
     return matches
 
 
-class ShapeConverter:
-    """Converts changes of one relation layout (pgoutput's column order) for one shape."""
+class Projection:
+    """What a change looks like to every shape with the same table layout, columns and
+    replica mode, given whether its new and old rows match the shape: shapes differ only
+    in their WHERE clause, so shapes that agree on matching share these entries (the
+    collector converts a change once per projection, not once per shape)."""
+
+    __slots__ = ("full", "relation", "prefix", "pk_idx", "pk_names", "selected", "__weakref__")
 
     def __init__(self, shape: Shape, layout: Sequence[str]) -> None:
-        definition = shape.definition
-        self.shape = shape
-        self.full = definition.replica == "full"
+        self.full = shape.definition.replica == "full"
         self.relation = [shape.table.schema, shape.table.name]
         self.prefix = relation_prefix(shape.table.schema, shape.table.name)
         position = {name: i for i, name in enumerate(layout)}
@@ -62,36 +66,32 @@ class ShapeConverter:
         self.pk_idx = tuple(position[c] for c in shape.pk)
         self.pk_names = tuple(shape.pk)
         self.selected = tuple((c, position[c]) for c in shape.columns)
-        self.matches: Callable[[Row], bool | None] | None = (
-            _safe(shape.where.bind(layout)) if shape.where is not None else None  # type: ignore[attr-defined]
-        )
 
-    def convert(self, op: str, new: Row | None, old: Row | None, headers: dict[str, Any]) -> list[Entry]:
-        """Entries for one change; ``headers`` holds lsn/op_position/txids (copied per entry)."""
+    def convert(
+        self, op: str, new: Row | None, old: Row | None, new_match: bool, old_match: bool,
+        headers: dict[str, Any],
+    ) -> list[Entry]:
+        """Entries for one change; ``headers`` holds lsn/op_position/txids (copied per
+        entry). Every entry ends with its ``headers`` (the collector adds ``last`` to the
+        encoded bytes)."""
         if op == "insert":
             assert new is not None
-            if self.matches is not None and self.matches(new) is not True:
-                return []
-            return [self._entry("insert", new, headers)]
+            return [self._entry("insert", new, headers)] if new_match else []
         if op == "delete":
             assert old is not None
-            if self.matches is not None and self.matches(old) is not True:
-                return []
-            return [self._delete(old, headers)]
+            return [self._delete(old, headers)] if old_match else []
         assert new is not None
-        return self._update(new, old, headers)
+        return self._update(new, old, new_match, old_match, headers)
 
-    def _update(self, new: Row, old: Row | None, headers: dict[str, Any]) -> list[Entry]:
-        matches = self.matches
+    def _update(
+        self, new: Row, old: Row | None, new_match: bool, old_match: bool, headers: dict[str, Any]
+    ) -> list[Entry]:
         # Without an old row (no REPLICA IDENTITY FULL) we cannot tell a move-out.
         old_row = old if old is not None else new
-        if matches is not None:
-            new_match = matches(new) is True
-            old_match = matches(old_row) is True if old is not None else new_match
-            if not new_match:
-                return [self._delete(old_row, headers)] if old_match else []
-            if not old_match:
-                return [self._entry("insert", new, headers)]
+        if not new_match:
+            return [self._delete(old_row, headers)] if old_match else []
+        if not old_match:
+            return [self._entry("insert", new, headers)]
         old_key = [old_row[i] for i in self.pk_idx]
         new_key = [new[i] for i in self.pk_idx]
         if old is not None and old_key != new_key:
@@ -104,6 +104,7 @@ class ShapeConverter:
         value: dict[str, Any] = {}
         old_value: dict[str, Any] = {}
         changed = False
+        full = self.full
         for name, i in self.selected:
             value_new = new[i]
             if value_new is UNCHANGED_TOAST:
@@ -112,21 +113,18 @@ class ShapeConverter:
             if value_old != value_new:
                 changed = True
                 value[name] = value_new
-                if self.full and value_old is not UNCHANGED_TOAST:
+                if full and value_old is not UNCHANGED_TOAST:
                     old_value[name] = value_old
-            elif self.full:
+            elif full:
                 value[name] = value_new
         if not changed and old is not None:
             return []  # no selected column changed
         for name, i in zip(self.pk_names, self.pk_idx, strict=True):
             value[name] = new[i]
-        entry: Entry = {
-            "key": row_key(self.prefix, new_key),
-            "value": value,
-            "headers": {"operation": "update", "relation": self.relation, **headers},
-        }
-        if self.full:
+        entry: Entry = {"key": row_key(self.prefix, new_key), "value": value}
+        if full:
             entry["old_value"] = old_value
+        entry["headers"] = {"operation": "update", "relation": self.relation, **headers}
         return [entry]
 
     def _entry(self, op: str, row: Row, headers: dict[str, Any]) -> Entry:
@@ -144,3 +142,49 @@ class ShapeConverter:
             "value": {name: old[i] for name, i in zip(self.pk_names, self.pk_idx, strict=True)},
             "headers": {"operation": "delete", "relation": self.relation, **headers},
         }
+
+
+# Shared by the shapes of one table with the same columns and replica mode (held by
+# their converters; gone with the last of them).
+_projections: weakref.WeakValueDictionary[tuple[Any, ...], Projection] = weakref.WeakValueDictionary()
+
+
+def projection_for(shape: Shape, layout: Sequence[str]) -> Projection:
+    key = (shape.table.schema, shape.table.name, tuple(layout), shape.columns, shape.pk,
+           shape.definition.replica)
+    projection = _projections.get(key)
+    if projection is None:
+        projection = _projections[key] = Projection(shape, layout)
+    return projection
+
+
+class ShapeConverter:
+    """One shape's view of changes in one relation layout: which rows match its WHERE
+    clause (``matches``), and the shared projection that turns a change into entries."""
+
+    __slots__ = ("projection", "matches")
+
+    def __init__(self, shape: Shape, layout: Sequence[str]) -> None:
+        self.projection = projection_for(shape, layout)
+        self.matches: Callable[[Row], bool | None] | None = (
+            _safe(shape.where.bind(layout)) if shape.where is not None else None  # type: ignore[attr-defined]
+        )
+
+    def convert(self, op: str, new: Row | None, old: Row | None, headers: dict[str, Any]) -> list[Entry]:
+        """Entries for one change for this shape."""
+        new_match, old_match = self.match(op, new, old)
+        if not (new_match or old_match):
+            return []
+        return self.projection.convert(op, new, old, new_match, old_match, headers)
+
+    def match(self, op: str, new: Row | None, old: Row | None) -> tuple[bool, bool]:
+        """Whether the change's new and old rows are in the shape."""
+        matches = self.matches
+        if matches is None:
+            return True, True
+        if op == "insert":
+            return matches(new) is True, False  # type: ignore[arg-type]
+        if op == "delete":
+            return False, matches(old) is True  # type: ignore[arg-type]
+        new_match = matches(new) is True  # type: ignore[arg-type]
+        return new_match, (matches(old) is True if old is not None else new_match)

@@ -66,7 +66,11 @@ class Collector:
             routes = tables.get((relation.namespace, relation.name))
             if routes is not None:
                 headers = {**headers_base, "op_position": op}
-                for consumer in routes.candidates(relation.column_names, change.new, change.old):
+                kind, new, old = change.op, change.new, change.old
+                # Shapes with the same projection and match outcome get the same entries:
+                # converted once per change.
+                shared: dict[tuple[Any, bool, bool], list[dict[str, Any]]] = {}
+                for consumer in routes.candidates(relation.column_names, new, old):
                     if not consumer.accepts(xid, commit_lsn):
                         continue
                     converter = consumer.converter
@@ -76,11 +80,18 @@ class Collector:
                         except (KeyError, ValueError):
                             doomed.append((consumer, "columns no longer replicated"))
                             continue
-                    entries = converter.convert(change.op, change.new, change.old, headers)
+                    new_match, old_match = converter.match(kind, new, old)
+                    if not (new_match or old_match):
+                        continue
+                    key = (converter.projection, new_match, old_match)
+                    entries = shared.get(key)
+                    if entries is None:
+                        entries = shared[key] = converter.projection.convert(
+                            kind, new, old, new_match, old_match, headers)
                     if entries:
                         existing = touched.get(consumer)
                         if existing is None:
-                            touched[consumer] = entries
+                            touched[consumer] = list(entries)
                         else:
                             existing.extend(entries)
             op += 2
@@ -88,13 +99,19 @@ class Collector:
             touched.pop(consumer, None)
             self.registry.invalidate(consumer, reason)
         dirty = self.dirty
+        encoded: dict[int, bytes] = {}  # an entry shared by shapes is encoded once
         for consumer, entries in touched.items():
-            entries[-1]["headers"]["last"] = True
-            encoded = [
-                (LogOffset(commit_lsn, entry["headers"]["op_position"]), _encode(entry))
-                for entry in entries
-            ]
-            consumer.append(xid, commit_lsn, encoded)
+            frames = []
+            for entry in entries:
+                payload = encoded.get(id(entry))
+                if payload is None:
+                    payload = encoded[id(entry)] = _encode(entry)
+                frames.append((LogOffset(commit_lsn, entry["headers"]["op_position"]), payload))
+            # The shape's last entry of the transaction: its headers (last in the entry)
+            # get "last": true, in the bytes, leaving the shared entry as it is.
+            offset, payload = frames[-1]
+            frames[-1] = (offset, payload[:-2] + b',"last":true}}')
+            consumer.append(xid, commit_lsn, frames)
             dirty.add(consumer)
         self.last_seen_lsn = commit_lsn
         self.last_commit_time = txn.commit_time / 1e6 + PG_EPOCH
