@@ -19,7 +19,7 @@ from pysync.shapes.storage import (
     HEADER_SIZE,
     LogStorage,
     PendingSync,
-    pack_frame,
+    frame_header,
 )
 
 CHUNK_BYTES = 10 * 1024 * 1024
@@ -95,11 +95,16 @@ class ShapeLog:
         Indexed only after the append succeeded: a failed one (StorageError) leaves the
         log as it was, so offsets and positions never point at bytes that are not there.
         """
-        frames = bytearray()
         last = len(entries) - 1
-        for n, (offset, payload) in enumerate(entries):
-            frames += pack_frame(offset.tx, offset.op, payload, last_flags if n == last else 0)
-        base = self.storage.append(bytes(frames))
+        if last == 0:  # most appends: one change of one transaction
+            offset, payload = entries[0]
+            frames: bytes | bytearray = frame_header(offset.tx, offset.op, payload, last_flags) + payload
+        else:
+            frames = bytearray()
+            for n, (offset, payload) in enumerate(entries):
+                frames += frame_header(offset.tx, offset.op, payload, last_flags if n == last else 0)
+                frames += payload
+        base = self.storage.append(frames)
         position = base + HEADER_SIZE
         offsets = self.offsets
         positions = self._positions
@@ -204,6 +209,8 @@ class ShapeLog:
     # -- waiting --------------------------------------------------------------------
 
     def notify(self) -> None:
+        if not self._waiters:
+            return
         waiters, self._waiters = self._waiters, set()
         for waiter in waiters:
             if not waiter.done():

@@ -70,11 +70,18 @@ class LogCorruptError(RuntimeError):
         self.position = position
 
 
-def pack_frame(tx: int, op: int, payload: bytes, flags: int = 0) -> bytes:
+_HEADER = Struct(">BBQQIII")  # magic, the fields, their crc32, the payload's crc32
+_pack_fields = _FIELDS.pack
+_pack_header = _HEADER.pack
+
+
+def frame_header(tx: int, op: int, payload: bytes, flags: int = 0) -> bytes:
+    """The header of a frame for ``payload`` (the payload follows it)."""
     # The header has a checksum of its own: a torn frame (valid header, payload cut
     # short by the end of the file) is then told apart from a corrupted length.
-    fields = _FIELDS.pack(flags, tx, op, len(payload))
-    return _MAGIC_BYTE + fields + _CRCS.pack(_crc32(fields), _crc32(payload)) + payload
+    length = len(payload)
+    fields_crc = _crc32(_pack_fields(flags, tx, op, length))
+    return _pack_header(MAGIC, flags, tx, op, length, fields_crc, _crc32(payload))
 
 
 class Frame(NamedTuple):
@@ -188,7 +195,7 @@ class PendingSync:
 
 
 class LogStorage(Protocol):
-    def append(self, data: bytes) -> int:
+    def append(self, data: bytes | bytearray) -> int:
         """Append ``data`` whole (or raise StorageError and leave nothing); returns the
         position it starts at."""
 
@@ -255,7 +262,7 @@ class MemoryStorage:
         self._data = bytearray()
         self._synced = 0
 
-    def append(self, data: bytes) -> int:
+    def append(self, data: bytes | bytearray) -> int:
         position = len(self._data)
         self._data += data
         return position
@@ -347,7 +354,7 @@ class FileStorage:
     def path(self) -> Path:
         return self.file.path
 
-    def append(self, data: bytes) -> int:
+    def append(self, data: bytes | bytearray) -> int:
         position = self.file.size + len(self._buffer)
         self._buffer += data
         if len(self._buffer) >= BUFFER_BYTES:
