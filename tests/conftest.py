@@ -13,8 +13,15 @@ import pytest
 
 from pysync.engine import Engine
 from pysync.postgres.cluster import PostgresCluster, temporary_cluster
+from serve_process import kill_leftovers
 
 _db_counter = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_servers() -> Iterator[None]:
+    yield
+    kill_leftovers()
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,14 @@ from pathlib import Path
 import pytest
 
 READY_LINE = "pysync is serving shapes at"
+_alive: set[ServeProcess] = set()
+
+
+def kill_leftovers() -> None:
+    """Kill every ``pysync serve`` a test started and did not stop (it failed midway):
+    it would otherwise retry its gone database forever, using the CPU of later tests."""
+    for server in list(_alive):
+        server.kill()
 
 
 class ServeProcess:
@@ -39,6 +47,7 @@ class ServeProcess:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
+        _alive.add(self)
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -61,6 +70,7 @@ class ServeProcess:
         """The exit status of a process expected to end by itself."""
         code = self.process.wait(timeout)
         self._reader.join(10)
+        _alive.discard(self)
         return code
 
     def output(self) -> str:
@@ -76,6 +86,7 @@ class ServeProcess:
         """SIGTERM; True if it shut down cleanly. uvicorn re-raises the signal once its
         shutdown is complete, so the exit status is SIGTERM's, as process managers expect."""
         if self.process.poll() is not None:
+            _alive.discard(self)
             return False
         self.process.send_signal(signal.SIGTERM)
         try:
@@ -84,6 +95,7 @@ class ServeProcess:
             self.kill()
             return False
         self._reader.join(10)  # stdout ends with the process: all lines are in
+        _alive.discard(self)
         return code in (0, -signal.SIGTERM) and any("shutdown complete" in line for line in self.lines)
 
     def kill(self) -> None:
@@ -92,6 +104,7 @@ class ServeProcess:
             self.process.kill()
         self.process.wait(10)
         self._reader.join(10)
+        _alive.discard(self)
 
 
 def stop_leftover_postgres(data_dir: Path) -> None:
