@@ -13,15 +13,16 @@ import pytest
 
 from pysync.engine import Engine
 from pysync.postgres.cluster import PostgresCluster, temporary_cluster
-from serve_process import kill_leftovers
+from serve_process import kill_leftovers, running
 
 _db_counter = itertools.count()
 
 
 @pytest.fixture(autouse=True)
 def _no_leftover_servers() -> Iterator[None]:
+    before = running()
     yield
-    kill_leftovers()
+    kill_leftovers(before)
 
 
 @pytest.fixture(scope="session")

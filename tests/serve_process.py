@@ -18,10 +18,15 @@ READY_LINE = "pysync is serving shapes at"
 _alive: set[ServeProcess] = set()
 
 
-def kill_leftovers() -> None:
+def running() -> set[ServeProcess]:
+    return set(_alive)
+
+
+def kill_leftovers(keep: set[ServeProcess]) -> None:
     """Kill every ``pysync serve`` a test started and did not stop (it failed midway):
-    it would otherwise retry its gone database forever, using the CPU of later tests."""
-    for server in list(_alive):
+    it would otherwise retry its gone database forever, using the CPU of later tests.
+    ``keep``: those that were running before the test (a module's shared server)."""
+    for server in list(_alive - keep):
         server.kill()
 
 
