@@ -29,8 +29,6 @@ def table(database_url: str) -> Iterator[tuple[Table, psycopg.Connection[tuple[o
 REJECTIONS = [
     ("id = 1; DROP TABLE items", 'unescaped ";" causing statement split'),
     ("1=1; DROP TABLE items", 'unescaped ";"'),
-    ("id = 1 -- x", "comments are not allowed"),
-    ("id = 1 /* x */", "comments are not allowed"),
     ("id = '1", "unterminated quoted string"),
     ("id = 1) OR (1=1", "syntax error"),
     ("id = 1 ORDER BY id", "malformed query ending with SQL clauses"),
@@ -96,6 +94,17 @@ def test_error_locations(table: tuple[Table, psycopg.Connection[tuple[object, ..
         with pytest.raises(WhereError) as info:
             compile_where(clause, t)
         assert info.value.message == message
+
+
+def test_comments_are_read_as_postgres_does(table: tuple[Table, psycopg.Connection[tuple[object, ...]]]) -> None:
+    """As in Electric (libpg_query reads them): comments are whitespace."""
+    t, _ = table
+    plain = compile_where("id = 1 AND title = 'a -- b'", t).normalized
+    assert compile_where("id = 1 /* the id */ AND title = 'a -- b' -- and a note", t).normalized == plain
+    assert compile_where("id = 1\n-- next line\nAND title = 'a -- b'", t).normalized == plain
+    with pytest.raises(WhereError) as info:
+        compile_where("/* x */ id = 1 AND foo = 2", t)
+    assert info.value.message == "At location 19: unknown reference foo"
 
 
 def test_params_without_spaces(table: tuple[Table, psycopg.Connection[tuple[object, ...]]]) -> None:

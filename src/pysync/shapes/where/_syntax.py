@@ -70,8 +70,23 @@ def check_syntax(clause: str) -> str:
     if len(statements) != 1:
         raise WhereError('unescaped ";" causing statement split')
     statement = statements[0]
-    _check_tokens(statement, pg.scan(statement))
-    return statement[len(PREFIX):]
+    tokens = pg.scan(statement)
+    _check_tokens(statement, [t for t in tokens if t.name not in _COMMENTS])
+    return _without_comments(statement, tokens)[len(PREFIX):]
+
+
+def _without_comments(statement: str, tokens: list[pg.Token]) -> str:
+    """Comments as spaces, as Postgres reads them (offsets unchanged, for error
+    locations); sqlglot would keep them in its tree."""
+    comments = [t for t in tokens if t.name in _COMMENTS]
+    if not comments:
+        return statement
+    text = list(statement)
+    for tok in comments:
+        for i in range(tok.start, tok.end + 1):
+            if text[i] != "\n":
+                text[i] = " "
+    return "".join(text)
 
 
 def _electric_location(wrapped: str, e: pg.ParseError) -> int:
@@ -132,9 +147,6 @@ def _check_tokens(statement: str, tokens: list[pg.Token]) -> None:
         else:
             after_operand = False
         previous = tok
-    for tok in body:
-        if tok.name in _COMMENTS:
-            raise WhereError("comments are not allowed", tok.start - len(PREFIX))
 
 
 def _too_deep(tok: pg.Token) -> WhereError:
