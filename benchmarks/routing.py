@@ -51,7 +51,7 @@ from pysync.engine import Engine
 from pysync.postgres.cluster import temporary_cluster
 from pysync.postgres.pgoutput import Relation, RelationColumn
 from pysync.postgres.snapshot import SnapshotInfo
-from pysync.postgres.transactions import Change, Transaction
+from pysync.postgres.transactions import Change, Transaction, Truncation
 from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.definition import Shape, ShapeDefinition, validate
 from pysync.shapes.log import ShapeLog
@@ -116,7 +116,7 @@ def relation_of(conn: Conn) -> Relation:
         RelationColumn(flags=1 if key else 0, name=str(name), type_oid=int(typ), type_mod=int(mod))  # type: ignore[call-overload]
         for name, typ, mod, key in rows
     )
-    return Relation(xid=None, oid=int(oid), namespace="public", name="todos",  # type: ignore[call-overload]
+    return Relation(xid=None, oid=int(oid), namespace="public", name="todos",  # type: ignore[arg-type]
                     replica_identity="d", columns=columns)
 
 
@@ -130,7 +130,7 @@ def make_transactions(
     """``changes`` inserts/updates (3:1); change i has ``row_for(i)`` = (user_id, title)."""
     txns: list[Transaction] = []
     lsn = first_lsn
-    batch: list[Change] = []
+    batch: list[Change | Truncation] = []
     for i in range(changes):
         user, title = row_for(i)
         if i % 4 == 3:
@@ -165,6 +165,10 @@ def run(engine: Engine, txns: list[Transaction]) -> float:
 
 def total_entries(lives: list[ShapeConsumer]) -> int:
     return sum(len(live.log.offsets) for live in lives)
+
+
+def _user_of(count: int) -> Callable[[int], tuple[int, str]]:
+    return lambda i: (i % count, f"todo {i}")
 
 
 # -- phases -----------------------------------------------------------------------------
@@ -281,7 +285,7 @@ def main() -> None:
             say("\nindexed shapes: user_id = $1, each change touches one shape")
             benches = {
                 count: Bench(url, relation, shapes[:count], args.changes, args.txn_size,
-                             lambda i, n=count: (i % n, f"todo {i}"), f"{count:,} shape(s)")
+                             _user_of(count), f"{count:,} shape(s)")
                 for count in COUNTS
             }
             del shapes

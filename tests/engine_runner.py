@@ -83,7 +83,7 @@ def table_state(
         query += f" WHERE {where}"
     prefix = relation_prefix(schema, table)
     result: dict[str, dict[str, Any]] = {}
-    for row in conn.execute(query).fetchall():  # type: ignore[arg-type]
+    for row in conn.execute(query).fetchall():
         value = dict(zip(columns, row, strict=True))
         result[row_key(prefix, [value[c] for c in pk])] = value
     return result

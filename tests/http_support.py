@@ -78,9 +78,9 @@ class Client:
             base_url="http://pysync.test",
         )
 
-    async def shape(
-        self, path: str = "/v1/shape", headers: dict[str, str] | None = None, **params: Any
-    ) -> httpx.Response:
+    async def shape(self, path: str = "/v1/shape", **params: Any) -> httpx.Response:
+        """GET with ``params`` as the query; ``headers=`` (a dict) is sent as headers."""
+        headers = params.pop("headers", None)
         return await self.http.get(path, params=params, headers=headers)
 
     async def raw(self, url: str, method: str = "GET", **kwargs: Any) -> httpx.Response:

@@ -8,7 +8,7 @@ import os
 import sys
 
 from pysync.postgres.replication import ReplicationStream
-from pysync.postgres.transactions import Transaction
+from pysync.postgres.transactions import Change, Transaction
 
 
 async def main(url: str, path: str) -> None:
@@ -22,8 +22,8 @@ async def main(url: str, path: str) -> None:
         async for txn in stream.transactions():
             if not isinstance(txn, Transaction):
                 continue
-            ids = [c.new[0] for c in txn.changes if getattr(c, "new", None)]  # type: ignore[union-attr]
-            out.write(f"{txn.end_lsn} {' '.join(ids)}\n")  # type: ignore[arg-type]
+            ids = [str(c.new[0]) for c in txn.changes if isinstance(c, Change) and c.new is not None]
+            out.write(f"{txn.end_lsn} {' '.join(ids)}\n")
             out.flush()
             os.fsync(out.fileno())
             stream.acknowledge(txn.end_lsn)

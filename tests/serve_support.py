@@ -59,5 +59,5 @@ def write(conn: Conn, *statements: str) -> int:
         row = conn.execute("SELECT pg_current_xact_id()::xid::text").fetchone()
         assert row is not None
         for statement in statements:
-            conn.execute(statement)  # type: ignore[arg-type]  # test-owned SQL
+            conn.execute(statement)  # test-owned SQL
     return int(row[0])

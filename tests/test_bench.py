@@ -126,6 +126,7 @@ def check_report(out: Path, *, managed: bool) -> dict[str, Any]:
         assert drain["row_changes"] > 0 and drain["recvlogical_complete"] and drain["pysync_complete"]
         assert drain["ratio"] == pytest.approx(drain["pysync_per_s"] / drain["recvlogical_per_s"])
         assert drain["pysync_per_s"] == pytest.approx(drain["row_changes"] / drain["pysync_s"], rel=0.01)
+    assert isinstance(report, dict)
     return report
 
 
@@ -256,7 +257,7 @@ def test_no_pgbench_tables_with_no_init(scratch: Path, database_url: str) -> Non
 def not_electric() -> Iterator[int]:
     """An HTTP server that answers, but not Electric's protocol (404 everywhere)."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
-    server.RequestHandlerClass.log_message = lambda *a: None  # type: ignore[method-assign]
+    server.RequestHandlerClass.log_message = lambda *a: None  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

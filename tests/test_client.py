@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Any
 
 import httpx
@@ -39,12 +39,12 @@ async def client(served: Served) -> AsyncIterator[Client]:
 
 
 def table_rows(conn: Conn, table: str, where: str = "true") -> dict[str, dict[str, Any]]:
-    cur = conn.execute(f"SELECT * FROM {table} WHERE {where}")  # type: ignore[arg-type]
+    cur = conn.execute(f"SELECT * FROM {table} WHERE {where}")
     names = [c.name for c in cur.description or ()]
     return {KEY.format(table=table, id=row[0]): dict(zip(names, row, strict=True)) for row in cur}
 
 
-async def collect_until_up_to_date(stream: AsyncIterator[Message], count: int = 1) -> list[Message]:
+async def collect_until_up_to_date(stream: AsyncIterable[Message], count: int = 1) -> list[Message]:
     """Messages up to and including the ``count``-th up-to-date."""
     messages: list[Message] = []
     async for message in stream:

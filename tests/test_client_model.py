@@ -17,7 +17,7 @@ CHECKS = 8
 
 
 def expected(conn: Conn, where: str, columns: str) -> dict[str, dict[str, Any]]:
-    cur = conn.execute(f"SELECT {columns} FROM m_items WHERE {where}")  # type: ignore[arg-type]
+    cur = conn.execute(f"SELECT {columns} FROM m_items WHERE {where}")
     names = [c.name for c in cur.description or ()]
     return {f'"public"."m_items"/"{row[0]}"': dict(zip(names, row, strict=True)) for row in cur}
 
@@ -71,8 +71,9 @@ async def test_materialised_shapes_equal_select_after_random_workload(served: Se
     async with Client(served.url) as client, Client(served.url, sse=True) as sse_client:
         shapes: list[Shape] = []
         for where, _, options in views:
-            chosen = sse_client if options.pop("sse", False) else client
-            shapes.append(await chosen.shape("m_items", where=where, timeout=60, **options))
+            view: dict[str, Any] = dict(options)  # type: ignore[call-overload]
+            chosen = sse_client if view.pop("sse", False) else client
+            shapes.append(await chosen.shape("m_items", where=where, timeout=60, **view))
         try:
             next_id = [100]
             for n in range(TRANSACTIONS):

@@ -69,7 +69,7 @@ def same(a: Any, b: Any) -> bool:
 
 
 def select_rows(conn: Conn, table: str) -> dict[int, dict[str, Any]]:
-    cur = conn.execute(f"SELECT * FROM {table} ORDER BY id")  # type: ignore[arg-type]
+    cur = conn.execute(f"SELECT * FROM {table} ORDER BY id")
     names = [c.name for c in cur.description or ()]
     return {row[0]: dict(zip(names, row, strict=True)) for row in cur}
 

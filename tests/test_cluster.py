@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import psycopg
 import pytest
 
@@ -8,7 +10,7 @@ from pysync.postgres.cluster import ClusterError, PostgresCluster, free_port
 
 def test_cluster_is_logical_and_local(pg_cluster: PostgresCluster) -> None:
     with psycopg.connect(pg_cluster.url()) as conn:
-        settings = dict(
+        settings: dict[str, str] = dict(
             conn.execute(
                 "SELECT name, setting FROM pg_settings WHERE name IN "
                 "('wal_level', 'listen_addresses', 'max_slot_wal_keep_size')"
@@ -25,7 +27,7 @@ def test_wrong_password_is_rejected(pg_cluster: PostgresCluster) -> None:
         psycopg.connect(url)
 
 
-def test_persistent_cluster_survives_restart(tmp_path) -> None:
+def test_persistent_cluster_survives_restart(tmp_path: Path) -> None:
     cluster = PostgresCluster(tmp_path / "pg", fast=True)
     try:
         cluster.start()
@@ -43,7 +45,7 @@ def test_persistent_cluster_survives_restart(tmp_path) -> None:
         cluster.destroy()
 
 
-def test_port_taken_gives_readable_error(pg_cluster: PostgresCluster, tmp_path) -> None:
+def test_port_taken_gives_readable_error(pg_cluster: PostgresCluster, tmp_path: Path) -> None:
     cluster = PostgresCluster(tmp_path / "pg", port=pg_cluster.port, fast=True)
     try:
         with pytest.raises(ClusterError, match=f"port {pg_cluster.port} .* already in use"):
@@ -52,7 +54,7 @@ def test_port_taken_gives_readable_error(pg_cluster: PostgresCluster, tmp_path) 
         cluster.destroy()
 
 
-def test_missing_binaries_named(monkeypatch, tmp_path) -> None:
+def test_missing_binaries_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PYSYNC_PG_BIN", str(tmp_path))
     with pytest.raises(ClusterError, match="PYSYNC_PG_BIN=.*no 'postgres' binary"):
         PostgresCluster(tmp_path / "pg", port=free_port())

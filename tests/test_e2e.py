@@ -92,7 +92,7 @@ def test_typescript_client_end_to_end(e2e_database: str, tmp_path: Path) -> None
         except subprocess.TimeoutExpired as exc:
             pytest.fail(
                 f"node --test did not finish in {NODE_TIMEOUT} s\n--- node output ---\n"
-                f"{exc.stdout or ''}\n{exc.stderr or ''}\n--- pysync output ---\n{server.output()}"
+                f"{exc.stdout!s}\n{exc.stderr!s}\n--- pysync output ---\n{server.output()}"
             )
         elapsed = time.monotonic() - started
         report = f"--- node output ---\n{result.stdout}\n{result.stderr}\n--- pysync output ---\n{server.output()}"

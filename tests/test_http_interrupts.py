@@ -125,7 +125,7 @@ async def check_forms(client: Client) -> None:
 
     def record(shape: dict[str, Any]) -> bool:
         seen.append(shape)
-        return shape["params"] == {"1": "2"}
+        return bool(shape["params"] == {"1": "2"})
 
     await waiters.interrupt(record, expect={"gt2"})
     assert {

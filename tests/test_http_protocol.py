@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
+import httpx
 import pytest
 
 from http_support import (  # noqa: F401 - fixtures are imported to be used by name
@@ -40,11 +42,12 @@ from pysync.http import sse as sse_module
 ITEMS = '"public"."items"/'
 
 
-def schema_of(response) -> dict:  # type: ignore[no-untyped-def]
-    return json.loads(response.headers["electric-schema"])
+def schema_of(response: httpx.Response) -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(response.headers["electric-schema"])
+    return schema
 
 
-async def live_change(client: Client, handle: str, offset: str, conn: Conn, sql: str, **params: str):  # type: ignore[no-untyped-def]
+async def live_change(client: Client, handle: str, offset: str, conn: Conn, sql: str, **params: str) -> httpx.Response:
     """Run ``sql`` while a live request waits at ``offset``; the response carrying it."""
     task = asyncio.create_task(client.shape(offset=offset, handle=handle, live="true", **params))
     await until(lambda: len(client.api.interrupts) >= 1, what="a waiting live request")

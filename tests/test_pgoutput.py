@@ -42,7 +42,7 @@ def changes(conn: Conn, slot: str, proto: int = 1, **options: str) -> list[pg.Pg
         (slot, *args),
     ).fetchall()
     decoder = Decoder(proto)
-    return [decoder.decode(bytes(data)) for _, data in rows]  # type: ignore[arg-type]
+    return [decoder.decode(bytes(data)) for _, data in rows]  # type: ignore[call-overload]
 
 
 def text_rows(conn: Conn, query: str) -> list[tuple[str | None, ...]]:
@@ -164,7 +164,7 @@ def test_unchanged_toast(conn: Conn) -> None:
     txns = assemble(msgs)
     filled = [c for t in txns for c in t.changes if isinstance(c, Change)]
     assert filled[1].new == ("1", doc, "1")  # taken from the old row
-    assert filled[0].new[1] is UNCHANGED_TOAST  # nothing to fill it from
+    assert filled[0].new is not None and filled[0].new[1] is UNCHANGED_TOAST  # nothing to fill it from
 
 
 def test_truncate_several_tables_with_flags(conn: Conn) -> None:

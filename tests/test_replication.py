@@ -46,7 +46,7 @@ class Consumer:
                 self.messages.append(msg)
                 return feed(msg)
 
-            stream.assembler.feed = recording  # type: ignore[method-assign]
+            stream.assembler.feed = recording  # type: ignore[method-assign, assignment]
         self.task = asyncio.create_task(self._run())
 
     async def _run(self) -> None:
@@ -173,7 +173,9 @@ async def test_idle_slot_is_confirmed_on_keepalives(
     consumers.append(consumer)
     for _ in range(20):
         conn.execute("INSERT INTO unpublished SELECT generate_series(1, 1000)")
-    (target,) = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()  # type: ignore[misc]
+    row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+    assert row is not None
+    target = int(row[0])  # type: ignore[call-overload]
 
     def confirmed() -> int:
         row = conn.execute(

@@ -102,7 +102,7 @@ def test_range_candidates_from_real_clauses() -> None:
     rel = ("public", "t")
     wheres = {name: compile_where(c, TABLE) for name, c in clauses.items()}
     for name, where in wheres.items():
-        router.add(rel, name, where.routing_index())  # type: ignore[arg-type]
+        router.add(rel, name, where.routing_index())
     routes = router.tables[rel]
     assert routes.ranges and "or" in routes.scanned and "sym" in routes.scanned
     for value in [None, "-5", "0", "3", "4", "5", "7", "8", "10", "12", "15", "16", "20", "21", "27", "41"]:

@@ -58,7 +58,7 @@ def test_serve_on_private_postgres_survives_restart(data_dir: Path) -> None:
         with psycopg.connect(server.database_url, autocommit=True) as conn:
             conn.execute("INSERT INTO todos VALUES (2, 'second')")
         live = httpx.get(base, params={"table": "todos", "offset": offset, "handle": handle, "live": "true"})
-        assert [m["value"]["id"] for m in live.json() if "key" in m] == ["2"]  # type: ignore[index]
+        assert [m["value"]["id"] for m in live.json() if "key" in m] == ["2"]
         offset = live.headers["electric-offset"]
     finally:
         assert server.stop(), server.output()
@@ -75,7 +75,7 @@ def test_serve_on_private_postgres_survives_restart(data_dir: Path) -> None:
             assert time.monotonic() < deadline, "change written while down never arrived"
             response = httpx.get(base, params={"table": "todos", "offset": offset, "handle": handle, "live": "true"})
             assert response.status_code == 200, response.text  # same handle: not a 409
-            ids += [m["value"]["id"] for m in response.json() if "key" in m]  # type: ignore[index]
+            ids += [m["value"]["id"] for m in response.json() if "key" in m]
             offset = response.headers["electric-offset"]
         assert ids == ["3"]
     finally:

@@ -61,7 +61,7 @@ async def test_server_defined_shape_ignores_client_shape_params(app_client) -> N
     _, client, _ = app_client
     _, _, messages = await catch_up(client, "/all?table=other&where=false")
     rows = [m["value"] for m in messages if "key" in m]
-    assert len(rows) == 10 and all(set(r) == {"id", "title"} for r in rows)  # type: ignore[arg-type]
+    assert len(rows) == 10 and all(set(r) == {"id", "title"} for r in rows)  # type: ignore[call-overload]
 
 
 async def test_interrupt_rechecks_shape_function(app_client) -> None:  # type: ignore[no-untyped-def]

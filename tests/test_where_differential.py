@@ -16,6 +16,8 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from psycopg.types.bool import BoolLoader
+from psycopg.types.numeric import IntLoader
 from psycopg.types.string import TextLoader
 
 from pysync.postgres.catalog import Table, load_table
@@ -111,8 +113,8 @@ def db(database_url: str) -> Iterator[Db]:
         for rec in conn.execute("SELECT * FROM t ORDER BY id").fetchall():
             d.rows.append(tuple(rec))
             d.ids.append(int(rec[0]))
-        conn.adapters.register_loader(23, psycopg.types.numeric.IntLoader)
-        conn.adapters.register_loader(16, psycopg.types.bool.BoolLoader)
+        conn.adapters.register_loader(23, IntLoader)
+        conn.adapters.register_loader(16, BoolLoader)
         yield d
 
 

@@ -56,7 +56,7 @@ def delete(id_: int) -> dict[str, Any]:
 
 
 def rows(conn: Conn, table: str = "todos") -> list[tuple[Any, ...]]:
-    return conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()  # type: ignore[arg-type]
+    return conn.execute(f"SELECT * FROM {table} ORDER BY 1").fetchall()
 
 
 def xmin_of(conn: Conn, id_: int) -> int:

@@ -139,7 +139,7 @@ def test_other_drivers_are_refused(sa_url: str) -> None:
     with pytest.raises(TypeError, match="psycopg.Connection or a SQLAlchemy Session"):
         Writer().allow("todos").apply([todo("insert", 2, title="t")], object())
     with pytest.raises(TypeError, match="model class"):
-        Writer().allow(object)  # type: ignore[arg-type]
+        Writer().allow(object)
 
 
 def test_sqlalchemy_is_not_imported_by_pysync() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import msgspec
@@ -97,7 +97,7 @@ class Shape:
         wanted = int(txid)
         await self._until(lambda: wanted in self._txids or _in_snapshot(self._snapshot, wanted), timeout)
 
-    async def subscribe(self) -> AsyncIterator[ShapeUpdate]:
+    async def subscribe(self) -> AsyncGenerator[ShapeUpdate]:
         """Every later batch applied to ``rows``; ends when the shape is closed."""
         queue: asyncio.Queue[ShapeUpdate | None] = asyncio.Queue()
         self._subscribers.append(queue)
