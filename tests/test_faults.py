@@ -228,6 +228,15 @@ async def test_disk_full_during_a_snapshot(
         await converge([follower], lambda _: want, what="the snapshot after the disk has room")
         follower.check()
         assert len(os.listdir(disk.path / "storage" / "shapes")) == 1, "the failed shape's log was left"
+        # And after a restart: the same shape, nothing lost, a fresh client too.
+        handle = follower.handle
+        serve.stop()
+        serve.start()
+        conn.execute("UPDATE big SET pad = 'after the restart' WHERE id = 7")
+        want = table_state(conn, "public", "big", ["id", "pad"], ["id"])
+        (fresh,) = follow(serve.base, followers, [{"table": "big"}])
+        await converge([follower, fresh], lambda _: want, what="after the restart")
+        assert follower.handle == handle and fresh.handle == handle and follower.refetches == 0
     finally:
         serve.stop()
 
