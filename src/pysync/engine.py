@@ -27,7 +27,7 @@ from pysync.metrics import EngineMetrics
 from pysync.postgres.connections import Connections
 from pysync.postgres.publication import Publisher
 from pysync.postgres.replication import Connected, Idle, ReplicationStream
-from pysync.postgres.slot import SlotInvalidatedError, drop_slot
+from pysync.postgres.slot import ReplicationError, SlotInvalidatedError, drop_slot
 from pysync.postgres.transactions import RelationChange, Transaction
 from pysync.shapes.collector import Collector
 from pysync.shapes.consumer import ShapeConsumer, ShapeGone
@@ -293,7 +293,9 @@ class Engine:
                 failures += 1
                 delay = min(RETRY_SECONDS, 0.5 * 2 ** min(failures, 4))
                 self._degrade(f"replication: {exc}")
-                if failures == 1:
+                if failures == 1 and isinstance(exc, ReplicationError):
+                    log.error("replication stopped: %s; retrying every %.0f s", exc, RETRY_SECONDS)
+                elif failures == 1:
                     log.exception("replication stopped; retrying every %.0f s", delay)
                 else:
                     log.warning("replication still failing (%s); retrying in %.1f s", exc, delay)
