@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from pysync.app.cors import CORS  # noqa: E402
+from pysync.app.cors import CORS, PreflightMiddleware  # noqa: E402
 from pysync.app.mutation import (  # noqa: E402
     Format,
     Mutation,
@@ -20,6 +20,6 @@ from pysync.shapes.definition import ShapeDefinition, ShapeError  # noqa: E402
 
 __all__ = [
     "CORS", "BlockingClient", "Client", "ClientError", "Engine", "Format", "Mutation", "MutationError",
-    "MutationForbidden", "MutationInvalid", "ShapeDefinition", "ShapeError", "Sync", "TanstackDB",
+    "MutationForbidden", "MutationInvalid", "PreflightMiddleware", "ShapeDefinition", "ShapeError", "Sync", "TanstackDB",
     "WriteContext", "Writer", "interrupt", "shape", "__version__",
 ]

@@ -20,6 +20,7 @@ import msgspec
 from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pysync.http.responses import EXPOSED_HEADERS, PREFLIGHT_HEADERS, SHAPE_METHODS
 
@@ -100,3 +101,27 @@ def _vary(headers: MutableHeaders, names: Sequence[str]) -> None:
     present = [v.strip().lower() for v in headers.get("vary", "").split(",") if v.strip()]
     merged = present + [n for n in wanted if n not in present]
     headers["vary"] = ", ".join(merged)
+
+
+class PreflightMiddleware:
+    """Answers CORS preflights (``OPTIONS`` with ``Access-Control-Request-Method``) with
+    ``cors`` before the app's auth runs: a browser sends no credentials in a preflight,
+    so an endpoint that authenticates before ``sync.render`` would refuse it. Put it
+    first (outermost): ``Starlette(middleware=[Middleware(PreflightMiddleware, cors=...)])``
+    or ``app.add_middleware(PreflightMiddleware, cors=sync.cors)``. ``paths``: only
+    under these prefixes (default: every path)."""
+
+    def __init__(self, app: ASGIApp, cors: CORS, paths: Sequence[str] | None = None) -> None:
+        self.app = app
+        self.cors = cors
+        self.paths = tuple(paths) if paths is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "OPTIONS" and (
+            self.paths is None or scope["path"].startswith(self.paths)
+        ):
+            request = Request(scope, receive)
+            if "access-control-request-method" in request.headers:
+                await self.cors.preflight(request)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

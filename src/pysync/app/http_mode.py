@@ -75,6 +75,10 @@ class RemoteShapes:
         self.interrupts.release_all()
 
     @property
+    def waiting(self) -> int:
+        return len(self.interrupts)
+
+    @property
     def http(self) -> httpx.AsyncClient:
         if self._http is None:
             raise RuntimeError("the Sync is not started")
@@ -91,7 +95,7 @@ class RemoteShapes:
             headers=_passed_headers(request),
         )
         try:
-            if recheck is None:
+            if not parsed.live:
                 return _relay(await self._send(upstream))
             scope = contextlib.ExitStack()
             waiter = scope.enter_context(self.interrupts.waiting(definition, recheck))
@@ -116,9 +120,8 @@ class RemoteShapes:
         try:
             while True:
                 await asyncio.wait((sending, waiter.released), return_when=asyncio.FIRST_COMPLETED)
-                if sending.done() or self.closing:
+                if sending.done() or self.closing or waiter.recheck is None:
                     return await sending
-                assert waiter.recheck is not None
                 current = await waiter.recheck()  # raises MustRefetch if the function fails
                 if current != definition:
                     handle = await self._handle_of(current)
@@ -150,9 +153,8 @@ class RemoteShapes:
                     following = None
                     yield chunk
                     continue
-                if self.closing:
+                if self.closing or waiter.recheck is None:
                     return
-                assert waiter.recheck is not None
                 try:
                     current = await waiter.recheck()
                 except MustRefetch:

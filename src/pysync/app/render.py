@@ -52,6 +52,10 @@ class ShapeBackend(Protocol):
     def close(self) -> None:
         """Shutdown begins: waiting requests answer now."""
 
+    @property
+    def waiting(self) -> int:
+        """Live requests waiting now."""
+
 
 class EmbeddedShapes:
     """The engine's own ShapeAPI."""
@@ -79,6 +83,10 @@ class EmbeddedShapes:
 
     def close(self) -> None:
         self.api.close()
+
+    @property
+    def waiting(self) -> int:
+        return len(self.api.interrupts)
 
 
 async def render(

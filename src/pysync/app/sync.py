@@ -212,6 +212,11 @@ class Sync:
             raise RuntimeError("no ShapeAPI: the Sync is not started, or runs in http mode")
         return self._api
 
+    @property
+    def waiting(self) -> int:
+        """Live requests waiting for changes now (on this Sync's routes)."""
+        return self._backend.waiting if self._backend is not None else 0
+
     def _get_backend(self) -> ShapeBackend:
         if self._backend is None:
             raise RuntimeError("the Sync is not started: use sync.lifespan as the app's lifespan, "
