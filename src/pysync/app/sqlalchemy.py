@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import datetime
 import enum
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -250,6 +252,12 @@ class _WhereCompiler:
         op = node.operator
         left, right = node.left, node.right
         if op in _COMPARISONS:
+            if _is_enum(left) or _is_enum(right):
+                if op not in _ENUM_COMPARISONS:
+                    raise ShapeError("where", "an enum column can be compared for equality (=, <>, IN), "
+                                     "not ordered, in Electric's WHERE language")
+                # Electric compares enums as text: "mood::text = $1".
+                return f"{self.enum_side(left)} {_COMPARISONS[op]} {self.enum_side(right)}", PREDICATE
             return f"{self.wrap(left, OPERATOR)} {_COMPARISONS[op]} {self.operand(right)}", PREDICATE
         if op in (operators.is_, operators.is_not):
             word = "IS" if op is operators.is_ else "IS NOT"
@@ -261,11 +269,14 @@ class _WhereCompiler:
             if node.modifiers.get("autoescape"):
                 raise ShapeError("where", "autoescape=True is not supported in a shape's WHERE clause")
             word, before, after = _PATTERNS[op]
-            text = f"{self.wrap(left, OPERATOR)} {word} ({before}{self.wrap(right, OPERATOR)}{after})"
+            # No parentheses after LIKE: pysync refuses "LIKE (" (it reads as like()).
+            text = f"{self.wrap(left, OPERATOR)} {word} {before}{self.wrap(right, ATOM)}{after}"
             return text + self.escape(node), PREDICATE
         if op in (operators.in_op, operators.not_in_op):
             return self.in_list(left, right, negated=op is operators.not_in_op)
         if op in (operators.between_op, operators.not_between_op):
+            if _is_enum(left):
+                raise ShapeError("where", "BETWEEN orders values: not supported for an enum column")
             low, high = list(right.clauses)
             word = "BETWEEN" if op is operators.between_op else "NOT BETWEEN"
             if node.modifiers.get("symmetric"):
@@ -279,6 +290,10 @@ class _WhereCompiler:
             return f"{self.wrap(left, ATOM)} {op.opstring} {self.wrap(right, ATOM)}", level
         name = op.opstring if isinstance(op, operators.custom_op) else _NAMES.get(op, getattr(op, "__name__", str(op)))
         raise ShapeError("where", f"the operator {name} is not supported in a shape's WHERE clause")
+
+    def enum_side(self, node: Any) -> str:
+        text = self.wrap(node, OPERATOR)
+        return f"{text}::text" if _is_enum(node) and isinstance(node, sa.Column | elements.ColumnClause) else text
 
     def operand(self, node: Any) -> str:
         """The right side of a comparison: also ``ANY (array)`` / ``ALL (array)``."""
@@ -309,9 +324,13 @@ class _WhereCompiler:
             raise ShapeError("where", f"IN with {_describe(right)} is not supported: a shape's WHERE "
                              "has no subqueries")
         word = "NOT IN" if negated else "IN"
-        return f"{self.wrap(left, OPERATOR)} {word} ({items})", PREDICATE
+        return f"{self.enum_side(left)} {word} ({items})", PREDICATE
 
     def unary(self, node: elements.UnaryExpression[Any]) -> tuple[str, int]:
+        if isinstance(node, elements.AsBoolean):  # a boolean column as a condition
+            if node.operator is operators.is_false:
+                return f"NOT {self.wrap(node.element, PREDICATE)}", NOT
+            return self.node(node.element)
         if node.operator is operators.inv:
             return f"NOT {self.wrap(node.element, PREDICATE)}", NOT
         if node.operator is operators.neg:
@@ -352,13 +371,20 @@ class _WhereCompiler:
     def param_value(self, value: Any, type_: Any) -> str:
         if value is None:
             return "NULL"
-        processor = _bind_processor(type_)
+        # Plain values go as they are (a Numeric's processor would turn Decimal("1.50")
+        # into a float); others (enum members, JSON documents, TypeDecorator values) as
+        # the column's type binds them.
+        processor = None if isinstance(value, _PLAIN) else _bind_processor(type_)
         if processor is not None:
             value = processor(value)
             if value is None:
                 return "NULL"
         self.params.append(param_text(value))
         return f"${len(self.params)}"
+
+
+_PLAIN = (str, int, float, Decimal, datetime.date, datetime.time, datetime.timedelta, uuid.UUID,
+          bytes, list, tuple)
 
 
 def _bind_processor(type_: Any) -> Callable[[Any], Any] | None:
@@ -368,6 +394,13 @@ def _bind_processor(type_: Any) -> Callable[[Any], Any] | None:
         return type_.bind_processor(DIALECT)  # type: ignore[no-any-return]
     except (NotImplementedError, AttributeError):  # pragma: no cover - exotic user types
         return None
+
+
+_ENUM_COMPARISONS = (operators.eq, operators.ne, operators.is_distinct_from, operators.is_not_distinct_from)
+
+
+def _is_enum(node: Any) -> bool:
+    return isinstance(getattr(node, "type", None), sa.Enum)
 
 
 def _same_table(a: Any, b: sa.Table) -> bool:

@@ -213,6 +213,10 @@ class Sync:
         return self._api
 
     @property
+    def started(self) -> bool:
+        return self._backend is not None
+
+    @property
     def waiting(self) -> int:
         """Live requests waiting for changes now (on this Sync's routes)."""
         return self._backend.waiting if self._backend is not None else 0
