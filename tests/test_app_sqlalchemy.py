@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import psycopg
 import pytest
 import sqlalchemy as sa
@@ -134,6 +135,10 @@ def test_input_forms() -> None:
         table="items", schema="app", where="n > $1", params=("2",))
     assert pysync.shape(Item) == ShapeDefinition(table="items", columns=ITEM_COLUMNS)
     assert pysync.shape(Item.__table__) == pysync.shape(Item)
+    # Plain str, not SQLAlchemy's quoted_name: definitions are stored with msgspec.
+    definition = pysync.shape(Item)
+    assert {type(definition.table), type(definition.schema)} | {type(c) for c in definition.columns or ()} == {str}
+    assert ShapeDefinition.__struct_fields__ and msgspec.json.decode(msgspec.json.encode(definition), type=ShapeDefinition) == definition
     assert pysync.shape(Item, where="n = $1", params=[3], replica="full") == ShapeDefinition(
         table="items", where="n = $1", params=("3",), columns=ITEM_COLUMNS, replica="full")
     by_expression = pysync.shape(Item, where=(Item.n == 3) & Item.name.is_(None))

@@ -4,6 +4,7 @@ the app built on it (see pysync.testing)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +21,9 @@ KEY = b"test-key"
 
 
 @pytest.fixture
-def pysync_settings() -> dict[str, Any]:
-    return {"long_poll_timeout": 5.0, "in_memory": True, "env": False}
+def pysync_settings(tmp_path: Path) -> dict[str, Any]:
+    # Shape logs on disk, as the app runs them.
+    return {"long_poll_timeout": 5.0, "storage_dir": tmp_path / "storage", "env": False}
 
 
 @pytest_asyncio.fixture

@@ -109,7 +109,8 @@ def compile_source(source: object, where: object = None) -> Compiled:
             raise ShapeError("where", f"expected a SQLAlchemy expression, not {type(where).__name__}")
         clause = where if clause is None else sa.and_(clause, where)  # type: ignore[arg-type]
     text, params = (None, ()) if clause is None else compile_where(clause, table)
-    return Compiled(table.name, table.schema or "public", text, params, columns)
+    # SQLAlchemy names are quoted_name (a str subclass): plain str from here on.
+    return Compiled(str(table.name), str(table.schema or "public"), text, params, columns)
 
 
 def table_and_columns(source: object) -> tuple[sa.Table, tuple[str, ...] | None]:
@@ -129,7 +130,7 @@ def table_and_columns(source: object) -> tuple[sa.Table, tuple[str, ...] | None]
 
 def _declared_columns(table: sa.Table, columns: Sequence[sa.Column[Any]]) -> tuple[str, ...]:
     # Generated columns cannot be part of a shape (Electric's rule): leave them out.
-    names = tuple(c.name for c in columns if c.computed is None)
+    names = tuple(str(c.name) for c in columns if c.computed is None)
     _check_keys(table, names)
     return names
 
@@ -170,7 +171,7 @@ def _from_select(stmt: Select[Any]) -> tuple[sa.Table, tuple[str, ...] | None, A
         if base is None or base.table is not table:
             raise ShapeError("columns", f"a shape selects plain columns of {table.name}, not {column}")
         if base.computed is None:
-            selected.append(base.name)
+            selected.append(str(base.name))
     _check_keys(table, selected)
     return table, tuple(selected), stmt.whereclause
 
