@@ -26,7 +26,12 @@ def test_settings_from_arguments_then_environment(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setenv("PYSYNC_LONG_POLL_TIMEOUT", "7")
     monkeypatch.setenv("ELECTRIC_SECRET", "s3")
     monkeypatch.setenv("DATABASE_URL", "postgresql://u@127.0.0.1:1/db")
+    monkeypatch.setenv("PYSYNC_STORAGE_DIR", "/var/lib/app/shapes")
     sync = pysync.Sync()
+    assert sync.settings.storage_dir == Path("/var/lib/app/shapes")
+    assert pysync.Sync(storage_dir=Path("/srv/x"), env=False).settings.storage_dir == Path("/srv/x")
+    with pytest.raises(ValueError, match="storage_dir"):
+        pysync.Sync(storage_dir=5, env=False)
     assert (sync.settings.slot, sync.settings.long_poll_timeout, sync.settings.secret) == ("from_env", 7.0, "s3")
     assert sync.database_url == "postgresql://u@127.0.0.1:1/db"
     sync = pysync.Sync("postgresql://other@127.0.0.1:1/db", slot="app_slot", publication="app_pub")

@@ -112,6 +112,6 @@ def make_settings(values: dict[str, object]) -> Settings:
 
 def _decode(kind: type, value: object) -> object:
     # Paths from environment variables (PYSYNC_DATA_DIR, PYSYNC_STORAGE_DIR) are text.
-    if kind is Path and isinstance(value, str):
+    if kind is Path and isinstance(value, (str, os.PathLike)):
         return Path(value)
-    raise NotImplementedError(f"cannot read {kind.__name__} from {type(value).__name__}")
+    raise TypeError(f"expected a path, got {type(value).__name__}")
