@@ -131,6 +131,8 @@ class App:
             Route("/mine", mine),
             Route("/upper", upper),
             sync.route("/flexible", flexible),
+            # The auth inside the shape function: its HTTPException is the app's answer.
+            sync.route("/inside", lambda request: pysync.shape(table, where="owner = $1", params=[user_of(request)])),
             sync.mount("/electric"),
         ])
         self.http = httpx.AsyncClient(
@@ -178,6 +180,10 @@ async def test_per_request_shape_sees_the_request_auth(app: App) -> None:
     _, _, bob = await app.sync_to_end("/mine", headers={"x-user": "bob"})
     assert set(rows(ann)) == {"1", "2", "5"} and set(rows(bob)) == {"3", "4"}
     anonymous = await app.get("/mine", offset="-1")
+    assert anonymous.status_code == 401 and anonymous.text == "who are you?"
+    _, _, inside = await app.sync_to_end("/inside", headers={"x-user": "bob"})
+    assert set(rows(inside)) == {"3", "4"}
+    anonymous = await app.get("/inside", offset="-1")
     assert anonymous.status_code == 401 and anonymous.text == "who are you?"
 
 
