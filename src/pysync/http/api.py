@@ -352,7 +352,7 @@ class ShapeAPI:
                     raise self._refetch(parsed, await self._replacement(consumer)) from None
                 self._check_storage()
                 if got or not waiter.released.done() or waiter.recheck is None:
-                    return  # data, timeout, shutdown, or a plain request interrupted
+                    return  # data, timeout or shutdown (only app-defined shapes are interrupted)
                 current = await waiter.recheck()
                 if current != waiter.definition:
                     try:
