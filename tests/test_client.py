@@ -282,8 +282,8 @@ async def test_server_defined_route_gets_only_offset_handle_live_cursor(database
     conn.execute("CREATE TABLE todos (id int PRIMARY KEY, title text, done bool)")
     conn.execute("INSERT INTO todos VALUES (1, 'a', false), (2, 'b', true)")
     # Slots are per cluster: not the name the module's pysync serve uses.
-    sync = pysync.Sync(database_url, long_poll_timeout=1.0, slot=f"route_{uuid.uuid4().hex[:8]}")
-    app = Starlette(routes=[sync.shape_route("/open", pysync.shape("todos", where="done = false"))])
+    sync = pysync.Sync(database_url, long_poll_timeout=1.0, slot=f"route_{uuid.uuid4().hex[:8]}", in_memory=True)
+    app = Starlette(routes=[sync.route("/open", pysync.shape("todos", where="done = false"))])
     seen: list[httpx.Request] = []
 
     async def record(request: httpx.Request) -> None:

@@ -1,5 +1,8 @@
 """Interrupting waiting live requests (``api.interrupts.interrupt``), and the re-check hook
-of server-defined shapes (``api.serve(..., recheck=hook)``), through real HTTP requests."""
+of server-defined shapes (``api.serve(..., recheck=hook)``), through real HTTP requests.
+
+As in Phoenix.Sync, only requests whose shape a function defines (they have a re-check)
+are interrupted; a request for a fixed shape (``/v1/shape``) never is."""
 
 # ruff: noqa: F811 - test parameters are named after the imported fixtures
 from __future__ import annotations
@@ -22,7 +25,6 @@ from http_support import (  # noqa: F401 - fixtures are imported to be used by n
     api,
     client,
     conn,
-    controls,
     data,
     engine,
     make_engine,
@@ -34,7 +36,8 @@ from pysync.http.api import ShapeAPI
 from pysync.http.params import RequestError, parse_request
 from pysync.shapes.definition import ShapeDefinition
 
-# name -> query params of a shape; all are waited on at their up-to-date offset.
+# name -> query params of a shape; each is served by a function-defined route ``/<name>``
+# (interrupts only reach those, as in Phoenix.Sync), waited on at its up-to-date offset.
 SHAPES: dict[str, dict[str, str]] = {
     "all": {"table": "items"},
     "full": {"table": "items", "replica": "full"},
@@ -45,58 +48,68 @@ SHAPES: dict[str, dict[str, str]] = {
 }
 
 
-class Waiters:
-    """Live requests, one per shape, restarted after each interrupt that released them."""
+def definition_of(params: dict[str, str]) -> ShapeDefinition:
+    definition = parse_request({**params, "offset": "-1"}).definition
+    assert definition is not None
+    return definition
 
-    def __init__(self, client: Client) -> None:
-        self.client = client
+
+class Waiters:
+    """Live requests, one per function-defined shape route; an interrupt re-runs the
+    functions of the matching ones (``rechecks``), which return the same shape, so every
+    request goes on waiting. Requests that reached their timeout are restarted."""
+
+    def __init__(self, api: ShapeAPI) -> None:
+        self.api = api
+        self.shapes = {name: AppShape(api, definition_of(params)) for name, params in SHAPES.items()}
+        routes = [Route(f"/{name}", shape.endpoint) for name, shape in self.shapes.items()]
+        self.client = Client(api, Starlette(routes=routes))
         self.at: dict[str, dict[str, str]] = {}
         self.tasks: dict[str, asyncio.Task[httpx.Response]] = {}
 
     async def setup(self) -> None:
-        for name, params in SHAPES.items():
-            handle, offset, _ = await self.client.sync(**params)
-            self.at[name] = {**params, "handle": handle, "offset": offset, "live": "true"}
+        for name in SHAPES:
+            handle, offset, _ = await self.client.sync(f"/{name}")
+            self.at[name] = {"handle": handle, "offset": offset, "live": "true"}
 
     async def start_missing(self) -> None:
         for name in SHAPES:
-            if name not in self.tasks:
-                self.tasks[name] = asyncio.create_task(self.client.shape(**self.at[name]))
-        await waiting(self.client.api, len(SHAPES))
+            if name not in self.tasks or self.tasks[name].done():
+                self.tasks[name] = asyncio.create_task(self.client.shape(f"/{name}", **self.at[name]))
+        await waiting(self.api, len(SHAPES))
+
+    def rechecks(self) -> dict[str, int]:
+        return {name: shape.rechecks for name, shape in self.shapes.items()}
 
     async def interrupt(self, *args: Any, expect: set[str], **kwargs: Any) -> None:
         await self.start_missing()
-        started = time.perf_counter()
-        count = self.client.api.interrupts.interrupt(*args, **kwargs)
+        before = self.rechecks()
+        count = self.api.interrupts.interrupt(*args, **kwargs)
         assert count == len(expect), (args, kwargs, count, expect)
-        released = {name: self.tasks[name] for name in expect}
-        if released:
-            responses = await asyncio.gather(*released.values())
-            elapsed = time.perf_counter() - started
-            assert elapsed < 0.05, f"released in {elapsed * 1000:.1f} ms"
-            for response in responses:
-                # A plain request answers up-to-date without data; the client re-requests.
-                assert response.status_code == 200
-                assert response.headers["electric-has-data"] == "false"
-                assert controls(response.json()) == ["up-to-date"]
-        for name in expect:
-            del self.tasks[name]
-        # The others still wait.
+        await until(lambda: all(self.rechecks()[n] == before[n] + 1 for n in expect), what=f"re-checks of {expect}")
         await asyncio.sleep(0.01)
+        after = self.rechecks()
+        assert {n for n in SHAPES if after[n] != before[n]} == expect
+        # Same shape: the interrupted ones go on waiting, as do the others.
         assert all(not t.done() for t in self.tasks.values()), [n for n, t in self.tasks.items() if t.done()]
+
+    async def aclose(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        await self.client.aclose()
 
 
 async def test_interrupt_matching_forms(engine: Engine) -> None:
     # Patient requests: none may reach its timeout while the forms are tried.
-    client = Client(ShapeAPI(engine, long_poll_timeout=30.0))
+    waiters = Waiters(ShapeAPI(engine, long_poll_timeout=30.0))
     try:
-        await check_forms(client)
+        await check_forms(waiters)
     finally:
-        await client.aclose()
+        await waiters.aclose()
 
 
-async def check_forms(client: Client) -> None:
-    waiters = Waiters(client)
+async def check_forms(waiters: Waiters) -> None:
     await waiters.setup()
     items = {"all", "full", "gt1", "gt2", "cols"}
     await waiters.interrupt("items", expect=items)
@@ -136,22 +149,39 @@ async def check_forms(client: Client) -> None:
     } in seen
     assert len(seen) == len(SHAPES)
     await waiters.interrupt(lambda s: s["namespace"] == "public", expect=set(SHAPES))
-    assert not waiters.tasks and len(client.api.interrupts) == 0
+    # Now every function returns another shape: one interrupt, and each request answers
+    # 409 with its new shape's handle.
+    for shape in waiters.shapes.values():
+        d = shape.definition
+        shape.definition = ShapeDefinition.create(d.table, namespace=d.schema, columns=d.columns, where="id <> 0")
+    assert waiters.api.interrupts.interrupt(lambda s: True) == len(SHAPES)
+    for name, task in waiters.tasks.items():
+        response = await task
+        assert response.status_code == 409, (name, response.status_code)
+        assert response.headers["electric-handle"] not in (waiters.at[name]["handle"], None)
+    assert len(waiters.api.interrupts) == 0
 
 
-async def test_interrupt_leaves_other_requests_waiting_until_timeout(client: Client) -> None:
-    waiters = Waiters(client)
-    await waiters.setup()
-    await waiters.start_missing()
-    started = time.monotonic()
-    assert client.api.interrupts.interrupt("other") == 1
-    remaining = [t for n, t in waiters.tasks.items() if n != "other"]
-    await asyncio.sleep(0.05)
-    assert not any(t.done() for t in remaining)
-    for response in await asyncio.gather(*remaining):
-        assert response.status_code == 200 and response.headers["electric-has-data"] == "false"
-    assert time.monotonic() - started > LONG_POLL * 0.5
-    assert len(client.api.interrupts) == 0
+async def test_interrupt_leaves_other_requests_waiting_until_timeout(api: ShapeAPI, client: Client) -> None:
+    waiters = Waiters(api)
+    try:
+        await waiters.setup()
+        handle, offset, _ = await client.sync(table="other")
+        await waiters.start_missing()
+        # A plain /v1/shape request on the same table: interrupts never reach it.
+        plain = asyncio.create_task(client.shape(table="other", handle=handle, offset=offset, live="true"))
+        await waiting(api, len(SHAPES) + 1)
+        started = time.monotonic()
+        assert api.interrupts.interrupt("other") == 1
+        await until(lambda: waiters.shapes["other"].rechecks == 1, what="the re-check")
+        await asyncio.sleep(0.05)
+        assert not plain.done() and not any(t.done() for t in waiters.tasks.values())
+        for response in await asyncio.gather(plain, *waiters.tasks.values()):
+            assert response.status_code == 200 and response.headers["electric-has-data"] == "false"
+        assert time.monotonic() - started > LONG_POLL * 0.5
+        assert len(api.interrupts) == 0
+    finally:
+        await waiters.aclose()
 
 
 # -- re-check hook of server-defined shapes -----------------------------------------------

@@ -160,10 +160,10 @@ async def test_schema_without_usage_reveals_nothing(database_url: str, conn: Con
 
 async def test_secret_applies_to_app_routes(database_url: str, conn: Conn) -> None:
     conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
-    sync = pysync.Sync(database_url, secret="s3cret", long_poll_timeout=1)
+    sync = pysync.Sync(database_url, secret="s3cret", long_poll_timeout=1, in_memory=True)
     app = Starlette(routes=[
-        sync.shape_route("/t", pysync.shape("t")),
-        sync.shape_route("/open", pysync.shape("t"), check_secret=False),
+        sync.route("/t", pysync.shape("t")),
+        sync.route("/open", pysync.shape("t"), check_secret=False),
     ])
     await sync.start()
     try:

@@ -25,7 +25,7 @@ async def app_client(database_url: str) -> AsyncIterator[tuple[Sync, httpx.Async
             "INSERT INTO todos SELECT g, CASE WHEN g % 2 = 0 THEN 'ann' ELSE 'bob' END, 't' || g, g % 3 "
             "FROM generate_series(1, 10) g"
         )
-    sync = Sync(database_url, long_poll_timeout=5)
+    sync = Sync(database_url, long_poll_timeout=5, in_memory=True)
     state = {"owner": "ann"}
 
     def mine(request: Request) -> ShapeDefinition:
@@ -33,8 +33,8 @@ async def app_client(database_url: str) -> AsyncIterator[tuple[Sync, httpx.Async
 
     app = Starlette(routes=[
         *sync.routes(),
-        sync.shape_route("/all", pysync.shape("todos", columns=["id", "title"])),
-        sync.shape_route("/mine", mine),
+        sync.route("/all", pysync.shape("todos", columns=["id", "title"])),
+        sync.route("/mine", mine),
     ])
     await sync.start()
     try:

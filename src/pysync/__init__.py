@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from pysync.app.cors import CORS, PreflightMiddleware  # noqa: E402
 from pysync.app.mutation import (  # noqa: E402
     Format,
     Mutation,
@@ -9,17 +10,16 @@ from pysync.app.mutation import (  # noqa: E402
     MutationForbidden,
     MutationInvalid,
 )
+from pysync.app.shapes import shape  # noqa: E402
+from pysync.app.sync import Sync, interrupt  # noqa: E402
 from pysync.app.tanstack import TanstackDB  # noqa: E402
 from pysync.app.writer import WriteContext, Writer  # noqa: E402
 from pysync.client import BlockingClient, Client, ClientError  # noqa: E402
 from pysync.engine import Engine  # noqa: E402
 from pysync.shapes.definition import ShapeDefinition, ShapeError  # noqa: E402
-from pysync.sync import Sync, interrupt  # noqa: E402
-
-shape = ShapeDefinition.create
 
 __all__ = [
-    "BlockingClient", "Client", "ClientError", "Engine", "Format", "Mutation", "MutationError",
-    "MutationForbidden", "MutationInvalid", "ShapeDefinition", "ShapeError", "Sync", "TanstackDB",
+    "CORS", "BlockingClient", "Client", "ClientError", "Engine", "Format", "Mutation", "MutationError",
+    "MutationForbidden", "MutationInvalid", "PreflightMiddleware", "ShapeDefinition", "ShapeError", "Sync", "TanstackDB",
     "WriteContext", "Writer", "interrupt", "shape", "__version__",
 ]

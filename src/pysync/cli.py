@@ -21,8 +21,9 @@ from pysync.config import Settings, SettingsError, from_env, make_settings
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 from pysync.http.server import bounded_protocol, connection_budget, quiet_accept_errors
-from pysync.lockfile import DirectoryInUse, DirectoryLock
-from pysync.postgres.cluster import ClusterError, PostgresCluster, is_private_url
+from pysync.lockfile import DirectoryInUse
+from pysync.postgres.cluster import ClusterError, PostgresCluster
+from pysync.postgres.private import PrivateDatabase
 from pysync.postgres.slot import ReplicationError
 from pysync.shapes.storage import LogCorruptError, StorageError
 
@@ -200,36 +201,20 @@ async def serve(settings: Settings) -> None:
 async def _database(settings: Settings, cleanup: list[Callable[[], Awaitable[None]]]) -> tuple[str, PostgresCluster | None]:
     """The database URL to sync from; the private cluster is started (and its stop
     queued in ``cleanup``) when no URL is given or the given one is that cluster's."""
-    root = settings.data_dir / "postgres"
-    if settings.database_url is not None and not is_private_url(root, settings.database_url):
+    if settings.database_url is not None and not PrivateDatabase.wanted(settings.data_dir, settings.database_url):
         return settings.database_url, None
-    lock = DirectoryLock(settings.data_dir, "data directory")
+    private = PrivateDatabase(settings.data_dir)
     try:
-        lock.acquire()
-    except DirectoryInUse as exc:
+        url = await asyncio.to_thread(private.start)
+    except (DirectoryInUse, ClusterError) as exc:
         raise StartupError(str(exc)) from None
-
-    async def unlock() -> None:
-        lock.release()
-
-    cleanup.append(unlock)
-    try:
-        cluster = PostgresCluster(root)
-        started = await asyncio.to_thread(cluster.start)
-    except ClusterError as exc:
-        raise StartupError(str(exc)) from None
-    if not started:
-        log.warning("the private Postgres in %s was left running by an earlier pysync; using it",
-                    cluster.root)
 
     async def stop() -> None:
-        # Ours: this process holds the data directory, so no other pysync uses it.
-        await asyncio.to_thread(cluster.stop)
+        await asyncio.to_thread(private.stop)
 
     cleanup.append(stop)
-    url = cluster.url()
     print(f"DATABASE_URL={url}", flush=True)
-    return url, cluster
+    return url, private.cluster
 
 
 def _explain(exc: BaseException, database_url: str) -> str:

@@ -105,6 +105,13 @@ def from_env(environ: dict[str, str] | None = None) -> dict[str, object]:
 def make_settings(values: dict[str, object]) -> Settings:
     """``Settings`` from strings or values; SettingsError names a bad one."""
     try:
-        return msgspec.convert(values, Settings, strict=False)
+        return msgspec.convert(values, Settings, strict=False, dec_hook=_decode)
     except msgspec.ValidationError as exc:
         raise SettingsError(f"invalid setting: {exc}") from None
+
+
+def _decode(kind: type, value: object) -> object:
+    # Paths from environment variables (PYSYNC_DATA_DIR, PYSYNC_STORAGE_DIR) are text.
+    if kind is Path and isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    raise TypeError(f"expected a path, got {type(value).__name__}")

@@ -27,7 +27,7 @@ from pysync.metrics import EngineMetrics
 from pysync.postgres.connections import Connections
 from pysync.postgres.publication import Publisher
 from pysync.postgres.replication import Connected, Idle, ReplicationStream
-from pysync.postgres.slot import SlotInvalidatedError, drop_slot
+from pysync.postgres.slot import ReplicationError, SlotInUseError, SlotInvalidatedError, drop_slot
 from pysync.postgres.transactions import RelationChange, Transaction
 from pysync.shapes.collector import Collector
 from pysync.shapes.consumer import ShapeConsumer, ShapeGone
@@ -44,6 +44,8 @@ __all__ = ["Engine", "EngineUnavailable", "ShapeGone", "Status"]
 
 RETRY_SECONDS = 5.0
 """Longest pause between attempts to replicate (or to write storage) again."""
+START_WAIT = 30.0
+"""How long ``start`` waits for replication to connect (a busy slot is retried 15 s)."""
 SLOT_WAIT = 5.0
 """How long a new shape waits for a replaced slot before the client is told to retry."""
 
@@ -116,6 +118,8 @@ class Engine:
         (a shape made while the slot is being replaced could miss changes)."""
         self._halt: StorageError | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._replicating: asyncio.Future[None] | None = None
+        """Done once replication first connected (or failed to, on a busy slot)."""
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -133,10 +137,21 @@ class Engine:
             await self.connections.close()
             self.store.close()
             raise
+        self._replicating = asyncio.get_running_loop().create_future()
         self._tasks = [
             asyncio.create_task(self._ingest(), name="pysync-ingest"),
             asyncio.create_task(self.flush.run(), name="pysync-flush"),
         ]
+        # Until replication is connected: a slot another process took meanwhile fails the
+        # start here, instead of a retry loop behind an engine that seems to work.
+        try:
+            await asyncio.wait_for(asyncio.shield(self._replicating), START_WAIT)
+        except SlotInUseError:
+            await self.stop()
+            raise
+        except TimeoutError:
+            # Slow, not refused: replication goes on trying, shapes are served meanwhile.
+            self._replicating.cancel()
         self.status = Status.ACTIVE
         self.started.set()
 
@@ -288,12 +303,17 @@ class Engine:
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # noqa: BLE001 - replication must outlive any one failure
-                # E.g. the slot held by another process: say so, then try again; shapes
+                if isinstance(exc, SlotInUseError) and self._replicating and not self._replicating.done():
+                    self._replicating.set_exception(exc)  # still starting: start() raises it
+                    return
+                # E.g. the slot taken by another process: say so, then try again; shapes
                 # keep serving what they have meanwhile.
                 failures += 1
                 delay = min(RETRY_SECONDS, 0.5 * 2 ** min(failures, 4))
                 self._degrade(f"replication: {exc}")
-                if failures == 1:
+                if failures == 1 and isinstance(exc, ReplicationError):
+                    log.error("replication stopped: %s; retrying every %.0f s", exc, RETRY_SECONDS)
+                elif failures == 1:
                     log.exception("replication stopped; retrying every %.0f s", delay)
                 else:
                     log.warning("replication still failing (%s); retrying in %.1f s", exc, delay)
@@ -330,6 +350,8 @@ class Engine:
     # -- the slot -------------------------------------------------------------------
 
     def _connected(self, connected: Connected) -> None:
+        if self._replicating is not None and not self._replicating.done():
+            self._replicating.set_result(None)
         gap = self._slot_gap(connected)
         if gap:
             self.registry.invalidate_all("replication slot changed")

@@ -67,6 +67,17 @@ SNAPSHOT_WAIT = 60.0
 _encode = msgspec.json.encode
 
 
+def check_secret(request: Request, secret: str | None) -> None:
+    """Raise 401 unless the request carries ``secret`` as ``?secret=`` (or the deprecated
+    ``api_secret``); nothing to check without one."""
+    if not secret:
+        return
+    given = request.query_params.get("secret") or request.query_params.get("api_secret") or ""
+    if not hmac.compare_digest(given.encode(), secret.encode()):
+        # As Electric: sent before CORS and content-type are added.
+        raise UNAUTHORIZED
+
+
 class ShapeAPI:
     """Serves the shapes of an ``Engine``; ``interrupts`` releases waiting live requests."""
 
@@ -198,12 +209,7 @@ class ShapeAPI:
 
     def authorise(self, request: Request) -> None:
         """The configured secret, as ``?secret=`` (or the deprecated ``api_secret``)."""
-        if not self.secret:
-            return
-        given = request.query_params.get("secret") or request.query_params.get("api_secret") or ""
-        if not hmac.compare_digest(given.encode(), self.secret.encode()):
-            # As Electric: sent before CORS and content-type are added.
-            raise UNAUTHORIZED
+        check_secret(request, self.secret)
 
     async def _parse(self, request: Request) -> tuple[ShapeRequest, dict[str, object] | None]:
         query: dict[str, str] = dict(request.query_params)
@@ -231,6 +237,8 @@ class ShapeAPI:
     ) -> Response:
         """The response to a validated request for ``definition``: how app-defined
         shapes are served (``recheck`` re-evaluates the shape after an interrupt)."""
+        if parsed.definition is None:
+            parsed.definition = definition  # what interrupts match this request by
 
         async def step(request: Request) -> Response:
             return await self._serve(request, parsed, definition, recheck, subset)
@@ -332,7 +340,9 @@ class ShapeAPI:
         its definition changed, 503 when storage fails meanwhile."""
         deadline = time.monotonic() + timeout
         closing = self._closing_future()
-        with self.interrupts.waiting(consumer.definition, recheck) as waiter:
+        # Matched by the definition this request asked for (the shape may have been
+        # created by an equivalent one written differently).
+        with self.interrupts.waiting(parsed.definition or consumer.definition, recheck) as waiter:
             while not self.closing:
                 self._check_storage()
                 wake = (waiter.released, closing, self.engine.storage_failure())
@@ -342,14 +352,15 @@ class ShapeAPI:
                     raise self._refetch(parsed, await self._replacement(consumer)) from None
                 self._check_storage()
                 if got or not waiter.released.done() or waiter.recheck is None:
-                    return  # data, timeout, shutdown, or a plain request interrupted
+                    return  # data, timeout or shutdown (only app-defined shapes are interrupted)
                 current = await waiter.recheck()
-                if current != consumer.definition:
+                if current != waiter.definition:
                     try:
                         replacement = await self.engine.shape(current)
                     except (ShapeError, EngineUnavailable, psycopg.OperationalError):
                         raise self._refetch(parsed, None) from None
-                    raise self._refetch(parsed, replacement.handle)
+                    if replacement is not consumer:  # else: written differently, same shape
+                        raise self._refetch(parsed, replacement.handle)
                 waiter.rearm()
 
     def _check_storage(self) -> None:

@@ -2,7 +2,10 @@
 
 A waiting long-poll costs one future and one registry entry: no thread, no polling task.
 ``interrupt(...)`` releases the waiting requests whose shape matches, with the matching
-rules of Phoenix.Sync's ``interrupt/2``.
+rules of Phoenix.Sync's ``interrupt/2``. As there, only requests whose shape an app
+function defines (they carry a ``recheck``) are interrupted: the function runs again, a
+request whose shape did not change goes on waiting, one whose shape changed gets a 409.
+A request for a fixed shape has nothing to re-evaluate, so an interrupt leaves it alone.
 """
 
 from __future__ import annotations
@@ -22,20 +25,28 @@ ShapeMatcher = str | ShapeDefinition | Callable[[dict[str, Any]], bool]
 
 
 class Waiter:
-    __slots__ = ("definition", "released", "recheck")
+    __slots__ = ("definition", "released", "recheck", "_again")
 
     def __init__(self, definition: ShapeDefinition, recheck: Recheck | None) -> None:
         self.definition = definition
         self.released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.recheck = recheck
+        self._again = False
 
     def release(self) -> None:
         if not self.released.done():
             self.released.set_result(None)
+        else:
+            # Interrupted while re-checking: the re-check may have read the state from
+            # before this interrupt's change, so it runs once more.
+            self._again = True
 
     def rearm(self) -> None:
         """Wait again after an interrupt (the re-checked shape did not change)."""
         self.released = asyncio.get_running_loop().create_future()
+        if self._again:
+            self._again = False
+            self.released.set_result(None)
 
 
 def normalized_shape(definition: ShapeDefinition) -> dict[str, Any]:
@@ -126,11 +137,11 @@ class InterruptRegistry:
             waiter.release()
 
     def interrupt(self, shape: ShapeMatcher | None = None, **options: Any) -> int:
-        """Release every waiting request whose shape matches; returns how many."""
+        """Interrupt every waiting app-defined request whose shape matches; returns how many."""
         matches = make_matcher(shape, **options)
         released = 0
         for waiter in list(self._waiters):
-            if not waiter.released.done() and matches(waiter.definition):
+            if waiter.recheck is not None and matches(waiter.definition):
                 waiter.release()
                 released += 1
         return released

@@ -31,6 +31,8 @@ from pysync.postgres.slot import (
     check_preconditions,
     ensure_slot,
     identify_system,
+    slot_holder,
+    slot_in_use,
     slot_position,
 )
 from pysync.postgres.transactions import RelationChange, Transaction, TransactionAssembler
@@ -148,16 +150,28 @@ class ReplicationStream:
             self.slot_created = ensure_slot(conn, self.slot, two_phase=self.two_phase)
             self._slot_lsn = slot_position(conn, self.slot) or 0
 
-    async def identify(self) -> Connected:
+    async def identify(self, busy_timeout: float = 5.0) -> Connected:
         """``setup``, then what ``transactions`` would report on connecting, without
-        starting to replicate (so the consumer can check the slot before it serves)."""
+        starting to replicate (so the consumer can check the slot before it serves).
+
+        Raises SlotInUseError when another process still replicates from the slot after
+        ``busy_timeout`` seconds (a killed consumer's walsender lingers for a moment)."""
         await asyncio.to_thread(self.setup)
+        deadline = time.monotonic() + busy_timeout
+        while (holder := await asyncio.to_thread(self._slot_holder)) is not None:
+            if time.monotonic() > deadline:
+                raise slot_in_use(self.slot, holder)
+            await asyncio.sleep(0.2)
         conn = await asyncio.to_thread(self._replication_connect)
         try:
             system_id, timeline, database = await asyncio.to_thread(identify_system, conn)
         finally:
             conn.close()
         return Connected(system_id, timeline, database, self.slot, self.slot_created, self._slot_lsn, 0)
+
+    def _slot_holder(self) -> int | None:
+        with psycopg.connect(self.conninfo, autocommit=True) as conn:
+            return slot_holder(conn, self.slot)
 
     def rewind(self) -> None:
         """Resume from the last acknowledged position on the next connect: what was
@@ -241,8 +255,8 @@ class ReplicationStream:
                 if time.monotonic() > deadline:
                     raise SlotInUseError(
                         f"replication slot '{self.slot}' is in use by another process "
-                        f"({exc.diag.message_primary}). Stop the other pysync or configure "
-                        "another slot name."
+                        f"({exc.diag.message_primary}). Stop the other pysync or give each "
+                        "its own slot and publication."
                     ) from exc
                 await asyncio.sleep(0.2)
                 continue

@@ -90,6 +90,23 @@ def ensure_slot(
     return False
 
 
+def slot_holder(conn: psycopg.Connection[tuple[object, ...]], slot: str) -> int | None:
+    """The PID of the process replicating from the slot now, or None."""
+    row = conn.execute(
+        "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s AND active", (slot,)
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else None  # type: ignore[call-overload]
+
+
+def slot_in_use(slot: str, pid: int) -> SlotInUseError:
+    return SlotInUseError(
+        f"replication slot '{slot}' is in use by another process (Postgres backend PID {pid}): "
+        "another pysync (a `pysync serve` or an app's Sync) replicates from this database "
+        "with the same slot. Stop it, or give each one its own slot and publication "
+        "(--slot/--publication, PYSYNC_SLOT/PYSYNC_PUBLICATION, or Sync(slot=..., publication=...))."
+    )
+
+
 def drop_slot(conn: psycopg.Connection[tuple[object, ...]], slot: str) -> None:
     check_name("slot", slot)
     conn.execute(

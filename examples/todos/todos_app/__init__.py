@@ -1,0 +1,1 @@
+"""The todos example: FastAPI + SQLAlchemy + pysync (see ../README.md)."""

@@ -1,0 +1,333 @@
+"""``pysync.Sync``: the one object an app holds (Phoenix.Sync for Starlette / FastAPI).
+
+    sync = pysync.Sync()                      # settings from arguments or PYSYNC_* / DATABASE_URL
+    app = FastAPI(lifespan=sync.lifespan)     # or: async with sync: ... inside your lifespan
+    app.router.routes.append(sync.mount("/electric"))              # Electric's API, if wanted
+    app.router.routes.append(sync.route("/shapes/todos", Todo))    # a predefined shape
+
+    @app.get("/shapes/my-todos")
+    async def my_todos(request: Request, user: User = Depends(current_user)):
+        return await sync.render(request, lambda: pysync.shape(Todo, where=Todo.owner_id == user.id))
+
+    sync.interrupt(Todo)    # after a change to who sees what: from any code or thread
+
+Two modes, one app code: ``mode="embedded"`` (default) runs the engine in this process
+(one process per slot and storage directory); ``mode="http"`` forwards to a ``pysync
+serve`` or Electric server at ``url`` (for several app workers).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from pysync.app import logs
+from pysync.app.cors import CORS
+from pysync.app.http_mode import RemoteShapes
+from pysync.app.render import EmbeddedShapes, ShapeBackend, render
+from pysync.app.routes import app_route, electric_routes, mount
+from pysync.app.shapes import interrupt_target, is_shape_function, shape
+from pysync.app.transform import Transform
+from pysync.config import Settings, from_env, make_settings
+from pysync.engine import Engine
+from pysync.http.api import ShapeAPI
+from pysync.postgres.private import PrivateDatabase
+
+log = logging.getLogger("pysync")
+
+_FROM_ENV: Any = object()
+_running: list[Sync] = []
+
+
+class Sync:
+    """Settings: any field of ``pysync serve``'s (``storage_dir``, ``data_dir``, ``secret``,
+    ``long_poll_timeout``, ``slot``, ``publication``, ``max_shapes``, ``chunk_bytes``,
+    ``log_level`` ...), as keyword arguments, else from ``PYSYNC_*`` / ``ELECTRIC_*``
+    environment variables (``env=False`` ignores those).
+
+    ``database_url``: the Postgres to sync from; by default ``DATABASE_URL``; ``None`` (or
+    ``Sync.dev()``) starts a private Postgres in ``<data_dir>/postgres`` (read its URL
+    from ``sync.database_url`` once started). ``in_memory``: shape logs in memory (tests).
+    ``cors``: CORS and vary of the app's shape routes (default: any origin, no
+    credentials). ``mode="http"`` with ``url``: forward to that sync service.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = _FROM_ENV,
+        *,
+        mode: Literal["embedded", "http"] = "embedded",
+        url: str | None = None,
+        cors: CORS | None = None,
+        in_memory: bool = False,
+        env: bool = True,
+        **settings: Any,
+    ) -> None:
+        unknown = sorted(set(settings) - set(Settings.__struct_fields__))
+        if unknown:
+            raise TypeError(f"unknown Sync setting(s) {', '.join(unknown)}; the settings are "
+                            f"{', '.join(Settings.__struct_fields__)}")
+        values: dict[str, object] = dict(from_env()) if env else {}
+        values.update({k: v for k, v in settings.items() if v is not None})
+        if database_url is not _FROM_ENV:
+            values["database_url"] = database_url
+        self.settings = make_settings(values)
+        if mode not in ("embedded", "http"):
+            raise ValueError(f"mode must be 'embedded' or 'http', not {mode!r}")
+        self.mode = mode
+        self.url = url or (os.environ.get("PYSYNC_URL") if env else None)
+        if mode == "http" and not self.url:
+            raise ValueError("mode='http' needs url= (or PYSYNC_URL): the sync service to forward to")
+        self.cors = cors or CORS()
+        self.in_memory = in_memory
+        self._backend: ShapeBackend | None = None
+        self._engine: Engine | None = None
+        self._api: ShapeAPI | None = None
+        self._private: PrivateDatabase | None = None
+        self._database_url: str | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+
+    @classmethod
+    def dev(cls, **settings: Any) -> Sync:
+        """A Sync on the private Postgres of ``data_dir`` (default ``./.pysync``)."""
+        return cls(None, **settings)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start replicating (embedded) or connect (http). Raises what to fix: e.g.
+        SlotInUseError when another process replicates from the same slot."""
+        if self._backend is not None:
+            raise RuntimeError("this Sync is already started")
+        logs.configure(self.settings.log_level)
+        settings = self.settings
+        if self.mode == "http":
+            assert self.url is not None
+            remote = RemoteShapes(self.url, secret=settings.secret)
+            await remote.start()
+            self._backend = remote
+            log.info("forwarding shape requests to %s", self.url)
+        else:
+            await self._start_engine(settings)
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        _running.append(self)
+
+    async def _start_engine(self, settings: Settings) -> None:
+        url = settings.database_url
+        if PrivateDatabase.wanted(settings.data_dir, url):
+            self._private = PrivateDatabase(settings.data_dir)
+            url = await asyncio.to_thread(self._private.start)
+            log.info("private Postgres of %s: DATABASE_URL=%s", settings.data_dir, url)
+        assert url is not None
+        engine = Engine(
+            url, storage_dir=None if self.in_memory else settings.shape_storage, slot=settings.slot,
+            publication=settings.publication, max_shapes=settings.max_shapes,
+            chunk_bytes=settings.chunk_bytes, snapshot_connections=settings.snapshot_connections,
+        )
+        try:
+            await engine.start()
+        except BaseException:
+            await self._stop_private()
+            raise
+        self._database_url = url
+        self._engine = engine
+        self._api = ShapeAPI(
+            engine, secret=settings.secret, long_poll_timeout=settings.long_poll_timeout,
+            allow_delete=settings.allow_delete, max_age=settings.cache_max_age,
+            stale_age=settings.cache_stale_age, max_initial_requests=settings.max_initial_requests,
+            max_existing_requests=settings.max_existing_requests,
+        )
+        self._backend = EmbeddedShapes(engine, self._api)
+        log.info("syncing shapes (slot %s, publication %s)", settings.slot, settings.publication)
+
+    async def stop(self) -> None:
+        if self in _running:
+            _running.remove(self)
+        backend, self._backend = self._backend, None
+        if backend is not None:
+            backend.close()
+        if isinstance(backend, RemoteShapes):
+            await backend.stop()
+        engine, self._engine, self._api = self._engine, None, None
+        if engine is not None:
+            await engine.stop()
+        await self._stop_private()
+
+    async def _stop_private(self) -> None:
+        private, self._private = self._private, None
+        if private is not None:
+            await asyncio.to_thread(private.stop)
+
+    async def __aenter__(self) -> Sync:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def lifespan(self, app: object = None) -> contextlib.AbstractAsyncContextManager[None]:
+        """A Starlette/FastAPI ``lifespan`` (``Starlette(lifespan=sync.lifespan)``), or
+        ``async with sync.lifespan(app):`` inside the app's own."""
+        return self._lifespan()
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    # -- state ------------------------------------------------------------------------
+
+    @property
+    def database_url(self) -> str:
+        """The database synced from (the private one's URL once started)."""
+        if self._database_url is not None:
+            return self._database_url
+        if self.settings.database_url is not None and self._private is None:
+            return self.settings.database_url
+        raise RuntimeError("the private Postgres starts with the Sync: read database_url after start")
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise RuntimeError("no engine: the Sync is not started, or runs in http mode")
+        return self._engine
+
+    @property
+    def api(self) -> ShapeAPI:
+        if self._api is None:
+            raise RuntimeError("no ShapeAPI: the Sync is not started, or runs in http mode")
+        return self._api
+
+    @property
+    def started(self) -> bool:
+        return self._backend is not None
+
+    @property
+    def waiting(self) -> int:
+        """Live requests waiting for changes now (on this Sync's routes)."""
+        return self._backend.waiting if self._backend is not None else 0
+
+    def _get_backend(self) -> ShapeBackend:
+        if self._backend is None:
+            raise RuntimeError("the Sync is not started: use sync.lifespan as the app's lifespan, "
+                               "or `async with sync:` inside it")
+        return self._backend
+
+    # -- routes -----------------------------------------------------------------------
+
+    def routes(self, *, metrics: bool = False) -> list[BaseRoute]:
+        """Electric's API at the app's root: ``/v1/shape`` (client-defined shapes, every
+        method) and ``/v1/health``; ``/metrics`` too when asked. Nothing at ``/``."""
+        return electric_routes(self._get_backend, self.cors, metrics=metrics)
+
+    def mount(self, path: str = "/electric", *, metrics: bool = False) -> Mount:
+        """Electric's API under ``path``: ``<path>/v1/shape``, ``<path>/v1/health``."""
+        return mount(path, self.routes(metrics=metrics))
+
+    def route(
+        self,
+        path: str,
+        shape_: object,
+        /,
+        *,
+        transform: Transform | None = None,
+        check_secret: bool = True,
+        cors: CORS | None = None,
+        name: str | None = None,
+        **shape_options: Any,
+    ) -> Route:
+        """A route serving a shape the app defines: ``shape_`` is what ``pysync.shape``
+        takes (plus its keywords: ``where=``, ``params=``, ``columns=``, ``replica=`` ...)
+        or a function of the request returning one. Clients send only offset, handle,
+        live, cursor and live_sse; their table/where/columns are ignored.
+
+        With a ``secret`` configured the route requires it, unless ``check_secret=False``
+        (the app authorises requests itself)."""
+        source: object
+        if is_shape_function(shape_):
+            if shape_options:
+                raise TypeError("give a shape function's options in the shape it returns")
+            source = shape_
+        else:
+            source = shape(shape_, **shape_options)
+
+        async def endpoint(request: Request) -> Response:
+            return await self._render(request, source, transform, check_secret, cors)
+
+        return app_route(path, endpoint, name=name)
+
+    async def render(
+        self,
+        request: Request,
+        shape_: object,
+        /,
+        *,
+        transform: Transform | None = None,
+        check_secret: bool = True,
+        cors: CORS | None = None,
+        **shape_options: Any,
+    ) -> Response:
+        """The response for ``shape_`` to this request, from any endpoint (Phoenix.Sync's
+        ``sync_render``): ``shape_`` and its keywords as for ``route``. With a function
+        (``lambda: pysync.shape(...)``, or one taking the request), a live request is
+        interruptible: ``interrupt`` runs it again."""
+        source = shape_ if is_shape_function(shape_) and not shape_options else shape(shape_, **shape_options)
+        return await self._render(request, source, transform, check_secret, cors)
+
+    async def _render(
+        self, request: Request, source: object, transform: Transform | None, check_secret: bool,
+        cors: CORS | None,
+    ) -> Response:
+        return await render(
+            self._get_backend(), request, source, secret=self.settings.secret if check_secret else None,
+            cors=cors or self.cors, transform=transform,
+        )
+
+    # -- interrupts ---------------------------------------------------------------------
+
+    def interrupt(self, shape_: object = None, /, **options: Any) -> int:
+        """Interrupt the waiting live requests whose shape came from a function and
+        matches; returns how many. Each re-runs its function: an unchanged shape goes on
+        waiting, a changed one gets 409 must-refetch with the new handle.
+
+        ``shape_``: a table name, a ShapeDefinition, an ORM class or Table (every shape
+        on its table), a ``select()`` or ORM class with ``where=`` (exactly that shape),
+        or a predicate over the normalised shape (a dict of table, namespace, where,
+        params, columns). ``table=``, ``namespace=``, ``where=``, ``params=``,
+        ``columns=`` narrow a table match.
+
+        Callable from async code, sync code and other threads (then it waits for the
+        event loop to run the interrupt, so never call it from a thread the loop is
+        blocked on)."""
+        backend = self._backend
+        loop = self._loop
+        if backend is None or loop is None:
+            return 0
+        matcher, narrowed = interrupt_target(shape_, options)
+        if threading.get_ident() == self._loop_thread or not loop.is_running():
+            return backend.interrupt(matcher, **narrowed)  # type: ignore[arg-type]
+
+        async def on_loop() -> int:
+            return backend.interrupt(matcher, **narrowed)  # type: ignore[arg-type]
+
+        return asyncio.run_coroutine_threadsafe(on_loop(), loop).result()
+
+
+def interrupt(shape_: object = None, /, **options: Any) -> int:
+    """``Sync.interrupt`` on every started Sync of this process; the total count."""
+    return sum(sync.interrupt(shape_, **options) for sync in list(_running))
+

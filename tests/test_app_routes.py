@@ -1,0 +1,310 @@
+"""An app's shape routes through ``pysync.Sync``, run twice: embedded (the engine in this
+process) and http mode (forwarding to a ``pysync serve`` subprocess). The same app code
+and the same assertions: predefined routes, per-request shapes with the request's auth,
+live changes, interrupts (same shape waits, changed shape 409s with the new handle, from
+another thread), transforms, Electric's API under a prefix, CORS and the secret."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+import pysync
+from asgi_server import serving
+from conftest import drop_database
+from http_support import until
+from pysync.postgres.cluster import PostgresCluster, free_port
+from serve_process import ServeProcess
+
+SECRET = "app-secret-" + uuid.uuid4().hex[:6]
+LONG_POLL = 10.0
+_tables = itertools.count()
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+@pytest.fixture(scope="module")
+def routes_db(pg_cluster: PostgresCluster) -> Iterator[str]:
+    name = f"routes_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    yield pg_cluster.url(name)
+    drop_database(pg_cluster, name)
+
+
+@pytest.fixture(scope="module", params=["embedded", "http"])
+async def sync(request: pytest.FixtureRequest, routes_db: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[pysync.Sync]:
+    cors = pysync.CORS.of(["http://app.test"], credentials=True, headers=["authorization"])
+    server = None
+    if request.param == "embedded":
+        instance = pysync.Sync(routes_db, secret=SECRET, long_poll_timeout=LONG_POLL, in_memory=True, env=False, cors=cors)
+    else:
+        port = free_port()
+        server = ServeProcess([
+            "--database-url", routes_db, "--port", str(port), "--secret", SECRET,
+            "--storage-dir", str(tmp_path_factory.mktemp("upstream") / "storage"),
+            "--long-poll-timeout", str(LONG_POLL), "--log-level", "info",
+        ])
+        server.wait_ready()
+        instance = pysync.Sync(mode="http", url=f"http://127.0.0.1:{port}", secret=SECRET, env=False, cors=cors)
+    await instance.start()
+    try:
+        yield instance
+    finally:
+        await instance.stop()
+        if server is not None:
+            assert server.stop(), server.output()
+
+
+@pytest.fixture
+def table(routes_db: str) -> Iterator[str]:
+    """A fresh todos table: ann owns 1, 2 (done), 5; bob owns 3, 4."""
+    name = f"todos_{next(_tables)}"
+    with psycopg.connect(routes_db, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {name} (id int PRIMARY KEY, owner text NOT NULL, title text, done bool NOT NULL DEFAULT false)")
+        conn.execute(
+            f"INSERT INTO {name} VALUES (1, 'ann', 'one', false), (2, 'ann', 'two', true), "
+            "(3, 'bob', 'three', false), (4, 'bob', 'four', false), (5, 'ann', 'five', false)"
+        )
+    yield name
+
+
+@pytest.fixture
+def conn(routes_db: str) -> Iterator[Conn]:
+    with psycopg.connect(routes_db, autocommit=True) as conn:
+        yield conn
+
+
+def user_of(request: Request) -> str:
+    """The app's auth: whatever it is, it runs before the shape is asked for."""
+    user = request.headers.get("x-user")
+    if not user:
+        raise HTTPException(401, "who are you?")
+    return user
+
+
+def upper_titles(message: dict[str, Any]) -> list[dict[str, Any]]:
+    if message["headers"]["operation"] == "delete":
+        return []
+    value = dict(message["value"])
+    if value.get("title") is not None:
+        value["title"] = value["title"].upper()
+    return [{**message, "value": value}]
+
+
+class App:
+    """The example app of these tests, and an httpx client for it."""
+
+    def __init__(self, sync: pysync.Sync, table: str) -> None:
+        self.sync = sync
+        self.table = table
+        self.state = {"owner": "ann"}
+
+        async def mine(request: Request) -> Response:
+            user = user_of(request)
+            return await sync.render(request, lambda: pysync.shape(table, where="owner = $1", params=[user]))
+
+        async def upper(request: Request) -> Response:
+            return await sync.render(request, table, columns=["id", "title"], transform=upper_titles)
+
+        def flexible(request: Request) -> pysync.ShapeDefinition:
+            return pysync.shape(table, where="owner = $1", params=[self.state["owner"]])
+
+        self.app = Starlette(middleware=[Middleware(pysync.PreflightMiddleware, cors=sync.cors)], routes=[
+            sync.route("/all", table, columns=["id", "title"]),
+            sync.route("/open", table, where="done = $1", params=[False]),
+            sync.route("/open-without-secret", table, where="done = false", check_secret=False),
+            Route("/mine", mine),
+            Route("/upper", upper),
+            sync.route("/flexible", flexible),
+            # The auth inside the shape function: its HTTPException is the app's answer.
+            sync.route("/inside", lambda request: pysync.shape(table, where="owner = $1", params=[user_of(request)])),
+            sync.mount("/electric"),
+        ])
+        self.http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(self.app), base_url="http://app.test", params={"secret": SECRET},
+            timeout=60,
+        )
+
+    async def get(self, path: str, **params: Any) -> httpx.Response:
+        headers = params.pop("headers", None)
+        return await self.http.get(path, params=params, headers=headers)
+
+    async def sync_to_end(self, path: str, headers: dict[str, str] | None = None, **params: Any) -> tuple[str, str, list[Any]]:
+        response = await self.get(path, offset="-1", headers=headers, **params)
+        assert response.status_code == 200, (response.status_code, response.text)
+        handle = response.headers["electric-handle"]
+        messages = response.json()
+        while "electric-up-to-date" not in response.headers:
+            response = await self.get(path, offset=response.headers["electric-offset"], handle=handle, headers=headers, **params)
+            assert response.status_code == 200, response.text
+            messages += response.json()
+        return handle, response.headers["electric-offset"], messages
+
+
+@pytest.fixture
+async def app(sync: pysync.Sync, table: str) -> AsyncIterator[App]:
+    app = App(sync, table)
+    yield app
+    await app.http.aclose()
+
+
+def rows(messages: list[Any]) -> dict[str, dict[str, Any]]:
+    return {m["value"]["id"]: m["value"] for m in messages if "key" in m}
+
+
+async def test_predefined_route_ignores_client_shape_params(app: App) -> None:
+    _, _, messages = await app.sync_to_end("/all", table="other", where="false", columns="owner")
+    assert set(rows(messages)) == {"1", "2", "3", "4", "5"}
+    assert all(set(row) == {"id", "title"} for row in rows(messages).values())
+    _, _, messages = await app.sync_to_end("/open", None, where="done = $1", **{"params[1]": "true"})
+    assert set(rows(messages)) == {"1", "3", "4", "5"}
+
+
+async def test_per_request_shape_sees_the_request_auth(app: App) -> None:
+    _, _, ann = await app.sync_to_end("/mine", headers={"x-user": "ann"})
+    _, _, bob = await app.sync_to_end("/mine", headers={"x-user": "bob"})
+    assert set(rows(ann)) == {"1", "2", "5"} and set(rows(bob)) == {"3", "4"}
+    anonymous = await app.get("/mine", offset="-1")
+    assert anonymous.status_code == 401 and anonymous.text == "who are you?"
+    _, _, inside = await app.sync_to_end("/inside", headers={"x-user": "bob"})
+    assert set(rows(inside)) == {"3", "4"}
+    anonymous = await app.get("/inside", offset="-1")
+    assert anonymous.status_code == 401 and anonymous.text == "who are you?"
+
+
+async def test_live_change_reaches_an_app_route(app: App, conn: Conn) -> None:
+    handle, offset, _ = await app.sync_to_end("/mine", headers={"x-user": "bob"})
+    live = asyncio.create_task(app.get("/mine", offset=offset, handle=handle, live="true", headers={"x-user": "bob"}))
+    await until(lambda: app.sync.waiting == 1, timeout=30, what="a waiting request")
+    conn.execute(f"INSERT INTO {app.table} VALUES (6, 'bob', 'six', false), (7, 'ann', 'seven', false)")
+    response = await live
+    assert response.status_code == 200
+    assert set(rows(response.json())) == {"6"}
+    assert response.headers["electric-handle"] == handle
+
+
+async def test_interrupt_same_shape_waits_changed_shape_gets_409(app: App) -> None:
+    handle, offset, messages = await app.sync_to_end("/flexible")
+    assert set(rows(messages)) == {"1", "2", "5"}
+    live = asyncio.create_task(app.get("/flexible", offset=offset, handle=handle, live="true"))
+    await until(lambda: app.sync.waiting == 1, timeout=30, what="a waiting request")
+    assert app.sync.interrupt(app.table) == 1
+    assert app.sync.interrupt("nope") == 0
+    await asyncio.sleep(0.3)
+    assert not live.done()  # the function gave the same shape: it goes on waiting
+    assert app.sync.waiting == 1
+    app.state["owner"] = "bob"
+    assert pysync.interrupt(table=app.table, where="owner = $1", params=["ann"]) == 1
+    response = await live
+    assert response.status_code == 409
+    assert response.json() == [{"headers": {"control": "must-refetch"}}]
+    new_handle = response.headers["electric-handle"]
+    assert new_handle != handle
+    fresh, _, messages = await app.sync_to_end("/flexible")
+    assert fresh == new_handle and set(rows(messages)) == {"3", "4"}
+
+
+async def test_interrupt_from_another_thread(app: App) -> None:
+    handle, offset, _ = await app.sync_to_end("/flexible")
+    live = asyncio.create_task(app.get("/flexible", offset=offset, handle=handle, live="true"))
+    await until(lambda: app.sync.waiting == 1, timeout=30, what="a waiting request")
+    app.state["owner"] = "bob"
+    counts: list[int] = []
+    thread = threading.Thread(target=lambda: counts.append(app.sync.interrupt(lambda s: s["table"] == app.table)))
+    thread.start()
+    response = await live
+    await asyncio.to_thread(thread.join, 10)
+    assert counts == [1]
+    assert response.status_code == 409 and response.headers["electric-handle"] != handle
+    # From a worker thread of the loop too (a sync endpoint or a threadpool).
+    assert await asyncio.to_thread(app.sync.interrupt, app.table) == 0  # nobody waits now
+
+
+async def test_transform_keeps_offsets_etags_and_caching(app: App, conn: Conn) -> None:
+    plain = await app.get("/all", offset="-1")
+    transformed = await app.get("/upper", offset="-1")
+    assert transformed.status_code == 200
+    for header in ("electric-handle", "electric-offset", "etag", "cache-control", "electric-schema"):
+        assert transformed.headers[header] == plain.headers[header], header
+    assert {m["value"]["title"] for m in transformed.json() if "key" in m} == {"ONE", "TWO", "THREE", "FOUR", "FIVE"}
+    again = await app.get("/upper", offset="-1", headers={"if-none-match": transformed.headers["etag"]})
+    assert again.status_code == 304
+    handle, offset, _ = await app.sync_to_end("/upper")
+    live = asyncio.create_task(app.get("/upper", offset=offset, handle=handle, live="true"))
+    await until(lambda: app.sync.waiting == 1, timeout=30, what="a waiting request")
+    conn.execute(f"DELETE FROM {app.table} WHERE id = 4; UPDATE {app.table} SET title = 'uno' WHERE id = 1")
+    response = await live
+    messages = response.json()
+    changes = [m for m in messages if "key" in m]
+    assert [(m["headers"]["operation"], m["value"]) for m in changes] == [("update", {"id": "1", "title": "UNO"})]
+    assert messages[-1]["headers"]["control"] == "up-to-date"
+
+
+async def test_electric_api_under_a_prefix(app: App) -> None:
+    response = await app.get("/electric/v1/shape", table=app.table, offset="-1", where="owner = 'bob'")
+    assert response.status_code == 200
+    assert {m["value"]["id"] for m in response.json() if "key" in m} == {"3", "4"}
+    assert (await app.get("/electric/v1/health")).status_code == 200
+    assert (await app.get("/v1/shape", table=app.table, offset="-1")).status_code == 404
+    assert (await app.get("/")).status_code == 404
+
+
+async def test_secret_applies_to_app_routes_unless_opted_out(app: App) -> None:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app.app), base_url="http://app.test") as anonymous:
+        for path in ("/all", "/open", "/flexible", "/electric/v1/shape?table=x"):
+            response = await anonymous.get(path, params={"offset": "-1"})
+            assert response.status_code == 401, path
+        response = await anonymous.get("/open-without-secret", params={"offset": "-1"})
+        assert response.status_code == 200
+        assert set(rows(response.json())) == {"1", "3", "4", "5"}
+
+
+async def test_cors_for_credentials_and_auth_headers(app: App) -> None:
+    preflight = await app.http.options("/mine", headers={
+        "origin": "http://app.test", "access-control-request-method": "GET",
+        "access-control-request-headers": "authorization,if-none-match,x-other",
+    })
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "http://app.test"
+    assert preflight.headers["access-control-allow-credentials"] == "true"
+    assert preflight.headers["access-control-allow-headers"] == "authorization,if-none-match"
+    response = await app.get("/mine", offset="-1", headers={"x-user": "ann", "origin": "http://app.test"})
+    assert response.headers["access-control-allow-origin"] == "http://app.test"
+    assert response.headers["access-control-allow-credentials"] == "true"
+    assert "electric-handle" in response.headers["access-control-expose-headers"]
+    assert response.headers["vary"] == "origin, authorization, cookie"
+    foreign = await app.get("/all", offset="-1", headers={"origin": "http://evil.test"})
+    assert foreign.status_code == 200 and "access-control-allow-origin" not in foreign.headers
+
+
+async def test_sse_through_an_app_route(app: App, conn: Conn) -> None:
+    handle, offset, _ = await app.sync_to_end("/upper")
+    async with serving(app.app) as base, httpx.AsyncClient(base_url=base, timeout=60) as http, http.stream(
+        "GET", "/upper",
+        params={"offset": offset, "handle": handle, "live": "true", "live_sse": "true", "secret": SECRET},
+    ) as stream:
+        assert stream.status_code == 200
+        assert stream.headers["content-type"].startswith("text/event-stream")
+        await until(lambda: app.sync.waiting == 1, timeout=30, what="a waiting stream")
+        conn.execute(f"UPDATE {app.table} SET title = 'cinq' WHERE id = 5")
+        events = ""
+        async for text in stream.aiter_text():
+            events += text
+            if '"CINQ"' in events and "up-to-date" in events:
+                break
+    assert '"title":"CINQ"' in events

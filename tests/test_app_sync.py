@@ -1,0 +1,134 @@
+"""The Sync object itself: settings from arguments and the environment, the private
+Postgres for development, a slot held by another process, logs under uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from starlette.applications import Starlette
+
+import pysync
+from pysync.postgres.cluster import free_port
+from pysync.postgres.slot import SlotInUseError
+
+
+def test_settings_from_arguments_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYSYNC_SLOT", "from_env")
+    monkeypatch.setenv("PYSYNC_LONG_POLL_TIMEOUT", "7")
+    monkeypatch.setenv("ELECTRIC_SECRET", "s3")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u@127.0.0.1:1/db")
+    monkeypatch.setenv("PYSYNC_STORAGE_DIR", "/var/lib/app/shapes")
+    sync = pysync.Sync()
+    assert sync.settings.storage_dir == Path("/var/lib/app/shapes")
+    assert pysync.Sync(storage_dir=Path("/srv/x"), env=False).settings.storage_dir == Path("/srv/x")
+    with pytest.raises(ValueError, match="storage_dir"):
+        pysync.Sync(storage_dir=5, env=False)
+    assert (sync.settings.slot, sync.settings.long_poll_timeout, sync.settings.secret) == ("from_env", 7.0, "s3")
+    assert sync.database_url == "postgresql://u@127.0.0.1:1/db"
+    sync = pysync.Sync("postgresql://other@127.0.0.1:1/db", slot="app_slot", publication="app_pub")
+    assert (sync.settings.slot, sync.settings.publication) == ("app_slot", "app_pub")
+    assert sync.database_url == "postgresql://other@127.0.0.1:1/db"
+    assert pysync.Sync(env=False).settings.slot == "pysync"
+    with pytest.raises(TypeError, match="unknown Sync setting"):
+        pysync.Sync(slots="x")
+    with pytest.raises(ValueError, match="url="):
+        pysync.Sync(mode="http", env=False)
+    with pytest.raises(RuntimeError, match="after start"):
+        _ = pysync.Sync.dev(env=False).database_url
+
+
+async def test_a_slot_held_by_another_process_fails_start(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
+    first = pysync.Sync(database_url, in_memory=True, env=False)
+    async with first:
+        second = pysync.Sync(database_url, in_memory=True, env=False)
+        started = time.monotonic()
+        with pytest.raises(SlotInUseError) as error:
+            await second.start()
+        assert time.monotonic() - started < 30
+        assert "slot 'pysync' is in use by another process" in str(error.value)
+        assert "Sync(slot=..., publication=...)" in str(error.value)
+        assert not [r for r in caplog.records if r.exc_info], "no tracebacks logged"
+        # Its own slot and publication: both run side by side.
+        third = pysync.Sync(database_url, in_memory=True, env=False, slot="app_two", publication="app_two")
+        app = Starlette(routes=[third.route("/t", "t")])
+        async with third, httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://a") as http:
+            response = await http.get("/t", params={"offset": "-1"})
+            assert response.status_code == 200
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                slots = {r[0] for r in conn.execute("SELECT slot_name FROM pg_replication_slots WHERE active")}
+            assert slots == {"pysync", "app_two"}
+
+
+async def test_dev_mode_runs_a_private_postgres(tmp_path: Path) -> None:
+    sync = pysync.Sync.dev(data_dir=tmp_path / "dev", env=False)
+    app = Starlette(routes=[sync.route("/notes", lambda: pysync.shape("notes"))])
+    async with sync.lifespan(app):
+        assert str(tmp_path / "dev") in sync.database_url or "127.0.0.1" in sync.database_url
+        with psycopg.connect(sync.database_url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
+            conn.execute("INSERT INTO notes VALUES (1, 'hello')")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://a") as http:
+            response = await http.get("/notes", params={"offset": "-1"})
+        assert [m["value"] for m in response.json() if "key" in m] == [{"id": "1", "body": "hello"}]
+        assert (tmp_path / "dev" / "storage").is_dir()  # shape logs beside it, as pysync serve
+    assert not (tmp_path / "dev" / "postgres" / "pgdata" / "postmaster.pid").exists()
+
+
+def test_logs_show_under_uvicorn(tmp_path: Path, database_url: str) -> None:
+    (tmp_path / "logapp.py").write_text(textwrap.dedent("""
+        import pysync
+        from starlette.applications import Starlette
+
+        sync = pysync.Sync(in_memory=True)
+        app = Starlette(routes=sync.routes(), lifespan=sync.lifespan)
+    """))
+    port = free_port()
+    source = Path(pysync.__file__).resolve().parent.parent  # this checkout's pysync, not another
+    env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": f"{tmp_path}:{source}"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "logapp:app", "--port", str(port)],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    assert "INFO:     pysync: syncing shapes (slot pysync, publication pysync)" in output, output
+    assert "Application startup complete" in output, output
+
+
+def test_logs_go_to_the_apps_handlers_when_it_has_some() -> None:
+    from pysync.app import logs
+
+    logger = logging.getLogger("pysync")
+    saved = (logger.level, list(logger.handlers))
+    root = logging.getLogger()
+    handler = logging.NullHandler()
+    root.addHandler(handler)
+    try:
+        logger.setLevel(logging.NOTSET)
+        logger.handlers.clear()
+        logs.configure("debug")
+        assert logger.level == logging.DEBUG and not logger.handlers  # the root's handler gets them
+    finally:
+        root.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.handlers[:] = saved[1]
