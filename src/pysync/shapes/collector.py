@@ -17,6 +17,8 @@ from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.definition import affected_by
 from pysync.shapes.offset import LogOffset
 from pysync.shapes.registry import ShapeRegistry
+from pysync.shapes.storage import StorageError
+from pysync.shapes.subquery import Phase
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ class Collector:
         """Everything up to here is in the logs (or was of no shape's concern)."""
         self.dirty: set[ShapeConsumer] = set()
         """Consumers appended to since the flush tracker last took this set."""
+        self.subqueries = registry.subqueries
+        self.subqueries.on_append = lambda consumer: self.dirty.add(consumer)
 
     def apply(self, txn: Transaction) -> None:
         """Route one committed transaction into the logs of the shapes it touches.
@@ -44,6 +48,15 @@ class Collector:
         kept (each shape's part of a transaction is appended whole or not at all) and the
         transaction counts as not applied.
         """
+        try:
+            self._apply(txn)
+        except StorageError:
+            self.subqueries.storage_failed()
+            raise
+
+    def _apply(self, txn: Transaction) -> None:
+        subqueries = self.subqueries
+        subqueries.apply(txn)  # dependencies first: shapes convert with their views as they were
         tables = self.registry.router.tables
         xid = txn.xid
         commit_lsn = txn.commit_lsn
@@ -57,6 +70,7 @@ class Collector:
                     routes = tables.get((relation.namespace, relation.name))
                     if routes is not None:
                         doomed.extend((consumer, "table truncated") for consumer in routes.shapes)
+                    subqueries.truncated(relation)
                 op += 2
                 continue
             assert type(change) is Change
@@ -66,6 +80,10 @@ class Collector:
                 headers = {**headers_base, "op_position": op}
                 for consumer in routes.candidates(relation.column_names, change.new, change.old):
                     if not consumer.accepts(xid, commit_lsn):
+                        continue
+                    subquery = consumer.subquery
+                    if subquery is not None and subquery.phase is not Phase.STEADY:
+                        subquery.hold(xid, commit_lsn, op, change)
                         continue
                     converter = consumer.converter
                     if consumer.relation is not relation or converter is None:
@@ -94,6 +112,7 @@ class Collector:
             ]
             consumer.append(xid, commit_lsn, encoded)
             dirty.add(consumer)
+        subqueries.done(txn)
         self.last_seen_lsn = commit_lsn
         self.last_commit_time = txn.commit_time / 1e6 + PG_EPOCH
         self.applied_end_lsn = txn.end_lsn
@@ -102,6 +121,7 @@ class Collector:
         """Nothing pending up to ``lsn``: once the logs are durable it may be confirmed."""
         if lsn > self.applied_end_lsn:
             self.applied_end_lsn = lsn
+        self.subqueries.idle(lsn)
 
     def relation_changed(self, item: RelationChange) -> None:
         """Shapes whose table changed in a way they depend on are invalidated (clients
@@ -118,8 +138,10 @@ class Collector:
                     doomed.append((consumer, "schema changed"))
         for consumer, reason in doomed:
             self.registry.invalidate(consumer, reason)
+        self.subqueries.relation_changed(relation)
 
     def rewind(self, acknowledged: int) -> None:
         """Replication resumes from ``acknowledged``: nothing after it counts as applied."""
         self.applied_end_lsn = acknowledged
+        self.subqueries.rewind()
 

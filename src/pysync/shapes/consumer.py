@@ -17,6 +17,7 @@ import asyncio
 import enum
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pysync.postgres.pgoutput import Relation
 from pysync.postgres.snapshot import SnapshotInfo
@@ -24,6 +25,9 @@ from pysync.shapes.changes import ShapeConverter
 from pysync.shapes.definition import Shape, ShapeDefinition
 from pysync.shapes.log import LogSlice, ShapeLog
 from pysync.shapes.offset import LogOffset
+
+if TYPE_CHECKING:
+    from pysync.shapes.subquery import SubqueryShape
 
 Encoded = list[tuple[LogOffset, bytes]]
 
@@ -54,7 +58,7 @@ class ShapeConsumer:
     __slots__ = (
         "handle", "shape", "log", "state", "snapshot", "error", "reason", "recorded",
         "last_used", "last_lsn", "converter", "relation", "_pending", "_filtering",
-        "__weakref__",
+        "subquery", "__weakref__",
     )
 
     def __init__(
@@ -80,6 +84,9 @@ class ShapeConsumer:
         """The relation layout ``converter`` was built for."""
         self._pending: list[tuple[int, int, Encoded]] = []
         self._filtering = True
+        self.subquery: SubqueryShape | None = None
+        """For a shape with ``IN (SELECT ...)``: its views and moves (it buffers changes
+        itself, unconverted, while its snapshot or a move-in query runs)."""
 
     def __repr__(self) -> str:
         return f"<ShapeConsumer {self.handle} {self.shape.definition.table} {self.state.value}>"
@@ -114,7 +121,10 @@ class ShapeConsumer:
         """The converter for changes in ``relation``'s column layout.
 
         Raises KeyError/ValueError when the layout lacks a column the shape needs."""
-        self.converter = ShapeConverter(self.shape, relation.column_names)
+        if self.subquery is not None:
+            self.converter = self.subquery.converter(relation.column_names)
+        else:
+            self.converter = ShapeConverter(self.shape, relation.column_names)
         self.relation = relation
         return self.converter
 
@@ -143,6 +153,12 @@ class ShapeConsumer:
             if self.accepts(xid, commit_lsn):
                 self.log.append_changes(entries)
                 self.last_lsn = commit_lsn
+        self.state = LIVE
+        self.log.notify()
+
+    def snapshot_taken_held(self, filtering: bool) -> None:
+        """A subquery shape's snapshot is in the log (and what it buffered after it)."""
+        self._filtering = filtering
         self.state = LIVE
         self.log.notify()
 
