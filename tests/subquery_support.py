@@ -12,12 +12,13 @@ Entry = dict[str, Any]
 
 
 class TaggedClient:
-    """Rows of one shape, by key, kept as a client applies the log."""
+    """Rows of one shape, by key, kept as a client applies the log: tags as Electric's
+    Elixir ``TagTracker`` tracks them, a set of ``(position, hash)`` per row."""
 
     def __init__(self, strict: bool = True) -> None:
         self.strict = strict
         self.rows: dict[str, dict[str, Any]] = {}
-        self.tags: dict[str, set[str]] = {}
+        self.entries: dict[str, set[tuple[int, str]]] = {}
         self.active: dict[str, list[bool]] = {}
         self.index: dict[tuple[int, str], set[str]] = {}
         self.disjuncts: list[list[int]] | None = None
@@ -62,52 +63,48 @@ class TaggedClient:
             if self.strict:
                 assert key in self.rows, f"update of a row the client does not have: {entry}"
             self.rows.setdefault(key, {}).update(entry["value"])
-        tags = headers.get("tags")
-        if tags is not None:
-            mine = self.tags.setdefault(key, set())
-            for tag in tags:
-                mine.add(tag)
-                self._index(key, tag, add=True)
-            if self.disjuncts is None and tags:
-                self.disjuncts = [[i for i, v in enumerate(t.split("/")) if v] for t in tags]
-            for tag in headers.get("removed_tags") or ():
-                if tag in mine:
-                    mine.discard(tag)
-                    self._index(key, tag, add=False)
+        tags = headers.get("tags") or []
+        if self.disjuncts is None and tags:
+            self.disjuncts = [[i for i, v in enumerate(t.split("/")) if v] for t in tags]
+        current = self.entries.get(key, set())
+        updated = (current - _entries(headers.get("removed_tags") or [])) | _entries(tags)
+        for entry_ in current - updated:
+            self.index.get(entry_, set()).discard(key)
+        for entry_ in updated - current:
+            self.index.setdefault(entry_, set()).add(key)
+        self.entries[key] = updated
         active = headers.get("active_conditions")
         if active:
             self.active[key] = list(active)
 
-    def _index(self, key: str, tag: str, *, add: bool) -> None:
-        for pos, value in enumerate(tag.split("/")):
-            if not value:
-                continue
-            group = self.index.setdefault((pos, value), set())
-            if add:
-                group.add(key)
-            else:
-                group.discard(key)
-
     def _forget(self, key: str) -> None:
-        for tag in self.tags.pop(key, set()):
-            self._index(key, tag, add=False)
+        for entry in self.entries.pop(key, set()):
+            self.index.get(entry, set()).discard(key)
         self.active.pop(key, None)
 
     def _move_out(self, patterns: Sequence[dict[str, Any]]) -> None:
+        matched: dict[str, set[tuple[int, str]]] = {}
         for pattern in patterns:
-            pos, value = pattern["pos"], pattern["value"]
-            for key in list(self.index.get((pos, value), ())):
-                active = self.active.get(key)
-                if active is not None and self.disjuncts is not None:
+            found = (pattern["pos"], pattern["value"])
+            for key in self.index.get(found, ()):
+                matched.setdefault(key, set()).add(found)
+        for key, removed in matched.items():
+            active = self.active.get(key)
+            if active is not None and self.disjuncts is not None:
+                for pos, _ in removed:
                     active[pos] = False
-                    if not any(all(active[p] for p in d) for d in self.disjuncts):
-                        self.rows.pop(key, None)
-                        self._forget(key)
-                else:
-                    mine = self.tags.get(key, set())
-                    for tag in [t for t in mine if t.split("/")[pos] == value]:
-                        mine.discard(tag)
-                        self._index(key, tag, add=False)
-                    if not mine:
-                        self.rows.pop(key, None)
-                        self._forget(key)
+                if not any(all(active[p] for p in d) for d in self.disjuncts):
+                    self.rows.pop(key, None)
+                    self._forget(key)
+            else:
+                remaining = self.entries.get(key, set()) - removed
+                for entry in removed:
+                    self.index.get(entry, set()).discard(key)
+                self.entries[key] = remaining
+                if not remaining:
+                    self.rows.pop(key, None)
+                    self._forget(key)
+
+
+def _entries(tags: Iterable[str]) -> set[tuple[int, str]]:
+    return {(pos, value) for tag in tags for pos, value in enumerate(tag.split("/")) if value}

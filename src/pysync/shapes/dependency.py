@@ -125,10 +125,10 @@ class Dependency:
         if commit_lsn <= self.last_lsn:
             return False  # replayed after a reconnect: already applied
         info = self.snapshot
-        if self._filtering and info is not None:
+        if info is not None and (self._filtering or commit_lsn < info.lsn):
             if info.visible(xid):
                 return False
-            if info.started_after(xid):
+            if self._filtering and info.started_after(xid):
                 self._filtering = False
         return True
 

@@ -66,6 +66,7 @@ class Subqueries:
         """Commit LSN of the last transaction processed."""
         self._pending: dict[int, dict[Dependency, list[Change]]] | None = None
         self._dirty: dict[SubqueryShape, None] = {}
+        self._held: list[SubqueryShape] = []
         self._in_txn = False
         self._waiting: set[SubqueryShape] = set()
         self._pinger: asyncio.Task[None] | None = None
@@ -209,8 +210,15 @@ class Subqueries:
         else:
             self._guarded(owner, owner.drain, self.last_tx)
 
+    def held(self, shape: SubqueryShape) -> None:
+        self._held.append(shape)
+
     def done(self, txn: Transaction) -> None:
         """``txn`` is in every log: shapes apply their dependencies' changes."""
+        held, self._held = self._held, []
+        for shape in held:
+            consumer = shape.consumer
+            consumer.last_lsn = max(consumer.last_lsn, txn.commit_lsn)
         self._recent.append(txn.xid)
         self.last_tx = txn.commit_lsn
         self.position = max(self.position, txn.end_lsn)
@@ -219,19 +227,20 @@ class Subqueries:
         for shape in dirty:
             self._guarded(shape, shape.drain, txn.commit_lsn)
         for shape in list(self._waiting):
-            self._guarded(shape, shape.advance, txn.xid, txn.end_lsn, txn.commit_lsn)
+            self._guarded(shape, shape.advance, txn.end_lsn)
 
     def idle(self, lsn: int) -> None:
         if lsn <= self.position:
             return
         self.position = lsn
         for shape in list(self._waiting):
-            self._guarded(shape, shape.advance, None, lsn)
+            self._guarded(shape, shape.advance, lsn)
 
     def rewind(self) -> None:
         """Replication starts again from an earlier position."""
         self._in_txn = False
         self._pending = None
+        self._held = []
 
     def truncated(self, relation: Relation) -> None:
         for dep in list(self.by_key.values()):
@@ -415,6 +424,7 @@ class Subqueries:
         self._in_txn = False
         self._pending = None
         self._dirty = {}
+        self._held = []
         for dep in list(self.by_key.values()):
             for view in list(dep.dependents):
                 owner = view.owner

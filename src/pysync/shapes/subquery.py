@@ -11,8 +11,8 @@ transaction boundaries:
 * Values that can bring rows in: a *move-in*. The shape's transactions are buffered
   from here on, and the rows matching the clause with the new views but not with the old
   ones are read at a new snapshot S. Once every transaction S can have seen has arrived
-  (one that started after S did, or the stream passed S's WAL position), the buffer is
-  split: the transactions S saw go first, converted with the old views (their effect on
+  (the stream passed the WAL position read with S: a transaction commits, durably,
+  before it becomes visible), the buffer is split: the transactions S saw go first, converted with the old views (their effect on
   the new rows is in the query's result), then the ``move-in`` event, the rows, a
   ``snapshot-end`` for S, and the rest converted with the new views. Two transactions
   writing one row are seen by S in commit order (the second waited for the first's
@@ -148,7 +148,7 @@ class SubqueryShape:
                 self.manager.invalidate(self, "too many transactions while a move-in query ran")
                 return
             held.append(Held(xid, commit_lsn, [(op, change)]))
-        self.consumer.last_lsn = max(self.consumer.last_lsn, commit_lsn)
+            self.manager.held(self)  # its last_lsn moves on once the whole transaction is in
 
     def dependency_changed(self, view: View, xid: int) -> None:
         self.txids.add(xid)
@@ -276,30 +276,20 @@ class SubqueryShape:
         assert move is not None
         move.info = info
         move.rows = rows
-        move.bound = None
-        for txn in self.held:
-            if info.started_after(txn.xid):
-                move.bound = txn.commit_lsn
-                break
-        if move.bound is None and self.manager.position >= info.lsn:
-            move.bound = info.lsn
+        move.bound = info.lsn if self.manager.position >= info.lsn else None
         if move.bound is not None:
             self.splice()
         else:
             self.manager.wait_for_position(self)
 
-    def advance(self, xid: int | None, position: int, commit_lsn: int | None = None) -> None:
-        """The stream moved on: a transaction ``xid`` committed, or nothing is pending
-        before ``position``."""
+    def advance(self, position: int) -> None:
+        """The stream moved on: nothing commits before ``position`` that has not been
+        delivered."""
         move = self.move
         if move is None or move.info is None or move.bound is not None:
             return
-        info = move.info
-        if xid is not None and commit_lsn is not None and info.started_after(xid):
-            move.bound = commit_lsn
-        elif position >= info.lsn:
-            move.bound = info.lsn
-        if move.bound is not None:
+        if position >= move.info.lsn:
+            move.bound = move.info.lsn
             self.splice()
 
     def splice(self) -> None:

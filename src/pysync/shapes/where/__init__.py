@@ -43,7 +43,7 @@ from ._sublinks import SublinkSpec
 
 __all__ = [
     "Plan", "Position", "SublinkSpec", "SublinkType", "Where", "WhereError", "WhereRuntimeError",
-    "compile_where", "sublinks",
+    "compile_where", "has_subquery", "sublinks",
 ]
 
 Evaluator = Callable[[Sequence[str | None]], bool | None]
@@ -134,6 +134,19 @@ def compile_where(
         where = Where(clause, tree, columns, len({s.dependency for s in resolved or ()}))
         _COMPILED.put(key, where, len(clause) + sum(len(v) for _, v in frozen))
     return where
+
+
+def has_subquery(clause: str) -> bool:
+    """Does ``clause`` (which Postgres must accept: WhereError otherwise) hold a subquery
+    of any form (``IN (SELECT``, ``EXISTS``, a scalar subquery ...)?"""
+    from pglast import parser as pg
+
+    from ._syntax import PREFIX, check_syntax
+
+    text = check_syntax(clause)
+    if "select" not in text.lower():
+        return False
+    return any(t.name == "SELECT" for t in pg.scan(PREFIX + text)[1:])
 
 
 def sublinks(clause: str) -> tuple[SublinkSpec, ...]:

@@ -181,6 +181,9 @@ def _subquery(
         elif depth == 0:
             top.append(i)
     names = [tokens[i].name for i in top]
+    distinct = bool(names) and names[0] == "DISTINCT"
+    if names and names[0] in ("DISTINCT", "ALL"):
+        top, names = top[1:], names[1:]
     from_at = names.index("FROM") if "FROM" in names else len(names)
     where_at = names.index("WHERE") if "WHERE" in names else len(names)
     clause_at = next((k for k, n in enumerate(names) if n in _CLAUSE_WORDS), len(names))
@@ -190,7 +193,7 @@ def _subquery(
     columns = _targets(wrapped, tokens, top[:targets_end], select)
     from_end = min(where_at, clause_at)
     table = _from(wrapped, tokens, top[from_at + 1:from_end] if from_at < len(names) else None)
-    if clause_at < len(names) or (where_at < len(names) and where_at < from_at):
+    if distinct or clause_at < len(names) or (where_at < len(names) and where_at < from_at):
         raise WhereError(CLAUSES_MESSAGE)
     if where_at == len(names):
         return columns, table, None, 0
