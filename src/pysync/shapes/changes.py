@@ -180,11 +180,12 @@ class TaggedConverter(ShapeConverter):
     def __init__(self, shape: Shape, layout: Sequence[str], views: Sequence[Any], handle: str) -> None:
         super().__init__(shape, layout, bind_where=False)
         self.tagger = tagger(shape, layout, views, handle)
-
-    def _meta(self, row: Row) -> tuple[bool, list[str], list[bool]]:
-        tagger = self.tagger
-        active = tagger.active(row)
-        return tagger.included(active), tagger.tags(row), active
+        self._meta = self.tagger.meta
+        where: Any = shape.where
+        position = {name: i for i, name in enumerate(layout)}
+        self.read_idx = tuple(position[c] for c in where.columns)
+        """The columns the clause reads: an update that changes none of them keeps the
+        row's tags and conditions."""
 
     def convert(self, op: str, new: Row | None, old: Row | None, headers: dict[str, Any]) -> list[Entry]:
         if op == "insert":
@@ -200,8 +201,11 @@ class TaggedConverter(ShapeConverter):
             old = new  # no old row (not REPLICA IDENTITY FULL): as if the clause did not change
         elif UNCHANGED_TOAST in new:
             new = [o if v is UNCHANGED_TOAST else v for v, o in zip(new, old, strict=True)]
-        old_in, old_tags, old_active = self._meta(old)
         new_in, new_tags, new_active = self._meta(new)
+        if all(old[i] == new[i] for i in self.read_idx):
+            old_in, old_tags, old_active = new_in, new_tags, new_active
+        else:
+            old_in, old_tags, old_active = self._meta(old)
         if not new_in:
             return [self._tagged(self._delete(old, headers), old_tags, old_active)] if old_in else []
         if not old_in:

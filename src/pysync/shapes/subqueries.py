@@ -43,7 +43,7 @@ RECENT = 1024
 """Transactions remembered: a new snapshot must see the recent ones already delivered."""
 MAX_ATTEMPTS = 50
 """Tries of a query before its shape is given up (clients refetch)."""
-PING_SECONDS = 0.02
+PING_SECONDS = 0.005
 
 
 class Subqueries:

@@ -54,6 +54,10 @@ def masks(key: Key) -> list[Key]:
 Literal = Callable[[Sequence[Any]], bool]
 
 
+MAX_CACHED = 4096
+"""Tag hashes kept per layout (values repeat: a project's todos share one)."""
+
+
 class Tagger:
     """Tags, active conditions and inclusion of rows in one relation layout."""
 
@@ -69,25 +73,52 @@ class Tagger:
         self.slots = list(slots)
         width = len(literals)
         self._layout = [[p in set(d) for p in range(width)] for d in self.disjuncts]
+        self._hashes: dict[tuple[int, Key], str] = {}
+        # the common clause, one sublink alone: one literal, one slot, one tag
+        self._single = slots[0][1] if width == 1 and slots[0] is not None else None
+        self._single_tags: dict[Key, list[str]] = {}
 
-    def active(self, row: Sequence[Any]) -> list[bool]:
-        return [literal(row) for literal in self.literals]
-
-    def included(self, active: Sequence[bool]) -> bool:
-        return any(all(active[p] for p in d) for d in self.disjuncts)
+    def meta(self, row: Sequence[Any]) -> tuple[bool, list[str], list[bool]]:
+        """(in the shape, tags, active conditions) of ``row``. The lists may be shared
+        between rows: never change them."""
+        single = self._single
+        if single is not None:
+            included = self.literals[0](row)
+            key: Key = row[single[0]] if len(single) == 1 else tuple(row[i] for i in single)
+            tags = self._single_tags.get(key)
+            if tags is None:
+                tags = [self._hash(0, key)]
+                if len(self._single_tags) < MAX_CACHED:
+                    self._single_tags[key] = tags
+            return included, tags, _TRUE if included else _FALSE
+        active = [literal(row) for literal in self.literals]
+        return any(all(active[p] for p in d) for d in self.disjuncts), self.tags(row), active
 
     def tags(self, row: Sequence[Any]) -> list[str]:
-        handle = self.handle
         values: list[str] = []
-        for slot in self.slots:
+        for p, slot in enumerate(self.slots):
             if slot is None:
                 values.append("1")
                 continue
-            names, idx = slot
+            idx = slot[1]
             key: Key = row[idx[0]] if len(idx) == 1 else tuple(row[i] for i in idx)
-            values.append(value_hash(handle, names, key))
+            values.append(self._hash(p, key))
         return ["/".join(v if inside else "" for v, inside in zip(values, layout, strict=True))
                 for layout in self._layout]
+
+    def _hash(self, position: int, key: Key) -> str:
+        found = self._hashes.get((position, key))
+        if found is None:
+            slot = self.slots[position]
+            assert slot is not None
+            found = value_hash(self.handle, slot[0], key)
+            if len(self._hashes) < MAX_CACHED:
+                self._hashes[(position, key)] = found
+        return found
+
+
+_TRUE = [True]
+_FALSE = [False]
 
 
 def patterns(
