@@ -156,7 +156,8 @@ class Dependency:
 
     def dependency_changed(self, view: View, xid: int) -> None:
         """Called by an inner dependency's values changing (``View.changed``)."""
-        self._txids.add(xid)
+        if xid:
+            self._txids.add(xid)
         self._inner_changed = True
         self.manager.changed(self)
 
@@ -302,12 +303,12 @@ class Dependency:
             self._flips = {}
             if not self.ready.done():
                 self.ready.set_result(None)
-        txids = sorted(self._txids) or [0]
+        txid = max(self._txids, default=0)
         self._txids = set()
-        self._notify(txids[-1])
+        self._notify(txid)
         if any(view.pending() != ({}, {}) for view in self.views):
-            self._follow_inner(txids[-1])
-            self._notify(txids[-1])
+            self._follow_inner(txid)
+            self._notify(txid)
 
     def invalidate(self, reason: str) -> None:
         if self.state is DependencyState.GONE:

@@ -188,6 +188,8 @@ class Subqueries:
                         dep.finish(xid, commit_lsn)
                     except DependencyGone as exc:
                         self.fail(dep, exc.reason)
+                    except (KeyError, ValueError):
+                        self.fail(dep, "columns no longer replicated")
                 top = max(pending)
                 layer += 1
         finally:
@@ -271,6 +273,9 @@ class Subqueries:
         except StorageError as exc:
             self.on_storage_error(exc)
             self.invalidate(shape, f"its log could not be written: {exc}")
+        except (KeyError, ValueError) as exc:  # a relation layout without a column it reads
+            log.warning("shape %s cannot convert its changes: %r", shape.handle, exc)
+            self.invalidate(shape, "columns no longer replicated")
 
     # -- routing index ----------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ _encode = msgspec.json.Encoder().encode
 
 MAX_BUFFERED = 10_000
 """Transactions a shape buffers while a move-in query runs; past this the shape is
-dropped (clients refetch) rather than hold memory without bound."""
+dropped (clients refetch) rather than hold memory without bound (Electric: 1,000)."""
 MAX_SCAN = 100_000
 """Values scanned to work out the move-in patterns of a ``NOT IN`` row comparison."""
 
@@ -144,14 +144,15 @@ class SubqueryShape:
         if held and held[-1].commit_lsn == commit_lsn:
             held[-1].changes.append((op, change))
         else:
-            if len(held) >= MAX_BUFFERED:
+            if self.phase is Phase.MOVING and len(held) >= MAX_BUFFERED:
                 self.manager.invalidate(self, "too many transactions while a move-in query ran")
                 return
             held.append(Held(xid, commit_lsn, [(op, change)]))
             self.manager.held(self)  # its last_lsn moves on once the whole transaction is in
 
     def dependency_changed(self, view: View, xid: int) -> None:
-        self.txids.add(xid)
+        if xid:
+            self.txids.add(xid)
         self.manager.changed(self)
 
     def dependency_gone(self, reason: str) -> None:
