@@ -260,3 +260,25 @@ async def test_null_in_a_not_in_subquery(database_url: str, db: Conn) -> None:
         check(db, again, where)
     finally:
         await engine.stop()
+
+
+async def test_dependency_table_without_primary_key(database_url: str, db: Conn) -> None:
+    engine = Engine(database_url, flush_interval=0.02)
+    await engine.start()
+    try:
+        db.execute("CREATE TABLE follows (user_id int, project_id int)")
+        db.execute("INSERT INTO follows VALUES (1, 2), (1, 2), (1, 3)")
+        where = "project_id IN (SELECT project_id FROM follows WHERE user_id = 1)"
+        live = await engine.shape(ShapeDefinition.create("todos", where=where))
+        await wait_live(live)
+        check(db, live, where)
+        db.execute("DELETE FROM follows WHERE ctid = (SELECT min(ctid) FROM follows WHERE project_id = 2)")
+        await settle(engine, db, [live])
+        check(db, live, where)  # one copy left: project 2 stays
+        db.execute("DELETE FROM follows WHERE project_id = 2")
+        db.execute("INSERT INTO follows VALUES (1, 4), (1, 4)")
+        db.execute("UPDATE follows SET project_id = 5 WHERE project_id = 4")
+        await settle(engine, db, [live])
+        check(db, live, where)
+    finally:
+        await engine.stop()

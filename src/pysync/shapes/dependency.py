@@ -13,8 +13,8 @@ A subquery may itself have ``IN (SELECT ...)``: then the dependency is a depende
 When a value leaves one of its views, rows that no longer match are dropped in memory;
 when values join one, the rows they bring are read again from Postgres (the whole
 subquery, at a new snapshot, as at the start), while its table's changes are buffered.
-Changes are applied as states ("this row is now so"), so a transaction the snapshot
-already saw does no harm when applied again; those it saw are still skipped.
+After a snapshot, the transactions it saw are skipped, as a shape's are. A table without
+a primary key may hold equal rows: each copy counts.
 """
 
 from __future__ import annotations
@@ -80,6 +80,8 @@ class Dependency:
         self.null_keys = 0
         self.rows: dict[Row, Row] = {}
         """Identity -> the needed columns' texts, of every row in the subquery."""
+        self.copies: dict[Row, int] | None = None if subquery.table.primary_key else {}
+        """Without a primary key a row is identified by all its columns: equal rows."""
         where: Any = subquery.where
         reads = sorted(where.columns - set(subquery.columns)) if where is not None else []
         self.needed: tuple[str, ...] = tuple(subquery.columns) + tuple(reads)
@@ -212,6 +214,12 @@ class Dependency:
         return row[0] if self.width == 1 else row[: self.width]
 
     def _put(self, identity: Row, row: Row) -> None:
+        copies = self.copies
+        if copies is not None:
+            copies[identity] = copies.get(identity, 0) + 1
+            self.rows[identity] = row
+            self._count(self._value(row))
+            return
         old = self.rows.get(identity)
         if old is not None:
             self._uncount(self._value(old))
@@ -219,6 +227,14 @@ class Dependency:
         self._count(self._value(row))
 
     def _remove(self, identity: Row) -> None:
+        copies = self.copies
+        if copies is not None and identity in copies:
+            left = copies[identity] - 1
+            if left:
+                copies[identity] = left
+                self._uncount(self._value(self.rows[identity]))
+                return
+            del copies[identity]
         old = self.rows.pop(identity, None)
         if old is not None:
             self._uncount(self._value(old))
@@ -263,7 +279,9 @@ class Dependency:
             evaluate = self._evaluate_stored
             for identity, row in list(self.rows.items()):
                 if not self._matches(evaluate, row):
-                    self._remove(identity)
+                    for _ in range(self.copies.pop(identity, 1) if self.copies is not None else 1):
+                        self._uncount(self._value(row))
+                    del self.rows[identity]
         if enter:
             for view in self.views:
                 added, removed = view.pending()
@@ -283,6 +301,8 @@ class Dependency:
         buffer, self.buffer = self.buffer or [], None
         old_counts = self.counts
         self.rows = {}
+        if self.copies is not None:
+            self.copies = {}
         self.counts = {}
         self.null_keys = 0
         self._flips = {}
