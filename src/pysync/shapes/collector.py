@@ -70,7 +70,6 @@ class Collector:
                     routes = tables.get((relation.namespace, relation.name))
                     if routes is not None:
                         doomed.extend((consumer, "table truncated") for consumer in routes.shapes)
-                    subqueries.truncated(relation)
                 op += 2
                 continue
             assert type(change) is Change

@@ -163,6 +163,8 @@ class Subqueries:
         pending: dict[int, dict[Dependency, list[Change]]] = {}
         for change in txn.changes:
             if type(change) is Truncation:
+                for relation in change.relations:
+                    self.truncated(relation)
                 continue
             assert type(change) is Change
             relation = change.relation

@@ -22,6 +22,10 @@ transaction boundaries:
 
 Dependency changes that arrive meanwhile wait in the views (``views.View.diff``) and are
 applied after the splice: move-outs first, then the next move-in.
+
+"Commits durably before it becomes visible" is ``synchronous_commit`` (Postgres' default)
+of the writers: with it off, a transaction can be visible before its commit record is
+written, and could arrive after the splice it belonged before.
 """
 
 from __future__ import annotations
