@@ -116,7 +116,8 @@ def _run(main: Awaitable[None]) -> None:
 
 
 def listen(host: str, port: int) -> socket.socket:
-    """The HTTP socket, bound before anything else starts: a taken port fails fast."""
+    """The HTTP socket, bound and listening before anything else starts: a taken port
+    fails fast."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -126,6 +127,9 @@ def listen(host: str, port: int) -> socket.socket:
         sock.close()
         raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}; is another server using it? "
                            "Choose another --port.") from None
+    # Listening now, not when uvicorn starts serving (after the lifespan startup that
+    # prints "serving"): a client that connects on that line is queued, not refused.
+    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 

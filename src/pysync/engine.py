@@ -102,6 +102,7 @@ class Engine:
         self.metrics = EngineMetrics()
         self._gauges()
         self.registry.on_storage_error = self._storage_failed
+        self.registry.subqueries.request_position = self._request_position
         self.registry.on_snapshot_done = self.metrics.snapshot_seconds.observe
         self.flush.on_failure = self._flush_failed
         self.status = Status.STARTING
@@ -386,6 +387,12 @@ class Engine:
         self.stream.reset()
         self.stream.acknowledge(position)
 
+    def _request_position(self) -> None:
+        try:
+            self.stream.request_position()
+        except (psycopg.Error, OSError) as exc:  # the read loop notices and reconnects
+            log.debug("could not ask for the replication position: %s", exc)
+
     def _drop_slot(self) -> None:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             drop_slot(conn, self.slot)
@@ -415,6 +422,10 @@ class Engine:
         self.collector.rewind(self.flush.acknowledged)
         self._halt = self._halt or exc
         for consumer, _ in failed:
+            if consumer.subquery is not None:
+                # its views are ahead of what its log keeps: the replay cannot rebuild it
+                self.registry.invalidate(consumer, "its log lost what it had not synced")
+                continue
             try:
                 consumer.log.discard_unsynced()
                 consumer.storage_rolled_back()

@@ -78,6 +78,7 @@ class EventMessage(msgspec.Struct, frozen=True):
 
     event: str
     patterns: tuple[MovePattern, ...] = ()
+    txids: tuple[int, ...] = ()
 
 
 Message = ChangeMessage | ControlMessage | EventMessage
@@ -124,7 +125,7 @@ def _typed(wire: _Wire, parsers: dict[str, Parser]) -> Message:
     if h.control is not None:
         return ControlMessage(h.control, h.global_last_seen_lsn, h.xmin, h.xmax, h.xip_list)
     if h.event is not None:
-        return EventMessage(h.event, h.patterns)
+        return EventMessage(h.event, h.patterns, h.txids)
     if wire.key is None or not h.operation:
         raise ValueError("a message that is neither a change, a control nor an event")
     headers = Headers(

@@ -24,6 +24,7 @@ from pysync.client.messages import (
     Message,
 )
 from pysync.client.stream import ShapeStream
+from pysync.client.tags import TagTracker
 from pysync.client.values import Row
 
 _TXIDS_KEPT = 100_000
@@ -59,7 +60,9 @@ class Shape:
         self.rows: dict[str, Row] = {}
         self.stream = stream
         self._changes_only = changes_only
-        self._pending: list[ChangeMessage] = []
+        self._pending: list[ChangeMessage | EventMessage] = []
+        self._tags = TagTracker()
+        """Tags of the rows of a shape with ``IN (SELECT ...)`` (move-in / move-out)."""
         self._reset = False
         self._txids: dict[int, None] = {}  # insertion-ordered set, oldest first
         self._snapshot: ControlMessage | None = None
@@ -159,16 +162,28 @@ class Shape:
             elif message.control == "snapshot-end":
                 self._pending_snapshot = message
         elif isinstance(message, EventMessage):
-            self._apply_event(message)
+            self._pending.append(message)
 
-    def _apply_event(self, event: EventMessage) -> None:
-        """move-in / move-out of subquery shapes are not applied yet: the server sends the
-        rows that move in as inserts and, for now, pysync serves no subquery shapes."""
+    def _apply_event(self, rows: dict[str, Row], event: EventMessage) -> list[RowChange]:
+        """A move-out drops the rows no longer in the shape (as deletes); a move-in marks
+        rows' conditions active again (its rows arrive as inserts)."""
+        if event.event == "move-in":
+            self._tags.move_in(event.patterns)
+            return []
+        if event.event != "move-out":
+            return []
+        changes = []
+        for key in self._tags.move_out(event.patterns):
+            old = rows.pop(key, None)
+            if old is not None:
+                changes.append(RowChange("delete", key, old, old))
+        return changes
 
     async def _apply_batch(self) -> None:
         reset, self._reset = self._reset, False
         if reset:
             self.rows = {}
+            self._tags.reset()
             self._snapshot = None
         if self._pending_snapshot is not None:
             self._snapshot, self._pending_snapshot = self._pending_snapshot, None
@@ -176,9 +191,14 @@ class Shape:
         txids: set[int] = set()
         rows = self.rows
         for message in self._pending:
+            if isinstance(message, EventMessage):
+                changes.extend(self._apply_event(rows, message))
+                txids.update(message.txids)
+                continue
             change = self._apply(rows, message)
             if change is not None:
                 changes.append(change)
+                self._tags.change(message)
             txids.update(message.headers.txids)
         self._pending = []
         for txid in txids:

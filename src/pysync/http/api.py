@@ -255,6 +255,8 @@ class ShapeAPI:
     ) -> Response:
         with self._admitted(parsed):
             consumer = await self._load(definition)
+            if parsed.compaction and consumer.shape.dependencies:
+                raise invalid({"experimental_compaction": ["can't be enabled for shapes with subqueries"]})
             offset = parsed.offset
             if offset != "now" and offset != BEFORE_ALL and parsed.handle != consumer.handle:
                 raise self._refetch(parsed, consumer.handle)

@@ -39,6 +39,8 @@ class ShapeRequest(msgspec.Struct):
     live: bool
     sse: bool
     cursor: str | None
+    compaction: bool = False
+    """``experimental_compaction``: ignored, but refused for shapes with subqueries."""
 
 
 def _truthy(value: str | None) -> bool:
@@ -75,6 +77,9 @@ def parse_request(query: Mapping[str, str], *, shape_from_params: bool = True) -
         sse = _ecto_bool(query["experimental_live_sse"], "experimental_live_sse", errors)
     else:
         sse = False
+    compaction = False
+    if "experimental_compaction" in query:
+        compaction = _ecto_bool(query["experimental_compaction"], "experimental_compaction", errors)
     params: dict[int | str, object] = {}
     for key, value in query.items():
         if key == "params":
@@ -132,4 +137,4 @@ def parse_request(query: Mapping[str, str], *, shape_from_params: bool = True) -
         except ShapeError as exc:
             raise RequestError({exc.field: [exc.message]}) from None
     cursor = query.get("cursor")
-    return ShapeRequest(definition, offset, handle, live, sse, cursor)
+    return ShapeRequest(definition, offset, handle, live, sse, cursor, compaction)

@@ -25,7 +25,7 @@ from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.querying import OrderBy
 from pysync.shapes.registry import COMPILE_INLINE_CHARS
 from pysync.shapes.snapshotter import query_subset
-from pysync.shapes.where import WhereError, compile_where
+from pysync.shapes.where import WhereError, compile_where, has_subquery
 
 SUBSET_FIELDS = ("where", "params", "limit", "offset", "order_by")
 MAX_BODY = 8 * 1024 * 1024
@@ -117,10 +117,10 @@ def parse_subset(fields: Mapping[str, object], table: Table) -> Subset:
     if raw_where and "params" not in errors:
         if not isinstance(raw_where, str):
             errors["where"] = ["is invalid"]
-        elif "select" in raw_where.lower() and re.search(r"\(\s*select\b", raw_where, re.IGNORECASE):
-            errors["where"] = ["Subqueries are not allowed in subsets"]
         else:
             try:
+                if has_subquery(raw_where):
+                    raise WhereError("Subqueries are not allowed in subsets")
                 where = compile_where(raw_where, table, params)
             except WhereError as exc:
                 errors["where"] = [exc.message]
@@ -209,6 +209,7 @@ async def serve_subset(
             info, rows = await query_subset(
                 conn, consumer.shape, mark=mark, where=subset.where, order_by=subset.order_by,
                 limit=subset.limit, offset=subset.offset,
+                tagging=consumer.subquery.tagging if consumer.subquery is not None else None,
             )
     except psycopg.OperationalError:
         raise unavailable("Cannot connect to the database to run the subset query. Please retry.", 1) from None

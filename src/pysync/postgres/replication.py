@@ -379,7 +379,12 @@ class ReplicationStream:
 
     # -- feedback -------------------------------------------------------------------
 
-    def _send_status(self, force: bool = False) -> None:
+    def request_position(self) -> None:
+        """Ask the server to answer with a keepalive now: an ``Idle`` with its position
+        follows soon (if no transaction is being read)."""
+        self._send_status(force=True, reply=True)
+
+    def _send_status(self, force: bool = False, reply: bool = False) -> None:
         now = time.monotonic()
         since = now - self._last_status
         due = since >= self.status_interval or (
@@ -390,7 +395,7 @@ class ReplicationStream:
             return
         pgconn = conn.pgconn
         flushed = self.acknowledged_lsn
-        pgconn.put_copy_data(_status(b"r", self.received_lsn, flushed, flushed, _now_pg_us(), 0))
+        pgconn.put_copy_data(_status(b"r", self.received_lsn, flushed, flushed, _now_pg_us(), int(reply)))
         while pgconn.flush():
             select.select([], [pgconn.socket], [], 1.0)
         self._confirmed_lsn = flushed

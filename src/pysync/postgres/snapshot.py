@@ -79,3 +79,13 @@ async def fetch_rows(conn: psycopg.AsyncConnection[Any], query: Query, params: l
     """The first column of every row of ``query``."""
     cursor = await conn.execute(query, params)
     return [row[0] for row in await cursor.fetchall()]
+
+
+async def fetch_texts(
+    conn: psycopg.AsyncConnection[Any], query: Query, params: list[object]
+) -> list[tuple[str | None, ...]]:
+    """Every row of ``query``, whose columns are all text, as str (snapshot sessions
+    load text as bytes)."""
+    cursor = await conn.execute(query, params)
+    return [tuple(None if v is None else v.decode() if isinstance(v, bytes) else str(v) for v in row)
+            for row in await cursor.fetchall()]

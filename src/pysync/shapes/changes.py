@@ -12,6 +12,7 @@ from typing import Any
 
 from pysync.postgres.pgoutput import UNCHANGED_TOAST
 from pysync.shapes.definition import Shape
+from pysync.shapes.tags import Tagger
 from pysync.shapes.where import WhereRuntimeError
 
 Entry = dict[str, Any]
@@ -45,6 +46,31 @@ def _safe(evaluate: Callable[[Row], bool | None]) -> Callable[[Row], bool | None
             return None
 
     return matches
+
+
+def literal(evaluate: Callable[[Row], bool | None], negated: bool) -> Callable[[Row], bool]:
+    """Is a DNF literal TRUE for the row: the leaf TRUE (or FALSE when negated)? A leaf
+    Postgres would fail on is not TRUE either way."""
+    want = not negated
+
+    def is_true(row: Row) -> bool:
+        try:
+            return evaluate(row) is want
+        except WhereRuntimeError:
+            return False
+
+    return is_true
+
+
+def tagger(shape: Shape, layout: Sequence[str], views: Sequence[Any], handle: str) -> Tagger:
+    """The Tagger of a shape with ``IN (SELECT ...)`` for rows in ``layout``."""
+    where: Any = shape.where
+    plan = where.plan
+    position = {name: i for i, name in enumerate(layout)}
+    literals = [literal(where.bind_node(p.node, layout, views), p.negated) for p in plan.positions]
+    slots = [(p.columns, tuple(position[c] for c in p.columns)) if p.dependency is not None else None
+             for p in plan.positions]
+    return Tagger(handle, plan.disjuncts, literals, slots)
 
 
 class Projection:
@@ -164,6 +190,7 @@ class ShapeConverter:
 
     __slots__ = ("projection", "matches")
 
+
     def __init__(self, shape: Shape, layout: Sequence[str]) -> None:
         self.projection = projection_for(shape, layout)
         self.matches: Callable[[Row], bool | None] | None = (
@@ -188,3 +215,85 @@ class ShapeConverter:
             return False, matches(old) is True  # type: ignore[arg-type]
         new_match = matches(new) is True  # type: ignore[arg-type]
         return new_match, (matches(old) is True if old is not None else new_match)
+
+
+class TaggedConverter:
+    """Changes of a shape with ``IN (SELECT ...)``: rows are in the shape by the DNF of its
+    clause evaluated against ``views``, and carry ``tags``, ``removed_tags`` and
+    ``active_conditions`` as Electric sends them (``log_items.ex``). Its entries carry
+    per-shape headers, so it has a projection of its own and shares nothing."""
+
+    def __init__(self, shape: Shape, layout: Sequence[str], views: Sequence[Any], handle: str) -> None:
+        self.projection = projection = Projection(shape, layout)
+        self.tagger = tagger(shape, layout, views, handle)
+        self._meta = self.tagger.meta
+        self._entry = projection._entry
+        self._delete = projection._delete
+        where: Any = shape.where
+        position = {name: i for i, name in enumerate(layout)}
+        self.read_idx = tuple(position[c] for c in where.columns)
+        """The columns the clause reads: an update that changes none of them keeps the
+        row's tags and conditions."""
+
+    def convert(self, op: str, new: Row | None, old: Row | None, headers: dict[str, Any]) -> list[Entry]:
+        projection = self.projection
+        if op == "insert":
+            assert new is not None
+            included, tags, active = self._meta(new)
+            return [self._tagged(self._entry("insert", new, headers), tags, active)] if included else []
+        if op == "delete":
+            assert old is not None
+            included, tags, active = self._meta(old)
+            return [self._tagged(self._delete(old, headers), tags, active)] if included else []
+        assert new is not None
+        if old is None:
+            old = new  # no old row (not REPLICA IDENTITY FULL): as if the clause did not change
+        elif UNCHANGED_TOAST in new:
+            new = [o if v is UNCHANGED_TOAST else v for v, o in zip(new, old, strict=True)]
+        new_in, new_tags, new_active = self._meta(new)
+        if all(old[i] == new[i] for i in self.read_idx):
+            old_in, old_tags, old_active = new_in, new_tags, new_active
+        else:
+            old_in, old_tags, old_active = self._meta(old)
+        if not new_in:
+            return [self._tagged(self._delete(old, headers), old_tags, old_active)] if old_in else []
+        if not old_in:
+            return [self._tagged(self._entry("insert", new, headers), new_tags, new_active)]
+        removed = [t for t in old_tags if t not in new_tags]
+        old_key = [old[i] for i in projection.pk_idx]
+        new_key = [new[i] for i in projection.pk_idx]
+        if old_key != new_key:
+            delete = self._tagged(self._delete(old, headers), new_tags + removed, new_active)
+            insert = self._tagged(
+                self._entry("insert", new, {**headers, "op_position": headers["op_position"] + 1}),
+                new_tags, new_active)
+            delete["headers"]["key_change_to"] = row_key(projection.prefix, new_key)
+            insert["headers"]["key_change_from"] = delete["key"]
+            return [delete, insert]
+        entries = projection._update(new, old, True, True, headers)
+        if entries:
+            entry = entries[0]
+        elif removed or new_active != old_active:
+            # nothing the shape selects changed, but why the row is in it did
+            entry = {
+                "key": row_key(projection.prefix, new_key),
+                "value": {name: new[i] for name, i in zip(projection.pk_names, projection.pk_idx, strict=True)},
+                "headers": {"operation": "update", "relation": projection.relation, **headers},
+            }
+            if projection.full:
+                entry["old_value"] = {}
+        else:
+            return []
+        self._tagged(entry, new_tags, new_active)
+        entry["headers"]["removed_tags"] = removed
+        return [entry]
+
+    @staticmethod
+    def _tagged(entry: Entry, tags: list[str], active: list[bool]) -> Entry:
+        headers = entry["headers"]
+        headers["tags"] = tags
+        headers["active_conditions"] = active
+        return entry
+
+
+Converter = ShapeConverter | TaggedConverter

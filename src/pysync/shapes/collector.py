@@ -13,10 +13,13 @@ from typing import Any
 import msgspec
 
 from pysync.postgres.transactions import Change, RelationChange, Transaction, Truncation
+from pysync.shapes.changes import ShapeConverter
 from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.definition import affected_by
 from pysync.shapes.offset import LogOffset
 from pysync.shapes.registry import ShapeRegistry
+from pysync.shapes.storage import StorageError
+from pysync.shapes.subquery import Phase
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ class Collector:
         """Everything up to here is in the logs (or was of no shape's concern)."""
         self.dirty: set[ShapeConsumer] = set()
         """Consumers appended to since the flush tracker last took this set."""
+        self.subqueries = registry.subqueries
+        self.subqueries.on_append = lambda consumer: self.dirty.add(consumer)
 
     def apply(self, txn: Transaction) -> None:
         """Route one committed transaction into the logs of the shapes it touches.
@@ -44,6 +49,15 @@ class Collector:
         kept (each shape's part of a transaction is appended whole or not at all) and the
         transaction counts as not applied.
         """
+        try:
+            self._apply(txn)
+        except StorageError:
+            self.subqueries.storage_failed()
+            raise
+
+    def _apply(self, txn: Transaction) -> None:
+        subqueries = self.subqueries
+        subqueries.apply(txn)  # dependencies first: shapes convert with their views as they were
         tables = self.registry.router.tables
         xid = txn.xid
         commit_lsn = txn.commit_lsn
@@ -73,6 +87,10 @@ class Collector:
                 for consumer in routes.candidates(relation.column_names, new, old):
                     if not consumer.accepts(xid, commit_lsn):
                         continue
+                    subquery = consumer.subquery
+                    if subquery is not None and subquery.phase is not Phase.STEADY:
+                        subquery.hold(xid, commit_lsn, op, change)
+                        continue
                     converter = consumer.converter
                     if consumer.relation is not relation or converter is None:
                         try:
@@ -80,14 +98,19 @@ class Collector:
                         except (KeyError, ValueError):
                             doomed.append((consumer, "columns no longer replicated"))
                             continue
-                    new_match, old_match = converter.match(kind, new, old)
-                    if not (new_match or old_match):
-                        continue
-                    key = (converter.projection, new_match, old_match)
-                    entries = shared.get(key)
-                    if entries is None:
-                        entries = shared[key] = converter.projection.convert(
-                            kind, new, old, new_match, old_match, headers)
+                    if type(converter) is not ShapeConverter:
+                        # per-shape headers (subquery tags): nothing to share
+                        entries = converter.convert(kind, new, old, headers)
+                    else:
+                        new_match, old_match = converter.match(kind, new, old)
+                        if not (new_match or old_match):
+                            continue
+                        key = (converter.projection, new_match, old_match)
+                        found = shared.get(key)
+                        if found is None:
+                            found = shared[key] = converter.projection.convert(
+                                kind, new, old, new_match, old_match, headers)
+                        entries = found
                     if entries:
                         existing = touched.get(consumer)
                         if existing is None:
@@ -113,6 +136,7 @@ class Collector:
             frames[-1] = (offset, payload[:-2] + b',"last":true}}')
             consumer.append(xid, commit_lsn, frames)
             dirty.add(consumer)
+        subqueries.done(txn)
         self.last_seen_lsn = commit_lsn
         self.last_commit_time = txn.commit_time / 1e6 + PG_EPOCH
         self.applied_end_lsn = txn.end_lsn
@@ -121,6 +145,7 @@ class Collector:
         """Nothing pending up to ``lsn``: once the logs are durable it may be confirmed."""
         if lsn > self.applied_end_lsn:
             self.applied_end_lsn = lsn
+        self.subqueries.idle(lsn)
 
     def relation_changed(self, item: RelationChange) -> None:
         """Shapes whose table changed in a way they depend on are invalidated (clients
@@ -137,8 +162,10 @@ class Collector:
                     doomed.append((consumer, "schema changed"))
         for consumer, reason in doomed:
             self.registry.invalidate(consumer, reason)
+        self.subqueries.relation_changed(relation)
 
     def rewind(self, acknowledged: int) -> None:
         """Replication resumes from ``acknowledged``: nothing after it counts as applied."""
         self.applied_end_lsn = acknowledged
+        self.subqueries.rewind()
 

@@ -17,13 +17,17 @@ import asyncio
 import enum
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from pysync.postgres.pgoutput import Relation
 from pysync.postgres.snapshot import SnapshotInfo
-from pysync.shapes.changes import ShapeConverter
+from pysync.shapes.changes import Converter, ShapeConverter
 from pysync.shapes.definition import Shape, ShapeDefinition
 from pysync.shapes.log import LogSlice, ShapeLog
 from pysync.shapes.offset import LogOffset
+
+if TYPE_CHECKING:
+    from pysync.shapes.subquery import SubqueryShape
 
 Encoded = list[tuple[LogOffset, bytes]]
 
@@ -54,7 +58,7 @@ class ShapeConsumer:
     __slots__ = (
         "handle", "shape", "log", "state", "snapshot", "error", "reason", "recorded",
         "last_used", "last_lsn", "converter", "relation", "waiting", "_pending", "_filtering",
-        "__weakref__",
+        "subquery", "__weakref__",
     )
 
     def __init__(
@@ -75,13 +79,16 @@ class ShapeConsumer:
         self.last_used = time.monotonic()
         self.last_lsn = log.last_tx
         """Commit LSN of the last transaction stored for the shape (log or buffer)."""
-        self.converter: ShapeConverter | None = None
+        self.converter: Converter | None = None
         self.relation: Relation | None = None
         """The relation layout ``converter`` was built for."""
         self.waiting = 0
         """Requests waiting on the shape now."""
         self._pending: list[tuple[int, int, Encoded]] = []
         self._filtering = True
+        self.subquery: SubqueryShape | None = None
+        """For a shape with ``IN (SELECT ...)``: its views and moves (it buffers changes
+        itself, unconverted, while its snapshot or a move-in query runs)."""
 
     def __repr__(self) -> str:
         return f"<ShapeConsumer {self.handle} {self.shape.definition.table} {self.state.value}>"
@@ -112,11 +119,14 @@ class ShapeConsumer:
                 self._filtering = False
         return True
 
-    def rebind(self, relation: Relation) -> ShapeConverter:
+    def rebind(self, relation: Relation) -> Converter:
         """The converter for changes in ``relation``'s column layout.
 
         Raises KeyError/ValueError when the layout lacks a column the shape needs."""
-        self.converter = ShapeConverter(self.shape, relation.column_names)
+        if self.subquery is not None:
+            self.converter = self.subquery.converter(relation.column_names)
+        else:
+            self.converter = ShapeConverter(self.shape, relation.column_names)
         self.relation = relation
         return self.converter
 
@@ -145,6 +155,12 @@ class ShapeConsumer:
             if self.accepts(xid, commit_lsn):
                 self.log.append_changes(entries)
                 self.last_lsn = commit_lsn
+        self.state = LIVE
+        self.log.notify()
+
+    def snapshot_taken_held(self, filtering: bool) -> None:
+        """A subquery shape's snapshot is in the log (and what it buffered after it)."""
+        self._filtering = filtering
         self.state = LIVE
         self.log.notify()
 

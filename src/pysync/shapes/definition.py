@@ -11,6 +11,7 @@ import psycopg
 from pysync.postgres.catalog import Table, load_table
 from pysync.postgres.identifiers import IdentifierError, parse_relation
 from pysync.postgres.pgoutput import Relation
+from pysync.shapes.where._ir import WhereError as WhereErrorType
 
 REPLICA_MODES = ("default", "full")
 LOG_MODES = ("full", "changes_only")
@@ -102,6 +103,25 @@ def _param_text(value: object) -> str:
     return str(value)
 
 
+class Subquery(msgspec.Struct, frozen=True):
+    """The ``SELECT columns FROM table [WHERE ...]`` of an ``IN (SELECT ...)``: a
+    dependency of a shape, whose current values are kept in memory."""
+
+    table: Table
+    columns: tuple[str, ...]
+    """The selected columns, in the subquery's order: a row's value is their texts."""
+    where: object | None
+    """Its compiled clause (``pysync.shapes.where.Where``), which may have sublinks too."""
+    dependencies: tuple[Subquery, ...]
+    """The subqueries of ``where``, by dependency number."""
+    key: str
+    """Equal subqueries (of any shape) have equal keys and share one dependency."""
+
+    @property
+    def relation(self) -> tuple[str, str]:
+        return (self.table.schema, self.table.name)
+
+
 class Shape(msgspec.Struct, frozen=True):
     """A definition validated against the catalog, with its WHERE clause compiled."""
 
@@ -113,6 +133,8 @@ class Shape(msgspec.Struct, frozen=True):
     """Selected columns, in table order."""
     key: str
     """Equal definitions have equal keys, so they share one shape."""
+    dependencies: tuple[Subquery, ...] = ()
+    """The subqueries of ``where`` (``IN (SELECT ...)``), by dependency number."""
 
     @property
     def pk(self) -> tuple[str, ...]:
@@ -144,38 +166,123 @@ def retyped(shape: Shape, types: dict[str, int]) -> bool:
     return any(types.get(c.name) != c.type_oid for c in shape.table.columns if c.name in reads)
 
 
+Tables = Mapping[tuple[str, str], "Table | None"]
+"""Tables read from the catalog by (schema, name); None for one that does not exist."""
+
+
 def validate(conn: psycopg.Connection[tuple[object, ...]], definition: ShapeDefinition) -> Shape:
     """Check the definition against the live catalog; ShapeError names what is wrong."""
-    return build_shape(definition, load_table(conn, definition.schema, definition.table))
+    tables = {rel: load_table(conn, *rel) for rel in subquery_relations(definition)}
+    return build_shape(definition, load_table(conn, definition.schema, definition.table), tables)
 
 
-def build_shape(definition: ShapeDefinition, table: Table | None) -> Shape:
+def subquery_relations(definition: ShapeDefinition) -> list[tuple[str, str]]:
+    """The tables the definition's ``IN (SELECT ...)`` read (nested ones too), to be read
+    from the catalog before ``build_shape``; ShapeError for a clause Electric refuses."""
+    from pysync.shapes.where import WhereError, sublinks
+    from pysync.shapes.where._sublinks import has_sublink
+
+    found: list[tuple[str, str]] = []
+    pending: list[tuple[str | None, int]] = [(definition.where, 0)] if definition.where is not None else []
+    while pending:
+        clause, offset = pending.pop()
+        if clause is None or not has_sublink(clause):
+            continue
+        try:
+            specs = sublinks(clause)
+        except WhereError as exc:
+            raise ShapeError("where", _shifted(exc, offset).message) from None
+        for spec in specs:
+            if (spec.schema, spec.table) not in found:
+                found.append((spec.schema, spec.table))
+            pending.append((spec.where, offset + spec.where_offset))
+    return found
+
+
+def _shifted(exc: WhereErrorType, offset: int) -> WhereErrorType:
+    """A WhereError of a subquery's WHERE, located in the whole clause."""
+    if exc.location is not None and offset:
+        return type(exc)(exc.reason, exc.location + offset)
+    return exc
+
+
+def _missing_table(schema: str, name: str) -> ShapeError:
+    return ShapeError(
+        "table",
+        f'Table "{schema}"."{name}" does not exist. If the table '
+        "name contains capitals or special characters you must quote it.",
+    )
+
+
+def build_shape(definition: ShapeDefinition, table: Table | None, tables: Tables | None = None) -> Shape:
     """The shape ``definition`` asks for on ``table`` (as just read from the catalog;
-    None when there is no such table): columns checked, WHERE compiled. Pure CPU work,
-    safe to run in a thread."""
-    from pysync.shapes.where import WhereError, compile_where
-
+    None when there is no such table): columns checked, WHERE compiled. ``tables`` holds
+    the tables of its subqueries (``subquery_relations``). Pure CPU work, safe to run in
+    a thread."""
     if table is None:
-        raise ShapeError(
-            "table",
-            f'Table "{definition.schema}"."{definition.table}" does not exist. If the table '
-            "name contains capitals or special characters you must quote it.",
-        )
+        raise _missing_table(definition.schema, definition.table)
     columns = _selected_columns(table, definition.columns)
     where = None
+    dependencies: tuple[Subquery, ...] = ()
     if definition.where is not None:
         params = {i + 1: value for i, value in enumerate(definition.params)}
-        try:
-            where = compile_where(definition.where, table, params)
-        except WhereError as exc:
-            raise ShapeError("where", exc.message) from None
-    normalized_where = where.normalized if where is not None else ""
+        where, dependencies = _compile(definition.where, table, params, tables or {}, 0)
+    normalized_where = where.normalized if where is not None else ""  # type: ignore[attr-defined]
     identity = msgspec.json.encode(
         [table.oid, table.schema, table.name, table.identity, normalized_where,
          sorted(columns), definition.replica, definition.log_mode]
     )
     key = hashlib.sha256(identity).hexdigest()
-    return Shape(definition=definition, table=table, where=where, columns=columns, key=key)
+    return Shape(definition=definition, table=table, where=where, columns=columns, key=key,
+                 dependencies=dependencies)
+
+
+def _compile(
+    clause: str, table: Table, params: dict[int, str], tables: Tables, offset: int
+) -> tuple[object, tuple[Subquery, ...]]:
+    """A clause compiled with its subqueries (which share the shape's ``$n`` params)."""
+    from pysync.shapes.where import SublinkType, WhereError, compile_where, sublinks
+    from pysync.shapes.where._sublinks import has_sublink
+
+    try:
+        specs = sublinks(clause) if has_sublink(clause) else ()
+        dependencies: list[Subquery] = []
+        types: list[SublinkType] = []
+        by_key: dict[str, int] = {}
+        for spec in specs:
+            subquery = _subquery(spec, params, tables, offset)
+            number = by_key.setdefault(subquery.key, len(dependencies))
+            if number == len(dependencies):
+                dependencies.append(subquery)
+            columns = tuple(c for name in spec.columns for c in subquery.table.columns if c.name == name)
+            types.append(SublinkType(number, subquery.key, columns))
+        return compile_where(clause, table, params, types), tuple(dependencies)
+    except WhereError as exc:
+        raise ShapeError("where", _shifted(exc, offset).message) from None
+
+
+def _subquery(spec: object, params: dict[int, str], tables: Tables, offset: int) -> Subquery:
+    from pysync.shapes.where import SublinkSpec
+
+    assert isinstance(spec, SublinkSpec)
+    table = tables.get((spec.schema, spec.table))
+    if table is None:
+        raise _missing_table(spec.schema, spec.table)
+    unknown = [name for name in spec.columns if table.column(name) is None]
+    if unknown:
+        raise ShapeError("columns", f"The following columns are not found on the table: {', '.join(unknown)}")
+    if not spec.columns:
+        raise ShapeError("columns", "The list of columns must not be empty")
+    where = None
+    dependencies: tuple[Subquery, ...] = ()
+    if spec.where is not None:
+        where, dependencies = _compile(spec.where, table, params, tables, offset + spec.where_offset)
+    normalized = where.normalized if where is not None else ""  # type: ignore[attr-defined]
+    identity = msgspec.json.encode(
+        [table.oid, table.schema, table.name, table.identity, list(spec.columns), normalized]
+    )
+    return Subquery(table=table, columns=spec.columns, where=where, dependencies=dependencies,
+                    key=hashlib.sha256(identity).hexdigest()[:16])
 
 
 def _selected_columns(table: Table, requested: tuple[str, ...] | None) -> tuple[str, ...]:

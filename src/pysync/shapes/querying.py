@@ -5,12 +5,16 @@ message (key, value of the selected columns, headers) in SQL, as Electric's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import msgspec
 from psycopg import sql
 
 from pysync.postgres.catalog import Table
 from pysync.shapes.changes import relation_prefix
-from pysync.shapes.definition import Shape
+from pysync.shapes.definition import Shape, Subquery
+from pysync.shapes.tags import NULL_SENTINEL, VALUE_PREFIX
 
 
 def _plain_key_column(table: Table, name: str) -> bool:
@@ -42,6 +46,70 @@ class OrderBy(msgspec.Struct, frozen=True):
     nulls_first: bool | None = None
 
 
+class Tagging:
+    """How rows of a shape with ``IN (SELECT ...)`` get their ``tags`` and
+    ``active_conditions`` in SQL: the shape's handle and the views to read sublinks with."""
+
+    def __init__(self, handle: str, views: Sequence[Any]) -> None:
+        self.handle = handle
+        self.views = views
+
+
+def _namespaced_sql(table: Table, name: str) -> sql.Composable:
+    text = _column_text(table, name)
+    return sql.SQL("CASE WHEN {0} IS NULL THEN {1} ELSE {2} || {0} END").format(
+        text, sql.Literal(NULL_SENTINEL), sql.Literal(VALUE_PREFIX))
+
+
+def _tagging_sql(shape: Shape, tagging: Tagging) -> tuple[sql.Composable, list[object]]:
+    """``'"active_conditions":' || ... || ',"tags":' || ...`` as Electric's querying.ex."""
+    where: Any = shape.where
+    plan = where.plan
+    table = shape.table
+    params: list[object] = []
+    actives: list[sql.Composable] = []
+    for position in plan.positions:
+        leaf_sql, leaf_params = where.node_sql(position.node, tagging.views)
+        params.extend(leaf_params)
+        if position.negated:
+            actives.append(sql.SQL("((") + sql.SQL(leaf_sql) + sql.SQL(") IS FALSE)"))
+        else:
+            actives.append(sql.SQL("COALESCE((") + sql.SQL(leaf_sql) + sql.SQL("), false)"))
+    slots: list[sql.Composable] = []
+    slot_params: list[list[object]] = []
+    for position in plan.positions:
+        if position.dependency is None:
+            slots.append(sql.Literal("1"))
+            slot_params.append([])
+            continue
+        columns = position.columns
+        if len(columns) == 1:
+            value = _namespaced_sql(table, columns[0])
+            extra: list[object] = []
+        else:
+            value = sql.SQL(" || ").join(
+                sql.SQL("%s || ") + _namespaced_sql(table, c) for c in columns)
+            extra = [f"{c}:" for c in columns]
+        slots.append(sql.SQL("md5(%s || ") + value + sql.SQL(")"))
+        slot_params.append([tagging.handle, *extra])
+    tags: list[sql.Composable] = []
+    for disjunct in plan.disjuncts:
+        inside = set(disjunct)
+        parts = []
+        for p, slot in enumerate(slots):
+            if p in inside:
+                parts.append(slot)
+                params.extend(slot_params[p])
+            else:
+                parts.append(sql.Literal(""))
+        tags.append(sql.SQL(" || '/' || ").join(parts))
+    composed = sql.SQL(
+        """'"active_conditions":' || to_json(ARRAY[{}]::boolean[])::text """
+        """|| ',"tags":' || to_json(ARRAY[{}]::text[])::text || ','"""
+    ).format(sql.SQL(", ").join(actives), sql.SQL(", ").join(tags))
+    return composed, params
+
+
 def row_json_query(
     shape: Shape,
     *,
@@ -50,10 +118,14 @@ def row_json_query(
     order_by: tuple[OrderBy, ...] = (),
     limit: int | None = None,
     offset: int | None = None,
+    tagging: Tagging | None = None,
+    where_sql: tuple[str, list[object]] | None = None,
 ) -> tuple[sql.Composed, list[object]]:
     """SELECT of one JSON text per row: key, value (selected columns) and headers.
 
     The subset arguments narrow and order it (subset snapshots); every value is bound.
+    A shape with ``IN (SELECT ...)`` needs ``tagging`` (its rows carry tags); its clause is
+    then read against the tagging's views, unless ``where_sql`` replaces it (a move-in).
     """
     table = shape.table
     prefix = relation_prefix(table.schema, table.name)
@@ -85,22 +157,33 @@ def row_json_query(
     headers = msgspec.json.encode(
         {"operation": "insert", "relation": [table.schema, table.name], **(extra_headers or {})}
     ).decode()
+    if tagging is None:
+        header_sql: sql.Composable = sql.SQL("%s")
+        params.append(',"headers":' + headers + "}")
+    else:
+        tags_sql, tags_params = _tagging_sql(shape, tagging)
+        header_sql = sql.SQL("%s || ") + tags_sql + sql.SQL(" || %s")
+        params.extend([',"headers":{', *tags_params, headers[1:] + "}"])
     parts: list[sql.Composable] = [
         sql.SQL(
             """SELECT {key} || ',"value":' """
             """|| json_object(ARRAY[{names}]::text[], ARRAY[{values}]::text[])::text """
-            """|| %s FROM {table}"""
+            """|| {headers} FROM {table}"""
         ).format(
-            key=key, names=names, values=values,
+            key=key, names=names, values=values, headers=header_sql,
             table=sql.Identifier(table.schema, table.name),
         )
     ]
-    params.append(',"headers":' + headers + "}")
-    conditions = [w for w in (shape.where, subset_where) if w is not None]
-    for i, where in enumerate(conditions):
-        where_sql, where_params = where.to_sql()  # type: ignore[attr-defined]
-        parts.append(sql.SQL(" WHERE (" if i == 0 else " AND (") + sql.SQL(where_sql) + sql.SQL(")"))
-        params.extend(where_params)
+    conditions: list[tuple[str, list[object]]] = []
+    if where_sql is not None:
+        conditions.append(where_sql)
+    elif shape.where is not None:
+        conditions.append(shape.where.to_sql(tagging.views if tagging is not None else ()))  # type: ignore[attr-defined]
+    if subset_where is not None:
+        conditions.append(subset_where.to_sql())  # type: ignore[attr-defined]
+    for i, (condition, condition_params) in enumerate(conditions):
+        parts.append(sql.SQL(" WHERE (" if i == 0 else " AND (") + sql.SQL(condition) + sql.SQL(")"))
+        params.extend(condition_params)
     if order_by:
         terms = []
         for term in order_by:
@@ -115,3 +198,25 @@ def row_json_query(
         parts.append(sql.SQL(" OFFSET %s"))
         params.append(offset)
     return sql.Composed(parts), params
+
+
+def move_in_where(shape: Shape, after: Sequence[Any], before: Sequence[Any]) -> tuple[str, list[object]]:
+    """Rows a move-in brings: in the shape with the views after it, not before it."""
+    where: Any = shape.where
+    after_sql, after_params = where.to_sql(after)
+    before_sql, before_params = where.to_sql(before)
+    return f"({after_sql}) AND (({before_sql}) IS NOT TRUE)", after_params + before_params
+
+
+def subquery_rows_query(subquery: Subquery, views: Sequence[Any], needed: Sequence[str]) -> tuple[sql.Composed, list[object]]:
+    """The rows of a dependency: identity columns' then needed columns' texts."""
+    table = subquery.table
+    columns = [_column_text(table, c) for c in (*table.identity, *needed)]
+    query = sql.SQL("SELECT {} FROM {}").format(
+        sql.SQL(", ").join(columns), sql.Identifier(table.schema, table.name))
+    params: list[object] = []
+    where: Any = subquery.where
+    if where is not None:
+        where_sql, params = where.to_sql(views)
+        query = query + sql.SQL(" WHERE ") + sql.SQL(where_sql)
+    return sql.Composed([query]), params

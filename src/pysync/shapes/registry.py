@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 
@@ -21,11 +21,20 @@ from pysync.postgres.catalog import load_table_async
 from pysync.postgres.connections import Connections
 from pysync.postgres.publication import PublishAbandoned, Publisher
 from pysync.shapes.consumer import GONE, SNAPSHOTTING, ShapeConsumer
-from pysync.shapes.definition import Shape, ShapeDefinition, ShapeError, build_shape, retyped
+from pysync.shapes.definition import (
+    Shape,
+    ShapeDefinition,
+    ShapeError,
+    build_shape,
+    retyped,
+    subquery_relations,
+)
+from pysync.shapes.dependency import DependencyGone
 from pysync.shapes.router import Router
-from pysync.shapes.snapshotter import write_snapshot
+from pysync.shapes.snapshotter import StaleSnapshot, write_snapshot
 from pysync.shapes.storage import PendingSync, StorageError
 from pysync.shapes.store import RegistryRecord, ShapeStore, new_handle
+from pysync.shapes.subqueries import Subqueries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,6 +69,8 @@ class ShapeRegistry:
         self.on_invalidate: list[Callable[[ShapeConsumer], None]] = []
         self.on_storage_error: Callable[[StorageError], None] = lambda exc: None
         self.on_snapshot_done: Callable[[float], None] = lambda seconds: None
+        self.subqueries = Subqueries(connections, publisher.publish, self.invalidate)
+        self.subqueries.on_storage_error = lambda exc: self.on_storage_error(exc)
 
     def __len__(self) -> int:
         return len(self._by_handle)
@@ -121,12 +132,21 @@ class ShapeRegistry:
 
     async def build(self, definition: ShapeDefinition) -> Shape:
         """Validate ``definition`` against the live catalog."""
-        async with self.connections.catalog_session() as conn:
-            table = await load_table_async(conn, definition.schema, definition.table)
-        if definition.where is None or len(definition.where) <= COMPILE_INLINE_CHARS:
-            return build_shape(definition, table)
+        inline = definition.where is None or len(definition.where) <= COMPILE_INLINE_CHARS
         try:
-            return await self.compute(build_shape, definition, table)
+            async with self.connections.catalog_session() as conn:
+                table = await load_table_async(conn, definition.schema, definition.table)
+            if table is None:
+                return build_shape(definition, table)  # raises: no such table
+            relations = (subquery_relations(definition) if inline
+                         else await self.compute(subquery_relations, definition))
+            tables = {}
+            if relations:
+                async with self.connections.catalog_session() as conn:
+                    tables = {rel: await load_table_async(conn, *rel) for rel in relations}
+            if inline:
+                return build_shape(definition, table, tables)
+            return await self.compute(build_shape, definition, table, tables)
         except TimeoutError:
             raise ShapeError(
                 "where", f"the clause took more than {self.compile_timeout:g} s to compile; "
@@ -144,6 +164,8 @@ class ShapeRegistry:
     def _create(self, shape: Shape) -> ShapeConsumer:
         handle = new_handle(shape)
         consumer = ShapeConsumer(handle, shape, self.store.new_log(handle))
+        if shape.dependencies:
+            self.subqueries.attach(consumer)
         self.add(consumer)
         if self.max_shapes is not None and len(self._by_handle) > self.max_shapes:
             self._evict()
@@ -157,9 +179,17 @@ class ShapeRegistry:
         self._by_handle[consumer.handle] = consumer
         self._by_definition[consumer.definition] = consumer
         self._by_key[consumer.shape.key] = consumer
-        where = consumer.shape.where
-        index = where.routing_index() if where is not None else None  # type: ignore[attr-defined]
-        self.router.add(consumer.definition.relation, consumer, index)
+        where: Any = consumer.shape.where
+        index = where.routing_index() if where is not None else None
+        relation = consumer.definition.relation
+        subquery = consumer.subquery
+        found = where.subquery_index() if subquery is not None and index is None else None
+        if subquery is not None and found is not None:
+            self.router.add(relation, consumer, None, dynamic=found[0])
+            subquery.index_column, subquery.index_dependency = found
+            subquery.routes = self.router.tables[relation]
+        else:
+            self.router.add(relation, consumer, index)
 
     async def _snapshot(self, consumer: ShapeConsumer) -> None:
         table = consumer.shape.table
@@ -170,6 +200,10 @@ class ShapeRegistry:
             await self.publisher.publish(table.schema, table.name, lambda: consumer.waiting == 0)
             if consumer.state is not SNAPSHOTTING:
                 return
+            if consumer.subquery is not None:
+                await self._subquery_snapshot(consumer)
+                self.on_snapshot_done(time.monotonic() - started)
+                return
             async with self.connections.snapshot_session() as conn:
                 info = await write_snapshot(
                     conn, consumer.shape, consumer.log, rows=consumer.definition.log_mode == "full"
@@ -179,6 +213,9 @@ class ShapeRegistry:
             consumer.snapshot_taken(info)
             sync = consumer.log.begin_sync()
             await asyncio.to_thread(self._record, consumer, sync)
+        except DependencyGone as exc:
+            self.invalidate(consumer, f"a subquery's shape went away: {exc.reason}")
+            return
         except Exception as exc:  # noqa: BLE001 - reported to the waiting requests
             if consumer.state is GONE:
                 return  # deleted meanwhile: whatever failed does not matter any more
@@ -198,6 +235,32 @@ class ShapeRegistry:
         self.on_snapshot_done(time.monotonic() - started)
         if consumer.state is GONE:
             self.store.forget(consumer.handle)  # deleted while it was being recorded
+
+    async def _subquery_snapshot(self, consumer: ShapeConsumer) -> None:
+        """A shape with ``IN (SELECT ...)``: once its dependencies hold their rows, its own
+        rows read with its views of them. It is not recorded: it does not survive a
+        restart (as in Electric 1.7.10); its clients get a 409 and refetch."""
+        subquery = consumer.subquery
+        assert subquery is not None
+        await self.subqueries.ready(subquery)
+        attempts = 0
+        while True:
+            if consumer.state is not SNAPSHOTTING:
+                return
+            tagging = subquery.start_snapshot()
+            try:
+                async with self.connections.snapshot_session() as conn:
+                    info = await write_snapshot(
+                        conn, consumer.shape, consumer.log, rows=consumer.definition.log_mode == "full",
+                        tagging=tagging, seen=subquery.seen,
+                    )
+                break
+            except StaleSnapshot:
+                attempts += 1
+                await asyncio.sleep(min(0.5, 0.005 * 2 ** min(attempts, 7)))
+        if consumer.state is not SNAPSHOTTING:
+            return
+        subquery.snapshot_taken(info)
 
     def _record(self, consumer: ShapeConsumer, sync: PendingSync | None) -> None:
         if sync is not None:
@@ -226,6 +289,8 @@ class ShapeRegistry:
         if self._by_key.get(consumer.shape.key) is consumer:
             del self._by_key[consumer.shape.key]
         self.router.remove(consumer.definition.relation, consumer)
+        if consumer.subquery is not None:
+            self.subqueries.release(consumer.subquery)
         for callback in self.on_invalidate:
             callback(consumer)
         if consumer.recorded:
@@ -253,6 +318,7 @@ class ShapeRegistry:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+        await self.subqueries.close()
         self._compiler.shutdown(wait=False, cancel_futures=True)
         for consumer in self._by_handle.values():
             consumer.log.notify()

@@ -7,6 +7,10 @@ by a stabbing query on an interval tree, so routing cost stays flat as shapes gr
 other shapes are checked one by one (their converter evaluates the clause). An index
 only prunes: whatever it cannot decide (a NaN, a value it cannot parse) goes to every
 shape it holds, and the clause itself decides.
+
+A shape whose clause is (or ANDs) ``col IN (SELECT ...)`` can be found the same way by
+the values of its view of the subquery: those keys change as the view does (``add_key``,
+``remove_key``); a key is the column's text.
 """
 
 from __future__ import annotations
@@ -137,6 +141,8 @@ class TableRoutes(Generic[S]):
     def __init__(self) -> None:
         self.indexes: dict[str, _ColumnIndex[S]] = {}
         self.ranges: dict[str, _RangeIndex[S]] = {}
+        self.dynamic: dict[str, dict[str, set[S]]] = {}
+        """Column -> text value -> shapes (subquery views)."""
         self.scanned: set[S] = set()
         self.shapes: dict[S, Index | None] = {}
         """Every shape on the table, with its index entry (so removal touches only that)."""
@@ -146,10 +152,13 @@ class TableRoutes(Generic[S]):
     def __len__(self) -> int:
         return len(self.shapes)
 
-    def add(self, shape: S, index: Index | None) -> None:
+    def add(self, shape: S, index: Index | None, dynamic: str | None = None) -> None:
         self.shapes[shape] = index
         if index is None:
-            self.scanned.add(shape)
+            if dynamic is not None:
+                self.dynamic.setdefault(dynamic, {})
+            else:
+                self.scanned.add(shape)
             return
         if isinstance(index, RangeIndex):
             ranges = self.ranges.get(index.column)
@@ -163,6 +172,19 @@ class TableRoutes(Generic[S]):
             column_index = self.indexes[column] = _ColumnIndex(key_fn)
         for key in keys:
             column_index.shapes.setdefault(key, set()).add(shape)
+
+    def add_key(self, column: str, key: str, shape: S) -> None:
+        self.dynamic.setdefault(column, {}).setdefault(key, set()).add(shape)
+
+    def remove_key(self, column: str, key: str, shape: S) -> None:
+        by_key = self.dynamic.get(column)
+        if by_key is None:
+            return
+        group = by_key.get(key)
+        if group is not None:
+            group.discard(shape)
+            if not group:
+                del by_key[key]
 
     def remove(self, shape: S) -> None:
         if shape not in self.shapes:
@@ -188,13 +210,22 @@ class TableRoutes(Generic[S]):
 
     def candidates(self, layout: tuple[str, ...], new: Any, old: Any) -> set[S] | frozenset[S]:
         """Shapes that may match the new or the old row (rows in ``layout`` order)."""
-        if not self.indexes and not self.ranges:
+        if not self.indexes and not self.ranges and not self.dynamic:
             return self.scanned
         if layout != self._layout:
             self._layout = layout
             self._positions = {name: i for i, name in enumerate(layout)}
         found = set(self.scanned)
         positions = self._positions
+        for column, by_key in self.dynamic.items():
+            i = positions.get(column)
+            if i is None:
+                continue
+            for row in (new, old):
+                if row is not None:
+                    hits = by_key.get(row[i])
+                    if hits:
+                        found |= hits
         for column, index in self.indexes.items():
             i = positions.get(column)
             if i is None:
@@ -237,11 +268,11 @@ class Router(Generic[S]):
     def __init__(self) -> None:
         self.tables: dict[tuple[str, str], TableRoutes[S]] = {}
 
-    def add(self, relation: tuple[str, str], shape: S, index: Index | None) -> None:
+    def add(self, relation: tuple[str, str], shape: S, index: Index | None, dynamic: str | None = None) -> None:
         routes = self.tables.get(relation)
         if routes is None:
             routes = self.tables[relation] = TableRoutes()
-        routes.add(shape, index)
+        routes.add(shape, index, dynamic)
 
     def remove(self, relation: tuple[str, str], shape: S) -> None:
         routes = self.tables.get(relation)

@@ -9,6 +9,14 @@ replicated rows, SQL for the snapshot query, and equality routing keys.
 Evaluation errors (integer overflow, division by zero, unparsable values) raise
 ``WhereRuntimeError``: Postgres would raise for the same row, so callers treat the row as
 not matching.
+
+A clause with ``col IN (SELECT ...)`` sublinks is compiled in two steps: ``sublinks(clause)``
+names the subqueries (their tables, columns and WHERE text), the caller resolves them
+(``SublinkType``: which dependency, its column types), then ``compile_where(...,
+sublinks=...)``. Evaluating and rendering such a clause takes *views*: per dependency an
+object with ``member(key) -> bool | None`` (``key IN values``, three-valued) and
+``texts()`` (every value, to send to Postgres); a key is a column's text, or a tuple of
+them for ``(a, b) IN (SELECT x, y ...)``. ``plan`` is the clause's DNF (see ``_dnf``).
 """
 
 from __future__ import annotations
@@ -22,15 +30,21 @@ from typing import Any, NamedTuple
 from pysync.postgres.catalog import Table
 
 from . import _runtime as rt
-from ._check import check_clause
+from ._check import SublinkType, check_clause, parse
 from ._compile import Compiler, column_parser
+from ._dnf import Plan, Position, plan
 from ._ir import Node, WhereError, WhereRuntimeError
 from ._limits import MAX_PARAMS, MAX_PARAMS_LENGTH, over_limit
 from ._memo import SizedCache
+from ._render import Renderer
 from ._render import normalized as _normalized
 from ._render import to_sql as _to_sql
+from ._sublinks import SublinkSpec
 
-__all__ = ["RangeIndex", "Where", "WhereError", "WhereRuntimeError", "compile_where"]
+__all__ = [
+    "Plan", "Position", "RangeIndex", "SublinkSpec", "SublinkType", "Where", "WhereError",
+    "WhereRuntimeError", "compile_where", "has_subquery", "sublinks",
+]
 
 Evaluator = Callable[[Sequence[str | None]], bool | None]
 KeyFunction = Callable[[str], object]
@@ -39,35 +53,51 @@ KeyFunction = Callable[[str], object]
 class Where:
     """A validated WHERE clause for one table (build with ``compile_where``)."""
 
-    def __init__(self, clause: str, tree: Node, columns: frozenset[str]) -> None:
+    def __init__(self, clause: str, tree: Node, columns: frozenset[str], sublinks: int = 0) -> None:
         self.clause = clause
         self.tree = tree
         self.columns = columns
         self.normalized = _normalized(tree)
+        self.sublinks = sublinks
+        """How many dependencies (distinct subqueries) the clause reads."""
+        self.plan: Plan | None = plan(tree) if sublinks else None
         self._bound: dict[tuple[str, ...], Evaluator] = {}
         self._bind_lock = threading.Lock()  # a cached Where is shared between threads
 
     def __repr__(self) -> str:
         return f"Where({self.normalized!r})"
 
-    def bind(self, column_names: Sequence[str]) -> Evaluator:
-        """An evaluator for rows whose values come in the order of ``column_names``."""
+    def bind(self, column_names: Sequence[str], views: Sequence[Any] = ()) -> Evaluator:
+        """An evaluator for rows whose values come in the order of ``column_names``
+        (a clause with sublinks needs the views it is evaluated against)."""
         key = tuple(column_names)
+        positions = {name: i for i, name in enumerate(key)}
+        missing = self.columns - positions.keys()
+        if missing:
+            raise ValueError(f"the row has no column(s) {', '.join(sorted(missing))}")
+        if self.sublinks:
+            return Compiler(positions, views).compile(self.tree)
         with self._bind_lock:
             cached = self._bound.get(key)
             if cached is not None:
                 return cached
-            positions = {name: i for i, name in enumerate(key)}
-            missing = self.columns - positions.keys()
-            if missing:
-                raise ValueError(f"the row has no column(s) {', '.join(sorted(missing))}")
             evaluator: Evaluator = Compiler(positions).compile(self.tree)
             self._bound[key] = evaluator
             return evaluator
 
-    def to_sql(self) -> tuple[str, list[object]]:
-        """SQL for the snapshot query's WHERE with psycopg ``%s`` placeholders."""
-        return _to_sql(self.tree)
+    def bind_node(self, node: Node, column_names: Sequence[str], views: Sequence[Any] = ()) -> Evaluator:
+        """An evaluator of one sub-expression (a DNF position) of this clause."""
+        return Compiler({name: i for i, name in enumerate(column_names)}, views).compile(node)
+
+    def to_sql(self, views: Sequence[Any] = ()) -> tuple[str, list[object]]:
+        """SQL for the snapshot query's WHERE with psycopg ``%s`` placeholders (sublinks
+        as ``= ANY`` of the views' values)."""
+        return _to_sql(self.tree, views)
+
+    def node_sql(self, node: Node, views: Sequence[Any] = ()) -> tuple[str, list[object]]:
+        """``to_sql`` of one sub-expression (a DNF position)."""
+        r = Renderer(inline=False, views=views)
+        return r.render(node), r.params
 
     def equality_index(self) -> tuple[str, frozenset[object], KeyFunction] | None:
         """(column, keys, key_fn): a row can only match if key_fn(its text value) in keys."""
@@ -82,21 +112,56 @@ class Where:
         """How the router can find this shape: by equality if it can, else by range."""
         return self.equality_index() or self.range_index()
 
+    def subquery_index(self) -> tuple[str, int] | None:
+        """(column, dependency): a row can only match if its column's text is a value of
+        that dependency (the clause is, or ANDs, ``column IN (SELECT ...)``)."""
+        tree = self.tree
+        for term in tree.args if tree.kind == "and" else (tree,):
+            if term.kind == "sublink" and len(term.args) == 1:
+                return term.args[0].name, term.value
+        return None
 
-def compile_where(clause: str, table: Table, params: Mapping[int, str] | None = None) -> Where:
+
+def compile_where(
+    clause: str, table: Table, params: Mapping[int, str] | None = None,
+    sublinks: Sequence[SublinkType] | None = None,
+) -> Where:
     """Validate and type-check ``clause`` against ``table``; raises WhereError.
+
+    ``sublinks`` resolves the clause's ``IN (SELECT ...)`` (see ``sublinks``) in order;
+    None refuses any (as in subsets: "Subqueries are not allowed in subsets").
 
     A pure function of its arguments, safe to call from several threads at once; every
     input is bounded (``_limits``) before work is done on it.
     """
     frozen = _bounded_params(params or {})
-    key = (clause, table, frozen)
+    resolved = tuple(sublinks) if sublinks is not None else None
+    key = (clause, table, frozen, resolved)
     where = _COMPILED.get(key)
     if where is None:
-        tree, columns = check_clause(clause, table, dict(frozen))
-        where = Where(clause, tree, columns)
+        tree, columns = check_clause(clause, table, dict(frozen), resolved)
+        where = Where(clause, tree, columns, len({s.dependency for s in resolved or ()}))
         _COMPILED.put(key, where, len(clause) + sum(len(v) for _, v in frozen))
     return where
+
+
+def has_subquery(clause: str) -> bool:
+    """Does ``clause`` (which Postgres must accept: WhereError otherwise) hold a subquery
+    of any form (``IN (SELECT``, ``EXISTS``, a scalar subquery ...)?"""
+    from pglast import parser as pg
+
+    from ._syntax import PREFIX, check_syntax
+
+    text = check_syntax(clause)
+    if "select" not in text.lower():
+        return False
+    return any(t.name == "SELECT" for t in pg.scan(PREFIX + text)[1:])
+
+
+def sublinks(clause: str) -> tuple[SublinkSpec, ...]:
+    """The ``IN (SELECT ...)`` sublinks of ``clause`` in textual order (none for most);
+    raises WhereError for a clause Postgres refuses or a sublink Electric refuses."""
+    return parse(clause).sublinks
 
 
 def _bounded_params(params: Mapping[int, str]) -> tuple[tuple[int, str], ...]:
@@ -108,8 +173,8 @@ def _bounded_params(params: Mapping[int, str]) -> tuple[tuple[int, str], ...]:
     return tuple(sorted(values))
 
 
-# Compiled clauses by (clause, table, params), bounded by their text as the parse cache.
-_COMPILED: SizedCache[tuple[str, Table, tuple[tuple[int, str], ...]], Where] = SizedCache(
+# Compiled clauses by (clause, table, params, sublinks), bounded by their text as the parse cache.
+_COMPILED: SizedCache[tuple[object, ...], Where] = SizedCache(
     max_entries=1024, max_total_cost=512 * 1024, max_entry_cost=8 * 1024)
 
 

@@ -7,8 +7,9 @@ only ever see nodes this module built.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from pglast import parser as pg
 from sqlglot import exp
@@ -33,6 +34,7 @@ from ._ir import (
 )
 from ._limits import MAX_DEPTH, MAX_LIST_ITEMS, MAX_NODES, MAX_TERMS, over_limit
 from ._memo import SizedCache
+from ._sublinks import MARKER_PREFIX, SublinkSpec, cut_sublinks
 from ._syntax import check_syntax
 
 _DIALECT = Postgres()
@@ -69,9 +71,9 @@ _UNSUPPORTED_NAMES: dict[type[exp.Expr], str] = {
     exp.Case: "CaseExpr is not supported in this context",
     exp.If: "CaseExpr is not supported in this context",
     exp.Nullif: "NullIfExpr is not supported in this context",
-    exp.Subquery: "subqueries are not supported",
-    exp.Select: "subqueries are not supported",
-    exp.Exists: "subqueries are not supported",
+    exp.Subquery: "only `value IN (SELECT ...)` sublinks are supported right now",
+    exp.Select: "only `value IN (SELECT ...)` sublinks are supported right now",
+    exp.Exists: "only `value IN (SELECT ...)` sublinks are supported right now",
     exp.Mod: "unknown binary operator %",
     exp.BitwiseLeftShift: "unknown binary operator <<",
     exp.BitwiseRightShift: "unknown binary operator >>",
@@ -105,25 +107,33 @@ def position(e: exp.Expr) -> int:
     return best or 0
 
 
+class Parsed(NamedTuple):
+    tree: exp.Expr
+    sublinks: tuple[SublinkSpec, ...]
+    """The clause's ``IN (SELECT ...)`` sublinks; markers stand for them in ``tree``."""
+
+
 # Parse trees by clause text (the checker never changes a tree): shapes per user share a
 # clause and differ only in params, and parsing is most of the cost of a new shape. A tree
 # takes about 150 bytes per character of its clause: at most ~80 MB for 512 KiB of text.
-_PARSED: SizedCache[str, exp.Expr] = SizedCache(
+_PARSED: SizedCache[str, Parsed] = SizedCache(
     max_entries=4096, max_total_cost=512 * 1024, max_entry_cost=8 * 1024)
 
 
-def parse(clause: str) -> exp.Expr:
-    """One expression, nothing else: Postgres' syntax check first (``_syntax``), then
-    sqlglot's tree, bounded in depth and list sizes (``_limits``)."""
-    tree = _PARSED.get(clause)
-    if tree is None:
-        tree = _parse(clause)
-        _PARSED.put(clause, tree, len(clause))
-    return tree
+def parse(clause: str) -> Parsed:
+    """One expression, nothing else: Postgres' syntax check first (``_syntax``), its
+    sublinks cut out (``_sublinks``), then sqlglot's tree, bounded in depth and list
+    sizes (``_limits``)."""
+    parsed = _PARSED.get(clause)
+    if parsed is None:
+        text, sublinks = cut_sublinks(check_syntax(clause))
+        parsed = Parsed(_parse(text), tuple(sublinks))
+        _PARSED.put(clause, parsed, len(clause))
+    return parsed
 
 
-def _parse(clause: str) -> exp.Expr:
-    text, spaced = _space_params(check_syntax(clause))
+def _parse(text: str) -> exp.Expr:
+    text, spaced = _space_params(text)
     try:
         tokens = _DIALECT.tokenize(text)
     except TokenError as e:
@@ -260,13 +270,46 @@ def common_type(a: str, b: str) -> str | None:
     return None
 
 
+SUBLINK_TYPES = frozenset({
+    "int2", "int4", "int8", "text", "varchar", "uuid", "bool", "date", "time", "timestamp",
+    "timestamptz",
+})
+"""Column types an ``IN (SELECT ...)`` may compare: those whose text form is unique per
+value (given pysync's fixed display settings), so values are compared, hashed into tags
+and sent back to Postgres as their text. numeric (1.0 = 1.00), floats (-0 = 0), intervals
+('1 day' = '24 hours'), bpchar (padding) and arrays are not."""
+
+
+@dataclass(frozen=True)
+class SublinkType:
+    """What a sublink of the clause refers to, resolved by the caller."""
+
+    dependency: int
+    """Number of the dependency: sublinks with equal subqueries share one."""
+    key: str
+    """Identity of the dependency (it names the subquery in the normalised clause)."""
+    columns: tuple[Column, ...]
+    """The subquery's columns, in its SELECT order."""
+
+
+def readable_type(column: Column) -> str:
+    """A column type in Electric's words: ``int4``, ``enum mood``, ``text[]``."""
+    base = f"enum {column.type_name}" if column.type_kind == "e" else column.type_name
+    return base + "[]" * column.dims
+
+
 class Checker:
-    def __init__(self, clause: str, table: Table, params: Mapping[int, str] | None) -> None:
+    def __init__(
+        self, clause: str, table: Table, params: Mapping[int, str] | None,
+        sublinks: Mapping[str, tuple[SublinkSpec, SublinkType]] | None = None,
+    ) -> None:
         self.clause = clause
         self.table = table
         self.params = dict(params or {})
         self.param_types: dict[int, str] = {}
         self.columns: set[str] = set()
+        self.sublinks = sublinks or {}
+        """Sublinks by marker identifier."""
 
     # ------------------------------------------------------------ entry
 
@@ -582,7 +625,10 @@ class Checker:
     def _in(self, e: exp.In) -> Node:
         if e.args.get("query") is not None or e.args.get("unnest") is not None \
                 or e.args.get("field") is not None:
-            raise self.fail("subqueries are not supported", e)
+            raise self.fail("only `value IN (SELECT ...)` sublinks are supported right now", e)
+        sublink = self._marker(e)
+        if sublink is not None:
+            return self._sublink(e, *sublink)
         left = self.check(e.this)
         items = [self.check(x) for x in e.expressions]
         # As Postgres' transformAExprIn: items that read a column, or a lone constant, are
@@ -601,6 +647,50 @@ class Checker:
         if len(parts) == 1:
             return parts[0]
         return Node("or", "bool", tuple(parts), pos=left.pos)
+
+    def _marker(self, e: exp.In) -> tuple[SublinkSpec, SublinkType] | None:
+        """The sublink an IN list of one marker stands for."""
+        if len(e.expressions) != 1:
+            return None
+        item = e.expressions[0]
+        if not (isinstance(item, exp.Column) and isinstance(item.this, exp.Identifier)
+                and item.this.quoted and str(item.this.this).startswith(MARKER_PREFIX)):
+            return None
+        found: tuple[SublinkSpec, SublinkType] | None = self.sublinks.get(str(item.this.this))
+        if found is None or position(item) not in (found[0].start + 1, found[0].start + 2):
+            return None
+        return found
+
+    def _sublink(self, e: exp.In, spec: SublinkSpec, target: SublinkType) -> Node:
+        left = e.this
+        while isinstance(left, exp.Paren):
+            left = left.this
+        refs = left.expressions if isinstance(left, exp.Tuple) else [left]
+        if not all(isinstance(r, exp.Column) for r in refs):
+            raise WhereError(
+                "currently, left side of `IN (SELECT ...)` can only be a column reference or a "
+                "list of column references", spec.location)
+        nodes = [self._column(r) for r in refs if isinstance(r, exp.Column)]
+        tested = [self.table.column(n.name) for n in nodes]
+        assert all(c is not None for c in tested)
+        mine = [readable_type(c) for c in tested if c is not None]
+        theirs = [readable_type(c) for c in target.columns]
+        if mine != theirs:
+            left_type = mine[0] if not isinstance(left, exp.Tuple) else f"row of ({', '.join(mine)})"
+            right_type = theirs[0] if len(theirs) == 1 else f"row of ({', '.join(theirs)})"
+            raise WhereError(
+                f"left side of `IN (SELECT ...)` has type {left_type} but subquery returns "
+                f"{right_type}[]", spec.location)
+        for column in target.columns:
+            if column.dims or not (column.type_kind == "e" or column.type_name in SUBLINK_TYPES):
+                raise WhereError(
+                    f"`IN (SELECT ...)` is not supported for columns of type "
+                    f"{readable_type(column)}: only integers, text, varchar, uuid, bool, "
+                    "dates, times, timestamps and enums", spec.location)
+        casts = tuple("text" if c.type_kind == "e" else c.type_name for c in target.columns)
+        return Node("sublink", "bool", tuple(nodes), value=target.dependency, pos=spec.location,
+                    extra={"key": target.key, "casts": casts, "enums": tuple(
+                        c.type_kind == "e" for c in target.columns)})
 
     def _between(self, e: exp.Between) -> Node:
         x = self.check(e.this)
@@ -1040,9 +1130,17 @@ class Checker:
         raise self.fail(f"unknown or unsupported function {name}/{len(args)}", e)
 
 
-def check_clause(clause: str, table: Table, params: Mapping[int, str] | None) -> tuple[Node, frozenset[str]]:
-    tree = parse(clause)
-    checker = Checker(clause, table, params)
+def check_clause(
+    clause: str, table: Table, params: Mapping[int, str] | None,
+    sublinks: Sequence[SublinkType] | None = None,
+) -> tuple[Node, frozenset[str]]:
+    """The typed tree and the columns it reads. ``sublinks`` resolves the clause's
+    ``IN (SELECT ...)`` in order (see ``parse``); None where none are allowed."""
+    tree, specs = parse(clause)
+    if specs and sublinks is None:
+        raise WhereError("Subqueries are not allowed in subsets")
+    resolved = {spec.marker: (spec, target) for spec, target in zip(specs, sublinks or (), strict=False)}
+    checker = Checker(clause, table, params, resolved)
     node = checker.check_clause(tree)
     if _expanded_size(node) > MAX_NODES:
         raise WhereError(over_limit("size of the expression", MAX_NODES))

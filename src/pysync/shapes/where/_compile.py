@@ -48,8 +48,10 @@ def column_parser(t: str) -> Callable[[str], Any] | None:
 
 
 class Compiler:
-    def __init__(self, positions: Mapping[str, int]) -> None:
+    def __init__(self, positions: Mapping[str, int], views: Sequence[Any] = ()) -> None:
         self.positions = positions
+        self.views = views
+        """Per dependency, an object whose ``member(key)`` is ``key IN (values)``."""
 
     def compile(self, node: Node) -> Fn:
         method: Callable[[Node], Fn] = getattr(self, "_" + node.kind)
@@ -269,6 +271,18 @@ class Compiler:
             return impl(a, c)
 
         return col_const
+
+    # ------------------------------------------------------------ IN (SELECT ...)
+
+    def _sublink(self, node: Node) -> Fn:
+        """``cols IN (SELECT ...)`` against the view of the dependency: its key is the
+        column's text (a tuple of texts for a row), as the dependency keys its values."""
+        member = self.views[node.value].member
+        idx = [self.positions[a.name] for a in node.args]
+        if len(idx) == 1:
+            i = idx[0]
+            return lambda r: member(r[i])
+        return lambda r: member(tuple([r[i] for i in idx]))
 
     # ------------------------------------------------------------ IN, ANY, ALL
 

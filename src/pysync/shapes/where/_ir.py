@@ -32,7 +32,9 @@ class Node:
     """One node of the typed tree.
 
     kind: col, const, op (binary/unary operator in ``name``), and, or, not, isnull, notnull,
-    istrue, isfalse, distinct, notdistinct, in, any, all, cast, func, index, array, like.
+    istrue, isfalse, distinct, notdistinct, in, any, all, cast, func, index, array, like,
+    sublink (``cols IN (SELECT ...)``: the tested columns in ``args``, the dependency's
+    number in ``value``; evaluated against a view of the dependency's values).
     ``type`` is the result type: ``int4``, ``text``, ``bool``, ``int4[]``, ``enum:<name>``,
     ``unknown`` (an untyped string literal not yet resolved).
     """

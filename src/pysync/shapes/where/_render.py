@@ -7,7 +7,7 @@ written out, so Postgres evaluates exactly what the in-process evaluator evaluat
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pysync.postgres import types as pt
@@ -40,9 +40,12 @@ def quote_literal(text: str) -> str:
 
 
 class Renderer:
-    def __init__(self, inline: bool) -> None:
+    def __init__(self, inline: bool, views: Sequence[Any] = ()) -> None:
         self.inline = inline
         self.params: list[object] = []
+        self.views = views
+        """Per dependency, an object whose ``texts()`` are its values (``IN (SELECT ...)``
+        becomes ``= ANY`` of them)."""
 
     def render(self, node: Node) -> str:
         method: Callable[[Node], str] = getattr(self, "_" + node.kind)
@@ -130,6 +133,21 @@ class Renderer:
         items = ", ".join(self.render(a) for a in node.args)
         return f"CAST(ARRAY[{items}] AS {node.type})"
 
+    def _sublink(self, node: Node) -> str:
+        casts: tuple[str, ...] = node.extra["casts"]
+        enums: tuple[bool, ...] = node.extra["enums"]
+        cols = [self.render(a) + ("::text" if enum else "") for a, enum in zip(node.args, enums, strict=True)]
+        if self.inline:
+            return f"({', '.join(cols)} IN (SUBQUERY {node.extra['key']}))"
+        values = self.views[node.value].texts()
+        if len(cols) == 1:
+            self.params.append(values)
+            return f"({cols[0]} = ANY (%s::{quote_ident(casts[0])}[]))"
+        for i in range(len(cols)):
+            self.params.append([None if v is None else v[i] for v in values])
+        arrays = ", ".join(f"%s::{quote_ident(t)}[]" for t in casts)
+        return f"(({', '.join(cols)}) IN (SELECT * FROM unnest({arrays})))"
+
     def _like(self, node: Node) -> str:
         s, p, *escape = (self.render(a) for a in node.args)
         op = "LIKE" if node.name == "like" else "ILIKE"
@@ -137,8 +155,8 @@ class Renderer:
         return f"({s} {op} {p}{suffix})"
 
 
-def to_sql(node: Node) -> tuple[str, list[object]]:
-    r = Renderer(inline=False)
+def to_sql(node: Node, views: Sequence[Any] = ()) -> tuple[str, list[object]]:
+    r = Renderer(inline=False, views=views)
     return r.render(node), r.params
 
 

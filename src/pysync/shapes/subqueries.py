@@ -1,0 +1,439 @@
+"""Every dependency (``IN (SELECT ...)``) of the served shapes, and the part of each
+transaction that concerns them.
+
+For each transaction the collector asks ``apply`` first: dependencies take their tables'
+changes, innermost first (a subquery's own subqueries before it), and tell the views of
+their dependents what changed. Then the shapes' own changes are converted, still with
+the views as they were. ``done`` ends the transaction: shapes apply their dependencies'
+changes (move-outs, move-in queries) and move-ins waiting for the stream to pass their
+snapshot are spliced. Idle positions count as the stream passing too; while a move-in
+waits for one, the replication stream is asked for its position every few milliseconds.
+
+Equal subqueries share one ``Dependency``; one no shape needs any more is dropped. A
+dependency that cannot go on (its table truncated or changed, its query failing) takes
+its dependents with it: their clients refetch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from pysync.postgres.connections import Connections
+from pysync.postgres.pgoutput import Relation
+from pysync.postgres.transactions import Change, Transaction, Truncation
+from pysync.shapes.definition import Subquery
+from pysync.shapes.dependency import Dependency, DependencyGone, DependencyState
+from pysync.shapes.router import Router
+from pysync.shapes.snapshotter import StaleSnapshot, query_move_in, query_subquery
+from pysync.shapes.storage import StorageError
+from pysync.shapes.subquery import SubqueryShape
+
+if TYPE_CHECKING:
+    from pysync.shapes.consumer import ShapeConsumer
+
+log = logging.getLogger(__name__)
+
+RECENT = 1024
+"""Transactions remembered: a new snapshot must see the recent ones already delivered."""
+MAX_ATTEMPTS = 50
+"""Tries of a query before its shape is given up (clients refetch)."""
+PING_SECONDS = 0.005
+
+
+class Subqueries:
+    def __init__(
+        self,
+        connections: Connections,
+        publish: Callable[[str, str], Any],
+        invalidate: Callable[[ShapeConsumer, str], None],
+    ) -> None:
+        self.connections = connections
+        self.publish = publish
+        """Coroutine function adding a table to the publication."""
+        self._invalidate = invalidate
+        self.router: Router[Dependency] = Router()
+        self.by_key: dict[str, Dependency] = {}
+        self._recent: deque[int] = deque(maxlen=RECENT)
+        self.position = 0
+        """Nothing the stream can still deliver commits before this LSN."""
+        self.last_tx = 0
+        """Commit LSN of the last transaction processed."""
+        self._pending: dict[int, dict[Dependency, list[Change]]] | None = None
+        self._dirty: dict[SubqueryShape, None] = {}
+        self._held: list[SubqueryShape] = []
+        self._in_txn = False
+        self._waiting: set[SubqueryShape] = set()
+        self._pinger: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.on_append: Callable[[ShapeConsumer], None] = lambda consumer: None
+        self.on_storage_error: Callable[[StorageError], None] = lambda exc: None
+        self.request_position: Callable[[], None] = lambda: None
+        """Asks the replication stream to report its position (an Idle soon)."""
+
+    def __len__(self) -> int:
+        return len(self.by_key)
+
+    def recent(self) -> tuple[int, ...]:
+        return tuple(self._recent)
+
+    # -- shapes and dependencies ---------------------------------------------------------
+
+    def attach(self, consumer: ShapeConsumer) -> SubqueryShape:
+        deps = [self.dependency(s) for s in consumer.shape.dependencies]
+        shape = SubqueryShape(consumer, self, deps)
+        consumer.subquery = shape
+        return shape
+
+    def dependency(self, subquery: Subquery) -> Dependency:
+        dep = self.by_key.get(subquery.key)
+        if dep is not None and not dep.gone:
+            return dep
+        inner = [self.dependency(s) for s in subquery.dependencies]
+        dep = Dependency(subquery, self, inner)
+        self.by_key[dep.key] = dep
+        where: Any = subquery.where
+        self.router.add(dep.relation, dep, where.equality_index() if where is not None else None)
+        self._spawn(self._snapshot_dependency(dep, self.recent()), dep)
+        return dep
+
+    def release(self, shape: SubqueryShape) -> None:
+        """``shape`` is gone: it no longer keeps its dependencies."""
+        shape.close()
+        self._waiting.discard(shape)
+        self._dirty.pop(shape, None)
+        self._index_clear(shape)
+        for dep in shape.deps:
+            self._drop_if_unused(dep)
+
+    def _drop_if_unused(self, dep: Dependency) -> None:
+        if dep.dependents or self.by_key.get(dep.key) is not dep:
+            return
+        self._remove(dep, "no longer used")
+        for inner in dep.inner:
+            self._drop_if_unused(inner)
+
+    def _remove(self, dep: Dependency, reason: str) -> None:
+        dep.invalidate(reason)
+        self.router.remove(dep.relation, dep)
+        if self.by_key.get(dep.key) is dep:
+            del self.by_key[dep.key]
+
+    def fail(self, dep: Dependency, reason: str) -> None:
+        """``dep`` cannot go on: neither can its dependents."""
+        if dep.gone:
+            return
+        log.info("subquery %s of %s.%s dropped: %s", dep.key, *dep.relation, reason)
+        dependents = list(dep.dependents)
+        self._remove(dep, reason)
+        for view in dependents:
+            view.owner.dependency_gone(reason)  # type: ignore[attr-defined]
+        for inner in dep.inner:
+            self._drop_if_unused(inner)
+
+    def invalidate(self, shape: SubqueryShape, reason: str) -> None:
+        if not shape.closed:
+            self._invalidate(shape.consumer, reason)
+
+    async def ready(self, shape: SubqueryShape) -> None:
+        """Until the shape's dependencies hold their rows (DependencyGone if one failed)."""
+        for dep in shape.deps:
+            await asyncio.shield(dep.ready)
+
+    def tables(self, dep: Dependency) -> list[tuple[str, str]]:
+        found = [dep.relation]
+        for inner in dep.inner:
+            found.extend(t for t in self.tables(inner) if t not in found)
+        return found
+
+    # -- transactions -----------------------------------------------------------------
+
+    def apply(self, txn: Transaction) -> None:
+        """The dependencies' part of ``txn``, before its shapes' changes are converted."""
+        self._in_txn = True
+        tables = self.router.tables
+        if not tables:
+            return
+        xid, commit_lsn = txn.xid, txn.commit_lsn
+        pending: dict[int, dict[Dependency, list[Change]]] = {}
+        for change in txn.changes:
+            if type(change) is Truncation:
+                for relation in change.relations:
+                    self.truncated(relation)
+                continue
+            assert type(change) is Change
+            relation = change.relation
+            routes = tables.get((relation.namespace, relation.name))
+            if routes is None:
+                continue
+            for dep in routes.candidates(relation.column_names, change.new, change.old):
+                if dep.accepts(xid, commit_lsn):
+                    pending.setdefault(dep.layer, {}).setdefault(dep, []).append(change)
+        if not pending:
+            return
+        self._pending = pending
+        try:
+            layer = 0
+            top = max(pending)
+            while layer <= top:
+                for dep, changes in list(pending.get(layer, {}).items()):
+                    if dep.gone:
+                        continue
+                    try:
+                        for change in changes:
+                            dep.change(change)
+                        dep.finish(xid, commit_lsn)
+                    except DependencyGone as exc:
+                        self.fail(dep, exc.reason)
+                    except (KeyError, ValueError):
+                        self.fail(dep, "columns no longer replicated")
+                top = max(pending)
+                layer += 1
+        finally:
+            self._pending = None
+
+    def changed(self, owner: SubqueryShape | Dependency) -> None:
+        """``owner``'s views changed: it acts at the end of the transaction (or now,
+        between transactions: a dependency's query was spliced)."""
+        if isinstance(owner, Dependency):
+            pending = self._pending
+            if pending is not None:
+                pending.setdefault(owner.layer, {}).setdefault(owner, [])
+            elif not self._in_txn:
+                try:
+                    owner.finish(0, self.last_tx)
+                except DependencyGone as exc:
+                    self.fail(owner, exc.reason)
+        elif self._in_txn:
+            self._dirty[owner] = None
+        else:
+            self._guarded(owner, owner.drain, self.last_tx)
+
+    def held(self, shape: SubqueryShape) -> None:
+        self._held.append(shape)
+
+    def done(self, txn: Transaction) -> None:
+        """``txn`` is in every log: shapes apply their dependencies' changes."""
+        held, self._held = self._held, []
+        for shape in held:
+            consumer = shape.consumer
+            consumer.last_lsn = max(consumer.last_lsn, txn.commit_lsn)
+        self._recent.append(txn.xid)
+        self.last_tx = txn.commit_lsn
+        self.position = max(self.position, txn.end_lsn)
+        self._in_txn = False
+        dirty, self._dirty = self._dirty, {}
+        for shape in dirty:
+            self._guarded(shape, shape.drain, txn.commit_lsn)
+        for shape in list(self._waiting):
+            self._guarded(shape, shape.advance, txn.end_lsn)
+
+    def idle(self, lsn: int) -> None:
+        if lsn <= self.position:
+            return
+        self.position = lsn
+        for shape in list(self._waiting):
+            self._guarded(shape, shape.advance, lsn)
+
+    def rewind(self) -> None:
+        """Replication starts again from an earlier position."""
+        self._in_txn = False
+        self._pending = None
+        self._held = []
+
+    def truncated(self, relation: Relation) -> None:
+        for dep in list(self.by_key.values()):
+            if dep.relation == (relation.namespace, relation.name):
+                self.fail(dep, "table truncated")
+
+    def relation_changed(self, relation: Relation) -> None:
+        """A dependency reading a column that went or changed type cannot go on."""
+        for dep in list(self.by_key.values()):
+            table = dep.subquery.table
+            if relation.oid != table.oid and dep.relation != (relation.namespace, relation.name):
+                continue
+            if relation.oid != table.oid or dep.relation != (relation.namespace, relation.name):
+                self.fail(dep, "table renamed or replaced")
+                continue
+            layout = {c.name: c.type_oid for c in relation.columns}
+            reads = set(table.identity) | set(dep.needed)
+            if any(layout.get(c.name) != c.type_oid for c in table.columns if c.name in reads):
+                self.fail(dep, "schema changed")
+
+    def _guarded(self, shape: SubqueryShape, action: Callable[..., None], *args: Any) -> None:
+        """Run a step of ``shape`` that appends to its log: a storage error stops ingest
+        and the shape (its in-memory state is ahead of its log now)."""
+        if shape.closed:
+            return
+        try:
+            action(*args)
+        except StorageError as exc:
+            self.on_storage_error(exc)
+            self.invalidate(shape, f"its log could not be written: {exc}")
+        except (KeyError, ValueError) as exc:  # a relation layout without a column it reads
+            log.warning("shape %s cannot convert its changes: %r", shape.handle, exc)
+            self.invalidate(shape, "columns no longer replicated")
+
+    # -- routing index ----------------------------------------------------------------------
+
+    def index_add(self, shape: SubqueryShape, number: int, keys: Any) -> None:
+        column = shape.index_column
+        if column is None or number != shape.index_dependency:
+            return
+        routes = shape.routes
+        for key in keys:
+            if isinstance(key, str) and key not in shape.indexed:
+                shape.indexed.add(key)
+                routes.add_key(column, key, shape.consumer)
+
+    def index_remove(self, shape: SubqueryShape, number: int, keys: Any) -> None:
+        column = shape.index_column
+        if column is None or number != shape.index_dependency:
+            return
+        routes = shape.routes
+        for key in keys:
+            if key in shape.indexed:
+                shape.indexed.discard(key)
+                routes.remove_key(column, key, shape.consumer)
+
+    def _index_clear(self, shape: SubqueryShape) -> None:
+        if shape.index_column is not None and shape.routes is not None:
+            for key in shape.indexed:
+                shape.routes.remove_key(shape.index_column, key, shape.consumer)
+        shape.indexed = set()
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def appended(self, consumer: ShapeConsumer) -> None:
+        self.on_append(consumer)
+
+    def wait_for_position(self, shape: SubqueryShape) -> None:
+        self._waiting.add(shape)
+        if self._pinger is None or self._pinger.done():
+            self._pinger = asyncio.create_task(self._ping(), name="pysync-subquery-position")
+
+    def moved(self, shape: SubqueryShape) -> None:
+        self._waiting.discard(shape)
+
+    async def _ping(self) -> None:
+        while self._waiting:
+            self.request_position()
+            await asyncio.sleep(PING_SECONDS)
+
+    def requery(self, dep: Dependency) -> None:
+        """``dep``'s views gained values that bring rows: read its rows again."""
+        dep.start_buffering()
+        dep.state = DependencyState.QUERYING
+        self._spawn(self._query_dependency(dep, self.recent()), dep)
+
+    def query_move_in(self, shape: SubqueryShape, retry: bool = False) -> None:
+        move = shape.move
+        assert move is not None
+        move.info = None
+        move.bound = None
+        self._waiting.discard(shape)
+        move.task = self._spawn(self._move_in(shape, retry), None)
+
+    def _spawn(self, coro: Any, dep: Dependency | None) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if dep is not None:
+            dep.task = task
+        return task
+
+    async def _move_in(self, shape: SubqueryShape, retry: bool) -> None:
+        move = shape.move
+        assert move is not None
+        while True:
+            if retry or move.attempts:
+                await asyncio.sleep(min(0.5, 0.005 * 2 ** min(move.attempts, 7)))
+            move.attempts += 1
+            if shape.closed or shape.move is not move:
+                return
+            try:
+                async with self.connections.snapshot_session() as conn:
+                    info, rows = await query_move_in(conn, shape.shape, shape.tagging, move.before, move.seen)
+            except StaleSnapshot:
+                pass
+            except (psycopg.Error, OSError) as exc:
+                log.warning("move-in query of shape %s failed: %s", shape.handle, exc)
+            else:
+                if shape.closed or shape.move is not move:
+                    return
+                self._guarded(shape, shape.query_done, info, rows)
+                return
+            if move.attempts >= MAX_ATTEMPTS:
+                self.invalidate(shape, "its move-in query kept failing")
+                return
+
+    async def _snapshot_dependency(self, dep: Dependency, seen: tuple[int, ...]) -> None:
+        try:
+            for relation in self.tables(dep):
+                await self.publish(*relation)
+            for inner in dep.inner:
+                await asyncio.shield(inner.ready)
+        except DependencyGone as exc:
+            self.fail(dep, exc.reason)
+            return
+        except Exception as exc:  # noqa: BLE001 - its dependents hear why
+            self.fail(dep, f"could not publish its table: {exc}")
+            return
+        for view in dep.views:
+            view.follow()
+        await self._query_dependency(dep, seen)
+
+    async def _query_dependency(self, dep: Dependency, seen: tuple[int, ...]) -> None:
+        attempts = 0
+        while not dep.gone:
+            views = dep.views
+            try:
+                async with self.connections.snapshot_session() as conn:
+                    info, rows = await query_subquery(conn, dep.subquery, views, dep.needed, seen)
+            except StaleSnapshot:
+                pass
+            except (psycopg.Error, OSError) as exc:
+                log.warning("query of subquery %s failed: %s", dep.key, exc)
+                if isinstance(exc, psycopg.errors.UndefinedTable):
+                    self.fail(dep, "table dropped")
+                    return
+            else:
+                if dep.gone:
+                    return
+                width = len(dep.subquery.table.identity)
+                try:
+                    dep.snapshot_taken(info, [(tuple(r[:width]), tuple(r[width:])) for r in rows])
+                except DependencyGone as exc:
+                    self.fail(dep, exc.reason)
+                return
+            attempts += 1
+            if attempts >= MAX_ATTEMPTS:
+                self.fail(dep, "its query kept failing")
+                return
+            await asyncio.sleep(min(0.5, 0.005 * 2 ** min(attempts, 7)))
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        if self._pinger is not None:
+            tasks.append(self._pinger)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+    def storage_failed(self) -> None:
+        """A log could not be written: every subquery shape's views are ahead of its log."""
+        self._in_txn = False
+        self._pending = None
+        self._dirty = {}
+        self._held = []
+        for dep in list(self.by_key.values()):
+            for view in list(dep.dependents):
+                owner = view.owner
+                if isinstance(owner, SubqueryShape):
+                    self.invalidate(owner, "its log could not be written")
