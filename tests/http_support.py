@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 import psycopg
-import pytest
 
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
@@ -37,35 +36,7 @@ INSERT INTO other VALUES (1, 'a');
 """
 
 
-@pytest.fixture
-def conn(database_url: str) -> Iterator[Conn]:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(SETUP_SQL)
-        yield conn
-
-
 EngineFactory = Callable[..., Awaitable[Engine]]
-
-
-@pytest.fixture
-async def make_engine(database_url: str, conn: Conn) -> AsyncIterator[EngineFactory]:
-    """Starts engines on the test database (stopped at teardown)."""
-    engines: list[Engine] = []
-
-    async def make(**kwargs: Any) -> Engine:
-        engine = Engine(database_url, flush_interval=0.02, **kwargs)
-        await engine.start()
-        engines.append(engine)
-        return engine
-
-    yield make
-    for engine in engines:
-        await engine.stop()
-
-
-@pytest.fixture
-async def engine(make_engine: EngineFactory) -> Engine:
-    return await make_engine()
 
 
 class Client:
@@ -108,18 +79,6 @@ class Client:
 def make_api(engine: Engine, **kwargs: Any) -> ShapeAPI:
     kwargs.setdefault("long_poll_timeout", LONG_POLL)
     return ShapeAPI(engine, **kwargs)
-
-
-@pytest.fixture
-async def api(engine: Engine) -> ShapeAPI:
-    return make_api(engine)
-
-
-@pytest.fixture
-async def client(api: ShapeAPI) -> AsyncIterator[Client]:
-    client = Client(api)
-    yield client
-    await client.aclose()
 
 
 async def until(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:

@@ -25,7 +25,7 @@ from starlette.routing import Route
 
 import pysync
 from asgi_server import serving
-from conftest import drop_database
+from db_support import drop_database
 from http_support import until
 from pysync.postgres.cluster import PostgresCluster, free_port
 from serve_process import ServeProcess

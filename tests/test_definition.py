@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from conftest import drop_database
+from db_support import drop_database
 from pysync.postgres.cluster import PostgresCluster
 from pysync.shapes.definition import ShapeDefinition, ShapeError, validate
 

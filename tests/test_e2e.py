@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from conftest import drop_database
+from db_support import drop_database
 from pysync.postgres.cluster import PostgresCluster, free_port
 from serve_process import ServeProcess
 

@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from conftest import drop_database
+from db_support import drop_database
 from pysync.client import Backoff, Client, Shape
 from pysync.postgres.cluster import PostgresCluster, free_port
 from serve_process import ServeProcess

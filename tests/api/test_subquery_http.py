@@ -2,7 +2,6 @@
 messages for the others, the wire format of tags and move events, subsets and
 ``changes_only``, and the compaction refusal."""
 
-# ruff: noqa: F811 - test parameters are named after the imported fixtures
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from http_support import Client, Conn, api, assert_invalid, client, conn, data, engine, make_engine  # noqa: F401
+from http_support import Client, Conn, assert_invalid, data
 from subquery_support import TaggedClient
 
 SCHEMA = """

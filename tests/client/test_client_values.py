@@ -1,7 +1,6 @@
 """Values through ``pysync serve`` and ``pysync.Client`` equal what psycopg reads from the
 same rows, for every type the client parses (and unknown types stay text)."""
 
-# ruff: noqa: F811 - test parameters are named after the imported fixtures
 from __future__ import annotations
 
 import datetime as dt
@@ -13,7 +12,7 @@ import pytest
 
 from pysync.client import ChangeMessage, Client
 from pysync.client.values import column_parsers, parse_row
-from serve_support import Conn, Served, db, served, write  # noqa: F401
+from serve_support import Conn, Served, write
 
 COLUMNS = """
     id int PRIMARY KEY,

@@ -1,7 +1,6 @@
 """Model check: after a random workload of inserts, updates (including key changes and
 rows moving in and out of a WHERE) and deletes, every materialised shape equals ``SELECT``."""
 
-# ruff: noqa: F811 - test parameters are named after the imported fixtures
 from __future__ import annotations
 
 import os
@@ -10,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from pysync.client import Client, Shape
-from serve_support import Conn, Served, db, served, write  # noqa: F401
+from serve_support import Conn, Served, write
 
 TRANSACTIONS = 400
 CHECKS = 8

@@ -1,7 +1,6 @@
 """``pysync.Client`` against ``pysync serve``: initial sync, live changes, resume, 409
 recovery (truncate, schema change), SSE, back-off on 503, server-defined routes."""
 
-# ruff: noqa: F811 - test parameters are named after the imported fixtures
 from __future__ import annotations
 
 import asyncio
@@ -27,7 +26,7 @@ from pysync.client import (
     Message,
     ShapeUpdate,
 )
-from serve_support import Conn, Served, db, served, write  # noqa: F401
+from serve_support import Conn, Served, write
 
 KEY = '"public"."{table}"/"{id}"'
 

@@ -4,7 +4,6 @@ of server-defined shapes (``api.serve(..., recheck=hook)``), through real HTTP r
 As in Phoenix.Sync, only requests whose shape a function defines (they have a re-check)
 are interrupted; a request for a fixed shape (``/v1/shape``) never is."""
 
-# ruff: noqa: F811 - test parameters are named after the imported fixtures
 from __future__ import annotations
 
 import asyncio
@@ -17,20 +16,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from http_support import (  # noqa: F401 - fixtures are imported to be used by name
-    LONG_POLL,
-    MUST_REFETCH,
-    Client,
-    Conn,
-    api,
-    client,
-    conn,
-    data,
-    engine,
-    make_engine,
-    until,
-    waiting,
-)
+from http_support import LONG_POLL, MUST_REFETCH, Client, Conn, data, until, waiting
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 from pysync.http.params import RequestError, parse_request

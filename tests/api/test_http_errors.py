@@ -1,20 +1,11 @@
 """The 400s of ``/v1/shape`` (docs/shape-http-protocol.md section 1.6): exact bodies,
 no-store caching, and the validation order (only the first failing stage is reported)."""
 
-# ruff: noqa: F811 - test parameters are named after the imported fixtures
 from __future__ import annotations
 
 from typing import Any
 
-from http_support import (  # noqa: F401 - fixtures are imported to be used by name
-    Client,
-    api,
-    assert_invalid,
-    client,
-    conn,
-    engine,
-    make_engine,
-)
+from http_support import Client, assert_invalid
 
 NOT_FOUND = (
     'Table "public"."nonexistent" does not exist. If the table name contains capitals or '

@@ -2,7 +2,6 @@
 docs/shape-http-protocol.md section 10 (offsets, headers, caching, live, 409, CORS, auth,
 SSE, chunking)."""
 
-# ruff: noqa: F811 - test parameters are named after the imported fixtures
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from http_support import (  # noqa: F401 - fixtures are imported to be used by name
+from http_support import (
     CC_409,
     CC_INITIAL,
     CC_LIVE,
@@ -24,15 +23,10 @@ from http_support import (  # noqa: F401 - fixtures are imported to be used by n
     Client,
     Conn,
     EngineFactory,
-    api,
     assert_invalid,
-    client,
-    conn,
     controls,
     data,
-    engine,
     make_api,
-    make_engine,
     until,
     waiting,
 )

@@ -1,0 +1,45 @@
+"""Fixtures of the ``pysync.Client`` tests: a ``pysync serve`` subprocess on a database
+of its own, shared by a test module, and connections to that database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from db_support import drop_database
+from pysync.postgres.cluster import PostgresCluster, free_port
+from serve_process import ServeProcess
+from serve_support import Conn, Served
+
+
+@pytest.fixture(scope="module")
+def served(pg_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """A running ``pysync serve`` (2 s long-polls, shape deletion allowed) on a new database."""
+    name = f"served_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    database_url = pg_cluster.url(name)
+    storage: Path = tmp_path_factory.mktemp("storage")
+    port = free_port()
+    server = ServeProcess([
+        "--database-url", database_url, "--host", "127.0.0.1", "--port", str(port),
+        "--storage-dir", str(storage), "--long-poll-timeout", "2", "--log-level", "warning",
+        "--allow-delete",
+    ])
+    try:
+        server.wait_ready()
+        yield Served(url=f"http://127.0.0.1:{port}", database_url=database_url)
+    finally:
+        server.stop()
+        drop_database(pg_cluster, name)
+
+
+@pytest.fixture
+def db(served: Served) -> Iterator[Conn]:
+    """An autocommit connection to the served database."""
+    with psycopg.connect(served.database_url, autocommit=True) as conn:
+        yield conn
