@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 import psycopg
 import pytest
 
-from pysync.postgres import types as pt
 from pysync.postgres.catalog import Table, load_table
+from pysync.postgres.types import numbers as pt
 from pysync.shapes.where import WhereError, compile_where
 from pysync.shapes.where import _limits as limits
 from pysync.shapes.where._check import _PARSED

@@ -19,7 +19,7 @@ from uuid import UUID
 
 import msgspec
 
-from pysync.postgres.types import INT_RANGES
+from pysync.postgres.types.numbers import INT_RANGES
 
 # The catalog read: one row per column (typcategory 'A' = an array type).
 COLUMNS_QUERY = """

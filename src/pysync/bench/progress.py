@@ -57,3 +57,8 @@ class Display:
         elif time.monotonic() - self._last_print >= 5:
             self._last_print = time.monotonic()
             self.console.print(f"{self._name} {elapsed:.0f} s: {self._status()}")
+
+
+def fmt(value: float | None, spec: str, unit: str = "") -> str:
+    """A measure for a status line or a note; "n/a" when there is none yet."""
+    return "n/a" if value is None else f"{value:{spec}}{unit}"

@@ -25,7 +25,8 @@ from uuid import UUID
 
 import msgspec
 
-from pysync.postgres.types import parse_array, parse_interval
+from pysync.postgres.types.arrays import parse_array
+from pysync.postgres.types.intervals import parse_interval
 
 Parser = Callable[[str], Any]
 Row = dict[str, Any]

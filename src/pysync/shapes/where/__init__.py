@@ -190,7 +190,7 @@ def _canonical(value: Any) -> object:
     if isinstance(value, Decimal) and value.is_nan():
         return _NAN_KEY
     if isinstance(value, tuple):  # interval: compared by its span
-        from pysync.postgres.types import interval_key
+        from pysync.postgres.types.intervals import interval_key
 
         return ("interval", interval_key(value))
     if isinstance(value, str):

@@ -17,8 +17,8 @@ from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType  # type: ignore[attr-defined]
 
-from pysync.postgres import types as pt
 from pysync.postgres.catalog import Column, Table
+from pysync.postgres.types.numbers import INT_RANGES, NumericOverflow, parse_numeric
 
 from . import _runtime as rt
 from ._ir import (
@@ -356,7 +356,7 @@ class Checker:
         text: str = node.value
         try:
             value = rt.input_function(target)(text)
-        except pt.NumericOverflow as exc:
+        except NumericOverflow as exc:
             raise self.fail(str(exc), node) from None
         except (ValueError, KeyError):
             raise self.fail(f"invalid syntax for type {display(target)}: {text}", node) from None
@@ -425,12 +425,12 @@ class Checker:
         if digits.isdigit() and len(digits.lstrip("0")) <= 19:  # longer ones are numeric
             v = int(text)
             for t in ("int4", "int8"):
-                lo, hi = pt.INT_RANGES[t]
+                lo, hi = INT_RANGES[t]
                 if lo <= v <= hi:
                     return Node("const", t, value=v, pos=pos)
         try:
-            return Node("const", "numeric", value=pt.parse_numeric(text), pos=pos)
-        except pt.NumericOverflow as exc:
+            return Node("const", "numeric", value=parse_numeric(text), pos=pos)
+        except NumericOverflow as exc:
             raise self.fail(str(exc), e) from None
         except ValueError:
             raise self.fail(f"syntax error at or near \"{text}\"", e) from None

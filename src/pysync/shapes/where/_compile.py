@@ -12,7 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from pysync.postgres import types as pt
+from pysync.postgres.types.arrays import array_flatten, parse_array
+from pysync.postgres.types.numbers import to_float4
+from pysync.postgres.types.strings import parse_text
 
 from . import _runtime as rt
 from ._ir import Node, WhereRuntimeError, elem, is_array
@@ -26,7 +28,7 @@ def _bool_out(v: str) -> bool:
 
 
 def _float4_out(v: str) -> float:
-    return pt.to_float4(float(v))
+    return to_float4(float(v))
 
 
 # Postgres' own output is canonical, so the common types need no validation when they
@@ -43,7 +45,7 @@ def column_parser(t: str) -> Callable[[str], Any] | None:
         return None
     if is_array(t):
         inner = column_parser(elem(t))
-        return pt.parse_array(inner if inner is not None else pt.parse_text)
+        return parse_array(inner if inner is not None else parse_text)
     return _FAST_COLUMN_PARSERS.get(t) or rt.input_function(t)
 
 
@@ -338,7 +340,7 @@ class Compiler:
             arr = farr(r)
             if arr is None:
                 return None
-            items = pt.array_flatten(arr)
+            items = array_flatten(arr)
             if not items:
                 return not any_
             if v is None:

@@ -10,17 +10,25 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pysync.postgres import types as pt
+from pysync.postgres.types.booleans import format_bool
+from pysync.postgres.types.datetimes import (
+    format_date,
+    format_time,
+    format_timestamp,
+    format_timestamptz,
+)
+from pysync.postgres.types.intervals import interval_literal
+from pysync.postgres.types.numbers import format_float, format_float4, format_int, format_numeric
 
 from . import _runtime as rt
 from ._ir import Node, elem, is_array
 
 _FORMATTERS: dict[str, Callable[[Any], str]] = {
-    "int2": pt.format_int, "int4": pt.format_int, "int8": pt.format_int,
-    "float4": pt.format_float4, "float8": pt.format_float, "numeric": pt.format_numeric,
-    "bool": pt.format_bool, "text": str, "bpchar": str, "uuid": str,
-    "date": pt.format_date, "time": pt.format_time, "timestamp": pt.format_timestamp,
-    "timestamptz": pt.format_timestamptz, "interval": pt.interval_literal,
+    "int2": format_int, "int4": format_int, "int8": format_int,
+    "float4": format_float4, "float8": format_float, "numeric": format_numeric,
+    "bool": format_bool, "text": str, "bpchar": str, "uuid": str,
+    "date": format_date, "time": format_time, "timestamp": format_timestamp,
+    "timestamptz": format_timestamptz, "interval": interval_literal,
 }
 
 

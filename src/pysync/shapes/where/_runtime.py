@@ -13,7 +13,7 @@ from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Context, Decimal, InvalidOperation
 from typing import Any
 
-from pysync.postgres import types as pt
+from pysync.postgres.types import arrays, booleans, datetimes, intervals, numbers, strings
 
 from ._ir import WhereRuntimeError, elem, is_array
 
@@ -45,7 +45,7 @@ def _numeric_cmp(a: Decimal, b: Decimal) -> int:
 
 
 def _interval_cmp(a: tuple[int, int, int], b: tuple[int, int, int]) -> int:
-    ka, kb = pt.interval_key(a), pt.interval_key(b)
+    ka, kb = intervals.interval_key(a), intervals.interval_key(b)
     return (ka > kb) - (ka < kb)
 
 
@@ -143,7 +143,7 @@ def sort_key(t: str) -> Callable[[Any], Any] | None:
 
 
 def _int_checked(t: str, f: Fn2) -> Fn2:
-    lo, hi = pt.INT_RANGES[t]
+    lo, hi = numbers.INT_RANGES[t]
     label = {"int2": "smallint", "int4": "integer", "int8": "bigint"}[t]
 
     def op(a: int, b: int) -> int:
@@ -173,7 +173,7 @@ def _float_checked(f: Fn2, t: str, check_underflow: bool) -> Fn2:
             r = math.nan
         if single:
             try:
-                r = pt.to_float4(r)
+                r = numbers.to_float4(r)
             except OverflowError:
                 raise WhereRuntimeError("value out of range: overflow") from None
         if math.isinf(r) and not (math.isinf(a) or math.isinf(b)):
@@ -252,7 +252,7 @@ def _numeric_div(a: Decimal, b: Decimal) -> Decimal:
 
 def arith_op(op: str, t: str) -> Fn2:
     """``+ - * /`` and bitwise operators on two values of the numeric type ``t``."""
-    if t in pt.INT_RANGES:
+    if t in numbers.INT_RANGES:
         base: dict[str, Fn2] = {
             "+": operator.add, "-": operator.sub, "*": operator.mul, "/": _int_div,
             "&": operator.and_, "|": operator.or_, "#": operator.xor,
@@ -267,8 +267,8 @@ def arith_op(op: str, t: str) -> Fn2:
 
 
 def negate(t: str) -> Fn1:
-    if t in pt.INT_RANGES:
-        lo, _ = pt.INT_RANGES[t]
+    if t in numbers.INT_RANGES:
+        lo, _ = numbers.INT_RANGES[t]
         label = {"int2": "smallint", "int4": "integer", "int8": "bigint"}[t]
 
         def neg_int(a: int) -> int:
@@ -330,13 +330,13 @@ def _interval_checked(iv: tuple[int, int, int]) -> tuple[int, int, int]:
 
 
 def _check_ts(value: int) -> int:
-    if not pt._MIN_TS <= value <= pt._MAX_TS:
+    if not datetimes._MIN_TS <= value <= datetimes._MAX_TS:
         raise WhereRuntimeError("timestamp out of range")
     return value
 
 
 def _check_date(value: int) -> int:
-    if not pt._MIN_DATE <= value <= pt._MAX_DATE:
+    if not datetimes._MIN_DATE <= value <= datetimes._MAX_DATE:
         raise WhereRuntimeError("date out of range")
     return value
 
@@ -348,16 +348,16 @@ def ts_plus_interval(ts: int | float, iv: tuple[int, int, int]) -> int | float:
         return ts
     months, days, usec = iv
     if months:
-        day_count, tod = divmod(ts, pt.USECS_PER_DAY)
-        y, m, d = pt.civil_from_days(day_count)
+        day_count, tod = divmod(ts, datetimes.USECS_PER_DAY)
+        y, m, d = datetimes.civil_from_days(day_count)
         # Postgres counts BC years without a year 0 here but the result is the same.
         total = y * 12 + (m - 1) + months
         y, m = divmod(total, 12)
         m += 1
-        d = min(d, pt.days_in_month(y, m))
-        ts = pt.days_from_civil(y, m, d) * pt.USECS_PER_DAY + tod
+        d = min(d, datetimes.days_in_month(y, m))
+        ts = datetimes.days_from_civil(y, m, d) * datetimes.USECS_PER_DAY + tod
     if days:
-        ts += days * pt.USECS_PER_DAY
+        ts += days * datetimes.USECS_PER_DAY
     return _check_ts(ts + usec)
 
 
@@ -381,10 +381,10 @@ def ts_minus_ts(a: int | float, b: int | float) -> tuple[int, int, int]:
         return INTERVAL_INF if (a == math.inf or b == -math.inf) else INTERVAL_NINF
     diff = a - b
     # interval_justify_hours: whole days move to the day field, same sign as the remainder
-    days = abs(diff) // pt.USECS_PER_DAY
+    days = abs(diff) // datetimes.USECS_PER_DAY
     if diff < 0:
         days = -days
-    return _interval_checked((0, days, diff - days * pt.USECS_PER_DAY))
+    return _interval_checked((0, days, diff - days * datetimes.USECS_PER_DAY))
 
 
 def date_plus_int(d: int | float, n: int) -> int | float:
@@ -408,35 +408,35 @@ def date_minus_date(a: int | float, b: int | float) -> int:
 def date_to_ts(d: int | float) -> int | float:
     if isinstance(d, float):
         return d
-    return _check_ts(d * pt.USECS_PER_DAY)
+    return _check_ts(d * datetimes.USECS_PER_DAY)
 
 
 def ts_to_date(ts: int | float) -> int | float:
     if isinstance(ts, float):
         return ts
-    return ts // pt.USECS_PER_DAY
+    return ts // datetimes.USECS_PER_DAY
 
 
 def ts_to_time(ts: int | float) -> int | None:
     if isinstance(ts, float):
         return None  # Postgres returns NULL for an infinite timestamp
-    return ts % pt.USECS_PER_DAY
+    return ts % datetimes.USECS_PER_DAY
 
 
 def date_plus_time(d: int | float, t: int) -> int | float:
     if isinstance(d, float):
         return d
-    return _check_ts(d * pt.USECS_PER_DAY + t)
+    return _check_ts(d * datetimes.USECS_PER_DAY + t)
 
 
 def time_plus_interval(t: int, iv: tuple[int, int, int]) -> int:
     _finite_intervals(iv)
-    return (t + iv[2]) % pt.USECS_PER_DAY
+    return (t + iv[2]) % datetimes.USECS_PER_DAY
 
 
 def time_minus_interval(t: int, iv: tuple[int, int, int]) -> int:
     _finite_intervals(iv)
-    return (t - iv[2]) % pt.USECS_PER_DAY
+    return (t - iv[2]) % datetimes.USECS_PER_DAY
 
 
 def time_minus_time(a: int, b: int) -> tuple[int, int, int]:
@@ -574,11 +574,11 @@ upper = _char_map(str.upper)
 
 
 def _numeric_to_int(t: str) -> Fn1:
-    lo, hi = pt.INT_RANGES[t]
+    lo, hi = numbers.INT_RANGES[t]
 
     def cast(d: Decimal) -> int:
         if not d.is_finite():
-            raise WhereRuntimeError(f"cannot convert {pt.format_numeric(d)} to {t}")
+            raise WhereRuntimeError(f"cannot convert {numbers.format_numeric(d)} to {t}")
         if not d.is_zero() and d.adjusted() > 19:  # out of range; int() of it would be slow
             raise WhereRuntimeError(f"{t} out of range")
         r = int(d.to_integral_value(rounding=ROUND_HALF_UP))
@@ -590,7 +590,7 @@ def _numeric_to_int(t: str) -> Fn1:
 
 
 def _float_to_int(t: str) -> Fn1:
-    lo, hi = pt.INT_RANGES[t]
+    lo, hi = numbers.INT_RANGES[t]
 
     def cast(f: float) -> int:
         if math.isnan(f) or math.isinf(f):
@@ -604,7 +604,7 @@ def _float_to_int(t: str) -> Fn1:
 
 
 def _int_to_int(t: str) -> Fn1:
-    lo, hi = pt.INT_RANGES[t]
+    lo, hi = numbers.INT_RANGES[t]
 
     def cast(i: int) -> int:
         if i < lo or i > hi:
@@ -616,7 +616,7 @@ def _int_to_int(t: str) -> Fn1:
 
 def _to_float4(f: float) -> float:
     try:
-        r = pt.to_float4(f)
+        r = numbers.to_float4(f)
     except OverflowError:
         raise WhereRuntimeError("value out of range: overflow") from None
     if r == 0.0 and f != 0.0:
@@ -637,13 +637,13 @@ def _float_to_numeric(f: float) -> Decimal:
     if math.isinf(f):
         return Decimal("Infinity") if f > 0 else Decimal("-Infinity")
     # float8_numeric goes through the shortest text form (DBL_DIG significant digits)
-    return pt.parse_numeric(f"{f:.15g}")
+    return numbers.parse_numeric(f"{f:.15g}")
 
 
 def _float4_to_numeric(f: float) -> Decimal:
     if math.isnan(f) or math.isinf(f):
         return _float_to_numeric(f)
-    return pt.parse_numeric(f"{f:.6g}")
+    return numbers.parse_numeric(f"{f:.6g}")
 
 
 def _int_to_bool(i: int) -> bool:
@@ -655,28 +655,28 @@ def _bool_to_int(b: bool) -> int:
 
 
 OUTPUT: dict[str, Callable[[Any], str]] = {
-    "int2": pt.format_int, "int4": pt.format_int, "int8": pt.format_int,
-    "float4": pt.format_float4, "float8": pt.format_float, "numeric": pt.format_numeric,
+    "int2": numbers.format_int, "int4": numbers.format_int, "int8": numbers.format_int,
+    "float4": numbers.format_float4, "float8": numbers.format_float, "numeric": numbers.format_numeric,
     "bool": lambda b: "t" if b else "f", "text": str, "bpchar": str, "uuid": str,
-    "date": pt.format_date, "time": pt.format_time, "timestamp": pt.format_timestamp,
-    "timestamptz": pt.format_timestamptz, "interval": pt.format_interval,
+    "date": datetimes.format_date, "time": datetimes.format_time, "timestamp": datetimes.format_timestamp,
+    "timestamptz": datetimes.format_timestamptz, "interval": intervals.format_interval,
 }
 """Output functions (what ``||`` and concat() use; ``bool::text`` says true/false instead)."""
 
 INPUT: dict[str, Callable[[str], Any]] = {
-    "int2": pt.parse_int("int2"), "int4": pt.parse_int("int4"), "int8": pt.parse_int("int8"),
-    "float4": pt.parse_float4, "float8": pt.parse_float8, "numeric": pt.parse_numeric,
-    "bool": pt.parse_bool, "text": pt.parse_text, "bpchar": pt.parse_bpchar, "uuid": pt.parse_uuid,
-    "date": pt.parse_date, "time": pt.parse_time, "timestamp": pt.parse_timestamp,
-    "timestamptz": pt.parse_timestamptz, "interval": pt.parse_interval,
+    "int2": numbers.parse_int("int2"), "int4": numbers.parse_int("int4"), "int8": numbers.parse_int("int8"),
+    "float4": numbers.parse_float4, "float8": numbers.parse_float8, "numeric": numbers.parse_numeric,
+    "bool": booleans.parse_bool, "text": strings.parse_text, "bpchar": strings.parse_bpchar, "uuid": strings.parse_uuid,
+    "date": datetimes.parse_date, "time": datetimes.parse_time, "timestamp": datetimes.parse_timestamp,
+    "timestamptz": datetimes.parse_timestamptz, "interval": intervals.parse_interval,
 }
 
 
 def input_function(t: str) -> Callable[[str], Any]:
     if is_array(t):
-        return pt.parse_array(input_function(elem(t)))
+        return arrays.parse_array(input_function(elem(t)))
     if t.startswith("enum:"):
-        return pt.parse_text
+        return strings.parse_text
     return INPUT[t]
 
 
@@ -707,7 +707,7 @@ def cast_function(src: str, dst: str) -> Fn1 | None:
         return _guarded_input(dst)
     if dst == "text":
         if src == "bool":
-            return pt.format_bool
+            return booleans.format_bool
         if src.startswith("enum:"):
             return lambda v: v
         out = OUTPUT.get(src)
@@ -725,14 +725,14 @@ def cast_function(src: str, dst: str) -> Fn1 | None:
 
 
 def _numeric_cast(src: str, dst: str) -> Fn1:
-    if dst in pt.INT_RANGES:
-        if src in pt.INT_RANGES:
+    if dst in numbers.INT_RANGES:
+        if src in numbers.INT_RANGES:
             return _int_to_int(dst)
         if src == "numeric":
             return _numeric_to_int(dst)
         return _float_to_int(dst)
     if dst == "numeric":
-        if src in pt.INT_RANGES:
+        if src in numbers.INT_RANGES:
             return Decimal
         return _float4_to_numeric if src == "float4" else _float_to_numeric
     # float targets
@@ -795,8 +795,8 @@ def format_array(value: list[Any], out: Callable[[Any], str]) -> str:
 
 def array_contains(a: list[Any], b: list[Any], eq: Fn2) -> bool:
     """a @> b: every non-NULL... every element of b equals some element of a (NULLs never match)."""
-    fa = [x for x in pt.array_flatten(a) if x is not None]
-    for y in pt.array_flatten(b):
+    fa = [x for x in arrays.array_flatten(a) if x is not None]
+    for y in arrays.array_flatten(b):
         if y is None:
             return False
         if not any(eq(x, y) for x in fa):
@@ -805,12 +805,12 @@ def array_contains(a: list[Any], b: list[Any], eq: Fn2) -> bool:
 
 
 def array_overlaps(a: list[Any], b: list[Any], eq: Fn2) -> bool:
-    fb = [y for y in pt.array_flatten(b) if y is not None]
-    return any(x is not None and any(eq(x, y) for y in fb) for x in pt.array_flatten(a))
+    fb = [y for y in arrays.array_flatten(b) if y is not None]
+    return any(x is not None and any(eq(x, y) for y in fb) for x in arrays.array_flatten(a))
 
 
 def array_ndims(a: list[Any]) -> int | None:
-    shape = pt.array_shape(a)
+    shape = arrays.array_shape(a)
     return len(shape) or None
 
 
@@ -820,7 +820,7 @@ def array_cat(a: list[Any] | None, b: list[Any] | None) -> list[Any] | None:
         return b
     if b is None:
         return a
-    sa, sb = pt.array_shape(a), pt.array_shape(b)
+    sa, sb = arrays.array_shape(a), arrays.array_shape(b)
     if not sa:
         return b
     if not sb:
@@ -858,7 +858,7 @@ def array_prepend(v: Any, a: list[Any] | None) -> list[Any]:
 
 def array_subscript(a: list[Any], subs: list[int]) -> Any:
     """a[i][j]...: NULL when out of range or when the subscript count differs from ndims."""
-    shape = pt.array_shape(a)
+    shape = arrays.array_shape(a)
     if len(subs) != len(shape):
         return None
     v: Any = a

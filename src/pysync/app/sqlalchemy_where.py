@@ -1,0 +1,345 @@
+"""SQLAlchemy WHERE expressions compiled to Electric's WHERE language with ``$n`` parameters.
+
+The compiler walks the expression tree itself instead of using the Postgres dialect's SQL
+compiler: a shape's WHERE may use only what Electric's language has (comparisons,
+AND/OR/NOT, IN lists, NULL tests, LIKE/ILIKE, BETWEEN, ANY/ALL over arrays, arithmetic,
+casts and a few functions), and anything else must be refused by name, at definition
+time. The output is deterministic (parameters numbered in tree order, identifiers quoted
+only when Postgres needs it), so one expression always gives one shape.
+
+Values become parameter text the way the column's type binds them (an ``Enum`` column
+binds a Python enum member by its name, a ``JSON`` column as JSON text ...), then as
+Postgres' input syntax (dates in ISO format, arrays as ``{...}`` literals).
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import psycopg as _psycopg_dialect
+from sqlalchemy.sql import elements, functions, operators
+
+from pysync.shapes.definition import ShapeError
+
+DIALECT: Any = _psycopg_dialect.dialect()  # type: ignore[no-untyped-call]
+_quote = DIALECT.identifier_preparer.quote
+
+FUNCTIONS = frozenset({
+    "lower", "upper", "coalesce", "greatest", "least", "concat", "array_cat", "array_append",
+    "array_prepend", "array_ndims", "int2", "int4", "int8", "float4", "float8", "numeric",
+    "bool", "uuid", "text", "date", "time", "timestamp", "timestamptz", "interval",
+})
+"""The functions of Electric's WHERE language (as pysync checks it)."""
+
+_COMPARISONS: dict[Any, str] = {
+    operators.eq: "=", operators.ne: "<>", operators.lt: "<", operators.le: "<=",
+    operators.gt: ">", operators.ge: ">=",
+    operators.is_distinct_from: "IS DISTINCT FROM", operators.is_not_distinct_from: "IS NOT DISTINCT FROM",
+}
+_LIKES: dict[Any, str] = {
+    operators.like_op: "LIKE", operators.not_like_op: "NOT LIKE",
+    operators.ilike_op: "ILIKE", operators.not_ilike_op: "NOT ILIKE",
+}
+# col.contains("x") and friends: a LIKE over a pattern built around the parameter.
+_PATTERNS: dict[Any, tuple[str, str, str]] = {
+    operators.contains_op: ("LIKE", "'%' || ", " || '%'"),
+    operators.not_contains_op: ("NOT LIKE", "'%' || ", " || '%'"),
+    operators.startswith_op: ("LIKE", "", " || '%'"),
+    operators.not_startswith_op: ("NOT LIKE", "", " || '%'"),
+    operators.endswith_op: ("LIKE", "'%' || ", ""),
+    operators.not_endswith_op: ("NOT LIKE", "'%' || ", ""),
+    operators.icontains_op: ("ILIKE", "'%' || ", " || '%'"),
+    operators.not_icontains_op: ("NOT ILIKE", "'%' || ", " || '%'"),
+    operators.istartswith_op: ("ILIKE", "", " || '%'"),
+    operators.not_istartswith_op: ("NOT ILIKE", "", " || '%'"),
+    operators.iendswith_op: ("ILIKE", "'%' || ", ""),
+    operators.not_iendswith_op: ("NOT ILIKE", "'%' || ", ""),
+}
+_ARITHMETIC: dict[Any, str] = {
+    operators.add: "+", operators.sub: "-", operators.mul: "*", operators.truediv: "/",
+    operators.concat_op: "||", operators.bitwise_and_op: "&", operators.bitwise_or_op: "|",
+    operators.bitwise_xor_op: "#",
+}
+_ARRAY_OPERATORS = frozenset({"@>", "<@", "&&", "||"})
+_NAMES: dict[Any, str] = {
+    operators.mod: "% (modulo)", operators.match_op: "match()", operators.regexp_match_op: "regexp_match()",
+    operators.not_regexp_match_op: "regexp_match()", operators.json_getitem_op: "JSON subscripts",
+    operators.json_path_getitem_op: "JSON paths", operators.bitwise_lshift_op: "<<",
+    operators.bitwise_rshift_op: ">>", operators.distinct_op: "DISTINCT",
+}
+
+
+def compile_where(clause: Any, table: sa.Table) -> tuple[str, tuple[str, ...]]:
+    """``clause`` as Electric WHERE text with ``$n`` placeholders, and the ``$n`` values."""
+    compiler = _WhereCompiler(table)
+    return compiler.render(clause), tuple(compiler.params)
+
+
+# Precedence classes: a child below its parent's class is put in parentheses.
+ATOM, OPERATOR, PREDICATE, NOT, AND, OR = 6, 5, 4, 3, 2, 1
+
+
+class _WhereCompiler:
+    def __init__(self, table: sa.Table) -> None:
+        self.table = table
+        self.params: list[str] = []
+
+    def render(self, node: Any) -> str:
+        text, _ = self.node(node)
+        return text
+
+    def wrap(self, node: Any, at_least: int) -> str:
+        text, level = self.node(node)
+        return text if level >= at_least else f"({text})"
+
+    def node(self, node: Any) -> tuple[str, int]:
+        if isinstance(node, (elements.Grouping, elements.TypeCoerce)):
+            return self.node(node.element if isinstance(node, elements.Grouping) else node.clause)
+        if isinstance(node, elements.BooleanClauseList | elements.ExpressionClauseList) and node.operator in (
+            operators.and_, operators.or_
+        ):
+            return self.boolean(node)
+        if isinstance(node, elements.BinaryExpression):
+            return self.binary(node)
+        if isinstance(node, elements.UnaryExpression):
+            return self.unary(node)
+        if isinstance(node, sa.Column | elements.ColumnClause) and not isinstance(node, elements.Label):
+            return self.column(node), ATOM
+        if isinstance(node, elements.BindParameter):
+            return self.param(node), ATOM
+        if isinstance(node, elements.Null):
+            return "NULL", ATOM
+        if isinstance(node, elements.True_):
+            return "true", ATOM
+        if isinstance(node, elements.False_):
+            return "false", ATOM
+        if isinstance(node, elements.Cast):
+            return f"{self.wrap(node.clause, ATOM)}::{self.type_name(node.type)}", ATOM
+        if isinstance(node, functions.FunctionElement):
+            return self.function(node), ATOM
+        if isinstance(node, elements.Label):
+            return self.node(node.element)
+        raise ShapeError("where", f"{_describe(node)} is not supported in a shape's WHERE clause")
+
+    def boolean(self, node: Any) -> tuple[str, int]:
+        level = AND if node.operator is operators.and_ else OR
+        word = " AND " if level == AND else " OR "
+        clauses = list(node.clauses)
+        if not clauses:  # and_() / or_() of nothing
+            return ("true" if level == AND else "false"), ATOM
+        if len(clauses) == 1:
+            return self.node(clauses[0])
+        parts = []
+        for clause in clauses:
+            text, child = self.node(clause)
+            # Same operator flattens; AND inside OR gets parentheses too, for the reader.
+            parts.append(text if child > AND or child == level else f"({text})")
+        return word.join(parts), level
+
+    def binary(self, node: elements.BinaryExpression[Any]) -> tuple[str, int]:
+        op = node.operator
+        left, right = node.left, node.right
+        if op in _COMPARISONS:
+            if _is_enum(left) or _is_enum(right):
+                if op not in _ENUM_COMPARISONS:
+                    raise ShapeError("where", "an enum column can be compared for equality (=, <>, IN), "
+                                     "not ordered, in Electric's WHERE language")
+                # Electric compares enums as text: "mood::text = $1".
+                return f"{self.enum_side(left)} {_COMPARISONS[op]} {self.enum_side(right)}", PREDICATE
+            return f"{self.wrap(left, OPERATOR)} {_COMPARISONS[op]} {self.operand(right)}", PREDICATE
+        if op in (operators.is_, operators.is_not):
+            word = "IS" if op is operators.is_ else "IS NOT"
+            return f"{self.wrap(left, OPERATOR)} {word} {self.wrap(right, OPERATOR)}", PREDICATE
+        if op in _LIKES:
+            text = f"{self.wrap(left, OPERATOR)} {_LIKES[op]} {self.wrap(right, OPERATOR)}"
+            return text + self.escape(node), PREDICATE
+        if op in _PATTERNS:
+            if node.modifiers.get("autoescape"):
+                raise ShapeError("where", "autoescape=True is not supported in a shape's WHERE clause")
+            word, before, after = _PATTERNS[op]
+            # No parentheses after LIKE: pysync refuses "LIKE (" (it reads as like()).
+            text = f"{self.wrap(left, OPERATOR)} {word} {before}{self.wrap(right, ATOM)}{after}"
+            return text + self.escape(node), PREDICATE
+        if op in (operators.in_op, operators.not_in_op):
+            return self.in_list(left, right, negated=op is operators.not_in_op)
+        if op in (operators.between_op, operators.not_between_op):
+            if _is_enum(left):
+                raise ShapeError("where", "BETWEEN orders values: not supported for an enum column")
+            low, high = list(right.clauses)
+            word = "BETWEEN" if op is operators.between_op else "NOT BETWEEN"
+            if node.modifiers.get("symmetric"):
+                word += " SYMMETRIC"
+            text = f"{self.wrap(left, OPERATOR)} {word} {self.wrap(low, OPERATOR)} AND {self.wrap(high, OPERATOR)}"
+            return text, PREDICATE
+        if op in _ARITHMETIC:
+            return f"{self.wrap(left, ATOM)} {_ARITHMETIC[op]} {self.wrap(right, ATOM)}", OPERATOR
+        if isinstance(op, operators.custom_op) and op.opstring in _ARRAY_OPERATORS:
+            level = PREDICATE if op.is_comparison else OPERATOR
+            return f"{self.wrap(left, ATOM)} {op.opstring} {self.wrap(right, ATOM)}", level
+        name = op.opstring if isinstance(op, operators.custom_op) else _NAMES.get(op, getattr(op, "__name__", str(op)))
+        raise ShapeError("where", f"the operator {name} is not supported in a shape's WHERE clause")
+
+    def enum_side(self, node: Any) -> str:
+        text = self.wrap(node, OPERATOR)
+        return f"{text}::text" if _is_enum(node) and isinstance(node, sa.Column | elements.ColumnClause) else text
+
+    def operand(self, node: Any) -> str:
+        """The right side of a comparison: also ``ANY (array)`` / ``ALL (array)``."""
+        if isinstance(node, elements.CollectionAggregate):
+            word = "ANY" if node.modifier is operators.any_op or node.operator is operators.any_op else "ALL"
+            return f"{word}({self.render(node.element)})"
+        return self.wrap(node, OPERATOR)
+
+    def escape(self, node: elements.BinaryExpression[Any]) -> str:
+        escape = node.modifiers.get("escape")
+        if escape is None:
+            return ""
+        return " ESCAPE " + _string_literal(str(escape))
+
+    def in_list(self, left: Any, right: Any, *, negated: bool) -> tuple[str, int]:
+        if isinstance(right, elements.BindParameter) and right.expanding:
+            values = right.value if right.callable is None else right.callable()
+            if not values:  # as Postgres would answer an empty list, even for NULL
+                return ("true" if negated else "false"), ATOM
+            items = ", ".join(self.param_value(v, right.type) for v in values)
+        elif isinstance(right, (elements.ClauseList, elements.Tuple, elements.Grouping)):
+            inner = right.element if isinstance(right, elements.Grouping) else right
+            if not isinstance(inner, (elements.ClauseList, elements.Tuple)):
+                raise ShapeError("where", f"IN with {_describe(inner)} is not supported: a shape's WHERE "
+                                 "has no subqueries")
+            items = ", ".join(self.wrap(item, OPERATOR) for item in inner.clauses)
+        else:
+            raise ShapeError("where", f"IN with {_describe(right)} is not supported: a shape's WHERE "
+                             "has no subqueries")
+        word = "NOT IN" if negated else "IN"
+        return f"{self.enum_side(left)} {word} ({items})", PREDICATE
+
+    def unary(self, node: elements.UnaryExpression[Any]) -> tuple[str, int]:
+        if isinstance(node, elements.AsBoolean):  # a boolean column as a condition
+            if node.operator is operators.is_false:
+                return f"NOT {self.wrap(node.element, PREDICATE)}", NOT
+            return self.node(node.element)
+        if node.operator is operators.inv:
+            return f"NOT {self.wrap(node.element, PREDICATE)}", NOT
+        if node.operator is operators.neg:
+            return f"-{self.wrap(node.element, ATOM)}", OPERATOR
+        if node.operator is operators.bitwise_not_op:
+            return f"~{self.wrap(node.element, ATOM)}", OPERATOR
+        if isinstance(node, elements.CollectionAggregate):
+            raise ShapeError("where", "ANY()/ALL() must be the right side of a comparison")
+        raise ShapeError("where", f"{_describe(node)} is not supported in a shape's WHERE clause")
+
+    def column(self, node: Any) -> str:
+        table = getattr(node, "table", None)
+        if table is not None and table is not self.table and not _same_table(table, self.table):
+            raise ShapeError(
+                "where", f"the column {table.name}.{node.name} is not in {self.table.name}: a shape "
+                "reads one table (joins and subqueries are not supported)"
+            )
+        return str(_quote(node.name))
+
+    def function(self, node: Any) -> str:
+        name = str(node.name).lower()
+        if name not in FUNCTIONS or isinstance(node, functions.GenericFunction) and node.name != name:
+            raise ShapeError(
+                "where", f"the function {node.name}() is not in Electric's WHERE language (it has "
+                f"{', '.join(sorted(FUNCTIONS))})"
+            )
+        return f"{name}({', '.join(self.render(arg) for arg in node.clauses)})"
+
+    def type_name(self, type_: Any) -> str:
+        return str(DIALECT.type_compiler_instance.process(type_)).lower()
+
+    def param(self, node: elements.BindParameter[Any]) -> str:
+        value = node.effective_value
+        if node.expanding:
+            raise ShapeError("where", "an expanding parameter is only supported in IN (...)")
+        return self.param_value(value, node.type)
+
+    def param_value(self, value: Any, type_: Any) -> str:
+        if value is None:
+            return "NULL"
+        # Plain values go as they are (a Numeric's processor would turn Decimal("1.50")
+        # into a float); others (enum members, JSON documents, TypeDecorator values) as
+        # the column's type binds them.
+        processor = None if isinstance(value, _PLAIN) else _bind_processor(type_)
+        if processor is not None:
+            value = processor(value)
+            if value is None:
+                return "NULL"
+        self.params.append(param_text(value))
+        return f"${len(self.params)}"
+
+
+_PLAIN = (str, int, float, Decimal, datetime.date, datetime.time, datetime.timedelta, uuid.UUID,
+          bytes, list, tuple)
+
+
+def _bind_processor(type_: Any) -> Callable[[Any], Any] | None:
+    if type_ is None or isinstance(type_, sa.types.NullType):
+        return None
+    try:
+        return type_.bind_processor(DIALECT)  # type: ignore[no-any-return]
+    except (NotImplementedError, AttributeError):  # pragma: no cover - exotic user types
+        return None
+
+
+_ENUM_COMPARISONS = (operators.eq, operators.ne, operators.is_distinct_from, operators.is_not_distinct_from)
+
+
+def _is_enum(node: Any) -> bool:
+    return isinstance(getattr(node, "type", None), sa.Enum)
+
+
+def _same_table(a: Any, b: sa.Table) -> bool:
+    return getattr(a, "name", None) == b.name and getattr(a, "schema", None) == b.schema
+
+
+def _describe(node: Any) -> str:
+    name = type(node).__name__
+    known = {
+        "TextClause": "text() SQL", "Select": "a subquery", "ScalarSelect": "a subquery",
+        "Exists": "EXISTS (a subquery)", "Subquery": "a subquery", "Case": "CASE",
+        "Over": "a window function", "Tuple": "a row expression", "Extract": "EXTRACT",
+        "Label": "a label", "Null": "NULL",
+    }
+    return known.get(name, f"{name} ({node})")
+
+
+def _string_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def param_text(value: Any) -> str:
+    """A bound value in Postgres' input syntax for its type."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, enum.Enum):
+        return str(value.name)
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        seconds = value.seconds + value.microseconds / 1_000_000
+        return f"{value.days} days {seconds:.6f} seconds"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, (list, tuple)):
+        return "{" + ",".join(_array_item(v) for v in value) + "}"
+    return str(value)  # int, float, Decimal, UUID, str
+
+
+def _array_item(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, (list, tuple)):
+        return param_text(value)
+    text = param_text(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
