@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pysync.engine import Engine, EngineUnavailable
 from pysync.http import responses, sse
-from pysync.http.body import log_body
+from pysync.http.body import inline_body, streamed_body
 from pysync.http.cursor import next_cursor
 from pysync.http.delete import delete_shape
 from pysync.http.errors import (
@@ -42,6 +42,7 @@ from pysync.http.errors import (
 )
 from pysync.http.params import RequestError, ShapeRequest, parse_request
 from pysync.http.responses import JSON, cache_headers, common, etag, etag_matches
+from pysync.http.shared import Prebuilt, RawHeaders, SharedResponses, encode_headers
 from pysync.http.subset import (
     SubsetError,
     serve_subset,
@@ -65,6 +66,20 @@ SNAPSHOT_WAIT = 60.0
 """How long a request waits for the first snapshot data (Electric: 60 s for a chunk)."""
 
 _encode = msgspec.json.encode
+
+
+class Built:
+    """The part of a log response that every request for it shares."""
+
+    __slots__ = ("body", "etag", "headers", "raw")
+
+    def __init__(self, body: bytes, headers: dict[str, str], raw: RawHeaders, etag: str) -> None:
+        self.body = body
+        self.headers = headers
+        self.raw = raw
+        """``headers`` but cache-control (added with the request's own), encoded, with
+        content-length and content-type."""
+        self.etag = etag
 
 
 class ShapeAPI:
@@ -92,6 +107,8 @@ class ShapeAPI:
         self.stale_age = stale_age
         self.interrupts = InterruptRegistry()
         self._schemas: dict[str, str] = {}
+        self._built: SharedResponses[Built] = SharedResponses()
+        self.sse_batches: SharedResponses[sse.Batch] = SharedResponses()
         self._closing: asyncio.Future[None] | None = None
         self.closing = False
         # Admission control, as Electric: requests for a shape's start (offset=-1, which
@@ -386,7 +403,7 @@ class ShapeAPI:
         has_data: bool,
     ) -> Response:
         end = part.end
-        tail = None
+        lsn = None
         if up_to_date:
             if parsed.live and has_data:
                 lsn = max(end.tx, 0)
@@ -394,7 +411,34 @@ class ShapeAPI:
                 lsn = max(self.engine.last_seen_lsn, end.tx)
             else:
                 lsn = self.engine.last_seen_lsn or max(end.tx, 0)
-            tail = self.up_to_date(lsn)
+        post = request.method == "POST"
+        # Everything the bytes depend on (a no-change response has a unique etag: not shared).
+        key = (post, parsed.live, parsed.offset, end, lsn)
+        built = self._built.get(consumer, key) if has_data else None
+        if built is None:
+            built = self._build(consumer, parsed, part, lsn, post=post, has_data=has_data)
+            if built is None:
+                return self._streamed(request, parsed, consumer, part, lsn, post=post, has_data=has_data)
+            if has_data:
+                self._built.put(consumer, key, built)
+        if etag_matches(request.headers.get("if-none-match"), built.etag):
+            headers = dict(built.headers)
+            headers.pop("electric-schema", None)
+            return Response(b"", status_code=304, headers=common(self._own(headers, parsed), request))
+        own = common(self._own({"cache-control": built.headers["cache-control"]}, parsed), request)
+        return Prebuilt(built.body, built.raw + encode_headers(own))
+
+    def _own(self, headers: dict[str, str], parsed: ShapeRequest) -> dict[str, str]:
+        """``headers`` with the ones that depend on the request itself (the cursor)."""
+        if parsed.live:
+            headers["electric-cursor"] = next_cursor(int(self.long_poll_timeout * 1000), parsed.cursor)
+        return headers
+
+    def _headers(
+        self, consumer: ShapeConsumer, parsed: ShapeRequest, end: LogOffset, *, post: bool, has_data: bool,
+        up_to_date: bool,
+    ) -> dict[str, str]:
+        """The headers of a log response that are the same for every request for it."""
         headers = {
             "electric-handle": consumer.handle,
             "electric-offset": str(end),
@@ -403,23 +447,42 @@ class ShapeAPI:
         }
         if up_to_date:
             headers["electric-up-to-date"] = ""
-        if parsed.live:
-            headers["electric-cursor"] = next_cursor(int(self.long_poll_timeout * 1000), parsed.cursor)
         headers.update(
             cache_headers(
-                "POST" if request.method == "POST" else "GET", 200,
+                "POST" if post else "GET", 200,
                 offset_is_before_all=parsed.offset == BEFORE_ALL, live=parsed.live,
                 sse=False, has_replacement_handle=True, max_age=self.max_age, stale_age=self.stale_age,
             )
         )
-        if etag_matches(request.headers.get("if-none-match"), headers["etag"]):
-            return Response(b"", status_code=304, headers=common(headers, request))
         if not parsed.live:
             headers["electric-schema"] = self._schema(consumer)
-        body = log_body(consumer, part, tail)
-        if isinstance(body, bytes):
-            return Response(body, media_type=JSON, headers=common(headers, request))
-        return StreamingResponse(body, media_type=JSON, headers=common(headers, request))
+        return headers
+
+    def _build(
+        self, consumer: ShapeConsumer, parsed: ShapeRequest, part: LogSlice, lsn: int | None, *,
+        post: bool, has_data: bool,
+    ) -> Built | None:
+        """The response's shared part, or None when its body is too large to build."""
+        body = inline_body(consumer, part, None if lsn is None else self.up_to_date(lsn))
+        if body is None:
+            return None
+        headers = self._headers(consumer, parsed, part.end, post=post, has_data=has_data, up_to_date=lsn is not None)
+        shared = {k: v for k, v in headers.items() if k != "cache-control"}
+        shared["content-length"] = str(len(body))
+        shared["content-type"] = JSON
+        return Built(body, headers, encode_headers(shared), headers["etag"])
+
+    def _streamed(
+        self, request: Request, parsed: ShapeRequest, consumer: ShapeConsumer, part: LogSlice,
+        lsn: int | None, *, post: bool, has_data: bool,
+    ) -> Response:
+        """A body too large to build in memory, read from the log as the client takes it."""
+        headers = self._headers(consumer, parsed, part.end, post=post, has_data=has_data, up_to_date=lsn is not None)
+        if etag_matches(request.headers.get("if-none-match"), headers["etag"]):
+            del headers["electric-schema"]
+            return Response(b"", status_code=304, headers=common(self._own(headers, parsed), request))
+        body = streamed_body(consumer, part, None if lsn is None else self.up_to_date(lsn))
+        return StreamingResponse(body, media_type=JSON, headers=common(self._own(headers, parsed), request))
 
     def _schema(self, consumer: ShapeConsumer) -> str:
         cached = self._schemas.get(consumer.handle)
