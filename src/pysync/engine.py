@@ -243,6 +243,12 @@ class Engine:
         """The shape equal to ``definition``, without creating one."""
         return await self.registry.find(definition)
 
+    def known(self, definition: ShapeDefinition) -> ShapeConsumer | None:
+        """The shape for ``definition`` if one is at hand without a catalog query."""
+        if not self.started.is_set():
+            return None
+        return self.registry.known(definition)
+
     def get(self, handle: str) -> ShapeConsumer | None:
         return self.registry.get(handle)
 

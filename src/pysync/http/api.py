@@ -15,7 +15,7 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -26,7 +26,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pysync.engine import Engine, EngineUnavailable
+from pysync.engine import EngineUnavailable
 from pysync.http import responses, sse
 from pysync.http.body import inline_body, streamed_body
 from pysync.http.cursor import next_cursor
@@ -43,6 +43,7 @@ from pysync.http.errors import (
 from pysync.http.params import RequestError, ShapeRequest, parse_request
 from pysync.http.responses import JSON, cache_headers, common, etag, etag_matches
 from pysync.http.shared import Prebuilt, RawHeaders, SharedResponses, encode_headers
+from pysync.http.source import ShapeSource
 from pysync.http.subset import (
     SubsetError,
     serve_subset,
@@ -83,11 +84,12 @@ class Built:
 
 
 class ShapeAPI:
-    """Serves the shapes of an ``Engine``; ``interrupts`` releases waiting live requests."""
+    """Serves the shapes of an ``Engine`` (or of any ``ShapeSource``); ``interrupts``
+    releases waiting live requests."""
 
     def __init__(
         self,
-        engine: Engine,
+        engine: ShapeSource,
         *,
         secret: str | None = None,
         long_poll_timeout: float = 20.0,
@@ -215,12 +217,15 @@ class ShapeAPI:
 
     def authorise(self, request: Request) -> None:
         """The configured secret, as ``?secret=`` (or the deprecated ``api_secret``)."""
-        if not self.secret:
-            return
-        given = request.query_params.get("secret") or request.query_params.get("api_secret") or ""
-        if not hmac.compare_digest(given.encode(), self.secret.encode()):
+        if not self.secret_ok(request.query_params):
             # As Electric: sent before CORS and content-type are added.
             raise UNAUTHORIZED
+
+    def secret_ok(self, query: Mapping[str, str]) -> bool:
+        if not self.secret:
+            return True
+        given = query.get("secret") or query.get("api_secret") or ""
+        return hmac.compare_digest(given.encode(), self.secret.encode())
 
     async def _parse(self, request: Request) -> tuple[ShapeRequest, dict[str, object] | None]:
         query: dict[str, str] = dict(request.query_params)
@@ -331,7 +336,11 @@ class ShapeAPI:
                 raise invalid({"offset": ["out of bounds for this shape"]})
         if consumer.gone:
             raise self._refetch(parsed, await self._replacement(consumer))
-        up_to_date = part.reached and offset != BEFORE_ALL
+        return self.live_response(request, parsed, consumer, part)
+
+    def live_response(self, request: Request, parsed: ShapeRequest, consumer: ShapeConsumer, part: LogSlice) -> Response:
+        """The response to a log request with ``part`` read after its offset."""
+        up_to_date = part.reached and parsed.offset != BEFORE_ALL
         # Only a live request that waited without data (timeout, interrupt) is a "no change"
         # response (has-data false, unrevalidatable etag); a non-live read that finds nothing
         # new still answers has-data true, as Electric's no_change_response is long-poll only.

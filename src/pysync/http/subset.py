@@ -16,9 +16,9 @@ import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pysync.engine import Engine
 from pysync.http.errors import ShapeAPIError, invalid, unavailable
 from pysync.http.responses import JSON, common
+from pysync.http.source import ShapeSource
 from pysync.postgres.catalog import Table
 from pysync.postgres.identifiers import IdentifierError, parse_identifier
 from pysync.shapes.consumer import ShapeConsumer
@@ -182,7 +182,7 @@ def _integer(value: object, field: str, minimum: int, message: str, errors: dict
 
 
 async def serve_subset(
-    request: Request, engine: Engine, consumer: ShapeConsumer, fields: dict[str, object], schema: str
+    request: Request, engine: ShapeSource, consumer: ShapeConsumer, fields: dict[str, object], schema: str
 ) -> Response:
     """The subset response: ``{"metadata": ..., "data": [...]}`` at a recorded snapshot."""
     try:
