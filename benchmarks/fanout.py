@@ -47,6 +47,7 @@ import functools
 import multiprocessing
 import os
 import platform
+import random
 import re
 import resource
 import shutil
@@ -60,6 +61,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -128,8 +130,8 @@ def cpu_seconds(pids: list[int]) -> float:
 class Server:
     """``pysync serve`` (with ``--workers``) in a subprocess."""
 
-    def __init__(self, database_url: str, storage: Path, log: Path, workers: int) -> None:
-        self.port = free_port()
+    def __init__(self, database_url: str, storage: Path, log: Path, workers: int, port: int | None = None) -> None:
+        self.port = port or free_port()
         command = [
             sys.executable, "-m", "pysync.cli", "serve", "--database-url", database_url,
             "--host", HOST, "--port", str(self.port), "--storage-dir", str(storage),
@@ -218,9 +220,11 @@ class Client(asyncio.Protocol):
         self.cursor = ""
         self.live = False
         self.transport: asyncio.Transport | None = None
+        self.outstanding = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
+        self.buffer.clear()
         self.request()
 
     def request(self) -> None:
@@ -233,6 +237,7 @@ class Client(asyncio.Protocol):
                 path += f"&cursor={self.cursor}"
         assert self.transport is not None
         self.transport.write(f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+        self.outstanding = True
         if self.live:
             self.shared.waiting += 1
 
@@ -277,6 +282,16 @@ class Client(asyncio.Protocol):
     def response(self, status: int, headers: dict[bytes, bytes], body: bytes) -> None:
         shared = self.shared
         now = time.perf_counter()
+        self.outstanding = False
+        if status == 409:
+            # The shape is gone: start again from the handle the 409 names.
+            if self.live:
+                shared.waiting -= 1
+            shared.refetches += 1
+            self.offset, self.live, self.cursor = "-1", False, ""
+            self.handle = headers.get(b"electric-handle", b"").decode()
+            self.request()
+            return
         if status == 503:
             # Admission control (or a restart): retry later, as the TS client does.
             if self.live:
@@ -307,8 +322,30 @@ class Client(asyncio.Protocol):
         self.request()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.shared.stopping:
-            self.shared.errors.append(f"connection lost: {exc}")
+        shared = self.shared
+        if shared.stopping:
+            return
+        if not shared.reconnect:
+            shared.errors.append(f"connection lost: {exc}")
+            return
+        if self.outstanding and self.live:
+            shared.waiting -= 1
+        self.outstanding = False
+        shared.reconnects += 1
+        self.reconnect()
+
+    def reconnect(self) -> None:
+        """As a client whose server restarts: again after a random pause (up to 1 s)."""
+        loop = asyncio.get_running_loop()
+
+        async def connect() -> None:
+            try:
+                await loop.create_connection(lambda: self, HOST, self.shared.port)
+            except OSError:
+                self.shared.refused += 1
+                self.reconnect()
+
+        loop.call_later(random.uniform(0.0, 1.0), lambda: loop.create_task(connect()))
 
 
 @dataclass
@@ -318,6 +355,11 @@ class Shared:
     waiting: int = 0
     responses: int = 0
     retries: int = 0
+    refetches: int = 0
+    reconnects: int = 0
+    refused: int = 0
+    port: int = 0
+    reconnect: bool = False
     stopping: bool = False
 
     def __post_init__(self) -> None:
@@ -340,7 +382,7 @@ def client_main(pipe: Connection, port: int, count: int) -> None:
 
 async def _clients(pipe: Connection, port: int, count: int) -> None:
     loop = asyncio.get_running_loop()
-    shared = Shared()
+    shared = Shared(port=port)
     transports = []
     for start in range(0, count, 100):
         for _ in range(start, min(count, start + 100)):
@@ -360,6 +402,11 @@ async def _clients(pipe: Connection, port: int, count: int) -> None:
             del shared.seqs[:], shared.times[:]
             shared.responses = 0
             pipe.send(("ok",))
+        elif command == "reconnect":
+            shared.reconnect = True
+            pipe.send(("ok",))
+        elif command == "herd":
+            pipe.send((shared.waiting, shared.refetches, shared.retries, shared.refused, shared.errors[:3]))
         elif command == "progress":
             pipe.send((min(shared.last_seq.values(), default=0), shared.responses, shared.errors[:3]))
         elif command == "results":
@@ -412,6 +459,125 @@ class Result:
     origin_per_commit: float | None = None
 
 
+Children = list[tuple[multiprocessing.process.BaseProcess, Connection]]
+
+
+def spawn_clients(label: str, n: int, port: int, args: argparse.Namespace) -> Children:
+    """``n`` clients in ``--client-procs`` processes, each synced and waiting."""
+    procs = max(1, min(args.client_procs, n // 100 or 1))
+    ctx = multiprocessing.get_context("spawn")
+    children: Children = []
+    for k in range(procs):
+        parent, child = ctx.Pipe()
+        share = n // procs + (1 if k < n % procs else 0)
+        proc = ctx.Process(target=client_main, args=(child, port, share), daemon=True)
+        proc.start()
+        children.append((proc, parent))
+    for _, pipe in children:
+        if not pipe.poll(180):
+            stop_clients(children)
+            raise RuntimeError(f"{label}: clients not ready")
+        _, synced, waiting, errors = pipe.recv()
+        if errors:
+            stop_clients(children)
+            raise RuntimeError(f"{label}: {errors}")
+    return children
+
+
+def stop_clients(children: Children) -> None:
+    for proc, pipe in children:
+        try:
+            pipe.send(("stop",))
+            if pipe.poll(10):
+                pipe.recv()
+        except (OSError, EOFError):
+            pass
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+    time.sleep(0.5)
+
+
+def ask(children: Children, *command: object) -> list[Any]:
+    answers = []
+    for _, pipe in children:
+        pipe.send(command)
+        answers.append(pipe.recv())
+    return answers
+
+
+@dataclass
+class Restart:
+    clients: int
+    seconds: float
+    """From the new server's start until every client waits again."""
+    ready_seconds: float
+    """Of which the server's own start (until /v1/health answers)."""
+    refetches: int
+    retries: int
+    snapshots: int
+    server_cpu: float
+    p99: float
+    delivered: int
+
+
+def run_restart(n: int, url: str, storage: Path, tmp: Path, seq: list[int], args: argparse.Namespace) -> Restart:
+    """``n`` clients waiting; the server stops (SIGTERM) and starts again on the same
+    storage and port; the clients reconnect with their offsets, each after a random
+    pause of up to 1 s (a herd: the TS client retries about as fast)."""
+    server = Server(url, storage, tmp / "restart-1.log", 0)
+    try:
+        server.wait_healthy()
+        http_get(server.port, "/v1/shape?table=items&offset=-1")
+        children = spawn_clients("restart", n, server.port, args)
+    except BaseException:
+        server.stop()
+        raise
+    try:
+        ask(children, "reconnect")
+        server.stop()
+        started = time.perf_counter()
+        server = Server(url, storage, tmp / "restart-2.log", 0, port=server.port)
+        server.wait_healthy(timeout=120)
+        ready = time.perf_counter() - started
+        deadline = time.monotonic() + 120
+        while True:
+            herd = ask(children, "herd")
+            if sum(int(h[0]) for h in herd) >= n:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"restart: only {sum(int(h[0]) for h in herd)} of {n} waiting again")
+            time.sleep(0.05)
+        seconds = time.perf_counter() - started
+        cpu = cpu_seconds(server.pids())
+        snapshots = int(metric(server.port, "pysync_snapshot_duration_seconds_count"))
+        for _, pipe in children:
+            pipe.send(("measure", seq[0]))
+            pipe.recv()
+        commits: dict[int, float] = {}
+        write(url, seq[0], 1, args.interval, commits)
+        deadline = time.monotonic() + 30
+        while min(int(p[0]) for p in ask(children, "progress")) < seq[0] and time.monotonic() < deadline:
+            time.sleep(0.02)
+        latencies = []
+        for _, pipe in children:
+            pipe.send(("results",))
+            raw_seqs, raw_times, _, _ = pipe.recv()
+            seqs, times = array("q"), array("d")
+            seqs.frombytes(raw_seqs)
+            times.frombytes(raw_times)
+            latencies += [(t - commits[q]) * 1000 for q, t in zip(seqs, times, strict=True) if q in commits]
+        seq[0] += 1
+        return Restart(
+            clients=n, seconds=seconds, ready_seconds=ready, refetches=sum(int(h[1]) for h in herd),
+            retries=sum(int(h[2]) for h in herd), snapshots=snapshots, server_cpu=cpu,
+            p99=percentile(latencies, 99), delivered=len(latencies),
+        )
+    finally:
+        stop_clients(children)
+        server.stop()
+
+
 def run_level(
     label: str, n: int, port: int, server_pids: Callable[[], list[int]], url: str, seq: list[int],
     args: argparse.Namespace, origin_port: int | None = None,
@@ -419,22 +585,8 @@ def run_level(
     http_get(port, "/v1/shape?table=items&offset=-1")  # the shape exists before the clients come
     time.sleep(0.5)
     rss_before = rss_kib(server_pids())
-    procs = max(1, min(args.client_procs, n // 100 or 1))
-    ctx = multiprocessing.get_context("spawn")
-    children: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
-    for k in range(procs):
-        parent, child = ctx.Pipe()
-        share = n // procs + (1 if k < n % procs else 0)
-        proc = ctx.Process(target=client_main, args=(child, port, share), daemon=True)
-        proc.start()
-        children.append((proc, parent))
+    children = spawn_clients(label, n, port, args)
     try:
-        for _, pipe in children:
-            if not pipe.poll(180):
-                raise RuntimeError(f"{label}: clients not ready")
-            _, synced, waiting, errors = pipe.recv()
-            if errors:
-                raise RuntimeError(f"{label}: {errors}")
         time.sleep(1.0)
         pids = server_pids()
         rss_waiting = rss_kib(pids)
@@ -475,16 +627,7 @@ def run_level(
             times.frombytes(raw_times)
             latencies += [(t - commits[s]) * 1000 for s, t in zip(seqs, times, strict=True) if s in commits]
     finally:
-        for proc, pipe in children:
-            try:
-                pipe.send(("stop",))
-                pipe.poll(10) and pipe.recv()
-            except (OSError, EOFError):
-                pass
-            proc.join(10)
-            if proc.is_alive():
-                proc.kill()
-    time.sleep(0.5)
+        stop_clients(children)
     return Result(
         label=label, clients=n, p50=percentile(latencies, 50), p99=percentile(latencies, 99),
         max=max(latencies, default=float("nan")), delivered=len(latencies), expected=n * args.commits,
@@ -547,6 +690,12 @@ def bench(args: argparse.Namespace) -> list[Result]:
                             nginx.stop()
                 finally:
                     server.stop()
+            if args.restart:
+                r = run_restart(args.restart, url, tmp / "storage-restart", tmp, seq, args)
+                say(f"   restart {r.clients:>6} clients: all waiting again {r.seconds:.1f} s after the restart "
+                    f"(server up in {r.ready_seconds:.1f} s); {r.refetches} refetches (409), {r.retries} "
+                    f"retries (503), {r.snapshots} snapshots; server CPU {r.server_cpu:.1f} s in all; "
+                    f"next commit p99 {r.p99:.0f} ms ({r.delivered}/{r.clients} delivered)")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return results
@@ -557,6 +706,7 @@ def main() -> None:
     parser.add_argument("--levels", default="1000,5000,10000", help="client counts")
     parser.add_argument("--workers", default="0,2", help="--workers values to run (0: single process)")
     parser.add_argument("--nginx", type=int, default=0, help="clients through nginx (0: skip)")
+    parser.add_argument("--restart", type=int, default=0, help="clients through a server restart (0: skip)")
     parser.add_argument("--commits", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--interval", type=float, default=0.1)
