@@ -7,8 +7,10 @@ Run from the repository root::
                                 [--workers 0,2] [--nginx 5000] [--client-procs 2]
 
 Starts a private Postgres (``temporary_cluster``), a table ``items(id, seq, note)`` with
-one row, and ``pysync serve`` as a subprocess (``--workers N`` for each N in
-``--workers``; 0 is the single-process server). For each client count, the clients run
+one row, and for each client count a fresh ``pysync serve`` as a subprocess
+(``--workers N`` for each N in ``--workers``; 0 is the single-process server; with
+``--asgi-server``, also the plain ASGI app of ``benchmarks/asgi_app.py`` under uvicorn,
+granian or hypercorn, without pysync's live path). For each client count, the clients run
 in ``--client-procs`` separate processes (uvloop, one keep-alive HTTP/1.1 connection
 each, a minimal client on asyncio protocols): each syncs ``table=items`` from
 ``offset=-1`` and then loops on live requests. Once every client waits, a writer commits
@@ -27,8 +29,13 @@ includes each connection's state in the server).
 
 ``--nginx N``: also run N clients through nginx (``docker/nginx.conf``, rendered for
 127.0.0.1 and a temporary directory; needs the ``nginx`` binary) in front of the
-single-process server, and count origin requests per commit from pysync's
-``/metrics``.
+single-process server, with commits every ``--interval`` and then every
+``--nginx-interval`` s, and count origin requests per commit from pysync's ``/metrics``.
+
+``--restart N``: N clients wait, the server stops (SIGTERM) and starts again on the same
+storage and port; the clients reconnect with their offsets after a random pause of up to
+1 s. Reported: the time until all wait again, 409s, 503s, snapshots taken, server CPU,
+and the next commit's p99.
 
 The machine has 2 cores shared by server, clients, writer and Postgres: client CPU is
 taken from the server, so at 10,000 clients the figures measure the whole machine.
@@ -127,21 +134,42 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
-class Server:
-    """``pysync serve`` (with ``--workers``) in a subprocess."""
+ASGI_SERVERS = {
+    # The same ASGI app (benchmarks/asgi_app.py) under each server, one process each.
+    "uvicorn": ["-m", "uvicorn", "--host", HOST, "--port", "{port}", "--loop", "uvloop", "--http", "httptools",
+                "--log-level", "warning", "--no-access-log", "asgi_app:app"],
+    "granian": ["-m", "granian", "--interface", "asgi", "--host", HOST, "--port", "{port}", "--workers", "1",
+                "--loop", "uvloop", "--http", "1", "--no-ws", "--log-level", "warning", "asgi_app:app"],
+    "hypercorn": ["-m", "hypercorn", "--bind", f"{HOST}:{{port}}", "--worker-class", "uvloop",
+                  "--log-level", "warning", "asgi_app:app"],
+}
 
-    def __init__(self, database_url: str, storage: Path, log: Path, workers: int, port: int | None = None) -> None:
+
+class Server:
+    """``pysync serve`` (with ``--workers``), or the plain ASGI app under another ASGI
+    server (``asgi``), in a subprocess."""
+
+    def __init__(
+        self, database_url: str, storage: Path, log: Path, workers: int, port: int | None = None,
+        asgi: str | None = None,
+    ) -> None:
         self.port = port or free_port()
-        command = [
-            sys.executable, "-m", "pysync.cli", "serve", "--database-url", database_url,
-            "--host", HOST, "--port", str(self.port), "--storage-dir", str(storage),
-            "--long-poll-timeout", "20", "--log-level", "warning",
-        ]
-        if workers:
-            command += ["--workers", str(workers)]
+        env = dict(os.environ)
+        if asgi is not None:
+            command = [sys.executable, *(a.format(port=self.port) for a in ASGI_SERVERS[asgi])]
+            env.update(PYSYNC_BENCH_DATABASE_URL=database_url, PYSYNC_BENCH_STORAGE=str(storage))
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "benchmarks"), env.get("PYTHONPATH")]))
+        else:
+            command = [
+                sys.executable, "-m", "pysync.cli", "serve", "--database-url", database_url,
+                "--host", HOST, "--port", str(self.port), "--storage-dir", str(storage),
+                "--long-poll-timeout", "20", "--log-level", "warning",
+            ]
+            if workers:
+                command += ["--workers", str(workers)]
         self.log = log
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
 
     def pids(self) -> list[int]:
         return descendants(self.proc.pid)
@@ -190,14 +218,6 @@ def metric(port: int, name: str) -> float:
     _, body = http_get(port, "/metrics")
     match = re.search(re.escape(name.encode()) + rb" ([0-9.e+]+)", body)
     return float(match.group(1)) if match else 0.0
-
-
-def wait_quiet(port: int, timeout: float = 30.0) -> None:
-    """Until the server holds no live request of a previous level (a server that does
-    not notice closed connections holds them until the long-poll timeout)."""
-    deadline = time.monotonic() + timeout
-    while metric(port, "pysync_waiting_requests") > 0 and time.monotonic() < deadline:
-        time.sleep(0.2)
 
 
 def origin_live_responses(port: int) -> int:
@@ -665,29 +685,41 @@ def bench(args: argparse.Namespace) -> list[Result]:
                 conn.execute("CREATE TABLE items (id int PRIMARY KEY, seq bigint NOT NULL, note text)")
                 conn.execute("INSERT INTO items VALUES (1, 0, 'fanout benchmark row')")
             seq = [1]
-            for workers in worker_counts:
-                label = f"workers={workers}" if workers else "single"
-                server = Server(url, tmp / f"storage-{workers}", tmp / f"server-{workers}.log", workers)
+            runs = [(f"asgi:{name}", 0, name) for name in args.asgi_server.split(",") if name]
+            runs += [("single" if w == 0 else f"workers={w}", w, None) for w in worker_counts]
+            count = 0
+            for label, workers, asgi in runs:
+                for n in levels:
+                    # A fresh server per level: memory and CPU are that level's alone.
+                    count += 1
+                    server = Server(url, tmp / f"storage-{count}", tmp / f"server-{count}.log", workers, asgi=asgi)
+                    try:
+                        server.wait_healthy()
+                        result = run_level(label, n, server.port, server.pids, url, seq, args)
+                    finally:
+                        server.stop()
+                    results.append(result)
+                    report(result)
+            if args.nginx:
+                server = Server(url, tmp / "storage-nginx", tmp / "server-nginx.log", 0)
                 try:
                     server.wait_healthy()
-                    for n in levels:
-                        wait_quiet(server.port)
-                        result = run_level(label, n, server.port, server.pids, url, seq, args)
-                        results.append(result)
-                        report(result)
-                    if args.nginx and not workers:
-                        wait_quiet(server.port)
-                        nginx = Nginx(server.port, tmp / "nginx")
-                        try:
-                            server.wait_healthy(nginx.port)
+                    nginx = Nginx(server.port, tmp / "nginx")
+                    try:
+                        server.wait_healthy(nginx.port)
+                        for interval in (args.interval, args.nginx_interval):
+                            # The slow run needs fewer commits to show the same thing.
+                            commits = args.commits if interval == args.interval else min(args.commits, 30)
+                            nginx_args = argparse.Namespace(**{**vars(args), "interval": interval, "commits": commits})
                             result = run_level(
-                                "nginx", args.nginx, nginx.port, joined(server.pids, functools.partial(descendants, nginx.pid)), url, seq,
-                                args, origin_port=server.port,
+                                f"nginx@{interval * 1000:.0f}ms", args.nginx, nginx.port,
+                                joined(server.pids, functools.partial(descendants, nginx.pid)), url, seq,
+                                nginx_args, origin_port=server.port,
                             )
                             results.append(result)
                             report(result)
-                        finally:
-                            nginx.stop()
+                    finally:
+                        nginx.stop()
                 finally:
                     server.stop()
             if args.restart:
@@ -706,6 +738,10 @@ def main() -> None:
     parser.add_argument("--levels", default="1000,5000,10000", help="client counts")
     parser.add_argument("--workers", default="0,2", help="--workers values to run (0: single process)")
     parser.add_argument("--nginx", type=int, default=0, help="clients through nginx (0: skip)")
+    parser.add_argument("--asgi-server", default="", help="also run the plain ASGI app under these servers "
+                        "(uvicorn,granian,hypercorn) at each level")
+    parser.add_argument("--nginx-interval", type=float, default=1.0,
+                        help="seconds between commits of the second nginx run (the first uses --interval)")
     parser.add_argument("--restart", type=int, default=0, help="clients through a server restart (0: skip)")
     parser.add_argument("--commits", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
