@@ -8,6 +8,7 @@ the shape gone, shutdown, a client that leaves, and responses equal to the app's
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -20,6 +21,9 @@ import httpx
 import psycopg
 import pytest
 
+from pysync.engine import Engine
+from pysync.http.api import ShapeAPI
+from pysync.http.parking import LivePolls
 from pysync.postgres.cluster import free_port
 from serve_process import ServeProcess
 
@@ -187,3 +191,67 @@ def test_shutdown_answers_parked_requests(served: Served) -> None:
         sock.close()
         assert received.startswith(b"HTTP/1.1 200 OK"), received[:200]
         assert b"electric-has-data: false" in received
+
+
+# -- in process: the parking itself --------------------------------------------------
+
+
+class Recorder:
+    """The connection side of the fast path, recording what it is asked to send."""
+
+    def __init__(self) -> None:
+        self.parked: Any = None
+        self.sent: list[Any] = []
+        self.replayed: list[bytes] = []
+
+    def respond(self, response: Any) -> None:
+        self.sent.append(response)
+
+    def replay(self, query: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.replayed.append(query)
+
+
+async def test_answered_requests_leave_nothing_behind(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)")
+        conn.execute("INSERT INTO items VALUES (1, 0)")
+    engine = Engine(database_url, flush_interval=0.02)
+    await engine.start()
+    try:
+        api = ShapeAPI(engine, long_poll_timeout=20.0)
+        polls = LivePolls(api)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(api.app()), base_url="http://t") as http:
+            r = await http.get("/v1/shape", params={"table": "items", "offset": "-1"})
+            handle, offset = r.headers["electric-handle"], r.headers["electric-offset"]
+        conns = [Recorder() for _ in range(10)]
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for k in range(1, 6):
+                query = f"table=items&offset={offset}&handle={handle}&live=true".encode()
+                assert all(polls.take(c, query, []) for c in conns)
+                assert len(api.interrupts) == 10 and api.in_flight["existing"] == 10
+                conn.execute("UPDATE items SET n = %s WHERE id = 1", (k,))
+                await until_async(lambda k=k: all(len(c.sent) == k for c in conns))
+                bodies = {c.sent[-1].body for c in conns}
+                assert len(bodies) == 1 and f'"n":"{k}"'.encode() in bodies.pop()
+                offset = next(v.decode() for n, v in conns[0].sent[-1].raw_headers if n == b"electric-offset")
+        # Nothing kept of the 50 answered requests: not parked, not due, not registered.
+        assert all(c.parked is None for c in conns)
+        assert sum(len(due) for due in polls._due.values()) == 0
+        assert not any(polls._groups.values())
+        assert len(api.interrupts) == 0 and api.in_flight["existing"] == 0
+        assert not any(c.replayed for c in conns)
+        # An interrupt answers a parked request at once, with no change.
+        query = f"table=items&offset={offset}&handle={handle}&live=true".encode()
+        assert polls.take(conns[0], query, [])
+        assert api.interrupts.interrupt("items") == 1
+        await until_async(lambda: len(conns[0].sent) == 6)
+        assert (b"electric-has-data", b"false") in conns[0].sent[-1].raw_headers
+    finally:
+        await engine.stop()
+
+
+async def until_async(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.005)

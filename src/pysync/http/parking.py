@@ -59,7 +59,7 @@ class Connection(Protocol):
 class Parked:
     """One waiting live request."""
 
-    __slots__ = ("conn", "consumer", "parsed", "query", "origin", "deadline", "waiter", "_registration")
+    __slots__ = ("conn", "consumer", "parsed", "query", "origin", "tick", "waiter", "_registration")
 
     def __init__(
         self, conn: Connection, consumer: ShapeConsumer, parsed: ShapeRequest, query: bytes,
@@ -70,7 +70,8 @@ class Parked:
         self.parsed = parsed
         self.query = query
         self.origin = origin
-        self.deadline = deadline
+        self.tick = math.ceil(deadline / TICK)
+        """The timer tick it times out at."""
         self._registration = registration
         self.waiter: Waiter | None = registration.__enter__()
 
@@ -87,7 +88,7 @@ class LivePolls:
     def __init__(self, api: ShapeAPI) -> None:
         self.api = api
         self._groups: dict[ShapeConsumer, set[Parked]] = {}
-        self._due: dict[int, list[Parked]] = {}
+        self._due: dict[int, set[Parked]] = {}
         self._storage_watch: object = None
 
     # -- taking a request -------------------------------------------------------------
@@ -173,6 +174,7 @@ class LivePolls:
         if consumer.gone or self.api.engine.storage_error is not None:
             for parked in list(group):
                 self._replay(parked)
+            self._groups.pop(consumer, None)  # a request parked later makes a new group
             return
         for parked in list(group):
             offset = parked.parsed.offset
@@ -203,17 +205,16 @@ class LivePolls:
     # -- timeouts ---------------------------------------------------------------------
 
     def _schedule(self, parked: Parked) -> None:
-        tick = math.ceil(parked.deadline / TICK)
+        tick = parked.tick
         due = self._due.get(tick)
         if due is None:
-            due = self._due[tick] = []
+            due = self._due[tick] = set()
             asyncio.get_running_loop().call_later(max(0.0, tick * TICK - time.monotonic()), self._expire, tick)
-        due.append(parked)
+        due.add(parked)
 
     def _expire(self, tick: int) -> None:
-        for parked in self._due.pop(tick, ()):
-            if parked.conn.parked is parked:
-                self._answer(parked)
+        for parked in list(self._due.pop(tick, ())):
+            self._answer(parked)
 
     # -- answering --------------------------------------------------------------------
 
@@ -226,6 +227,9 @@ class LivePolls:
         group = self._groups.get(parked.consumer)
         if group is not None:
             group.discard(parked)
+        due = self._due.get(parked.tick)
+        if due is not None:
+            due.discard(parked)
         self.api.in_flight["existing"] -= 1
         parked.unregister()
         return True
