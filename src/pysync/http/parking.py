@@ -20,6 +20,7 @@ path does not take goes to the app unchanged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from contextlib import AbstractContextManager
@@ -149,7 +150,7 @@ class LivePolls:
         parked = Parked(conn, consumer, parsed, query, origin, deadline,
                         api.interrupts.waiting(consumer.definition, None))
         assert parked.waiter is not None
-        parked.waiter.released.add_done_callback(lambda _: self._released(parked))
+        parked.waiter.released.add_done_callback(functools.partial(self._released, parked))
         api.in_flight["existing"] += 1
         conn.parked = parked
         group = self._groups.get(consumer)
@@ -186,7 +187,7 @@ class LivePolls:
         else:
             self._groups.pop(consumer, None)
 
-    def _released(self, parked: Parked) -> None:
+    def _released(self, parked: Parked, _: object) -> None:
         """Interrupted or shut down: answered now, as ``hold`` returns then."""
         if parked.conn.parked is parked:
             self._answer(parked)
