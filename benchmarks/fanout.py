@@ -138,8 +138,10 @@ ASGI_SERVERS = {
     # The same ASGI app (benchmarks/asgi_app.py) under each server, one process each.
     "uvicorn": ["-m", "uvicorn", "--host", HOST, "--port", "{port}", "--loop", "uvloop", "--http", "httptools",
                 "--log-level", "warning", "--no-access-log", "asgi_app:app"],
+    # granian admits 1,024 connections by default: raised to hold every client.
     "granian": ["-m", "granian", "--interface", "asgi", "--host", HOST, "--port", "{port}", "--workers", "1",
-                "--loop", "uvloop", "--http", "1", "--no-ws", "--log-level", "warning", "asgi_app:app"],
+                "--loop", "uvloop", "--http", "1", "--no-ws", "--backlog", "16384", "--backpressure", "16384",
+                "--log-level", "warning", "asgi_app:app"],
     "hypercorn": ["-m", "hypercorn", "--bind", f"{HOST}:{{port}}", "--worker-class", "uvloop",
                   "--log-level", "warning", "asgi_app:app"],
 }
@@ -406,7 +408,14 @@ async def _clients(pipe: Connection, port: int, count: int) -> None:
     transports = []
     for start in range(0, count, 100):
         for _ in range(start, min(count, start + 100)):
-            transport, _ = await loop.create_connection(lambda: Client(shared), HOST, port)
+            for attempt in range(20):
+                try:
+                    transport, _ = await loop.create_connection(lambda: Client(shared), HOST, port)
+                    break
+                except OSError:  # a full listen backlog: as a client would, again a bit later
+                    if attempt == 19:
+                        raise
+                    await asyncio.sleep(0.5)
             transports.append(transport)
         await asyncio.sleep(0.02)
     deadline = time.monotonic() + 120

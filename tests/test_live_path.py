@@ -224,6 +224,7 @@ async def test_answered_requests_leave_nothing_behind(database_url: str) -> None
             r = await http.get("/v1/shape", params={"table": "items", "offset": "-1"})
             handle, offset = r.headers["electric-handle"], r.headers["electric-offset"]
         conns = [Recorder() for _ in range(10)]
+        counted = responses_200(engine)
         with psycopg.connect(database_url, autocommit=True) as conn:
             for k in range(1, 6):
                 query = f"table=items&offset={offset}&handle={handle}&live=true".encode()
@@ -234,6 +235,7 @@ async def test_answered_requests_leave_nothing_behind(database_url: str) -> None
                 bodies = {c.sent[-1].body for c in conns}
                 assert len(bodies) == 1 and f'"n":"{k}"'.encode() in bodies.pop()
                 offset = next(v.decode() for n, v in conns[0].sent[-1].raw_headers if n == b"electric-offset")
+        assert responses_200(engine) == counted + 50  # in /metrics like the app's responses
         # Nothing kept of the 50 answered requests: not parked, not due, not registered.
         assert all(c.parked is None for c in conns)
         assert sum(len(due) for due in polls._due.values()) == 0
@@ -248,6 +250,13 @@ async def test_answered_requests_leave_nothing_behind(database_url: str) -> None
         assert (b"electric-has-data", b"false") in conns[0].sent[-1].raw_headers
     finally:
         await engine.stop()
+
+
+def responses_200(engine: Engine) -> float:
+    for line in engine.metrics.render().decode().splitlines():
+        if line.startswith('pysync_http_responses_total{status="200"}'):
+            return float(line.split()[1])
+    return 0.0
 
 
 async def until_async(condition: Any, timeout: float = 10.0) -> None:

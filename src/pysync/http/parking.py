@@ -24,7 +24,7 @@ import functools
 import math
 import time
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -76,13 +76,11 @@ class Parked:
         self._registration = registration
         self.waiter: Waiter | None = registration.__enter__()
 
-    def unregister(self) -> bool:
-        """Leave the interrupt registry; False if it already had."""
-        if self.waiter is None:
-            return False
-        self.waiter = None
-        self._registration.__exit__(None, None, None)
-        return True
+    def unregister(self) -> None:
+        """Leave the interrupt registry (once)."""
+        if self.waiter is not None:
+            self.waiter = None
+            self._registration.__exit__(None, None, None)
 
 
 class LivePolls:
@@ -91,6 +89,8 @@ class LivePolls:
         self._groups: dict[ShapeConsumer, set[Parked]] = {}
         self._due: dict[int, set[Parked]] = {}
         self._storage_watch: object = None
+        self._counted: dict[int, Any] = {}
+        """``pysync_http_responses_total`` by status, as the app counts its responses."""
 
     # -- taking a request -------------------------------------------------------------
 
@@ -133,7 +133,7 @@ class LivePolls:
             if not isinstance(response, Prebuilt):
                 return False
             consumer.last_used = time.monotonic()
-            conn.respond(response)
+            self._send(conn, response)
             return True
         if offset > consumer.last_offset:
             return False  # ahead of the log: the app's rule for that
@@ -252,9 +252,17 @@ class LivePolls:
             return
         response = self.api.live_response(_request(parked.origin), parsed, consumer, part)
         if isinstance(response, Prebuilt):
-            parked.conn.respond(response)
+            self._send(parked.conn, response)
         else:
             parked.conn.replay(parked.query, _headers(parked.origin))  # a body to stream
+
+    def _send(self, conn: Connection, response: Prebuilt) -> None:
+        counter = self._counted.get(response.status_code)
+        if counter is None:
+            counter = self._counted[response.status_code] = self.api.engine.metrics.responses.labels(
+                str(response.status_code))
+        counter.inc()
+        conn.respond(response)
 
     def _replay(self, parked: Parked) -> None:
         if self._leave(parked):
