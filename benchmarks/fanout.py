@@ -710,13 +710,16 @@ def bench(args: argparse.Namespace) -> list[Result]:
                     results.append(result)
                     report(result)
             if args.nginx:
-                server = Server(url, tmp / "storage-nginx", tmp / "server-nginx.log", 0)
-                try:
-                    server.wait_healthy()
-                    nginx = Nginx(server.port, tmp / "nginx")
+                for interval in (args.interval, args.nginx_interval):
+                    # Fresh nginx and server per run: a steady population of clients. (Clients
+                    # that join later, on URLs whose cached responses expired, start groups
+                    # of their own: each origin response picks a new jittered cursor.)
+                    server = Server(url, tmp / f"storage-nginx-{interval}", tmp / f"server-nginx-{interval}.log", 0)
                     try:
-                        server.wait_healthy(nginx.port)
-                        for interval in (args.interval, args.nginx_interval):
+                        server.wait_healthy()
+                        nginx = Nginx(server.port, tmp / f"nginx-{interval}")
+                        try:
+                            server.wait_healthy(nginx.port)
                             # The slow run needs fewer commits to show the same thing.
                             commits = args.commits if interval == args.interval else min(args.commits, 30)
                             nginx_args = argparse.Namespace(**{**vars(args), "interval": interval, "commits": commits})
@@ -727,10 +730,10 @@ def bench(args: argparse.Namespace) -> list[Result]:
                             )
                             results.append(result)
                             report(result)
+                        finally:
+                            nginx.stop()
                     finally:
-                        nginx.stop()
-                finally:
-                    server.stop()
+                        server.stop()
             if args.restart:
                 r = run_restart(args.restart, url, tmp / "storage-restart", tmp, seq, args)
                 say(f"   restart {r.clients:>6} clients: all waiting again {r.seconds:.1f} s after the restart "
