@@ -488,7 +488,7 @@ class ShapeAPI:
         """A body too large to build in memory, read from the log as the client takes it."""
         headers = self._headers(consumer, parsed, part.end, post=post, has_data=has_data, up_to_date=lsn is not None)
         if etag_matches(request.headers.get("if-none-match"), headers["etag"]):
-            del headers["electric-schema"]
+            headers.pop("electric-schema", None)
             return Response(b"", status_code=304, headers=common(self._own(headers, parsed), request))
         body = streamed_body(consumer, part, None if lsn is None else self.up_to_date(lsn))
         return StreamingResponse(body, media_type=JSON, headers=common(self._own(headers, parsed), request))
