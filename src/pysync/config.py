@@ -108,6 +108,14 @@ def from_env(environ: dict[str, str] | None = None) -> dict[str, object]:
 def make_settings(values: dict[str, object]) -> Settings:
     """``Settings`` from strings or values; SettingsError names a bad one."""
     try:
-        return msgspec.convert(values, Settings, strict=False)
+        return msgspec.convert(values, Settings, strict=False, dec_hook=_path)
     except msgspec.ValidationError as exc:
         raise SettingsError(f"invalid setting: {exc}") from None
+
+
+def _path(kind: type, value: object) -> object:
+    # msgspec does not convert a string to a Path by itself (PYSYNC_DATA_DIR and the
+    # other directories come from the environment as strings).
+    if kind is Path and isinstance(value, str | Path):
+        return Path(value)
+    raise NotImplementedError(kind)

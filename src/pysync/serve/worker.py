@@ -21,7 +21,7 @@ import msgspec
 from starlette.applications import Starlette
 
 from pysync.cli import http_server, make_api, run_loop, tune_gc
-from pysync.config import Settings
+from pysync.config import Settings, make_settings
 from pysync.http.server import connection_budget, quiet_accept_errors
 from pysync.serve.mirror import MirrorEngine
 from pysync.serve.supervisor import SETTINGS_ENV
@@ -60,18 +60,12 @@ async def work(settings: Settings, hub: Path, fd: int) -> None:
         await engine.stop()
 
 
-def _paths(kind: type, value: object) -> object:
-    if kind is Path and isinstance(value, str):
-        return Path(value)
-    raise NotImplementedError(kind)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(prog="pysync.serve.worker")
     parser.add_argument("--hub", type=Path, required=True)
     parser.add_argument("--fd", type=int, required=True)
     args = parser.parse_args()
-    settings = msgspec.json.decode(os.environ[SETTINGS_ENV], type=Settings, dec_hook=_paths)
+    settings = make_settings(msgspec.json.decode(os.environ[SETTINGS_ENV]))
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_loop(work(settings, args.hub, args.fd))
 
