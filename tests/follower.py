@@ -26,6 +26,7 @@ class Follower:
         self.handle: str | None = None
         self.offset = "-1"
         self.up_to_date = False
+        self.cursor: str | None = None
         self.statuses: Counter[int] = Counter()
         self.refetches = 0
         self.anomalies: list[str] = []
@@ -47,10 +48,14 @@ class Follower:
     async def _run(self) -> None:
         while True:
             query = {**self.params, "offset": self.offset}
-            if self.handle is not None and self.offset != "-1":
+            # As the TS client: the handle a 409 named goes with the new -1 request too
+            # (a cached -1 response of the old shape is then not what a proxy answers).
+            if self.handle is not None:
                 query["handle"] = self.handle
             if self.up_to_date:
                 query["live"] = "true"
+                if self.cursor is not None:
+                    query["cursor"] = self.cursor
             try:
                 response = await self._http.get(self.base_url, params=query)
             except httpx.HTTPError:
@@ -87,6 +92,7 @@ class Follower:
         if self.handle is not None and handle != self.handle and self.offset != "-1":
             self.anomalies.append(f"handle changed from {self.handle} to {handle} without a 409")
         self.handle = handle
+        self.cursor = response.headers.get("electric-cursor", self.cursor)
         for message in messages:
             headers = message.get("headers", {})
             if headers.get("control") == "up-to-date":

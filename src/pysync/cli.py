@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import uvicorn
@@ -20,11 +21,14 @@ from pysync import bench
 from pysync.config import Settings, SettingsError, from_env, make_settings
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
+from pysync.http.parking import LivePolls
 from pysync.http.server import bounded_protocol, connection_budget, quiet_accept_errors
+from pysync.http.source import ShapeSource
 from pysync.lockfile import DirectoryInUse
 from pysync.postgres.cluster import ClusterError, PostgresCluster
 from pysync.postgres.private import PrivateDatabase
 from pysync.postgres.slot import ReplicationError
+from pysync.serve.supervisor import supervise
 from pysync.shapes.storage import LogCorruptError, StorageError
 
 log = logging.getLogger("pysync")
@@ -72,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
                        "(env PYSYNC_MAX_CONNECTIONS; default: what ulimit -n allows)")
     serve.add_argument("--header-timeout", type=float, help="seconds to send a request head "
                        "(env PYSYNC_HEADER_TIMEOUT, default 10)")
+    serve.add_argument("--workers", type=int, help="HTTP worker processes; 0 serves from the replicating "
+                       "process (env PYSYNC_WORKERS, default 0)")
     serve.add_argument("--snapshot-connections", type=int, help="Postgres sessions for snapshots "
                        "(env PYSYNC_SNAPSHOT_CONNECTIONS or ELECTRIC_DB_POOL_SIZE, default 5)")
     bench.add_arguments(commands.add_parser(
@@ -99,13 +105,13 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        _run(serve(settings))
+        run_loop(serve(settings))
     except StartupError as exc:
         print(f"pysync: {exc}", file=sys.stderr)
         sys.exit(1)
 
 
-def _run(main: Awaitable[None]) -> None:
+def run_loop(main: Awaitable[None]) -> None:
     """Run on uvloop when it is installed (uvicorn's own loop setup is bypassed here)."""
     try:
         import uvloop
@@ -168,38 +174,58 @@ async def serve(settings: Settings) -> None:
         except STARTUP_ERRORS as exc:
             raise StartupError(_explain(exc, database_url)) from None
         cleanup.append(engine.stop)
-        api = ShapeAPI(
-            engine, secret=settings.secret, long_poll_timeout=settings.long_poll_timeout,
-            allow_delete=settings.allow_delete, max_age=settings.cache_max_age,
-            stale_age=settings.cache_stale_age, max_initial_requests=settings.max_initial_requests,
-            max_existing_requests=settings.max_existing_requests,
-        )
+        if settings.workers:
+            await supervise(engine, settings, sock, database_url, lambda: announce(settings, cluster))
+            return
+        api = make_api(engine, settings)
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
-            # Long-lived start-up objects out of the collector's way, and fewer young-
-            # generation passes: replication allocates many short-lived tuples (about 5%
-            # of ingest CPU).
-            gc.freeze()
-            gc.set_threshold(10_000, 10, 10)
-            base = f"http://{settings.host}:{settings.port}"
-            print(f"pysync is serving shapes at {base}/v1/shape", flush=True)
-            print(f"  try: curl '{base}/v1/shape?table=<your table>&offset=-1'", flush=True)
-            if cluster is not None:
-                print("  create tables with: psql \"$DATABASE_URL\" (the URL printed above)", flush=True)
+            tune_gc()
+            announce(settings, cluster)
             yield
             # Here, not only after serve(): uvicorn re-raises a captured SIGTERM when
             # serve() returns, so code after it may never run.
             await shut_down()
 
-        config = uvicorn.Config(
-            api.app(lifespan=lifespan), log_level=settings.log_level.lower(), access_log=False,
-            lifespan="on", http=bounded_protocol(max_connections, settings.header_timeout),
-        )
-        await _Server(config, api).serve(sockets=[sock])
+        await http_server(api, settings, max_connections, lifespan).serve(sockets=[sock])
     finally:
         sock.close()
         await shut_down()
+
+
+def make_api(engine: ShapeSource, settings: Settings) -> ShapeAPI:
+    return ShapeAPI(
+        engine, secret=settings.secret, long_poll_timeout=settings.long_poll_timeout,
+        allow_delete=settings.allow_delete, max_age=settings.cache_max_age,
+        stale_age=settings.cache_stale_age, max_initial_requests=settings.max_initial_requests,
+        max_existing_requests=settings.max_existing_requests,
+    )
+
+
+def http_server(api: ShapeAPI, settings: Settings, max_connections: int, lifespan: Any) -> uvicorn.Server:
+    """uvicorn with pysync's connection handling and live path (``http/server.py``)."""
+    config = uvicorn.Config(
+        api.app(lifespan=lifespan), log_level=settings.log_level.lower(), access_log=False,
+        lifespan="on", http=bounded_protocol(max_connections, settings.header_timeout, LivePolls(api)),
+    )
+    return _Server(config, api)
+
+
+def tune_gc() -> None:
+    # Long-lived start-up objects out of the collector's way, and fewer young-
+    # generation passes: replication allocates many short-lived tuples (about 5%
+    # of ingest CPU).
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
+
+
+def announce(settings: Settings, cluster: PostgresCluster | None) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    print(f"pysync is serving shapes at {base}/v1/shape", flush=True)
+    print(f"  try: curl '{base}/v1/shape?table=<your table>&offset=-1'", flush=True)
+    if cluster is not None:
+        print("  create tables with: psql \"$DATABASE_URL\" (the URL printed above)", flush=True)
 
 
 async def _database(settings: Settings, cleanup: list[Callable[[], Awaitable[None]]]) -> tuple[str, PostgresCluster | None]:

@@ -43,6 +43,8 @@ class Settings(msgspec.Struct, kw_only=True):
     """Seconds a connection may take to send a request's head."""
     snapshot_connections: int = 5
     """Postgres sessions for snapshots and subsets at once."""
+    workers: int = 0
+    """HTTP worker processes beside the replicating one (0: it serves HTTP itself)."""
 
     @property
     def shape_storage(self) -> Path:
@@ -70,6 +72,7 @@ ENV: dict[str, tuple[str, ...]] = {
     "max_connections": ("PYSYNC_MAX_CONNECTIONS",),
     "header_timeout": ("PYSYNC_HEADER_TIMEOUT",),
     "snapshot_connections": ("PYSYNC_SNAPSHOT_CONNECTIONS", "ELECTRIC_DB_POOL_SIZE"),
+    "workers": ("PYSYNC_WORKERS",),
 }
 
 

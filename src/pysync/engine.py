@@ -19,7 +19,9 @@ import asyncio
 import enum
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import psycopg
 
@@ -48,6 +50,8 @@ START_WAIT = 30.0
 """How long ``start`` waits for replication to connect (a busy slot is retried 15 s)."""
 SLOT_WAIT = 5.0
 """How long a new shape waits for a replaced slot before the client is told to retry."""
+
+T = TypeVar("T")
 
 
 class Status(enum.Enum):
@@ -259,8 +263,17 @@ class Engine:
         """The shape equal to ``definition``, without creating one."""
         return await self.registry.find(definition)
 
+    def known(self, definition: ShapeDefinition) -> ShapeConsumer | None:
+        """The shape for ``definition`` if one is at hand without a catalog query."""
+        if not self.started.is_set():
+            return None
+        return self.registry.known(definition)
+
     def get(self, handle: str) -> ShapeConsumer | None:
         return self.registry.get(handle)
+
+    async def compute(self, fn: Callable[..., T], *args: object) -> T:
+        return await self.registry.compute(fn, *args)
 
     def delete(self, handle: str) -> bool:
         return self.registry.delete(handle)

@@ -15,7 +15,7 @@ import contextlib
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -26,9 +26,9 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pysync.engine import Engine, EngineUnavailable
+from pysync.engine import EngineUnavailable
 from pysync.http import responses, sse
-from pysync.http.body import log_body
+from pysync.http.body import inline_body, streamed_body
 from pysync.http.cursor import next_cursor
 from pysync.http.delete import delete_shape
 from pysync.http.errors import (
@@ -42,6 +42,8 @@ from pysync.http.errors import (
 )
 from pysync.http.params import RequestError, ShapeRequest, parse_request
 from pysync.http.responses import JSON, cache_headers, common, etag, etag_matches
+from pysync.http.shared import Prebuilt, RawHeaders, SharedResponses, encode_headers
+from pysync.http.source import ShapeSource
 from pysync.http.subset import (
     SubsetError,
     serve_subset,
@@ -67,23 +69,43 @@ SNAPSHOT_WAIT = 60.0
 _encode = msgspec.json.encode
 
 
-def check_secret(request: Request, secret: str | None) -> None:
-    """Raise 401 unless the request carries ``secret`` as ``?secret=`` (or the deprecated
-    ``api_secret``); nothing to check without one."""
+def secret_ok(query: Mapping[str, str], secret: str | None) -> bool:
+    """Does the query carry ``secret`` as ``secret=`` (or the deprecated ``api_secret``)?
+    Always, without one."""
     if not secret:
-        return
-    given = request.query_params.get("secret") or request.query_params.get("api_secret") or ""
-    if not hmac.compare_digest(given.encode(), secret.encode()):
+        return True
+    given = query.get("secret") or query.get("api_secret") or ""
+    return hmac.compare_digest(given.encode(), secret.encode())
+
+
+def check_secret(request: Request, secret: str | None) -> None:
+    """Raise 401 unless the request carries ``secret``."""
+    if not secret_ok(request.query_params, secret):
         # As Electric: sent before CORS and content-type are added.
         raise UNAUTHORIZED
 
 
+class Built:
+    """The part of a log response that every request for it shares."""
+
+    __slots__ = ("body", "etag", "headers", "raw")
+
+    def __init__(self, body: bytes, headers: dict[str, str], raw: RawHeaders, etag: str) -> None:
+        self.body = body
+        self.headers = headers
+        self.raw = raw
+        """``headers`` but cache-control (added with the request's own), encoded, with
+        content-length and content-type."""
+        self.etag = etag
+
+
 class ShapeAPI:
-    """Serves the shapes of an ``Engine``; ``interrupts`` releases waiting live requests."""
+    """Serves the shapes of an ``Engine`` (or of any ``ShapeSource``); ``interrupts``
+    releases waiting live requests."""
 
     def __init__(
         self,
-        engine: Engine,
+        engine: ShapeSource,
         *,
         secret: str | None = None,
         long_poll_timeout: float = 20.0,
@@ -103,6 +125,8 @@ class ShapeAPI:
         self.stale_age = stale_age
         self.interrupts = InterruptRegistry()
         self._schemas: dict[str, str] = {}
+        self._built: SharedResponses[Built] = SharedResponses()
+        self.sse_batches: SharedResponses[sse.Batch] = SharedResponses()
         self._closing: asyncio.Future[None] | None = None
         self.closing = False
         # Admission control, as Electric: requests for a shape's start (offset=-1, which
@@ -210,6 +234,9 @@ class ShapeAPI:
     def authorise(self, request: Request) -> None:
         """The configured secret, as ``?secret=`` (or the deprecated ``api_secret``)."""
         check_secret(request, self.secret)
+
+    def secret_ok(self, query: Mapping[str, str]) -> bool:
+        return secret_ok(query, self.secret)
 
     async def _parse(self, request: Request) -> tuple[ShapeRequest, dict[str, object] | None]:
         query: dict[str, str] = dict(request.query_params)
@@ -324,7 +351,11 @@ class ShapeAPI:
                 raise invalid({"offset": ["out of bounds for this shape"]})
         if consumer.gone:
             raise self._refetch(parsed, await self._replacement(consumer))
-        up_to_date = part.reached and offset != BEFORE_ALL
+        return self.live_response(request, parsed, consumer, part)
+
+    def live_response(self, request: Request, parsed: ShapeRequest, consumer: ShapeConsumer, part: LogSlice) -> Response:
+        """The response to a log request with ``part`` read after its offset."""
+        up_to_date = part.reached and parsed.offset != BEFORE_ALL
         # Only a live request that waited without data (timeout, interrupt) is a "no change"
         # response (has-data false, unrevalidatable etag); a non-live read that finds nothing
         # new still answers has-data true, as Electric's no_change_response is long-poll only.
@@ -399,7 +430,7 @@ class ShapeAPI:
         has_data: bool,
     ) -> Response:
         end = part.end
-        tail = None
+        lsn = None
         if up_to_date:
             if parsed.live and has_data:
                 lsn = max(end.tx, 0)
@@ -407,7 +438,34 @@ class ShapeAPI:
                 lsn = max(self.engine.last_seen_lsn, end.tx)
             else:
                 lsn = self.engine.last_seen_lsn or max(end.tx, 0)
-            tail = self.up_to_date(lsn)
+        post = request.method == "POST"
+        # Everything the bytes depend on (a no-change response has a unique etag: not shared).
+        key = (post, parsed.live, parsed.offset, end, lsn)
+        built = self._built.get(consumer, key) if has_data else None
+        if built is None:
+            built = self._build(consumer, parsed, part, lsn, post=post, has_data=has_data)
+            if built is None:
+                return self._streamed(request, parsed, consumer, part, lsn, post=post, has_data=has_data)
+            if has_data:
+                self._built.put(consumer, key, built)
+        if etag_matches(request.headers.get("if-none-match"), built.etag):
+            headers = dict(built.headers)
+            headers.pop("electric-schema", None)
+            return Response(b"", status_code=304, headers=common(self._own(headers, parsed), request))
+        own = common(self._own({"cache-control": built.headers["cache-control"]}, parsed), request)
+        return Prebuilt(built.body, built.raw + encode_headers(own))
+
+    def _own(self, headers: dict[str, str], parsed: ShapeRequest) -> dict[str, str]:
+        """``headers`` with the ones that depend on the request itself (the cursor)."""
+        if parsed.live:
+            headers["electric-cursor"] = next_cursor(int(self.long_poll_timeout * 1000), parsed.cursor)
+        return headers
+
+    def _headers(
+        self, consumer: ShapeConsumer, parsed: ShapeRequest, end: LogOffset, *, post: bool, has_data: bool,
+        up_to_date: bool,
+    ) -> dict[str, str]:
+        """The headers of a log response that are the same for every request for it."""
         headers = {
             "electric-handle": consumer.handle,
             "electric-offset": str(end),
@@ -416,23 +474,42 @@ class ShapeAPI:
         }
         if up_to_date:
             headers["electric-up-to-date"] = ""
-        if parsed.live:
-            headers["electric-cursor"] = next_cursor(int(self.long_poll_timeout * 1000), parsed.cursor)
         headers.update(
             cache_headers(
-                "POST" if request.method == "POST" else "GET", 200,
+                "POST" if post else "GET", 200,
                 offset_is_before_all=parsed.offset == BEFORE_ALL, live=parsed.live,
                 sse=False, has_replacement_handle=True, max_age=self.max_age, stale_age=self.stale_age,
             )
         )
-        if etag_matches(request.headers.get("if-none-match"), headers["etag"]):
-            return Response(b"", status_code=304, headers=common(headers, request))
         if not parsed.live:
             headers["electric-schema"] = self._schema(consumer)
-        body = log_body(consumer, part, tail)
-        if isinstance(body, bytes):
-            return Response(body, media_type=JSON, headers=common(headers, request))
-        return StreamingResponse(body, media_type=JSON, headers=common(headers, request))
+        return headers
+
+    def _build(
+        self, consumer: ShapeConsumer, parsed: ShapeRequest, part: LogSlice, lsn: int | None, *,
+        post: bool, has_data: bool,
+    ) -> Built | None:
+        """The response's shared part, or None when its body is too large to build."""
+        body = inline_body(consumer, part, None if lsn is None else self.up_to_date(lsn))
+        if body is None:
+            return None
+        headers = self._headers(consumer, parsed, part.end, post=post, has_data=has_data, up_to_date=lsn is not None)
+        shared = {k: v for k, v in headers.items() if k != "cache-control"}
+        shared["content-length"] = str(len(body))
+        shared["content-type"] = JSON
+        return Built(body, headers, encode_headers(shared), headers["etag"])
+
+    def _streamed(
+        self, request: Request, parsed: ShapeRequest, consumer: ShapeConsumer, part: LogSlice,
+        lsn: int | None, *, post: bool, has_data: bool,
+    ) -> Response:
+        """A body too large to build in memory, read from the log as the client takes it."""
+        headers = self._headers(consumer, parsed, part.end, post=post, has_data=has_data, up_to_date=lsn is not None)
+        if etag_matches(request.headers.get("if-none-match"), headers["etag"]):
+            headers.pop("electric-schema", None)
+            return Response(b"", status_code=304, headers=common(self._own(headers, parsed), request))
+        body = streamed_body(consumer, part, None if lsn is None else self.up_to_date(lsn))
+        return StreamingResponse(body, media_type=JSON, headers=common(self._own(headers, parsed), request))
 
     def _schema(self, consumer: ShapeConsumer) -> str:
         cached = self._schemas.get(consumer.handle)

@@ -19,15 +19,20 @@ INLINE_BYTES = 256 * 1024
 PIECE_BYTES = 32 * 1024
 
 
-def log_body(consumer: ShapeConsumer, part: LogSlice, tail: bytes | None) -> bytes | AsyncIterator[bytes]:
-    """``[entries..., tail]`` as a JSON array: bytes, or pieces to stream."""
+def inline_body(consumer: ShapeConsumer, part: LogSlice, tail: bytes | None) -> bytes | None:
+    """``[entries..., tail]`` as a JSON array, or None when it is too large to build."""
     payloads = part.payloads
-    if payloads is None and part.size <= INLINE_BYTES:
+    if payloads is None:
+        if part.size > INLINE_BYTES:
+            return None
         read = consumer.log.storage.read
         payloads = [read(position, length) for position, length in part.spans]
-    if payloads is not None:
-        parts = payloads if tail is None else [*payloads, tail]
-        return b"[" + b",".join(parts) + b"]"
+    parts = payloads if tail is None else [*payloads, tail]
+    return b"[" + b",".join(parts) + b"]"
+
+
+def streamed_body(consumer: ShapeConsumer, part: LogSlice, tail: bytes | None) -> AsyncIterator[bytes]:
+    """``[entries..., tail]`` in pieces read from storage as the client takes them."""
     return _pieces(consumer, part.spans, tail)
 
 

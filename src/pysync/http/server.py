@@ -17,7 +17,15 @@ import logging
 import resource
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Protocol
+
+import httptools
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 
 from pysync.shapes.storage import log_files_budget
 
@@ -63,27 +71,49 @@ def connection_budget(requested: int | None) -> int:
     return requested
 
 
-def bounded_protocol(max_connections: int, header_timeout: float) -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol (httptools when installed), with the connection limit and
-    the header timeout.
+class FastPath(Protocol):
+    """Serves some requests straight from the parser callback (``parking.LivePolls``)."""
+
+    def take(self, conn: Any, query: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Serve (or park) the request; False if the ASGI app must serve it."""
+
+    def drop(self, parked: Any) -> None:
+        """The connection of a parked request was lost."""
+
+
+FAST_PATHS = (b"/v1/shape", b"/v1/shape/")
+
+
+def bounded_protocol(max_connections: int, header_timeout: float, fast: FastPath | None = None) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (httptools), with the connection limit, the header
+    timeout and the fast path for live requests.
 
     At the limit, the connection idle longest (one with no request in progress: just
     opened, or kept alive between requests) makes room for the new one, so idle sockets
     cannot lock out real clients (or the health check); with no idle one, the new
     connection is closed at once.
-    """
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
-    except ImportError:  # pragma: no cover - httptools is a dependency
-        from uvicorn.protocols.http.h11_impl import H11Protocol as Base  # type: ignore[assignment]
 
+    ``fast`` sees each ``GET /v1/shape`` first: what it takes never becomes an ASGI
+    request (no task, no scope kept); a request it parked is answered, or replayed
+    through the app, later (``respond``, ``replay``).
+    """
     idle: OrderedDict[Any, None] = OrderedDict()
     """Connections without a request in progress, longest idle first."""
 
-    class Bounded(Base):
-        _shed = False
-        _head_timer: asyncio.TimerHandle | None = None
-        _head_bytes = 0
+    class Bounded(HttpToolsProtocol):
+        # Slots, not instance attributes: uvicorn's instance dict is full, and one more
+        # key in it costs 1.5 KiB per connection.
+        __slots__ = ("_shed", "_head_timer", "_head_bytes", "_fast", "parked")
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._shed = False
+            self._head_timer: asyncio.TimerHandle | None = None
+            self._head_bytes = 0
+            self._fast = False
+            """The request being parsed is the fast path's: no ASGI cycle for its body."""
+            self.parked: Any = None
+            """A live request of this connection waiting in the fast path."""
+            super().__init__(*args, **kwargs)
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             if len(self.connections) >= max_connections:
@@ -97,6 +127,8 @@ def bounded_protocol(max_connections: int, header_timeout: float) -> type[asynci
             # (the rest waits in storage), whatever the size of the response.
             transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
             super().connection_made(transport)
+            self.pipeline = _Pipeline()  # type: ignore[assignment]
+            self.flow = _Flow(transport)
             self._idle()
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -104,6 +136,8 @@ def bounded_protocol(max_connections: int, header_timeout: float) -> type[asynci
                 return
             idle.pop(self, None)
             self._cancel_head_timer()
+            if self.parked is not None and fast is not None:
+                fast.drop(self.parked)  # frees its place now, not at its timeout
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
@@ -126,13 +160,88 @@ def bounded_protocol(max_connections: int, header_timeout: float) -> type[asynci
                     return
             super().data_received(data)
 
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._fast = False
+
         def on_headers_complete(self) -> None:
             idle.pop(self, None)
             self._cancel_head_timer()
+            if self.parked is not None:
+                # A request pipelined behind a waiting long-poll (clients do not do
+                # that): its answer cannot go first, and holding it is not worth it.
+                self._fast = True
+                self.transport.close()
+                return
+            if fast is not None and self._take():
+                self._fast = True
+                # Nothing of the request is needed any more (a parked one keeps its own).
+                self.scope = self.headers = None  # type: ignore[assignment]
+                self.url = b""
+                return
             super().on_headers_complete()
+
+        def _take(self) -> bool:
+            assert fast is not None
+            parser = self.parser
+            if (parser.get_method() != b"GET" or parser.get_http_version() != "1.1"
+                    or not parser.should_keep_alive() or parser.should_upgrade()):
+                return False
+            url = httptools.parse_url(self.url)
+            if url.path not in FAST_PATHS:
+                return False
+            return fast.take(self, url.query or b"", self.headers)
+
+        def on_body(self, body: bytes) -> None:
+            if not self._fast and self.cycle is not None:
+                super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            if not self._fast and self.cycle is not None:
+                super().on_message_complete()
+
+        def respond(self, response: Any) -> None:
+            """Write ``response`` (a Response whose body and headers are bytes) whole,
+            as uvicorn would, in one write."""
+            if self.transport.is_closing():
+                return
+            content = [STATUS_LINE[response.status_code]]
+            for name, value in self.server_state.default_headers:
+                content += (name, b": ", value, b"\r\n")
+            for name, value in response.raw_headers:
+                content += (name, b": ", value, b"\r\n")
+            content += (b"\r\n", response.body)
+            self.transport.write(b"".join(content))
+            self.on_response_complete()
+
+        def replay(self, query: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+            """Serve a request the fast path had taken through the app after all."""
+            if self.transport.is_closing():
+                return
+            path = "/v1/shape"
+            scope = {
+                "type": "http", "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+                "http_version": "1.1", "server": self.server, "client": self.client,
+                "scheme": self.scheme, "root_path": self.root_path, "headers": headers,
+                "state": self.app_state.copy(), "method": "GET", "path": path,
+                "raw_path": path.encode(), "query_string": query,
+            }
+            self.cycle = RequestResponseCycle(
+                scope=scope,  # type: ignore[arg-type]
+                transport=self.transport, flow=self.flow, logger=self.logger,
+                access_logger=self.access_logger, access_log=self.access_log,
+                default_headers=self.server_state.default_headers, message_event=asyncio.Event(),
+                expect_100_continue=False, keep_alive=True, on_response=self.on_response_complete,
+            )
+            self.cycle.more_body = False  # a GET: no body to wait for
+            self._start_asgi_task(self.cycle, self.app)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
+            if self.cycle is not None and self.cycle.response_complete:
+                # Between requests a kept-alive connection holds no request's objects
+                # (the cycle, its scope and event: about 2 KiB each).
+                self.cycle = None  # type: ignore[assignment]
             if not self.transport.is_closing():
                 self._idle()
 
@@ -155,6 +264,40 @@ def bounded_protocol(max_connections: int, header_timeout: float) -> type[asynci
             self.transport.close()
 
     return Bounded
+
+
+class _Flow(FlowControl):
+    """uvicorn's flow control, with the future a write waits on made only when one waits:
+    its asyncio.Event costs 760 bytes per connection, and few connections ever wait."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:  # not super().__init__: it makes the Event
+        self._transport = transport
+        self.read_paused = False
+        self.write_paused = False
+        self._writable: asyncio.Future[None] | None = None
+
+    async def drain(self) -> None:
+        while self.write_paused:
+            if self._writable is None or self._writable.done():
+                self._writable = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._writable)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        if self.write_paused:
+            self.write_paused = False
+            if self._writable is not None and not self._writable.done():
+                self._writable.set_result(None)
+
+
+class _Pipeline(list[Any]):
+    """uvicorn's queue of pipelined requests as a list: an empty deque costs 760 bytes
+    per connection, an empty list 56 (it is nearly always empty)."""
+
+    def appendleft(self, item: Any) -> None:
+        self.insert(0, item)
 
 
 class _RateLimited(logging.Filter):

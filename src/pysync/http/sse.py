@@ -20,8 +20,9 @@ from pysync.http.cursor import next_cursor
 from pysync.http.errors import ShapeAPIError
 from pysync.http.params import ShapeRequest
 from pysync.http.responses import cache_headers, common, etag
+from pysync.http.shared import SharedResponses
 from pysync.http.waiters import Recheck
-from pysync.shapes.consumer import ShapeConsumer
+from pysync.shapes.consumer import ShapeConsumer, ShapeGone
 from pysync.shapes.offset import LogOffset
 
 if TYPE_CHECKING:
@@ -41,6 +42,20 @@ def split_entries(payload: bytes) -> list[bytes]:
     return [bytes(raw) for raw in msgspec.json.decode(b"[" + payload + b"]", type=list[msgspec.Raw])]
 
 
+Batch = tuple[bytes, LogOffset, bool]
+"""Encoded events of one read (with the up-to-date when it reached the end), its end
+offset, whether it reached the end."""
+
+
+def _batch(consumer: ShapeConsumer, offset: LogOffset, up_to_date: Callable[[int], bytes]) -> Batch:
+    # In bounded batches: a reader far behind holds one batch, not the whole log.
+    payloads, end, reached = consumer.read(offset, BATCH_BYTES)
+    events = [b"data: " + message + b"\n\n" for payload in payloads for message in split_entries(payload)]
+    if payloads and reached:
+        events.append(b"data: " + up_to_date(max(end.tx, 0)) + b"\n\n")
+    return b"".join(events), end, reached
+
+
 async def events(
     consumer: ShapeConsumer,
     offset: LogOffset,
@@ -49,23 +64,27 @@ async def events(
     hold: Hold,
     up_to_date: Callable[[int], bytes],
     closing: Callable[[], bool],
+    shared: SharedResponses[Batch],
 ) -> AsyncIterator[bytes]:
     deadline = time.monotonic() + timeout
     waited = False
     while time.monotonic() < deadline and not closing():
-        # In bounded batches: a reader far behind holds one batch, not the whole log.
-        payloads, end, reached = consumer.read(offset, BATCH_BYTES)
-        if payloads:
-            for payload in payloads:
-                for message in split_entries(payload):
-                    yield b"data: " + message + b"\n\n"
+        # Every subscriber woken by the same append reads the same batch: encoded once.
+        key = (offset, consumer.last_offset)
+        batch = shared.get(consumer, key)
+        if batch is None:
+            batch = _batch(consumer, offset, up_to_date)
+            shared.put(consumer, key, batch)
+        elif consumer.gone:
+            raise ShapeGone(consumer.handle, consumer.reason)  # as read() would
+        block, end, reached = batch
+        if block:
+            yield block
             offset = end
-            if reached:
-                yield b"data: " + up_to_date(max(end.tx, 0)) + b"\n\n"
-                if not waited:
-                    # As Electric: data there at once is answered like a long-poll that
-                    # found data, and the response ends; only a waiting stream stays open.
-                    return
+            if reached and not waited:
+                # As Electric: data there at once is answered like a long-poll that
+                # found data, and the response ends; only a waiting stream stays open.
+                return
             continue
         waited = True
         try:
@@ -105,6 +124,6 @@ def response(
 
     stream = events(
         consumer, offset, timeout=api.sse_timeout, hold=hold, up_to_date=api.up_to_date,
-        closing=lambda: api.closing,
+        closing=lambda: api.closing, shared=api.sse_batches,
     )
     return StreamingResponse(stream, media_type="text/event-stream", headers=common(headers, request))

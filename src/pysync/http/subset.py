@@ -16,9 +16,9 @@ import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pysync.engine import Engine
 from pysync.http.errors import ShapeAPIError, invalid, unavailable
 from pysync.http.responses import JSON, common
+from pysync.http.source import ShapeSource
 from pysync.postgres.catalog import Table
 from pysync.postgres.identifiers import IdentifierError, parse_identifier
 from pysync.shapes.consumer import ShapeConsumer
@@ -189,14 +189,14 @@ def _integer(value: object, field: str, minimum: int, message: str, errors: dict
 
 
 async def serve_subset(
-    request: Request, engine: Engine, consumer: ShapeConsumer, fields: dict[str, object], schema: str
+    request: Request, engine: ShapeSource, consumer: ShapeConsumer, fields: dict[str, object], schema: str
 ) -> Response:
     """The subset response: ``{"metadata": ..., "data": [...]}`` at a recorded snapshot."""
     try:
         if _small(fields):
             subset = parse_subset(fields, consumer.shape.table)
         else:
-            subset = await engine.registry.compute(parse_subset, fields, consumer.shape.table)
+            subset = await engine.compute(parse_subset, fields, consumer.shape.table)
     except SubsetError as exc:
         raise invalid({"subset": exc.errors}) from None
     except TimeoutError:

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 from array import array
 from bisect import bisect_right
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from pysync.shapes.offset import LAST_BEFORE_REAL, LogOffset
 from pysync.shapes.storage import (
     FLAG_SNAPSHOT_END,
     HEADER_SIZE,
+    FollowedStorage,
+    Frame,
     LogStorage,
     PendingSync,
     frame_header,
@@ -227,12 +230,44 @@ class ShapeLog:
         future.cancel()
         self._waiters.discard(future)
 
-    # -- recovery -------------------------------------------------------------------
+    # -- recovery, and following another process's appends ---------------------------
 
     def _recover(self) -> None:
-        for frame in self.storage.frames():
+        self._index(self.storage.frames())
+
+    def _index(self, frames: Iterable[Frame]) -> int:
+        """Index ``frames``; how many there were."""
+        start = len(self.offsets)
+        for frame in frames:
             self.offsets.append(LogOffset(frame.tx, frame.op))
             self._positions.append(frame.position)
             self._lengths.append(frame.length)
             if frame.flags & FLAG_SNAPSHOT_END:
                 self._snapshot_end = len(self.offsets) - 1
+        return len(self.offsets) - start
+
+    def follow(self, size: int) -> None:
+        """The writing process's log is now ``size`` bytes: index what it appended (its
+        payloads at hand, as after an append here) and wake the waiters. A size below
+        what is indexed means the writer cut its log back: it is indexed anew."""
+        storage = self.storage
+        assert isinstance(storage, FollowedStorage)
+        if size < storage.end:
+            storage.rewind()
+            self.offsets.clear()
+            del self._positions[:], self._lengths[:]
+            self._snapshot_end = None
+            self._recent, self._recent_start = [], 0
+        start = len(self.offsets)
+        if not self._index(storage.frames_to(size)):
+            return
+        if self.offsets[start].tx != 0:  # changes (not snapshot chunks) are read often
+            first = self._positions[start]
+            end = self._positions[-1] + self._lengths[-1]
+            block = storage.read(first, end - first)
+            self._recent_start = start
+            self._recent = [
+                block[p - first : p - first + n]
+                for p, n in zip(self._positions[start:], self._lengths[start:], strict=True)
+            ]
+        self.notify()

@@ -109,6 +109,11 @@ class ShapeRegistry:
                 self._by_definition[definition] = consumer
         return consumer
 
+    def known(self, definition: ShapeDefinition) -> ShapeConsumer | None:
+        """The consumer serving ``definition`` as spelt, if one is known without asking
+        the catalog (the live path's lookup: no await)."""
+        return self._known(definition)
+
     def _known(self, definition: ShapeDefinition) -> ShapeConsumer | None:
         consumer = self._by_definition.get(definition)
         if consumer is not None and consumer.state is GONE:

@@ -14,6 +14,7 @@ fsync fail as a full or broken disk does.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import mmap
 import os
@@ -203,6 +204,11 @@ class LogStorage(Protocol):
 
     def size(self) -> int: ...
 
+    def written_size(self) -> int:
+        """Bytes in the file itself, buffered appends written out first (as far as they
+        can be: a failed write leaves them to the next sync, which reports it). Another
+        process following the log (``pysync serve --workers``) reads only the file."""
+
     def begin_sync(self) -> PendingSync:
         """On the event loop: write out what is buffered (StorageError); what is then on
         the file is made durable by the returned PendingSync, in another thread."""
@@ -271,6 +277,9 @@ class MemoryStorage:
         return bytes(self._data[position : position + length])
 
     def size(self) -> int:
+        return len(self._data)
+
+    def written_size(self) -> int:
         return len(self._data)
 
     def begin_sync(self) -> PendingSync:
@@ -389,6 +398,11 @@ class FileStorage:
     def size(self) -> int:
         return self.file.size + len(self._buffer)
 
+    def written_size(self) -> int:
+        with contextlib.suppress(StorageError):
+            self.write_out()
+        return self.file.size
+
     def begin_sync(self) -> PendingSync:
         self.write_out()
         file = self.file
@@ -465,6 +479,77 @@ class FileStorage:
         """Delete the log in ``directory`` (open or not)."""
         _open_files.close(directory / "log")
         shutil.rmtree(directory, ignore_errors=True)
+
+
+_WINDOW = 1 << 20
+
+
+class FollowedStorage:
+    """A log another process appends to (``pysync serve --workers``: the replicating
+    process writes, HTTP workers read). Read-only: frames are read up to a size the
+    writer announced, and what does not form a whole valid frame yet is not indexed
+    (never cut: it is the writer's file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDONLY)
+        self.end = 0
+        """Where the frames indexed so far end."""
+
+    def read(self, position: int, length: int) -> bytes:
+        return os.pread(self._fd, length, position)
+
+    def reader(self) -> Reader:
+        return _FdReader(os.dup(self._fd), self.end, b"")
+
+    def size(self) -> int:
+        return self.end
+
+    def written_size(self) -> int:
+        return self.end
+
+    def frames(self) -> Iterator[Frame]:
+        return self.frames_to(os.fstat(self._fd).st_size)
+
+    def frames_to(self, size: int) -> Iterator[Frame]:
+        """The whole valid frames from ``end`` up to ``size``; ``end`` follows them.
+        Read in windows: following a large snapshot costs one window of memory."""
+        position = self.end
+        window, window_start = b"", position
+        while position + HEADER_SIZE <= size:
+            if position + HEADER_SIZE > window_start + len(window):
+                window, window_start = os.pread(self._fd, max(_WINDOW, HEADER_SIZE), position), position
+            at = position - window_start
+            header = window[at : at + HEADER_SIZE]
+            if _header_problem(header, size - position) is not None:
+                break
+            flags, tx, op, length = _FIELDS.unpack_from(header, 1)
+            end = position + HEADER_SIZE + length
+            if end > window_start + len(window):
+                window, window_start = os.pread(self._fd, max(_WINDOW, end - position), position), position
+            at = position - window_start
+            if _crc32(window[at + HEADER_SIZE : at + HEADER_SIZE + length]) != _CRCS.unpack_from(header, 1 + _FIELDS.size)[1]:
+                break
+            yield Frame(tx, op, flags, position + HEADER_SIZE, length)
+            position = end
+            self.end = position
+
+    def rewind(self) -> None:
+        """The writer cut its file back (it lost frames that were not durable)."""
+        self.end = 0
+
+    def append(self, data: bytes | bytearray) -> int:
+        raise StorageError(self.path, OSError(errno.EROFS, "a followed log is read-only"))
+
+    def begin_sync(self) -> PendingSync:
+        return PendingSync(lambda: None, lambda: None)  # the writer syncs its file
+
+    def discard_unsynced(self) -> int:
+        return self.end
+
+    def destroy(self) -> None:
+        os.close(self._fd)
+        self._fd = os.open(os.devnull, os.O_RDONLY)  # reads after this find nothing
 
 
 def _header_problem(header: bytes, remaining: int) -> str | None:

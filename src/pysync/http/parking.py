@@ -1,0 +1,278 @@
+"""Live long-polls of ``pysync serve`` without a task each: answered at once, or parked.
+
+Through the ASGI path a waiting long-poll holds a task, its coroutine frames, the ASGI
+scope and request objects, a timer and the futures ``asyncio.wait`` makes: about 16 KiB,
+and some 100 µs of CPU per response. Here a plain live request of a known, complete shape
+(no SSE, no subset, no conditional request) is answered straight from the connection's
+parser callback when data is there, and otherwise parked: a small record in its shape's
+group, woken by one future per shape (not per request), timed out by a shared timer per
+quarter second. A commit then answers its shape's parked requests in one loop, with the
+body and shared headers built once (``ShapeAPI._log_response``).
+
+What a parked request still has, it has as ``ShapeAPI.hold`` gives it: it is registered
+with ``api.interrupts`` (an interrupt or shutdown answers it with no change), counts
+against the admission limit, and every other outcome (the shape gone, storage failing,
+a body too large to build) replays the request through the ASGI app, which answers it
+as it would have (a 409 with the new handle, a 503, a streamed body). A request the fast
+path does not take goes to the app unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import math
+import time
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from pysync.http.errors import ShapeAPIError
+from pysync.http.params import ShapeRequest
+from pysync.http.shared import Prebuilt
+from pysync.http.subset import subset_fields_from_query
+from pysync.http.waiters import Waiter
+from pysync.shapes.consumer import LIVE, ShapeConsumer, ShapeGone
+from pysync.shapes.offset import BEFORE_ALL, LogOffset
+
+if TYPE_CHECKING:
+    from pysync.http.api import ShapeAPI
+
+TICK = 0.25
+"""Timeouts are checked this often: a long-poll ends within a quarter second of its time."""
+
+
+class Connection(Protocol):
+    """What the HTTP connection offers the fast path (``server.bounded_protocol``)."""
+
+    parked: Parked | None
+
+    def respond(self, response: Response) -> None:
+        """Write a complete response (body and headers are bytes) and finish the request."""
+
+    def replay(self, query: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        """Run the request through the ASGI app after all."""
+
+
+class Parked:
+    """One waiting live request."""
+
+    __slots__ = ("conn", "consumer", "parsed", "query", "origin", "tick", "waiter", "_registration")
+
+    def __init__(
+        self, conn: Connection, consumer: ShapeConsumer, parsed: ShapeRequest, query: bytes,
+        origin: bytes | None, deadline: float, registration: AbstractContextManager[Waiter],
+    ) -> None:
+        self.conn = conn
+        self.consumer = consumer
+        self.parsed = parsed
+        self.query = query
+        self.origin = origin
+        self.tick = math.ceil(deadline / TICK)
+        """The timer tick it times out at."""
+        self._registration = registration
+        self.waiter: Waiter | None = registration.__enter__()
+
+    def unregister(self) -> None:
+        """Leave the interrupt registry (once)."""
+        if self.waiter is not None:
+            self.waiter = None
+            self._registration.__exit__(None, None, None)
+
+
+class LivePolls:
+    def __init__(self, api: ShapeAPI) -> None:
+        self.api = api
+        self._groups: dict[ShapeConsumer, set[Parked]] = {}
+        self._due: dict[int, set[Parked]] = {}
+        self._storage_watch: object = None
+        self._counted: dict[int, Any] = {}
+        """``pysync_http_responses_total`` by status, as the app counts its responses."""
+
+    # -- taking a request -------------------------------------------------------------
+
+    def take(self, conn: Connection, query: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+        """Serve a plain live request now or park it; False: the app must serve it."""
+        if b"live=" not in query:
+            return False
+        origin = None
+        for name, value in headers:
+            if name == b"origin":
+                origin = value
+            elif name == b"if-none-match":
+                return False  # the app answers conditional requests (304)
+        api = self.api
+        engine = api.engine
+        if api.closing or engine.storage_error is not None or not engine.started.is_set():
+            return False
+        # As Starlette's QueryParams (the last of repeated keys wins).
+        params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
+        if not api.secret_ok(params) or subset_fields_from_query(params) is not None:
+            return False
+        try:
+            parsed = api.parse_query(params)
+        except ShapeAPIError:
+            return False
+        offset = parsed.offset
+        if not parsed.live or parsed.sse or offset == "now" or offset == BEFORE_ALL:
+            return False
+        assert parsed.definition is not None and isinstance(offset, LogOffset)
+        if api.in_flight["existing"] >= api.limits["existing"]:
+            return False
+        consumer = engine.known(parsed.definition)
+        if consumer is None or consumer.state is not LIVE or consumer.handle != parsed.handle:
+            return False
+        if not consumer.snapshot_done:
+            return False
+        part = consumer.slice(offset)
+        if part.spans:
+            response = api.live_response(_request(origin), parsed, consumer, part)
+            if not isinstance(response, Prebuilt):
+                return False
+            consumer.last_used = time.monotonic()
+            self._send(conn, response)
+            return True
+        if offset > consumer.last_offset:
+            return False  # ahead of the log: the app's rule for that
+        consumer.last_used = time.monotonic()
+        parsed.definition = consumer.definition  # one copy for every waiter of the shape
+        self._park(conn, consumer, parsed, query, origin)
+        return True
+
+    def _park(
+        self, conn: Connection, consumer: ShapeConsumer, parsed: ShapeRequest, query: bytes, origin: bytes | None
+    ) -> None:
+        api = self.api
+        deadline = time.monotonic() + api.long_poll_timeout
+        parked = Parked(conn, consumer, parsed, query, origin, deadline,
+                        api.interrupts.waiting(consumer.definition, None))
+        assert parked.waiter is not None
+        parked.waiter.released.add_done_callback(functools.partial(self._released, parked))
+        api.in_flight["existing"] += 1
+        conn.parked = parked
+        group = self._groups.get(consumer)
+        if group is None:
+            group = self._groups[consumer] = set()
+            self._watch(consumer)
+        group.add(parked)
+        self._schedule(parked)
+        self._watch_storage()
+
+    # -- waking -----------------------------------------------------------------------
+
+    def _watch(self, consumer: ShapeConsumer) -> None:
+        """One future per shape wakes all of its parked requests."""
+        consumer.log.waiter().add_done_callback(lambda _: self._grown(consumer))
+
+    def _grown(self, consumer: ShapeConsumer) -> None:
+        group = self._groups.get(consumer)
+        if not group:
+            self._groups.pop(consumer, None)
+            return
+        if consumer.gone or self.api.engine.storage_error is not None:
+            for parked in list(group):
+                self._replay(parked)
+            self._groups.pop(consumer, None)  # a request parked later makes a new group
+            return
+        for parked in list(group):
+            offset = parked.parsed.offset
+            assert isinstance(offset, LogOffset)
+            if consumer.has_after(offset):
+                self._answer(parked)
+        if group:
+            self._watch(consumer)
+        else:
+            self._groups.pop(consumer, None)
+
+    def _released(self, parked: Parked, _: object) -> None:
+        """Interrupted or shut down: answered now, as ``hold`` returns then."""
+        if parked.conn.parked is parked:
+            self._answer(parked)
+
+    def _watch_storage(self) -> None:
+        failure = self.api.engine.storage_failure()
+        if failure is not self._storage_watch:
+            self._storage_watch = failure
+            failure.add_done_callback(lambda _: self._storage_failed())
+
+    def _storage_failed(self) -> None:
+        for group in list(self._groups.values()):
+            for parked in list(group):
+                self._replay(parked)
+
+    # -- timeouts ---------------------------------------------------------------------
+
+    def _schedule(self, parked: Parked) -> None:
+        tick = parked.tick
+        due = self._due.get(tick)
+        if due is None:
+            due = self._due[tick] = set()
+            asyncio.get_running_loop().call_later(max(0.0, tick * TICK - time.monotonic()), self._expire, tick)
+        due.add(parked)
+
+    def _expire(self, tick: int) -> None:
+        for parked in list(self._due.pop(tick, ())):
+            self._answer(parked)
+
+    # -- answering --------------------------------------------------------------------
+
+    def _leave(self, parked: Parked) -> bool:
+        """Unpark; False if it was not parked any more."""
+        conn = parked.conn
+        if conn.parked is not parked:
+            return False
+        conn.parked = None
+        group = self._groups.get(parked.consumer)
+        if group is not None:
+            group.discard(parked)
+        due = self._due.get(parked.tick)
+        if due is not None:
+            due.discard(parked)
+        self.api.in_flight["existing"] -= 1
+        parked.unregister()
+        return True
+
+    def drop(self, parked: Parked) -> None:
+        """The client went away."""
+        self._leave(parked)
+
+    def _answer(self, parked: Parked) -> None:
+        if not self._leave(parked):
+            return
+        consumer, parsed = parked.consumer, parked.parsed
+        offset = parsed.offset
+        assert isinstance(offset, LogOffset)
+        try:
+            part = consumer.slice(offset)
+        except ShapeGone:
+            parked.conn.replay(parked.query, _headers(parked.origin))
+            return
+        response = self.api.live_response(_request(parked.origin), parsed, consumer, part)
+        if isinstance(response, Prebuilt):
+            self._send(parked.conn, response)
+        else:
+            parked.conn.replay(parked.query, _headers(parked.origin))  # a body to stream
+
+    def _send(self, conn: Connection, response: Prebuilt) -> None:
+        counter = self._counted.get(response.status_code)
+        if counter is None:
+            counter = self._counted[response.status_code] = self.api.engine.metrics.responses.labels(
+                str(response.status_code))
+        counter.inc()
+        conn.respond(response)
+
+    def _replay(self, parked: Parked) -> None:
+        if self._leave(parked):
+            parked.conn.replay(parked.query, _headers(parked.origin))
+
+
+def _headers(origin: bytes | None) -> list[tuple[bytes, bytes]]:
+    return [(b"origin", origin)] if origin is not None else []
+
+
+def _request(origin: bytes | None) -> Request:
+    """What rendering a response reads of the request: its method and origin."""
+    return Request({"type": "http", "method": "GET", "headers": _headers(origin), "query_string": b""})

@@ -1,0 +1,65 @@
+"""What the HTTP layer needs of the engine that serves its shapes.
+
+``Engine`` is one; an HTTP worker of ``pysync serve --workers`` has another
+(``serve.mirror.MirrorEngine``: the shapes of the replicating process, read from its
+logs). The shape API works the same on both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+from pysync.metrics import EngineMetrics
+from pysync.postgres.connections import Connections
+from pysync.shapes.consumer import ShapeConsumer
+from pysync.shapes.definition import ShapeDefinition
+from pysync.shapes.storage import StorageError
+
+T = TypeVar("T")
+
+
+class ShapeSource(Protocol):
+    # Read-only (properties), so that an engine may narrow the types.
+    @property
+    def metrics(self) -> EngineMetrics: ...
+
+    @property
+    def status(self) -> enum.Enum:
+        """Its ``value`` is what /v1/health reports: active, starting, degraded."""
+
+    @property
+    def problem(self) -> str | None: ...
+
+    @property
+    def storage_error(self) -> StorageError | None: ...
+
+    @property
+    def started(self) -> asyncio.Event: ...
+
+    @property
+    def connections(self) -> Connections:
+        """Sessions for subset queries."""
+
+    @property
+    def last_seen_lsn(self) -> int: ...
+
+    async def shape(self, definition: ShapeDefinition) -> ShapeConsumer:
+        """Get or create; raises ShapeError, EngineUnavailable, psycopg.OperationalError."""
+
+    async def find(self, definition: ShapeDefinition) -> ShapeConsumer | None: ...
+
+    def known(self, definition: ShapeDefinition) -> ShapeConsumer | None:
+        """Without an await: None when it would take one."""
+
+    def get(self, handle: str) -> ShapeConsumer | None: ...
+
+    def delete(self, handle: str) -> bool: ...
+
+    def storage_failure(self) -> asyncio.Future[None]: ...
+
+    async def compute(self, fn: Callable[..., T], *args: object) -> T:
+        """``fn(*args)`` off the event loop within the compile budget (TimeoutError):
+        parsing a large client clause must not stall other requests."""

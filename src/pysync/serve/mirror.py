@@ -1,0 +1,240 @@
+"""An HTTP worker's shapes: the replicating process's logs, followed from disk.
+
+A shape becomes known to a worker when it asks the hub for it (the hub creates it if
+need be); the worker then reads the shape's log file read-only, and every ``Grown``
+announcement indexes what was appended and wakes the waiting requests, exactly as an
+append does in the replicating process. Responses are built by the same code from the
+same bytes, under the same handles and offsets, so they are the same bytes as a
+single-process server's (what makes caching them safe).
+
+One difference: a shape whose snapshot failed is reported gone (the client refetches
+and the new attempt reports the error), since the error itself stays in the
+replicating process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import itertools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import psycopg
+
+from pysync.engine import EngineUnavailable, Status
+from pysync.metrics import EngineMetrics
+from pysync.postgres.connections import Connections
+from pysync.serve.notify import Ask, Delete, Found, Grown, Message, Ready, frame, receive
+from pysync.serve.notify import Status as StatusMessage
+from pysync.shapes.consumer import GONE, LIVE, SNAPSHOTTING, ShapeConsumer
+from pysync.shapes.definition import ShapeDefinition, ShapeError, build_shape
+from pysync.shapes.log import ShapeLog
+from pysync.shapes.storage import FollowedStorage, StorageError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+COMPILE_TIMEOUT = 10.0
+"""As the replicating process's registry allows a clause to compile."""
+
+
+class MirrorEngine:
+    """A ``ShapeSource`` over the hub's shapes."""
+
+    def __init__(
+        self, hub: Path, storage_dir: Path, database_url: str, *, chunk_bytes: int, snapshot_connections: int
+    ) -> None:
+        self.hub = hub
+        self.storage_dir = storage_dir
+        self.chunk_bytes = chunk_bytes
+        self.metrics = EngineMetrics()
+        self.status = Status.STARTING
+        self.problem: str | None = None
+        self.storage_error: StorageError | None = None
+        self.started = asyncio.Event()
+        self.connections = Connections(database_url, snapshots=snapshot_connections)
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Done when the hub went away (the replicating process ended)."""
+        self._lsn = 0
+        self._by_handle: dict[str, ShapeConsumer] = {}
+        self._by_definition: dict[ShapeDefinition, ShapeConsumer] = {}
+        self._asks: dict[int, asyncio.Future[Found]] = {}
+        self._asking: dict[tuple[ShapeDefinition, bool], asyncio.Future[ShapeConsumer | None]] = {}
+        self._ids = itertools.count()
+        self._failure: asyncio.Future[None] | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        reader, self._writer = await asyncio.open_unix_connection(str(self.hub))
+        await self.connections.open()
+        self._task = asyncio.create_task(self._listen(reader), name="pysync-mirror")
+        started: asyncio.Future[Any] = asyncio.ensure_future(self.started.wait())
+        await asyncio.wait([started, self.closed], return_when=asyncio.FIRST_COMPLETED)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._writer is not None:
+            self._writer.close()
+        await self.connections.close()
+        for consumer in self._by_handle.values():
+            consumer.log.notify()
+
+    def ready(self, pid: int) -> None:
+        self._send(Ready(pid))
+
+    def _send(self, message: Message) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(frame(message))
+
+    # -- what the hub says ------------------------------------------------------------
+
+    async def _listen(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while True:
+                message = await receive(reader)
+                if isinstance(message, Grown):
+                    self._grown(message)
+                elif isinstance(message, Found):
+                    pending = self._asks.pop(message.id, None)
+                    if pending is not None and not pending.done():
+                        pending.set_result(message)
+                elif isinstance(message, StatusMessage):
+                    self._status(message)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            log.warning("the replicating process is gone: this worker stops")
+        finally:
+            if not self.closed.done():
+                self.closed.set_result(None)
+            for pending in self._asks.values():
+                if not pending.done():
+                    pending.set_exception(EngineUnavailable("pysync is restarting", 1))
+
+    def _grown(self, message: Grown) -> None:
+        self._lsn = max(self._lsn, message.lsn)
+        consumer = self._by_handle.get(message.handle)
+        if consumer is not None:
+            self._apply(consumer, message.size, message.state, message.reason)
+
+    def _apply(self, consumer: ShapeConsumer, size: int, state: str, reason: str) -> None:
+        if state in (GONE.value, "failed"):
+            self._forget(consumer, reason or "gone")
+            return
+        consumer.log.follow(size)
+        if state == LIVE.value and consumer.state is SNAPSHOTTING:
+            consumer.state = LIVE
+            consumer.log.notify()
+
+    def _forget(self, consumer: ShapeConsumer, reason: str) -> None:
+        consumer.invalidate(reason)
+        if self._by_handle.get(consumer.handle) is consumer:
+            del self._by_handle[consumer.handle]
+        for definition in [d for d, c in self._by_definition.items() if c is consumer]:
+            del self._by_definition[definition]
+        consumer.log.storage.destroy()
+
+    def _status(self, message: StatusMessage) -> None:
+        self._lsn = max(self._lsn, message.lsn)
+        self.status = Status(message.status)
+        self.problem = message.problem
+        if message.storage_error is None:
+            self.storage_error = None
+        elif self.storage_error is None:
+            self.storage_error = StorageError(self.storage_dir, OSError(errno.EIO, message.storage_error))
+            self.storage_failure()
+        self.started.set()
+
+    # -- ShapeSource ------------------------------------------------------------------
+
+    @property
+    def last_seen_lsn(self) -> int:
+        return self._lsn
+
+    def known(self, definition: ShapeDefinition) -> ShapeConsumer | None:
+        consumer = self._by_definition.get(definition)
+        if consumer is not None and consumer.state is GONE:
+            del self._by_definition[definition]
+            return None
+        return consumer
+
+    async def shape(self, definition: ShapeDefinition) -> ShapeConsumer:
+        consumer = await self._ask(definition, create=True)
+        assert consumer is not None
+        return consumer
+
+    async def find(self, definition: ShapeDefinition) -> ShapeConsumer | None:
+        return await self._ask(definition, create=False)
+
+    def get(self, handle: str) -> ShapeConsumer | None:
+        return self._by_handle.get(handle)
+
+    async def compute(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.wait_for(asyncio.to_thread(fn, *args), COMPILE_TIMEOUT)
+
+    def delete(self, handle: str) -> bool:
+        self._send(Delete(handle))
+        return True
+
+    def storage_failure(self) -> asyncio.Future[None]:
+        future = self._failure
+        if future is None or (future.done() and self.storage_error is None):
+            future = self._failure = asyncio.get_running_loop().create_future()
+        if self.storage_error is not None and not future.done():
+            future.set_result(None)
+        return future
+
+    # -- asking the hub ---------------------------------------------------------------
+
+    async def _ask(self, definition: ShapeDefinition, *, create: bool) -> ShapeConsumer | None:
+        known = self.known(definition)
+        if known is not None:
+            return known
+        if self.closed.done():
+            raise EngineUnavailable("pysync is restarting", 1)
+        # Concurrent requests for one definition ask once.
+        key = (definition, create)
+        pending = self._asking.get(key)
+        if pending is None:
+            pending = self._asking[key] = asyncio.ensure_future(self._request(definition, create))
+            pending.add_done_callback(lambda _: self._asking.pop(key, None))
+        return await asyncio.shield(pending)
+
+    async def _request(self, definition: ShapeDefinition, create: bool) -> ShapeConsumer | None:
+        ask = Ask(next(self._ids), definition, create)
+        reply = self._asks[ask.id] = asyncio.get_running_loop().create_future()
+        self._send(ask)
+        found = await reply
+        if found.error == "shape":
+            raise ShapeError(found.field, found.message)
+        if found.error == "unavailable":
+            raise EngineUnavailable(found.message, found.retry_after)
+        if found.error == "database":
+            raise psycopg.OperationalError("the replicating process cannot reach the database")
+        if found.handle is None:
+            return None
+        consumer = self._by_handle.get(found.handle)
+        if consumer is None:
+            try:
+                consumer = self._mirror(definition, found)
+            except FileNotFoundError:
+                consumer = None  # deleted since the reply
+            if consumer is None or consumer.gone:
+                raise EngineUnavailable("the shape went away while it was made; retry", 1)
+        self._by_definition[definition] = consumer
+        return consumer
+
+    def _mirror(self, definition: ShapeDefinition, found: Found) -> ShapeConsumer:
+        assert found.handle is not None and found.table is not None
+        shape = build_shape(definition, found.table)
+        storage = FollowedStorage(self.storage_dir / "shapes" / found.handle / "log")
+        consumer = ShapeConsumer(found.handle, shape, ShapeLog(storage, self.chunk_bytes), found.snapshot)
+        self._by_handle[found.handle] = consumer
+        self._apply(consumer, found.size, found.state, "")
+        return consumer

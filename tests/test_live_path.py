@@ -1,0 +1,268 @@
+"""The live path of ``pysync serve`` (``http/parking.py``): plain long-polls answered
+from the connection or parked without a task, and everything else as the app does it.
+
+Each test checks an outcome of a parked request against what the ASGI path gives the
+same request (tests/test_http_protocol.py covers those in-process): data, timeout,
+the shape gone, shutdown, a client that leaves, and responses equal to the app's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from pysync.engine import Engine
+from pysync.http.api import ShapeAPI
+from pysync.http.parking import LivePolls
+from pysync.postgres.cluster import free_port
+from serve_process import ServeProcess
+
+LONG_POLL = 20.0
+"""Longer than any test waits: an answer before it is not a timeout."""
+SHORT_POLL = 2.0
+
+
+class Served:
+    def __init__(self, server: ServeProcess, port: int, database_url: str) -> None:
+        self.server = server
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.database_url = database_url
+
+    def metric(self, name: str) -> float:
+        for line in httpx.get(f"{self.base}/metrics").text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise AssertionError(f"no metric {name}")
+
+    def sync(self, http: httpx.Client) -> tuple[str, str]:
+        response = http.get(f"{self.base}/v1/shape", params={"table": "items", "offset": "-1"})
+        while "electric-up-to-date" not in response.headers:
+            response = http.get(f"{self.base}/v1/shape", params={
+                "table": "items", "offset": response.headers["electric-offset"],
+                "handle": response.headers["electric-handle"]})
+        return response.headers["electric-handle"], response.headers["electric-offset"]
+
+
+def serve(database_url: str, tmp_path: Path, long_poll: float) -> Iterator[Served]:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)")
+        conn.execute("INSERT INTO items VALUES (1, 0)")
+    port = free_port()
+    server = ServeProcess([
+        "--database-url", database_url, "--port", str(port), "--storage-dir", str(tmp_path / "storage"),
+        "--long-poll-timeout", str(long_poll), "--allow-delete", "--log-level", "warning",
+    ])
+    server.wait_ready()
+    try:
+        yield Served(server, port, database_url)
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def served(database_url: str, tmp_path: Path) -> Iterator[Served]:
+    yield from serve(database_url, tmp_path, LONG_POLL)
+
+
+@pytest.fixture
+def served_short(database_url: str, tmp_path: Path) -> Iterator[Served]:
+    yield from serve(database_url, tmp_path, SHORT_POLL)
+
+
+def raw_get(port: int, path: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    return sock
+
+
+def until(condition: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def comparable(response: httpx.Response) -> dict[str, str]:
+    """Headers that do not depend on the moment or the request."""
+    return {k: v for k, v in response.headers.items()
+            if k not in ("date", "x-request-id", "electric-cursor", "etag")}
+
+
+def test_parked_request_gets_the_commit_and_equals_the_apps_answer(served: Served) -> None:
+    with httpx.Client(timeout=30) as http:
+        handle, offset = served.sync(http)
+        live = {"table": "items", "offset": offset, "handle": handle, "live": "true"}
+        with httpx.Client(timeout=30) as other:
+            sock = raw_get(served.port, "/v1/shape?" + str(httpx.QueryParams(live)))
+            until(lambda: served.metric("pysync_waiting_requests") == 1, what="the request to park")
+            with psycopg.connect(served.database_url, autocommit=True) as conn:
+                conn.execute("UPDATE items SET n = 1 WHERE id = 1")
+            sock.settimeout(20)
+            received = b""
+            while b"\r\n\r\n" not in received or not received.endswith(b"]"):
+                received += sock.recv(65536)
+            sock.close()
+            head, body = received.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 200 OK")
+            messages = json.loads(body)
+            assert [m["value"] for m in messages if "key" in m] == [{"id": "1", "n": "1"}]
+            # The same request now (data at hand: answered by the fast path at once) and
+            # with a header that makes the app serve it: the same response.
+            fast = other.get(f"{served.base}/v1/shape", params=live)
+            app = other.get(f"{served.base}/v1/shape", params=live, headers={"if-none-match": '"nothing"'})
+        assert fast.content == app.content == body
+        assert comparable(fast) == comparable(app)
+        assert fast.headers["etag"] == app.headers["etag"]
+        assert fast.headers["electric-cursor"].isdigit() and app.headers["electric-cursor"].isdigit()
+        assert int(fast.headers["content-length"]) == len(body)
+
+
+def test_parked_request_times_out_with_no_change(served_short: Served) -> None:
+    served = served_short
+    with httpx.Client(timeout=30) as http:
+        handle, offset = served.sync(http)
+        started = time.monotonic()
+        response = http.get(f"{served.base}/v1/shape",
+                            params={"table": "items", "offset": offset, "handle": handle, "live": "true"})
+        waited = time.monotonic() - started
+    assert response.status_code == 200
+    assert waited >= SHORT_POLL - 0.1  # not before its time
+    assert response.headers["electric-has-data"] == "false"
+    assert "electric-up-to-date" in response.headers
+    assert response.headers["electric-offset"] == offset
+    assert [m["headers"]["control"] for m in response.json()] == ["up-to-date"]
+
+
+def test_shape_gone_while_parked_is_a_409_naming_the_new_shape(served: Served) -> None:
+    with httpx.Client(timeout=30) as http, httpx.Client(timeout=30) as other:
+        handle, offset = served.sync(http)
+        sock = raw_get(served.port, f"/v1/shape?table=items&offset={offset}&handle={handle}&live=true")
+        until(lambda: served.metric("pysync_waiting_requests") == 1, what="the request to park")
+        deleted = other.delete(f"{served.base}/v1/shape", params={"table": "items", "handle": handle})
+        assert deleted.status_code == 202
+        sock.settimeout(20)
+        received = b""
+        while not received.endswith(b"]"):
+            received += sock.recv(65536)
+        sock.close()
+    head = received.split(b"\r\n\r\n", 1)[0].decode().lower()
+    assert head.startswith("http/1.1 409")
+    new_handle = next(line.split(": ", 1)[1] for line in head.split("\r\n") if line.startswith("electric-handle:"))
+    assert new_handle != handle
+
+
+def test_client_that_leaves_frees_its_place_at_once(served: Served) -> None:
+    with httpx.Client(timeout=30) as http:
+        handle, offset = served.sync(http)
+    socks = [raw_get(served.port, f"/v1/shape?table=items&offset={offset}&handle={handle}&live=true")
+             for _ in range(20)]
+    until(lambda: served.metric("pysync_waiting_requests") == 20, what="20 parked requests")
+    for sock in socks:
+        sock.close()
+    # Long before the long-poll timeout would have ended them.
+    until(lambda: served.metric("pysync_waiting_requests") == 0, what="the places to be freed")
+
+
+def test_shutdown_answers_parked_requests(served: Served) -> None:
+    with httpx.Client(timeout=30) as http:
+        handle, offset = served.sync(http)
+    socks = [raw_get(served.port, f"/v1/shape?table=items&offset={offset}&handle={handle}&live=true")
+             for _ in range(5)]
+    until(lambda: served.metric("pysync_waiting_requests") == 5, what="5 parked requests")
+    started = time.monotonic()
+    served.server.stop()  # SIGTERM
+    assert served.server.process.returncode in (0, -signal.SIGTERM), served.server.output()
+    assert time.monotonic() - started < LONG_POLL, "shutdown waited for the long-polls to time out"
+    for sock in socks:
+        sock.settimeout(10)
+        received = sock.recv(65536)
+        sock.close()
+        assert received.startswith(b"HTTP/1.1 200 OK"), received[:200]
+        assert b"electric-has-data: false" in received
+
+
+# -- in process: the parking itself --------------------------------------------------
+
+
+class Recorder:
+    """The connection side of the fast path, recording what it is asked to send."""
+
+    def __init__(self) -> None:
+        self.parked: Any = None
+        self.sent: list[Any] = []
+        self.replayed: list[bytes] = []
+
+    def respond(self, response: Any) -> None:
+        self.sent.append(response)
+
+    def replay(self, query: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.replayed.append(query)
+
+
+async def test_answered_requests_leave_nothing_behind(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)")
+        conn.execute("INSERT INTO items VALUES (1, 0)")
+    engine = Engine(database_url, flush_interval=0.02)
+    await engine.start()
+    try:
+        api = ShapeAPI(engine, long_poll_timeout=20.0)
+        polls = LivePolls(api)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(api.app()), base_url="http://t") as http:
+            r = await http.get("/v1/shape", params={"table": "items", "offset": "-1"})
+            handle, offset = r.headers["electric-handle"], r.headers["electric-offset"]
+        conns = [Recorder() for _ in range(10)]
+        counted = responses_200(engine)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            for k in range(1, 6):
+                query = f"table=items&offset={offset}&handle={handle}&live=true".encode()
+                assert all(polls.take(c, query, []) for c in conns)
+                assert len(api.interrupts) == 10 and api.in_flight["existing"] == 10
+                conn.execute("UPDATE items SET n = %s WHERE id = 1", (k,))
+                await until_async(lambda k=k: all(len(c.sent) == k for c in conns))
+                bodies = {c.sent[-1].body for c in conns}
+                assert len(bodies) == 1 and f'"n":"{k}"'.encode() in bodies.pop()
+                offset = next(v.decode() for n, v in conns[0].sent[-1].raw_headers if n == b"electric-offset")
+        assert responses_200(engine) == counted + 50  # in /metrics like the app's responses
+        # Nothing kept of the 50 answered requests: not parked, not due, not registered.
+        assert all(c.parked is None for c in conns)
+        assert sum(len(due) for due in polls._due.values()) == 0
+        assert not any(polls._groups.values())
+        assert len(api.interrupts) == 0 and api.in_flight["existing"] == 0
+        assert not any(c.replayed for c in conns)
+        # A parked request is registered, but an interrupt leaves it waiting: its shape
+        # is fixed, only app-defined shapes are re-evaluated (as ShapeAPI.hold does).
+        query = f"table=items&offset={offset}&handle={handle}&live=true".encode()
+        assert polls.take(conns[0], query, [])
+        assert len(api.interrupts) == 1
+        assert api.interrupts.interrupt("items") == 0
+        await asyncio.sleep(0.2)
+        assert len(conns[0].sent) == 5 and conns[0].parked is not None
+    finally:
+        await engine.stop()
+
+
+def responses_200(engine: Engine) -> float:
+    for line in engine.metrics.render().decode().splitlines():
+        if line.startswith('pysync_http_responses_total{status="200"}'):
+            return float(line.split()[1])
+    return 0.0
+
+
+async def until_async(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.005)

@@ -1,0 +1,201 @@
+"""``pysync serve --workers N``: one replicating process, N HTTP workers on its logs.
+
+Responses are the same bytes as a single process's for the same requests on the same
+storage; live requests spread over the workers all get each commit; shapes asked for
+through a worker are made by the replicating process; a dead worker is replaced; when
+the replicating process dies, the workers stop by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from follower import Follower, converge
+from pysync.postgres.cluster import free_port
+from serve_process import ServeProcess
+
+pytestmark = pytest.mark.slow
+
+MOMENT = ("date", "x-request-id")
+"""Headers that differ between any two responses."""
+
+
+@pytest.fixture
+def db(database_url: str) -> str:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL, note text)")
+        conn.execute("INSERT INTO items SELECT g, 0, 'row ' || g FROM generate_series(1, 50) g")
+    return database_url
+
+
+def start(database_url: str, storage: Path, port: int, *extra: str) -> ServeProcess:
+    server = ServeProcess([
+        "--database-url", database_url, "--port", str(port), "--storage-dir", str(storage),
+        "--long-poll-timeout", "20", "--chunk-bytes", "2000", *extra,
+    ])
+    server.wait_ready()
+    return server
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            found += [int(p) for p in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def walk(http: httpx.Client, base: str, params: dict[str, str]) -> list[httpx.Response]:
+    """A client's catch-up from -1 to up-to-date: every response."""
+    responses = [http.get(base, params={**params, "offset": "-1"})]
+    while "electric-up-to-date" not in responses[-1].headers:
+        last = responses[-1]
+        assert last.status_code == 200, last.text
+        responses.append(http.get(base, params={
+            **params, "offset": last.headers["electric-offset"], "handle": last.headers["electric-handle"]}))
+    return responses
+
+
+def lasting(response: httpx.Response) -> dict[str, str]:
+    return {k: v for k, v in response.headers.items() if k not in MOMENT}
+
+
+def rows(conn: psycopg.Connection[tuple[object, ...]], sql: str) -> dict[str, dict[str, str | None]]:
+    """Rows by id, values as the protocol sends them (text)."""
+    cursor = conn.execute(sql)  # test-owned SQL
+    names = [c.name for c in cursor.description or ()]
+    return {str(r[0]): {n: None if v is None else str(v) for n, v in zip(names, r, strict=True)} for r in cursor}
+
+
+def materialise(responses: list[httpx.Response]) -> dict[str, dict[str, str | None]]:
+    state: dict[str, dict[str, str | None]] = {}
+    for response in responses:
+        for message in response.json():
+            if "key" not in message:
+                continue
+            row_id = message["key"].rsplit("/", 1)[1].strip('"')
+            if message["headers"]["operation"] == "delete":
+                state.pop(row_id, None)
+            else:
+                state[row_id] = {**state.get(row_id, {}), **message["value"]}
+    return state
+
+
+def synced(http: httpx.Client, base: str, shapes: list[dict[str, str]],
+           wanted: list[dict[str, dict[str, str | None]]]) -> list[list[httpx.Response]]:
+    """Walks of ``shapes`` once they hold ``wanted`` (every change replicated)."""
+    deadline = time.monotonic() + 60
+    while True:
+        walks = [walk(http, base, params) for params in shapes]
+        if [materialise(w) for w in walks] == wanted:
+            return walks
+        assert time.monotonic() < deadline, "the changes never reached the shapes"
+        time.sleep(0.1)
+
+
+def test_responses_are_the_bytes_a_single_process_serves(db: str, tmp_path: Path) -> None:
+    storage, port = tmp_path / "storage", free_port()
+    base = f"http://127.0.0.1:{port}/v1/shape"
+    shapes = [{"table": "items"}, {"table": "items", "where": "id <= $1", "params[1]": "20", "columns": "id,n"}]
+    single = start(db, storage, port)
+    try:
+        with httpx.Client(timeout=30) as http:
+            for params in shapes:
+                walk(http, base, params)  # made, with a snapshot in several chunks
+            with psycopg.connect(db, autocommit=True) as conn:
+                for k in range(1, 6):
+                    conn.execute("UPDATE items SET n = %s WHERE id %% 7 = %s", (k, k))
+                wanted = [rows(conn, "SELECT id, n, note FROM items"), rows(conn, "SELECT id, n FROM items WHERE id <= 20")]
+            expected = synced(http, base, shapes, wanted)
+    finally:
+        single.stop()
+    workers = start(db, storage, port, "--workers", "2")
+    try:
+        with httpx.Client(timeout=30) as http:
+            # Several rounds: each connection lands on either worker.
+            for _ in range(3):
+                got = [walk(http, base, params) for params in shapes]
+                assert [len(g) for g in got] == [len(e) for e in expected]
+                for mine, theirs in zip(sum(got, []), sum(expected, []), strict=True):
+                    assert mine.status_code == theirs.status_code
+                    assert mine.content == theirs.content, mine.request.url
+                    assert lasting(mine) == lasting(theirs), mine.request.url
+    finally:
+        assert workers.stop(), workers.output()
+
+
+async def test_live_clients_on_both_workers_get_every_commit(db: str, tmp_path: Path) -> None:
+    port = free_port()
+    server = start(db, tmp_path / "storage", port, "--workers", "2")
+    base = f"http://127.0.0.1:{port}/v1/shape"
+    followers = [Follower(base, {"table": "items", "where": "id <= 3"}, name=f"c{i}").start() for i in range(12)]
+    try:
+        def rows(n: int) -> dict[str, dict[str, str]]:
+            return {f'"public"."items"/"{i}"': {"id": str(i), "n": str(n), "note": f"row {i}"} for i in (1, 2, 3)}
+
+        await converge(followers, lambda f: rows(0), what="initial sync through the workers")
+        with psycopg.connect(db, autocommit=True) as conn:
+            for k in range(1, 6):
+                conn.execute("UPDATE items SET n = %s WHERE id <= 3", (k,))
+                await converge(followers, lambda f, k=k: rows(k), what=f"commit {k}")
+        for f in followers:
+            f.check()
+            assert f.refetches == 0
+        workers = children(server.process.pid)
+        assert len([p for p in workers if alive(p)]) == 2
+    finally:
+        for f in followers:
+            await f.close()
+        assert server.stop(), server.output()
+
+
+async def test_a_dead_worker_is_replaced(db: str, tmp_path: Path) -> None:
+    port = free_port()
+    server = start(db, tmp_path / "storage", port, "--workers", "2")
+    base = f"http://127.0.0.1:{port}/v1/shape"
+    try:
+        first = children(server.process.pid)
+        assert len(first) == 2
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:
+            now = [p for p in children(server.process.pid) if alive(p)]
+            if len(now) == 2 and first[0] not in now:
+                break
+            assert time.monotonic() < deadline, f"no new worker: {now}\n{server.output()}"
+            await asyncio.sleep(0.1)
+        # Every connection is served again (whichever worker takes it).
+        async with httpx.AsyncClient(timeout=30) as http:
+            for _ in range(10):
+                r = await http.get(base, params={"table": "items", "offset": "-1"})
+                assert r.status_code == 200
+    finally:
+        assert server.stop(), server.output()
+
+
+def test_workers_stop_when_the_replicating_process_dies(db: str, tmp_path: Path) -> None:
+    port = free_port()
+    server = start(db, tmp_path / "storage", port, "--workers", "2")
+    workers = children(server.process.pid)
+    assert len(workers) == 2
+    server.kill()  # SIGKILL: no goodbye to the workers
+    deadline = time.monotonic() + 30
+    while any(alive(p) for p in workers):
+        assert time.monotonic() < deadline, "workers outlived the replicating process"
+        time.sleep(0.1)
