@@ -55,7 +55,7 @@ from pysync.postgres.transactions import Change, Transaction, Truncation
 from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.definition import Shape, ShapeDefinition, validate
 from pysync.shapes.log import ShapeLog
-from pysync.shapes.storage import MemoryStorage
+from pysync.shapes.memory_storage import MemoryStorage
 from pysync.shapes.store import new_handle
 
 DBNAME = "bench"

@@ -49,9 +49,10 @@ from pysync.postgres.cluster import temporary_cluster
 from pysync.postgres.connections import Connections
 from pysync.postgres.session import display_options
 from pysync.shapes.definition import Shape, ShapeDefinition, validate
+from pysync.shapes.file_storage import FileStorage
 from pysync.shapes.log import ShapeLog
+from pysync.shapes.memory_storage import MemoryStorage
 from pysync.shapes.snapshotter import write_snapshot
-from pysync.shapes.storage import FileStorage, MemoryStorage
 
 DBNAME = "bench"
 COPY_QUERY = "COPY (SELECT id, user_id, title, done, created FROM items) TO STDOUT"

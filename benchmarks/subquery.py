@@ -60,7 +60,7 @@ from pysync.postgres.transactions import Change, Transaction, Truncation
 from pysync.shapes.consumer import LIVE, ShapeConsumer
 from pysync.shapes.definition import ShapeDefinition, validate
 from pysync.shapes.log import ShapeLog
-from pysync.shapes.storage import MemoryStorage
+from pysync.shapes.memory_storage import MemoryStorage
 from pysync.shapes.store import new_handle
 
 WHERE = "project_id IN (SELECT project_id FROM memberships WHERE user_id = $1)"

@@ -33,7 +33,8 @@ from http_support import Client, make_api
 from pysync.engine import Engine, Status
 from pysync.postgres.cluster import free_port
 from pysync.shapes.definition import ShapeDefinition
-from pysync.shapes.storage import HEADER_SIZE, Io, LogCorruptError
+from pysync.shapes.frames import HEADER_SIZE
+from pysync.shapes.storage import Io, LogCorruptError
 from serve_process import ServeProcess, stop_leftover_postgres
 from workload import COLUMNS, Writers, create_table
 

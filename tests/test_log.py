@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pysync.shapes.file_storage import FileStorage
 from pysync.shapes.log import ShapeLog
+from pysync.shapes.memory_storage import MemoryStorage
 from pysync.shapes.offset import BEFORE_ALL, LAST_BEFORE_REAL, LogOffset
-from pysync.shapes.storage import FileStorage, MemoryStorage, PendingSync
+from pysync.shapes.storage import PendingSync
 
 
 def entry(n: int) -> bytes:

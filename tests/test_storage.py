@@ -11,16 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from pysync.shapes.file_storage import BUFFER_BYTES, FileStorage
+from pysync.shapes.frames import HEADER_SIZE
 from pysync.shapes.log import ShapeLog
 from pysync.shapes.offset import LogOffset
-from pysync.shapes.storage import (
-    BUFFER_BYTES,
-    HEADER_SIZE,
-    FileStorage,
-    Io,
-    LogCorruptError,
-    StorageError,
-)
+from pysync.shapes.storage import Io, LogCorruptError, StorageError
 
 
 def entry(n: int) -> bytes:

@@ -32,8 +32,9 @@ from pysync.serve.notify import Ask, Delete, Found, Grown, Message, Ready, frame
 from pysync.serve.notify import Status as StatusMessage
 from pysync.shapes.consumer import GONE, LIVE, SNAPSHOTTING, ShapeConsumer
 from pysync.shapes.definition import ShapeDefinition, ShapeError, build_shape
+from pysync.shapes.followed_storage import FollowedStorage
 from pysync.shapes.log import ShapeLog
-from pysync.shapes.storage import FollowedStorage, StorageError
+from pysync.shapes.storage import StorageError
 
 log = logging.getLogger(__name__)
 

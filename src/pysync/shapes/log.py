@@ -14,16 +14,10 @@ from bisect import bisect_right
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from pysync.shapes.followed_storage import FollowedStorage
+from pysync.shapes.frames import FLAG_SNAPSHOT_END, HEADER_SIZE, Frame, frame_header
 from pysync.shapes.offset import LAST_BEFORE_REAL, LogOffset
-from pysync.shapes.storage import (
-    FLAG_SNAPSHOT_END,
-    HEADER_SIZE,
-    FollowedStorage,
-    Frame,
-    LogStorage,
-    PendingSync,
-    frame_header,
-)
+from pysync.shapes.storage import LogStorage, PendingSync
 
 CHUNK_BYTES = 10 * 1024 * 1024
 """About this much JSON per response and per snapshot chunk (Electric's default)."""

@@ -1,44 +1,29 @@
-"""Bytes of shape logs: framed, checksummed, appended all or nothing.
+"""What storage of a shape log is, how it fails, and the files under it.
 
-A log is a sequence of frames ``[magic u8][flags u8][tx u64][op u64][length u32]
-[crc32 of the header fields u32][crc32 of the payload u32][payload]``. ``ShapeLog`` keeps
-the index. An append either lands whole or leaves the file as it was (a short or failed
-write is cut back), so what the index holds is always on the file. Recovery tells a torn
-tail (a crash during a write: no valid frame follows the last good one) from corruption
-in the middle (a bad frame with good frames after it), which is never silently cut off:
-that raises ``LogCorruptError`` naming the file and the position.
+``LogStorage`` is what ``ShapeLog`` appends its frames (``frames.py``) to and reads them
+back from; there are three: ``file_storage.FileStorage`` (a file per shape),
+``memory_storage.MemoryStorage`` (no storage directory) and
+``followed_storage.FollowedStorage`` (a log another process writes). A write that fails
+raises ``StorageError``: ingest stops until writing works again.
 
-Every system call goes through an ``Io`` object, so tests can make a chosen write or
-fsync fail as a full or broken disk does.
+The files are written through ``AppendFile``: an append either lands whole or leaves the
+file as it was (a short or failed write is cut back), so what the log's index holds is
+always on the file. Descriptors are kept open, a bounded number of them
+(``log_files_budget``). Every system call goes through an ``Io`` object, so tests can
+make a chosen write or fsync fail as a full or broken disk does.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import mmap
 import os
 import resource
-import shutil
-import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from struct import Struct
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
-MAGIC = 0xA7
-FLAG_SNAPSHOT_END = 1
-_FIELDS = Struct(">BQQI")  # flags, tx, op, length
-_CRCS = Struct(">II")  # of the fields, of the payload
-HEADER_SIZE = 1 + _FIELDS.size + _CRCS.size
-BUFFER_BYTES = 256 * 1024
-"""A log's appends collect in memory up to this much before they are written."""
-MAX_FRAME = 1 << 31
-"""Larger than any chunk or change we write: a larger length is corruption, not data."""
-
-_MAGIC_BYTE = bytes([MAGIC])
-_crc32 = zlib.crc32
+from pysync.shapes.frames import Frame
 
 
 class StorageError(RuntimeError):
@@ -69,29 +54,6 @@ class LogCorruptError(RuntimeError):
         )
         self.path = Path(path)
         self.position = position
-
-
-_HEADER = Struct(">BBQQIII")  # magic, the fields, their crc32, the payload's crc32
-_pack_fields = _FIELDS.pack
-_pack_header = _HEADER.pack
-
-
-def frame_header(tx: int, op: int, payload: bytes, flags: int = 0) -> bytes:
-    """The header of a frame for ``payload`` (the payload follows it)."""
-    # The header has a checksum of its own: a torn frame (valid header, payload cut
-    # short by the end of the file) is then told apart from a corrupted length.
-    length = len(payload)
-    fields_crc = _crc32(_pack_fields(flags, tx, op, length))
-    return _pack_header(MAGIC, flags, tx, op, length, fields_crc, _crc32(payload))
-
-
-class Frame(NamedTuple):
-    tx: int
-    op: int
-    flags: int
-    position: int
-    """Where the payload starts."""
-    length: int
 
 
 class Io:
@@ -131,7 +93,7 @@ class AppendFile:
         self._cut_pending = False
 
     def fd(self) -> int:
-        return _open_files.fd(self.path)
+        return open_files.fd(self.path)
 
     def append(self, data: bytes) -> int:
         position = self.size
@@ -175,7 +137,7 @@ class AppendFile:
         self.synced = min(self.synced, size)
 
     def close(self) -> None:
-        _open_files.close(self.path)
+        open_files.close(self.path)
 
 
 class PendingSync:
@@ -232,18 +194,10 @@ class Reader(Protocol):
     def close(self) -> None: ...
 
 
-class _BytesReader:
-    def __init__(self, data: bytes | bytearray) -> None:
-        self._data = data
+class FdReader:
+    """Reads of a log file through a descriptor of its own (closed by ``close``), and of
+    what was still buffered, not written, when the reader was made."""
 
-    def read(self, position: int, length: int) -> bytes:
-        return bytes(self._data[position : position + length])
-
-    def close(self) -> None:
-        pass
-
-
-class _FdReader:
     def __init__(self, fd: int, written: int, buffered: bytes) -> None:
         self._fd = fd
         self._written = written
@@ -261,48 +215,6 @@ class _FdReader:
 
     def close(self) -> None:
         os.close(self._fd)
-
-
-class MemoryStorage:
-    def __init__(self) -> None:
-        self._data = bytearray()
-        self._synced = 0
-
-    def append(self, data: bytes | bytearray) -> int:
-        position = len(self._data)
-        self._data += data
-        return position
-
-    def read(self, position: int, length: int) -> bytes:
-        return bytes(self._data[position : position + length])
-
-    def size(self) -> int:
-        return len(self._data)
-
-    def written_size(self) -> int:
-        return len(self._data)
-
-    def begin_sync(self) -> PendingSync:
-        size = len(self._data)
-
-        def mark() -> None:
-            self._synced = max(self._synced, size)
-
-        return PendingSync(lambda: None, mark)
-
-    def discard_unsynced(self) -> int:
-        del self._data[self._synced :]
-        return len(self._data)
-
-    def frames(self) -> Iterator[Frame]:
-        return iter(())
-
-    def reader(self) -> Reader:
-        return _BytesReader(self._data)
-
-    def destroy(self) -> None:
-        self._data = bytearray()
-        self._synced = 0
 
 
 def log_files_budget() -> int:
@@ -342,229 +254,5 @@ class _OpenFiles:
             os.close(fd)
 
 
-_open_files = _OpenFiles()
-
-
-class FileStorage:
-    """One append-only file of frames, ``<dir>/log``.
-
-    Appends collect in memory and go to the file in one write when the flush tracker
-    syncs (or the buffer fills): a system call per sync round instead of one per
-    transaction. Buffered frames are read from memory; they are never acknowledged
-    before they are written and synced, so a crash loses only what the slot resends.
-    """
-
-    def __init__(self, directory: Path, io: Io = OS_IO) -> None:
-        self.directory = directory
-        self.file = AppendFile(directory / "log", io)
-        self._buffer = bytearray()
-
-    @property
-    def path(self) -> Path:
-        return self.file.path
-
-    def append(self, data: bytes | bytearray) -> int:
-        position = self.file.size + len(self._buffer)
-        self._buffer += data
-        if len(self._buffer) >= BUFFER_BYTES:
-            try:
-                self.write_out()
-            except StorageError:
-                del self._buffer[position - self.file.size :]  # this append: not at all
-                raise
-        return position
-
-    def write_out(self) -> None:
-        """The buffered frames to the file, in one write (StorageError: nothing written)."""
-        if self._buffer:
-            self.file.append(bytes(self._buffer))
-            self._buffer.clear()
-
-    def read(self, position: int, length: int) -> bytes:
-        written = self.file.size
-        if position >= written:
-            start = position - written
-            return bytes(self._buffer[start : start + length])
-        data = os.pread(self.file.fd(), min(length, written - position), position)
-        if position + length > written:
-            data += self._buffer[: position + length - written]
-        return data
-
-    def reader(self) -> Reader:
-        # Its own descriptor: the file may be deleted (and the cached one closed) while
-        # a response is streamed from it; the data stays readable until closed.
-        return _FdReader(os.dup(self.file.fd()), self.file.size, bytes(self._buffer))
-
-    def size(self) -> int:
-        return self.file.size + len(self._buffer)
-
-    def written_size(self) -> int:
-        with contextlib.suppress(StorageError):
-            self.write_out()
-        return self.file.size
-
-    def begin_sync(self) -> PendingSync:
-        self.write_out()
-        file = self.file
-        size = file.size
-        path, io = file.path, file.io
-
-        def fsync() -> None:
-            # By path, in the syncing thread: the cached descriptor may be closed (and
-            # its number reused for another file) while the fsync runs.
-            try:
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    io.fdatasync(fd)
-                finally:
-                    os.close(fd)
-            except OSError as exc:
-                raise StorageError(path, exc) from exc
-
-        def mark() -> None:
-            file.synced = max(file.synced, size)
-
-        return PendingSync(fsync, mark)
-
-    def discard_unsynced(self) -> int:
-        self._buffer.clear()
-        self.file.cut(self.file.synced)
-        return self.file.size
-
-    def frames(self) -> Iterator[Frame]:
-        size = self.file.size
-        position = 0
-        with self.path.open("rb", buffering=1 << 20) as f:
-            while position < size:
-                header = f.read(HEADER_SIZE)
-                problem = _header_problem(header, size - position)
-                if problem is None:
-                    flags, tx, op, length = _FIELDS.unpack_from(header, 1)
-                    payload = f.read(length)
-                    (_, crc) = _CRCS.unpack_from(header, 1 + _FIELDS.size)
-                    if _crc32(payload) == crc:
-                        yield Frame(tx, op, flags, position + HEADER_SIZE, length)
-                        position += HEADER_SIZE + length
-                        continue
-                    problem = "payload checksum mismatch"
-                if problem != "torn" and self._good_frame_after(position + 1):
-                    raise LogCorruptError(self.path, position, problem)
-                break
-        if position != size:
-            self.file.cut(position)
-
-    def _good_frame_after(self, start: int) -> bool:
-        """Is there a whole, valid frame anywhere from ``start`` on? If not, what follows
-        the last good frame is the remains of an interrupted write (a torn tail: partly
-        written, or zeros where a crash extended the file), safe to cut off."""
-        with self.path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            size = len(data)
-            position = data.find(_MAGIC_BYTE, start)
-            while position != -1:
-                header = data[position : position + HEADER_SIZE]
-                if _header_problem(header, size - position) is None:
-                    length = _FIELDS.unpack_from(header, 1)[3]
-                    (_, crc) = _CRCS.unpack_from(header, 1 + _FIELDS.size)
-                    body = position + HEADER_SIZE
-                    if _crc32(data[body : body + length]) == crc:
-                        return True
-                position = data.find(_MAGIC_BYTE, position + 1)
-        return False
-
-    def destroy(self) -> None:
-        self.remove(self.directory)
-
-    @staticmethod
-    def remove(directory: Path) -> None:
-        """Delete the log in ``directory`` (open or not)."""
-        _open_files.close(directory / "log")
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-_WINDOW = 1 << 20
-
-
-class FollowedStorage:
-    """A log another process appends to (``pysync serve --workers``: the replicating
-    process writes, HTTP workers read). Read-only: frames are read up to a size the
-    writer announced, and what does not form a whole valid frame yet is not indexed
-    (never cut: it is the writer's file)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd = os.open(path, os.O_RDONLY)
-        self.end = 0
-        """Where the frames indexed so far end."""
-
-    def read(self, position: int, length: int) -> bytes:
-        return os.pread(self._fd, length, position)
-
-    def reader(self) -> Reader:
-        return _FdReader(os.dup(self._fd), self.end, b"")
-
-    def size(self) -> int:
-        return self.end
-
-    def written_size(self) -> int:
-        return self.end
-
-    def frames(self) -> Iterator[Frame]:
-        return self.frames_to(os.fstat(self._fd).st_size)
-
-    def frames_to(self, size: int) -> Iterator[Frame]:
-        """The whole valid frames from ``end`` up to ``size``; ``end`` follows them.
-        Read in windows: following a large snapshot costs one window of memory."""
-        position = self.end
-        window, window_start = b"", position
-        while position + HEADER_SIZE <= size:
-            if position + HEADER_SIZE > window_start + len(window):
-                window, window_start = os.pread(self._fd, max(_WINDOW, HEADER_SIZE), position), position
-            at = position - window_start
-            header = window[at : at + HEADER_SIZE]
-            if _header_problem(header, size - position) is not None:
-                break
-            flags, tx, op, length = _FIELDS.unpack_from(header, 1)
-            end = position + HEADER_SIZE + length
-            if end > window_start + len(window):
-                window, window_start = os.pread(self._fd, max(_WINDOW, end - position), position), position
-            at = position - window_start
-            if _crc32(window[at + HEADER_SIZE : at + HEADER_SIZE + length]) != _CRCS.unpack_from(header, 1 + _FIELDS.size)[1]:
-                break
-            yield Frame(tx, op, flags, position + HEADER_SIZE, length)
-            position = end
-            self.end = position
-
-    def rewind(self) -> None:
-        """The writer cut its file back (it lost frames that were not durable)."""
-        self.end = 0
-
-    def append(self, data: bytes | bytearray) -> int:
-        raise StorageError(self.path, OSError(errno.EROFS, "a followed log is read-only"))
-
-    def begin_sync(self) -> PendingSync:
-        return PendingSync(lambda: None, lambda: None)  # the writer syncs its file
-
-    def discard_unsynced(self) -> int:
-        return self.end
-
-    def destroy(self) -> None:
-        os.close(self._fd)
-        self._fd = os.open(os.devnull, os.O_RDONLY)  # reads after this find nothing
-
-
-def _header_problem(header: bytes, remaining: int) -> str | None:
-    """Why ``header`` cannot start a frame of the ``remaining`` bytes, or None."""
-    if len(header) < HEADER_SIZE:
-        return "torn"
-    if header[0] != MAGIC:
-        return "bad frame marker"
-    fields = header[1 : 1 + _FIELDS.size]
-    (crc, _) = _CRCS.unpack_from(header, 1 + _FIELDS.size)
-    if _crc32(fields) != crc:
-        return "header checksum mismatch"
-    flags, _, _, length = _FIELDS.unpack(fields)
-    if flags & ~FLAG_SNAPSHOT_END or length > MAX_FRAME:
-        return "bad frame header"
-    if HEADER_SIZE + length > remaining:
-        return "torn"  # a whole header whose payload the end of the file cut short
-    return None
+open_files = _OpenFiles()
+"""The log files held open, shared by every ``AppendFile``."""

@@ -33,8 +33,10 @@ from pysync.lockfile import DirectoryLock
 from pysync.postgres.lsn import format_lsn
 from pysync.postgres.snapshot import SnapshotInfo
 from pysync.shapes.definition import Shape, ShapeDefinition
+from pysync.shapes.file_storage import FileStorage
 from pysync.shapes.log import CHUNK_BYTES, ShapeLog
-from pysync.shapes.storage import OS_IO, AppendFile, FileStorage, Io, MemoryStorage, StorageError
+from pysync.shapes.memory_storage import MemoryStorage
+from pysync.shapes.storage import OS_IO, AppendFile, Io, StorageError
 
 if TYPE_CHECKING:
     from pysync.shapes.consumer import ShapeConsumer

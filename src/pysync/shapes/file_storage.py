@@ -1,0 +1,172 @@
+"""A shape log's file, ``<dir>/log``: buffered appends, recovery after a crash.
+
+Appends collect in memory and reach the file in one write per sync round. Recovery reads
+the frames back, verified: it tells a torn tail (a crash during a write: no valid frame
+follows the last good one), which it cuts off, from corruption in the middle (a bad frame
+with good frames after it), which is never silently cut off: that raises
+``LogCorruptError`` naming the file and the position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import shutil
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from pysync.shapes.frames import CRCS, FIELDS, HEADER_SIZE, MAGIC_BYTE, Frame, header_problem
+from pysync.shapes.storage import (
+    OS_IO,
+    AppendFile,
+    FdReader,
+    Io,
+    LogCorruptError,
+    PendingSync,
+    Reader,
+    StorageError,
+    open_files,
+)
+
+BUFFER_BYTES = 256 * 1024
+"""A log's appends collect in memory up to this much before they are written."""
+
+_crc32 = zlib.crc32
+
+
+class FileStorage:
+    """One append-only file of frames, ``<dir>/log``.
+
+    Appends collect in memory and go to the file in one write when the flush tracker
+    syncs (or the buffer fills): a system call per sync round instead of one per
+    transaction. Buffered frames are read from memory; they are never acknowledged
+    before they are written and synced, so a crash loses only what the slot resends.
+    """
+
+    def __init__(self, directory: Path, io: Io = OS_IO) -> None:
+        self.directory = directory
+        self.file = AppendFile(directory / "log", io)
+        self._buffer = bytearray()
+
+    @property
+    def path(self) -> Path:
+        return self.file.path
+
+    def append(self, data: bytes | bytearray) -> int:
+        position = self.file.size + len(self._buffer)
+        self._buffer += data
+        if len(self._buffer) >= BUFFER_BYTES:
+            try:
+                self.write_out()
+            except StorageError:
+                del self._buffer[position - self.file.size :]  # this append: not at all
+                raise
+        return position
+
+    def write_out(self) -> None:
+        """The buffered frames to the file, in one write (StorageError: nothing written)."""
+        if self._buffer:
+            self.file.append(bytes(self._buffer))
+            self._buffer.clear()
+
+    def read(self, position: int, length: int) -> bytes:
+        written = self.file.size
+        if position >= written:
+            start = position - written
+            return bytes(self._buffer[start : start + length])
+        data = os.pread(self.file.fd(), min(length, written - position), position)
+        if position + length > written:
+            data += self._buffer[: position + length - written]
+        return data
+
+    def reader(self) -> Reader:
+        # Its own descriptor: the file may be deleted (and the cached one closed) while
+        # a response is streamed from it; the data stays readable until closed.
+        return FdReader(os.dup(self.file.fd()), self.file.size, bytes(self._buffer))
+
+    def size(self) -> int:
+        return self.file.size + len(self._buffer)
+
+    def written_size(self) -> int:
+        with contextlib.suppress(StorageError):
+            self.write_out()
+        return self.file.size
+
+    def begin_sync(self) -> PendingSync:
+        self.write_out()
+        file = self.file
+        size = file.size
+        path, io = file.path, file.io
+
+        def fsync() -> None:
+            # By path, in the syncing thread: the cached descriptor may be closed (and
+            # its number reused for another file) while the fsync runs.
+            try:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    io.fdatasync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise StorageError(path, exc) from exc
+
+        def mark() -> None:
+            file.synced = max(file.synced, size)
+
+        return PendingSync(fsync, mark)
+
+    def discard_unsynced(self) -> int:
+        self._buffer.clear()
+        self.file.cut(self.file.synced)
+        return self.file.size
+
+    def frames(self) -> Iterator[Frame]:
+        size = self.file.size
+        position = 0
+        with self.path.open("rb", buffering=1 << 20) as f:
+            while position < size:
+                header = f.read(HEADER_SIZE)
+                problem = header_problem(header, size - position)
+                if problem is None:
+                    flags, tx, op, length = FIELDS.unpack_from(header, 1)
+                    payload = f.read(length)
+                    (_, crc) = CRCS.unpack_from(header, 1 + FIELDS.size)
+                    if _crc32(payload) == crc:
+                        yield Frame(tx, op, flags, position + HEADER_SIZE, length)
+                        position += HEADER_SIZE + length
+                        continue
+                    problem = "payload checksum mismatch"
+                if problem != "torn" and self._good_frame_after(position + 1):
+                    raise LogCorruptError(self.path, position, problem)
+                break
+        if position != size:
+            self.file.cut(position)
+
+    def _good_frame_after(self, start: int) -> bool:
+        """Is there a whole, valid frame anywhere from ``start`` on? If not, what follows
+        the last good frame is the remains of an interrupted write (a torn tail: partly
+        written, or zeros where a crash extended the file), safe to cut off."""
+        with self.path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            size = len(data)
+            position = data.find(MAGIC_BYTE, start)
+            while position != -1:
+                header = data[position : position + HEADER_SIZE]
+                if header_problem(header, size - position) is None:
+                    length = FIELDS.unpack_from(header, 1)[3]
+                    (_, crc) = CRCS.unpack_from(header, 1 + FIELDS.size)
+                    body = position + HEADER_SIZE
+                    if _crc32(data[body : body + length]) == crc:
+                        return True
+                position = data.find(MAGIC_BYTE, position + 1)
+        return False
+
+    def destroy(self) -> None:
+        self.remove(self.directory)
+
+    @staticmethod
+    def remove(directory: Path) -> None:
+        """Delete the log in ``directory`` (open or not)."""
+        open_files.close(directory / "log")
+        shutil.rmtree(directory, ignore_errors=True)

@@ -1,0 +1,87 @@
+"""The storage of a shape log in an HTTP worker of ``pysync serve --workers``.
+
+The replicating process writes the logs; a worker follows each one read-only, indexing
+the frames the writer has announced (see ``serve/mirror.py``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from pysync.shapes.frames import CRCS, FIELDS, HEADER_SIZE, Frame, header_problem
+from pysync.shapes.storage import FdReader, PendingSync, Reader, StorageError
+
+_crc32 = zlib.crc32
+_WINDOW = 1 << 20
+
+
+class FollowedStorage:
+    """A log another process appends to (``pysync serve --workers``: the replicating
+    process writes, HTTP workers read). Read-only: frames are read up to a size the
+    writer announced, and what does not form a whole valid frame yet is not indexed
+    (never cut: it is the writer's file)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDONLY)
+        self.end = 0
+        """Where the frames indexed so far end."""
+
+    def read(self, position: int, length: int) -> bytes:
+        return os.pread(self._fd, length, position)
+
+    def reader(self) -> Reader:
+        return FdReader(os.dup(self._fd), self.end, b"")
+
+    def size(self) -> int:
+        return self.end
+
+    def written_size(self) -> int:
+        return self.end
+
+    def frames(self) -> Iterator[Frame]:
+        return self.frames_to(os.fstat(self._fd).st_size)
+
+    def frames_to(self, size: int) -> Iterator[Frame]:
+        """The whole valid frames from ``end`` up to ``size``; ``end`` follows them.
+        Read in windows: following a large snapshot costs one window of memory."""
+        position = self.end
+        window, window_start = b"", position
+        while position + HEADER_SIZE <= size:
+            if position + HEADER_SIZE > window_start + len(window):
+                window, window_start = os.pread(self._fd, max(_WINDOW, HEADER_SIZE), position), position
+            at = position - window_start
+            header = window[at : at + HEADER_SIZE]
+            if header_problem(header, size - position) is not None:
+                break
+            flags, tx, op, length = FIELDS.unpack_from(header, 1)
+            end = position + HEADER_SIZE + length
+            if end > window_start + len(window):
+                window, window_start = os.pread(self._fd, max(_WINDOW, end - position), position), position
+            at = position - window_start
+            if _crc32(window[at + HEADER_SIZE : at + HEADER_SIZE + length]) != CRCS.unpack_from(header, 1 + FIELDS.size)[1]:
+                break
+            yield Frame(tx, op, flags, position + HEADER_SIZE, length)
+            position = end
+            self.end = position
+
+    def rewind(self) -> None:
+        """The writer cut its file back (it lost frames that were not durable)."""
+        self.end = 0
+
+    def append(self, data: bytes | bytearray) -> int:
+        raise StorageError(self.path, OSError(errno.EROFS, "a followed log is read-only"))
+
+    def begin_sync(self) -> PendingSync:
+        return PendingSync(lambda: None, lambda: None)  # the writer syncs its file
+
+    def discard_unsynced(self) -> int:
+        return self.end
+
+    def destroy(self) -> None:
+        os.close(self._fd)
+        self._fd = os.open(os.devnull, os.O_RDONLY)  # reads after this find nothing

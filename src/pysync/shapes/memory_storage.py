@@ -1,0 +1,65 @@
+"""A shape log kept in memory: the storage of shapes when there is no storage directory.
+
+Nothing survives the process; a sync has nothing to write and only marks what it covers
+as durable, so that ``discard_unsynced`` behaves as it does on a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from pysync.shapes.frames import Frame
+from pysync.shapes.storage import PendingSync, Reader
+
+
+class _BytesReader:
+    def __init__(self, data: bytes | bytearray) -> None:
+        self._data = data
+
+    def read(self, position: int, length: int) -> bytes:
+        return bytes(self._data[position : position + length])
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryStorage:
+    def __init__(self) -> None:
+        self._data = bytearray()
+        self._synced = 0
+
+    def append(self, data: bytes | bytearray) -> int:
+        position = len(self._data)
+        self._data += data
+        return position
+
+    def read(self, position: int, length: int) -> bytes:
+        return bytes(self._data[position : position + length])
+
+    def size(self) -> int:
+        return len(self._data)
+
+    def written_size(self) -> int:
+        return len(self._data)
+
+    def begin_sync(self) -> PendingSync:
+        size = len(self._data)
+
+        def mark() -> None:
+            self._synced = max(self._synced, size)
+
+        return PendingSync(lambda: None, mark)
+
+    def discard_unsynced(self) -> int:
+        del self._data[self._synced :]
+        return len(self._data)
+
+    def frames(self) -> Iterator[Frame]:
+        return iter(())
+
+    def reader(self) -> Reader:
+        return _BytesReader(self._data)
+
+    def destroy(self) -> None:
+        self._data = bytearray()
+        self._synced = 0
