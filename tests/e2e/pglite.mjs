@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict'
 import { PGlite } from '@electric-sql/pglite'
 import { electricSync } from '@electric-sql/pglite-sync'
-import { SHAPE_URL, jsonSafe, pool, withSecret } from './lib.mjs'
+import { SHAPE_URL, pool, withSecret } from './lib.mjs'
 
 /** A PGlite database (in memory, or persisted to `dataDir`) with `db.sync`. */
 export function newPGlite(dataDir) {
@@ -103,6 +103,3 @@ export async function converge(db, { upstream, local, values = [], localValues =
   assert.deepEqual(actual, expected, `PGlite equals upstream (${what})`)
   return expected
 }
-
-/** Describes a value for assertion messages (BigInt-safe). */
-export const show = (value) => JSON.stringify(value, jsonSafe)
