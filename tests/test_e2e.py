@@ -1,14 +1,15 @@
-"""End to end: the published Electric TypeScript client against ``pysync serve``.
+"""End to end: the published Electric TypeScript clients against ``pysync serve``.
 
 Starts ``pysync serve`` on a fresh database of the session's Postgres and runs the
 Node test suite in ``tests/e2e`` (``node --test``) against it. See tests/e2e/*.test.mjs
 for what is covered (live sync, where/params, columns, replica full, resume, 409
 recovery after TRUNCATE and DELETE, 100 concurrent streams, value parsing of every type,
---secret).
+--secret; and pglite-*.test.mjs: @electric-sql/pglite-sync syncing shapes into PGlite).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -31,7 +32,10 @@ NODE_TIMEOUT = 300.0
 
 
 def _ensure_node_modules() -> None:
-    if (E2E_DIR / "node_modules" / "@electric-sql" / "client" / "package.json").is_file():
+    """``npm ci`` unless every dependency of package.json is installed (a node_modules
+    from before a dependency was added does not count)."""
+    wanted = json.loads((E2E_DIR / "package.json").read_text())["dependencies"]
+    if all((E2E_DIR / "node_modules" / name / "package.json").is_file() for name in wanted):
         return
     npm = shutil.which("npm")
     assert npm is not None, "npm is needed for the end-to-end tests (Node.js >= 20)"

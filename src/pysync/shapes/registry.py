@@ -213,9 +213,12 @@ class ShapeRegistry:
                 info = await write_snapshot(
                     conn, consumer.shape, consumer.log, rows=consumer.definition.log_mode == "full"
                 )
-            if consumer.state is not SNAPSHOTTING:
-                return
-            consumer.snapshot_taken(info)
+                if consumer.state is not SNAPSHOTTING:
+                    return
+                # At once, before handing the session back (that may await): readers that
+                # see the snapshot's end must see what the shape buffered meanwhile too,
+                # since up-to-date's global_last_seen_lsn already counts it.
+                consumer.snapshot_taken(info)
             sync = consumer.log.begin_sync()
             await asyncio.to_thread(self._record, consumer, sync)
         except DependencyGone as exc:
@@ -259,13 +262,12 @@ class ShapeRegistry:
                         conn, consumer.shape, consumer.log, rows=consumer.definition.log_mode == "full",
                         tagging=tagging, seen=subquery.seen,
                     )
-                break
+                    if consumer.state is SNAPSHOTTING:
+                        subquery.snapshot_taken(info)  # at once, as in _snapshot
+                return
             except StaleSnapshot:
                 attempts += 1
                 await asyncio.sleep(min(0.5, 0.005 * 2 ** min(attempts, 7)))
-        if consumer.state is not SNAPSHOTTING:
-            return
-        subquery.snapshot_taken(info)
 
     def _record(self, consumer: ShapeConsumer, sync: PendingSync | None) -> None:
         if sync is not None:
