@@ -158,6 +158,39 @@ async def test_schema_without_usage_reveals_nothing(database_url: str, conn: Con
         conn.execute("DROP OWNED BY outsider; DROP ROLE outsider")
 
 
+async def test_table_the_role_cannot_publish_is_a_503_without_details(
+    database_url: str, conn: Conn, caplog: pytest.LogCaptureFixture
+) -> None:
+    conn.execute("CREATE TABLE owned (id int PRIMARY KEY, v text)")
+    conn.execute("CREATE ROLE reader LOGIN REPLICATION PASSWORD 'pw'")
+    conn.execute("GRANT SELECT ON owned TO reader")
+    conn.execute("GRANT CREATE ON DATABASE " + conn.info.dbname + " TO reader")
+    try:
+        url = psycopg.conninfo.make_conninfo(database_url, user="reader", password="pw")
+        engine = Engine(url, flush_interval=0.02, slot="reader", publication="reader")
+        await engine.start()
+        client = Client(make_api(engine))
+        try:
+            r = await client.shape(table="owned", offset="-1")
+            assert r.status_code == 503, r.text
+            assert r.headers["retry-after"] and r.headers["electric-internal-known-error"] == "true"
+            body = r.text.lower()
+            assert "reader" not in body and "alter" not in body, r.text  # no role, no SQL
+            # The operator's log says who and what to run.
+            logged = " ".join(rec.getMessage() for rec in caplog.records)
+            assert 'role "reader" cannot publish table "public"."owned"' in logged
+            assert 'ALTER PUBLICATION "reader" ADD TABLE "public"."owned"' in logged
+            assert (await client.raw("/v1/health")).status_code == 200
+        finally:
+            await client.aclose()
+            await engine.stop()
+    finally:
+        conn.execute("DROP PUBLICATION IF EXISTS reader")
+        conn.execute("SELECT pg_drop_replication_slot('reader') FROM pg_replication_slots WHERE slot_name = 'reader'")
+        conn.execute("REVOKE ALL ON DATABASE " + conn.info.dbname + " FROM reader")
+        conn.execute("DROP OWNED BY reader; DROP ROLE reader")
+
+
 async def test_secret_applies_to_app_routes(database_url: str, conn: Conn) -> None:
     conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
     sync = pysync.Sync(database_url, secret="s3cret", long_poll_timeout=1, in_memory=True)
