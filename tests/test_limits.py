@@ -275,27 +275,42 @@ def test_exported_private_database_url_starts_the_private_postgres(tmp_path: Pat
         stop_leftover_postgres(data_dir)
 
 
-@pytest.mark.parametrize("case", ["unreachable", "bad setting"])
-def test_start_up_failures_are_one_line(tmp_path: Path, case: str) -> None:
+@pytest.mark.parametrize("case", ["unreachable", "bad setting", "bad password", "port taken"])
+def test_start_up_failures_are_one_line(tmp_path: Path, case: str, database_url: str) -> None:
+    env: dict[str, str] = {}
+    code = 1
+    taken = socket.socket()
     if case == "unreachable":
         args = ["--database-url", f"postgresql://nobody@127.0.0.1:{free_port()}/x", "--port", str(free_port()),
                 "--storage-dir", str(tmp_path / "s")]
-        env: dict[str, str] = {}
-        code = 1
-    else:
+    elif case == "bad setting":
         args = ["--database-url", "postgresql://x@127.0.0.1/x", "--port", str(free_port())]
         env = {"ELECTRIC_MAX_CONCURRENT_REQUESTS": "lots"}
         code = 2
-    server = ServeProcess(args, env=env)
-    assert server.wait_exit(60) == code
+    elif case == "bad password":
+        url = psycopg.conninfo.make_conninfo(database_url, password="not the password")
+        args = ["--database-url", url, "--port", str(free_port()), "--storage-dir", str(tmp_path / "s")]
+    else:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        args = ["--database-url", database_url, "--port", str(taken.getsockname()[1]),
+                "--storage-dir", str(tmp_path / "s")]
+    try:
+        server = ServeProcess(args, env=env)
+        assert server.wait_exit(60) == code
+    finally:
+        taken.close()
     output = server.output()
     assert "Traceback" not in output, output
     errors = [line for line in server.lines if line.startswith("pysync: ")]
     assert len(errors) == 1, output
-    if case == "unreachable":
-        assert "cannot connect to the database at 127.0.0.1" in errors[0]
-    else:
-        assert "ELECTRIC_MAX_CONCURRENT_REQUESTS" in errors[0]
+    expected = {
+        "unreachable": "cannot connect to the database at 127.0.0.1",
+        "bad setting": "ELECTRIC_MAX_CONCURRENT_REQUESTS",
+        "bad password": "password authentication failed",
+        "port taken": "cannot listen on 127.0.0.1",
+    }[case]
+    assert expected in errors[0], errors[0]
 
 
 @pytest.fixture(autouse=True)
