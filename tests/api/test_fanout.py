@@ -11,7 +11,7 @@ import pytest
 
 from http_support import Client, Conn, data, make_api, waiting
 from pysync.engine import Engine
-from pysync.http import api as api_module
+from pysync.http import log_response as log_response_module
 from pysync.http import sse as sse_module
 
 WAITERS = 20
@@ -36,7 +36,7 @@ async def test_waiters_woken_by_one_commit_share_one_body(
     client = Client(make_api(engine, long_poll_timeout=10.0))
     try:
         handle, offset, _ = await client.sync(table="items")
-        builds = counting(monkeypatch, api_module, "inline_body")
+        builds = counting(monkeypatch, log_response_module, "inline_body")
         polls = [
             asyncio.create_task(client.shape(table="items", offset=offset, handle=handle, live="true"))
             for _ in range(WAITERS)

@@ -24,7 +24,8 @@ from pysync.app.cors import CORS
 from pysync.app.shapes import ShapeFunction, call_shape_function, is_shape_function, shape
 from pysync.app.transform import Transform, transform_response
 from pysync.engine import Engine
-from pysync.http.api import ShapeAPI, check_secret
+from pysync.http.api import ShapeAPI
+from pysync.http.auth import check_secret
 from pysync.http.errors import MustRefetch, ShapeAPIError, invalid
 from pysync.http.params import ShapeRequest
 from pysync.http.responses import error_response

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -22,17 +21,15 @@ import msgspec
 import psycopg
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pysync.engine import EngineUnavailable
 from pysync.http import responses, sse
-from pysync.http.body import inline_body, streamed_body
-from pysync.http.cursor import next_cursor
+from pysync.http.auth import check_secret, secret_ok
 from pysync.http.delete import delete_shape
 from pysync.http.errors import (
-    UNAUTHORIZED,
     MustRefetch,
     ShapeAPIError,
     invalid,
@@ -40,9 +37,10 @@ from pysync.http.errors import (
     too_many,
     unavailable,
 )
+from pysync.http.log_response import LogResponses
 from pysync.http.params import RequestError, ShapeRequest, parse_request
-from pysync.http.responses import JSON, cache_headers, common, etag, etag_matches
-from pysync.http.shared import Prebuilt, RawHeaders, SharedResponses, encode_headers
+from pysync.http.responses import JSON, common
+from pysync.http.shared import SharedResponses
 from pysync.http.source import ShapeSource
 from pysync.http.subset import (
     SubsetError,
@@ -56,7 +54,6 @@ from pysync.shapes.consumer import ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition, ShapeError
 from pysync.shapes.log import LogSlice
 from pysync.shapes.offset import BEFORE_ALL, LogOffset
-from pysync.shapes.schema import schema_header
 
 log = logging.getLogger(__name__)
 
@@ -67,36 +64,6 @@ SNAPSHOT_WAIT = 60.0
 """How long a request waits for the first snapshot data (Electric: 60 s for a chunk)."""
 
 _encode = msgspec.json.encode
-
-
-def secret_ok(query: Mapping[str, str], secret: str | None) -> bool:
-    """Does the query carry ``secret`` as ``secret=`` (or the deprecated ``api_secret``)?
-    Always, without one."""
-    if not secret:
-        return True
-    given = query.get("secret") or query.get("api_secret") or ""
-    return hmac.compare_digest(given.encode(), secret.encode())
-
-
-def check_secret(request: Request, secret: str | None) -> None:
-    """Raise 401 unless the request carries ``secret``."""
-    if not secret_ok(request.query_params, secret):
-        # As Electric: sent before CORS and content-type are added.
-        raise UNAUTHORIZED
-
-
-class Built:
-    """The part of a log response that every request for it shares."""
-
-    __slots__ = ("body", "etag", "headers", "raw")
-
-    def __init__(self, body: bytes, headers: dict[str, str], raw: RawHeaders, etag: str) -> None:
-        self.body = body
-        self.headers = headers
-        self.raw = raw
-        """``headers`` but cache-control (added with the request's own), encoded, with
-        content-length and content-type."""
-        self.etag = etag
 
 
 class ShapeAPI:
@@ -121,11 +88,10 @@ class ShapeAPI:
         self.long_poll_timeout = long_poll_timeout
         self.sse_timeout = sse_timeout
         self.allow_delete = allow_delete
-        self.max_age = max_age
-        self.stale_age = stale_age
         self.interrupts = InterruptRegistry()
-        self._schemas: dict[str, str] = {}
-        self._built: SharedResponses[Built] = SharedResponses()
+        self.log_responses = LogResponses(
+            engine, long_poll_timeout=long_poll_timeout, max_age=max_age, stale_age=stale_age
+        )
         self.sse_batches: SharedResponses[sse.Batch] = SharedResponses()
         self._closing: asyncio.Future[None] | None = None
         self.closing = False
@@ -289,10 +255,12 @@ class ShapeAPI:
                 raise self._refetch(parsed, consumer.handle)
             await self._wait_for_snapshot(parsed, consumer)
             if subset is not None:
-                return await serve_subset(request, self.engine, consumer, subset, self._schema(consumer))
+                return await serve_subset(request, self.engine, consumer, subset, self.log_responses.schema(consumer))
             if offset == "now":
                 nothing = LogSlice([], [], consumer.last_offset, True, 0)
-                return self._log_response(request, parsed, consumer, nothing, up_to_date=True, has_data=False)
+                return self.log_responses.response(
+                    request, parsed, consumer, nothing, up_to_date=True, has_data=False
+                )
             if parsed.sse:
                 return sse.response(self, request, parsed, consumer, offset, recheck)
             return await self._serve_log(request, parsed, consumer, offset, recheck)
@@ -360,7 +328,9 @@ class ShapeAPI:
         # response (has-data false, unrevalidatable etag); a non-live read that finds nothing
         # new still answers has-data true, as Electric's no_change_response is long-poll only.
         no_change = parsed.live and not part.spans
-        return self._log_response(request, parsed, consumer, part, up_to_date=up_to_date, has_data=not no_change)
+        return self.log_responses.response(
+            request, parsed, consumer, part, up_to_date=up_to_date, has_data=not no_change
+        )
 
     async def hold(
         self, parsed: ShapeRequest, consumer: ShapeConsumer, offset: LogOffset, timeout: float,
@@ -412,110 +382,3 @@ class ShapeAPI:
     @staticmethod
     def _refetch(parsed: ShapeRequest, handle: str | None) -> MustRefetch:
         return MustRefetch(handle, parsed.offset, parsed.live, parsed.sse)
-
-    # -- responses ------------------------------------------------------------------
-
-    @staticmethod
-    def up_to_date(lsn: int) -> bytes:
-        return b'{"headers":{"control":"up-to-date","global_last_seen_lsn":"%d"}}' % lsn
-
-    def _log_response(
-        self,
-        request: Request,
-        parsed: ShapeRequest,
-        consumer: ShapeConsumer,
-        part: LogSlice,
-        *,
-        up_to_date: bool,
-        has_data: bool,
-    ) -> Response:
-        end = part.end
-        lsn = None
-        if up_to_date:
-            if parsed.live and has_data:
-                lsn = max(end.tx, 0)
-            elif has_data:
-                lsn = max(self.engine.last_seen_lsn, end.tx)
-            else:
-                lsn = self.engine.last_seen_lsn or max(end.tx, 0)
-        post = request.method == "POST"
-        # Everything the bytes depend on (a no-change response has a unique etag: not shared).
-        key = (post, parsed.live, parsed.offset, end, lsn)
-        built = self._built.get(consumer, key) if has_data else None
-        if built is None:
-            built = self._build(consumer, parsed, part, lsn, post=post, has_data=has_data)
-            if built is None:
-                return self._streamed(request, parsed, consumer, part, lsn, post=post, has_data=has_data)
-            if has_data:
-                self._built.put(consumer, key, built)
-        if etag_matches(request.headers.get("if-none-match"), built.etag):
-            headers = dict(built.headers)
-            headers.pop("electric-schema", None)
-            return Response(b"", status_code=304, headers=common(self._own(headers, parsed), request))
-        own = common(self._own({"cache-control": built.headers["cache-control"]}, parsed), request)
-        return Prebuilt(built.body, built.raw + encode_headers(own))
-
-    def _own(self, headers: dict[str, str], parsed: ShapeRequest) -> dict[str, str]:
-        """``headers`` with the ones that depend on the request itself (the cursor)."""
-        if parsed.live:
-            headers["electric-cursor"] = next_cursor(int(self.long_poll_timeout * 1000), parsed.cursor)
-        return headers
-
-    def _headers(
-        self, consumer: ShapeConsumer, parsed: ShapeRequest, end: LogOffset, *, post: bool, has_data: bool,
-        up_to_date: bool,
-    ) -> dict[str, str]:
-        """The headers of a log response that are the same for every request for it."""
-        headers = {
-            "electric-handle": consumer.handle,
-            "electric-offset": str(end),
-            "electric-has-data": "true" if has_data else "false",
-            "etag": etag(consumer.handle, parsed.offset, end, not has_data),
-        }
-        if up_to_date:
-            headers["electric-up-to-date"] = ""
-        headers.update(
-            cache_headers(
-                "POST" if post else "GET", 200,
-                offset_is_before_all=parsed.offset == BEFORE_ALL, live=parsed.live,
-                sse=False, has_replacement_handle=True, max_age=self.max_age, stale_age=self.stale_age,
-            )
-        )
-        if not parsed.live:
-            headers["electric-schema"] = self._schema(consumer)
-        return headers
-
-    def _build(
-        self, consumer: ShapeConsumer, parsed: ShapeRequest, part: LogSlice, lsn: int | None, *,
-        post: bool, has_data: bool,
-    ) -> Built | None:
-        """The response's shared part, or None when its body is too large to build."""
-        body = inline_body(consumer, part, None if lsn is None else self.up_to_date(lsn))
-        if body is None:
-            return None
-        headers = self._headers(consumer, parsed, part.end, post=post, has_data=has_data, up_to_date=lsn is not None)
-        shared = {k: v for k, v in headers.items() if k != "cache-control"}
-        shared["content-length"] = str(len(body))
-        shared["content-type"] = JSON
-        return Built(body, headers, encode_headers(shared), headers["etag"])
-
-    def _streamed(
-        self, request: Request, parsed: ShapeRequest, consumer: ShapeConsumer, part: LogSlice,
-        lsn: int | None, *, post: bool, has_data: bool,
-    ) -> Response:
-        """A body too large to build in memory, read from the log as the client takes it."""
-        headers = self._headers(consumer, parsed, part.end, post=post, has_data=has_data, up_to_date=lsn is not None)
-        if etag_matches(request.headers.get("if-none-match"), headers["etag"]):
-            headers.pop("electric-schema", None)
-            return Response(b"", status_code=304, headers=common(self._own(headers, parsed), request))
-        body = streamed_body(consumer, part, None if lsn is None else self.up_to_date(lsn))
-        return StreamingResponse(body, media_type=JSON, headers=common(self._own(headers, parsed), request))
-
-    def _schema(self, consumer: ShapeConsumer) -> str:
-        cached = self._schemas.get(consumer.handle)
-        if cached is None:
-            cached = _encode(schema_header(consumer.shape.table, consumer.shape.columns)).decode()
-            if len(self._schemas) > 10_000:
-                self._schemas.clear()
-            self._schemas[consumer.handle] = cached
-        return cached

@@ -18,6 +18,7 @@ from starlette.responses import Response, StreamingResponse
 
 from pysync.http.cursor import next_cursor
 from pysync.http.errors import ShapeAPIError
+from pysync.http.log_response import up_to_date
 from pysync.http.params import ShapeRequest
 from pysync.http.responses import cache_headers, common, etag
 from pysync.http.shared import SharedResponses
@@ -47,7 +48,7 @@ Batch = tuple[bytes, LogOffset, bool]
 offset, whether it reached the end."""
 
 
-def _batch(consumer: ShapeConsumer, offset: LogOffset, up_to_date: Callable[[int], bytes]) -> Batch:
+def _batch(consumer: ShapeConsumer, offset: LogOffset) -> Batch:
     # In bounded batches: a reader far behind holds one batch, not the whole log.
     payloads, end, reached = consumer.read(offset, BATCH_BYTES)
     events = [b"data: " + message + b"\n\n" for payload in payloads for message in split_entries(payload)]
@@ -62,7 +63,6 @@ async def events(
     *,
     timeout: float,
     hold: Hold,
-    up_to_date: Callable[[int], bytes],
     closing: Callable[[], bool],
     shared: SharedResponses[Batch],
 ) -> AsyncIterator[bytes]:
@@ -73,7 +73,7 @@ async def events(
         key = (offset, consumer.last_offset)
         batch = shared.get(consumer, key)
         if batch is None:
-            batch = _batch(consumer, offset, up_to_date)
+            batch = _batch(consumer, offset)
             shared.put(consumer, key, batch)
         elif consumer.gone:
             raise ShapeGone(consumer.handle, consumer.reason)  # as read() would
@@ -123,7 +123,7 @@ def response(
         await api.hold(parsed, consumer, offset, timeout, recheck)
 
     stream = events(
-        consumer, offset, timeout=api.sse_timeout, hold=hold, up_to_date=api.up_to_date,
+        consumer, offset, timeout=api.sse_timeout, hold=hold,
         closing=lambda: api.closing, shared=api.sse_batches,
     )
     return StreamingResponse(stream, media_type="text/event-stream", headers=common(headers, request))
