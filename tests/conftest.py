@@ -10,9 +10,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from db_support import drop_database
 from pysync.engine import Engine
 from pysync.postgres.cluster import PostgresCluster, temporary_cluster
+from pysync.testing import drop_database
 from serve_process import kill_leftovers, running
 
 _db_counter = itertools.count()

@@ -25,9 +25,9 @@ from starlette.routing import Route
 
 import pysync
 from asgi_server import serving
-from db_support import drop_database
 from http_support import until
 from pysync.postgres.cluster import PostgresCluster, free_port
+from pysync.testing import drop_database
 from serve_process import ServeProcess
 
 SECRET = "app-secret-" + uuid.uuid4().hex[:6]

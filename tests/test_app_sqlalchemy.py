@@ -99,7 +99,7 @@ class Db:
 
 @pytest.fixture(scope="module")
 def db(pg_cluster: Any) -> Iterator[Db]:
-    from db_support import drop_database
+    from pysync.testing import drop_database
 
     name = "sqlalchemy_shapes"
     with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:

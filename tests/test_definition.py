@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from db_support import drop_database
 from pysync.postgres.cluster import PostgresCluster
 from pysync.shapes.definition import ShapeDefinition, ShapeError, validate
+from pysync.testing import drop_database
 
 Conn = psycopg.Connection[tuple[object, ...]]
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from db_support import drop_database
 from pysync.postgres.cluster import PostgresCluster, free_port
+from pysync.testing import drop_database
 from serve_process import ServeProcess
 from serve_support import Conn, Served
 

@@ -14,9 +14,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from db_support import drop_database
 from pysync.client import Backoff, Client, Shape
 from pysync.postgres.cluster import PostgresCluster, free_port
+from pysync.testing import drop_database
 from serve_process import ServeProcess
 
 SCHEMA = """

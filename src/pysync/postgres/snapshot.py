@@ -37,6 +37,21 @@ class SnapshotInfo(msgspec.Struct, frozen=True):
         return _widen(xid, self.xmax) >= self.xmax
 
 
+def after_snapshot(
+    info: SnapshotInfo | None, xid: int, commit_lsn: int, filtering: bool
+) -> tuple[bool, bool]:
+    """Is the transaction ``xid`` (committed at ``commit_lsn``) new to a shape whose rows
+    come from the snapshot ``info``: not visible in it? And must the next ones still be
+    checked (``filtering``)? Transactions arrive in commit order, so once one started
+    after the snapshot, every later one committed after it too (only a replay from before
+    it needs checking again)."""
+    if info is None or not (filtering or commit_lsn < info.lsn):
+        return True, filtering
+    if info.visible(xid):
+        return False, filtering
+    return True, filtering and not info.started_after(xid)
+
+
 def _widen(xid: int, reference: int) -> int:
     """A 32-bit xid as the 64-bit xid8 nearest to ``reference`` (wraparound-aware)."""
     full = (reference & ~0xFFFFFFFF) | xid

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pysync.postgres.pgoutput import Relation
-from pysync.postgres.snapshot import SnapshotInfo
+from pysync.postgres.snapshot import SnapshotInfo, after_snapshot
 from pysync.shapes.changes import Converter, ShapeConverter
 from pysync.shapes.definition import Shape, ShapeDefinition
 from pysync.shapes.log import LogSlice, ShapeLog
@@ -107,17 +107,8 @@ class ShapeConsumer:
         """Is this transaction new to the shape: in neither its snapshot nor its log?"""
         if commit_lsn <= self.last_lsn:
             return False
-        info = self.snapshot
-        if info is None:
-            return True
-        if self._filtering or commit_lsn < info.lsn:
-            if info.visible(xid):
-                return False
-            if self._filtering and info.started_after(xid):
-                # Transactions arrive in commit order: every later one committed after
-                # the snapshot too (only a replay from before it needs checking again).
-                self._filtering = False
-        return True
+        new, self._filtering = after_snapshot(self.snapshot, xid, commit_lsn, self._filtering)
+        return new
 
     def rebind(self, relation: Relation) -> Converter:
         """The converter for changes in ``relation``'s column layout.

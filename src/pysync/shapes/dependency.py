@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pysync.postgres.pgoutput import UNCHANGED_TOAST, Relation
-from pysync.postgres.snapshot import SnapshotInfo
+from pysync.postgres.snapshot import SnapshotInfo, after_snapshot
 from pysync.postgres.transactions import Change
 from pysync.shapes.definition import Subquery
 from pysync.shapes.views import Key, View
@@ -126,13 +126,8 @@ class Dependency:
     def accepts(self, xid: int, commit_lsn: int) -> bool:
         if commit_lsn <= self.last_lsn:
             return False  # replayed after a reconnect: already applied
-        info = self.snapshot
-        if info is not None and (self._filtering or commit_lsn < info.lsn):
-            if info.visible(xid):
-                return False
-            if self._filtering and info.started_after(xid):
-                self._filtering = False
-        return True
+        new, self._filtering = after_snapshot(self.snapshot, xid, commit_lsn, self._filtering)
+        return new
 
     def change(self, change: Change) -> None:
         """One change of the subquery's table in the current transaction."""
