@@ -65,33 +65,28 @@ def check(conn: Conn, live: ShapeConsumer, where: str, table: str = "todos",
         f"missing {sorted(set(expected) - set(got))[:5]} extra {sorted(set(got) - set(expected))[:5]}")
 
 
-async def test_move_in_and_move_out(database_url: str, db: Conn) -> None:
-    engine = Engine(database_url, flush_interval=0.02)
-    await engine.start()
-    try:
-        where = "project_id IN (SELECT project_id FROM memberships WHERE user_id = $1)"
-        live = await engine.shape(ShapeDefinition.create("todos", where=where, params=["1"]))
-        await wait_live(live)
-        sql_where = where.replace("$1", "1")
-        check(db, live, sql_where)
-        entries = read_all(live.log)
-        assert all(e["headers"].get("tags") for e in entries if "key" in e)
-        db.execute("INSERT INTO memberships VALUES (1, 3, 'member')")
-        await settle(engine, db, [live])
-        check(db, live, sql_where)
-        events = [e for e in read_all(live.log) if "event" in e.get("headers", {})]
-        assert events and events[-1]["headers"]["event"] == "move-in"
-        db.execute("DELETE FROM memberships WHERE user_id = 1 AND project_id = 1")
-        await settle(engine, db, [live])
-        check(db, live, sql_where)
-        events = [e for e in read_all(live.log) if "event" in e.get("headers", {})]
-        assert events[-1]["headers"]["event"] == "move-out"
-        db.execute("UPDATE todos SET project_id = 3 WHERE id = 5")
-        db.execute("UPDATE todos SET project_id = 1 WHERE id = 6")
-        await settle(engine, db, [live])
-        check(db, live, sql_where)
-    finally:
-        await engine.stop()
+async def test_move_in_and_move_out(engine: Engine, db: Conn) -> None:
+    where = "project_id IN (SELECT project_id FROM memberships WHERE user_id = $1)"
+    live = await engine.shape(ShapeDefinition.create("todos", where=where, params=["1"]))
+    await wait_live(live)
+    sql_where = where.replace("$1", "1")
+    check(db, live, sql_where)
+    entries = read_all(live.log)
+    assert all(e["headers"].get("tags") for e in entries if "key" in e)
+    db.execute("INSERT INTO memberships VALUES (1, 3, 'member')")
+    await settle(engine, db, [live])
+    check(db, live, sql_where)
+    events = [e for e in read_all(live.log) if "event" in e.get("headers", {})]
+    assert events and events[-1]["headers"]["event"] == "move-in"
+    db.execute("DELETE FROM memberships WHERE user_id = 1 AND project_id = 1")
+    await settle(engine, db, [live])
+    check(db, live, sql_where)
+    events = [e for e in read_all(live.log) if "event" in e.get("headers", {})]
+    assert events[-1]["headers"]["event"] == "move-out"
+    db.execute("UPDATE todos SET project_id = 3 WHERE id = 5")
+    db.execute("UPDATE todos SET project_id = 1 WHERE id = 6")
+    await settle(engine, db, [live])
+    check(db, live, sql_where)
 
 
 class PausedMoveIns:
@@ -114,171 +109,136 @@ class PausedMoveIns:
         monkeypatch.setattr(subqueries, "query_move_in", paused)
 
 
-async def test_transactions_racing_a_move_in_query(database_url: str, db: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_transactions_racing_a_move_in_query(engine: Engine, db: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
     paused = PausedMoveIns(monkeypatch)
-    engine = Engine(database_url, flush_interval=0.02)
-    await engine.start()
-    try:
-        where = "project_id IN (SELECT project_id FROM memberships WHERE user_id = 1)"
-        live = await engine.shape(ShapeDefinition.create("todos", where=where))
-        await wait_live(live)
-        db.execute("INSERT INTO memberships VALUES (1, 3)")
-        await poll(lambda: paused.queried == 1, 30, "the move-in query")
-        # committed after the query's snapshot: the shape buffers them, and they come
-        # after the move-in rows, converted with the new view
-        db.execute("UPDATE todos SET title = 'after' WHERE project_id = 3 AND id < 50")
-        db.execute("INSERT INTO todos VALUES (200, 3, 'new', false), (201, 2, 'new', false)")
-        db.execute("DELETE FROM todos WHERE id = 13")  # project 3
-        db.execute("UPDATE todos SET project_id = 3 WHERE id = 1")  # 2 -> 3: both in
-        db.execute("UPDATE todos SET project_id = 4 WHERE id = 23")  # 3 -> 4: out
-        await quiesce(engine, db)
-        paused.release.set()
-        await settle(engine, db, [live])
-        check(db, live, where)
-    finally:
-        await engine.stop()
+    where = "project_id IN (SELECT project_id FROM memberships WHERE user_id = 1)"
+    live = await engine.shape(ShapeDefinition.create("todos", where=where))
+    await wait_live(live)
+    db.execute("INSERT INTO memberships VALUES (1, 3)")
+    await poll(lambda: paused.queried == 1, 30, "the move-in query")
+    # committed after the query's snapshot: the shape buffers them, and they come
+    # after the move-in rows, converted with the new view
+    db.execute("UPDATE todos SET title = 'after' WHERE project_id = 3 AND id < 50")
+    db.execute("INSERT INTO todos VALUES (200, 3, 'new', false), (201, 2, 'new', false)")
+    db.execute("DELETE FROM todos WHERE id = 13")  # project 3
+    db.execute("UPDATE todos SET project_id = 3 WHERE id = 1")  # 2 -> 3: both in
+    db.execute("UPDATE todos SET project_id = 4 WHERE id = 23")  # 3 -> 4: out
+    await quiesce(engine, db)
+    paused.release.set()
+    await settle(engine, db, [live])
+    check(db, live, where)
 
 
 async def test_value_leaves_and_returns_before_the_move_in_is_spliced(
-    database_url: str, db: Conn, monkeypatch: pytest.MonkeyPatch
+    engine: Engine, db: Conn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     paused = PausedMoveIns(monkeypatch)
-    engine = Engine(database_url, flush_interval=0.02)
-    await engine.start()
-    try:
-        where = "project_id IN (SELECT project_id FROM memberships WHERE user_id = 1)"
-        live = await engine.shape(ShapeDefinition.create("todos", where=where))
-        await wait_live(live)
+    where = "project_id IN (SELECT project_id FROM memberships WHERE user_id = 1)"
+    live = await engine.shape(ShapeDefinition.create("todos", where=where))
+    await wait_live(live)
+    db.execute("INSERT INTO memberships VALUES (1, 3)")
+    await poll(lambda: paused.queried == 1, 30, "the move-in query")
+    db.execute("DELETE FROM memberships WHERE user_id = 1 AND project_id = 3")  # leaves...
+    db.execute("UPDATE todos SET title = 'meanwhile' WHERE project_id = 3")
+    db.execute("INSERT INTO memberships VALUES (1, 3)")  # ...and returns
+    db.execute("DELETE FROM memberships WHERE user_id = 1 AND project_id = 2")  # another leaves
+    await quiesce(engine, db)
+    paused.release.set()
+    await settle(engine, db, [live])
+    check(db, live, where)
+    # and once more, ending outside
+    db.execute("INSERT INTO memberships VALUES (1, 5)")
+    await poll(lambda: paused.queried == 2, 30, "the second move-in query")
+    db.execute("DELETE FROM memberships WHERE user_id = 1 AND project_id = 5")
+    await settle(engine, db, [live])
+    check(db, live, where)
+
+
+async def test_dependency_and_outer_changes_in_one_transaction(engine: Engine, db: Conn) -> None:
+    where = "project_id IN (SELECT project_id FROM memberships WHERE user_id = 1)"
+    live = await engine.shape(ShapeDefinition.create("todos", where=where))
+    await wait_live(live)
+    with db.transaction():
         db.execute("INSERT INTO memberships VALUES (1, 3)")
-        await poll(lambda: paused.queried == 1, 30, "the move-in query")
-        db.execute("DELETE FROM memberships WHERE user_id = 1 AND project_id = 3")  # leaves...
-        db.execute("UPDATE todos SET title = 'meanwhile' WHERE project_id = 3")
-        db.execute("INSERT INTO memberships VALUES (1, 3)")  # ...and returns
-        db.execute("DELETE FROM memberships WHERE user_id = 1 AND project_id = 2")  # another leaves
-        await quiesce(engine, db)
-        paused.release.set()
-        await settle(engine, db, [live])
-        check(db, live, where)
-        # and once more, ending outside
-        db.execute("INSERT INTO memberships VALUES (1, 5)")
-        await poll(lambda: paused.queried == 2, 30, "the second move-in query")
-        db.execute("DELETE FROM memberships WHERE user_id = 1 AND project_id = 5")
-        await settle(engine, db, [live])
-        check(db, live, where)
-    finally:
-        await engine.stop()
+        db.execute("INSERT INTO todos VALUES (300, 3, 'with the membership', false)")
+        db.execute("UPDATE todos SET title = 'same txn' WHERE project_id = 3")
+        db.execute("DELETE FROM memberships WHERE user_id = 1 AND project_id = 1")
+        db.execute("UPDATE todos SET title = 'leaving' WHERE project_id = 1")
+    await settle(engine, db, [live])
+    check(db, live, where)
+    entries = read_all(live.log)
+    inserted = [e for e in entries if e.get("key") == '"public"."todos"/"300"']
+    assert len(inserted) == 1 and inserted[0]["headers"].get("is_move_in")
 
 
-async def test_dependency_and_outer_changes_in_one_transaction(database_url: str, db: Conn) -> None:
-    engine = Engine(database_url, flush_interval=0.02)
-    await engine.start()
-    try:
-        where = "project_id IN (SELECT project_id FROM memberships WHERE user_id = 1)"
-        live = await engine.shape(ShapeDefinition.create("todos", where=where))
+async def test_nested_and_shared_dependencies(engine: Engine, db: Conn) -> None:
+    nested = ("project_id IN (SELECT id FROM projects WHERE team_id IN "
+              "(SELECT team_id FROM team_members WHERE user_id = $1))")
+    a = await engine.shape(ShapeDefinition.create("todos", where=nested, params=["1"]))
+    b = await engine.shape(ShapeDefinition.create("todos", where=nested, params=["1"], columns=["id", "project_id"]))
+    c = await engine.shape(ShapeDefinition.create("todos", where=nested, params=["2"]))
+    for live in (a, b, c):
         await wait_live(live)
-        with db.transaction():
-            db.execute("INSERT INTO memberships VALUES (1, 3)")
-            db.execute("INSERT INTO todos VALUES (300, 3, 'with the membership', false)")
-            db.execute("UPDATE todos SET title = 'same txn' WHERE project_id = 3")
-            db.execute("DELETE FROM memberships WHERE user_id = 1 AND project_id = 1")
-            db.execute("UPDATE todos SET title = 'leaving' WHERE project_id = 1")
-        await settle(engine, db, [live])
-        check(db, live, where)
-        entries = read_all(live.log)
-        inserted = [e for e in entries if e.get("key") == '"public"."todos"/"300"']
-        assert len(inserted) == 1 and inserted[0]["headers"].get("is_move_in")
-    finally:
-        await engine.stop()
+    subqueries = engine.registry.subqueries
+    assert len(subqueries) == 4  # projects and team_members, per user; shared by a and b
+    for step in ("INSERT INTO team_members VALUES (1, 2)", "UPDATE projects SET team_id = 3 WHERE id = 1",
+                 "DELETE FROM team_members WHERE user_id = 1 AND team_id = 1",
+                 "UPDATE projects SET team_id = 2 WHERE id = 5"):
+        db.execute(step)
+        await settle(engine, db, [a, b, c])
+        for live, user in ((a, "1"), (c, "2")):
+            check(db, live, nested.replace("$1", user))
+        check(db, b, nested.replace("$1", "1"), columns=["id", "project_id"])
+    engine.delete(c.handle)
+    assert len(subqueries) == 2  # user 2's dependencies went with its only shape
 
 
-async def test_nested_and_shared_dependencies(database_url: str, db: Conn) -> None:
-    engine = Engine(database_url, flush_interval=0.02)
-    await engine.start()
-    try:
-        nested = ("project_id IN (SELECT id FROM projects WHERE team_id IN "
-                  "(SELECT team_id FROM team_members WHERE user_id = $1))")
-        a = await engine.shape(ShapeDefinition.create("todos", where=nested, params=["1"]))
-        b = await engine.shape(ShapeDefinition.create("todos", where=nested, params=["1"], columns=["id", "project_id"]))
-        c = await engine.shape(ShapeDefinition.create("todos", where=nested, params=["2"]))
-        for live in (a, b, c):
-            await wait_live(live)
-        subqueries = engine.registry.subqueries
-        assert len(subqueries) == 4  # projects and team_members, per user; shared by a and b
-        for step in ("INSERT INTO team_members VALUES (1, 2)", "UPDATE projects SET team_id = 3 WHERE id = 1",
-                     "DELETE FROM team_members WHERE user_id = 1 AND team_id = 1",
-                     "UPDATE projects SET team_id = 2 WHERE id = 5"):
-            db.execute(step)
-            await settle(engine, db, [a, b, c])
-            for live, user in ((a, "1"), (c, "2")):
-                check(db, live, nested.replace("$1", user))
-            check(db, b, nested.replace("$1", "1"), columns=["id", "project_id"])
-        engine.delete(c.handle)
-        assert len(subqueries) == 2  # user 2's dependencies went with its only shape
-    finally:
-        await engine.stop()
+async def test_truncating_a_dependency_table_resyncs_its_shapes(engine: Engine, db: Conn) -> None:
+    where = "project_id IN (SELECT project_id FROM memberships WHERE user_id = 1)"
+    live = await engine.shape(ShapeDefinition.create("todos", where=where))
+    await wait_live(live)
+    db.execute("TRUNCATE memberships")
+    await quiesce(engine, db)
+    await poll(lambda: live.gone, 10, "the shape to go")
+    assert len(engine.registry.subqueries) == 0
+    again = await engine.shape(ShapeDefinition.create("todos", where=where))
+    await wait_live(again)
+    check(db, again, where)
 
 
-async def test_truncating_a_dependency_table_resyncs_its_shapes(database_url: str, db: Conn) -> None:
-    engine = Engine(database_url, flush_interval=0.02)
-    await engine.start()
-    try:
-        where = "project_id IN (SELECT project_id FROM memberships WHERE user_id = 1)"
-        live = await engine.shape(ShapeDefinition.create("todos", where=where))
-        await wait_live(live)
-        db.execute("TRUNCATE memberships")
-        await quiesce(engine, db)
-        await poll(lambda: live.gone, 10, "the shape to go")
-        assert len(engine.registry.subqueries) == 0
-        again = await engine.shape(ShapeDefinition.create("todos", where=where))
-        await wait_live(again)
-        check(db, again, where)
-    finally:
-        await engine.stop()
+async def test_null_in_a_not_in_subquery(engine: Engine, db: Conn) -> None:
+    db.execute("CREATE TABLE blocked (project_id int)")
+    db.execute("UPDATE todos SET project_id = NULL WHERE id % 7 = 0")
+    where = "project_id NOT IN (SELECT project_id FROM blocked)"
+    live = await engine.shape(ShapeDefinition.create("todos", where=where))
+    await wait_live(live)
+    check(db, live, where)  # an empty NOT IN holds for NULL too
+    db.execute("INSERT INTO blocked VALUES (1)")  # rows of project 1 and with NULL leave
+    await settle(engine, db, [live])
+    check(db, live, where)
+    db.execute("DELETE FROM blocked")  # they come back
+    await settle(engine, db, [live])
+    check(db, live, where)
+    db.execute("INSERT INTO blocked VALUES (NULL)")  # NOT IN is never true now: resync
+    await quiesce(engine, db)
+    await poll(lambda: live.gone, 10, "the shape to go")
+    again = await engine.shape(ShapeDefinition.create("todos", where=where))
+    await wait_live(again)
+    check(db, again, where)
 
 
-async def test_null_in_a_not_in_subquery(database_url: str, db: Conn) -> None:
-    engine = Engine(database_url, flush_interval=0.02)
-    await engine.start()
-    try:
-        db.execute("CREATE TABLE blocked (project_id int)")
-        db.execute("UPDATE todos SET project_id = NULL WHERE id % 7 = 0")
-        where = "project_id NOT IN (SELECT project_id FROM blocked)"
-        live = await engine.shape(ShapeDefinition.create("todos", where=where))
-        await wait_live(live)
-        check(db, live, where)  # an empty NOT IN holds for NULL too
-        db.execute("INSERT INTO blocked VALUES (1)")  # rows of project 1 and with NULL leave
-        await settle(engine, db, [live])
-        check(db, live, where)
-        db.execute("DELETE FROM blocked")  # they come back
-        await settle(engine, db, [live])
-        check(db, live, where)
-        db.execute("INSERT INTO blocked VALUES (NULL)")  # NOT IN is never true now: resync
-        await quiesce(engine, db)
-        await poll(lambda: live.gone, 10, "the shape to go")
-        again = await engine.shape(ShapeDefinition.create("todos", where=where))
-        await wait_live(again)
-        check(db, again, where)
-    finally:
-        await engine.stop()
-
-
-async def test_dependency_table_without_primary_key(database_url: str, db: Conn) -> None:
-    engine = Engine(database_url, flush_interval=0.02)
-    await engine.start()
-    try:
-        db.execute("CREATE TABLE follows (user_id int, project_id int)")
-        db.execute("INSERT INTO follows VALUES (1, 2), (1, 2), (1, 3)")
-        where = "project_id IN (SELECT project_id FROM follows WHERE user_id = 1)"
-        live = await engine.shape(ShapeDefinition.create("todos", where=where))
-        await wait_live(live)
-        check(db, live, where)
-        db.execute("DELETE FROM follows WHERE ctid = (SELECT min(ctid) FROM follows WHERE project_id = 2)")
-        await settle(engine, db, [live])
-        check(db, live, where)  # one copy left: project 2 stays
-        db.execute("DELETE FROM follows WHERE project_id = 2")
-        db.execute("INSERT INTO follows VALUES (1, 4), (1, 4)")
-        db.execute("UPDATE follows SET project_id = 5 WHERE project_id = 4")
-        await settle(engine, db, [live])
-        check(db, live, where)
-    finally:
-        await engine.stop()
+async def test_dependency_table_without_primary_key(engine: Engine, db: Conn) -> None:
+    db.execute("CREATE TABLE follows (user_id int, project_id int)")
+    db.execute("INSERT INTO follows VALUES (1, 2), (1, 2), (1, 3)")
+    where = "project_id IN (SELECT project_id FROM follows WHERE user_id = 1)"
+    live = await engine.shape(ShapeDefinition.create("todos", where=where))
+    await wait_live(live)
+    check(db, live, where)
+    db.execute("DELETE FROM follows WHERE ctid = (SELECT min(ctid) FROM follows WHERE project_id = 2)")
+    await settle(engine, db, [live])
+    check(db, live, where)  # one copy left: project 2 stays
+    db.execute("DELETE FROM follows WHERE project_id = 2")
+    db.execute("INSERT INTO follows VALUES (1, 4), (1, 4)")
+    db.execute("UPDATE follows SET project_id = 5 WHERE project_id = 4")
+    await settle(engine, db, [live])
+    check(db, live, where)
