@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql import elements
 from sqlalchemy.sql.selectable import Select
 
-from pysync.app.sqlalchemy_where import compile_where
+from pysync.app.sqlalchemy_where import compile_where, select_parts
 from pysync.shapes.definition import ShapeError
 
 
@@ -85,38 +85,7 @@ def _check_keys(table: sa.Table, names: Sequence[str]) -> None:
 
 
 def _from_select(stmt: Select[Any]) -> tuple[sa.Table, tuple[str, ...] | None, Any]:
-    refused = [
-        name for name, present in (
-            ("ORDER BY", stmt._order_by_clauses), ("LIMIT", stmt._limit_clause is not None),
-            ("OFFSET", stmt._offset_clause is not None), ("FETCH", stmt._fetch_clause is not None),
-            ("GROUP BY", stmt._group_by_clauses), ("HAVING", stmt._having_criteria),
-            ("DISTINCT", stmt._distinct or stmt._distinct_on), ("joins", stmt._setup_joins),
-            ("FOR UPDATE", stmt._for_update_arg is not None), ("WITH (CTEs)", stmt._independent_ctes),
-        ) if present
-    ]
-    if refused:
-        raise ShapeError(
-            "where", f"a shape is one table filtered by a WHERE clause; the select() has "
-            f"{', '.join(refused)}, which a shape cannot have"
-        )
-    froms = stmt.get_final_froms()
-    if len(froms) != 1 or not isinstance(froms[0], sa.Table):
-        names = ", ".join(str(f) for f in froms) or "nothing"
-        raise ShapeError("table", f"a shape reads exactly one table; the select() reads from {names} "
-                         "(joins, subqueries and aliases are not supported)")
-    table = froms[0]
-    selected: list[str] = []
-    for column in stmt.selected_columns:
-        base = _base_column(column)
-        if base is None or base.table is not table:
-            raise ShapeError("columns", f"a shape selects plain columns of {table.name}, not {column}")
-        if base.computed is None:
-            selected.append(str(base.name))
+    table, columns, where = select_parts(stmt)
+    selected = [str(c.name) for c in columns if c.computed is None]
     _check_keys(table, selected)
-    return table, tuple(selected), stmt.whereclause
-
-
-def _base_column(column: Any) -> sa.Column[Any] | None:
-    while isinstance(column, elements.Label):
-        column = column.element
-    return column if isinstance(column, sa.Column) else None
+    return table, tuple(selected), where

@@ -24,6 +24,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import psycopg as _psycopg_dialect
 from sqlalchemy.sql import elements, functions, operators
+from sqlalchemy.sql.selectable import ScalarSelect, Select
 
 from pysync.shapes.definition import ShapeError
 
@@ -203,6 +204,9 @@ class _WhereCompiler:
         return " ESCAPE " + _string_literal(str(escape))
 
     def in_list(self, left: Any, right: Any, *, negated: bool) -> tuple[str, int]:
+        word = "NOT IN" if negated else "IN"
+        if isinstance(right, (ScalarSelect, Select)):
+            return f"{self.subquery_left(left)} {word} ({self.subquery(right)})", PREDICATE
         if isinstance(right, elements.BindParameter) and right.expanding:
             values = right.value if right.callable is None else right.callable()
             if not values:  # as Postgres would answer an empty list, even for NULL
@@ -211,14 +215,33 @@ class _WhereCompiler:
         elif isinstance(right, (elements.ClauseList, elements.Tuple, elements.Grouping)):
             inner = right.element if isinstance(right, elements.Grouping) else right
             if not isinstance(inner, (elements.ClauseList, elements.Tuple)):
-                raise ShapeError("where", f"IN with {_describe(inner)} is not supported: a shape's WHERE "
-                                 "has no subqueries")
+                raise ShapeError("where", f"IN with {_describe(inner)} is not supported: IN takes a "
+                                 "list of values or a select() of one table")
             items = ", ".join(self.wrap(item, OPERATOR) for item in inner.clauses)
         else:
-            raise ShapeError("where", f"IN with {_describe(right)} is not supported: a shape's WHERE "
-                             "has no subqueries")
-        word = "NOT IN" if negated else "IN"
+            raise ShapeError("where", f"IN with {_describe(right)} is not supported: IN takes a "
+                             "list of values or a select() of one table")
         return f"{self.enum_side(left)} {word} ({items})", PREDICATE
+
+    def subquery_left(self, left: Any) -> str:
+        """The value (or row of values, ``tuple_(a, b)``) tested against a subquery."""
+        if isinstance(left, elements.Tuple):
+            return "(" + ", ".join(self.wrap(item, OPERATOR) for item in left.clauses) + ")"
+        return self.wrap(left, OPERATOR)
+
+    def subquery(self, node: ScalarSelect[Any] | Select[Any]) -> str:
+        """``SELECT cols FROM table [WHERE ...]``, Electric's one sublink form: its WHERE
+        is compiled by the same rules, its parameters numbered on from the outer ones."""
+        stmt = node.element if isinstance(node, ScalarSelect) else node
+        if not isinstance(stmt, Select):
+            raise ShapeError("where", f"IN with {_describe(stmt)} is not supported: the subquery must be "
+                             "a select() of one table")
+        table, columns, where = select_parts(stmt)
+        inner = _WhereCompiler(table)
+        inner.params = self.params
+        names = ", ".join(str(_quote(c.name)) for c in columns)
+        text = f"SELECT {names} FROM {qualified_name(table)}"
+        return text if where is None else f"{text} WHERE {inner.render(where)}"
 
     def unary(self, node: elements.UnaryExpression[Any]) -> tuple[str, int]:
         if isinstance(node, elements.AsBoolean):  # a boolean column as a condition
@@ -240,7 +263,7 @@ class _WhereCompiler:
         if table is not None and table is not self.table and not _same_table(table, self.table):
             raise ShapeError(
                 "where", f"the column {table.name}.{node.name} is not in {self.table.name}: a shape "
-                "reads one table (joins and subqueries are not supported)"
+                "reads one table (no joins; a subquery reads only its own table)"
             )
         return str(_quote(node.name))
 
@@ -295,6 +318,44 @@ _ENUM_COMPARISONS = (operators.eq, operators.ne, operators.is_distinct_from, ope
 
 def _is_enum(node: Any) -> bool:
     return isinstance(getattr(node, "type", None), sa.Enum)
+
+
+def select_parts(stmt: Select[Any]) -> tuple[sa.Table, list[sa.Column[Any]], Any]:
+    """The one table, the plain columns and the WHERE of a ``select()`` that a shape (or a
+    subquery of one) can be: anything else is refused by name."""
+    refused = [
+        name for name, present in (
+            ("ORDER BY", stmt._order_by_clauses), ("LIMIT", stmt._limit_clause is not None),
+            ("OFFSET", stmt._offset_clause is not None), ("FETCH", stmt._fetch_clause is not None),
+            ("GROUP BY", stmt._group_by_clauses), ("HAVING", stmt._having_criteria),
+            ("DISTINCT", stmt._distinct or stmt._distinct_on), ("joins", stmt._setup_joins),
+            ("FOR UPDATE", stmt._for_update_arg is not None), ("WITH (CTEs)", stmt._independent_ctes),
+        ) if present
+    ]
+    if refused:
+        raise ShapeError(
+            "where", f"a shape is one table filtered by a WHERE clause; the select() has "
+            f"{', '.join(refused)}, which a shape cannot have"
+        )
+    froms = stmt.get_final_froms()
+    if len(froms) != 1 or not isinstance(froms[0], sa.Table):
+        names = ", ".join(str(f) for f in froms) or "nothing"
+        raise ShapeError("table", f"a shape reads exactly one table; the select() reads from {names} "
+                         "(joins and aliases are not supported)")
+    table = froms[0]
+    columns: list[sa.Column[Any]] = []
+    for column in stmt.selected_columns:
+        while isinstance(column, elements.Label):
+            column = column.element
+        if not isinstance(column, sa.Column) or column.table is not table:
+            raise ShapeError("columns", f"a shape selects plain columns of {table.name}, not {column}")
+        columns.append(column)
+    return table, columns, stmt.whereclause
+
+
+def qualified_name(table: sa.Table) -> str:
+    name = str(_quote(table.name))
+    return name if table.schema is None else f"{_quote(table.schema)}.{name}"
 
 
 def _same_table(a: Any, b: sa.Table) -> bool:

@@ -26,6 +26,8 @@ class Column(msgspec.Struct, frozen=True):
     """``pg_type.typcategory`` of the (element) type: N numeric, S string, D datetime, ..."""
     pk_index: int | None = None
     generated: bool = False
+    virtual: bool = False
+    """A VIRTUAL generated column (Postgres 18): not stored, never replicated."""
 
 
 class Table(msgspec.Struct, frozen=True):
@@ -55,7 +57,7 @@ class Table(msgspec.Struct, frozen=True):
 _TABLE_QUERY = r"""
 SELECT c.oid, n.nspname, c.relname, c.relreplident,
        a.attname, a.attnum, a.atttypid, a.atttypmod, a.attnotnull,
-       a.attgenerated <> '' AS generated,
+       a.attgenerated <> '' AS generated, a.attgenerated = 'v' AS virtual,
        CASE WHEN t.typcategory = 'A' THEN e.typname ELSE t.typname END,
        CASE WHEN t.typcategory = 'A' THEN greatest(a.attndims, 1) ELSE 0 END,
        CASE WHEN t.typcategory = 'A' THEN e.typtype ELSE t.typtype END,
@@ -105,7 +107,7 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
         return None
     oid, nspname, relname, replident = rows[0][:4]
     columns = []
-    for (attname, attnum, typid, typmod, notnull, generated, typname, dims, typtype,
+    for (attname, attnum, typid, typmod, notnull, generated, virtual, typname, dims, typtype,
          typcategory, pk_index) in (row[4:] for row in rows):
         if attname is None:
             continue
@@ -115,7 +117,7 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
                 type_name=str(typname), type_mod=int(typmod), dims=int(dims),
                 not_null=bool(notnull), type_kind=str(typtype), type_category=str(typcategory),
                 pk_index=None if pk_index is None else int(pk_index),
-                generated=bool(generated),
+                generated=bool(generated), virtual=bool(virtual),
             )
         )
     pk = tuple(c.name for c in sorted(columns, key=lambda c: c.pk_index if c.pk_index is not None else -1)

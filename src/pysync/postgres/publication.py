@@ -32,13 +32,29 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+GENERATED_COLUMNS_VERSION = 180000
+"""Postgres 18 refuses UPDATE and DELETE on a table whose REPLICA IDENTITY FULL holds a
+generated column the publication does not publish: from 18 on, pysync's publication
+publishes stored generated columns (shapes still leave them out unless listed)."""
+
+
 def ensure_publication(conn: psycopg.Connection[tuple[object, ...]], name: str) -> None:
     check_name("publication", name)
-    exists = conn.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (name,)).fetchone()
-    if exists:
+    target = sql.Identifier(name)
+    generated = conn.info.server_version >= GENERATED_COLUMNS_VERSION
+    row = conn.execute(
+        "SELECT " + ("pubgencols::text" if generated else "'n'") + " FROM pg_publication WHERE pubname = %s",
+        (name,),
+    ).fetchone()
+    if row is not None:
+        if generated and row[0] != "s":
+            conn.execute(sql.SQL("ALTER PUBLICATION {} SET (publish_generated_columns = stored)").format(target))
         return
+    create = sql.SQL("CREATE PUBLICATION {}").format(target)
+    if generated:
+        create += sql.SQL(" WITH (publish_generated_columns = stored)")
     with contextlib.suppress(errors.DuplicateObject):  # created concurrently
-        conn.execute(sql.SQL("CREATE PUBLICATION {}").format(sql.Identifier(name)))
+        conn.execute(create)
 
 
 _STATE = (

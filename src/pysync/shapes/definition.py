@@ -221,6 +221,7 @@ def build_shape(definition: ShapeDefinition, table: Table | None, tables: Tables
     a thread."""
     if table is None:
         raise _missing_table(definition.schema, definition.table)
+    _check_replicable(table)
     columns = _selected_columns(table, definition.columns)
     where = None
     dependencies: tuple[Subquery, ...] = ()
@@ -235,6 +236,20 @@ def build_shape(definition: ShapeDefinition, table: Table | None, tables: Tables
     key = hashlib.sha256(identity).hexdigest()
     return Shape(definition=definition, table=table, where=where, columns=columns, key=key,
                  dependencies=dependencies)
+
+
+def _check_replicable(table: Table) -> None:
+    """Refuse a table whose writes pysync's REPLICA IDENTITY FULL would break: Postgres 18
+    refuses UPDATE and DELETE on a table whose full replica identity holds a column that
+    is not published, and VIRTUAL generated columns never are."""
+    virtual = [c.name for c in table.columns if c.virtual]
+    if virtual:
+        raise ShapeError(
+            "table",
+            f'Table "{table.schema}"."{table.name}" has virtual generated columns ({", ".join(virtual)}): '
+            "Postgres cannot replicate its updates and deletes with REPLICA IDENTITY FULL, which "
+            "shapes need. Make them STORED generated columns to sync this table",
+        )
 
 
 def _compile(
@@ -268,6 +283,7 @@ def _subquery(spec: object, params: dict[int, str], tables: Tables, offset: int)
     table = tables.get((spec.schema, spec.table))
     if table is None:
         raise _missing_table(spec.schema, spec.table)
+    _check_replicable(table)
     unknown = [name for name in spec.columns if table.column(name) is None]
     if unknown:
         raise ShapeError("columns", f"The following columns are not found on the table: {', '.join(unknown)}")
