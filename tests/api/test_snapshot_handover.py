@@ -12,6 +12,7 @@ buffer -- not even when handing the snapshot's session back to its pool takes a 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from engine_runner import poll, quiesce
-from http_support import Client, Conn, data
+from http_support import Client, Conn, data, make_api
 from pysync.engine import Engine
 from pysync.postgres.connections import AsyncConn
 from pysync.postgres.snapshot import stream_rows
@@ -77,3 +78,33 @@ async def test_up_to_date_after_the_snapshot_covers_transactions_buffered_during
     assert late == [], f"changes at or below the up-to-date's global_last_seen_lsn {seen} came after it"
     delivered = data(first.json() + second.json() + rest.json())
     assert sorted(int(m["value"]["id"]) for m in delivered) == ids
+
+
+async def test_a_stop_while_a_served_shape_is_being_recorded_keeps_it(
+    make_engine: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """A shape's snapshot is readable before its registry record is durable (the record
+    is written in a thread after the log's fsync). A stop in that window must wait for
+    the record: else the client that was served it gets a 409 after the restart."""
+    from pysync.shapes.store import ShapeStore
+
+    recording = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    real_remember = ShapeStore.remember
+
+    def slow_remember(self: ShapeStore, consumer: Any) -> None:
+        loop.call_soon_threadsafe(recording.set)
+        time.sleep(0.5)  # a slow disk
+        real_remember(self, consumer)
+
+    monkeypatch.setattr(ShapeStore, "remember", slow_remember)
+    engine = await make_engine(storage_dir=tmp_path / "s")
+    client = Client(make_api(engine))
+    try:
+        handle, offset, _ = await client.sync(table="items")
+        await asyncio.wait_for(recording.wait(), 10)
+    finally:
+        await client.aclose()
+        await engine.stop()
+    again = await make_engine(storage_dir=tmp_path / "s")
+    assert again.get(handle) is not None, "the served shape was lost by the stop"

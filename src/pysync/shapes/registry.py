@@ -64,6 +64,7 @@ class ShapeRegistry:
         self._by_definition: dict[ShapeDefinition, ShapeConsumer] = {}
         self._by_key: dict[str, ShapeConsumer] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._recordings: set[asyncio.Future[None]] = set()
         self._building: dict[ShapeDefinition, asyncio.Future[Shape]] = {}
         self._compiler = ThreadPoolExecutor(2, thread_name_prefix="pysync-compile")
         self.on_invalidate: list[Callable[[ShapeConsumer], None]] = []
@@ -220,7 +221,12 @@ class ShapeRegistry:
                 # since up-to-date's global_last_seen_lsn already counts it.
                 consumer.snapshot_taken(info)
             sync = consumer.log.begin_sync()
-            await asyncio.to_thread(self._record, consumer, sync)
+            # Clients may read the shape from here on, so a stop must not lose its record:
+            # close() waits for recordings it cannot cancel (they run in a thread).
+            recording = asyncio.ensure_future(asyncio.to_thread(self._record, consumer, sync))
+            self._recordings.add(recording)
+            recording.add_done_callback(self._recordings.discard)
+            await asyncio.shield(recording)
         except DependencyGone as exc:
             self.invalidate(consumer, f"a subquery's shape went away: {exc.reason}")
             return
@@ -325,6 +331,11 @@ class ShapeRegistry:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+        if self._recordings:
+            done, _ = await asyncio.wait(list(self._recordings))
+            for recording in done:
+                if recording.exception() is not None:
+                    log.warning("a shape could not be recorded at stop: %s", recording.exception())
         await self.subqueries.close()
         self._compiler.shutdown(wait=False, cancel_futures=True)
         for consumer in self._by_handle.values():
