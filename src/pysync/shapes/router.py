@@ -209,13 +209,16 @@ class TableRoutes(Generic[S]):
                     del by_key[key]
 
     def candidates(self, layout: tuple[str, ...], new: Any, old: Any) -> set[S] | frozenset[S]:
-        """Shapes that may match the new or the old row (rows in ``layout`` order)."""
+        """Shapes that may match the new or the old row (rows in ``layout`` order). The
+        set returned may be the index's own: iterate it, do not keep or change it."""
         if not self.indexes and not self.ranges and not self.dynamic:
             return self.scanned
         if layout != self._layout:
             self._layout = layout
             self._positions = {name: i for i, name in enumerate(layout)}
-        found = set(self.scanned)
+        # The sets the indexes hit, unioned only when there are several: with one index
+        # (the common "user_id = $1" shapes) its set is the answer, no copy per change.
+        parts: list[set[S]] = []
         positions = self._positions
         for column, by_key in self.dynamic.items():
             i = positions.get(column)
@@ -225,7 +228,7 @@ class TableRoutes(Generic[S]):
                 if row is not None:
                     hits = by_key.get(row[i])
                     if hits:
-                        found |= hits
+                        parts.append(hits)
         for column, index in self.indexes.items():
             i = positions.get(column)
             if i is None:
@@ -242,8 +245,15 @@ class TableRoutes(Generic[S]):
                     hits = lookup(key_fn(value))
                 except (ValueError, ArithmeticError):
                     continue
-                if hits:
-                    found |= hits
+                if hits and (not parts or hits is not parts[-1]):
+                    parts.append(hits)
+        if not self.ranges:
+            if self.scanned:
+                return self.scanned.union(*parts)
+            if len(parts) == 1:
+                return parts[0]
+            return set().union(*parts) if parts else _NOTHING
+        found = self.scanned.union(*parts)
         for column, ranges in self.ranges.items():
             i = positions.get(column)
             if i is None:
@@ -262,6 +272,9 @@ class TableRoutes(Generic[S]):
                 except (ValueError, ArithmeticError, TypeError):
                     found.update(ranges.ranges)  # NaN, unparsable: let the clause decide
         return found
+
+
+_NOTHING: frozenset[Any] = frozenset()
 
 
 class Router(Generic[S]):

@@ -322,6 +322,14 @@ def _key_of(t: str, value: Any) -> object:
 
 
 def _key_function(col_type: str, cast_chain: list[str], cmp_type: str) -> KeyFunction:
+    if not cast_chain and cmp_type == col_type:
+        # The router calls this for every change of the table: for the common key types
+        # the parsed value is the key, so a builtin does it (int() raises ValueError on
+        # bad text, which the router treats as "no shape").
+        if col_type in ("int2", "int4", "int8"):
+            return int
+        if col_type == "text":
+            return str
     parse = column_parser(col_type) or (lambda s: s)
     steps = []
     src = col_type
