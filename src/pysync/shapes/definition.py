@@ -241,7 +241,15 @@ def build_shape(definition: ShapeDefinition, table: Table | None, tables: Tables
 def _check_replicable(table: Table) -> None:
     """Refuse a table whose writes pysync's REPLICA IDENTITY FULL would break: Postgres 18
     refuses UPDATE and DELETE on a table whose full replica identity holds a column that
-    is not published, and VIRTUAL generated columns never are."""
+    is not published, and VIRTUAL generated columns never are. Nor a partitioned table or
+    an inheritance parent: its snapshot would hold its children's rows, whose changes
+    arrive as the children's (served by shapes on each child)."""
+    if table.has_children:
+        raise ShapeError(
+            "table",
+            f'Table "{table.schema}"."{table.name}" is partitioned or has inheritance children: '
+            "pysync does not sync such tables yet. Sync each partition (child table) instead",
+        )
     virtual = [c.name for c in table.columns if c.virtual]
     if virtual:
         raise ShapeError(
