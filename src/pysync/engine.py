@@ -213,14 +213,16 @@ class Engine:
 
     # -- shapes ---------------------------------------------------------------------
 
-    async def shape(self, definition: ShapeDefinition) -> ShapeConsumer:
+    async def shape(self, definition: ShapeDefinition, *, verify: bool = False) -> ShapeConsumer:
         """The shape for a definition, created (and its snapshot started) if new.
+        ``verify``: an existing one is checked against the catalog (initial requests).
 
         Raises ShapeError (the definition is wrong), EngineUnavailable, or
         psycopg.OperationalError (the database cannot be asked)."""
         if not self.started.is_set():
             raise EngineUnavailable("pysync is starting", retry_after=5)
-        existing = await self.registry.find(definition)
+        existing = await (self.registry.verified(definition) if verify
+                          else self.registry.find(definition))
         if existing is not None:
             existing.last_used = time.monotonic()
             return existing

@@ -229,10 +229,12 @@ def build_shape(definition: ShapeDefinition, table: Table | None, tables: Tables
         params = {i + 1: value for i, value in enumerate(definition.params)}
         where, dependencies = _compile(definition.where, table, params, tables or {}, 0)
     normalized_where = where.normalized if where is not None else ""  # type: ignore[attr-defined]
-    identity = msgspec.json.encode(
-        [table.oid, table.schema, table.name, table.identity, normalized_where,
-         sorted(columns), definition.replica, definition.log_mode]
-    )
+    fields: list[object] = [table.oid, table.schema, table.name, table.identity, normalized_where,
+                            sorted(columns), definition.replica, definition.log_mode]
+    if dependencies:
+        # Their tables' oids: a subquery's table created again makes another shape.
+        fields.append([dependency.key for dependency in dependencies])
+    identity = msgspec.json.encode(fields)
     key = hashlib.sha256(identity).hexdigest()
     return Shape(definition=definition, table=table, where=where, columns=columns, key=key,
                  dependencies=dependencies)

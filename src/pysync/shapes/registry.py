@@ -44,6 +44,10 @@ COMPILE_INLINE_CHARS = 2_000
 ones in a worker thread, so a large clause never stalls other requests."""
 
 
+class CompileTimeout(ShapeError):
+    """The clause did not compile within ``compile_timeout``."""
+
+
 class ShapeRegistry:
     def __init__(
         self,
@@ -109,6 +113,27 @@ class ShapeRegistry:
                 self._by_definition[definition] = consumer
         return consumer
 
+    async def verified(self, definition: ShapeDefinition) -> ShapeConsumer | None:
+        """The known consumer for ``definition`` if the catalog still builds the same
+        shape. A table dropped and created again (its own or a subquery's) is no longer
+        published and sends nothing, so no change ever tells: the old shape would serve
+        the old rows forever. It is invalidated instead (its clients refetch), and a table
+        that is gone is the ShapeError of a new request."""
+        consumer = self._known(definition)
+        if consumer is None:
+            return None
+        try:
+            shape = await self._build_once(definition)
+        except CompileTimeout:
+            raise  # a busy machine says nothing of the catalog
+        except ShapeError:
+            self.invalidate(consumer, "table dropped or changed")
+            raise
+        if shape.key != consumer.shape.key:
+            self.invalidate(consumer, "table dropped or changed")
+            return None
+        return consumer
+
     def known(self, definition: ShapeDefinition) -> ShapeConsumer | None:
         """The consumer serving ``definition`` as spelt, if one is known without asking
         the catalog (the live path's lookup: no await)."""
@@ -153,7 +178,7 @@ class ShapeRegistry:
                 return build_shape(definition, table, tables)
             return await self.compute(build_shape, definition, table, tables)
         except TimeoutError:
-            raise ShapeError(
+            raise CompileTimeout(
                 "where", f"the clause took more than {self.compile_timeout:g} s to compile; "
                 "simplify it"
             ) from None
