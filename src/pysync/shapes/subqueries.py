@@ -118,21 +118,21 @@ class Subqueries:
         for inner in dep.inner:
             self._drop_if_unused(inner)
 
-    def _remove(self, dep: Dependency, reason: str) -> None:
-        dep.invalidate(reason)
+    def _remove(self, dep: Dependency, reason: str, error: BaseException | None = None) -> None:
+        dep.invalidate(reason, error)
         self.router.remove(dep.relation, dep)
         if self.by_key.get(dep.key) is dep:
             del self.by_key[dep.key]
 
-    def fail(self, dep: Dependency, reason: str) -> None:
-        """``dep`` cannot go on: neither can its dependents."""
+    def fail(self, dep: Dependency, reason: str, error: BaseException | None = None) -> None:
+        """``dep`` cannot go on: neither can its dependents. ``error``: the clause's fault."""
         if dep.gone:
             return
         log.info("subquery %s of %s.%s dropped: %s", dep.key, *dep.relation, reason)
         dependents = list(dep.dependents)
-        self._remove(dep, reason)
+        self._remove(dep, reason, error)
         for view in dependents:
-            view.owner.dependency_gone(reason)  # type: ignore[attr-defined]
+            view.owner.dependency_gone(reason, error)  # type: ignore[attr-defined]
         for inner in dep.inner:
             self._drop_if_unused(inner)
 
@@ -363,6 +363,11 @@ class Subqueries:
                 pass
             except (psycopg.Error, OSError) as exc:
                 log.warning("move-in query of shape %s failed: %s", shape.handle, exc)
+                if isinstance(exc, psycopg.errors.DataError):
+                    # The clause fails on the rows moving in: so would every retry; the
+                    # clients refetch and get the failure as a 400.
+                    self.invalidate(shape, f"its clause fails on the rows: {exc.diag.message_primary}")
+                    return
             else:
                 if shape.closed or shape.move is not move:
                     return
@@ -379,7 +384,7 @@ class Subqueries:
             for inner in dep.inner:
                 await asyncio.shield(inner.ready)
         except DependencyGone as exc:
-            self.fail(dep, exc.reason)
+            self.fail(dep, exc.reason, exc.error)
             return
         except Exception as exc:  # noqa: BLE001 - its dependents hear why
             self.fail(dep, f"could not publish its table: {exc}")
@@ -401,6 +406,11 @@ class Subqueries:
                 log.warning("query of subquery %s failed: %s", dep.key, exc)
                 if isinstance(exc, psycopg.errors.UndefinedTable):
                     self.fail(dep, "table dropped")
+                    return
+                if isinstance(exc, psycopg.errors.DataError):
+                    # Its clause fails on the rows (division by zero, a bad cast): every
+                    # retry would too.
+                    self.fail(dep, f"its clause fails on the rows: {exc.diag.message_primary}", exc)
                     return
             else:
                 if dep.gone:
