@@ -36,6 +36,7 @@ from pysync.shapes.log import CHUNK_BYTES
 from pysync.shapes.registry import ShapeRegistry
 from pysync.shapes.storage import OS_IO, Io, StorageError
 from pysync.shapes.store import ShapeStore
+from pysync.shapes.subqueries import MAX_ROWS as MAX_SUBQUERY_ROWS
 from pysync.storage_outage import StorageOutage
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Engine:
         slot: str = "pysync",
         publication: str = "pysync",
         max_shapes: int | None = None,
+        max_subquery_rows: int = MAX_SUBQUERY_ROWS,
         snapshot_connections: int = 5,
         chunk_bytes: int = CHUNK_BYTES,
         flush_interval: float = 0.05,
@@ -91,7 +93,7 @@ class Engine:
         self.stream = ReplicationStream(database_url, slot=slot, publication=publication, streaming=streaming)
         self.registry = ShapeRegistry(
             self.store, self.connections, Publisher(self.connections, publication, wait=publish_timeout),
-            max_shapes=max_shapes,
+            max_shapes=max_shapes, max_subquery_rows=max_subquery_rows,
         )
         self.collector = Collector(self.registry)
         self.flush = FlushTracker(self.collector, self.store, self.stream.acknowledge, interval=flush_interval)

@@ -34,7 +34,7 @@ from pysync.shapes.router import Router
 from pysync.shapes.snapshotter import StaleSnapshot, write_snapshot
 from pysync.shapes.storage import PendingSync, StorageError
 from pysync.shapes.store import RegistryRecord, ShapeStore, new_handle
-from pysync.shapes.subqueries import Subqueries
+from pysync.shapes.subqueries import MAX_ROWS, Subqueries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,6 +56,7 @@ class ShapeRegistry:
         publisher: Publisher,
         *,
         max_shapes: int | None = None,
+        max_subquery_rows: int = MAX_ROWS,
         compile_timeout: float = 10.0,
     ) -> None:
         self.store = store
@@ -73,7 +74,7 @@ class ShapeRegistry:
         self.on_invalidate: list[Callable[[ShapeConsumer], None]] = []
         self.on_storage_error: Callable[[StorageError], None] = lambda exc: None
         self.on_snapshot_done: Callable[[float], None] = lambda seconds: None
-        self.subqueries = Subqueries(connections, publisher.publish, self.invalidate)
+        self.subqueries = Subqueries(connections, publisher.publish, self.invalidate, max_subquery_rows)
         self.subqueries.on_storage_error = lambda exc: self.on_storage_error(exc)
 
     def __len__(self) -> int:

@@ -46,14 +46,32 @@ MAX_ATTEMPTS = 50
 PING_SECONDS = 0.005
 
 
+MAX_ROWS = 2_000_000
+"""Rows all subqueries may hold in memory (about 1 KiB each): without a bound, one
+request of a few hundred ``x IN (SELECT ...)`` over a large table takes the machine's
+memory."""
+
+
+class TooManyRows(Exception):
+    """A new subquery's rows would take the rows held beyond ``max_rows``."""
+
+    def __init__(self, max_rows: int) -> None:
+        super().__init__(
+            f"the subqueries of the shapes served hold more than {max_rows:,} rows; "
+            "use fewer or narrower subqueries, or raise --max-subquery-rows"
+        )
+
+
 class Subqueries:
     def __init__(
         self,
         connections: Connections,
         publish: Callable[[str, str], Any],
         invalidate: Callable[[ShapeConsumer, str], None],
+        max_rows: int = MAX_ROWS,
     ) -> None:
         self.connections = connections
+        self.max_rows = max_rows
         self.publish = publish
         """Coroutine function adding a table to the publication."""
         self._invalidate = invalidate
@@ -415,6 +433,9 @@ class Subqueries:
             else:
                 if dep.gone:
                     return
+                if dep.state is DependencyState.SNAPSHOTTING and self._over_budget(dep, len(rows)):
+                    self.fail(dep, "too many subquery rows held", TooManyRows(self.max_rows))
+                    return
                 width = len(dep.subquery.table.identity)
                 try:
                     dep.snapshot_taken(info, [(tuple(r[:width]), tuple(r[width:])) for r in rows])
@@ -426,6 +447,15 @@ class Subqueries:
                 self.fail(dep, "its query kept failing")
                 return
             await asyncio.sleep(min(0.5, 0.005 * 2 ** min(attempts, 7)))
+
+    def _over_budget(self, dep: Dependency, rows: int) -> bool:
+        """A new dependency's ``rows`` would take what all hold beyond ``max_rows``
+        (those already served keep growing with their tables: they are not refused)."""
+        held = rows
+        for other in self.by_key.values():
+            if other is not dep:
+                held += len(other.rows)
+        return held > self.max_rows
 
     async def close(self) -> None:
         tasks = list(self._tasks)
