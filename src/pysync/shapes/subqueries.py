@@ -417,7 +417,9 @@ class Subqueries:
             views = dep.views
             try:
                 async with self.connections.snapshot_session() as conn:
-                    info, rows = await query_subquery(conn, dep.subquery, views, dep.needed, seen)
+                    # A new one reads one row past what the budget leaves: enough to refuse it.
+                    limit = self._room(dep) + 1 if dep.state is DependencyState.SNAPSHOTTING else None
+                    info, rows = await query_subquery(conn, dep.subquery, views, dep.needed, seen, limit)
             except StaleSnapshot:
                 pass
             except (psycopg.Error, OSError) as exc:
@@ -433,7 +435,7 @@ class Subqueries:
             else:
                 if dep.gone:
                     return
-                if dep.state is DependencyState.SNAPSHOTTING and self._over_budget(dep, len(rows)):
+                if dep.state is DependencyState.SNAPSHOTTING and len(rows) > self._room(dep):
                     self.fail(dep, "too many subquery rows held", TooManyRows(self.max_rows))
                     return
                 width = len(dep.subquery.table.identity)
@@ -448,14 +450,11 @@ class Subqueries:
                 return
             await asyncio.sleep(min(0.5, 0.005 * 2 ** min(attempts, 7)))
 
-    def _over_budget(self, dep: Dependency, rows: int) -> bool:
-        """A new dependency's ``rows`` would take what all hold beyond ``max_rows``
-        (those already served keep growing with their tables: they are not refused)."""
-        held = rows
-        for other in self.by_key.values():
-            if other is not dep:
-                held += len(other.rows)
-        return held > self.max_rows
+    def _room(self, dep: Dependency) -> int:
+        """Rows a new ``dep`` may hold within ``max_rows`` (those already served keep
+        growing with their tables: they are not refused)."""
+        held = sum(len(other.rows) for other in self.by_key.values() if other is not dep)
+        return max(0, self.max_rows - held)
 
     async def close(self) -> None:
         tasks = list(self._tasks)
