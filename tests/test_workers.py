@@ -199,3 +199,28 @@ def test_workers_stop_when_the_replicating_process_dies(db: str, tmp_path: Path)
     while any(alive(p) for p in workers):
         assert time.monotonic() < deadline, "workers outlived the replicating process"
         time.sleep(0.1)
+
+
+def test_a_table_created_again_is_a_new_shape_through_the_workers(db: str, tmp_path: Path) -> None:
+    """A worker that already serves a shape asks the replicating process again for a new
+    client (offset=-1): a table dropped and created again makes a new shape there."""
+    port = free_port()
+    server = start(db, tmp_path / "storage", port, "--workers", "2")
+    base = f"http://127.0.0.1:{port}/v1/shape"
+    try:
+        with httpx.Client(timeout=30) as http, psycopg.connect(db, autocommit=True) as conn:
+            # Each worker (connections spread over them) learns the shape.
+            old = {walk(http, base, {"table": "items"})[-1].headers["electric-handle"] for _ in range(6)}
+            assert len(old) == 1
+            conn.execute("DROP TABLE items")
+            conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL, note text)")
+            conn.execute("INSERT INTO items VALUES (1, 7, 'new')")
+            for _ in range(6):
+                responses = walk(http, base, {"table": "items"})
+                assert responses[-1].headers["electric-handle"] not in old
+                assert materialise(responses) == {"1": {"id": "1", "n": "7", "note": "new"}}
+            conn.execute("INSERT INTO items VALUES (2, 8, 'live')")
+            synced(http, base, [{"table": "items"}],
+                   [rows(conn, "SELECT * FROM items")])
+    finally:
+        assert server.stop(), server.output()

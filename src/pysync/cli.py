@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--allow-delete", action="store_true", default=None,
                        help="enable DELETE /v1/shape (env PYSYNC_ALLOW_DELETE)")
     serve.add_argument("--max-shapes", type=int, help="evict least recently used shapes beyond this (env PYSYNC_MAX_SHAPES)")
+    serve.add_argument("--max-subquery-rows", type=int, help="rows the subqueries of all shapes may hold in "
+                       "memory, about 1 KiB each (env PYSYNC_MAX_SUBQUERY_ROWS, default 2000000)")
     serve.add_argument("--chunk-bytes", type=int, help="bytes per snapshot chunk and response "
                        "(env PYSYNC_CHUNK_BYTES or ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD, default 10485760)")
     serve.add_argument("--cache-max-age", type=int, help="max-age of non-live responses in seconds "
@@ -167,6 +169,7 @@ async def serve(settings: Settings) -> None:
         engine = Engine(
             database_url, storage_dir=settings.shape_storage, slot=settings.slot,
             publication=settings.publication, max_shapes=settings.max_shapes,
+            max_subquery_rows=settings.max_subquery_rows,
             chunk_bytes=settings.chunk_bytes, snapshot_connections=settings.snapshot_connections,
         )
         try:

@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 
 from pysync.shapes.log import CHUNK_BYTES
+from pysync.shapes.subqueries import MAX_ROWS as MAX_SUBQUERY_ROWS
 
 
 class Settings(msgspec.Struct, kw_only=True):
@@ -27,6 +28,8 @@ class Settings(msgspec.Struct, kw_only=True):
     log_level: str = "info"
     allow_delete: bool = False
     max_shapes: int | None = None
+    max_subquery_rows: int = MAX_SUBQUERY_ROWS
+    """Rows the subqueries of all shapes may hold in memory (about 1 KiB each)."""
     chunk_bytes: int = CHUNK_BYTES
     """About this many bytes per snapshot chunk and per response."""
     cache_max_age: int = 60
@@ -64,6 +67,7 @@ ENV: dict[str, tuple[str, ...]] = {
     "log_level": ("PYSYNC_LOG_LEVEL", "ELECTRIC_LOG_LEVEL"),
     "allow_delete": ("PYSYNC_ALLOW_DELETE", "ELECTRIC_ENABLE_INTEGRATION_TESTING"),
     "max_shapes": ("PYSYNC_MAX_SHAPES", "ELECTRIC_MAX_SHAPES"),
+    "max_subquery_rows": ("PYSYNC_MAX_SUBQUERY_ROWS",),
     "chunk_bytes": ("PYSYNC_CHUNK_BYTES", "ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD"),
     "cache_max_age": ("PYSYNC_CACHE_MAX_AGE", "ELECTRIC_CACHE_MAX_AGE"),
     "cache_stale_age": ("PYSYNC_CACHE_STALE_AGE", "ELECTRIC_CACHE_STALE_AGE"),

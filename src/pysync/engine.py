@@ -36,6 +36,7 @@ from pysync.shapes.log import CHUNK_BYTES
 from pysync.shapes.registry import ShapeRegistry
 from pysync.shapes.storage import OS_IO, Io, StorageError
 from pysync.shapes.store import ShapeStore
+from pysync.shapes.subqueries import MAX_ROWS as MAX_SUBQUERY_ROWS
 from pysync.storage_outage import StorageOutage
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ class Engine:
         slot: str = "pysync",
         publication: str = "pysync",
         max_shapes: int | None = None,
+        max_subquery_rows: int = MAX_SUBQUERY_ROWS,
         snapshot_connections: int = 5,
         chunk_bytes: int = CHUNK_BYTES,
         flush_interval: float = 0.05,
@@ -91,7 +93,7 @@ class Engine:
         self.stream = ReplicationStream(database_url, slot=slot, publication=publication, streaming=streaming)
         self.registry = ShapeRegistry(
             self.store, self.connections, Publisher(self.connections, publication, wait=publish_timeout),
-            max_shapes=max_shapes,
+            max_shapes=max_shapes, max_subquery_rows=max_subquery_rows,
         )
         self.collector = Collector(self.registry)
         self.flush = FlushTracker(self.collector, self.store, self.stream.acknowledge, interval=flush_interval)
@@ -213,14 +215,16 @@ class Engine:
 
     # -- shapes ---------------------------------------------------------------------
 
-    async def shape(self, definition: ShapeDefinition) -> ShapeConsumer:
+    async def shape(self, definition: ShapeDefinition, *, verify: bool = False) -> ShapeConsumer:
         """The shape for a definition, created (and its snapshot started) if new.
+        ``verify``: an existing one is checked against the catalog (initial requests).
 
         Raises ShapeError (the definition is wrong), EngineUnavailable, or
         psycopg.OperationalError (the database cannot be asked)."""
         if not self.started.is_set():
             raise EngineUnavailable("pysync is starting", retry_after=5)
-        existing = await self.registry.find(definition)
+        existing = await (self.registry.verified(definition) if verify
+                          else self.registry.find(definition))
         if existing is not None:
             existing.last_used = time.monotonic()
             return existing

@@ -247,7 +247,9 @@ class ShapeAPI:
         subset: dict[str, object] | None,
     ) -> Response:
         with self._admitted(parsed):
-            consumer = await self._load(definition)
+            # A new client's shape is checked against the catalog (its table may have
+            # been dropped and created again); the others follow the handle they have.
+            consumer = await self._load(definition, verify=parsed.offset == BEFORE_ALL)
             if parsed.compaction and consumer.shape.dependencies:
                 raise invalid({"experimental_compaction": ["can't be enabled for shapes with subqueries"]})
             offset = parsed.offset
@@ -276,9 +278,9 @@ class ShapeAPI:
         finally:
             self.in_flight[kind] -= 1
 
-    async def _load(self, definition: ShapeDefinition) -> ShapeConsumer:
+    async def _load(self, definition: ShapeDefinition, verify: bool = False) -> ShapeConsumer:
         try:
-            return await self.engine.shape(definition)
+            return await self.engine.shape(definition, verify=verify)
         except ShapeError as exc:
             raise invalid({exc.field: [exc.message]}) from None
         except EngineUnavailable as exc:

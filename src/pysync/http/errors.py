@@ -12,6 +12,7 @@ import psycopg
 
 from pysync.postgres.publication import LockTimeout, PublicationError
 from pysync.shapes.storage import StorageError
+from pysync.shapes.subqueries import TooManyRows
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +83,8 @@ def snapshot_error(exc: BaseException) -> ShapeAPIError:
         return exc
     if isinstance(exc, StorageError):
         return unavailable(f"pysync cannot store shapes right now ({exc.reason}); retry", 5)
+    if isinstance(exc, TooManyRows):
+        return unavailable(str(exc), 10, known=True)
     if isinstance(exc, LockTimeout):
         return unavailable(str(exc), 5, known=True)
     if isinstance(exc, PublicationError):

@@ -43,6 +43,18 @@ OTHER_FILES = 200
 """Descriptors kept for Postgres sessions, logs, the process's own files."""
 
 
+def _head_part(data: bytes) -> int:
+    """How many bytes of ``data`` belong to the request head being read: up to its blank
+    line (the rest is the body), else all of them. A blank line begun in the previous read
+    is taken as ended at the start of this one; should it not be, the parser's head is
+    still unfinished at the next read, which counts whole."""
+    for rest in (b"\n\r\n", b"\r\n", b"\n"):
+        if data.startswith(rest):
+            return len(rest)
+    end = data.find(b"\r\n\r\n")
+    return len(data) if end == -1 else end + 4
+
+
 def open_files_limit() -> int:
     """Raise the soft RLIMIT_NOFILE to the hard limit (every waiting client holds a
     socket); returns the soft limit now in force."""
@@ -144,8 +156,10 @@ def bounded_protocol(max_connections: int, header_timeout: float, fast: FastPath
             if self._shed:
                 return
             if self in idle:  # still reading a request head: bound its size
+                before = self._head_bytes
                 self._head_bytes += len(data)
-                if self._head_bytes > MAX_HEAD_BYTES:
+                # Only the head counts: a POST's body often comes in the same read.
+                if self._head_bytes > MAX_HEAD_BYTES and before + _head_part(data) > MAX_HEAD_BYTES:
                     # Answer, then go on reading (and dropping) for a moment: closing
                     # with unread input would reset the connection before the client
                     # reads the answer.

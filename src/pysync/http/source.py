@@ -46,8 +46,10 @@ class ShapeSource(Protocol):
     @property
     def last_seen_lsn(self) -> int: ...
 
-    async def shape(self, definition: ShapeDefinition) -> ShapeConsumer:
-        """Get or create; raises ShapeError, EngineUnavailable, psycopg.OperationalError."""
+    async def shape(self, definition: ShapeDefinition, *, verify: bool = False) -> ShapeConsumer:
+        """Get or create; raises ShapeError, EngineUnavailable, psycopg.OperationalError.
+        ``verify``: a known shape is checked against the catalog first (a table dropped
+        and created again makes a new shape)."""
 
     async def find(self, definition: ShapeDefinition) -> ShapeConsumer | None: ...
 

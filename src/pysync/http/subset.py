@@ -27,6 +27,7 @@ from pysync.shapes.registry import COMPILE_INLINE_CHARS
 from pysync.shapes.snapshotter import query_subset
 from pysync.shapes.where import WhereError, compile_where, has_subquery
 
+BIGINT_MAX = 2**63 - 1
 SUBSET_FIELDS = ("where", "params", "limit", "offset", "order_by")
 MAX_BODY = 8 * 1024 * 1024
 """As Plug's default read limit in Electric: larger bodies are a 413."""
@@ -185,6 +186,9 @@ def _integer(value: object, field: str, minimum: int, message: str, errors: dict
     if number < minimum:
         errors[field] = [message]
         return None
+    if number > BIGINT_MAX:  # Postgres' LIMIT and OFFSET are bigints
+        errors[field] = [f"must be less than or equal to {BIGINT_MAX}"]
+        return None
     return number
 
 
@@ -213,9 +217,13 @@ async def serve_subset(
             )
     except psycopg.OperationalError:
         raise unavailable("Cannot connect to the database to run the subset query. Please retry.", 1) from None
+    except psycopg.errors.DataError as exc:
+        # Postgres refused a value the clause computes (division by zero, overflow...).
+        reason = exc.diag.message_primary or "invalid value"
+        raise invalid({"subset": {"where": [f"the clause fails on the table's rows: {reason}"]}}) from None
     except psycopg.Error as exc:
-        raise ShapeAPIError(400, {"message": "Invalid request", "errors": {
-            "subset": {"where": exc.diag.message_primary or str(exc)}}}) from None
+        reason = exc.diag.message_primary or type(exc).__name__
+        raise unavailable(f"Unable to run the subset query: {reason}", 1) from None
     metadata = msgspec.json.encode({
         "xmin": str(info.xmin), "xmax": str(info.xmax), "xip_list": [str(x) for x in info.xip],
         "database_lsn": str(info.lsn), "snapshot_mark": mark,

@@ -39,6 +39,9 @@ class Table(msgspec.Struct, frozen=True):
     """Primary-key column names in key order; empty when the table has no primary key."""
     replica_identity: str
     """``pg_class.relreplident``: d default, f full, n nothing, i index."""
+    has_children: bool = False
+    """A partitioned table or an inheritance parent: its rows live in other tables, whose
+    changes pgoutput reports under their own names."""
 
     def column(self, name: str) -> Column | None:
         for column in self.columns:
@@ -56,6 +59,7 @@ class Table(msgspec.Struct, frozen=True):
 # for a table without columns).
 _TABLE_QUERY = r"""
 SELECT c.oid, n.nspname, c.relname, c.relreplident,
+       c.relkind = 'p' OR EXISTS (SELECT FROM pg_inherits h WHERE h.inhparent = c.oid),
        a.attname, a.attnum, a.atttypid, a.atttypmod, a.attnotnull,
        a.attgenerated <> '' AS generated, a.attgenerated = 'v' AS virtual,
        CASE WHEN t.typcategory = 'A' THEN e.typname ELSE t.typname END,
@@ -105,10 +109,10 @@ async def load_table_async(conn: psycopg.AsyncConnection[Any], schema: str, name
 def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
     if not rows:
         return None
-    oid, nspname, relname, replident = rows[0][:4]
+    oid, nspname, relname, replident, has_children = rows[0][:5]
     columns = []
     for (attname, attnum, typid, typmod, notnull, generated, virtual, typname, dims, typtype,
-         typcategory, pk_index) in (row[4:] for row in rows):
+         typcategory, pk_index) in (row[5:] for row in rows):
         if attname is None:
             continue
         columns.append(
@@ -124,5 +128,5 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
                if c.pk_index is not None)
     return Table(
         oid=int(oid), schema=str(nspname), name=str(relname), columns=tuple(columns),
-        primary_key=pk, replica_identity=str(replident),
+        primary_key=pk, replica_identity=str(replident), has_children=bool(has_children),
     )

@@ -122,7 +122,7 @@ class Hub:
     async def _answer(self, writer: asyncio.StreamWriter, ask: Ask) -> None:
         engine = self.engine
         try:
-            consumer = await (engine.shape(ask.definition) if ask.create else engine.find(ask.definition))
+            consumer = await (engine.shape(ask.definition, verify=ask.verify) if ask.create else engine.find(ask.definition))
         except ShapeError as exc:
             reply = Found(ask.id, error="shape", field=exc.field, message=exc.message)
         except EngineUnavailable as exc:

@@ -64,7 +64,7 @@ class MirrorEngine:
         self._by_handle: dict[str, ShapeConsumer] = {}
         self._by_definition: dict[ShapeDefinition, ShapeConsumer] = {}
         self._asks: dict[int, asyncio.Future[Found]] = {}
-        self._asking: dict[tuple[ShapeDefinition, bool], asyncio.Future[ShapeConsumer | None]] = {}
+        self._asking: dict[tuple[ShapeDefinition, bool, bool], asyncio.Future[ShapeConsumer | None]] = {}
         self._ids = itertools.count()
         self._failure: asyncio.Future[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -165,8 +165,8 @@ class MirrorEngine:
             return None
         return consumer
 
-    async def shape(self, definition: ShapeDefinition) -> ShapeConsumer:
-        consumer = await self._ask(definition, create=True)
+    async def shape(self, definition: ShapeDefinition, *, verify: bool = False) -> ShapeConsumer:
+        consumer = await self._ask(definition, create=True, verify=verify)
         assert consumer is not None
         return consumer
 
@@ -193,22 +193,24 @@ class MirrorEngine:
 
     # -- asking the hub ---------------------------------------------------------------
 
-    async def _ask(self, definition: ShapeDefinition, *, create: bool) -> ShapeConsumer | None:
-        known = self.known(definition)
+    async def _ask(
+        self, definition: ShapeDefinition, *, create: bool, verify: bool = False
+    ) -> ShapeConsumer | None:
+        known = None if verify else self.known(definition)
         if known is not None:
             return known
         if self.closed.done():
             raise EngineUnavailable("pysync is restarting", 1)
         # Concurrent requests for one definition ask once.
-        key = (definition, create)
+        key = (definition, create, verify)
         pending = self._asking.get(key)
         if pending is None:
-            pending = self._asking[key] = asyncio.ensure_future(self._request(definition, create))
+            pending = self._asking[key] = asyncio.ensure_future(self._request(definition, create, verify))
             pending.add_done_callback(lambda _: self._asking.pop(key, None))
         return await asyncio.shield(pending)
 
-    async def _request(self, definition: ShapeDefinition, create: bool) -> ShapeConsumer | None:
-        ask = Ask(next(self._ids), definition, create)
+    async def _request(self, definition: ShapeDefinition, create: bool, verify: bool) -> ShapeConsumer | None:
+        ask = Ask(next(self._ids), definition, create, verify)
         reply = self._asks[ask.id] = asyncio.get_running_loop().create_future()
         self._send(ask)
         found = await reply

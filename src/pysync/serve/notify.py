@@ -26,6 +26,7 @@ class Ask(msgspec.Struct, tag="ask"):
     id: int
     definition: ShapeDefinition
     create: bool
+    verify: bool = False
 
 
 class Delete(msgspec.Struct, tag="delete"):

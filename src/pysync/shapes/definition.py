@@ -229,10 +229,12 @@ def build_shape(definition: ShapeDefinition, table: Table | None, tables: Tables
         params = {i + 1: value for i, value in enumerate(definition.params)}
         where, dependencies = _compile(definition.where, table, params, tables or {}, 0)
     normalized_where = where.normalized if where is not None else ""  # type: ignore[attr-defined]
-    identity = msgspec.json.encode(
-        [table.oid, table.schema, table.name, table.identity, normalized_where,
-         sorted(columns), definition.replica, definition.log_mode]
-    )
+    fields: list[object] = [table.oid, table.schema, table.name, table.identity, normalized_where,
+                            sorted(columns), definition.replica, definition.log_mode]
+    if dependencies:
+        # Their tables' oids: a subquery's table created again makes another shape.
+        fields.append([dependency.key for dependency in dependencies])
+    identity = msgspec.json.encode(fields)
     key = hashlib.sha256(identity).hexdigest()
     return Shape(definition=definition, table=table, where=where, columns=columns, key=key,
                  dependencies=dependencies)
@@ -241,7 +243,15 @@ def build_shape(definition: ShapeDefinition, table: Table | None, tables: Tables
 def _check_replicable(table: Table) -> None:
     """Refuse a table whose writes pysync's REPLICA IDENTITY FULL would break: Postgres 18
     refuses UPDATE and DELETE on a table whose full replica identity holds a column that
-    is not published, and VIRTUAL generated columns never are."""
+    is not published, and VIRTUAL generated columns never are. Nor a partitioned table or
+    an inheritance parent: its snapshot would hold its children's rows, whose changes
+    arrive as the children's (served by shapes on each child)."""
+    if table.has_children:
+        raise ShapeError(
+            "table",
+            f'Table "{table.schema}"."{table.name}" is partitioned or has inheritance children: '
+            "pysync does not sync such tables yet. Sync each partition (child table) instead",
+        )
     virtual = [c.name for c in table.columns if c.virtual]
     if virtual:
         raise ShapeError(

@@ -46,9 +46,11 @@ class DependencyState(enum.Enum):
 
 
 class DependencyGone(Exception):
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, error: BaseException | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.error = error
+        """The client's fault that ended it (its clause fails on the rows), if any."""
 
 
 Row = tuple[str | None, ...]
@@ -325,14 +327,14 @@ class Dependency:
             self._follow_inner(txid)
             self._notify(txid)
 
-    def invalidate(self, reason: str) -> None:
+    def invalidate(self, reason: str, error: BaseException | None = None) -> None:
         if self.state is DependencyState.GONE:
             return
         self.state = DependencyState.GONE
         self.reason = reason
         self.buffer = None
         if not self.ready.done():
-            self.ready.set_exception(DependencyGone(reason))
+            self.ready.set_exception(DependencyGone(reason, error))
             self.ready.exception()  # retrieved: nobody may wait for it
         if self.task is not None:
             self.task.cancel()

@@ -34,7 +34,7 @@ from pysync.shapes.router import Router
 from pysync.shapes.snapshotter import StaleSnapshot, write_snapshot
 from pysync.shapes.storage import PendingSync, StorageError
 from pysync.shapes.store import RegistryRecord, ShapeStore, new_handle
-from pysync.shapes.subqueries import Subqueries
+from pysync.shapes.subqueries import MAX_ROWS, Subqueries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,6 +42,10 @@ T = TypeVar("T")
 COMPILE_INLINE_CHARS = 2_000
 """Clauses up to this long compile on the event loop (tens of microseconds); longer
 ones in a worker thread, so a large clause never stalls other requests."""
+
+
+class CompileTimeout(ShapeError):
+    """The clause did not compile within ``compile_timeout``."""
 
 
 class ShapeRegistry:
@@ -52,6 +56,7 @@ class ShapeRegistry:
         publisher: Publisher,
         *,
         max_shapes: int | None = None,
+        max_subquery_rows: int = MAX_ROWS,
         compile_timeout: float = 10.0,
     ) -> None:
         self.store = store
@@ -70,7 +75,7 @@ class ShapeRegistry:
         self.on_invalidate: list[Callable[[ShapeConsumer], None]] = []
         self.on_storage_error: Callable[[StorageError], None] = lambda exc: None
         self.on_snapshot_done: Callable[[float], None] = lambda seconds: None
-        self.subqueries = Subqueries(connections, publisher.publish, self.invalidate)
+        self.subqueries = Subqueries(connections, publisher.publish, self.invalidate, max_subquery_rows)
         self.subqueries.on_storage_error = lambda exc: self.on_storage_error(exc)
 
     def __len__(self) -> int:
@@ -108,6 +113,27 @@ class ShapeRegistry:
             consumer = self._by_key.get((await self._build_once(definition)).key)
             if consumer is not None:
                 self._by_definition[definition] = consumer
+        return consumer
+
+    async def verified(self, definition: ShapeDefinition) -> ShapeConsumer | None:
+        """The known consumer for ``definition`` if the catalog still builds the same
+        shape. A table dropped and created again (its own or a subquery's) is no longer
+        published and sends nothing, so no change ever tells: the old shape would serve
+        the old rows forever. It is invalidated instead (its clients refetch), and a table
+        that is gone is the ShapeError of a new request."""
+        consumer = self._known(definition)
+        if consumer is None:
+            return None
+        try:
+            shape = await self._build_once(definition)
+        except CompileTimeout:
+            raise  # a busy machine says nothing of the catalog
+        except ShapeError:
+            self.invalidate(consumer, "table dropped or changed")
+            raise
+        if shape.key != consumer.shape.key:
+            self.invalidate(consumer, "table dropped or changed")
+            return None
         return consumer
 
     def known(self, definition: ShapeDefinition) -> ShapeConsumer | None:
@@ -154,7 +180,7 @@ class ShapeRegistry:
                 return build_shape(definition, table, tables)
             return await self.compute(build_shape, definition, table, tables)
         except TimeoutError:
-            raise ShapeError(
+            raise CompileTimeout(
                 "where", f"the clause took more than {self.compile_timeout:g} s to compile; "
                 "simplify it"
             ) from None

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 import psycopg
+from psycopg import sql
 
 from pysync.postgres.snapshot import (
     SnapshotInfo,
@@ -118,10 +119,13 @@ async def query_move_in(
 
 async def query_subquery(
     conn: psycopg.AsyncConnection[Any], subquery: Subquery, views: Sequence[Any],
-    needed: Sequence[str], seen: Sequence[int],
+    needed: Sequence[str], seen: Sequence[int], limit: int | None = None,
 ) -> tuple[SnapshotInfo, list[tuple[Any, ...]]]:
-    """A dependency's rows (identity texts, then ``needed`` texts), read with ``views``."""
+    """A dependency's rows (identity texts, then ``needed`` texts), read with ``views``;
+    at most ``limit`` of them."""
     query, params = subquery_rows_query(subquery, views, needed)
+    if limit is not None:
+        query = query + sql.SQL(" LIMIT {}").format(sql.Literal(limit))
     async with snapshot_transaction(conn) as info:
         _check_seen(info, seen)
         rows = await fetch_texts(conn, query, params)

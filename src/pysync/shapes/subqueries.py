@@ -46,14 +46,32 @@ MAX_ATTEMPTS = 50
 PING_SECONDS = 0.005
 
 
+MAX_ROWS = 2_000_000
+"""Rows all subqueries may hold in memory (about 1 KiB each): without a bound, one
+request of a few hundred ``x IN (SELECT ...)`` over a large table takes the machine's
+memory."""
+
+
+class TooManyRows(Exception):
+    """A new subquery's rows would take the rows held beyond ``max_rows``."""
+
+    def __init__(self, max_rows: int) -> None:
+        super().__init__(
+            f"the subqueries of the shapes served hold more than {max_rows:,} rows; "
+            "use fewer or narrower subqueries, or raise --max-subquery-rows"
+        )
+
+
 class Subqueries:
     def __init__(
         self,
         connections: Connections,
         publish: Callable[[str, str], Any],
         invalidate: Callable[[ShapeConsumer, str], None],
+        max_rows: int = MAX_ROWS,
     ) -> None:
         self.connections = connections
+        self.max_rows = max_rows
         self.publish = publish
         """Coroutine function adding a table to the publication."""
         self._invalidate = invalidate
@@ -118,21 +136,21 @@ class Subqueries:
         for inner in dep.inner:
             self._drop_if_unused(inner)
 
-    def _remove(self, dep: Dependency, reason: str) -> None:
-        dep.invalidate(reason)
+    def _remove(self, dep: Dependency, reason: str, error: BaseException | None = None) -> None:
+        dep.invalidate(reason, error)
         self.router.remove(dep.relation, dep)
         if self.by_key.get(dep.key) is dep:
             del self.by_key[dep.key]
 
-    def fail(self, dep: Dependency, reason: str) -> None:
-        """``dep`` cannot go on: neither can its dependents."""
+    def fail(self, dep: Dependency, reason: str, error: BaseException | None = None) -> None:
+        """``dep`` cannot go on: neither can its dependents. ``error``: the clause's fault."""
         if dep.gone:
             return
         log.info("subquery %s of %s.%s dropped: %s", dep.key, *dep.relation, reason)
         dependents = list(dep.dependents)
-        self._remove(dep, reason)
+        self._remove(dep, reason, error)
         for view in dependents:
-            view.owner.dependency_gone(reason)  # type: ignore[attr-defined]
+            view.owner.dependency_gone(reason, error)  # type: ignore[attr-defined]
         for inner in dep.inner:
             self._drop_if_unused(inner)
 
@@ -363,6 +381,11 @@ class Subqueries:
                 pass
             except (psycopg.Error, OSError) as exc:
                 log.warning("move-in query of shape %s failed: %s", shape.handle, exc)
+                if isinstance(exc, psycopg.errors.DataError):
+                    # The clause fails on the rows moving in: so would every retry; the
+                    # clients refetch and get the failure as a 400.
+                    self.invalidate(shape, f"its clause fails on the rows: {exc.diag.message_primary}")
+                    return
             else:
                 if shape.closed or shape.move is not move:
                     return
@@ -379,7 +402,7 @@ class Subqueries:
             for inner in dep.inner:
                 await asyncio.shield(inner.ready)
         except DependencyGone as exc:
-            self.fail(dep, exc.reason)
+            self.fail(dep, exc.reason, exc.error)
             return
         except Exception as exc:  # noqa: BLE001 - its dependents hear why
             self.fail(dep, f"could not publish its table: {exc}")
@@ -394,7 +417,9 @@ class Subqueries:
             views = dep.views
             try:
                 async with self.connections.snapshot_session() as conn:
-                    info, rows = await query_subquery(conn, dep.subquery, views, dep.needed, seen)
+                    # A new one reads one row past what the budget leaves: enough to refuse it.
+                    limit = self._room(dep) + 1 if dep.state is DependencyState.SNAPSHOTTING else None
+                    info, rows = await query_subquery(conn, dep.subquery, views, dep.needed, seen, limit)
             except StaleSnapshot:
                 pass
             except (psycopg.Error, OSError) as exc:
@@ -402,8 +427,16 @@ class Subqueries:
                 if isinstance(exc, psycopg.errors.UndefinedTable):
                     self.fail(dep, "table dropped")
                     return
+                if isinstance(exc, psycopg.errors.DataError):
+                    # Its clause fails on the rows (division by zero, a bad cast): every
+                    # retry would too.
+                    self.fail(dep, f"its clause fails on the rows: {exc.diag.message_primary}", exc)
+                    return
             else:
                 if dep.gone:
+                    return
+                if dep.state is DependencyState.SNAPSHOTTING and len(rows) > self._room(dep):
+                    self.fail(dep, "too many subquery rows held", TooManyRows(self.max_rows))
                     return
                 width = len(dep.subquery.table.identity)
                 try:
@@ -416,6 +449,12 @@ class Subqueries:
                 self.fail(dep, "its query kept failing")
                 return
             await asyncio.sleep(min(0.5, 0.005 * 2 ** min(attempts, 7)))
+
+    def _room(self, dep: Dependency) -> int:
+        """Rows a new ``dep`` may hold within ``max_rows`` (those already served keep
+        growing with their tables: they are not refused)."""
+        held = sum(len(other.rows) for other in self.by_key.values() if other is not dep)
+        return max(0, self.max_rows - held)
 
     async def close(self) -> None:
         tasks = list(self._tasks)

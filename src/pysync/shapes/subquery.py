@@ -159,7 +159,11 @@ class SubqueryShape:
             self.txids.add(xid)
         self.manager.changed(self)
 
-    def dependency_gone(self, reason: str) -> None:
+    def dependency_gone(self, reason: str, error: BaseException | None = None) -> None:
+        """``error``: the clause's fault, which a shape still snapshotting fails with (the
+        client's request gets it, not a 409 to refetch the same failure)."""
+        if error is not None:
+            self.consumer.fail(error)
         self.manager.invalidate(self, f"a subquery's shape went away: {reason}")
 
     # -- the initial snapshot -----------------------------------------------------------

@@ -1,0 +1,59 @@
+"""Tables whose rows live in other tables: a partitioned table or an inheritance parent.
+
+pgoutput reports a change of a partition (or of an inheriting child) under the child's
+own name, so a shape on the parent would get its children's rows in the snapshot and
+none of their changes afterwards. Such tables are a 400 naming the table (as a shape's
+table and as a subquery's), left unpublished; shapes on each partition work."""
+
+from __future__ import annotations
+
+import pytest
+
+from http_support import Client, Conn, assert_invalid, data
+from pysync.engine import Engine
+
+SCHEMA = """
+CREATE TABLE parted (id int, k int, PRIMARY KEY (id, k)) PARTITION BY RANGE (k);
+CREATE TABLE parted_low PARTITION OF parted FOR VALUES FROM (0) TO (100);
+CREATE TABLE parted_high PARTITION OF parted FOR VALUES FROM (100) TO (200);
+INSERT INTO parted VALUES (1, 5), (2, 150);
+CREATE TABLE parent (id int PRIMARY KEY, v int);
+CREATE TABLE child () INHERITS (parent);
+INSERT INTO child VALUES (1, 1);
+CREATE TABLE todos (id int PRIMARY KEY, ref int);
+"""
+
+
+def refusal(name: str) -> dict[str, list[str]]:
+    return {"table": [
+        f'Table "public"."{name}" is partitioned or has inheritance children: pysync does not '
+        "sync such tables yet. Sync each partition (child table) instead"]}
+
+
+@pytest.mark.parametrize("name", ["parted", "parent"])
+async def test_a_parent_table_is_a_400_and_left_unpublished(
+    engine: Engine, client: Client, conn: Conn, name: str
+) -> None:
+    conn.execute(SCHEMA)
+    assert_invalid(await client.shape(table=name, offset="-1"), refusal(name))
+    assert_invalid(await client.shape(table="todos", offset="-1", where=f"ref IN (SELECT id FROM {name})"),
+                   refusal(name))
+    published = conn.execute("SELECT tablename FROM pg_publication_tables").fetchall()
+    assert (name,) not in published
+    assert conn.execute("SELECT relreplident FROM pg_class WHERE relname = %s", (name,)).fetchone() == ("d",)
+
+
+async def test_a_partition_is_synced_live(engine: Engine, client: Client, conn: Conn) -> None:
+    conn.execute(SCHEMA)
+    handle, offset, messages = await client.sync(table="parted_low")
+    assert [m["value"] for m in data(messages)] == [{"id": "1", "k": "5"}]
+    conn.execute("INSERT INTO parted VALUES (3, 7), (4, 170)")
+    seen: list[dict[str, object]] = []
+    for _ in range(10):
+        response = await client.shape(table="parted_low", handle=handle, offset=offset, live="true")
+        assert response.status_code == 200, response.text
+        offset = response.headers["electric-offset"]
+        seen += data(response.json())
+        if seen:
+            break
+    assert [m["value"] for m in seen] == [{"id": "3", "k": "7"}]
