@@ -186,6 +186,38 @@ async def test_idle_slot_is_confirmed_on_keepalives(
     await consumer.wait_for(lambda: confirmed() >= target, timeout=30)
 
 
+async def test_an_idle_stream_keeps_telling_postgres_its_position(
+    conn: Conn, database_url: str, consumers: list[Consumer]
+) -> None:
+    """A walsender sometimes misses the wakeup for a commit (seen with Postgres 18: a
+    plain pg_recvlogical got a commit 9.5 s late, at its next status update) and sends
+    the commit only when the client next writes to it. So an idle stream writes a
+    status update every ``idle_feedback`` seconds, not only every ``status_interval``."""
+    stream = ReplicationStream(database_url, status_interval=3600, idle_feedback=0.2)
+    await asyncio.to_thread(stream.setup)
+    consumer = Consumer(stream)
+    consumers.append(consumer)
+
+    def reply_time() -> object:
+        row = conn.execute(
+            "SELECT r.reply_time FROM pg_stat_replication r JOIN pg_replication_slots s"
+            " ON s.active_pid = r.pid WHERE s.slot_name = 'pysync'"
+        ).fetchone()
+        return row[0] if row else None
+
+    seen: set[object] = set()
+
+    def updated_twice() -> bool:
+        # Nothing is written meanwhile, so only idle feedback moves reply_time (Postgres
+        # asks for a reply itself only after wal_sender_timeout / 2, 30 s by default).
+        value = reply_time()
+        if value is not None:
+            seen.add(value)
+        return len(seen) >= 3
+
+    await consumer.wait_for(updated_twice, timeout=20)
+
+
 async def test_only_acknowledged_positions_are_confirmed(conn: Conn, database_url: str) -> None:
     conn.execute("CREATE TABLE a (id int PRIMARY KEY)")
     stream = ReplicationStream(database_url, status_interval=0.1)

@@ -102,6 +102,7 @@ class ReplicationStream:
         messages: bool = True,
         start_lsn: int = 0,
         status_interval: float = 10.0,
+        idle_feedback: float = 0.25,
         reconnect: bool = True,
         max_backoff: float = 5.0,
         slot_busy_timeout: float = 15.0,
@@ -122,6 +123,11 @@ class ReplicationStream:
         self.two_phase = two_phase
         self.messages = messages
         self.status_interval = status_interval
+        # A walsender sometimes misses the wakeup for a commit (seen with Postgres 18: a
+        # plain pg_recvlogical got one 9.5 s late) and sends it only when the client next
+        # writes. A status update after each quiet ``idle_feedback`` seconds bounds that
+        # delay; it costs one 34-byte message per quiet period.
+        self.idle_feedback = idle_feedback
         self.reconnect = reconnect
         self.max_backoff = max_backoff
         self.slot_busy_timeout = slot_busy_timeout
@@ -320,7 +326,8 @@ class ReplicationStream:
                 pgconn.consume_input()
                 n, data = pgconn.get_copy_data(1)
                 if n == 0:
-                    await self._wait_readable(loop, pgconn.socket)
+                    if not await self._wait_readable(loop, pgconn.socket):
+                        self._send_status(force=True)  # quiet: see ``idle_feedback``
                     pgconn.consume_input()
                     continue
             if n < 0:
@@ -356,7 +363,8 @@ class ReplicationStream:
                     self.delivered_lsn = wal_end
                 self._send_status(force=bool(reply))
 
-    async def _wait_readable(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    async def _wait_readable(self, loop: asyncio.AbstractEventLoop, fd: int) -> bool:
+        """Wait until ``fd`` is readable (True) or ``idle_feedback`` seconds pass (False)."""
         ready = loop.create_future()
 
         def wake() -> None:
@@ -367,9 +375,10 @@ class ReplicationStream:
         try:
             # asyncio.wait, not wait_for: on Python 3.11 wait_for swallows a cancellation
             # that races with the future completing, and the engine could not be stopped.
-            await asyncio.wait([ready], timeout=min(self.status_interval, 1.0))
+            await asyncio.wait([ready], timeout=min(self.status_interval, self.idle_feedback))
         finally:
             loop.remove_reader(fd)
+        return ready.done()
 
     def _copy_end_reason(self, pgconn: pq.abc.PGconn) -> str:
         result = pgconn.get_result()
