@@ -7,6 +7,7 @@ longer read) are carried out after the loop, never while it iterates the router.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -23,6 +24,8 @@ from pysync.shapes.subquery import Phase
 
 log = logging.getLogger(__name__)
 
+# LogOffset(tx, op) without the NamedTuple's Python-level __new__: one per appended entry.
+_offset = functools.partial(tuple.__new__, LogOffset)
 _encode = msgspec.json.Encoder().encode
 PG_EPOCH = 946_684_800.0
 """Postgres timestamps count from 2000-01-01 UTC."""
@@ -64,6 +67,7 @@ class Collector:
         headers_base = {"lsn": str(commit_lsn), "txids": [xid]}
         touched: dict[ShapeConsumer, list[dict[str, Any]]] = {}
         doomed: list[tuple[ShapeConsumer, str]] = []
+        reused = False  # did shapes share converted entries (to encode them once)?
         op = 0
         for change in txn.changes:
             if type(change) is Truncation:
@@ -79,18 +83,20 @@ class Collector:
             relation = change.relation
             routes = tables.get((relation.namespace, relation.name))
             if routes is not None:
-                headers = {**headers_base, "op_position": op}
-                kind, new, old = change.op, change.new, change.old
+                headers = None
                 # Shapes with the same projection and match outcome get the same entries:
                 # converted once per change.
-                shared: dict[tuple[Any, bool, bool], list[dict[str, Any]]] = {}
+                shared: dict[tuple[Any, bool, bool], list[dict[str, Any]]] | None = None
+                kind, new, old = change.op, change.new, change.old
                 for consumer in routes.candidates(relation.column_names, new, old):
-                    if not consumer.accepts(xid, commit_lsn):
-                        continue
-                    subquery = consumer.subquery
-                    if subquery is not None and subquery.phase is not Phase.STEADY:
-                        subquery.hold(xid, commit_lsn, op, change)
-                        continue
+                    existing = touched.get(consumer)
+                    if existing is None:  # else it took an earlier change of this transaction
+                        if not consumer.accepts(xid, commit_lsn):
+                            continue
+                        subquery = consumer.subquery
+                        if subquery is not None and subquery.phase is not Phase.STEADY:
+                            subquery.hold(xid, commit_lsn, op, change)
+                            continue
                     converter = consumer.converter
                     if consumer.relation is not relation or converter is None:
                         try:
@@ -98,6 +104,8 @@ class Collector:
                         except (KeyError, ValueError):
                             doomed.append((consumer, "columns no longer replicated"))
                             continue
+                    if headers is None:
+                        headers = {**headers_base, "op_position": op}
                     if type(converter) is not ShapeConverter:
                         # per-shape headers (subquery tags): nothing to share
                         entries = converter.convert(kind, new, old, headers)
@@ -106,13 +114,17 @@ class Collector:
                         if not (new_match or old_match):
                             continue
                         key = (converter.projection, new_match, old_match)
-                        found = shared.get(key)
+                        if shared is None:
+                            shared = {}
+                            found = None
+                        else:
+                            found = shared.get(key)
+                            reused = reused or found is not None
                         if found is None:
                             found = shared[key] = converter.projection.convert(
                                 kind, new, old, new_match, old_match, headers)
                         entries = found
                     if entries:
-                        existing = touched.get(consumer)
                         if existing is None:
                             touched[consumer] = list(entries)
                         else:
@@ -126,10 +138,13 @@ class Collector:
         for consumer, entries in touched.items():
             frames = []
             for entry in entries:
-                payload = encoded.get(id(entry))
-                if payload is None:
-                    payload = encoded[id(entry)] = _encode(entry)
-                frames.append((LogOffset(commit_lsn, entry["headers"]["op_position"]), payload))
+                if reused:
+                    payload = encoded.get(id(entry))
+                    if payload is None:
+                        payload = encoded[id(entry)] = _encode(entry)
+                else:
+                    payload = _encode(entry)
+                frames.append((_offset((commit_lsn, entry["headers"]["op_position"])), payload))
             # The shape's last entry of the transaction: its headers (last in the entry)
             # get "last": true, in the bytes, leaving the shared entry as it is.
             offset, payload = frames[-1]
