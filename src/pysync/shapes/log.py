@@ -34,6 +34,9 @@ class LogSlice(NamedTuple):
     """Total payload bytes."""
 
 
+_NO_WAITERS: frozenset[asyncio.Future[None]] = frozenset()
+
+
 class ShapeLog:
     def __init__(self, storage: LogStorage, chunk_bytes: int = CHUNK_BYTES) -> None:
         self.storage = storage
@@ -46,7 +49,8 @@ class ShapeLog:
         self.dirty = False
         self._recent: list[bytes] = []
         self._recent_start = 0
-        self._waiters: set[asyncio.Future[None]] = set()
+        # Most shapes have nobody waiting: they share one empty set (216 bytes a shape).
+        self._waiters: set[asyncio.Future[None]] | frozenset[asyncio.Future[None]] = _NO_WAITERS
         self._recover()
 
     # -- state ----------------------------------------------------------------------
@@ -208,7 +212,7 @@ class ShapeLog:
     def notify(self) -> None:
         if not self._waiters:
             return
-        waiters, self._waiters = self._waiters, set()
+        waiters, self._waiters = self._waiters, _NO_WAITERS
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -217,12 +221,17 @@ class ShapeLog:
         """A future resolved at the next append (or when the shape goes away); hand it
         back with ``unwait`` if it is no longer wanted."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.add(future)
+        waiters = self._waiters
+        if not isinstance(waiters, set):
+            waiters = set()
+            self._waiters = waiters
+        waiters.add(future)
         return future
 
     def unwait(self, future: asyncio.Future[None]) -> None:
         future.cancel()
-        self._waiters.discard(future)
+        if isinstance(self._waiters, set):
+            self._waiters.discard(future)
 
     # -- recovery, and following another process's appends ---------------------------
 
