@@ -13,7 +13,9 @@ from typing import Any
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 
-engine = Engine(os.environ["PYSYNC_BENCH_DATABASE_URL"], storage_dir=os.environ["PYSYNC_BENCH_STORAGE"])
+engine = Engine(
+    os.environ["PYSYNC_BENCH_DATABASE_URL"], storage_dir=os.environ["PYSYNC_BENCH_STORAGE"]
+)
 api = ShapeAPI(engine, long_poll_timeout=20.0)
 
 

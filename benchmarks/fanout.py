@@ -82,8 +82,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 from nginx_process import Nginx  # noqa: E402  - the test's nginx, docker/nginx.conf rendered
 
 SEQ = re.compile(rb'"seq":"(\d+)"')
-HEADER = re.compile(rb"\r\n(electric-offset|electric-handle|electric-cursor|content-length|"
-                    rb"transfer-encoding|electric-up-to-date): ?([^\r]*)", re.IGNORECASE)
+HEADER = re.compile(
+    rb"\r\n(electric-offset|electric-handle|electric-cursor|content-length|"
+    rb"transfer-encoding|electric-up-to-date): ?([^\r]*)",
+    re.IGNORECASE,
+)
 
 
 def say(text: str = "") -> None:
@@ -136,14 +139,58 @@ def cpu_seconds(pids: list[int]) -> float:
 
 ASGI_SERVERS = {
     # The same ASGI app (benchmarks/asgi_app.py) under each server, one process each.
-    "uvicorn": ["-m", "uvicorn", "--host", HOST, "--port", "{port}", "--loop", "uvloop", "--http", "httptools",
-                "--log-level", "warning", "--no-access-log", "asgi_app:app"],
+    "uvicorn": [
+        "-m",
+        "uvicorn",
+        "--host",
+        HOST,
+        "--port",
+        "{port}",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "asgi_app:app",
+    ],
     # granian admits 1,024 connections by default: raised to hold every client.
-    "granian": ["-m", "granian", "--interface", "asgi", "--host", HOST, "--port", "{port}", "--workers", "1",
-                "--loop", "uvloop", "--http", "1", "--no-ws", "--backlog", "16384", "--backpressure", "16384",
-                "--log-level", "warning", "asgi_app:app"],
-    "hypercorn": ["-m", "hypercorn", "--bind", f"{HOST}:{{port}}", "--worker-class", "uvloop",
-                  "--log-level", "warning", "asgi_app:app"],
+    "granian": [
+        "-m",
+        "granian",
+        "--interface",
+        "asgi",
+        "--host",
+        HOST,
+        "--port",
+        "{port}",
+        "--workers",
+        "1",
+        "--loop",
+        "uvloop",
+        "--http",
+        "1",
+        "--no-ws",
+        "--backlog",
+        "16384",
+        "--backpressure",
+        "16384",
+        "--log-level",
+        "warning",
+        "asgi_app:app",
+    ],
+    "hypercorn": [
+        "-m",
+        "hypercorn",
+        "--bind",
+        f"{HOST}:{{port}}",
+        "--worker-class",
+        "uvloop",
+        "--log-level",
+        "warning",
+        "asgi_app:app",
+    ],
 }
 
 
@@ -152,7 +199,12 @@ class Server:
     server (``asgi``), in a subprocess."""
 
     def __init__(
-        self, database_url: str, storage: Path, log: Path, workers: int, port: int | None = None,
+        self,
+        database_url: str,
+        storage: Path,
+        log: Path,
+        workers: int,
+        port: int | None = None,
         asgi: str | None = None,
     ) -> None:
         self.port = port or free_port()
@@ -160,18 +212,35 @@ class Server:
         if asgi is not None:
             command = [sys.executable, *(a.format(port=self.port) for a in ASGI_SERVERS[asgi])]
             env.update(PYSYNC_BENCH_DATABASE_URL=database_url, PYSYNC_BENCH_STORAGE=str(storage))
-            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "benchmarks"), env.get("PYTHONPATH")]))
+            env["PYTHONPATH"] = os.pathsep.join(
+                filter(None, [str(ROOT / "benchmarks"), env.get("PYTHONPATH")])
+            )
         else:
             command = [
-                sys.executable, "-m", "pysync.cli", "serve", "--database-url", database_url,
-                "--host", HOST, "--port", str(self.port), "--storage-dir", str(storage),
-                "--long-poll-timeout", "20", "--log-level", "warning",
+                sys.executable,
+                "-m",
+                "pysync.cli",
+                "serve",
+                "--database-url",
+                database_url,
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "--storage-dir",
+                str(storage),
+                "--long-poll-timeout",
+                "20",
+                "--log-level",
+                "warning",
             ]
             if workers:
                 command += ["--workers", str(workers)]
         self.log = log
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(command, stdout=self._log_file, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            command, stdout=self._log_file, stderr=subprocess.STDOUT, env=env
+        )
 
     def pids(self) -> list[int]:
         return descendants(self.proc.pid)
@@ -419,7 +488,11 @@ async def _clients(pipe: Connection, port: int, count: int) -> None:
             transports.append(transport)
         await asyncio.sleep(0.02)
     deadline = time.monotonic() + 120
-    while (shared.synced < count or shared.waiting < count) and not shared.errors and time.monotonic() < deadline:
+    while (
+        (shared.synced < count or shared.waiting < count)
+        and not shared.errors
+        and time.monotonic() < deadline
+    ):
         await asyncio.sleep(0.05)
     pipe.send(("ready", shared.synced, shared.waiting, shared.errors[:3]))
     while True:
@@ -435,11 +508,23 @@ async def _clients(pipe: Connection, port: int, count: int) -> None:
             shared.reconnect = True
             pipe.send(("ok",))
         elif command == "herd":
-            pipe.send((shared.waiting, shared.refetches, shared.retries, shared.refused, shared.errors[:3]))
+            pipe.send(
+                (
+                    shared.waiting,
+                    shared.refetches,
+                    shared.retries,
+                    shared.refused,
+                    shared.errors[:3],
+                )
+            )
         elif command == "progress":
-            pipe.send((min(shared.last_seq.values(), default=0), shared.responses, shared.errors[:3]))
+            pipe.send(
+                (min(shared.last_seq.values(), default=0), shared.responses, shared.errors[:3])
+            )
         elif command == "results":
-            pipe.send((shared.seqs.tobytes(), shared.times.tobytes(), shared.responses, shared.errors[:3]))
+            pipe.send(
+                (shared.seqs.tobytes(), shared.times.tobytes(), shared.responses, shared.errors[:3])
+            )
         elif command == "stop":
             shared.stopping = True
             for transport in transports:
@@ -550,7 +635,9 @@ class Restart:
     delivered: int
 
 
-def run_restart(n: int, url: str, storage: Path, tmp: Path, seq: list[int], args: argparse.Namespace) -> Restart:
+def run_restart(
+    n: int, url: str, storage: Path, tmp: Path, seq: list[int], args: argparse.Namespace
+) -> Restart:
     """``n`` clients waiting; the server stops (SIGTERM) and starts again on the same
     storage and port; the clients reconnect with their offsets, each after a random
     pause of up to 1 s (a herd: the TS client retries about as fast)."""
@@ -575,7 +662,9 @@ def run_restart(n: int, url: str, storage: Path, tmp: Path, seq: list[int], args
             if sum(int(h[0]) for h in herd) >= n:
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(f"restart: only {sum(int(h[0]) for h in herd)} of {n} waiting again")
+                raise RuntimeError(
+                    f"restart: only {sum(int(h[0]) for h in herd)} of {n} waiting again"
+                )
             time.sleep(0.05)
         seconds = time.perf_counter() - started
         cpu = cpu_seconds(server.pids())
@@ -586,7 +675,10 @@ def run_restart(n: int, url: str, storage: Path, tmp: Path, seq: list[int], args
         commits: dict[int, float] = {}
         write(url, seq[0], 1, args.interval, commits)
         deadline = time.monotonic() + 30
-        while min(int(p[0]) for p in ask(children, "progress")) < seq[0] and time.monotonic() < deadline:
+        while (
+            min(int(p[0]) for p in ask(children, "progress")) < seq[0]
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.02)
         latencies = []
         for _, pipe in children:
@@ -595,12 +687,20 @@ def run_restart(n: int, url: str, storage: Path, tmp: Path, seq: list[int], args
             seqs, times = array("q"), array("d")
             seqs.frombytes(raw_seqs)
             times.frombytes(raw_times)
-            latencies += [(t - commits[q]) * 1000 for q, t in zip(seqs, times, strict=True) if q in commits]
+            latencies += [
+                (t - commits[q]) * 1000 for q, t in zip(seqs, times, strict=True) if q in commits
+            ]
         seq[0] += 1
         return Restart(
-            clients=n, seconds=seconds, ready_seconds=ready, refetches=sum(int(h[1]) for h in herd),
-            retries=sum(int(h[2]) for h in herd), snapshots=snapshots, server_cpu=cpu,
-            p99=percentile(latencies, 99), delivered=len(latencies),
+            clients=n,
+            seconds=seconds,
+            ready_seconds=ready,
+            refetches=sum(int(h[1]) for h in herd),
+            retries=sum(int(h[2]) for h in herd),
+            snapshots=snapshots,
+            server_cpu=cpu,
+            p99=percentile(latencies, 99),
+            delivered=len(latencies),
         )
     finally:
         stop_clients(children)
@@ -608,8 +708,14 @@ def run_restart(n: int, url: str, storage: Path, tmp: Path, seq: list[int], args
 
 
 def run_level(
-    label: str, n: int, port: int, server_pids: Callable[[], list[int]], url: str, seq: list[int],
-    args: argparse.Namespace, origin_port: int | None = None,
+    label: str,
+    n: int,
+    port: int,
+    server_pids: Callable[[], list[int]],
+    url: str,
+    seq: list[int],
+    args: argparse.Namespace,
+    origin_port: int | None = None,
 ) -> Result:
     http_get(port, "/v1/shape?table=items&offset=-1")  # the shape exists before the clients come
     time.sleep(0.5)
@@ -654,13 +760,21 @@ def run_level(
             seqs, times = array("q"), array("d")
             seqs.frombytes(raw_seqs)
             times.frombytes(raw_times)
-            latencies += [(t - commits[s]) * 1000 for s, t in zip(seqs, times, strict=True) if s in commits]
+            latencies += [
+                (t - commits[s]) * 1000 for s, t in zip(seqs, times, strict=True) if s in commits
+            ]
     finally:
         stop_clients(children)
     return Result(
-        label=label, clients=n, p50=percentile(latencies, 50), p99=percentile(latencies, 99),
-        max=max(latencies, default=float("nan")), delivered=len(latencies), expected=n * args.commits,
-        responses=responses, server_cpu=cpu,
+        label=label,
+        clients=n,
+        p50=percentile(latencies, 50),
+        p99=percentile(latencies, 99),
+        max=max(latencies, default=float("nan")),
+        delivered=len(latencies),
+        expected=n * args.commits,
+        responses=responses,
+        server_cpu=cpu,
         kib_per_waiting=(rss_waiting - rss_before) / n,
         origin_per_commit=origin / args.commits if origin_port else None,
     )
@@ -668,9 +782,11 @@ def run_level(
 
 def report(r: Result) -> None:
     per = r.server_cpu * 1e6 / r.responses if r.responses else float("nan")
-    line = (f"{r.label:>10} {r.clients:>6} clients: p50 {r.p50:7.1f} ms  p99 {r.p99:7.1f} ms  max {r.max:7.1f} ms"
-            f"  delivered {r.delivered}/{r.expected}  {r.responses} responses, server CPU {per:.0f} us/response"
-            f"  {r.kib_per_waiting:.1f} KiB/waiting")
+    line = (
+        f"{r.label:>10} {r.clients:>6} clients: p50 {r.p50:7.1f} ms  p99 {r.p99:7.1f} ms  max {r.max:7.1f} ms"
+        f"  delivered {r.delivered}/{r.expected}  {r.responses} responses, server CPU {per:.0f} us/response"
+        f"  {r.kib_per_waiting:.1f} KiB/waiting"
+    )
     if r.origin_per_commit is not None:
         line += f"  origin requests per commit {r.origin_per_commit:.2f}"
     say(line)
@@ -691,7 +807,9 @@ def bench(args: argparse.Namespace) -> list[Result]:
                 admin.execute(f"CREATE DATABASE {DBNAME}")
             url = cluster.url(DBNAME)
             with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("CREATE TABLE items (id int PRIMARY KEY, seq bigint NOT NULL, note text)")
+                conn.execute(
+                    "CREATE TABLE items (id int PRIMARY KEY, seq bigint NOT NULL, note text)"
+                )
                 conn.execute("INSERT INTO items VALUES (1, 0, 'fanout benchmark row')")
             seq = [1]
             runs = [(f"asgi:{name}", 0, name) for name in args.asgi_server.split(",") if name]
@@ -701,7 +819,13 @@ def bench(args: argparse.Namespace) -> list[Result]:
                 for n in levels:
                     # A fresh server per level: memory and CPU are that level's alone.
                     count += 1
-                    server = Server(url, tmp / f"storage-{count}", tmp / f"server-{count}.log", workers, asgi=asgi)
+                    server = Server(
+                        url,
+                        tmp / f"storage-{count}",
+                        tmp / f"server-{count}.log",
+                        workers,
+                        asgi=asgi,
+                    )
                     try:
                         server.wait_healthy()
                         result = run_level(label, n, server.port, server.pids, url, seq, args)
@@ -714,19 +838,33 @@ def bench(args: argparse.Namespace) -> list[Result]:
                     # Fresh nginx and server per run: a steady population of clients. (Clients
                     # that join later, on URLs whose cached responses expired, start groups
                     # of their own: each origin response picks a new jittered cursor.)
-                    server = Server(url, tmp / f"storage-nginx-{interval}", tmp / f"server-nginx-{interval}.log", 0)
+                    server = Server(
+                        url,
+                        tmp / f"storage-nginx-{interval}",
+                        tmp / f"server-nginx-{interval}.log",
+                        0,
+                    )
                     try:
                         server.wait_healthy()
                         nginx = Nginx(server.port, tmp / f"nginx-{interval}")
                         try:
                             server.wait_healthy(nginx.port)
                             # The slow run needs fewer commits to show the same thing.
-                            commits = args.commits if interval == args.interval else min(args.commits, 30)
-                            nginx_args = argparse.Namespace(**{**vars(args), "interval": interval, "commits": commits})
+                            commits = (
+                                args.commits if interval == args.interval else min(args.commits, 30)
+                            )
+                            nginx_args = argparse.Namespace(
+                                **{**vars(args), "interval": interval, "commits": commits}
+                            )
                             result = run_level(
-                                f"nginx@{interval * 1000:.0f}ms", args.nginx, nginx.port,
-                                joined(server.pids, functools.partial(descendants, nginx.pid)), url, seq,
-                                nginx_args, origin_port=server.port,
+                                f"nginx@{interval * 1000:.0f}ms",
+                                args.nginx,
+                                nginx.port,
+                                joined(server.pids, functools.partial(descendants, nginx.pid)),
+                                url,
+                                seq,
+                                nginx_args,
+                                origin_port=server.port,
                             )
                             results.append(result)
                             report(result)
@@ -736,33 +874,51 @@ def bench(args: argparse.Namespace) -> list[Result]:
                         server.stop()
             if args.restart:
                 r = run_restart(args.restart, url, tmp / "storage-restart", tmp, seq, args)
-                say(f"   restart {r.clients:>6} clients: all waiting again {r.seconds:.1f} s after the restart "
+                say(
+                    f"   restart {r.clients:>6} clients: all waiting again {r.seconds:.1f} s after the restart "
                     f"(server up in {r.ready_seconds:.1f} s); {r.refetches} refetches (409), {r.retries} "
                     f"retries (503), {r.snapshots} snapshots; server CPU {r.server_cpu:.1f} s in all; "
-                    f"next commit p99 {r.p99:.0f} ms ({r.delivered}/{r.clients} delivered)")
+                    f"next commit p99 {r.p99:.0f} ms ({r.delivered}/{r.clients} delivered)"
+                )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return results
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--levels", default="1000,5000,10000", help="client counts")
-    parser.add_argument("--workers", default="0,2", help="--workers values to run (0: single process)")
+    parser.add_argument(
+        "--workers", default="0,2", help="--workers values to run (0: single process)"
+    )
     parser.add_argument("--nginx", type=int, default=0, help="clients through nginx (0: skip)")
-    parser.add_argument("--asgi-server", default="", help="also run the plain ASGI app under these servers "
-                        "(uvicorn,granian,hypercorn) at each level")
-    parser.add_argument("--nginx-interval", type=float, default=1.0,
-                        help="seconds between commits of the second nginx run (the first uses --interval)")
-    parser.add_argument("--restart", type=int, default=0, help="clients through a server restart (0: skip)")
+    parser.add_argument(
+        "--asgi-server",
+        default="",
+        help="also run the plain ASGI app under these servers "
+        "(uvicorn,granian,hypercorn) at each level",
+    )
+    parser.add_argument(
+        "--nginx-interval",
+        type=float,
+        default=1.0,
+        help="seconds between commits of the second nginx run (the first uses --interval)",
+    )
+    parser.add_argument(
+        "--restart", type=int, default=0, help="clients through a server restart (0: skip)"
+    )
     parser.add_argument("--commits", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--client-procs", type=int, default=2)
     args = parser.parse_args()
-    say(f"fanout benchmark, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
+    say(
+        f"fanout benchmark, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
         f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores shared "
-        f"by server, clients, writer and Postgres; load average {os.getloadavg()[0]:.2f}")
+        f"by server, clients, writer and Postgres; load average {os.getloadavg()[0]:.2f}"
+    )
     started = time.perf_counter()
     results = bench(args)
     say(f"total {time.perf_counter() - started:.0f} s")
@@ -771,9 +927,11 @@ def main() -> None:
     big = single.get(10000)
     if first is not None:
         largest = single[max(single)] if single else first
-        say(f"fanout 1000 clients: p50 {first.p50:.1f} ms p99 {first.p99:.1f} ms; "
+        say(
+            f"fanout 1000 clients: p50 {first.p50:.1f} ms p99 {first.p99:.1f} ms; "
             f"10000 clients p99 {big.p99 if big else float('nan'):.0f} ms; "
-            f"{largest.kib_per_waiting:.1f} KiB per waiting request")
+            f"{largest.kib_per_waiting:.1f} KiB per waiting request"
+        )
 
 
 if __name__ == "__main__":

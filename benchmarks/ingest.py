@@ -88,9 +88,11 @@ class Drain:
     """CPU time used on the machine by everything else during the drain (noise)."""
 
     def cpu_summary(self) -> str:
-        return (f"CPU s: consumer {self.cpu:.2f}, walsender {self.walsender_cpu:.2f}, "
-                f"other server {self.server_cpu:.2f}, rest of machine {self.other_cpu:.2f}; "
-                f"consumer sleeps {self.sleeps:,}")
+        return (
+            f"CPU s: consumer {self.cpu:.2f}, walsender {self.walsender_cpu:.2f}, "
+            f"other server {self.server_cpu:.2f}, rest of machine {self.other_cpu:.2f}; "
+            f"consumer sleeps {self.sleeps:,}"
+        )
 
     @property
     def rate(self) -> float:
@@ -119,11 +121,16 @@ def client_env(cluster: PostgresCluster) -> dict[str, str]:
 def run_client(cluster: PostgresCluster, program: str, *args: str) -> str:
     result = subprocess.run(
         [str(cluster.bin_dir / program), *args],
-        env=client_env(cluster), capture_output=True, text=True, check=False,
+        env=client_env(cluster),
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
-        sys.exit(f"{program} {' '.join(args)} failed (exit {result.returncode}):\n"
-                 f"{result.stdout}{result.stderr}")
+        sys.exit(
+            f"{program} {' '.join(args)} failed (exit {result.returncode}):\n"
+            f"{result.stdout}{result.stderr}"
+        )
     return result.stdout + result.stderr
 
 
@@ -140,8 +147,9 @@ def drop_slot(conn: psycopg.Connection[tuple[object, ...]], name: str) -> None:
     )
 
 
-def scalar(conn: psycopg.Connection[tuple[object, ...]], query: str,
-           params: tuple[object, ...] = ()) -> str:
+def scalar(
+    conn: psycopg.Connection[tuple[object, ...]], query: str, params: tuple[object, ...] = ()
+) -> str:
     """The single value a query returns, as text."""
     row = conn.execute(query, params).fetchone()
     if row is None:
@@ -160,25 +168,27 @@ def end_load(conn: psycopg.Connection[tuple[object, ...]]) -> int:
     return parse_lsn(scalar(conn, "SELECT pg_current_wal_lsn()::text"))
 
 
-def peek_row_changes(
-    conn: psycopg.Connection[tuple[object, ...]], slot: str, end: int
-) -> int:
+def peek_row_changes(conn: psycopg.Connection[tuple[object, ...]], slot: str, end: int) -> int:
     """Row changes (I/U/D messages) in ``slot`` up to ``end``, decoded server-side."""
-    return int(scalar(
-        conn,
-        "SELECT count(*) FROM pg_logical_slot_peek_binary_changes("
-        "  %s, %s::pg_lsn, NULL, 'proto_version', '1', 'publication_names', %s)"
-        " WHERE get_byte(data, 0) IN (73, 85, 68)",
-        (slot, format_lsn(end), PUBLICATION),
-    ))
+    return int(
+        scalar(
+            conn,
+            "SELECT count(*) FROM pg_logical_slot_peek_binary_changes("
+            "  %s, %s::pg_lsn, NULL, 'proto_version', '1', 'publication_names', %s)"
+            " WHERE get_byte(data, 0) IN (73, 85, 68)",
+            (slot, format_lsn(end), PUBLICATION),
+        )
+    )
 
 
 def confirmed_lsn(conn: psycopg.Connection[tuple[object, ...]], slot: str) -> int:
-    return parse_lsn(scalar(
-        conn,
-        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
-        (slot,),
-    ))
+    return parse_lsn(
+        scalar(
+            conn,
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+            (slot,),
+        )
+    )
 
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -238,8 +248,7 @@ class CpuMeter:
         self.reaped, self.running = server_cpu(cluster)
         self.busy = machine_busy()
 
-    def finish(self, conn: psycopg.Connection[tuple[object, ...]], slot: str,
-               drain: Drain) -> None:
+    def finish(self, conn: psycopg.Connection[tuple[object, ...]], slot: str, drain: Drain) -> None:
         """Wait until the slot's walsender has exited and been reaped, then account."""
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
@@ -277,10 +286,19 @@ def drain_pg_recvlogical(
     if protocol >= 2:
         options.append("streaming=on")
     args = [
-        str(cluster.bin_dir / "pg_recvlogical"), "--start", "-d", DBNAME, "-S", slot,
-        "-P", "pgoutput",
+        str(cluster.bin_dir / "pg_recvlogical"),
+        "--start",
+        "-d",
+        DBNAME,
+        "-S",
+        slot,
+        "-P",
+        "pgoutput",
         *[arg for option in options for arg in ("-o", option)],
-        "-f", "/dev/null", f"--endpos={format_lsn(end)}", "--no-loop",
+        "-f",
+        "/dev/null",
+        f"--endpos={format_lsn(end)}",
+        "--no-loop",
     ]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -385,34 +403,48 @@ def drain_all(
                 meter.finish(conn, recv_slot, drain)
                 reached = confirmed_lsn(conn, recv_slot)
                 if reached < end:
-                    sys.exit(f"pg_recvlogical stopped at {format_lsn(reached)}, "
-                             f"before {format_lsn(end)}")
+                    sys.exit(
+                        f"pg_recvlogical stopped at {format_lsn(reached)}, before {format_lsn(end)}"
+                    )
                 recv.append(drain)
                 drop_slot(conn, recv_slot)
             else:
                 drain, delivered = drain_pysync(url, pysync_slot, end)
                 meter.finish(conn, pysync_slot, drain)
                 if drain.rows != expected:
-                    sys.exit(f"pysync delivered {drain.rows} row changes, the backlog has "
-                             f"{expected} (last end LSN {format_lsn(delivered)})")
+                    sys.exit(
+                        f"pysync delivered {drain.rows} row changes, the backlog has "
+                        f"{expected} (last end LSN {format_lsn(delivered)})"
+                    )
                 mine.append(drain)
                 drop_slot(conn, pysync_slot)
-            say(f"  {name} round {i + 1} {drain.consumer:>14}: {drain.rows:,} rows in "
-                f"{drain.seconds:.2f} s = {drain.rate:,.0f} rows/s; {drain.cpu_summary()}")
+            say(
+                f"  {name} round {i + 1} {drain.consumer:>14}: {drain.rows:,} rows in "
+                f"{drain.seconds:.2f} s = {drain.rate:,.0f} rows/s; {drain.cpu_summary()}"
+            )
     result = Result(expected, recv, mine)
-    say(f"  {name}: pg_recvlogical {result.recvlogical_rate:,.0f} rows/s, "
-        f"pysync {result.pysync_rate:,.0f} rows/s, ratio {result.ratio:.2f}")
+    say(
+        f"  {name}: pg_recvlogical {result.recvlogical_rate:,.0f} rows/s, "
+        f"pysync {result.pysync_rate:,.0f} rows/s, ratio {result.ratio:.2f}"
+    )
     for label, drains in (("pg_recvlogical", recv), ("pysync", mine)):
         rows = sum(d.rows for d in drains)
-        say(f"  {name}: CPU per row change with {label}: consumer "
+        say(
+            f"  {name}: CPU per row change with {label}: consumer "
             f"{sum(d.cpu for d in drains) / rows * 1e6:.2f} µs, walsender "
             f"{sum(d.walsender_cpu for d in drains) / rows * 1e6:.2f} µs; wall "
-            f"{sum(d.seconds for d in drains) / rows * 1e6:.2f} µs")
+            f"{sum(d.seconds for d in drains) / rows * 1e6:.2f} µs"
+        )
     return result
 
 
-def backlog(cluster: PostgresCluster, conn: psycopg.Connection[tuple[object, ...]],
-            rounds: int, scale: int, seconds: int) -> Result:
+def backlog(
+    cluster: PostgresCluster,
+    conn: psycopg.Connection[tuple[object, ...]],
+    rounds: int,
+    scale: int,
+    seconds: int,
+) -> Result:
     say(f"backlog: pgbench -i -s {scale}")
     run_client(cluster, "pgbench", "-i", "-q", "-s", str(scale))
     for table in PGBENCH_TABLES:
@@ -427,8 +459,13 @@ def backlog(cluster: PostgresCluster, conn: psycopg.Connection[tuple[object, ...
     return drain_all(cluster, conn, "backlog", recv_slots, pysync_slots, verify_slot, end)
 
 
-def bulk(cluster: PostgresCluster, conn: psycopg.Connection[tuple[object, ...]],
-         rounds: int, rows: int, streaming: bool) -> tuple[Result, Drain | None, Drain | None]:
+def bulk(
+    cluster: PostgresCluster,
+    conn: psycopg.Connection[tuple[object, ...]],
+    rounds: int,
+    rows: int,
+    streaming: bool,
+) -> tuple[Result, Drain | None, Drain | None]:
     conn.execute(f"CREATE TABLE {BULK_TABLE} (id int)")
     publish_table(conn, PUBLICATION, "public", BULK_TABLE)
     recv_slots, pysync_slots, verify_slot = slot_names("bulk", rounds)
@@ -453,39 +490,57 @@ def bulk(cluster: PostgresCluster, conn: psycopg.Connection[tuple[object, ...]],
     if mine.rows != result.rows:
         sys.exit(f"pysync (streaming) delivered {mine.rows} row changes, expected {result.rows}")
     for drain in (recv, mine):
-        say(f"  bulk protocol 2 streaming {drain.consumer:>14}: {drain.rows:,} rows in "
-            f"{drain.seconds:.2f} s = {drain.rate:,.0f} rows/s; {drain.cpu_summary()}")
+        say(
+            f"  bulk protocol 2 streaming {drain.consumer:>14}: {drain.rows:,} rows in "
+            f"{drain.seconds:.2f} s = {drain.rate:,.0f} rows/s; {drain.cpu_summary()}"
+        )
     return result, recv, mine
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=2,
-                        help="drains per consumer and scenario, alternating order (default 2)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="drains per consumer and scenario, alternating order (default 2)",
+    )
     parser.add_argument("--scale", type=int, default=10, help="pgbench -i scale (default 10)")
     parser.add_argument("--seconds", type=int, default=20, help="pgbench -T (default 20)")
-    parser.add_argument("--bulk-rows", type=int, default=BULK_ROWS,
-                        help=f"rows in the bulk transaction (default {BULK_ROWS:_})")
-    parser.add_argument("--no-streaming", action="store_true",
-                        help="skip the protocol 2 streaming drains of the bulk transaction")
+    parser.add_argument(
+        "--bulk-rows",
+        type=int,
+        default=BULK_ROWS,
+        help=f"rows in the bulk transaction (default {BULK_ROWS:_})",
+    )
+    parser.add_argument(
+        "--no-streaming",
+        action="store_true",
+        help="skip the protocol 2 streaming drains of the bulk transaction",
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
 
     started = time.perf_counter()
     with temporary_cluster() as cluster:
-        say(f"Postgres {cluster.bin_dir} on port {cluster.port}; Python {platform.python_version()}, "
-            f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__}), {os.cpu_count()} CPUs")
+        say(
+            f"Postgres {cluster.bin_dir} on port {cluster.port}; Python {platform.python_version()}, "
+            f"psycopg {psycopg.__version__} ({psycopg.pq.__impl__}), {os.cpu_count()} CPUs"
+        )
         with psycopg.connect(cluster.url(), autocommit=True) as admin:
             admin.execute(f"CREATE DATABASE {DBNAME}")
         with psycopg.connect(cluster.url(DBNAME), autocommit=True) as conn:
             ensure_publication(conn, PUBLICATION)
             backlog_result = backlog(cluster, conn, args.rounds, args.scale, args.seconds)
-            bulk_result, _, _ = bulk(cluster, conn, args.rounds, args.bulk_rows,
-                                     not args.no_streaming)
+            bulk_result, _, _ = bulk(
+                cluster, conn, args.rounds, args.bulk_rows, not args.no_streaming
+            )
     say(f"total run time {time.perf_counter() - started:.0f} s")
-    say(f"ingest ratio pysync/pg_recvlogical: backlog {backlog_result.ratio:.2f} "
-        f"bulk {bulk_result.ratio:.2f}")
+    say(
+        f"ingest ratio pysync/pg_recvlogical: backlog {backlog_result.ratio:.2f} "
+        f"bulk {bulk_result.ratio:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -104,9 +104,22 @@ class Server:
     def __init__(self, database_url: str, storage: Path, log: Path) -> None:
         self.port = free_port()
         command = [
-            sys.executable, "-m", "pysync.cli", "serve", "--database-url", database_url,
-            "--host", HOST, "--port", str(self.port), "--storage-dir", str(storage),
-            "--long-poll-timeout", "20", "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "pysync.cli",
+            "serve",
+            "--database-url",
+            database_url,
+            "--host",
+            HOST,
+            "--port",
+            str(self.port),
+            "--storage-dir",
+            str(storage),
+            "--long-poll-timeout",
+            "20",
+            "--log-level",
+            "warning",
         ]
         self.log = log
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()
@@ -156,8 +169,21 @@ class Profiler:
 
     def __init__(self, pid: int, out: Path) -> None:
         self.proc = subprocess.Popen(
-            ["py-spy", "record", "-p", str(pid), "--rate", "250", "--idle", "--format", "speedscope",
-             "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                "py-spy",
+                "record",
+                "-p",
+                str(pid),
+                "--rate",
+                "250",
+                "--idle",
+                "--format",
+                "speedscope",
+                "-o",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
 
     def stop(self) -> None:
@@ -176,7 +202,9 @@ class Profiler:
 class Conn:
     """One keep-alive HTTP/1.1 connection; GET only, Content-Length or chunked bodies."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.host = f"{HOST}:{port}".encode()
@@ -187,7 +215,9 @@ class Conn:
         return cls(reader, writer, port)
 
     def send(self, path: str) -> None:
-        self.writer.write(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: " + self.host + b"\r\n\r\n")
+        self.writer.write(
+            b"GET " + path.encode() + b" HTTP/1.1\r\nHost: " + self.host + b"\r\n\r\n"
+        )
 
     async def receive(self) -> tuple[int, dict[bytes, bytes], bytes]:
         head = await self.reader.readuntil(b"\r\n\r\n")
@@ -242,7 +272,9 @@ async def client(index: int, port: int, level: Level, measure_from: list[int]) -
     try:
         offset, handle = "-1", ""
         while True:
-            path = f"/v1/shape?table=items&offset={offset}" + (f"&handle={handle}" if handle else "")
+            path = f"/v1/shape?table=items&offset={offset}" + (
+                f"&handle={handle}" if handle else ""
+            )
             status, headers, _ = await conn.get(path)
             if status != 200:
                 raise RuntimeError(f"sync: HTTP {status}")
@@ -256,8 +288,10 @@ async def client(index: int, port: int, level: Level, measure_from: list[int]) -
         cursor = ""
         arrivals = level.arrivals
         while True:
-            conn.send(f"/v1/shape?table=items&live=true&offset={offset}&handle={handle}"
-                      + (f"&cursor={cursor}" if cursor else ""))
+            conn.send(
+                f"/v1/shape?table=items&live=true&offset={offset}&handle={handle}"
+                + (f"&cursor={cursor}" if cursor else "")
+            )
             level.waiting += 1
             status, headers, body = await conn.receive()
             now = time.perf_counter()
@@ -341,7 +375,9 @@ async def run_level(
         try:
             await asyncio.wait_for(level.all_synced.wait(), 60)
         except TimeoutError:
-            raise RuntimeError(f"{n} clients: only {level.synced} synced; {level.errors[:3]}") from None
+            raise RuntimeError(
+                f"{n} clients: only {level.synced} synced; {level.errors[:3]}"
+            ) from None
         sync_seconds = time.perf_counter() - began
         deadline = time.monotonic() + 20
         while level.waiting < n and time.monotonic() < deadline:
@@ -366,7 +402,9 @@ async def run_level(
             await asyncio.sleep(0.5)
             cpu_server0 = cpu_seconds(server_pid)
         t0 = time.perf_counter()
-        writer = asyncio.create_task(asyncio.to_thread(write, url, seq[0], args.commits, args.interval, commits))
+        writer = asyncio.create_task(
+            asyncio.to_thread(write, url, seq[0], args.commits, args.interval, commits)
+        )
         await writer
         last = seq[0] + args.commits - 1
         seq[0] += args.commits
@@ -391,11 +429,20 @@ async def run_level(
 
     latencies = [(t - commits[s]) * 1000 for s, t in level.arrivals if s in commits]
     return Result(
-        clients=n, p50=percentile(latencies, 50), p95=percentile(latencies, 95),
-        p99=percentile(latencies, 99), max=max(latencies, default=float("nan")),
-        samples=len(latencies), expected=n * args.commits, server_cpu=cpu_server,
-        client_cpu=cpu_client, responses=responses, sync_seconds=sync_seconds, seconds=seconds,
-        rss_idle=rss_idle, rss_waiting=rss_waiting,
+        clients=n,
+        p50=percentile(latencies, 50),
+        p95=percentile(latencies, 95),
+        p99=percentile(latencies, 99),
+        max=max(latencies, default=float("nan")),
+        samples=len(latencies),
+        expected=n * args.commits,
+        server_cpu=cpu_server,
+        client_cpu=cpu_client,
+        responses=responses,
+        sync_seconds=sync_seconds,
+        seconds=seconds,
+        rss_idle=rss_idle,
+        rss_waiting=rss_waiting,
     )
 
 
@@ -413,7 +460,9 @@ async def bench(args: argparse.Namespace) -> list[Result]:
                 admin.execute(f"CREATE DATABASE {DBNAME}")
             url = cluster.url(DBNAME)
             with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("CREATE TABLE items (id int PRIMARY KEY, seq bigint NOT NULL, note text)")
+                conn.execute(
+                    "CREATE TABLE items (id int PRIMARY KEY, seq bigint NOT NULL, note text)"
+                )
                 conn.execute("INSERT INTO items VALUES (1, 0, 'latency benchmark row')")
             server = Server(url, tmp / "storage", tmp / "server.log")
             await server.wait_healthy()
@@ -443,32 +492,48 @@ def stop_server(server: Server) -> None:
 
 
 def report(r: Result, args: argparse.Namespace) -> None:
-    say(f"\n{r.clients} client(s): synced in {r.sync_seconds:.2f} s; "
-        f"{args.commits} commits every {args.interval * 1000:.0f} ms")
-    say(f"  latency  p50 {r.p50:.1f} ms  p95 {r.p95:.1f} ms  p99 {r.p99:.1f} ms  max {r.max:.1f} ms"
-        f"  ({r.samples}/{r.expected} deliveries)")
+    say(
+        f"\n{r.clients} client(s): synced in {r.sync_seconds:.2f} s; "
+        f"{args.commits} commits every {args.interval * 1000:.0f} ms"
+    )
+    say(
+        f"  latency  p50 {r.p50:.1f} ms  p95 {r.p95:.1f} ms  p99 {r.p99:.1f} ms  max {r.max:.1f} ms"
+        f"  ({r.samples}/{r.expected} deliveries)"
+    )
     per = 1e6 / r.responses if r.responses else float("nan")
-    say(f"  {r.responses} live responses in {r.seconds:.1f} s ({r.responses / r.seconds:.0f}/s); "
+    say(
+        f"  {r.responses} live responses in {r.seconds:.1f} s ({r.responses / r.seconds:.0f}/s); "
         f"CPU server {r.server_cpu:.2f} s ({r.server_cpu * per:.0f} us/response), "
-        f"clients+writer {r.client_cpu:.2f} s ({r.client_cpu * per:.0f} us/response)")
+        f"clients+writer {r.client_cpu:.2f} s ({r.client_cpu * per:.0f} us/response)"
+    )
     if r.clients >= 100:
         per_req = (r.rss_waiting - r.rss_idle) * 1024 / r.clients
-        say(f"  server RSS {r.rss_idle / 1024:.1f} MiB idle -> {r.rss_waiting / 1024:.1f} MiB with "
-            f"{r.clients} waiting: {per_req / 1024:.1f} KiB per waiting request")
+        say(
+            f"  server RSS {r.rss_idle / 1024:.1f} MiB idle -> {r.rss_waiting / 1024:.1f} MiB with "
+            f"{r.clients} waiting: {per_req / 1024:.1f} KiB per waiting request"
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--levels", default="1,100,1000", help="client counts (default 1,100,1000)")
     parser.add_argument("--commits", type=int, default=100, help="measured commits per level")
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured commits per level")
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between commits")
-    parser.add_argument("--profile", type=Path, help="attach py-spy record to the server while measuring; output here")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="attach py-spy record to the server while measuring; output here",
+    )
     args = parser.parse_args()
 
-    say(f"latency benchmark, {datetime.date.today()}, {platform.python_implementation()} "
+    say(
+        f"latency benchmark, {datetime.date.today()}, {platform.python_implementation()} "
         f"{platform.python_version()}, {os.cpu_count()} cores shared by server, clients, writer "
-        f"and Postgres")
+        f"and Postgres"
+    )
     say("server: pysync serve subprocess; clients: asyncio-streams HTTP/1.1, one connection each")
     started = time.perf_counter()
     results = asyncio.run(bench(args))
@@ -476,8 +541,10 @@ def main() -> None:
     by_n = {r.clients: r for r in results}
     if 1000 in by_n:
         r = by_n[1000]
-        say(f"memory per waiting request (1,000 clients): "
-            f"{(r.rss_waiting - r.rss_idle) / 1000:.1f} KiB")
+        say(
+            f"memory per waiting request (1,000 clients): "
+            f"{(r.rss_waiting - r.rss_idle) / 1000:.1f} KiB"
+        )
     if 100 in by_n:
         r = by_n[100]
         say(f"latency 100 clients: p50 {r.p50:.1f} ms p99 {r.p99:.1f} ms")

@@ -82,7 +82,9 @@ def user_shape(conn: Conn, user: int) -> Shape:
 
 
 def title_shape(conn: Conn, n: int) -> Shape:
-    return validate(conn, ShapeDefinition.create("todos", where="title ILIKE $1", params=[f"%#{n:05d}#%"]))
+    return validate(
+        conn, ShapeDefinition.create("todos", where="title ILIKE $1", params=[f"%#{n:05d}#%"])
+    )
 
 
 def ready_shape(shape: Shape) -> ShapeConsumer:
@@ -116,16 +118,26 @@ def relation_of(conn: Conn) -> Relation:
         RelationColumn(flags=1 if key else 0, name=str(name), type_oid=int(typ), type_mod=int(mod))  # type: ignore[call-overload]
         for name, typ, mod, key in rows
     )
-    return Relation(xid=None, oid=int(oid), namespace="public", name="todos",  # type: ignore[arg-type]
-                    replica_identity="d", columns=columns)
+    return Relation(
+        xid=None,
+        oid=int(oid),  # type: ignore[arg-type]
+        namespace="public",
+        name="todos",
+        replica_identity="d",
+        columns=columns,
+    )
 
 
 # -- changes ----------------------------------------------------------------------------
 
 
 def make_transactions(
-    relation: Relation, changes: int, txn_size: int, row_for: Callable[[int], tuple[int, str]],
-    first_xid: int, first_lsn: int,
+    relation: Relation,
+    changes: int,
+    txn_size: int,
+    row_for: Callable[[int], tuple[int, str]],
+    first_xid: int,
+    first_lsn: int,
 ) -> list[Transaction]:
     """``changes`` inserts/updates (3:1); change i has ``row_for(i)`` = (user_id, title)."""
     txns: list[Transaction] = []
@@ -178,8 +190,14 @@ class Bench:
     """One engine with its shapes and a change pattern; passes of ``changes`` changes."""
 
     def __init__(
-        self, url: str, relation: Relation, shapes: list[Shape], changes: int, txn_size: int,
-        row_for: Callable[[int], tuple[int, str]], label: str,
+        self,
+        url: str,
+        relation: Relation,
+        shapes: list[Shape],
+        changes: int,
+        txn_size: int,
+        row_for: Callable[[int], tuple[int, str]],
+        label: str,
     ) -> None:
         self.engine = new_engine(url)
         self.lives = register(self.engine, shapes)
@@ -194,7 +212,9 @@ class Bench:
         self.warm: list[float] = []
 
     def _pass(self) -> float:
-        txns = make_transactions(self.relation, self.changes, self.txn_size, self.row_for, self.xid, self.lsn)
+        txns = make_transactions(
+            self.relation, self.changes, self.txn_size, self.row_for, self.xid, self.lsn
+        )
         self.xid = txns[-1].xid + 1
         self.lsn = txns[-1].end_lsn + 1000
         before = total_entries(self.lives)
@@ -216,8 +236,10 @@ class Bench:
         return max(self.warm)
 
     def report(self) -> None:
-        say(f"  {self.label:<22} cold {self.cold:>9,.0f}   warm best {self.best:>9,.0f} changes/s "
-            f"({1e6 / self.best:5.1f} us/change)   passes: {' '.join(f'{r / 1000:.0f}k' for r in self.warm)}")
+        say(
+            f"  {self.label:<22} cold {self.cold:>9,.0f}   warm best {self.best:>9,.0f} changes/s "
+            f"({1e6 / self.best:5.1f} us/change)   passes: {' '.join(f'{r / 1000:.0f}k' for r in self.warm)}"
+        )
 
 
 def memory_breakdown(conn: Conn, url: str, count: int) -> float:
@@ -233,7 +255,9 @@ def memory_breakdown(conn: Conn, url: str, count: int) -> float:
     used = tracemalloc.get_traced_memory()[0] - start_mem
     tracemalloc.stop()
     per_shape = used / count
-    say(f"  tracemalloc, {count:,} idle shapes: {used / 2**20:.1f} MiB = {per_shape / 1024:.2f} KB/shape")
+    say(
+        f"  tracemalloc, {count:,} idle shapes: {used / 2**20:.1f} MiB = {per_shape / 1024:.2f} KB/shape"
+    )
     stats = after.compare_to(before, "lineno")
     say("  biggest allocation sites (bytes/shape):")
     for stat in stats[:14]:
@@ -249,20 +273,30 @@ def memory_breakdown(conn: Conn, url: str, count: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--changes", type=int, default=200_000, help="changes per pass (indexed shapes)")
-    parser.add_argument("--scan-changes", type=int, default=5_000, help="changes per pass (ILIKE shapes)")
-    parser.add_argument("--repeats", type=int, default=4, help="warm passes per count (the best is reported)")
+    parser.add_argument(
+        "--changes", type=int, default=200_000, help="changes per pass (indexed shapes)"
+    )
+    parser.add_argument(
+        "--scan-changes", type=int, default=5_000, help="changes per pass (ILIKE shapes)"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=4, help="warm passes per count (the best is reported)"
+    )
     parser.add_argument("--txn-size", type=int, default=1, help="changes per transaction")
     args = parser.parse_args()
 
     with temporary_cluster() as cluster:
-        say(f"Postgres {cluster.bin_dir} on port {cluster.port}; Python {platform.python_version()}, "
-            f"{os.cpu_count()} CPUs; {args.changes:,} changes per pass, {args.txn_size} per transaction")
+        say(
+            f"Postgres {cluster.bin_dir} on port {cluster.port}; Python {platform.python_version()}, "
+            f"{os.cpu_count()} CPUs; {args.changes:,} changes per pass, {args.txn_size} per transaction"
+        )
         with psycopg.connect(cluster.url(), autocommit=True) as admin:
             admin.execute(f"CREATE DATABASE {DBNAME}")
         url = cluster.url(DBNAME)
         with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute("CREATE TABLE todos (id int PRIMARY KEY, user_id int, title text, done bool)")
+            conn.execute(
+                "CREATE TABLE todos (id int PRIMARY KEY, user_id int, title text, done bool)"
+            )
             relation = relation_of(conn)
 
             say("\nmemory per idle shape (user_id = $1, registered, never touched)")
@@ -278,14 +312,25 @@ def main() -> None:
             register(big_engine, shapes)
             gc.collect()
             rss_per_shape = (rss_bytes() - rss0) / len(shapes)
-            say(f"  {len(shapes):,} shapes validated in {build_s:.1f}s ({build_s * 1e6 / len(shapes):.0f} us/shape)")
-            say(f"  RSS growth, {len(shapes):,} shapes built + registered: {rss_per_shape / 1024:.2f} KB/shape")
+            say(
+                f"  {len(shapes):,} shapes validated in {build_s:.1f}s ({build_s * 1e6 / len(shapes):.0f} us/shape)"
+            )
+            say(
+                f"  RSS growth, {len(shapes):,} shapes built + registered: {rss_per_shape / 1024:.2f} KB/shape"
+            )
             del big_engine
 
             say("\nindexed shapes: user_id = $1, each change touches one shape")
             benches = {
-                count: Bench(url, relation, shapes[:count], args.changes, args.txn_size,
-                             _user_of(count), f"{count:,} shape(s)")
+                count: Bench(
+                    url,
+                    relation,
+                    shapes[:count],
+                    args.changes,
+                    args.txn_size,
+                    _user_of(count),
+                    f"{count:,} shape(s)",
+                )
                 for count in COUNTS
             }
             del shapes
@@ -294,17 +339,25 @@ def main() -> None:
             # Warm passes interleaved (1, 100, 10k, 100k, 100k, 10k, ...): load from other
             # processes on the machine hits every count alike; the best pass counts.
             for r in range(args.repeats):
-                for bench in (list(benches.values()) if r % 2 == 0 else list(benches.values())[::-1]):
+                for bench in list(benches.values()) if r % 2 == 0 else list(benches.values())[::-1]:
                     bench.warm_pass()
             for bench in benches.values():
                 bench.report()
             rates = {count: bench.best for count, bench in benches.items()}
             del benches
 
-            say(f"\nnon-indexable shapes: title ILIKE $1, each change matches one of {SCAN_SHAPES:,}")
-            scan = Bench(url, relation, [title_shape(conn, n) for n in range(SCAN_SHAPES)],
-                         args.scan_changes, args.txn_size,
-                         lambda i: (i, f"todo #{i % SCAN_SHAPES:05d}# x"), f"{SCAN_SHAPES:,} ILIKE shapes")
+            say(
+                f"\nnon-indexable shapes: title ILIKE $1, each change matches one of {SCAN_SHAPES:,}"
+            )
+            scan = Bench(
+                url,
+                relation,
+                [title_shape(conn, n) for n in range(SCAN_SHAPES)],
+                args.scan_changes,
+                args.txn_size,
+                lambda i: (i, f"todo #{i % SCAN_SHAPES:05d}# x"),
+                f"{SCAN_SHAPES:,} ILIKE shapes",
+            )
             scan.cold_pass()
             for _ in range(2):
                 scan.warm_pass()
@@ -316,8 +369,10 @@ def main() -> None:
     for count in COUNTS:
         say(f"  {count:>7,} shapes: {rates[count]:>10,.0f} changes/s")
     say(f"  {SCAN_SHAPES:>7,} ILIKE shapes: {scan_rate:>10,.0f} changes/s")
-    say(f"  memory per idle shape: {traced / 1024:.2f} KB (tracemalloc, 10,000), "
-        f"{rss_per_shape / 1024:.2f} KB (RSS, 100,000)")
+    say(
+        f"  memory per idle shape: {traced / 1024:.2f} KB (tracemalloc, 10,000), "
+        f"{rss_per_shape / 1024:.2f} KB (RSS, 100,000)"
+    )
     say(f"routing ratio 100000/1 shapes: {ratio:.2f}")
 
 

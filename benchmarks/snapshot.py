@@ -117,12 +117,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--profile", action="store_true", help="cProfile one pysync memory snapshot")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile one pysync memory snapshot"
+    )
     args = parser.parse_args()
 
     with temporary_cluster() as cluster, tempfile.TemporaryDirectory(prefix="pysync-snap-") as tmp:
-        say(f"Postgres {cluster.bin_dir} on port {cluster.port}; Python {platform.python_version()}, "
-            f"{os.cpu_count()} CPUs; {args.rows:,} rows, {args.rounds} round(s)")
+        say(
+            f"Postgres {cluster.bin_dir} on port {cluster.port}; Python {platform.python_version()}, "
+            f"{os.cpu_count()} CPUs; {args.rows:,} rows, {args.rounds} round(s)"
+        )
         with psycopg.connect(cluster.url(), autocommit=True) as admin:
             admin.execute(f"CREATE DATABASE {DBNAME}")
         url = cluster.url(DBNAME)
@@ -158,7 +162,9 @@ def main() -> None:
                     log.storage.destroy()
                 elif memory_log is None:
                     memory_log = log
-            say(f"  {name:<14} {seconds:6.2f}s  {args.rows / seconds:>10,.0f} rows/s  ({extra[name]})")
+            say(
+                f"  {name:<14} {seconds:6.2f}s  {args.rows / seconds:>10,.0f} rows/s  ({extra[name]})"
+            )
             best[name] = min(best.get(name, seconds), seconds)
 
         assert memory_log is not None

@@ -75,17 +75,31 @@ def say(text: str = "") -> None:
 
 def setup(conn: psycopg.Connection[Any], users: int, rng: random.Random) -> dict[int, list[int]]:
     conn.execute("CREATE TABLE projects (id int PRIMARY KEY, name text)")
-    conn.execute("CREATE TABLE memberships (user_id int, project_id int, role text, PRIMARY KEY (user_id, project_id))")
-    conn.execute("CREATE TABLE todos (id int PRIMARY KEY, project_id int, title text, done bool NOT NULL DEFAULT false)")
-    conn.execute(f"INSERT INTO projects SELECT g, 'p' || g FROM generate_series(1, {PROJECTS + 2 * users}) g")
-    member: dict[int, list[int]] = {u: rng.sample(range(1, PROJECTS + 1), PER_USER) for u in range(1, users + 1)}
+    conn.execute(
+        "CREATE TABLE memberships (user_id int, project_id int, role text, PRIMARY KEY (user_id, project_id))"
+    )
+    conn.execute(
+        "CREATE TABLE todos (id int PRIMARY KEY, project_id int, title text, done bool NOT NULL DEFAULT false)"
+    )
+    conn.execute(
+        f"INSERT INTO projects SELECT g, 'p' || g FROM generate_series(1, {PROJECTS + 2 * users}) g"
+    )
+    member: dict[int, list[int]] = {
+        u: rng.sample(range(1, PROJECTS + 1), PER_USER) for u in range(1, users + 1)
+    }
     with conn.cursor() as cur:
-        cur.executemany("INSERT INTO memberships VALUES (%s, %s, 'member')",
-                        [(u, p) for u, ps in member.items() for p in ps])
-    conn.execute(f"INSERT INTO todos SELECT g, 1 + g % {PROJECTS}, 'todo ' || g FROM generate_series(1, {TODOS}) g")
+        cur.executemany(
+            "INSERT INTO memberships VALUES (%s, %s, 'member')",
+            [(u, p) for u, ps in member.items() for p in ps],
+        )
+    conn.execute(
+        f"INSERT INTO todos SELECT g, 1 + g % {PROJECTS}, 'todo ' || g FROM generate_series(1, {TODOS}) g"
+    )
     # 10 todos in each project the measured move-ins add (ids above PROJECTS)
-    conn.execute(f"INSERT INTO todos SELECT {TODOS} + g, {PROJECTS} + 1 + (g - 1) / 10, 'moving ' || g "
-                 f"FROM generate_series(1, {20 * users}) g")
+    conn.execute(
+        f"INSERT INTO todos SELECT {TODOS} + g, {PROJECTS} + 1 + (g - 1) / 10, 'moving ' || g "
+        f"FROM generate_series(1, {20 * users}) g"
+    )
     return member
 
 
@@ -108,13 +122,19 @@ class Background(threading.Thread):
                     user = rng.randint(1, self.users)
                     if user not in self.measured:
                         project = rng.randint(1, PROJECTS)
-                        conn.execute("INSERT INTO memberships VALUES (%s, %s, 'churn') ON CONFLICT DO NOTHING",
-                                     (user, project))
-                        conn.execute("DELETE FROM memberships WHERE user_id = %s AND project_id = %s AND role = 'churn'",
-                                     (user, project))
+                        conn.execute(
+                            "INSERT INTO memberships VALUES (%s, %s, 'churn') ON CONFLICT DO NOTHING",
+                            (user, project),
+                        )
+                        conn.execute(
+                            "DELETE FROM memberships WHERE user_id = %s AND project_id = %s AND role = 'churn'",
+                            (user, project),
+                        )
                 else:
-                    conn.execute("UPDATE todos SET title = title || 'x', done = NOT done WHERE id = %s",
-                                 (rng.randint(1, TODOS),))
+                    conn.execute(
+                        "UPDATE todos SET title = title || 'x', done = NOT done WHERE id = %s",
+                        (rng.randint(1, TODOS),),
+                    )
                 self.commits += 1
                 time.sleep(0.005)
 
@@ -142,17 +162,28 @@ async def sync(http: httpx.AsyncClient, user: int) -> tuple[str, str, str]:
 
 async def measure_move_ins(engine: Engine, url: str, users: int, moves: int) -> list[float]:
     api = ShapeAPI(engine, long_poll_timeout=20)
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(api.app()), base_url="http://bench", timeout=60)
+    http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(api.app()), base_url="http://bench", timeout=60
+    )
     measured = list(range(1, moves + 1))
     background = Background(url, users, set(measured))
     background.start()
     latencies: list[float] = []
-    conn: psycopg.Connection[Any] = await asyncio.to_thread(lambda: psycopg.connect(url, autocommit=True))
+    conn: psycopg.Connection[Any] = await asyncio.to_thread(
+        lambda: psycopg.connect(url, autocommit=True)
+    )
     try:
         for n, user in enumerate(measured):
             handle, offset, cursor = await sync(http, user)
-            params = {"table": "todos", "where": WHERE, "params[1]": str(user), "offset": offset,
-                      "handle": handle, "live": "true", "cursor": cursor}
+            params = {
+                "table": "todos",
+                "where": WHERE,
+                "params[1]": str(user),
+                "offset": offset,
+                "handle": handle,
+                "live": "true",
+                "cursor": cursor,
+            }
             project = PROJECTS + 1 + n
             request = asyncio.ensure_future(http.get("/v1/shape", params=params))
             await asyncio.sleep(0.01)  # the live request is waiting
@@ -164,8 +195,10 @@ async def measure_move_ins(engine: Engine, url: str, users: int, moves: int) -> 
                 rows += sum(1 for m in body if m.get("headers", {}).get("is_move_in"))
                 if rows >= 10:
                     break
-                params.update(offset=response.headers["electric-offset"],
-                              cursor=response.headers.get("electric-cursor", ""))
+                params.update(
+                    offset=response.headers["electric-offset"],
+                    cursor=response.headers.get("electric-cursor", ""),
+                )
                 request = asyncio.ensure_future(http.get("/v1/shape", params=params))
             latencies.append((time.perf_counter() - committed) * 1000)
     finally:
@@ -183,8 +216,15 @@ def commit(conn: psycopg.Connection[Any], user: int, project: int) -> float:
     return time.perf_counter()
 
 
-def synthetic(todos: Relation, memberships: Relation, member: dict[int, list[int]], changes: int,
-              rng: random.Random, first_xid: int, first_lsn: int) -> list[Transaction]:
+def synthetic(
+    todos: Relation,
+    memberships: Relation,
+    member: dict[int, list[int]],
+    changes: int,
+    rng: random.Random,
+    first_xid: int,
+    first_lsn: int,
+) -> list[Transaction]:
     """Transactions of 10 changes: todo updates (some moving project), membership
     updates changing no value."""
     txns: list[Transaction] = []
@@ -195,7 +235,9 @@ def synthetic(todos: Relation, memberships: Relation, member: dict[int, list[int
         if i % 10 == 9:
             user = rng.choice(users)
             row = (str(user), str(member[user][0]), "member")
-            batch.append(Change("update", memberships, (str(user), str(member[user][0]), "owner"), row))
+            batch.append(
+                Change("update", memberships, (str(user), str(member[user][0]), "owner"), row)
+            )
         else:
             todo = rng.randint(1, TODOS)
             project = 1 + todo % PROJECTS
@@ -227,7 +269,9 @@ def baseline_engine(url: str, member: dict[int, list[int]]) -> Engine:
         for projects in member.values():
             where = f"project_id IN ({', '.join(str(p) for p in projects)})"
             shape = validate(conn, ShapeDefinition.create("todos", where=where))
-            engine.registry.add(ShapeConsumer(new_handle(shape), shape, ShapeLog(MemoryStorage()), snapshot))
+            engine.registry.add(
+                ShapeConsumer(new_handle(shape), shape, ShapeLog(MemoryStorage()), snapshot)
+            )
     return engine
 
 
@@ -243,11 +287,15 @@ async def bench(args: argparse.Namespace) -> None:
         await engine.start()
         try:
             started = time.perf_counter()
-            lives = [await engine.shape(ShapeDefinition.create("todos", where=WHERE, params=[str(u)]))
-                     for u in range(1, args.users + 1)]
+            lives = [
+                await engine.shape(ShapeDefinition.create("todos", where=WHERE, params=[str(u)]))
+                for u in range(1, args.users + 1)
+            ]
             await wait_live(lives)
-            say(f"{len(lives)} shapes ({len(engine.registry.subqueries)} dependencies) ready in "
-                f"{time.perf_counter() - started:.1f} s")
+            say(
+                f"{len(lives)} shapes ({len(engine.registry.subqueries)} dependencies) ready in "
+                f"{time.perf_counter() - started:.1f} s"
+            )
 
             say(f"move-in latency, {args.moves} membership inserts under a background load:")
             latencies = await measure_move_ins(engine, url, args.users, args.moves)
@@ -264,14 +312,23 @@ async def bench(args: argparse.Namespace) -> None:
             # every user's projects as in the database now (the measured users gained one)
             sub_rates, base_rates = [], []
             for repeat in range(args.repeats):
-                txns = synthetic(relation, dep_relation, member, args.changes, random.Random(repeat),
-                                 10_000_000 + repeat * 100_000, 10**12 + repeat * 10**9)
+                txns = synthetic(
+                    relation,
+                    dep_relation,
+                    member,
+                    args.changes,
+                    random.Random(repeat),
+                    10_000_000 + repeat * 100_000,
+                    10**12 + repeat * 10**9,
+                )
                 sub_rates.append(args.changes / cpu_apply(engine, txns))
                 base_rates.append(args.changes / cpu_apply(baseline, txns))
             sub, base = max(sub_rates), max(base_rates)
             say(f"routing, {args.changes} changes (best of {args.repeats}, CPU time):")
             say(f"  {args.users:,} subquery shapes: {sub:,.0f} changes/s")
-            say(f"  {args.users:,} plain shapes (project_id IN (...)): {base:,.0f} changes/s (ratio {sub / base:.2f})")
+            say(
+                f"  {args.users:,} plain shapes (project_id IN (...)): {base:,.0f} changes/s (ratio {sub / base:.2f})"
+            )
         finally:
             await engine.stop()
     say(f"python {platform.python_version()} on {platform.machine()}")
@@ -279,7 +336,9 @@ async def bench(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--moves", type=int, default=200)
     parser.add_argument("--changes", type=int, default=50_000)

@@ -17,7 +17,9 @@ from pysync.postgres.cluster import free_port
 async def serving(app: Any) -> AsyncIterator[str]:
     """``app`` served at the yielded base URL until the block ends."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:

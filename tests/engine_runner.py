@@ -71,13 +71,18 @@ def materialise(entries: Sequence[Entry]) -> dict[str, dict[str, Any]]:
 
 
 def table_state(
-    conn: Conn, schema: str, table: str, columns: Sequence[str], pk: Sequence[str],
+    conn: Conn,
+    schema: str,
+    table: str,
+    columns: Sequence[str],
+    pk: Sequence[str],
     where: str | None = None,
 ) -> dict[str, dict[str, Any]]:
     """What a shape should hold, straight from Postgres (values as text)."""
     # The type's output function (bool is "t", not "true"), NULL stays NULL.
-    select = ", ".join(f"""CASE WHEN "{c}" IS NULL THEN NULL ELSE format('%s', "{c}") END"""
-                       for c in columns)
+    select = ", ".join(
+        f"""CASE WHEN "{c}" IS NULL THEN NULL ELSE format('%s', "{c}") END""" for c in columns
+    )
     query = f'SELECT {select} FROM "{schema}"."{table}"'
     if where:
         query += f" WHERE {where}"
@@ -106,7 +111,9 @@ def fence(conn: Conn) -> int:
     """Commit a transaction after everything written so far; returns an LSN the engine's
     ``last_seen_lsn`` reaches once it processed that transaction (and hence all before):
     the message record ends where the commit record, whose LSN pgoutput sends, starts."""
-    row = conn.execute("SELECT pg_logical_emit_message(true, 'pysync-test', 'fence') - '0/0'").fetchone()
+    row = conn.execute(
+        "SELECT pg_logical_emit_message(true, 'pysync-test', 'fence') - '0/0'"
+    ).fetchone()
     assert row is not None
     return int(row[0])
 
@@ -140,8 +147,9 @@ async def _run(url: str, storage: str, slot: str, spec: list[dict[str, Any]]) ->
     engine = Engine(url, storage_dir=storage, slot=slot, flush_interval=0.02)
     await engine.start()
     log.info("started, recovered %s", sorted(c.handle for c in engine.registry))
-    shapes = [await engine.shape(ShapeDefinition.create(s["table"], where=s.get("where")))
-              for s in spec]
+    shapes = [
+        await engine.shape(ShapeDefinition.create(s["table"], where=s.get("where"))) for s in spec
+    ]
     for live in shapes:
         log.info("waiting for %s", live.handle)
         await ready(engine, live, 60)
@@ -168,7 +176,9 @@ def lose_slot(conn: Any) -> None:
         status = conn.execute("SELECT wal_status FROM pg_replication_slots").fetchone()
         if status and status[0] == "lost":
             return
-        conn.execute("INSERT INTO wal_filler SELECT repeat('x', 1000) FROM generate_series(1, 5000)")
+        conn.execute(
+            "INSERT INTO wal_filler SELECT repeat('x', 1000) FROM generate_series(1, 5000)"
+        )
         conn.execute("SELECT pg_switch_wal()")
         conn.execute("CHECKPOINT")
     raise AssertionError("the slot was not invalidated")

@@ -86,7 +86,9 @@ class Follower:
             self.anomalies.append(f"200 with a body that is not JSON: {response.content[:200]!r}")
             return
         if not isinstance(messages, list):
-            self.anomalies.append(f"200 with a body that is not an array: {response.content[:200]!r}")
+            self.anomalies.append(
+                f"200 with a body that is not an array: {response.content[:200]!r}"
+            )
             return
         handle = response.headers.get("electric-handle")
         if self.handle is not None and handle != self.handle and self.offset != "-1":

@@ -81,7 +81,9 @@ def make_api(engine: Engine, **kwargs: Any) -> ShapeAPI:
     return ShapeAPI(engine, **kwargs)
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+async def until(
+    condition: Callable[[], bool], timeout: float = 5.0, what: str = "condition"
+) -> None:
     """Poll ``condition`` (every loop turn / ms) until true."""
     deadline = time.monotonic() + timeout
     while not condition():

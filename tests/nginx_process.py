@@ -35,7 +35,8 @@ def render(conf: str, origin_port: int, listen_port: int, directory: Path) -> st
             raise AssertionError(f"docker/nginx.conf no longer has {old!r}")
         conf = conf.replace(old, new)
     temp = "".join(
-        f"\n    {name}_temp_path {directory / name};" for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+        f"\n    {name}_temp_path {directory / name};"
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     return conf.replace("http {", "http {" + temp, 1)
 
@@ -60,14 +61,17 @@ class Nginx:
         conf.write_text(render(CONF.read_text(), origin_port, self.port, directory))
         self.process = subprocess.Popen(
             [binary(), "-c", str(conf), "-p", str(directory), "-g", "daemon off;"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         self.pid = self.process.pid
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 15
         while True:
             if self.process.poll() is not None:
-                raise AssertionError(f"nginx exited with {self.process.returncode}: {self.errors()}")
+                raise AssertionError(
+                    f"nginx exited with {self.process.returncode}: {self.errors()}"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
                 return

@@ -22,7 +22,9 @@ async def main(url: str, path: str) -> None:
         async for txn in stream.transactions():
             if not isinstance(txn, Transaction):
                 continue
-            ids = [str(c.new[0]) for c in txn.changes if isinstance(c, Change) and c.new is not None]
+            ids = [
+                str(c.new[0]) for c in txn.changes if isinstance(c, Change) and c.new is not None
+            ]
             out.write(f"{txn.end_lsn} {' '.join(ids)}\n")
             out.flush()
             os.fsync(out.fileno())

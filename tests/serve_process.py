@@ -47,8 +47,11 @@ class ServeProcess:
 
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pysync.cli", "serve", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}, preexec_fn=limit,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
+            preexec_fn=limit,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -101,7 +104,9 @@ class ServeProcess:
             return False
         self._reader.join(10)  # stdout ends with the process: all lines are in
         _alive.discard(self)
-        return code in (0, -signal.SIGTERM) and any("shutdown complete" in line for line in self.lines)
+        return code in (0, -signal.SIGTERM) and any(
+            "shutdown complete" in line for line in self.lines
+        )
 
     def kill(self) -> None:
         """SIGKILL: a crash."""

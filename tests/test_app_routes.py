@@ -47,20 +47,42 @@ def routes_db(pg_cluster: PostgresCluster) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module", params=["embedded", "http"])
-async def sync(request: pytest.FixtureRequest, routes_db: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[pysync.Sync]:
+async def sync(
+    request: pytest.FixtureRequest, routes_db: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[pysync.Sync]:
     cors = pysync.CORS.of(["http://app.test"], credentials=True, headers=["authorization"])
     server = None
     if request.param == "embedded":
-        instance = pysync.Sync(routes_db, secret=SECRET, long_poll_timeout=LONG_POLL, in_memory=True, env=False, cors=cors)
+        instance = pysync.Sync(
+            routes_db,
+            secret=SECRET,
+            long_poll_timeout=LONG_POLL,
+            in_memory=True,
+            env=False,
+            cors=cors,
+        )
     else:
         port = free_port()
-        server = ServeProcess([
-            "--database-url", routes_db, "--port", str(port), "--secret", SECRET,
-            "--storage-dir", str(tmp_path_factory.mktemp("upstream") / "storage"),
-            "--long-poll-timeout", str(LONG_POLL), "--log-level", "info",
-        ])
+        server = ServeProcess(
+            [
+                "--database-url",
+                routes_db,
+                "--port",
+                str(port),
+                "--secret",
+                SECRET,
+                "--storage-dir",
+                str(tmp_path_factory.mktemp("upstream") / "storage"),
+                "--long-poll-timeout",
+                str(LONG_POLL),
+                "--log-level",
+                "info",
+            ]
+        )
         server.wait_ready()
-        instance = pysync.Sync(mode="http", url=f"http://127.0.0.1:{port}", secret=SECRET, env=False, cors=cors)
+        instance = pysync.Sync(
+            mode="http", url=f"http://127.0.0.1:{port}", secret=SECRET, env=False, cors=cors
+        )
     await instance.start()
     try:
         yield instance
@@ -75,7 +97,9 @@ def table(routes_db: str) -> Iterator[str]:
     """A fresh todos table: ann owns 1, 2 (done), 5; bob owns 3, 4."""
     name = f"todos_{next(_tables)}"
     with psycopg.connect(routes_db, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE {name} (id int PRIMARY KEY, owner text NOT NULL, title text, done bool NOT NULL DEFAULT false)")
+        conn.execute(
+            f"CREATE TABLE {name} (id int PRIMARY KEY, owner text NOT NULL, title text, done bool NOT NULL DEFAULT false)"
+        )
         conn.execute(
             f"INSERT INTO {name} VALUES (1, 'ann', 'one', false), (2, 'ann', 'two', true), "
             "(3, 'bob', 'three', false), (4, 'bob', 'four', false), (5, 'ann', 'five', false)"
@@ -116,27 +140,41 @@ class App:
 
         async def mine(request: Request) -> Response:
             user = user_of(request)
-            return await sync.render(request, lambda: pysync.shape(table, where="owner = $1", params=[user]))
+            return await sync.render(
+                request, lambda: pysync.shape(table, where="owner = $1", params=[user])
+            )
 
         async def upper(request: Request) -> Response:
-            return await sync.render(request, table, columns=["id", "title"], transform=upper_titles)
+            return await sync.render(
+                request, table, columns=["id", "title"], transform=upper_titles
+            )
 
         def flexible(request: Request) -> pysync.ShapeDefinition:
             return pysync.shape(table, where="owner = $1", params=[self.state["owner"]])
 
-        self.app = Starlette(middleware=[Middleware(pysync.PreflightMiddleware, cors=sync.cors)], routes=[
-            sync.route("/all", table, columns=["id", "title"]),
-            sync.route("/open", table, where="done = $1", params=[False]),
-            sync.route("/open-without-secret", table, where="done = false", check_secret=False),
-            Route("/mine", mine),
-            Route("/upper", upper),
-            sync.route("/flexible", flexible),
-            # The auth inside the shape function: its HTTPException is the app's answer.
-            sync.route("/inside", lambda request: pysync.shape(table, where="owner = $1", params=[user_of(request)])),
-            sync.mount("/electric"),
-        ])
+        self.app = Starlette(
+            middleware=[Middleware(pysync.PreflightMiddleware, cors=sync.cors)],
+            routes=[
+                sync.route("/all", table, columns=["id", "title"]),
+                sync.route("/open", table, where="done = $1", params=[False]),
+                sync.route("/open-without-secret", table, where="done = false", check_secret=False),
+                Route("/mine", mine),
+                Route("/upper", upper),
+                sync.route("/flexible", flexible),
+                # The auth inside the shape function: its HTTPException is the app's answer.
+                sync.route(
+                    "/inside",
+                    lambda request: pysync.shape(
+                        table, where="owner = $1", params=[user_of(request)]
+                    ),
+                ),
+                sync.mount("/electric"),
+            ],
+        )
         self.http = httpx.AsyncClient(
-            transport=httpx.ASGITransport(self.app), base_url="http://app.test", params={"secret": SECRET},
+            transport=httpx.ASGITransport(self.app),
+            base_url="http://app.test",
+            params={"secret": SECRET},
             timeout=60,
         )
 
@@ -144,13 +182,21 @@ class App:
         headers = params.pop("headers", None)
         return await self.http.get(path, params=params, headers=headers)
 
-    async def sync_to_end(self, path: str, headers: dict[str, str] | None = None, **params: Any) -> tuple[str, str, list[Any]]:
+    async def sync_to_end(
+        self, path: str, headers: dict[str, str] | None = None, **params: Any
+    ) -> tuple[str, str, list[Any]]:
         response = await self.get(path, offset="-1", headers=headers, **params)
         assert response.status_code == 200, (response.status_code, response.text)
         handle = response.headers["electric-handle"]
         messages = response.json()
         while "electric-up-to-date" not in response.headers:
-            response = await self.get(path, offset=response.headers["electric-offset"], handle=handle, headers=headers, **params)
+            response = await self.get(
+                path,
+                offset=response.headers["electric-offset"],
+                handle=handle,
+                headers=headers,
+                **params,
+            )
             assert response.status_code == 200, response.text
             messages += response.json()
         return handle, response.headers["electric-offset"], messages
@@ -171,7 +217,9 @@ async def test_predefined_route_ignores_client_shape_params(app: App) -> None:
     _, _, messages = await app.sync_to_end("/all", table="other", where="false", columns="owner")
     assert set(rows(messages)) == {"1", "2", "3", "4", "5"}
     assert all(set(row) == {"id", "title"} for row in rows(messages).values())
-    _, _, messages = await app.sync_to_end("/open", None, where="done = $1", **{"params[1]": "true"})
+    _, _, messages = await app.sync_to_end(
+        "/open", None, where="done = $1", **{"params[1]": "true"}
+    )
     assert set(rows(messages)) == {"1", "3", "4", "5"}
 
 
@@ -189,9 +237,13 @@ async def test_per_request_shape_sees_the_request_auth(app: App) -> None:
 
 async def test_live_change_reaches_an_app_route(app: App, conn: Conn) -> None:
     handle, offset, _ = await app.sync_to_end("/mine", headers={"x-user": "bob"})
-    live = asyncio.create_task(app.get("/mine", offset=offset, handle=handle, live="true", headers={"x-user": "bob"}))
+    live = asyncio.create_task(
+        app.get("/mine", offset=offset, handle=handle, live="true", headers={"x-user": "bob"})
+    )
     await until(lambda: app.sync.waiting == 1, timeout=30, what="a waiting request")
-    conn.execute(f"INSERT INTO {app.table} VALUES (6, 'bob', 'six', false), (7, 'ann', 'seven', false)")
+    conn.execute(
+        f"INSERT INTO {app.table} VALUES (6, 'bob', 'six', false), (7, 'ann', 'seven', false)"
+    )
     response = await live
     assert response.status_code == 200
     assert set(rows(response.json())) == {"6"}
@@ -225,7 +277,9 @@ async def test_interrupt_from_another_thread(app: App) -> None:
     await until(lambda: app.sync.waiting == 1, timeout=30, what="a waiting request")
     app.state["owner"] = "bob"
     counts: list[int] = []
-    thread = threading.Thread(target=lambda: counts.append(app.sync.interrupt(lambda s: s["table"] == app.table)))
+    thread = threading.Thread(
+        target=lambda: counts.append(app.sync.interrupt(lambda s: s["table"] == app.table))
+    )
     thread.start()
     response = await live
     await asyncio.to_thread(thread.join, 10)
@@ -239,24 +293,44 @@ async def test_transform_keeps_offsets_etags_and_caching(app: App, conn: Conn) -
     plain = await app.get("/all", offset="-1")
     transformed = await app.get("/upper", offset="-1")
     assert transformed.status_code == 200
-    for header in ("electric-handle", "electric-offset", "etag", "cache-control", "electric-schema"):
+    for header in (
+        "electric-handle",
+        "electric-offset",
+        "etag",
+        "cache-control",
+        "electric-schema",
+    ):
         assert transformed.headers[header] == plain.headers[header], header
-    assert {m["value"]["title"] for m in transformed.json() if "key" in m} == {"ONE", "TWO", "THREE", "FOUR", "FIVE"}
-    again = await app.get("/upper", offset="-1", headers={"if-none-match": transformed.headers["etag"]})
+    assert {m["value"]["title"] for m in transformed.json() if "key" in m} == {
+        "ONE",
+        "TWO",
+        "THREE",
+        "FOUR",
+        "FIVE",
+    }
+    again = await app.get(
+        "/upper", offset="-1", headers={"if-none-match": transformed.headers["etag"]}
+    )
     assert again.status_code == 304
     handle, offset, _ = await app.sync_to_end("/upper")
     live = asyncio.create_task(app.get("/upper", offset=offset, handle=handle, live="true"))
     await until(lambda: app.sync.waiting == 1, timeout=30, what="a waiting request")
-    conn.execute(f"DELETE FROM {app.table} WHERE id = 4; UPDATE {app.table} SET title = 'uno' WHERE id = 1")
+    conn.execute(
+        f"DELETE FROM {app.table} WHERE id = 4; UPDATE {app.table} SET title = 'uno' WHERE id = 1"
+    )
     response = await live
     messages = response.json()
     changes = [m for m in messages if "key" in m]
-    assert [(m["headers"]["operation"], m["value"]) for m in changes] == [("update", {"id": "1", "title": "UNO"})]
+    assert [(m["headers"]["operation"], m["value"]) for m in changes] == [
+        ("update", {"id": "1", "title": "UNO"})
+    ]
     assert messages[-1]["headers"]["control"] == "up-to-date"
 
 
 async def test_electric_api_under_a_prefix(app: App) -> None:
-    response = await app.get("/electric/v1/shape", table=app.table, offset="-1", where="owner = 'bob'")
+    response = await app.get(
+        "/electric/v1/shape", table=app.table, offset="-1", where="owner = 'bob'"
+    )
     assert response.status_code == 200
     assert {m["value"]["id"] for m in response.json() if "key" in m} == {"3", "4"}
     assert (await app.get("/electric/v1/health")).status_code == 200
@@ -265,7 +339,9 @@ async def test_electric_api_under_a_prefix(app: App) -> None:
 
 
 async def test_secret_applies_to_app_routes_unless_opted_out(app: App) -> None:
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app.app), base_url="http://app.test") as anonymous:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app.app), base_url="http://app.test"
+    ) as anonymous:
         for path in ("/all", "/open", "/flexible", "/electric/v1/shape?table=x"):
             response = await anonymous.get(path, params={"offset": "-1"})
             assert response.status_code == 401, path
@@ -275,15 +351,21 @@ async def test_secret_applies_to_app_routes_unless_opted_out(app: App) -> None:
 
 
 async def test_cors_for_credentials_and_auth_headers(app: App) -> None:
-    preflight = await app.http.options("/mine", headers={
-        "origin": "http://app.test", "access-control-request-method": "GET",
-        "access-control-request-headers": "authorization,if-none-match,x-other",
-    })
+    preflight = await app.http.options(
+        "/mine",
+        headers={
+            "origin": "http://app.test",
+            "access-control-request-method": "GET",
+            "access-control-request-headers": "authorization,if-none-match,x-other",
+        },
+    )
     assert preflight.status_code == 204
     assert preflight.headers["access-control-allow-origin"] == "http://app.test"
     assert preflight.headers["access-control-allow-credentials"] == "true"
     assert preflight.headers["access-control-allow-headers"] == "authorization,if-none-match"
-    response = await app.get("/mine", offset="-1", headers={"x-user": "ann", "origin": "http://app.test"})
+    response = await app.get(
+        "/mine", offset="-1", headers={"x-user": "ann", "origin": "http://app.test"}
+    )
     assert response.headers["access-control-allow-origin"] == "http://app.test"
     assert response.headers["access-control-allow-credentials"] == "true"
     assert "electric-handle" in response.headers["access-control-expose-headers"]
@@ -294,10 +376,21 @@ async def test_cors_for_credentials_and_auth_headers(app: App) -> None:
 
 async def test_sse_through_an_app_route(app: App, conn: Conn) -> None:
     handle, offset, _ = await app.sync_to_end("/upper")
-    async with serving(app.app) as base, httpx.AsyncClient(base_url=base, timeout=60) as http, http.stream(
-        "GET", "/upper",
-        params={"offset": offset, "handle": handle, "live": "true", "live_sse": "true", "secret": SECRET},
-    ) as stream:
+    async with (
+        serving(app.app) as base,
+        httpx.AsyncClient(base_url=base, timeout=60) as http,
+        http.stream(
+            "GET",
+            "/upper",
+            params={
+                "offset": offset,
+                "handle": handle,
+                "live": "true",
+                "live_sse": "true",
+                "secret": SECRET,
+            },
+        ) as stream,
+    ):
         assert stream.status_code == 200
         assert stream.headers["content-type"].startswith("text/event-stream")
         await until(lambda: app.sync.waiting == 1, timeout=30, what="a waiting stream")

@@ -58,7 +58,9 @@ class Owner(Base):
     __table_args__ = {"schema": "app"}
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str]
-    total: Mapped[int] = mapped_column(sa.Computed("id * 2", persisted=True))  # STORED: a VIRTUAL one makes the table unsyncable
+    total: Mapped[int] = mapped_column(
+        sa.Computed("id * 2", persisted=True)
+    )  # STORED: a VIRTUAL one makes the table unsyncable
 
 
 NAMES = ["", "a", "A", "abc", "ABC", "x%y", "a_b", "o'k", "zz", "Straße", None]
@@ -89,7 +91,9 @@ def make_rows(count: int, seed: int) -> list[dict[str, Any]]:
 
 
 class Db:
-    def __init__(self, url: str, engine: sa.Engine, conn: psycopg.Connection[Any], table: Table) -> None:
+    def __init__(
+        self, url: str, engine: sa.Engine, conn: psycopg.Connection[Any], table: Table
+    ) -> None:
         self.url = url
         self.engine = engine
         self.conn = conn
@@ -132,33 +136,54 @@ ITEM_COLUMNS = ("id", "n", "price", "name", "flag", "day", "mood", "tags", "nums
 
 def test_input_forms() -> None:
     assert pysync.shape("items") == ShapeDefinition.create("items")
-    assert pysync.shape(table="items", namespace="app", where="n > $1", params={1: 2}) == ShapeDefinition(
-        table="items", schema="app", where="n > $1", params=("2",))
+    assert pysync.shape(
+        table="items", namespace="app", where="n > $1", params={1: 2}
+    ) == ShapeDefinition(table="items", schema="app", where="n > $1", params=("2",))
     assert pysync.shape(Item) == ShapeDefinition(table="items", columns=ITEM_COLUMNS)
     assert pysync.shape(Item.__table__) == pysync.shape(Item)
     # Plain str, not SQLAlchemy's quoted_name: definitions are stored with msgspec.
     definition = pysync.shape(Item)
-    assert {type(definition.table), type(definition.schema)} | {type(c) for c in definition.columns or ()} == {str}
-    assert ShapeDefinition.__struct_fields__ and msgspec.json.decode(msgspec.json.encode(definition), type=ShapeDefinition) == definition
+    assert {type(definition.table), type(definition.schema)} | {
+        type(c) for c in definition.columns or ()
+    } == {str}
+    assert (
+        ShapeDefinition.__struct_fields__
+        and msgspec.json.decode(msgspec.json.encode(definition), type=ShapeDefinition) == definition
+    )
     assert pysync.shape(Item, where="n = $1", params=[3], replica="full") == ShapeDefinition(
-        table="items", where="n = $1", params=("3",), columns=ITEM_COLUMNS, replica="full")
+        table="items", where="n = $1", params=("3",), columns=ITEM_COLUMNS, replica="full"
+    )
     by_expression = pysync.shape(Item, where=(Item.n == 3) & Item.name.is_(None))
     assert by_expression == ShapeDefinition(
-        table="items", where="n = $1 AND name IS NULL", params=("3",), columns=ITEM_COLUMNS)
+        table="items", where="n = $1 AND name IS NULL", params=("3",), columns=ITEM_COLUMNS
+    )
     assert pysync.shape(sa.select(Item).where(Item.n == 3, Item.name.is_(None))) == by_expression
-    assert pysync.shape(sa.select(Item.id, Item.name).where(Item.mood == Mood.happy)) == ShapeDefinition(
-        table="items", where="mood::text = $1", params=("happy",), columns=("id", "name"))
+    assert pysync.shape(
+        sa.select(Item.id, Item.name).where(Item.mood == Mood.happy)
+    ) == ShapeDefinition(
+        table="items", where="mood::text = $1", params=("happy",), columns=("id", "name")
+    )
     assert pysync.shape(Item, columns=["id", "n"]).columns == ("id", "n")
     # Schema, and generated columns left out.
-    assert pysync.shape(Owner) == ShapeDefinition(table="owners", schema="app", columns=("id", "name"))
+    assert pysync.shape(Owner) == ShapeDefinition(
+        table="owners", schema="app", columns=("id", "name")
+    )
     # Values as Postgres reads them.
-    shape = pysync.shape(Item, where=sa.and_(
-        Item.day.between(datetime.date(2024, 1, 5), datetime.date(2024, 1, 9)),
-        Item.flag.is_(True), Item.price > Decimal("1.50"), Item.user.in_(["ann", "o'k"]),
-        sa.literal("b") == sa.any_(Item.tags), Item.nums.contains([1, 2]),
-    ))
-    assert shape.where == ('day BETWEEN $1 AND $2 AND flag IS true AND price > $3 AND "user" IN ($4, $5) '
-                           "AND $6 = ANY(tags) AND nums @> $7")
+    shape = pysync.shape(
+        Item,
+        where=sa.and_(
+            Item.day.between(datetime.date(2024, 1, 5), datetime.date(2024, 1, 9)),
+            Item.flag.is_(True),
+            Item.price > Decimal("1.50"),
+            Item.user.in_(["ann", "o'k"]),
+            sa.literal("b") == sa.any_(Item.tags),
+            Item.nums.contains([1, 2]),
+        ),
+    )
+    assert shape.where == (
+        'day BETWEEN $1 AND $2 AND flag IS true AND price > $3 AND "user" IN ($4, $5) '
+        "AND $6 = ANY(tags) AND nums @> $7"
+    )
     assert shape.params == ("2024-01-05", "2024-01-09", "1.50", "ann", "o'k", "b", '{"1","2"}')
 
 
@@ -167,14 +192,25 @@ def test_subqueries() -> None:
     rules, parameters numbered on in tree order, the table schema-qualified."""
     mine = Owner.name == "ann"
     shape = pysync.shape(Item, where=(Item.n > 1) & Item.id.in_(sa.select(Owner.id).where(mine)))
-    assert (shape.where, shape.params) == ("n > $1 AND id IN (SELECT id FROM app.owners WHERE name = $2)",
-                                           ("1", "ann"))
-    rows = pysync.shape(Item, where=sa.tuple_(Item.id, Item.n).not_in(sa.select(Owner.id, Owner.id)))
+    assert (shape.where, shape.params) == (
+        "n > $1 AND id IN (SELECT id FROM app.owners WHERE name = $2)",
+        ("1", "ann"),
+    )
+    rows = pysync.shape(
+        Item, where=sa.tuple_(Item.id, Item.n).not_in(sa.select(Owner.id, Owner.id))
+    )
     assert rows.where == "(id, n) NOT IN (SELECT id, id FROM app.owners)"
-    nested = pysync.shape(sa.select(Item).where(
-        Item.id.in_(sa.select(Owner.id).where(Owner.id.in_(sa.select(Item.n).where(Item.user == "bob"))))))
+    nested = pysync.shape(
+        sa.select(Item).where(
+            Item.id.in_(
+                sa.select(Owner.id).where(Owner.id.in_(sa.select(Item.n).where(Item.user == "bob")))
+            )
+        )
+    )
     assert (nested.where, nested.params) == (
-        "id IN (SELECT id FROM app.owners WHERE id IN (SELECT n FROM items WHERE \"user\" = $1))", ("bob",))
+        'id IN (SELECT id FROM app.owners WHERE id IN (SELECT n FROM items WHERE "user" = $1))',
+        ("bob",),
+    )
 
 
 async def test_subquery_shape_rows_equal_select_rows(db: Db) -> None:
@@ -197,7 +233,9 @@ async def test_subquery_shape_rows_equal_select_rows(db: Db) -> None:
         return {int(row["id"]) for row in client.rows.values()}
 
     with db.engine.begin() as connection:
-        connection.execute(sa.insert(Owner), [{"id": i, "name": "ab"[i % 2] if i % 3 else "c"} for i in range(40)])
+        connection.execute(
+            sa.insert(Owner), [{"id": i, "name": "ab"[i % 2] if i % 3 else "c"} for i in range(40)]
+        )
     engine = Engine(db.url, flush_interval=0.02)
     await engine.start()
     try:
@@ -223,36 +261,45 @@ def test_one_definition_one_shape() -> None:
     assert hash(build()) == hash(build())
 
 
-@pytest.mark.parametrize(("source", "message"), [
-    (sa.select(Item).order_by(Item.id), "ORDER BY"),
-    (sa.select(Item).limit(5), "LIMIT"),
-    (sa.select(Item).offset(5), "OFFSET"),
-    (sa.select(Item.id).group_by(Item.id), "GROUP BY"),
-    (sa.select(Item).distinct(), "DISTINCT"),
-    (sa.select(Item).join(Owner, Owner.id == Item.id), "joins"),
-    (sa.select(Item.id, Owner.id), "exactly one table"),
-    (sa.select(Item.id, sa.func.lower(Item.name)), "plain columns"),
-    (sa.select(Item.name), "primary key"),
-])
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (sa.select(Item).order_by(Item.id), "ORDER BY"),
+        (sa.select(Item).limit(5), "LIMIT"),
+        (sa.select(Item).offset(5), "OFFSET"),
+        (sa.select(Item.id).group_by(Item.id), "GROUP BY"),
+        (sa.select(Item).distinct(), "DISTINCT"),
+        (sa.select(Item).join(Owner, Owner.id == Item.id), "joins"),
+        (sa.select(Item.id, Owner.id), "exactly one table"),
+        (sa.select(Item.id, sa.func.lower(Item.name)), "plain columns"),
+        (sa.select(Item.name), "primary key"),
+    ],
+)
 def test_selects_that_are_no_shape(source: Any, message: str) -> None:
     with pytest.raises(ShapeError, match=message):
         pysync.shape(source)
 
 
-@pytest.mark.parametrize(("where", "message"), [
-    (sa.func.now() > Item.day, r"function now\(\) is not in Electric's WHERE language"),
-    (sa.func.length(Item.name) > 2, r"function length\(\)"),
-    (Item.n % 2 == 0, "% \\(modulo\\)"),
-    (Item.id.in_(sa.select(Owner.id).limit(2)), "LIMIT"),
-    (Item.id.in_(sa.select(Owner.id).where(Owner.id == Item.n)), "exactly one table"),  # correlated
-    (Item.id.in_(sa.select(sa.func.lower(Owner.name))), "plain columns"),
-    (sa.exists(sa.select(Owner.id)), "EXISTS"),
-    (Owner.name == "x", "owners.name is not in items"),
-    (sa.text("n > 1"), "text\\(\\) SQL"),
-    (sa.case((Item.n > 1, True), else_=False), "CASE"),
-    (Item.name.regexp_match("a.*"), "regexp_match"),
-    (Item.mood < Mood.ok, "enum column can be compared for equality"),
-])
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        (sa.func.now() > Item.day, r"function now\(\) is not in Electric's WHERE language"),
+        (sa.func.length(Item.name) > 2, r"function length\(\)"),
+        (Item.n % 2 == 0, "% \\(modulo\\)"),
+        (Item.id.in_(sa.select(Owner.id).limit(2)), "LIMIT"),
+        (
+            Item.id.in_(sa.select(Owner.id).where(Owner.id == Item.n)),
+            "exactly one table",
+        ),  # correlated
+        (Item.id.in_(sa.select(sa.func.lower(Owner.name))), "plain columns"),
+        (sa.exists(sa.select(Owner.id)), "EXISTS"),
+        (Owner.name == "x", "owners.name is not in items"),
+        (sa.text("n > 1"), "text\\(\\) SQL"),
+        (sa.case((Item.n > 1, True), else_=False), "CASE"),
+        (Item.name.regexp_match("a.*"), "regexp_match"),
+        (Item.mood < Mood.ok, "enum column can be compared for equality"),
+    ],
+)
 def test_expressions_outside_electrics_language(where: Any, message: str) -> None:
     with pytest.raises(ShapeError, match=message):
         pysync.shape(Item, where=where)
@@ -266,10 +313,10 @@ def test_interrupt_forms_normalise_like_shapes() -> None:
     other = pysync.shape("items", where="n > 1")
     elsewhere = pysync.shape("owners", namespace="app")
     for form, options, expected in [
-        (Item, {}, {mine, other}),                               # the ORM class: its table
+        (Item, {}, {mine, other}),  # the ORM class: its table
         (Item.__table__, {}, {mine, other}),
         (Owner, {}, {elsewhere}),
-        (Item, {"where": Item.user == "ann"}, {mine}),           # exactly that shape
+        (Item, {"where": Item.user == "ann"}, {mine}),  # exactly that shape
         (sa.select(Item).where(Item.user == "ann"), {}, {mine}),
         (sa.select(Item).where(Item.user == "bob"), {}, set()),
     ]:
@@ -289,8 +336,12 @@ def _int_values() -> st.SearchStrategy[int]:
 
 def leaf() -> st.SearchStrategy[Any]:
     comparisons = [
-        lambda c, v: c == v, lambda c, v: c != v, lambda c, v: c < v, lambda c, v: c <= v,
-        lambda c, v: c > v, lambda c, v: c >= v,
+        lambda c, v: c == v,
+        lambda c, v: c != v,
+        lambda c, v: c < v,
+        lambda c, v: c <= v,
+        lambda c, v: c > v,
+        lambda c, v: c >= v,
     ]
     compare = st.sampled_from(comparisons)
     date = st.dates(datetime.date(2023, 12, 25), datetime.date(2024, 3, 5))
@@ -308,7 +359,9 @@ def leaf() -> st.SearchStrategy[Any]:
         st.builds(lambda p: Item.name.like(p), pattern),
         st.builds(lambda p: Item.name.ilike(p), pattern),
         st.builds(lambda p: Item.name.not_like(p), pattern),
-        st.builds(lambda v: Item.name.contains(v, autoescape=False), st.sampled_from(["a", "b", "'"])),
+        st.builds(
+            lambda v: Item.name.contains(v, autoescape=False), st.sampled_from(["a", "b", "'"])
+        ),
         st.builds(lambda v: Item.name.startswith(v), st.sampled_from(["a", "A", "x"])),
         st.builds(lambda v: Item.name.endswith(v), st.sampled_from(["c", "C", "b"])),
         st.builds(lambda v: sa.func.lower(Item.name) == v, st.sampled_from(["abc", "a", "straße"])),
@@ -326,7 +379,9 @@ def leaf() -> st.SearchStrategy[Any]:
         st.builds(lambda vs: Item.tags.contains(vs), st.lists(st.sampled_from(TAGS), max_size=2)),
         st.builds(lambda vs: Item.tags.overlap(vs), st.lists(st.sampled_from(TAGS), max_size=2)),
         st.builds(lambda vs: Item.nums.contained_by(vs), st.lists(st.integers(0, 5), max_size=4)),
-        st.builds(lambda v: Item.n == sa.any_(sa.literal([v, v + 1], ARRAY(sa.Integer))), _int_values()),
+        st.builds(
+            lambda v: Item.n == sa.any_(sa.literal([v, v + 1], ARRAY(sa.Integer))), _int_values()
+        ),
         st.builds(lambda v: Item.user == v, st.sampled_from(["ann", "bob"])),
         st.sampled_from([Item.name.is_(None), Item.day.is_not(None), Item.tags.is_(None)]),
         st.builds(lambda v: Item.name.is_distinct_from(v), text),
@@ -345,7 +400,9 @@ filters = st.recursive(
 )
 
 
-@settings(max_examples=400, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=400, derandomize=True, deadline=None, suppress_health_check=list(HealthCheck)
+)
 @given(where=filters)
 def test_shape_rows_equal_select_rows(db: Db, where: Any) -> None:
     with db.engine.connect() as connection:

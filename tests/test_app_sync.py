@@ -32,7 +32,11 @@ def test_settings_from_arguments_then_environment(monkeypatch: pytest.MonkeyPatc
     assert pysync.Sync(storage_dir=Path("/srv/x"), env=False).settings.storage_dir == Path("/srv/x")
     with pytest.raises(ValueError, match="storage_dir"):
         pysync.Sync(storage_dir=5, env=False)
-    assert (sync.settings.slot, sync.settings.long_poll_timeout, sync.settings.secret) == ("from_env", 7.0, "s3")
+    assert (sync.settings.slot, sync.settings.long_poll_timeout, sync.settings.secret) == (
+        "from_env",
+        7.0,
+        "s3",
+    )
     assert sync.database_url == "postgresql://u@127.0.0.1:1/db"
     sync = pysync.Sync("postgresql://other@127.0.0.1:1/db", slot="app_slot", publication="app_pub")
     assert (sync.settings.slot, sync.settings.publication) == ("app_slot", "app_pub")
@@ -46,7 +50,9 @@ def test_settings_from_arguments_then_environment(monkeypatch: pytest.MonkeyPatc
         _ = pysync.Sync.dev(env=False).database_url
 
 
-async def test_a_slot_held_by_another_process_fails_start(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_slot_held_by_another_process_fails_start(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
     first = pysync.Sync(database_url, in_memory=True, env=False)
@@ -60,13 +66,21 @@ async def test_a_slot_held_by_another_process_fails_start(database_url: str, cap
         assert "Sync(slot=..., publication=...)" in str(error.value)
         assert not [r for r in caplog.records if r.exc_info], "no tracebacks logged"
         # Its own slot and publication: both run side by side.
-        third = pysync.Sync(database_url, in_memory=True, env=False, slot="app_two", publication="app_two")
+        third = pysync.Sync(
+            database_url, in_memory=True, env=False, slot="app_two", publication="app_two"
+        )
         app = Starlette(routes=[third.route("/t", "t")])
-        async with third, httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://a") as http:
+        async with (
+            third,
+            httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://a") as http,
+        ):
             response = await http.get("/t", params={"offset": "-1"})
             assert response.status_code == 200
             with psycopg.connect(database_url, autocommit=True) as conn:
-                slots = {r[0] for r in conn.execute("SELECT slot_name FROM pg_replication_slots WHERE active")}
+                slots = {
+                    r[0]
+                    for r in conn.execute("SELECT slot_name FROM pg_replication_slots WHERE active")
+                }
             assert slots == {"pysync", "app_two"}
 
 
@@ -78,7 +92,9 @@ async def test_dev_mode_runs_a_private_postgres(tmp_path: Path) -> None:
         with psycopg.connect(sync.database_url, autocommit=True) as conn:
             conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text)")
             conn.execute("INSERT INTO notes VALUES (1, 'hello')")
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://a") as http:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://a"
+        ) as http:
             response = await http.get("/notes", params={"offset": "-1"})
         assert [m["value"] for m in response.json() if "key" in m] == [{"id": "1", "body": "hello"}]
         assert (tmp_path / "dev" / "storage").is_dir()  # shape logs beside it, as pysync serve
@@ -86,19 +102,25 @@ async def test_dev_mode_runs_a_private_postgres(tmp_path: Path) -> None:
 
 
 def test_logs_show_under_uvicorn(tmp_path: Path, database_url: str) -> None:
-    (tmp_path / "logapp.py").write_text(textwrap.dedent("""
+    (tmp_path / "logapp.py").write_text(
+        textwrap.dedent("""
         import pysync
         from starlette.applications import Starlette
 
         sync = pysync.Sync(in_memory=True)
         app = Starlette(routes=sync.routes(), lifespan=sync.lifespan)
-    """))
+    """)
+    )
     port = free_port()
     source = Path(pysync.__file__).resolve().parent.parent  # this checkout's pysync, not another
     env = {**os.environ, "DATABASE_URL": database_url, "PYTHONPATH": f"{tmp_path}:{source}"}
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "logapp:app", "--port", str(port)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 60

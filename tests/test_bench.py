@@ -29,15 +29,33 @@ import pytest
 from pysync.postgres.cluster import free_port
 
 HEADLINE = re.compile(r"^bench overhead tps-ratio (\S+) lag-max (\S+) s p99 (\S+) ms$")
-TINY = ["--scale", "1", "--duration", "2", "--warmup", "0", "--shapes", "12",
-        "--subscribers", "5", "--marker-subscribers", "2", "--sample-interval", "0.25"]
+TINY = [
+    "--scale",
+    "1",
+    "--duration",
+    "2",
+    "--warmup",
+    "0",
+    "--shapes",
+    "12",
+    "--subscribers",
+    "5",
+    "--marker-subscribers",
+    "2",
+    "--sample-interval",
+    "0.25",
+]
 
 
 def bench(*args: str, tmp: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``pysync bench`` in a child process whose temporary files go under ``tmp``."""
     return subprocess.run(
-        [sys.executable, "-m", "pysync.cli", "bench", *args], capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, "TMPDIR": str(tmp)}, check=False,
+        [sys.executable, "-m", "pysync.cli", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TMPDIR": str(tmp)},
+        check=False,
     )
 
 
@@ -53,12 +71,24 @@ def scratch() -> Iterator[Path]:
 def leftovers(database_url: str) -> list[str]:
     """The bench's own objects still in the database (slots, publications, tables)."""
     with psycopg.connect(database_url, autocommit=True) as conn:
-        found = [f"slot {r[0]}" for r in conn.execute(
-            "SELECT slot_name FROM pg_replication_slots WHERE starts_with(slot_name::text, 'pysync_bench_')")]
-        found += [f"publication {r[0]}" for r in conn.execute(
-            "SELECT pubname FROM pg_publication WHERE starts_with(pubname::text, 'pysync_bench_')")]
-        found += [f"table {r[0]}" for r in conn.execute(
-            "SELECT relname FROM pg_class WHERE starts_with(relname::text, 'pysync_bench_')")]
+        found = [
+            f"slot {r[0]}"
+            for r in conn.execute(
+                "SELECT slot_name FROM pg_replication_slots WHERE starts_with(slot_name::text, 'pysync_bench_')"
+            )
+        ]
+        found += [
+            f"publication {r[0]}"
+            for r in conn.execute(
+                "SELECT pubname FROM pg_publication WHERE starts_with(pubname::text, 'pysync_bench_')"
+            )
+        ]
+        found += [
+            f"table {r[0]}"
+            for r in conn.execute(
+                "SELECT relname FROM pg_class WHERE starts_with(relname::text, 'pysync_bench_')"
+            )
+        ]
     return found
 
 
@@ -103,11 +133,16 @@ def check_report(out: Path, *, managed: bool) -> dict[str, Any]:
     assert sum(k["delivered"] for k in by_kind.values()) == deliveries["delivered"]
     assert sum(k["subscribers"] for k in by_kind.values()) == summary["subscribers"] == 5
     assert by_kind["marker"]["subscribers"] == 2
-    assert by_kind["history"]["expected"] == summary["transactions"]  # one insert per TPC-B transaction
+    assert (
+        by_kind["history"]["expected"] == summary["transactions"]
+    )  # one insert per TPC-B transaction
     latency = summary["latency"]
     assert latency["samples"] > 0 and latency["samples"] == by_kind["marker"]["delivered"]
     assert latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
-    assert sync["latency_windows"] and sum(w["count"] for w in sync["latency_windows"]) == latency["samples"]
+    assert (
+        sync["latency_windows"]
+        and sum(w["count"] for w in sync["latency_windows"]) == latency["samples"]
+    )
     samples = sync["samples"]
     assert len(samples) >= 4 and all("wal_lsn" in s and "deliveries" in s for s in samples)
     assert summary["messages_per_s"]["mean"] is not None
@@ -123,9 +158,13 @@ def check_report(out: Path, *, managed: bool) -> dict[str, Any]:
         assert all(s["lag_bytes"] is not None for s in samples)
         assert summary["engine_cpu_s"] > 0 and summary["engine_peak_rss"] > 0
         drain = report["drain"]
-        assert drain["row_changes"] > 0 and drain["recvlogical_complete"] and drain["pysync_complete"]
+        assert (
+            drain["row_changes"] > 0 and drain["recvlogical_complete"] and drain["pysync_complete"]
+        )
         assert drain["ratio"] == pytest.approx(drain["pysync_per_s"] / drain["recvlogical_per_s"])
-        assert drain["pysync_per_s"] == pytest.approx(drain["row_changes"] / drain["pysync_s"], rel=0.01)
+        assert drain["pysync_per_s"] == pytest.approx(
+            drain["row_changes"] / drain["pysync_s"], rel=0.01
+        )
     assert isinstance(report, dict)
     return report
 
@@ -146,14 +185,24 @@ def test_bench_smoke_on_private_postgres(tmp_path: Path, scratch: Path) -> None:
 
     # --compare draws two runs side by side (here the same one twice: every ratio 1.00).
     compared = tmp_path / "compared"
-    result = bench("--compare", str(out / "bench.json"), str(out / "bench.json"), "--out", str(compared),
-                   tmp=scratch)
+    result = bench(
+        "--compare",
+        str(out / "bench.json"),
+        str(out / "bench.json"),
+        "--out",
+        str(compared),
+        tmp=scratch,
+    )
     assert result.returncode == 0, result.stderr
     assert (compared / "compare.png").read_bytes()[:4] == b"\x89PNG"
     table = (compared / "compare.md").read_text()
-    assert re.search(r"\| pgbench TPS, sync server attached \| [\d,]+ \| [\d,]+ \| 1\.00 \|", table), table
-    one_line_error(bench("--compare", str(out / "report.md"), str(out / "bench.json"), tmp=scratch),
-                   r"--compare: .*report.md is not JSON")
+    assert re.search(
+        r"\| pgbench TPS, sync server attached \| [\d,]+ \| [\d,]+ \| 1\.00 \|", table
+    ), table
+    one_line_error(
+        bench("--compare", str(out / "report.md"), str(out / "bench.json"), tmp=scratch),
+        r"--compare: .*report.md is not JSON",
+    )
 
 
 def test_bench_sse_subscribers(tmp_path: Path, scratch: Path) -> None:
@@ -176,10 +225,27 @@ class Serve:
         self.lines: list[str] = []
         self.ready = threading.Event()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pysync.cli", "serve", "--database-url", database_url,
-             "--port", str(self.port), "--storage-dir", str(storage), "--slot", "served",
-             "--publication", "served", "--long-poll-timeout", "5"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pysync.cli",
+                "serve",
+                "--database-url",
+                database_url,
+                "--port",
+                str(self.port),
+                "--storage-dir",
+                str(storage),
+                "--slot",
+                "served",
+                "--publication",
+                "served",
+                "--long-poll-timeout",
+                "5",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         threading.Thread(target=self._read, daemon=True).start()
@@ -208,8 +274,18 @@ def test_bench_against_a_running_server(tmp_path: Path, scratch: Path, database_
     server = Serve(database_url, tmp_path / "storage")
     out = tmp_path / "out"
     try:
-        result = bench(*TINY, "--server", f"http://127.0.0.1:{server.port}", "--database-url",
-                       database_url, "--server-slot", "served", "--out", str(out), tmp=scratch)
+        result = bench(
+            *TINY,
+            "--server",
+            f"http://127.0.0.1:{server.port}",
+            "--database-url",
+            database_url,
+            "--server-slot",
+            "served",
+            "--out",
+            str(out),
+            tmp=scratch,
+        )
         match = headline(result)
         assert server.proc.poll() is None, "the bench must leave a server it did not start running"
     finally:
@@ -217,13 +293,20 @@ def test_bench_against_a_running_server(tmp_path: Path, scratch: Path, database_
     report = check_report(out, managed=False)
     # Only the HTTP side (and the lag of the slot it was told about) applies.
     assert set(report["phases"]) == {"sync"} and "drain" not in report
-    assert report["target"] == {"server": "pysync/0.1.0", "url": f"http://127.0.0.1:{server.port}",
-                                "managed": False, "slot": "served", "live": "long-poll"}
+    assert report["target"] == {
+        "server": "pysync/0.1.0",
+        "url": f"http://127.0.0.1:{server.port}",
+        "managed": False,
+        "slot": "served",
+        "live": "long-poll",
+    }
     assert match[1] == "n/a" and match[2] != "n/a" and match[3] != "n/a"
     assert "pysync/0.1.0" in (out / "report.md").read_text()
     assert leftovers(database_url) == []
     with psycopg.connect(database_url) as conn:  # the server's own slot is not the bench's
-        assert conn.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'served'").fetchone() == (1,)
+        assert conn.execute(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'served'"
+        ).fetchone() == (1,)
     assert list(scratch.iterdir()) == []
 
 
@@ -237,18 +320,27 @@ def one_line_error(result: subprocess.CompletedProcess[str], pattern: str) -> No
 
 
 def test_bad_workload_and_script(scratch: Path) -> None:
-    one_line_error(bench("--workload", "tpcc", tmp=scratch), r"unknown workload 'tpcc': use one of tpcb-like")
-    one_line_error(bench("--script", "/nonexistent/load.sql", tmp=scratch),
-                   r"script file /nonexistent/load.sql does not exist")
+    one_line_error(
+        bench("--workload", "tpcc", tmp=scratch), r"unknown workload 'tpcc': use one of tpcb-like"
+    )
+    one_line_error(
+        bench("--script", "/nonexistent/load.sql", tmp=scratch),
+        r"script file /nonexistent/load.sql does not exist",
+    )
     one_line_error(bench("--live", "websocket", tmp=scratch), r"unknown --live mode 'websocket'")
-    one_line_error(bench("--server", "http://127.0.0.1:1", tmp=scratch), r"--server needs --database-url")
+    one_line_error(
+        bench("--server", "http://127.0.0.1:1", tmp=scratch), r"--server needs --database-url"
+    )
     assert list(scratch.iterdir()) == []
 
 
 def test_no_pgbench_tables_with_no_init(scratch: Path, database_url: str) -> None:
     result = bench("--database-url", database_url, "--no-init", tmp=scratch)
-    one_line_error(result, r"the database has no pgbench tables \(pgbench_accounts, .* missing\): "
-                           r"drop --no-init to create them with pgbench -i")
+    one_line_error(
+        result,
+        r"the database has no pgbench tables \(pgbench_accounts, .* missing\): "
+        r"drop --no-init to create them with pgbench -i",
+    )
     assert leftovers(database_url) == []
     assert list(scratch.iterdir()) == []
 
@@ -269,20 +361,42 @@ def not_electric() -> Iterator[int]:
 
 def test_server_that_does_not_answer_the_protocol(scratch: Path, database_url: str) -> None:
     port = free_port()
-    result = bench("--server", f"http://127.0.0.1:{port}", "--database-url", database_url, tmp=scratch)
-    one_line_error(result, rf"--server http://127.0.0.1:{port} does not answer .*start the server or fix the URL")
+    result = bench(
+        "--server", f"http://127.0.0.1:{port}", "--database-url", database_url, tmp=scratch
+    )
+    one_line_error(
+        result,
+        rf"--server http://127.0.0.1:{port} does not answer .*start the server or fix the URL",
+    )
     with not_electric() as other:
-        result = bench("--server", f"http://127.0.0.1:{other}", "--database-url", database_url, tmp=scratch)
-    one_line_error(result, rf"--server http://127.0.0.1:{other} does not speak Electric's HTTP Shape API")
+        result = bench(
+            "--server", f"http://127.0.0.1:{other}", "--database-url", database_url, tmp=scratch
+        )
+    one_line_error(
+        result, rf"--server http://127.0.0.1:{other} does not speak Electric's HTTP Shape API"
+    )
     assert leftovers(database_url) == []
     assert list(scratch.iterdir()) == []
 
 
 def test_ctrl_c_leaves_nothing_behind(tmp_path: Path, scratch: Path, database_url: str) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pysync.cli", "bench", "--database-url", database_url,
-         *TINY, "--duration", "6", "--out", str(tmp_path / "out")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pysync.cli",
+            "bench",
+            "--database-url",
+            database_url,
+            *TINY,
+            "--duration",
+            "6",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "TMPDIR": str(scratch), "PYTHONUNBUFFERED": "1"},
     )
     try:
@@ -295,8 +409,10 @@ def test_ctrl_c_leaves_nothing_behind(tmp_path: Path, scratch: Path, database_ur
         else:
             pytest.fail(f"no sync phase: {proc.stderr.read() if proc.stderr else ''}")
         with psycopg.connect(database_url) as conn:
-            assert conn.execute("SELECT count(*) FROM pg_replication_slots "
-                                "WHERE starts_with(slot_name::text, 'pysync_bench_')").fetchone() != (0,)
+            assert conn.execute(
+                "SELECT count(*) FROM pg_replication_slots "
+                "WHERE starts_with(slot_name::text, 'pysync_bench_')"
+            ).fetchone() != (0,)
         assert processes_under(scratch) != []
         time.sleep(0.5)
         proc.send_signal(signal.SIGINT)
@@ -307,7 +423,8 @@ def test_ctrl_c_leaves_nothing_behind(tmp_path: Path, scratch: Path, database_ur
             proc.wait()
     assert proc.returncode == 130
     assert stderr.strip().splitlines()[-1] == (
-        "pysync bench: interrupted; everything it started is stopped and removed")
+        "pysync bench: interrupted; everything it started is stopped and removed"
+    )
     assert leftovers(database_url) == []
     assert processes_under(scratch) == []
     assert list(scratch.iterdir()) == []

@@ -34,9 +34,7 @@ def summary(entries: list[Entry]) -> list[tuple[str, str, int, dict[str, Any]]]:
 K = '"public"."items"/'
 
 
-async def test_operations_across_modes_where_and_projection(
-    engine: Engine, conn: Conn
-) -> None:
+async def test_operations_across_modes_where_and_projection(engine: Engine, conn: Conn) -> None:
     conn.execute("CREATE TABLE items (id int PRIMARY KEY, title text, v int, grp int)")
     conn.execute("CREATE TABLE other (id int PRIMARY KEY)")
     conn.execute("INSERT INTO items VALUES (100, 'pre', 1, 1)")
@@ -47,16 +45,16 @@ async def test_operations_across_modes_where_and_projection(
     await make(engine, "other")  # so that "other" is published: its changes count as ops
     with conn.transaction():
         (xid,) = conn.execute("SELECT pg_current_xact_id()::xid::text").fetchone()  # type: ignore[misc]
-        conn.execute("INSERT INTO other VALUES (1)")                      # op 0
-        conn.execute("INSERT INTO items VALUES (1, 'a', 10, 1)")          # op 2
-        conn.execute("UPDATE items SET title = 'b' WHERE id = 1")         # op 4
-        conn.execute("UPDATE items SET v = 60 WHERE id = 1")              # op 6: move-out
-        conn.execute("UPDATE items SET grp = 2 WHERE id = 1")             # op 8: outside WHERE
-        conn.execute("UPDATE items SET v = 5 WHERE id = 1")               # op 10: move-in
-        conn.execute("UPDATE items SET id = 2 WHERE id = 1")              # op 12: PK change
-        conn.execute("UPDATE items SET v = v WHERE id = 2")               # op 14: no change
-        conn.execute("INSERT INTO other VALUES (2)")                      # op 16
-        conn.execute("DELETE FROM items WHERE id = 2")                    # op 18
+        conn.execute("INSERT INTO other VALUES (1)")  # op 0
+        conn.execute("INSERT INTO items VALUES (1, 'a', 10, 1)")  # op 2
+        conn.execute("UPDATE items SET title = 'b' WHERE id = 1")  # op 4
+        conn.execute("UPDATE items SET v = 60 WHERE id = 1")  # op 6: move-out
+        conn.execute("UPDATE items SET grp = 2 WHERE id = 1")  # op 8: outside WHERE
+        conn.execute("UPDATE items SET v = 5 WHERE id = 1")  # op 10: move-in
+        conn.execute("UPDATE items SET id = 2 WHERE id = 1")  # op 12: PK change
+        conn.execute("UPDATE items SET v = v WHERE id = 2")  # op 14: no change
+        conn.execute("INSERT INTO other VALUES (2)")  # op 16
+        conn.execute("DELETE FROM items WHERE id = 2")  # op 18
     await quiesce(engine, conn)
 
     got = live_changes(plain)
@@ -87,7 +85,7 @@ async def test_operations_across_modes_where_and_projection(
     assert summary(live_changes(where)) == [
         ("insert", K + '"1"', 2, {"id": "1", "title": "a", "v": "10", "grp": "1"}),
         ("update", K + '"1"', 4, {"id": "1", "title": "b"}),
-        ("delete", K + '"1"', 6, {"id": "1"}),                           # moved out
+        ("delete", K + '"1"', 6, {"id": "1"}),  # moved out
         ("insert", K + '"1"', 10, {"id": "1", "title": "b", "v": "5", "grp": "2"}),  # moved in
         ("delete", K + '"1"', 12, {"id": "1"}),
         ("insert", K + '"2"', 13, {"id": "2", "title": "b", "v": "5", "grp": "2"}),
@@ -106,7 +104,14 @@ async def test_operations_across_modes_where_and_projection(
         ("delete", K + '"2"', 18, {"id": "2", "title": "b", "v": "5", "grp": "2"}),
     ]
     assert [e.get("old_value") for e in got_full] == [
-        None, {"title": "a"}, {"v": "10"}, {"grp": "1"}, {"v": "60"}, None, None, None,
+        None,
+        {"title": "a"},
+        {"v": "10"},
+        {"grp": "1"},
+        {"v": "60"},
+        None,
+        None,
+        None,
     ]
 
     assert summary(live_changes(cols)) == [
@@ -122,14 +127,18 @@ async def test_operations_across_modes_where_and_projection(
     conn.execute("UPDATE items SET title = 'post' WHERE id = 100")
     await quiesce(engine, conn)
     for live, columns in ((plain, ["id", "title", "v", "grp"]), (cols, ["id", "title"])):
-        assert materialise(read_all(live.log)) == table_state(conn, "public", "items", columns, ["id"])
+        assert materialise(read_all(live.log)) == table_state(
+            conn, "public", "items", columns, ["id"]
+        )
     assert materialise(read_all(where.log)) == table_state(
         conn, "public", "items", ["id", "title", "v", "grp"], ["id"], "v < 50"
     )
 
 
 async def test_keys_identical_between_snapshot_and_changes(engine: Engine, conn: Conn) -> None:
-    conn.execute("CREATE TABLE comp (org text, id int, note text, flag bool, PRIMARY KEY (org, id))")
+    conn.execute(
+        "CREATE TABLE comp (org text, id int, note text, flag bool, PRIMARY KEY (org, id))"
+    )
     conn.execute("CREATE TABLE logs (day date, level int, msg text, ok bool, code char(3))")
     conn.execute("""INSERT INTO comp VALUES ('a/b', 1, 'x', true), ('', 2, NULL, NULL),
                     ('q"uote', 3, 'y', false)""")
@@ -140,7 +149,9 @@ async def test_keys_identical_between_snapshot_and_changes(engine: Engine, conn:
     snap_comp = {e["key"]: e["value"] for e in changes(read_all(comp.log))}
     snap_logs = {e["key"]: e["value"] for e in changes(read_all(logs.log))}
     assert set(snap_comp) == {
-        '"public"."comp"/"a//b"/"1"', '"public"."comp"/""/"2"', '"public"."comp"/"q"uote"/"3"',
+        '"public"."comp"/"a//b"/"1"',
+        '"public"."comp"/""/"2"',
+        '"public"."comp"/"q"uote"/"3"',
     }
     assert snap_comp['"public"."comp"/""/"2"'] == {"org": "", "id": "2", "note": None, "flag": None}
     assert set(snap_logs) == {
@@ -149,7 +160,11 @@ async def test_keys_identical_between_snapshot_and_changes(engine: Engine, conn:
         '"public"."logs"/_/_/_/_/_',
     }
     assert snap_logs['"public"."logs"/_/_/_/_/_'] == {
-        "day": None, "level": None, "msg": None, "ok": None, "code": None,
+        "day": None,
+        "level": None,
+        "msg": None,
+        "ok": None,
+        "code": None,
     }
     # Change every row: the deletes must name the keys the snapshot used.
     conn.execute("UPDATE comp SET note = 'z'")
@@ -158,7 +173,9 @@ async def test_keys_identical_between_snapshot_and_changes(engine: Engine, conn:
     conn.execute("DELETE FROM logs WHERE day IS NULL OR level IS NULL")
     conn.execute("INSERT INTO logs VALUES (NULL, 3, '/', false, NULL)")
     await quiesce(engine, conn)
-    assert {e["key"] for e in live_changes(comp)} <= set(snap_comp) | {'"public"."comp"/"a//b"/"11"'}
+    assert {e["key"] for e in live_changes(comp)} <= set(snap_comp) | {
+        '"public"."comp"/"a//b"/"11"'
+    }
     deleted = {e["key"] for e in live_changes(logs) if e["headers"]["operation"] == "delete"}
     assert deleted == {'"public"."logs"/"2024-01-01"/_/"x"/_/_', '"public"."logs"/_/_/_/_/_'}
     assert materialise(read_all(comp.log)) == table_state(
@@ -167,9 +184,19 @@ async def test_keys_identical_between_snapshot_and_changes(engine: Engine, conn:
     state = materialise(read_all(logs.log))
     assert state == {
         '"public"."logs"/"2024-01-02"/"2"/"p//q"/"t"/"ab "': {
-            "day": "2024-01-02", "level": "2", "msg": "p/q", "ok": "t", "code": "ab "},
+            "day": "2024-01-02",
+            "level": "2",
+            "msg": "p/q",
+            "ok": "t",
+            "code": "ab ",
+        },
         '"public"."logs"/_/"3"/"//"/"f"/_': {
-            "day": None, "level": "3", "msg": "/", "ok": "f", "code": None},
+            "day": None,
+            "level": "3",
+            "msg": "/",
+            "ok": "f",
+            "code": None,
+        },
     }
 
 
@@ -179,12 +206,12 @@ async def test_op_positions_count_changes_of_all_tables(engine: Engine, conn: Co
     shape_a = await make(engine, "a")
     shape_b = await make(engine, "b", where="id > 1")
     with conn.transaction():
-        conn.execute("INSERT INTO a VALUES (1)")   # 0
-        conn.execute("INSERT INTO b VALUES (1)")   # 2 (not in the shape of b)
-        conn.execute("INSERT INTO b VALUES (2)")   # 4
-        conn.execute("INSERT INTO a VALUES (2)")   # 6
-        conn.execute("INSERT INTO b VALUES (3)")   # 8
-    conn.execute("INSERT INTO b VALUES (4)")       # next transaction: 0
+        conn.execute("INSERT INTO a VALUES (1)")  # 0
+        conn.execute("INSERT INTO b VALUES (1)")  # 2 (not in the shape of b)
+        conn.execute("INSERT INTO b VALUES (2)")  # 4
+        conn.execute("INSERT INTO a VALUES (2)")  # 6
+        conn.execute("INSERT INTO b VALUES (3)")  # 8
+    conn.execute("INSERT INTO b VALUES (4)")  # next transaction: 0
     await quiesce(engine, conn)
     got_a = live_changes(shape_a)
     got_b = live_changes(shape_b)

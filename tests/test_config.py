@@ -10,15 +10,23 @@ from pysync.config import from_env, make_settings
 
 
 def test_directories_and_workers_from_the_environment() -> None:
-    settings = make_settings(from_env({
-        "PYSYNC_DATA_DIR": "/srv/pysync", "PYSYNC_STORAGE_DIR": "/var/lib/shapes", "PYSYNC_WORKERS": "3",
-    }))
+    settings = make_settings(
+        from_env(
+            {
+                "PYSYNC_DATA_DIR": "/srv/pysync",
+                "PYSYNC_STORAGE_DIR": "/var/lib/shapes",
+                "PYSYNC_WORKERS": "3",
+            }
+        )
+    )
     assert settings.data_dir == Path("/srv/pysync")
     assert settings.shape_storage == Path("/var/lib/shapes")
     assert settings.workers == 3
 
 
 def test_settings_survive_the_trip_to_a_worker() -> None:
-    settings = make_settings({"database_url": "postgresql://x/y", "data_dir": Path("/d"), "port": 4000})
+    settings = make_settings(
+        {"database_url": "postgresql://x/y", "data_dir": Path("/d"), "port": 4000}
+    )
     encoded = msgspec.json.encode(settings, enc_hook=str)  # as serve/supervisor.py sends them
     assert make_settings(msgspec.json.decode(encoded)) == settings

@@ -33,10 +33,22 @@ def conn(pg_cluster: PostgresCluster) -> Iterator[Conn]:
     [
         ({"table": "missing"}, "table", 'Table "public"."missing" does not exist'),
         ({"table": "t", "columns": ["id", "nope"]}, "columns", "not found on the table: nope"),
-        ({"table": "t", "columns": ["v", "title"]}, "columns", "must include all primary key columns, missing: id"),
-        ({"table": "nopk", "columns": ["a"]}, "columns", "must include all primary key columns, missing: b"),
+        (
+            {"table": "t", "columns": ["v", "title"]},
+            "columns",
+            "must include all primary key columns, missing: id",
+        ),
+        (
+            {"table": "nopk", "columns": ["a"]},
+            "columns",
+            "must include all primary key columns, missing: b",
+        ),
         # Electric checks the key columns first, so an empty list reports them missing.
-        ({"table": "t", "columns": []}, "columns", "must include all primary key columns, missing: id"),
+        (
+            {"table": "t", "columns": []},
+            "columns",
+            "must include all primary key columns, missing: id",
+        ),
         ({"table": "t", "columns": ["title"]}, "columns", "missing: id"),  # before "nope" below
         ({"table": "t", "columns": ["title", "nope"]}, "columns", "missing: id"),
         ({"table": "t", "where": "v >"}, "where", ""),
@@ -80,11 +92,15 @@ def test_mode_errors() -> None:
 
 def test_equal_definitions_share_a_key(conn: Conn) -> None:
     key = validate(conn, ShapeDefinition.create("t", where="v = $1", params=["1"])).key
-    assert validate(conn, ShapeDefinition.create("public.t", where="v = $1", params={1: 1})).key == key
+    assert (
+        validate(conn, ShapeDefinition.create("public.t", where="v = $1", params={1: 1})).key == key
+    )
     assert validate(conn, ShapeDefinition.create("t", where="v = $1", params=["2"])).key != key
     cols = validate(conn, ShapeDefinition.create("t", columns=["title", "id"]))
     assert cols.columns == ("id", "title")  # table order
     assert validate(conn, ShapeDefinition.create("t", columns=["id", "title"])).key == cols.key
-    assert validate(conn, ShapeDefinition.create("t", replica="full")).key != validate(
-        conn, ShapeDefinition.create("t")).key
+    assert (
+        validate(conn, ShapeDefinition.create("t", replica="full")).key
+        != validate(conn, ShapeDefinition.create("t")).key
+    )
     assert validate(conn, ShapeDefinition.create("nopk")).pk == ("a", "b")

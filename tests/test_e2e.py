@@ -40,7 +40,11 @@ def _ensure_node_modules() -> None:
     npm = shutil.which("npm")
     assert npm is not None, "npm is needed for the end-to-end tests (Node.js >= 20)"
     result = subprocess.run(
-        [npm, "ci", "--no-audit", "--no-fund"], cwd=E2E_DIR, capture_output=True, text=True, timeout=600
+        [npm, "ci", "--no-audit", "--no-fund"],
+        cwd=E2E_DIR,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, f"npm ci failed:\n{result.stdout}\n{result.stderr}"
 
@@ -58,7 +62,7 @@ def e2e_database(pg_cluster: PostgresCluster) -> Iterator[str]:
             ("extra_float_digits", "0"),
             ("bytea_output", "escape"),
         ):
-            admin.execute(f'ALTER DATABASE "{name}" SET {setting} = \'{value}\'')
+            admin.execute(f"ALTER DATABASE \"{name}\" SET {setting} = '{value}'")
     try:
         yield pg_cluster.url(name)
     finally:
@@ -71,11 +75,25 @@ def test_typescript_client_end_to_end(e2e_database: str, tmp_path: Path) -> None
     assert node is not None, "node (>= 20) is needed for the end-to-end tests"
     _ensure_node_modules()
     port = free_port()
-    server = ServeProcess([
-        "--database-url", e2e_database, "--host", "127.0.0.1", "--port", str(port),
-        "--storage-dir", str(tmp_path / "storage"), "--allow-delete",
-        "--long-poll-timeout", "5", "--secret", SECRET, "--log-level", "warning",
-    ])
+    server = ServeProcess(
+        [
+            "--database-url",
+            e2e_database,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-dir",
+            str(tmp_path / "storage"),
+            "--allow-delete",
+            "--long-poll-timeout",
+            "5",
+            "--secret",
+            SECRET,
+            "--log-level",
+            "warning",
+        ]
+    )
     try:
         server.wait_ready(START_TIMEOUT)
         env = {
@@ -90,8 +108,19 @@ def test_typescript_client_end_to_end(e2e_database: str, tmp_path: Path) -> None
                 # --test-force-exit: the client keeps a 60 s timer (a throttled
                 # localStorage write of its up-to-date tracker) that would hold each file's
                 # process open after its tests are done.
-                [node, "--test", "--test-concurrency=1", "--test-force-exit", "--test-reporter=spec", "."],
-                cwd=E2E_DIR, env=env, capture_output=True, text=True, timeout=NODE_TIMEOUT,
+                [
+                    node,
+                    "--test",
+                    "--test-concurrency=1",
+                    "--test-force-exit",
+                    "--test-reporter=spec",
+                    ".",
+                ],
+                cwd=E2E_DIR,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=NODE_TIMEOUT,
             )
         except subprocess.TimeoutExpired as exc:
             pytest.fail(

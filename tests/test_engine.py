@@ -71,7 +71,9 @@ async def test_truncate_invalidates_and_a_new_handle_follows(engine: Engine, con
     assert materialise(read_all(again.log)) == {}
 
 
-async def test_truncate_the_snapshot_already_saw_keeps_the_shape(engine: Engine, conn: Conn) -> None:
+async def test_truncate_the_snapshot_already_saw_keeps_the_shape(
+    engine: Engine, conn: Conn
+) -> None:
     conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
     conn.execute("INSERT INTO t VALUES (1, 1)")
     await make(engine, "t")  # the table is published
@@ -88,7 +90,9 @@ async def test_truncate_the_snapshot_already_saw_keeps_the_shape(engine: Engine,
 
 
 @pytest.mark.parametrize("ddl", ["ADD COLUMN extra int", "DROP COLUMN v"])
-async def test_schema_change_invalidates_on_next_change(engine: Engine, conn: Conn, ddl: str) -> None:
+async def test_schema_change_invalidates_on_next_change(
+    engine: Engine, conn: Conn, ddl: str
+) -> None:
     conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int, w int)")
     conn.execute("INSERT INTO t VALUES (1, 1, 1)")
     live = await make(engine, "t")
@@ -177,7 +181,9 @@ async def test_snapshot_connection_limit(database_url: str, conn: Conn) -> None:
     try:
         # Publish first, so that 20 shapes start their snapshots at once.
         await make(engine, "t", where="v < 0")
-        shapes = [await engine.shape(ShapeDefinition.create("t", where=f"v > {i}")) for i in range(20)]
+        shapes = [
+            await engine.shape(ShapeDefinition.create("t", where=f"v > {i}")) for i in range(20)
+        ]
 
         def sample() -> bool:
             nonlocal peak
@@ -186,7 +192,8 @@ async def test_snapshot_connection_limit(database_url: str, conn: Conn) -> None:
             row = conn.execute(
                 "SELECT count(*) FILTER (WHERE backend_xmin IS NOT NULL), count(*) "
                 "FROM pg_stat_activity WHERE application_name = %s "
-                "AND backend_type = 'client backend'", (app,),
+                "AND backend_type = 'client backend'",
+                (app,),
             ).fetchone()
             assert row is not None
             peak = max(peak, int(row[0]))
@@ -234,12 +241,16 @@ async def test_lost_slot_resyncs_every_shape(small_wal_url: str, tmp_path: Any) 
             assert again.handle != live.handle
             c.execute("INSERT INTO t VALUES (4, 4)")
             await quiesce(engine, c)
-            assert materialise(read_all(again.log)) == table_state(c, "public", "t", ["id", "v"], ["id"])
+            assert materialise(read_all(again.log)) == table_state(
+                c, "public", "t", ["id", "v"], ["id"]
+            )
         finally:
             await engine.stop()
 
 
-async def test_slot_lost_while_running_resyncs_every_shape(small_wal_url: str, tmp_path: Any) -> None:
+async def test_slot_lost_while_running_resyncs_every_shape(
+    small_wal_url: str, tmp_path: Any
+) -> None:
     """The replication connection is away (here: cut) while Postgres drops WAL the slot
     needs; on reconnecting the running engine finds the slot lost, invalidates every
     shape, makes a new slot and goes on replicating."""
@@ -259,7 +270,9 @@ async def test_slot_lost_while_running_resyncs_every_shape(small_wal_url: str, t
             assert again.handle != live.handle
             c.execute("INSERT INTO t VALUES (3, 3)")
             await quiesce(engine, c)
-            assert materialise(read_all(again.log)) == table_state(c, "public", "t", ["id", "v"], ["id"])
+            assert materialise(read_all(again.log)) == table_state(
+                c, "public", "t", ["id", "v"], ["id"]
+            )
         finally:
             await engine.stop()
 
@@ -271,7 +284,9 @@ async def test_schema_change_while_down_drops_recovered_shape(database_url: str,
     from pysync.shapes.definition import ShapeDefinition
 
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE a (id int PRIMARY KEY, v int); CREATE TABLE b (id int PRIMARY KEY)")
+        conn.execute(
+            "CREATE TABLE a (id int PRIMARY KEY, v int); CREATE TABLE b (id int PRIMARY KEY)"
+        )
         conn.execute("INSERT INTO a VALUES (1, 1); INSERT INTO b VALUES (1)")
     engine = Engine(database_url, storage_dir=tmp_path)
     await engine.start()

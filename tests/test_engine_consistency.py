@@ -42,11 +42,15 @@ def check_shape(conn: Conn, live: ShapeConsumer) -> None:
     except AssertionError as exc:
         key = str(exc).split("'key': '")[1].split("'")[0]
         history = [e for e in entries if e.get("key") == key]
-        pytest.fail(f"shape {definition.where!r}: {exc}\nhistory: {history}\nsnapshot: {live.snapshot}")
+        pytest.fail(
+            f"shape {definition.where!r}: {exc}\nhistory: {history}\nsnapshot: {live.snapshot}"
+        )
     if got != expected:
         missing = sorted(set(expected) - set(got))[:5]
         extra = sorted(set(got) - set(expected))[:5]
-        wrong = [(k, got[k], expected[k]) for k in expected if k in got and got[k] != expected[k]][:5]
+        wrong = [(k, got[k], expected[k]) for k in expected if k in got and got[k] != expected[k]][
+            :5
+        ]
         pytest.fail(
             f"shape {definition.where!r} {definition.replica} diverged: missing {missing}, "
             f"extra {extra}, wrong {wrong}"
@@ -93,7 +97,10 @@ def start_runner(
     with stderr.open("a") as err:
         return subprocess.Popen(
             [sys.executable, script, url, str(storage), slot, json.dumps(spec)],
-            stdout=subprocess.PIPE, stderr=err, text=True, env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=env,
         )
 
 

@@ -68,7 +68,9 @@ class TmpfsDisk:
     def __init__(self, path: Path, size_mb: int = 20) -> None:
         self.path = path
         path.mkdir(parents=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)], check=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)], check=True
+        )
         self.filler = path / "filler"
 
     def fill(self) -> None:
@@ -129,10 +131,20 @@ class Serve:
         self.process: ServeProcess | None = None
 
     def start(self) -> ServeProcess:
-        self.process = ServeProcess([
-            "--database-url", self.database_url, "--port", str(self.port),
-            "--storage-dir", str(self.storage), "--long-poll-timeout", "2", "--log-level", "info",
-        ])
+        self.process = ServeProcess(
+            [
+                "--database-url",
+                self.database_url,
+                "--port",
+                str(self.port),
+                "--storage-dir",
+                str(self.storage),
+                "--long-poll-timeout",
+                "2",
+                "--log-level",
+                "info",
+            ]
+        )
         self.process.wait_ready()
         return self.process
 
@@ -153,7 +165,9 @@ async def followers() -> AsyncIterator[list[Follower]]:
         await follower.close()
 
 
-def follow(base: str, started: list[Follower], shapes: list[dict[str, str]] = SHAPES) -> list[Follower]:
+def follow(
+    base: str, started: list[Follower], shapes: list[dict[str, str]] = SHAPES
+) -> list[Follower]:
     new = [Follower(f"{base}/v1/shape", params).start() for params in shapes]
     started.extend(new)
     return new
@@ -162,8 +176,11 @@ def follow(base: str, started: list[Follower], shapes: list[dict[str, str]] = SH
 # -- the disk fills up -------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not ROOT, reason="mounting a tmpfs needs root (CI runs as root); "
-                    "test_storage_failures_injected covers the same path without it")
+@pytest.mark.skipif(
+    not ROOT,
+    reason="mounting a tmpfs needs root (CI runs as root); "
+    "test_storage_failures_injected covers the same path without it",
+)
 async def test_disk_full_under_load_then_killed_loses_nothing(
     database_url: str, conn: Conn, disk: TmpfsDisk, followers: list[Follower]
 ) -> None:
@@ -209,13 +226,18 @@ async def test_disk_full_under_load_then_killed_loses_nothing(
     serve.stop()
 
 
-@pytest.mark.skipif(not ROOT, reason="mounting a tmpfs needs root (CI runs as root); "
-                    "test_storage_failures_injected covers the same path without it")
+@pytest.mark.skipif(
+    not ROOT,
+    reason="mounting a tmpfs needs root (CI runs as root); "
+    "test_storage_failures_injected covers the same path without it",
+)
 async def test_disk_full_during_a_snapshot(
     database_url: str, conn: Conn, disk: TmpfsDisk, followers: list[Follower]
 ) -> None:
     conn.execute("CREATE TABLE big (id int PRIMARY KEY, pad text)")
-    conn.execute("INSERT INTO big SELECT g, repeat(md5(g::text), 40) FROM generate_series(1, 5000) g")
+    conn.execute(
+        "INSERT INTO big SELECT g, repeat(md5(g::text), 40) FROM generate_series(1, 5000) g"
+    )
     serve = Serve(database_url, disk.path / "storage")
     serve.start()
     try:
@@ -228,7 +250,9 @@ async def test_disk_full_during_a_snapshot(
         want = table_state(conn, "public", "big", ["id", "pad"], ["id"])
         await converge([follower], lambda _: want, what="the snapshot after the disk has room")
         follower.check()
-        assert len(os.listdir(disk.path / "storage" / "shapes")) == 1, "the failed shape's log was left"
+        assert len(os.listdir(disk.path / "storage" / "shapes")) == 1, (
+            "the failed shape's log was left"
+        )
         # And after a restart: the same shape, nothing lost, a fresh client too.
         handle = follower.handle
         serve.stop()
@@ -258,7 +282,11 @@ class FailingIo(Io):
         self.call, self.suffix, self.times = call, suffix, times
 
     def _fail(self, call: str, fd: int) -> None:
-        if self.times and call == self.call and os.readlink(f"/proc/self/fd/{fd}").endswith(self.suffix):
+        if (
+            self.times
+            and call == self.call
+            and os.readlink(f"/proc/self/fd/{fd}").endswith(self.suffix)
+        ):
             self.times -= 1
             self.failed += 1
             code = errno.ENOSPC if call == "write" else errno.EIO
@@ -286,7 +314,9 @@ async def test_storage_failures_injected(database_url: str, conn: Conn, tmp_path
         first = await client.shape(table="t", offset="-1")
         assert first.status_code == 200
         handle = first.headers["electric-handle"]
-        await poll(lambda: io.failed == 1 and engine.get(handle) is None, 30, "the failed shape to go")
+        await poll(
+            lambda: io.failed == 1 and engine.get(handle) is None, 30, "the failed shape to go"
+        )
         assert not (tmp_path / "s" / "shapes" / handle).exists()
         response = await client.shape(table="t", offset="0_0", handle=handle)
         assert response.status_code in (409, 503), response.text[:300]
@@ -322,7 +352,9 @@ async def test_storage_failures_injected(database_url: str, conn: Conn, tmp_path
         for shape in (live, narrow):
             assert not shape.gone
             where = shape.definition.where
-            assert materialise(read_all(shape.log)) == table_state(conn, "public", "t", COLUMNS, ["id"], where)
+            assert materialise(read_all(shape.log)) == table_state(
+                conn, "public", "t", COLUMNS, ["id"], where
+            )
     finally:
         await client.aclose()
         await engine.stop()
@@ -333,7 +365,9 @@ async def test_storage_failures_injected(database_url: str, conn: Conn, tmp_path
         recovered = again.get(live.handle)
         assert recovered is not None
         await quiesce(again, conn)
-        assert materialise(read_all(recovered.log)) == table_state(conn, "public", "t", COLUMNS, ["id"])
+        assert materialise(read_all(recovered.log)) == table_state(
+            conn, "public", "t", COLUMNS, ["id"]
+        )
     finally:
         await again.stop()
 
@@ -372,7 +406,9 @@ async def test_torn_tail_is_repaired_and_corruption_stops_start(
         assert recovered is not None
         conn.execute("UPDATE t SET title = 'after' WHERE id = 9")
         await quiesce(engine, conn)
-        assert materialise(read_all(recovered.log)) == table_state(conn, "public", "t", COLUMNS, ["id"])
+        assert materialise(read_all(recovered.log)) == table_state(
+            conn, "public", "t", COLUMNS, ["id"]
+        )
     finally:
         await engine.stop()
 
@@ -386,8 +422,9 @@ async def test_torn_tail_is_repaired_and_corruption_stops_start(
     assert str(log_file) in str(failure.value) and "byte" in str(failure.value)
     assert log_file.read_bytes() == bytes(data), "recovery changed the corrupt log"
     # And pysync serve says so in one line, exiting non-zero.
-    server = ServeProcess(["--database-url", database_url, "--port", str(free_port()),
-                           "--storage-dir", str(storage)])
+    server = ServeProcess(
+        ["--database-url", database_url, "--port", str(free_port()), "--storage-dir", str(storage)]
+    )
     assert server.wait_exit(60) == 1
     assert any(line.startswith("pysync: shape log ") for line in server.lines), server.output()
     assert "Traceback" not in server.output()
@@ -403,7 +440,8 @@ def drop_slot_from_outside(conn: Conn, slot: str = "pysync") -> None:
     while True:
         conn.execute(
             "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-            "WHERE slot_name = %s AND active_pid IS NOT NULL", (slot,),
+            "WHERE slot_name = %s AND active_pid IS NOT NULL",
+            (slot,),
         )
         try:
             conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
@@ -441,7 +479,9 @@ async def test_slot_dropped_or_recreated_from_outside(
         drop_slot_from_outside(conn)
         conn.execute("UPDATE t SET title = 'while down' WHERE id = 2")
         serve.start()
-        await poll(lambda: all(f.handle != before[f] for f in live), 30, "new shapes after the restart")
+        await poll(
+            lambda: all(f.handle != before[f] for f in live), 30, "new shapes after the restart"
+        )
 
         # Killed (SIGKILL, under load), then recreated under the same name while down (it
         # starts later in the WAL).
@@ -451,7 +491,11 @@ async def test_slot_dropped_or_recreated_from_outside(
         conn.execute("UPDATE t SET title = 'before the new slot' WHERE id = 3")
         conn.execute("SELECT pg_create_logical_replication_slot('pysync', 'pgoutput')")
         serve.start()
-        await poll(lambda: all(f.handle != before[f] for f in live), 30, "new shapes for the recreated slot")
+        await poll(
+            lambda: all(f.handle != before[f] for f in live),
+            30,
+            "new shapes for the recreated slot",
+        )
         await poll(lambda: writers.transactions > 300, 30, "writes")
     finally:
         await asyncio.to_thread(writers.join)
@@ -474,7 +518,9 @@ def test_second_serve_on_the_same_data_dir_exits(tmp_path: Path) -> None:
         second = ServeProcess(["--data-dir", str(data_dir), "--port", str(free_port())])
         assert second.wait_exit(30) == 1, second.output()
         message = second.output()
-        assert f"in use by process {first.process.pid}" in message and str(data_dir) in message, message
+        assert f"in use by process {first.process.pid}" in message and str(data_dir) in message, (
+            message
+        )
         assert "Traceback" not in message
         # The first one is untouched: its Postgres runs, it serves.
         assert httpx.get(f"http://127.0.0.1:{port}/v1/health").json() == {"status": "active"}
@@ -482,7 +528,9 @@ def test_second_serve_on_the_same_data_dir_exits(tmp_path: Path) -> None:
             c.execute("CREATE TABLE x (id int PRIMARY KEY)")
             c.execute("INSERT INTO x VALUES (1)")
         r = httpx.get(f"http://127.0.0.1:{port}/v1/shape", params={"table": "x", "offset": "-1"})
-        assert r.status_code == 200 and [m["value"] for m in r.json() if "key" in m] == [{"id": "1"}]
+        assert r.status_code == 200 and [m["value"] for m in r.json() if "key" in m] == [
+            {"id": "1"}
+        ]
     finally:
         assert first.stop(), first.output()
         stop_leftover_postgres(data_dir)
@@ -494,7 +542,9 @@ def test_second_serve_on_the_same_data_dir_exits(tmp_path: Path) -> None:
 async def test_row_lock_gives_503_and_blocks_nothing_else(database_url: str, conn: Conn) -> None:
     conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
     conn.execute("CREATE TABLE other (id int PRIMARY KEY)")
-    conn.execute("INSERT INTO t SELECT g, g FROM generate_series(1, 10) g; INSERT INTO other VALUES (1)")
+    conn.execute(
+        "INSERT INTO t SELECT g, g FROM generate_series(1, 10) g; INSERT INTO other VALUES (1)"
+    )
     engine = Engine(database_url, flush_interval=0.02, lock_timeout=0.3, publish_timeout=1.5)
     await engine.start()
     client = Client(make_api(engine))
@@ -514,8 +564,14 @@ async def test_row_lock_gives_503_and_blocks_nothing_else(database_url: str, con
             assert response.status_code == 503, response.text
             assert "lock" in response.json()["message"] and response.headers["retry-after"]
         # A request that gives up while the lock is held takes its shape's work with it.
-        patient = Engine(database_url, flush_interval=0.02, slot="patient", publication="patient",
-                         lock_timeout=0.2, publish_timeout=30)
+        patient = Engine(
+            database_url,
+            flush_interval=0.02,
+            slot="patient",
+            publication="patient",
+            lock_timeout=0.2,
+            publish_timeout=30,
+        )
         await patient.start()
         patient_client = Client(make_api(patient))
         try:
@@ -526,21 +582,27 @@ async def test_row_lock_gives_503_and_blocks_nothing_else(database_url: str, con
                 (shape,) = list(patient.registry)
                 await asyncio.sleep(0.5)
                 request.cancel()  # the client gave up
-                await poll(lambda: shape.gone, 10, "the abandoned shape to stop waiting for the lock")
+                await poll(
+                    lambda: shape.gone, 10, "the abandoned shape to stop waiting for the lock"
+                )
                 assert "gave up" in shape.reason, shape.reason
         finally:
             await patient_client.aclose()
             await patient.stop()
             conn.execute("DROP PUBLICATION IF EXISTS patient")
-            conn.execute("SELECT pg_drop_replication_slot('patient') FROM pg_replication_slots "
-                         "WHERE slot_name = 'patient'")
+            conn.execute(
+                "SELECT pg_drop_replication_slot('patient') FROM pg_replication_slots "
+                "WHERE slot_name = 'patient'"
+            )
         # The lock is gone: the shape is made.
         response = await client.shape(table="t", offset="-1")
         assert response.status_code == 200
         live = await engine.find(ShapeDefinition.create("t"))
         assert live is not None
         await quiesce(engine, conn)
-        assert materialise(read_all(live.log)) == table_state(conn, "public", "t", ["id", "v"], ["id"])
+        assert materialise(read_all(live.log)) == table_state(
+            conn, "public", "t", ["id", "v"], ["id"]
+        )
     finally:
         await client.aclose()
         await engine.stop()
@@ -586,6 +648,8 @@ async def test_failed_syncfs_of_many_logs_loses_nothing(
         await quiesce(engine, conn)
         for shape in shapes:
             where = shape.definition.where
-            assert materialise(read_all(shape.log)) == table_state(conn, "public", "t", COLUMNS, ["id"], where)
+            assert materialise(read_all(shape.log)) == table_state(
+                conn, "public", "t", COLUMNS, ["id"], where
+            )
     finally:
         await engine.stop()

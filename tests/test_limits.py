@@ -33,10 +33,21 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def serve(database_url: str, tmp_path: Path, *extra: str, limit_files: int | None = None) -> tuple[ServeProcess, str]:
+def serve(
+    database_url: str, tmp_path: Path, *extra: str, limit_files: int | None = None
+) -> tuple[ServeProcess, str]:
     port = free_port()
-    args = ["--database-url", database_url, "--port", str(port), "--storage-dir", str(tmp_path / "s"),
-            "--long-poll-timeout", "2", *extra]
+    args = [
+        "--database-url",
+        database_url,
+        "--port",
+        str(port),
+        "--storage-dir",
+        str(tmp_path / "s"),
+        "--long-poll-timeout",
+        "2",
+        *extra,
+    ]
     server = ServeProcess(args, open_files=limit_files)
     server.wait_ready()
     return server, f"http://127.0.0.1:{port}"
@@ -49,7 +60,9 @@ def health_ok(base: str, timeout: float = 5) -> bool:
         return False
 
 
-def test_idle_and_half_sent_connections_do_not_take_the_server_down(database_url: str, tmp_path: Path) -> None:
+def test_idle_and_half_sent_connections_do_not_take_the_server_down(
+    database_url: str, tmp_path: Path
+) -> None:
     server, base = serve(database_url, tmp_path, "--header-timeout", "2", limit_files=1024)
     sockets: list[socket.socket] = []
     try:
@@ -69,7 +82,9 @@ def test_idle_and_half_sent_connections_do_not_take_the_server_down(database_url
         # An endless request line is cut off too.
         huge = socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1])))
         huge.settimeout(10)
-        huge.sendall(b"GET /v1/shape?table=t&offset=-1&where=" + b"x" * 100_000 + b" HTTP/1.1\r\n\r\n")
+        huge.sendall(
+            b"GET /v1/shape?table=t&offset=-1&where=" + b"x" * 100_000 + b" HTTP/1.1\r\n\r\n"
+        )
         assert huge.recv(100).startswith(b"HTTP/1.1 431 "), "an endless request line was read"
         huge.close()
         assert health_ok(base)
@@ -81,9 +96,13 @@ def test_idle_and_half_sent_connections_do_not_take_the_server_down(database_url
         assert server.stop(), server.output()
 
 
-def test_stalled_readers_of_big_chunks_hold_little_memory(database_url: str, conn: Conn, tmp_path: Path) -> None:
+def test_stalled_readers_of_big_chunks_hold_little_memory(
+    database_url: str, conn: Conn, tmp_path: Path
+) -> None:
     conn.execute("CREATE TABLE big (id int PRIMARY KEY, pad text)")
-    conn.execute("INSERT INTO big SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 36000) g")
+    conn.execute(
+        "INSERT INTO big SELECT g, repeat(md5(g::text), 8) FROM generate_series(1, 36000) g"
+    )
     server, base = serve(database_url, tmp_path)
     pid = server.process.pid
     port = int(base.rsplit(":", 1)[1])
@@ -110,7 +129,9 @@ def test_stalled_readers_of_big_chunks_hold_little_memory(database_url: str, con
         assert server.stop(), server.output()
 
 
-async def test_system_schemas_are_not_found_and_never_altered(database_url: str, conn: Conn) -> None:
+async def test_system_schemas_are_not_found_and_never_altered(
+    database_url: str, conn: Conn
+) -> None:
     engine = Engine(database_url, flush_interval=0.02)
     await engine.start()
     client = Client(make_api(engine))
@@ -122,8 +143,13 @@ async def test_system_schemas_are_not_found_and_never_altered(database_url: str,
 
     before = state()
     try:
-        for table in ("pg_catalog.pg_class", "pg_class", "information_schema.sql_features",
-                      "pg_catalog.pg_authid", "pg_toast.pg_toast_2619"):
+        for table in (
+            "pg_catalog.pg_class",
+            "pg_class",
+            "information_schema.sql_features",
+            "pg_catalog.pg_authid",
+            "pg_toast.pg_toast_2619",
+        ):
             r = await client.shape(table=table, offset="-1")
             assert r.status_code == 400, (table, r.text)
             assert "does not exist" in r.json()["errors"]["table"][0]
@@ -134,7 +160,9 @@ async def test_system_schemas_are_not_found_and_never_altered(database_url: str,
 
 
 async def test_schema_without_usage_reveals_nothing(database_url: str, conn: Conn) -> None:
-    conn.execute("CREATE SCHEMA hidden; CREATE TABLE hidden.secrets (id int PRIMARY KEY, token text)")
+    conn.execute(
+        "CREATE SCHEMA hidden; CREATE TABLE hidden.secrets (id int PRIMARY KEY, token text)"
+    )
     conn.execute("CREATE ROLE outsider LOGIN REPLICATION PASSWORD 'pw'")
     try:
         url = psycopg.conninfo.make_conninfo(database_url, user="outsider", password="pw")
@@ -145,15 +173,20 @@ async def test_schema_without_usage_reveals_nothing(database_url: str, conn: Con
         try:
             r = await client.shape(table="hidden.secrets", offset="-1", columns="id,nope")
             assert r.status_code == 400
-            assert r.json()["errors"] == {"table": [
-                'Table "hidden"."secrets" does not exist. If the table name contains capitals or '
-                "special characters you must quote it."]}
+            assert r.json()["errors"] == {
+                "table": [
+                    'Table "hidden"."secrets" does not exist. If the table name contains capitals or '
+                    "special characters you must quote it."
+                ]
+            }
         finally:
             await client.aclose()
             await engine.stop()
     finally:
         conn.execute("DROP PUBLICATION IF EXISTS outsider")
-        conn.execute("SELECT pg_drop_replication_slot('outsider') FROM pg_replication_slots WHERE slot_name = 'outsider'")
+        conn.execute(
+            "SELECT pg_drop_replication_slot('outsider') FROM pg_replication_slots WHERE slot_name = 'outsider'"
+        )
         conn.execute("REVOKE ALL ON DATABASE " + conn.info.dbname + " FROM outsider")
         conn.execute("DROP OWNED BY outsider; DROP ROLE outsider")
 
@@ -186,7 +219,9 @@ async def test_table_the_role_cannot_publish_is_a_503_without_details(
             await engine.stop()
     finally:
         conn.execute("DROP PUBLICATION IF EXISTS reader")
-        conn.execute("SELECT pg_drop_replication_slot('reader') FROM pg_replication_slots WHERE slot_name = 'reader'")
+        conn.execute(
+            "SELECT pg_drop_replication_slot('reader') FROM pg_replication_slots WHERE slot_name = 'reader'"
+        )
         conn.execute("REVOKE ALL ON DATABASE " + conn.info.dbname + " FROM reader")
         conn.execute("DROP OWNED BY reader; DROP ROLE reader")
 
@@ -194,16 +229,24 @@ async def test_table_the_role_cannot_publish_is_a_503_without_details(
 async def test_secret_applies_to_app_routes(database_url: str, conn: Conn) -> None:
     conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
     sync = pysync.Sync(database_url, secret="s3cret", long_poll_timeout=1, in_memory=True)
-    app = Starlette(routes=[
-        sync.route("/t", pysync.shape("t")),
-        sync.route("/open", pysync.shape("t"), check_secret=False),
-    ])
+    app = Starlette(
+        routes=[
+            sync.route("/t", pysync.shape("t")),
+            sync.route("/open", pysync.shape("t"), check_secret=False),
+        ]
+    )
     await sync.start()
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://t"
+        ) as http:
             assert (await http.get("/t", params={"offset": "-1"})).status_code == 401
-            assert (await http.get("/t", params={"offset": "-1", "secret": "nope"})).status_code == 401
-            assert (await http.get("/t", params={"offset": "-1", "secret": "s3cret"})).status_code == 200
+            assert (
+                await http.get("/t", params={"offset": "-1", "secret": "nope"})
+            ).status_code == 401
+            assert (
+                await http.get("/t", params={"offset": "-1", "secret": "s3cret"})
+            ).status_code == 200
             assert (await http.get("/open", params={"offset": "-1"})).status_code == 200
     finally:
         await sync.stop()
@@ -216,7 +259,9 @@ async def test_every_409_names_a_handle(database_url: str, conn: Conn) -> None:
     client = Client(make_api(engine, allow_delete=True))
     try:
         handle, offset, _ = await client.sync(table="t")
-        waiting = asyncio.create_task(client.shape(table="t", offset=offset, handle=handle, live="true"))
+        waiting = asyncio.create_task(
+            client.shape(table="t", offset=offset, handle=handle, live="true")
+        )
         await poll(lambda: len(client.api.interrupts) == 1, 10, "the live request to wait")
         deleted = await client.raw("/v1/shape", "DELETE", params={"handle": handle})
         assert deleted.status_code == 202
@@ -224,7 +269,10 @@ async def test_every_409_names_a_handle(database_url: str, conn: Conn) -> None:
         assert r.status_code == 409
         assert r.headers.get("electric-handle") not in (None, "", handle)
         stale = await client.shape(table="t", offset=offset, handle=handle)
-        assert stale.status_code == 409 and stale.headers["electric-handle"] == r.headers["electric-handle"]
+        assert (
+            stale.status_code == 409
+            and stale.headers["electric-handle"] == r.headers["electric-handle"]
+        )
     finally:
         await client.aclose()
         await engine.stop()
@@ -235,8 +283,16 @@ def test_electric_settings(database_url: str, conn: Conn, tmp_path: Path) -> Non
     conn.execute("INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 300) g")
     port = free_port()
     server = ServeProcess(
-        ["--database-url", database_url, "--port", str(port), "--storage-dir", str(tmp_path / "s"),
-         "--chunk-bytes", "4000"],
+        [
+            "--database-url",
+            database_url,
+            "--port",
+            str(port),
+            "--storage-dir",
+            str(tmp_path / "s"),
+            "--chunk-bytes",
+            "4000",
+        ],
         env={"ELECTRIC_CACHE_MAX_AGE": "7", "ELECTRIC_CACHE_STALE_AGE": "11"},
     )
     server.wait_ready()
@@ -266,7 +322,9 @@ def test_exported_private_database_url_starts_the_private_postgres(tmp_path: Pat
     finally:
         assert first.stop(), first.output()
     # As the hint invites: export DATABASE_URL=<the URL pysync printed>, start again.
-    again = ServeProcess(["--data-dir", str(data_dir), "--port", str(port)], env={"DATABASE_URL": url})
+    again = ServeProcess(
+        ["--data-dir", str(data_dir), "--port", str(port)], env={"DATABASE_URL": url}
+    )
     try:
         again.wait_ready()
         assert httpx.get(f"http://127.0.0.1:{port}/v1/health").json() == {"status": "active"}
@@ -281,20 +339,39 @@ def test_start_up_failures_are_one_line(tmp_path: Path, case: str, database_url:
     code = 1
     taken = socket.socket()
     if case == "unreachable":
-        args = ["--database-url", f"postgresql://nobody@127.0.0.1:{free_port()}/x", "--port", str(free_port()),
-                "--storage-dir", str(tmp_path / "s")]
+        args = [
+            "--database-url",
+            f"postgresql://nobody@127.0.0.1:{free_port()}/x",
+            "--port",
+            str(free_port()),
+            "--storage-dir",
+            str(tmp_path / "s"),
+        ]
     elif case == "bad setting":
         args = ["--database-url", "postgresql://x@127.0.0.1/x", "--port", str(free_port())]
         env = {"ELECTRIC_MAX_CONCURRENT_REQUESTS": "lots"}
         code = 2
     elif case == "bad password":
         url = psycopg.conninfo.make_conninfo(database_url, password="not the password")
-        args = ["--database-url", url, "--port", str(free_port()), "--storage-dir", str(tmp_path / "s")]
+        args = [
+            "--database-url",
+            url,
+            "--port",
+            str(free_port()),
+            "--storage-dir",
+            str(tmp_path / "s"),
+        ]
     else:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        args = ["--database-url", database_url, "--port", str(taken.getsockname()[1]),
-                "--storage-dir", str(tmp_path / "s")]
+        args = [
+            "--database-url",
+            database_url,
+            "--port",
+            str(taken.getsockname()[1]),
+            "--storage-dir",
+            str(tmp_path / "s"),
+        ]
     try:
         server = ServeProcess(args, env=env)
         assert server.wait_exit(60) == code
@@ -320,7 +397,6 @@ def _files() -> Iterator[None]:
     if soft < 4096:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
     yield
-
 
 
 BAD_WHERE: dict[str, dict[str, str]] = {
@@ -355,7 +431,9 @@ async def test_hostile_where_is_a_quick_400_and_the_server_keeps_answering(
             await asyncio.sleep(0.05)
         response = await request
         assert response.status_code == 400, response.text[:300]
-        assert set(response.json()) == {"message", "errors"} and response.json()["errors"].get("where")
+        assert set(response.json()) == {"message", "errors"} and response.json()["errors"].get(
+            "where"
+        )
         assert time.monotonic() - started < 5
         assert max(health_times, default=0) < 1.0, "the server stopped answering meanwhile"
     finally:
@@ -372,7 +450,9 @@ async def test_long_offsets_cursors_and_params_are_answered(database_url: str, c
         handle, offset, _ = await client.sync(table="t")
         r = await client.shape(table="t", offset="1" * 5000 + "_0", handle=handle)
         assert r.status_code == 400 and r.json()["errors"] == {"offset": ["has invalid format"]}
-        r = await client.shape(table="t", offset=offset, handle=handle, live="true", cursor="9" * 5000)
+        r = await client.shape(
+            table="t", offset=offset, handle=handle, live="true", cursor="9" * 5000
+        )
         assert r.status_code == 200 and int(r.headers["electric-cursor"]) > 0
         chain = " AND ".join(["n <> 0"] * 2000)  # long enough to compile off the event loop
         r = await client.shape(table="t", offset="-1", where=chain)
@@ -386,7 +466,9 @@ async def test_long_offsets_cursors_and_params_are_answered(database_url: str, c
         await engine.stop()
 
 
-async def test_huge_subset_body_does_not_block_other_requests(database_url: str, conn: Conn) -> None:
+async def test_huge_subset_body_does_not_block_other_requests(
+    database_url: str, conn: Conn
+) -> None:
     conn.execute("CREATE TABLE t (id int PRIMARY KEY, n int)")
     engine = Engine(database_url, flush_interval=0.02)
     await engine.start()
@@ -394,10 +476,14 @@ async def test_huge_subset_body_does_not_block_other_requests(database_url: str,
     try:
         handle, offset, _ = await client.sync(table="t", log="changes_only")
         body = {"where": "n IN (" + ", ".join(str(i) for i in range(300_000)) + ")"}
-        request = asyncio.create_task(client.raw(
-            "/v1/shape", "POST", params={"table": "t", "offset": offset, "handle": handle, "log": "changes_only"},
-            json=body,
-        ))
+        request = asyncio.create_task(
+            client.raw(
+                "/v1/shape",
+                "POST",
+                params={"table": "t", "offset": offset, "handle": handle, "log": "changes_only"},
+                json=body,
+            )
+        )
         while not request.done():
             asked = time.monotonic()
             assert (await client.raw("/v1/health")).status_code == 200
@@ -411,20 +497,28 @@ async def test_huge_subset_body_does_not_block_other_requests(database_url: str,
         await engine.stop()
 
 
-def test_a_large_body_sent_with_its_head_is_not_a_large_head(database_url: str, conn: Conn, tmp_path: Path) -> None:
+def test_a_large_body_sent_with_its_head_is_not_a_large_head(
+    database_url: str, conn: Conn, tmp_path: Path
+) -> None:
     """The 64 KiB bound is the request head's: a POST subset body of 200 KB that arrives
     in the same read as its head is served (it was a 431 about the headers)."""
     conn.execute("CREATE TABLE posted (id int PRIMARY KEY, title text)")
     conn.execute("INSERT INTO posted VALUES (1, 'a')")
     server, base = serve(database_url, tmp_path)
     try:
-        first = httpx.get(f"{base}/v1/shape", params={"table": "posted", "offset": "-1", "log": "changes_only"})
+        first = httpx.get(
+            f"{base}/v1/shape", params={"table": "posted", "offset": "-1", "log": "changes_only"}
+        )
         assert first.status_code == 200, first.text
-        query = (f"table=posted&log=changes_only&offset={first.headers['electric-offset']}"
-                 f"&handle={first.headers['electric-handle']}")
-        body = b'{"where": "title <> \'' + b"x" * 200_000 + b'\'"}'
-        head = (f"POST /v1/shape?{query} HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
-                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
+        query = (
+            f"table=posted&log=changes_only&offset={first.headers['electric-offset']}"
+            f"&handle={first.headers['electric-handle']}"
+        )
+        body = b'{"where": "title <> \'' + b"x" * 200_000 + b"'\"}"
+        head = (
+            f"POST /v1/shape?{query} HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        ).encode()
         with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1]))) as sock:
             sock.settimeout(30)
             sock.sendall(head + body)  # one write: the head and the body in one read

@@ -48,9 +48,14 @@ class Served:
     def sync(self, http: httpx.Client) -> tuple[str, str]:
         response = http.get(f"{self.base}/v1/shape", params={"table": "items", "offset": "-1"})
         while "electric-up-to-date" not in response.headers:
-            response = http.get(f"{self.base}/v1/shape", params={
-                "table": "items", "offset": response.headers["electric-offset"],
-                "handle": response.headers["electric-handle"]})
+            response = http.get(
+                f"{self.base}/v1/shape",
+                params={
+                    "table": "items",
+                    "offset": response.headers["electric-offset"],
+                    "handle": response.headers["electric-handle"],
+                },
+            )
         return response.headers["electric-handle"], response.headers["electric-offset"]
 
 
@@ -59,10 +64,21 @@ def serve(database_url: str, tmp_path: Path, long_poll: float) -> Iterator[Serve
         conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)")
         conn.execute("INSERT INTO items VALUES (1, 0)")
     port = free_port()
-    server = ServeProcess([
-        "--database-url", database_url, "--port", str(port), "--storage-dir", str(tmp_path / "storage"),
-        "--long-poll-timeout", str(long_poll), "--allow-delete", "--log-level", "warning",
-    ])
+    server = ServeProcess(
+        [
+            "--database-url",
+            database_url,
+            "--port",
+            str(port),
+            "--storage-dir",
+            str(tmp_path / "storage"),
+            "--long-poll-timeout",
+            str(long_poll),
+            "--allow-delete",
+            "--log-level",
+            "warning",
+        ]
+    )
     server.wait_ready()
     try:
         yield Served(server, port, database_url)
@@ -96,8 +112,11 @@ def until(condition: Any, timeout: float = 10.0, what: str = "condition") -> Non
 
 def comparable(response: httpx.Response) -> dict[str, str]:
     """Headers that do not depend on the moment or the request."""
-    return {k: v for k, v in response.headers.items()
-            if k not in ("date", "x-request-id", "electric-cursor", "etag")}
+    return {
+        k: v
+        for k, v in response.headers.items()
+        if k not in ("date", "x-request-id", "electric-cursor", "etag")
+    }
 
 
 def test_parked_request_gets_the_commit_and_equals_the_apps_answer(served: Served) -> None:
@@ -121,11 +140,15 @@ def test_parked_request_gets_the_commit_and_equals_the_apps_answer(served: Serve
             # The same request now (data at hand: answered by the fast path at once) and
             # with a header that makes the app serve it: the same response.
             fast = other.get(f"{served.base}/v1/shape", params=live)
-            app = other.get(f"{served.base}/v1/shape", params=live, headers={"if-none-match": '"nothing"'})
+            app = other.get(
+                f"{served.base}/v1/shape", params=live, headers={"if-none-match": '"nothing"'}
+            )
         assert fast.content == app.content == body
         assert comparable(fast) == comparable(app)
         assert fast.headers["etag"] == app.headers["etag"]
-        assert fast.headers["electric-cursor"].isdigit() and app.headers["electric-cursor"].isdigit()
+        assert (
+            fast.headers["electric-cursor"].isdigit() and app.headers["electric-cursor"].isdigit()
+        )
         assert int(fast.headers["content-length"]) == len(body)
 
 
@@ -134,8 +157,10 @@ def test_parked_request_times_out_with_no_change(served_short: Served) -> None:
     with httpx.Client(timeout=30) as http:
         handle, offset = served.sync(http)
         started = time.monotonic()
-        response = http.get(f"{served.base}/v1/shape",
-                            params={"table": "items", "offset": offset, "handle": handle, "live": "true"})
+        response = http.get(
+            f"{served.base}/v1/shape",
+            params={"table": "items", "offset": offset, "handle": handle, "live": "true"},
+        )
         waited = time.monotonic() - started
     assert response.status_code == 200
     assert waited >= SHORT_POLL - 0.1  # not before its time
@@ -148,9 +173,13 @@ def test_parked_request_times_out_with_no_change(served_short: Served) -> None:
 def test_shape_gone_while_parked_is_a_409_naming_the_new_shape(served: Served) -> None:
     with httpx.Client(timeout=30) as http, httpx.Client(timeout=30) as other:
         handle, offset = served.sync(http)
-        sock = raw_get(served.port, f"/v1/shape?table=items&offset={offset}&handle={handle}&live=true")
+        sock = raw_get(
+            served.port, f"/v1/shape?table=items&offset={offset}&handle={handle}&live=true"
+        )
         until(lambda: served.metric("pysync_waiting_requests") == 1, what="the request to park")
-        deleted = other.delete(f"{served.base}/v1/shape", params={"table": "items", "handle": handle})
+        deleted = other.delete(
+            f"{served.base}/v1/shape", params={"table": "items", "handle": handle}
+        )
         assert deleted.status_code == 202
         sock.settimeout(20)
         received = b""
@@ -159,15 +188,19 @@ def test_shape_gone_while_parked_is_a_409_naming_the_new_shape(served: Served) -
         sock.close()
     head = received.split(b"\r\n\r\n", 1)[0].decode().lower()
     assert head.startswith("http/1.1 409")
-    new_handle = next(line.split(": ", 1)[1] for line in head.split("\r\n") if line.startswith("electric-handle:"))
+    new_handle = next(
+        line.split(": ", 1)[1] for line in head.split("\r\n") if line.startswith("electric-handle:")
+    )
     assert new_handle != handle
 
 
 def test_client_that_leaves_frees_its_place_at_once(served: Served) -> None:
     with httpx.Client(timeout=30) as http:
         handle, offset = served.sync(http)
-    socks = [raw_get(served.port, f"/v1/shape?table=items&offset={offset}&handle={handle}&live=true")
-             for _ in range(20)]
+    socks = [
+        raw_get(served.port, f"/v1/shape?table=items&offset={offset}&handle={handle}&live=true")
+        for _ in range(20)
+    ]
     until(lambda: served.metric("pysync_waiting_requests") == 20, what="20 parked requests")
     for sock in socks:
         sock.close()
@@ -178,8 +211,10 @@ def test_client_that_leaves_frees_its_place_at_once(served: Served) -> None:
 def test_shutdown_answers_parked_requests(served: Served) -> None:
     with httpx.Client(timeout=30) as http:
         handle, offset = served.sync(http)
-    socks = [raw_get(served.port, f"/v1/shape?table=items&offset={offset}&handle={handle}&live=true")
-             for _ in range(5)]
+    socks = [
+        raw_get(served.port, f"/v1/shape?table=items&offset={offset}&handle={handle}&live=true")
+        for _ in range(5)
+    ]
     until(lambda: served.metric("pysync_waiting_requests") == 5, what="5 parked requests")
     started = time.monotonic()
     served.server.stop()  # SIGTERM
@@ -220,7 +255,9 @@ async def test_answered_requests_leave_nothing_behind(database_url: str) -> None
     try:
         api = ShapeAPI(engine, long_poll_timeout=20.0)
         polls = LivePolls(api)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(api.app()), base_url="http://t") as http:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(api.app()), base_url="http://t"
+        ) as http:
             r = await http.get("/v1/shape", params={"table": "items", "offset": "-1"})
             handle, offset = r.headers["electric-handle"], r.headers["electric-offset"]
         conns = [Recorder() for _ in range(10)]
@@ -234,7 +271,9 @@ async def test_answered_requests_leave_nothing_behind(database_url: str) -> None
                 await until_async(lambda k=k: all(len(c.sent) == k for c in conns))
                 bodies = {c.sent[-1].body for c in conns}
                 assert len(bodies) == 1 and f'"n":"{k}"'.encode() in bodies.pop()
-                offset = next(v.decode() for n, v in conns[0].sent[-1].raw_headers if n == b"electric-offset")
+                offset = next(
+                    v.decode() for n, v in conns[0].sent[-1].raw_headers if n == b"electric-offset"
+                )
         assert responses_200(engine) == counted + 50  # in /metrics like the app's responses
         # Nothing kept of the 50 answered requests: not parked, not due, not registered.
         assert all(c.parked is None for c in conns)

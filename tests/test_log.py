@@ -13,7 +13,9 @@ from pysync.shapes.storage import PendingSync
 
 
 def entry(n: int) -> bytes:
-    return json.dumps({"key": str(n), "value": {"id": str(n)}, "headers": {"operation": "insert"}}).encode()
+    return json.dumps(
+        {"key": str(n), "value": {"id": str(n)}, "headers": {"operation": "insert"}}
+    ).encode()
 
 
 def test_snapshot_chunks_then_changes() -> None:

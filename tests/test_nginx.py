@@ -41,10 +41,19 @@ def stack(database_url: str, tmp_path: Path) -> Iterator[Stack]:
         conn.execute("INSERT INTO items VALUES (1, 0), (2, 0)")
     port = free_port()
     # The default long-poll timeout (20 s): docker/nginx.conf's lock outlasts it.
-    server = ServeProcess([
-        "--database-url", database_url, "--port", str(port), "--storage-dir", str(tmp_path / "storage"),
-        "--allow-delete", "--log-level", "warning",
-    ])
+    server = ServeProcess(
+        [
+            "--database-url",
+            database_url,
+            "--port",
+            str(port),
+            "--storage-dir",
+            str(tmp_path / "storage"),
+            "--allow-delete",
+            "--log-level",
+            "warning",
+        ]
+    )
     try:
         server.wait_ready()
         nginx = Nginx(port, tmp_path / "nginx")
@@ -67,8 +76,10 @@ def live_requests(lines: list[str]) -> tuple[int, int]:
 
 
 async def test_clients_behind_nginx_cost_about_one_origin_request_per_commit(stack: Stack) -> None:
-    followers = [Follower(f"{stack.nginx.url}/v1/shape", {"table": "items"}, name=f"c{i}").start()
-                 for i in range(CLIENTS)]
+    followers = [
+        Follower(f"{stack.nginx.url}/v1/shape", {"table": "items"}, name=f"c{i}").start()
+        for i in range(CLIENTS)
+    ]
     try:
         await converge(followers, lambda f: rows((1, 0), (2, 0)), what="initial sync through nginx")
         await asyncio.sleep(0.5)  # every client's first live request is waiting
@@ -82,7 +93,9 @@ async def test_clients_behind_nginx_cost_about_one_origin_request_per_commit(sta
         assert served >= CLIENTS * COMMITS, (served, stack.nginx.errors())
         # One request per commit reaches pysync (the lock holder); the rest wait for its
         # response. A little slack for a client that asked just as a response arrived.
-        assert origin <= COMMITS + 2, f"{origin} origin requests for {COMMITS} commits of {CLIENTS} clients"
+        assert origin <= COMMITS + 2, (
+            f"{origin} origin requests for {COMMITS} commits of {CLIENTS} clients"
+        )
         for f in followers:
             f.check()
             assert f.refetches == 0
@@ -92,25 +105,36 @@ async def test_clients_behind_nginx_cost_about_one_origin_request_per_commit(sta
 
 
 async def test_409_and_handle_rotation_pass_through_nginx(stack: Stack) -> None:
-    followers = [Follower(f"{stack.nginx.url}/v1/shape", {"table": "items"}, name=f"c{i}").start()
-                 for i in range(10)]
+    followers = [
+        Follower(f"{stack.nginx.url}/v1/shape", {"table": "items"}, name=f"c{i}").start()
+        for i in range(10)
+    ]
     try:
         await converge(followers, lambda f: rows((1, 0), (2, 0)), what="initial sync through nginx")
         old = followers[0].handle
         assert old is not None and all(f.handle == old for f in followers)
         await asyncio.sleep(0.5)
         async with httpx.AsyncClient() as http:
-            deleted = await http.delete(f"{stack.origin}/v1/shape", params={"table": "items", "handle": old})
+            deleted = await http.delete(
+                f"{stack.origin}/v1/shape", params={"table": "items", "handle": old}
+            )
             assert deleted.status_code == 202, deleted.text
             # The new shape (the one the 409 names), straight from pysync.
-            fresh = await http.get(f"{stack.origin}/v1/shape", params={"table": "items", "offset": "-1"})
+            fresh = await http.get(
+                f"{stack.origin}/v1/shape", params={"table": "items", "offset": "-1"}
+            )
         new = fresh.headers["electric-handle"]
         assert new != old
-        await converge(followers, lambda f: rows((1, 0), (2, 0)) if f.handle == new else {},
-                       what="clients on the new handle")
+        await converge(
+            followers,
+            lambda f: rows((1, 0), (2, 0)) if f.handle == new else {},
+            what="clients on the new handle",
+        )
         with psycopg.connect(stack.database_url, autocommit=True) as conn:
             conn.execute("UPDATE items SET n = 7 WHERE id = 2")
-        await converge(followers, lambda f: rows((1, 0), (2, 7)), what="a change after the rotation")
+        await converge(
+            followers, lambda f: rows((1, 0), (2, 7)), what="a change after the rotation"
+        )
         for f in followers:
             f.check()
             assert f.refetches == 1, (f.name, dict(f.statuses))

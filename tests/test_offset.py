@@ -91,10 +91,10 @@ def test_ordering() -> None:
 
 def test_binary_search_finds_entries_strictly_after_an_offset() -> None:
     log = [LogOffset(10, 0), LogOffset(10, 2), LogOffset(12, 0)]
-    assert log[bisect.bisect_right(log, LogOffset(10, 0)):] == log[1:]
-    assert log[bisect.bisect_right(log, LogOffset(10, 1)):] == log[1:]
-    assert log[bisect.bisect_right(log, LogOffset(10, OP_INF)):] == log[2:]
-    assert log[bisect.bisect_right(log, LAST_BEFORE_REAL):] == log
+    assert log[bisect.bisect_right(log, LogOffset(10, 0)) :] == log[1:]
+    assert log[bisect.bisect_right(log, LogOffset(10, 1)) :] == log[1:]
+    assert log[bisect.bisect_right(log, LogOffset(10, OP_INF)) :] == log[2:]
+    assert log[bisect.bisect_right(log, LAST_BEFORE_REAL) :] == log
 
 
 def test_value_semantics() -> None:
@@ -121,9 +121,16 @@ def test_parse_offset_param() -> None:
         parse_offset_param("NOW")
 
 
-@pytest.mark.parametrize("text", [
-    "1" * 5000 + "_0", "0_" + "1" * 5000, "0" * 5000 + "_0", "1" * 5000, "0_" + "9" * 4301,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1" * 5000 + "_0",
+        "0_" + "1" * 5000,
+        "0" * 5000 + "_0",
+        "1" * 5000,
+        "0_" + "9" * 4301,
+    ],
+)
 def test_overlong_offsets_have_invalid_format(text: str) -> None:
     # int() of 5,000 digits raises (Python's digit limit): a length bound answers first
     with pytest.raises(OffsetError, match="has invalid format"):

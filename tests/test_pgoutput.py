@@ -24,7 +24,9 @@ def conn(database_url: str) -> Iterator[Conn]:
 
 
 def make_slot(conn: Conn, name: str = "s", *, two_phase: bool = False) -> str:
-    conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput', false, %s)", (name, two_phase))
+    conn.execute(
+        "SELECT pg_create_logical_replication_slot(%s, 'pgoutput', false, %s)", (name, two_phase)
+    )
     return name
 
 
@@ -33,7 +35,14 @@ def changes(conn: Conn, slot: str, proto: int = 1, **options: str) -> list[pg.Pg
     # Abort records are not flushed at once and decoding stops at the flush position:
     # a committed transaction with an xid flushes everything before it.
     conn.execute("SELECT pg_current_xact_id()")
-    args: list[str] = ["proto_version", str(proto), "publication_names", "pysync", "messages", "true"]
+    args: list[str] = [
+        "proto_version",
+        str(proto),
+        "publication_names",
+        "pysync",
+        "messages",
+        "true",
+    ]
     for key, value in options.items():
         args += [key, value]
     placeholders = ", ".join(["%s"] * len(args))
@@ -109,7 +118,9 @@ def test_begin_relation_type_insert_commit_all_types(conn: Conn) -> None:
     assert begin.final_lsn == commit.commit_lsn and commit.end_lsn > commit.commit_lsn
     inserts = [m for m in msgs if isinstance(m, pg.Insert)]
     # Postgres' own text output with the same settings is the reference.
-    conn.execute("SET extra_float_digits = 1; SET IntervalStyle = 'iso_8601'; SET DateStyle = 'ISO, DMY'")
+    conn.execute(
+        "SET extra_float_digits = 1; SET IntervalStyle = 'iso_8601'; SET DateStyle = 'ISO, DMY'"
+    )
     expected = text_rows(conn, "SELECT * FROM everything ORDER BY id DESC")
     # pgoutput writes with the walsender's settings; compare types whose output does not
     # depend on session settings.
@@ -124,7 +135,9 @@ def test_begin_relation_type_insert_commit_all_types(conn: Conn) -> None:
 
 
 def test_update_delete_with_old_key_and_old_row(conn: Conn) -> None:
-    conn.execute("CREATE TABLE k (id int PRIMARY KEY, v text); CREATE TABLE f (id int PRIMARY KEY, v text)")
+    conn.execute(
+        "CREATE TABLE k (id int PRIMARY KEY, v text); CREATE TABLE f (id int PRIMARY KEY, v text)"
+    )
     conn.execute("ALTER PUBLICATION pysync ADD TABLE k")
     publish_table(conn, "pysync", "public", "f")  # REPLICA IDENTITY FULL
     conn.execute("INSERT INTO k VALUES (1, 'a'); INSERT INTO f VALUES (1, 'a')")
@@ -164,7 +177,9 @@ def test_unchanged_toast(conn: Conn) -> None:
     txns = assemble(msgs)
     filled = [c for t in txns for c in t.changes if isinstance(c, Change)]
     assert filled[1].new == ("1", doc, "1")  # taken from the old row
-    assert filled[0].new is not None and filled[0].new[1] is UNCHANGED_TOAST  # nothing to fill it from
+    assert (
+        filled[0].new is not None and filled[0].new[1] is UNCHANGED_TOAST
+    )  # nothing to fill it from
 
 
 def test_truncate_several_tables_with_flags(conn: Conn) -> None:
@@ -196,7 +211,8 @@ def test_logical_messages_and_origin(conn: Conn) -> None:
     msgs = changes(conn, slot, origin="any")
     logical = [m for m in msgs if isinstance(m, pg.Message)]
     assert [(m.transactional, m.prefix, m.content) for m in logical] == [
-        (False, "pysync-test", b"outside"), (True, "pysync-test", b"inside")
+        (False, "pysync-test", b"outside"),
+        (True, "pysync-test", b"inside"),
     ]
     origin = next(m for m in msgs if isinstance(m, pg.Origin))
     assert origin.name == "upstream"
@@ -247,10 +263,11 @@ def test_stream_prepare(conn: Conn) -> None:
 
 
 def test_unknown_message_names_byte_and_lsn() -> None:
-    with pytest.raises(DecodeError, match=r"unknown pgoutput message type 'Z' \(byte 90\) at LSN 1/2A"):
+    with pytest.raises(
+        DecodeError, match=r"unknown pgoutput message type 'Z' \(byte 90\) at LSN 1/2A"
+    ):
         Decoder().decode(b"Z\x00", (1 << 32) | 0x2A)
     with pytest.raises(DecodeError, match="malformed pgoutput message 'I': .* at LSN 0/10"):
         Decoder().decode(b"I\x00\x00", 0x10)
     with pytest.raises(DecodeError, match="unknown tuple value kind 'x'"):
         Decoder().decode(b"I\x00\x00\x00\x01N\x00\x01x", 0)
-

@@ -21,13 +21,15 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def embedding_example() -> str:
     text = README.read_text()
-    section = text[text.index("## Embedded in a Starlette / FastAPI app"):]
+    section = text[text.index("## Embedded in a Starlette / FastAPI app") :]
     match = re.search(r"```python\n(# app\.py\n.*?)```", section, re.S)
     assert match, "the README's embedding section has no app.py example"
     return match.group(1)
 
 
-async def test_the_readme_app_runs(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_the_readme_app_runs(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("PYSYNC_STORAGE_DIR", str(tmp_path / "storage"))
     monkeypatch.setenv("PYSYNC_LONG_POLL_TIMEOUT", "10")
@@ -40,40 +42,65 @@ async def test_the_readme_app_runs(database_url: str, tmp_path: Path, monkeypatc
     try:
         spec.loader.exec_module(module)
         app = module.app
-        async with app.router.lifespan_context(app), httpx.AsyncClient(
-            transport=httpx.ASGITransport(app), base_url="http://app", timeout=60
-        ) as http:
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app), base_url="http://app", timeout=60
+            ) as http,
+        ):
             with psycopg.connect(database_url, autocommit=True) as conn:
-                conn.execute("""INSERT INTO members (list_id, "user") VALUES (1, 'ann'), (2, 'bob')""")
-                conn.execute("INSERT INTO todos (id, list_id, title, done) VALUES "
-                             "(1, 1, 'a', false), (2, 1, 'b', true), (3, 2, 'c', false)")
+                conn.execute(
+                    """INSERT INTO members (list_id, "user") VALUES (1, 'ann'), (2, 'bob')"""
+                )
+                conn.execute(
+                    "INSERT INTO todos (id, list_id, title, done) VALUES "
+                    "(1, 1, 'a', false), (2, 1, 'b', true), (3, 2, 'c', false)"
+                )
             ann, bob = {"x-user": "ann"}, {"x-user": "bob"}
             first = await http.get("/shapes/my-todos", params={"offset": "-1"}, headers=ann)
             assert first.status_code == 200
             assert sorted(m["value"]["id"] for m in first.json() if "key" in m) == ["1", "2"]
             assert (await http.get("/shapes/my-todos", params={"offset": "-1"})).status_code == 401
-            open_todos = await http.get("/shapes/open-todos", params={"offset": "-1", "where": "true"})
+            open_todos = await http.get(
+                "/shapes/open-todos", params={"offset": "-1", "where": "true"}
+            )
             assert [m["value"] for m in open_todos.json() if "key" in m] == [
-                {"id": "1", "title": "a"}, {"id": "3", "title": "c"}]
-            everything = await http.get("/electric/v1/shape", params={"table": "todos", "offset": "-1"})
+                {"id": "1", "title": "a"},
+                {"id": "3", "title": "c"},
+            ]
+            everything = await http.get(
+                "/electric/v1/shape", params={"table": "todos", "offset": "-1"}
+            )
             assert len([m for m in everything.json() if "key" in m]) == 3
             # Bob syncs his todos and waits live; Ann adds him to her list.
             params = {"offset": "-1"}
             while True:
                 response = await http.get("/shapes/my-todos", params=params, headers=bob)
                 assert response.status_code == 200
-                params = {"offset": response.headers["electric-offset"], "handle": response.headers["electric-handle"]}
+                params = {
+                    "offset": response.headers["electric-offset"],
+                    "handle": response.headers["electric-handle"],
+                }
                 if "electric-up-to-date" in response.headers:
                     break
-            live = asyncio.create_task(http.get("/shapes/my-todos", params={**params, "live": "true"}, headers=bob))
+            live = asyncio.create_task(
+                http.get("/shapes/my-todos", params={**params, "live": "true"}, headers=bob)
+            )
             await until(lambda: module.sync.waiting == 1, timeout=30, what="a waiting request")
             assert (await http.post("/lists/2/members/ann", headers=ann)).status_code == 403
             added = await http.post("/lists/1/members/bob", headers=ann)
             assert added.json() == {"interrupted": 1}
             response = await live
-            assert response.status_code == 409 and response.headers["electric-handle"] != params["handle"]
+            assert (
+                response.status_code == 409
+                and response.headers["electric-handle"] != params["handle"]
+            )
             refetched = await http.get("/shapes/my-todos", params={"offset": "-1"}, headers=bob)
             assert refetched.headers["electric-handle"] == response.headers["electric-handle"]
-            assert sorted(m["value"]["id"] for m in refetched.json() if "key" in m) == ["1", "2", "3"]
+            assert sorted(m["value"]["id"] for m in refetched.json() if "key" in m) == [
+                "1",
+                "2",
+                "3",
+            ]
     finally:
         sys.modules.pop("readme_app", None)

@@ -256,7 +256,9 @@ def read_consumer_log(path: Path) -> list[str]:
     return ids
 
 
-def test_killed_consumer_resumes_exactly_once(conn: Conn, database_url: str, tmp_path: Path) -> None:
+def test_killed_consumer_resumes_exactly_once(
+    conn: Conn, database_url: str, tmp_path: Path
+) -> None:
     conn.execute("CREATE TABLE k (id int PRIMARY KEY)")
     ensure_publication(conn, "pysync")
     publish_table(conn, "pysync", "public", "k")
@@ -312,7 +314,9 @@ async def test_postgres_restart_resumes_exactly_once() -> None:
                 await asyncio.to_thread(cluster.restart)
             url = cluster.url()
             n = total
-            await consumer.wait_for(lambda: sum(len(rows_of(t)) for t in consumer.transactions) >= n)
+            await consumer.wait_for(
+                lambda: sum(len(rows_of(t)) for t in consumer.transactions) >= n
+            )
             await asyncio.sleep(0.3)
             ids = [int(r[0]) for t in consumer.transactions for r in rows_of(t)]  # type: ignore[call-overload]
             assert sorted(ids) == list(range(1, total + 1))
@@ -353,13 +357,17 @@ def test_publishing_a_table_the_role_does_not_own(conn: Conn, database_url: str)
         conn.execute("DROP PUBLICATION pysync; DROP ROLE repl")
 
 
-async def test_slot_in_use_by_another_process(conn: Conn, database_url: str, consumers: list[Consumer]) -> None:
+async def test_slot_in_use_by_another_process(
+    conn: Conn, database_url: str, consumers: list[Consumer]
+) -> None:
     first = ReplicationStream(database_url)
     await asyncio.to_thread(first.setup)
     consumers.append(Consumer(first))
     conn.execute("CREATE TABLE u (id int PRIMARY KEY)")
     for _ in range(100):
-        row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = 'pysync'").fetchone()
+        row = conn.execute(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = 'pysync'"
+        ).fetchone()
         if row and row[0]:
             break
         await asyncio.sleep(0.05)

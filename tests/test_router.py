@@ -8,15 +8,30 @@ from pysync.shapes.where import compile_where
 
 
 def column(name: str, attnum: int, type_oid: int, type_name: str, category: str) -> Column:
-    return Column(name=name, attnum=attnum, type_oid=type_oid, type_name=type_name, type_mod=-1,
-                  dims=0, not_null=False, type_kind="b", type_category=category)
+    return Column(
+        name=name,
+        attnum=attnum,
+        type_oid=type_oid,
+        type_name=type_name,
+        type_mod=-1,
+        dims=0,
+        not_null=False,
+        type_kind="b",
+        type_category=category,
+    )
 
 
 TABLE = Table(
-    oid=1, schema="public", name="t",
-    columns=(column("id", 1, 23, "int4", "N"), column("grp", 2, 23, "int4", "N"),
-             column("title", 3, 25, "text", "S")),
-    primary_key=("id",), replica_identity="f",
+    oid=1,
+    schema="public",
+    name="t",
+    columns=(
+        column("id", 1, 23, "int4", "N"),
+        column("grp", 2, 23, "int4", "N"),
+        column("title", 3, 25, "text", "S"),
+    ),
+    primary_key=("id",),
+    replica_identity="f",
 )
 LAYOUT = ("id", "grp", "title")
 
@@ -37,7 +52,12 @@ def test_candidates_by_equality_and_scan() -> None:
     assert routes.candidates(LAYOUT, ("1", "2", "x"), None) == {"grp2", "all", "like"}
     # An update moving a row from group 2 to 3 reaches both groups' shapes.
     assert routes.candidates(LAYOUT, ("1", "3", "x"), ("1", "2", "x")) == {
-        "grp2", "grp13", "and", "all", "like"}
+        "grp2",
+        "grp13",
+        "and",
+        "all",
+        "like",
+    }
     assert routes.candidates(LAYOUT, ("1", None, "x"), None) == {"all", "like"}
     assert routes.candidates(LAYOUT, ("1", "02", "x"), None) >= {"grp2"}  # int4 text "02" = 2
     # Another relation layout (a column order pgoutput may send after DDL) is honoured.
@@ -70,12 +90,19 @@ def ranges(draw: st.DrawFn) -> RangeIndex:
     low, high = draw(BOUND), draw(BOUND)
     if low is None and high is None:
         low = draw(NUMBER)
-    return RangeIndex("grp", low, draw(st.booleans()), high, draw(st.booleans()), lambda s: Decimal(s))
+    return RangeIndex(
+        "grp", low, draw(st.booleans()), high, draw(st.booleans()), lambda s: Decimal(s)
+    )
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), ranges()), max_size=60), st.lists(NUMBER, min_size=1, max_size=10))
-def test_range_candidates_are_exactly_the_containing_ranges(ops: list[tuple[bool, RangeIndex]], values: list[object]) -> None:
+@given(
+    st.lists(st.tuples(st.booleans(), ranges()), max_size=60),
+    st.lists(NUMBER, min_size=1, max_size=10),
+)
+def test_range_candidates_are_exactly_the_containing_ranges(
+    ops: list[tuple[bool, RangeIndex]], values: list[object]
+) -> None:
     """Adds (and some removals) in any order; every lookup finds exactly the ranges that
     contain the value, whatever the tree's state of rebuilding."""
     routes: TableRoutes[int] = TableRoutes()
@@ -94,9 +121,13 @@ def test_range_candidates_are_exactly_the_containing_ranges(ops: list[tuple[bool
 
 def test_range_candidates_from_real_clauses() -> None:
     clauses = {
-        "between": "grp BETWEEN 10 AND 20", "open": "grp > 15", "closed": "grp <= 3",
-        "and": "grp >= 5 AND grp < 12 AND title LIKE 'a%'", "sym": "grp BETWEEN SYMMETRIC 30 AND 25",
-        "numeric": "grp > 7.5", "or": "grp < 2 OR grp > 40",
+        "between": "grp BETWEEN 10 AND 20",
+        "open": "grp > 15",
+        "closed": "grp <= 3",
+        "and": "grp >= 5 AND grp < 12 AND title LIKE 'a%'",
+        "sym": "grp BETWEEN SYMMETRIC 30 AND 25",
+        "numeric": "grp > 7.5",
+        "or": "grp < 2 OR grp > 40",
     }
     router: Router[str] = Router()
     rel = ("public", "t")
@@ -105,7 +136,24 @@ def test_range_candidates_from_real_clauses() -> None:
         router.add(rel, name, where.routing_index())
     routes = router.tables[rel]
     assert routes.ranges and "or" in routes.scanned and "sym" in routes.scanned
-    for value in [None, "-5", "0", "3", "4", "5", "7", "8", "10", "12", "15", "16", "20", "21", "27", "41"]:
+    for value in [
+        None,
+        "-5",
+        "0",
+        "3",
+        "4",
+        "5",
+        "7",
+        "8",
+        "10",
+        "12",
+        "15",
+        "16",
+        "20",
+        "21",
+        "27",
+        "41",
+    ]:
         row = ("1", value, "abc")
         candidates = routes.candidates(LAYOUT, row, None)
         matching = {name for name, where in wheres.items() if where.bind(LAYOUT)(row) is True}

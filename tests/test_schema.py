@@ -55,7 +55,10 @@ TYPES: list[tuple[str, dict[str, object]]] = [
     ("INTERVAL(0)", {"type": "interval", "precision": 0}),
     ("INTERVAL SECOND(4)", {"type": "interval", "precision": 4, "fields": "SECOND"}),
     ("INTERVAL SECOND(4)[]", {"type": "interval", "dims": 1, "precision": 4, "fields": "SECOND"}),
-    ("INTERVAL MINUTE TO SECOND[][]", {"type": "interval", "dims": 2, "fields": "MINUTE TO SECOND"}),
+    (
+        "INTERVAL MINUTE TO SECOND[][]",
+        {"type": "interval", "dims": 2, "fields": "MINUTE TO SECOND"},
+    ),
     ("BOOLEAN", {"type": "bool"}),
     ("NUMERIC", {"type": "numeric"}),
     ("NUMERIC(5,3)", {"type": "numeric", "precision": 5, "scale": 3}),

@@ -20,7 +20,9 @@ from serve_process import ServeProcess, stop_leftover_postgres
 
 
 def start(data_dir: Path, port: int) -> ServeProcess:
-    server = ServeProcess(["--data-dir", str(data_dir), "--port", str(port), "--long-poll-timeout", "2"])
+    server = ServeProcess(
+        ["--data-dir", str(data_dir), "--port", str(port), "--long-poll-timeout", "2"]
+    )
     server.wait_ready()
     return server
 
@@ -57,12 +59,16 @@ def test_serve_on_private_postgres_survives_restart(data_dir: Path) -> None:
         assert [m["value"] for m in messages if "key" in m] == [{"id": "1", "title": "first"}]
         with psycopg.connect(server.database_url, autocommit=True) as conn:
             conn.execute("INSERT INTO todos VALUES (2, 'second')")
-        live = httpx.get(base, params={"table": "todos", "offset": offset, "handle": handle, "live": "true"})
+        live = httpx.get(
+            base, params={"table": "todos", "offset": offset, "handle": handle, "live": "true"}
+        )
         assert [m["value"]["id"] for m in live.json() if "key" in m] == ["2"]
         offset = live.headers["electric-offset"]
     finally:
         assert server.stop(), server.output()
-    assert not (data_dir / "postgres" / "pgdata" / "postmaster.pid").exists(), "Postgres left running"
+    assert not (data_dir / "postgres" / "pgdata" / "postmaster.pid").exists(), (
+        "Postgres left running"
+    )
 
     # Written while pysync is down: the kept slot delivers it after the restart.
     again = start(data_dir, port)
@@ -73,7 +79,9 @@ def test_serve_on_private_postgres_survives_restart(data_dir: Path) -> None:
         ids: list[str] = []
         while "3" not in ids:
             assert time.monotonic() < deadline, "change written while down never arrived"
-            response = httpx.get(base, params={"table": "todos", "offset": offset, "handle": handle, "live": "true"})
+            response = httpx.get(
+                base, params={"table": "todos", "offset": offset, "handle": handle, "live": "true"}
+            )
             assert response.status_code == 200, response.text  # same handle: not a 409
             ids += [m["value"]["id"] for m in response.json() if "key" in m]
             offset = response.headers["electric-offset"]

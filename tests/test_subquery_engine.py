@@ -42,12 +42,24 @@ async def wait_live(live: ShapeConsumer, timeout: float = 30) -> None:
     assert not live.gone, live.reason
 
 
-async def settle(engine: Engine, conn: Conn, shapes: list[ShapeConsumer], timeout: float = 30) -> None:
+async def settle(
+    engine: Engine, conn: Conn, shapes: list[ShapeConsumer], timeout: float = 30
+) -> None:
     """Until every transaction so far is processed and no move-in is pending."""
     await quiesce(engine, conn, timeout)
-    await poll(lambda: all(s.gone or (s.subquery is not None and s.subquery.move is None
-                                      and s.subquery.phase.value == "steady") for s in shapes),
-               timeout, "move-ins to be spliced")
+    await poll(
+        lambda: all(
+            s.gone
+            or (
+                s.subquery is not None
+                and s.subquery.move is None
+                and s.subquery.phase.value == "steady"
+            )
+            for s in shapes
+        ),
+        timeout,
+        "move-ins to be spliced",
+    )
 
 
 def client_rows(live: ShapeConsumer) -> dict[str, dict[str, Any]]:
@@ -56,13 +68,19 @@ def client_rows(live: ShapeConsumer) -> dict[str, dict[str, Any]]:
     return client.rows
 
 
-def check(conn: Conn, live: ShapeConsumer, where: str, table: str = "todos",
-          columns: list[str] | None = None) -> None:
+def check(
+    conn: Conn,
+    live: ShapeConsumer,
+    where: str,
+    table: str = "todos",
+    columns: list[str] | None = None,
+) -> None:
     assert not live.gone, live.reason
     expected = table_state(conn, "public", table, columns or TODO_COLUMNS, ["id"], where)
     got = client_rows(live)
     assert got == expected, (
-        f"missing {sorted(set(expected) - set(got))[:5]} extra {sorted(set(got) - set(expected))[:5]}")
+        f"missing {sorted(set(expected) - set(got))[:5]} extra {sorted(set(got) - set(expected))[:5]}"
+    )
 
 
 async def test_move_in_and_move_out(engine: Engine, db: Conn) -> None:
@@ -109,7 +127,9 @@ class PausedMoveIns:
         monkeypatch.setattr(subqueries, "query_move_in", paused)
 
 
-async def test_transactions_racing_a_move_in_query(engine: Engine, db: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_transactions_racing_a_move_in_query(
+    engine: Engine, db: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
     paused = PausedMoveIns(monkeypatch)
     where = "project_id IN (SELECT project_id FROM memberships WHERE user_id = 1)"
     live = await engine.shape(ShapeDefinition.create("todos", where=where))
@@ -172,18 +192,25 @@ async def test_dependency_and_outer_changes_in_one_transaction(engine: Engine, d
 
 
 async def test_nested_and_shared_dependencies(engine: Engine, db: Conn) -> None:
-    nested = ("project_id IN (SELECT id FROM projects WHERE team_id IN "
-              "(SELECT team_id FROM team_members WHERE user_id = $1))")
+    nested = (
+        "project_id IN (SELECT id FROM projects WHERE team_id IN "
+        "(SELECT team_id FROM team_members WHERE user_id = $1))"
+    )
     a = await engine.shape(ShapeDefinition.create("todos", where=nested, params=["1"]))
-    b = await engine.shape(ShapeDefinition.create("todos", where=nested, params=["1"], columns=["id", "project_id"]))
+    b = await engine.shape(
+        ShapeDefinition.create("todos", where=nested, params=["1"], columns=["id", "project_id"])
+    )
     c = await engine.shape(ShapeDefinition.create("todos", where=nested, params=["2"]))
     for live in (a, b, c):
         await wait_live(live)
     subqueries = engine.registry.subqueries
     assert len(subqueries) == 4  # projects and team_members, per user; shared by a and b
-    for step in ("INSERT INTO team_members VALUES (1, 2)", "UPDATE projects SET team_id = 3 WHERE id = 1",
-                 "DELETE FROM team_members WHERE user_id = 1 AND team_id = 1",
-                 "UPDATE projects SET team_id = 2 WHERE id = 5"):
+    for step in (
+        "INSERT INTO team_members VALUES (1, 2)",
+        "UPDATE projects SET team_id = 3 WHERE id = 1",
+        "DELETE FROM team_members WHERE user_id = 1 AND team_id = 1",
+        "UPDATE projects SET team_id = 2 WHERE id = 5",
+    ):
         db.execute(step)
         await settle(engine, db, [a, b, c])
         for live, user in ((a, "1"), (c, "2")):
@@ -234,7 +261,9 @@ async def test_dependency_table_without_primary_key(engine: Engine, db: Conn) ->
     live = await engine.shape(ShapeDefinition.create("todos", where=where))
     await wait_live(live)
     check(db, live, where)
-    db.execute("DELETE FROM follows WHERE ctid = (SELECT min(ctid) FROM follows WHERE project_id = 2)")
+    db.execute(
+        "DELETE FROM follows WHERE ctid = (SELECT min(ctid) FROM follows WHERE project_id = 2)"
+    )
     await settle(engine, db, [live])
     check(db, live, where)  # one copy left: project 2 stays
     db.execute("DELETE FROM follows WHERE project_id = 2")

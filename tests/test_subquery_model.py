@@ -45,16 +45,28 @@ PROJECTS = 8
 SHAPES: list[tuple[str, list[str]]] = [
     ("project_id IN (SELECT project_id FROM memberships WHERE user_id = $1)", ["1"]),
     ("project_id IN (SELECT project_id FROM memberships WHERE user_id = $1)", ["2"]),
-    ("project_id IN (SELECT id FROM projects WHERE team_id IN "
-     "(SELECT team_id FROM team_members WHERE user_id = $1))", ["1"]),
-    ("project_id IN (SELECT project_id FROM memberships WHERE user_id = $1) AND NOT done "
-     "OR title LIKE '%7%'", ["3"]),
+    (
+        "project_id IN (SELECT id FROM projects WHERE team_id IN "
+        "(SELECT team_id FROM team_members WHERE user_id = $1))",
+        ["1"],
+    ),
+    (
+        "project_id IN (SELECT project_id FROM memberships WHERE user_id = $1) AND NOT done "
+        "OR title LIKE '%7%'",
+        ["3"],
+    ),
     ("project_id NOT IN (SELECT id FROM projects WHERE archived)", []),
     ("(project_id, assignee) IN (SELECT project_id, user_id FROM memberships)", []),
-    ("project_id IN (SELECT project_id FROM memberships WHERE user_id = $1) "
-     "OR project_id IN (SELECT id FROM projects WHERE team_id = 2)", ["2"]),
-    ("assignee IN (SELECT user_id FROM team_members WHERE team_id = 2) AND project_id NOT IN "
-     "(SELECT id FROM projects WHERE archived)", []),
+    (
+        "project_id IN (SELECT project_id FROM memberships WHERE user_id = $1) "
+        "OR project_id IN (SELECT id FROM projects WHERE team_id = 2)",
+        ["2"],
+    ),
+    (
+        "assignee IN (SELECT user_id FROM team_members WHERE team_id = 2) AND project_id NOT IN "
+        "(SELECT id FROM projects WHERE archived)",
+        [],
+    ),
 ]
 
 
@@ -67,7 +79,9 @@ def sql_where(clause: str, params: list[str]) -> str:
 class Follower:
     """One shape, applied incrementally as a live client applies it."""
 
-    def __init__(self, live: ShapeConsumer, clause: str, params: list[str], columns: list[str]) -> None:
+    def __init__(
+        self, live: ShapeConsumer, clause: str, params: list[str], columns: list[str]
+    ) -> None:
         self.live = live
         self.clause = clause
         self.params = params
@@ -83,28 +97,49 @@ class Follower:
             except AssertionError as exc:
                 key = str(exc).split("'key': '")[1].split("'")[0]
                 entries = read_all(log)
-                lsn = str(exc).split("'lsn': '")[1].split("'")[0] if "'lsn': '" in str(exc) else None
-                upto = next((i for i, e in enumerate(entries) if e.get("key") == key
-                             and e["headers"].get("lsn") == lsn), len(entries))
-                history = [e for e in entries[:upto + 1] if e.get("key") == key or "event" in e.get("headers", {})
-                           or "control" in e.get("headers", {})][-16:]
+                lsn = (
+                    str(exc).split("'lsn': '")[1].split("'")[0] if "'lsn': '" in str(exc) else None
+                )
+                upto = next(
+                    (
+                        i
+                        for i, e in enumerate(entries)
+                        if e.get("key") == key and e["headers"].get("lsn") == lsn
+                    ),
+                    len(entries),
+                )
+                history = [
+                    e
+                    for e in entries[: upto + 1]
+                    if e.get("key") == key
+                    or "event" in e.get("headers", {})
+                    or "control" in e.get("headers", {})
+                ][-16:]
                 pytest.fail(f"{self.clause} {self.params}: {exc}\nhistory of {key}: {history}")
             self.offset = log.last_offset
 
     def check(self, conn: Conn, step: str) -> None:
         assert not self.live.gone, f"{self.clause}: gone ({self.live.reason}) at {step}"
         self.catch_up()
-        expected = table_state(conn, "public", "todos", self.columns, ["id"], sql_where(self.clause, self.params))
+        expected = table_state(
+            conn, "public", "todos", self.columns, ["id"], sql_where(self.clause, self.params)
+        )
         got = {k: {c: v.get(c) for c in self.columns} for k, v in self.client.rows.items()}
         if got != expected:
             missing = sorted(set(expected) - set(got))[:5]
             extra = sorted(set(got) - set(expected))[:5]
-            wrong = [(k, got[k], expected[k]) for k in expected if k in got and got[k] != expected[k]][:3]
+            wrong = [
+                (k, got[k], expected[k]) for k in expected if k in got and got[k] != expected[k]
+            ][:3]
             key = (missing or extra or [w[0] for w in wrong])[0]
             entries = read_all(self.live.log)
-            history = [e for e in entries if e.get("key") == key or "event" in e.get("headers", {})][-12:]
-            pytest.fail(f"{self.clause} {self.params} diverged at {step}: missing {missing}, "
-                        f"extra {extra}, wrong {wrong}\nhistory of {key}: {history}")
+            history = [
+                e for e in entries if e.get("key") == key or "event" in e.get("headers", {})
+            ][-12:]
+            pytest.fail(
+                f"{self.clause} {self.params} diverged at {step}: missing {missing}, "
+                f"extra {extra}, wrong {wrong}\nhistory of {key}: {history}"
+            )
 
 
 def random_txn(rng: random.Random) -> list[tuple[str, tuple[Any, ...]]]:
@@ -116,45 +151,88 @@ def random_txn(rng: random.Random) -> list[tuple[str, tuple[Any, ...]]]:
         todo = rng.randint(1, 70)
         pick = rng.random()
         if pick < 0.18:
-            statements.append(("INSERT INTO memberships VALUES (%s, %s) ON CONFLICT DO NOTHING", (user, project)))
+            statements.append(
+                ("INSERT INTO memberships VALUES (%s, %s) ON CONFLICT DO NOTHING", (user, project))
+            )
         elif pick < 0.32:
-            statements.append(("DELETE FROM memberships WHERE user_id = %s AND project_id = %s", (user, project)))
+            statements.append(
+                ("DELETE FROM memberships WHERE user_id = %s AND project_id = %s", (user, project))
+            )
         elif pick < 0.37:
             # delete and insert again in one transaction: no net change
-            statements.append(("DELETE FROM memberships WHERE user_id = %s AND project_id = %s", (user, project)))
-            statements.append(("INSERT INTO memberships VALUES (%s, %s) ON CONFLICT DO NOTHING", (user, project)))
+            statements.append(
+                ("DELETE FROM memberships WHERE user_id = %s AND project_id = %s", (user, project))
+            )
+            statements.append(
+                ("INSERT INTO memberships VALUES (%s, %s) ON CONFLICT DO NOTHING", (user, project))
+            )
         elif pick < 0.42:
-            statements.append(("UPDATE memberships SET project_id = %s WHERE user_id = %s AND project_id = %s "
-                               "AND NOT EXISTS (SELECT 1 FROM memberships WHERE user_id = %s AND project_id = %s)",
-                               (project, user, rng.randint(1, PROJECTS), user, project)))
+            statements.append(
+                (
+                    "UPDATE memberships SET project_id = %s WHERE user_id = %s AND project_id = %s "
+                    "AND NOT EXISTS (SELECT 1 FROM memberships WHERE user_id = %s AND project_id = %s)",
+                    (project, user, rng.randint(1, PROJECTS), user, project),
+                )
+            )
         elif pick < 0.48:
-            statements.append(("UPDATE projects SET team_id = %s WHERE id = %s", (rng.randint(0, 3), project)))
+            statements.append(
+                ("UPDATE projects SET team_id = %s WHERE id = %s", (rng.randint(0, 3), project))
+            )
         elif pick < 0.53:
-            statements.append(("UPDATE projects SET archived = NOT archived WHERE id = %s", (project,)))
+            statements.append(
+                ("UPDATE projects SET archived = NOT archived WHERE id = %s", (project,))
+            )
         elif pick < 0.57:
-            statements.append(("INSERT INTO team_members VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                               (user, rng.randint(0, 3))))
+            statements.append(
+                (
+                    "INSERT INTO team_members VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                    (user, rng.randint(0, 3)),
+                )
+            )
         elif pick < 0.61:
-            statements.append(("DELETE FROM team_members WHERE user_id = %s AND team_id = %s",
-                               (user, rng.randint(0, 3))))
+            statements.append(
+                (
+                    "DELETE FROM team_members WHERE user_id = %s AND team_id = %s",
+                    (user, rng.randint(0, 3)),
+                )
+            )
         elif pick < 0.72:
-            statements.append(("UPDATE todos SET project_id = %s WHERE id = %s",
-                               (None if rng.random() < 0.1 else project, todo)))
+            statements.append(
+                (
+                    "UPDATE todos SET project_id = %s WHERE id = %s",
+                    (None if rng.random() < 0.1 else project, todo),
+                )
+            )
         elif pick < 0.78:
-            statements.append(("UPDATE todos SET title = title || %s, done = NOT done WHERE id = %s",
-                               (str(rng.randint(0, 9)), todo)))
+            statements.append(
+                (
+                    "UPDATE todos SET title = title || %s, done = NOT done WHERE id = %s",
+                    (str(rng.randint(0, 9)), todo),
+                )
+            )
         elif pick < 0.82:
-            statements.append(("UPDATE todos SET assignee = %s WHERE id = %s", (rng.choice(USERS), todo)))
+            statements.append(
+                ("UPDATE todos SET assignee = %s WHERE id = %s", (rng.choice(USERS), todo))
+            )
         elif pick < 0.88:
-            statements.append(("INSERT INTO todos VALUES (%s, %s, %s, %s, false) ON CONFLICT (id) DO UPDATE "
-                               "SET project_id = EXCLUDED.project_id",
-                               (todo, project, rng.choice(USERS), f"todo {todo}")))
+            statements.append(
+                (
+                    "INSERT INTO todos VALUES (%s, %s, %s, %s, false) ON CONFLICT (id) DO UPDATE "
+                    "SET project_id = EXCLUDED.project_id",
+                    (todo, project, rng.choice(USERS), f"todo {todo}"),
+                )
+            )
         elif pick < 0.93:
             statements.append(("DELETE FROM todos WHERE id = %s", (todo,)))
         else:
             # a primary-key change, if the new key is free
-            statements.append(("UPDATE todos SET id = %s WHERE id = %s AND NOT EXISTS "
-                               "(SELECT 1 FROM todos WHERE id = %s)", (todo + 100, todo, todo + 100)))
+            statements.append(
+                (
+                    "UPDATE todos SET id = %s WHERE id = %s AND NOT EXISTS "
+                    "(SELECT 1 FROM todos WHERE id = %s)",
+                    (todo + 100, todo, todo + 100),
+                )
+            )
     return statements
 
 
@@ -164,15 +242,26 @@ def run_txn(conn: Conn, statements: list[tuple[str, tuple[Any, ...]]]) -> None:
             conn.execute(query, args)
 
 
-async def settle(engine: Engine, conn: Conn, followers: list[Follower], timeout: float = 60) -> None:
+async def settle(
+    engine: Engine, conn: Conn, followers: list[Follower], timeout: float = 60
+) -> None:
     """Until every transaction so far is processed and no dependency query or move-in
     is still running (twice in a row)."""
     subqueries = engine.registry.subqueries
 
     def calm() -> bool:
-        return all(d.state in (DependencyState.LIVE, DependencyState.GONE) for d in subqueries.by_key.values()) \
-            and all(f.live.gone or (f.live.state is LIVE and f.live.subquery is not None
-                                    and f.live.subquery.move is None) for f in followers)
+        return all(
+            d.state in (DependencyState.LIVE, DependencyState.GONE)
+            for d in subqueries.by_key.values()
+        ) and all(
+            f.live.gone
+            or (
+                f.live.state is LIVE
+                and f.live.subquery is not None
+                and f.live.subquery.move is None
+            )
+            for f in followers
+        )
 
     for _ in range(2):
         await quiesce(engine, conn, timeout)
@@ -216,7 +305,9 @@ class Writers:
     def __init__(self, url: str, count: int, seed: int) -> None:
         self.url = url
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=self._run, args=(seed + i,), daemon=True) for i in range(count)]
+        self.threads = [
+            threading.Thread(target=self._run, args=(seed + i,), daemon=True) for i in range(count)
+        ]
         self.transactions = 0
         self.errors: list[BaseException] = []
 
@@ -239,8 +330,11 @@ class Writers:
                     try:
                         run_txn(conn, random_txn(rng))
                         self.transactions += 1
-                    except (psycopg.errors.DeadlockDetected, psycopg.errors.UniqueViolation,
-                            psycopg.errors.SerializationFailure):
+                    except (
+                        psycopg.errors.DeadlockDetected,
+                        psycopg.errors.UniqueViolation,
+                        psycopg.errors.SerializationFailure,
+                    ):
                         pass
         except BaseException as exc:  # noqa: BLE001 - reported by join
             self.errors.append(exc)
@@ -248,7 +342,9 @@ class Writers:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [11, 12])
-async def test_concurrent_writers_while_shapes_are_created(database_url: str, conn: Conn, seed: int) -> None:
+async def test_concurrent_writers_while_shapes_are_created(
+    database_url: str, conn: Conn, seed: int
+) -> None:
     conn.execute(SCHEMA)
     engine = Engine(database_url, flush_interval=0.02, snapshot_connections=3)
     await engine.start()
@@ -258,7 +354,7 @@ async def test_concurrent_writers_while_shapes_are_created(database_url: str, co
             writers = Writers(database_url, 3, seed * 100 + round_ * 10)
             writers.start()
             try:
-                for clause, params in SHAPES[round_ * 3:(round_ + 1) * 3]:
+                for clause, params in SHAPES[round_ * 3 : (round_ + 1) * 3]:
                     await asyncio.sleep(0.1)
                     followers.append(await make(engine, clause, params))
                 for f in followers:

@@ -18,7 +18,9 @@ from pysync import ShapeDefinition, Sync
 
 
 @pytest.fixture
-async def app_client(database_url: str) -> AsyncIterator[tuple[Sync, httpx.AsyncClient, dict[str, str]]]:
+async def app_client(
+    database_url: str,
+) -> AsyncIterator[tuple[Sync, httpx.AsyncClient, dict[str, str]]]:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE todos (id int PRIMARY KEY, owner text, title text, prio int)")
         conn.execute(
@@ -31,20 +33,26 @@ async def app_client(database_url: str) -> AsyncIterator[tuple[Sync, httpx.Async
     def mine(request: Request) -> ShapeDefinition:
         return pysync.shape("todos", where="owner = $1", params=[state["owner"]])
 
-    app = Starlette(routes=[
-        *sync.routes(),
-        sync.route("/all", pysync.shape("todos", columns=["id", "title"])),
-        sync.route("/mine", mine),
-    ])
+    app = Starlette(
+        routes=[
+            *sync.routes(),
+            sync.route("/all", pysync.shape("todos", columns=["id", "title"])),
+            sync.route("/mine", mine),
+        ]
+    )
     await sync.start()
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://t"
+        ) as client:
             yield sync, client, state
     finally:
         await sync.stop()
 
 
-async def catch_up(client: httpx.AsyncClient, path: str) -> tuple[str, str, list[dict[str, object]]]:
+async def catch_up(
+    client: httpx.AsyncClient, path: str
+) -> tuple[str, str, list[dict[str, object]]]:
     sep = "&" if "?" in path else "?"
     response = await client.get(f"{path}{sep}offset=-1")
     handle = response.headers["electric-handle"]
@@ -89,9 +97,16 @@ async def test_interrupt_rechecks_shape_function(app_client) -> None:  # type: i
 async def test_subset_snapshot_get_and_post(app_client) -> None:  # type: ignore[no-untyped-def]
     _, client, _ = app_client
     response = await client.get(
-        "/v1/shape", params={"table": "todos", "offset": "-1", "log": "changes_only",
-                             "subset__where": "prio = $1", "subset__params": '{"1": "2"}',
-                             "subset__order_by": "id DESC", "subset__limit": "2"},
+        "/v1/shape",
+        params={
+            "table": "todos",
+            "offset": "-1",
+            "log": "changes_only",
+            "subset__where": "prio = $1",
+            "subset__params": '{"1": "2"}',
+            "subset__order_by": "id DESC",
+            "subset__limit": "2",
+        },
     )
     assert response.status_code == 200
     assert response.headers["electric-snapshot"] == "true"
@@ -100,24 +115,46 @@ async def test_subset_snapshot_get_and_post(app_client) -> None:  # type: ignore
     assert [row["value"]["id"] for row in body["data"]] == ["8", "5"]
     mark = body["metadata"]["snapshot_mark"]
     assert all(row["headers"]["snapshot_mark"] == mark for row in body["data"])
-    assert isinstance(body["metadata"]["database_lsn"], str) and body["metadata"]["database_lsn"].isdigit()
+    assert (
+        isinstance(body["metadata"]["database_lsn"], str)
+        and body["metadata"]["database_lsn"].isdigit()
+    )
     handle = response.headers["electric-handle"]
     response = await client.post(
         f"/v1/shape?table=todos&offset={response.headers['electric-offset']}&handle={handle}&log=changes_only",
-        json={"where": "owner = $1", "params": {"1": "bob"}, "order_by": "title", "limit": 3, "offset": 1},
+        json={
+            "where": "owner = $1",
+            "params": {"1": "bob"},
+            "order_by": "title",
+            "limit": 3,
+            "offset": 1,
+        },
     )
     assert response.status_code == 200, response.text
     assert [row["value"]["title"] for row in response.json()["data"]] == ["t3", "t5", "t7"]
     response = await client.post(
-        f"/v1/shape?table=todos&offset=0_0&handle={handle}&log=changes_only", json={"where": "prio = 1", "limit": 3}
+        f"/v1/shape?table=todos&offset=0_0&handle={handle}&log=changes_only",
+        json={"where": "prio = 1", "limit": 3},
     )
     assert response.status_code == 400
-    assert response.json() == {"message": "Invalid request", "errors": {"subset": {
-        "order_by": ["order_by is required when limit or offset is present"]}}}
+    assert response.json() == {
+        "message": "Invalid request",
+        "errors": {
+            "subset": {"order_by": ["order_by is required when limit or offset is present"]}
+        },
+    }
     response = await client.post("/v1/shape?table=todos&offset=-1", content=b"[1]")
-    assert response.status_code == 400 and response.json() == {"error": "Request body must be a JSON object"}
+    assert response.status_code == 400 and response.json() == {
+        "error": "Request body must be a JSON object"
+    }
     response = await client.get(
-        "/v1/shape", params={"table": "todos", "offset": "-1", "subset__order_by": "lower(title)", "subset__limit": "1"}
+        "/v1/shape",
+        params={
+            "table": "todos",
+            "offset": "-1",
+            "subset__order_by": "lower(title)",
+            "subset__limit": "1",
+        },
     )
     assert response.status_code == 400
     assert "ORDER BY" in response.json()["errors"]["subset"]["order_by"][0]

@@ -47,7 +47,9 @@ def bounded(fn: Callable[..., T], *args: Any) -> T:
     thread.start()
     thread.join(_FREEZE_S)
     if thread.is_alive():
-        pytest.fail(f"{fn.__name__}{args!r:.80} did not finish in {_FREEZE_S} s: it would freeze the server")
+        pytest.fail(
+            f"{fn.__name__}{args!r:.80} did not finish in {_FREEZE_S} s: it would freeze the server"
+        )
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]  # type: ignore[no-any-return]
@@ -75,7 +77,9 @@ def db(database_url: str) -> Iterator[tuple[Table, Conn]]:
         yield t, conn
 
 
-def same_rows_as_postgres(clause: str, table: Table, conn: Conn, params: dict[int, str] | None = None) -> list[int]:
+def same_rows_as_postgres(
+    clause: str, table: Table, conn: Conn, params: dict[int, str] | None = None
+) -> list[int]:
     """Compile, then check evaluator, SQL and Postgres agree on every row; the ids matched."""
     where = bounded(compile_where, clause, table, params)
     sql, args = bounded(where.to_sql)
@@ -89,17 +93,29 @@ def same_rows_as_postgres(clause: str, table: Table, conn: Conn, params: dict[in
     matched = [int(r[0]) for r in rows if bounded(ev, list(r)) is True]
     assert matched == expected, clause[:200]
     normalized = where.normalized
-    assert conn.execute(f"SELECT count(*) FROM items WHERE {normalized}").fetchone() == (len(expected),)
+    assert conn.execute(f"SELECT count(*) FROM items WHERE {normalized}").fetchone() == (
+        len(expected),
+    )
     return matched
 
 
 # ---------------------------------------------------------------- numeric literals
 
 
-@pytest.mark.parametrize("literal", [
-    "1e1000000000", "1e300000", "1e1000000", "-1e1000000000", "1e-1000000000", "1e131072",
-    "1e-16384", "0e-20000", "1e99999999999999999999",
-])
+@pytest.mark.parametrize(
+    "literal",
+    [
+        "1e1000000000",
+        "1e300000",
+        "1e1000000",
+        "-1e1000000000",
+        "1e-1000000000",
+        "1e131072",
+        "1e-16384",
+        "0e-20000",
+        "1e99999999999999999999",
+    ],
+)
 def test_numeric_literal_beyond_postgres_limits(db: tuple[Table, Conn], literal: str) -> None:
     t, conn = db
     with pytest.raises(psycopg.errors.NumericValueOutOfRange) as pg:
@@ -115,10 +131,21 @@ def test_numeric_literal_beyond_postgres_limits(db: tuple[Table, Conn], literal:
         assert message.endswith(": value overflows numeric format"), (clause, message)
 
 
-@pytest.mark.parametrize("literal", [
-    "1e131071", "1e-16383", "0.000e999999", "1" * 131072 + "e-1", "1" * 5000, "0." + "0" * 16382 + "1",
-    "1.5e3", "-12.50", "1e3", "00012.3400",
-])
+@pytest.mark.parametrize(
+    "literal",
+    [
+        "1e131071",
+        "1e-16383",
+        "0.000e999999",
+        "1" * 131072 + "e-1",
+        "1" * 5000,
+        "0." + "0" * 16382 + "1",
+        "1.5e3",
+        "-12.50",
+        "1e3",
+        "00012.3400",
+    ],
+)
 def test_numeric_literal_within_postgres_limits(db: tuple[Table, Conn], literal: str) -> None:
     t, conn = db
     pg_text = conn.execute("SELECT %s::numeric::text", (literal,)).fetchone()
@@ -146,7 +173,10 @@ def test_clause_length(db: tuple[Table, Conn]) -> None:
     t, _ = db
     huge = "id IN (" + ", ".join(str(i) for i in range(300_000)) + ")"  # ~2 MB
     assert len(huge) > limits.MAX_CLAUSE_LENGTH
-    assert rejected(huge, t) == f"WHERE clause length exceeds the limit of {limits.MAX_CLAUSE_LENGTH:,}"
+    assert (
+        rejected(huge, t)
+        == f"WHERE clause length exceeds the limit of {limits.MAX_CLAUSE_LENGTH:,}"
+    )
     many = "true OR " * (limits.MAX_TOKENS // 2) + "true"
     assert len(many) < limits.MAX_CLAUSE_LENGTH
     assert rejected(many, t) == f"number of tokens exceeds the limit of {limits.MAX_TOKENS:,}"
@@ -155,7 +185,9 @@ def test_clause_length(db: tuple[Table, Conn]) -> None:
 def test_largest_in_list_works(db: tuple[Table, Conn]) -> None:
     t, conn = db
     n = limits.MAX_LIST_ITEMS
-    matched = same_rows_as_postgres("id IN (" + ", ".join(str(i * 7) for i in range(n)) + ")", t, conn)
+    matched = same_rows_as_postgres(
+        "id IN (" + ", ".join(str(i * 7) for i in range(n)) + ")", t, conn
+    )
     assert matched == [i for i in range(1, 51) if i % 7 == 0]
     quoted = "title IN (" + ", ".join(f"'t{i}'" for i in range(0, 2 * n, 2)) + ")"
     assert same_rows_as_postgres(quoted, t, conn) == list(range(2, 51, 2))
@@ -172,8 +204,10 @@ def test_parentheses(db: tuple[Table, Conn]) -> None:
     same_rows_as_postgres("lower(" * (depth - 1) + "title" + ")" * (depth - 1) + " = 't4'", t, conn)
     for n in (depth + 1, 50, 5000):
         message = rejected("(" * n + "id = 3" + ")" * n, t)
-        assert message == (f"At location {depth}: nesting of brackets and prefix operators "
-                           f"exceeds the limit of {depth}")
+        assert message == (
+            f"At location {depth}: nesting of brackets and prefix operators "
+            f"exceeds the limit of {depth}"
+        )
 
 
 def test_not_chains(db: tuple[Table, Conn]) -> None:
@@ -203,8 +237,11 @@ def test_deep_expressions(db: tuple[Table, Conn]) -> None:
     t, conn = db
     n = limits.MAX_DEPTH - 2
     same_rows_as_postgres("id" + " + 1" * n + f" = {n + 5}", t, conn)
-    for clause in ("id" + " + 1" * 1000 + " = 1", "title" + " || 'x'" * 2000 + " = 'x'",
-                   "id" + "::int4" * 1000 + " = 1"):
+    for clause in (
+        "id" + " + 1" * 1000 + " = 1",
+        "title" + " || 'x'" * 2000 + " = 'x'",
+        "id" + "::int4" * 1000 + " = 1",
+    ):
         assert "expression depth exceeds the limit of 64" in rejected(clause, t)
 
 
@@ -215,7 +252,8 @@ def test_many_params(db: tuple[Table, Conn]) -> None:
     assert same_rows_as_postgres(clause, t, conn, params) == list(range(1, 51))
     too_many = {i: "1" for i in range(1, limits.MAX_PARAMS + 2)}
     assert rejected("id = $1", t, too_many) == (
-        f"number of parameters exceeds the limit of {limits.MAX_PARAMS:,}")
+        f"number of parameters exceeds the limit of {limits.MAX_PARAMS:,}"
+    )
     long_value = {1: "x" * (limits.MAX_PARAMS_LENGTH + 1)}
     assert "total length of parameter values" in rejected("title = $1", t, long_value)
 
@@ -280,7 +318,10 @@ def test_compile_where_from_many_threads(db: tuple[Table, Conn]) -> None:
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
-    threads = [threading.Thread(target=work, args=(k * 37,)) for k in range(min(8, (os.cpu_count() or 2) * 4))]
+    threads = [
+        threading.Thread(target=work, args=(k * 37,))
+        for k in range(min(8, (os.cpu_count() or 2) * 4))
+    ]
     for th in threads:
         th.start()
     for th in threads:
@@ -308,7 +349,8 @@ def test_repeated_subexpressions_are_counted_at_each_use(db: tuple[Table, Conn])
     for clause in (_nested(14, between), _nested(14, in_columns)):
         assert len(clause) < 1000
         assert rejected(clause, t) == (
-            f"size of the expression exceeds the limit of {limits.MAX_NODES:,}")
+            f"size of the expression exceeds the limit of {limits.MAX_NODES:,}"
+        )
 
 
 def test_like_is_linear_and_exact(db: tuple[Table, Conn]) -> None:
@@ -317,20 +359,45 @@ def test_like_is_linear_and_exact(db: tuple[Table, Conn]) -> None:
     conn.execute("UPDATE items SET title = %s WHERE id = 7", (long_title,))
     conn.execute("UPDATE items SET title = 'abcabc_%x' WHERE id = 8")
     # a regular expression with one .* per % backtracks for ages on the long title
-    for pattern in ["%a" * 40 + "%b", "%%%%%%%%%%%%%%%%%%%%%%%%b", "%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a"]:
+    for pattern in [
+        "%a" * 40 + "%b",
+        "%%%%%%%%%%%%%%%%%%%%%%%%b",
+        "%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a%a",
+    ]:
         same_rows_as_postgres(f"title LIKE '{pattern}'", t, conn)
         same_rows_as_postgres(f"title ILIKE '{pattern.upper()}'", t, conn)
-    for pattern in ["abc%", "%abc", "%bca%", "a_c%c\\_\\%_", "%c_%x", "_b%", "%", "", "abcabc\\_\\%x",
-                    "a%a%", "%abc%abc%", "abcabc%%x", "%_", "_%_%_%_%_%_%_%_%_%_"]:
+    for pattern in [
+        "abc%",
+        "%abc",
+        "%bca%",
+        "a_c%c\\_\\%_",
+        "%c_%x",
+        "_b%",
+        "%",
+        "",
+        "abcabc\\_\\%x",
+        "a%a%",
+        "%abc%abc%",
+        "abcabc%%x",
+        "%_",
+        "_%_%_%_%_%_%_%_%_%_",
+    ]:
         same_rows_as_postgres(f"title LIKE '{pattern}'", t, conn)
         same_rows_as_postgres("title LIKE $1", t, conn, {1: pattern})
 
 
 @pytest.mark.parametrize("column", ["price", "id", "done", "nums"])
-def test_long_invalid_values_are_rejected_in_linear_time(db: tuple[Table, Conn], column: str) -> None:
+def test_long_invalid_values_are_rejected_in_linear_time(
+    db: tuple[Table, Conn], column: str
+) -> None:
     # "\d+\.?\d*" backtracked quadratically: 20,000 digits and an "x" took 14 s
     t, _ = db
-    for value in ("1" * 200_000 + "x", " " * 200_000 + "x", "1" * 200_000 + ".", "{" + "1" * 200_000 + "x}"):
+    for value in (
+        "1" * 200_000 + "x",
+        " " * 200_000 + "x",
+        "1" * 200_000 + ".",
+        "{" + "1" * 200_000 + "x}",
+    ):
         message = rejected(f"{column} = $1", t, {1: value})
         assert any(w in message for w in ("invalid syntax for type", "out of range", "overflows"))
 
@@ -345,15 +412,29 @@ def test_long_literals_within_the_length_limit(db: tuple[Table, Conn]) -> None:
 # Openers and the text that closes each, nested up to MAX_NESTING: whatever the checker
 # thinks of the result, it answers (a WhereError or a Where), never a RecursionError.
 _NESTABLE = [
-    ("(", ")"), ("lower(", ")"), ("coalesce(", ")"), ("greatest(1, ", ")"), ("CAST(", " AS int4)"),
-    ("CASE WHEN ", " THEN true END"), ("NOT ", ""), ("- ", ""), ("NOT (", ")"),
-    ("id IN (", ")"), ("id = ANY(", ")"), ("EXISTS (SELECT ", ")"), ("(SELECT ", ")"),
-    ("(CASE WHEN true THEN ", " END)"), ("lower(NOT ", ")"), ("concat(", ", 'x')"),
+    ("(", ")"),
+    ("lower(", ")"),
+    ("coalesce(", ")"),
+    ("greatest(1, ", ")"),
+    ("CAST(", " AS int4)"),
+    ("CASE WHEN ", " THEN true END"),
+    ("NOT ", ""),
+    ("- ", ""),
+    ("NOT (", ")"),
+    ("id IN (", ")"),
+    ("id = ANY(", ")"),
+    ("EXISTS (SELECT ", ")"),
+    ("(SELECT ", ")"),
+    ("(CASE WHEN true THEN ", " END)"),
+    ("lower(NOT ", ")"),
+    ("concat(", ", 'x')"),
 ]
 
 
 @pytest.mark.parametrize(("opener", "closer"), _NESTABLE)
-def test_nesting_at_the_limit_never_overflows_the_stack(db: tuple[Table, Conn], opener: str, closer: str) -> None:
+def test_nesting_at_the_limit_never_overflows_the_stack(
+    db: tuple[Table, Conn], opener: str, closer: str
+) -> None:
     t, _ = db
     two = ("NOT (", "lower(NOT ", "EXISTS (SELECT ", "(SELECT ", "(CASE", "id = ANY(")
     per_level = 2 if opener.startswith(two) else 1
@@ -374,13 +455,80 @@ def test_token_soup_is_a_where_error_or_a_where(db: tuple[Table, Conn]) -> None:
 
     t, _ = db
     words = [
-        "id", "price", "title", "nums", "done", "1", "-1", "1.5", "1e5", "'a'", "'{1,2}'", "$1",
-        "(", ")", "[", "]", ",", "=", "<>", "<", "+", "-", "*", "/", "%", "^", "||", "&", "~",
-        "|/", "::int4", "::text", "::numeric", "::int4[]", "::interval", "AND", "OR", "NOT", "IS",
-        "NULL", "TRUE", "IN", "BETWEEN", "SYMMETRIC", "LIKE", "ILIKE", "ESCAPE", "ANY", "ALL",
-        "ARRAY", "CASE", "WHEN", "THEN", "END", "DISTINCT", "FROM", "lower", "coalesce",
-        "greatest", "concat", "array_cat", "int4", "CAST", "AS", "INTERVAL", "'1 day'", "E'\\\\n'",
-        "$$x$$", "count", "sum", "OVER", "ORDER", "BY", ";",
+        "id",
+        "price",
+        "title",
+        "nums",
+        "done",
+        "1",
+        "-1",
+        "1.5",
+        "1e5",
+        "'a'",
+        "'{1,2}'",
+        "$1",
+        "(",
+        ")",
+        "[",
+        "]",
+        ",",
+        "=",
+        "<>",
+        "<",
+        "+",
+        "-",
+        "*",
+        "/",
+        "%",
+        "^",
+        "||",
+        "&",
+        "~",
+        "|/",
+        "::int4",
+        "::text",
+        "::numeric",
+        "::int4[]",
+        "::interval",
+        "AND",
+        "OR",
+        "NOT",
+        "IS",
+        "NULL",
+        "TRUE",
+        "IN",
+        "BETWEEN",
+        "SYMMETRIC",
+        "LIKE",
+        "ILIKE",
+        "ESCAPE",
+        "ANY",
+        "ALL",
+        "ARRAY",
+        "CASE",
+        "WHEN",
+        "THEN",
+        "END",
+        "DISTINCT",
+        "FROM",
+        "lower",
+        "coalesce",
+        "greatest",
+        "concat",
+        "array_cat",
+        "int4",
+        "CAST",
+        "AS",
+        "INTERVAL",
+        "'1 day'",
+        "E'\\\\n'",
+        "$$x$$",
+        "count",
+        "sum",
+        "OVER",
+        "ORDER",
+        "BY",
+        ";",
     ]
     rng = random.Random(9)
     names = [c.name for c in t.columns]
@@ -411,7 +559,12 @@ def test_type_named_calls_and_array_constructors(db: tuple[Table, Conn]) -> None
     assert "nested ARRAY constructors" in rejected("nums = ARRAY[ARRAY[1]]", t)
     big = ", ".join("1" for _ in range(limits.MAX_LIST_ITEMS - 1))
     bounded(compile_where, f"int4((ARRAY[{big}])[1]::text) = 1", t)
-    for clause in ("int4(text(int4('1'))) = 1", "nums = ARRAY[int4((ARRAY[1])[1])]",
-                   "int4((ARRAY[" * 3 + big + "])[1])" * 3 + " = 1", "ARRAY[" * 20 + "1" + "]" * 20 + " IS NULL"):
+    for clause in (
+        "int4(text(int4('1'))) = 1",
+        "nums = ARRAY[int4((ARRAY[1])[1])]",
+        "int4((ARRAY[" * 3 + big + "])[1])" * 3 + " = 1",
+        "ARRAY[" * 20 + "1" + "]" * 20 + " IS NULL",
+    ):
         assert rejected(clause, t).endswith(
-            f"nesting of ARRAY constructors and type-named calls exceeds the limit of {limit}")
+            f"nesting of ARRAY constructors and type-named calls exceeds the limit of {limit}"
+        )

@@ -106,7 +106,10 @@ STRUCTURE = [
     ("id = 1 FETCH FIRST 1 ROWS ONLY", "malformed query ending with SQL clauses"),
     # node_to_ast: FuncCall with aggregate syntax, at the call's location
     ("count(*) > 1", "At location 0: aggregation is not supported in this context"),
-    ("id = 1 AND count(DISTINCT id) > 1", "At location 11: aggregation is not supported in this context"),
+    (
+        "id = 1 AND count(DISTINCT id) > 1",
+        "At location 11: aggregation is not supported in this context",
+    ),
     ("sum(id) OVER () > 1", "At location 0: aggregation is not supported in this context"),
     # a function without aggregate syntax is just unknown
     ("sum(id) > 1", "At location 0: unknown or unsupported function sum/1"),
@@ -136,8 +139,10 @@ def test_keywords_inside_expressions_are_not_clauses(db: tuple[Table, Conn]) -> 
     t, _ = db
     assert compile_where("title IS DISTINCT FROM 'a'", t).columns == frozenset({"title"})
     for clause, message in [
-        ("percentile_cont(0.5) WITHIN GROUP (ORDER BY price) > 1",
-         "At location 0: aggregation is not supported in this context"),
+        (
+            "percentile_cont(0.5) WITHIN GROUP (ORDER BY price) > 1",
+            "At location 0: aggregation is not supported in this context",
+        ),
     ]:
         with pytest.raises(WhereError) as info:
             compile_where(clause, t)

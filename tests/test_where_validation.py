@@ -17,8 +17,8 @@ def table(database_url: str) -> Iterator[tuple[Table, psycopg.Connection[tuple[o
         conn.execute("SET TimeZone = 'UTC'")
         conn.execute("CREATE TYPE mood AS ENUM ('sad', 'happy')")
         conn.execute(
-            'CREATE TABLE items (id int4 PRIMARY KEY, user_id int8, title text, price numeric, '
-            'score float8, done bool, tags text[], nums int4[], m mood, created timestamptz, '
+            "CREATE TABLE items (id int4 PRIMARY KEY, user_id int8, title text, price numeric, "
+            "score float8, done bool, tags text[], nums int4[], m mood, created timestamptz, "
             '"MixedCase" int4, doc jsonb, code bpchar)'
         )
         t = load_table(conn, "public", "items")
@@ -75,7 +75,9 @@ REJECTIONS = [
 
 
 @pytest.mark.parametrize(("clause", "fragment"), REJECTIONS)
-def test_rejections(table: tuple[Table, psycopg.Connection[tuple[object, ...]]], clause: str, fragment: str) -> None:
+def test_rejections(
+    table: tuple[Table, psycopg.Connection[tuple[object, ...]]], clause: str, fragment: str
+) -> None:
     t, conn = table
     params = {1: "5"} if "$1" in clause and "not provided" not in fragment else None
     with pytest.raises(WhereError) as info:
@@ -100,11 +102,16 @@ def test_error_locations(table: tuple[Table, psycopg.Connection[tuple[object, ..
         assert info.value.message == message
 
 
-def test_comments_are_read_as_postgres_does(table: tuple[Table, psycopg.Connection[tuple[object, ...]]]) -> None:
+def test_comments_are_read_as_postgres_does(
+    table: tuple[Table, psycopg.Connection[tuple[object, ...]]],
+) -> None:
     """As in Electric (libpg_query reads them): comments are whitespace."""
     t, _ = table
     plain = compile_where("id = 1 AND title = 'a -- b'", t).normalized
-    assert compile_where("id = 1 /* the id */ AND title = 'a -- b' -- and a note", t).normalized == plain
+    assert (
+        compile_where("id = 1 /* the id */ AND title = 'a -- b' -- and a note", t).normalized
+        == plain
+    )
     assert compile_where("id = 1\n-- next line\nAND title = 'a -- b'", t).normalized == plain
     with pytest.raises(WhereError) as info:
         compile_where("/* x */ id = 1 AND foo = 2", t)
@@ -116,13 +123,18 @@ def test_params_without_spaces(table: tuple[Table, psycopg.Connection[tuple[obje
     locations still count in the clause as written."""
     t, _ = table
     where = compile_where("id IN ($1,$2,$3)", t, {1: "1", 2: "2", 3: "3"})
-    assert where.normalized == compile_where("id IN ($1, $2, $3)", t, {1: "1", 2: "2", 3: "3"}).normalized
+    assert (
+        where.normalized
+        == compile_where("id IN ($1, $2, $3)", t, {1: "1", 2: "2", 3: "3"}).normalized
+    )
     with pytest.raises(WhereError) as info:
         compile_where("id IN ($1,$2) AND foo = 2", t, {1: "1", 2: "2"})
     assert info.value.message == "At location 18: unknown reference foo"
 
 
-def test_identifiers_and_normalisation(table: tuple[Table, psycopg.Connection[tuple[object, ...]]]) -> None:
+def test_identifiers_and_normalisation(
+    table: tuple[Table, psycopg.Connection[tuple[object, ...]]],
+) -> None:
     t, _ = table
     a = compile_where('ID = 5 and "MixedCase" = 1', t)
     b = compile_where('  id=5   AND   "MixedCase"=1 ', t)
@@ -133,11 +145,17 @@ def test_identifiers_and_normalisation(table: tuple[Table, psycopg.Connection[tu
     assert c.normalized == "(\"user_id\" = '5'::int8)"
 
 
-def test_to_sql_quotes_and_escapes(table: tuple[Table, psycopg.Connection[tuple[object, ...]]]) -> None:
+def test_to_sql_quotes_and_escapes(
+    table: tuple[Table, psycopg.Connection[tuple[object, ...]]],
+) -> None:
     t, conn = table
-    conn.execute("INSERT INTO items (id, title, \"MixedCase\") VALUES (1, '100%', 1), (2, 'it''s', 2)")
+    conn.execute(
+        "INSERT INTO items (id, title, \"MixedCase\") VALUES (1, '100%', 1), (2, 'it''s', 2)"
+    )
     for clause, expected in [
-        ("title LIKE '%\\%'", [1]), ("title = 'it''s'", [2]), ('"MixedCase" = 2', [2]),
+        ("title LIKE '%\\%'", [1]),
+        ("title = 'it''s'", [2]),
+        ('"MixedCase" = 2', [2]),
         ("title = $1", [2]),
     ]:
         where = compile_where(clause, t, {1: "it's"})
@@ -192,8 +210,14 @@ def test_equality_index(table: tuple[Table, psycopg.Connection[tuple[object, ...
     idx = compile_where("code = 'ab'", t).equality_index()
     assert idx is not None and idx[2]("ab   ") in idx[1]
 
-    for clause in ("id = 1 OR id = 2", "id > 5", "id = NULL", "id = user_id", "NOT (id = 1)",
-                   "id::text = '1'"):
+    for clause in (
+        "id = 1 OR id = 2",
+        "id > 5",
+        "id = NULL",
+        "id = user_id",
+        "NOT (id = 1)",
+        "id::text = '1'",
+    ):
         assert compile_where(clause, t).equality_index() is None, clause
 
     # the evaluator agrees: a row whose key is not in keys never evaluates to True

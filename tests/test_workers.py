@@ -38,10 +38,21 @@ def db(database_url: str) -> str:
 
 
 def start(database_url: str, storage: Path, port: int, *extra: str) -> ServeProcess:
-    server = ServeProcess([
-        "--database-url", database_url, "--port", str(port), "--storage-dir", str(storage),
-        "--long-poll-timeout", "20", "--chunk-bytes", "2000", *extra,
-    ])
+    server = ServeProcess(
+        [
+            "--database-url",
+            database_url,
+            "--port",
+            str(port),
+            "--storage-dir",
+            str(storage),
+            "--long-poll-timeout",
+            "20",
+            "--chunk-bytes",
+            "2000",
+            *extra,
+        ]
+    )
     server.wait_ready()
     return server
 
@@ -67,8 +78,16 @@ def walk(http: httpx.Client, base: str, params: dict[str, str]) -> list[httpx.Re
     while "electric-up-to-date" not in responses[-1].headers:
         last = responses[-1]
         assert last.status_code == 200, last.text
-        responses.append(http.get(base, params={
-            **params, "offset": last.headers["electric-offset"], "handle": last.headers["electric-handle"]}))
+        responses.append(
+            http.get(
+                base,
+                params={
+                    **params,
+                    "offset": last.headers["electric-offset"],
+                    "handle": last.headers["electric-handle"],
+                },
+            )
+        )
     return responses
 
 
@@ -76,11 +95,16 @@ def lasting(response: httpx.Response) -> dict[str, str]:
     return {k: v for k, v in response.headers.items() if k not in MOMENT}
 
 
-def rows(conn: psycopg.Connection[tuple[object, ...]], sql: str) -> dict[str, dict[str, str | None]]:
+def rows(
+    conn: psycopg.Connection[tuple[object, ...]], sql: str
+) -> dict[str, dict[str, str | None]]:
     """Rows by id, values as the protocol sends them (text)."""
     cursor = conn.execute(sql)  # test-owned SQL
     names = [c.name for c in cursor.description or ()]
-    return {str(r[0]): {n: None if v is None else str(v) for n, v in zip(names, r, strict=True)} for r in cursor}
+    return {
+        str(r[0]): {n: None if v is None else str(v) for n, v in zip(names, r, strict=True)}
+        for r in cursor
+    }
 
 
 def materialise(responses: list[httpx.Response]) -> dict[str, dict[str, str | None]]:
@@ -97,8 +121,12 @@ def materialise(responses: list[httpx.Response]) -> dict[str, dict[str, str | No
     return state
 
 
-def synced(http: httpx.Client, base: str, shapes: list[dict[str, str]],
-           wanted: list[dict[str, dict[str, str | None]]]) -> list[list[httpx.Response]]:
+def synced(
+    http: httpx.Client,
+    base: str,
+    shapes: list[dict[str, str]],
+    wanted: list[dict[str, dict[str, str | None]]],
+) -> list[list[httpx.Response]]:
     """Walks of ``shapes`` once they hold ``wanted`` (every change replicated)."""
     deadline = time.monotonic() + 60
     while True:
@@ -112,7 +140,10 @@ def synced(http: httpx.Client, base: str, shapes: list[dict[str, str]],
 def test_responses_are_the_bytes_a_single_process_serves(db: str, tmp_path: Path) -> None:
     storage, port = tmp_path / "storage", free_port()
     base = f"http://127.0.0.1:{port}/v1/shape"
-    shapes = [{"table": "items"}, {"table": "items", "where": "id <= $1", "params[1]": "20", "columns": "id,n"}]
+    shapes = [
+        {"table": "items"},
+        {"table": "items", "where": "id <= $1", "params[1]": "20", "columns": "id,n"},
+    ]
     single = start(db, storage, port)
     try:
         with httpx.Client(timeout=30) as http:
@@ -121,7 +152,10 @@ def test_responses_are_the_bytes_a_single_process_serves(db: str, tmp_path: Path
             with psycopg.connect(db, autocommit=True) as conn:
                 for k in range(1, 6):
                     conn.execute("UPDATE items SET n = %s WHERE id %% 7 = %s", (k, k))
-                wanted = [rows(conn, "SELECT id, n, note FROM items"), rows(conn, "SELECT id, n FROM items WHERE id <= 20")]
+                wanted = [
+                    rows(conn, "SELECT id, n, note FROM items"),
+                    rows(conn, "SELECT id, n FROM items WHERE id <= 20"),
+                ]
             expected = synced(http, base, shapes, wanted)
     finally:
         single.stop()
@@ -144,10 +178,17 @@ async def test_live_clients_on_both_workers_get_every_commit(db: str, tmp_path: 
     port = free_port()
     server = start(db, tmp_path / "storage", port, "--workers", "2")
     base = f"http://127.0.0.1:{port}/v1/shape"
-    followers = [Follower(base, {"table": "items", "where": "id <= 3"}, name=f"c{i}").start() for i in range(12)]
+    followers = [
+        Follower(base, {"table": "items", "where": "id <= 3"}, name=f"c{i}").start()
+        for i in range(12)
+    ]
     try:
+
         def rows(n: int) -> dict[str, dict[str, str]]:
-            return {f'"public"."items"/"{i}"': {"id": str(i), "n": str(n), "note": f"row {i}"} for i in (1, 2, 3)}
+            return {
+                f'"public"."items"/"{i}"': {"id": str(i), "n": str(n), "note": f"row {i}"}
+                for i in (1, 2, 3)
+            }
 
         await converge(followers, lambda f: rows(0), what="initial sync through the workers")
         with psycopg.connect(db, autocommit=True) as conn:
@@ -210,7 +251,10 @@ def test_a_table_created_again_is_a_new_shape_through_the_workers(db: str, tmp_p
     try:
         with httpx.Client(timeout=30) as http, psycopg.connect(db, autocommit=True) as conn:
             # Each worker (connections spread over them) learns the shape.
-            old = {walk(http, base, {"table": "items"})[-1].headers["electric-handle"] for _ in range(6)}
+            old = {
+                walk(http, base, {"table": "items"})[-1].headers["electric-handle"]
+                for _ in range(6)
+            }
             assert len(old) == 1
             conn.execute("DROP TABLE items")
             conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL, note text)")
@@ -220,7 +264,6 @@ def test_a_table_created_again_is_a_new_shape_through_the_workers(db: str, tmp_p
                 assert responses[-1].headers["electric-handle"] not in old
                 assert materialise(responses) == {"1": {"id": "1", "n": "7", "note": "new"}}
             conn.execute("INSERT INTO items VALUES (2, 8, 'live')")
-            synced(http, base, [{"table": "items"}],
-                   [rows(conn, "SELECT * FROM items")])
+            synced(http, base, [{"table": "items"}], [rows(conn, "SELECT * FROM items")])
     finally:
         assert server.stop(), server.output()

@@ -41,18 +41,31 @@ def db(conn: Conn) -> Conn:
     return conn
 
 
-def insert(id_: int, title: Any = "t", table: Any = ("public", "todos"), **extra: Any) -> dict[str, Any]:
-    return {"type": "insert", "modified": {"id": id_, "title": title, **extra},
-            "syncMetadata": {"relation": list(table) if isinstance(table, tuple) else table}}
+def insert(
+    id_: int, title: Any = "t", table: Any = ("public", "todos"), **extra: Any
+) -> dict[str, Any]:
+    return {
+        "type": "insert",
+        "modified": {"id": id_, "title": title, **extra},
+        "syncMetadata": {"relation": list(table) if isinstance(table, tuple) else table},
+    }
 
 
 def update(id_: int, **changes: Any) -> dict[str, Any]:
-    return {"type": "update", "original": {"id": id_, "title": "?"}, "changes": changes,
-            "syncMetadata": {"relation": ["public", "todos"]}}
+    return {
+        "type": "update",
+        "original": {"id": id_, "title": "?"},
+        "changes": changes,
+        "syncMetadata": {"relation": ["public", "todos"]},
+    }
 
 
 def delete(id_: int) -> dict[str, Any]:
-    return {"type": "delete", "original": {"id": id_}, "syncMetadata": {"relation": ["public", "todos"]}}
+    return {
+        "type": "delete",
+        "original": {"id": id_},
+        "syncMetadata": {"relation": ["public", "todos"]},
+    }
 
 
 def rows(conn: Conn, table: str = "todos") -> list[tuple[Any, ...]]:
@@ -67,7 +80,9 @@ def xmin_of(conn: Conn, id_: int) -> int:
 
 def test_each_operation_in_one_transaction(db: Conn) -> None:
     writer = Writer().allow("todos")
-    txid = writer.apply([insert(3, "three", owner="cy"), update(1, title="ONE", done=True), delete(2)], db)
+    txid = writer.apply(
+        [insert(3, "three", owner="cy"), update(1, title="ONE", done=True), delete(2)], db
+    )
     assert rows(db) == [(1, "ONE", True, "ann", False), (3, "three", False, "cy", False)]
     assert xmin_of(db, 3) == txid == xmin_of(db, 1)  # the rows' writer is the returned transaction
     second = writer.apply(json.dumps([update(3, done=True)]).encode(), db)  # bytes are decoded
@@ -84,7 +99,10 @@ def test_a_failing_mutation_rolls_back_the_whole_batch(db: Conn) -> None:
     assert rows(db) == before
     with pytest.raises(MutationInvalid) as caught:
         writer.apply([insert(3), update(1, done="maybe")], db)
-    assert (caught.value.index, caught.value.reason) == (1, "column 'done': expected a boolean, got a string")
+    assert (caught.value.index, caught.value.reason) == (
+        1,
+        "column 'done': expected a boolean, got a string",
+    )
     with pytest.raises(MutationInvalid) as caught:
         writer.apply([delete(1), update(2, title=None)], db)  # NOT NULL, enforced by Postgres
     assert caught.value.index == 1 and "null value" in caught.value.reason
@@ -112,13 +130,18 @@ def test_rules_check_accept_and_unknown_tables(db: Conn) -> None:
     with pytest.raises(MutationForbidden) as caught:
         writer.apply([insert(3), insert(4, owner="mallory"), insert(5)], db)
     assert (caught.value.index, caught.value.reason, checked) == (1, "owner must be you", [0, 1])
-    for bad, reason in ((insert(4, "nope"), "refused by check"), (insert(4, "raise"), "no raising")):
+    for bad, reason in (
+        (insert(4, "nope"), "refused by check"),
+        (insert(4, "raise"), "no raising"),
+    ):
         with pytest.raises(MutationForbidden) as caught:
             writer.apply([insert(3), bad], db)
         assert (caught.value.index, caught.value.reason) == (1, reason)
     with pytest.raises(MutationForbidden, match='delete is not accepted on "public"."todos"'):
         writer.apply([delete(1)], db)
-    with pytest.raises(MutationForbidden, match='writes to "public"."audit" are not allowed') as caught:
+    with pytest.raises(
+        MutationForbidden, match='writes to "public"."audit" are not allowed'
+    ) as caught:
         writer.apply([insert(3), insert(1, table=("public", "audit"))], db)
     assert caught.value.index == 1
     with pytest.raises(MutationForbidden, match='"other"."todos" are not allowed'):
@@ -137,7 +160,9 @@ def test_load_validate_and_hooks(db: Conn) -> None:
 
     def load(ctx: WriteContext) -> dict[str, Any] | None:
         calls.append(f"load {ctx.index}")
-        row = db.execute("SELECT id, owner FROM todos WHERE id = %s AND owner = 'ann'", (ctx.key["id"],)).fetchone()
+        row = db.execute(
+            "SELECT id, owner FROM todos WHERE id = %s AND owner = 'ann'", (ctx.key["id"],)
+        ).fetchone()
         return None if row is None else {"id": row[0], "owner": row[1]}
 
     def validate(ctx: WriteContext) -> dict[str, Any]:
@@ -156,7 +181,13 @@ def test_load_validate_and_hooks(db: Conn) -> None:
     writer = Writer().allow("todos", load=load, validate=validate, pre_apply=pre, post_apply=post)
     txid = writer.apply([insert(3, "three", owner="eve"), update(1, title="uno")], db)
     assert calls == [
-        "validate 0 None", "pre 0", "post 0", "load 1", "validate 1 {'id': 1, 'owner': 'ann'}", "pre 1", "post 1",
+        "validate 0 None",
+        "pre 0",
+        "post 0",
+        "load 1",
+        "validate 1 {'id': 1, 'owner': 'ann'}",
+        "pre 1",
+        "post 1",
     ]
     assert rows(db)[0][:4] == (1, "uno", False, "ann") and rows(db)[2][3] == "ann"
     assert rows(db, "audit") == [(1, f"insert {txid}"), (2, f"update {txid}")]
@@ -185,7 +216,9 @@ def test_custom_statements_replace_the_defaults(db: Conn) -> None:
     writer = Writer().allow("todos", delete=soft_delete, insert=upsert)
     writer.apply([delete(2), insert(1, "again"), insert(3, "new")], db)
     assert rows(db) == [
-        (1, "again", False, "ann", False), (2, "two", False, "bob", True), (3, "new", False, None, False),
+        (1, "again", False, "ann", False),
+        (2, "two", False, "bob", True),
+        (3, "new", False, None, False),
     ]
 
 
@@ -198,24 +231,58 @@ def test_values_are_parsed_by_column_type(conn: Conn) -> None:
     writer = Writer().allow("typed")
     relation = ("public", "typed")
     value = {
-        "id": "9007199254740993", "small": 7.0, "f": "NaN", "r": 0.1, "num": 0.1, "b": "t",
-        "u": "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11", "j": {"a": [1, None, "x"]}, "js": "just a string",
-        "a": [1, None, "3"], "m": [["a", "b"], ["c,d", None]], "ts": "2024-01-31T13:45:00.123Z",
-        "d": "2024-02-29", "by": "\\xdead", "e": "happy", "vc": "abc",
+        "id": "9007199254740993",
+        "small": 7.0,
+        "f": "NaN",
+        "r": 0.1,
+        "num": 0.1,
+        "b": "t",
+        "u": "A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11",
+        "j": {"a": [1, None, "x"]},
+        "js": "just a string",
+        "a": [1, None, "3"],
+        "m": [["a", "b"], ["c,d", None]],
+        "ts": "2024-01-31T13:45:00.123Z",
+        "d": "2024-02-29",
+        "by": "\\xdead",
+        "e": "happy",
+        "vc": "abc",
     }
     writer.apply([insert(0, table=relation) | {"modified": value}], conn)
-    row = conn.execute("SELECT id, small, f::text, r, num, b, u::text, j, js::text, a, m, ts, d, by, e, vc, g "
-                       "FROM typed").fetchone()
+    row = conn.execute(
+        "SELECT id, small, f::text, r, num, b, u::text, j, js::text, a, m, ts, d, by, e, vc, g "
+        "FROM typed"
+    ).fetchone()
     assert row is not None
-    assert row[:9] == (9007199254740993, 7, "NaN", pytest.approx(0.1), Decimal("0.100"), True,
-                       "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11", {"a": [1, None, "x"]}, '"just a string"')
+    assert row[:9] == (
+        9007199254740993,
+        7,
+        "NaN",
+        pytest.approx(0.1),
+        Decimal("0.100"),
+        True,
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+        {"a": [1, None, "x"]},
+        '"just a string"',
+    )
     assert row[9:11] == ([1, None, 3], [["a", "b"], ["c,d", None]])
-    assert row[11].isoformat() == "2024-01-31T13:45:00.123000+00:00" and str(row[12]) == "2024-02-29"
+    assert (
+        row[11].isoformat() == "2024-01-31T13:45:00.123000+00:00" and str(row[12]) == "2024-02-29"
+    )
     assert row[13:] == (b"\xde\xad", "happy", "abc", 14)
 
     def fails(**values: Any) -> str:
         with pytest.raises(MutationInvalid) as caught:
-            writer.apply([{"type": "insert", "modified": {"id": 1, **values}, "syncMetadata": {"relation": list(relation)}}], conn)
+            writer.apply(
+                [
+                    {
+                        "type": "insert",
+                        "modified": {"id": 1, **values},
+                        "syncMetadata": {"relation": list(relation)},
+                    }
+                ],
+                conn,
+            )
         assert caught.value.index == 0
         return caught.value.reason
 
@@ -228,8 +295,10 @@ def test_values_are_parsed_by_column_type(conn: Conn) -> None:
     assert fails(vc=5) == "column 'vc': expected a string, got int"
     assert fails(a=5) == "column 'a': expected an array, got int"
     assert fails(g=1) == "column 'g' is generated and cannot be written"
-    assert fails(nope=1) == "no column 'nope' in \"public\".\"typed\""
-    assert "too long" in fails(vc="abcd")  # varchar(3): Postgres's assignment check, not a truncation
+    assert fails(nope=1) == 'no column \'nope\' in "public"."typed"'
+    assert "too long" in fails(
+        vc="abcd"
+    )  # varchar(3): Postgres's assignment check, not a truncation
     assert "invalid input value for enum mood" in fails(e="angry")
     assert "date/time field value out of range" in fails(d="2024-13-45")
     assert conn.execute("SELECT count(*) FROM typed").fetchone() == (1,)
@@ -238,8 +307,14 @@ def test_values_are_parsed_by_column_type(conn: Conn) -> None:
 def test_injection_attempts_are_data_or_rejected(db: Conn) -> None:
     writer = Writer().allow("todos")
     evil = "x'); DROP TABLE todos; --"
-    writer.apply([insert(3, evil, owner='"; DELETE FROM todos; --'), update(1, title="' OR '1'='1")], db)
-    assert rows(db)[0][1] == "' OR '1'='1" and rows(db)[2][1:4] == (evil, False, '"; DELETE FROM todos; --')
+    writer.apply(
+        [insert(3, evil, owner='"; DELETE FROM todos; --'), update(1, title="' OR '1'='1")], db
+    )
+    assert rows(db)[0][1] == "' OR '1'='1" and rows(db)[2][1:4] == (
+        evil,
+        False,
+        '"; DELETE FROM todos; --',
+    )
     attempts = [
         ("todos; DROP TABLE audit", MutationError),
         ('todos" ; DROP TABLE audit; --', MutationError),
@@ -250,7 +325,11 @@ def test_injection_attempts_are_data_or_rejected(db: Conn) -> None:
         ("pg_catalog.pg_authid", MutationForbidden),
     ]
     for relation, error in attempts:
-        mutation = {"type": "insert", "modified": {"id": 9, "title": "x"}, "syncMetadata": {"relation": relation}}
+        mutation = {
+            "type": "insert",
+            "modified": {"id": 9, "title": "x"},
+            "syncMetadata": {"relation": relation},
+        }
         with pytest.raises(error) as caught:
             writer.apply([mutation], db)
         assert caught.value.index == 0, relation
@@ -270,11 +349,29 @@ def test_injection_attempts_are_data_or_rejected(db: Conn) -> None:
         ({"not": "a list"}, "expected a list of mutations"),
         ([], "empty transaction"),
         (["x"], "mutation 0: expected an object"),
-        ([{"type": "upsert"}], "mutation 0: type must be one of insert, update, delete; got 'upsert'"),
-        ([{"type": "insert", "modified": {}}], 'mutation 0: syncMetadata.relation must be ["schema", "table"]'),
-        ([{"type": "update", "original": {"id": 1}, "changes": None, "syncMetadata": {"relation": "todos"}}],
-         "mutation 0: changes must be an object"),
-        ([{"type": "delete", "original": [1], "syncMetadata": {"relation": "todos"}}], "mutation 0: original must be an object"),
+        (
+            [{"type": "upsert"}],
+            "mutation 0: type must be one of insert, update, delete; got 'upsert'",
+        ),
+        (
+            [{"type": "insert", "modified": {}}],
+            'mutation 0: syncMetadata.relation must be ["schema", "table"]',
+        ),
+        (
+            [
+                {
+                    "type": "update",
+                    "original": {"id": 1},
+                    "changes": None,
+                    "syncMetadata": {"relation": "todos"},
+                }
+            ],
+            "mutation 0: changes must be an object",
+        ),
+        (
+            [{"type": "delete", "original": [1], "syncMetadata": {"relation": "todos"}}],
+            "mutation 0: original must be an object",
+        ),
     ],
 )
 def test_malformed_batches(db: Conn, payload: Any, reason: str) -> None:
@@ -311,7 +408,9 @@ def test_a_batch_in_an_open_transaction_is_a_savepoint(database_url: str, db: Co
         txid = Writer().allow("todos").apply([insert(4)], tx)
         # The top-level xid, which replication (and so txids) reports, not the savepoint's.
         assert tx.execute("SELECT pg_current_xact_id()::xid::text").fetchone() == (str(txid),)
-        assert db.execute("SELECT count(*) FROM todos WHERE id = 4").fetchone() == (0,)  # not yet committed
+        assert db.execute("SELECT count(*) FROM todos WHERE id = 4").fetchone() == (
+            0,
+        )  # not yet committed
         tx.commit()
     assert [r[1] for r in rows(db, "audit")] == ["before"]
     assert db.execute("SELECT count(*) FROM todos WHERE id = 3").fetchone() == (0,)
@@ -323,20 +422,26 @@ def test_a_batch_in_an_open_transaction_is_a_savepoint(database_url: str, db: Co
 @pytest.fixture
 async def shapes(engine: Engine) -> AsyncIterator[Client]:
     api = ShapeAPI(engine, long_poll_timeout=1.0)
-    http = httpx.AsyncClient(transport=httpx.ASGITransport(api.app()), base_url="http://pysync.test")
+    http = httpx.AsyncClient(
+        transport=httpx.ASGITransport(api.app()), base_url="http://pysync.test"
+    )
     async with Client(http=http) as client:
         yield client
     await http.aclose()
 
 
-async def test_txid_is_the_one_in_the_change_messages(database_url: str, db: Conn, shapes: Client) -> None:
+async def test_txid_is_the_one_in_the_change_messages(
+    database_url: str, db: Conn, shapes: Client
+) -> None:
     stream = shapes.stream("todos")
     async for _ in stream:  # the initial snapshot
         if stream.up_to_date:
             break
     writer = Writer().allow("todos")
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as aconn:
-        txid = await writer.apply_async([insert(3, "three"), update(1, title="uno"), delete(2)], aconn)
+        txid = await writer.apply_async(
+            [insert(3, "three"), update(1, title="uno"), delete(2)], aconn
+        )
     seen: list[ChangeMessage] = []
     async for message in stream:
         if isinstance(message, ChangeMessage):
@@ -344,7 +449,11 @@ async def test_txid_is_the_one_in_the_change_messages(database_url: str, db: Con
             if len(seen) == 3:
                 break
     await stream.aclose()
-    assert [(m.operation, m.value["id"]) for m in seen] == [("insert", 3), ("update", 1), ("delete", 2)]
+    assert [(m.operation, m.value["id"]) for m in seen] == [
+        ("insert", 3),
+        ("update", 1),
+        ("delete", 2),
+    ]
     assert all(m.headers.txids == (txid,) for m in seen)
 
     # A materialised shape: a later write arrives as a change, an earlier one is in its snapshot.
@@ -363,7 +472,8 @@ async def test_txid_is_the_one_in_the_change_messages(database_url: str, db: Con
 @pytest.fixture
 def endpoint(database_url: str, db: Conn) -> Iterator[httpx.AsyncClient]:
     writer = Writer(database_url=database_url).allow(
-        "todos", check=lambda m: "no deletes here" if m.operation == "delete" else None,
+        "todos",
+        check=lambda m: "no deletes here" if m.operation == "delete" else None,
         validate=lambda ctx: _title_rule(ctx),
     )
 
@@ -394,19 +504,39 @@ async def test_endpoint_answers_txid_or_json_errors(endpoint: httpx.AsyncClient,
         return response.status_code, response.json()
 
     status, body = await error(b"{not json")
-    assert status == 400 and body["mutation"] is None and body["message"].startswith("the body is not JSON")
-    assert await error([{"type": "insert"}]) == (400, {
-        "message": 'mutation 0: syncMetadata.relation must be ["schema", "table"]', "mutation": 0,
-        "reason": 'syncMetadata.relation must be ["schema", "table"]',
-    })
-    assert await error([insert(4), delete(1)]) == (403, {
-        "message": "mutation 1: no deletes here", "mutation": 1, "reason": "no deletes here",
-    })
-    assert await error([insert(4), insert(5, "")]) == (422, {
-        "message": "mutation 1: title must not be empty", "mutation": 1, "reason": "title must not be empty",
-    })
+    assert (
+        status == 400
+        and body["mutation"] is None
+        and body["message"].startswith("the body is not JSON")
+    )
+    assert await error([{"type": "insert"}]) == (
+        400,
+        {
+            "message": 'mutation 0: syncMetadata.relation must be ["schema", "table"]',
+            "mutation": 0,
+            "reason": 'syncMetadata.relation must be ["schema", "table"]',
+        },
+    )
+    assert await error([insert(4), delete(1)]) == (
+        403,
+        {
+            "message": "mutation 1: no deletes here",
+            "mutation": 1,
+            "reason": "no deletes here",
+        },
+    )
+    assert await error([insert(4), insert(5, "")]) == (
+        422,
+        {
+            "message": "mutation 1: title must not be empty",
+            "mutation": 1,
+            "reason": "title must not be empty",
+        },
+    )
     status, body = await error([insert(1)])
-    assert status == 422 and body["reason"].startswith("duplicate key value violates unique constraint")
+    assert status == 422 and body["reason"].startswith(
+        "duplicate key value violates unique constraint"
+    )
     assert (await endpoint.get("/api/mutations")).status_code == 405
     too_big = await endpoint.post("/api/mutations", content=b"[" + b" " * (5 * 1024 * 1024) + b"]")
     assert too_big.status_code == 413
@@ -416,15 +546,20 @@ async def test_endpoint_answers_txid_or_json_errors(endpoint: httpx.AsyncClient,
 async def test_endpoint_with_the_apps_connection(database_url: str, db: Conn) -> None:
     writer = Writer().allow("todos")
     async with await psycopg.AsyncConnection.connect(database_url, autocommit=True) as aconn:
+
         async def mutate(request: Request) -> Response:
             return await writer.handle(request, aconn)
 
         app = Starlette(routes=[Route("/m", mutate, methods=["POST"])])
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://a") as http:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://a"
+        ) as http:
             response = await http.post("/m", json=[insert(7, str(uuid.uuid4()))])
     assert response.status_code == 200 and response.json()["txid"] == xmin_of(db, 7)
     with pytest.raises(TypeError, match="database_url"):
-        request = Request({"type": "http", "method": "POST", "headers": [], "path": "/"}, _empty_body)
+        request = Request(
+            {"type": "http", "method": "POST", "headers": [], "path": "/"}, _empty_body
+        )
         await Writer().allow("todos").handle(request)
 
 

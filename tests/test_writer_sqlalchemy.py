@@ -51,8 +51,12 @@ def todo(kind: str, id_: int, **values: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def sa_url(database_url: str, conn: Conn) -> Iterator[str]:
-    conn.execute("CREATE TABLE todos (id int PRIMARY KEY, title text NOT NULL, done bool NOT NULL DEFAULT false)")
-    conn.execute("CREATE TABLE audit (n serial PRIMARY KEY, todo_id int REFERENCES todos, what text NOT NULL)")
+    conn.execute(
+        "CREATE TABLE todos (id int PRIMARY KEY, title text NOT NULL, done bool NOT NULL DEFAULT false)"
+    )
+    conn.execute(
+        "CREATE TABLE audit (n serial PRIMARY KEY, todo_id int REFERENCES todos, what text NOT NULL)"
+    )
     conn.execute("INSERT INTO todos VALUES (1, 'one', false)")
     yield database_url.replace("postgresql://", "postgresql+psycopg://", 1)
 
@@ -71,24 +75,36 @@ def xmin_of(conn: Conn, id_: int) -> int:
 
 def test_session_with_model_validation_and_orm_callbacks(sa_url: str, conn: Conn) -> None:
     engine = create_engine(sa_url)
-    writer = Writer().allow(Todo, validate=Todo, post_apply=audit_insert, accept=["insert", "update"])
+    writer = Writer().allow(
+        Todo, validate=Todo, post_apply=audit_insert, accept=["insert", "update"]
+    )
     try:
         with Session(engine) as session:
-            txid = writer.apply([todo("insert", 2, title="  two  "), todo("update", 1, done=True)], session)
-        assert conn.execute("SELECT * FROM todos ORDER BY id").fetchall() == [(1, "one", True), (2, "two", False)]
+            txid = writer.apply(
+                [todo("insert", 2, title="  two  "), todo("update", 1, done=True)], session
+            )
+        assert conn.execute("SELECT * FROM todos ORDER BY id").fetchall() == [
+            (1, "one", True),
+            (2, "two", False),
+        ]
         assert conn.execute("SELECT todo_id, what FROM audit ORDER BY n").fetchall() == [
-            (2, f"insert {txid}"), (1, f"update {txid}"),
+            (2, f"insert {txid}"),
+            (1, f"update {txid}"),
         ]
         assert xmin_of(conn, 2) == txid
 
         with Session(engine) as session:
             with pytest.raises(MutationInvalid) as caught:
-                writer.apply([todo("insert", 3, title="three"), todo("update", 2, title=" ")], session)
+                writer.apply(
+                    [todo("insert", 3, title="three"), todo("update", 2, title=" ")], session
+                )
             assert (caught.value.index, caught.value.reason) == (1, "title must not be blank")
             with pytest.raises(MutationInvalid) as caught:  # audit rows reference todo 1
                 writer.apply([todo("insert", 4, title="four"), todo("update", 1, id=5)], session)
             assert caught.value.index == 1 and "foreign key" in caught.value.reason
-            orphan = Writer().allow(Todo, post_apply=lambda ctx: ctx.connection.add(Audit(todo_id=99, what="x")))
+            orphan = Writer().allow(
+                Todo, post_apply=lambda ctx: ctx.connection.add(Audit(todo_id=99, what="x"))
+            )
             with pytest.raises(MutationInvalid) as caught:  # the ORM's flush fails: attributed too
                 orphan.apply([todo("insert", 4, title="four")], session)
             assert caught.value.index == 0 and "foreign key" in caught.value.reason
@@ -97,7 +113,9 @@ def test_session_with_model_validation_and_orm_callbacks(sa_url: str, conn: Conn
             # The session is usable afterwards, and nothing of the failed batches is there.
             assert session.scalars(select(Todo.id).order_by(Todo.id)).all() == [1, 2]
 
-        with Session(engine) as session:  # a transaction already open: a savepoint, the caller commits
+        with Session(
+            engine
+        ) as session:  # a transaction already open: a savepoint, the caller commits
             session.add(Todo(id=10, title="ten"))
             session.flush()
             txid = writer.apply([todo("insert", 11, title="eleven")], session)
@@ -123,15 +141,23 @@ def test_async_session(sa_url: str, conn: Conn) -> None:
                     [todo("insert", 2, title="two"), todo("update", 1, title=" uno ")], session
                 )
                 with pytest.raises(MutationInvalid) as caught:
-                    await writer.apply_async([todo("insert", 3, title="x"), todo("insert", 1, title="dup")], session)
+                    await writer.apply_async(
+                        [todo("insert", 3, title="x"), todo("insert", 1, title="dup")], session
+                    )
                 assert caught.value.index == 1 and "duplicate key" in caught.value.reason
             return txid
         finally:
             await engine.dispose()
 
     txid = asyncio.run(main())
-    assert conn.execute("SELECT * FROM todos ORDER BY id").fetchall() == [(1, "uno", False), (2, "two", False)]
-    assert conn.execute("SELECT todo_id, what FROM audit ORDER BY n").fetchall() == [(2, "insert"), (1, "update")]
+    assert conn.execute("SELECT * FROM todos ORDER BY id").fetchall() == [
+        (1, "uno", False),
+        (2, "two", False),
+    ]
+    assert conn.execute("SELECT todo_id, what FROM audit ORDER BY n").fetchall() == [
+        (2, "insert"),
+        (1, "update"),
+    ]
     assert xmin_of(conn, 2) == txid
 
 
@@ -147,5 +173,7 @@ def test_sqlalchemy_is_not_imported_by_pysync() -> None:
     import sys
 
     code = "import sys, pysync; pysync.Writer().allow('todos'); print('sqlalchemy' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
     assert result.stdout.strip() == "False", result.stderr

@@ -12,8 +12,14 @@ from engine_runner import Conn
 
 COLUMNS = ["id", "v", "grp", "title"]
 WHERES: list[str | None] = [
-    None, "v < 50", "grp = 2", "grp IN (1, 3)", "title LIKE 'a%'", "v & 1 = 0",
-    "v >= 20 AND grp <> 1", "title IS NULL OR v > 90",
+    None,
+    "v < 50",
+    "grp = 2",
+    "grp IN (1, 3)",
+    "title LIKE 'a%'",
+    "v & 1 = 0",
+    "v >= 20 AND grp <> 1",
+    "title IS NULL OR v > 90",
 ]
 
 
@@ -21,7 +27,8 @@ def create_table(conn: Conn, rows: int) -> None:
     conn.execute("CREATE TABLE t (id int PRIMARY KEY, v int, grp int, title text)")
     conn.execute(
         "INSERT INTO t SELECT g, g %% 100, g %% 4, chr(97 + g %% 3) || g "
-        "FROM generate_series(1, %s) g", (rows,),
+        "FROM generate_series(1, %s) g",
+        (rows,),
     )
 
 
@@ -41,9 +48,7 @@ class Writers:
             threading.Thread(target=self._run, args=(n, random.Random(seed + n)), daemon=True)
             for n in range(count)
         ]
-        self._owned = [
-            [i for i in range(1, start_ids + 1) if i % count == n] for n in range(count)
-        ]
+        self._owned = [[i for i in range(1, start_ids + 1) if i % count == n] for n in range(count)]
 
     def start(self) -> None:
         for thread in self._threads:
@@ -82,16 +87,24 @@ class Writers:
             new = self._new_id(n)
             conn.execute(
                 "INSERT INTO t VALUES (%s, %s, %s, %s)",
-                (new, rnd.randrange(100), rnd.randrange(4), rnd.choice(["a", "b", None]) and
-                 rnd.choice("abc") + str(new)),
+                (
+                    new,
+                    rnd.randrange(100),
+                    rnd.randrange(4),
+                    rnd.choice(["a", "b", None]) and rnd.choice("abc") + str(new),
+                ),
             )
             owned.append(new)
         elif kind < 0.65:  # values move in and out of the WHERE clauses
             row = rnd.choice(owned)
-            column, value = rnd.choice([
-                ("v", rnd.randrange(100)), ("grp", rnd.randrange(4)),
-                ("title", rnd.choice(["a", "b", "c"]) + str(row)), ("title", None),
-            ])
+            column, value = rnd.choice(
+                [
+                    ("v", rnd.randrange(100)),
+                    ("grp", rnd.randrange(4)),
+                    ("title", rnd.choice(["a", "b", "c"]) + str(row)),
+                    ("title", None),
+                ]
+            )
             conn.execute(f"UPDATE t SET {column} = %s WHERE id = %s", (value, row))
         elif kind < 0.75:
             row = rnd.choice(owned)
@@ -99,8 +112,10 @@ class Writers:
         elif kind < 0.85:  # primary-key change
             index = rnd.randrange(len(owned))
             new = self._new_id(n)
-            conn.execute("UPDATE t SET id = %s, v = %s WHERE id = %s",
-                         (new, rnd.randrange(100), owned[index]))
+            conn.execute(
+                "UPDATE t SET id = %s, v = %s WHERE id = %s",
+                (new, rnd.randrange(100), owned[index]),
+            )
             owned[index] = new
         else:
             row = owned.pop(rnd.randrange(len(owned)))

@@ -19,7 +19,24 @@ from pysync.engine import Engine  # noqa: E402
 from pysync.shapes.definition import ShapeDefinition, ShapeError  # noqa: E402
 
 __all__ = [
-    "CORS", "BlockingClient", "Client", "ClientError", "Engine", "Format", "Mutation", "MutationError",
-    "MutationForbidden", "MutationInvalid", "PreflightMiddleware", "ShapeDefinition", "ShapeError", "Sync", "TanstackDB",
-    "WriteContext", "Writer", "interrupt", "shape", "__version__",
+    "CORS",
+    "BlockingClient",
+    "Client",
+    "ClientError",
+    "Engine",
+    "Format",
+    "Mutation",
+    "MutationError",
+    "MutationForbidden",
+    "MutationInvalid",
+    "PreflightMiddleware",
+    "ShapeDefinition",
+    "ShapeError",
+    "Sync",
+    "TanstackDB",
+    "WriteContext",
+    "Writer",
+    "interrupt",
+    "shape",
+    "__version__",
 ]

@@ -34,7 +34,12 @@ from pysync.shapes.storage import LogCorruptError, StorageError
 log = logging.getLogger("pysync")
 
 STARTUP_ERRORS = (
-    ClusterError, ReplicationError, DirectoryInUse, LogCorruptError, StorageError, OSError,
+    ClusterError,
+    ReplicationError,
+    DirectoryInUse,
+    LogCorruptError,
+    StorageError,
+    OSError,
     psycopg.Error,
 )
 """Failures to start that a message can explain: said in one line, no traceback."""
@@ -48,42 +53,113 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pysync", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the sync service")
-    serve.add_argument("--database-url", help="Postgres to replicate from (env DATABASE_URL); "
-                       "default: a private Postgres in --data-dir")
+    serve.add_argument(
+        "--database-url",
+        help="Postgres to replicate from (env DATABASE_URL); "
+        "default: a private Postgres in --data-dir",
+    )
     serve.add_argument("--host", help="interface to listen on (env PYSYNC_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (env PYSYNC_PORT, default 3000)")
-    serve.add_argument("--secret", help="required as ?secret= on shape requests (env PYSYNC_SECRET)")
-    serve.add_argument("--data-dir", type=Path, help="private Postgres and shape logs (env PYSYNC_DATA_DIR, default ./.pysync)")
-    serve.add_argument("--storage-dir", type=Path, help="shape logs (env PYSYNC_STORAGE_DIR, default <data-dir>/storage)")
-    serve.add_argument("--long-poll-timeout", type=float, help="seconds a live request waits (env PYSYNC_LONG_POLL_TIMEOUT, default 20)")
-    serve.add_argument("--publication", help="publication name (env PYSYNC_PUBLICATION, default pysync)")
+    serve.add_argument(
+        "--secret", help="required as ?secret= on shape requests (env PYSYNC_SECRET)"
+    )
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        help="private Postgres and shape logs (env PYSYNC_DATA_DIR, default ./.pysync)",
+    )
+    serve.add_argument(
+        "--storage-dir",
+        type=Path,
+        help="shape logs (env PYSYNC_STORAGE_DIR, default <data-dir>/storage)",
+    )
+    serve.add_argument(
+        "--long-poll-timeout",
+        type=float,
+        help="seconds a live request waits (env PYSYNC_LONG_POLL_TIMEOUT, default 20)",
+    )
+    serve.add_argument(
+        "--publication", help="publication name (env PYSYNC_PUBLICATION, default pysync)"
+    )
     serve.add_argument("--slot", help="replication slot name (env PYSYNC_SLOT, default pysync)")
-    serve.add_argument("--log-level", help="debug, info, warning, error (env PYSYNC_LOG_LEVEL, default info)")
-    serve.add_argument("--allow-delete", action="store_true", default=None,
-                       help="enable DELETE /v1/shape (env PYSYNC_ALLOW_DELETE)")
-    serve.add_argument("--max-shapes", type=int, help="evict least recently used shapes beyond this (env PYSYNC_MAX_SHAPES)")
-    serve.add_argument("--max-subquery-rows", type=int, help="rows the subqueries of all shapes may hold in "
-                       "memory, about 1 KiB each (env PYSYNC_MAX_SUBQUERY_ROWS, default 2000000)")
-    serve.add_argument("--chunk-bytes", type=int, help="bytes per snapshot chunk and response "
-                       "(env PYSYNC_CHUNK_BYTES or ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD, default 10485760)")
-    serve.add_argument("--cache-max-age", type=int, help="max-age of non-live responses in seconds "
-                       "(env PYSYNC_CACHE_MAX_AGE or ELECTRIC_CACHE_MAX_AGE, default 60)")
-    serve.add_argument("--cache-stale-age", type=int, help="stale-while-revalidate of non-live responses "
-                       "in seconds (env PYSYNC_CACHE_STALE_AGE or ELECTRIC_CACHE_STALE_AGE, default 300)")
-    serve.add_argument("--max-initial-requests", type=int, help="concurrent offset=-1 requests "
-                       "(env PYSYNC_MAX_INITIAL_REQUESTS, or ELECTRIC_MAX_CONCURRENT_REQUESTS JSON; default 300)")
-    serve.add_argument("--max-existing-requests", type=int, help="concurrent other shape requests "
-                       "(env PYSYNC_MAX_EXISTING_REQUESTS, or ELECTRIC_MAX_CONCURRENT_REQUESTS JSON; default 10000)")
-    serve.add_argument("--max-connections", type=int, help="client connections at once "
-                       "(env PYSYNC_MAX_CONNECTIONS; default: what ulimit -n allows)")
-    serve.add_argument("--header-timeout", type=float, help="seconds to send a request head "
-                       "(env PYSYNC_HEADER_TIMEOUT, default 10)")
-    serve.add_argument("--workers", type=int, help="HTTP worker processes; 0 serves from the replicating "
-                       "process (env PYSYNC_WORKERS, default 0)")
-    serve.add_argument("--snapshot-connections", type=int, help="Postgres sessions for snapshots "
-                       "(env PYSYNC_SNAPSHOT_CONNECTIONS or ELECTRIC_DB_POOL_SIZE, default 5)")
-    bench.add_arguments(commands.add_parser(
-        "bench", help="benchmark a sync server on a pgbench workload (needs pysync[bench])"))
+    serve.add_argument(
+        "--log-level", help="debug, info, warning, error (env PYSYNC_LOG_LEVEL, default info)"
+    )
+    serve.add_argument(
+        "--allow-delete",
+        action="store_true",
+        default=None,
+        help="enable DELETE /v1/shape (env PYSYNC_ALLOW_DELETE)",
+    )
+    serve.add_argument(
+        "--max-shapes",
+        type=int,
+        help="evict least recently used shapes beyond this (env PYSYNC_MAX_SHAPES)",
+    )
+    serve.add_argument(
+        "--max-subquery-rows",
+        type=int,
+        help="rows the subqueries of all shapes may hold in "
+        "memory, about 1 KiB each (env PYSYNC_MAX_SUBQUERY_ROWS, default 2000000)",
+    )
+    serve.add_argument(
+        "--chunk-bytes",
+        type=int,
+        help="bytes per snapshot chunk and response "
+        "(env PYSYNC_CHUNK_BYTES or ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD, default 10485760)",
+    )
+    serve.add_argument(
+        "--cache-max-age",
+        type=int,
+        help="max-age of non-live responses in seconds "
+        "(env PYSYNC_CACHE_MAX_AGE or ELECTRIC_CACHE_MAX_AGE, default 60)",
+    )
+    serve.add_argument(
+        "--cache-stale-age",
+        type=int,
+        help="stale-while-revalidate of non-live responses "
+        "in seconds (env PYSYNC_CACHE_STALE_AGE or ELECTRIC_CACHE_STALE_AGE, default 300)",
+    )
+    serve.add_argument(
+        "--max-initial-requests",
+        type=int,
+        help="concurrent offset=-1 requests "
+        "(env PYSYNC_MAX_INITIAL_REQUESTS, or ELECTRIC_MAX_CONCURRENT_REQUESTS JSON; default 300)",
+    )
+    serve.add_argument(
+        "--max-existing-requests",
+        type=int,
+        help="concurrent other shape requests "
+        "(env PYSYNC_MAX_EXISTING_REQUESTS, or ELECTRIC_MAX_CONCURRENT_REQUESTS JSON; default 10000)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        help="client connections at once "
+        "(env PYSYNC_MAX_CONNECTIONS; default: what ulimit -n allows)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        help="seconds to send a request head (env PYSYNC_HEADER_TIMEOUT, default 10)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        help="HTTP worker processes; 0 serves from the replicating "
+        "process (env PYSYNC_WORKERS, default 0)",
+    )
+    serve.add_argument(
+        "--snapshot-connections",
+        type=int,
+        help="Postgres sessions for snapshots "
+        "(env PYSYNC_SNAPSHOT_CONNECTIONS or ELECTRIC_DB_POOL_SIZE, default 5)",
+    )
+    bench.add_arguments(
+        commands.add_parser(
+            "bench", help="benchmark a sync server on a pgbench workload (needs pysync[bench])"
+        )
+    )
     return parser
 
 
@@ -105,7 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as exc:
         print(f"pysync: {exc}", file=sys.stderr)
         sys.exit(2)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     try:
         run_loop(serve(settings))
     except StartupError as exc:
@@ -133,8 +211,10 @@ def listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}; is another server using it? "
-                           "Choose another --port.") from None
+        raise StartupError(
+            f"cannot listen on {host}:{port}: {exc.strerror}; is another server using it? "
+            "Choose another --port."
+        ) from None
     # Listening now, not when uvicorn starts serving (after the lifespan startup that
     # prints "serving"): a client that connects on that line is queued, not refused.
     sock.listen(2048)
@@ -167,10 +247,14 @@ async def serve(settings: Settings) -> None:
     try:
         database_url, cluster = await _database(settings, cleanup)
         engine = Engine(
-            database_url, storage_dir=settings.shape_storage, slot=settings.slot,
-            publication=settings.publication, max_shapes=settings.max_shapes,
+            database_url,
+            storage_dir=settings.shape_storage,
+            slot=settings.slot,
+            publication=settings.publication,
+            max_shapes=settings.max_shapes,
             max_subquery_rows=settings.max_subquery_rows,
-            chunk_bytes=settings.chunk_bytes, snapshot_connections=settings.snapshot_connections,
+            chunk_bytes=settings.chunk_bytes,
+            snapshot_connections=settings.snapshot_connections,
         )
         try:
             await engine.start()
@@ -178,7 +262,9 @@ async def serve(settings: Settings) -> None:
             raise StartupError(_explain(exc, database_url)) from None
         cleanup.append(engine.stop)
         if settings.workers:
-            await supervise(engine, settings, sock, database_url, lambda: announce(settings, cluster))
+            await supervise(
+                engine, settings, sock, database_url, lambda: announce(settings, cluster)
+            )
             return
         api = make_api(engine, settings)
 
@@ -199,18 +285,27 @@ async def serve(settings: Settings) -> None:
 
 def make_api(engine: ShapeSource, settings: Settings) -> ShapeAPI:
     return ShapeAPI(
-        engine, secret=settings.secret, long_poll_timeout=settings.long_poll_timeout,
-        allow_delete=settings.allow_delete, max_age=settings.cache_max_age,
-        stale_age=settings.cache_stale_age, max_initial_requests=settings.max_initial_requests,
+        engine,
+        secret=settings.secret,
+        long_poll_timeout=settings.long_poll_timeout,
+        allow_delete=settings.allow_delete,
+        max_age=settings.cache_max_age,
+        stale_age=settings.cache_stale_age,
+        max_initial_requests=settings.max_initial_requests,
         max_existing_requests=settings.max_existing_requests,
     )
 
 
-def http_server(api: ShapeAPI, settings: Settings, max_connections: int, lifespan: Any) -> uvicorn.Server:
+def http_server(
+    api: ShapeAPI, settings: Settings, max_connections: int, lifespan: Any
+) -> uvicorn.Server:
     """uvicorn with pysync's connection handling and live path (``http/server.py``)."""
     config = uvicorn.Config(
-        api.app(lifespan=lifespan), log_level=settings.log_level.lower(), access_log=False,
-        lifespan="on", http=bounded_protocol(max_connections, settings.header_timeout, LivePolls(api)),
+        api.app(lifespan=lifespan),
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        lifespan="on",
+        http=bounded_protocol(max_connections, settings.header_timeout, LivePolls(api)),
     )
     return _Server(config, api)
 
@@ -228,13 +323,17 @@ def announce(settings: Settings, cluster: PostgresCluster | None) -> None:
     print(f"pysync is serving shapes at {base}/v1/shape", flush=True)
     print(f"  try: curl '{base}/v1/shape?table=<your table>&offset=-1'", flush=True)
     if cluster is not None:
-        print("  create tables with: psql \"$DATABASE_URL\" (the URL printed above)", flush=True)
+        print('  create tables with: psql "$DATABASE_URL" (the URL printed above)', flush=True)
 
 
-async def _database(settings: Settings, cleanup: list[Callable[[], Awaitable[None]]]) -> tuple[str, PostgresCluster | None]:
+async def _database(
+    settings: Settings, cleanup: list[Callable[[], Awaitable[None]]]
+) -> tuple[str, PostgresCluster | None]:
     """The database URL to sync from; the private cluster is started (and its stop
     queued in ``cleanup``) when no URL is given or the given one is that cluster's."""
-    if settings.database_url is not None and not PrivateDatabase.wanted(settings.data_dir, settings.database_url):
+    if settings.database_url is not None and not PrivateDatabase.wanted(
+        settings.data_dir, settings.database_url
+    ):
         return settings.database_url, None
     private = PrivateDatabase(settings.data_dir)
     try:
@@ -253,7 +352,9 @@ async def _database(settings: Settings, cleanup: list[Callable[[], Awaitable[Non
 def _explain(exc: BaseException, database_url: str) -> str:
     if isinstance(exc, psycopg.OperationalError):
         where = psycopg.conninfo.conninfo_to_dict(database_url)
-        target = f"{where.get('host', 'localhost')}:{where.get('port', 5432)}/{where.get('dbname', '')}"
+        target = (
+            f"{where.get('host', 'localhost')}:{where.get('port', 5432)}/{where.get('dbname', '')}"
+        )
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         return f"cannot connect to the database at {target}: {reason}. Check --database-url / DATABASE_URL."
     return str(exc)

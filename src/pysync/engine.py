@@ -88,24 +88,49 @@ class Engine:
         self.database_url = database_url
         self.slot = slot
         self.publication = publication
-        self.store = ShapeStore(Path(storage_dir) if storage_dir is not None else None, chunk_bytes, io)
-        self.connections = Connections(database_url, snapshots=snapshot_connections, lock_timeout=lock_timeout)
-        self.stream = ReplicationStream(database_url, slot=slot, publication=publication, streaming=streaming)
+        self.store = ShapeStore(
+            Path(storage_dir) if storage_dir is not None else None, chunk_bytes, io
+        )
+        self.connections = Connections(
+            database_url, snapshots=snapshot_connections, lock_timeout=lock_timeout
+        )
+        self.stream = ReplicationStream(
+            database_url, slot=slot, publication=publication, streaming=streaming
+        )
         self.registry = ShapeRegistry(
-            self.store, self.connections, Publisher(self.connections, publication, wait=publish_timeout),
-            max_shapes=max_shapes, max_subquery_rows=max_subquery_rows,
+            self.store,
+            self.connections,
+            Publisher(self.connections, publication, wait=publish_timeout),
+            max_shapes=max_shapes,
+            max_subquery_rows=max_subquery_rows,
         )
         self.collector = Collector(self.registry)
-        self.flush = FlushTracker(self.collector, self.store, self.stream.acknowledge, interval=flush_interval)
+        self.flush = FlushTracker(
+            self.collector, self.store, self.stream.acknowledge, interval=flush_interval
+        )
         self.metrics = EngineMetrics()
         self._gauges()
         self.outage = StorageOutage(
-            self.store, self.registry, self.collector, self.flush, self.metrics,
-            degrade=self._degrade, recover=self._recover, spawn=self._spawn,
+            self.store,
+            self.registry,
+            self.collector,
+            self.flush,
+            self.metrics,
+            degrade=self._degrade,
+            recover=self._recover,
+            spawn=self._spawn,
         )
         self.ingest = Ingest(
-            database_url, slot, self.store, self.stream, self.registry, self.collector, self.flush,
-            self.outage, degrade=self._degrade, recover=self._recover,
+            database_url,
+            slot,
+            self.store,
+            self.stream,
+            self.registry,
+            self.collector,
+            self.flush,
+            self.outage,
+            degrade=self._degrade,
+            recover=self._recover,
         )
         self.registry.on_storage_error = self.outage.failed
         self.registry.subqueries.request_position = self.ingest.request_position
@@ -176,19 +201,38 @@ class Engine:
     def _gauges(self) -> None:
         gauge, stream = self.metrics.gauge, self.stream
         gauge("pysync_shapes", "Shapes being served.", lambda: len(self.registry))
-        gauge("pysync_received_lsn", "WAL position received from Postgres.", lambda: stream.received_lsn)
-        gauge("pysync_acknowledged_lsn", "WAL position confirmed to Postgres (durable).",
-              lambda: self.flush.acknowledged)
-        gauge("pysync_replication_lag_bytes", "WAL received but not yet durable in shape logs.",
-              lambda: max(0, stream.received_lsn - self.flush.acknowledged))
-        gauge("pysync_replication_lag_seconds", "Age of the last transaction applied while behind.",
-              self.lag_seconds)
-        gauge("pysync_up", "1 when active, 0 when degraded, starting or stopped.",
-              lambda: 1.0 if self.status is Status.ACTIVE else 0.0)
+        gauge(
+            "pysync_received_lsn",
+            "WAL position received from Postgres.",
+            lambda: stream.received_lsn,
+        )
+        gauge(
+            "pysync_acknowledged_lsn",
+            "WAL position confirmed to Postgres (durable).",
+            lambda: self.flush.acknowledged,
+        )
+        gauge(
+            "pysync_replication_lag_bytes",
+            "WAL received but not yet durable in shape logs.",
+            lambda: max(0, stream.received_lsn - self.flush.acknowledged),
+        )
+        gauge(
+            "pysync_replication_lag_seconds",
+            "Age of the last transaction applied while behind.",
+            self.lag_seconds,
+        )
+        gauge(
+            "pysync_up",
+            "1 when active, 0 when degraded, starting or stopped.",
+            lambda: 1.0 if self.status is Status.ACTIVE else 0.0,
+        )
 
     def lag_seconds(self) -> float:
         """How far behind the server ingest is, in time (0 when caught up)."""
-        if self.stream.received_lsn <= self.collector.applied_end_lsn or not self.collector.last_commit_time:
+        if (
+            self.stream.received_lsn <= self.collector.applied_end_lsn
+            or not self.collector.last_commit_time
+        ):
             return 0.0
         return max(0.0, time.time() - self.collector.last_commit_time)
 
@@ -223,18 +267,23 @@ class Engine:
         psycopg.OperationalError (the database cannot be asked)."""
         if not self.started.is_set():
             raise EngineUnavailable("pysync is starting", retry_after=5)
-        existing = await (self.registry.verified(definition) if verify
-                          else self.registry.find(definition))
+        existing = await (
+            self.registry.verified(definition) if verify else self.registry.find(definition)
+        )
         if existing is not None:
             existing.last_used = time.monotonic()
             return existing
         if self.storage_error is not None:
-            raise EngineUnavailable(f"shape storage is failing: {self.storage_error}", retry_after=5)
+            raise EngineUnavailable(
+                f"shape storage is failing: {self.storage_error}", retry_after=5
+            )
         if not self.ingest.slot_ready.is_set():
             try:
                 await asyncio.wait_for(self.ingest.slot_ready.wait(), SLOT_WAIT)
             except TimeoutError:
-                raise EngineUnavailable("pysync is replacing its replication slot", retry_after=5) from None
+                raise EngineUnavailable(
+                    "pysync is replacing its replication slot", retry_after=5
+                ) from None
         try:
             return await self.registry.shape(definition)
         except StorageError as exc:

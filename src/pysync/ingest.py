@@ -112,7 +112,11 @@ class Ingest:
             except (asyncio.CancelledError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # noqa: BLE001 - replication must outlive any one failure
-                if isinstance(exc, SlotInUseError) and self._replicating and not self._replicating.done():
+                if (
+                    isinstance(exc, SlotInUseError)
+                    and self._replicating
+                    and not self._replicating.done()
+                ):
                     self._replicating.set_exception(exc)  # still starting: Engine.start raises it
                     return
                 # E.g. the slot taken by another process: say so, then try again; shapes
@@ -174,8 +178,11 @@ class Ingest:
     def _slot_gap(self, connected: Connected) -> bool:
         """Is ``connected`` a slot the stored shapes cannot continue from? Logs why."""
         reason = gap_reason(
-            self.store.slot_identity, _identity(connected), created=connected.created,
-            confirmed=connected.confirmed_lsn, acknowledged=self.flush.acknowledged,
+            self.store.slot_identity,
+            _identity(connected),
+            created=connected.created,
+            confirmed=connected.confirmed_lsn,
+            acknowledged=self.flush.acknowledged,
             has_shapes=bool(len(self.registry)) or self.store.has_records(),
         )
         if reason is not None:

@@ -31,14 +31,20 @@ class EngineMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.storage_errors = Counter(
-            "pysync_storage_errors", "Failed writes or syncs of shape storage.", registry=self.registry
+            "pysync_storage_errors",
+            "Failed writes or syncs of shape storage.",
+            registry=self.registry,
         )
         self.snapshot_seconds = Histogram(
-            "pysync_snapshot_duration_seconds", "Time to publish a table and write a shape's snapshot.",
-            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300), registry=self.registry,
+            "pysync_snapshot_duration_seconds",
+            "Time to publish a table and write a shape's snapshot.",
+            buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
+            registry=self.registry,
         )
         self.responses = Counter(
-            "pysync_http_responses", "Shape API responses by status code.", ["status"],
+            "pysync_http_responses",
+            "Shape API responses by status code.",
+            ["status"],
             registry=self.registry,
         )
         self._gauges = _Gauges()

@@ -77,7 +77,8 @@ def drop_database(cluster: PostgresCluster, name: str, timeout: float = 30.0) ->
         while True:
             admin.execute(
                 "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-                "WHERE database = %s AND active_pid IS NOT NULL", (name,),
+                "WHERE database = %s AND active_pid IS NOT NULL",
+                (name,),
             )
             try:
                 for (slot,) in admin.execute(
@@ -98,7 +99,9 @@ def pysync_settings() -> dict[str, Any]:
 
 
 @pytest_asyncio.fixture
-async def pysync_sync(pysync_database_url: str, pysync_settings: Mapping[str, Any]) -> AsyncIterator[Sync]:
+async def pysync_sync(
+    pysync_database_url: str, pysync_settings: Mapping[str, Any]
+) -> AsyncIterator[Sync]:
     sync = Sync(pysync_database_url, **pysync_settings)
     async with sync:
         yield sync

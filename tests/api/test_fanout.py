@@ -38,7 +38,9 @@ async def test_waiters_woken_by_one_commit_share_one_body(
         handle, offset, _ = await client.sync(table="items")
         builds = counting(monkeypatch, log_response_module, "inline_body")
         polls = [
-            asyncio.create_task(client.shape(table="items", offset=offset, handle=handle, live="true"))
+            asyncio.create_task(
+                client.shape(table="items", offset=offset, handle=handle, live="true")
+            )
             for _ in range(WAITERS)
         ]
         await waiting(client.api, WAITERS)
@@ -58,8 +60,13 @@ async def test_waiters_woken_by_one_commit_share_one_body(
         again = await client.shape(table="items", offset=offset, handle=handle, live="true")
         assert again.content == responses[0].content and builds[0] == 1
         # The origin header is the request's, not the first waiter's.
-        cors = await client.shape(table="items", offset=offset, handle=handle, live="true",
-                                  headers={"origin": "https://app.example"})
+        cors = await client.shape(
+            table="items",
+            offset=offset,
+            handle=handle,
+            live="true",
+            headers={"origin": "https://app.example"},
+        )
         assert cors.headers["access-control-allow-origin"] == "https://app.example"
         assert cors.content == responses[0].content and builds[0] == 1
     finally:
@@ -75,7 +82,9 @@ async def test_sse_subscribers_share_the_encoded_events(
         batches = counting(monkeypatch, sse_module, "_batch")
         streams = [
             asyncio.create_task(
-                client.shape(table="items", offset=offset, handle=handle, live="true", live_sse="true")
+                client.shape(
+                    table="items", offset=offset, handle=handle, live="true", live_sse="true"
+                )
             )
             for _ in range(5)
         ]

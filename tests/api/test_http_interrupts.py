@@ -47,7 +47,9 @@ class Waiters:
 
     def __init__(self, api: ShapeAPI) -> None:
         self.api = api
-        self.shapes = {name: AppShape(api, definition_of(params)) for name, params in SHAPES.items()}
+        self.shapes = {
+            name: AppShape(api, definition_of(params)) for name, params in SHAPES.items()
+        }
         routes = [Route(f"/{name}", shape.endpoint) for name, shape in self.shapes.items()]
         self.client = Client(api, Starlette(routes=routes))
         self.at: dict[str, dict[str, str]] = {}
@@ -61,7 +63,9 @@ class Waiters:
     async def start_missing(self) -> None:
         for name in SHAPES:
             if name not in self.tasks or self.tasks[name].done():
-                self.tasks[name] = asyncio.create_task(self.client.shape(f"/{name}", **self.at[name]))
+                self.tasks[name] = asyncio.create_task(
+                    self.client.shape(f"/{name}", **self.at[name])
+                )
         await waiting(self.api, len(SHAPES))
 
     def rechecks(self) -> dict[str, int]:
@@ -72,12 +76,17 @@ class Waiters:
         before = self.rechecks()
         count = self.api.interrupts.interrupt(*args, **kwargs)
         assert count == len(expect), (args, kwargs, count, expect)
-        await until(lambda: all(self.rechecks()[n] == before[n] + 1 for n in expect), what=f"re-checks of {expect}")
+        await until(
+            lambda: all(self.rechecks()[n] == before[n] + 1 for n in expect),
+            what=f"re-checks of {expect}",
+        )
         await asyncio.sleep(0.01)
         after = self.rechecks()
         assert {n for n in SHAPES if after[n] != before[n]} == expect
         # Same shape: the interrupted ones go on waiting, as do the others.
-        assert all(not t.done() for t in self.tasks.values()), [n for n, t in self.tasks.items() if t.done()]
+        assert all(not t.done() for t in self.tasks.values()), [
+            n for n, t in self.tasks.items() if t.done()
+        ]
 
     async def aclose(self) -> None:
         for task in self.tasks.values():
@@ -115,7 +124,9 @@ async def check_forms(waiters: Waiters) -> None:
     # A full definition: replica is ignored, columns compared as a set.
     await waiters.interrupt(ShapeDefinition.create("items"), expect={"all", "full"})
     await waiters.interrupt(ShapeDefinition.create("items", replica="full"), expect={"all", "full"})
-    await waiters.interrupt(ShapeDefinition.create("items", columns=["id", "title"]), expect={"cols"})
+    await waiters.interrupt(
+        ShapeDefinition.create("items", columns=["id", "title"]), expect={"cols"}
+    )
     await waiters.interrupt(
         ShapeDefinition.create("items", where="id > $1", params=["2"]), expect={"gt2"}
     )
@@ -128,10 +139,18 @@ async def check_forms(waiters: Waiters) -> None:
 
     await waiters.interrupt(record, expect={"gt2"})
     assert {
-        "table": "items", "namespace": "public", "where": "id > $1", "params": {"1": "2"}, "columns": None,
+        "table": "items",
+        "namespace": "public",
+        "where": "id > $1",
+        "params": {"1": "2"},
+        "columns": None,
     } in seen
     assert {
-        "table": "items", "namespace": "public", "where": None, "params": {}, "columns": ["title", "id"],
+        "table": "items",
+        "namespace": "public",
+        "where": None,
+        "params": {},
+        "columns": ["title", "id"],
     } in seen
     assert len(seen) == len(SHAPES)
     await waiters.interrupt(lambda s: s["namespace"] == "public", expect=set(SHAPES))
@@ -139,7 +158,9 @@ async def check_forms(waiters: Waiters) -> None:
     # 409 with its new shape's handle.
     for shape in waiters.shapes.values():
         d = shape.definition
-        shape.definition = ShapeDefinition.create(d.table, namespace=d.schema, columns=d.columns, where="id <> 0")
+        shape.definition = ShapeDefinition.create(
+            d.table, namespace=d.schema, columns=d.columns, where="id <> 0"
+        )
     assert waiters.api.interrupts.interrupt(lambda s: True) == len(SHAPES)
     for name, task in waiters.tasks.items():
         response = await task
@@ -148,14 +169,18 @@ async def check_forms(waiters: Waiters) -> None:
     assert len(waiters.api.interrupts) == 0
 
 
-async def test_interrupt_leaves_other_requests_waiting_until_timeout(api: ShapeAPI, client: Client) -> None:
+async def test_interrupt_leaves_other_requests_waiting_until_timeout(
+    api: ShapeAPI, client: Client
+) -> None:
     waiters = Waiters(api)
     try:
         await waiters.setup()
         handle, offset, _ = await client.sync(table="other")
         await waiters.start_missing()
         # A plain /v1/shape request on the same table: interrupts never reach it.
-        plain = asyncio.create_task(client.shape(table="other", handle=handle, offset=offset, live="true"))
+        plain = asyncio.create_task(
+            client.shape(table="other", handle=handle, offset=offset, live="true")
+        )
         await waiting(api, len(SHAPES) + 1)
         started = time.monotonic()
         assert api.interrupts.interrupt("other") == 1
@@ -189,7 +214,9 @@ class AppShape:
         try:
             parsed = parse_request(request.query_params, shape_from_params=False)
         except RequestError as exc:
-            return JSONResponse({"message": "Invalid request", "errors": exc.errors}, status_code=400)
+            return JSONResponse(
+                {"message": "Invalid request", "errors": exc.errors}, status_code=400
+            )
         return await self.api.serve(request, parsed, self.definition, recheck=self.recheck)
 
     def client(self) -> Client:
@@ -201,8 +228,13 @@ async def test_recheck_same_definition_keeps_waiting(api: ShapeAPI, conn: Conn) 
     client = shape.client()
     try:
         handle, offset, messages = await client.sync("/todos", table="ignored", where="ignored")
-        assert sorted(m["key"] for m in data(messages)) == ['"public"."items"/"2"', '"public"."items"/"3"']
-        task = asyncio.create_task(client.shape("/todos", offset=offset, handle=handle, live="true"))
+        assert sorted(m["key"] for m in data(messages)) == [
+            '"public"."items"/"2"',
+            '"public"."items"/"3"',
+        ]
+        task = asyncio.create_task(
+            client.shape("/todos", offset=offset, handle=handle, live="true")
+        )
         await waiting(api, 1)
         assert api.interrupts.interrupt("items") == 1
         await until(lambda: shape.rechecks == 1, what="the re-check")
@@ -218,7 +250,9 @@ async def test_recheck_same_definition_keeps_waiting(api: ShapeAPI, conn: Conn) 
         # Re-checked again and unchanged, with no data: it answers at the timeout.
         offset = response.headers["electric-offset"]
         started = time.monotonic()
-        task = asyncio.create_task(client.shape("/todos", offset=offset, handle=handle, live="true"))
+        task = asyncio.create_task(
+            client.shape("/todos", offset=offset, handle=handle, live="true")
+        )
         await waiting(api, 1)
         assert api.interrupts.interrupt(where="id > $1", table="items") == 1
         await until(lambda: shape.rechecks == 2, what="the second re-check")
@@ -229,12 +263,16 @@ async def test_recheck_same_definition_keeps_waiting(api: ShapeAPI, conn: Conn) 
         await client.aclose()
 
 
-async def test_recheck_changed_definition_gives_409_with_new_handle(api: ShapeAPI, engine: Engine) -> None:
+async def test_recheck_changed_definition_gives_409_with_new_handle(
+    api: ShapeAPI, engine: Engine
+) -> None:
     shape = AppShape(api, ShapeDefinition.create("items", where="id > $1", params=["1"]))
     client = shape.client()
     try:
         handle, offset, _ = await client.sync("/todos")
-        task = asyncio.create_task(client.shape("/todos", offset=offset, handle=handle, live="true"))
+        task = asyncio.create_task(
+            client.shape("/todos", offset=offset, handle=handle, live="true")
+        )
         await waiting(api, 1)
         changed = ShapeDefinition.create("items", where="id > $1", params=["2"])
         shape.definition = changed
@@ -264,12 +302,21 @@ async def test_server_defined_shape_errors(api: ShapeAPI) -> None:
     try:
         r = await client.shape("/todos", offset="-1")
         assert r.status_code == 400
-        assert r.json() == {"message": "Invalid request", "errors": {
-            "columns": ["The list of columns must include all primary key columns, missing: id"]}}
-        assert r.headers["cache-control"] == "no-store" and r.headers["surrogate-control"] == "no-store"
+        assert r.json() == {
+            "message": "Invalid request",
+            "errors": {
+                "columns": ["The list of columns must include all primary key columns, missing: id"]
+            },
+        }
+        assert (
+            r.headers["cache-control"] == "no-store"
+            and r.headers["surrogate-control"] == "no-store"
+        )
         # Request params are still validated (offset, handle, live) when the shape is the server's.
         r = await client.shape("/todos", offset="0_0")
-        assert r.json() == {"message": "Invalid request", "errors": {"handle": ["can't be blank when offset != -1"]}}
+        assert r.json() == {
+            "message": "Invalid request",
+            "errors": {"handle": ["can't be blank when offset != -1"]},
+        }
     finally:
         await client.aclose()
-

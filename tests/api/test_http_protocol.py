@@ -41,7 +41,9 @@ def schema_of(response: httpx.Response) -> dict[str, Any]:
     return schema
 
 
-async def live_change(client: Client, handle: str, offset: str, conn: Conn, sql: str, **params: str) -> httpx.Response:
+async def live_change(
+    client: Client, handle: str, offset: str, conn: Conn, sql: str, **params: str
+) -> httpx.Response:
     """Run ``sql`` while a live request waits at ``offset``; the response carrying it."""
     task = asyncio.create_task(client.shape(offset=offset, handle=handle, live="true", **params))
     await until(lambda: len(client.api.interrupts) >= 1, what="a waiting live request")
@@ -75,7 +77,9 @@ async def test_initial_sync_offsets_and_headers(client: Client, engine: Engine) 
     }
     body = first.json()
     assert sorted(m["key"] for m in data(body)) == [f'{ITEMS}"{i}"' for i in (1, 2, 3)]
-    assert all(m["headers"] == {"operation": "insert", "relation": ["public", "items"]} for m in data(body))
+    assert all(
+        m["headers"] == {"operation": "insert", "relation": ["public", "items"]} for m in data(body)
+    )
     assert controls(body) == ["snapshot-end"]
     end = body[-1]["headers"]
     assert {"xmin", "xmax", "xip_list"} <= set(end)
@@ -101,7 +105,9 @@ async def test_initial_sync_offsets_and_headers(client: Client, engine: Engine) 
     again = await client.shape(table="items", offset="-1", handle="whatever")
     assert again.headers["electric-handle"] == handle
     # Allow-origin echoes the request's Origin.
-    echoed = await client.shape(table="items", offset="-1", headers={"origin": "https://app.example"})
+    echoed = await client.shape(
+        table="items", offset="-1", headers={"origin": "https://app.example"}
+    )
     assert echoed.headers["access-control-allow-origin"] == "https://app.example"
     assert "access-control-allow-credentials" not in echoed.headers
 
@@ -111,7 +117,10 @@ async def test_real_offsets_and_strictly_greater(client: Client, conn: Conn) -> 
     assert offset == "0_inf"
     await client.sync(table="other")  # so that `other` is replicated too
     response = await live_change(
-        client, handle, offset, conn,
+        client,
+        handle,
+        offset,
+        conn,
         "BEGIN; INSERT INTO items VALUES (10, 'x', 10); INSERT INTO other VALUES (2, 'b');"
         " INSERT INTO items VALUES (11, 'y', 11); COMMIT",
         table="items",
@@ -162,11 +171,15 @@ async def test_offset_now(client: Client) -> None:
     assert other.headers["etag"] != h["etag"]
 
 
-async def test_long_poll_returns_on_change_and_on_timeout(client: Client, engine: Engine, conn: Conn) -> None:
+async def test_long_poll_returns_on_change_and_on_timeout(
+    client: Client, engine: Engine, conn: Conn
+) -> None:
     handle, offset, _ = await client.sync(table="items")
     patient = Client(make_api(engine, long_poll_timeout=10.0))
     started = time.monotonic()
-    response = await live_change(patient, handle, offset, conn, "UPDATE items SET n = 20 WHERE id = 2", table="items")
+    response = await live_change(
+        patient, handle, offset, conn, "UPDATE items SET n = 20 WHERE id = 2", table="items"
+    )
     await patient.aclose()
     assert time.monotonic() - started < 5.0  # on the change, not at the timeout
     h = response.headers
@@ -180,7 +193,9 @@ async def test_long_poll_returns_on_change_and_on_timeout(client: Client, engine
     offset = h["electric-offset"]
 
     started = time.monotonic()
-    timeout = await client.shape(table="items", offset=offset, handle=handle, live="true", cursor=h["electric-cursor"])
+    timeout = await client.shape(
+        table="items", offset=offset, handle=handle, live="true", cursor=h["electric-cursor"]
+    )
     elapsed = time.monotonic() - started
     assert LONG_POLL * 0.9 <= elapsed < LONG_POLL + 1.0
     assert timeout.status_code == 200  # not 204
@@ -205,7 +220,9 @@ async def test_live_value_is_true_unless_false(client: Client, conn: Conn) -> No
     assert ok.status_code == 200 and "electric-schema" in ok.headers
 
     handle, offset, _ = await client.sync(table="items")
-    changed = await live_change(client, handle, offset, conn, "INSERT INTO items VALUES (30, 'z', 1)", table="items")
+    changed = await live_change(
+        client, handle, offset, conn, "INSERT INTO items VALUES (30, 'z', 1)", table="items"
+    )
     assert changed.status_code == 200
     # Data is there after `offset`, so these answer at once, each as a live response.
     for value in ("", "1", "live", "true"):
@@ -221,9 +238,17 @@ async def test_live_value_is_true_unless_false(client: Client, conn: Conn) -> No
 async def test_unknown_params_ignored_and_params_deep_object(client: Client) -> None:
     plain = await client.shape(table="items", offset="-1")
     noisy = await client.shape(
-        table="items", offset="-1", log="full", cursor="abc", **{
-            "cache-buster": "1-2", "expired_handle": "9-9", "experimental_live_sse": "false",
-            "subset__where_expr": "x", "custom": "v", "secret": "unused",
+        table="items",
+        offset="-1",
+        log="full",
+        cursor="abc",
+        **{
+            "cache-buster": "1-2",
+            "expired_handle": "9-9",
+            "experimental_live_sse": "false",
+            "subset__where_expr": "x",
+            "custom": "v",
+            "secret": "unused",
         },
     )
     assert noisy.status_code == 200, noisy.text
@@ -233,12 +258,18 @@ async def test_unknown_params_ignored_and_params_deep_object(client: Client) -> 
     assert one.status_code == 200, one.text
     assert [m["key"] for m in data(one.json())] == [f'{ITEMS}"2"']
     two = await client.shape(
-        table="items", offset="-1", where="id >= $1 AND title <> $2",
+        table="items",
+        offset="-1",
+        where="id >= $1 AND title <> $2",
         **{"params[2]": "item 3", "params[1]": "2"},
     )
     assert [m["key"] for m in data(two.json())] == [f'{ITEMS}"2"']
     other = await client.shape(table="items", offset="-1", where="id = $1", **{"params[1]": "3"})
-    handles = {plain.headers["electric-handle"], one.headers["electric-handle"], other.headers["electric-handle"]}
+    handles = {
+        plain.headers["electric-handle"],
+        one.headers["electric-handle"],
+        other.headers["electric-handle"],
+    }
     assert len(handles) == 3  # different params, different shapes
 
 
@@ -263,7 +294,9 @@ async def test_columns_and_log_changes_only(client: Client) -> None:
 
 
 async def test_snapshot_chunking(make_engine: EngineFactory, conn: Conn) -> None:
-    conn.execute("INSERT INTO items SELECT g, repeat('x', 40) || g, g FROM generate_series(4, 200) g")
+    conn.execute(
+        "INSERT INTO items SELECT g, repeat('x', 40) || g, g FROM generate_series(4, 200) g"
+    )
     engine = await make_engine(chunk_bytes=2000)
     client = Client(make_api(engine))
     try:
@@ -318,7 +351,9 @@ async def test_etag_if_none_match_304(client: Client) -> None:
     assert cached.headers["cache-control"] == CC_INITIAL
     assert "electric-schema" not in cached.headers
     # Several tags, weak comparison.
-    both = await client.shape(table="items", offset="-1", headers={"if-none-match": f'"nope", W/{etag}'})
+    both = await client.shape(
+        table="items", offset="-1", headers={"if-none-match": f'"nope", W/{etag}'}
+    )
     assert both.status_code == 304
     miss = await client.shape(table="items", offset="-1", headers={"if-none-match": '"nope"'})
     assert miss.status_code == 200
@@ -344,7 +379,9 @@ async def test_wrong_handle_gets_409_with_current_handle(client: Client) -> None
 
 async def test_truncate_gives_409_and_a_new_handle(client: Client, conn: Conn) -> None:
     handle, offset, _ = await client.sync(table="items")
-    task = asyncio.create_task(client.shape(table="items", offset=offset, handle=handle, live="true"))
+    task = asyncio.create_task(
+        client.shape(table="items", offset=offset, handle=handle, live="true")
+    )
     await waiting(client.api, 1)
     conn.execute("TRUNCATE items")
     r = await task
@@ -365,7 +402,9 @@ async def test_delete_gives_409_and_a_new_handle(engine: Engine) -> None:
     client = Client(make_api(engine, allow_delete=True))
     try:
         handle, offset, _ = await client.sync(table="items")
-        task = asyncio.create_task(client.shape(table="items", offset=offset, handle=handle, live="true"))
+        task = asyncio.create_task(
+            client.shape(table="items", offset=offset, handle=handle, live="true")
+        )
         await waiting(client.api, 1)
         deleted = await client.raw("/v1/shape", "DELETE", params={"table": "items"})
         assert deleted.status_code == 202
@@ -388,8 +427,12 @@ async def test_delete_gives_409_and_a_new_handle(engine: Engine) -> None:
 
 async def test_options_preflight(client: Client) -> None:
     r = await client.raw(
-        "/v1/shape", "OPTIONS",
-        headers={"origin": "https://a.example", "access-control-request-headers": "If-None-Match, traceparent, authorization"},
+        "/v1/shape",
+        "OPTIONS",
+        headers={
+            "origin": "https://a.example",
+            "access-control-request-headers": "If-None-Match, traceparent, authorization",
+        },
     )
     assert r.status_code == 204
     assert r.content == b""
@@ -399,7 +442,9 @@ async def test_options_preflight(client: Client) -> None:
     assert r.headers["access-control-allow-methods"] == "GET, POST, HEAD, DELETE, OPTIONS"
     assert r.headers["connection"] == "keep-alive"
     assert "cache-control" not in r.headers
-    only_custom = await client.raw("/v1/shape", "OPTIONS", headers={"access-control-request-headers": "authorization"})
+    only_custom = await client.raw(
+        "/v1/shape", "OPTIONS", headers={"access-control-request-headers": "authorization"}
+    )
     assert only_custom.status_code == 204
     assert "access-control-allow-headers" not in only_custom.headers
     assert only_custom.headers["access-control-allow-origin"] == "*"
@@ -421,7 +466,12 @@ async def test_health_and_root(client: Client) -> None:
 async def test_secret(engine: Engine) -> None:
     client = Client(make_api(engine, secret="s3cret"))
     try:
-        for params in ({}, {"secret": "wrong"}, {"api_secret": "wrong"}, {"secret": "wrong", "api_secret": "s3cret"}):
+        for params in (
+            {},
+            {"secret": "wrong"},
+            {"api_secret": "wrong"},
+            {"secret": "wrong", "api_secret": "s3cret"},
+        ):
             r = await client.shape(table="items", offset="-1", **params)
             assert r.status_code == 401, params
             assert r.content == b'{"message":"Unauthorized - Invalid API secret"}'
@@ -436,7 +486,9 @@ async def test_secret(engine: Engine) -> None:
         assert (await client.raw("/v1/shape", "OPTIONS")).status_code == 204
         assert (await client.raw("/v1/health")).status_code == 200
         # Nor is DELETE let through without it.
-        assert (await client.raw("/v1/shape", "DELETE", params={"table": "items"})).status_code == 401
+        assert (
+            await client.raw("/v1/shape", "DELETE", params={"table": "items"})
+        ).status_code == 401
     finally:
         await client.aclose()
 
@@ -451,7 +503,9 @@ async def test_delete_disabled(client: Client) -> None:
 # -- SSE --------------------------------------------------------------------------------
 
 
-async def test_sse_streams_changes_then_ends(engine: Engine, conn: Conn, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_sse_streams_changes_then_ends(
+    engine: Engine, conn: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sse_module, "KEEPALIVE_SECONDS", 0.3)
     client = Client(make_api(engine, sse_timeout=1.0))
     try:
@@ -497,7 +551,9 @@ async def test_sse_with_data_at_once_ends_at_once(engine: Engine, conn: Conn) ->
         r = await client.shape(table="items", offset=offset, handle=handle, live="true")
         assert data(r.json())
         started = time.monotonic()
-        sse = await client.shape(table="items", offset=offset, handle=handle, live="true", live_sse="true")
+        sse = await client.shape(
+            table="items", offset=offset, handle=handle, live="true", live_sse="true"
+        )
         assert time.monotonic() - started < 2.0, "an SSE request with data available ends at once"
         events = [json.loads(e.removeprefix("data: ")) for e in sse.text.split("\n\n") if e]
         assert [m["key"] for m in data(events)] == [f'{ITEMS}"41"']
@@ -517,7 +573,6 @@ async def test_head_request(client: Client) -> None:
     assert r.headers["electric-offset"] == "0_0"
 
 
-
 async def test_admission_control_limits_concurrent_requests(engine: Engine) -> None:
     """As Electric: separate budgets for initial (offset=-1) and other requests; over
     budget a 503 with retry-after, freed as requests finish."""
@@ -525,7 +580,9 @@ async def test_admission_control_limits_concurrent_requests(engine: Engine) -> N
     client = Client(api)
     try:
         handle, offset, _ = await client.sync(table="items")
-        holding = asyncio.create_task(client.shape(table="items", offset=offset, handle=handle, live="true"))
+        holding = asyncio.create_task(
+            client.shape(table="items", offset=offset, handle=handle, live="true")
+        )
         await waiting(api, 1)
         refused = await client.shape(table="items", offset=offset, handle=handle)
         assert refused.status_code == 503

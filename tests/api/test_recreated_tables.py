@@ -13,7 +13,9 @@ from http_support import Client, Conn, assert_invalid, data
 from pysync.engine import Engine
 
 
-async def live_rows(client: Client, handle: str, offset: str, want: int, **params: Any) -> list[Any]:
+async def live_rows(
+    client: Client, handle: str, offset: str, want: int, **params: Any
+) -> list[Any]:
     seen: list[Any] = []
     for _ in range(10):
         response = await client.shape(handle=handle, offset=offset, live="true", **params)
@@ -25,7 +27,9 @@ async def live_rows(client: Client, handle: str, offset: str, want: int, **param
     return seen
 
 
-async def test_a_table_created_again_is_a_new_shape(engine: Engine, client: Client, conn: Conn) -> None:
+async def test_a_table_created_again_is_a_new_shape(
+    engine: Engine, client: Client, conn: Conn
+) -> None:
     conn.execute("CREATE TABLE again (id int PRIMARY KEY, v text)")
     conn.execute("INSERT INTO again VALUES (1, 'old')")
     old_handle, old_offset, messages = await client.sync(table="again")
@@ -38,16 +42,26 @@ async def test_a_table_created_again_is_a_new_shape(engine: Engine, client: Clie
     assert [m["value"]["v"] for m in data(messages)] == ["new"]
     assert ("again",) in conn.execute("SELECT tablename FROM pg_publication_tables").fetchall()
     conn.execute("INSERT INTO again VALUES (3, 'live')")
-    assert [m["value"]["v"] for m in await live_rows(client, handle, offset, 1, table="again")] == ["live"]
+    assert [m["value"]["v"] for m in await live_rows(client, handle, offset, 1, table="again")] == [
+        "live"
+    ]
     response = await client.shape(table="again", handle=old_handle, offset=old_offset)
     assert response.status_code == 409, response.text
     conn.execute("DROP TABLE again")
-    assert_invalid(await client.shape(table="again", offset="-1"), {"table": [
-        'Table "public"."again" does not exist. If the table name contains capitals or special '
-        "characters you must quote it."]})
+    assert_invalid(
+        await client.shape(table="again", offset="-1"),
+        {
+            "table": [
+                'Table "public"."again" does not exist. If the table name contains capitals or special '
+                "characters you must quote it."
+            ]
+        },
+    )
 
 
-@pytest.mark.parametrize("where", ["ref IN (SELECT k FROM dep)", "ref IN (SELECT k FROM dep WHERE k > 0)"])
+@pytest.mark.parametrize(
+    "where", ["ref IN (SELECT k FROM dep)", "ref IN (SELECT k FROM dep WHERE k > 0)"]
+)
 async def test_a_subquery_table_created_again_is_a_new_shape(
     engine: Engine, client: Client, conn: Conn, where: str
 ) -> None:

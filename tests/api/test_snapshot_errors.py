@@ -56,7 +56,10 @@ async def test_table_dropped_during_the_snapshot_is_a_409_then_unknown(
 
 
 async def test_shape_deleted_during_its_snapshot(
-    make_engine: EngineFactory, conn: Conn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    make_engine: EngineFactory,
+    conn: Conn,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     paused = PausedSnapshot(monkeypatch)
@@ -66,7 +69,9 @@ async def test_shape_deleted_during_its_snapshot(
         initial = asyncio.create_task(client.shape(table="items", offset="-1"))
         await asyncio.wait_for(paused.reading.wait(), 30)
         (consumer,) = list(engine.registry)
-        deleted = await client.raw(f"/v1/shape?table=items&handle={consumer.handle}", method="DELETE")
+        deleted = await client.raw(
+            f"/v1/shape?table=items&handle={consumer.handle}", method="DELETE"
+        )
         assert deleted.status_code == 202, deleted.text
         paused.release.set()
         response = await asyncio.wait_for(initial, 30)
@@ -78,7 +83,9 @@ async def test_shape_deleted_during_its_snapshot(
     finally:
         await client.aclose()
         await engine.stop()
-    problems = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("pysync")]
+    problems = [
+        r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("pysync")
+    ]
     assert problems == [], [r.getMessage() for r in problems]
     assert not (tmp_path / "s" / "shapes" / consumer.handle).exists()
     # Nothing of the deleted shape was recorded: a restart does not bring it back.

@@ -28,9 +28,16 @@ from pysync.shapes import snapshotter
 from pysync.shapes.consumer import LIVE
 
 
-@pytest.mark.parametrize(("where", "ids"), [(None, [1, 2, 3, 10]), ("id IN (SELECT id FROM other)", [1, 10])])
+@pytest.mark.parametrize(
+    ("where", "ids"), [(None, [1, 2, 3, 10]), ("id IN (SELECT id FROM other)", [1, 10])]
+)
 async def test_up_to_date_after_the_snapshot_covers_transactions_buffered_during_it(
-    engine: Engine, client: Client, conn: Conn, monkeypatch: pytest.MonkeyPatch, where: str | None, ids: list[int]
+    engine: Engine,
+    client: Client,
+    conn: Conn,
+    monkeypatch: pytest.MonkeyPatch,
+    where: str | None,
+    ids: list[int],
 ) -> None:
     conn.execute("INSERT INTO other VALUES (10, 'b')")
     shape = {"table": "items"} if where is None else {"table": "items", "where": where}
@@ -75,7 +82,9 @@ async def test_up_to_date_after_the_snapshot_covers_transactions_buffered_during
     rest = await client.shape(**shape, handle=handle, offset=second.headers["electric-offset"])
     assert rest.status_code == 200, rest.text
     late = [m for m in data(rest.json()) if int(m["headers"]["lsn"]) <= seen]
-    assert late == [], f"changes at or below the up-to-date's global_last_seen_lsn {seen} came after it"
+    assert late == [], (
+        f"changes at or below the up-to-date's global_last_seen_lsn {seen} came after it"
+    )
     delivered = data(first.json() + second.json() + rest.json())
     assert sorted(int(m["value"]["id"]) for m in delivered) == ids
 

@@ -55,55 +55,131 @@ async def test_accepted_clauses_serve_the_query(client: Client, db: Conn, where:
     rows = TaggedClient()
     rows.apply_all(messages)
     sql = where.replace("$1", "1")
-    expected = {f'"public"."todos"/"{r[0]}"' for r in db.execute(f"SELECT id FROM todos WHERE {sql}")}
+    expected = {
+        f'"public"."todos"/"{r[0]}"' for r in db.execute(f"SELECT id FROM todos WHERE {sql}")
+    }
     assert set(rows.rows) == expected
     assert all(m["headers"]["tags"] and m["headers"]["active_conditions"] for m in data(messages))
 
 
 REJECTED: list[tuple[str, dict[str, Any]]] = [
-    ("EXISTS (SELECT project_id FROM memberships)",
-     {"where": ["At location 0: only `value IN (SELECT ...)` sublinks are supported right now"]}),
-    ("project_id = ANY (SELECT project_id FROM memberships)",
-     {"where": ["At location 11: only `value IN (SELECT ...)` sublinks are supported right now"]}),
-    ("project_id = (SELECT project_id FROM memberships)",
-     {"where": ["At location 13: only `value IN (SELECT ...)` sublinks are supported right now"]}),
-    ("project_id IN (SELECT 1 FROM memberships)",
-     {"where": ["At location 37: Expected a plain column reference"]}),
-    ("project_id IN (SELECT project_id FROM memberships m, projects p)",
-     {"where": ["Expected a single table reference"]}),
-    ("project_id IN (SELECT project_id FROM memberships ORDER BY 1)",
-     {"where": ["SELECT statement must not contain any clauses"]}),
-    ("project_id IN (SELECT DISTINCT project_id FROM memberships)",
-     {"where": ["SELECT statement must not contain any clauses"]}),
-    ("project_id IN (SELECT project_id FROM memberships LIMIT 1)",
-     {"where": ["SELECT statement must not contain any clauses"]}),
-    ("project_id IN (SELECT id FROM nowhere)",
-     {"table": ['Table "public"."nowhere" does not exist. If the table name contains capitals '
-                "or special characters you must quote it."]}),
-    ("project_id IN (SELECT nothing FROM memberships)",
-     {"columns": ["The following columns are not found on the table: nothing"]}),
-    ("project_id IN (SELECT project_id FROM memberships WHERE nothing = 1)",
-     {"where": ["At location 56: unknown reference nothing"]}),
-    ("title IN (SELECT project_id FROM memberships)",
-     {"where": ["At location 6: left side of `IN (SELECT ...)` has type text but subquery returns int4[]"]}),
-    ("big IN (SELECT project_id FROM memberships)",
-     {"where": ["At location 4: left side of `IN (SELECT ...)` has type int8 but subquery returns int4[]"]}),
-    ("project_id IN (SELECT user_id, project_id FROM memberships)",
-     {"where": ["At location 11: left side of `IN (SELECT ...)` has type int4 but subquery returns "
-                "row of (int4, int4)[]"]}),
-    ("project_id + 1 IN (SELECT project_id FROM memberships)",
-     {"where": ["At location 15: currently, left side of `IN (SELECT ...)` can only be a column "
-                "reference or a list of column references"]}),
-    ("project_id IN (SELECT id FROM projects) OR NOT project_id IN (SELECT id FROM projects)",
-     {"where": ["a subquery dependency cannot be used with both positive and negative polarity "
-                "in the same filter"]}),
-    ("(project_id IN (SELECT id FROM projects)) IS TRUE",
-     {"where": ["At location 12: `IN (SELECT ...)` can only be combined with AND, OR and NOT"]}),
-    ("project_id::numeric IN (SELECT price FROM projects)",
-     {"where": ["At location 20: currently, left side of `IN (SELECT ...)` can only be a column "
-                "reference or a list of column references"]}),
-    ("project_id IN (SELECT id FROM projects WHERE id = $2)",
-     {"where": ["At location 50: parameter $2 was not provided"]}),
+    (
+        "EXISTS (SELECT project_id FROM memberships)",
+        {"where": ["At location 0: only `value IN (SELECT ...)` sublinks are supported right now"]},
+    ),
+    (
+        "project_id = ANY (SELECT project_id FROM memberships)",
+        {
+            "where": [
+                "At location 11: only `value IN (SELECT ...)` sublinks are supported right now"
+            ]
+        },
+    ),
+    (
+        "project_id = (SELECT project_id FROM memberships)",
+        {
+            "where": [
+                "At location 13: only `value IN (SELECT ...)` sublinks are supported right now"
+            ]
+        },
+    ),
+    (
+        "project_id IN (SELECT 1 FROM memberships)",
+        {"where": ["At location 37: Expected a plain column reference"]},
+    ),
+    (
+        "project_id IN (SELECT project_id FROM memberships m, projects p)",
+        {"where": ["Expected a single table reference"]},
+    ),
+    (
+        "project_id IN (SELECT project_id FROM memberships ORDER BY 1)",
+        {"where": ["SELECT statement must not contain any clauses"]},
+    ),
+    (
+        "project_id IN (SELECT DISTINCT project_id FROM memberships)",
+        {"where": ["SELECT statement must not contain any clauses"]},
+    ),
+    (
+        "project_id IN (SELECT project_id FROM memberships LIMIT 1)",
+        {"where": ["SELECT statement must not contain any clauses"]},
+    ),
+    (
+        "project_id IN (SELECT id FROM nowhere)",
+        {
+            "table": [
+                'Table "public"."nowhere" does not exist. If the table name contains capitals '
+                "or special characters you must quote it."
+            ]
+        },
+    ),
+    (
+        "project_id IN (SELECT nothing FROM memberships)",
+        {"columns": ["The following columns are not found on the table: nothing"]},
+    ),
+    (
+        "project_id IN (SELECT project_id FROM memberships WHERE nothing = 1)",
+        {"where": ["At location 56: unknown reference nothing"]},
+    ),
+    (
+        "title IN (SELECT project_id FROM memberships)",
+        {
+            "where": [
+                "At location 6: left side of `IN (SELECT ...)` has type text but subquery returns int4[]"
+            ]
+        },
+    ),
+    (
+        "big IN (SELECT project_id FROM memberships)",
+        {
+            "where": [
+                "At location 4: left side of `IN (SELECT ...)` has type int8 but subquery returns int4[]"
+            ]
+        },
+    ),
+    (
+        "project_id IN (SELECT user_id, project_id FROM memberships)",
+        {
+            "where": [
+                "At location 11: left side of `IN (SELECT ...)` has type int4 but subquery returns "
+                "row of (int4, int4)[]"
+            ]
+        },
+    ),
+    (
+        "project_id + 1 IN (SELECT project_id FROM memberships)",
+        {
+            "where": [
+                "At location 15: currently, left side of `IN (SELECT ...)` can only be a column "
+                "reference or a list of column references"
+            ]
+        },
+    ),
+    (
+        "project_id IN (SELECT id FROM projects) OR NOT project_id IN (SELECT id FROM projects)",
+        {
+            "where": [
+                "a subquery dependency cannot be used with both positive and negative polarity "
+                "in the same filter"
+            ]
+        },
+    ),
+    (
+        "(project_id IN (SELECT id FROM projects)) IS TRUE",
+        {"where": ["At location 12: `IN (SELECT ...)` can only be combined with AND, OR and NOT"]},
+    ),
+    (
+        "project_id::numeric IN (SELECT price FROM projects)",
+        {
+            "where": [
+                "At location 20: currently, left side of `IN (SELECT ...)` can only be a column "
+                "reference or a list of column references"
+            ]
+        },
+    ),
+    (
+        "project_id IN (SELECT id FROM projects WHERE id = $2)",
+        {"where": ["At location 50: parameter $2 was not provided"]},
+    ),
 ]
 
 
@@ -118,15 +194,30 @@ async def test_rejected_clauses_with_electrics_messages(
 async def test_too_many_disjuncts(client: Client, db: Conn) -> None:
     where = MEMBER + " AND " + " AND ".join(f"(assignee = {i} OR title = 'x{i}')" for i in range(8))
     response = await client.shape(table="todos", offset="-1", where=where, **{"params[1]": "1"})
-    assert_invalid(response, {"where": [
-        "WHERE clause too complex for DNF decomposition (256 disjuncts exceeds limit of 100)"]})
+    assert_invalid(
+        response,
+        {
+            "where": [
+                "WHERE clause too complex for DNF decomposition (256 disjuncts exceeds limit of 100)"
+            ]
+        },
+    )
 
 
 async def test_compaction_refused_for_subquery_shapes(client: Client, db: Conn) -> None:
-    response = await client.shape(table="todos", offset="-1", where=MEMBER, experimental_compaction="true",
-                                  **{"params[1]": "1"})
-    assert_invalid(response, {"experimental_compaction": ["can't be enabled for shapes with subqueries"]})
-    plain = await client.shape(table="todos", offset="-1", where="id = 1", experimental_compaction="true")
+    response = await client.shape(
+        table="todos",
+        offset="-1",
+        where=MEMBER,
+        experimental_compaction="true",
+        **{"params[1]": "1"},
+    )
+    assert_invalid(
+        response, {"experimental_compaction": ["can't be enabled for shapes with subqueries"]}
+    )
+    plain = await client.shape(
+        table="todos", offset="-1", where="id = 1", experimental_compaction="true"
+    )
     assert plain.status_code == 200
 
 
@@ -137,22 +228,34 @@ async def test_wire_format_of_moves(client: Client, db: Conn) -> None:
     assert row["headers"]["tags"] == [tag(handle, "1")]
     assert row["headers"]["active_conditions"] == [True]
 
-    xid = db.execute("INSERT INTO memberships VALUES (1, 3) RETURNING xmin::text::bigint").fetchone()[0]  # type: ignore[index]
+    xid = db.execute(
+        "INSERT INTO memberships VALUES (1, 3) RETURNING xmin::text::bigint"
+    ).fetchone()[0]  # type: ignore[index]
     response = await client.shape(offset=offset, handle=handle, live="true", **params)
     body = response.json()
     while not any("event" in m["headers"] for m in body):
-        response = await client.shape(offset=response.headers["electric-offset"], handle=handle, live="true", **params)
+        response = await client.shape(
+            offset=response.headers["electric-offset"], handle=handle, live="true", **params
+        )
         body += response.json()
     event = next(m for m in body if "event" in m["headers"])
-    assert event == {"headers": {"event": "move-in", "patterns": [{"pos": 0, "value": tag(handle, "3")}],
-                                 "txids": [xid]}}
+    assert event == {
+        "headers": {
+            "event": "move-in",
+            "patterns": [{"pos": 0, "value": tag(handle, "3")}],
+            "txids": [xid],
+        }
+    }
     rows = [m for m in body if "key" in m]
-    assert rows and all(m["headers"]["is_move_in"] and m["headers"]["tags"] == [tag(handle, "3")] for m in rows)
+    assert rows and all(
+        m["headers"]["is_move_in"] and m["headers"]["tags"] == [tag(handle, "3")] for m in rows
+    )
     assert body[-2]["headers"]["control"] == "snapshot-end"
     offset = response.headers["electric-offset"]
 
-    xid = db.execute("DELETE FROM memberships WHERE user_id = 1 AND project_id = 2 "
-                     "RETURNING xmin::text::bigint").fetchone()
+    xid = db.execute(
+        "DELETE FROM memberships WHERE user_id = 1 AND project_id = 2 RETURNING xmin::text::bigint"
+    ).fetchone()
     response = await client.shape(offset=offset, handle=handle, live="true", **params)
     body = response.json()
     assert body[0]["headers"]["event"] == "move-out"
@@ -186,15 +289,25 @@ async def test_subsets_and_changes_only(client: Client, db: Conn) -> None:
     assert response.status_code == 200
     assert data(response.json()) == []
     handle = response.headers["electric-handle"]
-    subset = await client.shape(offset="-1", handle=handle, subset__where="title LIKE 'todo 1%'", **params)
+    subset = await client.shape(
+        offset="-1", handle=handle, subset__where="title LIKE 'todo 1%'", **params
+    )
     assert subset.status_code == 200, subset.text
     rows = subset.json()["data"]
-    expected = {r[0] for r in db.execute(
-        "SELECT id::text FROM todos WHERE title LIKE 'todo 1%' AND project_id IN "
-        "(SELECT project_id FROM memberships WHERE user_id = 1)")}
+    expected = {
+        r[0]
+        for r in db.execute(
+            "SELECT id::text FROM todos WHERE title LIKE 'todo 1%' AND project_id IN "
+            "(SELECT project_id FROM memberships WHERE user_id = 1)"
+        )
+    }
     assert {r["value"]["id"] for r in rows} == expected
     assert all(r["headers"]["tags"] == [tag(handle, r["value"]["project_id"])] for r in rows)
-    refused = await client.shape(offset="-1", handle=handle, subset__where="id IN (SELECT id FROM todos)", **params)
+    refused = await client.shape(
+        offset="-1", handle=handle, subset__where="id IN (SELECT id FROM todos)", **params
+    )
     assert_invalid(refused, {"subset": {"where": ["Subqueries are not allowed in subsets"]}})
-    odd = await client.shape(offset="-1", handle=handle, subset__where="title = '(select'", **params)
+    odd = await client.shape(
+        offset="-1", handle=handle, subset__where="title = '(select'", **params
+    )
     assert odd.status_code == 200, odd.text

@@ -13,18 +13,37 @@ from http_support import Client, Conn, assert_invalid
 async def test_limit_and_offset_beyond_a_bigint(client: Client, conn: Conn, field: str) -> None:
     handle, offset, _ = await client.sync(table="items", log="changes_only")
     params = {"table": "items", "log": "changes_only", "handle": handle, "offset": offset}
-    response = await client.shape(**params, subset__order_by="id", **{f"subset__{field}": str(2**63)})
-    assert_invalid(response, {"subset": {field: ["must be less than or equal to 9223372036854775807"]}})
-    posted = await client.raw("/v1/shape", "POST", params=params, json={field: 10**30, "order_by": "id"})
-    assert posted.status_code == 400  # a POST's errors are no-cache (Electric's matrix), not no-store
-    assert posted.json() == {"message": "Invalid request", "errors": {
-        "subset": {field: ["must be less than or equal to 9223372036854775807"]}}}
-    largest = await client.shape(**params, subset__order_by="id", **{f"subset__{field}": str(2**63 - 1)})
+    response = await client.shape(
+        **params, subset__order_by="id", **{f"subset__{field}": str(2**63)}
+    )
+    assert_invalid(
+        response, {"subset": {field: ["must be less than or equal to 9223372036854775807"]}}
+    )
+    posted = await client.raw(
+        "/v1/shape", "POST", params=params, json={field: 10**30, "order_by": "id"}
+    )
+    assert (
+        posted.status_code == 400
+    )  # a POST's errors are no-cache (Electric's matrix), not no-store
+    assert posted.json() == {
+        "message": "Invalid request",
+        "errors": {"subset": {field: ["must be less than or equal to 9223372036854775807"]}},
+    }
+    largest = await client.shape(
+        **params, subset__order_by="id", **{f"subset__{field}": str(2**63 - 1)}
+    )
     assert largest.status_code == 200, largest.text
 
 
 async def test_a_clause_failing_on_the_rows(client: Client, conn: Conn) -> None:
     handle, offset, _ = await client.sync(table="items", log="changes_only")
-    response = await client.shape(table="items", log="changes_only", handle=handle, offset=offset,
-                                  subset__where="n / (n - 2) > 0")
-    assert_invalid(response, {"subset": {"where": ["the clause fails on the table's rows: division by zero"]}})
+    response = await client.shape(
+        table="items",
+        log="changes_only",
+        handle=handle,
+        offset=offset,
+        subset__where="n / (n - 2) > 0",
+    )
+    assert_invalid(
+        response, {"subset": {"where": ["the clause fails on the table's rows: division by zero"]}}
+    )

@@ -25,9 +25,12 @@ CREATE TABLE todos (id int PRIMARY KEY, ref int);
 
 
 def refusal(name: str) -> dict[str, list[str]]:
-    return {"table": [
-        f'Table "public"."{name}" is partitioned or has inheritance children: pysync does not '
-        "sync such tables yet. Sync each partition (child table) instead"]}
+    return {
+        "table": [
+            f'Table "public"."{name}" is partitioned or has inheritance children: pysync does not '
+            "sync such tables yet. Sync each partition (child table) instead"
+        ]
+    }
 
 
 @pytest.mark.parametrize("name", ["parted", "parent"])
@@ -36,11 +39,15 @@ async def test_a_parent_table_is_a_400_and_left_unpublished(
 ) -> None:
     conn.execute(SCHEMA)
     assert_invalid(await client.shape(table=name, offset="-1"), refusal(name))
-    assert_invalid(await client.shape(table="todos", offset="-1", where=f"ref IN (SELECT id FROM {name})"),
-                   refusal(name))
+    assert_invalid(
+        await client.shape(table="todos", offset="-1", where=f"ref IN (SELECT id FROM {name})"),
+        refusal(name),
+    )
     published = conn.execute("SELECT tablename FROM pg_publication_tables").fetchall()
     assert (name,) not in published
-    assert conn.execute("SELECT relreplident FROM pg_class WHERE relname = %s", (name,)).fetchone() == ("d",)
+    assert conn.execute(
+        "SELECT relreplident FROM pg_class WHERE relname = %s", (name,)
+    ).fetchone() == ("d",)
 
 
 async def test_a_partition_is_synced_live(engine: Engine, client: Client, conn: Conn) -> None:

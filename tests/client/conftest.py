@@ -17,7 +17,9 @@ from serve_support import Conn, Served
 
 
 @pytest.fixture(scope="module")
-def served(pg_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(
+    pg_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
     """A running ``pysync serve`` (2 s long-polls, shape deletion allowed) on a new database."""
     name = f"served_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(pg_cluster.url(), autocommit=True) as admin:
@@ -25,11 +27,23 @@ def served(pg_cluster: PostgresCluster, tmp_path_factory: pytest.TempPathFactory
     database_url = pg_cluster.url(name)
     storage: Path = tmp_path_factory.mktemp("storage")
     port = free_port()
-    server = ServeProcess([
-        "--database-url", database_url, "--host", "127.0.0.1", "--port", str(port),
-        "--storage-dir", str(storage), "--long-poll-timeout", "2", "--log-level", "warning",
-        "--allow-delete",
-    ])
+    server = ServeProcess(
+        [
+            "--database-url",
+            database_url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-dir",
+            str(storage),
+            "--long-poll-timeout",
+            "2",
+            "--log-level",
+            "warning",
+            "--allow-delete",
+        ]
+    )
     try:
         server.wait_ready()
         yield Served(url=f"http://127.0.0.1:{port}", database_url=database_url)

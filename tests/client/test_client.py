@@ -89,7 +89,9 @@ async def test_initial_sync_then_live_changes(client: Client, db: Conn) -> None:
         await updates.aclose()
 
 
-async def test_stream_yields_typed_messages_and_ends_when_not_live(client: Client, db: Conn) -> None:
+async def test_stream_yields_typed_messages_and_ends_when_not_live(
+    client: Client, db: Conn
+) -> None:
     db.execute("CREATE TABLE c_stream (id int PRIMARY KEY, v text)")
     db.execute("INSERT INTO c_stream VALUES (1, 'a'), (2, 'b')")
     stream = client.stream("c_stream", where="id > $1", params=[1], live=False)
@@ -100,18 +102,25 @@ async def test_stream_yields_typed_messages_and_ends_when_not_live(client: Clien
     assert change.headers.relation == ("public", "c_stream")
     assert isinstance(messages[-1], ControlMessage) and messages[-1].control == "up-to-date"
     assert stream.up_to_date and stream.handle and stream.offset != "-1"
-    assert stream.schema == {"id": {"type": "int4", "pk_index": 0, "not_null": True}, "v": {"type": "text"}}
+    assert stream.schema == {
+        "id": {"type": "int4", "pk_index": 0, "not_null": True},
+        "v": {"type": "text"},
+    }
 
     live = client.stream("c_stream", columns=["id"], replica="full")
     first = await collect_until_up_to_date(live)
     assert changes(first) == [
-        ("insert", KEY.format(table="c_stream", id=1)), ("insert", KEY.format(table="c_stream", id=2)),
+        ("insert", KEY.format(table="c_stream", id=1)),
+        ("insert", KEY.format(table="c_stream", id=2)),
     ]
     txid = write(db, "INSERT INTO c_stream VALUES (3, 'c')")
     got = await asyncio.wait_for(collect_until_up_to_date(live), 30)
     (change,) = [m for m in got if isinstance(m, ChangeMessage)]
     assert change.value == {"id": 3} and change.headers.txids == (txid,)
-    assert change.headers.lsn is not None and change.offset == f"{change.headers.lsn}_{change.headers.op_position}"
+    assert (
+        change.headers.lsn is not None
+        and change.offset == f"{change.headers.lsn}_{change.headers.op_position}"
+    )
     await live.aclose()
 
 
@@ -128,7 +137,8 @@ async def test_resume_from_saved_offset_and_handle(client: Client, db: Conn) -> 
     while len(changes(got)) < 2:
         got += await asyncio.wait_for(collect_until_up_to_date(resumed), 30)
     assert changes(got) == [
-        ("insert", KEY.format(table="c_resume", id=2)), ("update", KEY.format(table="c_resume", id=1)),
+        ("insert", KEY.format(table="c_resume", id=2)),
+        ("update", KEY.format(table="c_resume", id=1)),
     ]
     assert resumed.handle == saved_handle
 
@@ -166,7 +176,13 @@ async def test_stream_sees_must_refetch_on_schema_change(client: Client, db: Con
     seen: list[Message] = []
     while not any(isinstance(m, ControlMessage) and m.control == "must-refetch" for m in seen):
         seen += await asyncio.wait_for(collect_until_up_to_date(stream), 60)
-    after = seen[next(i for i, m in enumerate(seen) if isinstance(m, ControlMessage) and m.control == "must-refetch"):]
+    after = seen[
+        next(
+            i
+            for i, m in enumerate(seen)
+            if isinstance(m, ControlMessage) and m.control == "must-refetch"
+        ) :
+    ]
     while not any(isinstance(m, ControlMessage) and m.control == "up-to-date" for m in after):
         after += await asyncio.wait_for(collect_until_up_to_date(stream), 60)
     rows = {m.key: m.value for m in after if isinstance(m, ChangeMessage)}
@@ -185,9 +201,16 @@ async def test_sse_live_updates(served: Served, db: Conn) -> None:
             content_types.append(response.headers["content-type"])
 
     http = httpx.AsyncClient(base_url=served.url, timeout=60, event_hooks={"response": [record]})
-    async with Client(http=http, sse=True) as client, await client.shape("c_sse", timeout=60) as shape:
+    async with (
+        Client(http=http, sse=True) as client,
+        await client.shape("c_sse", timeout=60) as shape,
+    ):
         for i in range(2, 5):
-            txid = write(db, f"INSERT INTO c_sse VALUES ({i}, 'v{i}')", f"UPDATE c_sse SET v = 'x{i}' WHERE id = 1")
+            txid = write(
+                db,
+                f"INSERT INTO c_sse VALUES ({i}, 'v{i}')",
+                f"UPDATE c_sse SET v = 'x{i}' WHERE id = 1",
+            )
             await shape.wait_for_txid(txid, timeout=30)
             assert shape.rows == table_rows(db, "c_sse")
         # Resuming from a change's own offset does not deliver it twice.
@@ -200,7 +223,9 @@ async def test_sse_live_updates(served: Served, db: Conn) -> None:
         write(db, "INSERT INTO c_sse VALUES (12, 'r')")
         while len(changes(got)) < 3:
             got += await asyncio.wait_for(collect_until_up_to_date(stream), 30)
-        assert [key for _, key in changes(got)] == [KEY.format(table="c_sse", id=i) for i in (10, 11, 12)]
+        assert [key for _, key in changes(got)] == [
+            KEY.format(table="c_sse", id=i) for i in (10, 11, 12)
+        ]
         await stream.aclose()
     await http.aclose()
     assert content_types and all(t.startswith("text/event-stream") for t in content_types)
@@ -277,11 +302,15 @@ async def test_secret_and_headers_are_sent(served: Served) -> None:
     assert seen[0].headers["authorization"] == "Bearer t"
 
 
-async def test_server_defined_route_gets_only_offset_handle_live_cursor(database_url: str, conn: Conn) -> None:
+async def test_server_defined_route_gets_only_offset_handle_live_cursor(
+    database_url: str, conn: Conn
+) -> None:
     conn.execute("CREATE TABLE todos (id int PRIMARY KEY, title text, done bool)")
     conn.execute("INSERT INTO todos VALUES (1, 'a', false), (2, 'b', true)")
     # Slots are per cluster: not the name the module's pysync serve uses.
-    sync = pysync.Sync(database_url, long_poll_timeout=1.0, slot=f"route_{uuid.uuid4().hex[:8]}", in_memory=True)
+    sync = pysync.Sync(
+        database_url, long_poll_timeout=1.0, slot=f"route_{uuid.uuid4().hex[:8]}", in_memory=True
+    )
     app = Starlette(routes=[sync.route("/open", pysync.shape("todos", where="done = false"))])
     seen: list[httpx.Request] = []
 
@@ -293,7 +322,10 @@ async def test_server_defined_route_gets_only_offset_handle_live_cursor(database
         transport=httpx.ASGITransport(app), base_url="http://app", event_hooks={"request": [record]}
     )
     try:
-        async with Client(http=http) as client, await client.shape(url="/open", timeout=60) as shape:
+        async with (
+            Client(http=http) as client,
+            await client.shape(url="/open", timeout=60) as shape,
+        ):
             assert set(shape.rows) == {KEY.format(table="todos", id=1)}
             txid = write(conn, "UPDATE todos SET done = false WHERE id = 2")
             await shape.wait_for_txid(txid, timeout=30)
@@ -301,7 +333,12 @@ async def test_server_defined_route_gets_only_offset_handle_live_cursor(database
     finally:
         await http.aclose()
         await sync.stop()
-    assert {key for request in seen for key in request.url.params} <= {"offset", "handle", "live", "cursor"}
+    assert {key for request in seen for key in request.url.params} <= {
+        "offset",
+        "handle",
+        "live",
+        "cursor",
+    }
     assert any(request.url.params.get("live") == "true" for request in seen)
 
 
@@ -320,21 +357,30 @@ def test_blocking_client(served: Served, db: Conn) -> None:
 
 def test_shape_argument_mirrors_pysync_shape(served: Served) -> None:
     client = Client(served.url)
-    definition = pysync.shape("app.\"My Todos\"", where="id = $1", params={1: 5}, columns=["id", "x y"])
-    assert client.stream(definition)._shape_query == client.stream(
-        'app."My Todos"', where="id = $1", params=[5], columns=["id", "x y"]
-    )._shape_query == [
-        ("table", 'app."My Todos"'), ("log", "full"), ("where", "id = $1"), ("params[1]", "5"),
-        ("columns", '"id","x y"'),
-    ]
+    definition = pysync.shape(
+        'app."My Todos"', where="id = $1", params={1: 5}, columns=["id", "x y"]
+    )
+    assert (
+        client.stream(definition)._shape_query
+        == client.stream(
+            'app."My Todos"', where="id = $1", params=[5], columns=["id", "x y"]
+        )._shape_query
+        == [
+            ("table", 'app."My Todos"'),
+            ("log", "full"),
+            ("where", "id = $1"),
+            ("params[1]", "5"),
+            ("columns", '"id","x y"'),
+        ]
+    )
     assert client.stream("Weird.Name", namespace="My Schema")._shape_query[0] == (
-        "table", '"My Schema"."Weird.Name"'
+        "table",
+        '"My Schema"."Weird.Name"',
     )
     with pytest.raises(TypeError):
         client.stream(definition, where="x")
     with pytest.raises(pysync.ShapeError):
         client.stream("a.b.c")
-
 
 
 def test_txid_visibility_in_a_snapshot_is_wraparound_aware() -> None:
@@ -346,5 +392,9 @@ def test_txid_visibility_in_a_snapshot_is_wraparound_aware() -> None:
     assert not _in_snapshot(snapshot, 1011) and not _in_snapshot(snapshot, 2**31)
     # xid8 in the third epoch: a 32-bit xid just below the epoch boundary is from before.
     wrapped = ControlMessage("snapshot-end", xmin=str(3 * 2**32 + 5), xmax=str(3 * 2**32 + 9))
-    assert _in_snapshot(wrapped, 2**32 - 3) and _in_snapshot(wrapped, 6) and not _in_snapshot(wrapped, 9)
+    assert (
+        _in_snapshot(wrapped, 2**32 - 3)
+        and _in_snapshot(wrapped, 6)
+        and not _in_snapshot(wrapped, 9)
+    )
     assert not _in_snapshot(None, 1)

@@ -42,8 +42,10 @@ def random_transaction(rng: random.Random, ids: set[int], next_id: list[int]) ->
                 statements.append(f"UPDATE m_items SET id = {new} WHERE id = {victim}")
             else:
                 value = {
-                    "grp": str(rng.randint(0, 5)), "title": f"'u{rng.randint(0, 99)}'",
-                    "n": str(Decimal(rng.randint(-999, 999)) / 10), "tags": "'{x,\"y z\"}'",
+                    "grp": str(rng.randint(0, 5)),
+                    "title": f"'u{rng.randint(0, 99)}'",
+                    "n": str(Decimal(rng.randint(-999, 999)) / 10),
+                    "tags": "'{x,\"y z\"}'",
                 }[column]
                 statements.append(f"UPDATE m_items SET {column} = {value} WHERE id = {victim}")
         else:
@@ -53,10 +55,14 @@ def random_transaction(rng: random.Random, ids: set[int], next_id: list[int]) ->
     return statements
 
 
-async def test_materialised_shapes_equal_select_after_random_workload(served: Served, db: Conn) -> None:
+async def test_materialised_shapes_equal_select_after_random_workload(
+    served: Served, db: Conn
+) -> None:
     seed = int(os.environ.get("PYSYNC_MODEL_SEED", random.randrange(2**32)))
     rng = random.Random(seed)
-    db.execute("CREATE TABLE m_items (id int PRIMARY KEY, grp int NOT NULL, title text, n numeric, tags text[])")
+    db.execute(
+        "CREATE TABLE m_items (id int PRIMARY KEY, grp int NOT NULL, title text, n numeric, tags text[])"
+    )
     ids = set(range(1, 21))
     db.execute(
         "INSERT INTO m_items SELECT g, g % 6, 't' || g, g / 7.0, ARRAY['a', 'b'] FROM generate_series(1, 20) g"
@@ -77,7 +83,10 @@ async def test_materialised_shapes_equal_select_after_random_workload(served: Se
             next_id = [100]
             for n in range(TRANSACTIONS):
                 write(db, *random_transaction(rng, ids, next_id))
-                if n % (TRANSACTIONS // CHECKS) == TRANSACTIONS // CHECKS - 1 or n == TRANSACTIONS - 1:
+                if (
+                    n % (TRANSACTIONS // CHECKS) == TRANSACTIONS // CHECKS - 1
+                    or n == TRANSACTIONS - 1
+                ):
                     # title: a column of every shape (an update of unselected columns is dropped)
                     marker = write(db, f"UPDATE m_items SET title = 'marker {n}' WHERE id = 0")
                     for shape, (where, columns, _) in zip(shapes, views, strict=True):

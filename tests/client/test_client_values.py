@@ -78,7 +78,11 @@ async def test_values_equal_what_psycopg_reads(served: Served, db: Conn) -> None
     db.execute(f"CREATE TABLE v_all ({COLUMNS})")
     db.execute("INSERT INTO v_all VALUES " + ", ".join(ROWS[:2]))
     async with Client(served.url) as client, await client.shape("v_all", timeout=60) as shape:
-        txid = write(db, "INSERT INTO v_all VALUES " + ROWS[2], "UPDATE v_all SET jb = '{\"u\": 2}' WHERE id = 2")
+        txid = write(
+            db,
+            "INSERT INTO v_all VALUES " + ROWS[2],
+            "UPDATE v_all SET jb = '{\"u\": 2}' WHERE id = 2",
+        )
         await shape.wait_for_txid(txid, timeout=30)
         expected = select_rows(db, "v_all")
         got = {row["id"]: row for row in shape.rows.values()}
@@ -119,6 +123,10 @@ def test_custom_parsers_and_malformed_values() -> None:
         {"int4range": lambda text: tuple(text[1:-1].split(","))},
     )
     assert set(parsers) == {"r", "n"}  # text needs no parser
-    assert parse_row({"r": "[1,5)", "n": "{1,2}", "t": "x"}, parsers) == {"r": ("1", "5"), "n": [1, 2], "t": "x"}
+    assert parse_row({"r": "[1,5)", "n": "{1,2}", "t": "x"}, parsers) == {
+        "r": ("1", "5"),
+        "n": [1, 2],
+        "t": "x",
+    }
     with pytest.raises(ValueError, match="column 'n'"):
         parse_row({"n": "{1,x}"}, parsers)

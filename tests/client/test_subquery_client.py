@@ -32,8 +32,10 @@ INSERT INTO memberships VALUES (1, 1), (2, 2);
 INSERT INTO todos SELECT g, 1 + g % 6, 't' || g, false FROM generate_series(1, 30) g;
 """
 DIRECT = "project_id IN (SELECT project_id FROM memberships WHERE user_id = $1)"
-NESTED = ("project_id IN (SELECT id FROM projects WHERE team_id IN "
-          "(SELECT team_id FROM team_members WHERE user_id = $1))")
+NESTED = (
+    "project_id IN (SELECT id FROM projects WHERE team_id IN "
+    "(SELECT team_id FROM team_members WHERE user_id = $1))"
+)
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -53,10 +55,22 @@ def database(pg_cluster: PostgresCluster) -> Iterator[str]:
 
 
 def serve(url: str, storage: Path, port: int) -> ServeProcess:
-    server = ServeProcess([
-        "--database-url", url, "--host", "127.0.0.1", "--port", str(port), "--storage-dir", str(storage),
-        "--long-poll-timeout", "2", "--log-level", "warning",
-    ])
+    server = ServeProcess(
+        [
+            "--database-url",
+            url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-dir",
+            str(storage),
+            "--long-poll-timeout",
+            "2",
+            "--log-level",
+            "warning",
+        ]
+    )
     server.wait_ready()
     return server
 
@@ -75,7 +89,9 @@ async def converge(shape: Shape, conn: Conn, where: str, timeout: float = 30) ->
     deadline = loop.time() + timeout
     while ids(shape) != expected(conn, where):
         if loop.time() > deadline:
-            raise AssertionError(f"rows {sorted(ids(shape))} != query {sorted(expected(conn, where))}")
+            raise AssertionError(
+                f"rows {sorted(ids(shape))} != query {sorted(expected(conn, where))}"
+            )
         await asyncio.sleep(0.05)
 
 
@@ -83,7 +99,9 @@ async def test_client_follows_moves(database: str, tmp_path: Path) -> None:
     port = free_port()
     server = serve(database, tmp_path / "storage", port)
     try:
-        async with Client(f"http://127.0.0.1:{port}", backoff=Backoff(initial=0.05, maximum=0.5)) as client:
+        async with Client(
+            f"http://127.0.0.1:{port}", backoff=Backoff(initial=0.05, maximum=0.5)
+        ) as client:
             direct = await client.shape("todos", where=DIRECT, params=["1"], timeout=60)
             nested = await client.shape("todos", where=NESTED, params=["1"], timeout=60)
             with psycopg.connect(database, autocommit=True) as conn:
@@ -113,7 +131,9 @@ async def test_restart_drops_subquery_shapes(database: str, tmp_path: Path, kill
     port = free_port()
     storage = tmp_path / "storage"
     server = serve(database, storage, port)
-    async with Client(f"http://127.0.0.1:{port}", backoff=Backoff(initial=0.05, maximum=0.5)) as client:
+    async with Client(
+        f"http://127.0.0.1:{port}", backoff=Backoff(initial=0.05, maximum=0.5)
+    ) as client:
         shape = await client.shape("todos", where=DIRECT, params=["1"], timeout=60)
         plain = await client.shape("todos", where="project_id = 1", timeout=60)
         with psycopg.connect(database, autocommit=True) as conn:

@@ -28,19 +28,31 @@ async def test_two_users_in_a_real_browser(pysync_app: FastAPI, pysync_database_
     node = shutil.which("node")
     assert node is not None, "node (>= 20) runs the browser test"
     assert Path(CHROMIUM).exists(), f"no {CHROMIUM}: apt-get install -y chromium"
-    assert (HERE / "node_modules" / "playwright-core").is_dir(), "run: npm ci --prefix examples/todos"
+    assert (HERE / "node_modules" / "playwright-core").is_dir(), (
+        "run: npm ci --prefix examples/todos"
+    )
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(pysync_app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(pysync_app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
     serving = asyncio.create_task(server.serve())
     try:
         while not server.started:
             assert not serving.done(), "the app did not start"
             await asyncio.sleep(0.02)
         process = await asyncio.create_subprocess_exec(
-            node, "tests/browser.mjs", cwd=HERE,
-            env={**os.environ, "BASE_URL": f"http://127.0.0.1:{port}", "DATABASE_URL": pysync_database_url,
-                 "ARTIFACTS": str(ARTIFACTS), "CHROMIUM": CHROMIUM},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            node,
+            "tests/browser.mjs",
+            cwd=HERE,
+            env={
+                **os.environ,
+                "BASE_URL": f"http://127.0.0.1:{port}",
+                "DATABASE_URL": pysync_database_url,
+                "ARTIFACTS": str(ARTIFACTS),
+                "CHROMIUM": CHROMIUM,
+            },
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         try:
             output, _ = await asyncio.wait_for(process.communicate(), 240)
@@ -54,7 +66,9 @@ async def test_two_users_in_a_real_browser(pysync_app: FastAPI, pysync_database_
     report = output.decode()
     print(report)
     assert process.returncode == 0, report
-    assert (ARTIFACTS / "todos-ann.png").stat().st_size > 1000 and (ARTIFACTS / "todos-bob.png").stat().st_size > 1000
+    assert (ARTIFACTS / "todos-ann.png").stat().st_size > 1000 and (
+        ARTIFACTS / "todos-bob.png"
+    ).stat().st_size > 1000
 
 
 def test_the_checked_in_bundle_is_built_from_its_source(tmp_path: Path) -> None:
@@ -63,4 +77,5 @@ def test_the_checked_in_bundle_is_built_from_its_source(tmp_path: Path) -> None:
     rebuilt = tmp_path / "app.js"
     subprocess.run([node, "web/build.mjs", str(rebuilt)], cwd=HERE, check=True, timeout=120)
     assert rebuilt.read_bytes() == (HERE / "static" / "app.js").read_bytes(), (
-        "static/app.js is stale: run `npm run build` in examples/todos and commit it")
+        "static/app.js is stale: run `npm run build` in examples/todos and commit it"
+    )

@@ -27,7 +27,11 @@ async def list_id(http: httpx.AsyncClient, user: str) -> int:
 
 
 async def test_each_user_syncs_only_their_todos(pysync_http: httpx.AsyncClient) -> None:
-    for user, expected in (("ann", {"milk", "bread"}), ("bob", {"dishes", "laundry"}), ("cat", set())):
+    for user, expected in (
+        ("ann", {"milk", "bread"}),
+        ("bob", {"dishes", "laundry"}),
+        ("cat", set()),
+    ):
         async with pysync.Client(http=pysync_http, headers=cookie(user)) as client:
             shape = await client.shape(url="/shapes/todos", timeout=30)
             await shape.close()
@@ -36,34 +40,66 @@ async def test_each_user_syncs_only_their_todos(pysync_http: httpx.AsyncClient) 
     assert response.status_code == 401
 
 
-async def test_writes_are_awaited_by_txid(pysync_http: httpx.AsyncClient, pysync_wait_for_txid: Any) -> None:
+async def test_writes_are_awaited_by_txid(
+    pysync_http: httpx.AsyncClient, pysync_wait_for_txid: Any
+) -> None:
     lists = await list_id(pysync_http, "ann")
-    todo = {"id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "list_id": lists, "title": "eggs", "done": False}
-    response = await pysync_http.post("/api/mutations", headers=cookie("ann"), json=[
-        {"type": "insert", "modified": todo, "syncMetadata": {"relation": ["public", "todos"]}},
-    ])
+    todo = {
+        "id": "1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+        "list_id": lists,
+        "title": "eggs",
+        "done": False,
+    }
+    response = await pysync_http.post(
+        "/api/mutations",
+        headers=cookie("ann"),
+        json=[
+            {"type": "insert", "modified": todo, "syncMetadata": {"relation": ["public", "todos"]}},
+        ],
+    )
     assert response.status_code == 200, response.text
-    rows = await pysync_wait_for_txid(response.json()["txid"], url="/shapes/todos", headers=cookie("ann"))
+    rows = await pysync_wait_for_txid(
+        response.json()["txid"], url="/shapes/todos", headers=cookie("ann")
+    )
     assert titles(rows) == {"milk", "bread", "eggs"}
-    update = await pysync_http.post("/api/mutations", headers=cookie("ann"), json=[
-        {"type": "update", "original": todo, "changes": {"done": True}, "syncMetadata": {"relation": ["public", "todos"]}},
-    ])
-    rows = await pysync_wait_for_txid(update.json()["txid"], url="/shapes/todos", headers=cookie("ann"))
+    update = await pysync_http.post(
+        "/api/mutations",
+        headers=cookie("ann"),
+        json=[
+            {
+                "type": "update",
+                "original": todo,
+                "changes": {"done": True},
+                "syncMetadata": {"relation": ["public", "todos"]},
+            },
+        ],
+    )
+    rows = await pysync_wait_for_txid(
+        update.json()["txid"], url="/shapes/todos", headers=cookie("ann")
+    )
     assert [r["done"] for r in rows.values() if r["title"] == "eggs"] == [True]
     # Bob may not write into Ann's list, nor move a todo there.
-    refused = await pysync_http.post("/api/mutations", headers=cookie("bob"), json=[
-        {"type": "delete", "original": todo, "syncMetadata": {"relation": ["public", "todos"]}},
-    ])
+    refused = await pysync_http.post(
+        "/api/mutations",
+        headers=cookie("bob"),
+        json=[
+            {"type": "delete", "original": todo, "syncMetadata": {"relation": ["public", "todos"]}},
+        ],
+    )
     assert refused.status_code == 403 and "not yours" in refused.json()["message"]
 
 
-async def test_sharing_interrupts_the_other_users_shape(pysync_http: httpx.AsyncClient, pysync_database_url: str) -> None:
+async def test_sharing_interrupts_the_other_users_shape(
+    pysync_http: httpx.AsyncClient, pysync_database_url: str
+) -> None:
     ann_list = await list_id(pysync_http, "ann")
     async with pysync.Client(http=pysync_http, headers=cookie("bob")) as bob:
         shape = await bob.shape(url="/shapes/todos", timeout=30)
         try:
             assert titles(shape.rows) == {"dishes", "laundry"}
-            response = await pysync_http.post(f"/api/lists/{ann_list}/shares/bob", headers=cookie("ann"))
+            response = await pysync_http.post(
+                f"/api/lists/{ann_list}/shares/bob", headers=cookie("ann")
+            )
             assert response.status_code == 200
             await _until(lambda: titles(shape.rows) == {"dishes", "laundry", "milk", "bread"})
             # A todo moved out of Bob's lists leaves his shape; unsharing takes Ann's away.
@@ -73,7 +109,9 @@ async def test_sharing_interrupts_the_other_users_shape(pysync_http: httpx.Async
                 (cats,) = conn.execute("SELECT id FROM lists WHERE owner = 'cat'").fetchone()  # type: ignore[misc]
                 conn.execute("UPDATE todos SET list_id = %s WHERE title = 'laundry'", (cats,))
             await _until(lambda: titles(shape.rows) == {"dishes", "milk", "bread"})
-            response = await pysync_http.delete(f"/api/lists/{ann_list}/shares/bob", headers=cookie("ann"))
+            response = await pysync_http.delete(
+                f"/api/lists/{ann_list}/shares/bob", headers=cookie("ann")
+            )
             assert response.status_code == 200
             await _until(lambda: titles(shape.rows) == set())
         finally:

@@ -47,7 +47,9 @@ User = Annotated[str, Depends(current_user)]
 Db = Annotated[AsyncSession, Depends(session)]
 
 
-def create_app(sync: pysync.Sync | None = None, *, key: bytes | None = None, seed: bool = False) -> FastAPI:
+def create_app(
+    sync: pysync.Sync | None = None, *, key: bytes | None = None, seed: bool = False
+) -> FastAPI:
     """The app on ``sync`` (default: ``pysync.Sync()``, which uses ``DATABASE_URL`` or,
     without it, a private Postgres in ``./.pysync``). ``seed`` adds demo users' lists."""
     sync = sync or pysync.Sync()
@@ -57,14 +59,18 @@ def create_app(sync: pysync.Sync | None = None, *, key: bytes | None = None, see
         async with contextlib.AsyncExitStack() as stack:
             if not sync.started:  # a test may hand in a started one
                 await stack.enter_async_context(sync)
-            engine = create_async_engine(sync.database_url.replace("postgresql://", "postgresql+psycopg://", 1))
+            engine = create_async_engine(
+                sync.database_url.replace("postgresql://", "postgresql+psycopg://", 1)
+            )
             stack.push_async_callback(engine.dispose)
             await create_tables(engine, seed=seed)
             app.state.sessions = async_sessionmaker(engine, expire_on_commit=False)
             yield
 
     app = FastAPI(lifespan=lifespan)
-    app.state.signer = Signer(key or os.environ.get("TODOS_KEY", "").encode() or secrets.token_bytes(32))
+    app.state.signer = Signer(
+        key or os.environ.get("TODOS_KEY", "").encode() or secrets.token_bytes(32)
+    )
     # Preflights never carry the cookie: answered before auth runs.
     app.add_middleware(pysync.PreflightMiddleware, cors=sync.cors, paths=["/shapes/"])
 
@@ -79,7 +85,9 @@ def create_app(sync: pysync.Sync | None = None, *, key: bytes | None = None, see
     @app.get("/login")
     async def login(user: str, request: Request) -> RedirectResponse:
         response = RedirectResponse("/", status_code=303)
-        response.set_cookie(COOKIE, request.app.state.signer.sign(user), httponly=True, samesite="lax")
+        response.set_cookie(
+            COOKIE, request.app.state.signer.sign(user), httponly=True, samesite="lax"
+        )
         return response
 
     @app.get("/api/me")
@@ -90,7 +98,9 @@ def create_app(sync: pysync.Sync | None = None, *, key: bytes | None = None, see
 
     async def visible_lists(db: AsyncSession, user: str) -> list[int]:
         shared = sa.select(Share.list_id).where(Share.user == user)
-        query = sa.select(TodoList.id).where(sa.or_(TodoList.owner == user, TodoList.id.in_(shared)))
+        query = sa.select(TodoList.id).where(
+            sa.or_(TodoList.owner == user, TodoList.id.in_(shared))
+        )
         return list((await db.scalars(query.order_by(TodoList.id))).all())
 
     def per_user(make_shape: Any) -> Any:
@@ -105,9 +115,15 @@ def create_app(sync: pysync.Sync | None = None, *, key: bytes | None = None, see
 
         return endpoint
 
-    app.add_api_route("/shapes/lists", per_user(lambda ids: pysync.shape(TodoList, where=TodoList.id.in_(ids))))
-    app.add_api_route("/shapes/todos", per_user(lambda ids: pysync.shape(Todo, where=Todo.list_id.in_(ids))))
-    app.add_api_route("/shapes/shares", per_user(lambda ids: pysync.shape(Share, where=Share.list_id.in_(ids))))
+    app.add_api_route(
+        "/shapes/lists", per_user(lambda ids: pysync.shape(TodoList, where=TodoList.id.in_(ids)))
+    )
+    app.add_api_route(
+        "/shapes/todos", per_user(lambda ids: pysync.shape(Todo, where=Todo.list_id.in_(ids)))
+    )
+    app.add_api_route(
+        "/shapes/shares", per_user(lambda ids: pysync.shape(Share, where=Share.list_id.in_(ids)))
+    )
 
     def shapes_changed() -> None:
         # Every function-defined shape of these tables re-runs; only users whose set of
@@ -159,7 +175,9 @@ def create_app(sync: pysync.Sync | None = None, *, key: bytes | None = None, see
     @app.post("/api/lists/{list_id}/shares/{other}")
     async def share(list_id: int, other: str, user: User, db: Db) -> JSONResponse:
         await owned(db, list_id, user)
-        await db.execute(postgresql.insert(Share).values(list_id=list_id, user=other).on_conflict_do_nothing())
+        await db.execute(
+            postgresql.insert(Share).values(list_id=list_id, user=other).on_conflict_do_nothing()
+        )
         await db.commit()
         shapes_changed()
         return JSONResponse({"shared": True})
@@ -178,14 +196,22 @@ def create_app(sync: pysync.Sync | None = None, *, key: bytes | None = None, see
 async def create_tables(engine: AsyncEngine, *, seed: bool) -> None:
     async with engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
-        if seed and not (await conn.execute(sa.select(sa.func.count()).select_from(TodoList))).scalar():
+        if (
+            seed
+            and not (await conn.execute(sa.select(sa.func.count()).select_from(TodoList))).scalar()
+        ):
             for owner, name, titles in (
                 ("ann", "Ann's groceries", ["milk", "bread"]),
                 ("bob", "Bob's chores", ["dishes", "laundry"]),
             ):
-                list_id = (await conn.execute(
-                    sa.insert(TodoList).values(owner=owner, name=name).returning(TodoList.id))).scalar_one()
-                await conn.execute(sa.insert(Todo), [{"list_id": list_id, "title": t} for t in titles])
+                list_id = (
+                    await conn.execute(
+                        sa.insert(TodoList).values(owner=owner, name=name).returning(TodoList.id)
+                    )
+                ).scalar_one()
+                await conn.execute(
+                    sa.insert(Todo), [{"list_id": list_id, "title": t} for t in titles]
+                )
 
 
 app = create_app(seed=True)

@@ -23,7 +23,9 @@ class Share(Base):
     """``user`` may see (and edit the todos of) ``list_id``."""
 
     __tablename__ = "shares"
-    list_id: Mapped[int] = mapped_column(sa.ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True)
+    list_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("lists.id", ondelete="CASCADE"), primary_key=True
+    )
     user: Mapped[str] = mapped_column("user", sa.Text, primary_key=True)
 
 

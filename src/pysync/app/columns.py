@@ -69,12 +69,21 @@ def table_from_rows(schema: str, name: str, rows: Sequence[Sequence[Any]]) -> Wr
         return None
     columns = {
         str(attname): WriteColumn(
-            str(attname), (str(nsp), str(typname)), str(element), str(category), int(dims),
-            bool(generated), None if pk_index is None else int(pk_index),
+            str(attname),
+            (str(nsp), str(typname)),
+            str(element),
+            str(category),
+            int(dims),
+            bool(generated),
+            None if pk_index is None else int(pk_index),
         )
         for attname, nsp, typname, element, category, dims, generated, pk_index in rows
     }
-    pk = tuple(sorted((c for c in columns.values() if c.pk_index is not None), key=lambda c: c.pk_index or 0))
+    pk = tuple(
+        sorted(
+            (c for c in columns.values() if c.pk_index is not None), key=lambda c: c.pk_index or 0
+        )
+    )
     return WriteTable(schema, name, columns, tuple(c.name for c in pk))
 
 
@@ -94,8 +103,10 @@ def input_text(column: WriteColumn, value: Any) -> Any:
 
 def _array_text(column: WriteColumn, items: Sequence[Any]) -> list[Any]:
     return [
-        None if item is None
-        else _array_text(column, item) if isinstance(item, (list, tuple)) and column.element not in _JSON
+        None
+        if item is None
+        else _array_text(column, item)
+        if isinstance(item, (list, tuple)) and column.element not in _JSON
         else _scalar_text(column.element, column.category, item)
         for item in items
     ]

@@ -50,7 +50,9 @@ def _is_sqlalchemy(connection: object) -> bool:
 def _psycopg_of(raw: Any, kind: type) -> Any:
     driver = getattr(raw, "driver_connection", raw)
     if not isinstance(driver, kind):
-        raise TypeError(f"pysync.Writer writes through psycopg 3: use {_DRIVER}, not {type(driver).__name__}")
+        raise TypeError(
+            f"pysync.Writer writes through psycopg 3: use {_DRIVER}, not {type(driver).__name__}"
+        )
     return driver
 
 
@@ -63,7 +65,9 @@ def sync_transaction(connection: Any) -> Iterator[tuple[psycopg.Connection[Any],
             yield connection, None
         return
     if not _is_sqlalchemy(connection) or not hasattr(connection, "begin_nested"):
-        raise TypeError(f"expected a psycopg.Connection or a SQLAlchemy Session, got {type(connection).__name__}")
+        raise TypeError(
+            f"expected a psycopg.Connection or a SQLAlchemy Session, got {type(connection).__name__}"
+        )
     from sqlalchemy.orm import Session
 
     transaction = connection.begin_nested() if connection.in_transaction() else connection.begin()
@@ -76,7 +80,9 @@ def sync_transaction(connection: Any) -> Iterator[tuple[psycopg.Connection[Any],
 
 
 @contextlib.asynccontextmanager
-async def async_transaction(connection: Any) -> AsyncIterator[tuple[psycopg.AsyncConnection[Any], Any]]:
+async def async_transaction(
+    connection: Any,
+) -> AsyncIterator[tuple[psycopg.AsyncConnection[Any], Any]]:
     if isinstance(connection, psycopg.AsyncConnection):
         async with connection.transaction():
             yield connection, None
@@ -91,7 +97,10 @@ async def async_transaction(connection: Any) -> AsyncIterator[tuple[psycopg.Asyn
     async with transaction:
         core = await connection.connection() if isinstance(connection, AsyncSession) else connection
         raw = await core.get_raw_connection()
-        yield _psycopg_of(raw, psycopg.AsyncConnection), connection if isinstance(connection, AsyncSession) else None
+        yield (
+            _psycopg_of(raw, psycopg.AsyncConnection),
+            connection if isinstance(connection, AsyncSession) else None,
+        )
 
 
 def run_sync(batch: Batch, connection: psycopg.Connection[Any], session: Any) -> int:
@@ -113,7 +122,9 @@ def run_sync(batch: Batch, connection: psycopg.Connection[Any], session: Any) ->
             else:
                 if inspect.iscoroutine(step.awaitable):
                     step.awaitable.close()
-                raise RuntimeError("an async callback needs an async connection: use Writer.apply_async")
+                raise RuntimeError(
+                    "an async callback needs an async connection: use Writer.apply_async"
+                )
         except Exception as exc:  # handed to the batch, which names the mutation
             error = exc
 

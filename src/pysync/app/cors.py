@@ -51,8 +51,11 @@ class CORS(msgspec.Struct, frozen=True, kw_only=True):
         max_age: int = 86400,
     ) -> CORS:
         return cls(
-            origins=origins if isinstance(origins, str) else tuple(origins), credentials=credentials,
-            headers=tuple(h.lower() for h in headers), vary=tuple(h.lower() for h in vary), max_age=max_age,
+            origins=origins if isinstance(origins, str) else tuple(origins),
+            credentials=credentials,
+            headers=tuple(h.lower() for h in headers),
+            vary=tuple(h.lower() for h in vary),
+            max_age=max_age,
         )
 
     def allowed_origin(self, origin: str | None) -> str | None:
@@ -76,7 +79,9 @@ class CORS(msgspec.Struct, frozen=True, kw_only=True):
 
     def preflight(self, request: Request) -> Response:
         """The answer to ``OPTIONS``."""
-        response = Response(b"", status_code=204, headers={"access-control-max-age": str(self.max_age)})
+        response = Response(
+            b"", status_code=204, headers={"access-control-max-age": str(self.max_age)}
+        )
         self.apply(request, response)
         requested = request.headers.get("access-control-request-headers")
         if requested:
@@ -117,8 +122,10 @@ class PreflightMiddleware:
         self.paths = tuple(paths) if paths is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "OPTIONS" and (
-            self.paths is None or scope["path"].startswith(self.paths)
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "OPTIONS"
+            and (self.paths is None or scope["path"].startswith(self.paths))
         ):
             request = Request(scope, receive)
             if "access-control-request-method" in request.headers:

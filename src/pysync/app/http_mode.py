@@ -37,9 +37,16 @@ log = logging.getLogger(__name__)
 
 PASSED_PARAMS = ("offset", "handle", "live", "cursor", "live_sse", "experimental_live_sse")
 PASSED_HEADERS = ("if-none-match", "traceparent", "tracestate")
-KEPT_HEADERS = frozenset({
-    "cache-control", "content-type", "etag", "retry-after", "surrogate-control", "x-request-id",
-})
+KEPT_HEADERS = frozenset(
+    {
+        "cache-control",
+        "content-type",
+        "etag",
+        "retry-after",
+        "surrogate-control",
+        "x-request-id",
+    }
+)
 READ_TIMEOUT = 120.0
 """Longer than an upstream long-poll (20 s) or SSE keep-alive (21 s)."""
 
@@ -47,7 +54,9 @@ READ_TIMEOUT = 120.0
 class RemoteShapes:
     """Forwards shape requests to the sync service at ``url``."""
 
-    def __init__(self, url: str, *, secret: str | None = None, http: httpx.AsyncClient | None = None) -> None:
+    def __init__(
+        self, url: str, *, secret: str | None = None, http: httpx.AsyncClient | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self.secret = secret
         self.interrupts = InterruptRegistry()
@@ -58,7 +67,8 @@ class RemoteShapes:
     async def start(self) -> None:
         if self._http is None:
             self._http = httpx.AsyncClient(
-                base_url=self.url, timeout=httpx.Timeout(10.0, read=READ_TIMEOUT),
+                base_url=self.url,
+                timeout=httpx.Timeout(10.0, read=READ_TIMEOUT),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
             )
         self._closing = asyncio.Event()
@@ -87,11 +97,17 @@ class RemoteShapes:
     # -- app-defined shapes -----------------------------------------------------------
 
     async def serve(
-        self, request: Request, parsed: ShapeRequest, definition: ShapeDefinition, recheck: Recheck | None
+        self,
+        request: Request,
+        parsed: ShapeRequest,
+        definition: ShapeDefinition,
+        recheck: Recheck | None,
     ) -> Response:
         query = httpx.QueryParams([*shape_params(definition), *self._passed(request)])
         upstream = self.http.build_request(
-            "HEAD" if request.method == "HEAD" else "GET", "/v1/shape", params=query,
+            "HEAD" if request.method == "HEAD" else "GET",
+            "/v1/shape",
+            params=query,
             headers=_passed_headers(request),
         )
         try:
@@ -113,7 +129,11 @@ class RemoteShapes:
         return _relay(response)
 
     async def _send_interruptible(
-        self, upstream: httpx.Request, parsed: ShapeRequest, definition: ShapeDefinition, waiter: Waiter
+        self,
+        upstream: httpx.Request,
+        parsed: ShapeRequest,
+        definition: ShapeDefinition,
+        waiter: Waiter,
     ) -> httpx.Response:
         """The upstream's answer; raises MustRefetch when an interrupt changed the shape."""
         sending = asyncio.ensure_future(self._send(upstream))
@@ -135,7 +155,10 @@ class RemoteShapes:
                     await (await sending).aclose()
 
     async def _watched(
-        self, response: httpx.Response, definition: ShapeDefinition, waiter: Waiter,
+        self,
+        response: httpx.Response,
+        definition: ShapeDefinition,
+        waiter: Waiter,
         scope: contextlib.ExitStack,
     ) -> AsyncIterator[bytes]:
         chunks = response.aiter_raw().__aiter__()
@@ -144,7 +167,9 @@ class RemoteShapes:
             while True:
                 if following is None:
                     following = asyncio.ensure_future(chunks.__anext__())
-                await asyncio.wait((following, waiter.released), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    (following, waiter.released), return_when=asyncio.FIRST_COMPLETED
+                )
                 if following.done():
                     try:
                         chunk = following.result()
@@ -159,7 +184,9 @@ class RemoteShapes:
                     current = await waiter.recheck()
                 except MustRefetch:
                     return
-                if current != definition and await self._handle_of(current) != response.headers.get("electric-handle"):
+                if current != definition and await self._handle_of(current) != response.headers.get(
+                    "electric-handle"
+                ):
                     return  # the client reconnects and gets the 409
                 waiter.rearm()
         finally:
@@ -174,13 +201,18 @@ class RemoteShapes:
 
     async def _handle_of(self, definition: ShapeDefinition) -> str | None:
         """The handle the upstream serves ``definition`` under (None if it cannot say)."""
-        pairs: list[tuple[str, str | int | float | bool | None]] = [*shape_params(definition), ("offset", "-1")]
+        pairs: list[tuple[str, str | int | float | bool | None]] = [
+            *shape_params(definition),
+            ("offset", "-1"),
+        ]
         if self.secret:
             pairs.append(("secret", self.secret))
         query = httpx.QueryParams(pairs)
         try:
             async with self.http.stream("GET", "/v1/shape", params=query) as response:
-                return response.headers.get("electric-handle") if response.status_code == 200 else None
+                return (
+                    response.headers.get("electric-handle") if response.status_code == 200 else None
+                )
         except httpx.HTTPError:
             return None
 
@@ -202,8 +234,11 @@ class RemoteShapes:
     async def electric(self, request: Request) -> Response:
         body = await request.body() if request.method == "POST" else None
         upstream = self.http.build_request(
-            request.method, "/v1/shape", params=list(request.query_params.multi_items()),
-            headers={**_passed_headers(request), **_content_type(request)}, content=body,
+            request.method,
+            "/v1/shape",
+            params=list(request.query_params.multi_items()),
+            headers={**_passed_headers(request), **_content_type(request)},
+            content=body,
         )
         try:
             return _relay(await self._send(upstream))
@@ -237,11 +272,12 @@ def _content_type(request: Request) -> dict[str, str]:
 
 def _relay(response: httpx.Response, body: AsyncIterator[bytes] | None = None) -> Response:
     headers = {
-        k: v for k, v in response.headers.items()
-        if k in KEPT_HEADERS or k.startswith("electric-")
+        k: v for k, v in response.headers.items() if k in KEPT_HEADERS or k.startswith("electric-")
     }
     return StreamingResponse(
-        body if body is not None else _streamed(response), status_code=response.status_code, headers=headers
+        body if body is not None else _streamed(response),
+        status_code=response.status_code,
+        headers=headers,
     )
 
 

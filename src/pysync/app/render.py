@@ -37,7 +37,11 @@ log = logging.getLogger(__name__)
 
 class ShapeBackend(Protocol):
     async def serve(
-        self, request: Request, parsed: ShapeRequest, definition: ShapeDefinition, recheck: Recheck | None
+        self,
+        request: Request,
+        parsed: ShapeRequest,
+        definition: ShapeDefinition,
+        recheck: Recheck | None,
     ) -> Response:
         """The response to a validated request for an app-defined shape (errors rendered)."""
 
@@ -66,7 +70,11 @@ class EmbeddedShapes:
         self.api = api
 
     async def serve(
-        self, request: Request, parsed: ShapeRequest, definition: ShapeDefinition, recheck: Recheck | None
+        self,
+        request: Request,
+        parsed: ShapeRequest,
+        definition: ShapeDefinition,
+        recheck: Recheck | None,
     ) -> Response:
         return await self.api.serve(request, parsed, definition, recheck=recheck)
 
@@ -134,8 +142,11 @@ def _recheck(fn: ShapeFunction, request: Request, parsed: ShapeRequest) -> Reche
         try:
             return await call_shape_function(fn, request)
         except Exception:  # noqa: BLE001 - the client refetches, and then meets the error itself
-            log.warning("the shape function of %s failed after an interrupt; the client refetches",
-                        request.url.path, exc_info=True)
+            log.warning(
+                "the shape function of %s failed after an interrupt; the client refetches",
+                request.url.path,
+                exc_info=True,
+            )
             raise MustRefetch(None, parsed.offset, parsed.live, parsed.sse) from None
 
     return recheck

@@ -20,7 +20,9 @@ APP_SHAPE_METHODS = ["GET", "HEAD", "OPTIONS"]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def electric_routes(backend: Callable[[], ShapeBackend], cors: CORS, *, metrics: bool = False) -> list[BaseRoute]:
+def electric_routes(
+    backend: Callable[[], ShapeBackend], cors: CORS, *, metrics: bool = False
+) -> list[BaseRoute]:
     """``/v1/shape`` (client-defined shapes, every method of Electric's API) and
     ``/v1/health``; ``/metrics`` (Prometheus) when asked and the engine is in-process."""
 
@@ -40,6 +42,7 @@ def electric_routes(backend: Callable[[], ShapeBackend], cors: CORS, *, metrics:
         Route("/v1/health", health, methods=["GET", "HEAD"]),
     ]
     if metrics:
+
         async def metrics_endpoint(request: Request) -> Response:
             metrics_of = getattr(backend(), "metrics", None)
             if metrics_of is None:
@@ -53,7 +56,9 @@ def electric_routes(backend: Callable[[], ShapeBackend], cors: CORS, *, metrics:
 
 def mount(path: str, routes: list[BaseRoute]) -> Mount:
     if not path.startswith("/") or path == "/":
-        raise ValueError(f"mount path {path!r}: give a prefix such as '/electric' (routes() mounts at the root)")
+        raise ValueError(
+            f"mount path {path!r}: give a prefix such as '/electric' (routes() mounts at the root)"
+        )
     return Mount(path.rstrip("/"), routes=routes)
 
 

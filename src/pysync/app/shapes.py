@@ -58,32 +58,53 @@ def shape(
         raise TypeError("shape() needs a table: a name, a SQLAlchemy Table, ORM class or select()")
     if isinstance(source, str):
         if where is not None and not isinstance(where, str):
-            raise ShapeError("where", "with a table name, where= is WHERE text (SQLAlchemy expressions need "
-                             "a Table or ORM class as the shape)")
+            raise ShapeError(
+                "where",
+                "with a table name, where= is WHERE text (SQLAlchemy expressions need "
+                "a Table or ORM class as the shape)",
+            )
         return ShapeDefinition.create(
-            source, namespace=namespace, where=where, params=params, columns=columns,
-            replica=replica, log_mode=log_mode,
+            source,
+            namespace=namespace,
+            where=where,
+            params=params,
+            columns=columns,
+            replica=replica,
+            log_mode=log_mode,
         )
     if not uses_sqlalchemy(source):
-        raise ShapeError("table", f"expected a table name, a ShapeDefinition or a SQLAlchemy Table, ORM class "
-                         f"or select(), not {type(source).__name__}")
+        raise ShapeError(
+            "table",
+            f"expected a table name, a ShapeDefinition or a SQLAlchemy Table, ORM class "
+            f"or select(), not {type(source).__name__}",
+        )
     from pysync.app.sqlalchemy import compile_source
 
     text: str | None
     if isinstance(where, str):
         compiled = compile_source(source)
         if compiled.where is not None:
-            raise ShapeError("where", "the select() has a WHERE already: give the condition there, or "
-                             "as a SQLAlchemy expression in where=")
+            raise ShapeError(
+                "where",
+                "the select() has a WHERE already: give the condition there, or "
+                "as a SQLAlchemy expression in where=",
+            )
         text, values = where, params
     else:
         if params is not None:
-            raise ShapeError("params", "params= goes with WHERE text; an expression carries its values")
+            raise ShapeError(
+                "params", "params= goes with WHERE text; an expression carries its values"
+            )
         compiled = compile_source(source, where)
         text, values = compiled.where, list(compiled.params)
     return ShapeDefinition.create(
-        compiled.table, namespace=namespace or compiled.schema, where=text, params=values,
-        columns=columns if columns is not None else compiled.columns, replica=replica, log_mode=log_mode,
+        compiled.table,
+        namespace=namespace or compiled.schema,
+        where=text,
+        params=values,
+        columns=columns if columns is not None else compiled.columns,
+        replica=replica,
+        log_mode=log_mode,
     )
 
 
@@ -98,7 +119,11 @@ def uses_sqlalchemy(obj: object) -> bool:
 
 def is_shape_function(source: object) -> bool:
     """A function defining the shape per request (not a table, definition or ORM class)."""
-    return callable(source) and not isinstance(source, (str, ShapeDefinition)) and not uses_sqlalchemy(source)
+    return (
+        callable(source)
+        and not isinstance(source, (str, ShapeDefinition))
+        and not uses_sqlalchemy(source)
+    )
 
 
 async def call_shape_function(fn: ShapeFunction, request: Request) -> ShapeDefinition:
@@ -120,12 +145,11 @@ def _takes_argument(fn: ShapeFunction) -> bool:
     except (TypeError, ValueError):
         return True
     positional = [
-        p for p in signature.parameters.values()
+        p
+        for p in signature.parameters.values()
         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
     ]
     return bool(positional)
-
-
 
 
 def interrupt_target(shape_: object, options: dict[str, Any]) -> tuple[object, dict[str, Any]]:
@@ -134,7 +158,9 @@ def interrupt_target(shape_: object, options: dict[str, Any]) -> tuple[object, d
     ``where=``/``columns=``, or a ``select()``, for exactly that shape."""
     if not uses_sqlalchemy(shape_):
         if uses_sqlalchemy(options.get("where")):
-            raise TypeError("a SQLAlchemy where= needs the ORM class or Table as the first argument")
+            raise TypeError(
+                "a SQLAlchemy where= needs the ORM class or Table as the first argument"
+            )
         return shape_, options
     from pysync.app.sqlalchemy import compile_source
 

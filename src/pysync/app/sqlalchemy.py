@@ -46,7 +46,9 @@ def compile_source(source: object, where: object = None) -> Compiled:
         clause = None
     if where is not None:
         if not isinstance(where, elements.ClauseElement):
-            raise ShapeError("where", f"expected a SQLAlchemy expression, not {type(where).__name__}")
+            raise ShapeError(
+                "where", f"expected a SQLAlchemy expression, not {type(where).__name__}"
+            )
         clause = where if clause is None else sa.and_(clause, where)  # type: ignore[arg-type]
     text, params = (None, ()) if clause is None else compile_where(clause, table)
     # SQLAlchemy names are quoted_name (a str subclass): plain str from here on.
@@ -64,8 +66,11 @@ def table_and_columns(source: object) -> tuple[sa.Table, tuple[str, ...] | None]
         mapper: Any = sa.inspect(source)
         mapped = [c for c in mapper.columns if isinstance(c, sa.Column) and c.table is table]
         return table, _declared_columns(table, mapped)
-    raise ShapeError("table", f"expected a table name, a SQLAlchemy Table, an ORM class or a select(), "
-                     f"not {type(source).__name__}")
+    raise ShapeError(
+        "table",
+        f"expected a table name, a SQLAlchemy Table, an ORM class or a select(), "
+        f"not {type(source).__name__}",
+    )
 
 
 def _declared_columns(table: sa.Table, columns: Sequence[sa.Column[Any]]) -> tuple[str, ...]:
@@ -79,8 +84,9 @@ def _check_keys(table: sa.Table, names: Sequence[str]) -> None:
     missing = [c.name for c in table.primary_key.columns if c.name not in names]
     if missing:
         raise ShapeError(
-            "columns", f"the columns of a shape must include the primary key of {table.name}: "
-            f"missing {', '.join(missing)}"
+            "columns",
+            f"the columns of a shape must include the primary key of {table.name}: "
+            f"missing {', '.join(missing)}",
         )
 
 

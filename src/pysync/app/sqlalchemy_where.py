@@ -31,21 +31,51 @@ from pysync.shapes.definition import ShapeError
 DIALECT: Any = _psycopg_dialect.dialect()  # type: ignore[no-untyped-call]
 _quote = DIALECT.identifier_preparer.quote
 
-FUNCTIONS = frozenset({
-    "lower", "upper", "coalesce", "greatest", "least", "concat", "array_cat", "array_append",
-    "array_prepend", "array_ndims", "int2", "int4", "int8", "float4", "float8", "numeric",
-    "bool", "uuid", "text", "date", "time", "timestamp", "timestamptz", "interval",
-})
+FUNCTIONS = frozenset(
+    {
+        "lower",
+        "upper",
+        "coalesce",
+        "greatest",
+        "least",
+        "concat",
+        "array_cat",
+        "array_append",
+        "array_prepend",
+        "array_ndims",
+        "int2",
+        "int4",
+        "int8",
+        "float4",
+        "float8",
+        "numeric",
+        "bool",
+        "uuid",
+        "text",
+        "date",
+        "time",
+        "timestamp",
+        "timestamptz",
+        "interval",
+    }
+)
 """The functions of Electric's WHERE language (as pysync checks it)."""
 
 _COMPARISONS: dict[Any, str] = {
-    operators.eq: "=", operators.ne: "<>", operators.lt: "<", operators.le: "<=",
-    operators.gt: ">", operators.ge: ">=",
-    operators.is_distinct_from: "IS DISTINCT FROM", operators.is_not_distinct_from: "IS NOT DISTINCT FROM",
+    operators.eq: "=",
+    operators.ne: "<>",
+    operators.lt: "<",
+    operators.le: "<=",
+    operators.gt: ">",
+    operators.ge: ">=",
+    operators.is_distinct_from: "IS DISTINCT FROM",
+    operators.is_not_distinct_from: "IS NOT DISTINCT FROM",
 }
 _LIKES: dict[Any, str] = {
-    operators.like_op: "LIKE", operators.not_like_op: "NOT LIKE",
-    operators.ilike_op: "ILIKE", operators.not_ilike_op: "NOT ILIKE",
+    operators.like_op: "LIKE",
+    operators.not_like_op: "NOT LIKE",
+    operators.ilike_op: "ILIKE",
+    operators.not_ilike_op: "NOT ILIKE",
 }
 # col.contains("x") and friends: a LIKE over a pattern built around the parameter.
 _PATTERNS: dict[Any, tuple[str, str, str]] = {
@@ -63,16 +93,26 @@ _PATTERNS: dict[Any, tuple[str, str, str]] = {
     operators.not_iendswith_op: ("NOT ILIKE", "'%' || ", ""),
 }
 _ARITHMETIC: dict[Any, str] = {
-    operators.add: "+", operators.sub: "-", operators.mul: "*", operators.truediv: "/",
-    operators.concat_op: "||", operators.bitwise_and_op: "&", operators.bitwise_or_op: "|",
+    operators.add: "+",
+    operators.sub: "-",
+    operators.mul: "*",
+    operators.truediv: "/",
+    operators.concat_op: "||",
+    operators.bitwise_and_op: "&",
+    operators.bitwise_or_op: "|",
     operators.bitwise_xor_op: "#",
 }
 _ARRAY_OPERATORS = frozenset({"@>", "<@", "&&", "||"})
 _NAMES: dict[Any, str] = {
-    operators.mod: "% (modulo)", operators.match_op: "match()", operators.regexp_match_op: "regexp_match()",
-    operators.not_regexp_match_op: "regexp_match()", operators.json_getitem_op: "JSON subscripts",
-    operators.json_path_getitem_op: "JSON paths", operators.bitwise_lshift_op: "<<",
-    operators.bitwise_rshift_op: ">>", operators.distinct_op: "DISTINCT",
+    operators.mod: "% (modulo)",
+    operators.match_op: "match()",
+    operators.regexp_match_op: "regexp_match()",
+    operators.not_regexp_match_op: "regexp_match()",
+    operators.json_getitem_op: "JSON subscripts",
+    operators.json_path_getitem_op: "JSON paths",
+    operators.bitwise_lshift_op: "<<",
+    operators.bitwise_rshift_op: ">>",
+    operators.distinct_op: "DISTINCT",
 }
 
 
@@ -102,15 +142,17 @@ class _WhereCompiler:
     def node(self, node: Any) -> tuple[str, int]:
         if isinstance(node, (elements.Grouping, elements.TypeCoerce)):
             return self.node(node.element if isinstance(node, elements.Grouping) else node.clause)
-        if isinstance(node, elements.BooleanClauseList | elements.ExpressionClauseList) and node.operator in (
-            operators.and_, operators.or_
-        ):
+        if isinstance(
+            node, elements.BooleanClauseList | elements.ExpressionClauseList
+        ) and node.operator in (operators.and_, operators.or_):
             return self.boolean(node)
         if isinstance(node, elements.BinaryExpression):
             return self.binary(node)
         if isinstance(node, elements.UnaryExpression):
             return self.unary(node)
-        if isinstance(node, sa.Column | elements.ColumnClause) and not isinstance(node, elements.Label):
+        if isinstance(node, sa.Column | elements.ColumnClause) and not isinstance(
+            node, elements.Label
+        ):
             return self.column(node), ATOM
         if isinstance(node, elements.BindParameter):
             return self.param(node), ATOM
@@ -149,11 +191,20 @@ class _WhereCompiler:
         if op in _COMPARISONS:
             if _is_enum(left) or _is_enum(right):
                 if op not in _ENUM_COMPARISONS:
-                    raise ShapeError("where", "an enum column can be compared for equality (=, <>, IN), "
-                                     "not ordered, in Electric's WHERE language")
+                    raise ShapeError(
+                        "where",
+                        "an enum column can be compared for equality (=, <>, IN), "
+                        "not ordered, in Electric's WHERE language",
+                    )
                 # Electric compares enums as text: "mood::text = $1".
-                return f"{self.enum_side(left)} {_COMPARISONS[op]} {self.enum_side(right)}", PREDICATE
-            return f"{self.wrap(left, OPERATOR)} {_COMPARISONS[op]} {self.operand(right)}", PREDICATE
+                return (
+                    f"{self.enum_side(left)} {_COMPARISONS[op]} {self.enum_side(right)}",
+                    PREDICATE,
+                )
+            return (
+                f"{self.wrap(left, OPERATOR)} {_COMPARISONS[op]} {self.operand(right)}",
+                PREDICATE,
+            )
         if op in (operators.is_, operators.is_not):
             word = "IS" if op is operators.is_ else "IS NOT"
             return f"{self.wrap(left, OPERATOR)} {word} {self.wrap(right, OPERATOR)}", PREDICATE
@@ -162,7 +213,9 @@ class _WhereCompiler:
             return text + self.escape(node), PREDICATE
         if op in _PATTERNS:
             if node.modifiers.get("autoescape"):
-                raise ShapeError("where", "autoescape=True is not supported in a shape's WHERE clause")
+                raise ShapeError(
+                    "where", "autoescape=True is not supported in a shape's WHERE clause"
+                )
             word, before, after = _PATTERNS[op]
             # No parentheses after LIKE: pysync refuses "LIKE (" (it reads as like()).
             text = f"{self.wrap(left, OPERATOR)} {word} {before}{self.wrap(right, ATOM)}{after}"
@@ -183,17 +236,29 @@ class _WhereCompiler:
         if isinstance(op, operators.custom_op) and op.opstring in _ARRAY_OPERATORS:
             level = PREDICATE if op.is_comparison else OPERATOR
             return f"{self.wrap(left, ATOM)} {op.opstring} {self.wrap(right, ATOM)}", level
-        name = op.opstring if isinstance(op, operators.custom_op) else _NAMES.get(op, getattr(op, "__name__", str(op)))
+        name = (
+            op.opstring
+            if isinstance(op, operators.custom_op)
+            else _NAMES.get(op, getattr(op, "__name__", str(op)))
+        )
         raise ShapeError("where", f"the operator {name} is not supported in a shape's WHERE clause")
 
     def enum_side(self, node: Any) -> str:
         text = self.wrap(node, OPERATOR)
-        return f"{text}::text" if _is_enum(node) and isinstance(node, sa.Column | elements.ColumnClause) else text
+        return (
+            f"{text}::text"
+            if _is_enum(node) and isinstance(node, sa.Column | elements.ColumnClause)
+            else text
+        )
 
     def operand(self, node: Any) -> str:
         """The right side of a comparison: also ``ANY (array)`` / ``ALL (array)``."""
         if isinstance(node, elements.CollectionAggregate):
-            word = "ANY" if node.modifier is operators.any_op or node.operator is operators.any_op else "ALL"
+            word = (
+                "ANY"
+                if node.modifier is operators.any_op or node.operator is operators.any_op
+                else "ALL"
+            )
             return f"{word}({self.render(node.element)})"
         return self.wrap(node, OPERATOR)
 
@@ -215,12 +280,18 @@ class _WhereCompiler:
         elif isinstance(right, (elements.ClauseList, elements.Tuple, elements.Grouping)):
             inner = right.element if isinstance(right, elements.Grouping) else right
             if not isinstance(inner, (elements.ClauseList, elements.Tuple)):
-                raise ShapeError("where", f"IN with {_describe(inner)} is not supported: IN takes a "
-                                 "list of values or a select() of one table")
+                raise ShapeError(
+                    "where",
+                    f"IN with {_describe(inner)} is not supported: IN takes a "
+                    "list of values or a select() of one table",
+                )
             items = ", ".join(self.wrap(item, OPERATOR) for item in inner.clauses)
         else:
-            raise ShapeError("where", f"IN with {_describe(right)} is not supported: IN takes a "
-                             "list of values or a select() of one table")
+            raise ShapeError(
+                "where",
+                f"IN with {_describe(right)} is not supported: IN takes a "
+                "list of values or a select() of one table",
+            )
         return f"{self.enum_side(left)} {word} ({items})", PREDICATE
 
     def subquery_left(self, left: Any) -> str:
@@ -234,8 +305,11 @@ class _WhereCompiler:
         is compiled by the same rules, its parameters numbered on from the outer ones."""
         stmt = node.element if isinstance(node, ScalarSelect) else node
         if not isinstance(stmt, Select):
-            raise ShapeError("where", f"IN with {_describe(stmt)} is not supported: the subquery must be "
-                             "a select() of one table")
+            raise ShapeError(
+                "where",
+                f"IN with {_describe(stmt)} is not supported: the subquery must be "
+                "a select() of one table",
+            )
         table, columns, where = select_parts(stmt)
         inner = _WhereCompiler(table)
         inner.params = self.params
@@ -262,17 +336,23 @@ class _WhereCompiler:
         table = getattr(node, "table", None)
         if table is not None and table is not self.table and not _same_table(table, self.table):
             raise ShapeError(
-                "where", f"the column {table.name}.{node.name} is not in {self.table.name}: a shape "
-                "reads one table (no joins; a subquery reads only its own table)"
+                "where",
+                f"the column {table.name}.{node.name} is not in {self.table.name}: a shape "
+                "reads one table (no joins; a subquery reads only its own table)",
             )
         return str(_quote(node.name))
 
     def function(self, node: Any) -> str:
         name = str(node.name).lower()
-        if name not in FUNCTIONS or isinstance(node, functions.GenericFunction) and node.name != name:
+        if (
+            name not in FUNCTIONS
+            or isinstance(node, functions.GenericFunction)
+            and node.name != name
+        ):
             raise ShapeError(
-                "where", f"the function {node.name}() is not in Electric's WHERE language (it has "
-                f"{', '.join(sorted(FUNCTIONS))})"
+                "where",
+                f"the function {node.name}() is not in Electric's WHERE language (it has "
+                f"{', '.join(sorted(FUNCTIONS))})",
             )
         return f"{name}({', '.join(self.render(arg) for arg in node.clauses)})"
 
@@ -300,8 +380,19 @@ class _WhereCompiler:
         return f"${len(self.params)}"
 
 
-_PLAIN = (str, int, float, Decimal, datetime.date, datetime.time, datetime.timedelta, uuid.UUID,
-          bytes, list, tuple)
+_PLAIN = (
+    str,
+    int,
+    float,
+    Decimal,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    uuid.UUID,
+    bytes,
+    list,
+    tuple,
+)
 
 
 def _bind_processor(type_: Any) -> Callable[[Any], Any] | None:
@@ -313,7 +404,12 @@ def _bind_processor(type_: Any) -> Callable[[Any], Any] | None:
         return None
 
 
-_ENUM_COMPARISONS = (operators.eq, operators.ne, operators.is_distinct_from, operators.is_not_distinct_from)
+_ENUM_COMPARISONS = (
+    operators.eq,
+    operators.ne,
+    operators.is_distinct_from,
+    operators.is_not_distinct_from,
+)
 
 
 def _is_enum(node: Any) -> bool:
@@ -324,31 +420,44 @@ def select_parts(stmt: Select[Any]) -> tuple[sa.Table, list[sa.Column[Any]], Any
     """The one table, the plain columns and the WHERE of a ``select()`` that a shape (or a
     subquery of one) can be: anything else is refused by name."""
     refused = [
-        name for name, present in (
-            ("ORDER BY", stmt._order_by_clauses), ("LIMIT", stmt._limit_clause is not None),
-            ("OFFSET", stmt._offset_clause is not None), ("FETCH", stmt._fetch_clause is not None),
-            ("GROUP BY", stmt._group_by_clauses), ("HAVING", stmt._having_criteria),
-            ("DISTINCT", stmt._distinct or stmt._distinct_on), ("joins", stmt._setup_joins),
-            ("FOR UPDATE", stmt._for_update_arg is not None), ("WITH (CTEs)", stmt._independent_ctes),
-        ) if present
+        name
+        for name, present in (
+            ("ORDER BY", stmt._order_by_clauses),
+            ("LIMIT", stmt._limit_clause is not None),
+            ("OFFSET", stmt._offset_clause is not None),
+            ("FETCH", stmt._fetch_clause is not None),
+            ("GROUP BY", stmt._group_by_clauses),
+            ("HAVING", stmt._having_criteria),
+            ("DISTINCT", stmt._distinct or stmt._distinct_on),
+            ("joins", stmt._setup_joins),
+            ("FOR UPDATE", stmt._for_update_arg is not None),
+            ("WITH (CTEs)", stmt._independent_ctes),
+        )
+        if present
     ]
     if refused:
         raise ShapeError(
-            "where", f"a shape is one table filtered by a WHERE clause; the select() has "
-            f"{', '.join(refused)}, which a shape cannot have"
+            "where",
+            f"a shape is one table filtered by a WHERE clause; the select() has "
+            f"{', '.join(refused)}, which a shape cannot have",
         )
     froms = stmt.get_final_froms()
     if len(froms) != 1 or not isinstance(froms[0], sa.Table):
         names = ", ".join(str(f) for f in froms) or "nothing"
-        raise ShapeError("table", f"a shape reads exactly one table; the select() reads from {names} "
-                         "(joins and aliases are not supported)")
+        raise ShapeError(
+            "table",
+            f"a shape reads exactly one table; the select() reads from {names} "
+            "(joins and aliases are not supported)",
+        )
     table = froms[0]
     columns: list[sa.Column[Any]] = []
     for column in stmt.selected_columns:
         while isinstance(column, elements.Label):
             column = column.element
         if not isinstance(column, sa.Column) or column.table is not table:
-            raise ShapeError("columns", f"a shape selects plain columns of {table.name}, not {column}")
+            raise ShapeError(
+                "columns", f"a shape selects plain columns of {table.name}, not {column}"
+            )
         columns.append(column)
     return table, columns, stmt.whereclause
 
@@ -365,10 +474,17 @@ def _same_table(a: Any, b: sa.Table) -> bool:
 def _describe(node: Any) -> str:
     name = type(node).__name__
     known = {
-        "TextClause": "text() SQL", "Select": "a subquery", "ScalarSelect": "a subquery",
-        "Exists": "EXISTS (a subquery)", "Subquery": "a subquery", "Case": "CASE",
-        "Over": "a window function", "Tuple": "a row expression", "Extract": "EXTRACT",
-        "Label": "a label", "Null": "NULL",
+        "TextClause": "text() SQL",
+        "Select": "a subquery",
+        "ScalarSelect": "a subquery",
+        "Exists": "EXISTS (a subquery)",
+        "Subquery": "a subquery",
+        "Case": "CASE",
+        "Over": "a window function",
+        "Tuple": "a row expression",
+        "Extract": "EXTRACT",
+        "Label": "a label",
+        "Null": "NULL",
     }
     return known.get(name, f"{name} ({node})")
 

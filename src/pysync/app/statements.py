@@ -45,8 +45,12 @@ def insert(table: WriteTable, values: Mapping[str, Any]) -> Statement:
     if not values:
         return sql.SQL("INSERT INTO {} DEFAULT VALUES").format(_relation(table)), params
     names = sql.SQL(", ").join(sql.Identifier(name) for name in values)
-    placeholders = sql.SQL(", ").join(_value(table, name, value, params) for name, value in values.items())
-    return sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(_relation(table), names, placeholders), params
+    placeholders = sql.SQL(", ").join(
+        _value(table, name, value, params) for name, value in values.items()
+    )
+    return sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+        _relation(table), names, placeholders
+    ), params
 
 
 def update(table: WriteTable, key: Mapping[str, Any], values: Mapping[str, Any]) -> Statement:
@@ -56,7 +60,9 @@ def update(table: WriteTable, key: Mapping[str, Any], values: Mapping[str, Any])
         for name, value in values.items()
     )
     where = _where(table, key, params)
-    return sql.SQL("UPDATE {} SET {} WHERE {} RETURNING 1").format(_relation(table), assignments, where), params
+    return sql.SQL("UPDATE {} SET {} WHERE {} RETURNING 1").format(
+        _relation(table), assignments, where
+    ), params
 
 
 def delete(table: WriteTable, key: Mapping[str, Any]) -> Statement:

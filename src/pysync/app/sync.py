@@ -74,8 +74,10 @@ class Sync:
     ) -> None:
         unknown = sorted(set(settings) - set(Settings.__struct_fields__))
         if unknown:
-            raise TypeError(f"unknown Sync setting(s) {', '.join(unknown)}; the settings are "
-                            f"{', '.join(Settings.__struct_fields__)}")
+            raise TypeError(
+                f"unknown Sync setting(s) {', '.join(unknown)}; the settings are "
+                f"{', '.join(Settings.__struct_fields__)}"
+            )
         values: dict[str, object] = dict(from_env()) if env else {}
         values.update({k: v for k, v in settings.items() if v is not None})
         if database_url is not _FROM_ENV:
@@ -86,7 +88,9 @@ class Sync:
         self.mode = mode
         self.url = url or (os.environ.get("PYSYNC_URL") if env else None)
         if mode == "http" and not self.url:
-            raise ValueError("mode='http' needs url= (or PYSYNC_URL): the sync service to forward to")
+            raise ValueError(
+                "mode='http' needs url= (or PYSYNC_URL): the sync service to forward to"
+            )
         self.cors = cors or CORS()
         self.in_memory = in_memory
         self._backend: ShapeBackend | None = None
@@ -131,9 +135,13 @@ class Sync:
             log.info("private Postgres of %s: DATABASE_URL=%s", settings.data_dir, url)
         assert url is not None
         engine = Engine(
-            url, storage_dir=None if self.in_memory else settings.shape_storage, slot=settings.slot,
-            publication=settings.publication, max_shapes=settings.max_shapes,
-            chunk_bytes=settings.chunk_bytes, snapshot_connections=settings.snapshot_connections,
+            url,
+            storage_dir=None if self.in_memory else settings.shape_storage,
+            slot=settings.slot,
+            publication=settings.publication,
+            max_shapes=settings.max_shapes,
+            chunk_bytes=settings.chunk_bytes,
+            snapshot_connections=settings.snapshot_connections,
         )
         try:
             await engine.start()
@@ -143,9 +151,13 @@ class Sync:
         self._database_url = url
         self._engine = engine
         self._api = ShapeAPI(
-            engine, secret=settings.secret, long_poll_timeout=settings.long_poll_timeout,
-            allow_delete=settings.allow_delete, max_age=settings.cache_max_age,
-            stale_age=settings.cache_stale_age, max_initial_requests=settings.max_initial_requests,
+            engine,
+            secret=settings.secret,
+            long_poll_timeout=settings.long_poll_timeout,
+            allow_delete=settings.allow_delete,
+            max_age=settings.cache_max_age,
+            stale_age=settings.cache_stale_age,
+            max_initial_requests=settings.max_initial_requests,
             max_existing_requests=settings.max_existing_requests,
         )
         self._backend = EmbeddedShapes(engine, self._api)
@@ -198,7 +210,9 @@ class Sync:
             return self._database_url
         if self.settings.database_url is not None and self._private is None:
             return self.settings.database_url
-        raise RuntimeError("the private Postgres starts with the Sync: read database_url after start")
+        raise RuntimeError(
+            "the private Postgres starts with the Sync: read database_url after start"
+        )
 
     @property
     def engine(self) -> Engine:
@@ -223,8 +237,10 @@ class Sync:
 
     def _get_backend(self) -> ShapeBackend:
         if self._backend is None:
-            raise RuntimeError("the Sync is not started: use sync.lifespan as the app's lifespan, "
-                               "or `async with sync:` inside it")
+            raise RuntimeError(
+                "the Sync is not started: use sync.lifespan as the app's lifespan, "
+                "or `async with sync:` inside it"
+            )
         return self._backend
 
     # -- routes -----------------------------------------------------------------------
@@ -285,16 +301,28 @@ class Sync:
         ``sync_render``): ``shape_`` and its keywords as for ``route``. With a function
         (``lambda: pysync.shape(...)``, or one taking the request), a live request is
         interruptible: ``interrupt`` runs it again."""
-        source = shape_ if is_shape_function(shape_) and not shape_options else shape(shape_, **shape_options)
+        source = (
+            shape_
+            if is_shape_function(shape_) and not shape_options
+            else shape(shape_, **shape_options)
+        )
         return await self._render(request, source, transform, check_secret, cors)
 
     async def _render(
-        self, request: Request, source: object, transform: Transform | None, check_secret: bool,
+        self,
+        request: Request,
+        source: object,
+        transform: Transform | None,
+        check_secret: bool,
         cors: CORS | None,
     ) -> Response:
         return await render(
-            self._get_backend(), request, source, secret=self.settings.secret if check_secret else None,
-            cors=cors or self.cors, transform=transform,
+            self._get_backend(),
+            request,
+            source,
+            secret=self.settings.secret if check_secret else None,
+            cors=cors or self.cors,
+            transform=transform,
         )
 
     # -- interrupts ---------------------------------------------------------------------
@@ -330,4 +358,3 @@ class Sync:
 def interrupt(shape_: object = None, /, **options: Any) -> int:
     """``Sync.interrupt`` on every started Sync of this process; the total count."""
     return sum(sync.interrupt(shape_, **options) for sync in list(_running))
-

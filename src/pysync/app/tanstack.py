@@ -49,10 +49,16 @@ def _mutation(index: int, item: Any) -> Mutation:
         raise MutationError("expected an object", index)
     operation = item.get("type")
     if operation not in OPERATIONS:
-        raise MutationError(f"type must be one of insert, update, delete; got {str(operation)[:40]!r}", index)
+        raise MutationError(
+            f"type must be one of insert, update, delete; got {str(operation)[:40]!r}", index
+        )
     metadata = item.get("syncMetadata")
     relation = metadata.get("relation") if isinstance(metadata, Mapping) else None
-    if isinstance(relation, list) and len(relation) == 2 and all(isinstance(p, str) for p in relation):
+    if (
+        isinstance(relation, list)
+        and len(relation) == 2
+        and all(isinstance(p, str) for p in relation)
+    ):
         relation = (relation[0], relation[1])
     elif not isinstance(relation, str):
         raise MutationError('syncMetadata.relation must be ["schema", "table"]', index)
@@ -64,7 +70,10 @@ def _mutation(index: int, item: Any) -> Mutation:
         data, changes = item.get("original"), item.get("changes")
     else:
         data, changes = item.get("original"), {}
-    for name, value in (("original", data), ("changes" if operation == "update" else "modified", changes)):
+    for name, value in (
+        ("original", data),
+        ("changes" if operation == "update" else "modified", changes),
+    ):
         if not isinstance(value, Mapping):
             raise MutationError(f"{name} must be an object", index)
     assert isinstance(data, Mapping) and isinstance(changes, Mapping)

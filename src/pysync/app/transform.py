@@ -61,7 +61,9 @@ def transform_response(response: Response, transform: Transform) -> Response:
         return response  # HEAD
     out = b"[" + b",".join(_messages(_decode(content, type=list[msgspec.Raw]), transform)) + b"]"
     headers = {k: v for k, v in response.headers.items() if k != "content-length"}
-    return Response(out, status_code=response.status_code, headers=headers, background=response.background)
+    return Response(
+        out, status_code=response.status_code, headers=headers, background=response.background
+    )
 
 
 def apply(raw: bytes | msgspec.Raw, transform: Transform) -> list[bytes]:

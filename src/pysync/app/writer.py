@@ -125,7 +125,9 @@ class TableRules:
     ) -> None:
         unknown = set(accept) - set(OPERATIONS)
         if unknown:
-            raise ValueError(f"accept: unknown operations {sorted(unknown)}; use insert, update, delete")
+            raise ValueError(
+                f"accept: unknown operations {sorted(unknown)}; use insert, update, delete"
+            )
         self.relation = relation
         self.accept = frozenset(accept)
         self.check = check
@@ -133,7 +135,11 @@ class TableRules:
         self.validate = _model_validator(validate) if isinstance(validate, type) else validate
         self.pre_apply = pre_apply
         self.post_apply = post_apply
-        self.custom: dict[str, Callback | None] = {"insert": insert, "update": update, "delete": delete}
+        self.custom: dict[str, Callback | None] = {
+            "insert": insert,
+            "update": update,
+            "delete": delete,
+        }
 
 
 class Writer:
@@ -176,8 +182,16 @@ class Writer:
         if _system(relation[0]):
             raise ValueError(f"writes to the system schema {relation[0]} are never allowed")
         self.rules[relation] = TableRules(
-            relation, accept=accept, check=check, load=load, validate=validate, pre_apply=pre_apply,
-            post_apply=post_apply, insert=insert, update=update, delete=delete,
+            relation,
+            accept=accept,
+            check=check,
+            load=load,
+            validate=validate,
+            pre_apply=pre_apply,
+            post_apply=post_apply,
+            insert=insert,
+            update=update,
+            delete=delete,
         )
         return self
 
@@ -221,14 +235,18 @@ class Writer:
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_BODY:
-                return JSONResponse({"message": f"Request body too large (max {MAX_BODY} bytes)"}, 413)
+                return JSONResponse(
+                    {"message": f"Request body too large (max {MAX_BODY} bytes)"}, 413
+                )
         try:
             if connection is not None:
                 txid = await self.apply_async(bytes(body), connection)
             elif self.database_url is None:
                 raise TypeError("Writer.handle needs a connection, or Writer(database_url=...)")
             else:
-                async with await psycopg.AsyncConnection.connect(self.database_url, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                    self.database_url, autocommit=True
+                ) as conn:
                     txid = await self.apply_async(bytes(body), conn)
         except MutationError as exc:
             return JSONResponse(exc.body(), exc.status)
@@ -242,12 +260,16 @@ class Writer:
             except IdentifierError as exc:
                 raise MutationError(f"relation: {exc}", mutation.index) from None
         if _system(relation[0]):
-            raise MutationForbidden(f"writes to the system schema {relation[0]} are never allowed", mutation.index)
+            raise MutationForbidden(
+                f"writes to the system schema {relation[0]} are never allowed", mutation.index
+            )
         rules = self.rules.get(relation)
         if rules is None:
             raise MutationForbidden(f"writes to {_name(relation)} are not allowed", mutation.index)
         if mutation.operation not in rules.accept:
-            raise MutationForbidden(f"{mutation.operation} is not accepted on {_name(relation)}", mutation.index)
+            raise MutationForbidden(
+                f"{mutation.operation} is not accepted on {_name(relation)}", mutation.index
+            )
         return rules
 
     def _batch(self, batch: list[tuple[Mutation, TableRules]], connection: Any) -> Batch:
@@ -283,7 +305,9 @@ class Writer:
             values = yield from _call(rules.validate, ctx)
             if values is not None:
                 if not isinstance(values, Mapping):
-                    raise TypeError(f"validate returned {type(values).__name__}, not a mapping of values")
+                    raise TypeError(
+                        f"validate returned {type(values).__name__}, not a mapping of values"
+                    )
                 ctx.values = dict(values)
         if operation != "delete":
             _check_columns(ctx.table, ctx.values)
@@ -315,7 +339,9 @@ class Writer:
         if row is not None and not isinstance(row, Mapping):
             raise TypeError(f"load returned {type(row).__name__}, not a row (a mapping) or None")
         if row is None:
-            raise MutationInvalid(f"no row in {_name(ctx.table.relation)} with key {_show(ctx.key)}")
+            raise MutationInvalid(
+                f"no row in {_name(ctx.table.relation)} with key {_show(ctx.key)}"
+            )
         return dict(row)
 
 
@@ -341,7 +367,9 @@ def _refused_by_postgres(exc: BaseException) -> str | None:
     error = exc if isinstance(exc, psycopg.Error) else getattr(exc, "orig", None)
     if isinstance(error, (psycopg.IntegrityError, psycopg.DataError, pg_errors.RaiseException)):
         diag = error.diag
-        return str(diag.message_primary or error) + (f" ({diag.message_detail})" if diag.message_detail else "")
+        return str(diag.message_primary or error) + (
+            f" ({diag.message_detail})" if diag.message_detail else ""
+        )
     return None
 
 
@@ -361,7 +389,9 @@ def _model_validator(model: type) -> Callback:
     from sqlalchemy import inspect as sa_inspect
 
     mapper: Any = sa_inspect(model)
-    attribute = {column.name: mapper.get_property_by_column(column).key for column in mapper.columns}
+    attribute = {
+        column.name: mapper.get_property_by_column(column).key for column in mapper.columns
+    }
 
     def validate(ctx: WriteContext) -> dict[str, Any]:
         fields = {**(ctx.row or {}), **ctx.values}

@@ -34,11 +34,26 @@ def recvlogical_binary(pgbench: Path | None) -> Path:
 class RecvLogical:
     """``pg_recvlogical --start`` on a slot, with pysync's pgoutput options."""
 
-    def __init__(self, binary: Path, url: str, slot: str, publication: str, *,
-                 endpos: int | None = None) -> None:
-        args = [str(binary), "--start", "-d", url, "-S", slot,
-                "-o", "proto_version=1", "-o", f"publication_names={publication}",
-                "-o", "messages=true", "-f", os.devnull, "--no-loop"]
+    def __init__(
+        self, binary: Path, url: str, slot: str, publication: str, *, endpos: int | None = None
+    ) -> None:
+        args = [
+            str(binary),
+            "--start",
+            "-d",
+            url,
+            "-S",
+            slot,
+            "-o",
+            "proto_version=1",
+            "-o",
+            f"publication_names={publication}",
+            "-o",
+            "messages=true",
+            "-f",
+            os.devnull,
+            "--no-loop",
+        ]
         if endpos is None:
             # Report the position every second (default 10 s), so the slot's lag says
             # how far behind it is.
@@ -47,8 +62,9 @@ class RecvLogical:
             args.append(f"--endpos={endpos >> 32:X}/{endpos & 0xFFFFFFFF:X}")
         env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, start_new_session=True
+        )
         self.slot = slot
 
     @property
@@ -72,7 +88,9 @@ class RecvLogical:
             code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired as exc:
             self.stop()
-            raise BenchError(f"pg_recvlogical did not reach the end of the backlog in {timeout:.0f} s") from exc
+            raise BenchError(
+                f"pg_recvlogical did not reach the end of the backlog in {timeout:.0f} s"
+            ) from exc
         ended = time.monotonic()
         if code != 0:
             raise BenchError(f"pg_recvlogical failed (exit {code}): {self._stderr()}")
@@ -81,7 +99,10 @@ class RecvLogical:
     def _stderr(self) -> str:
         if self.proc.poll() is None or self.proc.stderr is None:
             return "still running"
-        return self.proc.stderr.read().decode(errors="replace").strip() or f"exit {self.proc.returncode}"
+        return (
+            self.proc.stderr.read().decode(errors="replace").strip()
+            or f"exit {self.proc.returncode}"
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -50,7 +50,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"pysync bench: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("pysync bench: interrupted; everything it started is stopped and removed", file=sys.stderr)
+        print(
+            "pysync bench: interrupted; everything it started is stopped and removed",
+            file=sys.stderr,
+        )
         return 130
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -47,7 +47,11 @@ def load(path: Path) -> dict[str, Any]:
 def _cell(value: Any, spec: str | None) -> str:
     if value is None:
         return "n/a"
-    return f"{value:{spec}}" if spec and isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+    return (
+        f"{value:{spec}}"
+        if spec and isinstance(value, (int, float)) and not isinstance(value, bool)
+        else str(value)
+    )
 
 
 def table_rows(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -71,8 +75,15 @@ def compare(path_a: Path, path_b: Path, out: Path, console: Console) -> list[str
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    lines = ["# pysync bench: two runs", "", f"A: `{path_a}`  ", f"B: `{path_b}`", "",
-             "| measure | A | B | B / A |", "|---|---:|---:|---:|"]
+    lines = [
+        "# pysync bench: two runs",
+        "",
+        f"A: `{path_a}`  ",
+        f"B: `{path_b}`",
+        "",
+        "| measure | A | B | B / A |",
+        "|---|---:|---:|---:|",
+    ]
     lines += [f"| {' | '.join(r)} |" for r in rows]
     written = ["compare.md"]
     if plots.available():
@@ -80,8 +91,13 @@ def compare(path_a: Path, path_b: Path, out: Path, console: Console) -> list[str
         fig, axes = plt.subplots(3, 1, figsize=(8, 10))
         for report, label, style in ((a, "A ", "-"), (b, "B ", "--")):
             windows = report["phases"].get("sync", {}).get("latency_windows", [])
-            axes[0].plot([w["t"] for w in windows], [w["p99_ms"] for w in windows], style,
-                         color="tab:red", label=f"{label}p99")
+            axes[0].plot(
+                [w["t"] for w in windows],
+                [w["p99_ms"] for w in windows],
+                style,
+                color="tab:red",
+                label=f"{label}p99",
+            )
             plots.lag(axes[1], report, label, style)
             plots.throughput(axes[2], report, label, style)
         axes[0].set_ylabel("latency p99, ms")

@@ -74,7 +74,9 @@ class RunContext:
                 cluster.start()
             except ClusterError as exc:
                 lines = [line for line in str(exc).splitlines() if line.strip()]
-                raise BenchError(f"the private Postgres did not start: {lines[0]} ({lines[-1].strip()})") from exc
+                raise BenchError(
+                    f"the private Postgres did not start: {lines[0]} ({lines[-1].strip()})"
+                ) from exc
             self.url = cluster.url()
             self.postgres_pid = cluster.pid
             database = "private (throwaway, fsync off)"
@@ -92,7 +94,8 @@ class RunContext:
             self.stack.callback(self._cleanup_database)
         prepare_tables(self.conn, self.names.marker_table)
         self.report["database"] = {
-            "kind": database, "server_version": scalar(self.conn, "SHOW server_version"),
+            "kind": database,
+            "server_version": scalar(self.conn, "SHOW server_version"),
             "scale": self.scale,
         }
 

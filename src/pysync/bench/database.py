@@ -83,14 +83,17 @@ def wal_lsn(conn: Conn) -> int:
 def check_logical(conn: Conn) -> None:
     level = scalar(conn, "SHOW wal_level")
     if level != "logical":
-        raise BenchError(f"the database has wal_level={level}: set wal_level=logical "
-                         "(postgresql.conf) and restart it")
+        raise BenchError(
+            f"the database has wal_level={level}: set wal_level=logical "
+            "(postgresql.conf) and restart it"
+        )
 
 
 def pgbench_scale(conn: Conn) -> int:
     """The scale of the pgbench tables there; BenchError if they are missing."""
     present = {
-        name for (name,) in conn.execute(
+        name
+        for (name,) in conn.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relname = ANY(%s)",
             (list(PGBENCH_TABLES),),
@@ -98,11 +101,15 @@ def pgbench_scale(conn: Conn) -> int:
     }
     missing = [t for t in PGBENCH_TABLES if t not in present]
     if missing:
-        raise BenchError(f"the database has no pgbench tables ({', '.join(missing)} missing): "
-                         "drop --no-init to create them with pgbench -i")
+        raise BenchError(
+            f"the database has no pgbench tables ({', '.join(missing)} missing): "
+            "drop --no-init to create them with pgbench -i"
+        )
     scale = int(scalar(conn, "SELECT count(*) FROM pgbench_branches"))
     if scale == 0:
-        raise BenchError("pgbench_branches is empty: drop --no-init to fill the tables with pgbench -i")
+        raise BenchError(
+            "pgbench_branches is empty: drop --no-init to fill the tables with pgbench -i"
+        )
     return scale
 
 
@@ -112,8 +119,11 @@ def prepare_tables(conn: Conn, marker: str) -> None:
     latency marker table, one row."""
     for table in PGBENCH_TABLES:
         conn.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(sql.Identifier(table)))
-    conn.execute(sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, seq bigint NOT NULL)")
-                 .format(sql.Identifier(marker)))
+    conn.execute(
+        sql.SQL("CREATE TABLE {} (id int PRIMARY KEY, seq bigint NOT NULL)").format(
+            sql.Identifier(marker)
+        )
+    )
     conn.execute(sql.SQL("INSERT INTO {} VALUES (1, 0)").format(sql.Identifier(marker)))
 
 
@@ -125,15 +135,22 @@ def reset_tables(conn: Conn) -> None:
 
 
 def create_publication(conn: Conn, name: str, tables: list[str]) -> None:
-    conn.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
-        sql.Identifier(name), sql.SQL(", ").join(sql.Identifier(t) for t in tables)))
+    conn.execute(
+        sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+            sql.Identifier(name), sql.SQL(", ").join(sql.Identifier(t) for t in tables)
+        )
+    )
 
 
 def create_slot(conn: Conn, name: str, plugin: str = "pgoutput") -> int:
     """A logical slot; returns its consistent point in bytes."""
-    return int(scalar(
-        conn, "SELECT (lsn - '0/0'::pg_lsn)::bigint FROM pg_create_logical_replication_slot(%s, %s)",
-        (name, plugin)))
+    return int(
+        scalar(
+            conn,
+            "SELECT (lsn - '0/0'::pg_lsn)::bigint FROM pg_create_logical_replication_slot(%s, %s)",
+            (name, plugin),
+        )
+    )
 
 
 def drop_slot(conn: Conn, name: str) -> None:
@@ -142,10 +159,15 @@ def drop_slot(conn: Conn, name: str) -> None:
     while True:
         conn.execute(
             "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-            "WHERE slot_name = %s AND active_pid IS NOT NULL", (name,))
+            "WHERE slot_name = %s AND active_pid IS NOT NULL",
+            (name,),
+        )
         try:
-            conn.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                         "WHERE slot_name = %s", (name,))
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE slot_name = %s",
+                (name,),
+            )
             return
         except psycopg.errors.ObjectInUse:
             if time.monotonic() > deadline:
@@ -157,7 +179,9 @@ def slot_state(conn: Conn, name: str) -> tuple[bool, int | None]:
     """(active, confirmed_flush_lsn in bytes) of a slot."""
     row = conn.execute(
         "SELECT active, (confirmed_flush_lsn - '0/0'::pg_lsn)::bigint FROM pg_replication_slots "
-        "WHERE slot_name = %s", (name,)).fetchone()
+        "WHERE slot_name = %s",
+        (name,),
+    ).fetchone()
     if row is None:
         return False, None
     return bool(row[0]), None if row[1] is None else int(row[1])
@@ -178,21 +202,29 @@ def cleanup(url: str, names: Names, *, marker: bool) -> list[str]:
     except psycopg.Error as exc:
         return [f"could not connect to clean up: {exc}"]
     with conn:
-        slots = [r[0] for r in conn.execute(
-            "SELECT slot_name FROM pg_replication_slots WHERE starts_with(slot_name::text, %s)",
-            (names.prefix,))]
+        slots = [
+            r[0]
+            for r in conn.execute(
+                "SELECT slot_name FROM pg_replication_slots WHERE starts_with(slot_name::text, %s)",
+                (names.prefix,),
+            )
+        ]
         for slot in slots:
             try:
                 drop_slot(conn, slot)
             except psycopg.Error as exc:
                 problems.append(f"slot {slot}: {exc}")
-        for (pub,) in conn.execute("SELECT pubname FROM pg_publication WHERE starts_with(pubname::text, %s)",
-                                   (names.prefix,)).fetchall():
+        for (pub,) in conn.execute(
+            "SELECT pubname FROM pg_publication WHERE starts_with(pubname::text, %s)",
+            (names.prefix,),
+        ).fetchall():
             with contextlib.suppress(psycopg.Error):
                 conn.execute(sql.SQL("DROP PUBLICATION {}").format(sql.Identifier(pub)))
         if marker:
             try:
-                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(names.marker_table)))
+                conn.execute(
+                    sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(names.marker_table))
+                )
             except psycopg.Error as exc:
                 problems.append(f"table {names.marker_table}: {exc}")
     return problems

@@ -37,26 +37,34 @@ def run_drain(ctx: RunContext) -> None:
     load.run(load.status)
     load.record("nothing (the server is stopped)")
     end = end_backlog(conn)
-    backlog = expected_changes.count(ctx.url, names.verify_slot, Matcher([]),
-                                     {*PGBENCH_TABLES, names.marker_table})
+    backlog = expected_changes.count(
+        ctx.url, names.verify_slot, Matcher([]), {*PGBENCH_TABLES, names.marker_table}
+    )
     drop_slot(conn, names.verify_slot)
     rows = backlog.row_changes
     ctx.display.note(f"  backlog: {rows:,} row changes, {(end - start) / 1e6:.1f} MB of WAL")
-    recv = RecvLogical(ctx.recv_binary, ctx.url, names.drain_slot, names.recv_publication, endpos=end)
+    recv = RecvLogical(
+        ctx.recv_binary, ctx.url, names.drain_slot, names.recv_publication, endpos=end
+    )
     try:
-        recv_drain = _time_drain(ctx, names.drain_slot, end, recv.proc.poll, "pg_recvlogical",
-                                 opts.drain_timeout)
+        recv_drain = _time_drain(
+            ctx, names.drain_slot, end, recv.proc.poll, "pg_recvlogical", opts.drain_timeout
+        )
     finally:
         recv.stop()
     ctx.server.launch()
     try:
-        pysync_drain = _time_drain(ctx, names.engine_slot, end, ctx.server.proc_poll, "pysync serve",
-                                   opts.drain_timeout)
+        pysync_drain = _time_drain(
+            ctx, names.engine_slot, end, ctx.server.proc_poll, "pysync serve", opts.drain_timeout
+        )
     finally:
         ctx.server.stop()
-    result: dict[str, Any] = {"backlog_seconds": opts.backlog, "row_changes": rows,
-                              "wal_bytes": end - start,
-                              "backlog_tps": load.result.tps if load.result else None}
+    result: dict[str, Any] = {
+        "backlog_seconds": opts.backlog,
+        "row_changes": rows,
+        "wal_bytes": end - start,
+        "backlog_tps": load.result.tps if load.result else None,
+    }
     for who, (seconds, confirmed) in (("recvlogical", recv_drain), ("pysync", pysync_drain)):
         drained = rows if confirmed >= end else backlog.changes_at(confirmed)
         result[f"{who}_s"] = round(seconds, 3)
@@ -67,13 +75,16 @@ def run_drain(ctx: RunContext) -> None:
     ctx.report["drain"] = result
     parts = []
     for who, name in (("recvlogical", "pg_recvlogical"), ("pysync", "pysync")):
-        done = "" if result[f"{who}_complete"] else f" (stopped at {result[f'{who}_drained']:,} rows)"
+        done = (
+            "" if result[f"{who}_complete"] else f" (stopped at {result[f'{who}_drained']:,} rows)"
+        )
         parts.append(f"{name} {result[f'{who}_s']:.2f} s{done}")
     ctx.display.note(f"  drained by {', '.join(parts)}: ratio {fmt(result['ratio'], '.2f')}")
 
 
-def _time_drain(ctx: RunContext, slot: str, end: int, exited: Callable[[], int | None], who: str,
-                timeout: float) -> tuple[float, int]:
+def _time_drain(
+    ctx: RunContext, slot: str, end: int, exited: Callable[[], int | None], who: str, timeout: float
+) -> tuple[float, int]:
     """Drain time from the slot becoming active to it confirming ``end``, and the
     position confirmed then; at most ``timeout`` seconds after attaching."""
     attach_deadline = time.monotonic() + 120

@@ -67,7 +67,9 @@ def count(url: str, slot: str, matcher: Matcher, tables: set[str]) -> Expected:
         cur.itersize = 20_000
         cur.execute(
             "SELECT (lsn - '0/0'::pg_lsn)::bigint, data FROM pg_logical_slot_peek_changes("
-            "%s, NULL, NULL, 'include-xids', '0', 'skip-empty-xacts', '1')", (slot,))
+            "%s, NULL, NULL, 'include-xids', '0', 'skip-empty-xacts', '1')",
+            (slot,),
+        )
         for lsn, data in cur:
             if data.startswith("COMMIT"):
                 result.commit_lsns.append(lsn)

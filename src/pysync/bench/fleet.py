@@ -16,13 +16,28 @@ from pysync.bench.shapes import ShapeSpec
 
 
 class Fleet:
-    def __init__(self, *, server: str, secret: str | None, live: str, database_url: str,
-                 shapes: list[ShapeSpec], subscribers: list[ShapeSpec], workdir: Path) -> None:
+    def __init__(
+        self,
+        *,
+        server: str,
+        secret: str | None,
+        live: str,
+        database_url: str,
+        shapes: list[ShapeSpec],
+        subscribers: list[ShapeSpec],
+        workdir: Path,
+    ) -> None:
         config = {
-            "server": server, "secret": secret, "live": live, "database_url": database_url,
-            "shapes": [{"id": s.id, "kind": s.kind, "table": s.table, "params": list(s.params)}
-                       for s in shapes],
-            "subscribers": [s.id for s in subscribers], "marker_shape": shapes[0].id,
+            "server": server,
+            "secret": secret,
+            "live": live,
+            "database_url": database_url,
+            "shapes": [
+                {"id": s.id, "kind": s.kind, "table": s.table, "params": list(s.params)}
+                for s in shapes
+            ],
+            "subscribers": [s.id for s in subscribers],
+            "marker_shape": shapes[0].id,
         }
         path = workdir / "subscribers.json"
         # It holds the database URL (with its password): readable by us only.
@@ -33,7 +48,10 @@ class Fleet:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "pysync.bench.subscribers", str(path)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                start_new_session=True,
             )
         self.stats: dict[str, Any] = {}
         self.arrivals: list[tuple[int, float]] = []

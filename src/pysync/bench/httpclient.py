@@ -53,7 +53,8 @@ class Connection:
             context = ssl.create_default_context() if self.endpoint.tls else None
             try:
                 self.reader, self.writer = await asyncio.open_connection(
-                    self.endpoint.host, self.endpoint.port, ssl=context, limit=_LIMIT)
+                    self.endpoint.host, self.endpoint.port, ssl=context, limit=_LIMIT
+                )
             except OSError as exc:
                 raise HttpError(f"cannot connect to {self.endpoint.host_header}: {exc}") from exc
         return self.reader, self.writer
@@ -63,7 +64,9 @@ class Connection:
             self.writer.close()
         self.reader = self.writer = None
 
-    def _send(self, writer: asyncio.StreamWriter, path: str, headers: dict[str, str] | None) -> None:
+    def _send(
+        self, writer: asyncio.StreamWriter, path: str, headers: dict[str, str] | None
+    ) -> None:
         lines = [f"GET {self.endpoint.prefix}{path} HTTP/1.1", f"Host: {self.endpoint.host_header}"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
@@ -113,7 +116,12 @@ class Connection:
                 while data := await reader.read(1 << 16):
                     yield data
                 self.close()
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+        except (
+            ConnectionError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ValueError,
+        ) as exc:
             self.close()
             raise HttpError(f"body cut short: {exc!r}") from exc
         if headers.get("connection", "").lower() == "close":
@@ -124,8 +132,9 @@ class Connection:
         body = b"".join([chunk async for chunk in self._chunks(parsed)])
         return Response(status, parsed, body)
 
-    async def stream(self, path: str, headers: dict[str, str] | None = None
-                     ) -> tuple[int, dict[str, str], AsyncIterator[bytes]]:
+    async def stream(
+        self, path: str, headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, str], AsyncIterator[bytes]]:
         """The status and headers, and the body as an iterator of pieces as they arrive.
         The body must be read to its end before the next request."""
         status, parsed = await self._head(path, headers)

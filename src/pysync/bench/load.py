@@ -20,25 +20,43 @@ from pysync.bench.workload import Pgbench, PgbenchResult
 class Load:
     """One timed pgbench phase with the marker writer and the sampler running."""
 
-    def __init__(self, ctx: RunContext, name: str, seconds: float, *, slot: str | None,
-                 processes: dict[str, int | None], probes: dict[str, Callable[[], Any]] | None = None,
-                 marker: bool = True) -> None:
+    def __init__(
+        self,
+        ctx: RunContext,
+        name: str,
+        seconds: float,
+        *,
+        slot: str | None,
+        processes: dict[str, int | None],
+        probes: dict[str, Callable[[], Any]] | None = None,
+        marker: bool = True,
+    ) -> None:
         self.ctx = ctx
         self.name = name
         self.seconds = seconds
         self.pgbench: Pgbench | None = None
         self.sampler = Sampler(
-            ctx.url, slot, ctx.opts.sample_interval,
+            ctx.url,
+            slot,
+            ctx.opts.sample_interval,
             processes={**processes, "postgres": ctx.postgres_pid},
-            probes={"tps": lambda: self.pgbench.latest_tps if self.pgbench else None, **(probes or {})},
+            probes={
+                "tps": lambda: self.pgbench.latest_tps if self.pgbench else None,
+                **(probes or {}),
+            },
         )
-        self.marker = MarkerWriter(ctx.url, ctx.names.marker_table, ctx.opts.marker_interval,
-                                   ctx.seq) if marker else None
+        self.marker = (
+            MarkerWriter(ctx.url, ctx.names.marker_table, ctx.opts.marker_interval, ctx.seq)
+            if marker
+            else None
+        )
         self.result: PgbenchResult | None = None
         self.load_end = 0.0
         self.wal_at_end = 0
 
-    def run(self, status: Callable[[], str], failure: Callable[[], str | None] = lambda: None) -> PgbenchResult:
+    def run(
+        self, status: Callable[[], str], failure: Callable[[], str | None] = lambda: None
+    ) -> PgbenchResult:
         self.sampler.start()
         if self.marker is not None:
             self.marker.start()
@@ -93,9 +111,12 @@ class Load:
         lag_b = [s["lag_bytes"] for s in during if s.get("lag_bytes") is not None]
         flush = [s["flush_lag_s"] for s in during if s.get("flush_lag_s") is not None]
         return {
-            "tps": self.result.tps, "transactions": self.result.transactions,
-            "failed": self.result.failed, "pgbench_latency_ms": self.result.latency_ms,
-            "seconds": self.seconds, "load_end_s": round(self.load_end, 3),
+            "tps": self.result.tps,
+            "transactions": self.result.transactions,
+            "failed": self.result.failed,
+            "pgbench_latency_ms": self.result.latency_ms,
+            "seconds": self.seconds,
+            "load_end_s": round(self.load_end, 3),
             "lag_max_s": max(lag_s) if lag_s else None,
             "lag_p99_s": stats.percentile(lag_s, 99),
             "lag_max_bytes": max(lag_b) if lag_b else None,
@@ -109,7 +130,11 @@ class Load:
         """Stop sampling and enter the phase in the report (``attached``: what was
         attached to the database meanwhile); the report's entry."""
         samples = self.samples()
-        phase = {"attached": attached, "summary": self.summary(samples), "samples": samples,
-                 "pgbench_progress": self.result.progress if self.result else []}
+        phase = {
+            "attached": attached,
+            "summary": self.summary(samples),
+            "samples": samples,
+            "pgbench_progress": self.result.progress if self.result else [],
+        }
         self.ctx.report["phases"][self.name] = phase
         return phase

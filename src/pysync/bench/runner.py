@@ -56,17 +56,24 @@ class Bench:
     """A run: its phases in order, then the headline of its report."""
 
     def __init__(self, opts: Options, display: Display, command: str) -> None:
-        self.ctx = RunContext(opts, display, {
-            "version": 1, "command": command,
-            "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "machine": {
-                "platform": platform.platform(), "python": platform.python_version(),
-                "pysync": __version__,
-                "cpus": os.cpu_count(), "load_average": [round(x, 2) for x in os.getloadavg()],
+        self.ctx = RunContext(
+            opts,
+            display,
+            {
+                "version": 1,
+                "command": command,
+                "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "machine": {
+                    "platform": platform.platform(),
+                    "python": platform.python_version(),
+                    "pysync": __version__,
+                    "cpus": os.cpu_count(),
+                    "load_average": [round(x, 2) for x in os.getloadavg()],
+                },
+                "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()},
+                "phases": {},
             },
-            "options": {k: str(v) if isinstance(v, Path) else v for k, v in vars(opts).items()},
-            "phases": {},
-        })
+        )
 
     def run(self) -> dict[str, Any]:
         ctx = self.ctx
@@ -113,8 +120,13 @@ class Bench:
         recv = RecvLogical(ctx.recv_binary, ctx.url, names.recv_slot, names.recv_publication)
         try:
             recv.wait_attached(ctx.conn)
-            load = Load(ctx, "recvlogical", ctx.opts.duration, slot=names.recv_slot,
-                        processes={"consumer": recv.pid})
+            load = Load(
+                ctx,
+                "recvlogical",
+                ctx.opts.duration,
+                slot=names.recv_slot,
+                processes={"consumer": recv.pid},
+            )
             load.run(load.status)
         finally:
             recv.stop()
@@ -130,12 +142,16 @@ class Bench:
         latency = sync.get("latency", {})
         return {
             "server": report.get("target", {}).get("server"),
-            "tps_none": none.get("tps"), "tps_recvlogical": recv.get("tps"), "tps_sync": sync.get("tps"),
+            "tps_none": none.get("tps"),
+            "tps_recvlogical": recv.get("tps"),
+            "tps_sync": sync.get("tps"),
             "tps_ratio": stats.ratio(sync.get("tps"), recv.get("tps")),
             "tps_ratio_none": stats.ratio(sync.get("tps"), none.get("tps")),
             "recvlogical_ratio_none": stats.ratio(recv.get("tps"), none.get("tps")),
-            "lag_max_s": sync.get("lag_max_s"), "lag_max_bytes": sync.get("lag_max_bytes"),
-            "p50_ms": latency.get("p50_ms"), "p99_ms": latency.get("p99_ms"),
+            "lag_max_s": sync.get("lag_max_s"),
+            "lag_max_bytes": sync.get("lag_max_bytes"),
+            "p50_ms": latency.get("p50_ms"),
+            "p99_ms": latency.get("p99_ms"),
             "max_ms": latency.get("max_ms"),
             "drain_ratio": report.get("drain", {}).get("ratio"),
             "consistent": sync.get("consistency", {}).get("ok"),
@@ -145,9 +161,11 @@ class Bench:
 
 def headline_line(summary: dict[str, Any]) -> str:
     """The last line of every run."""
-    return (f"bench overhead tps-ratio {fmt(summary.get('tps_ratio'), '.2f')} "
-            f"lag-max {fmt(summary.get('lag_max_s'), '.2f')} s "
-            f"p99 {fmt(summary.get('p99_ms'), '.1f')} ms")
+    return (
+        f"bench overhead tps-ratio {fmt(summary.get('tps_ratio'), '.2f')} "
+        f"lag-max {fmt(summary.get('lag_max_s'), '.2f')} s "
+        f"p99 {fmt(summary.get('p99_ms'), '.1f')} ms"
+    )
 
 
 def command_line() -> str:

@@ -68,8 +68,15 @@ def machine_busy() -> float:
 
 
 class Sampler:
-    def __init__(self, url: str, slot: str | None, interval: float, *,
-                 processes: dict[str, int | None], probes: dict[str, Callable[[], Any]]) -> None:
+    def __init__(
+        self,
+        url: str,
+        slot: str | None,
+        interval: float,
+        *,
+        processes: dict[str, int | None],
+        probes: dict[str, Callable[[], Any]],
+    ) -> None:
         self.url = url
         self.slot = slot
         self.interval = interval
@@ -96,18 +103,26 @@ class Sampler:
                 while not self._stop.is_set():
                     self.samples.append(self._sample(conn))
                     tick += 1
-                    self._stop.wait(max(0.0, self.started + tick * self.interval - time.monotonic()))
+                    self._stop.wait(
+                        max(0.0, self.started + tick * self.interval - time.monotonic())
+                    )
         except BaseException as exc:  # noqa: BLE001 - the run reports it
             self.error = exc
 
     def _sample(self, conn: Any) -> Sample:
         now = time.monotonic()
-        wal, active, confirmed, write_lag, flush_lag = conn.execute(_QUERY, (self.slot or "",)).fetchone()
+        wal, active, confirmed, write_lag, flush_lag = conn.execute(
+            _QUERY, (self.slot or "",)
+        ).fetchone()
         sample: Sample = {
-            "t": round(now - self.started, 3), "wal_lsn": wal,
+            "t": round(now - self.started, 3),
+            "wal_lsn": wal,
             "slot_active": bool(active) if self.slot else None,
-            "confirmed_lsn": confirmed, "lag_bytes": None if confirmed is None else max(0, wal - confirmed),
-            "write_lag_s": write_lag, "flush_lag_s": flush_lag, "machine_cpu_s": machine_busy(),
+            "confirmed_lsn": confirmed,
+            "lag_bytes": None if confirmed is None else max(0, wal - confirmed),
+            "write_lag_s": write_lag,
+            "flush_lag_s": flush_lag,
+            "machine_cpu_s": machine_busy(),
         }
         for name, pid in self.processes.items():
             usage = process_tree_usage(pid)

@@ -39,14 +39,18 @@ def probe_health(base: str) -> None:
     try:
         status, _, body = _get(base, "/v1/health", 10)
     except (OSError, http.client.HTTPException) as exc:
-        raise BenchError(f"--server {base} does not answer ({exc}): start the server or fix the URL") from exc
+        raise BenchError(
+            f"--server {base} does not answer ({exc}): start the server or fix the URL"
+        ) from exc
     try:
         health = json.loads(body)
     except ValueError:
         health = None
     if status not in (200, 202) or not isinstance(health, dict) or "status" not in health:
-        raise BenchError(f"--server {base} does not speak Electric's HTTP Shape API "
-                         f"(GET /v1/health answered {status}, not {{\"status\": ...}})")
+        raise BenchError(
+            f"--server {base} does not speak Electric's HTTP Shape API "
+            f'(GET /v1/health answered {status}, not {{"status": ...}})'
+        )
 
 
 def probe_shape(base: str, table: str, secret: str | None) -> str:
@@ -60,24 +64,50 @@ def probe_shape(base: str, table: str, secret: str | None) -> str:
         raise BenchError(f"--server {base} refused the shape request (401): give its --secret")
     if status != 200 or "electric-handle" not in headers or "electric-offset" not in headers:
         detail = body[:200].decode(errors="replace")
-        raise BenchError(f"--server {base} does not speak Electric's HTTP Shape API "
-                         f"(GET /v1/shape answered {status} {detail!r} without electric-handle)")
+        raise BenchError(
+            f"--server {base} does not speak Electric's HTTP Shape API "
+            f"(GET /v1/shape answered {status} {detail!r} without electric-handle)"
+        )
     return headers.get("electric-server", "unknown (no electric-server header)")
 
 
 class ManagedServer:
     """``pysync serve`` on the bench's database, with the run's own slot and publication."""
 
-    def __init__(self, database_url: str, storage: Path, log: Path, *, slot: str,
-                 publication: str, long_poll_timeout: float) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        storage: Path,
+        log: Path,
+        *,
+        slot: str,
+        publication: str,
+        long_poll_timeout: float,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
         self.command = [
-            sys.executable, "-m", "pysync.cli", "serve", "--database-url", database_url,
-            "--host", "127.0.0.1", "--port", str(self.port), "--storage-dir", str(storage),
-            "--slot", slot, "--publication", publication,
-            "--long-poll-timeout", f"{long_poll_timeout:g}", "--log-level", "warning",
+            sys.executable,
+            "-m",
+            "pysync.cli",
+            "serve",
+            "--database-url",
+            database_url,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--storage-dir",
+            str(storage),
+            "--slot",
+            slot,
+            "--publication",
+            publication,
+            "--long-poll-timeout",
+            f"{long_poll_timeout:g}",
+            "--log-level",
+            "warning",
         ]
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -91,8 +121,13 @@ class ManagedServer:
         with open(self.log, "ab") as log:
             # Its own session: a Ctrl-C reaches the bench only, which stops the server in
             # order (before dropping its slot).
-            self.proc = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
     def proc_poll(self) -> int | None:
         """Its exit status, None while it runs (or before it started)."""

@@ -35,8 +35,11 @@ _WHERE = {
     "accounts": ("aid BETWEEN $1 AND $2", "aid BETWEEN %s AND %s"),
 }
 _TABLE = {
-    "history": "pgbench_history", "branch": "pgbench_branches", "tellers": "pgbench_tellers",
-    "scan": "pgbench_tellers", "accounts": "pgbench_accounts",
+    "history": "pgbench_history",
+    "branch": "pgbench_branches",
+    "tellers": "pgbench_tellers",
+    "scan": "pgbench_tellers",
+    "accounts": "pgbench_accounts",
 }
 
 
@@ -85,8 +88,10 @@ def plan(count: int, scale: int, marker_table: str) -> list[ShapeSpec]:
     accounts = rest - scans - branches - len(teller_sets)
     total_accounts = 100_000 * scale
     if accounts > total_accounts:
-        raise BenchError(f"--shapes {count} is more than scale {scale} has distinct shapes for: "
-                         "raise --scale or lower --shapes")
+        raise BenchError(
+            f"--shapes {count} is more than scale {scale} has distinct shapes for: "
+            "raise --scale or lower --shapes"
+        )
     shapes = [ShapeSpec(0, "marker", marker_table), ShapeSpec(1, "history", "pgbench_history")]
 
     def add(kind: str, params: tuple[int, ...]) -> None:
@@ -157,7 +162,8 @@ class Matcher:
             elif s.kind == "scan":
                 self.scan.append((s.params[0], s.id))
         self._by_table: dict[str, Callable[[Row], list[int]]] = {
-            "pgbench_branches": self._branches, "pgbench_tellers": self._tellers,
+            "pgbench_branches": self._branches,
+            "pgbench_tellers": self._tellers,
             "pgbench_accounts": self._accounts,
         }
 

@@ -54,14 +54,22 @@ def rates(samples: list[Sample], field: str) -> list[float | None]:
     return result
 
 
-def latency_windows(latencies: list[tuple[float, float]], width: float = 1.0) -> list[dict[str, Any]]:
+def latency_windows(
+    latencies: list[tuple[float, float]], width: float = 1.0
+) -> list[dict[str, Any]]:
     """p50/p95/p99/max per window of commit time; ``latencies`` are (commit t, ms)."""
     buckets: dict[int, list[float]] = {}
     for t, ms in latencies:
         buckets.setdefault(int(t // width), []).append(ms)
     return [
-        {"t": (k + 1) * width, "count": len(v), "p50_ms": percentile(v, 50),
-         "p95_ms": percentile(v, 95), "p99_ms": percentile(v, 99), "max_ms": max(v)}
+        {
+            "t": (k + 1) * width,
+            "count": len(v),
+            "p50_ms": percentile(v, 50),
+            "p95_ms": percentile(v, 95),
+            "p99_ms": percentile(v, 99),
+            "max_ms": max(v),
+        }
         for k, v in sorted(buckets.items())
     ]
 
@@ -70,7 +78,8 @@ def summary(values: Sequence[float | None]) -> dict[str, float | None]:
     present = [v for v in values if v is not None]
     return {
         "mean": sum(present) / len(present) if present else None,
-        "p50": percentile(present, 50), "p99": percentile(present, 99),
+        "p50": percentile(present, 50),
+        "p99": percentile(present, 99),
         "max": max(present) if present else None,
     }
 

@@ -63,8 +63,17 @@ class Totals:
 
 
 class Subscriber:
-    def __init__(self, index: int, shape: ShapeSpec, endpoint: Endpoint, query: str,
-                 totals: Totals, *, sse: bool, marker: bool) -> None:
+    def __init__(
+        self,
+        index: int,
+        shape: ShapeSpec,
+        endpoint: Endpoint,
+        query: str,
+        totals: Totals,
+        *,
+        sse: bool,
+        marker: bool,
+    ) -> None:
         self.index = index
         self.shape = shape
         self.conn = Connection(endpoint)
@@ -192,7 +201,8 @@ class Subscriber:
 
     async def _sse_request(self) -> None:
         status, headers, body = await self.conn.stream(
-            self._path(True), {"Accept": "text/event-stream"})
+            self._path(True), {"Accept": "text/event-stream"}
+        )
         self.totals.responses += 1
         if status != 200 or not headers.get("content-type", "").startswith("text/event-stream"):
             content = b"".join([piece async for piece in body])
@@ -240,7 +250,9 @@ async def _create(endpoint: Endpoint, query: str, semaphore: asyncio.Semaphore) 
         offset, handle, rows = "-1", "", 0
         try:
             for _ in range(100_000):
-                path = f"{query}&offset={offset}" + (f"&handle={quote(handle)}" if offset != "-1" else "")
+                path = f"{query}&offset={offset}" + (
+                    f"&handle={quote(handle)}" if offset != "-1" else ""
+                )
                 response = await conn.get(path)
                 if response.status == 409:
                     offset, handle, rows = "-1", "", 0
@@ -249,7 +261,9 @@ async def _create(endpoint: Endpoint, query: str, semaphore: asyncio.Semaphore) 
                     await asyncio.sleep(1.0)
                     continue
                 if response.status != 200:
-                    raise SubscriberError(f"creating {query}: HTTP {response.status} {response.body[:200]!r}")
+                    raise SubscriberError(
+                        f"creating {query}: HTTP {response.status} {response.body[:200]!r}"
+                    )
                 rows += sum(1 for m in _decode(response.body) if "key" in m) if response.body else 0
                 offset = response.headers["electric-offset"]
                 handle = response.headers["electric-handle"]
@@ -271,14 +285,23 @@ class Fleet:
     def __init__(self, config: dict[str, Any]) -> None:
         self.config = config
         self.endpoint = Endpoint(config["server"])
-        self.shapes = {s["id"]: ShapeSpec(s["id"], s["kind"], s["table"], tuple(s["params"]))
-                       for s in config["shapes"]}
+        self.shapes = {
+            s["id"]: ShapeSpec(s["id"], s["kind"], s["table"], tuple(s["params"]))
+            for s in config["shapes"]
+        }
         self.secret: str | None = config.get("secret")
         self.totals = Totals()
         marker = config["marker_shape"]
         self.subscribers = [
-            Subscriber(i, self.shapes[shape_id], self.endpoint, self._query(self.shapes[shape_id]),
-                       self.totals, sse=config["live"] == "sse", marker=shape_id == marker)
+            Subscriber(
+                i,
+                self.shapes[shape_id],
+                self.endpoint,
+                self._query(self.shapes[shape_id]),
+                self.totals,
+                sse=config["live"] == "sse",
+                marker=shape_id == marker,
+            )
             for i, shape_id in enumerate(config["subscribers"])
         ]
         self.tasks: list[asyncio.Task[None]] = []
@@ -291,8 +314,11 @@ class Fleet:
         started = time.monotonic()
         subscribed = {s.shape.id for s in self.subscribers}
         semaphore = asyncio.Semaphore(16)
-        creating = [asyncio.create_task(_create(self.endpoint, self._query(s), semaphore))
-                    for sid, s in self.shapes.items() if sid not in subscribed]
+        creating = [
+            asyncio.create_task(_create(self.endpoint, self._query(s), semaphore))
+            for sid, s in self.shapes.items()
+            if sid not in subscribed
+        ]
         for i, subscriber in enumerate(self.subscribers):
             self.tasks.append(asyncio.create_task(subscriber.run()))
             if i % 100 == 99:
@@ -306,29 +332,49 @@ class Fleet:
             if failed:
                 for task in pending:
                     task.cancel()
-                raise SubscriberError(self.totals.errors[0] if self.totals.errors else "a subscriber ended")
+                raise SubscriberError(
+                    self.totals.errors[0] if self.totals.errors else "a subscriber ended"
+                )
         rows = sum(len(s.rows) for s in self.subscribers)
-        _emit("ready", seconds=time.monotonic() - started, created=len(created),
-              created_rows=sum(created), subscribed_rows=rows)
+        _emit(
+            "ready",
+            seconds=time.monotonic() - started,
+            created=len(created),
+            created_rows=sum(created),
+            subscribed_rows=rows,
+        )
 
     async def report(self) -> None:
         totals = self.totals
         while True:
             await asyncio.sleep(0.25)
             arrivals, totals.arrivals = totals.arrivals, []
-            _emit("stats", t=time.monotonic(), deliveries=totals.deliveries,
-                  responses=totals.responses, refetches=totals.refetches,
-                  errors=len(totals.errors), arrivals=arrivals,
-                  error=totals.errors[0] if totals.errors else None)
+            _emit(
+                "stats",
+                t=time.monotonic(),
+                deliveries=totals.deliveries,
+                responses=totals.responses,
+                refetches=totals.refetches,
+                errors=len(totals.errors),
+                arrivals=arrivals,
+                error=totals.errors[0] if totals.errors else None,
+            )
 
     async def check(self, timeout: float) -> None:
         """Until every subscriber holds exactly ``SELECT`` of its shape (or ``timeout``)."""
         started = time.monotonic()
         expected: dict[int, tuple[list[str], set[tuple[Any, ...]]]] = {}
-        async with await psycopg.AsyncConnection.connect(self.config["database_url"], autocommit=True) as conn:
+        async with await psycopg.AsyncConnection.connect(
+            self.config["database_url"], autocommit=True
+        ) as conn:
             # Values as Postgres prints them, as the protocol carries them.
-            for setting in ("DateStyle = 'ISO, DMY'", "TimeZone = 'UTC'", "extra_float_digits = 1",
-                            "IntervalStyle = 'iso_8601'", "bytea_output = 'hex'"):
+            for setting in (
+                "DateStyle = 'ISO, DMY'",
+                "TimeZone = 'UTC'",
+                "extra_float_digits = 1",
+                "IntervalStyle = 'iso_8601'",
+                "bytea_output = 'hex'",
+            ):
                 await conn.execute("SET " + setting)
             oids = await conn.execute("SELECT oid FROM pg_type WHERE typtype IN ('b', 'e', 'd')")
             for (oid,) in await oids.fetchall():
@@ -340,7 +386,9 @@ class Fleet:
                 expected[shape_id] = (columns, {tuple(r) for r in await cur.fetchall()})
         pending = list(self.subscribers)
         while pending and time.monotonic() - started < timeout:
-            pending = [s for s in pending if s.values(expected[s.shape.id][0]) != expected[s.shape.id][1]]
+            pending = [
+                s for s in pending if s.values(expected[s.shape.id][0]) != expected[s.shape.id][1]
+            ]
             if pending:
                 await asyncio.sleep(0.2)
         mismatched = []
@@ -348,21 +396,37 @@ class Fleet:
             columns, rows = expected[s.shape.id]
             have = s.values(columns)
             if have != rows:
-                mismatched.append({"subscriber": s.index, "shape": s.shape.describe(),
-                                   "expected_rows": len(rows), "rows": len(have),
-                                   "missing": len(rows - have), "extra": len(have - rows)})
-        _emit("check", ok=not mismatched, seconds=time.monotonic() - started,
-              mismatched=mismatched[:10], mismatched_count=len(mismatched),
-              rows_checked=sum(len(expected[s.shape.id][1]) for s in self.subscribers),
-              deliveries=[s.deliveries for s in self.subscribers])
+                mismatched.append(
+                    {
+                        "subscriber": s.index,
+                        "shape": s.shape.describe(),
+                        "expected_rows": len(rows),
+                        "rows": len(have),
+                        "missing": len(rows - have),
+                        "extra": len(have - rows),
+                    }
+                )
+        _emit(
+            "check",
+            ok=not mismatched,
+            seconds=time.monotonic() - started,
+            mismatched=mismatched[:10],
+            mismatched_count=len(mismatched),
+            rows_checked=sum(len(expected[s.shape.id][1]) for s in self.subscribers),
+            deliveries=[s.deliveries for s in self.subscribers],
+        )
 
     async def stop(self) -> None:
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        _emit("final", deliveries=[s.deliveries for s in self.subscribers],
-              refetches=self.totals.refetches, errors=self.totals.errors[:10],
-              cpu_seconds=time.process_time())
+        _emit(
+            "final",
+            deliveries=[s.deliveries for s in self.subscribers],
+            refetches=self.totals.refetches,
+            errors=self.totals.errors[:10],
+            cpu_seconds=time.process_time(),
+        )
 
 
 async def _commands() -> AsyncIterator[dict[str, Any]]:

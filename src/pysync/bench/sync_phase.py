@@ -33,8 +33,13 @@ def run_sync(ctx: RunContext) -> None:
     slot: str | None
     if opts.managed_server:
         ctx.server = ManagedServer(
-            ctx.url, ctx.tmp / "storage", ctx.tmp / "server.log", slot=names.engine_slot,
-            publication=names.engine_publication, long_poll_timeout=opts.long_poll_timeout)
+            ctx.url,
+            ctx.tmp / "storage",
+            ctx.tmp / "server.log",
+            slot=names.engine_slot,
+            publication=names.engine_publication,
+            long_poll_timeout=opts.long_poll_timeout,
+        )
         ctx.stack.callback(ctx.server.stop)
         ctx.display.note("starting pysync serve")
         ctx.server.start()
@@ -47,23 +52,47 @@ def run_sync(ctx: RunContext) -> None:
         # on pgbench_history: let it pass that point first.
         catch_up(ctx, slot, wal_lsn(ctx.conn), 10, quiet=True)
     server_name = probe_shape(base, names.marker_table, opts.secret)
-    ctx.report["target"] = {"server": server_name, "url": base, "managed": opts.managed_server,
-                            "slot": slot, "live": opts.live}
+    ctx.report["target"] = {
+        "server": server_name,
+        "url": base,
+        "managed": opts.managed_server,
+        "slot": slot,
+        "live": opts.live,
+    }
     shapes = plan(opts.shapes, ctx.scale, names.marker_table)
     subscribers = assign(shapes, opts.subscribers, opts.marker_subscribers)
-    ctx.display.note(f"creating {len(shapes):,} shapes on {server_name}, "
-                     f"{len(subscribers):,} subscribers ({opts.live})")
-    fleet = Fleet(server=base, secret=opts.secret, live=opts.live, database_url=ctx.url,
-                  shapes=shapes, subscribers=subscribers, workdir=ctx.tmp)
+    ctx.display.note(
+        f"creating {len(shapes):,} shapes on {server_name}, "
+        f"{len(subscribers):,} subscribers ({opts.live})"
+    )
+    fleet = Fleet(
+        server=base,
+        secret=opts.secret,
+        live=opts.live,
+        database_url=ctx.url,
+        shapes=shapes,
+        subscribers=subscribers,
+        workdir=ctx.tmp,
+    )
     ctx.stack.callback(fleet.stop)
     ready = fleet.wait_ready(600 + len(shapes) * 0.1)
-    ctx.display.note(f"  synced in {ready['seconds']:.1f} s "
-                     f"({ready['subscribed_rows']:,} rows held by subscribers)")
+    ctx.display.note(
+        f"  synced in {ready['seconds']:.1f} s "
+        f"({ready['subscribed_rows']:,} rows held by subscribers)"
+    )
     create_slot(ctx.conn, names.verify_slot, "test_decoding")
-    probes = {"deliveries": lambda: fleet.stats.get("deliveries"),
-              "responses": lambda: fleet.stats.get("responses")}
-    load = Load(ctx, "sync", opts.duration, slot=slot,
-                processes={"engine": engine_pid, "subscribers": fleet.pid}, probes=probes)
+    probes = {
+        "deliveries": lambda: fleet.stats.get("deliveries"),
+        "responses": lambda: fleet.stats.get("responses"),
+    }
+    load = Load(
+        ctx,
+        "sync",
+        opts.duration,
+        slot=slot,
+        processes={"engine": engine_pid, "subscribers": fleet.pid},
+        probes=probes,
+    )
     latencies: list[tuple[float, float]] = []
 
     def collect() -> None:
@@ -77,10 +106,20 @@ def run_sync(ctx: RunContext) -> None:
         collect()
         recent = [ms for t, ms in latencies[-2000:]]
         latest = load.sampler.latest or {}
-        messages = stats.rates(load.sampler.samples[-2:], "deliveries")[-1] if len(load.sampler.samples) >= 2 else None
-        cpu = stats.rates(load.sampler.samples[-3:], "engine_cpu_s")[-1] if len(load.sampler.samples) >= 2 else None
-        text = (f"{load.status()}  p99 {fmt(stats.percentile(recent, 99), '.1f', ' ms')}"
-                f"  msgs {fmt(messages, ',.0f', '/s')}")
+        messages = (
+            stats.rates(load.sampler.samples[-2:], "deliveries")[-1]
+            if len(load.sampler.samples) >= 2
+            else None
+        )
+        cpu = (
+            stats.rates(load.sampler.samples[-3:], "engine_cpu_s")[-1]
+            if len(load.sampler.samples) >= 2
+            else None
+        )
+        text = (
+            f"{load.status()}  p99 {fmt(stats.percentile(recent, 99), '.1f', ' ms')}"
+            f"  msgs {fmt(messages, ',.0f', '/s')}"
+        )
         if latest.get("engine_cpu_s") is not None:
             text += f"  engine CPU {fmt(None if cpu is None else cpu * 100, '.0f', '%')}"
         return text
@@ -90,11 +129,16 @@ def run_sync(ctx: RunContext) -> None:
     if slot is not None:
         limit = opts.check_timeout + 10 * opts.duration
         caught_up = catch_up(ctx, slot, load.wal_at_end, limit)
-        ctx.display.note(f"  caught up in {caught_up:.2f} s" if caught_up is not None else
-                         f"  [yellow]the server did not catch up (within {limit:g} s, or it "
-                         "stopped moving for 30 s); the check below will likely fail")
-    ctx.display.note(f"  waiting for the subscribers to match SELECT of their shapes "
-                     f"(at most {opts.check_timeout:g} s)")
+        ctx.display.note(
+            f"  caught up in {caught_up:.2f} s"
+            if caught_up is not None
+            else f"  [yellow]the server did not catch up (within {limit:g} s, or it "
+            "stopped moving for 30 s); the check below will likely fail"
+        )
+    ctx.display.note(
+        f"  waiting for the subscribers to match SELECT of their shapes "
+        f"(at most {opts.check_timeout:g} s)"
+    )
     check = fleet.check(opts.check_timeout)
     collect()
     engine_peak = peak_rss(engine_pid) if engine_pid is not None else None
@@ -109,7 +153,9 @@ def run_sync(ctx: RunContext) -> None:
     phase["summary"]["caught_up_after_s"] = caught_up
 
 
-def catch_up(ctx: RunContext, slot: str, target: int, timeout: float, *, quiet: bool = False) -> float | None:
+def catch_up(
+    ctx: RunContext, slot: str, target: int, timeout: float, *, quiet: bool = False
+) -> float | None:
     """Seconds until the slot confirms ``target`` (the WAL position when the load
     ended); None if it did not within ``timeout`` or stopped moving for 30 s."""
     started = moved = time.monotonic()
@@ -126,10 +172,18 @@ def catch_up(ctx: RunContext, slot: str, target: int, timeout: float, *, quiet: 
     return None
 
 
-def _summarise(ctx: RunContext, phase: dict[str, Any], load: Load, subscribers: list[ShapeSpec],
-               check: dict[str, Any], counted: expected_changes.Expected,
-               latencies: list[tuple[float, float]], ready: dict[str, Any],
-               final: dict[str, Any] | None, engine_peak: int | None) -> None:
+def _summarise(
+    ctx: RunContext,
+    phase: dict[str, Any],
+    load: Load,
+    subscribers: list[ShapeSpec],
+    check: dict[str, Any],
+    counted: expected_changes.Expected,
+    latencies: list[tuple[float, float]],
+    ready: dict[str, Any],
+    final: dict[str, Any] | None,
+    engine_peak: int | None,
+) -> None:
     samples = phase["samples"]
     for sample in samples:
         if sample.get("confirmed_lsn") is not None:
@@ -141,8 +195,11 @@ def _summarise(ctx: RunContext, phase: dict[str, Any], load: Load, subscribers: 
     during = [s for s in samples if s["t"] <= load.load_end + 0.01]
     delivered = check["deliveries"]
     wanted = [counted.per_shape.get(s.id, 0) for s in subscribers]
-    wrong = [{"subscriber": i, "shape": s.describe(), "delivered": d, "expected": w}
-             for i, (s, d, w) in enumerate(zip(subscribers, delivered, wanted, strict=True)) if d != w]
+    wrong = [
+        {"subscriber": i, "shape": s.describe(), "delivered": d, "expected": w}
+        for i, (s, d, w) in enumerate(zip(subscribers, delivered, wanted, strict=True))
+        if d != w
+    ]
     by_kind: dict[str, dict[str, int]] = {}
     for s, d, w in zip(subscribers, delivered, wanted, strict=True):
         entry = by_kind.setdefault(s.kind, {"subscribers": 0, "delivered": 0, "expected": 0})
@@ -154,33 +211,49 @@ def _summarise(ctx: RunContext, phase: dict[str, Any], load: Load, subscribers: 
     engine_cpu = stats.delta(during, "engine_cpu_s")
     ingested = stats.delta(during, "ingested_changes")
     summary = phase["summary"]
-    summary.update({
-        "shapes": ctx.opts.shapes, "subscribers": len(subscribers),
-        "sync_seconds": round(ready["seconds"], 2),
-        "latency": {
-            "p50_ms": stats.percentile(ms, 50), "p95_ms": stats.percentile(ms, 95),
-            "p99_ms": stats.percentile(ms, 99), "max_ms": max(ms) if ms else None,
-            "samples": len(ms), "expected_samples": markers * ctx.opts.marker_subscribers,
-            "markers": markers,
-        },
-        "deliveries": {
-            "delivered": sum(delivered), "expected": sum(wanted), "ok": not wrong and not counted.truncated,
-            "mismatched": wrong[:10], "mismatched_count": len(wrong), "by_kind": by_kind,
-            "truncated_tables": sorted(counted.truncated),
-        },
-        "consistency": {k: check[k] for k in ("ok", "seconds", "mismatched", "mismatched_count", "rows_checked")},
-        "messages_per_s": stats.summary([s.get("deliveries_per_s") for s in during]),
-        "row_changes": counted.row_changes, "transactions_decoded": counted.transactions,
-        "ingested_per_s": stats.summary([s.get("ingested_per_s") for s in during]),
-        "committed_per_s": stats.summary([s.get("committed_per_s") for s in during]),
-        "engine_cpu_s": engine_cpu,
-        "ingested_during_load": ingested,
-        # Per row change it ingested meanwhile (not per change committed: a server
-        # that falls behind would look cheap).
-        "engine_cpu_us_per_change": (engine_cpu / ingested * 1e6 if engine_cpu is not None and ingested else None),
-        "engine_peak_rss": engine_peak,
-        "subscribers_cpu_s": stats.delta(during, "subscribers_cpu_s"),
-        "subscriber_errors": (final or {}).get("errors", []),
-        "refetches": (final or {}).get("refetches"),
-    })
+    summary.update(
+        {
+            "shapes": ctx.opts.shapes,
+            "subscribers": len(subscribers),
+            "sync_seconds": round(ready["seconds"], 2),
+            "latency": {
+                "p50_ms": stats.percentile(ms, 50),
+                "p95_ms": stats.percentile(ms, 95),
+                "p99_ms": stats.percentile(ms, 99),
+                "max_ms": max(ms) if ms else None,
+                "samples": len(ms),
+                "expected_samples": markers * ctx.opts.marker_subscribers,
+                "markers": markers,
+            },
+            "deliveries": {
+                "delivered": sum(delivered),
+                "expected": sum(wanted),
+                "ok": not wrong and not counted.truncated,
+                "mismatched": wrong[:10],
+                "mismatched_count": len(wrong),
+                "by_kind": by_kind,
+                "truncated_tables": sorted(counted.truncated),
+            },
+            "consistency": {
+                k: check[k]
+                for k in ("ok", "seconds", "mismatched", "mismatched_count", "rows_checked")
+            },
+            "messages_per_s": stats.summary([s.get("deliveries_per_s") for s in during]),
+            "row_changes": counted.row_changes,
+            "transactions_decoded": counted.transactions,
+            "ingested_per_s": stats.summary([s.get("ingested_per_s") for s in during]),
+            "committed_per_s": stats.summary([s.get("committed_per_s") for s in during]),
+            "engine_cpu_s": engine_cpu,
+            "ingested_during_load": ingested,
+            # Per row change it ingested meanwhile (not per change committed: a server
+            # that falls behind would look cheap).
+            "engine_cpu_us_per_change": (
+                engine_cpu / ingested * 1e6 if engine_cpu is not None and ingested else None
+            ),
+            "engine_peak_rss": engine_peak,
+            "subscribers_cpu_s": stats.delta(during, "subscribers_cpu_s"),
+            "subscriber_errors": (final or {}).get("errors", []),
+            "refetches": (final or {}).get("refetches"),
+        }
+    )
     phase["latency_windows"] = stats.latency_windows(latencies)

@@ -51,8 +51,12 @@ def initialise(pgbench: Path, url: str, scale: int) -> float:
     """``pgbench -i -s scale``; returns the seconds it took."""
     started = time.monotonic()
     result = subprocess.run(
-        [str(pgbench), "-i", "-q", "-s", str(scale), url], capture_output=True, text=True,
-        env=_environment(), start_new_session=True, check=False,
+        [str(pgbench), "-i", "-q", "-s", str(scale), url],
+        capture_output=True,
+        text=True,
+        env=_environment(),
+        start_new_session=True,
+        check=False,
     )
     if result.returncode != 0:
         raise BenchError(f"pgbench -i failed: {_first_error(result.stderr + result.stdout)}")
@@ -73,8 +77,18 @@ class Pgbench:
     """One timed pgbench run in a child process; progress is read as it arrives."""
 
     def __init__(self, pgbench: Path, url: str, opts: Options, seconds: float) -> None:
-        args = [str(pgbench), "-n", "-c", str(opts.clients), "-j", str(opts.jobs),
-                "-T", str(max(1, round(seconds))), "-P", "1"]
+        args = [
+            str(pgbench),
+            "-n",
+            "-c",
+            str(opts.clients),
+            "-j",
+            str(opts.jobs),
+            "-T",
+            str(max(1, round(seconds))),
+            "-P",
+            "1",
+        ]
         if opts.rate is not None:
             args += ["-R", f"{opts.rate:g}"]
         args += ["-f", str(opts.script)] if opts.script is not None else ["-b", opts.workload]
@@ -82,8 +96,12 @@ class Pgbench:
         self.started = time.monotonic()
         self.seconds = seconds
         self.proc = subprocess.Popen(
-            [*args, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=_environment(), start_new_session=True,
+            [*args, url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_environment(),
+            start_new_session=True,
         )
         self._stderr: list[str] = []
         self._reader = threading.Thread(target=self._read_progress, daemon=True)
@@ -117,8 +135,10 @@ class Pgbench:
             raise BenchError(f"pgbench printed no result: {_first_error(out)}")
         failed, latency = _FAILED.search(out), _LATENCY.search(out)
         return PgbenchResult(
-            tps=float(tps[1]), transactions=int(transactions[1]),
-            failed=int(failed[1]) if failed else 0, latency_ms=float(latency[1]) if latency else 0.0,
+            tps=float(tps[1]),
+            transactions=int(transactions[1]),
+            failed=int(failed[1]) if failed else 0,
+            latency_ms=float(latency[1]) if latency else 0.0,
             progress=list(self.progress),
         )
 

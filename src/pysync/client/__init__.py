@@ -15,7 +15,19 @@ from pysync.client.stream import Backoff, ShapeStream
 from pysync.client.sync import BlockingClient, BlockingShape
 
 __all__ = [
-    "Backoff", "BlockingClient", "BlockingShape", "ChangeMessage", "Client", "ClientError",
-    "ControlMessage", "EventMessage", "Headers", "Message", "MovePattern", "RowChange", "Shape",
-    "ShapeStream", "ShapeUpdate",
+    "Backoff",
+    "BlockingClient",
+    "BlockingShape",
+    "ChangeMessage",
+    "Client",
+    "ClientError",
+    "ControlMessage",
+    "EventMessage",
+    "Headers",
+    "Message",
+    "MovePattern",
+    "RowChange",
+    "Shape",
+    "ShapeStream",
+    "ShapeUpdate",
 ]

@@ -49,8 +49,10 @@ class Client:
         timeout: float = LIVE_READ_TIMEOUT,
     ) -> None:
         self._owns_http = http is None
-        self.http = http if http is not None else httpx.AsyncClient(
-            base_url=base_url, timeout=httpx.Timeout(10.0, read=timeout)
+        self.http = (
+            http
+            if http is not None
+            else httpx.AsyncClient(base_url=base_url, timeout=httpx.Timeout(10.0, read=timeout))
         )
         self._headers = dict(headers or {})
         self._params = dict(params or {})
@@ -85,13 +87,25 @@ class Client:
         cursor are sent. ``live=False`` ends at the first up-to-date. Resume from a saved
         ``offset`` and ``handle`` (``stream.offset``, ``stream.handle``)."""
         definition = shape_of(
-            shape, namespace=namespace, where=where, params=params, columns=columns,
-            replica=replica, log_mode=log_mode,
+            shape,
+            namespace=namespace,
+            where=where,
+            params=params,
+            columns=columns,
+            replica=replica,
+            log_mode=log_mode,
         )
         return ShapeStream(
-            self.http, url, shape_params(definition) if definition is not None else [],
-            live=live, sse=self._sse if sse is None else sse, offset=offset, handle=handle,
-            extra_query=self._params, headers=self._headers, backoff=self._backoff,
+            self.http,
+            url,
+            shape_params(definition) if definition is not None else [],
+            live=live,
+            sse=self._sse if sse is None else sse,
+            offset=offset,
+            handle=handle,
+            extra_query=self._params,
+            headers=self._headers,
+            backoff=self._backoff,
             parsers=self._parsers,
         )
 
@@ -113,11 +127,18 @@ class Client:
         """The shape materialised (``shape.rows`` by key), following it live. Waits for
         its first up-to-date unless ``wait=False`` (``timeout`` bounds the wait)."""
         definition = shape_of(
-            shape, namespace=namespace, where=where, params=params, columns=columns,
-            replica=replica, log_mode=log_mode,
+            shape,
+            namespace=namespace,
+            where=where,
+            params=params,
+            columns=columns,
+            replica=replica,
+            log_mode=log_mode,
         )
         stream = self.stream(definition, url=url, sse=sse)
-        changes_only = (definition.log_mode if definition is not None else log_mode) == "changes_only"
+        changes_only = (
+            definition.log_mode if definition is not None else log_mode
+        ) == "changes_only"
         materialised = Shape(stream, changes_only=changes_only)
         if wait:
             try:

@@ -129,8 +129,18 @@ def _typed(wire: _Wire, parsers: dict[str, Parser]) -> Message:
     if wire.key is None or not h.operation:
         raise ValueError("a message that is neither a change, a control nor an event")
     headers = Headers(
-        h.operation, h.relation, h.lsn, h.op_position, h.txids, h.last, h.key_change_to,
-        h.key_change_from, h.tags, h.removed_tags, h.active_conditions, h.snapshot_mark,
+        h.operation,
+        h.relation,
+        h.lsn,
+        h.op_position,
+        h.txids,
+        h.last,
+        h.key_change_to,
+        h.key_change_from,
+        h.tags,
+        h.removed_tags,
+        h.active_conditions,
+        h.snapshot_mark,
     )
     value = parse_row(wire.value or {}, parsers)
     old = parse_row(wire.old_value, parsers) if wire.old_value is not None else None

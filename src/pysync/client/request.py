@@ -25,21 +25,31 @@ def shape_of(
     keywords (as ``pysync.shape(...)``); None for a shape the server route defines."""
     if isinstance(shape, ShapeDefinition):
         if where is not None or params is not None or columns is not None or namespace is not None:
-            raise TypeError("pass namespace/where/params/columns in the ShapeDefinition, not beside it")
+            raise TypeError(
+                "pass namespace/where/params/columns in the ShapeDefinition, not beside it"
+            )
         return shape
     if shape is None:
         if where is not None or params is not None or columns is not None:
             raise TypeError("where/params/columns need a table")
         return None
     return ShapeDefinition.create(
-        shape, namespace=namespace, where=where, params=params, columns=columns, replica=replica,
+        shape,
+        namespace=namespace,
+        where=where,
+        params=params,
+        columns=columns,
+        replica=replica,
         log_mode=log_mode,
     )
 
 
 def shape_params(definition: ShapeDefinition) -> list[tuple[str, str]]:
     """The query parameters of a client-defined shape, as Electric reads them."""
-    query = [("table", _relation(definition.schema, definition.table)), ("log", definition.log_mode)]
+    query = [
+        ("table", _relation(definition.schema, definition.table)),
+        ("log", definition.log_mode),
+    ]
     if definition.where is not None:
         query.append(("where", definition.where))
         query.extend((f"params[{i}]", value) for i, value in enumerate(definition.params, 1))

@@ -98,7 +98,9 @@ class Shape:
         shape's snapshot was taken. A later transaction that changed nothing in this shape
         never arrives: give a timeout."""
         wanted = int(txid)
-        await self._until(lambda: wanted in self._txids or _in_snapshot(self._snapshot, wanted), timeout)
+        await self._until(
+            lambda: wanted in self._txids or _in_snapshot(self._snapshot, wanted), timeout
+        )
 
     async def subscribe(self) -> AsyncGenerator[ShapeUpdate]:
         """Every later batch applied to ``rows``; ends when the shape is closed."""

@@ -112,7 +112,9 @@ class ShapeStream:
                         yield message
                     attempt = 0
                     continue
-                response = await self._http.get(self._url, params=self._query(live), headers=self._headers)
+                response = await self._http.get(
+                    self._url, params=self._query(live), headers=self._headers
+                )
             except httpx.TransportError:
                 attempt = await self._wait(attempt, None)
                 continue
@@ -161,7 +163,11 @@ class ShapeStream:
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             raise ClientError(0, f"a response body that is not a shape log: {exc}") from None
         self._cache_buster = None
-        if messages and isinstance(messages[-1], ControlMessage) and messages[-1].control == UP_TO_DATE:
+        if (
+            messages
+            and isinstance(messages[-1], ControlMessage)
+            and messages[-1].control == UP_TO_DATE
+        ):
             self.up_to_date = True
         return messages
 
@@ -169,7 +175,9 @@ class ShapeStream:
         headers = response.headers
         handle, offset = headers.get("electric-handle"), headers.get("electric-offset")
         if handle is None or offset is None:
-            raise ClientError(0, "a shape response without electric-handle and electric-offset headers")
+            raise ClientError(
+                0, "a shape response without electric-handle and electric-offset headers"
+            )
         self.handle, self.offset = handle, offset
         cursor = headers.get("electric-cursor")
         if cursor is not None:
@@ -199,8 +207,12 @@ class ShapeStream:
         """One SSE connection: messages as they come. The headers come once, at the start,
         so the offset to resume from is the last change's own offset."""
         headers = {**self._headers, "accept": "text/event-stream"}
-        async with self._http.stream("GET", self._url, params=self._query(True), headers=headers) as response:
-            if response.status_code != 200 or "text/event-stream" not in response.headers.get("content-type", ""):
+        async with self._http.stream(
+            "GET", self._url, params=self._query(True), headers=headers
+        ) as response:
+            if response.status_code != 200 or "text/event-stream" not in response.headers.get(
+                "content-type", ""
+            ):
                 await response.aread()
                 if response.status_code == 409:
                     yield self._must_refetch(response)

@@ -1,11 +1,11 @@
 """A blocking wrapper for scripts: the async client on an event loop in a daemon thread.
 
-    with pysync.BlockingClient("http://127.0.0.1:3000") as client:
-        for message in client.stream("todos", live=False):
-            print(message)
-        shape = client.shape("todos")
-        shape.wait_for_txid(txid, timeout=10)
-        print(shape.rows)
+with pysync.BlockingClient("http://127.0.0.1:3000") as client:
+    for message in client.stream("todos", live=False):
+        print(message)
+    shape = client.shape("todos")
+    shape.wait_for_txid(txid, timeout=10)
+    print(shape.rows)
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ class _Loop:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="pysync-client", daemon=True)
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="pysync-client", daemon=True
+        )
         self._thread.start()
 
     def run(self, coro: Awaitable[T]) -> T:

@@ -55,7 +55,9 @@ def _interval(text: str) -> dt.timedelta | str:
     years, months_left = divmod(abs(months), 12)
     month_days = years * 365 + months_left * 30
     try:
-        return dt.timedelta(days=(month_days if months >= 0 else -month_days) + days, microseconds=usec)
+        return dt.timedelta(
+            days=(month_days if months >= 0 else -month_days) + days, microseconds=usec
+        )
     except OverflowError:
         return text
 
@@ -67,8 +69,12 @@ def _bytea(text: str) -> bytes:
 
 
 SCALARS: dict[str, Parser] = {
-    "int2": int, "int4": int, "int8": int, "oid": int,
-    "float4": float, "float8": float,
+    "int2": int,
+    "int4": int,
+    "int8": int,
+    "oid": int,
+    "float4": float,
+    "float8": float,
     "numeric": Decimal,
     "bool": _bool,
     "date": _lenient(dt.date.fromisoformat),
@@ -110,7 +116,9 @@ def _array(element: Parser | None) -> Parser:
     return parse
 
 
-def column_parsers(schema: Mapping[str, Any], custom: Mapping[str, Parser] | None = None) -> dict[str, Parser]:
+def column_parsers(
+    schema: Mapping[str, Any], custom: Mapping[str, Parser] | None = None
+) -> dict[str, Parser]:
     """The parser of each column of ``schema`` (the decoded ``electric-schema`` header)
     whose values are not plain text."""
     parsers: dict[str, Parser] = {}

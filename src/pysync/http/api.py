@@ -99,8 +99,11 @@ class ShapeAPI:
         # may create a shape and snapshot) and all others have separate budgets.
         self.limits = {"initial": max_initial_requests, "existing": max_existing_requests}
         self.in_flight = {"initial": 0, "existing": 0}
-        engine.metrics.gauge("pysync_waiting_requests", "Live requests waiting for changes.",
-                             lambda: len(self.interrupts))
+        engine.metrics.gauge(
+            "pysync_waiting_requests",
+            "Live requests waiting for changes.",
+            lambda: len(self.interrupts),
+        )
 
     def close(self) -> None:
         """Server shutdown: waiting live requests answer now instead of holding it up."""
@@ -133,7 +136,8 @@ class ShapeAPI:
         Starlette's middleware and routing on the hot path saves a good share of the CPU
         of each live response."""
         starlette = Starlette(
-            routes=[*self.routes(), Route("/", self.root, methods=["GET", "HEAD"])], lifespan=lifespan
+            routes=[*self.routes(), Route("/", self.root, methods=["GET", "HEAD"])],
+            lifespan=lifespan,
         )
         responses_by_status = self.engine.metrics.responses
 
@@ -165,7 +169,9 @@ class ShapeAPI:
         if engine.problem and status == "degraded":
             body["reason"] = engine.problem
         code = {"active": 200, "starting": 202, "degraded": 503}.get(status, 503)
-        headers = common({"cache-control": "no-cache, no-store, must-revalidate"}, request, shape_route=False)
+        headers = common(
+            {"cache-control": "no-cache, no-store, must-revalidate"}, request, shape_route=False
+        )
         return Response(_encode(body), status_code=code, media_type=JSON, headers=headers)
 
     async def metrics(self, request: Request) -> Response:
@@ -175,7 +181,9 @@ class ShapeAPI:
         """``/v1/shape``: every method."""
         return await self.handle(request, self._shape_request)
 
-    async def handle(self, request: Request, step: Callable[[Request], Awaitable[Response]]) -> Response:
+    async def handle(
+        self, request: Request, step: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         """Run ``step``; render what it raises. Every shape route goes through here."""
         try:
             return await step(request)
@@ -207,8 +215,11 @@ class ShapeAPI:
     async def _parse(self, request: Request) -> tuple[ShapeRequest, dict[str, object] | None]:
         query: dict[str, str] = dict(request.query_params)
         try:
-            subset = await subset_fields_from_body(request, query) if request.method == "POST" else (
-                subset_fields_from_query(query))
+            subset = (
+                await subset_fields_from_body(request, query)
+                if request.method == "POST"
+                else (subset_fields_from_query(query))
+            )
         except SubsetError as exc:
             raise invalid({"subset": exc.errors}) from None
         return self.parse_query(query), subset
@@ -251,13 +262,17 @@ class ShapeAPI:
             # been dropped and created again); the others follow the handle they have.
             consumer = await self._load(definition, verify=parsed.offset == BEFORE_ALL)
             if parsed.compaction and consumer.shape.dependencies:
-                raise invalid({"experimental_compaction": ["can't be enabled for shapes with subqueries"]})
+                raise invalid(
+                    {"experimental_compaction": ["can't be enabled for shapes with subqueries"]}
+                )
             offset = parsed.offset
             if offset != "now" and offset != BEFORE_ALL and parsed.handle != consumer.handle:
                 raise self._refetch(parsed, consumer.handle)
             await self._wait_for_snapshot(parsed, consumer)
             if subset is not None:
-                return await serve_subset(request, self.engine, consumer, subset, self.log_responses.schema(consumer))
+                return await serve_subset(
+                    request, self.engine, consumer, subset, self.log_responses.schema(consumer)
+                )
             if offset == "now":
                 nothing = LogSlice([], [], consumer.last_offset, True, 0)
                 return self.log_responses.response(
@@ -305,7 +320,11 @@ class ShapeAPI:
             raise unavailable("Snapshot timed out, please retry", 10)
 
     async def _serve_log(
-        self, request: Request, parsed: ShapeRequest, consumer: ShapeConsumer, offset: LogOffset,
+        self,
+        request: Request,
+        parsed: ShapeRequest,
+        consumer: ShapeConsumer,
+        offset: LogOffset,
         recheck: Recheck | None,
     ) -> Response:
         part = consumer.slice(offset)
@@ -323,7 +342,9 @@ class ShapeAPI:
             raise self._refetch(parsed, await self._replacement(consumer))
         return self.live_response(request, parsed, consumer, part)
 
-    def live_response(self, request: Request, parsed: ShapeRequest, consumer: ShapeConsumer, part: LogSlice) -> Response:
+    def live_response(
+        self, request: Request, parsed: ShapeRequest, consumer: ShapeConsumer, part: LogSlice
+    ) -> Response:
         """The response to a log request with ``part`` read after its offset."""
         up_to_date = part.reached and parsed.offset != BEFORE_ALL
         # Only a live request that waited without data (timeout, interrupt) is a "no change"
@@ -335,7 +356,11 @@ class ShapeAPI:
         )
 
     async def hold(
-        self, parsed: ShapeRequest, consumer: ShapeConsumer, offset: LogOffset, timeout: float,
+        self,
+        parsed: ShapeRequest,
+        consumer: ShapeConsumer,
+        offset: LogOffset,
+        timeout: float,
         recheck: Recheck | None,
     ) -> None:
         """Wait up to ``timeout`` for data after ``offset``.

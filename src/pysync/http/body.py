@@ -31,12 +31,16 @@ def inline_body(consumer: ShapeConsumer, part: LogSlice, tail: bytes | None) -> 
     return b"[" + b",".join(parts) + b"]"
 
 
-def streamed_body(consumer: ShapeConsumer, part: LogSlice, tail: bytes | None) -> AsyncIterator[bytes]:
+def streamed_body(
+    consumer: ShapeConsumer, part: LogSlice, tail: bytes | None
+) -> AsyncIterator[bytes]:
     """``[entries..., tail]`` in pieces read from storage as the client takes them."""
     return _pieces(consumer, part.spans, tail)
 
 
-async def _pieces(consumer: ShapeConsumer, spans: list[tuple[int, int]], tail: bytes | None) -> AsyncIterator[bytes]:
+async def _pieces(
+    consumer: ShapeConsumer, spans: list[tuple[int, int]], tail: bytes | None
+) -> AsyncIterator[bytes]:
     reader = consumer.log.storage.reader()
     try:
         yield b"["
@@ -45,7 +49,9 @@ async def _pieces(consumer: ShapeConsumer, spans: list[tuple[int, int]], tail: b
                 yield b","
             for start in range(0, length, PIECE_BYTES):
                 # In a thread: a piece not in the page cache must not stall the loop.
-                yield await asyncio.to_thread(reader.read, position + start, min(PIECE_BYTES, length - start))
+                yield await asyncio.to_thread(
+                    reader.read, position + start, min(PIECE_BYTES, length - start)
+                )
         if tail is not None:
             yield (b"," if spans else b"") + tail
         yield b"]"

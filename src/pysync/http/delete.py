@@ -40,11 +40,20 @@ async def delete_shape(api: ShapeAPI, request: Request) -> Response:
         except ShapeError as exc:
             raise invalid({exc.field: [exc.message]}) from None
         if consumer is not None and handle and consumer.handle != handle:
-            raise ShapeAPIError(400, {"message": (
-                "The specified shape definition and handle do not match. Please ensure the shape "
-                "definition is correct or omit the shape handle from the request to obtain a new one.")})
+            raise ShapeAPIError(
+                400,
+                {
+                    "message": (
+                        "The specified shape definition and handle do not match. Please ensure the shape "
+                        "definition is correct or omit the shape handle from the request to obtain a new one."
+                    )
+                },
+            )
     if consumer is None or consumer.gone:
         raise ShapeAPIError(404, {"message": "No existing shape found"})
     api.engine.delete(consumer.handle)
-    return Response(b"", status_code=202, headers=common(
-        {"cache-control": "no-cache", "electric-handle": consumer.handle}, request))
+    return Response(
+        b"",
+        status_code=202,
+        headers=common({"cache-control": "no-cache", "electric-handle": consumer.handle}, request),
+    )

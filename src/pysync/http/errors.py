@@ -59,7 +59,9 @@ def invalid(errors: Mapping[str, Any]) -> ShapeAPIError:
     return ShapeAPIError(400, {"message": "Invalid request", "errors": dict(errors)})
 
 
-def unavailable(message: str, retry_after: int | str, *, known: bool = False, **body: Any) -> ShapeAPIError:
+def unavailable(
+    message: str, retry_after: int | str, *, known: bool = False, **body: Any
+) -> ShapeAPIError:
     """503: the client retries after ``retry_after`` seconds (the TS client backs off)."""
     headers = {"retry-after": str(retry_after)}
     if known:
@@ -70,7 +72,9 @@ def unavailable(message: str, retry_after: int | str, *, known: bool = False, **
 def too_many(kind: str, limit: int) -> ShapeAPIError:
     return unavailable(
         f"Concurrent {kind} request limit exceeded (limit: {limit}), please retry",
-        random.randint(5, 10), known=True, code="concurrent_request_limit_exceeded",
+        random.randint(5, 10),
+        known=True,
+        code="concurrent_request_limit_exceeded",
     )
 
 
@@ -89,7 +93,9 @@ def snapshot_error(exc: BaseException) -> ShapeAPIError:
         return unavailable(str(exc), 5, known=True)
     if isinstance(exc, PublicationError):
         return unavailable(
-            "pysync is not allowed to replicate this table; the server log says what to run", 10, known=True
+            "pysync is not allowed to replicate this table; the server log says what to run",
+            10,
+            known=True,
         )
     if isinstance(exc, psycopg.errors.DataError):
         # Postgres refused a value the clause computes (division by zero, overflow, a
@@ -97,7 +103,9 @@ def snapshot_error(exc: BaseException) -> ShapeAPIError:
         reason = exc.diag.message_primary or "invalid value"
         return invalid({"where": [f"the clause fails on the table's rows: {reason}"]})
     if isinstance(exc, psycopg.OperationalError):
-        return unavailable("Cannot connect to the database to take the snapshot. Please retry.", 10, known=True)
+        return unavailable(
+            "Cannot connect to the database to take the snapshot. Please retry.", 10, known=True
+        )
     if isinstance(exc, psycopg.Error):
         reason = exc.diag.message_primary or type(exc).__name__
         return unavailable(f"Unable to create the shape's snapshot: {reason}", 10, known=True)

@@ -48,7 +48,9 @@ class Built:
 class LogResponses:
     """Builds (and shares) the responses to log reads of an engine's shapes."""
 
-    def __init__(self, engine: ShapeSource, *, long_poll_timeout: float, max_age: int, stale_age: int) -> None:
+    def __init__(
+        self, engine: ShapeSource, *, long_poll_timeout: float, max_age: int, stale_age: int
+    ) -> None:
         self.engine = engine
         self.long_poll_timeout = long_poll_timeout
         self.max_age = max_age
@@ -82,13 +84,17 @@ class LogResponses:
         if built is None:
             built = self._build(consumer, parsed, part, lsn, post=post, has_data=has_data)
             if built is None:
-                return self._streamed(request, parsed, consumer, part, lsn, post=post, has_data=has_data)
+                return self._streamed(
+                    request, parsed, consumer, part, lsn, post=post, has_data=has_data
+                )
             if has_data:
                 self._built.put(consumer, key, built)
         if etag_matches(request.headers.get("if-none-match"), built.etag):
             headers = dict(built.headers)
             headers.pop("electric-schema", None)
-            return Response(b"", status_code=304, headers=common(self._own(headers, parsed), request))
+            return Response(
+                b"", status_code=304, headers=common(self._own(headers, parsed), request)
+            )
         own = common(self._own({"cache-control": built.headers["cache-control"]}, parsed), request)
         return Prebuilt(built.body, built.raw + encode_headers(own))
 
@@ -105,11 +111,19 @@ class LogResponses:
     def _own(self, headers: dict[str, str], parsed: ShapeRequest) -> dict[str, str]:
         """``headers`` with the ones that depend on the request itself (the cursor)."""
         if parsed.live:
-            headers["electric-cursor"] = next_cursor(int(self.long_poll_timeout * 1000), parsed.cursor)
+            headers["electric-cursor"] = next_cursor(
+                int(self.long_poll_timeout * 1000), parsed.cursor
+            )
         return headers
 
     def _headers(
-        self, consumer: ShapeConsumer, parsed: ShapeRequest, end: LogOffset, *, post: bool, has_data: bool,
+        self,
+        consumer: ShapeConsumer,
+        parsed: ShapeRequest,
+        end: LogOffset,
+        *,
+        post: bool,
+        has_data: bool,
         up_to_date: bool,
     ) -> dict[str, str]:
         """The headers of a log response that are the same for every request for it."""
@@ -123,9 +137,14 @@ class LogResponses:
             headers["electric-up-to-date"] = ""
         headers.update(
             cache_headers(
-                "POST" if post else "GET", 200,
-                offset_is_before_all=parsed.offset == BEFORE_ALL, live=parsed.live,
-                sse=False, has_replacement_handle=True, max_age=self.max_age, stale_age=self.stale_age,
+                "POST" if post else "GET",
+                200,
+                offset_is_before_all=parsed.offset == BEFORE_ALL,
+                live=parsed.live,
+                sse=False,
+                has_replacement_handle=True,
+                max_age=self.max_age,
+                stale_age=self.stale_age,
             )
         )
         if not parsed.live:
@@ -133,27 +152,48 @@ class LogResponses:
         return headers
 
     def _build(
-        self, consumer: ShapeConsumer, parsed: ShapeRequest, part: LogSlice, lsn: int | None, *,
-        post: bool, has_data: bool,
+        self,
+        consumer: ShapeConsumer,
+        parsed: ShapeRequest,
+        part: LogSlice,
+        lsn: int | None,
+        *,
+        post: bool,
+        has_data: bool,
     ) -> Built | None:
         """The response's shared part, or None when its body is too large to build."""
         body = inline_body(consumer, part, None if lsn is None else up_to_date(lsn))
         if body is None:
             return None
-        headers = self._headers(consumer, parsed, part.end, post=post, has_data=has_data, up_to_date=lsn is not None)
+        headers = self._headers(
+            consumer, parsed, part.end, post=post, has_data=has_data, up_to_date=lsn is not None
+        )
         shared = {k: v for k, v in headers.items() if k != "cache-control"}
         shared["content-length"] = str(len(body))
         shared["content-type"] = JSON
         return Built(body, headers, encode_headers(shared), headers["etag"])
 
     def _streamed(
-        self, request: Request, parsed: ShapeRequest, consumer: ShapeConsumer, part: LogSlice,
-        lsn: int | None, *, post: bool, has_data: bool,
+        self,
+        request: Request,
+        parsed: ShapeRequest,
+        consumer: ShapeConsumer,
+        part: LogSlice,
+        lsn: int | None,
+        *,
+        post: bool,
+        has_data: bool,
     ) -> Response:
         """A body too large to build in memory, read from the log as the client takes it."""
-        headers = self._headers(consumer, parsed, part.end, post=post, has_data=has_data, up_to_date=lsn is not None)
+        headers = self._headers(
+            consumer, parsed, part.end, post=post, has_data=has_data, up_to_date=lsn is not None
+        )
         if etag_matches(request.headers.get("if-none-match"), headers["etag"]):
             headers.pop("electric-schema", None)
-            return Response(b"", status_code=304, headers=common(self._own(headers, parsed), request))
+            return Response(
+                b"", status_code=304, headers=common(self._own(headers, parsed), request)
+            )
         body = streamed_body(consumer, part, None if lsn is None else up_to_date(lsn))
-        return StreamingResponse(body, media_type=JSON, headers=common(self._own(headers, parsed), request))
+        return StreamingResponse(
+            body, media_type=JSON, headers=common(self._own(headers, parsed), request)
+        )

@@ -130,9 +130,13 @@ def parse_request(query: Mapping[str, str], *, shape_from_params: bool = True) -
         where = query.get("where")
         try:
             definition = ShapeDefinition.create(
-                name, namespace=schema, where=where,
-                params=params if where else None, columns=columns,
-                replica=replica, log_mode=log_mode,
+                name,
+                namespace=schema,
+                where=where,
+                params=params if where else None,
+                columns=columns,
+                replica=replica,
+                log_mode=log_mode,
             )
         except ShapeError as exc:
             raise RequestError({exc.field: [exc.message]}) from None

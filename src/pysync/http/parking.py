@@ -63,8 +63,14 @@ class Parked:
     __slots__ = ("conn", "consumer", "parsed", "query", "origin", "tick", "waiter", "_registration")
 
     def __init__(
-        self, conn: Connection, consumer: ShapeConsumer, parsed: ShapeRequest, query: bytes,
-        origin: bytes | None, deadline: float, registration: AbstractContextManager[Waiter],
+        self,
+        conn: Connection,
+        consumer: ShapeConsumer,
+        parsed: ShapeRequest,
+        query: bytes,
+        origin: bytes | None,
+        deadline: float,
+        registration: AbstractContextManager[Waiter],
     ) -> None:
         self.conn = conn
         self.consumer = consumer
@@ -143,12 +149,24 @@ class LivePolls:
         return True
 
     def _park(
-        self, conn: Connection, consumer: ShapeConsumer, parsed: ShapeRequest, query: bytes, origin: bytes | None
+        self,
+        conn: Connection,
+        consumer: ShapeConsumer,
+        parsed: ShapeRequest,
+        query: bytes,
+        origin: bytes | None,
     ) -> None:
         api = self.api
         deadline = time.monotonic() + api.long_poll_timeout
-        parked = Parked(conn, consumer, parsed, query, origin, deadline,
-                        api.interrupts.waiting(consumer.definition, None))
+        parked = Parked(
+            conn,
+            consumer,
+            parsed,
+            query,
+            origin,
+            deadline,
+            api.interrupts.waiting(consumer.definition, None),
+        )
         assert parked.waiter is not None
         parked.waiter.released.add_done_callback(functools.partial(self._released, parked))
         api.in_flight["existing"] += 1
@@ -210,7 +228,9 @@ class LivePolls:
         due = self._due.get(tick)
         if due is None:
             due = self._due[tick] = set()
-            asyncio.get_running_loop().call_later(max(0.0, tick * TICK - time.monotonic()), self._expire, tick)
+            asyncio.get_running_loop().call_later(
+                max(0.0, tick * TICK - time.monotonic()), self._expire, tick
+            )
         due.add(parked)
 
     def _expire(self, tick: int) -> None:
@@ -259,8 +279,9 @@ class LivePolls:
     def _send(self, conn: Connection, response: Prebuilt) -> None:
         counter = self._counted.get(response.status_code)
         if counter is None:
-            counter = self._counted[response.status_code] = self.api.engine.metrics.responses.labels(
-                str(response.status_code))
+            counter = self._counted[response.status_code] = (
+                self.api.engine.metrics.responses.labels(str(response.status_code))
+            )
         counter.inc()
         conn.respond(response)
 
@@ -275,4 +296,6 @@ def _headers(origin: bytes | None) -> list[tuple[bytes, bytes]]:
 
 def _request(origin: bytes | None) -> Request:
     """What rendering a response reads of the request: its method and origin."""
-    return Request({"type": "http", "method": "GET", "headers": _headers(origin), "query_string": b""})
+    return Request(
+        {"type": "http", "method": "GET", "headers": _headers(origin), "query_string": b""}
+    )

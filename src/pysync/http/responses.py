@@ -44,7 +44,9 @@ def _request_id() -> str:
     return f"{_REQUEST_ID_PREFIX}{next(_request_ids):010x}"
 
 
-def common(headers: dict[str, str], request: Request, *, shape_route: bool = True) -> dict[str, str]:
+def common(
+    headers: dict[str, str], request: Request, *, shape_route: bool = True
+) -> dict[str, str]:
     """``headers`` with the ones every response gets (CORS, server, request id, and the
     default cache-control when none is set)."""
     out = {
@@ -138,7 +140,9 @@ def options(request: Request) -> Response:
     del headers["cache-control"]
     requested = request.headers.get("access-control-request-headers")
     if requested:
-        allowed = [h.strip() for h in requested.split(",") if h.strip().lower() in PREFLIGHT_HEADERS]
+        allowed = [
+            h.strip() for h in requested.split(",") if h.strip().lower() in PREFLIGHT_HEADERS
+        ]
         if allowed:
             headers["access-control-allow-headers"] = ",".join(allowed)
     return Response(b"", status_code=204, headers=headers)
@@ -148,22 +152,37 @@ def error_response(request: Request, error: ShapeAPIError) -> Response:
     """``error`` as Electric renders it."""
     if isinstance(error, MustRefetch):
         headers = cache_headers(
-            "GET", 409, offset_is_before_all=False, live=error.live, sse=error.sse,
+            "GET",
+            409,
+            offset_is_before_all=False,
+            live=error.live,
+            sse=error.sse,
             has_replacement_handle=error.handle is not None,
         )
         if error.handle is not None:
             headers["electric-handle"] = error.handle
             if error.offset is not None:
                 headers["etag"] = etag(error.handle, error.offset, None, False)
-        return Response(MUST_REFETCH_BODY, status_code=409, media_type=JSON, headers=common(headers, request))
+        return Response(
+            MUST_REFETCH_BODY, status_code=409, media_type=JSON, headers=common(headers, request)
+        )
     if error.bare:
         return Response(_body(error.body), status_code=error.status)
     headers = cache_headers(
-        request.method, error.status, offset_is_before_all=False, live=False, sse=False,
+        request.method,
+        error.status,
+        offset_is_before_all=False,
+        live=False,
+        sse=False,
         has_replacement_handle=False,
     )
     headers.update(error.headers)
-    return Response(_body(error.body), status_code=error.status, media_type=JSON, headers=common(headers, request))
+    return Response(
+        _body(error.body),
+        status_code=error.status,
+        media_type=JSON,
+        headers=common(headers, request),
+    )
 
 
 def _body(body: Mapping[str, object] | bytes) -> bytes:

@@ -77,7 +77,11 @@ def connection_budget(requested: int | None) -> int:
     if requested > available:
         log.warning(
             "--max-connections %d needs about %d open files, but the limit is %d (ulimit -n): "
-            "allowing %d connections", requested, requested + reserved, limit, available,
+            "allowing %d connections",
+            requested,
+            requested + reserved,
+            limit,
+            available,
         )
         return available
     return requested
@@ -96,7 +100,9 @@ class FastPath(Protocol):
 FAST_PATHS = (b"/v1/shape", b"/v1/shape/")
 
 
-def bounded_protocol(max_connections: int, header_timeout: float, fast: FastPath | None = None) -> type[asyncio.Protocol]:
+def bounded_protocol(
+    max_connections: int, header_timeout: float, fast: FastPath | None = None
+) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol (httptools), with the connection limit, the header
     timeout and the fast path for live requests.
 
@@ -198,8 +204,12 @@ def bounded_protocol(max_connections: int, header_timeout: float, fast: FastPath
         def _take(self) -> bool:
             assert fast is not None
             parser = self.parser
-            if (parser.get_method() != b"GET" or parser.get_http_version() != "1.1"
-                    or not parser.should_keep_alive() or parser.should_upgrade()):
+            if (
+                parser.get_method() != b"GET"
+                or parser.get_http_version() != "1.1"
+                or not parser.should_keep_alive()
+                or parser.should_upgrade()
+            ):
                 return False
             url = httptools.parse_url(self.url)
             if url.path not in FAST_PATHS:
@@ -234,18 +244,32 @@ def bounded_protocol(max_connections: int, header_timeout: float, fast: FastPath
                 return
             path = "/v1/shape"
             scope = {
-                "type": "http", "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
-                "http_version": "1.1", "server": self.server, "client": self.client,
-                "scheme": self.scheme, "root_path": self.root_path, "headers": headers,
-                "state": self.app_state.copy(), "method": "GET", "path": path,
-                "raw_path": path.encode(), "query_string": query,
+                "type": "http",
+                "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+                "http_version": "1.1",
+                "server": self.server,
+                "client": self.client,
+                "scheme": self.scheme,
+                "root_path": self.root_path,
+                "headers": headers,
+                "state": self.app_state.copy(),
+                "method": "GET",
+                "path": path,
+                "raw_path": path.encode(),
+                "query_string": query,
             }
             self.cycle = RequestResponseCycle(
                 scope=scope,  # type: ignore[arg-type]
-                transport=self.transport, flow=self.flow, logger=self.logger,
-                access_logger=self.access_logger, access_log=self.access_log,
-                default_headers=self.server_state.default_headers, message_event=asyncio.Event(),
-                expect_100_continue=False, keep_alive=True, on_response=self.on_response_complete,
+                transport=self.transport,
+                flow=self.flow,
+                logger=self.logger,
+                access_logger=self.access_logger,
+                access_log=self.access_log,
+                default_headers=self.server_state.default_headers,
+                message_event=asyncio.Event(),
+                expect_100_continue=False,
+                keep_alive=True,
+                on_response=self.on_response_complete,
             )
             self.cycle.more_body = False  # a GET: no body to wait for
             self._start_asgi_task(self.cycle, self.app)
@@ -284,7 +308,9 @@ class _Flow(FlowControl):
     """uvicorn's flow control, with the future a write waits on made only when one waits:
     its asyncio.Event costs 760 bytes per connection, and few connections ever wait."""
 
-    def __init__(self, transport: asyncio.Transport) -> None:  # not super().__init__: it makes the Event
+    def __init__(
+        self, transport: asyncio.Transport
+    ) -> None:  # not super().__init__: it makes the Event
         self._transport = transport
         self.read_paused = False
         self.write_paused = False

@@ -40,7 +40,9 @@ def split_entries(payload: bytes) -> list[bytes]:
     """A snapshot chunk holds many comma-joined entries; SSE sends one per event."""
     if not payload.startswith(b'{"key"') or b'},{"' not in payload:
         return [payload]
-    return [bytes(raw) for raw in msgspec.json.decode(b"[" + payload + b"]", type=list[msgspec.Raw])]
+    return [
+        bytes(raw) for raw in msgspec.json.decode(b"[" + payload + b"]", type=list[msgspec.Raw])
+    ]
 
 
 Batch = tuple[bytes, LogOffset, bool]
@@ -51,7 +53,9 @@ offset, whether it reached the end."""
 def _batch(consumer: ShapeConsumer, offset: LogOffset) -> Batch:
     # In bounded batches: a reader far behind holds one batch, not the whole log.
     payloads, end, reached = consumer.read(offset, BATCH_BYTES)
-    events = [b"data: " + message + b"\n\n" for payload in payloads for message in split_entries(payload)]
+    events = [
+        b"data: " + message + b"\n\n" for payload in payloads for message in split_entries(payload)
+    ]
     if payloads and reached:
         events.append(b"data: " + up_to_date(max(end.tx, 0)) + b"\n\n")
     return b"".join(events), end, reached
@@ -98,7 +102,11 @@ async def events(
 
 
 def response(
-    api: ShapeAPI, request: Request, parsed: ShapeRequest, consumer: ShapeConsumer, offset: LogOffset,
+    api: ShapeAPI,
+    request: Request,
+    parsed: ShapeRequest,
+    consumer: ShapeConsumer,
+    offset: LogOffset,
     recheck: Recheck | None,
 ) -> Response:
     """The SSE response; headers as at its start (the client takes its resume offset
@@ -115,15 +123,28 @@ def response(
     if reached:
         headers["electric-up-to-date"] = ""
     headers.update(
-        cache_headers("GET", 200, offset_is_before_all=False, live=True, sse=True,
-                      has_replacement_handle=True, sse_timeout_s=int(api.sse_timeout))
+        cache_headers(
+            "GET",
+            200,
+            offset_is_before_all=False,
+            live=True,
+            sse=True,
+            has_replacement_handle=True,
+            sse_timeout_s=int(api.sse_timeout),
+        )
     )
 
     async def hold(consumer: ShapeConsumer, offset: LogOffset, timeout: float) -> None:
         await api.hold(parsed, consumer, offset, timeout, recheck)
 
     stream = events(
-        consumer, offset, timeout=api.sse_timeout, hold=hold,
-        closing=lambda: api.closing, shared=api.sse_batches,
+        consumer,
+        offset,
+        timeout=api.sse_timeout,
+        hold=hold,
+        closing=lambda: api.closing,
+        shared=api.sse_batches,
     )
-    return StreamingResponse(stream, media_type="text/event-stream", headers=common(headers, request))
+    return StreamingResponse(
+        stream, media_type="text/event-stream", headers=common(headers, request)
+    )

@@ -77,7 +77,9 @@ async def subset_fields_from_body(request: Request, query: dict[str, str]) -> di
     try:
         data = msgspec.json.decode(body)
     except msgspec.DecodeError as exc:
-        raise ShapeAPIError(400, {"error": "Invalid JSON in request body", "details": str(exc)}) from None
+        raise ShapeAPIError(
+            400, {"error": "Invalid JSON in request body", "details": str(exc)}
+        ) from None
     if not isinstance(data, dict):
         raise ShapeAPIError(400, {"error": "Request body must be a JSON object"})
     nested = data.pop("subset", None)
@@ -85,7 +87,9 @@ async def subset_fields_from_body(request: Request, query: dict[str, str]) -> di
     for key, value in data.items():
         if key in SUBSET_FIELDS:
             fields.setdefault(key, value)
-        elif key not in ("where_expr", "order_by_expr") and isinstance(value, (str, int, float, bool)):
+        elif key not in ("where_expr", "order_by_expr") and isinstance(
+            value, (str, int, float, bool)
+        ):
             query.setdefault(key, str(value).lower() if isinstance(value, bool) else str(value))
     return fields
 
@@ -93,7 +97,9 @@ async def subset_fields_from_body(request: Request, query: dict[str, str]) -> di
 def parse_subset(fields: Mapping[str, object], table: Table) -> Subset:
     errors: dict[str, list[str]] = {}
     limit = _integer(fields.get("limit"), "limit", 1, "must be greater than 0", errors)
-    offset = _integer(fields.get("offset"), "offset", 0, "must be greater than or equal to 0", errors)
+    offset = _integer(
+        fields.get("offset"), "offset", 0, "must be greater than or equal to 0", errors
+    )
     raw_params = fields.get("params") or {}
     params: dict[int, str] = {}
     if not isinstance(raw_params, dict):
@@ -101,7 +107,9 @@ def parse_subset(fields: Mapping[str, object], table: Table) -> Subset:
     else:
         for key, value in raw_params.items():
             try:
-                params[int(key)] = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+                params[int(key)] = (
+                    value if isinstance(value, str) else msgspec.json.encode(value).decode()
+                )
             except ValueError:
                 errors["params"] = ["Parameters can only use numbers as keys"]
     order_by: tuple[OrderBy, ...] = ()
@@ -141,7 +149,9 @@ def parse_order_by(text: str, table: Table) -> tuple[OrderBy, ...]:
     for part in _split_commas(text):
         if "$" in part:
             match = re.search(r"\$\d+", part)
-            raise ValueError(f"parameter {match.group(0) if match else '$'} is not supported in ORDER BY clauses")
+            raise ValueError(
+                f"parameter {match.group(0) if match else '$'} is not supported in ORDER BY clauses"
+            )
         match = _TERM.match(part)
         if match is None or "(" in part:
             raise ValueError("FuncCall expressions are not allowed in ORDER BY clauses")
@@ -152,10 +162,13 @@ def parse_order_by(text: str, table: Table) -> tuple[OrderBy, ...]:
             raise ValueError(str(exc)) from None
         if table.column(name) is None:
             raise ValueError(f"unknown reference {name}")
-        terms.append(OrderBy(
-            name, descending=(direction or "").upper() == "DESC",
-            nulls_first=None if nulls is None else nulls.upper() == "FIRST",
-        ))
+        terms.append(
+            OrderBy(
+                name,
+                descending=(direction or "").upper() == "DESC",
+                nulls_first=None if nulls is None else nulls.upper() == "FIRST",
+            )
+        )
     return tuple(terms)
 
 
@@ -175,7 +188,9 @@ def _split_commas(text: str) -> list[str]:
     return parts
 
 
-def _integer(value: object, field: str, minimum: int, message: str, errors: dict[str, list[str]]) -> int | None:
+def _integer(
+    value: object, field: str, minimum: int, message: str, errors: dict[str, list[str]]
+) -> int | None:
     if value is None or value == "":
         return None
     try:
@@ -193,7 +208,11 @@ def _integer(value: object, field: str, minimum: int, message: str, errors: dict
 
 
 async def serve_subset(
-    request: Request, engine: ShapeSource, consumer: ShapeConsumer, fields: dict[str, object], schema: str
+    request: Request,
+    engine: ShapeSource,
+    consumer: ShapeConsumer,
+    fields: dict[str, object],
+    schema: str,
 ) -> Response:
     """The subset response: ``{"metadata": ..., "data": [...]}`` at a recorded snapshot."""
     try:
@@ -204,33 +223,52 @@ async def serve_subset(
     except SubsetError as exc:
         raise invalid({"subset": exc.errors}) from None
     except TimeoutError:
-        raise invalid({"subset": {"where": ["the clause takes too long to compile; simplify it"]}}) from None
+        raise invalid(
+            {"subset": {"where": ["the clause takes too long to compile; simplify it"]}}
+        ) from None
     # The offset the client continues from is taken before the query runs.
     offset = consumer.last_offset
     mark = secrets.randbelow(1 << 31)
     try:
         async with engine.connections.snapshot_session() as conn:
             info, rows = await query_subset(
-                conn, consumer.shape, mark=mark, where=subset.where, order_by=subset.order_by,
-                limit=subset.limit, offset=subset.offset,
+                conn,
+                consumer.shape,
+                mark=mark,
+                where=subset.where,
+                order_by=subset.order_by,
+                limit=subset.limit,
+                offset=subset.offset,
                 tagging=consumer.subquery.tagging if consumer.subquery is not None else None,
             )
     except psycopg.OperationalError:
-        raise unavailable("Cannot connect to the database to run the subset query. Please retry.", 1) from None
+        raise unavailable(
+            "Cannot connect to the database to run the subset query. Please retry.", 1
+        ) from None
     except psycopg.errors.DataError as exc:
         # Postgres refused a value the clause computes (division by zero, overflow...).
         reason = exc.diag.message_primary or "invalid value"
-        raise invalid({"subset": {"where": [f"the clause fails on the table's rows: {reason}"]}}) from None
+        raise invalid(
+            {"subset": {"where": [f"the clause fails on the table's rows: {reason}"]}}
+        ) from None
     except psycopg.Error as exc:
         reason = exc.diag.message_primary or type(exc).__name__
         raise unavailable(f"Unable to run the subset query: {reason}", 1) from None
-    metadata = msgspec.json.encode({
-        "xmin": str(info.xmin), "xmax": str(info.xmax), "xip_list": [str(x) for x in info.xip],
-        "database_lsn": str(info.lsn), "snapshot_mark": mark,
-    })
+    metadata = msgspec.json.encode(
+        {
+            "xmin": str(info.xmin),
+            "xmax": str(info.xmax),
+            "xip_list": [str(x) for x in info.xip],
+            "database_lsn": str(info.lsn),
+            "snapshot_mark": mark,
+        }
+    )
     body = b'{"metadata":' + metadata + b',"data":[' + b",".join(rows) + b"]}"
     headers = {
-        "cache-control": "no-cache", "electric-snapshot": "true", "electric-handle": consumer.handle,
-        "electric-offset": str(offset), "electric-schema": schema,
+        "cache-control": "no-cache",
+        "electric-snapshot": "true",
+        "electric-handle": consumer.handle,
+        "electric-offset": str(offset),
+        "electric-schema": schema,
     }
     return Response(body, media_type=JSON, headers=common(headers, request))

@@ -63,7 +63,9 @@ def normalized_shape(definition: ShapeDefinition) -> dict[str, Any]:
 def _comparable(definition: ShapeDefinition) -> ShapeDefinition:
     """``replica`` (and the log mode) are ignored when matching."""
     return ShapeDefinition(
-        table=definition.table, schema=definition.schema, where=definition.where,
+        table=definition.table,
+        schema=definition.schema,
+        where=definition.where,
         params=definition.params,
         columns=tuple(sorted(definition.columns)) if definition.columns is not None else None,
     )
@@ -124,7 +126,9 @@ class InterruptRegistry:
         return len(self._waiters)
 
     @contextmanager
-    def waiting(self, definition: ShapeDefinition, recheck: Recheck | None = None) -> Iterator[Waiter]:
+    def waiting(
+        self, definition: ShapeDefinition, recheck: Recheck | None = None
+    ) -> Iterator[Waiter]:
         waiter = Waiter(definition, recheck)
         self._waiters.add(waiter)
         try:

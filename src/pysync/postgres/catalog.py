@@ -98,7 +98,9 @@ def load_table(conn: psycopg.Connection[Any], schema: str, name: str) -> Table |
     return _table(conn.execute(_TABLE_QUERY, (schema, name)).fetchall())
 
 
-async def load_table_async(conn: psycopg.AsyncConnection[Any], schema: str, name: str) -> Table | None:
+async def load_table_async(
+    conn: psycopg.AsyncConnection[Any], schema: str, name: str
+) -> Table | None:
     """``load_table`` on an async connection."""
     if is_system_schema(schema):
         return None
@@ -111,22 +113,49 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
         return None
     oid, nspname, relname, replident, has_children = rows[0][:5]
     columns = []
-    for (attname, attnum, typid, typmod, notnull, generated, virtual, typname, dims, typtype,
-         typcategory, pk_index) in (row[5:] for row in rows):
+    for (
+        attname,
+        attnum,
+        typid,
+        typmod,
+        notnull,
+        generated,
+        virtual,
+        typname,
+        dims,
+        typtype,
+        typcategory,
+        pk_index,
+    ) in (row[5:] for row in rows):
         if attname is None:
             continue
         columns.append(
             Column(
-                name=str(attname), attnum=int(attnum), type_oid=int(typid),
-                type_name=str(typname), type_mod=int(typmod), dims=int(dims),
-                not_null=bool(notnull), type_kind=str(typtype), type_category=str(typcategory),
+                name=str(attname),
+                attnum=int(attnum),
+                type_oid=int(typid),
+                type_name=str(typname),
+                type_mod=int(typmod),
+                dims=int(dims),
+                not_null=bool(notnull),
+                type_kind=str(typtype),
+                type_category=str(typcategory),
                 pk_index=None if pk_index is None else int(pk_index),
-                generated=bool(generated), virtual=bool(virtual),
+                generated=bool(generated),
+                virtual=bool(virtual),
             )
         )
-    pk = tuple(c.name for c in sorted(columns, key=lambda c: c.pk_index if c.pk_index is not None else -1)
-               if c.pk_index is not None)
+    pk = tuple(
+        c.name
+        for c in sorted(columns, key=lambda c: c.pk_index if c.pk_index is not None else -1)
+        if c.pk_index is not None
+    )
     return Table(
-        oid=int(oid), schema=str(nspname), name=str(relname), columns=tuple(columns),
-        primary_key=pk, replica_identity=str(replident), has_children=bool(has_children),
+        oid=int(oid),
+        schema=str(nspname),
+        name=str(relname),
+        columns=tuple(columns),
+        primary_key=pk,
+        replica_identity=str(replident),
+        has_children=bool(has_children),
     )

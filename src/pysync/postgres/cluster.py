@@ -103,9 +103,18 @@ def _server_user() -> pwd.struct_passwd | None:
         pass
     try:
         subprocess.run(
-            ["useradd", "--system", "--user-group", "--no-create-home",
-             "--shell", "/usr/sbin/nologin", SERVER_USER],
-            check=True, capture_output=True, text=True,
+            [
+                "useradd",
+                "--system",
+                "--user-group",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVER_USER,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         )
     except (OSError, subprocess.CalledProcessError) as exc:
         detail = getattr(exc, "stderr", "") or str(exc)
@@ -187,9 +196,17 @@ class PostgresCluster:
             if self._user:
                 os.chown(pwfile.name, self._user.pw_uid, self._user.pw_gid)
             self._run(
-                "initdb", "-D", str(self.pgdata), "-U", SUPERUSER, "--encoding=UTF8",
-                "--locale=C.UTF-8", "--no-sync", "--auth-local=trust",
-                "--auth-host=scram-sha-256", f"--pwfile={pwfile.name}",
+                "initdb",
+                "-D",
+                str(self.pgdata),
+                "-U",
+                SUPERUSER,
+                "--encoding=UTF8",
+                "--locale=C.UTF-8",
+                "--no-sync",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile.name}",
             )
         finally:
             os.unlink(pwfile.name)
@@ -214,8 +231,17 @@ class PostgresCluster:
         options += [f"-c {name}={value}" for name, value in self.settings.items()]
         try:
             self._run(
-                "pg_ctl", "-D", str(self.pgdata), "-l", str(self.log_file), "-w", "-t", "60",
-                "-o", " ".join(options), "start",
+                "pg_ctl",
+                "-D",
+                str(self.pgdata),
+                "-l",
+                str(self.log_file),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                " ".join(options),
+                "start",
             )
         except ClusterError as exc:
             raise ClusterError(f"{exc}\n--- {self.log_file} ---\n{self._log_tail()}") from exc
@@ -299,12 +325,18 @@ class PostgresCluster:
         # a pipe would never reach EOF.
         with tempfile.TemporaryFile("w+") as out:
             result = subprocess.run(
-                [str(exe), *args], stdout=out, stderr=subprocess.STDOUT, cwd="/",
-                check=False, **kwargs,  # type: ignore[call-overload]
+                [str(exe), *args],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd="/",
+                check=False,
+                **kwargs,  # type: ignore[call-overload]
             )
             if result.returncode != 0:
                 out.seek(0)
-                raise ClusterError(f"{program} failed (exit {result.returncode}): {out.read().strip()}")
+                raise ClusterError(
+                    f"{program} failed (exit {result.returncode}): {out.read().strip()}"
+                )
 
     def _log_tail(self, lines: int = 30) -> str:
         try:

@@ -63,16 +63,29 @@ class Connections:
         base = {"autocommit": True}
         lock = {"lock_timeout": f"{int(lock_timeout * 1000)}"}
         self.catalog: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
-            conninfo, min_size=0, max_size=catalog, open=False, name="pysync-catalog",
-            kwargs={**base, "options": _options(
-                conninfo, {**lock, "statement_timeout": f"{int(statement_timeout * 1000)}"}
-            )},
-            check=AsyncConnectionPool.check_connection, timeout=connect_timeout,
+            conninfo,
+            min_size=0,
+            max_size=catalog,
+            open=False,
+            name="pysync-catalog",
+            kwargs={
+                **base,
+                "options": _options(
+                    conninfo, {**lock, "statement_timeout": f"{int(statement_timeout * 1000)}"}
+                ),
+            },
+            check=AsyncConnectionPool.check_connection,
+            timeout=connect_timeout,
         )
         self.snapshots: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
-            conninfo, min_size=0, max_size=snapshots, open=False, name="pysync-snapshots",
+            conninfo,
+            min_size=0,
+            max_size=snapshots,
+            open=False,
+            name="pysync-snapshots",
             kwargs={**base, "options": _options(conninfo, lock)},
-            configure=_raw_text, check=AsyncConnectionPool.check_connection,
+            configure=_raw_text,
+            check=AsyncConnectionPool.check_connection,
             # A shape waits its turn for a session behind the other snapshots.
             timeout=600.0,
         )

@@ -213,9 +213,25 @@ class StreamPrepare(msgspec.Struct, **_S):
 
 
 PgOutputMessage = (
-    Begin | Commit | Origin | Relation | Type | Insert | Update | Delete | Truncate | Message
-    | StreamStart | StreamStop | StreamCommit | StreamAbort | BeginPrepare | Prepare
-    | CommitPrepared | RollbackPrepared | StreamPrepare
+    Begin
+    | Commit
+    | Origin
+    | Relation
+    | Type
+    | Insert
+    | Update
+    | Delete
+    | Truncate
+    | Message
+    | StreamStart
+    | StreamStop
+    | StreamCommit
+    | StreamAbort
+    | BeginPrepare
+    | Prepare
+    | CommitPrepared
+    | RollbackPrepared
+    | StreamPrepare
 )
 
 # -- decoding -------------------------------------------------------------------------

@@ -35,8 +35,10 @@ class PrivateDatabase:
             self._lock.release()
             raise
         if not started:
-            log.warning("the private Postgres in %s was left running by an earlier pysync; using it",
-                        self.cluster.root)
+            log.warning(
+                "the private Postgres in %s was left running by an earlier pysync; using it",
+                self.cluster.root,
+            )
         return self.cluster.url()
 
     def stop(self) -> None:

@@ -43,12 +43,18 @@ def ensure_publication(conn: psycopg.Connection[tuple[object, ...]], name: str) 
     target = sql.Identifier(name)
     generated = conn.info.server_version >= GENERATED_COLUMNS_VERSION
     row = conn.execute(
-        "SELECT " + ("pubgencols::text" if generated else "'n'") + " FROM pg_publication WHERE pubname = %s",
+        "SELECT "
+        + ("pubgencols::text" if generated else "'n'")
+        + " FROM pg_publication WHERE pubname = %s",
         (name,),
     ).fetchone()
     if row is not None:
         if generated and row[0] != "s":
-            conn.execute(sql.SQL("ALTER PUBLICATION {} SET (publish_generated_columns = stored)").format(target))
+            conn.execute(
+                sql.SQL("ALTER PUBLICATION {} SET (publish_generated_columns = stored)").format(
+                    target
+                )
+            )
         return
     create = sql.SQL("CREATE PUBLICATION {}").format(target)
     if generated:
@@ -74,7 +80,9 @@ class PublishAbandoned(PublicationError):
     """Nobody waits for the publication any more (the requests gave up): stop waiting."""
 
 
-def _plan(publication: str, schema: str, table: str, row: tuple[object, ...] | None) -> list[sql.Composed]:
+def _plan(
+    publication: str, schema: str, table: str, row: tuple[object, ...] | None
+) -> list[sql.Composed]:
     """The statements that publish the table, given its state (empty: nothing to do)."""
     if row is None:
         raise PublicationError(f'table "{schema}"."{table}" does not exist')
@@ -90,12 +98,15 @@ def _plan(publication: str, schema: str, table: str, row: tuple[object, ...] | N
     if identity != "f":
         statements.append(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(target))
     if not published:
-        statements.append(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(
-            sql.Identifier(publication), target))
+        statements.append(
+            sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(sql.Identifier(publication), target)
+        )
     return statements if identity != "f" or not published else []
 
 
-def _failure(exc: psycopg.Error, user: str | None, publication: str, schema: str, table: str) -> Exception | None:
+def _failure(
+    exc: psycopg.Error, user: str | None, publication: str, schema: str, table: str
+) -> Exception | None:
     """The error to raise for a failed publication change, or None when it is harmless."""
     if isinstance(exc, errors.DuplicateObject):
         return None  # added concurrently by another shape's creation
@@ -124,7 +135,9 @@ def publish_table(
     autocommit mode.
     """
     check_name("publication", publication)
-    statements = _plan(publication, schema, table, conn.execute(_STATE, (publication, schema, table)).fetchone())
+    statements = _plan(
+        publication, schema, table, conn.execute(_STATE, (publication, schema, table)).fetchone()
+    )
     if not statements:
         return
     try:
@@ -172,7 +185,9 @@ class Publisher:
         self.wait = wait
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
-    async def publish(self, schema: str, table: str, abandoned: Callable[[], bool] = lambda: False) -> None:
+    async def publish(
+        self, schema: str, table: str, abandoned: Callable[[], bool] = lambda: False
+    ) -> None:
         """Publish ``schema.table``; between attempts, give up with PublishAbandoned as soon
         as ``abandoned()`` says nobody waits for it."""
         # Checked for every new shape, not cached: a table dropped and created again

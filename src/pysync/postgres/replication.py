@@ -173,7 +173,9 @@ class ReplicationStream:
             system_id, timeline, database = await asyncio.to_thread(identify_system, conn)
         finally:
             conn.close()
-        return Connected(system_id, timeline, database, self.slot, self.slot_created, self._slot_lsn, 0)
+        return Connected(
+            system_id, timeline, database, self.slot, self.slot_created, self._slot_lsn, 0
+        )
 
     def _slot_holder(self) -> int | None:
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
@@ -295,7 +297,9 @@ class ReplicationStream:
         # The walsender formats values with its session's settings: make them ours.
         options = psycopg.conninfo.conninfo_to_dict(self.conninfo).get("options") or ""
         return psycopg.connect(
-            self.conninfo, autocommit=True, replication="database",
+            self.conninfo,
+            autocommit=True,
+            replication="database",
             options=f"{options} {display_options()}".strip(),
         )
 
@@ -404,7 +408,9 @@ class ReplicationStream:
             return
         pgconn = conn.pgconn
         flushed = self.acknowledged_lsn
-        pgconn.put_copy_data(_status(b"r", self.received_lsn, flushed, flushed, _now_pg_us(), int(reply)))
+        pgconn.put_copy_data(
+            _status(b"r", self.received_lsn, flushed, flushed, _now_pg_us(), int(reply))
+        )
         while pgconn.flush():
             select.select([], [pgconn.socket], [], 1.0)
         self._confirmed_lsn = flushed

@@ -40,7 +40,9 @@ def check_preconditions(conn: psycopg.Connection[tuple[object, ...]]) -> None:
         )
 
 
-def _slot_state(conn: psycopg.Connection[tuple[object, ...]], slot: str) -> tuple[object, ...] | None:
+def _slot_state(
+    conn: psycopg.Connection[tuple[object, ...]], slot: str
+) -> tuple[object, ...] | None:
     return conn.execute(
         "SELECT plugin, active_pid, wal_status, database = current_database(), two_phase, "
         "coalesce(confirmed_flush_lsn - '0/0', 0)::bigint "
@@ -110,8 +112,7 @@ def slot_in_use(slot: str, pid: int) -> SlotInUseError:
 def drop_slot(conn: psycopg.Connection[tuple[object, ...]], slot: str) -> None:
     check_name("slot", slot)
     conn.execute(
-        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-        "WHERE slot_name = %s",
+        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
         (slot,),
     )
 

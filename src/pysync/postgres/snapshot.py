@@ -90,7 +90,9 @@ async def stream_rows(
         yield value
 
 
-async def fetch_rows(conn: psycopg.AsyncConnection[Any], query: Query, params: list[object]) -> list[Any]:
+async def fetch_rows(
+    conn: psycopg.AsyncConnection[Any], query: Query, params: list[object]
+) -> list[Any]:
     """The first column of every row of ``query``."""
     cursor = await conn.execute(query, params)
     return [row[0] for row in await cursor.fetchall()]
@@ -102,5 +104,7 @@ async def fetch_texts(
     """Every row of ``query``, whose columns are all text, as str (snapshot sessions
     load text as bytes)."""
     cursor = await conn.execute(query, params)
-    return [tuple(None if v is None else v.decode() if isinstance(v, bytes) else str(v) for v in row)
-            for row in await cursor.fetchall()]
+    return [
+        tuple(None if v is None else v.decode() if isinstance(v, bytes) else str(v) for v in row)
+        for row in await cursor.fetchall()
+    ]

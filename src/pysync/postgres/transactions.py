@@ -164,7 +164,9 @@ class TransactionAssembler:
         elif isinstance(msg, pg.StreamCommit):
             return self._from_stream(msg.xid, msg.commit_lsn, msg.end_lsn, msg.commit_time)
         elif isinstance(msg, pg.BeginPrepare):
-            self._current = Transaction(msg.xid, msg.prepare_lsn, msg.end_lsn, msg.prepare_time, [], [])
+            self._current = Transaction(
+                msg.xid, msg.prepare_lsn, msg.end_lsn, msg.prepare_time, [], []
+            )
         elif isinstance(msg, pg.Prepare):
             self.prepared[msg.gid] = self._take_current("Prepare")
         elif isinstance(msg, pg.StreamPrepare):
@@ -201,7 +203,9 @@ class TransactionAssembler:
 
     def _add(self, item: Change | Truncation | pg.Message, xid: int | None) -> None:
         if self._stream_xid is not None:
-            self._streams[self._stream_xid].append((xid if xid is not None else self._stream_xid, item))
+            self._streams[self._stream_xid].append(
+                (xid if xid is not None else self._stream_xid, item)
+            )
             return
         current = self._current
         if current is None:
@@ -218,7 +222,9 @@ class TransactionAssembler:
         self._current = None
         return txn
 
-    def _from_stream(self, xid: int, commit_lsn: int, end_lsn: int, commit_time: int) -> Transaction:
+    def _from_stream(
+        self, xid: int, commit_lsn: int, end_lsn: int, commit_time: int
+    ) -> Transaction:
         entries = self._streams.pop(xid, [])
         changes: list[Change | Truncation] = []
         messages: list[pg.Message] = []

@@ -73,8 +73,15 @@ class Hub:
         consumer.log.waiter().add_done_callback(lambda _: self._changed(consumer))
 
     def _changed(self, consumer: ShapeConsumer) -> None:
-        self._broadcast(Grown(consumer.handle, consumer.log.storage.written_size(), consumer.state.value,
-                              self.engine.last_seen_lsn, consumer.reason))
+        self._broadcast(
+            Grown(
+                consumer.handle,
+                consumer.log.storage.written_size(),
+                consumer.state.value,
+                self.engine.last_seen_lsn,
+                consumer.reason,
+            )
+        )
         if consumer.state is GONE or consumer.error is not None:
             self._watched.discard(consumer.handle)
         else:
@@ -89,7 +96,12 @@ class Hub:
     def _current_status(self) -> Status:
         engine = self.engine
         error = engine.storage_error
-        return Status(engine.status.value, engine.problem, error.reason if error else None, engine.last_seen_lsn)
+        return Status(
+            engine.status.value,
+            engine.problem,
+            error.reason if error else None,
+            engine.last_seen_lsn,
+        )
 
     async def _report_status(self) -> None:
         while True:
@@ -122,11 +134,17 @@ class Hub:
     async def _answer(self, writer: asyncio.StreamWriter, ask: Ask) -> None:
         engine = self.engine
         try:
-            consumer = await (engine.shape(ask.definition, verify=ask.verify) if ask.create else engine.find(ask.definition))
+            consumer = await (
+                engine.shape(ask.definition, verify=ask.verify)
+                if ask.create
+                else engine.find(ask.definition)
+            )
         except ShapeError as exc:
             reply = Found(ask.id, error="shape", field=exc.field, message=exc.message)
         except EngineUnavailable as exc:
-            reply = Found(ask.id, error="unavailable", message=exc.reason, retry_after=exc.retry_after)
+            reply = Found(
+                ask.id, error="unavailable", message=exc.reason, retry_after=exc.retry_after
+            )
         except psycopg.OperationalError:
             reply = Found(ask.id, error="database")
         else:
@@ -134,7 +152,13 @@ class Hub:
                 reply = Found(ask.id)
             else:
                 self._watch(consumer)
-                reply = Found(ask.id, consumer.handle, consumer.shape.table, consumer.snapshot,
-                              consumer.log.storage.written_size(), consumer.state.value)
+                reply = Found(
+                    ask.id,
+                    consumer.handle,
+                    consumer.shape.table,
+                    consumer.snapshot,
+                    consumer.log.storage.written_size(),
+                    consumer.state.value,
+                )
         if not writer.is_closing():
             writer.write(frame(reply))

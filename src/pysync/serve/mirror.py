@@ -47,7 +47,13 @@ class MirrorEngine:
     """A ``ShapeSource`` over the hub's shapes."""
 
     def __init__(
-        self, hub: Path, storage_dir: Path, database_url: str, *, chunk_bytes: int, snapshot_connections: int
+        self,
+        hub: Path,
+        storage_dir: Path,
+        database_url: str,
+        *,
+        chunk_bytes: int,
+        snapshot_connections: int,
     ) -> None:
         self.hub = hub
         self.storage_dir = storage_dir
@@ -64,7 +70,9 @@ class MirrorEngine:
         self._by_handle: dict[str, ShapeConsumer] = {}
         self._by_definition: dict[ShapeDefinition, ShapeConsumer] = {}
         self._asks: dict[int, asyncio.Future[Found]] = {}
-        self._asking: dict[tuple[ShapeDefinition, bool, bool], asyncio.Future[ShapeConsumer | None]] = {}
+        self._asking: dict[
+            tuple[ShapeDefinition, bool, bool], asyncio.Future[ShapeConsumer | None]
+        ] = {}
         self._ids = itertools.count()
         self._failure: asyncio.Future[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -148,7 +156,9 @@ class MirrorEngine:
         if message.storage_error is None:
             self.storage_error = None
         elif self.storage_error is None:
-            self.storage_error = StorageError(self.storage_dir, OSError(errno.EIO, message.storage_error))
+            self.storage_error = StorageError(
+                self.storage_dir, OSError(errno.EIO, message.storage_error)
+            )
             self.storage_failure()
         self.started.set()
 
@@ -205,11 +215,15 @@ class MirrorEngine:
         key = (definition, create, verify)
         pending = self._asking.get(key)
         if pending is None:
-            pending = self._asking[key] = asyncio.ensure_future(self._request(definition, create, verify))
+            pending = self._asking[key] = asyncio.ensure_future(
+                self._request(definition, create, verify)
+            )
             pending.add_done_callback(lambda _: self._asking.pop(key, None))
         return await asyncio.shield(pending)
 
-    async def _request(self, definition: ShapeDefinition, create: bool, verify: bool) -> ShapeConsumer | None:
+    async def _request(
+        self, definition: ShapeDefinition, create: bool, verify: bool
+    ) -> ShapeConsumer | None:
         ask = Ask(next(self._ids), definition, create, verify)
         reply = self._asks[ask.id] = asyncio.get_running_loop().create_future()
         self._send(ask)
@@ -237,7 +251,9 @@ class MirrorEngine:
         assert found.handle is not None and found.table is not None
         shape = build_shape(definition, found.table)
         storage = FollowedStorage(self.storage_dir / "shapes" / found.handle / "log")
-        consumer = ShapeConsumer(found.handle, shape, ShapeLog(storage, self.chunk_bytes), found.snapshot)
+        consumer = ShapeConsumer(
+            found.handle, shape, ShapeLog(storage, self.chunk_bytes), found.snapshot
+        )
         self._by_handle[found.handle] = consumer
         self._apply(consumer, found.size, found.state, "")
         return consumer

@@ -35,7 +35,9 @@ STOP_TIMEOUT = 30.0
 
 
 class _Worker:
-    def __init__(self, number: int, command: list[str], sock: socket.socket, env: dict[str, str]) -> None:
+    def __init__(
+        self, number: int, command: list[str], sock: socket.socket, env: dict[str, str]
+    ) -> None:
         self.number = number
         self.command = command
         self.sock = sock
@@ -44,7 +46,9 @@ class _Worker:
 
     async def start(self) -> asyncio.subprocess.Process:
         self.process = await asyncio.create_subprocess_exec(
-            *self.command, pass_fds=(self.sock.fileno(),), env=self.env,
+            *self.command,
+            pass_fds=(self.sock.fileno(),),
+            env=self.env,
         )
         return self.process
 
@@ -63,7 +67,11 @@ class _Worker:
 
 
 async def supervise(
-    engine: Engine, settings: Settings, sock: socket.socket, database_url: str, announce: Callable[[], None]
+    engine: Engine,
+    settings: Settings,
+    sock: socket.socket,
+    database_url: str,
+    announce: Callable[[], None],
 ) -> None:
     """Serve with ``settings.workers`` HTTP workers until SIGTERM or SIGINT."""
     directory = Path(tempfile.mkdtemp(prefix="pysync-hub-"))
@@ -81,7 +89,15 @@ async def supervise(
     sock.listen(2048)
     worker_settings = msgspec.structs.replace(settings, database_url=database_url, workers=0)
     env = {**os.environ, SETTINGS_ENV: msgspec.json.encode(worker_settings, enc_hook=str).decode()}
-    command = [sys.executable, "-m", "pysync.serve.worker", "--hub", str(hub.path), "--fd", str(sock.fileno())]
+    command = [
+        sys.executable,
+        "-m",
+        "pysync.serve.worker",
+        "--hub",
+        str(hub.path),
+        "--fd",
+        str(sock.fileno()),
+    ]
     workers = [_Worker(n, command, sock, env) for n in range(settings.workers)]
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -90,12 +106,19 @@ async def supervise(
     try:
         waiting = asyncio.ensure_future(all_ready.wait())
         stop = asyncio.ensure_future(stopping.wait())
-        await asyncio.wait([waiting, stop], timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            [waiting, stop], timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
         waiting.cancel()
         if all_ready.is_set():
             announce()
         elif not stopping.is_set():
-            log.error("only %d of %d HTTP workers started in %.0f s", len(ready), settings.workers, READY_TIMEOUT)
+            log.error(
+                "only %d of %d HTTP workers started in %.0f s",
+                len(ready),
+                settings.workers,
+                READY_TIMEOUT,
+            )
         await stop
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -116,6 +139,11 @@ async def _keep_running(worker: _Worker, stopping: asyncio.Event) -> None:
         code = await process.wait()
         if stopping.is_set():
             return
-        log.warning("HTTP worker %d (pid %d) exited with %s; starting it again", worker.number, process.pid, code)
+        log.warning(
+            "HTTP worker %d (pid %d) exited with %s; starting it again",
+            worker.number,
+            process.pid,
+            code,
+        )
         await asyncio.sleep(pause)
         pause = min(pause * 2, 10.0)

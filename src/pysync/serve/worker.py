@@ -33,7 +33,10 @@ async def work(settings: Settings, hub: Path, fd: int) -> None:
     quiet_accept_errors()
     sock = socket.socket(fileno=fd)
     engine = MirrorEngine(
-        hub, settings.shape_storage, settings.database_url, chunk_bytes=settings.chunk_bytes,
+        hub,
+        settings.shape_storage,
+        settings.database_url,
+        chunk_bytes=settings.chunk_bytes,
         snapshot_connections=settings.snapshot_connections,
     )
     await engine.start()
@@ -66,7 +69,9 @@ def main() -> None:
     parser.add_argument("--fd", type=int, required=True)
     args = parser.parse_args()
     settings = make_settings(msgspec.json.decode(os.environ[SETTINGS_ENV]))
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     run_loop(work(settings, args.hub, args.fd))
 
 

@@ -68,8 +68,10 @@ def tagger(shape: Shape, layout: Sequence[str], views: Sequence[Any], handle: st
     plan = where.plan
     position = {name: i for i, name in enumerate(layout)}
     literals = [literal(where.bind_node(p.node, layout, views), p.negated) for p in plan.positions]
-    slots = [(p.columns, tuple(position[c] for c in p.columns)) if p.dependency is not None else None
-             for p in plan.positions]
+    slots = [
+        (p.columns, tuple(position[c] for c in p.columns)) if p.dependency is not None else None
+        for p in plan.positions
+    ]
     return Tagger(handle, plan.disjuncts, literals, slots)
 
 
@@ -94,7 +96,12 @@ class Projection:
         self.selected = tuple((c, position[c]) for c in shape.columns)
 
     def convert(
-        self, op: str, new: Row | None, old: Row | None, new_match: bool, old_match: bool,
+        self,
+        op: str,
+        new: Row | None,
+        old: Row | None,
+        new_match: bool,
+        old_match: bool,
         headers: dict[str, Any],
     ) -> list[Entry]:
         """Entries for one change; ``headers`` holds lsn/op_position/txids (copied per
@@ -122,7 +129,9 @@ class Projection:
         new_key = [new[i] for i in self.pk_idx]
         if old is not None and old_key != new_key:
             delete = self._delete(old_row, headers)
-            insert = self._entry("insert", new, {**headers, "op_position": headers["op_position"] + 1})
+            insert = self._entry(
+                "insert", new, {**headers, "op_position": headers["op_position"] + 1}
+            )
             new_key_text = row_key(self.prefix, new_key)
             delete["headers"]["key_change_to"] = new_key_text
             insert["headers"]["key_change_from"] = delete["key"]
@@ -172,12 +181,20 @@ class Projection:
 
 # Shared by the shapes of one table with the same columns and replica mode (held by
 # their converters; gone with the last of them).
-_projections: weakref.WeakValueDictionary[tuple[Any, ...], Projection] = weakref.WeakValueDictionary()
+_projections: weakref.WeakValueDictionary[tuple[Any, ...], Projection] = (
+    weakref.WeakValueDictionary()
+)
 
 
 def projection_for(shape: Shape, layout: Sequence[str]) -> Projection:
-    key = (shape.table.schema, shape.table.name, tuple(layout), shape.columns, shape.pk,
-           shape.definition.replica)
+    key = (
+        shape.table.schema,
+        shape.table.name,
+        tuple(layout),
+        shape.columns,
+        shape.pk,
+        shape.definition.replica,
+    )
     projection = _projections.get(key)
     if projection is None:
         projection = _projections[key] = Projection(shape, layout)
@@ -190,14 +207,15 @@ class ShapeConverter:
 
     __slots__ = ("projection", "matches")
 
-
     def __init__(self, shape: Shape, layout: Sequence[str]) -> None:
         self.projection = projection_for(shape, layout)
         self.matches: Callable[[Row], bool | None] | None = (
             _safe(shape.where.bind(layout)) if shape.where is not None else None  # type: ignore[attr-defined]
         )
 
-    def convert(self, op: str, new: Row | None, old: Row | None, headers: dict[str, Any]) -> list[Entry]:
+    def convert(
+        self, op: str, new: Row | None, old: Row | None, headers: dict[str, Any]
+    ) -> list[Entry]:
         """Entries for one change for this shape."""
         new_match, old_match = self.match(op, new, old)
         if not (new_match or old_match):
@@ -223,7 +241,9 @@ class TaggedConverter:
     ``active_conditions`` as Electric sends them (``log_items.ex``). Its entries carry
     per-shape headers, so it has a projection of its own and shares nothing."""
 
-    def __init__(self, shape: Shape, layout: Sequence[str], views: Sequence[Any], handle: str) -> None:
+    def __init__(
+        self, shape: Shape, layout: Sequence[str], views: Sequence[Any], handle: str
+    ) -> None:
         self.projection = projection = Projection(shape, layout)
         self.tagger = tagger(shape, layout, views, handle)
         self._meta = self.tagger.meta
@@ -235,12 +255,18 @@ class TaggedConverter:
         """The columns the clause reads: an update that changes none of them keeps the
         row's tags and conditions."""
 
-    def convert(self, op: str, new: Row | None, old: Row | None, headers: dict[str, Any]) -> list[Entry]:
+    def convert(
+        self, op: str, new: Row | None, old: Row | None, headers: dict[str, Any]
+    ) -> list[Entry]:
         projection = self.projection
         if op == "insert":
             assert new is not None
             included, tags, active = self._meta(new)
-            return [self._tagged(self._entry("insert", new, headers), tags, active)] if included else []
+            return (
+                [self._tagged(self._entry("insert", new, headers), tags, active)]
+                if included
+                else []
+            )
         if op == "delete":
             assert old is not None
             included, tags, active = self._meta(old)
@@ -256,7 +282,9 @@ class TaggedConverter:
         else:
             old_in, old_tags, old_active = self._meta(old)
         if not new_in:
-            return [self._tagged(self._delete(old, headers), old_tags, old_active)] if old_in else []
+            return (
+                [self._tagged(self._delete(old, headers), old_tags, old_active)] if old_in else []
+            )
         if not old_in:
             return [self._tagged(self._entry("insert", new, headers), new_tags, new_active)]
         removed = [t for t in old_tags if t not in new_tags]
@@ -266,7 +294,9 @@ class TaggedConverter:
             delete = self._tagged(self._delete(old, headers), new_tags + removed, new_active)
             insert = self._tagged(
                 self._entry("insert", new, {**headers, "op_position": headers["op_position"] + 1}),
-                new_tags, new_active)
+                new_tags,
+                new_active,
+            )
             delete["headers"]["key_change_to"] = row_key(projection.prefix, new_key)
             insert["headers"]["key_change_from"] = delete["key"]
             return [delete, insert]
@@ -277,7 +307,10 @@ class TaggedConverter:
             # nothing the shape selects changed, but why the row is in it did
             entry = {
                 "key": row_key(projection.prefix, new_key),
-                "value": {name: new[i] for name, i in zip(projection.pk_names, projection.pk_idx, strict=True)},
+                "value": {
+                    name: new[i]
+                    for name, i in zip(projection.pk_names, projection.pk_idx, strict=True)
+                },
                 "headers": {"operation": "update", "relation": projection.relation, **headers},
             }
             if projection.full:

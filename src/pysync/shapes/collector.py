@@ -75,8 +75,11 @@ class Collector:
                     routes = tables.get((relation.namespace, relation.name))
                     if routes is not None:
                         # Not for a shape whose snapshot already saw the truncate.
-                        doomed.extend((consumer, "table truncated") for consumer in routes.shapes
-                                      if consumer.accepts(xid, commit_lsn))
+                        doomed.extend(
+                            (consumer, "table truncated")
+                            for consumer in routes.shapes
+                            if consumer.accepts(xid, commit_lsn)
+                        )
                 op += 2
                 continue
             assert type(change) is Change
@@ -122,7 +125,8 @@ class Collector:
                             reused = reused or found is not None
                         if found is None:
                             found = shared[key] = converter.projection.convert(
-                                kind, new, old, new_match, old_match, headers)
+                                kind, new, old, new_match, old_match, headers
+                            )
                         entries = found
                     if entries:
                         if existing is None:
@@ -183,4 +187,3 @@ class Collector:
         """Replication resumes from ``acknowledged``: nothing after it counts as applied."""
         self.applied_end_lsn = acknowledged
         self.subqueries.rewind()
-

@@ -56,9 +56,23 @@ FAILED = ShapeState.FAILED
 
 class ShapeConsumer:
     __slots__ = (
-        "handle", "shape", "log", "state", "snapshot", "error", "reason", "recorded",
-        "last_used", "last_lsn", "converter", "relation", "waiting", "_pending", "_filtering",
-        "subquery", "__weakref__",
+        "handle",
+        "shape",
+        "log",
+        "state",
+        "snapshot",
+        "error",
+        "reason",
+        "recorded",
+        "last_used",
+        "last_lsn",
+        "converter",
+        "relation",
+        "waiting",
+        "_pending",
+        "_filtering",
+        "subquery",
+        "__weakref__",
     )
 
     def __init__(
@@ -182,7 +196,9 @@ class ShapeConsumer:
     def last_offset(self) -> LogOffset:
         return self.log.last_offset
 
-    def read(self, after: LogOffset, max_bytes: int | None = None) -> tuple[list[bytes], LogOffset, bool]:
+    def read(
+        self, after: LogOffset, max_bytes: int | None = None
+    ) -> tuple[list[bytes], LogOffset, bool]:
         """Entries after ``after`` (see ``ShapeLog.read``); ShapeGone once the shape is
         gone (its log is deleted)."""
         if self.state is GONE:
@@ -233,7 +249,9 @@ class ShapeConsumer:
                     return False
                 grown = log.waiter()
                 try:
-                    await asyncio.wait([grown, *wake], timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait(
+                        [grown, *wake], timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                    )
                 finally:
                     log.unwait(grown)
         finally:

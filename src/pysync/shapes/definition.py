@@ -66,9 +66,13 @@ class ShapeDefinition(msgspec.Struct, frozen=True):
         if where is not None and not where.strip():
             where = None
         return cls(
-            table=table, schema=namespace, where=where, params=normalize_params(params),
+            table=table,
+            schema=namespace,
+            where=where,
+            params=normalize_params(params),
             columns=tuple(columns) if columns is not None else None,
-            replica=replica, log_mode=log_mode,
+            replica=replica,
+            log_mode=log_mode,
         )
 
     @property
@@ -76,7 +80,9 @@ class ShapeDefinition(msgspec.Struct, frozen=True):
         return (self.schema, self.table)
 
 
-def normalize_params(params: Sequence[object] | Mapping[int | str, object] | None) -> tuple[str, ...]:
+def normalize_params(
+    params: Sequence[object] | Mapping[int | str, object] | None,
+) -> tuple[str, ...]:
     """``$n`` values as strings in order: from a list, or a mapping ``{1: v, ...}``."""
     if params is None:
         return ()
@@ -183,7 +189,9 @@ def subquery_relations(definition: ShapeDefinition) -> list[tuple[str, str]]:
     from pysync.shapes.where._sublinks import has_sublink
 
     found: list[tuple[str, str]] = []
-    pending: list[tuple[str | None, int]] = [(definition.where, 0)] if definition.where is not None else []
+    pending: list[tuple[str | None, int]] = (
+        [(definition.where, 0)] if definition.where is not None else []
+    )
     while pending:
         clause, offset = pending.pop()
         if clause is None or not has_sublink(clause):
@@ -214,7 +222,9 @@ def _missing_table(schema: str, name: str) -> ShapeError:
     )
 
 
-def build_shape(definition: ShapeDefinition, table: Table | None, tables: Tables | None = None) -> Shape:
+def build_shape(
+    definition: ShapeDefinition, table: Table | None, tables: Tables | None = None
+) -> Shape:
     """The shape ``definition`` asks for on ``table`` (as just read from the catalog;
     None when there is no such table): columns checked, WHERE compiled. ``tables`` holds
     the tables of its subqueries (``subquery_relations``). Pure CPU work, safe to run in
@@ -229,15 +239,29 @@ def build_shape(definition: ShapeDefinition, table: Table | None, tables: Tables
         params = {i + 1: value for i, value in enumerate(definition.params)}
         where, dependencies = _compile(definition.where, table, params, tables or {}, 0)
     normalized_where = where.normalized if where is not None else ""  # type: ignore[attr-defined]
-    fields: list[object] = [table.oid, table.schema, table.name, table.identity, normalized_where,
-                            sorted(columns), definition.replica, definition.log_mode]
+    fields: list[object] = [
+        table.oid,
+        table.schema,
+        table.name,
+        table.identity,
+        normalized_where,
+        sorted(columns),
+        definition.replica,
+        definition.log_mode,
+    ]
     if dependencies:
         # Their tables' oids: a subquery's table created again makes another shape.
         fields.append([dependency.key for dependency in dependencies])
     identity = msgspec.json.encode(fields)
     key = hashlib.sha256(identity).hexdigest()
-    return Shape(definition=definition, table=table, where=where, columns=columns, key=key,
-                 dependencies=dependencies)
+    return Shape(
+        definition=definition,
+        table=table,
+        where=where,
+        columns=columns,
+        key=key,
+        dependencies=dependencies,
+    )
 
 
 def _check_replicable(table: Table) -> None:
@@ -279,7 +303,9 @@ def _compile(
             number = by_key.setdefault(subquery.key, len(dependencies))
             if number == len(dependencies):
                 dependencies.append(subquery)
-            columns = tuple(c for name in spec.columns for c in subquery.table.columns if c.name == name)
+            columns = tuple(
+                c for name in spec.columns for c in subquery.table.columns if c.name == name
+            )
             types.append(SublinkType(number, subquery.key, columns))
         return compile_where(clause, table, params, types), tuple(dependencies)
     except WhereError as exc:
@@ -296,19 +322,28 @@ def _subquery(spec: object, params: dict[int, str], tables: Tables, offset: int)
     _check_replicable(table)
     unknown = [name for name in spec.columns if table.column(name) is None]
     if unknown:
-        raise ShapeError("columns", f"The following columns are not found on the table: {', '.join(unknown)}")
+        raise ShapeError(
+            "columns", f"The following columns are not found on the table: {', '.join(unknown)}"
+        )
     if not spec.columns:
         raise ShapeError("columns", "The list of columns must not be empty")
     where = None
     dependencies: tuple[Subquery, ...] = ()
     if spec.where is not None:
-        where, dependencies = _compile(spec.where, table, params, tables, offset + spec.where_offset)
+        where, dependencies = _compile(
+            spec.where, table, params, tables, offset + spec.where_offset
+        )
     normalized = where.normalized if where is not None else ""  # type: ignore[attr-defined]
     identity = msgspec.json.encode(
         [table.oid, table.schema, table.name, table.identity, list(spec.columns), normalized]
     )
-    return Subquery(table=table, columns=spec.columns, where=where, dependencies=dependencies,
-                    key=hashlib.sha256(identity).hexdigest()[:16])
+    return Subquery(
+        table=table,
+        columns=spec.columns,
+        where=where,
+        dependencies=dependencies,
+        key=hashlib.sha256(identity).hexdigest()[:16],
+    )
 
 
 def _selected_columns(table: Table, requested: tuple[str, ...] | None) -> tuple[str, ...]:

@@ -73,7 +73,9 @@ class _Binding:
 
 
 class Dependency:
-    def __init__(self, subquery: Subquery, manager: Subqueries, inner: Sequence[Dependency]) -> None:
+    def __init__(
+        self, subquery: Subquery, manager: Subqueries, inner: Sequence[Dependency]
+    ) -> None:
         self.subquery = subquery
         self.key = subquery.key
         self.manager = manager
@@ -190,7 +192,9 @@ class Dependency:
         assert new is not None
         if UNCHANGED_TOAST in new:
             if old is None:
-                raise DependencyGone(f"{self.relation[0]}.{self.relation[1]} is not REPLICA IDENTITY FULL")
+                raise DependencyGone(
+                    f"{self.relation[0]}.{self.relation[1]} is not REPLICA IDENTITY FULL"
+                )
             new = [o if v is UNCHANGED_TOAST else v for v, o in zip(new, old, strict=True)]
         identity = tuple(new[i] for i in b.identity)
         if old is None and change.op == "update":
@@ -199,7 +203,9 @@ class Dependency:
             self._put(identity, tuple(new[i] for i in b.needed))
 
     @staticmethod
-    def _matches(evaluate: Callable[[Sequence[Any]], bool | None] | None, row: Sequence[Any]) -> bool:
+    def _matches(
+        evaluate: Callable[[Sequence[Any]], bool | None] | None, row: Sequence[Any]
+    ) -> bool:
         if evaluate is None:
             return True
         try:

@@ -53,7 +53,10 @@ class FollowedStorage:
         window, window_start = b"", position
         while position + HEADER_SIZE <= size:
             if position + HEADER_SIZE > window_start + len(window):
-                window, window_start = os.pread(self._fd, max(_WINDOW, HEADER_SIZE), position), position
+                window, window_start = (
+                    os.pread(self._fd, max(_WINDOW, HEADER_SIZE), position),
+                    position,
+                )
             at = position - window_start
             header = window[at : at + HEADER_SIZE]
             if header_problem(header, size - position) is not None:
@@ -61,9 +64,15 @@ class FollowedStorage:
             flags, tx, op, length = FIELDS.unpack_from(header, 1)
             end = position + HEADER_SIZE + length
             if end > window_start + len(window):
-                window, window_start = os.pread(self._fd, max(_WINDOW, end - position), position), position
+                window, window_start = (
+                    os.pread(self._fd, max(_WINDOW, end - position), position),
+                    position,
+                )
             at = position - window_start
-            if _crc32(window[at + HEADER_SIZE : at + HEADER_SIZE + length]) != CRCS.unpack_from(header, 1 + FIELDS.size)[1]:
+            if (
+                _crc32(window[at + HEADER_SIZE : at + HEADER_SIZE + length])
+                != CRCS.unpack_from(header, 1 + FIELDS.size)[1]
+            ):
                 break
             yield Frame(tx, op, flags, position + HEADER_SIZE, length)
             position = end

@@ -99,11 +99,15 @@ class ShapeLog:
         last = len(entries) - 1
         if last == 0:  # most appends: one change of one transaction
             offset, payload = entries[0]
-            frames: bytes | bytearray = frame_header(offset.tx, offset.op, payload, last_flags) + payload
+            frames: bytes | bytearray = (
+                frame_header(offset.tx, offset.op, payload, last_flags) + payload
+            )
         else:
             frames = bytearray()
             for n, (offset, payload) in enumerate(entries):
-                frames += frame_header(offset.tx, offset.op, payload, last_flags if n == last else 0)
+                frames += frame_header(
+                    offset.tx, offset.op, payload, last_flags if n == last else 0
+                )
                 frames += payload
         base = self.storage.append(frames)
         position = base + HEADER_SIZE
@@ -161,7 +165,9 @@ class ShapeLog:
 
     # -- reading --------------------------------------------------------------------
 
-    def read(self, after: LogOffset, max_bytes: int | None = None) -> tuple[list[bytes], LogOffset, bool]:
+    def read(
+        self, after: LogOffset, max_bytes: int | None = None
+    ) -> tuple[list[bytes], LogOffset, bool]:
         """Entries strictly after ``after``: (payloads, end offset, reached the end).
 
         A snapshot chunk is always served alone, at its own offset ``0_k`` (as Electric

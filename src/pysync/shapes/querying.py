@@ -19,8 +19,10 @@ from pysync.shapes.tags import NULL_SENTINEL, VALUE_PREFIX
 
 def _plain_key_column(table: Table, name: str) -> bool:
     column = table.column(name)
-    return column is not None and column.dims == 0 and (
-        column.type_name in ("int2", "int4", "int8", "numeric", "uuid", "oid")
+    return (
+        column is not None
+        and column.dims == 0
+        and (column.type_name in ("int2", "int4", "int8", "numeric", "uuid", "oid"))
     )
 
 
@@ -58,7 +60,8 @@ class Tagging:
 def _namespaced_sql(table: Table, name: str) -> sql.Composable:
     text = _column_text(table, name)
     return sql.SQL("CASE WHEN {0} IS NULL THEN {1} ELSE {2} || {0} END").format(
-        text, sql.Literal(NULL_SENTINEL), sql.Literal(VALUE_PREFIX))
+        text, sql.Literal(NULL_SENTINEL), sql.Literal(VALUE_PREFIX)
+    )
 
 
 def _tagging_sql(shape: Shape, tagging: Tagging) -> tuple[sql.Composable, list[object]]:
@@ -88,7 +91,8 @@ def _tagging_sql(shape: Shape, tagging: Tagging) -> tuple[sql.Composable, list[o
             extra: list[object] = []
         else:
             value = sql.SQL(" || ").join(
-                sql.SQL("%s || ") + _namespaced_sql(table, c) for c in columns)
+                sql.SQL("%s || ") + _namespaced_sql(table, c) for c in columns
+            )
             extra = [f"{c}:" for c in columns]
         slots.append(sql.SQL("md5(%s || ") + value + sql.SQL(")"))
         slot_params.append([tagging.handle, *extra])
@@ -170,7 +174,10 @@ def row_json_query(
             """|| json_object(ARRAY[{names}]::text[], ARRAY[{values}]::text[])::text """
             """|| {headers} FROM {table}"""
         ).format(
-            key=key, names=names, values=values, headers=header_sql,
+            key=key,
+            names=names,
+            values=values,
+            headers=header_sql,
             table=sql.Identifier(table.schema, table.name),
         )
     ]
@@ -182,14 +189,23 @@ def row_json_query(
     if subset_where is not None:
         conditions.append(subset_where.to_sql())  # type: ignore[attr-defined]
     for i, (condition, condition_params) in enumerate(conditions):
-        parts.append(sql.SQL(" WHERE (" if i == 0 else " AND (") + sql.SQL(condition) + sql.SQL(")"))
+        parts.append(
+            sql.SQL(" WHERE (" if i == 0 else " AND (") + sql.SQL(condition) + sql.SQL(")")
+        )
         params.extend(condition_params)
     if order_by:
         terms = []
         for term in order_by:
-            nulls = "" if term.nulls_first is None else (" NULLS FIRST" if term.nulls_first else " NULLS LAST")
-            terms.append(sql.SQL("{}" + (" DESC" if term.descending else " ASC") + nulls).format(
-                sql.Identifier(term.column)))
+            nulls = (
+                ""
+                if term.nulls_first is None
+                else (" NULLS FIRST" if term.nulls_first else " NULLS LAST")
+            )
+            terms.append(
+                sql.SQL("{}" + (" DESC" if term.descending else " ASC") + nulls).format(
+                    sql.Identifier(term.column)
+                )
+            )
         parts.append(sql.SQL(" ORDER BY ") + sql.SQL(", ").join(terms))
     if limit is not None:
         parts.append(sql.SQL(" LIMIT %s"))
@@ -200,7 +216,9 @@ def row_json_query(
     return sql.Composed(parts), params
 
 
-def move_in_where(shape: Shape, after: Sequence[Any], before: Sequence[Any]) -> tuple[str, list[object]]:
+def move_in_where(
+    shape: Shape, after: Sequence[Any], before: Sequence[Any]
+) -> tuple[str, list[object]]:
     """Rows a move-in brings: in the shape with the views after it, not before it."""
     where: Any = shape.where
     after_sql, after_params = where.to_sql(after)
@@ -208,12 +226,15 @@ def move_in_where(shape: Shape, after: Sequence[Any], before: Sequence[Any]) -> 
     return f"({after_sql}) AND (({before_sql}) IS NOT TRUE)", after_params + before_params
 
 
-def subquery_rows_query(subquery: Subquery, views: Sequence[Any], needed: Sequence[str]) -> tuple[sql.Composed, list[object]]:
+def subquery_rows_query(
+    subquery: Subquery, views: Sequence[Any], needed: Sequence[str]
+) -> tuple[sql.Composed, list[object]]:
     """The rows of a dependency: identity columns' then needed columns' texts."""
     table = subquery.table
     columns = [_column_text(table, c) for c in (*table.identity, *needed)]
     query = sql.SQL("SELECT {} FROM {}").format(
-        sql.SQL(", ").join(columns), sql.Identifier(table.schema, table.name))
+        sql.SQL(", ").join(columns), sql.Identifier(table.schema, table.name)
+    )
     params: list[object] = []
     where: Any = subquery.where
     if where is not None:

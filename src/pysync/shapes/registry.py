@@ -75,7 +75,9 @@ class ShapeRegistry:
         self.on_invalidate: list[Callable[[ShapeConsumer], None]] = []
         self.on_storage_error: Callable[[StorageError], None] = lambda exc: None
         self.on_snapshot_done: Callable[[float], None] = lambda seconds: None
-        self.subqueries = Subqueries(connections, publisher.publish, self.invalidate, max_subquery_rows)
+        self.subqueries = Subqueries(
+            connections, publisher.publish, self.invalidate, max_subquery_rows
+        )
         self.subqueries.on_storage_error = lambda exc: self.on_storage_error(exc)
 
     def __len__(self) -> int:
@@ -170,8 +172,11 @@ class ShapeRegistry:
                 table = await load_table_async(conn, definition.schema, definition.table)
             if table is None:
                 return build_shape(definition, table)  # raises: no such table
-            relations = (subquery_relations(definition) if inline
-                         else await self.compute(subquery_relations, definition))
+            relations = (
+                subquery_relations(definition)
+                if inline
+                else await self.compute(subquery_relations, definition)
+            )
             tables = {}
             if relations:
                 async with self.connections.catalog_session() as conn:
@@ -181,8 +186,8 @@ class ShapeRegistry:
             return await self.compute(build_shape, definition, table, tables)
         except TimeoutError:
             raise CompileTimeout(
-                "where", f"the clause took more than {self.compile_timeout:g} s to compile; "
-                "simplify it"
+                "where",
+                f"the clause took more than {self.compile_timeout:g} s to compile; simplify it",
             ) from None
 
     async def compute(self, fn: Callable[..., T], *args: object) -> T:
@@ -201,7 +206,9 @@ class ShapeRegistry:
         self.add(consumer)
         if self.max_shapes is not None and len(self._by_handle) > self.max_shapes:
             self._evict()
-        task = asyncio.create_task(self._snapshot(consumer), name=f"pysync-snapshot-{consumer.handle}")
+        task = asyncio.create_task(
+            self._snapshot(consumer), name=f"pysync-snapshot-{consumer.handle}"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return consumer
@@ -291,8 +298,12 @@ class ShapeRegistry:
             try:
                 async with self.connections.snapshot_session() as conn:
                     info = await write_snapshot(
-                        conn, consumer.shape, consumer.log, rows=consumer.definition.log_mode == "full",
-                        tagging=tagging, seen=subquery.seen,
+                        conn,
+                        consumer.shape,
+                        consumer.log,
+                        rows=consumer.definition.log_mode == "full",
+                        tagging=tagging,
+                        seen=subquery.seen,
                     )
                     if consumer.state is SNAPSHOTTING:
                         subquery.snapshot_taken(info)  # at once, as in _snapshot
@@ -321,7 +332,9 @@ class ShapeRegistry:
         consumer.invalidate(reason)
         if self._by_handle.get(consumer.handle) is not consumer:
             return
-        log.info("shape %s (%s) invalidated: %s", consumer.handle, consumer.definition.table, reason)
+        log.info(
+            "shape %s (%s) invalidated: %s", consumer.handle, consumer.definition.table, reason
+        )
         self._by_handle.pop(consumer.handle, None)
         if self._by_definition.get(consumer.definition) is consumer:
             del self._by_definition[consumer.definition]

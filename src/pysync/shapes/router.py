@@ -39,8 +39,13 @@ class _Node(Generic[S]):
 
     __slots__ = ("center", "by_low", "by_high", "below", "above")
 
-    def __init__(self, center: Any, here: list[tuple[RangeIndex, S]],
-                 below: _Node[S] | None, above: _Node[S] | None) -> None:
+    def __init__(
+        self,
+        center: Any,
+        here: list[tuple[RangeIndex, S]],
+        below: _Node[S] | None,
+        above: _Node[S] | None,
+    ) -> None:
         self.center = center
         self.by_low = sorted(here, key=lambda item: _low_key(item[0]))
         self.by_high = sorted(here, key=lambda item: _high_key(item[0]), reverse=True)
@@ -281,7 +286,9 @@ class Router(Generic[S]):
     def __init__(self) -> None:
         self.tables: dict[tuple[str, str], TableRoutes[S]] = {}
 
-    def add(self, relation: tuple[str, str], shape: S, index: Index | None, dynamic: str | None = None) -> None:
+    def add(
+        self, relation: tuple[str, str], shape: S, index: Index | None, dynamic: str | None = None
+    ) -> None:
         routes = self.tables.get(relation)
         if routes is None:
             routes = self.tables[relation] = TableRoutes()

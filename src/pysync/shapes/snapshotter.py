@@ -44,14 +44,25 @@ def _check_seen(info: SnapshotInfo, seen: Sequence[int]) -> None:
 
 def snapshot_end(info: SnapshotInfo) -> bytes:
     return msgspec.json.encode(
-        {"headers": {"control": "snapshot-end", "xmin": str(info.xmin), "xmax": str(info.xmax),
-                     "xip_list": [str(x) for x in info.xip]}}
+        {
+            "headers": {
+                "control": "snapshot-end",
+                "xmin": str(info.xmin),
+                "xmax": str(info.xmax),
+                "xip_list": [str(x) for x in info.xip],
+            }
+        }
     )
 
 
 async def write_snapshot(
-    conn: psycopg.AsyncConnection[Any], shape: Shape, log: ShapeLog, *, rows: bool = True,
-    tagging: Tagging | None = None, seen: Sequence[int] = (),
+    conn: psycopg.AsyncConnection[Any],
+    shape: Shape,
+    log: ShapeLog,
+    *,
+    rows: bool = True,
+    tagging: Tagging | None = None,
+    seen: Sequence[int] = (),
 ) -> SnapshotInfo:
     """Write the shape's rows into ``log`` as snapshot chunks ending with ``snapshot-end``.
 
@@ -93,8 +104,13 @@ async def query_subset(
 ) -> tuple[SnapshotInfo, list[bytes]]:
     """A subset snapshot: rows of the shape narrowed by ``where``, at a recorded snapshot."""
     query, params = row_json_query(
-        shape, extra_headers={"snapshot_mark": mark}, subset_where=where,
-        order_by=order_by, limit=limit, offset=offset, tagging=tagging,
+        shape,
+        extra_headers={"snapshot_mark": mark},
+        subset_where=where,
+        order_by=order_by,
+        limit=limit,
+        offset=offset,
+        tagging=tagging,
     )
     async with snapshot_transaction(conn) as info:
         rows = await fetch_rows(conn, query, params)
@@ -102,13 +118,18 @@ async def query_subset(
 
 
 async def query_move_in(
-    conn: psycopg.AsyncConnection[Any], shape: Shape, tagging: Tagging, before: Sequence[Any],
+    conn: psycopg.AsyncConnection[Any],
+    shape: Shape,
+    tagging: Tagging,
+    before: Sequence[Any],
     seen: Sequence[int],
 ) -> tuple[SnapshotInfo, list[bytes]]:
     """The rows a move-in brings into the shape (in it with the views after the move,
     not before it), tagged with the views after it, at a snapshot that sees ``seen``."""
     query, params = row_json_query(
-        shape, extra_headers={"is_move_in": True}, tagging=tagging,
+        shape,
+        extra_headers={"is_move_in": True},
+        tagging=tagging,
         where_sql=move_in_where(shape, tagging.views, before),
     )
     async with snapshot_transaction(conn) as info:
@@ -118,8 +139,12 @@ async def query_move_in(
 
 
 async def query_subquery(
-    conn: psycopg.AsyncConnection[Any], subquery: Subquery, views: Sequence[Any],
-    needed: Sequence[str], seen: Sequence[int], limit: int | None = None,
+    conn: psycopg.AsyncConnection[Any],
+    subquery: Subquery,
+    views: Sequence[Any],
+    needed: Sequence[str],
+    seen: Sequence[int],
+    limit: int | None = None,
 ) -> tuple[SnapshotInfo, list[tuple[Any, ...]]]:
     """A dependency's rows (identity texts, then ``needed`` texts), read with ``views``;
     at most ``limit`` of them."""

@@ -94,7 +94,11 @@ def gap_reason(
     """
     if known is None:
         return "there is no record of the slot the stored shapes came from" if has_shapes else None
-    if (known.system_id, known.database, known.slot) != (found.system_id, found.database, found.slot):
+    if (known.system_id, known.database, known.slot) != (
+        found.system_id,
+        found.database,
+        found.slot,
+    ):
         return f"this is another server or slot ({found}) than the shapes came from ({known})"
     if known.timeline != found.timeline:
         return f"the server's timeline changed ({known.timeline} -> {found.timeline}: failover or restore)"
@@ -111,7 +115,9 @@ def gap_reason(
 class ShapeStore:
     """Logs, the registry, the slot's identity and the acknowledged LSN of one engine."""
 
-    def __init__(self, directory: Path | None, chunk_bytes: int = CHUNK_BYTES, io: Io = OS_IO) -> None:
+    def __init__(
+        self, directory: Path | None, chunk_bytes: int = CHUNK_BYTES, io: Io = OS_IO
+    ) -> None:
         self.directory = directory
         self.chunk_bytes = chunk_bytes
         self.io = io
@@ -161,8 +167,12 @@ class ShapeStore:
         if found == FORMAT:
             return
         if found is not None or (self.directory / "registry.jsonl").exists():
-            log.warning("storage %s has format %s, not %s: every stored shape is resynced",
-                        self.directory, found or "1", FORMAT)
+            log.warning(
+                "storage %s has format %s, not %s: every stored shape is resynced",
+                self.directory,
+                found or "1",
+                FORMAT,
+            )
             for name in ("registry.jsonl", "slot.json", "acknowledged"):
                 (self.directory / name).unlink(missing_ok=True)
             shutil.rmtree(self.directory / "shapes", ignore_errors=True)
@@ -218,10 +228,16 @@ class ShapeStore:
 
     def remember(self, consumer: ShapeConsumer) -> None:
         shape = consumer.shape
-        self._write(RegistryRecord(
-            "add", consumer.handle, shape.definition, consumer.snapshot, shape.key,
-            {c.name: c.type_oid for c in shape.table.columns},
-        ))
+        self._write(
+            RegistryRecord(
+                "add",
+                consumer.handle,
+                shape.definition,
+                consumer.snapshot,
+                shape.key,
+                {c.name: c.type_oid for c in shape.table.columns},
+            )
+        )
 
     def forget(self, handle: str) -> None:
         self._write(RegistryRecord("del", handle))
@@ -288,7 +304,9 @@ class ShapeStore:
         it later was moved by someone else (a gap)."""
         if self.directory is not None:
             if self._ack_fd is None:
-                self._ack_fd = os.open(self.directory / "acknowledged", os.O_RDWR | os.O_CREAT, 0o600)
+                self._ack_fd = os.open(
+                    self.directory / "acknowledged", os.O_RDWR | os.O_CREAT, 0o600
+                )
             record = _ACK.pack(lsn, zlib.crc32(lsn.to_bytes(8, "big")))
             try:
                 os.pwrite(self._ack_fd, record, 0)  # one sector: replaced whole
@@ -300,7 +318,9 @@ class ShapeStore:
     def _read_identity(self) -> SlotIdentity | None:
         assert self.directory is not None
         try:
-            return msgspec.json.decode((self.directory / "slot.json").read_bytes(), type=SlotIdentity)
+            return msgspec.json.decode(
+                (self.directory / "slot.json").read_bytes(), type=SlotIdentity
+            )
         except (OSError, msgspec.DecodeError, msgspec.ValidationError):
             return None
 

@@ -376,7 +376,9 @@ class Subqueries:
                 return
             try:
                 async with self.connections.snapshot_session() as conn:
-                    info, rows = await query_move_in(conn, shape.shape, shape.tagging, move.before, move.seen)
+                    info, rows = await query_move_in(
+                        conn, shape.shape, shape.tagging, move.before, move.seen
+                    )
             except StaleSnapshot:
                 pass
             except (psycopg.Error, OSError) as exc:
@@ -384,7 +386,9 @@ class Subqueries:
                 if isinstance(exc, psycopg.errors.DataError):
                     # The clause fails on the rows moving in: so would every retry; the
                     # clients refetch and get the failure as a 400.
-                    self.invalidate(shape, f"its clause fails on the rows: {exc.diag.message_primary}")
+                    self.invalidate(
+                        shape, f"its clause fails on the rows: {exc.diag.message_primary}"
+                    )
                     return
             else:
                 if shape.closed or shape.move is not move:
@@ -418,8 +422,12 @@ class Subqueries:
             try:
                 async with self.connections.snapshot_session() as conn:
                     # A new one reads one row past what the budget leaves: enough to refuse it.
-                    limit = self._room(dep) + 1 if dep.state is DependencyState.SNAPSHOTTING else None
-                    info, rows = await query_subquery(conn, dep.subquery, views, dep.needed, seen, limit)
+                    limit = (
+                        self._room(dep) + 1 if dep.state is DependencyState.SNAPSHOTTING else None
+                    )
+                    info, rows = await query_subquery(
+                        conn, dep.subquery, views, dep.needed, seen, limit
+                    )
             except StaleSnapshot:
                 pass
             except (psycopg.Error, OSError) as exc:

@@ -82,8 +82,14 @@ class Held(msgspec.Struct):
 class Move:
     """A move-in being queried and spliced."""
 
-    def __init__(self, old: dict[int, dict[Key, bool]], before: list[Any], events: list[dict[str, Any]],
-                 seen: tuple[int, ...], tx: int) -> None:
+    def __init__(
+        self,
+        old: dict[int, dict[Key, bool]],
+        before: list[Any],
+        events: list[dict[str, Any]],
+        seen: tuple[int, ...],
+        tx: int,
+    ) -> None:
         self.old = old
         """Per dependency number, the moved keys' presence before the move."""
         self.before = before
@@ -101,7 +107,9 @@ class Move:
 
 
 class SubqueryShape:
-    def __init__(self, consumer: ShapeConsumer, manager: Subqueries, deps: Sequence[Dependency]) -> None:
+    def __init__(
+        self, consumer: ShapeConsumer, manager: Subqueries, deps: Sequence[Dependency]
+    ) -> None:
         self.consumer = consumer
         self.manager = manager
         self.shape = consumer.shape
@@ -111,8 +119,10 @@ class SubqueryShape:
         self.views = [View(dep, self, n, len(dep.subquery.columns)) for n, dep in enumerate(deps)]
         for view in self.views:
             view.source.dependents.append(view)  # type: ignore[attr-defined]
-        self.positions = {n: [(p, self.plan.positions[p].columns) for p in self.plan.dependency_positions(n)]
-                          for n in range(len(deps))}
+        self.positions = {
+            n: [(p, self.plan.positions[p].columns) for p in self.plan.dependency_positions(n)]
+            for n in range(len(deps))
+        }
         self.phase = Phase.WAITING
         self.held: list[Held] = []
         self.move: Move | None = None
@@ -138,8 +148,12 @@ class SubqueryShape:
     def tagging(self) -> Tagging:
         return Tagging(self.handle, self.views)
 
-    def converter(self, layout: Sequence[str], views: Sequence[Any] | None = None) -> TaggedConverter:
-        return TaggedConverter(self.shape, layout, self.views if views is None else views, self.handle)
+    def converter(
+        self, layout: Sequence[str], views: Sequence[Any] | None = None
+    ) -> TaggedConverter:
+        return TaggedConverter(
+            self.shape, layout, self.views if views is None else views, self.handle
+        )
 
     # -- the stream -------------------------------------------------------------------
 
@@ -212,7 +226,9 @@ class SubqueryShape:
             if shrink:
                 if negated:
                     if any(_has_null(k) for k in shrink):
-                        self.manager.invalidate(self, "a NULL joined the values of a NOT IN subquery")
+                        self.manager.invalidate(
+                            self, "a NULL joined the values of a NOT IN subquery"
+                        )
                         return
                     keys = [m for k in shrink for m in masks(k)]
                 else:
@@ -275,8 +291,13 @@ class SubqueryShape:
         return found
 
     def _event(self, kind: str, number: int, keys: list[Key], txids: list[int]) -> dict[str, Any]:
-        return {"headers": {"event": kind, "patterns": patterns(self.handle, self.positions[number], keys),
-                            "txids": txids}}
+        return {
+            "headers": {
+                "event": kind,
+                "patterns": patterns(self.handle, self.positions[number], keys),
+                "txids": txids,
+            }
+        }
 
     # -- splicing a move-in -------------------------------------------------------------------
 
@@ -351,11 +372,17 @@ class SubqueryShape:
                     converter = consumer.rebind(relation)
             else:
                 converter = converters.get(relation)
-            entries.extend(converter.convert(change.op, change.new, change.old, {**headers_base, "op_position": op}))
+            entries.extend(
+                converter.convert(
+                    change.op, change.new, change.old, {**headers_base, "op_position": op}
+                )
+            )
         if not entries:
             return
         entries[-1]["headers"]["last"] = True
-        encoded = [(LogOffset(txn.commit_lsn, e["headers"]["op_position"]), _encode(e)) for e in entries]
+        encoded = [
+            (LogOffset(txn.commit_lsn, e["headers"]["op_position"]), _encode(e)) for e in entries
+        ]
         consumer.log.append_changes(encoded)
         consumer.log.notify()
         self.manager.appended(consumer)
@@ -368,7 +395,9 @@ class SubqueryShape:
         op = last.op + 1 if last.tx == tx else 0
         if last.tx > tx:
             tx, op = last.tx, last.op + 1
-        log_.append_changes([(LogOffset(tx, op + i), payload) for i, payload in enumerate(payloads)])
+        log_.append_changes(
+            [(LogOffset(tx, op + i), payload) for i, payload in enumerate(payloads)]
+        )
         log_.notify()
         self.manager.appended(self.consumer)
 

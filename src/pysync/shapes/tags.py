@@ -47,8 +47,10 @@ def masks(key: Key) -> list[Key]:
     whose ``NOT IN`` a value ``key`` can make NULL."""
     if not isinstance(key, tuple):
         return [key, None]
-    return [tuple(v if keep else None for v, keep in zip(key, choice, strict=True))
-            for choice in product((True, False), repeat=len(key))]
+    return [
+        tuple(v if keep else None for v, keep in zip(key, choice, strict=True))
+        for choice in product((True, False), repeat=len(key))
+    ]
 
 
 Literal = Callable[[Sequence[Any]], bool]
@@ -62,7 +64,10 @@ class Tagger:
     """Tags, active conditions and inclusion of rows in one relation layout."""
 
     def __init__(
-        self, handle: str, disjuncts: Sequence[Sequence[int]], literals: Sequence[Literal],
+        self,
+        handle: str,
+        disjuncts: Sequence[Sequence[int]],
+        literals: Sequence[Literal],
         slots: Sequence[tuple[tuple[str, ...], tuple[int, ...]] | None],
     ) -> None:
         """``literals``: per position, whether its literal is TRUE for a row; ``slots``: per
@@ -103,8 +108,10 @@ class Tagger:
             idx = slot[1]
             key: Key = row[idx[0]] if len(idx) == 1 else tuple(row[i] for i in idx)
             values.append(self._hash(p, key))
-        return ["/".join(v if inside else "" for v, inside in zip(values, layout, strict=True))
-                for layout in self._layout]
+        return [
+            "/".join(v if inside else "" for v, inside in zip(values, layout, strict=True))
+            for layout in self._layout
+        ]
 
     def _hash(self, position: int, key: Key) -> str:
         found = self._hashes.get((position, key))
@@ -125,5 +132,8 @@ def patterns(
     handle: str, positions: Iterable[tuple[int, Sequence[str]]], keys: Sequence[Key]
 ) -> list[dict[str, object]]:
     """Move patterns for ``keys`` at every one of ``positions`` (with its tested columns)."""
-    return [{"pos": p, "value": value_hash(handle, columns, key)}
-            for p, columns in positions for key in keys]
+    return [
+        {"pos": p, "value": value_hash(handle, columns, key)}
+        for p, columns in positions
+        for key in keys
+    ]

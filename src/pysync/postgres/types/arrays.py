@@ -29,7 +29,7 @@ def _parse_array_text(text: str, element: Parser) -> list[Any]:
         for dim in re.findall(r"\[(-?\d+):(-?\d+)\]", s[:eq]):
             if int(dim[0]) != 1:
                 raise ValueError(f"arrays with lower bounds other than 1 are not supported: {text}")
-        s = s[eq + 1:].strip()
+        s = s[eq + 1 :].strip()
     if not s.startswith("{"):
         raise ValueError(text)
     result, pos = _parse_array_level(s, 0, element, text, 1)
@@ -43,11 +43,15 @@ ARRAY_MAX_DIMENSIONS = 6
 """Postgres' MAXDIM; it also bounds the recursion here."""
 
 
-def _parse_array_level(s: str, pos: int, element: Parser, text: str, dims: int) -> tuple[list[Any], int]:
+def _parse_array_level(
+    s: str, pos: int, element: Parser, text: str, dims: int
+) -> tuple[list[Any], int]:
     assert s[pos] == "{"
     if dims > ARRAY_MAX_DIMENSIONS:
-        raise ValueError(f"number of array dimensions ({dims}) exceeds the maximum allowed "
-                         f"({ARRAY_MAX_DIMENSIONS})")
+        raise ValueError(
+            f"number of array dimensions ({dims}) exceeds the maximum allowed "
+            f"({ARRAY_MAX_DIMENSIONS})"
+        )
     pos += 1
     items: list[Any] = []
     n = len(s)

@@ -108,7 +108,9 @@ def _parse_verbose_interval(s: str, text: str) -> tuple[int, int, int]:
         else:
             sign = -1 if m.group(3) == "-" else 1
             frac = m.group(7) or ""
-            value = (int(m.group(4)) * 3600 + int(m.group(5)) * 60 + int(m.group(6) or 0)) * USECS_PER_SEC
+            value = (
+                int(m.group(4)) * 3600 + int(m.group(5)) * 60 + int(m.group(6) or 0)
+            ) * USECS_PER_SEC
             value += int(frac.ljust(6, "0")) if frac else 0
             usec += sign * value
     if not seen:

@@ -53,8 +53,13 @@ def parse_int(type_name: str) -> Callable[[str], int]:
 
 
 _FLOAT_SPECIAL = {
-    "nan": math.nan, "infinity": INF, "+infinity": INF, "-infinity": -INF,
-    "inf": INF, "+inf": INF, "-inf": -INF,
+    "nan": math.nan,
+    "infinity": INF,
+    "+infinity": INF,
+    "-infinity": -INF,
+    "inf": INF,
+    "+inf": INF,
+    "-inf": -INF,
 }
 # One way to split the digits: "\d+\.?\d*" backtracks quadratically on a long invalid input.
 _FLOAT_RE = re.compile(r"[+-]?(\d+(?:\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z")
@@ -109,9 +114,13 @@ def parse_float4(text: str) -> float:
 
 _NUMERIC_RE = re.compile(r"\s*[+-]?(?:(\d+)(?:\.(\d*))?|\.(\d+))(?:[eE]([+-]?\d+))?\s*\Z")
 _NUMERIC_SPECIAL = {
-    "nan": Decimal("NaN"), "infinity": Decimal("Infinity"), "+infinity": Decimal("Infinity"),
-    "-infinity": Decimal("-Infinity"), "inf": Decimal("Infinity"),
-    "+inf": Decimal("Infinity"), "-inf": Decimal("-Infinity"),
+    "nan": Decimal("NaN"),
+    "infinity": Decimal("Infinity"),
+    "+infinity": Decimal("Infinity"),
+    "-infinity": Decimal("-Infinity"),
+    "inf": Decimal("Infinity"),
+    "+inf": Decimal("Infinity"),
+    "-inf": Decimal("-Infinity"),
 }
 NUMERIC_MAX_INTEGER_DIGITS = 131072
 """Postgres' numeric: up to 131072 digits before the decimal point ..."""
@@ -191,15 +200,17 @@ def format_float(value: float) -> str:
     if frac_part == "0":
         frac_part = ""
     digits = (int_part + frac_part).lstrip("0")
-    exponent = int(exp_s or 0) + len(int_part.lstrip("0")) - 1 if int_part.strip("0") else (
-        int(exp_s or 0) - (len(frac_part) - len(frac_part.lstrip("0"))) - 1
+    exponent = (
+        int(exp_s or 0) + len(int_part.lstrip("0")) - 1
+        if int_part.strip("0")
+        else (int(exp_s or 0) - (len(frac_part) - len(frac_part.lstrip("0"))) - 1)
     )
     digits = digits.rstrip("0") or "0"
     sign = "-" if negative else ""
     if -4 <= exponent < 15:
         if exponent >= 0:
             whole = digits[: exponent + 1].ljust(exponent + 1, "0")
-            frac = digits[exponent + 1:]
+            frac = digits[exponent + 1 :]
             return sign + whole + ("." + frac if frac else "")
         return sign + "0." + "0" * (-exponent - 1) + digits
     frac = digits[1:]

@@ -42,8 +42,17 @@ from ._render import to_sql as _to_sql
 from ._sublinks import SublinkSpec
 
 __all__ = [
-    "Plan", "Position", "RangeIndex", "SublinkSpec", "SublinkType", "Where", "WhereError",
-    "WhereRuntimeError", "compile_where", "has_subquery", "sublinks",
+    "Plan",
+    "Position",
+    "RangeIndex",
+    "SublinkSpec",
+    "SublinkType",
+    "Where",
+    "WhereError",
+    "WhereRuntimeError",
+    "compile_where",
+    "has_subquery",
+    "sublinks",
 ]
 
 Evaluator = Callable[[Sequence[str | None]], bool | None]
@@ -85,7 +94,9 @@ class Where:
             self._bound[key] = evaluator
             return evaluator
 
-    def bind_node(self, node: Node, column_names: Sequence[str], views: Sequence[Any] = ()) -> Evaluator:
+    def bind_node(
+        self, node: Node, column_names: Sequence[str], views: Sequence[Any] = ()
+    ) -> Evaluator:
         """An evaluator of one sub-expression (a DNF position) of this clause."""
         return Compiler({name: i for i, name in enumerate(column_names)}, views).compile(node)
 
@@ -123,7 +134,9 @@ class Where:
 
 
 def compile_where(
-    clause: str, table: Table, params: Mapping[int, str] | None = None,
+    clause: str,
+    table: Table,
+    params: Mapping[int, str] | None = None,
     sublinks: Sequence[SublinkType] | None = None,
 ) -> Where:
     """Validate and type-check ``clause`` against ``table``; raises WhereError.
@@ -175,7 +188,8 @@ def _bounded_params(params: Mapping[int, str]) -> tuple[tuple[int, str], ...]:
 
 # Compiled clauses by (clause, table, params, sublinks), bounded by their text as the parse cache.
 _COMPILED: SizedCache[tuple[object, ...], Where] = SizedCache(
-    max_entries=1024, max_total_cost=512 * 1024, max_entry_cost=8 * 1024)
+    max_entries=1024, max_total_cost=512 * 1024, max_entry_cost=8 * 1024
+)
 
 
 # ---------------------------------------------------------------- equality routing
@@ -238,7 +252,11 @@ def _range_index(tree: Node) -> RangeIndex | None:
     # combine only when they compare as one type (the key function casts as Postgres does).
     bounds: dict[tuple[str, str], list[Any]] = {}
     for term in _conjuncts(tree):
-        if term.kind != "op" or term.name not in _FLIPPED or term.extra.get("cmp_type") not in _RANGE_TYPES:
+        if (
+            term.kind != "op"
+            or term.name not in _FLIPPED
+            or term.extra.get("cmp_type") not in _RANGE_TYPES
+        ):
             continue
         left, right = term.args
         op = term.name
@@ -269,7 +287,8 @@ def _range_index(tree: Node) -> RangeIndex | None:
         return None
     # Prefer a column bounded on both sides: it prunes most.
     (name, _), (low, low_inc, high, high_inc, key_fn) = max(
-        bounds.items(), key=lambda item: (item[1][0] is not None) + (item[1][2] is not None))
+        bounds.items(), key=lambda item: (item[1][0] is not None) + (item[1][2] is not None)
+    )
     return RangeIndex(name, low, low_inc, high, high_inc, key_fn)
 
 

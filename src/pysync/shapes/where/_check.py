@@ -40,29 +40,59 @@ from ._syntax import check_syntax
 _DIALECT = Postgres()
 
 _COLUMN_TYPES = {
-    "int2": "int2", "int4": "int4", "int8": "int8", "float4": "float4", "float8": "float8",
-    "numeric": "numeric", "bool": "bool", "text": "text", "varchar": "text", "bpchar": "bpchar",
-    "uuid": "uuid", "date": "date", "time": "time", "timestamp": "timestamp",
-    "timestamptz": "timestamptz", "interval": "interval",
+    "int2": "int2",
+    "int4": "int4",
+    "int8": "int8",
+    "float4": "float4",
+    "float8": "float8",
+    "numeric": "numeric",
+    "bool": "bool",
+    "text": "text",
+    "varchar": "text",
+    "bpchar": "bpchar",
+    "uuid": "uuid",
+    "date": "date",
+    "time": "time",
+    "timestamp": "timestamp",
+    "timestamptz": "timestamptz",
+    "interval": "interval",
 }
 
 _DTYPES = {
-    exp.DataType.Type.SMALLINT: "int2", exp.DataType.Type.INT: "int4",
-    exp.DataType.Type.BIGINT: "int8", exp.DataType.Type.FLOAT: "float4",
-    exp.DataType.Type.DOUBLE: "float8", exp.DataType.Type.DECIMAL: "numeric",
-    exp.DataType.Type.BOOLEAN: "bool", exp.DataType.Type.TEXT: "text",
-    exp.DataType.Type.VARCHAR: "text", exp.DataType.Type.BPCHAR: "bpchar",
-    exp.DataType.Type.UUID: "uuid", exp.DataType.Type.DATE: "date",
-    exp.DataType.Type.TIME: "time", exp.DataType.Type.TIMESTAMP: "timestamp",
-    exp.DataType.Type.TIMESTAMPTZ: "timestamptz", exp.DataType.Type.INTERVAL: "interval",
+    exp.DataType.Type.SMALLINT: "int2",
+    exp.DataType.Type.INT: "int4",
+    exp.DataType.Type.BIGINT: "int8",
+    exp.DataType.Type.FLOAT: "float4",
+    exp.DataType.Type.DOUBLE: "float8",
+    exp.DataType.Type.DECIMAL: "numeric",
+    exp.DataType.Type.BOOLEAN: "bool",
+    exp.DataType.Type.TEXT: "text",
+    exp.DataType.Type.VARCHAR: "text",
+    exp.DataType.Type.BPCHAR: "bpchar",
+    exp.DataType.Type.UUID: "uuid",
+    exp.DataType.Type.DATE: "date",
+    exp.DataType.Type.TIME: "time",
+    exp.DataType.Type.TIMESTAMP: "timestamp",
+    exp.DataType.Type.TIMESTAMPTZ: "timestamptz",
+    exp.DataType.Type.INTERVAL: "interval",
 }
 
 _CMP_OPS: dict[type[exp.Expr], str] = {
-    exp.EQ: "=", exp.NEQ: "<>", exp.LT: "<", exp.GT: ">", exp.LTE: "<=", exp.GTE: ">=",
+    exp.EQ: "=",
+    exp.NEQ: "<>",
+    exp.LT: "<",
+    exp.GT: ">",
+    exp.LTE: "<=",
+    exp.GTE: ">=",
 }
 _ARITH_OPS: dict[type[exp.Expr], str] = {
-    exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/",
-    exp.BitwiseAnd: "&", exp.BitwiseOr: "|", exp.BitwiseXor: "#",
+    exp.Add: "+",
+    exp.Sub: "-",
+    exp.Mul: "*",
+    exp.Div: "/",
+    exp.BitwiseAnd: "&",
+    exp.BitwiseOr: "|",
+    exp.BitwiseXor: "#",
 }
 _UNSUPPORTED_NAMES: dict[type[exp.Expr], str] = {
     exp.RegexpLike: "unknown binary operator ~",
@@ -81,8 +111,20 @@ _UNSUPPORTED_NAMES: dict[type[exp.Expr], str] = {
     exp.Slice: "array slices are not supported",
 }
 _TYPE_INPUT_FUNCTIONS = {
-    "int2", "int4", "int8", "float4", "float8", "numeric", "bool", "uuid", "text", "date",
-    "time", "timestamp", "timestamptz", "interval",
+    "int2",
+    "int4",
+    "int8",
+    "float4",
+    "float8",
+    "numeric",
+    "bool",
+    "uuid",
+    "text",
+    "date",
+    "time",
+    "timestamp",
+    "timestamptz",
+    "interval",
 }
 
 
@@ -117,7 +159,8 @@ class Parsed(NamedTuple):
 # clause and differ only in params, and parsing is most of the cost of a new shape. A tree
 # takes about 150 bytes per character of its clause: at most ~80 MB for 512 KiB of text.
 _PARSED: SizedCache[str, Parsed] = SizedCache(
-    max_entries=4096, max_total_cost=512 * 1024, max_entry_cost=8 * 1024)
+    max_entries=4096, max_total_cost=512 * 1024, max_entry_cost=8 * 1024
+)
 
 
 def parse(clause: str) -> Parsed:
@@ -165,8 +208,11 @@ def _space_params(text: str) -> tuple[str, list[int]]:
     sqlglot and where spaces went (positions in that text)."""
     if "$" not in text:
         return text, []
-    ends = [t.end + 1 for t in pg.scan(text) if t.name == "PARAM" and t.end + 1 < len(text)
-            and not text[t.end + 1].isspace()]
+    ends = [
+        t.end + 1
+        for t in pg.scan(text)
+        if t.name == "PARAM" and t.end + 1 < len(text) and not text[t.end + 1].isspace()
+    ]
     if not ends:
         return text, []
     parts: list[str] = []
@@ -217,14 +263,31 @@ def _reject_like_function_form(tokens: list[Any]) -> None:
     # sqlglot reads like(a, b) as "b LIKE a" (SQLite's argument order); Postgres means
     # "a LIKE b". The function form cannot be told apart afterwards, so refuse it here.
     for i, tok in enumerate(tokens):
-        if tok.token_type in (TokenType.LIKE, TokenType.ILIKE) and i + 1 < len(tokens) \
-                and tokens[i + 1].token_type == TokenType.L_PAREN:
+        if (
+            tok.token_type in (TokenType.LIKE, TokenType.ILIKE)
+            and i + 1 < len(tokens)
+            and tokens[i + 1].token_type == TokenType.L_PAREN
+        ):
             before = tokens[i - 1].token_type if i else None
-            if before in (None, TokenType.L_PAREN, TokenType.COMMA, TokenType.AND, TokenType.OR,
-                          TokenType.NOT, TokenType.EQ, TokenType.NEQ, TokenType.LT, TokenType.GT,
-                          TokenType.LTE, TokenType.GTE):
-                raise WhereError("the like()/ilike() function forms are not supported; "
-                                 "use the LIKE / ILIKE operators", tok.start)
+            if before in (
+                None,
+                TokenType.L_PAREN,
+                TokenType.COMMA,
+                TokenType.AND,
+                TokenType.OR,
+                TokenType.NOT,
+                TokenType.EQ,
+                TokenType.NEQ,
+                TokenType.LT,
+                TokenType.GT,
+                TokenType.LTE,
+                TokenType.GTE,
+            ):
+                raise WhereError(
+                    "the like()/ilike() function forms are not supported; "
+                    "use the LIKE / ILIKE operators",
+                    tok.start,
+                )
 
 
 def column_type(column: Column) -> str | None:
@@ -270,10 +333,21 @@ def common_type(a: str, b: str) -> str | None:
     return None
 
 
-SUBLINK_TYPES = frozenset({
-    "int2", "int4", "int8", "text", "varchar", "uuid", "bool", "date", "time", "timestamp",
-    "timestamptz",
-})
+SUBLINK_TYPES = frozenset(
+    {
+        "int2",
+        "int4",
+        "int8",
+        "text",
+        "varchar",
+        "uuid",
+        "bool",
+        "date",
+        "time",
+        "timestamp",
+        "timestamptz",
+    }
+)
 """Column types an ``IN (SELECT ...)`` may compare: those whose text form is unique per
 value (given pysync's fixed display settings), so values are compared, hashed into tags
 and sent back to Postgres as their text. numeric (1.0 = 1.00), floats (-0 = 0), intervals
@@ -300,7 +374,10 @@ def readable_type(column: Column) -> str:
 
 class Checker:
     def __init__(
-        self, clause: str, table: Table, params: Mapping[int, str] | None,
+        self,
+        clause: str,
+        table: Table,
+        params: Mapping[int, str] | None,
         sublinks: Mapping[str, tuple[SublinkSpec, SublinkType]] | None = None,
     ) -> None:
         self.clause = clause
@@ -345,12 +422,15 @@ class Checker:
         if target.startswith("enum:") and node.value is not None:
             raise self.fail(
                 "comparing an enum to a string literal is not supported; "
-                "cast the column to text (col::text = '...')", node)
+                "cast the column to text (col::text = '...')",
+                node,
+            )
         if node.param is not None:
             seen = self.param_types.setdefault(node.param, target)
             if seen != target:
                 raise self.fail(
-                    f"type conflict for ${node.param}: {display(seen)} and {display(target)}", node)
+                    f"type conflict for ${node.param}: {display(seen)} and {display(target)}", node
+                )
         if node.value is None:
             return Node("const", target, value=None, pos=node.pos, param=node.param)
         text: str = node.value
@@ -360,15 +440,18 @@ class Checker:
             raise self.fail(str(exc), node) from None
         except (ValueError, KeyError):
             raise self.fail(f"invalid syntax for type {display(target)}: {text}", node) from None
-        return Node("const", target, value=value, pos=node.pos, param=node.param,
-                    extra={"text": text})
+        return Node(
+            "const", target, value=value, pos=node.pos, param=node.param, extra={"text": text}
+        )
 
     def unify(self, nodes: list[Node], what: str, e: exp.Expr) -> tuple[str, list[Node]]:
         t = "unknown"
         for n in nodes:
             c = common_type(t, n.type)
             if c is None:
-                raise self.fail(f"{what} types {display(t)} and {display(n.type)} cannot be matched", e)
+                raise self.fail(
+                    f"{what} types {display(t)} and {display(n.type)} cannot be matched", e
+                )
             t = c
         if t == "unknown":
             t = "text"
@@ -381,15 +464,21 @@ class Checker:
             if isinstance(e, cls):
                 raise self.fail(reason, e)
         if isinstance(e, exp.Window | exp.Filter | exp.WithinGroup) or (
-                isinstance(e, exp.AggFunc) and _aggregate_syntax(e)):
+            isinstance(e, exp.AggFunc) and _aggregate_syntax(e)
+        ):
             # Electric's rule: a call is an aggregation by its syntax (*, DISTINCT, ORDER BY,
             # FILTER, OVER, WITHIN GROUP); sum(x) is just an unknown function
             raise self.fail("aggregation is not supported in this context", e)
         method = getattr(self, "_" + type(e).__name__.lower(), None)
         if method is None:
-            if isinstance(e, exp.Func) and not isinstance(e, exp.CurrentTimestamp | exp.JSONExtractScalar):
-                n = sum(len(v) if isinstance(v, list) else 1 for v in e.args.values()
-                        if isinstance(v, exp.Expr | list))
+            if isinstance(e, exp.Func) and not isinstance(
+                e, exp.CurrentTimestamp | exp.JSONExtractScalar
+            ):
+                n = sum(
+                    len(v) if isinstance(v, list) else 1
+                    for v in e.args.values()
+                    if isinstance(v, exp.Expr | list)
+                )
                 raise self.fail(f"unknown or unsupported function {e.sql_name().lower()}/{n}", e)
             raise self.fail(f"{type(e).__name__} is not supported in this context", e)
         node: Node = method(e)
@@ -412,7 +501,9 @@ class Checker:
         if t is None:
             raise self.fail(f"column {name} has unsupported type {column.type_name}", e)
         self.columns.add(name)
-        return Node("col", t, name=name, pos=position(e), extra={"varchar": column.type_name == "varchar"})
+        return Node(
+            "col", t, name=name, pos=position(e), extra={"varchar": column.type_name == "varchar"}
+        )
 
     def _literal(self, e: exp.Literal) -> Node:
         pos = position(e)
@@ -433,7 +524,7 @@ class Checker:
         except NumericOverflow as exc:
             raise self.fail(str(exc), e) from None
         except ValueError:
-            raise self.fail(f"syntax error at or near \"{text}\"", e) from None
+            raise self.fail(f'syntax error at or near "{text}"', e) from None
 
     def _bytestring(self, e: exp.ByteString) -> Node:  # E'...'
         return Node("const", "unknown", value=e.this, pos=position(e))
@@ -449,7 +540,9 @@ class Checker:
 
     def _parameter(self, e: exp.Parameter) -> Node:
         inner = e.this
-        if not (isinstance(inner, exp.Literal) and not inner.is_string and str(inner.this).isdigit()):
+        if not (
+            isinstance(inner, exp.Literal) and not inner.is_string and str(inner.this).isdigit()
+        ):
             raise self.fail("unsupported parameter syntax", e)
         n = int(inner.this)  # Postgres' parser refused numbers beyond int4
         pos = max(0, position(e) - 1)  # sqlglot records the digits; Postgres the "$"
@@ -541,16 +634,29 @@ class Checker:
     def compare(self, op: str, left: Node, right: Node, e: exp.Expr) -> Node:
         t = common_type(left.type, right.type)
         if {left.type, right.type} == {"text", "bpchar"} and (
-                left.extra.get("varchar") or right.extra.get("varchar")):
+            left.extra.get("varchar") or right.extra.get("varchar")
+        ):
             # varchar = bpchar resolves to bpchar's operator (text = bpchar to text's)
             t = "bpchar"
-        if t is None and is_array(left.type) and right.kind == "array" and right.extra.get("untyped"):
+        if (
+            t is None
+            and is_array(left.type)
+            and right.kind == "array"
+            and right.extra.get("untyped")
+        ):
             t = left.type
-        if t is None and is_array(right.type) and left.kind == "array" and left.extra.get("untyped"):
+        if (
+            t is None
+            and is_array(right.type)
+            and left.kind == "array"
+            and left.extra.get("untyped")
+        ):
             t = right.type
         if t is None:
             raise self.fail(
-                f"Could not select an operator overload for {display(left.type)} {op} {display(right.type)}", e)
+                f"Could not select an operator overload for {display(left.type)} {op} {display(right.type)}",
+                e,
+            )
         self._check_comparable(op, t, e)
         left, right = self.coerce(left, t), self.coerce(right, t)
         return Node("op", "bool", (left, right), name=op, pos=left.pos, extra={"cmp_type": t})
@@ -563,7 +669,9 @@ class Checker:
                 return
         elif t in ORDERED_TYPES:
             return
-        raise self.fail(f"Could not select an operator overload for {display(t)} {op} {display(t)}", e)
+        raise self.fail(
+            f"Could not select an operator overload for {display(t)} {op} {display(t)}", e
+        )
 
     def _eq(self, e: exp.EQ) -> Node:
         return self._comparison(e, "=")
@@ -617,14 +725,19 @@ class Checker:
         t = common_type(left.type, et)
         if t != et:
             raise self.fail(
-                f"Could not select an operator overload for {display(left.type)} {op} {display(et)}", e)
+                f"Could not select an operator overload for {display(left.type)} {op} {display(et)}",
+                e,
+            )
         self._check_comparable(op, t, e)
         left = self.coerce(left, t)
         return Node(kind, "bool", (left, arr), name=op, pos=left.pos, extra={"cmp_type": t})
 
     def _in(self, e: exp.In) -> Node:
-        if e.args.get("query") is not None or e.args.get("unnest") is not None \
-                or e.args.get("field") is not None:
+        if (
+            e.args.get("query") is not None
+            or e.args.get("unnest") is not None
+            or e.args.get("field") is not None
+        ):
             raise self.fail("only `value IN (SELECT ...)` sublinks are supported right now", e)
         sublink = self._marker(e)
         if sublink is not None:
@@ -653,8 +766,12 @@ class Checker:
         if len(e.expressions) != 1:
             return None
         item = e.expressions[0]
-        if not (isinstance(item, exp.Column) and isinstance(item.this, exp.Identifier)
-                and item.this.quoted and str(item.this.this).startswith(MARKER_PREFIX)):
+        if not (
+            isinstance(item, exp.Column)
+            and isinstance(item.this, exp.Identifier)
+            and item.this.quoted
+            and str(item.this.this).startswith(MARKER_PREFIX)
+        ):
             return None
         found: tuple[SublinkSpec, SublinkType] | None = self.sublinks.get(str(item.this.this))
         if found is None or position(item) not in (found[0].start + 1, found[0].start + 2):
@@ -669,28 +786,45 @@ class Checker:
         if not all(isinstance(r, exp.Column) for r in refs):
             raise WhereError(
                 "currently, left side of `IN (SELECT ...)` can only be a column reference or a "
-                "list of column references", spec.location)
+                "list of column references",
+                spec.location,
+            )
         nodes = [self._column(r) for r in refs if isinstance(r, exp.Column)]
         tested = [self.table.column(n.name) for n in nodes]
         assert all(c is not None for c in tested)
         mine = [readable_type(c) for c in tested if c is not None]
         theirs = [readable_type(c) for c in target.columns]
         if mine != theirs:
-            left_type = mine[0] if not isinstance(left, exp.Tuple) else f"row of ({', '.join(mine)})"
+            left_type = (
+                mine[0] if not isinstance(left, exp.Tuple) else f"row of ({', '.join(mine)})"
+            )
             right_type = theirs[0] if len(theirs) == 1 else f"row of ({', '.join(theirs)})"
             raise WhereError(
                 f"left side of `IN (SELECT ...)` has type {left_type} but subquery returns "
-                f"{right_type}[]", spec.location)
+                f"{right_type}[]",
+                spec.location,
+            )
         for column in target.columns:
             if column.dims or not (column.type_kind == "e" or column.type_name in SUBLINK_TYPES):
                 raise WhereError(
                     f"`IN (SELECT ...)` is not supported for columns of type "
                     f"{readable_type(column)}: only integers, text, varchar, uuid, bool, "
-                    "dates, times, timestamps and enums", spec.location)
+                    "dates, times, timestamps and enums",
+                    spec.location,
+                )
         casts = tuple("text" if c.type_kind == "e" else c.type_name for c in target.columns)
-        return Node("sublink", "bool", tuple(nodes), value=target.dependency, pos=spec.location,
-                    extra={"key": target.key, "casts": casts, "enums": tuple(
-                        c.type_kind == "e" for c in target.columns)})
+        return Node(
+            "sublink",
+            "bool",
+            tuple(nodes),
+            value=target.dependency,
+            pos=spec.location,
+            extra={
+                "key": target.key,
+                "casts": casts,
+                "enums": tuple(c.type_kind == "e" for c in target.columns),
+            },
+        )
 
     def _between(self, e: exp.Between) -> Node:
         x = self.check(e.this)
@@ -732,8 +866,11 @@ class Checker:
         if s.type == "unknown":
             s = self.coerce(s, "text")
         if s.type not in ("text", "bpchar"):
-            raise self.fail(f"Could not select an operator overload for {display(s.type)} "
-                            f"{'~~' if name == 'like' else '~~*'} {display(pattern.type)}", e)
+            raise self.fail(
+                f"Could not select an operator overload for {display(s.type)} "
+                f"{'~~' if name == 'like' else '~~*'} {display(pattern.type)}",
+                e,
+            )
         pattern = self.coerce(pattern, "text")
         args = (s, pattern) if escape is None else (s, pattern, escape)
         node = Node("like", "bool", args, name=name, pos=s.pos)
@@ -759,12 +896,17 @@ class Checker:
         if lt in NUMERIC_TYPES and rt_ in NUMERIC_TYPES:
             t = _numeric_common(lt, rt_)
             if op in ("&", "|", "#") and t not in INT_TYPES:
-                raise self.fail(f"Could not select an operator overload for {display(lt)} {op} {display(rt_)}", e)
+                raise self.fail(
+                    f"Could not select an operator overload for {display(lt)} {op} {display(rt_)}",
+                    e,
+                )
             left, right = self.coerce(left, t), self.coerce(right, t)
             return Node("op", t, (left, right), name=op, pos=left.pos, extra={"arith_type": t})
         key = self._datetime_key(op, lt, rt_)
         if key is None:
-            raise self.fail(f"Could not select an operator overload for {display(lt)} {op} {display(rt_)}", e)
+            raise self.fail(
+                f"Could not select an operator overload for {display(lt)} {op} {display(rt_)}", e
+            )
         result, _ = rt.DATETIME_OPS[key]
         left, right = self.coerce(left, key[1]), self.coerce(right, key[2])
         return Node("op", result, (left, right), name=op, pos=left.pos, extra={"datetime": key})
@@ -786,7 +928,9 @@ class Checker:
         key = (op, other, other)
         if key in rt.DATETIME_OPS:
             return other
-        candidates = [k for k in rt.DATETIME_OPS if k[0] == op and (k[2] if left else k[1]) == other]
+        candidates = [
+            k for k in rt.DATETIME_OPS if k[0] == op and (k[2] if left else k[1]) == other
+        ]
         if len(candidates) == 1:
             return candidates[0][1] if left else candidates[0][2]
         return other
@@ -839,7 +983,9 @@ class Checker:
         if node.type == "numeric":
             raise self.fail(f"{what} of numeric is not supported; cast to float8", e)
         if node.type not in NUMERIC_TYPES and node.type != "unknown":
-            raise self.fail(f"Could not select an operator overload for {what} {display(node.type)}", e)
+            raise self.fail(
+                f"Could not select an operator overload for {what} {display(node.type)}", e
+            )
         return self.coerce(node, "float8")
 
     def _pow(self, e: exp.Pow) -> Node:
@@ -854,7 +1000,12 @@ class Checker:
     def _dpipe(self, e: exp.DPipe) -> Node:
         left = self.check(e.this)
         right = self.check(e.expression)
-        if is_array(left.type) or is_array(right.type) or left.kind == "array" or right.kind == "array":
+        if (
+            is_array(left.type)
+            or is_array(right.type)
+            or left.kind == "array"
+            or right.kind == "array"
+        ):
             return self._array_concat(left, right, e)
         if left.type == "unknown" and right.type == "unknown":
             left, right = self.coerce(left, "text"), self.coerce(right, "text")
@@ -863,7 +1014,9 @@ class Checker:
         texty = ("text", "bpchar", "unknown")
         if left.type not in texty and right.type not in texty:
             raise self.fail(
-                f"Could not select an operator overload for {display(left.type)} || {display(right.type)}", e)
+                f"Could not select an operator overload for {display(left.type)} || {display(right.type)}",
+                e,
+            )
         left = self._as_text(left)
         right = self._as_text(right)
         return Node("op", "text", (left, right), name="||", pos=left.pos)
@@ -940,12 +1093,18 @@ class Checker:
             if is_array(a.type) and a.type != "unknown[]" and not a.extra.get("untyped"):
                 if b.type in (a.type, "unknown") or (b.kind == "array" and b.extra.get("untyped")):
                     return self._comparable_array(a.type, op, e)
-                raise self.fail(f"Could not select an operator overload for "
-                                f"{display(left.type)} {op} {display(right.type)}", e)
+                raise self.fail(
+                    f"Could not select an operator overload for "
+                    f"{display(left.type)} {op} {display(right.type)}",
+                    e,
+                )
         if left.type == right.type and is_array(left.type) and left.type != "unknown[]":
             return self._comparable_array(left.type, op, e)
-        raise self.fail(f"Could not select an operator overload for "
-                        f"{display(left.type)} {op} {display(right.type)}", e)
+        raise self.fail(
+            f"Could not select an operator overload for "
+            f"{display(left.type)} {op} {display(right.type)}",
+            e,
+        )
 
     def _comparable_array(self, t: str, op: str, e: exp.Expr) -> str:
         if elem(t).startswith("enum:"):
@@ -962,7 +1121,10 @@ class Checker:
             base = base.this
         arr = self.check(base)
         if not is_array(arr.type) or arr.type == "unknown[]":
-            raise self.fail(f"cannot subscript type {display(arr.type)} because it does not support subscripting", e)
+            raise self.fail(
+                f"cannot subscript type {display(arr.type)} because it does not support subscripting",
+                e,
+            )
         nodes = []
         for s in subs:
             if isinstance(s, exp.Slice):
@@ -970,8 +1132,12 @@ class Checker:
             if isinstance(s, exp.Literal) and not s.is_string and _short_int(s.this):
                 # sqlglot stores literal subscripts 0-based (it subtracted Postgres' offset 1)
                 nodes.append(self._number(str(int(s.this) + 1), position(s), s))
-            elif isinstance(s, exp.Neg) and isinstance(s.this, exp.Literal) \
-                    and not s.this.is_string and _short_int(s.this.this):
+            elif (
+                isinstance(s, exp.Neg)
+                and isinstance(s.this, exp.Literal)
+                and not s.this.is_string
+                and _short_int(s.this.this)
+            ):
                 nodes.append(self._number(str(-int(s.this.this) + 1), position(s), s))
             else:
                 raise self.fail("only constant integer array subscripts are supported", s)
@@ -993,9 +1159,16 @@ class Checker:
             return self.coerce(node, target)
         src = node.type
         if is_array(src) or is_array(target):
-            if not (is_array(src) and is_array(target)) or rt.cast_function(elem(src), elem(target)) is None \
-                    or elem(src).startswith("enum:") or elem(target) == "text" and elem(src) != "bpchar":
-                raise self.fail(f"unknown cast from type {display(src)} to type {display(target)}", e)
+            if (
+                not (is_array(src) and is_array(target))
+                or rt.cast_function(elem(src), elem(target)) is None
+                or elem(src).startswith("enum:")
+                or elem(target) == "text"
+                and elem(src) != "bpchar"
+            ):
+                raise self.fail(
+                    f"unknown cast from type {display(src)} to type {display(target)}", e
+                )
             return Node("cast", target, (node,), pos=node.pos)
         if src.startswith("enum:") and target != "text":
             raise self.fail(f"unknown cast from type {display(src)} to type {display(target)}", e)
@@ -1055,7 +1228,9 @@ class Checker:
     def _text_function(self, e: exp.Func, name: str) -> Node:
         node = self.check(e.this)
         if node.type not in ("text", "bpchar", "unknown"):
-            raise self.fail(f"Could not select a function overload for {name}({display(node.type)})", e)
+            raise self.fail(
+                f"Could not select a function overload for {name}({display(node.type)})", e
+            )
         return Node("func", "text", (self.coerce(node, "text"),), name=name, pos=position(e))
 
     def _variadic(self, e: exp.Func, name: str) -> Node:
@@ -1105,14 +1280,18 @@ class Checker:
         if not is_array(arr.type) or arr.type == "unknown[]":
             raise self.fail("array_append needs an array of a known type", e)
         t = arr.type
-        return Node("func", t, (arr, self.coerce(value, elem(t))), name="array_append", pos=position(e))
+        return Node(
+            "func", t, (arr, self.coerce(value, elem(t))), name="array_append", pos=position(e)
+        )
 
     def _arrayprepend(self, e: exp.ArrayPrepend) -> Node:
         arr, value = self.check(e.this), self.check(e.expression)
         if not is_array(arr.type) or arr.type == "unknown[]":
             raise self.fail("array_prepend needs an array of a known type", e)
         t = arr.type
-        return Node("func", t, (self.coerce(value, elem(t)), arr), name="array_prepend", pos=position(e))
+        return Node(
+            "func", t, (self.coerce(value, elem(t)), arr), name="array_prepend", pos=position(e)
+        )
 
     def _anonymous(self, e: exp.Anonymous) -> Node:
         name = str(e.this).lower()
@@ -1120,18 +1299,24 @@ class Checker:
         if name == "array_ndims" and len(args) == 1:
             arr = self.check(args[0])
             if not is_array(arr.type) or arr.type == "unknown[]":
-                raise self.fail(f"Could not select a function overload for array_ndims({display(arr.type)})", e)
+                raise self.fail(
+                    f"Could not select a function overload for array_ndims({display(arr.type)})", e
+                )
             return Node("func", "int4", (arr,), name="array_ndims", pos=position(e))
         if name in _TYPE_INPUT_FUNCTIONS and len(args) == 1:
             node = self.check(args[0])
             if node.type not in ("text", "unknown", "bpchar"):
-                raise self.fail(f"Could not select a function overload for {name}({display(node.type)})", e)
+                raise self.fail(
+                    f"Could not select a function overload for {name}({display(node.type)})", e
+                )
             return self.cast(self.coerce(node, "text"), _COLUMN_TYPES[name], e)
         raise self.fail(f"unknown or unsupported function {name}/{len(args)}", e)
 
 
 def check_clause(
-    clause: str, table: Table, params: Mapping[int, str] | None,
+    clause: str,
+    table: Table,
+    params: Mapping[int, str] | None,
     sublinks: Sequence[SublinkType] | None = None,
 ) -> tuple[Node, frozenset[str]]:
     """The typed tree and the columns it reads. ``sublinks`` resolves the clause's
@@ -1139,7 +1324,9 @@ def check_clause(
     tree, specs = parse(clause)
     if specs and sublinks is None:
         raise WhereError("Subqueries are not allowed in subsets")
-    resolved = {spec.marker: (spec, target) for spec, target in zip(specs, sublinks or (), strict=False)}
+    resolved = {
+        spec.marker: (spec, target) for spec, target in zip(specs, sublinks or (), strict=False)
+    }
     checker = Checker(clause, table, params, resolved)
     node = checker.check_clause(tree)
     if _expanded_size(node) > MAX_NODES:

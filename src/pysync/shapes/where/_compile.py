@@ -34,8 +34,13 @@ def _float4_out(v: str) -> float:
 # Postgres' own output is canonical, so the common types need no validation when they
 # come from a row; anything unexpected still raises ValueError (-> WhereRuntimeError).
 _FAST_COLUMN_PARSERS: dict[str, Callable[[str], Any]] = {
-    "int2": int, "int4": int, "int8": int, "float8": float, "numeric": Decimal,
-    "bool": _bool_out, "float4": _float4_out,
+    "int2": int,
+    "int4": int,
+    "int8": int,
+    "float8": float,
+    "numeric": Decimal,
+    "bool": _bool_out,
+    "float4": _float4_out,
 }
 
 
@@ -292,8 +297,18 @@ class Compiler:
         t = node.extra["cmp_type"]
         x, *items = node.args
         fx = self.compile(x)
-        hashable = t in ("int2", "int4", "int8", "text", "uuid", "bool", "date", "timestamp",
-                         "timestamptz", "time") or t.startswith("enum:")
+        hashable = t in (
+            "int2",
+            "int4",
+            "int8",
+            "text",
+            "uuid",
+            "bool",
+            "date",
+            "timestamp",
+            "timestamptz",
+            "time",
+        ) or t.startswith("enum:")
         if hashable and all(i.kind == "const" for i in items):
             values = frozenset(i.value for i in items if i.value is not None)
             has_null = any(i.value is None for i in items)
@@ -401,8 +416,11 @@ class Compiler:
                 return "".join(v for v in (f(r) for f in fs) if v is not None)
 
             return concat
-        impl = {"array_cat": rt.array_cat, "array_append": rt.array_append,
-                "array_prepend": rt.array_prepend}[name]
+        impl = {
+            "array_cat": rt.array_cat,
+            "array_append": rt.array_append,
+            "array_prepend": rt.array_prepend,
+        }[name]
         f1, f2 = fs
         return lambda r: impl(f1(r), f2(r))
 
@@ -476,6 +494,7 @@ def _array_op(name: str, t: str) -> Callable[[Any, Any], bool]:
 def _extreme(fs: list[Fn], t: str, greatest: bool) -> Fn:
     key = rt.sort_key(t)
     if t == "bpchar":
+
         def key(v: str) -> str:
             return v.rstrip(" ")
 

@@ -64,7 +64,11 @@ def plan(tree: Node) -> Plan:
     used with both polarities."""
     count = _count(tree, False)
     if count > MAX_DISJUNCTS:
-        shown = f"more than {MAX_DISJUNCTS * MAX_DISJUNCTS}" if count > MAX_DISJUNCTS * MAX_DISJUNCTS else count
+        shown = (
+            f"more than {MAX_DISJUNCTS * MAX_DISJUNCTS}"
+            if count > MAX_DISJUNCTS * MAX_DISJUNCTS
+            else count
+        )
         raise WhereError(
             "WHERE clause too complex for DNF decomposition "
             f"({shown} disjuncts exceeds limit of {MAX_DISJUNCTS})"

@@ -60,15 +60,28 @@ def elem(t: str) -> str:
 INT_TYPES = ("int2", "int4", "int8")
 NUMERIC_TYPES = ("int2", "int4", "int8", "numeric", "float4", "float8")
 ORDERED_TYPES = frozenset(
-    NUMERIC_TYPES + ("text", "bpchar", "uuid", "date", "time", "timestamp", "timestamptz", "interval")
+    NUMERIC_TYPES
+    + ("text", "bpchar", "uuid", "date", "time", "timestamp", "timestamptz", "interval")
 )
 TEXT_TYPES = ("text", "bpchar")
 
 TYPE_DISPLAY = {
-    "int2": "int2", "int4": "int4", "int8": "int8", "float4": "float4", "float8": "float8",
-    "numeric": "numeric", "bool": "bool", "text": "text", "bpchar": "bpchar", "uuid": "uuid",
-    "date": "date", "time": "time", "timestamp": "timestamp", "timestamptz": "timestamptz",
-    "interval": "interval", "unknown": "unknown",
+    "int2": "int2",
+    "int4": "int4",
+    "int8": "int8",
+    "float4": "float4",
+    "float8": "float8",
+    "numeric": "numeric",
+    "bool": "bool",
+    "text": "text",
+    "bpchar": "bpchar",
+    "uuid": "uuid",
+    "date": "date",
+    "time": "time",
+    "timestamp": "timestamp",
+    "timestamptz": "timestamptz",
+    "interval": "interval",
+    "unknown": "unknown",
 }
 
 

@@ -24,11 +24,21 @@ from . import _runtime as rt
 from ._ir import Node, elem, is_array
 
 _FORMATTERS: dict[str, Callable[[Any], str]] = {
-    "int2": format_int, "int4": format_int, "int8": format_int,
-    "float4": format_float4, "float8": format_float, "numeric": format_numeric,
-    "bool": format_bool, "text": str, "bpchar": str, "uuid": str,
-    "date": format_date, "time": format_time, "timestamp": format_timestamp,
-    "timestamptz": format_timestamptz, "interval": interval_literal,
+    "int2": format_int,
+    "int4": format_int,
+    "int8": format_int,
+    "float4": format_float4,
+    "float8": format_float,
+    "numeric": format_numeric,
+    "bool": format_bool,
+    "text": str,
+    "bpchar": str,
+    "uuid": str,
+    "date": format_date,
+    "time": format_time,
+    "timestamp": format_timestamp,
+    "timestamptz": format_timestamptz,
+    "interval": interval_literal,
 }
 
 
@@ -144,7 +154,10 @@ class Renderer:
     def _sublink(self, node: Node) -> str:
         casts: tuple[str, ...] = node.extra["casts"]
         enums: tuple[bool, ...] = node.extra["enums"]
-        cols = [self.render(a) + ("::text" if enum else "") for a, enum in zip(node.args, enums, strict=True)]
+        cols = [
+            self.render(a) + ("::text" if enum else "")
+            for a, enum in zip(node.args, enums, strict=True)
+        ]
         if self.inline:
             return f"({', '.join(cols)} IN (SUBQUERY {node.extra['key']}))"
         values = self.views[node.value].texts()

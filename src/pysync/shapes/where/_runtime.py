@@ -50,12 +50,20 @@ def _interval_cmp(a: tuple[int, int, int], b: tuple[int, int, int]) -> int:
 
 
 _CMP_FROM_SIGN: dict[str, Callable[[int], bool]] = {
-    "=": lambda c: c == 0, "<>": lambda c: c != 0, "<": lambda c: c < 0,
-    ">": lambda c: c > 0, "<=": lambda c: c <= 0, ">=": lambda c: c >= 0,
+    "=": lambda c: c == 0,
+    "<>": lambda c: c != 0,
+    "<": lambda c: c < 0,
+    ">": lambda c: c > 0,
+    "<=": lambda c: c <= 0,
+    ">=": lambda c: c >= 0,
 }
 _PLAIN_CMP: dict[str, Fn2] = {
-    "=": operator.eq, "<>": operator.ne, "<": operator.lt,
-    ">": operator.gt, "<=": operator.le, ">=": operator.ge,
+    "=": operator.eq,
+    "<>": operator.ne,
+    "<": operator.lt,
+    ">": operator.gt,
+    "<=": operator.le,
+    ">=": operator.ge,
 }
 
 
@@ -246,7 +254,9 @@ def _numeric_div(a: Decimal, b: Decimal) -> Decimal:
     rscale = max(16 - qweight * 4, _dscale(a), _dscale(b), 0)
     rscale = min(rscale, 1000)
     exact = Context(prec=max(60, rscale + abs(a.adjusted() - b.adjusted()) + 40), traps=[])
-    q = exact.divide(a, b).quantize(Decimal(1).scaleb(-rscale), rounding=ROUND_HALF_UP, context=_DEC)
+    q = exact.divide(a, b).quantize(
+        Decimal(1).scaleb(-rscale), rounding=ROUND_HALF_UP, context=_DEC
+    )
     return _numeric_zero_sign(q)
 
 
@@ -254,12 +264,22 @@ def arith_op(op: str, t: str) -> Fn2:
     """``+ - * /`` and bitwise operators on two values of the numeric type ``t``."""
     if t in numbers.INT_RANGES:
         base: dict[str, Fn2] = {
-            "+": operator.add, "-": operator.sub, "*": operator.mul, "/": _int_div,
-            "&": operator.and_, "|": operator.or_, "#": operator.xor,
+            "+": operator.add,
+            "-": operator.sub,
+            "*": operator.mul,
+            "/": _int_div,
+            "&": operator.and_,
+            "|": operator.or_,
+            "#": operator.xor,
         }
         return _int_checked(t, base[op])
     if t in ("float4", "float8"):
-        fbase: dict[str, Fn2] = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": _float_div}
+        fbase: dict[str, Fn2] = {
+            "+": operator.add,
+            "-": operator.sub,
+            "*": operator.mul,
+            "/": _float_div,
+        }
         return _float_checked(fbase[op], t, op in ("*", "/"))
     if t == "numeric":
         return {"+": _numeric_add, "-": _numeric_sub, "*": _numeric_mul, "/": _numeric_div}[op]
@@ -280,6 +300,7 @@ def negate(t: str) -> Fn1:
     if t == "numeric":
         return lambda a: _numeric_zero_sign(-a) if not a.is_nan() else a
     if t == "interval":
+
         def neg_interval(a: tuple[int, int, int]) -> tuple[int, int, int]:
             _finite_intervals(a)
             return _interval_checked((-a[0], -a[1], -a[2]))
@@ -296,7 +317,9 @@ def float_pow(a: float, b: float) -> float:
     if a == 0.0 and b < 0:
         raise WhereRuntimeError("zero raised to a negative power is undefined")
     if a < 0 and not math.isinf(b) and not math.isnan(b) and math.floor(b) != b:
-        raise WhereRuntimeError("a negative number raised to a non-integer power yields a complex result")
+        raise WhereRuntimeError(
+            "a negative number raised to a non-integer power yields a complex result"
+        )
     try:
         r = math.pow(a, b)
     except OverflowError:
@@ -655,20 +678,40 @@ def _bool_to_int(b: bool) -> int:
 
 
 OUTPUT: dict[str, Callable[[Any], str]] = {
-    "int2": numbers.format_int, "int4": numbers.format_int, "int8": numbers.format_int,
-    "float4": numbers.format_float4, "float8": numbers.format_float, "numeric": numbers.format_numeric,
-    "bool": lambda b: "t" if b else "f", "text": str, "bpchar": str, "uuid": str,
-    "date": datetimes.format_date, "time": datetimes.format_time, "timestamp": datetimes.format_timestamp,
-    "timestamptz": datetimes.format_timestamptz, "interval": intervals.format_interval,
+    "int2": numbers.format_int,
+    "int4": numbers.format_int,
+    "int8": numbers.format_int,
+    "float4": numbers.format_float4,
+    "float8": numbers.format_float,
+    "numeric": numbers.format_numeric,
+    "bool": lambda b: "t" if b else "f",
+    "text": str,
+    "bpchar": str,
+    "uuid": str,
+    "date": datetimes.format_date,
+    "time": datetimes.format_time,
+    "timestamp": datetimes.format_timestamp,
+    "timestamptz": datetimes.format_timestamptz,
+    "interval": intervals.format_interval,
 }
 """Output functions (what ``||`` and concat() use; ``bool::text`` says true/false instead)."""
 
 INPUT: dict[str, Callable[[str], Any]] = {
-    "int2": numbers.parse_int("int2"), "int4": numbers.parse_int("int4"), "int8": numbers.parse_int("int8"),
-    "float4": numbers.parse_float4, "float8": numbers.parse_float8, "numeric": numbers.parse_numeric,
-    "bool": booleans.parse_bool, "text": strings.parse_text, "bpchar": strings.parse_bpchar, "uuid": strings.parse_uuid,
-    "date": datetimes.parse_date, "time": datetimes.parse_time, "timestamp": datetimes.parse_timestamp,
-    "timestamptz": datetimes.parse_timestamptz, "interval": intervals.parse_interval,
+    "int2": numbers.parse_int("int2"),
+    "int4": numbers.parse_int("int4"),
+    "int8": numbers.parse_int("int8"),
+    "float4": numbers.parse_float4,
+    "float8": numbers.parse_float8,
+    "numeric": numbers.parse_numeric,
+    "bool": booleans.parse_bool,
+    "text": strings.parse_text,
+    "bpchar": strings.parse_bpchar,
+    "uuid": strings.parse_uuid,
+    "date": datetimes.parse_date,
+    "time": datetimes.parse_time,
+    "timestamp": datetimes.parse_timestamp,
+    "timestamptz": datetimes.parse_timestamptz,
+    "interval": intervals.parse_interval,
 }
 
 
@@ -737,7 +780,9 @@ def _numeric_cast(src: str, dst: str) -> Fn1:
         return _float4_to_numeric if src == "float4" else _float_to_numeric
     # float targets
     if src == "numeric":
-        return _numeric_to_float if dst == "float8" else (lambda d: _to_float4(_numeric_to_float(d)))
+        return (
+            _numeric_to_float if dst == "float8" else (lambda d: _to_float4(_numeric_to_float(d)))
+        )
     if dst == "float8":
         return float
     return lambda v: _to_float4(float(v))
@@ -757,12 +802,26 @@ _DATETIME_CASTS: dict[tuple[str, str], Fn1] = {
 
 IMPLICIT_CASTS = frozenset(
     [
-        ("int2", "int4"), ("int2", "int8"), ("int2", "numeric"), ("int2", "float4"), ("int2", "float8"),
-        ("int4", "int8"), ("int4", "numeric"), ("int4", "float4"), ("int4", "float8"),
-        ("int8", "numeric"), ("int8", "float4"), ("int8", "float8"),
-        ("numeric", "float4"), ("numeric", "float8"), ("float4", "float8"),
-        ("bpchar", "text"), ("text", "bpchar"),
-        ("date", "timestamp"), ("date", "timestamptz"), ("timestamp", "timestamptz"),
+        ("int2", "int4"),
+        ("int2", "int8"),
+        ("int2", "numeric"),
+        ("int2", "float4"),
+        ("int2", "float8"),
+        ("int4", "int8"),
+        ("int4", "numeric"),
+        ("int4", "float4"),
+        ("int4", "float8"),
+        ("int8", "numeric"),
+        ("int8", "float4"),
+        ("int8", "float8"),
+        ("numeric", "float4"),
+        ("numeric", "float8"),
+        ("float4", "float8"),
+        ("bpchar", "text"),
+        ("text", "bpchar"),
+        ("date", "timestamp"),
+        ("date", "timestamptz"),
+        ("timestamp", "timestamptz"),
     ]
 )
 

@@ -33,10 +33,27 @@ character), and a marker is only taken for one at the position the sublink was c
 _OPEN, _CLOSE, _COMMA, _DOT = "ASCII_40", "ASCII_41", "ASCII_44", "ASCII_46"
 # Keywords after which a subquery's SELECT list or FROM list ends, or that start a clause
 # Electric refuses in a subquery.
-_CLAUSE_WORDS = frozenset({
-    "GROUP_P", "HAVING", "WINDOW", "ORDER", "LIMIT", "OFFSET", "FETCH", "FOR", "UNION",
-    "INTERSECT", "EXCEPT", "INTO", "DISTINCT", "WITH", "WITH_LA", "VALUES", "TABLE",
-})
+_CLAUSE_WORDS = frozenset(
+    {
+        "GROUP_P",
+        "HAVING",
+        "WINDOW",
+        "ORDER",
+        "LIMIT",
+        "OFFSET",
+        "FETCH",
+        "FOR",
+        "UNION",
+        "INTERSECT",
+        "EXCEPT",
+        "INTO",
+        "DISTINCT",
+        "WITH",
+        "WITH_LA",
+        "VALUES",
+        "TABLE",
+    }
+)
 _NAME_KINDS = frozenset({"UNRESERVED_KEYWORD", "COL_NAME_KEYWORD", "TYPE_FUNC_NAME_KEYWORD"})
 _QUANTIFIERS = frozenset({"ANY", "ALL", "SOME"})
 
@@ -88,8 +105,8 @@ def cut_sublinks(text: str) -> tuple[str, list[SublinkSpec]]:
             continue
         spec, last = _sublink(wrapped, tokens, match, i, len(specs))
         specs.append(spec)
-        pieces.append(text[done:spec.start])
-        pieces.append(_marker_text(text[spec.start:spec.end], spec.marker))
+        pieces.append(text[done : spec.start])
+        pieces.append(_marker_text(text[spec.start : spec.end], spec.marker))
         done = spec.end
         i = last + 1
     pieces.append(text[done:])
@@ -109,7 +126,7 @@ def _matching(tokens: list[pg.Token]) -> dict[int, int]:
 
 
 def _marker_text(original: str, marker: str) -> str:
-    padding = "".join("\n" if c == "\n" else " " for c in original[len(marker) + 4:])
+    padding = "".join("\n" if c == "\n" else " " for c in original[len(marker) + 4 :])
     return '("' + marker + '"' + padding + ")"
 
 
@@ -125,7 +142,9 @@ def _sublink(
     inner = select - 1
     # ((SELECT ...)) is one parenthesised select: take the outermost parenthesis
     first = inner
-    while first > 0 and tokens[first - 1].name == _OPEN and match.get(first - 1) == match[first] + 1:
+    while (
+        first > 0 and tokens[first - 1].name == _OPEN and match.get(first - 1) == match[first] + 1
+    ):
         first -= 1
     close = match[first]
     before = tokens[first - 1] if first > 0 else None
@@ -140,9 +159,15 @@ def _sublink(
         raise WhereError(SUBLINK_MESSAGE, location)
     schema, name = table
     spec = SublinkSpec(
-        index=index, location=location, start=tokens[first].start - offset,
-        end=tokens[close].start + 1 - offset, schema=schema, table=name, columns=columns,
-        where=where, where_offset=where_start - offset if where is not None else 0,
+        index=index,
+        location=location,
+        start=tokens[first].start - offset,
+        end=tokens[close].start + 1 - offset,
+        schema=schema,
+        table=name,
+        columns=columns,
+        where=where,
+        where_offset=where_start - offset if where is not None else 0,
     )
     return spec, close
 
@@ -192,14 +217,14 @@ def _subquery(
         raise WhereError("Expected a single table reference")
     columns = _targets(wrapped, tokens, top[:targets_end], select)
     from_end = min(where_at, clause_at)
-    table = _from(wrapped, tokens, top[from_at + 1:from_end] if from_at < len(names) else None)
+    table = _from(wrapped, tokens, top[from_at + 1 : from_end] if from_at < len(names) else None)
     if distinct or clause_at < len(names) or (where_at < len(names) and where_at < from_at):
         raise WhereError(CLAUSES_MESSAGE)
     if where_at == len(names):
         return columns, table, None, 0
     where_token = tokens[top[where_at]]
     where_start = where_token.end + 1
-    return columns, table, wrapped[where_start:tokens[close].start], where_start
+    return columns, table, wrapped[where_start : tokens[close].start], where_start
 
 
 def _targets(wrapped: str, tokens: list[pg.Token], top: list[int], select: int) -> tuple[str, ...]:
@@ -214,12 +239,16 @@ def _targets(wrapped: str, tokens: list[pg.Token], top: list[int], select: int) 
     columns = []
     for group in groups:
         if not group:
-            raise WhereError(f"At location {tokens[select].end + 1}: Expected a plain column reference")
+            raise WhereError(
+                f"At location {tokens[select].end + 1}: Expected a plain column reference"
+            )
         head = tokens[group[0]]
         # "col", "col AS alias", "col alias": an alias is ignored, as Electric does
-        alias_ok = len(group) == 1 or (
-            len(group) == 3 and tokens[group[1]].name == "AS" and _is_name(tokens[group[2]])
-        ) or (len(group) == 2 and _is_name(tokens[group[1]]))
+        alias_ok = (
+            len(group) == 1
+            or (len(group) == 3 and tokens[group[1]].name == "AS" and _is_name(tokens[group[2]]))
+            or (len(group) == 2 and _is_name(tokens[group[1]]))
+        )
         if not (_is_name(head) and alias_ok):
             raise WhereError(f"At location {head.start}: Expected a plain column reference")
         columns.append(_name(wrapped, head))
@@ -252,7 +281,7 @@ def _is_name(tok: pg.Token) -> bool:
 
 
 def _name(wrapped: str, tok: pg.Token) -> str:
-    text = wrapped[tok.start:tok.end + 1]
+    text = wrapped[tok.start : tok.end + 1]
     if text.startswith('"'):
         return text[1:-1].replace('""', '"')
     return "".join(chr(ord(c) + 32) if "A" <= c <= "Z" else c for c in text)

@@ -29,27 +29,77 @@ PREFIX = "SELECT 1 WHERE "
 _OPEN = frozenset({"ASCII_40", "ASCII_91", "CASE"})  # ( [ CASE
 _CLOSE = frozenset({"ASCII_41", "ASCII_93", "END_P"})
 _PREFIX_OPERATORS = frozenset({"NOT", "Op", "ASCII_43", "ASCII_45"})  # NOT, ~ @ |/ ..., + -
-_OPERANDS = frozenset({
-    "IDENT", "UIDENT", "ICONST", "FCONST", "SCONST", "USCONST", "BCONST", "XCONST", "PARAM",
-})
+_OPERANDS = frozenset(
+    {
+        "IDENT",
+        "UIDENT",
+        "ICONST",
+        "FCONST",
+        "SCONST",
+        "USCONST",
+        "BCONST",
+        "XCONST",
+        "PARAM",
+    }
+)
 # Keywords that take an operand after them: a prefix operator may follow them.
-_OPERATOR_KEYWORDS = frozenset({
-    "AND", "OR", "NOT", "IS", "IN_P", "LIKE", "ILIKE", "SIMILAR", "BETWEEN", "SYMMETRIC",
-    "ASYMMETRIC", "WHEN", "THEN", "ELSE", "CASE", "ANY", "ALL", "SOME", "ESCAPE", "OPERATOR",
-    "COLLATE", "AT", "DISTINCT", "FROM", "ARRAY", "EXISTS", "INTERVAL", "OVERLAPS", "TO",
-})
+_OPERATOR_KEYWORDS = frozenset(
+    {
+        "AND",
+        "OR",
+        "NOT",
+        "IS",
+        "IN_P",
+        "LIKE",
+        "ILIKE",
+        "SIMILAR",
+        "BETWEEN",
+        "SYMMETRIC",
+        "ASYMMETRIC",
+        "WHEN",
+        "THEN",
+        "ELSE",
+        "CASE",
+        "ANY",
+        "ALL",
+        "SOME",
+        "ESCAPE",
+        "OPERATOR",
+        "COLLATE",
+        "AT",
+        "DISTINCT",
+        "FROM",
+        "ARRAY",
+        "EXISTS",
+        "INTERVAL",
+        "OVERLAPS",
+        "TO",
+    }
+)
 # Keywords that can only start a clause of the SELECT after its WHERE (Electric: "malformed
 # query ending with SQL clauses"); GROUP counts only before BY (WITHIN GROUP is a function's).
-_CLAUSE_KEYWORDS = frozenset({
-    "ORDER", "HAVING", "WINDOW", "LIMIT", "OFFSET", "FETCH", "FOR", "UNION", "INTERSECT",
-    "EXCEPT", "INTO",
-})
+_CLAUSE_KEYWORDS = frozenset(
+    {
+        "ORDER",
+        "HAVING",
+        "WINDOW",
+        "LIMIT",
+        "OFFSET",
+        "FETCH",
+        "FOR",
+        "UNION",
+        "INTERSECT",
+        "EXCEPT",
+        "INTO",
+    }
+)
 _COMMENTS = frozenset({"SQL_COMMENT", "C_COMMENT"})
 _QUANTIFIERS = frozenset({"ANY", "ALL", "SOME"})  # "= ANY(" costs sqlglot two levels
 # Words sqlglot reads as type names: before "(" or "[" it tries a type first (see
 # MAX_TYPE_CALL_NESTING); ARRAY is one of them.
 _TYPE_WORDS = frozenset(
-    word for word, token in Postgres.Tokenizer.KEYWORDS.items()
+    word
+    for word, token in Postgres.Tokenizer.KEYWORDS.items()
     if token in Postgres.Parser.TYPE_TOKENS and " " not in word
 )
 
@@ -72,7 +122,7 @@ def check_syntax(clause: str) -> str:
     statement = statements[0]
     tokens = pg.scan(statement)
     _check_tokens(statement, [t for t in tokens if t.name not in _COMMENTS])
-    return _without_comments(statement, tokens)[len(PREFIX):]
+    return _without_comments(statement, tokens)[len(PREFIX) :]
 
 
 def _without_comments(statement: str, tokens: list[pg.Token]) -> str:
@@ -114,9 +164,12 @@ def _check_tokens(statement: str, tokens: list[pg.Token]) -> None:
         name = tok.name
         if name in _OPEN:
             levels = run + 1 + (previous is not None and previous.name in _QUANTIFIERS)
-            typed = (name != "CASE" and previous is not None
-                     and (previous.name == "IDENT" or previous.kind != "NO_KEYWORD")
-                     and statement[previous.start:previous.end + 1].upper() in _TYPE_WORDS)
+            typed = (
+                name != "CASE"
+                and previous is not None
+                and (previous.name == "IDENT" or previous.kind != "NO_KEYWORD")
+                and statement[previous.start : previous.end + 1].upper() in _TYPE_WORDS
+            )
             stack.append((levels, typed))
             level += levels
             type_calls += typed
@@ -125,8 +178,12 @@ def _check_tokens(statement: str, tokens: list[pg.Token]) -> None:
             if level > MAX_NESTING:
                 raise _too_deep(tok)
             if type_calls > MAX_TYPE_CALL_NESTING:
-                raise WhereError(over_limit("nesting of ARRAY constructors and type-named calls",
-                                            MAX_TYPE_CALL_NESTING), tok.start - len(PREFIX))
+                raise WhereError(
+                    over_limit(
+                        "nesting of ARRAY constructors and type-named calls", MAX_TYPE_CALL_NESTING
+                    ),
+                    tok.start - len(PREFIX),
+                )
         elif name in _CLOSE:
             if stack:
                 levels, typed = stack.pop()
@@ -139,8 +196,10 @@ def _check_tokens(statement: str, tokens: list[pg.Token]) -> None:
             if level + run > MAX_NESTING:
                 raise _too_deep(tok)
         elif name in _OPERANDS or (tok.kind != "NO_KEYWORD" and name not in _OPERATOR_KEYWORDS):
-            if not stack and (name in _CLAUSE_KEYWORDS or (
-                    name == "GROUP_P" and i + 1 < len(body) and body[i + 1].name == "BY")):
+            if not stack and (
+                name in _CLAUSE_KEYWORDS
+                or (name == "GROUP_P" and i + 1 < len(body) and body[i + 1].name == "BY")
+            ):
                 raise WhereError("malformed query ending with SQL clauses")
             run = 0
             after_operand = True
@@ -150,5 +209,6 @@ def _check_tokens(statement: str, tokens: list[pg.Token]) -> None:
 
 
 def _too_deep(tok: pg.Token) -> WhereError:
-    return WhereError(over_limit("nesting of brackets and prefix operators", MAX_NESTING),
-                      tok.start - len(PREFIX))
+    return WhereError(
+        over_limit("nesting of brackets and prefix operators", MAX_NESTING), tok.start - len(PREFIX)
+    )
