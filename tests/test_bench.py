@@ -429,3 +429,19 @@ def test_ctrl_c_leaves_nothing_behind(tmp_path: Path, scratch: Path, database_ur
     assert processes_under(scratch) == []
     assert list(scratch.iterdir()) == []
     assert not (tmp_path / "out").exists()
+
+
+def test_an_arrival_before_its_commit_time_is_noted_still_counts() -> None:
+    """A subscriber can read a marker change before the marker thread, back from COMMIT,
+    notes its time: the arrival waits for it instead of being lost (the latency sample
+    count then falls short of the marker deliveries)."""
+    from pysync.bench.sync_phase import ArrivalMatcher
+
+    matcher = ArrivalMatcher()
+    commits = {1: 10.0}
+    first = matcher.match([(1, 10.002), (2, 10.052)], commits, 9.0)
+    assert [(round(t, 3), round(ms, 3)) for t, ms in first] == [(1.0, 2.0)]
+    commits[2] = 10.05
+    later = matcher.match([], commits, 9.0)
+    assert [(round(t, 3), round(ms, 3)) for t, ms in later] == [(1.05, 2.0)]
+    assert matcher.unmatched == []

@@ -94,13 +94,11 @@ def run_sync(ctx: RunContext) -> None:
         probes=probes,
     )
     latencies: list[tuple[float, float]] = []
+    matcher = ArrivalMatcher()
 
     def collect() -> None:
         commits = load.marker.commits if load.marker else {}
-        for seq, arrived in fleet.take_arrivals():
-            committed = commits.get(seq)
-            if committed is not None:
-                latencies.append((committed - load.sampler.started, (arrived - committed) * 1000))
+        latencies.extend(matcher.match(fleet.take_arrivals(), commits, load.sampler.started))
 
     def status() -> str:
         collect()
@@ -257,3 +255,25 @@ def _summarise(
         }
     )
     phase["latency_windows"] = stats.latency_windows(latencies)
+
+
+class ArrivalMatcher:
+    """Marker arrivals joined with their commit times: (seconds into the phase, ms)."""
+
+    def __init__(self) -> None:
+        # Arrivals whose commit time the marker thread has not noted yet: a subscriber can
+        # read a marker change before the thread that committed it runs again.
+        self.unmatched: list[tuple[int, float]] = []
+
+    def match(
+        self, arrivals: list[tuple[int, float]], commits: dict[int, float], started: float
+    ) -> list[tuple[float, float]]:
+        pending, self.unmatched = self.unmatched + arrivals, []
+        matched = []
+        for seq, arrived in pending:
+            committed = commits.get(seq)
+            if committed is None:
+                self.unmatched.append((seq, arrived))
+            else:
+                matched.append((committed - started, (arrived - committed) * 1000))
+        return matched
