@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from engine_runner import poll
 from pysync.client import Backoff, Client, Shape
 from pysync.postgres.cluster import PostgresCluster, free_port
 from pysync.testing import drop_database
@@ -139,6 +140,16 @@ async def test_restart_drops_subquery_shapes(database: str, tmp_path: Path, kill
         with psycopg.connect(database, autocommit=True) as conn:
             await converge(shape, conn, DIRECT)
             before_handle, plain_handle = shape.handle, plain.handle
+            # A shape is served once its snapshot is in its log, and recorded in the
+            # registry just after (its log fsynced first): a SIGKILL in between loses it
+            # (its clients refetch). This test is about recorded shapes.
+            registry = storage / "registry.jsonl"
+            assert plain_handle is not None
+            await poll(
+                lambda: registry.exists() and plain_handle in registry.read_text(),
+                30,
+                "the plain shape to be recorded",
+            )
             if kill:
                 server.kill()
             else:
