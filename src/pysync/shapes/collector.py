@@ -52,113 +52,124 @@ class Collector:
         kept (each shape's part of a transaction is appended whole or not at all) and the
         transaction counts as not applied.
         """
+        # One function, not a wrapper around one: it runs once per transaction.
         try:
-            self._apply(txn)
+            subqueries = self.subqueries
+            # Dependencies first: shapes convert with their views as they were.
+            subqueries.apply(txn)
+            tables = self.registry.router.tables
+            xid = txn.xid
+            commit_lsn = txn.commit_lsn
+            headers_base = {"lsn": str(commit_lsn), "txids": [xid]}
+            touched: dict[ShapeConsumer, list[dict[str, Any]]] = {}
+            doomed: list[tuple[ShapeConsumer, str]] = []
+            reused = False  # did shapes share converted entries (to encode them once)?
+            op = 0
+            for change in txn.changes:
+                if type(change) is Truncation:
+                    for relation in change.relations:
+                        routes = tables.get((relation.namespace, relation.name))
+                        if routes is not None:
+                            # Not for a shape whose snapshot already saw the truncate.
+                            doomed.extend(
+                                (consumer, "table truncated")
+                                for consumer in routes.shapes
+                                if consumer.accepts(xid, commit_lsn)
+                            )
+                    op += 2
+                    continue
+                assert type(change) is Change
+                relation = change.relation
+                routes = tables.get((relation.namespace, relation.name))
+                if routes is not None:
+                    headers = None
+                    # Shapes with the same projection and match outcome get the same entries:
+                    # converted once per change.
+                    shared: dict[tuple[Any, bool, bool], list[dict[str, Any]]] | None = None
+                    kind, new, old = change.op, change.new, change.old
+                    for consumer in routes.candidates(relation.column_names, new, old):
+                        existing = touched.get(consumer)
+                        if existing is None:  # else it took an earlier change of this transaction
+                            if not consumer.accepts(xid, commit_lsn):
+                                continue
+                            subquery = consumer.subquery
+                            if subquery is not None and subquery.phase is not Phase.STEADY:
+                                subquery.hold(xid, commit_lsn, op, change)
+                                continue
+                        converter = consumer.converter
+                        if consumer.relation is not relation or converter is None:
+                            try:
+                                converter = consumer.rebind(relation)
+                            except (KeyError, ValueError):
+                                doomed.append((consumer, "columns no longer replicated"))
+                                continue
+                        if headers is None:
+                            headers = {**headers_base, "op_position": op}
+                        if type(converter) is not ShapeConverter:
+                            # per-shape headers (subquery tags): nothing to share
+                            entries = converter.convert(kind, new, old, headers)
+                        else:
+                            new_match, old_match = converter.match(kind, new, old)
+                            if not (new_match or old_match):
+                                continue
+                            key = (converter.projection, new_match, old_match)
+                            if shared is None:
+                                shared = {}
+                                found = None
+                            else:
+                                found = shared.get(key)
+                                reused = reused or found is not None
+                            if found is None:
+                                found = shared[key] = converter.projection.convert(
+                                    kind, new, old, new_match, old_match, headers
+                                )
+                            entries = found
+                        if entries:
+                            if existing is None:
+                                touched[consumer] = list(entries)
+                            else:
+                                existing.extend(entries)
+                op += 2
+            for consumer, reason in doomed:
+                touched.pop(consumer, None)
+                self.registry.invalidate(consumer, reason)
+            dirty = self.dirty
+            if not reused:  # every entry belongs to one shape: mark its last one in place
+                for consumer, entries in touched.items():
+                    entries[-1]["headers"]["last"] = True
+                    consumer.append(
+                        xid,
+                        commit_lsn,
+                        [
+                            (_offset((commit_lsn, entry["headers"]["op_position"])), _encode(entry))
+                            for entry in entries
+                        ],
+                    )
+                    dirty.add(consumer)
+            else:
+                encoded: dict[int, bytes] = {}  # an entry shared by shapes is encoded once
+                for consumer, entries in touched.items():
+                    frames = []
+                    for entry in entries:
+                        payload = encoded.get(id(entry))
+                        if payload is None:
+                            payload = encoded[id(entry)] = _encode(entry)
+                        frames.append(
+                            (_offset((commit_lsn, entry["headers"]["op_position"])), payload)
+                        )
+                    # The shape's last entry of the transaction: its headers (last in the
+                    # entry) get "last": true, in the bytes, leaving the shared entry as it is.
+                    offset, payload = frames[-1]
+                    frames[-1] = (offset, payload[:-2] + b',"last":true}}')
+                    consumer.append(xid, commit_lsn, frames)
+                    dirty.add(consumer)
+            subqueries.done(txn)
+            self.last_seen_lsn = commit_lsn
+            self.last_commit_time = txn.commit_time / 1e6 + PG_EPOCH
+            self.applied_end_lsn = txn.end_lsn
         except StorageError:
             self.subqueries.storage_failed()
             raise
-
-    def _apply(self, txn: Transaction) -> None:
-        subqueries = self.subqueries
-        subqueries.apply(txn)  # dependencies first: shapes convert with their views as they were
-        tables = self.registry.router.tables
-        xid = txn.xid
-        commit_lsn = txn.commit_lsn
-        headers_base = {"lsn": str(commit_lsn), "txids": [xid]}
-        touched: dict[ShapeConsumer, list[dict[str, Any]]] = {}
-        doomed: list[tuple[ShapeConsumer, str]] = []
-        reused = False  # did shapes share converted entries (to encode them once)?
-        op = 0
-        for change in txn.changes:
-            if type(change) is Truncation:
-                for relation in change.relations:
-                    routes = tables.get((relation.namespace, relation.name))
-                    if routes is not None:
-                        # Not for a shape whose snapshot already saw the truncate.
-                        doomed.extend(
-                            (consumer, "table truncated")
-                            for consumer in routes.shapes
-                            if consumer.accepts(xid, commit_lsn)
-                        )
-                op += 2
-                continue
-            assert type(change) is Change
-            relation = change.relation
-            routes = tables.get((relation.namespace, relation.name))
-            if routes is not None:
-                headers = None
-                # Shapes with the same projection and match outcome get the same entries:
-                # converted once per change.
-                shared: dict[tuple[Any, bool, bool], list[dict[str, Any]]] | None = None
-                kind, new, old = change.op, change.new, change.old
-                for consumer in routes.candidates(relation.column_names, new, old):
-                    existing = touched.get(consumer)
-                    if existing is None:  # else it took an earlier change of this transaction
-                        if not consumer.accepts(xid, commit_lsn):
-                            continue
-                        subquery = consumer.subquery
-                        if subquery is not None and subquery.phase is not Phase.STEADY:
-                            subquery.hold(xid, commit_lsn, op, change)
-                            continue
-                    converter = consumer.converter
-                    if consumer.relation is not relation or converter is None:
-                        try:
-                            converter = consumer.rebind(relation)
-                        except (KeyError, ValueError):
-                            doomed.append((consumer, "columns no longer replicated"))
-                            continue
-                    if headers is None:
-                        headers = {**headers_base, "op_position": op}
-                    if type(converter) is not ShapeConverter:
-                        # per-shape headers (subquery tags): nothing to share
-                        entries = converter.convert(kind, new, old, headers)
-                    else:
-                        new_match, old_match = converter.match(kind, new, old)
-                        if not (new_match or old_match):
-                            continue
-                        key = (converter.projection, new_match, old_match)
-                        if shared is None:
-                            shared = {}
-                            found = None
-                        else:
-                            found = shared.get(key)
-                            reused = reused or found is not None
-                        if found is None:
-                            found = shared[key] = converter.projection.convert(
-                                kind, new, old, new_match, old_match, headers
-                            )
-                        entries = found
-                    if entries:
-                        if existing is None:
-                            touched[consumer] = list(entries)
-                        else:
-                            existing.extend(entries)
-            op += 2
-        for consumer, reason in doomed:
-            touched.pop(consumer, None)
-            self.registry.invalidate(consumer, reason)
-        dirty = self.dirty
-        encoded: dict[int, bytes] = {}  # an entry shared by shapes is encoded once
-        for consumer, entries in touched.items():
-            frames = []
-            for entry in entries:
-                if reused:
-                    payload = encoded.get(id(entry))
-                    if payload is None:
-                        payload = encoded[id(entry)] = _encode(entry)
-                else:
-                    payload = _encode(entry)
-                frames.append((_offset((commit_lsn, entry["headers"]["op_position"])), payload))
-            # The shape's last entry of the transaction: its headers (last in the entry)
-            # get "last": true, in the bytes, leaving the shared entry as it is.
-            offset, payload = frames[-1]
-            frames[-1] = (offset, payload[:-2] + b',"last":true}}')
-            consumer.append(xid, commit_lsn, frames)
-            dirty.add(consumer)
-        subqueries.done(txn)
-        self.last_seen_lsn = commit_lsn
-        self.last_commit_time = txn.commit_time / 1e6 + PG_EPOCH
-        self.applied_end_lsn = txn.end_lsn
 
     def idle(self, lsn: int) -> None:
         """Nothing pending up to ``lsn``: once the logs are durable it may be confirmed."""

@@ -237,19 +237,25 @@ class Subqueries:
 
     def done(self, txn: Transaction) -> None:
         """``txn`` is in every log: shapes apply their dependencies' changes."""
-        held, self._held = self._held, []
-        for shape in held:
-            consumer = shape.consumer
-            consumer.last_lsn = max(consumer.last_lsn, txn.commit_lsn)
+        # Runs for every transaction, with or without subquery shapes: nothing is
+        # allocated unless there is something to do.
+        if self._held:
+            held, self._held = self._held, []
+            for shape in held:
+                consumer = shape.consumer
+                consumer.last_lsn = max(consumer.last_lsn, txn.commit_lsn)
         self._recent.append(txn.xid)
         self.last_tx = txn.commit_lsn
-        self.position = max(self.position, txn.end_lsn)
+        if txn.end_lsn > self.position:
+            self.position = txn.end_lsn
         self._in_txn = False
-        dirty, self._dirty = self._dirty, {}
-        for shape in dirty:
-            self._guarded(shape, shape.drain, txn.commit_lsn)
-        for shape in list(self._waiting):
-            self._guarded(shape, shape.advance, txn.end_lsn)
+        if self._dirty:
+            dirty, self._dirty = self._dirty, {}
+            for shape in dirty:
+                self._guarded(shape, shape.drain, txn.commit_lsn)
+        if self._waiting:
+            for shape in list(self._waiting):
+                self._guarded(shape, shape.advance, txn.end_lsn)
 
     def idle(self, lsn: int) -> None:
         if lsn <= self.position:
