@@ -121,7 +121,10 @@ class ShapeConsumer:
         """Is this transaction new to the shape: in neither its snapshot nor its log?"""
         if commit_lsn <= self.last_lsn:
             return False
-        new, self._filtering = after_snapshot(self.snapshot, xid, commit_lsn, self._filtering)
+        info = self.snapshot
+        if info is None or not (self._filtering or commit_lsn < info.lsn):
+            return True  # the common case, inline: called per shape per transaction
+        new, self._filtering = after_snapshot(info, xid, commit_lsn, self._filtering)
         return new
 
     def rebind(self, relation: Relation) -> Converter:
