@@ -88,16 +88,22 @@ class Collector:
                     shared: dict[tuple[Any, bool, bool], list[dict[str, Any]]] | None = None
                     kind, new, old = change.op, change.new, change.old
                     for consumer in routes.candidates(relation.column_names, new, old):
+                        subquery = consumer.subquery
                         existing = touched.get(consumer)
-                        if existing is None:  # else it took an earlier change of this transaction
+                        if subquery is not None and existing is None:
+                            # Before anything else: a shape whose dependencies are moving
+                            # holds the change, whatever it is.
                             if not consumer.accepts(xid, commit_lsn):
                                 continue
-                            subquery = consumer.subquery
-                            if subquery is not None and subquery.phase is not Phase.STEADY:
+                            if subquery.phase is not Phase.STEADY:
                                 subquery.hold(xid, commit_lsn, op, change)
                                 continue
                         converter = consumer.converter
                         if consumer.relation is not relation or converter is None:
+                            # Rebound only for a change the shape takes: a replayed one
+                            # from before a column was added must not doom it.
+                            if existing is None and not consumer.accepts(xid, commit_lsn):
+                                continue
                             try:
                                 converter = consumer.rebind(relation)
                             except (KeyError, ValueError):
@@ -107,11 +113,21 @@ class Collector:
                             headers = {**headers_base, "op_position": op}
                         if type(converter) is not ShapeConverter:
                             # per-shape headers (subquery tags): nothing to share
+                            if (
+                                subquery is None
+                                and existing is None
+                                and not consumer.accepts(xid, commit_lsn)
+                            ):
+                                continue
                             entries = converter.convert(kind, new, old, headers)
                         else:
+                            # The clause first: most shapes a scan reaches do not match,
+                            # and then nothing else about them matters.
                             new_match, old_match = converter.match(kind, new, old)
                             if not (new_match or old_match):
                                 continue
+                            if existing is None and not consumer.accepts(xid, commit_lsn):
+                                continue  # in its snapshot, or already in its log
                             key = (converter.projection, new_match, old_match)
                             if shared is None:
                                 shared = {}
