@@ -30,6 +30,10 @@ from pysync.storage_outage import StorageOutage
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 5.0
+SLICE = 0.005
+"""Seconds of ingest between pauses for the rest of the event loop (requests, flushes)."""
+SLICE_BEHIND = 0.05
+"""The same while working through a backlog."""
 """Longest pause between attempts to replicate again."""
 
 
@@ -138,9 +142,10 @@ class Ingest:
                 self.stream.disconnect()
 
     async def _replicate(self) -> None:
-        collector, outage = self.collector, self.outage
+        collector, outage, stream = self.collector, self.outage, self.stream
         yielded = time.monotonic()
-        async for item in self.stream.transactions():
+        waits = stream.waits
+        async for item in stream.transactions():
             if outage.halt is not None:
                 raise outage.halt
             kind = type(item)
@@ -154,11 +159,16 @@ class Ingest:
                 self._connected(item)  # type: ignore[arg-type]
             # The stream only awaits when the socket is drained: under a steady write
             # load it never is, and snapshots, the flush loop (hence acknowledgements)
-            # and requests starved. Let them run every few ms.
+            # and requests starved. Let them run every few ms; every 50 ms while working
+            # through a backlog (the stream has not waited for data since the last
+            # pause): every pause lets each live client take a response, and a hundred
+            # clients answered after every 5 ms of ingest took half the process with tiny
+            # responses while the lag grew. Behind, fewer and larger responses.
             now = time.monotonic()
-            if now - yielded > 0.005:
+            if now - yielded > (SLICE if stream.waits != waits else SLICE_BEHIND):
                 await asyncio.sleep(0)
                 yielded = time.monotonic()
+                waits = stream.waits
 
     # -- the slot -------------------------------------------------------------------
 

@@ -137,6 +137,9 @@ class ReplicationStream:
         self.acknowledged_lsn = start_lsn
         """Declared durable by the consumer; what we confirm to Postgres."""
         self.delivered_lsn = start_lsn
+        self.waits = 0
+        """How many times the stream found the socket drained and waited for data: a
+        consumer that sees it unchanged for a while is working through a backlog."""
         """End LSN of the last transaction handed to the consumer."""
         self.slot_created = False
         """Whether the last ``setup`` created the slot."""
@@ -330,6 +333,7 @@ class ReplicationStream:
                 pgconn.consume_input()
                 n, data = pgconn.get_copy_data(1)
                 if n == 0:
+                    self.waits += 1
                     if not await self._wait_readable(loop, pgconn.socket):
                         self._send_status(force=True)  # quiet: see ``idle_feedback``
                     pgconn.consume_input()
