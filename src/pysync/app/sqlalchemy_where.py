@@ -27,39 +27,11 @@ from sqlalchemy.sql import elements, functions, operators
 from sqlalchemy.sql.selectable import ScalarSelect, Select
 
 from pysync.shapes.definition import ShapeError
+from pysync.shapes.where import FUNCTIONS
 
 DIALECT: Any = _psycopg_dialect.dialect()  # type: ignore[no-untyped-call]
 _quote = DIALECT.identifier_preparer.quote
 
-FUNCTIONS = frozenset(
-    {
-        "lower",
-        "upper",
-        "coalesce",
-        "greatest",
-        "least",
-        "concat",
-        "array_cat",
-        "array_append",
-        "array_prepend",
-        "array_ndims",
-        "int2",
-        "int4",
-        "int8",
-        "float4",
-        "float8",
-        "numeric",
-        "bool",
-        "uuid",
-        "text",
-        "date",
-        "time",
-        "timestamp",
-        "timestamptz",
-        "interval",
-    }
-)
-"""The functions of Electric's WHERE language (as pysync checks it)."""
 
 _COMPARISONS: dict[Any, str] = {
     operators.eq: "=",

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 from pysync.postgres.catalog import Table
 
 from . import _runtime as rt
-from ._check import SublinkType, check_clause, parse
+from ._check import FUNCTIONS, SublinkType, check_clause, parse
 from ._compile import Compiler, column_parser
 from ._dnf import Plan, Position, plan
 from ._ir import Node, WhereError, WhereRuntimeError
@@ -42,6 +42,7 @@ from ._render import to_sql as _to_sql
 from ._sublinks import SublinkSpec
 
 __all__ = [
+    "FUNCTIONS",
     "Plan",
     "Position",
     "RangeIndex",

@@ -126,6 +126,23 @@ _TYPE_INPUT_FUNCTIONS = {
     "timestamptz",
     "interval",
 }
+FUNCTIONS = frozenset(
+    {
+        "lower",
+        "upper",
+        "coalesce",
+        "greatest",
+        "least",
+        "concat",
+        "array_cat",
+        "array_append",
+        "array_prepend",
+        "array_ndims",
+    }
+    | _TYPE_INPUT_FUNCTIONS
+)
+"""Every function of the language (the visitors below check each one's arguments); what
+other front ends (SQLAlchemy shapes) may emit."""
 
 
 def fold_identifier(ident: exp.Identifier) -> str:
