@@ -23,7 +23,6 @@ from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 from pysync.http.parking import LivePolls
 from pysync.http.server import bounded_protocol, connection_budget, quiet_accept_errors
-from pysync.http.source import ShapeSource
 from pysync.lockfile import DirectoryInUse
 from pysync.postgres.cluster import ClusterError, PostgresCluster
 from pysync.postgres.private import PrivateDatabase
@@ -266,7 +265,7 @@ async def serve(settings: Settings) -> None:
                 engine, settings, sock, database_url, lambda: announce(settings, cluster)
             )
             return
-        api = make_api(engine, settings)
+        api = ShapeAPI.from_settings(engine, settings)
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -281,19 +280,6 @@ async def serve(settings: Settings) -> None:
     finally:
         sock.close()
         await shut_down()
-
-
-def make_api(engine: ShapeSource, settings: Settings) -> ShapeAPI:
-    return ShapeAPI(
-        engine,
-        secret=settings.secret,
-        long_poll_timeout=settings.long_poll_timeout,
-        allow_delete=settings.allow_delete,
-        max_age=settings.cache_max_age,
-        stale_age=settings.cache_stale_age,
-        max_initial_requests=settings.max_initial_requests,
-        max_existing_requests=settings.max_existing_requests,
-    )
 
 
 def http_server(

@@ -150,16 +150,7 @@ class Sync:
             raise
         self._database_url = url
         self._engine = engine
-        self._api = ShapeAPI(
-            engine,
-            secret=settings.secret,
-            long_poll_timeout=settings.long_poll_timeout,
-            allow_delete=settings.allow_delete,
-            max_age=settings.cache_max_age,
-            stale_age=settings.cache_stale_age,
-            max_initial_requests=settings.max_initial_requests,
-            max_existing_requests=settings.max_existing_requests,
-        )
+        self._api = ShapeAPI.from_settings(engine, settings)
         self._backend = EmbeddedShapes(engine, self._api)
         log.info("syncing shapes (slot %s, publication %s)", settings.slot, settings.publication)
 

@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pysync.config import Settings
 from pysync.engine import EngineUnavailable
 from pysync.http import responses, sse
 from pysync.http.auth import check_secret, secret_ok
@@ -103,6 +104,20 @@ class ShapeAPI:
             "pysync_waiting_requests",
             "Live requests waiting for changes.",
             lambda: len(self.interrupts),
+        )
+
+    @classmethod
+    def from_settings(cls, engine: ShapeSource, settings: Settings) -> ShapeAPI:
+        """The API as ``pysync serve`` and an embedded ``Sync`` configure it."""
+        return cls(
+            engine,
+            secret=settings.secret,
+            long_poll_timeout=settings.long_poll_timeout,
+            allow_delete=settings.allow_delete,
+            max_age=settings.cache_max_age,
+            stale_age=settings.cache_stale_age,
+            max_initial_requests=settings.max_initial_requests,
+            max_existing_requests=settings.max_existing_requests,
         )
 
     def close(self) -> None:

@@ -20,8 +20,9 @@ from pathlib import Path
 import msgspec
 from starlette.applications import Starlette
 
-from pysync.cli import http_server, make_api, run_loop, tune_gc
+from pysync.cli import http_server, run_loop, tune_gc
 from pysync.config import Settings, make_settings
+from pysync.http.api import ShapeAPI
 from pysync.http.server import connection_budget, quiet_accept_errors
 from pysync.serve.mirror import MirrorEngine
 from pysync.serve.supervisor import SETTINGS_ENV
@@ -40,7 +41,7 @@ async def work(settings: Settings, hub: Path, fd: int) -> None:
         snapshot_connections=settings.snapshot_connections,
     )
     await engine.start()
-    api = make_api(engine, settings)
+    api = ShapeAPI.from_settings(engine, settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
