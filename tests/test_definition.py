@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
+import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 
 import psycopg
 import pytest
@@ -73,12 +76,42 @@ def test_validation_errors(conn: Conn, kwargs: dict[str, object], field: str, me
         ({"0": "a"}, "Parameters must be numbered sequentially, starting from 1"),
         ({"x": "a"}, "Parameters can only use numbers as keys"),
         ("ab", "is invalid"),
+        ([None], "a parameter cannot be None: write IS NULL in the clause"),
     ],
 )
 def test_params_errors(params: object, message: str) -> None:
     with pytest.raises(ShapeError) as info:
         ShapeDefinition.create("t", where="v = $1", params=params)  # type: ignore[arg-type]
     assert (info.value.field, info.value.message) == ("params", message)
+
+
+def test_python_values_as_params_are_written_as_postgres_reads_them(conn: Conn) -> None:
+    """An app passes Python values; the params are Postgres input text, and the shape
+    selects what the same values bound by psycopg select."""
+    values = [
+        datetime.date(2024, 1, 5),
+        datetime.datetime(2024, 1, 5, 10, 30),
+        Decimal("1.50"),
+        True,
+        ["a", 'q"t'],
+        b"\x00\xff",
+        uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+    ]
+    definition = ShapeDefinition.create("t", where="v = $1", params=values)
+    assert definition.params == (
+        "2024-01-05",
+        "2024-01-05 10:30:00",
+        "1.50",
+        "true",
+        '{"a","q\\"t"}',
+        "\\x00ff",
+        "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+    )
+    # Postgres reads each text as the typed value psycopg binds.
+    types = ["date", "timestamp", "numeric", "bool", "text[]", "bytea", "uuid"]
+    for text, value, type_ in zip(definition.params, values, types, strict=True):
+        row = conn.execute(f"SELECT %s::{type_} = %s::{type_}", (text, value)).fetchone()
+        assert row == (True,), (text, value)
 
 
 def test_mode_errors() -> None:

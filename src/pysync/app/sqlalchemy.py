@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from sqlalchemy.sql import elements
 from sqlalchemy.sql.selectable import Select
 
-from pysync.app.sqlalchemy_where import compile_where, select_parts
+from pysync.app.sqlalchemy_select import select_parts
+from pysync.app.sqlalchemy_where import compile_where
 from pysync.shapes.definition import ShapeError
 
 

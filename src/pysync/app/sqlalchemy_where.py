@@ -15,7 +15,6 @@ Postgres' input syntax (dates in ISO format, arrays as ``{...}`` literals).
 from __future__ import annotations
 
 import datetime
-import enum
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -26,66 +25,20 @@ from sqlalchemy.dialects.postgresql import psycopg as _psycopg_dialect
 from sqlalchemy.sql import elements, functions, operators
 from sqlalchemy.sql.selectable import ScalarSelect, Select
 
-from pysync.shapes.definition import ShapeError
+from pysync.app.sqlalchemy_operators import (
+    ARITHMETIC,
+    ARRAY_OPERATORS,
+    COMPARISONS,
+    LIKES,
+    NAMES,
+    PATTERNS,
+)
+from pysync.app.sqlalchemy_select import select_parts
+from pysync.shapes.definition import ShapeError, param_text
 from pysync.shapes.where import FUNCTIONS
 
 DIALECT: Any = _psycopg_dialect.dialect()  # type: ignore[no-untyped-call]
 _quote = DIALECT.identifier_preparer.quote
-
-
-_COMPARISONS: dict[Any, str] = {
-    operators.eq: "=",
-    operators.ne: "<>",
-    operators.lt: "<",
-    operators.le: "<=",
-    operators.gt: ">",
-    operators.ge: ">=",
-    operators.is_distinct_from: "IS DISTINCT FROM",
-    operators.is_not_distinct_from: "IS NOT DISTINCT FROM",
-}
-_LIKES: dict[Any, str] = {
-    operators.like_op: "LIKE",
-    operators.not_like_op: "NOT LIKE",
-    operators.ilike_op: "ILIKE",
-    operators.not_ilike_op: "NOT ILIKE",
-}
-# col.contains("x") and friends: a LIKE over a pattern built around the parameter.
-_PATTERNS: dict[Any, tuple[str, str, str]] = {
-    operators.contains_op: ("LIKE", "'%' || ", " || '%'"),
-    operators.not_contains_op: ("NOT LIKE", "'%' || ", " || '%'"),
-    operators.startswith_op: ("LIKE", "", " || '%'"),
-    operators.not_startswith_op: ("NOT LIKE", "", " || '%'"),
-    operators.endswith_op: ("LIKE", "'%' || ", ""),
-    operators.not_endswith_op: ("NOT LIKE", "'%' || ", ""),
-    operators.icontains_op: ("ILIKE", "'%' || ", " || '%'"),
-    operators.not_icontains_op: ("NOT ILIKE", "'%' || ", " || '%'"),
-    operators.istartswith_op: ("ILIKE", "", " || '%'"),
-    operators.not_istartswith_op: ("NOT ILIKE", "", " || '%'"),
-    operators.iendswith_op: ("ILIKE", "'%' || ", ""),
-    operators.not_iendswith_op: ("NOT ILIKE", "'%' || ", ""),
-}
-_ARITHMETIC: dict[Any, str] = {
-    operators.add: "+",
-    operators.sub: "-",
-    operators.mul: "*",
-    operators.truediv: "/",
-    operators.concat_op: "||",
-    operators.bitwise_and_op: "&",
-    operators.bitwise_or_op: "|",
-    operators.bitwise_xor_op: "#",
-}
-_ARRAY_OPERATORS = frozenset({"@>", "<@", "&&", "||"})
-_NAMES: dict[Any, str] = {
-    operators.mod: "% (modulo)",
-    operators.match_op: "match()",
-    operators.regexp_match_op: "regexp_match()",
-    operators.not_regexp_match_op: "regexp_match()",
-    operators.json_getitem_op: "JSON subscripts",
-    operators.json_path_getitem_op: "JSON paths",
-    operators.bitwise_lshift_op: "<<",
-    operators.bitwise_rshift_op: ">>",
-    operators.distinct_op: "DISTINCT",
-}
 
 
 def compile_where(clause: Any, table: sa.Table) -> tuple[str, tuple[str, ...]]:
@@ -160,9 +113,9 @@ class _WhereCompiler:
     def binary(self, node: elements.BinaryExpression[Any]) -> tuple[str, int]:
         op = node.operator
         left, right = node.left, node.right
-        if op in _COMPARISONS:
+        if op in COMPARISONS:
             if _is_enum(left) or _is_enum(right):
-                if op not in _ENUM_COMPARISONS:
+                if op not in _ENUMCOMPARISONS:
                     raise ShapeError(
                         "where",
                         "an enum column can be compared for equality (=, <>, IN), "
@@ -170,25 +123,25 @@ class _WhereCompiler:
                     )
                 # Electric compares enums as text: "mood::text = $1".
                 return (
-                    f"{self.enum_side(left)} {_COMPARISONS[op]} {self.enum_side(right)}",
+                    f"{self.enum_side(left)} {COMPARISONS[op]} {self.enum_side(right)}",
                     PREDICATE,
                 )
             return (
-                f"{self.wrap(left, OPERATOR)} {_COMPARISONS[op]} {self.operand(right)}",
+                f"{self.wrap(left, OPERATOR)} {COMPARISONS[op]} {self.operand(right)}",
                 PREDICATE,
             )
         if op in (operators.is_, operators.is_not):
             word = "IS" if op is operators.is_ else "IS NOT"
             return f"{self.wrap(left, OPERATOR)} {word} {self.wrap(right, OPERATOR)}", PREDICATE
-        if op in _LIKES:
-            text = f"{self.wrap(left, OPERATOR)} {_LIKES[op]} {self.wrap(right, OPERATOR)}"
+        if op in LIKES:
+            text = f"{self.wrap(left, OPERATOR)} {LIKES[op]} {self.wrap(right, OPERATOR)}"
             return text + self.escape(node), PREDICATE
-        if op in _PATTERNS:
+        if op in PATTERNS:
             if node.modifiers.get("autoescape"):
                 raise ShapeError(
                     "where", "autoescape=True is not supported in a shape's WHERE clause"
                 )
-            word, before, after = _PATTERNS[op]
+            word, before, after = PATTERNS[op]
             # No parentheses after LIKE: pysync refuses "LIKE (" (it reads as like()).
             text = f"{self.wrap(left, OPERATOR)} {word} {before}{self.wrap(right, ATOM)}{after}"
             return text + self.escape(node), PREDICATE
@@ -203,15 +156,15 @@ class _WhereCompiler:
                 word += " SYMMETRIC"
             text = f"{self.wrap(left, OPERATOR)} {word} {self.wrap(low, OPERATOR)} AND {self.wrap(high, OPERATOR)}"
             return text, PREDICATE
-        if op in _ARITHMETIC:
-            return f"{self.wrap(left, ATOM)} {_ARITHMETIC[op]} {self.wrap(right, ATOM)}", OPERATOR
-        if isinstance(op, operators.custom_op) and op.opstring in _ARRAY_OPERATORS:
+        if op in ARITHMETIC:
+            return f"{self.wrap(left, ATOM)} {ARITHMETIC[op]} {self.wrap(right, ATOM)}", OPERATOR
+        if isinstance(op, operators.custom_op) and op.opstring in ARRAY_OPERATORS:
             level = PREDICATE if op.is_comparison else OPERATOR
             return f"{self.wrap(left, ATOM)} {op.opstring} {self.wrap(right, ATOM)}", level
         name = (
             op.opstring
             if isinstance(op, operators.custom_op)
-            else _NAMES.get(op, getattr(op, "__name__", str(op)))
+            else NAMES.get(op, getattr(op, "__name__", str(op)))
         )
         raise ShapeError("where", f"the operator {name} is not supported in a shape's WHERE clause")
 
@@ -376,7 +329,7 @@ def _bind_processor(type_: Any) -> Callable[[Any], Any] | None:
         return None
 
 
-_ENUM_COMPARISONS = (
+_ENUMCOMPARISONS = (
     operators.eq,
     operators.ne,
     operators.is_distinct_from,
@@ -386,52 +339,6 @@ _ENUM_COMPARISONS = (
 
 def _is_enum(node: Any) -> bool:
     return isinstance(getattr(node, "type", None), sa.Enum)
-
-
-def select_parts(stmt: Select[Any]) -> tuple[sa.Table, list[sa.Column[Any]], Any]:
-    """The one table, the plain columns and the WHERE of a ``select()`` that a shape (or a
-    subquery of one) can be: anything else is refused by name."""
-    refused = [
-        name
-        for name, present in (
-            ("ORDER BY", stmt._order_by_clauses),
-            ("LIMIT", stmt._limit_clause is not None),
-            ("OFFSET", stmt._offset_clause is not None),
-            ("FETCH", stmt._fetch_clause is not None),
-            ("GROUP BY", stmt._group_by_clauses),
-            ("HAVING", stmt._having_criteria),
-            ("DISTINCT", stmt._distinct or stmt._distinct_on),
-            ("joins", stmt._setup_joins),
-            ("FOR UPDATE", stmt._for_update_arg is not None),
-            ("WITH (CTEs)", stmt._independent_ctes),
-        )
-        if present
-    ]
-    if refused:
-        raise ShapeError(
-            "where",
-            f"a shape is one table filtered by a WHERE clause; the select() has "
-            f"{', '.join(refused)}, which a shape cannot have",
-        )
-    froms = stmt.get_final_froms()
-    if len(froms) != 1 or not isinstance(froms[0], sa.Table):
-        names = ", ".join(str(f) for f in froms) or "nothing"
-        raise ShapeError(
-            "table",
-            f"a shape reads exactly one table; the select() reads from {names} "
-            "(joins and aliases are not supported)",
-        )
-    table = froms[0]
-    columns: list[sa.Column[Any]] = []
-    for column in stmt.selected_columns:
-        while isinstance(column, elements.Label):
-            column = column.element
-        if not isinstance(column, sa.Column) or column.table is not table:
-            raise ShapeError(
-                "columns", f"a shape selects plain columns of {table.name}, not {column}"
-            )
-        columns.append(column)
-    return table, columns, stmt.whereclause
 
 
 def qualified_name(table: sa.Table) -> str:
@@ -463,32 +370,3 @@ def _describe(node: Any) -> str:
 
 def _string_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def param_text(value: Any) -> str:
-    """A bound value in Postgres' input syntax for its type."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, enum.Enum):
-        return str(value.name)
-    if isinstance(value, datetime.datetime):
-        return value.isoformat(sep=" ")
-    if isinstance(value, (datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, datetime.timedelta):
-        seconds = value.seconds + value.microseconds / 1_000_000
-        return f"{value.days} days {seconds:.6f} seconds"
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return "\\x" + bytes(value).hex()
-    if isinstance(value, (list, tuple)):
-        return "{" + ",".join(_array_item(v) for v in value) + "}"
-    return str(value)  # int, float, Decimal, UUID, str
-
-
-def _array_item(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, (list, tuple)):
-        return param_text(value)
-    text = param_text(value)
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
+import enum
 import hashlib
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import msgspec
 import psycopg
@@ -100,13 +103,39 @@ def normalize_params(
         raise ShapeError("params", "is invalid")
     else:
         values = list(params)
-    return tuple(_param_text(v) for v in values)
+    if any(v is None for v in values):
+        raise ShapeError("params", "a parameter cannot be None: write IS NULL in the clause")
+    return tuple(param_text(v) for v in values)
 
 
-def _param_text(value: object) -> str:
+def param_text(value: Any) -> str:
+    """A parameter in Postgres' input syntax for its type (dates in ISO format, arrays as
+    ``{...}`` literals): a shape's ``$n`` params are text, read as the column reads it."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    if isinstance(value, enum.Enum):
+        return str(value.name)
+    if isinstance(value, datetime.datetime):
+        return value.isoformat(sep=" ")
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        seconds = value.seconds + value.microseconds / 1_000_000
+        return f"{value.days} days {seconds:.6f} seconds"
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return "\\x" + bytes(value).hex()
+    if isinstance(value, (list, tuple)):
+        return "{" + ",".join(_array_item(v) for v in value) + "}"
+    return str(value)  # int, float, Decimal, UUID, str
+
+
+def _array_item(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, (list, tuple)):
+        return param_text(value)
+    text = param_text(value)
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 class Subquery(msgspec.Struct, frozen=True):
