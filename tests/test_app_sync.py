@@ -154,3 +154,27 @@ def test_logs_go_to_the_apps_handlers_when_it_has_some() -> None:
         root.removeHandler(handler)
         logger.setLevel(saved[0])
         logger.handlers[:] = saved[1]
+
+
+async def test_every_engine_setting_reaches_the_embedded_engine(database_url: str) -> None:
+    """The embedded Sync builds its engine from the same Settings as ``pysync serve``:
+    a setting given to it (here the subquery row budget) bounds what it serves."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int)")
+        conn.execute("CREATE TABLE many (id int PRIMARY KEY, k int)")
+        conn.execute("INSERT INTO many SELECT g, g FROM generate_series(1, 60) g")
+    sync = pysync.Sync(database_url, in_memory=True, env=False, max_subquery_rows=10)
+    await sync.start()
+    try:
+        app = Starlette(routes=[sync.mount("/electric")])
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://t"
+        ) as http:
+            response = await http.get(
+                "/electric/v1/shape",
+                params={"table": "items", "offset": "-1", "where": "n IN (SELECT k FROM many)"},
+            )
+        assert response.status_code == 503, response.text
+        assert "more than 10 rows" in response.json()["message"]
+    finally:
+        await sync.stop()

@@ -245,16 +245,7 @@ async def serve(settings: Settings) -> None:
 
     try:
         database_url, cluster = await _database(settings, cleanup)
-        engine = Engine(
-            database_url,
-            storage_dir=settings.shape_storage,
-            slot=settings.slot,
-            publication=settings.publication,
-            max_shapes=settings.max_shapes,
-            max_subquery_rows=settings.max_subquery_rows,
-            chunk_bytes=settings.chunk_bytes,
-            snapshot_connections=settings.snapshot_connections,
-        )
+        engine = Engine.from_settings(database_url, settings)
         try:
             await engine.start()
         except STARTUP_ERRORS as exc:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pysync.config import Settings
 from pysync.ingest import Ingest
 from pysync.metrics import EngineMetrics
 from pysync.postgres.connections import Connections
@@ -68,6 +69,22 @@ class EngineUnavailable(Exception):
 
 
 class Engine:
+    @classmethod
+    def from_settings(
+        cls, database_url: str, settings: Settings, *, in_memory: bool = False
+    ) -> Engine:
+        """The engine as ``pysync serve`` and an embedded ``Sync`` configure it."""
+        return cls(
+            database_url,
+            storage_dir=None if in_memory else settings.shape_storage,
+            slot=settings.slot,
+            publication=settings.publication,
+            max_shapes=settings.max_shapes,
+            max_subquery_rows=settings.max_subquery_rows,
+            chunk_bytes=settings.chunk_bytes,
+            snapshot_connections=settings.snapshot_connections,
+        )
+
     def __init__(
         self,
         database_url: str,

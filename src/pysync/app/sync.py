@@ -134,15 +134,7 @@ class Sync:
             url = await asyncio.to_thread(self._private.start)
             log.info("private Postgres of %s: DATABASE_URL=%s", settings.data_dir, url)
         assert url is not None
-        engine = Engine(
-            url,
-            storage_dir=None if self.in_memory else settings.shape_storage,
-            slot=settings.slot,
-            publication=settings.publication,
-            max_shapes=settings.max_shapes,
-            chunk_bytes=settings.chunk_bytes,
-            snapshot_connections=settings.snapshot_connections,
-        )
+        engine = Engine.from_settings(url, settings, in_memory=self.in_memory)
         try:
             await engine.start()
         except BaseException:
