@@ -79,6 +79,7 @@ HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 sys.path.insert(0, str(ROOT / "tests"))
+from latency import percentile, write  # noqa: E402  - the same writer and percentiles
 from nginx_process import Nginx  # noqa: E402  - the test's nginx, docker/nginx.conf rendered
 
 SEQ = re.compile(rb'"seq":"(\d+)"')
@@ -532,30 +533,6 @@ async def _clients(pipe: Connection, port: int, count: int) -> None:
             await asyncio.sleep(0.2)
             pipe.send(("stopped",))
             return
-
-
-# -- the writer -------------------------------------------------------------------------
-
-
-def write(url: str, first_seq: int, count: int, interval: float, commits: dict[int, float]) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SELECT 1")
-        start = time.perf_counter()
-        for i in range(count):
-            seq = first_seq + i
-            conn.execute("UPDATE items SET seq = %s WHERE id = 1", (seq,), prepare=True)
-            commits[seq] = time.perf_counter()
-            pause = start + (i + 1) * interval - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    rank = min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
 
 
 @dataclass
