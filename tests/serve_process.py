@@ -65,6 +65,31 @@ class ServeProcess:
                 self._ready.put(True)
         self._ready.put(False)  # EOF: the process ended
 
+    @classmethod
+    def on(
+        cls, database_url: str, port: int, storage: Path, *extra: str, long_poll_timeout: float = 2
+    ) -> ServeProcess:
+        """A started ``pysync serve`` on 127.0.0.1:``port`` (quiet logs), ready to serve."""
+        server = cls(
+            [
+                "--database-url",
+                database_url,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--storage-dir",
+                str(storage),
+                "--long-poll-timeout",
+                str(long_poll_timeout),
+                "--log-level",
+                "warning",
+                *extra,
+            ]
+        )
+        server.wait_ready()
+        return server
+
     def wait_ready(self, timeout: float = 60.0) -> None:
         try:
             ready = self._ready.get(timeout=timeout)

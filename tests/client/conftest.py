@@ -27,28 +27,13 @@ def served(
     database_url = pg_cluster.url(name)
     storage: Path = tmp_path_factory.mktemp("storage")
     port = free_port()
-    server = ServeProcess(
-        [
-            "--database-url",
-            database_url,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--storage-dir",
-            str(storage),
-            "--long-poll-timeout",
-            "2",
-            "--log-level",
-            "warning",
-            "--allow-delete",
-        ]
-    )
     try:
-        server.wait_ready()
-        yield Served(url=f"http://127.0.0.1:{port}", database_url=database_url)
+        server = ServeProcess.on(database_url, port, storage, "--allow-delete")
+        try:
+            yield Served(url=f"http://127.0.0.1:{port}", database_url=database_url)
+        finally:
+            server.stop()
     finally:
-        server.stop()
         drop_database(pg_cluster, name)
 
 

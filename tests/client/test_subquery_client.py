@@ -56,24 +56,7 @@ def database(pg_cluster: PostgresCluster) -> Iterator[str]:
 
 
 def serve(url: str, storage: Path, port: int) -> ServeProcess:
-    server = ServeProcess(
-        [
-            "--database-url",
-            url,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--storage-dir",
-            str(storage),
-            "--long-poll-timeout",
-            "2",
-            "--log-level",
-            "warning",
-        ]
-    )
-    server.wait_ready()
-    return server
+    return ServeProcess.on(url, port, storage)
 
 
 def expected(conn: Conn, where: str) -> set[int]:
