@@ -34,6 +34,7 @@ from ._ir import (
 )
 from ._limits import MAX_DEPTH, MAX_LIST_ITEMS, MAX_NODES, MAX_TERMS, over_limit
 from ._memo import SizedCache
+from ._operators import Parser, UnknownOperator, correct_tokens, name_unknown_operators
 from ._sublinks import MARKER_PREFIX, SublinkSpec, cut_sublinks
 from ._syntax import check_syntax
 
@@ -199,8 +200,9 @@ def _parse(text: str) -> exp.Expr:
     except TokenError as e:
         raise WhereError(f"unsupported syntax: {e}", 0) from None
     _reject_like_function_form(tokens)
+    tokens, unknown = correct_tokens(text, tokens, spaced)
     try:
-        parsed = _DIALECT.parser().parse(tokens, text)
+        parsed = Parser(dialect=_DIALECT).parse(tokens, text)
     except ParseError as e:
         # Postgres accepted the clause: sqlglot does not know this syntax.
         location = 0
@@ -212,7 +214,9 @@ def _parse(text: str) -> exp.Expr:
         raise WhereError(f'unsupported syntax at or near "{near}"', location) from None
     if len(parsed) != 1 or parsed[0] is None:
         raise WhereError("malformed query ending with SQL clauses")
-    tree = parsed[0]
+    tree: exp.Expr = parsed[0]
+    if unknown:
+        name_unknown_operators(tree, unknown)
     if spaced:
         _unshift(tree, spaced)
     _check_size(tree)
@@ -381,6 +385,29 @@ class SublinkType:
     """Identity of the dependency (it names the subquery in the normalised clause)."""
     columns: tuple[Column, ...]
     """The subquery's columns, in its SELECT order."""
+
+
+_PG_TYPE_NAMES = {
+    "int2": "smallint",
+    "int4": "integer",
+    "int8": "bigint",
+    "float4": "real",
+    "float8": "double precision",
+    "bool": "boolean",
+    "bpchar": "character",
+    "time": "time without time zone",
+    "timestamp": "timestamp without time zone",
+    "timestamptz": "timestamp with time zone",
+}
+
+
+def pg_type_name(t: str) -> str:
+    """A type as Postgres' messages name it (format_type)."""
+    if is_array(t):
+        return pg_type_name(elem(t)) + "[]"
+    if t.startswith("enum:"):
+        return t[5:]
+    return _PG_TYPE_NAMES.get(t, t)
 
 
 def readable_type(column: Column) -> str:
@@ -1009,6 +1036,25 @@ class Checker:
         left = self._float8_arg(self.check(e.this), e, "^")
         right = self._float8_arg(self.check(e.expression), e, "^")
         return Node("op", "float8", (left, right), name="^", pos=left.pos)
+
+    def _unknownoperator(self, e: UnknownOperator) -> Node:
+        # an operator Postgres does not have (see _operators): its message, once typed
+        left = self.check(e.this)
+        right = self.check(e.expression)
+        raise WhereError(
+            f"operator does not exist: {pg_type_name(left.type)} {e.meta['name']} "
+            f"{pg_type_name(right.type)}",
+            int(e.meta["start"]),
+        )
+
+    def _abs(self, e: exp.Abs) -> Node:
+        # prefix @ (see _operators): Postgres has it for every numeric type
+        node = self.check(e.this)
+        if node.type == "unknown":
+            node = self.coerce(node, "float8")  # Postgres' preferred type of the category
+        if node.type not in NUMERIC_TYPES:
+            raise self.fail(f"operator does not exist: @ {pg_type_name(node.type)}", e)
+        return Node("op", node.type, (node,), name="@", pos=position(e))
 
     def _sqrt(self, e: exp.Sqrt) -> Node:
         node = self._float8_arg(self.check(e.this), e, "|/")

@@ -214,6 +214,8 @@ class Compiler:
             impl = rt.bitnot
         elif node.name == "|/":
             impl = rt.float_sqrt
+        elif node.name == "@":
+            impl = rt.absolute(t)
         else:  # pragma: no cover - the checker builds no other unary operator
             raise AssertionError(node.name)
         return self._strict1(node.args[0], impl)

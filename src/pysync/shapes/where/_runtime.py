@@ -309,6 +309,16 @@ def negate(t: str) -> Fn1:
     return operator.neg
 
 
+def absolute(t: str) -> Fn1:
+    """Prefix ``@``: the absolute value (out of range for the smallest integer)."""
+    if t in numbers.INT_RANGES:
+        negative = negate(t)
+        return lambda a: negative(a) if a < 0 else a
+    if t == "numeric":
+        return lambda a: a.copy_abs()
+    return abs
+
+
 def bitnot(a: int) -> int:
     return ~a
 
