@@ -823,6 +823,18 @@ FIXED_CLAUSES = [
     "f8::float4 = 0.1",
     "f8::float4::float8 = 0.1",
     "ts::date = '2024-01-31'",
+    # the planner folds constants first: no row reaches the erroring side (issue 18)
+    "(ts - 'infinity'::timestamp > interval '1 day') OR 1 = 1",
+    "(i4 * 1000000 > 0) OR 1 = 1",
+    "1 = 1 OR (i4 * 1000000 > 0)",
+    "(i4 * 1000000 > 0) AND 1 = 0",
+    "(i4 * 1000000 > 0) AND NOT (1 = 1)",
+    "i4 * 1000000 > NULL",
+    "(i4 * 1000000) + NULL::int4 > 0",
+    "lower(s || NULL) = s",
+    "(i4 * 1000000 > 0) OR NULL",
+    "(i4 * 1000000 > 0) AND (2 > 1)",
+    "coalesce(NULL, 1) = 1 OR i4 / 0 = 1",
     "tz::time = '13:45:00.123456'",
 ]
 
@@ -858,6 +870,24 @@ def test_fixed_clauses_match_postgres(db: Db) -> None:
         "d = ts",
         "ts = tz",
     }, rejected
+
+
+PLAN_TIME_ERRORS = [
+    "i4 > 0 OR 1 / 0 = 1",
+    "i4 = 2147483647 + 1",
+    "s = 'a' AND 32767::int2 + 1::int2 > 0",
+]
+
+
+@pytest.mark.parametrize("clause", PLAN_TIME_ERRORS)
+def test_constant_errors_are_plan_time_errors(db: Db, clause: str) -> None:
+    """A constant part that raises makes Postgres' planner fail, whatever the rows
+    (even none): the clause is a 400 with Postgres' message, not an error per row."""
+    with pytest.raises(psycopg.Error) as pg_info:
+        db.conn.execute(f"SELECT 1 FROM t WHERE ({clause}) AND false")
+    with pytest.raises(WhereError) as info:
+        compile_where(clause, db.table)
+    assert info.value.reason == pg_info.value.diag.message_primary
 
 
 def test_micro_benchmark(db: Db) -> None:

@@ -8,6 +8,30 @@ from typing import Any
 import msgspec
 import psycopg
 
+DEFAULT_COLLATION = "libc:C.UTF-8:C.UTF-8"
+"""The locale of clusters pysync creates (``cluster.py``)."""
+
+
+def collation_of(row: dict[str, Any] | None) -> str:
+    """``provider:collate:ctype`` of a ``pg_database`` or ``pg_collation`` row (as jsonb:
+    the columns differ between Postgres versions)."""
+    if not row:
+        return ""
+    provider = str(row.get("datlocprovider") or row.get("collprovider") or "c")
+    name = {"c": "libc", "i": "icu", "b": "builtin", "d": "default"}.get(provider, provider)
+    if name == "libc":
+        collate = row.get("datcollate") or row.get("collcollate") or ""
+        ctype = row.get("datctype") or row.get("collctype") or ""
+    else:
+        collate = ctype = str(
+            row.get("datlocale")
+            or row.get("daticulocale")
+            or row.get("colllocale")
+            or row.get("colliculocale")
+            or ""
+        )
+    return f"{name}:{collate}:{ctype}"
+
 
 class Column(msgspec.Struct, frozen=True):
     name: str
@@ -28,6 +52,9 @@ class Column(msgspec.Struct, frozen=True):
     generated: bool = False
     virtual: bool = False
     """A VIRTUAL generated column (Postgres 18): not stored, never replicated."""
+    collation: str = ""
+    """The column's own collation as ``provider:collate:ctype`` (``libc:C:C``,
+    ``icu:de-DE:de-DE``); empty for the database's default or a type without one."""
 
 
 class Table(msgspec.Struct, frozen=True):
@@ -42,6 +69,9 @@ class Table(msgspec.Struct, frozen=True):
     has_children: bool = False
     """A partitioned table or an inheritance parent: its rows live in other tables, whose
     changes pgoutput reports under their own names."""
+    collation: str = DEFAULT_COLLATION
+    """The database's default collation and ctype, ``provider:collate:ctype`` (text
+    ordering follows the collate, lower/upper/ILIKE the ctype)."""
 
     def column(self, name: str) -> Column | None:
         for column in self.columns:
@@ -60,6 +90,7 @@ class Table(msgspec.Struct, frozen=True):
 _TABLE_QUERY = r"""
 SELECT c.oid, n.nspname, c.relname, c.relreplident,
        c.relkind = 'p' OR EXISTS (SELECT FROM pg_inherits h WHERE h.inhparent = c.oid),
+       (SELECT to_jsonb(d) - 'datacl' FROM pg_database d WHERE d.datname = current_database()),
        a.attname, a.attnum, a.atttypid, a.atttypmod, a.attnotnull,
        a.attgenerated <> '' AS generated, a.attgenerated = 'v' AS virtual,
        CASE WHEN t.typcategory = 'A' THEN e.typname ELSE t.typname END,
@@ -67,7 +98,10 @@ SELECT c.oid, n.nspname, c.relname, c.relreplident,
        CASE WHEN t.typcategory = 'A' THEN e.typtype ELSE t.typtype END,
        CASE WHEN t.typcategory = 'A' THEN e.typcategory ELSE t.typcategory END,
        -- int2vector subscripts start at 0, so this is already the 0-based key position
-       array_position(i.indkey::int2[], a.attnum) AS pk_index
+       array_position(i.indkey::int2[], a.attnum) AS pk_index,
+       CASE WHEN a.attcollation NOT IN (0, 100)
+            THEN (SELECT to_jsonb(co) FROM pg_collation co WHERE co.oid = a.attcollation)
+       END
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -111,7 +145,7 @@ async def load_table_async(
 def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
     if not rows:
         return None
-    oid, nspname, relname, replident, has_children = rows[0][:5]
+    oid, nspname, relname, replident, has_children, database = rows[0][:6]
     columns = []
     for (
         attname,
@@ -126,7 +160,8 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
         typtype,
         typcategory,
         pk_index,
-    ) in (row[5:] for row in rows):
+        collation,
+    ) in (row[6:] for row in rows):
         if attname is None:
             continue
         columns.append(
@@ -143,6 +178,7 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
                 pk_index=None if pk_index is None else int(pk_index),
                 generated=bool(generated),
                 virtual=bool(virtual),
+                collation=collation_of(collation),
             )
         )
     pk = tuple(
@@ -158,4 +194,5 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
         primary_key=pk,
         replica_identity=str(replident),
         has_children=bool(has_children),
+        collation=collation_of(database) or DEFAULT_COLLATION,
     )

@@ -21,6 +21,7 @@ from pysync.postgres.catalog import Column, Table
 from pysync.postgres.types.numbers import INT_RANGES, NumericOverflow, parse_numeric
 
 from . import _runtime as rt
+from ._fold import fold
 from ._ir import (
     INT_TYPES,
     NUMERIC_TYPES,
@@ -387,6 +388,35 @@ class SublinkType:
     """The subquery's columns, in its SELECT order."""
 
 
+_UNICODE_CTYPES = frozenset({"C.UTF-8", "C.utf8", "C.UTF8", "C.utf-8"})
+
+
+def case_mapping(collation: str) -> str | None:
+    """How lower()/upper()/ILIKE map case under a collation (``provider:collate:ctype``):
+    ``unicode`` (libc's C.UTF-8: per character, simple mapping), ``builtin`` (the builtin
+    provider's C.UTF-8: the same by Postgres' Unicode tables), ``ascii`` (C, POSIX), or None
+    where pysync cannot reproduce it (ICU, libc locales such as en_US or tr_TR,
+    PG_UNICODE_FAST's full mapping)."""
+    provider, _, rest = collation.partition(":")
+    ctype = rest.partition(":")[2]
+    if provider in ("libc", "builtin"):
+        if ctype in ("C", "POSIX"):
+            return "ascii"
+        if ctype in _UNICODE_CTYPES:
+            return "unicode" if provider == "libc" else "builtin"
+    return None
+
+
+def code_point_order(collation: str) -> bool:
+    """Whether text sorts by code point under a collation (as pysync compares strings):
+    the builtin provider's, and libc's C, POSIX and C.UTF-8; not ICU or other locales."""
+    provider, _, rest = collation.partition(":")
+    collate = rest.partition(":")[0]
+    if provider == "builtin":
+        return True
+    return provider == "libc" and (collate in ("C", "POSIX") or collate in _UNICODE_CTYPES)
+
+
 _PG_TYPE_NAMES = {
     "int2": "smallint",
     "int4": "integer",
@@ -442,6 +472,48 @@ class Checker:
             raise WhereError("WHERE clause must return a boolean")
         return node
 
+    def collation(self, nodes: Sequence[Node], e: exp.Expr | Node) -> str:
+        """The collation an operation on ``nodes`` uses: that of the columns it reads
+        (Postgres' implicit derivation), else the database's default."""
+        found: set[str] = set()
+        for node in nodes:
+            pending = [node]
+            while pending:
+                n = pending.pop()
+                if n.kind == "col":
+                    column = self.table.column(n.name)
+                    if column is not None and column.collation:
+                        found.add(column.collation)
+                pending.extend(n.args)
+        if len(found) > 1:
+            raise self.fail(
+                "could not determine which collation to use (the columns' collations differ)", e
+            )
+        return found.pop() if found else self.table.collation
+
+    def case_of(self, what: str, nodes: Sequence[Node], e: exp.Expr | Node) -> str:
+        collation = self.collation(nodes, e)
+        mapping = case_mapping(collation)
+        if mapping is None:
+            provider, _, rest = collation.partition(":")
+            raise self.fail(
+                f"{what} depends on the ctype {rest.partition(':')[2]!r} ({provider}), whose "
+                "case mapping pysync cannot reproduce; only C, POSIX and C.UTF-8 are supported",
+                e,
+            )
+        return mapping
+
+    def check_order(self, what: str, nodes: Sequence[Node], e: exp.Expr | Node) -> None:
+        collation = self.collation(nodes, e)
+        if not code_point_order(collation):
+            provider, _, rest = collation.partition(":")
+            raise self.fail(
+                f"{what} on text depends on the collation {rest.partition(':')[0]!r} "
+                f"({provider}), whose order pysync cannot reproduce; only C, POSIX and "
+                "C.UTF-8 are supported",
+                e,
+            )
+
     def fail(self, reason: str, e: exp.Expr | Node) -> WhereError:
         pos = e.pos if isinstance(e, Node) else position(e)
         return WhereError(reason, pos)
@@ -491,6 +563,8 @@ class Checker:
     def unify(self, nodes: list[Node], what: str, e: exp.Expr) -> tuple[str, list[Node]]:
         t = "unknown"
         for n in nodes:
+            if n.type == "unknown":
+                continue  # as Postgres' select_common_type: text only if all are unknown
             c = common_type(t, n.type)
             if c is None:
                 raise self.fail(
@@ -702,6 +776,8 @@ class Checker:
                 e,
             )
         self._check_comparable(op, t, e)
+        if op not in ("=", "<>") and t in ("text", "bpchar"):
+            self.check_order(op, (left, right), e)
         left, right = self.coerce(left, t), self.coerce(right, t)
         return Node("op", "bool", (left, right), name=op, pos=left.pos, extra={"cmp_type": t})
 
@@ -773,6 +849,8 @@ class Checker:
                 e,
             )
         self._check_comparable(op, t, e)
+        if op not in ("=", "<>") and t in ("text", "bpchar"):
+            self.check_order(op, (left, arr), e)
         left = self.coerce(left, t)
         return Node(kind, "bool", (left, arr), name=op, pos=left.pos, extra={"cmp_type": t})
 
@@ -917,7 +995,8 @@ class Checker:
             )
         pattern = self.coerce(pattern, "text")
         args = (s, pattern) if escape is None else (s, pattern, escape)
-        node = Node("like", "bool", args, name=name, pos=s.pos)
+        extra = {"case": self.case_of("ILIKE", (s, pattern), e)} if name == "ilike" else {}
+        node = Node("like", "bool", args, name=name, pos=s.pos, extra=extra)
         if e.args.get("negate"):
             node = Node("not", "bool", (node,), pos=s.pos)
         return node
@@ -1294,7 +1373,9 @@ class Checker:
             raise self.fail(
                 f"Could not select a function overload for {name}({display(node.type)})", e
             )
-        return Node("func", "text", (self.coerce(node, "text"),), name=name, pos=position(e))
+        arg = self.coerce(node, "text")
+        case = self.case_of(f"{name}()", (arg,), e)
+        return Node("func", "text", (arg,), name=name, pos=position(e), extra={"case": case})
 
     def _variadic(self, e: exp.Func, name: str) -> Node:
         args = [self.check(x) for x in [e.this, *e.expressions] if x is not None]
@@ -1303,6 +1384,8 @@ class Checker:
             raise self.fail(f"Could not select a function overload for {name}({display(t)})", e)
         if t.startswith("enum:"):
             raise self.fail(f"{name} on enums is not supported", e)
+        if name in ("greatest", "least") and t in ("text", "bpchar"):
+            self.check_order(name, args, e)
         return Node("func", t, tuple(args), name=name, pos=position(e))
 
     def _coalesce(self, e: exp.Coalesce) -> Node:
@@ -1394,7 +1477,7 @@ def check_clause(
     node = checker.check_clause(tree)
     if _expanded_size(node) > MAX_NODES:
         raise WhereError(over_limit("size of the expression", MAX_NODES))
-    return node, frozenset(checker.columns)
+    return fold(node), frozenset(checker.columns)
 
 
 def _expanded_size(root: Node) -> int:

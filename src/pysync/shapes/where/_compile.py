@@ -396,7 +396,8 @@ class Compiler:
     def _func(self, node: Node) -> Fn:
         name = node.name
         if name in ("lower", "upper"):
-            return self._strict1(node.args[0], rt.lower if name == "lower" else rt.upper)
+            lower, upper = rt.CASE_MAPS[node.extra["case"]]
+            return self._strict1(node.args[0], lower if name == "lower" else upper)
         if name == "array_ndims":
             return self._strict1(node.args[0], rt.array_ndims)
         fs = [self.compile(a) for a in node.args]
@@ -443,7 +444,7 @@ class Compiler:
         return lambda r: [f(r) for f in fs]
 
     def _like(self, node: Node) -> Fn:
-        ci = node.name == "ilike"
+        lower = rt.CASE_MAPS[node.extra["case"]][0] if node.name == "ilike" else None
         fs = self.compile(node.args[0])
         pattern, escape = node.args[1], node.args[2] if len(node.args) > 2 else None
         if pattern.kind == "const" and (escape is None or escape.kind == "const"):
@@ -451,13 +452,12 @@ class Compiler:
                 return lambda r: None
             esc = "\\" if escape is None else rt.like_escape(escape.value)
             try:
-                match = rt.like_matcher(pattern.value, esc, ci)
+                match = rt.like_matcher(pattern.value, esc, lower)
             except WhereRuntimeError:
                 raise  # an invalid constant pattern: Postgres fails on the first row too
-            lower = rt.lower
-
-            if ci:
-                return lambda r: None if (v := fs(r)) is None else match(lower(v))
+            if lower is not None:
+                fold = lower
+                return lambda r: None if (v := fs(r)) is None else match(fold(v))
             return lambda r: None if (v := fs(r)) is None else match(v)
         fp = self.compile(pattern)
         fe = self.compile(escape) if escape is not None else None
@@ -472,10 +472,10 @@ class Compiler:
             key = (p, e)
             matcher = cache.get(key)
             if matcher is None:
-                matcher = rt.like_matcher(p, rt.like_escape(e), ci)
+                matcher = rt.like_matcher(p, rt.like_escape(e), lower)
                 if len(cache) < 256:
                     cache[key] = matcher
-            return matcher(rt.lower(s) if ci else s)
+            return matcher(s if lower is None else lower(s))
 
         return like_dynamic
 

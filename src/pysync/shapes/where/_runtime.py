@@ -526,7 +526,9 @@ DATETIME_OPS: dict[tuple[str, str, str], tuple[str, Fn2]] = {
 # ---------------------------------------------------------------- text
 
 
-def like_matcher(pattern: str, escape: str | None, case_insensitive: bool) -> Callable[[str], bool]:
+def like_matcher(
+    pattern: str, escape: str | None, lower: Callable[[str], str] | None
+) -> Callable[[str], bool]:
     """A LIKE pattern (``%``, ``_``, escape character, default backslash) as a test of a
     whole string, in time linear in the string times the pattern.
 
@@ -536,7 +538,7 @@ def like_matcher(pattern: str, escape: str | None, case_insensitive: bool) -> Ca
     between at its leftmost place after the one before, which leaves the most room for
     the rest (the standard greedy algorithm, exact for fixed-length segments).
     """
-    if case_insensitive:
+    if lower is not None:  # ILIKE: the lowered string matches the lowered pattern
         pattern = lower(pattern)
     segments: list[list[str]] = [[]]  # each item matches exactly one character
     i = 0
@@ -586,21 +588,12 @@ def like_escape(value: str) -> str | None:
     return value
 
 
-def _char_map(f: Callable[[str], str]) -> Callable[[str], str]:
-    """libc towlower/towupper map one character to one character; Python may expand
-    (e.g. 'İ'.lower() is two characters); keep such characters unchanged."""
-
-    def mapped(s: str) -> str:
-        r = f(s)
-        if len(r) == len(s):
-            return r
-        return "".join(c if len(f(c)) != 1 else f(c) for c in s)
-
-    return mapped
-
-
-lower = _char_map(str.lower)
-upper = _char_map(str.upper)
+CASE_MAPS: dict[str, tuple[Callable[[str], str], Callable[[str], str]]] = {
+    "unicode": (strings.unicode_lower, strings.unicode_upper),
+    "builtin": (strings.builtin_lower, strings.builtin_upper),
+    "ascii": (strings.ascii_lower, strings.ascii_upper),
+}
+"""(lower, upper) by the ctype's kind (see ``_check.case_mapping``)."""
 
 
 # ---------------------------------------------------------------- casts and output
