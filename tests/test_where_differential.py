@@ -835,6 +835,9 @@ FIXED_CLAUSES = [
     "(i4 * 1000000 > 0) OR NULL",
     "(i4 * 1000000 > 0) AND (2 > 1)",
     "coalesce(NULL, 1) = 1 OR i4 / 0 = 1",
+    "'é' IS NULL OR i4 > 5",
+    "'é' IS NOT NULL AND i4 > 5",
+    "NULL IS NULL OR i4 > 5",
     "tz::time = '13:45:00.123456'",
 ]
 

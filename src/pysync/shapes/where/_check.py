@@ -718,7 +718,8 @@ class Checker:
         node = self.check(e.this)
         if isinstance(target, exp.Null):
             kind = "notnull" if e.args.get("negate") else "isnull"
-            self._no_untyped(node, "IS NULL")
+            if node.type == "unknown":
+                node = self.coerce(node, "text")  # Postgres resolves a bare literal as text
             return Node(kind, "bool", (node,), pos=node.pos)
         if isinstance(target, exp.Boolean):
             if node.type == "unknown":
@@ -732,10 +733,6 @@ class Checker:
                 result = Node("not", "bool", (result,), pos=node.pos)
             return result
         raise self.fail(f"IS {type(target).__name__} is not supported", e)
-
-    def _no_untyped(self, node: Node, what: str) -> None:
-        if node.type == "unknown" and node.value is not None:
-            raise self.fail(f"could not determine the type of the literal in {what}", node)
 
     # ------------------------------------------------------------ comparisons
 
