@@ -6,6 +6,7 @@ only ever see nodes this module built.
 
 from __future__ import annotations
 
+import zoneinfo
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -140,11 +141,32 @@ FUNCTIONS = frozenset(
         "array_append",
         "array_prepend",
         "array_ndims",
+        "justify_hours",
+        "justify_days",
+        "justify_interval",
+        "timezone",
     }
     | _TYPE_INPUT_FUNCTIONS
 )
 """Every function of the language (the visitors below check each one's arguments); what
 other front ends (SQLAlchemy shapes) may emit."""
+
+
+_ZONE_NAMES: dict[str, str] = {}
+
+
+def time_zone(name: str) -> zoneinfo.ZoneInfo | None:
+    """A zone of the time zone database by Postgres' case-insensitive name; None for
+    abbreviations ('CET' is a fixed offset to Postgres, a zone with DST to zoneinfo) and
+    anything else Postgres would read differently."""
+    if name.upper() in ("UTC", "GMT"):
+        return zoneinfo.ZoneInfo("UTC")
+    if "/" not in name:
+        return None
+    if not _ZONE_NAMES:
+        _ZONE_NAMES.update({z.lower(): z for z in zoneinfo.available_timezones()})
+    key = _ZONE_NAMES.get(name.lower())
+    return None if key is None else zoneinfo.ZoneInfo(key)
 
 
 def fold_identifier(ident: exp.Identifier) -> str:
@@ -775,6 +797,10 @@ class Checker:
         self._check_comparable(op, t, e)
         if op not in ("=", "<>") and t in ("text", "bpchar"):
             self.check_order(op, (left, right), e)
+        if t in ("timestamp", "timestamptz") and {left.type, right.type} == {"date", t}:
+            # Postgres' date-timestamp operators compare over the whole date range (a
+            # cast to timestamp would fail past 294276 AD)
+            return Node("op", "bool", (left, right), name=op, pos=left.pos, extra={"date_cmp": t})
         left, right = self.coerce(left, t), self.coerce(right, t)
         return Node("op", "bool", (left, right), name=op, pos=left.pos, extra={"cmp_type": t})
 
@@ -1358,6 +1384,50 @@ class Checker:
 
     # ------------------------------------------------------------ functions
 
+    def _timezone(self, e: exp.Expr, zone_e: exp.Expr, value_e: exp.Expr) -> Node:
+        zone = self.check(zone_e)
+        value = self.check(value_e)
+        if value.type not in ("timestamp", "timestamptz"):
+            raise self.fail(
+                f"Could not select a function overload for timezone({display(zone.type)}, "
+                f"{display(value.type)}): the second argument must be a timestamp or "
+                "timestamptz",
+                e,
+            )
+        zone = self.coerce(zone, "text")
+        if zone.kind != "const" or zone.value is None:
+            raise self.fail("timezone() needs a constant time zone name", zone)
+        tz = time_zone(str(zone.value))
+        if tz is None:
+            raise self.fail(
+                f"time zone {zone.value!r} is not supported: use a name of the time zone "
+                "database such as 'Europe/Paris', or 'UTC' (abbreviations and POSIX zone "
+                "specifications are not)",
+                zone,
+            )
+        result = "timestamptz" if value.type == "timestamp" else "timestamp"
+        return Node(
+            "func", result, (zone, value), name="timezone", pos=position(e), extra={"zone": tz}
+        )
+
+    def _justify(self, e: exp.Func, name: str) -> Node:
+        node = self.check(e.this)
+        if node.type not in ("interval", "unknown"):
+            raise self.fail(
+                f"Could not select a function overload for {name}({display(node.type)})", e
+            )
+        arg = self.coerce(node, "interval")
+        return Node("func", "interval", (arg,), name=name, pos=position(e))
+
+    def _justifyhours(self, e: exp.JustifyHours) -> Node:
+        return self._justify(e, "justify_hours")
+
+    def _justifydays(self, e: exp.JustifyDays) -> Node:
+        return self._justify(e, "justify_days")
+
+    def _justifyinterval(self, e: exp.JustifyInterval) -> Node:
+        return self._justify(e, "justify_interval")
+
     def _lower(self, e: exp.Lower) -> Node:
         return self._text_function(e, "lower")
 
@@ -1446,6 +1516,8 @@ class Checker:
                     f"Could not select a function overload for array_ndims({display(arr.type)})", e
                 )
             return Node("func", "int4", (arr,), name="array_ndims", pos=position(e))
+        if name == "timezone" and len(args) == 2:
+            return self._timezone(e, args[0], args[1])
         if name in _TYPE_INPUT_FUNCTIONS and len(args) == 1:
             node = self.check(args[0])
             if node.type not in ("text", "unknown", "bpchar"):

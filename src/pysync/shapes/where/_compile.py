@@ -174,7 +174,7 @@ class Compiler:
         return distinct
 
     def _notdistinct(self, node: Node) -> Fn:
-        eq = rt.compare_op("=", node.extra["cmp_type"])
+        eq = _comparison("=", node)
         f1, f2 = (self.compile(a) for a in node.args)
 
         def notdistinct(r: Row) -> bool:
@@ -191,11 +191,10 @@ class Compiler:
         name = node.name
         if len(node.args) == 1:
             return self._unary(node)
-        if "cmp_type" in node.extra:
-            t = node.extra["cmp_type"]
+        if "cmp_type" in node.extra or "date_cmp" in node.extra:
             if name in ("@>", "<@", "&&"):
-                return self._strict2(node, _array_op(name, t))
-            return self._strict2(node, rt.compare_op(name, t))
+                return self._strict2(node, _array_op(name, node.extra["cmp_type"]))
+            return self._strict2(node, _comparison(name, node))
         if "arith_type" in node.extra:
             return self._strict2(node, rt.arith_op(name, node.extra["arith_type"]))
         if "datetime" in node.extra:
@@ -400,6 +399,11 @@ class Compiler:
             return self._strict1(node.args[0], lower if name == "lower" else upper)
         if name == "array_ndims":
             return self._strict1(node.args[0], rt.array_ndims)
+        if name == "timezone":
+            convert = rt.timezone_function(node.extra["zone"], node.type == "timestamptz")
+            return self._strict1(node.args[1], convert)
+        if name in rt.JUSTIFY:
+            return self._strict1(node.args[0], rt.JUSTIFY[name])
         fs = [self.compile(a) for a in node.args]
         if name == "coalesce":
 
@@ -478,6 +482,21 @@ class Compiler:
             return matcher(s if lower is None else lower(s))
 
         return like_dynamic
+
+
+def _comparison(op: str, node: Node) -> Callable[[Any, Any], bool]:
+    """The comparison of a node's two (non-NULL) argument values."""
+    t = node.extra.get("date_cmp")
+    if t is None:
+        return rt.compare_op(op, node.extra["cmp_type"])
+    # date against timestamp(tz): Postgres' cross-type operators place a date beyond the
+    # timestamp range after (before) every finite timestamp, inside +-infinity: exactly
+    # where its unchecked microseconds fall
+    cmp = rt.compare_op(op, t)
+    usecs = rt.date_usecs
+    if node.args[0].type == "date":
+        return lambda a, b: cmp(usecs(a), b)
+    return lambda a, b: cmp(a, usecs(b))
 
 
 def _text_concat(a: str, b: str) -> str:

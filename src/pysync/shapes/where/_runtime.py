@@ -406,6 +406,100 @@ def _infinite_interval(iv: tuple[int, int, int]) -> bool:
     return iv in (INTERVAL_INF, INTERVAL_NINF)
 
 
+def _trunc_div(a: int, b: int) -> tuple[int, int]:
+    """C's division: the quotient truncated toward zero, the remainder with a's sign."""
+    q = abs(a) // b
+    if a < 0:
+        q = -q
+    return q, a - q * b
+
+
+def _add_months(months: int, more: int) -> int:
+    total = months + more
+    if not -(2**31) <= total <= _MAX_I32:
+        raise WhereRuntimeError("interval out of range")
+    return total
+
+
+def justify_hours(iv: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Whole 24-hour spans of the time become days, the rest keeps the days' sign."""
+    if _infinite_interval(iv):
+        return iv
+    months, days, usec = iv
+    whole, usec = _trunc_div(usec, datetimes.USECS_PER_DAY)
+    days += whole
+    if days > 0 and usec < 0:
+        usec += datetimes.USECS_PER_DAY
+        days -= 1
+    elif days < 0 and usec > 0:
+        usec -= datetimes.USECS_PER_DAY
+        days += 1
+    return _interval_checked((months, days, usec))
+
+
+def justify_days(iv: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Whole 30-day spans become months, the rest keeps the months' sign."""
+    if _infinite_interval(iv):
+        return iv
+    months, days, usec = iv
+    whole, days = _trunc_div(days, 30)
+    months = _add_months(months, whole)
+    if months > 0 and days < 0:
+        days += 30
+        months -= 1
+    elif months < 0 and days > 0:
+        days -= 30
+        months += 1
+    return _interval_checked((months, days, usec))
+
+
+def justify_interval(iv: tuple[int, int, int]) -> tuple[int, int, int]:
+    """justify_days(justify_hours(iv)), with signs made consistent as Postgres does."""
+    if _infinite_interval(iv):
+        return iv
+    months, days, usec = iv
+    if (days > 0 and usec > 0) or (days < 0 and usec < 0):
+        whole, days = _trunc_div(days, 30)
+        months = _add_months(months, whole)
+    whole, usec = _trunc_div(usec, datetimes.USECS_PER_DAY)
+    days += whole
+    whole, days = _trunc_div(days, 30)
+    months = _add_months(months, whole)
+    if months > 0 and (days < 0 or (days == 0 and usec < 0)):
+        days += 30
+        months -= 1
+    elif months < 0 and (days > 0 or (days == 0 and usec > 0)):
+        days -= 30
+        months += 1
+    if days > 0 and usec < 0:
+        usec += datetimes.USECS_PER_DAY
+        days -= 1
+    elif days < 0 and usec > 0:
+        usec -= datetimes.USECS_PER_DAY
+        days += 1
+    return _interval_checked((months, days, usec))
+
+
+def timezone_function(zone: Any, to_utc: bool) -> Fn1:
+    """timezone(zone, timestamp) -> timestamptz (to_utc) or timezone(zone, timestamptz)
+    -> timestamp; infinities stay."""
+    convert = datetimes.local_to_utc if to_utc else datetimes.utc_to_local
+
+    def timezone(value: int | float) -> int | float:
+        if isinstance(value, float):
+            return value
+        return _check_ts(convert(zone, value))
+
+    return timezone
+
+
+JUSTIFY = {
+    "justify_hours": justify_hours,
+    "justify_days": justify_days,
+    "justify_interval": justify_interval,
+}
+
+
 def ts_minus_ts(a: int | float, b: int | float) -> tuple[int, int, int]:
     if isinstance(a, float) or isinstance(b, float):
         # Postgres 17+: an infinite interval, unless both are the same infinity
@@ -442,6 +536,13 @@ def date_to_ts(d: int | float) -> int | float:
     if isinstance(d, float):
         return d
     return _check_ts(d * datetimes.USECS_PER_DAY)
+
+
+def date_usecs(d: int | float) -> int | float:
+    """A date's midnight (UTC) in microseconds, not limited to the timestamp range."""
+    if isinstance(d, float):
+        return d
+    return d * datetimes.USECS_PER_DAY
 
 
 def ts_to_date(ts: int | float) -> int | float:
