@@ -52,6 +52,11 @@ class Column(msgspec.Struct, frozen=True):
     generated: bool = False
     virtual: bool = False
     """A VIRTUAL generated column (Postgres 18): not stored, never replicated."""
+    base_type: str = ""
+    """For a domain over a scalar type: the base type's ``typname`` (domains of domains
+    resolved); WHERE clauses compare the column as that type, as Postgres does."""
+    base_kind: str = ""
+    """``pg_type.typtype`` of ``base_type`` (b base, e enum)."""
     collation: str = ""
     """The column's own collation as ``provider:collate:ctype`` (``libc:C:C``,
     ``icu:de-DE:de-DE``); empty for the database's default or a type without one."""
@@ -101,7 +106,18 @@ SELECT c.oid, n.nspname, c.relname, c.relreplident,
        array_position(i.indkey::int2[], a.attnum) AS pk_index,
        CASE WHEN a.attcollation NOT IN (0, 100)
             THEN (SELECT to_jsonb(co) FROM pg_collation co WHERE co.oid = a.attcollation)
-       END
+       END,
+       CASE WHEN t.typtype = 'd' THEN (
+         WITH RECURSIVE base(oid, depth) AS (
+           SELECT t.typbasetype, 1
+           UNION ALL
+           SELECT bt.typbasetype, base.depth + 1 FROM base JOIN pg_type bt ON bt.oid = base.oid
+           WHERE bt.typtype = 'd' AND base.depth < 100
+         )
+         SELECT ARRAY[bt.typname::text, bt.typtype::text]
+         FROM base JOIN pg_type bt ON bt.oid = base.oid
+         WHERE bt.typtype <> 'd' AND bt.typcategory <> 'A'
+       ) END
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -161,6 +177,7 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
         typcategory,
         pk_index,
         collation,
+        base,
     ) in (row[6:] for row in rows):
         if attname is None:
             continue
@@ -179,6 +196,8 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
                 generated=bool(generated),
                 virtual=bool(virtual),
                 collation=collation_of(collation),
+                base_type=str(base[0]) if base else "",
+                base_kind=str(base[1]) if base else "",
             )
         )
     pk = tuple(

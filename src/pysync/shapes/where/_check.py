@@ -335,10 +335,14 @@ def _reject_like_function_form(tokens: list[Any]) -> None:
 
 
 def column_type(column: Column) -> str | None:
-    if column.type_kind == "e":
-        base = f"enum:{column.type_name}"
-    elif column.type_kind == "b":
-        mapped = _COLUMN_TYPES.get(column.type_name)
+    kind, name = column.type_kind, column.type_name
+    if kind == "d" and column.base_type and not column.dims:
+        # Postgres (and Electric) treat a domain as its base type in operators and functions
+        kind, name = column.base_kind, column.base_type
+    if kind == "e":
+        base = f"enum:{name}"
+    elif kind == "b":
+        mapped = _COLUMN_TYPES.get(name)
         if mapped is None:
             return None
         base = mapped
@@ -642,7 +646,11 @@ class Checker:
             raise self.fail(f"column {name} has unsupported type {column.type_name}", e)
         self.columns.add(name)
         return Node(
-            "col", t, name=name, pos=position(e), extra={"varchar": column.type_name == "varchar"}
+            "col",
+            t,
+            name=name,
+            pos=position(e),
+            extra={"varchar": (column.base_type or column.type_name) == "varchar"},
         )
 
     def _literal(self, e: exp.Literal) -> Node:
