@@ -2,11 +2,12 @@
 
 sqlglot and Postgres disagree on two things the checker cannot see in sqlglot's tree:
 
-* Prefix ``@`` (absolute value) and ``|/`` (square root) take everything of higher
-  precedence than a generic operator as their operand: ``|/ f + 1`` is ``|/ (f + 1)``
-  and ``@ coalesce(i, 10)`` is ``abs(coalesce(i, 10))``. sqlglot reads ``@`` as a
-  parameter and binds ``|/`` to the next term only. They become ``abs( ... )`` and
-  ``sqrt( ... )`` around the operand Postgres' grammar gives them.
+* Prefix ``@`` (absolute value), ``|/`` (square root) and ``~`` (bitwise not) take
+  everything of higher precedence than a generic operator as their operand: ``|/ f + 1``
+  is ``|/ (f + 1)``, ``~ i + 1`` is ``~ (i + 1)`` and ``@ coalesce(i, 10)`` is
+  ``abs(coalesce(i, 10))``. sqlglot reads ``@`` as a parameter and binds ``|/`` and
+  ``~`` to the next term only. They become ``abs( ... )``, ``sqrt( ... )`` and
+  ``~ ( ... )`` around the operand Postgres' grammar gives them.
 * Operators Postgres does not have for any of the language's types (``==``, ``<=>``,
   ``**``, ...): sqlglot reads some as ``=`` or ``IS NOT DISTINCT FROM``. They become an
   ``UnknownOperator`` node (parsed with the precedence of Postgres' generic operators)
@@ -46,7 +47,9 @@ class Parser(_PostgresParser):  # type: ignore[misc]
     BITWISE = {**Postgres.Parser.BITWISE, TokenType.UNKNOWN: UnknownOperator}
 
 
-PREFIX_FUNCTIONS = {"@": "abs", "|/": "sqrt"}
+PREFIX_FUNCTIONS = {"@": "abs", "|/": "sqrt", "~": ""}
+"""Prefix operators by the function sqlglot reads them as (none for ``~``: sqlglot knows
+it, only its operand is parenthesised)."""
 
 # Operators Postgres has for the language's types (and json's); sqlglot reads each of them as itself
 # or refuses it with its own message. Any other operator is reported as not existing.
@@ -206,10 +209,11 @@ def correct_tokens(
         count = sum(1 for t in out if lo <= t.start <= hi)
         ref = out[first]
         function = PREFIX_FUNCTIONS[op.name]
-        head = [
-            Token(TokenType.VAR, function, ref.line, ref.col, lo, lo),
-            Token(TokenType.L_PAREN, "(", ref.line, ref.col, lo, lo),
-        ]
+        head = [Token(TokenType.L_PAREN, "(", ref.line, ref.col, hi, hi)]
+        if function:
+            head.insert(0, Token(TokenType.VAR, function, ref.line, ref.col, lo, lo))
+        else:
+            head[0:0] = out[first : first + count]
         out[first : first + count] = head
         after = max(k for k, t in enumerate(out) if t.start <= stop) + 1
         out.insert(after, Token(TokenType.R_PAREN, ")", ref.line, ref.col, stop, stop))

@@ -824,7 +824,25 @@ def input_function(t: str) -> Callable[[str], Any]:
         return arrays.parse_array(input_function(elem(t)))
     if t.startswith("enum:"):
         return strings.parse_text
-    return INPUT[t]
+    parse = INPUT[t]
+    if t in ("text", "bpchar"):
+        return parse
+    return _c_input(parse)
+
+
+# Python's int(), float(), Decimal(), str.strip() and \d / \s read Unicode digits and
+# spaces ('５', U+00A0, U+001C); the input functions of Postgres' non-text types read ASCII
+# only and C's isspace().
+_NOT_C_INPUT = re.compile(r"[^\x00-\x1b\x20-\x7f]")
+
+
+def _c_input(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def c_input(text: str) -> Any:
+        if _NOT_C_INPUT.search(text) is not None:
+            raise ValueError(f"invalid input syntax: {text!r}")
+        return parse(text)
+
+    return c_input
 
 
 def _guarded_input(t: str) -> Fn1:
