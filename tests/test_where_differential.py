@@ -21,7 +21,7 @@ from psycopg.types.numeric import IntLoader
 from psycopg.types.string import TextLoader
 
 from pysync.postgres.catalog import Table, load_table
-from pysync.shapes.where import WhereError, WhereRuntimeError, compile_where
+from pysync.shapes.where import SublinkType, WhereError, WhereRuntimeError, compile_where
 
 ERROR = "error"
 
@@ -927,6 +927,38 @@ def test_constant_errors_are_plan_time_errors(db: Db, clause: str) -> None:
     with pytest.raises(WhereError) as info:
         compile_where(clause, db.table)
     assert info.value.reason == pg_info.value.diag.message_primary
+
+
+class _View:
+    """A dependency's values (for a sublink) as the evaluator reads them."""
+
+    def __init__(self, values: set[str]) -> None:
+        self.values = values
+
+    def member(self, key: object) -> bool | None:
+        return key in self.values
+
+    def texts(self) -> list[str]:
+        return sorted(self.values)
+
+
+def test_folded_constant_keeps_the_subquery(db: Db) -> None:
+    """A constant deciding an OR / AND beside a subquery decides the row, and the subquery
+    stays: the shape's dependency and DNF positions are read from the tree."""
+    column = db.table.column("i4")
+    assert column is not None
+    for clause, expected in [
+        ("i4 IN (SELECT i4 FROM t) OR 1 = 1", True),
+        ("(i4 * 1000000 > 0 AND i4 IN (SELECT i4 FROM t)) OR 1 = 1", True),
+        ("i4 IN (SELECT i4 FROM t) AND 1 = 0", False),
+    ]:
+        where = compile_where(clause, db.table, {}, [SublinkType(0, "k", (column,))])
+        assert where.sublinks == 1
+        assert where.plan is not None
+        assert any(p.node.kind == "sublink" for p in where.plan.positions)
+        ev = where.bind(db.names, [_View({"5"})])
+        assert {ev(row) for row in db.rows} == {expected}, clause
+        assert set(pg_answers(db, clause.replace("SELECT i4 FROM t", "5"))) == {expected}
 
 
 def test_micro_benchmark(db: Db) -> None:

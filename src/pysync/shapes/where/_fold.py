@@ -12,7 +12,8 @@ the same expression:
 * a strict operation (operators, casts, LIKE, lower/upper, array_ndims) with a NULL
   constant argument is NULL;
 * ``AND`` / ``OR`` drop constant TRUE / FALSE (and NULL) terms, and a constant FALSE /
-  TRUE term decides the whole; ``NOT`` of a constant is a constant.
+  TRUE term decides the whole (terms with a subquery stay beside it); ``NOT`` of a
+  constant is a constant.
 """
 
 from __future__ import annotations
@@ -82,7 +83,11 @@ def _fold_logic(n: Node) -> Node:
         elif a.value is None:
             has_null = True
         elif a.value is decisive:
-            return Node("const", "bool", value=decisive, pos=n.pos)
+            decided = Node("const", "bool", value=decisive, pos=n.pos)
+            # a subquery stays in the tree, after the deciding constant (the evaluator
+            # stops there): the shape's dependencies and DNF positions come from the tree
+            kept = [b for b in n.args if _has_sublink(b)]
+            return Node(n.kind, "bool", (decided, *kept), pos=n.pos) if kept else decided
     if has_null:
         kept.append(Node("const", "bool", value=None, pos=n.pos))
     if not kept:
@@ -90,6 +95,16 @@ def _fold_logic(n: Node) -> Node:
     if len(kept) == 1:
         return kept[0]
     return Node(n.kind, "bool", tuple(kept), pos=n.pos)
+
+
+def _has_sublink(node: Node) -> bool:
+    pending = [node]
+    while pending:
+        n = pending.pop()
+        if n.kind == "sublink":
+            return True
+        pending.extend(n.args)
+    return False
 
 
 def _renderable(t: str) -> bool:
