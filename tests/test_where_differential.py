@@ -617,6 +617,53 @@ def test_random_clauses_match_postgres(db: Db, rnd: random.Random, depth: int) -
     check_clause(db, clause, gen.params)
 
 
+class Gen18(Gen):
+    """Gen with issue 18's constructs mixed in: prefix @ / |/ / ~, constants beside
+    erroring terms, justify_*, timezone(), dates against timestamps."""
+
+    def num(self, depth: int) -> str:
+        k = self.r.random()
+        if depth > 0 and k < 0.15:
+            op = self.pick(["@", "~", "|/", "@", "-"])
+            inner = self.pick(["i2", "i4", "i8"]) if op == "~" else super().num(depth - 1)
+            return f"{op} {inner} {self.pick(['+', '*', '-'])} {super().num(0)}"
+        return super().num(depth)
+
+    def interval(self, depth: int) -> str:
+        if depth > 0 and self.r.random() < 0.2:
+            fn = self.pick(["justify_hours", "justify_days", "justify_interval"])
+            return f"{fn}({super().interval(depth - 1)})"
+        return super().interval(depth)
+
+    def ts(self, depth: int) -> str:
+        if depth > 0 and self.r.random() < 0.15:
+            zone = self.pick(["'UTC'", "'America/New_York'", "'Asia/Kolkata'"])
+            return f"timezone({zone}, tz)"
+        return super().ts(depth)
+
+    def boolean(self, depth: int) -> str:
+        k = self.r.random()
+        if depth > 0 and k < 0.1:
+            const = self.pick(["1 = 1", "1 = 0", "NULL", "NOT (2 > 1)", "TRUE"])
+            return f"({super().boolean(depth - 1)} {self.pick(['AND', 'OR'])} {const})"
+        if depth > 0 and k < 0.15:
+            return f"(d {self.pick(['<', '>=', '=', '<>'])} {self.pick(['ts', 'tz'])})"
+        return super().boolean(depth)
+
+
+@settings(
+    max_examples=400,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.randoms(use_true_random=False), st.integers(min_value=1, max_value=3))
+def test_random_issue_18_clauses_match_postgres(db: Db, rnd: random.Random, depth: int) -> None:
+    gen = Gen18(rnd)
+    check_clause(db, gen.boolean(depth), gen.params)
+
+
 def test_stats_report() -> None:
     # printed with -s; not asserted (the differential test must have run first)
     print(f"\ndifferential stats: {STATS}")
