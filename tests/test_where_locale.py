@@ -10,7 +10,7 @@ import msgspec
 import psycopg
 import pytest
 
-from pysync.postgres.catalog import Table, load_table
+from pysync.postgres.catalog import Table, collation_of, load_table
 from pysync.shapes.where import WhereError, WhereRuntimeError, compile_where
 from pysync.shapes.where import _runtime as rt
 from pysync.shapes.where._check import case_mapping
@@ -197,3 +197,33 @@ def test_input_functions_read_what_postgres_reads(database_url: str, clause: str
             if ours != theirs:
                 wrong.append((value, theirs, ours))
         assert not wrong, wrong
+
+
+@pytest.mark.parametrize(
+    "clause",
+    ["t = 'a'", "t <> 'a'", "t IN ('a', 'b')", "t LIKE 'a%'", "t = ANY(ARRAY['a'])"]
+    + ["t IS DISTINCT FROM 'a'", "t BETWEEN 'a' AND 'b'"],
+)
+def test_nondeterministic_collations_are_refused(db: tuple[Conn, Table], clause: str) -> None:
+    # a column with a nondeterministic ICU collation (this build has no ICU): 'a' = 'A'
+    # may hold there, so even equality is refused; NULL tests are not affected
+    _, table = db
+    nondeterministic = "icu:und-u-ks-level2:und-u-ks-level2:nondeterministic"
+    columns = tuple(
+        msgspec.structs.replace(c, collation=nondeterministic) if c.name == "t" else c
+        for c in table.columns
+    )
+    elsewhere = msgspec.structs.replace(table, columns=columns)
+    with pytest.raises(WhereError) as info:
+        compile_where(clause, elsewhere)
+    assert "nondeterministic collation" in info.value.reason
+    assert compile_where("t IS NULL AND c = 'a'", elsewhere) is not None
+
+
+def test_collation_rows_are_read_as_postgres_writes_them() -> None:
+    row = {"collprovider": "i", "colllocale": "und-u-ks-level2", "collisdeterministic": False}
+    assert collation_of(row) == "icu:und-u-ks-level2:und-u-ks-level2:nondeterministic"
+    row = {"collprovider": "c", "collcollate": "C", "collctype": "C", "collisdeterministic": True}
+    assert collation_of(row) == "libc:C:C"
+    database = {"datlocprovider": "b", "datlocale": "C.UTF-8", "datcollate": "C"}
+    assert collation_of(database) == "builtin:C.UTF-8:C.UTF-8"

@@ -30,7 +30,9 @@ def collation_of(row: dict[str, Any] | None) -> str:
             or row.get("colliculocale")
             or ""
         )
-    return f"{name}:{collate}:{ctype}"
+    # a nondeterministic collation (ICU only) makes even = compare by its rules
+    nondeterministic = row.get("collisdeterministic") is False
+    return f"{name}:{collate}:{ctype}" + (":nondeterministic" if nondeterministic else "")
 
 
 class Column(msgspec.Struct, frozen=True):
@@ -59,7 +61,8 @@ class Column(msgspec.Struct, frozen=True):
     """``pg_type.typtype`` of ``base_type`` (b base, e enum)."""
     collation: str = ""
     """The column's own collation as ``provider:collate:ctype`` (``libc:C:C``,
-    ``icu:de-DE:de-DE``); empty for the database's default or a type without one."""
+    ``icu:de-DE:de-DE``, with ``:nondeterministic`` appended for such ICU collations);
+    empty for the database's default or a type without one."""
 
 
 class Table(msgspec.Struct, frozen=True):

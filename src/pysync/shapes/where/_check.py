@@ -529,6 +529,15 @@ class Checker:
             )
         return mapping
 
+    def check_equality(self, what: str, nodes: Sequence[Node], e: exp.Expr | Node) -> None:
+        collation = self.collation(nodes, e)
+        if collation.endswith(":nondeterministic"):
+            raise self.fail(
+                f"{what} on text depends on the nondeterministic collation "
+                f"{collation.split(':')[1]!r}, whose equality pysync cannot reproduce",
+                e,
+            )
+
     def check_order(self, what: str, nodes: Sequence[Node], e: exp.Expr | Node) -> None:
         collation = self.collation(nodes, e)
         if not code_point_order(collation):
@@ -803,8 +812,10 @@ class Checker:
                 e,
             )
         self._check_comparable(op, t, e)
-        if op not in ("=", "<>") and t in ("text", "bpchar"):
-            self.check_order(op, (left, right), e)
+        if t in ("text", "bpchar"):
+            self.check_equality(op, (left, right), e)
+            if op not in ("=", "<>"):
+                self.check_order(op, (left, right), e)
         if t in ("timestamp", "timestamptz") and {left.type, right.type} == {"date", t}:
             # Postgres' date-timestamp operators compare over the whole date range (a
             # cast to timestamp would fail past 294276 AD)
@@ -880,8 +891,10 @@ class Checker:
                 e,
             )
         self._check_comparable(op, t, e)
-        if op not in ("=", "<>") and t in ("text", "bpchar"):
-            self.check_order(op, (left, arr), e)
+        if t in ("text", "bpchar"):
+            self.check_equality(op, (left, arr), e)
+            if op not in ("=", "<>"):
+                self.check_order(op, (left, arr), e)
         left = self.coerce(left, t)
         return Node(kind, "bool", (left, arr), name=op, pos=left.pos, extra={"cmp_type": t})
 
@@ -906,6 +919,8 @@ class Checker:
         if len(constants) > 1:
             t, unified = self.unify([left, *constants], "IN", e)
             self._check_comparable("=", t, e)
+            if t in ("text", "bpchar"):
+                self.check_equality("IN", unified, e)
             parts.append(Node("in", "bool", tuple(unified), pos=left.pos, extra={"cmp_type": t}))
         else:
             singles = constants + singles
@@ -1026,6 +1041,7 @@ class Checker:
             )
         pattern = self.coerce(pattern, "text")
         args = (s, pattern) if escape is None else (s, pattern, escape)
+        self.check_equality(name.upper(), (s, pattern), e)
         extra = {"case": self.case_of("ILIKE", (s, pattern), e)} if name == "ilike" else {}
         node = Node("like", "bool", args, name=name, pos=s.pos, extra=extra)
         if e.args.get("negate"):
