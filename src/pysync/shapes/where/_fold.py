@@ -68,8 +68,8 @@ def _fold_one(n: Node, args: tuple[Node, ...]) -> Node:
         return n
     try:
         value = Compiler({}).compile(n)(_NO_ROW)
-    except WhereRuntimeError as exc:
-        raise WhereError(str(exc), n.pos) from None
+    except (WhereRuntimeError, ValueError, ArithmeticError) as exc:
+        raise WhereError(str(exc) or type(exc).__name__, n.pos) from None
     return Node("const", n.type, value=value, pos=n.pos)
 
 
