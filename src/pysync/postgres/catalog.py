@@ -28,6 +28,11 @@ class Column(msgspec.Struct, frozen=True):
     generated: bool = False
     virtual: bool = False
     """A VIRTUAL generated column (Postgres 18): not stored, never replicated."""
+    own_text_cast: bool = False
+    """``col::text`` may differ from the type's output function (what pgoutput sends):
+    the type casts to text by a function (bool gives ``true``, bpchar drops its padding,
+    inet adds ``/32``), is xml (its output rewrites the declaration), or is a domain (it
+    casts as its base type). Never for arrays: they cast by ``array_out``."""
 
 
 class Table(msgspec.Struct, frozen=True):
@@ -66,6 +71,9 @@ SELECT c.oid, n.nspname, c.relname, c.relreplident,
        CASE WHEN t.typcategory = 'A' THEN greatest(a.attndims, 1) ELSE 0 END,
        CASE WHEN t.typcategory = 'A' THEN e.typtype ELSE t.typtype END,
        CASE WHEN t.typcategory = 'A' THEN e.typcategory ELSE t.typcategory END,
+       t.typcategory <> 'A' AND (t.typtype = 'd' OR t.oid = 'xml'::regtype OR EXISTS (
+           SELECT FROM pg_cast k WHERE k.castsource = t.oid AND k.casttarget = 'text'::regtype
+             AND k.castmethod = 'f')),
        -- int2vector subscripts start at 0, so this is already the 0-based key position
        array_position(i.indkey::int2[], a.attnum) AS pk_index
 FROM pg_class c
@@ -125,6 +133,7 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
         dims,
         typtype,
         typcategory,
+        own_text_cast,
         pk_index,
     ) in (row[5:] for row in rows):
         if attname is None:
@@ -143,6 +152,7 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
                 pk_index=None if pk_index is None else int(pk_index),
                 generated=bool(generated),
                 virtual=bool(virtual),
+                own_text_cast=bool(own_text_cast),
             )
         )
     pk = tuple(
