@@ -18,6 +18,7 @@ from psycopg import sql
 
 from engine_runner import Conn, Entry, changes, make, materialise, quiesce, read_all
 from pysync.engine import Engine
+from pysync.postgres.catalog import load_table
 from pysync.postgres.session import display_options
 from pysync.shapes.changes import relation_prefix, row_key
 
@@ -382,3 +383,25 @@ async def test_keys_without_primary_key_are_what_replication_sends(
         row_key(prefix, [str(n + 100), *values.values()]) for n, values in expected.items()
     }
     assert len(materialise(read_all(shape.log))) == ROWS
+
+
+def test_catalog_marks_the_types_whose_text_cast_is_their_own(conn: Conn) -> None:
+    """xml's output rewrites its declaration while ``::text`` keeps the stored bytes (this
+    cluster has no libxml to store one, so the catalog's choice is what can be checked)."""
+    conn.execute(SETUP)
+    conn.execute(
+        "CREATE TABLE t (n int, s text, v varchar, x xml, b bool, i inet, c cidr, p char(2),"
+        ' ch "char", nm name, db dbool, dt dtexts, ba bool[], ia inet[], h hstore, j json)'
+    )
+    table = load_table(conn, "public", "t")
+    assert table is not None
+    assert {c.name for c in table.columns if c.own_text_cast} == {
+        "x",
+        "b",
+        "i",
+        "c",
+        "p",
+        "ch",
+        "nm",
+        "db",
+    }
