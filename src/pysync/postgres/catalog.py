@@ -18,7 +18,8 @@ class Column(msgspec.Struct, frozen=True):
     """``pg_type.typname`` of the column, or of the element type for arrays (as Electric)."""
     type_mod: int
     dims: int
-    """0 for scalars, the declared number of dimensions (at least 1) for arrays."""
+    """0 for scalars, the declared number of dimensions (at least 1) for arrays. A domain
+    over an array is a scalar of the domain's type, as in Electric."""
     not_null: bool
     type_kind: str
     """``pg_type.typtype`` of the (element) type: b base, e enum, d domain, c composite, r range."""
@@ -67,11 +68,11 @@ SELECT c.oid, n.nspname, c.relname, c.relreplident,
        c.relkind = 'p' OR EXISTS (SELECT FROM pg_inherits h WHERE h.inhparent = c.oid),
        a.attname, a.attnum, a.atttypid, a.atttypmod, a.attnotnull,
        a.attgenerated <> '' AS generated, a.attgenerated = 'v' AS virtual,
-       CASE WHEN t.typcategory = 'A' THEN e.typname ELSE t.typname END,
-       CASE WHEN t.typcategory = 'A' THEN greatest(a.attndims, 1) ELSE 0 END,
-       CASE WHEN t.typcategory = 'A' THEN e.typtype ELSE t.typtype END,
-       CASE WHEN t.typcategory = 'A' THEN e.typcategory ELSE t.typcategory END,
-       t.typcategory <> 'A' AND (t.typtype = 'd' OR t.oid = 'xml'::regtype OR EXISTS (
+       CASE WHEN e.oid IS NOT NULL THEN e.typname ELSE t.typname END,
+       CASE WHEN e.oid IS NOT NULL THEN greatest(a.attndims, 1) ELSE 0 END,
+       CASE WHEN e.oid IS NOT NULL THEN e.typtype ELSE t.typtype END,
+       CASE WHEN e.oid IS NOT NULL THEN e.typcategory ELSE t.typcategory END,
+       e.oid IS NULL AND (t.typtype = 'd' OR t.oid = 'xml'::regtype OR EXISTS (
            SELECT FROM pg_cast k WHERE k.castsource = t.oid AND k.casttarget = 'text'::regtype
              AND k.castmethod = 'f')),
        -- int2vector subscripts start at 0, so this is already the 0-based key position
@@ -80,6 +81,7 @@ FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 LEFT JOIN pg_type t ON t.oid = a.atttypid
+-- The element type of arrays; a domain over an array is not one (as Electric).
 LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
 LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
 WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
