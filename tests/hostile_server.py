@@ -81,8 +81,8 @@ class Hostile:
             self.requests.append((time.monotonic(), query))
             await self.answer(len(self.requests), query, writer)
             await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # the client went away, or the test ended: nothing more to answer
         finally:
             writer.close()
             self._tasks.discard(task)

@@ -8,7 +8,8 @@ from typing import Any
 
 class ClientError(Exception):
     """The server refused the request (a 4xx other than 409), or answered something that is
-    not Electric's protocol. ``status`` is the HTTP status (0 for a protocol violation),
+    not Electric's protocol (then one of the subclasses below, naming the problem).
+    ``status`` is the HTTP status (0 for a protocol violation or a limit of the client's),
     ``body`` the decoded JSON error body (or its text)."""
 
     def __init__(self, status: int, message: str, body: Any = None) -> None:

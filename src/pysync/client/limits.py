@@ -21,7 +21,12 @@ class Limits(msgspec.Struct, frozen=True):
     ``max_loops``: how many answers in a row may get the stream nowhere: 409s (or a shape
     handle other than the one asked for) before an up-to-date, or catch-up responses that
     leave the offset where it was. The first is followed at once, each further one after
-    a back-off delay; one more raises ``ServerLoop``.
+    a back-off delay; one more raises ``ServerLoop``. So many HTTP protocol errors in a
+    row (a server that does not speak HTTP) raise ``MalformedResponse``.
+
+    Live answers that come back at once with nothing new (a server that does not hold
+    long-polls, SSE connections closed at once) are not limited, but from the second in a
+    row each waits a back-off delay.
     """
 
     max_response_bytes: int = 128 * 1024 * 1024
