@@ -15,6 +15,7 @@ is not the protocol, raises a ``ClientError`` subclass naming it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
@@ -115,8 +116,12 @@ class ShapeStream:
         attempt = 0
         while True:
             try:
-                async for message in self._request(self._live and self.up_to_date):
-                    yield message
+                # aclosing: a stream closed while a message is out closes its connection now
+                async with contextlib.aclosing(
+                    self._request(self._live and self.up_to_date)
+                ) as request:
+                    async for message in request:
+                        yield message
             except httpx.RemoteProtocolError as exc:
                 # Not HTTP (or cut short): once is a dropped connection, in a row a broken server.
                 self._garbled.again(MalformedResponse, f"HTTP protocol errors ({exc})")
@@ -133,7 +138,7 @@ class ShapeStream:
             if not self._live and self.up_to_date:
                 return
 
-    async def _request(self, live: bool) -> AsyncIterator[Message]:
+    async def _request(self, live: bool) -> AsyncGenerator[Message]:
         """One request and the messages of its answer."""
         sent = Sent(self.handle, self.offset, time.monotonic())
         if live and self._sse:
@@ -149,12 +154,13 @@ class ShapeStream:
 
     async def _answer(
         self, response: httpx.Response, body: bytes, sent: Sent, live: bool
-    ) -> AsyncIterator[Message]:
+    ) -> AsyncGenerator[Message]:
         """The messages of a complete response to a request sent at ``sent``."""
         elapsed = time.monotonic() - sent.at
         status = response.status_code
         if status == 409:
-            async for message in self._refetch(response.headers.get("electric-handle"), "409"):
+            handle = response.headers.get("electric-handle")
+            async for message in self._refetch(handle, _CONFLICTS):
                 yield message
             return
         if status == 429 or status >= 500:
@@ -162,7 +168,7 @@ class ShapeStream:
         if status >= 400:
             raise _refused(response, body)
         if not self._take_headers(response, sent):
-            async for message in self._refetch(response.headers["electric-handle"], "handle"):
+            async for message in self._refetch(response.headers["electric-handle"], _ROTATED):
                 yield message
             return
         messages = self._messages(response, body)
@@ -178,15 +184,10 @@ class ShapeStream:
                 self._stalls.again(ServerLoop, f"responses that stay at {self.offset}")
             )
 
-    async def _refetch(self, handle: str | None, why: str) -> AsyncIterator[Message]:
+    async def _refetch(self, handle: str | None, why: str) -> AsyncGenerator[Message]:
         """Start over at -1 under the shape's new handle; the old one is never valid again.
         The first refetch since an up-to-date goes at once, later ones back off."""
-        delay = self._refetches.again(
-            ServerLoop,
-            "409 (must refetch) answers before an up-to-date"
-            if why == "409"
-            else f"answers under a shape handle other than the one asked for ({handle!r})",
-        )
+        delay = self._refetches.again(ServerLoop, why)
         self._expired_handle = self.handle
         self.handle = handle
         self.offset = "-1"
@@ -276,7 +277,7 @@ class ShapeStream:
         except OffsetError:
             raise MalformedResponse(f"an offset that is not <tx>_<op>: {text[:40]!r}") from None
 
-    async def _sse_request(self, sent: Sent) -> AsyncIterator[Message]:
+    async def _sse_request(self, sent: Sent) -> AsyncGenerator[Message]:
         """One SSE connection: messages as they come. The headers come once, at the start,
         so the offset to resume from is the last change's own offset."""
         headers = {**self._headers, "accept": "text/event-stream"}
@@ -297,7 +298,7 @@ class ShapeStream:
                     yield message
                 return
             if not self._take_headers(response, sent):
-                async for message in self._refetch(response.headers["electric-handle"], "handle"):
+                async for message in self._refetch(response.headers["electric-handle"], _ROTATED):
                     yield message
                 return
             async for data in event_data(response.aiter_bytes(), self._limits):
@@ -330,6 +331,10 @@ class ShapeStream:
             raise _refused(response, body)
         await asyncio.sleep(self._backoff.delay(attempt, retry_after(response)))
         return attempt + 1
+
+
+_CONFLICTS = "409 (must refetch) answers before an up-to-date"
+_ROTATED = "answers under a shape handle other than the one asked for"
 
 
 class Sent(msgspec.Struct, frozen=True):
