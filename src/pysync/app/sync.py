@@ -33,7 +33,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from pysync.app import logs
 from pysync.app.cors import CORS
 from pysync.app.http_mode import RemoteShapes
-from pysync.app.render import EmbeddedShapes, ShapeBackend, render
+from pysync.app.render import Cache, EmbeddedShapes, ShapeBackend, check_cache, render
 from pysync.app.routes import app_route, electric_routes, mount
 from pysync.app.shapes import interrupt_target, is_shape_function, shape
 from pysync.app.transform import Transform
@@ -246,6 +246,7 @@ class Sync:
         transform: Transform | None = None,
         check_secret: bool = True,
         cors: CORS | None = None,
+        cache: Cache | None = None,
         name: str | None = None,
         **shape_options: Any,
     ) -> Route:
@@ -255,7 +256,9 @@ class Sync:
         live, cursor and live_sse; their table/where/columns are ignored.
 
         With a ``secret`` configured the route requires it, unless ``check_secret=False``
-        (the app authorises requests itself)."""
+        (the app authorises requests itself). ``cache``: a fixed shape is answered with
+        Electric's ``public`` caching, a function's shape ``private`` (it is per request;
+        say ``cache="public"`` if it is the same for everyone)."""
         source: object
         if is_shape_function(shape_):
             if shape_options:
@@ -263,9 +266,12 @@ class Sync:
             source = shape_
         else:
             source = shape(shape_, **shape_options)
+        caching = check_cache(
+            cache if cache is not None else "private" if source is shape_ else "public"
+        )
 
         async def endpoint(request: Request) -> Response:
-            return await self._render(request, source, transform, check_secret, cors)
+            return await self._render(request, source, transform, check_secret, cors, caching)
 
         return app_route(path, endpoint, name=name)
 
@@ -278,18 +284,24 @@ class Sync:
         transform: Transform | None = None,
         check_secret: bool = True,
         cors: CORS | None = None,
+        cache: Cache = "private",
         **shape_options: Any,
     ) -> Response:
         """The response for ``shape_`` to this request, from any endpoint (Phoenix.Sync's
         ``sync_render``): ``shape_`` and its keywords as for ``route``. With a function
         (``lambda: pysync.shape(...)``, or one taking the request), a live request is
-        interruptible: ``interrupt`` runs it again."""
+        interruptible: ``interrupt`` runs it again.
+
+        The shape is the request's (an endpoint may build it from the user), so the
+        response is ``private`` to the client's cache; ``cache="public"`` lets shared
+        caches (a CDN) keep it too, for a shape that is the same for everyone."""
         source = (
             shape_
             if is_shape_function(shape_) and not shape_options
             else shape(shape_, **shape_options)
         )
-        return await self._render(request, source, transform, check_secret, cors)
+        caching = check_cache(cache)
+        return await self._render(request, source, transform, check_secret, cors, caching)
 
     async def _render(
         self,
@@ -298,6 +310,7 @@ class Sync:
         transform: Transform | None,
         check_secret: bool,
         cors: CORS | None,
+        cache: Cache,
     ) -> Response:
         return await render(
             self._get_backend(),
@@ -306,6 +319,7 @@ class Sync:
             secret=self.settings.secret if check_secret else None,
             cors=cors or self.cors,
             transform=transform,
+            cache=cache,
         )
 
     # -- interrupts ---------------------------------------------------------------------
