@@ -174,6 +174,7 @@ class App:
                     ),
                 ),
                 sync.mount("/electric"),
+                sync.mount("/served", tables=[table]),
             ],
         )
         self.http = httpx.AsyncClient(
@@ -341,6 +342,52 @@ async def test_electric_api_under_a_prefix(app: App) -> None:
     assert (await app.get("/electric/v1/health")).status_code == 200
     assert (await app.get("/v1/shape", table=app.table, offset="-1")).status_code == 404
     assert (await app.get("/")).status_code == 404
+
+
+async def test_a_mount_serves_only_its_tables(app: App, conn: Conn) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS members (list_id int, member text)")
+    served = await app.get("/served/v1/shape", table=app.table, offset="-1", where="id < 3")
+    assert served.status_code == 200
+    assert {m["value"]["id"] for m in served.json() if "key" in m} == {"1", "2"}
+    assert (await app.get("/served/v1/health")).status_code == 200
+    # Another table, also through a subquery of the WHERE (its rows decide the filter).
+    other = await app.get("/served/v1/shape", table="members", offset="-1")
+    assert other.status_code == 403
+    assert other.json() == {
+        "message": 'table "public"."members" is not served here',
+        "errors": {"table": ['table "public"."members" is not served here']},
+    }
+    assert other.headers["cache-control"] == "no-store"
+    for table in ("public.members", '"members"', "pg_catalog.pg_authid"):
+        response = await app.get("/served/v1/shape", table=table, offset="-1")
+        assert response.status_code == 403, table
+    probe = "owner IN (SELECT member FROM members WHERE list_id = 1)"
+    nested = f"id IN (SELECT id FROM {app.table} WHERE {probe})"
+    for where in (probe, nested):
+        response = await app.get("/served/v1/shape", table=app.table, offset="-1", where=where)
+        assert response.status_code == 403 and "members" in response.json()["message"], where
+    handle, offset, _ = await app.sync_to_end("/served/v1/shape", table=app.table)
+    subset = await app.get(
+        "/served/v1/shape",
+        table=app.table,
+        offset=offset,
+        handle=handle,
+        subset__where=probe,
+    )
+    assert subset.status_code == 403 and "subset__where" in subset.json()["errors"]
+    for body in ({"where": probe}, {"subset": {"where": probe}}):
+        posted = await app.http.post(
+            "/served/v1/shape",
+            params={"table": app.table, "offset": offset, "handle": handle},
+            json=body,
+        )
+        assert posted.status_code == 403, body
+    # Without tables=, a mount serves any table to whoever reaches it.
+    assert (await app.get("/electric/v1/shape", table="members", offset="-1")).status_code == 200
+    with pytest.raises(TypeError, match="a list of tables"):
+        app.sync.mount("/x", tables="todos")
+    with pytest.raises(ValueError, match="names no table"):
+        app.sync.mount("/x", tables=[])
 
 
 async def test_secret_applies_to_app_routes_unless_opted_out(app: App) -> None:

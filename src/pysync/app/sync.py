@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Literal
 
 from starlette.requests import Request
@@ -35,6 +35,7 @@ from pysync.app.cors import CORS
 from pysync.app.http_mode import RemoteShapes
 from pysync.app.render import Cache, EmbeddedShapes, ShapeBackend, check_cache, render
 from pysync.app.routes import app_route, electric_routes, mount
+from pysync.app.served_tables import ServedTables
 from pysync.app.shapes import interrupt_target, is_shape_function, shape
 from pysync.app.transform import Transform
 from pysync.config import Settings, from_env, make_settings
@@ -228,14 +229,30 @@ class Sync:
 
     # -- routes -----------------------------------------------------------------------
 
-    def routes(self, *, metrics: bool = False) -> list[BaseRoute]:
+    def routes(
+        self, *, tables: Iterable[object] | None = None, metrics: bool = False
+    ) -> list[BaseRoute]:
         """Electric's API at the app's root: ``/v1/shape`` (client-defined shapes, every
-        method) and ``/v1/health``; ``/metrics`` too when asked. Nothing at ``/``."""
-        return electric_routes(self._get_backend, self.cors, metrics=metrics)
+        method) and ``/v1/health``; ``/metrics`` too when asked. Nothing at ``/``.
 
-    def mount(self, path: str = "/electric", *, metrics: bool = False) -> Mount:
-        """Electric's API under ``path``: ``<path>/v1/shape``, ``<path>/v1/health``."""
-        return mount(path, self.routes(metrics=metrics))
+        The client chooses the table, WHERE and columns: without ``tables`` anyone who
+        reaches these routes reads any table. ``tables``: the tables served (names,
+        SQLAlchemy Tables or ORM classes); a request for another, or whose WHERE selects
+        from another in a subquery, is a 403. The app's middleware (its auth) runs
+        before these routes, as before any other."""
+        served = ServedTables(tables) if tables is not None else None
+        return electric_routes(self._get_backend, self.cors, metrics=metrics, tables=served)
+
+    def mount(
+        self,
+        path: str = "/electric",
+        *,
+        tables: Iterable[object] | None = None,
+        metrics: bool = False,
+    ) -> Mount:
+        """Electric's API under ``path``: ``<path>/v1/shape``, ``<path>/v1/health``;
+        ``tables`` as for ``routes``."""
+        return mount(path, self.routes(tables=tables, metrics=metrics))
 
     def route(
         self,
