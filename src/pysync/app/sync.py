@@ -2,8 +2,10 @@
 
     sync = pysync.Sync()                      # settings from arguments or PYSYNC_* / DATABASE_URL
     app = FastAPI(lifespan=sync.lifespan)     # or: async with sync: ... inside your lifespan
-    app.router.routes.append(sync.mount("/electric"))              # Electric's API, if wanted
     app.router.routes.append(sync.route("/shapes/todos", Todo))    # a predefined shape
+    # Electric's API (the client picks the shape), if wanted: behind the app's auth, and
+    # only for the tables it may serve
+    app.router.routes.append(sync.mount("/electric", tables=[Todo]))
 
     @app.get("/shapes/my-todos")
     async def my_todos(request: Request, user: User = Depends(current_user)):
