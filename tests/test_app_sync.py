@@ -111,9 +111,6 @@ def test_logs_show_under_uvicorn(tmp_path: Path, database_url: str) -> None:
         textwrap.dedent("""
         import pysync
         from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
         sync = pysync.Sync(in_memory=True)
         app = Starlette(routes=sync.routes(), lifespan=sync.lifespan)
