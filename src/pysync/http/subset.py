@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pysync.http.errors import ShapeAPIError, invalid, unavailable
+from pysync.http.json_input import JSONTooDeep, decode_json
 from pysync.http.responses import JSON, common
 from pysync.http.source import ShapeSource
 from pysync.postgres.catalog import Table
@@ -61,7 +62,9 @@ def subset_fields_from_query(query: Mapping[str, str]) -> dict[str, object] | No
     raw_params = fields.get("params")
     if isinstance(raw_params, str):
         try:
-            fields["params"] = msgspec.json.decode(raw_params)
+            fields["params"] = decode_json(raw_params)
+        except JSONTooDeep as exc:
+            raise SubsetError({"params": [str(exc)]}) from None
         except msgspec.DecodeError:
             raise SubsetError({"params": ["params must be valid JSON"]}) from None
     return fields
@@ -75,8 +78,8 @@ async def subset_fields_from_body(request: Request, query: dict[str, str]) -> di
     if not body.strip():
         return {}
     try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
+        data = decode_json(body)
+    except (msgspec.DecodeError, JSONTooDeep) as exc:
         raise ShapeAPIError(
             400, {"error": "Invalid JSON in request body", "details": str(exc)}
         ) from None
