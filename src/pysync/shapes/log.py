@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
+from pysync.shapes.compaction import NotCompactable, compact
 from pysync.shapes.followed_storage import FollowedStorage
 from pysync.shapes.frames import FIELDS, FLAG_SNAPSHOT_END, HEADER_SIZE, Frame, frame_header
 from pysync.shapes.offset import LAST_BEFORE_REAL, LogOffset
@@ -35,6 +36,10 @@ BLOCK_FRAMES = 128
 BLOCK_BYTES = 128 * 1024
 """A block is sealed once it holds this many frames or payload bytes: ~1 byte of memory
 per frame for the sparse index, and a read from inside a block parses at most this much."""
+COMPACT_MIN_BYTES = 1024 * 1024
+"""A log is compacted once it grew by this much, and by at least its size after the last
+compaction (or after its snapshot)."""
+_NEVER = 1 << 63
 _PARSED_BLOCKS = 64
 """Sealed blocks kept parsed (all logs together)."""
 _READ_WHOLE = 4 * BLOCK_BYTES
@@ -68,9 +73,15 @@ _parsed: OrderedDict[tuple[int, int], _Frames] = OrderedDict()
 
 
 class ShapeLog:
-    def __init__(self, storage: LogStorage, chunk_bytes: int = CHUNK_BYTES) -> None:
+    def __init__(
+        self,
+        storage: LogStorage,
+        chunk_bytes: int = CHUNK_BYTES,
+        compact_min_bytes: int = COMPACT_MIN_BYTES,
+    ) -> None:
         self.storage = storage
         self.chunk_bytes = chunk_bytes
+        self.compact_min_bytes = compact_min_bytes
         self._reset_index()
         self.dirty = False
         # Most shapes have nobody waiting: they share one empty set (216 bytes a shape).
@@ -95,6 +106,8 @@ class ShapeLog:
         self._recent: list[bytes] = []
         self._recent_start = 0
         """Index in the tail of ``_recent``'s first payload."""
+        self._compact_at = _NEVER
+        """Compaction is due once the sealed blocks end past this (set at snapshot end)."""
 
     # -- state ----------------------------------------------------------------------
 
@@ -134,6 +147,7 @@ class ShapeLog:
         if last:
             tail = self._tail
             self._snapshot_end = tail.positions[-1] + tail.lengths[-1]
+            self._compact_at = self._next_compaction(self._snapshot_end)
         self.notify()
 
     def append_changes(self, entries: list[tuple[LogOffset, bytes]]) -> None:
@@ -249,6 +263,66 @@ class ShapeLog:
         self._recent = []
         self._recent_start = 0
         self.dirty = False
+
+    # -- compaction -----------------------------------------------------------------
+
+    @property
+    def compaction_due(self) -> bool:
+        return self._sealed_end >= self._compact_at
+
+    def begin_compaction(self, durable: int) -> CompactionJob | None:
+        """On the event loop: the job that compacts the changes in sealed blocks after
+        the snapshot, up to ``durable`` bytes (what storage holds durably); None when
+        there is nothing to compact."""
+        start = self._snapshot_end
+        if start is None or not self._blocks:
+            return None
+        # Whole sealed blocks only, all of them durable: the live tail is not compacted.
+        end = self._sealed_end
+        if end > durable:
+            end = self._block_starts[bisect_right(self._block_starts, durable) - 1]
+        if end <= start:
+            return None
+        return CompactionJob(self.storage, self._token, start, end)
+
+    def finish_compaction(self, job: CompactionJob) -> bool:
+        """On the event loop: put the compacted log in place (False if the log changed
+        meanwhile so that the job no longer applies: it is dropped)."""
+        if job.token != self._token or job.frames is None:
+            if job.frames is None:  # not compactable (subquery events): never again
+                self._compact_at = _NEVER
+            job.abandon()
+            return False
+        moved = self.storage.replace(job.start, job.end, job.prepared) - job.end
+        # Index anew: the snapshot's frames, the compacted ones, the sealed ones after
+        # them, then the tail as it was (its recent payloads stay valid, only shifted).
+        read = self.storage.read
+        snapshot = _parse(read, 0, job.start)
+        rest = _parse(read, job.end + moved, self._sealed_end + moved)
+        tail, tail_bytes = self._tail, self._tail_bytes
+        recent, recent_start = self._recent, self._recent_start
+        snapshot_end = self._snapshot_end
+        self._reset_index()
+        for frames in (snapshot, job.frames, rest):
+            for offset, position, length in zip(*frames, strict=True):
+                self._add(offset, position, length)
+        if self._tail.offsets:
+            self._seal()
+        self._tail = _Frames(
+            tail.offsets, array("Q", [p + moved for p in tail.positions]), tail.lengths
+        )
+        self._tail_bytes = tail_bytes
+        self._last = tail.offsets[-1] if tail.offsets else self._sealed_last
+        self._recent, self._recent_start = recent, recent_start
+        self._snapshot_end = snapshot_end
+        self._compact_at = self._next_compaction(job.start + job.compacted_bytes)
+        return True
+
+    def _next_compaction(self, size: int) -> int:
+        """Where the sealed blocks must reach for the next compaction of a log of ``size``
+        compacted bytes: it doubled (each byte is rewritten a bounded number of times on
+        average, the file stays under about twice its compacted size plus the tail)."""
+        return size + max(self.compact_min_bytes, size)
 
     # -- reading --------------------------------------------------------------------
 
@@ -383,6 +457,7 @@ class ShapeLog:
             self._add(LogOffset(frame.tx, frame.op), frame.position, frame.length)
             if frame.flags & FLAG_SNAPSHOT_END:
                 self._snapshot_end = frame.position + frame.length
+                self._compact_at = self._next_compaction(self._snapshot_end)
             count += 1
         return count
 
@@ -392,7 +467,7 @@ class ShapeLog:
         what is indexed means the writer cut its log back: it is indexed anew."""
         storage = self.storage
         assert isinstance(storage, FollowedStorage)
-        if size < storage.end:
+        if storage.replaced() or size < storage.end:
             storage.rewind()
             self._reset_index()
         added = self._index(storage.frames_to(size))
@@ -432,3 +507,51 @@ def _parse(read: Callable[[int, int], bytes], start: int, end: int) -> _Frames:
         frames.lengths.append(length)
         position += HEADER_SIZE + length
     return frames
+
+
+class CompactionJob:
+    """Compacts a log's frames between ``start`` and ``end`` (``run``, in a thread,
+    reading through a reader of its own) and prepares the compacted log for
+    ``ShapeLog.finish_compaction``."""
+
+    def __init__(self, storage: LogStorage, token: int, start: int, end: int) -> None:
+        self.storage = storage
+        self.token = token
+        self.start = start
+        self.end = end
+        self.reader = storage.reader()
+        self.frames: _Frames | None = None
+        """The compacted frames, positioned in the new log; None if not compactable."""
+        self.compacted_bytes = 0
+        self.prepared: object = None
+        self.entries_before = 0
+
+    def run(self) -> None:
+        try:
+            old = _parse(self.reader.read, self.start, self.end)
+            self.entries_before = len(old.offsets)
+            read = self.reader.read
+            entries = [
+                (offset, read(position, length))
+                for offset, position, length in zip(*old, strict=True)
+            ]
+            try:
+                compacted = compact(entries)
+            except NotCompactable:
+                return
+            region = bytearray()
+            frames = _Frames([], array("Q"), array("I"))
+            for offset, payload in compacted:
+                region += frame_header(offset.tx, offset.op, payload)
+                frames.offsets.append(offset)
+                frames.positions.append(self.start + len(region))
+                frames.lengths.append(len(payload))
+                region += payload
+            self.compacted_bytes = len(region)
+            self.prepared = self.storage.prepare_replacement(self.start, bytes(region), self.reader)
+            self.frames = frames
+        finally:
+            self.reader.close()
+
+    def abandon(self) -> None:
+        self.storage.drop_replacement(self.prepared)
