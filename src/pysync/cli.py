@@ -149,6 +149,18 @@ def _parser() -> argparse.ArgumentParser:
         "process (env PYSYNC_WORKERS, default 0)",
     )
     serve.add_argument(
+        "--compaction",
+        choices=["on", "off"],
+        help="merge each row's updates in shape logs so that storage and catch-up reads "
+        "stay bounded (env PYSYNC_COMPACTION=true/false, default on)",
+    )
+    serve.add_argument(
+        "--compact-min-bytes",
+        type=int,
+        help="compact a shape log once it grew by at least this many bytes, and doubled "
+        "(env PYSYNC_COMPACT_MIN_BYTES, default 1048576)",
+    )
+    serve.add_argument(
         "--snapshot-connections",
         type=int,
         help="Postgres sessions for snapshots "
@@ -167,7 +179,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     for field in Settings.__struct_fields__:
         value = getattr(args, field, None)
         if value is not None:
-            values[field] = value
+            values[field] = {"on": True, "off": False}.get(value, value)
     return make_settings(values)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from pysync.shapes.log import CHUNK_BYTES
+from pysync.shapes.log import CHUNK_BYTES, COMPACT_MIN_BYTES
 from pysync.shapes.subqueries import MAX_ROWS as MAX_SUBQUERY_ROWS
 
 
@@ -48,6 +48,10 @@ class Settings(msgspec.Struct, kw_only=True):
     """Postgres sessions for snapshots and subsets at once."""
     workers: int = 0
     """HTTP worker processes beside the replicating one (0: it serves HTTP itself)."""
+    compaction: bool = True
+    """Merge each row's updates in shape logs once they doubled in size."""
+    compact_min_bytes: int = COMPACT_MIN_BYTES
+    """A log is compacted once it grew by at least this much."""
 
     @property
     def shape_storage(self) -> Path:
@@ -77,6 +81,8 @@ ENV: dict[str, tuple[str, ...]] = {
     "header_timeout": ("PYSYNC_HEADER_TIMEOUT",),
     "snapshot_connections": ("PYSYNC_SNAPSHOT_CONNECTIONS", "ELECTRIC_DB_POOL_SIZE"),
     "workers": ("PYSYNC_WORKERS",),
+    "compaction": ("PYSYNC_COMPACTION",),
+    "compact_min_bytes": ("PYSYNC_COMPACT_MIN_BYTES",),
 }
 
 

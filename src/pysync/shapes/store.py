@@ -34,9 +34,9 @@ from pysync.postgres.lsn import format_lsn
 from pysync.postgres.snapshot import SnapshotInfo
 from pysync.shapes.definition import Shape, ShapeDefinition
 from pysync.shapes.file_storage import FileStorage
-from pysync.shapes.log import CHUNK_BYTES, ShapeLog
+from pysync.shapes.log import CHUNK_BYTES, COMPACT_MIN_BYTES, ShapeLog
 from pysync.shapes.memory_storage import MemoryStorage
-from pysync.shapes.storage import OS_IO, AppendFile, Io, StorageError
+from pysync.shapes.storage import OS_IO, AppendFile, Io, LogStorage, StorageError
 
 if TYPE_CHECKING:
     from pysync.shapes.consumer import ShapeConsumer
@@ -116,10 +116,15 @@ class ShapeStore:
     """Logs, the registry, the slot's identity and the acknowledged LSN of one engine."""
 
     def __init__(
-        self, directory: Path | None, chunk_bytes: int = CHUNK_BYTES, io: Io = OS_IO
+        self,
+        directory: Path | None,
+        chunk_bytes: int = CHUNK_BYTES,
+        io: Io = OS_IO,
+        compact_min_bytes: int = COMPACT_MIN_BYTES,
     ) -> None:
         self.directory = directory
         self.chunk_bytes = chunk_bytes
+        self.compact_min_bytes = compact_min_bytes
         self.io = io
         self._lock = DirectoryLock(directory, "storage directory") if directory else None
         self._registry: AppendFile | None = None
@@ -183,8 +188,10 @@ class ShapeStore:
 
     def new_log(self, handle: str) -> ShapeLog:
         if self.directory is None:
-            return ShapeLog(MemoryStorage(), self.chunk_bytes)
-        return ShapeLog(FileStorage(self.directory / "shapes" / handle, self.io), self.chunk_bytes)
+            storage: LogStorage = MemoryStorage()
+        else:
+            storage = FileStorage(self.directory / "shapes" / handle, self.io)
+        return ShapeLog(storage, self.chunk_bytes, self.compact_min_bytes)
 
     def discard(self, handle: str) -> None:
         if self.directory is not None:
