@@ -4,7 +4,7 @@
 Run from the repository root::
 
     python benchmarks/soak.py [--minutes 10] [--rate 400] [--shapes 200] [--subscribers 20]
-                              [--rows 2000] [--warmup 0.2]
+                              [--rows 2000] [--warmup 0.2] [--compact-min-bytes 65536]
 
 Starts a private Postgres (``temporary_cluster``) and ``pysync serve`` as a subprocess
 (storage directory in a temporary folder, as in production). A table ``items(id int
@@ -150,7 +150,8 @@ async def soak(args: argparse.Namespace) -> None:
                 (args.shapes, args.rows - 1),
             )
         storage = Path(tmp) / "storage"
-        server = Server(url, storage, Path(tmp) / "serve.log")
+        extra = ("--compact-min-bytes", str(args.compact_min_bytes))
+        server = Server(url, storage, Path(tmp) / "serve.log", extra)
         stop = asyncio.Event()
         errors: list[str] = []
         try:
@@ -227,6 +228,13 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=20)
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--warmup", type=float, default=0.2, help="fraction of the run")
+    parser.add_argument(
+        "--compact-min-bytes",
+        type=int,
+        default=64 * 1024,
+        help="the server's --compact-min-bytes (default 65536, so that the logs of a short "
+        "run compact; the server's own default is 1 MiB)",
+    )
     asyncio.run(soak(parser.parse_args()))
 
 
