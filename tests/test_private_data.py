@@ -175,6 +175,11 @@ def test_private_postgres_opens_no_parent_directory(
     try:
         with psycopg.connect(url) as c:
             assert c.execute("SELECT 1").fetchone() == (1,)
+        # Another object on the same cluster (as pg_ctl stop after a crash) runs the
+        # binaries as the server user too.
+        other = PostgresCluster(data_dir / "postgres")
+        other.stop()
+        assert not other.running
     finally:
         private.stop()
     assert {p: mode(p) for p in parents} == parents  # not one mode bit changed

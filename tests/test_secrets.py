@@ -64,10 +64,12 @@ def test_serve_shows_no_password_and_reads_its_secret_from_a_file(tmp_path: Path
         stop_leftover_postgres(data_dir)
 
 
-def test_a_secret_on_the_command_line_is_warned_about(database_url: str, tmp_path: Path) -> None:
+def test_secrets_on_the_command_line_are_warned_about(database_url: str, tmp_path: Path) -> None:
+    assert ":" in database_url.split("@")[0].split("//")[1]  # a password in the URL
     server = ServeProcess.on(database_url, free_port(), tmp_path / "s", "--secret", "visible")
     try:
         assert server.output().count("--secret on the command line is readable") == 1
+        assert server.output().count("the password in --database-url is readable") == 1
     finally:
         server.stop()  # quiet (--log-level warning): no "shutdown complete" to check
 

@@ -190,16 +190,32 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if args.secret is not None:
-        log.warning(
-            "--secret on the command line is readable by every local user (ps, "
-            "/proc/<pid>/cmdline): give it with --secret-file or PYSYNC_SECRET instead"
-        )
+    _warn_of_visible_secrets(args)
     try:
         run_loop(serve(settings))
     except StartupError as exc:
         print(f"pysync: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def _warn_of_visible_secrets(args: argparse.Namespace) -> None:
+    """Once for each secret given as an argument: every local user can read them."""
+    if args.secret is not None:
+        log.warning(
+            "--secret on the command line is readable by every local user (ps, "
+            "/proc/<pid>/cmdline): give it with --secret-file or PYSYNC_SECRET instead"
+        )
+    if args.database_url is not None:
+        try:
+            password = psycopg.conninfo.conninfo_to_dict(args.database_url).get("password")
+        except psycopg.ProgrammingError:
+            password = None  # said when it is used
+        if password:
+            log.warning(
+                "the password in --database-url is readable by every local user (ps, "
+                "/proc/<pid>/cmdline): give the URL in DATABASE_URL, or the password in "
+                "a passfile (?passfile=...) or PGPASSWORD"
+            )
 
 
 def run_loop(main: Awaitable[None]) -> None:

@@ -455,7 +455,6 @@ class PostgresCluster:
             # the cluster (0710), nobody else may.
             os.chown(self.root.parent, -1, gid)
             os.chmod(self.root.parent, 0o710)
-        self.bin_dir = self._runnable_binaries(self._user)
 
     def _runnable_binaries(self, user: pwd.struct_passwd) -> Path:
         """The bin directory the server user can run: the given one if it can reach it,
@@ -486,6 +485,9 @@ class PostgresCluster:
         return target / source.name
 
     def _run(self, program: str, *args: str) -> None:
+        if self._user:
+            # Also for a cluster object that did not start the server (pg_ctl stop).
+            self.bin_dir = self._runnable_binaries(self._user)
         exe = self.bin_dir / program
         if not exe.exists():
             raise ClusterError(f"{program} not found in {self.bin_dir}")
