@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ import pytest
 
 from engine_runner import Conn, make, quiesce
 from pysync.engine import Engine
+from pysync.postgres import cluster as cluster_module
 from pysync.postgres.cluster import PostgresCluster, binary_dir
 from pysync.postgres.private import PrivateDatabase
 from serve_process import stop_leftover_postgres
@@ -247,3 +249,26 @@ def test_a_loose_data_directory_is_tightened(
         "data directory" in r.getMessage() and "readable by other users" in r.getMessage()
         for r in caplog.records
     )
+
+
+def test_moved_server_directories_of_deleted_data_directories_are_removed(
+    tmp_path: Path,
+) -> None:
+    """A root pysync's cluster moved out of its data directory (``RELOCATED``) goes
+    with the data directory: the next one moved removes it (its password is gone)."""
+    base = tmp_path / "relocated"
+    alive_root = tmp_path / "alive" / "postgres"
+    alive_root.mkdir(parents=True)
+    old = time.time() - 2 * cluster_module.STALE_AFTER
+    made: dict[str, Path] = {}
+    for name, owner in [("gone", tmp_path / "deleted"), ("alive", alive_root), ("new", None)]:
+        directory = base / f"postgres-{name}"
+        directory.mkdir(parents=True)
+        if owner is not None:
+            (directory / "owner").write_text(f"{owner}\n")
+        if name != "new":
+            os.utime(directory, (old, old))
+        made[name] = directory
+    (alive_root / "server-dir").write_text(f"{made['alive']}\n")
+    cluster_module._remove_stale_relocated(base)
+    assert sorted(p.name for p in base.iterdir()) == ["postgres-alive", "postgres-new"]

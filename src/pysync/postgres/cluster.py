@@ -20,6 +20,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import quote
@@ -174,11 +175,17 @@ def _link_tree(source: Path, target: Path) -> None:
     shutil.copytree(source, target, symlinks=True, copy_function=link)
 
 
+STALE_AFTER = 3600.0
+"""Seconds before a relocated server directory without a data directory is removed."""
+
+
 def _remove_stale_relocated(base: Path) -> None:
     """Server directories (under ``base``) whose data directory is gone: the cluster
     cannot be used again (its password went with the data directory)."""
     for directory in base.glob("postgres-*"):
         try:
+            if time.time() - directory.stat().st_mtime < STALE_AFTER:
+                continue  # maybe being made by another pysync, its pointer not yet written
             owner = Path((directory / "owner").read_text().strip())
             pointing = (owner / "server-dir").read_text().strip()
         except OSError:
@@ -421,14 +428,14 @@ class PostgresCluster:
         above = self.root.parent.parent if self._own_parent else self.root.parent
         if _can_enter(above, user, groups):
             return
-        if not _can_enter(RELOCATED.parent, user, groups):
+        if make_dir(RELOCATED, 0o711):
+            log.info("made %s for the private Postgres of root's data directories", RELOCATED)
+        if not _can_enter(RELOCATED, user, groups):
             raise ClusterError(
                 f"running as root, Postgres runs as '{SERVER_USER}', which can reach neither "
                 f"{self.root} nor {RELOCATED}; choose a data directory it can reach "
                 "(e.g. under /var/lib or /srv), or run pysync as an unprivileged user"
             )
-        if make_dir(RELOCATED, 0o711):
-            log.info("made %s for the private Postgres of root's data directories", RELOCATED)
         _remove_stale_relocated(RELOCATED)
         server_dir = Path(tempfile.mkdtemp(prefix="postgres-", dir=RELOCATED))
         write_private(server_dir / "owner", f"{self.root}\n".encode())
