@@ -34,6 +34,7 @@ from pysync.http.errors import MustRefetch, ShapeAPIError, unavailable
 from pysync.http.params import ShapeRequest
 from pysync.http.responses import error_response
 from pysync.http.waiters import InterruptRegistry, Recheck, ShapeMatcher, Waiter
+from pysync.redact import redacted
 from pysync.shapes.definition import ShapeDefinition
 
 log = logging.getLogger(__name__)
@@ -242,7 +243,7 @@ class RemoteShapes:
         try:
             return await self.http.send(upstream, stream=True)
         except httpx.HTTPError as exc:
-            log.warning("the sync service at %s did not answer: %s", self.url, exc)
+            log.warning("the sync service at %s did not answer: %s", redacted(self.url), exc)
             raise unavailable("The sync service cannot be reached, please retry", 5) from exc
 
     # -- Electric's API, passed through ---------------------------------------------

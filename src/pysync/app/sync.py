@@ -44,6 +44,7 @@ from pysync.config import Settings, from_env, make_settings
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 from pysync.postgres.private import PrivateDatabase
+from pysync.redact import redacted
 
 log = logging.getLogger("pysync")
 
@@ -123,7 +124,7 @@ class Sync:
             remote = RemoteShapes(self.url, secret=settings.secret)
             await remote.start()
             self._backend = remote
-            log.info("forwarding shape requests to %s", self.url)
+            log.info("forwarding shape requests to %s", redacted(self.url))
         else:
             await self._start_engine(settings)
         self._loop = asyncio.get_running_loop()
@@ -135,7 +136,11 @@ class Sync:
         if PrivateDatabase.wanted(settings.data_dir, url):
             self._private = PrivateDatabase(settings.data_dir)
             url = await asyncio.to_thread(self._private.start)
-            log.info("private Postgres of %s: DATABASE_URL=%s", settings.data_dir, url)
+            log.info(
+                "private Postgres of %s: DATABASE_URL=%s",
+                settings.data_dir,
+                self._private.cluster.shown_url(),
+            )
         assert url is not None
         engine = Engine.from_settings(url, settings, in_memory=self.in_memory)
         try:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from pysync.private_files import FILE_MODE, make_dir, open_private
 from pysync.shapes.frames import Frame
 
 
@@ -84,9 +85,12 @@ class AppendFile:
         self.path = path
         self.io = io
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch(exist_ok=True)
-            self.size = path.stat().st_size
+            make_dir(path.parent)
+            fd = open_private(path, os.O_WRONLY)
+            try:
+                self.size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise StorageError(path, exc) from exc
         self.synced = self.size
@@ -262,7 +266,7 @@ class _OpenFiles:
         if fd is not None:
             self._fds.move_to_end(path)
             return fd
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
         self._fds[path] = fd
         if self.limit is None:
             self.limit = log_files_budget()
