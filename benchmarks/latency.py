@@ -101,7 +101,9 @@ def child_pids(pid: int) -> list[int]:
 class Server:
     """``pysync serve`` in a subprocess."""
 
-    def __init__(self, database_url: str, storage: Path, log: Path) -> None:
+    def __init__(
+        self, database_url: str, storage: Path, log: Path, extra: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         command = [
             sys.executable,
@@ -120,6 +122,7 @@ class Server:
             "20",
             "--log-level",
             "warning",
+            *extra,
         ]
         self.log = log
         self._log_file = open(log, "wb")  # noqa: SIM115 - closed in stop()

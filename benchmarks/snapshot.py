@@ -106,8 +106,8 @@ async def pysync_rows(url: str, shape: Shape, log: ShapeLog) -> float:
 def log_rows(log: ShapeLog) -> int:
     """Rows in a snapshot log (decoded; the last chunk ends with the snapshot-end control)."""
     rows = 0
-    for i in range(len(log.offsets)):
-        payload = log.storage.read(log._positions[i], log._lengths[i])
+    for _, position, length in log.entries():
+        payload = log.storage.read(position, length)
         entries = msgspec.json.decode(b"[" + payload + b"]")
         rows += sum(1 for e in entries if "key" in e)
     return rows

@@ -6,13 +6,17 @@ import contextlib
 import os
 import queue
 import resource
+import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
+
+from pysync.postgres.cluster import PostgresCluster
 
 READY_LINE = "pysync is serving shapes at"
 _alive: set[ServeProcess] = set()
@@ -143,8 +147,15 @@ class ServeProcess:
 
 
 def stop_leftover_postgres(data_dir: Path) -> None:
-    """A failed test must not leave a private Postgres running."""
-    pid_file = data_dir / "postgres" / "pgdata" / "postmaster.pid"
-    if pid_file.exists():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(pid_file.read_text().split()[0]), signal.SIGQUIT)
+    """A failed test must not leave a private Postgres running, nor (as root) its files
+    outside the test's directory (``cluster.RELOCATED``)."""
+    cluster = PostgresCluster(data_dir / "postgres")
+    pid = cluster.pid
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGQUIT)
+        deadline = time.monotonic() + 10
+        while cluster.pid is not None and time.monotonic() < deadline:
+            time.sleep(0.05)
+    if cluster.server_dir != cluster.root:
+        shutil.rmtree(cluster.server_dir, ignore_errors=True)

@@ -144,9 +144,13 @@ class App:
                 request, lambda: pysync.shape(table, where="owner = $1", params=[user])
             )
 
+        async def mine_fixed(request: Request) -> Response:
+            user = user_of(request)
+            return await sync.render(request, table, where="owner = $1", params=[user])
+
         async def upper(request: Request) -> Response:
             return await sync.render(
-                request, table, columns=["id", "title"], transform=upper_titles
+                request, table, columns=["id", "title"], transform=upper_titles, cache="public"
             )
 
         def flexible(request: Request) -> pysync.ShapeDefinition:
@@ -159,6 +163,7 @@ class App:
                 sync.route("/open", table, where="done = $1", params=[False]),
                 sync.route("/open-without-secret", table, where="done = false", check_secret=False),
                 Route("/mine", mine),
+                Route("/mine-fixed", mine_fixed),
                 Route("/upper", upper),
                 sync.route("/flexible", flexible),
                 # The auth inside the shape function: its HTTPException is the app's answer.
@@ -169,6 +174,7 @@ class App:
                     ),
                 ),
                 sync.mount("/electric"),
+                sync.mount("/served", tables=[table]),
             ],
         )
         self.http = httpx.AsyncClient(
@@ -338,6 +344,52 @@ async def test_electric_api_under_a_prefix(app: App) -> None:
     assert (await app.get("/")).status_code == 404
 
 
+async def test_a_mount_serves_only_its_tables(app: App, conn: Conn) -> None:
+    conn.execute("CREATE TABLE IF NOT EXISTS members (list_id int, member text)")
+    served = await app.get("/served/v1/shape", table=app.table, offset="-1", where="id < 3")
+    assert served.status_code == 200
+    assert {m["value"]["id"] for m in served.json() if "key" in m} == {"1", "2"}
+    assert (await app.get("/served/v1/health")).status_code == 200
+    # Another table, also through a subquery of the WHERE (its rows decide the filter).
+    other = await app.get("/served/v1/shape", table="members", offset="-1")
+    assert other.status_code == 403
+    assert other.json() == {
+        "message": 'table "public"."members" is not served here',
+        "errors": {"table": ['table "public"."members" is not served here']},
+    }
+    assert other.headers["cache-control"] == "no-store"
+    for table in ("public.members", '"members"', "pg_catalog.pg_authid"):
+        response = await app.get("/served/v1/shape", table=table, offset="-1")
+        assert response.status_code == 403, table
+    probe = "owner IN (SELECT member FROM members WHERE list_id = 1)"
+    nested = f"id IN (SELECT id FROM {app.table} WHERE {probe})"
+    for where in (probe, nested):
+        response = await app.get("/served/v1/shape", table=app.table, offset="-1", where=where)
+        assert response.status_code == 403 and "members" in response.json()["message"], where
+    handle, offset, _ = await app.sync_to_end("/served/v1/shape", table=app.table)
+    subset = await app.get(
+        "/served/v1/shape",
+        table=app.table,
+        offset=offset,
+        handle=handle,
+        subset__where=probe,
+    )
+    assert subset.status_code == 403 and "subset__where" in subset.json()["errors"]
+    for body in ({"where": probe}, {"subset": {"where": probe}}):
+        posted = await app.http.post(
+            "/served/v1/shape",
+            params={"table": app.table, "offset": offset, "handle": handle},
+            json=body,
+        )
+        assert posted.status_code == 403, body
+    # Without tables=, a mount serves any table to whoever reaches it.
+    assert (await app.get("/electric/v1/shape", table="members", offset="-1")).status_code == 200
+    with pytest.raises(TypeError, match="a list of tables"):
+        app.sync.mount("/x", tables="todos")
+    with pytest.raises(ValueError, match="names no table"):
+        app.sync.mount("/x", tables=[])
+
+
 async def test_secret_applies_to_app_routes_unless_opted_out(app: App) -> None:
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app.app), base_url="http://app.test"
@@ -372,6 +424,41 @@ async def test_cors_for_credentials_and_auth_headers(app: App) -> None:
     assert response.headers["vary"] == "origin, authorization, cookie"
     foreign = await app.get("/all", offset="-1", headers={"origin": "http://evil.test"})
     assert foreign.status_code == 200 and "access-control-allow-origin" not in foreign.headers
+
+
+async def test_per_request_shapes_are_private_to_the_clients_cache(app: App, conn: Conn) -> None:
+    # One URL answers each user their own shape; a shared cache keys by URL and vary only,
+    # and vary cannot name the app's x-user header: only the client's cache may keep it.
+    ann = {"x-user": "ann"}
+    for n, path in enumerate(("/mine", "/mine-fixed", "/inside")):
+        response = await app.get(path, offset="-1", headers=ann)
+        assert response.status_code == 200
+        assert response.headers["cache-control"] == (
+            "private, max-age=604800, stale-while-revalidate=2629746"
+        ), path
+        handle, offset, _ = await app.sync_to_end(path, headers=ann)
+        again = await app.get(
+            path, offset="-1", headers={**ann, "if-none-match": response.headers["etag"]}
+        )
+        assert again.status_code == 304 and again.headers["cache-control"].startswith("private")
+        conn.execute(f"INSERT INTO {app.table} VALUES ({10 + n}, 'ann', 'new', false)")
+        live = await app.get(
+            path, offset=offset, handle=handle, live="true", headers=ann, cursor="1"
+        )
+        assert live.headers["cache-control"] == "private, max-age=5, stale-while-revalidate=5"
+    # Shapes the same for everyone keep Electric's public caching: a predefined route, a
+    # render the app marks public, Electric's own API.
+    for path, params in (
+        ("/all", {}),
+        ("/upper", {}),
+        ("/electric/v1/shape", {"table": app.table}),
+    ):
+        response = await app.get(path, offset="-1", **params)
+        assert response.headers["cache-control"] == (
+            "public, max-age=604800, s-maxage=3600, stale-while-revalidate=2629746"
+        ), path
+    with pytest.raises(ValueError, match="cache must be 'public' or 'private'"):
+        app.sync.route("/x", app.table, cache="shared")  # type: ignore[arg-type]
 
 
 async def test_sse_through_an_app_route(app: App, conn: Conn) -> None:

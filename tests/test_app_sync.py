@@ -1,5 +1,6 @@
 """The Sync object itself: settings from arguments and the environment, the private
-Postgres for development, a slot held by another process, logs under uvicorn."""
+Postgres for development, a slot held by another process, logs under uvicorn, http
+mode's forwarding client."""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ import httpx
 import psycopg
 import pytest
 from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 import pysync
+from asgi_server import serving
 from pysync.postgres.cluster import free_port
 from pysync.postgres.slot import SlotInUseError
 
@@ -178,3 +183,40 @@ async def test_every_engine_setting_reaches_the_embedded_engine(database_url: st
         assert "more than 10 rows" in response.json()["message"]
     finally:
         await sync.stop()
+
+
+async def test_http_mode_forwards_no_cookie_from_one_user_to_another() -> None:
+    # The upstream, or a load balancer before it, sets a cookie in its answer to Ann.
+    seen: list[str | None] = []
+
+    async def upstream_shape(request: Request) -> Response:
+        seen.append(request.headers.get("cookie"))
+        response = Response(b"[]", media_type="application/json")
+        response.set_cookie("lb", f"session-of-{request.headers.get('traceparent')}")
+        return response
+
+    upstream = Starlette(routes=[Route("/v1/shape", upstream_shape)])
+    async with serving(upstream) as base, pysync.Sync(mode="http", url=base, env=False) as sync:
+        app = Starlette(
+            routes=[
+                sync.mount("/electric"),
+                sync.route("/todos", lambda: pysync.shape("todos")),
+            ]
+        )
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://app"
+        ) as http:
+            for user, path in (
+                ("ann", "/electric/v1/shape"),
+                ("bob", "/electric/v1/shape"),
+                ("cy", "/todos"),
+            ):
+                response = await http.get(
+                    path,
+                    params={"table": "todos", "offset": "-1"},
+                    headers={"traceparent": user, "cookie": f"app-session={user}"},
+                )
+                assert response.status_code == 200
+                assert "set-cookie" not in response.headers
+    # Neither the upstream's cookie nor the app's own session cookie went upstream.
+    assert seen == [None, None, None]

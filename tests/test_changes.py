@@ -200,6 +200,36 @@ async def test_keys_identical_between_snapshot_and_changes(engine: Engine, conn:
     }
 
 
+async def test_identical_rows_without_primary_key_are_one_row_for_clients(
+    engine: Engine, conn: Conn
+) -> None:
+    """As Electric: a table without a primary key keys rows by every column, so identical
+    rows share a key and a client holds one of them (README, compatibility notes)."""
+    conn.execute("CREATE TABLE tags (name text, n int)")
+    conn.execute(
+        "INSERT INTO tags VALUES ('a', 1), ('a', 1), ('a', 1), ('b/c', NULL), ('b/c', NULL)"
+    )
+    shape = await make(engine, "tags")
+    snapshot = changes(read_all(shape.log))
+    assert sorted(e["key"] for e in snapshot) == (
+        ['"public"."tags"/"a"/"1"'] * 3 + ['"public"."tags"/"b//c"/_'] * 2
+    )
+    assert materialise(snapshot) == {
+        '"public"."tags"/"a"/"1"': {"name": "a", "n": "1"},
+        '"public"."tags"/"b//c"/_': {"name": "b/c", "n": None},
+    }
+    # Deleting one of the copies deletes the client's row, though Postgres keeps two.
+    conn.execute("DELETE FROM tags WHERE ctid = (SELECT min(ctid) FROM tags WHERE n = 1)")
+    await quiesce(engine, conn)
+    assert [(e["headers"]["operation"], e["key"]) for e in live_changes(shape)] == [
+        ("delete", '"public"."tags"/"a"/"1"')
+    ]
+    assert materialise(read_all(shape.log)) == {
+        '"public"."tags"/"b//c"/_': {"name": "b/c", "n": None}
+    }
+    assert conn.execute("SELECT count(*) FROM tags").fetchone() == (4,)
+
+
 async def test_op_positions_count_changes_of_all_tables(engine: Engine, conn: Conn) -> None:
     conn.execute("CREATE TABLE a (id int PRIMARY KEY)")
     conn.execute("CREATE TABLE b (id int PRIMARY KEY)")

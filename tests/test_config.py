@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import pytest
 
-from pysync.config import from_env, make_settings
+from pysync.config import SettingsError, from_env, make_settings
 
 
 def test_directories_and_workers_from_the_environment() -> None:
@@ -30,3 +31,35 @@ def test_settings_survive_the_trip_to_a_worker() -> None:
     )
     encoded = msgspec.json.encode(settings, enc_hook=str)  # as serve/supervisor.py sends them
     assert make_settings(msgspec.json.decode(encoded)) == settings
+
+
+def test_the_secret_from_a_file(tmp_path: Path) -> None:
+    """Not on the command line, where every local user reads it (ps): from a file."""
+    path = tmp_path / "secret"
+    path.write_text("s3cret-from-file\n")
+    settings = make_settings(from_env({"PYSYNC_SECRET_FILE": str(path)}))
+    assert settings.secret == "s3cret-from-file" and settings.secret_file is None
+    assert make_settings({"secret_file": path}).secret == "s3cret-from-file"
+    # Read once: a worker gets the secret itself, not the file's name to read again.
+    encoded = msgspec.json.encode(settings, enc_hook=str)
+    assert make_settings(msgspec.json.decode(encoded)) == settings
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("missing", "cannot read the secret file .*: No such file or directory"),
+        ("empty", "the secret file .* is empty"),
+        ("both", "both a secret and a secret file are given"),
+    ],
+)
+def test_a_secret_file_that_cannot_be_used(tmp_path: Path, case: str, message: str) -> None:
+    path = tmp_path / "secret"
+    values: dict[str, object] = {"secret_file": path}
+    if case == "empty":
+        path.write_text("\n")
+    if case == "both":
+        path.write_text("a\n")
+        values["secret"] = "b"
+    with pytest.raises(SettingsError, match=message):
+        make_settings(values)

@@ -653,3 +653,45 @@ async def test_failed_syncfs_of_many_logs_loses_nothing(
             )
     finally:
         await engine.stop()
+
+
+async def test_health_is_degraded_while_postgres_is_down(tmp_path: Path) -> None:
+    """Replication reconnects on its own while Postgres is stopped; health says so (a
+    load balancer or an operator must not read "active" then), and is active again once
+    changes stream. Its own cluster: the suite's is shared by every test."""
+    from pysync.postgres.cluster import temporary_cluster
+
+    with temporary_cluster() as cluster:
+        with psycopg.connect(cluster.url(), autocommit=True) as c:
+            c.execute("CREATE TABLE t (id int PRIMARY KEY, v int)")
+        engine = Engine(cluster.url(), storage_dir=tmp_path, flush_interval=0.02)
+        await engine.start()
+        client = Client(make_api(engine))
+
+        async def health_when(status: str) -> dict[str, Any]:
+            deadline = time.monotonic() + 30
+            while True:
+                body: dict[str, Any] = (await client.raw("/v1/health")).json()
+                if body["status"] == status:
+                    return body
+                assert time.monotonic() < deadline, f"health never became {status}: {body}"
+                await asyncio.sleep(0.05)
+
+        try:
+            handle, offset, _ = await client.sync(table="t")
+            assert (await client.raw("/v1/health")).json() == {"status": "active"}
+            await asyncio.to_thread(cluster.stop)
+            body = await health_when("degraded")
+            assert body["reason"].startswith("replication connection lost"), body
+            assert (await client.raw("/v1/health")).status_code == 503
+            await asyncio.to_thread(cluster.start)
+            await health_when("active")
+            # And it streams again: a change made now reaches the shape.
+            with psycopg.connect(cluster.url(), autocommit=True) as c:
+                c.execute("INSERT INTO t VALUES (1, 1)")
+            response = await client.shape(table="t", handle=handle, offset=offset, live="true")
+            assert response.status_code == 200, response.text
+            assert [m["value"]["id"] for m in response.json() if "key" in m] == ["1"]
+        finally:
+            await client.aclose()
+            await engine.stop()

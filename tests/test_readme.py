@@ -1,10 +1,12 @@
 """The README's embedding example is a working app: extracted from README.md and run
-against the test's database (its give endpoint interrupts from a worker thread)."""
+against the test's database (its give endpoint interrupts from a worker thread). Its
+Writer example refuses what is not the user's."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import re
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from starlette.applications import Starlette
 
 from http_support import until
 
@@ -68,10 +71,12 @@ async def test_the_readme_app_runs(
                 {"id": "1", "title": "a"},
                 {"id": "3", "title": "c"},
             ]
-            everything = await http.get(
-                "/electric/v1/shape", params={"table": "todos", "offset": "-1"}
-            )
-            assert len([m for m in everything.json() if "key" in m]) == 3
+            # No open mount of Electric's API: members and todos are not served to anyone.
+            for table in ("todos", "members"):
+                everything = await http.get(
+                    "/electric/v1/shape", params={"table": table, "offset": "-1"}
+                )
+                assert everything.status_code == 404
             # Bob syncs his todos and waits live; Ann adds him to her list.
             params = {"offset": "-1"}
             while True:
@@ -104,3 +109,68 @@ async def test_the_readme_app_runs(
             ]
     finally:
         sys.modules.pop("readme_app", None)
+
+
+def writer_example() -> str:
+    text = README.read_text()
+    section = text[text.index("## The write path") :]
+    match = re.search(r"```python\n(.*?)```", section, re.S)
+    assert match, "the README's write path section has no example"
+    return match.group(1)
+
+
+def todo(kind: str, original: dict[str, Any] | None = None, **changes: Any) -> dict[str, Any]:
+    relation = {"syncMetadata": {"relation": ["public", "todos"]}}
+    if kind == "insert":
+        return {"type": kind, "modified": changes, **relation}
+    return {"type": kind, "original": original, "changes": changes, **relation}
+
+
+async def test_the_readme_writer_refuses_what_is_not_the_users(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE todos (id int PRIMARY KEY, title text, done bool DEFAULT false, "
+            "owner text NOT NULL);"
+            "INSERT INTO todos VALUES (1, 'mine', false, 'ann'), (2, 'bobs', false, 'bob')"
+        )
+        before = conn.execute("SELECT * FROM todos ORDER BY id").fetchall()
+    example: dict[str, Any] = {
+        "DATABASE_URL": database_url,
+        "current_user": lambda request: request.headers["x-user"],
+    }
+    exec(compile(writer_example(), "README.md", "exec"), example)
+    app = Starlette(routes=example["routes"])
+    ann = {"x-user": "ann"}
+    lie = {"id": 2, "title": "bobs", "owner": "ann"}  # todo 2 is Bob's
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://a") as http:
+        for attack, status in (
+            (todo("update", lie, title="mine now"), 403),
+            (todo("update", lie, owner="ann"), 403),
+            (todo("delete", lie), 403),
+            (todo("update", {"id": 1}, owner="bob"), 403),
+            (todo("update", {"id": 1}, id=3), 403),
+            (todo("update", {"id": 9, "owner": "ann"}, title="x"), 404),
+        ):
+            response = await http.post("/api/mutations", json=[attack], headers=ann)
+            assert response.status_code == status, (attack, response.text)
+            assert response.json()["mutation"] == 0
+        form = await http.post(
+            "/api/mutations",
+            content=json.dumps([todo("update", lie, title="mine now")]),
+            headers={**ann, "content-type": "text/plain"},
+        )
+        assert form.status_code == 415
+        with psycopg.connect(database_url) as conn:
+            assert conn.execute("SELECT * FROM todos ORDER BY id").fetchall() == before
+        ok = await http.post(
+            "/api/mutations",
+            json=[todo("update", {"id": 1}, title="renamed"), todo("insert", id=3, title="new")],
+            headers=ann,
+        )
+        assert ok.status_code == 200, ok.text
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("SELECT id, title, owner FROM todos ORDER BY id").fetchall() == [
+            (1, "renamed", "ann"),
+            (2, "bobs", "bob"),
+            (3, "new", "ann"),
+        ]

@@ -93,6 +93,8 @@ TYPES: list[tuple[str, dict[str, object]]] = [
     ("POSINT", {"type": "posint"}),
     ("POSINT[]", {"type": "posint", "dims": 1}),
     ("SHORTNAME", {"type": "shortname"}),
+    ("TAGLIST", {"type": "taglist"}),  # a domain over an array is not an array (as Electric)
+    ("TAGLIST[]", {"type": "taglist", "dims": 1}),
 ]
 
 
@@ -102,6 +104,7 @@ def make_table(database_url: str, ddl: str, name: str = "items") -> Table:
         conn.execute("CREATE TYPE complex AS (r double precision, i double precision)")
         conn.execute("CREATE DOMAIN posint AS integer CHECK (VALUE > 0)")
         conn.execute("CREATE DOMAIN shortname AS varchar(10)")
+        conn.execute("CREATE DOMAIN taglist AS text[]")
         conn.execute(ddl)
         table = load_table(conn, "public", name)
     assert table is not None

@@ -15,7 +15,7 @@ import httpx
 import psycopg
 import pytest
 
-from pysync.postgres.cluster import free_port
+from pysync.postgres.cluster import PostgresCluster, free_port
 from serve_process import ServeProcess, stop_leftover_postgres
 
 
@@ -66,9 +66,7 @@ def test_serve_on_private_postgres_survives_restart(data_dir: Path) -> None:
         offset = live.headers["electric-offset"]
     finally:
         assert server.stop(), server.output()
-    assert not (data_dir / "postgres" / "pgdata" / "postmaster.pid").exists(), (
-        "Postgres left running"
-    )
+    assert not PostgresCluster(data_dir / "postgres").running, "Postgres left running"
 
     # Written while pysync is down: the kept slot delivers it after the restart.
     again = start(data_dir, port)

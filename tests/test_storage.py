@@ -150,7 +150,7 @@ def test_corruption_in_the_middle_stops_recovery(tmp_path: Path, where: str) -> 
         append(log, (LogOffset(n * 10, 0), entry(n)))
     path = tmp_path / "log"
     data = bytearray(path.read_bytes())
-    second = log._positions[2] - HEADER_SIZE  # the frame of LSN 20
+    second = list(log.entries())[2][1] - HEADER_SIZE  # the frame of LSN 20
     flip = {"header": second + 5, "payload": second + HEADER_SIZE + 3, "marker": second}[where]
     data[flip] ^= 0xFF
     path.write_bytes(bytes(data))

@@ -26,6 +26,7 @@ from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 
 Conn = psycopg.Connection[tuple[Any, ...]]
+JSON = {"content-type": "application/json"}
 
 SCHEMA = """
 CREATE TABLE todos (id int PRIMARY KEY, title text NOT NULL, done bool NOT NULL DEFAULT false,
@@ -153,6 +154,72 @@ def test_rules_check_accept_and_unknown_tables(db: Conn) -> None:
     writer.allow("missing")
     with pytest.raises(MutationInvalid, match='table "public"."missing" does not exist'):
         writer.apply([insert(1, table=("public", "missing"))], db)
+
+
+def own_todos(user: str) -> Writer:
+    """The README's rules: a user writes only their own todos."""
+
+    def own(mutation: pysync.Mutation) -> str | None:
+        if mutation.data.get("owner", user) != user or mutation.changes.get("owner", user) != user:
+            return "not your todo"
+        return None
+
+    return Writer().allow("todos", check=own, validate=lambda ctx: {**ctx.values, "owner": user})
+
+
+def lying(kind: str, id_: int, **changes: Any) -> dict[str, Any]:
+    """A mutation whose ``original`` claims the row is Ann's."""
+    return {
+        "type": kind,
+        "original": {"id": id_, "title": "?", "owner": "ann"},
+        "changes": changes,
+        "syncMetadata": {"relation": ["public", "todos"]},
+    }
+
+
+# Ann's attempts on todo 2 (Bob's) and on the key of todo 1 (hers): each refused.
+ATTACKS: list[tuple[dict[str, Any], type[MutationError], str]] = [
+    (lying("update", 2, title="mine now"), MutationForbidden, "not your todo"),
+    (lying("update", 2, done=True, owner="ann"), MutationForbidden, "not your todo"),
+    (lying("delete", 2), MutationForbidden, "not your todo"),
+    (update(1, owner="bob"), MutationForbidden, "not your todo"),
+    (update(1, id=7), MutationForbidden, "an update cannot change the primary key (column 'id')"),
+    (update(1, id=2, title="x"), MutationForbidden, "an update cannot change the primary key"),
+    (lying("update", 99, title="x"), pysync.MutationNotFound, "no row in"),
+    (lying("delete", 99), pysync.MutationNotFound, "no row in"),
+]
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg async"])
+def test_rules_judge_the_stored_row_not_the_clients_original(
+    database_url: str, db: Conn, driver: str
+) -> None:
+    writer = own_todos("ann")
+    seen: list[dict[str, Any]] = []
+    writer.rules[("public", "todos")].pre_apply = lambda ctx: seen.append(dict(ctx.mutation.data))
+
+    def apply(batch: list[dict[str, Any]]) -> int:
+        if driver == "psycopg":
+            return writer.apply(batch, db)
+
+        async def main() -> int:
+            async with await psycopg.AsyncConnection.connect(database_url) as aconn:
+                txid = await writer.apply_async(batch, aconn)
+                await aconn.commit()
+                return txid
+
+        return asyncio.run(main())
+
+    before = rows(db)
+    for attack, error, reason in ATTACKS:
+        with pytest.raises(error) as caught:
+            apply([update(1, title="fine"), attack])  # the whole batch is refused
+        assert caught.value.index == 1 and caught.value.reason.startswith(reason), attack
+        assert rows(db) == before
+    assert seen[0] == {"id": 1, "title": "one", "done": False, "owner": "ann", "deleted": False}
+    # A key repeated with its own value (a client sending the whole row) is no change.
+    apply([update(1, id="1", title="uno"), insert(3, "three"), lying("delete", 3)])
+    assert rows(db) == [(1, "uno", False, "ann", False), (2, "two", False, "bob", False)]
 
 
 def test_load_validate_and_hooks(db: Conn) -> None:
@@ -497,7 +564,7 @@ async def test_endpoint_answers_txid_or_json_errors(endpoint: httpx.AsyncClient,
 
     async def error(body: bytes | Any) -> tuple[int, Any]:
         if isinstance(body, bytes):
-            response = await endpoint.post("/api/mutations", content=body)
+            response = await endpoint.post("/api/mutations", content=body, headers=JSON)
         else:
             response = await endpoint.post("/api/mutations", json=body)
         assert response.headers["content-type"] == "application/json"
@@ -538,9 +605,50 @@ async def test_endpoint_answers_txid_or_json_errors(endpoint: httpx.AsyncClient,
         "duplicate key value violates unique constraint"
     )
     assert (await endpoint.get("/api/mutations")).status_code == 405
-    too_big = await endpoint.post("/api/mutations", content=b"[" + b" " * (5 * 1024 * 1024) + b"]")
+    too_big = await endpoint.post(
+        "/api/mutations", content=b"[" + b" " * (5 * 1024 * 1024) + b"]", headers=JSON
+    )
     assert too_big.status_code == 413
     assert [r[0] for r in rows(db)] == [1, 2, 3]
+
+
+async def test_endpoint_reads_only_json(endpoint: httpx.AsyncClient, db: Conn) -> None:
+    # A cross-site form post needs no CORS preflight and carries the user's cookies.
+    body = json.dumps([update(1, title="forged")])
+    for content_type in (
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "multipart/form-data; boundary=x",
+        None,
+    ):
+        headers = {"content-type": content_type} if content_type else {}
+        response = await endpoint.post("/api/mutations", content=body, headers=headers)
+        assert response.status_code == 415, content_type
+        assert "application/json" in response.json()["message"]
+    ok = await endpoint.post(
+        "/api/mutations",
+        content=json.dumps([update(1, title="uno")]),
+        headers={"content-type": "Application/JSON; charset=utf-8"},
+    )
+    assert ok.status_code == 200
+    assert [r[1] for r in rows(db)] == ["uno", "two"]
+
+
+async def test_deeply_nested_json_is_a_400(endpoint: httpx.AsyncClient, db: Conn) -> None:
+    for depth in (101, 1000, 100_000):
+        deep = b"[" * depth + b"]" * depth
+        response = await endpoint.post("/api/mutations", content=deep, headers=JSON)
+        assert response.status_code == 400, depth
+        assert response.json()["message"] == "JSON nested deeper than 100 levels"
+    # Nesting inside a value counts: [ {modified: {title: 97 levels}} ] is 100 levels.
+    nested: Any = "[x]"  # brackets in strings are not nesting
+    for _ in range(97):
+        nested = [nested]
+    (parsed,) = Writer().allow("todos").parse(json.dumps([insert(3, nested)]))
+    assert parsed[0].changes["title"] == nested
+    with pytest.raises(MutationError, match="JSON nested deeper than 100 levels"):
+        Writer().allow("todos").parse(json.dumps([insert(3, [nested])]))
+    assert [r[0] for r in rows(db)] == [1, 2]
 
 
 async def test_endpoint_with_the_apps_connection(database_url: str, db: Conn) -> None:
@@ -558,7 +666,13 @@ async def test_endpoint_with_the_apps_connection(database_url: str, db: Conn) ->
     assert response.status_code == 200 and response.json()["txid"] == xmin_of(db, 7)
     with pytest.raises(TypeError, match="database_url"):
         request = Request(
-            {"type": "http", "method": "POST", "headers": [], "path": "/"}, _empty_body
+            {
+                "type": "http",
+                "method": "POST",
+                "headers": [(b"content-type", b"application/json")],
+                "path": "/",
+            },
+            _empty_body,
         )
         await Writer().allow("todos").handle(request)
 

@@ -13,7 +13,14 @@ from sqlalchemy import ForeignKey, create_engine, select
 from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, validates
 
-from pysync import MutationInvalid, WriteContext, Writer
+from pysync import (
+    Mutation,
+    MutationError,
+    MutationForbidden,
+    MutationInvalid,
+    WriteContext,
+    Writer,
+)
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -99,9 +106,9 @@ def test_session_with_model_validation_and_orm_callbacks(sa_url: str, conn: Conn
                     [todo("insert", 3, title="three"), todo("update", 2, title=" ")], session
                 )
             assert (caught.value.index, caught.value.reason) == (1, "title must not be blank")
-            with pytest.raises(MutationInvalid) as caught:  # audit rows reference todo 1
+            with pytest.raises(MutationForbidden) as refused:  # an update keeps its row's key
                 writer.apply([todo("insert", 4, title="four"), todo("update", 1, id=5)], session)
-            assert caught.value.index == 1 and "foreign key" in caught.value.reason
+            assert refused.value.index == 1 and "primary key" in refused.value.reason
             orphan = Writer().allow(
                 Todo, post_apply=lambda ctx: ctx.connection.add(Audit(todo_id=99, what="x"))
             )
@@ -177,3 +184,54 @@ def test_sqlalchemy_is_not_imported_by_pysync() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_rules_judge_the_stored_row_through_sessions(sa_url: str, conn: Conn) -> None:
+    conn.execute("ALTER TABLE todos ADD COLUMN owner text")
+    conn.execute("UPDATE todos SET owner = 'bob'")
+    conn.execute("INSERT INTO todos VALUES (2, 'two', false, 'ann')")
+
+    def own(mutation: Mutation) -> str | None:
+        if (
+            mutation.data.get("owner", "ann") != "ann"
+            or mutation.changes.get("owner", "ann") != "ann"
+        ):
+            return "not your todo"
+        return None
+
+    writer = Writer().allow("todos", check=own)
+    lies = {"original": {"id": 1, "owner": "ann"}}  # todo 1 is Bob's
+    attacks = [
+        {**todo("update", 1, title="mine now"), **lies},
+        {**todo("delete", 1), **lies},
+        todo("update", 2, owner="bob"),
+        todo("update", 2, id=3),
+        todo("delete", 9),
+    ]
+    statuses = [403, 403, 403, 403, 404]
+    before = conn.execute("SELECT * FROM todos ORDER BY id").fetchall()
+    engine = create_engine(sa_url)
+    try:
+        for attack, status in zip(attacks, statuses, strict=True):
+            with Session(engine) as session, pytest.raises(MutationError) as caught:
+                writer.apply([todo("update", 2, title="fine"), attack], session)
+            assert (caught.value.status, caught.value.index) == (status, 1), attack
+    finally:
+        engine.dispose()
+
+    async def main() -> list[int]:
+        async_engine = create_async_engine(sa_url)
+        refused = []
+        try:
+            for attack in attacks:
+                async with AsyncSession(async_engine) as session:
+                    try:
+                        await writer.apply_async([attack], session)
+                    except MutationError as exc:
+                        refused.append(exc.status)
+        finally:
+            await async_engine.dispose()
+        return refused
+
+    assert asyncio.run(main()) == statuses
+    assert conn.execute("SELECT * FROM todos ORDER BY id").fetchall() == before

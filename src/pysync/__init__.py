@@ -9,6 +9,7 @@ from pysync.app.mutation import (  # noqa: E402
     MutationError,
     MutationForbidden,
     MutationInvalid,
+    MutationNotFound,
 )
 from pysync.app.shapes import shape  # noqa: E402
 from pysync.app.sync import Sync, interrupt  # noqa: E402
@@ -29,6 +30,7 @@ __all__ = [
     "MutationError",
     "MutationForbidden",
     "MutationInvalid",
+    "MutationNotFound",
     "PreflightMiddleware",
     "ShapeDefinition",
     "ShapeError",

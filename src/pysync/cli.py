@@ -60,7 +60,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="interface to listen on (env PYSYNC_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="HTTP port (env PYSYNC_PORT, default 3000)")
     serve.add_argument(
-        "--secret", help="required as ?secret= on shape requests (env PYSYNC_SECRET)"
+        "--secret",
+        help="required as ?secret= on shape requests (env PYSYNC_SECRET); on the command "
+        "line every local user can read it: prefer --secret-file or the environment",
+    )
+    serve.add_argument(
+        "--secret-file",
+        type=Path,
+        help="a file holding the secret, its first line (env PYSYNC_SECRET_FILE)",
     )
     serve.add_argument(
         "--data-dir",
@@ -149,6 +156,18 @@ def _parser() -> argparse.ArgumentParser:
         "process (env PYSYNC_WORKERS, default 0)",
     )
     serve.add_argument(
+        "--compaction",
+        choices=["on", "off"],
+        help="merge each row's updates in shape logs so that storage and catch-up reads "
+        "stay bounded (env PYSYNC_COMPACTION=true/false, default on)",
+    )
+    serve.add_argument(
+        "--compact-min-bytes",
+        type=int,
+        help="compact a shape log once it grew by at least this many bytes, and doubled "
+        "(env PYSYNC_COMPACT_MIN_BYTES, default 1048576)",
+    )
+    serve.add_argument(
         "--snapshot-connections",
         type=int,
         help="Postgres sessions for snapshots "
@@ -167,7 +186,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     for field in Settings.__struct_fields__:
         value = getattr(args, field, None)
         if value is not None:
-            values[field] = value
+            values[field] = {"on": True, "off": False}.get(value, value)
     return make_settings(values)
 
 
@@ -183,11 +202,32 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    _warn_of_visible_secrets(args)
     try:
         run_loop(serve(settings))
     except StartupError as exc:
         print(f"pysync: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def _warn_of_visible_secrets(args: argparse.Namespace) -> None:
+    """Once for each secret given as an argument: every local user can read them."""
+    if args.secret is not None:
+        log.warning(
+            "--secret on the command line is readable by every local user (ps, "
+            "/proc/<pid>/cmdline): give it with --secret-file or PYSYNC_SECRET instead"
+        )
+    if args.database_url is not None:
+        try:
+            password = psycopg.conninfo.conninfo_to_dict(args.database_url).get("password")
+        except psycopg.ProgrammingError:
+            password = None  # said when it is used
+        if password:
+            log.warning(
+                "the password in --database-url is readable by every local user (ps, "
+                "/proc/<pid>/cmdline): give the URL in DATABASE_URL, or the password in "
+                "a passfile (?passfile=...) or PGPASSWORD"
+            )
 
 
 def run_loop(main: Awaitable[None]) -> None:
@@ -322,7 +362,9 @@ async def _database(
         await asyncio.to_thread(private.stop)
 
     cleanup.append(stop)
-    print(f"DATABASE_URL={url}", flush=True)
+    # For psql "$DATABASE_URL": without the password, which libpq reads from the
+    # passfile it names (0600): stdout may well end up in a log others read.
+    print(f"DATABASE_URL={private.cluster.shown_url()}", flush=True)
     return url, private.cluster
 
 

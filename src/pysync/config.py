@@ -9,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from pysync.shapes.log import CHUNK_BYTES
+from pysync.shapes.log import CHUNK_BYTES, COMPACT_MIN_BYTES
 from pysync.shapes.subqueries import MAX_ROWS as MAX_SUBQUERY_ROWS
 
 
@@ -19,6 +19,9 @@ class Settings(msgspec.Struct, kw_only=True):
     host: str = "127.0.0.1"
     port: int = 3000
     secret: str | None = None
+    secret_file: Path | None = None
+    """A file holding ``secret`` (its first line), read once when the settings are made:
+    a secret on the command line is readable by every local user (``ps``)."""
     data_dir: Path = Path(".pysync")
     storage_dir: Path | None = None
     """Shape logs; default ``<data_dir>/storage``."""
@@ -48,6 +51,10 @@ class Settings(msgspec.Struct, kw_only=True):
     """Postgres sessions for snapshots and subsets at once."""
     workers: int = 0
     """HTTP worker processes beside the replicating one (0: it serves HTTP itself)."""
+    compaction: bool = True
+    """Merge each row's updates in shape logs once they doubled in size."""
+    compact_min_bytes: int = COMPACT_MIN_BYTES
+    """A log is compacted once it grew by at least this much."""
 
     @property
     def shape_storage(self) -> Path:
@@ -59,6 +66,7 @@ ENV: dict[str, tuple[str, ...]] = {
     "host": ("PYSYNC_HOST",),
     "port": ("PYSYNC_PORT", "ELECTRIC_PORT", "PORT"),
     "secret": ("PYSYNC_SECRET", "ELECTRIC_SECRET"),
+    "secret_file": ("PYSYNC_SECRET_FILE",),
     "data_dir": ("PYSYNC_DATA_DIR",),
     "storage_dir": ("PYSYNC_STORAGE_DIR", "ELECTRIC_STORAGE_DIR"),
     "long_poll_timeout": ("PYSYNC_LONG_POLL_TIMEOUT",),
@@ -77,6 +85,8 @@ ENV: dict[str, tuple[str, ...]] = {
     "header_timeout": ("PYSYNC_HEADER_TIMEOUT",),
     "snapshot_connections": ("PYSYNC_SNAPSHOT_CONNECTIONS", "ELECTRIC_DB_POOL_SIZE"),
     "workers": ("PYSYNC_WORKERS",),
+    "compaction": ("PYSYNC_COMPACTION",),
+    "compact_min_bytes": ("PYSYNC_COMPACT_MIN_BYTES",),
 }
 
 
@@ -112,9 +122,32 @@ def from_env(environ: dict[str, str] | None = None) -> dict[str, object]:
 def make_settings(values: dict[str, object]) -> Settings:
     """``Settings`` from strings or values; SettingsError names a bad one."""
     try:
-        return msgspec.convert(values, Settings, strict=False, dec_hook=_decode)
+        settings = msgspec.convert(values, Settings, strict=False, dec_hook=_decode)
     except msgspec.ValidationError as exc:
         raise SettingsError(f"invalid setting: {exc}") from None
+    if settings.secret_file is not None:
+        if settings.secret is not None:
+            raise SettingsError(
+                "both a secret and a secret file are given (--secret / PYSYNC_SECRET / "
+                "ELECTRIC_SECRET and --secret-file / PYSYNC_SECRET_FILE): give one"
+            )
+        settings = msgspec.structs.replace(
+            settings, secret=read_secret(settings.secret_file), secret_file=None
+        )
+    return settings
+
+
+def read_secret(path: Path) -> str:
+    """The first line of ``path``, without its line end; SettingsError if there is none."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not text"
+        raise SettingsError(f"cannot read the secret file {path}: {reason}") from None
+    secret = text.splitlines()[0].strip() if text.strip() else ""
+    if not secret:
+        raise SettingsError(f"the secret file {path} is empty")
+    return secret
 
 
 def _decode(kind: type, value: object) -> object:

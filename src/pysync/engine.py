@@ -30,10 +30,11 @@ from pysync.postgres.publication import Publisher
 from pysync.postgres.replication import ReplicationStream
 from pysync.postgres.slot import SlotInUseError
 from pysync.shapes.collector import Collector
+from pysync.shapes.compactor import Compactor
 from pysync.shapes.consumer import ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition
 from pysync.shapes.flush import FlushTracker
-from pysync.shapes.log import CHUNK_BYTES
+from pysync.shapes.log import CHUNK_BYTES, COMPACT_MIN_BYTES
 from pysync.shapes.registry import ShapeRegistry
 from pysync.shapes.storage import OS_IO, Io, StorageError
 from pysync.shapes.store import ShapeStore
@@ -83,6 +84,8 @@ class Engine:
             max_subquery_rows=settings.max_subquery_rows,
             chunk_bytes=settings.chunk_bytes,
             snapshot_connections=settings.snapshot_connections,
+            compaction=settings.compaction,
+            compact_min_bytes=settings.compact_min_bytes,
         )
 
     def __init__(
@@ -96,6 +99,8 @@ class Engine:
         max_subquery_rows: int = MAX_SUBQUERY_ROWS,
         snapshot_connections: int = 5,
         chunk_bytes: int = CHUNK_BYTES,
+        compaction: bool = True,
+        compact_min_bytes: int = COMPACT_MIN_BYTES,
         flush_interval: float = 0.05,
         streaming: bool = False,
         lock_timeout: float = 1.0,
@@ -106,7 +111,10 @@ class Engine:
         self.slot = slot
         self.publication = publication
         self.store = ShapeStore(
-            Path(storage_dir) if storage_dir is not None else None, chunk_bytes, io
+            Path(storage_dir) if storage_dir is not None else None,
+            chunk_bytes,
+            io,
+            compact_min_bytes,
         )
         self.connections = Connections(
             database_url, snapshots=snapshot_connections, lock_timeout=lock_timeout
@@ -122,8 +130,13 @@ class Engine:
             max_subquery_rows=max_subquery_rows,
         )
         self.collector = Collector(self.registry)
+        self.compactor = Compactor(enabled=compaction)
         self.flush = FlushTracker(
-            self.collector, self.store, self.stream.acknowledge, interval=flush_interval
+            self.collector,
+            self.store,
+            self.stream.acknowledge,
+            interval=flush_interval,
+            compactor=self.compactor,
         )
         self.metrics = EngineMetrics()
         self._gauges()
@@ -179,6 +192,7 @@ class Engine:
         self._tasks = [
             asyncio.create_task(self.ingest.run(), name="pysync-ingest"),
             asyncio.create_task(self.flush.run(), name="pysync-flush"),
+            asyncio.create_task(self.compactor.run(), name="pysync-compaction"),
         ]
         # Until replication is connected: a slot another process took meanwhile fails the
         # start here, instead of a retry loop behind an engine that seems to work.

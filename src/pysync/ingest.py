@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import psycopg
 
-from pysync.postgres.replication import Connected, Idle, ReplicationStream
+from pysync.postgres.replication import Connected, Disconnected, Idle, ReplicationStream
 from pysync.postgres.slot import ReplicationError, SlotInUseError, SlotInvalidatedError, drop_slot
 from pysync.postgres.transactions import RelationChange, Transaction
 from pysync.shapes.collector import Collector
@@ -157,6 +157,8 @@ class Ingest:
                 collector.idle(item.lsn)  # type: ignore[union-attr]
             elif kind is Connected:
                 self._connected(item)  # type: ignore[arg-type]
+            elif kind is Disconnected:
+                self._degrade(item.reason)  # type: ignore[union-attr]
             # The stream only awaits when the socket is drained: under a steady write
             # load it never is, and snapshots, the flush loop (hence acknowledgements)
             # and requests starved. Let them run every few ms; every 50 ms while working

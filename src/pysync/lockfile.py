@@ -11,6 +11,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from pysync.private_files import make_dir, open_private
+
 
 class DirectoryInUse(RuntimeError):
     def __init__(self, what: str, directory: Path, pid: int | None) -> None:
@@ -31,8 +33,8 @@ class DirectoryLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        make_dir(self.directory)
+        fd = open_private(self.path, os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -98,5 +98,7 @@ async def test_clause_failing_on_rows_is_a_400_about_the_clause(client: Client, 
     response = await client.shape(table="items", offset="-1", where="n + 1 > 0")
     assert response.status_code == 400, response.text
     (message,) = response.json()["errors"]["where"]
-    assert "out of range" in message
+    assert message == (
+        "the clause fails on the table's rows: numeric_value_out_of_range (SQLSTATE 22003)"
+    )
     assert "postgres" not in response.text.lower() and "select" not in response.text.lower()

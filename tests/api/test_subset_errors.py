@@ -45,5 +45,10 @@ async def test_a_clause_failing_on_the_rows(client: Client, conn: Conn) -> None:
         subset__where="n / (n - 2) > 0",
     )
     assert_invalid(
-        response, {"subset": {"where": ["the clause fails on the table's rows: division by zero"]}}
+        response,
+        {
+            "subset": {
+                "where": ["the clause fails on the table's rows: division_by_zero (SQLSTATE 22012)"]
+            }
+        },
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -23,7 +23,9 @@ from pysync.client import (
     Client,
     ClientError,
     ControlMessage,
+    Limits,
     Message,
+    ResponseTooLarge,
     ShapeUpdate,
 )
 from serve_support import Conn, Served, write
@@ -164,6 +166,52 @@ async def test_must_refetch_after_truncate_resets_rows(client: Client, db: Conn)
         assert shape.rows == table_rows(db, "c_trunc")
         assert shape.handle != old_handle
         await updates.aclose()
+
+
+async def test_first_409_is_refetched_at_once_however_long_the_back_off(
+    served: Served, db: Conn
+) -> None:
+    db.execute("CREATE TABLE c_trunc_now (id int PRIMARY KEY)")
+    db.execute("INSERT INTO c_trunc_now VALUES (1)")
+    events: list[tuple[float, int]] = []  # (when, status); status 0 = a request sent
+
+    async def sent(request: httpx.Request) -> None:
+        events.append((time.monotonic(), 0))
+
+    async def answered(response: httpx.Response) -> None:
+        events.append((time.monotonic(), response.status_code))
+
+    hooks: dict[str, list[Callable[..., Any]]] = {"request": [sent], "response": [answered]}
+    http = httpx.AsyncClient(base_url=served.url, timeout=60, event_hooks=hooks)
+    async with Client(http=http, backoff=Backoff(initial=60.0, maximum=60.0)) as client:
+        stream = client.stream("c_trunc_now")
+        await asyncio.wait_for(collect_until_up_to_date(stream), 60)
+        db.execute("TRUNCATE c_trunc_now")
+        db.execute("INSERT INTO c_trunc_now VALUES (2)")
+        seen: list[Message] = []
+        while not any(isinstance(m, ControlMessage) and m.control == "must-refetch" for m in seen):
+            seen += await asyncio.wait_for(collect_until_up_to_date(stream), 60)
+        after = seen[[getattr(m, "control", None) for m in seen].index("must-refetch") :]
+        assert changes(after) == [("insert", KEY.format(table="c_trunc_now", id=2))]
+        await stream.aclose()
+    await http.aclose()
+    conflict = next(i for i, (_, status) in enumerate(events) if status == 409)
+    assert events[conflict + 1][1] == 0
+    assert events[conflict + 1][0] - events[conflict][0] < 1.0
+
+
+async def test_response_over_max_response_bytes_from_pysync_serve(served: Served, db: Conn) -> None:
+    db.execute("CREATE TABLE c_big (id int PRIMARY KEY, v text)")
+    db.execute(
+        "INSERT INTO c_big SELECT g, md5(g::text) || repeat('x', 968) FROM generate_series(1, 2000) g"
+    )
+    limits = Limits(max_response_bytes=256 * 1024)
+    async with Client(served.url, limits=limits) as client:
+        with pytest.raises(ResponseTooLarge, match="max_response_bytes=262144"):
+            [m async for m in client.stream("c_big", live=False)]
+    async with Client(served.url) as client:  # the default: far above a 2 MB shape
+        messages = [m async for m in client.stream("c_big", live=False)]
+    assert len(changes(messages)) == 2000
 
 
 async def test_stream_sees_must_refetch_on_schema_change(client: Client, db: Conn) -> None:

@@ -117,6 +117,22 @@ async def test_values_python_cannot_hold_stay_text(served: Served, db: Conn) -> 
     assert rows[2] == {"id": 2, "d": "0044-03-15 BC", "ts": "10000-01-01 00:00:00", "a": [7]}
 
 
+async def test_json_nested_deeper_than_python_decodes_stays_text(served: Served, db: Conn) -> None:
+    db.execute("CREATE TABLE v_deep (id int PRIMARY KEY, doc jsonb, docs jsonb[])")
+    deep = "[" * 5000 + "]" * 5000  # Postgres takes it; Python's decoders stop near 1,000
+    db.execute(
+        "INSERT INTO v_deep VALUES (1, %s, ARRAY[%s::jsonb, '[1]']), (2, '[[1]]', NULL)",
+        (deep, deep),
+    )
+    stored = db.execute("SELECT doc::text FROM v_deep WHERE id = 1").fetchone()
+    assert stored is not None
+    async with Client(served.url) as client:
+        messages = [m async for m in client.stream("v_deep", live=False)]
+    rows = {m.value["id"]: m.value for m in messages if isinstance(m, ChangeMessage)}
+    assert rows[1] == {"id": 1, "doc": stored[0], "docs": [stored[0], [1]]}
+    assert rows[2] == {"id": 2, "doc": [[1]], "docs": None}
+
+
 def test_custom_parsers_and_malformed_values() -> None:
     parsers = column_parsers(
         {"r": {"type": "int4range"}, "n": {"type": "int4", "dims": 1}, "t": {"type": "text"}},

@@ -41,7 +41,7 @@ async def test_each_user_syncs_only_their_todos(pysync_http: httpx.AsyncClient) 
 
 
 async def test_writes_are_awaited_by_txid(
-    pysync_http: httpx.AsyncClient, pysync_wait_for_txid: Any
+    pysync_http: httpx.AsyncClient, pysync_wait_for_txid: Any, pysync_database_url: str
 ) -> None:
     lists = await list_id(pysync_http, "ann")
     todo = {
@@ -87,6 +87,30 @@ async def test_writes_are_awaited_by_txid(
         ],
     )
     assert refused.status_code == 403 and "not yours" in refused.json()["message"]
+    # Nor by claiming Ann's todo is in his own list: the rules judge the stored row.
+    bobs = await list_id(pysync_http, "bob")
+    for lie in (
+        {"type": "update", "changes": {"title": "mine now"}},
+        {"type": "update", "changes": {"list_id": bobs}},
+        {"type": "delete"},
+    ):
+        refused = await pysync_http.post(
+            "/api/mutations",
+            headers=cookie("bob"),
+            json=[
+                {
+                    **lie,
+                    "original": {**todo, "list_id": bobs},
+                    "syncMetadata": {"relation": ["public", "todos"]},
+                },
+            ],
+        )
+        assert refused.status_code == 403, (lie, refused.text)
+    with psycopg.connect(pysync_database_url) as conn:
+        stored = conn.execute(
+            "SELECT title, list_id, done FROM todos WHERE id = %s", (todo["id"],)
+        ).fetchall()
+    assert stored == [("eggs", lists, True)]
 
 
 async def test_sharing_interrupts_the_other_users_shape(

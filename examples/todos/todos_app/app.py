@@ -143,16 +143,14 @@ def create_app(
                 raise pysync.MutationForbidden(f"list {list_id} is not yours")
 
         def check(mutation: pysync.Mutation) -> None:
+            # mutation.data: for updates and deletes the row as stored (read and locked by
+            # the writer), never the client's "original"; {} for an insert.
             if mutation.operation != "insert":
-                may_write(mutation.data.get("list_id"))
+                may_write(mutation.data["list_id"])
             if "list_id" in mutation.changes:
                 may_write(mutation.changes["list_id"])
 
-        def stored(ctx: pysync.WriteContext) -> None:
-            if ctx.row is not None:  # updates, deletes: the row as stored, not as the client says
-                may_write(ctx.row["list_id"])
-
-        writer = pysync.Writer().allow(Todo, check=check, pre_apply=stored)
+        writer = pysync.Writer().allow(Todo, check=check)
         return await writer.handle(request, connection=db)
 
     @app.post("/api/lists")

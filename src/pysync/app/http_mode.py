@@ -19,7 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import urllib.request
 from collections.abc import AsyncIterator
+from http.client import HTTPResponse
+from http.cookiejar import Cookie, CookieJar
 from typing import Any
 
 import httpx
@@ -31,6 +34,7 @@ from pysync.http.errors import MustRefetch, ShapeAPIError, unavailable
 from pysync.http.params import ShapeRequest
 from pysync.http.responses import error_response
 from pysync.http.waiters import InterruptRegistry, Recheck, ShapeMatcher, Waiter
+from pysync.redact import redacted
 from pysync.shapes.definition import ShapeDefinition
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,18 @@ READ_TIMEOUT = 120.0
 """Longer than an upstream long-poll (20 s) or SSE keep-alive (21 s)."""
 
 
+class NoCookies(CookieJar):
+    """The forwarding client's cookie jar, which keeps nothing: one client forwards for
+    every user of the app, so a cookie the upstream (or a proxy before it) sets in an
+    answer to one request must never go out with the next, another user's."""
+
+    def set_cookie(self, cookie: Cookie) -> None:
+        pass
+
+    def extract_cookies(self, response: HTTPResponse, request: urllib.request.Request) -> None:
+        pass
+
+
 class RemoteShapes:
     """Forwards shape requests to the sync service at ``url``."""
 
@@ -68,6 +84,7 @@ class RemoteShapes:
         if self._http is None:
             self._http = httpx.AsyncClient(
                 base_url=self.url,
+                cookies=NoCookies(),
                 timeout=httpx.Timeout(10.0, read=READ_TIMEOUT),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=100),
             )
@@ -226,7 +243,7 @@ class RemoteShapes:
         try:
             return await self.http.send(upstream, stream=True)
         except httpx.HTTPError as exc:
-            log.warning("the sync service at %s did not answer: %s", self.url, exc)
+            log.warning("the sync service at %s did not answer: %s", redacted(self.url), exc)
             raise unavailable("The sync service cannot be reached, please retry", 5) from exc
 
     # -- Electric's API, passed through ---------------------------------------------

@@ -16,8 +16,11 @@ class Mutation(msgspec.Struct, frozen=True):
 
     ``relation`` is ``(schema, table)`` exactly as named (a change message's
     ``headers.relation``) or a table name in SQL identifier syntax (``todos``,
-    ``app."Todos"``). ``data`` is the row as the client had it (its key columns identify
-    the row of an update or delete); ``changes`` the values to write (insert, update)."""
+    ``app."Todos"``). ``changes``: the values to write (insert, update). ``data``: as
+    parsed, the row as the client says it had it (TanStack DB's ``original``), of which
+    only the primary key is used, to find the row of an update or delete; the rules
+    (``check``, and ``ctx.mutation`` in the callbacks) see ``data`` replaced by the row as
+    stored, read and locked in the batch's transaction (``{}`` for an insert)."""
 
     index: int
     operation: Operation
@@ -29,7 +32,8 @@ class Mutation(msgspec.Struct, frozen=True):
 class MutationError(Exception):
     """A batch rejected; nothing of it was applied. ``index`` is the failing mutation's
     position in the batch (None when the batch itself is unusable), ``reason`` says why.
-    HTTP status: 400 malformed input, 403 not allowed, 422 invalid values or rows."""
+    HTTP status: 400 malformed input, 403 not allowed, 404 no such row, 422 invalid
+    values."""
 
     status = 400
 
@@ -60,6 +64,12 @@ class MutationInvalid(MutationError):
     no row with the given key, or a constraint Postgres enforced."""
 
     status = 422
+
+
+class MutationNotFound(MutationInvalid):
+    """The row an update or delete names does not exist (or ``load`` found none)."""
+
+    status = 404
 
 
 class Format(Protocol):

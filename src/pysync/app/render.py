@@ -10,13 +10,20 @@ by a sync service the app forwards to (``http_mode``). Both offer the same
 A live request whose shape came from a function is interruptible: after
 ``Sync.interrupt`` the function runs again; the same shape goes on waiting, a changed one
 answers 409 must-refetch with the new shape's handle.
+
+Caching: a per-request shape is answered ``private`` (a browser may keep it, a shared
+cache may not): one URL (``/shapes/todos?offset=-1``) answers each user with their own
+shape, and a CDN keys its copies by URL and ``vary`` only, which cannot name every way an
+app authenticates (a custom header, a client certificate, the source address). Electric's
+``public`` caching is kept where the app says the shape is the same for everyone.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -33,6 +40,10 @@ from pysync.http.waiters import Recheck, ShapeMatcher
 from pysync.shapes.definition import ShapeDefinition, ShapeError
 
 log = logging.getLogger(__name__)
+
+Cache = Literal["public", "private"]
+"""``public``: Electric's cache headers (shared caches may keep responses, for a shape
+that is the same for everyone); ``private``: only the client's own cache may."""
 
 
 class ShapeBackend(Protocol):
@@ -106,6 +117,7 @@ async def render(
     secret: str | None,
     cors: CORS,
     transform: Transform | None = None,
+    cache: Cache = "private",
 ) -> Response:
     """The response to ``request`` for the shape ``source`` (a definition input or a
     shape function); ``secret`` is required of the client unless None."""
@@ -129,7 +141,29 @@ async def render(
     response = await backend.serve(request, parsed, definition, recheck)
     if transform is not None:
         response = transform_response(response, transform)
+    if cache == "private":
+        private_cache(response.headers)
     return cors.apply(request, response)
+
+
+def check_cache(cache: object) -> Cache:
+    if cache not in ("public", "private"):
+        raise ValueError(f"cache must be 'public' or 'private', not {cache!r}")
+    return cache
+
+
+def private_cache(headers: MutableHeaders) -> None:
+    """Electric's ``public`` cache-control made ``private``, without the shared caches'
+    ``s-maxage``; ``no-store``, ``no-cache`` and ``private`` answers stay as they are."""
+    value = headers.get("cache-control")
+    if value is None:
+        return
+    directives = [d.strip() for d in value.split(",") if d.strip()]
+    if "public" not in directives:
+        return
+    headers["cache-control"] = ", ".join(
+        "private" if d == "public" else d for d in directives if not d.startswith("s-maxage")
+    )
 
 
 def _error(request: Request, error: ShapeAPIError, cors: CORS) -> Response:

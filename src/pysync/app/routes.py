@@ -14,6 +14,8 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from pysync.app.cors import CORS
 from pysync.app.render import ShapeBackend
+from pysync.app.served_tables import ServedTables
+from pysync.http.responses import error_response
 
 SHAPE_METHODS = ["GET", "HEAD", "POST", "DELETE", "OPTIONS"]
 APP_SHAPE_METHODS = ["GET", "HEAD", "OPTIONS"]
@@ -21,14 +23,22 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def electric_routes(
-    backend: Callable[[], ShapeBackend], cors: CORS, *, metrics: bool = False
+    backend: Callable[[], ShapeBackend],
+    cors: CORS,
+    *,
+    metrics: bool = False,
+    tables: ServedTables | None = None,
 ) -> list[BaseRoute]:
-    """``/v1/shape`` (client-defined shapes, every method of Electric's API) and
-    ``/v1/health``; ``/metrics`` (Prometheus) when asked and the engine is in-process."""
+    """``/v1/shape`` (client-defined shapes, every method of Electric's API; only of
+    ``tables`` when given) and ``/v1/health``; ``/metrics`` (Prometheus) when asked and
+    the engine is in-process."""
 
     async def shape(request: Request) -> Response:
         if request.method == "OPTIONS":
             return cors.preflight(request)
+        refusal = await tables.refusal(request) if tables is not None else None
+        if refusal is not None:
+            return cors.apply(request, error_response(request, refusal))
         response = await backend().electric(request)
         # Electric's 401 carries no CORS headers; everything else gets the app's.
         return response if response.status_code == 401 else cors.apply(request, response)

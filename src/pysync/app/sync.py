@@ -2,8 +2,10 @@
 
     sync = pysync.Sync()                      # settings from arguments or PYSYNC_* / DATABASE_URL
     app = FastAPI(lifespan=sync.lifespan)     # or: async with sync: ... inside your lifespan
-    app.router.routes.append(sync.mount("/electric"))              # Electric's API, if wanted
     app.router.routes.append(sync.route("/shapes/todos", Todo))    # a predefined shape
+    # Electric's API (the client picks the shape), if wanted: behind the app's auth, and
+    # only for the tables it may serve
+    app.router.routes.append(sync.mount("/electric", tables=[Todo]))
 
     @app.get("/shapes/my-todos")
     async def my_todos(request: Request, user: User = Depends(current_user)):
@@ -23,7 +25,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Literal
 
 from starlette.requests import Request
@@ -33,14 +35,16 @@ from starlette.routing import BaseRoute, Mount, Route
 from pysync.app import logs
 from pysync.app.cors import CORS
 from pysync.app.http_mode import RemoteShapes
-from pysync.app.render import EmbeddedShapes, ShapeBackend, render
+from pysync.app.render import Cache, EmbeddedShapes, ShapeBackend, check_cache, render
 from pysync.app.routes import app_route, electric_routes, mount
+from pysync.app.served_tables import ServedTables
 from pysync.app.shapes import interrupt_target, is_shape_function, shape
 from pysync.app.transform import Transform
 from pysync.config import Settings, from_env, make_settings
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 from pysync.postgres.private import PrivateDatabase
+from pysync.redact import redacted
 
 log = logging.getLogger("pysync")
 
@@ -120,7 +124,7 @@ class Sync:
             remote = RemoteShapes(self.url, secret=settings.secret)
             await remote.start()
             self._backend = remote
-            log.info("forwarding shape requests to %s", self.url)
+            log.info("forwarding shape requests to %s", redacted(self.url))
         else:
             await self._start_engine(settings)
         self._loop = asyncio.get_running_loop()
@@ -132,7 +136,11 @@ class Sync:
         if PrivateDatabase.wanted(settings.data_dir, url):
             self._private = PrivateDatabase(settings.data_dir)
             url = await asyncio.to_thread(self._private.start)
-            log.info("private Postgres of %s: DATABASE_URL=%s", settings.data_dir, url)
+            log.info(
+                "private Postgres of %s: DATABASE_URL=%s",
+                settings.data_dir,
+                self._private.cluster.shown_url(),
+            )
         assert url is not None
         engine = Engine.from_settings(url, settings, in_memory=self.in_memory)
         try:
@@ -228,14 +236,30 @@ class Sync:
 
     # -- routes -----------------------------------------------------------------------
 
-    def routes(self, *, metrics: bool = False) -> list[BaseRoute]:
+    def routes(
+        self, *, tables: Iterable[object] | None = None, metrics: bool = False
+    ) -> list[BaseRoute]:
         """Electric's API at the app's root: ``/v1/shape`` (client-defined shapes, every
-        method) and ``/v1/health``; ``/metrics`` too when asked. Nothing at ``/``."""
-        return electric_routes(self._get_backend, self.cors, metrics=metrics)
+        method) and ``/v1/health``; ``/metrics`` too when asked. Nothing at ``/``.
 
-    def mount(self, path: str = "/electric", *, metrics: bool = False) -> Mount:
-        """Electric's API under ``path``: ``<path>/v1/shape``, ``<path>/v1/health``."""
-        return mount(path, self.routes(metrics=metrics))
+        The client chooses the table, WHERE and columns: without ``tables`` anyone who
+        reaches these routes reads any table. ``tables``: the tables served (names,
+        SQLAlchemy Tables or ORM classes); a request for another, or whose WHERE selects
+        from another in a subquery, is a 403. The app's middleware (its auth) runs
+        before these routes, as before any other."""
+        served = ServedTables(tables) if tables is not None else None
+        return electric_routes(self._get_backend, self.cors, metrics=metrics, tables=served)
+
+    def mount(
+        self,
+        path: str = "/electric",
+        *,
+        tables: Iterable[object] | None = None,
+        metrics: bool = False,
+    ) -> Mount:
+        """Electric's API under ``path``: ``<path>/v1/shape``, ``<path>/v1/health``;
+        ``tables`` as for ``routes``."""
+        return mount(path, self.routes(tables=tables, metrics=metrics))
 
     def route(
         self,
@@ -246,6 +270,7 @@ class Sync:
         transform: Transform | None = None,
         check_secret: bool = True,
         cors: CORS | None = None,
+        cache: Cache | None = None,
         name: str | None = None,
         **shape_options: Any,
     ) -> Route:
@@ -255,7 +280,9 @@ class Sync:
         live, cursor and live_sse; their table/where/columns are ignored.
 
         With a ``secret`` configured the route requires it, unless ``check_secret=False``
-        (the app authorises requests itself)."""
+        (the app authorises requests itself). ``cache``: a fixed shape is answered with
+        Electric's ``public`` caching, a function's shape ``private`` (it is per request;
+        say ``cache="public"`` if it is the same for everyone)."""
         source: object
         if is_shape_function(shape_):
             if shape_options:
@@ -263,9 +290,12 @@ class Sync:
             source = shape_
         else:
             source = shape(shape_, **shape_options)
+        caching = check_cache(
+            cache if cache is not None else "private" if source is shape_ else "public"
+        )
 
         async def endpoint(request: Request) -> Response:
-            return await self._render(request, source, transform, check_secret, cors)
+            return await self._render(request, source, transform, check_secret, cors, caching)
 
         return app_route(path, endpoint, name=name)
 
@@ -278,18 +308,24 @@ class Sync:
         transform: Transform | None = None,
         check_secret: bool = True,
         cors: CORS | None = None,
+        cache: Cache = "private",
         **shape_options: Any,
     ) -> Response:
         """The response for ``shape_`` to this request, from any endpoint (Phoenix.Sync's
         ``sync_render``): ``shape_`` and its keywords as for ``route``. With a function
         (``lambda: pysync.shape(...)``, or one taking the request), a live request is
-        interruptible: ``interrupt`` runs it again."""
+        interruptible: ``interrupt`` runs it again.
+
+        The shape is the request's (an endpoint may build it from the user), so the
+        response is ``private`` to the client's cache; ``cache="public"`` lets shared
+        caches (a CDN) keep it too, for a shape that is the same for everyone."""
         source = (
             shape_
             if is_shape_function(shape_) and not shape_options
             else shape(shape_, **shape_options)
         )
-        return await self._render(request, source, transform, check_secret, cors)
+        caching = check_cache(cache)
+        return await self._render(request, source, transform, check_secret, cors, caching)
 
     async def _render(
         self,
@@ -298,6 +334,7 @@ class Sync:
         transform: Transform | None,
         check_secret: bool,
         cors: CORS | None,
+        cache: Cache,
     ) -> Response:
         return await render(
             self._get_backend(),
@@ -306,6 +343,7 @@ class Sync:
             secret=self.settings.secret if check_secret else None,
             cors=cors or self.cors,
             transform=transform,
+            cache=cache,
         )
 
     # -- interrupts ---------------------------------------------------------------------

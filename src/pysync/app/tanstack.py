@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from pysync.app.mutation import OPERATIONS, Mutation, MutationError
+from pysync.http.json_input import JSONTooDeep, decode_json
 
 MAX_MUTATIONS = 1000
 
@@ -30,7 +31,9 @@ class TanstackDB:
     def parse(self, payload: Any) -> list[Mutation]:
         if isinstance(payload, (bytes, bytearray, memoryview, str)):
             try:
-                payload = msgspec.json.decode(payload)
+                payload = decode_json(payload)
+            except JSONTooDeep as exc:
+                raise MutationError(str(exc)) from None
             except msgspec.DecodeError as exc:
                 raise MutationError(f"the body is not JSON: {exc}") from None
         if isinstance(payload, Mapping):

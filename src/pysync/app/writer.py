@@ -2,9 +2,12 @@
 return its transaction id, which the client then awaits in the shape's change messages
 (the ``txids`` header). Modelled on ``Phoenix.Sync.Writer``::
 
+    def mine(m: pysync.Mutation) -> bool:  # m.data: the row as stored, {} for an insert
+        return m.data.get("owner", user) == user and m.changes.get("owner", user) == user
+
     writer = pysync.Writer().allow(
         "todos",
-        check=lambda m: m.changes.get("owner") in (None, user),   # before any database work
+        check=mine,                                              # or a reason (str) to refuse
         validate=lambda ctx: {**ctx.values, "owner": user},      # the values to write
     )
     txid = writer.apply(mutations, conn)                # psycopg or SQLAlchemy Session
@@ -12,14 +15,22 @@ return its transaction id, which the client then awaits in the shape's change me
     return await writer.handle(request)                 # a Starlette/FastAPI endpoint
 
 A batch is applied whole or not at all: the first mutation that fails rolls it back and
-raises MutationError (403 MutationForbidden, 422 MutationInvalid) naming its index.
+raises MutationError (403 MutationForbidden, 404 MutationNotFound, 422 MutationInvalid)
+naming its index.
 
-For each mutation, in order: its table must be allowed and the operation accepted, then
-``check`` runs (for every mutation, before the transaction starts). In the transaction:
-``load`` (updates, deletes: the stored row, by default ``SELECT ... FOR UPDATE`` by
-primary key), ``validate`` (the values to write), ``pre_apply``, the statement (or the
-custom ``insert`` / ``update`` / ``delete`` function), ``post_apply``. Callbacks get a
-WriteContext; with ``apply_async`` they may be coroutines.
+Every mutation's table must be allowed and its operation accepted before the transaction
+starts. Then in the transaction, for each mutation in order: ``load`` (updates,
+deletes: the stored row, by default ``SELECT ... FOR UPDATE`` by the primary key of the
+client's ``original``; no such row is a 404), ``check``, ``validate`` (the values to
+write), ``pre_apply``, the statement (or the custom ``insert`` / ``update`` / ``delete``
+function), ``post_apply``.
+
+The rules judge the row in the database, never what the client says it was: once loaded
+(and locked), the stored row is ``mutation.data`` for ``check`` and ``ctx.row`` /
+``ctx.mutation.data`` for the callbacks; of the client's ``original`` only the primary key
+is used, to find the row. As Phoenix.Sync's Writer loads the row before its changeset
+runs. An update may not change the primary key (403). Callbacks get a WriteContext; with
+``apply_async`` they (and ``check``) may be coroutines.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import inspect
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+import msgspec
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
@@ -35,7 +47,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from pysync.app import statements
-from pysync.app.columns import COLUMNS_QUERY, WriteTable, row_key, table_from_rows
+from pysync.app.columns import (
+    COLUMNS_QUERY,
+    WriteColumn,
+    WriteTable,
+    input_text,
+    row_key,
+    table_from_rows,
+)
 from pysync.app.connections import (
     Await,
     Batch,
@@ -54,6 +73,7 @@ from pysync.app.mutation import (
     MutationError,
     MutationForbidden,
     MutationInvalid,
+    MutationNotFound,
     Operation,
 )
 from pysync.app.tanstack import TanstackDB
@@ -77,14 +97,18 @@ class WriteContext:
 
     def __init__(self, mutation: Mutation, table: WriteTable, connection: Any, txid: int) -> None:
         self.mutation = mutation
+        """The mutation; once the row of an update or delete is loaded, its ``data`` is
+        that stored row, not the client's ``original``."""
         self.table = table
         self.connection = connection
         """The connection or session the batch was applied with (for custom SQL)."""
         self.txid = txid
         self.row: dict[str, Any] | None = None
-        """The stored row (updates, deletes), as ``load`` returned it."""
+        """The stored row (updates, deletes), as ``load`` returned it (locked by the
+        default ``load``)."""
         self.values: dict[str, Any] = dict(mutation.changes)
         """What will be written (inserts, updates); ``validate`` may replace it."""
+        self._key: dict[str, Any] | None = None
 
     @property
     def operation(self) -> Operation:
@@ -96,11 +120,14 @@ class WriteContext:
 
     @property
     def key(self) -> dict[str, Any]:
-        """The primary key of the row the mutation targets (from ``mutation.data``)."""
-        try:
-            return row_key(self.table, self.mutation.data)
-        except ValueError as exc:
-            raise MutationInvalid(str(exc), self.index) from None
+        """The primary key of the row an update or delete targets (from the client's
+        ``original``: what ``load`` looks up and the statement's WHERE)."""
+        if self._key is None:
+            try:
+                self._key = row_key(self.table, self.mutation.data)
+            except ValueError as exc:
+                raise MutationInvalid(str(exc), self.index) from None
+        return self._key
 
 
 Callback = Callable[..., Any]
@@ -168,9 +195,12 @@ class Writer:
         """Accept writes to ``table``: a name (``todos``, ``app."Todos"``) or a SQLAlchemy
         model class. Returns the writer, for chaining.
 
-        * ``check(mutation)``: before any database work; return False or a reason (str),
-          or raise MutationForbidden, to refuse (403).
-        * ``load(ctx)``: the stored row of an update or delete (None: no such row, 422).
+        * ``load(ctx)``: the stored row of an update or delete, by ``ctx.key`` (None: no
+          such row, 404). The default selects it ``FOR UPDATE``; a custom one should lock
+          it too.
+        * ``check(mutation)``: ``mutation.data`` is the stored row (``{}`` for an insert),
+          ``mutation.changes`` what the client writes; return False or a reason (str), or
+          raise MutationForbidden, to refuse (403).
         * ``validate(ctx)``: the values to write (None keeps ``ctx.values``); raise
           ValueError or MutationInvalid to refuse (422). A SQLAlchemy model class
           validates by constructing an instance (its ``@validates`` hooks run).
@@ -196,19 +226,11 @@ class Writer:
         return self
 
     def parse(self, payload: Any) -> list[tuple[Mutation, TableRules]]:
-        """The batch's mutations with their table's rules, every ``check`` passed; no
-        database access. Raises MutationError."""
+        """The batch's mutations with their table's rules, every table allowed and
+        operation accepted; no database access (``check`` runs in the transaction, on the
+        stored row). Raises MutationError."""
         mutations = self.format.parse(payload)
-        resolved = [(mutation, self._rules_for(mutation)) for mutation in mutations]
-        for mutation, rules in resolved:
-            if rules.check is not None:
-                try:
-                    verdict = rules.check(mutation)
-                except MutationError as exc:
-                    raise exc.at(mutation.index) from None
-                if verdict is False or isinstance(verdict, str):
-                    raise MutationForbidden(verdict or "refused by check", mutation.index)
-        return resolved
+        return [(mutation, self._rules_for(mutation)) for mutation in mutations]
 
     def apply(self, payload: Any, connection: Any) -> int:
         """Apply the batch through a psycopg Connection or a SQLAlchemy Session (or
@@ -225,12 +247,21 @@ class Writer:
             return await run_async(self._batch(batch, connection), conn, session)
 
     async def handle(self, request: Request, connection: Any = None) -> Response:
-        """A ready endpoint: POST the batch (JSON), get ``{"txid": n}``; or 400/403/422
-        with ``{"message", "mutation", "reason"}``. Writes through ``connection`` (an
-        async psycopg connection or AsyncSession), else a new connection to
-        ``database_url``."""
+        """A ready endpoint: POST the batch (``content-type: application/json``), get
+        ``{"txid": n}``; or 400/403/404/422 with ``{"message", "mutation", "reason"}``.
+        Writes through ``connection`` (an async psycopg connection or AsyncSession),
+        else a new connection to ``database_url``.
+
+        Only JSON is read: a browser sends a cross-site form post (which needs no CORS
+        preflight) with the user's cookies, so any other content type is a 415."""
         if request.method != "POST":
             return JSONResponse({"message": "Method not allowed, POST the mutations"}, 405)
+        media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if media_type != "application/json":
+            return JSONResponse(
+                {"message": "Unsupported media type: POST the mutations as application/json"},
+                415,
+            )
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
@@ -300,7 +331,15 @@ class Writer:
     def _mutation(self, ctx: WriteContext, rules: TableRules) -> Steps[None]:
         operation = ctx.operation
         if operation != "insert":
-            ctx.row = yield from self._load(ctx, rules)
+            key = ctx.key  # from the client's original, before data becomes the stored row
+            ctx.row = row = yield from self._load(ctx, rules)
+            ctx.mutation = msgspec.structs.replace(ctx.mutation, data=row)
+            if operation == "update":
+                _check_key_kept(ctx.table, key, ctx.values)
+        if rules.check is not None:
+            verdict = yield from _call(rules.check, ctx.mutation)
+            if verdict is False or isinstance(verdict, str):
+                raise MutationForbidden(verdict or "refused by check")
         if operation != "delete" and rules.validate is not None:
             values = yield from _call(rules.validate, ctx)
             if values is not None:
@@ -320,11 +359,13 @@ class Writer:
             yield Flush()
         elif operation == "insert":
             yield Query(*statements.insert(ctx.table, ctx.values))
-        elif operation == "update":
-            if ctx.values:
-                yield Query(*statements.update(ctx.table, ctx.key, ctx.values))
-        else:
-            yield Query(*statements.delete(ctx.table, ctx.key))
+        elif operation == "delete" or ctx.values:
+            if operation == "update":
+                written = yield Query(*statements.update(ctx.table, ctx.key, ctx.values))
+            else:
+                written = yield Query(*statements.delete(ctx.table, ctx.key))
+            if not written:  # a custom load found a row the key does not name
+                raise MutationNotFound(_no_row(ctx))
         if rules.post_apply is not None:
             yield from _call(rules.post_apply, ctx)
             yield Flush()
@@ -339,9 +380,7 @@ class Writer:
         if row is not None and not isinstance(row, Mapping):
             raise TypeError(f"load returned {type(row).__name__}, not a row (a mapping) or None")
         if row is None:
-            raise MutationInvalid(
-                f"no row in {_name(ctx.table.relation)} with key {_show(ctx.key)}"
-            )
+            raise MutationNotFound(_no_row(ctx))
         return dict(row)
 
 
@@ -350,6 +389,25 @@ def _call(callback: Callback, *args: Any) -> Steps[Any]:
     if inspect.isawaitable(result):
         result = yield Await(result)
     return result
+
+
+def _no_row(ctx: WriteContext) -> str:
+    return f"no row in {_name(ctx.table.relation)} with key {_show(ctx.key)}"
+
+
+def _check_key_kept(table: WriteTable, key: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """An update writes to the row it names: a primary key column in its changes must
+    keep its value (a client sending the whole row repeats it)."""
+    for name in table.primary_key:
+        if name in values and not _same(table.columns[name], values[name], key[name]):
+            raise MutationForbidden(f"an update cannot change the primary key (column {name!r})")
+
+
+def _same(column: WriteColumn, value: Any, other: Any) -> bool:
+    try:
+        return bool(input_text(column, value) == input_text(column, other))
+    except ValueError:
+        return False
 
 
 def _check_columns(table: WriteTable, values: Mapping[str, Any]) -> None:

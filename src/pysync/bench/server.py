@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -86,14 +87,13 @@ class ManagedServer:
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.database_url = database_url
         self.log = log
         self.command = [
             sys.executable,
             "-m",
             "pysync.cli",
             "serve",
-            "--database-url",
-            database_url,
             "--host",
             "127.0.0.1",
             "--port",
@@ -127,6 +127,8 @@ class ManagedServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                # Not on its command line, which every local user can read.
+                env={**os.environ, "DATABASE_URL": self.database_url},
             )
 
     def proc_poll(self) -> int | None:

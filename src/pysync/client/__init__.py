@@ -1,7 +1,16 @@
 """A Python client of Electric's HTTP Shape API: works against pysync and Electric."""
 
+from pysync.client.backoff import Backoff
 from pysync.client.client import Client
-from pysync.client.errors import ClientError
+from pysync.client.errors import (
+    ClientError,
+    MalformedResponse,
+    OffsetWentBack,
+    ResponseTimeout,
+    ResponseTooLarge,
+    ServerLoop,
+)
+from pysync.client.limits import Limits
 from pysync.client.messages import (
     ChangeMessage,
     ControlMessage,
@@ -11,7 +20,7 @@ from pysync.client.messages import (
     MovePattern,
 )
 from pysync.client.shape import RowChange, Shape, ShapeUpdate
-from pysync.client.stream import Backoff, ShapeStream
+from pysync.client.stream import ShapeStream
 from pysync.client.sync import BlockingClient, BlockingShape
 
 __all__ = [
@@ -24,9 +33,15 @@ __all__ = [
     "ControlMessage",
     "EventMessage",
     "Headers",
+    "Limits",
+    "MalformedResponse",
     "Message",
     "MovePattern",
+    "OffsetWentBack",
+    "ResponseTimeout",
+    "ResponseTooLarge",
     "RowChange",
+    "ServerLoop",
     "Shape",
     "ShapeStream",
     "ShapeUpdate",

@@ -7,9 +7,11 @@ from typing import Any
 
 import httpx
 
+from pysync.client.backoff import Backoff
+from pysync.client.limits import Limits
 from pysync.client.request import DEFAULT_PATH, shape_of, shape_params
 from pysync.client.shape import Shape
-from pysync.client.stream import Backoff, ShapeStream
+from pysync.client.stream import ShapeStream
 from pysync.client.values import Parser
 from pysync.shapes.definition import ShapeDefinition
 
@@ -33,6 +35,15 @@ class Client:
     ``http`` to use your own ``httpx.AsyncClient`` (an ASGI app in tests, say); its
     ``base_url`` then applies. ``sse`` uses server-sent events for live updates instead
     of long-polls. ``parsers`` add or replace value parsers by Postgres type name.
+
+    Against a broken or hostile server: ``timeout`` is the longest silence while reading
+    (a long-poll is held about 20 s), ``backoff`` paces retries of 429, 5xx and network
+    errors and of repeated 409s (``Backoff``: Electric's TypeScript client's defaults, 1 s
+    doubling to 32 s with full jitter, ``retry-after`` honoured up to 60 s), ``limits``
+    bound the size and duration of each response and how many answers in a row may get
+    the stream nowhere (``Limits``). Whatever breaks the protocol raises a ``ClientError``
+    subclass naming it: ``MalformedResponse``, ``ResponseTooLarge``, ``OffsetWentBack``,
+    ``ResponseTimeout``, ``ServerLoop``.
     """
 
     def __init__(
@@ -47,6 +58,7 @@ class Client:
         backoff: Backoff | None = None,
         parsers: Mapping[str, Parser] | None = None,
         timeout: float = LIVE_READ_TIMEOUT,
+        limits: Limits | None = None,
     ) -> None:
         self._owns_http = http is None
         self.http = (
@@ -61,6 +73,7 @@ class Client:
         self._sse = sse
         self._backoff = backoff or Backoff()
         self._parsers = parsers
+        self._limits = limits or Limits()
 
     def stream(
         self,
@@ -107,6 +120,7 @@ class Client:
             headers=self._headers,
             backoff=self._backoff,
             parsers=self._parsers,
+            limits=self._limits,
         )
 
     async def shape(

@@ -8,6 +8,7 @@ shape (``headers.event``: ``move-in`` / ``move-out`` with ``patterns``).
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -112,17 +113,33 @@ def decode_batch(body: bytes, parsers: dict[str, Parser]) -> list[Message]:
     """The messages of a JSON array body (empty body = no messages)."""
     if not body.strip():
         return []
-    return [_typed(wire, parsers) for wire in _batch.decode(body)]
+    try:
+        wires = _batch.decode(body)
+    except RecursionError:
+        raise ValueError(_TOO_DEEP) from None
+    return [_typed(wire, parsers) for wire in wires]
 
 
 def decode_one(data: bytes | str, parsers: dict[str, Parser]) -> Message:
     """One message (an SSE event's data)."""
-    return _typed(_single.decode(data), parsers)
+    try:
+        wire = _single.decode(data)
+    except RecursionError:
+        raise ValueError(_TOO_DEEP) from None
+    return _typed(wire, parsers)
+
+
+_XID = re.compile(r"[0-9]{1,20}\Z")
+"""A 64-bit transaction id (xid8) in decimal."""
+_TOO_DEEP = "JSON nested deeper than Python decodes (values are strings in a shape log)"
 
 
 def _typed(wire: _Wire, parsers: dict[str, Parser]) -> Message:
     h = wire.headers
     if h.control is not None:
+        for xid in (h.xmin, h.xmax, *h.xip_list):
+            if xid is not None and not _XID.match(xid):  # wait_for_txid reads them as numbers
+                raise ValueError(f"a {h.control} whose xmin/xmax/xip_list has {xid[:40]!r}")
         return ControlMessage(h.control, h.global_last_seen_lsn, h.xmin, h.xmax, h.xip_list)
     if h.event is not None:
         return EventMessage(h.event, h.patterns, h.txids)

@@ -5,21 +5,29 @@ long-poll (or hold an SSE connection) with the last ``electric-cursor``. A 409 r
 the stream to ``offset=-1`` under the new handle and yields a ``must-refetch`` control
 message; 429, 5xx and network errors are retried with full-jitter exponential back-off
 (``retry-after`` as its lower bound); other 4xx raise ClientError.
+
+Against a broken server every answer is bounded (``Limits``): its size and duration, 409s
+and stalled offsets in a row (backed off, then ``ServerLoop``), live answers that come
+back at once with nothing (backed off); an offset that goes back, or anything else that
+is not the protocol, raises a ``ClientError`` subclass naming it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 import msgspec
 
-from pysync.client.errors import ClientError
+from pysync.client.backoff import Backoff, Loop, retry_after
+from pysync.client.errors import ClientError, MalformedResponse, OffsetWentBack, ServerLoop
+from pysync.client.fetch import deadline, deadline_from_now, fetch, open_response, read_body
+from pysync.client.limits import Limits
 from pysync.client.messages import (
     MUST_REFETCH,
     UP_TO_DATE,
@@ -29,22 +37,13 @@ from pysync.client.messages import (
     decode_batch,
     decode_one,
 )
+from pysync.client.sse import event_data
 from pysync.client.values import Parser, column_parsers
+from pysync.shapes.offset import BEFORE_ALL, LogOffset, OffsetError
 
-
-class Backoff(msgspec.Struct, frozen=True):
-    """Full-jitter exponential back-off: the n-th retry waits a random time below
-    ``min(maximum, initial * multiplier**n)``, and at least the server's ``retry-after``.
-    ``max_retries`` None retries forever (as the TypeScript client)."""
-
-    initial: float = 0.1
-    maximum: float = 32.0
-    multiplier: float = 2.0
-    max_retries: int | None = None
-
-    def delay(self, attempt: int, retry_after: float | None) -> float:
-        ceiling = min(self.maximum, self.initial * self.multiplier**attempt)
-        return max(random.uniform(0, ceiling), retry_after or 0.0)
+QUICK_LIVE_ANSWER = 1.0
+"""Seconds: a live request that comes back sooner than this with no change was not held
+by the server (which holds it about 20 s); a second such answer in a row is backed off."""
 
 
 class ShapeStream:
@@ -68,6 +67,7 @@ class ShapeStream:
         headers: Mapping[str, str],
         backoff: Backoff,
         parsers: Mapping[str, Parser] | None,
+        limits: Limits | None = None,
     ) -> None:
         if offset != "-1" and handle is None:
             raise ValueError("resuming from an offset needs the shape's handle")
@@ -79,6 +79,7 @@ class ShapeStream:
         self._live = live
         self._sse = sse
         self._backoff = backoff
+        self._limits = limits or Limits()
         self._custom_parsers = parsers
         self.offset = offset
         self.handle = handle
@@ -90,6 +91,15 @@ class ShapeStream:
         self._expired_handle: str | None = None
         self._cache_buster: str | None = None
         self._iterator: AsyncGenerator[Message] | None = None
+        max_loops = self._limits.max_loops
+        self._refetches = Loop(backoff, max_loops)
+        """409s (or other handles) since the last up-to-date."""
+        self._stalls = Loop(backoff, max_loops)
+        """Catch-up responses in a row that left the offset where it was."""
+        self._garbled = Loop(backoff, max_loops)
+        """HTTP protocol errors in a row."""
+        self._idle = Loop(backoff, None)
+        """Live answers in a row that came back at once with nothing."""
 
     def __aiter__(self) -> AsyncIterator[Message]:
         """One iterator: a loop that breaks out and a later ``async for`` go on from there."""
@@ -105,37 +115,96 @@ class ShapeStream:
     async def _run(self) -> AsyncGenerator[Message]:
         attempt = 0
         while True:
-            live = self._live and self.up_to_date
             try:
-                if live and self._sse:
-                    async for message in self._sse_request():
+                # aclosing: a stream closed while a message is out closes its connection now
+                async with contextlib.aclosing(
+                    self._request(self._live and self.up_to_date)
+                ) as request:
+                    async for message in request:
                         yield message
-                    attempt = 0
-                    continue
-                response = await self._http.get(
-                    self._url, params=self._query(live), headers=self._headers
-                )
+            except httpx.RemoteProtocolError as exc:
+                # Not HTTP (or cut short): once is a dropped connection, in a row a broken server.
+                self._garbled.again(MalformedResponse, f"HTTP protocol errors ({exc})")
+                attempt = await self._wait(attempt, None, b"")
+                continue
             except httpx.TransportError:
-                attempt = await self._wait(attempt, None)
+                attempt = await self._wait(attempt, None, b"")
                 continue
             except _Retry as retry:
-                attempt = await self._wait(attempt, retry.response)
+                attempt = await self._wait(attempt, retry.response, retry.body)
                 continue
-            status = response.status_code
-            if status == 409:
-                yield self._must_refetch(response)
-                continue
-            if status == 429 or status >= 500:
-                attempt = await self._wait(attempt, response)
-                continue
-            if status >= 400:
-                raise _refused(response)
             attempt = 0
-            messages = self._accept(response)
-            for message in messages:
-                yield message
+            self._garbled.reset()
             if not self._live and self.up_to_date:
                 return
+
+    async def _request(self, live: bool) -> AsyncGenerator[Message]:
+        """One request and the messages of its answer."""
+        sent = Sent(self.handle, self.offset, time.monotonic())
+        if live and self._sse:
+            async for message in self._sse_request(sent):
+                yield message
+            return
+        request = self._http.build_request(
+            "GET", self._url, params=self._query(live), headers=self._headers
+        )
+        response, body = await fetch(self._http, request, self._limits)
+        async for message in self._answer(response, body, sent, live):
+            yield message
+
+    async def _answer(
+        self, response: httpx.Response, body: bytes, sent: Sent, live: bool
+    ) -> AsyncGenerator[Message]:
+        """The messages of a complete response to a request sent at ``sent``."""
+        elapsed = time.monotonic() - sent.at
+        status = response.status_code
+        if status == 409:
+            handle = response.headers.get("electric-handle")
+            async for message in self._refetch(handle, _CONFLICTS):
+                yield message
+            return
+        if status == 429 or status >= 500:
+            raise _Retry(response, body)
+        if status >= 400:
+            raise _refused(response, body)
+        if not self._take_headers(response, sent):
+            async for message in self._refetch(response.headers["electric-handle"], _ROTATED):
+                yield message
+            return
+        messages = self._messages(response, body)
+        for message in messages:
+            yield message
+        if live:
+            changes = not all(isinstance(m, ControlMessage) for m in messages)
+            await self._pace_live(changes, elapsed)
+        elif self.up_to_date or self._offset(self.offset) > sent.log_offset:
+            self._stalls.reset()
+        else:
+            await asyncio.sleep(
+                self._stalls.again(ServerLoop, f"responses that stay at {self.offset}")
+            )
+
+    async def _refetch(self, handle: str | None, why: str) -> AsyncGenerator[Message]:
+        """Start over at -1 under the shape's new handle; the old one is never valid again.
+        The first refetch since an up-to-date goes at once, later ones back off."""
+        delay = self._refetches.again(ServerLoop, why)
+        self._expired_handle = self.handle
+        self.handle = handle
+        self.offset = "-1"
+        self.cursor = None
+        self.schema = None
+        self._parsers = {}
+        self.up_to_date = False
+        # A CDN may hold the 409 or an old -1 response: make the next URL new.
+        self._cache_buster = f"{time.time_ns()}-{random.getrandbits(32):08x}"
+        yield ControlMessage(MUST_REFETCH)
+        await asyncio.sleep(delay)
+
+    async def _pace_live(self, changes: bool, elapsed: float) -> None:
+        if elapsed < QUICK_LIVE_ANSWER and not changes:
+            await asyncio.sleep(self._idle.again(ServerLoop, "empty live answers"))
+        else:
+            self._idle.reset()
 
     def _query(self, live: bool) -> httpx.QueryParams:
         query = [*self._shape_query, *self._extra_query.items(), ("offset", self.offset)]
@@ -152,31 +221,44 @@ class ShapeStream:
         query.sort()  # stable URLs for HTTP caches, as the TypeScript client
         return httpx.QueryParams(tuple(query))
 
-    def _accept(self, response: httpx.Response) -> list[Message]:
-        """Headers and body of a 2xx response."""
-        self._take_headers(response)
+    def _messages(self, response: httpx.Response, body: bytes) -> list[Message]:
+        """The body of a 2xx response whose headers were taken."""
         if response.status_code == 204:  # an old server's long-poll timeout: caught up
-            self.up_to_date = True
+            self._reached_up_to_date()
             return []
         try:
-            messages = decode_batch(response.content, self._parsers)
+            messages = decode_batch(body, self._parsers)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            raise ClientError(0, f"a response body that is not a shape log: {exc}") from None
+            raise MalformedResponse(f"a response body that is not a shape log: {exc}") from None
         self._cache_buster = None
         if (
             messages
             and isinstance(messages[-1], ControlMessage)
             and messages[-1].control == UP_TO_DATE
         ):
-            self.up_to_date = True
+            self._reached_up_to_date()
         return messages
 
-    def _take_headers(self, response: httpx.Response) -> None:
+    def _reached_up_to_date(self) -> None:
+        self.up_to_date = True
+        self._refetches.reset()
+
+    def _take_headers(self, response: httpx.Response, sent: Sent) -> bool:
+        """Take a 2xx response's headers; False if it is of another handle than asked for
+        (the shape was replaced: refetch)."""
         headers = response.headers
         handle, offset = headers.get("electric-handle"), headers.get("electric-offset")
         if handle is None or offset is None:
-            raise ClientError(
-                0, "a shape response without electric-handle and electric-offset headers"
+            raise MalformedResponse(
+                f"a {response.status_code} response without electric-handle and "
+                "electric-offset headers"
+            )
+        if sent.handle is not None and handle != sent.handle:
+            return False
+        if self._offset(offset) < sent.log_offset:
+            raise OffsetWentBack(
+                f"the server answered electric-offset {offset[:40]} to a request from "
+                f"offset {sent.offset}"
             )
         self.handle, self.offset = handle, offset
         cursor = headers.get("electric-cursor")
@@ -184,104 +266,119 @@ class ShapeStream:
             self.cursor = cursor
         schema = headers.get("electric-schema")
         if self.schema is None and schema is not None:
-            try:
-                self.schema = msgspec.json.decode(schema)
-            except msgspec.DecodeError:
-                raise ClientError(0, "an electric-schema header that is not JSON") from None
-            self._parsers = column_parsers(self.schema or {}, self._custom_parsers)
+            self.schema = _schema(schema)
+            self._parsers = column_parsers(self.schema, self._custom_parsers)
+        return True
 
-    def _must_refetch(self, response: httpx.Response) -> ControlMessage:
-        """Start over at -1 under the shape's new handle; the old one is never valid again."""
-        self._expired_handle = self.handle
-        self.handle = response.headers.get("electric-handle")
-        self.offset = "-1"
-        self.cursor = None
-        self.schema = None
-        self._parsers = {}
-        self.up_to_date = False
-        # A CDN may hold the 409 or an old -1 response: make the next URL new.
-        self._cache_buster = f"{time.time_ns()}-{random.getrandbits(32):08x}"
-        return ControlMessage(MUST_REFETCH)
+    @staticmethod
+    def _offset(text: str) -> LogOffset:
+        try:
+            return LogOffset.parse(text)
+        except OffsetError:
+            raise MalformedResponse(f"an offset that is not <tx>_<op>: {text[:40]!r}") from None
 
-    async def _sse_request(self) -> AsyncIterator[Message]:
+    async def _sse_request(self, sent: Sent) -> AsyncGenerator[Message]:
         """One SSE connection: messages as they come. The headers come once, at the start,
         so the offset to resume from is the last change's own offset."""
         headers = {**self._headers, "accept": "text/event-stream"}
-        async with self._http.stream(
+        request = self._http.build_request(
             "GET", self._url, params=self._query(True), headers=headers
-        ) as response:
+        )
+        until = deadline_from_now(self._limits)
+        async with deadline(until, "the response headers"):
+            response = await open_response(self._http, request)
+        changes = False
+        try:
             if response.status_code != 200 or "text/event-stream" not in response.headers.get(
                 "content-type", ""
-            ):
-                await response.aread()
-                if response.status_code == 409:
-                    yield self._must_refetch(response)
-                    return
-                if response.status_code == 429 or response.status_code >= 500:
-                    raise _Retry(response)
-                if response.status_code >= 400:
-                    raise _refused(response)
-                for message in self._accept(response):  # a server without SSE answered JSON
+            ):  # an error, or a server without SSE that answered JSON
+                async with deadline(until, "the response"):
+                    body = await read_body(response, self._limits)
+                async for message in self._answer(response, body, sent, True):
                     yield message
                 return
-            self._take_headers(response)
-            data: list[str] = []
-            async for line in response.aiter_lines():
-                if line.startswith("data:"):
-                    data.append(line[5:].removeprefix(" "))
-                elif not line and data:
-                    message = self._sse_message("\n".join(data))
-                    data = []
+            if not self._take_headers(response, sent):
+                async for message in self._refetch(response.headers["electric-handle"], _ROTATED):
                     yield message
+                return
+            async for data in event_data(response.aiter_bytes(), self._limits):
+                message = self._sse_message(data)
+                changes = changes or not isinstance(message, ControlMessage)
+                yield message
+        finally:
+            await response.aclose()
+        await self._pace_live(changes, time.monotonic() - sent.at)
 
-    def _sse_message(self, data: str) -> Message:
+    def _sse_message(self, data: bytes) -> Message:
         try:
             message = decode_one(data, self._parsers)
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
-            raise ClientError(0, f"an SSE event that is not a shape message: {exc}") from None
+            raise MalformedResponse(f"an SSE event that is not a shape message: {exc}") from None
         if isinstance(message, ChangeMessage):
             offset = message.offset
-            if offset is not None:
+            # Never back: a reconnect resumes after everything delivered so far.
+            if offset is not None and self._offset(offset) > self._offset(self.offset):
                 self.offset = offset
         elif isinstance(message, ControlMessage) and message.control == UP_TO_DATE:
-            self.up_to_date = True
+            self._reached_up_to_date()
         return message
 
-    async def _wait(self, attempt: int, response: httpx.Response | None) -> int:
+    async def _wait(self, attempt: int, response: httpx.Response | None, body: bytes) -> int:
         limit = self._backoff.max_retries
         if limit is not None and attempt >= limit:
             if response is None:
                 raise ClientError(0, f"no answer from {self._url} after {attempt} retries")
-            raise _refused(response)
-        await asyncio.sleep(self._backoff.delay(attempt, _retry_after(response)))
+            raise _refused(response, body)
+        await asyncio.sleep(self._backoff.delay(attempt, retry_after(response)))
         return attempt + 1
 
 
+_CONFLICTS = "409 (must refetch) answers before an up-to-date"
+_ROTATED = "answers under a shape handle other than the one asked for"
+
+
+class Sent(msgspec.Struct, frozen=True):
+    """What a request asked for, and when it was sent (``time.monotonic``)."""
+
+    handle: str | None
+    offset: str
+    at: float
+
+    @property
+    def log_offset(self) -> LogOffset:
+        """The offset asked from; one that is not ``<tx>_<op>`` (a caller's ``now``, say)
+        counts as the start."""
+        try:
+            return LogOffset.parse(self.offset)
+        except OffsetError:
+            return BEFORE_ALL
+
+
 class _Retry(Exception):
-    def __init__(self, response: httpx.Response) -> None:
+    def __init__(self, response: httpx.Response, body: bytes) -> None:
         self.response = response
+        self.body = body
 
 
-def _retry_after(response: httpx.Response | None) -> float | None:
-    """``retry-after`` in seconds (delta-seconds, or an HTTP date capped at an hour)."""
-    value = None if response is None else response.headers.get("retry-after")
-    if not value:
-        return None
+def _schema(header: str) -> dict[str, Any]:
+    """The ``electric-schema`` header: a JSON object of columns."""
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return min(3600.0, max(0.0, parsedate_to_datetime(value).timestamp() - time.time()))
-    except (TypeError, ValueError):
-        return None
+        schema = msgspec.json.decode(header)
+    except (msgspec.DecodeError, RecursionError):
+        raise MalformedResponse("an electric-schema header that is not JSON") from None
+    if not isinstance(schema, dict):
+        raise MalformedResponse(
+            f"an electric-schema header that is not a JSON object of columns: {header[:80]}"
+        )
+    return schema
 
 
-def _refused(response: httpx.Response) -> ClientError:
-    body: Any
+def _refused(response: httpx.Response, body: bytes) -> ClientError:
+    decoded: Any
     try:
-        body = response.json()
-    except ValueError:
-        body = response.text
-    message = body.get("message") or body.get("error") if isinstance(body, dict) else None
-    return ClientError(response.status_code, str(message or body or response.reason_phrase), body)
+        decoded = msgspec.json.decode(body)
+    except (msgspec.DecodeError, RecursionError):
+        decoded = body.decode("utf-8", "replace")
+    message = decoded.get("message") or decoded.get("error") if isinstance(decoded, dict) else None
+    text = str(message or decoded or response.reason_phrase)
+    return ClientError(response.status_code, text[:1000], decoded)

@@ -11,8 +11,9 @@ returns for the same column, so rows compare equal to ``SELECT`` results:
 * uuid: ``uuid.UUID``; json/jsonb: the decoded document; bytea: ``bytes``
 * arrays of these: nested ``list``
 * anything else (text, varchar, enums, ranges, ...) stays ``str``. So do values that Python's
-  types cannot hold: ``infinity`` dates and timestamps, years beyond 9999 or BC, and
-  arrays with explicit bounds (``[0:1]={1,2}``).
+  types cannot hold: ``infinity`` dates and timestamps, years beyond 9999 or BC, arrays
+  with explicit bounds (``[0:1]={1,2}``), and json nested deeper than Python decodes
+  (about 1,000 levels; Postgres takes more, psycopg raises ``RecursionError``).
 """
 
 from __future__ import annotations
@@ -62,6 +63,13 @@ def _interval(text: str) -> dt.timedelta | str:
         return text
 
 
+def _json_value(text: str) -> Any:
+    try:
+        return _json.decode(text)
+    except RecursionError:
+        return text
+
+
 def _bytea(text: str) -> bytes:
     if not text.startswith("\\x"):
         raise ValueError(f"bytea in a format other than hex: {text[:20]!r}")
@@ -84,8 +92,8 @@ SCALARS: dict[str, Parser] = {
     "timestamptz": _lenient(dt.datetime.fromisoformat),
     "interval": _interval,
     "uuid": UUID,
-    "json": _json.decode,
-    "jsonb": _json.decode,
+    "json": _json_value,
+    "jsonb": _json_value,
     "bytea": _bytea,
 }
 """Parsers by ``pg_type.typname``; extend or override with ``Client(parsers=...)``."""
@@ -144,4 +152,6 @@ def parse_row(row: Row, parsers: Mapping[str, Parser]) -> Row:
                 row[column] = parse(text)
             except (ValueError, TypeError, InvalidOperation, msgspec.DecodeError) as exc:
                 raise ValueError(f"column {column!r}: cannot parse {text[:80]!r}: {exc}") from None
+            except RecursionError:  # a custom parser, or an array literal nested this deep
+                raise ValueError(f"column {column!r}: {text[:80]!r} is nested too deeply") from None
     return row

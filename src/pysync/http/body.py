@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 
 from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.log import LogSlice
+from pysync.shapes.storage import Reader
 
 INLINE_BYTES = 256 * 1024
 """Bodies up to this size are built in memory (every live response is)."""
@@ -35,13 +36,14 @@ def streamed_body(
     consumer: ShapeConsumer, part: LogSlice, tail: bytes | None
 ) -> AsyncIterator[bytes]:
     """``[entries..., tail]`` in pieces read from storage as the client takes them."""
-    return _pieces(consumer, part.spans, tail)
+    # The reader now, with the slice: the positions are those of the log as it is now,
+    # and a compaction may replace its file before the first piece is read.
+    return _pieces(consumer.log.storage.reader(), part.spans, tail)
 
 
 async def _pieces(
-    consumer: ShapeConsumer, spans: list[tuple[int, int]], tail: bytes | None
+    reader: Reader, spans: list[tuple[int, int]], tail: bytes | None
 ) -> AsyncIterator[bytes]:
-    reader = consumer.log.storage.reader()
     try:
         yield b"["
         for n, (position, length) in enumerate(spans):

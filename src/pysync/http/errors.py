@@ -11,6 +11,7 @@ from typing import Any
 import psycopg
 
 from pysync.postgres.publication import LockTimeout, PublicationError
+from pysync.postgres.sqlstate import error_class
 from pysync.shapes.storage import StorageError
 from pysync.shapes.subqueries import TooManyRows
 
@@ -78,6 +79,11 @@ def too_many(kind: str, limit: int) -> ShapeAPIError:
     )
 
 
+def clause_fails(exc: psycopg.Error) -> str:
+    """A clause Postgres failed on for some row, said without the row's value."""
+    return f"the clause fails on the table's rows: {error_class(exc)}"
+
+
 UNAUTHORIZED = ShapeAPIError(401, {"message": "Unauthorized - Invalid API secret"}, bare=True)
 
 
@@ -99,15 +105,16 @@ def snapshot_error(exc: BaseException) -> ShapeAPIError:
         )
     if isinstance(exc, psycopg.errors.DataError):
         # Postgres refused a value the clause computes (division by zero, overflow, a
-        # text that is not a number...): the clause is the client's.
-        reason = exc.diag.message_primary or "invalid value"
-        return invalid({"where": [f"the clause fails on the table's rows: {reason}"]})
+        # text that is not a number...): the clause is the client's. Its class only:
+        # the message quotes the value, maybe of a column the client may not read.
+        return invalid({"where": [clause_fails(exc)]})
     if isinstance(exc, psycopg.OperationalError):
         return unavailable(
             "Cannot connect to the database to take the snapshot. Please retry.", 10, known=True
         )
     if isinstance(exc, psycopg.Error):
-        reason = exc.diag.message_primary or type(exc).__name__
-        return unavailable(f"Unable to create the shape's snapshot: {reason}", 10, known=True)
+        return unavailable(
+            f"Unable to create the shape's snapshot: {error_class(exc)}", 10, known=True
+        )
     log.error("snapshot failed unexpectedly", exc_info=exc)
     return ShapeAPIError(500, {"message": "Unexpected error while creating snapshot"})

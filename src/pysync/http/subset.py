@@ -16,11 +16,13 @@ import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pysync.http.errors import ShapeAPIError, invalid, unavailable
+from pysync.http.errors import ShapeAPIError, clause_fails, invalid, unavailable
+from pysync.http.json_input import JSONTooDeep, decode_json
 from pysync.http.responses import JSON, common
 from pysync.http.source import ShapeSource
 from pysync.postgres.catalog import Table
 from pysync.postgres.identifiers import IdentifierError, parse_identifier
+from pysync.postgres.sqlstate import error_class
 from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.querying import OrderBy
 from pysync.shapes.registry import COMPILE_INLINE_CHARS
@@ -61,7 +63,9 @@ def subset_fields_from_query(query: Mapping[str, str]) -> dict[str, object] | No
     raw_params = fields.get("params")
     if isinstance(raw_params, str):
         try:
-            fields["params"] = msgspec.json.decode(raw_params)
+            fields["params"] = decode_json(raw_params)
+        except JSONTooDeep as exc:
+            raise SubsetError({"params": [str(exc)]}) from None
         except msgspec.DecodeError:
             raise SubsetError({"params": ["params must be valid JSON"]}) from None
     return fields
@@ -75,8 +79,8 @@ async def subset_fields_from_body(request: Request, query: dict[str, str]) -> di
     if not body.strip():
         return {}
     try:
-        data = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
+        data = decode_json(body)
+    except (msgspec.DecodeError, JSONTooDeep) as exc:
         raise ShapeAPIError(
             400, {"error": "Invalid JSON in request body", "details": str(exc)}
         ) from None
@@ -247,13 +251,9 @@ async def serve_subset(
         ) from None
     except psycopg.errors.DataError as exc:
         # Postgres refused a value the clause computes (division by zero, overflow...).
-        reason = exc.diag.message_primary or "invalid value"
-        raise invalid(
-            {"subset": {"where": [f"the clause fails on the table's rows: {reason}"]}}
-        ) from None
+        raise invalid({"subset": {"where": [clause_fails(exc)]}}) from None
     except psycopg.Error as exc:
-        reason = exc.diag.message_primary or type(exc).__name__
-        raise unavailable(f"Unable to run the subset query: {reason}", 1) from None
+        raise unavailable(f"Unable to run the subset query: {error_class(exc)}", 1) from None
     metadata = msgspec.json.encode(
         {
             "xmin": str(info.xmin),

@@ -44,7 +44,8 @@ class Column(msgspec.Struct, frozen=True):
     """``pg_type.typname`` of the column, or of the element type for arrays (as Electric)."""
     type_mod: int
     dims: int
-    """0 for scalars, the declared number of dimensions (at least 1) for arrays."""
+    """0 for scalars, the declared number of dimensions (at least 1) for arrays. A domain
+    over an array is a scalar of the domain's type, as in Electric."""
     not_null: bool
     type_kind: str
     """``pg_type.typtype`` of the (element) type: b base, e enum, d domain, c composite, r range."""
@@ -54,6 +55,11 @@ class Column(msgspec.Struct, frozen=True):
     generated: bool = False
     virtual: bool = False
     """A VIRTUAL generated column (Postgres 18): not stored, never replicated."""
+    own_text_cast: bool = False
+    """``col::text`` may differ from the type's output function (what pgoutput sends):
+    the type casts to text by a function (bool gives ``true``, bpchar drops its padding,
+    inet adds ``/32``), is xml (its output rewrites the declaration), or is a domain (it
+    casts as its base type). Never for arrays: they cast by ``array_out``."""
     base_type: str = ""
     """For a domain over a scalar type: the base type's ``typname`` (domains of domains
     resolved); WHERE clauses compare the column as that type, as Postgres does."""
@@ -101,10 +107,13 @@ SELECT c.oid, n.nspname, c.relname, c.relreplident,
        (SELECT to_jsonb(d) - 'datacl' FROM pg_database d WHERE d.datname = current_database()),
        a.attname, a.attnum, a.atttypid, a.atttypmod, a.attnotnull,
        a.attgenerated <> '' AS generated, a.attgenerated = 'v' AS virtual,
-       CASE WHEN t.typcategory = 'A' THEN e.typname ELSE t.typname END,
-       CASE WHEN t.typcategory = 'A' THEN greatest(a.attndims, 1) ELSE 0 END,
-       CASE WHEN t.typcategory = 'A' THEN e.typtype ELSE t.typtype END,
-       CASE WHEN t.typcategory = 'A' THEN e.typcategory ELSE t.typcategory END,
+       CASE WHEN e.oid IS NOT NULL THEN e.typname ELSE t.typname END,
+       CASE WHEN e.oid IS NOT NULL THEN greatest(a.attndims, 1) ELSE 0 END,
+       CASE WHEN e.oid IS NOT NULL THEN e.typtype ELSE t.typtype END,
+       CASE WHEN e.oid IS NOT NULL THEN e.typcategory ELSE t.typcategory END,
+       e.oid IS NULL AND (t.typtype = 'd' OR t.oid = 'xml'::regtype OR EXISTS (
+           SELECT FROM pg_cast k WHERE k.castsource = t.oid AND k.casttarget = 'text'::regtype
+             AND k.castmethod = 'f')),
        -- int2vector subscripts start at 0, so this is already the 0-based key position
        array_position(i.indkey::int2[], a.attnum) AS pk_index,
        CASE WHEN a.attcollation NOT IN (0, 100)
@@ -125,6 +134,7 @@ FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 LEFT JOIN pg_type t ON t.oid = a.atttypid
+-- The element type of arrays; a domain over an array is not one (as Electric).
 LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
 LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
 WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
@@ -178,6 +188,7 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
         dims,
         typtype,
         typcategory,
+        own_text_cast,
         pk_index,
         collation,
         base,
@@ -198,6 +209,7 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
                 pk_index=None if pk_index is None else int(pk_index),
                 generated=bool(generated),
                 virtual=bool(virtual),
+                own_text_cast=bool(own_text_cast),
                 collation=collation_of(collation),
                 base_type=str(base[0]) if base else "",
                 base_kind=str(base[1]) if base else "",

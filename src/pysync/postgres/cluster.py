@@ -9,7 +9,9 @@ runs as a dedicated unprivileged system user.
 from __future__ import annotations
 
 import contextlib
+import grp
 import importlib.util
+import logging
 import os
 import pwd
 import secrets
@@ -18,16 +20,28 @@ import socket
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
 
+from pysync.private_files import make_dir, open_private, tighten, write_private
+
+log = logging.getLogger(__name__)
+
 SERVER_USER = "pysync-postgres"
 """The system user the server runs as when pysync itself runs as root."""
 
 SUPERUSER = "postgres"
+
+RELOCATED = Path("/var/lib/pysync")
+"""Where a root pysync keeps its private Postgres when the server user cannot reach the
+data directory (below a 0700 home, say): one ``postgres-*`` directory per cluster, owned
+by that user. No directory pysync did not make is opened to it."""
+
+HOSTS = ("127.0.0.1", "localhost")
 
 DEFAULT_SETTINGS: dict[str, str] = {
     "wal_level": "logical",
@@ -125,20 +139,74 @@ def _server_user() -> pwd.struct_passwd | None:
     return pwd.getpwnam(SERVER_USER)
 
 
-def _allow_traversal(path: Path) -> None:
-    """Let other users traverse (not list) every directory above ``path``.
+def _groups(user: pwd.struct_passwd) -> set[int]:
+    return {user.pw_gid} | {g.gr_gid for g in grp.getgrall() if user.pw_name in g.gr_mem}
 
-    Needed when root's home holds the binaries or the data directory: the server user
-    must reach them. Only the execute bit is added.
-    """
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if not mode & stat.S_IXOTH:
-            parent.chmod(mode | stat.S_IXOTH)
+
+def _can_enter(path: Path, user: pwd.struct_passwd, groups: set[int]) -> bool:
+    """Can ``user`` traverse ``path`` and every directory above it (by the mode bits)?
+    A directory that does not exist yet cannot be counted on: pysync makes it 0700."""
+    for directory in [path, *path.parents]:
+        try:
+            info = directory.stat()
+        except OSError:
+            return False
+        if info.st_uid == user.pw_uid:
+            bit = stat.S_IXUSR
+        elif info.st_gid in groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not info.st_mode & bit:
+            return False
+    return True
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """``target`` as a copy of ``source``: hard links where the filesystem allows (no
+    space, no time), else copies. Symbolic links (the libraries' versions) are kept."""
+
+    def link(src: str, dst: str) -> None:
+        try:
+            os.link(src, dst)
+        except OSError:  # another filesystem, or links refused
+            shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, symlinks=True, copy_function=link)
+
+
+STALE_AFTER = 3600.0
+"""Seconds before a relocated server directory without a data directory is removed."""
+
+
+def _remove_stale_relocated(base: Path) -> None:
+    """Server directories (under ``base``) whose data directory is gone: the cluster
+    cannot be used again (its password went with the data directory)."""
+    for directory in base.glob("postgres-*"):
+        try:
+            if time.time() - directory.stat().st_mtime < STALE_AFTER:
+                continue  # maybe being made by another pysync, its pointer not yet written
+            owner = Path((directory / "owner").read_text().strip())
+            pointing = (owner / "server-dir").read_text().strip()
+        except OSError:
+            pointing = ""
+        if pointing == str(directory) or (directory / "pgdata" / "postmaster.pid").exists():
+            continue
+        log.info("removing %s: the private Postgres of a data directory that is gone", directory)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 class PostgresCluster:
-    """A Postgres cluster in ``data_dir``, listening on 127.0.0.1 and a socket it owns."""
+    """A Postgres cluster in ``data_dir``, listening on 127.0.0.1 and a socket it owns.
+
+    Run as root, the server runs as ``SERVER_USER``, which must reach its files and its
+    binaries; no directory above them is opened for it. ``data_dir``'s parent, when
+    ``own_parent`` (pysync's data directory), is made traversable by that user's group
+    (0710). The binaries, unless the user can read them where they are, are linked into
+    the cluster (``pginstall``, hard links: no space); the server's files go to
+    ``RELOCATED`` when the user cannot reach ``data_dir`` (``data_dir/server-dir`` says
+    where).
+    """
 
     def __init__(
         self,
@@ -148,18 +216,44 @@ class PostgresCluster:
         settings: Mapping[str, str] | None = None,
         fast: bool = False,
         bin_dir: Path | None = None,
+        own_parent: bool = False,
     ) -> None:
         self.root = Path(data_dir).absolute()
-        self.pgdata = self.root / "pgdata"
-        self.socket_dir = self.root / "socket"
-        self.log_file = self.root / "postgres.log"
         self.bin_dir = bin_dir or binary_dir()
+        """Where the binaries run from (linked into the cluster for a root pysync, when
+        the server user cannot read them where they are)."""
         self._requested_port = port
         self.port = port or 0
         self.settings = {**DEFAULT_SETTINGS, **(FAST_SETTINGS if fast else {}), **(settings or {})}
         self._user = _server_user()
+        self._own_parent = own_parent
 
     # -- paths and URLs ---------------------------------------------------------------
+
+    @property
+    def server_dir(self) -> Path:
+        """Where the server's files are: ``root``, or the directory it was moved to."""
+        try:
+            return Path((self.root / "server-dir").read_text().strip())
+        except FileNotFoundError:
+            return self.root
+
+    @property
+    def pgdata(self) -> Path:
+        return self.server_dir / "pgdata"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.server_dir / "socket"
+
+    @property
+    def log_file(self) -> Path:
+        return self.server_dir / "postgres.log"
+
+    @property
+    def passfile(self) -> Path:
+        """The password in libpq's pgpass format (0600), for ``shown_url``."""
+        return self.root / "pgpass"
 
     @property
     def password(self) -> str:
@@ -169,6 +263,14 @@ class PostgresCluster:
         return (
             f"postgresql://{SUPERUSER}:{quote(self.password, safe='')}"
             f"@127.0.0.1:{self.port}/{dbname}"
+        )
+
+    def shown_url(self, dbname: str = "postgres") -> str:
+        """The URL to print or log: no password, libpq (psql, psycopg) reads it from
+        ``passfile``, which only this user can read."""
+        return (
+            f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{dbname}"
+            f"?passfile={quote(str(self.passfile), safe='/')}"
         )
 
     @property
@@ -181,16 +283,18 @@ class PostgresCluster:
         """initdb, unless the data directory already holds a cluster."""
         if self.initialized:
             return
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_dir(self.root)
         password_file = self.root / "password"
         if not password_file.exists():
-            password_file.write_text(secrets.token_urlsafe(24) + "\n")
-            password_file.chmod(0o600)
-        self.pgdata.mkdir(mode=0o700, exist_ok=True)
-        self.socket_dir.mkdir(mode=0o700, exist_ok=True)
+            write_private(password_file, (secrets.token_urlsafe(24) + "\n").encode())
+        self._write_passfile()
+        if self._user:
+            self._place_server(self._user)
+        make_dir(self.pgdata)
+        make_dir(self.socket_dir)
         self._give_to_server_user()
         # initdb reads the password file as the server user: hand it a copy it can read.
-        with tempfile.NamedTemporaryFile("w", dir=self.root, delete=False) as pwfile:
+        with tempfile.NamedTemporaryFile("w", dir=self.server_dir, delete=False) as pwfile:
             pwfile.write(self.password + "\n")
         try:
             if self._user:
@@ -215,6 +319,8 @@ class PostgresCluster:
         """Start the server; picks a free port unless one was given. False when it was
         running already (left by an earlier process): it is used as it is."""
         self.init()
+        tighten(self.root, "private Postgres directory", walk=False)
+        self._write_passfile()
         if self.running:
             self.port = self._running_port()
             return False
@@ -227,6 +333,7 @@ class PostgresCluster:
             self.port = self._requested_port
         else:
             self.port = self._remembered_port() or free_port()
+        self._give_to_server_user()
         options = [f"-p {self.port}", "-c listen_addresses=127.0.0.1", f"-k {self.socket_dir}"]
         options += [f"-c {name}={value}" for name, value in self.settings.items()]
         try:
@@ -245,7 +352,7 @@ class PostgresCluster:
             )
         except ClusterError as exc:
             raise ClusterError(f"{exc}\n--- {self.log_file} ---\n{self._log_tail()}") from exc
-        (self.root / "port").write_text(f"{self.port}\n")
+        write_private(self.root / "port", f"{self.port}\n".encode())
         return True
 
     def stop(self, mode: str = "fast") -> None:
@@ -282,6 +389,9 @@ class PostgresCluster:
 
     def destroy(self) -> None:
         self.stop("immediate")
+        server_dir = self.server_dir
+        if server_dir != self.root:
+            shutil.rmtree(server_dir, ignore_errors=True)
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self) -> PostgresCluster:
@@ -304,17 +414,87 @@ class PostgresCluster:
                 return port
         return None
 
+    def _write_passfile(self) -> None:
+        # The password is URL-safe base64: nothing in it needs pgpass escaping.
+        lines = "".join(f"{host}:*:*:{SUPERUSER}:{self.password}\n" for host in HOSTS)
+        if not self.passfile.exists() or self.passfile.read_text() != lines:
+            write_private(self.passfile, lines.encode())
+
+    def _place_server(self, user: pwd.struct_passwd) -> None:
+        """Where the server's files go, decided once, before initdb: in ``root`` if the
+        server user can reach it (its parent opened to the user's group when it is
+        pysync's), else in a directory of its own under ``RELOCATED``."""
+        groups = _groups(user)
+        above = self.root.parent.parent if self._own_parent else self.root.parent
+        if _can_enter(above, user, groups):
+            return
+        if make_dir(RELOCATED, 0o711):
+            log.info("made %s for the private Postgres of root's data directories", RELOCATED)
+        if not _can_enter(RELOCATED, user, groups):
+            raise ClusterError(
+                f"running as root, Postgres runs as '{SERVER_USER}', which can reach neither "
+                f"{self.root} nor {RELOCATED}; choose a data directory it can reach "
+                "(e.g. under /var/lib or /srv), or run pysync as an unprivileged user"
+            )
+        _remove_stale_relocated(RELOCATED)
+        server_dir = Path(tempfile.mkdtemp(prefix="postgres-", dir=RELOCATED))
+        write_private(server_dir / "owner", f"{self.root}\n".encode())
+        write_private(self.root / "server-dir", f"{server_dir}\n".encode())
+        log.info(
+            "the private Postgres of %s is in %s: '%s' cannot reach %s",
+            self.root,
+            server_dir,
+            SERVER_USER,
+            self.root,
+        )
+
     def _give_to_server_user(self) -> None:
+        # Postgres' log quotes rows and statements: 0600 (before pg_ctl makes it).
+        os.close(open_private(self.log_file, os.O_WRONLY | os.O_APPEND))
         if not self._user:
             return
-        _allow_traversal(self.root)
-        _allow_traversal(self.bin_dir)
-        for path in (self.root, self.pgdata, self.socket_dir):
-            os.chown(path, self._user.pw_uid, self._user.pw_gid)
-        self.log_file.touch()
-        os.chown(self.log_file, self._user.pw_uid, self._user.pw_gid)
+        uid, gid = self._user.pw_uid, self._user.pw_gid
+        server_dir = self.server_dir
+        for path in (server_dir, self.pgdata, self.socket_dir, self.log_file):
+            os.chown(path, uid, gid)
+        if self._own_parent and server_dir == self.root:
+            # pysync's data directory: the server user's group may pass through it to
+            # the cluster (0710), nobody else may.
+            os.chown(self.root.parent, -1, gid)
+            os.chmod(self.root.parent, 0o710)
+
+    def _runnable_binaries(self, user: pwd.struct_passwd) -> Path:
+        """The bin directory the server user can run: the given one if it can reach it,
+        else a linked copy of its installation in ``server_dir/pginstall``, made once
+        and remade when the installation changed. The copy keeps the wheel's layout
+        (``<package>/pginstall/{bin,lib,share}`` beside ``<package>.libs``): the
+        binaries find their libraries by a path relative to themselves."""
+        source = self.bin_dir
+        installed = self.server_dir / "pginstall"
+        if source.is_relative_to(installed) or _can_enter(source, user, _groups(user)):
+            return source
+        install = source.parent
+        package = install.parent
+        target = installed / package.name / install.name
+        postgres = (source / "postgres").stat()
+        signature = f"{source}\n{postgres.st_ino}:{postgres.st_size}:{postgres.st_mtime_ns}\n"
+        marker = installed / "source"
+        if not marker.exists() or marker.read_text() != signature:
+            shutil.rmtree(installed, ignore_errors=True)
+            make_dir(target, 0o755)
+            for part in ("bin", "lib", "share"):
+                if (install / part).is_dir():
+                    _link_tree(install / part, target / part)
+            libraries = package.parent / f"{package.name}.libs"
+            if libraries.is_dir():
+                _link_tree(libraries, installed / libraries.name)
+            write_private(marker, signature.encode())
+        return target / source.name
 
     def _run(self, program: str, *args: str) -> None:
+        if self._user:
+            # Also for a cluster object that did not start the server (pg_ctl stop).
+            self.bin_dir = self._runnable_binaries(self._user)
         exe = self.bin_dir / program
         if not exe.exists():
             raise ClusterError(f"{program} not found in {self.bin_dir}")

@@ -5,10 +5,12 @@ given, for development and tests."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from pysync.lockfile import DirectoryLock
 from pysync.postgres.cluster import PostgresCluster, is_private_url
+from pysync.private_files import tighten
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +20,7 @@ class PrivateDatabase:
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
-        self.cluster = PostgresCluster(data_dir / "postgres")
+        self.cluster = PostgresCluster(data_dir / "postgres", own_parent=True)
         self._lock = DirectoryLock(data_dir, "data directory")
 
     @staticmethod
@@ -30,6 +32,8 @@ class PrivateDatabase:
         """Start it (blocking); its URL. Raises DirectoryInUse, ClusterError."""
         self._lock.acquire()
         try:
+            # Root's is opened to the server user's group (0710) by the cluster.
+            tighten(self.data_dir, "data directory", mode=0o700 if os.geteuid() else 0o710)
             started = self.cluster.start()
         except BaseException:
             self._lock.release()

@@ -75,7 +75,14 @@ class Idle(msgspec.Struct, frozen=True):
     lsn: int
 
 
-Item = Transaction | Message | RelationChange | Connected | Idle
+class Disconnected(msgspec.Struct, frozen=True):
+    """The connection was lost and the stream is about to reconnect (a ``Connected``
+    follows when it has): until then nothing streams, which health reports."""
+
+    reason: str
+
+
+Item = Transaction | Message | RelationChange | Connected | Idle | Disconnected
 
 
 def _now_pg_us() -> int:
@@ -201,8 +208,9 @@ class ReplicationStream:
 
     async def transactions(self) -> AsyncIterator[Item]:
         """Committed transactions, forever, with what a consumer needs in order around
-        them: ``Connected`` at each (re)connect, ``RelationChange`` when a table's
-        columns change, ``Idle`` positions, non-transactional logical messages.
+        them: ``Connected`` at each (re)connect, ``Disconnected`` when a connection is
+        lost, ``RelationChange`` when a table's columns change, ``Idle`` positions,
+        non-transactional logical messages.
 
         Reconnects with backoff after a dropped connection or a Postgres restart, and
         resumes after the last delivered transaction. A transaction counts as delivered
@@ -225,6 +233,7 @@ class ReplicationStream:
                 if not self.reconnect:
                     raise ReplicationError(f"replication connection lost: {exc}") from exc
                 log.warning("replication connection lost (%s); reconnecting in %.1fs", exc, backoff)
+                yield Disconnected(f"replication connection lost: {exc}")
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
 

@@ -34,6 +34,23 @@ BUFFER_BYTES = 256 * 1024
 """A log's appends collect in memory up to this much before they are written."""
 
 _crc32 = zlib.crc32
+COMPACTING = "log.compacting"
+"""A compacted log being written; it replaces ``log`` by a rename."""
+_COPY_BYTES = 1024 * 1024
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class FileStorage:
@@ -112,8 +129,11 @@ class FileStorage:
             except OSError as exc:
                 raise StorageError(path, exc) from exc
 
+        generation = file.generation
+
         def mark() -> None:
-            file.synced = max(file.synced, size)
+            if file.generation == generation:  # else compaction made it all durable
+                file.synced = max(file.synced, size)
 
         return PendingSync(fsync, mark)
 
@@ -122,7 +142,59 @@ class FileStorage:
         self.file.cut(self.file.synced)
         return self.file.size
 
+    def durable_size(self) -> int:
+        return self.file.synced
+
+    def prepare_replacement(self, start: int, region: bytes, reader: Reader) -> object:
+        path = self.directory / COMPACTING
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                for piece in range(0, start, _COPY_BYTES):
+                    _write_all(fd, reader.read(piece, min(_COPY_BYTES, start - piece)))
+                _write_all(fd, region)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            raise
+        return path
+
+    def replace(self, start: int, end: int, prepared: object) -> int:
+        assert isinstance(prepared, Path)
+        file = self.file
+        new_end = prepared.stat().st_size
+        # What was appended to the file while the job ran: small (the live tail), written
+        # and synced here, on the loop, so no append comes between.
+        fd = os.open(prepared, os.O_WRONLY | os.O_APPEND)
+        try:
+            for piece in range(end, file.size, _COPY_BYTES):
+                _write_all(fd, self.read(piece, min(_COPY_BYTES, file.size - piece)))
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        # The rename is the moment the compacted log replaces the old one: a crash before
+        # it leaves the old log (and a leftover that recovery removes), after it the new
+        # one, both whole and durable.
+        os.rename(prepared, file.path)
+        open_files.close(file.path)  # the old file's descriptor
+        file.size += new_end - end
+        file.synced = file.size
+        file.generation += 1
+        with contextlib.suppress(OSError):  # the rename's own durability: best effort
+            _sync_directory(self.directory)
+        return new_end
+
+    def drop_replacement(self, prepared: object) -> None:
+        if isinstance(prepared, Path):
+            with contextlib.suppress(OSError):
+                prepared.unlink()
+
     def frames(self) -> Iterator[Frame]:
+        with contextlib.suppress(FileNotFoundError):
+            (self.directory / COMPACTING).unlink()  # a compaction a crash interrupted
         size = self.file.size
         position = 0
         with self.path.open("rb", buffering=1 << 20) as f:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 
 from pysync.shapes.collector import Collector
+from pysync.shapes.compactor import Compactor
 from pysync.shapes.consumer import GONE, ShapeConsumer
 from pysync.shapes.storage import PendingSync, StorageError
 from pysync.shapes.store import ShapeStore
@@ -33,8 +34,11 @@ class FlushTracker:
         acknowledge: Callable[[int], None],
         *,
         interval: float = 0.05,
+        compactor: Compactor | None = None,
     ) -> None:
         self.collector = collector
+        self.compactor = compactor
+        """Told of the synced logs that grew enough to be compacted."""
         self.store = store
         self.acknowledge = acknowledge
         """Confirms a position to Postgres (the replication stream's ``acknowledge``)."""
@@ -83,6 +87,11 @@ class FlushTracker:
         if failed:
             self.on_failure(failed[0][1], failed)
             return False
+        compactor = self.compactor
+        if compactor is not None:
+            for consumer, _ in pending:
+                if consumer.log.compaction_due:
+                    compactor.due(consumer)
         if target > self.acknowledged:
             try:
                 await asyncio.to_thread(self.store.save_acknowledged, target)

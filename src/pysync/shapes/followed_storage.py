@@ -82,6 +82,32 @@ class FollowedStorage:
         """The writer cut its file back (it lost frames that were not durable)."""
         self.end = 0
 
+    def replaced(self) -> bool:
+        """Did the writer put another file in place of the one followed (a compaction)?
+        Then it is followed from its start."""
+        try:
+            current = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return False  # deleted: the shape is going away
+        if current == os.fstat(self._fd).st_ino:
+            return False
+        os.close(self._fd)
+        self._fd = os.open(self.path, os.O_RDONLY)
+        self.end = 0
+        return True
+
+    def durable_size(self) -> int:
+        return self.end
+
+    def prepare_replacement(self, start: int, region: bytes, reader: Reader) -> object:
+        raise StorageError(self.path, OSError(errno.EROFS, "a followed log is read-only"))
+
+    def replace(self, start: int, end: int, prepared: object) -> int:
+        raise StorageError(self.path, OSError(errno.EROFS, "a followed log is read-only"))
+
+    def drop_replacement(self, prepared: object) -> None:
+        pass
+
     def append(self, data: bytes | bytearray) -> int:
         raise StorageError(self.path, OSError(errno.EROFS, "a followed log is read-only"))
 

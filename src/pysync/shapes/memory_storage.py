@@ -54,6 +54,23 @@ class MemoryStorage:
         del self._data[self._synced :]
         return len(self._data)
 
+    def durable_size(self) -> int:
+        return self._synced
+
+    def prepare_replacement(self, start: int, region: bytes, reader: Reader) -> object:
+        return region
+
+    def replace(self, start: int, end: int, prepared: object) -> int:
+        assert isinstance(prepared, bytes)
+        # A new buffer: readers of a response being streamed keep the old one.
+        self._data = self._data[:start] + prepared + self._data[end:]
+        new_end = start + len(prepared)
+        self._synced += new_end - end  # a job compacts only what was durable
+        return new_end
+
+    def drop_replacement(self, prepared: object) -> None:
+        pass
+
     def frames(self) -> Iterator[Frame]:
         return iter(())
 

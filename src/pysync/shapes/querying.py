@@ -29,16 +29,18 @@ def _plain_key_column(table: Table, name: str) -> bool:
 def _column_text(table: Table, name: str) -> sql.Composable:
     """The column in its type's output format, as pgoutput sends it.
 
-    ``::text`` differs from the output function for bool (``true`` vs ``t``) and bpchar
-    (which drops the padding); ``format('%s')`` calls the output function. But
-    ``format('%s', NULL)`` is ``''``, not NULL: without the CASE a NULL bool/bpchar
-    became ``""`` in values and ``/""`` instead of ``/_`` in keys of PK-less tables,
-    disagreeing with what replication sends for the same row.
+    ``::text`` is the output function except for the types whose cast to text is their
+    own (``Column.own_text_cast``: bool, bpchar, inet, domains over them, ...);
+    ``format('%s')`` calls the output function for those. ``format('%s', NULL)`` is
+    ``''``, so NULL is kept NULL first, by the datum itself (``IS NOT DISTINCT FROM
+    NULL``): ``IS NULL`` is also true for a composite whose fields are all NULL.
     """
     column = table.column(name)
     ident = sql.Identifier(name)
-    if column is not None and column.dims == 0 and column.type_name in ("bool", "bpchar"):
-        return sql.SQL("CASE WHEN {0} IS NULL THEN NULL ELSE format('%%s', {0}) END").format(ident)
+    if column is not None and column.own_text_cast:
+        return sql.SQL(
+            "CASE WHEN {0} IS NOT DISTINCT FROM NULL THEN NULL ELSE format('%%s', {0}) END"
+        ).format(ident)
     return sql.SQL("{}::text").format(ident)
 
 

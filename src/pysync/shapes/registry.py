@@ -20,6 +20,7 @@ import psycopg
 from pysync.postgres.catalog import load_table_async
 from pysync.postgres.connections import Connections
 from pysync.postgres.publication import PublishAbandoned, Publisher
+from pysync.postgres.sqlstate import safe_reason
 from pysync.shapes.consumer import GONE, SNAPSHOTTING, ShapeConsumer
 from pysync.shapes.definition import (
     Shape,
@@ -275,9 +276,13 @@ class ShapeRegistry:
                 return
             if isinstance(exc, StorageError):
                 self.on_storage_error(exc)
-            log.warning("snapshot of %s failed: %s", consumer.handle, exc)
+            # Postgres' message may quote a row's value or the shape's params: the
+            # class only above DEBUG.
+            reason = safe_reason(exc)
+            log.warning("snapshot of %s failed: %s", consumer.handle, reason)
+            log.debug("snapshot of %s failed: %s", consumer.handle, exc)
             consumer.fail(exc)
-            self.invalidate(consumer, f"snapshot failed: {exc}")
+            self.invalidate(consumer, f"snapshot failed: {reason}")
             return
         self.on_snapshot_done(time.monotonic() - started)
         if consumer.state is GONE:

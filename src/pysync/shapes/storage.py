@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from pysync.private_files import FILE_MODE, make_dir, open_private
 from pysync.shapes.frames import Frame
 
 
@@ -84,12 +85,18 @@ class AppendFile:
         self.path = path
         self.io = io
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch(exist_ok=True)
-            self.size = path.stat().st_size
+            make_dir(path.parent)
+            fd = open_private(path, os.O_WRONLY)
+            try:
+                self.size = os.fstat(fd).st_size
+            finally:
+                os.close(fd)
         except OSError as exc:
             raise StorageError(path, exc) from exc
         self.synced = self.size
+        self.generation = 0
+        """Counts replacements of the file (compactions): a sync begun before one must
+        not mark sizes of the file it replaced."""
         self._cut_pending = False
 
     def fd(self) -> int:
@@ -178,6 +185,20 @@ class LogStorage(Protocol):
     def discard_unsynced(self) -> int:
         """Cut off what was appended since the last successful sync; the new size."""
 
+    def durable_size(self) -> int:
+        """How much of the log a successful sync made durable."""
+
+    def prepare_replacement(self, start: int, region: bytes, reader: Reader) -> object:
+        """In a thread: the log with its bytes from ``start`` on replaced by ``region``
+        (what is before ``start`` read through ``reader``), durable; for ``replace``."""
+
+    def replace(self, start: int, end: int, prepared: object) -> int:
+        """On the event loop: the prepared log in place of this one, with what this one
+        holds after ``end`` added at its end; the new position of ``end``."""
+
+    def drop_replacement(self, prepared: object) -> None:
+        """A prepared replacement that will not be used."""
+
     def frames(self) -> Iterator[Frame]:
         """The frames stored, verified; cuts off a torn tail, raises LogCorruptError."""
 
@@ -195,8 +216,9 @@ class Reader(Protocol):
 
 
 class FdReader:
-    """Reads of a log file through a descriptor of its own (closed by ``close``), and of
-    what was still buffered, not written, when the reader was made."""
+    """Reads of a log file through a descriptor of its own (closed by ``close``, or when
+    the reader is dropped unused), and of what was still buffered, not written, when the
+    reader was made. It reads the file as it was then, even once compaction replaced it."""
 
     def __init__(self, fd: int, written: int, buffered: bytes) -> None:
         self._fd = fd
@@ -214,7 +236,12 @@ class FdReader:
         return data
 
     def close(self) -> None:
-        os.close(self._fd)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def log_files_budget() -> int:
@@ -239,7 +266,7 @@ class _OpenFiles:
         if fd is not None:
             self._fds.move_to_end(path)
             return fd
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, FILE_MODE)
         self._fds[path] = fd
         if self.limit is None:
             self.limit = log_files_budget()

@@ -7,7 +7,8 @@
     <storage>/acknowledged       the last LSN confirmed to Postgres (written before it is)
     <storage>/shapes/<handle>/log
 
-Every write that matters is synced before pysync relies on it; a write that fails raises
+The directory is 0700 and its files 0600 (``private_files``): logs hold row values, the
+registry the shapes' params. Every write that matters is synced before pysync relies on it; a write that fails raises
 ``StorageError`` and leaves the file as it was.
 """
 
@@ -32,11 +33,12 @@ import msgspec
 from pysync.lockfile import DirectoryLock
 from pysync.postgres.lsn import format_lsn
 from pysync.postgres.snapshot import SnapshotInfo
+from pysync.private_files import make_dir, open_private, tighten
 from pysync.shapes.definition import Shape, ShapeDefinition
 from pysync.shapes.file_storage import FileStorage
-from pysync.shapes.log import CHUNK_BYTES, ShapeLog
+from pysync.shapes.log import CHUNK_BYTES, COMPACT_MIN_BYTES, ShapeLog
 from pysync.shapes.memory_storage import MemoryStorage
-from pysync.shapes.storage import OS_IO, AppendFile, Io, StorageError
+from pysync.shapes.storage import OS_IO, AppendFile, Io, LogStorage, StorageError
 
 if TYPE_CHECKING:
     from pysync.shapes.consumer import ShapeConsumer
@@ -116,10 +118,15 @@ class ShapeStore:
     """Logs, the registry, the slot's identity and the acknowledged LSN of one engine."""
 
     def __init__(
-        self, directory: Path | None, chunk_bytes: int = CHUNK_BYTES, io: Io = OS_IO
+        self,
+        directory: Path | None,
+        chunk_bytes: int = CHUNK_BYTES,
+        io: Io = OS_IO,
+        compact_min_bytes: int = COMPACT_MIN_BYTES,
     ) -> None:
         self.directory = directory
         self.chunk_bytes = chunk_bytes
+        self.compact_min_bytes = compact_min_bytes
         self.io = io
         self._lock = DirectoryLock(directory, "storage directory") if directory else None
         self._registry: AppendFile | None = None
@@ -138,7 +145,8 @@ class ShapeStore:
             return
         self._lock.acquire()
         try:
-            (self.directory / "shapes").mkdir(parents=True, exist_ok=True)
+            tighten(self.directory, "storage directory")
+            make_dir(self.directory / "shapes")
             # Opened once: syncfs reports a writeback error to descriptors older than it.
             self._dir_fd = os.open(self.directory / "shapes", os.O_RDONLY)
             self._check_format()
@@ -176,15 +184,17 @@ class ShapeStore:
             for name in ("registry.jsonl", "slot.json", "acknowledged"):
                 (self.directory / name).unlink(missing_ok=True)
             shutil.rmtree(self.directory / "shapes", ignore_errors=True)
-            (self.directory / "shapes").mkdir()
+            make_dir(self.directory / "shapes")
         _write_durably(path, (FORMAT + "\n").encode())
 
     # -- logs ------------------------------------------------------------------------
 
     def new_log(self, handle: str) -> ShapeLog:
         if self.directory is None:
-            return ShapeLog(MemoryStorage(), self.chunk_bytes)
-        return ShapeLog(FileStorage(self.directory / "shapes" / handle, self.io), self.chunk_bytes)
+            storage: LogStorage = MemoryStorage()
+        else:
+            storage = FileStorage(self.directory / "shapes" / handle, self.io)
+        return ShapeLog(storage, self.chunk_bytes, self.compact_min_bytes)
 
     def discard(self, handle: str) -> None:
         if self.directory is not None:
@@ -304,9 +314,7 @@ class ShapeStore:
         it later was moved by someone else (a gap)."""
         if self.directory is not None:
             if self._ack_fd is None:
-                self._ack_fd = os.open(
-                    self.directory / "acknowledged", os.O_RDWR | os.O_CREAT, 0o600
-                )
+                self._ack_fd = open_private(self.directory / "acknowledged", os.O_RDWR)
             record = _ACK.pack(lsn, zlib.crc32(lsn.to_bytes(8, "big")))
             try:
                 os.pwrite(self._ack_fd, record, 0)  # one sector: replaced whole
@@ -355,7 +363,7 @@ def _write_durably(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically and durably (write, fsync, rename, fsync dir)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
     try:
-        with tmp.open("wb") as f:
+        with os.fdopen(open_private(tmp, os.O_WRONLY | os.O_TRUNC), "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

@@ -26,6 +26,7 @@ import psycopg
 
 from pysync.postgres.connections import Connections
 from pysync.postgres.pgoutput import Relation
+from pysync.postgres.sqlstate import error_class, safe_reason
 from pysync.postgres.transactions import Change, Transaction, Truncation
 from pysync.shapes.definition import Subquery
 from pysync.shapes.dependency import Dependency, DependencyGone, DependencyState
@@ -388,13 +389,11 @@ class Subqueries:
             except StaleSnapshot:
                 pass
             except (psycopg.Error, OSError) as exc:
-                log.warning("move-in query of shape %s failed: %s", shape.handle, exc)
+                _log_failure("move-in query of shape %s failed: %s", shape.handle, exc)
                 if isinstance(exc, psycopg.errors.DataError):
                     # The clause fails on the rows moving in: so would every retry; the
                     # clients refetch and get the failure as a 400.
-                    self.invalidate(
-                        shape, f"its clause fails on the rows: {exc.diag.message_primary}"
-                    )
+                    self.invalidate(shape, f"its clause fails on the rows: {error_class(exc)}")
                     return
             else:
                 if shape.closed or shape.move is not move:
@@ -437,14 +436,14 @@ class Subqueries:
             except StaleSnapshot:
                 pass
             except (psycopg.Error, OSError) as exc:
-                log.warning("query of subquery %s failed: %s", dep.key, exc)
+                _log_failure("query of subquery %s failed: %s", dep.key, exc)
                 if isinstance(exc, psycopg.errors.UndefinedTable):
                     self.fail(dep, "table dropped")
                     return
                 if isinstance(exc, psycopg.errors.DataError):
                     # Its clause fails on the rows (division by zero, a bad cast): every
                     # retry would too.
-                    self.fail(dep, f"its clause fails on the rows: {exc.diag.message_primary}", exc)
+                    self.fail(dep, f"its clause fails on the rows: {error_class(exc)}", exc)
                     return
             else:
                 if dep.gone:
@@ -490,3 +489,10 @@ class Subqueries:
                 owner = view.owner
                 if isinstance(owner, SubqueryShape):
                     self.invalidate(owner, "its log could not be written")
+
+
+def _log_failure(message: str, what: object, exc: BaseException) -> None:
+    """A query's failure: its class at WARNING, Postgres' message (which may quote a
+    row's value or a param) at DEBUG only."""
+    log.warning(message, what, safe_reason(exc))
+    log.debug(message, what, exc)
