@@ -21,7 +21,7 @@ from psycopg.types.numeric import IntLoader
 from psycopg.types.string import TextLoader
 
 from pysync.postgres.catalog import Table, load_table
-from pysync.shapes.where import WhereError, WhereRuntimeError, compile_where
+from pysync.shapes.where import SublinkType, WhereError, WhereRuntimeError, compile_where
 
 ERROR = "error"
 
@@ -124,6 +124,8 @@ POOLS: dict[str, list[str]] = {
         "2000-01-01",
         "2024-01-31",
         "1970-01-01",
+        "294277-01-01",
+        "5874897-12-31",
     ],
     "tm": ["00:00:00", "12:34:56.789", "23:59:59.999999", "24:00:00", "12:00:00", "01:02:03"],
     "ts": [
@@ -615,6 +617,53 @@ def test_random_clauses_match_postgres(db: Db, rnd: random.Random, depth: int) -
     check_clause(db, clause, gen.params)
 
 
+class Gen18(Gen):
+    """Gen with issue 18's constructs mixed in: prefix @ / |/ / ~, constants beside
+    erroring terms, justify_*, timezone(), dates against timestamps."""
+
+    def num(self, depth: int) -> str:
+        k = self.r.random()
+        if depth > 0 and k < 0.15:
+            op = self.pick(["@", "~", "|/", "@", "-"])
+            inner = self.pick(["i2", "i4", "i8"]) if op == "~" else super().num(depth - 1)
+            return f"{op} {inner} {self.pick(['+', '*', '-'])} {super().num(0)}"
+        return super().num(depth)
+
+    def interval(self, depth: int) -> str:
+        if depth > 0 and self.r.random() < 0.2:
+            fn = self.pick(["justify_hours", "justify_days", "justify_interval"])
+            return f"{fn}({super().interval(depth - 1)})"
+        return super().interval(depth)
+
+    def ts(self, depth: int) -> str:
+        if depth > 0 and self.r.random() < 0.15:
+            zone = self.pick(["'UTC'", "'America/New_York'", "'Asia/Kolkata'"])
+            return f"timezone({zone}, tz)"
+        return super().ts(depth)
+
+    def boolean(self, depth: int) -> str:
+        k = self.r.random()
+        if depth > 0 and k < 0.1:
+            const = self.pick(["1 = 1", "1 = 0", "NULL", "NOT (2 > 1)", "TRUE"])
+            return f"({super().boolean(depth - 1)} {self.pick(['AND', 'OR'])} {const})"
+        if depth > 0 and k < 0.15:
+            return f"(d {self.pick(['<', '>=', '=', '<>'])} {self.pick(['ts', 'tz'])})"
+        return super().boolean(depth)
+
+
+@settings(
+    max_examples=400,
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.randoms(use_true_random=False), st.integers(min_value=1, max_value=3))
+def test_random_issue_18_clauses_match_postgres(db: Db, rnd: random.Random, depth: int) -> None:
+    gen = Gen18(rnd)
+    check_clause(db, gen.boolean(depth), gen.params)
+
+
 def test_stats_report() -> None:
     # printed with -s; not asserted (the differential test must have run first)
     print(f"\ndifferential stats: {STATS}")
@@ -680,6 +729,15 @@ FIXED_CLAUSES = [
     "ts < tz",
     "d = ts",
     "d < tz",
+    # date against timestamp over the whole date range (beyond 294276 AD too)
+    "d > ts",
+    "ts >= d",
+    "d <> ts",
+    "d > '2024-01-01'::timestamp",
+    "'infinity'::timestamp > d",
+    "d IS DISTINCT FROM ts",
+    "d >= tz",
+    "d BETWEEN ts AND '2024-06-01'::timestamp",
     "ts + interval '1 month' > '2024-03-01'",
     "ts - interval '1 month' < '2024-01-01'",
     "(ts - ts) = interval '0'",
@@ -691,6 +749,17 @@ FIXED_CLAUSES = [
     "iv::text LIKE 'P%'",
     "(iv + iv)::text <> ''",
     "(- iv) < iv",
+    "justify_hours(iv)::text = iv::text",
+    "justify_days(iv)::text = iv::text",
+    "justify_interval(iv)::text = iv::text",
+    "justify_hours(iv + iv)::text LIKE '%D%'",
+    "justify_days(iv - interval '1 mon 45 days')::text LIKE '%M%'",
+    "justify_interval(iv - interval '1 mon 1 day 30 hours')::text LIKE '%-%'",
+    "justify_interval(interval '1 mon -1 hour')::text = 'P29DT23H'",
+    "justify_hours(interval '-1 day 25 hours') = interval '1 hour'",
+    "justify_days(interval '-1 mon 65 days')::text = 'P1M5D'",
+    "justify_interval(interval '-1 mon 65 days -50 hours')::text <> iv::text",
+    "justify_hours(ts - tz::timestamp) > interval '1 day'",
     "tm > '12:00'",
     "tm = '24:00:00'",
     "tm::text = '12:34:56.789'",
@@ -766,6 +835,23 @@ FIXED_CLAUSES = [
     "i2 # i2 = 0",
     "f8 ^ 2 > 1",
     "|/ f8 > 1",
+    # prefix @ and |/ take what binds tighter than an operator: |/ (f8 + 1), @ (f8 * 2)
+    "|/ f8 + 1 > 2",
+    "@ f8 > 1",
+    "@ f8 * 2 > 3",
+    "i4 <> |/ @ f8",
+    "@ coalesce(i4, 10) > 1",
+    "@ i2 > 5",
+    "@ i4 > 5",
+    "@ i8 > 0",
+    "@ n > 1",
+    "@ f4 < 1",
+    "i4 > @ -3",
+    "@ - i4 = i4",
+    "~ i4 + 1 = 0",
+    "~ i2 * 2 < 0",
+    "@ ~ i8 > 1",
+    "i4 = ~ 1 + 1",
     "2 ^ 3 = 8",
     "i4 / 2 = 2",
     "-7 / 2 = -3",
@@ -810,6 +896,31 @@ FIXED_CLAUSES = [
     "f8::float4 = 0.1",
     "f8::float4::float8 = 0.1",
     "ts::date = '2024-01-31'",
+    "timezone('UTC', tz) = ts",
+    "timezone('utc', ts) = tz",
+    "timezone('America/New_York', ts) > tz",
+    "timezone('Europe/Paris', tz)::text LIKE '%:45:00%'",
+    "timezone('Asia/Kolkata', tz) = ts",
+    "timezone('America/New_York', ts)::text <> timezone('Europe/Paris', ts)::text",
+    "timezone('America/New_York', '2018-03-11 02:30'::timestamp) = tz",
+    "timezone('America/New_York', '2018-11-04 01:30'::timestamp) < tz",
+    "timezone('Europe/Paris', '20000-07-01 12:00'::timestamp)::text = '20000-07-01 10:00:00+00'",
+    "timezone('Australia/Lord_Howe', timezone('Europe/Dublin', ts)) <> ts",
+    # the planner folds constants first: no row reaches the erroring side (issue 18)
+    "(ts - 'infinity'::timestamp > interval '1 day') OR 1 = 1",
+    "(i4 * 1000000 > 0) OR 1 = 1",
+    "1 = 1 OR (i4 * 1000000 > 0)",
+    "(i4 * 1000000 > 0) AND 1 = 0",
+    "(i4 * 1000000 > 0) AND NOT (1 = 1)",
+    "i4 * 1000000 > NULL",
+    "(i4 * 1000000) + NULL::int4 > 0",
+    "lower(s || NULL) = s",
+    "(i4 * 1000000 > 0) OR NULL",
+    "(i4 * 1000000 > 0) AND (2 > 1)",
+    "coalesce(NULL, 1) = 1 OR i4 / 0 = 1",
+    "'é' IS NULL OR i4 > 5",
+    "'é' IS NOT NULL AND i4 > 5",
+    "NULL IS NULL OR i4 > 5",
     "tz::time = '13:45:00.123456'",
 ]
 
@@ -845,6 +956,56 @@ def test_fixed_clauses_match_postgres(db: Db) -> None:
         "d = ts",
         "ts = tz",
     }, rejected
+
+
+PLAN_TIME_ERRORS = [
+    "i4 > 0 OR 1 / 0 = 1",
+    "i4 = 2147483647 + 1",
+    "s = 'a' AND 32767::int2 + 1::int2 > 0",
+]
+
+
+@pytest.mark.parametrize("clause", PLAN_TIME_ERRORS)
+def test_constant_errors_are_plan_time_errors(db: Db, clause: str) -> None:
+    """A constant part that raises makes Postgres' planner fail, whatever the rows
+    (even none): the clause is a 400 with Postgres' message, not an error per row."""
+    with pytest.raises(psycopg.Error) as pg_info:
+        db.conn.execute(f"SELECT 1 FROM t WHERE ({clause}) AND false")
+    with pytest.raises(WhereError) as info:
+        compile_where(clause, db.table)
+    assert info.value.reason == pg_info.value.diag.message_primary
+
+
+class _View:
+    """A dependency's values (for a sublink) as the evaluator reads them."""
+
+    def __init__(self, values: set[str]) -> None:
+        self.values = values
+
+    def member(self, key: object) -> bool | None:
+        return key in self.values
+
+    def texts(self) -> list[str]:
+        return sorted(self.values)
+
+
+def test_folded_constant_keeps_the_subquery(db: Db) -> None:
+    """A constant deciding an OR / AND beside a subquery decides the row, and the subquery
+    stays: the shape's dependency and DNF positions are read from the tree."""
+    column = db.table.column("i4")
+    assert column is not None
+    for clause, expected in [
+        ("i4 IN (SELECT i4 FROM t) OR 1 = 1", True),
+        ("(i4 * 1000000 > 0 AND i4 IN (SELECT i4 FROM t)) OR 1 = 1", True),
+        ("i4 IN (SELECT i4 FROM t) AND 1 = 0", False),
+    ]:
+        where = compile_where(clause, db.table, {}, [SublinkType(0, "k", (column,))])
+        assert where.sublinks == 1
+        assert where.plan is not None
+        assert any(p.node.kind == "sublink" for p in where.plan.positions)
+        ev = where.bind(db.names, [_View({"5"})])
+        assert {ev(row) for row in db.rows} == {expected}, clause
+        assert set(pg_answers(db, clause.replace("SELECT i4 FROM t", "5"))) == {expected}
 
 
 def test_micro_benchmark(db: Db) -> None:

@@ -159,3 +159,30 @@ def test_parser_stack_exhaustion_is_postgres_error(db: tuple[Table, Conn]) -> No
     with pytest.raises(WhereError) as info:
         compile_where("(" * 10_001 + "true" + ")" * 10_001, t)
     assert info.value.reason == 'memory exhausted at or near "("'
+
+
+UNKNOWN_OPERATORS = [
+    "id == 1",
+    "title == 'x'",
+    "(id = 1) == true",
+    "id <=> 1 OR id > 2",
+    "id ** 2 > 1",
+    "title || 'a' == 'b'",
+    "id = 1 AND price === 1.5",
+]
+
+
+@pytest.mark.parametrize("clause", UNKNOWN_OPERATORS)
+def test_unknown_operators_are_postgres_errors(db: tuple[Table, Conn], clause: str) -> None:
+    # sqlglot reads == as = and <=> as IS NOT DISTINCT FROM; Postgres has neither operator
+    # and resolves operators after typing their arguments: its message, at its position
+    t, conn = db
+    with pytest.raises(psycopg.errors.UndefinedFunction) as pg_info:
+        conn.execute("SELECT 1 FROM items WHERE " + clause)
+    position = pg_info.value.diag.statement_position
+    assert position is not None
+    expected = f"At location {int(position) - 1 - len('SELECT 1 FROM items WHERE ')}: "
+    expected += str(pg_info.value.diag.message_primary)
+    with pytest.raises(WhereError) as info:
+        compile_where(clause, t)
+    assert info.value.message == expected

@@ -8,6 +8,32 @@ from typing import Any
 import msgspec
 import psycopg
 
+DEFAULT_COLLATION = "libc:C.UTF-8:C.UTF-8"
+"""The locale of clusters pysync creates (``cluster.py``)."""
+
+
+def collation_of(row: dict[str, Any] | None) -> str:
+    """``provider:collate:ctype`` of a ``pg_database`` or ``pg_collation`` row (as jsonb:
+    the columns differ between Postgres versions)."""
+    if not row:
+        return ""
+    provider = str(row.get("datlocprovider") or row.get("collprovider") or "c")
+    name = {"c": "libc", "i": "icu", "b": "builtin", "d": "default"}.get(provider, provider)
+    if name == "libc":
+        collate = row.get("datcollate") or row.get("collcollate") or ""
+        ctype = row.get("datctype") or row.get("collctype") or ""
+    else:
+        collate = ctype = str(
+            row.get("datlocale")
+            or row.get("daticulocale")
+            or row.get("colllocale")
+            or row.get("colliculocale")
+            or ""
+        )
+    # a nondeterministic collation (ICU only) makes even = compare by its rules
+    nondeterministic = row.get("collisdeterministic") is False
+    return f"{name}:{collate}:{ctype}" + (":nondeterministic" if nondeterministic else "")
+
 
 class Column(msgspec.Struct, frozen=True):
     name: str
@@ -34,6 +60,15 @@ class Column(msgspec.Struct, frozen=True):
     the type casts to text by a function (bool gives ``true``, bpchar drops its padding,
     inet adds ``/32``), is xml (its output rewrites the declaration), or is a domain (it
     casts as its base type). Never for arrays: they cast by ``array_out``."""
+    base_type: str = ""
+    """For a domain over a scalar type: the base type's ``typname`` (domains of domains
+    resolved); WHERE clauses compare the column as that type, as Postgres does."""
+    base_kind: str = ""
+    """``pg_type.typtype`` of ``base_type`` (b base, e enum)."""
+    collation: str = ""
+    """The column's own collation as ``provider:collate:ctype`` (``libc:C:C``,
+    ``icu:de-DE:de-DE``, with ``:nondeterministic`` appended for such ICU collations);
+    empty for the database's default or a type without one."""
 
 
 class Table(msgspec.Struct, frozen=True):
@@ -48,6 +83,9 @@ class Table(msgspec.Struct, frozen=True):
     has_children: bool = False
     """A partitioned table or an inheritance parent: its rows live in other tables, whose
     changes pgoutput reports under their own names."""
+    collation: str = DEFAULT_COLLATION
+    """The database's default collation and ctype, ``provider:collate:ctype`` (text
+    ordering follows the collate, lower/upper/ILIKE the ctype)."""
 
     def column(self, name: str) -> Column | None:
         for column in self.columns:
@@ -66,6 +104,7 @@ class Table(msgspec.Struct, frozen=True):
 _TABLE_QUERY = r"""
 SELECT c.oid, n.nspname, c.relname, c.relreplident,
        c.relkind = 'p' OR EXISTS (SELECT FROM pg_inherits h WHERE h.inhparent = c.oid),
+       (SELECT to_jsonb(d) - 'datacl' FROM pg_database d WHERE d.datname = current_database()),
        a.attname, a.attnum, a.atttypid, a.atttypmod, a.attnotnull,
        a.attgenerated <> '' AS generated, a.attgenerated = 'v' AS virtual,
        CASE WHEN e.oid IS NOT NULL THEN e.typname ELSE t.typname END,
@@ -76,7 +115,21 @@ SELECT c.oid, n.nspname, c.relname, c.relreplident,
            SELECT FROM pg_cast k WHERE k.castsource = t.oid AND k.casttarget = 'text'::regtype
              AND k.castmethod = 'f')),
        -- int2vector subscripts start at 0, so this is already the 0-based key position
-       array_position(i.indkey::int2[], a.attnum) AS pk_index
+       array_position(i.indkey::int2[], a.attnum) AS pk_index,
+       CASE WHEN a.attcollation NOT IN (0, 100)
+            THEN (SELECT to_jsonb(co) FROM pg_collation co WHERE co.oid = a.attcollation)
+       END,
+       CASE WHEN t.typtype = 'd' THEN (
+         WITH RECURSIVE base(oid, depth) AS (
+           SELECT t.typbasetype, 1
+           UNION ALL
+           SELECT bt.typbasetype, base.depth + 1 FROM base JOIN pg_type bt ON bt.oid = base.oid
+           WHERE bt.typtype = 'd' AND base.depth < 100
+         )
+         SELECT ARRAY[bt.typname::text, bt.typtype::text]
+         FROM base JOIN pg_type bt ON bt.oid = base.oid
+         WHERE bt.typtype <> 'd' AND bt.typcategory <> 'A'
+       ) END
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -121,7 +174,7 @@ async def load_table_async(
 def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
     if not rows:
         return None
-    oid, nspname, relname, replident, has_children = rows[0][:5]
+    oid, nspname, relname, replident, has_children, database = rows[0][:6]
     columns = []
     for (
         attname,
@@ -137,7 +190,9 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
         typcategory,
         own_text_cast,
         pk_index,
-    ) in (row[5:] for row in rows):
+        collation,
+        base,
+    ) in (row[6:] for row in rows):
         if attname is None:
             continue
         columns.append(
@@ -155,6 +210,9 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
                 generated=bool(generated),
                 virtual=bool(virtual),
                 own_text_cast=bool(own_text_cast),
+                collation=collation_of(collation),
+                base_type=str(base[0]) if base else "",
+                base_kind=str(base[1]) if base else "",
             )
         )
     pk = tuple(
@@ -170,4 +228,5 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
         primary_key=pk,
         replica_identity=str(replident),
         has_children=bool(has_children),
+        collation=collation_of(database) or DEFAULT_COLLATION,
     )

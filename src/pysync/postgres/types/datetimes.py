@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from math import inf as INF
 
@@ -212,3 +213,44 @@ def format_timestamp(value: int | float) -> str:
 
 def format_timestamptz(value: int | float) -> str:
     return _format_ts(value, "+00")
+
+
+# ---------------------------------------------------------------- time zones (timezone())
+
+_EPOCH = datetime.datetime(2000, 1, 1)
+_EPOCH_UTC = _EPOCH.replace(tzinfo=datetime.UTC)
+_CYCLE = 146097 * USECS_PER_DAY  # 400 Gregorian years: the calendar repeats
+_LOW = (datetime.datetime(1, 1, 2) - _EPOCH) // datetime.timedelta(microseconds=1)
+_HIGH = (datetime.datetime(9999, 12, 30) - _EPOCH) // datetime.timedelta(microseconds=1)
+_ONE_USEC = datetime.timedelta(microseconds=1)
+
+
+def _in_range(usec: int) -> int:
+    """usec moved by whole 400-year cycles into Python's years 1-9999: beyond its last
+    transition a zone follows a yearly rule, before its first one local mean time, so the
+    offset is the same."""
+    if usec > _HIGH:
+        return usec - -(-(usec - _HIGH) // _CYCLE) * _CYCLE
+    if usec < _LOW:
+        return usec + -(-(_LOW - usec) // _CYCLE) * _CYCLE
+    return usec
+
+
+def _usec(delta: datetime.timedelta | None) -> int:
+    return 0 if delta is None else delta // _ONE_USEC
+
+
+def local_to_utc(zone: datetime.tzinfo, local: int) -> int:
+    """The instant of a wall-clock time in ``zone``. A time skipped by a transition takes
+    the offset before it, a time repeated by one the offset after it (as Postgres'
+    DetermineTimeZoneOffset)."""
+    naive = _EPOCH + datetime.timedelta(microseconds=_in_range(local))
+    before = _usec(naive.replace(tzinfo=zone, fold=0).utcoffset())
+    after = _usec(naive.replace(tzinfo=zone, fold=1).utcoffset())
+    return local - (before if after > before else after)
+
+
+def utc_to_local(zone: datetime.tzinfo, instant: int) -> int:
+    """The wall-clock time in ``zone`` at an instant."""
+    aware = _EPOCH_UTC + datetime.timedelta(microseconds=_in_range(instant))
+    return instant + _usec(aware.astimezone(zone).utcoffset())

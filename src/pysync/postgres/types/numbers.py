@@ -22,8 +22,24 @@ INT_RANGES = {
 
 # ---------------------------------------------------------------- parsing
 
-_INT_RE = re.compile(r"\s*([+-]?)(\d+)\s*\Z")
-_INT_BASED_RE = re.compile(r"\s*([+-]?)0([xXoObB])([0-9a-fA-F_]+)\s*\Z")
+# re.ASCII: Postgres reads ASCII digits and C's isspace() only (Python's \d and \s also
+# match '５' and U+00A0). Underscores between digits are Postgres 16's.
+_INT_RE = re.compile(r"\s*([+-]?)(\d+(?:_\d+)*)\s*\Z", re.ASCII)
+_INT_BASED_RE = re.compile(r"\s*([+-]?)0([xXoObB])([0-9a-fA-F_]+)\s*\Z", re.ASCII)
+_C_SPACE = " \t\n\r\f\v"
+
+
+def _based_int(text: str) -> int | None:
+    """A hexadecimal, octal or binary integer (0x1F, -0o17, 0b_101), or None."""
+    m = _INT_BASED_RE.match(text)
+    if m is None:
+        return None
+    digits = m.group(3)
+    if "__" in digits or digits.endswith("_"):
+        raise ValueError(text)
+    base = {"x": 16, "o": 8, "b": 2}[m.group(2).lower()]
+    value = int(digits.replace("_", ""), base)
+    return -value if m.group(1) == "-" else value
 
 
 def parse_int(type_name: str) -> Callable[[str], int]:
@@ -32,19 +48,17 @@ def parse_int(type_name: str) -> Callable[[str], int]:
     def parse(text: str) -> int:
         m = _INT_RE.match(text)
         if m is not None:
-            if len(m.group(2).lstrip("0")) > 19:  # out of range, and int() would be slow
+            digits = m.group(2).replace("_", "")
+            if len(digits.lstrip("0")) > 19:  # out of range, and int() would be slow
                 raise ValueError(f'value "{text}" is out of range for type {type_name}')
-            value = int(m.group(2))
+            value = int(digits)
             if m.group(1) == "-":
                 value = -value
         else:
-            m = _INT_BASED_RE.match(text)
-            if m is None or "__" in m.group(3) or m.group(3).startswith("_"):
+            based = _based_int(text)
+            if based is None:
                 raise ValueError(text)
-            base = {"x": 16, "o": 8, "b": 2}[m.group(2).lower()]
-            value = int(m.group(3), base)
-            if m.group(1) == "-":
-                value = -value
+            value = based
         if value < lo or value > hi:
             raise ValueError(f'value "{text}" is out of range for type {type_name}')
         return value
@@ -62,17 +76,30 @@ _FLOAT_SPECIAL = {
     "-inf": -INF,
 }
 # One way to split the digits: "\d+\.?\d*" backtracks quadratically on a long invalid input.
-_FLOAT_RE = re.compile(r"[+-]?(\d+(?:\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z")
+_FLOAT_RE = re.compile(r"[+-]?(\d+(?:\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z", re.ASCII)
+# strtod's hexadecimal floats (0x10, 0x1.8p3), which float8in accepts
+_HEX_FLOAT_RE = re.compile(
+    r"[+-]?0[xX](?:[0-9a-fA-F]+(?:\.[0-9a-fA-F]*)?|\.[0-9a-fA-F]+)(?:[pP][+-]?\d+)?\Z", re.ASCII
+)
 
 
 def parse_float8(text: str) -> float:
-    s = text.strip()
+    s = text.strip(_C_SPACE)
     special = _FLOAT_SPECIAL.get(s.lower())
     if special is not None:
         return special
-    if _FLOAT_RE.match(s) is None:
+    if _FLOAT_RE.match(s) is not None:
+        value = float(s)
+    elif _HEX_FLOAT_RE.match(s) is not None:
+        try:
+            value = float.fromhex(s)
+        except OverflowError:
+            raise ValueError(f'"{text}" is out of range for type double precision') from None
+        if value == 0.0 and any(c in "123456789abcdefABCDEF" for c in s[2:].split("p")[0]):
+            raise ValueError(f'"{text}" is out of range for type double precision')
+        return value
+    else:
         raise ValueError(text)
-    value = float(s)
     if math.isinf(value):
         raise ValueError(f'"{text}" is out of range for type double precision')
     if value == 0.0 and _has_nonzero_digit(s):
@@ -112,7 +139,11 @@ def parse_float4(text: str) -> float:
     return result
 
 
-_NUMERIC_RE = re.compile(r"\s*[+-]?(?:(\d+)(?:\.(\d*))?|\.(\d+))(?:[eE]([+-]?\d+))?\s*\Z")
+_DIGITS = r"\d+(?:_\d+)*"
+_NUMERIC_RE = re.compile(
+    rf"\s*[+-]?(?:({_DIGITS})(?:\.((?:{_DIGITS})?))?|\.({_DIGITS}))(?:[eE]([+-]?{_DIGITS}))?\s*\Z",
+    re.ASCII,
+)
 _NUMERIC_SPECIAL = {
     "nan": Decimal("NaN"),
     "infinity": Decimal("Infinity"),
@@ -144,13 +175,18 @@ def parse_numeric(text: str) -> Decimal:
     """numeric_in for decimal input. Postgres' limits are checked on the digits before
     any arithmetic (``Decimal`` of '1e1000000000' is instant, but making its integer
     digits explicit would not be)."""
-    special = _NUMERIC_SPECIAL.get(text.strip().lower())
+    special = _NUMERIC_SPECIAL.get(text.strip(_C_SPACE).lower())
     if special is not None:
         return special
     m = _NUMERIC_RE.match(text)
     if m is None:
-        raise ValueError(text)
-    whole, frac, only_frac, exp_text = m.groups()
+        based = _based_int(text)
+        if based is None:
+            raise ValueError(text)
+        if len(str(abs(based))) > NUMERIC_MAX_INTEGER_DIGITS:
+            raise NumericOverflow()
+        return Decimal(based)
+    whole, frac, only_frac, exp_text = (g.replace("_", "") if g else g for g in m.groups())
     whole = whole or ""
     frac = frac or only_frac or ""
     exponent = 0
@@ -170,7 +206,7 @@ def parse_numeric(text: str) -> Decimal:
         integer_digits = exponent - first if first < len(frac) else 0
     if integer_digits > NUMERIC_MAX_INTEGER_DIGITS:
         raise NumericOverflow()
-    value = Decimal(text.strip())
+    value = Decimal(text.strip(_C_SPACE).replace("_", ""))
     if value.as_tuple().exponent > 0:  # type: ignore[operator]
         # '1e3' has display scale 0 in Postgres; Decimal keeps the exponent.
         value = value.quantize(_ONE, context=_NUMERIC_CONTEXT)

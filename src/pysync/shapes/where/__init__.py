@@ -7,8 +7,10 @@ replicated rows, SQL for the snapshot query, and equality routing keys.
     sql, params = where.to_sql()            # for "SELECT ... WHERE " + sql
 
 Evaluation errors (integer overflow, division by zero, unparsable values) raise
-``WhereRuntimeError``: Postgres would raise for the same row, so callers treat the row as
-not matching.
+``WhereRuntimeError``: Postgres would raise for the same row (constants are folded first,
+as its planner does), so the row is neither a match nor a non-match: the caller
+invalidates the shape, which resyncs. A constant part that raises is a ``WhereError``, as
+it fails Postgres' planner.
 
 A clause with ``col IN (SELECT ...)`` sublinks is compiled in two steps: ``sublinks(clause)``
 names the subqueries (their tables, columns and WHERE text), the caller resolves them

@@ -6,6 +6,7 @@ only ever see nodes this module built.
 
 from __future__ import annotations
 
+import zoneinfo
 from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from pysync.postgres.catalog import Column, Table
 from pysync.postgres.types.numbers import INT_RANGES, NumericOverflow, parse_numeric
 
 from . import _runtime as rt
+from ._fold import fold
 from ._ir import (
     INT_TYPES,
     NUMERIC_TYPES,
@@ -34,6 +36,7 @@ from ._ir import (
 )
 from ._limits import MAX_DEPTH, MAX_LIST_ITEMS, MAX_NODES, MAX_TERMS, over_limit
 from ._memo import SizedCache
+from ._operators import Parser, UnknownOperator, correct_tokens, name_unknown_operators
 from ._sublinks import MARKER_PREFIX, SublinkSpec, cut_sublinks
 from ._syntax import check_syntax
 
@@ -138,11 +141,32 @@ FUNCTIONS = frozenset(
         "array_append",
         "array_prepend",
         "array_ndims",
+        "justify_hours",
+        "justify_days",
+        "justify_interval",
+        "timezone",
     }
     | _TYPE_INPUT_FUNCTIONS
 )
 """Every function of the language (the visitors below check each one's arguments); what
 other front ends (SQLAlchemy shapes) may emit."""
+
+
+_ZONE_NAMES: dict[str, str] = {}
+
+
+def time_zone(name: str) -> zoneinfo.ZoneInfo | None:
+    """A zone of the time zone database by Postgres' case-insensitive name; None for
+    abbreviations ('CET' is a fixed offset to Postgres, a zone with DST to zoneinfo) and
+    anything else Postgres would read differently."""
+    if name.upper() in ("UTC", "GMT"):
+        return zoneinfo.ZoneInfo("UTC")
+    if "/" not in name:
+        return None
+    if not _ZONE_NAMES:
+        _ZONE_NAMES.update({z.lower(): z for z in zoneinfo.available_timezones()})
+    key = _ZONE_NAMES.get(name.lower())
+    return None if key is None else zoneinfo.ZoneInfo(key)
 
 
 def fold_identifier(ident: exp.Identifier) -> str:
@@ -199,8 +223,9 @@ def _parse(text: str) -> exp.Expr:
     except TokenError as e:
         raise WhereError(f"unsupported syntax: {e}", 0) from None
     _reject_like_function_form(tokens)
+    tokens, unknown = correct_tokens(text, tokens, spaced)
     try:
-        parsed = _DIALECT.parser().parse(tokens, text)
+        parsed = Parser(dialect=_DIALECT).parse(tokens, text)
     except ParseError as e:
         # Postgres accepted the clause: sqlglot does not know this syntax.
         location = 0
@@ -212,7 +237,9 @@ def _parse(text: str) -> exp.Expr:
         raise WhereError(f'unsupported syntax at or near "{near}"', location) from None
     if len(parsed) != 1 or parsed[0] is None:
         raise WhereError("malformed query ending with SQL clauses")
-    tree = parsed[0]
+    tree: exp.Expr = parsed[0]
+    if unknown:
+        name_unknown_operators(tree, unknown)
     if spaced:
         _unshift(tree, spaced)
     _check_size(tree)
@@ -308,10 +335,14 @@ def _reject_like_function_form(tokens: list[Any]) -> None:
 
 
 def column_type(column: Column) -> str | None:
-    if column.type_kind == "e":
-        base = f"enum:{column.type_name}"
-    elif column.type_kind == "b":
-        mapped = _COLUMN_TYPES.get(column.type_name)
+    kind, name = column.type_kind, column.type_name
+    if kind == "d" and column.base_type and not column.dims:
+        # Postgres (and Electric) treat a domain as its base type in operators and functions
+        kind, name = column.base_kind, column.base_type
+    if kind == "e":
+        base = f"enum:{name}"
+    elif kind == "b":
+        mapped = _COLUMN_TYPES.get(name)
         if mapped is None:
             return None
         base = mapped
@@ -383,6 +414,58 @@ class SublinkType:
     """The subquery's columns, in its SELECT order."""
 
 
+_UNICODE_CTYPES = frozenset({"C.UTF-8", "C.utf8", "C.UTF8", "C.utf-8"})
+
+
+def case_mapping(collation: str) -> str | None:
+    """How lower()/upper()/ILIKE map case under a collation (``provider:collate:ctype``):
+    ``unicode`` (libc's C.UTF-8: per character, simple mapping), ``builtin`` (the builtin
+    provider's C.UTF-8: the same by Postgres' Unicode tables), ``ascii`` (C, POSIX), or None
+    where pysync cannot reproduce it (ICU, libc locales such as en_US or tr_TR,
+    PG_UNICODE_FAST's full mapping)."""
+    provider, _, rest = collation.partition(":")
+    ctype = rest.partition(":")[2]
+    if provider in ("libc", "builtin"):
+        if ctype in ("C", "POSIX"):
+            return "ascii"
+        if ctype in _UNICODE_CTYPES:
+            return "unicode" if provider == "libc" else "builtin"
+    return None
+
+
+def code_point_order(collation: str) -> bool:
+    """Whether text sorts by code point under a collation (as pysync compares strings):
+    the builtin provider's, and libc's C, POSIX and C.UTF-8; not ICU or other locales."""
+    provider, _, rest = collation.partition(":")
+    collate = rest.partition(":")[0]
+    if provider == "builtin":
+        return True
+    return provider == "libc" and (collate in ("C", "POSIX") or collate in _UNICODE_CTYPES)
+
+
+_PG_TYPE_NAMES = {
+    "int2": "smallint",
+    "int4": "integer",
+    "int8": "bigint",
+    "float4": "real",
+    "float8": "double precision",
+    "bool": "boolean",
+    "bpchar": "character",
+    "time": "time without time zone",
+    "timestamp": "timestamp without time zone",
+    "timestamptz": "timestamp with time zone",
+}
+
+
+def pg_type_name(t: str) -> str:
+    """A type as Postgres' messages name it (format_type)."""
+    if is_array(t):
+        return pg_type_name(elem(t)) + "[]"
+    if t.startswith("enum:"):
+        return t[5:]
+    return _PG_TYPE_NAMES.get(t, t)
+
+
 def readable_type(column: Column) -> str:
     """A column type in Electric's words: ``int4``, ``enum mood``, ``text[]``."""
     base = f"enum {column.type_name}" if column.type_kind == "e" else column.type_name
@@ -414,6 +497,57 @@ class Checker:
         if node.type != "bool":
             raise WhereError("WHERE clause must return a boolean")
         return node
+
+    def collation(self, nodes: Sequence[Node], e: exp.Expr | Node) -> str:
+        """The collation an operation on ``nodes`` uses: that of the columns it reads
+        (Postgres' implicit derivation), else the database's default."""
+        found: set[str] = set()
+        for node in nodes:
+            pending = [node]
+            while pending:
+                n = pending.pop()
+                if n.kind == "col":
+                    column = self.table.column(n.name)
+                    if column is not None and column.collation:
+                        found.add(column.collation)
+                pending.extend(n.args)
+        if len(found) > 1:
+            raise self.fail(
+                "could not determine which collation to use (the columns' collations differ)", e
+            )
+        return found.pop() if found else self.table.collation
+
+    def case_of(self, what: str, nodes: Sequence[Node], e: exp.Expr | Node) -> str:
+        collation = self.collation(nodes, e)
+        mapping = case_mapping(collation)
+        if mapping is None:
+            provider, _, rest = collation.partition(":")
+            raise self.fail(
+                f"{what} depends on the ctype {rest.partition(':')[2]!r} ({provider}), whose "
+                "case mapping pysync cannot reproduce; only C, POSIX and C.UTF-8 are supported",
+                e,
+            )
+        return mapping
+
+    def check_equality(self, what: str, nodes: Sequence[Node], e: exp.Expr | Node) -> None:
+        collation = self.collation(nodes, e)
+        if collation.endswith(":nondeterministic"):
+            raise self.fail(
+                f"{what} on text depends on the nondeterministic collation "
+                f"{collation.split(':')[1]!r}, whose equality pysync cannot reproduce",
+                e,
+            )
+
+    def check_order(self, what: str, nodes: Sequence[Node], e: exp.Expr | Node) -> None:
+        collation = self.collation(nodes, e)
+        if not code_point_order(collation):
+            provider, _, rest = collation.partition(":")
+            raise self.fail(
+                f"{what} on text depends on the collation {rest.partition(':')[0]!r} "
+                f"({provider}), whose order pysync cannot reproduce; only C, POSIX and "
+                "C.UTF-8 are supported",
+                e,
+            )
 
     def fail(self, reason: str, e: exp.Expr | Node) -> WhereError:
         pos = e.pos if isinstance(e, Node) else position(e)
@@ -464,6 +598,8 @@ class Checker:
     def unify(self, nodes: list[Node], what: str, e: exp.Expr) -> tuple[str, list[Node]]:
         t = "unknown"
         for n in nodes:
+            if n.type == "unknown":
+                continue  # as Postgres' select_common_type: text only if all are unknown
             c = common_type(t, n.type)
             if c is None:
                 raise self.fail(
@@ -519,7 +655,11 @@ class Checker:
             raise self.fail(f"column {name} has unsupported type {column.type_name}", e)
         self.columns.add(name)
         return Node(
-            "col", t, name=name, pos=position(e), extra={"varchar": column.type_name == "varchar"}
+            "col",
+            t,
+            name=name,
+            pos=position(e),
+            extra={"varchar": (column.base_type or column.type_name) == "varchar"},
         )
 
     def _literal(self, e: exp.Literal) -> Node:
@@ -617,7 +757,8 @@ class Checker:
         node = self.check(e.this)
         if isinstance(target, exp.Null):
             kind = "notnull" if e.args.get("negate") else "isnull"
-            self._no_untyped(node, "IS NULL")
+            if node.type == "unknown":
+                node = self.coerce(node, "text")  # Postgres resolves a bare literal as text
             return Node(kind, "bool", (node,), pos=node.pos)
         if isinstance(target, exp.Boolean):
             if node.type == "unknown":
@@ -631,10 +772,6 @@ class Checker:
                 result = Node("not", "bool", (result,), pos=node.pos)
             return result
         raise self.fail(f"IS {type(target).__name__} is not supported", e)
-
-    def _no_untyped(self, node: Node, what: str) -> None:
-        if node.type == "unknown" and node.value is not None:
-            raise self.fail(f"could not determine the type of the literal in {what}", node)
 
     # ------------------------------------------------------------ comparisons
 
@@ -675,6 +812,14 @@ class Checker:
                 e,
             )
         self._check_comparable(op, t, e)
+        if t in ("text", "bpchar"):
+            self.check_equality(op, (left, right), e)
+            if op not in ("=", "<>"):
+                self.check_order(op, (left, right), e)
+        if t in ("timestamp", "timestamptz") and {left.type, right.type} == {"date", t}:
+            # Postgres' date-timestamp operators compare over the whole date range (a
+            # cast to timestamp would fail past 294276 AD)
+            return Node("op", "bool", (left, right), name=op, pos=left.pos, extra={"date_cmp": t})
         left, right = self.coerce(left, t), self.coerce(right, t)
         return Node("op", "bool", (left, right), name=op, pos=left.pos, extra={"cmp_type": t})
 
@@ -746,6 +891,10 @@ class Checker:
                 e,
             )
         self._check_comparable(op, t, e)
+        if t in ("text", "bpchar"):
+            self.check_equality(op, (left, arr), e)
+            if op not in ("=", "<>"):
+                self.check_order(op, (left, arr), e)
         left = self.coerce(left, t)
         return Node(kind, "bool", (left, arr), name=op, pos=left.pos, extra={"cmp_type": t})
 
@@ -770,6 +919,8 @@ class Checker:
         if len(constants) > 1:
             t, unified = self.unify([left, *constants], "IN", e)
             self._check_comparable("=", t, e)
+            if t in ("text", "bpchar"):
+                self.check_equality("IN", unified, e)
             parts.append(Node("in", "bool", tuple(unified), pos=left.pos, extra={"cmp_type": t}))
         else:
             singles = constants + singles
@@ -890,7 +1041,9 @@ class Checker:
             )
         pattern = self.coerce(pattern, "text")
         args = (s, pattern) if escape is None else (s, pattern, escape)
-        node = Node("like", "bool", args, name=name, pos=s.pos)
+        self.check_equality(name.upper(), (s, pattern), e)
+        extra = {"case": self.case_of("ILIKE", (s, pattern), e)} if name == "ilike" else {}
+        node = Node("like", "bool", args, name=name, pos=s.pos, extra=extra)
         if e.args.get("negate"):
             node = Node("not", "bool", (node,), pos=s.pos)
         return node
@@ -1009,6 +1162,25 @@ class Checker:
         left = self._float8_arg(self.check(e.this), e, "^")
         right = self._float8_arg(self.check(e.expression), e, "^")
         return Node("op", "float8", (left, right), name="^", pos=left.pos)
+
+    def _unknownoperator(self, e: UnknownOperator) -> Node:
+        # an operator Postgres does not have (see _operators): its message, once typed
+        left = self.check(e.this)
+        right = self.check(e.expression)
+        raise WhereError(
+            f"operator does not exist: {pg_type_name(left.type)} {e.meta['name']} "
+            f"{pg_type_name(right.type)}",
+            int(e.meta["start"]),
+        )
+
+    def _abs(self, e: exp.Abs) -> Node:
+        # prefix @ (see _operators): Postgres has it for every numeric type
+        node = self.check(e.this)
+        if node.type == "unknown":
+            node = self.coerce(node, "float8")  # Postgres' preferred type of the category
+        if node.type not in NUMERIC_TYPES:
+            raise self.fail(f"operator does not exist: @ {pg_type_name(node.type)}", e)
+        return Node("op", node.type, (node,), name="@", pos=position(e))
 
     def _sqrt(self, e: exp.Sqrt) -> Node:
         node = self._float8_arg(self.check(e.this), e, "|/")
@@ -1236,6 +1408,50 @@ class Checker:
 
     # ------------------------------------------------------------ functions
 
+    def _timezone(self, e: exp.Expr, zone_e: exp.Expr, value_e: exp.Expr) -> Node:
+        zone = self.check(zone_e)
+        value = self.check(value_e)
+        if value.type not in ("timestamp", "timestamptz"):
+            raise self.fail(
+                f"Could not select a function overload for timezone({display(zone.type)}, "
+                f"{display(value.type)}): the second argument must be a timestamp or "
+                "timestamptz",
+                e,
+            )
+        zone = self.coerce(zone, "text")
+        if zone.kind != "const" or zone.value is None:
+            raise self.fail("timezone() needs a constant time zone name", zone)
+        tz = time_zone(str(zone.value))
+        if tz is None:
+            raise self.fail(
+                f"time zone {zone.value!r} is not supported: use a name of the time zone "
+                "database such as 'Europe/Paris', or 'UTC' (abbreviations and POSIX zone "
+                "specifications are not)",
+                zone,
+            )
+        result = "timestamptz" if value.type == "timestamp" else "timestamp"
+        return Node(
+            "func", result, (zone, value), name="timezone", pos=position(e), extra={"zone": tz}
+        )
+
+    def _justify(self, e: exp.Func, name: str) -> Node:
+        node = self.check(e.this)
+        if node.type not in ("interval", "unknown"):
+            raise self.fail(
+                f"Could not select a function overload for {name}({display(node.type)})", e
+            )
+        arg = self.coerce(node, "interval")
+        return Node("func", "interval", (arg,), name=name, pos=position(e))
+
+    def _justifyhours(self, e: exp.JustifyHours) -> Node:
+        return self._justify(e, "justify_hours")
+
+    def _justifydays(self, e: exp.JustifyDays) -> Node:
+        return self._justify(e, "justify_days")
+
+    def _justifyinterval(self, e: exp.JustifyInterval) -> Node:
+        return self._justify(e, "justify_interval")
+
     def _lower(self, e: exp.Lower) -> Node:
         return self._text_function(e, "lower")
 
@@ -1248,7 +1464,9 @@ class Checker:
             raise self.fail(
                 f"Could not select a function overload for {name}({display(node.type)})", e
             )
-        return Node("func", "text", (self.coerce(node, "text"),), name=name, pos=position(e))
+        arg = self.coerce(node, "text")
+        case = self.case_of(f"{name}()", (arg,), e)
+        return Node("func", "text", (arg,), name=name, pos=position(e), extra={"case": case})
 
     def _variadic(self, e: exp.Func, name: str) -> Node:
         args = [self.check(x) for x in [e.this, *e.expressions] if x is not None]
@@ -1257,6 +1475,8 @@ class Checker:
             raise self.fail(f"Could not select a function overload for {name}({display(t)})", e)
         if t.startswith("enum:"):
             raise self.fail(f"{name} on enums is not supported", e)
+        if name in ("greatest", "least") and t in ("text", "bpchar"):
+            self.check_order(name, args, e)
         return Node("func", t, tuple(args), name=name, pos=position(e))
 
     def _coalesce(self, e: exp.Coalesce) -> Node:
@@ -1320,6 +1540,8 @@ class Checker:
                     f"Could not select a function overload for array_ndims({display(arr.type)})", e
                 )
             return Node("func", "int4", (arr,), name="array_ndims", pos=position(e))
+        if name == "timezone" and len(args) == 2:
+            return self._timezone(e, args[0], args[1])
         if name in _TYPE_INPUT_FUNCTIONS and len(args) == 1:
             node = self.check(args[0])
             if node.type not in ("text", "unknown", "bpchar"):
@@ -1348,7 +1570,7 @@ def check_clause(
     node = checker.check_clause(tree)
     if _expanded_size(node) > MAX_NODES:
         raise WhereError(over_limit("size of the expression", MAX_NODES))
-    return node, frozenset(checker.columns)
+    return fold(node), frozenset(checker.columns)
 
 
 def _expanded_size(root: Node) -> int:

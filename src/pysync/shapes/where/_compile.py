@@ -174,7 +174,7 @@ class Compiler:
         return distinct
 
     def _notdistinct(self, node: Node) -> Fn:
-        eq = rt.compare_op("=", node.extra["cmp_type"])
+        eq = _comparison("=", node)
         f1, f2 = (self.compile(a) for a in node.args)
 
         def notdistinct(r: Row) -> bool:
@@ -191,11 +191,10 @@ class Compiler:
         name = node.name
         if len(node.args) == 1:
             return self._unary(node)
-        if "cmp_type" in node.extra:
-            t = node.extra["cmp_type"]
+        if "cmp_type" in node.extra or "date_cmp" in node.extra:
             if name in ("@>", "<@", "&&"):
-                return self._strict2(node, _array_op(name, t))
-            return self._strict2(node, rt.compare_op(name, t))
+                return self._strict2(node, _array_op(name, node.extra["cmp_type"]))
+            return self._strict2(node, _comparison(name, node))
         if "arith_type" in node.extra:
             return self._strict2(node, rt.arith_op(name, node.extra["arith_type"]))
         if "datetime" in node.extra:
@@ -214,6 +213,8 @@ class Compiler:
             impl = rt.bitnot
         elif node.name == "|/":
             impl = rt.float_sqrt
+        elif node.name == "@":
+            impl = rt.absolute(t)
         else:  # pragma: no cover - the checker builds no other unary operator
             raise AssertionError(node.name)
         return self._strict1(node.args[0], impl)
@@ -394,9 +395,15 @@ class Compiler:
     def _func(self, node: Node) -> Fn:
         name = node.name
         if name in ("lower", "upper"):
-            return self._strict1(node.args[0], rt.lower if name == "lower" else rt.upper)
+            lower, upper = rt.CASE_MAPS[node.extra["case"]]
+            return self._strict1(node.args[0], lower if name == "lower" else upper)
         if name == "array_ndims":
             return self._strict1(node.args[0], rt.array_ndims)
+        if name == "timezone":
+            convert = rt.timezone_function(node.extra["zone"], node.type == "timestamptz")
+            return self._strict1(node.args[1], convert)
+        if name in rt.JUSTIFY:
+            return self._strict1(node.args[0], rt.JUSTIFY[name])
         fs = [self.compile(a) for a in node.args]
         if name == "coalesce":
 
@@ -441,7 +448,7 @@ class Compiler:
         return lambda r: [f(r) for f in fs]
 
     def _like(self, node: Node) -> Fn:
-        ci = node.name == "ilike"
+        lower = rt.CASE_MAPS[node.extra["case"]][0] if node.name == "ilike" else None
         fs = self.compile(node.args[0])
         pattern, escape = node.args[1], node.args[2] if len(node.args) > 2 else None
         if pattern.kind == "const" and (escape is None or escape.kind == "const"):
@@ -449,13 +456,12 @@ class Compiler:
                 return lambda r: None
             esc = "\\" if escape is None else rt.like_escape(escape.value)
             try:
-                match = rt.like_matcher(pattern.value, esc, ci)
+                match = rt.like_matcher(pattern.value, esc, lower)
             except WhereRuntimeError:
                 raise  # an invalid constant pattern: Postgres fails on the first row too
-            lower = rt.lower
-
-            if ci:
-                return lambda r: None if (v := fs(r)) is None else match(lower(v))
+            if lower is not None:
+                fold = lower
+                return lambda r: None if (v := fs(r)) is None else match(fold(v))
             return lambda r: None if (v := fs(r)) is None else match(v)
         fp = self.compile(pattern)
         fe = self.compile(escape) if escape is not None else None
@@ -470,12 +476,27 @@ class Compiler:
             key = (p, e)
             matcher = cache.get(key)
             if matcher is None:
-                matcher = rt.like_matcher(p, rt.like_escape(e), ci)
+                matcher = rt.like_matcher(p, rt.like_escape(e), lower)
                 if len(cache) < 256:
                     cache[key] = matcher
-            return matcher(rt.lower(s) if ci else s)
+            return matcher(s if lower is None else lower(s))
 
         return like_dynamic
+
+
+def _comparison(op: str, node: Node) -> Callable[[Any, Any], bool]:
+    """The comparison of a node's two (non-NULL) argument values."""
+    t = node.extra.get("date_cmp")
+    if t is None:
+        return rt.compare_op(op, node.extra["cmp_type"])
+    # date against timestamp(tz): Postgres' cross-type operators place a date beyond the
+    # timestamp range after (before) every finite timestamp, inside +-infinity: exactly
+    # where its unchecked microseconds fall
+    cmp = rt.compare_op(op, t)
+    usecs = rt.date_usecs
+    if node.args[0].type == "date":
+        return lambda a, b: cmp(usecs(a), b)
+    return lambda a, b: cmp(a, usecs(b))
 
 
 def _text_concat(a: str, b: str) -> str:

@@ -23,7 +23,10 @@ class WhereRuntimeError(Exception):
     """Evaluating a clause on a row failed where Postgres raises an error too (integer out of
     range, division by zero, invalid text for a cast, ...), or on a value pysync cannot parse.
 
-    Callers treat the row as not matching: the same row would make the snapshot query fail.
+    The evaluator raises it and never answers False or None for such a row: the clause was
+    folded as Postgres' planner folds it (``_fold``), so the snapshot query would fail on
+    the same row too. A caller cannot decide the row either way and must resync the shape
+    (a fresh snapshot) rather than drop or keep it.
     """
 
 

@@ -115,7 +115,7 @@ class Renderer:
 
     def _op(self, node: Node) -> str:
         if len(node.args) == 1:
-            symbol = {"neg": "-", "~": "~", "|/": "|/"}[node.name]
+            symbol = {"neg": "-", "~": "~", "|/": "|/", "@": "@"}[node.name]
             return f"({symbol} {self.render(node.args[0])})"
         a, b = (self.render(x) for x in node.args)
         return f"({a} {node.name} {b})"

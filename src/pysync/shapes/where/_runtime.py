@@ -309,6 +309,16 @@ def negate(t: str) -> Fn1:
     return operator.neg
 
 
+def absolute(t: str) -> Fn1:
+    """Prefix ``@``: the absolute value (out of range for the smallest integer)."""
+    if t in numbers.INT_RANGES:
+        negative = negate(t)
+        return lambda a: negative(a) if a < 0 else a
+    if t == "numeric":
+        return lambda a: a.copy_abs()
+    return abs
+
+
 def bitnot(a: int) -> int:
     return ~a
 
@@ -396,6 +406,100 @@ def _infinite_interval(iv: tuple[int, int, int]) -> bool:
     return iv in (INTERVAL_INF, INTERVAL_NINF)
 
 
+def _trunc_div(a: int, b: int) -> tuple[int, int]:
+    """C's division: the quotient truncated toward zero, the remainder with a's sign."""
+    q = abs(a) // b
+    if a < 0:
+        q = -q
+    return q, a - q * b
+
+
+def _add_months(months: int, more: int) -> int:
+    total = months + more
+    if not -(2**31) <= total <= _MAX_I32:
+        raise WhereRuntimeError("interval out of range")
+    return total
+
+
+def justify_hours(iv: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Whole 24-hour spans of the time become days, the rest keeps the days' sign."""
+    if _infinite_interval(iv):
+        return iv
+    months, days, usec = iv
+    whole, usec = _trunc_div(usec, datetimes.USECS_PER_DAY)
+    days += whole
+    if days > 0 and usec < 0:
+        usec += datetimes.USECS_PER_DAY
+        days -= 1
+    elif days < 0 and usec > 0:
+        usec -= datetimes.USECS_PER_DAY
+        days += 1
+    return _interval_checked((months, days, usec))
+
+
+def justify_days(iv: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Whole 30-day spans become months, the rest keeps the months' sign."""
+    if _infinite_interval(iv):
+        return iv
+    months, days, usec = iv
+    whole, days = _trunc_div(days, 30)
+    months = _add_months(months, whole)
+    if months > 0 and days < 0:
+        days += 30
+        months -= 1
+    elif months < 0 and days > 0:
+        days -= 30
+        months += 1
+    return _interval_checked((months, days, usec))
+
+
+def justify_interval(iv: tuple[int, int, int]) -> tuple[int, int, int]:
+    """justify_days(justify_hours(iv)), with signs made consistent as Postgres does."""
+    if _infinite_interval(iv):
+        return iv
+    months, days, usec = iv
+    if (days > 0 and usec > 0) or (days < 0 and usec < 0):
+        whole, days = _trunc_div(days, 30)
+        months = _add_months(months, whole)
+    whole, usec = _trunc_div(usec, datetimes.USECS_PER_DAY)
+    days += whole
+    whole, days = _trunc_div(days, 30)
+    months = _add_months(months, whole)
+    if months > 0 and (days < 0 or (days == 0 and usec < 0)):
+        days += 30
+        months -= 1
+    elif months < 0 and (days > 0 or (days == 0 and usec > 0)):
+        days -= 30
+        months += 1
+    if days > 0 and usec < 0:
+        usec += datetimes.USECS_PER_DAY
+        days -= 1
+    elif days < 0 and usec > 0:
+        usec -= datetimes.USECS_PER_DAY
+        days += 1
+    return _interval_checked((months, days, usec))
+
+
+def timezone_function(zone: Any, to_utc: bool) -> Fn1:
+    """timezone(zone, timestamp) -> timestamptz (to_utc) or timezone(zone, timestamptz)
+    -> timestamp; infinities stay."""
+    convert = datetimes.local_to_utc if to_utc else datetimes.utc_to_local
+
+    def timezone(value: int | float) -> int | float:
+        if isinstance(value, float):
+            return value
+        return _check_ts(convert(zone, value))
+
+    return timezone
+
+
+JUSTIFY = {
+    "justify_hours": justify_hours,
+    "justify_days": justify_days,
+    "justify_interval": justify_interval,
+}
+
+
 def ts_minus_ts(a: int | float, b: int | float) -> tuple[int, int, int]:
     if isinstance(a, float) or isinstance(b, float):
         # Postgres 17+: an infinite interval, unless both are the same infinity
@@ -432,6 +536,13 @@ def date_to_ts(d: int | float) -> int | float:
     if isinstance(d, float):
         return d
     return _check_ts(d * datetimes.USECS_PER_DAY)
+
+
+def date_usecs(d: int | float) -> int | float:
+    """A date's midnight (UTC) in microseconds, not limited to the timestamp range."""
+    if isinstance(d, float):
+        return d
+    return d * datetimes.USECS_PER_DAY
 
 
 def ts_to_date(ts: int | float) -> int | float:
@@ -516,7 +627,9 @@ DATETIME_OPS: dict[tuple[str, str, str], tuple[str, Fn2]] = {
 # ---------------------------------------------------------------- text
 
 
-def like_matcher(pattern: str, escape: str | None, case_insensitive: bool) -> Callable[[str], bool]:
+def like_matcher(
+    pattern: str, escape: str | None, lower: Callable[[str], str] | None
+) -> Callable[[str], bool]:
     """A LIKE pattern (``%``, ``_``, escape character, default backslash) as a test of a
     whole string, in time linear in the string times the pattern.
 
@@ -526,7 +639,7 @@ def like_matcher(pattern: str, escape: str | None, case_insensitive: bool) -> Ca
     between at its leftmost place after the one before, which leaves the most room for
     the rest (the standard greedy algorithm, exact for fixed-length segments).
     """
-    if case_insensitive:
+    if lower is not None:  # ILIKE: the lowered string matches the lowered pattern
         pattern = lower(pattern)
     segments: list[list[str]] = [[]]  # each item matches exactly one character
     i = 0
@@ -576,21 +689,12 @@ def like_escape(value: str) -> str | None:
     return value
 
 
-def _char_map(f: Callable[[str], str]) -> Callable[[str], str]:
-    """libc towlower/towupper map one character to one character; Python may expand
-    (e.g. 'İ'.lower() is two characters); keep such characters unchanged."""
-
-    def mapped(s: str) -> str:
-        r = f(s)
-        if len(r) == len(s):
-            return r
-        return "".join(c if len(f(c)) != 1 else f(c) for c in s)
-
-    return mapped
-
-
-lower = _char_map(str.lower)
-upper = _char_map(str.upper)
+CASE_MAPS: dict[str, tuple[Callable[[str], str], Callable[[str], str]]] = {
+    "unicode": (strings.unicode_lower, strings.unicode_upper),
+    "builtin": (strings.builtin_lower, strings.builtin_upper),
+    "ascii": (strings.ascii_lower, strings.ascii_upper),
+}
+"""(lower, upper) by the ctype's kind (see ``_check.case_mapping``)."""
 
 
 # ---------------------------------------------------------------- casts and output
@@ -720,7 +824,25 @@ def input_function(t: str) -> Callable[[str], Any]:
         return arrays.parse_array(input_function(elem(t)))
     if t.startswith("enum:"):
         return strings.parse_text
-    return INPUT[t]
+    parse = INPUT[t]
+    if t in ("text", "bpchar"):
+        return parse
+    return _c_input(parse)
+
+
+# Python's int(), float(), Decimal(), str.strip() and \d / \s read Unicode digits and
+# spaces ('５', U+00A0, U+001C); the input functions of Postgres' non-text types read ASCII
+# only and C's isspace().
+_NOT_C_INPUT = re.compile(r"[^\x00-\x1b\x20-\x7f]")
+
+
+def _c_input(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def c_input(text: str) -> Any:
+        if _NOT_C_INPUT.search(text) is not None:
+            raise ValueError(f"invalid input syntax: {text!r}")
+        return parse(text)
+
+    return c_input
 
 
 def _guarded_input(t: str) -> Fn1:

@@ -1,0 +1,112 @@
+"""Constant folding, as Postgres' planner does it (``eval_const_expressions``).
+
+Postgres simplifies a clause before it reads a row, and that decides which rows can
+raise: ``(i * 1000000 > 0) OR 1 = 1`` is ``TRUE`` (no row overflows), ``i * 1000000 >
+NULL`` is ``NULL`` (a strict operator with a NULL argument is never called), and
+``i > 0 OR 1 / 0 = 1`` fails while planning, for every row. The typed tree is folded the
+same way, so the evaluator and the snapshot query (rendered from the folded tree) see
+the same expression:
+
+* a node whose arguments are all constants is evaluated now; if that raises, so does
+  Postgres' planner: the clause is a ``WhereError``;
+* a strict operation (operators, casts, LIKE, lower/upper, array_ndims) with a NULL
+  constant argument is NULL;
+* ``AND`` / ``OR`` drop constant TRUE / FALSE (and NULL) terms, and a constant FALSE /
+  TRUE term decides the whole (terms with a subquery stay beside it); ``NOT`` of a
+  constant is a constant.
+"""
+
+from __future__ import annotations
+
+from ._compile import Compiler
+from ._ir import Node, WhereError, WhereRuntimeError
+
+# Kinds that are never folded: they read a row or a dependency.
+_LEAVES = frozenset({"col", "const", "sublink"})
+# Functions that are not strict (they look at NULL arguments themselves).
+_NOT_STRICT_FUNCTIONS = frozenset(
+    {"coalesce", "greatest", "least", "concat", "array_cat", "array_append", "array_prepend"}
+)
+_STRICT_KINDS = frozenset({"op", "cast", "like"})
+_NO_ROW: tuple[str | None, ...] = ()
+
+
+def fold(node: Node) -> Node:
+    """``node`` with its constant parts folded (a new tree; ``node`` is unchanged)."""
+    memo: dict[int, Node] = {}
+    # post-order without recursion (a chain of AND terms may be thousands long)
+    stack: list[tuple[Node, bool]] = [(node, False)]
+    while stack:
+        n, done = stack.pop()
+        if id(n) in memo:
+            continue
+        if not done:
+            stack.append((n, True))
+            stack.extend((a, False) for a in n.args if id(a) not in memo)
+            continue
+        args = tuple(memo[id(a)] for a in n.args)
+        memo[id(n)] = _fold_one(n, args)
+    return memo[id(node)]
+
+
+def _null(n: Node) -> Node:
+    return Node("const", n.type, value=None, pos=n.pos)
+
+
+def _fold_one(n: Node, args: tuple[Node, ...]) -> Node:
+    if n.kind in _LEAVES:
+        return n
+    if args != n.args:
+        n = Node(n.kind, n.type, args, n.name, n.value, n.pos, n.param, n.extra)
+    if n.kind in ("and", "or"):
+        return _fold_logic(n)
+    consts = [a for a in args if a.kind == "const"]
+    strict = n.kind in _STRICT_KINDS or (n.kind == "func" and n.name not in _NOT_STRICT_FUNCTIONS)
+    if strict and any(a.value is None for a in consts) and _renderable(n.type):
+        return _null(n)
+    if len(consts) != len(args) or not _renderable(n.type):
+        return n
+    try:
+        value = Compiler({}).compile(n)(_NO_ROW)
+    except (WhereRuntimeError, ValueError, ArithmeticError) as exc:
+        raise WhereError(str(exc) or type(exc).__name__, n.pos) from None
+    return Node("const", n.type, value=value, pos=n.pos)
+
+
+def _fold_logic(n: Node) -> Node:
+    decisive = n.kind == "or"  # TRUE decides an OR, FALSE an AND
+    kept: list[Node] = []
+    has_null = False
+    for a in n.args:
+        if a.kind != "const":
+            kept.append(a)
+        elif a.value is None:
+            has_null = True
+        elif a.value is decisive:
+            decided = Node("const", "bool", value=decisive, pos=n.pos)
+            # a subquery stays in the tree, after the deciding constant (the evaluator
+            # stops there): the shape's dependencies and DNF positions come from the tree
+            kept = [b for b in n.args if _has_sublink(b)]
+            return Node(n.kind, "bool", (decided, *kept), pos=n.pos) if kept else decided
+    if has_null:
+        kept.append(Node("const", "bool", value=None, pos=n.pos))
+    if not kept:
+        return Node("const", "bool", value=not decisive, pos=n.pos)
+    if len(kept) == 1:
+        return kept[0]
+    return Node(n.kind, "bool", tuple(kept), pos=n.pos)
+
+
+def _has_sublink(node: Node) -> bool:
+    pending = [node]
+    while pending:
+        n = pending.pop()
+        if n.kind == "sublink":
+            return True
+        pending.extend(n.args)
+    return False
+
+
+def _renderable(t: str) -> bool:
+    """Whether a constant of type t can be written back as SQL (enums cannot)."""
+    return "enum:" not in t and "unknown" not in t
