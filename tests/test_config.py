@@ -5,8 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import msgspec
+import pytest
 
-from pysync.config import from_env, make_settings
+from pysync.config import SettingsError, from_env, make_settings
 
 
 def test_directories_and_workers_from_the_environment() -> None:
@@ -30,3 +31,10 @@ def test_settings_survive_the_trip_to_a_worker() -> None:
     )
     encoded = msgspec.json.encode(settings, enc_hook=str)  # as serve/supervisor.py sends them
     assert make_settings(msgspec.json.decode(encoded)) == settings
+
+
+def test_schema_check_interval_from_the_environment_and_checked() -> None:
+    settings = make_settings(from_env({"PYSYNC_SCHEMA_CHECK_INTERVAL": "2.5"}))
+    assert settings.schema_check_interval == 2.5
+    with pytest.raises(SettingsError, match="schema_check_interval"):
+        make_settings({"schema_check_interval": "-1"})
