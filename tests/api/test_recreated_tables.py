@@ -6,6 +6,7 @@ and synced live; the old shape's clients get a 409; a table that is gone is a 40
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import httpx
@@ -19,9 +20,11 @@ from http_support import (
     assert_invalid,
     data,
     make_api,
+    until,
     waiting,
 )
 from pysync.engine import Engine
+from pysync.postgres.connections import Connections
 
 
 async def live_rows(
@@ -234,4 +237,32 @@ async def test_a_new_client_finding_the_table_recreated_ends_the_old_shapes_at_o
     assert (await client.shape(offset="-1", **new_client)).status_code == 200
     for response in await answered(tasks):
         assert response.status_code == 409, response.text
+    await client.aclose()
+
+
+async def test_the_check_outlives_an_unreachable_database(
+    make_engine: EngineFactory, conn: Conn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failed check is logged and tried again at the next interval."""
+    client = await checked_client(make_engine)
+    engine = client.api.engine
+    assert isinstance(engine, Engine)
+    tasks = await live_requests(client, [{"table": "other"}])
+    reachable = engine.registry.connections
+    unreachable = Connections("postgresql://127.0.0.1:1/nowhere", connect_timeout=0.2)
+    await unreachable.open()
+    engine.registry.connections = unreachable
+
+    def failed() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "pysync.shapes.drift"]
+
+    with caplog.at_level(logging.WARNING):
+        await until(lambda: len(failed()) >= 2, timeout=PROMPTLY, what="two failed checks")
+    assert all(m.startswith("schema check failed, retried in 0.3 s: ") for m in failed())
+    assert engine.crashed is None and not tasks[0].done()
+    engine.registry.connections = reachable
+    await unreachable.close()
+    conn.execute("DROP TABLE other")
+    [response] = await answered(tasks)
+    assert_refetch(response, None)
     await client.aclose()

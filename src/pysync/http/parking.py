@@ -102,8 +102,9 @@ class LivePolls:
         self._due: dict[int, set[Parked]] = {}
         self._storage_watch: object = None
         self._counted: dict[int, Any] = {}
-        self._refetching: set[asyncio.Task[None]] = set()
         """``pysync_http_responses_total`` by status, as the app counts its responses."""
+        self._refetching: set[asyncio.Task[None]] = set()
+        """Answering the requests of gone shapes (``_gone``)."""
 
     # -- taking a request -------------------------------------------------------------
 
