@@ -63,3 +63,10 @@ def test_a_secret_file_that_cannot_be_used(tmp_path: Path, case: str, message: s
         values["secret"] = "b"
     with pytest.raises(SettingsError, match=message):
         make_settings(values)
+
+
+def test_schema_check_interval_from_the_environment_and_checked() -> None:
+    settings = make_settings(from_env({"PYSYNC_SCHEMA_CHECK_INTERVAL": "2.5"}))
+    assert settings.schema_check_interval == 2.5
+    with pytest.raises(SettingsError, match="schema_check_interval"):
+        make_settings({"schema_check_interval": "-1"})

@@ -194,6 +194,114 @@ def test_shape_gone_while_parked_is_a_409_naming_the_new_shape(served: Served) -
     assert new_handle != handle
 
 
+def read_response(sock: socket.socket) -> tuple[str, bytes]:
+    """A whole response of a raw socket (bodies here are JSON arrays): head, body."""
+    sock.settimeout(20)
+    received = b""
+    while b"\r\n\r\n" not in received or not received.endswith(b"]"):
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed after {received!r}"
+        received += chunk
+    sock.close()
+    head, body = received.split(b"\r\n\r\n", 1)
+    return head.decode().lower(), body
+
+
+def test_deleted_shape_whose_table_went_meanwhile_is_a_409_for_each_parked_request(
+    served: Served,
+) -> None:
+    """Not the 400 of a new request for the dropped table (Electric: a 409 to each)."""
+    with httpx.Client(timeout=30) as http:
+        handle, offset = served.sync(http)
+        path = f"/v1/shape?table=items&offset={offset}&handle={handle}&live=true"
+        socks = [raw_get(served.port, path) for _ in range(3)]
+        until(lambda: served.metric("pysync_waiting_requests") == 3, what="3 parked requests")
+        with psycopg.connect(served.database_url, autocommit=True) as conn:
+            conn.execute("DROP TABLE items")
+        deleted = http.delete(f"{served.base}/v1/shape", params={"handle": handle})
+        assert deleted.status_code == 202
+        for sock in socks:
+            head, body = read_response(sock)
+            assert head.startswith("http/1.1 409"), head
+            assert json.loads(body) == [{"headers": {"control": "must-refetch"}}]
+            assert "electric-handle:" not in head  # no shape can replace it
+        assert served.metric("pysync_waiting_requests") == 0
+
+
+def test_dropped_column_is_a_409_for_the_parked_request_then_a_400(served: Served) -> None:
+    """As Electric: the live request gets the 409, the refetch the 400."""
+    shape = {"table": "items", "columns": "id,n"}
+    with httpx.Client(timeout=30) as http:
+        first = http.get(f"{served.base}/v1/shape", params={**shape, "offset": "-1"})
+        handle = first.headers["electric-handle"]
+        live = {
+            **shape,
+            "offset": first.headers["electric-offset"],
+            "handle": handle,
+            "live": "true",
+        }
+        sock = raw_get(served.port, "/v1/shape?" + str(httpx.QueryParams(live)))
+        until(lambda: served.metric("pysync_waiting_requests") == 1, what="the request to park")
+        with psycopg.connect(served.database_url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE items DROP COLUMN n")
+            conn.execute("INSERT INTO items VALUES (2)")  # its Relation message tells
+        head, body = read_response(sock)
+        assert head.startswith("http/1.1 409"), head
+        assert json.loads(body) == [{"headers": {"control": "must-refetch"}}]
+        refetch = http.get(f"{served.base}/v1/shape", params={**shape, "offset": "-1"})
+        assert refetch.status_code == 400
+        assert refetch.json()["errors"] == {
+            "columns": ["The following columns are not found on the table: n"]
+        }
+
+
+def test_sse_stream_of_a_deleted_shape_ends_cleanly(served: Served) -> None:
+    """Deleted while the stream is sending (the client reads slowly): the stream ends
+    as Electric ends it (no more events, the response complete), with no traceback."""
+    with psycopg.connect(served.database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE big (id int PRIMARY KEY, t text NOT NULL)")
+    with httpx.Client(timeout=30) as http:
+        first = http.get(f"{served.base}/v1/shape", params={"table": "big", "offset": "-1"})
+        handle = first.headers["electric-handle"]
+        params = {
+            "table": "big",
+            "handle": handle,
+            "offset": first.headers["electric-offset"],
+            "live": "true",
+            "live_sse": "true",
+        }
+        # A client that reads slowly: the server's socket buffers fill and the stream
+        # waits to send (more than they hold is coming: 12 MB, 250 KB a row).
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", served.port))
+        sock.sendall(
+            f"GET /v1/shape?{httpx.QueryParams(params)} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        )
+        until(lambda: served.metric("pysync_waiting_requests") == 1, what="the stream to wait")
+        with psycopg.connect(served.database_url, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO big SELECT g, string_agg(md5(g::text || i::text), '') "
+                "FROM generate_series(1, 48) g, generate_series(1, 8000) i GROUP BY g"
+            )
+        sock.settimeout(20)
+        received = sock.recv(4096, socket.MSG_PEEK)
+        assert received.startswith(b"HTTP/1.1 200 OK"), received
+        time.sleep(1.0)  # the stream is sending, blocked on the full buffers
+        deleted = http.delete(f"{served.base}/v1/shape", params={"handle": handle})
+        assert deleted.status_code == 202
+        received = b""
+        while not received.endswith(b"\r\n0\r\n\r\n"):  # the last chunk: a complete response
+            chunk = sock.recv(1 << 20)
+            assert chunk, f"the stream broke off: ...{received[-200:]!r}\n{served.server.output()}"
+            received += chunk
+        sock.close()
+    assert b"must-refetch" not in received  # the client's next request gets the 409
+    served.server.stop()
+    output = served.server.output()
+    assert "Traceback" not in output and "Exception" not in output, output
+
+
 def test_client_that_leaves_frees_its_place_at_once(served: Served) -> None:
     with httpx.Client(timeout=30) as http:
         handle, offset = served.sync(http)

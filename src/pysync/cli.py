@@ -173,6 +173,13 @@ def _parser() -> argparse.ArgumentParser:
         help="Postgres sessions for snapshots "
         "(env PYSYNC_SNAPSHOT_CONNECTIONS or ELECTRIC_DB_POOL_SIZE, default 5)",
     )
+    serve.add_argument(
+        "--schema-check-interval",
+        type=float,
+        help="seconds between checks of the shapes' tables in the catalog: dropped, "
+        "recreated or altered ones make their clients refetch "
+        "(env PYSYNC_SCHEMA_CHECK_INTERVAL, default 15; 0: none)",
+    )
     bench.add_arguments(
         commands.add_parser(
             "bench", help="benchmark a sync server on a pgbench workload (needs pysync[bench])"

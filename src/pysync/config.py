@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
+from pysync.shapes.drift import SCHEMA_CHECK_INTERVAL
 from pysync.shapes.log import CHUNK_BYTES, COMPACT_MIN_BYTES
 from pysync.shapes.subqueries import MAX_ROWS as MAX_SUBQUERY_ROWS
 
@@ -55,6 +57,8 @@ class Settings(msgspec.Struct, kw_only=True):
     """Merge each row's updates in shape logs once they doubled in size."""
     compact_min_bytes: int = COMPACT_MIN_BYTES
     """A log is compacted once it grew by at least this much."""
+    schema_check_interval: Annotated[float, msgspec.Meta(ge=0)] = SCHEMA_CHECK_INTERVAL
+    """Seconds between catalog checks of the shapes' tables (0: none)."""
 
     @property
     def shape_storage(self) -> Path:
@@ -87,6 +91,7 @@ ENV: dict[str, tuple[str, ...]] = {
     "workers": ("PYSYNC_WORKERS",),
     "compaction": ("PYSYNC_COMPACTION",),
     "compact_min_bytes": ("PYSYNC_COMPACT_MIN_BYTES",),
+    "schema_check_interval": ("PYSYNC_SCHEMA_CHECK_INTERVAL",),
 }
 
 

@@ -33,6 +33,7 @@ from pysync.shapes.collector import Collector
 from pysync.shapes.compactor import Compactor
 from pysync.shapes.consumer import ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition
+from pysync.shapes.drift import SCHEMA_CHECK_INTERVAL, SchemaCheck
 from pysync.shapes.flush import FlushTracker
 from pysync.shapes.log import CHUNK_BYTES, COMPACT_MIN_BYTES
 from pysync.shapes.registry import ShapeRegistry
@@ -86,6 +87,7 @@ class Engine:
             snapshot_connections=settings.snapshot_connections,
             compaction=settings.compaction,
             compact_min_bytes=settings.compact_min_bytes,
+            schema_check_interval=settings.schema_check_interval,
         )
 
     def __init__(
@@ -105,8 +107,11 @@ class Engine:
         streaming: bool = False,
         lock_timeout: float = 1.0,
         publish_timeout: float = 5.0,
+        schema_check_interval: float = SCHEMA_CHECK_INTERVAL,
         io: Io = OS_IO,
     ) -> None:
+        """``schema_check_interval``: seconds between catalog checks of the shapes' tables
+        (dropped, recreated, renamed or altered without a replicated change); 0: none."""
         self.database_url = database_url
         self.slot = slot
         self.publication = publication
@@ -131,6 +136,9 @@ class Engine:
         )
         self.collector = Collector(self.registry)
         self.compactor = Compactor(enabled=compaction)
+        self.schema_check = SchemaCheck(self.registry, schema_check_interval)
+        if schema_check_interval > 0:
+            self.registry.on_table_changed = self.schema_check.soon
         self.flush = FlushTracker(
             self.collector,
             self.store,
@@ -194,6 +202,8 @@ class Engine:
             asyncio.create_task(self.flush.run(), name="pysync-flush"),
             asyncio.create_task(self.compactor.run(), name="pysync-compaction"),
         ]
+        if self.schema_check.interval > 0:
+            self._spawn(self.schema_check.run(), "pysync-schema-check")
         # Until replication is connected: a slot another process took meanwhile fails the
         # start here, instead of a retry loop behind an engine that seems to work.
         try:

@@ -328,7 +328,7 @@ class ShapeAPI:
         try:
             ready = await consumer.wait(after, SNAPSHOT_WAIT, until_snapshot=True)
         except ShapeGone:
-            raise self._refetch(parsed, await self._replacement(consumer)) from None
+            raise await self.gone(parsed, consumer) from None
         except Exception as exc:  # noqa: BLE001 - the snapshot's failure, for the client
             raise snapshot_error(exc) from exc
         if not ready:
@@ -354,7 +354,7 @@ class ShapeAPI:
                 self._check_storage()  # ahead because storage lost unsynced frames: retry
                 raise invalid({"offset": ["out of bounds for this shape"]})
         if consumer.gone:
-            raise self._refetch(parsed, await self._replacement(consumer))
+            raise await self.gone(parsed, consumer)
         return self.live_response(request, parsed, consumer, part)
 
     def live_response(
@@ -394,7 +394,7 @@ class ShapeAPI:
                 try:
                     got = await consumer.wait(offset, deadline - time.monotonic(), wake=wake)
                 except ShapeGone:
-                    raise self._refetch(parsed, await self._replacement(consumer)) from None
+                    raise await self.gone(parsed, consumer) from None
                 self._check_storage()
                 if got or not waiter.released.done() or waiter.recheck is None:
                     return  # data, timeout or shutdown (only app-defined shapes are interrupted)
@@ -413,13 +413,16 @@ class ShapeAPI:
         if error is not None:
             raise unavailable(f"pysync cannot store changes right now ({error.reason}); retry", 5)
 
-    async def _replacement(self, consumer: ShapeConsumer) -> str | None:
-        """The handle a client of a gone shape should refetch (a new shape for the same
-        definition, as Electric), if one can be had."""
+    async def gone(self, parsed: ShapeRequest, consumer: ShapeConsumer) -> MustRefetch:
+        """The 409 for a request that was served ``consumer``, now gone: with the handle
+        to refetch (a new shape for the same definition, as Electric) if one can be had.
+        Never the error a new request would get (its table or a column it selects gone
+        meanwhile): that is for the refetch."""
         try:
-            return (await self.engine.shape(consumer.definition)).handle
+            handle: str | None = (await self.engine.shape(consumer.definition)).handle
         except (ShapeError, EngineUnavailable, psycopg.OperationalError):
-            return None
+            handle = None
+        return self._refetch(parsed, handle)
 
     @staticmethod
     def _refetch(parsed: ShapeRequest, handle: str | None) -> MustRefetch:

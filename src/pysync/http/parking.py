@@ -11,16 +11,19 @@ body and shared headers built once (``ShapeAPI._log_response``).
 
 What a parked request still has, it has as ``ShapeAPI.hold`` gives it: it is registered
 with ``api.interrupts`` (an interrupt or shutdown answers it with no change), counts
-against the admission limit, and every other outcome (the shape gone, storage failing,
-a body too large to build) replays the request through the ASGI app, which answers it
-as it would have (a 409 with the new handle, a 503, a streamed body). A request the fast
-path does not take goes to the app unchanged.
+against the admission limit, and gets a 409 must-refetch when its shape goes (deleted,
+invalidated), with the new shape's handle if one can be had. The other outcomes
+(storage failing, a body too large to build) replay the request through the ASGI app,
+which answers it as it would have (a 503, a streamed body); not a gone shape: replayed,
+the request would be a new one, a 400 when its table or a column it selects went
+meanwhile. A request the fast path does not take goes to the app unchanged.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import math
 import time
 from contextlib import AbstractContextManager
@@ -30,8 +33,9 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pysync.http.errors import ShapeAPIError
+from pysync.http.errors import MustRefetch, ShapeAPIError
 from pysync.http.params import ShapeRequest
+from pysync.http.responses import INTERNAL_ERROR, error_response
 from pysync.http.shared import Prebuilt
 from pysync.http.subset import subset_fields_from_query
 from pysync.http.waiters import Waiter
@@ -40,6 +44,8 @@ from pysync.shapes.offset import BEFORE_ALL, LogOffset
 
 if TYPE_CHECKING:
     from pysync.http.api import ShapeAPI
+
+log = logging.getLogger(__name__)
 
 TICK = 0.25
 """Timeouts are checked this often: a long-poll ends within a quarter second of its time."""
@@ -97,6 +103,8 @@ class LivePolls:
         self._storage_watch: object = None
         self._counted: dict[int, Any] = {}
         """``pysync_http_responses_total`` by status, as the app counts its responses."""
+        self._refetching: set[asyncio.Task[None]] = set()
+        """Answering the requests of gone shapes (``_gone``)."""
 
     # -- taking a request -------------------------------------------------------------
 
@@ -190,7 +198,11 @@ class LivePolls:
         if not group:
             self._groups.pop(consumer, None)
             return
-        if consumer.gone or self.api.engine.storage_error is not None:
+        if consumer.gone:
+            self._gone(consumer, [parked for parked in list(group) if self._leave(parked)])
+            self._groups.pop(consumer, None)
+            return
+        if self.api.engine.storage_error is not None:
             for parked in list(group):
                 self._replay(parked)
             self._groups.pop(consumer, None)  # a request parked later makes a new group
@@ -268,7 +280,7 @@ class LivePolls:
         try:
             part = consumer.slice(offset)
         except ShapeGone:
-            parked.conn.replay(parked.query, _headers(parked.origin))
+            self._gone(consumer, [parked])
             return
         response = self.api.live_response(_request(parked.origin), parsed, consumer, part)
         if isinstance(response, Prebuilt):
@@ -276,7 +288,29 @@ class LivePolls:
         else:
             parked.conn.replay(parked.query, _headers(parked.origin))  # a body to stream
 
-    def _send(self, conn: Connection, response: Prebuilt) -> None:
+    def _gone(self, consumer: ShapeConsumer, parked: list[Parked]) -> None:
+        """``consumer`` went away: its requests (unparked already) get ``hold``'s 409."""
+        if not parked:
+            return
+        task = asyncio.ensure_future(self._refetch(consumer, parked))
+        self._refetching.add(task)  # kept: the loop holds tasks only weakly
+        task.add_done_callback(self._refetching.discard)
+
+    async def _refetch(self, consumer: ShapeConsumer, parked: list[Parked]) -> None:
+        api = self.api
+        try:
+            # One lookup (maybe a new shape) for all of them.
+            handle = (await api.gone(parked[0].parsed, consumer)).handle
+        except Exception:  # noqa: BLE001 - as the app: a redacted 500, never a crash
+            log.exception("error answering the requests of gone shape %s", consumer.handle)
+            for one in parked:
+                self._send(one.conn, error_response(_request(one.origin), INTERNAL_ERROR))
+            return
+        for one in parked:
+            error = MustRefetch(handle, one.parsed.offset, live=True)
+            self._send(one.conn, error_response(_request(one.origin), error))
+
+    def _send(self, conn: Connection, response: Response) -> None:
         counter = self._counted.get(response.status_code)
         if counter is None:
             counter = self._counted[response.status_code] = (

@@ -23,7 +23,7 @@ from pysync.http.params import ShapeRequest
 from pysync.http.responses import cache_headers, common, etag
 from pysync.http.shared import SharedResponses
 from pysync.http.waiters import Recheck
-from pysync.shapes.consumer import ShapeConsumer, ShapeGone
+from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.offset import LogOffset
 
 if TYPE_CHECKING:
@@ -73,14 +73,16 @@ async def events(
     deadline = time.monotonic() + timeout
     waited = False
     while time.monotonic() < deadline and not closing():
+        if consumer.gone:
+            # Deleted or invalidated while the stream was being sent: as Electric, the
+            # stream ends (the client's next request gets the 409).
+            return
         # Every subscriber woken by the same append reads the same batch: encoded once.
         key = (offset, consumer.last_offset)
         batch = shared.get(consumer, key)
         if batch is None:
             batch = _batch(consumer, offset)
             shared.put(consumer, key, batch)
-        elif consumer.gone:
-            raise ShapeGone(consumer.handle, consumer.reason)  # as read() would
         block, end, reached = batch
         if block:
             yield block
@@ -95,8 +97,6 @@ async def events(
             await hold(consumer, offset, min(KEEPALIVE_SECONDS, deadline - time.monotonic()))
         except ShapeAPIError:
             return  # gone, changed or unavailable: the client reconnects and learns which
-        if consumer.gone:
-            return
         if not consumer.has_after(offset):
             yield b": keep-alive\n\n"
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import msgspec
@@ -101,7 +102,7 @@ class Table(msgspec.Struct, frozen=True):
 
 # One round trip: the table's row repeated with each of its columns (attname is NULL
 # for a table without columns).
-_TABLE_QUERY = r"""
+_TABLE_ROWS = r"""
 SELECT c.oid, n.nspname, c.relname, c.relreplident,
        c.relkind = 'p' OR EXISTS (SELECT FROM pg_inherits h WHERE h.inhparent = c.oid),
        (SELECT to_jsonb(d) - 'datacl' FROM pg_database d WHERE d.datname = current_database()),
@@ -137,14 +138,15 @@ LEFT JOIN pg_type t ON t.oid = a.atttypid
 -- The element type of arrays; a domain over an array is not one (as Electric).
 LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
 LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
-WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
+WHERE c.relkind IN ('r', 'p')
   -- What the role may not read does not exist for its clients (no column names or types
   -- leak through error messages), and system schemas are never synced.
   AND has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
   AND n.nspname NOT LIKE 'pg\_toast%%' AND n.nspname NOT LIKE 'pg\_temp\_%%'
-ORDER BY a.attnum
 """
+_TABLE_QUERY = _TABLE_ROWS + "AND n.nspname = %s AND c.relname = %s ORDER BY a.attnum"
+_TABLES_BY_OID_QUERY = _TABLE_ROWS + "AND c.oid = ANY(%s::oid[]) ORDER BY c.oid, a.attnum"
 
 SYSTEM_SCHEMAS = ("pg_catalog", "information_schema")
 
@@ -169,6 +171,21 @@ async def load_table_async(
         return None
     cursor = await conn.execute(_TABLE_QUERY, (schema, name))
     return _table(await cursor.fetchall())
+
+
+async def load_tables_by_oid_async(
+    conn: psycopg.AsyncConnection[Any], oids: Collection[int]
+) -> dict[int, Table]:
+    """The tables with these oids that still exist (as they are now: a renamed one under
+    its new name), in one query whatever their number."""
+    cursor = await conn.execute(_TABLES_BY_OID_QUERY, (list(oids),))
+    rows = await cursor.fetchall()
+    found: dict[int, Table] = {}
+    for oid, table_rows in itertools.groupby(rows, key=lambda row: row[0]):
+        table = _table(list(table_rows))
+        assert table is not None
+        found[int(oid)] = table
+    return found
 
 
 def _table(rows: Sequence[Sequence[Any]]) -> Table | None:

@@ -76,6 +76,9 @@ class ShapeRegistry:
         self.on_invalidate: list[Callable[[ShapeConsumer], None]] = []
         self.on_storage_error: Callable[[StorageError], None] = lambda exc: None
         self.on_snapshot_done: Callable[[float], None] = lambda seconds: None
+        self.on_table_changed: Callable[[], None] = lambda: None
+        """A request found a shape's table dropped or changed: the other shapes on it
+        are stale too (``drift.SchemaCheck.soon``)."""
         self.subqueries = Subqueries(
             connections, publisher.publish, self.invalidate, max_subquery_rows
         )
@@ -133,9 +136,11 @@ class ShapeRegistry:
             raise  # a busy machine says nothing of the catalog
         except ShapeError:
             self.invalidate(consumer, "table dropped or changed")
+            self.on_table_changed()
             raise
         if shape.key != consumer.shape.key:
             self.invalidate(consumer, "table dropped or changed")
+            self.on_table_changed()
             return None
         return consumer
 
@@ -200,6 +205,9 @@ class ShapeRegistry:
     # -- lifecycle -------------------------------------------------------------------
 
     def _create(self, shape: Shape) -> ShapeConsumer:
+        routes = self.router.tables.get(shape.definition.relation)
+        if routes is not None and next(iter(routes.shapes)).shape.table.oid != shape.table.oid:
+            self.on_table_changed()  # the table was created again: the old one's shapes go
         handle = new_handle(shape)
         consumer = ShapeConsumer(handle, shape, self.store.new_log(handle))
         if shape.dependencies:
