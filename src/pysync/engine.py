@@ -323,7 +323,7 @@ class Engine:
     async def compute(self, fn: Callable[..., T], *args: object) -> T:
         return await self.registry.compute(fn, *args)
 
-    def delete(self, handle: str) -> bool:
+    async def delete(self, handle: str) -> bool:
         return self.registry.delete(handle)
 
     @property

@@ -58,7 +58,9 @@ class ShapeSource(Protocol):
 
     def get(self, handle: str) -> ShapeConsumer | None: ...
 
-    def delete(self, handle: str) -> bool: ...
+    async def delete(self, handle: str) -> bool:
+        """False if there was no such shape. Returns once no request can get the shape
+        any more (with HTTP workers: from any of them)."""
 
     def storage_failure(self) -> asyncio.Future[None]: ...
 

@@ -2,10 +2,16 @@
 over a UNIX stream socket, each framed by its length.
 
 Worker -> hub: ``Ask`` (the shape for a definition, made if asked to), ``Delete``,
-``Ready``. Hub -> worker: ``Found`` and ``Deleted`` (replies), ``Grown`` (a shape's log
-has new frames, or the shape changed state) and ``Status`` (the engine's health, the
-last LSN seen). Messages on one connection arrive in order, so a worker that got the
-reply for a shape then gets every later announcement for it.
+``Dropped`` (a ``Gone`` is done with), ``Ready``. Hub -> worker: ``Found`` and
+``Deleted`` (replies), ``Gone`` (a shape left the registry: deleted, invalidated,
+evicted), ``Grown`` (a shape's log has new frames, or the shape changed state) and
+``Status`` (the engine's health, the last LSN seen). Messages on one connection arrive
+in order, so a worker that got the reply for a shape then gets every later
+announcement for it.
+
+A deletion or invalidation is acknowledged (``Deleted``, or the ``Found`` of a shape
+made in its place) only once every worker answered its ``Gone`` with ``Dropped``: no
+worker serves the old handle to a request made after that.
 """
 
 from __future__ import annotations
@@ -30,7 +36,25 @@ class Ask(msgspec.Struct, tag="ask"):
 
 
 class Delete(msgspec.Struct, tag="delete"):
+    id: int
     handle: str
+
+
+class Deleted(msgspec.Struct, tag="deleted"):
+    id: int
+    found: bool
+    """False: there was no such shape."""
+
+
+class Gone(msgspec.Struct, tag="gone"):
+    handle: str
+    reason: str
+    number: int
+    """Echoed by the worker's ``Dropped`` once it forgot the shape."""
+
+
+class Dropped(msgspec.Struct, tag="dropped"):
+    number: int
 
 
 class Ready(msgspec.Struct, tag="ready"):
@@ -46,6 +70,8 @@ class Found(msgspec.Struct, tag="found"):
     size: int = 0
     """Bytes of its log when the reply was sent."""
     state: str = "live"
+    tables: list[Table] = msgspec.field(default_factory=list)
+    """The tables of its subqueries (as the replicating process read them)."""
     error: str | None = None
     """``shape`` (the definition is wrong: field, message), ``unavailable`` (message,
     retry_after) or ``database`` (the catalog could not be asked)."""
@@ -71,7 +97,7 @@ class Status(msgspec.Struct, tag="status"):
     lsn: int
 
 
-Message = Ask | Delete | Ready | Found | Grown | Status
+Message = Ask | Delete | Deleted | Gone | Dropped | Ready | Found | Grown | Status
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
