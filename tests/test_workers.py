@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -275,6 +276,11 @@ def fresh(url: str, params: dict[str, str], method: str = "GET") -> httpx.Respon
         return http.request(method, url, params=params)
 
 
+def fresh_walk(url: str, params: dict[str, str]) -> list[httpx.Response]:
+    with httpx.Client(timeout=30) as http:
+        return walk(http, url, params)
+
+
 async def test_a_deletion_is_answered_once_no_worker_serves_the_shape(
     db: str, tmp_path: Path
 ) -> None:
@@ -344,27 +350,52 @@ def test_a_subquery_over_a_table_created_a_moment_before(db: str, tmp_path: Path
         assert server.stop(), server.output()
 
 
-def test_shapes_on_a_table_renamed_and_created_again(db: str, tmp_path: Path) -> None:
-    """``ALTER TABLE items RENAME TO items_old`` then a new ``items``: a new client of
-    ``items`` gets the new table's rows through either worker, and its changes."""
+def test_a_new_shape_on_a_table_renamed_and_created_again_waits_for_every_worker(
+    db: str, tmp_path: Path
+) -> None:
+    """``ALTER TABLE items RENAME TO items_old`` then a new ``items``: a new client's
+    request invalidates the old shape and gets a new one, but only once every worker
+    dropped the old one. Else another worker, asked for the new handle, would still
+    answer 409 with the old one, which the TS client then takes for a stale cached
+    response of an expired shape: it never gets up to date."""
     port = free_port()
     server = start(db, tmp_path / "storage", port, "--workers", "2")
     base = f"http://127.0.0.1:{port}/v1/shape"
     try:
-        with httpx.Client(timeout=30) as http, psycopg.connect(db, autocommit=True) as conn:
-            old = {
-                walk(http, base, {"table": "items"})[-1].headers["electric-handle"]
-                for _ in range(6)
-            }
+        with psycopg.connect(db, autocommit=True) as conn:
+            old = {fresh_walk(base, {"table": "items"})[-1].headers["electric-handle"]}
+            old |= {fresh_walk(base, {"table": "items"})[-1].headers["electric-handle"]}
             assert len(old) == 1
             conn.execute("ALTER TABLE items RENAME TO items_old")
             conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL, note text)")
             conn.execute("INSERT INTO items VALUES (1, 7, 'new')")
-            for _ in range(6):
-                responses = walk(http, base, {"table": "items"})
-                assert responses[-1].headers["electric-handle"] not in old
-                assert materialise(responses) == {"1": {"id": "1", "n": "7", "note": "new"}}
+            stopped = children(server.process.pid)[0]
+            os.kill(stopped, signal.SIGSTOP)  # the other worker takes every connection
+            with ThreadPoolExecutor(1) as pool:
+                try:
+                    walking = pool.submit(fresh_walk, base, {"table": "items"})
+                    time.sleep(1)
+                    assert not walking.done(), "a new handle while a worker may serve the old"
+                finally:
+                    os.kill(stopped, signal.SIGCONT)
+                responses = walking.result()
+            handle = responses[-1].headers["electric-handle"]
+            assert handle not in old
+            assert materialise(responses) == {"1": {"id": "1", "n": "7", "note": "new"}}
+            at = {
+                "table": "items",
+                "handle": handle,
+                "offset": responses[-1].headers["electric-offset"],
+            }
+            for _ in range(6):  # either worker: the new handle, never a 409 to the old
+                response = fresh(base, at)
+                assert response.status_code == 200, response.text
             conn.execute("INSERT INTO items VALUES (2, 8, 'live')")
-            synced(http, base, [{"table": "items"}], [rows(conn, "SELECT * FROM items")])
+            synced(
+                httpx.Client(timeout=30),
+                base,
+                [{"table": "items"}],
+                [rows(conn, "SELECT * FROM items")],
+            )
     finally:
         assert server.stop(), server.output()
