@@ -326,6 +326,9 @@ class Engine:
     async def delete(self, handle: str) -> bool:
         return self.registry.delete(handle)
 
+    async def subset_elsewhere(self, consumer: ShapeConsumer, fields: object, schema: str) -> None:
+        """Subsets are answered where the engine runs (``ShapeSource``)."""
+
     @property
     def storage_error(self) -> StorageError | None:
         """Set while storage fails: ingest is stopped, new shapes are refused."""

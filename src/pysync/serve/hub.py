@@ -21,9 +21,12 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import psycopg
 
 from pysync.engine import Engine, EngineUnavailable
+from pysync.http.errors import ShapeAPIError
+from pysync.http.subset import subset_reply
 from pysync.postgres.catalog import Table
 from pysync.serve.notify import (
     Ask,
@@ -36,6 +39,8 @@ from pysync.serve.notify import (
     Message,
     Ready,
     Status,
+    Subset,
+    SubsetDone,
     frame,
     receive,
 )
@@ -194,6 +199,8 @@ class Hub:
                         drop.dropped(writer)
                 elif isinstance(message, Delete):
                     self._spawn(self._delete(writer, message))
+                elif isinstance(message, Subset):
+                    self._spawn(self._subset(writer, message))
                 elif isinstance(message, Ready):
                     self.on_ready(message.pid)
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -209,6 +216,21 @@ class Hub:
         await self._dropped_everywhere(delete.handle)
         if not writer.is_closing():
             writer.write(frame(Deleted(delete.id, found)))
+
+    async def _subset(self, writer: asyncio.StreamWriter, ask: Subset) -> None:
+        consumer = self.engine.get(ask.handle)
+        if consumer is None or consumer.gone:
+            reply = SubsetDone(ask.id, 409)
+        else:
+            try:
+                done = await subset_reply(self.engine, consumer, ask.fields, ask.schema)
+            except ShapeAPIError as exc:
+                body = exc.body if isinstance(exc.body, bytes) else msgspec.json.encode(exc.body)
+                reply = SubsetDone(ask.id, exc.status, body, exc.headers)
+            else:
+                reply = SubsetDone(ask.id, 200, done.body, done.headers)
+        if not writer.is_closing():
+            writer.write(frame(reply))
 
     async def _answer(self, writer: asyncio.StreamWriter, ask: Ask) -> None:
         engine = self.engine

@@ -32,6 +32,8 @@ from typing import Any, TypeVar
 import psycopg
 
 from pysync.engine import EngineUnavailable, Status
+from pysync.http.errors import ShapeAPIError
+from pysync.http.source import SubsetReply
 from pysync.metrics import EngineMetrics
 from pysync.postgres.connections import Connections
 from pysync.serve.notify import (
@@ -44,11 +46,13 @@ from pysync.serve.notify import (
     Grown,
     Message,
     Ready,
+    Subset,
+    SubsetDone,
     frame,
     receive,
 )
 from pysync.serve.notify import Status as StatusMessage
-from pysync.shapes.consumer import GONE, LIVE, SNAPSHOTTING, ShapeConsumer
+from pysync.shapes.consumer import GONE, LIVE, SNAPSHOTTING, ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition, ShapeError, build_shape
 from pysync.shapes.followed_storage import FollowedStorage
 from pysync.shapes.log import ShapeLog
@@ -94,6 +98,7 @@ class MirrorEngine:
         self._by_definition: dict[ShapeDefinition, ShapeConsumer] = {}
         self._asks: dict[int, asyncio.Future[Found]] = {}
         self._deletes: dict[int, asyncio.Future[bool]] = {}
+        self._subsets: dict[int, asyncio.Future[SubsetDone]] = {}
         self._gone: dict[str, None] = {}
         """Recently gone handles, oldest first."""
         self._asking: dict[
@@ -143,6 +148,10 @@ class MirrorEngine:
                         pending.set_result(message)
                 elif isinstance(message, Gone):
                     self._dropped(message)
+                elif isinstance(message, SubsetDone):
+                    subset = self._subsets.pop(message.id, None)
+                    if subset is not None and not subset.done():
+                        subset.set_result(message)
                 elif isinstance(message, Deleted):
                     deleted = self._deletes.pop(message.id, None)
                     if deleted is not None and not deleted.done():
@@ -154,7 +163,11 @@ class MirrorEngine:
         finally:
             if not self.closed.done():
                 self.closed.set_result(None)
-            replies: list[asyncio.Future[Any]] = [*self._asks.values(), *self._deletes.values()]
+            replies: list[asyncio.Future[Any]] = [
+                *self._asks.values(),
+                *self._deletes.values(),
+                *self._subsets.values(),
+            ]
             for reply in replies:
                 if not reply.done():
                     reply.set_exception(EngineUnavailable("pysync is restarting", 1))
@@ -239,6 +252,24 @@ class MirrorEngine:
         self._deletes[delete.id] = reply
         self._send(delete)
         return await reply
+
+    async def subset_elsewhere(
+        self, consumer: ShapeConsumer, fields: dict[str, object], schema: str
+    ) -> SubsetReply | None:
+        if not consumer.shape.dependencies:
+            return None  # its rows are all the database's: the query runs here
+        if self.closed.done():
+            raise EngineUnavailable("pysync is restarting", 1)
+        ask = Subset(next(self._ids), consumer.handle, fields, schema)
+        reply: asyncio.Future[SubsetDone] = asyncio.get_running_loop().create_future()
+        self._subsets[ask.id] = reply
+        self._send(ask)
+        done = await reply
+        if done.status == 409:
+            raise ShapeGone(consumer.handle, "gone")
+        if done.status != 200:
+            raise ShapeAPIError(done.status, done.body, done.headers)
+        return SubsetReply(done.body, done.headers)
 
     def storage_failure(self) -> asyncio.Future[None]:
         future = self._failure

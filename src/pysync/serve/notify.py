@@ -2,8 +2,9 @@
 over a UNIX stream socket, each framed by its length.
 
 Worker -> hub: ``Ask`` (the shape for a definition, made if asked to), ``Delete``,
-``Dropped`` (a ``Gone`` is done with), ``Ready``. Hub -> worker: ``Found`` and
-``Deleted`` (replies), ``Gone`` (a shape left the registry: deleted, invalidated,
+``Dropped`` (a ``Gone`` is done with), ``Subset`` (of a shape with subqueries, whose
+values only the hub has), ``Ready``. Hub -> worker: ``Found``, ``Deleted`` and
+``SubsetDone`` (replies), ``Gone`` (a shape left the registry: deleted, invalidated,
 evicted), ``Grown`` (a shape's log has new frames, or the shape changed state) and
 ``Status`` (the engine's health, the last LSN seen). Messages on one connection arrive
 in order, so a worker that got the reply for a shape then gets every later
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from typing import Any
 
 import msgspec
 
@@ -55,6 +57,23 @@ class Gone(msgspec.Struct, tag="gone"):
 
 class Dropped(msgspec.Struct, tag="dropped"):
     number: int
+
+
+class Subset(msgspec.Struct, tag="subset"):
+    id: int
+    handle: str
+    fields: dict[str, Any]
+    """The request's ``subset__*`` fields, as parsed from its query or body."""
+    schema: str
+    """The shape's ``electric-schema`` header."""
+
+
+class SubsetDone(msgspec.Struct, tag="subset-done"):
+    id: int
+    status: int
+    """200, 409 (the shape is gone), or an error response's status."""
+    body: bytes = b""
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class Ready(msgspec.Struct, tag="ready"):
@@ -97,7 +116,9 @@ class Status(msgspec.Struct, tag="status"):
     lsn: int
 
 
-Message = Ask | Delete | Deleted | Gone | Dropped | Ready | Found | Grown | Status
+Message = (
+    Ask | Delete | Deleted | Gone | Dropped | Subset | SubsetDone | Ready | Found | Grown | Status
+)
 
 _encoder = msgspec.msgpack.Encoder()
 _decoder = msgspec.msgpack.Decoder(Message)
