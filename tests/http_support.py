@@ -11,6 +11,7 @@ from typing import Any
 
 import httpx
 import psycopg
+import pytest
 
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
@@ -39,6 +40,11 @@ INSERT INTO other VALUES (1, 'a');
 EngineFactory = Callable[..., Awaitable[Engine]]
 
 
+IN_PROCESS, WORKERS = "one-process", "workers"
+BOTH_SERVERS = pytest.mark.parametrize("client", [IN_PROCESS, WORKERS], indirect=True)
+"""The test's ``client`` on the in-process app, then on ``pysync serve --workers 2``."""
+
+
 class Client:
     """An httpx client on a ShapeAPI app; ``shape(**params)`` GETs ``/v1/shape``."""
 
@@ -48,6 +54,13 @@ class Client:
             transport=httpx.ASGITransport(app if app is not None else api.app()),
             base_url="http://pysync.test",
         )
+
+    @classmethod
+    def at(cls, base_url: str) -> Client:
+        """The same requests to a server over TCP (no ``api`` at hand)."""
+        client = cls.__new__(cls)
+        client.http = httpx.AsyncClient(base_url=base_url, timeout=30)
+        return client
 
     async def shape(self, path: str = "/v1/shape", **params: Any) -> httpx.Response:
         """GET with ``params`` as the query; ``headers=`` (a dict) is sent as headers."""

@@ -122,8 +122,8 @@ async def test_delete_eviction_and_handles(engine: Engine, database_url: str, co
     a = await make(engine, "t", where="v = $1", params=["1"])
     assert (await make(engine, "t", where="v = $1", params={"1": 1})).handle == a.handle
     assert (await make(engine, "t", where="v = $1", params=["2"])).handle != a.handle
-    assert engine.delete(a.handle) and a.gone and engine.get(a.handle) is None
-    assert not engine.delete(a.handle)
+    assert await engine.delete(a.handle) and a.gone and engine.get(a.handle) is None
+    assert not await engine.delete(a.handle)
     b = await make(engine, "t", where="v = $1", params=["1"])
     assert b.handle != a.handle
 

@@ -216,7 +216,7 @@ async def test_nested_and_shared_dependencies(engine: Engine, db: Conn) -> None:
         for live, user in ((a, "1"), (c, "2")):
             check(db, live, nested.replace("$1", user))
         check(db, b, nested.replace("$1", "1"), columns=["id", "project_id"])
-    engine.delete(c.handle)
+    await engine.delete(c.handle)
     assert len(subqueries) == 2  # user 2's dependencies went with its only shape
 
 

@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -265,5 +266,136 @@ def test_a_table_created_again_is_a_new_shape_through_the_workers(db: str, tmp_p
                 assert materialise(responses) == {"1": {"id": "1", "n": "7", "note": "new"}}
             conn.execute("INSERT INTO items VALUES (2, 8, 'live')")
             synced(http, base, [{"table": "items"}], [rows(conn, "SELECT * FROM items")])
+    finally:
+        assert server.stop(), server.output()
+
+
+def fresh(url: str, params: dict[str, str], method: str = "GET") -> httpx.Response:
+    """A request on a connection of its own (so requests spread over the workers)."""
+    with httpx.Client(timeout=30) as http:
+        return http.request(method, url, params=params)
+
+
+def fresh_walk(url: str, params: dict[str, str]) -> list[httpx.Response]:
+    with httpx.Client(timeout=30) as http:
+        return walk(http, url, params)
+
+
+async def test_a_deletion_is_answered_once_no_worker_serves_the_shape(
+    db: str, tmp_path: Path
+) -> None:
+    """DELETE through one worker is answered (202) only once the replicating process
+    deleted the shape and every worker dropped it: the live requests waiting on either
+    worker get 409, and no request after the 202 gets the old handle from any worker
+    (Electric's "should detect shape deprecation and restart syncing")."""
+    port = free_port()
+    server = start(db, tmp_path / "storage", port, "--workers", "2", "--allow-delete")
+    base = f"http://127.0.0.1:{port}/v1/shape"
+    try:
+        last = walk(httpx.Client(timeout=30), base, {"table": "items"})[-1]
+        handle, offset = last.headers["electric-handle"], last.headers["electric-offset"]
+        at = {"table": "items", "handle": handle, "offset": offset}
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(httpx.AsyncClient(timeout=30)) for _ in range(8)
+            ]
+            waiting = [
+                asyncio.ensure_future(c.get(base, params={**at, "live": "true"})) for c in clients
+            ]
+            await asyncio.sleep(1)  # waiting, on both workers
+            assert not any(w.done() for w in waiting)
+            # While the replicating process cannot act, the deletion is not acknowledged.
+            os.kill(server.process.pid, signal.SIGSTOP)
+            try:
+                deleting = asyncio.ensure_future(
+                    asyncio.to_thread(fresh, base, {"table": "items", "handle": handle}, "DELETE")
+                )
+                await asyncio.sleep(1)
+                assert not deleting.done(), "DELETE answered before the shape was deleted"
+            finally:
+                os.kill(server.process.pid, signal.SIGCONT)
+            deleted = await deleting
+            assert deleted.status_code == 202, deleted.text
+            after = await asyncio.gather(*(asyncio.to_thread(fresh, base, at) for _ in range(8)))
+            assert [r.status_code for r in after] == [409] * 8, [r.text for r in after]
+            done, _ = await asyncio.wait(waiting, timeout=5)
+            assert len(done) == 8, "waiting live requests were not told of the deletion"
+            answers = [w.result() for w in waiting]
+            assert [r.status_code for r in answers] == [409] * 8
+            new = {r.headers["electric-handle"] for r in [*after, *answers]}
+            assert len(new) == 1 and handle not in new
+            again = await asyncio.to_thread(fresh, base, {"handle": handle}, "DELETE")
+            assert again.status_code == 404, again.text
+    finally:
+        assert server.stop(), server.output()
+
+
+def test_a_subquery_over_a_table_created_a_moment_before(db: str, tmp_path: Path) -> None:
+    port = free_port()
+    server = start(db, tmp_path / "storage", port, "--workers", "2")
+    base = f"http://127.0.0.1:{port}/v1/shape"
+    shape = {"table": "tasks", "where": "project_id IN (SELECT project_id FROM members)"}
+    try:
+        with httpx.Client(timeout=30) as http, psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("CREATE TABLE members (project_id int PRIMARY KEY)")
+            conn.execute("CREATE TABLE tasks (id int PRIMARY KEY, project_id int NOT NULL)")
+            conn.execute("INSERT INTO members VALUES (1)")
+            conn.execute("INSERT INTO tasks VALUES (1, 1), (2, 2)")
+            for _ in range(6):  # through either worker
+                responses = walk(http, base, shape)
+                assert materialise(responses) == {"1": {"id": "1", "project_id": "1"}}
+            conn.execute("INSERT INTO members VALUES (2)")
+            synced(http, base, [shape], [rows(conn, "SELECT * FROM tasks")])
+    finally:
+        assert server.stop(), server.output()
+
+
+def test_a_new_shape_on_a_table_renamed_and_created_again_waits_for_every_worker(
+    db: str, tmp_path: Path
+) -> None:
+    """``ALTER TABLE items RENAME TO items_old`` then a new ``items``: a new client's
+    request invalidates the old shape and gets a new one, but only once every worker
+    dropped the old one. Else another worker, asked for the new handle, would still
+    answer 409 with the old one, which the TS client then takes for a stale cached
+    response of an expired shape: it never gets up to date."""
+    port = free_port()
+    server = start(db, tmp_path / "storage", port, "--workers", "2")
+    base = f"http://127.0.0.1:{port}/v1/shape"
+    try:
+        with psycopg.connect(db, autocommit=True) as conn:
+            old = {fresh_walk(base, {"table": "items"})[-1].headers["electric-handle"]}
+            old |= {fresh_walk(base, {"table": "items"})[-1].headers["electric-handle"]}
+            assert len(old) == 1
+            conn.execute("ALTER TABLE items RENAME TO items_old")
+            conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL, note text)")
+            conn.execute("INSERT INTO items VALUES (1, 7, 'new')")
+            stopped = children(server.process.pid)[0]
+            os.kill(stopped, signal.SIGSTOP)  # the other worker takes every connection
+            with ThreadPoolExecutor(1) as pool:
+                try:
+                    walking = pool.submit(fresh_walk, base, {"table": "items"})
+                    time.sleep(1)
+                    assert not walking.done(), "a new handle while a worker may serve the old"
+                finally:
+                    os.kill(stopped, signal.SIGCONT)
+                responses = walking.result()
+            handle = responses[-1].headers["electric-handle"]
+            assert handle not in old
+            assert materialise(responses) == {"1": {"id": "1", "n": "7", "note": "new"}}
+            at = {
+                "table": "items",
+                "handle": handle,
+                "offset": responses[-1].headers["electric-offset"],
+            }
+            for _ in range(6):  # either worker: the new handle, never a 409 to the old
+                response = fresh(base, at)
+                assert response.status_code == 200, response.text
+            conn.execute("INSERT INTO items VALUES (2, 8, 'live')")
+            synced(
+                httpx.Client(timeout=30),
+                base,
+                [{"table": "items"}],
+                [rows(conn, "SELECT * FROM items")],
+            )
     finally:
         assert server.stop(), server.output()

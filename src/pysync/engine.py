@@ -347,8 +347,11 @@ class Engine:
     async def compute(self, fn: Callable[..., T], *args: object) -> T:
         return await self.registry.compute(fn, *args)
 
-    def delete(self, handle: str) -> bool:
+    async def delete(self, handle: str) -> bool:
         return self.registry.delete(handle)
+
+    async def subset_elsewhere(self, consumer: ShapeConsumer, fields: object, schema: str) -> None:
+        """Subsets are answered where the engine runs (``ShapeSource``)."""
 
     @property
     def storage_error(self) -> StorageError | None:

@@ -1,18 +1,25 @@
 """Fixtures of the HTTP API tests: a real Engine on a fresh database holding the
 ``items`` and ``other`` tables, and the ShapeAPI app behind ``httpx.ASGITransport``
-(in-process, no mocks). ``conn`` and ``engine`` here replace the suite-wide ones."""
+(in-process, no mocks). ``conn`` and ``engine`` here replace the suite-wide ones.
+
+A test parametrised with ``BOTH_SERVERS`` (http_support) gets its ``client`` twice: on
+the in-process app, and on ``pysync serve --workers 2`` over TCP on the same database
+(HTTP workers must be one engine to a client)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from http_support import SETUP_SQL, Client, Conn, EngineFactory, make_api
+from http_support import IN_PROCESS, LONG_POLL, SETUP_SQL, Client, Conn, EngineFactory, make_api
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
+from pysync.postgres.cluster import free_port
+from serve_process import ServeProcess
 
 
 @pytest.fixture
@@ -49,7 +56,36 @@ async def api(engine: Engine) -> ShapeAPI:
 
 
 @pytest.fixture
-async def client(api: ShapeAPI) -> AsyncIterator[Client]:
+def client(request: pytest.FixtureRequest) -> Client:
+    mode = getattr(request, "param", IN_PROCESS)
+    fixture = "in_process_client" if mode == IN_PROCESS else "workers_client"
+    served: Client = request.getfixturevalue(fixture)
+    return served
+
+
+@pytest.fixture
+async def in_process_client(api: ShapeAPI) -> AsyncIterator[Client]:
     client = Client(api)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+async def workers_client(database_url: str, conn: Conn, tmp_path: Path) -> AsyncIterator[Client]:
+    """``pysync serve --workers 2 --allow-delete`` on the test database."""
+    port = free_port()
+    server = ServeProcess.on(
+        database_url,
+        port,
+        tmp_path / "served",
+        "--workers",
+        "2",
+        "--allow-delete",
+        long_poll_timeout=LONG_POLL,
+    )
+    client = Client.at(f"http://127.0.0.1:{port}")
+    try:
+        yield client
+    finally:
+        await client.aclose()
+        server.stop()

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from http_support import (
+    BOTH_SERVERS,
     MUST_REFETCH,
     Client,
     Conn,
@@ -41,9 +42,8 @@ async def live_rows(
     return seen
 
 
-async def test_a_table_created_again_is_a_new_shape(
-    engine: Engine, client: Client, conn: Conn
-) -> None:
+@BOTH_SERVERS
+async def test_a_table_created_again_is_a_new_shape(client: Client, conn: Conn) -> None:
     conn.execute("CREATE TABLE again (id int PRIMARY KEY, v text)")
     conn.execute("INSERT INTO again VALUES (1, 'old')")
     old_handle, old_offset, messages = await client.sync(table="again")
@@ -73,11 +73,12 @@ async def test_a_table_created_again_is_a_new_shape(
     )
 
 
+@BOTH_SERVERS
 @pytest.mark.parametrize(
     "where", ["ref IN (SELECT k FROM dep)", "ref IN (SELECT k FROM dep WHERE k > 0)"]
 )
 async def test_a_subquery_table_created_again_is_a_new_shape(
-    engine: Engine, client: Client, conn: Conn, where: str
+    client: Client, conn: Conn, where: str
 ) -> None:
     conn.execute("CREATE TABLE outer_rows (id int PRIMARY KEY, ref int)")
     conn.execute("INSERT INTO outer_rows SELECT g, g FROM generate_series(1, 5) g")
@@ -266,3 +267,26 @@ async def test_the_check_outlives_an_unreachable_database(
     [response] = await answered(tasks)
     assert_refetch(response, None)
     await client.aclose()
+
+
+@BOTH_SERVERS
+async def test_a_table_renamed_and_another_created_under_its_name(
+    client: Client, conn: Conn
+) -> None:
+    conn.execute("CREATE TABLE moved (id int PRIMARY KEY, v text)")
+    conn.execute("INSERT INTO moved VALUES (1, 'old')")
+    old_handle, old_offset, _ = await client.sync(table="moved")
+    conn.execute("ALTER TABLE moved RENAME TO moved_old")
+    conn.execute("CREATE TABLE moved (id int PRIMARY KEY, v text)")
+    handle, offset, messages = await client.sync(table="moved")
+    assert handle != old_handle
+    assert data(messages) == []
+    conn.execute("INSERT INTO moved VALUES (2, 'new')")
+    assert [m["value"]["v"] for m in await live_rows(client, handle, offset, 1, table="moved")] == [
+        "new"
+    ]
+    response = await client.shape(table="moved", handle=old_handle, offset=old_offset)
+    assert response.status_code == 409, response.text
+    assert response.headers["electric-handle"] == handle
+    _, _, messages = await client.sync(table="moved_old")
+    assert [m["value"]["v"] for m in data(messages)] == ["old"]

@@ -1,6 +1,7 @@
 """Shapes with ``IN (SELECT ...)`` over HTTP: which clauses are accepted and Electric's
 messages for the others, the wire format of tags and move events, subsets and
-``changes_only``, and the compaction refusal."""
+``changes_only``, and the compaction refusal. Moves, tags and subsets are checked
+through ``pysync serve --workers 2`` as well."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from http_support import Client, Conn, assert_invalid, data
+from http_support import BOTH_SERVERS, Client, Conn, assert_invalid, data
 from subquery_support import TaggedClient
 
 SCHEMA = """
@@ -221,6 +222,7 @@ async def test_compaction_refused_for_subquery_shapes(client: Client, db: Conn) 
     assert plain.status_code == 200
 
 
+@BOTH_SERVERS
 async def test_wire_format_of_moves(client: Client, db: Conn) -> None:
     params = {"table": "todos", "where": MEMBER, "params[1]": "1"}
     handle, offset, messages = await client.sync(**params)
@@ -271,6 +273,7 @@ async def test_wire_format_of_moves(client: Client, db: Conn) -> None:
     assert update["headers"]["active_conditions"] == [True]
 
 
+@BOTH_SERVERS
 async def test_dnf_tags_and_active_conditions(client: Client, db: Conn) -> None:
     where = f"{MEMBER} OR assignee = 2"
     handle, _, messages = await client.sync(table="todos", where=where, **{"params[1]": "1"})
@@ -283,6 +286,7 @@ async def test_dnf_tags_and_active_conditions(client: Client, db: Conn) -> None:
     assert three["active_conditions"] == [False, True]
 
 
+@BOTH_SERVERS
 async def test_subsets_and_changes_only(client: Client, db: Conn) -> None:
     params = {"table": "todos", "where": MEMBER, "params[1]": "1", "log": "changes_only"}
     response = await client.shape(offset="-1", **params)

@@ -55,8 +55,8 @@ def database(pg_cluster: PostgresCluster) -> Iterator[str]:
         drop_database(pg_cluster, name)
 
 
-def serve(url: str, storage: Path, port: int) -> ServeProcess:
-    return ServeProcess.on(url, port, storage)
+def serve(url: str, storage: Path, port: int, workers: str = "0") -> ServeProcess:
+    return ServeProcess.on(url, port, storage, "--workers", workers)
 
 
 def expected(conn: Conn, where: str) -> set[int]:
@@ -79,9 +79,10 @@ async def converge(shape: Shape, conn: Conn, where: str, timeout: float = 30) ->
         await asyncio.sleep(0.05)
 
 
-async def test_client_follows_moves(database: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["0", "2"], ids=["one-process", "workers"])
+async def test_client_follows_moves(database: str, tmp_path: Path, workers: str) -> None:
     port = free_port()
-    server = serve(database, tmp_path / "storage", port)
+    server = serve(database, tmp_path / "storage", port, workers)
     try:
         async with Client(
             f"http://127.0.0.1:{port}", backoff=Backoff(initial=0.05, maximum=0.5)

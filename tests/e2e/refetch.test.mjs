@@ -121,3 +121,48 @@ test('DELETE /v1/shape by definition: a Shape converges after its shape is delet
     controller.abort()
   }
 })
+
+for (const liveSse of [false, true]) {
+  test(`a shape deleted between two requests: the next one is a 409, then the new shape syncs (liveSse=${liveSse})`, async () => {
+    // As Electric's "should detect shape deprecation and restart syncing": with HTTP
+    // workers the DELETE and the next request may meet different workers.
+    const table = await thingsTable()
+    const statuses = []
+    let requests = 0
+    let deletedHandle
+    const controller = new AbortController()
+    const fetchClient = async (...args) => {
+      if (requests === 2) {
+        deletedHandle = stream.shapeHandle
+        await sql(`INSERT INTO ${table} VALUES (6, 'after delete')`)
+        const response = await fetch(shapeUrl({ table, handle: deletedHandle }), { method: 'DELETE' })
+        assert.equal(response.status, 202, await response.text())
+      }
+      requests++
+      const response = await fetch(...args)
+      if (response.status < 500) statuses.push(response.status)
+      return response
+    }
+    const stream = new ShapeStream({
+      url: SHAPE_URL,
+      params: withSecret({ table }),
+      signal: controller.signal,
+      fetchClient,
+      liveSse,
+    })
+    const shape = new Shape(stream)
+    try {
+      assert.equal((await shape.rows).length, 5)
+      await waitFor(
+        async () => deletedHandle !== undefined && stream.shapeHandle !== deletedHandle &&
+          shape.isUpToDate &&
+          JSON.stringify(sortById(shape.currentRows)) === JSON.stringify(await current(table)),
+        { what: 'the new shape' },
+      )
+      assert.equal(shape.currentRows.length, 6)
+      assert.deepEqual(statuses.slice(0, 4), [200, 200, 409, 200])
+    } finally {
+      controller.abort()
+    }
+  })
+}

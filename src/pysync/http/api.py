@@ -285,9 +285,12 @@ class ShapeAPI:
                 raise self._refetch(parsed, consumer.handle)
             await self._wait_for_snapshot(parsed, consumer)
             if subset is not None:
-                return await serve_subset(
-                    request, self.engine, consumer, subset, self.log_responses.schema(consumer)
-                )
+                try:
+                    return await serve_subset(
+                        request, self.engine, consumer, subset, self.log_responses.schema(consumer)
+                    )
+                except ShapeGone:
+                    raise self._refetch(parsed, await self._replacement(consumer)) from None
             if offset == "now":
                 nothing = LogSlice([], [], consumer.last_offset, True, 0)
                 return self.log_responses.response(

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pysync.http.errors import ShapeAPIError, invalid
+from pysync.engine import EngineUnavailable
+from pysync.http.errors import ShapeAPIError, invalid, unavailable
 from pysync.http.responses import common
-from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.definition import ShapeError
 
 if TYPE_CHECKING:
@@ -25,11 +25,10 @@ async def delete_shape(api: ShapeAPI, request: Request) -> Response:
         raise ShapeAPIError(405, {"message": "DELETE not allowed"})
     query = dict(request.query_params)
     handle = query.get("handle")
-    consumer: ShapeConsumer | None
     if not query.get("table"):
         if not handle:
             raise invalid({"handle": ["can't be blank when shape definition is missing"]})
-        consumer = api.engine.get(handle)
+        target = handle
     else:
         query.setdefault("offset", "-1")
         query.pop("handle", None)
@@ -39,7 +38,9 @@ async def delete_shape(api: ShapeAPI, request: Request) -> Response:
             consumer = await api.engine.find(parsed.definition)
         except ShapeError as exc:
             raise invalid({exc.field: [exc.message]}) from None
-        if consumer is not None and handle and consumer.handle != handle:
+        if consumer is None or consumer.gone:
+            raise _not_found()
+        if handle and consumer.handle != handle:
             raise ShapeAPIError(
                 400,
                 {
@@ -49,11 +50,20 @@ async def delete_shape(api: ShapeAPI, request: Request) -> Response:
                     )
                 },
             )
-    if consumer is None or consumer.gone:
-        raise ShapeAPIError(404, {"message": "No existing shape found"})
-    api.engine.delete(consumer.handle)
+        target = consumer.handle
+    # By handle alone too: an HTTP worker need not have served the shape to delete it.
+    try:
+        found = await api.engine.delete(target)
+    except EngineUnavailable as exc:
+        raise unavailable(exc.reason, exc.retry_after) from None
+    if not found:
+        raise _not_found()
     return Response(
         b"",
         status_code=202,
-        headers=common({"cache-control": "no-cache", "electric-handle": consumer.handle}, request),
+        headers=common({"cache-control": "no-cache", "electric-handle": target}, request),
     )
+
+
+def _not_found() -> ShapeAPIError:
+    return ShapeAPIError(404, {"message": "No existing shape found"})

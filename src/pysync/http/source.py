@@ -12,6 +12,8 @@ import enum
 from collections.abc import Callable
 from typing import Protocol, TypeVar
 
+import msgspec
+
 from pysync.metrics import EngineMetrics
 from pysync.postgres.connections import Connections
 from pysync.shapes.consumer import ShapeConsumer
@@ -19,6 +21,13 @@ from pysync.shapes.definition import ShapeDefinition
 from pysync.shapes.storage import StorageError
 
 T = TypeVar("T")
+
+
+class SubsetReply(msgspec.Struct):
+    """A subset snapshot's response body and headers."""
+
+    body: bytes
+    headers: dict[str, str]
 
 
 class ShapeSource(Protocol):
@@ -58,9 +67,18 @@ class ShapeSource(Protocol):
 
     def get(self, handle: str) -> ShapeConsumer | None: ...
 
-    def delete(self, handle: str) -> bool: ...
+    async def delete(self, handle: str) -> bool:
+        """False if there was no such shape. Returns once no request can get the shape
+        any more (with HTTP workers: from any of them)."""
 
     def storage_failure(self) -> asyncio.Future[None]: ...
+
+    async def subset_elsewhere(
+        self, consumer: ShapeConsumer, fields: dict[str, object], schema: str
+    ) -> SubsetReply | None:
+        """The subset of ``consumer`` answered by another process, or None: answer it
+        here. (An HTTP worker has no values of a shape's subqueries, which a subset's
+        rows and tags are computed from.) Raises ShapeAPIError, ShapeGone."""
 
     async def compute(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` off the event loop within the compile budget (TimeoutError):

@@ -16,10 +16,11 @@ import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pysync.engine import EngineUnavailable
 from pysync.http.errors import ShapeAPIError, clause_fails, invalid, unavailable
 from pysync.http.json_input import JSONTooDeep, decode_json
 from pysync.http.responses import JSON, common
-from pysync.http.source import ShapeSource
+from pysync.http.source import ShapeSource, SubsetReply
 from pysync.postgres.catalog import Table
 from pysync.postgres.identifiers import IdentifierError, parse_identifier
 from pysync.postgres.sqlstate import error_class
@@ -220,6 +221,19 @@ async def serve_subset(
 ) -> Response:
     """The subset response: ``{"metadata": ..., "data": [...]}`` at a recorded snapshot."""
     try:
+        reply = await engine.subset_elsewhere(consumer, fields, schema)
+    except EngineUnavailable as exc:
+        raise unavailable(exc.reason, exc.retry_after) from None
+    if reply is None:
+        reply = await subset_reply(engine, consumer, fields, schema)
+    return Response(reply.body, media_type=JSON, headers=common(reply.headers, request))
+
+
+async def subset_reply(
+    engine: ShapeSource, consumer: ShapeConsumer, fields: dict[str, object], schema: str
+) -> SubsetReply:
+    """The subset's body and headers; raises ShapeAPIError."""
+    try:
         if _small(fields):
             subset = parse_subset(fields, consumer.shape.table)
         else:
@@ -271,4 +285,4 @@ async def serve_subset(
         "electric-offset": str(offset),
         "electric-schema": schema,
     }
-    return Response(body, media_type=JSON, headers=common(headers, request))
+    return SubsetReply(body, headers)

@@ -7,6 +7,12 @@ append does in the replicating process. Responses are built by the same code fro
 same bytes, under the same handles and offsets, so they are the same bytes as a
 single-process server's (what makes caching them safe).
 
+A shape that leaves the replicating process's registry (deleted, invalidated, evicted)
+is dropped here as soon as the hub says so (``Gone``), and the hub hears back: it
+answers the deletion, or hands out the shape made in its place, only once every worker
+dropped the old one. Its handle is remembered as gone, so that a reply about it still
+on its way does not bring it back.
+
 One difference: a shape whose snapshot failed is reported gone (the client refetches
 and the new attempt reports the error), since the error itself stays in the
 replicating process.
@@ -26,11 +32,27 @@ from typing import Any, TypeVar
 import psycopg
 
 from pysync.engine import EngineUnavailable, Status
+from pysync.http.errors import ShapeAPIError
+from pysync.http.source import SubsetReply
 from pysync.metrics import EngineMetrics
 from pysync.postgres.connections import Connections
-from pysync.serve.notify import Ask, Delete, Found, Grown, Message, Ready, frame, receive
+from pysync.serve.notify import (
+    Ask,
+    Delete,
+    Deleted,
+    Dropped,
+    Found,
+    Gone,
+    Grown,
+    Message,
+    Ready,
+    Subset,
+    SubsetDone,
+    frame,
+    receive,
+)
 from pysync.serve.notify import Status as StatusMessage
-from pysync.shapes.consumer import GONE, LIVE, SNAPSHOTTING, ShapeConsumer
+from pysync.shapes.consumer import GONE, LIVE, SNAPSHOTTING, ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition, ShapeError, build_shape
 from pysync.shapes.followed_storage import FollowedStorage
 from pysync.shapes.log import ShapeLog
@@ -41,6 +63,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 COMPILE_TIMEOUT = 10.0
 """As the replicating process's registry allows a clause to compile."""
+REMEMBERED_GONE = 10_000
+"""Handles of gone shapes kept (handles are never reused; a reply naming one can only
+be in flight for moments)."""
+ASK_ATTEMPTS = 3
+"""Asks for a definition whose answer named a shape gone meanwhile."""
 
 
 class MirrorEngine:
@@ -70,6 +97,10 @@ class MirrorEngine:
         self._by_handle: dict[str, ShapeConsumer] = {}
         self._by_definition: dict[ShapeDefinition, ShapeConsumer] = {}
         self._asks: dict[int, asyncio.Future[Found]] = {}
+        self._deletes: dict[int, asyncio.Future[bool]] = {}
+        self._subsets: dict[int, asyncio.Future[SubsetDone]] = {}
+        self._gone: dict[str, None] = {}
+        """Recently gone handles, oldest first."""
         self._asking: dict[
             tuple[ShapeDefinition, bool, bool], asyncio.Future[ShapeConsumer | None]
         ] = {}
@@ -115,6 +146,16 @@ class MirrorEngine:
                     pending = self._asks.pop(message.id, None)
                     if pending is not None and not pending.done():
                         pending.set_result(message)
+                elif isinstance(message, Gone):
+                    self._dropped(message)
+                elif isinstance(message, SubsetDone):
+                    subset = self._subsets.pop(message.id, None)
+                    if subset is not None and not subset.done():
+                        subset.set_result(message)
+                elif isinstance(message, Deleted):
+                    deleted = self._deletes.pop(message.id, None)
+                    if deleted is not None and not deleted.done():
+                        deleted.set_result(message.found)
                 elif isinstance(message, StatusMessage):
                     self._status(message)
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -122,15 +163,29 @@ class MirrorEngine:
         finally:
             if not self.closed.done():
                 self.closed.set_result(None)
-            for pending in self._asks.values():
-                if not pending.done():
-                    pending.set_exception(EngineUnavailable("pysync is restarting", 1))
+            replies: list[asyncio.Future[Any]] = [
+                *self._asks.values(),
+                *self._deletes.values(),
+                *self._subsets.values(),
+            ]
+            for reply in replies:
+                if not reply.done():
+                    reply.set_exception(EngineUnavailable("pysync is restarting", 1))
 
     def _grown(self, message: Grown) -> None:
         self._lsn = max(self._lsn, message.lsn)
         consumer = self._by_handle.get(message.handle)
         if consumer is not None:
             self._apply(consumer, message.size, message.state, message.reason)
+
+    def _dropped(self, gone: Gone) -> None:
+        self._gone[gone.handle] = None
+        if len(self._gone) > REMEMBERED_GONE:
+            del self._gone[next(iter(self._gone))]
+        consumer = self._by_handle.get(gone.handle)
+        if consumer is not None:
+            self._forget(consumer, gone.reason or "gone")  # its waiting requests wake
+        self._send(Dropped(gone.number))
 
     def _apply(self, consumer: ShapeConsumer, size: int, state: str, reason: str) -> None:
         if state in (GONE.value, "failed"):
@@ -189,9 +244,32 @@ class MirrorEngine:
     async def compute(self, fn: Callable[..., T], *args: object) -> T:
         return await asyncio.wait_for(asyncio.to_thread(fn, *args), COMPILE_TIMEOUT)
 
-    def delete(self, handle: str) -> bool:
-        self._send(Delete(handle))
-        return True
+    async def delete(self, handle: str) -> bool:
+        if self.closed.done():
+            raise EngineUnavailable("pysync is restarting", 1)
+        delete = Delete(next(self._ids), handle)
+        reply: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._deletes[delete.id] = reply
+        self._send(delete)
+        return await reply
+
+    async def subset_elsewhere(
+        self, consumer: ShapeConsumer, fields: dict[str, object], schema: str
+    ) -> SubsetReply | None:
+        if not consumer.shape.dependencies:
+            return None  # its rows are all the database's: the query runs here
+        if self.closed.done():
+            raise EngineUnavailable("pysync is restarting", 1)
+        ask = Subset(next(self._ids), consumer.handle, fields, schema)
+        reply: asyncio.Future[SubsetDone] = asyncio.get_running_loop().create_future()
+        self._subsets[ask.id] = reply
+        self._send(ask)
+        done = await reply
+        if done.status == 409:
+            raise ShapeGone(consumer.handle, "gone")
+        if done.status != 200:
+            raise ShapeAPIError(done.status, done.body, done.headers)
+        return SubsetReply(done.body, done.headers)
 
     def storage_failure(self) -> asyncio.Future[None]:
         future = self._failure
@@ -224,16 +302,13 @@ class MirrorEngine:
     async def _request(
         self, definition: ShapeDefinition, create: bool, verify: bool
     ) -> ShapeConsumer | None:
-        ask = Ask(next(self._ids), definition, create, verify)
-        reply = self._asks[ask.id] = asyncio.get_running_loop().create_future()
-        self._send(ask)
-        found = await reply
-        if found.error == "shape":
-            raise ShapeError(found.field, found.message)
-        if found.error == "unavailable":
-            raise EngineUnavailable(found.message, found.retry_after)
-        if found.error == "database":
-            raise psycopg.OperationalError("the replicating process cannot reach the database")
+        for _ in range(ASK_ATTEMPTS):
+            found = await self._found(Ask(next(self._ids), definition, create, verify))
+            if found.handle not in self._gone:
+                break
+            # Gone between the reply and now: the replicating process knows better now.
+        else:
+            raise EngineUnavailable("the shape went away while it was made; retry", 1)
         if found.handle is None:
             return None
         consumer = self._by_handle.get(found.handle)
@@ -247,9 +322,23 @@ class MirrorEngine:
         self._by_definition[definition] = consumer
         return consumer
 
+    async def _found(self, ask: Ask) -> Found:
+        reply: asyncio.Future[Found] = asyncio.get_running_loop().create_future()
+        self._asks[ask.id] = reply
+        self._send(ask)
+        found = await reply
+        if found.error == "shape":
+            raise ShapeError(found.field, found.message)
+        if found.error == "unavailable":
+            raise EngineUnavailable(found.message, found.retry_after)
+        if found.error == "database":
+            raise psycopg.OperationalError("the replicating process cannot reach the database")
+        return found
+
     def _mirror(self, definition: ShapeDefinition, found: Found) -> ShapeConsumer:
         assert found.handle is not None and found.table is not None
-        shape = build_shape(definition, found.table)
+        tables = {(table.schema, table.name): table for table in found.tables}
+        shape = build_shape(definition, found.table, tables)
         storage = FollowedStorage(self.storage_dir / "shapes" / found.handle / "log")
         consumer = ShapeConsumer(
             found.handle, shape, ShapeLog(storage, self.chunk_bytes), found.snapshot
