@@ -290,7 +290,7 @@ class ShapeAPI:
                         request, self.engine, consumer, subset, self.log_responses.schema(consumer)
                     )
                 except ShapeGone:
-                    raise self._refetch(parsed, await self._replacement(consumer)) from None
+                    raise await self.gone(parsed, consumer) from None
             if offset == "now":
                 nothing = LogSlice([], [], consumer.last_offset, True, 0)
                 return self.log_responses.response(
