@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from pysync.postgres.transactions import Change, RelationChange, Transaction, Truncation
-from pysync.shapes.changes import ShapeConverter
+from pysync.shapes.changes import ShapeConverter, cannot_process
 from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.definition import affected_by
 from pysync.shapes.offset import LogOffset
@@ -87,64 +87,85 @@ class Collector:
                     # converted once per change.
                     shared: dict[tuple[Any, bool, bool], list[dict[str, Any]]] | None = None
                     kind, new, old = change.op, change.new, change.old
-                    for consumer in routes.candidates(relation.column_names, new, old):
-                        subquery = consumer.subquery
-                        existing = touched.get(consumer)
-                        if subquery is not None and existing is None:
-                            # Before anything else: a shape whose dependencies are moving
-                            # holds the change, whatever it is.
-                            if not consumer.accepts(xid, commit_lsn):
-                                continue
-                            if subquery.phase is not Phase.STEADY:
-                                subquery.hold(xid, commit_lsn, op, change)
-                                continue
-                        converter = consumer.converter
-                        if consumer.relation is not relation or converter is None:
-                            # Rebound only for a change the shape takes: a replayed one
-                            # from before a column was added must not doom it.
-                            if existing is None and not consumer.accepts(xid, commit_lsn):
-                                continue
-                            try:
-                                converter = consumer.rebind(relation)
-                            except (KeyError, ValueError):
-                                doomed.append((consumer, "columns no longer replicated"))
-                                continue
-                        if headers is None:
-                            headers = {**headers_base, "op_position": op}
-                        if type(converter) is not ShapeConverter:
-                            # per-shape headers (subquery tags): nothing to share
-                            if (
-                                subquery is None
-                                and existing is None
-                                and not consumer.accepts(xid, commit_lsn)
-                            ):
-                                continue
-                            entries = converter.convert(kind, new, old, headers)
-                        else:
-                            # The clause first: most shapes a scan reaches do not match,
-                            # and then nothing else about them matters.
-                            new_match, old_match = converter.match(kind, new, old)
-                            if not (new_match or old_match):
-                                continue
-                            if existing is None and not consumer.accepts(xid, commit_lsn):
-                                continue  # in its snapshot, or already in its log
-                            key = (converter.projection, new_match, old_match)
-                            if shared is None:
-                                shared = {}
-                                found = None
+                    # Updates and deletes without the whole old row: each shape checks
+                    # that what it reads was sent.
+                    partial = kind != "insert" and relation.replica_identity != "f"
+                    try:
+                        candidates = routes.candidates(relation.column_names, new, old)
+                    except Exception:  # noqa: BLE001 - unroutable values: every shape decides
+                        candidates = set(routes.shapes)
+                    for consumer in candidates:
+                        # One shape failing on a change (its clause, a value it cannot
+                        # convert) loses that shape only, never the stream; no cost
+                        # unless raised.
+                        try:
+                            subquery = consumer.subquery
+                            existing = touched.get(consumer)
+                            if subquery is not None and existing is None:
+                                # Before anything else: a shape whose dependencies are moving
+                                # holds the change, whatever it is.
+                                if not consumer.accepts(xid, commit_lsn):
+                                    continue
+                                if subquery.phase is not Phase.STEADY:
+                                    subquery.hold(xid, commit_lsn, op, change)
+                                    continue
+                            converter = consumer.converter
+                            if consumer.relation is not relation or converter is None:
+                                # Rebound only for a change the shape takes: a replayed one
+                                # from before a column was added must not doom it.
+                                if existing is None and not consumer.accepts(xid, commit_lsn):
+                                    continue
+                                try:
+                                    converter = consumer.rebind(relation)
+                                except (KeyError, ValueError):
+                                    doomed.append((consumer, "columns no longer replicated"))
+                                    continue
+                            if headers is None:
+                                headers = {**headers_base, "op_position": op}
+                            if partial:
+                                if (
+                                    existing is None
+                                    and subquery is None
+                                    and not consumer.accepts(xid, commit_lsn)
+                                ):
+                                    continue
+                                converter.needs.check(kind, new, old, relation)
+                            if type(converter) is not ShapeConverter:
+                                # per-shape headers (subquery tags): nothing to share
+                                if (
+                                    subquery is None
+                                    and existing is None
+                                    and not consumer.accepts(xid, commit_lsn)
+                                ):
+                                    continue
+                                entries = converter.convert(kind, new, old, headers)
                             else:
-                                found = shared.get(key)
-                                reused = reused or found is not None
-                            if found is None:
-                                found = shared[key] = converter.projection.convert(
-                                    kind, new, old, new_match, old_match, headers
-                                )
-                            entries = found
-                        if entries:
-                            if existing is None:
-                                touched[consumer] = list(entries)
-                            else:
-                                existing.extend(entries)
+                                # The clause first: most shapes a scan reaches do not match,
+                                # and then nothing else about them matters.
+                                new_match, old_match = converter.match(kind, new, old)
+                                if not (new_match or old_match):
+                                    continue
+                                if existing is None and not consumer.accepts(xid, commit_lsn):
+                                    continue  # in its snapshot, or already in its log
+                                key = (converter.projection, new_match, old_match)
+                                if shared is None:
+                                    shared = {}
+                                    found = None
+                                else:
+                                    found = shared.get(key)
+                                    reused = reused or found is not None
+                                if found is None:
+                                    found = shared[key] = converter.projection.convert(
+                                        kind, new, old, new_match, old_match, headers
+                                    )
+                                entries = found
+                            if entries:
+                                if existing is None:
+                                    touched[consumer] = list(entries)
+                                else:
+                                    existing.extend(entries)
+                        except Exception as exc:  # noqa: BLE001 - see above
+                            self._failed(consumer, exc, doomed)
                 op += 2
             for consumer, reason in doomed:
                 touched.pop(consumer, None)
@@ -186,6 +207,15 @@ class Collector:
         except StorageError:
             self.subqueries.storage_failed()
             raise
+
+    @staticmethod
+    def _failed(
+        consumer: ShapeConsumer, exc: Exception, doomed: list[tuple[ShapeConsumer, str]]
+    ) -> None:
+        """``consumer`` cannot process a change: it is invalidated after the loop."""
+        if any(c is consumer for c, _ in doomed):
+            return
+        doomed.append((consumer, cannot_process(consumer.handle, consumer.definition.table, exc)))
 
     def idle(self, lsn: int) -> None:
         """Nothing pending up to ``lsn``: once the logs are durable it may be confirmed."""

@@ -372,6 +372,8 @@ class SubqueryShape:
                     converter = consumer.rebind(relation)
             else:
                 converter = converters.get(relation)
+            if change.op != "insert" and relation.replica_identity != "f":
+                converter.needs.check(change.op, change.new, change.old, relation)
             entries.extend(
                 converter.convert(
                     change.op, change.new, change.old, {**headers_base, "op_position": op}
