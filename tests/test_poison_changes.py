@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from engine_runner import Conn, make, materialise, poll, quiesce, read_all, table_state
+from http_support import Client, make_api
 from pysync.engine import Engine
 from pysync.shapes.consumer import LIVE, ShapeConsumer
 from pysync.shapes.definition import ShapeDefinition
@@ -38,6 +39,12 @@ def equal_to_select(conn: Conn, live: ShapeConsumer, where: str | None = None) -
     assert materialise(read_all(live.log)) == table_state(
         conn, "public", table, columns, ["id"], where
     )
+
+
+def identity(conn: Conn) -> str:
+    row = conn.execute("SELECT relreplident FROM pg_class WHERE relname = 'docs'").fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 def is_toasted(conn: Conn) -> bool:
@@ -111,11 +118,14 @@ async def test_delete_without_the_old_row(engine: Engine, docs: Conn) -> None:
     equal_to_select(docs, keyed, "id <> 2")
     equal_to_select(docs, whole)
     # A key change of a row whose TOASTed value is unchanged: the new row lacks it, and
-    # its insert under the new key would too.
+    # its insert under the new key would too. (pysync restored FULL meanwhile.)
+    await poll(lambda: "restored FULL" in " ".join(engine.warnings), 30, "FULL restored")
+    docs.execute("ALTER TABLE docs REPLICA IDENTITY DEFAULT")
     docs.execute("UPDATE docs SET id = 11 WHERE id = 1")
     await quiesce(engine, docs)
     assert keyed.gone and whole.gone
     assert "TOAST" in whole.reason
+    await poll(lambda: identity(docs) == "f", 30, "FULL restored again")
 
 
 # -- failures injected into one shape -------------------------------------------------------
@@ -223,3 +233,44 @@ async def test_subquery_shape_and_dependency_failing_lose_only_their_shapes(
     await quiesce(engine, conn)
     await poll(lambda: again.subquery is not None and again.subquery.move is None)
     check_tagged(conn, again, member_of(1))
+
+
+async def test_replica_identity_is_restored_and_reported(
+    engine: Engine, docs: Conn, caplog: pytest.LogCaptureFixture
+) -> None:
+    like = await make(engine, "docs", where="big_text LIKE 'A%'")
+    client = Client(make_api(engine))
+    try:
+        first = await client.shape(table="docs", where="big_text LIKE 'A%'", offset="-1")
+        assert first.status_code == 200 and first.headers["electric-handle"] == like.handle
+        assert (await client.raw("/v1/health")).json() == {"status": "active"}
+        with caplog.at_level(logging.WARNING, logger="pysync"):
+            docs.execute("ALTER TABLE docs REPLICA IDENTITY DEFAULT")
+            docs.execute("UPDATE docs SET small = small + 1")
+            await quiesce(engine, docs)
+            await poll(lambda: identity(docs) == "f", 30, "REPLICA IDENTITY FULL to be restored")
+            await poll(lambda: "restored FULL" in " ".join(engine.warnings), 30, "the report")
+        assert like.gone
+        logged = " ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+        assert '"public"."docs" is REPLICA IDENTITY DEFAULT, not FULL' in logged
+        assert "restored REPLICA IDENTITY FULL on public.docs" in logged
+        health = (await client.raw("/v1/health")).json()
+        assert health["status"] == "active"
+        assert len(health["warnings"]) == 1 and "docs" in health["warnings"][0]
+        # Its clients refetch.
+        gone = await client.shape(
+            table="docs",
+            where="big_text LIKE 'A%'",
+            offset=first.headers["electric-offset"],
+            handle=like.handle,
+        )
+        assert gone.status_code == 409
+        # With FULL back, a row moving into a shape arrives whole (its TOASTed value too).
+        moving = await make(engine, "docs", where="small > 3")
+        docs.execute("UPDATE docs SET small = 50 WHERE id = 1")
+        await quiesce(engine, docs)
+        equal_to_select(docs, moving, "small > 3")
+        inserted = [e for e in read_all(moving.log) if e.get("headers", {}).get("lsn")]
+        assert [len(e["value"]["big_text"]) for e in inserted] == [1 + 32 * 300]
+    finally:
+        await client.aclose()

@@ -29,6 +29,7 @@ from pysync.postgres.connections import Connections
 from pysync.postgres.publication import Publisher
 from pysync.postgres.replication import ReplicationStream
 from pysync.postgres.slot import SlotInUseError
+from pysync.replica_identity import ReplicaIdentityWatch
 from pysync.shapes.collector import Collector
 from pysync.shapes.consumer import ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition
@@ -122,6 +123,8 @@ class Engine:
             max_subquery_rows=max_subquery_rows,
         )
         self.collector = Collector(self.registry)
+        self.replica_identity = ReplicaIdentityWatch(self.registry.publisher, self._spawn)
+        self.collector.on_relation = self.replica_identity.changed
         self.flush = FlushTracker(
             self.collector, self.store, self.stream.acknowledge, interval=flush_interval
         )
@@ -334,6 +337,10 @@ class Engine:
     def storage_failure(self) -> asyncio.Future[None]:
         """Done when storage fails (already done while it is failing)."""
         return self.outage.failure()
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.replica_identity.warnings.values())
 
     @property
     def last_seen_lsn(self) -> int:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
+from pysync.postgres.pgoutput import Relation
 from pysync.postgres.transactions import Change, RelationChange, Transaction, Truncation
 from pysync.shapes.changes import ShapeConverter, cannot_process
 from pysync.shapes.consumer import ShapeConsumer
@@ -44,6 +46,8 @@ class Collector:
         """Consumers appended to since the flush tracker last took this set."""
         self.subqueries = registry.subqueries
         self.subqueries.on_append = lambda consumer: self.dirty.add(consumer)
+        self.on_relation: Callable[[Relation], None] = lambda relation: None
+        """Told of every Relation message (its replica identity is watched)."""
 
     def apply(self, txn: Transaction) -> None:
         """Route one committed transaction into the logs of the shapes it touches.
@@ -227,6 +231,7 @@ class Collector:
         """Shapes whose table changed in a way they depend on are invalidated (clients
         refetch); the others rebuild their column positions at their next change."""
         relation = item.relation
+        self.on_relation(relation)
         key = (relation.namespace, relation.name)
         doomed: list[tuple[ShapeConsumer, str]] = []
         for other_key, routes in self.registry.router.tables.items():
