@@ -21,6 +21,7 @@ from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.definition import affected_by
 from pysync.shapes.offset import LogOffset
 from pysync.shapes.registry import ShapeRegistry
+from pysync.shapes.rekey import fold, keys_changed, needs_fold
 from pysync.shapes.storage import StorageError
 from pysync.shapes.subquery import Phase
 
@@ -68,6 +69,7 @@ class Collector:
             touched: dict[ShapeConsumer, list[dict[str, Any]]] = {}
             doomed: list[tuple[ShapeConsumer, str]] = []
             reused = False  # did shapes share converted entries (to encode them once)?
+            again: set[ShapeConsumer] | None = None  # shapes changed twice or more
             op = 0
             for change in txn.changes:
                 if type(change) is Truncation:
@@ -168,12 +170,18 @@ class Collector:
                                     touched[consumer] = list(entries)
                                 else:
                                     existing.extend(entries)
+                                    if kind != "insert":  # may name a key again: see _fold
+                                        if again is None:
+                                            again = set()
+                                        again.add(consumer)
                         except Exception as exc:  # noqa: BLE001 - see above
                             self._failed(consumer, exc, doomed)
                 op += 2
             for consumer, reason in doomed:
                 touched.pop(consumer, None)
                 self.registry.invalidate(consumer, reason)
+            if again is not None:
+                self._fold(txn, touched, again)
             dirty = self.dirty
             if not reused:  # every entry belongs to one shape: mark its last one in place
                 for consumer, entries in touched.items():
@@ -211,6 +219,42 @@ class Collector:
         except StorageError:
             self.subqueries.storage_failed()
             raise
+
+    def _fold(
+        self,
+        txn: Transaction,
+        touched: dict[ShapeConsumer, list[dict[str, Any]]],
+        again: set[ShapeConsumer],
+    ) -> None:
+        """Shapes that name a key twice in a transaction that changed keys get its net
+        change per key instead (see ``rekey``): in WAL order, a client could delete the
+        row another key change just moved there."""
+        rekeyed: dict[tuple[str, str], bool] = {}
+        for consumer in again:
+            entries = touched.get(consumer)
+            converter = consumer.converter
+            if entries is None or converter is None:
+                continue
+            table = consumer.definition.relation
+            changed = rekeyed.get(table)
+            if changed is None:
+                changed = rekeyed[table] = keys_changed(txn, table, converter.projection.pk_idx)
+            if not changed or not needs_fold(entries):
+                continue
+            try:
+                folded = fold(converter, txn, table, entries)
+            except Exception as exc:  # noqa: BLE001 - as in the loop: this shape only
+                failed: list[tuple[ShapeConsumer, str]] = []
+                self._failed(consumer, exc, failed)
+                touched.pop(consumer)
+                self.registry.invalidate(consumer, failed[0][1])
+                continue
+            if folded is None:
+                continue
+            if folded:
+                touched[consumer] = folded
+            else:
+                del touched[consumer]
 
     @staticmethod
     def _failed(
