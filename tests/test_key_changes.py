@@ -98,6 +98,18 @@ async def test_rotating_keys_by_one(engine: Engine, table: Conn) -> None:
     assert last[0]["headers"]["key_change_to"] == last[1]["key"]
 
 
+async def test_row_passing_through_an_occupied_key(engine: Engine, table: Conn) -> None:
+    table.execute("INSERT INTO t VALUES (1, 'a', 1), (2, 'b', 2)")
+    served = [await make(engine, "t", **spec) for spec in SHAPES]
+    with table.transaction():
+        table.execute("UPDATE t SET id = 2 WHERE id = 1")  # two rows hold 2
+        table.execute("UPDATE t SET id = 5 WHERE id = 2 AND v = 'a'")  # one moves on
+        table.execute("UPDATE t SET v = 'z' WHERE id = 2")  # the one from before
+    await quiesce(engine, table)
+    for live in served:
+        check(table, live)
+
+
 def statement(rng: random.Random, ids: list[int]) -> str:
     """One random statement of a transaction (``ids``: the keys now, kept up to date)."""
     kind = rng.choice(["permute", "permute", "value", "insert", "delete", "swap"])

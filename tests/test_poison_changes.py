@@ -274,3 +274,23 @@ async def test_replica_identity_is_restored_and_reported(
         assert [len(e["value"]["big_text"]) for e in inserted] == [1 + 32 * 300]
     finally:
         await client.aclose()
+
+
+async def test_identity_of_a_table_with_virtual_columns_is_left_as_set(
+    engine: Engine, conn: Conn
+) -> None:
+    # The way out docs/operations.md gives when a VIRTUAL column makes Postgres refuse
+    # the app's writes under FULL: pysync must not undo it.
+    conn.execute("CREATE TABLE priced (id int PRIMARY KEY, price int)")
+    conn.execute("INSERT INTO priced VALUES (1, 1)")
+    await make(engine, "priced")
+    conn.execute(
+        "ALTER TABLE priced ADD COLUMN label text GENERATED ALWAYS AS (price::text) VIRTUAL"
+    )
+    conn.execute("ALTER TABLE priced REPLICA IDENTITY DEFAULT")
+    conn.execute("UPDATE priced SET price = 2")
+    await quiesce(engine, conn)
+    await poll(lambda: "not restored" in " ".join(engine.warnings), 30, "the report")
+    row = conn.execute("SELECT relreplident FROM pg_class WHERE relname = 'priced'").fetchone()
+    assert row == ("d",)
+    conn.execute("UPDATE priced SET price = 3")  # the app's writes keep working

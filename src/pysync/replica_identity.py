@@ -4,7 +4,8 @@ pysync sets FULL when it publishes a table: updates and deletes then carry the w
 row, and unchanged TOASTed values. Someone may set it back (``ALTER TABLE t REPLICA
 IDENTITY DEFAULT``); each Relation message says what the table has now. Shapes that need
 the missing values resync on the changes that lack them (``changes.Needs``); this puts
-FULL back, says so in the log and in the health endpoint's ``warnings``.
+FULL back (not on a table with VIRTUAL generated columns: Postgres would refuse its
+updates and deletes), says so in the log and in the health endpoint's ``warnings``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from pysync.postgres.publication import Publisher
 
 log = logging.getLogger(__name__)
 
+_VIRTUAL = (
+    "SELECT EXISTS (SELECT 1 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+    "JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname = %s AND c.relname = %s AND a.attgenerated = 'v' AND NOT a.attisdropped)"
+)
 IDENTITIES = {"d": "DEFAULT", "n": "NOTHING", "i": "USING INDEX", "f": "FULL"}
 
 
@@ -49,6 +55,18 @@ class ReplicaIdentityWatch:
 
     async def _restore(self, table: tuple[str, str], message: str) -> None:
         try:
+            async with self.publisher.connections.catalog_session() as conn:
+                cursor = await conn.execute(_VIRTUAL, table)
+                virtual = await cursor.fetchone()
+            if virtual is not None and virtual[0]:
+                # FULL would make Postgres refuse the app's updates and deletes (see
+                # definition._check_replicable): whoever set it back meant that.
+                log.warning("%s.%s has VIRTUAL generated columns: left as it is", *table)
+                self.warnings[table] = (
+                    f"{message}; not restored: it has VIRTUAL generated columns, with which "
+                    "Postgres refuses its updates and deletes under FULL"
+                )
+                return
             await self.publisher.publish(*table)
         except Exception as exc:  # noqa: BLE001 - reported; shapes resync meanwhile
             log.error("could not restore REPLICA IDENTITY FULL on %s.%s: %s", *table, exc)

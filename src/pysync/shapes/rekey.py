@@ -47,15 +47,18 @@ def needs_fold(entries: Sequence[Entry]) -> bool:
 def fold(
     converter: Converter, txn: Transaction, table: tuple[str, str], entries: list[Entry]
 ) -> list[Entry] | None:
-    """The net entries of ``txn`` for a shape whose entries (``entries``) had a key
-    change; None when they cannot be worked out (the table's layout changed within the
-    transaction): the entries stay as they are."""
+    """The net entries of ``txn`` for a shape whose entries (``entries``) name a key
+    twice; None when the entries in order are right (no two rows ever held one key) or
+    the net cannot be worked out (the table's layout changed within the transaction, it
+    is not REPLICA IDENTITY FULL): the entries stay as they are."""
     pk_idx = converter.projection.pk_idx
     layout = None
     before: dict[tuple[Any, ...], Row] = {}
     """Per key, the row it held before the transaction (of the keys changed)."""
     now: dict[tuple[Any, ...], list[Row]] = {}
     """Per key, the rows it holds now (more than one while a deferred key is violated)."""
+    shared = False
+    """Did two rows hold one key at some point?"""
     for change in txn.changes:
         if type(change) is not Change:
             continue
@@ -75,9 +78,15 @@ def fold(
             if rows is not None and old in rows:
                 rows.remove(old)
             elif key not in before:
+                # A row from before, there until now: a row put here before shared it.
                 before[key] = old
+                shared = shared or rows is not None
         if new is not None:
-            now.setdefault(tuple(new[i] for i in pk_idx), []).append(new)
+            rows = now.setdefault(tuple(new[i] for i in pk_idx), [])
+            shared = shared or bool(rows)
+            rows.append(new)
+    if not shared:
+        return None  # one row per key at every step: the entries in order are right
     positions = sorted(entry["headers"]["op_position"] for entry in entries)
     headers_base = {"lsn": str(txn.commit_lsn), "txids": [txn.xid]}
     deletes: list[Entry] = []
