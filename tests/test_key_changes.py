@@ -5,6 +5,7 @@ other's new rows)."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from typing import Any
 
@@ -166,3 +167,34 @@ async def test_random_key_permutations_under_a_deferred_key(
         for live in served:
             check(table, live)
         check(table, changes_only, start)
+
+
+async def test_rotation_held_while_a_move_in_query_runs(
+    engine: Engine, table: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pysync.shapes.subqueries as subqueries
+
+    real = subqueries.query_move_in
+    release = asyncio.Event()
+    queried: list[int] = []
+
+    async def paused(*args: Any, **kwargs: Any) -> Any:
+        result = await real(*args, **kwargs)
+        queried.append(1)
+        await release.wait()
+        return result
+
+    monkeypatch.setattr(subqueries, "query_move_in", paused)
+    table.execute("INSERT INTO t SELECT g, 'v' || g, g FROM generate_series(1, 10) g")
+    tagged = await engine.shape(ShapeDefinition.create("t", where=SUBQUERY))
+    await poll(lambda: tagged.state is LIVE or tagged.gone, 30, "the subquery shape")
+    table.execute("INSERT INTO chosen VALUES (2)")  # a move-in: the shape holds changes
+    await poll(lambda: bool(queried), 30, "the move-in query")
+    table.execute(
+        "UPDATE t SET id = CASE id WHEN 1 THEN 3 WHEN 3 THEN 5 WHEN 5 THEN 1 END "
+        "WHERE id IN (1, 3, 5)"
+    )
+    await quiesce(engine, table)
+    release.set()
+    await poll(lambda: tagged.subquery is not None and tagged.subquery.move is None, 30, "splice")
+    check(table, tagged)

@@ -238,11 +238,14 @@ class Collector:
             table = consumer.definition.relation
             changed = rekeyed.get(table)
             if changed is None:
-                changed = rekeyed[table] = keys_changed(txn, table, converter.projection.pk_idx)
+                changed = rekeyed[table] = keys_changed(
+                    txn.changes, table, converter.projection.pk_idx
+                )
             if not changed or not needs_fold(entries):
                 continue
             try:
-                folded = fold(converter, txn, table, entries)
+                headers = {"lsn": str(txn.commit_lsn), "txids": [txn.xid]}
+                folded = fold(converter, txn.changes, table, entries, headers)
             except Exception as exc:  # noqa: BLE001 - as in the loop: this shape only
                 failed: list[tuple[ShapeConsumer, str]] = []
                 self._failed(consumer, exc, failed)

@@ -16,16 +16,19 @@ equal values are interchangeable, so picking either gives the same end.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pysync.postgres.transactions import Change, Transaction
+from pysync.postgres.transactions import Change, Truncation
 from pysync.shapes.changes import Converter, Entry, Row
 
+Changes = Iterable[Change | Truncation]
+"""A transaction's changes (of the table, and maybe others)."""
 
-def keys_changed(txn: Transaction, table: tuple[str, str], pk_idx: Sequence[int]) -> bool:
-    """Did an update in ``txn`` change the key of a row of ``table``?"""
-    for change in txn.changes:
+
+def keys_changed(changes: Changes, table: tuple[str, str], pk_idx: Sequence[int]) -> bool:
+    """Did an update among ``changes`` change the key of a row of ``table``?"""
+    for change in changes:
         if type(change) is not Change or change.op != "update" or change.old is None:
             continue
         relation = change.relation
@@ -45,7 +48,11 @@ def needs_fold(entries: Sequence[Entry]) -> bool:
 
 
 def fold(
-    converter: Converter, txn: Transaction, table: tuple[str, str], entries: list[Entry]
+    converter: Converter,
+    changes: Changes,
+    table: tuple[str, str],
+    entries: list[Entry],
+    headers_base: dict[str, Any],
 ) -> list[Entry] | None:
     """The net entries of ``txn`` for a shape whose entries (``entries``) name a key
     twice; None when the entries in order are right (no two rows ever held one key) or
@@ -59,7 +66,7 @@ def fold(
     """Per key, the rows it holds now (more than one while a deferred key is violated)."""
     shared = False
     """Did two rows hold one key at some point?"""
-    for change in txn.changes:
+    for change in changes:
         if type(change) is not Change:
             continue
         relation = change.relation
@@ -88,7 +95,6 @@ def fold(
     if not shared:
         return None  # one row per key at every step: the entries in order are right
     positions = sorted(entry["headers"]["op_position"] for entry in entries)
-    headers_base = {"lsn": str(txn.commit_lsn), "txids": [txn.xid]}
     deletes: list[Entry] = []
     others: list[Entry] = []
     for key in {**before, **now}:
