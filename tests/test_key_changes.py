@@ -173,8 +173,8 @@ async def test_rotation_held_while_a_move_in_query_runs(
     engine: Engine, table: Conn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import pysync.shapes.subqueries as subqueries
+    from pysync.shapes.snapshotter import query_move_in as real
 
-    real = subqueries.query_move_in
     release = asyncio.Event()
     queried: list[int] = []
 
