@@ -247,10 +247,9 @@ class Collector:
                 headers = {"lsn": str(txn.commit_lsn), "txids": [txn.xid]}
                 folded = fold(converter, txn.changes, table, entries, headers)
             except Exception as exc:  # noqa: BLE001 - as in the loop: this shape only
-                failed: list[tuple[ShapeConsumer, str]] = []
-                self._failed(consumer, exc, failed)
-                touched.pop(consumer)
-                self.registry.invalidate(consumer, failed[0][1])
+                del touched[consumer]
+                reason = cannot_process(consumer.handle, consumer.definition.table, exc)
+                self.registry.invalidate(consumer, reason)
                 continue
             if folded is None:
                 continue

@@ -54,8 +54,8 @@ def fold(
     entries: list[Entry],
     headers_base: dict[str, Any],
 ) -> list[Entry] | None:
-    """The net entries of ``txn`` for a shape whose entries (``entries``) name a key
-    twice; None when the entries in order are right (no two rows ever held one key) or
+    """The net entries of a transaction (``changes``; ``headers_base`` its lsn and
+    txids) for a shape whose entries (``entries``) name a key twice; None when the entries in order are right (no two rows ever held one key) or
     the net cannot be worked out (the table's layout changed within the transaction, it
     is not REPLICA IDENTITY FULL): the entries stay as they are."""
     pk_idx = converter.projection.pk_idx
