@@ -2,7 +2,9 @@
 into Electric's entries, append them (the hot loop of ingest).
 
 Invalidations found while routing (a truncated table, a relation the shape can no
-longer read) are carried out after the loop, never while it iterates the router.
+longer read, a change the shape cannot process: its clause or conversion raised, or it
+lacks values the shape needs) are carried out after the loop, never while it iterates
+the router: one shape's failure never stops the stream for the others.
 """
 
 from __future__ import annotations
