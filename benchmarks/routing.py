@@ -114,16 +114,17 @@ def relation_of(conn: Conn) -> Relation:
         " ORDER BY a.attnum"
     ).fetchall()
     (oid,) = conn.execute("SELECT 'todos'::regclass::oid").fetchone()  # type: ignore[misc]
+    # As pysync publishes it: REPLICA IDENTITY FULL, every column part of the identity.
     columns = tuple(
-        RelationColumn(flags=1 if key else 0, name=str(name), type_oid=int(typ), type_mod=int(mod))  # type: ignore[call-overload]
-        for name, typ, mod, key in rows
+        RelationColumn(flags=1, name=str(name), type_oid=int(typ), type_mod=int(mod))  # type: ignore[call-overload]
+        for name, typ, mod, _ in rows
     )
     return Relation(
         xid=None,
         oid=int(oid),  # type: ignore[arg-type]
         namespace="public",
         name="todos",
-        replica_identity="d",
+        replica_identity="f",
         columns=columns,
     )
 
@@ -146,8 +147,10 @@ def make_transactions(
     for i in range(changes):
         user, title = row_for(i)
         if i % 4 == 3:
-            # An update (default replica identity: no old row); the id is not looked up.
-            batch.append(Change("update", relation, (str(i - 3), str(user), title, "t"), None))
+            # An update of ``done`` with its old row (REPLICA IDENTITY FULL); the id is
+            # not looked up.
+            old = (str(i - 3), str(user), title, "f")
+            batch.append(Change("update", relation, (str(i - 3), str(user), title, "t"), old))
         else:
             batch.append(Change("insert", relation, (str(i), str(user), title, "f"), None))
         if len(batch) == txn_size:

@@ -29,6 +29,7 @@ from pysync.postgres.connections import Connections
 from pysync.postgres.publication import Publisher
 from pysync.postgres.replication import ReplicationStream
 from pysync.postgres.slot import SlotInUseError
+from pysync.replica_identity import ReplicaIdentityWatch
 from pysync.shapes.collector import Collector
 from pysync.shapes.compactor import Compactor
 from pysync.shapes.consumer import ShapeConsumer, ShapeGone
@@ -139,6 +140,8 @@ class Engine:
         self.schema_check = SchemaCheck(self.registry, schema_check_interval)
         if schema_check_interval > 0:
             self.registry.on_table_changed = self.schema_check.soon
+        self.replica_identity = ReplicaIdentityWatch(self.registry.publisher, self._spawn)
+        self.collector.on_relation = self.replica_identity.changed
         self.flush = FlushTracker(
             self.collector,
             self.store,
@@ -361,6 +364,10 @@ class Engine:
     def storage_failure(self) -> asyncio.Future[None]:
         """Done when storage fails (already done while it is failing)."""
         return self.outage.failure()
+
+    @property
+    def warnings(self) -> list[str]:
+        return list(self.replica_identity.warnings.values())
 
     @property
     def last_seen_lsn(self) -> int:

@@ -180,9 +180,11 @@ class ShapeAPI:
     async def health(self, request: Request) -> Response:
         engine = self.engine
         status = engine.status.value
-        body: dict[str, str] = {"status": status}
+        body: dict[str, Any] = {"status": status}
         if engine.problem and status == "degraded":
             body["reason"] = engine.problem
+        if engine.warnings:
+            body["warnings"] = engine.warnings
         code = {"active": 200, "starting": 202, "degraded": 503}.get(status, 503)
         headers = common(
             {"cache-control": "no-cache, no-store, must-revalidate"}, request, shape_route=False

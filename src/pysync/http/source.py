@@ -43,6 +43,10 @@ class ShapeSource(Protocol):
     def problem(self) -> str | None: ...
 
     @property
+    def warnings(self) -> list[str]:
+        """What /v1/health reports besides the status (a table lost its replica identity)."""
+
+    @property
     def storage_error(self) -> StorageError | None: ...
 
     @property

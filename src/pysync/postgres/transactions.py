@@ -25,7 +25,8 @@ class Change(msgspec.Struct, frozen=True, gc=False):
     new: TupleData | None
     """The new row (insert, update); None for a delete."""
     old: TupleData | None
-    """The old row (``REPLICA IDENTITY FULL``) or old key columns, when pgoutput sent one."""
+    """The old row (``REPLICA IDENTITY FULL``) or old key columns, when pgoutput sent one;
+    the values it did not send are UNCHANGED_TOAST."""
 
 
 class Truncation(msgspec.Struct, frozen=True, gc=False):
@@ -67,15 +68,27 @@ def _fill_toast(new: TupleData, old: TupleData | None) -> TupleData:
     )
 
 
+def _key_only(old: TupleData, relation: Relation) -> TupleData:
+    """An old tuple of the replica identity's columns (``K``): pgoutput sends NULL for
+    the others, which were not sent at all; they become UNCHANGED_TOAST (not sent)."""
+    return tuple(
+        value if column.flags & 1 else UNCHANGED_TOAST
+        for value, column in zip(old, relation.columns, strict=True)
+    )
+
+
 def _row_change(msg: pg.Insert | pg.Update | pg.Delete, relation: Relation) -> Change:
     if type(msg) is pg.Insert:
         return Change("insert", relation, msg.new, None)
+    old = msg.old  # type: ignore[union-attr]
+    if old is not None and msg.old_kind == "K":  # type: ignore[union-attr]
+        old = _key_only(old, relation)
     if type(msg) is pg.Update:
         new = msg.new
         if UNCHANGED_TOAST in new:
-            new = _fill_toast(new, msg.old)
-        return Change("update", relation, new, msg.old)
-    return Change("delete", relation, None, msg.old)  # type: ignore[union-attr]
+            new = _fill_toast(new, old)
+        return Change("update", relation, new, old)
+    return Change("delete", relation, None, old)
 
 
 class TransactionAssembler:

@@ -173,6 +173,7 @@ class Hub:
             engine.problem,
             error.reason if error else None,
             engine.last_seen_lsn,
+            engine.warnings,
         )
 
     async def _report_status(self) -> None:

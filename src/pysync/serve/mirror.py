@@ -88,6 +88,7 @@ class MirrorEngine:
         self.metrics = EngineMetrics()
         self.status = Status.STARTING
         self.problem: str | None = None
+        self.warnings: list[str] = []
         self.storage_error: StorageError | None = None
         self.started = asyncio.Event()
         self.connections = Connections(database_url, snapshots=snapshot_connections)
@@ -208,6 +209,7 @@ class MirrorEngine:
         self._lsn = max(self._lsn, message.lsn)
         self.status = Status(message.status)
         self.problem = message.problem
+        self.warnings = message.warnings
         if message.storage_error is None:
             self.storage_error = None
         elif self.storage_error is None:

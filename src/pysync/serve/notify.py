@@ -114,6 +114,7 @@ class Status(msgspec.Struct, tag="status"):
     problem: str | None
     storage_error: str | None
     lsn: int
+    warnings: list[str] = []
 
 
 Message = (

@@ -6,14 +6,17 @@ primary-key changes as delete + insert, ``replica`` modes, column projection, ke
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pysync.postgres.pgoutput import UNCHANGED_TOAST
+from pysync.postgres.pgoutput import UNCHANGED_TOAST, Relation
 from pysync.shapes.definition import Shape
 from pysync.shapes.tags import Tagger
 from pysync.shapes.where import WhereRuntimeError
+
+log = logging.getLogger(__name__)
 
 Entry = dict[str, Any]
 Row = Sequence[Any]
@@ -73,6 +76,62 @@ def tagger(shape: Shape, layout: Sequence[str], views: Sequence[Any], handle: st
         for p in plan.positions
     ]
     return Tagger(handle, plan.disjuncts, literals, slots)
+
+
+class MissingValues(Exception):
+    """A change lacks values the shape needs: its table is not ``REPLICA IDENTITY FULL``,
+    so an update or delete did not carry the old row, or an unchanged TOASTed value.
+    The shape cannot tell what its clients should see: it resyncs (never a guess)."""
+
+
+def cannot_process(handle: str, table: str, exc: Exception) -> str:
+    """Why a shape that failed on a change is invalidated, logged once: the exception's
+    type, not its text, which may hold the row's values (those only at DEBUG)."""
+    if isinstance(exc, MissingValues):
+        reason = str(exc)
+    else:
+        reason = f"a change could not be processed ({type(exc).__name__})"
+    log.warning("shape %s (%s) cannot process a change: %s; it resyncs", handle, table, reason)
+    log.debug("shape %s failed on a change", handle, exc_info=exc)
+    return reason
+
+
+class Needs:
+    """The columns (positions in one relation layout) a shape reads of a change's rows:
+    checked only for updates and deletes of a table that is not ``REPLICA IDENTITY FULL``."""
+
+    __slots__ = ("reads", "selected")
+
+    def __init__(self, shape: Shape, layout: Sequence[str]) -> None:
+        position = {name: i for i, name in enumerate(layout)}
+        where: Any = shape.where
+        reads = {position[c] for c in where.columns} if where is not None else set()
+        reads.update(position[c] for c in shape.pk)
+        self.selected = frozenset(position[c] for c in shape.columns)
+        if shape.definition.replica == "full":
+            reads |= self.selected
+        self.reads = frozenset(reads)
+        """Values both rows must have: the clause's (move-in, move-out), the key's, and
+        with replica=full every selected one (whole rows, ``old_value``)."""
+
+    def check(self, op: str, new: Row | None, old: Row | None, relation: Relation) -> None:
+        """Raise MissingValues when the change lacks a value the shape needs."""
+        if op == "insert":
+            return
+        # The old row holds the replica identity's columns only; without one (an update
+        # that kept them) they are as in the new row.
+        known = {i for i, column in enumerate(relation.columns) if column.flags & 1}
+        table = f"{relation.namespace}.{relation.name} is not REPLICA IDENTITY FULL"
+        if not self.reads <= known:
+            raise MissingValues(f"{table}: its {op}s do not carry the old row")
+        if op == "delete":
+            return
+        assert new is not None
+        if any(new[i] is UNCHANGED_TOAST for i in self.reads) or (
+            # the key changed: the row is inserted under its new key, whole
+            old is not None and any(new[i] is UNCHANGED_TOAST for i in self.selected)
+        ):
+            raise MissingValues(f"{table}: its updates do not carry unchanged TOASTed values")
 
 
 class Projection:
@@ -205,10 +264,11 @@ class ShapeConverter:
     """One shape's view of changes in one relation layout: which rows match its WHERE
     clause (``matches``), and the shared projection that turns a change into entries."""
 
-    __slots__ = ("projection", "matches")
+    __slots__ = ("projection", "matches", "needs")
 
     def __init__(self, shape: Shape, layout: Sequence[str]) -> None:
         self.projection = projection_for(shape, layout)
+        self.needs = Needs(shape, layout)
         self.matches: Callable[[Row], bool | None] | None = (
             _safe(shape.where.bind(layout)) if shape.where is not None else None  # type: ignore[attr-defined]
         )
@@ -245,6 +305,7 @@ class TaggedConverter:
         self, shape: Shape, layout: Sequence[str], views: Sequence[Any], handle: str
     ) -> None:
         self.projection = projection = Projection(shape, layout)
+        self.needs = Needs(shape, layout)
         self.tagger = tagger(shape, layout, views, handle)
         self._meta = self.tagger.meta
         self._entry = projection._entry

@@ -2,23 +2,28 @@
 into Electric's entries, append them (the hot loop of ingest).
 
 Invalidations found while routing (a truncated table, a relation the shape can no
-longer read) are carried out after the loop, never while it iterates the router.
+longer read, a change the shape cannot process: its clause or conversion raised, or it
+lacks values the shape needs) are carried out after the loop, never while it iterates
+the router: one shape's failure never stops the stream for the others.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
+from pysync.postgres.pgoutput import Relation
 from pysync.postgres.transactions import Change, RelationChange, Transaction, Truncation
-from pysync.shapes.changes import ShapeConverter
+from pysync.shapes.changes import ShapeConverter, cannot_process
 from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.definition import affected_by
 from pysync.shapes.offset import LogOffset
 from pysync.shapes.registry import ShapeRegistry
+from pysync.shapes.rekey import fold, keys_changed, needs_fold
 from pysync.shapes.storage import StorageError
 from pysync.shapes.subquery import Phase
 
@@ -44,6 +49,8 @@ class Collector:
         """Consumers appended to since the flush tracker last took this set."""
         self.subqueries = registry.subqueries
         self.subqueries.on_append = lambda consumer: self.dirty.add(consumer)
+        self.on_relation: Callable[[Relation], None] = lambda relation: None
+        """Told of every Relation message (its replica identity is watched)."""
 
     def apply(self, txn: Transaction) -> None:
         """Route one committed transaction into the logs of the shapes it touches.
@@ -64,6 +71,7 @@ class Collector:
             touched: dict[ShapeConsumer, list[dict[str, Any]]] = {}
             doomed: list[tuple[ShapeConsumer, str]] = []
             reused = False  # did shapes share converted entries (to encode them once)?
+            again: set[ShapeConsumer] | None = None  # shapes changed twice or more
             op = 0
             for change in txn.changes:
                 if type(change) is Truncation:
@@ -87,68 +95,95 @@ class Collector:
                     # converted once per change.
                     shared: dict[tuple[Any, bool, bool], list[dict[str, Any]]] | None = None
                     kind, new, old = change.op, change.new, change.old
-                    for consumer in routes.candidates(relation.column_names, new, old):
-                        subquery = consumer.subquery
-                        existing = touched.get(consumer)
-                        if subquery is not None and existing is None:
-                            # Before anything else: a shape whose dependencies are moving
-                            # holds the change, whatever it is.
-                            if not consumer.accepts(xid, commit_lsn):
-                                continue
-                            if subquery.phase is not Phase.STEADY:
-                                subquery.hold(xid, commit_lsn, op, change)
-                                continue
-                        converter = consumer.converter
-                        if consumer.relation is not relation or converter is None:
-                            # Rebound only for a change the shape takes: a replayed one
-                            # from before a column was added must not doom it.
-                            if existing is None and not consumer.accepts(xid, commit_lsn):
-                                continue
-                            try:
-                                converter = consumer.rebind(relation)
-                            except (KeyError, ValueError):
-                                doomed.append((consumer, "columns no longer replicated"))
-                                continue
-                        if headers is None:
-                            headers = {**headers_base, "op_position": op}
-                        if type(converter) is not ShapeConverter:
-                            # per-shape headers (subquery tags): nothing to share
-                            if (
-                                subquery is None
-                                and existing is None
-                                and not consumer.accepts(xid, commit_lsn)
-                            ):
-                                continue
-                            entries = converter.convert(kind, new, old, headers)
-                        else:
-                            # The clause first: most shapes a scan reaches do not match,
-                            # and then nothing else about them matters.
-                            new_match, old_match = converter.match(kind, new, old)
-                            if not (new_match or old_match):
-                                continue
-                            if existing is None and not consumer.accepts(xid, commit_lsn):
-                                continue  # in its snapshot, or already in its log
-                            key = (converter.projection, new_match, old_match)
-                            if shared is None:
-                                shared = {}
-                                found = None
+                    # Updates and deletes without the whole old row: each shape checks
+                    # that what it reads was sent.
+                    partial = kind != "insert" and relation.replica_identity != "f"
+                    try:
+                        candidates = routes.candidates(relation.column_names, new, old)
+                    except Exception:  # noqa: BLE001 - unroutable values: every shape decides
+                        candidates = set(routes.shapes)
+                    for consumer in candidates:
+                        # One shape failing on a change (its clause, a value it cannot
+                        # convert) loses that shape only, never the stream; no cost
+                        # unless raised.
+                        try:
+                            subquery = consumer.subquery
+                            existing = touched.get(consumer)
+                            if subquery is not None and existing is None:
+                                # Before anything else: a shape whose dependencies are moving
+                                # holds the change, whatever it is.
+                                if not consumer.accepts(xid, commit_lsn):
+                                    continue
+                                if subquery.phase is not Phase.STEADY:
+                                    subquery.hold(xid, commit_lsn, op, change)
+                                    continue
+                            converter = consumer.converter
+                            if consumer.relation is not relation or converter is None:
+                                # Rebound only for a change the shape takes: a replayed one
+                                # from before a column was added must not doom it.
+                                if existing is None and not consumer.accepts(xid, commit_lsn):
+                                    continue
+                                try:
+                                    converter = consumer.rebind(relation)
+                                except (KeyError, ValueError):
+                                    doomed.append((consumer, "columns no longer replicated"))
+                                    continue
+                            if headers is None:
+                                headers = {**headers_base, "op_position": op}
+                            if partial:
+                                if (
+                                    existing is None
+                                    and subquery is None
+                                    and not consumer.accepts(xid, commit_lsn)
+                                ):
+                                    continue
+                                converter.needs.check(kind, new, old, relation)
+                            if type(converter) is not ShapeConverter:
+                                # per-shape headers (subquery tags): nothing to share
+                                if (
+                                    subquery is None
+                                    and existing is None
+                                    and not consumer.accepts(xid, commit_lsn)
+                                ):
+                                    continue
+                                entries = converter.convert(kind, new, old, headers)
                             else:
-                                found = shared.get(key)
-                                reused = reused or found is not None
-                            if found is None:
-                                found = shared[key] = converter.projection.convert(
-                                    kind, new, old, new_match, old_match, headers
-                                )
-                            entries = found
-                        if entries:
-                            if existing is None:
-                                touched[consumer] = list(entries)
-                            else:
-                                existing.extend(entries)
+                                # The clause first: most shapes a scan reaches do not match,
+                                # and then nothing else about them matters.
+                                new_match, old_match = converter.match(kind, new, old)
+                                if not (new_match or old_match):
+                                    continue
+                                if existing is None and not consumer.accepts(xid, commit_lsn):
+                                    continue  # in its snapshot, or already in its log
+                                key = (converter.projection, new_match, old_match)
+                                if shared is None:
+                                    shared = {}
+                                    found = None
+                                else:
+                                    found = shared.get(key)
+                                    reused = reused or found is not None
+                                if found is None:
+                                    found = shared[key] = converter.projection.convert(
+                                        kind, new, old, new_match, old_match, headers
+                                    )
+                                entries = found
+                            if entries:
+                                if existing is None:
+                                    touched[consumer] = list(entries)
+                                else:
+                                    existing.extend(entries)
+                                    if kind != "insert":  # may name a key again: see _fold
+                                        if again is None:
+                                            again = set()
+                                        again.add(consumer)
+                        except Exception as exc:  # noqa: BLE001 - see above
+                            self._failed(consumer, exc, doomed)
                 op += 2
             for consumer, reason in doomed:
                 touched.pop(consumer, None)
                 self.registry.invalidate(consumer, reason)
+            if again is not None:
+                self._fold(txn, touched, again)
             dirty = self.dirty
             if not reused:  # every entry belongs to one shape: mark its last one in place
                 for consumer, entries in touched.items():
@@ -187,6 +222,53 @@ class Collector:
             self.subqueries.storage_failed()
             raise
 
+    def _fold(
+        self,
+        txn: Transaction,
+        touched: dict[ShapeConsumer, list[dict[str, Any]]],
+        again: set[ShapeConsumer],
+    ) -> None:
+        """Shapes that name a key twice in a transaction that changed keys get its net
+        change per key instead (see ``rekey``): in WAL order, a client could delete the
+        row another key change just moved there."""
+        rekeyed: dict[tuple[str, str], bool] = {}
+        for consumer in again:
+            entries = touched.get(consumer)
+            converter = consumer.converter
+            if entries is None or converter is None:
+                continue
+            table = consumer.definition.relation
+            changed = rekeyed.get(table)
+            if changed is None:
+                changed = rekeyed[table] = keys_changed(
+                    txn.changes, table, converter.projection.pk_idx
+                )
+            if not changed or not needs_fold(entries):
+                continue
+            try:
+                headers = {"lsn": str(txn.commit_lsn), "txids": [txn.xid]}
+                folded = fold(converter, txn.changes, table, entries, headers)
+            except Exception as exc:  # noqa: BLE001 - as in the loop: this shape only
+                del touched[consumer]
+                reason = cannot_process(consumer.handle, consumer.definition.table, exc)
+                self.registry.invalidate(consumer, reason)
+                continue
+            if folded is None:
+                continue
+            if folded:
+                touched[consumer] = folded
+            else:
+                del touched[consumer]
+
+    @staticmethod
+    def _failed(
+        consumer: ShapeConsumer, exc: Exception, doomed: list[tuple[ShapeConsumer, str]]
+    ) -> None:
+        """``consumer`` cannot process a change: it is invalidated after the loop."""
+        if any(c is consumer for c, _ in doomed):
+            return
+        doomed.append((consumer, cannot_process(consumer.handle, consumer.definition.table, exc)))
+
     def idle(self, lsn: int) -> None:
         """Nothing pending up to ``lsn``: once the logs are durable it may be confirmed."""
         if lsn > self.applied_end_lsn:
@@ -197,6 +279,7 @@ class Collector:
         """Shapes whose table changed in a way they depend on are invalidated (clients
         refetch); the others rebuild their column positions at their next change."""
         relation = item.relation
+        self.on_relation(relation)
         key = (relation.namespace, relation.name)
         doomed: list[tuple[ShapeConsumer, str]] = []
         for other_key, routes in self.registry.router.tables.items():

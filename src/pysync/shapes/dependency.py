@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+_NOT_FULL = "is not REPLICA IDENTITY FULL: a change lacks values the subquery reads"
+
+
 class DependencyState(enum.Enum):
     SNAPSHOTTING = "snapshotting"
     LIVE = "live"
@@ -186,16 +189,19 @@ class Dependency:
         new: Any = change.new
         old: Any = change.old
         if change.op != "insert" and old is not None:
-            self._remove(tuple(old[i] for i in b.identity))
+            identity = tuple(old[i] for i in b.identity)
+            if UNCHANGED_TOAST in identity:  # the old row of a table not REPLICA IDENTITY FULL
+                raise DependencyGone(f"{self.relation[0]}.{self.relation[1]} {_NOT_FULL}")
+            self._remove(identity)
         if change.op == "delete":
             return
         assert new is not None
-        if UNCHANGED_TOAST in new:
-            if old is None:
-                raise DependencyGone(
-                    f"{self.relation[0]}.{self.relation[1]} is not REPLICA IDENTITY FULL"
-                )
-            new = [o if v is UNCHANGED_TOAST else v for v, o in zip(new, old, strict=True)]
+        # An unchanged TOASTed value the old row did not fill in (not REPLICA IDENTITY FULL).
+        if UNCHANGED_TOAST in new and (
+            any(new[i] is UNCHANGED_TOAST for i in b.identity)
+            or any(new[i] is UNCHANGED_TOAST for i in b.needed)
+        ):
+            raise DependencyGone(f"{self.relation[0]}.{self.relation[1]} {_NOT_FULL}")
         identity = tuple(new[i] for i in b.identity)
         if old is None and change.op == "update":
             self._remove(identity)

@@ -28,6 +28,7 @@ from pysync.postgres.connections import Connections
 from pysync.postgres.pgoutput import Relation
 from pysync.postgres.sqlstate import error_class, safe_reason
 from pysync.postgres.transactions import Change, Transaction, Truncation
+from pysync.shapes.changes import cannot_process
 from pysync.shapes.definition import Subquery
 from pysync.shapes.dependency import Dependency, DependencyGone, DependencyState
 from pysync.shapes.router import Router
@@ -211,6 +212,15 @@ class Subqueries:
                         self.fail(dep, exc.reason)
                     except (KeyError, ValueError):
                         self.fail(dep, "columns no longer replicated")
+                    except Exception as exc:  # noqa: BLE001 - its dependents go, not the stream
+                        log.warning(
+                            "subquery %s of %s.%s cannot process a change (%s)",
+                            dep.key,
+                            *dep.relation,
+                            type(exc).__name__,
+                        )
+                        log.debug("subquery %s failed on a change", dep.key, exc_info=exc)
+                        self.fail(dep, f"a change could not be processed ({type(exc).__name__})")
                 top = max(pending)
                 layer += 1
         finally:
@@ -303,6 +313,8 @@ class Subqueries:
         except (KeyError, ValueError) as exc:  # a relation layout without a column it reads
             log.warning("shape %s cannot convert its changes: %r", shape.handle, exc)
             self.invalidate(shape, "columns no longer replicated")
+        except Exception as exc:  # noqa: BLE001 - one shape's failure stays its own
+            self.invalidate(shape, cannot_process(shape.handle, shape.shape.definition.table, exc))
 
     # -- routing index ----------------------------------------------------------------------
 

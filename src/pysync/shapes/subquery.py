@@ -44,6 +44,7 @@ from pysync.shapes.changes import Entry, TaggedConverter
 from pysync.shapes.dependency import Dependency
 from pysync.shapes.offset import LogOffset
 from pysync.shapes.querying import Tagging
+from pysync.shapes.rekey import fold, keys_changed, needs_fold
 from pysync.shapes.snapshotter import snapshot_end
 from pysync.shapes.tags import masks, patterns
 from pysync.shapes.views import Key, Reverted, View
@@ -372,11 +373,21 @@ class SubqueryShape:
                     converter = consumer.rebind(relation)
             else:
                 converter = converters.get(relation)
+            if change.op != "insert" and relation.replica_identity != "f":
+                converter.needs.check(change.op, change.new, change.old, relation)
             entries.extend(
                 converter.convert(
                     change.op, change.new, change.old, {**headers_base, "op_position": op}
                 )
             )
+        if len(entries) > 1 and needs_fold(entries):  # see rekey
+            assert converter is not None
+            changes = [change for _, change in txn.changes]
+            table = self.shape.definition.relation
+            if keys_changed(changes, table, converter.projection.pk_idx):
+                folded = fold(converter, changes, table, entries, headers_base)
+                if folded is not None:
+                    entries = folded
         if not entries:
             return
         entries[-1]["headers"]["last"] = True
