@@ -13,7 +13,7 @@ import pytest
 from engine_runner import Conn, make, materialise, poll, quiesce, read_all, table_state
 from http_support import Client, make_api
 from pysync.engine import Engine
-from pysync.shapes.consumer import LIVE, ShapeConsumer
+from pysync.shapes.consumer import LIVE, SNAPSHOTTING, ShapeConsumer
 from pysync.shapes.definition import ShapeDefinition
 from subquery_support import TaggedClient
 
@@ -159,6 +159,30 @@ async def test_one_shape_failing_on_a_change_loses_only_itself(
     docs.execute("UPDATE docs SET small = small + 1")
     await quiesce(engine, docs)
     equal_to_select(docs, same, "small < 200")
+
+
+async def test_a_clause_postgres_would_fail_on_a_new_row_resyncs_the_shape(
+    engine: Engine, docs: Conn
+) -> None:
+    """``small * 1000000 > 0`` overflows int4 for small > 2147: Postgres fails the shape's
+    query on such a row. The live path neither drops nor keeps the row on a guess: the
+    shape is invalidated and its refetch gets Postgres' error."""
+    where = "small * 1000000 > 0"
+    overflowing = await make(engine, "docs", where=where)
+    subquery = await engine.shape(
+        ShapeDefinition.create("notes", where=f"id IN (SELECT id FROM docs WHERE {where})")
+    )
+    await poll(lambda: subquery.state is LIVE, 30, "the subquery shape")
+    whole = await make(engine, "docs")
+    docs.execute("INSERT INTO docs VALUES (9, 5000, 'x')")
+    await quiesce(engine, docs)
+    assert overflowing.gone and "WhereRuntimeError" in overflowing.reason
+    assert subquery.gone
+    equal_to_select(docs, whole)
+    again = await engine.shape(ShapeDefinition.create("docs", where=where))
+    await poll(lambda: again.state is not SNAPSHOTTING, 30, "the snapshot")
+    with pytest.raises(Exception, match="out of range"):
+        again.check()
 
 
 SUBQUERY_SCHEMA = """

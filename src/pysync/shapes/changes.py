@@ -14,7 +14,6 @@ from typing import Any
 from pysync.postgres.pgoutput import UNCHANGED_TOAST, Relation
 from pysync.shapes.definition import Shape
 from pysync.shapes.tags import Tagger
-from pysync.shapes.where import WhereRuntimeError
 
 log = logging.getLogger(__name__)
 
@@ -39,28 +38,15 @@ def row_key(prefix: str, values: Sequence[str | None]) -> str:
     return "".join(parts)
 
 
-def _safe(evaluate: Callable[[Row], bool | None]) -> Callable[[Row], bool | None]:
-    """Postgres would raise for the row (overflow, bad input): it does not match."""
-
-    def matches(row: Row) -> bool | None:
-        try:
-            return evaluate(row)
-        except WhereRuntimeError:
-            return None
-
-    return matches
-
-
 def literal(evaluate: Callable[[Row], bool | None], negated: bool) -> Callable[[Row], bool]:
     """Is a DNF literal TRUE for the row: the leaf TRUE (or FALSE when negated)? A leaf
-    Postgres would fail on is not TRUE either way."""
+    Postgres would fail on raises WhereRuntimeError: the shape's snapshot query would fail
+    on that row too, so the collector invalidates the shape (its refetch gets the error)
+    rather than keep or drop the row on a guess."""
     want = not negated
 
     def is_true(row: Row) -> bool:
-        try:
-            return evaluate(row) is want
-        except WhereRuntimeError:
-            return False
+        return evaluate(row) is want
 
     return is_true
 
@@ -270,7 +256,8 @@ class ShapeConverter:
         self.projection = projection_for(shape, layout)
         self.needs = Needs(shape, layout)
         self.matches: Callable[[Row], bool | None] | None = (
-            _safe(shape.where.bind(layout)) if shape.where is not None else None  # type: ignore[attr-defined]
+            # A row Postgres would fail on raises: see ``literal``.
+            shape.where.bind(layout) if shape.where is not None else None  # type: ignore[attr-defined]
         )
 
     def convert(

@@ -30,7 +30,6 @@ from pysync.postgres.snapshot import SnapshotInfo, after_snapshot
 from pysync.postgres.transactions import Change
 from pysync.shapes.definition import Subquery
 from pysync.shapes.views import Key, View
-from pysync.shapes.where import WhereRuntimeError
 
 if TYPE_CHECKING:
     from pysync.shapes.subqueries import Subqueries
@@ -214,10 +213,9 @@ class Dependency:
     ) -> bool:
         if evaluate is None:
             return True
-        try:
-            return evaluate(row) is True
-        except WhereRuntimeError:
-            return False
+        # A row the subquery's clause fails on raises WhereRuntimeError: the dependency's
+        # shapes are invalidated (their refetch gets Postgres' error), never a guess.
+        return evaluate(row) is True
 
     def _value(self, row: Row) -> Key:
         return row[0] if self.width == 1 else row[: self.width]
