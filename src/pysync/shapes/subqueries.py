@@ -152,7 +152,11 @@ class Subqueries:
         dependents = list(dep.dependents)
         self._remove(dep, reason, error)
         for view in dependents:
-            view.owner.dependency_gone(reason, error)  # type: ignore[attr-defined]
+            owner = view.owner
+            if isinstance(owner, Dependency):  # a nested subquery's: the outer one goes too
+                self.fail(owner, reason, error)
+            else:
+                owner.dependency_gone(reason, error)  # type: ignore[attr-defined]
         for inner in dep.inner:
             self._drop_if_unused(inner)
 
