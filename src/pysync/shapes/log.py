@@ -17,6 +17,7 @@ read the same blocks).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 from array import array
 from bisect import bisect_right
@@ -67,6 +68,8 @@ class _Frames(NamedTuple):
 
 
 _NO_WAITERS: frozenset[asyncio.Future[None]] = frozenset()
+# LogOffset(tx, op) without the NamedTuple's Python-level __new__: one per parsed frame.
+_offset = functools.partial(tuple.__new__, LogOffset)
 _tokens = itertools.count()
 _parsed: OrderedDict[tuple[int, int], _Frames] = OrderedDict()
 """(log token, block) -> that sealed block's frames: a small cache shared by all logs."""
@@ -491,15 +494,34 @@ class ShapeLog:
 def _parse(read: Callable[[int, int], bytes], start: int, end: int) -> _Frames:
     """The whole frames stored between ``start`` (a frame's header) and ``end``, from
     their headers (not verified: recovery did that, or this process wrote them)."""
-    frames = _Frames([], array("Q"), array("I"))
+    if end - start > _READ_WHOLE:  # a large frame in it: header by header
+        return _parse_headers(read, start, end)
+    # The hot case (a catch-up read parses every block it reads): plain and local.
+    whole = read(start, end - start)
     unpack = FIELDS.unpack_from
-    whole = read(start, end - start) if end - start <= _READ_WHOLE else None
+    offsets: list[LogOffset] = []
+    positions: list[int] = []
+    lengths: list[int] = []
+    add_offset, add_position, add_length = offsets.append, positions.append, lengths.append
+    size = len(whole)
+    at = 0
+    while at + HEADER_SIZE <= size:
+        _, tx, op, length = unpack(whole, at + 1)
+        if at + HEADER_SIZE + length > size:
+            break
+        add_offset(_offset((tx, op)))
+        at += HEADER_SIZE
+        add_position(start + at)
+        add_length(length)
+        at += length
+    return _Frames(offsets, array("Q", positions), array("I", lengths))
+
+
+def _parse_headers(read: Callable[[int, int], bytes], start: int, end: int) -> _Frames:
+    frames = _Frames([], array("Q"), array("I"))
     position = start
     while position + HEADER_SIZE <= end:
-        if whole is not None:
-            _, tx, op, length = unpack(whole, position - start + 1)
-        else:
-            _, tx, op, length = unpack(read(position, HEADER_SIZE), 1)
+        _, tx, op, length = FIELDS.unpack_from(read(position, HEADER_SIZE), 1)
         if position + HEADER_SIZE + length > end:
             break
         frames.offsets.append(LogOffset(tx, op))
