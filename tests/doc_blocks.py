@@ -1,4 +1,4 @@
-"""The code blocks of README.md and docs/*.md, and the convention that says which run.
+"""The code blocks of README.md, docs/*.md and the example's README, and the convention that says which run.
 
 - Every block is fenced with a language: ```python, ```sh, ```ini, ```json, ```text
   (diagrams, output). An indented code block is refused: it would hide from this check.
@@ -16,7 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCUMENTS = [
+    ROOT / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+    ROOT / "examples" / "todos" / "README.md",
+]
 LANGUAGES = {"python", "sh", "ini", "json", "text"}
 RUNNABLE = {"python", "sh"}
 NOT_RUN = re.compile(r"<!--\s*not run:\s*(.*?)\s*-->")

@@ -1,7 +1,7 @@
-"""Every code block of README.md and docs/*.md that is marked runnable runs as written
-(doc_blocks.py has the convention): a script with ``DATABASE_URL`` on a new database and
-``PYSYNC_URL`` on a ``pysync serve`` of it, a test file under pytest in a directory of
-its own, beside the document's other files."""
+"""Every code block of README.md, docs/*.md and examples/todos/README.md marked runnable
+runs as written (doc_blocks.py has the convention): a script with ``DATABASE_URL`` on a
+new database and ``PYSYNC_URL`` on a ``pysync serve`` of it, a test file under pytest in
+a directory of its own, beside the document's other files."""
 
 from __future__ import annotations
 
