@@ -126,7 +126,9 @@ def todo(kind: str, original: dict[str, Any] | None = None, **changes: Any) -> d
     return {"type": kind, "original": original, "changes": changes, **relation}
 
 
-async def test_the_readme_writer_refuses_what_is_not_the_users(database_url: str) -> None:
+async def test_the_readme_writer_refuses_what_is_not_the_users(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             "CREATE TABLE todos (id int PRIMARY KEY, title text, done bool DEFAULT false, "
@@ -134,15 +136,17 @@ async def test_the_readme_writer_refuses_what_is_not_the_users(database_url: str
             "INSERT INTO todos VALUES (1, 'mine', false, 'ann'), (2, 'bobs', false, 'bob')"
         )
         before = conn.execute("SELECT * FROM todos ORDER BY id").fetchall()
-    example: dict[str, Any] = {
-        "DATABASE_URL": database_url,
-        "current_user": lambda request: request.headers["x-user"],
-    }
+    # As written: the example defines its app, auth and DATABASE_URL (from the environment).
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    example: dict[str, Any] = {"__name__": "readme_writer"}
     exec(compile(writer_example(), "README.md", "exec"), example)
-    app = Starlette(routes=example["routes"])
+    app = example["app"]
+    assert isinstance(app, Starlette)
     ann = {"x-user": "ann"}
     lie = {"id": 2, "title": "bobs", "owner": "ann"}  # todo 2 is Bob's
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://a") as http:
+        anonymous = await http.post("/api/mutations", json=[todo("delete", {"id": 1})])
+        assert anonymous.status_code == 401
         for attack, status in (
             (todo("update", lie, title="mine now"), 403),
             (todo("update", lie, owner="ann"), 403),

@@ -27,11 +27,16 @@ Fixtures (override any of them in ``conftest.py``):
 - ``pysync_wait_for_txid``: ``await wait(txid, shape=None, url=..., timeout=10)`` returns
   the shape's rows once transaction ``txid`` (as ``Writer`` returns it) is in them.
 
-Needs pytest-asyncio (``pip install 'pysync[testing]'``).
+Needs pytest-asyncio (``pip install 'pysync[testing]'``) and no setting of it: an ``async
+def`` test that uses a ``pysync_`` fixture is marked ``asyncio`` (on the loop scope
+pytest-asyncio's settings give), so it runs in its default strict mode too. pytest-asyncio
+warns of a future default unless ``asyncio_default_fixture_loop_scope`` is set (to
+``function``, in ``pytest.ini``); the fixtures work with any.
 """
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -51,6 +56,20 @@ from pysync.shapes.definition import ShapeDefinition
 _databases = itertools.count()
 
 WaitForTxid = Callable[..., Awaitable[dict[str, dict[str, Any]]]]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+    """Marks an ``async def`` test that uses pysync's fixtures ``asyncio`` before
+    pytest-asyncio sees it: without the mark its strict mode (the default) leaves it to
+    pytest, which fails it as "not natively supported"."""
+    if (
+        inspect.iscoroutinefunction(obj)
+        and name.startswith("test")
+        and not any(mark.name in ("asyncio", "anyio") for mark in getattr(obj, "pytestmark", []))
+        and any(p.startswith("pysync_") for p in inspect.signature(obj).parameters)
+    ):
+        pytest.mark.asyncio(obj)
 
 
 @pytest.fixture(scope="session")

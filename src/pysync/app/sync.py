@@ -76,17 +76,7 @@ class Sync:
         env: bool = True,
         **settings: Any,
     ) -> None:
-        unknown = sorted(set(settings) - set(Settings.__struct_fields__))
-        if unknown:
-            raise TypeError(
-                f"unknown Sync setting(s) {', '.join(unknown)}; the settings are "
-                f"{', '.join(Settings.__struct_fields__)}"
-            )
-        values: dict[str, object] = dict(from_env()) if env else {}
-        values.update({k: v for k, v in settings.items() if v is not None})
-        if database_url is not _FROM_ENV:
-            values["database_url"] = database_url
-        self.settings = make_settings(values)
+        self.settings = _settings(database_url, env, settings)
         if mode not in ("embedded", "http"):
             raise ValueError(f"mode must be 'embedded' or 'http', not {mode!r}")
         self.mode = mode
@@ -104,6 +94,23 @@ class Sync:
         self._database_url: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
+
+    def configure(
+        self,
+        database_url: str | None = _FROM_ENV,
+        *,
+        in_memory: bool = False,
+        env: bool = True,
+        **settings: Any,
+    ) -> None:
+        """Replace the settings of a Sync that is not started, as the constructor takes
+        them. For an app's tests: a module-level ``sync = pysync.Sync()`` read its settings
+        when the app was imported; ``sync.configure(test_database_url, **settings)`` makes
+        its next start use the test's database (see ``pysync.testing``)."""
+        if self._backend is not None or self._private is not None:
+            raise RuntimeError("configure a Sync before it starts (or after it stopped)")
+        self.settings = _settings(database_url, env, settings)
+        self.in_memory = in_memory
 
     @classmethod
     def dev(cls, **settings: Any) -> Sync:
@@ -374,6 +381,20 @@ class Sync:
             return backend.interrupt(matcher, **narrowed)  # type: ignore[arg-type]
 
         return asyncio.run_coroutine_threadsafe(on_loop(), loop).result()
+
+
+def _settings(database_url: str | None, env: bool, settings: dict[str, Any]) -> Settings:
+    unknown = sorted(set(settings) - set(Settings.__struct_fields__))
+    if unknown:
+        raise TypeError(
+            f"unknown Sync setting(s) {', '.join(unknown)}; the settings are "
+            f"{', '.join(Settings.__struct_fields__)}"
+        )
+    values: dict[str, object] = dict(from_env()) if env else {}
+    values.update({k: v for k, v in settings.items() if v is not None})
+    if database_url is not _FROM_ENV:
+        values["database_url"] = database_url
+    return make_settings(values)
 
 
 def interrupt(shape_: object = None, /, **options: Any) -> int:
