@@ -248,7 +248,14 @@ class Sync:
         from another in a subquery, is a 403. The app's middleware (its auth) runs
         before these routes, as before any other."""
         served = ServedTables(tables) if tables is not None else None
-        return electric_routes(self._get_backend, self.cors, metrics=metrics, tables=served)
+        return electric_routes(
+            self._get_backend,
+            self.cors,
+            metrics=metrics,
+            tables=served,
+            # In http mode the sync service decides: DELETE is forwarded to it.
+            allow_delete=self.mode == "http" or self.settings.allow_delete,
+        )
 
     def mount(
         self,
