@@ -151,6 +151,19 @@ def test_a_flag_or_variable_of_the_wrong_type_is_one_line(how: str, tmp_path: Pa
     assert done.returncode == 2
 
 
+@pytest.mark.parametrize(
+    ("flag", "reason"),
+    [
+        ("--host", "expected an interface's address or name, e.g. 127.0.0.1"),
+        ("--publication", "a publication name is 1 to 63 bytes"),
+        ("--slot", "a replication slot name is 1 to 63 lower-case letters, digits or '_'"),
+    ],
+)
+def test_an_empty_flag_is_one_line(flag: str, reason: str, tmp_path: Path) -> None:
+    done = pysync_cli("serve", f"{flag}=", env=clean_env(DATABASE_URL=UNREACHABLE), cwd=tmp_path)
+    assert (one_line(done), done.returncode) == (f"pysync: invalid {flag} '': {reason}", 2)
+
+
 def test_compaction_flag_says_on_or_off(tmp_path: Path) -> None:
     done = pysync_cli("serve", "--compaction", "maybe", cwd=tmp_path)
     assert one_line(done) == "pysync: invalid --compaction 'maybe': expected on or off"

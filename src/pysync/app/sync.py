@@ -40,7 +40,7 @@ from pysync.app.routes import app_route, electric_routes, mount
 from pysync.app.served_tables import ServedTables
 from pysync.app.shapes import interrupt_target, is_shape_function, shape
 from pysync.app.transform import Transform
-from pysync.config import Settings, from_env, make_settings
+from pysync.config import Settings, env_origins, from_env, make_settings
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 from pysync.postgres.private import PrivateDatabase
@@ -83,10 +83,13 @@ class Sync:
                 f"{', '.join(Settings.__struct_fields__)}"
             )
         values: dict[str, object] = dict(from_env()) if env else {}
-        values.update({k: v for k, v in settings.items() if v is not None})
+        given = {k: v for k, v in settings.items() if v is not None}
         if database_url is not _FROM_ENV:
-            values["database_url"] = database_url
-        self.settings = make_settings(values)
+            given["database_url"] = database_url
+        values.update(given)
+        # A bad value is named by the variable it came from, or by its argument.
+        origins = {k: v for k, v in (env_origins() if env else {}).items() if k not in given}
+        self.settings = make_settings(values, origins)
         if mode not in ("embedded", "http"):
             raise ValueError(f"mode must be 'embedded' or 'http', not {mode!r}")
         self.mode = mode
