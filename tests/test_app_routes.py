@@ -415,6 +415,17 @@ async def test_cors_for_credentials_and_auth_headers(app: App) -> None:
     assert preflight.headers["access-control-allow-origin"] == "http://app.test"
     assert preflight.headers["access-control-allow-credentials"] == "true"
     assert preflight.headers["access-control-allow-headers"] == "authorization,if-none-match"
+    # Past the PreflightMiddleware (which answers for any path), each route names its
+    # own methods: an app's shape route is read-only; Electric's API offers DELETE only
+    # when it is on (embedded: allow_delete, off here; in http mode the service decides).
+    route = await app.http.options("/all", headers={"origin": "http://app.test"})
+    assert route.headers["access-control-allow-methods"] == "GET, HEAD, OPTIONS"
+    electric = await app.http.options("/electric/v1/shape", headers={"origin": "http://app.test"})
+    assert electric.headers["access-control-allow-methods"] == (
+        "GET, POST, HEAD, DELETE, OPTIONS"
+        if app.sync.mode == "http"
+        else "GET, POST, HEAD, OPTIONS"
+    )
     response = await app.get(
         "/mine", offset="-1", headers={"x-user": "ann", "origin": "http://app.test"}
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+import pysync
 from pysync.config import SettingsError, from_env, make_settings
 
 
@@ -70,3 +71,15 @@ def test_schema_check_interval_from_the_environment_and_checked() -> None:
     assert settings.schema_check_interval == 2.5
     with pytest.raises(SettingsError, match="schema_check_interval"):
         make_settings({"schema_check_interval": "-1"})
+
+
+def test_an_embedded_sync_names_the_variable_or_argument_of_a_bad_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PYSYNC_PORT", "abc")
+    with pytest.raises(SettingsError) as env_error:
+        pysync.Sync()
+    assert str(env_error.value) == "invalid PYSYNC_PORT 'abc': expected an integer"
+    with pytest.raises(SettingsError) as argument_error:
+        pysync.Sync(port=70000)  # the argument wins over the variable, and is named
+    assert str(argument_error.value) == "invalid port '70000': expected an integer <= 65535"

@@ -1,12 +1,17 @@
-"""``pysync serve``: the sync service, standalone (a drop-in for an Electric server)."""
+"""``pysync serve``: the sync service, standalone (a drop-in for an Electric server);
+``pysync psql``: psql on the private Postgres of a data directory."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import difflib
+import errno
 import gc
 import logging
+import os
+import re
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,14 +22,14 @@ import psycopg
 import uvicorn
 from starlette.applications import Starlette
 
-from pysync import bench
-from pysync.config import Settings, SettingsError, from_env, make_settings
+from pysync import __version__, bench
+from pysync.config import ENV, Settings, SettingsError, env_origins, from_env, make_settings
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 from pysync.http.parking import LivePolls
 from pysync.http.server import bounded_protocol, connection_budget, quiet_accept_errors
 from pysync.lockfile import DirectoryInUse
-from pysync.postgres.cluster import ClusterError, PostgresCluster
+from pysync.postgres.cluster import ClusterError, PostgresCluster, binary_dir
 from pysync.postgres.private import PrivateDatabase
 from pysync.postgres.slot import ReplicationError
 from pysync.serve.supervisor import supervise
@@ -48,17 +53,27 @@ class StartupError(RuntimeError):
     pass
 
 
+DESCRIPTION = (
+    "pysync: Postgres sync, serving Electric's Shape API (a drop-in for an Electric server)."
+)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pysync", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the sync service")
+    parser = argparse.ArgumentParser(prog="pysync", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"pysync {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+    # No type= or choices= on its options: Settings checks the values, flags and
+    # environment alike, and says what is wrong in one line (argparse adds its usage).
+    serve = commands.add_parser(
+        "serve", help="run the sync service", description="Run the sync service."
+    )
     serve.add_argument(
         "--database-url",
         help="Postgres to replicate from (env DATABASE_URL); "
         "default: a private Postgres in --data-dir",
     )
     serve.add_argument("--host", help="interface to listen on (env PYSYNC_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="HTTP port (env PYSYNC_PORT, default 3000)")
+    serve.add_argument("--port", help="HTTP port (env PYSYNC_PORT, default 3000)")
     serve.add_argument(
         "--secret",
         help="required as ?secret= on shape requests (env PYSYNC_SECRET); on the command "
@@ -66,22 +81,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--secret-file",
-        type=Path,
         help="a file holding the secret, its first line (env PYSYNC_SECRET_FILE)",
     )
     serve.add_argument(
         "--data-dir",
-        type=Path,
         help="private Postgres and shape logs (env PYSYNC_DATA_DIR, default ./.pysync)",
     )
     serve.add_argument(
         "--storage-dir",
-        type=Path,
         help="shape logs (env PYSYNC_STORAGE_DIR, default <data-dir>/storage)",
     )
     serve.add_argument(
         "--long-poll-timeout",
-        type=float,
         help="seconds a live request waits (env PYSYNC_LONG_POLL_TIMEOUT, default 20)",
     )
     serve.add_argument(
@@ -99,86 +110,85 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-shapes",
-        type=int,
         help="evict least recently used shapes beyond this (env PYSYNC_MAX_SHAPES)",
     )
     serve.add_argument(
         "--max-subquery-rows",
-        type=int,
         help="rows the subqueries of all shapes may hold in "
         "memory, about 1 KiB each (env PYSYNC_MAX_SUBQUERY_ROWS, default 2000000)",
     )
     serve.add_argument(
         "--chunk-bytes",
-        type=int,
         help="bytes per snapshot chunk and response "
         "(env PYSYNC_CHUNK_BYTES or ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD, default 10485760)",
     )
     serve.add_argument(
         "--cache-max-age",
-        type=int,
         help="max-age of non-live responses in seconds "
         "(env PYSYNC_CACHE_MAX_AGE or ELECTRIC_CACHE_MAX_AGE, default 60)",
     )
     serve.add_argument(
         "--cache-stale-age",
-        type=int,
         help="stale-while-revalidate of non-live responses "
         "in seconds (env PYSYNC_CACHE_STALE_AGE or ELECTRIC_CACHE_STALE_AGE, default 300)",
     )
     serve.add_argument(
         "--max-initial-requests",
-        type=int,
         help="concurrent offset=-1 requests "
         "(env PYSYNC_MAX_INITIAL_REQUESTS, or ELECTRIC_MAX_CONCURRENT_REQUESTS JSON; default 300)",
     )
     serve.add_argument(
         "--max-existing-requests",
-        type=int,
         help="concurrent other shape requests "
         "(env PYSYNC_MAX_EXISTING_REQUESTS, or ELECTRIC_MAX_CONCURRENT_REQUESTS JSON; default 10000)",
     )
     serve.add_argument(
         "--max-connections",
-        type=int,
         help="client connections at once "
         "(env PYSYNC_MAX_CONNECTIONS; default: what ulimit -n allows)",
     )
     serve.add_argument(
         "--header-timeout",
-        type=float,
         help="seconds to send a request head (env PYSYNC_HEADER_TIMEOUT, default 10)",
     )
     serve.add_argument(
         "--workers",
-        type=int,
         help="HTTP worker processes; 0 serves from the replicating "
         "process (env PYSYNC_WORKERS, default 0)",
     )
     serve.add_argument(
         "--compaction",
-        choices=["on", "off"],
+        metavar="{on,off}",
         help="merge each row's updates in shape logs so that storage and catch-up reads "
         "stay bounded (env PYSYNC_COMPACTION=true/false, default on)",
     )
     serve.add_argument(
         "--compact-min-bytes",
-        type=int,
         help="compact a shape log once it grew by at least this many bytes, and doubled "
         "(env PYSYNC_COMPACT_MIN_BYTES, default 1048576)",
     )
     serve.add_argument(
         "--snapshot-connections",
-        type=int,
         help="Postgres sessions for snapshots "
         "(env PYSYNC_SNAPSHOT_CONNECTIONS or ELECTRIC_DB_POOL_SIZE, default 5)",
     )
     serve.add_argument(
         "--schema-check-interval",
-        type=float,
         help="seconds between checks of the shapes' tables in the catalog: dropped, "
         "recreated or altered ones make their clients refetch "
         "(env PYSYNC_SCHEMA_CHECK_INTERVAL, default 15; 0: none)",
+    )
+    psql = commands.add_parser(
+        "psql",
+        help="psql on the private Postgres of a data directory (started by pysync serve)",
+        description="Run psql (the one installed with pysync) on the private Postgres that "
+        "pysync serve started in --data-dir; other arguments go to psql "
+        "(pysync psql -c 'SELECT 1').",
+    )
+    psql.add_argument(
+        "--data-dir",
+        type=Path,
+        help="as given to pysync serve (env PYSYNC_DATA_DIR, default ./.pysync)",
     )
     bench.add_arguments(
         commands.add_parser(
@@ -188,19 +198,48 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The arguments; an unknown option is reported with its command's usage (not the
+    top level's), and the option it may be a typo of."""
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if args.command == "psql":
+        args.psql_args = unknown
+    elif unknown:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        command: argparse.ArgumentParser = commands.choices[args.command]
+        known = [o for a in command._actions for o in a.option_strings]
+        guesses = [
+            f" (did you mean {match[0]}?)"
+            for word in unknown
+            if word.startswith("--")
+            for match in [difflib.get_close_matches(word.split("=")[0], known, n=1)]
+            if match
+        ]
+        command.error(f"unrecognized arguments: {' '.join(unknown)}{''.join(guesses[:1])}")
+    return args
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     values: dict[str, object] = dict(from_env())
+    origins = env_origins()
     for field in Settings.__struct_fields__:
         value = getattr(args, field, None)
         if value is not None:
+            flag = "--" + field.replace("_", "-")
+            if field == "compaction" and value not in ("on", "off"):
+                raise SettingsError(f"invalid {flag} {value!r}: expected on or off")
             values[field] = {"on": True, "off": False}.get(value, value)
-    return make_settings(values)
+            origins[field] = flag
+    return make_settings(values, origins)
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    args = parse(argv)
     if args.command == "bench":
         sys.exit(bench.run(args))
+    if args.command == "psql":
+        sys.exit(psql(args))
     try:
         settings = settings_from(args)
     except SettingsError as exc:
@@ -215,6 +254,32 @@ def main(argv: list[str] | None = None) -> None:
     except StartupError as exc:
         print(f"pysync: {exc}", file=sys.stderr)
         sys.exit(1)
+
+
+def psql(args: argparse.Namespace) -> int:
+    """Replace this process by the psql installed with pysync (the Postgres binaries'
+    own), on the private Postgres of ``--data-dir``; it reads the password from the
+    data directory's passfile."""
+    data_dir: Path = args.data_dir or next(
+        (Path(os.environ[name]) for name in ENV["data_dir"] if os.environ.get(name)),
+        Settings().data_dir,
+    )
+    try:
+        cluster = PostgresCluster(data_dir / "postgres")
+        program = binary_dir() / "psql"
+    except ClusterError as exc:
+        print(f"pysync: {exc}", file=sys.stderr)
+        return 1
+    if not cluster.attach():
+        print(
+            f"pysync: no private Postgres is running in {data_dir}: start it with "
+            f"pysync serve --data-dir {data_dir} (and keep that running)",
+            file=sys.stderr,
+        )
+        return 1
+    extra = args.psql_args[1:] if args.psql_args[:1] == ["--"] else args.psql_args
+    sys.stdout.flush()
+    os.execv(program, [str(program), cluster.shown_url(), *extra])
 
 
 def _warn_of_visible_secrets(args: argparse.Namespace) -> None:
@@ -257,10 +322,12 @@ def listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise StartupError(
-            f"cannot listen on {host}:{port}: {exc.strerror}; is another server using it? "
-            "Choose another --port."
-        ) from None
+        hint = (
+            "is another server using it? Choose another --port."
+            if exc.errno == errno.EADDRINUSE
+            else "check --host / PYSYNC_HOST."
+        )
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror}; {hint}") from None
     # Listening now, not when uvicorn starts serving (after the lifespan startup that
     # prints "serving"): a client that connects on that line is queued, not refused.
     sock.listen(2048)
@@ -347,7 +414,10 @@ def announce(settings: Settings, cluster: PostgresCluster | None) -> None:
     print(f"pysync is serving shapes at {base}/v1/shape", flush=True)
     print(f"  try: curl '{base}/v1/shape?table=<your table>&offset=-1'", flush=True)
     if cluster is not None:
-        print('  create tables with: psql "$DATABASE_URL" (the URL printed above)', flush=True)
+        print(
+            f"  create tables with: pysync psql --data-dir {settings.data_dir} (psql on that URL)",
+            flush=True,
+        )
 
 
 async def _database(
@@ -364,6 +434,11 @@ async def _database(
         url = await asyncio.to_thread(private.start)
     except (DirectoryInUse, ClusterError) as exc:
         raise StartupError(str(exc)) from None
+    except OSError as exc:
+        raise StartupError(
+            f"cannot use the data directory {settings.data_dir}: {exc.strerror}"
+            f"{f' ({exc.filename})' if exc.filename else ''}; check --data-dir / PYSYNC_DATA_DIR."
+        ) from None
 
     async def stop() -> None:
         await asyncio.to_thread(private.stop)
@@ -381,9 +456,33 @@ def _explain(exc: BaseException, database_url: str) -> str:
         target = (
             f"{where.get('host', 'localhost')}:{where.get('port', 5432)}/{where.get('dbname', '')}"
         )
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        return f"cannot connect to the database at {target}: {reason}. Check --database-url / DATABASE_URL."
-    return str(exc)
+        return (
+            f"cannot connect to the database at {target}: {connection_failure(str(exc))} "
+            "Check --database-url / DATABASE_URL."
+        )
+    if isinstance(exc, OSError) and exc.filename:
+        # The shape logs are the files the engine opens.
+        return (
+            f"cannot use {exc.filename}: {exc.strerror}; check --storage-dir / "
+            "PYSYNC_STORAGE_DIR (default <data dir>/storage)."
+        )
+    return " ".join(str(exc).split("\n"))
+
+
+_ATTEMPT = re.compile(r"^(?:connection failed: )?connection to server (?:at|on) .*? failed: ")
+
+
+def connection_failure(message: str) -> str:
+    """libpq's ``connection failed: connection to server at "h", port p failed: Connection
+    refused`` and its tab-indented hint lines as one sentence: ``Connection refused; is the
+    server running on that host and accepting TCP/IP connections?``"""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    if not lines:
+        return "connection failed."
+    reason = _ATTEMPT.sub("", lines[0]).removeprefix("FATAL:").strip()
+    hints = [line[:1].lower() + line[1:] for line in lines[1:] if not _ATTEMPT.match(line)]
+    sentence = "; ".join([reason, *dict.fromkeys(hints)])
+    return sentence if sentence.endswith((".", "?")) else sentence + "."
 
 
 if __name__ == "__main__":

@@ -5,21 +5,30 @@ as aliases where Electric has the setting)."""
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
 import msgspec
+import psycopg
 
 from pysync.shapes.drift import SCHEMA_CHECK_INTERVAL
 from pysync.shapes.log import CHUNK_BYTES, COMPACT_MIN_BYTES
 from pysync.shapes.subqueries import MAX_ROWS as MAX_SUBQUERY_ROWS
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+NonNegative = Annotated[int, msgspec.Meta(ge=0)]
+Seconds = Annotated[float, msgspec.Meta(ge=0)]
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 class Settings(msgspec.Struct, kw_only=True):
     database_url: str | None = None
     """Replicate from this server; None starts the private Postgres in ``data_dir``."""
     host: str = "127.0.0.1"
-    port: int = 3000
+    port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 3000
     secret: str | None = None
     secret_file: Path | None = None
     """A file holding ``secret`` (its first line), read once when the settings are made:
@@ -27,37 +36,37 @@ class Settings(msgspec.Struct, kw_only=True):
     data_dir: Path = Path(".pysync")
     storage_dir: Path | None = None
     """Shape logs; default ``<data_dir>/storage``."""
-    long_poll_timeout: float = 20.0
+    long_poll_timeout: Seconds = 20.0
     publication: str = "pysync"
     slot: str = "pysync"
     log_level: str = "info"
     allow_delete: bool = False
-    max_shapes: int | None = None
-    max_subquery_rows: int = MAX_SUBQUERY_ROWS
+    max_shapes: Positive | None = None
+    max_subquery_rows: NonNegative = MAX_SUBQUERY_ROWS
     """Rows the subqueries of all shapes may hold in memory (about 1 KiB each)."""
-    chunk_bytes: int = CHUNK_BYTES
+    chunk_bytes: Positive = CHUNK_BYTES
     """About this many bytes per snapshot chunk and per response."""
-    cache_max_age: int = 60
+    cache_max_age: NonNegative = 60
     """``max-age`` of non-live responses (seconds)."""
-    cache_stale_age: int = 300
+    cache_stale_age: NonNegative = 300
     """``stale-while-revalidate`` of non-live responses (seconds)."""
-    max_initial_requests: int = 300
+    max_initial_requests: Positive = 300
     """Concurrent requests for a shape's start (``offset=-1``)."""
-    max_existing_requests: int = 10_000
+    max_existing_requests: Positive = 10_000
     """Concurrent other shape requests (live ones included)."""
-    max_connections: int | None = None
+    max_connections: Positive | None = None
     """Client connections at once; default: what the open-files limit allows."""
-    header_timeout: float = 10.0
+    header_timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     """Seconds a connection may take to send a request's head."""
-    snapshot_connections: int = 5
+    snapshot_connections: Positive = 5
     """Postgres sessions for snapshots and subsets at once."""
-    workers: int = 0
+    workers: NonNegative = 0
     """HTTP worker processes beside the replicating one (0: it serves HTTP itself)."""
     compaction: bool = True
     """Merge each row's updates in shape logs once they doubled in size."""
-    compact_min_bytes: int = COMPACT_MIN_BYTES
+    compact_min_bytes: NonNegative = COMPACT_MIN_BYTES
     """A log is compacted once it grew by at least this much."""
-    schema_check_interval: Annotated[float, msgspec.Meta(ge=0)] = SCHEMA_CHECK_INTERVAL
+    schema_check_interval: Seconds = SCHEMA_CHECK_INTERVAL
     """Seconds between catalog checks of the shapes' tables (0: none)."""
 
     @property
@@ -124,12 +133,29 @@ def from_env(environ: dict[str, str] | None = None) -> dict[str, object]:
     return found
 
 
-def make_settings(values: dict[str, object]) -> Settings:
-    """``Settings`` from strings or values; SettingsError names a bad one."""
+def env_origins(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment variable each setting of ``from_env`` came from, for messages."""
+    env = os.environ if environ is None else environ
+    origins = {
+        field: next(name for name in names if env.get(name))
+        for field, names in ENV.items()
+        if any(env.get(name) for name in names)
+    }
+    if env.get("ELECTRIC_MAX_CONCURRENT_REQUESTS"):
+        for field in ("max_initial_requests", "max_existing_requests"):
+            origins.setdefault(field, "ELECTRIC_MAX_CONCURRENT_REQUESTS")
+    return origins
+
+
+def make_settings(values: dict[str, object], origins: Mapping[str, str] | None = None) -> Settings:
+    """``Settings`` from strings or values; SettingsError names a bad one as ``origins``
+    says where it came from (``--port``, ``PYSYNC_PORT``), else by its field name."""
+    names = origins or {}
     try:
         settings = msgspec.convert(values, Settings, strict=False, dec_hook=_decode)
     except msgspec.ValidationError as exc:
-        raise SettingsError(f"invalid setting: {exc}") from None
+        raise SettingsError(_invalid(str(exc), values, names)) from None
+    _check(settings, names)
     if settings.secret_file is not None:
         if settings.secret is not None:
             raise SettingsError(
@@ -140,6 +166,71 @@ def make_settings(values: dict[str, object]) -> Settings:
             settings, secret=read_secret(settings.secret_file), secret_file=None
         )
     return settings
+
+
+_AT_FIELD = re.compile(r" - at `\$\.(\w+)`$")
+_KINDS = {
+    "`int | null`": "an integer",
+    "`float | null`": "a number",
+    "`int`": "an integer",
+    "`float`": "a number",
+    "`bool`": "true or false",
+    "`str | null`": "text",
+    "`str`": "text",
+}
+_SECRET_FIELDS = ("secret", "database_url")
+"""Not repeated in messages: they may hold a password."""
+
+
+def _invalid(message: str, values: Mapping[str, object], names: Mapping[str, str]) -> str:
+    """msgspec's ``Expected `int` >= 1 - at `$.workers``` as ``invalid --workers '-1':
+    expected an integer >= 1``."""
+    at = _AT_FIELD.search(message)
+    if at is None:
+        return f"invalid setting: {message}"
+    field = at[1]
+    reason = message[: at.start()]
+    reason = re.sub(r", got `[^`]*`$", "", reason)
+    for kind, plain in _KINDS.items():
+        reason = reason.replace(kind, plain)
+    reason = reason[:1].lower() + reason[1:]
+    return f"{_named(field, values.get(field), names)}: {reason}"
+
+
+def _named(field: str, value: object, names: Mapping[str, str]) -> str:
+    name = names.get(field, field)
+    if field in _SECRET_FIELDS or value is None:
+        return f"invalid {name}"
+    return f"invalid {name} {str(value)!r}"
+
+
+def _check(settings: Settings, names: Mapping[str, str]) -> None:
+    """What the types do not say: each failure would otherwise surface at start-up,
+    as a traceback."""
+    given = msgspec.structs.asdict(settings)
+
+    def fail(field: str, reason: str) -> SettingsError:
+        return SettingsError(f"{_named(field, given[field], names)}: {reason}")
+
+    if settings.database_url is not None:
+        try:
+            psycopg.conninfo.conninfo_to_dict(settings.database_url)
+        except psycopg.ProgrammingError as exc:
+            reason = str(exc).strip().replace("\n", " ")
+            raise fail(
+                "database_url",
+                f"{reason}; expected postgresql://user@host:port/dbname or 'host=... dbname=...'",
+            ) from None
+    if settings.log_level.lower() not in LOG_LEVELS:
+        raise fail("log_level", f"expected one of {', '.join(LOG_LEVELS)}")
+    if not re.fullmatch(r"[a-z0-9_]{1,63}", settings.slot):
+        raise fail("slot", "a replication slot name is 1 to 63 lower-case letters, digits or '_'")
+    if not 0 < len(settings.publication.encode()) < 64:
+        raise fail("publication", "a publication name is 1 to 63 bytes")
+    if settings.secret == "":
+        raise fail("secret", "the secret is empty; leave it out to serve without one")
+    if not settings.host:
+        raise fail("host", "expected an interface's address or name, e.g. 127.0.0.1")
 
 
 def read_secret(path: Path) -> str:

@@ -439,7 +439,8 @@ async def test_options_preflight(client: Client) -> None:
     assert r.headers["access-control-max-age"] == "86400"
     assert r.headers["access-control-allow-headers"] == "If-None-Match,traceparent"
     assert r.headers["access-control-allow-origin"] == "https://a.example"
-    assert r.headers["access-control-allow-methods"] == "GET, POST, HEAD, DELETE, OPTIONS"
+    # DELETE is off (--allow-delete): not offered to a browser that would get a 405.
+    assert r.headers["access-control-allow-methods"] == "GET, POST, HEAD, OPTIONS"
     assert r.headers["connection"] == "keep-alive"
     assert "cache-control" not in r.headers
     only_custom = await client.raw(
@@ -498,6 +499,20 @@ async def test_delete_disabled(client: Client) -> None:
     assert r.status_code == 405
     assert r.json() == {"message": "DELETE not allowed"}
     assert r.headers["cache-control"] == "no-cache"  # every DELETE response (section 6.4)
+    assert r.headers["allow"] == "GET, POST, HEAD, OPTIONS"
+    assert r.headers["access-control-allow-methods"] == "GET, POST, HEAD, OPTIONS"
+
+
+async def test_preflight_offers_delete_when_it_is_allowed(engine: Engine) -> None:
+    client = Client(make_api(engine, allow_delete=True))
+    try:
+        r = await client.raw(
+            "/v1/shape", "OPTIONS", headers={"access-control-request-method": "DELETE"}
+        )
+        assert r.status_code == 204
+        assert r.headers["access-control-allow-methods"] == "GET, POST, HEAD, DELETE, OPTIONS"
+    finally:
+        await client.aclose()
 
 
 # -- SSE --------------------------------------------------------------------------------

@@ -77,12 +77,13 @@ class CORS(msgspec.Struct, frozen=True, kw_only=True):
         _vary(headers, self.vary)
         return response
 
-    def preflight(self, request: Request) -> Response:
-        """The answer to ``OPTIONS``."""
+    def preflight(self, request: Request, methods: str = SHAPE_METHODS) -> Response:
+        """The answer to ``OPTIONS``; ``methods``: those the route answers."""
         response = Response(
             b"", status_code=204, headers={"access-control-max-age": str(self.max_age)}
         )
         self.apply(request, response)
+        response.headers["access-control-allow-methods"] = methods
         requested = request.headers.get("access-control-request-headers")
         if requested:
             allowed = set(PREFLIGHT_HEADERS) | set(self.headers)

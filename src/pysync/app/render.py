@@ -41,6 +41,9 @@ from pysync.shapes.definition import ShapeDefinition, ShapeError
 
 log = logging.getLogger(__name__)
 
+APP_ROUTE_METHODS = "GET, HEAD, OPTIONS"
+"""What an app's shape route answers (``routes.app_route``), as its preflight says."""
+
 Cache = Literal["public", "private"]
 """``public``: Electric's cache headers (shared caches may keep responses, for a shape
 that is the same for everyone); ``private``: only the client's own cache may."""
@@ -122,7 +125,7 @@ async def render(
     """The response to ``request`` for the shape ``source`` (a definition input or a
     shape function); ``secret`` is required of the client unless None."""
     if request.method == "OPTIONS":
-        return cors.preflight(request)
+        return cors.preflight(request, APP_ROUTE_METHODS)
     try:
         check_secret(request, secret)
         parsed = ShapeAPI.parse_query(request.query_params, shape_from_params=False)

@@ -15,7 +15,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from pysync.app.cors import CORS
 from pysync.app.render import ShapeBackend
 from pysync.app.served_tables import ServedTables
-from pysync.http.responses import error_response
+from pysync.http.responses import READ_METHODS, error_response
+from pysync.http.responses import SHAPE_METHODS as ALL_METHODS
 
 SHAPE_METHODS = ["GET", "HEAD", "POST", "DELETE", "OPTIONS"]
 APP_SHAPE_METHODS = ["GET", "HEAD", "OPTIONS"]
@@ -28,14 +29,16 @@ def electric_routes(
     *,
     metrics: bool = False,
     tables: ServedTables | None = None,
+    allow_delete: bool = True,
 ) -> list[BaseRoute]:
     """``/v1/shape`` (client-defined shapes, every method of Electric's API; only of
     ``tables`` when given) and ``/v1/health``; ``/metrics`` (Prometheus) when asked and
-    the engine is in-process."""
+    the engine is in-process. ``allow_delete``: whether a preflight offers DELETE."""
+    methods = ALL_METHODS if allow_delete else READ_METHODS
 
     async def shape(request: Request) -> Response:
         if request.method == "OPTIONS":
-            return cors.preflight(request)
+            return cors.preflight(request, methods)
         refusal = await tables.refusal(request) if tables is not None else None
         if refusal is not None:
             return cors.apply(request, error_response(request, refusal))

@@ -40,7 +40,7 @@ from pysync.app.routes import app_route, electric_routes, mount
 from pysync.app.served_tables import ServedTables
 from pysync.app.shapes import interrupt_target, is_shape_function, shape
 from pysync.app.transform import Transform
-from pysync.config import Settings, from_env, make_settings
+from pysync.config import Settings, env_origins, from_env, make_settings
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 from pysync.postgres.private import PrivateDatabase
@@ -255,7 +255,14 @@ class Sync:
         from another in a subquery, is a 403. The app's middleware (its auth) runs
         before these routes, as before any other."""
         served = ServedTables(tables) if tables is not None else None
-        return electric_routes(self._get_backend, self.cors, metrics=metrics, tables=served)
+        return electric_routes(
+            self._get_backend,
+            self.cors,
+            metrics=metrics,
+            tables=served,
+            # In http mode the sync service decides: DELETE is forwarded to it.
+            allow_delete=self.mode == "http" or self.settings.allow_delete,
+        )
 
     def mount(
         self,
@@ -391,10 +398,13 @@ def _settings(database_url: str | None, env: bool, settings: dict[str, Any]) -> 
             f"{', '.join(Settings.__struct_fields__)}"
         )
     values: dict[str, object] = dict(from_env()) if env else {}
-    values.update({k: v for k, v in settings.items() if v is not None})
+    given = {k: v for k, v in settings.items() if v is not None}
     if database_url is not _FROM_ENV:
-        values["database_url"] = database_url
-    return make_settings(values)
+        given["database_url"] = database_url
+    values.update(given)
+    # A bad value is named by the variable it came from, or by its argument.
+    origins = {k: v for k, v in (env_origins() if env else {}).items() if k not in given}
+    return make_settings(values, origins)
 
 
 def interrupt(shape_: object = None, /, **options: Any) -> int:

@@ -214,7 +214,7 @@ class ShapeAPI:
 
     async def _shape_request(self, request: Request) -> Response:
         if request.method == "OPTIONS":
-            return responses.options(request)
+            return responses.options(request, allow_delete=self.allow_delete)
         self.authorise(request)
         if request.method == "DELETE":
             return await delete_shape(self, request)

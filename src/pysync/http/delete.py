@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from pysync.engine import EngineUnavailable
 from pysync.http.errors import ShapeAPIError, invalid, unavailable
-from pysync.http.responses import common
+from pysync.http.responses import READ_METHODS, common
 from pysync.shapes.definition import ShapeError
 
 if TYPE_CHECKING:
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 async def delete_shape(api: ShapeAPI, request: Request) -> Response:
     if not api.allow_delete:
-        raise ShapeAPIError(405, {"message": "DELETE not allowed"})
+        methods = {"allow": READ_METHODS, "access-control-allow-methods": READ_METHODS}
+        raise ShapeAPIError(405, {"message": "DELETE not allowed"}, methods)
     query = dict(request.query_params)
     handle = query.get("handle")
     if not query.get("table"):

@@ -29,6 +29,9 @@ EXPOSED_HEADERS = (
 JSON = "application/json; charset=utf-8"
 MUST_REFETCH_BODY = b'[{"headers":{"control":"must-refetch"}}]'
 SHAPE_METHODS = "GET, POST, HEAD, DELETE, OPTIONS"
+READ_METHODS = "GET, POST, HEAD, OPTIONS"
+"""The shape route's methods when DELETE is off (``--allow-delete``): a preflight then
+does not invite a DELETE that answers 405."""
 PREFLIGHT_HEADERS = ("if-none-match", "traceparent")
 """Request headers a preflight may allow, as Electric (auth headers need a proxy)."""
 
@@ -134,9 +137,11 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     )
 
 
-def options(request: Request) -> Response:
+def options(request: Request, *, allow_delete: bool) -> Response:
     """The CORS preflight answer of a shape route."""
     headers = common({"access-control-max-age": "86400", "connection": "keep-alive"}, request)
+    if not allow_delete:
+        headers["access-control-allow-methods"] = READ_METHODS
     del headers["cache-control"]
     requested = request.headers.get("access-control-request-headers")
     if requested:

@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 import psycopg
+from psycopg import sql
 
 DEFAULT_COLLATION = "libc:C.UTF-8:C.UTF-8"
 """The locale of clusters pysync creates (``cluster.py``)."""
@@ -171,6 +172,33 @@ async def load_table_async(
         return None
     cursor = await conn.execute(_TABLE_QUERY, (schema, name))
     return _table(await cursor.fetchall())
+
+
+# A table the role sees in the catalog (USAGE on its schema) but may not read.
+_UNREADABLE_QUERY = """
+SELECT current_user FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')
+  AND has_schema_privilege(n.oid, 'USAGE') AND NOT has_table_privilege(c.oid, 'SELECT')
+"""
+
+
+async def why_unreadable_async(
+    conn: psycopg.AsyncConnection[Any], schema: str, name: str
+) -> str | None:
+    """For the operator's log, when ``load_table_async`` found no ``schema.name``: what
+    Postgres says if the table exists but the role may not read it, with the GRANT to
+    run; None when it does not exist for the role at all."""
+    if is_system_schema(schema):
+        return None
+    row = await (await conn.execute(_UNREADABLE_QUERY, (schema, name))).fetchone()
+    if row is None:
+        return None
+    table = sql.Identifier(schema, name).as_string(conn)
+    role = sql.Identifier(str(row[0])).as_string(conn)
+    return (
+        f"permission denied for table {table}: role {role} may not read it (its shapes "
+        f"are refused as a table that does not exist); run GRANT SELECT ON {table} TO {role}"
+    )
 
 
 async def load_tables_by_oid_async(

@@ -372,6 +372,13 @@ class PostgresCluster:
     def running(self) -> bool:
         return self.pid is not None
 
+    def attach(self) -> bool:
+        """Use the server another process started here (for ``url``); False if none runs."""
+        if not self.running:
+            return False
+        self.port = self._running_port()
+        return True
+
     @property
     def pid(self) -> int | None:
         pid_file = self.pgdata / "postmaster.pid"

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from pysync.postgres.catalog import load_table_async
+from pysync.postgres.catalog import load_table_async, why_unreadable_async
 from pysync.postgres.connections import Connections
 from pysync.postgres.publication import PublishAbandoned, Publisher
 from pysync.postgres.sqlstate import safe_reason
@@ -72,6 +72,8 @@ class ShapeRegistry:
         self._tasks: set[asyncio.Task[None]] = set()
         self._recordings: set[asyncio.Future[None]] = set()
         self._building: dict[ShapeDefinition, asyncio.Future[Shape]] = {}
+        self._unreadable_said: set[tuple[str, str]] = set()
+        """Tables whose missing SELECT was logged: only tables that exist, so bounded."""
         self._compiler = ThreadPoolExecutor(2, thread_name_prefix="pysync-compile")
         self.on_invalidate: list[Callable[[ShapeConsumer], None]] = []
         self.on_storage_error: Callable[[StorageError], None] = lambda exc: None
@@ -176,6 +178,8 @@ class ShapeRegistry:
         try:
             async with self.connections.catalog_session() as conn:
                 table = await load_table_async(conn, definition.schema, definition.table)
+                if table is None:
+                    await self._say_why_missing(conn, definition.relation)
             if table is None:
                 return build_shape(definition, table)  # raises: no such table
             relations = (
@@ -187,6 +191,8 @@ class ShapeRegistry:
             if relations:
                 async with self.connections.catalog_session() as conn:
                     tables = {rel: await load_table_async(conn, *rel) for rel in relations}
+                    for rel in [rel for rel, found in tables.items() if found is None]:
+                        await self._say_why_missing(conn, rel)
             if inline:
                 return build_shape(definition, table, tables)
             return await self.compute(build_shape, definition, table, tables)
@@ -195,6 +201,18 @@ class ShapeRegistry:
                 "where",
                 f"the clause took more than {self.compile_timeout:g} s to compile; simplify it",
             ) from None
+
+    async def _say_why_missing(
+        self, conn: psycopg.AsyncConnection[Any], relation: tuple[str, str]
+    ) -> None:
+        """Log (once per table) why a table the role may not read is "missing": its
+        client only learns that it does not exist."""
+        if relation in self._unreadable_said:
+            return
+        reason = await why_unreadable_async(conn, *relation)
+        if reason is not None:
+            self._unreadable_said.add(relation)
+            log.warning("%s", reason)
 
     async def compute(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` in the compile threads, within ``compile_timeout`` (TimeoutError):
