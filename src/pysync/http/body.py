@@ -22,12 +22,9 @@ PIECE_BYTES = 32 * 1024
 
 def inline_body(consumer: ShapeConsumer, part: LogSlice, tail: bytes | None) -> bytes | None:
     """``[entries..., tail]`` as a JSON array, or None when it is too large to build."""
-    payloads = part.payloads
-    if payloads is None:
-        if part.size > INLINE_BYTES:
-            return None
-        read = consumer.log.storage.read
-        payloads = [read(position, length) for position, length in part.spans]
+    if part.payloads is None and part.size > INLINE_BYTES:
+        return None
+    payloads = consumer.log.payloads(part)
     parts = payloads if tail is None else [*payloads, tail]
     return b"[" + b",".join(parts) + b"]"
 

@@ -339,11 +339,20 @@ class ShapeLog:
         ``max_bytes`` (at least one frame). "Reached the end" needs a complete snapshot.
         """
         part = self.slice(after, max_bytes)
-        payloads = part.payloads
-        if payloads is None:
-            read = self.storage.read
-            payloads = [read(position, length) for position, length in part.spans]
-        return payloads, part.end, part.reached
+        return self.payloads(part), part.end, part.reached
+
+    def payloads(self, part: LogSlice) -> list[bytes]:
+        """The payloads of ``part``: at hand, or read in one piece (the frames of a slice
+        follow each other in storage, headers between them) and cut apart."""
+        if part.payloads is not None:
+            return part.payloads
+        spans = part.spans
+        if not spans:
+            return []
+        first = spans[0][0]
+        last, length = spans[-1]
+        block = self.storage.read(first, last + length - first)
+        return [block[p - first : p - first + n] for p, n in spans]
 
     def slice(self, after: LogOffset, max_bytes: int | None = None) -> LogSlice:
         """What ``read`` returns, as positions in storage (and the payloads themselves
