@@ -107,6 +107,28 @@ def check_offsets(log: ShapeLog) -> None:
             seen.add(position)
 
 
+def drop_slot(conn: Conn, slot: str) -> None:
+    """Drop ``slot`` if it exists, ending the walsender still holding it: the one of an
+    engine just stopped can take a moment to exit (its drop raced it: ObjectInUse)."""
+    deadline = time.monotonic() + 30
+    while True:
+        conn.execute(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+            "WHERE slot_name = %s AND active_pid IS NOT NULL",
+            (slot,),
+        )
+        try:
+            conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE slot_name = %s",
+                (slot,),
+            )
+            return
+        except psycopg.errors.ObjectInUse:
+            assert time.monotonic() < deadline, f"could not drop the slot {slot}"
+            time.sleep(0.05)
+
+
 def fence(conn: Conn) -> int:
     """Commit a transaction after everything written so far; returns an LSN the engine's
     ``last_seen_lsn`` reaches once it processed that transaction (and hence all before):

@@ -17,7 +17,7 @@ import pytest
 from starlette.applications import Starlette
 
 import pysync
-from engine_runner import Conn, poll
+from engine_runner import Conn, drop_slot, poll
 from http_support import Client, make_api
 from pysync.engine import Engine
 from pysync.postgres.cluster import free_port
@@ -184,9 +184,7 @@ async def test_schema_without_usage_reveals_nothing(database_url: str, conn: Con
             await engine.stop()
     finally:
         conn.execute("DROP PUBLICATION IF EXISTS outsider")
-        conn.execute(
-            "SELECT pg_drop_replication_slot('outsider') FROM pg_replication_slots WHERE slot_name = 'outsider'"
-        )
+        drop_slot(conn, "outsider")
         conn.execute("REVOKE ALL ON DATABASE " + conn.info.dbname + " FROM outsider")
         conn.execute("DROP OWNED BY outsider; DROP ROLE outsider")
 
@@ -219,9 +217,7 @@ async def test_table_the_role_cannot_publish_is_a_503_without_details(
             await engine.stop()
     finally:
         conn.execute("DROP PUBLICATION IF EXISTS reader")
-        conn.execute(
-            "SELECT pg_drop_replication_slot('reader') FROM pg_replication_slots WHERE slot_name = 'reader'"
-        )
+        drop_slot(conn, "reader")
         conn.execute("REVOKE ALL ON DATABASE " + conn.info.dbname + " FROM reader")
         conn.execute("DROP OWNED BY reader; DROP ROLE reader")
 
