@@ -13,8 +13,10 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -398,4 +400,81 @@ def test_a_new_shape_on_a_table_renamed_and_created_again_waits_for_every_worker
                 [rows(conn, "SELECT * FROM items")],
             )
     finally:
+        assert server.stop(), server.output()
+
+
+async def test_a_snapshot_done_as_its_shape_is_handed_out_is_served(
+    db: str, tmp_path: Path
+) -> None:
+    """The hub's reply with a new shape (still snapshotting) and the news that its
+    snapshot is done can reach the asking worker in one read (a busy machine). The
+    worker mirrors the shape before it reads on: else the news, about a shape it does
+    not know yet, is dropped, and the request waits for a snapshot it never hears of.
+
+    Made deterministic: the reply is held back by a deletion the other (stopped)
+    worker has not acknowledged, the snapshot by a writer's lock on the table; the
+    asking worker is stopped while both are sent to it."""
+    port = free_port()
+    storage = tmp_path / "storage"
+    server = start(db, storage, port, "--workers", "2", "--allow-delete")
+    base = f"http://127.0.0.1:{port}/v1/shape"
+    asker, other = children(server.process.pid)
+    stopped: set[int] = set()
+
+    def stop(pid: int) -> None:
+        os.kill(pid, signal.SIGSTOP)
+        stopped.add(pid)
+
+    def resume(pid: int) -> None:
+        os.kill(pid, signal.SIGCONT)
+        stopped.discard(pid)
+
+    async def until(condition: Callable[[], bool], what: str) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.01)
+
+    try:
+        with (
+            psycopg.connect(db, autocommit=True) as conn,
+            psycopg.connect(db) as writer,
+            ThreadPoolExecutor(4) as pool,
+        ):
+            old = fresh_walk(base, {"table": "items"})[-1].headers["electric-handle"]
+            conn.execute("CREATE TABLE late (id int PRIMARY KEY, v text)")
+            writer.execute("INSERT INTO late VALUES (1, 'row')")  # holds off the publication
+            loop = asyncio.get_running_loop()
+
+            def call(*args: Any) -> asyncio.Future[Any]:
+                return loop.run_in_executor(pool, *args)
+
+            assert (storage / "shapes" / old).exists()
+            stop(other)  # the asker takes every connection; the deletion waits for other
+            deleting = call(fresh, base, {"table": "items", "handle": old}, "DELETE")
+            await until(lambda: not (storage / "shapes" / old).exists(), "the deletion")
+            asking = call(fresh, base, {"table": "late", "offset": "-1"})
+            waits = (
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE%'"
+            )
+            await until(lambda: conn.execute(waits).fetchone() == (1,), "the snapshot's lock wait")
+            stop(asker)  # the reply, then the snapshot's end, wait in its socket
+            resume(other)
+            # other takes this one; its reply follows the held-back one.
+            assert (
+                await call(fresh, base, {"table": "missing", "offset": "-1"})
+            ).status_code == 400
+            writer.commit()
+            done = await call(fresh, base, {"table": "late", "offset": "-1"})  # through other
+            assert done.status_code == 200, done.text
+            resume(asker)
+            response = await asyncio.wait_for(asking, 10)
+            assert response.status_code == 200, response.text
+            assert response.headers["electric-handle"] == done.headers["electric-handle"]
+            assert [m["value"] for m in response.json() if "key" in m] == [{"id": "1", "v": "row"}]
+            assert (await deleting).status_code == 202
+    finally:
+        for pid in list(stopped):
+            resume(pid)
         assert server.stop(), server.output()

@@ -11,7 +11,8 @@ A shape that leaves the replicating process's registry (deleted, invalidated, ev
 is dropped here as soon as the hub says so (``Gone``), and the hub hears back: it
 answers the deletion, or hands out the shape made in its place, only once every worker
 dropped the old one. Its handle is remembered as gone, so that a reply about it still
-on its way does not bring it back.
+on its way does not bring it back. A reply's shape is mirrored as the reply is read,
+before the next message: what the hub says of it next (its snapshot done) is not lost.
 
 One difference: a shape whose snapshot failed is reported gone (the client refetches
 and the new attempt reports the error), since the error itself stays in the
@@ -97,7 +98,7 @@ class MirrorEngine:
         self._lsn = 0
         self._by_handle: dict[str, ShapeConsumer] = {}
         self._by_definition: dict[ShapeDefinition, ShapeConsumer] = {}
-        self._asks: dict[int, asyncio.Future[Found]] = {}
+        self._asks: dict[int, tuple[ShapeDefinition, asyncio.Future[Found]]] = {}
         self._deletes: dict[int, asyncio.Future[bool]] = {}
         self._subsets: dict[int, asyncio.Future[SubsetDone]] = {}
         self._gone: dict[str, None] = {}
@@ -144,9 +145,7 @@ class MirrorEngine:
                 if isinstance(message, Grown):
                     self._grown(message)
                 elif isinstance(message, Found):
-                    pending = self._asks.pop(message.id, None)
-                    if pending is not None and not pending.done():
-                        pending.set_result(message)
+                    self._answered(message)
                 elif isinstance(message, Gone):
                     self._dropped(message)
                 elif isinstance(message, SubsetDone):
@@ -165,7 +164,7 @@ class MirrorEngine:
             if not self.closed.done():
                 self.closed.set_result(None)
             replies: list[asyncio.Future[Any]] = [
-                *self._asks.values(),
+                *(reply for _, reply in self._asks.values()),
                 *self._deletes.values(),
                 *self._subsets.values(),
             ]
@@ -187,6 +186,28 @@ class MirrorEngine:
         if consumer is not None:
             self._forget(consumer, gone.reason or "gone")  # its waiting requests wake
         self._send(Dropped(gone.number))
+
+    def _answered(self, found: Found) -> None:
+        """The shape named by a ``Found`` is mirrored here, before the next message is
+        read: the ``Grown`` that follows it on the channel (its snapshot done, a commit)
+        may already be in the same read, and one for a shape not yet mirrored is lost.
+        The request it answers would then wait for a snapshot it is never told of."""
+        pending = self._asks.pop(found.id, None)
+        if pending is None:
+            return
+        definition, reply = pending
+        if reply.done():
+            return
+        handle = found.handle
+        if handle is not None and handle not in self._gone and handle not in self._by_handle:
+            try:
+                self._mirror(definition, found)
+            except FileNotFoundError:
+                pass  # deleted since the reply: the request finds no shape and says so
+            except Exception as exc:  # noqa: BLE001 - the request's failure, not the channel's
+                reply.set_exception(exc)
+                return
+        reply.set_result(found)
 
     def _apply(self, consumer: ShapeConsumer, size: int, state: str, reason: str) -> None:
         if state in (GONE.value, "failed"):
@@ -313,20 +334,15 @@ class MirrorEngine:
             raise EngineUnavailable("the shape went away while it was made; retry", 1)
         if found.handle is None:
             return None
-        consumer = self._by_handle.get(found.handle)
-        if consumer is None:
-            try:
-                consumer = self._mirror(definition, found)
-            except FileNotFoundError:
-                consumer = None  # deleted since the reply
-            if consumer is None or consumer.gone:
-                raise EngineUnavailable("the shape went away while it was made; retry", 1)
+        consumer = self._by_handle.get(found.handle)  # mirrored as the reply came
+        if consumer is None or consumer.gone:
+            raise EngineUnavailable("the shape went away while it was made; retry", 1)
         self._by_definition[definition] = consumer
         return consumer
 
     async def _found(self, ask: Ask) -> Found:
         reply: asyncio.Future[Found] = asyncio.get_running_loop().create_future()
-        self._asks[ask.id] = reply
+        self._asks[ask.id] = (ask.definition, reply)
         self._send(ask)
         found = await reply
         if found.error == "shape":
