@@ -178,6 +178,14 @@ def _parser() -> argparse.ArgumentParser:
         "recreated or altered ones make their clients refetch "
         "(env PYSYNC_SCHEMA_CHECK_INTERVAL, default 15; 0: none)",
     )
+    serve.add_argument(
+        "--manual-publishing",
+        action="store_true",
+        default=None,
+        help="never alter the publication or a table's replica identity: a database owner "
+        "adds each table and sets REPLICA IDENTITY FULL "
+        "(env PYSYNC_MANUAL_PUBLISHING or ELECTRIC_MANUAL_TABLE_PUBLISHING)",
+    )
     psql = commands.add_parser(
         "psql",
         help="psql on the private Postgres of a data directory (started by pysync serve)",

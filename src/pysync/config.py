@@ -68,6 +68,9 @@ class Settings(msgspec.Struct, kw_only=True):
     """A log is compacted once it grew by at least this much."""
     schema_check_interval: Seconds = SCHEMA_CHECK_INTERVAL
     """Seconds between catalog checks of the shapes' tables (0: none)."""
+    manual_publishing: bool = False
+    """Never alter the publication or a table's replica identity: a database owner
+    publishes each table and sets it ``REPLICA IDENTITY FULL``."""
 
     @property
     def shape_storage(self) -> Path:
@@ -101,6 +104,7 @@ ENV: dict[str, tuple[str, ...]] = {
     "compaction": ("PYSYNC_COMPACTION",),
     "compact_min_bytes": ("PYSYNC_COMPACT_MIN_BYTES",),
     "schema_check_interval": ("PYSYNC_SCHEMA_CHECK_INTERVAL",),
+    "manual_publishing": ("PYSYNC_MANUAL_PUBLISHING", "ELECTRIC_MANUAL_TABLE_PUBLISHING"),
 }
 
 
