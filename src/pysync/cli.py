@@ -134,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-initial-requests",
-        help="concurrent offset=-1 requests "
+        help="concurrent requests for new shapes "
         "(env PYSYNC_MAX_INITIAL_REQUESTS, or ELECTRIC_MAX_CONCURRENT_REQUESTS JSON; default 300)",
     )
     serve.add_argument(

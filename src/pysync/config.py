@@ -51,7 +51,7 @@ class Settings(msgspec.Struct, kw_only=True):
     cache_stale_age: NonNegative = 300
     """``stale-while-revalidate`` of non-live responses (seconds)."""
     max_initial_requests: Positive = 300
-    """Concurrent requests for a shape's start (``offset=-1``)."""
+    """Concurrent requests for shapes that do not exist yet (their snapshots)."""
     max_existing_requests: Positive = 10_000
     """Concurrent other shape requests (live ones included)."""
     max_connections: Positive | None = None
