@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 
 from pysync import __version__, bench
 from pysync.config import ENV, Settings, SettingsError, env_origins, from_env, make_settings
+from pysync.electric_env import notices
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 from pysync.http.parking import LivePolls
@@ -257,6 +258,8 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     _warn_of_visible_secrets(args)
+    for notice in notices():
+        log.warning("%s", notice)
     try:
         run_loop(serve(settings))
     except StartupError as exc:
