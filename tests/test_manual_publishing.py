@@ -81,6 +81,12 @@ async def test_published_table_served_others_get_electrics_error_nothing_altered
         )
         assert missing.headers["retry-after"] == "10"
         assert missing.headers["electric-internal-known-error"] == "true"
+        # So is a subquery on it: the client is told, not sent to refetch the same.
+        nested = await client.shape(
+            table="items", where="id IN (SELECT id FROM other)", offset="-1"
+        )
+        assert nested.status_code == 503, nested.text
+        assert nested.json() == missing.json()
         logged = " ".join(r.getMessage() for r in caplog.records)
         assert (
             'ALTER TABLE "public"."other" REPLICA IDENTITY FULL; '
