@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 import pysync
+from pysync.cli import parse, settings_from
 from pysync.config import ENV, STREAM_ID, SettingsError, env_origins, from_env, make_settings
 from pysync.electric_env import NOT_APPLICABLE, notices
 
@@ -198,3 +199,10 @@ def test_a_bad_stream_id_names_its_variable() -> None:
         SettingsError, match="^invalid ELECTRIC_REPLICATION_STREAM_ID 'pysync_my-app'"
     ):
         make_settings(from_env(env), env_origins(env))
+
+
+def test_manual_publishing_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYSYNC_MANUAL_PUBLISHING", raising=False)
+    monkeypatch.setenv("ELECTRIC_MANUAL_TABLE_PUBLISHING", "false")
+    assert settings_from(parse(["serve"])).manual_publishing is False
+    assert settings_from(parse(["serve", "--manual-publishing"])).manual_publishing is True
