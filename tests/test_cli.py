@@ -93,14 +93,16 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "compaction": ("maybe", "expected true or false"),
     "compact_min_bytes": ("-1", "expected an integer >= 0"),
     "schema_check_interval": ("-1", "expected a number >= 0.0"),
+    "manual_publishing": ("maybe", "expected true or false"),
 }
 """Settings that are checked before anything starts (exit status 2)."""
 
 AT_START = ("host", "secret_file", "data_dir", "storage_dir")
 """Settings found bad when they are used (exit status 1); see the test below."""
 
-NO_FLAG_VALUE = {"allow_delete", "compaction"}
-"""--allow-delete is a switch; --compaction takes on or off (its own test)."""
+NO_FLAG_VALUE = {"allow_delete", "compaction", "manual_publishing"}
+"""--allow-delete and --manual-publishing are switches; --compaction takes on or off (its
+own test)."""
 NO_ENV_VALUE = {"secret"}  # an empty variable counts as unset
 
 

@@ -8,7 +8,9 @@ import msgspec
 import pytest
 
 import pysync
-from pysync.config import SettingsError, from_env, make_settings
+from pysync.cli import parse, settings_from
+from pysync.config import ENV, STREAM_ID, SettingsError, env_origins, from_env, make_settings
+from pysync.electric_env import NOT_APPLICABLE, notices
 
 
 def test_directories_and_workers_from_the_environment() -> None:
@@ -83,3 +85,124 @@ def test_an_embedded_sync_names_the_variable_or_argument_of_a_bad_value(
     with pytest.raises(SettingsError) as argument_error:
         pysync.Sync(port=70000)  # the argument wins over the variable, and is named
     assert str(argument_error.value) == "invalid port '70000': expected an integer <= 65535"
+
+
+ELECTRIC_PAGE = [
+    "DATABASE_URL",
+    "ELECTRIC_POOLED_DATABASE_URL",
+    "ELECTRIC_DATABASE_USE_IPV6",
+    "ELECTRIC_DB_POOL_SIZE",
+    "ELECTRIC_DATABASE_TCP_KEEPALIVE_IDLE",
+    "ELECTRIC_DATABASE_TCP_KEEPALIVE_INTERVAL",
+    "ELECTRIC_DATABASE_TCP_KEEPALIVE_COUNT",
+    "ELECTRIC_DATABASE_TCP_USER_TIMEOUT",
+    "ELECTRIC_DATABASE_CA_CERTIFICATE_FILE",
+    "ELECTRIC_REPLICATION_STREAM_ID",
+    "CLEANUP_REPLICATION_SLOTS_ON_SHUTDOWN",
+    "ELECTRIC_TEMPORARY_REPLICATION_SLOT_USE_RANDOM_NAME",
+    "ELECTRIC_REPLICATION_IDLE_TIMEOUT",
+    "ELECTRIC_MANUAL_TABLE_PUBLISHING",
+    "ELECTRIC_SECRET",
+    "ELECTRIC_INSECURE",
+    "ELECTRIC_INSTANCE_ID",
+    "ELECTRIC_SERVICE_NAME",
+    "ELECTRIC_LISTEN_ON_IPV6",
+    "ELECTRIC_TCP_SEND_TIMEOUT",
+    "ELECTRIC_TCP_READ_TIMEOUT",
+    "ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD",
+    "ELECTRIC_PORT",
+    "ELECTRIC_SHAPE_SUSPEND_CONSUMER",
+    "ELECTRIC_SHAPE_HIBERNATE_AFTER",
+    "ELECTRIC_SHAPE_DB_EXCLUSIVE_MODE",
+    "ELECTRIC_SHAPE_DB_STORAGE_DIR",
+    "ELECTRIC_SHAPE_DB_SYNCHRONOUS",
+    "ELECTRIC_SHAPE_DB_CACHE_SIZE",
+    "ELECTRIC_SHAPE_DB_ENABLE_STATS",
+    "ELECTRIC_SHAPE_DB_ENABLE_MEMORY_STATS",
+    "ELECTRIC_MAX_CONCURRENT_REQUESTS",
+    "ELECTRIC_MAX_SHAPES",
+    "ELECTRIC_CONSUMER_PARTITIONS",
+    "ELECTRIC_FEATURE_FLAGS",
+    "ELECTRIC_CACHE_MAX_AGE",
+    "ELECTRIC_CACHE_STALE_AGE",
+    "ELECTRIC_PERSISTENT_STATE",
+    "ELECTRIC_STORAGE",
+    "ELECTRIC_STORAGE_DIR",
+    "ELECTRIC_OTLP_ENDPOINT",
+    "ELECTRIC_OTEL_DEBUG",
+    "ELECTRIC_HNY_API_KEY",
+    "ELECTRIC_HNY_DATASET",
+    "ELECTRIC_PROMETHEUS_PORT",
+    "ELECTRIC_STATSD_HOST",
+    "SENTRY_DSN",
+    "ELECTRIC_LOG_LEVEL",
+    "ELECTRIC_LOG_COLORS",
+    "ELECTRIC_LOG_OTP_REPORTS",
+]
+"""Every variable of Electric's configuration page (website/docs/sync/api/config.md)."""
+READ_BY_FROM_ENV = {"ELECTRIC_MAX_CONCURRENT_REQUESTS", STREAM_ID}
+
+
+def test_every_electric_variable_is_honoured_or_noticed_and_documented() -> None:
+    honoured = {name for names in ENV.values() for name in names} | READ_BY_FROM_ENV
+    for name in ELECTRIC_PAGE:
+        assert (name in honoured) != (name in NOT_APPLICABLE), name
+    table = (Path(__file__).parent.parent / "docs" / "operations.md").read_text()
+    assert [name for name in ELECTRIC_PAGE if f"`{name}`" not in table] == []
+    # Each set variable without effect is one line naming it, and none crashes a start.
+    env = {name: "x" for name in NOT_APPLICABLE}
+    lines = notices(env)
+    assert len(lines) == len(NOT_APPLICABLE)
+    assert [line.split()[0] for line in lines] == list(NOT_APPLICABLE)
+    make_settings(from_env(env))
+    assert notices({"ELECTRIC_PORT": "3000", "PYSYNC_PORT": "1"}) == []
+
+
+def test_electric_aliases_set_the_right_settings() -> None:
+    env = {
+        "DATABASE_URL": "postgresql://db/app",
+        "ELECTRIC_PORT": "4000",
+        "ELECTRIC_SECRET": "s",
+        "ELECTRIC_DB_POOL_SIZE": "7",
+        "ELECTRIC_MANUAL_TABLE_PUBLISHING": "true",
+        "ELECTRIC_REPLICATION_STREAM_ID": "MyApp",
+        "ELECTRIC_EXPERIMENTAL_MAX_SHAPES": "50",
+        "ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD": "4096",
+        "ELECTRIC_MAX_CONCURRENT_REQUESTS": '{"initial": 3, "existing": 4}',
+        "ELECTRIC_CACHE_MAX_AGE": "5",
+        "ELECTRIC_CACHE_STALE_AGE": "6",
+        "ELECTRIC_STORAGE_DIR": "/var/shapes",
+        "ELECTRIC_LOG_LEVEL": "debug",
+    }
+    settings = make_settings(from_env(env))
+    assert (settings.database_url, settings.port, settings.secret) == (
+        "postgresql://db/app",
+        4000,
+        "s",
+    )
+    assert settings.snapshot_connections == 7 and settings.manual_publishing is True
+    assert (settings.slot, settings.publication) == ("pysync_myapp", "pysync_myapp")
+    assert settings.max_shapes == 50 and settings.chunk_bytes == 4096
+    assert (settings.max_initial_requests, settings.max_existing_requests) == (3, 4)
+    assert (settings.cache_max_age, settings.cache_stale_age) == (5, 6)
+    assert settings.shape_storage == Path("/var/shapes") and settings.log_level == "debug"
+    # pysync's own names win.
+    mine = make_settings(
+        from_env({**env, "PYSYNC_SLOT": "mine", "PYSYNC_MANUAL_PUBLISHING": "false"})
+    )
+    assert (mine.slot, mine.publication, mine.manual_publishing) == ("mine", "pysync_myapp", False)
+
+
+def test_a_bad_stream_id_names_its_variable() -> None:
+    env = {"ELECTRIC_REPLICATION_STREAM_ID": "my-app"}
+    with pytest.raises(
+        SettingsError, match="^invalid ELECTRIC_REPLICATION_STREAM_ID 'pysync_my-app'"
+    ):
+        make_settings(from_env(env), env_origins(env))
+
+
+def test_manual_publishing_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PYSYNC_MANUAL_PUBLISHING", raising=False)
+    monkeypatch.setenv("ELECTRIC_MANUAL_TABLE_PUBLISHING", "false")
+    assert settings_from(parse(["serve"])).manual_publishing is False
+    assert settings_from(parse(["serve", "--manual-publishing"])).manual_publishing is True

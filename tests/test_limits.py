@@ -289,10 +289,23 @@ def test_electric_settings(database_url: str, conn: Conn, tmp_path: Path) -> Non
             "--chunk-bytes",
             "4000",
         ],
-        env={"ELECTRIC_CACHE_MAX_AGE": "7", "ELECTRIC_CACHE_STALE_AGE": "11"},
+        env={
+            "ELECTRIC_CACHE_MAX_AGE": "7",
+            "ELECTRIC_CACHE_STALE_AGE": "11",
+            # Meaningless to pysync: accepted, each named once at start.
+            "ELECTRIC_SHAPE_DB_SYNCHRONOUS": "NORMAL",
+            "ELECTRIC_HNY_API_KEY": "k",
+            "ELECTRIC_SHAPE_HIBERNATE_AFTER": "30s",
+        },
     )
     server.wait_ready()
     try:
+        noticed = [line for line in server.output().splitlines() if "has no effect" in line]
+        assert [line.split("pysync: ", 1)[1].split()[0] for line in noticed] == [
+            "ELECTRIC_SHAPE_HIBERNATE_AFTER",
+            "ELECTRIC_SHAPE_DB_SYNCHRONOUS",
+            "ELECTRIC_HNY_API_KEY",
+        ], server.output()
         base = f"http://127.0.0.1:{port}/v1/shape"
         r = httpx.get(base, params={"table": "t", "offset": "-1"})
         assert r.headers["electric-offset"] == "0_0" and len(r.content) < 8000

@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 
 from pysync import __version__, bench
 from pysync.config import ENV, Settings, SettingsError, env_origins, from_env, make_settings
+from pysync.electric_env import notices
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 from pysync.http.parking import LivePolls
@@ -134,7 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--max-initial-requests",
-        help="concurrent offset=-1 requests "
+        help="concurrent requests for new shapes "
         "(env PYSYNC_MAX_INITIAL_REQUESTS, or ELECTRIC_MAX_CONCURRENT_REQUESTS JSON; default 300)",
     )
     serve.add_argument(
@@ -177,6 +178,14 @@ def _parser() -> argparse.ArgumentParser:
         help="seconds between checks of the shapes' tables in the catalog: dropped, "
         "recreated or altered ones make their clients refetch "
         "(env PYSYNC_SCHEMA_CHECK_INTERVAL, default 15; 0: none)",
+    )
+    serve.add_argument(
+        "--manual-publishing",
+        action="store_true",
+        default=None,
+        help="never alter the publication or a table's replica identity: a database owner "
+        "adds each table and sets REPLICA IDENTITY FULL "
+        "(env PYSYNC_MANUAL_PUBLISHING or ELECTRIC_MANUAL_TABLE_PUBLISHING)",
     )
     psql = commands.add_parser(
         "psql",
@@ -249,6 +258,8 @@ def main(argv: list[str] | None = None) -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     _warn_of_visible_secrets(args)
+    for notice in notices():
+        log.warning("%s", notice)
     try:
         run_loop(serve(settings))
     except StartupError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
@@ -51,7 +52,7 @@ class Settings(msgspec.Struct, kw_only=True):
     cache_stale_age: NonNegative = 300
     """``stale-while-revalidate`` of non-live responses (seconds)."""
     max_initial_requests: Positive = 300
-    """Concurrent requests for a shape's start (``offset=-1``)."""
+    """Concurrent requests for shapes that do not exist yet (their snapshots)."""
     max_existing_requests: Positive = 10_000
     """Concurrent other shape requests (live ones included)."""
     max_connections: Positive | None = None
@@ -68,6 +69,9 @@ class Settings(msgspec.Struct, kw_only=True):
     """A log is compacted once it grew by at least this much."""
     schema_check_interval: Seconds = SCHEMA_CHECK_INTERVAL
     """Seconds between catalog checks of the shapes' tables (0: none)."""
+    manual_publishing: bool = False
+    """Never alter the publication or a table's replica identity: a database owner
+    publishes each table and sets it ``REPLICA IDENTITY FULL``."""
 
     @property
     def shape_storage(self) -> Path:
@@ -87,7 +91,7 @@ ENV: dict[str, tuple[str, ...]] = {
     "slot": ("PYSYNC_SLOT",),
     "log_level": ("PYSYNC_LOG_LEVEL", "ELECTRIC_LOG_LEVEL"),
     "allow_delete": ("PYSYNC_ALLOW_DELETE", "ELECTRIC_ENABLE_INTEGRATION_TESTING"),
-    "max_shapes": ("PYSYNC_MAX_SHAPES", "ELECTRIC_MAX_SHAPES"),
+    "max_shapes": ("PYSYNC_MAX_SHAPES", "ELECTRIC_MAX_SHAPES", "ELECTRIC_EXPERIMENTAL_MAX_SHAPES"),
     "max_subquery_rows": ("PYSYNC_MAX_SUBQUERY_ROWS",),
     "chunk_bytes": ("PYSYNC_CHUNK_BYTES", "ELECTRIC_SHAPE_CHUNK_BYTES_THRESHOLD"),
     "cache_max_age": ("PYSYNC_CACHE_MAX_AGE", "ELECTRIC_CACHE_MAX_AGE"),
@@ -101,7 +105,13 @@ ENV: dict[str, tuple[str, ...]] = {
     "compaction": ("PYSYNC_COMPACTION",),
     "compact_min_bytes": ("PYSYNC_COMPACT_MIN_BYTES",),
     "schema_check_interval": ("PYSYNC_SCHEMA_CHECK_INTERVAL",),
+    "manual_publishing": ("PYSYNC_MANUAL_PUBLISHING", "ELECTRIC_MANUAL_TABLE_PUBLISHING"),
 }
+
+
+_ASCII_DOWNCASE = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+STREAM_ID = "ELECTRIC_REPLICATION_STREAM_ID"
+"""Sets ``slot`` and ``publication`` to ``pysync_<id>`` (unless they are given)."""
 
 
 class SettingsError(ValueError):
@@ -130,6 +140,14 @@ def from_env(environ: dict[str, str] | None = None) -> dict[str, object]:
             found.setdefault("max_initial_requests", parsed["initial"])
         if "existing" in parsed:
             found.setdefault("max_existing_requests", parsed["existing"])
+    stream = env.get(STREAM_ID)
+    if stream:
+        # Electric's suffix of its slot and publication names, on pysync's: separate
+        # streams of one database, never Electric's own slot.
+        # (Electric reads it as an unquoted identifier: ASCII letters down-cased.)
+        name = f"pysync_{stream.translate(_ASCII_DOWNCASE)}"
+        found.setdefault("slot", name)
+        found.setdefault("publication", name)
     return found
 
 
@@ -144,6 +162,9 @@ def env_origins(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     if env.get("ELECTRIC_MAX_CONCURRENT_REQUESTS"):
         for field in ("max_initial_requests", "max_existing_requests"):
             origins.setdefault(field, "ELECTRIC_MAX_CONCURRENT_REQUESTS")
+    if env.get(STREAM_ID):
+        for field in ("slot", "publication"):
+            origins.setdefault(field, STREAM_ID)
     return origins
 
 

@@ -89,6 +89,7 @@ class Engine:
             compaction=settings.compaction,
             compact_min_bytes=settings.compact_min_bytes,
             schema_check_interval=settings.schema_check_interval,
+            manual_publishing=settings.manual_publishing,
         )
 
     def __init__(
@@ -109,10 +110,13 @@ class Engine:
         lock_timeout: float = 1.0,
         publish_timeout: float = 5.0,
         schema_check_interval: float = SCHEMA_CHECK_INTERVAL,
+        manual_publishing: bool = False,
         io: Io = OS_IO,
     ) -> None:
         """``schema_check_interval``: seconds between catalog checks of the shapes' tables
-        (dropped, recreated, renamed or altered without a replicated change); 0: none."""
+        (dropped, recreated, renamed or altered without a replicated change); 0: none.
+        ``manual_publishing``: never alter the publication or a table's replica identity
+        (Electric's ``ELECTRIC_MANUAL_TABLE_PUBLISHING``)."""
         self.database_url = database_url
         self.slot = slot
         self.publication = publication
@@ -126,12 +130,18 @@ class Engine:
             database_url, snapshots=snapshot_connections, lock_timeout=lock_timeout
         )
         self.stream = ReplicationStream(
-            database_url, slot=slot, publication=publication, streaming=streaming
+            database_url,
+            slot=slot,
+            publication=publication,
+            streaming=streaming,
+            manual_publication=manual_publishing,
         )
         self.registry = ShapeRegistry(
             self.store,
             self.connections,
-            Publisher(self.connections, publication, wait=publish_timeout),
+            Publisher(
+                self.connections, publication, wait=publish_timeout, manual=manual_publishing
+            ),
             max_shapes=max_shapes,
             max_subquery_rows=max_subquery_rows,
         )

@@ -6,6 +6,8 @@ IDENTITY DEFAULT``); each Relation message says what the table has now. Shapes t
 the missing values resync on the changes that lack them (``changes.Needs``); this puts
 FULL back (not on a table with VIRTUAL generated columns: Postgres would refuse its
 updates and deletes), says so in the log and in the health endpoint's ``warnings``.
+With manual publishing (the publisher may alter nothing) it only warns: restoring FULL
+is the database owner's to do.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ class ReplicaIdentityWatch:
         self._restoring: set[tuple[str, str]] = set()
 
     def changed(self, relation: Relation) -> None:
-        """A Relation message: restore FULL when the table lost it."""
+        """A Relation message: restore FULL when the table lost it (or, manual: warn)."""
         table = (relation.namespace, relation.name)
         if relation.replica_identity == "f" or table in self._restoring:
             return
@@ -48,6 +50,14 @@ class ReplicaIdentityWatch:
             "(changed outside pysync): shapes that need old rows or unchanged TOASTed "
             "values resync"
         )
+        if self.publisher.manual:
+            log.warning(
+                '%s; manual publishing: run ALTER TABLE "%s"."%s" REPLICA IDENTITY FULL',
+                message,
+                *table,
+            )
+            self.warnings[table] = message + "; manual publishing: not restored"
+            return
         log.warning("%s; restoring REPLICA IDENTITY FULL", message)
         self.warnings[table] = message + "; restoring FULL"
         self._restoring.add(table)

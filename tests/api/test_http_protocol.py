@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 
 from http_support import (
@@ -577,6 +578,36 @@ async def test_sse_with_data_at_once_ends_at_once(engine: Engine, conn: Conn) ->
         await client.aclose()
 
 
+async def test_refetching_an_existing_shape_is_not_an_initial_request(
+    engine: Engine, database_url: str
+) -> None:
+    """As Electric 1.5.2: admission counts a request as initial when its shape does not
+    exist yet, not by ``offset=-1``: clients reconnecting to a shape served already
+    are not refused while new shapes' snapshots take the initial budget."""
+    api = make_api(engine, max_initial_requests=1)
+    client = Client(api)
+    handle, _, _ = await client.sync(table="items")
+    locker = psycopg.connect(database_url, autocommit=True)
+    try:
+        locker.execute("BEGIN; LOCK TABLE other IN ACCESS EXCLUSIVE MODE")
+        slow = asyncio.create_task(client.shape(table="other", offset="-1"))
+        await until(lambda: api.in_flight["initial"] == 1, what="the new shape's snapshot")
+        # A third shape is new: over the initial budget.
+        refused = await client.shape(table="items", where="id > 0", offset="-1")
+        assert refused.status_code == 503, refused.text
+        assert "Concurrent initial request limit exceeded" in refused.json()["message"]
+        again = await client.shape(table="items", offset="-1")
+        assert again.status_code == 200, again.text
+        assert again.headers["electric-handle"] == handle
+        assert not slow.done()
+        locker.execute("COMMIT")
+        assert (await slow).status_code == 200
+        assert api.in_flight == {"initial": 0, "existing": 0}
+    finally:
+        locker.close()
+        await client.aclose()
+
+
 async def test_same_route_with_trailing_slash(client: Client) -> None:
     r = await client.shape("/v1/shape/", table="items", offset="-1")
     assert r.status_code == 200 and r.headers["electric-offset"] == "0_0"
@@ -608,8 +639,8 @@ async def test_admission_control_limits_concurrent_requests(engine: Engine) -> N
         assert 5 <= int(refused.headers["retry-after"]) <= 10
         assert refused.headers["electric-internal-known-error"] == "true"
         assert refused.headers["cache-control"] == "no-store"
-        # The initial budget is separate.
-        assert (await client.shape(table="items", offset="-1")).status_code == 200
+        # The initial budget (new shapes) is separate.
+        assert (await client.shape(table="items", where="id > 0", offset="-1")).status_code == 200
         assert (await holding).status_code == 200  # the long-poll times out normally
         assert api.in_flight == {"initial": 0, "existing": 0}
         assert (await client.shape(table="items", offset=offset, handle=handle)).status_code == 200

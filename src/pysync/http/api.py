@@ -274,7 +274,7 @@ class ShapeAPI:
         recheck: Recheck | None,
         subset: dict[str, object] | None,
     ) -> Response:
-        with self._admitted(parsed):
+        with self._admitted(definition):
             # A new client's shape is checked against the catalog (its table may have
             # been dropped and created again); the others follow the handle they have.
             consumer = await self._load(definition, verify=parsed.offset == BEFORE_ALL)
@@ -303,8 +303,12 @@ class ShapeAPI:
             return await self._serve_log(request, parsed, consumer, offset, recheck)
 
     @contextlib.contextmanager
-    def _admitted(self, parsed: ShapeRequest) -> Iterator[None]:
-        kind = "initial" if parsed.offset == BEFORE_ALL else "existing"
+    def _admitted(self, definition: ShapeDefinition) -> Iterator[None]:
+        # As Electric (1.5.2): a request is initial when its shape does not exist yet,
+        # whatever its offset: clients coming back to a shape (offset=-1 after a
+        # refetch or a reload) do not compete with the snapshots of new shapes, and
+        # requests for shapes that went away (a restart) do not bypass that budget.
+        kind = "existing" if self.engine.known(definition) is not None else "initial"
         if self.in_flight[kind] >= self.limits[kind]:
             raise too_many(kind, self.limits[kind])
         self.in_flight[kind] += 1

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 
-from pysync.postgres.publication import LockTimeout, PublicationError
+from pysync.postgres.publication import LockTimeout, NotPublished, PublicationError
 from pysync.postgres.sqlstate import error_class
 from pysync.shapes.storage import StorageError
 from pysync.shapes.subqueries import TooManyRows
@@ -97,6 +97,8 @@ def snapshot_error(exc: BaseException) -> ShapeAPIError:
         return unavailable(str(exc), 10, known=True)
     if isinstance(exc, LockTimeout):
         return unavailable(str(exc), 5, known=True)
+    if isinstance(exc, NotPublished):
+        return unavailable(exc.message, 10, known=True)  # Electric's, with no SQL
     if isinstance(exc, PublicationError):
         return unavailable(
             "pysync is not allowed to replicate this table; the server log says what to run",

@@ -13,6 +13,7 @@ import psycopg
 from psycopg import errors, sql
 
 from pysync.postgres.connections import Connections
+from pysync.postgres.identifiers import quote_identifier
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -76,6 +77,18 @@ class LockTimeout(PublicationError):
     """Publishing waited too long for a lock another session holds on the table."""
 
 
+class NotPublished(PublicationError):
+    """Manual publishing: the table is not in the publication, or not REPLICA IDENTITY
+    FULL. ``message`` is Electric's, for clients; ``str()`` adds the statements a
+    database owner must run, for the log."""
+
+    def __init__(self, message: str, statements: list[str]) -> None:
+        super().__init__(
+            f"{message}. Run as the table's owner or a superuser: {' '.join(statements)}"
+        )
+        self.message = message
+
+
 class PublishAbandoned(PublicationError):
     """Nobody waits for the publication any more (the requests gave up): stop waiting."""
 
@@ -102,6 +115,41 @@ def _plan(
             sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(sql.Identifier(publication), target)
         )
     return statements if identity != "f" or not published else []
+
+
+_PLAIN = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def _electric_name(schema: str, table: str) -> str:
+    """``"public.items"``: how Electric names a table in its configuration errors."""
+    inner = ".".join(
+        n if _PLAIN.match(n) else '"' + n.replace('"', '""') + '"' for n in (schema, table)
+    )
+    return '"' + inner.replace('"', '""') + '"'
+
+
+def _check_published(
+    publication: str, schema: str, table: str, row: tuple[object, ...] | None
+) -> None:
+    """Manual publishing: raise NotPublished unless the table is ready to replicate."""
+    if row is None:
+        raise PublicationError(f'table "{schema}"."{table}" does not exist')
+    identity, published = row
+    target = f"{quote_identifier(schema)}.{quote_identifier(table)}"
+    full = f"ALTER TABLE {target} REPLICA IDENTITY FULL;"
+    name = _electric_name(schema, table)
+    if not published:
+        add = f"ALTER PUBLICATION {quote_identifier(publication)} ADD TABLE {target};"
+        raise NotPublished(
+            f"Database table {name} is missing from the publication "
+            f'"{publication}" and the ELECTRIC_MANUAL_TABLE_PUBLISHING setting prevents '
+            "Electric from adding it",
+            [add] if identity == "f" else [full, add],
+        )
+    if identity != "f":
+        raise NotPublished(
+            f"Database table {name} does not have its replica identity set to FULL", [full]
+        )
 
 
 def _failure(
@@ -179,10 +227,20 @@ class Publisher:
     backoff for ``wait`` seconds before LockTimeout is raised.
     """
 
-    def __init__(self, connections: Connections, publication: str, *, wait: float = 5.0) -> None:
+    def __init__(
+        self,
+        connections: Connections,
+        publication: str,
+        *,
+        wait: float = 5.0,
+        manual: bool = False,
+    ) -> None:
         self.connections = connections
         self.publication = check_name("publication", publication)
         self.wait = wait
+        self.manual = manual
+        """Change nothing (``ELECTRIC_MANUAL_TABLE_PUBLISHING``): only check that the
+        table is published and FULL, else NotPublished."""
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def publish(
@@ -190,6 +248,11 @@ class Publisher:
     ) -> None:
         """Publish ``schema.table``; between attempts, give up with PublishAbandoned as soon
         as ``abandoned()`` says nobody waits for it."""
+        if self.manual:
+            async with self.connections.catalog_session() as conn:
+                cursor = await conn.execute(_STATE, (self.publication, schema, table))
+                _check_published(self.publication, schema, table, await cursor.fetchone())
+            return
         # Checked for every new shape, not cached: a table dropped and created again
         # under the same name is not in the publication any more.
         # (One lock per table ever published: as many as the database has tables.)

@@ -46,6 +46,26 @@ _status = Struct(">cQQQqB").pack
 _PG_EPOCH_OFFSET_US = 946_684_800_000_000
 
 
+def check_publication(conn: psycopg.Connection[tuple[object, ...]], name: str) -> None:
+    """Manual publishing: the publication must exist and publish every operation (Electric's
+    messages); nothing is changed."""
+    row = conn.execute(
+        "SELECT pubinsert AND pubupdate AND pubdelete AND pubtruncate "
+        "FROM pg_publication WHERE pubname = %s",
+        (name,),
+    ).fetchone()
+    if row is None:
+        raise ReplicationError(
+            f'Publication "{name}" not found in the database (manual publishing: a '
+            f"database owner must run CREATE PUBLICATION {name} FOR TABLE ...;)"
+        )
+    if not row[0]:
+        raise ReplicationError(
+            f'Publication "{name}" does not publish all required operations: '
+            "INSERT, UPDATE, DELETE, TRUNCATE"
+        )
+
+
 class ConnectionLost(Exception):
     """The replication connection ended; the stream reconnects."""
 
@@ -113,6 +133,7 @@ class ReplicationStream:
         reconnect: bool = True,
         max_backoff: float = 5.0,
         slot_busy_timeout: float = 15.0,
+        manual_publication: bool = False,
     ) -> None:
         if streaming not in (False, True, "on", "parallel"):
             raise ValueError(f"streaming must be False, True/'on' or 'parallel', not {streaming!r}")
@@ -138,6 +159,8 @@ class ReplicationStream:
         self.reconnect = reconnect
         self.max_backoff = max_backoff
         self.slot_busy_timeout = slot_busy_timeout
+        self.manual_publication = manual_publication
+        """Only check the publication, never create or alter it."""
         self.assembler = TransactionAssembler()
         self.received_lsn = start_lsn
         """The WAL position Postgres has sent us up to."""
@@ -162,7 +185,10 @@ class ReplicationStream:
         """Check preconditions, create the publication and slot if missing."""
         with psycopg.connect(self.conninfo, autocommit=True) as conn:
             check_preconditions(conn)
-            ensure_publication(conn, self.publication)
+            if self.manual_publication:
+                check_publication(conn, self.publication)
+            else:
+                ensure_publication(conn, self.publication)
             self.slot_created = ensure_slot(conn, self.slot, two_phase=self.two_phase)
             self._slot_lsn = slot_position(conn, self.slot) or 0
 

@@ -26,6 +26,7 @@ import psycopg
 
 from pysync.postgres.connections import Connections
 from pysync.postgres.pgoutput import Relation
+from pysync.postgres.publication import PublicationError, PublishAbandoned
 from pysync.postgres.sqlstate import error_class, safe_reason
 from pysync.postgres.transactions import Change, Transaction, Truncation
 from pysync.shapes.changes import cannot_process
@@ -430,7 +431,13 @@ class Subqueries:
             self.fail(dep, exc.reason, exc.error)
             return
         except Exception as exc:  # noqa: BLE001 - its dependents hear why
-            self.fail(dep, f"could not publish its table: {exc}")
+            # A table pysync may not (or, with manual publishing, must not) publish: the
+            # shapes still snapshotting fail with it (a 503 saying so), instead of a 409
+            # whose refetch would meet the same.
+            unpublishable = isinstance(exc, PublicationError) and not isinstance(
+                exc, PublishAbandoned
+            )
+            self.fail(dep, f"could not publish its table: {exc}", exc if unpublishable else None)
             return
         for view in dep.views:
             view.follow()
