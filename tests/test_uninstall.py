@@ -134,3 +134,25 @@ def test_an_unreachable_database_is_one_line() -> None:
         "pysync: cannot connect to the database at 127.0.0.1:1/postgres: Connection refused"
     ), done.stderr
     assert done.stderr.count("\n") == 1
+
+
+def test_only_recorded_tables_still_full_are_set_back(database_url: str, conn: Conn) -> None:
+    # A publication without pysync's record (an older pysync's): its FULL table is named
+    # in a note and left FULL; the publication still goes.
+    conn.execute("CREATE TABLE d (id int PRIMARY KEY)")
+    conn.execute("ALTER TABLE d REPLICA IDENTITY FULL")
+    conn.execute("CREATE PUBLICATION pysync FOR TABLE d")
+    done = uninstall(database_url, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert 'publication "pysync" holds no record' in done.stdout
+    assert done.stdout.splitlines()[0].endswith(": public.d")
+    assert state(conn) == {"identities": {"d": "f"}, "publications": [], "slots": []}
+
+
+async def test_a_table_changed_since_is_left_as_it_is(database_url: str, conn: Conn) -> None:
+    await published_by_an_engine(database_url, conn)
+    conn.execute("ALTER TABLE d REPLICA IDENTITY NOTHING")  # the app's own choice since
+    done = uninstall(database_url, "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "ALTER TABLE" in done.stdout and '"d"' not in done.stdout
+    assert state(conn)["identities"] == {"d": "n", "k": "i", "f": "f"}
