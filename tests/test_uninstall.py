@@ -156,3 +156,21 @@ async def test_a_table_changed_since_is_left_as_it_is(database_url: str, conn: C
     assert done.returncode == 0, done.stderr
     assert "ALTER TABLE" in done.stdout and '"d"' not in done.stdout
     assert state(conn)["identities"] == {"d": "n", "k": "i", "f": "f"}
+
+
+def test_no_database_or_a_bad_name_is_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pysync.cli", "uninstall", "--yes"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+    )
+    assert (done.returncode, done.stderr) == (
+        2,
+        "pysync: give the database with --database-url or DATABASE_URL\n",
+    )
+    bad = uninstall(UNREACHABLE, "--slot", "Bad-Slot")
+    assert bad.returncode == 2
+    assert bad.stderr.startswith("pysync: invalid slot name 'Bad-Slot'")
+    assert bad.stderr.count("\n") == 1
