@@ -26,6 +26,8 @@ import psutil
 import psycopg
 import pytest
 
+from pysync.bench import stats
+from pysync.bench.progress import Display
 from pysync.postgres.cluster import free_port
 
 HEADLINE = re.compile(r"^bench overhead tps-ratio (\S+) lag-max (\S+) s p99 (\S+) ms$")
@@ -180,6 +182,16 @@ def test_bench_smoke_on_private_postgres(tmp_path: Path, scratch: Path) -> None:
     assert match[3] == f"{head['p99_ms']:.1f}"
     assert report["target"]["server"].startswith("pysync/")
     assert match[0] in (out / "report.md").read_text()
+    # Each phase's last status line shows the TPS of the table (both: stats.mean_tps).
+    for phase, row in (
+        ("none", "nothing attached"),
+        ("recvlogical", "pg_recvlogical attached"),
+        ("sync", f"{head['server']} attached"),
+    ):
+        live = re.search(rf"^{phase}: tps ([\d,]+)", result.stdout, re.MULTILINE)
+        cell = re.search(rf"pgbench TPS, {re.escape(row)}.*?│ +([\d,]+)", result.stdout)
+        assert live and cell, result.stdout
+        assert live[1] == cell[1] == f"{report['phases'][phase]['summary']['tps']:,.0f}"
     assert list(scratch.iterdir()) == [], "temporary files left behind"
     assert processes_under(scratch) == []
 
@@ -445,3 +457,29 @@ def test_an_arrival_before_its_commit_time_is_noted_still_counts() -> None:
     later = matcher.match([], commits, 9.0)
     assert [(round(t, 3), round(ms, 3)) for t, ms in later] == [(1.05, 2.0)]
     assert matcher.unmatched == []
+
+
+def test_mean_tps_counts_the_transactions_of_the_progress_reports() -> None:
+    # (seconds since start, tps, latency ms): 100 + 300 + 0.5 * 200 transactions in 2.5 s.
+    progress = [(1.0, 100.0, 5.0), (2.0, 300.0, 5.0), (2.5, 200.0, 5.0)]
+    assert stats.mean_tps(progress) == pytest.approx(500 / 2.5)
+    assert stats.mean_tps(progress[:1]) == 100.0
+    assert stats.mean_tps([]) is None
+
+
+def test_a_phase_with_nothing_to_say_prints_no_empty_status(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    display = Display()  # stdout is not a terminal here: lines, not a bar
+    assert not display.console.is_terminal
+    with display.phase("warm-up", 2, lambda: ""):
+        display._last_print -= 10  # as if 10 s had passed since the last status line
+        display.tick(1.0)
+    with display.phase("none", 2, lambda: "tps 1,000"):
+        pass
+    assert capsys.readouterr().out.splitlines() == [
+        "warm-up: 2 s",
+        "warm-up 1 s",
+        "none: 2 s",
+        "none: tps 1,000",
+    ]

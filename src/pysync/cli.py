@@ -1,5 +1,6 @@
 """``pysync serve``: the sync service, standalone (a drop-in for an Electric server);
-``pysync psql``: psql on the private Postgres of a data directory."""
+``pysync psql``: psql on the private Postgres of a data directory; ``pysync uninstall``:
+take pysync out of a database."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import psycopg
 import uvicorn
 from starlette.applications import Starlette
 
-from pysync import __version__, bench
+from pysync import __version__, bench, uninstall
 from pysync.config import ENV, Settings, SettingsError, env_origins, from_env, make_settings
 from pysync.electric_env import notices
 from pysync.engine import Engine
@@ -32,6 +33,7 @@ from pysync.http.server import bounded_protocol, connection_budget, quiet_accept
 from pysync.lockfile import DirectoryInUse
 from pysync.postgres.cluster import ClusterError, PostgresCluster, binary_dir
 from pysync.postgres.private import PrivateDatabase
+from pysync.postgres.publication import check_name
 from pysync.postgres.slot import ReplicationError
 from pysync.serve.supervisor import supervise
 from pysync.shapes.storage import LogCorruptError, StorageError
@@ -199,6 +201,19 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         help="as given to pysync serve (env PYSYNC_DATA_DIR, default ./.pysync)",
     )
+    remove = commands.add_parser(
+        "uninstall",
+        help="drop pysync's slot and publication from a database, undo its REPLICA IDENTITY FULL",
+        description="Drop pysync's replication slot and publication and set the tables pysync "
+        "made REPLICA IDENTITY FULL back to their identity before; prints the statements and "
+        "asks first. Stop pysync serve before.",
+    )
+    remove.add_argument("--database-url", help="the database (env DATABASE_URL)")
+    remove.add_argument(
+        "--publication", help="publication name (env PYSYNC_PUBLICATION, default pysync)"
+    )
+    remove.add_argument("--slot", help="replication slot name (env PYSYNC_SLOT, default pysync)")
+    remove.add_argument("--yes", action="store_true", help="do not ask (for scripts)")
     bench.add_arguments(
         commands.add_parser(
             "bench", help="benchmark a sync server on a pgbench workload (needs pysync[bench])"
@@ -249,6 +264,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(bench.run(args))
     if args.command == "psql":
         sys.exit(psql(args))
+    if args.command == "uninstall":
+        sys.exit(uninstall_command(args))
     try:
         settings = settings_from(args)
     except SettingsError as exc:
@@ -291,6 +308,30 @@ def psql(args: argparse.Namespace) -> int:
     extra = args.psql_args[1:] if args.psql_args[:1] == ["--"] else args.psql_args
     sys.stdout.flush()
     os.execv(program, [str(program), cluster.shown_url(), *extra])
+
+
+def uninstall_command(args: argparse.Namespace) -> int:
+    def setting(field: str, default: str | None) -> str | None:
+        value: str | None = getattr(args, field)
+        if value is None:
+            value = next((os.environ[n] for n in ENV[field] if os.environ.get(n)), default)
+        return value
+
+    url = setting("database_url", None)
+    if url is None:
+        print("pysync: give the database with --database-url or DATABASE_URL", file=sys.stderr)
+        return 2
+    try:
+        publication = check_name("publication", setting("publication", "pysync") or "")
+        slot = check_name("slot", setting("slot", "pysync") or "")
+    except ValueError as exc:
+        print(f"pysync: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return uninstall.run(url, publication, slot, yes=args.yes)
+    except psycopg.Error as exc:
+        print(f"pysync: {_explain(exc, url)}", file=sys.stderr)
+        return 1
 
 
 def _warn_of_visible_secrets(args: argparse.Namespace) -> None:

@@ -63,7 +63,7 @@ def run_drain(ctx: RunContext) -> None:
         "backlog_seconds": opts.backlog,
         "row_changes": rows,
         "wal_bytes": end - start,
-        "backlog_tps": load.result.tps if load.result else None,
+        "backlog_tps": stats.mean_tps(load.result.progress) if load.result else None,
     }
     for who, (seconds, confirmed) in (("recvlogical", recv_drain), ("pysync", pysync_drain)):
         drained = rows if confirmed >= end else backlog.changes_at(confirmed)

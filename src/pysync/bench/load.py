@@ -97,7 +97,8 @@ class Load:
         return samples
 
     def status(self) -> str:
-        parts = [f"tps {fmt(self.pgbench.latest_tps if self.pgbench else None, ',.0f')}"]
+        progress = self.pgbench.progress if self.pgbench else []
+        parts = [f"tps {fmt(stats.mean_tps(progress), ',.0f')}"]
         latest = self.sampler.latest
         if latest is not None and latest.get("lag_bytes") is not None:
             lag = stats.lag_seconds(self.sampler.samples[-240:])[-1]
@@ -111,7 +112,7 @@ class Load:
         lag_b = [s["lag_bytes"] for s in during if s.get("lag_bytes") is not None]
         flush = [s["flush_lag_s"] for s in during if s.get("flush_lag_s") is not None]
         return {
-            "tps": self.result.tps,
+            "tps": stats.mean_tps(self.result.progress),
             "transactions": self.result.transactions,
             "failed": self.result.failed,
             "pgbench_latency_ms": self.result.latency_ms,

@@ -51,8 +51,8 @@ class Display:
             if self._progress is not None:
                 self._progress.update(self._task, description=status())  # type: ignore[arg-type]
                 self._progress.stop()
-            else:
-                self.console.print(f"{name}: {status()}")
+            elif text := status():  # the warm-up has nothing to say
+                self.console.print(f"{name}: {text}")
             self._progress, self._task = None, None
 
     def tick(self, elapsed: float) -> None:
@@ -60,7 +60,8 @@ class Display:
             self._progress.update(self._task, completed=elapsed, description=self._status())  # type: ignore[arg-type]
         elif time.monotonic() - self._last_print >= 5:
             self._last_print = time.monotonic()
-            self.console.print(f"{self._name} {elapsed:.0f} s: {self._status()}")
+            text = self._status()
+            self.console.print(f"{self._name} {elapsed:.0f} s" + (f": {text}" if text else ""))
 
 
 def fmt(value: float | None, spec: str, unit: str = "") -> str:

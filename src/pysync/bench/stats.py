@@ -19,6 +19,18 @@ def percentile(values: Sequence[float], p: float) -> float | None:
     return ordered[rank - 1]
 
 
+def mean_tps(progress: Sequence[tuple[float, ...]]) -> float | None:
+    """pgbench's transactions per second over a phase so far: the transactions its
+    per-second progress reports (seconds since start, tps, ...) count, over the seconds
+    they cover. The one figure the live status line and the report's table show (pgbench's
+    own final ``tps =`` counts other seconds: the last partial one, not the connecting)."""
+    transactions, covered = 0.0, 0.0
+    for t, tps, *_ in progress:
+        transactions += tps * (t - covered)
+        covered = t
+    return transactions / covered if covered > 0 else None
+
+
 def lag_seconds(samples: list[Sample]) -> list[float | None]:
     """For each sample, how long ago ``pg_current_wal_lsn()`` was where the slot's
     confirmed position is now (linear between samples): seconds behind the database."""
@@ -57,20 +69,23 @@ def rates(samples: list[Sample], field: str) -> list[float | None]:
 def latency_windows(
     latencies: list[tuple[float, float]], width: float = 1.0
 ) -> list[dict[str, Any]]:
-    """p50/p95/p99/max per window of commit time; ``latencies`` are (commit t, ms)."""
-    buckets: dict[int, list[float]] = {}
+    """p50/p95/p99/max per window of commit time; ``latencies`` are (commit t, ms).
+    A window's ``t`` is the mean commit time of its samples: a point lies among the
+    commits it stands for (a last, partial second's is not drawn past the load)."""
+    buckets: dict[int, list[tuple[float, float]]] = {}
     for t, ms in latencies:
-        buckets.setdefault(int(t // width), []).append(ms)
+        buckets.setdefault(int(t // width), []).append((t, ms))
     return [
         {
-            "t": (k + 1) * width,
-            "count": len(v),
+            "t": round(sum(t for t, _ in window) / len(window), 3),
+            "count": len(window),
             "p50_ms": percentile(v, 50),
             "p95_ms": percentile(v, 95),
             "p99_ms": percentile(v, 99),
             "max_ms": max(v),
         }
-        for k, v in sorted(buckets.items())
+        for _, window in sorted(buckets.items())
+        for v in [[ms for _, ms in window]]
     ]
 
 

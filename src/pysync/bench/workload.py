@@ -16,7 +16,6 @@ from pysync.bench.options import Options
 from pysync.postgres.cluster import ClusterError, binary_dir
 
 _PROGRESS = re.compile(r"progress: ([\d.]+) s, ([\d.]+) tps, lat ([\d.]+) ms")
-_TPS = re.compile(r"^tps = ([\d.]+)", re.MULTILINE)
 _TRANSACTIONS = re.compile(r"number of transactions actually processed: (\d+)")
 _FAILED = re.compile(r"number of failed transactions: (\d+)")
 _LATENCY = re.compile(r"latency average = ([\d.]+) ms")
@@ -65,7 +64,6 @@ def initialise(pgbench: Path, url: str, scale: int) -> float:
 
 @dataclass
 class PgbenchResult:
-    tps: float
     transactions: int
     failed: int
     latency_ms: float
@@ -130,12 +128,11 @@ class Pgbench:
         self._reader.join(5)
         if code != 0:
             raise BenchError(f"pgbench failed: {_first_error(''.join(self._stderr) + out)}")
-        tps, transactions = _TPS.search(out), _TRANSACTIONS.search(out)
-        if tps is None or transactions is None:
+        transactions = _TRANSACTIONS.search(out)
+        if transactions is None:
             raise BenchError(f"pgbench printed no result: {_first_error(out)}")
         failed, latency = _FAILED.search(out), _LATENCY.search(out)
         return PgbenchResult(
-            tps=float(tps[1]),
             transactions=int(transactions[1]),
             failed=int(failed[1]) if failed else 0,
             latency_ms=float(latency[1]) if latency else 0.0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import time
 from collections.abc import Callable
@@ -67,10 +68,57 @@ def ensure_publication(conn: psycopg.Connection[tuple[object, ...]], name: str) 
 _STATE = (
     "SELECT c.relreplident, EXISTS (SELECT 1 FROM pg_publication_rel pr "
     "  JOIN pg_publication p ON p.oid = pr.prpubid "
-    "  WHERE p.pubname = %s AND pr.prrelid = c.oid) "
+    "  WHERE p.pubname = %s AND pr.prrelid = c.oid), "
+    "c.oid, (SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+    "  WHERE i.indrelid = c.oid AND i.indisreplident) "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE n.nspname = %s AND c.relname = %s"
 )
+
+RECORD_KEY = "pysync_replica_identity"
+"""The key, in the JSON comment of pysync's publication, of the replica identity each
+table had before pysync set it to FULL (``pysync uninstall`` restores them). Kept on the
+publication, pysync's own object: nothing of the app's schema changes, it lives in the
+database (whichever pysync instance or storage directory published the table), goes
+with the publication and is written in the transaction that changes the identity."""
+
+# Serialises the read-modify-write of that comment between sessions publishing
+# different tables (each holds only its own table's lock).
+_RECORD_LOCK = "SELECT pg_advisory_xact_lock(hashtext('pysync publication'), hashtext(%s))"
+_COMMENT = "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = %s"
+
+
+def recorded_identities(comment: str | None) -> list[dict[str, Any]] | None:
+    """The tables recorded in a publication's comment (``oid``, ``schema``, ``table``,
+    ``identity``: d, n or i, ``index``), or None when it holds no record of pysync's."""
+    try:
+        record = json.loads(comment or "")
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get(RECORD_KEY), list):
+        return None
+    return [entry for entry in record[RECORD_KEY] if isinstance(entry, dict)]
+
+
+def _record(
+    publication: str,
+    comment: tuple[object, ...] | None,
+    schema: str,
+    table: str,
+    row: tuple[object, ...],
+) -> sql.Composed | None:
+    """The COMMENT that adds the table's identity before FULL to the record (None when
+    the table is recorded already: its first identity is the one to restore)."""
+    identity, _, oid, index = row
+    text = comment[0] if comment else None
+    entries = recorded_identities(text if isinstance(text, str) else None) or []
+    if any(entry.get("oid") == oid for entry in entries):
+        return None
+    entry = {"oid": oid, "schema": schema, "table": table, "identity": identity, "index": index}
+    updated = json.dumps({RECORD_KEY: [*entries, entry]}, separators=(",", ":"))
+    return sql.SQL("COMMENT ON PUBLICATION {} IS {}").format(
+        sql.Identifier(publication), sql.Literal(updated)
+    )
 
 
 class LockTimeout(PublicationError):
@@ -99,7 +147,7 @@ def _plan(
     """The statements that publish the table, given its state (empty: nothing to do)."""
     if row is None:
         raise PublicationError(f'table "{schema}"."{table}" does not exist')
-    identity, published = row
+    identity, published = row[:2]
     target = sql.Identifier(schema, table)
     statements: list[sql.Composed] = []
     if not published:
@@ -183,15 +231,20 @@ def publish_table(
     autocommit mode.
     """
     check_name("publication", publication)
-    statements = _plan(
-        publication, schema, table, conn.execute(_STATE, (publication, schema, table)).fetchone()
-    )
+    row = conn.execute(_STATE, (publication, schema, table)).fetchone()
+    statements = _plan(publication, schema, table, row)
     if not statements:
         return
     try:
         with conn.transaction():
             for statement in statements:
                 conn.execute(statement)
+            if row is not None and row[0] != "f":
+                conn.execute(_RECORD_LOCK, (publication,))
+                comment = conn.execute(_COMMENT, (publication,)).fetchone()
+                record = _record(publication, comment, schema, table, row)
+                if record is not None:
+                    conn.execute(record)
     except psycopg.Error as exc:
         failure = _failure(exc, conn.info.user, publication, schema, table)
         if failure is not None:
@@ -205,13 +258,20 @@ async def publish_table_async(
     ``lock_timeout`` raises LockTimeout."""
     check_name("publication", publication)
     cursor = await conn.execute(_STATE, (publication, schema, table))
-    statements = _plan(publication, schema, table, await cursor.fetchone())
+    row = await cursor.fetchone()
+    statements = _plan(publication, schema, table, row)
     if not statements:
         return
     try:
         async with conn.transaction():
             for statement in statements:
                 await conn.execute(statement)
+            if row is not None and row[0] != "f":
+                await conn.execute(_RECORD_LOCK, (publication,))
+                comment = await (await conn.execute(_COMMENT, (publication,))).fetchone()
+                record = _record(publication, comment, schema, table, row)
+                if record is not None:
+                    await conn.execute(record)
     except psycopg.Error as exc:
         failure = _failure(exc, conn.info.user, publication, schema, table)
         if failure is not None:
