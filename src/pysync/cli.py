@@ -25,6 +25,7 @@ from starlette.applications import Starlette
 from pysync import __version__, bench
 from pysync.config import ENV, Settings, SettingsError, env_origins, from_env, make_settings
 from pysync.engine import Engine
+from pysync.http import metrics_port
 from pysync.http.api import ShapeAPI
 from pysync.http.parking import LivePolls
 from pysync.http.server import bounded_protocol, connection_budget, quiet_accept_errors
@@ -161,6 +162,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="{on,off}",
         help="merge each row's updates in shape logs so that storage and catch-up reads "
         "stay bounded (env PYSYNC_COMPACTION=true/false, default on)",
+    )
+    serve.add_argument(
+        "--prometheus-port",
+        help="also serve /metrics on this port "
+        "(env PYSYNC_PROMETHEUS_PORT or ELECTRIC_PROMETHEUS_PORT; default: none)",
     )
     serve.add_argument(
         "--compact-min-bytes",
@@ -365,6 +371,10 @@ async def serve(settings: Settings) -> None:
         except STARTUP_ERRORS as exc:
             raise StartupError(_explain(exc, database_url)) from None
         cleanup.append(engine.stop)
+        if settings.prometheus_port is not None:
+            metrics_sock = listen(settings.host, settings.prometheus_port)
+            metrics_sock.set_inheritable(False)  # not the workers'
+            cleanup.append(metrics_port.start(engine.metrics, metrics_sock))
         if settings.workers:
             await supervise(
                 engine, settings, sock, database_url, lambda: announce(settings, cluster)

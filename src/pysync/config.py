@@ -68,6 +68,8 @@ class Settings(msgspec.Struct, kw_only=True):
     """A log is compacted once it grew by at least this much."""
     schema_check_interval: Seconds = SCHEMA_CHECK_INTERVAL
     """Seconds between catalog checks of the shapes' tables (0: none)."""
+    prometheus_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
+    """Also serve ``/metrics`` on this port of ``host`` (Electric's ``ELECTRIC_PROMETHEUS_PORT``)."""
 
     @property
     def shape_storage(self) -> Path:
@@ -101,6 +103,7 @@ ENV: dict[str, tuple[str, ...]] = {
     "compaction": ("PYSYNC_COMPACTION",),
     "compact_min_bytes": ("PYSYNC_COMPACT_MIN_BYTES",),
     "schema_check_interval": ("PYSYNC_SCHEMA_CHECK_INTERVAL",),
+    "prometheus_port": ("PYSYNC_PROMETHEUS_PORT", "ELECTRIC_PROMETHEUS_PORT"),
 }
 
 
@@ -231,6 +234,8 @@ def _check(settings: Settings, names: Mapping[str, str]) -> None:
         raise fail("secret", "the secret is empty; leave it out to serve without one")
     if not settings.host:
         raise fail("host", "expected an interface's address or name, e.g. 127.0.0.1")
+    if settings.prometheus_port == settings.port:
+        raise fail("prometheus_port", "the port of the shape API; give another one")
 
 
 def read_secret(path: Path) -> str:
