@@ -4,6 +4,7 @@ Electric dashboard works unchanged), also on a port of its own."""
 from __future__ import annotations
 
 import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -175,3 +176,26 @@ def test_prometheus_port_must_differ_from_the_api_port() -> None:
         make_settings(
             {"port": 3000, "prometheus_port": 3000}, {"prometheus_port": "PYSYNC_PROMETHEUS_PORT"}
         )
+
+
+def test_a_taken_prometheus_port_is_named(database_url: str, tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        server = ServeProcess(
+            [
+                "--database-url",
+                database_url,
+                "--port",
+                str(free_port()),
+                "--storage-dir",
+                str(tmp_path / "storage"),
+                "--prometheus-port",
+                str(taken.getsockname()[1]),
+            ]
+        )
+        assert server.wait_exit(60) == 1, server.output()
+        assert "Choose another --prometheus-port." in server.output()
+    finally:
+        taken.close()

@@ -318,7 +318,7 @@ def run_loop(main: Awaitable[None]) -> None:
     uvloop.run(main)  # type: ignore[arg-type]
 
 
-def listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int, flag: str = "--port") -> socket.socket:
     """The HTTP socket, bound and listening before anything else starts: a taken port
     fails fast."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -329,7 +329,7 @@ def listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         hint = (
-            "is another server using it? Choose another --port."
+            f"is another server using it? Choose another {flag}."
             if exc.errno == errno.EADDRINUSE
             else "check --host / PYSYNC_HOST."
         )
@@ -372,7 +372,7 @@ async def serve(settings: Settings) -> None:
             raise StartupError(_explain(exc, database_url)) from None
         cleanup.append(engine.stop)
         if settings.prometheus_port is not None:
-            metrics_sock = listen(settings.host, settings.prometheus_port)
+            metrics_sock = listen(settings.host, settings.prometheus_port, "--prometheus-port")
             metrics_sock.set_inheritable(False)  # not the workers'
             cleanup.append(metrics_port.start(engine.metrics, metrics_sock))
         if settings.workers:
