@@ -93,15 +93,24 @@ def test_shape_requests_and_admission_under_electric_names(
             "electric_admission_control_reject_count",
             frozenset({("kind", "existing")}),
         ) in page
-        assert value(page, REQUESTS, status="200", known_error="false", live="false") == 0
+        assert (
+            value(page, REQUESTS, status="200", known_error="false", live="false", empty="false")
+            == 0
+        )
 
         first = httpx.get(f"{base}/v1/shape", params={"table": "items", "offset": "-1"})
         assert first.status_code == 200
         bad = httpx.get(f"{base}/v1/shape", params={"table": "items", "offset": "bad"})
         assert bad.status_code == 400
         page = scrape()
-        assert value(page, REQUESTS, status="200", known_error="false", live="false") == 1
-        assert value(page, REQUESTS, status="400", known_error="false", live="false") == 1
+        assert (
+            value(page, REQUESTS, status="200", known_error="false", live="false", empty="false")
+            == 1
+        )
+        assert (
+            value(page, REQUESTS, status="400", known_error="false", live="false", empty="false")
+            == 1
+        )
         assert value(page, "electric_shape_response_size_bytes_count", is_live="false") == 2
         assert value(page, "electric_shape_response_size_bytes_sum", is_live="false") == len(
             first.content
@@ -123,14 +132,19 @@ def test_shape_requests_and_admission_under_electric_names(
         assert refused.status_code == 503
         page = scrape()
         assert value(page, "electric_admission_control_reject_count", kind="existing") == 1
-        assert value(page, REQUESTS, status="503", known_error="true", live="true") == 1
+        assert (
+            value(page, REQUESTS, status="503", known_error="true", live="true", empty="false") == 1
+        )
 
         with psycopg.connect(database_url, autocommit=True) as conn:
             conn.execute("UPDATE items SET n = 1 WHERE id = 1")
         waiting.join(30)
         assert answers and answers[0].status_code == 200
         page = scrape()
-        assert value(page, REQUESTS, status="200", known_error="false", live="true") == 1
+        assert (
+            value(page, REQUESTS, status="200", known_error="false", live="true", empty="false")
+            == 1
+        )
         assert value(page, "electric_admission_control_acquire_current", kind="existing") == 0
         assert value(page, "electric_shape_response_size_bytes_sum", is_live="true") == len(
             answers[0].content
@@ -138,7 +152,12 @@ def test_shape_requests_and_admission_under_electric_names(
         # The shape API's own /metrics has them too, and the metrics port nothing else.
         assert (
             value(
-                scrape(f"{base}/metrics"), REQUESTS, status="503", known_error="true", live="true"
+                scrape(f"{base}/metrics"),
+                REQUESTS,
+                status="503",
+                known_error="true",
+                live="true",
+                empty="false",
             )
             == 1
         )
@@ -167,6 +186,37 @@ async def test_slot_wal_gauges_follow_what_the_slot_retains(database_url: str) -
             retained = value(page, "electric_postgres_replication_slot_retained_wal_size")
             assert lag >= 2_000_000  # the 2 MB written since
             assert retained >= lag
+    finally:
+        await engine.stop()
+
+
+async def test_a_live_request_answered_without_changes_is_empty(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY)")
+    engine = Engine(database_url, flush_interval=0.02)
+    await engine.start()
+    try:
+        api = ShapeAPI(engine, long_poll_timeout=0.3)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(api.app()), base_url="http://t"
+        ) as http:
+            first = await http.get("/v1/shape", params={"table": "items", "offset": "-1"})
+            live = {
+                "table": "items",
+                "handle": first.headers["electric-handle"],
+                "offset": first.headers["electric-offset"],
+                "live": "true",
+            }
+            waited = await http.get("/v1/shape", params=live)
+            assert waited.status_code == 200
+            now = await http.get("/v1/shape", params={**live, "offset": "now", "live": "false"})
+            assert now.status_code == 200
+            page = samples((await http.get("/metrics")).text)
+        labels = {"status": "200", "known_error": "false"}
+        assert value(page, REQUESTS, **labels, live="true", empty="true") == 1
+        # offset=now has no changes either, but Electric counts only live ones as empty.
+        assert value(page, REQUESTS, **labels, live="false", empty="false") == 2
+        assert value(page, REQUESTS, **labels, live="false", empty="true") == 0
     finally:
         await engine.stop()
 

@@ -93,8 +93,8 @@ class EngineMetrics:
         self._sizes = {live: self.response_size.labels(live) for live in ("true", "false")}
         self.shape_requests = ElectricCounter(
             "electric_plug_serve_shape_requests_count",
-            "Shape requests served, by status, known error and live (Electric's name).",
-            ("status", "known_error", "live"),
+            "Shape requests served, by status, known error, live and empty (Electric's name).",
+            ("status", "known_error", "live", "empty"),
         )
         self.admission_rejects = ElectricCounter(
             "electric_admission_control_reject_count",
@@ -121,10 +121,18 @@ class EngineMetrics:
         """A gauge with labels: ``read()`` gives ``{label values: value}`` at scrape time."""
         self._gauges.sources.append((name, documentation, labels, read))
 
-    def shape_response(self, status: int, known_error: bool, live: bool, size: int) -> None:
-        """One response of the shape route, as Electric's ``serve_shape`` event counts it."""
+    def shape_response(
+        self, status: int, known_error: bool, live: bool, empty: bool, size: int
+    ) -> None:
+        """One response of the shape route, as Electric's ``serve_shape`` event counts it
+        (``empty``: a live request answered with no change)."""
         live_label = "true" if live else "false"
-        self.shape_requests.inc(str(status), "true" if known_error else "false", live_label)
+        self.shape_requests.inc(
+            str(status),
+            "true" if known_error else "false",
+            live_label,
+            "true" if empty else "false",
+        )
         self._sizes[live_label].observe(size)
 
     async def scrape(self) -> bytes:

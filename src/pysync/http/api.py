@@ -33,6 +33,7 @@ from pysync.http.auth import check_secret, secret_ok
 from pysync.http.delete import delete_shape
 from pysync.http.errors import (
     KNOWN_ERROR,
+    NO_CHANGE,
     MustRefetch,
     ShapeAPIError,
     invalid,
@@ -199,21 +200,23 @@ class ShapeAPI:
                 return
             # Electric's per-request event: status, known error, live, body bytes.
             status = 0
-            known_error = False
+            known_error = empty = False
             size = 0
 
             async def measuring(message: Message) -> None:
-                nonlocal status, known_error, size
+                nonlocal status, known_error, empty, size
                 if message["type"] == "http.response.start":
                     status = message["status"]
                     responses_by_status.labels(str(status)).inc()
-                    known_error = KNOWN_ERROR in message.get("headers", ())
+                    headers = message.get("headers", ())
+                    known_error = KNOWN_ERROR in headers
+                    empty = NO_CHANGE in headers
                 elif message["type"] == "http.response.body":
                     size += len(message.get("body", b""))
                     if not message.get("more_body", False):
-                        metrics.shape_response(
-                            status, known_error, is_live(scope["query_string"]), size
-                        )
+                        live = is_live(scope["query_string"])
+                        # Electric's empty: a live request answered without changes.
+                        metrics.shape_response(status, known_error, live, empty and live, size)
                 await send(message)
 
             response = await self.endpoint(Request(scope, receive))

@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pysync.http.errors import KNOWN_ERROR, MustRefetch, ShapeAPIError
+from pysync.http.errors import KNOWN_ERROR, NO_CHANGE, MustRefetch, ShapeAPIError
 from pysync.http.params import ShapeRequest
 from pysync.http.responses import INTERNAL_ERROR, error_response
 from pysync.http.shared import Prebuilt
@@ -318,9 +318,10 @@ class LivePolls:
             )
         counter.inc()
         # Every response sent here answers a live request (Electric's serve_shape event).
-        known_error = response.status_code >= 400 and KNOWN_ERROR in response.raw_headers
+        headers = response.raw_headers
+        known_error = response.status_code >= 400 and KNOWN_ERROR in headers
         self.api.engine.metrics.shape_response(
-            response.status_code, known_error, True, len(response.body)
+            response.status_code, known_error, True, NO_CHANGE in headers, len(response.body)
         )
         conn.respond(response)
 
