@@ -249,3 +249,21 @@ def test_a_taken_prometheus_port_is_named(database_url: str, tmp_path: Path) -> 
         assert "Choose another --prometheus-port." in server.output()
     finally:
         taken.close()
+
+
+async def test_a_second_api_on_an_engine_leaves_one_family_per_name(database_url: str) -> None:
+    engine = Engine(database_url, flush_interval=0.02)
+    await engine.start()
+    try:
+        ShapeAPI(engine, max_existing_requests=5)
+        api = ShapeAPI(engine, max_existing_requests=7)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(api.app()), base_url="http://t"
+        ) as http:
+            text = (await http.get("/metrics")).text
+        types = [line for line in text.splitlines() if line.startswith("# TYPE ")]
+        assert len(types) == len(set(types))
+        page = samples(text)
+        assert value(page, "electric_admission_control_acquire_limit", kind="existing") == 7
+    finally:
+        await engine.stop()

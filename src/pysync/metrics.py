@@ -109,7 +109,7 @@ class EngineMetrics:
 
     def gauge(self, name: str, documentation: str, read: Callable[[], float]) -> None:
         """A gauge whose value ``read()`` gives at scrape time."""
-        self._gauges.sources.append((name, documentation, (), lambda: {(): read()}))
+        self.labelled_gauge(name, documentation, (), lambda: {(): read()})
 
     def labelled_gauge(
         self,
@@ -118,8 +118,12 @@ class EngineMetrics:
         labels: tuple[str, ...],
         read: Callable[[], LabelledValues],
     ) -> None:
-        """A gauge with labels: ``read()`` gives ``{label values: value}`` at scrape time."""
-        self._gauges.sources.append((name, documentation, labels, read))
+        """A gauge with labels: ``read()`` gives ``{label values: value}`` at scrape time.
+        A name given again replaces the earlier source (a second ShapeAPI on the engine):
+        a family twice on one page is refused by Prometheus."""
+        sources = self._gauges.sources
+        sources[:] = [source for source in sources if source[0] != name]
+        sources.append((name, documentation, labels, read))
 
     def shape_response(
         self, status: int, known_error: bool, live: bool, empty: bool, size: int
