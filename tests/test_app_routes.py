@@ -148,6 +148,9 @@ class App:
             user = user_of(request)
             return await sync.render(request, table, where="owner = $1", params=[user])
 
+        async def queryable(request: Request) -> Response:
+            return await sync.render(request, table, queryable_columns=["id", "done"])
+
         async def upper(request: Request) -> Response:
             return await sync.render(
                 request, table, columns=["id", "title"], transform=upper_titles, cache="public"
@@ -160,6 +163,8 @@ class App:
             middleware=[Middleware(pysync.PreflightMiddleware, cors=sync.cors)],
             routes=[
                 sync.route("/all", table, columns=["id", "title"]),
+                sync.route("/queryable", table, queryable_columns=["done", "id"]),
+                Route("/queryable-render", queryable),
                 sync.route("/open", table, where="done = $1", params=[False]),
                 sync.route("/open-without-secret", table, where="done = false", check_secret=False),
                 Route("/mine", mine),
@@ -227,6 +232,14 @@ async def test_predefined_route_ignores_client_shape_params(app: App) -> None:
         "/open", None, where="done = $1", **{"params[1]": "true"}
     )
     assert set(rows(messages)) == {"1", "3", "4", "5"}
+
+
+async def test_queryable_columns_on_a_route_and_render(app: App) -> None:
+    """Electric's allow-list, given by the app: what is synced (clients cannot widen it)."""
+    for path in ("/queryable", "/queryable-render"):
+        _, _, messages = await app.sync_to_end(path, columns="id,owner")
+        assert set(rows(messages)) == {"1", "2", "3", "4", "5"}
+        assert all(set(row) == {"id", "done"} for row in rows(messages).values())
 
 
 async def test_per_request_shape_sees_the_request_auth(app: App) -> None:

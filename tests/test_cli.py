@@ -94,6 +94,7 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "compact_min_bytes": ("-1", "expected an integer >= 0"),
     "schema_check_interval": ("-1", "expected a number >= 0.0"),
     "manual_publishing": ("maybe", "expected true or false"),
+    "prometheus_port": ("0", "expected an integer >= 1"),
 }
 """Settings that are checked before anything starts (exit status 2)."""
 

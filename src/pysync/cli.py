@@ -27,6 +27,7 @@ from pysync import __version__, bench, uninstall
 from pysync.config import ENV, Settings, SettingsError, env_origins, from_env, make_settings
 from pysync.electric_env import notices
 from pysync.engine import Engine
+from pysync.http import metrics_port
 from pysync.http.api import ShapeAPI
 from pysync.http.parking import LivePolls
 from pysync.http.server import bounded_protocol, connection_budget, quiet_accept_errors
@@ -164,6 +165,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="{on,off}",
         help="merge each row's updates in shape logs so that storage and catch-up reads "
         "stay bounded (env PYSYNC_COMPACTION=true/false, default on)",
+    )
+    serve.add_argument(
+        "--prometheus-port",
+        help="also serve /metrics on this port "
+        "(env PYSYNC_PROMETHEUS_PORT or ELECTRIC_PROMETHEUS_PORT; default: none)",
     )
     serve.add_argument(
         "--compact-min-bytes",
@@ -364,7 +370,7 @@ def run_loop(main: Awaitable[None]) -> None:
     uvloop.run(main)  # type: ignore[arg-type]
 
 
-def listen(host: str, port: int) -> socket.socket:
+def listen(host: str, port: int, flag: str = "--port") -> socket.socket:
     """The HTTP socket, bound and listening before anything else starts: a taken port
     fails fast."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -375,7 +381,7 @@ def listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         hint = (
-            "is another server using it? Choose another --port."
+            f"is another server using it? Choose another {flag}."
             if exc.errno == errno.EADDRINUSE
             else "check --host / PYSYNC_HOST."
         )
@@ -417,6 +423,10 @@ async def serve(settings: Settings) -> None:
         except STARTUP_ERRORS as exc:
             raise StartupError(_explain(exc, database_url)) from None
         cleanup.append(engine.stop)
+        if settings.prometheus_port is not None:
+            metrics_sock = listen(settings.host, settings.prometheus_port, "--prometheus-port")
+            metrics_sock.set_inheritable(False)  # not the workers'
+            cleanup.append(metrics_port.start(engine.metrics, metrics_sock))
         if settings.workers:
             await supervise(
                 engine, settings, sock, database_url, lambda: announce(settings, cluster)

@@ -72,6 +72,8 @@ class Settings(msgspec.Struct, kw_only=True):
     manual_publishing: bool = False
     """Never alter the publication or a table's replica identity: a database owner
     publishes each table and sets it ``REPLICA IDENTITY FULL``."""
+    prometheus_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
+    """Also serve ``/metrics`` on this port of ``host`` (Electric's ``ELECTRIC_PROMETHEUS_PORT``)."""
 
     @property
     def shape_storage(self) -> Path:
@@ -106,6 +108,7 @@ ENV: dict[str, tuple[str, ...]] = {
     "compact_min_bytes": ("PYSYNC_COMPACT_MIN_BYTES",),
     "schema_check_interval": ("PYSYNC_SCHEMA_CHECK_INTERVAL",),
     "manual_publishing": ("PYSYNC_MANUAL_PUBLISHING", "ELECTRIC_MANUAL_TABLE_PUBLISHING"),
+    "prometheus_port": ("PYSYNC_PROMETHEUS_PORT", "ELECTRIC_PROMETHEUS_PORT"),
 }
 
 
@@ -252,6 +255,8 @@ def _check(settings: Settings, names: Mapping[str, str]) -> None:
         raise fail("secret", "the secret is empty; leave it out to serve without one")
     if not settings.host:
         raise fail("host", "expected an interface's address or name, e.g. 127.0.0.1")
+    if settings.prometheus_port == settings.port:
+        raise fail("prometheus_port", "the port of the shape API; give another one")
 
 
 def read_secret(path: Path) -> str:

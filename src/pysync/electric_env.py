@@ -61,7 +61,6 @@ NOT_APPLICABLE: dict[str, str] = {
     "ELECTRIC_OTEL_DEBUG": "pysync exports no OpenTelemetry data",
     "ELECTRIC_HNY_API_KEY": "pysync exports nothing to Honeycomb",
     "ELECTRIC_HNY_DATASET": "pysync exports nothing to Honeycomb",
-    "ELECTRIC_PROMETHEUS_PORT": "pysync serves /metrics on its HTTP port",
     "ELECTRIC_STATSD_HOST": "pysync sends nothing to StatsD",
     "SENTRY_DSN": "pysync reports nothing to Sentry (errors are in its log)",
     "ELECTRIC_LOG_COLORS": "pysync's log has no colours",

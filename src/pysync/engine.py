@@ -41,6 +41,7 @@ from pysync.shapes.registry import ShapeRegistry
 from pysync.shapes.storage import OS_IO, Io, StorageError
 from pysync.shapes.store import ShapeStore
 from pysync.shapes.subqueries import MAX_ROWS as MAX_SUBQUERY_ROWS
+from pysync.slot_wal import SlotWal
 from pysync.storage_outage import StorageOutage
 
 log = logging.getLogger(__name__)
@@ -254,6 +255,19 @@ class Engine:
 
     def _gauges(self) -> None:
         gauge, stream = self.metrics.gauge, self.stream
+        slot_wal = SlotWal(self.connections, self.slot)
+        self.metrics.before_scrape.append(slot_wal.refresh)
+        gauge(
+            "electric_postgres_replication_slot_retained_wal_size",
+            "WAL bytes Postgres retains for the slot (Electric's name).",
+            lambda: slot_wal.retained_bytes,
+        )
+        gauge(
+            "electric_postgres_replication_slot_confirmed_flush_lsn_lag",
+            "WAL bytes between the server's position and the slot's confirmed one "
+            "(Electric's name).",
+            lambda: slot_wal.confirmed_lag_bytes,
+        )
         gauge("pysync_shapes", "Shapes being served.", lambda: len(self.registry))
         gauge(
             "pysync_received_lsn",

@@ -39,15 +39,20 @@ def shape(
     columns: Sequence[str] | None = None,
     replica: str = "default",
     log_mode: str = "full",
+    queryable_columns: Sequence[str] | None = None,
 ) -> ShapeDefinition:
     """A shape definition. ``source`` is a table name (``todos``, ``app."Todos"``), a
     ShapeDefinition, a SQLAlchemy Table, ORM class or ``select()``; or give ``table=``.
 
     ``where`` is Electric WHERE text with ``$n`` placeholders for ``params`` (a list, or
     a mapping ``{1: value}``), or, with a SQLAlchemy source, an expression. ``columns``
-    replaces the source's columns. Raises ShapeError naming what cannot be a shape."""
+    replaces the source's columns. ``queryable_columns`` (Electric's allow-list) limits
+    the columns synced and those subset ``where``/``order_by`` may reference. Raises
+    ShapeError naming what cannot be a shape."""
     if isinstance(source, ShapeDefinition):
-        if any(v is not None for v in (table, namespace, where, params, columns)):
+        if any(
+            v is not None for v in (table, namespace, where, params, columns, queryable_columns)
+        ):
             raise TypeError("a ShapeDefinition is complete: give table/where/params/columns in it")
         return source
     if source is not None and table is not None:
@@ -71,6 +76,7 @@ def shape(
             columns=columns,
             replica=replica,
             log_mode=log_mode,
+            queryable_columns=queryable_columns,
         )
     if not uses_sqlalchemy(source):
         raise ShapeError(
@@ -105,6 +111,7 @@ def shape(
         columns=columns if columns is not None else compiled.columns,
         replica=replica,
         log_mode=log_mode,
+        queryable_columns=queryable_columns,
     )
 
 

@@ -55,6 +55,9 @@ def shape_params(definition: ShapeDefinition) -> list[tuple[str, str]]:
         query.extend((f"params[{i}]", value) for i, value in enumerate(definition.params, 1))
     if definition.columns is not None:
         query.append(("columns", ",".join(_quote(name) for name in definition.columns)))
+    if definition.queryable_columns is not None:
+        names = ",".join(_quote(name) for name in definition.queryable_columns)
+        query.append(("queryable_columns", names))
     if definition.replica != "default":
         query.append(("replica", definition.replica))
     return query

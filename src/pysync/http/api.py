@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
+from urllib.parse import parse_qs
 
 import msgspec
 import psycopg
@@ -31,6 +32,8 @@ from pysync.http import responses, sse
 from pysync.http.auth import check_secret, secret_ok
 from pysync.http.delete import delete_shape
 from pysync.http.errors import (
+    KNOWN_ERROR,
+    NO_CHANGE,
     MustRefetch,
     ShapeAPIError,
     invalid,
@@ -50,6 +53,7 @@ from pysync.http.subset import (
     subset_fields_from_query,
 )
 from pysync.http.waiters import InterruptRegistry, Recheck
+from pysync.metrics import ADMISSION_KINDS
 from pysync.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pysync.shapes.consumer import ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition, ShapeError
@@ -65,6 +69,14 @@ SNAPSHOT_WAIT = 60.0
 """How long a request waits for the first snapshot data (Electric: 60 s for a chunk)."""
 
 _encode = msgspec.json.encode
+
+
+def is_live(query: bytes) -> bool:
+    """The request's ``live`` as ``parse_request`` reads it (present, not ``false``)."""
+    if b"live=" not in query:
+        return False
+    value = parse_qs(query.decode("latin-1"), keep_blank_values=True).get("live")
+    return value is not None and value[-1] != "false"
 
 
 class ShapeAPI:
@@ -105,6 +117,22 @@ class ShapeAPI:
             "Live requests waiting for changes.",
             lambda: len(self.interrupts),
         )
+        metrics = engine.metrics
+        metrics.labelled_gauge(
+            "electric_admission_control_acquire_current",
+            "Shape requests being served, by kind (Electric's name).",
+            ("kind",),
+            lambda: {(kind,): self.in_flight[kind] for kind in ADMISSION_KINDS},
+        )
+        for name in ("acquire_limit", "reject_limit"):
+            metrics.labelled_gauge(
+                f"electric_admission_control_{name}",
+                "Concurrent shape requests allowed, by kind (Electric's name).",
+                ("kind",),
+                lambda: {(kind,): self.limits[kind] for kind in ADMISSION_KINDS},
+            )
+        for kind in ADMISSION_KINDS:
+            metrics.admission_rejects.inc(kind, amount=0)  # 0 until one: dashboards see it
 
     @classmethod
     def from_settings(cls, engine: ShapeSource, settings: Settings) -> ShapeAPI:
@@ -154,7 +182,8 @@ class ShapeAPI:
             routes=[*self.routes(), Route("/", self.root, methods=["GET", "HEAD"])],
             lifespan=lifespan,
         )
-        responses_by_status = self.engine.metrics.responses
+        metrics = self.engine.metrics
+        responses_by_status = metrics.responses
 
         async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
@@ -169,8 +198,29 @@ class ShapeAPI:
             if scope["path"] not in SHAPE_PATHS or scope["method"] not in SHAPE_METHODS:
                 await starlette(scope, receive, counting)
                 return
+            # Electric's per-request event: status, known error, live, body bytes.
+            status = 0
+            known_error = empty = False
+            size = 0
+
+            async def measuring(message: Message) -> None:
+                nonlocal status, known_error, empty, size
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                    responses_by_status.labels(str(status)).inc()
+                    headers = message.get("headers", ())
+                    known_error = KNOWN_ERROR in headers
+                    empty = NO_CHANGE in headers
+                elif message["type"] == "http.response.body":
+                    size += len(message.get("body", b""))
+                    if not message.get("more_body", False):
+                        live = is_live(scope["query_string"])
+                        # Electric's empty: a live request answered without changes.
+                        metrics.shape_response(status, known_error, live, empty and live, size)
+                await send(message)
+
             response = await self.endpoint(Request(scope, receive))
-            await response(scope, receive, counting)
+            await response(scope, receive, measuring)
 
         return asgi
 
@@ -192,7 +242,7 @@ class ShapeAPI:
         return Response(_encode(body), status_code=code, media_type=JSON, headers=headers)
 
     async def metrics(self, request: Request) -> Response:
-        return Response(self.engine.metrics.render(), media_type=METRICS_CONTENT_TYPE)
+        return Response(await self.engine.metrics.scrape(), media_type=METRICS_CONTENT_TYPE)
 
     async def endpoint(self, request: Request) -> Response:
         """``/v1/shape``: every method."""
@@ -310,6 +360,7 @@ class ShapeAPI:
         # requests for shapes that went away (a restart) do not bypass that budget.
         kind = "existing" if self.engine.known(definition) is not None else "initial"
         if self.in_flight[kind] >= self.limits[kind]:
+            self.engine.metrics.admission_rejects.inc(kind)
             raise too_many(kind, self.limits[kind])
         self.in_flight[kind] += 1
         try:

@@ -60,6 +60,14 @@ def invalid(errors: Mapping[str, Any]) -> ShapeAPIError:
     return ShapeAPIError(400, {"message": "Invalid request", "errors": dict(errors)})
 
 
+KNOWN_ERROR = (b"electric-internal-known-error", b"true")
+"""The raw header of an error Electric counts as known (``known_error`` in its metrics)."""
+
+
+NO_CHANGE = (b"electric-has-data", b"false")
+"""The raw header of a response without changes (Electric's ``empty`` in its metrics)."""
+
+
 def unavailable(
     message: str, retry_after: int | str, *, known: bool = False, **body: Any
 ) -> ShapeAPIError:

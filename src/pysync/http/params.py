@@ -93,6 +93,12 @@ def parse_request(query: Mapping[str, str], *, shape_from_params: bool = True) -
             columns = parse_column_list(query["columns"])
         except IdentifierError as exc:
             errors["columns"] = [str(exc)]
+    queryable: list[str] | None = None
+    if "queryable_columns" in query:
+        try:
+            queryable = parse_column_list(query["queryable_columns"])
+        except IdentifierError as exc:
+            errors["queryable_columns"] = [str(exc)]
     if errors:
         raise RequestError(errors)
     # Stage 2: offset format.
@@ -137,6 +143,7 @@ def parse_request(query: Mapping[str, str], *, shape_from_params: bool = True) -
                 columns=columns,
                 replica=replica,
                 log_mode=log_mode,
+                queryable_columns=queryable,
             )
         except ShapeError as exc:
             raise RequestError({exc.field: [exc.message]}) from None

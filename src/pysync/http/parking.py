@@ -33,7 +33,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pysync.http.errors import MustRefetch, ShapeAPIError
+from pysync.http.errors import KNOWN_ERROR, NO_CHANGE, MustRefetch, ShapeAPIError
 from pysync.http.params import ShapeRequest
 from pysync.http.responses import INTERNAL_ERROR, error_response
 from pysync.http.shared import Prebuilt
@@ -317,6 +317,12 @@ class LivePolls:
                 self.api.engine.metrics.responses.labels(str(response.status_code))
             )
         counter.inc()
+        # Every response sent here answers a live request (Electric's serve_shape event).
+        headers = response.raw_headers
+        known_error = response.status_code >= 400 and KNOWN_ERROR in headers
+        self.api.engine.metrics.shape_response(
+            response.status_code, known_error, True, NO_CHANGE in headers, len(response.body)
+        )
         conn.respond(response)
 
     def _replay(self, parked: Parked) -> None:

@@ -235,9 +235,9 @@ async def subset_reply(
     """The subset's body and headers; raises ShapeAPIError."""
     try:
         if _small(fields):
-            subset = parse_subset(fields, consumer.shape.table)
+            subset = parse_subset(fields, consumer.shape.subset_table)
         else:
-            subset = await engine.compute(parse_subset, fields, consumer.shape.table)
+            subset = await engine.compute(parse_subset, fields, consumer.shape.subset_table)
     except SubsetError as exc:
         raise invalid({"subset": exc.errors}) from None
     except TimeoutError:

@@ -42,6 +42,9 @@ class ShapeDefinition(msgspec.Struct, frozen=True):
     columns: tuple[str, ...] | None = None
     replica: str = "default"
     log_mode: str = "full"
+    queryable_columns: tuple[str, ...] | None = None
+    """Electric's server-side allow-list: the columns that may be synced and referenced
+    by subset ``where``/``order_by``; the synced columns when ``columns`` is not given."""
 
     @classmethod
     def create(
@@ -54,6 +57,7 @@ class ShapeDefinition(msgspec.Struct, frozen=True):
         columns: Sequence[str] | None = None,
         replica: str = "default",
         log_mode: str = "full",
+        queryable_columns: Sequence[str] | None = None,
     ) -> ShapeDefinition:
         """Build a definition from user input: ``table`` may be ``todos``,
         ``public.todos``, ``"My Table"`` or ``app."Todos"`` (Postgres identifier rules)."""
@@ -76,11 +80,18 @@ class ShapeDefinition(msgspec.Struct, frozen=True):
             columns=tuple(columns) if columns is not None else None,
             replica=replica,
             log_mode=log_mode,
+            queryable_columns=tuple(queryable_columns) if queryable_columns is not None else None,
         )
 
     @property
     def relation(self) -> tuple[str, str]:
         return (self.schema, self.table)
+
+    @property
+    def selects_all(self) -> bool:
+        """All the table's columns, whatever they are (Electric's ``selects_all_columns``):
+        a column added to the table changes the shape."""
+        return self.columns is None and self.queryable_columns is None
 
 
 def normalize_params(
@@ -176,6 +187,17 @@ class Shape(msgspec.Struct, frozen=True):
         return self.table.identity
 
     @property
+    def subset_table(self) -> Table:
+        """The table as subsets see it: only its queryable columns when the shape has
+        an allow-list (a subset naming another column is refused, as an unknown one)."""
+        allowed = self.definition.queryable_columns
+        if allowed is None:
+            return self.table
+        return msgspec.structs.replace(
+            self.table, columns=tuple(c for c in self.table.columns if c.name in allowed)
+        )
+
+    @property
     def reads(self) -> set[str]:
         """The columns the shape depends on: selected, key, and those its WHERE reads."""
         where = self.where
@@ -190,7 +212,7 @@ def affected_by(shape: Shape, relation: Relation) -> bool:
         return True
     layout = {c.name: c.type_oid for c in relation.columns}
     replicated = [c for c in shape.table.columns if not c.generated]
-    if shape.definition.columns is None and len(layout) != len(replicated):
+    if shape.definition.selects_all and len(layout) != len(replicated):
         return True
     return retyped(shape, layout)
 
@@ -261,7 +283,8 @@ def build_shape(
     if table is None:
         raise _missing_table(definition.schema, definition.table)
     _check_replicable(table)
-    columns = _selected_columns(table, definition.columns)
+    queryable = _queryable_columns(table, definition.queryable_columns)
+    columns = _selected_columns(table, definition.columns, queryable)
     where = None
     dependencies: tuple[Subquery, ...] = ()
     if definition.where is not None:
@@ -278,6 +301,8 @@ def build_shape(
         definition.replica,
         definition.log_mode,
     ]
+    if queryable is not None:
+        fields.append(["queryable", sorted(queryable)])  # absent before: old keys stay
     if dependencies:
         # Their tables' oids: a subquery's table created again makes another shape.
         fields.append([dependency.key for dependency in dependencies])
@@ -375,7 +400,42 @@ def _subquery(spec: object, params: dict[int, str], tables: Tables, offset: int)
     )
 
 
-def _selected_columns(table: Table, requested: tuple[str, ...] | None) -> tuple[str, ...]:
+def _queryable_columns(table: Table, allowed: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    """The allow-list checked in Electric's order: missing key columns, unknown, empty."""
+    if allowed is None:
+        return None
+    missing = [name for name in table.identity if name not in allowed]
+    if missing:
+        raise ShapeError(
+            "queryable_columns",
+            "The list of queryable columns must include all primary key columns, missing: "
+            + ", ".join(missing),
+        )
+    unknown = [name for name in allowed if table.column(name) is None]
+    if unknown:
+        raise ShapeError(
+            "queryable_columns",
+            f"The following queryable columns are not found on the table: {', '.join(unknown)}",
+        )
+    if not allowed:
+        raise ShapeError("queryable_columns", "The list of queryable columns must not be empty")
+    return allowed
+
+
+def _selected_columns(
+    table: Table, requested: tuple[str, ...] | None, queryable: tuple[str, ...] | None
+) -> tuple[str, ...]:
+    if requested is None and queryable is not None:
+        # As Electric: the allow-list is what is synced.
+        generated = [c.name for c in table.columns if c.generated and c.name in queryable]
+        if generated:
+            raise ShapeError(
+                "columns",
+                "The following columns are generated and cannot be included in the shape: "
+                f"{', '.join(generated)}. You can exclude them from the shape by explicitly "
+                "listing which columns to fetch in the 'columns' query param",
+            )
+        return tuple(c.name for c in table.columns if c.name in queryable)
     if requested is None:
         generated = [c.name for c in table.columns if c.generated]
         if generated:
@@ -394,7 +454,12 @@ def _selected_columns(table: Table, requested: tuple[str, ...] | None) -> tuple[
             "columns",
             f"The list of columns must include all primary key columns, missing: {', '.join(missing)}",
         )
-    unknown = [name for name in requested if table.column(name) is None]
+    # A column outside the allow-list is, for this shape, not on the table (Electric).
+    unknown = [
+        name
+        for name in requested
+        if table.column(name) is None or (queryable is not None and name not in queryable)
+    ]
     if unknown:
         raise ShapeError(
             "columns", f"The following columns are not found on the table: {', '.join(unknown)}"

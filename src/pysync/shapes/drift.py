@@ -102,7 +102,7 @@ class SchemaCheck:
                 now = tables.get(table.oid)
                 if consumer.gone or (now is not None and _unchanged(table, now)):
                     continue
-                reason = drift(table, now, shape.reads, shape.definition.columns is None)
+                reason = drift(table, now, shape.reads, shape.definition.selects_all)
                 if reason is not None:
                     registry.invalidate(consumer, reason)
 
