@@ -182,7 +182,7 @@ def _check_published(
     """Manual publishing: raise NotPublished unless the table is ready to replicate."""
     if row is None:
         raise PublicationError(f'table "{schema}"."{table}" does not exist')
-    identity, published = row
+    identity, published = row[:2]
     target = f"{quote_identifier(schema)}.{quote_identifier(table)}"
     full = f"ALTER TABLE {target} REPLICA IDENTITY FULL;"
     name = _electric_name(schema, table)
