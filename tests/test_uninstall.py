@@ -11,8 +11,8 @@ from typing import Any
 
 import psycopg
 
+from engine_runner import make
 from pysync.engine import Engine
-from pysync.shapes.definition import ShapeDefinition
 from test_cli import UNREACHABLE, clean_env
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -56,7 +56,9 @@ async def published_by_an_engine(database_url: str, conn: Conn) -> None:
     await engine.start()
     try:
         for table in ("d", "k", "f"):
-            await engine.shape(ShapeDefinition.create(table))
+            # Published (and recorded) before its snapshot: wait for it, or the stop
+            # below may come first.
+            await make(engine, table)
     finally:
         await engine.stop()
     # The walsender may hold the slot a moment after the engine stopped.
