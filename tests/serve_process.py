@@ -71,9 +71,16 @@ class ServeProcess:
 
     @classmethod
     def on(
-        cls, database_url: str, port: int, storage: Path, *extra: str, long_poll_timeout: float = 2
+        cls,
+        database_url: str,
+        port: int,
+        storage: Path,
+        *extra: str,
+        long_poll_timeout: float = 2,
+        env: dict[str, str] | None = None,
     ) -> ServeProcess:
-        """A started ``pysync serve`` on 127.0.0.1:``port`` (quiet logs), ready to serve."""
+        """A started ``pysync serve`` on 127.0.0.1:``port`` (quiet logs unless ``extra``
+        says otherwise: a later flag wins), ready to serve."""
         server = cls(
             [
                 "--database-url",
@@ -89,7 +96,8 @@ class ServeProcess:
                 "--log-level",
                 "warning",
                 *extra,
-            ]
+            ],
+            env,
         )
         server.wait_ready()
         return server

@@ -27,7 +27,7 @@ import httpx
 import psycopg
 import pytest
 
-from engine_runner import Conn, make, materialise, poll, quiesce, read_all, table_state
+from engine_runner import Conn, drop_slot, make, materialise, poll, quiesce, read_all, table_state
 from follower import Follower, converge
 from http_support import Client, make_api
 from pysync.engine import Engine, Status
@@ -435,20 +435,11 @@ async def test_torn_tail_is_repaired_and_corruption_stops_start(
 
 def drop_slot_from_outside(conn: Conn, slot: str = "pysync") -> None:
     """As an operator would: end the walsender holding it, then drop it (pysync may get
-    it back in between: try until the drop wins)."""
-    deadline = time.monotonic() + 30
-    while True:
-        conn.execute(
-            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
-            "WHERE slot_name = %s AND active_pid IS NOT NULL",
-            (slot,),
-        )
-        try:
-            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-            return
-        except psycopg.errors.ObjectInUse:
-            assert time.monotonic() < deadline, "could not drop the slot"
-            time.sleep(0.01)
+    it back in between: ``drop_slot`` tries until the drop wins)."""
+    assert conn.execute(
+        "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+    ).fetchone(), f"no slot {slot} to drop"
+    drop_slot(conn, slot)
 
 
 async def test_slot_dropped_or_recreated_from_outside(

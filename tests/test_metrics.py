@@ -59,24 +59,17 @@ def test_shape_requests_and_admission_under_electric_names(
         conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)")
         conn.execute("INSERT INTO items VALUES (1, 0)")
     port, metrics_port = free_port(), free_port()
-    server = ServeProcess(
-        [
-            "--database-url",
-            database_url,
-            "--port",
-            str(port),
-            "--storage-dir",
-            str(tmp_path / "storage"),
-            "--long-poll-timeout",
-            "20",
-            "--max-existing-requests",
-            "1",
-            "--log-level",
-            "info",  # its "shutdown complete": SIGTERM still stops the API's server
-        ],
+    server = ServeProcess.on(
+        database_url,
+        port,
+        tmp_path / "storage",
+        "--max-existing-requests",
+        "1",
+        "--log-level",
+        "info",  # its "shutdown complete": SIGTERM still stops the API's server
+        long_poll_timeout=20,
         env={"ELECTRIC_PROMETHEUS_PORT": str(metrics_port)},
     )
-    server.wait_ready()
     base = f"http://127.0.0.1:{port}"
 
     def scrape(url: str = f"http://127.0.0.1:{metrics_port}/metrics") -> Any:
