@@ -425,19 +425,10 @@ def _queryable_columns(table: Table, allowed: tuple[str, ...] | None) -> tuple[s
 def _selected_columns(
     table: Table, requested: tuple[str, ...] | None, queryable: tuple[str, ...] | None
 ) -> tuple[str, ...]:
-    if requested is None and queryable is not None:
-        # As Electric: the allow-list is what is synced.
-        generated = [c.name for c in table.columns if c.generated and c.name in queryable]
-        if generated:
-            raise ShapeError(
-                "columns",
-                "The following columns are generated and cannot be included in the shape: "
-                f"{', '.join(generated)}. You can exclude them from the shape by explicitly "
-                "listing which columns to fetch in the 'columns' query param",
-            )
-        return tuple(c.name for c in table.columns if c.name in queryable)
     if requested is None:
-        generated = [c.name for c in table.columns if c.generated]
+        # Every column, or, as Electric, the allow-list when there is one.
+        columns = [c for c in table.columns if queryable is None or c.name in queryable]
+        generated = [c.name for c in columns if c.generated]
         if generated:
             raise ShapeError(
                 "columns",
@@ -445,7 +436,7 @@ def _selected_columns(
                 f"{', '.join(generated)}. You can exclude them from the shape by explicitly "
                 "listing which columns to fetch in the 'columns' query param",
             )
-        return tuple(c.name for c in table.columns)
+        return tuple(c.name for c in columns)
     # Electric's order of checks: missing key columns, unknown, generated, empty.
     wanted = set(requested)
     missing = [name for name in table.identity if name not in wanted]
