@@ -12,6 +12,7 @@ from engine_runner import Conn, poll, quiesce, read_all, table_state
 from pysync.engine import Engine
 from pysync.shapes.consumer import LIVE, ShapeConsumer
 from pysync.shapes.definition import ShapeDefinition
+from pysync.shapes.dependency import DependencyState
 from subquery_support import TaggedClient
 
 SCHEMA = """
@@ -45,17 +46,23 @@ async def wait_live(live: ShapeConsumer, timeout: float = 30) -> None:
 async def settle(
     engine: Engine, conn: Conn, shapes: list[ShapeConsumer], timeout: float = 30
 ) -> None:
-    """Until every transaction so far is processed and no move-in is pending."""
+    """Until every transaction so far is processed and no move-in is pending: no
+    dependency is being read again (a nested subquery's inner query finishing is what
+    starts the outer shapes' move-ins) and every shape is steady."""
     await quiesce(engine, conn, timeout)
+    dependencies = engine.registry.subqueries.by_key
     await poll(
-        lambda: all(
-            s.gone
-            or (
-                s.subquery is not None
-                and s.subquery.move is None
-                and s.subquery.phase.value == "steady"
+        lambda: (
+            all(d.state is DependencyState.LIVE for d in dependencies.values())
+            and all(
+                s.gone
+                or (
+                    s.subquery is not None
+                    and s.subquery.move is None
+                    and s.subquery.phase.value == "steady"
+                )
+                for s in shapes
             )
-            for s in shapes
         ),
         timeout,
         "move-ins to be spliced",
