@@ -234,6 +234,10 @@ def test_serve_refuses_an_unverified_server_in_one_line(
         f"pysync: cannot connect to the database at {host}:{tls_database.cluster.port}/tls: "
     ), errors
     assert reason in errors[0], errors
+    assert errors[0].endswith(
+        "Check --database-url / DATABASE_URL and the CA certificate file "
+        "(--database-ca-certificate-file / ELECTRIC_DATABASE_CA_CERTIFICATE_FILE)."
+    ), errors
     assert "Traceback" not in server.output()
     assert tls_database.cluster.password not in server.output()
 

@@ -565,10 +565,14 @@ def _explain(exc: BaseException, database_url: str) -> str:
         target = (
             f"{where.get('host', 'localhost')}:{where.get('port', 5432)}/{where.get('dbname', '')}"
         )
-        return (
-            f"cannot connect to the database at {target}: {connection_failure(str(exc))} "
-            "Check --database-url / DATABASE_URL."
-        )
+        reason = connection_failure(str(exc))
+        check = "--database-url / DATABASE_URL"
+        if "SSL" in reason or "certificate" in reason:
+            check += (
+                " and the CA certificate file (--database-ca-certificate-file / "
+                "ELECTRIC_DATABASE_CA_CERTIFICATE_FILE)"
+            )
+        return f"cannot connect to the database at {target}: {reason} Check {check}."
     if isinstance(exc, OSError) and exc.filename:
         # The shape logs are the files the engine opens.
         return (
