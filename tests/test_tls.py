@@ -10,6 +10,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -166,8 +167,9 @@ def _pysync_backends(database: TlsDatabase) -> list[tuple[str, bool]]:
     return [(str(kind), bool(ssl)) for kind, ssl in rows]
 
 
+@pytest.mark.parametrize("workers", ["0", "1"])
 async def test_serve_syncs_over_verified_tls_with_electrics_ca_variable(
-    tls_database: TlsDatabase, tmp_path: Path
+    tls_database: TlsDatabase, tmp_path: Path, workers: str
 ) -> None:
     port = free_port()
     server = ServeProcess.on(
@@ -178,7 +180,12 @@ async def test_serve_syncs_over_verified_tls_with_electrics_ca_variable(
         "tls_serve",
         "--publication",
         "tls_serve",
-        env={"ELECTRIC_DATABASE_CA_CERTIFICATE_FILE": str(tls_database.certificates.ca)},
+        "--workers",
+        workers,  # 1: the settings reach the HTTP worker's sessions too
+        env={
+            "ELECTRIC_DATABASE_CA_CERTIFICATE_FILE": str(tls_database.certificates.ca),
+            "ELECTRIC_DATABASE_TCP_KEEPALIVE_IDLE": "30s",
+        },
     )
     client = Client.at(f"http://127.0.0.1:{port}")
     try:
@@ -240,6 +247,22 @@ def test_serve_refuses_an_unverified_server_in_one_line(
     ), errors
     assert "Traceback" not in server.output()
     assert tls_database.cluster.password not in server.output()
+
+
+def test_uninstall_connects_with_the_ca_variable(tls_database: TlsDatabase) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pysync.cli", "uninstall", "--yes", "--slot", "tls_none"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **os.environ,
+            "DATABASE_URL": tls_database.url(query="sslmode=verify-full"),
+            "ELECTRIC_DATABASE_CA_CERTIFICATE_FILE": str(tls_database.certificates.ca),
+        },
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith('nothing to do: no publication "pysync"'), done.stdout
 
 
 # -- TCP keepalives -----------------------------------------------------------------------
