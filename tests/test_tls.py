@@ -265,6 +265,24 @@ def test_uninstall_connects_with_the_ca_variable(tls_database: TlsDatabase) -> N
     assert done.stdout.startswith('nothing to do: no publication "pysync"'), done.stdout
 
 
+def test_bench_connects_with_the_ca_variable(tls_database: TlsDatabase, tmp_path: Path) -> None:
+    # It gets as far as finding no pgbench tables: its sessions verified the server.
+    done = subprocess.run(
+        [sys.executable, "-m", "pysync.cli", "bench", "--no-init", "--database-url"]
+        + [tls_database.url(query="sslmode=verify-full")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            **os.environ,
+            "TMPDIR": str(tmp_path),
+            "ELECTRIC_DATABASE_CA_CERTIFICATE_FILE": str(tls_database.certificates.ca),
+        },
+    )
+    assert "the database has no pgbench tables" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
 # -- TCP keepalives -----------------------------------------------------------------------
 
 
