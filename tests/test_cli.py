@@ -65,6 +65,7 @@ def test_a_mistyped_option_gets_its_commands_usage_and_a_guess() -> None:
     )
 
 
+DURATION = "expected a duration above 0 such as 30s, 500ms or 2min (a bare number is seconds)"
 # field: (bad value, the reason after "pysync: invalid <flag or variable> '<value>': ")
 BAD_VALUES: dict[str, tuple[str, str]] = {
     "database_url": (
@@ -95,6 +96,14 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "schema_check_interval": ("-1", "expected a number >= 0.0"),
     "manual_publishing": ("maybe", "expected true or false"),
     "prometheus_port": ("0", "expected an integer >= 1"),
+    "database_ca_certificate_file": (
+        "/nonexistent/root.crt",
+        "cannot read it: No such file or directory",
+    ),
+    "database_tcp_keepalive_idle": ("0", DURATION),
+    "database_tcp_keepalive_interval": ("1h", DURATION),
+    "database_tcp_keepalive_count": ("0", "expected an integer >= 1"),
+    "database_tcp_user_timeout": ("-1s", DURATION),
 }
 """Settings that are checked before anything starts (exit status 2)."""
 

@@ -24,7 +24,15 @@ import uvicorn
 from starlette.applications import Starlette
 
 from pysync import __version__, bench, uninstall
-from pysync.config import ENV, Settings, SettingsError, env_origins, from_env, make_settings
+from pysync.config import (
+    ENV,
+    Settings,
+    SettingsError,
+    connection_from_env,
+    env_origins,
+    from_env,
+    make_settings,
+)
 from pysync.electric_env import notices
 from pysync.engine import Engine
 from pysync.http import metrics_port
@@ -33,6 +41,7 @@ from pysync.http.parking import LivePolls
 from pysync.http.server import bounded_protocol, connection_budget, quiet_accept_errors
 from pysync.lockfile import DirectoryInUse
 from pysync.postgres.cluster import ClusterError, PostgresCluster, binary_dir
+from pysync.postgres.conninfo import merge
 from pysync.postgres.private import PrivateDatabase
 from pysync.postgres.publication import check_name
 from pysync.postgres.slot import ReplicationError
@@ -195,6 +204,7 @@ def _parser() -> argparse.ArgumentParser:
         "adds each table and sets REPLICA IDENTITY FULL "
         "(env PYSYNC_MANUAL_PUBLISHING or ELECTRIC_MANUAL_TABLE_PUBLISHING)",
     )
+    _connection_arguments(serve)
     psql = commands.add_parser(
         "psql",
         help="psql on the private Postgres of a data directory (started by pysync serve)",
@@ -226,6 +236,41 @@ def _parser() -> argparse.ArgumentParser:
         )
     )
     return parser
+
+
+def _connection_arguments(serve: argparse.ArgumentParser) -> None:
+    """Settings of every connection to --database-url (``postgres/conninfo.py``); a
+    duration takes a unit (30s, 500ms, 2min), a bare number is seconds."""
+    serve.add_argument(
+        "--database-ca-certificate-file",
+        help="verify the database server's certificate and host name with these trusted "
+        "root certificates: libpq sslrootcert with sslmode=verify-full "
+        "(env PYSYNC_DATABASE_CA_CERTIFICATE_FILE or ELECTRIC_DATABASE_CA_CERTIFICATE_FILE)",
+    )
+    serve.add_argument(
+        "--database-tcp-keepalive-idle",
+        help="idle time of a database connection before TCP keepalive probes, e.g. 30s "
+        "(env PYSYNC_DATABASE_TCP_KEEPALIVE_IDLE or ELECTRIC_DATABASE_TCP_KEEPALIVE_IDLE; "
+        "default: the OS's)",
+    )
+    serve.add_argument(
+        "--database-tcp-keepalive-interval",
+        help="time between TCP keepalive probes, e.g. 10s (env "
+        "PYSYNC_DATABASE_TCP_KEEPALIVE_INTERVAL or ELECTRIC_DATABASE_TCP_KEEPALIVE_INTERVAL; "
+        "default: the OS's)",
+    )
+    serve.add_argument(
+        "--database-tcp-keepalive-count",
+        help="unanswered TCP keepalive probes before a database connection is dropped (env "
+        "PYSYNC_DATABASE_TCP_KEEPALIVE_COUNT or ELECTRIC_DATABASE_TCP_KEEPALIVE_COUNT; "
+        "default: the OS's)",
+    )
+    serve.add_argument(
+        "--database-tcp-user-timeout",
+        help="how long data sent to the database may stay unacknowledged before the "
+        "connection is dropped, e.g. 60s (env PYSYNC_DATABASE_TCP_USER_TIMEOUT or "
+        "ELECTRIC_DATABASE_TCP_USER_TIMEOUT; default: the OS's)",
+    )
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -330,7 +375,8 @@ def uninstall_command(args: argparse.Namespace) -> int:
     try:
         publication = check_name("publication", setting("publication", "pysync") or "")
         slot = check_name("slot", setting("slot", "pysync") or "")
-    except ValueError as exc:
+        url = merge(url, connection_from_env())
+    except ValueError as exc:  # SettingsError too
         print(f"pysync: {exc}", file=sys.stderr)
         return 2
     try:
@@ -485,12 +531,13 @@ def announce(settings: Settings, cluster: PostgresCluster | None) -> None:
 async def _database(
     settings: Settings, cleanup: list[Callable[[], Awaitable[None]]]
 ) -> tuple[str, PostgresCluster | None]:
-    """The database URL to sync from; the private cluster is started (and its stop
-    queued in ``cleanup``) when no URL is given or the given one is that cluster's."""
+    """The conninfo to sync from: the database URL with the connection settings; the
+    private cluster is started (and its stop queued in ``cleanup``) when no URL is given
+    or the given one is that cluster's (local, without TLS: its URL is used as it is)."""
     if settings.database_url is not None and not PrivateDatabase.wanted(
         settings.data_dir, settings.database_url
     ):
-        return settings.database_url, None
+        return settings.conninfo(settings.database_url), None
     private = PrivateDatabase(settings.data_dir)
     try:
         url = await asyncio.to_thread(private.start)
@@ -518,10 +565,14 @@ def _explain(exc: BaseException, database_url: str) -> str:
         target = (
             f"{where.get('host', 'localhost')}:{where.get('port', 5432)}/{where.get('dbname', '')}"
         )
-        return (
-            f"cannot connect to the database at {target}: {connection_failure(str(exc))} "
-            "Check --database-url / DATABASE_URL."
-        )
+        reason = connection_failure(str(exc))
+        check = "--database-url / DATABASE_URL"
+        if "SSL" in reason or "certificate" in reason:
+            check += (
+                " and the CA certificate file (--database-ca-certificate-file / "
+                "ELECTRIC_DATABASE_CA_CERTIFICATE_FILE)"
+            )
+        return f"cannot connect to the database at {target}: {reason} Check {check}."
     if isinstance(exc, OSError) and exc.filename:
         # The shape logs are the files the engine opens.
         return (

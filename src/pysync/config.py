@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Annotated
 
 import msgspec
-import psycopg
 
+from pysync.postgres.conninfo import ConnectionSettings, UnparsableConninfo, merge
+from pysync.postgres.conninfo import check as check_conninfo
 from pysync.shapes.drift import SCHEMA_CHECK_INTERVAL
 from pysync.shapes.log import CHUNK_BYTES, COMPACT_MIN_BYTES
 from pysync.shapes.subqueries import MAX_ROWS as MAX_SUBQUERY_ROWS
@@ -21,6 +22,7 @@ from pysync.shapes.subqueries import MAX_ROWS as MAX_SUBQUERY_ROWS
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Seconds = Annotated[float, msgspec.Meta(ge=0)]
+Duration = Annotated[float, msgspec.Meta(gt=0)]
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -74,10 +76,37 @@ class Settings(msgspec.Struct, kw_only=True):
     publishes each table and sets it ``REPLICA IDENTITY FULL``."""
     prometheus_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
     """Also serve ``/metrics`` on this port of ``host`` (Electric's ``ELECTRIC_PROMETHEUS_PORT``)."""
+    database_ca_certificate_file: Path | None = None
+    """Verify the database server's certificate and host name with these trusted root
+    certificates (libpq ``sslrootcert`` with ``sslmode=verify-full``)."""
+    database_tcp_keepalive_idle: Duration | None = None
+    """Seconds a database connection may idle before TCP keepalive probes (whole seconds)."""
+    database_tcp_keepalive_interval: Duration | None = None
+    """Seconds between TCP keepalive probes (whole seconds)."""
+    database_tcp_keepalive_count: Positive | None = None
+    """Unanswered TCP keepalive probes before a database connection is dropped."""
+    database_tcp_user_timeout: Duration | None = None
+    """Seconds data sent to the database may stay unacknowledged (``TCP_USER_TIMEOUT``)."""
 
     @property
     def shape_storage(self) -> Path:
         return self.storage_dir or self.data_dir / "storage"
+
+    @property
+    def connection(self) -> ConnectionSettings:
+        """What every connection to ``database_url``'s server takes (``conninfo.merge``)."""
+        ca_file = self.database_ca_certificate_file
+        return ConnectionSettings(
+            ca_certificate_file=None if ca_file is None else str(ca_file),
+            keepalive_idle=self.database_tcp_keepalive_idle,
+            keepalive_interval=self.database_tcp_keepalive_interval,
+            keepalive_count=self.database_tcp_keepalive_count,
+            user_timeout=self.database_tcp_user_timeout,
+        )
+
+    def conninfo(self, database_url: str) -> str:
+        """``database_url`` with the connection settings: what to connect with."""
+        return merge(database_url, self.connection)
 
 
 ENV: dict[str, tuple[str, ...]] = {
@@ -109,7 +138,36 @@ ENV: dict[str, tuple[str, ...]] = {
     "schema_check_interval": ("PYSYNC_SCHEMA_CHECK_INTERVAL",),
     "manual_publishing": ("PYSYNC_MANUAL_PUBLISHING", "ELECTRIC_MANUAL_TABLE_PUBLISHING"),
     "prometheus_port": ("PYSYNC_PROMETHEUS_PORT", "ELECTRIC_PROMETHEUS_PORT"),
+    "database_ca_certificate_file": (
+        "PYSYNC_DATABASE_CA_CERTIFICATE_FILE",
+        "ELECTRIC_DATABASE_CA_CERTIFICATE_FILE",
+    ),
+    "database_tcp_keepalive_idle": (
+        "PYSYNC_DATABASE_TCP_KEEPALIVE_IDLE",
+        "ELECTRIC_DATABASE_TCP_KEEPALIVE_IDLE",
+    ),
+    "database_tcp_keepalive_interval": (
+        "PYSYNC_DATABASE_TCP_KEEPALIVE_INTERVAL",
+        "ELECTRIC_DATABASE_TCP_KEEPALIVE_INTERVAL",
+    ),
+    "database_tcp_keepalive_count": (
+        "PYSYNC_DATABASE_TCP_KEEPALIVE_COUNT",
+        "ELECTRIC_DATABASE_TCP_KEEPALIVE_COUNT",
+    ),
+    "database_tcp_user_timeout": (
+        "PYSYNC_DATABASE_TCP_USER_TIMEOUT",
+        "ELECTRIC_DATABASE_TCP_USER_TIMEOUT",
+    ),
 }
+
+DURATIONS = (
+    "database_tcp_keepalive_idle",
+    "database_tcp_keepalive_interval",
+    "database_tcp_user_timeout",
+)
+"""Settings that take a unit (``30s``, ``500ms``, ``2min``); a bare number is seconds,
+but milliseconds from an ``ELECTRIC_*`` variable (as Electric reads it)."""
+CONNECTION_FIELDS = ("database_ca_certificate_file", "database_tcp_keepalive_count", *DURATIONS)
 
 
 _ASCII_DOWNCASE = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
@@ -171,10 +229,24 @@ def env_origins(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return origins
 
 
+def connection_from_env(environ: Mapping[str, str] | None = None) -> ConnectionSettings:
+    """The connection settings of the environment alone, for what connects without the
+    rest of the settings (``Writer``, ``pysync uninstall``, ``pysync bench``)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    origins: dict[str, str] = {}
+    for field in CONNECTION_FIELDS:
+        name = next((name for name in ENV[field] if env.get(name)), None)
+        if name is not None:
+            values[field], origins[field] = env[name], name
+    return make_settings(values, origins).connection
+
+
 def make_settings(values: dict[str, object], origins: Mapping[str, str] | None = None) -> Settings:
     """``Settings`` from strings or values; SettingsError names a bad one as ``origins``
     says where it came from (``--port``, ``PYSYNC_PORT``), else by its field name."""
     names = origins or {}
+    values = {**values, **_durations(values, names)}
     try:
         settings = msgspec.convert(values, Settings, strict=False, dec_hook=_decode)
     except msgspec.ValidationError as exc:
@@ -189,7 +261,38 @@ def make_settings(values: dict[str, object], origins: Mapping[str, str] | None =
         settings = msgspec.structs.replace(
             settings, secret=read_secret(settings.secret_file), secret_file=None
         )
+    if settings.database_ca_certificate_file is not None:
+        # Absolute: libpq reads it at each connect, HTTP workers too.
+        settings = msgspec.structs.replace(
+            settings, database_ca_certificate_file=settings.database_ca_certificate_file.absolute()
+        )
     return settings
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|msec|s|sec|m|min)?\s*")
+_UNIT_SECONDS = {"ms": 0.001, "msec": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0}
+
+
+def _durations(values: Mapping[str, object], names: Mapping[str, str]) -> dict[str, object]:
+    """The duration settings given as text (``30s``, ``500ms``, ``2min``, ``30``) in
+    seconds; a bare number from an ``ELECTRIC_*`` variable is milliseconds, as Electric
+    reads it, else seconds, as every other duration of pysync."""
+    found: dict[str, object] = {}
+    for field in DURATIONS:
+        value = values.get(field)
+        if not isinstance(value, str):
+            continue
+        name = names.get(field, field)
+        bare = "milliseconds" if name.startswith("ELECTRIC_") else "seconds"
+        match = _DURATION.fullmatch(value)
+        if match is None or float(match[1]) <= 0:
+            raise SettingsError(
+                f"invalid {name} {value!r}: expected a duration above 0 such as 30s, 500ms "
+                f"or 2min (a bare number is {bare})"
+            )
+        unit = match[2] or ("ms" if bare == "milliseconds" else "s")
+        found[field] = float(match[1]) * _UNIT_SECONDS[unit]
+    return found
 
 
 _AT_FIELD = re.compile(r" - at `\$\.(\w+)`$")
@@ -228,6 +331,9 @@ def _named(field: str, value: object, names: Mapping[str, str]) -> str:
     return f"invalid {name} {str(value)!r}"
 
 
+_CA = "database_ca_certificate_file"
+
+
 def _check(settings: Settings, names: Mapping[str, str]) -> None:
     """What the types do not say: each failure would otherwise surface at start-up,
     as a traceback."""
@@ -238,13 +344,25 @@ def _check(settings: Settings, names: Mapping[str, str]) -> None:
 
     if settings.database_url is not None:
         try:
-            psycopg.conninfo.conninfo_to_dict(settings.database_url)
-        except psycopg.ProgrammingError as exc:
-            reason = str(exc).strip().replace("\n", " ")
+            check_conninfo(settings.database_url)
+        except UnparsableConninfo as exc:
             raise fail(
                 "database_url",
-                f"{reason}; expected postgresql://user@host:port/dbname or 'host=... dbname=...'",
+                f"{exc}; expected postgresql://user@host:port/dbname or 'host=... dbname=...'",
             ) from None
+        except ValueError as exc:
+            raise fail("database_url", str(exc)) from None
+        try:
+            merge(settings.database_url, settings.connection)
+        except ValueError as exc:
+            raise fail("database_url", f"{exc} ({names.get(_CA, _CA)}): give one") from None
+    ca_file = settings.database_ca_certificate_file
+    if ca_file is not None:
+        try:
+            with ca_file.open("rb"):
+                pass
+        except OSError as exc:
+            raise fail(_CA, f"cannot read it: {exc.strerror}") from None
     if settings.log_level.lower() not in LOG_LEVELS:
         raise fail("log_level", f"expected one of {', '.join(LOG_LEVELS)}")
     if not re.fullmatch(r"[a-z0-9_]{1,63}", settings.slot):

@@ -10,21 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-_LIBPQ = "set it in DATABASE_URL as libpq's {}"
-
 NOT_APPLICABLE: dict[str, str] = {
     "ELECTRIC_POOLED_DATABASE_URL": "pysync opens every session on DATABASE_URL "
     "(snapshots need the same server as replication)",
     "ELECTRIC_QUERY_DATABASE_URL": "pysync opens every session on DATABASE_URL "
     "(snapshots need the same server as replication)",
     "ELECTRIC_DATABASE_USE_IPV6": "libpq tries every address of the database host",
-    "ELECTRIC_DATABASE_TCP_KEEPALIVE_IDLE": _LIBPQ.format("keepalives_idle (seconds)"),
-    "ELECTRIC_DATABASE_TCP_KEEPALIVE_INTERVAL": _LIBPQ.format("keepalives_interval (seconds)"),
-    "ELECTRIC_DATABASE_TCP_KEEPALIVE_COUNT": _LIBPQ.format("keepalives_count"),
-    "ELECTRIC_DATABASE_TCP_USER_TIMEOUT": _LIBPQ.format("tcp_user_timeout (milliseconds)"),
-    "ELECTRIC_DATABASE_CA_CERTIFICATE_FILE": _LIBPQ.format(
-        "sslrootcert=<file> with sslmode=verify-full"
-    ),
     "CLEANUP_REPLICATION_SLOTS_ON_SHUTDOWN": "pysync keeps its slot across restarts "
     "(drop it with pg_drop_replication_slot when retiring pysync)",
     "ELECTRIC_TEMPORARY_REPLICATION_SLOT_USE_RANDOM_NAME": "pysync's slot is named by "

@@ -149,7 +149,10 @@ class Sync:
                 self._private.cluster.shown_url(),
             )
         assert url is not None
-        engine = Engine.from_settings(url, settings, in_memory=self.in_memory)
+        # The private Postgres is local, without TLS: the settings are for DATABASE_URL.
+        # (``database_url`` stays the URL given, for the app's own engines.)
+        conninfo = url if self._private is not None else settings.conninfo(url)
+        engine = Engine.from_settings(conninfo, settings, in_memory=self.in_memory)
         try:
             await engine.start()
         except BaseException:

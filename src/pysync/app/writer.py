@@ -77,6 +77,8 @@ from pysync.app.mutation import (
     Operation,
 )
 from pysync.app.tanstack import TanstackDB
+from pysync.config import connection_from_env
+from pysync.postgres.conninfo import merge
 from pysync.postgres.identifiers import IdentifierError, parse_relation
 
 TXID_QUERY = sql.SQL("SELECT pg_current_xact_id()::xid::text")
@@ -176,6 +178,9 @@ class Writer:
         self.format: Format = format if format is not None else TanstackDB()
         self.database_url = database_url
         """Where ``handle`` connects when it is given no connection."""
+        self.connection_settings = connection_from_env()
+        """What ``handle``'s connections take (TLS, TCP keepalives): by default those of
+        the environment (``PYSYNC_DATABASE_*`` / ``ELECTRIC_DATABASE_*``), as ``Sync``'s."""
         self.rules: dict[tuple[str, str], TableRules] = {}
 
     def allow(
@@ -275,9 +280,8 @@ class Writer:
             elif self.database_url is None:
                 raise TypeError("Writer.handle needs a connection, or Writer(database_url=...)")
             else:
-                async with await psycopg.AsyncConnection.connect(
-                    self.database_url, autocommit=True
-                ) as conn:
+                conninfo = merge(self.database_url, self.connection_settings)
+                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                     txid = await self.apply_async(bytes(body), conn)
         except MutationError as exc:
             return JSONResponse(exc.body(), exc.status)

@@ -13,6 +13,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from pysync.bench.errors import BenchError
+from pysync.config import connection_from_env
+from pysync.postgres.conninfo import merge
 
 WORKLOADS = ("tpcb-like", "simple-update", "select-only")
 """pgbench's built-in scripts; ``--script FILE`` runs a custom one."""
@@ -233,8 +235,20 @@ def from_args(args: argparse.Namespace, now: str) -> Options:
         )
     if args.server_slot is not None and args.server is None:
         raise BenchError("--server-slot goes with --server (the managed server's slot is known)")
+    database_url: str | None = args.database_url
+    if database_url is not None:
+        # The benchmark's own sessions (pgbench, markers, samples) and the managed pysync
+        # serve take the connection settings of the environment (TLS, TCP keepalives).
+        try:
+            connection = connection_from_env()
+        except ValueError as exc:  # names the variable
+            raise BenchError(str(exc)) from None
+        try:
+            database_url = merge(database_url, connection)
+        except ValueError as exc:
+            raise BenchError(f"--database-url: {exc}") from None
     return Options(
-        database_url=args.database_url,
+        database_url=database_url,
         server=args.server.rstrip("/") if args.server else None,
         secret=args.secret,
         server_slot=args.server_slot,
