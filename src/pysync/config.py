@@ -28,6 +28,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 class Settings(msgspec.Struct, kw_only=True):
     database_url: str | None = None
     """Replicate from this server; None starts the private Postgres in ``data_dir``."""
+    pooled_database_url: str | None = None
+    """Catalog work and snapshots go through this one (a transaction pooler such as
+    PgBouncer in front of ``database_url``'s server); replication stays on ``database_url``."""
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 3000
     secret: str | None = None
@@ -82,6 +85,11 @@ class Settings(msgspec.Struct, kw_only=True):
 
 ENV: dict[str, tuple[str, ...]] = {
     "database_url": ("DATABASE_URL", "PYSYNC_DATABASE_URL"),
+    "pooled_database_url": (
+        "PYSYNC_POOLED_DATABASE_URL",
+        "ELECTRIC_POOLED_DATABASE_URL",
+        "ELECTRIC_QUERY_DATABASE_URL",  # Electric's deprecated name, which it still reads
+    ),
     "host": ("PYSYNC_HOST",),
     "port": ("PYSYNC_PORT", "ELECTRIC_PORT", "PORT"),
     "secret": ("PYSYNC_SECRET", "ELECTRIC_SECRET"),
@@ -202,7 +210,7 @@ _KINDS = {
     "`str | null`": "text",
     "`str`": "text",
 }
-_SECRET_FIELDS = ("secret", "database_url")
+_SECRET_FIELDS = ("secret", "database_url", "pooled_database_url")
 """Not repeated in messages: they may hold a password."""
 
 
@@ -236,15 +244,23 @@ def _check(settings: Settings, names: Mapping[str, str]) -> None:
     def fail(field: str, reason: str) -> SettingsError:
         return SettingsError(f"{_named(field, given[field], names)}: {reason}")
 
-    if settings.database_url is not None:
+    for field in ("database_url", "pooled_database_url"):
+        url = given[field]
+        if url is None:
+            continue
         try:
-            psycopg.conninfo.conninfo_to_dict(settings.database_url)
+            psycopg.conninfo.conninfo_to_dict(url)
         except psycopg.ProgrammingError as exc:
             reason = str(exc).strip().replace("\n", " ")
             raise fail(
-                "database_url",
+                field,
                 f"{reason}; expected postgresql://user@host:port/dbname or 'host=... dbname=...'",
             ) from None
+    if settings.pooled_database_url is not None and settings.database_url is None:
+        raise fail(
+            "pooled_database_url",
+            "it needs the database's own URL too (--database-url / DATABASE_URL), for replication",
+        )
     if settings.log_level.lower() not in LOG_LEVELS:
         raise fail("log_level", f"expected one of {', '.join(LOG_LEVELS)}")
     if not re.fullmatch(r"[a-z0-9_]{1,63}", settings.slot):

@@ -13,10 +13,6 @@ from collections.abc import Mapping
 _LIBPQ = "set it in DATABASE_URL as libpq's {}"
 
 NOT_APPLICABLE: dict[str, str] = {
-    "ELECTRIC_POOLED_DATABASE_URL": "pysync opens every session on DATABASE_URL "
-    "(snapshots need the same server as replication)",
-    "ELECTRIC_QUERY_DATABASE_URL": "pysync opens every session on DATABASE_URL "
-    "(snapshots need the same server as replication)",
     "ELECTRIC_DATABASE_USE_IPV6": "libpq tries every address of the database host",
     "ELECTRIC_DATABASE_TCP_KEEPALIVE_IDLE": _LIBPQ.format("keepalives_idle (seconds)"),
     "ELECTRIC_DATABASE_TCP_KEEPALIVE_INTERVAL": _LIBPQ.format("keepalives_interval (seconds)"),
