@@ -12,10 +12,15 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from engine_runner import table_state
 from follower import Follower, converge
 from pgbouncer_process import PgBouncer
+from pysync import Writer
 from pysync.postgres.cluster import PostgresCluster, free_port
 from pysync.postgres.connections import Connections
 from pysync.postgres.session import DISPLAY_SETTINGS, display_options
@@ -285,3 +290,34 @@ async def test_serve_snapshots_subsets_and_subqueries_through_pgbouncer(
         assert server.stop(), output
     for bad in ("prepared statement", "startup parameter", " failed:"):
         assert bad not in output, output
+
+
+async def test_writer_through_pgbouncer(database_url: str, conn: Conn, bouncer: PgBouncer) -> None:
+    """``Writer(database_url=...)`` on a pooler: requests one after the other (a new
+    session each, on the same 2 server connections) with batches repeating a statement."""
+    conn.execute("CREATE TABLE todos (id int PRIMARY KEY, title text NOT NULL)")
+    writer = Writer(database_url=bouncer.url(_dbname(database_url))).allow("todos")
+
+    async def mutate(request: Request) -> Response:
+        return await writer.handle(request)
+
+    app = Starlette(routes=[Route("/api/mutations", mutate, methods=["POST"])])
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app), base_url="http://app.test"
+    ) as client:
+        for batch in range(6):
+            mutations = [
+                {
+                    "type": "insert",
+                    "modified": {"id": batch * 10 + n, "title": f"t{n}"},
+                    "syncMetadata": {"relation": ["public", "todos"]},
+                }
+                for n in range(8)
+            ]
+            response = await client.post("/api/mutations", json=mutations)
+            assert response.status_code == 200, response.text
+            row = conn.execute(
+                "SELECT DISTINCT xmin::text FROM todos WHERE id / 10 = %s", (batch,)
+            ).fetchall()
+            assert [int(r[0]) for r in row] == [response.json()["txid"]]
+    assert conn.execute("SELECT count(*) FROM todos").fetchone() == (48,)
