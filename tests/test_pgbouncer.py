@@ -321,3 +321,57 @@ async def test_writer_through_pgbouncer(database_url: str, conn: Conn, bouncer: 
             ).fetchall()
             assert [int(r[0]) for r in row] == [response.json()["txid"]]
     assert conn.execute("SELECT count(*) FROM todos").fetchone() == (48,)
+
+
+async def test_workers_query_subsets_through_pgbouncer(
+    database_url: str, conn: Conn, bouncer: PgBouncer, tmp_path: Path
+) -> None:
+    """With ``--workers``, a worker runs subset queries itself: on the pooled URL too."""
+    dbname = _dbname(database_url)
+    conn.execute("CREATE TABLE items (id int PRIMARY KEY, grp int)")
+    conn.execute("INSERT INTO items SELECT g, g % 4 FROM generate_series(1, 100) g")
+    port = free_port()
+    server = ServeProcess.on(
+        database_url,
+        port,
+        tmp_path / "storage",
+        "--workers",
+        "1",
+        "--pooled-database-url",
+        bouncer.url(dbname),
+        "--log-level",
+        "info",
+    )
+    base = f"http://127.0.0.1:{port}/v1/shape"
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            shape = {"table": "items", "offset": "-1", "log": "changes_only"}
+            first = await http.get(base, params=shape)
+            assert first.status_code == 200, first.text
+            for grp in range(4):
+                response = await http.get(
+                    base,
+                    params={
+                        **shape,
+                        "handle": first.headers["electric-handle"],
+                        "subset__where": "grp = $1",
+                        "subset__params": f'{{"1": "{grp}"}}',
+                        "subset__order_by": "id",
+                    },
+                )
+                assert response.status_code == 200, response.text
+                ids = [int(row["value"]["id"]) for row in response.json()["data"]]
+                assert ids == [g for g in range(1, 101) if g % 4 == grp]
+        servers = _servers(bouncer, dbname)
+        backends = {
+            pid
+            for (pid,) in conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+            ).fetchall()
+        }
+        assert backends and backends <= {s["remote_pid"] for s in servers}, (backends, servers)
+    finally:
+        output = server.output()
+        assert server.stop(), output
+    assert "prepared statement" not in output and " failed:" not in output, output
