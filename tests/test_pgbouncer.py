@@ -131,26 +131,41 @@ async def test_pooled_sessions_through_pgbouncer(
     assert 0 < len(servers) <= POOL_SIZE, servers
 
 
-async def test_pooled_url_of_another_database_is_refused(
-    database_url: str, pg_cluster: PostgresCluster, bouncer: PgBouncer, tmp_path: Path
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [
+        ("elsewhere", "does not lead to the database replication reads"),
+        ("nowhere", "cannot use the pooled database URL (127.0.0.1:"),
+    ],
+)
+async def test_a_pooled_url_that_does_not_work_stops_the_start(
+    where: str,
+    reason: str,
+    database_url: str,
+    pg_cluster: PostgresCluster,
+    bouncer: PgBouncer,
+    tmp_path: Path,
 ) -> None:
-    """A pooled URL that leads elsewhere would give snapshots that do not match the
-    stream: pysync does not start."""
-    port = free_port()
+    """A pooled URL that leads to another database would give snapshots that do not
+    match the stream; one that does not work would fail every shape: pysync does not
+    start, and says which URL is wrong."""
+    pooled = bouncer.url("postgres")
+    if where == "nowhere":
+        pooled = pooled.replace(f":{bouncer.port}/", f":{free_port()}/")
     server = ServeProcess(
         [
             "--database-url",
             database_url,
-            "--pooled-database-url",
-            bouncer.url("postgres"),
             "--port",
-            str(port),
+            str(free_port()),
             "--storage-dir",
             str(tmp_path / "storage"),
-        ]
+        ],
+        {"PYSYNC_POOLED_DATABASE_URL": pooled},
     )
     assert server.wait_exit(60) == 1, server.output()
-    assert "does not lead to the database replication reads" in server.output()
+    last = server.lines[-1]
+    assert last.startswith("pysync: ") and reason in last, server.output()
     assert pg_cluster.password not in server.output()
 
 

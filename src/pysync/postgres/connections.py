@@ -146,13 +146,13 @@ class Connections:
         except psycopg.Error as exc:  # DatabaseUnavailable too
             reason = " ".join(str(exc).split())
             raise PooledUnusable(
-                f"cannot use the pooled database URL ({where}): {reason}"
+                f"cannot use the pooled database URL ({where}): {reason}; {_CHECK}"
             ) from None
         if row is None or not row[0]:
             raise PooledUnusable(
                 f"the pooled database URL ({where}) does not lead to the database "
                 f"replication reads (the replication slot {slot!r} of DATABASE_URL's "
-                "database is not on its server): point it at the same database"
+                f"database is not on its server); {_CHECK}"
             )
 
     @asynccontextmanager
@@ -180,6 +180,7 @@ class PooledUnusable(RuntimeError):
     says why."""
 
 
+_CHECK = "check --pooled-database-url / PYSYNC_POOLED_DATABASE_URL"
 _SAME_DATABASE = (
     "SELECT EXISTS (SELECT FROM pg_replication_slots"
     " WHERE slot_name = %s AND database = current_database())"
