@@ -29,8 +29,9 @@ def display_options() -> str:
 class PooledConnection(psycopg.AsyncConnection[Any]):
     """A session through a transaction pooler (PgBouncer's ``pool_mode=transaction``):
     each transaction may run on another server connection, so nothing is set for the
-    session. ``settings`` are applied in each transaction instead (``set_config(name,
-    value, true)``, i.e. ``SET LOCAL``), and statements are never prepared by name."""
+    session: ``settings`` are applied in each transaction instead (``set_config(name,
+    value, true)``, i.e. ``SET LOCAL``). (Its pool also turns psycopg's preparing of
+    statements off: ``prepare_threshold=None``.)"""
 
     settings: dict[str, str] = {}
 
