@@ -73,6 +73,11 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
         'missing "=" after "not-a-url" in connection info string; expected '
         "postgresql://user@host:port/dbname or 'host=... dbname=...'",
     ),
+    "pooled_database_url": (
+        "not-a-url",
+        'missing "=" after "not-a-url" in connection info string; expected '
+        "postgresql://user@host:port/dbname or 'host=... dbname=...'",
+    ),
     "port": ("70000", "expected an integer <= 65535"),
     "secret": ("", "the secret is empty; leave it out to serve without one"),
     "long_poll_timeout": ("-1", "expected a number >= 0.0"),
@@ -150,7 +155,7 @@ def test_a_bad_setting_is_one_line(field: str, how: str, tmp_path: Path) -> None
     # Should the check be missing, it fails fast on an unreachable database, not serving.
     base = {"DATABASE_URL": UNREACHABLE, "PYSYNC_PORT": str(free_port())}
     done = pysync_cli(*args, env=clean_env(**{**base, **env}), cwd=tmp_path)
-    shown = "" if field in ("database_url", "secret") else f" {value!r}"
+    shown = "" if field in ("database_url", "pooled_database_url", "secret") else f" {value!r}"
     assert one_line(done) == f"pysync: invalid {name}{shown}: {reason}"
     assert done.returncode == 2
 

@@ -206,3 +206,33 @@ def test_manual_publishing_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ELECTRIC_MANUAL_TABLE_PUBLISHING", "false")
     assert settings_from(parse(["serve"])).manual_publishing is False
     assert settings_from(parse(["serve", "--manual-publishing"])).manual_publishing is True
+
+
+def test_pooled_database_url_from_its_names_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = {"DATABASE_URL": "postgresql://db/app"}
+    for name in ("ELECTRIC_QUERY_DATABASE_URL", "ELECTRIC_POOLED_DATABASE_URL"):
+        settings = make_settings(from_env({**base, name: "postgresql://bouncer:6432/app"}))
+        assert settings.pooled_database_url == "postgresql://bouncer:6432/app"
+        assert notices({name: "postgresql://bouncer:6432/app"}) == []
+    # pysync's name, then Electric's, then its deprecated one.
+    env = {
+        **base,
+        "ELECTRIC_QUERY_DATABASE_URL": "postgresql://old/app",
+        "ELECTRIC_POOLED_DATABASE_URL": "postgresql://electric/app",
+    }
+    assert make_settings(from_env(env)).pooled_database_url == "postgresql://electric/app"
+    env["PYSYNC_POOLED_DATABASE_URL"] = "postgresql://mine/app"
+    assert make_settings(from_env(env)).pooled_database_url == "postgresql://mine/app"
+    for name in ENV["pooled_database_url"]:
+        monkeypatch.delenv(name, raising=False)
+    flag = ["serve", "--database-url", "postgresql://db/app"]
+    parsed = settings_from(parse([*flag, "--pooled-database-url", "postgresql://flag/app"]))
+    assert parsed.pooled_database_url == "postgresql://flag/app"
+    # A bad one is named, its password never repeated; replication needs DATABASE_URL.
+    bad = {**base, "ELECTRIC_POOLED_DATABASE_URL": "postgresql://u:hunter2@h/app?nosuch=1"}
+    with pytest.raises(SettingsError, match="^invalid ELECTRIC_POOLED_DATABASE_URL: ") as error:
+        make_settings(from_env(bad), env_origins(bad))
+    assert "hunter2" not in str(error.value)
+    alone = {"PYSYNC_POOLED_DATABASE_URL": "postgresql://bouncer/app"}
+    with pytest.raises(SettingsError, match="needs the database's own URL too"):
+        make_settings(from_env(alone), env_origins(alone))

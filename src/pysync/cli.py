@@ -41,6 +41,7 @@ from pysync.http.parking import LivePolls
 from pysync.http.server import bounded_protocol, connection_budget, quiet_accept_errors
 from pysync.lockfile import DirectoryInUse
 from pysync.postgres.cluster import ClusterError, PostgresCluster, binary_dir
+from pysync.postgres.connections import PooledUnusable
 from pysync.postgres.conninfo import merge
 from pysync.postgres.private import PrivateDatabase
 from pysync.postgres.publication import check_name
@@ -52,6 +53,7 @@ log = logging.getLogger("pysync")
 
 STARTUP_ERRORS = (
     ClusterError,
+    PooledUnusable,
     ReplicationError,
     DirectoryInUse,
     LogCorruptError,
@@ -84,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
         "--database-url",
         help="Postgres to replicate from (env DATABASE_URL); "
         "default: a private Postgres in --data-dir",
+    )
+    serve.add_argument(
+        "--pooled-database-url",
+        help="the same database through a transaction pooler such as PgBouncer, for "
+        "catalog queries and snapshots (env PYSYNC_POOLED_DATABASE_URL or "
+        "ELECTRIC_POOLED_DATABASE_URL); replication stays on --database-url",
     )
     serve.add_argument("--host", help="interface to listen on (env PYSYNC_HOST, default 127.0.0.1)")
     serve.add_argument("--port", help="HTTP port (env PYSYNC_PORT, default 3000)")
@@ -393,16 +401,23 @@ def _warn_of_visible_secrets(args: argparse.Namespace) -> None:
             "--secret on the command line is readable by every local user (ps, "
             "/proc/<pid>/cmdline): give it with --secret-file or PYSYNC_SECRET instead"
         )
-    if args.database_url is not None:
+    for flag, url, variable in (
+        ("--database-url", args.database_url, "DATABASE_URL"),
+        ("--pooled-database-url", args.pooled_database_url, "PYSYNC_POOLED_DATABASE_URL"),
+    ):
+        if url is None:
+            continue
         try:
-            password = psycopg.conninfo.conninfo_to_dict(args.database_url).get("password")
+            password = psycopg.conninfo.conninfo_to_dict(url).get("password")
         except psycopg.ProgrammingError:
             password = None  # said when it is used
         if password:
             log.warning(
-                "the password in --database-url is readable by every local user (ps, "
-                "/proc/<pid>/cmdline): give the URL in DATABASE_URL, or the password in "
-                "a passfile (?passfile=...) or PGPASSWORD"
+                "the password in %s is readable by every local user (ps, "
+                "/proc/<pid>/cmdline): give the URL in %s, or the password in "
+                "a passfile (?passfile=...) or PGPASSWORD",
+                flag,
+                variable,
             )
 
 

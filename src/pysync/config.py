@@ -30,6 +30,9 @@ LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 class Settings(msgspec.Struct, kw_only=True):
     database_url: str | None = None
     """Replicate from this server; None starts the private Postgres in ``data_dir``."""
+    pooled_database_url: str | None = None
+    """Catalog work and snapshots go through this one (a transaction pooler such as
+    PgBouncer in front of ``database_url``'s server); replication stays on ``database_url``."""
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 3000
     secret: str | None = None
@@ -108,9 +111,19 @@ class Settings(msgspec.Struct, kw_only=True):
         """``database_url`` with the connection settings: what to connect with."""
         return merge(database_url, self.connection)
 
+    def pooled_conninfo(self) -> str | None:
+        """The pooled URL with the connection settings, when one is given."""
+        url = self.pooled_database_url
+        return None if url is None else merge(url, self.connection)
+
 
 ENV: dict[str, tuple[str, ...]] = {
     "database_url": ("DATABASE_URL", "PYSYNC_DATABASE_URL"),
+    "pooled_database_url": (
+        "PYSYNC_POOLED_DATABASE_URL",
+        "ELECTRIC_POOLED_DATABASE_URL",
+        "ELECTRIC_QUERY_DATABASE_URL",  # Electric's deprecated name, which it still reads
+    ),
     "host": ("PYSYNC_HOST",),
     "port": ("PYSYNC_PORT", "ELECTRIC_PORT", "PORT"),
     "secret": ("PYSYNC_SECRET", "ELECTRIC_SECRET"),
@@ -305,7 +318,7 @@ _KINDS = {
     "`str | null`": "text",
     "`str`": "text",
 }
-_SECRET_FIELDS = ("secret", "database_url")
+_SECRET_FIELDS = ("secret", "database_url", "pooled_database_url")
 """Not repeated in messages: they may hold a password."""
 
 
@@ -342,20 +355,28 @@ def _check(settings: Settings, names: Mapping[str, str]) -> None:
     def fail(field: str, reason: str) -> SettingsError:
         return SettingsError(f"{_named(field, given[field], names)}: {reason}")
 
-    if settings.database_url is not None:
+    for field in ("database_url", "pooled_database_url"):
+        url = given[field]
+        if url is None:
+            continue
         try:
-            check_conninfo(settings.database_url)
+            check_conninfo(url)
         except UnparsableConninfo as exc:
             raise fail(
-                "database_url",
+                field,
                 f"{exc}; expected postgresql://user@host:port/dbname or 'host=... dbname=...'",
             ) from None
         except ValueError as exc:
-            raise fail("database_url", str(exc)) from None
+            raise fail(field, str(exc)) from None
         try:
-            merge(settings.database_url, settings.connection)
+            merge(url, settings.connection)
         except ValueError as exc:
-            raise fail("database_url", f"{exc} ({names.get(_CA, _CA)}): give one") from None
+            raise fail(field, f"{exc} ({names.get(_CA, _CA)}): give one") from None
+    if settings.pooled_database_url is not None and settings.database_url is None:
+        raise fail(
+            "pooled_database_url",
+            "it needs the database's own URL too (--database-url / DATABASE_URL), for replication",
+        )
     ca_file = settings.database_ca_certificate_file
     if ca_file is not None:
         try:

@@ -11,10 +11,6 @@ import os
 from collections.abc import Mapping
 
 NOT_APPLICABLE: dict[str, str] = {
-    "ELECTRIC_POOLED_DATABASE_URL": "pysync opens every session on DATABASE_URL "
-    "(snapshots need the same server as replication)",
-    "ELECTRIC_QUERY_DATABASE_URL": "pysync opens every session on DATABASE_URL "
-    "(snapshots need the same server as replication)",
     "ELECTRIC_DATABASE_USE_IPV6": "libpq tries every address of the database host",
     "CLEANUP_REPLICATION_SLOTS_ON_SHUTDOWN": "pysync keeps its slot across restarts "
     "(drop it with pg_drop_replication_slot when retiring pysync)",

@@ -81,6 +81,7 @@ class Engine:
         return cls(
             database_url,
             storage_dir=None if in_memory else settings.shape_storage,
+            pooled_database_url=settings.pooled_conninfo(),
             slot=settings.slot,
             publication=settings.publication,
             max_shapes=settings.max_shapes,
@@ -98,6 +99,7 @@ class Engine:
         database_url: str,
         *,
         storage_dir: Path | str | None = None,
+        pooled_database_url: str | None = None,
         slot: str = "pysync",
         publication: str = "pysync",
         max_shapes: int | None = None,
@@ -117,7 +119,9 @@ class Engine:
         """``schema_check_interval``: seconds between catalog checks of the shapes' tables
         (dropped, recreated, renamed or altered without a replicated change); 0: none.
         ``manual_publishing``: never alter the publication or a table's replica identity
-        (Electric's ``ELECTRIC_MANUAL_TABLE_PUBLISHING``)."""
+        (Electric's ``ELECTRIC_MANUAL_TABLE_PUBLISHING``). ``pooled_database_url``: the
+        same database through a transaction pooler, for every session but replication's
+        (Electric's ``ELECTRIC_POOLED_DATABASE_URL``)."""
         self.database_url = database_url
         self.slot = slot
         self.publication = publication
@@ -128,7 +132,10 @@ class Engine:
             compact_min_bytes,
         )
         self.connections = Connections(
-            database_url, snapshots=snapshot_connections, lock_timeout=lock_timeout
+            pooled_database_url or database_url,
+            pooled=pooled_database_url is not None,
+            snapshots=snapshot_connections,
+            lock_timeout=lock_timeout,
         )
         self.stream = ReplicationStream(
             database_url,
@@ -206,6 +213,8 @@ class Engine:
         try:
             await self.connections.open()
             await self.ingest.first_connect()
+            if self.connections.pooled:
+                await self.connections.check_pooled(self.slot)
         except BaseException:
             await self.connections.close()
             self.store.close()

@@ -280,8 +280,13 @@ class Writer:
             elif self.database_url is None:
                 raise TypeError("Writer.handle needs a connection, or Writer(database_url=...)")
             else:
+                # A session for one request: nothing to gain from preparing, and behind
+                # a transaction pooler (PgBouncer) a statement psycopg prepared would
+                # stay on the server connection, where the next request's collides.
                 conninfo = merge(self.database_url, self.connection_settings)
-                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                async with await psycopg.AsyncConnection.connect(
+                    conninfo, autocommit=True, prepare_threshold=None
+                ) as conn:
                     txid = await self.apply_async(bytes(body), conn)
         except MutationError as exc:
             return JSONResponse(exc.body(), exc.status)

@@ -5,6 +5,12 @@ Every session formats values as the walsender does (the display settings), so sn
 rows and replicated rows agree byte for byte, and no session waits without bound: catalog
 work has a statement timeout, every session a lock timeout. The replication connection
 is not pooled (it is one long COPY BOTH session, see ``replication``).
+
+Behind a transaction pooler (``pooled=True``: ``--pooled-database-url``, e.g. PgBouncer
+with ``pool_mode=transaction``) a session keeps no state between transactions: the
+settings are set in each transaction (``session.PooledConnection``), every catalog
+session is one transaction, and nothing is prepared by name (psycopg would after five
+executions of a statement; the next transaction may be on a server that lacks it).
 """
 
 from __future__ import annotations
@@ -17,7 +23,13 @@ import psycopg
 from psycopg.adapt import Loader
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from pysync.postgres.session import display_options
+from pysync.postgres.session import (
+    DISPLAY_SETTINGS,
+    PooledConnection,
+    display_options,
+    local_settings,
+    set_locals,
+)
 
 AsyncConn = psycopg.AsyncConnection[Any]
 
@@ -33,6 +45,31 @@ async def _raw_text(conn: AsyncConn) -> None:
     conn.adapters.register_loader("text", _RawText)
 
 
+def _session(
+    conninfo: str, pooled: bool, settings: dict[str, str], raw_text: bool = False
+) -> dict[str, Any]:
+    """A pool's connection arguments: ``settings`` (and the display settings) as start-up
+    parameters of a direct session, or to be set in each transaction of a pooled one."""
+    every = {**DISPLAY_SETTINGS, **settings}
+
+    async def configure(conn: AsyncConn) -> None:
+        if isinstance(conn, PooledConnection):
+            conn.settings = every
+        if raw_text:
+            await _raw_text(conn)
+
+    if not pooled:
+        kwargs = {"autocommit": True, "options": _options(conninfo, settings)}
+        return {"kwargs": kwargs, "configure": configure}
+    return {
+        # PgBouncer refuses start-up parameters it does not know (``options`` among
+        # them) unless told to ignore them, and then they are lost: none are sent.
+        "kwargs": {"autocommit": True, "prepare_threshold": None},
+        "connection_class": PooledConnection,
+        "configure": configure,
+    }
+
+
 def _options(conninfo: str, settings: dict[str, str]) -> str:
     """libpq ``options``: the caller's (from the URL), the display settings, ours."""
     given = psycopg.conninfo.conninfo_to_dict(conninfo).get("options") or ""
@@ -45,13 +82,15 @@ class Connections:
 
     ``catalog``: short statements (table lookups, publishing, slot checks), a few at
     once. ``snapshots``: snapshot and subset transactions, at most ``snapshots`` at
-    once; further requests queue for a session (as Electric's pool does).
+    once; further requests queue for a session (as Electric's pool does). ``pooled``:
+    ``conninfo`` is a transaction pooler in front of the database (see above).
     """
 
     def __init__(
         self,
         conninfo: str,
         *,
+        pooled: bool = False,
         snapshots: int = 5,
         catalog: int = 3,
         statement_timeout: float = 30.0,
@@ -59,23 +98,19 @@ class Connections:
         connect_timeout: float = 5.0,
     ) -> None:
         self.conninfo = conninfo
+        self.pooled = pooled
         self.lock_timeout = lock_timeout
-        base = {"autocommit": True}
         lock = {"lock_timeout": f"{int(lock_timeout * 1000)}"}
+        statement = {"statement_timeout": f"{int(statement_timeout * 1000)}"}
         self.catalog: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
             conninfo,
             min_size=0,
             max_size=catalog,
             open=False,
             name="pysync-catalog",
-            kwargs={
-                **base,
-                "options": _options(
-                    conninfo, {**lock, "statement_timeout": f"{int(statement_timeout * 1000)}"}
-                ),
-            },
             check=AsyncConnectionPool.check_connection,
             timeout=connect_timeout,
+            **_session(conninfo, pooled, {**lock, **statement}),
         )
         self.snapshots: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
             conninfo,
@@ -83,11 +118,10 @@ class Connections:
             max_size=snapshots,
             open=False,
             name="pysync-snapshots",
-            kwargs={**base, "options": _options(conninfo, lock)},
-            configure=_raw_text,
             check=AsyncConnectionPool.check_connection,
             # A shape waits its turn for a session behind the other snapshots.
             timeout=600.0,
+            **_session(conninfo, pooled, lock, raw_text=True),
         )
 
     async def open(self) -> None:
@@ -98,15 +132,59 @@ class Connections:
         await self.catalog.close()
         await self.snapshots.close()
 
+    async def check_pooled(self, slot: str) -> None:
+        """At start, not at the first shape: the pooled URL works (a pooler that refuses
+        pysync's sessions says so here) and leads to the database whose slot ``slot``
+        replication reads: snapshots from another server or database would not match
+        the stream (a standby fails too: snapshots read ``pg_current_wal_lsn()``)."""
+        where = _where(self.conninfo)
+        try:
+            async with self.catalog_session() as conn:
+                cursor = await conn.execute(_SAME_DATABASE, (slot,))
+                row = await cursor.fetchone()
+                await conn.execute("SELECT pg_current_wal_lsn()")
+        except psycopg.Error as exc:  # DatabaseUnavailable too
+            reason = " ".join(str(exc).split())
+            raise PooledUnusable(
+                f"cannot use the pooled database URL ({where}): {reason}; {_CHECK}"
+            ) from None
+        if row is None or not row[0]:
+            raise PooledUnusable(
+                f"the pooled database URL ({where}) does not lead to the database "
+                f"replication reads (the replication slot {slot!r} of DATABASE_URL's "
+                f"database is not on its server); {_CHECK}"
+            )
+
     @asynccontextmanager
     async def catalog_session(self) -> AsyncIterator[AsyncConn]:
+        """A session for catalog work; through a pooler, one transaction (its settings
+        hold only in one, and it must not run on a server without them)."""
         async with _connection(self.catalog) as conn:
-            yield conn
+            settings = local_settings(conn)
+            if not settings:
+                yield conn
+                return
+            async with conn.transaction():
+                sets, params = set_locals(settings)
+                await conn.execute(f"SELECT {sets}", params)
+                yield conn
 
     @asynccontextmanager
     async def snapshot_session(self) -> AsyncIterator[AsyncConn]:
         async with _connection(self.snapshots) as conn:
             yield conn
+
+
+class PooledUnusable(RuntimeError):
+    """The pooled URL does not lead to the database replication reads; the message
+    says why."""
+
+
+_CHECK = "check --pooled-database-url / PYSYNC_POOLED_DATABASE_URL"
+_SAME_DATABASE = (
+    "SELECT EXISTS (SELECT FROM pg_replication_slots"
+    " WHERE slot_name = %s AND database = current_database())"
+)
 
 
 class DatabaseUnavailable(psycopg.OperationalError):
@@ -120,3 +198,11 @@ async def _connection(pool: AsyncConnectionPool[AsyncConn]) -> AsyncIterator[Asy
             yield conn
     except PoolTimeout as exc:
         raise DatabaseUnavailable(f"no connection to the database ({exc})") from exc
+
+
+def _where(conninfo: str) -> str:
+    """host:port/dbname of ``conninfo`` (never its password), for messages."""
+    params = psycopg.conninfo.conninfo_to_dict(conninfo)
+    return (
+        f"{params.get('host', 'localhost')}:{params.get('port', 5432)}/{params.get('dbname', '')}"
+    )

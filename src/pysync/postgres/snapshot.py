@@ -15,7 +15,10 @@ import msgspec
 import psycopg
 from psycopg import sql
 
+from pysync.postgres.session import local_settings, set_locals
+
 Query = sql.Composed | sql.SQL | str
+_SNAPSHOT = "SELECT pg_current_snapshot()::text, pg_current_wal_lsn() - '0/0'"
 
 
 class SnapshotInfo(msgspec.Struct, frozen=True):
@@ -69,10 +72,16 @@ def parse_snapshot(text: str) -> tuple[int, int, tuple[int, ...]]:
 
 @asynccontextmanager
 async def snapshot_transaction(conn: psycopg.AsyncConnection[Any]) -> AsyncIterator[SnapshotInfo]:
-    """A REPEATABLE READ READ ONLY transaction; yields what its snapshot contains."""
+    """A REPEATABLE READ READ ONLY transaction; yields what its snapshot contains.
+
+    Everything a snapshot needs happens in this one transaction, so it also works
+    through a transaction pooler (one server connection per transaction): a pooled
+    session's settings are set by the statement that reads the snapshot (no extra
+    round trip), before any row is read."""
+    sets, params = set_locals(local_settings(conn))
     async with conn.transaction():
         await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        cur = await conn.execute("SELECT pg_current_snapshot()::text, pg_current_wal_lsn() - '0/0'")
+        cur = await conn.execute(f"{_SNAPSHOT}, {sets}" if sets else _SNAPSHOT, params or None)
         row = await cur.fetchone()
         assert row is not None
         text = row[0].decode() if isinstance(row[0], bytes) else row[0]

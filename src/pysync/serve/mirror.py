@@ -80,6 +80,7 @@ class MirrorEngine:
         storage_dir: Path,
         database_url: str,
         *,
+        pooled_database_url: str | None = None,
         chunk_bytes: int,
         snapshot_connections: int,
     ) -> None:
@@ -92,7 +93,11 @@ class MirrorEngine:
         self.warnings: list[str] = []
         self.storage_error: StorageError | None = None
         self.started = asyncio.Event()
-        self.connections = Connections(database_url, snapshots=snapshot_connections)
+        self.connections = Connections(
+            pooled_database_url or database_url,
+            pooled=pooled_database_url is not None,
+            snapshots=snapshot_connections,
+        )
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         """Done when the hub went away (the replicating process ended)."""
         self._lsn = 0

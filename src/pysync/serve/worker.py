@@ -37,6 +37,7 @@ async def work(settings: Settings, hub: Path, fd: int) -> None:
         hub,
         settings.shape_storage,
         settings.database_url,
+        pooled_database_url=settings.pooled_conninfo(),
         chunk_bytes=settings.chunk_bytes,
         snapshot_connections=settings.snapshot_connections,
     )
