@@ -14,6 +14,7 @@ from typing import Annotated
 import msgspec
 import psycopg
 
+from pysync.postgres.slot import MAX_RANDOM_BASE
 from pysync.shapes.drift import SCHEMA_CHECK_INTERVAL
 from pysync.shapes.log import CHUNK_BYTES, COMPACT_MIN_BYTES
 from pysync.shapes.subqueries import MAX_ROWS as MAX_SUBQUERY_ROWS
@@ -74,11 +75,26 @@ class Settings(msgspec.Struct, kw_only=True):
     publishes each table and sets it ``REPLICA IDENTITY FULL``."""
     prometheus_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
     """Also serve ``/metrics`` on this port of ``host`` (Electric's ``ELECTRIC_PROMETHEUS_PORT``)."""
+    temporary_slot: bool = False
+    """Replicate from a temporary slot, which Postgres drops when the replication
+    connection closes (Electric's ``CLEANUP_REPLICATION_SLOTS_ON_SHUTDOWN``): every start
+    or reconnect makes a new slot, and the shapes of the last one are resynced."""
+    random_slot_name: bool = False
+    """With ``temporary_slot``: name the slot ``<slot>_<16 random hex digits>``, so that
+    instances sharing a database never take each other's slot (Electric's
+    ``ELECTRIC_TEMPORARY_REPLICATION_SLOT_USE_RANDOM_NAME``)."""
+    replication_idle_timeout: Seconds = 0.0
+    """Close every database connection after this many seconds without a transaction
+    or a shape request; the next shape request reopens them (0: never). Electric's
+    ``ELECTRIC_REPLICATION_IDLE_TIMEOUT``."""
 
     @property
     def shape_storage(self) -> Path:
         return self.storage_dir or self.data_dir / "storage"
 
+
+ELECTRIC_IDLE_TIMEOUT = "ELECTRIC_REPLICATION_IDLE_TIMEOUT"
+"""Read as Electric does: milliseconds unless the value names a unit."""
 
 ENV: dict[str, tuple[str, ...]] = {
     "database_url": ("DATABASE_URL", "PYSYNC_DATABASE_URL"),
@@ -109,6 +125,15 @@ ENV: dict[str, tuple[str, ...]] = {
     "schema_check_interval": ("PYSYNC_SCHEMA_CHECK_INTERVAL",),
     "manual_publishing": ("PYSYNC_MANUAL_PUBLISHING", "ELECTRIC_MANUAL_TABLE_PUBLISHING"),
     "prometheus_port": ("PYSYNC_PROMETHEUS_PORT", "ELECTRIC_PROMETHEUS_PORT"),
+    "temporary_slot": ("PYSYNC_TEMPORARY_SLOT", "CLEANUP_REPLICATION_SLOTS_ON_SHUTDOWN"),
+    "random_slot_name": (
+        "PYSYNC_RANDOM_SLOT_NAME",
+        "ELECTRIC_TEMPORARY_REPLICATION_SLOT_USE_RANDOM_NAME",
+    ),
+    "replication_idle_timeout": (
+        "PYSYNC_REPLICATION_IDLE_TIMEOUT",
+        "ELECTRIC_REPLICATION_IDLE_TIMEOUT",
+    ),
 }
 
 
@@ -143,6 +168,14 @@ def from_env(environ: dict[str, str] | None = None) -> dict[str, object]:
             found.setdefault("max_initial_requests", parsed["initial"])
         if "existing" in parsed:
             found.setdefault("max_existing_requests", parsed["existing"])
+    if env_name(env, "replication_idle_timeout") == ELECTRIC_IDLE_TIMEOUT:
+        # Electric's unit: milliseconds unless the value names one.
+        try:
+            found["replication_idle_timeout"] = duration(env[ELECTRIC_IDLE_TIMEOUT], "ms")
+        except ValueError as exc:
+            raise SettingsError(
+                f"invalid {ELECTRIC_IDLE_TIMEOUT} {env[ELECTRIC_IDLE_TIMEOUT]!r}: {exc}"
+            ) from None
     stream = env.get(STREAM_ID)
     if stream:
         # Electric's suffix of its slot and publication names, on pysync's: separate
@@ -152,6 +185,26 @@ def from_env(environ: dict[str, str] | None = None) -> dict[str, object]:
         found.setdefault("slot", name)
         found.setdefault("publication", name)
     return found
+
+
+def env_name(env: Mapping[str, str], field: str) -> str | None:
+    """The variable ``field`` is read from (the first of its names that is set)."""
+    return next((name for name in ENV[field] if env.get(name)), None)
+
+
+_DURATION = re.compile(
+    r"\s*((?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(ms|msec|s|sec|m|min)?\s*", re.ASCII
+)
+_UNITS = {"ms": 0.001, "msec": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0}
+
+
+def duration(text: str, bare: str = "s") -> float:
+    """Seconds in ``text``: a number with a unit as Electric writes them (``500ms``,
+    ``30s``, ``5min``), or a bare number in ``bare`` units."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError("expected a duration such as 30s, 500ms or 5min")
+    return float(match[1]) * _UNITS[match[2] or bare]
 
 
 def env_origins(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -175,6 +228,14 @@ def make_settings(values: dict[str, object], origins: Mapping[str, str] | None =
     """``Settings`` from strings or values; SettingsError names a bad one as ``origins``
     says where it came from (``--port``, ``PYSYNC_PORT``), else by its field name."""
     names = origins or {}
+    timeout = values.get("replication_idle_timeout")
+    if isinstance(timeout, str):
+        try:
+            values = {**values, "replication_idle_timeout": duration(timeout)}
+        except ValueError as exc:
+            raise SettingsError(
+                f"{_named('replication_idle_timeout', timeout, names)}: {exc}"
+            ) from None
     try:
         settings = msgspec.convert(values, Settings, strict=False, dec_hook=_decode)
     except msgspec.ValidationError as exc:
@@ -257,6 +318,20 @@ def _check(settings: Settings, names: Mapping[str, str]) -> None:
         raise fail("host", "expected an interface's address or name, e.g. 127.0.0.1")
     if settings.prometheus_port == settings.port:
         raise fail("prometheus_port", "the port of the shape API; give another one")
+    if settings.random_slot_name and len(settings.slot) > MAX_RANDOM_BASE:
+        raise fail(
+            "slot",
+            f"a random slot name adds 17 characters: at most {MAX_RANDOM_BASE} are left for this one",
+        )
+    if settings.replication_idle_timeout and settings.workers:
+        timeout, workers = (
+            names.get(field, field) for field in ("replication_idle_timeout", "workers")
+        )
+        raise SettingsError(
+            f"{timeout} cannot be used with HTTP workers ({workers}): they answer requests "
+            "the replicating process does not see, so it cannot tell when it is idle; "
+            "give one or the other"
+        )
 
 
 def read_secret(path: Path) -> str:

@@ -60,22 +60,26 @@ class Connections:
     ) -> None:
         self.conninfo = conninfo
         self.lock_timeout = lock_timeout
+        self._sizes = (catalog, snapshots)
+        self._statement_timeout = statement_timeout
+        self._connect_timeout = connect_timeout
+        self._make_pools()
+
+    def _make_pools(self) -> None:
+        conninfo = self.conninfo
+        catalog, snapshots = self._sizes
         base = {"autocommit": True}
-        lock = {"lock_timeout": f"{int(lock_timeout * 1000)}"}
+        lock = {"lock_timeout": f"{int(self.lock_timeout * 1000)}"}
+        statement = {"statement_timeout": f"{int(self._statement_timeout * 1000)}"}
         self.catalog: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
             conninfo,
             min_size=0,
             max_size=catalog,
             open=False,
             name="pysync-catalog",
-            kwargs={
-                **base,
-                "options": _options(
-                    conninfo, {**lock, "statement_timeout": f"{int(statement_timeout * 1000)}"}
-                ),
-            },
+            kwargs={**base, "options": _options(conninfo, {**lock, **statement})},
             check=AsyncConnectionPool.check_connection,
-            timeout=connect_timeout,
+            timeout=self._connect_timeout,
         )
         self.snapshots: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
             conninfo,
@@ -97,6 +101,21 @@ class Connections:
     async def close(self) -> None:
         await self.catalog.close()
         await self.snapshots.close()
+
+    async def reopen(self) -> None:
+        """Open again after ``close`` (a closed psycopg pool cannot be: new ones)."""
+        self._make_pools()
+        await self.open()
+
+    def busy(self) -> bool:
+        """Is a session in use or waited for (a snapshot, a catalog query)?"""
+        for pool in (self.catalog, self.snapshots):
+            stats = pool.get_stats()
+            if stats.get("pool_size", 0) > stats.get("pool_available", 0):
+                return True
+            if stats.get("requests_waiting", 0):
+                return True
+        return False
 
     @asynccontextmanager
     async def catalog_session(self) -> AsyncIterator[AsyncConn]:

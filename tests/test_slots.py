@@ -1,0 +1,304 @@
+"""Temporary and randomly named replication slots, and closing idle connections
+(Electric's CLEANUP_REPLICATION_SLOTS_ON_SHUTDOWN,
+ELECTRIC_TEMPORARY_REPLICATION_SLOT_USE_RANDOM_NAME, ELECTRIC_REPLICATION_IDLE_TIMEOUT),
+against ``pysync serve`` on the real Postgres."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from pysync.config import SettingsError, duration, from_env, make_settings
+from pysync.postgres.cluster import free_port
+from serve_process import ServeProcess
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+INFO = ("--log-level", "info")
+"""For ``ServeProcess.stop``: a clean stop is read from uvicorn's "shutdown complete"."""
+RANDOM_NAME = re.compile(r"pysync_[0-9a-f]{16}")
+
+
+def slots(conn: Conn) -> list[tuple[str, bool, bool]]:
+    """(name, temporary, active) of the test database's slots."""
+    rows = conn.execute(
+        "SELECT slot_name, temporary, active FROM pg_replication_slots "
+        "WHERE database = current_database() ORDER BY slot_name"
+    ).fetchall()
+    return [(str(name), bool(temporary), bool(active)) for name, temporary, active in rows]
+
+
+def until(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not so in time"
+        time.sleep(0.05)
+
+
+def get(base: str, **params: str) -> httpx.Response:
+    return httpx.get(f"{base}/v1/shape", params=params, timeout=30)
+
+
+def rows(response: httpx.Response) -> dict[int, int]:
+    """id -> n of the inserts and updates in a response (values are text on the wire)."""
+    return {
+        int(m["value"]["id"]): int(m["value"]["n"])
+        for m in response.json()
+        if "headers" in m and m["headers"].get("operation") in ("insert", "update")
+    }
+
+
+@pytest.fixture
+def items(conn: Conn) -> Conn:
+    conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)")
+    conn.execute("INSERT INTO items VALUES (1, 10), (2, 20)")
+    return conn
+
+
+# -- temporary slots ------------------------------------------------------------------
+
+
+def test_a_temporary_slot_is_gone_after_sigterm_and_after_sigkill(
+    database_url: str, items: Conn, tmp_path: Path
+) -> None:
+    port = free_port()
+    server = ServeProcess.on(database_url, port, tmp_path / "s", "--temporary-slot", *INFO)
+    try:
+        assert slots(items) == [("pysync", True, True)]
+        assert server.stop()
+        # Postgres dropped it with the connection: nothing holds WAL.
+        assert slots(items) == []
+        server = ServeProcess.on(
+            database_url,
+            port,
+            tmp_path / "s",
+            *INFO,
+            env={"CLEANUP_REPLICATION_SLOTS_ON_SHUTDOWN": "true"},
+        )
+        assert slots(items) == [("pysync", True, True)]
+        server.kill()
+        # The walsender ends once it sees the killed process' socket closed.
+        until(lambda: slots(items) == [])
+    finally:
+        server.kill()
+
+
+def test_a_restart_on_a_temporary_slot_makes_old_handles_refetch(
+    database_url: str, items: Conn, tmp_path: Path
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = ServeProcess.on(database_url, port, tmp_path / "s", "--temporary-slot", *INFO)
+    try:
+        first = get(base, table="items", offset="-1")
+        assert first.status_code == 200 and set(rows(first)) == {1, 2}
+        handle, offset = first.headers["electric-handle"], first.headers["electric-offset"]
+        assert server.stop()
+        items.execute("UPDATE items SET n = 11 WHERE id = 1")  # no slot saw this
+        items.execute("INSERT INTO items VALUES (3, 30)")
+        server = ServeProcess.on(database_url, port, tmp_path / "s", "--temporary-slot", *INFO)
+        old = get(base, table="items", handle=handle, offset=offset)
+        assert old.status_code == 409, old.text
+        fresh = get(base, table="items", offset="-1")
+        assert fresh.status_code == 200
+        assert fresh.headers["electric-handle"] != handle
+        assert rows(fresh) == {1: 11, 2: 20, 3: 30}
+    finally:
+        server.kill()
+
+
+def test_a_temporary_slot_does_not_take_over_a_permanent_one(
+    database_url: str, items: Conn, tmp_path: Path
+) -> None:
+    items.execute("SELECT pg_create_logical_replication_slot('pysync', 'pgoutput')")
+    server = ServeProcess(
+        ["--database-url", database_url, "--port", str(free_port()), "--storage-dir"]
+        + [str(tmp_path / "s"), "--temporary-slot"]
+    )
+    assert server.wait_exit() == 1
+    assert "a permanent replication slot 'pysync' exists" in server.output()
+    assert slots(items) == [("pysync", False, False)]
+
+
+def test_random_temporary_slot_names_let_two_instances_share_a_database(
+    database_url: str, items: Conn, tmp_path: Path
+) -> None:
+    env = {
+        "CLEANUP_REPLICATION_SLOTS_ON_SHUTDOWN": "true",
+        "ELECTRIC_TEMPORARY_REPLICATION_SLOT_USE_RANDOM_NAME": "true",
+    }
+    one = ServeProcess.on(database_url, free_port(), tmp_path / "one", *INFO, env=env)
+    two = ServeProcess.on(database_url, free_port(), tmp_path / "two", *INFO, env=env)
+    try:
+        found = slots(items)
+        assert len(found) == 2 and all(temporary and active for _, temporary, active in found)
+        names = [name for name, _, _ in found]
+        assert all(RANDOM_NAME.fullmatch(name) for name in names), names
+        assert names[0] != names[1]
+        assert one.stop() and two.stop()
+        assert slots(items) == []
+    finally:
+        one.kill()
+        two.kill()
+
+
+# -- closing idle connections ---------------------------------------------------------
+
+
+def backends(conn: Conn) -> int:
+    """Sessions on the test database other than ``conn``: pysync's (the walsender too)."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_idle_connections_close_and_reopen_without_losing_a_change(
+    database_url: str, items: Conn, tmp_path: Path
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    # Electric's unit: 500 ms (read as seconds it would never close in this test).
+    server = ServeProcess.on(
+        database_url,
+        port,
+        tmp_path / "s",
+        "--log-level",
+        "info",
+        long_poll_timeout=1,
+        env={"ELECTRIC_REPLICATION_IDLE_TIMEOUT": "500"},
+    )
+    try:
+        first = get(base, table="items", offset="-1")
+        assert first.status_code == 200 and set(rows(first)) == {1, 2}
+        handle, offset = first.headers["electric-handle"], first.headers["electric-offset"]
+        until(lambda: backends(items) == 0)
+        assert slots(items) == [("pysync", False, False)]
+        items.execute("UPDATE items SET n = 11 WHERE id = 1")  # written while idle
+        live = get(base, table="items", handle=handle, offset=offset, live="true")
+        assert live.status_code == 200, live.text
+        assert rows(live) == {1: 11}
+        assert backends(items) > 0  # reopened for that request
+        # Idle again; a new shape is made on reopened connections, as any other.
+        until(lambda: backends(items) == 0)
+        other = get(base, table="items", offset="-1", where="n >= 20")
+        assert other.status_code == 200, other.text
+        assert set(rows(other)) == {2}
+        health = httpx.get(f"{base}/v1/health").json()
+        assert health["status"] == "active"
+    finally:
+        server.kill()
+
+
+def test_a_waiting_live_request_keeps_the_connections_open(
+    database_url: str, items: Conn, tmp_path: Path
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = ServeProcess.on(
+        database_url,
+        port,
+        tmp_path / "s",
+        "--replication-idle-timeout",
+        "300ms",
+        long_poll_timeout=3,
+    )
+    try:
+        first = get(base, table="items", offset="-1")
+        handle, offset = first.headers["electric-handle"], first.headers["electric-offset"]
+        until(lambda: backends(items) == 0)
+        # This request wakes the engine and waits: meanwhile nothing closes, so the
+        # change written during its wait reaches it at once.
+        with httpx.Client(timeout=30) as client:
+            got: list[httpx.Response] = []
+            waiter = threading.Thread(
+                target=lambda: got.append(
+                    client.get(
+                        f"{base}/v1/shape",
+                        params={
+                            "table": "items",
+                            "handle": handle,
+                            "offset": offset,
+                            "live": "true",
+                        },
+                    )
+                )
+            )
+            waiter.start()
+            until(lambda: backends(items) > 0)
+            time.sleep(1.0)  # more than the timeout
+            assert slots(items) == [("pysync", False, True)]
+            started = time.monotonic()
+            items.execute("INSERT INTO items VALUES (4, 40)")
+            waiter.join(10)
+            assert got and got[0].status_code == 200
+            assert set(rows(got[0])) == {4}
+            assert time.monotonic() - started < 1.5  # not after the 3 s long-poll timeout
+    finally:
+        server.kill()
+
+
+# -- settings -------------------------------------------------------------------------
+
+
+def test_durations_read_as_electric_and_pysync_write_them() -> None:
+    assert duration("30s") == 30 and duration("5min") == 300 and duration("500ms") == 0.5
+    assert duration("2") == 2 and duration("1.5 sec") == 1.5
+    assert (
+        make_settings(
+            from_env({"ELECTRIC_REPLICATION_IDLE_TIMEOUT": "30000"})
+        ).replication_idle_timeout
+        == 30
+    )
+    assert (
+        make_settings(
+            from_env({"ELECTRIC_REPLICATION_IDLE_TIMEOUT": "1m"})
+        ).replication_idle_timeout
+        == 60
+    )
+    assert (
+        make_settings(from_env({"PYSYNC_REPLICATION_IDLE_TIMEOUT": "2"})).replication_idle_timeout
+        == 2
+    )
+    with pytest.raises(SettingsError, match="^invalid ELECTRIC_REPLICATION_IDLE_TIMEOUT '5 hours'"):
+        from_env({"ELECTRIC_REPLICATION_IDLE_TIMEOUT": "5 hours"})
+    with pytest.raises(SettingsError, match="HTTP workers"):
+        make_settings({"replication_idle_timeout": "1", "workers": 2})
+    with pytest.raises(SettingsError, match="random slot name"):
+        make_settings({"slot": "s" * 50, "random_slot_name": True, "temporary_slot": True})
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--replication-idle-timeout", "-1"],
+            "pysync: invalid --replication-idle-timeout '-1': expected a duration such as "
+            "30s, 500ms or 5min",
+        ),
+        (
+            ["--replication-idle-timeout", "1", "--workers", "2"],
+            "pysync: --replication-idle-timeout cannot be used with HTTP workers (--workers)",
+        ),
+    ],
+)
+def test_bad_values_are_one_line(args: list[str], message: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pysync.cli", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith(message), done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
