@@ -36,6 +36,12 @@ def slots(conn: Conn) -> list[tuple[str, bool, bool]]:
     return [(str(name), bool(temporary), bool(active)) for name, temporary, active in rows]
 
 
+def walsender(conn: Conn) -> int | None:
+    """The PID of the process replicating from the test database's (only) slot."""
+    row = conn.execute("SELECT active_pid FROM pg_replication_slots").fetchone()
+    return None if row is None else row[0]
+
+
 def until(check: Any, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -111,6 +117,64 @@ def test_a_restart_on_a_temporary_slot_makes_old_handles_refetch(
         assert fresh.status_code == 200
         assert fresh.headers["electric-handle"] != handle
         assert rows(fresh) == {1: 11, 2: 20, 3: 30}
+    finally:
+        server.kill()
+
+
+def test_a_lost_replication_connection_loses_a_temporary_slot_and_its_shapes(
+    database_url: str, items: Conn, tmp_path: Path
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = ServeProcess.on(database_url, port, tmp_path / "s", "--temporary-slot")
+    try:
+        first = get(base, table="items", offset="-1")
+        handle, offset = first.headers["electric-handle"], first.headers["electric-offset"]
+        pid = walsender(items)
+        items.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        # pysync reconnects on a new temporary slot: what the old one would have sent
+        # is lost, so the shape goes and its clients refetch.
+        until(lambda: walsender(items) not in (None, pid))
+        items.execute("INSERT INTO items VALUES (5, 50)")
+        until(lambda: get(base, table="items", handle=handle, offset=offset).status_code == 409)
+        fresh = get(base, table="items", offset="-1")
+        assert fresh.headers["electric-handle"] != handle
+        assert rows(fresh) == {1: 10, 2: 20, 5: 50}
+        assert [t for _, t, _ in slots(items)] == [True]
+    finally:
+        server.kill()
+
+
+def test_uninstall_waits_for_a_pysync_on_a_random_temporary_slot(
+    database_url: str, items: Conn, tmp_path: Path
+) -> None:
+    port = free_port()
+    server = ServeProcess.on(
+        database_url, port, tmp_path / "s", "--temporary-slot", "--random-slot-name"
+    )
+    try:
+        get(f"http://127.0.0.1:{port}", table="items", offset="-1")  # publishes the table
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pysync.cli",
+                "uninstall",
+                "--database-url",
+                database_url,
+                "--yes",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 1, done.stdout
+        assert "is in use by the process with PID" in done.stderr
+        assert RANDOM_NAME.search(done.stderr)
+        # Nothing was done: the publication still publishes the table.
+        assert items.execute(
+            "SELECT count(*) FROM pg_publication_tables WHERE pubname = 'pysync'"
+        ).fetchone() == (1,)
     finally:
         server.kill()
 
@@ -196,6 +260,8 @@ def test_idle_connections_close_and_reopen_without_losing_a_change(
         assert set(rows(other)) == {2}
         health = httpx.get(f"{base}/v1/health").json()
         assert health["status"] == "active"
+        until(lambda: backends(items) == 0)
+        assert server.stop()  # a clean stop while idle
     finally:
         server.kill()
 
