@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pysync.config import Settings
-from pysync.idle import IdleClose
+from pysync.idle import IdleClose, catch_up
 from pysync.ingest import Ingest
 from pysync.metrics import EngineMetrics
 from pysync.postgres.connections import Connections
@@ -225,7 +225,8 @@ class Engine:
                 idle_timeout,
                 lambda: self.collector.last_seen_lsn,
                 lambda: self.serving() or self.connections.busy(),
-                self._sleep,
+                self._close_all,
+                self._reopen,
             )
             if idle_timeout > 0
             else None
@@ -233,9 +234,6 @@ class Engine:
         self.serving: Callable[[], bool] = lambda: False
         """True while a shape request is answered or waits for changes: set by the HTTP
         layer serving this engine (idle close waits for it to be False)."""
-        self.asleep = False
-        """The database connections are closed for idleness (``wake`` opens them)."""
-        self._waking = asyncio.Lock()
         self._idle_tasks: list[asyncio.Task[None]] = []
         """The tasks that sleep stops and wake starts again (schema check, idle check)."""
 
@@ -302,14 +300,17 @@ class Engine:
 
     # -- idle close ---------------------------------------------------------------------
 
-    async def _sleep(self) -> None:
-        """Close every database connection (the replication one too); shapes stay as
-        they are, served again once ``wake`` reopened the connections."""
-        self.asleep = True
-        async with self._waking:
-            await self._close_all()
+    async def wake(self) -> None:
+        """A shape request: reopen the connections if idle closed them, and return once
+        replication has read what the database wrote meanwhile.
+
+        Raises EngineUnavailable when the database cannot be reached again."""
+        if self.idle is not None:
+            await self.idle.wake()
 
     async def _close_all(self) -> None:
+        """Close every database connection (the replication one too); shapes stay as
+        they are, served again once ``wake`` reopened the connections."""
         checks = [task for task in self._idle_tasks if task is not asyncio.current_task()]
         for task in checks:
             task.cancel()
@@ -321,20 +322,6 @@ class Engine:
         await self.pause_replication()
         await self.connections.close()
 
-    async def wake(self) -> None:
-        """A shape request: reopen the connections if idle closed them, and return once
-        replication has read what the database wrote meanwhile.
-
-        Raises EngineUnavailable when the database cannot be reached again."""
-        if self.idle is None:
-            return
-        self.idle.touch()
-        if not self.asleep:
-            return
-        async with self._waking:  # one reopening for all the requests that arrive
-            if self.asleep:
-                await self._reopen()
-
     async def _reopen(self) -> None:
         log.info("a shape request: opening the database connections again")
         await self.connections.reopen()
@@ -342,7 +329,12 @@ class Engine:
         self.resume_replication()
         try:
             await asyncio.wait_for(asyncio.shield(replicating), START_WAIT)
-            await self._catch_up()
+            await catch_up(
+                self.connections,
+                lambda: self.collector.applied_end_lsn,
+                self.ingest.request_position,
+                CATCH_UP_WAIT,
+            )
         except Exception as exc:  # noqa: BLE001 - told to the client, the next request retries
             replicating.cancel()
             log.warning("cannot reopen the database connections: %s", exc)
@@ -350,19 +342,7 @@ class Engine:
             raise EngineUnavailable(
                 f"cannot reopen the database connections: {exc}", retry_after=5
             ) from exc
-        self.asleep = False
         self._start_idle_tasks()
-
-    async def _catch_up(self) -> None:
-        """Until replication passed where the server's WAL is now (bounded)."""
-        async with self.connections.catalog_session() as conn:
-            cursor = await conn.execute("SELECT (pg_current_wal_flush_lsn() - '0/0')::int8")
-            row = await cursor.fetchone()
-        target = int(row[0]) if row else 0
-        deadline = time.monotonic() + CATCH_UP_WAIT
-        while self.collector.applied_end_lsn < target and time.monotonic() < deadline:
-            self.ingest.request_position()
-            await asyncio.sleep(0.02)
 
     def _forget_done(self) -> None:
         """Drop ended tasks from the list (sleeping and waking repeat), but ingest's:
@@ -497,10 +477,11 @@ class Engine:
     def known(self, definition: ShapeDefinition) -> ShapeConsumer | None:
         """The shape for ``definition`` if one is at hand without a catalog query (nor a
         wake: None while idle closed the connections)."""
-        if self.idle is not None:
-            if self.asleep:
+        idle = self.idle
+        if idle is not None:
+            if idle.asleep:
                 return None
-            self.idle.touch()
+            idle.touch()
         if not self.started.is_set():
             return None
         return self.registry.known(definition)
