@@ -227,6 +227,20 @@ def backends(conn: Conn) -> int:
     return int(row[0])
 
 
+def wal_position(conn: Conn) -> str:
+    row = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def confirmed_past(conn: Conn, lsn: str) -> bool:
+    row = conn.execute(
+        "SELECT confirmed_flush_lsn >= %s::pg_lsn FROM pg_replication_slots", (lsn,)
+    ).fetchone()
+    assert row is not None
+    return bool(row[0])
+
+
 def test_idle_connections_close_and_reopen_without_losing_a_change(
     database_url: str, items: Conn, tmp_path: Path
 ) -> None:
@@ -248,16 +262,30 @@ def test_idle_connections_close_and_reopen_without_losing_a_change(
         handle, offset = first.headers["electric-handle"], first.headers["electric-offset"]
         until(lambda: backends(items) == 0)
         assert slots(items) == [("pysync", False, False)]
-        items.execute("UPDATE items SET n = 11 WHERE id = 1")  # written while idle
+        # Written while idle, as many transactions: far more than replication reads at once.
+        items.execute(
+            "DO $$ BEGIN FOR i IN 11..5010 LOOP "
+            "UPDATE items SET n = i WHERE id = 1; COMMIT; END LOOP; END $$"
+        )
+        written = wal_position(items)
+        assert not confirmed_past(items, written)  # held for pysync meanwhile
+        # Held until replication read them all: not an up-to-date without the last.
+        catch_up = get(base, table="items", handle=handle, offset=offset)
+        assert catch_up.status_code == 200, catch_up.text
+        assert rows(catch_up) == {1: 5010}  # so: reopened, and resumed where it stopped
+        # What was read is confirmed: the slot no longer holds the WAL written while idle.
+        until(lambda: confirmed_past(items, written))
+        offset = catch_up.headers["electric-offset"]
+        until(lambda: backends(items) == 0)
+        items.execute("INSERT INTO items VALUES (6, 60)")
         live = get(base, table="items", handle=handle, offset=offset, live="true")
         assert live.status_code == 200, live.text
-        assert rows(live) == {1: 11}
-        assert backends(items) > 0  # reopened for that request
+        assert rows(live) == {6: 60}
         # Idle again; a new shape is made on reopened connections, as any other.
         until(lambda: backends(items) == 0)
         other = get(base, table="items", offset="-1", where="n >= 20")
         assert other.status_code == 200, other.text
-        assert set(rows(other)) == {2}
+        assert set(rows(other)) == {1, 2, 6}
         health = httpx.get(f"{base}/v1/health").json()
         assert health["status"] == "active"
         until(lambda: backends(items) == 0)

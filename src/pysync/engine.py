@@ -318,7 +318,10 @@ class Engine:
             await asyncio.wait(checks)
         self._forget_done()
         # The slot keeps what follows: WAL accumulates until wake resumes from the
-        # position last confirmed (a temporary slot is dropped: shapes resync then).
+        # position confirmed here (a temporary slot is dropped: shapes resync then).
+        if self.storage_error is None:
+            await self.flush.flush()
+        self.stream.confirm()
         await self.pause_replication()
         await self.connections.close()
 

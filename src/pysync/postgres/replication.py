@@ -299,15 +299,15 @@ class ReplicationStream:
     async def close(self) -> None:
         """Confirm what was acknowledged and disconnect."""
         self._closed = True
-        self.hang_up()
+        self.confirm()
+        self.disconnect()
 
-    def hang_up(self) -> None:
-        """Confirm what was acknowledged and disconnect; the next ``transactions()``
-        connects again."""
+    def confirm(self) -> None:
+        """Confirm what was acknowledged now (before disconnecting: the slot then holds
+        no WAL pysync has stored)."""
         if self._conn is not None:
             with contextlib.suppress(psycopg.Error, OSError):
                 self._send_status(force=True)
-        self.disconnect()
 
     # -- connection -----------------------------------------------------------------
 
