@@ -5,6 +5,7 @@ against ``pysync serve`` on the real Postgres."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -16,7 +17,9 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from starlette.applications import Starlette
 
+import pysync
 from pysync.config import SettingsError, duration, from_env, make_settings
 from pysync.postgres.cluster import free_port
 from serve_process import ServeProcess
@@ -214,6 +217,19 @@ def test_random_temporary_slot_names_let_two_instances_share_a_database(
         two.kill()
 
 
+def test_a_random_name_without_a_temporary_slot_is_said_to_have_no_effect(
+    database_url: str, items: Conn, tmp_path: Path
+) -> None:
+    server = ServeProcess.on(
+        database_url, free_port(), tmp_path / "s", "--random-slot-name", "--slot", "s" * 60
+    )
+    try:
+        assert slots(items) == [("s" * 60, False, True)]
+        assert "a random slot name is only used for a temporary slot" in server.output()
+    finally:
+        server.kill()
+
+
 # -- closing idle connections ---------------------------------------------------------
 
 
@@ -340,6 +356,37 @@ def test_a_waiting_live_request_keeps_the_connections_open(
             assert time.monotonic() - started < 1.5  # not after the 3 s long-poll timeout
     finally:
         server.kill()
+
+
+async def test_an_embedded_sync_closes_idle_connections_but_not_under_a_live_request(
+    database_url: str, items: Conn
+) -> None:
+    sync = pysync.Sync(
+        database_url, in_memory=True, env=False, replication_idle_timeout=0.3, long_poll_timeout=3
+    )
+    app = Starlette(routes=[sync.mount("/electric")])
+    async with (
+        sync,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://t") as http,
+    ):
+
+        async def eventually(check: Any) -> None:
+            await asyncio.to_thread(until, check)
+
+        url, query = "/electric/v1/shape", {"table": "items"}
+        first = await http.get(url, params={**query, "offset": "-1"})
+        handle, offset = first.headers["electric-handle"], first.headers["electric-offset"]
+        await eventually(lambda: backends(items) == 0)
+        live = asyncio.ensure_future(
+            http.get(url, params={**query, "handle": handle, "offset": offset, "live": "true"})
+        )
+        await eventually(lambda: walsender(items) is not None)
+        await asyncio.sleep(1.0)  # more than the timeout, the request waiting meanwhile
+        assert walsender(items) is not None
+        await asyncio.to_thread(items.execute, "INSERT INTO items VALUES (7, 70)")
+        response = await asyncio.wait_for(live, 2)  # before the long-poll's 3 s
+        assert response.status_code == 200 and rows(response) == {7: 70}
+        await eventually(lambda: backends(items) == 0)
 
 
 # -- settings -------------------------------------------------------------------------

@@ -318,7 +318,8 @@ def _check(settings: Settings, names: Mapping[str, str]) -> None:
         raise fail("host", "expected an interface's address or name, e.g. 127.0.0.1")
     if settings.prometheus_port == settings.port:
         raise fail("prometheus_port", "the port of the shape API; give another one")
-    if settings.random_slot_name and len(settings.slot) > MAX_RANDOM_BASE:
+    random_name = settings.random_slot_name and settings.temporary_slot
+    if random_name and len(settings.slot) > MAX_RANDOM_BASE:
         raise fail(
             "slot",
             f"a random slot name adds 17 characters: at most {MAX_RANDOM_BASE} are left for this one",
