@@ -310,6 +310,35 @@ def test_idle_connections_close_and_reopen_without_losing_a_change(
         server.kill()
 
 
+def test_idle_close_drops_a_temporary_slot_and_the_next_request_refetches(
+    database_url: str, items: Conn, tmp_path: Path
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = ServeProcess.on(
+        database_url,
+        port,
+        tmp_path / "s",
+        "--temporary-slot",
+        "--replication-idle-timeout",
+        "300ms",
+        long_poll_timeout=1,
+    )
+    try:
+        first = get(base, table="items", offset="-1")
+        handle, offset = first.headers["electric-handle"], first.headers["electric-offset"]
+        until(lambda: backends(items) == 0)
+        assert slots(items) == []  # went with the connection: nothing holds WAL
+        items.execute("INSERT INTO items VALUES (8, 80)")  # no slot sees this
+        old = get(base, table="items", handle=handle, offset=offset, live="true")
+        assert old.status_code == 409, old.text
+        fresh = get(base, table="items", offset="-1")
+        assert fresh.headers["electric-handle"] not in (handle, None)
+        assert rows(fresh) == {1: 10, 2: 20, 8: 80}
+    finally:
+        server.kill()
+
+
 def test_a_waiting_live_request_keeps_the_connections_open(
     database_url: str, items: Conn, tmp_path: Path
 ) -> None:
