@@ -331,13 +331,13 @@ class ReplicationStream:
             conn, self._pending = self._pending, None
             if conn is not None:
                 self.slot_created = False  # made (and reported) by ``identify``
-                made = True
+                has_slot = True
             else:
                 conn = await asyncio.to_thread(self._replication_connect)
-                made = not self.temporary
+                has_slot = not self.temporary  # a temporary one is made on this connection
             try:
                 identity = await asyncio.to_thread(identify_system, conn)
-                if not made:
+                if not has_slot:
                     await asyncio.to_thread(self._make_temporary, conn)
                 start_lsn = max(self.acknowledged_lsn, self.delivered_lsn)
                 await asyncio.to_thread(conn.execute, self._start_command())
