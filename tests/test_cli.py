@@ -109,13 +109,22 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "database_tcp_keepalive_interval": ("1h", DURATION),
     "database_tcp_keepalive_count": ("0", "expected an integer >= 1"),
     "database_tcp_user_timeout": ("-1s", DURATION),
+    "temporary_slot": ("maybe", "expected true or false"),
+    "random_slot_name": ("maybe", "expected true or false"),
+    "replication_idle_timeout": ("soon", DURATION.replace("above 0", "of 0 (off) or more")),
 }
 """Settings that are checked before anything starts (exit status 2)."""
 
 AT_START = ("host", "secret_file", "data_dir", "storage_dir")
 """Settings found bad when they are used (exit status 1); see the test below."""
 
-NO_FLAG_VALUE = {"allow_delete", "compaction", "manual_publishing"}
+NO_FLAG_VALUE = {
+    "allow_delete",
+    "compaction",
+    "manual_publishing",
+    "temporary_slot",
+    "random_slot_name",
+}
 """--allow-delete and --manual-publishing are switches; --compaction takes on or off (its
 own test)."""
 NO_ENV_VALUE = {"secret"}  # an empty variable counts as unset

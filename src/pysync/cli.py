@@ -212,6 +212,27 @@ def _parser() -> argparse.ArgumentParser:
         "adds each table and sets REPLICA IDENTITY FULL "
         "(env PYSYNC_MANUAL_PUBLISHING or ELECTRIC_MANUAL_TABLE_PUBLISHING)",
     )
+    serve.add_argument(
+        "--temporary-slot",
+        action="store_true",
+        default=None,
+        help="replicate from a temporary slot, dropped by Postgres when pysync's "
+        "connection ends: each start resyncs every shape "
+        "(env PYSYNC_TEMPORARY_SLOT or CLEANUP_REPLICATION_SLOTS_ON_SHUTDOWN)",
+    )
+    serve.add_argument(
+        "--random-slot-name",
+        action="store_true",
+        default=None,
+        help="with --temporary-slot: name it <slot>_<16 random hex digits> (env "
+        "PYSYNC_RANDOM_SLOT_NAME or ELECTRIC_TEMPORARY_REPLICATION_SLOT_USE_RANDOM_NAME)",
+    )
+    serve.add_argument(
+        "--replication-idle-timeout",
+        help="close every database connection after this long without a transaction or "
+        "a shape request: seconds, or 500ms, 30s, 5min (env PYSYNC_REPLICATION_IDLE_TIMEOUT, "
+        "or ELECTRIC_REPLICATION_IDLE_TIMEOUT in ms; default 0: never)",
+    )
     _connection_arguments(serve)
     psql = commands.add_parser(
         "psql",
@@ -494,6 +515,7 @@ async def serve(settings: Settings) -> None:
             )
             return
         api = ShapeAPI.from_settings(engine, settings)
+        engine.serving = api.busy
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:

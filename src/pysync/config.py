@@ -15,6 +15,7 @@ import msgspec
 
 from pysync.postgres.conninfo import ConnectionSettings, UnparsableConninfo, merge
 from pysync.postgres.conninfo import check as check_conninfo
+from pysync.postgres.slot import MAX_RANDOM_BASE
 from pysync.shapes.drift import SCHEMA_CHECK_INTERVAL
 from pysync.shapes.log import CHUNK_BYTES, COMPACT_MIN_BYTES
 from pysync.shapes.subqueries import MAX_ROWS as MAX_SUBQUERY_ROWS
@@ -90,6 +91,18 @@ class Settings(msgspec.Struct, kw_only=True):
     """Unanswered TCP keepalive probes before a database connection is dropped."""
     database_tcp_user_timeout: Duration | None = None
     """Seconds data sent to the database may stay unacknowledged (``TCP_USER_TIMEOUT``)."""
+    temporary_slot: bool = False
+    """Replicate from a temporary slot, which Postgres drops when the replication
+    connection closes (Electric's ``CLEANUP_REPLICATION_SLOTS_ON_SHUTDOWN``): every start
+    or reconnect makes a new slot, and the shapes of the last one are resynced."""
+    random_slot_name: bool = False
+    """With ``temporary_slot``: name the slot ``<slot>_<16 random hex digits>``, so that
+    instances sharing a database never take each other's slot (Electric's
+    ``ELECTRIC_TEMPORARY_REPLICATION_SLOT_USE_RANDOM_NAME``)."""
+    replication_idle_timeout: Seconds = 0.0
+    """Close every database connection after this many seconds without a transaction
+    or a shape request; the next shape request reopens them (0: never). Electric's
+    ``ELECTRIC_REPLICATION_IDLE_TIMEOUT``."""
 
     @property
     def shape_storage(self) -> Path:
@@ -171,16 +184,31 @@ ENV: dict[str, tuple[str, ...]] = {
         "PYSYNC_DATABASE_TCP_USER_TIMEOUT",
         "ELECTRIC_DATABASE_TCP_USER_TIMEOUT",
     ),
+    "temporary_slot": ("PYSYNC_TEMPORARY_SLOT", "CLEANUP_REPLICATION_SLOTS_ON_SHUTDOWN"),
+    "random_slot_name": (
+        "PYSYNC_RANDOM_SLOT_NAME",
+        "ELECTRIC_TEMPORARY_REPLICATION_SLOT_USE_RANDOM_NAME",
+    ),
+    "replication_idle_timeout": (
+        "PYSYNC_REPLICATION_IDLE_TIMEOUT",
+        "ELECTRIC_REPLICATION_IDLE_TIMEOUT",
+    ),
 }
 
-DURATIONS = (
+_CONNECTION_DURATIONS = (
     "database_tcp_keepalive_idle",
     "database_tcp_keepalive_interval",
     "database_tcp_user_timeout",
 )
+DURATIONS = (*_CONNECTION_DURATIONS, "replication_idle_timeout")
 """Settings that take a unit (``30s``, ``500ms``, ``2min``); a bare number is seconds,
 but milliseconds from an ``ELECTRIC_*`` variable (as Electric reads it)."""
-CONNECTION_FIELDS = ("database_ca_certificate_file", "database_tcp_keepalive_count", *DURATIONS)
+_ZERO_IS_OFF = frozenset({"replication_idle_timeout"})
+CONNECTION_FIELDS = (
+    "database_ca_certificate_file",
+    "database_tcp_keepalive_count",
+    *_CONNECTION_DURATIONS,
+)
 
 
 _ASCII_DOWNCASE = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
@@ -223,6 +251,11 @@ def from_env(environ: dict[str, str] | None = None) -> dict[str, object]:
         found.setdefault("slot", name)
         found.setdefault("publication", name)
     return found
+
+
+def env_name(env: Mapping[str, str], field: str) -> str | None:
+    """The variable ``field`` is read from (the first of its names that is set)."""
+    return next((name for name in ENV[field] if env.get(name)), None)
 
 
 def env_origins(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -282,8 +315,19 @@ def make_settings(values: dict[str, object], origins: Mapping[str, str] | None =
     return settings
 
 
-_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|msec|s|sec|m|min)?\s*")
-_UNIT_SECONDS = {"ms": 0.001, "msec": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0}
+_DURATION = re.compile(
+    r"\s*((?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*(ms|msec|s|sec|m|min)?\s*", re.ASCII
+)
+_UNITS = {"ms": 0.001, "msec": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0}
+
+
+def duration(text: str, bare: str = "s") -> float:
+    """Seconds in ``text``: a number with a unit as Electric writes them (``500ms``,
+    ``30s``, ``5min``), or a bare number in ``bare`` units."""
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ValueError("expected a duration such as 30s, 500ms or 5min")
+    return float(match[1]) * _UNITS[match[2] or bare]
 
 
 def _durations(values: Mapping[str, object], names: Mapping[str, str]) -> dict[str, object]:
@@ -296,15 +340,19 @@ def _durations(values: Mapping[str, object], names: Mapping[str, str]) -> dict[s
         if not isinstance(value, str):
             continue
         name = names.get(field, field)
-        bare = "milliseconds" if name.startswith("ELECTRIC_") else "seconds"
-        match = _DURATION.fullmatch(value)
-        if match is None or float(match[1]) <= 0:
+        electric = name.startswith("ELECTRIC_")
+        zero = field in _ZERO_IS_OFF
+        try:
+            seconds = duration(value, "ms" if electric else "s")
+        except ValueError:
+            seconds = -1.0
+        if seconds < 0 or (seconds == 0 and not zero):
             raise SettingsError(
-                f"invalid {name} {value!r}: expected a duration above 0 such as 30s, 500ms "
-                f"or 2min (a bare number is {bare})"
+                f"invalid {name} {value!r}: expected a duration {'of 0 (off) or more' if zero else 'above 0'} "
+                f"such as 30s, 500ms or 2min (a bare number is "
+                f"{'milliseconds' if electric else 'seconds'})"
             )
-        unit = match[2] or ("ms" if bare == "milliseconds" else "s")
-        found[field] = float(match[1]) * _UNIT_SECONDS[unit]
+        found[field] = seconds
     return found
 
 
@@ -396,6 +444,21 @@ def _check(settings: Settings, names: Mapping[str, str]) -> None:
         raise fail("host", "expected an interface's address or name, e.g. 127.0.0.1")
     if settings.prometheus_port == settings.port:
         raise fail("prometheus_port", "the port of the shape API; give another one")
+    random_name = settings.random_slot_name and settings.temporary_slot
+    if random_name and len(settings.slot) > MAX_RANDOM_BASE:
+        raise fail(
+            "slot",
+            f"a random slot name adds 17 characters: at most {MAX_RANDOM_BASE} are left for this one",
+        )
+    if settings.replication_idle_timeout and settings.workers:
+        timeout, workers = (
+            names.get(field, field) for field in ("replication_idle_timeout", "workers")
+        )
+        raise SettingsError(
+            f"{timeout} cannot be used with HTTP workers ({workers}): they answer requests "
+            "the replicating process does not see, so it cannot tell when it is idle; "
+            "give one or the other"
+        )
 
 
 def read_secret(path: Path) -> str:

@@ -12,11 +12,6 @@ from collections.abc import Mapping
 
 NOT_APPLICABLE: dict[str, str] = {
     "ELECTRIC_DATABASE_USE_IPV6": "libpq tries every address of the database host",
-    "CLEANUP_REPLICATION_SLOTS_ON_SHUTDOWN": "pysync keeps its slot across restarts "
-    "(drop it with pg_drop_replication_slot when retiring pysync)",
-    "ELECTRIC_TEMPORARY_REPLICATION_SLOT_USE_RANDOM_NAME": "pysync's slot is named by "
-    "--slot / PYSYNC_SLOT and is never temporary",
-    "ELECTRIC_REPLICATION_IDLE_TIMEOUT": "pysync keeps its replication connection open",
     "ELECTRIC_INSECURE": "pysync serves without a secret whenever none is set",
     "ELECTRIC_INSTANCE_ID": "an OpenTelemetry resource attribute; pysync exports no traces",
     "ELECTRIC_SERVICE_NAME": "an OpenTelemetry resource name; pysync exports no traces",

@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from pysync.config import Settings
+from pysync.idle import IdleClose, catch_up
 from pysync.ingest import Ingest
 from pysync.metrics import EngineMetrics
 from pysync.postgres.connections import Connections
 from pysync.postgres.publication import Publisher
 from pysync.postgres.replication import ReplicationStream
-from pysync.postgres.slot import SlotInUseError
+from pysync.postgres.slot import SlotInUseError, random_name
 from pysync.replica_identity import ReplicaIdentityWatch
 from pysync.shapes.collector import Collector
 from pysync.shapes.compactor import Compactor
@@ -52,6 +53,9 @@ START_WAIT = 30.0
 """How long ``start`` waits for replication to connect (a busy slot is retried 15 s)."""
 SLOT_WAIT = 5.0
 """How long a new shape waits for a replaced slot before the client is told to retry."""
+CATCH_UP_WAIT = 10.0
+"""How long a request that reopened the connections waits for replication to read what
+was written meanwhile (then it is answered with what there is, as on any lag)."""
 
 T = TypeVar("T")
 
@@ -78,11 +82,25 @@ class Engine:
         cls, database_url: str, settings: Settings, *, in_memory: bool = False
     ) -> Engine:
         """The engine as ``pysync serve`` and an embedded ``Sync`` configure it."""
+        slot = settings.slot
+        if settings.temporary_slot and settings.random_slot_name:
+            slot = random_name(slot)
+            log.warning(
+                "using the temporary replication slot %s: shape storage does not outlive "
+                "this process (every restart resyncs every shape)",
+                slot,
+            )
+        elif settings.random_slot_name:
+            log.warning(
+                "a random slot name is only used for a temporary slot (--temporary-slot / "
+                "CLEANUP_REPLICATION_SLOTS_ON_SHUTDOWN): replicating from slot %s",
+                slot,
+            )
         return cls(
             database_url,
             storage_dir=None if in_memory else settings.shape_storage,
             pooled_database_url=settings.pooled_conninfo(),
-            slot=settings.slot,
+            slot=slot,
             publication=settings.publication,
             max_shapes=settings.max_shapes,
             max_subquery_rows=settings.max_subquery_rows,
@@ -92,6 +110,8 @@ class Engine:
             compact_min_bytes=settings.compact_min_bytes,
             schema_check_interval=settings.schema_check_interval,
             manual_publishing=settings.manual_publishing,
+            temporary_slot=settings.temporary_slot,
+            idle_timeout=settings.replication_idle_timeout,
         )
 
     def __init__(
@@ -114,6 +134,8 @@ class Engine:
         publish_timeout: float = 5.0,
         schema_check_interval: float = SCHEMA_CHECK_INTERVAL,
         manual_publishing: bool = False,
+        temporary_slot: bool = False,
+        idle_timeout: float = 0.0,
         io: Io = OS_IO,
     ) -> None:
         """``schema_check_interval``: seconds between catalog checks of the shapes' tables
@@ -121,7 +143,11 @@ class Engine:
         ``manual_publishing``: never alter the publication or a table's replica identity
         (Electric's ``ELECTRIC_MANUAL_TABLE_PUBLISHING``). ``pooled_database_url``: the
         same database through a transaction pooler, for every session but replication's
-        (Electric's ``ELECTRIC_POOLED_DATABASE_URL``)."""
+        (Electric's ``ELECTRIC_POOLED_DATABASE_URL``). ``temporary_slot``: replicate
+        from a slot Postgres drops when the connection ends (a restart or reconnect
+        resyncs every shape). ``idle_timeout``: seconds without a transaction or a shape
+        request after which every database connection is closed (0: never; see
+        ``idle``)."""
         self.database_url = database_url
         self.slot = slot
         self.publication = publication
@@ -143,6 +169,7 @@ class Engine:
             publication=publication,
             streaming=streaming,
             manual_publication=manual_publishing,
+            temporary=temporary_slot,
         )
         self.registry = ShapeRegistry(
             self.store,
@@ -200,6 +227,22 @@ class Engine:
         """Why the engine is DEGRADED."""
         self.started = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self.idle = (
+            IdleClose(
+                idle_timeout,
+                lambda: self.collector.last_seen_lsn,
+                lambda: self.serving() or self.connections.busy(),
+                self._close_all,
+                self._reopen,
+            )
+            if idle_timeout > 0
+            else None
+        )
+        self.serving: Callable[[], bool] = lambda: False
+        """True while a shape request is answered or waits for changes: set by the HTTP
+        layer serving this engine (idle close waits for it to be False)."""
+        self._idle_tasks: list[asyncio.Task[None]] = []
+        """The tasks that sleep stops and wake starts again (schema check, idle check)."""
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -225,8 +268,7 @@ class Engine:
             asyncio.create_task(self.flush.run(), name="pysync-flush"),
             asyncio.create_task(self.compactor.run(), name="pysync-compaction"),
         ]
-        if self.schema_check.interval > 0:
-            self._spawn(self.schema_check.run(), "pysync-schema-check")
+        self._start_idle_tasks()
         # Until replication is connected: a slot another process took meanwhile fails the
         # start here, instead of a retry loop behind an engine that seems to work.
         try:
@@ -257,10 +299,81 @@ class Engine:
         self.store.close()
         self.status = Status.STOPPED
 
+    def _start_idle_tasks(self) -> None:
+        """Start what works on the database beside ingest, and the idle check."""
+        self._idle_tasks = []
+        if self.schema_check.interval > 0:
+            self._idle_tasks.append(self._task(self.schema_check.run(), "pysync-schema-check"))
+        if self.idle is not None:
+            self._idle_tasks.append(self._task(self.idle.run(), "pysync-idle"))
+
+    # -- idle close ---------------------------------------------------------------------
+
+    async def wake(self) -> None:
+        """A shape request: reopen the connections if idle closed them, and return once
+        replication has read what the database wrote meanwhile.
+
+        Raises EngineUnavailable when the database cannot be reached again."""
+        if self.idle is not None:
+            await self.idle.wake()
+
+    async def _close_all(self) -> None:
+        """Close every database connection (the replication one too); shapes stay as
+        they are, served again once ``wake`` reopened the connections."""
+        checks = [task for task in self._idle_tasks if task is not asyncio.current_task()]
+        for task in checks:
+            task.cancel()
+        if checks:
+            await asyncio.wait(checks)
+        self._forget_done()
+        # The slot keeps what follows: WAL accumulates until wake resumes from the
+        # position confirmed here (a temporary slot is dropped: shapes resync then).
+        if self.storage_error is None:
+            await self.flush.flush()
+        self.stream.confirm()
+        await self.pause_replication()
+        await self.connections.close()
+
+    async def _reopen(self) -> None:
+        log.info("a shape request: opening the database connections again")
+        await self.connections.reopen()
+        replicating = self.ingest.until_connected()
+        self.resume_replication()
+        try:
+            await asyncio.wait_for(asyncio.shield(replicating), START_WAIT)
+            await catch_up(
+                self.connections,
+                lambda: self.collector.applied_end_lsn,
+                self.ingest.request_position,
+                CATCH_UP_WAIT,
+            )
+        except Exception as exc:  # noqa: BLE001 - told to the client, the next request retries
+            replicating.cancel()
+            log.warning("cannot reopen the database connections: %s", exc)
+            await self._close_all()
+            raise EngineUnavailable(
+                f"cannot reopen the database connections: {exc}", retry_after=5
+            ) from exc
+        self._start_idle_tasks()
+
+    def _forget_done(self) -> None:
+        """Drop ended tasks from the list (sleeping and waking repeat), but ingest's:
+        it stays first (``pause_replication``)."""
+        self._tasks[1:] = [
+            task
+            for task in self._tasks[1:]
+            if not task.done() or (not task.cancelled() and task.exception() is not None)
+        ]
+
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run ``work`` as one of the engine's tasks: ``stop`` ends it, ``crashed``
         reports its failure."""
-        self._tasks.append(asyncio.create_task(work, name=name))
+        self._task(work, name)
+
+    def _task(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(work, name=name)
+        self._tasks.append(task)
+        return task
 
     def _gauges(self) -> None:
         gauge, stream = self.metrics.gauge, self.stream
@@ -344,6 +457,7 @@ class Engine:
         psycopg.OperationalError (the database cannot be asked)."""
         if not self.started.is_set():
             raise EngineUnavailable("pysync is starting", retry_after=5)
+        await self.wake()
         existing = await (
             self.registry.verified(definition) if verify else self.registry.find(definition)
         )
@@ -369,10 +483,17 @@ class Engine:
 
     async def find(self, definition: ShapeDefinition) -> ShapeConsumer | None:
         """The shape equal to ``definition``, without creating one."""
+        await self.wake()
         return await self.registry.find(definition)
 
     def known(self, definition: ShapeDefinition) -> ShapeConsumer | None:
-        """The shape for ``definition`` if one is at hand without a catalog query."""
+        """The shape for ``definition`` if one is at hand without a catalog query (nor a
+        wake: None while idle closed the connections)."""
+        idle = self.idle
+        if idle is not None:
+            if idle.asleep:
+                return None
+            idle.touch()
         if not self.started.is_set():
             return None
         return self.registry.known(definition)

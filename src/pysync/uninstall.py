@@ -13,6 +13,7 @@ import psycopg
 from psycopg import sql
 
 from pysync.postgres.publication import recorded_identities
+from pysync.postgres.slot import RANDOM_DIGITS
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -81,6 +82,20 @@ def plan(conn: Conn, publication: str, slot: str) -> Plan:
                 "(on the database server): stop pysync serve first"
             )
         result.drop_slot = sql.SQL("SELECT pg_drop_replication_slot({})").format(sql.Literal(slot))
+    if result.in_use is None:
+        # A pysync with --random-slot-name replicates from "<slot>_<16 hex digits>": its
+        # temporary slot goes with it, but its publication must not go before.
+        running = conn.execute(
+            "SELECT slot_name, active_pid FROM pg_replication_slots "
+            "WHERE database = current_database() AND temporary AND active_pid IS NOT NULL "
+            "AND slot_name ~ %s",
+            (f"^{slot}_[0-9a-f]{{{RANDOM_DIGITS}}}$",),
+        ).fetchone()
+        if running is not None:
+            result.in_use = (
+                f'the temporary replication slot "{running[0]}" is in use by the process '
+                f"with PID {running[1]} (on the database server): stop pysync serve first"
+            )
     return result
 
 

@@ -161,8 +161,9 @@ class Sync:
         self._database_url = url
         self._engine = engine
         self._api = ShapeAPI.from_settings(engine, settings)
+        engine.serving = self._api.busy
         self._backend = EmbeddedShapes(engine, self._api)
-        log.info("syncing shapes (slot %s, publication %s)", settings.slot, settings.publication)
+        log.info("syncing shapes (slot %s, publication %s)", engine.slot, settings.publication)
 
     async def stop(self) -> None:
         if self in _running:

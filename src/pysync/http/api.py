@@ -248,6 +248,10 @@ class ShapeAPI:
         """``/v1/shape``: every method."""
         return await self.handle(request, self._shape_request)
 
+    def busy(self) -> bool:
+        """A shape request is being answered or waits for changes (idle close waits)."""
+        return bool(len(self.interrupts) or self.in_flight["initial"] or self.in_flight["existing"])
+
     async def handle(
         self, request: Request, step: Callable[[Request], Awaitable[Response]]
     ) -> Response:

@@ -100,8 +100,17 @@ class Connections:
         self.conninfo = conninfo
         self.pooled = pooled
         self.lock_timeout = lock_timeout
-        lock = {"lock_timeout": f"{int(lock_timeout * 1000)}"}
-        statement = {"statement_timeout": f"{int(statement_timeout * 1000)}"}
+        self._sizes = (catalog, snapshots)
+        self._statement_timeout = statement_timeout
+        self._connect_timeout = connect_timeout
+        self._make_pools()
+
+    def _make_pools(self) -> None:
+        conninfo = self.conninfo
+        pooled = self.pooled
+        catalog, snapshots = self._sizes
+        lock = {"lock_timeout": f"{int(self.lock_timeout * 1000)}"}
+        statement = {"statement_timeout": f"{int(self._statement_timeout * 1000)}"}
         self.catalog: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
             conninfo,
             min_size=0,
@@ -109,7 +118,7 @@ class Connections:
             open=False,
             name="pysync-catalog",
             check=AsyncConnectionPool.check_connection,
-            timeout=connect_timeout,
+            timeout=self._connect_timeout,
             **_session(conninfo, pooled, {**lock, **statement}),
         )
         self.snapshots: AsyncConnectionPool[AsyncConn] = AsyncConnectionPool(
@@ -154,6 +163,21 @@ class Connections:
                 f"replication reads (the replication slot {slot!r} of DATABASE_URL's "
                 f"database is not on its server); {_CHECK}"
             )
+
+    async def reopen(self) -> None:
+        """Open again after ``close`` (a closed psycopg pool cannot be: new ones)."""
+        self._make_pools()
+        await self.open()
+
+    def busy(self) -> bool:
+        """Is a session in use or waited for (a snapshot, a catalog query)?"""
+        for pool in (self.catalog, self.snapshots):
+            stats = pool.get_stats()
+            if stats.get("pool_size", 0) > stats.get("pool_available", 0):
+                return True
+            if stats.get("requests_waiting", 0):
+                return True
+        return False
 
     @asynccontextmanager
     async def catalog_session(self) -> AsyncIterator[AsyncConn]:

@@ -28,7 +28,9 @@ from pysync.postgres.slot import (
     ReplicationError,
     SlotInUseError,
     SlotInvalidatedError,
+    check_no_permanent_slot,
     check_preconditions,
+    create_temporary_slot,
     ensure_slot,
     identify_system,
     slot_holder,
@@ -134,6 +136,7 @@ class ReplicationStream:
         max_backoff: float = 5.0,
         slot_busy_timeout: float = 15.0,
         manual_publication: bool = False,
+        temporary: bool = False,
     ) -> None:
         if streaming not in (False, True, "on", "parallel"):
             raise ValueError(f"streaming must be False, True/'on' or 'parallel', not {streaming!r}")
@@ -161,6 +164,11 @@ class ReplicationStream:
         self.slot_busy_timeout = slot_busy_timeout
         self.manual_publication = manual_publication
         """Only check the publication, never create or alter it."""
+        if temporary and two_phase:
+            raise ValueError("a temporary slot is made without two-phase decoding")
+        self.temporary = temporary
+        """The slot is temporary: each replication connection makes it (it ends with the
+        connection), so every connect reports a new slot."""
         self.assembler = TransactionAssembler()
         self.received_lsn = start_lsn
         """The WAL position Postgres has sent us up to."""
@@ -177,6 +185,9 @@ class ReplicationStream:
         self._confirmed_lsn = 0
         self._last_status = 0.0
         self._conn: psycopg.Connection[tuple[object, ...]] | None = None
+        self._pending: psycopg.Connection[tuple[object, ...]] | None = None
+        """A replication connection ``identify`` made the temporary slot on: the next
+        connect streams on it (closing it would drop the slot)."""
         self._closed = False
 
     # -- public ---------------------------------------------------------------------
@@ -189,6 +200,9 @@ class ReplicationStream:
                 check_publication(conn, self.publication)
             else:
                 ensure_publication(conn, self.publication)
+            if self.temporary:
+                check_no_permanent_slot(conn, self.slot)  # made on connecting
+                return
             self.slot_created = ensure_slot(conn, self.slot, two_phase=self.two_phase)
             self._slot_lsn = slot_position(conn, self.slot) or 0
 
@@ -205,12 +219,31 @@ class ReplicationStream:
                 raise slot_in_use(self.slot, holder)
             await asyncio.sleep(0.2)
         conn = await asyncio.to_thread(self._replication_connect)
+        keep = False
         try:
             system_id, timeline, database = await asyncio.to_thread(identify_system, conn)
+            if self.temporary:
+                await asyncio.to_thread(self._make_temporary, conn)
+                self._pending, keep = conn, True
+        except errors.DuplicateObject as exc:
+            raise self._taken(exc) from exc
         finally:
-            conn.close()
+            if not keep:
+                conn.close()
         return Connected(
             system_id, timeline, database, self.slot, self.slot_created, self._slot_lsn, 0
+        )
+
+    def _make_temporary(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        self._slot_lsn = create_temporary_slot(conn, self.slot)
+        self.slot_created = True
+        log.info("created temporary replication slot %s", self.slot)
+
+    def _taken(self, exc: psycopg.Error) -> SlotInUseError:
+        return SlotInUseError(
+            f"replication slot '{self.slot}' is in use by another process "
+            f"({exc.diag.message_primary}). Stop the other pysync or give each "
+            "its own slot and publication."
         )
 
     def _slot_holder(self) -> int | None:
@@ -266,10 +299,15 @@ class ReplicationStream:
     async def close(self) -> None:
         """Confirm what was acknowledged and disconnect."""
         self._closed = True
+        self.confirm()
+        self.disconnect()
+
+    def confirm(self) -> None:
+        """Confirm what was acknowledged now (before disconnecting: the slot then holds
+        no WAL pysync has stored)."""
         if self._conn is not None:
             with contextlib.suppress(psycopg.Error, OSError):
                 self._send_status(force=True)
-        self.disconnect()
 
     # -- connection -----------------------------------------------------------------
 
@@ -290,20 +328,25 @@ class ReplicationStream:
     async def _start(self) -> Connected:
         deadline = time.monotonic() + self.slot_busy_timeout
         while True:
-            conn = await asyncio.to_thread(self._replication_connect)
+            conn, self._pending = self._pending, None
+            if conn is not None:
+                self.slot_created = False  # made (and reported) by ``identify``
+                has_slot = True
+            else:
+                conn = await asyncio.to_thread(self._replication_connect)
+                has_slot = not self.temporary  # a temporary one is made on this connection
             try:
                 identity = await asyncio.to_thread(identify_system, conn)
+                if not has_slot:
+                    await asyncio.to_thread(self._make_temporary, conn)
                 start_lsn = max(self.acknowledged_lsn, self.delivered_lsn)
                 await asyncio.to_thread(conn.execute, self._start_command())
-            except errors.ObjectInUse as exc:
+            except (errors.ObjectInUse, errors.DuplicateObject) as exc:
                 conn.close()
-                # A killed consumer's walsender lingers until it notices the closed socket.
+                # A killed consumer's walsender lingers until it notices the closed socket
+                # (with its temporary slot, if it had one).
                 if time.monotonic() > deadline:
-                    raise SlotInUseError(
-                        f"replication slot '{self.slot}' is in use by another process "
-                        f"({exc.diag.message_primary}). Stop the other pysync or give each "
-                        "its own slot and publication."
-                    ) from exc
+                    raise self._taken(exc) from exc
                 await asyncio.sleep(0.2)
                 continue
             except errors.ObjectNotInPrerequisiteState as exc:
@@ -343,12 +386,13 @@ class ReplicationStream:
 
     def disconnect(self) -> None:
         """Close the replication connection; the next ``transactions()`` reconnects."""
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.pgconn.finish()
-            finally:
-                conn.close()
+        for conn in (self._conn, self._pending):
+            if conn is not None:
+                try:
+                    conn.pgconn.finish()
+                finally:
+                    conn.close()
+        self._conn = self._pending = None
 
     # -- the loop -------------------------------------------------------------------
 

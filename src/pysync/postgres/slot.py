@@ -3,10 +3,18 @@ that name the fix, slot creation, position and identity."""
 
 from __future__ import annotations
 
+import secrets
+
 import psycopg
 from psycopg import errors
 
+from pysync.postgres.lsn import parse_lsn
 from pysync.postgres.publication import check_name
+
+RANDOM_DIGITS = 16
+"""Hex digits of a random slot name's suffix (64 bits: two instances never collide)."""
+MAX_RANDOM_BASE = 63 - 1 - RANDOM_DIGITS
+"""Longest slot name a random suffix can be added to (slot names have 63 bytes)."""
 
 
 class ReplicationError(RuntimeError):
@@ -90,6 +98,43 @@ def ensure_slot(
             "configure another slot name"
         )
     return False
+
+
+def random_name(base: str) -> str:
+    """``<base>_<16 random hex digits>``: a temporary slot's name that no other instance
+    of pysync (or Electric) has."""
+    if len(base) > MAX_RANDOM_BASE:
+        raise ValueError(f"slot name {base!r} is too long for a random suffix")
+    return f"{base}_{secrets.token_hex(RANDOM_DIGITS // 2)}"
+
+
+def check_no_permanent_slot(conn: psycopg.Connection[tuple[object, ...]], slot: str) -> None:
+    """A temporary slot cannot take the name of a permanent one (made by a pysync
+    without a temporary slot): say how to free the name."""
+    row = conn.execute(
+        "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND NOT temporary", (slot,)
+    ).fetchone()
+    if row is not None:
+        raise ReplicationError(
+            f"a permanent replication slot '{slot}' exists (made by a pysync without a "
+            "temporary slot): drop it with "
+            f"SELECT pg_drop_replication_slot('{slot}'); or give the temporary slot "
+            "another name (--slot / PYSYNC_SLOT)"
+        )
+
+
+def create_temporary_slot(conn: psycopg.Connection[tuple[object, ...]], slot: str) -> int:
+    """Create a temporary logical slot on the replication connection ``conn``; Postgres
+    drops it when that connection ends (however it ends). Returns its start position.
+
+    Raises psycopg.errors.DuplicateObject while another session holds a slot of this
+    name."""
+    check_name("slot", slot)
+    row = conn.execute(
+        f'CREATE_REPLICATION_SLOT "{slot}" TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT'
+    ).fetchone()
+    assert row is not None
+    return parse_lsn(str(row[1]))
 
 
 def slot_holder(conn: psycopg.Connection[tuple[object, ...]], slot: str) -> int | None:
