@@ -20,7 +20,7 @@ import pytest
 from starlette.applications import Starlette
 
 import pysync
-from pysync.config import SettingsError, duration, from_env, make_settings
+from pysync.config import SettingsError, duration, env_origins, from_env, make_settings
 from pysync.postgres.cluster import free_port
 from serve_process import ServeProcess
 
@@ -441,7 +441,8 @@ def test_durations_read_as_electric_and_pysync_write_them() -> None:
         == 2
     )
     with pytest.raises(SettingsError, match="^invalid ELECTRIC_REPLICATION_IDLE_TIMEOUT '5 hours'"):
-        from_env({"ELECTRIC_REPLICATION_IDLE_TIMEOUT": "5 hours"})
+        env = {"ELECTRIC_REPLICATION_IDLE_TIMEOUT": "5 hours"}
+        make_settings(from_env(env), env_origins(env))
     with pytest.raises(SettingsError, match="HTTP workers"):
         make_settings({"replication_idle_timeout": "1", "workers": 2})
     with pytest.raises(SettingsError, match="random slot name"):
@@ -453,8 +454,8 @@ def test_durations_read_as_electric_and_pysync_write_them() -> None:
     [
         (
             ["--replication-idle-timeout", "-1"],
-            "pysync: invalid --replication-idle-timeout '-1': expected a duration such as "
-            "30s, 500ms or 5min",
+            "pysync: invalid --replication-idle-timeout '-1': expected a duration of 0 (off) or "
+            "more such as 30s, 500ms or 2min (a bare number is seconds)",
         ),
         (
             ["--replication-idle-timeout", "1", "--workers", "2"],

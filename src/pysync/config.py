@@ -227,7 +227,13 @@ def from_env(environ: dict[str, str] | None = None) -> dict[str, object]:
     for field, names in ENV.items():
         for name in names:
             if env.get(name):
-                found[field] = env[name]
+                value = env[name]
+                if field in DURATIONS and name.startswith("ELECTRIC_"):
+                    # Electric's unit: a bare number is milliseconds.
+                    match = _DURATION.fullmatch(value)
+                    if match is not None and match[2] is None:
+                        value = f"{match[1]}ms"
+                found[field] = value
                 break
     limits = env.get("ELECTRIC_MAX_CONCURRENT_REQUESTS")
     if limits:
