@@ -13,8 +13,10 @@ import pytest
 
 from engine_runner import Conn, check_offsets, materialise, poll, quiesce, read_all, table_state
 from pysync.engine import Engine
+from pysync.postgres.publication import NotPublished, Publisher
 from pysync.shapes.consumer import LIVE, ShapeConsumer
 from pysync.shapes.definition import ShapeDefinition, ShapeError
+from subquery_support import TaggedClient
 
 COLUMNS = ["id", "k", "v"]
 PK = ["id", "k"]
@@ -170,3 +172,172 @@ async def test_inheritance_parent_is_refused(engine: Engine, conn: Conn) -> None
     assert "inheritance children (INHERITS)" in str(raised.value)
     child = await live(engine, "child")
     assert rows(child) == {}
+
+
+async def test_new_partition_flows_to_the_root_shape(engine: Engine, items: Conn) -> None:
+    root = await live(engine, "items")
+    items.execute("CREATE TABLE p3 PARTITION OF items FOR VALUES FROM (30) TO (40)")
+    items.execute("INSERT INTO items VALUES (7, 33, 'g')")
+    items.execute("UPDATE items SET v = 'G' WHERE id = 7")
+    await quiesce(engine, items)
+    # the new partition is made FULL (restored as a table that lost it), then its
+    # updates carry whole rows; the shape on items goes on meanwhile
+    await poll(
+        lambda: "p3" in " ".join(engine.warnings) and "restored FULL" in " ".join(engine.warnings),
+        30,
+        "FULL on the new partition",
+    )
+    items.execute("UPDATE items SET v = 'H' WHERE id = 7")
+    # a schema check finds the partition created, not attached: the shape stays
+    await engine.schema_check.check()
+    await quiesce(engine, items)
+    assert not root.gone, root.reason
+    assert rows(root) == expected(items, "items")
+    assert rows(root)['"public"."items"/"7"/"33"']["v"] == "H"
+
+
+async def test_a_partition_seen_before_the_root_shape(engine: Engine, items: Conn) -> None:
+    """The stream described p1 before any shape was on items: it is looked up when
+    one is made."""
+    leaf = await live(engine, "p1")
+    items.execute("INSERT INTO p1 VALUES (8, 18, 'h')")
+    await quiesce(engine, items)
+    root = await live(engine, "items")
+    items.execute("INSERT INTO p1 VALUES (9, 19, 'i')")
+    await quiesce(engine, items)
+    assert rows(root) == expected(items, "items")
+    assert '"public"."items"/"9"/"19"' in rows(root)
+    assert rows(leaf) == expected(items, "p1")
+
+
+async def test_detach_invalidates_the_root_shape(database_url: str, items: Conn) -> None:
+    """With a shape on the partition, the partition stays published after the detach:
+    its next Relation message tells (no schema check here)."""
+    engine = Engine(database_url, flush_interval=0.02, schema_check_interval=0)
+    await engine.start()
+    try:
+        await _detach(engine, items)
+    finally:
+        await engine.stop()
+
+
+async def _detach(engine: Engine, items: Conn) -> None:
+    root = await live(engine, "items")
+    leaf = await live(engine, "p2")
+    items.execute("ALTER TABLE items DETACH PARTITION p2")
+    # the partition's own shape goes on: its rows are where they were
+    items.execute("INSERT INTO p2 VALUES (10, 22, 'j')")
+    await quiesce(engine, items)
+    await poll(lambda: root.gone, 30, "the shape on items to go")
+    assert root.reason == "partition detached"
+    assert not leaf.gone, leaf.reason
+    assert rows(leaf) == expected(items, "p2")
+    again = await live(engine, "items")
+    assert rows(again) == expected(items, "items")
+    assert all("/25" not in key for key in rows(again))
+    items.execute("INSERT INTO p2 VALUES (11, 23, 'k')")  # not a partition of items now
+    items.execute("INSERT INTO items VALUES (12, 2, 'l')")
+    await quiesce(engine, items)
+    assert rows(again) == expected(items, "items")
+    assert not again.gone, again.reason
+
+
+async def test_detach_seen_only_by_the_schema_check(engine: Engine, items: Conn) -> None:
+    """No shape on the partition: nothing of it is replicated after the detach, the
+    schema check finds it gone from the partitioned table."""
+    root = await live(engine, "items")
+    items.execute("ALTER TABLE items DETACH PARTITION p0")
+    await poll(lambda: root.gone, 30, "the schema check to drop the shape")
+    assert root.reason == "partition detached or dropped"
+    again = await live(engine, "items")
+    assert rows(again) == expected(items, "items")
+    assert len(rows(again)) == 2
+
+
+async def test_attaching_a_table_with_rows_invalidates(engine: Engine, items: Conn) -> None:
+    root = await live(engine, "items")
+    items.execute("CREATE TABLE p3 (id int, k int, v text, PRIMARY KEY (id, k))")
+    items.execute("INSERT INTO p3 VALUES (20, 35, 'old')")
+    items.execute("ALTER TABLE items ATTACH PARTITION p3 FOR VALUES FROM (30) TO (40)")
+    await poll(lambda: root.gone, 30, "the schema check to drop the shape")
+    assert root.reason == "partition attached"
+    again = await live(engine, "items")
+    assert '"public"."items"/"20"/"35"' in rows(again)
+    items.execute("INSERT INTO items VALUES (21, 36, 'new')")
+    await quiesce(engine, items)
+    assert rows(again) == expected(items, "items")
+
+
+async def test_truncating_a_partition(engine: Engine, items: Conn) -> None:
+    root, p0, p1 = await live(engine, "items"), await live(engine, "p0"), await live(engine, "p1")
+    items.execute("TRUNCATE p1")
+    await quiesce(engine, items)
+    assert root.gone and root.reason == "table truncated"
+    assert p1.gone and not p0.gone
+    again = await live(engine, "items")
+    assert rows(again) == expected(items, "items")
+
+
+async def test_where_on_the_partition_key(engine: Engine, items: Conn) -> None:
+    shape = await live(engine, "items", where="k >= 10 AND k < 25")
+    items.execute("INSERT INTO items VALUES (13, 13, 'm'), (14, 3, 'n')")
+    items.execute("UPDATE items SET k = 24 WHERE id = 2")  # moves p1 -> p2, stays in
+    items.execute("UPDATE items SET k = 5 WHERE id = 13")  # moves out
+    await quiesce(engine, items)
+    assert strict(read_all(shape.log)) == expected(items, "items", "k >= 10 AND k < 25")
+    assert set(strict(read_all(shape.log))) == {'"public"."items"/"2"/"24"'}
+
+
+async def test_subquery_over_a_partitioned_table(engine: Engine, items: Conn) -> None:
+    items.execute("CREATE TABLE tags (id int PRIMARY KEY, tag text)")
+    items.execute("INSERT INTO tags VALUES (1, 'x'), (2, 'y'), (3, 'z'), (4, 'w')")
+    where = "id IN (SELECT id FROM items WHERE v >= 'b')"
+    shape = await live(engine, "tags", where=where)
+    client = TaggedClient()
+    client.apply_all(read_all(shape.log))
+    want = table_state(items, "public", "tags", ["id", "tag"], ["id"], where)
+    assert client.rows == want and len(want) == 2
+    items.execute("INSERT INTO items VALUES (4, 27, 'd')")  # into p2: tag 4 moves in
+    items.execute("UPDATE items SET k = 21 WHERE id = 2")  # p1 -> p2: stays
+    items.execute("DELETE FROM items WHERE id = 3")  # tag 3 moves out
+    await quiesce(engine, items)
+    await poll(lambda: shape.subquery is not None and shape.subquery.phase.name == "STEADY", 30)
+    client = TaggedClient()
+    client.apply_all(read_all(shape.log))
+    want = table_state(items, "public", "tags", ["id", "tag"], ["id"], where)
+    assert client.rows == want
+    assert set(want) == {'"public"."tags"/"2"', '"public"."tags"/"4"'}
+
+
+async def test_root_shape_schema_change(engine: Engine, items: Conn) -> None:
+    root = await live(engine, "items")
+    items.execute("ALTER TABLE items ADD COLUMN w int")
+    items.execute("INSERT INTO items VALUES (15, 15, 'o', 1)")
+    await quiesce(engine, items)
+    assert root.gone and root.reason == "schema changed"
+
+
+async def test_manual_publishing_names_each_partition(engine: Engine, items: Conn) -> None:
+    items.execute("CREATE PUBLICATION manualpub")
+    publisher = Publisher(engine.connections, "manualpub", manual=True)
+    with pytest.raises(NotPublished) as raised:
+        await publisher.publish("public", "items")
+    assert str(raised.value).endswith(
+        'ALTER TABLE "public"."items" REPLICA IDENTITY FULL; '
+        'ALTER TABLE "public"."p0" REPLICA IDENTITY FULL; '
+        'ALTER TABLE "public"."p1" REPLICA IDENTITY FULL; '
+        'ALTER TABLE "public"."p2" REPLICA IDENTITY FULL; '
+        'ALTER PUBLICATION "manualpub" ADD TABLE "public"."items";'
+    )
+    items.execute("ALTER PUBLICATION manualpub ADD TABLE items")
+    items.execute("ALTER TABLE items REPLICA IDENTITY FULL")
+    items.execute("ALTER TABLE p0 REPLICA IDENTITY FULL")
+    with pytest.raises(NotPublished) as raised:
+        await publisher.publish("public", "items")
+    assert raised.value.message == (
+        'Database table "public.items" is partitioned and its partitions "public.p1", '
+        '"public.p2" do not have their replica identity set to FULL'
+    )
+    items.execute("ALTER TABLE p1 REPLICA IDENTITY FULL")
+    items.execute("ALTER TABLE p2 REPLICA IDENTITY FULL")
+    await publisher.publish("public", "items")

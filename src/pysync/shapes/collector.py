@@ -293,9 +293,9 @@ class Collector:
         key = (relation.namespace, relation.name)
         doomed: list[tuple[ShapeConsumer, str]] = []
         tables = self.registry.router.tables
-        previous = item.previous.ancestors if item.previous is not None else ()
+        previous = self.registry.partitions.left.pop(relation.oid, ())
         if relation.ancestors or previous:  # a partition (or one no more)
-            for ancestor in {*relation.ancestors, *previous}:
+            for ancestor in (*relation.ancestors, *previous):
                 routes = tables.get(ancestor)
                 if routes is None:
                     continue

@@ -60,6 +60,11 @@ class Partitions:
         the catalog, whose rows all came through the WAL."""
         self.on_changed: Callable[[], None] = lambda: None
         """A partition was attached or detached: check the schema now (``drift``)."""
+        self.parents: dict[int, tuple[tuple[str, str], ...]] = {}
+        """Per partition (oid), the partitioned tables it was last known to be under."""
+        self.left: dict[int, tuple[tuple[str, str], ...]] = {}
+        """Per relation (oid) just looked up, the partitioned tables it is no longer
+        under (detached): the collector takes them with the Relation message."""
 
     async def annotate(self, relation: Relation) -> None:
         """Put ``relation``'s partitioned ancestors on it (a Relation message, before
@@ -70,6 +75,13 @@ class Partitions:
         ancestors = tuple((str(r[0]), str(r[1])) for r in rows)
         if ancestors != relation.ancestors:
             relation.ancestors = ancestors
+        left = tuple(a for a in self.parents.get(relation.oid, ()) if a not in ancestors)
+        if left:
+            self.left[relation.oid] = left
+        if ancestors:
+            self.parents[relation.oid] = ancestors
+        else:
+            self.parents.pop(relation.oid, None)
         if rows and rows[0][3] is not None:
             key = (relation.oid, int(rows[0][3]))
             if rows[0][4]:
@@ -86,9 +98,13 @@ class Partitions:
         async with self.connections.catalog_session() as conn:
             cursor = await conn.execute(_TREE, (table.oid,))
             oids = {int(row[0]) for row in await cursor.fetchall()}
-        for oid in oids:
+        root = (table.schema, table.name)
+        for oid in oids - {table.oid}:
+            parents = self.parents.get(oid, ())
+            if root not in parents:
+                self.parents[oid] = (*parents, root)
             relation = self.relations.get(oid)
-            if relation is not None and oid != table.oid:
+            if relation is not None:
                 await self.annotate(relation)
 
     def drift(self, table: Table, now: Table) -> str | None:
