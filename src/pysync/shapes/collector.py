@@ -293,7 +293,8 @@ class Collector:
         key = (relation.namespace, relation.name)
         doomed: list[tuple[ShapeConsumer, str]] = []
         tables = self.registry.router.tables
-        previous = self.registry.partitions.left.pop(relation.oid, ())
+        partitions = self.registry.partitions
+        previous = partitions.left.pop(relation.oid, ())
         if relation.ancestors or previous:  # a partition (or one no more)
             for ancestor in (*relation.ancestors, *previous):
                 routes = tables.get(ancestor)
@@ -301,7 +302,9 @@ class Collector:
                     continue
                 for consumer in routes.shapes:
                     if ancestor not in relation.ancestors:
-                        doomed.append((consumer, "partition detached"))
+                        # not a shape made after the detach (the stream may be behind)
+                        if partitions.holds(consumer.shape.table, relation.oid):
+                            doomed.append((consumer, "partition detached"))
                     elif layout_affects(consumer.shape, relation):
                         doomed.append((consumer, "schema changed"))
         for other_key, routes in tables.items():

@@ -107,6 +107,13 @@ class Partitions:
             if relation is not None:
                 await self.annotate(relation)
 
+    def holds(self, table: Table, oid: int) -> bool:
+        """Did a shape built on the partitioned ``table`` take the partition ``oid``'s
+        rows (it was there when the shape read the catalog, or was created since)?"""
+        return any(p[0] == oid for p in table.partitions) or any(
+            p[0] == oid for p in self.learned.get(table.oid, ())
+        )
+
     def drift(self, table: Table, now: Table) -> str | None:
         """Why a shape built on the partitioned ``table`` cannot go on with its
         partitions as they are ``now``, or None."""
