@@ -97,7 +97,7 @@ class Workload:
             self._k({i}),
         )
 
-    def ddl(self) -> tuple[str, int] | None:
+    def ddl(self) -> tuple[str, int]:
         """A partition created, detached or attached again."""
         rng = self.rng
         choices = []
@@ -135,7 +135,7 @@ class Workload:
         try:
             with self.conn.transaction():
                 for query, params in statements:
-                    self.conn.execute(query, params)  # type: ignore[arg-type]
+                    self.conn.execute(query, params)
         except psycopg.errors.UniqueViolation:
             pass  # a move onto a key that is taken: nothing of it happened
 
@@ -159,7 +159,7 @@ async def test_random_workload(engine: Engine, conn: Conn, seed: int) -> None:
     ddl = 0
     for step in range(1, 121):
         if rng.random() < 0.12:
-            kind, i = work.ddl()  # type: ignore[misc]
+            kind, i = work.ddl()
             ddl += 1
             if kind == "create":
                 clients.append(Client(f"m{i}"))
