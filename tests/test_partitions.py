@@ -12,10 +12,12 @@ from typing import Any
 import pytest
 
 from engine_runner import Conn, check_offsets, materialise, poll, quiesce, read_all, table_state
+from http_support import Client, make_api
 from pysync.engine import Engine
 from pysync.postgres.publication import NotPublished, Publisher
 from pysync.shapes.consumer import LIVE, ShapeConsumer
 from pysync.shapes.definition import ShapeDefinition, ShapeError
+from pysync.uninstall import plan
 from subquery_support import TaggedClient
 
 COLUMNS = ["id", "k", "v"]
@@ -341,3 +343,46 @@ async def test_manual_publishing_names_each_partition(engine: Engine, items: Con
     items.execute("ALTER TABLE p1 REPLICA IDENTITY FULL")
     items.execute("ALTER TABLE p2 REPLICA IDENTITY FULL")
     await publisher.publish("public", "items")
+
+
+async def test_http_inheritance_400_and_a_subset_of_a_partitioned_table(
+    engine: Engine, items: Conn
+) -> None:
+    items.execute("CREATE TABLE parent (id int PRIMARY KEY)")
+    items.execute("CREATE TABLE child () INHERITS (parent)")
+    client = Client(make_api(engine))
+    try:
+        refused = await client.shape(table="parent", offset="-1")
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["errors"] == {
+            "table": [
+                'Table "public"."parent" has inheritance children (INHERITS): pysync syncs '
+                "partitioned tables (PARTITION BY) but not inheritance parents, whose children "
+                "may add columns or have other parents. Sync each child table instead, or make "
+                "the table partitioned"
+            ]
+        }
+        handle, offset, _ = await client.sync(table="items", log="changes_only")
+        subset = await client.shape(
+            table="items", log="changes_only", handle=handle, offset=offset, subset__where="k >= 10"
+        )
+        assert subset.status_code == 200, subset.text
+        body = subset.json()
+        messages = body["data"] if isinstance(body, dict) else body
+        assert sorted(m["key"] for m in messages if "key" in m) == [
+            '"public"."items"/"2"/"12"',
+            '"public"."items"/"3"/"25"',
+        ]
+    finally:
+        await client.aclose()
+
+
+async def test_uninstall_restores_each_partitions_identity(engine: Engine, items: Conn) -> None:
+    await live(engine, "items")
+    todo = plan(items, "pysync", engine.slot)
+    restores = sorted(
+        s.as_string(items) for s in todo.changes if "REPLICA IDENTITY" in s.as_string(items)
+    )
+    assert restores == [
+        f'ALTER TABLE "public"."{t}" REPLICA IDENTITY DEFAULT' for t in ("items", "p0", "p1", "p2")
+    ]
