@@ -178,9 +178,7 @@ class Collector:
                                     touched[consumer] = list(entries)
                                 else:
                                     existing.extend(entries)
-                                    # may name a key again (see _fold); a row moving to
-                                    # another partition is a delete, then an insert
-                                    if kind != "insert" or relation.ancestors:
+                                    if kind != "insert":  # may name a key again: see _fold
                                         if again is None:
                                             again = set()
                                         again.add(consumer)
