@@ -386,3 +386,31 @@ async def test_uninstall_restores_each_partitions_identity(engine: Engine, items
     assert restores == [
         f'ALTER TABLE "public"."{t}" REPLICA IDENTITY DEFAULT' for t in ("items", "p0", "p1", "p2")
     ]
+
+
+async def test_nested_partitions(engine: Engine, conn: Conn) -> None:
+    """A partition that is itself partitioned: its partitions' changes reach the shapes
+    on both partitioned tables above them."""
+    conn.execute(
+        "CREATE TABLE n (id int, k int, v text, PRIMARY KEY (id, k)) PARTITION BY RANGE (k)"
+    )
+    conn.execute(
+        "CREATE TABLE n_low PARTITION OF n FOR VALUES FROM (0) TO (10) PARTITION BY RANGE (k)"
+    )
+    conn.execute("CREATE TABLE n_low_a PARTITION OF n_low FOR VALUES FROM (0) TO (5)")
+    conn.execute("CREATE TABLE n_low_b PARTITION OF n_low FOR VALUES FROM (5) TO (10)")
+    conn.execute("CREATE TABLE n_high PARTITION OF n FOR VALUES FROM (10) TO (20)")
+    conn.execute("INSERT INTO n VALUES (1, 1, 'a'), (2, 7, 'b'), (3, 15, 'c')")
+    top, low = await live(engine, "n"), await live(engine, "n_low")
+    conn.execute("INSERT INTO n VALUES (4, 3, 'd'), (5, 12, 'e')")
+    conn.execute("UPDATE n SET k = 8 WHERE id = 1")  # n_low_a -> n_low_b
+    conn.execute("UPDATE n SET k = 9 WHERE id = 3")  # n_high -> n_low_b
+    await quiesce(engine, conn)
+    assert strict(read_all(top.log)) == table_state(conn, "public", "n", COLUMNS, PK)
+    assert strict(read_all(low.log)) == table_state(conn, "public", "n_low", COLUMNS, PK)
+    assert set(strict(read_all(low.log))) == {
+        '"public"."n_low"/"1"/"8"',
+        '"public"."n_low"/"2"/"7"',
+        '"public"."n_low"/"3"/"9"',
+        '"public"."n_low"/"4"/"3"',
+    }
