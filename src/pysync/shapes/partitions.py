@@ -66,9 +66,9 @@ class Partitions:
         """Per relation (oid) just looked up, the partitioned tables it is no longer
         under (detached): the collector takes them with the Relation message."""
 
-    async def annotate(self, relation: Relation) -> None:
+    async def annotate(self, relation: Relation, streamed: bool = True) -> None:
         """Put ``relation``'s partitioned ancestors on it (a Relation message, before
-        the changes that follow it are routed)."""
+        the changes that follow it are routed; not ``streamed``: one cached before)."""
         async with self.connections.catalog_session() as conn:
             cursor = await conn.execute(_ANCESTORS, {"oid": relation.oid})
             rows = await cursor.fetchall()
@@ -76,7 +76,7 @@ class Partitions:
         if ancestors != relation.ancestors:
             relation.ancestors = ancestors
         left = tuple(a for a in self.parents.get(relation.oid, ()) if a not in ancestors)
-        if left:
+        if left and streamed:
             self.left[relation.oid] = left
         if ancestors:
             self.parents[relation.oid] = ancestors
@@ -105,7 +105,7 @@ class Partitions:
                 self.parents[oid] = (*parents, root)
             relation = self.relations.get(oid)
             if relation is not None:
-                await self.annotate(relation)
+                await self.annotate(relation, streamed=False)
 
     def holds(self, table: Table, oid: int) -> bool:
         """Did a shape built on the partitioned ``table`` take the partition ``oid``'s
