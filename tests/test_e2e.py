@@ -33,9 +33,10 @@ E2E_DIR = Path(__file__).parent / "e2e"
 SECRET = "e2e-secret-" + uuid.uuid4().hex[:8]
 START_TIMEOUT = 60.0
 NODE_TIMEOUT = 300.0
-WORKER_FILES = ["refetch.test.mjs", "more.test.mjs", "subquery.test.mjs"]
+WORKER_FILES = ["refetch.test.mjs", "more.test.mjs", "subquery.test.mjs", "partitions.test.mjs"]
 """409 after TRUNCATE and DELETE (by handle, by definition, between two requests of a
-stream, long-poll and SSE), ALTER TABLE, SSE, and subquery shapes with moves."""
+stream, long-poll and SSE), ALTER TABLE, SSE, subquery shapes with moves, and shapes on
+a partitioned table (moves between partitions, a detach's 409)."""
 
 
 def _ensure_node_modules() -> None:

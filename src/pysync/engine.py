@@ -181,10 +181,12 @@ class Engine:
             max_subquery_rows=max_subquery_rows,
         )
         self.collector = Collector(self.registry)
+        self.registry.partitions.relations = self.stream.assembler.relations
         self.compactor = Compactor(enabled=compaction)
         self.schema_check = SchemaCheck(self.registry, schema_check_interval)
         if schema_check_interval > 0:
             self.registry.on_table_changed = self.schema_check.soon
+            self.registry.partitions.on_changed = self.schema_check.soon
         self.replica_identity = ReplicaIdentityWatch(self.registry.publisher, self._spawn)
         self.collector.on_relation = self.replica_identity.changed
         self.flush = FlushTracker(

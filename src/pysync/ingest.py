@@ -143,6 +143,7 @@ class Ingest:
 
     async def _replicate(self) -> None:
         collector, outage, stream = self.collector, self.outage, self.stream
+        partitions = self.registry.partitions
         yielded = time.monotonic()
         waits = stream.waits
         async for item in stream.transactions():
@@ -152,6 +153,8 @@ class Ingest:
             if kind is Transaction:
                 collector.apply(item)  # type: ignore[arg-type]
             elif kind is RelationChange:
+                if partitions.active:  # a partition's changes go to its ancestors' shapes
+                    await partitions.annotate(item.relation)  # type: ignore[union-attr]
                 collector.relation_changed(item)  # type: ignore[arg-type]
             elif kind is Idle:
                 collector.idle(item.lsn)  # type: ignore[union-attr]

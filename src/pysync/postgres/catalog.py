@@ -83,8 +83,16 @@ class Table(msgspec.Struct, frozen=True):
     replica_identity: str
     """``pg_class.relreplident``: d default, f full, n nothing, i index."""
     has_children: bool = False
-    """A partitioned table or an inheritance parent: its rows live in other tables, whose
-    changes pgoutput reports under their own names."""
+    """An inheritance parent (``INHERITS``, not partitioning): its rows live in other
+    tables too, whose changes pgoutput reports under their own names."""
+    partitioned: bool = False
+    """A partitioned table (relkind ``p``): it holds no rows, its partitions do."""
+    partitions: tuple[tuple[int, int, bool], ...] = ()
+    """Of a partitioned table, every table under it (nested levels too), in oid order:
+    ``(oid, attached_xid, created_as_partition)``: the transaction that made it a
+    partition (its ``pg_inherits`` row), and whether that transaction also created it
+    (``CREATE TABLE ... PARTITION OF``: empty then, so every row it holds came through
+    the WAL) rather than attaching an existing table (``ATTACH PARTITION``)."""
     collation: str = DEFAULT_COLLATION
     """The database's default collation and ctype, ``provider:collate:ctype`` (text
     ordering follows the collate, lower/upper/ILIKE the ctype)."""
@@ -105,8 +113,19 @@ class Table(msgspec.Struct, frozen=True):
 # for a table without columns).
 _TABLE_ROWS = r"""
 SELECT c.oid, n.nspname, c.relname, c.relreplident,
-       c.relkind = 'p' OR EXISTS (SELECT FROM pg_inherits h WHERE h.inhparent = c.oid),
+       c.relkind = 'r' AND EXISTS (SELECT FROM pg_inherits h WHERE h.inhparent = c.oid),
        (SELECT to_jsonb(d) - 'datacl' FROM pg_database d WHERE d.datname = current_database()),
+       CASE WHEN c.relkind = 'p' THEN (
+         -- pg_inherits also links index partitions: tables only. A table created as a
+         -- partition got its row type in the transaction that made it one.
+         SELECT coalesce(jsonb_agg(jsonb_build_array(
+                  k.oid, h.xmin::text::bigint, ty.xmin::text = h.xmin::text) ORDER BY k.oid),
+                '[]')
+         FROM pg_partition_tree(c.oid) tr
+         JOIN pg_class k ON k.oid = tr.relid AND k.relkind IN ('r', 'p')
+         JOIN pg_inherits h ON h.inhrelid = k.oid
+         JOIN pg_type ty ON ty.oid = k.reltype
+         WHERE tr.relid <> c.oid) END,
        a.attname, a.attnum, a.atttypid, a.atttypmod, a.attnotnull,
        a.attgenerated <> '' AS generated, a.attgenerated = 'v' AS virtual,
        CASE WHEN e.oid IS NOT NULL THEN e.typname ELSE t.typname END,
@@ -219,7 +238,7 @@ async def load_tables_by_oid_async(
 def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
     if not rows:
         return None
-    oid, nspname, relname, replident, has_children, database = rows[0][:6]
+    oid, nspname, relname, replident, has_children, database, partitions = rows[0][:7]
     columns = []
     for (
         attname,
@@ -237,7 +256,7 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
         pk_index,
         collation,
         base,
-    ) in (row[6:] for row in rows):
+    ) in (row[7:] for row in rows):
         if attname is None:
             continue
         columns.append(
@@ -273,5 +292,7 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
         primary_key=pk,
         replica_identity=str(replident),
         has_children=bool(has_children),
+        partitioned=partitions is not None,
+        partitions=tuple((int(o), int(x), bool(c)) for o, x, c in partitions or ()),
         collation=collation_of(database) or DEFAULT_COLLATION,
     )

@@ -83,6 +83,10 @@ class Relation(msgspec.Struct, gc=False):
     columns: tuple[RelationColumn, ...]
     column_names: tuple[str, ...] = ()
     """Filled from ``columns``: the routing hot path reads it for every change."""
+    ancestors: tuple[tuple[str, str], ...] = ()
+    """Not in the message: the partitioned tables above this one (a partition), as
+    ``(schema, name)``, nearest first, when pysync looked them up in the catalog
+    (pgoutput reports a partition's changes under the partition's own name)."""
 
     def __post_init__(self) -> None:
         if not self.column_names:

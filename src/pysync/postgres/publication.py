@@ -70,10 +70,30 @@ _STATE = (
     "  JOIN pg_publication p ON p.oid = pr.prpubid "
     "  WHERE p.pubname = %s AND pr.prrelid = c.oid), "
     "c.oid, (SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
-    "  WHERE i.indrelid = c.oid AND i.indisreplident) "
+    "  WHERE i.indrelid = c.oid AND i.indisreplident), c.relkind "
     "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
     "WHERE n.nspname = %s AND c.relname = %s"
 )
+
+# The partitions (tables with rows, any level) of a partitioned table that are not
+# REPLICA IDENTITY FULL: setting it on the partitioned table does not reach them (nor
+# partitions made later), and pgoutput sends each partition's changes as its own.
+_PARTITIONS = (
+    "SELECT n.nspname, k.relname, k.relreplident, k.oid, "
+    "(SELECT ic.relname FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid "
+    "  WHERE i.indrelid = k.oid AND i.indisreplident) "
+    "FROM pg_partition_tree(%s::oid) t JOIN pg_class k ON k.oid = t.relid "
+    "JOIN pg_namespace n ON n.oid = k.relnamespace "
+    "WHERE k.relkind = 'r' AND k.relreplident <> 'f' ORDER BY k.oid"
+)
+Partition = tuple[str, str, tuple[object, ...]]
+"""A partition that is not FULL: schema, name, and its row as ``_STATE``'s (identity,
+published, oid, index)."""
+
+
+def _partitions(rows: list[tuple[object, ...]]) -> list[Partition]:
+    return [(str(r[0]), str(r[1]), (r[2], False, r[3], r[4])) for r in rows]
+
 
 RECORD_KEY = "pysync_replica_identity"
 """The key, in the JSON comment of pysync's publication, of the replica identity each
@@ -103,19 +123,24 @@ def recorded_identities(comment: str | None) -> list[dict[str, Any]] | None:
 def _record(
     publication: str,
     comment: tuple[object, ...] | None,
-    schema: str,
-    table: str,
-    row: tuple[object, ...],
+    tables: list[Partition],
 ) -> sql.Composed | None:
-    """The COMMENT that adds the table's identity before FULL to the record (None when
-    the table is recorded already: its first identity is the one to restore)."""
-    identity, _, oid, index = row
+    """The COMMENT that adds the tables' identities before FULL to the record (None when
+    every one is recorded already: its first identity is the one to restore)."""
     text = comment[0] if comment else None
     entries = recorded_identities(text if isinstance(text, str) else None) or []
-    if any(entry.get("oid") == oid for entry in entries):
+    added = False
+    for schema, table, row in tables:
+        identity, _, oid, index = row[:4]
+        if any(entry.get("oid") == oid for entry in entries):
+            continue
+        entries.append(
+            {"oid": oid, "schema": schema, "table": table, "identity": identity, "index": index}
+        )
+        added = True
+    if not added:
         return None
-    entry = {"oid": oid, "schema": schema, "table": table, "identity": identity, "index": index}
-    updated = json.dumps({RECORD_KEY: [*entries, entry]}, separators=(",", ":"))
+    updated = json.dumps({RECORD_KEY: entries}, separators=(",", ":"))
     return sql.SQL("COMMENT ON PUBLICATION {} IS {}").format(
         sql.Identifier(publication), sql.Literal(updated)
     )
@@ -142,27 +167,39 @@ class PublishAbandoned(PublicationError):
 
 
 def _plan(
-    publication: str, schema: str, table: str, row: tuple[object, ...] | None
+    publication: str,
+    schema: str,
+    table: str,
+    row: tuple[object, ...] | None,
+    partitions: list[Partition],
 ) -> list[sql.Composed]:
-    """The statements that publish the table, given its state (empty: nothing to do)."""
+    """The statements that publish the table, given its state and (a partitioned
+    table) its partitions that are not FULL (empty: nothing to do)."""
     if row is None:
         raise PublicationError(f'table "{schema}"."{table}" does not exist')
     identity, published = row[:2]
     target = sql.Identifier(schema, table)
     statements: list[sql.Composed] = []
-    if not published:
+    if not published or partitions:
         # pgoutput decodes a change with the catalog as of that change: rows written by
         # a transaction still open when the table joins the publication are never sent,
         # yet a snapshot taken next cannot see them either. This lock waits for the
-        # table's writers and holds off new ones until the publication change commits.
+        # table's writers and holds off new ones until the publication change commits
+        # (on a partitioned table it takes its partitions too).
         statements.append(sql.SQL("LOCK TABLE {} IN SHARE ROW EXCLUSIVE MODE").format(target))
     if identity != "f":
         statements.append(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(target))
+    for part_schema, part_name, _ in partitions:
+        statements.append(
+            sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(
+                sql.Identifier(part_schema, part_name)
+            )
+        )
     if not published:
         statements.append(
             sql.SQL("ALTER PUBLICATION {} ADD TABLE {}").format(sql.Identifier(publication), target)
         )
-    return statements if identity != "f" or not published else []
+    return statements if identity != "f" or not published or partitions else []
 
 
 _PLAIN = re.compile(r"^[a-z_][a-z0-9_]*$")
@@ -177,14 +214,23 @@ def _electric_name(schema: str, table: str) -> str:
 
 
 def _check_published(
-    publication: str, schema: str, table: str, row: tuple[object, ...] | None
+    publication: str,
+    schema: str,
+    table: str,
+    row: tuple[object, ...] | None,
+    partitions: list[Partition],
 ) -> None:
-    """Manual publishing: raise NotPublished unless the table is ready to replicate."""
+    """Manual publishing: raise NotPublished unless the table is ready to replicate (a
+    partitioned table: in the publication, and each of its partitions FULL)."""
     if row is None:
         raise PublicationError(f'table "{schema}"."{table}" does not exist')
     identity, published = row[:2]
     target = f"{quote_identifier(schema)}.{quote_identifier(table)}"
-    full = f"ALTER TABLE {target} REPLICA IDENTITY FULL;"
+    full = [f"ALTER TABLE {target} REPLICA IDENTITY FULL;"] if identity != "f" else []
+    full += [
+        f"ALTER TABLE {quote_identifier(s)}.{quote_identifier(t)} REPLICA IDENTITY FULL;"
+        for s, t, _ in partitions
+    ]
     name = _electric_name(schema, table)
     if not published:
         add = f"ALTER PUBLICATION {quote_identifier(publication)} ADD TABLE {target};"
@@ -192,11 +238,18 @@ def _check_published(
             f"Database table {name} is missing from the publication "
             f'"{publication}" and the ELECTRIC_MANUAL_TABLE_PUBLISHING setting prevents '
             "Electric from adding it",
-            [add] if identity == "f" else [full, add],
+            [*full, add],
         )
     if identity != "f":
         raise NotPublished(
-            f"Database table {name} does not have its replica identity set to FULL", [full]
+            f"Database table {name} does not have its replica identity set to FULL", full
+        )
+    if partitions:
+        names = ", ".join(_electric_name(s, t) for s, t, _ in partitions)
+        raise NotPublished(
+            f"Database table {name} is partitioned and its partitions {names} do not have "
+            "their replica identity set to FULL",
+            full,
         )
 
 
@@ -232,17 +285,22 @@ def publish_table(
     """
     check_name("publication", publication)
     row = conn.execute(_STATE, (publication, schema, table)).fetchone()
-    statements = _plan(publication, schema, table, row)
+    partitions: list[Partition] = []
+    if row is not None and row[4] == "p":
+        partitions = _partitions(conn.execute(_PARTITIONS, (row[2],)).fetchall())
+    statements = _plan(publication, schema, table, row, partitions)
     if not statements:
         return
+    assert row is not None
+    changed = _changed(schema, table, row, partitions)
     try:
         with conn.transaction():
             for statement in statements:
                 conn.execute(statement)
-            if row is not None and row[0] != "f":
+            if changed:
                 conn.execute(_RECORD_LOCK, (publication,))
                 comment = conn.execute(_COMMENT, (publication,)).fetchone()
-                record = _record(publication, comment, schema, table, row)
+                record = _record(publication, comment, changed)
                 if record is not None:
                     conn.execute(record)
     except psycopg.Error as exc:
@@ -251,25 +309,44 @@ def publish_table(
             raise failure from exc
 
 
+def _changed(
+    schema: str, table: str, row: tuple[object, ...], partitions: list[Partition]
+) -> list[Partition]:
+    """The tables whose replica identity the plan sets to FULL (to record)."""
+    return ([(schema, table, row)] if row[0] != "f" else []) + partitions
+
+
+async def _state_async(
+    conn: psycopg.AsyncConnection[Any], publication: str, schema: str, table: str
+) -> tuple[tuple[object, ...] | None, list[Partition]]:
+    """The table's ``_STATE`` row, and its partitions that are not FULL."""
+    row = await (await conn.execute(_STATE, (publication, schema, table))).fetchone()
+    if row is None or row[4] != "p":
+        return row, []
+    cursor = await conn.execute(_PARTITIONS, (row[2],))
+    return row, _partitions(await cursor.fetchall())
+
+
 async def publish_table_async(
     conn: psycopg.AsyncConnection[Any], publication: str, schema: str, table: str
 ) -> None:
     """``publish_table`` on an async connection; a lock wait beyond the session's
     ``lock_timeout`` raises LockTimeout."""
     check_name("publication", publication)
-    cursor = await conn.execute(_STATE, (publication, schema, table))
-    row = await cursor.fetchone()
-    statements = _plan(publication, schema, table, row)
+    row, partitions = await _state_async(conn, publication, schema, table)
+    statements = _plan(publication, schema, table, row, partitions)
     if not statements:
         return
+    assert row is not None
+    changed = _changed(schema, table, row, partitions)
     try:
         async with conn.transaction():
             for statement in statements:
                 await conn.execute(statement)
-            if row is not None and row[0] != "f":
+            if changed:
                 await conn.execute(_RECORD_LOCK, (publication,))
                 comment = await (await conn.execute(_COMMENT, (publication,))).fetchone()
-                record = _record(publication, comment, schema, table, row)
+                record = _record(publication, comment, changed)
                 if record is not None:
                     await conn.execute(record)
     except psycopg.Error as exc:
@@ -310,8 +387,8 @@ class Publisher:
         as ``abandoned()`` says nobody waits for it."""
         if self.manual:
             async with self.connections.catalog_session() as conn:
-                cursor = await conn.execute(_STATE, (self.publication, schema, table))
-                _check_published(self.publication, schema, table, await cursor.fetchone())
+                row, partitions = await _state_async(conn, self.publication, schema, table)
+                _check_published(self.publication, schema, table, row, partitions)
             return
         # Checked for every new shape, not cached: a table dropped and created again
         # under the same name is not in the publication any more.

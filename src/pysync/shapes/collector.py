@@ -20,10 +20,11 @@ from pysync.postgres.pgoutput import Relation
 from pysync.postgres.transactions import Change, RelationChange, Transaction, Truncation
 from pysync.shapes.changes import ShapeConverter, cannot_process
 from pysync.shapes.consumer import ShapeConsumer
-from pysync.shapes.definition import affected_by
+from pysync.shapes.definition import affected_by, layout_affects
 from pysync.shapes.offset import LogOffset
 from pysync.shapes.registry import ShapeRegistry
 from pysync.shapes.rekey import fold, keys_changed, needs_fold
+from pysync.shapes.router import MergedRoutes, TableRoutes, partition_routes
 from pysync.shapes.storage import StorageError
 from pysync.shapes.subquery import Phase
 
@@ -73,10 +74,13 @@ class Collector:
             reused = False  # did shapes share converted entries (to encode them once)?
             again: set[ShapeConsumer] | None = None  # shapes changed twice or more
             op = 0
+            routes: TableRoutes[ShapeConsumer] | MergedRoutes[ShapeConsumer] | None
             for change in txn.changes:
                 if type(change) is Truncation:
                     for relation in change.relations:
                         routes = tables.get((relation.namespace, relation.name))
+                        if relation.ancestors:  # a partition's: its partitioned tables'
+                            routes = partition_routes(tables, relation.ancestors, routes)
                         if routes is not None:
                             # Not for a shape whose snapshot already saw the truncate.
                             doomed.extend(
@@ -89,6 +93,8 @@ class Collector:
                 assert type(change) is Change
                 relation = change.relation
                 routes = tables.get((relation.namespace, relation.name))
+                if relation.ancestors:  # a partition: the shapes on its partitioned tables too
+                    routes = partition_routes(tables, relation.ancestors, routes)
                 if routes is not None:
                     headers = None
                     # Shapes with the same projection and match outcome get the same entries:
@@ -238,7 +244,9 @@ class Collector:
             if entries is None or converter is None:
                 continue
             table = consumer.definition.relation
-            changed = rekeyed.get(table)
+            # A partitioned table's rows move between partitions as a delete and an
+            # insert (under a new key: see rekey), never as an update of the key.
+            changed = consumer.shape.table.partitioned or rekeyed.get(table)
             if changed is None:
                 changed = rekeyed[table] = keys_changed(
                     txn.changes, table, converter.projection.pk_idx
@@ -282,7 +290,22 @@ class Collector:
         self.on_relation(relation)
         key = (relation.namespace, relation.name)
         doomed: list[tuple[ShapeConsumer, str]] = []
-        for other_key, routes in self.registry.router.tables.items():
+        tables = self.registry.router.tables
+        partitions = self.registry.partitions
+        previous = partitions.left.pop(relation.oid, ())
+        if relation.ancestors or previous:  # a partition (or one no more)
+            for ancestor in (*relation.ancestors, *previous):
+                routes = tables.get(ancestor)
+                if routes is None:
+                    continue
+                for consumer in routes.shapes:
+                    if ancestor not in relation.ancestors:
+                        # not a shape made after the detach (the stream may be behind)
+                        if partitions.holds(consumer.shape.table, relation.oid):
+                            doomed.append((consumer, "partition detached"))
+                    elif layout_affects(consumer.shape, relation):
+                        doomed.append((consumer, "schema changed"))
+        for other_key, routes in tables.items():
             for consumer in routes.shapes:
                 if other_key != key:
                     if consumer.shape.table.oid == relation.oid:
@@ -291,7 +314,7 @@ class Collector:
                     doomed.append((consumer, "schema changed"))
         for consumer, reason in doomed:
             self.registry.invalidate(consumer, reason)
-        self.subqueries.relation_changed(relation)
+        self.subqueries.relation_changed(relation, previous)
 
     def rewind(self, acknowledged: int) -> None:
         """Replication resumes from ``acknowledged``: nothing after it counts as applied."""

@@ -131,6 +131,15 @@ class ShapeConsumer:
         """The converter for changes in ``relation``'s column layout.
 
         Raises KeyError/ValueError when the layout lacks a column the shape needs."""
+        if (
+            self.converter is not None
+            and self.relation is not None
+            and relation.column_names == self.relation.column_names
+        ):
+            # Another relation, the same layout (partitions of one table take turns):
+            # the converter depends on nothing else.
+            self.relation = relation
+            return self.converter
         if self.subquery is not None:
             self.converter = self.subquery.converter(relation.column_names)
         else:

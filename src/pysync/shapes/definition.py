@@ -210,6 +210,12 @@ def affected_by(shape: Shape, relation: Relation) -> bool:
     changed, or a column the shape reads dropped or retyped."""
     if relation.oid != shape.table.oid:
         return True
+    return layout_affects(shape, relation)
+
+
+def layout_affects(shape: Shape, relation: Relation) -> bool:
+    """Do ``relation``'s columns differ from the shape's table's in a way the shape
+    depends on (``affected_by``; a partition's, for a shape on its partitioned table)?"""
     layout = {c.name: c.type_oid for c in relation.columns}
     replicated = [c for c in shape.table.columns if not c.generated]
     if shape.definition.selects_all and len(layout) != len(replicated):
@@ -321,14 +327,17 @@ def build_shape(
 def _check_replicable(table: Table) -> None:
     """Refuse a table whose writes pysync's REPLICA IDENTITY FULL would break: Postgres 18
     refuses UPDATE and DELETE on a table whose full replica identity holds a column that
-    is not published, and VIRTUAL generated columns never are. Nor a partitioned table or
-    an inheritance parent: its snapshot would hold its children's rows, whose changes
-    arrive as the children's (served by shapes on each child)."""
+    is not published, and VIRTUAL generated columns never are. Nor an inheritance parent
+    (``INHERITS``): its snapshot would hold its children's rows, and a child may add
+    columns, have several parents, or be left out with ``ONLY``; Electric has no rule
+    for them either (a partitioned table is served: ``shapes/partitions.py``)."""
     if table.has_children:
         raise ShapeError(
             "table",
-            f'Table "{table.schema}"."{table.name}" is partitioned or has inheritance children: '
-            "pysync does not sync such tables yet. Sync each partition (child table) instead",
+            f'Table "{table.schema}"."{table.name}" has inheritance children (INHERITS): '
+            "pysync syncs partitioned tables (PARTITION BY) but not inheritance parents, "
+            "whose children may add columns or have other parents. Sync each child table "
+            "instead, or make the table partitioned",
         )
     virtual = [c.name for c in table.columns if c.virtual]
     if virtual:

@@ -85,6 +85,8 @@ class SchemaCheck:
             return
         # What was collected above was built from the catalog before this query reads
         # it, so a difference is a change, never a query behind a shape.
+        partitions = registry.partitions
+        before = {oid: set(keys) for oid, keys in partitions.learned.items()}
         async with registry.connections.catalog_session() as conn:
             tables = await load_tables_by_oid_async(conn, oids)
         for dep in deps:
@@ -93,6 +95,8 @@ class SchemaCheck:
             if now is None or not _unchanged(table, now):
                 reads = set(table.identity) | set(dep.needed)
                 reason = drift(table, now, reads, every_column=False)
+                if reason is None and now is not None and table.partitioned:
+                    reason = partitions.drift(table, now)
                 if reason is not None:
                     registry.subqueries.fail(dep, reason)
         async for part in _slices(consumers):
@@ -103,8 +107,11 @@ class SchemaCheck:
                 if consumer.gone or (now is not None and _unchanged(table, now)):
                     continue
                 reason = drift(table, now, shape.reads, shape.definition.selects_all)
+                if reason is None and now is not None and table.partitioned:
+                    reason = partitions.drift(table, now)
                 if reason is not None:
                     registry.invalidate(consumer, reason)
+        partitions.settle(before, oids, tables)
 
 
 async def _slices(items: list[T]) -> AsyncIterator[list[T]]:
@@ -117,6 +124,12 @@ async def _slices(items: list[T]) -> AsyncIterator[list[T]]:
 
 
 def _unchanged(table: Table, now: Table) -> bool:
-    """The common case, cheaply: the same columns under the same name (``drift`` decides
-    for the others; the replica identity pysync sets on publishing is no change)."""
-    return now.columns == table.columns and now.name == table.name and now.schema == table.schema
+    """The common case, cheaply: the same columns under the same name, not partitioned
+    (``drift`` decides for the others; the replica identity pysync sets on publishing is
+    no change)."""
+    return (
+        now.columns == table.columns
+        and now.name == table.name
+        and now.schema == table.schema
+        and not now.partitioned  # its partitions: Partitions.drift
+    )

@@ -31,6 +31,7 @@ from pysync.shapes.definition import (
     subquery_relations,
 )
 from pysync.shapes.dependency import DependencyGone
+from pysync.shapes.partitions import Partitions
 from pysync.shapes.router import Router
 from pysync.shapes.snapshotter import StaleSnapshot, write_snapshot
 from pysync.shapes.storage import PendingSync, StorageError
@@ -85,6 +86,8 @@ class ShapeRegistry:
             connections, publisher.publish, self.invalidate, max_subquery_rows
         )
         self.subqueries.on_storage_error = lambda exc: self.on_storage_error(exc)
+        self.partitions = Partitions(connections)
+        self.subqueries.follow_partitions = self.partitions.follow
 
     def __len__(self) -> int:
         return len(self._by_handle)
@@ -264,6 +267,8 @@ class ShapeRegistry:
             # A request that gives up while the table is locked takes the work with it,
             # unless another request still waits for the shape.
             await self.publisher.publish(table.schema, table.name, lambda: consumer.waiting == 0)
+            if table.partitioned:
+                await self.partitions.follow(table)
             if consumer.state is not SNAPSHOTTING:
                 return
             if consumer.subquery is not None:
@@ -280,6 +285,11 @@ class ShapeRegistry:
                 # see the snapshot's end must see what the shape buffered meanwhile too,
                 # since up-to-date's global_last_seen_lsn already counts it.
                 consumer.snapshot_taken(info)
+            if table.partitioned:
+                # Not recorded: its partitions may change while pysync is down, which
+                # only the running schema check sees. Dropped on restart (a 409).
+                self.on_snapshot_done(time.monotonic() - started)
+                return
             sync = consumer.log.begin_sync()
             # Clients may read the shape from here on, so a stop must not lose its record:
             # close() waits for recordings it cannot cancel (they run in a thread).

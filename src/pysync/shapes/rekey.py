@@ -12,6 +12,13 @@ commit, converted as one delete, insert or update.
 Rows are followed through the transaction by their values (whole rows, as REPLICA
 IDENTITY FULL sends them): a change's old row is the row it changed. Two rows with
 equal values are interchangeable, so picking either gives the same end.
+
+A partitioned table's row that moves to another partition (its partition key changed)
+is a delete from one partition and an insert into the other in the WAL, not an update.
+Postgres makes every unique key of a partitioned table hold its partition key, so the
+move changes the row's key: to a shape on the partitioned table it is a key change, a
+delete and an insert (as for an update of the key), folded here like the others when
+rows share a key within the transaction (a DEFERRABLE key).
 """
 
 from __future__ import annotations
@@ -27,12 +34,13 @@ Changes = Iterable[Change | Truncation]
 
 
 def keys_changed(changes: Changes, table: tuple[str, str], pk_idx: Sequence[int]) -> bool:
-    """Did an update among ``changes`` change the key of a row of ``table``?"""
+    """Did an update among ``changes`` change the key of a row of ``table`` (or of one
+    of its partitions)?"""
     for change in changes:
         if type(change) is not Change or change.op != "update" or change.old is None:
             continue
         relation = change.relation
-        if (relation.namespace, relation.name) == table:
+        if (relation.namespace, relation.name) == table or table in relation.ancestors:
             old, new = change.old, change.new
             assert new is not None
             if any(old[i] != new[i] for i in pk_idx):
@@ -70,7 +78,7 @@ def fold(
         if type(change) is not Change:
             continue
         relation = change.relation
-        if (relation.namespace, relation.name) != table:
+        if (relation.namespace, relation.name) != table and table not in relation.ancestors:
             continue
         if relation.replica_identity != "f":
             return None  # rows cannot be told apart without their old values

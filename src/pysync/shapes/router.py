@@ -282,6 +282,42 @@ class TableRoutes(Generic[S]):
 _NOTHING: frozenset[Any] = frozenset()
 
 
+class MergedRoutes(Generic[S]):
+    """The shapes on a partition and those on its partitioned tables, routed as one
+    table's (their shapes are distinct: each on one table)."""
+
+    __slots__ = ("parts", "shapes")
+
+    def __init__(self, parts: list[TableRoutes[S]]) -> None:
+        self.parts = parts
+        self.shapes: dict[S, Index | None] = {}
+        for part in parts:
+            self.shapes.update(part.shapes)
+
+    def candidates(self, layout: tuple[str, ...], new: Any, old: Any) -> set[S]:
+        found: set[S] = set()
+        for part in self.parts:
+            found.update(part.candidates(layout, new, old))
+        return found
+
+
+def partition_routes(
+    tables: dict[tuple[str, str], TableRoutes[S]],
+    ancestors: tuple[tuple[str, str], ...],
+    routes: TableRoutes[S] | None,
+) -> TableRoutes[S] | MergedRoutes[S] | None:
+    """The routes of a partition's change: its own table's (``routes``) and those of
+    its partitioned ``ancestors``; merged only when more than one has shapes."""
+    parts = [routes] if routes is not None else []
+    for ancestor in ancestors:
+        found = tables.get(ancestor)
+        if found is not None:
+            parts.append(found)
+    if len(parts) > 1:
+        return MergedRoutes(parts)
+    return parts[0] if parts else None
+
+
 class Router(Generic[S]):
     def __init__(self) -> None:
         self.tables: dict[tuple[str, str], TableRoutes[S]] = {}

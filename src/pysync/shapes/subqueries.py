@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from pysync.postgres.catalog import Table
 from pysync.postgres.connections import Connections
 from pysync.postgres.pgoutput import Relation
 from pysync.postgres.publication import PublicationError, PublishAbandoned
@@ -32,7 +33,7 @@ from pysync.postgres.transactions import Change, Transaction, Truncation
 from pysync.shapes.changes import cannot_process
 from pysync.shapes.definition import Subquery
 from pysync.shapes.dependency import Dependency, DependencyGone, DependencyState
-from pysync.shapes.router import Router
+from pysync.shapes.router import MergedRoutes, Router, TableRoutes, partition_routes
 from pysync.shapes.snapshotter import StaleSnapshot, query_move_in, query_subquery
 from pysync.shapes.storage import StorageError
 from pysync.shapes.subquery import SubqueryShape
@@ -63,6 +64,10 @@ class TooManyRows(Exception):
             f"the subqueries of the shapes served hold more than {max_rows:,} rows; "
             "use fewer or narrower subqueries, or raise --max-subquery-rows"
         )
+
+
+async def _nothing(table: Table) -> None:
+    return None
 
 
 class Subqueries:
@@ -96,6 +101,8 @@ class Subqueries:
         self.on_storage_error: Callable[[StorageError], None] = lambda exc: None
         self.request_position: Callable[[], None] = lambda: None
         """Asks the replication stream to report its position (an Idle soon)."""
+        self.follow_partitions: Callable[[Table], Awaitable[None]] = _nothing
+        """Before a subquery on a partitioned table reads its rows (``partitions.py``)."""
 
     def __len__(self) -> int:
         return len(self.by_key)
@@ -193,7 +200,10 @@ class Subqueries:
                 continue
             assert type(change) is Change
             relation = change.relation
+            routes: TableRoutes[Dependency] | MergedRoutes[Dependency] | None
             routes = tables.get((relation.namespace, relation.name))
+            if relation.ancestors:  # a partition: subqueries on its partitioned tables too
+                routes = partition_routes(tables, relation.ancestors, routes)
             if routes is None:
                 continue
             for dep in routes.candidates(relation.column_names, change.new, change.old):
@@ -290,11 +300,27 @@ class Subqueries:
         for dep in list(self.by_key.values()):
             if dep.relation == (relation.namespace, relation.name):
                 self.fail(dep, "table truncated")
+            elif dep.relation in relation.ancestors:
+                self.fail(dep, "partition truncated")
 
-    def relation_changed(self, relation: Relation) -> None:
-        """A dependency reading a column that went or changed type cannot go on."""
+    def relation_changed(
+        self, relation: Relation, previous: tuple[tuple[str, str], ...] = ()
+    ) -> None:
+        """A dependency reading a column that went or changed type cannot go on, nor one
+        on a partitioned table that a partition left (``previous``: the partition's
+        ancestors before)."""
         for dep in list(self.by_key.values()):
             table = dep.subquery.table
+            if dep.relation in relation.ancestors or dep.relation in previous:
+                # one of its partitions: its columns, and whether it still is one
+                if dep.relation not in relation.ancestors:
+                    self.fail(dep, "partition detached")
+                    continue
+                layout = {c.name: c.type_oid for c in relation.columns}
+                reads = set(table.identity) | set(dep.needed)
+                if any(layout.get(c.name) != c.type_oid for c in table.columns if c.name in reads):
+                    self.fail(dep, "schema changed")
+                continue
             if relation.oid != table.oid and dep.relation != (relation.namespace, relation.name):
                 continue
             if relation.oid != table.oid or dep.relation != (relation.namespace, relation.name):
@@ -425,6 +451,8 @@ class Subqueries:
         try:
             for relation in self.tables(dep):
                 await self.publish(*relation)
+            if dep.subquery.table.partitioned:
+                await self.follow_partitions(dep.subquery.table)
             for inner in dep.inner:
                 await asyncio.shield(inner.ready)
         except DependencyGone as exc:
