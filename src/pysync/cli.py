@@ -31,11 +31,13 @@ from pysync.http import metrics_port
 from pysync.http.api import ShapeAPI
 from pysync.http.parking import LivePolls
 from pysync.http.server import bounded_protocol, connection_budget, quiet_accept_errors
+from pysync.http.source import ShapeSource
 from pysync.lockfile import DirectoryInUse
 from pysync.postgres.cluster import ClusterError, PostgresCluster, binary_dir
 from pysync.postgres.private import PrivateDatabase
 from pysync.postgres.publication import check_name
 from pysync.postgres.slot import ReplicationError
+from pysync.serve.rolling import RollingSource
 from pysync.serve.supervisor import supervise
 from pysync.shapes.storage import LogCorruptError, StorageError
 
@@ -418,21 +420,26 @@ async def serve(settings: Settings) -> None:
     try:
         database_url, cluster = await _database(settings, cleanup)
         engine = Engine.from_settings(database_url, settings)
-        try:
-            await engine.start()
-        except STARTUP_ERRORS as exc:
-            raise StartupError(_explain(exc, database_url)) from None
-        cleanup.append(engine.stop)
+        rolling = await _standby(engine, settings)
+        source: ShapeSource = engine if rolling is None else rolling
+        if rolling is not None:
+            cleanup.append(rolling.stop)
+        else:
+            try:
+                await engine.start()
+            except STARTUP_ERRORS as exc:
+                raise StartupError(_explain(exc, database_url)) from None
+            cleanup.append(engine.stop)
         if settings.prometheus_port is not None:
             metrics_sock = listen(settings.host, settings.prometheus_port, "--prometheus-port")
             metrics_sock.set_inheritable(False)  # not the workers'
             cleanup.append(metrics_port.start(engine.metrics, metrics_sock))
-        if settings.workers:
+        if settings.workers and rolling is None:
             await supervise(
                 engine, settings, sock, database_url, lambda: announce(settings, cluster)
             )
             return
-        api = ShapeAPI.from_settings(engine, settings)
+        api = ShapeAPI.from_settings(source, settings)
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -443,10 +450,42 @@ async def serve(settings: Settings) -> None:
             # serve() returns, so code after it may never run.
             await shut_down()
 
-        await http_server(api, settings, max_connections, lifespan).serve(sockets=[sock])
+        server = http_server(api, settings, max_connections, lifespan)
+        if rolling is not None:
+            rolling.on_failure = lambda: setattr(server, "should_exit", True)
+        await server.serve(sockets=[sock])
+        if rolling is not None and rolling.failure is not None:
+            raise StartupError(_explain(rolling.failure, database_url))
     finally:
         sock.close()
         await shut_down()
+
+
+async def _standby(engine: Engine, settings: Settings) -> RollingSource | None:
+    """A ``RollingSource`` if another pysync holds the storage directory: its shapes
+    are served read-only until it stops, then this one takes over (a rolling deploy)."""
+    try:
+        engine.store.lock()
+    except DirectoryInUse as exc:
+        log.warning(
+            "storage directory %s is held by %s: serving its shapes read-only until it "
+            "stops, then taking over (a rolling deploy)",
+            exc.directory,
+            f"process {exc.pid}" if exc.pid else "another process",
+        )
+        if settings.workers:
+            log.warning(
+                "--workers %d is not used by an instance that starts as a standby: this "
+                "process serves alone until it is restarted",
+                settings.workers,
+            )
+        try:
+            return await RollingSource.start(engine, chunk_bytes=settings.chunk_bytes)
+        except STARTUP_ERRORS as error:
+            raise StartupError(_explain(error, engine.database_url)) from None
+    except OSError as exc:
+        raise StartupError(_explain(exc, engine.database_url)) from None
+    return None
 
 
 def http_server(

@@ -117,6 +117,9 @@ class FollowedStorage:
     def discard_unsynced(self) -> int:
         return self.end
 
+    def close(self) -> None:
+        os.close(self._fd)
+
     def destroy(self) -> None:
         os.close(self._fd)
         self._fd = os.open(os.devnull, os.O_RDONLY)  # reads after this find nothing

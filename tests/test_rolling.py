@@ -1,0 +1,370 @@
+"""Rolling deploys: a second ``pysync serve`` on the same storage directory serves the
+first one's shapes read-only, then takes over when it stops; no client refetches.
+
+Clients go through a load balancer (``Balancer``: each request to the next server in
+rotation, the next one if a server refuses the connection), as in a Kubernetes rolling
+deploy: the new server joins the rotation, the old one leaves it and gets SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+import pysync
+from pysync.postgres.cluster import free_port
+from serve_process import ServeProcess
+from test_e2e import E2E_DIR, _ensure_node_modules
+
+pytestmark = pytest.mark.slow
+
+WRITE_INTERVAL = 0.02
+MAX_GAP = 3.0
+"""Seconds a client may go without a successful answer (the long-poll timeout is 2 s,
+and there is a commit every ``WRITE_INTERVAL``): more is an outage."""
+
+
+class Balancer:
+    """An HTTP load balancer: every request to the next of ``backends`` (ports)."""
+
+    def __init__(self) -> None:
+        self.backends: list[int] = []
+        self.answers: Counter[tuple[int, int]] = Counter()
+        """(backend port, status) -> responses."""
+        self._turn = 0
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=2.0))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        target = f"{scope['path']}?{scope['query_string'].decode()}"
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"host"]
+        for _ in range(max(1, len(self.backends))):
+            self._turn += 1
+            backends = list(self.backends)
+            port = backends[self._turn % len(backends)]
+            request = self._http.build_request(
+                scope["method"], f"http://127.0.0.1:{port}{target}", headers=headers
+            )
+            try:
+                response = await self._http.send(request, stream=True)
+            except httpx.ConnectError:
+                continue  # not (or no longer) listening: the next one
+            break
+        else:
+            await send({"type": "http.response.start", "status": 502, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        self.answers[port, response.status_code] += 1
+        hop = {b"connection", b"transfer-encoding", b"keep-alive"}
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": [(k, v) for k, v in response.headers.raw if k.lower() not in hop],
+            }
+        )
+        try:
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except httpx.HTTPError:
+            pass  # the server went away mid-response: the client sees it end
+        finally:
+            await response.aclose()
+        await send({"type": "http.response.body", "body": b""})
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Balancer]:
+        config = uvicorn.Config(
+            self, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
+        server = uvicorn.Server(config)
+        task = asyncio.create_task(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        try:
+            yield self
+        finally:
+            server.should_exit = True
+            await task
+            await self._http.aclose()
+
+
+def max_gap(times: list[float], start: float, end: float) -> float:
+    """The longest time between two of ``times`` (or ``start``, ``end``) in that window."""
+    inside = [start, *(t for t in sorted(times) if start <= t <= end), end]
+    return max(b - a for a, b in zip(inside, inside[1:], strict=False))
+
+
+class Timed:
+    """A ``pysync.Client`` whose every response is recorded: statuses, and when each
+    successful one came."""
+
+    def __init__(self, url: str) -> None:
+        self.statuses: Counter[int] = Counter()
+        self.times: list[float] = []
+        http = httpx.AsyncClient(
+            base_url=url,
+            timeout=httpx.Timeout(10.0, read=60.0),
+            event_hooks={"response": [self._seen]},
+        )
+        self.client = pysync.Client(http=http)
+
+    async def _seen(self, response: httpx.Response) -> None:
+        self.statuses[response.status_code] += 1
+        if response.is_success:
+            self.times.append(time.time())
+
+
+class Updates:
+    """When each batch of changes reached a shape's rows, from ``start`` to ``stop``:
+    the longest wait for the next one while commits keep coming is the outage a user
+    sees (for SSE too, whose one response lasts many commits)."""
+
+    def __init__(self, shape: pysync.client.Shape) -> None:
+        self.times: list[float] = []
+        self._task = asyncio.create_task(self._record(shape))
+
+    async def _record(self, shape: pysync.client.Shape) -> None:
+        async for _ in shape.subscribe():
+            self.times.append(time.time())
+
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+class NodeFollower:
+    """``tests/e2e/rolling-follower.mjs``: @electric-sql/client's ShapeStream."""
+
+    def __init__(self, url: str, database_url: str, tables: list[str]) -> None:
+        _ensure_node_modules()
+        self.process = subprocess.Popen(
+            ["node", str(E2E_DIR / "rolling-follower.mjs"), *tables],
+            cwd=E2E_DIR,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYSYNC_URL": url, "DATABASE_URL": database_url},
+        )
+
+    def line(self) -> str:
+        assert self.process.stdout is not None
+        return self.process.stdout.readline().strip()
+
+    async def ready(self) -> None:
+        line = await asyncio.wait_for(asyncio.to_thread(self.line), 60)
+        assert line == "ready", line
+
+    async def report(self) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        self.process.stdin.write("report\n")
+        self.process.stdin.flush()
+        found: dict[str, Any] = json.loads(await asyncio.wait_for(asyncio.to_thread(self.line), 30))
+        return found
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            assert self.process.stdin is not None
+            with contextlib.suppress(OSError):
+                self.process.stdin.write("exit\n")
+                self.process.stdin.flush()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+@pytest.fixture
+def db(database_url: str) -> str:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)")
+        conn.execute("INSERT INTO items SELECT g, 0 FROM generate_series(1, 40) g")
+        conn.execute("CREATE TABLE events (id int PRIMARY KEY, n int NOT NULL)")
+        conn.execute("CREATE TABLE later (id int PRIMARY KEY)")
+    return database_url
+
+
+@contextlib.contextmanager
+def writing(database_url: str) -> Iterator[list[int]]:
+    """A commit every ``WRITE_INTERVAL`` (updates and an insert) until the block ends;
+    yields the count of commits so far (one item)."""
+    stop = threading.Event()
+    count = [0]
+
+    def run() -> None:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            while not stop.is_set():
+                count[0] += 1
+                with conn.transaction():
+                    # One row in each half: every shape changes at every commit.
+                    conn.execute(
+                        "UPDATE items SET n = n + 1 WHERE id IN (%s, %s)",
+                        (count[0] % 20 + 1, count[0] % 20 + 21),
+                    )
+                    conn.execute("INSERT INTO events VALUES (%s, %s)", (count[0], count[0]))
+                time.sleep(WRITE_INTERVAL)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield count
+    finally:
+        stop.set()
+        thread.join(10)
+
+
+def table_rows(database_url: str, table: str, where: str = "true") -> list[tuple[int, int]]:
+    with psycopg.connect(database_url) as conn:
+        return sorted(conn.execute(f"SELECT id, n FROM {table} WHERE {where}").fetchall())
+
+
+def rows_of(shape: pysync.client.Shape) -> list[tuple[int, int]]:
+    return sorted((row["id"], row["n"]) for row in shape.rows.values())
+
+
+async def health(port: int) -> tuple[int, dict[str, Any]]:
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.get(f"http://127.0.0.1:{port}/v1/health")
+    return response.status_code, response.json()
+
+
+async def until_health(port: int, status: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while (found := await health(port))[1]["status"] != status:
+        assert time.monotonic() < deadline, f"health still {found}, not {status}"
+        await asyncio.sleep(0.05)
+
+
+async def test_rolling_deploy_serves_throughout_without_refetch(db: str, tmp_path: Path) -> None:
+    storage = tmp_path / "storage"
+    old_port, new_port = free_port(), free_port()
+    old = ServeProcess.on(db, old_port, storage)
+    balancer = Balancer()
+    balancer.backends = [old_port]
+    async with balancer.running(), contextlib.AsyncExitStack() as stack:
+        python_clients = [Timed(balancer.url) for _ in range(4)]
+        for timed in python_clients:
+            stack.push_async_callback(timed.client.aclose)
+        shapes = {
+            "items": await python_clients[0].client.shape("items"),
+            "items_low": await python_clients[1].client.shape("items", where="id <= 20"),
+            "events": await python_clients[2].client.shape("events"),
+            "events_sse": await python_clients[3].client.shape("events", sse=True),
+        }
+        for shape in shapes.values():
+            stack.push_async_callback(shape.close)
+        updates = {name: Updates(shape) for name, shape in shapes.items()}
+        for recorder in updates.values():
+            stack.push_async_callback(recorder.stop)
+        node = NodeFollower(balancer.url, db, ["items", "events"])
+        stack.callback(node.close)
+        await node.ready()
+
+        with writing(db) as commits:
+            writes_started = time.time()
+            await asyncio.sleep(1)
+            # (In a thread: the balancer and the clients run on this loop.)
+            new = await asyncio.to_thread(ServeProcess.on, db, new_port, storage)
+            # Before: it exited at once (the directory is in use).
+            # Electric's health while it waits for the lock: 202 "waiting".
+            assert await health(new_port) == (202, {"status": "waiting"})
+            balancer.backends = [old_port, new_port]
+
+            # A shape storage does not have waits for the takeover, then 503.
+            async with httpx.AsyncClient(timeout=30) as http:
+                started = time.monotonic()
+                refused = await http.get(
+                    f"http://127.0.0.1:{new_port}/v1/shape",
+                    params={"table": "later", "offset": "-1"},
+                )
+                waited = time.monotonic() - started
+            assert refused.status_code == 503, refused.text
+            assert refused.headers["retry-after"] == "5"
+            assert "lock" in refused.json()["message"]
+            assert 4.5 < waited < 15, waited
+
+            served_by_new = sum(
+                n for (port, s), n in balancer.answers.items() if port == new_port and s == 200
+            )
+            assert served_by_new > 10, balancer.answers
+
+            before = commits[0]
+            balancer.backends = [new_port]  # the old one leaves the rotation, then stops
+            await asyncio.to_thread(old.stop)
+            assert old.process.returncode in (0, -15), old.output()
+            await until_health(new_port, "active")
+            took_over = commits[0]
+            await asyncio.sleep(2)
+            writes_ended = time.time()
+        assert commits[0] > took_over > before
+
+        # Every client holds what the database holds.
+        expected = {
+            "items": table_rows(db, "items"),
+            "items_low": table_rows(db, "items", "id <= 20"),
+            "events": table_rows(db, "events"),
+            "events_sse": table_rows(db, "events"),
+        }
+        deadline = time.monotonic() + 30
+        while any(rows_of(shapes[name]) != rows for name, rows in expected.items()):
+            assert time.monotonic() < deadline, {
+                name: (len(rows_of(shapes[name])), len(rows)) for name, rows in expected.items()
+            }
+            await asyncio.sleep(0.1)
+        while True:
+            report = await node.report()
+            seen = {
+                table: sorted((row["id"], row["n"]) for row in rows)
+                for table, rows in report["rows"].items()
+            }
+            if report["upToDate"] and seen == {t: expected[t] for t in ("items", "events")}:
+                break
+            assert time.monotonic() < deadline, (
+                report["statuses"],
+                {t: len(r) for t, r in seen.items()},
+            )
+            await asyncio.sleep(0.2)
+
+        # Over the deploy, from the first commits to the last.
+        window = (writes_started + 0.5, writes_ended)
+        node_times = [t / 1000 for t in report["times"]]
+        answer_gaps = [max_gap(t.times, *window) for t in python_clients[:3]]
+        answer_gaps.append(max_gap(node_times, *window))
+        data_gaps = {name: max_gap(u.times, *window) for name, u in updates.items()}
+
+        # A new shape is made now.
+        later = await python_clients[0].client.shape("later")
+        await later.close()
+    await asyncio.to_thread(new.stop)
+    print(
+        f"\nrolling deploy: {commits[0]} commits (one per {WRITE_INTERVAL} s + its time); "
+        "longest time between successful answers of the long-poll clients (python x3, node): "
+        + ", ".join(f"{gap:.3f} s" for gap in answer_gaps)
+        + "; longest time between changes reaching a python client while commits went on: "
+        + ", ".join(f"{name} {gap:.3f} s" for name, gap in data_gaps.items())
+        + f"; answers by server and status: {dict(balancer.answers)}"
+    )
+    assert not any(status == 409 for _, status in balancer.answers), balancer.answers
+    for timed in python_clients:
+        assert 409 not in timed.statuses, timed.statuses
+    assert "409" not in report["statuses"] and report["refetches"] == 0, report
+    assert max(answer_gaps) < MAX_GAP, answer_gaps
+    assert max(data_gaps.values()) < MAX_GAP, data_gaps
