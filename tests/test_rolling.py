@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import psycopg
 import pytest
 import uvicorn
@@ -253,10 +255,53 @@ async def until_health(port: int, status: str, timeout: float = 60) -> None:
         await asyncio.sleep(0.05)
 
 
-async def test_rolling_deploy_serves_throughout_without_refetch(db: str, tmp_path: Path) -> None:
-    storage = tmp_path / "storage"
+class Deploy(msgspec.Struct):
+    """What a rolling deploy looked like to its clients."""
+
+    commits: int
+    answers: dict[tuple[int, int], int]
+    """(server port, status) -> responses through the balancer."""
+    statuses: list[dict[int, int]]
+    """Every client's statuses (the node client's last)."""
+    answer_gaps: list[float]
+    """Per long-poll client, the longest time between successful answers."""
+    data_gaps: dict[str, float]
+    """Per python shape, the longest time between changes reaching it."""
+
+    def report(self, what: str) -> str:
+        return (
+            f"\n{what}: {self.commits} commits (one per {WRITE_INTERVAL} s + its time); "
+            "longest time between successful answers of each long-poll client: "
+            + ", ".join(f"{gap:.3f} s" for gap in self.answer_gaps)
+            + "; longest time between changes reaching each python shape: "
+            + ", ".join(f"{name} {gap:.3f} s" for name, gap in self.data_gaps.items())
+            + f"; answers by server port and status: {self.answers}"
+        )
+
+    def check(self) -> None:
+        assert not any(status == 409 for _, status in self.answers), self.answers
+        for statuses in self.statuses:
+            assert 409 not in statuses, statuses
+        assert max(self.answer_gaps) < MAX_GAP, self.answer_gaps
+        assert max(self.data_gaps.values()) < MAX_GAP, self.data_gaps
+
+
+async def rolling_deploy(
+    db: str,
+    storage: Path,
+    *,
+    old_args: tuple[str, ...] = (),
+    new_args: tuple[str, ...] = (),
+    crash: bool = False,
+    node: bool = True,
+) -> Deploy:
+    """Clients follow shapes through: the old server; the new one started (health
+    ``waiting``, a new shape 503) and in the rotation with it; the old one out of the
+    rotation and stopped (SIGTERM, or SIGKILL: ``crash``); the new one alone (health
+    ``active``). Under a commit every ``WRITE_INTERVAL``; afterwards every client holds
+    what the database holds, and a new shape is made."""
     old_port, new_port = free_port(), free_port()
-    old = ServeProcess.on(db, old_port, storage)
+    old = ServeProcess.on(db, old_port, storage, *old_args)
     balancer = Balancer()
     balancer.backends = [old_port]
     async with balancer.running(), contextlib.AsyncExitStack() as stack:
@@ -274,15 +319,17 @@ async def test_rolling_deploy_serves_throughout_without_refetch(db: str, tmp_pat
         updates = {name: Updates(shape) for name, shape in shapes.items()}
         for recorder in updates.values():
             stack.push_async_callback(recorder.stop)
-        node = NodeFollower(balancer.url, db, ["items", "events"])
-        stack.callback(node.close)
-        await node.ready()
+        follower = NodeFollower(balancer.url, db, ["items", "events"]) if node else None
+        if follower is not None:
+            stack.callback(follower.close)
+            await follower.ready()
 
         with writing(db) as commits:
             writes_started = time.time()
             await asyncio.sleep(1)
             # (In a thread: the balancer and the clients run on this loop.)
-            new = await asyncio.to_thread(ServeProcess.on, db, new_port, storage)
+            new = await asyncio.to_thread(ServeProcess.on, db, new_port, storage, *new_args)
+            stack.push_async_callback(asyncio.to_thread, new.stop)
             # Before: it exited at once (the directory is in use).
             # Electric's health while it waits for the lock: 202 "waiting".
             assert await health(new_port) == (202, {"status": "waiting"})
@@ -308,8 +355,11 @@ async def test_rolling_deploy_serves_throughout_without_refetch(db: str, tmp_pat
 
             before = commits[0]
             balancer.backends = [new_port]  # the old one leaves the rotation, then stops
-            await asyncio.to_thread(old.stop)
-            assert old.process.returncode in (0, -15), old.output()
+            if crash:
+                await asyncio.to_thread(old.kill)
+            else:
+                await asyncio.to_thread(old.stop)
+                assert old.process.returncode in (0, -signal.SIGTERM), old.output()
             await until_health(new_port, "active")
             took_over = commits[0]
             await asyncio.sleep(2)
@@ -329,13 +379,18 @@ async def test_rolling_deploy_serves_throughout_without_refetch(db: str, tmp_pat
                 name: (len(rows_of(shapes[name])), len(rows)) for name, rows in expected.items()
             }
             await asyncio.sleep(0.1)
-        while True:
-            report = await node.report()
+        node_times: list[float] = []
+        node_statuses: list[dict[int, int]] = []
+        while follower is not None:
+            report = await follower.report()
             seen = {
                 table: sorted((row["id"], row["n"]) for row in rows)
                 for table, rows in report["rows"].items()
             }
             if report["upToDate"] and seen == {t: expected[t] for t in ("items", "events")}:
+                assert report["refetches"] == 0, report
+                node_times = [t / 1000 for t in report["times"]]
+                node_statuses = [{int(k): v for k, v in report["statuses"].items()}]
                 break
             assert time.monotonic() < deadline, (
                 report["statuses"],
@@ -345,26 +400,34 @@ async def test_rolling_deploy_serves_throughout_without_refetch(db: str, tmp_pat
 
         # Over the deploy, from the first commits to the last.
         window = (writes_started + 0.5, writes_ended)
-        node_times = [t / 1000 for t in report["times"]]
         answer_gaps = [max_gap(t.times, *window) for t in python_clients[:3]]
-        answer_gaps.append(max_gap(node_times, *window))
-        data_gaps = {name: max_gap(u.times, *window) for name, u in updates.items()}
+        if follower is not None:
+            answer_gaps.append(max_gap(node_times, *window))
+        deploy = Deploy(
+            commits[0],
+            dict(balancer.answers),
+            [dict(t.statuses) for t in python_clients] + node_statuses,
+            answer_gaps,
+            {name: max_gap(u.times, *window) for name, u in updates.items()},
+        )
 
         # A new shape is made now.
         later = await python_clients[0].client.shape("later")
         await later.close()
-    await asyncio.to_thread(new.stop)
-    print(
-        f"\nrolling deploy: {commits[0]} commits (one per {WRITE_INTERVAL} s + its time); "
-        "longest time between successful answers of the long-poll clients (python x3, node): "
-        + ", ".join(f"{gap:.3f} s" for gap in answer_gaps)
-        + "; longest time between changes reaching a python client while commits went on: "
-        + ", ".join(f"{name} {gap:.3f} s" for name, gap in data_gaps.items())
-        + f"; answers by server and status: {dict(balancer.answers)}"
+    return deploy
+
+
+async def test_rolling_deploy_serves_throughout_without_refetch(db: str, tmp_path: Path) -> None:
+    """Python (long-poll, SSE) and @electric-sql/client clients; the old one gets SIGTERM."""
+    deploy = await rolling_deploy(db, tmp_path / "storage")
+    print(deploy.report("rolling deploy (SIGTERM)"))
+    deploy.check()
+
+
+async def test_rolling_deploy_after_the_old_one_crashed(db: str, tmp_path: Path) -> None:
+    """The old one, with HTTP workers, is killed (SIGKILL: the lock dies with it)."""
+    deploy = await rolling_deploy(
+        db, tmp_path / "storage", old_args=("--workers", "2"), crash=True, node=False
     )
-    assert not any(status == 409 for _, status in balancer.answers), balancer.answers
-    for timed in python_clients:
-        assert 409 not in timed.statuses, timed.statuses
-    assert "409" not in report["statuses"] and report["refetches"] == 0, report
-    assert max(answer_gaps) < MAX_GAP, answer_gaps
-    assert max(data_gaps.values()) < MAX_GAP, data_gaps
+    print(deploy.report("rolling deploy (old --workers 2, SIGKILL)"))
+    deploy.check()
