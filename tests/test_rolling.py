@@ -31,6 +31,7 @@ import pysync
 from pysync.postgres.cluster import free_port
 from serve_process import ServeProcess
 from test_e2e import E2E_DIR, _ensure_node_modules
+from test_workers import children
 
 pytestmark = pytest.mark.slow
 
@@ -65,8 +66,10 @@ class Balancer:
             )
             try:
                 response = await self._http.send(request, stream=True)
-            except httpx.ConnectError:
-                continue  # not (or no longer) listening: the next one
+            except (httpx.ConnectError, httpx.ReadError, httpx.RemoteProtocolError):
+                # Not listening, or it closed a kept-alive connection as the request
+                # came (stopping): the next one, as nginx's proxy_next_upstream.
+                continue
             break
         else:
             await send({"type": "http.response.start", "status": 502, "headers": []})
@@ -267,6 +270,8 @@ class Deploy(msgspec.Struct):
     """Per long-poll client, the longest time between successful answers."""
     data_gaps: dict[str, float]
     """Per python shape, the longest time between changes reaching it."""
+    new_children: int
+    """Processes the new server runs (its HTTP workers) at the end."""
 
     def report(self, what: str) -> str:
         return (
@@ -409,6 +414,7 @@ async def rolling_deploy(
             [dict(t.statuses) for t in python_clients] + node_statuses,
             answer_gaps,
             {name: max_gap(u.times, *window) for name, u in updates.items()},
+            len(children(new.process.pid)),
         )
 
         # A new shape is made now.
@@ -422,6 +428,7 @@ async def test_rolling_deploy_serves_throughout_without_refetch(db: str, tmp_pat
     deploy = await rolling_deploy(db, tmp_path / "storage")
     print(deploy.report("rolling deploy (SIGTERM)"))
     deploy.check()
+    assert deploy.new_children == 0
 
 
 async def test_rolling_deploy_after_the_old_one_crashed(db: str, tmp_path: Path) -> None:
@@ -431,3 +438,91 @@ async def test_rolling_deploy_after_the_old_one_crashed(db: str, tmp_path: Path)
     )
     print(deploy.report("rolling deploy (old --workers 2, SIGKILL)"))
     deploy.check()
+
+
+async def test_standby_answers_as_the_holder_and_follows_its_commits(
+    db: str, tmp_path: Path
+) -> None:
+    """The standby's answers: an initial request gets the holder's bytes under its
+    handle; a live one is answered with each commit soon after the holder's own clients
+    (the added latency is measured); a shape the holder deletes is gone there too."""
+    storage = tmp_path / "storage"
+    old_port, new_port = free_port(), free_port()
+    old = ServeProcess.on(db, old_port, storage, "--allow-delete", long_poll_timeout=20)
+    new = ServeProcess.on(db, new_port, storage, long_poll_timeout=20)  # before: it exited
+    servers = {
+        "old": f"http://127.0.0.1:{old_port}/v1/shape",
+        "new": f"http://127.0.0.1:{new_port}/v1/shape",
+    }
+    async with httpx.AsyncClient(timeout=30) as http:
+        first = {
+            name: await http.get(url, params={"table": "items", "offset": "-1"})
+            for name, url in servers.items()
+        }
+        assert first["old"].status_code == first["new"].status_code == 200, first["new"].text
+        assert first["new"].content == first["old"].content
+        handle = first["old"].headers["electric-handle"]
+        assert first["new"].headers["electric-handle"] == handle
+        offset = first["old"].headers["electric-offset"]
+
+        added: list[float] = []
+        with psycopg.connect(db, autocommit=True) as conn:
+            for n in range(20):
+                live = {
+                    name: asyncio.create_task(
+                        http.get(
+                            url,
+                            params={
+                                "table": "items",
+                                "handle": handle,
+                                "offset": offset,
+                                "live": "true",
+                            },
+                        )
+                    )
+                    for name, url in servers.items()
+                }
+                await asyncio.sleep(0.2)  # both parked
+                assert not any(task.done() for task in live.values())
+                committed = time.monotonic()
+                conn.execute("UPDATE items SET n = %s WHERE id = 1", (n + 1,))
+                answered = {}
+                for name, task in live.items():
+                    response = await task
+                    answered[name] = time.monotonic() - committed
+                    assert response.status_code == 200, response.text
+                    assert [m["value"]["n"] for m in response.json() if "key" in m] == [str(n + 1)]
+                offsets = {live[name].result().headers["electric-offset"] for name in live}
+                assert len(offsets) == 1, offsets
+                offset = offsets.pop()
+                added.append(answered["new"] - answered["old"])
+        added.sort()
+        print(
+            f"\nstandby latency over the holder's (20 commits): median {added[10] * 1000:.0f} ms, "
+            f"max {added[-1] * 1000:.0f} ms"
+        )
+        assert added[-1] < 1.0, added
+
+        # Deleted at the holder: a request parked on the standby is told to refetch.
+        parked = asyncio.create_task(
+            http.get(
+                servers["new"],
+                params={"table": "items", "handle": handle, "offset": offset, "live": "true"},
+            )
+        )
+        await asyncio.sleep(0.2)
+        deleted = await http.delete(servers["old"], params={"table": "items", "handle": handle})
+        assert deleted.status_code == 202, deleted.text
+        gone = await parked
+        assert gone.status_code == 409, gone.text
+    await asyncio.to_thread(old.stop)
+    await asyncio.to_thread(new.stop)
+
+
+async def test_rolling_deploy_to_a_server_with_workers(db: str, tmp_path: Path) -> None:
+    """The new one runs ``--workers 2``: it serves alone as a standby, and hands over
+    to its workers after the takeover (on the same listening socket)."""
+    deploy = await rolling_deploy(db, tmp_path / "storage", new_args=("--workers", "2"), node=False)
+    print(deploy.report("rolling deploy (new --workers 2, SIGTERM)"))
+    deploy.check()
+    assert deploy.new_children == 2

@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import re
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -440,6 +441,7 @@ async def serve(settings: Settings) -> None:
             )
             return
         api = ShapeAPI.from_settings(source, settings)
+        handing_over = False
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -448,14 +450,44 @@ async def serve(settings: Settings) -> None:
             yield
             # Here, not only after serve(): uvicorn re-raises a captured SIGTERM when
             # serve() returns, so code after it may never run.
-            await shut_down()
+            if not handing_over:
+                await shut_down()
 
         server = http_server(api, settings, max_connections, lifespan)
+        workers: asyncio.Task[None] | None = None
+        stopping = asyncio.Event()
         if rolling is not None:
             rolling.on_failure = lambda: setattr(server, "should_exit", True)
-        await server.serve(sockets=[sock])
+            if settings.workers:
+
+                def workers_ready() -> None:
+                    # This process served alone as a standby; its workers serve now.
+                    nonlocal handing_over
+                    handing_over = True
+                    api.close()  # its waiting long-polls answer now
+                    server.should_exit = True
+                    announce(settings, cluster)
+
+                def start_workers() -> None:
+                    nonlocal workers
+                    workers = asyncio.create_task(
+                        supervise(engine, settings, sock, database_url, workers_ready, stopping)
+                    )
+
+                rolling.on_takeover = start_workers
+        # A copy for uvicorn, which closes it when it stops: the workers go on accepting
+        # on the socket after a hand-over.
+        await server.serve(sockets=[sock.dup() if rolling is not None else sock])
         if rolling is not None and rolling.failure is not None:
             raise StartupError(_explain(rolling.failure, database_url))
+        if workers is not None:
+            if handing_over:  # uvicorn gave the signals back: they stop the workers now
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, stopping.set)
+            else:
+                stopping.set()  # stopped before the workers were ready
+            await workers
     finally:
         sock.close()
         await shut_down()
@@ -474,11 +506,7 @@ async def _standby(engine: Engine, settings: Settings) -> RollingSource | None:
             f"process {exc.pid}" if exc.pid else "another process",
         )
         if settings.workers:
-            log.warning(
-                "--workers %d is not used by an instance that starts as a standby: this "
-                "process serves alone until it is restarted",
-                settings.workers,
-            )
+            log.warning("the %d HTTP workers start after the takeover", settings.workers)
         try:
             return await RollingSource.start(engine, chunk_bytes=settings.chunk_bytes)
         except STARTUP_ERRORS as error:
