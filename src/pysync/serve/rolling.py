@@ -62,6 +62,7 @@ class RollingSource:
         """Why the takeover failed (the engine could not start): the server stops."""
         self.on_failure: Callable[[], None] = lambda: None
         self.on_takeover: Callable[[], None] = lambda: None
+        self._locked = False
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -84,8 +85,8 @@ class RollingSource:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.standby.stop()
-        if self.took_over.is_set():
-            await self.engine.stop()
+        if self._locked and self.failure is None:
+            await self.engine.stop()  # started, or stopped while it started
 
     # -- the takeover -----------------------------------------------------------------
 
@@ -93,6 +94,7 @@ class RollingSource:
         while True:
             try:
                 self.engine.store.lock()
+                self._locked = True
                 break
             except DirectoryInUse:
                 await asyncio.sleep(LOCK_POLL)

@@ -45,7 +45,7 @@ from pysync.shapes.definition import (
 from pysync.shapes.followed_storage import FollowedStorage
 from pysync.shapes.log import ShapeLog
 from pysync.shapes.storage import StorageError
-from pysync.shapes.store import RegistryRecord
+from pysync.shapes.store import FORMAT, RegistryRecord
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,8 @@ class RegistryReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.records: dict[str, RegistryRecord] = {}
+        self.by_key: dict[str, RegistryRecord] = {}
+        """The live records by shape identity (``Shape.key``)."""
         self._inode = 0
         self._read = 0
         self._decoder = msgspec.json.Decoder(RegistryRecord)
@@ -97,15 +99,22 @@ class RegistryReader:
                 continue  # a torn line the holder's recovery drops too
             if record.op == "add":
                 self.records[record.handle] = record
+                if record.key is not None:
+                    self.by_key[record.key] = record
                 gone.discard(record.handle)
-            elif self.records.pop(record.handle, None) is not None:
+                continue
+            removed = self.records.pop(record.handle, None)
+            if removed is not None:
                 gone.add(record.handle)
+                if removed.key is not None and self.by_key.get(removed.key) is removed:
+                    del self.by_key[removed.key]
         return gone
 
     def _restart(self) -> set[str]:
         """The file was replaced (compacted) or removed: read again from its start."""
         gone = set(self.records)
         self.records.clear()
+        self.by_key.clear()
         self._inode = self._read = 0
         return gone
 
@@ -139,8 +148,16 @@ class StandbyEngine:
 
     async def start(self) -> None:
         await self.connections.open()
-        await asyncio.to_thread(self.registry.refresh)
-        self._task = asyncio.create_task(self._poll(), name="pysync-standby-poll")
+        if _format(self.storage_dir) == FORMAT:
+            await asyncio.to_thread(self.registry.refresh)
+            self._task = asyncio.create_task(self._poll(), name="pysync-standby-poll")
+        else:
+            # Another layout (an older pysync): nothing of it is read; every request
+            # waits for the takeover, which resyncs the shapes.
+            log.warning(
+                "storage %s has another format: no shape served before the takeover",
+                self.storage_dir,
+            )
         self.started.set()
 
     async def stop_following(self) -> None:
@@ -163,10 +180,7 @@ class StandbyEngine:
             await asyncio.sleep(POLL_INTERVAL)
             polls += 1
             if polls % REGISTRY_POLLS == 0:
-                for handle in self.registry.refresh():
-                    consumer = self.consumers.get(handle)
-                    if consumer is not None:
-                        self.forget(consumer, "deleted")
+                self._refresh()
             for consumer in list(self.consumers.values()):
                 storage = consumer.log.storage
                 assert isinstance(storage, FollowedStorage)
@@ -176,6 +190,14 @@ class StandbyEngine:
                     continue  # deleted: the registry says so in a moment
                 if size != storage.end:  # a compaction's new file differs in size too
                     consumer.log.follow(size)
+
+    def _refresh(self) -> None:
+        """New records, and the shapes deleted meanwhile dropped (on the event loop
+        only: one reader of the registry at a time)."""
+        for handle in self.registry.refresh():
+            consumer = self.consumers.get(handle)
+            if consumer is not None:
+                self.forget(consumer, "deleted")
 
     def forget(self, consumer: ShapeConsumer, reason: str) -> None:
         """Its clients are told to refetch (409), as the holder tells its own."""
@@ -222,7 +244,7 @@ class StandbyEngine:
             return consumer
         record = self._record(shape)
         if record is None:
-            await asyncio.to_thread(self.registry.refresh)  # made just now?
+            self._refresh()  # made just now?
             record = self._record(shape)
         if record is None or record.snapshot is None:
             return None
@@ -236,12 +258,10 @@ class StandbyEngine:
         return consumer
 
     def _record(self, shape: Shape) -> RegistryRecord | None:
-        for record in self.registry.records.values():
-            if record.key == shape.key and not (
-                record.types is not None and retyped(shape, record.types)
-            ):
-                return record
-        return None
+        record = self.registry.by_key.get(shape.key)
+        if record is None or (record.types is not None and retyped(shape, record.types)):
+            return None
+        return record
 
     def _follow(self, record: RegistryRecord, shape: Shape) -> ShapeConsumer:
         storage = FollowedStorage(self.storage_dir / "shapes" / record.handle / "log")
@@ -265,3 +285,10 @@ class StandbyEngine:
 
     def storage_failure(self) -> asyncio.Future[None]:
         return self._never  # the holder's storage failing is the holder's to report
+
+
+def _format(directory: Path) -> str | None:
+    try:
+        return (directory / "format").read_text().strip()
+    except OSError:
+        return None
