@@ -358,6 +358,16 @@ async def rolling_deploy(
             )
             assert served_by_new > 10, balancer.answers
 
+            # One asked for just before the takeover is made after it, within that wait.
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=30))
+            made = asyncio.create_task(
+                http.get(
+                    f"http://127.0.0.1:{new_port}/v1/shape",
+                    params={"table": "later", "offset": "-1"},
+                )
+            )
+            await asyncio.sleep(0.2)
+
             before = commits[0]
             balancer.backends = [new_port]  # the old one leaves the rotation, then stops
             if crash:
@@ -367,6 +377,7 @@ async def rolling_deploy(
                 assert old.process.returncode in (0, -signal.SIGTERM), old.output()
             await until_health(new_port, "active")
             took_over = commits[0]
+            assert (await made).status_code == 200, made.result().text
             await asyncio.sleep(2)
             writes_ended = time.time()
         assert commits[0] > took_over > before

@@ -441,6 +441,8 @@ async def serve(settings: Settings) -> None:
             )
             return
         api = ShapeAPI.from_settings(source, settings)
+        if rolling is not None:
+            rolling.standby.hold_seconds = max(api.long_poll_timeout, api.sse_timeout) + 1
         handing_over = False
 
         @contextlib.asynccontextmanager

@@ -9,9 +9,12 @@ responses are the same bytes the holder gives.
 
 There is no hub to say when a log grew (the holder may be an older pysync that knows
 nothing of standbys), so the files are polled: every ``POLL_INTERVAL`` the size of each
-log asked for (one ``stat``), every ``REGISTRY_POLLS`` polls the registry's. A commit
-reaches a standby's clients at most one poll after the holder wrote it (it writes at
-each flush round, 50 ms apart, or at once when it has HTTP workers).
+log a request used within ``hold_seconds`` (the longest a request waits: one ``fstat``
+each), every ``REGISTRY_POLLS`` polls the registry and the logs' paths (a compaction puts
+a new file in place). A commit reaches a standby's clients at most one poll after the
+holder wrote it (it writes at each flush round, 50 ms apart, or at once when it has
+HTTP workers). A log not polled is looked at when a request uses it. The polls take at
+most a tenth of the time: with very many logs in use, they come less often.
 
 A shape the registry has no record of (new, or still taking its snapshot) is not made
 here: ``shape`` returns None and the caller waits for the takeover.
@@ -24,6 +27,7 @@ import contextlib
 import enum
 import logging
 import os
+import time
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -134,6 +138,9 @@ class StandbyEngine:
         self.connections = connections
         self.metrics = metrics
         self.chunk_bytes = chunk_bytes
+        self.hold_seconds = 61.0
+        """Logs used this recently are polled (a request may be waiting on them): the
+        longest a long-poll or an SSE response lasts, and a second."""
         self.status = StandbyStatus.WAITING
         self.problem: str | None = None
         self.warnings: list[str] = []
@@ -176,20 +183,19 @@ class StandbyEngine:
 
     async def _poll(self) -> None:
         polls = 0
+        pause = POLL_INTERVAL
         while True:
-            await asyncio.sleep(POLL_INTERVAL)
+            await asyncio.sleep(pause)
+            started = time.monotonic()
             polls += 1
-            if polls % REGISTRY_POLLS == 0:
+            paths = polls % REGISTRY_POLLS == 0
+            if paths:
                 self._refresh()
+            used = started - self.hold_seconds
             for consumer in list(self.consumers.values()):
-                storage = consumer.log.storage
-                assert isinstance(storage, FollowedStorage)
-                try:
-                    size = os.stat(storage.path).st_size
-                except FileNotFoundError:
-                    continue  # deleted: the registry says so in a moment
-                if size != storage.end:  # a compaction's new file differs in size too
-                    consumer.log.follow(size)
+                if consumer.last_used >= used:
+                    _catch_up(consumer, paths)
+            pause = max(POLL_INTERVAL, 9 * (time.monotonic() - started))
 
     def _refresh(self) -> None:
         """New records, and the shapes deleted meanwhile dropped (on the event loop
@@ -222,10 +228,19 @@ class StandbyEngine:
 
     def known(self, definition: ShapeDefinition) -> ShapeConsumer | None:
         consumer = self._by_definition.get(definition)
-        return consumer if consumer is not None and not consumer.gone else None
+        return self._used(consumer) if consumer is not None and not consumer.gone else None
 
     def get(self, handle: str) -> ShapeConsumer | None:
-        return self.consumers.get(handle)
+        consumer = self.consumers.get(handle)
+        return self._used(consumer) if consumer is not None else None
+
+    def _used(self, consumer: ShapeConsumer) -> ShapeConsumer:
+        """``consumer``, up to date: polled from now on (caught up now if it was not)."""
+        now = time.monotonic()
+        if consumer.last_used < now - self.hold_seconds:
+            _catch_up(consumer, True)
+        consumer.last_used = now
+        return consumer
 
     async def find(self, definition: ShapeDefinition) -> ShapeConsumer | None:
         return await self.existing(definition, verify=False)
@@ -255,7 +270,7 @@ class StandbyEngine:
             except FileNotFoundError:
                 return None  # deleted since: a new shape, made after the takeover
         self._by_definition[definition] = consumer
-        return consumer
+        return self._used(consumer)
 
     def _record(self, shape: Shape) -> RegistryRecord | None:
         record = self.registry.by_key.get(shape.key)
@@ -292,3 +307,16 @@ def _format(directory: Path) -> str | None:
         return (directory / "format").read_text().strip()
     except OSError:
         return None
+
+
+def _catch_up(consumer: ShapeConsumer, by_path: bool) -> None:
+    """Index what the holder appended to ``consumer``'s log. ``by_path``: the file now
+    at its path (a compaction's new file: its size differs); else the one followed."""
+    storage = consumer.log.storage
+    assert isinstance(storage, FollowedStorage)
+    try:
+        size = os.stat(storage.path).st_size if by_path else storage.file_size()
+    except FileNotFoundError:
+        return  # deleted: the registry says so in a moment
+    if size != storage.end:
+        consumer.log.follow(size)
