@@ -29,6 +29,8 @@ import uvicorn
 
 import pysync
 from pysync.postgres.cluster import free_port
+from pysync.serve.standby import RegistryReader
+from pysync.shapes.store import RegistryRecord
 from serve_process import ServeProcess
 from test_e2e import E2E_DIR, _ensure_node_modules
 from test_workers import children
@@ -537,3 +539,82 @@ async def test_rolling_deploy_to_a_server_with_workers(db: str, tmp_path: Path) 
     print(deploy.report("rolling deploy (new --workers 2, SIGTERM)"))
     deploy.check()
     assert deploy.new_children == 2
+
+
+def files(directory: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``directory``: (size, mtime in ns); not ``acknowledged``, which
+    the holder rewrites when the server's WAL moves on (other databases' writes)."""
+    return {
+        str(path.relative_to(directory)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name != "acknowledged"
+    }
+
+
+async def test_a_standby_writes_nothing_and_stops_alone(db: str, tmp_path: Path) -> None:
+    """A standby serves from the directory without writing to it; stopped before any
+    takeover, it leaves the holder as it was."""
+    storage = tmp_path / "storage"
+    old_port, new_port = free_port(), free_port()
+    old = ServeProcess.on(db, old_port, storage)
+    async with httpx.AsyncClient(timeout=30) as http:
+        shape = f"http://127.0.0.1:{old_port}/v1/shape"
+        first = await http.get(shape, params={"table": "items", "offset": "-1"})
+        assert first.status_code == 200
+        await asyncio.sleep(0.5)  # the holder's flush round: its files are as they stay
+        before = files(storage)
+        new = await asyncio.to_thread(ServeProcess.on, db, new_port, storage)
+        standby = f"http://127.0.0.1:{new_port}/v1/shape"
+        served = await http.get(standby, params={"table": "items", "offset": "-1"})
+        assert served.status_code == 200 and served.content == first.content
+        live = await http.get(
+            standby,
+            params={
+                "table": "items",
+                "offset": served.headers["electric-offset"],
+                "handle": served.headers["electric-handle"],
+                "live": "true",
+            },
+        )
+        assert live.status_code == 200, live.text  # the long-poll timed out: up to date
+        await asyncio.to_thread(new.stop)
+        assert new.process.returncode in (0, -signal.SIGTERM), new.output()
+        assert files(storage) == before
+        assert await health(old_port) == (200, {"status": "active"})
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("UPDATE items SET n = 7 WHERE id = 3")
+        changed = await http.get(
+            shape,
+            params={
+                "table": "items",
+                "offset": first.headers["electric-offset"],
+                "handle": first.headers["electric-handle"],
+                "live": "true",
+            },
+        )
+        assert [m["value"] for m in changed.json() if "key" in m] == [{"id": "3", "n": "7"}]
+    await asyncio.to_thread(old.stop)
+
+
+def test_the_registry_is_read_as_the_holder_appends_it(tmp_path: Path) -> None:
+    """Records appended (a torn last line read once whole), deleted, and the file
+    replaced (the holder compacts it at its start)."""
+    path = tmp_path / "registry.jsonl"
+    reader = RegistryReader(path)
+    assert reader.refresh() == set() and reader.records == {}
+
+    def line(op: str, handle: str, key: str | None = None) -> bytes:
+        return msgspec.json.encode(RegistryRecord(op, handle, key=key)) + b"\n"
+
+    path.write_bytes(line("add", "a", "ka") + line("add", "b", "kb") + line("add", "c")[:9])
+    assert reader.refresh() == set()
+    assert set(reader.records) == {"a", "b"} and set(reader.by_key) == {"ka", "kb"}
+    with path.open("ab") as file:
+        file.write(line("add", "c")[9:] + line("del", "a"))
+    assert reader.refresh() == {"a"}
+    assert set(reader.records) == {"b", "c"} and set(reader.by_key) == {"kb"}
+    replaced = tmp_path / "registry.tmp"
+    replaced.write_bytes(line("add", "c") + line("add", "d", "kd"))
+    replaced.replace(path)
+    assert reader.refresh() == {"b"}
+    assert set(reader.records) == {"c", "d"} and set(reader.by_key) == {"kd"}
