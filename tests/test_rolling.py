@@ -618,3 +618,51 @@ def test_the_registry_is_read_as_the_holder_appends_it(tmp_path: Path) -> None:
     replaced.replace(path)
     assert reader.refresh() == {"b"}
     assert set(reader.records) == {"c", "d"} and set(reader.by_key) == {"kd"}
+
+
+async def test_requests_waiting_on_the_standby_get_changes_after_the_takeover(
+    db: str, tmp_path: Path
+) -> None:
+    """A long-poll and an SSE stream waiting on the standby when it takes over go on
+    waiting, and get the first commit after the takeover."""
+    storage = tmp_path / "storage"
+    old_port, new_port = free_port(), free_port()
+    old = ServeProcess.on(db, old_port, storage, long_poll_timeout=30)
+    new = ServeProcess.on(db, new_port, storage, long_poll_timeout=30)
+    standby = f"http://127.0.0.1:{new_port}/v1/shape"
+    async with httpx.AsyncClient(timeout=60) as http:
+        made = await http.get(
+            f"http://127.0.0.1:{old_port}/v1/shape", params={"table": "items", "offset": "-1"}
+        )
+        assert made.status_code == 200, made.text
+        first = await http.get(standby, params={"table": "items", "offset": "-1"})
+        assert first.content == made.content, first.text
+        at = {
+            "table": "items",
+            "offset": first.headers["electric-offset"],
+            "handle": first.headers["electric-handle"],
+            "live": "true",
+        }
+        parked = asyncio.create_task(http.get(standby, params=at))
+        events: list[str] = []
+
+        async def sse() -> None:
+            async with http.stream("GET", standby, params={**at, "live_sse": "true"}) as stream:
+                assert stream.status_code == 200
+                async for line in stream.aiter_lines():
+                    events.append(line)
+                    if '"n":"9"' in line:
+                        return
+
+        streaming = asyncio.create_task(sse())
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(old.stop)
+        await until_health(new_port, "active")
+        assert not parked.done() and not streaming.done()
+        with psycopg.connect(db, autocommit=True) as conn:
+            conn.execute("UPDATE items SET n = 9 WHERE id = 5")
+        answered = await asyncio.wait_for(parked, 10)
+        assert answered.status_code == 200, answered.text
+        assert [m["value"] for m in answered.json() if "key" in m] == [{"id": "5", "n": "9"}]
+        await asyncio.wait_for(streaming, 10)
+    await asyncio.to_thread(new.stop)
