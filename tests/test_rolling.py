@@ -28,9 +28,10 @@ import pytest
 import uvicorn
 
 import pysync
+from pysync.lockfile import DirectoryLock
 from pysync.postgres.cluster import free_port
 from pysync.serve.standby import RegistryReader
-from pysync.shapes.store import RegistryRecord
+from pysync.shapes.store import FORMAT, RegistryRecord
 from serve_process import ServeProcess
 from test_e2e import E2E_DIR, _ensure_node_modules
 from test_workers import children
@@ -666,3 +667,33 @@ async def test_requests_waiting_on_the_standby_get_changes_after_the_takeover(
         assert [m["value"] for m in answered.json() if "key" in m] == [{"id": "5", "n": "9"}]
         await asyncio.wait_for(streaming, 10)
     await asyncio.to_thread(new.stop)
+
+
+async def test_a_directory_of_another_format_is_not_served_before_the_takeover(
+    db: str, tmp_path: Path
+) -> None:
+    """The holder is an older pysync (another storage format; here, the test holds the
+    lock): the standby serves none of its files, and after the takeover the shapes are
+    made anew."""
+    storage = tmp_path / "storage"
+    lock = DirectoryLock(storage, "storage directory")
+    lock.acquire()
+    try:
+        (storage / "format").write_text("1\n")
+        (storage / "registry.jsonl").write_bytes(b'{"op":"add","handle":"1-1"}\n')
+        port = free_port()
+        new = await asyncio.to_thread(ServeProcess.on, db, port, storage)
+        assert await health(port) == (202, {"status": "waiting"})
+        async with httpx.AsyncClient(timeout=30) as http:
+            url = f"http://127.0.0.1:{port}/v1/shape"
+            refused = await http.get(url, params={"table": "items", "offset": "-1"})
+            assert refused.status_code == 503, refused.text
+            lock.release()
+            await until_health(port, "active")
+            made = await http.get(url, params={"table": "items", "offset": "-1"})
+            assert made.status_code == 200, made.text
+            assert len([m for m in made.json() if "key" in m]) == 40
+    finally:
+        lock.release()
+    await asyncio.to_thread(new.stop)
+    assert (storage / "format").read_text().strip() == FORMAT

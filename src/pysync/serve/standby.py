@@ -152,10 +152,13 @@ class StandbyEngine:
         self._by_definition: dict[ShapeDefinition, ShapeConsumer] = {}
         self._never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._task: asyncio.Task[None] | None = None
+        self.readable = False
+        """Is the directory of this pysync's format (else nothing of it is served)?"""
 
     async def start(self) -> None:
         await self.connections.open()
-        if _format(self.storage_dir) == FORMAT:
+        self.readable = _format(self.storage_dir) == FORMAT
+        if self.readable:
             await asyncio.to_thread(self.registry.refresh)
             self._task = asyncio.create_task(self._poll(), name="pysync-standby-poll")
         else:
@@ -184,18 +187,26 @@ class StandbyEngine:
     async def _poll(self) -> None:
         polls = 0
         pause = POLL_INTERVAL
+        said = ""
         while True:
             await asyncio.sleep(pause)
             started = time.monotonic()
             polls += 1
-            paths = polls % REGISTRY_POLLS == 0
-            if paths:
-                self._refresh()
-            used = started - self.hold_seconds
-            for consumer in list(self.consumers.values()):
-                if consumer.last_used >= used:
-                    _catch_up(consumer, paths)
+            try:
+                self._poll_once(paths=polls % REGISTRY_POLLS == 0)
+            except OSError as exc:  # following must outlive a failed read: said once
+                if str(exc) != said:
+                    said = str(exc)
+                    log.warning("reading the holder's files failed (retrying): %s", exc)
             pause = max(POLL_INTERVAL, 9 * (time.monotonic() - started))
+
+    def _poll_once(self, *, paths: bool) -> None:
+        if paths:
+            self._refresh()
+        used = time.monotonic() - self.hold_seconds
+        for consumer in list(self.consumers.values()):
+            if consumer.last_used >= used:
+                _catch_up(consumer, paths)
 
     def _refresh(self) -> None:
         """New records, and the shapes deleted meanwhile dropped (on the event loop
@@ -252,8 +263,10 @@ class StandbyEngine:
         consumer = self.known(definition)
         if consumer is not None and not verify:
             return consumer
-        if subquery_relations(definition):
-            return None  # never recorded (it does not outlive its process): a new shape
+        if not self.readable or subquery_relations(definition):
+            # Nothing read; a shape with subqueries is never recorded (it does not
+            # outlive its process): made after the takeover.
+            return None
         shape = await self._build(definition)
         if consumer is not None and consumer.shape.key == shape.key:
             return consumer
