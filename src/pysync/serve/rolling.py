@@ -187,7 +187,9 @@ class RollingSource:
     async def subset_elsewhere(
         self, consumer: ShapeConsumer, fields: dict[str, object], schema: str
     ) -> SubsetReply | None:
-        return None  # answered here: the standby's shapes have no subqueries
+        # Answered in this process: the standby's shapes have no subqueries, and the
+        # engine's are here (with workers, each worker asks the engine's hub itself).
+        return None
 
     async def compute(self, fn: Callable[..., T], *args: object) -> T:
         return await self.current.compute(fn, *args)
