@@ -34,7 +34,7 @@ from pysync.serve.standby import RegistryReader
 from pysync.shapes.store import FORMAT, RegistryRecord
 from serve_process import ServeProcess
 from test_e2e import E2E_DIR, _ensure_node_modules
-from test_workers import children
+from test_workers import alive, children
 
 pytestmark = pytest.mark.slow
 
@@ -428,12 +428,15 @@ async def rolling_deploy(
             [dict(t.statuses) for t in python_clients] + node_statuses,
             answer_gaps,
             {name: max_gap(u.times, *window) for name, u in updates.items()},
-            len(children(new.process.pid)),
+            len(deploy_children := children(new.process.pid)),
         )
 
         # A new shape is made now.
         later = await python_clients[0].client.shape("later")
         await later.close()
+    await asyncio.to_thread(new.stop)  # cleanly (with workers: theirs is the socket now)
+    assert new.process.returncode in (0, -signal.SIGTERM), new.output()
+    assert not any(alive(pid) for pid in deploy_children), deploy_children
     return deploy
 
 
