@@ -13,6 +13,7 @@ import gc
 import logging
 import os
 import re
+import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -39,6 +40,7 @@ from pysync.http import metrics_port
 from pysync.http.api import ShapeAPI
 from pysync.http.parking import LivePolls
 from pysync.http.server import bounded_protocol, connection_budget, quiet_accept_errors
+from pysync.http.source import ShapeSource
 from pysync.lockfile import DirectoryInUse
 from pysync.postgres.cluster import ClusterError, PostgresCluster, binary_dir
 from pysync.postgres.connections import PooledUnusable
@@ -46,6 +48,7 @@ from pysync.postgres.conninfo import merge
 from pysync.postgres.private import PrivateDatabase
 from pysync.postgres.publication import check_name
 from pysync.postgres.slot import ReplicationError
+from pysync.serve.rolling import RollingSource
 from pysync.serve.supervisor import supervise
 from pysync.shapes.storage import LogCorruptError, StorageError
 
@@ -500,22 +503,30 @@ async def serve(settings: Settings) -> None:
     try:
         database_url, cluster = await _database(settings, cleanup)
         engine = Engine.from_settings(database_url, settings)
-        try:
-            await engine.start()
-        except STARTUP_ERRORS as exc:
-            raise StartupError(_explain(exc, database_url)) from None
-        cleanup.append(engine.stop)
+        rolling = await _standby(engine, settings)
+        source: ShapeSource = engine if rolling is None else rolling
+        if rolling is not None:
+            cleanup.append(rolling.stop)
+        else:
+            try:
+                await engine.start()
+            except STARTUP_ERRORS as exc:
+                raise StartupError(_explain(exc, database_url)) from None
+            cleanup.append(engine.stop)
         if settings.prometheus_port is not None:
             metrics_sock = listen(settings.host, settings.prometheus_port, "--prometheus-port")
             metrics_sock.set_inheritable(False)  # not the workers'
             cleanup.append(metrics_port.start(engine.metrics, metrics_sock))
-        if settings.workers:
+        if settings.workers and rolling is None:
             await supervise(
                 engine, settings, sock, database_url, lambda: announce(settings, cluster)
             )
             return
-        api = ShapeAPI.from_settings(engine, settings)
+        api = ShapeAPI.from_settings(source, settings)
         engine.serving = api.busy
+        if rolling is not None:
+            rolling.standby.hold_seconds = max(api.long_poll_timeout, api.sse_timeout) + 1
+        handing_over = False
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -524,12 +535,70 @@ async def serve(settings: Settings) -> None:
             yield
             # Here, not only after serve(): uvicorn re-raises a captured SIGTERM when
             # serve() returns, so code after it may never run.
-            await shut_down()
+            if not handing_over:
+                await shut_down()
 
-        await http_server(api, settings, max_connections, lifespan).serve(sockets=[sock])
+        server = http_server(api, settings, max_connections, lifespan)
+        workers: asyncio.Task[None] | None = None
+        stopping = asyncio.Event()
+        if rolling is not None:
+            rolling.on_failure = lambda: setattr(server, "should_exit", True)
+            if settings.workers:
+
+                def workers_ready() -> None:
+                    # This process served alone as a standby; its workers serve now.
+                    nonlocal handing_over
+                    handing_over = True
+                    api.close()  # its waiting long-polls answer now
+                    server.should_exit = True
+                    announce(settings, cluster)
+
+                def start_workers() -> None:
+                    nonlocal workers
+                    workers = asyncio.create_task(
+                        supervise(engine, settings, sock, database_url, workers_ready, stopping)
+                    )
+
+                rolling.on_takeover = start_workers
+        # A copy for uvicorn, which closes it when it stops: the workers go on accepting
+        # on the socket after a hand-over.
+        await server.serve(sockets=[sock.dup() if rolling is not None else sock])
+        if rolling is not None and rolling.failure is not None:
+            raise StartupError(_explain(rolling.failure, database_url))
+        if workers is not None:
+            if handing_over:  # uvicorn gave the signals back: they stop the workers now
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.add_signal_handler(sig, stopping.set)
+            else:
+                stopping.set()  # stopped before the workers were ready
+            await workers
     finally:
         sock.close()
         await shut_down()
+
+
+async def _standby(engine: Engine, settings: Settings) -> RollingSource | None:
+    """A ``RollingSource`` if another pysync holds the storage directory: its shapes
+    are served read-only until it stops, then this one takes over (a rolling deploy)."""
+    try:
+        engine.store.lock()
+    except DirectoryInUse as exc:
+        log.warning(
+            "storage directory %s is held by %s: serving its shapes read-only until it "
+            "stops, then taking over (a rolling deploy)",
+            exc.directory,
+            f"process {exc.pid}" if exc.pid else "another process",
+        )
+        if settings.workers:
+            log.warning("the %d HTTP workers start after the takeover", settings.workers)
+        try:
+            return await RollingSource.start(engine, chunk_bytes=settings.chunk_bytes)
+        except STARTUP_ERRORS as error:
+            raise StartupError(_explain(error, engine.database_url)) from None
+    except OSError as exc:
+        raise StartupError(_explain(exc, engine.database_url)) from None
+    return None
 
 
 def http_server(

@@ -235,7 +235,7 @@ class ShapeAPI:
             body["reason"] = engine.problem
         if engine.warnings:
             body["warnings"] = engine.warnings
-        code = {"active": 200, "starting": 202, "degraded": 503}.get(status, 503)
+        code = {"active": 200, "starting": 202, "waiting": 202, "degraded": 503}.get(status, 503)
         headers = common(
             {"cache-control": "no-cache, no-store, must-revalidate"}, request, shape_route=False
         )

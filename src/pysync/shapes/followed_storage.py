@@ -117,6 +117,14 @@ class FollowedStorage:
     def discard_unsynced(self) -> int:
         return self.end
 
+    def file_size(self) -> int:
+        """The size of the file followed (not of the one at ``path`` after a
+        replacement: see ``replaced``)."""
+        return os.fstat(self._fd).st_size
+
+    def close(self) -> None:
+        os.close(self._fd)
+
     def destroy(self) -> None:
         os.close(self._fd)
         self._fd = os.open(os.devnull, os.O_RDONLY)  # reads after this find nothing

@@ -139,11 +139,17 @@ class ShapeStore:
 
     # -- lifecycle -------------------------------------------------------------------
 
+    def lock(self) -> None:
+        """Take the directory (DirectoryInUse if another pysync has it), without reading
+        it yet: a standby (``serve/rolling.py``) waits for it before ``open``."""
+        if self._lock is not None and not self._lock.held:
+            self._lock.acquire()
+
     def open(self) -> None:
         """Take the directory (DirectoryInUse if another pysync has it) and read it."""
         if self.directory is None or self._lock is None:
             return
-        self._lock.acquire()
+        self.lock()
         try:
             tighten(self.directory, "storage directory")
             make_dir(self.directory / "shapes")
