@@ -95,20 +95,25 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "schema_check_interval": ("-1", "expected a number >= 0.0"),
     "manual_publishing": ("maybe", "expected true or false"),
     "prometheus_port": ("0", "expected an integer >= 1"),
+    "otlp_endpoint": ("collector:4318", "expected the collector's URL, e.g. http://localhost:4318"),
+    "otel_debug": ("maybe", "expected true or false"),
 }
 """Settings that are checked before anything starts (exit status 2)."""
 
 AT_START = ("host", "secret_file", "data_dir", "storage_dir")
 """Settings found bad when they are used (exit status 1); see the test below."""
 
-NO_FLAG_VALUE = {"allow_delete", "compaction", "manual_publishing"}
+ANY_VALUE = ("service_name", "instance_id")
+"""Names for traces: any text will do (and they have no flag)."""
+
+NO_FLAG_VALUE = {"allow_delete", "compaction", "manual_publishing", "otel_debug"}
 """--allow-delete and --manual-publishing are switches; --compaction takes on or off (its
 own test)."""
 NO_ENV_VALUE = {"secret"}  # an empty variable counts as unset
 
 
 def test_every_setting_has_a_bad_value_tested() -> None:
-    assert set(BAD_VALUES) | set(AT_START) == set(Settings.__struct_fields__)
+    assert set(BAD_VALUES) | set(AT_START) | set(ANY_VALUE) == set(Settings.__struct_fields__)
 
 
 def given(field: str, how: str, value: str) -> tuple[list[str], dict[str, str], str]:

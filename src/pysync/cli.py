@@ -23,7 +23,7 @@ import psycopg
 import uvicorn
 from starlette.applications import Starlette
 
-from pysync import __version__, bench, uninstall
+from pysync import __version__, bench, tracing, uninstall
 from pysync.config import ENV, Settings, SettingsError, env_origins, from_env, make_settings
 from pysync.electric_env import notices
 from pysync.engine import Engine
@@ -194,6 +194,17 @@ def _parser() -> argparse.ArgumentParser:
         help="never alter the publication or a table's replica identity: a database owner "
         "adds each table and sets REPLICA IDENTITY FULL "
         "(env PYSYNC_MANUAL_PUBLISHING or ELECTRIC_MANUAL_TABLE_PUBLISHING)",
+    )
+    serve.add_argument(
+        "--otlp-endpoint",
+        help="export OpenTelemetry traces to this collector URL, at <url>/v1/traces "
+        "(env PYSYNC_OTLP_ENDPOINT or ELECTRIC_OTLP_ENDPOINT; needs pysync[otel])",
+    )
+    serve.add_argument(
+        "--otel-debug",
+        action="store_true",
+        default=None,
+        help="also print each trace span to stdout (env PYSYNC_OTEL_DEBUG or ELECTRIC_OTEL_DEBUG)",
     )
     psql = commands.add_parser(
         "psql",
@@ -415,9 +426,12 @@ async def serve(settings: Settings) -> None:
         while cleanup:
             await cleanup.pop()()
 
+    tracer = tracing.from_settings(settings)
+    cleanup.append(_async(tracer.shutdown))  # last: after what makes spans
+
     try:
         database_url, cluster = await _database(settings, cleanup)
-        engine = Engine.from_settings(database_url, settings)
+        engine = Engine.from_settings(database_url, settings, tracer=tracer)
         try:
             await engine.start()
         except STARTUP_ERRORS as exc:
@@ -432,7 +446,7 @@ async def serve(settings: Settings) -> None:
                 engine, settings, sock, database_url, lambda: announce(settings, cluster)
             )
             return
-        api = ShapeAPI.from_settings(engine, settings)
+        api = ShapeAPI.from_settings(engine, settings, tracer)
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -452,15 +466,24 @@ async def serve(settings: Settings) -> None:
 def http_server(
     api: ShapeAPI, settings: Settings, max_connections: int, lifespan: Any
 ) -> uvicorn.Server:
-    """uvicorn with pysync's connection handling and live path (``http/server.py``)."""
+    """uvicorn with pysync's connection handling and live path (``http/server.py``);
+    when tracing, without the live path: every request then has its span."""
+    fast = None if api.tracer.enabled else LivePolls(api)
     config = uvicorn.Config(
         api.app(lifespan=lifespan),
         log_level=settings.log_level.lower(),
         access_log=False,
         lifespan="on",
-        http=bounded_protocol(max_connections, settings.header_timeout, LivePolls(api)),
+        http=bounded_protocol(max_connections, settings.header_timeout, fast),
     )
     return _Server(config, api)
+
+
+def _async(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        await asyncio.to_thread(close)  # exporting may wait for the collector
+
+    return run
 
 
 def tune_gc() -> None:

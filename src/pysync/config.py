@@ -74,6 +74,15 @@ class Settings(msgspec.Struct, kw_only=True):
     publishes each table and sets it ``REPLICA IDENTITY FULL``."""
     prometheus_port: Annotated[int, msgspec.Meta(ge=1, le=65535)] | None = None
     """Also serve ``/metrics`` on this port of ``host`` (Electric's ``ELECTRIC_PROMETHEUS_PORT``)."""
+    otlp_endpoint: str | None = None
+    """Export OpenTelemetry traces to this collector (``<endpoint>/v1/traces``); needs
+    ``pysync[otel]`` (``pysync.tracing``)."""
+    otel_debug: bool = False
+    """Also print each span to stdout."""
+    service_name: str = "pysync"
+    """The traces' ``service.name``."""
+    instance_id: str | None = None
+    """The traces' ``service.instance.id``; default: a random UUID per process."""
 
     @property
     def shape_storage(self) -> Path:
@@ -109,6 +118,10 @@ ENV: dict[str, tuple[str, ...]] = {
     "schema_check_interval": ("PYSYNC_SCHEMA_CHECK_INTERVAL",),
     "manual_publishing": ("PYSYNC_MANUAL_PUBLISHING", "ELECTRIC_MANUAL_TABLE_PUBLISHING"),
     "prometheus_port": ("PYSYNC_PROMETHEUS_PORT", "ELECTRIC_PROMETHEUS_PORT"),
+    "otlp_endpoint": ("PYSYNC_OTLP_ENDPOINT", "ELECTRIC_OTLP_ENDPOINT"),
+    "otel_debug": ("PYSYNC_OTEL_DEBUG", "ELECTRIC_OTEL_DEBUG"),
+    "service_name": ("PYSYNC_SERVICE_NAME", "ELECTRIC_SERVICE_NAME"),
+    "instance_id": ("PYSYNC_INSTANCE_ID", "ELECTRIC_INSTANCE_ID"),
 }
 
 
@@ -257,6 +270,11 @@ def _check(settings: Settings, names: Mapping[str, str]) -> None:
         raise fail("host", "expected an interface's address or name, e.g. 127.0.0.1")
     if settings.prometheus_port == settings.port:
         raise fail("prometheus_port", "the port of the shape API; give another one")
+    if settings.otlp_endpoint is not None and not re.match(
+        r"https?://[^/\s]+", settings.otlp_endpoint
+    ):
+        # Else every export would fail later, each time in a log line.
+        raise fail("otlp_endpoint", "expected the collector's URL, e.g. http://localhost:4318")
 
 
 def read_secret(path: Path) -> str:

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -43,6 +45,7 @@ from pysync.shapes.store import ShapeStore
 from pysync.shapes.subqueries import MAX_ROWS as MAX_SUBQUERY_ROWS
 from pysync.slot_wal import SlotWal
 from pysync.storage_outage import StorageOutage
+from pysync.tracing import NO_TRACER, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +78,12 @@ class EngineUnavailable(Exception):
 class Engine:
     @classmethod
     def from_settings(
-        cls, database_url: str, settings: Settings, *, in_memory: bool = False
+        cls,
+        database_url: str,
+        settings: Settings,
+        *,
+        in_memory: bool = False,
+        tracer: Tracer = NO_TRACER,
     ) -> Engine:
         """The engine as ``pysync serve`` and an embedded ``Sync`` configure it."""
         return cls(
@@ -91,6 +99,7 @@ class Engine:
             compact_min_bytes=settings.compact_min_bytes,
             schema_check_interval=settings.schema_check_interval,
             manual_publishing=settings.manual_publishing,
+            tracer=tracer,
         )
 
     def __init__(
@@ -113,11 +122,13 @@ class Engine:
         schema_check_interval: float = SCHEMA_CHECK_INTERVAL,
         manual_publishing: bool = False,
         io: Io = OS_IO,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         """``schema_check_interval``: seconds between catalog checks of the shapes' tables
         (dropped, recreated, renamed or altered without a replicated change); 0: none.
         ``manual_publishing``: never alter the publication or a table's replica identity
-        (Electric's ``ELECTRIC_MANUAL_TABLE_PUBLISHING``)."""
+        (Electric's ``ELECTRIC_MANUAL_TABLE_PUBLISHING``). ``tracer``: spans of each
+        transaction and snapshot (``pysync.tracing``; the default makes none)."""
         self.database_url = database_url
         self.slot = slot
         self.publication = publication
@@ -183,7 +194,11 @@ class Engine:
             self.outage,
             degrade=self._degrade,
             recover=self._recover,
+            tracer=tracer,
         )
+        self.tracer = tracer
+        if tracer.enabled:
+            self.registry.snapshot_span = functools.partial(_snapshot_span, tracer)
         self.registry.on_storage_error = self.outage.failed
         self.registry.subqueries.request_position = self.ingest.request_position
         self.registry.on_snapshot_done = self.metrics.snapshot_seconds.observe
@@ -409,3 +424,20 @@ class Engine:
         """What degraded the engine works again."""
         if self.status is Status.DEGRADED:
             self.status, self.problem = Status.ACTIVE, None
+
+
+SNAPSHOT_SPAN = "shape_snapshot.create_snapshot_task"
+"""Electric's span of a shape's snapshot (publishing its table, querying, writing)."""
+
+
+def _snapshot_span(tracer: Tracer, consumer: ShapeConsumer) -> AbstractContextManager[object]:
+    """The snapshot task inherits the context of the request that created the shape:
+    its span is a child of that request's."""
+    definition = consumer.definition
+    attributes = {
+        "shape.handle": consumer.handle,
+        "shape.root_table": ".".join(definition.relation),
+    }
+    if definition.where is not None:
+        attributes["shape.where"] = definition.where
+    return tracer.span(SNAPSHOT_SPAN, attributes)

@@ -19,13 +19,14 @@ import psycopg
 
 from pysync.postgres.replication import Connected, Disconnected, Idle, ReplicationStream
 from pysync.postgres.slot import ReplicationError, SlotInUseError, SlotInvalidatedError, drop_slot
-from pysync.postgres.transactions import RelationChange, Transaction
-from pysync.shapes.collector import Collector
+from pysync.postgres.transactions import Change, RelationChange, Transaction
+from pysync.shapes.collector import Collector, TxnMeasure
 from pysync.shapes.flush import FlushTracker
 from pysync.shapes.registry import ShapeRegistry
 from pysync.shapes.storage import StorageError
 from pysync.shapes.store import ShapeStore, SlotIdentity, gap_reason
 from pysync.storage_outage import StorageOutage
+from pysync.tracing import NO_TRACER, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,8 @@ SLICE = 0.005
 """Seconds of ingest between pauses for the rest of the event loop (requests, flushes)."""
 SLICE_BEHIND = 0.05
 """The same while working through a backlog."""
+TXN_SPAN = "pg_txn.replication_client.transaction_received"
+"""Electric's span of a transaction's processing (its attribute names too)."""
 """Longest pause between attempts to replicate again."""
 
 
@@ -55,6 +58,7 @@ class Ingest:
         *,
         degrade: Callable[[str], None],
         recover: Callable[[], None],
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self.database_url = database_url
         self.slot = slot
@@ -70,6 +74,8 @@ class Ingest:
         """Set while the slot is the one the shapes come from: new shapes wait for it
         (a shape made while the slot is being replaced could miss changes)."""
         self._replicating: asyncio.Future[None] | None = None
+        self.tracer = tracer
+        self._measure = TxnMeasure()
 
     async def first_connect(self) -> None:
         """Check the slot, then recover the stored shapes (or discard them, on a gap)."""
@@ -145,12 +151,15 @@ class Ingest:
         collector, outage, stream = self.collector, self.outage, self.stream
         yielded = time.monotonic()
         waits = stream.waits
+        # Chosen once: with tracing off, transactions go to the collector as they are.
+        apply = self._traced_apply if self.tracer.enabled else collector.apply
+        collector.measure = self._measure if self.tracer.enabled else None
         async for item in stream.transactions():
             if outage.halt is not None:
                 raise outage.halt
             kind = type(item)
             if kind is Transaction:
-                collector.apply(item)  # type: ignore[arg-type]
+                apply(item)  # type: ignore[arg-type]
             elif kind is RelationChange:
                 collector.relation_changed(item)  # type: ignore[arg-type]
             elif kind is Idle:
@@ -171,6 +180,37 @@ class Ingest:
                 await asyncio.sleep(0)
                 yielded = time.monotonic()
                 waits = stream.waits
+
+    def _traced_apply(self, txn: Transaction) -> None:
+        """``collector.apply`` in a span per transaction (what it did, as Electric names
+        it; a StorageError is recorded on the span and raised on)."""
+        changes = txn.changes
+        relations: set[int] = set()
+        for change in changes:
+            if isinstance(change, Change):
+                relations.add(change.relation.oid)
+            else:
+                relations.update(relation.oid for relation in change.relations)
+        attributes = {
+            "xid": txn.xid,
+            "lsn": txn.commit_lsn,
+            "num_changes": len(changes),
+            "num_relations": len(relations),
+            "complete_transaction?": True,
+        }
+        with self.tracer.span(TXN_SPAN, attributes) as span:
+            self.collector.apply(txn)
+            measure = self._measure
+            span.set_attributes(
+                {
+                    "shape_log_collector.affected_shape_count": measure.shapes,
+                    "num_bytes": measure.bytes,
+                    # Milliseconds from the commit in Postgres until now.
+                    "replication_lag": max(
+                        0, round((time.time() - self.collector.last_commit_time) * 1000)
+                    ),
+                }
+            )
 
     # -- the slot -------------------------------------------------------------------
 

@@ -36,6 +36,18 @@ PG_EPOCH = 946_684_800.0
 """Postgres timestamps count from 2000-01-01 UTC."""
 
 
+class TxnMeasure:
+    """What ``Collector.apply`` did with the last transaction, when asked (tracing)."""
+
+    __slots__ = ("shapes", "bytes")
+
+    def __init__(self) -> None:
+        self.shapes = 0
+        """Shapes it appended to."""
+        self.bytes = 0
+        """Bytes of the entries appended (a shared entry counts for each shape)."""
+
+
 class Collector:
     def __init__(self, registry: ShapeRegistry) -> None:
         self.registry = registry
@@ -51,6 +63,9 @@ class Collector:
         self.subqueries.on_append = lambda consumer: self.dirty.add(consumer)
         self.on_relation: Callable[[Relation], None] = lambda relation: None
         """Told of every Relation message (its replica identity is watched)."""
+        self.measure: TxnMeasure | None = None
+        """Set, each transaction's shapes and bytes are counted into it (one check per
+        shape appended to: nothing per change)."""
 
     def apply(self, txn: Transaction) -> None:
         """Route one committed transaction into the logs of the shapes it touches.
@@ -185,18 +200,20 @@ class Collector:
             if again is not None:
                 self._fold(txn, touched, again)
             dirty = self.dirty
+            measure = self.measure
+            if measure is not None:
+                measure.shapes, measure.bytes = len(touched), 0
             if not reused:  # every entry belongs to one shape: mark its last one in place
                 for consumer, entries in touched.items():
                     entries[-1]["headers"]["last"] = True
-                    consumer.append(
-                        xid,
-                        commit_lsn,
-                        [
-                            (_offset((commit_lsn, entry["headers"]["op_position"])), _encode(entry))
-                            for entry in entries
-                        ],
-                    )
+                    frames = [
+                        (_offset((commit_lsn, entry["headers"]["op_position"])), _encode(entry))
+                        for entry in entries
+                    ]
+                    consumer.append(xid, commit_lsn, frames)
                     dirty.add(consumer)
+                    if measure is not None:
+                        measure.bytes += sum(len(payload) for _, payload in frames)
             else:
                 encoded: dict[int, bytes] = {}  # an entry shared by shapes is encoded once
                 for consumer, entries in touched.items():
@@ -214,6 +231,8 @@ class Collector:
                     frames[-1] = (offset, payload[:-2] + b',"last":true}}')
                     consumer.append(xid, commit_lsn, frames)
                     dirty.add(consumer)
+                    if measure is not None:
+                        measure.bytes += sum(len(payload) for _, payload in frames)
             subqueries.done(txn)
             self.last_seen_lsn = commit_lsn
             self.last_commit_time = txn.commit_time / 1e6 + PG_EPOCH

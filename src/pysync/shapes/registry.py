@@ -9,10 +9,12 @@ recorded on disk once the snapshot is complete, and only then survives a restart
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import psycopg
@@ -79,6 +81,10 @@ class ShapeRegistry:
         self.on_storage_error: Callable[[StorageError], None] = lambda exc: None
         self.on_snapshot_done: Callable[[float], None] = lambda seconds: None
         self.on_table_changed: Callable[[], None] = lambda: None
+        self.snapshot_span: Callable[[ShapeConsumer], AbstractContextManager[object]] = (
+            lambda consumer: contextlib.nullcontext()
+        )
+        """Around each snapshot (a tracing span)."""
         """A request found a shape's table dropped or changed: the other shapes on it
         are stale too (``drift.SchemaCheck.soon``)."""
         self.subqueries = Subqueries(
@@ -234,7 +240,7 @@ class ShapeRegistry:
         if self.max_shapes is not None and len(self._by_handle) > self.max_shapes:
             self._evict()
         task = asyncio.create_task(
-            self._snapshot(consumer), name=f"pysync-snapshot-{consumer.handle}"
+            self._snapshot_in_span(consumer), name=f"pysync-snapshot-{consumer.handle}"
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -256,6 +262,10 @@ class ShapeRegistry:
             subquery.routes = self.router.tables[relation]
         else:
             self.router.add(relation, consumer, index)
+
+    async def _snapshot_in_span(self, consumer: ShapeConsumer) -> None:
+        with self.snapshot_span(consumer):
+            await self._snapshot(consumer)
 
     async def _snapshot(self, consumer: ShapeConsumer) -> None:
         table = consumer.shape.table
