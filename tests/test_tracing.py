@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 
 from http_support import until
@@ -427,3 +428,37 @@ def test_without_configuration_opentelemetry_is_never_imported(database_url: str
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+async def test_sampled_out_transactions_are_applied_and_export_nothing(database_url: str) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY)")
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ALWAYS_OFF)  # as OTEL_TRACES_SAMPLER=always_off
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = OtelTracer(provider)
+    engine = Engine(database_url, flush_interval=0.02, tracer=tracer)
+    await engine.start()
+    try:
+        api = ShapeAPI(engine, long_poll_timeout=5.0, tracer=tracer)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(api.app()), base_url="http://pysync.test"
+        ) as http:
+            first = await http.get("/v1/shape", params={"table": "items", "offset": "-1"})
+            live = http.get(
+                "/v1/shape",
+                params={
+                    "table": "items",
+                    "live": "true",
+                    "handle": first.headers["electric-handle"],
+                    "offset": first.headers["electric-offset"],
+                },
+            )
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute("INSERT INTO items VALUES (1)")
+            response = await live
+        assert [m["value"] for m in response.json() if "key" in m] == [{"id": "1"}]
+        assert exporter.get_finished_spans() == ()
+    finally:
+        await engine.stop()
+        tracer.shutdown()

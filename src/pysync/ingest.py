@@ -151,9 +151,7 @@ class Ingest:
         collector, outage, stream = self.collector, self.outage, self.stream
         yielded = time.monotonic()
         waits = stream.waits
-        # Chosen once: with tracing off, transactions go to the collector as they are.
-        apply = self._traced_apply if self.tracer.enabled else collector.apply
-        collector.measure = self._measure if self.tracer.enabled else None
+        apply = self.applier()
         async for item in stream.transactions():
             if outage.halt is not None:
                 raise outage.halt
@@ -181,33 +179,42 @@ class Ingest:
                 yielded = time.monotonic()
                 waits = stream.waits
 
+    def applier(self) -> Callable[[Transaction], None]:
+        """What each transaction goes to, chosen once per connection: the collector
+        itself, or (tracing) the collector in a span per transaction."""
+        self.collector.measure = None
+        return self._traced_apply if self.tracer.enabled else self.collector.apply
+
     def _traced_apply(self, txn: Transaction) -> None:
-        """``collector.apply`` in a span per transaction (what it did, as Electric names
-        it; a StorageError is recorded on the span and raised on)."""
-        changes = txn.changes
-        relations: set[int] = set()
-        for change in changes:
-            if isinstance(change, Change):
-                relations.add(change.relation.oid)
-            else:
-                relations.update(relation.oid for relation in change.relations)
-        attributes = {
-            "xid": txn.xid,
-            "lsn": txn.commit_lsn,
-            "num_changes": len(changes),
-            "num_relations": len(relations),
-            "complete_transaction?": True,
-        }
-        with self.tracer.span(TXN_SPAN, attributes) as span:
-            self.collector.apply(txn)
+        """``collector.apply`` in a span per transaction, with what it did as Electric
+        names it, worked out only for a span that is recorded (not sampled out). A
+        StorageError is recorded on the span and raised on."""
+        collector = self.collector
+        with self.tracer.span(TXN_SPAN, {"xid": txn.xid}) as span:
+            recording = span.is_recording()
+            collector.measure = self._measure if recording else None
+            collector.apply(txn)
+            if not recording:
+                return
+            changes = txn.changes
+            relations: set[int] = set()
+            for change in changes:
+                if isinstance(change, Change):
+                    relations.add(change.relation.oid)
+                else:
+                    relations.update(relation.oid for relation in change.relations)
             measure = self._measure
             span.set_attributes(
                 {
+                    "lsn": txn.commit_lsn,
+                    "num_changes": len(changes),
+                    "num_relations": len(relations),
+                    "complete_transaction?": True,
                     "shape_log_collector.affected_shape_count": measure.shapes,
                     "num_bytes": measure.bytes,
                     # Milliseconds from the commit in Postgres until now.
                     "replication_lag": max(
-                        0, round((time.time() - self.collector.last_commit_time) * 1000)
+                        0, round((time.time() - collector.last_commit_time) * 1000)
                     ),
                 }
             )

@@ -33,10 +33,17 @@ class Span(Protocol):
 
     def set_attributes(self, attributes: Attributes) -> None: ...
 
+    def is_recording(self) -> bool:
+        """False for a span the sampler left out: its attributes go nowhere."""
+        ...
+
 
 class _NoSpan:
     def set_attributes(self, attributes: Attributes) -> None:
         pass
+
+    def is_recording(self) -> bool:
+        return False
 
 
 NO_SPAN = _NoSpan()

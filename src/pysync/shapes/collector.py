@@ -213,7 +213,8 @@ class Collector:
                     consumer.append(xid, commit_lsn, frames)
                     dirty.add(consumer)
                     if measure is not None:
-                        measure.bytes += sum(len(payload) for _, payload in frames)
+                        for frame in frames:
+                            measure.bytes += len(frame[1])
             else:
                 encoded: dict[int, bytes] = {}  # an entry shared by shapes is encoded once
                 for consumer, entries in touched.items():
@@ -232,7 +233,8 @@ class Collector:
                     consumer.append(xid, commit_lsn, frames)
                     dirty.add(consumer)
                     if measure is not None:
-                        measure.bytes += sum(len(payload) for _, payload in frames)
+                        for frame in frames:
+                            measure.bytes += len(frame[1])
             subqueries.done(txn)
             self.last_seen_lsn = commit_lsn
             self.last_commit_time = txn.commit_time / 1e6 + PG_EPOCH
