@@ -35,9 +35,9 @@ SLICE = 0.005
 """Seconds of ingest between pauses for the rest of the event loop (requests, flushes)."""
 SLICE_BEHIND = 0.05
 """The same while working through a backlog."""
+"""Longest pause between attempts to replicate again."""
 TXN_SPAN = "pg_txn.replication_client.transaction_received"
 """Electric's span of a transaction's processing (its attribute names too)."""
-"""Longest pause between attempts to replicate again."""
 
 
 class _Resync(Exception):

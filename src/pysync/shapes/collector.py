@@ -64,8 +64,9 @@ class Collector:
         self.on_relation: Callable[[Relation], None] = lambda relation: None
         """Told of every Relation message (its replica identity is watched)."""
         self.measure: TxnMeasure | None = None
-        """Set, each transaction's shapes and bytes are counted into it (one check per
-        shape appended to: nothing per change)."""
+        """Set (for a recorded tracing span), ``apply`` counts the transaction's shapes
+        and bytes into it; unset, that costs a check per transaction and per shape
+        appended to, nothing per change."""
 
     def apply(self, txn: Transaction) -> None:
         """Route one committed transaction into the logs of the shapes it touches.

@@ -81,12 +81,12 @@ class ShapeRegistry:
         self.on_storage_error: Callable[[StorageError], None] = lambda exc: None
         self.on_snapshot_done: Callable[[float], None] = lambda seconds: None
         self.on_table_changed: Callable[[], None] = lambda: None
+        """A request found a shape's table dropped or changed: the other shapes on it
+        are stale too (``drift.SchemaCheck.soon``)."""
         self.snapshot_span: Callable[[ShapeConsumer], AbstractContextManager[object]] = (
             lambda consumer: contextlib.nullcontext()
         )
-        """Around each snapshot (a tracing span)."""
-        """A request found a shape's table dropped or changed: the other shapes on it
-        are stale too (``drift.SchemaCheck.soon``)."""
+        """Around each snapshot task (a tracing span, set by the engine)."""
         self.subqueries = Subqueries(
             connections, publisher.publish, self.invalidate, max_subquery_rows
         )
