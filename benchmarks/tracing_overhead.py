@@ -184,7 +184,7 @@ def main() -> None:
             extra = cost - off[txn_size]
             say(
                 f"  {run.label:<24} {cost * 1e6:8.1f} us   "
-                f"{'' if run is runs[0] else f'+{extra * 1e6:.1f} us (+{extra / off[txn_size]:.0%})'}"
+                f"{'' if run is runs[0] else f'{extra * 1e6:+.1f} us ({extra / off[txn_size]:+.0%})'}"
             )
     extra = runs[2].best[1] - off[1]
     sampled = runs[3].best[1] - off[1]
