@@ -27,12 +27,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 
+import pysync
 from http_support import until
 from pysync.config import SettingsError, env_origins, from_env, make_settings
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 from pysync.otel import OtelTracer, traces_url
 from pysync.postgres.cluster import free_port
+from pysync.shapes.definition import ShapeDefinition
 from serve_process import ServeProcess
 
 TXN_SPAN = "pg_txn.replication_client.transaction_received"
@@ -274,11 +276,15 @@ def _spans(received: list[tuple[str, dict[str, str], bytes]]) -> list[tuple[dict
     return found
 
 
+@pytest.mark.parametrize("workers", ["0", "1"])
 def test_serve_exports_request_and_transaction_spans_to_the_otlp_endpoint(
     database_url: str,
     tmp_path: Path,
     collector: tuple[str, list[tuple[str, dict[str, str], bytes]]],
+    workers: str,
 ) -> None:
+    """With --workers, the worker exports its requests' spans, the replicating process
+    its transactions'."""
     endpoint, received = collector
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE items (id int PRIMARY KEY)")
@@ -287,6 +293,8 @@ def test_serve_exports_request_and_transaction_spans_to_the_otlp_endpoint(
         database_url,
         port,
         tmp_path / "storage",
+        "--workers",
+        workers,
         long_poll_timeout=10,
         env={
             "ELECTRIC_OTLP_ENDPOINT": endpoint,
@@ -462,3 +470,26 @@ async def test_sampled_out_transactions_are_applied_and_export_nothing(database_
     finally:
         await engine.stop()
         tracer.shutdown()
+
+
+async def test_an_embedded_sync_traces_its_engine(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY)")
+    # Debug only: spans printed to stdout, nothing exported.
+    async with pysync.Sync(database_url, in_memory=True, env=False, otel_debug=True) as sync:
+        consumer = await sync.engine.shape(ShapeDefinition.create("items"))
+        assert await consumer.wait(None, 10, until_snapshot=True)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO items VALUES (1)")
+        printed = ""
+
+        def seen() -> bool:
+            nonlocal printed
+            printed += capsys.readouterr().out
+            return f'"name": "{TXN_SPAN}"' in printed
+
+        await until(seen, timeout=10, what="the transaction's span printed")
+    assert '"name": "shape_snapshot.create_snapshot_task"' in printed
+    assert '"service.name": "pysync"' in printed

@@ -11,6 +11,7 @@ never the process' global one: an app embedding pysync keeps its own tracing set
 from __future__ import annotations
 
 import contextlib
+import sys
 import uuid
 from collections.abc import Iterator, Sequence
 
@@ -68,7 +69,8 @@ class OtelTracer(Tracer):
             )
             provider.add_span_processor(BatchSpanProcessor(exporter))
         if settings.otel_debug:
-            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+            # sys.stdout now (the exporter's default is the one at its import).
+            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stdout)))
         return cls(provider)
 
     @contextlib.contextmanager
