@@ -32,7 +32,7 @@ from http_support import until
 from pysync.config import SettingsError, env_origins, from_env, make_settings
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
-from pysync.otel import OtelTracer, traces_url
+from pysync.otel import FLUSH_MS, OtelTracer, traces_url
 from pysync.postgres.cluster import free_port
 from pysync.shapes.definition import ShapeDefinition
 from serve_process import ServeProcess
@@ -493,3 +493,15 @@ async def test_an_embedded_sync_traces_its_engine(
         await until(seen, timeout=10, what="the transaction's span printed")
     assert '"name": "shape_snapshot.create_snapshot_task"' in printed
     assert '"service.name": "pysync"' in printed
+
+
+def test_shutdown_with_the_collector_down_is_bounded() -> None:
+    # Nothing listens there: the exporter would retry for 10 s, holding up pysync's stop.
+    tracer = OtelTracer.from_settings(
+        make_settings({"otlp_endpoint": f"http://127.0.0.1:{free_port()}"})
+    )
+    with tracer.span("work", {}):
+        pass
+    started = time.monotonic()
+    tracer.shutdown()
+    assert time.monotonic() - started < FLUSH_MS / 1000 + 2

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 
@@ -22,6 +23,7 @@ from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SimpleSpanProcessor,
+    SpanExporter,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -30,6 +32,8 @@ from pysync.config import Settings
 from pysync.tracing import Attributes, Span, Tracer
 
 TRACES_PATH = "/v1/traces"
+FLUSH_MS = 3_000
+"""At shutdown, how long pending spans may take to be exported."""
 STATUS_CODE = "http.response.status_code"
 _PROPAGATED = (b"traceparent", b"tracestate")
 
@@ -44,8 +48,11 @@ def traces_url(endpoint: str) -> str:
 class OtelTracer(Tracer):
     enabled = True
 
-    def __init__(self, provider: TracerProvider) -> None:
+    def __init__(self, provider: TracerProvider, exporter: SpanExporter | None = None) -> None:
+        """``exporter``: the one behind ``provider``'s batch processor (stopped when it
+        holds up ``shutdown``)."""
         self.provider = provider
+        self._exporter = exporter
         self._tracer = provider.get_tracer("pysync", __version__)
         self._propagator = TraceContextTextMapPropagator()
 
@@ -59,6 +66,7 @@ class OtelTracer(Tracer):
             }
         )
         provider = TracerProvider(resource=resource)
+        exporter: SpanExporter | None = None
         if settings.otlp_endpoint is not None:
             # Imported here: with only debug printing the exporter is not needed.
             from opentelemetry.exporter.otlp.proto.http import Compression
@@ -71,7 +79,7 @@ class OtelTracer(Tracer):
         if settings.otel_debug:
             # sys.stdout now (the exporter's default is the one at its import).
             provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=sys.stdout)))
-        return cls(provider)
+        return cls(provider, exporter)
 
     @contextlib.contextmanager
     def span(self, name: str, attributes: Attributes) -> Iterator[Span]:
@@ -98,4 +106,12 @@ class OtelTracer(Tracer):
                 span.set_status(trace.StatusCode.ERROR)
 
     def shutdown(self) -> None:
-        self.provider.shutdown()
+        # Bounded: with the collector down, the exporter retries for up to 10 s (the
+        # SDK's shutdown waits for it), which would hold up the stop of pysync; what is
+        # not exported by then is given up.
+        closing = threading.Thread(target=self.provider.shutdown, name="pysync-otel-shutdown")
+        closing.start()
+        closing.join(FLUSH_MS / 1000)
+        if closing.is_alive() and self._exporter is not None:
+            self._exporter.shutdown()  # ends the retries under way
+            closing.join(FLUSH_MS / 1000)
