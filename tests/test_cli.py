@@ -112,11 +112,16 @@ BAD_VALUES: dict[str, tuple[str, str]] = {
     "temporary_slot": ("maybe", "expected true or false"),
     "random_slot_name": ("maybe", "expected true or false"),
     "replication_idle_timeout": ("soon", DURATION.replace("above 0", "of 0 (off) or more")),
+    "otlp_endpoint": ("collector:4318", "expected the collector's URL, e.g. http://localhost:4318"),
+    "otel_debug": ("maybe", "expected true or false"),
 }
 """Settings that are checked before anything starts (exit status 2)."""
 
 AT_START = ("host", "secret_file", "data_dir", "storage_dir")
 """Settings found bad when they are used (exit status 1); see the test below."""
+
+ANY_VALUE = ("service_name", "instance_id")
+"""Names for traces: any text will do (and they have no flag)."""
 
 NO_FLAG_VALUE = {
     "allow_delete",
@@ -124,6 +129,7 @@ NO_FLAG_VALUE = {
     "manual_publishing",
     "temporary_slot",
     "random_slot_name",
+    "otel_debug",
 }
 """--allow-delete and --manual-publishing are switches; --compaction takes on or off (its
 own test)."""
@@ -131,7 +137,7 @@ NO_ENV_VALUE = {"secret"}  # an empty variable counts as unset
 
 
 def test_every_setting_has_a_bad_value_tested() -> None:
-    assert set(BAD_VALUES) | set(AT_START) == set(Settings.__struct_fields__)
+    assert set(BAD_VALUES) | set(AT_START) | set(ANY_VALUE) == set(Settings.__struct_fields__)
 
 
 def given(field: str, how: str, value: str) -> tuple[list[str], dict[str, str], str]:

@@ -24,7 +24,7 @@ import psycopg
 import uvicorn
 from starlette.applications import Starlette
 
-from pysync import __version__, bench, uninstall
+from pysync import __version__, bench, tracing, uninstall
 from pysync.config import (
     ENV,
     Settings,
@@ -235,6 +235,17 @@ def _parser() -> argparse.ArgumentParser:
         help="close every database connection after this long without a transaction or "
         "a shape request: seconds, or 500ms, 30s, 5min (env PYSYNC_REPLICATION_IDLE_TIMEOUT, "
         "or ELECTRIC_REPLICATION_IDLE_TIMEOUT in ms; default 0: never)",
+    )
+    serve.add_argument(
+        "--otlp-endpoint",
+        help="export OpenTelemetry traces to this collector URL, at <url>/v1/traces "
+        "(env PYSYNC_OTLP_ENDPOINT or ELECTRIC_OTLP_ENDPOINT; needs pysync[otel])",
+    )
+    serve.add_argument(
+        "--otel-debug",
+        action="store_true",
+        default=None,
+        help="also print each trace span to stdout (env PYSYNC_OTEL_DEBUG or ELECTRIC_OTEL_DEBUG)",
     )
     _connection_arguments(serve)
     psql = commands.add_parser(
@@ -500,9 +511,12 @@ async def serve(settings: Settings) -> None:
         while cleanup:
             await cleanup.pop()()
 
+    tracer = tracing.from_settings(settings)
+    cleanup.append(_async(tracer.shutdown))  # last: after what makes spans
+
     try:
         database_url, cluster = await _database(settings, cleanup)
-        engine = Engine.from_settings(database_url, settings)
+        engine = Engine.from_settings(database_url, settings, tracer=tracer)
         rolling = await _standby(engine, settings)
         source: ShapeSource = engine if rolling is None else rolling
         if rolling is not None:
@@ -522,7 +536,7 @@ async def serve(settings: Settings) -> None:
                 engine, settings, sock, database_url, lambda: announce(settings, cluster)
             )
             return
-        api = ShapeAPI.from_settings(source, settings)
+        api = ShapeAPI.from_settings(source, settings, tracer)
         engine.serving = api.busy
         if rolling is not None:
             rolling.standby.hold_seconds = max(api.long_poll_timeout, api.sse_timeout) + 1
@@ -604,15 +618,24 @@ async def _standby(engine: Engine, settings: Settings) -> RollingSource | None:
 def http_server(
     api: ShapeAPI, settings: Settings, max_connections: int, lifespan: Any
 ) -> uvicorn.Server:
-    """uvicorn with pysync's connection handling and live path (``http/server.py``)."""
+    """uvicorn with pysync's connection handling and live path (``http/server.py``);
+    when tracing, without the live path: every request then has its span."""
+    fast = None if api.tracer.enabled else LivePolls(api)
     config = uvicorn.Config(
         api.app(lifespan=lifespan),
         log_level=settings.log_level.lower(),
         access_log=False,
         lifespan="on",
-        http=bounded_protocol(max_connections, settings.header_timeout, LivePolls(api)),
+        http=bounded_protocol(max_connections, settings.header_timeout, fast),
     )
     return _Server(config, api)
+
+
+def _async(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
+    async def run() -> None:
+        await asyncio.to_thread(close)  # exporting may wait for the collector
+
+    return run
 
 
 def tune_gc() -> None:

@@ -103,6 +103,15 @@ class Settings(msgspec.Struct, kw_only=True):
     """Close every database connection after this many seconds without a transaction
     or a shape request; the next shape request reopens them (0: never). Electric's
     ``ELECTRIC_REPLICATION_IDLE_TIMEOUT``."""
+    otlp_endpoint: str | None = None
+    """Export OpenTelemetry traces to this collector (``<endpoint>/v1/traces``); needs
+    ``pysync[otel]`` (``pysync.tracing``)."""
+    otel_debug: bool = False
+    """Also print each span to stdout."""
+    service_name: str = "pysync"
+    """The traces' ``service.name``."""
+    instance_id: str | None = None
+    """The traces' ``service.instance.id``; default: a random UUID per process."""
 
     @property
     def shape_storage(self) -> Path:
@@ -193,6 +202,10 @@ ENV: dict[str, tuple[str, ...]] = {
         "PYSYNC_REPLICATION_IDLE_TIMEOUT",
         "ELECTRIC_REPLICATION_IDLE_TIMEOUT",
     ),
+    "otlp_endpoint": ("PYSYNC_OTLP_ENDPOINT", "ELECTRIC_OTLP_ENDPOINT"),
+    "otel_debug": ("PYSYNC_OTEL_DEBUG", "ELECTRIC_OTEL_DEBUG"),
+    "service_name": ("PYSYNC_SERVICE_NAME", "ELECTRIC_SERVICE_NAME"),
+    "instance_id": ("PYSYNC_INSTANCE_ID", "ELECTRIC_INSTANCE_ID"),
 }
 
 _CONNECTION_DURATIONS = (
@@ -465,6 +478,11 @@ def _check(settings: Settings, names: Mapping[str, str]) -> None:
             "the replicating process does not see, so it cannot tell when it is idle; "
             "give one or the other"
         )
+    if settings.otlp_endpoint is not None and not re.match(
+        r"https?://[^/\s]+", settings.otlp_endpoint
+    ):
+        # Else every export would fail later, each time in a log line.
+        raise fail("otlp_endpoint", "expected the collector's URL, e.g. http://localhost:4318")
 
 
 def read_secret(path: Path) -> str:

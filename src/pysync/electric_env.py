@@ -13,8 +13,6 @@ from collections.abc import Mapping
 NOT_APPLICABLE: dict[str, str] = {
     "ELECTRIC_DATABASE_USE_IPV6": "libpq tries every address of the database host",
     "ELECTRIC_INSECURE": "pysync serves without a secret whenever none is set",
-    "ELECTRIC_INSTANCE_ID": "an OpenTelemetry resource attribute; pysync exports no traces",
-    "ELECTRIC_SERVICE_NAME": "an OpenTelemetry resource name; pysync exports no traces",
     "ELECTRIC_LISTEN_ON_IPV6": "pysync listens on --host / PYSYNC_HOST (:: for IPv6)",
     "ELECTRIC_TCP_SEND_TIMEOUT": "a socket option of Electric's HTTP server with no "
     "counterpart in pysync's",
@@ -39,10 +37,10 @@ NOT_APPLICABLE: dict[str, str] = {
     "ELECTRIC_PERSISTENT_STATE": "pysync keeps shape metadata in --storage-dir",
     "ELECTRIC_STORAGE": "pysync serve keeps shape logs in files (an embedded Sync can "
     "keep them in memory)",
-    "ELECTRIC_OTLP_ENDPOINT": "pysync exports no OpenTelemetry data",
-    "ELECTRIC_OTEL_DEBUG": "pysync exports no OpenTelemetry data",
-    "ELECTRIC_HNY_API_KEY": "pysync exports nothing to Honeycomb",
-    "ELECTRIC_HNY_DATASET": "pysync exports nothing to Honeycomb",
+    "ELECTRIC_HNY_API_KEY": "give Honeycomb's header to the OpenTelemetry exporter as "
+    "OTEL_EXPORTER_OTLP_HEADERS=x-honeycomb-team=<key>",
+    "ELECTRIC_HNY_DATASET": "give Honeycomb's header to the OpenTelemetry exporter as "
+    "OTEL_EXPORTER_OTLP_HEADERS=x-honeycomb-dataset=<name>",
     "ELECTRIC_STATSD_HOST": "pysync sends nothing to StatsD",
     "SENTRY_DSN": "pysync reports nothing to Sentry (errors are in its log)",
     "ELECTRIC_LOG_COLORS": "pysync's log has no colours",

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,6 +46,7 @@ from pysync.shapes.store import ShapeStore
 from pysync.shapes.subqueries import MAX_ROWS as MAX_SUBQUERY_ROWS
 from pysync.slot_wal import SlotWal
 from pysync.storage_outage import StorageOutage
+from pysync.tracing import NO_TRACER, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +82,12 @@ class EngineUnavailable(Exception):
 class Engine:
     @classmethod
     def from_settings(
-        cls, database_url: str, settings: Settings, *, in_memory: bool = False
+        cls,
+        database_url: str,
+        settings: Settings,
+        *,
+        in_memory: bool = False,
+        tracer: Tracer = NO_TRACER,
     ) -> Engine:
         """The engine as ``pysync serve`` and an embedded ``Sync`` configure it."""
         slot = settings.slot
@@ -112,6 +120,7 @@ class Engine:
             manual_publishing=settings.manual_publishing,
             temporary_slot=settings.temporary_slot,
             idle_timeout=settings.replication_idle_timeout,
+            tracer=tracer,
         )
 
     def __init__(
@@ -137,6 +146,7 @@ class Engine:
         temporary_slot: bool = False,
         idle_timeout: float = 0.0,
         io: Io = OS_IO,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         """``schema_check_interval``: seconds between catalog checks of the shapes' tables
         (dropped, recreated, renamed or altered without a replicated change); 0: none.
@@ -147,7 +157,8 @@ class Engine:
         from a slot Postgres drops when the connection ends (a restart or reconnect
         resyncs every shape). ``idle_timeout``: seconds without a transaction or a shape
         request after which every database connection is closed (0: never; see
-        ``idle``)."""
+        ``idle``). ``tracer``: spans of each
+        transaction and snapshot (``pysync.tracing``; the default makes none)."""
         self.database_url = database_url
         self.slot = slot
         self.publication = publication
@@ -219,7 +230,11 @@ class Engine:
             self.outage,
             degrade=self._degrade,
             recover=self._recover,
+            tracer=tracer,
         )
+        self.tracer = tracer
+        if tracer.enabled:
+            self.registry.snapshot_span = functools.partial(_snapshot_span, tracer)
         self.registry.on_storage_error = self.outage.failed
         self.registry.subqueries.request_position = self.ingest.request_position
         self.registry.on_snapshot_done = self.metrics.snapshot_seconds.observe
@@ -541,3 +556,20 @@ class Engine:
         """What degraded the engine works again."""
         if self.status is Status.DEGRADED:
             self.status, self.problem = Status.ACTIVE, None
+
+
+SNAPSHOT_SPAN = "shape_snapshot.create_snapshot_task"
+"""Electric's span of a shape's snapshot (publishing its table, querying, writing)."""
+
+
+def _snapshot_span(tracer: Tracer, consumer: ShapeConsumer) -> AbstractContextManager[object]:
+    """The snapshot task inherits the context of the request that created the shape:
+    its span is a child of that request's."""
+    definition = consumer.definition
+    attributes = {
+        "shape.handle": consumer.handle,
+        "shape.root_table": ".".join(definition.relation),
+    }
+    if definition.where is not None:
+        attributes["shape.where"] = definition.where
+    return tracer.span(SNAPSHOT_SPAN, attributes)

@@ -19,13 +19,14 @@ import psycopg
 
 from pysync.postgres.replication import Connected, Disconnected, Idle, ReplicationStream
 from pysync.postgres.slot import ReplicationError, SlotInUseError, SlotInvalidatedError, drop_slot
-from pysync.postgres.transactions import RelationChange, Transaction
-from pysync.shapes.collector import Collector
+from pysync.postgres.transactions import Change, RelationChange, Transaction
+from pysync.shapes.collector import Collector, TxnMeasure
 from pysync.shapes.flush import FlushTracker
 from pysync.shapes.registry import ShapeRegistry
 from pysync.shapes.storage import StorageError
 from pysync.shapes.store import ShapeStore, SlotIdentity, gap_reason
 from pysync.storage_outage import StorageOutage
+from pysync.tracing import NO_TRACER, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ SLICE = 0.005
 SLICE_BEHIND = 0.05
 """The same while working through a backlog."""
 """Longest pause between attempts to replicate again."""
+TXN_SPAN = "pg_txn.replication_client.transaction_received"
+"""Electric's span of a transaction's processing (its attribute names too)."""
 
 
 class _Resync(Exception):
@@ -55,6 +58,7 @@ class Ingest:
         *,
         degrade: Callable[[str], None],
         recover: Callable[[], None],
+        tracer: Tracer = NO_TRACER,
     ) -> None:
         self.database_url = database_url
         self.slot = slot
@@ -70,6 +74,8 @@ class Ingest:
         """Set while the slot is the one the shapes come from: new shapes wait for it
         (a shape made while the slot is being replaced could miss changes)."""
         self._replicating: asyncio.Future[None] | None = None
+        self.tracer = tracer
+        self._measure = TxnMeasure()
 
     async def first_connect(self) -> None:
         """Check the slot, then recover the stored shapes (or discard them, on a gap)."""
@@ -146,12 +152,13 @@ class Ingest:
         partitions = self.registry.partitions
         yielded = time.monotonic()
         waits = stream.waits
+        apply = self.applier()
         async for item in stream.transactions():
             if outage.halt is not None:
                 raise outage.halt
             kind = type(item)
             if kind is Transaction:
-                collector.apply(item)  # type: ignore[arg-type]
+                apply(item)  # type: ignore[arg-type]
             elif kind is RelationChange:
                 if partitions.active:  # a partition's changes go to its ancestors' shapes
                     await partitions.annotate(item.relation)  # type: ignore[union-attr]
@@ -174,6 +181,46 @@ class Ingest:
                 await asyncio.sleep(0)
                 yielded = time.monotonic()
                 waits = stream.waits
+
+    def applier(self) -> Callable[[Transaction], None]:
+        """What each transaction goes to, chosen once per connection: the collector
+        itself, or (tracing) the collector in a span per transaction."""
+        self.collector.measure = None
+        return self._traced_apply if self.tracer.enabled else self.collector.apply
+
+    def _traced_apply(self, txn: Transaction) -> None:
+        """``collector.apply`` in a span per transaction, with what it did as Electric
+        names it, worked out only for a span that is recorded (not sampled out). A
+        StorageError is recorded on the span and raised on."""
+        collector = self.collector
+        with self.tracer.span(TXN_SPAN, {"xid": txn.xid}) as span:
+            recording = span.is_recording()
+            collector.measure = self._measure if recording else None
+            collector.apply(txn)
+            if not recording:
+                return
+            changes = txn.changes
+            relations: set[int] = set()
+            for change in changes:
+                if isinstance(change, Change):
+                    relations.add(change.relation.oid)
+                else:
+                    relations.update(relation.oid for relation in change.relations)
+            measure = self._measure
+            span.set_attributes(
+                {
+                    "lsn": txn.commit_lsn,
+                    "num_changes": len(changes),
+                    "num_relations": len(relations),
+                    "complete_transaction?": True,
+                    "shape_log_collector.affected_shape_count": measure.shapes,
+                    "num_bytes": measure.bytes,
+                    # Milliseconds from the commit in Postgres until now.
+                    "replication_lag": max(
+                        0, round((time.time() - collector.last_commit_time) * 1000)
+                    ),
+                }
+            )
 
     # -- the slot -------------------------------------------------------------------
 

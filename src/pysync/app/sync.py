@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
+from pysync import tracing
 from pysync.app import logs
 from pysync.app.cors import CORS
 from pysync.app.http_mode import RemoteShapes
@@ -152,15 +153,17 @@ class Sync:
         # The private Postgres is local, without TLS: the settings are for DATABASE_URL.
         # (``database_url`` stays the URL given, for the app's own engines.)
         conninfo = url if self._private is not None else settings.conninfo(url)
-        engine = Engine.from_settings(conninfo, settings, in_memory=self.in_memory)
+        tracer = tracing.from_settings(settings)
+        engine = Engine.from_settings(conninfo, settings, in_memory=self.in_memory, tracer=tracer)
         try:
             await engine.start()
         except BaseException:
+            await asyncio.to_thread(tracer.shutdown)
             await self._stop_private()
             raise
         self._database_url = url
         self._engine = engine
-        self._api = ShapeAPI.from_settings(engine, settings)
+        self._api = ShapeAPI.from_settings(engine, settings, tracer)
         engine.serving = self._api.busy
         self._backend = EmbeddedShapes(engine, self._api)
         log.info("syncing shapes (slot %s, publication %s)", engine.slot, settings.publication)
@@ -176,6 +179,7 @@ class Sync:
         engine, self._engine, self._api = self._engine, None, None
         if engine is not None:
             await engine.stop()
+            await asyncio.to_thread(engine.tracer.shutdown)
         await self._stop_private()
 
     async def _stop_private(self) -> None:

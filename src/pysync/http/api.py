@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -28,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pysync.config import Settings
 from pysync.engine import EngineUnavailable
-from pysync.http import responses, sse
+from pysync.http import request_span, responses, sse
 from pysync.http.auth import check_secret, secret_ok
 from pysync.http.delete import delete_shape
 from pysync.http.errors import (
@@ -59,6 +60,7 @@ from pysync.shapes.consumer import ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition, ShapeError
 from pysync.shapes.log import LogSlice
 from pysync.shapes.offset import BEFORE_ALL, LogOffset
+from pysync.tracing import NO_TRACER, Tracer
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +97,13 @@ class ShapeAPI:
         stale_age: int = 300,
         max_initial_requests: int = 300,
         max_existing_requests: int = 10_000,
+        tracer: Tracer = NO_TRACER,
     ) -> None:
+        """``tracer``: a server span per shape request (``pysync.tracing``); with one
+        enabled, ``pysync serve`` takes live requests through the app, not its live path
+        (``http/parking.py``), so that each has its span."""
         self.engine = engine
+        self.tracer = tracer
         self.secret = secret
         self.long_poll_timeout = long_poll_timeout
         self.sse_timeout = sse_timeout
@@ -135,7 +142,9 @@ class ShapeAPI:
             metrics.admission_rejects.inc(kind, amount=0)  # 0 until one: dashboards see it
 
     @classmethod
-    def from_settings(cls, engine: ShapeSource, settings: Settings) -> ShapeAPI:
+    def from_settings(
+        cls, engine: ShapeSource, settings: Settings, tracer: Tracer = NO_TRACER
+    ) -> ShapeAPI:
         """The API as ``pysync serve`` and an embedded ``Sync`` configure it."""
         return cls(
             engine,
@@ -146,6 +155,7 @@ class ShapeAPI:
             stale_age=settings.cache_stale_age,
             max_initial_requests=settings.max_initial_requests,
             max_existing_requests=settings.max_existing_requests,
+            tracer=tracer,
         )
 
     def close(self) -> None:
@@ -184,6 +194,7 @@ class ShapeAPI:
         )
         metrics = self.engine.metrics
         responses_by_status = metrics.responses
+        tracer = self.tracer
 
         async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
             if scope["type"] != "http":
@@ -219,10 +230,18 @@ class ShapeAPI:
                         metrics.shape_response(status, known_error, live, empty and live, size)
                 await send(message)
 
+            if tracer.enabled:
+                respond = functools.partial(self._respond, scope, receive)
+                await request_span.traced(tracer, scope, measuring, respond)
+                return
             response = await self.endpoint(Request(scope, receive))
             await response(scope, receive, measuring)
 
         return asgi
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = await self.endpoint(Request(scope, receive))
+        await response(scope, receive, send)
 
     async def root(self, request: Request) -> Response:
         return Response(b"", headers=common({}, request, shape_route=False))

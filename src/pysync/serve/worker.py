@@ -10,6 +10,7 @@ on SIGTERM (answering its waiting long-polls) or when the replicating process is
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import logging
 import os
@@ -20,6 +21,7 @@ from pathlib import Path
 import msgspec
 from starlette.applications import Starlette
 
+from pysync import tracing
 from pysync.cli import http_server, run_loop, tune_gc
 from pysync.config import Settings, make_settings
 from pysync.http.api import ShapeAPI
@@ -42,7 +44,8 @@ async def work(settings: Settings, hub: Path, fd: int) -> None:
         snapshot_connections=settings.snapshot_connections,
     )
     await engine.start()
-    api = ShapeAPI.from_settings(engine, settings)
+    tracer = tracing.from_settings(settings)
+    api = ShapeAPI.from_settings(engine, settings, tracer)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -63,6 +66,7 @@ async def work(settings: Settings, hub: Path, fd: int) -> None:
     finally:
         sock.close()
         await engine.stop()
+        await asyncio.to_thread(tracer.shutdown)
 
 
 def main() -> None:

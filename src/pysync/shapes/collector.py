@@ -37,6 +37,18 @@ PG_EPOCH = 946_684_800.0
 """Postgres timestamps count from 2000-01-01 UTC."""
 
 
+class TxnMeasure:
+    """What ``Collector.apply`` did with the last transaction, when asked (tracing)."""
+
+    __slots__ = ("shapes", "bytes")
+
+    def __init__(self) -> None:
+        self.shapes = 0
+        """Shapes it appended to."""
+        self.bytes = 0
+        """Bytes of the entries appended (a shared entry counts for each shape)."""
+
+
 class Collector:
     def __init__(self, registry: ShapeRegistry) -> None:
         self.registry = registry
@@ -52,6 +64,10 @@ class Collector:
         self.subqueries.on_append = lambda consumer: self.dirty.add(consumer)
         self.on_relation: Callable[[Relation], None] = lambda relation: None
         """Told of every Relation message (its replica identity is watched)."""
+        self.measure: TxnMeasure | None = None
+        """Set (for a recorded tracing span), ``apply`` counts the transaction's shapes
+        and bytes into it; unset, that costs a check per transaction and per shape
+        appended to, nothing per change."""
 
     def apply(self, txn: Transaction) -> None:
         """Route one committed transaction into the logs of the shapes it touches.
@@ -191,18 +207,21 @@ class Collector:
             if again is not None:
                 self._fold(txn, touched, again)
             dirty = self.dirty
+            measure = self.measure
+            if measure is not None:
+                measure.shapes, measure.bytes = len(touched), 0
             if not reused:  # every entry belongs to one shape: mark its last one in place
                 for consumer, entries in touched.items():
                     entries[-1]["headers"]["last"] = True
-                    consumer.append(
-                        xid,
-                        commit_lsn,
-                        [
-                            (_offset((commit_lsn, entry["headers"]["op_position"])), _encode(entry))
-                            for entry in entries
-                        ],
-                    )
+                    frames = [
+                        (_offset((commit_lsn, entry["headers"]["op_position"])), _encode(entry))
+                        for entry in entries
+                    ]
+                    consumer.append(xid, commit_lsn, frames)
                     dirty.add(consumer)
+                    if measure is not None:
+                        for frame in frames:
+                            measure.bytes += len(frame[1])
             else:
                 encoded: dict[int, bytes] = {}  # an entry shared by shapes is encoded once
                 for consumer, entries in touched.items():
@@ -220,6 +239,9 @@ class Collector:
                     frames[-1] = (offset, payload[:-2] + b',"last":true}}')
                     consumer.append(xid, commit_lsn, frames)
                     dirty.add(consumer)
+                    if measure is not None:
+                        for frame in frames:
+                            measure.bytes += len(frame[1])
             subqueries.done(txn)
             self.last_seen_lsn = commit_lsn
             self.last_commit_time = txn.commit_time / 1e6 + PG_EPOCH

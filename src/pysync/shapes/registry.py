@@ -9,10 +9,12 @@ recorded on disk once the snapshot is complete, and only then survives a restart
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 import psycopg
@@ -82,6 +84,10 @@ class ShapeRegistry:
         self.on_table_changed: Callable[[], None] = lambda: None
         """A request found a shape's table dropped or changed: the other shapes on it
         are stale too (``drift.SchemaCheck.soon``)."""
+        self.snapshot_span: Callable[[ShapeConsumer], AbstractContextManager[object]] = (
+            lambda consumer: contextlib.nullcontext()
+        )
+        """Around each snapshot task (a tracing span, set by the engine)."""
         self.subqueries = Subqueries(
             connections, publisher.publish, self.invalidate, max_subquery_rows
         )
@@ -237,7 +243,7 @@ class ShapeRegistry:
         if self.max_shapes is not None and len(self._by_handle) > self.max_shapes:
             self._evict()
         task = asyncio.create_task(
-            self._snapshot(consumer), name=f"pysync-snapshot-{consumer.handle}"
+            self._snapshot_in_span(consumer), name=f"pysync-snapshot-{consumer.handle}"
         )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -259,6 +265,10 @@ class ShapeRegistry:
             subquery.routes = self.router.tables[relation]
         else:
             self.router.add(relation, consumer, index)
+
+    async def _snapshot_in_span(self, consumer: ShapeConsumer) -> None:
+        with self.snapshot_span(consumer):
+            await self._snapshot(consumer)
 
     async def _snapshot(self, consumer: ShapeConsumer) -> None:
         table = consumer.shape.table
