@@ -27,7 +27,6 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pysync.config import Settings
-from pysync.engine import EngineUnavailable
 from pysync.http import responses, sse
 from pysync.http.auth import check_secret, secret_ok
 from pysync.http.delete import delete_shape
@@ -45,7 +44,7 @@ from pysync.http.log_response import LogResponses
 from pysync.http.params import RequestError, ShapeRequest, parse_request
 from pysync.http.responses import JSON, common
 from pysync.http.shared import SharedResponses
-from pysync.http.source import ShapeSource
+from pysync.http.source import EngineUnavailable, ShapeSource
 from pysync.http.subset import (
     SubsetError,
     serve_subset,

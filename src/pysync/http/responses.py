@@ -18,7 +18,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pysync import __version__
+from pysync._version import __version__
 from pysync.http.errors import MustRefetch, ShapeAPIError
 from pysync.shapes.offset import LogOffset
 

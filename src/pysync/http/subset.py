@@ -16,11 +16,10 @@ import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pysync.engine import EngineUnavailable
 from pysync.http.errors import ShapeAPIError, clause_fails, invalid, unavailable
 from pysync.http.json_input import JSONTooDeep, decode_json
 from pysync.http.responses import JSON, common
-from pysync.http.source import ShapeSource, SubsetReply
+from pysync.http.source import EngineUnavailable, ShapeSource, SubsetReply
 from pysync.postgres.catalog import Table
 from pysync.postgres.identifiers import IdentifierError, parse_identifier
 from pysync.postgres.sqlstate import error_class
