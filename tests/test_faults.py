@@ -31,10 +31,10 @@ from engine_runner import Conn, drop_slot, make, materialise, poll, quiesce, rea
 from follower import Follower, converge
 from http_support import Client, make_api
 from pysync.engine import Engine, Status
+from pysync.log.frames import HEADER_SIZE
+from pysync.log.storage import Io, LogCorruptError
 from pysync.postgres.cluster import free_port
 from pysync.shapes.definition import ShapeDefinition
-from pysync.shapes.frames import HEADER_SIZE
-from pysync.shapes.storage import Io, LogCorruptError
 from serve_process import ServeProcess, stop_leftover_postgres
 from workload import COLUMNS, Writers, create_table
 

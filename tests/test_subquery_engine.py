@@ -112,7 +112,7 @@ class PausedMoveIns:
     meanwhile reach the shape while its move-in is not spliced yet."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import pysync.shapes.subqueries as subqueries
+        import pysync.shapes.subqueries.manager as subqueries
         from pysync.shapes.snapshotter import query_move_in as real
 
         self.release = asyncio.Event()

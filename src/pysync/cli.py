@@ -29,13 +29,13 @@ from pysync.http import metrics_port
 from pysync.http.api import ShapeAPI
 from pysync.http.server import connection_budget, quiet_accept_errors
 from pysync.lockfile import DirectoryInUse
+from pysync.log.storage import LogCorruptError, StorageError
 from pysync.postgres.cluster import ClusterError, PostgresCluster, binary_dir
 from pysync.postgres.private import PrivateDatabase
 from pysync.postgres.publication import check_name
 from pysync.postgres.slot import ReplicationError
 from pysync.serve.process import http_server, run_loop, tune_gc
 from pysync.serve.supervisor import supervise
-from pysync.shapes.storage import LogCorruptError, StorageError
 
 log = logging.getLogger("pysync")
 

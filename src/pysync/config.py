@@ -14,9 +14,9 @@ from typing import Annotated
 import msgspec
 import psycopg
 
+from pysync.log.log import CHUNK_BYTES, COMPACT_MIN_BYTES
 from pysync.shapes.drift import SCHEMA_CHECK_INTERVAL
-from pysync.shapes.log import CHUNK_BYTES, COMPACT_MIN_BYTES
-from pysync.shapes.subqueries import MAX_ROWS as MAX_SUBQUERY_ROWS
+from pysync.shapes.subqueries.manager import MAX_ROWS as MAX_SUBQUERY_ROWS
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]

@@ -52,12 +52,12 @@ from pysync.http.subset import (
     subset_fields_from_query,
 )
 from pysync.http.waiters import InterruptRegistry, Recheck
+from pysync.log.log import LogSlice
+from pysync.log.offset import BEFORE_ALL, LogOffset
 from pysync.metrics import ADMISSION_KINDS
 from pysync.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pysync.shapes.consumer import ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition, ShapeError
-from pysync.shapes.log import LogSlice
-from pysync.shapes.offset import BEFORE_ALL, LogOffset
 
 log = logging.getLogger(__name__)
 

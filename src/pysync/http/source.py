@@ -18,11 +18,11 @@ from typing import Protocol, TypeVar
 import msgspec
 
 from pysync.engine import EngineUnavailable
+from pysync.log.storage import StorageError
 from pysync.metrics import EngineMetrics
 from pysync.postgres.connections import Connections
 from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.definition import ShapeDefinition
-from pysync.shapes.storage import StorageError
 
 __all__ = ["EngineUnavailable", "ShapeSource", "SubsetReply"]
 

@@ -27,7 +27,7 @@ from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.querying import OrderBy
 from pysync.shapes.registry import COMPILE_INLINE_CHARS
 from pysync.shapes.snapshotter import query_subset
-from pysync.shapes.where import WhereError, compile_where, has_subquery
+from pysync.where import WhereError, compile_where, has_subquery
 
 BIGINT_MAX = 2**63 - 1
 SUBSET_FIELDS = ("where", "params", "limit", "offset", "order_by")

@@ -29,10 +29,10 @@ from pysync.postgres.pgoutput import UNCHANGED_TOAST, Relation
 from pysync.postgres.snapshot import SnapshotInfo, after_snapshot
 from pysync.postgres.transactions import Change
 from pysync.shapes.definition import Subquery
-from pysync.shapes.views import Key, View
+from pysync.shapes.subqueries.views import Key, View
 
 if TYPE_CHECKING:
-    from pysync.shapes.subqueries import Subqueries
+    from pysync.shapes.subqueries.manager import Subqueries
 
 log = logging.getLogger(__name__)
 

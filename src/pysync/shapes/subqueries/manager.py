@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from pysync.log.storage import StorageError
 from pysync.postgres.connections import Connections
 from pysync.postgres.pgoutput import Relation
 from pysync.postgres.publication import PublicationError, PublishAbandoned
@@ -31,11 +32,10 @@ from pysync.postgres.sqlstate import error_class, safe_reason
 from pysync.postgres.transactions import Change, Transaction, Truncation
 from pysync.shapes.changes import cannot_process
 from pysync.shapes.definition import Subquery
-from pysync.shapes.dependency import Dependency, DependencyGone, DependencyState
 from pysync.shapes.router import Router
 from pysync.shapes.snapshotter import StaleSnapshot, query_move_in, query_subquery
-from pysync.shapes.storage import StorageError
-from pysync.shapes.subquery import SubqueryShape
+from pysync.shapes.subqueries.dependency import Dependency, DependencyGone, DependencyState
+from pysync.shapes.subqueries.shape import SubqueryShape
 
 if TYPE_CHECKING:
     from pysync.shapes.consumer import ShapeConsumer

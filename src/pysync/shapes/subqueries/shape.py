@@ -38,20 +38,20 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from pysync.log.offset import LogOffset
 from pysync.postgres.snapshot import SnapshotInfo
 from pysync.postgres.transactions import Change
 from pysync.shapes.changes import Entry, TaggedConverter
-from pysync.shapes.dependency import Dependency
-from pysync.shapes.offset import LogOffset
 from pysync.shapes.querying import Tagging
 from pysync.shapes.rekey import fold, keys_changed, needs_fold
 from pysync.shapes.snapshotter import snapshot_end
-from pysync.shapes.tags import masks, patterns
-from pysync.shapes.views import Key, Reverted, View
+from pysync.shapes.subqueries.dependency import Dependency
+from pysync.shapes.subqueries.tags import masks, patterns
+from pysync.shapes.subqueries.views import Key, Reverted, View
 
 if TYPE_CHECKING:
     from pysync.shapes.consumer import ShapeConsumer
-    from pysync.shapes.subqueries import Subqueries
+    from pysync.shapes.subqueries.manager import Subqueries
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
