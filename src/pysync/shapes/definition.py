@@ -14,7 +14,7 @@ import psycopg
 from pysync.postgres.catalog import Table, load_table
 from pysync.postgres.identifiers import IdentifierError, parse_relation
 from pysync.postgres.pgoutput import Relation
-from pysync.where._ir import WhereError as WhereErrorType
+from pysync.where import WhereError as WhereErrorType
 
 REPLICA_MODES = ("default", "full")
 LOG_MODES = ("full", "changes_only")
@@ -236,8 +236,7 @@ def validate(conn: psycopg.Connection[tuple[object, ...]], definition: ShapeDefi
 def subquery_relations(definition: ShapeDefinition) -> list[tuple[str, str]]:
     """The tables the definition's ``IN (SELECT ...)`` read (nested ones too), to be read
     from the catalog before ``build_shape``; ShapeError for a clause Electric refuses."""
-    from pysync.where import WhereError, sublinks
-    from pysync.where._sublinks import has_sublink
+    from pysync.where import WhereError, has_sublink, sublinks
 
     found: list[tuple[str, str]] = []
     pending: list[tuple[str | None, int]] = (
@@ -344,8 +343,7 @@ def _compile(
     clause: str, table: Table, params: dict[int, str], tables: Tables, offset: int
 ) -> tuple[object, tuple[Subquery, ...]]:
     """A clause compiled with its subqueries (which share the shape's ``$n`` params)."""
-    from pysync.where import SublinkType, WhereError, compile_where, sublinks
-    from pysync.where._sublinks import has_sublink
+    from pysync.where import SublinkType, WhereError, compile_where, has_sublink, sublinks
 
     try:
         specs = sublinks(clause) if has_sublink(clause) else ()
