@@ -27,7 +27,7 @@ def test_no_module_imports_from_a_layer_above() -> None:
 
 def test_the_architecture_picture_lists_the_contract_layers() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    (layers,) = [c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers"]
+    (layers,) = [c for c in config["tool"]["importlinter"]["contracts"] if c["name"] == "layers"]
     contract = [layer.replace("pysync.", "") for layer in layers["layers"]]
     document = (ROOT / "docs" / "architecture.md").read_text()
     picture = document.split("```text\n", 1)[1].split("```", 1)[0]
