@@ -32,9 +32,9 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from pysync.shapes.file_storage import FileStorage
-from pysync.shapes.log import ShapeLog
-from pysync.shapes.offset import LogOffset
+from pysync.log.file_storage import FileStorage
+from pysync.log.log import ShapeLog
+from pysync.log.offset import LogOffset
 
 
 def build(directory: Path, entries: int, size: int) -> tuple[ShapeLog, list[LogOffset], int]:

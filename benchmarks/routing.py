@@ -48,14 +48,14 @@ from collections.abc import Callable
 import psycopg
 
 from pysync.engine import Engine
+from pysync.log.log import ShapeLog
+from pysync.log.memory_storage import MemoryStorage
 from pysync.postgres.cluster import temporary_cluster
 from pysync.postgres.pgoutput import Relation, RelationColumn
 from pysync.postgres.snapshot import SnapshotInfo
 from pysync.postgres.transactions import Change, Transaction, Truncation
 from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.definition import Shape, ShapeDefinition, validate
-from pysync.shapes.log import ShapeLog
-from pysync.shapes.memory_storage import MemoryStorage
 from pysync.shapes.store import new_handle
 
 DBNAME = "bench"

@@ -45,13 +45,13 @@ from pathlib import Path
 import msgspec
 import psycopg
 
+from pysync.log.file_storage import FileStorage
+from pysync.log.log import ShapeLog
+from pysync.log.memory_storage import MemoryStorage
 from pysync.postgres.cluster import temporary_cluster
 from pysync.postgres.connections import Connections
 from pysync.postgres.session import display_options
 from pysync.shapes.definition import Shape, ShapeDefinition, validate
-from pysync.shapes.file_storage import FileStorage
-from pysync.shapes.log import ShapeLog
-from pysync.shapes.memory_storage import MemoryStorage
 from pysync.shapes.snapshotter import write_snapshot
 
 DBNAME = "bench"

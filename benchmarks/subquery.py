@@ -53,14 +53,14 @@ import psycopg
 
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
+from pysync.log.log import ShapeLog
+from pysync.log.memory_storage import MemoryStorage
 from pysync.postgres.cluster import temporary_cluster
 from pysync.postgres.pgoutput import Relation
 from pysync.postgres.snapshot import SnapshotInfo
 from pysync.postgres.transactions import Change, Transaction, Truncation
 from pysync.shapes.consumer import LIVE, ShapeConsumer
 from pysync.shapes.definition import ShapeDefinition, validate
-from pysync.shapes.log import ShapeLog
-from pysync.shapes.memory_storage import MemoryStorage
 from pysync.shapes.store import new_handle
 
 WHERE = "project_id IN (SELECT project_id FROM memberships WHERE user_id = $1)"

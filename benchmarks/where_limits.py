@@ -18,8 +18,8 @@ import uuid
 from collections.abc import Callable
 
 from pysync.postgres.catalog import Column, Table
-from pysync.shapes.where import WhereError, compile_where
-from pysync.shapes.where import _limits as limits
+from pysync.where import WhereError, compile_where
+from pysync.where import _limits as limits
 
 
 def _column(name: str, attnum: int, type_name: str, oid: int, category: str) -> Column:

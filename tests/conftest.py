@@ -18,6 +18,22 @@ from serve_process import kill_leftovers, running
 _db_counter = itertools.count()
 
 
+_POSTGRES_FIXTURES = {"pg_cluster", "small_wal_url"}
+"""Fixtures that start a Postgres (the session's cluster, or one of their own)."""
+_POSTGRES_DIRECTORIES = {"api", "client"}
+"""Whose tests all get a server on Postgres from their conftest (chosen by name there)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The postgres marker, so that ``pytest -m "not postgres"`` runs the rest quickly: on
+    # every test whose fixtures start a Postgres, and every test of tests/api and
+    # tests/client; a test that starts one in its body says so (@pytest.mark.postgres).
+    for item in items:
+        uses = _POSTGRES_FIXTURES.intersection(getattr(item, "fixturenames", ()))
+        if uses or item.path.parent.name in _POSTGRES_DIRECTORIES:
+            item.add_marker(pytest.mark.postgres)
+
+
 @pytest.fixture(autouse=True)
 def _no_leftover_servers() -> Iterator[None]:
     before = running()

@@ -21,11 +21,11 @@ from typing import Any
 import psycopg
 
 from pysync.engine import Engine
+from pysync.log.log import ShapeLog
+from pysync.log.offset import BEFORE_ALL, LogOffset
 from pysync.shapes.changes import relation_prefix, row_key
 from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.definition import ShapeDefinition
-from pysync.shapes.log import ShapeLog
-from pysync.shapes.offset import BEFORE_ALL, LogOffset
 
 Entry = dict[str, Any]
 Conn = psycopg.Connection[tuple[Any, ...]]

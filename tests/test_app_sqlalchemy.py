@@ -26,7 +26,7 @@ import pysync
 from pysync import ShapeDefinition, ShapeError
 from pysync.postgres.catalog import Table, load_table
 from pysync.shapes.definition import build_shape
-from pysync.shapes.where import WhereRuntimeError
+from pysync.where import WhereRuntimeError
 
 
 class Mood(enum.Enum):

@@ -89,6 +89,7 @@ async def test_a_slot_held_by_another_process_fails_start(
             assert slots == {"pysync", "app_two"}
 
 
+@pytest.mark.postgres  # a Postgres of its own
 async def test_dev_mode_runs_a_private_postgres(tmp_path: Path) -> None:
     sync = pysync.Sync.dev(data_dir=tmp_path / "dev", env=False)
     app = Starlette(routes=[sync.route("/notes", lambda: pysync.shape("notes"))])

@@ -171,6 +171,7 @@ def check_report(out: Path, *, managed: bool) -> dict[str, Any]:
     return report
 
 
+@pytest.mark.postgres  # a Postgres of its own
 def test_bench_smoke_on_private_postgres(tmp_path: Path, scratch: Path) -> None:
     out = tmp_path / "out"
     result = bench(*TINY, "--backlog", "1", "--out", str(out), tmp=scratch)
@@ -217,6 +218,7 @@ def test_bench_smoke_on_private_postgres(tmp_path: Path, scratch: Path) -> None:
     )
 
 
+@pytest.mark.postgres  # a Postgres of its own
 def test_bench_sse_subscribers(tmp_path: Path, scratch: Path) -> None:
     out = tmp_path / "out"
     result = bench(*TINY, "--backlog", "0", "--live", "sse", "--out", str(out), tmp=scratch)

@@ -271,6 +271,7 @@ def test_a_wrong_password_says_so_in_one_line(database_url: str, tmp_path: Path)
     )
 
 
+@pytest.mark.postgres  # a Postgres of its own
 def test_pysync_psql_opens_the_private_postgres_of_a_data_dir(tmp_path: Path) -> None:
     data_dir = tmp_path / "pysync"
     done = pysync_cli("psql", "--data-dir", str(data_dir), "-c", "SELECT 1")

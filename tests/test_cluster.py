@@ -27,6 +27,7 @@ def test_wrong_password_is_rejected(pg_cluster: PostgresCluster) -> None:
         psycopg.connect(url)
 
 
+@pytest.mark.postgres  # a Postgres of its own
 def test_persistent_cluster_survives_restart(tmp_path: Path) -> None:
     cluster = PostgresCluster(tmp_path / "pg", fast=True)
     try:

@@ -15,13 +15,13 @@ import pytest
 
 from engine_runner import changes, materialise, read_all, table_state
 from pysync.engine import Engine
+from pysync.log.compaction import NotCompactable, compact
+from pysync.log.file_storage import COMPACTING, FileStorage
+from pysync.log.log import ShapeLog
+from pysync.log.memory_storage import MemoryStorage
+from pysync.log.offset import BEFORE_ALL, LogOffset
 from pysync.postgres.cluster import free_port
-from pysync.shapes.compaction import NotCompactable, compact
 from pysync.shapes.definition import ShapeDefinition
-from pysync.shapes.file_storage import COMPACTING, FileStorage
-from pysync.shapes.log import ShapeLog
-from pysync.shapes.memory_storage import MemoryStorage
-from pysync.shapes.offset import BEFORE_ALL, LogOffset
 from serve_process import ServeProcess
 
 Conn = Any

@@ -150,7 +150,7 @@ async def test_snapshot_is_written_in_chunks(database_url: str, conn: Conn) -> N
         live = await make(engine, "big")
         offsets = [str(o) for o in live.log.offsets]
         assert len(offsets) > 5 and offsets == [f"0_{k}" for k in range(len(offsets))]
-        from pysync.shapes.offset import BEFORE_ALL, LogOffset
+        from pysync.log.offset import BEFORE_ALL, LogOffset
 
         after: LogOffset = BEFORE_ALL
         rows = 0

@@ -31,10 +31,10 @@ from engine_runner import Conn, drop_slot, make, materialise, poll, quiesce, rea
 from follower import Follower, converge
 from http_support import Client, make_api
 from pysync.engine import Engine, Status
+from pysync.log.frames import HEADER_SIZE
+from pysync.log.storage import Io, LogCorruptError
 from pysync.postgres.cluster import free_port
 from pysync.shapes.definition import ShapeDefinition
-from pysync.shapes.frames import HEADER_SIZE
-from pysync.shapes.storage import Io, LogCorruptError
 from serve_process import ServeProcess, stop_leftover_postgres
 from workload import COLUMNS, Writers, create_table
 
@@ -500,6 +500,7 @@ async def test_slot_dropped_or_recreated_from_outside(
 # -- one instance per data directory ---------------------------------------------------------
 
 
+@pytest.mark.postgres  # a Postgres of its own
 def test_second_serve_on_the_same_data_dir_exits(tmp_path: Path) -> None:
     data_dir = tmp_path / "pysync"
     port = free_port()
@@ -646,6 +647,7 @@ async def test_failed_syncfs_of_many_logs_loses_nothing(
         await engine.stop()
 
 
+@pytest.mark.postgres  # a Postgres of its own
 async def test_health_is_degraded_while_postgres_is_down(tmp_path: Path) -> None:
     """Replication reconnects on its own while Postgres is stopped; health says so (a
     load balancer or an operator must not read "active" then), and is active again once

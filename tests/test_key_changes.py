@@ -172,7 +172,7 @@ async def test_random_key_permutations_under_a_deferred_key(
 async def test_rotation_held_while_a_move_in_query_runs(
     engine: Engine, table: Conn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pysync.shapes.subqueries as subqueries
+    import pysync.shapes.subqueries.manager as subqueries
     from pysync.shapes.snapshotter import query_move_in as real
 
     release = asyncio.Event()

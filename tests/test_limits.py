@@ -321,6 +321,7 @@ def test_electric_settings(database_url: str, conn: Conn, tmp_path: Path) -> Non
         assert server.stop(), server.output()
 
 
+@pytest.mark.postgres  # a Postgres of its own
 def test_exported_private_database_url_starts_the_private_postgres(tmp_path: Path) -> None:
     data_dir = tmp_path / "pysync"
     port = free_port()

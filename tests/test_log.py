@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pysync.shapes.file_storage import FileStorage
-from pysync.shapes.log import ShapeLog
-from pysync.shapes.memory_storage import MemoryStorage
-from pysync.shapes.offset import BEFORE_ALL, LAST_BEFORE_REAL, LogOffset
-from pysync.shapes.storage import PendingSync
+from pysync.log.file_storage import FileStorage
+from pysync.log.log import ShapeLog
+from pysync.log.memory_storage import MemoryStorage
+from pysync.log.offset import BEFORE_ALL, LAST_BEFORE_REAL, LogOffset
+from pysync.log.storage import PendingSync
 
 
 def entry(n: int) -> bytes:

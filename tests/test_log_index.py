@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from pysync.shapes import log as log_module
-from pysync.shapes.file_storage import FileStorage
-from pysync.shapes.log import BLOCK_FRAMES, ShapeLog
-from pysync.shapes.memory_storage import MemoryStorage
-from pysync.shapes.offset import BEFORE_ALL, LAST_BEFORE_REAL, LogOffset
-from pysync.shapes.storage import Io
+from pysync.log import log as log_module
+from pysync.log.file_storage import FileStorage
+from pysync.log.log import BLOCK_FRAMES, ShapeLog
+from pysync.log.memory_storage import MemoryStorage
+from pysync.log.offset import BEFORE_ALL, LAST_BEFORE_REAL, LogOffset
+from pysync.log.storage import Io
 
 Model = list[tuple[LogOffset, bytes]]
 

@@ -4,7 +4,7 @@ import bisect
 
 import pytest
 
-from pysync.shapes.offset import (
+from pysync.log.offset import (
     BEFORE_ALL,
     LAST_BEFORE_REAL,
     OP_INF,

@@ -155,6 +155,7 @@ def private_database(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     stop_leftover_postgres(data_dir)
 
 
+@pytest.mark.postgres  # a Postgres of its own
 def test_private_postgres_opens_no_parent_directory(
     private_database: tuple[Path, Path], loose_umask: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -207,6 +208,7 @@ def test_private_postgres_opens_no_parent_directory(
         assert (cluster.server_dir / "pginstall" / "source").stat().st_mtime_ns == linked
 
 
+@pytest.mark.postgres  # a Postgres of its own
 def test_a_reachable_data_directory_holds_its_postgres(open_dir: Path, loose_umask: None) -> None:
     """Where the server user can reach the data directory, the cluster stays in it, the
     data directory open to that user's group only (0710)."""
@@ -229,6 +231,7 @@ def test_a_reachable_data_directory_holds_its_postgres(open_dir: Path, loose_uma
         stop_leftover_postgres(data_dir)
 
 
+@pytest.mark.postgres  # a Postgres of its own
 def test_a_loose_data_directory_is_tightened(
     open_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -294,6 +294,7 @@ def test_killed_consumer_resumes_exactly_once(
     assert sorted(map(int, ids)) == list(range(1, total + 1))  # all, each exactly once
 
 
+@pytest.mark.postgres  # a Postgres of its own
 async def test_postgres_restart_resumes_exactly_once() -> None:
     with temporary_cluster() as cluster:
         url = cluster.url()
@@ -324,6 +325,7 @@ async def test_postgres_restart_resumes_exactly_once() -> None:
             await consumer.stop()
 
 
+@pytest.mark.postgres  # a Postgres of its own
 def test_wal_level_not_logical_names_the_fix() -> None:
     with temporary_cluster(settings={"wal_level": "replica"}) as cluster:
         stream = ReplicationStream(cluster.url())
@@ -377,6 +379,7 @@ async def test_slot_in_use_by_another_process(
             pass
 
 
+@pytest.mark.postgres  # a Postgres of its own
 async def test_invalidated_slot_names_the_fix() -> None:
     settings = {"max_slot_wal_keep_size": "1MB", "wal_keep_size": "0"}
     with temporary_cluster(settings=settings) as cluster:

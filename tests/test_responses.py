@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from pysync.http.responses import cache_headers, etag, etag_matches
-from pysync.shapes.offset import BEFORE_ALL, LAST_BEFORE_REAL, LogOffset
+from pysync.log.offset import BEFORE_ALL, LAST_BEFORE_REAL, LogOffset
 
 
 def headers(

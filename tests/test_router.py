@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pysync.postgres.catalog import Column, Table
 from pysync.shapes.router import Router
-from pysync.shapes.where import compile_where
+from pysync.where import compile_where
 
 
 def column(name: str, attnum: int, type_oid: int, type_name: str, category: str) -> Column:
@@ -79,7 +79,7 @@ from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from pysync.shapes.router import TableRoutes  # noqa: E402
-from pysync.shapes.where import RangeIndex  # noqa: E402
+from pysync.where import RangeIndex  # noqa: E402
 
 NUMBER = st.one_of(st.integers(-50, 50), st.decimals(-50, 50, places=1, allow_nan=False))
 BOUND = st.one_of(st.none(), NUMBER)

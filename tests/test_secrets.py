@@ -35,6 +35,7 @@ def test_urls_are_logged_without_their_password(url: str, shown: str) -> None:
     assert redacted(url) == shown
 
 
+@pytest.mark.postgres  # a Postgres of its own
 def test_serve_shows_no_password_and_reads_its_secret_from_a_file(tmp_path: Path) -> None:
     data_dir = tmp_path / "pysync"
     secret_file = tmp_path / "secret"
@@ -74,6 +75,7 @@ def test_secrets_on_the_command_line_are_warned_about(database_url: str, tmp_pat
         server.stop()  # quiet (--log-level warning): no "shutdown complete" to check
 
 
+@pytest.mark.postgres  # a Postgres of its own
 async def test_an_embedded_sync_logs_no_password(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -47,6 +47,7 @@ def follow(base: str, params: dict[str, str]) -> tuple[str, str, list[dict[str, 
         response = httpx.get(base, params={**params, "offset": offset, "handle": handle})
 
 
+@pytest.mark.postgres  # a Postgres of its own
 def test_serve_on_private_postgres_survives_restart(data_dir: Path) -> None:
     port = free_port()
     server = start(data_dir, port)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from pysync.shapes.file_storage import BUFFER_BYTES, FileStorage
-from pysync.shapes.frames import HEADER_SIZE
-from pysync.shapes.log import ShapeLog
-from pysync.shapes.offset import LogOffset
-from pysync.shapes.storage import Io, LogCorruptError, StorageError
+from pysync.log.file_storage import BUFFER_BYTES, FileStorage
+from pysync.log.frames import HEADER_SIZE
+from pysync.log.log import ShapeLog
+from pysync.log.offset import LogOffset
+from pysync.log.storage import Io, LogCorruptError, StorageError
 
 
 def entry(n: int) -> bytes:

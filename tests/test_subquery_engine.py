@@ -12,7 +12,7 @@ from engine_runner import Conn, poll, quiesce, read_all, table_state
 from pysync.engine import Engine
 from pysync.shapes.consumer import LIVE, ShapeConsumer
 from pysync.shapes.definition import ShapeDefinition
-from pysync.shapes.dependency import DependencyState
+from pysync.shapes.subqueries.dependency import DependencyState
 from subquery_support import TaggedClient
 
 SCHEMA = """
@@ -119,7 +119,7 @@ class PausedMoveIns:
     meanwhile reach the shape while its move-in is not spliced yet."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        import pysync.shapes.subqueries as subqueries
+        import pysync.shapes.subqueries.manager as subqueries
         from pysync.shapes.snapshotter import query_move_in as real
 
         self.release = asyncio.Event()

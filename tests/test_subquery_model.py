@@ -20,10 +20,10 @@ import pytest
 
 from engine_runner import Conn, poll, quiesce, read_all, table_state
 from pysync.engine import Engine
+from pysync.log.offset import BEFORE_ALL, LogOffset
 from pysync.shapes.consumer import LIVE, ShapeConsumer
 from pysync.shapes.definition import ShapeDefinition
-from pysync.shapes.dependency import DependencyState
-from pysync.shapes.offset import BEFORE_ALL, LogOffset
+from pysync.shapes.subqueries.dependency import DependencyState
 from subquery_support import TaggedClient
 
 SCHEMA = """

@@ -17,9 +17,9 @@ import pytest
 
 from pysync.postgres.catalog import Table, load_table
 from pysync.postgres.types import numbers as pt
-from pysync.shapes.where import WhereError, compile_where
-from pysync.shapes.where import _limits as limits
-from pysync.shapes.where._check import _PARSED
+from pysync.where import WhereError, compile_where
+from pysync.where import _limits as limits
+from pysync.where._check import _PARSED
 
 T = TypeVar("T")
 Conn = psycopg.Connection[tuple[Any, ...]]

@@ -21,7 +21,7 @@ from psycopg.types.numeric import IntLoader
 from psycopg.types.string import TextLoader
 
 from pysync.postgres.catalog import Table, load_table
-from pysync.shapes.where import SublinkType, WhereError, WhereRuntimeError, compile_where
+from pysync.where import SublinkType, WhereError, WhereRuntimeError, compile_where
 
 ERROR = "error"
 

@@ -11,9 +11,9 @@ import psycopg
 import pytest
 
 from pysync.postgres.catalog import Table, collation_of, load_table
-from pysync.shapes.where import WhereError, WhereRuntimeError, compile_where
-from pysync.shapes.where import _runtime as rt
-from pysync.shapes.where._check import case_mapping
+from pysync.where import WhereError, WhereRuntimeError, compile_where
+from pysync.where import _runtime as rt
+from pysync.where._check import case_mapping
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 

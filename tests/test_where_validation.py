@@ -8,7 +8,7 @@ import psycopg
 import pytest
 
 from pysync.postgres.catalog import Table, load_table
-from pysync.shapes.where import WhereError, WhereRuntimeError, compile_where
+from pysync.where import WhereError, WhereRuntimeError, compile_where
 
 
 @pytest.fixture

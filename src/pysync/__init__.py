@@ -1,9 +1,8 @@
 """pysync: an embedded Postgres sync engine, wire-compatible with Electric's Shape API."""
 
-__version__ = "0.1.0"
-
-from pysync.app.cors import CORS, PreflightMiddleware  # noqa: E402
-from pysync.app.mutation import (  # noqa: E402
+from pysync._version import __version__
+from pysync.app.cors import CORS, PreflightMiddleware
+from pysync.app.mutation import (
     Format,
     Mutation,
     MutationError,
@@ -11,13 +10,13 @@ from pysync.app.mutation import (  # noqa: E402
     MutationInvalid,
     MutationNotFound,
 )
-from pysync.app.shapes import shape  # noqa: E402
-from pysync.app.sync import Sync, interrupt  # noqa: E402
-from pysync.app.tanstack import TanstackDB  # noqa: E402
-from pysync.app.writer import WriteContext, Writer  # noqa: E402
-from pysync.client import BlockingClient, Client, ClientError  # noqa: E402
-from pysync.engine import Engine  # noqa: E402
-from pysync.shapes.definition import ShapeDefinition, ShapeError  # noqa: E402
+from pysync.app.shapes import shape
+from pysync.app.sync import Sync, interrupt
+from pysync.app.tanstack import TanstackDB
+from pysync.app.writer import WriteContext, Writer
+from pysync.client import BlockingClient, Client, ClientError
+from pysync.engine import Engine
+from pysync.shapes.definition import ShapeDefinition, ShapeError
 
 __all__ = [
     "CORS",

@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import difflib
 import errno
-import gc
 import logging
 import os
 import re
@@ -18,13 +17,12 @@ import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import psycopg
-import uvicorn
 from starlette.applications import Starlette
 
-from pysync import __version__, bench, tracing, uninstall
+from pysync import bench, tracing, uninstall
+from pysync._version import __version__
 from pysync.config import (
     ENV,
     Settings,
@@ -38,19 +36,19 @@ from pysync.electric_env import notices
 from pysync.engine import Engine
 from pysync.http import metrics_port
 from pysync.http.api import ShapeAPI
-from pysync.http.parking import LivePolls
-from pysync.http.server import bounded_protocol, connection_budget, quiet_accept_errors
+from pysync.http.server import connection_budget, quiet_accept_errors
 from pysync.http.source import ShapeSource
 from pysync.lockfile import DirectoryInUse
+from pysync.log.storage import LogCorruptError, StorageError
 from pysync.postgres.cluster import ClusterError, PostgresCluster, binary_dir
 from pysync.postgres.connections import PooledUnusable
 from pysync.postgres.conninfo import merge
 from pysync.postgres.private import PrivateDatabase
 from pysync.postgres.publication import check_name
 from pysync.postgres.slot import ReplicationError
+from pysync.serve.process import http_server, run_loop, tune_gc
 from pysync.serve.rolling import RollingSource
 from pysync.serve.supervisor import supervise
-from pysync.shapes.storage import LogCorruptError, StorageError
 
 log = logging.getLogger("pysync")
 
@@ -456,16 +454,6 @@ def _warn_of_visible_secrets(args: argparse.Namespace) -> None:
             )
 
 
-def run_loop(main: Awaitable[None]) -> None:
-    """Run on uvloop when it is installed (uvicorn's own loop setup is bypassed here)."""
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main)  # type: ignore[arg-type]
-        return
-    uvloop.run(main)  # type: ignore[arg-type]
-
-
 def listen(host: str, port: int, flag: str = "--port") -> socket.socket:
     """The HTTP socket, bound and listening before anything else starts: a taken port
     fails fast."""
@@ -487,18 +475,6 @@ def listen(host: str, port: int, flag: str = "--port") -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
-
-
-class _Server(uvicorn.Server):
-    """Releases waiting long-polls on SIGINT/SIGTERM: uvicorn waits for open requests."""
-
-    def __init__(self, config: uvicorn.Config, api: ShapeAPI) -> None:
-        super().__init__(config)
-        self.api = api
-
-    def handle_exit(self, sig: int, frame: object) -> None:
-        self.api.close()
-        super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
 
 async def serve(settings: Settings) -> None:
@@ -615,35 +591,11 @@ async def _standby(engine: Engine, settings: Settings) -> RollingSource | None:
     return None
 
 
-def http_server(
-    api: ShapeAPI, settings: Settings, max_connections: int, lifespan: Any
-) -> uvicorn.Server:
-    """uvicorn with pysync's connection handling and live path (``http/server.py``);
-    when tracing, without the live path: every request then has its span."""
-    fast = None if api.tracer.enabled else LivePolls(api)
-    config = uvicorn.Config(
-        api.app(lifespan=lifespan),
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        lifespan="on",
-        http=bounded_protocol(max_connections, settings.header_timeout, fast),
-    )
-    return _Server(config, api)
-
-
 def _async(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
     async def run() -> None:
         await asyncio.to_thread(close)  # exporting may wait for the collector
 
     return run
-
-
-def tune_gc() -> None:
-    # Long-lived start-up objects out of the collector's way, and fewer young-
-    # generation passes: replication allocates many short-lived tuples (about 5%
-    # of ingest CPU).
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
 
 
 def announce(settings: Settings, cluster: PostgresCluster | None) -> None:

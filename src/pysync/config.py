@@ -13,12 +13,12 @@ from typing import Annotated
 
 import msgspec
 
+from pysync.log.log import CHUNK_BYTES, COMPACT_MIN_BYTES
 from pysync.postgres.conninfo import ConnectionSettings, UnparsableConninfo, merge
 from pysync.postgres.conninfo import check as check_conninfo
 from pysync.postgres.slot import MAX_RANDOM_BASE
 from pysync.shapes.drift import SCHEMA_CHECK_INTERVAL
-from pysync.shapes.log import CHUNK_BYTES, COMPACT_MIN_BYTES
-from pysync.shapes.subqueries import MAX_ROWS as MAX_SUBQUERY_ROWS
+from pysync.shapes.subqueries.manager import MAX_ROWS as MAX_SUBQUERY_ROWS
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]

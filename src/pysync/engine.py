@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 from pysync.config import Settings
 from pysync.idle import IdleClose, catch_up
 from pysync.ingest import Ingest
+from pysync.log.log import CHUNK_BYTES, COMPACT_MIN_BYTES
+from pysync.log.storage import OS_IO, Io, StorageError
 from pysync.metrics import EngineMetrics
 from pysync.postgres.connections import Connections
 from pysync.postgres.publication import Publisher
@@ -39,11 +41,9 @@ from pysync.shapes.consumer import ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition
 from pysync.shapes.drift import SCHEMA_CHECK_INTERVAL, SchemaCheck
 from pysync.shapes.flush import FlushTracker
-from pysync.shapes.log import CHUNK_BYTES, COMPACT_MIN_BYTES
 from pysync.shapes.registry import ShapeRegistry
-from pysync.shapes.storage import OS_IO, Io, StorageError
 from pysync.shapes.store import ShapeStore
-from pysync.shapes.subqueries import MAX_ROWS as MAX_SUBQUERY_ROWS
+from pysync.shapes.subqueries.manager import MAX_ROWS as MAX_SUBQUERY_ROWS
 from pysync.slot_wal import SlotWal
 from pysync.storage_outage import StorageOutage
 from pysync.tracing import NO_TRACER, Tracer

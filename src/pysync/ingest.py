@@ -17,13 +17,13 @@ from collections.abc import Callable
 
 import psycopg
 
+from pysync.log.storage import StorageError
 from pysync.postgres.replication import Connected, Disconnected, Idle, ReplicationStream
 from pysync.postgres.slot import ReplicationError, SlotInUseError, SlotInvalidatedError, drop_slot
 from pysync.postgres.transactions import Change, RelationChange, Transaction
 from pysync.shapes.collector import Collector, TxnMeasure
 from pysync.shapes.flush import FlushTracker
 from pysync.shapes.registry import ShapeRegistry
-from pysync.shapes.storage import StorageError
 from pysync.shapes.store import ShapeStore, SlotIdentity, gap_reason
 from pysync.storage_outage import StorageOutage
 from pysync.tracing import NO_TRACER, Tracer

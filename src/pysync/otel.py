@@ -27,7 +27,7 @@ from opentelemetry.sdk.trace.export import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from pysync import __version__
+from pysync._version import __version__
 from pysync.config import Settings
 from pysync.tracing import Attributes, Span, Tracer
 

@@ -14,11 +14,11 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from pysync.log.storage import StorageError
 from pysync.metrics import EngineMetrics
 from pysync.shapes.collector import Collector
 from pysync.shapes.flush import Failed, FlushTracker
 from pysync.shapes.registry import ShapeRegistry
-from pysync.shapes.storage import StorageError
 from pysync.shapes.store import ShapeStore
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from pysync.app.shapes import shape
 from pysync.http.errors import ShapeAPIError, invalid
 from pysync.http.json_input import JSONTooDeep, decode_json
 from pysync.postgres.identifiers import IdentifierError, parse_relation
-from pysync.shapes.where import WhereError, sublinks
+from pysync.where import WhereError, sublinks
 
 Relation = tuple[str, str]
 

@@ -35,7 +35,7 @@ from pysync.app.sqlalchemy_operators import (
 )
 from pysync.app.sqlalchemy_select import select_parts
 from pysync.shapes.definition import ShapeError, param_text
-from pysync.shapes.where import FUNCTIONS
+from pysync.where import FUNCTIONS
 
 DIALECT: Any = _psycopg_dialect.dialect()  # type: ignore[no-untyped-call]
 _quote = DIALECT.identifier_preparer.quote

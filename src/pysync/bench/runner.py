@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pysync import __version__
+from pysync._version import __version__
 from pysync.bench import stats
 from pysync.bench.baseline import RecvLogical
 from pysync.bench.context import RunContext

@@ -39,7 +39,7 @@ from pysync.client.messages import (
 )
 from pysync.client.sse import event_data
 from pysync.client.values import Parser, column_parsers
-from pysync.shapes.offset import BEFORE_ALL, LogOffset, OffsetError
+from pysync.log.offset import BEFORE_ALL, LogOffset, OffsetError
 
 QUICK_LIVE_ANSWER = 1.0
 """Seconds: a live request that comes back sooner than this with no change was not held

@@ -28,7 +28,6 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pysync.config import Settings
-from pysync.engine import EngineUnavailable
 from pysync.http import request_span, responses, sse
 from pysync.http.auth import check_secret, secret_ok
 from pysync.http.delete import delete_shape
@@ -46,7 +45,7 @@ from pysync.http.log_response import LogResponses
 from pysync.http.params import RequestError, ShapeRequest, parse_request
 from pysync.http.responses import JSON, common
 from pysync.http.shared import SharedResponses
-from pysync.http.source import ShapeSource
+from pysync.http.source import EngineUnavailable, ShapeSource
 from pysync.http.subset import (
     SubsetError,
     serve_subset,
@@ -54,12 +53,12 @@ from pysync.http.subset import (
     subset_fields_from_query,
 )
 from pysync.http.waiters import InterruptRegistry, Recheck
+from pysync.log.log import LogSlice
+from pysync.log.offset import BEFORE_ALL, LogOffset
 from pysync.metrics import ADMISSION_KINDS
 from pysync.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pysync.shapes.consumer import ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition, ShapeError
-from pysync.shapes.log import LogSlice
-from pysync.shapes.offset import BEFORE_ALL, LogOffset
 from pysync.tracing import NO_TRACER, Tracer
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from pysync.log.log import LogSlice
+from pysync.log.storage import Reader
 from pysync.shapes.consumer import ShapeConsumer
-from pysync.shapes.log import LogSlice
-from pysync.shapes.storage import Reader
 
 INLINE_BYTES = 256 * 1024
 """Bodies up to this size are built in memory (every live response is)."""

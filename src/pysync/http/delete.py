@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pysync.engine import EngineUnavailable
 from pysync.http.errors import ShapeAPIError, invalid, unavailable
 from pysync.http.responses import READ_METHODS, common
+from pysync.http.source import EngineUnavailable
 from pysync.shapes.definition import ShapeError
 
 if TYPE_CHECKING:

@@ -10,10 +10,10 @@ from typing import Any
 
 import psycopg
 
+from pysync.log.storage import StorageError
 from pysync.postgres.publication import LockTimeout, NotPublished, PublicationError
 from pysync.postgres.sqlstate import error_class
-from pysync.shapes.storage import StorageError
-from pysync.shapes.subqueries import TooManyRows
+from pysync.shapes.subqueries.manager import TooManyRows
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ from pysync.http.params import ShapeRequest
 from pysync.http.responses import JSON, cache_headers, common, etag, etag_matches
 from pysync.http.shared import Prebuilt, RawHeaders, SharedResponses, encode_headers
 from pysync.http.source import ShapeSource
+from pysync.log.log import LogSlice
+from pysync.log.offset import BEFORE_ALL, LogOffset
 from pysync.shapes.consumer import ShapeConsumer
-from pysync.shapes.log import LogSlice
-from pysync.shapes.offset import BEFORE_ALL, LogOffset
 from pysync.shapes.schema import schema_header
 
 _encode = msgspec.json.encode

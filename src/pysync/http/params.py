@@ -13,9 +13,9 @@ from typing import Literal
 
 import msgspec
 
+from pysync.log.offset import LogOffset, OffsetError, parse_offset_param
 from pysync.postgres.identifiers import IdentifierError, parse_column_list, parse_relation
 from pysync.shapes.definition import ShapeDefinition, ShapeError
-from pysync.shapes.offset import LogOffset, OffsetError, parse_offset_param
 
 _PARAM_KEY = re.compile(r"^params\[([^\]]*)\]$")
 MAX_HANDLE_LENGTH = 256

@@ -39,8 +39,8 @@ from pysync.http.responses import INTERNAL_ERROR, error_response
 from pysync.http.shared import Prebuilt
 from pysync.http.subset import subset_fields_from_query
 from pysync.http.waiters import Waiter
+from pysync.log.offset import BEFORE_ALL, LogOffset
 from pysync.shapes.consumer import LIVE, ShapeConsumer, ShapeGone
-from pysync.shapes.offset import BEFORE_ALL, LogOffset
 
 if TYPE_CHECKING:
     from pysync.http.api import ShapeAPI

@@ -18,9 +18,9 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pysync import __version__
+from pysync._version import __version__
 from pysync.http.errors import MustRefetch, ShapeAPIError
-from pysync.shapes.offset import LogOffset
+from pysync.log.offset import LogOffset
 
 EXPOSED_HEADERS = (
     "electric-cursor,electric-handle,electric-has-data,electric-offset,electric-schema,"

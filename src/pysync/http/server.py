@@ -27,7 +27,7 @@ from uvicorn.protocols.http.httptools_impl import (
     RequestResponseCycle,
 )
 
-from pysync.shapes.storage import log_files_budget
+from pysync.log.storage import log_files_budget
 
 log = logging.getLogger(__name__)
 

@@ -3,6 +3,9 @@
 ``Engine`` is one; an HTTP worker of ``pysync serve --workers`` has another
 (``serve.mirror.MirrorEngine``: the shapes of the replicating process, read from its
 logs). The shape API works the same on both.
+
+``EngineUnavailable`` is the seam's error (a shape cannot be had now: 503 with
+``retry-after``); the HTTP layer takes it from here, not from the engine.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ from typing import Protocol, TypeVar
 
 import msgspec
 
+from pysync.engine import EngineUnavailable
+from pysync.log.storage import StorageError
 from pysync.metrics import EngineMetrics
 from pysync.postgres.connections import Connections
 from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.definition import ShapeDefinition
-from pysync.shapes.storage import StorageError
+
+__all__ = ["EngineUnavailable", "ShapeSource", "SubsetReply"]
 
 T = TypeVar("T")
 

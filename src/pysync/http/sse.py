@@ -23,8 +23,8 @@ from pysync.http.params import ShapeRequest
 from pysync.http.responses import cache_headers, common, etag
 from pysync.http.shared import SharedResponses
 from pysync.http.waiters import Recheck
+from pysync.log.offset import LogOffset
 from pysync.shapes.consumer import ShapeConsumer
-from pysync.shapes.offset import LogOffset
 
 if TYPE_CHECKING:
     from pysync.http.api import ShapeAPI

@@ -16,11 +16,10 @@ import psycopg
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pysync.engine import EngineUnavailable
 from pysync.http.errors import ShapeAPIError, clause_fails, invalid, unavailable
 from pysync.http.json_input import JSONTooDeep, decode_json
 from pysync.http.responses import JSON, common
-from pysync.http.source import ShapeSource, SubsetReply
+from pysync.http.source import EngineUnavailable, ShapeSource, SubsetReply
 from pysync.postgres.catalog import Table
 from pysync.postgres.identifiers import IdentifierError, parse_identifier
 from pysync.postgres.sqlstate import error_class
@@ -28,7 +27,7 @@ from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.querying import OrderBy
 from pysync.shapes.registry import COMPILE_INLINE_CHARS
 from pysync.shapes.snapshotter import query_subset
-from pysync.shapes.where import WhereError, compile_where, has_subquery
+from pysync.where import WhereError, compile_where, has_subquery
 
 BIGINT_MAX = 2**63 - 1
 SUBSET_FIELDS = ("where", "params", "limit", "offset", "order_by")

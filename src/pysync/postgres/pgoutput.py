@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from struct import Struct
 from struct import error as StructError
-from typing import Final
+from typing import Final, final
 
 import msgspec
 
@@ -44,16 +44,20 @@ class DecodeError(ValueError):
 
 
 # -- messages -------------------------------------------------------------------------
+# Final: postgres/transactions.py dispatches on ``type(msg) is X`` (isinstance is slow on
+# msgspec's metaclass), which mypy narrows for final classes only.
 
 _S = dict(frozen=True, gc=False)
 
 
+@final
 class Begin(msgspec.Struct, **_S):
     final_lsn: int
     commit_time: int
     xid: int
 
 
+@final
 class Commit(msgspec.Struct, **_S):
     flags: int
     commit_lsn: int
@@ -61,6 +65,7 @@ class Commit(msgspec.Struct, **_S):
     commit_time: int
 
 
+@final
 class Origin(msgspec.Struct, **_S):
     commit_lsn: int
     name: str
@@ -74,6 +79,7 @@ class RelationColumn(msgspec.Struct, **_S):
     type_mod: int
 
 
+@final
 class Relation(msgspec.Struct, gc=False):
     xid: int | None
     oid: int
@@ -93,6 +99,7 @@ class Relation(msgspec.Struct, gc=False):
             self.column_names = tuple(c.name for c in self.columns)
 
 
+@final
 class Type(msgspec.Struct, **_S):
     xid: int | None
     oid: int
@@ -100,12 +107,14 @@ class Type(msgspec.Struct, **_S):
     name: str
 
 
+@final
 class Insert(msgspec.Struct, **_S):
     xid: int | None
     relation_oid: int
     new: TupleData
 
 
+@final
 class Update(msgspec.Struct, **_S):
     xid: int | None
     relation_oid: int
@@ -115,6 +124,7 @@ class Update(msgspec.Struct, **_S):
     new: TupleData
 
 
+@final
 class Delete(msgspec.Struct, **_S):
     xid: int | None
     relation_oid: int
@@ -122,6 +132,7 @@ class Delete(msgspec.Struct, **_S):
     old: TupleData
 
 
+@final
 class Truncate(msgspec.Struct, **_S):
     xid: int | None
     options: int
@@ -137,6 +148,7 @@ class Truncate(msgspec.Struct, **_S):
         return bool(self.options & 2)
 
 
+@final
 class Message(msgspec.Struct, **_S):
     """A logical decoding message from ``pg_logical_emit_message``."""
 
@@ -147,15 +159,18 @@ class Message(msgspec.Struct, **_S):
     content: bytes
 
 
+@final
 class StreamStart(msgspec.Struct, **_S):
     xid: int
     first_segment: bool
 
 
+@final
 class StreamStop(msgspec.Struct, **_S):
     pass
 
 
+@final
 class StreamCommit(msgspec.Struct, **_S):
     xid: int
     flags: int
@@ -164,6 +179,7 @@ class StreamCommit(msgspec.Struct, **_S):
     commit_time: int
 
 
+@final
 class StreamAbort(msgspec.Struct, **_S):
     xid: int
     subxid: int
@@ -171,6 +187,7 @@ class StreamAbort(msgspec.Struct, **_S):
     abort_time: int | None = None
 
 
+@final
 class BeginPrepare(msgspec.Struct, **_S):
     prepare_lsn: int
     end_lsn: int
@@ -179,6 +196,7 @@ class BeginPrepare(msgspec.Struct, **_S):
     gid: str
 
 
+@final
 class Prepare(msgspec.Struct, **_S):
     flags: int
     prepare_lsn: int
@@ -188,6 +206,7 @@ class Prepare(msgspec.Struct, **_S):
     gid: str
 
 
+@final
 class CommitPrepared(msgspec.Struct, **_S):
     flags: int
     commit_lsn: int
@@ -197,6 +216,7 @@ class CommitPrepared(msgspec.Struct, **_S):
     gid: str
 
 
+@final
 class RollbackPrepared(msgspec.Struct, **_S):
     flags: int
     prepare_end_lsn: int
@@ -207,6 +227,7 @@ class RollbackPrepared(msgspec.Struct, **_S):
     gid: str
 
 
+@final
 class StreamPrepare(msgspec.Struct, **_S):
     flags: int
     prepare_lsn: int

@@ -80,8 +80,8 @@ def _key_only(old: TupleData, relation: Relation) -> TupleData:
 def _row_change(msg: pg.Insert | pg.Update | pg.Delete, relation: Relation) -> Change:
     if type(msg) is pg.Insert:
         return Change("insert", relation, msg.new, None)
-    old = msg.old  # type: ignore[union-attr]
-    if old is not None and msg.old_kind == "K":  # type: ignore[union-attr]
+    old = msg.old
+    if old is not None and msg.old_kind == "K":
         old = _key_only(old, relation)
     if type(msg) is pg.Update:
         new = msg.new
@@ -121,40 +121,45 @@ class TransactionAssembler:
         self.prepared.clear()
 
     def feed(self, msg: pg.PgOutputMessage) -> Transaction | pg.Message | RelationChange | None:
-        cls = type(msg)
+        # type(msg) is X, not isinstance: a message class's metaclass (msgspec's) makes
+        # every isinstance that fails a slow call. The classes are final, so mypy narrows
+        # on it both ways.
         # The hot path, inlined: row changes of a plain (not streamed) transaction.
-        if (cls is pg.Insert or cls is pg.Update or cls is pg.Delete) and self._stream_xid is None:
+        if (
+            type(msg) is pg.Insert or type(msg) is pg.Update or type(msg) is pg.Delete
+        ) and self._stream_xid is None:
             current = self._current
-            known = self.relations.get(msg.relation_oid)  # type: ignore[union-attr]
+            known = self.relations.get(msg.relation_oid)
             if current is None or known is None:
-                self._add(self._change(msg), msg.xid)  # type: ignore[arg-type, union-attr]
+                self._add(self._change(msg), msg.xid)
                 return None
-            current.changes.append(_row_change(msg, known))  # type: ignore[arg-type]
+            current.changes.append(_row_change(msg, known))
             return None
-        if cls is pg.Insert or cls is pg.Update or cls is pg.Delete or cls is pg.Truncate:
-            self._add(self._change(msg), msg.xid)  # type: ignore[arg-type, union-attr]
+        if (
+            type(msg) is pg.Insert
+            or type(msg) is pg.Update
+            or type(msg) is pg.Delete
+            or type(msg) is pg.Truncate
+        ):
+            self._add(self._change(msg), msg.xid)
             return None
-        if cls is pg.Begin:
-            begin: pg.Begin = msg  # type: ignore[assignment]
-            self._current = Transaction(begin.xid, begin.final_lsn, 0, begin.commit_time, [], [])
+        if type(msg) is pg.Begin:
+            self._current = Transaction(msg.xid, msg.final_lsn, 0, msg.commit_time, [], [])
             return None
-        if cls is pg.Commit:
-            commit: pg.Commit = msg  # type: ignore[assignment]
+        if type(msg) is pg.Commit:
             txn = self._take_current("Commit")
-            txn.commit_lsn = commit.commit_lsn
-            txn.end_lsn = commit.end_lsn
-            txn.commit_time = commit.commit_time
+            txn.commit_lsn = msg.commit_lsn
+            txn.end_lsn = msg.end_lsn
+            txn.commit_time = msg.commit_time
             return txn
-        if cls is pg.Relation:
-            relation: Relation = msg  # type: ignore[assignment]
-            previous = self.relations.get(relation.oid)
-            self.relations[relation.oid] = relation
-            return RelationChange(relation, previous)
-        if cls is pg.Message:
-            message: pg.Message = msg  # type: ignore[assignment]
-            if not message.transactional:
-                return message
-            self._add(message, message.xid)
+        if type(msg) is pg.Relation:
+            previous = self.relations.get(msg.oid)
+            self.relations[msg.oid] = msg
+            return RelationChange(msg, previous)
+        if type(msg) is pg.Message:
+            if not msg.transactional:
+                return msg
+            self._add(msg, msg.xid)
             return None
         return self._feed_rare(msg)
 
@@ -203,10 +208,10 @@ class TransactionAssembler:
         relations = self.relations
         if type(msg) is pg.Truncate:
             return Truncation(tuple(self._relation(oid) for oid in msg.relation_oids), msg.options)
-        relation = relations.get(msg.relation_oid)  # type: ignore[union-attr]
+        relation = relations.get(msg.relation_oid)
         if relation is None:
-            relation = self._relation(msg.relation_oid)  # type: ignore[union-attr]
-        return _row_change(msg, relation)  # type: ignore[arg-type]
+            relation = self._relation(msg.relation_oid)
+        return _row_change(msg, relation)
 
     def _relation(self, oid: int) -> Relation:
         try:
@@ -226,7 +231,7 @@ class TransactionAssembler:
         if type(item) is pg.Message:
             current.messages.append(item)
         else:
-            current.changes.append(item)  # type: ignore[arg-type]
+            current.changes.append(item)
 
     def _take_current(self, what: str) -> Transaction:
         txn = self._current
@@ -245,5 +250,5 @@ class TransactionAssembler:
             if type(item) is pg.Message:
                 messages.append(item)
             else:
-                changes.append(item)  # type: ignore[arg-type]
+                changes.append(item)
         return Transaction(xid, commit_lsn, end_lsn, commit_time, changes, messages)

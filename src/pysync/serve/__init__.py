@@ -9,4 +9,6 @@ mirror.py      a worker's view of the shapes: logs followed read-only from disk,
                woken by the announcements (a ``ShapeSource`` for ``ShapeAPI``)
 worker.py      an HTTP worker process: ShapeAPI on a MirrorEngine, on the
                listening socket it inherited
+process.py     what every serving process runs (``pysync serve`` alone too): the
+               event loop, uvicorn with the live path
 """

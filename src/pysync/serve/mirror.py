@@ -35,6 +35,9 @@ import psycopg
 from pysync.engine import EngineUnavailable, Status
 from pysync.http.errors import ShapeAPIError
 from pysync.http.source import SubsetReply
+from pysync.log.followed_storage import FollowedStorage
+from pysync.log.log import ShapeLog
+from pysync.log.storage import StorageError
 from pysync.metrics import EngineMetrics
 from pysync.postgres.connections import Connections
 from pysync.serve.notify import (
@@ -55,9 +58,6 @@ from pysync.serve.notify import (
 from pysync.serve.notify import Status as StatusMessage
 from pysync.shapes.consumer import GONE, LIVE, SNAPSHOTTING, ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition, ShapeError, build_shape
-from pysync.shapes.followed_storage import FollowedStorage
-from pysync.shapes.log import ShapeLog
-from pysync.shapes.storage import StorageError
 
 log = logging.getLogger(__name__)
 

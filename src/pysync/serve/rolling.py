@@ -27,12 +27,12 @@ from typing import TypeVar
 from pysync.engine import Engine, EngineUnavailable
 from pysync.http.source import SubsetReply
 from pysync.lockfile import DirectoryInUse
+from pysync.log.storage import StorageError
 from pysync.metrics import EngineMetrics
 from pysync.postgres.connections import Connections
 from pysync.serve.standby import StandbyEngine
 from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.definition import ShapeDefinition
-from pysync.shapes.storage import StorageError
 
 log = logging.getLogger(__name__)
 

@@ -35,6 +35,9 @@ from typing import TypeVar
 
 import msgspec
 
+from pysync.log.followed_storage import FollowedStorage
+from pysync.log.log import ShapeLog
+from pysync.log.storage import StorageError
 from pysync.metrics import EngineMetrics
 from pysync.postgres.catalog import load_table_async
 from pysync.postgres.connections import Connections
@@ -46,9 +49,6 @@ from pysync.shapes.definition import (
     retyped,
     subquery_relations,
 )
-from pysync.shapes.followed_storage import FollowedStorage
-from pysync.shapes.log import ShapeLog
-from pysync.shapes.storage import StorageError
 from pysync.shapes.store import FORMAT, RegistryRecord
 
 log = logging.getLogger(__name__)

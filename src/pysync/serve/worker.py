@@ -22,11 +22,11 @@ import msgspec
 from starlette.applications import Starlette
 
 from pysync import tracing
-from pysync.cli import http_server, run_loop, tune_gc
 from pysync.config import Settings, make_settings
 from pysync.http.api import ShapeAPI
 from pysync.http.server import connection_budget, quiet_accept_errors
 from pysync.serve.mirror import MirrorEngine
+from pysync.serve.process import http_server, run_loop, tune_gc
 from pysync.serve.supervisor import SETTINGS_ENV
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from pysync.postgres.pgoutput import UNCHANGED_TOAST, Relation
 from pysync.shapes.definition import Shape
-from pysync.shapes.tags import Tagger
+from pysync.shapes.subqueries.tags import Tagger
 
 log = logging.getLogger(__name__)
 

@@ -16,17 +16,17 @@ from typing import Any
 
 import msgspec
 
+from pysync.log.offset import LogOffset
+from pysync.log.storage import StorageError
 from pysync.postgres.pgoutput import Relation
 from pysync.postgres.transactions import Change, RelationChange, Transaction, Truncation
 from pysync.shapes.changes import ShapeConverter, cannot_process
 from pysync.shapes.consumer import ShapeConsumer
 from pysync.shapes.definition import affected_by, layout_affects
-from pysync.shapes.offset import LogOffset
 from pysync.shapes.registry import ShapeRegistry
 from pysync.shapes.rekey import fold, keys_changed, needs_fold
 from pysync.shapes.router import MergedRoutes, TableRoutes, partition_routes
-from pysync.shapes.storage import StorageError
-from pysync.shapes.subquery import Phase
+from pysync.shapes.subqueries.shape import Phase
 
 log = logging.getLogger(__name__)
 

@@ -19,15 +19,15 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from pysync.log.log import LogSlice, ShapeLog
+from pysync.log.offset import LogOffset
 from pysync.postgres.pgoutput import Relation
 from pysync.postgres.snapshot import SnapshotInfo, after_snapshot
 from pysync.shapes.changes import Converter, ShapeConverter
 from pysync.shapes.definition import Shape, ShapeDefinition
-from pysync.shapes.log import LogSlice, ShapeLog
-from pysync.shapes.offset import LogOffset
 
 if TYPE_CHECKING:
-    from pysync.shapes.subquery import SubqueryShape
+    from pysync.shapes.subqueries.shape import SubqueryShape
 
 Encoded = list[tuple[LogOffset, bytes]]
 

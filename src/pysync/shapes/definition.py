@@ -14,7 +14,7 @@ import psycopg
 from pysync.postgres.catalog import Table, load_table
 from pysync.postgres.identifiers import IdentifierError, parse_relation
 from pysync.postgres.pgoutput import Relation
-from pysync.shapes.where._ir import WhereError as WhereErrorType
+from pysync.where import WhereError as WhereErrorType
 
 REPLICA_MODES = ("default", "full")
 LOG_MODES = ("full", "changes_only")
@@ -157,7 +157,7 @@ class Subquery(msgspec.Struct, frozen=True):
     columns: tuple[str, ...]
     """The selected columns, in the subquery's order: a row's value is their texts."""
     where: object | None
-    """Its compiled clause (``pysync.shapes.where.Where``), which may have sublinks too."""
+    """Its compiled clause (``pysync.where.Where``), which may have sublinks too."""
     dependencies: tuple[Subquery, ...]
     """The subqueries of ``where``, by dependency number."""
     key: str
@@ -174,7 +174,7 @@ class Shape(msgspec.Struct, frozen=True):
     definition: ShapeDefinition
     table: Table
     where: object | None
-    """The compiled clause (``pysync.shapes.where.Where``) or None."""
+    """The compiled clause (``pysync.where.Where``) or None."""
     columns: tuple[str, ...]
     """Selected columns, in table order."""
     key: str
@@ -242,8 +242,7 @@ def validate(conn: psycopg.Connection[tuple[object, ...]], definition: ShapeDefi
 def subquery_relations(definition: ShapeDefinition) -> list[tuple[str, str]]:
     """The tables the definition's ``IN (SELECT ...)`` read (nested ones too), to be read
     from the catalog before ``build_shape``; ShapeError for a clause Electric refuses."""
-    from pysync.shapes.where import WhereError, sublinks
-    from pysync.shapes.where._sublinks import has_sublink
+    from pysync.where import WhereError, has_sublink, sublinks
 
     found: list[tuple[str, str]] = []
     pending: list[tuple[str | None, int]] = (
@@ -353,8 +352,7 @@ def _compile(
     clause: str, table: Table, params: dict[int, str], tables: Tables, offset: int
 ) -> tuple[object, tuple[Subquery, ...]]:
     """A clause compiled with its subqueries (which share the shape's ``$n`` params)."""
-    from pysync.shapes.where import SublinkType, WhereError, compile_where, sublinks
-    from pysync.shapes.where._sublinks import has_sublink
+    from pysync.where import SublinkType, WhereError, compile_where, has_sublink, sublinks
 
     try:
         specs = sublinks(clause) if has_sublink(clause) else ()
@@ -376,7 +374,7 @@ def _compile(
 
 
 def _subquery(spec: object, params: dict[int, str], tables: Tables, offset: int) -> Subquery:
-    from pysync.shapes.where import SublinkSpec
+    from pysync.where import SublinkSpec
 
     assert isinstance(spec, SublinkSpec)
     table = tables.get((spec.schema, spec.table))

@@ -13,10 +13,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
+from pysync.log.storage import PendingSync, StorageError
 from pysync.shapes.collector import Collector
 from pysync.shapes.compactor import Compactor
 from pysync.shapes.consumer import GONE, ShapeConsumer
-from pysync.shapes.storage import PendingSync, StorageError
 from pysync.shapes.store import ShapeStore
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from psycopg import sql
 from pysync.postgres.catalog import Table
 from pysync.shapes.changes import relation_prefix
 from pysync.shapes.definition import Shape, Subquery
-from pysync.shapes.tags import NULL_SENTINEL, VALUE_PREFIX
+from pysync.shapes.subqueries.tags import NULL_SENTINEL, VALUE_PREFIX
 
 
 def _plain_key_column(table: Table, name: str) -> bool:

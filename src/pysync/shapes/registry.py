@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from pysync.log.storage import PendingSync, StorageError
 from pysync.postgres.catalog import load_table_async, why_unreadable_async
 from pysync.postgres.connections import Connections
 from pysync.postgres.publication import PublishAbandoned, Publisher
@@ -32,13 +33,12 @@ from pysync.shapes.definition import (
     retyped,
     subquery_relations,
 )
-from pysync.shapes.dependency import DependencyGone
 from pysync.shapes.partitions import Partitions
 from pysync.shapes.router import Router
 from pysync.shapes.snapshotter import StaleSnapshot, write_snapshot
-from pysync.shapes.storage import PendingSync, StorageError
 from pysync.shapes.store import RegistryRecord, ShapeStore, new_handle
-from pysync.shapes.subqueries import MAX_ROWS, Subqueries
+from pysync.shapes.subqueries.dependency import DependencyGone
+from pysync.shapes.subqueries.manager import MAX_ROWS, Subqueries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
-from pysync.shapes.where import RangeIndex
+from pysync.where import RangeIndex
 
 S = TypeVar("S", bound=Hashable)
 EqualityIndex = tuple[str, frozenset[object], Callable[[str], object]]

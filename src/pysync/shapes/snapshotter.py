@@ -14,6 +14,7 @@ import msgspec
 import psycopg
 from psycopg import sql
 
+from pysync.log.log import ShapeLog
 from pysync.postgres.snapshot import (
     SnapshotInfo,
     fetch_rows,
@@ -22,7 +23,6 @@ from pysync.postgres.snapshot import (
     stream_rows,
 )
 from pysync.shapes.definition import Shape, Subquery
-from pysync.shapes.log import ShapeLog
 from pysync.shapes.querying import (
     OrderBy,
     Tagging,

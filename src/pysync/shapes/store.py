@@ -31,14 +31,14 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from pysync.lockfile import DirectoryLock
+from pysync.log.file_storage import FileStorage
+from pysync.log.log import CHUNK_BYTES, COMPACT_MIN_BYTES, ShapeLog
+from pysync.log.memory_storage import MemoryStorage
+from pysync.log.storage import OS_IO, AppendFile, Io, LogStorage, StorageError
 from pysync.postgres.lsn import format_lsn
 from pysync.postgres.snapshot import SnapshotInfo
 from pysync.private_files import make_dir, open_private, tighten
 from pysync.shapes.definition import Shape, ShapeDefinition
-from pysync.shapes.file_storage import FileStorage
-from pysync.shapes.log import CHUNK_BYTES, COMPACT_MIN_BYTES, ShapeLog
-from pysync.shapes.memory_storage import MemoryStorage
-from pysync.shapes.storage import OS_IO, AppendFile, Io, LogStorage, StorageError
 
 if TYPE_CHECKING:
     from pysync.shapes.consumer import ShapeConsumer

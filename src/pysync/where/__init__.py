@@ -41,7 +41,7 @@ from ._memo import SizedCache
 from ._render import Renderer
 from ._render import normalized as _normalized
 from ._render import to_sql as _to_sql
-from ._sublinks import SublinkSpec
+from ._sublinks import SublinkSpec, has_sublink
 
 __all__ = [
     "FUNCTIONS",
@@ -54,6 +54,7 @@ __all__ = [
     "WhereError",
     "WhereRuntimeError",
     "compile_where",
+    "has_sublink",
     "has_subquery",
     "sublinks",
 ]

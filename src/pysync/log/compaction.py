@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 
-from pysync.shapes.offset import LogOffset
+from pysync.log.offset import LogOffset
 
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pysync.shapes.frames import Frame
-from pysync.shapes.storage import PendingSync, Reader
+from pysync.log.frames import Frame
+from pysync.log.storage import PendingSync, Reader
 
 
 class _BytesReader:

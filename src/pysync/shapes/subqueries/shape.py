@@ -34,24 +34,23 @@ import asyncio
 import enum
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from pysync.log.offset import LogOffset
 from pysync.postgres.snapshot import SnapshotInfo
 from pysync.postgres.transactions import Change
 from pysync.shapes.changes import Entry, TaggedConverter
-from pysync.shapes.dependency import Dependency
-from pysync.shapes.offset import LogOffset
 from pysync.shapes.querying import Tagging
 from pysync.shapes.rekey import fold, keys_changed, needs_fold
 from pysync.shapes.snapshotter import snapshot_end
-from pysync.shapes.tags import masks, patterns
-from pysync.shapes.views import Key, Reverted, View
+from pysync.shapes.subqueries.dependency import Dependency
+from pysync.shapes.subqueries.tags import masks, patterns
+from pysync.shapes.subqueries.views import Key, Reverted, View
 
 if TYPE_CHECKING:
     from pysync.shapes.consumer import ShapeConsumer
-    from pysync.shapes.subqueries import Subqueries
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -107,9 +106,40 @@ class Move:
         self.attempts = 0
 
 
+class Manager(Protocol):
+    """What a subquery shape asks of ``manager.Subqueries`` (a protocol: the manager
+    imports this module)."""
+
+    @property
+    def position(self) -> int: ...
+
+    @property
+    def last_tx(self) -> int: ...
+
+    def recent(self) -> tuple[int, ...]: ...
+
+    def changed(self, owner: SubqueryShape) -> None: ...
+
+    def held(self, shape: SubqueryShape) -> None: ...
+
+    def invalidate(self, shape: SubqueryShape, reason: str) -> None: ...
+
+    def index_add(self, shape: SubqueryShape, number: int, keys: Any) -> None: ...
+
+    def index_remove(self, shape: SubqueryShape, number: int, keys: Any) -> None: ...
+
+    def query_move_in(self, shape: SubqueryShape, retry: bool = False) -> None: ...
+
+    def wait_for_position(self, shape: SubqueryShape) -> None: ...
+
+    def moved(self, shape: SubqueryShape) -> None: ...
+
+    def appended(self, consumer: ShapeConsumer) -> None: ...
+
+
 class SubqueryShape:
     def __init__(
-        self, consumer: ShapeConsumer, manager: Subqueries, deps: Sequence[Dependency]
+        self, consumer: ShapeConsumer, manager: Manager, deps: Sequence[Dependency]
     ) -> None:
         self.consumer = consumer
         self.manager = manager

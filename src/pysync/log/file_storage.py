@@ -17,8 +17,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from pysync.shapes.frames import CRCS, FIELDS, HEADER_SIZE, MAGIC_BYTE, Frame, header_problem
-from pysync.shapes.storage import (
+from pysync.log.frames import CRCS, FIELDS, HEADER_SIZE, MAGIC_BYTE, Frame, header_problem
+from pysync.log.storage import (
     OS_IO,
     AppendFile,
     FdReader,

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from pysync.log.storage import StorageError
 from pysync.postgres.catalog import Table
 from pysync.postgres.connections import Connections
 from pysync.postgres.pgoutput import Relation
@@ -32,11 +33,10 @@ from pysync.postgres.sqlstate import error_class, safe_reason
 from pysync.postgres.transactions import Change, Transaction, Truncation
 from pysync.shapes.changes import cannot_process
 from pysync.shapes.definition import Subquery
-from pysync.shapes.dependency import Dependency, DependencyGone, DependencyState
 from pysync.shapes.router import MergedRoutes, Router, TableRoutes, partition_routes
 from pysync.shapes.snapshotter import StaleSnapshot, query_move_in, query_subquery
-from pysync.shapes.storage import StorageError
-from pysync.shapes.subquery import SubqueryShape
+from pysync.shapes.subqueries.dependency import Dependency, DependencyGone, DependencyState
+from pysync.shapes.subqueries.shape import SubqueryShape
 
 if TYPE_CHECKING:
     from pysync.shapes.consumer import ShapeConsumer

@@ -12,8 +12,8 @@ import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from pysync.shapes.frames import CRCS, FIELDS, HEADER_SIZE, Frame, header_problem
-from pysync.shapes.storage import FdReader, PendingSync, Reader, StorageError
+from pysync.log.frames import CRCS, FIELDS, HEADER_SIZE, Frame, header_problem
+from pysync.log.storage import FdReader, PendingSync, Reader, StorageError
 
 _crc32 = zlib.crc32
 _WINDOW = 1 << 20

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import product
 from typing import Any
 
-from pysync.shapes.views import Key
+from pysync.shapes.subqueries.views import Key
 
 NULL_SENTINEL = "NULL"
 VALUE_PREFIX = "v:"

@@ -25,11 +25,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
-from pysync.shapes.compaction import NotCompactable, compact
-from pysync.shapes.followed_storage import FollowedStorage
-from pysync.shapes.frames import FIELDS, FLAG_SNAPSHOT_END, HEADER_SIZE, Frame, frame_header
-from pysync.shapes.offset import LAST_BEFORE_REAL, LogOffset
-from pysync.shapes.storage import LogStorage, PendingSync
+from pysync.log.compaction import NotCompactable, compact
+from pysync.log.followed_storage import FollowedStorage
+from pysync.log.frames import FIELDS, FLAG_SNAPSHOT_END, HEADER_SIZE, Frame, frame_header
+from pysync.log.offset import LAST_BEFORE_REAL, LogOffset
+from pysync.log.storage import LogStorage, PendingSync
 
 CHUNK_BYTES = 10 * 1024 * 1024
 """About this much JSON per response and per snapshot chunk (Electric's default)."""

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+from pysync.log.frames import Frame
 from pysync.private_files import FILE_MODE, make_dir, open_private
-from pysync.shapes.frames import Frame
 
 
 class StorageError(RuntimeError):

@@ -23,16 +23,13 @@ import asyncio
 import enum
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pysync.postgres.pgoutput import UNCHANGED_TOAST, Relation
 from pysync.postgres.snapshot import SnapshotInfo, after_snapshot
 from pysync.postgres.transactions import Change
 from pysync.shapes.definition import Subquery
-from pysync.shapes.views import Key, View
-
-if TYPE_CHECKING:
-    from pysync.shapes.subqueries import Subqueries
+from pysync.shapes.subqueries.views import Key, View
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +71,17 @@ class _Binding:
         self.evaluate = where.bind(layout, dependency.views) if where is not None else None
 
 
+class Manager(Protocol):
+    """What a dependency asks of ``manager.Subqueries`` (a protocol: the manager imports
+    this module)."""
+
+    def changed(self, owner: Dependency) -> None: ...
+
+    def requery(self, dep: Dependency) -> None: ...
+
+
 class Dependency:
-    def __init__(
-        self, subquery: Subquery, manager: Subqueries, inner: Sequence[Dependency]
-    ) -> None:
+    def __init__(self, subquery: Subquery, manager: Manager, inner: Sequence[Dependency]) -> None:
         self.subquery = subquery
         self.key = subquery.key
         self.manager = manager
