@@ -1,0 +1,37 @@
+"""pysync for Django (``pip install 'pysync[django]'``): shapes from QuerySets.
+
+    import pysync.django
+    pysync.django.shape(Todo.objects.filter(done=False, list_id__in=lists))
+
+Imported only by apps that use it: nothing else in pysync imports Django.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import QuerySet
+from django.db.models.query import RawQuerySet
+
+from pysync.django.queryset import queryset_shape
+from pysync.shapes.definition import ShapeDefinition, ShapeError
+
+__all__ = ["ShapeError", "shape"]
+
+
+def shape(
+    queryset: QuerySet[Any, Any], *, replica: str = "default", log_mode: str = "full"
+) -> ShapeDefinition:
+    """The shape of a QuerySet over one model: the same ``ShapeDefinition`` that
+    ``pysync.shape(...)`` gives, so it is served, routed and interrupted as any other.
+    ShapeError names what a shape cannot have (joins, ordering, aggregates ...)."""
+    if isinstance(queryset, RawQuerySet):
+        raise ShapeError(
+            "table", "a RawQuerySet (raw() SQL) cannot be a shape: use filter() on the model"
+        )
+    if not isinstance(queryset, QuerySet):
+        raise ShapeError(
+            "table",
+            f"expected a QuerySet (Model.objects.filter(...)), not {type(queryset).__name__}",
+        )
+    return queryset_shape(queryset, replica=replica, log_mode=log_mode)
