@@ -40,7 +40,10 @@ def django_database(cluster: PostgresCluster) -> str:
                 "PORT": str(parts.port or ""),
             }
         },
-        INSTALLED_APPS=["djapp"],
+        INSTALLED_APPS=["pysync.django", "djapp"],
+        ROOT_URLCONF="djproject.urls",
+        ALLOWED_HOSTS=["*"],
+        PYSYNC={"in_memory": True, "env": False, "slot": "django_views"},
         USE_TZ=True,
         TIME_ZONE="UTC",
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",

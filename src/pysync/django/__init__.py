@@ -1,7 +1,15 @@
-"""pysync for Django (``pip install 'pysync[django]'``): shapes from QuerySets.
+"""pysync for Django (``pip install 'pysync[django]'``): shapes from QuerySets, served
+from Django views.
 
     import pysync.django
     pysync.django.shape(Todo.objects.filter(done=False, list_id__in=lists))
+
+    urlpatterns = [pysync.django.sync_path("shapes/open-todos/", Todo.objects.filter(done=False))]
+
+    async def my_todos(request):          # an async view: Django's auth, then the shape
+        return await pysync.django.render(request, lambda: Todo.objects.filter(owner=request.user))
+
+    pysync.django.interrupt(Todo)         # after a change to who sees what
 
 Imported only by apps that use it: nothing else in pysync imports Django.
 """
@@ -13,10 +21,12 @@ from typing import Any
 from django.db.models import QuerySet
 from django.db.models.query import RawQuerySet
 
+from pysync.django.engine import asgi, get_sync
 from pysync.django.queryset import queryset_shape
+from pysync.django.views import interrupt, render, sync_path
 from pysync.shapes.definition import ShapeDefinition, ShapeError
 
-__all__ = ["ShapeError", "shape"]
+__all__ = ["ShapeError", "asgi", "get_sync", "interrupt", "render", "shape", "sync_path"]
 
 
 def shape(

@@ -1,0 +1,32 @@
+"""Shape routes of the test project: a fixed shape, and a per-request one whose user
+comes from a header (standing in for the app's auth)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.urls import path
+
+import pysync.django
+from djapp.models import Item, Member
+
+
+def lists_of(user: str) -> Any:
+    """The items of the user's lists, by the list ids read now (so a new membership
+    changes the shape: ``pysync.django.interrupt`` makes waiting requests see it)."""
+    lists = sorted(Member.objects.filter(user=user).values_list("todo_list_id", flat=True))
+    return Item.objects.filter(todo_list_id__in=lists).only("name", "todo_list")
+
+
+async def my_items(request: HttpRequest) -> HttpResponseBase:
+    user = request.headers.get("x-user")
+    if not user:
+        return HttpResponse("who are you?", status=401)
+    return await pysync.django.render(request, lambda: lists_of(user))
+
+
+urlpatterns = [
+    pysync.django.sync_path("shapes/unflagged/", Item.objects.filter(flag=False)),
+    path("shapes/mine/", my_items),
+]
