@@ -133,6 +133,27 @@ async def test_interrupt_reruns_the_shape_function_of_a_waiting_request(
     assert [v["name"] for v in rows(again).values()] == ["two"]
 
 
+async def test_a_writers_txid_arrives_in_the_shapes_change(http: httpx.AsyncClient) -> None:
+    first = await http.get("/shapes/unflagged/", params={"offset": "-1"})
+    params = {
+        "offset": first.headers["electric-offset"],
+        "handle": first.headers["electric-handle"],
+        "live": "true",
+    }
+    live = asyncio.create_task(http.get("/shapes/unflagged/", params=params))
+    mutation = {
+        "type": "insert",
+        "modified": {"name": "written", "flag": False},
+        "syncMetadata": {"relation": ["public", "djapp_item"]},
+    }
+    written = await http.post("/write/", json=[mutation])
+    assert written.status_code == 200, written.text
+    response = await asyncio.wait_for(live, 10)
+    changes = [m for m in response.json() if "key" in m]
+    assert [m["value"]["name"] for m in changes] == ["written"]
+    assert changes[0]["headers"]["txids"] == [written.json()["txid"]]
+
+
 # -- under uvicorn ------------------------------------------------------------------------
 
 

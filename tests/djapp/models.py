@@ -29,18 +29,18 @@ class Status(models.TextChoices):
 
 
 class Item(models.Model):
-    name = models.CharField(max_length=20, null=True)
-    n = models.IntegerField(null=True)
+    name = models.CharField(max_length=20, null=True, blank=True)
+    n = models.IntegerField(null=True, blank=True)
     big = models.BigIntegerField(default=0)
-    price = models.DecimalField(max_digits=8, decimal_places=2, null=True)
-    score = models.FloatField(null=True)
-    flag = models.BooleanField(null=True)
-    day = models.DateField(null=True)
-    at = models.DateTimeField(null=True)
-    uid = models.UUIDField(null=True)
+    price = models.DecimalField(max_digits=8, decimal_places=2, null=True, blank=True)
+    score = models.FloatField(null=True, blank=True)
+    flag = models.BooleanField(null=True, blank=True)
+    day = models.DateField(null=True, blank=True)
+    at = models.DateTimeField(null=True, blank=True)
+    uid = models.UUIDField(null=True, blank=True)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
-    data = models.JSONField(null=True)
-    todo_list = models.ForeignKey(TodoList, null=True, on_delete=models.SET_NULL)
+    data = models.JSONField(null=True, blank=True)
+    todo_list = models.ForeignKey(TodoList, null=True, blank=True, on_delete=models.SET_NULL)
 
     class Meta:
         app_label = "djapp"

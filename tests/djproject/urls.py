@@ -8,6 +8,7 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import path
 
+import pysync
 import pysync.django
 from djapp.models import Item, Member
 
@@ -30,3 +31,15 @@ urlpatterns = [
     pysync.django.sync_path("shapes/unflagged/", Item.objects.filter(flag=False)),
     path("shapes/mine/", my_items),
 ]
+
+
+def only_own_members(mutation: pysync.Mutation) -> bool | str:
+    """Members are written only for ann: the stored row's user for updates and deletes
+    (never the client's ``original``), the new one for inserts and updates."""
+    if mutation.data and mutation.data.get("user") != "ann":
+        return "not your membership"
+    return bool(mutation.changes.get("user", "ann") == "ann")
+
+
+writer = pysync.django.Writer().allow(Item).allow(Member, check=only_own_members)
+urlpatterns.append(path("write/", writer.view))

@@ -11,6 +11,8 @@ from Django views.
 
     pysync.django.interrupt(Todo)         # after a change to who sees what
 
+    writer = pysync.django.Writer().allow(Todo, check=...)   # full_clean, transaction.atomic
+
 Imported only by apps that use it: nothing else in pysync imports Django.
 """
 
@@ -24,9 +26,19 @@ from django.db.models.query import RawQuerySet
 from pysync.django.engine import asgi, get_sync
 from pysync.django.queryset import queryset_shape
 from pysync.django.views import interrupt, render, sync_path
+from pysync.django.writer import Writer
 from pysync.shapes.definition import ShapeDefinition, ShapeError
 
-__all__ = ["ShapeError", "asgi", "get_sync", "interrupt", "render", "shape", "sync_path"]
+__all__ = [
+    "ShapeError",
+    "Writer",
+    "asgi",
+    "get_sync",
+    "interrupt",
+    "render",
+    "shape",
+    "sync_path",
+]
 
 
 def shape(
