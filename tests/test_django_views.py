@@ -158,10 +158,16 @@ async def test_a_writers_txid_arrives_in_the_shapes_change(http: httpx.AsyncClie
 
 
 class Uvicorn:
-    def __init__(self, app: str, database_url: str, slot: str) -> None:
+    def __init__(
+        self, app: str, database_url: str, slot: str, command: list[str] | None = None
+    ) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         source = Path(pysync.__file__).resolve().parent.parent
+        cwd = TESTS
+        if command is not None:
+            command = [*command, "--port", str(self.port)]
+            cwd = Path(app)  # a directory for the server's storage
         env = {
             **os.environ,
             "PYTHONPATH": f"{TESTS}{os.pathsep}{source}",
@@ -170,8 +176,8 @@ class Uvicorn:
             "DJANGO_TEST_SLOT": slot,
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", app, "--port", str(self.port)],
-            cwd=TESTS,
+            command or [sys.executable, "-m", "uvicorn", app, "--port", str(self.port)],
+            cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -268,3 +274,43 @@ async def test_render_under_wsgi_says_what_to_use(django_url: str) -> None:
 
     with pytest.raises(RuntimeError, match="needs Django under ASGI"):
         await pysync.django.render(HttpRequest(), Item.objects.all())
+
+
+def test_manage_py_pysync_serve_runs_with_the_projects_settings(
+    django_url: str, tmp_path: Path
+) -> None:
+    seed()
+    slot = "django_manage"
+    command = [sys.executable, "-m", "django", "pysync", "serve"]
+    server = Uvicorn(str(tmp_path), django_url, slot, command)
+    try:
+        server.wait_listening()
+        assert httpx.get(f"{server.base}/v1/health", timeout=10).status_code == 200
+        response = httpx.get(
+            f"{server.base}/v1/shape",
+            params={"table": "djapp_item", "where": "flag = false", "offset": "-1"},
+            timeout=30,
+        )
+        assert response.status_code == 200, response.text
+        assert [v["name"] for v in rows(response).values()] == ["one"]
+        # settings.PYSYNC's slot, DATABASES' database, storage in the working directory.
+        assert slot_active(django_url, slot)
+        assert (tmp_path / ".pysync" / "storage").is_dir()
+    finally:
+        output = server.stop()
+    assert "Traceback" not in output, output
+
+
+def test_settings_pysync_becomes_the_servers_environment(django_url: str) -> None:
+    from django.test import override_settings
+
+    from pysync.django.management.commands.pysync import server_environment
+
+    server = {"slot": "s1", "allow_delete": True, "mode": "http", "url": "http://x"}
+    with override_settings(PYSYNC=server):
+        env = server_environment()
+    assert env["PYSYNC_SLOT"] == "s1" and env["PYSYNC_ALLOW_DELETE"] == "true"
+    assert env["DATABASE_URL"].endswith("/django_tests")
+    assert not any("MODE" in name or name == "PYSYNC_URL" for name in env)
+    with override_settings(PYSYNC={"slots": "typo"}), pytest.raises(ValueError, match="slots"):
+        server_environment()
