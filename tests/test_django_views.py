@@ -314,3 +314,19 @@ def test_settings_pysync_becomes_the_servers_environment(django_url: str) -> Non
     assert not any("MODE" in name or name == "PYSYNC_URL" for name in env)
     with override_settings(PYSYNC={"slots": "typo"}), pytest.raises(ValueError, match="slots"):
         server_environment()
+
+
+async def test_electrics_api_behind_the_views_auth_serves_only_the_allowed_models(
+    http: httpx.AsyncClient,
+) -> None:
+    path, user = "/electric/v1/shape", {"x-user": "ann"}
+    params = {"table": "djapp_item", "where": "flag = false", "offset": "-1"}
+    assert (await http.get(path, params=params)).status_code == 401
+    response = await http.get(path, params=params, headers=user)
+    assert response.status_code == 200, response.text
+    assert [v["name"] for v in rows(response).values()] == ["one"]
+    other = await http.get(path, params={**params, "table": "djapp_member"}, headers=user)
+    assert other.status_code == 403
+    assert "djapp_member" in other.text
+    sneaky = {**params, "where": "todo_list_id IN (SELECT todo_list_id FROM djapp_member)"}
+    assert (await http.get(path, params=sneaky, headers=user)).status_code == 403

@@ -41,5 +41,17 @@ def only_own_members(mutation: pysync.Mutation) -> bool | str:
     return bool(mutation.changes.get("user", "ann") == "ann")
 
 
+electric = pysync.django.electric_view(tables=[Item])
+
+
+async def electric_api(request: HttpRequest) -> HttpResponseBase:
+    """Electric's API, for signed-in users (the header stands in for login_required)."""
+    if not request.headers.get("x-user"):
+        return HttpResponse("who are you?", status=401)
+    return await electric(request)
+
+
+urlpatterns.append(path("electric/v1/shape", electric_api))
+
 writer = pysync.django.Writer().allow(Item).allow(Member, check=only_own_members)
 urlpatterns.append(path("write/", writer.view))

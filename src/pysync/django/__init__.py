@@ -25,7 +25,7 @@ from django.db.models.query import RawQuerySet
 
 from pysync.django.engine import asgi, get_sync
 from pysync.django.queryset import queryset_shape
-from pysync.django.views import interrupt, render, sync_path
+from pysync.django.views import electric_view, interrupt, render, sync_path
 from pysync.django.writer import Writer
 from pysync.shapes.definition import ShapeDefinition, ShapeError
 
@@ -33,6 +33,7 @@ __all__ = [
     "ShapeError",
     "Writer",
     "asgi",
+    "electric_view",
     "get_sync",
     "interrupt",
     "render",

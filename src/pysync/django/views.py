@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -24,6 +24,7 @@ from starlette.responses import Response
 from pysync.app.shapes import is_shape_function
 from pysync.django.engine import Message, get_sync, started_sync
 from pysync.django.queryset import queryset_shape
+from pysync.shapes.definition import ShapeDefinition
 
 ShapeSource = Any
 """A QuerySet, what ``pysync.shape`` takes, or a function of the request returning one."""
@@ -49,12 +50,7 @@ async def render(
     the view does the auth). ``shape``: a QuerySet, or a function (``fn(request)`` or
     ``fn()``, sync or async) returning one: then a live request is interruptible
     (``interrupt`` runs it again). ``options`` as ``Sync.render`` takes them."""
-    scope = getattr(request, "scope", None)
-    if scope is None:
-        raise RuntimeError(
-            "pysync.django.render needs Django under ASGI (uvicorn project.asgi:application): "
-            "under WSGI (runserver) there is no event loop for the engine"
-        )
+    scope = _scope_of(request)
     source = _per_request(shape, request) if _is_function(shape) else definition_of(shape)
     sync = await started_sync()
     response = await sync.render(
@@ -91,6 +87,56 @@ def interrupt(shape: object = None, /, **options: Any) -> int:
         table = model._meta.db_table
         return get_sync().interrupt(None, table=table, namespace="public", **options)
     return get_sync().interrupt(definition_of(shape), **options)
+
+
+def electric_view(
+    *, tables: Iterable[object] | None = None
+) -> Callable[[HttpRequest], Awaitable[HttpResponseBase]]:
+    """Electric's ``/v1/shape`` as an async Django view (route it at ``<prefix>/v1/shape``):
+    the client chooses the table, WHERE and columns, so give ``tables`` (models,
+    QuerySets' tables, names): a request for another table, or whose WHERE reads another
+    in a subquery, is a 403. Django's middleware and decorators (``login_required``)
+    run before it, as before any view."""
+    served = None if tables is None else [_table_of(t) for t in tables]
+    endpoints: dict[int, Callable[[Request], Awaitable[Response]]] = {}
+
+    async def view(request: HttpRequest) -> HttpResponseBase:
+        scope = _scope_of(request)
+        sync = await started_sync()
+        endpoint = endpoints.get(id(sync))
+        if endpoint is None:
+            route = sync.routes(tables=served)[0]
+            endpoint = endpoints[id(sync)] = route.endpoint  # type: ignore[attr-defined]
+        body = request.body
+        received = False
+
+        async def receive() -> Message:
+            nonlocal received
+            if not received:
+                received = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await _no_body()
+
+        return await to_django(await endpoint(Request(scope, receive)), scope)
+
+    return view
+
+
+def _table_of(table: object) -> object:
+    if isinstance(table, type) and issubclass(table, Model):
+        model: Any = table
+        return ShapeDefinition.create(model._meta.db_table, namespace="public")
+    return definition_of(table)
+
+
+def _scope_of(request: HttpRequest) -> dict[str, Any]:
+    scope = getattr(request, "scope", None)
+    if scope is None:
+        raise RuntimeError(
+            "pysync.django needs Django under ASGI (uvicorn project.asgi:application): "
+            "under WSGI (runserver) there is no event loop for the engine"
+        )
+    return dict(scope)
 
 
 def _is_function(shape: object) -> bool:
