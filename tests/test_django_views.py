@@ -165,8 +165,8 @@ class Uvicorn:
         self.base = f"http://127.0.0.1:{self.port}"
         source = Path(pysync.__file__).resolve().parent.parent
         cwd = TESTS
-        if command is not None:
-            command = [*command, "--port", str(self.port)]
+        if command is not None:  # "{port}" in it is the port
+            command = [part.replace("{port}", str(self.port)) for part in command]
             cwd = Path(app)  # a directory for the server's storage
         env = {
             **os.environ,
@@ -266,14 +266,29 @@ def test_the_engine_runs_under_uvicorn(django_url: str, app: str) -> None:
         assert not slot_active(django_url, slot), output
 
 
-async def test_render_under_wsgi_says_what_to_use(django_url: str) -> None:
-    from django.http import HttpRequest
-
-    import pysync.django
-    from djapp.models import Item
-
-    with pytest.raises(RuntimeError, match="needs Django under ASGI"):
-        await pysync.django.render(HttpRequest(), Item.objects.all())
+def test_the_engine_runs_under_runserver_in_its_own_thread(django_url: str, tmp_path: Path) -> None:
+    """``manage.py runserver`` (WSGI, with its autoreloader): the engine starts on the
+    first shape request in a thread of its own; long-polls and per-request shapes work."""
+    seed()
+    slot = "django_runserver"
+    command = [sys.executable, "-m", "django", "runserver", "127.0.0.1:{port}"]
+    server = Uvicorn(str(tmp_path), django_url, slot, command)
+    try:
+        server.wait_listening()
+        assert not slot_active(django_url, slot)
+        follow_live_change(server.base, django_url)
+        mine = httpx.get(
+            f"{server.base}/shapes/mine/",
+            params={"offset": "-1"},
+            headers={"x-user": "ann"},
+            timeout=30,
+        )
+        assert mine.status_code == 200, mine.text
+        assert [v["name"] for v in rows(mine).values()] == ["one"]
+        assert slot_active(django_url, slot)
+    finally:
+        output = server.stop()
+    assert "Traceback" not in output, output
 
 
 def test_manage_py_pysync_serve_runs_with_the_projects_settings(
@@ -281,7 +296,7 @@ def test_manage_py_pysync_serve_runs_with_the_projects_settings(
 ) -> None:
     seed()
     slot = "django_manage"
-    command = [sys.executable, "-m", "django", "pysync", "serve"]
+    command = [sys.executable, "-m", "django", "pysync", "serve", "--port", "{port}"]
     server = Uvicorn(str(tmp_path), django_url, slot, command)
     try:
         server.wait_listening()

@@ -4,6 +4,8 @@ Django's ASGI handler has no lifespan, so the Sync starts on the first shape req
 the event loop that serves it (``uvicorn project.asgi:application``). Wrapping the
 application in ``pysync.django.asgi(application)`` starts it at startup instead and stops
 it at shutdown (waiting requests answered, the slot released) from the ASGI lifespan.
+Under WSGI (``runserver``) it starts on the first shape request too, in an event loop
+of its own thread (``background_loop``), and ends with the process.
 
 ``settings.PYSYNC`` takes what ``pysync.Sync`` takes: ``mode``, ``url``, ``in_memory``,
 ``env`` and any field of ``pysync serve``'s Settings (``slot``, ``publication``,
@@ -13,6 +15,7 @@ it at shutdown (waiting requests answered, the slot released) from the ASGI life
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -27,6 +30,8 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _sync: Sync | None = None
 _starting: asyncio.Lock | None = None
+_background: asyncio.AbstractEventLoop | None = None
+_background_lock = threading.Lock()
 
 
 def get_sync() -> Sync:
@@ -85,6 +90,18 @@ async def started_sync() -> Sync:
         if not sync.started:
             await sync.start()
     return sync
+
+
+def background_loop() -> asyncio.AbstractEventLoop:
+    """An event loop in a thread of its own, for the engine under WSGI (``runserver``),
+    where each request's async view runs in a loop of its own that ends with it."""
+    global _background
+    with _background_lock:
+        if _background is None:
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="pysync", daemon=True).start()
+            _background = loop
+        return _background
 
 
 async def stop() -> None:

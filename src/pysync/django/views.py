@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pysync.app.shapes import is_shape_function
-from pysync.django.engine import Message, get_sync, started_sync
+from pysync.django.engine import Message, background_loop, get_sync, started_sync
 from pysync.django.queryset import queryset_shape
 from pysync.shapes.definition import ShapeDefinition
 
@@ -47,20 +47,23 @@ async def render(
     **options: Any,
 ) -> HttpResponseBase:
     """The Electric-protocol response for ``shape`` to this request (from an async view;
-    the view does the auth). ``shape``: a QuerySet, or a function (``fn(request)`` or
+    the view does the auth; under ASGI, or WSGI for development). ``shape``: a QuerySet, or a function (``fn(request)`` or
     ``fn()``, sync or async) returning one: then a live request is interruptible
     (``interrupt`` runs it again). ``options`` as ``Sync.render`` takes them."""
-    scope = _scope_of(request)
     source = _per_request(shape, request) if _is_function(shape) else definition_of(shape)
-    sync = await started_sync()
-    response = await sync.render(
-        Request(scope, _no_body),
-        source,
-        check_secret=check_secret,
-        cache=cache,  # type: ignore[arg-type]
-        **options,
-    )
-    return await to_django(response, scope)
+
+    async def respond(scope: dict[str, Any], whole: bool) -> HttpResponseBase:
+        sync = await started_sync()
+        response = await sync.render(
+            Request(scope, _no_body),
+            source,
+            check_secret=check_secret,
+            cache=cache,  # type: ignore[arg-type]
+            **options,
+        )
+        return await to_django(response, scope, whole=whole)
+
+    return await _in_engine_loop(request, respond)
 
 
 def sync_path(
@@ -101,23 +104,27 @@ def electric_view(
     endpoints: dict[int, Callable[[Request], Awaitable[Response]]] = {}
 
     async def view(request: HttpRequest) -> HttpResponseBase:
-        scope = _scope_of(request)
-        sync = await started_sync()
-        endpoint = endpoints.get(id(sync))
-        if endpoint is None:
-            route = sync.routes(tables=served)[0]
-            endpoint = endpoints[id(sync)] = route.endpoint  # type: ignore[attr-defined]
         body = request.body
-        received = False
 
-        async def receive() -> Message:
-            nonlocal received
-            if not received:
-                received = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await _no_body()
+        async def respond(scope: dict[str, Any], whole: bool) -> HttpResponseBase:
+            sync = await started_sync()
+            endpoint = endpoints.get(id(sync))
+            if endpoint is None:
+                route = sync.routes(tables=served)[0]
+                endpoint = endpoints[id(sync)] = route.endpoint  # type: ignore[attr-defined]
+            received = False
 
-        return await to_django(await endpoint(Request(scope, receive)), scope)
+            async def receive() -> Message:
+                nonlocal received
+                if not received:
+                    received = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await _no_body()
+
+            response = await endpoint(Request(scope, receive))
+            return await to_django(response, scope, whole=whole)
+
+        return await _in_engine_loop(request, respond)
 
     return view
 
@@ -129,14 +136,42 @@ def _table_of(table: object) -> object:
     return definition_of(table)
 
 
-def _scope_of(request: HttpRequest) -> dict[str, Any]:
+Respond = Callable[[dict[str, Any], bool], Coroutine[Any, Any, HttpResponseBase]]
+
+
+async def _in_engine_loop(request: HttpRequest, respond: Respond) -> HttpResponseBase:
+    """``respond(scope, whole)`` in the engine's event loop: under ASGI the serving one;
+    under WSGI (``runserver``) the engine's own thread, answered whole (WSGI has no
+    streaming to the engine's loop: SSE needs ASGI)."""
     scope = getattr(request, "scope", None)
-    if scope is None:
-        raise RuntimeError(
-            "pysync.django needs Django under ASGI (uvicorn project.asgi:application): "
-            "under WSGI (runserver) there is no event loop for the engine"
-        )
-    return dict(scope)
+    if scope is not None:
+        return await respond(dict(scope), False)
+    future = asyncio.run_coroutine_threadsafe(
+        respond(_wsgi_scope(request), True), background_loop()
+    )
+    return await asyncio.wrap_future(future)
+
+
+def _wsgi_scope(request: HttpRequest) -> dict[str, Any]:
+    """The ASGI scope of a WSGI request (what the app layer reads of it)."""
+    meta = request.META
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": request.method,
+        "scheme": request.scheme,
+        "path": request.path,
+        "raw_path": request.path.encode(),
+        "root_path": "",
+        "query_string": str(meta.get("QUERY_STRING", "")).encode("latin-1"),
+        "headers": [
+            (name.lower().encode("latin-1"), str(value).encode("latin-1"))
+            for name, value in request.headers.items()
+        ],
+        "server": (request.get_host().rsplit(":", 1)[0], int(request.get_port())),
+        "client": (str(meta.get("REMOTE_ADDR", "")), 0),
+    }
 
 
 def _is_function(shape: object) -> bool:
@@ -169,14 +204,24 @@ async def _no_body() -> Message:
     raise AssertionError("unreachable")
 
 
-async def to_django(response: Response, scope: dict[str, Any]) -> HttpResponseBase:
-    """A Starlette response as Django's: sent to a queue, then whole or streamed."""
+async def to_django(
+    response: Response, scope: dict[str, Any], *, whole: bool = False
+) -> HttpResponseBase:
+    """A Starlette response as Django's: sent to a queue, then whole or (unless
+    ``whole``) streamed as the app layer streams it."""
     queue: asyncio.Queue[Message] = asyncio.Queue()
     task = asyncio.ensure_future(response(scope, _no_body, queue.put))
     start = await _next(queue, task)
     first = await _next(queue, task)
     status = int(start["status"])
     headers = _headers(start.get("headers", []))
+    if whole:
+        body = bytearray(first.get("body", b""))
+        message = first
+        while message.get("more_body"):
+            message = await _next(queue, task)
+            body += message.get("body", b"")
+        first = {"body": bytes(body)}
     if not first.get("more_body"):
         await task
         plain = HttpResponse(first.get("body", b""), status=status)
