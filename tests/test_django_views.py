@@ -345,3 +345,29 @@ async def test_electrics_api_behind_the_views_auth_serves_only_the_allowed_model
     assert "djapp_member" in other.text
     sneaky = {**params, "where": "todo_list_id IN (SELECT todo_list_id FROM djapp_member)"}
     assert (await http.get(path, params=sneaky, headers=user)).status_code == 403
+
+
+def test_djangos_test_runner_runs_a_sync_test_case(django_url: str) -> None:
+    source = Path(pysync.__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{TESTS}{os.pathsep}{source}",
+        "DJANGO_SETTINGS_MODULE": "djproject.settings",
+        "DJANGO_TEST_DATABASE_URL": django_url,
+        "DJANGO_TEST_SLOT": "django_test_runner",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "test", "djproject.sync_tests", "-v", "2", "--noinput"],
+        cwd=TESTS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "Ran 2 tests" in output and "\nOK" in output, output
+    with psycopg.connect(django_url, autocommit=True) as conn:  # the test database is gone
+        left = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'test_django_tests'")
+        assert left.fetchone() is None

@@ -30,6 +30,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 _sync: Sync | None = None
 _starting: asyncio.Lock | None = None
+_sync_loop: asyncio.AbstractEventLoop | None = None
 _background: asyncio.AbstractEventLoop | None = None
 _background_lock = threading.Lock()
 
@@ -42,10 +43,10 @@ def get_sync() -> Sync:
     return _sync
 
 
-def make_sync() -> Sync:
+def make_sync(**overrides: Any) -> Sync:
     from django.conf import settings
 
-    options: dict[str, Any] = dict(getattr(settings, "PYSYNC", None) or {})
+    options: dict[str, Any] = {**(getattr(settings, "PYSYNC", None) or {}), **overrides}
     if "database_url" not in options:
         options["database_url"] = database_url(settings.DATABASES["default"])
     url = options.pop("database_url")
@@ -80,7 +81,7 @@ def database_url(database: dict[str, Any]) -> str:
 
 async def started_sync() -> Sync:
     """The Sync, started in this event loop if it is not yet."""
-    global _starting
+    global _starting, _sync_loop
     sync = get_sync()
     if sync.started:
         return sync
@@ -89,6 +90,7 @@ async def started_sync() -> Sync:
     async with _starting:
         if not sync.started:
             await sync.start()
+            _sync_loop = asyncio.get_running_loop()
     return sync
 
 
@@ -108,6 +110,25 @@ async def stop() -> None:
     """Stop the Sync (a later request starts it again)."""
     if _sync is not None and _sync.started:
         await _sync.stop()
+
+
+def replace_sync(**overrides: Any) -> None:
+    """From sync code (a test case's setup): stop the Sync if it runs, and make the next
+    one from the settings as they are now (a test database's name) with ``overrides``."""
+    global _sync, _starting
+    stop_blocking()
+    _sync, _starting = make_sync(**overrides), None
+
+
+def stop_blocking() -> None:
+    """From sync code outside the engine's loop: stop the Sync, in its own loop."""
+    loop = _sync_loop
+    if _sync is None or not _sync.started or loop is None:
+        return
+    if loop.is_running():
+        asyncio.run_coroutine_threadsafe(stop(), loop).result()
+    else:
+        loop.run_until_complete(stop())
 
 
 def asgi(application: ASGIApp) -> ASGIApp:
