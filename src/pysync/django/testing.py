@@ -1,5 +1,5 @@
 """``SyncTestCase``: Django tests whose shape requests an engine on the test database
-serves, for Django's test runner (``manage.py test``) and pytest-django alike.
+serves, under Django's test runner (``manage.py test``).
 
 It is a ``TransactionTestCase``: each test's writes commit, so logical replication
 delivers them to the engine. Django's ``TestCase`` wraps each test in a transaction that
