@@ -43,15 +43,15 @@ def test_nothing_imports_django_unless_pysync_django_is_used() -> None:
 @pytest.fixture(scope="module")
 def django_url(pg_cluster: PostgresCluster) -> str:
     url = django_database(pg_cluster)
-    from djapp.models import Item, Member, TodoList
+    from djapp.models import Item, Member, Special, TodoList
 
-    create_tables(TodoList, Member, Item)
+    create_tables(TodoList, Member, Item, Special)
     return url
 
 
 def test_a_queryset_is_the_shape_of_its_model_table(django_url: str) -> None:
     import pysync.django as pd
-    from djapp.models import Item
+    from djapp.models import Item, OpenItem
 
     definition = pd.shape(Item.objects.all())
     assert (definition.schema, definition.table, definition.where) == ("public", "djapp_item", None)
@@ -61,6 +61,9 @@ def test_a_queryset_is_the_shape_of_its_model_table(django_url: str) -> None:
     )  # fmt: skip
     # The same QuerySet is the same shape (one handle, one interrupt match).
     assert pd.shape(Item.objects.filter(n=1)) == pd.shape(Item.objects.filter(n=1))
+    # A proxy model is its concrete model's table.
+    assert pd.shape(OpenItem.objects.all()) == definition
+    assert pd.shape(Item.objects.none()).where == "false"
 
 
 def test_lookups_and_q_objects_become_where_text(django_url: str) -> None:
@@ -103,6 +106,8 @@ def test_lookups_and_q_objects_become_where_text(django_url: str) -> None:
         '(SELECT "todo_list_id" FROM "djapp_member" WHERE "user" = $2))',
         ("2", "ann"),
     )
+    saved = TodoList(id=41, title="saved")
+    assert where(Item.objects.filter(todo_list=saved)) == ('"todo_list_id" = $1', ("41",))
     assert where(Item.objects.filter(todo_list__in=TodoList.objects.filter(title="x"))) == (
         '"todo_list_id" IN (SELECT "id" FROM "djapp_todolist" WHERE "title" = $1)',
         ("x",),
@@ -143,6 +148,7 @@ def test_only_and_values_choose_columns_with_the_primary_key(django_url: str) ->
         (lambda m: m.Item.objects.values("todo_list__title"), "joins djapp_todolist"),
         (lambda m: m.Item.objects.only("todo_list__title"), "follows a relation"),
         (lambda m: m.Item.objects.filter(data={"a": 1}), "data is a JSON column"),
+        (lambda m: m.Special.objects.all(), "multi-table inheritance"),
     ],
 )
 def test_what_a_shape_cannot_say_is_refused_by_name(
@@ -156,7 +162,7 @@ def test_what_a_shape_cannot_say_is_refused_by_name(
     from djapp import models
 
     with pytest.raises(pd.ShapeError) as error:
-        pd.shape(make(types.SimpleNamespace(Item=models.Item, F=F)))
+        pd.shape(make(types.SimpleNamespace(Item=models.Item, Special=models.Special, F=F)))
     assert words in str(error.value)
 
 

@@ -19,9 +19,9 @@ from pysync.postgres.cluster import PostgresCluster
 @pytest.fixture(scope="module")
 def django_url(pg_cluster: PostgresCluster) -> Iterator[str]:
     url = django_database(pg_cluster)
-    from djapp.models import Item, Member, TodoList
+    from djapp.models import Item, Member, Special, TodoList
 
-    create_tables(TodoList, Member, Item)
+    create_tables(TodoList, Member, Item, Special)
     yield url
 
 

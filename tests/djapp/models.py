@@ -46,3 +46,20 @@ class Item(models.Model):
         app_label = "djapp"
         # A default ordering is not an order_by() of the QuerySet: shapes ignore it.
         ordering = ["id"]
+
+
+class OpenItem(Item):
+    """A proxy: the same table."""
+
+    class Meta:
+        app_label = "djapp"
+        proxy = True
+
+
+class Special(Item):
+    """Multi-table inheritance: its rows span two tables."""
+
+    extra = models.IntegerField(default=0)
+
+    class Meta:
+        app_label = "djapp"

@@ -79,8 +79,14 @@ def check_query(query: Query, what: str) -> None:
 def _columns(model: type[Model], query: Query) -> tuple[str, ...]:
     """The shape's columns in the model's order: every concrete field's, or those of
     ``.values()``/``.only()``/``.defer()``, with the primary key."""
-    opts = model._meta
-    fields = [f for f in opts.concrete_fields if not getattr(f, "generated", False)]
+    opts = model._meta.concrete_model._meta  # a proxy model reads its concrete model's table
+    if opts.parents:
+        raise ShapeError(
+            "table",
+            f"{opts.label} inherits from {', '.join(p._meta.label for p in opts.parents)} "
+            "(multi-table inheritance): its rows span tables, a shape reads one",
+        )
+    fields = [f for f in opts.local_concrete_fields if not getattr(f, "generated", False)]
     names: set[str] | None = None
     if query.values_select:
         names = set(query.values_select)
