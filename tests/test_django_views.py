@@ -24,6 +24,7 @@ import pytest_asyncio
 from asgiref.sync import sync_to_async
 
 import pysync
+import pysync.django
 from django_support import create_tables, django_database
 from pysync.postgres.cluster import PostgresCluster, free_port
 
@@ -152,6 +153,30 @@ async def test_a_writers_txid_arrives_in_the_shapes_change(http: httpx.AsyncClie
     changes = [m for m in response.json() if "key" in m]
     assert [m["value"]["name"] for m in changes] == ["written"]
     assert changes[0]["headers"]["txids"] == [written.json()["txid"]]
+
+
+async def test_a_post_save_handler_in_a_sync_view_interrupts(http: httpx.AsyncClient) -> None:
+    from djapp.models import TodoList
+
+    headers = {"x-user": "cy"}
+    first = await http.get("/shapes/mine/", params={"offset": "-1"}, headers=headers)
+    assert first.status_code == 200 and rows(first) == {}
+    params = {
+        "offset": first.headers["electric-offset"],
+        "handle": first.headers["electric-handle"],
+        "live": "true",
+    }
+    waiting = asyncio.create_task(http.get("/shapes/mine/", params=params, headers=headers))
+    sync = pysync.django.get_sync()
+    deadline = time.monotonic() + 10
+    while sync.waiting < 1:
+        assert time.monotonic() < deadline, "the live request never waited"
+        await asyncio.sleep(0.01)
+    first_list = await sync_to_async(TodoList.objects.get)(title="a")
+    joined = await http.get("/join/", params={"list": str(first_list.id)}, headers=headers)
+    assert joined.status_code == 204
+    response = await asyncio.wait_for(waiting, 10)
+    assert response.status_code == 409, response.text
 
 
 # -- under uvicorn ------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models.signals import post_save
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import path
 
@@ -27,9 +28,22 @@ async def my_items(request: HttpRequest) -> HttpResponseBase:
     return await pysync.django.render(request, lambda: lists_of(user))
 
 
+def join(request: HttpRequest) -> HttpResponse:
+    """A plain (sync) view writing a membership; the post_save handler interrupts."""
+    Member.objects.create(todo_list_id=int(request.GET["list"]), user=request.headers["x-user"])
+    return HttpResponse(status=204)
+
+
+def membership_changed(sender: type, **kwargs: Any) -> None:
+    pysync.django.interrupt(Item)
+
+
+post_save.connect(membership_changed, sender=Member, dispatch_uid="djproject")
+
 urlpatterns = [
     pysync.django.sync_path("shapes/unflagged/", Item.objects.filter(flag=False)),
     path("shapes/mine/", my_items),
+    path("join/", join),
 ]
 
 
