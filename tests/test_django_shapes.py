@@ -66,6 +66,20 @@ def test_a_queryset_is_the_shape_of_its_model_table(django_url: str) -> None:
     assert pd.shape(Item.objects.none()).where == "false"
 
 
+def test_pysync_shape_takes_querysets_and_models_once_pysync_django_is_imported(
+    django_url: str,
+) -> None:
+    import pysync.django as pd
+    from djapp.models import Item
+
+    open_items = Item.objects.filter(flag=False)
+    assert pysync.shape(open_items) == pd.shape(open_items)
+    assert pysync.shape(Item) == pd.shape(Item.objects.all())
+    assert pysync.shape(open_items, replica="full").replica == "full"
+    with pytest.raises(TypeError, match="QuerySet is complete"):
+        pysync.shape(open_items, where="n > 1")
+
+
 def test_lookups_and_q_objects_become_where_text(django_url: str) -> None:
     from django.db.models import F, Q
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Model, QuerySet
 from django.db.models.query import RawQuerySet
 
+from pysync.app.shapes import register_source
 from pysync.django.engine import asgi, get_sync
 from pysync.django.queryset import queryset_shape
 from pysync.django.views import electric_view, interrupt, render, sync_path
@@ -40,6 +41,20 @@ __all__ = [
     "shape",
     "sync_path",
 ]
+
+
+def _convert(source: object) -> ShapeDefinition | None:
+    """``pysync.shape``'s converter: a QuerySet, or a model class (its whole table)."""
+    if isinstance(source, QuerySet):
+        return queryset_shape(source)
+    if isinstance(source, type) and issubclass(source, Model):
+        model: Any = source
+        return queryset_shape(model._base_manager.all())
+    return None
+
+
+# pysync.shape(QuerySet), Sync.route(path, QuerySet), pysync.interrupt(Model) ...
+register_source(_convert)
 
 
 def shape(

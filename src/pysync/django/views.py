@@ -85,11 +85,7 @@ def interrupt(shape: object = None, /, **options: Any) -> int:
     """Interrupt the waiting live requests whose shape came from a function and matches
     ``shape``: a QuerySet (exactly its shape), a model class (every shape on its table),
     or what ``pysync.interrupt`` takes. From async code, sync views, signal handlers."""
-    if isinstance(shape, type) and issubclass(shape, Model):
-        model: Any = shape
-        table = model._meta.db_table
-        return get_sync().interrupt(None, table=table, namespace="public", **options)
-    return get_sync().interrupt(definition_of(shape), **options)
+    return get_sync().interrupt(shape, **options)
 
 
 def electric_view(
