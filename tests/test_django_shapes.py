@@ -227,6 +227,9 @@ def random_leaf(rnd: random.Random, negated: bool) -> Any:
         lambda: {"name__iexact": rnd.choice(["abc", "A", "straße"])},
         lambda: {f"name__{rnd.choice(PATTERN_LOOKUPS)}": text},
         lambda: {"n__in": rnd.sample([-2, 0, 1, 3, None], rnd.randint(0, 3))},
+        lambda: {"n__contains": rnd.choice([1, -1, 5])},  # "n"::text LIKE, as Django says it
+        lambda: {"uid__istartswith": str(rnd.choice(UIDS))[:30]},
+        lambda: {"day__contains": rnd.choice(["-01-", "2024"])},
         lambda: {f"n__{rnd.choice(ORDERS)}": rnd.randint(-4, 4)},
         lambda: {f"price__{rnd.choice(ORDERS)}": Decimal(rnd.randint(-300, 300)) / 100},
         lambda: {f"score__{rnd.choice(ORDERS)}": rnd.choice([0, 0.25, -1])},
