@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import msgspec
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
@@ -26,6 +27,25 @@ Params = Sequence[object] | Mapping[int | str, object]
 
 ShapeFunction = Callable[..., Any]
 """``fn(request)`` or ``fn()``, sync or async, returning what ``shape()`` takes."""
+
+SourceConverter = Callable[[object], ShapeDefinition | None]
+_converters: list[SourceConverter] = []
+
+
+def register_source(convert: SourceConverter) -> None:
+    """Teach ``shape()`` (and ``interrupt``) another front end's objects: ``convert(obj)``
+    is their definition, or None for objects it does not know. A front end (pysync.django
+    for QuerySets) registers when it is imported, so this layer imports none of them."""
+    if convert not in _converters:
+        _converters.append(convert)
+
+
+def _converted(source: object) -> ShapeDefinition | None:
+    for convert in _converters:
+        definition = convert(source)
+        if definition is not None:
+            return definition
+    return None
 
 
 def shape(
@@ -77,6 +97,16 @@ def shape(
             replica=replica,
             log_mode=log_mode,
             queryable_columns=queryable_columns,
+        )
+    converted = _converted(source)
+    if converted is not None:
+        if any(v is not None for v in (table, namespace, where, params, columns)):
+            raise TypeError(f"a {type(source).__name__} is complete: say table/where/columns in it")
+        return msgspec.structs.replace(
+            converted,
+            replica=replica,
+            log_mode=log_mode,
+            queryable_columns=tuple(queryable_columns) if queryable_columns is not None else None,
         )
     if not uses_sqlalchemy(source):
         raise ShapeError(
@@ -130,6 +160,7 @@ def is_shape_function(source: object) -> bool:
         callable(source)
         and not isinstance(source, (str, ShapeDefinition))
         and not uses_sqlalchemy(source)
+        and _converted(source) is None
     )
 
 
@@ -163,6 +194,11 @@ def interrupt_target(shape_: object, options: dict[str, Any]) -> tuple[object, d
     """``interrupt``'s arguments with SQLAlchemy forms normalised: an ORM class or Table
     alone stands for its table (every shape on it, as ``interrupt("todos")``); with
     ``where=``/``columns=``, or a ``select()``, for exactly that shape."""
+    converted = _converted(shape_)
+    if converted is not None:
+        if isinstance(shape_, type) and not options:  # a model class: its table, as above
+            return None, {"table": converted.table, "namespace": converted.schema}
+        return converted, options
     if not uses_sqlalchemy(shape_):
         if uses_sqlalchemy(options.get("where")):
             raise TypeError(

@@ -1,0 +1,1 @@
+"""A Django app for pysync.django's tests: models over many field types."""

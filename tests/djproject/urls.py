@@ -1,0 +1,71 @@
+"""Shape routes of the test project: a fixed shape, and a per-request one whose user
+comes from a header (standing in for the app's auth)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models.signals import post_save
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.urls import path
+
+import pysync
+import pysync.django
+from djapp.models import Item, Member
+
+
+def lists_of(user: str) -> Any:
+    """The items of the user's lists, by the list ids read now (so a new membership
+    changes the shape: ``pysync.django.interrupt`` makes waiting requests see it)."""
+    lists = sorted(Member.objects.filter(user=user).values_list("todo_list_id", flat=True))
+    return Item.objects.filter(todo_list_id__in=lists).only("name", "todo_list")
+
+
+async def my_items(request: HttpRequest) -> HttpResponseBase:
+    user = request.headers.get("x-user")
+    if not user:
+        return HttpResponse("who are you?", status=401)
+    return await pysync.django.render(request, lambda: lists_of(user))
+
+
+def join(request: HttpRequest) -> HttpResponse:
+    """A plain (sync) view writing a membership; the post_save handler interrupts."""
+    Member.objects.create(todo_list_id=int(request.GET["list"]), user=request.headers["x-user"])
+    return HttpResponse(status=204)
+
+
+def membership_changed(sender: type, **kwargs: Any) -> None:
+    pysync.django.interrupt(Item)
+
+
+post_save.connect(membership_changed, sender=Member, dispatch_uid="djproject")
+
+urlpatterns = [
+    pysync.django.sync_path("shapes/unflagged/", Item.objects.filter(flag=False)),
+    path("shapes/mine/", my_items),
+    path("join/", join),
+]
+
+
+def only_own_members(mutation: pysync.Mutation) -> bool | str:
+    """Members are written only for ann: the stored row's user for updates and deletes
+    (never the client's ``original``), the new one for inserts and updates."""
+    if mutation.data and mutation.data.get("user") != "ann":
+        return "not your membership"
+    return bool(mutation.changes.get("user", "ann") == "ann")
+
+
+electric = pysync.django.electric_view(tables=[Item])
+
+
+async def electric_api(request: HttpRequest) -> HttpResponseBase:
+    """Electric's API, for signed-in users (the header stands in for login_required)."""
+    if not request.headers.get("x-user"):
+        return HttpResponse("who are you?", status=401)
+    return await electric(request)
+
+
+urlpatterns.append(path("electric/v1/shape", electric_api))
+
+writer = pysync.django.Writer().allow(Item).allow(Member, check=only_own_members)
+urlpatterns.append(path("write/", writer.view))
