@@ -13,6 +13,9 @@
 
     sync.interrupt(Todo)    # after a change to who sees what: from any code or thread
 
+    async with sync.materialise(Todo) as view:     # the shape's rows in this process, live
+        async for change in view.changes(): ...
+
 Two modes, one app code: ``mode="embedded"`` (default) runs the engine in this process
 (one process per slot and storage directory); ``mode="http"`` forwards to a ``pysync
 serve`` or Electric server at ``url`` (for several app workers).
@@ -25,7 +28,7 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any, Literal
 
 from starlette.requests import Request
@@ -35,11 +38,15 @@ from starlette.routing import BaseRoute, Mount, Route
 from pysync.app import logs
 from pysync.app.cors import CORS
 from pysync.app.http_mode import RemoteShapes
+from pysync.app.log_stream import LogStream
 from pysync.app.render import Cache, EmbeddedShapes, ShapeBackend, check_cache, render
 from pysync.app.routes import app_route, electric_routes, mount
 from pysync.app.served_tables import ServedTables
-from pysync.app.shapes import interrupt_target, is_shape_function, shape
+from pysync.app.shapes import interrupt_target, is_shape_function, shape, uses_sqlalchemy
 from pysync.app.transform import Transform
+from pysync.app.view import MAX_BEHIND, Change, View
+from pysync.client.client import Client
+from pysync.client.shape import MessageSource, Shape
 from pysync.config import Settings, env_origins, from_env, make_settings
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
@@ -94,6 +101,7 @@ class Sync:
         self._database_url: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
+        self._views: set[View] = set()
 
     def configure(
         self,
@@ -168,6 +176,8 @@ class Sync:
     async def stop(self) -> None:
         if self in _running:
             _running.remove(self)
+        for view in list(self._views):
+            await view.close()
         backend, self._backend = self._backend, None
         if backend is not None:
             backend.close()
@@ -363,6 +373,58 @@ class Sync:
             transform=transform,
             cache=cache,
         )
+
+    # -- shapes in this process ---------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def materialise(
+        self, shape_: object, /, *, timeout: float | None = None, **shape_options: Any
+    ) -> AsyncIterator[View]:
+        """``async with sync.materialise(Todo) as view:`` the shape's rows in this process,
+        live (``view.rows``, ``view.changes()``, ``view.wait_for_txid``), from the
+        engine's log (embedded mode) or the sync service (http mode). ``shape_`` and its
+        keywords as ``pysync.shape`` takes them; the rows of an ORM class are instances
+        of it. Waits (up to ``timeout``) until the rows are up to date."""
+        view = self._view(shape_, shape_options)
+        try:
+            await view.wait_up_to_date(timeout)
+            yield view
+        finally:
+            await view.close()
+
+    async def subscribe(
+        self, shape_: object, /, *, max_behind: int | None = MAX_BEHIND, **shape_options: Any
+    ) -> AsyncGenerator[Change]:
+        """``async for change in sync.subscribe(Todo):`` the shape's rows as inserts, then
+        every change to them (``Change``), live; ``max_behind`` as for ``View.changes``."""
+        view = self._view(shape_, shape_options)
+        try:
+            # Subscribed before the view reads anything: its first rows are changes too.
+            async for change in view.changes(max_behind=max_behind):
+                yield change
+        finally:
+            await view.close()
+
+    def _view(self, shape_: object, options: dict[str, Any]) -> View:
+        definition = shape(shape_, **options)
+        backend = self._get_backend()
+        source: MessageSource
+        if isinstance(backend, RemoteShapes):
+            source = Client(http=backend.http, secret=backend.secret).stream(definition)
+        else:
+            source = LogStream(self.engine, definition)
+        instance = None
+        if isinstance(shape_, type) and uses_sqlalchemy(shape_):
+            from pysync.app.sqlalchemy_rows import instance_maker
+
+            instance = instance_maker(shape_)
+        view = View(
+            Shape(source, changes_only=definition.log_mode == "changes_only"),
+            instance,
+            self._views.discard,
+        )
+        self._views.add(view)
+        return view
 
     # -- interrupts ---------------------------------------------------------------------
 
