@@ -320,3 +320,93 @@ async def test_a_slow_reader_delays_no_one_and_catches_up_or_falls_behind(
         assert error.value.behind > 5 and error.value.bound == 5
         for it in (slow, fast):
             await it.aclose()
+
+
+SUBQUERY_SCHEMA = """
+CREATE TABLE memberships (user_id int, project_id int, PRIMARY KEY (user_id, project_id));
+CREATE TABLE todos (id int PRIMARY KEY, project_id int, title text);
+INSERT INTO memberships VALUES (1, 1), (1, 6), (2, 2);
+INSERT INTO todos SELECT g, 1 + g % 6, 't' || g FROM generate_series(1, 30) g;
+"""
+MEMBER = "project_id IN (SELECT project_id FROM memberships WHERE user_id = $1)"
+
+
+def todos_of_user_1(conn: psycopg.Connection[Any]) -> dict[int, dict[str, Any]]:
+    with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+        rows = cur.execute(f"SELECT * FROM todos WHERE {MEMBER.replace('$1', '1')}").fetchall()
+    return {row["id"]: dict(row) for row in rows}
+
+
+@pytest.mark.parametrize("mode", ["embedded", "http"])
+async def test_subquery_view_follows_moves_in_and_out(
+    mode: str, database_url: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    conn.execute(SUBQUERY_SCHEMA)
+    rng = random.Random(2626)
+    async with (
+        running_sync(mode, database_url, tmp_path) as sync,
+        sync.materialise("todos", where=MEMBER, params=["1"], timeout=WAIT) as view,
+    ):
+        changes: list[Change] = []
+
+        async def collect() -> None:
+            async for change in view.changes():
+                changes.append(change)
+
+        collector = asyncio.create_task(collect())
+        await asyncio.sleep(0)
+        for step in range(40):
+            project = rng.randrange(1, 6)  # project 6 stays user 1's: the marker's
+            action = rng.random()
+            if action < 0.3:
+                conn.execute(
+                    "INSERT INTO memberships VALUES (1, %s) ON CONFLICT DO NOTHING", (project,)
+                )
+            elif action < 0.6:
+                conn.execute(
+                    "DELETE FROM memberships WHERE user_id = 1 AND project_id = %s", (project,)
+                )
+            elif action < 0.8:
+                conn.execute(
+                    "UPDATE todos SET project_id = %s WHERE id = %s",
+                    (project, rng.randrange(1, 31)),
+                )
+            else:
+                conn.execute(
+                    "INSERT INTO todos VALUES (%s, %s, 'new') ON CONFLICT (id) DO UPDATE"
+                    " SET title = 'changed'",
+                    (100 + rng.randrange(20), project),
+                )
+            with conn.transaction():
+                conn.execute(
+                    "INSERT INTO todos VALUES (999, 6, %s) ON CONFLICT (id) DO UPDATE"
+                    " SET title = excluded.title",
+                    (f"marker {step}",),
+                )
+                txid = conn.execute("SELECT pg_current_xact_id()").fetchone()[0]  # type: ignore[index]
+            await view.wait_for_txid(txid, WAIT)
+            rows = {row["id"]: row for row in view.rows.values()}
+            assert rows == todos_of_user_1(conn), f"after step {step}"
+        # Rows moved out reached the change stream as deletes of the rows they were.
+        moved_out = [c for c in changes if c.operation == "delete"]
+        assert moved_out and all(c.row == c.old and c.row["id"] for c in moved_out)
+        collector.cancel()
+
+
+async def test_an_open_view_keeps_idle_close_away(
+    database_url: str, conn: psycopg.Connection[Any]
+) -> None:
+    """Idle close closes replication when nothing is served; a view following a shape
+    is served: its changes keep coming."""
+    create_items(conn)
+    async with (
+        pysync.Sync(database_url, in_memory=True, env=False, replication_idle_timeout=1) as sync,
+        sync.materialise("items", timeout=WAIT) as view,
+    ):
+        await asyncio.sleep(3)
+        assert sync.engine.idle is not None and not sync.engine.idle.asleep
+        with conn.transaction():
+            conn.execute("INSERT INTO items (id, n) VALUES (1, 1)")
+            txid = conn.execute("SELECT pg_current_xact_id()").fetchone()[0]  # type: ignore[index]
+        await view.wait_for_txid(txid, 10)
+        assert view.rows == selected(conn)

@@ -22,6 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from pysync.client.messages import MUST_REFETCH, UP_TO_DATE, ControlMessage, Message, decode_batch
 from pysync.client.values import Parser, column_parsers
 from pysync.engine import Engine, EngineUnavailable
+from pysync.http.body import INLINE_BYTES
 from pysync.shapes.consumer import ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition
 from pysync.shapes.offset import BEFORE_ALL
@@ -84,7 +85,10 @@ class LogStream:
         after = BEFORE_ALL
         told_up_to_date = False
         while True:
-            part = consumer.slice(after)
+            # In pieces of what a response builds in memory: a catch-up read of a long
+            # log holds the event loop no longer than a request's (a snapshot chunk
+            # is read whole, as a response serves it).
+            part = consumer.slice(after, INLINE_BYTES)
             if part.spans:
                 body = b"[" + b",".join(consumer.log.payloads(part)) + b"]"
                 for message in decode_batch(body, parsers):

@@ -168,9 +168,10 @@ class Sync:
             raise
         self._database_url = url
         self._engine = engine
-        self._api = ShapeAPI.from_settings(engine, settings)
-        engine.serving = self._api.busy
-        self._backend = EmbeddedShapes(engine, self._api)
+        self._api = api = ShapeAPI.from_settings(engine, settings)
+        # A view following a shape is served too: idle close must not stop its changes.
+        engine.serving = lambda: api.busy() or bool(self._views)
+        self._backend = EmbeddedShapes(engine, api)
         log.info("syncing shapes (slot %s, publication %s)", engine.slot, settings.publication)
 
     async def stop(self) -> None:
