@@ -273,6 +273,12 @@ async def test_wait_for_the_writers_txid(
         txid = writer.apply([mutation], conn)
         await view.wait_for_txid(txid, WAIT)
         assert view.rows[KEY.format(3)]["n"] == 4
+    # A view made after the transaction has it in its snapshot: no wait.
+    async with (
+        running_sync(mode, database_url, tmp_path / "again") as sync,
+        sync.materialise("items", timeout=WAIT) as view,
+    ):
+        await view.wait_for_txid(txid, 0.5)
 
 
 @pytest.mark.parametrize("mode", ["embedded", "http"])
@@ -410,3 +416,22 @@ async def test_an_open_view_keeps_idle_close_away(
             txid = conn.execute("SELECT pg_current_xact_id()").fetchone()[0]  # type: ignore[index]
         await view.wait_for_txid(txid, 10)
         assert view.rows == selected(conn)
+
+
+@pytest.mark.parametrize("mode", ["embedded", "http"])
+async def test_a_bad_shape_raises_what_to_fix(
+    mode: str, database_url: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    create_items(conn)
+    async with running_sync(mode, database_url, tmp_path) as sync:
+        with pytest.raises(Exception, match="nope") as error:
+            async with sync.materialise("nope", timeout=WAIT):
+                pass
+        assert type(error.value).__name__ in ("ShapeError", "ClientError")
+        with pytest.raises(Exception, match="missing_column"):
+            async with sync.materialise("items", where="missing_column = 1", timeout=WAIT):
+                pass
+        # The Sync serves other views all the same.
+        async with sync.materialise("items", timeout=WAIT) as view:
+            assert view.rows == {}
+        assert not sync._views, "closed views are forgotten"
