@@ -25,7 +25,7 @@ from pysync.engine import Engine, EngineUnavailable
 from pysync.http.body import INLINE_BYTES
 from pysync.shapes.consumer import ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition
-from pysync.shapes.offset import BEFORE_ALL
+from pysync.shapes.offset import BEFORE_ALL, LogOffset
 from pysync.shapes.schema import schema_header
 
 WAIT = 60.0
@@ -39,11 +39,21 @@ class LogStream:
     """``async for message in LogStream(engine, definition)``: the shape's messages from
     its snapshot on, following it live. ``handle`` and ``offset`` as ShapeStream's."""
 
-    def __init__(self, engine: Engine, definition: ShapeDefinition) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        definition: ShapeDefinition,
+        *,
+        offset: LogOffset = BEFORE_ALL,
+        handle: str | None = None,
+    ) -> None:
+        """``offset`` and ``handle``: resume after that offset of that shape (another
+        handle, or an offset the log does not have, starts over with must-refetch)."""
         self.engine = engine
         self.definition = definition
-        self.handle: str | None = None
-        self.offset = str(BEFORE_ALL)
+        self.handle = handle
+        self.offset = str(offset)
+        self._resume = offset
         self._iterator: AsyncGenerator[Message] | None = None
 
     def __aiter__(self) -> AsyncIterator[Message]:
@@ -57,9 +67,15 @@ class LogStream:
 
     async def _run(self) -> AsyncGenerator[Message]:
         while True:
+            wanted = self.handle
             consumer = await self._load()
+            after, self._resume = self._resume, BEFORE_ALL
+            if after != BEFORE_ALL and (wanted != consumer.handle or after > consumer.last_offset):
+                after = BEFORE_ALL  # not this shape's offset: start over, as a 409 says
+                self.offset = str(BEFORE_ALL)
+                yield ControlMessage(MUST_REFETCH)
             try:
-                async for message in self._follow(consumer):
+                async for message in self._follow(consumer, after):
                     yield message
             except ShapeGone:
                 # As a 409 over HTTP: the rows start over from the new shape's snapshot.
@@ -77,12 +93,12 @@ class LogStream:
             self.handle = consumer.handle
             return consumer
 
-    async def _follow(self, consumer: ShapeConsumer) -> AsyncGenerator[Message]:
-        """The messages of ``consumer``'s log; raises ShapeGone once it is gone."""
+    async def _follow(self, consumer: ShapeConsumer, after: LogOffset) -> AsyncGenerator[Message]:
+        """The messages of ``consumer``'s log after ``after``; raises ShapeGone once it
+        is gone."""
         while not await consumer.wait(None, WAIT, until_snapshot=True):
             pass
         parsers = _parsers(consumer)
-        after = BEFORE_ALL
         told_up_to_date = False
         while True:
             # In pieces of what a response builds in memory: a catch-up read of a long

@@ -31,18 +31,26 @@ import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any, Literal
 
+import msgspec
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from pysync.app import logs
 from pysync.app.cors import CORS
 from pysync.app.http_mode import RemoteShapes
+from pysync.app.live_html import Render, html_events
 from pysync.app.log_stream import LogStream
 from pysync.app.render import Cache, EmbeddedShapes, ShapeBackend, check_cache, render
 from pysync.app.routes import app_route, electric_routes, mount
 from pysync.app.served_tables import ServedTables
-from pysync.app.shapes import interrupt_target, is_shape_function, shape, uses_sqlalchemy
+from pysync.app.shapes import (
+    call_shape_function,
+    interrupt_target,
+    is_shape_function,
+    shape,
+    uses_sqlalchemy,
+)
 from pysync.app.transform import Transform
 from pysync.app.view import MAX_BEHIND, Change, View
 from pysync.client.client import Client
@@ -52,6 +60,8 @@ from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 from pysync.postgres.private import PrivateDatabase
 from pysync.redact import redacted
+from pysync.shapes.definition import ShapeDefinition
+from pysync.shapes.offset import BEFORE_ALL, LogOffset
 
 log = logging.getLogger("pysync")
 
@@ -406,14 +416,56 @@ class Sync:
         finally:
             await view.close()
 
+    async def live_html(
+        self,
+        request: Request,
+        shape_: object,
+        /,
+        *,
+        render: Render,
+        target: str,
+        **shape_options: Any,
+    ) -> Response:
+        """The shape's rows as live HTML: Server-Sent Events that htmx's SSE extension
+        swaps into the element ``target`` (a CSS selector, ``"#todos"``), each row as
+        ``render(row)`` returns it (one element with an id). A reconnect resumes after
+        the last event (``Last-Event-ID``). ``shape_`` as ``render`` takes it (a
+        function of the request for a per-user shape); read with ``replica="full"``.
+        The endpoint's own auth applies (as to any of the app's routes). See
+        docs/in-process.md."""
+        if is_shape_function(shape_):
+            definition = await call_shape_function(shape_, request)  # type: ignore[arg-type]
+        else:
+            definition = shape(shape_, **shape_options)
+        definition = msgspec.structs.replace(definition, replica="full")
+        backend = self._get_backend()
+
+        def source(offset: LogOffset, handle: str | None) -> MessageSource:
+            return self._source(backend, definition, offset, handle)
+
+        events = html_events(source, render, target, request.headers.get("last-event-id"))
+        return StreamingResponse(
+            events,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+
+    def _source(
+        self,
+        backend: ShapeBackend,
+        definition: ShapeDefinition,
+        offset: LogOffset = BEFORE_ALL,
+        handle: str | None = None,
+    ) -> MessageSource:
+        """The shape's messages from the engine's log, or from the sync service."""
+        if isinstance(backend, RemoteShapes):
+            client = Client(http=backend.http, secret=backend.secret)
+            return client.stream(definition, offset=str(offset), handle=handle)
+        return LogStream(self.engine, definition, offset=offset, handle=handle)
+
     def _view(self, shape_: object, options: dict[str, Any]) -> View:
         definition = shape(shape_, **options)
-        backend = self._get_backend()
-        source: MessageSource
-        if isinstance(backend, RemoteShapes):
-            source = Client(http=backend.http, secret=backend.secret).stream(definition)
-        else:
-            source = LogStream(self.engine, definition)
+        source = self._source(self._get_backend(), definition)
         instance = None
         if isinstance(shape_, type) and uses_sqlalchemy(shape_):
             from pysync.app.sqlalchemy_rows import instance_maker
