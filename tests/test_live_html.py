@@ -183,3 +183,23 @@ async def test_subquery_moves_insert_and_delete_elements(
                 _, events = await connect(http, stack, last_event_id=last_id)
                 conn.execute("DELETE FROM members WHERE project = 2")  # item 2 moves out
                 assert (await events.next())[1] == '<div hx-swap-oob="innerHTML:#items"></div>'
+
+
+def test_render_must_give_one_element_with_an_id() -> None:
+    from pysync.app.live_html import Fragments, resume_point
+    from pysync.client.messages import ChangeMessage, Headers
+    from pysync.shapes.offset import BEFORE_ALL
+
+    insert = ChangeMessage('"public"."items"/"1"', {"id": 1}, Headers("insert"))
+    for bad, problem in (("<li>x</li>", "with an id attribute"), ("text", "one element")):
+        fragments = Fragments(lambda row, bad=bad: bad, "#items")  # type: ignore[misc]
+        fragments.start(replacing=False)
+        with pytest.raises((ValueError, TypeError), match=problem):
+            fragments.take(insert)
+    quoted = Fragments(lambda row: "<li data-x='1' id='a&amp;b'>x</li>", '#a"b')
+    quoted.start(replacing=False)
+    delete = ChangeMessage('"public"."items"/"1"', {"id": 1}, Headers("delete"))
+    quoted.take(delete)
+    assert quoted.parts == ['<div id="a&amp;b" hx-swap-oob="delete"></div>']
+    assert resume_point("h|12_3")[1] == "h"
+    assert resume_point("h|nope") == resume_point(None) == (BEFORE_ALL, None)
