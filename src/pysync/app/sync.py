@@ -13,6 +13,9 @@
 
     sync.interrupt(Todo)    # after a change to who sees what: from any code or thread
 
+    async with sync.materialise(Todo) as view:     # the shape's rows in this process, live
+        async for change in view.changes(): ...
+
 Two modes, one app code: ``mode="embedded"`` (default) runs the engine in this process
 (one process per slot and storage directory); ``mode="http"`` forwards to a ``pysync
 serve`` or Electric server at ``url`` (for several app workers).
@@ -25,27 +28,41 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from typing import Any, Literal
 
+import msgspec
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 
 from pysync import tracing
 from pysync.app import logs
 from pysync.app.cors import CORS
 from pysync.app.http_mode import RemoteShapes
+from pysync.app.live_html import Render, html_events
+from pysync.app.log_stream import LogStream
 from pysync.app.render import Cache, EmbeddedShapes, ShapeBackend, check_cache, render
 from pysync.app.routes import app_route, electric_routes, mount
 from pysync.app.served_tables import ServedTables
-from pysync.app.shapes import interrupt_target, is_shape_function, shape
+from pysync.app.shapes import (
+    call_shape_function,
+    interrupt_target,
+    is_shape_function,
+    shape,
+    uses_sqlalchemy,
+)
 from pysync.app.transform import Transform
+from pysync.app.view import MAX_BEHIND, Change, View
+from pysync.client.client import Client
+from pysync.client.shape import MessageSource, Shape
 from pysync.config import Settings, env_origins, from_env, make_settings
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
+from pysync.log.offset import BEFORE_ALL, LogOffset
 from pysync.postgres.private import PrivateDatabase
 from pysync.redact import redacted
+from pysync.shapes.definition import ShapeDefinition
 
 log = logging.getLogger("pysync")
 
@@ -95,6 +112,7 @@ class Sync:
         self._database_url: str | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
+        self._views: set[View] = set()
 
     def configure(
         self,
@@ -163,14 +181,17 @@ class Sync:
             raise
         self._database_url = url
         self._engine = engine
-        self._api = ShapeAPI.from_settings(engine, settings, tracer)
-        engine.serving = self._api.busy
-        self._backend = EmbeddedShapes(engine, self._api)
+        self._api = api = ShapeAPI.from_settings(engine, settings, tracer)
+        # A view following a shape is served too: idle close must not stop its changes.
+        engine.serving = lambda: api.busy() or bool(self._views)
+        self._backend = EmbeddedShapes(engine, api)
         log.info("syncing shapes (slot %s, publication %s)", engine.slot, settings.publication)
 
     async def stop(self) -> None:
         if self in _running:
             _running.remove(self)
+        for view in list(self._views):
+            await view.close()
         backend, self._backend = self._backend, None
         if backend is not None:
             backend.close()
@@ -367,6 +388,100 @@ class Sync:
             transform=transform,
             cache=cache,
         )
+
+    # -- shapes in this process ---------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def materialise(
+        self, shape_: object, /, *, timeout: float | None = None, **shape_options: Any
+    ) -> AsyncIterator[View]:
+        """``async with sync.materialise(Todo) as view:`` the shape's rows in this process,
+        live (``view.rows``, ``view.changes()``, ``view.wait_for_txid``), from the
+        engine's log (embedded mode) or the sync service (http mode). ``shape_`` and its
+        keywords as ``pysync.shape`` takes them; the rows of an ORM class are instances
+        of it. Waits (up to ``timeout``) until the rows are up to date."""
+        view = self._view(shape_, shape_options)
+        try:
+            await view.wait_up_to_date(timeout)
+            yield view
+        finally:
+            await view.close()
+
+    async def subscribe(
+        self, shape_: object, /, *, max_behind: int | None = MAX_BEHIND, **shape_options: Any
+    ) -> AsyncGenerator[Change]:
+        """``async for change in sync.subscribe(Todo):`` the shape's rows as inserts, then
+        every change to them (``Change``), live; ``max_behind`` as for ``View.changes``."""
+        view = self._view(shape_, shape_options)
+        try:
+            # Subscribed before the view reads anything: its first rows are changes too.
+            async for change in view.changes(max_behind=max_behind):
+                yield change
+        finally:
+            await view.close()
+
+    async def live_html(
+        self,
+        request: Request,
+        shape_: object,
+        /,
+        *,
+        render: Render,
+        target: str,
+        **shape_options: Any,
+    ) -> Response:
+        """The shape's rows as live HTML: Server-Sent Events that htmx's SSE extension
+        swaps into the element ``target`` (a CSS selector, ``"#todos"``), each row as
+        ``render(row)`` returns it (one element with an id). A reconnect resumes after
+        the last event (``Last-Event-ID``). ``shape_`` as ``render`` takes it (a
+        function of the request for a per-user shape); read with ``replica="full"``.
+        The endpoint's own auth applies (as to any of the app's routes). See
+        docs/in-process.md."""
+        if is_shape_function(shape_):
+            definition = await call_shape_function(shape_, request)  # type: ignore[arg-type]
+        else:
+            definition = shape(shape_, **shape_options)
+        definition = msgspec.structs.replace(definition, replica="full")
+        backend = self._get_backend()
+
+        def source(offset: LogOffset, handle: str | None) -> MessageSource:
+            return self._source(backend, definition, offset, handle)
+
+        events = html_events(source, render, target, request.headers.get("last-event-id"))
+        return StreamingResponse(
+            events,
+            media_type="text/event-stream",
+            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+
+    def _source(
+        self,
+        backend: ShapeBackend,
+        definition: ShapeDefinition,
+        offset: LogOffset = BEFORE_ALL,
+        handle: str | None = None,
+    ) -> MessageSource:
+        """The shape's messages from the engine's log, or from the sync service."""
+        if isinstance(backend, RemoteShapes):
+            client = Client(http=backend.http, secret=backend.secret)
+            return client.stream(definition, offset=str(offset), handle=handle)
+        return LogStream(self.engine, definition, offset=offset, handle=handle)
+
+    def _view(self, shape_: object, options: dict[str, Any]) -> View:
+        definition = shape(shape_, **options)
+        source = self._source(self._get_backend(), definition)
+        instance = None
+        if isinstance(shape_, type) and uses_sqlalchemy(shape_):
+            from pysync.app.sqlalchemy_rows import instance_maker
+
+            instance = instance_maker(shape_)
+        view = View(
+            Shape(source, changes_only=definition.log_mode == "changes_only"),
+            instance,
+            self._views.discard,
+        )
+        self._views.add(view)
+        return view
 
     # -- interrupts ---------------------------------------------------------------------
 

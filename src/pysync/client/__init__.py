@@ -19,7 +19,7 @@ from pysync.client.messages import (
     Message,
     MovePattern,
 )
-from pysync.client.shape import RowChange, Shape, ShapeUpdate
+from pysync.client.shape import FellBehind, RowChange, Shape, ShapeUpdate
 from pysync.client.stream import ShapeStream
 from pysync.client.sync import BlockingClient, BlockingShape
 
@@ -32,6 +32,7 @@ __all__ = [
     "ClientError",
     "ControlMessage",
     "EventMessage",
+    "FellBehind",
     "Headers",
     "Limits",
     "MalformedResponse",

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any, Protocol
 
 import msgspec
 
@@ -23,12 +23,63 @@ from pysync.client.messages import (
     EventMessage,
     Message,
 )
-from pysync.client.stream import ShapeStream
 from pysync.client.tags import TagTracker
 from pysync.client.values import Row
 
 _TXIDS_KEPT = 100_000
 """How many recently seen transaction ids ``wait_for_txid`` remembers."""
+
+
+class MessageSource(Protocol):
+    """What a Shape follows: a ShapeStream (HTTP), or a shape log read in-process."""
+
+    handle: str | None
+    offset: str
+
+    def __aiter__(self) -> AsyncIterator[Message]: ...
+
+
+class FellBehind(Exception):
+    """A subscriber read ``Shape.subscribe`` so slowly that more than its bound of changes
+    waited for it: they were dropped (``Shape.rows`` has them all applied)."""
+
+    def __init__(self, behind: int, bound: int) -> None:
+        super().__init__(
+            f"the subscriber fell {behind} changes behind the shape, more than its bound "
+            f"(max_behind={bound}); the changes it did not read were dropped: re-read the "
+            "rows, then subscribe again (or raise max_behind)"
+        )
+        self.behind = behind
+        self.bound = bound
+
+
+class _Subscriber:
+    """One ``subscribe`` iterator's updates not read yet, and how many changes they hold."""
+
+    __slots__ = ("behind", "bound", "pending", "queue")
+
+    def __init__(self, bound: int | None) -> None:
+        self.queue: asyncio.Queue[ShapeUpdate | None] = asyncio.Queue()
+        self.bound = bound
+        self.pending = 0
+        self.behind = 0
+        """Set (the changes waiting) once ``bound`` was passed: the iterator raises."""
+
+    def put(self, update: ShapeUpdate) -> None:
+        if self.behind:
+            return
+        pending = self.pending + len(update.changes)
+        # A reader that read everything takes any batch (a new snapshot's rows may be
+        # more than the bound); one with unread batches is behind past the bound.
+        if self.bound is not None and pending > self.bound and not self.queue.empty():
+            # Nothing more is kept for it: its memory stays bounded.
+            self.behind = pending
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            self.queue.put_nowait(None)
+            return
+        self.pending = pending
+        self.queue.put_nowait(update)
 
 
 class RowChange(msgspec.Struct, frozen=True):
@@ -56,7 +107,7 @@ class Shape:
     ``await shape.wait_up_to_date()``, ``await shape.wait_for_txid(txid)``,
     ``async for update in shape.subscribe()``; ``await shape.close()`` (or ``async with``)."""
 
-    def __init__(self, stream: ShapeStream, *, changes_only: bool = False) -> None:
+    def __init__(self, stream: MessageSource, *, changes_only: bool = False) -> None:
         self.rows: dict[str, Row] = {}
         self.stream = stream
         self._changes_only = changes_only
@@ -70,7 +121,7 @@ class Shape:
         self._pending_snapshot: ControlMessage | None = None
         self._up_to_date = asyncio.Event()
         self._applied = asyncio.Condition()
-        self._subscribers: list[asyncio.Queue[ShapeUpdate | None]] = []
+        self._subscribers: list[_Subscriber] = []
         self.error: BaseException | None = None
         """Why the stream stopped (a ClientError from the server, say), once it has."""
         self._stopped = False
@@ -102,17 +153,24 @@ class Shape:
             lambda: wanted in self._txids or _in_snapshot(self._snapshot, wanted), timeout
         )
 
-    async def subscribe(self) -> AsyncGenerator[ShapeUpdate]:
-        """Every later batch applied to ``rows``; ends when the shape is closed."""
-        queue: asyncio.Queue[ShapeUpdate | None] = asyncio.Queue()
-        self._subscribers.append(queue)
+    async def subscribe(self, *, max_behind: int | None = None) -> AsyncGenerator[ShapeUpdate]:
+        """Every later batch applied to ``rows``; ends when the shape is closed.
+
+        The shape never waits for a subscriber: what it has not read is kept for it, up
+        to ``max_behind`` changes in batches it has not started reading (None: no bound),
+        past which it raises FellBehind."""
+        subscriber = _Subscriber(max_behind)
+        self._subscribers.append(subscriber)
         try:
-            while (update := await queue.get()) is not None:
+            while (update := await subscriber.queue.get()) is not None:
+                subscriber.pending -= len(update.changes)
                 yield update
+            if subscriber.behind and subscriber.bound is not None:
+                raise FellBehind(subscriber.behind, subscriber.bound)
             if self.error is not None:
                 raise self.error
         finally:
-            self._subscribers.remove(queue)
+            self._subscribers.remove(subscriber)
 
     async def close(self) -> None:
         self._task.cancel()
@@ -145,8 +203,8 @@ class Shape:
             self.error = exc
         finally:
             self._stopped = True
-            for queue in self._subscribers:
-                queue.put_nowait(None)
+            for subscriber in self._subscribers:
+                subscriber.queue.put_nowait(None)
             async with self._applied:
                 self._applied.notify_all()
 
@@ -209,8 +267,8 @@ class Shape:
             del self._txids[next(iter(self._txids))]
         self._up_to_date.set()
         update = ShapeUpdate(tuple(changes), reset, frozenset(txids))
-        for queue in self._subscribers:
-            queue.put_nowait(update)
+        for subscriber in self._subscribers:
+            subscriber.put(update)
         async with self._applied:
             self._applied.notify_all()
 

@@ -381,4 +381,7 @@ def _refused(response: httpx.Response, body: bytes) -> ClientError:
         decoded = body.decode("utf-8", "replace")
     message = decoded.get("message") or decoded.get("error") if isinstance(decoded, dict) else None
     text = str(message or decoded or response.reason_phrase)
+    errors = decoded.get("errors") if isinstance(decoded, dict) and message else None
+    if errors:  # Electric's body: what is wrong, by parameter
+        text += f": {msgspec.json.encode(errors).decode()}"
     return ClientError(response.status_code, text[:1000], decoded)
