@@ -1,9 +1,9 @@
 """Tables whose rows live in other tables: a partitioned table or an inheritance parent.
 
 pgoutput reports a change of a partition (or of an inheriting child) under the child's
-own name, so a shape on the parent would get its children's rows in the snapshot and
-none of their changes afterwards. Such tables are a 400 naming the table (as a shape's
-table and as a subquery's), left unpublished; shapes on each partition work."""
+own name. A partitioned table is served with every partition's rows (shapes/partitions.py
+maps a partition to its ancestors); an inheritance parent is a 400 naming the table (as a
+shape's table and as a subquery's), left unpublished; shapes on each partition work."""
 
 from __future__ import annotations
 
