@@ -597,9 +597,11 @@ class Checker:
 
     def unify(self, nodes: list[Node], what: str, e: exp.Expr) -> tuple[str, list[Node]]:
         t = "unknown"
+        first: str | None = None
         for n in nodes:
             if n.type == "unknown":
                 continue  # as Postgres' select_common_type: text only if all are unknown
+            first = first or n.type
             c = common_type(t, n.type)
             if c is None:
                 raise self.fail(
@@ -608,6 +610,10 @@ class Checker:
             t = c
         if t == "unknown":
             t = "text"
+        elif t == "text" and first == "bpchar":
+            # Strings convert to each other implicitly both ways, so select_common_type
+            # keeps the first one's type: coalesce(c, s) is bpchar.
+            t = "bpchar"
         return t, [self.coerce(n, t) for n in nodes]
 
     # ------------------------------------------------------------ dispatch
@@ -1470,14 +1476,19 @@ class Checker:
 
     def _variadic(self, e: exp.Func, name: str) -> Node:
         args = [self.check(x) for x in [e.this, *e.expressions] if x is not None]
+        first = next((a for a in args if a.type != "unknown"), None)
         t, args = self.unify(args, name.upper(), e)
+        # The first string's type is the result's (see unify): coalesce(v, s) is varchar,
+        # whose = with a bpchar is bpchar's.
+        varchar = t == "text" and first is not None and bool(first.extra.get("varchar"))
         if name in ("greatest", "least") and t not in ORDERED_TYPES:
             raise self.fail(f"Could not select a function overload for {name}({display(t)})", e)
         if t.startswith("enum:"):
             raise self.fail(f"{name} on enums is not supported", e)
         if name in ("greatest", "least") and t in ("text", "bpchar"):
             self.check_order(name, args, e)
-        return Node("func", t, tuple(args), name=name, pos=position(e))
+        extra = {"varchar": True} if varchar else {}
+        return Node("func", t, tuple(args), name=name, pos=position(e), extra=extra)
 
     def _coalesce(self, e: exp.Coalesce) -> Node:
         return self._variadic(e, "coalesce")

@@ -298,7 +298,8 @@ def negate(t: str) -> Fn1:
 
         return neg_int
     if t == "numeric":
-        return lambda a: _numeric_zero_sign(-a) if not a.is_nan() else a
+        # copy_negate: exact (unary minus rounds to the context's 28 digits)
+        return lambda a: _numeric_zero_sign(a.copy_negate()) if not a.is_nan() else a
     if t == "interval":
 
         def neg_interval(a: tuple[int, int, int]) -> tuple[int, int, int]:
