@@ -368,3 +368,56 @@ async def test_concurrent_writers_while_shapes_are_created(
                 f.check(conn, f"round {round_}")
     finally:
         await engine.stop()
+
+
+# A negation wrapping more than the sublink: De Morgan gives each sublink its polarity.
+MEMBER = "project_id IN (SELECT project_id FROM memberships WHERE user_id = $1)"
+NEGATED_SHAPES: list[tuple[str, list[str]]] = [
+    (f"NOT (({MEMBER}) AND (project_id IS NOT NULL))", ["1"]),  # Django's exclude()
+    (f"NOT (id = 5 OR {MEMBER})", ["2"]),
+    (f"NOT ({MEMBER} AND NOT done)", ["3"]),
+    (f"NOT ({MEMBER} OR title LIKE '%7%')", ["1"]),
+    (f"NOT NOT ({MEMBER} AND done)", ["2"]),
+    (f"NOT (NOT ({MEMBER}) OR done)", ["3"]),
+    (
+        f"NOT ({MEMBER}) OR project_id IN (SELECT id FROM projects WHERE team_id = 2)",
+        ["1"],
+    ),
+    (
+        f"NOT ({MEMBER} AND assignee IN (SELECT user_id FROM team_members WHERE team_id = 2))",
+        ["2"],
+    ),
+    # in a subquery's own WHERE, and around a nested subquery
+    (
+        "project_id IN (SELECT id FROM projects WHERE NOT (team_id IN "
+        "(SELECT team_id FROM team_members WHERE user_id = $1) AND team_id IS NOT NULL))",
+        ["1"],
+    ),
+    (
+        "NOT (project_id IN (SELECT id FROM projects WHERE NOT (team_id IN "
+        "(SELECT team_id FROM team_members WHERE user_id = $1) OR archived)) OR done)",
+        ["3"],
+    ),
+]
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+async def test_negation_around_a_sublink(database_url: str, conn: Conn, seed: int) -> None:
+    conn.execute(SCHEMA)
+    rng = random.Random(seed)
+    engine = Engine(database_url, flush_interval=0.02)
+    await engine.start()
+    try:
+        followers = [await make(engine, clause, params) for clause, params in NEGATED_SHAPES]
+        followers.append(await make(engine, *SHAPES[0]))  # user 1's memberships, positively
+        for f in followers:
+            f.check(conn, "snapshot")
+        for step in range(40):
+            statements = random_txn(rng)
+            await asyncio.to_thread(run_txn, conn, statements)
+            await settle(engine, conn, followers)
+            for f in followers:
+                f.check(conn, f"step {step}: {statements}")
+        assert sum(f.client.events for f in followers) > 10  # moves were exercised
+    finally:
+        await engine.stop()
