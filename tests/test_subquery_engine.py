@@ -343,3 +343,33 @@ async def test_transactions_racing_a_negated_move_in(
     db.execute("INSERT INTO memberships VALUES (1, 2), (1, 4)")
     await settle(engine, db, [live])
     check(db, live, sql_where)
+
+
+async def test_null_in_a_subquery_under_a_wider_negation(engine: Engine, db: Conn) -> None:
+    """``NOT (x IN S AND x IS NOT NULL)`` with a NULL in S: a row with x NULL is in, through
+    ``x IS NULL``; rows with any other x are out (``NOT NULL``) whatever S gains or loses."""
+    db.execute("CREATE TABLE blocked (project_id int)")
+    db.execute("INSERT INTO blocked VALUES (NULL), (1)")
+    db.execute("UPDATE todos SET project_id = NULL WHERE id % 7 = 0")
+    where = "NOT ((project_id IN (SELECT project_id FROM blocked)) AND (project_id IS NOT NULL))"
+    live = await engine.shape(ShapeDefinition.create("todos", where=where))
+    await wait_live(live)
+    check(db, live, where)
+    for step in (
+        "INSERT INTO blocked VALUES (2)",
+        "DELETE FROM blocked WHERE project_id = 1",
+        "UPDATE todos SET project_id = NULL WHERE id = 3",
+        "UPDATE todos SET project_id = 5 WHERE id = 14",
+    ):
+        db.execute(step)
+        await settle(engine, db, [live])
+        check(db, live, where)
+    db.execute("DELETE FROM blocked WHERE project_id IS NULL")  # rows can enter: resync
+    await quiesce(engine, db)
+    await poll(lambda: live.gone, 10, "the shape to go")
+    again = await engine.shape(ShapeDefinition.create("todos", where=where))
+    await wait_live(again)
+    check(db, again, where)
+    db.execute("DELETE FROM blocked")
+    await settle(engine, db, [again])
+    check(db, again, where)
