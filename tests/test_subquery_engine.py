@@ -278,3 +278,98 @@ async def test_dependency_table_without_primary_key(engine: Engine, db: Conn) ->
     db.execute("UPDATE follows SET project_id = 5 WHERE project_id = 4")
     await settle(engine, db, [live])
     check(db, live, where)
+
+
+NEGATIONS = [
+    # Django's exclude() on a nullable foreign key
+    "NOT ((project_id IN (SELECT project_id FROM memberships WHERE user_id = $1)) "
+    "AND (project_id IS NOT NULL))",
+    "NOT (id = 5 OR project_id IN (SELECT project_id FROM memberships WHERE user_id = $1))",
+    "NOT (project_id IN (SELECT project_id FROM memberships WHERE user_id = $1) AND NOT done)",
+    "NOT NOT (project_id IN (SELECT project_id FROM memberships WHERE user_id = $1) OR done)",
+    "NOT (project_id IN (SELECT project_id FROM memberships WHERE user_id = $1)) "
+    "OR project_id IN (SELECT id FROM projects WHERE team_id = 2)",
+]
+
+
+@pytest.mark.parametrize("where", NEGATIONS)
+@pytest.mark.parametrize("user", ["1", "5"])
+async def test_negation_wrapping_more_than_the_sublink(
+    engine: Engine, db: Conn, where: str, user: str
+) -> None:
+    db.execute("UPDATE todos SET project_id = NULL WHERE id % 7 = 0")
+    db.execute("UPDATE todos SET done = true WHERE id % 3 = 0")
+    live = await engine.shape(ShapeDefinition.create("todos", where=where, params=[user]))
+    await wait_live(live)
+    sql_where = where.replace("$1", user)
+    check(db, live, sql_where)
+    steps = [
+        f"INSERT INTO memberships VALUES ({user}, 4, 'member')",  # gains a value
+        f"INSERT INTO memberships VALUES ({user}, 5, 'member'), ({user}, 6, 'member')",
+        f"DELETE FROM memberships WHERE user_id = {user} AND project_id = 4",  # loses one
+        f"DELETE FROM memberships WHERE user_id = {user}",  # loses all
+        f"INSERT INTO memberships VALUES ({user}, 1, 'member')",
+        "UPDATE todos SET project_id = 1 WHERE id = 7",
+        f"DELETE FROM memberships WHERE user_id = {user}",
+    ]
+    for step in steps:
+        db.execute(step)
+        await settle(engine, db, [live])
+        check(db, live, sql_where)
+
+
+@pytest.mark.parametrize("where", NEGATIONS[:2])
+async def test_transactions_racing_a_negated_move_in(
+    engine: Engine, db: Conn, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    paused = PausedMoveIns(monkeypatch)
+    db.execute("UPDATE todos SET project_id = NULL WHERE id % 7 = 0")
+    live = await engine.shape(ShapeDefinition.create("todos", where=where, params=["1"]))
+    await wait_live(live)
+    sql_where = where.replace("$1", "1")
+    db.execute("DELETE FROM memberships WHERE user_id = 1 AND project_id = 2")  # rows enter
+    await poll(lambda: paused.queried == 1, 30, "the move-in query")
+    db.execute("UPDATE todos SET title = 'after' WHERE project_id = 2 AND id < 50")
+    db.execute("INSERT INTO todos VALUES (200, 2, 'new', false), (201, 1, 'new', false)")
+    db.execute("DELETE FROM todos WHERE id = 12")  # project 2
+    db.execute("UPDATE todos SET project_id = 2 WHERE id = 10")  # 1 -> 2: enters
+    db.execute("UPDATE todos SET project_id = 1 WHERE id = 21")  # 2 -> 1: leaves
+    db.execute("INSERT INTO memberships VALUES (1, 3)")  # rows leave meanwhile
+    db.execute("DELETE FROM memberships WHERE user_id = 1")  # and all enter
+    await quiesce(engine, db)
+    paused.release.set()
+    await settle(engine, db, [live])
+    check(db, live, sql_where)
+    db.execute("INSERT INTO memberships VALUES (1, 2), (1, 4)")
+    await settle(engine, db, [live])
+    check(db, live, sql_where)
+
+
+async def test_null_in_a_subquery_under_a_wider_negation(engine: Engine, db: Conn) -> None:
+    """``NOT (x IN S AND x IS NOT NULL)`` with a NULL in S: a row with x NULL is in, through
+    ``x IS NULL``; rows with any other x are out (``NOT NULL``) whatever S gains or loses."""
+    db.execute("CREATE TABLE blocked (project_id int)")
+    db.execute("INSERT INTO blocked VALUES (NULL), (1)")
+    db.execute("UPDATE todos SET project_id = NULL WHERE id % 7 = 0")
+    where = "NOT ((project_id IN (SELECT project_id FROM blocked)) AND (project_id IS NOT NULL))"
+    live = await engine.shape(ShapeDefinition.create("todos", where=where))
+    await wait_live(live)
+    check(db, live, where)
+    for step in (
+        "INSERT INTO blocked VALUES (2)",
+        "DELETE FROM blocked WHERE project_id = 1",
+        "UPDATE todos SET project_id = NULL WHERE id = 3",
+        "UPDATE todos SET project_id = 5 WHERE id = 14",
+    ):
+        db.execute(step)
+        await settle(engine, db, [live])
+        check(db, live, where)
+    db.execute("DELETE FROM blocked WHERE project_id IS NULL")  # rows can enter: resync
+    await quiesce(engine, db)
+    await poll(lambda: live.gone, 10, "the shape to go")
+    again = await engine.shape(ShapeDefinition.create("todos", where=where))
+    await wait_live(again)
+    check(db, again, where)
+    db.execute("DELETE FROM blocked")
+    await settle(engine, db, [again])
+    check(db, again, where)

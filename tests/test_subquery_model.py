@@ -70,6 +70,37 @@ SHAPES: list[tuple[str, list[str]]] = [
 ]
 
 
+# A negation wrapping more than the sublink: De Morgan gives each sublink its polarity.
+MEMBER = "project_id IN (SELECT project_id FROM memberships WHERE user_id = $1)"
+NEGATED_SHAPES: list[tuple[str, list[str]]] = [
+    (f"NOT (({MEMBER}) AND (project_id IS NOT NULL))", ["1"]),  # Django's exclude()
+    (f"NOT (id = 5 OR {MEMBER})", ["2"]),
+    (f"NOT ({MEMBER} AND NOT done)", ["3"]),
+    (f"NOT ({MEMBER} OR title LIKE '%7%')", ["1"]),
+    (f"NOT NOT ({MEMBER} AND done)", ["2"]),
+    (f"NOT (NOT ({MEMBER}) OR done)", ["3"]),
+    (
+        f"NOT ({MEMBER}) OR project_id IN (SELECT id FROM projects WHERE team_id = 2)",
+        ["1"],
+    ),
+    (
+        f"NOT ({MEMBER} AND assignee IN (SELECT user_id FROM team_members WHERE team_id = 2))",
+        ["2"],
+    ),
+    # in a subquery's own WHERE, and around a nested subquery
+    (
+        "project_id IN (SELECT id FROM projects WHERE NOT (team_id IN "
+        "(SELECT team_id FROM team_members WHERE user_id = $1) AND team_id IS NOT NULL))",
+        ["1"],
+    ),
+    (
+        "NOT (project_id IN (SELECT id FROM projects WHERE NOT (team_id IN "
+        "(SELECT team_id FROM team_members WHERE user_id = $1) OR archived)) OR done)",
+        ["3"],
+    ),
+]
+
+
 def sql_where(clause: str, params: list[str]) -> str:
     for i, value in reversed(list(enumerate(params, 1))):
         clause = clause.replace(f"${i}", value)
@@ -342,8 +373,9 @@ class Writers:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [11, 12])
+@pytest.mark.parametrize("shapes", [SHAPES, NEGATED_SHAPES], ids=["plain", "negations"])
 async def test_concurrent_writers_while_shapes_are_created(
-    database_url: str, conn: Conn, seed: int
+    database_url: str, conn: Conn, seed: int, shapes: list[tuple[str, list[str]]]
 ) -> None:
     conn.execute(SCHEMA)
     engine = Engine(database_url, flush_interval=0.02, snapshot_connections=3)
@@ -354,7 +386,7 @@ async def test_concurrent_writers_while_shapes_are_created(
             writers = Writers(database_url, 3, seed * 100 + round_ * 10)
             writers.start()
             try:
-                for clause, params in SHAPES[round_ * 3 : (round_ + 1) * 3]:
+                for clause, params in shapes[round_ * 3 : (round_ + 1) * 3]:
                     await asyncio.sleep(0.1)
                     followers.append(await make(engine, clause, params))
                 for f in followers:
@@ -366,5 +398,27 @@ async def test_concurrent_writers_while_shapes_are_created(
             await settle(engine, conn, followers)
             for f in followers:
                 f.check(conn, f"round {round_}")
+    finally:
+        await engine.stop()
+
+
+@pytest.mark.parametrize("seed", [4, 5, 6])
+async def test_negation_around_a_sublink(database_url: str, conn: Conn, seed: int) -> None:
+    conn.execute(SCHEMA)
+    rng = random.Random(seed)
+    engine = Engine(database_url, flush_interval=0.02)
+    await engine.start()
+    try:
+        followers = [await make(engine, clause, params) for clause, params in NEGATED_SHAPES]
+        followers.append(await make(engine, *SHAPES[0]))  # user 1's memberships, positively
+        for f in followers:
+            f.check(conn, "snapshot")
+        for step in range(40):
+            statements = random_txn(rng)
+            await asyncio.to_thread(run_txn, conn, statements)
+            await settle(engine, conn, followers)
+            for f in followers:
+                f.check(conn, f"step {step}: {statements}")
+        assert sum(f.client.events for f in followers) > 10  # moves were exercised
     finally:
         await engine.stop()

@@ -176,3 +176,46 @@ test('raw ShapeStream with tags applied as TagTracker does equals the query', as
     controller.abort()
   }
 })
+
+test('TanStack DB collection on a negation wrapping more than the subquery (exclude() on a nullable FK)', async () => {
+  const t = { memberships: uniqueTable('memberships'), todos: uniqueTable('todos') }
+  await sql(`CREATE TABLE ${t.memberships} (user_id int, project_id int, PRIMARY KEY (user_id, project_id))`)
+  await sql(`CREATE TABLE ${t.todos} (id int PRIMARY KEY, project_id int, title text NOT NULL)`)
+  await sql(`INSERT INTO ${t.memberships} VALUES (1, 1), (1, 2), (2, 3)`)
+  await sql(`INSERT INTO ${t.todos} SELECT g, CASE WHEN g % 7 = 0 THEN NULL ELSE 1 + g % 5 END, 'todo ' || g FROM generate_series(1, 40) g`)
+  const member = `project_id IN (SELECT project_id FROM ${t.memberships} WHERE user_id = $1)`
+  for (const where of [`NOT ((${member}) AND (project_id IS NOT NULL))`, `NOT (id = 5 OR ${member})`]) {
+    const todos = createCollection(electricCollectionOptions({
+      id: `${t.todos}-${where.length}`,
+      shapeOptions: { url: SHAPE_URL, params: withSecret({ table: t.todos, where, params: ['1'] }) },
+      getKey: (row) => row.id,
+    }))
+    try {
+      await todos.preload()
+      const ids = () => [...todos.state.values()].map((r) => r.id).sort((a, b) => a - b)
+      const converge = async (what) => {
+        const { rows } = await sql(`SELECT id FROM ${t.todos} WHERE ${where} ORDER BY id`, [1])
+        const want = rows.map((r) => r.id)
+        await waitFor(() => JSON.stringify(ids()) === JSON.stringify(want), {
+          what: `${where} ${what}: collection ${JSON.stringify(ids())} vs query ${JSON.stringify(want)}`,
+        })
+      }
+      await converge('initial rows')
+      for (const step of [
+        `INSERT INTO ${t.memberships} VALUES (1, 3)`, // project 3's todos move out
+        `DELETE FROM ${t.memberships} WHERE user_id = 1 AND project_id = 1`, // project 1's move in
+        `DELETE FROM ${t.memberships} WHERE user_id = 1`, // every todo in
+        `INSERT INTO ${t.memberships} VALUES (1, 1), (1, 4)`,
+        `UPDATE ${t.todos} SET project_id = 4 WHERE id = 8`,
+        `DELETE FROM ${t.memberships} WHERE user_id = 1 AND project_id = 4`,
+      ]) {
+        await sql(step)
+        await converge(step)
+      }
+    } finally {
+      await todos.cleanup()
+    }
+    await sql(`DELETE FROM ${t.memberships}`)
+    await sql(`INSERT INTO ${t.memberships} VALUES (1, 1), (1, 2), (2, 3)`)
+  }
+})
