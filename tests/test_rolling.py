@@ -536,13 +536,34 @@ async def test_standby_answers_as_the_holder_and_follows_its_commits(
     await asyncio.to_thread(new.stop)
 
 
-async def test_rolling_deploy_to_a_server_with_workers(db: str, tmp_path: Path) -> None:
-    """The new one runs ``--workers 2``: it serves alone as a standby, and hands over
-    to its workers after the takeover (on the same listening socket)."""
-    deploy = await rolling_deploy(db, tmp_path / "storage", new_args=("--workers", "2"), node=False)
-    print(deploy.report("rolling deploy (new --workers 2, SIGTERM)"))
-    deploy.check()
-    assert deploy.new_children == 2
+async def test_a_standby_with_workers_is_refused_in_one_line(db: str, tmp_path: Path) -> None:
+    """A standby serves with ``--workers 0`` only: the hand-over from its own server to
+    workers after the takeover left a client's request hanging under load. A new one
+    with ``--workers 2`` on a held directory says so and exits; the holder goes on."""
+    storage = tmp_path / "storage"
+    old_port = free_port()
+    old = ServeProcess.on(db, old_port, storage)
+    new = ServeProcess(
+        [
+            "--database-url",
+            db,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(free_port()),
+            "--storage-dir",
+            str(storage),
+            "--workers",
+            "2",
+        ]
+    )
+    assert new.wait_exit() == 1, new.output()
+    errors = [line for line in new.lines if line.startswith("pysync:")]
+    assert len(errors) == 1 and "with --workers 0 only" in errors[0], new.output()
+    assert "Traceback" not in new.output()
+    assert old.process.poll() is None, old.output()
+    await until_health(old_port, "active")
+    await asyncio.to_thread(old.stop)
 
 
 def files(directory: Path) -> dict[str, tuple[int, int]]:

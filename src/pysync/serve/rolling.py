@@ -61,7 +61,6 @@ class RollingSource:
         self.failure: BaseException | None = None
         """Why the takeover failed (the engine could not start): the server stops."""
         self.on_failure: Callable[[], None] = lambda: None
-        self.on_takeover: Callable[[], None] = lambda: None
         self._locked = False
         self._task: asyncio.Task[None] | None = None
 
@@ -111,7 +110,6 @@ class RollingSource:
         self.current = self.engine
         self.took_over.set()
         log.warning("took over: replicating, and serving every shape")
-        self.on_takeover()
 
     async def _after_takeover(self) -> None:
         """For what the standby cannot do (make a shape, delete one): wait for the

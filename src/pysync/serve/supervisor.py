@@ -72,15 +72,12 @@ async def supervise(
     sock: socket.socket,
     database_url: str,
     announce: Callable[[], None],
-    stopping: asyncio.Event | None = None,
 ) -> None:
-    """Serve with ``settings.workers`` HTTP workers until SIGTERM or SIGINT (or until
-    ``stopping`` is set: then the caller handles the signals)."""
+    """Serve with ``settings.workers`` HTTP workers until SIGTERM or SIGINT."""
     directory = Path(tempfile.mkdtemp(prefix="pysync-hub-"))
     ready: set[int] = set()
     all_ready = asyncio.Event()
-    signals = (signal.SIGTERM, signal.SIGINT) if stopping is None else ()
-    stopping = stopping or asyncio.Event()
+    stopping = asyncio.Event()
 
     def worker_ready(pid: int) -> None:
         ready.add(pid)
@@ -103,7 +100,7 @@ async def supervise(
     ]
     workers = [_Worker(n, command, sock, env) for n in range(settings.workers)]
     loop = asyncio.get_running_loop()
-    for sig in signals:
+    for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     runs = [asyncio.create_task(_keep_running(worker, stopping)) for worker in workers]
     try:
@@ -124,7 +121,7 @@ async def supervise(
             )
         await stop
     finally:
-        for sig in signals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         stopping.set()
         await asyncio.gather(*(worker.stop() for worker in workers))
