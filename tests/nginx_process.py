@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import time
 from pathlib import Path
 
 from pysync.postgres.cluster import free_port
+from system_process import stop, wait_listening
 
 CONF = Path(__file__).resolve().parent.parent / "docker" / "nginx.conf"
 
@@ -66,20 +64,7 @@ class Nginx:
         )
         self.pid = self.process.pid
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 15
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"nginx exited with {self.process.returncode}: {self.errors()}"
-                )
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise AssertionError(f"nginx does not listen: {self.errors()}") from None
-                time.sleep(0.05)
+        wait_listening(self.process, self.port, "nginx", self.errors)
 
     def errors(self) -> str:
         path = self.directory / "error.log"
@@ -91,10 +76,4 @@ class Nginx:
 
     def stop(self) -> None:
         """SIGTERM (nginx's fast shutdown: it does not wait for long-polls), then SIGKILL."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop(self.process)

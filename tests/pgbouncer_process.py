@@ -8,17 +8,15 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
 from pysync.postgres.cluster import SERVER_USER, SUPERUSER, PostgresCluster, free_port
+from system_process import stop, wait_listening
 
 
 def binary() -> str:
@@ -75,20 +73,7 @@ class PgBouncer:
             cwd=self.directory,
             **kwargs,
         )
-        deadline = time.monotonic() + 15
-        while True:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"pgbouncer exited with {self.process.returncode}: {self.log()}"
-                )
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise AssertionError(f"pgbouncer does not listen: {self.log()}") from None
-                time.sleep(0.05)
+        wait_listening(self.process, self.port, "pgbouncer", self.log)
 
     def url(self, dbname: str) -> str:
         """``dbname`` of the cluster, through PgBouncer."""
@@ -109,11 +94,5 @@ class PgBouncer:
 
     def stop(self) -> None:
         """SIGTERM (PgBouncer's immediate shutdown), then SIGKILL; its files go."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop(self.process)
         shutil.rmtree(self.directory, ignore_errors=True)
