@@ -310,33 +310,3 @@ async def test_schema_change_while_down_drops_recovered_shape(database_url: str,
         assert fresh.handle != a.handle
     finally:
         await again.stop()
-
-
-async def test_a_burst_of_new_shapes_on_one_table_all_start(
-    engine: Engine, conn: Conn, database_url: str
-) -> None:
-    """2,500 new shapes of one table at once (an app opening a view per user),
-    while a writer's transaction holds the table for 3.5 of the 5 s publishing may wait:
-    each shape is published-checked, but a check that started after a shape was asked
-    for answers it too, so none waits out the timeout behind the others' checks."""
-    conn.execute("CREATE TABLE t (id int PRIMARY KEY, owner int)")
-    conn.execute("INSERT INTO t SELECT g, g % 2500 FROM generate_series(1, 5000) g")
-    writer = await psycopg.AsyncConnection.connect(database_url)
-    await writer.execute("LOCK TABLE t IN ROW EXCLUSIVE MODE")  # as an INSERT would
-
-    async def finish_writer() -> None:
-        await asyncio.sleep(3.5)
-        await writer.commit()
-        await writer.close()
-
-    release = asyncio.create_task(finish_writer())
-    # Each waits for its snapshot from the start, as a request for it would.
-    shapes = await asyncio.gather(
-        *(make(engine, "t", where="owner = $1", params=[str(n)]) for n in range(2500))
-    )
-    await release
-    assert len({s.handle for s in shapes}) == 2500
-    assert not [s for s in shapes if s.gone]
-    assert materialise(read_all(shapes[7].log)) == table_state(
-        conn, "public", "t", ["id", "owner"], ["id"], "owner = 7"
-    )

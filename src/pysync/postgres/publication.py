@@ -379,43 +379,30 @@ class Publisher:
         """Change nothing (``ELECTRIC_MANUAL_TABLE_PUBLISHING``): only check that the
         table is published and FULL, else NotPublished."""
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._started: dict[tuple[str, str], int] = {}
-        """Per table: how many publishing runs have started."""
-        self._done: dict[tuple[str, str], int] = {}
-        """Per table: the number of the last run that succeeded."""
 
     async def publish(
         self, schema: str, table: str, abandoned: Callable[[], bool] = lambda: False
     ) -> None:
-        """Publish ``schema.table`` (manual: check that it is); between attempts, give up
-        with PublishAbandoned as soon as ``abandoned()`` says nobody waits for it."""
+        """Publish ``schema.table``; between attempts, give up with PublishAbandoned as soon
+        as ``abandoned()`` says nobody waits for it."""
+        if self.manual:
+            async with self.connections.catalog_session() as conn:
+                row, partitions = await _state_async(conn, self.publication, schema, table)
+                _check_published(self.publication, schema, table, row, partitions)
+            return
         # Checked for every new shape, not cached: a table dropped and created again
-        # under the same name is not in the publication any more. But a run that
-        # started after this request came answers it too: a burst of new shapes on one
-        # table (a thousand at once) costs two runs, not a thousand queued one by one.
+        # under the same name is not in the publication any more.
         # (One lock per table ever published: as many as the database has tables.)
-        key = (schema, table)
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        arrived = self._started.get(key, 0)
+        lock = self._locks.setdefault((schema, table), asyncio.Lock())
         deadline = time.monotonic() + self.wait
         backoff = 0.05
         last: LockTimeout | None = None
         try:
             async with asyncio.timeout(self.wait), lock:
-                if self._done.get(key, 0) > arrived:
-                    return
                 while True:
-                    run = self._started[key] = self._started.get(key, 0) + 1
                     try:
                         async with self.connections.catalog_session() as conn:
-                            if self.manual:
-                                row, partitions = await _state_async(
-                                    conn, self.publication, schema, table
-                                )
-                                _check_published(self.publication, schema, table, row, partitions)
-                            else:
-                                await publish_table_async(conn, self.publication, schema, table)
-                        self._done[key] = run
+                            await publish_table_async(conn, self.publication, schema, table)
                         return
                     except LockTimeout as exc:
                         last = exc
