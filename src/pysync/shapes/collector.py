@@ -48,6 +48,10 @@ class TxnMeasure:
         self.bytes = 0
         """Bytes of the entries appended (a shared entry counts for each shape)."""
 
+    def add(self, frames: list[tuple[LogOffset, bytes]]) -> None:
+        """One shape's entries of the transaction, appended."""
+        self.bytes += sum(len(payload) for _, payload in frames)
+
 
 class Collector:
     def __init__(self, registry: ShapeRegistry) -> None:
@@ -220,8 +224,7 @@ class Collector:
                     consumer.append(xid, commit_lsn, frames)
                     dirty.add(consumer)
                     if measure is not None:
-                        for frame in frames:
-                            measure.bytes += len(frame[1])
+                        measure.add(frames)
             else:
                 encoded: dict[int, bytes] = {}  # an entry shared by shapes is encoded once
                 for consumer, entries in touched.items():
@@ -240,8 +243,7 @@ class Collector:
                     consumer.append(xid, commit_lsn, frames)
                     dirty.add(consumer)
                     if measure is not None:
-                        for frame in frames:
-                            measure.bytes += len(frame[1])
+                        measure.add(frames)
             subqueries.done(txn)
             self.last_seen_lsn = commit_lsn
             self.last_commit_time = txn.commit_time / 1e6 + PG_EPOCH
