@@ -7,7 +7,6 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -15,6 +14,7 @@ from psycopg import errors, sql
 
 from pysync.postgres.connections import Connections
 from pysync.postgres.identifiers import quote_identifier
+from pysync.shared_runs import Abandoned, SharedRuns, never
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -358,8 +358,10 @@ async def publish_table_async(
 class Publisher:
     """Publishes tables for new shapes with bounded lock waits.
 
-    One table at a time per table (shapes on other tables never queue behind a lock on
-    this one); each attempt waits at most the session's ``lock_timeout`` for the table
+    One run at a time per table (shapes on other tables never queue behind a lock on
+    this one), and one run answers every shape that asked before it started
+    (``SharedRuns``: a thousand new shapes of one table cost two runs, not a thousand
+    in a row). Each attempt waits at most the session's ``lock_timeout`` for the table
     lock, so writers are held off that long at most, and attempts are retried with
     backoff for ``wait`` seconds before LockTimeout is raised.
     """
@@ -378,41 +380,43 @@ class Publisher:
         self.manual = manual
         """Change nothing (``ELECTRIC_MANUAL_TABLE_PUBLISHING``): only check that the
         table is published and FULL, else NotPublished."""
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._runs: SharedRuns[tuple[str, str], None] = SharedRuns(self._run)
 
-    async def publish(
-        self, schema: str, table: str, abandoned: Callable[[], bool] = lambda: False
-    ) -> None:
-        """Publish ``schema.table``; between attempts, give up with PublishAbandoned as soon
-        as ``abandoned()`` says nobody waits for it."""
+    async def publish(self, schema: str, table: str, abandoned: Abandoned = never) -> None:
+        """Publish ``schema.table`` (manual: check that it is); give up with
+        PublishAbandoned as soon as ``abandoned()`` says nobody waits for it any more
+        (for every caller of the run)."""
+        # Checked for every new shape, not cached: a table dropped and created again
+        # under the same name is not in the publication any more.
+        try:
+            async with asyncio.timeout(self.wait):
+                await self._runs((schema, table), abandoned)
+        except TimeoutError:
+            raise LockTimeout(
+                f'Timeout waiting for Postgres lock acquisition on table "{schema}"."{table}"'
+            ) from None
+
+    async def _run(self, relation: tuple[str, str], abandoned: Abandoned) -> None:
+        schema, table = relation
         if self.manual:
             async with self.connections.catalog_session() as conn:
                 row, partitions = await _state_async(conn, self.publication, schema, table)
                 _check_published(self.publication, schema, table, row, partitions)
             return
-        # Checked for every new shape, not cached: a table dropped and created again
-        # under the same name is not in the publication any more.
-        # (One lock per table ever published: as many as the database has tables.)
-        lock = self._locks.setdefault((schema, table), asyncio.Lock())
         deadline = time.monotonic() + self.wait
         backoff = 0.05
-        last: LockTimeout | None = None
-        try:
-            async with asyncio.timeout(self.wait), lock:
-                while True:
-                    try:
-                        async with self.connections.catalog_session() as conn:
-                            await publish_table_async(conn, self.publication, schema, table)
-                        return
-                    except LockTimeout as exc:
-                        last = exc
-                        if time.monotonic() + backoff >= deadline:
-                            raise
-                    await asyncio.sleep(backoff)
-                    if abandoned():
-                        raise PublishAbandoned(f'nobody waits for "{schema}"."{table}" any more')
-                    backoff = min(backoff * 2, 1.0)
-        except TimeoutError:
-            raise last or LockTimeout(
-                f'Timeout waiting for Postgres lock acquisition on table "{schema}"."{table}"'
-            ) from None
+        while True:
+            try:
+                async with self.connections.catalog_session() as conn:
+                    await publish_table_async(conn, self.publication, schema, table)
+                return
+            except LockTimeout:
+                if time.monotonic() + backoff >= deadline:
+                    raise
+            await asyncio.sleep(backoff)
+            if abandoned():
+                raise PublishAbandoned(f'nobody waits for "{schema}"."{table}" any more')
+            backoff = min(backoff * 2, 1.0)
+
+    async def close(self) -> None:
+        await self._runs.close()

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import psycopg
 
 from pysync.log.storage import PendingSync, StorageError
-from pysync.postgres.catalog import load_table_async, why_unreadable_async
+from pysync.postgres.catalog import Table, load_table_async, why_unreadable_async
 from pysync.postgres.connections import Connections
 from pysync.postgres.publication import PublishAbandoned, Publisher
 from pysync.postgres.sqlstate import safe_reason
@@ -39,6 +39,7 @@ from pysync.shapes.snapshotter import StaleSnapshot, write_snapshot
 from pysync.shapes.store import RegistryRecord, ShapeStore, new_handle
 from pysync.shapes.subqueries.dependency import DependencyGone
 from pysync.shapes.subqueries.manager import MAX_ROWS, Subqueries
+from pysync.shared_runs import Abandoned, SharedRuns
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,6 +78,7 @@ class ShapeRegistry:
         self._building: dict[ShapeDefinition, asyncio.Future[Shape]] = {}
         self._unreadable_said: set[tuple[str, str]] = set()
         """Tables whose missing SELECT was logged: only tables that exist, so bounded."""
+        self._tables: SharedRuns[tuple[str, str], Table | None] = SharedRuns(self._load_table)
         self._compiler = ThreadPoolExecutor(2, thread_name_prefix="pysync-compile")
         self.on_invalidate: list[Callable[[ShapeConsumer], None]] = []
         self.on_storage_error: Callable[[StorageError], None] = lambda exc: None
@@ -185,10 +187,7 @@ class ShapeRegistry:
         """Validate ``definition`` against the live catalog."""
         inline = definition.where is None or len(definition.where) <= COMPILE_INLINE_CHARS
         try:
-            async with self.connections.catalog_session() as conn:
-                table = await load_table_async(conn, definition.schema, definition.table)
-                if table is None:
-                    await self._say_why_missing(conn, definition.relation)
+            table = await self._tables(definition.relation)
             if table is None:
                 return build_shape(definition, table)  # raises: no such table
             relations = (
@@ -196,12 +195,8 @@ class ShapeRegistry:
                 if inline
                 else await self.compute(subquery_relations, definition)
             )
-            tables = {}
-            if relations:
-                async with self.connections.catalog_session() as conn:
-                    tables = {rel: await load_table_async(conn, *rel) for rel in relations}
-                    for rel in [rel for rel, found in tables.items() if found is None]:
-                        await self._say_why_missing(conn, rel)
+            found = await asyncio.gather(*(self._tables(rel) for rel in relations))
+            tables = dict(zip(relations, found, strict=True))
             if inline:
                 return build_shape(definition, table, tables)
             return await self.compute(build_shape, definition, table, tables)
@@ -210,6 +205,15 @@ class ShapeRegistry:
                 "where",
                 f"the clause took more than {self.compile_timeout:g} s to compile; simplify it",
             ) from None
+
+    async def _load_table(self, relation: tuple[str, str], abandoned: Abandoned) -> Table | None:
+        """The table as the catalog has it now (``self._tables``: one lookup answers the
+        new shapes of a table that asked before it started)."""
+        async with self.connections.catalog_session() as conn:
+            table = await load_table_async(conn, *relation)
+            if table is None:
+                await self._say_why_missing(conn, relation)
+        return table
 
     async def _say_why_missing(
         self, conn: psycopg.AsyncConnection[Any], relation: tuple[str, str]
@@ -427,6 +431,8 @@ class ShapeRegistry:
                 if recording.exception() is not None:
                     log.warning("a shape could not be recorded at stop: %s", recording.exception())
         await self.subqueries.close()
+        await self._tables.close()
+        await self.publisher.close()
         self._compiler.shutdown(wait=False, cancel_futures=True)
         for consumer in self._by_handle.values():
             consumer.log.notify()
