@@ -19,7 +19,7 @@ async def test_a_burst_of_new_shapes_on_one_table_all_start(
     engine: Engine, conn: Conn, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """2,500 new shapes of one table at once, while a writer's transaction holds the
-    table for 3.5 of the 5 s publishing may wait. Each shape's table is looked up and
+    table for 2.5 of the 5 s publishing may wait. Each shape's table is looked up and
     its publishing checked, but a check that started after a shape asked answers it
     too: a handful of catalog sessions serve them all (one each, before, and the last
     timed out behind the others)."""
@@ -40,7 +40,7 @@ async def test_a_burst_of_new_shapes_on_one_table_all_start(
     await writer.execute("LOCK TABLE t IN ROW EXCLUSIVE MODE")  # as an INSERT would
 
     async def finish_writer() -> None:
-        await asyncio.sleep(3.5)
+        await asyncio.sleep(2.5)
         await writer.commit()
         await writer.close()
 
