@@ -361,3 +361,63 @@ async def test_served_rows_equal_the_querysets_rows_also_after_writes(
                 expected = await sync_to_async(expected_rows)(qs, definition.columns)
                 got = {key.rsplit("/", 1)[1].strip('"'): set(v) for key, v in served_rows.items()}
                 assert got == expected, (round_, definition.where, definition.params)
+
+
+def loaded(qs: Any) -> dict[int, dict[str, Any]]:
+    """The QuerySet's instances as Django loads them: primary key -> field values."""
+    return {item.pk: field_values(item) for item in qs.all()}  # all(): not a cached result
+
+
+def field_values(item: Any) -> dict[str, Any]:
+    deferred = item.get_deferred_fields()
+    return {
+        f.attname: getattr(item, f.attname)
+        for f in type(item)._meta.concrete_fields
+        if f.attname not in deferred
+    }
+
+
+async def test_materialised_querysets_are_model_instances_typed_as_django_loads_them(
+    served: tuple[pysync.Sync, httpx.AsyncClient, dict[str, Any]],
+) -> None:
+    from django.db.models import Model
+
+    from djapp.models import Item, OpenItem
+
+    sync, _, _ = served
+    rnd = random.Random(26)
+    await sync_to_async(seed)(rnd)
+    qs = Item.objects.filter(n__gt=0)
+    async with (
+        sync.materialise(qs, timeout=10) as view,
+        sync.materialise(OpenItem, timeout=10) as proxies,
+        sync.materialise(Item.objects.only("name"), timeout=10) as only,
+        sync.materialise(Item.objects.values("id", "n"), timeout=10) as values,
+    ):
+        rows = list(view.rows.values())
+        assert rows and all(type(row) is Item and not row._state.adding for row in rows)
+        assert {row.pk: field_values(row) for row in rows} == await sync_to_async(loaded)(qs)
+        assert {type(row) for row in proxies.rows.values()} == {OpenItem}
+        first = next(iter(only.rows.values()))
+        assert first.get_deferred_fields() == {
+            f.attname for f in Item._meta.concrete_fields if f.attname not in ("id", "name")
+        }
+        assert all(isinstance(row, dict) for row in values.rows.values())
+        assert not any(isinstance(row, Model) for row in values.rows.values())
+
+        def write() -> int:
+            from django.db import connection, transaction
+
+            with transaction.atomic():
+                Item.objects.filter(n__gt=0).update(n=F("n") + 1, price=Decimal("1.25"))
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_current_xact_id()::text")
+                    return int(cursor.fetchone()[0])
+
+        from django.db.models import F
+
+        await view.wait_for_txid(await sync_to_async(write)(), timeout=10)
+        assert {row.pk: field_values(row) for row in view.rows.values()} == await sync_to_async(
+            loaded
+        )(qs)
+        assert {row.price for row in view.rows.values()} == {Decimal("1.25")}

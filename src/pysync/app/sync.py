@@ -40,6 +40,7 @@ from pysync import tracing
 from pysync.app import logs
 from pysync.app.cors import CORS
 from pysync.app.http_mode import RemoteShapes
+from pysync.app.instances import instance_maker
 from pysync.app.live_html import Render, html_events
 from pysync.app.log_stream import LogStream
 from pysync.app.render import Cache, EmbeddedShapes, ShapeBackend, check_cache, render
@@ -50,7 +51,6 @@ from pysync.app.shapes import (
     interrupt_target,
     is_shape_function,
     shape,
-    uses_sqlalchemy,
 )
 from pysync.app.transform import Transform
 from pysync.app.view import MAX_BEHIND, Change, View
@@ -470,14 +470,9 @@ class Sync:
     def _view(self, shape_: object, options: dict[str, Any]) -> View:
         definition = shape(shape_, **options)
         source = self._source(self._get_backend(), definition)
-        instance = None
-        if isinstance(shape_, type) and uses_sqlalchemy(shape_):
-            from pysync.app.sqlalchemy_rows import instance_maker
-
-            instance = instance_maker(shape_)
         view = View(
             Shape(source, changes_only=definition.log_mode == "changes_only"),
-            instance,
+            instance_maker(shape_),
             self._views.discard,
         )
         self._views.add(view)

@@ -23,9 +23,11 @@ from typing import Any
 from django.db.models import Model, QuerySet
 from django.db.models.query import RawQuerySet
 
+from pysync.app.instances import register_instances
 from pysync.app.shapes import register_source
 from pysync.django.engine import asgi, get_sync
 from pysync.django.queryset import queryset_shape
+from pysync.django.rows import instance_maker
 from pysync.django.views import electric_view, interrupt, render, sync_path
 from pysync.django.writer import Writer
 from pysync.shapes.definition import ShapeDefinition, ShapeError
@@ -55,6 +57,8 @@ def _convert(source: object) -> ShapeDefinition | None:
 
 # pysync.shape(QuerySet), Sync.route(path, QuerySet), pysync.interrupt(Model) ...
 register_source(_convert)
+# sync.materialise(QuerySet): rows as model instances.
+register_instances(instance_maker)
 
 
 def shape(
