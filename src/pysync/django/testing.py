@@ -103,6 +103,53 @@ def stop_sandbox(sync: SandboxSync | None, previous: Any) -> None:
     engine.use(previous)
 
 
+class TxidFollower:
+    """Follows a shape route as a client does until transaction ``txid``'s changes are
+    in it (or its snapshot holds them): ``params`` for the next request, ``take`` each
+    response; ``rows`` by key."""
+
+    def __init__(self, txid: int | str, path: str, timeout: float) -> None:
+        self.txid = int(txid)
+        self.path = path
+        self.deadline = time.monotonic() + timeout
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.params = {"offset": "-1"}
+        self.seen = False
+
+    def remaining(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"transaction {self.txid} never reached {self.path}")
+        return left
+
+    def take(self, response: Any) -> bool:
+        """Apply a response; True once the transaction is in the rows, up to date."""
+        if response.status_code == 409:
+            self.rows, self.params, self.seen = {}, {"offset": "-1"}, False
+            return False
+        if response.status_code != 200:
+            raise AssertionError(
+                f"{self.path} answered {response.status_code}: {response.content!r}"
+            )
+        for message in decode_batch(response.content, {}):
+            if isinstance(message, ChangeMessage):
+                self.seen = self.seen or self.txid in message.headers.txids
+                if message.headers.operation == "delete":
+                    self.rows.pop(message.key, None)
+                else:
+                    self.rows[message.key] = {**self.rows.get(message.key, {}), **message.value}
+            elif isinstance(message, ControlMessage) and message.control == "snapshot-end":
+                self.seen = self.seen or _visible(message, self.txid)
+        up_to_date = "electric-up-to-date" in response.headers
+        self.params = {
+            "offset": response.headers["electric-offset"],
+            "handle": response.headers["electric-handle"],
+        }
+        if up_to_date:
+            self.params["live"] = "true"
+        return self.seen and up_to_date
+
+
 async def wait_for_txid(
     client: Any,
     txid: int | str,
@@ -114,40 +161,28 @@ async def wait_for_txid(
     """Follow the shape at ``path`` with Django's ``AsyncClient`` until the changes of
     transaction ``txid`` are in it (or its snapshot holds them); the rows, by key.
     TimeoutError after ``timeout`` seconds."""
-    wanted = int(txid)
-    deadline = time.monotonic() + timeout
-    rows: dict[str, dict[str, Any]] = {}
-    params = {"offset": "-1"}
-    seen = False
+    follower = TxidFollower(txid, path, timeout)
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise TimeoutError(f"transaction {wanted} never reached {path}")
-        get = client.get(path, params, headers=headers or {})
-        response = await asyncio.wait_for(get, remaining)
-        if response.status_code == 409:
-            rows, params = {}, {"offset": "-1"}
-            continue
-        if response.status_code != 200:
-            raise AssertionError(f"{path} answered {response.status_code}: {response.content!r}")
-        for message in decode_batch(response.content, {}):
-            if isinstance(message, ChangeMessage):
-                seen = seen or wanted in message.headers.txids
-                if message.headers.operation == "delete":
-                    rows.pop(message.key, None)
-                else:
-                    rows[message.key] = {**rows.get(message.key, {}), **message.value}
-            elif isinstance(message, ControlMessage) and message.control == "snapshot-end":
-                seen = seen or _visible(message, wanted)
-        up_to_date = "electric-up-to-date" in response.headers
-        if seen and up_to_date:
-            return rows
-        params = {
-            "offset": response.headers["electric-offset"],
-            "handle": response.headers["electric-handle"],
-        }
-        if up_to_date:
-            params["live"] = "true"
+        get = client.get(path, follower.params, headers=headers or {})
+        if follower.take(await asyncio.wait_for(get, follower.remaining())):
+            return follower.rows
+
+
+def wait_for_txid_blocking(
+    client: Any,
+    txid: int | str,
+    path: str,
+    *,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> dict[str, dict[str, Any]]:
+    """``wait_for_txid`` with Django's (sync) test ``Client``: a live request returns
+    within the long-poll timeout, then the deadline is checked."""
+    follower = TxidFollower(txid, path, timeout)
+    while True:
+        follower.remaining()
+        if follower.take(client.get(path, follower.params, headers=headers or {})):
+            return follower.rows
 
 
 def _visible(snapshot: ControlMessage, txid: int) -> bool:
