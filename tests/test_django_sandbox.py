@@ -5,20 +5,13 @@ sees a TestCase's writes."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 
-import pysync
-from django_support import create_tables, django_database
+from django_support import create_tables, django_database, run_django_tests
 from pysync.postgres.cluster import PostgresCluster
-
-TESTS = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
@@ -30,37 +23,18 @@ def django_url(pg_cluster: PostgresCluster) -> Iterator[str]:
     yield url
 
 
-def run_django_tests(url: str, *labels: str) -> str:
-    source = Path(pysync.__file__).resolve().parent.parent
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{TESTS}{os.pathsep}{source}",
-        "DJANGO_SETTINGS_MODULE": "djproject.settings",
-        "DJANGO_TEST_DATABASE_URL": url,
-        "DJANGO_TEST_SLOT": "django_sandbox",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "django", "test", *labels, "-v", "2", "--noinput"],
-        cwd=TESTS,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output
-    return output
-
-
 def test_a_sandboxed_test_case_sees_its_writes_in_its_shapes(django_url: str) -> None:
-    output = run_django_tests(django_url, "djproject.sandbox_tests.SandboxedShapes")
-    assert "Ran 6 tests" in output and "\nOK" in output, output
+    output = run_django_tests(
+        django_url, "django_sandbox", "djproject.sandbox_tests.SandboxedShapes"
+    )
+    assert "Ran 7 tests" in output and "\nOK" in output, output
     with psycopg.connect(django_url, autocommit=True) as conn:  # the test database is gone
         left = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'test_django_tests'")
         assert left.fetchone() is None
 
 
 def test_without_the_sandbox_a_test_cases_writes_never_reach_a_shape(django_url: str) -> None:
-    output = run_django_tests(django_url, "djproject.sandbox_tests.WithoutSandbox")
+    output = run_django_tests(
+        django_url, "django_sandbox", "djproject.sandbox_tests.WithoutSandbox"
+    )
     assert "Ran 1 test" in output and "\nOK" in output, output

@@ -110,6 +110,18 @@ class SandboxedShapes(SandboxTestCase):
         stale = {**after(first), "handle": "nope"}
         self.assertEqual(self.client.get("/shapes/unflagged/", stale).status_code, 409)
 
+    def test_electrics_api_serves_the_allowed_tables_from_the_transaction(self) -> None:
+        Item.objects.create(name="seen", flag=False)
+        path, user = "/electric/v1/shape", {"x-user": "ann"}
+        params = {"table": "djapp_item", "where": "flag = false", "offset": "-1"}
+        response = self.client.get(path, params, headers=user)
+        self.assertEqual([v[0] for v in served(apply({}, response)).values()], ["seen"])
+        other = self.client.get(path, {**params, "table": "djapp_member"}, headers=user)
+        self.assertEqual(other.status_code, 403)
+        bad = self.client.get(path, {**params, "where": "nope ="}, headers=user)
+        self.assertEqual(bad.status_code, 400)
+        self.assertIn("where", bad.json()["errors"])
+
     async def test_a_live_request_gets_a_write_made_while_it_waits(self) -> None:
         path = "/shapes/unflagged/"
         first = await self.async_client.get(path, {"offset": "-1"})

@@ -214,15 +214,20 @@ class SandboxSync(Sync):
     """Requests are served in their own event loop, so that the sandbox's reads reach
     the test's thread (``pysync.django.views``)."""
 
-    def __init__(self, sandbox: Sandbox, *, long_poll_timeout: float = 20.0) -> None:
-        super().__init__(None, env=False, in_memory=True)
+    def __init__(self, sandbox: Sandbox, **settings: Any) -> None:
+        """``settings``: of ``Sync`` (``secret``, ``long_poll_timeout``)."""
+        super().__init__(None, env=False, in_memory=True, **settings)
         self.sandbox = sandbox
-        self._backend = SandboxShapes(sandbox, long_poll_timeout=long_poll_timeout)
+        self._backend = SandboxShapes(sandbox, long_poll_timeout=self.settings.long_poll_timeout)
 
     async def start(self) -> None:
         """Already started (the sandbox needs no engine)."""
 
     async def stop(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Waiting requests answer now; later ones find no Sync."""
         backend, self._backend = self._backend, None
         if backend is not None:
             backend.close()

@@ -89,7 +89,11 @@ def start_sandbox(alias: str = "default") -> tuple[SandboxSync, Any]:
     sandbox = Sandbox(alias)
     sandbox.start()
     options = getattr(settings, "PYSYNC", None) or {}
-    sync = SandboxSync(sandbox, long_poll_timeout=float(options.get("long_poll_timeout", 20.0)))
+    # What the sandbox's responses depend on: the secret they require, how long a live
+    # request waits.
+    sync = SandboxSync(
+        sandbox, **{k: options[k] for k in ("secret", "long_poll_timeout") if k in options}
+    )
     return sync, engine.use(sync)
 
 
@@ -99,7 +103,7 @@ def stop_sandbox(sync: SandboxSync | None, previous: Any) -> None:
     if sync is None:
         return
     sync.sandbox.stop()
-    asyncio.run(sync.stop())
+    sync.close()
     engine.use(previous)
 
 
