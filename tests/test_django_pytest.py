@@ -5,6 +5,7 @@ Postgres."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ TESTS = Path(__file__).resolve().parent
 
 
 def test_pytest_django_gets_the_sandbox_and_the_real_engine(tmp_path: Path) -> None:
+    assert importlib.util.find_spec("pytest_django"), "pip install -e '.[test]' (pytest-django)"
     shutil.copy(TESTS / "djproject" / "pytest_tests.py", tmp_path / "test_shapes.py")
     (tmp_path / "conftest.py").write_text('pytest_plugins = ["pysync.django.pytest"]\n')
     (tmp_path / "pytest.ini").write_text(

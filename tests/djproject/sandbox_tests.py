@@ -121,6 +121,15 @@ class SandboxedShapes(SandboxTestCase):
         bad = self.client.get(path, {**params, "where": "nope ="}, headers=user)
         self.assertEqual(bad.status_code, 400)
         self.assertIn("where", bad.json()["errors"])
+        # What the sandbox does not serve is a 400 naming it, not a wrong answer.
+        subset = self.client.get(path, {**params, "subset__limit": "1"}, headers=user)
+        self.assertEqual(subset.status_code, 400)
+        self.assertIn("sandbox", subset.json()["errors"]["subset"][0])
+        sse = self.client.get(
+            path, {**params, **after(response), "live": "true", "live_sse": "true"}, headers=user
+        )
+        self.assertEqual(sse.status_code, 400)
+        self.assertIn("sandbox", sse.json()["errors"]["live_sse"][0])
 
     async def test_a_live_request_gets_a_write_made_while_it_waits(self) -> None:
         path = "/shapes/unflagged/"

@@ -33,6 +33,11 @@ from pysync.http.waiters import Recheck, ShapeMatcher, make_matcher
 from pysync.log.offset import BEFORE_ALL, LogOffset
 from pysync.shapes.definition import ShapeDefinition, ShapeError
 
+_NOT_IN_SANDBOX = (
+    "the pysync sandbox (a test inside a transaction) does not serve {}: test them "
+    "with real replication (SyncTestCase, django_db(transaction=True))"
+)
+
 
 class _Waiter:
     """A live request waiting for the sandbox's next change (or an interrupt)."""
@@ -79,7 +84,10 @@ class SandboxShapes:
 
     async def electric(self, request: Request) -> Response:
         try:
-            parsed = ShapeAPI.parse_query(dict(request.query_params))
+            query = dict(request.query_params)
+            if request.method == "POST" or any(k.startswith("subset__") for k in query):
+                raise invalid({"subset": [_NOT_IN_SANDBOX.format("subset snapshots")]})
+            parsed = ShapeAPI.parse_query(query)
         except ShapeAPIError as exc:
             return error_response(request, exc)
         assert parsed.definition is not None
@@ -125,6 +133,8 @@ class SandboxShapes:
         definition: ShapeDefinition,
         recheck: Recheck | None,
     ) -> Response:
+        if parsed.sse:
+            raise invalid({"live_sse": [_NOT_IN_SANDBOX.format("Server-Sent Events")]})
         shape = await self._shape(definition)
         offset = parsed.offset
         refetch = MustRefetch(shape.handle, offset, parsed.live, parsed.sse)
