@@ -3,6 +3,10 @@ test models' tables created in it, and a client following shapes as Electric's d
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,6 +19,7 @@ from pysync.client.tags import TagTracker
 from pysync.postgres.cluster import PostgresCluster
 
 DATABASE = "django_tests"
+TESTS = Path(__file__).resolve().parent
 
 
 def django_database(cluster: PostgresCluster) -> str:
@@ -61,6 +66,34 @@ def create_tables(*models: type[Model]) -> None:
             editor.execute(f'DROP TABLE IF EXISTS "{model._meta.db_table}" CASCADE')
         for model in models:
             editor.create_model(model)
+
+
+def run_django_tests(url: str, slot: str, *labels: str) -> str:
+    """``python -m django test labels`` on the project tests/djproject (its settings
+    from the environment: a test database made from ``url``, dropped after); its output.
+    Fails unless the run passes."""
+    import pysync
+
+    source = Path(pysync.__file__).resolve().parent.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{TESTS}{os.pathsep}{source}",
+        "DJANGO_SETTINGS_MODULE": "djproject.settings",
+        "DJANGO_TEST_DATABASE_URL": url,
+        "DJANGO_TEST_SLOT": slot,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "django", "test", *labels, "-v", "2", "--noinput"],
+        cwd=TESTS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    return output
 
 
 class ShapeFollower:

@@ -25,7 +25,7 @@ from asgiref.sync import sync_to_async
 
 import pysync
 import pysync.django
-from django_support import create_tables, django_database
+from django_support import create_tables, django_database, run_django_tests
 from pysync.postgres.cluster import PostgresCluster, free_port
 
 TESTS = Path(__file__).resolve().parent
@@ -373,25 +373,7 @@ async def test_electrics_api_behind_the_views_auth_serves_only_the_allowed_model
 
 
 def test_djangos_test_runner_runs_a_sync_test_case(django_url: str) -> None:
-    source = Path(pysync.__file__).resolve().parent.parent
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{TESTS}{os.pathsep}{source}",
-        "DJANGO_SETTINGS_MODULE": "djproject.settings",
-        "DJANGO_TEST_DATABASE_URL": django_url,
-        "DJANGO_TEST_SLOT": "django_test_runner",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "django", "test", "djproject.sync_tests", "-v", "2", "--noinput"],
-        cwd=TESTS,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output
+    output = run_django_tests(django_url, "django_test_runner", "djproject.sync_tests")
     assert "Ran 2 tests" in output and "\nOK" in output, output
     with psycopg.connect(django_url, autocommit=True) as conn:  # the test database is gone
         left = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'test_django_tests'")

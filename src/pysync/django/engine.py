@@ -120,6 +120,20 @@ def replace_sync(**overrides: Any) -> None:
     _sync, _starting = make_sync(**overrides), None
 
 
+def use(sync: Sync | None) -> Sync | None:
+    """Make ``sync`` the process's Sync (None: the next is made from the settings);
+    the one it replaces, not stopped (a sandboxed test puts it back after)."""
+    global _sync, _starting
+    previous, _sync, _starting = _sync, sync, None
+    return previous
+
+
+def serves_in_request_loop() -> bool:
+    """Does the Sync serve each request in the request's own event loop (the sandbox,
+    whose reads run on the test's thread), not in the engine's?"""
+    return bool(getattr(_sync, "serves_in_request_loop", False))
+
+
 def stop_blocking() -> None:
     """From sync code outside the engine's loop: stop the Sync, in its own loop."""
     loop = _sync_loop
