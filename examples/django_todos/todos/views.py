@@ -20,6 +20,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.views import redirect_to_login
 from django.db import transaction
@@ -85,6 +86,14 @@ def index(request: HttpRequest) -> HttpResponse:
                 "users": [{"id": u.pk, "username": u.username} for u in others],
             }
         },
+    )
+
+
+def bundle(request: HttpRequest) -> HttpResponse:
+    """static/app.js, served by Django itself so that uvicorn alone runs the example (a
+    deployment serves static files with WhiteNoise or its web server instead)."""
+    return HttpResponse(
+        (settings.STATIC_ROOT / "app.js").read_bytes(), content_type="text/javascript"
     )
 
 

@@ -1,11 +1,8 @@
 from __future__ import annotations
 
 from django.contrib.auth import views as auth_views
-from django.urls import path, re_path
-from django.views.static import serve
+from django.urls import path
 from todos import views
-
-from todos_project.settings import STATIC_ROOT
 
 urlpatterns = [
     path("", views.index, name="index"),
@@ -18,7 +15,5 @@ urlpatterns = [
     path("api/lists/", views.new_list),
     path("api/lists/<int:list_id>/members/", views.share),
     path("api/lists/<int:list_id>/members/<int:user_id>/", views.unshare),
-    # The page's bundle, served by Django itself so that uvicorn alone runs the example
-    # (a deployment serves static files with WhiteNoise or its web server instead).
-    re_path(r"^static/(?P<path>.*)$", serve, {"document_root": STATIC_ROOT}),
+    path("static/app.js", views.bundle),
 ]
