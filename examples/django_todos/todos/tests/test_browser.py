@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import uvicorn
 from django.core.asgi import get_asgi_application
@@ -67,6 +67,7 @@ class Server:
 @override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"])
 class BrowserTests(SyncTestCase):
     server: ClassVar[Server]
+    pysync_settings: ClassVar[dict[str, Any]] = {"log_level": "warning"}
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -115,7 +116,7 @@ class BrowserTests(SyncTestCase):
 
 
 @tag("browser")
-class BundleTests(SimpleTestCase):
+class BundleTests(SimpleTestCase):  # type: ignore[misc]  # Django ships no types
     def test_the_checked_in_bundle_is_built_from_its_source(self) -> None:
         node = shutil.which("node")
         self.assertIsNotNone(node)

@@ -40,7 +40,11 @@ def in_thread(call: Any) -> tuple[threading.Thread, dict[str, Any]]:
 # Users are made in every test: a fast hash instead of PBKDF2's 1,000,000 rounds.
 @override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"])
 class TodosTests(SyncTestCase):
-    pysync_settings: ClassVar[dict[str, Any]] = {"long_poll_timeout": LONG_POLL}
+    # The engine's INFO lines (slots, shapes invalidated by each test's flush) are noise here.
+    pysync_settings: ClassVar[dict[str, Any]] = {
+        "long_poll_timeout": LONG_POLL,
+        "log_level": "warning",
+    }
 
     def setUp(self) -> None:
         self.ann, self.bob, self.cat = user("ann"), user("bob"), user("cat")
