@@ -5,7 +5,9 @@ binaries, so that running the example needs no Postgres of your own.
 - ``manage.py test``: a throwaway cluster in a temporary directory (removed at exit);
   Django's test runner creates its ``test_todos`` database in it.
 - anything else: the cluster in ``.pysync/database`` (kept between runs, so the data is),
-  started by the first process that needs it and stopped when that process exits.
+  started by the first process that needs it and stopped when that process exits
+  normally or on Ctrl+C. After a SIGTERM (which uvicorn re-raises once it has shut
+  down, skipping ``atexit``) it stays up, and the next run uses it as it is.
 """
 
 from __future__ import annotations
