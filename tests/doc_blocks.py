@@ -20,6 +20,7 @@ DOCUMENTS = [
     ROOT / "README.md",
     *sorted((ROOT / "docs").glob("*.md")),
     ROOT / "examples" / "todos" / "README.md",
+    ROOT / "examples" / "django_todos" / "README.md",
 ]
 LANGUAGES = {"python", "sh", "ini", "json", "text"}
 RUNNABLE = {"python", "sh"}

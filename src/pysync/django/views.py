@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Itera
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.db import connections
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import URLPattern, path
@@ -187,13 +188,34 @@ def _per_request(fn: Callable[..., Any], request: HttpRequest) -> Callable[[], A
     runs as Django runs sync code from async (``sync_to_async``: its ORM use is safe)."""
     takes_request = bool(inspect.signature(fn).parameters)
     args = (request,) if takes_request else ()
+    wsgi = getattr(request, "scope", None) is None
+
+    def call() -> object:
+        if not wsgi:
+            return fn(*args)
+        # Under WSGI this runs outside Django's request cycle (in the engine's thread, or
+        # the thread of the request it interrupts): close the connections it opened, as
+        # a request's end would; left open, they keep a test database from being dropped.
+        opened = {
+            c.alias for c in connections.all(initialized_only=True) if c.connection is not None
+        }
+        try:
+            return fn(*args)
+        finally:
+            for conn in connections.all(initialized_only=True):
+                if (
+                    conn.alias not in opened
+                    and conn.connection is not None
+                    and not conn.in_atomic_block
+                ):
+                    conn.close()
 
     async def shape_function() -> object:
         result: object
         if inspect.iscoroutinefunction(fn):
             result = await fn(*args)
         else:
-            result = await sync_to_async(fn)(*args)
+            result = await sync_to_async(call)()
         if isinstance(result, QuerySet):
             return await sync_to_async(queryset_shape)(result)
         return result

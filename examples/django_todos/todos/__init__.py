@@ -1,0 +1,1 @@
+"""The todos app: lists, who may see them (memberships) and their todos."""
