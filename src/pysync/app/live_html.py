@@ -6,13 +6,22 @@ live with no JS build.
     <ul id="todos"></ul>
 
 Each event is one transaction's fragments, as out-of-band swaps (htmx applies them
-whatever the connecting element's own swap):
+whatever the connecting element's own swap), each in a ``<template>``:
 
 * the rows of a snapshot (the first connection, or after the shape was replaced: a 409):
-  ``<div hx-swap-oob="innerHTML:#todos">`` every row ``</div>``
-* an insert: ``<div hx-swap-oob="beforeend:#todos">`` the row ``</div>``
-* an update: the row's element itself, with ``hx-swap-oob="true"`` (swapped by its id)
-* a delete: ``<div id="..." hx-swap-oob="delete"></div>``
+  ``<template><ul hx-swap-oob="innerHTML:#todos">`` every row ``</ul></template>``
+* an insert: ``<template><ul hx-swap-oob="beforeend:#todos">`` the row ``</ul></template>``
+* an update: ``<template>`` the row's element with ``hx-swap-oob="true"`` ``</template>``
+  (swapped by its id)
+* a delete: ``<template><div id="..." hx-swap-oob="delete"></div></template>``
+
+Why templates: the HTML parser drops a ``<tr>`` (``<td>``, ``<option>`` ...) outside its
+table (select): htmx's own wrapper parses a fragment as its first tag's context, so a
+table row after a ``<div>`` vanished. A template's content parses any element alone;
+htmx swaps the oob elements of every top-level template, in document order (a
+transaction's delete and re-insert of one row stay in order). The wrapper is the row's
+parent element (``tbody`` for a ``tr``, ``ul`` for an ``li``, ``div`` otherwise): htmx
+swaps the wrapper's children in.
 
 ``render(row)`` returns the HTML of one row: one element with an ``id`` unique in the
 page (the id an update and a delete find it by). The shape is read with
@@ -44,6 +53,22 @@ Source = Callable[[LogOffset, str | None], MessageSource]
 """A message stream of the shape from an offset of a handle (BEFORE_ALL, None: all)."""
 
 _FIRST_TAG = re.compile(r"\s*<([A-Za-z][A-Za-z0-9-]*)")
+_LINE_END = re.compile(r"\r\n|\r|\n")
+_PARENT = {
+    "tr": "tbody",
+    "td": "tr",
+    "th": "tr",
+    "thead": "table",
+    "tbody": "table",
+    "tfoot": "table",
+    "caption": "table",
+    "colgroup": "table",
+    "col": "colgroup",
+    "option": "select",
+    "optgroup": "select",
+    "li": "ul",
+}
+"""The element a row's tag parses in (a wrapper whose children htmx swaps in)."""
 _ID = re.compile(r"""\sid\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>"']+))""")
 
 
@@ -129,8 +154,8 @@ class Fragments:
 
     def _up_to_date(self) -> str | None:
         if self.replacing:
-            rows = "".join(self._html(row) for row in self.rows.values())
-            event = f'<div hx-swap-oob="innerHTML:{self.target}">{rows}</div>'
+            rows = [self._html(row) for row in self.rows.values()]
+            event = _wrapped("innerHTML", self.target, rows[0] if rows else "", "".join(rows))
             self.replacing = False
             return event
         if not self.parts:
@@ -152,16 +177,17 @@ class Fragments:
         operation = message.headers.operation
         element = self._html(message.value)
         if operation == "insert":
-            return f'<div hx-swap-oob="beforeend:{self.target}">{element}</div>'
+            return _wrapped("beforeend", self.target, element, element)
         if operation == "update":
             first = _FIRST_TAG.match(element)
             assert first is not None  # _html checked it
-            return f'{element[: first.end()]} hx-swap-oob="true"{element[first.end() :]}'
+            marked = f'{element[: first.end()]} hx-swap-oob="true"{element[first.end() :]}'
+            return f"<template>{marked}</template>"
         return self._removal(message.value)
 
     def _removal(self, row: Row) -> str:
         element_id = html.escape(_element_id(self._html(row)), quote=True)
-        return f'<div id="{element_id}" hx-swap-oob="delete"></div>'
+        return f'<template><div id="{element_id}" hx-swap-oob="delete"></div></template>'
 
     def _html(self, row: Row) -> str:
         element = self.render(row)
@@ -171,6 +197,19 @@ class Fragments:
             )
         _element_id(element)
         return element
+
+
+def _tag(element: str) -> str:
+    first = _FIRST_TAG.match(element)
+    assert first is not None  # _html checked it
+    return first.group(1).lower()
+
+
+def _wrapped(swap: str, target: str, first_row: str, rows: str) -> str:
+    """``rows`` swapped into ``target`` (``swap``: innerHTML, beforeend), in the element
+    they parse in (the parent of ``first_row``'s tag)."""
+    parent = _PARENT.get(_tag(first_row), "div") if first_row else "div"
+    return f'<template><{parent} hx-swap-oob="{swap}:{target}">{rows}</{parent}></template>'
 
 
 def _element_id(element: str) -> str:
@@ -187,5 +226,7 @@ def _element_id(element: str) -> str:
 
 
 def _sse(event_id: str, data: str) -> bytes:
-    lines = "".join(f"data: {line}\n" for line in data.split("\n"))
+    # Any of CR, LF, CRLF ends an SSE line: a row's text with a lone CR split as LF did
+    # would cut the rest of its line off (the browser reads it as a field name).
+    lines = "".join(f"data: {line}\n" for line in _LINE_END.split(data))
     return f"id: {event_id}\nevent: message\n{lines}\n".encode()
