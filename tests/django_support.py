@@ -15,6 +15,8 @@ from pysync.client.tags import TagTracker
 from pysync.postgres.cluster import PostgresCluster
 
 DATABASE = "django_tests"
+TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}]
+"""djapp's templates (a live_html row)."""
 
 
 def django_database(cluster: PostgresCluster) -> str:
@@ -47,6 +49,7 @@ def django_database(cluster: PostgresCluster) -> str:
         USE_TZ=True,
         TIME_ZONE="UTC",
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        TEMPLATES=TEMPLATES,
     )
     django.setup()
     return url
