@@ -7,24 +7,16 @@
 // todo added after shows within 1 s, the page was not reloaded, and no row shows twice.
 // Env: BASE_URL (the app), ARTIFACTS (screenshots go here), CHROMIUM.
 import assert from 'node:assert/strict'
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
-import { chromium } from 'playwright-core'
+import { closeAll, launch } from './chromium.mjs'
 
 const { BASE_URL, ARTIFACTS } = process.env
 assert(BASE_URL && ARTIFACTS, 'set BASE_URL and ARTIFACTS')
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium'
-const FLAGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-]
 const SWAPPED = 1_000 // a write in one browser shows in the other within this (ms)
 const input = createInterface({ input: process.stdin })
 const stdin = input[Symbol.asyncIterator]()
-const profiles = []
-const contexts = []
 
 // Before the page's own scripts: what each page's stream delivered, its (re)opens, and an
 // id that a reload would change.
@@ -37,15 +29,8 @@ function watchStream() {
 }
 
 async function browser(name) {
-  const profile = mkdtempSync(join(tmpdir(), `live-${name}-`))
-  profiles.push(profile)
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM, headless: true, args: FLAGS, viewport: { width: 700, height: 600 },
-  })
-  contexts.push(context)
+  const { context, page } = await launch(`live-${name}`, { width: 700, height: 600 })
   await context.addInitScript(watchStream)
-  const page = context.pages()[0] ?? (await context.newPage())
-  page.on('pageerror', (error) => console.error(`[${name}] page error: ${error}`))
   await page.goto(`${BASE_URL}/login?user=ann`)
   await page.goto(`${BASE_URL}/live`)
   await page.locator('h1', { hasText: "ann's todos, live" }).waitFor()
@@ -141,6 +126,5 @@ try {
   await two.screenshot({ path: join(ARTIFACTS, 'live-two.png') })
 } finally {
   input.close() // else stdin keeps node running
-  for (const context of contexts) await context.close().catch(() => {})
-  for (const profile of profiles) rmSync(profile, { recursive: true, force: true })
+  await closeAll()
 }

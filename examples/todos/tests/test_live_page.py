@@ -141,8 +141,10 @@ async def test_live_page_in_two_browsers_through_a_server_restart(
                     line = raw.decode().rstrip("\n")
                     report.append(line)
                     if line == "restart-server":
+                        started = time.monotonic()
                         await asyncio.to_thread(server.stop)
                         await asyncio.to_thread(server.start)
+                        report.append(f"(the app restarted in {time.monotonic() - started:.1f} s)")
                         process.stdin.write(b"server-restarted\n")
                         await process.stdin.drain()
                 await process.wait()
