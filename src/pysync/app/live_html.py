@@ -15,9 +15,9 @@ whatever the connecting element's own swap), each in a ``<template>``:
   (swapped by its id)
 * a delete: ``<template><div id="..." hx-swap-oob="delete"></div></template>``
 
-Why templates: the HTML parser drops a ``<tr>`` (``<td>``, ``<option>`` ...) outside its
-table (select): htmx's own wrapper parses a fragment as its first tag's context, so a
-table row after a ``<div>`` vanished. A template's content parses any element alone;
+Why templates: the HTML parser drops a ``<tr>`` (``<td>``, ``<tbody>`` ...) outside a
+table, so a table row in a ``<div>``, or after one in the same event, came in as bare
+text (htmx 2.0.11 in Chromium). A template's content parses any element alone;
 htmx swaps the oob elements of every top-level template, in document order (a
 transaction's delete and re-insert of one row stay in order). The wrapper is the row's
 parent element (``tbody`` for a ``tr``, ``ul`` for an ``li``, ``div`` otherwise): htmx
@@ -64,8 +64,6 @@ _PARENT = {
     "caption": "table",
     "colgroup": "table",
     "col": "colgroup",
-    "option": "select",
-    "optgroup": "select",
     "li": "ul",
 }
 """The element a row's tag parses in (a wrapper whose children htmx swaps in)."""
