@@ -241,3 +241,50 @@ async def test_table_rows_parse_in_their_table_and_a_carriage_return_stays_in_it
             assert (await events.next())[1] == deleted("row-2") + updated(
                 '<tr id="row-1"><td>uno</td></tr>'
             )
+
+
+@pytest.mark.parametrize("mode", ["embedded", "http"])
+async def test_an_interrupt_reruns_the_shape_function_and_a_changed_shape_sends_its_rows(
+    mode: str, database_url: str, tmp_path: Path
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE members (project int PRIMARY KEY);"
+            "CREATE TABLE items (id int PRIMARY KEY, label text, project int);"
+            "INSERT INTO members VALUES (1);"
+            "INSERT INTO items VALUES (1, 'a', 1), (2, 'b', 2)"
+        )
+
+        def my_items() -> pysync.ShapeDefinition:
+            # Read per request (and again after an interrupt), as an app reads who sees what.
+            projects = [row[0] for row in conn.execute("SELECT project FROM members ORDER BY 1")]
+            return pysync.shape("items", where=f"project IN ({','.join(map(str, projects))})")
+
+        async with running_sync(mode, database_url, tmp_path) as sync:
+
+            async def live(request: Request) -> Response:
+                return await sync.live_html(request, my_items, render=render, target="#items")
+
+            async with (
+                serving(Starlette(routes=[Route("/live", live)])) as base,
+                httpx.AsyncClient(base_url=base, timeout=WAIT) as http,
+                AsyncExitStack() as stack,
+            ):
+                _, events = await connect(http, stack)
+                first_id, rows = await events.next()
+                assert rows == snapshot('<li id="item-1">a</li>')
+                # The same shape after the interrupt: the stream goes on, no rows resent.
+                assert sync.interrupt("items") == 1
+                conn.execute("INSERT INTO items VALUES (3, 'c', 1)")
+                assert (await events.next())[1] == inserted('<li id="item-3">c</li>')
+                # Another shape: its rows replace the list, and it streams on.
+                conn.execute("INSERT INTO members VALUES (2)")
+                assert sync.interrupt("items") == 1
+                new_id, rows = await events.next()
+                assert rows == snapshot(
+                    '<li id="item-1">a</li><li id="item-2">b</li><li id="item-3">c</li>'
+                )
+                assert new_id.split("|")[0] != first_id.split("|")[0]
+                conn.execute("UPDATE items SET label = 'bb' WHERE id = 2")
+                assert (await events.next())[1] == updated('<li id="item-2">bb</li>')
+                assert sync.interrupt("other_table") == 0

@@ -5,6 +5,8 @@
 // port and storage, then writes "server-restarted" to stdin) and each page carries on by
 // itself: the stream reconnects and resumes from its Last-Event-ID (no list sent again), a
 // todo added after shows within 1 s, the page was not reloaded, and no row shows twice.
+// Sharing ann's list with bob shows it on bob's open page (the write calls sync.interrupt:
+// his stream's shape function runs again and its new rows replace his list).
 // Env: BASE_URL (the app), ARTIFACTS (screenshots go here), CHROMIUM.
 import assert from 'node:assert/strict'
 import { mkdirSync } from 'node:fs'
@@ -28,12 +30,12 @@ function watchStream() {
   document.addEventListener('htmx:sseOpen', () => { window.__opens += 1 })
 }
 
-async function browser(name) {
+async function browser(name, user = 'ann') {
   const { context, page } = await launch(`live-${name}`, { width: 700, height: 600 })
   await context.addInitScript(watchStream)
-  await page.goto(`${BASE_URL}/login?user=ann`)
+  await page.goto(`${BASE_URL}/login?user=${user}`)
   await page.goto(`${BASE_URL}/live`)
-  await page.locator('h1', { hasText: "ann's todos, live" }).waitFor()
+  await page.locator('h1', { hasText: `${user}'s todos, live` }).waitFor()
   // The stream's first event: the rows (they replace the server-rendered ones).
   await page.waitForFunction(() => window.__events.length > 0, null, { timeout: 10_000 })
   return page
@@ -87,6 +89,16 @@ try {
     await row(one, 'call mum').locator('button[name="delete"]').click()
     await row(two, 'call mum').waitFor({ state: 'detached', timeout: SWAPPED })
     await row(one, 'call mum').waitFor({ state: 'detached', timeout: SWAPPED })
+  })
+
+  await step("sharing ann's list shows it on bob's open page (sync.interrupt)", async () => {
+    const bob = await browser('bob', 'bob')
+    assert.deepEqual(await shown(bob), ['dishes', 'laundry'])
+    const list = await one.inputValue('select[name="list_id"]')
+    const shared = await one.evaluate((id) => fetch(`/api/lists/${id}/shares/bob`, { method: 'POST' }).then((r) => r.status), list)
+    assert.equal(shared, 200)
+    await row(bob, 'milk').waitFor({ timeout: 5_000 })
+    assert.deepEqual(await shown(bob), ['bread', 'dishes', 'laundry', 'milk'])
   })
 
   const seen = await Promise.all(pages.map((p) => p.evaluate(() => [window.__events.length, window.__opens])))

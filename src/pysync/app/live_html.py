@@ -32,9 +32,11 @@ another shape, or none, starts with the snapshot.
 
 from __future__ import annotations
 
+import asyncio
 import html
+import logging
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from pysync.client.messages import (
     MUST_REFETCH,
@@ -46,11 +48,16 @@ from pysync.client.messages import (
 from pysync.client.shape import MessageSource
 from pysync.client.tags import TagTracker
 from pysync.client.values import Row
+from pysync.http.waiters import Waiter
 from pysync.log.offset import BEFORE_ALL, LogOffset, OffsetError
+from pysync.shapes.definition import ShapeDefinition
+
+log = logging.getLogger("pysync")
 
 Render = Callable[[Row], str]
 Source = Callable[[LogOffset, str | None], MessageSource]
 """A message stream of the shape from an offset of a handle (BEFORE_ALL, None: all)."""
+Reshaped = Callable[[], Awaitable[Source]]
 
 _FIRST_TAG = re.compile(r"\s*<([A-Za-z][A-Za-z0-9-]*)")
 _LINE_END = re.compile(r"\r\n|\r|\n")
@@ -70,6 +77,23 @@ _PARENT = {
 _ID = re.compile(r"""\sid\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>"']+))""")
 
 
+async def shape_changed(waiter: Waiter) -> ShapeDefinition:
+    """Waits for an interrupt after which the shape's function (``waiter.recheck``)
+    gives another shape; that shape (``waiter`` then waits on it)."""
+    assert waiter.recheck is not None
+    while True:
+        await waiter.released
+        try:
+            definition = await waiter.recheck()
+        except Exception:  # noqa: BLE001 - the stream goes on with the shape it has
+            log.warning("a live HTML shape function failed after an interrupt", exc_info=True)
+            definition = waiter.definition
+        waiter.rearm()
+        if definition != waiter.definition:
+            waiter.definition = definition
+            return definition
+
+
 def resume_point(last_event_id: str | None) -> tuple[LogOffset, str | None]:
     """Where a reconnect resumes: (offset, handle) of ``Last-Event-ID``, or the start
     (client text: anything that is not one of our ids starts over)."""
@@ -83,26 +107,55 @@ def resume_point(last_event_id: str | None) -> tuple[LogOffset, str | None]:
 
 
 async def html_events(
-    source: Source, render: Render, target: str, last_event_id: str | None
+    source: Source,
+    render: Render,
+    target: str,
+    last_event_id: str | None,
+    reshaped: Reshaped | None = None,
 ) -> AsyncIterator[bytes]:
-    """The SSE body: an event per transaction (see the module's docstring)."""
+    """The SSE body: an event per transaction (see the module's docstring).
+    ``reshaped``: for a shape a function defines, waits until an interrupt changed it
+    and returns its source; the stream then starts over with the new shape's rows."""
     offset, handle = resume_point(last_event_id)
     fragments = Fragments(render, target)
-    while True:
-        stream = source(offset, handle)
-        fragments.start(replacing=offset == BEFORE_ALL)
-        async for message in stream:
-            if isinstance(message, EventMessage) and fragments.partial:
-                # Resumed without the rows and their tags, a subquery's move names
-                # rows this stream does not know: start over from the snapshot.
-                break
-            event = fragments.take(message)
-            if event is not None:
-                yield _sse(f"{stream.handle}|{stream.offset}", event)
-        offset, handle = BEFORE_ALL, None
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None:
-            await aclose()
+    change = asyncio.ensure_future(reshaped()) if reshaped is not None else None
+    try:
+        while True:
+            stream = source(offset, handle)
+            fragments.start(replacing=offset == BEFORE_ALL)
+            async for message in stream if change is None else _until(stream, change):
+                if isinstance(message, EventMessage) and fragments.partial:
+                    # Resumed without the rows and their tags, a subquery's move names
+                    # rows this stream does not know: start over from the snapshot.
+                    break
+                event = fragments.take(message)
+                if event is not None:
+                    yield _sse(f"{stream.handle}|{stream.offset}", event)
+            offset, handle = BEFORE_ALL, None
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            if change is not None and change.done() and reshaped is not None:
+                source, change = change.result(), asyncio.ensure_future(reshaped())
+    finally:
+        if change is not None:
+            change.cancel()
+
+
+async def _until(stream: MessageSource, change: asyncio.Future[Source]) -> AsyncIterator[Message]:
+    """``stream``'s messages until ``change`` is done (the shape changed)."""
+    messages = aiter(stream)
+    while not change.done():
+        step = asyncio.ensure_future(anext(messages))
+        await asyncio.wait((step, change), return_when=asyncio.FIRST_COMPLETED)
+        if not step.done():
+            step.cancel()
+            await asyncio.wait((step,))  # the stream is closed next: let it stop first
+            return
+        try:
+            yield step.result()
+        except StopAsyncIteration:
+            return
 
 
 class Fragments:
