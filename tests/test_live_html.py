@@ -147,17 +147,22 @@ async def test_rows_stream_as_htmx_swaps_and_resume_after_the_last_event(
             assert (await events.next())[1] == snapshot('<li id="item-9">nine</li>')
 
 
+def create_projects(conn: psycopg.Connection[Any]) -> None:
+    """Items of projects, and the projects the user is a member of (project 1)."""
+    conn.execute(
+        "CREATE TABLE members (project int PRIMARY KEY);"
+        "CREATE TABLE items (id int PRIMARY KEY, label text, project int);"
+        "INSERT INTO members VALUES (1);"
+        "INSERT INTO items VALUES (1, 'a', 1), (2, 'b', 2)"
+    )
+
+
 @pytest.mark.parametrize("mode", ["embedded", "http"])
 async def test_subquery_moves_insert_and_delete_elements(
     mode: str, database_url: str, tmp_path: Path
 ) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE members (project int PRIMARY KEY);"
-            "CREATE TABLE items (id int PRIMARY KEY, label text, project int);"
-            "INSERT INTO members VALUES (1);"
-            "INSERT INTO items VALUES (1, 'a', 1), (2, 'b', 2)"
-        )
+        create_projects(conn)
         async with running_sync(mode, database_url, tmp_path) as sync:
 
             async def live(request: Request) -> Response:
@@ -248,12 +253,7 @@ async def test_an_interrupt_reruns_the_shape_function_and_a_changed_shape_sends_
     mode: str, database_url: str, tmp_path: Path
 ) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            "CREATE TABLE members (project int PRIMARY KEY);"
-            "CREATE TABLE items (id int PRIMARY KEY, label text, project int);"
-            "INSERT INTO members VALUES (1);"
-            "INSERT INTO items VALUES (1, 'a', 1), (2, 'b', 2)"
-        )
+        create_projects(conn)
 
         def my_items() -> pysync.ShapeDefinition:
             # Read per request (and again after an interrupt), as an app reads who sees what.
