@@ -20,6 +20,8 @@ from pysync.postgres.cluster import PostgresCluster
 
 DATABASE = "django_tests"
 TESTS = Path(__file__).resolve().parent
+TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}]
+"""djapp's templates (a live_html row)."""
 
 
 def django_database(cluster: PostgresCluster) -> str:
@@ -52,6 +54,7 @@ def django_database(cluster: PostgresCluster) -> str:
         USE_TZ=True,
         TIME_ZONE="UTC",
         DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
+        TEMPLATES=TEMPLATES,
     )
     django.setup()
     return url

@@ -15,6 +15,7 @@ ROOT_URLCONF = "djproject.urls"
 USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+TEMPLATES = [{"BACKEND": "django.template.backends.django.DjangoTemplates", "APP_DIRS": True}]
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.postgresql",

@@ -28,6 +28,16 @@ async def my_items(request: HttpRequest) -> HttpResponseBase:
     return await pysync.django.render(request, lambda: lists_of(user))
 
 
+async def live_items(request: HttpRequest) -> HttpResponseBase:
+    """The user's items as live HTML (tests/test_django_live_html.py)."""
+    user = request.headers.get("x-user")
+    if not user:
+        return HttpResponse("who are you?", status=401)
+    return await pysync.django.live_html(
+        request, lambda: lists_of(user), template="djapp/item_row.html", target="#items"
+    )
+
+
 def join(request: HttpRequest) -> HttpResponse:
     """A plain (sync) view writing a membership; the post_save handler interrupts."""
     Member.objects.create(todo_list_id=int(request.GET["list"]), user=request.headers["x-user"])
@@ -44,6 +54,7 @@ urlpatterns = [
     pysync.django.sync_path("shapes/unflagged/", Item.objects.filter(flag=False)),
     path("shapes/mine/", my_items),
     path("join/", join),
+    path("live/items/", live_items),
 ]
 
 

@@ -4,32 +4,17 @@
 // optimistic insert/update/delete each resolve isPersisted (the Writer's txid synced back).
 // Env: BASE_URL (the app), DATABASE_URL (its database), ARTIFACTS (screenshots go here).
 import assert from 'node:assert/strict'
-import { mkdtempSync, mkdirSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import pg from 'pg'
-import { chromium } from 'playwright-core'
+import { closeAll, launch } from './chromium.mjs'
 
 const { BASE_URL, DATABASE_URL, ARTIFACTS } = process.env
 assert(BASE_URL && DATABASE_URL && ARTIFACTS, 'set BASE_URL, DATABASE_URL and ARTIFACTS')
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium'
-const FLAGS = [
-  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-]
 const db = new pg.Client({ connectionString: DATABASE_URL })
-const profiles = []
-const contexts = []
 
 async function browserFor(user) {
-  const profile = mkdtempSync(join(tmpdir(), `todos-${user}-`))
-  profiles.push(profile)
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM, headless: true, args: FLAGS, viewport: { width: 900, height: 900 },
-  })
-  contexts.push(context)
-  const page = context.pages()[0] ?? (await context.newPage())
-  page.on('pageerror', (error) => console.error(`[${user}] page error: ${error}`))
+  const { page } = await launch(user, { width: 900, height: 900 })
   page.on('console', (message) => {
     // A 409 is the protocol's must-refetch (after an interrupt), not a failure.
     if (message.type() === 'error' && !message.text().includes('status of 409')) console.error(`[${user}] ${message.text()}`)
@@ -134,7 +119,6 @@ try {
   await bob.screenshot({ path: join(ARTIFACTS, 'todos-bob.png'), fullPage: true })
   console.log(`screenshots in ${ARTIFACTS}`)
 } finally {
-  for (const context of contexts) await context.close().catch(() => {})
-  for (const profile of profiles) rmSync(profile, { recursive: true, force: true })
+  await closeAll()
   await db.end().catch(() => {})
 }

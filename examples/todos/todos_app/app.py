@@ -8,6 +8,7 @@
 - ``POST /api/mutations``: TanStack DB's optimistic writes, applied by ``pysync.Writer``
   in one transaction; the answer's ``txid`` is what the page waits for in the shape.
 - ``POST /api/lists``, ``POST``/``DELETE /api/lists/{id}/shares/{user}``: lists and sharing.
+- ``GET /live``: the todos as a server-rendered page kept live by htmx (todos_app/live.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +34,7 @@ from sqlalchemy.ext.asyncio import (
 
 import pysync
 from todos_app.auth import COOKIE, Signer, current_user
+from todos_app.live import add_live_page
 from todos_app.models import Base, Share, Todo, TodoList
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
@@ -103,7 +105,7 @@ def create_app(
         )
         return list((await db.scalars(query.order_by(TodoList.id))).all())
 
-    def per_user(make_shape: Any) -> Any:
+    def per_user(make_shape: Callable[[list[int]], pysync.ShapeDefinition]) -> Any:
         """An endpoint rendering the user's shape; the function re-runs on interrupts."""
 
         async def endpoint(request: Request, user: User) -> Response:
@@ -124,6 +126,9 @@ def create_app(
     app.add_api_route(
         "/shapes/shares", per_user(lambda ids: pysync.shape(Share, where=Share.list_id.in_(ids)))
     )
+
+    # The same todos as a server-rendered page kept live by htmx (todos_app/live.py).
+    add_live_page(app, sync, visible_lists)
 
     def shapes_changed() -> None:
         # Every function-defined shape of these tables re-runs; only users whose set of

@@ -34,7 +34,8 @@ class Signer:
 
 def current_user(request: Request) -> str:
     """A FastAPI dependency: the signed-in user, or 401."""
-    user = request.app.state.signer.user(request.cookies.get(COOKIE))
+    signer: Signer = request.app.state.signer
+    user = signer.user(request.cookies.get(COOKIE))
     if user is None:
         raise HTTPException(401, "sign in first")
     return user

@@ -41,7 +41,7 @@ from pysync.app import logs
 from pysync.app.cors import CORS
 from pysync.app.http_mode import RemoteShapes
 from pysync.app.instances import instance_maker
-from pysync.app.live_html import Render, html_events
+from pysync.app.live_html import Render, Source, html_events, shape_changed
 from pysync.app.log_stream import LogStream
 from pysync.app.render import Cache, EmbeddedShapes, ShapeBackend, check_cache, render
 from pysync.app.routes import app_route, electric_routes, mount
@@ -59,6 +59,7 @@ from pysync.client.shape import MessageSource, Shape
 from pysync.config import Settings, env_origins, from_env, make_settings
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
+from pysync.http.waiters import InterruptRegistry
 from pysync.log.offset import BEFORE_ALL, LogOffset
 from pysync.postgres.private import PrivateDatabase
 from pysync.redact import redacted
@@ -434,22 +435,49 @@ class Sync:
         swaps into the element ``target`` (a CSS selector, ``"#todos"``), each row as
         ``render(row)`` returns it (one element with an id). A reconnect resumes after
         the last event (``Last-Event-ID``). ``shape_`` as ``render`` takes it (a
-        function of the request for a per-user shape); read with ``replica="full"``.
-        The endpoint's own auth applies (as to any of the app's routes). See
+        function of the request for a per-user shape, which ``interrupt`` runs again:
+        a changed shape sends its rows anew); read with ``replica="full"``. The
+        endpoint's own auth applies (as to any of the app's routes). See
         docs/in-process.md."""
-        if is_shape_function(shape_):
+        function = is_shape_function(shape_)
+        if function:
             definition = await call_shape_function(shape_, request)  # type: ignore[arg-type]
         else:
             definition = shape(shape_, **shape_options)
-        definition = msgspec.structs.replace(definition, replica="full")
         backend = self._get_backend()
 
-        def source(offset: LogOffset, handle: str | None) -> MessageSource:
-            return self._source(backend, definition, offset, handle)
+        def source_of(definition: ShapeDefinition) -> Source:
+            full = msgspec.structs.replace(definition, replica="full")
 
-        events = html_events(source, render, target, request.headers.get("last-event-id"))
+            def source(offset: LogOffset, handle: str | None) -> MessageSource:
+                return self._source(backend, full, offset, handle)
+
+            return source
+
+        async def events() -> AsyncIterator[bytes]:
+            last_event_id = request.headers.get("last-event-id")
+            if not function:
+                async for event in html_events(
+                    source_of(definition), render, target, last_event_id
+                ):
+                    yield event
+                return
+
+            async def recheck() -> ShapeDefinition:
+                return await call_shape_function(shape_, request)  # type: ignore[arg-type]
+
+            with _interrupts(backend).waiting(definition, recheck) as waiter:
+
+                async def reshaped() -> Source:
+                    return source_of(await shape_changed(waiter))
+
+                async for event in html_events(
+                    source_of(definition), render, target, last_event_id, reshaped
+                ):
+                    yield event
+
         return StreamingResponse(
-            events,
+            events(),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )
@@ -506,6 +534,14 @@ class Sync:
             return backend.interrupt(matcher, **narrowed)  # type: ignore[arg-type]
 
         return asyncio.run_coroutine_threadsafe(on_loop(), loop).result()
+
+
+def _interrupts(backend: ShapeBackend) -> InterruptRegistry:
+    """Where ``interrupt`` finds the waiting function-defined shapes of ``backend``."""
+    if isinstance(backend, RemoteShapes):
+        return backend.interrupts
+    assert isinstance(backend, EmbeddedShapes)
+    return backend.api.interrupts
 
 
 def _settings(database_url: str | None, env: bool, settings: dict[str, Any]) -> Settings:

@@ -11,6 +11,10 @@ from Django views.
 
     pysync.django.interrupt(Todo)         # after a change to who sees what
 
+    async def todos_live(request):         # the rows as live HTML for htmx's SSE extension
+        return await pysync.django.live_html(request, lambda: Todo.objects.filter(owner=request.user),
+                                             template="todos/row.html", target="#todos")
+
     writer = pysync.django.Writer().allow(Todo, check=...)   # full_clean, transaction.atomic
 
 Imported only by apps that use it: nothing else in pysync imports Django.
@@ -26,6 +30,7 @@ from django.db.models.query import RawQuerySet
 from pysync.app.instances import register_instances
 from pysync.app.shapes import register_source
 from pysync.django.engine import asgi, get_sync
+from pysync.django.live_html import live_html
 from pysync.django.queryset import queryset_shape
 from pysync.django.rows import instance_maker
 from pysync.django.views import electric_view, interrupt, render, sync_path
@@ -39,6 +44,7 @@ __all__ = [
     "electric_view",
     "get_sync",
     "interrupt",
+    "live_html",
     "render",
     "shape",
     "sync_path",
