@@ -45,13 +45,14 @@ class Served:
                 return float(line.split()[1])
         raise AssertionError(f"no metric {name}")
 
-    def sync(self, http: httpx.Client) -> tuple[str, str]:
-        response = http.get(f"{self.base}/v1/shape", params={"table": "items", "offset": "-1"})
+    def sync(self, http: httpx.Client, **shape: str) -> tuple[str, str]:
+        shape = shape or {"table": "items"}
+        response = http.get(f"{self.base}/v1/shape", params={**shape, "offset": "-1"})
         while "electric-up-to-date" not in response.headers:
             response = http.get(
                 f"{self.base}/v1/shape",
                 params={
-                    "table": "items",
+                    **shape,
                     "offset": response.headers["electric-offset"],
                     "handle": response.headers["electric-handle"],
                 },
@@ -150,6 +151,34 @@ def test_parked_request_gets_the_commit_and_equals_the_apps_answer(served: Serve
             fast.headers["electric-cursor"].isdigit() and app.headers["electric-cursor"].isdigit()
         )
         assert int(fast.headers["content-length"]) == len(body)
+
+
+def test_compaction_of_a_subquery_shape_is_refused_on_the_live_path_too(served: Served) -> None:
+    """The app's 400 (``steps.check_shape``): the live path answered such a request
+    with the shape's changes (a 200) when they were at hand, or parked it."""
+    with psycopg.connect(served.database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE picked (item_id int PRIMARY KEY)")
+        conn.execute("INSERT INTO picked VALUES (1)")
+    shape = {"table": "items", "where": "id IN (SELECT item_id FROM picked)"}
+    with httpx.Client(timeout=30) as http:
+        handle, offset = served.sync(http, **shape)
+        with psycopg.connect(served.database_url, autocommit=True) as conn:
+            conn.execute("UPDATE items SET n = 1 WHERE id = 1")
+        live = {**shape, "offset": offset, "handle": handle, "live": "true"}
+        changes = http.get(f"{served.base}/v1/shape", params=live)
+        assert changes.status_code == 200  # the shape is served, the change at hand
+        assert any(m.get("value") == {"id": "1", "n": "1"} for m in changes.json())
+        compacted = {**live, "experimental_compaction": "true"}
+        fast = http.get(f"{served.base}/v1/shape", params=compacted)
+        app = http.get(
+            f"{served.base}/v1/shape", params=compacted, headers={"if-none-match": '"nothing"'}
+        )
+    for response in (fast, app):
+        assert response.status_code == 400, response.text
+        assert response.json() == {
+            "message": "Invalid request",
+            "errors": {"experimental_compaction": ["can't be enabled for shapes with subqueries"]},
+        }
 
 
 def test_parked_request_times_out_with_no_change(served_short: Served) -> None:
