@@ -15,7 +15,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -32,8 +32,6 @@ from pysync.http import request_span, responses, sse, steps
 from pysync.http.admission import Admission, kind_of
 from pysync.http.delete import delete_shape
 from pysync.http.errors import (
-    KNOWN_ERROR,
-    NO_CHANGE,
     MustRefetch,
     ShapeAPIError,
     invalid,
@@ -42,6 +40,7 @@ from pysync.http.errors import (
 )
 from pysync.http.log_response import LogResponses
 from pysync.http.params import ShapeRequest
+from pysync.http.response_counts import ResponseCounts
 from pysync.http.responses import JSON, common
 from pysync.http.shared import SharedResponses
 from pysync.http.source import EngineUnavailable, ShapeSource
@@ -105,6 +104,7 @@ class ShapeAPI:
             engine, long_poll_timeout=long_poll_timeout, max_age=max_age, stale_age=stale_age
         )
         self.sse_batches: SharedResponses[sse.Batch] = SharedResponses()
+        self.response_counts = ResponseCounts(engine.metrics)
         self._closing: asyncio.Future[None] | None = None
         self.closing = False
         self.admission = Admission(
@@ -167,8 +167,7 @@ class ShapeAPI:
             routes=[*self.routes(), Route("/", self.root, methods=["GET", "HEAD"])],
             lifespan=lifespan,
         )
-        metrics = self.engine.metrics
-        responses_by_status = metrics.responses
+        counts = self.response_counts
         tracer = self.tracer
 
         async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
@@ -178,31 +177,27 @@ class ShapeAPI:
 
             async def counting(message: Message) -> None:
                 if message["type"] == "http.response.start":
-                    responses_by_status.labels(str(message["status"])).inc()
+                    counts.status(message["status"])
                 await send(message)
 
             if scope["path"] not in SHAPE_PATHS or scope["method"] not in SHAPE_METHODS:
                 await starlette(scope, receive, counting)
                 return
-            # Electric's per-request event: status, known error, live, body bytes.
             status = 0
-            known_error = empty = False
+            headers: Sequence[tuple[bytes, bytes]] = ()
             size = 0
 
             async def measuring(message: Message) -> None:
-                nonlocal status, known_error, empty, size
+                nonlocal status, headers, size
                 if message["type"] == "http.response.start":
                     status = message["status"]
-                    responses_by_status.labels(str(status)).inc()
+                    counts.status(status)
                     headers = message.get("headers", ())
-                    known_error = KNOWN_ERROR in headers
-                    empty = NO_CHANGE in headers
                 elif message["type"] == "http.response.body":
                     size += len(message.get("body", b""))
                     if not message.get("more_body", False):
                         live = is_live(scope["query_string"])
-                        # Electric's empty: a live request answered without changes.
-                        metrics.shape_response(status, known_error, live, empty and live, size)
+                        counts.shape_response(status, headers, live, size)
                 await send(message)
 
             if tracer.enabled:

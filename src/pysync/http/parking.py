@@ -32,7 +32,7 @@ import logging
 import math
 import time
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -40,7 +40,7 @@ from starlette.responses import Response
 
 from pysync.http import steps
 from pysync.http.admission import kind_of
-from pysync.http.errors import KNOWN_ERROR, NO_CHANGE, ShapeAPIError
+from pysync.http.errors import ShapeAPIError
 from pysync.http.params import ShapeRequest
 from pysync.http.responses import INTERNAL_ERROR, error_response
 from pysync.http.shared import Prebuilt
@@ -107,8 +107,6 @@ class LivePolls:
         self._groups: dict[ShapeConsumer, set[Parked]] = {}
         self._due: dict[int, set[Parked]] = {}
         self._storage_watch: object = None
-        self._counted: dict[int, Any] = {}
-        """``pysync_http_responses_total`` by status, as the app counts its responses."""
         self._refetching: set[asyncio.Task[None]] = set()
         """Answering the requests of gone shapes (``_gone``)."""
 
@@ -321,18 +319,10 @@ class LivePolls:
             self._send(one.conn, error_response(_request(one.origin), error))
 
     def _send(self, conn: Connection, response: Response) -> None:
-        counter = self._counted.get(response.status_code)
-        if counter is None:
-            counter = self._counted[response.status_code] = (
-                self.api.engine.metrics.responses.labels(str(response.status_code))
-            )
-        counter.inc()
-        # Every response sent here answers a live request (Electric's serve_shape event).
-        headers = response.raw_headers
-        known_error = response.status_code >= 400 and KNOWN_ERROR in headers
-        self.api.engine.metrics.shape_response(
-            response.status_code, known_error, True, NO_CHANGE in headers, len(response.body)
-        )
+        counts = self.api.response_counts  # as the app counts its responses
+        counts.status(response.status_code)
+        # Every response sent here answers a live request.
+        counts.shape_response(response.status_code, response.raw_headers, True, len(response.body))
         conn.respond(response)
 
     def _replay(self, parked: Parked) -> None:
