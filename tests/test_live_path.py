@@ -442,3 +442,45 @@ async def until_async(condition: Any, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.005)
+
+
+async def test_parked_requests_and_the_apps_share_one_admission_count(database_url: str) -> None:
+    """A parked request holds a place the app counts: at the limit the live path hands
+    the next request to the app, which refuses it (Electric's 503, counted once)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)")
+        conn.execute("INSERT INTO items VALUES (1, 0)")
+    engine = Engine(database_url, flush_interval=0.02)
+    await engine.start()
+    try:
+        api = ShapeAPI(engine, long_poll_timeout=20.0, max_existing_requests=2)
+        polls = LivePolls(api)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(api.app()), base_url="http://t"
+        ) as http:
+            r = await http.get("/v1/shape", params={"table": "items", "offset": "-1"})
+            handle, offset = r.headers["electric-handle"], r.headers["electric-offset"]
+            query = f"table=items&offset={offset}&handle={handle}&live=true"
+            conns = [Recorder() for _ in range(3)]
+            assert polls.take(conns[0], query.encode(), [])
+            assert polls.take(conns[1], query.encode(), [])
+            assert api.in_flight == {"initial": 0, "existing": 2}
+            assert not polls.take(conns[2], query.encode(), [])  # for the app to refuse
+            assert api.in_flight == {"initial": 0, "existing": 2}
+            refused = await http.get(f"/v1/shape?{query}")
+            assert refused.status_code == 503
+            assert refused.json()["code"] == "concurrent_request_limit_exceeded"
+            assert rejects(engine, "existing") == 1
+            polls.drop(conns[0].parked)  # a client leaves: its place is free at once
+            assert api.in_flight == {"initial": 0, "existing": 1}
+            assert polls.take(conns[2], query.encode(), [])
+            assert api.in_flight == {"initial": 0, "existing": 2}
+    finally:
+        await engine.stop()
+
+
+def rejects(engine: Engine, kind: str) -> float:
+    for line in engine.metrics.render().decode().splitlines():
+        if line.startswith(f'electric_admission_control_reject_count{{kind="{kind}"}}'):
+            return float(line.split()[1])
+    raise AssertionError("no electric_admission_control_reject_count")

@@ -7,7 +7,7 @@ and some 100 µs of CPU per response. Here a plain live request of a known, comp
 parser callback when data is there, and otherwise parked: a small record in its shape's
 group, woken by one future per shape (not per request), timed out by a shared timer per
 quarter second. A commit then answers its shape's parked requests in one loop, with the
-body and shared headers built once (``ShapeAPI._log_response``).
+body and shared headers built once (``log_response.LogResponses``).
 
 The rules are the app's, run from ``steps.py``: the secret, the params, the shape's
 handle, what a read at the offset does (answer or hold). Where a step raises, or would
