@@ -9,11 +9,12 @@ the shape gone, shutdown, a client that leaves, and responses equal to the app's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -383,20 +384,35 @@ class Recorder:
         self.replayed.append(query)
 
 
-async def test_answered_requests_leave_nothing_behind(database_url: str) -> None:
+@contextlib.asynccontextmanager
+async def items_engine(database_url: str) -> AsyncIterator[Engine]:
+    """A started engine on a table ``items`` of one row."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)")
         conn.execute("INSERT INTO items VALUES (1, 0)")
     engine = Engine(database_url, flush_interval=0.02)
     await engine.start()
     try:
+        yield engine
+    finally:
+        await engine.stop()
+
+
+async def initial(http: httpx.AsyncClient) -> tuple[str, str]:
+    """The initial request for ``items`` (the whole table in one response): its handle
+    and the offset it ends at."""
+    r = await http.get("/v1/shape", params={"table": "items", "offset": "-1"})
+    return r.headers["electric-handle"], r.headers["electric-offset"]
+
+
+async def test_answered_requests_leave_nothing_behind(database_url: str) -> None:
+    async with items_engine(database_url) as engine:
         api = ShapeAPI(engine, long_poll_timeout=20.0)
         polls = LivePolls(api)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(api.app()), base_url="http://t"
         ) as http:
-            r = await http.get("/v1/shape", params={"table": "items", "offset": "-1"})
-            handle, offset = r.headers["electric-handle"], r.headers["electric-offset"]
+            handle, offset = await initial(http)
         conns = [Recorder() for _ in range(10)]
         counted = responses_200(engine)
         with psycopg.connect(database_url, autocommit=True) as conn:
@@ -426,8 +442,6 @@ async def test_answered_requests_leave_nothing_behind(database_url: str) -> None
         assert api.interrupts.interrupt("items") == 0
         await asyncio.sleep(0.2)
         assert len(conns[0].sent) == 5 and conns[0].parked is not None
-    finally:
-        await engine.stop()
 
 
 def responses_200(engine: Engine) -> float:
@@ -447,19 +461,13 @@ async def until_async(condition: Any, timeout: float = 10.0) -> None:
 async def test_parked_requests_and_the_apps_share_one_admission_count(database_url: str) -> None:
     """A parked request holds a place the app counts: at the limit the live path hands
     the next request to the app, which refuses it (Electric's 503, counted once)."""
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)")
-        conn.execute("INSERT INTO items VALUES (1, 0)")
-    engine = Engine(database_url, flush_interval=0.02)
-    await engine.start()
-    try:
+    async with items_engine(database_url) as engine:
         api = ShapeAPI(engine, long_poll_timeout=20.0, max_existing_requests=2)
         polls = LivePolls(api)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(api.app()), base_url="http://t"
         ) as http:
-            r = await http.get("/v1/shape", params={"table": "items", "offset": "-1"})
-            handle, offset = r.headers["electric-handle"], r.headers["electric-offset"]
+            handle, offset = await initial(http)
             query = f"table=items&offset={offset}&handle={handle}&live=true"
             conns = [Recorder() for _ in range(3)]
             assert polls.take(conns[0], query.encode(), [])
@@ -475,8 +483,6 @@ async def test_parked_requests_and_the_apps_share_one_admission_count(database_u
             assert api.in_flight == {"initial": 0, "existing": 1}
             assert polls.take(conns[2], query.encode(), [])
             assert api.in_flight == {"initial": 0, "existing": 2}
-    finally:
-        await engine.stop()
 
 
 def rejects(engine: Engine, kind: str) -> float:
