@@ -9,11 +9,12 @@ the shape gone, shutdown, a client that leaves, and responses equal to the app's
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +46,14 @@ class Served:
                 return float(line.split()[1])
         raise AssertionError(f"no metric {name}")
 
-    def sync(self, http: httpx.Client) -> tuple[str, str]:
-        response = http.get(f"{self.base}/v1/shape", params={"table": "items", "offset": "-1"})
+    def sync(self, http: httpx.Client, **shape: str) -> tuple[str, str]:
+        shape = shape or {"table": "items"}
+        response = http.get(f"{self.base}/v1/shape", params={**shape, "offset": "-1"})
         while "electric-up-to-date" not in response.headers:
             response = http.get(
                 f"{self.base}/v1/shape",
                 params={
-                    "table": "items",
+                    **shape,
                     "offset": response.headers["electric-offset"],
                     "handle": response.headers["electric-handle"],
                 },
@@ -150,6 +152,34 @@ def test_parked_request_gets_the_commit_and_equals_the_apps_answer(served: Serve
             fast.headers["electric-cursor"].isdigit() and app.headers["electric-cursor"].isdigit()
         )
         assert int(fast.headers["content-length"]) == len(body)
+
+
+def test_compaction_of_a_subquery_shape_is_refused_on_the_live_path_too(served: Served) -> None:
+    """The app's 400 (``steps.check_shape``): the live path answered such a request
+    with the shape's changes (a 200) when they were at hand, or parked it."""
+    with psycopg.connect(served.database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE picked (item_id int PRIMARY KEY)")
+        conn.execute("INSERT INTO picked VALUES (1)")
+    shape = {"table": "items", "where": "id IN (SELECT item_id FROM picked)"}
+    with httpx.Client(timeout=30) as http:
+        handle, offset = served.sync(http, **shape)
+        with psycopg.connect(served.database_url, autocommit=True) as conn:
+            conn.execute("UPDATE items SET n = 1 WHERE id = 1")
+        live = {**shape, "offset": offset, "handle": handle, "live": "true"}
+        changes = http.get(f"{served.base}/v1/shape", params=live)
+        assert changes.status_code == 200  # the shape is served, the change at hand
+        assert any(m.get("value") == {"id": "1", "n": "1"} for m in changes.json())
+        compacted = {**live, "experimental_compaction": "true"}
+        fast = http.get(f"{served.base}/v1/shape", params=compacted)
+        app = http.get(
+            f"{served.base}/v1/shape", params=compacted, headers={"if-none-match": '"nothing"'}
+        )
+    for response in (fast, app):
+        assert response.status_code == 400, response.text
+        assert response.json() == {
+            "message": "Invalid request",
+            "errors": {"experimental_compaction": ["can't be enabled for shapes with subqueries"]},
+        }
 
 
 def test_parked_request_times_out_with_no_change(served_short: Served) -> None:
@@ -354,20 +384,35 @@ class Recorder:
         self.replayed.append(query)
 
 
-async def test_answered_requests_leave_nothing_behind(database_url: str) -> None:
+@contextlib.asynccontextmanager
+async def items_engine(database_url: str) -> AsyncIterator[Engine]:
+    """A started engine on a table ``items`` of one row."""
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)")
         conn.execute("INSERT INTO items VALUES (1, 0)")
     engine = Engine(database_url, flush_interval=0.02)
     await engine.start()
     try:
+        yield engine
+    finally:
+        await engine.stop()
+
+
+async def initial(http: httpx.AsyncClient) -> tuple[str, str]:
+    """The initial request for ``items`` (the whole table in one response): its handle
+    and the offset it ends at."""
+    r = await http.get("/v1/shape", params={"table": "items", "offset": "-1"})
+    return r.headers["electric-handle"], r.headers["electric-offset"]
+
+
+async def test_answered_requests_leave_nothing_behind(database_url: str) -> None:
+    async with items_engine(database_url) as engine:
         api = ShapeAPI(engine, long_poll_timeout=20.0)
         polls = LivePolls(api)
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(api.app()), base_url="http://t"
         ) as http:
-            r = await http.get("/v1/shape", params={"table": "items", "offset": "-1"})
-            handle, offset = r.headers["electric-handle"], r.headers["electric-offset"]
+            handle, offset = await initial(http)
         conns = [Recorder() for _ in range(10)]
         counted = responses_200(engine)
         with psycopg.connect(database_url, autocommit=True) as conn:
@@ -397,8 +442,6 @@ async def test_answered_requests_leave_nothing_behind(database_url: str) -> None
         assert api.interrupts.interrupt("items") == 0
         await asyncio.sleep(0.2)
         assert len(conns[0].sent) == 5 and conns[0].parked is not None
-    finally:
-        await engine.stop()
 
 
 def responses_200(engine: Engine) -> float:
@@ -413,3 +456,37 @@ async def until_async(condition: Any, timeout: float = 10.0) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.005)
+
+
+async def test_parked_requests_and_the_apps_share_one_admission_count(database_url: str) -> None:
+    """A parked request holds a place the app counts: at the limit the live path hands
+    the next request to the app, which refuses it (Electric's 503, counted once)."""
+    async with items_engine(database_url) as engine:
+        api = ShapeAPI(engine, long_poll_timeout=20.0, max_existing_requests=2)
+        polls = LivePolls(api)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(api.app()), base_url="http://t"
+        ) as http:
+            handle, offset = await initial(http)
+            query = f"table=items&offset={offset}&handle={handle}&live=true"
+            conns = [Recorder() for _ in range(3)]
+            assert polls.take(conns[0], query.encode(), [])
+            assert polls.take(conns[1], query.encode(), [])
+            assert api.in_flight == {"initial": 0, "existing": 2}
+            assert not polls.take(conns[2], query.encode(), [])  # for the app to refuse
+            assert api.in_flight == {"initial": 0, "existing": 2}
+            refused = await http.get(f"/v1/shape?{query}")
+            assert refused.status_code == 503
+            assert refused.json()["code"] == "concurrent_request_limit_exceeded"
+            assert rejects(engine, "existing") == 1
+            polls.drop(conns[0].parked)  # a client leaves: its place is free at once
+            assert api.in_flight == {"initial": 0, "existing": 1}
+            assert polls.take(conns[2], query.encode(), [])
+            assert api.in_flight == {"initial": 0, "existing": 2}
+
+
+def rejects(engine: Engine, kind: str) -> float:
+    for line in engine.metrics.render().decode().splitlines():
+        if line.startswith(f'electric_admission_control_reject_count{{kind="{kind}"}}'):
+            return float(line.split()[1])
+    raise AssertionError("no electric_admission_control_reject_count")

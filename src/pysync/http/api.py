@@ -1,8 +1,9 @@
 """The HTTP Shape API (``/v1/shape``, ``/v1/health``, ``/metrics``), wire-compatible
 with Electric.
 
-A shape request goes through named steps: parse -> authorise -> admit -> load the shape
--> wait for its snapshot -> serve (long-poll, SSE or subset). Any step raises
+A shape request goes through named steps: authorise -> parse -> admit -> load the shape
+-> check it -> wait for its snapshot -> serve (long-poll, SSE or subset); the rules that
+the live path of ``pysync serve`` shares are in ``steps.py``. Any step raises
 ``ShapeAPIError``; ``handle`` renders it, once, the same way for the standalone app and
 for routes mounted in an embedding app. An unexpected exception is logged with its
 traceback and answered with Electric's redacted 500; the engine keeps running.
@@ -11,11 +12,10 @@ traceback and answered with Electric's redacted 500; the engine keeps running.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -28,34 +28,26 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pysync.config import Settings
-from pysync.http import request_span, responses, sse
-from pysync.http.auth import check_secret, secret_ok
+from pysync.http import request_span, responses, sse, steps
+from pysync.http.admission import Admission, kind_of
 from pysync.http.delete import delete_shape
 from pysync.http.errors import (
-    KNOWN_ERROR,
-    NO_CHANGE,
     MustRefetch,
     ShapeAPIError,
     invalid,
     snapshot_error,
-    too_many,
     unavailable,
 )
 from pysync.http.log_response import LogResponses
-from pysync.http.params import RequestError, ShapeRequest, parse_request
+from pysync.http.params import ShapeRequest
+from pysync.http.response_counts import ResponseCounts
 from pysync.http.responses import JSON, common
 from pysync.http.shared import SharedResponses
 from pysync.http.source import EngineUnavailable, ShapeSource
-from pysync.http.subset import (
-    SubsetError,
-    serve_subset,
-    subset_fields_from_body,
-    subset_fields_from_query,
-)
+from pysync.http.subset import SubsetError, serve_subset, subset_fields_from_body
 from pysync.http.waiters import InterruptRegistry, Recheck
 from pysync.log.log import LogSlice
 from pysync.log.offset import BEFORE_ALL, LogOffset
-from pysync.metrics import ADMISSION_KINDS
 from pysync.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pysync.shapes.consumer import ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition, ShapeError
@@ -112,33 +104,17 @@ class ShapeAPI:
             engine, long_poll_timeout=long_poll_timeout, max_age=max_age, stale_age=stale_age
         )
         self.sse_batches: SharedResponses[sse.Batch] = SharedResponses()
+        self.response_counts = ResponseCounts(engine.metrics)
         self._closing: asyncio.Future[None] | None = None
         self.closing = False
-        # Admission control, as Electric: requests for a shape's start (offset=-1, which
-        # may create a shape and snapshot) and all others have separate budgets.
-        self.limits = {"initial": max_initial_requests, "existing": max_existing_requests}
-        self.in_flight = {"initial": 0, "existing": 0}
+        self.admission = Admission(
+            engine.metrics, initial=max_initial_requests, existing=max_existing_requests
+        )
         engine.metrics.gauge(
             "pysync_waiting_requests",
             "Live requests waiting for changes.",
             lambda: len(self.interrupts),
         )
-        metrics = engine.metrics
-        metrics.labelled_gauge(
-            "electric_admission_control_acquire_current",
-            "Shape requests being served, by kind (Electric's name).",
-            ("kind",),
-            lambda: {(kind,): self.in_flight[kind] for kind in ADMISSION_KINDS},
-        )
-        for name in ("acquire_limit", "reject_limit"):
-            metrics.labelled_gauge(
-                f"electric_admission_control_{name}",
-                "Concurrent shape requests allowed, by kind (Electric's name).",
-                ("kind",),
-                lambda: {(kind,): self.limits[kind] for kind in ADMISSION_KINDS},
-            )
-        for kind in ADMISSION_KINDS:
-            metrics.admission_rejects.inc(kind, amount=0)  # 0 until one: dashboards see it
 
     @classmethod
     def from_settings(
@@ -191,8 +167,7 @@ class ShapeAPI:
             routes=[*self.routes(), Route("/", self.root, methods=["GET", "HEAD"])],
             lifespan=lifespan,
         )
-        metrics = self.engine.metrics
-        responses_by_status = metrics.responses
+        counts = self.response_counts
         tracer = self.tracer
 
         async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
@@ -202,31 +177,27 @@ class ShapeAPI:
 
             async def counting(message: Message) -> None:
                 if message["type"] == "http.response.start":
-                    responses_by_status.labels(str(message["status"])).inc()
+                    counts.status(message["status"])
                 await send(message)
 
             if scope["path"] not in SHAPE_PATHS or scope["method"] not in SHAPE_METHODS:
                 await starlette(scope, receive, counting)
                 return
-            # Electric's per-request event: status, known error, live, body bytes.
             status = 0
-            known_error = empty = False
+            headers: Sequence[tuple[bytes, bytes]] = ()
             size = 0
 
             async def measuring(message: Message) -> None:
-                nonlocal status, known_error, empty, size
+                nonlocal status, headers, size
                 if message["type"] == "http.response.start":
                     status = message["status"]
-                    responses_by_status.labels(str(status)).inc()
+                    counts.status(status)
                     headers = message.get("headers", ())
-                    known_error = KNOWN_ERROR in headers
-                    empty = NO_CHANGE in headers
                 elif message["type"] == "http.response.body":
                     size += len(message.get("body", b""))
                     if not message.get("more_body", False):
                         live = is_live(scope["query_string"])
-                        # Electric's empty: a live request answered without changes.
-                        metrics.shape_response(status, known_error, live, empty and live, size)
+                        counts.shape_response(status, headers, live, size)
                 await send(message)
 
             if tracer.enabled:
@@ -266,9 +237,14 @@ class ShapeAPI:
         """``/v1/shape``: every method."""
         return await self.handle(request, self._shape_request)
 
+    @property
+    def in_flight(self) -> dict[str, int]:
+        """Shape requests being served, by admission kind (``admission.py``)."""
+        return self.admission.in_flight
+
     def busy(self) -> bool:
         """A shape request is being answered or waits for changes (idle close waits)."""
-        return bool(len(self.interrupts) or self.in_flight["initial"] or self.in_flight["existing"])
+        return bool(len(self.interrupts)) or self.admission.busy()
 
     async def handle(
         self, request: Request, step: Callable[[Request], Awaitable[Response]]
@@ -296,29 +272,22 @@ class ShapeAPI:
 
     def authorise(self, request: Request) -> None:
         """The configured secret, as ``?secret=`` (or the deprecated ``api_secret``)."""
-        check_secret(request, self.secret)
-
-    def secret_ok(self, query: Mapping[str, str]) -> bool:
-        return secret_ok(query, self.secret)
+        steps.authorise(request.query_params, self.secret)
 
     async def _parse(self, request: Request) -> tuple[ShapeRequest, dict[str, object] | None]:
         query: dict[str, str] = dict(request.query_params)
+        if request.method != "POST":
+            return steps.validate(query)
         try:
-            subset = (
-                await subset_fields_from_body(request, query)
-                if request.method == "POST"
-                else (subset_fields_from_query(query))
-            )
+            subset = await subset_fields_from_body(request, query)  # other keys join query
         except SubsetError as exc:
-            raise invalid({"subset": exc.errors}) from None
-        return self.parse_query(query), subset
+            raise steps.bad_subset(exc) from None
+        return steps.parse(query), subset
 
     @staticmethod
     def parse_query(query: Any, *, shape_from_params: bool = True) -> ShapeRequest:
-        try:
-            return parse_request(query, shape_from_params=shape_from_params)
-        except RequestError as exc:
-            raise invalid(exc.errors) from None
+        """``steps.parse``, for the routes an app defines (``app/render.py``)."""
+        return steps.parse(query, shape_from_params=shape_from_params)
 
     async def serve(
         self,
@@ -346,17 +315,12 @@ class ShapeAPI:
         recheck: Recheck | None,
         subset: dict[str, object] | None,
     ) -> Response:
-        with self._admitted(definition):
+        with self.admission.admitted(kind_of(self.engine.known(definition))):
             # A new client's shape is checked against the catalog (its table may have
             # been dropped and created again); the others follow the handle they have.
             consumer = await self._load(definition, verify=parsed.offset == BEFORE_ALL)
-            if parsed.compaction and consumer.shape.dependencies:
-                raise invalid(
-                    {"experimental_compaction": ["can't be enabled for shapes with subqueries"]}
-                )
+            steps.check_shape(parsed, consumer)
             offset = parsed.offset
-            if offset != "now" and offset != BEFORE_ALL and parsed.handle != consumer.handle:
-                raise self._refetch(parsed, consumer.handle)
             await self._wait_for_snapshot(parsed, consumer)
             if subset is not None:
                 try:
@@ -373,22 +337,6 @@ class ShapeAPI:
             if parsed.sse:
                 return sse.response(self, request, parsed, consumer, offset, recheck)
             return await self._serve_log(request, parsed, consumer, offset, recheck)
-
-    @contextlib.contextmanager
-    def _admitted(self, definition: ShapeDefinition) -> Iterator[None]:
-        # As Electric (1.5.2): a request is initial when its shape does not exist yet,
-        # whatever its offset: clients coming back to a shape (offset=-1 after a
-        # refetch or a reload) do not compete with the snapshots of new shapes, and
-        # requests for shapes that went away (a restart) do not bypass that budget.
-        kind = "existing" if self.engine.known(definition) is not None else "initial"
-        if self.in_flight[kind] >= self.limits[kind]:
-            self.engine.metrics.admission_rejects.inc(kind)
-            raise too_many(kind, self.limits[kind])
-        self.in_flight[kind] += 1
-        try:
-            yield
-        finally:
-            self.in_flight[kind] -= 1
 
     async def _load(self, definition: ShapeDefinition, verify: bool = False) -> ShapeConsumer:
         try:
@@ -425,16 +373,16 @@ class ShapeAPI:
         recheck: Recheck | None,
     ) -> Response:
         part = consumer.slice(offset)
-        if not part.spans and parsed.live:
+        step = steps.next_step(parsed, consumer, offset, part)
+        if step is steps.Next.HOLD:
             await self.hold(parsed, consumer, offset, self.long_poll_timeout, recheck)
             part = consumer.slice(offset)
-        elif not part.spans and consumer.snapshot_done and offset > consumer.last_offset:
-            # A client slightly ahead (e.g. after a restart) gets half a timeout to be right.
+        elif step is steps.Next.AHEAD:
             await self.hold(parsed, consumer, offset, self.long_poll_timeout / 2, None)
             part = consumer.slice(offset)
-            if not part.spans and offset > consumer.last_offset:
+            if steps.out_of_bounds(consumer, offset, part):
                 self._check_storage()  # ahead because storage lost unsynced frames: retry
-                raise invalid({"offset": ["out of bounds for this shape"]})
+                raise invalid(steps.OUT_OF_BOUNDS)
         if consumer.gone:
             raise await self.gone(parsed, consumer)
         return self.live_response(request, parsed, consumer, part)
@@ -485,9 +433,9 @@ class ShapeAPI:
                     try:
                         replacement = await self.engine.shape(current)
                     except (ShapeError, EngineUnavailable, psycopg.OperationalError):
-                        raise self._refetch(parsed, None) from None
+                        raise steps.refetch(parsed, None) from None
                     if replacement is not consumer:  # else: written differently, same shape
-                        raise self._refetch(parsed, replacement.handle)
+                        raise steps.refetch(parsed, replacement.handle)
                 waiter.rearm()
 
     def _check_storage(self) -> None:
@@ -504,8 +452,4 @@ class ShapeAPI:
             handle: str | None = (await self.engine.shape(consumer.definition)).handle
         except (ShapeError, EngineUnavailable, psycopg.OperationalError):
             handle = None
-        return self._refetch(parsed, handle)
-
-    @staticmethod
-    def _refetch(parsed: ShapeRequest, handle: str | None) -> MustRefetch:
-        return MustRefetch(handle, parsed.offset, parsed.live, parsed.sse)
+        return steps.refetch(parsed, handle)

@@ -20,8 +20,13 @@ def secret_ok(query: Mapping[str, str], secret: str | None) -> bool:
     return hmac.compare_digest(given.encode(), secret.encode())
 
 
-def check_secret(request: Request, secret: str | None) -> None:
-    """Raise 401 unless the request carries ``secret``."""
-    if not secret_ok(request.query_params, secret):
+def authorise(query: Mapping[str, str], secret: str | None) -> None:
+    """Raise 401 unless the query carries ``secret``."""
+    if not secret_ok(query, secret):
         # As Electric: sent before CORS and content-type are added.
         raise UNAUTHORIZED
+
+
+def check_secret(request: Request, secret: str | None) -> None:
+    """Raise 401 unless the request carries ``secret``."""
+    authorise(request.query_params, secret)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pysync.http import steps
 from pysync.http.errors import ShapeAPIError, invalid, unavailable
 from pysync.http.responses import READ_METHODS, common
 from pysync.http.source import EngineUnavailable
@@ -33,7 +34,7 @@ async def delete_shape(api: ShapeAPI, request: Request) -> Response:
     else:
         query.setdefault("offset", "-1")
         query.pop("handle", None)
-        parsed = api.parse_query(query)
+        parsed = steps.parse(query)
         assert parsed.definition is not None
         try:
             consumer = await api.engine.find(parsed.definition)

@@ -7,16 +7,21 @@ and some 100 µs of CPU per response. Here a plain live request of a known, comp
 parser callback when data is there, and otherwise parked: a small record in its shape's
 group, woken by one future per shape (not per request), timed out by a shared timer per
 quarter second. A commit then answers its shape's parked requests in one loop, with the
-body and shared headers built once (``ShapeAPI._log_response``).
+body and shared headers built once (``log_response.LogResponses``).
+
+The rules are the app's, run from ``steps.py``: the secret, the params, the shape's
+handle, what a read at the offset does (answer or hold). Where a step raises, or would
+await (loading a shape, waiting for its snapshot), the request goes to the app unchanged,
+which answers it by the same steps: errors are rendered there, once.
 
 What a parked request still has, it has as ``ShapeAPI.hold`` gives it: it is registered
-with ``api.interrupts`` (an interrupt or shutdown answers it with no change), counts
-against the admission limit, and gets a 409 must-refetch when its shape goes (deleted,
-invalidated), with the new shape's handle if one can be had. The other outcomes
-(storage failing, a body too large to build) replay the request through the ASGI app,
-which answers it as it would have (a 503, a streamed body); not a gone shape: replayed,
-the request would be a new one, a 400 when its table or a column it selects went
-meanwhile. A request the fast path does not take goes to the app unchanged.
+with ``api.interrupts`` (an interrupt or shutdown answers it with no change), holds a
+place in admission control (``api.admission``, the app's count), and gets a 409
+must-refetch when its shape goes (deleted, invalidated), with the new shape's handle if
+one can be had. The other outcomes (storage failing, a body too large to build) replay
+the request through the ASGI app, which answers it as it would have (a 503, a streamed
+body); not a gone shape: replayed, the request would be a new one, a 400 when its table
+or a column it selects went meanwhile.
 """
 
 from __future__ import annotations
@@ -27,19 +32,20 @@ import logging
 import math
 import time
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pysync.http.errors import KNOWN_ERROR, NO_CHANGE, MustRefetch, ShapeAPIError
+from pysync.http import steps
+from pysync.http.admission import kind_of
+from pysync.http.errors import ShapeAPIError
 from pysync.http.params import ShapeRequest
 from pysync.http.responses import INTERNAL_ERROR, error_response
 from pysync.http.shared import Prebuilt
-from pysync.http.subset import subset_fields_from_query
 from pysync.http.waiters import Waiter
-from pysync.log.offset import BEFORE_ALL, LogOffset
+from pysync.log.offset import LogOffset
 from pysync.shapes.consumer import LIVE, ShapeConsumer, ShapeGone
 
 if TYPE_CHECKING:
@@ -52,7 +58,7 @@ TICK = 0.25
 
 
 class Connection(Protocol):
-    """What the HTTP connection offers the fast path (``server.bounded_protocol``)."""
+    """What the HTTP connection offers the fast path (``server.BoundedProtocol``)."""
 
     parked: Parked | None
 
@@ -101,8 +107,6 @@ class LivePolls:
         self._groups: dict[ShapeConsumer, set[Parked]] = {}
         self._due: dict[int, set[Parked]] = {}
         self._storage_watch: object = None
-        self._counted: dict[int, Any] = {}
-        """``pysync_http_responses_total`` by status, as the app counts its responses."""
         self._refetching: set[asyncio.Task[None]] = set()
         """Answering the requests of gone shapes (``_gone``)."""
 
@@ -121,39 +125,44 @@ class LivePolls:
         api = self.api
         engine = api.engine
         if api.closing or engine.storage_error is not None or not engine.started.is_set():
-            return False
+            return False  # the app answers at once (shutdown) or with its 503
         # As Starlette's QueryParams (the last of repeated keys wins).
         params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
-        if not api.secret_ok(params) or subset_fields_from_query(params) is not None:
-            return False
         try:
-            parsed = api.parse_query(params)
+            steps.authorise(params, api.secret)
+            parsed, subset = steps.validate(params)
         except ShapeAPIError:
             return False
+        if subset is not None or not parsed.live or parsed.sse:
+            return False
         offset = parsed.offset
-        if not parsed.live or parsed.sse or offset == "now" or offset == BEFORE_ALL:
-            return False
+        # Live: the params refused offset=now and -1 already.
         assert parsed.definition is not None and isinstance(offset, LogOffset)
-        if api.in_flight["existing"] >= api.limits["existing"]:
-            return False
         consumer = engine.known(parsed.definition)
-        if consumer is None or consumer.state is not LIVE or consumer.handle != parsed.handle:
-            return False
-        if not consumer.snapshot_done:
+        if consumer is None or consumer.state is not LIVE or not consumer.snapshot_done:
+            return False  # loading the shape or waiting for its snapshot: awaits
+        try:
+            steps.check_shape(parsed, consumer)
+        except ShapeAPIError:
             return False
         part = consumer.slice(offset)
-        if part.spans:
-            response = api.live_response(_request(origin), parsed, consumer, part)
-            if not isinstance(response, Prebuilt):
-                return False
-            consumer.last_used = time.monotonic()
-            self._send(conn, response)
-            return True
-        if offset > consumer.last_offset:
-            return False  # ahead of the log: the app's rule for that
+        step = steps.next_step(parsed, consumer, offset, part)
+        if step is steps.Next.AHEAD:
+            return False  # not for a live request; the app's, should that change
+        admission = api.admission
+        kind = kind_of(consumer)
+        if not admission.try_enter(kind):
+            return False  # the app refuses it, and counts the refusal
         consumer.last_used = time.monotonic()
-        parsed.definition = consumer.definition  # one copy for every waiter of the shape
-        self._park(conn, consumer, parsed, query, origin)
+        if step is steps.Next.HOLD:
+            parsed.definition = consumer.definition  # one copy for every waiter of the shape
+            self._park(conn, consumer, parsed, query, origin)  # keeps the place
+            return True
+        admission.leave(kind)  # answered now, without an await: the place is free again
+        response = api.live_response(_request(origin), parsed, consumer, part)
+        if not isinstance(response, Prebuilt):
+            return False  # a body to stream: the app's
+        self._send(conn, response)
         return True
 
     def _park(
@@ -177,7 +186,6 @@ class LivePolls:
         )
         assert parked.waiter is not None
         parked.waiter.released.add_done_callback(functools.partial(self._released, parked))
-        api.in_flight["existing"] += 1
         conn.parked = parked
         group = self._groups.get(consumer)
         if group is None:
@@ -263,7 +271,7 @@ class LivePolls:
         due = self._due.get(parked.tick)
         if due is not None:
             due.discard(parked)
-        self.api.in_flight["existing"] -= 1
+        self.api.admission.leave(kind_of(parked.consumer))
         parked.unregister()
         return True
 
@@ -307,22 +315,14 @@ class LivePolls:
                 self._send(one.conn, error_response(_request(one.origin), INTERNAL_ERROR))
             return
         for one in parked:
-            error = MustRefetch(handle, one.parsed.offset, live=True)
+            error = steps.refetch(one.parsed, handle)
             self._send(one.conn, error_response(_request(one.origin), error))
 
     def _send(self, conn: Connection, response: Response) -> None:
-        counter = self._counted.get(response.status_code)
-        if counter is None:
-            counter = self._counted[response.status_code] = (
-                self.api.engine.metrics.responses.labels(str(response.status_code))
-            )
-        counter.inc()
-        # Every response sent here answers a live request (Electric's serve_shape event).
-        headers = response.raw_headers
-        known_error = response.status_code >= 400 and KNOWN_ERROR in headers
-        self.api.engine.metrics.shape_response(
-            response.status_code, known_error, True, NO_CHANGE in headers, len(response.body)
-        )
+        counts = self.api.response_counts  # as the app counts its responses
+        counts.status(response.status_code)
+        # Every response sent here answers a live request.
+        counts.shape_response(response.status_code, response.raw_headers, True, len(response.body))
         conn.respond(response)
 
     def _replay(self, parked: Parked) -> None:

@@ -13,21 +13,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import resource
 import time
 from collections import OrderedDict
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import httptools
+from starlette.responses import Response
+from uvicorn.config import Config
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import (
     STATUS_LINE,
     HttpToolsProtocol,
     RequestResponseCycle,
 )
+from uvicorn.server import ServerState
 
 from pysync.log.storage import log_files_budget
+
+if TYPE_CHECKING:
+    from pysync.http.parking import Parked
 
 log = logging.getLogger(__name__)
 
@@ -90,218 +97,252 @@ def connection_budget(requested: int | None) -> int:
 class FastPath(Protocol):
     """Serves some requests straight from the parser callback (``parking.LivePolls``)."""
 
-    def take(self, conn: Any, query: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+    def take(self, conn: BoundedProtocol, query: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
         """Serve (or park) the request; False if the ASGI app must serve it."""
 
-    def drop(self, parked: Any) -> None:
+    def drop(self, parked: Parked) -> None:
         """The connection of a parked request was lost."""
 
 
 FAST_PATHS = (b"/v1/shape", b"/v1/shape/")
 
 
+class ServerConnections:
+    """What the connections of one server share: their limit, the header timeout, the
+    idle ones, and the live path."""
+
+    def __init__(
+        self, max_connections: int, header_timeout: float, fast: FastPath | None = None
+    ) -> None:
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.fast = fast
+        """Sees each ``GET /v1/shape`` first (None: the app serves every request)."""
+        self.idle: OrderedDict[BoundedProtocol, None] = OrderedDict()
+        """Connections without a request in progress, longest idle first."""
+
+
 def bounded_protocol(
     max_connections: int, header_timeout: float, fast: FastPath | None = None
 ) -> type[asyncio.Protocol]:
+    """What uvicorn's ``http`` takes: ``BoundedProtocol`` with this server's
+    ``ServerConnections`` (uvicorn calls it with its keyword arguments, as it would a class)."""
+    shared = ServerConnections(max_connections, header_timeout, fast)
+    return cast(type[asyncio.Protocol], functools.partial(BoundedProtocol, shared=shared))
+
+
+class BoundedProtocol(HttpToolsProtocol):
     """uvicorn's HTTP protocol (httptools), with the connection limit, the header
-    timeout and the fast path for live requests.
+    timeout and the fast path for live requests (``ServerConnections``).
 
     At the limit, the connection idle longest (one with no request in progress: just
     opened, or kept alive between requests) makes room for the new one, so idle sockets
     cannot lock out real clients (or the health check); with no idle one, the new
     connection is closed at once.
 
-    ``fast`` sees each ``GET /v1/shape`` first: what it takes never becomes an ASGI
-    request (no task, no scope kept); a request it parked is answered, or replayed
+    ``shared.fast`` sees each ``GET /v1/shape`` first: what it takes never becomes an
+    ASGI request (no task, no scope kept); a request it parked is answered, or replayed
     through the app, later (``respond``, ``replay``).
     """
-    idle: OrderedDict[Any, None] = OrderedDict()
-    """Connections without a request in progress, longest idle first."""
 
-    class Bounded(HttpToolsProtocol):
-        # Slots, not instance attributes: uvicorn's instance dict is full, and one more
-        # key in it costs 1.5 KiB per connection.
-        __slots__ = ("_shed", "_head_timer", "_head_bytes", "_fast", "parked")
+    # Slots, not instance attributes: uvicorn's instance dict is full, and one more
+    # key in it costs 1.5 KiB per connection.
+    __slots__ = ("_shared", "_shed", "_head_timer", "_head_bytes", "_taken", "parked")
 
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            self._shed = False
-            self._head_timer: asyncio.TimerHandle | None = None
-            self._head_bytes = 0
-            self._fast = False
-            """The request being parsed is the fast path's: no ASGI cycle for its body."""
-            self.parked: Any = None
-            """A live request of this connection waiting in the fast path."""
-            super().__init__(*args, **kwargs)
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        shared: ServerConnections,
+    ) -> None:
+        self._shared = shared
+        self._shed = False
+        """Refused (over the limit, or a head too large): nothing more is read."""
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
+        """Of the request head being read (bounded by ``MAX_HEAD_BYTES``)."""
+        self._taken = False
+        """The request being parsed is the fast path's: no ASGI cycle for its body."""
+        self.parked: Parked | None = None
+        """A live request of this connection waiting in the fast path."""
+        super().__init__(config, server_state, app_state, _loop)
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            if len(self.connections) >= max_connections:
-                if not idle:
-                    self._shed = True
-                    transport.abort()
-                    return
-                oldest, _ = idle.popitem(last=False)
-                oldest.transport.abort()
-            # A reader that stops reading holds at most this much of a response here
-            # (the rest waits in storage), whatever the size of the response.
-            transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
-            super().connection_made(transport)
-            self.pipeline = _Pipeline()  # type: ignore[assignment]
-            self.flow = _Flow(transport)
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        shared = self._shared
+        if len(self.connections) >= shared.max_connections:
+            if not shared.idle:
+                self._shed = True
+                transport.abort()
+                return
+            oldest, _ = shared.idle.popitem(last=False)
+            oldest.transport.abort()
+        # A reader that stops reading holds at most this much of a response here
+        # (the rest waits in storage), whatever the size of the response.
+        transport.set_write_buffer_limits(high=WRITE_BUFFER_BYTES)
+        super().connection_made(transport)
+        self.pipeline = _Pipeline()  # type: ignore[assignment]
+        self.flow = _Flow(transport)
+        self._idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._shed:
+            return
+        self._shared.idle.pop(self, None)
+        self._cancel_head_timer()
+        fast = self._shared.fast
+        if self.parked is not None and fast is not None:
+            fast.drop(self.parked)  # frees its place now, not at its timeout
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._shed:
+            return
+        idle = self._shared.idle
+        if self in idle:  # still reading a request head: bound its size
+            before = self._head_bytes
+            self._head_bytes += len(data)
+            # Only the head counts: a POST's body often comes in the same read.
+            if self._head_bytes > MAX_HEAD_BYTES and before + _head_part(data) > MAX_HEAD_BYTES:
+                # Answer, then go on reading (and dropping) for a moment: closing
+                # with unread input would reset the connection before the client
+                # reads the answer.
+                self.transport.write(_HEAD_TOO_LARGE)
+                if self.transport.can_write_eof():
+                    self.transport.write_eof()
+                self.loop.call_later(1.0, self.transport.close)
+                self._shed = True
+                idle.pop(self, None)
+                self._cancel_head_timer()
+                self.connections.discard(self)
+                return
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._taken = False
+
+    def on_headers_complete(self) -> None:
+        self._shared.idle.pop(self, None)
+        self._cancel_head_timer()
+        if self.parked is not None:
+            # A request pipelined behind a waiting long-poll (clients do not do
+            # that): its answer cannot go first, and holding it is not worth it.
+            self._taken = True
+            self.transport.close()
+            return
+        if self._take():
+            self._taken = True
+            # Nothing of the request is needed any more (a parked one keeps its own).
+            self.scope = self.headers = None  # type: ignore[assignment]
+            self.url = b""
+            return
+        super().on_headers_complete()
+
+    def _take(self) -> bool:
+        """Does the fast path take the request whose head was just read?"""
+        fast = self._shared.fast
+        if fast is None:
+            return False
+        parser = self.parser
+        if (
+            parser.get_method() != b"GET"
+            or parser.get_http_version() != "1.1"
+            or not parser.should_keep_alive()
+            or parser.should_upgrade()
+        ):
+            return False
+        url = httptools.parse_url(self.url)
+        if url.path not in FAST_PATHS:
+            return False
+        return fast.take(self, url.query or b"", self.headers)
+
+    def on_body(self, body: bytes) -> None:
+        if not self._taken and self.cycle is not None:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._taken and self.cycle is not None:
+            super().on_message_complete()
+
+    def respond(self, response: Response) -> None:
+        """Write ``response`` (a Response whose body and headers are bytes) whole,
+        as uvicorn would, in one write."""
+        if self.transport.is_closing():
+            return
+        content = [STATUS_LINE[response.status_code]]
+        for name, value in self.server_state.default_headers:
+            content += (name, b": ", value, b"\r\n")
+        for name, value in response.raw_headers:
+            content += (name, b": ", value, b"\r\n")
+        content += (b"\r\n", bytes(response.body))
+        self.transport.write(b"".join(content))
+        self.on_response_complete()
+
+    def replay(self, query: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        """Serve a request the fast path had taken through the app after all."""
+        if self.transport.is_closing():
+            return
+        path = "/v1/shape"
+        scope = {
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": self.root_path,
+            "headers": headers,
+            "state": self.app_state.copy(),
+            "method": "GET",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": query,
+        }
+        self.cycle = RequestResponseCycle(
+            scope=scope,  # type: ignore[arg-type]
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=True,
+            on_response=self.on_response_complete,
+        )
+        self.cycle.more_body = False  # a GET: no body to wait for
+        self._start_asgi_task(self.cycle, self.app)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.cycle is not None and self.cycle.response_complete:
+            # Between requests a kept-alive connection holds no request's objects
+            # (the cycle, its scope and event: about 2 KiB each).
+            self.cycle = None  # type: ignore[assignment]
+        if not self.transport.is_closing():
             self._idle()
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._shed:
-                return
-            idle.pop(self, None)
-            self._cancel_head_timer()
-            if self.parked is not None and fast is not None:
-                fast.drop(self.parked)  # frees its place now, not at its timeout
-            super().connection_lost(exc)
+    def _idle(self) -> None:
+        self._shared.idle[self] = None
+        self._head_bytes = 0
+        self._cancel_head_timer()
+        self._head_timer = self.loop.call_later(self._shared.header_timeout, self._head_timed_out)
 
-        def data_received(self, data: bytes) -> None:
-            if self._shed:
-                return
-            if self in idle:  # still reading a request head: bound its size
-                before = self._head_bytes
-                self._head_bytes += len(data)
-                # Only the head counts: a POST's body often comes in the same read.
-                if self._head_bytes > MAX_HEAD_BYTES and before + _head_part(data) > MAX_HEAD_BYTES:
-                    # Answer, then go on reading (and dropping) for a moment: closing
-                    # with unread input would reset the connection before the client
-                    # reads the answer.
-                    self.transport.write(_HEAD_TOO_LARGE)
-                    if self.transport.can_write_eof():
-                        self.transport.write_eof()
-                    self.loop.call_later(1.0, self.transport.close)
-                    self._shed = True
-                    idle.pop(self, None)
-                    self._cancel_head_timer()
-                    self.connections.discard(self)
-                    return
-            super().data_received(data)
-
-        def on_message_begin(self) -> None:
-            super().on_message_begin()
-            self._fast = False
-
-        def on_headers_complete(self) -> None:
-            idle.pop(self, None)
-            self._cancel_head_timer()
-            if self.parked is not None:
-                # A request pipelined behind a waiting long-poll (clients do not do
-                # that): its answer cannot go first, and holding it is not worth it.
-                self._fast = True
-                self.transport.close()
-                return
-            if fast is not None and self._take():
-                self._fast = True
-                # Nothing of the request is needed any more (a parked one keeps its own).
-                self.scope = self.headers = None  # type: ignore[assignment]
-                self.url = b""
-                return
-            super().on_headers_complete()
-
-        def _take(self) -> bool:
-            assert fast is not None
-            parser = self.parser
-            if (
-                parser.get_method() != b"GET"
-                or parser.get_http_version() != "1.1"
-                or not parser.should_keep_alive()
-                or parser.should_upgrade()
-            ):
-                return False
-            url = httptools.parse_url(self.url)
-            if url.path not in FAST_PATHS:
-                return False
-            return fast.take(self, url.query or b"", self.headers)
-
-        def on_body(self, body: bytes) -> None:
-            if not self._fast and self.cycle is not None:
-                super().on_body(body)
-
-        def on_message_complete(self) -> None:
-            if not self._fast and self.cycle is not None:
-                super().on_message_complete()
-
-        def respond(self, response: Any) -> None:
-            """Write ``response`` (a Response whose body and headers are bytes) whole,
-            as uvicorn would, in one write."""
-            if self.transport.is_closing():
-                return
-            content = [STATUS_LINE[response.status_code]]
-            for name, value in self.server_state.default_headers:
-                content += (name, b": ", value, b"\r\n")
-            for name, value in response.raw_headers:
-                content += (name, b": ", value, b"\r\n")
-            content += (b"\r\n", response.body)
-            self.transport.write(b"".join(content))
-            self.on_response_complete()
-
-        def replay(self, query: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-            """Serve a request the fast path had taken through the app after all."""
-            if self.transport.is_closing():
-                return
-            path = "/v1/shape"
-            scope = {
-                "type": "http",
-                "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
-                "http_version": "1.1",
-                "server": self.server,
-                "client": self.client,
-                "scheme": self.scheme,
-                "root_path": self.root_path,
-                "headers": headers,
-                "state": self.app_state.copy(),
-                "method": "GET",
-                "path": path,
-                "raw_path": path.encode(),
-                "query_string": query,
-            }
-            self.cycle = RequestResponseCycle(
-                scope=scope,  # type: ignore[arg-type]
-                transport=self.transport,
-                flow=self.flow,
-                logger=self.logger,
-                access_logger=self.access_logger,
-                access_log=self.access_log,
-                default_headers=self.server_state.default_headers,
-                message_event=asyncio.Event(),
-                expect_100_continue=False,
-                keep_alive=True,
-                on_response=self.on_response_complete,
-            )
-            self.cycle.more_body = False  # a GET: no body to wait for
-            self._start_asgi_task(self.cycle, self.app)
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if self.cycle is not None and self.cycle.response_complete:
-                # Between requests a kept-alive connection holds no request's objects
-                # (the cycle, its scope and event: about 2 KiB each).
-                self.cycle = None  # type: ignore[assignment]
-            if not self.transport.is_closing():
-                self._idle()
-
-        def _idle(self) -> None:
-            idle[self] = None
-            self._head_bytes = 0
-            self._cancel_head_timer()
-            self._head_timer = self.loop.call_later(header_timeout, self._head_timed_out)
-
-        def _cancel_head_timer(self) -> None:
-            if self._head_timer is not None:
-                self._head_timer.cancel()
-                self._head_timer = None
-
-        def _head_timed_out(self) -> None:
-            # No (next) request head in time: a stalled or slow client, or one kept
-            # alive that went quiet. Closing it is what a server must do for both.
+    def _cancel_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
             self._head_timer = None
-            idle.pop(self, None)
-            self.transport.close()
 
-    return Bounded
+    def _head_timed_out(self) -> None:
+        # No (next) request head in time: a stalled or slow client, or one kept
+        # alive that went quiet. Closing it is what a server must do for both.
+        self._head_timer = None
+        self._shared.idle.pop(self, None)
+        self.transport.close()
 
 
 class _Flow(FlowControl):
