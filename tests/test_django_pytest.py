@@ -23,6 +23,8 @@ def test_pytest_django_gets_the_sandbox_and_the_real_engine(tmp_path: Path) -> N
     (tmp_path / "conftest.py").write_text('pytest_plugins = ["pysync.django.pytest"]\n')
     (tmp_path / "pytest.ini").write_text(
         "[pytest]\nDJANGO_SETTINGS_MODULE = djproject.settings\nfilterwarnings = error\n"
+        # pytest-asyncio warns (an error here) unless the loop scope is set.
+        "asyncio_default_fixture_loop_scope = function\n"
     )
     source = Path(pysync.__file__).resolve().parent.parent
     path = [str(TESTS), str(source), os.environ.get("PYTHONPATH", "")]
