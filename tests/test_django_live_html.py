@@ -1,7 +1,7 @@
 """``pysync.django.live_html`` from an async Django view under a real uvicorn, against the
 real Postgres: the view's auth and per-request QuerySet, rows rendered by a template,
 the htmx swaps of Sync.live_html (snapshot, insert, update, delete), a reconnect resumed
-from ``Last-Event-ID``; and the refusals named (no renderer, WSGI)."""
+from ``Last-Event-ID``; and the refusals named (no renderer, or two)."""
 
 from __future__ import annotations
 
@@ -84,5 +84,3 @@ async def test_live_html_names_what_to_fix(django_url: str) -> None:
         await pysync.django.live_html(
             request, "items", target="#items", render=str, template="row.html"
         )
-    with pytest.raises(RuntimeError, match="serve Django with ASGI"):
-        await pysync.django.live_html(request, "items", target="#items", render=repr)

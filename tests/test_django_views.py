@@ -311,9 +311,59 @@ def test_the_engine_runs_under_runserver_in_its_own_thread(django_url: str, tmp_
         assert mine.status_code == 200, mine.text
         assert [v["name"] for v in rows(mine).values()] == ["one"]
         assert slot_active(django_url, slot)
+        # Server-Sent Events: the server's thread sends what the engine's loop streams.
+        # (From the log's end: a stream that has data at once ends with it, as Electric's.)
+        unflagged = f"{server.base}/shapes/unflagged/"
+        first = httpx.get(unflagged, params={"offset": "-1"}, timeout=30)
+        handle = first.headers["electric-handle"]
+        end = httpx.get(
+            unflagged, params={"offset": first.headers["electric-offset"], "handle": handle}
+        )
+        assert "electric-up-to-date" in end.headers, end.text
+        sse = {
+            "offset": end.headers["electric-offset"],
+            "handle": handle,
+            "live": "true",
+            "live_sse": "true",
+        }
+        assert "sse one" in streamed_after_insert(unflagged, sse, {}, django_url, "sse one")
+        # Live HTML, as htmx's SSE extension reads it.
+        assert "sse two" in streamed_after_insert(
+            f"{server.base}/live/items/", {}, {"x-user": "ann"}, django_url, "sse two"
+        )
     finally:
         output = server.stop()
     assert "Traceback" not in output, output
+
+
+def streamed_after_insert(
+    url: str, params: dict[str, str], headers: dict[str, str], database_url: str, name: str
+) -> str:
+    """The event stream at ``url`` until it carries ``name``, an item inserted (in a list
+    of ann's) once the stream is open."""
+    received = ""
+    asked = time.monotonic()
+    with (
+        httpx.stream("GET", url, params=params, headers=headers, timeout=30) as response,
+        psycopg.connect(database_url, autocommit=True) as conn,
+    ):
+        # The stream starts at once, not with its first event (nothing happens until the
+        # insert below; the first keep-alive comes after 21 s).
+        assert time.monotonic() - asked < 10
+        assert response.status_code == 200, response.read()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        conn.execute(
+            "INSERT INTO djapp_item (name, flag, big, status, todo_list_id) "
+            "SELECT %s, false, 0, 'open', todo_list_id FROM djapp_member "
+            "WHERE \"user\" = 'ann' LIMIT 1",
+            (name,),
+        )
+        deadline = time.monotonic() + 20
+        for chunk in response.iter_text():
+            received += chunk
+            if name in received or time.monotonic() > deadline:
+                break
+    return received
 
 
 def test_manage_py_pysync_serve_runs_with_the_projects_settings(

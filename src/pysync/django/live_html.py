@@ -10,8 +10,8 @@ pysync/app/live_html.py), each row rendered by a function or a template.
             target="#todos",
         )
 
-The stream never ends by itself, so it needs Django under ASGI (uvicorn, daphne):
-under WSGI it is refused by name.
+Under ASGI (uvicorn, daphne) the stream is the serving loop's; under WSGI (``runserver``,
+for development) the engine's thread produces it and the server's thread sends it.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pysync.client.values import Row
 from pysync.django.engine import started_sync
 from pysync.django.views import (
     ShapeSource,
+    _in_engine_loop,
     _is_function,
     _no_body,
     _per_request,
@@ -55,19 +56,17 @@ async def live_html(
             "live_html renders each row with render= (a function of the row) or "
             "template= (a template name, rendered with {'row': row}): give one of them"
         )
-    scope = getattr(request, "scope", None)
-    if scope is None:
-        raise RuntimeError(
-            "live_html streams Server-Sent Events, which never end: serve Django with "
-            "ASGI (uvicorn project.asgi:application, or daphne), not WSGI"
-        )
     source = _per_request(shape, request) if _is_function(shape) else definition_of(shape)
     row_html = render if render is not None else _template_renderer(str(template))
-    sync = await started_sync()
-    response = await sync.live_html(
-        Request(dict(scope), _no_body), source, render=row_html, target=target
-    )
-    return await to_django(response, dict(scope))
+
+    async def respond(scope: dict[str, Any], whole: bool) -> HttpResponseBase:
+        sync = await started_sync()
+        response = await sync.live_html(
+            Request(scope, _no_body), source, render=row_html, target=target
+        )
+        return await to_django(response, scope, whole=whole)
+
+    return await _in_engine_loop(request, respond)
 
 
 def _template_renderer(name: str) -> Callable[[Row], str]:

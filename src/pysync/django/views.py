@@ -11,8 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Iterator,
+)
 from typing import Any
+from wsgiref.util import is_hop_by_hop
 
 from asgiref.sync import sync_to_async
 from django.db import connections
@@ -144,8 +153,8 @@ Respond = Callable[[dict[str, Any], bool], Coroutine[Any, Any, HttpResponseBase]
 
 async def _in_engine_loop(request: HttpRequest, respond: Respond) -> HttpResponseBase:
     """``respond(scope, whole)`` in the engine's event loop: under ASGI the serving one;
-    under WSGI (``runserver``) the engine's own thread, answered whole (WSGI has no
-    streaming to the engine's loop: SSE needs ASGI)."""
+    under WSGI (``runserver``) the engine's own thread, answered whole, except an event
+    stream (SSE), which the WSGI server's thread reads from the engine's loop."""
     scope = getattr(request, "scope", None)
     if scope is not None:
         return await respond(dict(scope), False)
@@ -233,15 +242,23 @@ async def _no_body() -> Message:
 async def to_django(
     response: Response, scope: dict[str, Any], *, whole: bool = False
 ) -> HttpResponseBase:
-    """A Starlette response as Django's: sent to a queue, then whole or (unless
-    ``whole``) streamed as the app layer streams it."""
+    """A Starlette response as Django's: sent to a queue, then streamed as the app layer
+    streams it; ``whole`` (a WSGI server's request), answered whole, except an event
+    stream (it never ends), whose chunks the server's thread reads from this loop."""
     queue: asyncio.Queue[Message] = asyncio.Queue()
     task = asyncio.ensure_future(response(scope, _no_body, queue.put))
     start = await _next(queue, task)
-    first = await _next(queue, task)
     status = int(start["status"])
     headers = _headers(start.get("headers", []))
-    if whole:
+    if whole:  # WSGI leaves the connection to the server (an SSE's keep-alive)
+        headers = [(name, value) for name, value in headers if not is_hop_by_hop(name)]
+    events = any(
+        name.lower() == "content-type" and value.startswith("text/event-stream")
+        for name, value in headers
+    )
+    # An event stream starts at once: its first event may be a while coming.
+    first: Message = {"body": b"", "more_body": True} if events else await _next(queue, task)
+    if whole and not events:
         body = bytearray(first.get("body", b""))
         message = first
         while message.get("more_body"):
@@ -254,8 +271,9 @@ async def to_django(
         _copy(headers, plain)
         return plain
 
-    async def chunks() -> AsyncIterator[bytes]:
+    async def chunks() -> AsyncGenerator[bytes]:
         try:
+            # Even empty: a WSGI server sends the headers with the first chunk.
             yield first.get("body", b"")
             while True:
                 message = await _next(queue, task)
@@ -267,9 +285,32 @@ async def to_django(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    streamed = StreamingHttpResponse(chunks(), status=status)
+    content: AsyncIterator[bytes] | Iterator[bytes] = (
+        _from_loop(chunks(), asyncio.get_running_loop()) if whole else chunks()
+    )
+    streamed = StreamingHttpResponse(content, status=status)
     _copy(headers, streamed)
     return streamed
+
+
+def _from_loop(chunks: AsyncGenerator[bytes], loop: asyncio.AbstractEventLoop) -> Iterator[bytes]:
+    """``chunks`` (of ``loop``, the engine's) for a WSGI server's thread: each read in
+    ``loop``; closed there when the server stops reading (the client went away)."""
+
+    async def step() -> bytes:
+        return await anext(chunks)
+
+    async def close() -> None:
+        await chunks.aclose()
+
+    try:
+        while True:
+            try:
+                yield asyncio.run_coroutine_threadsafe(step(), loop).result()
+            except StopAsyncIteration:
+                return
+    finally:
+        asyncio.run_coroutine_threadsafe(close(), loop).result()
 
 
 async def _next(queue: asyncio.Queue[Message], task: asyncio.Future[None]) -> Message:
