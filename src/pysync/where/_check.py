@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import zoneinfo
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -22,6 +22,7 @@ from pysync.postgres.catalog import Column, Table
 from pysync.postgres.types.numbers import INT_RANGES, NumericOverflow, parse_numeric
 
 from . import _runtime as rt
+from ._calls import check_call_names
 from ._fold import fold
 from ._ir import (
     INT_TYPES,
@@ -36,7 +37,13 @@ from ._ir import (
 )
 from ._limits import MAX_DEPTH, MAX_LIST_ITEMS, MAX_NODES, MAX_TERMS, over_limit
 from ._memo import SizedCache
-from ._operators import Parser, UnknownOperator, correct_tokens, name_unknown_operators
+from ._operators import (
+    Parser,
+    UnknownOperator,
+    UnknownPrefixOperator,
+    correct_tokens,
+    name_unknown_operators,
+)
 from ._sublinks import MARKER_PREFIX, SublinkSpec, cut_sublinks
 from ._syntax import check_syntax
 
@@ -216,8 +223,8 @@ def parse(clause: str) -> Parsed:
     return parsed
 
 
-def _parse(text: str) -> exp.Expr:
-    text, spaced = _space_params(text)
+def _parse(clause: str) -> exp.Expr:
+    text, spaced = _space_params(clause)
     try:
         tokens = _DIALECT.tokenize(text)
     except TokenError as e:
@@ -239,9 +246,10 @@ def _parse(text: str) -> exp.Expr:
         raise WhereError("malformed query ending with SQL clauses")
     tree: exp.Expr = parsed[0]
     if unknown:
-        name_unknown_operators(tree, unknown)
+        tree = name_unknown_operators(tree, unknown)
     if spaced:
         _unshift(tree, spaced)
+    check_call_names(tree, clause, _HANDLERS)
     _check_size(tree)
     return tree
 
@@ -513,7 +521,8 @@ class Checker:
                 pending.extend(n.args)
         if len(found) > 1:
             raise self.fail(
-                "could not determine which collation to use (the columns' collations differ)", e
+                "could not determine which collation to use (the columns' collations differ)",
+                e,
             )
         return found.pop() if found else self.table.collation
 
@@ -580,7 +589,8 @@ class Checker:
             seen = self.param_types.setdefault(node.param, target)
             if seen != target:
                 raise self.fail(
-                    f"type conflict for ${node.param}: {display(seen)} and {display(target)}", node
+                    f"type conflict for ${node.param}: {display(seen)} and {display(target)}",
+                    node,
                 )
         if node.value is None:
             return Node("const", target, value=None, pos=node.pos, param=node.param)
@@ -592,7 +602,12 @@ class Checker:
         except (ValueError, KeyError):
             raise self.fail(f"invalid syntax for type {display(target)}: {text}", node) from None
         return Node(
-            "const", target, value=value, pos=node.pos, param=node.param, extra={"text": text}
+            "const",
+            target,
+            value=value,
+            pos=node.pos,
+            param=node.param,
+            extra={"text": text},
         )
 
     def unify(self, nodes: list[Node], what: str, e: exp.Expr) -> tuple[str, list[Node]]:
@@ -605,7 +620,8 @@ class Checker:
             c = common_type(t, n.type)
             if c is None:
                 raise self.fail(
-                    f"{what} types {display(t)} and {display(n.type)} cannot be matched", e
+                    f"{what} types {display(t)} and {display(n.type)} cannot be matched",
+                    e,
                 )
             t = c
         if t == "unknown":
@@ -628,8 +644,8 @@ class Checker:
             # Electric's rule: a call is an aggregation by its syntax (*, DISTINCT, ORDER BY,
             # FILTER, OVER, WITHIN GROUP); sum(x) is just an unknown function
             raise self.fail("aggregation is not supported in this context", e)
-        method = getattr(self, "_" + type(e).__name__.lower(), None)
-        if method is None:
+        handler = _HANDLERS.get(type(e))
+        if handler is None:
             if isinstance(e, exp.Func) and not isinstance(
                 e, exp.CurrentTimestamp | exp.JSONExtractScalar
             ):
@@ -640,7 +656,7 @@ class Checker:
                 )
                 raise self.fail(f"unknown or unsupported function {e.sql_name().lower()}/{n}", e)
             raise self.fail(f"{type(e).__name__} is not supported in this context", e)
-        node: Node = method(e)
+        node: Node = handler(self, e)
         return node
 
     def _paren(self, e: exp.Paren) -> Node:
@@ -825,7 +841,14 @@ class Checker:
         if t in ("timestamp", "timestamptz") and {left.type, right.type} == {"date", t}:
             # Postgres' date-timestamp operators compare over the whole date range (a
             # cast to timestamp would fail past 294276 AD)
-            return Node("op", "bool", (left, right), name=op, pos=left.pos, extra={"date_cmp": t})
+            return Node(
+                "op",
+                "bool",
+                (left, right),
+                name=op,
+                pos=left.pos,
+                extra={"date_cmp": t},
+            )
         left, right = self.coerce(left, t), self.coerce(right, t)
         return Node("op", "bool", (left, right), name=op, pos=left.pos, extra={"cmp_type": t})
 
@@ -838,7 +861,8 @@ class Checker:
         elif t in ORDERED_TYPES:
             return
         raise self.fail(
-            f"Could not select an operator overload for {display(t)} {op} {display(t)}", e
+            f"Could not select an operator overload for {display(t)} {op} {display(t)}",
+            e,
         )
 
     def _eq(self, e: exp.EQ) -> Node:
@@ -948,7 +972,10 @@ class Checker:
         ):
             return None
         found: tuple[SublinkSpec, SublinkType] | None = self.sublinks.get(str(item.this.this))
-        if found is None or position(item) not in (found[0].start + 1, found[0].start + 2):
+        if found is None or position(item) not in (
+            found[0].start + 1,
+            found[0].start + 2,
+        ):
             return None
         return found
 
@@ -1010,7 +1037,12 @@ class Checker:
         if e.args.get("symmetric"):
             lo2 = self.compare(">=", x, high, e)
             hi2 = self.compare("<=", x, low, e)
-            node = Node("or", "bool", (node, Node("and", "bool", (lo2, hi2), pos=x.pos)), pos=x.pos)
+            node = Node(
+                "or",
+                "bool",
+                (node, Node("and", "bool", (lo2, hi2), pos=x.pos)),
+                pos=x.pos,
+            )
         return node
 
     # ------------------------------------------------------------ LIKE
@@ -1081,7 +1113,8 @@ class Checker:
         key = self._datetime_key(op, lt, rt_)
         if key is None:
             raise self.fail(
-                f"Could not select an operator overload for {display(lt)} {op} {display(rt_)}", e
+                f"Could not select an operator overload for {display(lt)} {op} {display(rt_)}",
+                e,
             )
         result, _ = rt.DATETIME_OPS[key]
         left, right = self.coerce(left, key[1]), self.coerce(right, key[2])
@@ -1160,7 +1193,8 @@ class Checker:
             raise self.fail(f"{what} of numeric is not supported; cast to float8", e)
         if node.type not in NUMERIC_TYPES and node.type != "unknown":
             raise self.fail(
-                f"Could not select an operator overload for {what} {display(node.type)}", e
+                f"Could not select an operator overload for {what} {display(node.type)}",
+                e,
             )
         return self.coerce(node, "float8")
 
@@ -1176,6 +1210,13 @@ class Checker:
         raise WhereError(
             f"operator does not exist: {pg_type_name(left.type)} {e.meta['name']} "
             f"{pg_type_name(right.type)}",
+            int(e.meta["start"]),
+        )
+
+    def _unknownprefixoperator(self, e: UnknownPrefixOperator) -> Node:
+        operand = self.check(e.this)
+        raise WhereError(
+            f"operator does not exist: {e.meta['name']} {pg_type_name(operand.type)}",
             int(e.meta["start"]),
         )
 
@@ -1362,7 +1403,8 @@ class Checker:
                 and elem(src) != "bpchar"
             ):
                 raise self.fail(
-                    f"unknown cast from type {display(src)} to type {display(target)}", e
+                    f"unknown cast from type {display(src)} to type {display(target)}",
+                    e,
                 )
             return Node("cast", target, (node,), pos=node.pos)
         if src.startswith("enum:") and target != "text":
@@ -1437,14 +1479,20 @@ class Checker:
             )
         result = "timestamptz" if value.type == "timestamp" else "timestamp"
         return Node(
-            "func", result, (zone, value), name="timezone", pos=position(e), extra={"zone": tz}
+            "func",
+            result,
+            (zone, value),
+            name="timezone",
+            pos=position(e),
+            extra={"zone": tz},
         )
 
     def _justify(self, e: exp.Func, name: str) -> Node:
         node = self.check(e.this)
         if node.type not in ("interval", "unknown"):
             raise self.fail(
-                f"Could not select a function overload for {name}({display(node.type)})", e
+                f"Could not select a function overload for {name}({display(node.type)})",
+                e,
             )
         arg = self.coerce(node, "interval")
         return Node("func", "interval", (arg,), name=name, pos=position(e))
@@ -1468,7 +1516,8 @@ class Checker:
         node = self.check(e.this)
         if node.type not in ("text", "bpchar", "unknown"):
             raise self.fail(
-                f"Could not select a function overload for {name}({display(node.type)})", e
+                f"Could not select a function overload for {name}({display(node.type)})",
+                e,
             )
         arg = self.coerce(node, "text")
         case = self.case_of(f"{name}()", (arg,), e)
@@ -1529,7 +1578,11 @@ class Checker:
             raise self.fail("array_append needs an array of a known type", e)
         t = arr.type
         return Node(
-            "func", t, (arr, self.coerce(value, elem(t))), name="array_append", pos=position(e)
+            "func",
+            t,
+            (arr, self.coerce(value, elem(t))),
+            name="array_append",
+            pos=position(e),
         )
 
     def _arrayprepend(self, e: exp.ArrayPrepend) -> Node:
@@ -1538,7 +1591,11 @@ class Checker:
             raise self.fail("array_prepend needs an array of a known type", e)
         t = arr.type
         return Node(
-            "func", t, (self.coerce(value, elem(t)), arr), name="array_prepend", pos=position(e)
+            "func",
+            t,
+            (self.coerce(value, elem(t)), arr),
+            name="array_prepend",
+            pos=position(e),
         )
 
     def _anonymous(self, e: exp.Anonymous) -> Node:
@@ -1548,7 +1605,8 @@ class Checker:
             arr = self.check(args[0])
             if not is_array(arr.type) or arr.type == "unknown[]":
                 raise self.fail(
-                    f"Could not select a function overload for array_ndims({display(arr.type)})", e
+                    f"Could not select a function overload for array_ndims({display(arr.type)})",
+                    e,
                 )
             return Node("func", "int4", (arr,), name="array_ndims", pos=position(e))
         if name == "timezone" and len(args) == 2:
@@ -1557,10 +1615,78 @@ class Checker:
             node = self.check(args[0])
             if node.type not in ("text", "unknown", "bpchar"):
                 raise self.fail(
-                    f"Could not select a function overload for {name}({display(node.type)})", e
+                    f"Could not select a function overload for {name}({display(node.type)})",
+                    e,
                 )
             return self.cast(self.coerce(node, "text"), _COLUMN_TYPES[name], e)
         raise self.fail(f"unknown or unsupported function {name}/{len(args)}", e)
+
+
+_Handler = Callable[[Checker, Any], Node]
+_HANDLERS: dict[type[exp.Expr], _Handler] = {
+    exp.Abs: Checker._abs,
+    exp.Add: Checker._add,
+    exp.And: Checker._and,
+    exp.Anonymous: Checker._anonymous,
+    exp.Array: Checker._array,
+    exp.ArrayAppend: Checker._arrayappend,
+    exp.ArrayConcat: Checker._arrayconcat,
+    exp.ArrayContainedBy: Checker._arraycontainedby,
+    exp.ArrayContainsAll: Checker._arraycontainsall,
+    exp.ArrayOverlaps: Checker._arrayoverlaps,
+    exp.ArrayPrepend: Checker._arrayprepend,
+    exp.Between: Checker._between,
+    exp.BitwiseAnd: Checker._bitwiseand,
+    exp.BitwiseNot: Checker._bitwisenot,
+    exp.BitwiseOr: Checker._bitwiseor,
+    exp.BitwiseXor: Checker._bitwisexor,
+    exp.Boolean: Checker._boolean,
+    exp.Bracket: Checker._bracket,
+    exp.ByteString: Checker._bytestring,
+    exp.Cast: Checker._cast,
+    exp.Coalesce: Checker._coalesce,
+    exp.Column: Checker._column,
+    exp.Concat: Checker._concat,
+    exp.Div: Checker._div,
+    exp.DPipe: Checker._dpipe,
+    exp.EQ: Checker._eq,
+    exp.Escape: Checker._escape,
+    exp.GT: Checker._gt,
+    exp.GTE: Checker._gte,
+    exp.Greatest: Checker._greatest,
+    exp.ILike: Checker._ilike,
+    exp.In: Checker._in,
+    exp.Interval: Checker._interval,
+    exp.Is: Checker._is,
+    exp.JustifyDays: Checker._justifydays,
+    exp.JustifyHours: Checker._justifyhours,
+    exp.JustifyInterval: Checker._justifyinterval,
+    exp.LT: Checker._lt,
+    exp.LTE: Checker._lte,
+    exp.Least: Checker._least,
+    exp.Like: Checker._like,
+    exp.Literal: Checker._literal,
+    exp.Lower: Checker._lower,
+    exp.Mul: Checker._mul,
+    exp.NEQ: Checker._neq,
+    exp.Neg: Checker._neg,
+    exp.Not: Checker._not,
+    exp.Null: Checker._null,
+    exp.NullSafeEQ: Checker._nullsafeeq,
+    exp.NullSafeNEQ: Checker._nullsafeneq,
+    exp.Or: Checker._or,
+    exp.Parameter: Checker._parameter,
+    exp.Paren: Checker._paren,
+    exp.Pow: Checker._pow,
+    exp.RawString: Checker._rawstring,
+    exp.Sqrt: Checker._sqrt,
+    exp.Sub: Checker._sub,
+    exp.Upper: Checker._upper,
+    UnknownOperator: Checker._unknownoperator,
+    UnknownPrefixOperator: Checker._unknownprefixoperator,
+}
+"""The method that checks each kind of sqlglot node (by exact class: a subclass is
+another construct); any other node is not in the language."""
 
 
 def check_clause(
