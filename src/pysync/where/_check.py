@@ -22,6 +22,7 @@ from pysync.postgres.catalog import Column, Table
 from pysync.postgres.types.numbers import INT_RANGES, NumericOverflow, parse_numeric
 
 from . import _runtime as rt
+from . import registry
 from ._calls import check_call_names
 from ._fold import fold
 from ._ir import (
@@ -147,13 +148,10 @@ FUNCTIONS = frozenset(
         "array_cat",
         "array_append",
         "array_prepend",
-        "array_ndims",
-        "justify_hours",
-        "justify_days",
-        "justify_interval",
         "timezone",
     }
     | _TYPE_INPUT_FUNCTIONS
+    | {o.name for o in registry.OVERLOADS if o.form == "call"}
 )
 """Every function of the language (the visitors below check each one's arguments); what
 other front ends (SQLAlchemy shapes) may emit."""
@@ -521,8 +519,7 @@ class Checker:
                 pending.extend(n.args)
         if len(found) > 1:
             raise self.fail(
-                "could not determine which collation to use (the columns' collations differ)",
-                e,
+                "could not determine which collation to use (the columns' collations differ)", e
             )
         return found.pop() if found else self.table.collation
 
@@ -589,8 +586,7 @@ class Checker:
             seen = self.param_types.setdefault(node.param, target)
             if seen != target:
                 raise self.fail(
-                    f"type conflict for ${node.param}: {display(seen)} and {display(target)}",
-                    node,
+                    f"type conflict for ${node.param}: {display(seen)} and {display(target)}", node
                 )
         if node.value is None:
             return Node("const", target, value=None, pos=node.pos, param=node.param)
@@ -602,12 +598,7 @@ class Checker:
         except (ValueError, KeyError):
             raise self.fail(f"invalid syntax for type {display(target)}: {text}", node) from None
         return Node(
-            "const",
-            target,
-            value=value,
-            pos=node.pos,
-            param=node.param,
-            extra={"text": text},
+            "const", target, value=value, pos=node.pos, param=node.param, extra={"text": text}
         )
 
     def unify(self, nodes: list[Node], what: str, e: exp.Expr) -> tuple[str, list[Node]]:
@@ -620,8 +611,7 @@ class Checker:
             c = common_type(t, n.type)
             if c is None:
                 raise self.fail(
-                    f"{what} types {display(t)} and {display(n.type)} cannot be matched",
-                    e,
+                    f"{what} types {display(t)} and {display(n.type)} cannot be matched", e
                 )
             t = c
         if t == "unknown":
@@ -841,14 +831,7 @@ class Checker:
         if t in ("timestamp", "timestamptz") and {left.type, right.type} == {"date", t}:
             # Postgres' date-timestamp operators compare over the whole date range (a
             # cast to timestamp would fail past 294276 AD)
-            return Node(
-                "op",
-                "bool",
-                (left, right),
-                name=op,
-                pos=left.pos,
-                extra={"date_cmp": t},
-            )
+            return Node("op", "bool", (left, right), name=op, pos=left.pos, extra={"date_cmp": t})
         left, right = self.coerce(left, t), self.coerce(right, t)
         return Node("op", "bool", (left, right), name=op, pos=left.pos, extra={"cmp_type": t})
 
@@ -861,8 +844,7 @@ class Checker:
         elif t in ORDERED_TYPES:
             return
         raise self.fail(
-            f"Could not select an operator overload for {display(t)} {op} {display(t)}",
-            e,
+            f"Could not select an operator overload for {display(t)} {op} {display(t)}", e
         )
 
     def _eq(self, e: exp.EQ) -> Node:
@@ -972,10 +954,7 @@ class Checker:
         ):
             return None
         found: tuple[SublinkSpec, SublinkType] | None = self.sublinks.get(str(item.this.this))
-        if found is None or position(item) not in (
-            found[0].start + 1,
-            found[0].start + 2,
-        ):
+        if found is None or position(item) not in (found[0].start + 1, found[0].start + 2):
             return None
         return found
 
@@ -1037,12 +1016,7 @@ class Checker:
         if e.args.get("symmetric"):
             lo2 = self.compare(">=", x, high, e)
             hi2 = self.compare("<=", x, low, e)
-            node = Node(
-                "or",
-                "bool",
-                (node, Node("and", "bool", (lo2, hi2), pos=x.pos)),
-                pos=x.pos,
-            )
+            node = Node("or", "bool", (node, Node("and", "bool", (lo2, hi2), pos=x.pos)), pos=x.pos)
         return node
 
     # ------------------------------------------------------------ LIKE
@@ -1094,55 +1068,38 @@ class Checker:
         return self.arith(op, left, right, e)
 
     def arith(self, op: str, left: Node, right: Node, e: exp.Expr) -> Node:
-        lt, rt_ = left.type, right.type
-        if lt == "unknown" and rt_ == "unknown":
+        if left.type == "unknown" and right.type == "unknown":
             raise self.fail(f"operator is not unique: unknown {op} unknown", e)
-        if lt == "unknown":
-            lt = self._resolve_unknown(op, rt_, left=True)
-        elif rt_ == "unknown":
-            rt_ = self._resolve_unknown(op, lt, left=False)
-        if lt in NUMERIC_TYPES and rt_ in NUMERIC_TYPES:
-            t = _numeric_common(lt, rt_)
-            if op in ("&", "|", "#") and t not in INT_TYPES:
-                raise self.fail(
-                    f"Could not select an operator overload for {display(lt)} {op} {display(rt_)}",
-                    e,
-                )
-            left, right = self.coerce(left, t), self.coerce(right, t)
-            return Node("op", t, (left, right), name=op, pos=left.pos, extra={"arith_type": t})
-        key = self._datetime_key(op, lt, rt_)
-        if key is None:
-            raise self.fail(
-                f"Could not select an operator overload for {display(lt)} {op} {display(rt_)}",
-                e,
-            )
-        result, _ = rt.DATETIME_OPS[key]
-        left, right = self.coerce(left, key[1]), self.coerce(right, key[2])
-        return Node("op", result, (left, right), name=op, pos=left.pos, extra={"datetime": key})
+        return self.apply(op, "infix", [left, right], e)
 
-    def _datetime_key(self, op: str, lt: str, rt_: str) -> tuple[str, str, str] | None:
-        if (op, lt, rt_) in rt.DATETIME_OPS:
-            return (op, lt, rt_)
-        # implicit casts of one argument: int2 -> int4 for date arithmetic, date -> timestamp(tz)
-        for a in (lt, *[t for (s, t) in rt.IMPLICIT_CASTS if s == lt]):
-            for b in (rt_, *[t for (s, t) in rt.IMPLICIT_CASTS if s == rt_]):
-                if (op, a, b) in rt.DATETIME_OPS and (a == lt or b == rt_):
-                    return (op, a, b)
-        return None
-
-    def _resolve_unknown(self, op: str, other: str, left: bool) -> str:
-        """Postgres first assumes an untyped literal has the other argument's type."""
-        if other in NUMERIC_TYPES:
-            return other
-        key = (op, other, other)
-        if key in rt.DATETIME_OPS:
-            return other
-        candidates = [
-            k for k in rt.DATETIME_OPS if k[0] == op and (k[2] if left else k[1]) == other
-        ]
-        if len(candidates) == 1:
-            return candidates[0][1] if left else candidates[0][2]
-        return other
+    def apply(self, name: str, form: registry.Form, args: list[Node], e: exp.Expr) -> Node:
+        """The registry's overload of ``name`` for ``args`` (converted to its argument
+        types), or the error Postgres' resolution ends in."""
+        types = [a.type for a in args]
+        shown = [display(t) for t in types]
+        if form == "call":
+            call = f"{name}({', '.join(shown)})"
+        elif form == "prefix":
+            call = f"{name} {shown[0]}"
+        else:
+            call = f"{shown[0]} {name} {shown[1]}"
+        try:
+            overload = registry.resolve(name, form, types)
+        except registry.Ambiguous:
+            what = "function" if form == "call" else "operator"
+            raise self.fail(f"{what} is not unique: {call}", e) from None
+        if overload is None:
+            what = "a function" if form == "call" else "an operator"
+            raise self.fail(f"Could not select {what} overload for {call}", e)
+        converted = tuple(
+            a if p == registry.ANYARRAY else self.coerce(a, p)
+            for a, p in zip(args, overload.operands, strict=True)
+        )
+        kind = "func" if form == "call" else "op"
+        pos = position(e) if form != "infix" else converted[0].pos
+        return Node(
+            kind, overload.result, converted, name=name, pos=pos, extra={"overload": overload}
+        )
 
     def _add(self, e: exp.Add) -> Node:
         return self._arith(e, "+")
@@ -1176,32 +1133,21 @@ class Checker:
             inner = inner.this
         if isinstance(inner, exp.Literal) and not inner.is_string:
             return self._number(("-" if negative else "") + str(inner.this), position(e), e)
-        inner = e.this
-        node = self.check(inner)
-        if node.type not in NUMERIC_TYPES + ("interval",):
-            raise self.fail(f"Could not select an operator overload for - {display(node.type)}", e)
-        return Node("op", node.type, (node,), name="neg", pos=position(e))
+        return self.apply("-", "prefix", [self.check(e.this)], e)
 
     def _bitwisenot(self, e: exp.BitwiseNot) -> Node:
-        node = self.check(e.this)
-        if node.type not in INT_TYPES:
-            raise self.fail(f"Could not select an operator overload for ~ {display(node.type)}", e)
-        return Node("op", node.type, (node,), name="~", pos=position(e))
+        return self.apply("~", "prefix", [self.check(e.this)], e)
 
     def _float8_arg(self, node: Node, e: exp.Expr, what: str) -> Node:
+        # Postgres would convert numeric to float8 implicitly; pysync asks for the cast
         if node.type == "numeric":
             raise self.fail(f"{what} of numeric is not supported; cast to float8", e)
-        if node.type not in NUMERIC_TYPES and node.type != "unknown":
-            raise self.fail(
-                f"Could not select an operator overload for {what} {display(node.type)}",
-                e,
-            )
-        return self.coerce(node, "float8")
+        return node
 
     def _pow(self, e: exp.Pow) -> Node:
         left = self._float8_arg(self.check(e.this), e, "^")
         right = self._float8_arg(self.check(e.expression), e, "^")
-        return Node("op", "float8", (left, right), name="^", pos=left.pos)
+        return self.apply("^", "infix", [left, right], e)
 
     def _unknownoperator(self, e: UnknownOperator) -> Node:
         # an operator Postgres does not have (see _operators): its message, once typed
@@ -1223,15 +1169,12 @@ class Checker:
     def _abs(self, e: exp.Abs) -> Node:
         # prefix @ (see _operators): Postgres has it for every numeric type
         node = self.check(e.this)
-        if node.type == "unknown":
-            node = self.coerce(node, "float8")  # Postgres' preferred type of the category
-        if node.type not in NUMERIC_TYPES:
+        if node.type not in (*NUMERIC_TYPES, "unknown"):
             raise self.fail(f"operator does not exist: @ {pg_type_name(node.type)}", e)
-        return Node("op", node.type, (node,), name="@", pos=position(e))
+        return self.apply("@", "prefix", [node], e)
 
     def _sqrt(self, e: exp.Sqrt) -> Node:
-        node = self._float8_arg(self.check(e.this), e, "|/")
-        return Node("op", "float8", (node,), name="|/", pos=position(e))
+        return self.apply("|/", "prefix", [self._float8_arg(self.check(e.this), e, "|/")], e)
 
     def _dpipe(self, e: exp.DPipe) -> Node:
         left = self.check(e.this)
@@ -1403,8 +1346,7 @@ class Checker:
                 and elem(src) != "bpchar"
             ):
                 raise self.fail(
-                    f"unknown cast from type {display(src)} to type {display(target)}",
-                    e,
+                    f"unknown cast from type {display(src)} to type {display(target)}", e
                 )
             return Node("cast", target, (node,), pos=node.pos)
         if src.startswith("enum:") and target != "text":
@@ -1479,23 +1421,11 @@ class Checker:
             )
         result = "timestamptz" if value.type == "timestamp" else "timestamp"
         return Node(
-            "func",
-            result,
-            (zone, value),
-            name="timezone",
-            pos=position(e),
-            extra={"zone": tz},
+            "func", result, (zone, value), name="timezone", pos=position(e), extra={"zone": tz}
         )
 
     def _justify(self, e: exp.Func, name: str) -> Node:
-        node = self.check(e.this)
-        if node.type not in ("interval", "unknown"):
-            raise self.fail(
-                f"Could not select a function overload for {name}({display(node.type)})",
-                e,
-            )
-        arg = self.coerce(node, "interval")
-        return Node("func", "interval", (arg,), name=name, pos=position(e))
+        return self.apply(name, "call", [self.check(e.this)], e)
 
     def _justifyhours(self, e: exp.JustifyHours) -> Node:
         return self._justify(e, "justify_hours")
@@ -1516,8 +1446,7 @@ class Checker:
         node = self.check(e.this)
         if node.type not in ("text", "bpchar", "unknown"):
             raise self.fail(
-                f"Could not select a function overload for {name}({display(node.type)})",
-                e,
+                f"Could not select a function overload for {name}({display(node.type)})", e
             )
         arg = self.coerce(node, "text")
         case = self.case_of(f"{name}()", (arg,), e)
@@ -1578,11 +1507,7 @@ class Checker:
             raise self.fail("array_append needs an array of a known type", e)
         t = arr.type
         return Node(
-            "func",
-            t,
-            (arr, self.coerce(value, elem(t))),
-            name="array_append",
-            pos=position(e),
+            "func", t, (arr, self.coerce(value, elem(t))), name="array_append", pos=position(e)
         )
 
     def _arrayprepend(self, e: exp.ArrayPrepend) -> Node:
@@ -1591,32 +1516,21 @@ class Checker:
             raise self.fail("array_prepend needs an array of a known type", e)
         t = arr.type
         return Node(
-            "func",
-            t,
-            (self.coerce(value, elem(t)), arr),
-            name="array_prepend",
-            pos=position(e),
+            "func", t, (self.coerce(value, elem(t)), arr), name="array_prepend", pos=position(e)
         )
 
     def _anonymous(self, e: exp.Anonymous) -> Node:
         name = str(e.this).lower()
         args = e.expressions
-        if name == "array_ndims" and len(args) == 1:
-            arr = self.check(args[0])
-            if not is_array(arr.type) or arr.type == "unknown[]":
-                raise self.fail(
-                    f"Could not select a function overload for array_ndims({display(arr.type)})",
-                    e,
-                )
-            return Node("func", "int4", (arr,), name="array_ndims", pos=position(e))
+        if registry.declared(name, "call", len(args)):
+            return self.apply(name, "call", [self.check(a) for a in args], e)
         if name == "timezone" and len(args) == 2:
             return self._timezone(e, args[0], args[1])
         if name in _TYPE_INPUT_FUNCTIONS and len(args) == 1:
             node = self.check(args[0])
             if node.type not in ("text", "unknown", "bpchar"):
                 raise self.fail(
-                    f"Could not select a function overload for {name}({display(node.type)})",
-                    e,
+                    f"Could not select a function overload for {name}({display(node.type)})", e
                 )
             return self.cast(self.coerce(node, "text"), _COLUMN_TYPES[name], e)
         raise self.fail(f"unknown or unsupported function {name}/{len(args)}", e)
