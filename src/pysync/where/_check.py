@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import zoneinfo
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -22,6 +22,8 @@ from pysync.postgres.catalog import Column, Table
 from pysync.postgres.types.numbers import INT_RANGES, NumericOverflow, parse_numeric
 
 from . import _runtime as rt
+from . import registry
+from ._calls import check_call_names
 from ._fold import fold
 from ._ir import (
     INT_TYPES,
@@ -36,7 +38,13 @@ from ._ir import (
 )
 from ._limits import MAX_DEPTH, MAX_LIST_ITEMS, MAX_NODES, MAX_TERMS, over_limit
 from ._memo import SizedCache
-from ._operators import Parser, UnknownOperator, correct_tokens, name_unknown_operators
+from ._operators import (
+    Parser,
+    UnknownOperator,
+    UnknownPrefixOperator,
+    correct_tokens,
+    name_unknown_operators,
+)
 from ._sublinks import MARKER_PREFIX, SublinkSpec, cut_sublinks
 from ._syntax import check_syntax
 
@@ -140,13 +148,10 @@ FUNCTIONS = frozenset(
         "array_cat",
         "array_append",
         "array_prepend",
-        "array_ndims",
-        "justify_hours",
-        "justify_days",
-        "justify_interval",
         "timezone",
     }
     | _TYPE_INPUT_FUNCTIONS
+    | {o.name for o in registry.OVERLOADS if o.form == "call"}
 )
 """Every function of the language (the visitors below check each one's arguments); what
 other front ends (SQLAlchemy shapes) may emit."""
@@ -216,8 +221,8 @@ def parse(clause: str) -> Parsed:
     return parsed
 
 
-def _parse(text: str) -> exp.Expr:
-    text, spaced = _space_params(text)
+def _parse(clause: str) -> exp.Expr:
+    text, spaced = _space_params(clause)
     try:
         tokens = _DIALECT.tokenize(text)
     except TokenError as e:
@@ -239,9 +244,10 @@ def _parse(text: str) -> exp.Expr:
         raise WhereError("malformed query ending with SQL clauses")
     tree: exp.Expr = parsed[0]
     if unknown:
-        name_unknown_operators(tree, unknown)
+        tree = name_unknown_operators(tree, unknown)
     if spaced:
         _unshift(tree, spaced)
+    check_call_names(tree, clause, _HANDLERS)
     _check_size(tree)
     return tree
 
@@ -628,8 +634,8 @@ class Checker:
             # Electric's rule: a call is an aggregation by its syntax (*, DISTINCT, ORDER BY,
             # FILTER, OVER, WITHIN GROUP); sum(x) is just an unknown function
             raise self.fail("aggregation is not supported in this context", e)
-        method = getattr(self, "_" + type(e).__name__.lower(), None)
-        if method is None:
+        handler = _HANDLERS.get(type(e))
+        if handler is None:
             if isinstance(e, exp.Func) and not isinstance(
                 e, exp.CurrentTimestamp | exp.JSONExtractScalar
             ):
@@ -640,7 +646,7 @@ class Checker:
                 )
                 raise self.fail(f"unknown or unsupported function {e.sql_name().lower()}/{n}", e)
             raise self.fail(f"{type(e).__name__} is not supported in this context", e)
-        node: Node = method(e)
+        node: Node = handler(self, e)
         return node
 
     def _paren(self, e: exp.Paren) -> Node:
@@ -1062,54 +1068,38 @@ class Checker:
         return self.arith(op, left, right, e)
 
     def arith(self, op: str, left: Node, right: Node, e: exp.Expr) -> Node:
-        lt, rt_ = left.type, right.type
-        if lt == "unknown" and rt_ == "unknown":
+        if left.type == "unknown" and right.type == "unknown":
             raise self.fail(f"operator is not unique: unknown {op} unknown", e)
-        if lt == "unknown":
-            lt = self._resolve_unknown(op, rt_, left=True)
-        elif rt_ == "unknown":
-            rt_ = self._resolve_unknown(op, lt, left=False)
-        if lt in NUMERIC_TYPES and rt_ in NUMERIC_TYPES:
-            t = _numeric_common(lt, rt_)
-            if op in ("&", "|", "#") and t not in INT_TYPES:
-                raise self.fail(
-                    f"Could not select an operator overload for {display(lt)} {op} {display(rt_)}",
-                    e,
-                )
-            left, right = self.coerce(left, t), self.coerce(right, t)
-            return Node("op", t, (left, right), name=op, pos=left.pos, extra={"arith_type": t})
-        key = self._datetime_key(op, lt, rt_)
-        if key is None:
-            raise self.fail(
-                f"Could not select an operator overload for {display(lt)} {op} {display(rt_)}", e
-            )
-        result, _ = rt.DATETIME_OPS[key]
-        left, right = self.coerce(left, key[1]), self.coerce(right, key[2])
-        return Node("op", result, (left, right), name=op, pos=left.pos, extra={"datetime": key})
+        return self.apply(op, "infix", [left, right], e)
 
-    def _datetime_key(self, op: str, lt: str, rt_: str) -> tuple[str, str, str] | None:
-        if (op, lt, rt_) in rt.DATETIME_OPS:
-            return (op, lt, rt_)
-        # implicit casts of one argument: int2 -> int4 for date arithmetic, date -> timestamp(tz)
-        for a in (lt, *[t for (s, t) in rt.IMPLICIT_CASTS if s == lt]):
-            for b in (rt_, *[t for (s, t) in rt.IMPLICIT_CASTS if s == rt_]):
-                if (op, a, b) in rt.DATETIME_OPS and (a == lt or b == rt_):
-                    return (op, a, b)
-        return None
-
-    def _resolve_unknown(self, op: str, other: str, left: bool) -> str:
-        """Postgres first assumes an untyped literal has the other argument's type."""
-        if other in NUMERIC_TYPES:
-            return other
-        key = (op, other, other)
-        if key in rt.DATETIME_OPS:
-            return other
-        candidates = [
-            k for k in rt.DATETIME_OPS if k[0] == op and (k[2] if left else k[1]) == other
-        ]
-        if len(candidates) == 1:
-            return candidates[0][1] if left else candidates[0][2]
-        return other
+    def apply(self, name: str, form: registry.Form, args: list[Node], e: exp.Expr) -> Node:
+        """The registry's overload of ``name`` for ``args`` (converted to its argument
+        types), or the error Postgres' resolution ends in."""
+        types = [a.type for a in args]
+        shown = [display(t) for t in types]
+        if form == "call":
+            call = f"{name}({', '.join(shown)})"
+        elif form == "prefix":
+            call = f"{name} {shown[0]}"
+        else:
+            call = f"{shown[0]} {name} {shown[1]}"
+        try:
+            overload = registry.resolve(name, form, types)
+        except registry.Ambiguous:
+            what = "function" if form == "call" else "operator"
+            raise self.fail(f"{what} is not unique: {call}", e) from None
+        if overload is None:
+            what = "a function" if form == "call" else "an operator"
+            raise self.fail(f"Could not select {what} overload for {call}", e)
+        converted = tuple(
+            a if p == registry.ANYARRAY else self.coerce(a, p)
+            for a, p in zip(args, overload.operands, strict=True)
+        )
+        kind = "func" if form == "call" else "op"
+        pos = position(e) if form != "infix" else converted[0].pos
+        return Node(
+            kind, overload.result, converted, name=name, pos=pos, extra={"overload": overload}
+        )
 
     def _add(self, e: exp.Add) -> Node:
         return self._arith(e, "+")
@@ -1143,31 +1133,21 @@ class Checker:
             inner = inner.this
         if isinstance(inner, exp.Literal) and not inner.is_string:
             return self._number(("-" if negative else "") + str(inner.this), position(e), e)
-        inner = e.this
-        node = self.check(inner)
-        if node.type not in NUMERIC_TYPES + ("interval",):
-            raise self.fail(f"Could not select an operator overload for - {display(node.type)}", e)
-        return Node("op", node.type, (node,), name="neg", pos=position(e))
+        return self.apply("-", "prefix", [self.check(e.this)], e)
 
     def _bitwisenot(self, e: exp.BitwiseNot) -> Node:
-        node = self.check(e.this)
-        if node.type not in INT_TYPES:
-            raise self.fail(f"Could not select an operator overload for ~ {display(node.type)}", e)
-        return Node("op", node.type, (node,), name="~", pos=position(e))
+        return self.apply("~", "prefix", [self.check(e.this)], e)
 
     def _float8_arg(self, node: Node, e: exp.Expr, what: str) -> Node:
+        # Postgres would convert numeric to float8 implicitly; pysync asks for the cast
         if node.type == "numeric":
             raise self.fail(f"{what} of numeric is not supported; cast to float8", e)
-        if node.type not in NUMERIC_TYPES and node.type != "unknown":
-            raise self.fail(
-                f"Could not select an operator overload for {what} {display(node.type)}", e
-            )
-        return self.coerce(node, "float8")
+        return node
 
     def _pow(self, e: exp.Pow) -> Node:
         left = self._float8_arg(self.check(e.this), e, "^")
         right = self._float8_arg(self.check(e.expression), e, "^")
-        return Node("op", "float8", (left, right), name="^", pos=left.pos)
+        return self.apply("^", "infix", [left, right], e)
 
     def _unknownoperator(self, e: UnknownOperator) -> Node:
         # an operator Postgres does not have (see _operators): its message, once typed
@@ -1179,18 +1159,22 @@ class Checker:
             int(e.meta["start"]),
         )
 
+    def _unknownprefixoperator(self, e: UnknownPrefixOperator) -> Node:
+        operand = self.check(e.this)
+        raise WhereError(
+            f"operator does not exist: {e.meta['name']} {pg_type_name(operand.type)}",
+            int(e.meta["start"]),
+        )
+
     def _abs(self, e: exp.Abs) -> Node:
         # prefix @ (see _operators): Postgres has it for every numeric type
         node = self.check(e.this)
-        if node.type == "unknown":
-            node = self.coerce(node, "float8")  # Postgres' preferred type of the category
-        if node.type not in NUMERIC_TYPES:
+        if node.type not in (*NUMERIC_TYPES, "unknown"):
             raise self.fail(f"operator does not exist: @ {pg_type_name(node.type)}", e)
-        return Node("op", node.type, (node,), name="@", pos=position(e))
+        return self.apply("@", "prefix", [node], e)
 
     def _sqrt(self, e: exp.Sqrt) -> Node:
-        node = self._float8_arg(self.check(e.this), e, "|/")
-        return Node("op", "float8", (node,), name="|/", pos=position(e))
+        return self.apply("|/", "prefix", [self._float8_arg(self.check(e.this), e, "|/")], e)
 
     def _dpipe(self, e: exp.DPipe) -> Node:
         left = self.check(e.this)
@@ -1441,13 +1425,7 @@ class Checker:
         )
 
     def _justify(self, e: exp.Func, name: str) -> Node:
-        node = self.check(e.this)
-        if node.type not in ("interval", "unknown"):
-            raise self.fail(
-                f"Could not select a function overload for {name}({display(node.type)})", e
-            )
-        arg = self.coerce(node, "interval")
-        return Node("func", "interval", (arg,), name=name, pos=position(e))
+        return self.apply(name, "call", [self.check(e.this)], e)
 
     def _justifyhours(self, e: exp.JustifyHours) -> Node:
         return self._justify(e, "justify_hours")
@@ -1544,13 +1522,8 @@ class Checker:
     def _anonymous(self, e: exp.Anonymous) -> Node:
         name = str(e.this).lower()
         args = e.expressions
-        if name == "array_ndims" and len(args) == 1:
-            arr = self.check(args[0])
-            if not is_array(arr.type) or arr.type == "unknown[]":
-                raise self.fail(
-                    f"Could not select a function overload for array_ndims({display(arr.type)})", e
-                )
-            return Node("func", "int4", (arr,), name="array_ndims", pos=position(e))
+        if registry.declared(name, "call", len(args)):
+            return self.apply(name, "call", [self.check(a) for a in args], e)
         if name == "timezone" and len(args) == 2:
             return self._timezone(e, args[0], args[1])
         if name in _TYPE_INPUT_FUNCTIONS and len(args) == 1:
@@ -1561,6 +1534,73 @@ class Checker:
                 )
             return self.cast(self.coerce(node, "text"), _COLUMN_TYPES[name], e)
         raise self.fail(f"unknown or unsupported function {name}/{len(args)}", e)
+
+
+_Handler = Callable[[Checker, Any], Node]
+_HANDLERS: dict[type[exp.Expr], _Handler] = {
+    exp.Abs: Checker._abs,
+    exp.Add: Checker._add,
+    exp.And: Checker._and,
+    exp.Anonymous: Checker._anonymous,
+    exp.Array: Checker._array,
+    exp.ArrayAppend: Checker._arrayappend,
+    exp.ArrayConcat: Checker._arrayconcat,
+    exp.ArrayContainedBy: Checker._arraycontainedby,
+    exp.ArrayContainsAll: Checker._arraycontainsall,
+    exp.ArrayOverlaps: Checker._arrayoverlaps,
+    exp.ArrayPrepend: Checker._arrayprepend,
+    exp.Between: Checker._between,
+    exp.BitwiseAnd: Checker._bitwiseand,
+    exp.BitwiseNot: Checker._bitwisenot,
+    exp.BitwiseOr: Checker._bitwiseor,
+    exp.BitwiseXor: Checker._bitwisexor,
+    exp.Boolean: Checker._boolean,
+    exp.Bracket: Checker._bracket,
+    exp.ByteString: Checker._bytestring,
+    exp.Cast: Checker._cast,
+    exp.Coalesce: Checker._coalesce,
+    exp.Column: Checker._column,
+    exp.Concat: Checker._concat,
+    exp.Div: Checker._div,
+    exp.DPipe: Checker._dpipe,
+    exp.EQ: Checker._eq,
+    exp.Escape: Checker._escape,
+    exp.GT: Checker._gt,
+    exp.GTE: Checker._gte,
+    exp.Greatest: Checker._greatest,
+    exp.ILike: Checker._ilike,
+    exp.In: Checker._in,
+    exp.Interval: Checker._interval,
+    exp.Is: Checker._is,
+    exp.JustifyDays: Checker._justifydays,
+    exp.JustifyHours: Checker._justifyhours,
+    exp.JustifyInterval: Checker._justifyinterval,
+    exp.LT: Checker._lt,
+    exp.LTE: Checker._lte,
+    exp.Least: Checker._least,
+    exp.Like: Checker._like,
+    exp.Literal: Checker._literal,
+    exp.Lower: Checker._lower,
+    exp.Mul: Checker._mul,
+    exp.NEQ: Checker._neq,
+    exp.Neg: Checker._neg,
+    exp.Not: Checker._not,
+    exp.Null: Checker._null,
+    exp.NullSafeEQ: Checker._nullsafeeq,
+    exp.NullSafeNEQ: Checker._nullsafeneq,
+    exp.Or: Checker._or,
+    exp.Parameter: Checker._parameter,
+    exp.Paren: Checker._paren,
+    exp.Pow: Checker._pow,
+    exp.RawString: Checker._rawstring,
+    exp.Sqrt: Checker._sqrt,
+    exp.Sub: Checker._sub,
+    exp.Upper: Checker._upper,
+    UnknownOperator: Checker._unknownoperator,
+    UnknownPrefixOperator: Checker._unknownprefixoperator,
+}
+"""The method that checks each kind of sqlglot node (by exact class: a subclass is
+another construct); any other node is not in the language."""
 
 
 def check_clause(

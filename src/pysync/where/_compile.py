@@ -188,36 +188,23 @@ class Compiler:
     # ------------------------------------------------------------ operators
 
     def _op(self, node: Node) -> Fn:
+        overload = node.extra.get("overload")
+        if overload is not None:
+            return self._strict(node, overload.impl)
         name = node.name
-        if len(node.args) == 1:
-            return self._unary(node)
         if "cmp_type" in node.extra or "date_cmp" in node.extra:
             if name in ("@>", "<@", "&&"):
                 return self._strict2(node, _array_op(name, node.extra["cmp_type"]))
             return self._strict2(node, _comparison(name, node))
-        if "arith_type" in node.extra:
-            return self._strict2(node, rt.arith_op(name, node.extra["arith_type"]))
-        if "datetime" in node.extra:
-            return self._strict2(node, rt.DATETIME_OPS[node.extra["datetime"]][1])
-        if name == "^":
-            return self._strict2(node, rt.float_pow)
         if name == "||":
             return self._strict2(node, _text_concat)
         raise AssertionError(name)
 
-    def _unary(self, node: Node) -> Fn:
-        t = node.args[0].type
-        if node.name == "neg":
-            impl = rt.negate(t)
-        elif node.name == "~":
-            impl = rt.bitnot
-        elif node.name == "|/":
-            impl = rt.float_sqrt
-        elif node.name == "@":
-            impl = rt.absolute(t)
-        else:  # pragma: no cover - the checker builds no other unary operator
-            raise AssertionError(node.name)
-        return self._strict1(node.args[0], impl)
+    def _strict(self, node: Node, impl: Callable[..., Any]) -> Fn:
+        """A strict operation (a registry overload) of one or two arguments."""
+        if len(node.args) == 1:
+            return self._strict1(node.args[0], impl)
+        return self._strict2(node, impl)
 
     def _strict1(self, arg: Node, impl: Callable[[Any], Any]) -> Fn:
         f = self.compile(arg)
@@ -393,17 +380,16 @@ class Compiler:
         return self._strict1(node.args[0], fn)
 
     def _func(self, node: Node) -> Fn:
+        overload = node.extra.get("overload")
+        if overload is not None:
+            return self._strict(node, overload.impl)
         name = node.name
         if name in ("lower", "upper"):
             lower, upper = rt.CASE_MAPS[node.extra["case"]]
             return self._strict1(node.args[0], lower if name == "lower" else upper)
-        if name == "array_ndims":
-            return self._strict1(node.args[0], rt.array_ndims)
         if name == "timezone":
             convert = rt.timezone_function(node.extra["zone"], node.type == "timestamptz")
             return self._strict1(node.args[1], convert)
-        if name in rt.JUSTIFY:
-            return self._strict1(node.args[0], rt.JUSTIFY[name])
         fs = [self.compile(a) for a in node.args]
         if name == "coalesce":
 

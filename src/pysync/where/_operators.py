@@ -37,6 +37,11 @@ class UnknownOperator(exp.Expression, exp.Binary):
     and ``start`` (its position in the clause)."""
 
 
+class UnknownPrefixOperator(exp.Unary):
+    """``<op> a`` for a prefix operator Postgres does not have (``!``, ``!!``); ``meta``
+    holds its ``name`` and ``start``."""
+
+
 _PostgresParser: Any = Postgres.Parser
 
 
@@ -127,7 +132,7 @@ def _operators(text: str) -> tuple[list[_Op], list[_Op]]:
         if i is None:
             continue
         end = tokens[i].end
-        if expr.get("lexpr") is None and name in PREFIX_FUNCTIONS:
+        if expr.get("lexpr") is None and (name in PREFIX_FUNCTIONS or name not in _KNOWN):
             prefix.append(
                 _Op(name, location - shift, end - shift, _operand_end(tokens, i + 1) - shift)
             )
@@ -208,7 +213,8 @@ def correct_tokens(
         first = next(k for k, t in enumerate(out) if t.start >= lo)
         count = sum(1 for t in out if lo <= t.start <= hi)
         ref = out[first]
-        function = PREFIX_FUNCTIONS[op.name]
+        # an unknown operator becomes a call of a function named as it (see name_unknown_operators)
+        function = PREFIX_FUNCTIONS.get(op.name, op.name)
         head = [Token(TokenType.L_PAREN, "(", ref.line, ref.col, hi, hi)]
         if function:
             head.insert(0, Token(TokenType.VAR, function, ref.line, ref.col, lo, lo))
@@ -217,18 +223,31 @@ def correct_tokens(
         out[first : first + count] = head
         after = max(k for k, t in enumerate(out) if t.start <= stop) + 1
         out.insert(after, Token(TokenType.R_PAREN, ")", ref.line, ref.col, stop, stop))
-    return out, [(moved(op.start), op.name) for op in unknown]
+    unknown_prefix = [op for op in prefix if op.name not in PREFIX_FUNCTIONS]
+    return out, [(moved(op.start), op.name) for op in [*unknown, *unknown_prefix]]
 
 
-def name_unknown_operators(tree: exp.Expr, unknown: list[tuple[int, str]]) -> None:
-    """Give each ``UnknownOperator`` of ``tree`` its operator: the one between the last
-    position recorded in its left operand and the first in its right one."""
+def name_unknown_operators(tree: exp.Expr, unknown: list[tuple[int, str]]) -> exp.Expr:
+    """``tree`` with each unknown prefix operator (a call named as it, see correct_tokens)
+    an ``UnknownPrefixOperator``, and each ``UnknownOperator`` given its operator: the
+    one between the last position recorded in its left operand and the first in its
+    right one."""
+    for call in list(tree.find_all(exp.Anonymous)):
+        start = _meta(call, "start")
+        if (start, call.name) in unknown and len(call.expressions) == 1:
+            marked = UnknownPrefixOperator(this=call.expressions[0])
+            marked.meta.update(start=start, name=call.name)
+            if call is tree:
+                tree = marked
+            else:
+                call.replace(marked)
     for node in tree.find_all(UnknownOperator):
         lo = max((_meta(n, "end") for n in node.this.walk()), default=-1)
         hi = min((_meta(n, "start") for n in node.expression.walk()), default=1 << 62)
         start, name = next(((p, n) for p, n in unknown if lo < p < hi), unknown[0])
         node.meta["start"] = start
         node.meta["name"] = name
+    return tree
 
 
 def _meta(node: exp.Expr, key: str) -> int:

@@ -114,9 +114,9 @@ class Renderer:
         return f"({a} IS NOT DISTINCT FROM {b})"
 
     def _op(self, node: Node) -> str:
-        if len(node.args) == 1:
-            symbol = {"neg": "-", "~": "~", "|/": "|/", "@": "@"}[node.name]
-            return f"({symbol} {self.render(node.args[0])})"
+        overload = node.extra.get("overload")
+        if overload is not None:
+            return str(overload.render([self.render(a) for a in node.args]))
         a, b = (self.render(x) for x in node.args)
         return f"({a} {node.name} {b})"
 
@@ -140,6 +140,9 @@ class Renderer:
         return f"CAST({inner} AS {node.type})"
 
     def _func(self, node: Node) -> str:
+        overload = node.extra.get("overload")
+        if overload is not None:
+            return str(overload.render([self.render(a) for a in node.args]))
         args = ", ".join(self.render(a) for a in node.args)
         return f"{node.name}({args})"
 

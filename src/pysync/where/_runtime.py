@@ -301,12 +301,7 @@ def negate(t: str) -> Fn1:
         # copy_negate: exact (unary minus rounds to the context's 28 digits)
         return lambda a: _numeric_zero_sign(a.copy_negate()) if not a.is_nan() else a
     if t == "interval":
-
-        def neg_interval(a: tuple[int, int, int]) -> tuple[int, int, int]:
-            _finite_intervals(a)
-            return _interval_checked((-a[0], -a[1], -a[2]))
-
-        return neg_interval
+        return interval_negate
     return operator.neg
 
 
@@ -376,8 +371,13 @@ def _check_date(value: int) -> int:
 
 
 def ts_plus_interval(ts: int | float, iv: tuple[int, int, int]) -> int | float:
-    """timestamp_pl_interval: months (clamping the day), then days, then microseconds."""
-    _finite_intervals(iv)
+    """timestamp_pl_interval: months (clamping the day), then days, then microseconds.
+    An infinite interval gives its infinity, but not added to the other one."""
+    if _infinite_interval(iv):
+        infinity = math.inf if iv == INTERVAL_INF else -math.inf
+        if isinstance(ts, float) and ts != infinity:
+            raise WhereRuntimeError("timestamp out of range")
+        return infinity
     if isinstance(ts, float):
         return ts
     months, days, usec = iv
@@ -396,7 +396,7 @@ def ts_plus_interval(ts: int | float, iv: tuple[int, int, int]) -> int | float:
 
 
 def ts_minus_interval(ts: int | float, iv: tuple[int, int, int]) -> int | float:
-    return ts_plus_interval(ts, (-iv[0], -iv[1], -iv[2]))
+    return ts_plus_interval(ts, interval_negate(iv))
 
 
 INTERVAL_INF = (2**31 - 1, 2**31 - 1, 2**63 - 1)
@@ -508,6 +508,8 @@ def ts_minus_ts(a: int | float, b: int | float) -> tuple[int, int, int]:
             raise WhereRuntimeError("interval out of range")
         return INTERVAL_INF if (a == math.inf or b == -math.inf) else INTERVAL_NINF
     diff = a - b
+    if not -(2**63) <= diff < 2**63:  # Postgres subtracts in 64 bits
+        raise WhereRuntimeError("interval out of range")
     # interval_justify_hours: whole days move to the day field, same sign as the remainder
     days = abs(diff) // datetimes.USECS_PER_DAY
     if diff < 0:
@@ -578,9 +580,28 @@ def time_minus_time(a: int, b: int) -> tuple[int, int, int]:
     return (0, 0, a - b)
 
 
+def interval_negate(iv: tuple[int, int, int]) -> tuple[int, int, int]:
+    """interval_um: the other infinity of an infinite interval."""
+    if iv == INTERVAL_INF:
+        return INTERVAL_NINF
+    if iv == INTERVAL_NINF:
+        return INTERVAL_INF
+    return _interval_result((-iv[0], -iv[1], -iv[2]))
+
+
+def _interval_result(iv: tuple[int, int, int]) -> tuple[int, int, int]:
+    """A finite result: in range, and not the encoding of an infinity."""
+    if _infinite_interval(iv):
+        raise WhereRuntimeError("interval out of range")
+    return _interval_checked(iv)
+
+
 def interval_plus(a: tuple[int, int, int], b: tuple[int, int, int]) -> tuple[int, int, int]:
-    _finite_intervals(a, b)
-    return _interval_checked((a[0] + b[0], a[1] + b[1], a[2] + b[2]))
+    if _infinite_interval(a) or _infinite_interval(b):
+        if _infinite_interval(a) and _infinite_interval(b) and a != b:
+            raise WhereRuntimeError("interval out of range")
+        return a if _infinite_interval(a) else b
+    return _interval_result((a[0] + b[0], a[1] + b[1], a[2] + b[2]))
 
 
 def _finite_intervals(*ivs: tuple[int, int, int]) -> None:
@@ -589,8 +610,11 @@ def _finite_intervals(*ivs: tuple[int, int, int]) -> None:
 
 
 def interval_minus(a: tuple[int, int, int], b: tuple[int, int, int]) -> tuple[int, int, int]:
-    _finite_intervals(a, b)
-    return _interval_checked((a[0] - b[0], a[1] - b[1], a[2] - b[2]))
+    if _infinite_interval(a) or _infinite_interval(b):
+        if a == b:
+            raise WhereRuntimeError("interval out of range")
+        return a if _infinite_interval(a) else interval_negate(b)
+    return _interval_result((a[0] - b[0], a[1] - b[1], a[2] - b[2]))
 
 
 def _swap(f: Fn2) -> Fn2:

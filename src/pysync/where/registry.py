@@ -1,0 +1,202 @@
+"""The language's strict operators and functions, each declared once, and Postgres'
+rules for choosing one of them.
+
+An ``Overload`` is one ``pg_operator`` / ``pg_proc`` row pysync serves: its name, its
+argument and result types, how it is written in SQL, and its implementation on Python
+values (never NULL: every entry is strict, NULL in gives NULL out without a call). The
+checker resolves an operator or call with ``resolve`` (Postgres' operator and function
+type resolution over these candidates and ``IMPLICIT_CASTS``), the evaluator calls
+``impl``, the renderer writes ``render``. Adding an operator or function to the language
+is one more entry here; tests/test_where_registry.py evaluates every entry against
+Postgres.
+
+Constructs that are not strict functions of their arguments (AND/OR, comparisons with
+their collation rules, LIKE, IN/ANY, COALESCE, concat, casts, array_cat) are the
+checker's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from . import _runtime as rt
+from ._ir import INT_TYPES, NUMERIC_TYPES, is_array
+
+Form = Literal["infix", "prefix", "call"]
+
+ANYARRAY = "anyarray"
+"""A polymorphic argument: any array type (not an untyped literal)."""
+
+
+@dataclass(frozen=True, eq=False)
+class Overload:
+    name: str
+    """The operator's symbol or the function's name, as Postgres spells it."""
+    form: Form
+    args: tuple[str, ...]
+    result: str
+    impl: Callable[..., Any]
+    """The value for the arguments' values, none of them NULL; raises WhereRuntimeError
+    where Postgres raises."""
+    converts: tuple[str, ...] = ()
+    """The types the arguments are converted to for ``impl`` and in the SQL, where not
+    ``args`` (see _arithmetic)."""
+
+    @property
+    def operands(self) -> tuple[str, ...]:
+        return self.converts or self.args
+
+    def render(self, args: Sequence[str]) -> str:
+        """SQL for this operation on the arguments' SQL."""
+        if self.form == "infix":
+            return f"({args[0]} {self.name} {args[1]})"
+        if self.form == "prefix":
+            return f"({self.name} {args[0]})"
+        return f"{self.name}({', '.join(args)})"
+
+    def __repr__(self) -> str:
+        return f"{self.name}({', '.join(self.args)}) -> {self.result}"
+
+
+def _arithmetic() -> Iterable[Overload]:
+    for t in NUMERIC_TYPES:
+        for op in "+-*/":
+            yield Overload(op, "infix", (t, t), t, rt.arith_op(op, t))
+    # float48pl and the like: a float4 meets a float8 (or what converts to one) as float8.
+    # Widening the float4 is exact, and pysync has always written it out: the clause's
+    # normalised text (part of a shape's identity) stays the same.
+    both = ("float8", "float8")
+    for op in "+-*/":
+        f8 = rt.arith_op(op, "float8")
+        yield Overload(op, "infix", ("float4", "float8"), "float8", f8, both)
+        yield Overload(op, "infix", ("float8", "float4"), "float8", f8, both)
+    for t in INT_TYPES:
+        for op in "&|#":
+            yield Overload(op, "infix", (t, t), t, rt.arith_op(op, t))
+    yield Overload("^", "infix", ("float8", "float8"), "float8", rt.float_pow)
+
+
+OVERLOADS: tuple[Overload, ...] = (
+    *_arithmetic(),
+    *(
+        Overload(op, "infix", (left, right), result, impl)
+        for (op, left, right), (result, impl) in rt.DATETIME_OPS.items()
+    ),
+    *(Overload("-", "prefix", (t,), t, rt.negate(t)) for t in (*NUMERIC_TYPES, "interval")),
+    *(Overload("@", "prefix", (t,), t, rt.absolute(t)) for t in NUMERIC_TYPES),
+    *(Overload("~", "prefix", (t,), t, rt.bitnot) for t in INT_TYPES),
+    Overload("|/", "prefix", ("float8",), "float8", rt.float_sqrt),
+    *(Overload(name, "call", ("interval",), "interval", f) for name, f in rt.JUSTIFY.items()),
+    Overload("array_ndims", "call", (ANYARRAY,), "int4", rt.array_ndims),
+)
+
+_BY_NAME: dict[tuple[str, Form, int], list[Overload]] = {}
+for _o in OVERLOADS:
+    _BY_NAME.setdefault((_o.name, _o.form, len(_o.args)), []).append(_o)
+
+
+def declared(name: str, form: Form, arity: int) -> bool:
+    return (name, form, arity) in _BY_NAME
+
+
+# Postgres' type categories (pg_type.typcategory) and their preferred types.
+_CATEGORY = {
+    **dict.fromkeys(NUMERIC_TYPES, "N"),
+    **dict.fromkeys(("text", "bpchar"), "S"),
+    **dict.fromkeys(("date", "time", "timestamp", "timestamptz"), "D"),
+    "interval": "T",
+    "bool": "B",
+    "uuid": "U",
+}
+_PREFERRED = frozenset({"float8", "text", "timestamptz", "interval", "bool"})
+
+
+def _category(t: str) -> str:
+    return "A" if is_array(t) or t == ANYARRAY else _CATEGORY.get(t, "X")
+
+
+def _accepts(param: str, arg: str) -> bool:
+    """An argument of type ``arg`` may be passed (implicitly converted) as ``param``."""
+    if arg == "unknown":
+        return param != ANYARRAY  # Postgres cannot infer a polymorphic type from it
+    if param == ANYARRAY:
+        return is_array(arg) and arg != "unknown[]"
+    return arg == param or (arg, param) in rt.IMPLICIT_CASTS
+
+
+def _same(param: str, arg: str) -> bool:
+    return param == arg or (param == ANYARRAY and is_array(arg))
+
+
+class Ambiguous(Exception):
+    """More than one overload fits equally well (Postgres: ``... is not unique``)."""
+
+
+def resolve(name: str, form: Form, types: Sequence[str]) -> Overload | None:
+    """The overload Postgres would choose for arguments of ``types`` (``unknown`` for an
+    untyped literal), by its rules (func_select_candidate): an exact match (a binary
+    operator's unknown argument taken as the other's type), else among the overloads the
+    arguments convert to implicitly: most exact matches, then most preferred types where
+    a conversion is needed, then by the categories of unknown arguments. None when no
+    overload fits; raises Ambiguous when several do."""
+    candidates = _BY_NAME.get((name, form, len(types)), [])
+    exact = list(types)
+    if form == "infix" and exact.count("unknown") == 1:
+        known = exact[1] if exact[0] == "unknown" else exact[0]
+        exact = [known, known]
+    for o in candidates:
+        if all(_same(p, t) for p, t in zip(o.args, exact, strict=True)):
+            return o
+    fits = [o for o in candidates if all(map(_accepts, o.args, types))]
+    fits = _best(fits, lambda o: sum(_same(p, t) for p, t in zip(o.args, types, strict=True)))
+    fits = _best(
+        fits,
+        lambda o: sum(
+            _same(p, t) or (p in _PREFERRED and _category(p) == _category(t))
+            for p, t in zip(o.args, types, strict=True)
+            if t != "unknown"
+        ),
+    )
+    if len(fits) > 1 and "unknown" in types:
+        fits = _by_unknown_categories(fits, types)
+    if len(fits) > 1:
+        raise Ambiguous
+    return fits[0] if fits else None
+
+
+def _best(fits: list[Overload], score: Callable[[Overload], int]) -> list[Overload]:
+    if len(fits) < 2:
+        return fits
+    top = max(map(score, fits))
+    return [o for o in fits if score(o) == top]
+
+
+def _by_unknown_categories(fits: list[Overload], types: Sequence[str]) -> list[Overload]:
+    for i, t in enumerate(types):
+        if t != "unknown":
+            continue
+        categories = {_category(o.args[i]) for o in fits}
+        if "S" in categories:
+            category = "S"
+        elif len(categories) == 1:
+            category = categories.pop()
+        else:
+            raise Ambiguous
+        fits = [o for o in fits if _category(o.args[i]) == category]
+        preferred = [o for o in fits if o.args[i] in _PREFERRED]
+        fits = preferred or fits
+    if len(fits) > 1:
+        # all known arguments of one type: take the unknown ones as that type too
+        known = {t for t in types if t != "unknown"}
+        if len(known) == 1:
+            (k,) = known
+            same = [
+                o
+                for o in fits
+                if all(_accepts(p, k) for p, t in zip(o.args, types, strict=True) if t == "unknown")
+            ]
+            if len(same) == 1:
+                return same
+    return fits

@@ -1,0 +1,196 @@
+"""Every operator and function of the registry, evaluated by pysync and by Postgres on edge
+values (NULL, NaN, infinities, the integers' limits, overflowing results, empty arrays).
+
+The cases are generated from ``registry.OVERLOADS``: a new entry is tested by being
+declared. For each combination of argument values the evaluator's answer (a value or
+an error) must be Postgres' answer for the SQL the renderer writes (``SELECT <sql>``
+with the arguments bound as parameters): the same error-or-not, and the same value as
+Postgres prints it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from pysync.postgres.catalog import load_table
+from pysync.postgres.cluster import PostgresCluster
+from pysync.where import WhereRuntimeError, compile_where, registry
+from pysync.where import _runtime as rt
+from pysync.where._compile import Compiler
+from pysync.where._ir import Node
+from pysync.where._render import Renderer, literal_text
+
+EDGES: dict[str, list[str | None]] = {
+    "int2": [None, "0", "1", "-1", "7", "32767", "-32768"],
+    "int4": [None, "0", "1", "-1", "7", "2147483647", "-2147483648"],
+    "int8": [None, "0", "1", "-1", "7", "9223372036854775807", "-9223372036854775808"],
+    "float4": [None, "0", "-0", "1.5", "-2", "NaN", "Infinity", "-Infinity", "3.4e38", "1e-40"],
+    "float8": [None, "0", "-0", "1.5", "-2", "NaN", "Infinity", "-Infinity", "1e308", "1e-300"],
+    "numeric": [None, "0", "1.5", "-2.25", "3", "NaN", "Infinity", "-Infinity", "1e100"],
+    "interval": [
+        None,
+        "0",
+        "1 day",
+        "1 mon",
+        "-1 mon 2 hours",
+        "25 hours",
+        "infinity",
+        "-infinity",
+        "177999999 years",
+    ],
+    "date": [None, "2024-02-29", "2000-01-01", "infinity", "-infinity", "4713-01-01 BC"],
+    "time": [None, "00:00", "12:30:15.5", "23:59:59.999999", "24:00:00"],
+    "timestamp": [
+        None,
+        "2024-02-29 12:00",
+        "2000-01-01 00:00:00.000001",
+        "infinity",
+        "-infinity",
+        "294276-12-31 23:59:59",
+        "4713-01-01 00:00 BC",
+    ],
+    "timestamptz": [
+        None,
+        "2024-02-29 12:00+00",
+        "2000-01-01 00:00:00.000001+00",
+        "infinity",
+        "-infinity",
+        "294276-12-31 23:59:59+00",
+        "4713-01-01 00:00+00 BC",
+    ],
+    "int4[]": [None, "{}", "{1,2}", "{{1},{2}}", "{NULL}"],
+    "text[]": [None, "{}", "{a}", "{{a,b},{c,d}}"],
+}
+POLYMORPHIC = {registry.ANYARRAY: ("int4[]", "text[]")}
+
+Conn = psycopg.Connection[tuple[Any, ...]]
+
+
+@pytest.fixture(scope="module")
+def conn(pg_cluster: PostgresCluster) -> Iterator[Conn]:
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        yield conn
+
+
+def _const(t: str, text: str | None) -> Node:
+    value = None if text is None else rt.input_function(t)(text)
+    return Node("const", t, value=value)
+
+
+def _cases(overload: registry.Overload) -> Iterator[tuple[Node, ...]]:
+    choices = [POLYMORPHIC.get(t, (t,)) for t in overload.args]
+    for types in itertools.product(*choices):
+        for texts in itertools.product(*(EDGES[t] for t in types)):
+            args = [_const(t, x) for t, x in zip(types, texts, strict=True)]
+            # as the checker builds it: arguments converted to what the overload evaluates
+            yield tuple(
+                a if o in (a.type, registry.ANYARRAY) else Node("cast", o, (a,))
+                for a, o in zip(args, overload.operands, strict=True)
+            )
+
+
+def _ours(node: Node) -> str | None | WhereRuntimeError:
+    try:
+        value = Compiler({}).compile(node)(())
+    except WhereRuntimeError as e:
+        return e
+    return None if value is None else literal_text(node.type, value)
+
+
+def _postgres(conn: Conn, sql: str, params: list[object]) -> str | None | psycopg.Error:
+    try:
+        row = conn.execute(f"SELECT ({sql})::text", params).fetchone()
+    except psycopg.Error as e:
+        return e
+    assert row is not None
+    return row[0]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("overload", registry.OVERLOADS, ids=repr)
+def test_overload_matches_postgres(conn: Conn, overload: registry.Overload) -> None:
+    kind = "func" if overload.form == "call" else "op"
+    mismatches = []
+    count = 0
+    for args in _cases(overload):
+        count += 1
+        node = Node(kind, overload.result, args, name=overload.name, extra={"overload": overload})
+        renderer = Renderer(inline=False)
+        sql = renderer.render(node)
+        expected = _postgres(conn, sql, renderer.params)
+        ours = _ours(node)
+        if isinstance(expected, psycopg.Error) or isinstance(ours, WhereRuntimeError):
+            same = isinstance(expected, psycopg.Error) == isinstance(ours, WhereRuntimeError)
+        elif ours is None or expected is None:
+            same = ours is expected
+        else:
+            # our value as Postgres reads and prints it
+            printed = _postgres(conn, f"%s::{overload.result}", [ours])
+            same = printed == expected
+            ours = f"{ours} (Postgres prints {printed})"
+        if not same:
+            mismatches.append(f"{sql} {renderer.params}: postgres {expected!r}, pysync {ours!r}")
+    assert count > 0
+    assert not mismatches, f"{len(mismatches)} of {count} differ:\n" + "\n".join(mismatches[:20])
+
+
+# Found by the test above: infinite intervals (Postgres 17) added to or subtracted from
+# timestamps and intervals, and a timestamp difference beyond 64 bits of microseconds.
+ROWS = [
+    ("2024-02-29 12:00", "infinity", "294276-12-31 23:59:59", "4713-01-01 00:00 BC"),
+    ("2024-02-29 12:00", "-infinity", "2000-01-01", "2000-01-02"),
+    ("infinity", "infinity", "infinity", "2000-01-01"),
+    ("-infinity", "infinity", "2000-01-01", "-infinity"),
+]
+CLAUSES = [
+    "ts + iv > ts",
+    "ts - iv < ts",
+    "iv + ts > ts",
+    "d + iv > ts",
+    "d - iv < ts",
+    "iv + iv > iv",
+    "iv - iv > iv",
+    "iv + '1 day' > iv",
+    "'1 day' - iv > iv",
+    "-iv < iv",
+    "a - b > '1 day'",
+]
+
+
+@pytest.mark.parametrize("clause", CLAUSES)
+def test_infinite_interval_arithmetic(database_url: str, clause: str) -> None:
+    """Each row evaluated by pysync and by Postgres: the same answer, or both an error."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE t (id int PRIMARY KEY, ts timestamp, iv interval, a timestamp, "
+            "b timestamp, d date)"
+        )
+        for i, (ts, iv, a, b) in enumerate(ROWS):
+            conn.execute(
+                "INSERT INTO t VALUES (%s, %s, %s, %s, %s, %s::timestamp::date)",
+                (i, ts, iv, a, b, ts),
+            )
+        table = load_table(conn, "public", "t")
+        assert table is not None
+        names = [c.name for c in table.columns]
+        evaluate = compile_where(clause, table, {}).bind(names)
+        as_text = ", ".join(f"{n}::text" for n in names)
+        for i in range(len(ROWS)):
+            row = conn.execute(f"SELECT {as_text} FROM t WHERE id = %s", (i,)).fetchone()
+            assert row is not None
+            try:
+                answer = conn.execute(f"SELECT ({clause}) FROM t WHERE id = %s", (i,)).fetchone()
+                assert answer is not None
+                expected: object = answer[0]
+            except psycopg.Error:
+                expected = "error"
+            try:
+                ours: object = evaluate(list(row))
+            except WhereRuntimeError:
+                ours = "error"
+            assert ours == expected, (clause, ROWS[i])
