@@ -56,7 +56,7 @@ class FlushTracker:
         """One round; False if storage failed (then nothing was acknowledged)."""
         collector = self.collector
         target = collector.applied_end_lsn
-        dirty, collector.dirty = collector.dirty, set()
+        dirty = collector.appender.take()
         failed: Failed = []
         pending: list[tuple[ShapeConsumer, PendingSync]] = []
         for consumer in dirty:  # written out here, on the loop: appends happen here too
