@@ -40,7 +40,7 @@ from pysync.shapes.compactor import Compactor
 from pysync.shapes.consumer import Appender, ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition
 from pysync.shapes.drift import SCHEMA_CHECK_INTERVAL, SchemaCheck
-from pysync.shapes.flush import FlushTracker
+from pysync.shapes.flush import Failed, FlushTracker
 from pysync.shapes.registry import ShapeRegistry, no_span
 from pysync.shapes.store import ShapeStore
 from pysync.shapes.subqueries.manager import MAX_ROWS as MAX_SUBQUERY_ROWS
@@ -194,6 +194,10 @@ class Engine:
             appender,
             relations=self.stream.assembler.relations,
             request_position=functools.partial(request_position, self.stream),
+            # The schema check and the storage outage are made with the registry: they
+            # are reached through the engine.
+            on_storage_error=self._storage_failed,
+            on_table_changed=self._table_changed,
             snapshot_span=(
                 functools.partial(_snapshot_span, tracer) if tracer.enabled else no_span
             ),
@@ -207,13 +211,11 @@ class Engine:
         )
         self.compactor = Compactor(enabled=compaction)
         self.schema_check = SchemaCheck(self.registry, schema_check_interval)
-        if schema_check_interval > 0:
-            self.registry.on_table_changed = self.schema_check.soon
-            self.registry.partitions.on_changed = self.schema_check.soon
         self.flush = FlushTracker(
             self.collector,
             self.store,
             self.stream.acknowledge,
+            on_failure=self._flush_failed,
             interval=flush_interval,
             compactor=self.compactor,
         )
@@ -242,8 +244,6 @@ class Engine:
             tracer=tracer,
         )
         self.tracer = tracer
-        self.registry.on_storage_error = self.outage.failed
-        self.flush.on_failure = self.outage.flush_failed
         self.status = Status.STARTING
         self.problem: str | None = None
         """Why the engine is DEGRADED."""
@@ -386,6 +386,18 @@ class Engine:
             for task in self._tasks[1:]
             if not task.done() or (not task.cancelled() and task.exception() is not None)
         ]
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        self.outage.failed(exc)
+
+    def _flush_failed(self, exc: StorageError, failed: Failed) -> None:
+        self.outage.flush_failed(exc, failed)
+
+    def _table_changed(self) -> None:
+        """A shape's table was found dropped or changed, or a partition came or went:
+        the schema check runs now (when there is one)."""
+        if self.schema_check.interval > 0:
+            self.schema_check.soon()
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run ``work`` as one of the engine's tasks: ``stop`` ends it, ``crashed``

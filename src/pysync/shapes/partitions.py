@@ -47,7 +47,14 @@ Key = tuple[int, int]
 
 
 class Partitions:
-    def __init__(self, connections: Connections, relations: Mapping[int, Relation]) -> None:
+    def __init__(
+        self,
+        connections: Connections,
+        relations: Mapping[int, Relation],
+        on_changed: Callable[[], None],
+    ) -> None:
+        """``on_changed``: a partition was attached or detached (check the schema now,
+        ``drift``)."""
         self.connections = connections
         self.active = False
         """A partitioned table is synced (since then every Relation message is looked
@@ -58,8 +65,7 @@ class Partitions:
         self.learned: dict[int, set[Key]] = {}
         """Per partitioned table (oid): partitions created in it since shapes on it read
         the catalog, whose rows all came through the WAL."""
-        self.on_changed: Callable[[], None] = lambda: None
-        """A partition was attached or detached: check the schema now (``drift``)."""
+        self.on_changed = on_changed
         self.parents: dict[int, tuple[tuple[str, str], ...]] = {}
         """Per partition (oid), the partitioned tables it was last known to be under."""
         self.left: dict[int, tuple[tuple[str, str], ...]] = {}

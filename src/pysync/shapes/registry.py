@@ -68,6 +68,8 @@ class ShapeRegistry:
         *,
         relations: Mapping[int, Relation],
         request_position: Callable[[], None],
+        on_storage_error: Callable[[StorageError], None],
+        on_table_changed: Callable[[], None],
         snapshot_span: Callable[[ShapeConsumer], AbstractContextManager[object]] = no_span,
         on_snapshot_done: Callable[[float], None] = lambda seconds: None,
         max_shapes: int | None = None,
@@ -77,6 +79,10 @@ class ShapeRegistry:
         """``appender``: how entries reach the shapes' logs (the collector's too);
         ``relations``: the replication stream's relations by oid (partitions');
         ``request_position``: asks the stream to report its position (subqueries' move-ins);
+        ``on_storage_error``: a shape's log could not be written (ingest stops);
+        ``on_table_changed``: a request found a shape's table dropped or changed, or a
+        partition came or went: the other shapes on it are stale too
+        (``drift.SchemaCheck.soon``);
         ``snapshot_span``: around each snapshot task (a tracing span);
         ``on_snapshot_done``: told each snapshot's seconds (metrics)."""
         self.store = store
@@ -95,19 +101,17 @@ class ShapeRegistry:
         """Tables whose missing SELECT was logged: only tables that exist, so bounded."""
         self._compiler = ThreadPoolExecutor(2, thread_name_prefix="pysync-compile")
         self.on_invalidate: list[Callable[[ShapeConsumer], None]] = []
-        self.on_storage_error: Callable[[StorageError], None] = lambda exc: None
+        self.on_storage_error = on_storage_error
         self.on_snapshot_done = on_snapshot_done
-        self.on_table_changed: Callable[[], None] = lambda: None
-        """A request found a shape's table dropped or changed: the other shapes on it
-        are stale too (``drift.SchemaCheck.soon``)."""
+        self.on_table_changed = on_table_changed
         self.snapshot_span = snapshot_span
-        self.partitions = Partitions(connections, relations)
+        self.partitions = Partitions(connections, relations, on_table_changed)
         self.subqueries = Subqueries(
             connections,
             publisher.publish,
             self.invalidate,
             appender,
-            storage_failed=self._storage_failed,
+            storage_failed=on_storage_error,
             request_position=request_position,
             follow_partitions=self.partitions.follow,
             max_rows=max_subquery_rows,
@@ -115,9 +119,6 @@ class ShapeRegistry:
 
     def __len__(self) -> int:
         return len(self._by_handle)
-
-    def _storage_failed(self, exc: StorageError) -> None:
-        self.on_storage_error(exc)
 
     def __iter__(self) -> Iterator[ShapeConsumer]:
         return iter(list(self._by_handle.values()))
