@@ -251,3 +251,32 @@ async def test_op_positions_count_changes_of_all_tables(engine: Engine, conn: Co
     assert [e["headers"].get("last") for e in got_b] == [None, True, True]
     assert got_a[0]["headers"]["lsn"] == got_b[0]["headers"]["lsn"]
     assert int(got_b[2]["headers"]["lsn"]) > int(got_b[1]["headers"]["lsn"])
+
+
+async def test_an_entry_shared_by_shapes_is_last_only_where_it_ends_the_transaction(
+    engine: Engine, conn: Conn
+) -> None:
+    """Shapes with the same projection share a change's entries (encoded once): the one
+    that ends a shape's part of the transaction is marked last for that shape only,
+    whichever of the shapes is appended first."""
+    conn.execute("CREATE TABLE items (id int PRIMARY KEY, v int)")
+    low = await make(engine, "items", where="v < 50")
+    high = await make(engine, "items", where="v > 5")
+    with conn.transaction():
+        conn.execute("INSERT INTO items VALUES (1, 10)")  # both: one shared entry
+        conn.execute("INSERT INTO items VALUES (2, 60)")  # high only
+    with conn.transaction():
+        conn.execute("INSERT INTO items VALUES (3, 20)")  # both
+        conn.execute("INSERT INTO items VALUES (4, 1)")  # low only
+    await quiesce(engine, conn)
+    assert [(e["key"], e["headers"].get("last")) for e in live_changes(low)] == [
+        (K + '"1"', True),
+        (K + '"3"', None),
+        (K + '"4"', True),
+    ]
+    assert [(e["key"], e["headers"].get("last")) for e in live_changes(high)] == [
+        (K + '"1"', None),
+        (K + '"2"', True),
+        (K + '"3"', True),
+    ]
+    assert live_changes(low)[0]["value"] == live_changes(high)[0]["value"] == {"id": "1", "v": "10"}

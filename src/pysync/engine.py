@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 from pysync.config import Settings
 from pysync.idle import IdleClose, catch_up
-from pysync.ingest import Ingest
+from pysync.ingest import Ingest, request_position
 from pysync.log.log import CHUNK_BYTES, COMPACT_MIN_BYTES
 from pysync.log.storage import OS_IO, Io, StorageError
 from pysync.metrics import EngineMetrics
@@ -37,11 +37,11 @@ from pysync.postgres.slot import SlotInUseError, random_name
 from pysync.replica_identity import ReplicaIdentityWatch
 from pysync.shapes.collector import Collector
 from pysync.shapes.compactor import Compactor
-from pysync.shapes.consumer import ShapeConsumer, ShapeGone
+from pysync.shapes.consumer import Appender, ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition
 from pysync.shapes.drift import SCHEMA_CHECK_INTERVAL, SchemaCheck
-from pysync.shapes.flush import FlushTracker
-from pysync.shapes.registry import ShapeRegistry
+from pysync.shapes.flush import Failed, FlushTracker
+from pysync.shapes.registry import ShapeRegistry, no_span
 from pysync.shapes.store import ShapeStore
 from pysync.shapes.subqueries.manager import MAX_ROWS as MAX_SUBQUERY_ROWS
 from pysync.slot_wal import SlotWal
@@ -182,32 +182,43 @@ class Engine:
             manual_publication=manual_publishing,
             temporary=temporary_slot,
         )
+        self.metrics = EngineMetrics()
+        appender = Appender()
+        publisher = Publisher(
+            self.connections, publication, wait=publish_timeout, manual=manual_publishing
+        )
         self.registry = ShapeRegistry(
             self.store,
             self.connections,
-            Publisher(
-                self.connections, publication, wait=publish_timeout, manual=manual_publishing
+            publisher,
+            appender,
+            relations=self.stream.assembler.relations,
+            request_position=functools.partial(request_position, self.stream),
+            # The schema check and the storage outage are made with the registry: they
+            # are reached through the engine.
+            on_storage_error=self._storage_failed,
+            on_table_changed=self._table_changed,
+            snapshot_span=(
+                functools.partial(_snapshot_span, tracer) if tracer.enabled else no_span
             ),
+            on_snapshot_done=self.metrics.snapshot_seconds.observe,
             max_shapes=max_shapes,
             max_subquery_rows=max_subquery_rows,
         )
-        self.collector = Collector(self.registry)
-        self.registry.partitions.relations = self.stream.assembler.relations
+        self.replica_identity = ReplicaIdentityWatch(publisher, self._spawn)
+        self.collector = Collector(
+            self.registry, appender, on_relation=self.replica_identity.changed
+        )
         self.compactor = Compactor(enabled=compaction)
         self.schema_check = SchemaCheck(self.registry, schema_check_interval)
-        if schema_check_interval > 0:
-            self.registry.on_table_changed = self.schema_check.soon
-            self.registry.partitions.on_changed = self.schema_check.soon
-        self.replica_identity = ReplicaIdentityWatch(self.registry.publisher, self._spawn)
-        self.collector.on_relation = self.replica_identity.changed
         self.flush = FlushTracker(
             self.collector,
             self.store,
             self.stream.acknowledge,
+            on_failure=self._flush_failed,
             interval=flush_interval,
             compactor=self.compactor,
         )
-        self.metrics = EngineMetrics()
         self._gauges()
         self.outage = StorageOutage(
             self.store,
@@ -233,12 +244,6 @@ class Engine:
             tracer=tracer,
         )
         self.tracer = tracer
-        if tracer.enabled:
-            self.registry.snapshot_span = functools.partial(_snapshot_span, tracer)
-        self.registry.on_storage_error = self.outage.failed
-        self.registry.subqueries.request_position = self.ingest.request_position
-        self.registry.on_snapshot_done = self.metrics.snapshot_seconds.observe
-        self.flush.on_failure = self.outage.flush_failed
         self.status = Status.STARTING
         self.problem: str | None = None
         """Why the engine is DEGRADED."""
@@ -381,6 +386,18 @@ class Engine:
             for task in self._tasks[1:]
             if not task.done() or (not task.cancelled() and task.exception() is not None)
         ]
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        self.outage.failed(exc)
+
+    def _flush_failed(self, exc: StorageError, failed: Failed) -> None:
+        self.outage.flush_failed(exc, failed)
+
+    def _table_changed(self) -> None:
+        """A shape's table was found dropped or changed, or a partition came or went:
+        the schema check runs now (when there is one)."""
+        if self.schema_check.interval > 0:
+            self.schema_check.soon()
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         """Run ``work`` as one of the engine's tasks: ``stop`` ends it, ``crashed``

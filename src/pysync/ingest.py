@@ -265,16 +265,21 @@ class Ingest:
         self.stream.acknowledge(position)
 
     def request_position(self) -> None:
-        """Have the stream report its position (an ``Idle`` soon): a subquery's move-in
-        waits for it to pass a snapshot's position."""
-        try:
-            self.stream.request_position()
-        except (psycopg.Error, OSError) as exc:  # the read loop notices and reconnects
-            log.debug("could not ask for the replication position: %s", exc)
+        """Have the stream report its position (an ``Idle`` soon)."""
+        request_position(self.stream)
 
     def _drop_slot(self) -> None:
         with psycopg.connect(self.database_url, autocommit=True) as conn:
             drop_slot(conn, self.slot)
+
+
+def request_position(stream: ReplicationStream) -> None:
+    """Have ``stream`` report its position (an ``Idle`` soon): a subquery's move-in waits
+    for it to pass a snapshot's position, a wake for it to read what was written."""
+    try:
+        stream.request_position()
+    except (psycopg.Error, OSError) as exc:  # the read loop notices and reconnects
+        log.debug("could not ask for the replication position: %s", exc)
 
 
 def _identity(connected: Connected) -> SlotIdentity:

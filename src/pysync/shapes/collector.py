@@ -1,5 +1,13 @@
-"""Transactions into shapes: route each change to the consumers it touches, convert it
-into Electric's entries, append them (the hot loop of ingest).
+"""Transactions into shapes: find the consumers each change touches and hand each its
+changes (the hot loop of ingest); a consumer's state decides what becomes of them.
+
+For each transaction: the subqueries' dependencies take their part first (``Subqueries
+.apply``); then each change goes to the shapes the router finds for it. A plain shape
+whose clause matches gets the change's entries, converted once for every shape with the
+same projection and match; a subquery shape's state decides (``SubqueryShape.takes``:
+STEADY converts now, WAITING or MOVING holds the change). Then each shape's entries are
+appended (``Appender.transaction``, the one way a transaction reaches a log), and the
+subqueries end the transaction (``Subqueries.done``: move-outs, move-ins).
 
 Invalidations found while routing (a truncated table, a relation the shape can no
 longer read, a change the shape cannot process: its clause or conversion raised, or it
@@ -9,32 +17,30 @@ the router: one shape's failure never stops the stream for the others.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 from typing import Any
-
-import msgspec
 
 from pysync.log.offset import LogOffset
 from pysync.log.storage import StorageError
 from pysync.postgres.pgoutput import Relation
 from pysync.postgres.transactions import Change, RelationChange, Transaction, Truncation
 from pysync.shapes.changes import ShapeConverter, cannot_process
-from pysync.shapes.consumer import ShapeConsumer
+from pysync.shapes.consumer import Appender, ShapeConsumer, Shared
 from pysync.shapes.definition import affected_by, layout_affects
 from pysync.shapes.registry import ShapeRegistry
 from pysync.shapes.rekey import fold, keys_changed, needs_fold
 from pysync.shapes.router import MergedRoutes, TableRoutes, partition_routes
-from pysync.shapes.subqueries.shape import Phase
 
 log = logging.getLogger(__name__)
 
-# LogOffset(tx, op) without the NamedTuple's Python-level __new__: one per appended entry.
-_offset = functools.partial(tuple.__new__, LogOffset)
-_encode = msgspec.json.Encoder().encode
 PG_EPOCH = 946_684_800.0
 """Postgres timestamps count from 2000-01-01 UTC."""
+
+Touched = dict[ShapeConsumer, list[dict[str, Any]]]
+"""A transaction's entries per shape, in op order."""
+Doomed = list[tuple[ShapeConsumer, str]]
+"""Shapes to invalidate after the loop, and why."""
 
 
 class TxnMeasure:
@@ -53,21 +59,31 @@ class TxnMeasure:
         self.bytes += sum(len(payload) for _, payload in frames)
 
 
+def _ignore(relation: Relation) -> None:
+    return None
+
+
 class Collector:
-    def __init__(self, registry: ShapeRegistry) -> None:
+    def __init__(
+        self,
+        registry: ShapeRegistry,
+        appender: Appender,
+        *,
+        on_relation: Callable[[Relation], None] = _ignore,
+    ) -> None:
+        """``appender``: the one the registry's subqueries append with too (its ``dirty``
+        is the flush tracker's work); ``on_relation``: told of every Relation message
+        (its replica identity is watched)."""
         self.registry = registry
+        self.appender = appender
+        self.on_relation = on_relation
         self.last_seen_lsn = 0
         """Commit LSN of the last transaction processed."""
         self.last_commit_time = 0.0
         """Its commit time (Unix seconds)."""
         self.applied_end_lsn = 0
         """Everything up to here is in the logs (or was of no shape's concern)."""
-        self.dirty: set[ShapeConsumer] = set()
-        """Consumers appended to since the flush tracker last took this set."""
         self.subqueries = registry.subqueries
-        self.subqueries.on_append = lambda consumer: self.dirty.add(consumer)
-        self.on_relation: Callable[[Relation], None] = lambda relation: None
-        """Told of every Relation message (its replica identity is watched)."""
         self.measure: TxnMeasure | None = None
         """Set (for a recorded tracing span), ``apply`` counts the transaction's shapes
         and bytes into it; unset, that costs a check per transaction and per shape
@@ -80,177 +96,169 @@ class Collector:
         kept (each shape's part of a transaction is appended whole or not at all) and the
         transaction counts as not applied.
         """
-        # One function, not a wrapper around one: it runs once per transaction.
         try:
             subqueries = self.subqueries
             # Dependencies first: shapes convert with their views as they were.
             subqueries.apply(txn)
-            tables = self.registry.router.tables
-            xid = txn.xid
-            commit_lsn = txn.commit_lsn
-            headers_base = {"lsn": str(commit_lsn), "txids": [xid]}
-            touched: dict[ShapeConsumer, list[dict[str, Any]]] = {}
-            doomed: list[tuple[ShapeConsumer, str]] = []
-            reused = False  # did shapes share converted entries (to encode them once)?
-            again: set[ShapeConsumer] | None = None  # shapes changed twice or more
-            op = 0
-            routes: TableRoutes[ShapeConsumer] | MergedRoutes[ShapeConsumer] | None
-            for change in txn.changes:
-                if type(change) is Truncation:
-                    for relation in change.relations:
-                        routes = tables.get((relation.namespace, relation.name))
-                        if relation.ancestors:  # a partition's: its partitioned tables'
-                            routes = partition_routes(tables, relation.ancestors, routes)
-                        if routes is not None:
-                            # Not for a shape whose snapshot already saw the truncate.
-                            doomed.extend(
-                                (consumer, "table truncated")
-                                for consumer in routes.shapes
-                                if consumer.accepts(xid, commit_lsn)
-                            )
-                    op += 2
-                    continue
-                assert type(change) is Change
-                relation = change.relation
-                routes = tables.get((relation.namespace, relation.name))
-                if relation.ancestors:  # a partition: the shapes on its partitioned tables too
-                    routes = partition_routes(tables, relation.ancestors, routes)
-                if routes is not None:
-                    headers = None
-                    # Shapes with the same projection and match outcome get the same entries:
-                    # converted once per change.
-                    shared: dict[tuple[Any, bool, bool], list[dict[str, Any]]] | None = None
-                    kind, new, old = change.op, change.new, change.old
-                    # Updates and deletes without the whole old row: each shape checks
-                    # that what it reads was sent.
-                    partial = kind != "insert" and relation.replica_identity != "f"
-                    try:
-                        candidates = routes.candidates(relation.column_names, new, old)
-                    except Exception:  # noqa: BLE001 - unroutable values: every shape decides
-                        candidates = set(routes.shapes)
-                    for consumer in candidates:
-                        # One shape failing on a change (its clause, a value it cannot
-                        # convert) loses that shape only, never the stream; no cost
-                        # unless raised.
-                        try:
-                            subquery = consumer.subquery
-                            existing = touched.get(consumer)
-                            if subquery is not None and existing is None:
-                                # Before anything else: a shape whose dependencies are moving
-                                # holds the change, whatever it is.
-                                if not consumer.accepts(xid, commit_lsn):
-                                    continue
-                                if subquery.phase is not Phase.STEADY:
-                                    subquery.hold(xid, commit_lsn, op, change)
-                                    continue
-                            converter = consumer.converter
-                            if consumer.relation is not relation or converter is None:
-                                # Rebound only for a change the shape takes: a replayed one
-                                # from before a column was added must not doom it.
-                                if existing is None and not consumer.accepts(xid, commit_lsn):
-                                    continue
-                                try:
-                                    converter = consumer.rebind(relation)
-                                except (KeyError, ValueError):
-                                    doomed.append((consumer, "columns no longer replicated"))
-                                    continue
-                            if headers is None:
-                                headers = {**headers_base, "op_position": op}
-                            if partial:
-                                if (
-                                    existing is None
-                                    and subquery is None
-                                    and not consumer.accepts(xid, commit_lsn)
-                                ):
-                                    continue
-                                converter.needs.check(kind, new, old, relation)
-                            if type(converter) is not ShapeConverter:
-                                # per-shape headers (subquery tags): nothing to share
-                                if (
-                                    subquery is None
-                                    and existing is None
-                                    and not consumer.accepts(xid, commit_lsn)
-                                ):
-                                    continue
-                                entries = converter.convert(kind, new, old, headers)
-                            else:
-                                # The clause first: most shapes a scan reaches do not match,
-                                # and then nothing else about them matters.
-                                new_match, old_match = converter.match(kind, new, old)
-                                if not (new_match or old_match):
-                                    continue
-                                if existing is None and not consumer.accepts(xid, commit_lsn):
-                                    continue  # in its snapshot, or already in its log
-                                key = (converter.projection, new_match, old_match)
-                                if shared is None:
-                                    shared = {}
-                                    found = None
-                                else:
-                                    found = shared.get(key)
-                                    reused = reused or found is not None
-                                if found is None:
-                                    found = shared[key] = converter.projection.convert(
-                                        kind, new, old, new_match, old_match, headers
-                                    )
-                                entries = found
-                            if entries:
-                                if existing is None:
-                                    touched[consumer] = list(entries)
-                                else:
-                                    existing.extend(entries)
-                                    if kind != "insert":  # may name a key again: see _fold
-                                        if again is None:
-                                            again = set()
-                                        again.add(consumer)
-                        except Exception as exc:  # noqa: BLE001 - see above
-                            self._failed(consumer, exc, doomed)
-                op += 2
+            touched: Touched = {}
+            doomed: Doomed = []
+            again: set[ShapeConsumer] = set()  # shapes that may name a key twice
+            reused = self._route(txn, touched, doomed, again)
             for consumer, reason in doomed:
                 touched.pop(consumer, None)
                 self.registry.invalidate(consumer, reason)
-            if again is not None:
+            if again:
                 self._fold(txn, touched, again)
-            dirty = self.dirty
-            measure = self.measure
-            if measure is not None:
-                measure.shapes, measure.bytes = len(touched), 0
-            if not reused:  # every entry belongs to one shape: mark its last one in place
-                for consumer, entries in touched.items():
-                    entries[-1]["headers"]["last"] = True
-                    frames = [
-                        (_offset((commit_lsn, entry["headers"]["op_position"])), _encode(entry))
-                        for entry in entries
-                    ]
-                    consumer.append(xid, commit_lsn, frames)
-                    dirty.add(consumer)
-                    if measure is not None:
-                        measure.add(frames)
-            else:
-                encoded: dict[int, bytes] = {}  # an entry shared by shapes is encoded once
-                for consumer, entries in touched.items():
-                    frames = []
-                    for entry in entries:
-                        payload = encoded.get(id(entry))
-                        if payload is None:
-                            payload = encoded[id(entry)] = _encode(entry)
-                        frames.append(
-                            (_offset((commit_lsn, entry["headers"]["op_position"])), payload)
-                        )
-                    # The shape's last entry of the transaction: its headers (last in the
-                    # entry) get "last": true, in the bytes, leaving the shared entry as it is.
-                    offset, payload = frames[-1]
-                    frames[-1] = (offset, payload[:-2] + b',"last":true}}')
-                    consumer.append(xid, commit_lsn, frames)
-                    dirty.add(consumer)
-                    if measure is not None:
-                        measure.add(frames)
+            if touched:
+                self._append(txn, touched, reused)
+            elif self.measure is not None:
+                self.measure.shapes = self.measure.bytes = 0
             subqueries.done(txn)
-            self.last_seen_lsn = commit_lsn
+            self.last_seen_lsn = txn.commit_lsn
             self.last_commit_time = txn.commit_time / 1e6 + PG_EPOCH
             self.applied_end_lsn = txn.end_lsn
         except StorageError:
             self.subqueries.storage_failed()
             raise
+
+    def _route(
+        self, txn: Transaction, touched: Touched, doomed: Doomed, again: set[ShapeConsumer]
+    ) -> bool:
+        """Each change of ``txn`` to the shapes it touches: their entries into
+        ``touched``, the shapes that cannot go on into ``doomed``, those changed twice
+        or more (but by inserts) into ``again``. True if shapes share entries."""
+        # One loop, not a function per change or shape: it runs for every change.
+        tables = self.registry.router.tables
+        xid = txn.xid
+        commit_lsn = txn.commit_lsn
+        headers_base = {"lsn": str(commit_lsn), "txids": [xid]}
+        reused = False  # did shapes share converted entries (to encode them once)?
+        op = 0
+        routes: TableRoutes[ShapeConsumer] | MergedRoutes[ShapeConsumer] | None
+        for change in txn.changes:
+            if type(change) is Truncation:
+                for relation in change.relations:
+                    routes = tables.get((relation.namespace, relation.name))
+                    if relation.ancestors:  # a partition's: its partitioned tables'
+                        routes = partition_routes(tables, relation.ancestors, routes)
+                    if routes is not None:
+                        # Not for a shape whose snapshot already saw the truncate.
+                        doomed.extend(
+                            (consumer, "table truncated")
+                            for consumer in routes.shapes
+                            if consumer.accepts(xid, commit_lsn)
+                        )
+                op += 2
+                continue
+            assert type(change) is Change
+            relation = change.relation
+            routes = tables.get((relation.namespace, relation.name))
+            if relation.ancestors:  # a partition: the shapes on its partitioned tables too
+                routes = partition_routes(tables, relation.ancestors, routes)
+            if routes is None:
+                op += 2
+                continue
+            headers = None
+            # Shapes with the same projection and match outcome get the same entries:
+            # converted once per change.
+            shared: dict[tuple[Any, bool, bool], list[dict[str, Any]]] | None = None
+            kind, new, old = change.op, change.new, change.old
+            # Updates and deletes without the whole old row: each shape checks that
+            # what it reads was sent.
+            partial = kind != "insert" and relation.replica_identity != "f"
+            try:
+                candidates = routes.candidates(relation.column_names, new, old)
+            except Exception:  # noqa: BLE001 - unroutable values: every shape decides
+                candidates = set(routes.shapes)
+            for consumer in candidates:
+                # One shape failing on a change (its clause, a value it cannot convert)
+                # loses that shape only, never the stream; no cost unless raised.
+                try:
+                    existing = touched.get(consumer)
+                    converter = consumer.converter
+                    # ``accepted``: is the transaction known to be new to the shape (in
+                    # neither its snapshot nor its log)? Asked once, as late as can be:
+                    # most shapes a scan reaches do not match.
+                    if (
+                        consumer.relation is not relation
+                        or converter is None
+                        or consumer.subquery is not None
+                    ):
+                        # Rarer: a shape whose state decides (subqueries), or one not
+                        # bound to this layout yet (rebound only for a change it takes:
+                        # a replayed one from before a column was added must not doom it).
+                        if existing is None:
+                            if not consumer.accepts(xid, commit_lsn):
+                                continue
+                            subquery = consumer.subquery
+                            if subquery is not None and not subquery.takes(
+                                xid, commit_lsn, op, change
+                            ):
+                                continue
+                        accepted = True
+                        if consumer.relation is not relation or converter is None:
+                            try:
+                                converter = consumer.rebind(relation)
+                            except (KeyError, ValueError):
+                                doomed.append((consumer, "columns no longer replicated"))
+                                continue
+                    else:
+                        accepted = existing is not None
+                    if headers is None:
+                        headers = {**headers_base, "op_position": op}
+                    if partial:
+                        if not accepted:
+                            if not consumer.accepts(xid, commit_lsn):
+                                continue
+                            accepted = True
+                        converter.needs.check(kind, new, old, relation)
+                    if type(converter) is not ShapeConverter:
+                        entries = converter.convert(kind, new, old, headers)  # tags: its own
+                    else:
+                        # The clause first: most shapes a scan reaches do not match, and
+                        # then nothing else about them matters.
+                        new_match, old_match = converter.match(kind, new, old)
+                        if not (new_match or old_match):
+                            continue
+                        if not accepted and not consumer.accepts(xid, commit_lsn):
+                            continue  # in its snapshot, or already in its log
+                        key = (converter.projection, new_match, old_match)
+                        if shared is None:
+                            shared = {}
+                            found = None
+                        else:
+                            found = shared.get(key)
+                            reused = reused or found is not None
+                        if found is None:
+                            found = shared[key] = converter.projection.convert(
+                                kind, new, old, new_match, old_match, headers
+                            )
+                        entries = found
+                    if entries:
+                        if existing is None:
+                            touched[consumer] = list(entries)
+                        else:
+                            existing.extend(entries)
+                            if kind != "insert":  # may name a key again: see _fold
+                                again.add(consumer)
+                except Exception as exc:  # noqa: BLE001 - see above
+                    self._failed(consumer, exc, doomed)
+            op += 2
+        return reused
+
+    def _append(self, txn: Transaction, touched: Touched, reused: bool) -> None:
+        """Each shape's entries of ``txn``, appended (``Appender.transaction``)."""
+        transaction = self.appender.transaction
+        xid, commit_lsn = txn.xid, txn.commit_lsn
+        shared = Shared() if reused else None
+        measure = self.measure
+        if measure is None:
+            for consumer, entries in touched.items():
+                transaction(consumer, xid, commit_lsn, entries, shared)
+            return
+        measure.shapes, measure.bytes = len(touched), 0
+        for consumer, entries in touched.items():
+            measure.add(transaction(consumer, xid, commit_lsn, entries, shared))
 
     def _fold(
         self,

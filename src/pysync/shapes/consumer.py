@@ -15,21 +15,28 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from pysync.log.log import LogSlice, ShapeLog
 from pysync.log.offset import LogOffset
 from pysync.postgres.pgoutput import Relation
 from pysync.postgres.snapshot import SnapshotInfo, after_snapshot
-from pysync.shapes.changes import Converter, ShapeConverter
+from pysync.shapes.changes import Converter, Entry, ShapeConverter
 from pysync.shapes.definition import Shape, ShapeDefinition
 
 if TYPE_CHECKING:
     from pysync.shapes.subqueries.shape import SubqueryShape
 
 Encoded = list[tuple[LogOffset, bytes]]
+
+# LogOffset(tx, op) without the NamedTuple's Python-level __new__: one per appended entry.
+_offset = functools.partial(tuple.__new__, LogOffset)
+_encode = msgspec.json.Encoder().encode
 
 
 class ShapeState(enum.Enum):
@@ -149,13 +156,15 @@ class ShapeConsumer:
 
     def append(self, xid: int, commit_lsn: int, entries: Encoded) -> None:
         """Store one transaction's entries: buffered while snapshotting, else in the log
-        (raises StorageError, leaving the log and ``last_lsn`` as they were)."""
+        (raises StorageError, leaving the log and ``last_lsn`` as they were).
+        ``commit_lsn`` 0: frames of no transaction (a subquery shape's move)."""
         if self.snapshot is None:
             self._pending.append((xid, commit_lsn, entries))
         else:
             self.log.append_changes(entries)
             self.log.notify()
-        self.last_lsn = commit_lsn
+        if commit_lsn > self.last_lsn:  # a subquery shape's held transaction is behind it
+            self.last_lsn = commit_lsn
 
     def storage_rolled_back(self) -> None:
         """The log lost frames that were not durable: they will be replayed."""
@@ -268,3 +277,81 @@ class ShapeConsumer:
                     log.unwait(grown)
         finally:
             self.waiting -= 1
+
+
+class Shared:
+    """Entries of a transaction that several shapes got (one conversion of a change for
+    shapes with the same projection and match): each encoded once, and once more with
+    ``"last": true`` for the shapes whose last entry of the transaction it is."""
+
+    __slots__ = ("plain", "last")
+
+    def __init__(self) -> None:
+        self.plain: dict[int, bytes] = {}
+        self.last: dict[int, bytes] = {}
+
+
+class Appender:
+    """The one way a transaction's entries reach a shape (``transaction``), and the
+    consumers appended to since the flush tracker last took them (``take``)."""
+
+    __slots__ = ("dirty",)
+
+    def __init__(self) -> None:
+        self.dirty: set[ShapeConsumer] = set()
+
+    def transaction(
+        self,
+        consumer: ShapeConsumer,
+        xid: int,
+        commit_lsn: int,
+        entries: list[Entry],
+        shared: Shared | None = None,
+    ) -> Encoded:
+        """``consumer``'s entries of one transaction (at least one), encoded at their op
+        positions, the last with ``"last": true``, appended (its readers are woken) and
+        marked for the flush tracker; the frames are returned. Without ``shared`` the
+        entries are the shape's own (the last is marked in place); with it, they are
+        left as they are for the other shapes."""
+        if shared is None:
+            entries[-1]["headers"]["last"] = True
+            frames = [
+                (_offset((commit_lsn, entry["headers"]["op_position"])), _encode(entry))
+                for entry in entries
+            ]
+        else:
+            plain = shared.plain
+            frames = []
+            last = len(entries) - 1
+            for i in range(last):
+                entry = entries[i]
+                payload = plain.get(id(entry))
+                if payload is None:
+                    payload = plain[id(entry)] = _encode(entry)
+                frames.append((_offset((commit_lsn, entry["headers"]["op_position"])), payload))
+            entry = entries[last]
+            payload = shared.last.get(id(entry))
+            if payload is None:
+                marked = {**entry, "headers": {**entry["headers"], "last": True}}
+                payload = shared.last[id(entry)] = _encode(marked)
+            frames.append((_offset((commit_lsn, entry["headers"]["op_position"])), payload))
+        consumer.append(xid, commit_lsn, frames)
+        self.dirty.add(consumer)
+        return frames
+
+    def after_log(self, consumer: ShapeConsumer, tx: int, payloads: list[bytes]) -> None:
+        """Entries of no transaction (a subquery shape's move events and rows) after the
+        log's last one, at the position of transaction ``tx``."""
+        tx = max(tx, 1)  # never a snapshot offset (0_n)
+        last = consumer.log.last_offset
+        op = last.op + 1 if last.tx == tx else 0
+        if last.tx > tx:
+            tx, op = last.tx, last.op + 1
+        frames = [(LogOffset(tx, op + i), payload) for i, payload in enumerate(payloads)]
+        consumer.append(0, 0, frames)
+        self.dirty.add(consumer)
+
+    def take(self) -> set[ShapeConsumer]:
+        """The consumers appended to since the last call (the flush tracker's round)."""
+        dirty, self.dirty = self.dirty, set()
+        return dirty

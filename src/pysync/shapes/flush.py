@@ -33,9 +33,12 @@ class FlushTracker:
         store: ShapeStore,
         acknowledge: Callable[[int], None],
         *,
+        on_failure: Callable[[StorageError, Failed], None],
         interval: float = 0.05,
         compactor: Compactor | None = None,
     ) -> None:
+        """``on_failure``: called on the event loop when a sync failed (nothing was
+        acknowledged)."""
         self.collector = collector
         self.compactor = compactor
         """Told of the synced logs that grew enough to be compacted."""
@@ -44,8 +47,7 @@ class FlushTracker:
         """Confirms a position to Postgres (the replication stream's ``acknowledge``)."""
         self.interval = interval
         self.acknowledged = store.acknowledged
-        self.on_failure: Callable[[StorageError, Failed], None] = lambda exc, failed: None
-        """Called on the event loop when a sync failed: nothing was acknowledged."""
+        self.on_failure = on_failure
 
     async def run(self) -> None:
         while True:
@@ -56,7 +58,7 @@ class FlushTracker:
         """One round; False if storage failed (then nothing was acknowledged)."""
         collector = self.collector
         target = collector.applied_end_lsn
-        dirty, collector.dirty = collector.dirty, set()
+        dirty = collector.appender.take()
         failed: Failed = []
         pending: list[tuple[ShapeConsumer, PendingSync]] = []
         for consumer in dirty:  # written out here, on the loop: appends happen here too

@@ -47,19 +47,25 @@ Key = tuple[int, int]
 
 
 class Partitions:
-    def __init__(self, connections: Connections) -> None:
+    def __init__(
+        self,
+        connections: Connections,
+        relations: Mapping[int, Relation],
+        on_changed: Callable[[], None],
+    ) -> None:
+        """``on_changed``: a partition was attached or detached (check the schema now,
+        ``drift``)."""
         self.connections = connections
         self.active = False
         """A partitioned table is synced (since then every Relation message is looked
         up: one catalog query each, and Relation messages are rare)."""
-        self.relations: Mapping[int, Relation] = {}
-        """The replication stream's relations by oid (set by the engine): the ones seen
-        before a partitioned table was synced get their ancestors when it is."""
+        self.relations = relations
+        """The replication stream's relations by oid: the ones seen before a partitioned
+        table was synced get their ancestors when it is."""
         self.learned: dict[int, set[Key]] = {}
         """Per partitioned table (oid): partitions created in it since shapes on it read
         the catalog, whose rows all came through the WAL."""
-        self.on_changed: Callable[[], None] = lambda: None
-        """A partition was attached or detached: check the schema now (``drift``)."""
+        self.on_changed = on_changed
         self.parents: dict[int, tuple[tuple[str, str], ...]] = {}
         """Per partition (oid), the partitioned tables it was last known to be under."""
         self.left: dict[int, tuple[tuple[str, str], ...]] = {}

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
@@ -22,9 +22,10 @@ import psycopg
 from pysync.log.storage import PendingSync, StorageError
 from pysync.postgres.catalog import Table, load_table_async, why_unreadable_async
 from pysync.postgres.connections import Connections
+from pysync.postgres.pgoutput import Relation
 from pysync.postgres.publication import PublishAbandoned, Publisher
 from pysync.postgres.sqlstate import safe_reason
-from pysync.shapes.consumer import GONE, SNAPSHOTTING, ShapeConsumer
+from pysync.shapes.consumer import GONE, SNAPSHOTTING, Appender, ShapeConsumer
 from pysync.shapes.definition import (
     Shape,
     ShapeDefinition,
@@ -53,17 +54,38 @@ class CompileTimeout(ShapeError):
     """The clause did not compile within ``compile_timeout``."""
 
 
+def no_span(consumer: ShapeConsumer) -> AbstractContextManager[object]:
+    """A snapshot task without a tracing span."""
+    return contextlib.nullcontext()
+
+
 class ShapeRegistry:
     def __init__(
         self,
         store: ShapeStore,
         connections: Connections,
         publisher: Publisher,
+        appender: Appender,
         *,
+        relations: Mapping[int, Relation],
+        request_position: Callable[[], None],
+        on_storage_error: Callable[[StorageError], None],
+        on_table_changed: Callable[[], None],
+        snapshot_span: Callable[[ShapeConsumer], AbstractContextManager[object]] = no_span,
+        on_snapshot_done: Callable[[float], None] = lambda seconds: None,
         max_shapes: int | None = None,
         max_subquery_rows: int = MAX_ROWS,
         compile_timeout: float = 10.0,
     ) -> None:
+        """``appender``: how entries reach the shapes' logs (the collector's too);
+        ``relations``: the replication stream's relations by oid (partitions');
+        ``request_position``: asks the stream to report its position (subqueries' move-ins);
+        ``on_storage_error``: a shape's log could not be written (ingest stops);
+        ``on_table_changed``: a request found a shape's table dropped or changed, or a
+        partition came or went: the other shapes on it are stale too
+        (``drift.SchemaCheck.soon``);
+        ``snapshot_span``: around each snapshot task (a tracing span);
+        ``on_snapshot_done``: told each snapshot's seconds (metrics)."""
         self.store = store
         self.connections = connections
         self.publisher = publisher
@@ -81,21 +103,21 @@ class ShapeRegistry:
         self._tables: SharedRuns[tuple[str, str], Table | None] = SharedRuns(self._load_table)
         self._compiler = ThreadPoolExecutor(2, thread_name_prefix="pysync-compile")
         self.on_invalidate: list[Callable[[ShapeConsumer], None]] = []
-        self.on_storage_error: Callable[[StorageError], None] = lambda exc: None
-        self.on_snapshot_done: Callable[[float], None] = lambda seconds: None
-        self.on_table_changed: Callable[[], None] = lambda: None
-        """A request found a shape's table dropped or changed: the other shapes on it
-        are stale too (``drift.SchemaCheck.soon``)."""
-        self.snapshot_span: Callable[[ShapeConsumer], AbstractContextManager[object]] = (
-            lambda consumer: contextlib.nullcontext()
-        )
-        """Around each snapshot task (a tracing span, set by the engine)."""
+        self.on_storage_error = on_storage_error
+        self.on_snapshot_done = on_snapshot_done
+        self.on_table_changed = on_table_changed
+        self.snapshot_span = snapshot_span
+        self.partitions = Partitions(connections, relations, on_table_changed)
         self.subqueries = Subqueries(
-            connections, publisher.publish, self.invalidate, max_subquery_rows
+            connections,
+            publisher.publish,
+            self.invalidate,
+            appender,
+            storage_failed=on_storage_error,
+            request_position=request_position,
+            follow_partitions=self.partitions.follow,
+            max_rows=max_subquery_rows,
         )
-        self.subqueries.on_storage_error = lambda exc: self.on_storage_error(exc)
-        self.partitions = Partitions(connections)
-        self.subqueries.follow_partitions = self.partitions.follow
 
     def __len__(self) -> int:
         return len(self._by_handle)

@@ -17,6 +17,7 @@ its dependents with it: their clients refetch.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -39,7 +40,7 @@ from pysync.shapes.subqueries.dependency import Dependency, DependencyGone, Depe
 from pysync.shapes.subqueries.shape import SubqueryShape
 
 if TYPE_CHECKING:
-    from pysync.shapes.consumer import ShapeConsumer
+    from pysync.shapes.consumer import Appender, ShapeConsumer
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,17 @@ class TooManyRows(Exception):
         )
 
 
-async def _nothing(table: Table) -> None:
-    return None
+class Stage(enum.Enum):
+    """Where the manager is in the stream."""
+
+    BETWEEN = "between"
+    """Between transactions: a change of views (a dependency's query spliced) acts now."""
+    DEPENDENCIES = "dependencies"
+    """``apply``: the dependencies take the transaction's changes, a layer at a time
+    (innermost first); a dependency whose views changed joins its layer's work."""
+    SHAPES = "shapes"
+    """The collector converts the shapes' own changes, with the views as they were:
+    shapes whose views changed drain at ``done``."""
 
 
 class Subqueries:
@@ -76,13 +86,27 @@ class Subqueries:
         connections: Connections,
         publish: Callable[[str, str], Any],
         invalidate: Callable[[ShapeConsumer, str], None],
+        appender: Appender,
+        *,
+        storage_failed: Callable[[StorageError], None],
+        request_position: Callable[[], None],
+        follow_partitions: Callable[[Table], Awaitable[None]],
         max_rows: int = MAX_ROWS,
     ) -> None:
+        """``appender``: how the shapes' entries reach their logs (the collector's);
+        ``storage_failed``: told when a shape's log cannot be written (ingest stops);
+        ``request_position``: asks the replication stream to report its position (an
+        Idle soon); ``follow_partitions``: before a subquery on a partitioned table reads
+        its rows (``partitions.py``)."""
         self.connections = connections
         self.max_rows = max_rows
         self.publish = publish
         """Coroutine function adding a table to the publication."""
         self._invalidate = invalidate
+        self.appender = appender
+        self._storage_failed = storage_failed
+        self._request_position = request_position
+        self._follow_partitions = follow_partitions
         self.router: Router[Dependency] = Router()
         self.by_key: dict[str, Dependency] = {}
         self._recent: deque[int] = deque(maxlen=RECENT)
@@ -90,19 +114,17 @@ class Subqueries:
         """Nothing the stream can still deliver commits before this LSN."""
         self.last_tx = 0
         """Commit LSN of the last transaction processed."""
-        self._pending: dict[int, dict[Dependency, list[Change]]] | None = None
-        self._dirty: dict[SubqueryShape, None] = {}
-        self._held: list[SubqueryShape] = []
-        self._in_txn = False
+        self.stage = Stage.BETWEEN
+        self._layers: dict[int, dict[Dependency, list[Change]]] = {}
+        """DEPENDENCIES: per layer, the dependencies with work and their changes."""
+        self._to_drain: dict[SubqueryShape, None] = {}
+        """SHAPES: shapes whose views changed, drained at ``done`` (in order)."""
+        self._holding: list[SubqueryShape] = []
+        """SHAPES: shapes that held changes of the transaction (it is theirs at ``done``)."""
         self._waiting: set[SubqueryShape] = set()
+        """Shapes whose move-in waits for the stream to pass its snapshot."""
         self._pinger: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.on_append: Callable[[ShapeConsumer], None] = lambda consumer: None
-        self.on_storage_error: Callable[[StorageError], None] = lambda exc: None
-        self.request_position: Callable[[], None] = lambda: None
-        """Asks the replication stream to report its position (an Idle soon)."""
-        self.follow_partitions: Callable[[Table], Awaitable[None]] = _nothing
-        """Before a subquery on a partitioned table reads its rows (``partitions.py``)."""
 
     def __len__(self) -> int:
         return len(self.by_key)
@@ -134,7 +156,7 @@ class Subqueries:
         """``shape`` is gone: it no longer keeps its dependencies."""
         shape.close()
         self._waiting.discard(shape)
-        self._dirty.pop(shape, None)
+        self._to_drain.pop(shape, None)
         self._index_clear(shape)
         for dep in shape.deps:
             self._drop_if_unused(dep)
@@ -187,7 +209,7 @@ class Subqueries:
 
     def apply(self, txn: Transaction) -> None:
         """The dependencies' part of ``txn``, before its shapes' changes are converted."""
-        self._in_txn = True
+        self.stage = Stage.SHAPES
         tables = self.router.tables
         if not tables:
             return
@@ -211,7 +233,8 @@ class Subqueries:
                     pending.setdefault(dep.layer, {}).setdefault(dep, []).append(change)
         if not pending:
             return
-        self._pending = pending
+        self._layers = pending
+        self.stage = Stage.DEPENDENCIES
         try:
             layer = 0
             top = max(pending)
@@ -239,34 +262,35 @@ class Subqueries:
                 top = max(pending)
                 layer += 1
         finally:
-            self._pending = None
+            self._layers = {}
+            self.stage = Stage.SHAPES
 
     def changed(self, owner: SubqueryShape | Dependency) -> None:
         """``owner``'s views changed: it acts at the end of the transaction (or now,
         between transactions: a dependency's query was spliced)."""
+        stage = self.stage
         if isinstance(owner, Dependency):
-            pending = self._pending
-            if pending is not None:
-                pending.setdefault(owner.layer, {}).setdefault(owner, [])
-            elif not self._in_txn:
+            if stage is Stage.DEPENDENCIES:
+                self._layers.setdefault(owner.layer, {}).setdefault(owner, [])
+            elif stage is Stage.BETWEEN:
                 try:
                     owner.finish(0, self.last_tx)
                 except DependencyGone as exc:
                     self.fail(owner, exc.reason)
-        elif self._in_txn:
-            self._dirty[owner] = None
-        else:
+        elif stage is Stage.BETWEEN:
             self._guarded(owner, owner.drain, self.last_tx)
+        else:
+            self._to_drain[owner] = None
 
     def held(self, shape: SubqueryShape) -> None:
-        self._held.append(shape)
+        self._holding.append(shape)
 
     def done(self, txn: Transaction) -> None:
         """``txn`` is in every log: shapes apply their dependencies' changes."""
         # Runs for every transaction, with or without subquery shapes: nothing is
         # allocated unless there is something to do.
-        if self._held:
-            held, self._held = self._held, []
+        if self._holding:
+            held, self._holding = self._holding, []
             for shape in held:
                 consumer = shape.consumer
                 consumer.last_lsn = max(consumer.last_lsn, txn.commit_lsn)
@@ -274,9 +298,9 @@ class Subqueries:
         self.last_tx = txn.commit_lsn
         if txn.end_lsn > self.position:
             self.position = txn.end_lsn
-        self._in_txn = False
-        if self._dirty:
-            dirty, self._dirty = self._dirty, {}
+        self.stage = Stage.BETWEEN
+        if self._to_drain:
+            dirty, self._to_drain = self._to_drain, {}
             for shape in dirty:
                 self._guarded(shape, shape.drain, txn.commit_lsn)
         if self._waiting:
@@ -292,9 +316,9 @@ class Subqueries:
 
     def rewind(self) -> None:
         """Replication starts again from an earlier position."""
-        self._in_txn = False
-        self._pending = None
-        self._held = []
+        self.stage = Stage.BETWEEN
+        self._layers = {}
+        self._holding = []
 
     def truncated(self, relation: Relation) -> None:
         for dep in list(self.by_key.values()):
@@ -339,7 +363,7 @@ class Subqueries:
         try:
             action(*args)
         except StorageError as exc:
-            self.on_storage_error(exc)
+            self._storage_failed(exc)
             self.invalidate(shape, f"its log could not be written: {exc}")
         except (KeyError, ValueError) as exc:  # a relation layout without a column it reads
             log.warning("shape %s cannot convert its changes: %r", shape.handle, exc)
@@ -377,9 +401,6 @@ class Subqueries:
 
     # -- queries ----------------------------------------------------------------------------
 
-    def appended(self, consumer: ShapeConsumer) -> None:
-        self.on_append(consumer)
-
     def wait_for_position(self, shape: SubqueryShape) -> None:
         self._waiting.add(shape)
         if self._pinger is None or self._pinger.done():
@@ -390,7 +411,7 @@ class Subqueries:
 
     async def _ping(self) -> None:
         while self._waiting:
-            self.request_position()
+            self._request_position()
             await asyncio.sleep(PING_SECONDS)
 
     def requery(self, dep: Dependency) -> None:
@@ -452,7 +473,7 @@ class Subqueries:
             for relation in self.tables(dep):
                 await self.publish(*relation)
             if dep.subquery.table.partitioned:
-                await self.follow_partitions(dep.subquery.table)
+                await self._follow_partitions(dep.subquery.table)
             for inner in dep.inner:
                 await asyncio.shield(inner.ready)
         except DependencyGone as exc:
@@ -531,10 +552,10 @@ class Subqueries:
 
     def storage_failed(self) -> None:
         """A log could not be written: every subquery shape's views are ahead of its log."""
-        self._in_txn = False
-        self._pending = None
-        self._dirty = {}
-        self._held = []
+        self.stage = Stage.BETWEEN
+        self._layers = {}
+        self._to_drain = {}
+        self._holding = []
         for dep in list(self.by_key.values()):
             for view in list(dep.dependents):
                 owner = view.owner

@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from pysync.log.offset import LogOffset
 from pysync.postgres.snapshot import SnapshotInfo
 from pysync.postgres.transactions import Change
 from pysync.shapes.changes import Entry, TaggedConverter
@@ -50,7 +49,7 @@ from pysync.shapes.subqueries.tags import masks, patterns
 from pysync.shapes.subqueries.views import Key, Reverted, View
 
 if TYPE_CHECKING:
-    from pysync.shapes.consumer import ShapeConsumer
+    from pysync.shapes.consumer import Appender, ShapeConsumer
 
 log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
@@ -134,7 +133,8 @@ class Manager(Protocol):
 
     def moved(self, shape: SubqueryShape) -> None: ...
 
-    def appended(self, consumer: ShapeConsumer) -> None: ...
+    @property
+    def appender(self) -> Appender: ...
 
 
 class SubqueryShape:
@@ -187,6 +187,15 @@ class SubqueryShape:
         )
 
     # -- the stream -------------------------------------------------------------------
+
+    def takes(self, xid: int, commit_lsn: int, op: int, change: Change) -> bool:
+        """A change of a transaction new to the shape, before the collector converts it:
+        converted now while STEADY; WAITING (for its snapshot) or MOVING (a move-in is
+        queried), held and converted when the snapshot or the move-in is spliced."""
+        if self.phase is Phase.STEADY:
+            return True
+        self.hold(xid, commit_lsn, op, change)
+        return False
 
     def hold(self, xid: int, commit_lsn: int, op: int, change: Change) -> None:
         held = self.held
@@ -271,7 +280,7 @@ class SubqueryShape:
             if enter:
                 grow[view.number] = enter
         if events:
-            self._append_entries(tx, [_encode(e) for e in events])
+            self.manager.appender.after_log(self.consumer, tx, [_encode(e) for e in events])
         if grow:
             self._start_move(grow, txids, tx)
 
@@ -375,7 +384,7 @@ class SubqueryShape:
         if move.rows:
             block.append(snapshot_end(info))
         if block:
-            self._append_entries(tx, block)
+            self.manager.appender.after_log(self.consumer, tx, block)
         for txn in held[seen:]:
             self._append_txn(txn, None)
         self.move = None
@@ -418,29 +427,8 @@ class SubqueryShape:
                 folded = fold(converter, changes, table, entries, headers_base)
                 if folded is not None:
                     entries = folded
-        if not entries:
-            return
-        entries[-1]["headers"]["last"] = True
-        encoded = [
-            (LogOffset(txn.commit_lsn, e["headers"]["op_position"]), _encode(e)) for e in entries
-        ]
-        consumer.log.append_changes(encoded)
-        consumer.log.notify()
-        self.manager.appended(consumer)
-
-    def _append_entries(self, tx: int, payloads: list[bytes]) -> None:
-        """Entries after the log's last one, at the position of transaction ``tx``."""
-        log_ = self.consumer.log
-        tx = max(tx, 1)  # never a snapshot offset (0_n)
-        last = log_.last_offset
-        op = last.op + 1 if last.tx == tx else 0
-        if last.tx > tx:
-            tx, op = last.tx, last.op + 1
-        log_.append_changes(
-            [(LogOffset(tx, op + i), payload) for i, payload in enumerate(payloads)]
-        )
-        log_.notify()
-        self.manager.appended(self.consumer)
+        if entries:
+            self.manager.appender.transaction(consumer, txn.xid, txn.commit_lsn, entries)
 
     def close(self) -> None:
         """The shape is gone: stop following its dependencies."""
