@@ -299,6 +299,22 @@ async def settle(
         await poll(calm, timeout, "dependency queries and move-ins to finish")
 
 
+async def follow_random_writes(
+    engine: Engine, conn: Conn, rng: random.Random, followers: list[Follower], steps: int
+) -> None:
+    """Each follower equals its SELECT after its snapshot and after each of ``steps``
+    random transactions; the moves in and out were exercised."""
+    for f in followers:
+        f.check(conn, "snapshot")
+    for step in range(steps):
+        statements = random_txn(rng)
+        await asyncio.to_thread(run_txn, conn, statements)
+        await settle(engine, conn, followers)
+        for f in followers:
+            f.check(conn, f"step {step}: {statements}")
+    assert sum(f.client.events for f in followers) > 10  # moves were exercised
+
+
 async def make(engine: Engine, clause: str, params: list[str], **kwargs: Any) -> Follower:
     definition = ShapeDefinition.create("todos", where=clause, params=params, **kwargs)
     live = await engine.shape(definition)
@@ -317,15 +333,7 @@ async def test_random_writes_one_at_a_time(database_url: str, conn: Conn, seed: 
         followers = [await make(engine, clause, params) for clause, params in SHAPES]
         followers.append(await make(engine, SHAPES[0][0], ["3"], replica="full"))
         followers.append(await make(engine, SHAPES[2][0], ["2"], columns=["id", "project_id"]))
-        for f in followers:
-            f.check(conn, "snapshot")
-        for step in range(60):
-            statements = random_txn(rng)
-            await asyncio.to_thread(run_txn, conn, statements)
-            await settle(engine, conn, followers)
-            for f in followers:
-                f.check(conn, f"step {step}: {statements}")
-        assert sum(f.client.events for f in followers) > 10  # moves were exercised
+        await follow_random_writes(engine, conn, rng, followers, 60)
     finally:
         await engine.stop()
 
@@ -411,14 +419,6 @@ async def test_negation_around_a_sublink(database_url: str, conn: Conn, seed: in
     try:
         followers = [await make(engine, clause, params) for clause, params in NEGATED_SHAPES]
         followers.append(await make(engine, *SHAPES[0]))  # user 1's memberships, positively
-        for f in followers:
-            f.check(conn, "snapshot")
-        for step in range(40):
-            statements = random_txn(rng)
-            await asyncio.to_thread(run_txn, conn, statements)
-            await settle(engine, conn, followers)
-            for f in followers:
-                f.check(conn, f"step {step}: {statements}")
-        assert sum(f.client.events for f in followers) > 10  # moves were exercised
+        await follow_random_writes(engine, conn, rng, followers, 40)
     finally:
         await engine.stop()
