@@ -86,6 +86,7 @@ async def connect(
     response = await stack.enter_async_context(http.stream("GET", "/live", headers=headers))
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "private, no-store"  # a user's own rows
     return response, Events(response)
 
 

@@ -479,7 +479,8 @@ class Sync:
         return StreamingResponse(
             events(),
             media_type="text/event-stream",
-            headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+            # Per request (the endpoint's auth, a per-user shape): no cache may keep it.
+            headers={"cache-control": "private, no-store", "x-accel-buffering": "no"},
         )
 
     def _source(
