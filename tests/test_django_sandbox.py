@@ -37,7 +37,7 @@ def test_subquery_shapes_move_rows_in_and_out_in_the_sandbox(django_url: str) ->
     output = run_django_tests(
         django_url, "django_sandbox", "djproject.sandbox_subquery_tests.SubqueryShapes"
     )
-    assert "Ran 3 tests" in output and "\nOK" in output, output
+    assert "Ran 4 tests" in output and "\nOK" in output, output
 
 
 def test_without_the_sandbox_a_test_cases_writes_never_reach_a_shape(django_url: str) -> None:

@@ -96,6 +96,8 @@ SUBQUERY_SHAPES = {
     ),
     "flagged-or-anns": Item.objects.filter(Q(flag=True) | Q(todo_list_id__in=_anns_lists())),
     "not-anns": Item.objects.exclude(todo_list_id__in=_anns_lists()),
+    # NOT IN a subquery of its own table whose values may hold a NULL
+    "n-not-flagged": Item.objects.exclude(n__in=Item.objects.filter(flag=True).values("n")),
 }
 """Shapes with subqueries (tests/djproject/sandbox_tests.py)."""
 urlpatterns += [

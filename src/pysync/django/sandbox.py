@@ -307,17 +307,19 @@ class Sandbox:
             sandboxed.subquery.close()
 
     def _changed(self, sandboxed: SandboxShape, now: Rows) -> None:
-        """The shape's rows are ``now``: inserts, updates and deletes to its log."""
+        """The shape's rows are ``now``: inserts, updates and deletes to its log (a row
+        of a shape with subqueries carries its tags and active conditions, as the
+        engine's changes do)."""
         shape = sandboxed.shape
-        relation = [shape.table.schema, shape.table.name]
         full = shape.definition.replica == "full"
         pk = shape.pk
         before = sandboxed.rows
-        messages: list[dict[str, Any]] = []
+        changes: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+        """(operation, message, its tag headers)"""
         for key, (value, meta) in now.items():
             old = before.get(key)
             if old is None:
-                messages.append(_tagged({"key": key, "value": value}, "insert", meta))
+                changes.append(("insert", {"key": key, "value": value}, _tag_headers(meta)))
                 continue
             old_value, old_meta = old
             if old_value == value and old_meta == meta:
@@ -328,36 +330,35 @@ class Sandbox:
                 message["value"] = value
                 message["old_value"] = {name: old_value.get(name) for name in changed}
             else:
-                # Only why the row is in the shape changed (its tags): its key, as the
-                # engine sends it.
+                # Nothing selected changed, only why the row is in the shape (its tags):
+                # the key alone, as the engine sends it.
                 message["value"] = {**{name: value[name] for name in pk}, **changed}
                 if full:
                     message["old_value"] = {}
-            _tagged(message, "update", meta)
+            tags = _tag_headers(meta)
             if meta is not None:
-                message["removed_tags"] = [t for t in old_meta[0] if t not in meta[0]]
-            messages.append(message)
+                tags["removed_tags"] = [t for t in old_meta[0] if t not in meta[0]]
+            changes.append(("update", message, tags))
         for key, (old_value, old_meta) in before.items():
             if key not in now:
                 value = old_value if full else {name: old_value[name] for name in pk}
-                messages.append(_tagged({"key": key, "value": value}, "delete", old_meta))
+                changes.append(("delete", {"key": key, "value": value}, _tag_headers(old_meta)))
         sandboxed.rows = now
-        txid = self._txid()
+        relation = [shape.table.schema, shape.table.name]
+        lsn = str(self._step())
+        txids = [self._txid()]
         entries = []
-        for position, message in enumerate(messages):
-            headers: dict[str, Any] = {
-                "operation": message.pop("operation"),
+        for position, (operation, message, tags) in enumerate(changes):
+            message["headers"] = {
+                "operation": operation,
                 "relation": relation,
-                "lsn": str(self._step()),
+                "lsn": lsn,
                 "op_position": position,
-                "txids": [txid],
-                **message.pop("tag_headers", {}),
+                "txids": txids,
+                **tags,
             }
-            if "removed_tags" in message:
-                headers["removed_tags"] = message.pop("removed_tags")
-            if position == len(messages) - 1:
-                headers["last"] = True
-            message["headers"] = headers
+            if position == len(changes) - 1:
+                message["headers"]["last"] = True
             entries.append(_encode(message))
         self._append(sandboxed, entries)
 
@@ -485,13 +486,10 @@ def _row(message: dict[str, Any]) -> tuple[str, tuple[dict[str, Any], Any]]:
     return message["key"], (message["value"], meta)
 
 
-def _tagged(message: dict[str, Any], operation: str, meta: Any) -> dict[str, Any]:
-    """``message`` of ``operation``; a row of a shape with subqueries carries its tags
-    and active conditions (``meta``), as the engine's changes do."""
-    message["operation"] = operation
-    if meta is not None:
-        message["tag_headers"] = {"tags": meta[0], "active_conditions": meta[1]}
-    return message
+def _tag_headers(meta: Any) -> dict[str, Any]:
+    """The headers of a row of a shape with subqueries: its tags and active conditions
+    (``meta``); none for another shape's."""
+    return {} if meta is None else {"tags": meta[0], "active_conditions": meta[1]}
 
 
 def _reachable(values: list[Values]) -> list[Values]:
