@@ -88,6 +88,8 @@ def main(args: argparse.Namespace) -> int:
     (opts.out / "report.md").write_text(report.markdown(result, written, headline))
     report.print_table(result, display.console)
     files = ["bench.json", "report.md", *written]
+    if opts.profile:
+        files.append("profile/ (py-spy's raw stacks)")
     display.note(f"wrote {', '.join(str(opts.out / name) for name in files)}")
     if not written:
         display.note("no plots: matplotlib is missing (pip install 'pysync[bench]')")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -57,6 +58,8 @@ class Options:
     knee_bisect: int = 3
     max_lag: float = 1.0
     max_p99: float = 100.0
+    profile: bool = False
+    profile_rate: int = 100
 
     @property
     def managed_server(self) -> bool:
@@ -209,6 +212,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "rated by what it drained (default 60)",
     )
     output.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy records the managed server and the subscriber process during the "
+        "sync phase; the report breaks the server's time down by pipeline stage "
+        "(needs py-spy: pip install py-spy)",
+    )
+    output.add_argument(
+        "--profile-rate",
+        type=int,
+        default=100,
+        help="py-spy samples per second with --profile (default 100)",
+    )
+    output.add_argument(
         "--compare",
         nargs=2,
         type=Path,
@@ -280,6 +296,12 @@ def from_args(args: argparse.Namespace, now: str) -> Options:
         )
     if args.server_slot is not None and args.server is None:
         raise BenchError("--server-slot goes with --server (the managed server's slot is known)")
+    if args.profile:
+        if args.server is not None:
+            raise BenchError("--profile samples the server the bench starts: drop --server")
+        if shutil.which("py-spy") is None:
+            raise BenchError("--profile needs py-spy: pip install py-spy")
+        _positive("--profile-rate", args.profile_rate)
     if args.find_knee:
         if args.server is not None:
             raise BenchError(
@@ -341,4 +363,6 @@ def from_args(args: argparse.Namespace, now: str) -> Options:
         knee_bisect=args.knee_bisect,
         max_lag=args.max_lag,
         max_p99=args.max_p99,
+        profile=args.profile,
+        profile_rate=args.profile_rate,
     )
