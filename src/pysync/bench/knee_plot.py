@@ -18,11 +18,17 @@ from xml.sax.saxutils import escape
 
 from pysync.bench.knee import reached
 
-WIDTH, HEIGHT = 760, 600
+WIDTH, HEIGHT = 760, 640
 LEFT, RIGHT = 80, 30
 PANELS = ((70, 300), (340, 570))
 """(top, bottom) of the lag panel and of the p99 panel, in pixels."""
 SYNC_COLOR, BASE_COLOR, LIMIT_COLOR = "#1f77b4", "#ff7f0e", "#d62728"
+
+
+def _nice_step(rough: float) -> float:
+    """1, 2 or 5 times a power of ten, at least ``rough``: round tick labels."""
+    power = 10 ** math.floor(math.log10(rough)) if rough > 0 else 1.0
+    return next(m * power for m in (1, 2, 5, 10) if m * power >= rough)
 
 
 def _decades(low: float, high: float) -> tuple[float, float]:
@@ -65,8 +71,9 @@ def _axes(panel: _Panel, label: str, unit: str) -> list[str]:
         )
         out.append(_text(LEFT - 6, y + 4, f"{tick:g}{unit}", text_anchor="end", font_size="11"))
         tick *= 10
-    for i in range(6):
-        value = panel.x_max * i / 5
+    step = _nice_step(panel.x_max / 5)
+    for i in range(int(panel.x_max // step) + 1):
+        value = i * step
         x = panel.x(value)
         out.append(
             f'<line x1="{x:.1f}" y1="{panel.bottom}" x2="{x:.1f}" y2="{panel.bottom + 4}" '
@@ -175,14 +182,16 @@ def svg(result: dict[str, Any], server: str) -> str:
     out.append(
         _text(
             (LEFT + WIDTH - RIGHT) / 2,
-            PANELS[1][1] + 26,
+            PANELS[1][1] + 34,
             "row changes committed per second",
             text_anchor="middle",
             font_size="12",
         )
     )
-    legend_y = HEIGHT - 6
-    for i, (color, name) in enumerate(((SYNC_COLOR, server), (BASE_COLOR, "pg_recvlogical"))):
+    legend_y = HEIGHT - 10
+    for i, (color, name) in enumerate(
+        ((SYNC_COLOR, server), (BASE_COLOR, "pg_recvlogical (reports its position once a second)"))
+    ):
         x = LEFT + i * 300
         out.append(
             f'<line x1="{x}" y1="{legend_y - 4}" x2="{x + 24}" y2="{legend_y - 4}" '
