@@ -105,10 +105,27 @@ def test_the_ladder_stops_where_pgbench_no_longer_follows() -> None:
     found = knee.summary(baseline, sync, knee.Limits(1, 100))
     assert found["knee_per_s"] == found["baseline_per_s"] == 1200 and found["ratio"] == 1.0
     assert found["bounded_by"].startswith("the load pgbench reached")
-    # Nothing passes: no knee, the first step's failure ends the search.
+    # Nothing passes: down the ladder (as many steps as up), no knee.
     none = knee.search(plan, lambda r, k: fake_step(r, k, ceiling=300, limit=0))
-    assert [s["rate"] for s in none] == [100]
+    assert [s["rate"] for s in none] == [100, 50, 25, 12.5, 6.2, 3.1, 1.6]
+    assert [s["kind"] for s in none] == ["ladder"] + ["down"] * 6
     assert knee.summary(baseline, none, knee.Limits(1, 100))["knee_per_s"] is None
+
+
+def test_a_first_step_beyond_the_limits_steps_down_then_bisects() -> None:
+    plan = knee.Plan(start=100, factor=2, steps=8, bisect=2)
+    steps = knee.search(plan, lambda r, k: fake_step(r, k, ceiling=10_000, limit=30))
+    assert [(s["rate"], s["kind"]) for s in steps[:3]] == [
+        (100, "ladder"),
+        (50, "down"),
+        (25, "down"),  # passes: the bracket is 25..50
+    ]
+    bisect = steps[3:]
+    assert [s["kind"] for s in bisect] == ["bisect", "bisect"]
+    assert bisect[0]["rate"] == pytest.approx(math.sqrt(25 * 50), abs=0.1)  # 35.4 fails
+    assert bisect[1]["rate"] == pytest.approx(math.sqrt(25 * bisect[0]["rate"]), abs=0.1)
+    found = knee.summary([], steps, knee.Limits(1, 100))
+    assert found["knee_rate"] == 29.7 and found["bounded_by"].startswith("the limits")
 
 
 def test_a_step_without_a_measure_or_behind_fails() -> None:
@@ -164,11 +181,17 @@ def test_find_knee_on_private_postgres(tmp_path: Path, scratch: Path) -> None:
     # The server's ladder climbs (strictly) and stops at its first failure; bisection
     # only follows a failure, between the last rate that passed and it.
     ladder = [s for s in sync if s["kind"] == "ladder"]
+    down = [s for s in sync if s["kind"] == "down"]
     bisect = [s for s in sync if s["kind"] == "bisect"]
-    assert sync[: len(ladder)] == ladder
+    assert sync == ladder + down + bisect
     rates = [s["rate"] for s in ladder]
     assert rates == sorted(set(rates)) and rates == [40, 120, 360][: len(rates)]
     assert all(s["passed"] for s in ladder[:-1])
+    # Down the ladder only when its first step failed, each lower, until one passes.
+    if down:
+        assert len(ladder) == 1 and not ladder[0]["passed"]
+        assert [s["rate"] for s in down] == [round(40 / 3**k, 1) for k in range(1, len(down) + 1)]
+        assert all(not s["passed"] for s in down[:-1])
     for step in sync:
         assert step["passed"] == (not step["broken"])
         assert (
@@ -179,8 +202,14 @@ def test_find_knee_on_private_postgres(tmp_path: Path, scratch: Path) -> None:
         )
         assert step["p50_ms"] <= step["p99_ms"] <= step["max_ms"]
     if bisect:
-        assert not ladder[-1]["passed"] and len(ladder) >= 2 and len(bisect) <= 2
-        low, high = ladder[-2]["rate"], ladder[-1]["rate"]
+        assert len(bisect) <= 2
+        if down:
+            assert down[-1]["passed"]
+            low = down[-1]["rate"]
+            high = down[-2]["rate"] if len(down) > 1 else ladder[0]["rate"]
+        else:
+            assert not ladder[-1]["passed"] and len(ladder) >= 2
+            low, high = ladder[-2]["rate"], ladder[-1]["rate"]
         for step in bisect:
             assert low < step["rate"] < high
             low, high = (step["rate"], high) if step["passed"] else (low, step["rate"])

@@ -6,8 +6,8 @@ baseline: the rate pgbench reaches with the cheapest logical consumer), then wit
 sync server and its subscribers attached. A sync step *passes* when the replication
 lag and the marker's p99 commit-to-client latency stay within the limits during it.
 The sync ladder climbs until a step fails (or pgbench no longer reaches its ``-R``:
-more cannot be asked), then bisects between the last rate that passed and the first
-that failed. The knee is the highest committed row-change rate of a passing step.
+more cannot be asked; if the very first step fails, it steps down instead until one
+passes), then bisects between the last rate that passed and the first that failed. The knee is the highest committed row-change rate of a passing step.
 
 This module is the arithmetic (which rate next, what a step's verdict is, the
 summary); ``knee_phase.py`` runs the steps.
@@ -23,6 +23,10 @@ from typing import Any
 REACHED = 0.9
 """A step reached its ``-R`` when pgbench ran at least this fraction of it; below,
 pgbench (or the machine) is the limit and a higher ``-R`` would not add load."""
+
+
+MIN_RATE = 1.0
+"""The lowest ``-R`` the search steps down to."""
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class Plan:
 
 Step = dict[str, Any]
 RunStep = Callable[[float, str], Step]
-"""Runs one step at a rate (``kind``: "ladder" or "bisect"); its measures."""
+"""Runs one step at a rate (``kind``: "ladder", "down" or "bisect"); its measures."""
 
 
 def reached(step: Step) -> bool:
@@ -80,10 +84,10 @@ def climb(plan: Plan, run: RunStep) -> list[Step]:
 
 
 def search(plan: Plan, run: RunStep) -> list[Step]:
-    """The ladder up to the first step that breaks a limit (or saturation), then the
-    bisection between the last rate that passed and the first that failed. Steps carry
-    ``passed``; a step with ``caught_up`` false ends the search (its backlog would be
-    the next step's)."""
+    """The ladder up to the first step that breaks a limit (or saturation); if that is
+    the first step, down the ladder to one that passes; then the bisection between the
+    last rate that passed and the first that failed. Steps carry ``passed``; a step
+    with ``caught_up`` false ends the search (its backlog would be the next step's)."""
     steps: list[Step] = []
     low: float | None = None
     high: float | None = None
@@ -96,7 +100,25 @@ def search(plan: Plan, run: RunStep) -> list[Step]:
         low = rate
         if saturated(step, steps[-2] if len(steps) > 1 else None):
             break
-    if low is None or high is None or not steps[-1].get("caught_up", True):
+    if not steps[-1].get("caught_up", True):
+        return steps
+    if low is None and high is not None:
+        # The first rate already broke a limit: down the ladder (as many steps) to a
+        # rate that passes, then bisect above it.
+        rate = high
+        for _ in range(plan.steps - 1):
+            rate = round(rate / plan.factor, 1)
+            if rate < MIN_RATE:
+                break
+            step = run(rate, "down")
+            steps.append(step)
+            if not step.get("caught_up", True):
+                return steps
+            if step["passed"]:
+                low = rate
+                break
+            high = rate
+    if low is None or high is None:
         return steps
     for _ in range(plan.bisect):
         rate = midpoint(low, high)
@@ -142,7 +164,7 @@ def summary(baseline: list[Step], sync: list[Step], limits: Limits) -> dict[str,
     knee_rate = knee["committed_per_s"] if knee else None
     base_rate = base["committed_per_s"] if base else None
     if knee is None:
-        bound = "no step passed: the first rate is already beyond the limits"
+        bound = "no step passed, down to the lowest rate tried"
     elif failed and min(failed) > knee["rate"]:
         bound = "the limits (the next rate tried broke them)"
     else:

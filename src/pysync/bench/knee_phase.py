@@ -4,8 +4,9 @@
    publication), pgbench at each ladder rate until it no longer reaches its ``-R``.
 2. The sync server starts with ``--shapes`` shapes and ``--subscribers`` live
    subscribers (as in the ``sync`` phase), and runs the same ladder until a step
-   breaks a limit or pgbench no longer reaches its ``-R``; then ``--knee-bisect``
-   steps between the last passing and the first failing rate.
+   breaks a limit or pgbench no longer reaches its ``-R`` (if the first step already
+   breaks one, down the ladder to a rate that passes); then ``--knee-bisect`` steps
+   between the last passing and the first failing rate.
 
 Every step measures its committed row changes from a ``test_decoding`` slot created
 right before it (row changes in the WAL over the seconds pgbench ran), its lag from the

@@ -39,8 +39,8 @@ def step_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
         )
     for step in knee["sync_steps"]:
         verdict = "within the limits" if step["passed"] else "broke " + ", ".join(step["broken"])
-        if step["kind"] == "bisect":
-            verdict += " (bisect)"
+        if step["kind"] != "ladder":
+            verdict += f" ({step['kind']})"
         rows.append(
             (
                 step["attached"],
