@@ -255,6 +255,7 @@ def test_find_knee_option_errors(scratch: Path) -> None:
             r"--find-knee runs the server itself .*drop --server",
         ),
         (["-R", "100"], r"--find-knee chooses -R itself: drop --rate"),
+        (["--profile"], r"--profile samples the sync phase, which --find-knee does not run"),
         (["--knee-factor", "1"], r"--knee-factor must be > 1, not 1"),
         (["--max-p99", "0"], r"--max-p99 must be > 0, not 0"),
         (["--knee-bisect", "-1"], r"--knee-bisect must be >= 0, not -1"),

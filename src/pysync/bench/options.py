@@ -160,33 +160,45 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "reaches on the same steps with only pg_recvlogical attached",
     )
     search.add_argument(
-        "--knee-start", type=float, default=250.0, help="the first step's -R (default 250)"
+        "--knee-start",
+        type=float,
+        default=250.0,
+        metavar="TPS",
+        help="the first step's -R (default 250)",
     )
     search.add_argument(
         "--knee-factor",
         type=float,
         default=2.0,
+        metavar="X",
         help="each step's -R over the one before (default 2)",
     )
     search.add_argument(
-        "--knee-steps", type=int, default=8, help="at most this many steps up (default 8)"
+        "--knee-steps",
+        type=int,
+        default=8,
+        metavar="N",
+        help="at most this many steps up (or down) (default 8)",
     )
     search.add_argument(
         "--knee-bisect",
         type=int,
         default=3,
+        metavar="N",
         help="steps of bisection between the last passing and the first failing -R (default 3)",
     )
     search.add_argument(
         "--max-lag",
         type=float,
         default=1.0,
+        metavar="S",
         help="a step passes with replication lag at most this many seconds (default 1)",
     )
     search.add_argument(
         "--max-p99",
         type=float,
         default=100.0,
+        metavar="MS",
         help="... and a p99 commit-to-client latency of at most this many ms (default 100)",
     )
     output = parser.add_argument_group("output")
@@ -222,6 +234,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--profile-rate",
         type=int,
         default=100,
+        metavar="HZ",
         help="py-spy samples per second with --profile (default 100)",
     )
     output.add_argument(
@@ -310,6 +323,10 @@ def from_args(args: argparse.Namespace, now: str) -> Options:
             )
         if args.rate is not None:
             raise BenchError("--find-knee chooses -R itself: drop --rate")
+        if args.profile:
+            raise BenchError(
+                "--profile samples the sync phase, which --find-knee does not run: run them apart"
+            )
         _positive("--knee-start", args.knee_start)
         _positive("--knee-steps", args.knee_steps)
         _positive("--knee-bisect", args.knee_bisect, zero=True)
