@@ -247,6 +247,13 @@ def test_find_knee_on_private_postgres(tmp_path: Path, scratch: Path) -> None:
     assert "pysync bench --find-knee: the steps" in result.stdout
     assert list(scratch.iterdir()) == [], "temporary files left behind"
 
+    # --compare draws runs of the phases; a knee's report gets a one-line answer.
+    result = bench("--compare", str(out / "bench.json"), str(out / "bench.json"), tmp=scratch)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"pysync bench: --compare: {out / 'bench.json'} is a --find-knee report: --compare "
+        "draws runs of the phases (a knee's steps are in its report.md and knee.svg)"
+    ]
+
 
 def test_find_knee_option_errors(scratch: Path) -> None:
     for args, pattern in (
