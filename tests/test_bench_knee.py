@@ -169,7 +169,7 @@ def test_find_knee_on_private_postgres(tmp_path: Path, scratch: Path) -> None:
 
     # The baseline ran, on the ladder's rates, from the first.
     assert base and [s["rate"] for s in base] == [40, 120, 360][: len(base)]
-    assert all(s["attached"] == "pg_recvlogical" for s in base)
+    assert all(s["attached"] == "pg_recvlogical" and s["kind"] == "ladder" for s in base)
     for step in base + sync:
         assert step["tps"] > 0 and step["row_changes"] > 0
         # TPC-B writes 4 row changes per transaction (and the marker 20 a second).

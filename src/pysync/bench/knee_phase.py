@@ -46,7 +46,7 @@ def run_knee(ctx: RunContext, search: knee.Plan, limits: knee.Limits) -> dict[st
     names = ctx.names
     published = {*PGBENCH_TABLES, names.marker_table}
     create_publication(ctx.conn, names.recv_publication, sorted(published))
-    baseline = knee.climb(search, lambda rate, _: _baseline_step(ctx, rate, published))
+    baseline = knee.climb(search, lambda rate, kind: _baseline_step(ctx, rate, kind, published))
     runner = _SyncSteps(ctx, published, limits)
     runner.start()
     sync = knee.search(search, runner.step)
@@ -80,7 +80,7 @@ def _committed(counted: expected_changes.Expected, load: Load) -> dict[str, Any]
     }
 
 
-def _baseline_step(ctx: RunContext, rate: float, published: set[str]) -> dict[str, Any]:
+def _baseline_step(ctx: RunContext, rate: float, kind: str, published: set[str]) -> dict[str, Any]:
     names = ctx.names
     reset_tables(ctx.conn)
     create_slot(ctx.conn, names.recv_slot)
@@ -106,6 +106,7 @@ def _baseline_step(ctx: RunContext, rate: float, published: set[str]) -> dict[st
     drop_slot(ctx.conn, names.verify_slot)
     step = {
         "rate": rate,
+        "kind": kind,
         "attached": "pg_recvlogical",
         **_committed(counted, load),
         "lag_max_s": summary["lag_max_s"],
