@@ -7,6 +7,7 @@ modes, subquery tags, read by ranges, row by row and by two sessions."""
 from __future__ import annotations
 
 import asyncio
+import errno
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,6 +19,7 @@ from engine_runner import Conn, quiesce, ready
 from pysync.engine import Engine
 from pysync.log.log import ShapeLog
 from pysync.log.memory_storage import MemoryStorage
+from pysync.log.storage import StorageError
 from pysync.postgres.connections import AsyncConn, Connections
 from pysync.postgres.snapshot import (
     SnapshotInfo,
@@ -181,6 +183,36 @@ async def test_subquery_shape_messages_carry_the_same_tags(engine: Engine, conn:
     got = messages_of(chunk[: chunk.rindex(b',{"headers":')])
     assert len(got) == 6 and b'"tags":' in got[0]
     assert got == expected
+
+
+class FullDisk(MemoryStorage):
+    def append(self, data: bytes | bytearray) -> int:
+        raise StorageError("memory", OSError(errno.ENOSPC, "No space left on device"))
+
+
+async def test_a_two_session_snapshot_fails_as_one_session_does(
+    database_url: str, conn: Conn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The registry tells a full disk (and a dropped table) by the exception's class: not
+    hidden in an ExceptionGroup of the two sessions' tasks."""
+    tables(conn)
+    monkeypatch.setattr(snapshotter, "PARALLEL_BLOCKS", 1)
+    monkeypatch.setattr(snapshotter.BlockRanges, "RANGE_BYTES", 20_000)
+    shape = validate(conn, ShapeDefinition.create("texts"))
+    async with snapshot_sessions(database_url) as connections:
+        async with connections.snapshot_session() as session:
+            with pytest.raises(StorageError, match="No space left"):
+                await write_snapshot(
+                    session,
+                    shape,
+                    ShapeLog(FullDisk(), chunk_bytes=7_000),
+                    helper=connections.spare_snapshot_session,
+                )
+        # Both sessions are usable again.
+        async with connections.snapshot_session() as session:
+            log = ShapeLog(MemoryStorage(), chunk_bytes=7_000)
+            await write_snapshot(session, shape, log, helper=connections.spare_snapshot_session)
+            assert len(log_chunks(log)) > 3
 
 
 def test_escape_json_is_postgres_escape_json(conn: Conn) -> None:

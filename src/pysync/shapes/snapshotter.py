@@ -222,9 +222,14 @@ async def _read_ranges(
             return _commas(lines.take())
         async with imported_snapshot(other, snapshot):
             others = Lines(chunks)
-            async with asyncio.TaskGroup() as group:
-                group.create_task(reader.read(conn, lines))
-                group.create_task(reader.read(other, others))
+            try:
+                async with asyncio.TaskGroup() as group:
+                    group.create_task(reader.read(conn, lines))
+                    group.create_task(reader.read(other, others))
+            except ExceptionGroup as failed:
+                # As one session would fail: callers tell a dropped table, a full disk, ...
+                # by the exception's class.
+                raise failed.exceptions[0] from None
     lines.add(others.take())
     return _commas(lines.take())
 
