@@ -27,6 +27,7 @@ from pysync.postgres.snapshot import (
     fetch_rows,
     imported_snapshot,
     snapshot_transaction,
+    stream_bytes,
 )
 from pysync.shapes import snapshotter
 from pysync.shapes.definition import Shape, ShapeDefinition, validate
@@ -183,6 +184,41 @@ async def test_subquery_shape_messages_carry_the_same_tags(engine: Engine, conn:
     got = messages_of(chunk[: chunk.rindex(b',{"headers":')])
     assert len(got) == 6 and b'"tags":' in got[0]
     assert got == expected
+
+
+@pytest.mark.parametrize("toasted", [False, True], ids=["small rows", "toasted rows"])
+async def test_a_table_of_mostly_toasted_values_streams_row_by_row(
+    database_url: str, conn: Conn, monkeypatch: pytest.MonkeyPatch, toasted: bool
+) -> None:
+    """A range of blocks of large TOASTed rows could make one huge value: such a table
+    streams (the same bytes), a table of small rows is read by ranges."""
+    conn.execute("CREATE TABLE blobs (id int PRIMARY KEY, body text)")
+    size = 3000 if toasted else 1  # md5 texts: 96 KB stored out of line, or 32 bytes
+    conn.execute(
+        "INSERT INTO blobs SELECT g, (SELECT string_agg(md5(g::text || k::text), '')"
+        " FROM generate_series(1, %s) k) FROM generate_series(1, 40) g",
+        (size,),
+    )
+    streamed = 0
+    real = stream_bytes
+
+    def counted(*args: Any) -> AsyncIterator[bytes]:
+        nonlocal streamed
+        streamed += 1
+        return real(*args)
+
+    monkeypatch.setattr(snapshotter, "stream_bytes", counted)
+    shape = validate(conn, ShapeDefinition.create("blobs"))
+    async with (
+        snapshot_sessions(database_url) as connections,
+        connections.snapshot_session() as session,
+    ):
+        log = ShapeLog(MemoryStorage(), chunk_bytes=500_000)
+        info = await write_snapshot(session, shape, log)
+        expected = await expected_messages(session, shape)
+    assert streamed == toasted
+    assert log_chunks(log) == reference_chunks(expected, snapshot_end(info), 500_000)
+    assert (len(log_chunks(log)) > 5) == toasted
 
 
 class FullDisk(MemoryStorage):

@@ -32,7 +32,7 @@ class PausedSnapshot:
             async for row in stream_bytes(*args):
                 yield row
 
-        async def paused_blocks(*args: Any) -> int:  # a whole table: read by ranges
+        async def paused_blocks(*args: Any) -> tuple[int, int]:  # a whole table
             self.reading.set()
             await self.release.wait()
             return await table_blocks(*args)

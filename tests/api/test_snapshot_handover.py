@@ -52,7 +52,7 @@ async def test_up_to_date_after_the_snapshot_covers_transactions_buffered_during
         async for row in stream_bytes(*args):
             yield row
 
-    async def blocks_after_a_pause(*args: Any) -> int:  # a whole table: read by ranges
+    async def blocks_after_a_pause(*args: Any) -> tuple[int, int]:  # a whole table
         reading.set()
         await read_on.wait()
         return await table_blocks(*args)

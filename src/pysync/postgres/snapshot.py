@@ -116,16 +116,21 @@ async def export_snapshot(conn: psycopg.AsyncConnection[Any]) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-async def table_blocks(conn: psycopg.AsyncConnection[Any], schema: str, name: str) -> int:
-    """The table's size in blocks now (0 if it is gone: the reading query says so)."""
+async def table_blocks(
+    conn: psycopg.AsyncConnection[Any], schema: str, name: str
+) -> tuple[int, int]:
+    """The table's size in blocks now, and its TOAST table's (0, 0 if it is gone: the
+    reading query says so)."""
     cursor = await conn.execute(
-        "SELECT pg_relation_size(c.oid) / current_setting('block_size')::bigint"
-        " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-        " WHERE n.nspname = %s AND c.relname = %s",
+        "SELECT pg_relation_size(c.oid) / b, coalesce(pg_relation_size(nullif(c.reltoastrelid,"
+        " 0)), 0) / b FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,"
+        " CAST(current_setting('block_size') AS bigint) b WHERE n.nspname = %s AND c.relname = %s",
         (schema, name),
     )
     row = await cursor.fetchone()
-    return 0 if row is None or row[0] is None else int(row[0])
+    if row is None or row[0] is None:
+        return 0, 0
+    return int(row[0]), int(row[1])
 
 
 async def fetch_value(

@@ -106,8 +106,14 @@ async def write_snapshot(
             row = snapshot_rows(shape, tagging)
             where = snapshot_where(shape, tagging)
             table = shape.table
+            blocks = None
             if where is None and ranged(conn, table):
-                rest = await _read_ranges(conn, table, row, chunks, helper)
+                heap, toast = await table_blocks(conn, table.schema, table.name)
+                # Where most bytes are TOASTed values, a row is large and costs little
+                # per row to stream; a range of blocks could hold too many of them.
+                blocks = heap if toast <= heap else None
+            if blocks is not None:
+                rest = await _read_ranges(conn, table, blocks, row, chunks, helper)
             else:
                 rest = await _stream(conn, table, row, where, chunks)
     chunks.last(rest + snapshot_end(info))
@@ -168,11 +174,12 @@ def ranged(conn: psycopg.AsyncConnection[Any], table: Table) -> bool:
 
 class BlockRanges:
     """The table's blocks, handed out in ranges that give about ``RANGE_BYTES`` of
-    messages each (sized by what the ranges so far gave); the last one is open, so rows
-    in blocks added since the size was read are not missed."""
+    messages each (sized by what the ranges so far gave); the last one is open (a block
+    added since the size was read holds no row the snapshot sees, but costs nothing to
+    read). Every row is in one range: the ranges split the tuple ids."""
 
     RANGE_BYTES = 4 << 20
-    FIRST = 8
+    FIRST = 1  # the first range tells the size of a block's messages
     MOST = 1 << 16
 
     def __init__(self, blocks: int) -> None:
@@ -203,11 +210,11 @@ class BlockRanges:
 async def _read_ranges(
     conn: psycopg.AsyncConnection[Any],
     table: Table,
+    blocks: int,
     row: RowSql,
     chunks: Chunks,
     helper: Helper | None,
 ) -> bytes:
-    blocks = await table_blocks(conn, table.schema, table.name)
     ranges = BlockRanges(blocks)
     encoding = conn.info.encoding
     reader = _RangeReader(table, row, ranges, encoding)
