@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -219,6 +220,27 @@ async def test_a_table_of_mostly_toasted_values_streams_row_by_row(
     assert streamed == toasted
     assert log_chunks(log) == reference_chunks(expected, snapshot_end(info), 500_000)
     assert (len(log_chunks(log)) > 5) == toasted
+
+
+def test_lines_cut_chunks_where_the_row_at_a_time_reader_cuts() -> None:
+    """Every limit, messages arriving in groups of any size (a range's value), the
+    boundary at the last message of a group or of the snapshot included."""
+    rnd = random.Random(7)
+    messages = [
+        b'{"key":"' + b"k" * rnd.randint(0, 30) + b'","v":",{\\"key\\":"}' for _ in range(60)
+    ]
+    end = b'{"headers":{"control":"snapshot-end"}}'
+    for limit in range(1, sum(map(len, messages)) + 100, 7):
+        log = ShapeLog(MemoryStorage(), chunk_bytes=limit)
+        chunks = snapshotter.Chunks(log)
+        lines = snapshotter.Lines(chunks)
+        left = list(messages)
+        while left:
+            take = rnd.randint(1, 9)
+            group, left = left[:take], left[take:]
+            lines.add(b",".join(group), b",")
+        chunks.last(lines.take() + end)
+        assert log_chunks(log) == reference_chunks(messages, end, limit), limit
 
 
 class FullDisk(MemoryStorage):

@@ -139,9 +139,11 @@ class Chunks:
 
 
 class Lines:
-    """Messages, each followed by a newline, cut into chunks by whole-buffer operations
-    (no Python per message). A message never holds a raw newline: Postgres' JSON escapes
-    control characters, and the constant parts are JSON too."""
+    """Messages, each followed by a comma, cut into chunks by whole-buffer operations (no
+    Python per message). ``,{"key":`` is where a message starts: a quote inside a JSON
+    string is escaped, so nothing else holds it."""
+
+    START = b',{"key":'
 
     def __init__(self, chunks: Chunks) -> None:
         self.chunks = chunks
@@ -153,17 +155,26 @@ class Lines:
             buffer += piece
         limit = self.chunks.limit
         while len(buffer) >= limit:
-            end = buffer.find(b"\n", limit - 1)
+            # The first comma after a message at limit - 1 or later ends the chunk; if it
+            # is the buffer's last, the next message (or ``take``) tells.
+            end = buffer.find(self.START, limit - 1)
             if end < 0:
                 return
-            self.chunks.append(bytes(buffer[:end]).replace(b"\n", b","))
-            del buffer[: end + 1]
+            self._cut(end)
 
     def take(self) -> bytes:
-        """The messages left, each followed by a newline."""
+        """The messages left, each followed by a comma."""
+        if len(self.buffer) >= self.chunks.limit:
+            self._cut(len(self.buffer) - 1)
         rest = bytes(self.buffer)
         self.buffer = bytearray()
         return rest
+
+    def _cut(self, end: int) -> None:
+        with memoryview(self.buffer) as view:
+            chunk = bytes(view[:end])
+        self.chunks.append(chunk)
+        del self.buffer[: end + 1]
 
 
 def ranged(conn: psycopg.AsyncConnection[Any], table: Table) -> bool:
@@ -221,12 +232,12 @@ async def _read_ranges(
     lines = Lines(chunks)
     if helper is None or blocks < PARALLEL_BLOCKS:
         await reader.read(conn, lines)
-        return _commas(lines.take())
+        return lines.take()
     snapshot = await export_snapshot(conn)
     async with helper() as other:
         if other is None:
             await reader.read(conn, lines)
-            return _commas(lines.take())
+            return lines.take()
         async with imported_snapshot(other, snapshot):
             others = Lines(chunks)
             try:
@@ -238,11 +249,7 @@ async def _read_ranges(
                 # by the exception's class.
                 raise failed.exceptions[0] from None
     lines.add(others.take())
-    return _commas(lines.take())
-
-
-def _commas(messages: bytes) -> bytes:
-    return messages.replace(b"\n", b",")
+    return lines.take()
 
 
 class _RangeReader:
@@ -252,13 +259,13 @@ class _RangeReader:
     def __init__(self, table: Table, row: RowSql, ranges: BlockRanges, encoding: str) -> None:
         self.ranges = ranges
         self.prefix = row.prefix.encode(encoding)
-        self.suffix = row.suffix.encode(encoding) + b"\n"
+        self.suffix = row.suffix.encode(encoding) + b","
         select = sql.SQL("SELECT string_agg({}, %s) FROM {} WHERE ctid >= %s::tid").format(
             row.middle, sql.Identifier(table.schema, table.name)
         )
         self.open = select
         self.closed = select + sql.SQL(" AND ctid < %s::tid")
-        self.params = [*row.params, row.suffix + "\n" + row.prefix]
+        self.params = [*row.params, row.suffix + "," + row.prefix]
 
     async def read(self, conn: psycopg.AsyncConnection[Any], lines: Lines) -> None:
         ranges = self.ranges
