@@ -71,8 +71,9 @@ Helper = Callable[[], AbstractAsyncContextManager[psycopg.AsyncConnection[Any] |
 
 PARALLEL_BLOCKS = 1024
 """A table of at least this many blocks (8 MiB) is read by two sessions when a second
-one is free (measured in benchmarks/README.md, ``snapshot.py``); below, a second
-session's start costs about what it saves."""
+one is free (benchmarks/README.md, ``snapshot.py``: 0.77 -> 0.97 of ``COPY`` at 1M rows on
+2 cores); one session reads a smaller table in a fraction of a second, not worth taking
+a session other shapes may want."""
 
 
 async def write_snapshot(
