@@ -313,7 +313,11 @@ class ShapeRegistry:
                 return
             async with self.connections.snapshot_session() as conn:
                 info = await write_snapshot(
-                    conn, consumer.shape, consumer.log, rows=consumer.definition.log_mode == "full"
+                    conn,
+                    consumer.shape,
+                    consumer.log,
+                    rows=consumer.definition.log_mode == "full",
+                    helper=self.connections.spare_snapshot_session,
                 )
                 if consumer.state is not SNAPSHOTTING:
                     return
