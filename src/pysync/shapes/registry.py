@@ -421,7 +421,7 @@ class ShapeRegistry:
         self.router.remove(consumer.definition.relation, consumer)
         if consumer.subquery is not None:
             self.subqueries.release(consumer.subquery)
-        for gone in self._watchers:
+        for gone in tuple(self._watchers):  # one may end its watch when told
             gone(consumer)
         if consumer.recorded:
             try:
