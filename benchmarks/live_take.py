@@ -51,9 +51,9 @@ class Recorder:
 
 
 async def run(url: str, shapes: int, rounds: int, profile: bool) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)")
-        conn.execute("INSERT INTO items SELECT g, 0 FROM generate_series(1, %s) g", (shapes,))
+    with psycopg.connect(url, autocommit=True) as db:
+        db.execute("CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL)")
+        db.execute("INSERT INTO items SELECT g, 0 FROM generate_series(1, %s) g", (shapes,))
     engine = Engine(url, flush_interval=0.02)
     await engine.start()
     try:

@@ -33,7 +33,6 @@ import math
 import time
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol
-from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,6 +40,7 @@ from starlette.responses import Response
 from pysync.http import steps
 from pysync.http.admission import kind_of
 from pysync.http.errors import ShapeAPIError
+from pysync.http.live_queries import LiveQueries
 from pysync.http.params import ShapeRequest
 from pysync.http.responses import INTERNAL_ERROR, error_response
 from pysync.http.shared import Prebuilt
@@ -109,6 +109,8 @@ class LivePolls:
         self._storage_watch: object = None
         self._refetching: set[asyncio.Task[None]] = set()
         """Answering the requests of gone shapes (``_gone``)."""
+        self._queries = LiveQueries()
+        """The requests' queries, each shape's part parsed once."""
 
     # -- taking a request -------------------------------------------------------------
 
@@ -126,15 +128,12 @@ class LivePolls:
         engine = api.engine
         if api.closing or engine.storage_error is not None or not engine.started.is_set():
             return False  # the app answers at once (shutdown) or with its 503
-        # As Starlette's QueryParams (the last of repeated keys wins).
-        params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
         try:
-            steps.authorise(params, api.secret)
-            parsed, subset = steps.validate(params)
+            parsed = self._queries.parse(query, api.secret)
         except ShapeAPIError:
             return False
-        if subset is not None or not parsed.live or parsed.sse:
-            return False
+        if parsed is None or not parsed.live or parsed.sse:
+            return False  # a subset request, or not a long-poll
         offset = parsed.offset
         # Live: the params refused offset=now and -1 already.
         assert parsed.definition is not None and isinstance(offset, LogOffset)
