@@ -45,6 +45,7 @@ from pysync.http.params import ShapeRequest
 from pysync.http.responses import INTERNAL_ERROR, error_response
 from pysync.http.shared import Prebuilt
 from pysync.http.waiters import Waiter
+from pysync.log.log import LogSlice
 from pysync.log.offset import LogOffset
 from pysync.shapes.consumer import LIVE, ShapeConsumer, ShapeGone
 
@@ -214,11 +215,15 @@ class LivePolls:
                 self._replay(parked)
             self._groups.pop(consumer, None)  # a request parked later makes a new group
             return
+        # Waiters of a shape mostly wait at the same offset: the log is read once for them.
+        parts: dict[LogOffset, LogSlice] = {}
         for parked in list(group):
             offset = parked.parsed.offset
             assert isinstance(offset, LogOffset)
             if consumer.has_after(offset):
-                self._answer(parked)
+                part = self._answer(parked, parts.get(offset))
+                if part is not None:
+                    parts[offset] = part
         if group:
             self._watch(consumer)
         else:
@@ -278,22 +283,26 @@ class LivePolls:
         """The client went away."""
         self._leave(parked)
 
-    def _answer(self, parked: Parked) -> None:
+    def _answer(self, parked: Parked, part: LogSlice | None = None) -> LogSlice | None:
+        """Answer with ``part`` (the log after its offset, read now if None); returns the
+        part it answered with."""
         if not self._leave(parked):
-            return
+            return part
         consumer, parsed = parked.consumer, parked.parsed
-        offset = parsed.offset
-        assert isinstance(offset, LogOffset)
-        try:
-            part = consumer.slice(offset)
-        except ShapeGone:
-            self._gone(consumer, [parked])
-            return
+        if part is None:
+            offset = parsed.offset
+            assert isinstance(offset, LogOffset)
+            try:
+                part = consumer.slice(offset)
+            except ShapeGone:
+                self._gone(consumer, [parked])
+                return None
         response = self.api.live_response(_request(parked.origin), parsed, consumer, part)
         if isinstance(response, Prebuilt):
             self._send(parked.conn, response)
         else:
             parked.conn.replay(parked.query, _headers(parked.origin))  # a body to stream
+        return part
 
     def _gone(self, consumer: ShapeConsumer, parked: list[Parked]) -> None:
         """``consumer`` went away: its requests (unparked already) get ``hold``'s 409."""
