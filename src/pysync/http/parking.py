@@ -9,8 +9,9 @@ group, woken by one future per shape (not per request), timed out by a shared ti
 quarter second. A commit then answers its shape's parked requests in one loop, with the
 body and shared headers built once (``log_response.LogResponses``).
 
-The rules are the app's, run from ``steps.py``: the secret, the params, the shape's
-handle, what a read at the offset does (answer or hold). Where a step raises, or would
+The rules are the app's, run from ``steps.py``: the secret, the params (a shape's parsed
+once, ``live_queries.py``), the shape's handle, what a read at the offset does (answer or
+hold). Where a step raises, or would
 await (loading a shape, waiting for its snapshot), the request goes to the app unchanged,
 which answers it by the same steps: errors are rendered there, once.
 
