@@ -11,9 +11,9 @@ app's (``steps.authorise``, ``steps.parse``).
 
 Only a query whose full parse succeeded fills an entry (so the key is never read as
 anything but a dictionary key); a name is told changing or not as decoded (``off%73et``
-is an offset), as the full parse reads it. The cache holds
-definitions, not shapes: a shape deleted and made again under the same definition is
-found anew (``ShapeSource.known``) by the next request.
+is an offset), as the full parse reads it. The cache holds definitions, not shapes: a
+shape deleted and made again under the same definition is found anew
+(``ShapeSource.known``) by the next request.
 """
 
 from __future__ import annotations

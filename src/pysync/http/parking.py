@@ -11,9 +11,9 @@ body and shared headers built once (``log_response.LogResponses``).
 
 The rules are the app's, run from ``steps.py``: the secret, the params (a shape's parsed
 once, ``live_queries.py``), the shape's handle, what a read at the offset does (answer or
-hold). Where a step raises, or would
-await (loading a shape, waiting for its snapshot), the request goes to the app unchanged,
-which answers it by the same steps: errors are rendered there, once.
+hold). Where a step raises, or would await (loading a shape, waiting for its snapshot),
+the request goes to the app unchanged, which answers it by the same steps: errors are
+rendered there, once.
 
 What a parked request still has, it has as ``ShapeAPI.hold`` gives it: it is registered
 with ``api.interrupts`` (an interrupt or shutdown answers it with no change), holds a
