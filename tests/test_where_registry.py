@@ -20,10 +20,10 @@ import pytest
 from pysync.postgres.catalog import load_table
 from pysync.postgres.cluster import PostgresCluster
 from pysync.where import WhereRuntimeError, compile_where, registry
-from pysync.where import _runtime as rt
 from pysync.where._compile import Compiler
 from pysync.where._ir import Node
 from pysync.where._render import Renderer, literal_text
+from pysync.where.runtime.casts import input_function
 
 EDGES: dict[str, list[str | None]] = {
     "int2": [None, "0", "1", "-1", "7", "32767", "-32768"],
@@ -79,7 +79,7 @@ def conn(pg_cluster: PostgresCluster) -> Iterator[Conn]:
 
 
 def _const(t: str, text: str | None) -> Node:
-    value = None if text is None else rt.input_function(t)(text)
+    value = None if text is None else input_function(t)(text)
     return Node("const", t, value=value)
 
 

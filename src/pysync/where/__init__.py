@@ -31,7 +31,6 @@ from typing import Any, NamedTuple
 
 from pysync.postgres.catalog import Table
 
-from . import _runtime as rt
 from ._check import FUNCTIONS, SublinkType, check_clause, parse
 from ._compile import Compiler, column_parser
 from ._dnf import Plan, Position, plan
@@ -42,6 +41,7 @@ from ._render import Renderer
 from ._render import normalized as _normalized
 from ._render import to_sql as _to_sql
 from ._sublinks import SublinkSpec, has_sublink
+from .runtime.casts import cast_function
 
 __all__ = [
     "FUNCTIONS",
@@ -357,7 +357,7 @@ def _key_function(col_type: str, cast_chain: list[str], cmp_type: str) -> KeyFun
     steps = []
     src = col_type
     for dst in cast_chain:
-        fn = rt.cast_function(src, dst)
+        fn = cast_function(src, dst)
         assert fn is not None
         steps.append(fn)
         src = dst

@@ -21,7 +21,6 @@ from sqlglot.tokens import TokenType  # type: ignore[attr-defined]
 from pysync.postgres.catalog import Column, Table
 from pysync.postgres.types.numbers import INT_RANGES, NumericOverflow, parse_numeric
 
-from . import _runtime as rt
 from . import registry
 from ._calls import check_call_names
 from ._fold import fold
@@ -47,6 +46,7 @@ from ._operators import (
 )
 from ._sublinks import MARKER_PREFIX, SublinkSpec, cut_sublinks
 from ._syntax import check_syntax
+from .runtime.casts import IMPLICIT_CASTS, OUTPUT, cast_function, input_function
 
 _DIALECT = Postgres()
 
@@ -570,7 +570,7 @@ class Checker:
         if node.kind == "array" and is_array(target) and node.extra.get("untyped"):
             items = tuple(self.coerce(a, elem(target)) for a in node.args)
             return Node("array", target, items, pos=node.pos)
-        if (node.type, target) in rt.IMPLICIT_CASTS:
+        if (node.type, target) in IMPLICIT_CASTS:
             cast = Node("cast", target, (node,), pos=node.pos, extra={"implicit": True})
             return self._fold(cast)
         raise self.fail(f"cannot use {display(node.type)} as {display(target)}", node)
@@ -592,7 +592,7 @@ class Checker:
             return Node("const", target, value=None, pos=node.pos, param=node.param)
         text: str = node.value
         try:
-            value = rt.input_function(target)(text)
+            value = input_function(target)(text)
         except NumericOverflow as exc:
             raise self.fail(str(exc), node) from None
         except (ValueError, KeyError):
@@ -1201,7 +1201,7 @@ class Checker:
         return Node("op", "text", (left, right), name="||", pos=left.pos)
 
     def _check_output(self, n: Node, e: exp.Expr) -> None:
-        if n.type != "unknown" and n.type not in rt.OUTPUT and not n.type.startswith("enum:"):
+        if n.type != "unknown" and n.type not in OUTPUT and not n.type.startswith("enum:"):
             raise self.fail(f"cannot convert {display(n.type)} to text here", e)
 
     def _as_text(self, n: Node) -> Node:
@@ -1340,7 +1340,7 @@ class Checker:
         if is_array(src) or is_array(target):
             if (
                 not (is_array(src) and is_array(target))
-                or rt.cast_function(elem(src), elem(target)) is None
+                or cast_function(elem(src), elem(target)) is None
                 or elem(src).startswith("enum:")
                 or elem(target) == "text"
                 and elem(src) != "bpchar"
@@ -1351,7 +1351,7 @@ class Checker:
             return Node("cast", target, (node,), pos=node.pos)
         if src.startswith("enum:") and target != "text":
             raise self.fail(f"unknown cast from type {display(src)} to type {display(target)}", e)
-        if rt.cast_function(src, target) is None:
+        if cast_function(src, target) is None:
             raise self.fail(f"unknown cast from type {display(src)} to type {display(target)}", e)
         return self._fold(Node("cast", target, (node,), pos=node.pos))
 
@@ -1363,7 +1363,7 @@ class Checker:
             return cast
         if inner.value is None:
             return Node("const", cast.type, value=None, pos=inner.pos, param=inner.param)
-        fn = rt.cast_function(inner.type, cast.type)
+        fn = cast_function(inner.type, cast.type)
         assert fn is not None
         try:
             value = fn(inner.value)

@@ -16,8 +16,19 @@ from pysync.postgres.types.arrays import array_flatten, parse_array
 from pysync.postgres.types.numbers import to_float4
 from pysync.postgres.types.strings import parse_text
 
-from . import _runtime as rt
 from ._ir import Node, WhereRuntimeError, elem, is_array
+from .runtime.arrays import (
+    array_append,
+    array_cat,
+    array_contains,
+    array_overlaps,
+    array_prepend,
+    array_subscript,
+)
+from .runtime.casts import OUTPUT, array_cast, cast_function, input_function
+from .runtime.compare import compare_op, sort_key
+from .runtime.datetimes import date_usecs, timezone_function
+from .runtime.text import CASE_MAPS, like_escape, like_matcher
 
 Row = Sequence[str | None]
 Fn = Callable[[Row], Any]
@@ -51,7 +62,7 @@ def column_parser(t: str) -> Callable[[str], Any] | None:
     if is_array(t):
         inner = column_parser(elem(t))
         return parse_array(inner if inner is not None else parse_text)
-    return _FAST_COLUMN_PARSERS.get(t) or rt.input_function(t)
+    return _FAST_COLUMN_PARSERS.get(t) or input_function(t)
 
 
 class Compiler:
@@ -310,7 +321,7 @@ class Compiler:
                 return None if has_null else False
 
             return in_set
-        eq = rt.compare_op("=", t)
+        eq = compare_op("=", t)
         fs = [self.compile(i) for i in items]
 
         def in_list(r: Row) -> bool | None:
@@ -335,7 +346,7 @@ class Compiler:
         return self._quantified(node, False)
 
     def _quantified(self, node: Node, any_: bool) -> Fn:
-        op = rt.compare_op(node.name, node.extra["cmp_type"])
+        op = compare_op(node.name, node.extra["cmp_type"])
         fx, farr = (self.compile(a) for a in node.args)
 
         def quantified(r: Row) -> bool | None:
@@ -370,12 +381,12 @@ class Compiler:
         if node.extra.get("output"):
             if src.startswith("enum:"):
                 return self.compile(node.args[0])
-            return self._strict1(node.args[0], rt.OUTPUT[src])
+            return self._strict1(node.args[0], OUTPUT[src])
         if is_array(src):
-            fn = rt.cast_function(elem(src), elem(dst))
+            fn = cast_function(elem(src), elem(dst))
             assert fn is not None
-            return self._strict1(node.args[0], rt.array_cast(fn))
-        fn = rt.cast_function(src, dst)
+            return self._strict1(node.args[0], array_cast(fn))
+        fn = cast_function(src, dst)
         assert fn is not None, (src, dst)
         return self._strict1(node.args[0], fn)
 
@@ -385,10 +396,10 @@ class Compiler:
             return self._strict(node, overload.impl)
         name = node.name
         if name in ("lower", "upper"):
-            lower, upper = rt.CASE_MAPS[node.extra["case"]]
+            lower, upper = CASE_MAPS[node.extra["case"]]
             return self._strict1(node.args[0], lower if name == "lower" else upper)
         if name == "timezone":
-            convert = rt.timezone_function(node.extra["zone"], node.type == "timestamptz")
+            convert = timezone_function(node.extra["zone"], node.type == "timestamptz")
             return self._strict1(node.args[1], convert)
         fs = [self.compile(a) for a in node.args]
         if name == "coalesce":
@@ -410,9 +421,9 @@ class Compiler:
 
             return concat
         impl = {
-            "array_cat": rt.array_cat,
-            "array_append": rt.array_append,
-            "array_prepend": rt.array_prepend,
+            "array_cat": array_cat,
+            "array_append": array_append,
+            "array_prepend": array_prepend,
         }[name]
         f1, f2 = fs
         return lambda r: impl(f1(r), f2(r))
@@ -425,7 +436,7 @@ class Compiler:
 
         def index(r: Row) -> Any:
             arr = farr(r)
-            return None if arr is None else rt.array_subscript(arr, subs)
+            return None if arr is None else array_subscript(arr, subs)
 
         return index
 
@@ -434,15 +445,15 @@ class Compiler:
         return lambda r: [f(r) for f in fs]
 
     def _like(self, node: Node) -> Fn:
-        lower = rt.CASE_MAPS[node.extra["case"]][0] if node.name == "ilike" else None
+        lower = CASE_MAPS[node.extra["case"]][0] if node.name == "ilike" else None
         fs = self.compile(node.args[0])
         pattern, escape = node.args[1], node.args[2] if len(node.args) > 2 else None
         if pattern.kind == "const" and (escape is None or escape.kind == "const"):
             if pattern.value is None or (escape is not None and escape.value is None):
                 return lambda r: None
-            esc = "\\" if escape is None else rt.like_escape(escape.value)
+            esc = "\\" if escape is None else like_escape(escape.value)
             try:
-                match = rt.like_matcher(pattern.value, esc, lower)
+                match = like_matcher(pattern.value, esc, lower)
             except WhereRuntimeError:
                 raise  # an invalid constant pattern: Postgres fails on the first row too
             if lower is not None:
@@ -462,7 +473,7 @@ class Compiler:
             key = (p, e)
             matcher = cache.get(key)
             if matcher is None:
-                matcher = rt.like_matcher(p, rt.like_escape(e), lower)
+                matcher = like_matcher(p, like_escape(e), lower)
                 if len(cache) < 256:
                     cache[key] = matcher
             return matcher(s if lower is None else lower(s))
@@ -474,12 +485,12 @@ def _comparison(op: str, node: Node) -> Callable[[Any, Any], bool]:
     """The comparison of a node's two (non-NULL) argument values."""
     t = node.extra.get("date_cmp")
     if t is None:
-        return rt.compare_op(op, node.extra["cmp_type"])
+        return compare_op(op, node.extra["cmp_type"])
     # date against timestamp(tz): Postgres' cross-type operators place a date beyond the
     # timestamp range after (before) every finite timestamp, inside +-infinity: exactly
     # where its unchecked microseconds fall
-    cmp = rt.compare_op(op, t)
-    usecs = rt.date_usecs
+    cmp = compare_op(op, t)
+    usecs = date_usecs
     if node.args[0].type == "date":
         return lambda a, b: cmp(usecs(a), b)
     return lambda a, b: cmp(a, usecs(b))
@@ -490,16 +501,16 @@ def _text_concat(a: str, b: str) -> str:
 
 
 def _array_op(name: str, t: str) -> Callable[[Any, Any], bool]:
-    eq = rt.compare_op("=", elem(t))
+    eq = compare_op("=", elem(t))
     if name == "@>":
-        return lambda a, b: rt.array_contains(a, b, eq)
+        return lambda a, b: array_contains(a, b, eq)
     if name == "<@":
-        return lambda a, b: rt.array_contains(b, a, eq)
-    return lambda a, b: rt.array_overlaps(a, b, eq)
+        return lambda a, b: array_contains(b, a, eq)
+    return lambda a, b: array_overlaps(a, b, eq)
 
 
 def _extreme(fs: list[Fn], t: str, greatest: bool) -> Fn:
-    key = rt.sort_key(t)
+    key = sort_key(t)
     if t == "bpchar":
 
         def key(v: str) -> str:

@@ -20,8 +20,8 @@ from pysync.postgres.types.datetimes import (
 from pysync.postgres.types.intervals import interval_literal
 from pysync.postgres.types.numbers import format_float, format_float4, format_int, format_numeric
 
-from . import _runtime as rt
 from ._ir import Node, elem, is_array
+from .runtime.arrays import format_array
 
 _FORMATTERS: dict[str, Callable[[Any], str]] = {
     "int2": format_int,
@@ -45,7 +45,7 @@ _FORMATTERS: dict[str, Callable[[Any], str]] = {
 def literal_text(t: str, value: Any) -> str:
     """Text Postgres' input function for ``t`` reads back as exactly ``value``."""
     if is_array(t):
-        return rt.format_array(value, _FORMATTERS[elem(t)])
+        return format_array(value, _FORMATTERS[elem(t)])
     return _FORMATTERS[t](value)
 
 

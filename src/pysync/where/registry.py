@@ -21,8 +21,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import _runtime as rt
 from ._ir import INT_TYPES, NUMERIC_TYPES, is_array
+from .runtime.arrays import array_ndims
+from .runtime.casts import IMPLICIT_CASTS
+from .runtime.datetimes import DATETIME_OPS
+from .runtime.intervals import JUSTIFY
+from .runtime.numeric import absolute, arith_op, bitnot, float_pow, float_sqrt, negate
 
 Form = Literal["infix", "prefix", "call"]
 
@@ -63,33 +67,33 @@ class Overload:
 def _arithmetic() -> Iterable[Overload]:
     for t in NUMERIC_TYPES:
         for op in "+-*/":
-            yield Overload(op, "infix", (t, t), t, rt.arith_op(op, t))
+            yield Overload(op, "infix", (t, t), t, arith_op(op, t))
     # float48pl and the like: a float4 meets a float8 (or what converts to one) as float8.
     # Widening the float4 is exact, and pysync has always written it out: the clause's
     # normalised text (part of a shape's identity) stays the same.
     both = ("float8", "float8")
     for op in "+-*/":
-        f8 = rt.arith_op(op, "float8")
+        f8 = arith_op(op, "float8")
         yield Overload(op, "infix", ("float4", "float8"), "float8", f8, both)
         yield Overload(op, "infix", ("float8", "float4"), "float8", f8, both)
     for t in INT_TYPES:
         for op in "&|#":
-            yield Overload(op, "infix", (t, t), t, rt.arith_op(op, t))
-    yield Overload("^", "infix", ("float8", "float8"), "float8", rt.float_pow)
+            yield Overload(op, "infix", (t, t), t, arith_op(op, t))
+    yield Overload("^", "infix", ("float8", "float8"), "float8", float_pow)
 
 
 OVERLOADS: tuple[Overload, ...] = (
     *_arithmetic(),
     *(
         Overload(op, "infix", (left, right), result, impl)
-        for (op, left, right), (result, impl) in rt.DATETIME_OPS.items()
+        for (op, left, right), (result, impl) in DATETIME_OPS.items()
     ),
-    *(Overload("-", "prefix", (t,), t, rt.negate(t)) for t in (*NUMERIC_TYPES, "interval")),
-    *(Overload("@", "prefix", (t,), t, rt.absolute(t)) for t in NUMERIC_TYPES),
-    *(Overload("~", "prefix", (t,), t, rt.bitnot) for t in INT_TYPES),
-    Overload("|/", "prefix", ("float8",), "float8", rt.float_sqrt),
-    *(Overload(name, "call", ("interval",), "interval", f) for name, f in rt.JUSTIFY.items()),
-    Overload("array_ndims", "call", (ANYARRAY,), "int4", rt.array_ndims),
+    *(Overload("-", "prefix", (t,), t, negate(t)) for t in (*NUMERIC_TYPES, "interval")),
+    *(Overload("@", "prefix", (t,), t, absolute(t)) for t in NUMERIC_TYPES),
+    *(Overload("~", "prefix", (t,), t, bitnot) for t in INT_TYPES),
+    Overload("|/", "prefix", ("float8",), "float8", float_sqrt),
+    *(Overload(name, "call", ("interval",), "interval", f) for name, f in JUSTIFY.items()),
+    Overload("array_ndims", "call", (ANYARRAY,), "int4", array_ndims),
 )
 
 _BY_NAME: dict[tuple[str, Form, int], list[Overload]] = {}
@@ -123,7 +127,7 @@ def _accepts(param: str, arg: str) -> bool:
         return param != ANYARRAY  # Postgres cannot infer a polymorphic type from it
     if param == ANYARRAY:
         return is_array(arg) and arg != "unknown[]"
-    return arg == param or (arg, param) in rt.IMPLICIT_CASTS
+    return arg == param or (arg, param) in IMPLICIT_CASTS
 
 
 def _same(param: str, arg: str) -> bool:
