@@ -21,7 +21,7 @@ from pysync.postgres.catalog import load_table
 from pysync.postgres.cluster import PostgresCluster
 from pysync.where import WhereRuntimeError, compile_where, registry
 from pysync.where._compile import Compiler
-from pysync.where._ir import Node
+from pysync.where._ir import Call, Cast, Const, Node, Operator
 from pysync.where._render import Renderer, literal_text
 from pysync.where.runtime.casts import input_function
 
@@ -80,7 +80,7 @@ def conn(pg_cluster: PostgresCluster) -> Iterator[Conn]:
 
 def _const(t: str, text: str | None) -> Node:
     value = None if text is None else input_function(t)(text)
-    return Node("const", t, value=value)
+    return Const(type=t, value=value)
 
 
 def _cases(overload: registry.Overload) -> Iterator[tuple[Node, ...]]:
@@ -90,7 +90,7 @@ def _cases(overload: registry.Overload) -> Iterator[tuple[Node, ...]]:
             args = [_const(t, x) for t, x in zip(types, texts, strict=True)]
             # as the checker builds it: arguments converted to what the overload evaluates
             yield tuple(
-                a if o in (a.type, registry.ANYARRAY) else Node("cast", o, (a,))
+                a if o in (a.type, registry.ANYARRAY) else Cast(type=o, args=(a,))
                 for a, o in zip(args, overload.operands, strict=True)
             )
 
@@ -114,12 +114,15 @@ def _postgres(conn: Conn, sql: str, params: list[object]) -> str | None | psycop
 
 @pytest.mark.parametrize("overload", registry.OVERLOADS, ids=repr)
 def test_overload_matches_postgres(conn: Conn, overload: registry.Overload) -> None:
-    kind = "func" if overload.form == "call" else "op"
     mismatches = []
     count = 0
     for args in _cases(overload):
         count += 1
-        node = Node(kind, overload.result, args, name=overload.name, extra={"overload": overload})
+        node: Node = (
+            Call(type=overload.result, args=args, name=overload.name, overload=overload)
+            if overload.form == "call"
+            else Operator(type=overload.result, args=args, overload=overload)
+        )
         renderer = Renderer(inline=False)
         sql = renderer.render(node)
         expected = _postgres(conn, sql, renderer.params)

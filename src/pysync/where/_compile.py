@@ -16,7 +16,38 @@ from pysync.postgres.types.arrays import array_flatten, parse_array
 from pysync.postgres.types.numbers import to_float4
 from pysync.postgres.types.strings import parse_text
 
-from ._ir import Node, WhereRuntimeError, elem, is_array
+from ._ir import (
+    And,
+    ArrayFunction,
+    ArrayLiteral,
+    ArrayOperator,
+    Call,
+    CaseMap,
+    Cast,
+    Coalesce,
+    Column,
+    Comparison,
+    Concat,
+    Const,
+    Distinct,
+    Extreme,
+    Index,
+    InList,
+    Like,
+    Node,
+    Not,
+    NullTest,
+    Operator,
+    Or,
+    Quantified,
+    Sublink,
+    TextConcat,
+    TimeZone,
+    TruthTest,
+    WhereRuntimeError,
+    elem,
+    is_array,
+)
 from .runtime.arrays import (
     array_append,
     array_cat,
@@ -72,12 +103,71 @@ class Compiler:
         """Per dependency, an object whose ``member(key)`` is ``key IN (values)``."""
 
     def compile(self, node: Node) -> Fn:
-        method: Callable[[Node], Fn] = getattr(self, "_" + node.kind)
-        return method(node)
+        match node:
+            case Column():
+                return self._col(node)
+            case Const():
+                value = node.value
+                return lambda r: value
+            case And():
+                return self._and(node)
+            case Or():
+                return self._or(node)
+            case Not():
+                return self._not(node)
+            case NullTest():
+                return self._null_test(node)
+            case TruthTest():
+                f = self.compile(node.args[0])
+                if node.truth:
+                    return lambda r: f(r) is True
+                return lambda r: f(r) is False
+            case Distinct():
+                return self._distinct(node)
+            case Operator() | Call():
+                return self._strict(node, node.overload.impl)
+            case Comparison():
+                return self._strict2(node, _comparison(node.op, node, node.compared_as))
+            case ArrayOperator():
+                return self._strict2(node, _array_op(node.op, node.array_type))
+            case TextConcat():
+                return self._strict2(node, _text_concat)
+            case Sublink():
+                return self._sublink(node)
+            case InList():
+                return self._in(node)
+            case Quantified():
+                return self._quantified(node)
+            case Cast():
+                return self._cast(node)
+            case CaseMap():
+                lower, upper = CASE_MAPS[node.case]
+                return self._strict1(node.args[0], upper if node.name == "upper" else lower)
+            case TimeZone():
+                convert = timezone_function(node.zone, node.type == "timestamptz")
+                return self._strict1(node.args[1], convert)
+            case Coalesce():
+                return _coalesce([self.compile(a) for a in node.args])
+            case Extreme():
+                return _extreme([self.compile(a) for a in node.args], node.type, node.greatest)
+            case Concat():
+                return _concat([self.compile(a) for a in node.args])
+            case ArrayFunction():
+                impl = _ARRAY_FUNCTIONS[node.name]
+                f1, f2 = (self.compile(a) for a in node.args)
+                return lambda r: impl(f1(r), f2(r))
+            case Index():
+                return self._index(node)
+            case ArrayLiteral():
+                fs = [self.compile(a) for a in node.args]
+                return lambda r: [f(r) for f in fs]
+            case Like():
+                return self._like(node)
+        raise AssertionError(node)
 
     # ------------------------------------------------------------ leaves
 
-    def _col(self, node: Node) -> Fn:
+    def _col(self, node: Column) -> Fn:
         i = self.positions[node.name]
         parse = column_parser(node.type)
         if parse is None:
@@ -94,13 +184,9 @@ class Compiler:
 
         return col
 
-    def _const(self, node: Node) -> Fn:
-        value = node.value
-        return lambda r: value
-
     # ------------------------------------------------------------ logic
 
-    def _and(self, node: Node) -> Fn:
+    def _and(self, node: And) -> Fn:
         fs = [self.compile(a) for a in node.args]
         if len(fs) == 2:
             f1, f2 = fs
@@ -128,7 +214,7 @@ class Compiler:
 
         return and_n
 
-    def _or(self, node: Node) -> Fn:
+    def _or(self, node: Or) -> Fn:
         fs = [self.compile(a) for a in node.args]
 
         def or_n(r: Row) -> bool | None:
@@ -143,7 +229,7 @@ class Compiler:
 
         return or_n
 
-    def _not(self, node: Node) -> Fn:
+    def _not(self, node: Not) -> Fn:
         f = self.compile(node.args[0])
 
         def not_(r: Row) -> bool | None:
@@ -152,40 +238,20 @@ class Compiler:
 
         return not_
 
-    def _isnull(self, node: Node) -> Fn:
+    def _null_test(self, node: NullTest) -> Fn:
         arg = node.args[0]
-        if arg.kind == "col":
+        if isinstance(arg, Column):
             i = self.positions[arg.name]
+            if node.negated:
+                return lambda r: r[i] is not None
             return lambda r: r[i] is None
         f = self.compile(arg)
+        if node.negated:
+            return lambda r: f(r) is not None
         return lambda r: f(r) is None
 
-    def _notnull(self, node: Node) -> Fn:
-        arg = node.args[0]
-        if arg.kind == "col":
-            i = self.positions[arg.name]
-            return lambda r: r[i] is not None
-        f = self.compile(arg)
-        return lambda r: f(r) is not None
-
-    def _istrue(self, node: Node) -> Fn:
-        f = self.compile(node.args[0])
-        return lambda r: f(r) is True
-
-    def _isfalse(self, node: Node) -> Fn:
-        f = self.compile(node.args[0])
-        return lambda r: f(r) is False
-
-    def _distinct(self, node: Node) -> Fn:
-        f = self._notdistinct(node)
-
-        def distinct(r: Row) -> bool:
-            return not f(r)
-
-        return distinct
-
-    def _notdistinct(self, node: Node) -> Fn:
-        eq = _comparison("=", node)
+    def _distinct(self, node: Distinct) -> Fn:
+        eq = _comparison("=", node, node.compared_as)
         f1, f2 = (self.compile(a) for a in node.args)
 
         def notdistinct(r: Row) -> bool:
@@ -194,22 +260,15 @@ class Compiler:
                 return a is None and b is None
             return bool(eq(a, b))
 
+        if not node.negated:
+
+            def distinct(r: Row) -> bool:
+                return not notdistinct(r)
+
+            return distinct
         return notdistinct
 
     # ------------------------------------------------------------ operators
-
-    def _op(self, node: Node) -> Fn:
-        overload = node.extra.get("overload")
-        if overload is not None:
-            return self._strict(node, overload.impl)
-        name = node.name
-        if "cmp_type" in node.extra or "date_cmp" in node.extra:
-            if name in ("@>", "<@", "&&"):
-                return self._strict2(node, _array_op(name, node.extra["cmp_type"]))
-            return self._strict2(node, _comparison(name, node))
-        if name == "||":
-            return self._strict2(node, _text_concat)
-        raise AssertionError(name)
 
     def _strict(self, node: Node, impl: Callable[..., Any]) -> Fn:
         """A strict operation (a registry overload) of one or two arguments."""
@@ -228,11 +287,11 @@ class Compiler:
 
     def _strict2(self, node: Node, impl: Callable[[Any, Any], Any]) -> Fn:
         left, right = node.args
-        if right.kind == "const":
+        if isinstance(right, Const):
             c = right.value
             if c is None:
                 return lambda r: None
-            if left.kind == "col":
+            if isinstance(left, Column):
                 return self._col_const(left, c, impl)
             f = self.compile(left)
 
@@ -254,7 +313,7 @@ class Compiler:
 
         return strict2
 
-    def _col_const(self, col: Node, c: Any, impl: Callable[[Any, Any], Any]) -> Fn:
+    def _col_const(self, col: Column, c: Any, impl: Callable[[Any, Any], Any]) -> Fn:
         """The hot shape: column <op> constant, fused into one closure."""
         i = self.positions[col.name]
         parse = column_parser(col.type)
@@ -280,11 +339,11 @@ class Compiler:
 
     # ------------------------------------------------------------ IN (SELECT ...)
 
-    def _sublink(self, node: Node) -> Fn:
+    def _sublink(self, node: Sublink) -> Fn:
         """``cols IN (SELECT ...)`` against the view of the dependency: its key is the
         column's text (a tuple of texts for a row), as the dependency keys its values."""
-        member = self.views[node.value].member
-        idx = [self.positions[a.name] for a in node.args]
+        member = self.views[node.dependency].member
+        idx = [self.positions[a.name] for a in node.args if isinstance(a, Column)]
         if len(idx) == 1:
             i = idx[0]
             return lambda r: member(r[i])
@@ -292,8 +351,8 @@ class Compiler:
 
     # ------------------------------------------------------------ IN, ANY, ALL
 
-    def _in(self, node: Node) -> Fn:
-        t = node.extra["cmp_type"]
+    def _in(self, node: InList) -> Fn:
+        t = node.compared_as
         x, *items = node.args
         fx = self.compile(x)
         hashable = t in (
@@ -308,9 +367,10 @@ class Compiler:
             "timestamptz",
             "time",
         ) or t.startswith("enum:")
-        if hashable and all(i.kind == "const" for i in items):
-            values = frozenset(i.value for i in items if i.value is not None)
-            has_null = any(i.value is None for i in items)
+        consts = [i for i in items if isinstance(i, Const)]
+        if hashable and len(consts) == len(items):
+            values = frozenset(i.value for i in consts if i.value is not None)
+            has_null = any(i.value is None for i in consts)
 
             def in_set(r: Row) -> bool | None:
                 v = fx(r)
@@ -339,14 +399,9 @@ class Compiler:
 
         return in_list
 
-    def _any(self, node: Node) -> Fn:
-        return self._quantified(node, True)
-
-    def _all(self, node: Node) -> Fn:
-        return self._quantified(node, False)
-
-    def _quantified(self, node: Node, any_: bool) -> Fn:
-        op = compare_op(node.name, node.extra["cmp_type"])
+    def _quantified(self, node: Quantified) -> Fn:
+        any_ = not node.every
+        op = compare_op(node.op, node.compared_as)
         fx, farr = (self.compile(a) for a in node.args)
 
         def quantified(r: Row) -> bool | None:
@@ -376,9 +431,9 @@ class Compiler:
 
     # ------------------------------------------------------------ casts, functions
 
-    def _cast(self, node: Node) -> Fn:
+    def _cast(self, node: Cast) -> Fn:
         src, dst = node.args[0].type, node.type
-        if node.extra.get("output"):
+        if node.output:
             if src.startswith("enum:"):
                 return self.compile(node.args[0])
             return self._strict1(node.args[0], OUTPUT[src])
@@ -390,47 +445,9 @@ class Compiler:
         assert fn is not None, (src, dst)
         return self._strict1(node.args[0], fn)
 
-    def _func(self, node: Node) -> Fn:
-        overload = node.extra.get("overload")
-        if overload is not None:
-            return self._strict(node, overload.impl)
-        name = node.name
-        if name in ("lower", "upper"):
-            lower, upper = CASE_MAPS[node.extra["case"]]
-            return self._strict1(node.args[0], lower if name == "lower" else upper)
-        if name == "timezone":
-            convert = timezone_function(node.extra["zone"], node.type == "timestamptz")
-            return self._strict1(node.args[1], convert)
-        fs = [self.compile(a) for a in node.args]
-        if name == "coalesce":
-
-            def coalesce(r: Row) -> Any:
-                for f in fs:
-                    v = f(r)
-                    if v is not None:
-                        return v
-                return None
-
-            return coalesce
-        if name in ("greatest", "least"):
-            return _extreme(fs, node.type, name == "greatest")
-        if name == "concat":
-
-            def concat(r: Row) -> str:
-                return "".join(v for v in (f(r) for f in fs) if v is not None)
-
-            return concat
-        impl = {
-            "array_cat": array_cat,
-            "array_append": array_append,
-            "array_prepend": array_prepend,
-        }[name]
-        f1, f2 = fs
-        return lambda r: impl(f1(r), f2(r))
-
-    def _index(self, node: Node) -> Fn:
+    def _index(self, node: Index) -> Fn:
         farr = self.compile(node.args[0])
-        subs = [a.value for a in node.args[1:]]
+        subs: list[Any] = [a.value if isinstance(a, Const) else None for a in node.args[1:]]
         if any(s is None for s in subs):
             return lambda r: None
 
@@ -440,15 +457,11 @@ class Compiler:
 
         return index
 
-    def _array(self, node: Node) -> Fn:
-        fs = [self.compile(a) for a in node.args]
-        return lambda r: [f(r) for f in fs]
-
-    def _like(self, node: Node) -> Fn:
-        lower = CASE_MAPS[node.extra["case"]][0] if node.name == "ilike" else None
+    def _like(self, node: Like) -> Fn:
+        lower = CASE_MAPS[node.case][0] if node.case is not None else None
         fs = self.compile(node.args[0])
         pattern, escape = node.args[1], node.args[2] if len(node.args) > 2 else None
-        if pattern.kind == "const" and (escape is None or escape.kind == "const"):
+        if isinstance(pattern, Const) and (escape is None or isinstance(escape, Const)):
             if pattern.value is None or (escape is not None and escape.value is None):
                 return lambda r: None
             esc = "\\" if escape is None else like_escape(escape.value)
@@ -481,11 +494,35 @@ class Compiler:
         return like_dynamic
 
 
-def _comparison(op: str, node: Node) -> Callable[[Any, Any], bool]:
-    """The comparison of a node's two (non-NULL) argument values."""
-    t = node.extra.get("date_cmp")
-    if t is None:
-        return compare_op(op, node.extra["cmp_type"])
+_ARRAY_FUNCTIONS: dict[str, Callable[[Any, Any], Any]] = {
+    "array_cat": array_cat,
+    "array_append": array_append,
+    "array_prepend": array_prepend,
+}
+
+
+def _coalesce(fs: list[Fn]) -> Fn:
+    def coalesce(r: Row) -> Any:
+        for f in fs:
+            v = f(r)
+            if v is not None:
+                return v
+        return None
+
+    return coalesce
+
+
+def _concat(fs: list[Fn]) -> Fn:
+    def concat(r: Row) -> str:
+        return "".join(v for v in (f(r) for f in fs) if v is not None)
+
+    return concat
+
+
+def _comparison(op: str, node: Comparison | Distinct, t: str) -> Callable[[Any, Any], bool]:
+    """The comparison of a node's two (non-NULL) argument values, compared as ``t``."""
+    if not node.date_mixed:
+        return compare_op(op, t)
     # date against timestamp(tz): Postgres' cross-type operators place a date beyond the
     # timestamp range after (before) every finite timestamp, inside +-infinity: exactly
     # where its unchecked microseconds fall
