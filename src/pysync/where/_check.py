@@ -6,7 +6,6 @@ only ever see nodes this module built.
 
 from __future__ import annotations
 
-import zoneinfo
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,6 @@ from ._fold import fold
 from ._ir import (
     INT_TYPES,
     NUMERIC_TYPES,
-    ORDERED_TYPES,
     And,
     ArrayFunction,
     ArrayLiteral,
@@ -54,8 +52,6 @@ from ._ir import (
     Param,
     Quantified,
     Sublink,
-    TextConcat,
-    TimeZone,
     TruthTest,
     WhereError,
     WhereRuntimeError,
@@ -75,6 +71,7 @@ from ._operators import (
 from ._sublinks import MARKER_PREFIX, SublinkSpec, cut_sublinks
 from ._syntax import check_syntax
 from .runtime.casts import IMPLICIT_CASTS, OUTPUT, cast_function, input_function
+from .runtime.datetimes import time_zone
 
 _DIALECT = Postgres()
 
@@ -183,23 +180,6 @@ FUNCTIONS = frozenset(
 )
 """Every function of the language (the visitors below check each one's arguments); what
 other front ends (SQLAlchemy shapes) may emit."""
-
-
-_ZONE_NAMES: dict[str, str] = {}
-
-
-def time_zone(name: str) -> zoneinfo.ZoneInfo | None:
-    """A zone of the time zone database by Postgres' case-insensitive name; None for
-    abbreviations ('CET' is a fixed offset to Postgres, a zone with DST to zoneinfo) and
-    anything else Postgres would read differently."""
-    if name.upper() in ("UTC", "GMT"):
-        return zoneinfo.ZoneInfo("UTC")
-    if "/" not in name:
-        return None
-    if not _ZONE_NAMES:
-        _ZONE_NAMES.update({z.lower(): z for z in zoneinfo.available_timezones()})
-    key = _ZONE_NAMES.get(name.lower())
-    return None if key is None else zoneinfo.ZoneInfo(key)
 
 
 def fold_identifier(ident: exp.Identifier) -> str:
@@ -847,18 +827,32 @@ class Checker:
             # Postgres' date-timestamp operators compare over the whole date range (a
             # cast to timestamp would fail past 294276 AD)
             return Comparison(
-                type="bool", args=(left, right), pos=left.pos, op=op, compared_as=t, date_mixed=True
+                type="bool",
+                args=(left, right),
+                pos=left.pos,
+                op=op,
+                compared_as=t,
+                date_mixed=True,
+                overload=registry.lookup(op, "infix", (left.type, right.type)),
             )
         left, right = self.coerce(left, t), self.coerce(right, t)
-        return Comparison(type="bool", args=(left, right), pos=left.pos, op=op, compared_as=t)
+        return Comparison(
+            type="bool",
+            args=(left, right),
+            pos=left.pos,
+            op=op,
+            compared_as=t,
+            overload=registry.lookup(op, "infix", (t, t)),
+        )
 
     def _check_comparable(self, op: str, t: str, e: exp.Expr) -> None:
-        if op in ("=", "<>"):
-            if t in ORDERED_TYPES or t == "bool" or t.startswith("enum:"):
-                return
-            if is_array(t) and not elem(t).startswith("enum:"):
-                return
-        elif t in ORDERED_TYPES:
+        """``op`` exists for two values of ``t``: the registry's scalar comparisons, and
+        equality of enums and of arrays (not of enum arrays)."""
+        if registry.lookup(op, "infix", (t, t)) is not None:
+            return
+        if op in ("=", "<>") and (
+            t.startswith("enum:") or (is_array(t) and not elem(t).startswith("enum:"))
+        ):
             return
         raise self.fail(
             f"Could not select an operator overload for {display(t)} {op} {display(t)}", e
@@ -896,7 +890,7 @@ class Checker:
             pos=node.pos,
             negated=negated,
             compared_as=node.compared_as,
-            date_mixed=node.date_mixed,
+            overload=node.overload,
         )
 
     def _any_all(self, e: exp.Binary, op: str, right: exp.Expr) -> Node:
@@ -935,7 +929,13 @@ class Checker:
                 self.check_order(op, (left, arr), e)
         left = self.coerce(left, t)
         return Quantified(
-            type="bool", args=(left, arr), pos=left.pos, op=op, compared_as=t, every=every
+            type="bool",
+            args=(left, arr),
+            pos=left.pos,
+            op=op,
+            compared_as=t,
+            every=every,
+            overload=registry.lookup(op, "infix", (t, t)),
         )
 
     def _in(self, e: exp.In) -> Node:
@@ -961,7 +961,16 @@ class Checker:
             self._check_comparable("=", t, e)
             if t in ("text", "bpchar"):
                 self.check_equality("IN", unified, e)
-            parts.append(InList(type="bool", args=tuple(unified), pos=left.pos, compared_as=t))
+            equality = registry.lookup("=", "infix", (t, t))
+            parts.append(
+                InList(
+                    type="bool",
+                    args=tuple(unified),
+                    pos=left.pos,
+                    compared_as=t,
+                    overload=equality,
+                )
+            )
         else:
             singles = constants + singles
         parts.extend(self.compare("=", left, item, e) for item in singles)
@@ -1223,7 +1232,7 @@ class Checker:
             )
         left = self._as_text(left)
         right = self._as_text(right)
-        return TextConcat(type="text", args=(left, right), pos=left.pos)
+        return self.apply("||", "infix", [left, right], e)
 
     def _check_output(self, n: Node, e: exp.Expr) -> None:
         if n.type != "unknown" and n.type not in OUTPUT and not n.type.startswith("enum:"):
@@ -1436,16 +1445,14 @@ class Checker:
         zone = self.coerce(zone, "text")
         if not isinstance(zone, Const) or zone.value is None:
             raise self.fail("timezone() needs a constant time zone name", zone)
-        tz = time_zone(str(zone.value))
-        if tz is None:
+        if time_zone(str(zone.value)) is None:
             raise self.fail(
                 f"time zone {zone.value!r} is not supported: use a name of the time zone "
                 "database such as 'Europe/Paris', or 'UTC' (abbreviations and POSIX zone "
                 "specifications are not)",
                 zone,
             )
-        result = "timestamptz" if value.type == "timestamp" else "timestamp"
-        return TimeZone(type=result, args=(zone, value), pos=position(e), name="timezone", zone=tz)
+        return self.apply("timezone", "call", [zone, value], e)
 
     def _justify(self, e: exp.Func, name: str) -> Node:
         return self.apply(name, "call", [self.check(e.this)], e)
@@ -1482,7 +1489,7 @@ class Checker:
         # The first string's type is the result's (see unify): coalesce(v, s) is varchar,
         # whose = with a bpchar is bpchar's.
         varchar = t == "text" and first is not None and _varchar(first)
-        if name in ("greatest", "least") and t not in ORDERED_TYPES:
+        if name in ("greatest", "least") and registry.lookup("<", "infix", (t, t)) is None:
             raise self.fail(f"Could not select a function overload for {name}({display(t)})", e)
         if t.startswith("enum:"):
             raise self.fail(f"{name} on enums is not supported", e)
@@ -1544,10 +1551,10 @@ class Checker:
     def _anonymous(self, e: exp.Anonymous) -> Node:
         name = str(e.this).lower()
         args = e.expressions
-        if registry.declared(name, "call", len(args)):
-            return self.apply(name, "call", [self.check(a) for a in args], e)
         if name == "timezone" and len(args) == 2:
             return self._timezone(e, args[0], args[1])
+        if registry.declared(name, "call", len(args)):
+            return self.apply(name, "call", [self.check(a) for a in args], e)
         if name in _TYPE_INPUT_FUNCTIONS and len(args) == 1:
             node = self.check(args[0])
             if node.type not in ("text", "unknown", "bpchar"):

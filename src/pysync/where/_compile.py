@@ -41,8 +41,6 @@ from ._ir import (
     Or,
     Quantified,
     Sublink,
-    TextConcat,
-    TimeZone,
     TruthTest,
     WhereRuntimeError,
     elem,
@@ -58,7 +56,6 @@ from .runtime.arrays import (
 )
 from .runtime.casts import OUTPUT, array_cast, cast_function, input_function
 from .runtime.compare import compare_op, sort_key
-from .runtime.datetimes import date_usecs, timezone_function
 from .runtime.text import CASE_MAPS, like_escape, like_matcher
 
 Row = Sequence[str | None]
@@ -127,11 +124,9 @@ class Compiler:
             case Operator() | Call():
                 return self._strict(node, node.overload.impl)
             case Comparison():
-                return self._strict2(node, _comparison(node.op, node, node.compared_as))
+                return self._strict2(node, _comparison(node.op, node))
             case ArrayOperator():
                 return self._strict2(node, _array_op(node.op, node.array_type))
-            case TextConcat():
-                return self._strict2(node, _text_concat)
             case Sublink():
                 return self._sublink(node)
             case InList():
@@ -143,9 +138,6 @@ class Compiler:
             case CaseMap():
                 lower, upper = CASE_MAPS[node.case]
                 return self._strict1(node.args[0], upper if node.name == "upper" else lower)
-            case TimeZone():
-                convert = timezone_function(node.zone, node.type == "timestamptz")
-                return self._strict1(node.args[1], convert)
             case Coalesce():
                 return _coalesce([self.compile(a) for a in node.args])
             case Extreme():
@@ -251,7 +243,7 @@ class Compiler:
         return lambda r: f(r) is None
 
     def _distinct(self, node: Distinct) -> Fn:
-        eq = _comparison("=", node, node.compared_as)
+        eq = _comparison("=", node)
         f1, f2 = (self.compile(a) for a in node.args)
 
         def notdistinct(r: Row) -> bool:
@@ -381,7 +373,7 @@ class Compiler:
                 return None if has_null else False
 
             return in_set
-        eq = compare_op("=", t)
+        eq = _comparison("=", node)
         fs = [self.compile(i) for i in items]
 
         def in_list(r: Row) -> bool | None:
@@ -401,7 +393,7 @@ class Compiler:
 
     def _quantified(self, node: Quantified) -> Fn:
         any_ = not node.every
-        op = compare_op(node.op, node.compared_as)
+        op = _comparison(node.op, node)
         fx, farr = (self.compile(a) for a in node.args)
 
         def quantified(r: Row) -> bool | None:
@@ -519,22 +511,15 @@ def _concat(fs: list[Fn]) -> Fn:
     return concat
 
 
-def _comparison(op: str, node: Comparison | Distinct, t: str) -> Callable[[Any, Any], bool]:
-    """The comparison of a node's two (non-NULL) argument values, compared as ``t``."""
-    if not node.date_mixed:
-        return compare_op(op, t)
-    # date against timestamp(tz): Postgres' cross-type operators place a date beyond the
-    # timestamp range after (before) every finite timestamp, inside +-infinity: exactly
-    # where its unchecked microseconds fall
-    cmp = compare_op(op, t)
-    usecs = date_usecs
-    if node.args[0].type == "date":
-        return lambda a, b: cmp(usecs(a), b)
-    return lambda a, b: cmp(a, usecs(b))
-
-
-def _text_concat(a: str, b: str) -> str:
-    return a + b
+def _comparison(
+    op: str, node: Comparison | Distinct | InList | Quantified
+) -> Callable[[Any, Any], bool]:
+    """``op`` on two non-NULL values: the registry's operator, else (enums, arrays) the
+    comparison of ``compared_as``."""
+    if node.overload is not None:
+        impl: Callable[[Any, Any], bool] = node.overload.impl
+        return impl
+    return compare_op(op, node.compared_as)
 
 
 def _array_op(name: str, t: str) -> Callable[[Any, Any], bool]:

@@ -35,8 +35,6 @@ from ._ir import (
     Operator,
     Or,
     Sublink,
-    TextConcat,
-    TimeZone,
     WhereError,
     WhereRuntimeError,
 )
@@ -45,7 +43,7 @@ from ._ir import (
 _LEAVES = (Column, Const, Sublink)
 # Strict operations: a NULL argument makes them NULL without a call. (coalesce, greatest,
 # least, concat and the array functions look at NULL arguments themselves.)
-_STRICT = (Operator, Comparison, ArrayOperator, TextConcat, Cast, Like, Call, CaseMap, TimeZone)
+_STRICT = (Operator, Comparison, ArrayOperator, Cast, Like, Call, CaseMap)
 _NO_ROW: tuple[str | None, ...] = ()
 
 

@@ -94,11 +94,8 @@ class Comparison(Node):
     date_mixed: bool = False
     """A date against a ``compared_as`` timestamp(tz), compared over the whole date range
     (Postgres' cross-type operators; a cast to timestamp would fail past 294276 AD)."""
-
-
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
-class TextConcat(Node):
-    """``text || text``."""
+    overload: Overload | None = None
+    """The registry's operator; None for enums and arrays (the checker's own)."""
 
 
 # ---------------------------------------------------------------- function calls
@@ -123,14 +120,6 @@ class CaseMap(Function):
     """lower() or upper() under a collation's case mapping (``runtime.text.CASE_MAPS``)."""
 
     case: str
-
-
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
-class TimeZone(Function):
-    """timezone(zone, value): a timestamp to timestamptz (its ``type``) or back."""
-
-    zone: Any
-    """The constant zone (a ``zoneinfo.ZoneInfo``)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False, kw_only=True)
@@ -215,7 +204,8 @@ class Distinct(Node):
 
     negated: bool
     compared_as: str
-    date_mixed: bool = False
+    overload: Overload | None = None
+    """The registry's ``=`` for the operands (as ``Comparison.overload``)."""
 
 
 # ---------------------------------------------------------------- IN, ANY, ALL, LIKE
@@ -226,6 +216,8 @@ class InList(Node):
     """``x IN (c1, c2, ...)``: ``args`` are x and the items, all ``compared_as``."""
 
     compared_as: str
+    overload: Overload | None = None
+    """The registry's ``=`` for ``compared_as`` (as ``Comparison.overload``)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False, kw_only=True)
@@ -235,6 +227,8 @@ class Quantified(Node):
     op: str
     compared_as: str
     every: bool = False
+    overload: Overload | None = None
+    """The registry's ``op`` for ``compared_as`` (as ``Comparison.overload``)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False, kw_only=True)

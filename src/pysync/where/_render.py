@@ -41,7 +41,6 @@ from ._ir import (
     Or,
     Quantified,
     Sublink,
-    TextConcat,
     TruthTest,
     elem,
     is_array,
@@ -116,12 +115,12 @@ class Renderer:
                 return f"({a} {test} {b})"
             case Operator() | Call():
                 return node.overload.render([self.render(a) for a in node.args])
+            case Comparison() if node.overload is not None:
+                return node.overload.render([self.render(a) for a in node.args])
             case Comparison():
                 return self._infix(node.op, node)
             case ArrayOperator():
                 return self._infix(node.op, node)
-            case TextConcat():
-                return self._infix("||", node)
             case InList():
                 x, *items = (self.render(a) for a in node.args)
                 return f"({x} IN ({', '.join(items)}))"

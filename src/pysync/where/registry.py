@@ -10,9 +10,12 @@ type resolution over these candidates and ``IMPLICIT_CASTS``), the evaluator cal
 is one more entry here; tests/test_where_registry.py evaluates every entry against
 Postgres.
 
-Constructs that are not strict functions of their arguments (AND/OR, comparisons with
-their collation rules, LIKE, IN/ANY, COALESCE, concat, casts, array_cat) are the
-checker's own.
+Comparisons and ``text || text`` are entries too, but the checker chooses their operand
+type itself (``_check.Checker.compare``: a common type, the collation's rules, varchar
+against bpchar) and then takes the entry for it with ``lookup``; comparisons of enums and
+arrays (whose operators depend on the enum or element type) stay the checker's own, as do
+constructs that are not strict functions of their arguments (AND/OR, LIKE, IN/ANY,
+COALESCE, concat, casts, array_cat).
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ._ir import INT_TYPES, NUMERIC_TYPES, is_array
+from ._ir import INT_TYPES, NUMERIC_TYPES, ORDERED_TYPES, is_array
 from .runtime.arrays import array_ndims
 from .runtime.casts import IMPLICIT_CASTS
-from .runtime.datetimes import DATETIME_OPS
+from .runtime.compare import compare_op, date_timestamp_compare
+from .runtime.datetimes import DATETIME_OPS, timezone_function
 from .runtime.intervals import JUSTIFY
 from .runtime.numeric import absolute, arith_op, bitnot, float_pow, float_sqrt, negate
 
@@ -82,8 +86,31 @@ def _arithmetic() -> Iterable[Overload]:
     yield Overload("^", "infix", ("float8", "float8"), "float8", float_pow)
 
 
+COMPARISONS = ("=", "<>", "<", ">", "<=", ">=")
+
+
+def _comparisons() -> Iterable[Overload]:
+    """The btree operators of each type the checker compares (bool: = and <> only), and
+    Postgres' date-timestamp ones (date_lt_timestamp, timestamptz_gt_date, ...)."""
+    for t in sorted(ORDERED_TYPES):
+        for op in COMPARISONS:
+            yield Overload(op, "infix", (t, t), "bool", compare_op(op, t))
+    for op in ("=", "<>"):
+        yield Overload(op, "infix", ("bool", "bool"), "bool", compare_op(op, "bool"))
+    for t in ("timestamp", "timestamptz"):
+        for op in COMPARISONS:
+            yield Overload(op, "infix", ("date", t), "bool", date_timestamp_compare(op, t, True))
+            yield Overload(op, "infix", (t, "date"), "bool", date_timestamp_compare(op, t, False))
+
+
+def _text_concat(a: str, b: str) -> str:
+    return a + b
+
+
 OVERLOADS: tuple[Overload, ...] = (
     *_arithmetic(),
+    *_comparisons(),
+    Overload("||", "infix", ("text", "text"), "text", _text_concat),
     *(
         Overload(op, "infix", (left, right), result, impl)
         for (op, left, right), (result, impl) in DATETIME_OPS.items()
@@ -93,6 +120,8 @@ OVERLOADS: tuple[Overload, ...] = (
     *(Overload("~", "prefix", (t,), t, bitnot) for t in INT_TYPES),
     Overload("|/", "prefix", ("float8",), "float8", float_sqrt),
     *(Overload(name, "call", ("interval",), "interval", f) for name, f in JUSTIFY.items()),
+    Overload("timezone", "call", ("text", "timestamp"), "timestamptz", timezone_function(True)),
+    Overload("timezone", "call", ("text", "timestamptz"), "timestamp", timezone_function(False)),
     Overload("array_ndims", "call", (ANYARRAY,), "int4", array_ndims),
 )
 
@@ -103,6 +132,14 @@ for _o in OVERLOADS:
 
 def declared(name: str, form: Form, arity: int) -> bool:
     return (name, form, arity) in _BY_NAME
+
+
+def lookup(name: str, form: Form, types: Sequence[str]) -> Overload | None:
+    """The overload declared for exactly ``types`` (no conversion), if any."""
+    for o in _BY_NAME.get((name, form, len(types)), ()):
+        if o.args == tuple(types):
+            return o
+    return None
 
 
 # Postgres' type categories (pg_type.typcategory) and their preferred types.

@@ -13,6 +13,7 @@ from pysync.postgres.types import intervals
 
 from .._ir import elem, is_array
 from . import Fn2
+from .datetimes import date_usecs
 
 
 def _float_cmp(a: float, b: float) -> int:
@@ -129,3 +130,15 @@ def sort_key(t: str) -> Callable[[Any], Any] | None:
     import functools
 
     return functools.cmp_to_key(cmp)
+
+
+def date_timestamp_compare(op: str, t: str, date_left: bool) -> Fn2:
+    """``op`` between a date and a timestamp(tz) ``t`` (``date_left``: the date is the left
+    operand). Postgres' cross-type operators place a date beyond the timestamp range
+    after (before) every finite timestamp, inside +-infinity: exactly where its unchecked
+    microseconds fall (a cast to timestamp would fail past 294276 AD)."""
+    cmp = compare_op(op, t)
+    usecs = date_usecs
+    if date_left:
+        return lambda a, b: cmp(usecs(a), b)
+    return lambda a, b: cmp(a, usecs(b))

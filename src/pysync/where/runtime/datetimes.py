@@ -3,8 +3,9 @@ between them: infinities kept, ``out of range`` where Postgres raises it."""
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Any
+import zoneinfo
 
 from pysync.postgres.types import datetimes
 
@@ -63,14 +64,36 @@ def ts_minus_interval(ts: int | float, iv: tuple[int, int, int]) -> int | float:
     return ts_plus_interval(ts, interval_negate(iv))
 
 
-def timezone_function(zone: Any, to_utc: bool) -> Fn1:
+_ZONE_NAMES: dict[str, str] = {}
+
+
+@functools.lru_cache(maxsize=256)
+def time_zone(name: str) -> zoneinfo.ZoneInfo | None:
+    """A zone of the time zone database by Postgres' case-insensitive name; None for
+    abbreviations ('CET' is a fixed offset to Postgres, a zone with DST to zoneinfo) and
+    anything else Postgres would read differently."""
+    if name.upper() in ("UTC", "GMT"):
+        return zoneinfo.ZoneInfo("UTC")
+    if "/" not in name:
+        return None
+    if not _ZONE_NAMES:
+        _ZONE_NAMES.update({z.lower(): z for z in zoneinfo.available_timezones()})
+    key = _ZONE_NAMES.get(name.lower())
+    return None if key is None else zoneinfo.ZoneInfo(key)
+
+
+def timezone_function(to_utc: bool) -> Fn2:
     """timezone(zone, timestamp) -> timestamptz (to_utc) or timezone(zone, timestamptz)
-    -> timestamp; infinities stay."""
+    -> timestamp; infinities stay (whatever the zone, as in Postgres). The checker lets
+    only zones ``time_zone`` knows through; another one is an error here."""
     convert = datetimes.local_to_utc if to_utc else datetimes.utc_to_local
 
-    def timezone(value: int | float) -> int | float:
+    def timezone(name: str, value: int | float) -> int | float:
         if isinstance(value, float):
             return value
+        zone = time_zone(name)
+        if zone is None:
+            raise WhereRuntimeError(f'time zone "{name}" not recognized')
         return _check_ts(convert(zone, value))
 
     return timezone
