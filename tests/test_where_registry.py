@@ -80,6 +80,27 @@ EDGES: dict[str, list[str | None]] = {
     "text[]": [None, "{}", "{a}", "{{a,b},{c,d}}"],
 }
 POLYMORPHIC = {registry.ANYARRAY: ("int4[]", "text[]")}
+
+
+def _array_edges(t: str) -> list[str | None]:
+    """Arrays of ``t``'s edge values: empty, one, two, three elements, NULL elements, two
+    dimensions."""
+    values = [v for v in EDGES[t] if v is not None] * 2  # bool has two
+    a, b, c = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values[:3])
+    return [
+        None,
+        "{}",
+        f"{{{a}}}",
+        f"{{{a},{b}}}",
+        f"{{{b},{a},{c}}}",
+        "{NULL}",
+        f"{{{a},NULL}}",
+        f"{{{{{a}}},{{{b}}}}}",
+    ]
+
+
+for _t in [t for t in EDGES if not t.endswith("[]")]:
+    EDGES.setdefault(_t + "[]", _array_edges(_t))
 # Arguments whose edges are not their type's: the zones the checker lets through
 # (a constant known to time_zone), DST gaps and folds, and one Postgres does not know.
 ARGUMENT_EDGES: dict[tuple[str, int], list[str | None]] = {

@@ -30,7 +30,6 @@ from ._ir import (
     And,
     ArrayFunction,
     ArrayLiteral,
-    ArrayOperator,
     Call,
     CaseMap,
     Cast,
@@ -846,13 +845,11 @@ class Checker:
         )
 
     def _check_comparable(self, op: str, t: str, e: exp.Expr) -> None:
-        """``op`` exists for two values of ``t``: the registry's scalar comparisons, and
-        equality of enums and of arrays (not of enum arrays)."""
+        """``op`` exists for two values of ``t``: the registry's comparisons, and equality
+        of enums."""
         if registry.lookup(op, "infix", (t, t)) is not None:
             return
-        if op in ("=", "<>") and (
-            t.startswith("enum:") or (is_array(t) and not elem(t).startswith("enum:"))
-        ):
+        if op in ("=", "<>") and t.startswith("enum:"):
             return
         raise self.fail(
             f"Could not select an operator overload for {display(t)} {op} {display(t)}", e
@@ -1299,7 +1296,9 @@ class Checker:
         right = self.check(e.expression)
         t = self._array_pair_type(left, right, op, e)
         left, right = self.coerce(left, t), self.coerce(right, t)
-        return ArrayOperator(type="bool", args=(left, right), pos=left.pos, op=op, array_type=t)
+        overload = registry.lookup(op, "infix", (t, t))
+        assert overload is not None, t  # declared for every element type but enums
+        return Operator(type="bool", args=(left, right), pos=left.pos, overload=overload)
 
     def _array_pair_type(self, left: Node, right: Node, op: str, e: exp.Expr) -> str:
         for a, b in ((left, right), (right, left)):

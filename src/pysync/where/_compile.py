@@ -20,7 +20,6 @@ from ._ir import (
     And,
     ArrayFunction,
     ArrayLiteral,
-    ArrayOperator,
     Call,
     CaseMap,
     Cast,
@@ -49,8 +48,6 @@ from ._ir import (
 from .runtime.arrays import (
     array_append,
     array_cat,
-    array_contains,
-    array_overlaps,
     array_prepend,
     array_subscript,
 )
@@ -125,8 +122,6 @@ class Compiler:
                 return self._strict(node, node.overload.impl)
             case Comparison():
                 return self._strict2(node, _comparison(node.op, node))
-            case ArrayOperator():
-                return self._strict2(node, _array_op(node.op, node.array_type))
             case Sublink():
                 return self._sublink(node)
             case InList():
@@ -514,21 +509,12 @@ def _concat(fs: list[Fn]) -> Fn:
 def _comparison(
     op: str, node: Comparison | Distinct | InList | Quantified
 ) -> Callable[[Any, Any], bool]:
-    """``op`` on two non-NULL values: the registry's operator, else (enums, arrays) the
+    """``op`` on two non-NULL values: the registry's operator, else (enums) the
     comparison of ``compared_as``."""
     if node.overload is not None:
         impl: Callable[[Any, Any], bool] = node.overload.impl
         return impl
     return compare_op(op, node.compared_as)
-
-
-def _array_op(name: str, t: str) -> Callable[[Any, Any], bool]:
-    eq = compare_op("=", elem(t))
-    if name == "@>":
-        return lambda a, b: array_contains(a, b, eq)
-    if name == "<@":
-        return lambda a, b: array_contains(b, a, eq)
-    return lambda a, b: array_overlaps(a, b, eq)
 
 
 def _extreme(fs: list[Fn], t: str, greatest: bool) -> Fn:

@@ -23,7 +23,6 @@ import dataclasses
 from ._compile import Compiler
 from ._ir import (
     And,
-    ArrayOperator,
     Call,
     CaseMap,
     Cast,
@@ -43,7 +42,7 @@ from ._ir import (
 _LEAVES = (Column, Const, Sublink)
 # Strict operations: a NULL argument makes them NULL without a call. (coalesce, greatest,
 # least, concat and the array functions look at NULL arguments themselves.)
-_STRICT = (Operator, Comparison, ArrayOperator, Cast, Like, Call, CaseMap)
+_STRICT = (Operator, Comparison, Cast, Like, Call, CaseMap)
 _NO_ROW: tuple[str | None, ...] = ()
 
 

@@ -95,7 +95,7 @@ class Comparison(Node):
     """A date against a ``compared_as`` timestamp(tz), compared over the whole date range
     (Postgres' cross-type operators; a cast to timestamp would fail past 294276 AD)."""
     overload: Overload | None = None
-    """The registry's operator; None for enums and arrays (the checker's own)."""
+    """The registry's operator; None for enums (the checker's own)."""
 
 
 # ---------------------------------------------------------------- function calls
@@ -247,14 +247,6 @@ class ArrayLiteral(Node):
 
     untyped: bool = False
     """Every item an untyped literal (or none): its type is taken from the context."""
-
-
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
-class ArrayOperator(Node):
-    """``@>``, ``<@``, ``&&`` on two arrays of ``array_type``."""
-
-    op: str
-    array_type: str
 
 
 @dataclass(frozen=True, slots=True, eq=False, kw_only=True)

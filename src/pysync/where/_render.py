@@ -23,7 +23,6 @@ from pysync.postgres.types.numbers import format_float, format_float4, format_in
 from ._ir import (
     And,
     ArrayLiteral,
-    ArrayOperator,
     Call,
     Cast,
     Column,
@@ -118,8 +117,6 @@ class Renderer:
             case Comparison() if node.overload is not None:
                 return node.overload.render([self.render(a) for a in node.args])
             case Comparison():
-                return self._infix(node.op, node)
-            case ArrayOperator():
                 return self._infix(node.op, node)
             case InList():
                 x, *items = (self.render(a) for a in node.args)

@@ -10,11 +10,11 @@ type resolution over these candidates and ``IMPLICIT_CASTS``), the evaluator cal
 is one more entry here; tests/test_where_registry.py evaluates every entry against
 Postgres.
 
-Comparisons and ``text || text`` are entries too, but the checker chooses their operand
-type itself (``_check.Checker.compare``: a common type, the collation's rules, varchar
-against bpchar) and then takes the entry for it with ``lookup``; comparisons of enums and
-arrays (whose operators depend on the enum or element type) stay the checker's own, as do
-constructs that are not strict functions of their arguments (AND/OR, LIKE, IN/ANY,
+Comparisons, the array operators and ``text || text`` are entries too, but the checker
+chooses their operand type itself (``_check.Checker.compare``: a common type, the
+collation's rules, varchar against bpchar) and then takes the entry for it with
+``lookup``; comparisons of enums (one operator per enum type) stay the checker's own, as
+do constructs that are not strict functions of their arguments (AND/OR, LIKE, IN/ANY,
 COALESCE, concat, casts, array_cat).
 """
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._ir import INT_TYPES, NUMERIC_TYPES, ORDERED_TYPES, is_array
-from .runtime.arrays import array_ndims
+from .runtime.arrays import array_ndims, array_operator
 from .runtime.casts import IMPLICIT_CASTS
 from .runtime.compare import compare_op, date_timestamp_compare
 from .runtime.datetimes import DATETIME_OPS, timezone_function
@@ -103,6 +103,17 @@ def _comparisons() -> Iterable[Overload]:
             yield Overload(op, "infix", (t, "date"), "bool", date_timestamp_compare(op, t, False))
 
 
+def _array_operators() -> Iterable[Overload]:
+    """= and <> (array_eq), @>, <@ and && of the arrays of every element type the
+    language has (enum arrays have none)."""
+    for t in sorted(ORDERED_TYPES | {"bool"}):
+        a = t + "[]"
+        for op in ("=", "<>"):
+            yield Overload(op, "infix", (a, a), "bool", compare_op(op, a))
+        for op in ("@>", "<@", "&&"):
+            yield Overload(op, "infix", (a, a), "bool", array_operator(op, t))
+
+
 def _text_concat(a: str, b: str) -> str:
     return a + b
 
@@ -110,6 +121,7 @@ def _text_concat(a: str, b: str) -> str:
 OVERLOADS: tuple[Overload, ...] = (
     *_arithmetic(),
     *_comparisons(),
+    *_array_operators(),
     Overload("||", "infix", ("text", "text"), "text", _text_concat),
     *(
         Overload(op, "infix", (left, right), result, impl)

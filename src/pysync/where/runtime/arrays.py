@@ -10,6 +10,7 @@ from pysync.postgres.types import arrays
 
 from .._ir import WhereRuntimeError
 from . import Fn2
+from .compare import compare_op
 
 
 def format_array(value: list[Any], out: Callable[[Any], str]) -> str:
@@ -42,6 +43,16 @@ def array_contains(a: list[Any], b: list[Any], eq: Fn2) -> bool:
 def array_overlaps(a: list[Any], b: list[Any], eq: Fn2) -> bool:
     fb = [y for y in arrays.array_flatten(b) if y is not None]
     return any(x is not None and any(eq(x, y) for y in fb) for x in arrays.array_flatten(a))
+
+
+def array_operator(op: str, t: str) -> Fn2:
+    """``@>``, ``<@`` or ``&&`` on two arrays of ``t``, elements compared by ``t``'s ``=``."""
+    eq = compare_op("=", t)
+    if op == "@>":
+        return lambda a, b: array_contains(a, b, eq)
+    if op == "<@":
+        return lambda a, b: array_contains(b, a, eq)
+    return lambda a, b: array_overlaps(a, b, eq)
 
 
 def array_ndims(a: list[Any]) -> int | None:
