@@ -22,6 +22,7 @@ from psycopg.types.string import TextLoader
 
 from pysync.postgres.catalog import Table, load_table
 from pysync.where import SublinkType, WhereError, WhereRuntimeError, compile_where
+from pysync.where._ir import Sublink
 
 ERROR = "error"
 
@@ -1014,7 +1015,7 @@ def test_folded_constant_keeps_the_subquery(db: Db) -> None:
         where = compile_where(clause, db.table, {}, [SublinkType(0, "k", (column,))])
         assert where.sublinks == 1
         assert where.plan is not None
-        assert any(p.node.kind == "sublink" for p in where.plan.positions)
+        assert any(isinstance(p.node, Sublink) for p in where.plan.positions)
         ev = where.bind(db.names, [_View({"5"})])
         assert {ev(row) for row in db.rows} == {expected}, clause
         assert set(pg_answers(db, clause.replace("SELECT i4 FROM t", "5"))) == {expected}
