@@ -311,6 +311,14 @@ def _check_size(tree: exp.Expr) -> None:
             stack.append((child, depth if flat else depth + 1))
 
 
+def _index_shifted(base: exp.Expr) -> bool:
+    """Did sqlglot store the subscript of ``base[...]`` 0-based? It subtracts Postgres'
+    offset 1 only where it typed the base (annotated in place while parsing) as an array
+    or unknown: not for ``(a || 4)[1]``, whose ``||`` it types as text."""
+    typed = base.type
+    return typed is None or typed.this in (exp.DataType.Type.UNKNOWN, exp.DataType.Type.ARRAY)
+
+
 def _offset(clause: str, line: int, col: int) -> int:
     lines = clause.split("\n")
     return sum(len(x) + 1 for x in lines[: line - 1]) + col
@@ -1325,11 +1333,13 @@ class Checker:
 
     def _bracket(self, e: exp.Bracket) -> Node:
         subs: list[exp.Expr] = []
+        shifted: list[bool] = []
         base: exp.Expr = e
         while isinstance(base, exp.Bracket):
             if len(base.expressions) != 1:
                 raise self.fail("array slices are not supported", base)
             subs.insert(0, base.expressions[0])
+            shifted.insert(0, _index_shifted(base.this))
             base = base.this
         arr = self.check(base)
         if not is_array(arr.type) or arr.type == "unknown[]":
@@ -1338,19 +1348,18 @@ class Checker:
                 e,
             )
         nodes = []
-        for s in subs:
+        for s, shift in zip(subs, shifted, strict=True):
             if isinstance(s, exp.Slice):
                 raise self.fail("array slices are not supported", s)
             if isinstance(s, exp.Literal) and not s.is_string and _short_int(s.this):
-                # sqlglot stores literal subscripts 0-based (it subtracted Postgres' offset 1)
-                nodes.append(self._number(str(int(s.this) + 1), position(s), s))
+                nodes.append(self._number(str(int(s.this) + shift), position(s), s))
             elif (
                 isinstance(s, exp.Neg)
                 and isinstance(s.this, exp.Literal)
                 and not s.this.is_string
                 and _short_int(s.this.this)
             ):
-                nodes.append(self._number(str(-int(s.this.this) + 1), position(s), s))
+                nodes.append(self._number(str(-int(s.this.this) + shift), position(s), s))
             else:
                 raise self.fail("only constant integer array subscripts are supported", s)
         subs_nodes = [self.coerce(n, "int4") for n in nodes]
