@@ -82,8 +82,13 @@ class Follower:
     def _apply(self, response: httpx.Response) -> None:
         try:
             messages = json.loads(response.content) if response.content else []
-        except ValueError:
-            self.anomalies.append(f"200 with a body that is not JSON: {response.content[:200]!r}")
+        except ValueError as exc:
+            at = getattr(exc, "pos", 0)
+            self.anomalies.append(
+                f"200 with a body that is not JSON ({exc}; {len(response.content)} bytes, "
+                f"content-length {response.headers.get('content-length')}): "
+                f"{response.content[:200]!r} ... {response.content[max(0, at - 300) : at + 300]!r}"
+            )
             return
         if not isinstance(messages, list):
             self.anomalies.append(
