@@ -79,7 +79,13 @@ EDGES: dict[str, list[str | None]] = {
     "int4[]": [None, "{}", "{1,2}", "{{1},{2}}", "{NULL}"],
     "text[]": [None, "{}", "{a}", "{{a,b},{c,d}}"],
 }
-POLYMORPHIC = {registry.ANYARRAY: ("int4[]", "text[]")}
+POLYMORPHIC = {
+    registry.ANYARRAY: ("int4[]", "text[]"),
+    # coalesce's arguments, converted by the checker to their common type
+    registry.ANYCOMPATIBLE: ("int4", "numeric", "text", "bpchar", "interval", "int4[]"),
+    # concat's: each argument's own type, by its output function
+    registry.ANY: ("text", "bpchar", "bool", "float8", "timestamptz"),
+}
 
 
 def _array_edges(t: str) -> list[str | None]:
@@ -123,16 +129,39 @@ def _const(t: str, text: str | None) -> Node:
 
 
 def _cases(overload: registry.Overload) -> Iterator[tuple[Node, ...]]:
-    choices = [POLYMORPHIC.get(t, (t,)) for t in overload.args]
-    for types in itertools.product(*choices):
-        edges = [ARGUMENT_EDGES.get((overload.name, i), EDGES[t]) for i, t in enumerate(types)]
-        for texts in itertools.product(*edges):
-            args = [_const(t, x) for t, x in zip(types, texts, strict=True)]
-            # as the checker builds it: arguments converted to what the overload evaluates
-            yield tuple(
-                a if o in (a.type, registry.ANYARRAY) else Cast(type=o, args=(a,))
-                for a, o in zip(args, overload.operands, strict=True)
-            )
+    """The argument lists to evaluate: a variadic overload with its declared arguments and
+    one more; a polymorphic argument as each of its POLYMORPHIC types (anycompatible: all
+    of one of them, as the checker unifies them); each argument as each of its edges."""
+    params = list(overload.args)
+    arities = [params, params + params[-1:]] if overload.variadic else [params]
+    for declared in arities:
+        for types in _bindings(declared):
+            edges = [ARGUMENT_EDGES.get((overload.name, i), EDGES[t]) for i, t in enumerate(types)]
+            operands = list(overload.operands)
+            operands += operands[-1:] * (len(declared) - len(operands))
+            for texts in itertools.product(*edges):
+                args = [_const(t, x) for t, x in zip(types, texts, strict=True)]
+                # as the checker builds them: converted to what the overload evaluates
+                yield tuple(
+                    _converted(a, p, o) for a, p, o in zip(args, declared, operands, strict=True)
+                )
+
+
+def _bindings(declared: list[str]) -> Iterator[list[str]]:
+    compatible = POLYMORPHIC[registry.ANYCOMPATIBLE]
+    for common in compatible if registry.ANYCOMPATIBLE in declared else compatible[:1]:
+        choices = [
+            (common,) if p == registry.ANYCOMPATIBLE else POLYMORPHIC.get(p, (p,)) for p in declared
+        ]
+        yield from map(list, itertools.product(*choices))
+
+
+def _converted(arg: Node, param: str, operand: str) -> Node:
+    if param == registry.ANY and arg.type != "text":
+        return Cast(type="text", args=(arg,), output=True)  # concat's output text
+    if operand in (arg.type, registry.ANYARRAY, registry.ANYCOMPATIBLE):
+        return arg
+    return Cast(type=operand, args=(arg,))
 
 
 def _ours(node: Node) -> str | None | WhereRuntimeError:
@@ -158,8 +187,9 @@ def test_overload_matches_postgres(conn: Conn, overload: registry.Overload) -> N
     count = 0
     for args in _cases(overload):
         count += 1
+        result = args[0].type if overload.result == registry.ANYCOMPATIBLE else overload.result
         node: Node = (
-            Call(type=overload.result, args=args, name=overload.name, overload=overload)
+            Call(type=result, args=args, name=overload.name, overload=overload)
             if overload.form == "call"
             else Operator(type=overload.result, args=args, overload=overload)
         )
@@ -173,7 +203,7 @@ def test_overload_matches_postgres(conn: Conn, overload: registry.Overload) -> N
             same = ours is expected
         else:
             # our value as Postgres reads and prints it
-            printed = _postgres(conn, f"%s::{overload.result}", [ours])
+            printed = _postgres(conn, f"%s::{result}", [ours])
             same = printed == expected
             ours = f"{ours} (Postgres prints {printed})"
         if not same:

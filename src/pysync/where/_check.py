@@ -33,13 +33,10 @@ from ._ir import (
     Call,
     CaseMap,
     Cast,
-    Coalesce,
     Column,
     Comparison,
-    Concat,
     Const,
     Distinct,
-    Extreme,
     Index,
     InList,
     Like,
@@ -1497,15 +1494,22 @@ class Checker:
         # The first string's type is the result's (see unify): coalesce(v, s) is varchar,
         # whose = with a bpchar is bpchar's.
         varchar = t == "text" and first is not None and _varchar(first)
-        if name in ("greatest", "least") and registry.lookup("<", "infix", (t, t)) is None:
+        overload = registry.lookup(name, "call", [t] * len(args))
+        if overload is None and name != "coalesce":
             raise self.fail(f"Could not select a function overload for {name}({display(t)})", e)
         if t.startswith("enum:"):
             raise self.fail(f"{name} on enums is not supported", e)
+        assert overload is not None  # coalesce is declared for every type
         if name in ("greatest", "least") and t in ("text", "bpchar"):
             self.check_order(name, args, e)
-        if name == "coalesce":
-            return Coalesce(type=t, args=tuple(args), pos=position(e), name=name, varchar=varchar)
-        return Extreme(type=t, args=tuple(args), pos=position(e), name=name, varchar=varchar)
+        return Call(
+            type=t,
+            args=tuple(args),
+            pos=position(e),
+            name=name,
+            overload=overload,
+            varchar=varchar,
+        )
 
     def _coalesce(self, e: exp.Coalesce) -> Node:
         return self._variadic(e, "coalesce")
@@ -1530,7 +1534,9 @@ class Checker:
             else:
                 # concat() uses each argument's output function (bpchar keeps its padding)
                 out.append(Cast(type="text", args=(n,), pos=n.pos, output=True))
-        return Concat(type="text", args=tuple(out), pos=position(e), name="concat")
+        overload = registry.lookup("concat", "call", ["text"] * len(out))
+        assert overload is not None  # declared for any number of arguments
+        return Call(type="text", args=tuple(out), pos=position(e), name="concat", overload=overload)
 
     def _arrayconcat(self, e: exp.ArrayConcat) -> Node:
         args = [self.check(x) for x in [e.this, *e.expressions]]
@@ -1712,7 +1718,7 @@ def _retyped(node: Const, t: str, value: Any) -> Const:
 
 def _varchar(node: Node) -> bool:
     """A varchar column, or coalesce/greatest/least of the type of one."""
-    return isinstance(node, Column | Coalesce | Extreme) and node.varchar
+    return isinstance(node, Column | Call) and node.varchar
 
 
 def _untyped_array(node: Node) -> bool:

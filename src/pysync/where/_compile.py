@@ -8,7 +8,7 @@ closures so that ``user_id = 5`` costs one call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -23,13 +23,10 @@ from ._ir import (
     Call,
     CaseMap,
     Cast,
-    Coalesce,
     Column,
     Comparison,
-    Concat,
     Const,
     Distinct,
-    Extreme,
     Index,
     InList,
     Like,
@@ -52,7 +49,7 @@ from .runtime.arrays import (
     array_subscript,
 )
 from .runtime.casts import OUTPUT, array_cast, cast_function, input_function
-from .runtime.compare import compare_op, sort_key
+from .runtime.compare import compare_op
 from .runtime.text import CASE_MAPS, like_escape, like_matcher
 
 Row = Sequence[str | None]
@@ -118,6 +115,8 @@ class Compiler:
                 return lambda r: f(r) is False
             case Distinct():
                 return self._distinct(node)
+            case Call() if not node.overload.strict:
+                return _lazy([self.compile(a) for a in node.args], node.overload.impl)
             case Operator() | Call():
                 return self._strict(node, node.overload.impl)
             case Comparison():
@@ -133,12 +132,6 @@ class Compiler:
             case CaseMap():
                 lower, upper = CASE_MAPS[node.case]
                 return self._strict1(node.args[0], upper if node.name == "upper" else lower)
-            case Coalesce():
-                return _coalesce([self.compile(a) for a in node.args])
-            case Extreme():
-                return _extreme([self.compile(a) for a in node.args], node.type, node.greatest)
-            case Concat():
-                return _concat([self.compile(a) for a in node.args])
             case ArrayFunction():
                 impl = _ARRAY_FUNCTIONS[node.name]
                 f1, f2 = (self.compile(a) for a in node.args)
@@ -488,22 +481,14 @@ _ARRAY_FUNCTIONS: dict[str, Callable[[Any, Any], Any]] = {
 }
 
 
-def _coalesce(fs: list[Fn]) -> Fn:
-    def coalesce(r: Row) -> Any:
-        for f in fs:
-            v = f(r)
-            if v is not None:
-                return v
-        return None
+def _lazy(fs: list[Fn], impl: Callable[[Iterator[Any]], Any]) -> Fn:
+    """A function that is not strict: ``impl`` reads the arguments' values as it needs
+    them (coalesce stops at the first non-NULL)."""
 
-    return coalesce
+    def lazy(r: Row) -> Any:
+        return impl(f(r) for f in fs)
 
-
-def _concat(fs: list[Fn]) -> Fn:
-    def concat(r: Row) -> str:
-        return "".join(v for v in (f(r) for f in fs) if v is not None)
-
-    return concat
+    return lazy
 
 
 def _comparison(
@@ -515,21 +500,3 @@ def _comparison(
         impl: Callable[[Any, Any], bool] = node.overload.impl
         return impl
     return compare_op(op, node.compared_as)
-
-
-def _extreme(fs: list[Fn], t: str, greatest: bool) -> Fn:
-    key = sort_key(t)
-    if t == "bpchar":
-
-        def key(v: str) -> str:
-            return v.rstrip(" ")
-
-    def extreme(r: Row) -> Any:
-        values = [v for v in (f(r) for f in fs) if v is not None]
-        if not values:
-            return None
-        if key is None:
-            return max(values) if greatest else min(values)
-        return max(values, key=key) if greatest else min(values, key=key)
-
-    return extreme

@@ -110,9 +110,12 @@ class Function(Node):
 
 @dataclass(frozen=True, slots=True, eq=False, kw_only=True)
 class Call(Function):
-    """A registry function, strict."""
+    """A registry function (its ``type`` is the overload's result, or for a polymorphic
+    result the arguments' common type)."""
 
     overload: Overload
+    varchar: bool = False
+    """coalesce/greatest/least of the type of a varchar argument (see ``Column.varchar``)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False, kw_only=True)
@@ -120,28 +123,6 @@ class CaseMap(Function):
     """lower() or upper() under a collation's case mapping (``runtime.text.CASE_MAPS``)."""
 
     case: str
-
-
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
-class Coalesce(Function):
-    varchar: bool = False
-    """Of the type of a varchar argument (see ``Column.varchar``)."""
-
-
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
-class Extreme(Function):
-    """greatest() or least()."""
-
-    varchar: bool = False
-
-    @property
-    def greatest(self) -> bool:
-        return self.name == "greatest"
-
-
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
-class Concat(Function):
-    """concat(): each argument's output text, NULLs skipped."""
 
 
 @dataclass(frozen=True, slots=True, eq=False, kw_only=True)
