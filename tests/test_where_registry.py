@@ -22,7 +22,7 @@ from pysync.postgres.catalog import load_table
 from pysync.postgres.cluster import PostgresCluster
 from pysync.where import WhereRuntimeError, compile_where, registry
 from pysync.where._compile import Compiler
-from pysync.where._ir import Call, Cast, Const, Node, Operator
+from pysync.where._ir import Call, Cast, Const, Node, Operator, is_array
 from pysync.where._render import Renderer, literal_text
 from pysync.where.runtime.casts import input_function
 
@@ -148,18 +148,26 @@ def _cases(overload: registry.Overload) -> Iterator[tuple[Node, ...]]:
 
 
 def _bindings(declared: list[str]) -> Iterator[list[str]]:
+    """The argument types for the declared ones: each polymorphic family bound to one
+    type per case (anyelement the element type of anyarray, as the checker converts
+    them); ``"any"`` arguments independently."""
     compatible = POLYMORPHIC[registry.ANYCOMPATIBLE]
+    arrays = POLYMORPHIC[registry.ANYARRAY]
     for common in compatible if registry.ANYCOMPATIBLE in declared else compatible[:1]:
-        choices = [
-            (common,) if p == registry.ANYCOMPATIBLE else POLYMORPHIC.get(p, (p,)) for p in declared
-        ]
-        yield from map(list, itertools.product(*choices))
+        for array in arrays if registry.ANYARRAY in declared else arrays[:1]:
+            bound = {
+                registry.ANYCOMPATIBLE: (common,),
+                registry.ANYARRAY: (array,),
+                registry.ANYELEMENT: (array.removesuffix("[]"),),
+            }
+            choices = [bound.get(p, POLYMORPHIC.get(p, (p,))) for p in declared]
+            yield from map(list, itertools.product(*choices))
 
 
 def _converted(arg: Node, param: str, operand: str) -> Node:
     if param == registry.ANY and arg.type != "text":
         return Cast(type="text", args=(arg,), output=True)  # concat's output text
-    if operand in (arg.type, registry.ANYARRAY, registry.ANYCOMPATIBLE):
+    if operand in (arg.type, registry.ANYARRAY, registry.ANYELEMENT, registry.ANYCOMPATIBLE):
         return arg
     return Cast(type=operand, args=(arg,))
 
@@ -187,7 +195,9 @@ def test_overload_matches_postgres(conn: Conn, overload: registry.Overload) -> N
     count = 0
     for args in _cases(overload):
         count += 1
-        result = args[0].type if overload.result == registry.ANYCOMPATIBLE else overload.result
+        result = overload.result
+        if result in (registry.ANYCOMPATIBLE, registry.ANYARRAY):  # the arguments' type
+            result = next(a.type for a in args if is_array(a.type) or result != registry.ANYARRAY)
         node: Node = (
             Call(type=result, args=args, name=overload.name, overload=overload)
             if overload.form == "call"

@@ -28,7 +28,6 @@ from ._ir import (
     INT_TYPES,
     NUMERIC_TYPES,
     And,
-    ArrayFunction,
     ArrayLiteral,
     Call,
     CaseMap,
@@ -1265,13 +1264,13 @@ class Checker:
         rt_ = right.type if right.type != "unknown" else t
         if is_array(lt) and is_array(rt_):
             left, right = self.coerce(left, t), self.coerce(right, t)
-            return ArrayFunction(type=t, args=(left, right), pos=left.pos, name="array_cat")
+            return self._array_function("array_cat", t, (left, right), left.pos)
         if is_array(lt):
             left, right = self.coerce(left, t), self.coerce(right, elem(t))
-            return ArrayFunction(type=t, args=(left, right), pos=left.pos, name="array_append")
+            return self._array_function("array_append", t, (left, right), left.pos)
         t = rt_
         left, right = self.coerce(left, elem(t)), self.coerce(right, t)
-        return ArrayFunction(type=t, args=(left, right), pos=left.pos, name="array_prepend")
+        return self._array_function("array_prepend", t, (left, right), left.pos)
 
     # ------------------------------------------------------------ arrays
 
@@ -1544,7 +1543,7 @@ class Checker:
             raise self.fail(f"unknown or unsupported function array_cat/{len(args)}", e)
         t = self._array_pair_type(args[0], args[1], "array_cat", e)
         left, right = self.coerce(args[0], t), self.coerce(args[1], t)
-        return ArrayFunction(type=t, args=(left, right), pos=position(e), name="array_cat")
+        return self._array_function("array_cat", t, (left, right), position(e))
 
     def _arrayappend(self, e: exp.ArrayAppend) -> Node:
         arr, value = self.check(e.this), self.check(e.expression)
@@ -1552,7 +1551,7 @@ class Checker:
             raise self.fail("array_append needs an array of a known type", e)
         t = arr.type
         args = (arr, self.coerce(value, elem(t)))
-        return ArrayFunction(type=t, args=args, pos=position(e), name="array_append")
+        return self._array_function("array_append", t, args, position(e))
 
     def _arrayprepend(self, e: exp.ArrayPrepend) -> Node:
         arr, value = self.check(e.this), self.check(e.expression)
@@ -1560,7 +1559,14 @@ class Checker:
             raise self.fail("array_prepend needs an array of a known type", e)
         t = arr.type
         args = (self.coerce(value, elem(t)), arr)
-        return ArrayFunction(type=t, args=args, pos=position(e), name="array_prepend")
+        return self._array_function("array_prepend", t, args, position(e))
+
+    def _array_function(self, name: str, t: str, args: tuple[Node, Node], pos: int) -> Node:
+        """The registry's polymorphic ``name`` on arguments the caller has converted to
+        the array type ``t`` (and its element type)."""
+        overload = registry.lookup(name, "call", [a.type for a in args])
+        assert overload is not None, (name, t)
+        return Call(type=t, args=args, pos=pos, name=name, overload=overload)
 
     def _anonymous(self, e: exp.Anonymous) -> Node:
         name = str(e.this).lower()

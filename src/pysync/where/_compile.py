@@ -18,7 +18,6 @@ from pysync.postgres.types.strings import parse_text
 
 from ._ir import (
     And,
-    ArrayFunction,
     ArrayLiteral,
     Call,
     CaseMap,
@@ -43,9 +42,6 @@ from ._ir import (
     is_array,
 )
 from .runtime.arrays import (
-    array_append,
-    array_cat,
-    array_prepend,
     array_subscript,
 )
 from .runtime.casts import OUTPUT, array_cast, cast_function, input_function
@@ -132,10 +128,6 @@ class Compiler:
             case CaseMap():
                 lower, upper = CASE_MAPS[node.case]
                 return self._strict1(node.args[0], upper if node.name == "upper" else lower)
-            case ArrayFunction():
-                impl = _ARRAY_FUNCTIONS[node.name]
-                f1, f2 = (self.compile(a) for a in node.args)
-                return lambda r: impl(f1(r), f2(r))
             case Index():
                 return self._index(node)
             case ArrayLiteral():
@@ -472,13 +464,6 @@ class Compiler:
             return matcher(s if lower is None else lower(s))
 
         return like_dynamic
-
-
-_ARRAY_FUNCTIONS: dict[str, Callable[[Any, Any], Any]] = {
-    "array_cat": array_cat,
-    "array_append": array_append,
-    "array_prepend": array_prepend,
-}
 
 
 def _lazy(fs: list[Fn], impl: Callable[[Iterator[Any]], Any]) -> Fn:

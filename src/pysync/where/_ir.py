@@ -125,11 +125,6 @@ class CaseMap(Function):
     case: str
 
 
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
-class ArrayFunction(Function):
-    """array_cat, array_append, array_prepend: not strict (a NULL array acts as empty)."""
-
-
 # ---------------------------------------------------------------- casts
 
 

@@ -17,9 +17,10 @@ collation's rules, varchar against bpchar) and then takes the entry for it with
 UNION/CASE rules, ``_check.Checker.unify``), greatest/least (one entry per ordered type,
 as its comparisons) and concat (any argument, each by its output function): these are
 not strict (``strict=False``: a NULL argument is skipped, not the answer) and variadic.
+array_cat, array_append and array_prepend (``||`` of arrays too) are polymorphic
+(``anyarray``/``anyelement``: the checker decides the array type) and not strict either.
 Comparisons of enums (one operator per enum type) stay the checker's own, as do the
-constructs that are not functions (AND/OR, LIKE, IN/ANY, casts) and array_cat/append/
-prepend.
+constructs that are not functions (AND/OR, LIKE, IN/ANY, casts).
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._ir import INT_TYPES, NUMERIC_TYPES, ORDERED_TYPES, is_array
-from .runtime.arrays import array_ndims, array_operator
+from .runtime.arrays import (
+    array_append,
+    array_cat,
+    array_ndims,
+    array_operator,
+    array_prepend,
+)
 from .runtime.casts import IMPLICIT_CASTS
 from .runtime.compare import compare_op, date_timestamp_compare, sort_key
 from .runtime.datetimes import DATETIME_OPS, timezone_function
@@ -40,6 +47,8 @@ Form = Literal["infix", "prefix", "call"]
 
 ANYARRAY = "anyarray"
 """A polymorphic argument: any array type (not an untyped literal)."""
+ANYELEMENT = "anyelement"
+"""A polymorphic argument: the element type of the call's ``anyarray``."""
 ANYCOMPATIBLE = "anycompatible"
 """A polymorphic argument: all of them converted to their common type, the result's."""
 ANY = "any"
@@ -163,6 +172,26 @@ def _extreme(t: str, greatest: bool) -> Callable[[Iterator[Any]], Any]:
     return extreme
 
 
+def _pair(f: Callable[[Any, Any], Any]) -> Callable[[Iterator[Any]], Any]:
+    """A two-argument function that is not strict, as the evaluator calls one."""
+
+    def pair(values: Iterator[Any]) -> Any:
+        a, b = values
+        return f(a, b)
+
+    return pair
+
+
+def _array_functions() -> Iterable[Overload]:
+    """Not strict: a NULL array acts as an empty one, a NULL element is appended."""
+    for name, args, f in (
+        ("array_cat", (ANYARRAY, ANYARRAY), array_cat),
+        ("array_append", (ANYARRAY, ANYELEMENT), array_append),
+        ("array_prepend", (ANYELEMENT, ANYARRAY), array_prepend),
+    ):
+        yield Overload(name, "call", args, ANYARRAY, _pair(f), strict=False)
+
+
 def _extremes() -> Iterable[Overload]:
     """greatest and least of each ordered type (the types with a < of their own)."""
     for t in sorted(ORDERED_TYPES):
@@ -192,6 +221,7 @@ OVERLOADS: tuple[Overload, ...] = (
         "coalesce", "call", (ANYCOMPATIBLE,), ANYCOMPATIBLE, _coalesce, strict=False, variadic=True
     ),
     *_extremes(),
+    *_array_functions(),
     Overload("concat", "call", (ANY,), "text", _concat, ("text",), strict=False, variadic=True),
 )
 
@@ -213,16 +243,22 @@ def lookup(name: str, form: Form, types: Sequence[str]) -> Overload | None:
     one's repeated argument matches each further argument, a polymorphic one any type
     (the checker has converted the arguments to one type, or to text for ``"any"``)."""
     for o in _BY_NAME.get((name, form, len(types)), ()):
-        if o.args == tuple(types):
+        if all(map(_matches, o.args, types)):
             return o
     for o in _VARIADIC.get((name, form), ()):
         n = len(o.args)
         params = o.args[:-1] + (o.args[-1],) * (len(types) - n + 1)
-        if len(types) >= n and all(
-            p == t or p in (ANYCOMPATIBLE, ANY) for p, t in zip(params, types, strict=True)
-        ):
+        if len(types) >= n and all(map(_matches, params, types)):
             return o
     return None
+
+
+def _matches(param: str, t: str) -> bool:
+    """An argument of type ``t`` is one for ``param`` as it is (polymorphic: as the
+    checker converted it)."""
+    if param == ANYARRAY:
+        return is_array(t)
+    return param == t or param in (ANYELEMENT, ANYCOMPATIBLE, ANY)
 
 
 # Postgres' type categories (pg_type.typcategory) and their preferred types.
