@@ -85,7 +85,9 @@ POLYMORPHIC = {
     registry.ANYCOMPATIBLE: ("int4", "numeric", "text", "bpchar", "interval", "int4[]"),
     # concat's: each argument's own type, by its output function
     registry.ANY: ("text", "bpchar", "bool", "float8", "timestamptz"),
+    registry.ANYENUM: ("enum:registry_mood",),
 }
+ENUM_LABELS = ("sad", "ok", "happy")
 
 
 def _array_edges(t: str) -> list[str | None]:
@@ -107,6 +109,7 @@ def _array_edges(t: str) -> list[str | None]:
 
 for _t in [t for t in EDGES if not t.endswith("[]")]:
     EDGES.setdefault(_t + "[]", _array_edges(_t))
+EDGES["enum:registry_mood"] = [None, *ENUM_LABELS]
 # Arguments whose edges are not their type's: the zones the checker lets through
 # (a constant known to time_zone), DST gaps and folds, and one Postgres does not know.
 ARGUMENT_EDGES: dict[tuple[str, int], list[str | None]] = {
@@ -120,12 +123,30 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 def conn(pg_cluster: PostgresCluster) -> Iterator[Conn]:
     with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
         conn.execute("SET TimeZone = 'UTC'")
+        labels = ", ".join(f"'{label}'" for label in ENUM_LABELS)
+        conn.execute(
+            f"DO $$ BEGIN CREATE TYPE registry_mood AS ENUM ({labels}); "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )
         yield conn
 
 
+class _Renderer(Renderer):
+    """The renderer, binding enum constants too: pysync never writes one (the checker
+    rejects enum literals), but the test passes enum values as arguments."""
+
+    def _const(self, node: Const) -> str:
+        enum = node.type.removeprefix("enum:")
+        if enum == node.type:
+            return super()._const(node)
+        self.params.append(node.value)
+        return f"%s::{enum}"
+
+
 def _const(t: str, text: str | None) -> Node:
-    value = None if text is None else input_function(t)(text)
-    return Const(type=t, value=value)
+    if text is None or t.startswith("enum:"):  # an enum value is its label
+        return Const(type=t, value=text)
+    return Const(type=t, value=input_function(t)(text))
 
 
 def _cases(overload: registry.Overload) -> Iterator[tuple[Node, ...]]:
@@ -159,6 +180,7 @@ def _bindings(declared: list[str]) -> Iterator[list[str]]:
                 registry.ANYCOMPATIBLE: (common,),
                 registry.ANYARRAY: (array,),
                 registry.ANYELEMENT: (array.removesuffix("[]"),),
+                registry.ANYENUM: POLYMORPHIC[registry.ANYENUM][:1],
             }
             choices = [bound.get(p, POLYMORPHIC.get(p, (p,))) for p in declared]
             yield from map(list, itertools.product(*choices))
@@ -167,7 +189,7 @@ def _bindings(declared: list[str]) -> Iterator[list[str]]:
 def _converted(arg: Node, param: str, operand: str) -> Node:
     if param == registry.ANY and arg.type != "text":
         return Cast(type="text", args=(arg,), output=True)  # concat's output text
-    if operand in (arg.type, registry.ANYARRAY, registry.ANYELEMENT, registry.ANYCOMPATIBLE):
+    if operand == arg.type or operand in POLYMORPHIC or operand == registry.ANYELEMENT:
         return arg
     return Cast(type=operand, args=(arg,))
 
@@ -203,7 +225,7 @@ def test_overload_matches_postgres(conn: Conn, overload: registry.Overload) -> N
             if overload.form == "call"
             else Operator(type=overload.result, args=args, overload=overload)
         )
-        renderer = Renderer(inline=False)
+        renderer = _Renderer(inline=False)
         sql = renderer.render(node)
         expected = _postgres(conn, sql, renderer.params)
         ours = _ours(node)

@@ -821,7 +821,7 @@ class Checker:
                 f"Could not select an operator overload for {display(left.type)} {op} {display(right.type)}",
                 e,
             )
-        self._check_comparable(op, t, e)
+        overload = self._check_comparable(op, t, e)
         if t in ("text", "bpchar"):
             self.check_equality(op, (left, right), e)
             if op not in ("=", "<>"):
@@ -829,6 +829,8 @@ class Checker:
         if t in ("timestamp", "timestamptz") and {left.type, right.type} == {"date", t}:
             # Postgres' date-timestamp operators compare over the whole date range (a
             # cast to timestamp would fail past 294276 AD)
+            mixed = registry.lookup(op, "infix", (left.type, right.type))
+            assert mixed is not None  # declared for each comparison
             return Comparison(
                 type="bool",
                 args=(left, right),
@@ -836,7 +838,7 @@ class Checker:
                 op=op,
                 compared_as=t,
                 date_mixed=True,
-                overload=registry.lookup(op, "infix", (left.type, right.type)),
+                overload=mixed,
             )
         left, right = self.coerce(left, t), self.coerce(right, t)
         return Comparison(
@@ -845,16 +847,14 @@ class Checker:
             pos=left.pos,
             op=op,
             compared_as=t,
-            overload=registry.lookup(op, "infix", (t, t)),
+            overload=overload,
         )
 
-    def _check_comparable(self, op: str, t: str, e: exp.Expr) -> None:
-        """``op`` exists for two values of ``t``: the registry's comparisons, and equality
-        of enums."""
-        if registry.lookup(op, "infix", (t, t)) is not None:
-            return
-        if op in ("=", "<>") and t.startswith("enum:"):
-            return
+    def _check_comparable(self, op: str, t: str, e: exp.Expr) -> registry.Overload:
+        """The registry's ``op`` for two values of ``t``."""
+        overload = registry.lookup(op, "infix", (t, t))
+        if overload is not None:
+            return overload
         raise self.fail(
             f"Could not select an operator overload for {display(t)} {op} {display(t)}", e
         )
@@ -923,7 +923,7 @@ class Checker:
                 f"Could not select an operator overload for {display(left.type)} {op} {display(et)}",
                 e,
             )
-        self._check_comparable(op, t, e)
+        overload = self._check_comparable(op, t, e)
         if t in ("text", "bpchar"):
             self.check_equality(op, (left, arr), e)
             if op not in ("=", "<>"):
@@ -936,7 +936,7 @@ class Checker:
             op=op,
             compared_as=t,
             every=every,
-            overload=registry.lookup(op, "infix", (t, t)),
+            overload=overload,
         )
 
     def _in(self, e: exp.In) -> Node:
@@ -959,10 +959,9 @@ class Checker:
         parts: list[Node] = []
         if len(constants) > 1:
             t, unified = self.unify([left, *constants], "IN", e)
-            self._check_comparable("=", t, e)
+            equality = self._check_comparable("=", t, e)
             if t in ("text", "bpchar"):
                 self.check_equality("IN", unified, e)
-            equality = registry.lookup("=", "infix", (t, t))
             parts.append(
                 InList(
                     type="bool",

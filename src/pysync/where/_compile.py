@@ -45,7 +45,6 @@ from .runtime.arrays import (
     array_subscript,
 )
 from .runtime.casts import OUTPUT, array_cast, cast_function, input_function
-from .runtime.compare import compare_op
 from .runtime.text import CASE_MAPS, like_escape, like_matcher
 
 Row = Sequence[str | None]
@@ -116,7 +115,7 @@ class Compiler:
             case Operator() | Call():
                 return self._strict(node, node.overload.impl)
             case Comparison():
-                return self._strict2(node, _comparison(node.op, node))
+                return self._strict2(node, _comparison(node))
             case Sublink():
                 return self._sublink(node)
             case InList():
@@ -223,7 +222,7 @@ class Compiler:
         return lambda r: f(r) is None
 
     def _distinct(self, node: Distinct) -> Fn:
-        eq = _comparison("=", node)
+        eq = _comparison(node)
         f1, f2 = (self.compile(a) for a in node.args)
 
         def notdistinct(r: Row) -> bool:
@@ -353,7 +352,7 @@ class Compiler:
                 return None if has_null else False
 
             return in_set
-        eq = _comparison("=", node)
+        eq = _comparison(node)
         fs = [self.compile(i) for i in items]
 
         def in_list(r: Row) -> bool | None:
@@ -373,7 +372,7 @@ class Compiler:
 
     def _quantified(self, node: Quantified) -> Fn:
         any_ = not node.every
-        op = _comparison(node.op, node)
+        op = _comparison(node)
         fx, farr = (self.compile(a) for a in node.args)
 
         def quantified(r: Row) -> bool | None:
@@ -476,12 +475,7 @@ def _lazy(fs: list[Fn], impl: Callable[[Iterator[Any]], Any]) -> Fn:
     return lazy
 
 
-def _comparison(
-    op: str, node: Comparison | Distinct | InList | Quantified
-) -> Callable[[Any, Any], bool]:
-    """``op`` on two non-NULL values: the registry's operator, else (enums) the
-    comparison of ``compared_as``."""
-    if node.overload is not None:
-        impl: Callable[[Any, Any], bool] = node.overload.impl
-        return impl
-    return compare_op(op, node.compared_as)
+def _comparison(node: Comparison | Distinct | InList | Quantified) -> Callable[[Any, Any], bool]:
+    """The node's comparison on two non-NULL values (the registry's operator)."""
+    impl: Callable[[Any, Any], bool] = node.overload.impl
+    return impl

@@ -94,8 +94,8 @@ class Comparison(Node):
     date_mixed: bool = False
     """A date against a ``compared_as`` timestamp(tz), compared over the whole date range
     (Postgres' cross-type operators; a cast to timestamp would fail past 294276 AD)."""
-    overload: Overload | None = None
-    """The registry's operator; None for enums (the checker's own)."""
+    overload: Overload
+    """The registry's operator."""
 
 
 # ---------------------------------------------------------------- function calls
@@ -180,7 +180,7 @@ class Distinct(Node):
 
     negated: bool
     compared_as: str
-    overload: Overload | None = None
+    overload: Overload
     """The registry's ``=`` for the operands (as ``Comparison.overload``)."""
 
 
@@ -192,7 +192,7 @@ class InList(Node):
     """``x IN (c1, c2, ...)``: ``args`` are x and the items, all ``compared_as``."""
 
     compared_as: str
-    overload: Overload | None = None
+    overload: Overload
     """The registry's ``=`` for ``compared_as`` (as ``Comparison.overload``)."""
 
 
@@ -203,7 +203,7 @@ class Quantified(Node):
     op: str
     compared_as: str
     every: bool = False
-    overload: Overload | None = None
+    overload: Overload
     """The registry's ``op`` for ``compared_as`` (as ``Comparison.overload``)."""
 
 

@@ -1,5 +1,5 @@
-"""The language's strict operators and functions, each declared once, and Postgres'
-rules for choosing one of them.
+"""The language's operators and functions, each declared once, and Postgres' rules for
+choosing one of them.
 
 An ``Overload`` is one ``pg_operator`` / ``pg_proc`` row pysync serves: its name, its
 argument and result types, how it is written in SQL, and its implementation on Python
@@ -19,8 +19,12 @@ as its comparisons) and concat (any argument, each by its output function): thes
 not strict (``strict=False``: a NULL argument is skipped, not the answer) and variadic.
 array_cat, array_append and array_prepend (``||`` of arrays too) are polymorphic
 (``anyarray``/``anyelement``: the checker decides the array type) and not strict either.
-Comparisons of enums (one operator per enum type) stay the checker's own, as do the
-constructs that are not functions (AND/OR, LIKE, IN/ANY, casts).
+Equality of enums is enum_eq/enum_ne, on ``anyenum`` (pysync does not load the order of
+an enum's labels: < and the like on enums are not supported). The constructs that are
+not functions (AND/OR, IN/ANY, casts) stay the checker's own, and so do lower/upper and
+LIKE/ILIKE: what they compute (case mapping, case folding) depends on the collation of
+their arguments, which the checker derives (``Checker.collation``, ``case_of``), not on
+the argument types a signature declares; as entries they would need one per collation.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ ANYARRAY = "anyarray"
 """A polymorphic argument: any array type (not an untyped literal)."""
 ANYELEMENT = "anyelement"
 """A polymorphic argument: the element type of the call's ``anyarray``."""
+ANYENUM = "anyenum"
+"""A polymorphic argument: any enum type (all of one type, as the checker compares)."""
 ANYCOMPATIBLE = "anycompatible"
 """A polymorphic argument: all of them converted to their common type, the result's."""
 ANY = "any"
@@ -114,13 +120,17 @@ COMPARISONS = ("=", "<>", "<", ">", "<=", ">=")
 
 
 def _comparisons() -> Iterable[Overload]:
-    """The btree operators of each type the checker compares (bool: = and <> only), and
-    Postgres' date-timestamp ones (date_lt_timestamp, timestamptz_gt_date, ...)."""
+    """The btree operators of each type the checker compares (bool and enums: = and <>
+    only), and Postgres' date-timestamp ones (date_lt_timestamp, timestamptz_gt_date,
+    ...)."""
     for t in sorted(ORDERED_TYPES):
         for op in COMPARISONS:
             yield Overload(op, "infix", (t, t), "bool", compare_op(op, t))
     for op in ("=", "<>"):
         yield Overload(op, "infix", ("bool", "bool"), "bool", compare_op(op, "bool"))
+    for op in ("=", "<>"):
+        # an enum value is its label, unique within its type
+        yield Overload(op, "infix", (ANYENUM, ANYENUM), "bool", compare_op(op, "text"))
     for t in ("timestamp", "timestamptz"):
         for op in COMPARISONS:
             yield Overload(op, "infix", ("date", t), "bool", date_timestamp_compare(op, t, True))
@@ -258,6 +268,8 @@ def _matches(param: str, t: str) -> bool:
     checker converted it)."""
     if param == ANYARRAY:
         return is_array(t)
+    if param == ANYENUM:
+        return t.startswith("enum:")
     return param == t or param in (ANYELEMENT, ANYCOMPATIBLE, ANY)
 
 
