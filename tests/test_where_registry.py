@@ -150,14 +150,19 @@ def _const(t: str, text: str | None) -> Node:
 
 
 def _cases(overload: registry.Overload) -> Iterator[tuple[Node, ...]]:
-    """The argument lists to evaluate: a variadic overload with its declared arguments and
-    one more; a polymorphic argument as each of its POLYMORPHIC types (anycompatible: all
+    """The argument lists to evaluate: a variadic overload with its declared arguments,
+    one more and two more (those with each argument's first three edges: NULL and two
+    values); a polymorphic argument as each of its POLYMORPHIC types (anycompatible: all
     of one of them, as the checker unifies them); each argument as each of its edges."""
     params = list(overload.args)
-    arities = [params, params + params[-1:]] if overload.variadic else [params]
-    for declared in arities:
+    arities: list[tuple[list[str], int | None]] = [(params, None)]
+    if overload.variadic:
+        arities += [(params + params[-1:], None), (params + params[-1:] * 2, 3)]
+    for declared, cut in arities:
         for types in _bindings(declared):
-            edges = [ARGUMENT_EDGES.get((overload.name, i), EDGES[t]) for i, t in enumerate(types)]
+            edges = [
+                ARGUMENT_EDGES.get((overload.name, i), EDGES[t])[:cut] for i, t in enumerate(types)
+            ]
             operands = list(overload.operands)
             operands += operands[-1:] * (len(declared) - len(operands))
             for texts in itertools.product(*edges):
