@@ -939,6 +939,12 @@ FIXED_CLAUSES = [
     "(i4 * 1000000 > 0) OR NULL",
     "(i4 * 1000000 > 0) AND (2 > 1)",
     "coalesce(NULL, 1) = 1 OR i4 / 0 = 1",
+    # coalesce evaluates no further than its first non-NULL argument (an error after it
+    # is not raised); greatest, least and concat evaluate every argument
+    "coalesce(i4, i8 / 0) > 0",
+    "greatest(i4, i8 / 0) > 0",
+    "least(i8 / 0, i4) > 0",
+    "concat(s, i4 / 0) <> ''",
     "'é' IS NULL OR i4 > 5",
     "'é' IS NOT NULL AND i4 > 5",
     "NULL IS NULL OR i4 > 5",
@@ -983,6 +989,8 @@ PLAN_TIME_ERRORS = [
     "i4 > 0 OR 1 / 0 = 1",
     "i4 = 2147483647 + 1",
     "s = 'a' AND 32767::int2 + 1::int2 > 0",
+    # the planner folds coalesce's constant arguments up to its first non-NULL constant
+    "coalesce(i4, i8 / 0, 1 / 0) > 0",
 ]
 
 

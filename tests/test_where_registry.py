@@ -22,7 +22,7 @@ from pysync.postgres.catalog import load_table
 from pysync.postgres.cluster import PostgresCluster
 from pysync.where import WhereRuntimeError, compile_where, registry
 from pysync.where._compile import Compiler
-from pysync.where._ir import Call, Cast, Const, Node, Operator
+from pysync.where._ir import Call, Cast, Const, Node, Operator, is_array
 from pysync.where._render import Renderer, literal_text
 from pysync.where.runtime.casts import input_function
 
@@ -79,7 +79,15 @@ EDGES: dict[str, list[str | None]] = {
     "int4[]": [None, "{}", "{1,2}", "{{1},{2}}", "{NULL}"],
     "text[]": [None, "{}", "{a}", "{{a,b},{c,d}}"],
 }
-POLYMORPHIC = {registry.ANYARRAY: ("int4[]", "text[]")}
+POLYMORPHIC = {
+    registry.ANYARRAY: ("int4[]", "text[]"),
+    # coalesce's arguments, converted by the checker to their common type
+    registry.ANYCOMPATIBLE: ("int4", "numeric", "text", "bpchar", "interval", "int4[]"),
+    # concat's: each argument's own type, by its output function
+    registry.ANY: ("text", "bpchar", "bool", "float8", "timestamptz"),
+    registry.ANYENUM: ("enum:registry_mood",),
+}
+ENUM_LABELS = ("sad", "ok", "happy")
 
 
 def _array_edges(t: str) -> list[str | None]:
@@ -101,6 +109,7 @@ def _array_edges(t: str) -> list[str | None]:
 
 for _t in [t for t in EDGES if not t.endswith("[]")]:
     EDGES.setdefault(_t + "[]", _array_edges(_t))
+EDGES["enum:registry_mood"] = [None, *ENUM_LABELS]
 # Arguments whose edges are not their type's: the zones the checker lets through
 # (a constant known to time_zone), DST gaps and folds, and one Postgres does not know.
 ARGUMENT_EDGES: dict[tuple[str, int], list[str | None]] = {
@@ -114,25 +123,80 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 def conn(pg_cluster: PostgresCluster) -> Iterator[Conn]:
     with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
         conn.execute("SET TimeZone = 'UTC'")
+        labels = ", ".join(f"'{label}'" for label in ENUM_LABELS)
+        conn.execute(
+            f"DO $$ BEGIN CREATE TYPE registry_mood AS ENUM ({labels}); "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        )
         yield conn
 
 
+class _Renderer(Renderer):
+    """The renderer, binding enum constants too: pysync never writes one (the checker
+    rejects enum literals), but the test passes enum values as arguments."""
+
+    def _const(self, node: Const) -> str:
+        enum = node.type.removeprefix("enum:")
+        if enum == node.type:
+            return super()._const(node)
+        self.params.append(node.value)
+        return f"%s::{enum}"
+
+
 def _const(t: str, text: str | None) -> Node:
-    value = None if text is None else input_function(t)(text)
-    return Const(type=t, value=value)
+    if text is None or t.startswith("enum:"):  # an enum value is its label
+        return Const(type=t, value=text)
+    return Const(type=t, value=input_function(t)(text))
 
 
 def _cases(overload: registry.Overload) -> Iterator[tuple[Node, ...]]:
-    choices = [POLYMORPHIC.get(t, (t,)) for t in overload.args]
-    for types in itertools.product(*choices):
-        edges = [ARGUMENT_EDGES.get((overload.name, i), EDGES[t]) for i, t in enumerate(types)]
-        for texts in itertools.product(*edges):
-            args = [_const(t, x) for t, x in zip(types, texts, strict=True)]
-            # as the checker builds it: arguments converted to what the overload evaluates
-            yield tuple(
-                a if o in (a.type, registry.ANYARRAY) else Cast(type=o, args=(a,))
-                for a, o in zip(args, overload.operands, strict=True)
-            )
+    """The argument lists to evaluate: a variadic overload with its declared arguments,
+    one more and two more (those with each argument's first three edges: NULL and two
+    values); a polymorphic argument as each of its POLYMORPHIC types (anycompatible: all
+    of one of them, as the checker unifies them); each argument as each of its edges."""
+    params = list(overload.args)
+    arities: list[tuple[list[str], int | None]] = [(params, None)]
+    if overload.variadic:
+        arities += [(params + params[-1:], None), (params + params[-1:] * 2, 3)]
+    for declared, cut in arities:
+        for types in _bindings(declared):
+            edges = [
+                ARGUMENT_EDGES.get((overload.name, i), EDGES[t])[:cut] for i, t in enumerate(types)
+            ]
+            operands = list(overload.operands)
+            operands += operands[-1:] * (len(declared) - len(operands))
+            for texts in itertools.product(*edges):
+                args = [_const(t, x) for t, x in zip(types, texts, strict=True)]
+                # as the checker builds them: converted to what the overload evaluates
+                yield tuple(
+                    _converted(a, p, o) for a, p, o in zip(args, declared, operands, strict=True)
+                )
+
+
+def _bindings(declared: list[str]) -> Iterator[list[str]]:
+    """The argument types for the declared ones: each polymorphic family bound to one
+    type per case (anyelement the element type of anyarray, as the checker converts
+    them); ``"any"`` arguments independently."""
+    compatible = POLYMORPHIC[registry.ANYCOMPATIBLE]
+    arrays = POLYMORPHIC[registry.ANYARRAY]
+    for common in compatible if registry.ANYCOMPATIBLE in declared else compatible[:1]:
+        for array in arrays if registry.ANYARRAY in declared else arrays[:1]:
+            bound = {
+                registry.ANYCOMPATIBLE: (common,),
+                registry.ANYARRAY: (array,),
+                registry.ANYELEMENT: (array.removesuffix("[]"),),
+                registry.ANYENUM: POLYMORPHIC[registry.ANYENUM][:1],
+            }
+            choices = [bound.get(p, POLYMORPHIC.get(p, (p,))) for p in declared]
+            yield from map(list, itertools.product(*choices))
+
+
+def _converted(arg: Node, param: str, operand: str) -> Node:
+    if param == registry.ANY and arg.type != "text":
+        return Cast(type="text", args=(arg,), output=True)  # concat's output text
+    if operand == arg.type or operand in POLYMORPHIC or operand == registry.ANYELEMENT:
+        return arg
+    return Cast(type=operand, args=(arg,))
 
 
 def _ours(node: Node) -> str | None | WhereRuntimeError:
@@ -158,12 +222,15 @@ def test_overload_matches_postgres(conn: Conn, overload: registry.Overload) -> N
     count = 0
     for args in _cases(overload):
         count += 1
+        result = overload.result
+        if result in (registry.ANYCOMPATIBLE, registry.ANYARRAY):  # the arguments' type
+            result = next(a.type for a in args if is_array(a.type) or result != registry.ANYARRAY)
         node: Node = (
-            Call(type=overload.result, args=args, name=overload.name, overload=overload)
+            Call(type=result, args=args, name=overload.name, overload=overload)
             if overload.form == "call"
             else Operator(type=overload.result, args=args, overload=overload)
         )
-        renderer = Renderer(inline=False)
+        renderer = _Renderer(inline=False)
         sql = renderer.render(node)
         expected = _postgres(conn, sql, renderer.params)
         ours = _ours(node)
@@ -173,7 +240,7 @@ def test_overload_matches_postgres(conn: Conn, overload: registry.Overload) -> N
             same = ours is expected
         else:
             # our value as Postgres reads and prints it
-            printed = _postgres(conn, f"%s::{overload.result}", [ours])
+            printed = _postgres(conn, f"%s::{result}", [ours])
             same = printed == expected
             ours = f"{ours} (Postgres prints {printed})"
         if not same:

@@ -28,18 +28,14 @@ from ._ir import (
     INT_TYPES,
     NUMERIC_TYPES,
     And,
-    ArrayFunction,
     ArrayLiteral,
     Call,
     CaseMap,
     Cast,
-    Coalesce,
     Column,
     Comparison,
-    Concat,
     Const,
     Distinct,
-    Extreme,
     Index,
     InList,
     Like,
@@ -825,7 +821,7 @@ class Checker:
                 f"Could not select an operator overload for {display(left.type)} {op} {display(right.type)}",
                 e,
             )
-        self._check_comparable(op, t, e)
+        overload = self._check_comparable(op, t, e)
         if t in ("text", "bpchar"):
             self.check_equality(op, (left, right), e)
             if op not in ("=", "<>"):
@@ -833,6 +829,8 @@ class Checker:
         if t in ("timestamp", "timestamptz") and {left.type, right.type} == {"date", t}:
             # Postgres' date-timestamp operators compare over the whole date range (a
             # cast to timestamp would fail past 294276 AD)
+            mixed = registry.lookup(op, "infix", (left.type, right.type))
+            assert mixed is not None  # declared for each comparison
             return Comparison(
                 type="bool",
                 args=(left, right),
@@ -840,7 +838,7 @@ class Checker:
                 op=op,
                 compared_as=t,
                 date_mixed=True,
-                overload=registry.lookup(op, "infix", (left.type, right.type)),
+                overload=mixed,
             )
         left, right = self.coerce(left, t), self.coerce(right, t)
         return Comparison(
@@ -849,16 +847,14 @@ class Checker:
             pos=left.pos,
             op=op,
             compared_as=t,
-            overload=registry.lookup(op, "infix", (t, t)),
+            overload=overload,
         )
 
-    def _check_comparable(self, op: str, t: str, e: exp.Expr) -> None:
-        """``op`` exists for two values of ``t``: the registry's comparisons, and equality
-        of enums."""
-        if registry.lookup(op, "infix", (t, t)) is not None:
-            return
-        if op in ("=", "<>") and t.startswith("enum:"):
-            return
+    def _check_comparable(self, op: str, t: str, e: exp.Expr) -> registry.Overload:
+        """The registry's ``op`` for two values of ``t``."""
+        overload = registry.lookup(op, "infix", (t, t))
+        if overload is not None:
+            return overload
         raise self.fail(
             f"Could not select an operator overload for {display(t)} {op} {display(t)}", e
         )
@@ -927,7 +923,7 @@ class Checker:
                 f"Could not select an operator overload for {display(left.type)} {op} {display(et)}",
                 e,
             )
-        self._check_comparable(op, t, e)
+        overload = self._check_comparable(op, t, e)
         if t in ("text", "bpchar"):
             self.check_equality(op, (left, arr), e)
             if op not in ("=", "<>"):
@@ -940,7 +936,7 @@ class Checker:
             op=op,
             compared_as=t,
             every=every,
-            overload=registry.lookup(op, "infix", (t, t)),
+            overload=overload,
         )
 
     def _in(self, e: exp.In) -> Node:
@@ -963,10 +959,9 @@ class Checker:
         parts: list[Node] = []
         if len(constants) > 1:
             t, unified = self.unify([left, *constants], "IN", e)
-            self._check_comparable("=", t, e)
+            equality = self._check_comparable("=", t, e)
             if t in ("text", "bpchar"):
                 self.check_equality("IN", unified, e)
-            equality = registry.lookup("=", "infix", (t, t))
             parts.append(
                 InList(
                     type="bool",
@@ -1268,13 +1263,13 @@ class Checker:
         rt_ = right.type if right.type != "unknown" else t
         if is_array(lt) and is_array(rt_):
             left, right = self.coerce(left, t), self.coerce(right, t)
-            return ArrayFunction(type=t, args=(left, right), pos=left.pos, name="array_cat")
+            return self._array_function("array_cat", t, (left, right), left.pos)
         if is_array(lt):
             left, right = self.coerce(left, t), self.coerce(right, elem(t))
-            return ArrayFunction(type=t, args=(left, right), pos=left.pos, name="array_append")
+            return self._array_function("array_append", t, (left, right), left.pos)
         t = rt_
         left, right = self.coerce(left, elem(t)), self.coerce(right, t)
-        return ArrayFunction(type=t, args=(left, right), pos=left.pos, name="array_prepend")
+        return self._array_function("array_prepend", t, (left, right), left.pos)
 
     # ------------------------------------------------------------ arrays
 
@@ -1497,15 +1492,22 @@ class Checker:
         # The first string's type is the result's (see unify): coalesce(v, s) is varchar,
         # whose = with a bpchar is bpchar's.
         varchar = t == "text" and first is not None and _varchar(first)
-        if name in ("greatest", "least") and registry.lookup("<", "infix", (t, t)) is None:
+        overload = registry.lookup(name, "call", [t] * len(args))
+        if overload is None and name != "coalesce":
             raise self.fail(f"Could not select a function overload for {name}({display(t)})", e)
         if t.startswith("enum:"):
             raise self.fail(f"{name} on enums is not supported", e)
+        assert overload is not None  # coalesce is declared for every type
         if name in ("greatest", "least") and t in ("text", "bpchar"):
             self.check_order(name, args, e)
-        if name == "coalesce":
-            return Coalesce(type=t, args=tuple(args), pos=position(e), name=name, varchar=varchar)
-        return Extreme(type=t, args=tuple(args), pos=position(e), name=name, varchar=varchar)
+        return Call(
+            type=t,
+            args=tuple(args),
+            pos=position(e),
+            name=name,
+            overload=overload,
+            varchar=varchar,
+        )
 
     def _coalesce(self, e: exp.Coalesce) -> Node:
         return self._variadic(e, "coalesce")
@@ -1530,7 +1532,9 @@ class Checker:
             else:
                 # concat() uses each argument's output function (bpchar keeps its padding)
                 out.append(Cast(type="text", args=(n,), pos=n.pos, output=True))
-        return Concat(type="text", args=tuple(out), pos=position(e), name="concat")
+        overload = registry.lookup("concat", "call", ["text"] * len(out))
+        assert overload is not None  # declared for any number of arguments
+        return Call(type="text", args=tuple(out), pos=position(e), name="concat", overload=overload)
 
     def _arrayconcat(self, e: exp.ArrayConcat) -> Node:
         args = [self.check(x) for x in [e.this, *e.expressions]]
@@ -1538,7 +1542,7 @@ class Checker:
             raise self.fail(f"unknown or unsupported function array_cat/{len(args)}", e)
         t = self._array_pair_type(args[0], args[1], "array_cat", e)
         left, right = self.coerce(args[0], t), self.coerce(args[1], t)
-        return ArrayFunction(type=t, args=(left, right), pos=position(e), name="array_cat")
+        return self._array_function("array_cat", t, (left, right), position(e))
 
     def _arrayappend(self, e: exp.ArrayAppend) -> Node:
         arr, value = self.check(e.this), self.check(e.expression)
@@ -1546,7 +1550,7 @@ class Checker:
             raise self.fail("array_append needs an array of a known type", e)
         t = arr.type
         args = (arr, self.coerce(value, elem(t)))
-        return ArrayFunction(type=t, args=args, pos=position(e), name="array_append")
+        return self._array_function("array_append", t, args, position(e))
 
     def _arrayprepend(self, e: exp.ArrayPrepend) -> Node:
         arr, value = self.check(e.this), self.check(e.expression)
@@ -1554,7 +1558,14 @@ class Checker:
             raise self.fail("array_prepend needs an array of a known type", e)
         t = arr.type
         args = (self.coerce(value, elem(t)), arr)
-        return ArrayFunction(type=t, args=args, pos=position(e), name="array_prepend")
+        return self._array_function("array_prepend", t, args, position(e))
+
+    def _array_function(self, name: str, t: str, args: tuple[Node, Node], pos: int) -> Node:
+        """The registry's polymorphic ``name`` on arguments the caller has converted to
+        the array type ``t`` (and its element type)."""
+        overload = registry.lookup(name, "call", [a.type for a in args])
+        assert overload is not None, (name, t)
+        return Call(type=t, args=args, pos=pos, name=name, overload=overload)
 
     def _anonymous(self, e: exp.Anonymous) -> Node:
         name = str(e.this).lower()
@@ -1712,7 +1723,7 @@ def _retyped(node: Const, t: str, value: Any) -> Const:
 
 def _varchar(node: Node) -> bool:
     """A varchar column, or coalesce/greatest/least of the type of one."""
-    return isinstance(node, Column | Coalesce | Extreme) and node.varchar
+    return isinstance(node, Column | Call) and node.varchar
 
 
 def _untyped_array(node: Node) -> bool:

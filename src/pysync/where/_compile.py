@@ -8,7 +8,7 @@ closures so that ``user_id = 5`` costs one call.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -18,18 +18,14 @@ from pysync.postgres.types.strings import parse_text
 
 from ._ir import (
     And,
-    ArrayFunction,
     ArrayLiteral,
     Call,
     CaseMap,
     Cast,
-    Coalesce,
     Column,
     Comparison,
-    Concat,
     Const,
     Distinct,
-    Extreme,
     Index,
     InList,
     Like,
@@ -46,13 +42,9 @@ from ._ir import (
     is_array,
 )
 from .runtime.arrays import (
-    array_append,
-    array_cat,
-    array_prepend,
     array_subscript,
 )
 from .runtime.casts import OUTPUT, array_cast, cast_function, input_function
-from .runtime.compare import compare_op, sort_key
 from .runtime.text import CASE_MAPS, like_escape, like_matcher
 
 Row = Sequence[str | None]
@@ -118,10 +110,12 @@ class Compiler:
                 return lambda r: f(r) is False
             case Distinct():
                 return self._distinct(node)
+            case Call() if not node.overload.strict:
+                return _lazy([self.compile(a) for a in node.args], node.overload.impl)
             case Operator() | Call():
                 return self._strict(node, node.overload.impl)
             case Comparison():
-                return self._strict2(node, _comparison(node.op, node))
+                return self._strict2(node, _comparison(node))
             case Sublink():
                 return self._sublink(node)
             case InList():
@@ -133,16 +127,6 @@ class Compiler:
             case CaseMap():
                 lower, upper = CASE_MAPS[node.case]
                 return self._strict1(node.args[0], upper if node.name == "upper" else lower)
-            case Coalesce():
-                return _coalesce([self.compile(a) for a in node.args])
-            case Extreme():
-                return _extreme([self.compile(a) for a in node.args], node.type, node.greatest)
-            case Concat():
-                return _concat([self.compile(a) for a in node.args])
-            case ArrayFunction():
-                impl = _ARRAY_FUNCTIONS[node.name]
-                f1, f2 = (self.compile(a) for a in node.args)
-                return lambda r: impl(f1(r), f2(r))
             case Index():
                 return self._index(node)
             case ArrayLiteral():
@@ -238,7 +222,7 @@ class Compiler:
         return lambda r: f(r) is None
 
     def _distinct(self, node: Distinct) -> Fn:
-        eq = _comparison("=", node)
+        eq = _comparison(node)
         f1, f2 = (self.compile(a) for a in node.args)
 
         def notdistinct(r: Row) -> bool:
@@ -368,7 +352,7 @@ class Compiler:
                 return None if has_null else False
 
             return in_set
-        eq = _comparison("=", node)
+        eq = _comparison(node)
         fs = [self.compile(i) for i in items]
 
         def in_list(r: Row) -> bool | None:
@@ -388,7 +372,7 @@ class Compiler:
 
     def _quantified(self, node: Quantified) -> Fn:
         any_ = not node.every
-        op = _comparison(node.op, node)
+        op = _comparison(node)
         fx, farr = (self.compile(a) for a in node.args)
 
         def quantified(r: Row) -> bool | None:
@@ -481,55 +465,17 @@ class Compiler:
         return like_dynamic
 
 
-_ARRAY_FUNCTIONS: dict[str, Callable[[Any, Any], Any]] = {
-    "array_cat": array_cat,
-    "array_append": array_append,
-    "array_prepend": array_prepend,
-}
+def _lazy(fs: list[Fn], impl: Callable[[Iterator[Any]], Any]) -> Fn:
+    """A function that is not strict: ``impl`` reads the arguments' values as it needs
+    them (coalesce stops at the first non-NULL)."""
+
+    def lazy(r: Row) -> Any:
+        return impl(f(r) for f in fs)
+
+    return lazy
 
 
-def _coalesce(fs: list[Fn]) -> Fn:
-    def coalesce(r: Row) -> Any:
-        for f in fs:
-            v = f(r)
-            if v is not None:
-                return v
-        return None
-
-    return coalesce
-
-
-def _concat(fs: list[Fn]) -> Fn:
-    def concat(r: Row) -> str:
-        return "".join(v for v in (f(r) for f in fs) if v is not None)
-
-    return concat
-
-
-def _comparison(
-    op: str, node: Comparison | Distinct | InList | Quantified
-) -> Callable[[Any, Any], bool]:
-    """``op`` on two non-NULL values: the registry's operator, else (enums) the
-    comparison of ``compared_as``."""
-    if node.overload is not None:
-        impl: Callable[[Any, Any], bool] = node.overload.impl
-        return impl
-    return compare_op(op, node.compared_as)
-
-
-def _extreme(fs: list[Fn], t: str, greatest: bool) -> Fn:
-    key = sort_key(t)
-    if t == "bpchar":
-
-        def key(v: str) -> str:
-            return v.rstrip(" ")
-
-    def extreme(r: Row) -> Any:
-        values = [v for v in (f(r) for f in fs) if v is not None]
-        if not values:
-            return None
-        if key is None:
-            return max(values) if greatest else min(values)
-        return max(values, key=key) if greatest else min(values, key=key)
-
-    return extreme
+def _comparison(node: Comparison | Distinct | InList | Quantified) -> Callable[[Any, Any], bool]:
+    """The node's comparison on two non-NULL values (the registry's operator)."""
+    impl: Callable[[Any, Any], bool] = node.overload.impl
+    return impl

@@ -40,8 +40,9 @@ from ._ir import (
 
 # Never folded: they read a row or a dependency.
 _LEAVES = (Column, Const, Sublink)
-# Strict operations: a NULL argument makes them NULL without a call. (coalesce, greatest,
-# least, concat and the array functions look at NULL arguments themselves.)
+# Strict operations: a NULL argument makes them NULL without a call. (The registry's
+# functions that are not strict, coalesce, greatest, least, concat, and the array
+# functions look at NULL arguments themselves.)
 _STRICT = (Operator, Comparison, Cast, Like, Call, CaseMap)
 _NO_ROW: tuple[str | None, ...] = ()
 
@@ -76,7 +77,7 @@ def _fold_one(n: Node, args: tuple[Node, ...]) -> Node:
     if isinstance(n, And | Or):
         return _fold_logic(n)
     consts = [a for a in args if isinstance(a, Const)]
-    strict = isinstance(n, _STRICT)
+    strict = isinstance(n, _STRICT) and not (isinstance(n, Call) and not n.overload.strict)
     if strict and any(a.value is None for a in consts) and _renderable(n.type):
         return _null(n)
     if len(consts) != len(args) or not _renderable(n.type):

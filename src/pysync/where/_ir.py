@@ -94,8 +94,8 @@ class Comparison(Node):
     date_mixed: bool = False
     """A date against a ``compared_as`` timestamp(tz), compared over the whole date range
     (Postgres' cross-type operators; a cast to timestamp would fail past 294276 AD)."""
-    overload: Overload | None = None
-    """The registry's operator; None for enums (the checker's own)."""
+    overload: Overload
+    """The registry's operator."""
 
 
 # ---------------------------------------------------------------- function calls
@@ -110,9 +110,12 @@ class Function(Node):
 
 @dataclass(frozen=True, slots=True, eq=False, kw_only=True)
 class Call(Function):
-    """A registry function, strict."""
+    """A registry function (its ``type`` is the overload's result, or for a polymorphic
+    result the arguments' common type)."""
 
     overload: Overload
+    varchar: bool = False
+    """coalesce/greatest/least of the type of a varchar argument (see ``Column.varchar``)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False, kw_only=True)
@@ -120,33 +123,6 @@ class CaseMap(Function):
     """lower() or upper() under a collation's case mapping (``runtime.text.CASE_MAPS``)."""
 
     case: str
-
-
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
-class Coalesce(Function):
-    varchar: bool = False
-    """Of the type of a varchar argument (see ``Column.varchar``)."""
-
-
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
-class Extreme(Function):
-    """greatest() or least()."""
-
-    varchar: bool = False
-
-    @property
-    def greatest(self) -> bool:
-        return self.name == "greatest"
-
-
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
-class Concat(Function):
-    """concat(): each argument's output text, NULLs skipped."""
-
-
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
-class ArrayFunction(Function):
-    """array_cat, array_append, array_prepend: not strict (a NULL array acts as empty)."""
 
 
 # ---------------------------------------------------------------- casts
@@ -204,7 +180,7 @@ class Distinct(Node):
 
     negated: bool
     compared_as: str
-    overload: Overload | None = None
+    overload: Overload
     """The registry's ``=`` for the operands (as ``Comparison.overload``)."""
 
 
@@ -216,7 +192,7 @@ class InList(Node):
     """``x IN (c1, c2, ...)``: ``args`` are x and the items, all ``compared_as``."""
 
     compared_as: str
-    overload: Overload | None = None
+    overload: Overload
     """The registry's ``=`` for ``compared_as`` (as ``Comparison.overload``)."""
 
 
@@ -227,7 +203,7 @@ class Quantified(Node):
     op: str
     compared_as: str
     every: bool = False
-    overload: Overload | None = None
+    overload: Overload
     """The registry's ``op`` for ``compared_as`` (as ``Comparison.overload``)."""
 
 

@@ -114,10 +114,8 @@ class Renderer:
                 return f"({a} {test} {b})"
             case Operator() | Call():
                 return node.overload.render([self.render(a) for a in node.args])
-            case Comparison() if node.overload is not None:
-                return node.overload.render([self.render(a) for a in node.args])
             case Comparison():
-                return self._infix(node.op, node)
+                return node.overload.render([self.render(a) for a in node.args])
             case InList():
                 x, *items = (self.render(a) for a in node.args)
                 return f"({x} IN ({', '.join(items)}))"
@@ -147,10 +145,6 @@ class Renderer:
                 suffix = f" ESCAPE {escape[0]}" if escape else ""
                 return f"({s} {op} {p}{suffix})"
         raise AssertionError(node)
-
-    def _infix(self, op: str, node: Node) -> str:
-        a, b = (self.render(x) for x in node.args)
-        return f"({a} {op} {b})"
 
     def _const(self, node: Const) -> str:
         t = node.type

@@ -1,9 +1,9 @@
-"""The language's strict operators and functions, each declared once, and Postgres'
-rules for choosing one of them.
+"""The language's operators and functions, each declared once, and Postgres' rules for
+choosing one of them.
 
 An ``Overload`` is one ``pg_operator`` / ``pg_proc`` row pysync serves: its name, its
 argument and result types, how it is written in SQL, and its implementation on Python
-values (never NULL: every entry is strict, NULL in gives NULL out without a call). The
+values (never NULL for a strict entry, where NULL in gives NULL out without a call). The
 checker resolves an operator or call with ``resolve`` (Postgres' operator and function
 type resolution over these candidates and ``IMPLICIT_CASTS``), the evaluator calls
 ``impl``, the renderer writes ``render``. Adding an operator or function to the language
@@ -13,21 +13,36 @@ Postgres.
 Comparisons, the array operators and ``text || text`` are entries too, but the checker
 chooses their operand type itself (``_check.Checker.compare``: a common type, the
 collation's rules, varchar against bpchar) and then takes the entry for it with
-``lookup``; comparisons of enums (one operator per enum type) stay the checker's own, as
-do constructs that are not strict functions of their arguments (AND/OR, LIKE, IN/ANY,
-COALESCE, concat, casts, array_cat).
+``lookup``. So do coalesce (polymorphic: the arguments' common type, by Postgres'
+UNION/CASE rules, ``_check.Checker.unify``), greatest/least (one entry per ordered type,
+as its comparisons) and concat (any argument, each by its output function): these are
+not strict (``strict=False``: a NULL argument is skipped, not the answer) and variadic.
+array_cat, array_append and array_prepend (``||`` of arrays too) are polymorphic
+(``anyarray``/``anyelement``: the checker decides the array type) and not strict either.
+Equality of enums is enum_eq/enum_ne, on ``anyenum`` (pysync does not load the order of
+an enum's labels: < and the like on enums are not supported). The constructs that are
+not functions (AND/OR, IN/ANY, casts) stay the checker's own, and so do lower/upper and
+LIKE/ILIKE: what they compute (case mapping, case folding) depends on the collation of
+their arguments, which the checker derives (``Checker.collation``, ``case_of``), not on
+the argument types a signature declares; as entries they would need one per collation.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._ir import INT_TYPES, NUMERIC_TYPES, ORDERED_TYPES, is_array
-from .runtime.arrays import array_ndims, array_operator
+from .runtime.arrays import (
+    array_append,
+    array_cat,
+    array_ndims,
+    array_operator,
+    array_prepend,
+)
 from .runtime.casts import IMPLICIT_CASTS
-from .runtime.compare import compare_op, date_timestamp_compare
+from .runtime.compare import compare_op, date_timestamp_compare, sort_key
 from .runtime.datetimes import DATETIME_OPS, timezone_function
 from .runtime.intervals import JUSTIFY
 from .runtime.numeric import absolute, arith_op, bitnot, float_pow, float_sqrt, negate
@@ -36,6 +51,14 @@ Form = Literal["infix", "prefix", "call"]
 
 ANYARRAY = "anyarray"
 """A polymorphic argument: any array type (not an untyped literal)."""
+ANYELEMENT = "anyelement"
+"""A polymorphic argument: the element type of the call's ``anyarray``."""
+ANYENUM = "anyenum"
+"""A polymorphic argument: any enum type (all of one type, as the checker compares)."""
+ANYCOMPATIBLE = "anycompatible"
+"""A polymorphic argument: all of them converted to their common type, the result's."""
+ANY = "any"
+"""Postgres' ``"any"``: an argument of any type, taken as its output text (concat)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,6 +74,12 @@ class Overload:
     converts: tuple[str, ...] = ()
     """The types the arguments are converted to for ``impl`` and in the SQL, where not
     ``args`` (see _arithmetic)."""
+    strict: bool = True
+    """False: ``impl`` gets one iterator over the arguments' values, NULLs included,
+    each evaluated when the iterator reaches it (coalesce evaluates no further than the
+    first non-NULL, as Postgres)."""
+    variadic: bool = False
+    """The last argument type repeats: any number of arguments, at least ``len(args)``."""
 
     @property
     def operands(self) -> tuple[str, ...]:
@@ -65,7 +94,8 @@ class Overload:
         return f"{self.name}({', '.join(args)})"
 
     def __repr__(self) -> str:
-        return f"{self.name}({', '.join(self.args)}) -> {self.result}"
+        more = ", ..." if self.variadic else ""
+        return f"{self.name}({', '.join(self.args)}{more}) -> {self.result}"
 
 
 def _arithmetic() -> Iterable[Overload]:
@@ -90,13 +120,17 @@ COMPARISONS = ("=", "<>", "<", ">", "<=", ">=")
 
 
 def _comparisons() -> Iterable[Overload]:
-    """The btree operators of each type the checker compares (bool: = and <> only), and
-    Postgres' date-timestamp ones (date_lt_timestamp, timestamptz_gt_date, ...)."""
+    """The btree operators of each type the checker compares (bool and enums: = and <>
+    only), and Postgres' date-timestamp ones (date_lt_timestamp, timestamptz_gt_date,
+    ...)."""
     for t in sorted(ORDERED_TYPES):
         for op in COMPARISONS:
             yield Overload(op, "infix", (t, t), "bool", compare_op(op, t))
     for op in ("=", "<>"):
         yield Overload(op, "infix", ("bool", "bool"), "bool", compare_op(op, "bool"))
+    for op in ("=", "<>"):
+        # an enum value is its label, unique within its type
+        yield Overload(op, "infix", (ANYENUM, ANYENUM), "bool", compare_op(op, "text"))
     for t in ("timestamp", "timestamptz"):
         for op in COMPARISONS:
             yield Overload(op, "infix", ("date", t), "bool", date_timestamp_compare(op, t, True))
@@ -118,6 +152,64 @@ def _text_concat(a: str, b: str) -> str:
     return a + b
 
 
+def _coalesce(values: Iterator[Any]) -> Any:
+    for v in values:
+        if v is not None:
+            return v
+    return None
+
+
+def _concat(values: Iterator[str | None]) -> str:
+    return "".join(v for v in values if v is not None)
+
+
+def _extreme(t: str, greatest: bool) -> Callable[[Iterator[Any]], Any]:
+    """greatest() or least() of values of ``t``, NULLs ignored (NULL if all are)."""
+    key = sort_key(t)
+    if t == "bpchar":
+
+        def key(v: str) -> str:
+            return v.rstrip(" ")
+
+    pick = max if greatest else min
+
+    def extreme(values: Iterator[Any]) -> Any:
+        present = [v for v in values if v is not None]
+        if not present:
+            return None
+        return pick(present) if key is None else pick(present, key=key)
+
+    return extreme
+
+
+def _pair(f: Callable[[Any, Any], Any]) -> Callable[[Iterator[Any]], Any]:
+    """A two-argument function that is not strict, as the evaluator calls one."""
+
+    def pair(values: Iterator[Any]) -> Any:
+        a, b = values
+        return f(a, b)
+
+    return pair
+
+
+def _array_functions() -> Iterable[Overload]:
+    """Not strict: a NULL array acts as an empty one, a NULL element is appended."""
+    for name, args, f in (
+        ("array_cat", (ANYARRAY, ANYARRAY), array_cat),
+        ("array_append", (ANYARRAY, ANYELEMENT), array_append),
+        ("array_prepend", (ANYELEMENT, ANYARRAY), array_prepend),
+    ):
+        yield Overload(name, "call", args, ANYARRAY, _pair(f), strict=False)
+
+
+def _extremes() -> Iterable[Overload]:
+    """greatest and least of each ordered type (the types with a < of their own)."""
+    for t in sorted(ORDERED_TYPES):
+        for name in ("greatest", "least"):
+            f = _extreme(t, name == "greatest")
+            yield Overload(name, "call", (t,), t, f, strict=False, variadic=True)
+
+
 OVERLOADS: tuple[Overload, ...] = (
     *_arithmetic(),
     *_comparisons(),
@@ -135,11 +227,21 @@ OVERLOADS: tuple[Overload, ...] = (
     Overload("timezone", "call", ("text", "timestamp"), "timestamptz", timezone_function(True)),
     Overload("timezone", "call", ("text", "timestamptz"), "timestamp", timezone_function(False)),
     Overload("array_ndims", "call", (ANYARRAY,), "int4", array_ndims),
+    Overload(
+        "coalesce", "call", (ANYCOMPATIBLE,), ANYCOMPATIBLE, _coalesce, strict=False, variadic=True
+    ),
+    *_extremes(),
+    *_array_functions(),
+    Overload("concat", "call", (ANY,), "text", _concat, ("text",), strict=False, variadic=True),
 )
 
 _BY_NAME: dict[tuple[str, Form, int], list[Overload]] = {}
+_VARIADIC: dict[tuple[str, Form], list[Overload]] = {}
 for _o in OVERLOADS:
-    _BY_NAME.setdefault((_o.name, _o.form, len(_o.args)), []).append(_o)
+    if _o.variadic:
+        _VARIADIC.setdefault((_o.name, _o.form), []).append(_o)
+    else:
+        _BY_NAME.setdefault((_o.name, _o.form, len(_o.args)), []).append(_o)
 
 
 def declared(name: str, form: Form, arity: int) -> bool:
@@ -147,11 +249,28 @@ def declared(name: str, form: Form, arity: int) -> bool:
 
 
 def lookup(name: str, form: Form, types: Sequence[str]) -> Overload | None:
-    """The overload declared for exactly ``types`` (no conversion), if any."""
+    """The overload declared for exactly ``types`` (no conversion), if any; a variadic
+    one's repeated argument matches each further argument, a polymorphic one any type
+    (the checker has converted the arguments to one type, or to text for ``"any"``)."""
     for o in _BY_NAME.get((name, form, len(types)), ()):
-        if o.args == tuple(types):
+        if all(map(_matches, o.args, types)):
+            return o
+    for o in _VARIADIC.get((name, form), ()):
+        n = len(o.args)
+        params = o.args[:-1] + (o.args[-1],) * (len(types) - n + 1)
+        if len(types) >= n and all(map(_matches, params, types)):
             return o
     return None
+
+
+def _matches(param: str, t: str) -> bool:
+    """An argument of type ``t`` is one for ``param`` as it is (polymorphic: as the
+    checker converted it)."""
+    if param == ANYARRAY:
+        return is_array(t)
+    if param == ANYENUM:
+        return t.startswith("enum:")
+    return param == t or param in (ANYELEMENT, ANYCOMPATIBLE, ANY)
 
 
 # Postgres' type categories (pg_type.typcategory) and their preferred types.
