@@ -83,7 +83,8 @@ class OptionalBuildExt(build_ext):
             super().run()
         except Exception as exc:  # no compiler, a compile or link error
             self._remove_outputs()
-            return self._fall_back(f"the C build failed ({type(exc).__name__}: {exc})")
+            fall_back(f"the C build failed ({type(exc).__name__}: {exc})")
+            return self._fall_back(f"the C build failed: {type(exc).__name__}")
         self._remove_leftovers()
         self._manifest({"modules": {m: digest(source(m)) for m in compiled_modules()}})
 
@@ -100,7 +101,6 @@ class OptionalBuildExt(build_ext):
                     os.remove(path)
 
     def _fall_back(self, reason: str) -> None:
-        fall_back(reason)
         self.extensions = self.distribution.ext_modules = []
         self._manifest({"fallback": reason})
 

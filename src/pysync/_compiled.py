@@ -74,15 +74,15 @@ def _why_not_compiled() -> str | None:
         with open(os.path.join(_PACKAGE_DIR, MANIFEST)) as f:
             manifest = json.load(f)
     except FileNotFoundError:
-        return "not compiled (no build: pip install -e . compiles where a C compiler exists)"
+        return "not compiled: no build (pip install -e . compiles where a C compiler exists)"
     except (OSError, ValueError) as exc:
-        return f"not compiled ({MANIFEST} unreadable: {exc})"
+        return f"not compiled: {MANIFEST} unreadable ({exc})"
     if "fallback" in manifest:
-        return f"not compiled ({manifest['fallback']})"
+        return f"not compiled: {manifest['fallback']}"
     digests: dict[str, str] = manifest.get("modules", {})
     for module in COMPILED_MODULES:
         if module not in digests or not _compiled_present(module):
-            return f"not compiled ({module} missing from the build; pip install -e . again)"
+            return f"not compiled: {module} missing from the build (pip install -e . again)"
     for module in COMPILED_MODULES:
         if source_digest(source_path(module)) != digests[module]:
             relative = os.path.relpath(source_path(module), os.path.dirname(_PACKAGE_DIR))
