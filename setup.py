@@ -68,8 +68,11 @@ def mypyc_extensions(modules: list[str]) -> list[Extension]:
 
         # group_name: one shared library, pysync__mypyc, holds the compiled code of all of
         # them (they call each other natively), each module a small shim beside its .py.
+        # Optional extras (sqlalchemy) are absent from the build environment: the checks
+        # that only their types satisfy are off here (CI's mypy run keeps them).
+        relaxed = ["--no-warn-unused-ignores", "--no-warn-return-any"]
         paths = [source(m) for m in modules]
-        return list(mypycify(paths, opt_level="3", group_name=GROUP))
+        return list(mypycify([*relaxed, *paths], opt_level="3", group_name=GROUP))
     except (Exception, SystemExit) as exc:  # mypyc exits on a type error
         fall_back(f"mypyc failed ({type(exc).__name__}: {exc})")
         return []
