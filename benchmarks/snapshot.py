@@ -8,26 +8,29 @@ Run from the repository root::
 Starts a private Postgres (``temporary_cluster``) and fills ``items(id int primary key,
 user_id int, title text, done bool, created timestamptz)`` with 1,000,000 rows (then
 VACUUM ANALYZE and a warm-up scan, so every reader finds the table in shared buffers
-with hint bits set). Three readers take all rows, one after the other, never
+with hint bits set). Four readers take all rows, one after the other, never
 concurrently:
 
 - ``COPY``: ``COPY (SELECT id, user_id, title, done, created FROM items) TO STDOUT`` with
   psycopg's ``cursor.copy()``, reading every block (text format, the same display
   settings as pysync's snapshot connections);
 - ``pysync memory``: ``write_snapshot`` of the shape ``items`` (all columns, no WHERE)
-  through pysync's snapshot connection pool into a ``ShapeLog`` on ``MemoryStorage``: the rows
-  as Electric JSON entries (built in SQL), streamed and appended in chunks;
-- ``pysync disk``: the same into a ``ShapeLog`` on ``FileStorage`` in a temporary
-  directory (the final fdatasync, done by the engine after the snapshot, is shown
-  separately and not in the rate).
+  through pysync's snapshot connection pool (2 sessions, the second lent as the engine
+  lends it: ``spare_snapshot_session``) into a ``ShapeLog`` on ``MemoryStorage``: the
+  rows as Electric JSON entries (built in SQL), appended in chunks;
+- ``pysync 1 session``: the same with no second session;
+- ``pysync disk``: as ``pysync memory`` into a ``ShapeLog`` on ``FileStorage`` in a
+  temporary directory (the final fdatasync, done by the engine after the snapshot, is
+  shown separately and not in the rate).
 
-With ``--rounds 2`` (default) the order is COPY, memory, disk, disk, memory, COPY and the
-best time of each reader is reported. The memory log is decoded once (untimed) to check
-it holds exactly the table's rows. The last line printed is::
+Rounds alternate the order (COPY first, then last, ...); each line shows wall time and
+this process's CPU time (the Postgres backends' is not in it). The memory log is decoded
+once (untimed) to check it holds exactly the table's rows. Ratios are COPY's time over
+pysync's in the same round; the last line is the median over the rounds::
 
     snapshot ratio pysync/COPY: X.XX
 
-(rows/s of pysync into a memory log / rows/s of COPY; 1.00 = as fast as COPY).
+(1.00 = as fast as COPY).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import cProfile
 import os
 import platform
 import pstats
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -91,13 +95,17 @@ def copy_rows(url: str) -> tuple[float, int, int]:
         return time.perf_counter() - start, lines, size
 
 
-async def pysync_rows(url: str, shape: Shape, log: ShapeLog) -> float:
-    connections = Connections(url, snapshots=1)
+async def pysync_rows(url: str, shape: Shape, log: ShapeLog, sessions: int) -> float:
+    connections = Connections(url, snapshots=sessions)
     await connections.open()
     try:
+        # Both sessions connected before timing, as in a running engine's pool.
+        async with connections.snapshot_session(), connections.spare_snapshot_session():
+            pass
         async with connections.snapshot_session() as conn:
             start = time.perf_counter()
-            await write_snapshot(conn, shape, log)
+            helper = connections.spare_snapshot_session if sessions > 1 else None
+            await write_snapshot(conn, shape, log, helper=helper)
             return time.perf_counter() - start
     finally:
         await connections.close()
@@ -116,7 +124,7 @@ def log_rows(log: ShapeLog) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--profile", action="store_true", help="cProfile one pysync memory snapshot"
     )
@@ -136,36 +144,40 @@ def main() -> None:
         with psycopg.connect(url, autocommit=True) as conn:
             shape = validate(conn, ShapeDefinition.create("items"))
 
-        best: dict[str, float] = {}
-        extra: dict[str, str] = {}
+        times: dict[str, list[float]] = {}
         memory_log: ShapeLog | None = None
-        order = ["COPY", "pysync memory", "pysync disk"]
-        runs = [name for r in range(args.rounds) for name in (order if r % 2 == 0 else order[::-1])]
-        for n, name in enumerate(runs):
-            if name == "COPY":
-                seconds, lines, size = copy_rows(url)
-                if lines != args.rows:
-                    raise SystemExit(f"COPY returned {lines} rows, expected {args.rows}")
-                extra[name] = f"{size / 2**20:.0f} MiB text"
-            else:
-                if name == "pysync memory":
-                    log = ShapeLog(MemoryStorage())
+        order = ["COPY", "pysync memory", "pysync 1 session", "pysync disk"]
+        for r in range(args.rounds):
+            say(f"round {r + 1}")
+            for n, name in enumerate(order if r % 2 == 0 else order[::-1]):
+                cpu = time.process_time()
+                if name == "COPY":
+                    seconds, lines, size = copy_rows(url)
+                    if lines != args.rows:
+                        raise SystemExit(f"COPY returned {lines} rows, expected {args.rows}")
+                    extra = f"{size / 2**20:.0f} MiB text"
                 else:
-                    log = ShapeLog(FileStorage(Path(tmp) / f"shape{n}"))
-                seconds = asyncio.run(pysync_rows(url, shape, log))
-                size = log.storage.size()
-                extra[name] = f"{size / 2**20:.0f} MiB JSON in {len(log.offsets)} chunks"
-                if name == "pysync disk":
-                    sync_start = time.perf_counter()
-                    log.sync()
-                    extra[name] += f", fdatasync {time.perf_counter() - sync_start:.2f}s"
-                    log.storage.destroy()
-                elif memory_log is None:
-                    memory_log = log
-            say(
-                f"  {name:<14} {seconds:6.2f}s  {args.rows / seconds:>10,.0f} rows/s  ({extra[name]})"
-            )
-            best[name] = min(best.get(name, seconds), seconds)
+                    if name == "pysync disk":
+                        log = ShapeLog(FileStorage(Path(tmp) / f"shape{r}-{n}"))
+                    else:
+                        log = ShapeLog(MemoryStorage())
+                    sessions = 1 if name == "pysync 1 session" else 2
+                    seconds = asyncio.run(pysync_rows(url, shape, log, sessions))
+                    size = log.storage.size()
+                    extra = f"{size / 2**20:.0f} MiB JSON in {len(log.offsets)} chunks"
+                    if name == "pysync disk":
+                        sync_start = time.perf_counter()
+                        log.sync()
+                        extra += f", fdatasync {time.perf_counter() - sync_start:.2f}s"
+                        log.storage.destroy()
+                    elif memory_log is None:
+                        memory_log = log
+                cpu = time.process_time() - cpu
+                say(
+                    f"  {name:<16} {seconds:6.2f}s  {args.rows / seconds:>10,.0f} rows/s"
+                    f"  cpu {cpu:5.2f}s  ({extra})"
+                )
+                times.setdefault(name, []).append(seconds)
 
         assert memory_log is not None
         got = log_rows(memory_log)
@@ -176,15 +188,22 @@ def main() -> None:
         if args.profile:
             profiler = cProfile.Profile()
             profiler.enable()
-            asyncio.run(pysync_rows(url, shape, ShapeLog(MemoryStorage())))
+            asyncio.run(pysync_rows(url, shape, ShapeLog(MemoryStorage()), 2))
             profiler.disable()
             pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
 
-    say("\nsummary (best of each)")
+    say("\nsummary: median (best) of the rounds; ratio = COPY / pysync per round")
+    copy = times["COPY"]
     for name in order:
-        say(f"  {name:<14} {best[name]:6.2f}s  {args.rows / best[name]:>10,.0f} rows/s")
-    say(f"  disk/memory: {best['pysync memory'] / best['pysync disk']:.2f}")
-    say(f"snapshot ratio pysync/COPY: {best['COPY'] / best['pysync memory']:.2f}")
+        each = times[name]
+        ratios = [c / t for c, t in zip(copy, each, strict=True)]
+        say(
+            f"  {name:<16} {statistics.median(each):6.2f}s ({min(each):.2f}s)"
+            f"  {args.rows / statistics.median(each):>10,.0f} rows/s"
+            + ("" if name == "COPY" else f"  ratios {', '.join(f'{x:.2f}' for x in ratios)}")
+        )
+    ratios = [c / t for c, t in zip(copy, times["pysync memory"], strict=True)]
+    say(f"snapshot ratio pysync/COPY: {statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":

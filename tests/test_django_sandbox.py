@@ -27,10 +27,17 @@ def test_a_sandboxed_test_case_sees_its_writes_in_its_shapes(django_url: str) ->
     output = run_django_tests(
         django_url, "django_sandbox", "djproject.sandbox_tests.SandboxedShapes"
     )
-    assert "Ran 7 tests" in output and "\nOK" in output, output
+    assert "Ran 8 tests" in output and "\nOK" in output, output
     with psycopg.connect(django_url, autocommit=True) as conn:  # the test database is gone
         left = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'test_django_tests'")
         assert left.fetchone() is None
+
+
+def test_subquery_shapes_move_rows_in_and_out_in_the_sandbox(django_url: str) -> None:
+    output = run_django_tests(
+        django_url, "django_sandbox", "djproject.sandbox_subquery_tests.SubqueryShapes"
+    )
+    assert "Ran 4 tests" in output and "\nOK" in output, output
 
 
 def test_without_the_sandbox_a_test_cases_writes_never_reach_a_shape(django_url: str) -> None:

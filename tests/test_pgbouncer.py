@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +22,17 @@ from engine_runner import table_state
 from follower import Follower, converge
 from pgbouncer_process import PgBouncer
 from pysync import Writer
+from pysync.log.log import ShapeLog
+from pysync.log.memory_storage import MemoryStorage
 from pysync.postgres.cluster import PostgresCluster, free_port
 from pysync.postgres.connections import Connections
 from pysync.postgres.session import DISPLAY_SETTINGS, display_options
-from pysync.postgres.snapshot import snapshot_transaction
+from pysync.postgres.snapshot import imported_snapshot, snapshot_transaction
+from pysync.shapes import snapshotter
+from pysync.shapes.definition import ShapeDefinition, validate
+from pysync.shapes.snapshotter import snapshot_end, write_snapshot
 from serve_process import ServeProcess
+from test_snapshot_encoding import expected_messages, log_chunks, messages_of
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 POOL_SIZE = 2
@@ -129,6 +136,55 @@ async def test_pooled_sessions_through_pgbouncer(
     assert set(rows) == {expected}
     servers = _servers(bouncer, dbname)
     assert 0 < len(servers) <= POOL_SIZE, servers
+
+
+async def test_a_two_session_snapshot_through_pgbouncer(
+    database_url: str, conn: Conn, bouncer: PgBouncer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A whole table read by two pooled sessions (two transactions on PgBouncer's two
+    server connections): the second imports the first's snapshot, then sets pysync's
+    settings; the messages are those of a direct session."""
+    dbname = _dbname(database_url)
+    _odd_display_defaults(conn, dbname)
+    conn.execute("CREATE TABLE wide (id int PRIMARY KEY, at timestamptz, b bytea, f float8)")
+    conn.execute(
+        "INSERT INTO wide SELECT g, timestamptz '2024-01-01 00:00+00' + g * interval '1 minute',"
+        " decode(md5(g::text), 'hex'), g / 7.0 FROM generate_series(1, 5000) g"
+    )
+    monkeypatch.setattr(snapshotter, "PARALLEL_BLOCKS", 1)
+    monkeypatch.setattr(snapshotter.BlockRanges, "RANGE_BYTES", 20_000)
+    imported = 0
+    real = imported_snapshot
+
+    @asynccontextmanager
+    async def counted(*args: Any) -> AsyncIterator[None]:
+        nonlocal imported
+        imported += 1
+        async with real(*args):
+            yield
+
+    monkeypatch.setattr(snapshotter, "imported_snapshot", counted)
+    shape = validate(conn, ShapeDefinition.create("wide"))
+    log = ShapeLog(MemoryStorage(), chunk_bytes=20_000)
+    pooled = Connections(bouncer.url(dbname), pooled=True, snapshots=2)
+    direct = Connections(database_url, snapshots=1)
+    await pooled.open()
+    await direct.open()
+    try:
+        async with pooled.snapshot_session() as session:
+            info = await write_snapshot(session, shape, log, helper=pooled.spare_snapshot_session)
+        async with direct.snapshot_session() as session:
+            expected = await expected_messages(session, shape)
+    finally:
+        await pooled.close()
+        await direct.close()
+    assert imported == 1
+    chunks = log_chunks(log)
+    end = b"," + snapshot_end(info)
+    assert chunks[-1].endswith(end) and len(chunks) > 10
+    got = [m for chunk in [*chunks[:-1], chunks[-1][: -len(end)]] for m in messages_of(chunk)]
+    assert b'"2024-01-01 00:01:00+00"' in expected[0] and b'"\\\\x' in expected[0]
+    assert sorted(got) == sorted(expected)
 
 
 @pytest.mark.parametrize(

@@ -12,8 +12,8 @@ import pytest
 
 from pysync.postgres.catalog import Table, collation_of, load_table
 from pysync.where import WhereError, WhereRuntimeError, compile_where
-from pysync.where import _runtime as rt
 from pysync.where._check import case_mapping
+from pysync.where.runtime.text import CASE_MAPS
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 
@@ -81,7 +81,7 @@ def test_case_mapping_of_every_code_point(db: tuple[Conn, Table], collation: str
     key = {"default": table.collation, "C": "libc:C:C", "pg_c_utf8": "builtin:C.UTF-8:C.UTF-8"}
     kind = case_mapping(key[collation])
     assert kind is not None
-    lower, upper = rt.CASE_MAPS[kind]
+    lower, upper = CASE_MAPS[kind]
     rows = conn.execute(
         f'SELECT c, lower(chr(c) COLLATE "{collation}"), upper(chr(c) COLLATE "{collation}") '
         "FROM generate_series(1, 1114111) c WHERE c < 55296 OR c > 57343"

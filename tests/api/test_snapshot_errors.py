@@ -15,7 +15,7 @@ import pytest
 
 from http_support import Client, Conn, EngineFactory, make_api
 from pysync.engine import Engine
-from pysync.postgres.snapshot import stream_rows
+from pysync.postgres.snapshot import stream_bytes, table_blocks
 from pysync.shapes import snapshotter
 
 
@@ -29,10 +29,16 @@ class PausedSnapshot:
         async def paused(*args: Any) -> AsyncIterator[Any]:
             self.reading.set()
             await self.release.wait()
-            async for row in stream_rows(*args):
+            async for row in stream_bytes(*args):
                 yield row
 
-        monkeypatch.setattr(snapshotter, "stream_rows", paused)
+        async def paused_blocks(*args: Any) -> tuple[int, int]:  # a whole table
+            self.reading.set()
+            await self.release.wait()
+            return await table_blocks(*args)
+
+        monkeypatch.setattr(snapshotter, "stream_bytes", paused)
+        monkeypatch.setattr(snapshotter, "table_blocks", paused_blocks)
 
 
 async def test_table_dropped_during_the_snapshot_is_a_409_then_unknown(

@@ -23,7 +23,7 @@ from engine_runner import poll, quiesce
 from http_support import Client, Conn, data, make_api
 from pysync.engine import Engine
 from pysync.postgres.connections import AsyncConn
-from pysync.postgres.snapshot import stream_rows
+from pysync.postgres.snapshot import stream_bytes, table_blocks
 from pysync.shapes import snapshotter
 from pysync.shapes.consumer import LIVE
 
@@ -49,8 +49,13 @@ async def test_up_to_date_after_the_snapshot_covers_transactions_buffered_during
     async def rows_after_a_pause(*args: Any) -> AsyncIterator[Any]:
         reading.set()
         await read_on.wait()
-        async for row in stream_rows(*args):
+        async for row in stream_bytes(*args):
             yield row
+
+    async def blocks_after_a_pause(*args: Any) -> tuple[int, int]:  # a whole table
+        reading.set()
+        await read_on.wait()
+        return await table_blocks(*args)
 
     @asynccontextmanager
     async def slow_hand_back() -> AsyncIterator[AsyncConn]:
@@ -59,7 +64,8 @@ async def test_up_to_date_after_the_snapshot_covers_transactions_buffered_during
         if reading.is_set():  # the shape's own snapshot (not a subquery's, read before it)
             await handed_back.wait()
 
-    monkeypatch.setattr(snapshotter, "stream_rows", rows_after_a_pause)
+    monkeypatch.setattr(snapshotter, "stream_bytes", rows_after_a_pause)
+    monkeypatch.setattr(snapshotter, "table_blocks", blocks_after_a_pause)
     monkeypatch.setattr(engine.connections, "snapshot_session", slow_hand_back)
 
     initial = asyncio.create_task(client.shape(**shape, offset="-1"))

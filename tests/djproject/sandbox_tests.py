@@ -179,6 +179,53 @@ class SandboxedShapes(SandboxTestCase):
         again = await self.async_client.get("/shapes/mine/", {"offset": "-1"}, headers=headers)
         self.assertEqual(sorted(v[0] for v in served(apply({}, again)).values()), ["one", "two"])
 
+    def test_only_the_shapes_on_the_tables_written_are_read_again(self) -> None:
+        sandbox = pysync.django.get_sync().sandbox  # type: ignore[attr-defined]
+        read: list[str] = []
+        reading = sandbox._read_rows
+
+        def spy(sandboxed: Any) -> Any:
+            read.append(sandboxed.shape.table.name)
+            return reading(sandboxed)
+
+        sandbox._read_rows = spy
+        items = self.client.get("/shapes/unflagged/", {"offset": "-1"})
+        lists = self.client.get("/shapes/lists/", {"offset": "-1"})
+        read.clear()
+        Item.objects.create(name="one", flag=False)
+        self.assertEqual(read, ["djapp_item"])
+        read.clear()
+        TodoList.objects.create(title="groceries")
+        self.assertEqual(read, ["djapp_todolist"])
+        # Rows written by a trigger are counted as written too.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE FUNCTION new_list() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "INSERT INTO djapp_todolist (title) VALUES ('by trigger'); RETURN NEW; END $$"
+            )
+            cursor.execute(
+                "CREATE TRIGGER new_list AFTER INSERT ON djapp_member "
+                "FOR EACH ROW EXECUTE FUNCTION new_list()"
+            )
+        read.clear()
+        Member.objects.create(todo_list=TodoList.objects.get(title="groceries"), user="ann")
+        self.assertEqual(read, ["djapp_todolist"])
+        # Anything but INSERT, UPDATE, DELETE (here a TRUNCATE): every shape is read.
+        with connection.cursor() as cursor:
+            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # Django's FKs are deferred
+            read.clear()
+            cursor.execute("TRUNCATE djapp_item CASCADE")
+        self.assertEqual(sorted(read), ["djapp_item", "djapp_todolist"])
+        lists = self.client.get("/shapes/lists/", after(lists))
+        self.assertEqual(
+            sorted(m["value"]["title"] for m in lists.json() if "key" in m),
+            ["by trigger", "groceries"],
+        )
+        items = self.client.get("/shapes/unflagged/", after(items))
+        changes = [m for m in items.json() if "key" in m]
+        self.assertEqual([m["headers"]["operation"] for m in changes], ["insert", "delete"])
+        self.assertEqual({m["key"] for m in changes}, {changes[0]["key"]})  # the row "one"
+
     @staticmethod
     def lists() -> tuple[int, int]:
         mine, theirs = TodoList.objects.create(title="a"), TodoList.objects.create(title="b")

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.db.models import Q
 from django.db.models.signals import post_save
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.urls import path
 
 import pysync
 import pysync.django
-from djapp.models import Item, Member
+from djapp.models import Item, Member, TodoList
 
 
 def lists_of(user: str) -> Any:
@@ -52,6 +53,7 @@ post_save.connect(membership_changed, sender=Member, dispatch_uid="djproject")
 
 urlpatterns = [
     pysync.django.sync_path("shapes/unflagged/", Item.objects.filter(flag=False)),
+    pysync.django.sync_path("shapes/lists/", TodoList),
     path("shapes/mine/", my_items),
     path("join/", join),
     path("live/items/", live_items),
@@ -77,6 +79,31 @@ async def electric_api(request: HttpRequest) -> HttpResponseBase:
 
 
 urlpatterns.append(path("electric/v1/shape", electric_api))
+
+
+def _anns_lists() -> Any:
+    return Member.objects.filter(user="ann").values("todo_list_id")
+
+
+SUBQUERY_SHAPES = {
+    # The items of ann's lists; of those of her lists titled "a..." (a subquery in a
+    # subquery); flagged or of her lists (a row in by either); not of her lists (NOT IN).
+    "anns": Item.objects.filter(todo_list_id__in=_anns_lists()),
+    "anns-a": Item.objects.filter(
+        todo_list_id__in=TodoList.objects.filter(
+            title__startswith="a", id__in=_anns_lists()
+        ).values("id")
+    ),
+    "flagged-or-anns": Item.objects.filter(Q(flag=True) | Q(todo_list_id__in=_anns_lists())),
+    "not-anns": Item.objects.exclude(todo_list_id__in=_anns_lists()),
+    # NOT IN a subquery of its own table whose values may hold a NULL
+    "n-not-flagged": Item.objects.exclude(n__in=Item.objects.filter(flag=True).values("n")),
+}
+"""Shapes with subqueries (tests/djproject/sandbox_tests.py)."""
+urlpatterns += [
+    pysync.django.sync_path(f"shapes/sub/{name}/", queryset)
+    for name, queryset in SUBQUERY_SHAPES.items()
+]
 
 writer = pysync.django.Writer().allow(Item).allow(Member, check=only_own_members)
 urlpatterns.append(path("write/", writer.view))

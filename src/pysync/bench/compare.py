@@ -39,6 +39,11 @@ def load(path: Path) -> dict[str, Any]:
         raise BenchError(f"--compare: cannot read {path}: {exc.strerror}") from exc
     except ValueError as exc:
         raise BenchError(f"--compare: {path} is not JSON: {exc}") from exc
+    if isinstance(report, dict) and "knee" in report:
+        raise BenchError(
+            f"--compare: {path} is a --find-knee report: --compare draws runs of the "
+            "phases (a knee's steps are in its report.md and knee.svg)"
+        )
     if not isinstance(report, dict) or "summary" not in report or "phases" not in report:
         raise BenchError(f"--compare: {path} is not a bench.json written by pysync bench")
     return report

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from pysync.bench import stats
@@ -30,8 +31,11 @@ class Load:
         processes: dict[str, int | None],
         probes: dict[str, Callable[[], Any]] | None = None,
         marker: bool = True,
+        rate: float | None = None,
     ) -> None:
         self.ctx = ctx
+        # pgbench -R for this phase (the knee's steps); otherwise the run's own --rate.
+        self.opts = ctx.opts if rate is None else replace(ctx.opts, rate=rate)
         self.name = name
         self.seconds = seconds
         self.pgbench: Pgbench | None = None
@@ -61,7 +65,7 @@ class Load:
         if self.marker is not None:
             self.marker.start()
         try:
-            self.pgbench = Pgbench(self.ctx.pgbench, self.ctx.url, self.ctx.opts, self.seconds)
+            self.pgbench = Pgbench(self.ctx.pgbench, self.ctx.url, self.opts, self.seconds)
             with self.ctx.display.phase(self.name, self.seconds, status):
                 while self.pgbench.running():
                     time.sleep(0.25)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -50,6 +51,15 @@ class Options:
     drain_timeout: float
     long_poll_timeout: float
     run_id: str
+    find_knee: bool = False
+    knee_start: float = 250.0
+    knee_factor: float = 2.0
+    knee_steps: int = 8
+    knee_bisect: int = 3
+    max_lag: float = 1.0
+    max_p99: float = 100.0
+    profile: bool = False
+    profile_rate: int = 100
 
     @property
     def managed_server(self) -> bool:
@@ -141,6 +151,56 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=20.0,
         help="--long-poll-timeout of the managed pysync serve (default 20)",
     )
+    search = parser.add_argument_group("the knee (--find-knee: each step runs --duration seconds)")
+    search.add_argument(
+        "--find-knee",
+        action="store_true",
+        help="step pgbench -R up (and bisect) to the highest committed row-change rate "
+        "the server sustains within --max-lag and --max-p99, against the rate pgbench "
+        "reaches on the same steps with only pg_recvlogical attached",
+    )
+    search.add_argument(
+        "--knee-start",
+        type=float,
+        default=250.0,
+        metavar="TPS",
+        help="the first step's -R (default 250)",
+    )
+    search.add_argument(
+        "--knee-factor",
+        type=float,
+        default=2.0,
+        metavar="X",
+        help="each step's -R over the one before (default 2)",
+    )
+    search.add_argument(
+        "--knee-steps",
+        type=int,
+        default=8,
+        metavar="N",
+        help="at most this many steps up (or down) (default 8)",
+    )
+    search.add_argument(
+        "--knee-bisect",
+        type=int,
+        default=3,
+        metavar="N",
+        help="steps of bisection between the last passing and the first failing -R (default 3)",
+    )
+    search.add_argument(
+        "--max-lag",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="a step passes with replication lag at most this many seconds (default 1)",
+    )
+    search.add_argument(
+        "--max-p99",
+        type=float,
+        default=100.0,
+        metavar="MS",
+        help="... and a p99 commit-to-client latency of at most this many ms (default 100)",
+    )
     output = parser.add_argument_group("output")
     output.add_argument(
         "--out",
@@ -162,6 +222,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=60.0,
         help="seconds each consumer gets to drain the backlog; a slower one is "
         "rated by what it drained (default 60)",
+    )
+    output.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy records the managed server and the subscriber process during the "
+        "sync phase; the report breaks the server's time down by pipeline stage "
+        "(needs py-spy: pip install py-spy)",
+    )
+    output.add_argument(
+        "--profile-rate",
+        type=int,
+        default=100,
+        metavar="HZ",
+        help="py-spy samples per second with --profile (default 100)",
     )
     output.add_argument(
         "--compare",
@@ -235,6 +309,31 @@ def from_args(args: argparse.Namespace, now: str) -> Options:
         )
     if args.server_slot is not None and args.server is None:
         raise BenchError("--server-slot goes with --server (the managed server's slot is known)")
+    if args.profile:
+        if args.server is not None:
+            raise BenchError("--profile samples the server the bench starts: drop --server")
+        if shutil.which("py-spy") is None:
+            raise BenchError("--profile needs py-spy: pip install py-spy")
+        _positive("--profile-rate", args.profile_rate)
+    if args.find_knee:
+        if args.server is not None:
+            raise BenchError(
+                "--find-knee runs the server itself (its baseline has only pg_recvlogical "
+                "attached): drop --server"
+            )
+        if args.rate is not None:
+            raise BenchError("--find-knee chooses -R itself: drop --rate")
+        if args.profile:
+            raise BenchError(
+                "--profile samples the sync phase, which --find-knee does not run: run them apart"
+            )
+        _positive("--knee-start", args.knee_start)
+        _positive("--knee-steps", args.knee_steps)
+        _positive("--knee-bisect", args.knee_bisect, zero=True)
+        _positive("--max-lag", args.max_lag)
+        _positive("--max-p99", args.max_p99)
+        if args.knee_factor <= 1:
+            raise BenchError(f"--knee-factor must be > 1, not {args.knee_factor:g}")
     database_url: str | None = args.database_url
     if database_url is not None:
         # The benchmark's own sessions (pgbench, markers, samples) and the managed pysync
@@ -274,4 +373,13 @@ def from_args(args: argparse.Namespace, now: str) -> Options:
         drain_timeout=args.drain_timeout,
         long_poll_timeout=args.long_poll_timeout,
         run_id=secrets.token_hex(3),
+        find_knee=args.find_knee,
+        knee_start=args.knee_start,
+        knee_factor=args.knee_factor,
+        knee_steps=args.knee_steps,
+        knee_bisect=args.knee_bisect,
+        max_lag=args.max_lag,
+        max_p99=args.max_p99,
+        profile=args.profile,
+        profile_rate=args.profile_rate,
     )

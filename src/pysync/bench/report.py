@@ -149,6 +149,44 @@ def rows(report: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+PROFILE_COLUMNS = ("stage (py-spy samples of the server)", "samples", "share", "µs per row change")
+CORES_COLUMNS = ("process, during the load", "CPU seconds", "share of the machine's cores")
+
+
+def profile_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    """With ``--profile``: the server's samples per pipeline stage."""
+    engine = report["phases"].get("sync", {}).get("profile", {}).get("engine", {})
+    samples = engine.get("samples")
+    if not samples:
+        return []
+    shares, micros = engine["shares"], engine.get("us_per_change", {})
+    return [
+        (stage, f"{count:,}", _n(shares[stage], ".1%"), _n(micros.get(stage), ".1f"))
+        for stage, count in samples.items()
+    ]
+
+
+def cores_rows(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    """CPU seconds of each process during the sync phase's load, and their share of all
+    the machine's cores over that time (the subscribers' own share is the bench's)."""
+    sync = report["phases"].get("sync", {}).get("summary", {})
+    seconds, cpus = sync.get("load_end_s"), report["machine"].get("cpus")
+    if not seconds or not cpus or sync.get("machine_cpu_s") is None:
+        return []
+    parts = [
+        ("pysync serve (the engine)", sync.get("engine_cpu_s")),
+        ("subscribers (the bench's clients)", sync.get("subscribers_cpu_s")),
+        ("Postgres (pgbench's backends, walsender)", sync.get("postgres_cpu_s")),
+    ]
+    known = sum(v for _, v in parts if v is not None)
+    parts.append(("the rest (pgbench, the bench, other jobs)", sync["machine_cpu_s"] - known))
+    parts.append(("idle", cpus * seconds - sync["machine_cpu_s"]))
+    return [
+        (name, _n(value, ".1f"), _n(None if value is None else value / (cpus * seconds), ".1%"))
+        for name, value in parts
+    ]
+
+
 def print_table(report: dict[str, Any], console: Console) -> None:
     table = Table(title=f"pysync bench: {report['summary'].get('server')}", show_header=False)
     table.add_column("measure")
@@ -156,6 +194,17 @@ def print_table(report: dict[str, Any], console: Console) -> None:
     for measure, value in rows(report):
         table.add_row(measure, value)
     console.print(table)
+    for columns, lines in (
+        (PROFILE_COLUMNS, profile_rows(report)),
+        (CORES_COLUMNS, cores_rows(report) if profile_rows(report) else []),
+    ):
+        if lines:
+            extra = Table()
+            for i, column in enumerate(columns):
+                extra.add_column(column, justify="left" if i == 0 else "right")
+            for line in lines:
+                extra.add_row(*line)
+            console.print(extra)
 
 
 def write_json(report: dict[str, Any], path: Path) -> None:
@@ -206,6 +255,17 @@ def markdown(report: dict[str, Any], plots: list[str], headline: str) -> str:
             f"| {k} | {v['subscribers']:,} | {v['delivered']:,} | {v['expected']:,} |"
             for k, v in by_kind.items()
         ]
+    for columns, table in (
+        (PROFILE_COLUMNS, profile_rows(report)),
+        (CORES_COLUMNS, cores_rows(report) if profile_rows(report) else []),
+    ):
+        if table:
+            lines += [
+                "",
+                "| " + " | ".join(columns) + " |",
+                "|---" + "|---:" * (len(columns) - 1) + "|",
+            ]
+            lines += ["| " + " | ".join(line) + " |" for line in table]
     for title, name in (
         ("Commit-to-client latency", "latency.png"),
         ("Replication lag", "lag.png"),

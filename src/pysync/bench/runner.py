@@ -86,6 +86,10 @@ class Bench:
             ctx.set_up()
             if ctx.opts.warmup > 0:
                 self._warm_up()
+            if ctx.opts.find_knee:
+                ctx.report["knee"] = self._knee()
+                ctx.report["seconds"] = round(time.monotonic() - started, 1)
+                return ctx.report
             if ctx.opts.managed_server:
                 self._alone()
                 self._recvlogical()
@@ -108,6 +112,14 @@ class Bench:
                 warm.wait()
         finally:
             warm.stop()
+
+    def _knee(self) -> dict[str, Any]:
+        from pysync.bench import knee
+        from pysync.bench.knee_phase import run_knee
+
+        opts = self.ctx.opts
+        search = knee.Plan(opts.knee_start, opts.knee_factor, opts.knee_steps, opts.knee_bisect)
+        return run_knee(self.ctx, search, knee.Limits(opts.max_lag, opts.max_p99))
 
     def _alone(self) -> None:
         reset_tables(self.ctx.conn)

@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from pysync.bench import expected as expected_changes
-from pysync.bench import stats
+from pysync.bench import profile, stats
 from pysync.bench.context import RunContext
 from pysync.bench.database import (
     PGBENCH_TABLES,
@@ -122,6 +122,16 @@ def run_sync(ctx: RunContext) -> None:
             text += f"  engine CPU {fmt(None if cpu is None else cpu * 100, '.0f', '%')}"
         return text
 
+    recordings = (
+        profile.start(
+            {"engine": engine_pid, "subscribers": fleet.pid},
+            opts.duration,
+            opts.profile_rate,
+            opts.out / "profile",
+        )
+        if opts.profile
+        else []
+    )
     load.run(status, fleet.failure)
     caught_up = None
     if slot is not None:
@@ -149,6 +159,8 @@ def run_sync(ctx: RunContext) -> None:
     final = fleet.stop()
     _summarise(ctx, phase, load, subscribers, check, counted, latencies, ready, final, engine_peak)
     phase["summary"]["caught_up_after_s"] = caught_up
+    if recordings:
+        phase["profile"] = profile.finish(recordings, phase["summary"], timeout=30)
 
 
 def catch_up(

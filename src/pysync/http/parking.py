@@ -9,10 +9,11 @@ group, woken by one future per shape (not per request), timed out by a shared ti
 quarter second. A commit then answers its shape's parked requests in one loop, with the
 body and shared headers built once (``log_response.LogResponses``).
 
-The rules are the app's, run from ``steps.py``: the secret, the params, the shape's
-handle, what a read at the offset does (answer or hold). Where a step raises, or would
-await (loading a shape, waiting for its snapshot), the request goes to the app unchanged,
-which answers it by the same steps: errors are rendered there, once.
+The rules are the app's, run from ``steps.py``: the secret, the params (a shape's parsed
+once, ``live_queries.py``), the shape's handle, what a read at the offset does (answer or
+hold). Where a step raises, or would await (loading a shape, waiting for its snapshot),
+the request goes to the app unchanged, which answers it by the same steps: errors are
+rendered there, once.
 
 What a parked request still has, it has as ``ShapeAPI.hold`` gives it: it is registered
 with ``api.interrupts`` (an interrupt or shutdown answers it with no change), holds a
@@ -33,7 +34,6 @@ import math
 import time
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Protocol
-from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -41,10 +41,12 @@ from starlette.responses import Response
 from pysync.http import steps
 from pysync.http.admission import kind_of
 from pysync.http.errors import ShapeAPIError
+from pysync.http.live_queries import LiveQueries
 from pysync.http.params import ShapeRequest
 from pysync.http.responses import INTERNAL_ERROR, error_response
 from pysync.http.shared import Prebuilt
 from pysync.http.waiters import Waiter
+from pysync.log.log import LogSlice
 from pysync.log.offset import LogOffset
 from pysync.shapes.consumer import LIVE, ShapeConsumer, ShapeGone
 
@@ -109,6 +111,8 @@ class LivePolls:
         self._storage_watch: object = None
         self._refetching: set[asyncio.Task[None]] = set()
         """Answering the requests of gone shapes (``_gone``)."""
+        self._queries = LiveQueries()
+        """The requests' queries, each shape's part parsed once."""
 
     # -- taking a request -------------------------------------------------------------
 
@@ -126,15 +130,12 @@ class LivePolls:
         engine = api.engine
         if api.closing or engine.storage_error is not None or not engine.started.is_set():
             return False  # the app answers at once (shutdown) or with its 503
-        # As Starlette's QueryParams (the last of repeated keys wins).
-        params = dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True))
         try:
-            steps.authorise(params, api.secret)
-            parsed, subset = steps.validate(params)
+            parsed = self._queries.parse(query, api.secret)
         except ShapeAPIError:
             return False
-        if subset is not None or not parsed.live or parsed.sse:
-            return False
+        if parsed is None or not parsed.live or parsed.sse:
+            return False  # a subset request, or not a long-poll
         offset = parsed.offset
         # Live: the params refused offset=now and -1 already.
         assert parsed.definition is not None and isinstance(offset, LogOffset)
@@ -215,11 +216,15 @@ class LivePolls:
                 self._replay(parked)
             self._groups.pop(consumer, None)  # a request parked later makes a new group
             return
+        # Waiters of a shape mostly wait at the same offset: the log is read once for them.
+        parts: dict[LogOffset, LogSlice] = {}
         for parked in list(group):
             offset = parked.parsed.offset
             assert isinstance(offset, LogOffset)
             if consumer.has_after(offset):
-                self._answer(parked)
+                part = self._answer(parked, parts.get(offset))
+                if part is not None:
+                    parts[offset] = part
         if group:
             self._watch(consumer)
         else:
@@ -279,22 +284,26 @@ class LivePolls:
         """The client went away."""
         self._leave(parked)
 
-    def _answer(self, parked: Parked) -> None:
+    def _answer(self, parked: Parked, part: LogSlice | None = None) -> LogSlice | None:
+        """Answer with ``part`` (the log after its offset, read now if None); returns the
+        part it answered with."""
         if not self._leave(parked):
-            return
+            return part
         consumer, parsed = parked.consumer, parked.parsed
-        offset = parsed.offset
-        assert isinstance(offset, LogOffset)
-        try:
-            part = consumer.slice(offset)
-        except ShapeGone:
-            self._gone(consumer, [parked])
-            return
+        if part is None:
+            offset = parsed.offset
+            assert isinstance(offset, LogOffset)
+            try:
+                part = consumer.slice(offset)
+            except ShapeGone:
+                self._gone(consumer, [parked])
+                return None
         response = self.api.live_response(_request(parked.origin), parsed, consumer, part)
         if isinstance(response, Prebuilt):
             self._send(parked.conn, response)
         else:
             parked.conn.replay(parked.query, _headers(parked.origin))  # a body to stream
+        return part
 
     def _gone(self, consumer: ShapeConsumer, parked: list[Parked]) -> None:
         """``consumer`` went away: its requests (unparked already) get ``hold``'s 409."""

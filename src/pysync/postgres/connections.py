@@ -198,6 +198,31 @@ class Connections:
         async with _connection(self.snapshots) as conn:
             yield conn
 
+    @asynccontextmanager
+    async def spare_snapshot_session(self) -> AsyncIterator[AsyncConn | None]:
+        """A second session for a snapshot if the pool has one now, else None: it never
+        queues (two snapshots each holding a session and waiting for another would wait
+        on each other) nor goes before a shape waiting for its first."""
+        pool = self.snapshots
+        stats = pool.get_stats()
+        idle = stats.get("pool_available", 0) or stats.get("pool_size", 0) < pool.max_size
+        if stats.get("requests_waiting", 0) or not idle:
+            yield None
+            return
+        try:
+            conn = await pool.getconn(timeout=SPARE_WAIT)
+        except PoolTimeout:
+            yield None
+            return
+        try:
+            yield conn
+        finally:
+            await pool.putconn(conn)
+
+
+SPARE_WAIT = 1.0
+"""Seconds a snapshot waits for a second session the pool is opening."""
+
 
 class PooledUnusable(RuntimeError):
     """The pooled URL does not lead to the database replication reads; the message

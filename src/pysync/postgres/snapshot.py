@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 import psycopg
 from psycopg import sql
+from psycopg.types.string import ByteaBinaryLoader
 
 from pysync.postgres.session import local_settings, set_locals
 
@@ -89,13 +90,69 @@ async def snapshot_transaction(conn: psycopg.AsyncConnection[Any]) -> AsyncItera
         yield SnapshotInfo(xmin, xmax, xip, int(row[1]))
 
 
-async def stream_rows(
+@asynccontextmanager
+async def imported_snapshot(
+    conn: psycopg.AsyncConnection[Any], snapshot: str
+) -> AsyncIterator[None]:
+    """A REPEATABLE READ READ ONLY transaction at the snapshot another transaction
+    exported (``export_snapshot``, still open): it sees exactly the rows that one sees."""
+    sets, params = set_locals(local_settings(conn))
+    async with conn.transaction():
+        await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        # Before any query of the transaction; a utility statement takes no parameter
+        # (the id comes from Postgres).
+        await conn.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+        if sets:
+            await conn.execute(f"SELECT {sets}", params)
+        yield
+
+
+async def export_snapshot(conn: psycopg.AsyncConnection[Any]) -> str:
+    """The id other sessions import this transaction's snapshot by, while it is open."""
+    cursor = await conn.execute("SELECT pg_export_snapshot()")
+    row = await cursor.fetchone()
+    assert row is not None
+    value = row[0]
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+async def table_blocks(
+    conn: psycopg.AsyncConnection[Any], schema: str, name: str
+) -> tuple[int, int]:
+    """The table's size in blocks now, and its TOAST table's (0, 0 if it is gone: the
+    reading query says so)."""
+    cursor = await conn.execute(
+        "SELECT pg_relation_size(c.oid) / b, coalesce(pg_relation_size(nullif(c.reltoastrelid,"
+        " 0)), 0) / b FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace,"
+        " CAST(current_setting('block_size') AS bigint) b WHERE n.nspname = %s AND c.relname = %s",
+        (schema, name),
+    )
+    row = await cursor.fetchone()
+    if row is None or row[0] is None:
+        return 0, 0
+    return int(row[0]), int(row[1])
+
+
+async def fetch_value(
+    conn: psycopg.AsyncConnection[Any], query: Query, params: list[object]
+) -> Any:
+    """The first column of the one row of ``query``."""
+    cursor = await conn.execute(query, params)
+    row = await cursor.fetchone()
+    assert row is not None
+    return row[0]
+
+
+async def stream_bytes(
     conn: psycopg.AsyncConnection[Any], query: Query, params: list[object], size: int = 1000
-) -> AsyncIterator[Any]:
-    """The first column of each row of ``query``, fetched ``size`` rows at a time (a
-    server-side cursor: memory stays bounded for any table)."""
+) -> AsyncIterator[bytes]:
+    """The first column of each row of ``query``, a text, as its bytes; fetched ``size``
+    rows at a time (memory stays bounded for any table). Binary results: a text's binary
+    form is its bytes, so psycopg's compiled bytea loader takes them without a Python call
+    per row."""
     cursor = conn.cursor()
-    async for (value,) in cursor.stream(query, params, size=size):
+    cursor.adapters.register_loader("text", ByteaBinaryLoader)
+    async for (value,) in cursor.stream(query, params, binary=True, size=size):
         yield value
 
 

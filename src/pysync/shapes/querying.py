@@ -1,6 +1,12 @@
 """The row-JSON SQL of snapshots and subsets: each row becomes one Electric change
 message (key, value of the selected columns, headers) in SQL, as Electric's
 ``querying.ex`` does, so rows stream from Postgres straight into a shape log.
+
+Subsets and move-ins build each message with ``json_object`` (``row_json_query``). An
+initial snapshot reads every row of a table, so its SQL (``snapshot_rows``) does less per
+row for the same bytes: values are concatenated (no arrays, no ``json_object``), a value
+whose type's text never needs JSON escaping is quoted without ``to_json``, and the
+message's constant start and end are left to the client (``RowSql.prefix``/``suffix``).
 """
 
 from __future__ import annotations
@@ -116,6 +122,162 @@ def _tagging_sql(shape: Shape, tagging: Tagging) -> tuple[sql.Composable, list[o
     return composed, params
 
 
+# Types whose output never holds a character JSON escapes (digits, signs, letters,
+# '-', ':', '.', ' ', '+', 'e'; NaN, Infinity, BC) under any display setting: quoted as is.
+# Built-in oids, so a user's type of the same name is not taken for them.
+_PLAIN_TEXT_TYPES = frozenset(
+    {
+        20,  # int8
+        21,  # int2
+        23,  # int4
+        26,  # oid
+        700,  # float4
+        701,  # float8
+        1700,  # numeric
+        2950,  # uuid
+        1082,  # date
+        1083,  # time
+        1114,  # timestamp
+        1184,  # timestamptz
+        1186,  # interval
+        1266,  # timetz
+    }
+)
+_BOOL = 16
+
+
+def escape_json(text: str) -> str:
+    """A JSON string as Postgres' ``escape_json`` writes it (``json_object``'s keys):
+    ``\\u%04x`` for control characters without a short escape, everything else as is."""
+    out = ['"']
+    for ch in text:
+        if ch in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[ch])
+        elif ch < " ":
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+_SHORT_ESCAPES = {
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    '"': '\\"',
+    "\\": "\\\\",
+}
+
+
+def _value_json(table: Table, name: str) -> sql.Composable:
+    """The column's value as ``json_object`` writes it: its text form as a JSON string,
+    ``null`` for NULL."""
+    column = table.column(name)
+    ident = sql.Identifier(name)
+    if column is not None and column.dims == 0 and column.type_oid in _PLAIN_TEXT_TYPES:
+        return sql.SQL(
+            """CASE WHEN {0} IS NULL THEN 'null' ELSE '"' || {0}::text || '"' END"""
+        ).format(ident)
+    if column is not None and column.dims == 0 and column.type_oid == _BOOL:
+        # bool's output function writes t / f (its cast to text says true / false).
+        return sql.SQL(
+            """CASE {} WHEN true THEN '"t"' WHEN false THEN '"f"' ELSE 'null' END"""
+        ).format(ident)
+    return sql.SQL("coalesce(to_json({})::text, 'null')").format(_column_text(table, name))
+
+
+Part = str | tuple[sql.Composable, list[object]]
+"""A piece of a row's message: constant text, or SQL of a never-NULL text and its params."""
+
+
+class RowSql:
+    """A row's message as ``prefix`` + ``middle`` + ``suffix``: the middle is SQL (with
+    ``params``), the others are the same for every row and added by the client."""
+
+    def __init__(self, parts: list[Part]) -> None:
+        merged: list[Part] = []
+        for part in parts:
+            if isinstance(part, str) and merged and isinstance(merged[-1], str):
+                merged[-1] += part
+            elif part != "":
+                merged.append(part)
+        self.prefix = ""
+        self.suffix = ""
+        if merged and isinstance(first := merged[0], str):
+            self.prefix = first
+            del merged[0]
+        if merged and isinstance(last := merged[-1], str):
+            self.suffix = last
+            del merged[-1]
+        pieces: list[sql.Composable] = []
+        self.params: list[object] = []
+        for part in merged:
+            if isinstance(part, str):
+                pieces.append(sql.SQL("%s::text"))
+                self.params.append(part)
+            else:
+                pieces.append(sql.SQL("(") + part[0] + sql.SQL(")"))
+                self.params.extend(part[1])
+        self.middle: sql.Composable = (
+            sql.SQL(" || ").join(pieces) if pieces else sql.SQL("''::text")
+        )
+
+
+def snapshot_rows(shape: Shape, tagging: Tagging | None = None) -> RowSql:
+    """The message of each row of a snapshot, byte for byte what ``row_json_query``'s
+    ``json_object`` gives, in fewer operations per row."""
+    table = shape.table
+    prefix = relation_prefix(table.schema, table.name)
+    parts: list[Part] = []
+    if table.primary_key and all(_plain_key_column(table, c) for c in table.primary_key):
+        parts.append('{"key":' + msgspec.json.encode(prefix).decode()[:-1])
+        for name in table.primary_key:
+            parts += ['/\\"', (_column_text(table, name), []), '\\"']
+        parts.append('"')
+    else:
+        key, params = _escaped_key(table, prefix)
+        parts += ['{"key":', (key, params)]
+    parts.append(',"value":{')
+    for n, name in enumerate(shape.columns):
+        parts.append((", " if n else "") + escape_json(name) + " : ")
+        parts.append((_value_json(table, name), []))
+    parts.append("}")
+    headers = msgspec.json.encode(
+        {"operation": "insert", "relation": [table.schema, table.name]}
+    ).decode()
+    if tagging is None:
+        parts.append(',"headers":' + headers + "}")
+    else:
+        tags_sql, tags_params = _tagging_sql(shape, tagging)
+        parts += [',"headers":{', (tags_sql, tags_params), headers[1:] + "}"]
+    return RowSql(parts)
+
+
+def _escaped_key(table: Table, prefix: str) -> tuple[sql.Composable, list[object]]:
+    """The key of a table without a plain primary key as a JSON string: the identity
+    columns' texts, ``/`` doubled, ``_`` for NULL."""
+    prefix_parts: list[sql.Composable] = [sql.SQL("%s")]
+    for name in table.identity:
+        prefix_parts.append(
+            sql.SQL("""coalesce('/"' || replace({}, '/', '//') || '"', '/_')""").format(
+                _column_text(table, name)
+            )
+        )
+    return sql.SQL("to_json({})::text").format(sql.SQL(" || ").join(prefix_parts)), [prefix]
+
+
+def snapshot_where(shape: Shape, tagging: Tagging | None) -> tuple[str, list[object]] | None:
+    """The shape's WHERE as SQL for its snapshot (read with the tagging's views)."""
+    if shape.where is None:
+        return None
+    where: Any = shape.where
+    result: tuple[str, list[object]] = where.to_sql(tagging.views if tagging is not None else ())
+    return result
+
+
 def row_json_query(
     shape: Shape,
     *,
@@ -145,19 +307,9 @@ def row_json_query(
             key_parts += [sql.SQL(r"""'/\"' || {} || '\"'""").format(_column_text(table, name))]
         key = sql.SQL(" || ").join(key_parts) + sql.SQL(""" || '"'""")
     else:
-        escaped: list[sql.Composable] = [sql.SQL("%s")]
-        params = ['{"key":']
-        prefix_parts: list[sql.Composable] = [sql.SQL("%s")]
-        params_prefix: list[object] = [prefix]
-        for name in table.identity:
-            prefix_parts.append(
-                sql.SQL("""coalesce('/"' || replace({}, '/', '//') || '"', '/_')""").format(
-                    _column_text(table, name)
-                )
-            )
-        escaped.append(sql.SQL("to_json({})::text").format(sql.SQL(" || ").join(prefix_parts)))
-        params.extend(params_prefix)
-        key = sql.SQL(" || ").join(escaped)
+        escaped, key_params = _escaped_key(table, prefix)
+        params = ['{"key":', *key_params]
+        key = sql.SQL("%s || ") + escaped
     names = sql.SQL(", ").join(sql.Literal(c) for c in shape.columns)
     values = sql.SQL(", ").join(_column_text(table, c) for c in shape.columns)
     headers = msgspec.json.encode(

@@ -31,17 +31,28 @@ from typing import Any, NamedTuple
 
 from pysync.postgres.catalog import Table
 
-from . import _runtime as rt
 from ._check import FUNCTIONS, SublinkType, check_clause, parse
 from ._compile import Compiler, column_parser
 from ._dnf import Plan, Position, plan
-from ._ir import Node, WhereError, WhereRuntimeError
+from ._ir import (
+    And,
+    Cast,
+    Column,
+    Comparison,
+    Const,
+    InList,
+    Node,
+    Sublink,
+    WhereError,
+    WhereRuntimeError,
+)
 from ._limits import MAX_PARAMS, MAX_PARAMS_LENGTH, over_limit
 from ._memo import SizedCache
 from ._render import Renderer
 from ._render import normalized as _normalized
 from ._render import to_sql as _to_sql
 from ._sublinks import SublinkSpec, has_sublink
+from .runtime.casts import cast_function
 
 __all__ = [
     "FUNCTIONS",
@@ -131,9 +142,11 @@ class Where:
         """(column, dependency): a row can only match if its column's text is a value of
         that dependency (the clause is, or ANDs, ``column IN (SELECT ...)``)."""
         tree = self.tree
-        for term in tree.args if tree.kind == "and" else (tree,):
-            if term.kind == "sublink" and len(term.args) == 1:
-                return term.args[0].name, term.value
+        for term in tree.args if isinstance(tree, And) else (tree,):
+            if isinstance(term, Sublink) and len(term.args) == 1:
+                (column,) = term.args
+                assert isinstance(column, Column)
+                return column.name, term.dependency
         return None
 
 
@@ -244,7 +257,7 @@ def _conjuncts(tree: Node) -> list[Node]:
     todo = [tree]
     while todo:
         node = todo.pop()
-        if node.kind == "and":
+        if isinstance(node, And):
             todo.extend(reversed(node.args))
         else:
             terms.append(node)
@@ -257,22 +270,22 @@ def _range_index(tree: Node) -> RangeIndex | None:
     bounds: dict[tuple[str, str], list[Any]] = {}
     for term in _conjuncts(tree):
         if (
-            term.kind != "op"
-            or term.name not in _FLIPPED
-            or term.extra.get("cmp_type") not in _RANGE_TYPES
+            not isinstance(term, Comparison)
+            or term.op not in _FLIPPED
+            or term.compared_as not in _RANGE_TYPES
         ):
             continue
         left, right = term.args
-        op = term.name
-        if left.kind == "const":
+        op = term.op
+        if isinstance(left, Const):
             left, right, op = right, left, _FLIPPED[op]
-        if right.kind != "const" or right.value is None:
+        if not isinstance(right, Const) or right.value is None:
             continue
         found = _column_under_casts(left)
         if found is None:
             continue
         col, casts = found
-        t = term.extra["cmp_type"]
+        t = term.compared_as
         bound = _key_of(t, right.value)
         if not isinstance(bound, (int, float, Decimal)) or bound != bound:  # NaN
             continue
@@ -297,7 +310,7 @@ def _range_index(tree: Node) -> RangeIndex | None:
 
 
 def _equality_index(tree: Node) -> tuple[str, frozenset[object], KeyFunction] | None:
-    candidates = tree.args if tree.kind == "and" else (tree,)
+    candidates = tree.args if isinstance(tree, And) else (tree,)
     for term in candidates:
         found = _equality_term(term)
         if found is not None:
@@ -305,30 +318,32 @@ def _equality_index(tree: Node) -> tuple[str, frozenset[object], KeyFunction] | 
     return None
 
 
-def _column_under_casts(node: Node) -> tuple[Node, list[Node]] | None:
+def _column_under_casts(node: Node) -> tuple[Column, list[Node]] | None:
     """The column under a chain of implicit numeric/datetime casts (e.g. int4 -> numeric)."""
     casts: list[Node] = []
-    while node.kind == "cast" and node.extra.get("implicit"):
+    while isinstance(node, Cast) and node.implicit:
         casts.append(node)
         node = node.args[0]
-    if node.kind != "col":
+    if not isinstance(node, Column):
         return None
     return node, casts
 
 
 def _equality_term(term: Node) -> tuple[str, frozenset[object], KeyFunction] | None:
-    if term.kind == "op" and term.name == "=" and "cmp_type" in term.extra:
+    if isinstance(term, Comparison) and term.op == "=" and not term.date_mixed:
         left, right = term.args
-        if left.kind == "const":
+        if isinstance(left, Const):
             left, right = right, left
-        consts = [right]
+        items = [right]
         target = left
-    elif term.kind == "in":
-        target, *consts = term.args
+        t = term.compared_as
+    elif isinstance(term, InList):
+        target, *items = term.args
+        t = term.compared_as
     else:
         return None
-    t = term.extra["cmp_type"]
-    if t.endswith("[]") or not all(c.kind == "const" and c.value is not None for c in consts):
+    consts = [c for c in items if isinstance(c, Const) and c.value is not None]
+    if t.endswith("[]") or len(consts) != len(items):
         return None
     found = _column_under_casts(target)
     if found is None:
@@ -357,7 +372,7 @@ def _key_function(col_type: str, cast_chain: list[str], cmp_type: str) -> KeyFun
     steps = []
     src = col_type
     for dst in cast_chain:
-        fn = rt.cast_function(src, dst)
+        fn = cast_function(src, dst)
         assert fn is not None
         steps.append(fn)
         src = dst

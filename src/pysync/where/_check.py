@@ -6,7 +6,6 @@ only ever see nodes this module built.
 
 from __future__ import annotations
 
-import zoneinfo
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,18 +17,41 @@ from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType  # type: ignore[attr-defined]
 
-from pysync.postgres.catalog import Column, Table
+from pysync.postgres.catalog import Column as TableColumn
+from pysync.postgres.catalog import Table
 from pysync.postgres.types.numbers import INT_RANGES, NumericOverflow, parse_numeric
 
-from . import _runtime as rt
 from . import registry
 from ._calls import check_call_names
 from ._fold import fold
 from ._ir import (
     INT_TYPES,
     NUMERIC_TYPES,
-    ORDERED_TYPES,
+    And,
+    ArrayFunction,
+    ArrayLiteral,
+    Call,
+    CaseMap,
+    Cast,
+    Coalesce,
+    Column,
+    Comparison,
+    Concat,
+    Const,
+    Distinct,
+    Extreme,
+    Index,
+    InList,
+    Like,
     Node,
+    Not,
+    NullTest,
+    Operator,
+    Or,
+    Param,
+    Quantified,
+    Sublink,
+    TruthTest,
     WhereError,
     WhereRuntimeError,
     display,
@@ -47,6 +69,8 @@ from ._operators import (
 )
 from ._sublinks import MARKER_PREFIX, SublinkSpec, cut_sublinks
 from ._syntax import check_syntax
+from .runtime.casts import IMPLICIT_CASTS, OUTPUT, cast_function, input_function
+from .runtime.datetimes import time_zone
 
 _DIALECT = Postgres()
 
@@ -155,23 +179,6 @@ FUNCTIONS = frozenset(
 )
 """Every function of the language (the visitors below check each one's arguments); what
 other front ends (SQLAlchemy shapes) may emit."""
-
-
-_ZONE_NAMES: dict[str, str] = {}
-
-
-def time_zone(name: str) -> zoneinfo.ZoneInfo | None:
-    """A zone of the time zone database by Postgres' case-insensitive name; None for
-    abbreviations ('CET' is a fixed offset to Postgres, a zone with DST to zoneinfo) and
-    anything else Postgres would read differently."""
-    if name.upper() in ("UTC", "GMT"):
-        return zoneinfo.ZoneInfo("UTC")
-    if "/" not in name:
-        return None
-    if not _ZONE_NAMES:
-        _ZONE_NAMES.update({z.lower(): z for z in zoneinfo.available_timezones()})
-    key = _ZONE_NAMES.get(name.lower())
-    return None if key is None else zoneinfo.ZoneInfo(key)
 
 
 def fold_identifier(ident: exp.Identifier) -> str:
@@ -304,6 +311,14 @@ def _check_size(tree: exp.Expr) -> None:
             stack.append((child, depth if flat else depth + 1))
 
 
+def _index_shifted(base: exp.Expr) -> bool:
+    """Did sqlglot store the subscript of ``base[...]`` 0-based? It subtracts Postgres'
+    offset 1 only where it typed the base (annotated in place while parsing) as an array
+    or unknown: not for ``(a || 4)[1]``, whose ``||`` it types as text."""
+    typed = base.type
+    return typed is None or typed.this in (exp.DataType.Type.UNKNOWN, exp.DataType.Type.ARRAY)
+
+
 def _offset(clause: str, line: int, col: int) -> int:
     lines = clause.split("\n")
     return sum(len(x) + 1 for x in lines[: line - 1]) + col
@@ -340,7 +355,7 @@ def _reject_like_function_form(tokens: list[Any]) -> None:
                 )
 
 
-def column_type(column: Column) -> str | None:
+def column_type(column: TableColumn) -> str | None:
     kind, name = column.type_kind, column.type_name
     if kind == "d" and column.base_type and not column.dims:
         # Postgres (and Electric) treat a domain as its base type in operators and functions
@@ -416,7 +431,7 @@ class SublinkType:
     """Number of the dependency: sublinks with equal subqueries share one."""
     key: str
     """Identity of the dependency (it names the subquery in the normalised clause)."""
-    columns: tuple[Column, ...]
+    columns: tuple[TableColumn, ...]
     """The subquery's columns, in its SELECT order."""
 
 
@@ -472,7 +487,7 @@ def pg_type_name(t: str) -> str:
     return _PG_TYPE_NAMES.get(t, t)
 
 
-def readable_type(column: Column) -> str:
+def readable_type(column: TableColumn) -> str:
     """A column type in Electric's words: ``int4``, ``enum mood``, ``text[]``."""
     base = f"enum {column.type_name}" if column.type_kind == "e" else column.type_name
     return base + "[]" * column.dims
@@ -512,7 +527,7 @@ class Checker:
             pending = [node]
             while pending:
                 n = pending.pop()
-                if n.kind == "col":
+                if isinstance(n, Column):
                     column = self.table.column(n.name)
                     if column is not None and column.collation:
                         found.add(column.collation)
@@ -565,41 +580,39 @@ class Checker:
         """node converted to ``target`` implicitly (literals are parsed as ``target``)."""
         if node.type == target:
             return node
-        if node.kind == "const" and node.type == "unknown":
+        if isinstance(node, Const) and node.type == "unknown":
             return self._type_literal(node, target)
-        if node.kind == "array" and is_array(target) and node.extra.get("untyped"):
+        if isinstance(node, ArrayLiteral) and is_array(target) and node.untyped:
             items = tuple(self.coerce(a, elem(target)) for a in node.args)
-            return Node("array", target, items, pos=node.pos)
-        if (node.type, target) in rt.IMPLICIT_CASTS:
-            cast = Node("cast", target, (node,), pos=node.pos, extra={"implicit": True})
+            return ArrayLiteral(type=target, args=items, pos=node.pos)
+        if (node.type, target) in IMPLICIT_CASTS:
+            cast = Cast(type=target, args=(node,), pos=node.pos, implicit=True)
             return self._fold(cast)
         raise self.fail(f"cannot use {display(node.type)} as {display(target)}", node)
 
-    def _type_literal(self, node: Node, target: str) -> Node:
+    def _type_literal(self, node: Const, target: str) -> Node:
         if target.startswith("enum:") and node.value is not None:
             raise self.fail(
                 "comparing an enum to a string literal is not supported; "
                 "cast the column to text (col::text = '...')",
                 node,
             )
-        if node.param is not None:
-            seen = self.param_types.setdefault(node.param, target)
+        if isinstance(node, Param):
+            seen = self.param_types.setdefault(node.number, target)
             if seen != target:
                 raise self.fail(
-                    f"type conflict for ${node.param}: {display(seen)} and {display(target)}", node
+                    f"type conflict for ${node.number}: {display(seen)} and {display(target)}", node
                 )
         if node.value is None:
-            return Node("const", target, value=None, pos=node.pos, param=node.param)
+            return _retyped(node, target, None)
         text: str = node.value
         try:
-            value = rt.input_function(target)(text)
+            value = input_function(target)(text)
         except NumericOverflow as exc:
             raise self.fail(str(exc), node) from None
         except (ValueError, KeyError):
             raise self.fail(f"invalid syntax for type {display(target)}: {text}", node) from None
-        return Node(
-            "const", target, value=value, pos=node.pos, param=node.param, extra={"text": text}
-        )
+        return _retyped(node, target, value)
 
     def unify(self, nodes: list[Node], what: str, e: exp.Expr) -> tuple[str, list[Node]]:
         t = "unknown"
@@ -666,18 +679,17 @@ class Checker:
         if t is None:
             raise self.fail(f"column {name} has unsupported type {column.type_name}", e)
         self.columns.add(name)
-        return Node(
-            "col",
-            t,
+        return Column(
+            type=t,
             name=name,
             pos=position(e),
-            extra={"varchar": (column.base_type or column.type_name) == "varchar"},
+            varchar=(column.base_type or column.type_name) == "varchar",
         )
 
     def _literal(self, e: exp.Literal) -> Node:
         pos = position(e)
         if e.is_string:
-            return Node("const", "unknown", value=e.this, pos=pos)
+            return Const(type="unknown", value=e.this, pos=pos)
         return self._number(str(e.this), pos, e)
 
     def _number(self, text: str, pos: int, e: exp.Expr) -> Node:
@@ -687,25 +699,25 @@ class Checker:
             for t in ("int4", "int8"):
                 lo, hi = INT_RANGES[t]
                 if lo <= v <= hi:
-                    return Node("const", t, value=v, pos=pos)
+                    return Const(type=t, value=v, pos=pos)
         try:
-            return Node("const", "numeric", value=parse_numeric(text), pos=pos)
+            return Const(type="numeric", value=parse_numeric(text), pos=pos)
         except NumericOverflow as exc:
             raise self.fail(str(exc), e) from None
         except ValueError:
             raise self.fail(f'syntax error at or near "{text}"', e) from None
 
     def _bytestring(self, e: exp.ByteString) -> Node:  # E'...'
-        return Node("const", "unknown", value=e.this, pos=position(e))
+        return Const(type="unknown", value=e.this, pos=position(e))
 
     def _rawstring(self, e: exp.RawString) -> Node:  # $$...$$
-        return Node("const", "unknown", value=e.this, pos=position(e))
+        return Const(type="unknown", value=e.this, pos=position(e))
 
     def _boolean(self, e: exp.Boolean) -> Node:
-        return Node("const", "bool", value=bool(e.this), pos=position(e))
+        return Const(type="bool", value=bool(e.this), pos=position(e))
 
     def _null(self, e: exp.Null) -> Node:
-        return Node("const", "unknown", value=None, pos=position(e))
+        return Const(type="unknown", value=None, pos=position(e))
 
     def _parameter(self, e: exp.Parameter) -> Node:
         inner = e.this
@@ -720,7 +732,7 @@ class Checker:
         value = self.params[n]
         if "\x00" in value:  # Postgres rejects NUL in any text value
             raise WhereError('invalid byte sequence for encoding "UTF8": 0x00', pos)
-        return Node("const", "unknown", value=value, pos=pos, param=n)
+        return Param(type="unknown", value=value, pos=pos, number=n)
 
     # ------------------------------------------------------------ logic
 
@@ -734,11 +746,11 @@ class Checker:
 
     def _and(self, e: exp.And) -> Node:
         args = self._flatten(e, exp.And, "AND")
-        return Node("and", "bool", tuple(args), pos=args[0].pos)
+        return And(type="bool", args=tuple(args), pos=args[0].pos)
 
     def _or(self, e: exp.Or) -> Node:
         args = self._flatten(e, exp.Or, "OR")
-        return Node("or", "bool", tuple(args), pos=args[0].pos)
+        return Or(type="bool", args=tuple(args), pos=args[0].pos)
 
     def _flatten(self, e: exp.Expr, cls: type[exp.Expr], what: str) -> list[Node]:
         """The terms of a chain ``a AND b AND c`` (a left-deep tree in sqlglot), in order,
@@ -762,26 +774,28 @@ class Checker:
             node = self.check(inner)
         else:
             node = self._bool_arg(inner, "NOT")
-        return Node("not", "bool", (node,), pos=position(e))
+        return Not(type="bool", args=(node,), pos=position(e))
 
     def _is(self, e: exp.Is) -> Node:
         target = e.expression
         node = self.check(e.this)
         if isinstance(target, exp.Null):
-            kind = "notnull" if e.args.get("negate") else "isnull"
             if node.type == "unknown":
                 node = self.coerce(node, "text")  # Postgres resolves a bare literal as text
-            return Node(kind, "bool", (node,), pos=node.pos)
+            return NullTest(
+                type="bool", args=(node,), pos=node.pos, negated=bool(e.args.get("negate"))
+            )
         if isinstance(target, exp.Boolean):
             if node.type == "unknown":
                 node = self.coerce(node, "bool")
             if node.type != "bool":
                 word = "TRUE" if target.this else "FALSE"
                 raise self.fail(f"argument of IS {word} must be bool, not {display(node.type)}", e)
-            kind = "istrue" if target.this else "isfalse"
-            result = Node(kind, "bool", (node,), pos=node.pos)
+            result: Node = TruthTest(
+                type="bool", args=(node,), pos=node.pos, truth=bool(target.this)
+            )
             if e.args.get("negate"):
-                result = Node("not", "bool", (result,), pos=node.pos)
+                result = Not(type="bool", args=(result,), pos=node.pos)
             return result
         raise self.fail(f"IS {type(target).__name__} is not supported", e)
 
@@ -797,26 +811,14 @@ class Checker:
         rnode = self.check(right)
         return self.compare(op, left, rnode, e)
 
-    def compare(self, op: str, left: Node, right: Node, e: exp.Expr) -> Node:
+    def compare(self, op: str, left: Node, right: Node, e: exp.Expr) -> Comparison:
         t = common_type(left.type, right.type)
-        if {left.type, right.type} == {"text", "bpchar"} and (
-            left.extra.get("varchar") or right.extra.get("varchar")
-        ):
+        if {left.type, right.type} == {"text", "bpchar"} and (_varchar(left) or _varchar(right)):
             # varchar = bpchar resolves to bpchar's operator (text = bpchar to text's)
             t = "bpchar"
-        if (
-            t is None
-            and is_array(left.type)
-            and right.kind == "array"
-            and right.extra.get("untyped")
-        ):
+        if t is None and is_array(left.type) and isinstance(right, ArrayLiteral) and right.untyped:
             t = left.type
-        if (
-            t is None
-            and is_array(right.type)
-            and left.kind == "array"
-            and left.extra.get("untyped")
-        ):
+        if t is None and is_array(right.type) and isinstance(left, ArrayLiteral) and left.untyped:
             t = right.type
         if t is None:
             raise self.fail(
@@ -831,17 +833,31 @@ class Checker:
         if t in ("timestamp", "timestamptz") and {left.type, right.type} == {"date", t}:
             # Postgres' date-timestamp operators compare over the whole date range (a
             # cast to timestamp would fail past 294276 AD)
-            return Node("op", "bool", (left, right), name=op, pos=left.pos, extra={"date_cmp": t})
+            return Comparison(
+                type="bool",
+                args=(left, right),
+                pos=left.pos,
+                op=op,
+                compared_as=t,
+                date_mixed=True,
+                overload=registry.lookup(op, "infix", (left.type, right.type)),
+            )
         left, right = self.coerce(left, t), self.coerce(right, t)
-        return Node("op", "bool", (left, right), name=op, pos=left.pos, extra={"cmp_type": t})
+        return Comparison(
+            type="bool",
+            args=(left, right),
+            pos=left.pos,
+            op=op,
+            compared_as=t,
+            overload=registry.lookup(op, "infix", (t, t)),
+        )
 
     def _check_comparable(self, op: str, t: str, e: exp.Expr) -> None:
-        if op in ("=", "<>"):
-            if t in ORDERED_TYPES or t == "bool" or t.startswith("enum:"):
-                return
-            if is_array(t) and not elem(t).startswith("enum:"):
-                return
-        elif t in ORDERED_TYPES:
+        """``op`` exists for two values of ``t``: the registry's comparisons, and equality
+        of enums."""
+        if registry.lookup(op, "infix", (t, t)) is not None:
+            return
+        if op in ("=", "<>") and t.startswith("enum:"):
             return
         raise self.fail(
             f"Could not select an operator overload for {display(t)} {op} {display(t)}", e
@@ -866,22 +882,31 @@ class Checker:
         return self._comparison(e, ">=")
 
     def _nullsafeeq(self, e: exp.NullSafeEQ) -> Node:
-        node = self.compare("=", self.check(e.this), self.check(e.expression), e)
-        return Node("notdistinct", "bool", node.args, pos=node.pos, extra=node.extra)
+        return self._distinct(e, negated=True)
 
     def _nullsafeneq(self, e: exp.NullSafeNEQ) -> Node:
+        return self._distinct(e, negated=False)
+
+    def _distinct(self, e: exp.Binary, negated: bool) -> Node:
         node = self.compare("=", self.check(e.this), self.check(e.expression), e)
-        return Node("distinct", "bool", node.args, pos=node.pos, extra=node.extra)
+        return Distinct(
+            type="bool",
+            args=node.args,
+            pos=node.pos,
+            negated=negated,
+            compared_as=node.compared_as,
+            overload=node.overload,
+        )
 
     def _any_all(self, e: exp.Binary, op: str, right: exp.Expr) -> Node:
-        kind = "any"
+        every = False
         if isinstance(right, exp.Any):
             inner = right.this
             if isinstance(inner, exp.Paren):
                 inner = inner.this
         else:
             if str(right.this).lower() == "all":
-                kind = "all"
+                every = True
             if len(right.expressions) != 1:
                 raise self.fail(f"{str(right.this).upper()} takes exactly one argument", right)
             inner = right.expressions[0]
@@ -908,7 +933,15 @@ class Checker:
             if op not in ("=", "<>"):
                 self.check_order(op, (left, arr), e)
         left = self.coerce(left, t)
-        return Node(kind, "bool", (left, arr), name=op, pos=left.pos, extra={"cmp_type": t})
+        return Quantified(
+            type="bool",
+            args=(left, arr),
+            pos=left.pos,
+            op=op,
+            compared_as=t,
+            every=every,
+            overload=registry.lookup(op, "infix", (t, t)),
+        )
 
     def _in(self, e: exp.In) -> Node:
         if (
@@ -933,13 +966,22 @@ class Checker:
             self._check_comparable("=", t, e)
             if t in ("text", "bpchar"):
                 self.check_equality("IN", unified, e)
-            parts.append(Node("in", "bool", tuple(unified), pos=left.pos, extra={"cmp_type": t}))
+            equality = registry.lookup("=", "infix", (t, t))
+            parts.append(
+                InList(
+                    type="bool",
+                    args=tuple(unified),
+                    pos=left.pos,
+                    compared_as=t,
+                    overload=equality,
+                )
+            )
         else:
             singles = constants + singles
         parts.extend(self.compare("=", left, item, e) for item in singles)
         if len(parts) == 1:
             return parts[0]
-        return Node("or", "bool", tuple(parts), pos=left.pos)
+        return Or(type="bool", args=tuple(parts), pos=left.pos)
 
     def _marker(self, e: exp.In) -> tuple[SublinkSpec, SublinkType] | None:
         """The sublink an IN list of one marker stands for."""
@@ -970,7 +1012,7 @@ class Checker:
                 spec.location,
             )
         nodes = [self._column(r) for r in refs if isinstance(r, exp.Column)]
-        tested = [self.table.column(n.name) for n in nodes]
+        tested = [self.table.column(n.name) for n in nodes if isinstance(n, Column)]
         assert all(c is not None for c in tested)
         mine = [readable_type(c) for c in tested if c is not None]
         theirs = [readable_type(c) for c in target.columns]
@@ -993,17 +1035,14 @@ class Checker:
                     spec.location,
                 )
         casts = tuple("text" if c.type_kind == "e" else c.type_name for c in target.columns)
-        return Node(
-            "sublink",
-            "bool",
-            tuple(nodes),
-            value=target.dependency,
+        return Sublink(
+            type="bool",
+            args=tuple(nodes),
             pos=spec.location,
-            extra={
-                "key": target.key,
-                "casts": casts,
-                "enums": tuple(c.type_kind == "e" for c in target.columns),
-            },
+            dependency=target.dependency,
+            key=target.key,
+            casts=casts,
+            enums=tuple(c.type_kind == "e" for c in target.columns),
         )
 
     def _between(self, e: exp.Between) -> Node:
@@ -1012,11 +1051,12 @@ class Checker:
         high = self.check(e.args["high"])
         lo1 = self.compare(">=", x, low, e)
         hi1 = self.compare("<=", x, high, e)
-        node = Node("and", "bool", (lo1, hi1), pos=x.pos)
+        node: Node = And(type="bool", args=(lo1, hi1), pos=x.pos)
         if e.args.get("symmetric"):
             lo2 = self.compare(">=", x, high, e)
             hi2 = self.compare("<=", x, low, e)
-            node = Node("or", "bool", (node, Node("and", "bool", (lo2, hi2), pos=x.pos)), pos=x.pos)
+            other = And(type="bool", args=(lo2, hi2), pos=x.pos)
+            node = Or(type="bool", args=(node, other), pos=x.pos)
         return node
 
     # ------------------------------------------------------------ LIKE
@@ -1036,7 +1076,7 @@ class Checker:
             raise self.fail("ESCAPE is only supported with LIKE / ILIKE", e)
         escape = self.coerce(self.check(e.expression), "text")
         node = self._like_node(inner, "like" if isinstance(inner, exp.Like) else "ilike", escape)
-        return Node("not", "bool", (node,), pos=node.pos) if negate else node
+        return Not(type="bool", args=(node,), pos=node.pos) if negate else node
 
     def _like_node(self, e: exp.Like | exp.ILike, name: str, escape: Node | None) -> Node:
         if isinstance(e.expression, exp.Any | exp.Anonymous):
@@ -1054,10 +1094,10 @@ class Checker:
         pattern = self.coerce(pattern, "text")
         args = (s, pattern) if escape is None else (s, pattern, escape)
         self.check_equality(name.upper(), (s, pattern), e)
-        extra = {"case": self.case_of("ILIKE", (s, pattern), e)} if name == "ilike" else {}
-        node = Node("like", "bool", args, name=name, pos=s.pos, extra=extra)
+        case = self.case_of("ILIKE", (s, pattern), e) if name == "ilike" else None
+        node: Node = Like(type="bool", args=args, pos=s.pos, case=case)
         if e.args.get("negate"):
-            node = Node("not", "bool", (node,), pos=s.pos)
+            node = Not(type="bool", args=(node,), pos=s.pos)
         return node
 
     # ------------------------------------------------------------ arithmetic
@@ -1095,11 +1135,10 @@ class Checker:
             a if p == registry.ANYARRAY else self.coerce(a, p)
             for a, p in zip(args, overload.operands, strict=True)
         )
-        kind = "func" if form == "call" else "op"
         pos = position(e) if form != "infix" else converted[0].pos
-        return Node(
-            kind, overload.result, converted, name=name, pos=pos, extra={"overload": overload}
-        )
+        if form == "call":
+            return Call(type=overload.result, args=converted, pos=pos, name=name, overload=overload)
+        return Operator(type=overload.result, args=converted, pos=pos, overload=overload)
 
     def _add(self, e: exp.Add) -> Node:
         return self._arith(e, "+")
@@ -1182,8 +1221,8 @@ class Checker:
         if (
             is_array(left.type)
             or is_array(right.type)
-            or left.kind == "array"
-            or right.kind == "array"
+            or isinstance(left, ArrayLiteral)
+            or isinstance(right, ArrayLiteral)
         ):
             return self._array_concat(left, right, e)
         if left.type == "unknown" and right.type == "unknown":
@@ -1198,10 +1237,10 @@ class Checker:
             )
         left = self._as_text(left)
         right = self._as_text(right)
-        return Node("op", "text", (left, right), name="||", pos=left.pos)
+        return self.apply("||", "infix", [left, right], e)
 
     def _check_output(self, n: Node, e: exp.Expr) -> None:
-        if n.type != "unknown" and n.type not in rt.OUTPUT and not n.type.startswith("enum:"):
+        if n.type != "unknown" and n.type not in OUTPUT and not n.type.startswith("enum:"):
             raise self.fail(f"cannot convert {display(n.type)} to text here", e)
 
     def _as_text(self, n: Node) -> Node:
@@ -1212,16 +1251,16 @@ class Checker:
         if n.type == "text":
             return n
         # textanycat is "$1 || $2::text": the cast, so bool gives 'true' (concat() gives 't')
-        return Node("cast", "text", (n,), pos=n.pos)
+        return Cast(type="text", args=(n,), pos=n.pos)
 
     def _array_concat(self, left: Node, right: Node, e: exp.Expr) -> Node:
-        if is_array(left.type) and left.kind != "array" or not is_array(right.type):
+        if is_array(left.type) and not isinstance(left, ArrayLiteral) or not is_array(right.type):
             t = left.type if is_array(left.type) else right.type + "[]"
         else:
             t = right.type
         if left.type == "unknown" and right.type == "unknown":
             raise self.fail("operator is not unique: unknown || unknown", e)
-        if left.kind == "array" and left.extra.get("untyped") and is_array(right.type):
+        if isinstance(left, ArrayLiteral) and left.untyped and is_array(right.type):
             t = right.type
         if t == "unknown[]":
             raise self.fail("could not determine the array type", e)
@@ -1229,27 +1268,27 @@ class Checker:
         rt_ = right.type if right.type != "unknown" else t
         if is_array(lt) and is_array(rt_):
             left, right = self.coerce(left, t), self.coerce(right, t)
-            return Node("func", t, (left, right), name="array_cat", pos=left.pos)
+            return ArrayFunction(type=t, args=(left, right), pos=left.pos, name="array_cat")
         if is_array(lt):
             left, right = self.coerce(left, t), self.coerce(right, elem(t))
-            return Node("func", t, (left, right), name="array_append", pos=left.pos)
+            return ArrayFunction(type=t, args=(left, right), pos=left.pos, name="array_append")
         t = rt_
         left, right = self.coerce(left, elem(t)), self.coerce(right, t)
-        return Node("func", t, (left, right), name="array_prepend", pos=left.pos)
+        return ArrayFunction(type=t, args=(left, right), pos=left.pos, name="array_prepend")
 
     # ------------------------------------------------------------ arrays
 
     def _array(self, e: exp.Array) -> Node:
         items = [self.check(x) for x in e.expressions]
         if not items:
-            return Node("array", "unknown[]", (), pos=position(e), extra={"untyped": True})
-        if any(is_array(n.type) or n.kind == "array" for n in items):
+            return ArrayLiteral(type="unknown[]", pos=position(e), untyped=True)
+        if any(is_array(n.type) or isinstance(n, ArrayLiteral) for n in items):
             raise self.fail("nested ARRAY constructors are not supported", e)
         untyped = all(n.type == "unknown" for n in items)
         t, items = self.unify(items, "ARRAY", e)
         if t.startswith("enum:"):
             raise self.fail("arrays of enums are not supported here", e)
-        return Node("array", t + "[]", tuple(items), pos=position(e), extra={"untyped": untyped})
+        return ArrayLiteral(type=t + "[]", args=tuple(items), pos=position(e), untyped=untyped)
 
     def _arraycontainsall(self, e: exp.ArrayContainsAll) -> Node:
         return self._array_op(e, "@>")
@@ -1265,12 +1304,14 @@ class Checker:
         right = self.check(e.expression)
         t = self._array_pair_type(left, right, op, e)
         left, right = self.coerce(left, t), self.coerce(right, t)
-        return Node("op", "bool", (left, right), name=op, pos=left.pos, extra={"cmp_type": t})
+        overload = registry.lookup(op, "infix", (t, t))
+        assert overload is not None, t  # declared for every element type but enums
+        return Operator(type="bool", args=(left, right), pos=left.pos, overload=overload)
 
     def _array_pair_type(self, left: Node, right: Node, op: str, e: exp.Expr) -> str:
         for a, b in ((left, right), (right, left)):
-            if is_array(a.type) and a.type != "unknown[]" and not a.extra.get("untyped"):
-                if b.type in (a.type, "unknown") or (b.kind == "array" and b.extra.get("untyped")):
+            if is_array(a.type) and a.type != "unknown[]" and not _untyped_array(a):
+                if b.type in (a.type, "unknown") or _untyped_array(b):
                     return self._comparable_array(a.type, op, e)
                 raise self.fail(
                     f"Could not select an operator overload for "
@@ -1292,11 +1333,13 @@ class Checker:
 
     def _bracket(self, e: exp.Bracket) -> Node:
         subs: list[exp.Expr] = []
+        shifted: list[bool] = []
         base: exp.Expr = e
         while isinstance(base, exp.Bracket):
             if len(base.expressions) != 1:
                 raise self.fail("array slices are not supported", base)
             subs.insert(0, base.expressions[0])
+            shifted.insert(0, _index_shifted(base.this))
             base = base.this
         arr = self.check(base)
         if not is_array(arr.type) or arr.type == "unknown[]":
@@ -1305,23 +1348,22 @@ class Checker:
                 e,
             )
         nodes = []
-        for s in subs:
+        for s, shift in zip(subs, shifted, strict=True):
             if isinstance(s, exp.Slice):
                 raise self.fail("array slices are not supported", s)
             if isinstance(s, exp.Literal) and not s.is_string and _short_int(s.this):
-                # sqlglot stores literal subscripts 0-based (it subtracted Postgres' offset 1)
-                nodes.append(self._number(str(int(s.this) + 1), position(s), s))
+                nodes.append(self._number(str(int(s.this) + shift), position(s), s))
             elif (
                 isinstance(s, exp.Neg)
                 and isinstance(s.this, exp.Literal)
                 and not s.this.is_string
                 and _short_int(s.this.this)
             ):
-                nodes.append(self._number(str(-int(s.this.this) + 1), position(s), s))
+                nodes.append(self._number(str(-int(s.this.this) + shift), position(s), s))
             else:
                 raise self.fail("only constant integer array subscripts are supported", s)
         subs_nodes = [self.coerce(n, "int4") for n in nodes]
-        return Node("index", elem(arr.type), (arr, *subs_nodes), pos=arr.pos)
+        return Index(type=elem(arr.type), args=(arr, *subs_nodes), pos=arr.pos)
 
     # ------------------------------------------------------------ casts
 
@@ -1332,15 +1374,15 @@ class Checker:
     def cast(self, node: Node, target: str, e: exp.Expr) -> Node:
         if node.type == target:
             return node
-        if node.kind == "const" and node.type == "unknown":
+        if isinstance(node, Const) and node.type == "unknown":
             return self.coerce(node, target)
-        if node.kind == "array" and node.extra.get("untyped") and is_array(target):
+        if _untyped_array(node) and is_array(target):
             return self.coerce(node, target)
         src = node.type
         if is_array(src) or is_array(target):
             if (
                 not (is_array(src) and is_array(target))
-                or rt.cast_function(elem(src), elem(target)) is None
+                or cast_function(elem(src), elem(target)) is None
                 or elem(src).startswith("enum:")
                 or elem(target) == "text"
                 and elem(src) != "bpchar"
@@ -1348,28 +1390,28 @@ class Checker:
                 raise self.fail(
                     f"unknown cast from type {display(src)} to type {display(target)}", e
                 )
-            return Node("cast", target, (node,), pos=node.pos)
+            return Cast(type=target, args=(node,), pos=node.pos)
         if src.startswith("enum:") and target != "text":
             raise self.fail(f"unknown cast from type {display(src)} to type {display(target)}", e)
-        if rt.cast_function(src, target) is None:
+        if cast_function(src, target) is None:
             raise self.fail(f"unknown cast from type {display(src)} to type {display(target)}", e)
-        return self._fold(Node("cast", target, (node,), pos=node.pos))
+        return self._fold(Cast(type=target, args=(node,), pos=node.pos))
 
-    def _fold(self, cast: Node) -> Node:
+    def _fold(self, cast: Cast) -> Node:
         """A cast of a constant becomes a constant of the target type (as Postgres' planner
         folds it); a cast that fails stays a cast and fails on every row, as in Postgres."""
         inner = cast.args[0]
-        if inner.kind != "const":
+        if not isinstance(inner, Const):
             return cast
         if inner.value is None:
-            return Node("const", cast.type, value=None, pos=inner.pos, param=inner.param)
-        fn = rt.cast_function(inner.type, cast.type)
+            return _retyped(inner, cast.type, None)
+        fn = cast_function(inner.type, cast.type)
         assert fn is not None
         try:
             value = fn(inner.value)
         except (WhereRuntimeError, ValueError, ArithmeticError):
             return cast
-        return Node("const", cast.type, value=value, pos=inner.pos, param=inner.param)
+        return _retyped(inner, cast.type, value)
 
     def data_type(self, dt: exp.DataType, e: exp.Expr) -> str:
         if dt.this == exp.DataType.Type.ARRAY:
@@ -1393,7 +1435,7 @@ class Checker:
         unit = e.args.get("unit")
         if unit is not None:
             text = f"{text} {unit.sql('postgres')}"
-        node = Node("const", "unknown", value=text, pos=position(e))
+        node = Const(type="unknown", value=text, pos=position(e))
         return self.coerce(node, "interval")
 
     # ------------------------------------------------------------ functions
@@ -1409,20 +1451,16 @@ class Checker:
                 e,
             )
         zone = self.coerce(zone, "text")
-        if zone.kind != "const" or zone.value is None:
+        if not isinstance(zone, Const) or zone.value is None:
             raise self.fail("timezone() needs a constant time zone name", zone)
-        tz = time_zone(str(zone.value))
-        if tz is None:
+        if time_zone(str(zone.value)) is None:
             raise self.fail(
                 f"time zone {zone.value!r} is not supported: use a name of the time zone "
                 "database such as 'Europe/Paris', or 'UTC' (abbreviations and POSIX zone "
                 "specifications are not)",
                 zone,
             )
-        result = "timestamptz" if value.type == "timestamp" else "timestamp"
-        return Node(
-            "func", result, (zone, value), name="timezone", pos=position(e), extra={"zone": tz}
-        )
+        return self.apply("timezone", "call", [zone, value], e)
 
     def _justify(self, e: exp.Func, name: str) -> Node:
         return self.apply(name, "call", [self.check(e.this)], e)
@@ -1450,7 +1488,7 @@ class Checker:
             )
         arg = self.coerce(node, "text")
         case = self.case_of(f"{name}()", (arg,), e)
-        return Node("func", "text", (arg,), name=name, pos=position(e), extra={"case": case})
+        return CaseMap(type="text", args=(arg,), pos=position(e), name=name, case=case)
 
     def _variadic(self, e: exp.Func, name: str) -> Node:
         args = [self.check(x) for x in [e.this, *e.expressions] if x is not None]
@@ -1458,15 +1496,16 @@ class Checker:
         t, args = self.unify(args, name.upper(), e)
         # The first string's type is the result's (see unify): coalesce(v, s) is varchar,
         # whose = with a bpchar is bpchar's.
-        varchar = t == "text" and first is not None and bool(first.extra.get("varchar"))
-        if name in ("greatest", "least") and t not in ORDERED_TYPES:
+        varchar = t == "text" and first is not None and _varchar(first)
+        if name in ("greatest", "least") and registry.lookup("<", "infix", (t, t)) is None:
             raise self.fail(f"Could not select a function overload for {name}({display(t)})", e)
         if t.startswith("enum:"):
             raise self.fail(f"{name} on enums is not supported", e)
         if name in ("greatest", "least") and t in ("text", "bpchar"):
             self.check_order(name, args, e)
-        extra = {"varchar": True} if varchar else {}
-        return Node("func", t, tuple(args), name=name, pos=position(e), extra=extra)
+        if name == "coalesce":
+            return Coalesce(type=t, args=tuple(args), pos=position(e), name=name, varchar=varchar)
+        return Extreme(type=t, args=tuple(args), pos=position(e), name=name, varchar=varchar)
 
     def _coalesce(self, e: exp.Coalesce) -> Node:
         return self._variadic(e, "coalesce")
@@ -1490,8 +1529,8 @@ class Checker:
                 out.append(n)
             else:
                 # concat() uses each argument's output function (bpchar keeps its padding)
-                out.append(Node("cast", "text", (n,), pos=n.pos, extra={"output": True}))
-        return Node("func", "text", tuple(out), name="concat", pos=position(e))
+                out.append(Cast(type="text", args=(n,), pos=n.pos, output=True))
+        return Concat(type="text", args=tuple(out), pos=position(e), name="concat")
 
     def _arrayconcat(self, e: exp.ArrayConcat) -> Node:
         args = [self.check(x) for x in [e.this, *e.expressions]]
@@ -1499,33 +1538,31 @@ class Checker:
             raise self.fail(f"unknown or unsupported function array_cat/{len(args)}", e)
         t = self._array_pair_type(args[0], args[1], "array_cat", e)
         left, right = self.coerce(args[0], t), self.coerce(args[1], t)
-        return Node("func", t, (left, right), name="array_cat", pos=position(e))
+        return ArrayFunction(type=t, args=(left, right), pos=position(e), name="array_cat")
 
     def _arrayappend(self, e: exp.ArrayAppend) -> Node:
         arr, value = self.check(e.this), self.check(e.expression)
         if not is_array(arr.type) or arr.type == "unknown[]":
             raise self.fail("array_append needs an array of a known type", e)
         t = arr.type
-        return Node(
-            "func", t, (arr, self.coerce(value, elem(t))), name="array_append", pos=position(e)
-        )
+        args = (arr, self.coerce(value, elem(t)))
+        return ArrayFunction(type=t, args=args, pos=position(e), name="array_append")
 
     def _arrayprepend(self, e: exp.ArrayPrepend) -> Node:
         arr, value = self.check(e.this), self.check(e.expression)
         if not is_array(arr.type) or arr.type == "unknown[]":
             raise self.fail("array_prepend needs an array of a known type", e)
         t = arr.type
-        return Node(
-            "func", t, (self.coerce(value, elem(t)), arr), name="array_prepend", pos=position(e)
-        )
+        args = (self.coerce(value, elem(t)), arr)
+        return ArrayFunction(type=t, args=args, pos=position(e), name="array_prepend")
 
     def _anonymous(self, e: exp.Anonymous) -> Node:
         name = str(e.this).lower()
         args = e.expressions
-        if registry.declared(name, "call", len(args)):
-            return self.apply(name, "call", [self.check(a) for a in args], e)
         if name == "timezone" and len(args) == 2:
             return self._timezone(e, args[0], args[1])
+        if registry.declared(name, "call", len(args)):
+            return self.apply(name, "call", [self.check(a) for a in args], e)
         if name in _TYPE_INPUT_FUNCTIONS and len(args) == 1:
             node = self.check(args[0])
             if node.type not in ("text", "unknown", "bpchar"):
@@ -1658,9 +1695,25 @@ def _reads_column(node: Node) -> bool:
     pending = [node]
     while pending:
         n = pending.pop()
-        if n.kind == "col":
+        if isinstance(n, Column):
             return True
         if id(n) not in seen:
             seen.add(id(n))
             pending.extend(n.args)
     return False
+
+
+def _retyped(node: Const, t: str, value: Any) -> Const:
+    """A constant of type ``t`` in place of ``node`` (still the same parameter)."""
+    if isinstance(node, Param):
+        return Param(type=t, value=value, pos=node.pos, number=node.number)
+    return Const(type=t, value=value, pos=node.pos)
+
+
+def _varchar(node: Node) -> bool:
+    """A varchar column, or coalesce/greatest/least of the type of one."""
+    return isinstance(node, Column | Coalesce | Extreme) and node.varchar
+
+
+def _untyped_array(node: Node) -> bool:
+    return isinstance(node, ArrayLiteral) and node.untyped

@@ -16,8 +16,44 @@ from pysync.postgres.types.arrays import array_flatten, parse_array
 from pysync.postgres.types.numbers import to_float4
 from pysync.postgres.types.strings import parse_text
 
-from . import _runtime as rt
-from ._ir import Node, WhereRuntimeError, elem, is_array
+from ._ir import (
+    And,
+    ArrayFunction,
+    ArrayLiteral,
+    Call,
+    CaseMap,
+    Cast,
+    Coalesce,
+    Column,
+    Comparison,
+    Concat,
+    Const,
+    Distinct,
+    Extreme,
+    Index,
+    InList,
+    Like,
+    Node,
+    Not,
+    NullTest,
+    Operator,
+    Or,
+    Quantified,
+    Sublink,
+    TruthTest,
+    WhereRuntimeError,
+    elem,
+    is_array,
+)
+from .runtime.arrays import (
+    array_append,
+    array_cat,
+    array_prepend,
+    array_subscript,
+)
+from .runtime.casts import OUTPUT, array_cast, cast_function, input_function
+from .runtime.compare import compare_op, sort_key
+from .runtime.text import CASE_MAPS, like_escape, like_matcher
 
 Row = Sequence[str | None]
 Fn = Callable[[Row], Any]
@@ -51,7 +87,7 @@ def column_parser(t: str) -> Callable[[str], Any] | None:
     if is_array(t):
         inner = column_parser(elem(t))
         return parse_array(inner if inner is not None else parse_text)
-    return _FAST_COLUMN_PARSERS.get(t) or rt.input_function(t)
+    return _FAST_COLUMN_PARSERS.get(t) or input_function(t)
 
 
 class Compiler:
@@ -61,12 +97,64 @@ class Compiler:
         """Per dependency, an object whose ``member(key)`` is ``key IN (values)``."""
 
     def compile(self, node: Node) -> Fn:
-        method: Callable[[Node], Fn] = getattr(self, "_" + node.kind)
-        return method(node)
+        match node:
+            case Column():
+                return self._col(node)
+            case Const():
+                value = node.value
+                return lambda r: value
+            case And():
+                return self._and(node)
+            case Or():
+                return self._or(node)
+            case Not():
+                return self._not(node)
+            case NullTest():
+                return self._null_test(node)
+            case TruthTest():
+                f = self.compile(node.args[0])
+                if node.truth:
+                    return lambda r: f(r) is True
+                return lambda r: f(r) is False
+            case Distinct():
+                return self._distinct(node)
+            case Operator() | Call():
+                return self._strict(node, node.overload.impl)
+            case Comparison():
+                return self._strict2(node, _comparison(node.op, node))
+            case Sublink():
+                return self._sublink(node)
+            case InList():
+                return self._in(node)
+            case Quantified():
+                return self._quantified(node)
+            case Cast():
+                return self._cast(node)
+            case CaseMap():
+                lower, upper = CASE_MAPS[node.case]
+                return self._strict1(node.args[0], upper if node.name == "upper" else lower)
+            case Coalesce():
+                return _coalesce([self.compile(a) for a in node.args])
+            case Extreme():
+                return _extreme([self.compile(a) for a in node.args], node.type, node.greatest)
+            case Concat():
+                return _concat([self.compile(a) for a in node.args])
+            case ArrayFunction():
+                impl = _ARRAY_FUNCTIONS[node.name]
+                f1, f2 = (self.compile(a) for a in node.args)
+                return lambda r: impl(f1(r), f2(r))
+            case Index():
+                return self._index(node)
+            case ArrayLiteral():
+                fs = [self.compile(a) for a in node.args]
+                return lambda r: [f(r) for f in fs]
+            case Like():
+                return self._like(node)
+        raise AssertionError(node)
 
     # ------------------------------------------------------------ leaves
 
-    def _col(self, node: Node) -> Fn:
+    def _col(self, node: Column) -> Fn:
         i = self.positions[node.name]
         parse = column_parser(node.type)
         if parse is None:
@@ -83,13 +171,9 @@ class Compiler:
 
         return col
 
-    def _const(self, node: Node) -> Fn:
-        value = node.value
-        return lambda r: value
-
     # ------------------------------------------------------------ logic
 
-    def _and(self, node: Node) -> Fn:
+    def _and(self, node: And) -> Fn:
         fs = [self.compile(a) for a in node.args]
         if len(fs) == 2:
             f1, f2 = fs
@@ -117,7 +201,7 @@ class Compiler:
 
         return and_n
 
-    def _or(self, node: Node) -> Fn:
+    def _or(self, node: Or) -> Fn:
         fs = [self.compile(a) for a in node.args]
 
         def or_n(r: Row) -> bool | None:
@@ -132,7 +216,7 @@ class Compiler:
 
         return or_n
 
-    def _not(self, node: Node) -> Fn:
+    def _not(self, node: Not) -> Fn:
         f = self.compile(node.args[0])
 
         def not_(r: Row) -> bool | None:
@@ -141,39 +225,19 @@ class Compiler:
 
         return not_
 
-    def _isnull(self, node: Node) -> Fn:
+    def _null_test(self, node: NullTest) -> Fn:
         arg = node.args[0]
-        if arg.kind == "col":
+        if isinstance(arg, Column):
             i = self.positions[arg.name]
+            if node.negated:
+                return lambda r: r[i] is not None
             return lambda r: r[i] is None
         f = self.compile(arg)
+        if node.negated:
+            return lambda r: f(r) is not None
         return lambda r: f(r) is None
 
-    def _notnull(self, node: Node) -> Fn:
-        arg = node.args[0]
-        if arg.kind == "col":
-            i = self.positions[arg.name]
-            return lambda r: r[i] is not None
-        f = self.compile(arg)
-        return lambda r: f(r) is not None
-
-    def _istrue(self, node: Node) -> Fn:
-        f = self.compile(node.args[0])
-        return lambda r: f(r) is True
-
-    def _isfalse(self, node: Node) -> Fn:
-        f = self.compile(node.args[0])
-        return lambda r: f(r) is False
-
-    def _distinct(self, node: Node) -> Fn:
-        f = self._notdistinct(node)
-
-        def distinct(r: Row) -> bool:
-            return not f(r)
-
-        return distinct
-
-    def _notdistinct(self, node: Node) -> Fn:
+    def _distinct(self, node: Distinct) -> Fn:
         eq = _comparison("=", node)
         f1, f2 = (self.compile(a) for a in node.args)
 
@@ -183,22 +247,15 @@ class Compiler:
                 return a is None and b is None
             return bool(eq(a, b))
 
+        if not node.negated:
+
+            def distinct(r: Row) -> bool:
+                return not notdistinct(r)
+
+            return distinct
         return notdistinct
 
     # ------------------------------------------------------------ operators
-
-    def _op(self, node: Node) -> Fn:
-        overload = node.extra.get("overload")
-        if overload is not None:
-            return self._strict(node, overload.impl)
-        name = node.name
-        if "cmp_type" in node.extra or "date_cmp" in node.extra:
-            if name in ("@>", "<@", "&&"):
-                return self._strict2(node, _array_op(name, node.extra["cmp_type"]))
-            return self._strict2(node, _comparison(name, node))
-        if name == "||":
-            return self._strict2(node, _text_concat)
-        raise AssertionError(name)
 
     def _strict(self, node: Node, impl: Callable[..., Any]) -> Fn:
         """A strict operation (a registry overload) of one or two arguments."""
@@ -217,11 +274,11 @@ class Compiler:
 
     def _strict2(self, node: Node, impl: Callable[[Any, Any], Any]) -> Fn:
         left, right = node.args
-        if right.kind == "const":
+        if isinstance(right, Const):
             c = right.value
             if c is None:
                 return lambda r: None
-            if left.kind == "col":
+            if isinstance(left, Column):
                 return self._col_const(left, c, impl)
             f = self.compile(left)
 
@@ -243,7 +300,7 @@ class Compiler:
 
         return strict2
 
-    def _col_const(self, col: Node, c: Any, impl: Callable[[Any, Any], Any]) -> Fn:
+    def _col_const(self, col: Column, c: Any, impl: Callable[[Any, Any], Any]) -> Fn:
         """The hot shape: column <op> constant, fused into one closure."""
         i = self.positions[col.name]
         parse = column_parser(col.type)
@@ -269,11 +326,11 @@ class Compiler:
 
     # ------------------------------------------------------------ IN (SELECT ...)
 
-    def _sublink(self, node: Node) -> Fn:
+    def _sublink(self, node: Sublink) -> Fn:
         """``cols IN (SELECT ...)`` against the view of the dependency: its key is the
         column's text (a tuple of texts for a row), as the dependency keys its values."""
-        member = self.views[node.value].member
-        idx = [self.positions[a.name] for a in node.args]
+        member = self.views[node.dependency].member
+        idx = [self.positions[a.name] for a in node.args if isinstance(a, Column)]
         if len(idx) == 1:
             i = idx[0]
             return lambda r: member(r[i])
@@ -281,8 +338,8 @@ class Compiler:
 
     # ------------------------------------------------------------ IN, ANY, ALL
 
-    def _in(self, node: Node) -> Fn:
-        t = node.extra["cmp_type"]
+    def _in(self, node: InList) -> Fn:
+        t = node.compared_as
         x, *items = node.args
         fx = self.compile(x)
         hashable = t in (
@@ -297,9 +354,10 @@ class Compiler:
             "timestamptz",
             "time",
         ) or t.startswith("enum:")
-        if hashable and all(i.kind == "const" for i in items):
-            values = frozenset(i.value for i in items if i.value is not None)
-            has_null = any(i.value is None for i in items)
+        consts = [i for i in items if isinstance(i, Const)]
+        if hashable and len(consts) == len(items):
+            values = frozenset(i.value for i in consts if i.value is not None)
+            has_null = any(i.value is None for i in consts)
 
             def in_set(r: Row) -> bool | None:
                 v = fx(r)
@@ -310,7 +368,7 @@ class Compiler:
                 return None if has_null else False
 
             return in_set
-        eq = rt.compare_op("=", t)
+        eq = _comparison("=", node)
         fs = [self.compile(i) for i in items]
 
         def in_list(r: Row) -> bool | None:
@@ -328,14 +386,9 @@ class Compiler:
 
         return in_list
 
-    def _any(self, node: Node) -> Fn:
-        return self._quantified(node, True)
-
-    def _all(self, node: Node) -> Fn:
-        return self._quantified(node, False)
-
-    def _quantified(self, node: Node, any_: bool) -> Fn:
-        op = rt.compare_op(node.name, node.extra["cmp_type"])
+    def _quantified(self, node: Quantified) -> Fn:
+        any_ = not node.every
+        op = _comparison(node.op, node)
         fx, farr = (self.compile(a) for a in node.args)
 
         def quantified(r: Row) -> bool | None:
@@ -365,84 +418,42 @@ class Compiler:
 
     # ------------------------------------------------------------ casts, functions
 
-    def _cast(self, node: Node) -> Fn:
+    def _cast(self, node: Cast) -> Fn:
         src, dst = node.args[0].type, node.type
-        if node.extra.get("output"):
+        if node.output:
             if src.startswith("enum:"):
                 return self.compile(node.args[0])
-            return self._strict1(node.args[0], rt.OUTPUT[src])
+            return self._strict1(node.args[0], OUTPUT[src])
         if is_array(src):
-            fn = rt.cast_function(elem(src), elem(dst))
+            fn = cast_function(elem(src), elem(dst))
             assert fn is not None
-            return self._strict1(node.args[0], rt.array_cast(fn))
-        fn = rt.cast_function(src, dst)
+            return self._strict1(node.args[0], array_cast(fn))
+        fn = cast_function(src, dst)
         assert fn is not None, (src, dst)
         return self._strict1(node.args[0], fn)
 
-    def _func(self, node: Node) -> Fn:
-        overload = node.extra.get("overload")
-        if overload is not None:
-            return self._strict(node, overload.impl)
-        name = node.name
-        if name in ("lower", "upper"):
-            lower, upper = rt.CASE_MAPS[node.extra["case"]]
-            return self._strict1(node.args[0], lower if name == "lower" else upper)
-        if name == "timezone":
-            convert = rt.timezone_function(node.extra["zone"], node.type == "timestamptz")
-            return self._strict1(node.args[1], convert)
-        fs = [self.compile(a) for a in node.args]
-        if name == "coalesce":
-
-            def coalesce(r: Row) -> Any:
-                for f in fs:
-                    v = f(r)
-                    if v is not None:
-                        return v
-                return None
-
-            return coalesce
-        if name in ("greatest", "least"):
-            return _extreme(fs, node.type, name == "greatest")
-        if name == "concat":
-
-            def concat(r: Row) -> str:
-                return "".join(v for v in (f(r) for f in fs) if v is not None)
-
-            return concat
-        impl = {
-            "array_cat": rt.array_cat,
-            "array_append": rt.array_append,
-            "array_prepend": rt.array_prepend,
-        }[name]
-        f1, f2 = fs
-        return lambda r: impl(f1(r), f2(r))
-
-    def _index(self, node: Node) -> Fn:
+    def _index(self, node: Index) -> Fn:
         farr = self.compile(node.args[0])
-        subs = [a.value for a in node.args[1:]]
+        subs: list[Any] = [a.value if isinstance(a, Const) else None for a in node.args[1:]]
         if any(s is None for s in subs):
             return lambda r: None
 
         def index(r: Row) -> Any:
             arr = farr(r)
-            return None if arr is None else rt.array_subscript(arr, subs)
+            return None if arr is None else array_subscript(arr, subs)
 
         return index
 
-    def _array(self, node: Node) -> Fn:
-        fs = [self.compile(a) for a in node.args]
-        return lambda r: [f(r) for f in fs]
-
-    def _like(self, node: Node) -> Fn:
-        lower = rt.CASE_MAPS[node.extra["case"]][0] if node.name == "ilike" else None
+    def _like(self, node: Like) -> Fn:
+        lower = CASE_MAPS[node.case][0] if node.case is not None else None
         fs = self.compile(node.args[0])
         pattern, escape = node.args[1], node.args[2] if len(node.args) > 2 else None
-        if pattern.kind == "const" and (escape is None or escape.kind == "const"):
+        if isinstance(pattern, Const) and (escape is None or isinstance(escape, Const)):
             if pattern.value is None or (escape is not None and escape.value is None):
                 return lambda r: None
-            esc = "\\" if escape is None else rt.like_escape(escape.value)
+            esc = "\\" if escape is None else like_escape(escape.value)
             try:
-                match = rt.like_matcher(pattern.value, esc, lower)
+                match = like_matcher(pattern.value, esc, lower)
             except WhereRuntimeError:
                 raise  # an invalid constant pattern: Postgres fails on the first row too
             if lower is not None:
@@ -462,7 +473,7 @@ class Compiler:
             key = (p, e)
             matcher = cache.get(key)
             if matcher is None:
-                matcher = rt.like_matcher(p, rt.like_escape(e), lower)
+                matcher = like_matcher(p, like_escape(e), lower)
                 if len(cache) < 256:
                     cache[key] = matcher
             return matcher(s if lower is None else lower(s))
@@ -470,36 +481,44 @@ class Compiler:
         return like_dynamic
 
 
-def _comparison(op: str, node: Node) -> Callable[[Any, Any], bool]:
-    """The comparison of a node's two (non-NULL) argument values."""
-    t = node.extra.get("date_cmp")
-    if t is None:
-        return rt.compare_op(op, node.extra["cmp_type"])
-    # date against timestamp(tz): Postgres' cross-type operators place a date beyond the
-    # timestamp range after (before) every finite timestamp, inside +-infinity: exactly
-    # where its unchecked microseconds fall
-    cmp = rt.compare_op(op, t)
-    usecs = rt.date_usecs
-    if node.args[0].type == "date":
-        return lambda a, b: cmp(usecs(a), b)
-    return lambda a, b: cmp(a, usecs(b))
+_ARRAY_FUNCTIONS: dict[str, Callable[[Any, Any], Any]] = {
+    "array_cat": array_cat,
+    "array_append": array_append,
+    "array_prepend": array_prepend,
+}
 
 
-def _text_concat(a: str, b: str) -> str:
-    return a + b
+def _coalesce(fs: list[Fn]) -> Fn:
+    def coalesce(r: Row) -> Any:
+        for f in fs:
+            v = f(r)
+            if v is not None:
+                return v
+        return None
+
+    return coalesce
 
 
-def _array_op(name: str, t: str) -> Callable[[Any, Any], bool]:
-    eq = rt.compare_op("=", elem(t))
-    if name == "@>":
-        return lambda a, b: rt.array_contains(a, b, eq)
-    if name == "<@":
-        return lambda a, b: rt.array_contains(b, a, eq)
-    return lambda a, b: rt.array_overlaps(a, b, eq)
+def _concat(fs: list[Fn]) -> Fn:
+    def concat(r: Row) -> str:
+        return "".join(v for v in (f(r) for f in fs) if v is not None)
+
+    return concat
+
+
+def _comparison(
+    op: str, node: Comparison | Distinct | InList | Quantified
+) -> Callable[[Any, Any], bool]:
+    """``op`` on two non-NULL values: the registry's operator, else (enums) the
+    comparison of ``compared_as``."""
+    if node.overload is not None:
+        impl: Callable[[Any, Any], bool] = node.overload.impl
+        return impl
+    return compare_op(op, node.compared_as)
 
 
 def _extreme(fs: list[Fn], t: str, greatest: bool) -> Fn:
-    key = rt.sort_key(t)
+    key = sort_key(t)
     if t == "bpchar":
 
         def key(v: str) -> str:

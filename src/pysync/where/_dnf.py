@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ._ir import Node, WhereError
+from ._ir import And, Column, Node, Not, Or, Sublink, WhereError
 
 MAX_DISJUNCTS = 100
 """Electric's limit."""
@@ -38,12 +38,14 @@ class Position:
 
     @property
     def dependency(self) -> int | None:
-        return self.node.value if self.node.kind == "sublink" else None
+        return self.node.dependency if isinstance(self.node, Sublink) else None
 
     @property
     def columns(self) -> tuple[str, ...]:
         """The tested columns of a sublink (a tag hashes their values)."""
-        return tuple(a.name for a in self.node.args) if self.node.kind == "sublink" else ()
+        if not isinstance(self.node, Sublink):
+            return ()
+        return tuple(a.name for a in self.node.args if isinstance(a, Column))
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,10 +84,10 @@ def plan(tree: Node) -> Plan:
         layout.append(tuple(range(start, len(positions))))
     negated: dict[int, bool] = {}
     for position in positions:
-        if position.node.kind != "sublink":
+        if not isinstance(position.node, Sublink):
             _no_nested_sublink(position.node)
             continue
-        dep = position.node.value
+        dep = position.node.dependency
         if negated.setdefault(dep, position.negated) != position.negated:
             raise WhereError(POLARITY_MESSAGE)
     return Plan(tuple(positions), tuple(layout), negated)
@@ -95,12 +97,12 @@ def _count(node: Node, negated: bool) -> int:
     """Disjuncts of the DNF, computed without expanding it (capped: a product of many ORs
     would otherwise be astronomically large)."""
     cap = MAX_DISJUNCTS * MAX_DISJUNCTS + 1
-    if node.kind == "not":
+    if isinstance(node, Not):
         return _count(node.args[0], not negated)
-    if node.kind not in ("and", "or"):
+    if not isinstance(node, And | Or):
         return 1
     counts = [_count(a, negated) for a in node.args]
-    if (node.kind == "or") != negated:
+    if isinstance(node, Or) != negated:
         return min(cap, sum(counts))
     product = 1
     for c in counts:
@@ -109,13 +111,12 @@ def _count(node: Node, negated: bool) -> int:
 
 
 def _dnf(node: Node, negated: bool) -> list[list[tuple[Node, bool]]]:
-    kind = node.kind
-    if kind == "not":
+    if isinstance(node, Not):
         return _dnf(node.args[0], not negated)
-    if kind not in ("and", "or"):
+    if not isinstance(node, And | Or):
         return [[(node, negated)]]
     parts = [_dnf(a, negated) for a in node.args]
-    if (kind == "or") != negated:  # OR, or NOT AND
+    if isinstance(node, Or) != negated:  # OR, or NOT AND
         return [conjunction for part in parts for conjunction in part]
     product: list[list[tuple[Node, bool]]] = [[]]
     for part in reversed(parts):  # Electric's order: the first term's disjuncts outermost
@@ -127,6 +128,6 @@ def _no_nested_sublink(node: Node) -> None:
     pending = list(node.args)
     while pending:
         n = pending.pop()
-        if n.kind == "sublink":
+        if isinstance(n, Sublink):
             raise WhereError("`IN (SELECT ...)` can only be combined with AND, OR and NOT", n.pos)
         pending.extend(n.args)

@@ -18,16 +18,31 @@ the same expression:
 
 from __future__ import annotations
 
-from ._compile import Compiler
-from ._ir import Node, WhereError, WhereRuntimeError
+import dataclasses
 
-# Kinds that are never folded: they read a row or a dependency.
-_LEAVES = frozenset({"col", "const", "sublink"})
-# Functions that are not strict (they look at NULL arguments themselves).
-_NOT_STRICT_FUNCTIONS = frozenset(
-    {"coalesce", "greatest", "least", "concat", "array_cat", "array_append", "array_prepend"}
+from ._compile import Compiler
+from ._ir import (
+    And,
+    Call,
+    CaseMap,
+    Cast,
+    Column,
+    Comparison,
+    Const,
+    Like,
+    Node,
+    Operator,
+    Or,
+    Sublink,
+    WhereError,
+    WhereRuntimeError,
 )
-_STRICT_KINDS = frozenset({"op", "cast", "like"})
+
+# Never folded: they read a row or a dependency.
+_LEAVES = (Column, Const, Sublink)
+# Strict operations: a NULL argument makes them NULL without a call. (coalesce, greatest,
+# least, concat and the array functions look at NULL arguments themselves.)
+_STRICT = (Operator, Comparison, Cast, Like, Call, CaseMap)
 _NO_ROW: tuple[str | None, ...] = ()
 
 
@@ -50,18 +65,18 @@ def fold(node: Node) -> Node:
 
 
 def _null(n: Node) -> Node:
-    return Node("const", n.type, value=None, pos=n.pos)
+    return Const(type=n.type, value=None, pos=n.pos)
 
 
 def _fold_one(n: Node, args: tuple[Node, ...]) -> Node:
-    if n.kind in _LEAVES:
+    if isinstance(n, _LEAVES):
         return n
     if args != n.args:
-        n = Node(n.kind, n.type, args, n.name, n.value, n.pos, n.param, n.extra)
-    if n.kind in ("and", "or"):
+        n = dataclasses.replace(n, args=args)
+    if isinstance(n, And | Or):
         return _fold_logic(n)
-    consts = [a for a in args if a.kind == "const"]
-    strict = n.kind in _STRICT_KINDS or (n.kind == "func" and n.name not in _NOT_STRICT_FUNCTIONS)
+    consts = [a for a in args if isinstance(a, Const)]
+    strict = isinstance(n, _STRICT)
     if strict and any(a.value is None for a in consts) and _renderable(n.type):
         return _null(n)
     if len(consts) != len(args) or not _renderable(n.type):
@@ -70,38 +85,38 @@ def _fold_one(n: Node, args: tuple[Node, ...]) -> Node:
         value = Compiler({}).compile(n)(_NO_ROW)
     except (WhereRuntimeError, ValueError, ArithmeticError) as exc:
         raise WhereError(str(exc) or type(exc).__name__, n.pos) from None
-    return Node("const", n.type, value=value, pos=n.pos)
+    return Const(type=n.type, value=value, pos=n.pos)
 
 
-def _fold_logic(n: Node) -> Node:
-    decisive = n.kind == "or"  # TRUE decides an OR, FALSE an AND
+def _fold_logic(n: And | Or) -> Node:
+    decisive = isinstance(n, Or)  # TRUE decides an OR, FALSE an AND
     kept: list[Node] = []
     has_null = False
     for a in n.args:
-        if a.kind != "const":
+        if not isinstance(a, Const):
             kept.append(a)
         elif a.value is None:
             has_null = True
         elif a.value is decisive:
-            decided = Node("const", "bool", value=decisive, pos=n.pos)
+            decided = Const(type="bool", value=decisive, pos=n.pos)
             # a subquery stays in the tree, after the deciding constant (the evaluator
             # stops there): the shape's dependencies and DNF positions come from the tree
             kept = [b for b in n.args if _has_sublink(b)]
-            return Node(n.kind, "bool", (decided, *kept), pos=n.pos) if kept else decided
+            return type(n)(type="bool", args=(decided, *kept), pos=n.pos) if kept else decided
     if has_null:
-        kept.append(Node("const", "bool", value=None, pos=n.pos))
+        kept.append(Const(type="bool", value=None, pos=n.pos))
     if not kept:
-        return Node("const", "bool", value=not decisive, pos=n.pos)
+        return Const(type="bool", value=not decisive, pos=n.pos)
     if len(kept) == 1:
         return kept[0]
-    return Node(n.kind, "bool", tuple(kept), pos=n.pos)
+    return type(n)(type="bool", args=tuple(kept), pos=n.pos)
 
 
 def _has_sublink(node: Node) -> bool:
     pending = [node]
     while pending:
         n = pending.pop()
-        if n.kind == "sublink":
+        if isinstance(n, Sublink):
             return True
         pending.extend(n.args)
     return False

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .registry import Overload
 
 
 class WhereError(ValueError):
@@ -30,26 +33,242 @@ class WhereRuntimeError(Exception):
     """
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
 class Node:
-    """One node of the typed tree.
+    """One node of the typed tree; its class says what it is (one per construct). Nodes
+    are immutable and compared by identity (sub-trees may be shared, see
+    ``_check._expanded_size``).
 
-    kind: col, const, op (binary/unary operator in ``name``), and, or, not, isnull, notnull,
-    istrue, isfalse, distinct, notdistinct, in, any, all, cast, func, index, array, like,
-    sublink (``cols IN (SELECT ...)``: the tested columns in ``args``, the dependency's
-    number in ``value``; evaluated against a view of the dependency's values).
     ``type`` is the result type: ``int4``, ``text``, ``bool``, ``int4[]``, ``enum:<name>``,
-    ``unknown`` (an untyped string literal not yet resolved).
+    ``unknown`` (an untyped string literal not yet resolved). ``args`` are the operands in
+    the order the SQL writes them: every walk over the tree (folding, limits, collations)
+    reads them alone.
     """
 
-    kind: str
     type: str
     args: tuple[Node, ...] = ()
-    name: str = ""
-    value: Any = None
     pos: int = 0
-    param: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- leaves
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Const(Node):
+    """A constant, parsed as its type (None: NULL; an ``unknown`` one holds its text)."""
+
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Param(Const):
+    """A constant given as ``$number``: its uses must agree on its type."""
+
+    number: int
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Column(Node):
+    name: str
+    varchar: bool = False
+    """Declared varchar (typed text): ``varchar = bpchar`` is bpchar's operator."""
+
+
+# ---------------------------------------------------------------- operators
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Operator(Node):
+    """A registry operator (infix or prefix), strict."""
+
+    overload: Overload
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Comparison(Node):
+    """``a <op> b`` for ``=``, ``<>``, ``<``, ``>``, ``<=``, ``>=`` on two values
+    compared as ``compared_as``."""
+
+    op: str
+    compared_as: str
+    date_mixed: bool = False
+    """A date against a ``compared_as`` timestamp(tz), compared over the whole date range
+    (Postgres' cross-type operators; a cast to timestamp would fail past 294276 AD)."""
+    overload: Overload | None = None
+    """The registry's operator; None for enums (the checker's own)."""
+
+
+# ---------------------------------------------------------------- function calls
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Function(Node):
+    """A call written ``name(args)``."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Call(Function):
+    """A registry function, strict."""
+
+    overload: Overload
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class CaseMap(Function):
+    """lower() or upper() under a collation's case mapping (``runtime.text.CASE_MAPS``)."""
+
+    case: str
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Coalesce(Function):
+    varchar: bool = False
+    """Of the type of a varchar argument (see ``Column.varchar``)."""
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Extreme(Function):
+    """greatest() or least()."""
+
+    varchar: bool = False
+
+    @property
+    def greatest(self) -> bool:
+        return self.name == "greatest"
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Concat(Function):
+    """concat(): each argument's output text, NULLs skipped."""
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class ArrayFunction(Function):
+    """array_cat, array_append, array_prepend: not strict (a NULL array acts as empty)."""
+
+
+# ---------------------------------------------------------------- casts
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Cast(Node):
+    """The one argument converted to ``type``."""
+
+    implicit: bool = False
+    """Inserted by the checker (a conversion Postgres makes implicitly)."""
+    output: bool = False
+    """The argument's output text (concat()), rendered as the argument alone."""
+
+
+# ---------------------------------------------------------------- boolean connectives
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class And(Node):
+    pass
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Or(Node):
+    pass
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Not(Node):
+    pass
+
+
+# ---------------------------------------------------------------- tests of a value
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class NullTest(Node):
+    """``x IS NULL`` (``IS NOT NULL`` when negated)."""
+
+    negated: bool = False
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class TruthTest(Node):
+    """``x IS TRUE`` (``IS FALSE`` for ``truth`` False)."""
+
+    truth: bool
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Distinct(Node):
+    """``a IS DISTINCT FROM b`` (``IS NOT DISTINCT FROM`` when negated), compared as in
+    ``Comparison``."""
+
+    negated: bool
+    compared_as: str
+    overload: Overload | None = None
+    """The registry's ``=`` for the operands (as ``Comparison.overload``)."""
+
+
+# ---------------------------------------------------------------- IN, ANY, ALL, LIKE
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class InList(Node):
+    """``x IN (c1, c2, ...)``: ``args`` are x and the items, all ``compared_as``."""
+
+    compared_as: str
+    overload: Overload | None = None
+    """The registry's ``=`` for ``compared_as`` (as ``Comparison.overload``)."""
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Quantified(Node):
+    """``x <op> ANY (array)`` or ``ALL`` (``every``)."""
+
+    op: str
+    compared_as: str
+    every: bool = False
+    overload: Overload | None = None
+    """The registry's ``op`` for ``compared_as`` (as ``Comparison.overload``)."""
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Like(Node):
+    """``s LIKE pattern [ESCAPE e]``; ILIKE when ``case`` (the case mapping) is set."""
+
+    case: str | None = None
+
+
+# ---------------------------------------------------------------- arrays
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class ArrayLiteral(Node):
+    """``ARRAY[...]``."""
+
+    untyped: bool = False
+    """Every item an untyped literal (or none): its type is taken from the context."""
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Index(Node):
+    """``array[i][j]...``: ``args`` are the array and the constant subscripts."""
+
+
+# ---------------------------------------------------------------- sublinks
+
+
+@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
+class Sublink(Node):
+    """``cols IN (SELECT ...)``: the tested columns in ``args``; evaluated against a view of
+    the dependency's values."""
+
+    dependency: int
+    key: str
+    """The dependency's identity (names the subquery in the normalised clause)."""
+    casts: tuple[str, ...]
+    """The type each column's values are sent to Postgres as."""
+    enums: tuple[bool, ...]
+    """Which columns are enums (compared as their text)."""
 
 
 def is_array(t: str) -> bool:

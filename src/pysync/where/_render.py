@@ -20,8 +20,31 @@ from pysync.postgres.types.datetimes import (
 from pysync.postgres.types.intervals import interval_literal
 from pysync.postgres.types.numbers import format_float, format_float4, format_int, format_numeric
 
-from . import _runtime as rt
-from ._ir import Node, elem, is_array
+from ._ir import (
+    And,
+    ArrayLiteral,
+    Call,
+    Cast,
+    Column,
+    Comparison,
+    Const,
+    Distinct,
+    Function,
+    Index,
+    InList,
+    Like,
+    Node,
+    Not,
+    NullTest,
+    Operator,
+    Or,
+    Quantified,
+    Sublink,
+    TruthTest,
+    elem,
+    is_array,
+)
+from .runtime.arrays import format_array
 
 _FORMATTERS: dict[str, Callable[[Any], str]] = {
     "int2": format_int,
@@ -45,7 +68,7 @@ _FORMATTERS: dict[str, Callable[[Any], str]] = {
 def literal_text(t: str, value: Any) -> str:
     """Text Postgres' input function for ``t`` reads back as exactly ``value``."""
     if is_array(t):
-        return rt.format_array(value, _FORMATTERS[elem(t)])
+        return format_array(value, _FORMATTERS[elem(t)])
     return _FORMATTERS[t](value)
 
 
@@ -66,15 +89,70 @@ class Renderer:
         becomes ``= ANY`` of them)."""
 
     def render(self, node: Node) -> str:
-        method: Callable[[Node], str] = getattr(self, "_" + node.kind)
-        return method(node)
+        match node:
+            case Column():
+                text = quote_ident(node.name)
+                # psycopg treats % as a placeholder marker in the query text
+                return text if self.inline else text.replace("%", "%%")
+            case Const():
+                return self._const(node)
+            case And():
+                return "(" + " AND ".join(self.render(a) for a in node.args) + ")"
+            case Or():
+                return "(" + " OR ".join(self.render(a) for a in node.args) + ")"
+            case Not():
+                return f"(NOT {self.render(node.args[0])})"
+            case NullTest():
+                test = "IS NOT NULL" if node.negated else "IS NULL"
+                return f"({self.render(node.args[0])} {test})"
+            case TruthTest():
+                test = "IS TRUE" if node.truth else "IS FALSE"
+                return f"({self.render(node.args[0])} {test})"
+            case Distinct():
+                a, b = (self.render(x) for x in node.args)
+                test = "IS NOT DISTINCT FROM" if node.negated else "IS DISTINCT FROM"
+                return f"({a} {test} {b})"
+            case Operator() | Call():
+                return node.overload.render([self.render(a) for a in node.args])
+            case Comparison() if node.overload is not None:
+                return node.overload.render([self.render(a) for a in node.args])
+            case Comparison():
+                return self._infix(node.op, node)
+            case InList():
+                x, *items = (self.render(a) for a in node.args)
+                return f"({x} IN ({', '.join(items)}))"
+            case Quantified():
+                x, arr = (self.render(a) for a in node.args)
+                return f"({x} {node.op} {'ALL' if node.every else 'ANY'} ({arr}))"
+            case Cast():
+                inner = self.render(node.args[0])
+                if node.output:
+                    # || and concat() apply the output function themselves
+                    return inner
+                return f"CAST({inner} AS {node.type})"
+            case Function():
+                args = ", ".join(self.render(a) for a in node.args)
+                return f"{node.name}({args})"
+            case Index():
+                arr, *subs = (self.render(a) for a in node.args)
+                return f"({arr})" + "".join(f"[{s}]" for s in subs)
+            case ArrayLiteral():
+                listed = ", ".join(self.render(a) for a in node.args)
+                return f"CAST(ARRAY[{listed}] AS {node.type})"
+            case Sublink():
+                return self._sublink(node)
+            case Like():
+                s, p, *escape = (self.render(a) for a in node.args)
+                op = "LIKE" if node.case is None else "ILIKE"
+                suffix = f" ESCAPE {escape[0]}" if escape else ""
+                return f"({s} {op} {p}{suffix})"
+        raise AssertionError(node)
 
-    def _col(self, node: Node) -> str:
-        text = quote_ident(node.name)
-        # psycopg treats % as a placeholder marker in the query text
-        return text if self.inline else text.replace("%", "%%")
+    def _infix(self, op: str, node: Node) -> str:
+        a, b = (self.render(x) for x in node.args)
+        return f"({a} {op} {b})"
 
-    def _const(self, node: Node) -> str:
+    def _const(self, node: Const) -> str:
         t = node.type
         if node.value is None:
             return f"NULL::{t}"
@@ -84,99 +162,21 @@ class Renderer:
         self.params.append(text)
         return f"%s::{t}"
 
-    def _and(self, node: Node) -> str:
-        return "(" + " AND ".join(self.render(a) for a in node.args) + ")"
-
-    def _or(self, node: Node) -> str:
-        return "(" + " OR ".join(self.render(a) for a in node.args) + ")"
-
-    def _not(self, node: Node) -> str:
-        return f"(NOT {self.render(node.args[0])})"
-
-    def _isnull(self, node: Node) -> str:
-        return f"({self.render(node.args[0])} IS NULL)"
-
-    def _notnull(self, node: Node) -> str:
-        return f"({self.render(node.args[0])} IS NOT NULL)"
-
-    def _istrue(self, node: Node) -> str:
-        return f"({self.render(node.args[0])} IS TRUE)"
-
-    def _isfalse(self, node: Node) -> str:
-        return f"({self.render(node.args[0])} IS FALSE)"
-
-    def _distinct(self, node: Node) -> str:
-        a, b = (self.render(x) for x in node.args)
-        return f"({a} IS DISTINCT FROM {b})"
-
-    def _notdistinct(self, node: Node) -> str:
-        a, b = (self.render(x) for x in node.args)
-        return f"({a} IS NOT DISTINCT FROM {b})"
-
-    def _op(self, node: Node) -> str:
-        overload = node.extra.get("overload")
-        if overload is not None:
-            return str(overload.render([self.render(a) for a in node.args]))
-        a, b = (self.render(x) for x in node.args)
-        return f"({a} {node.name} {b})"
-
-    def _in(self, node: Node) -> str:
-        x, *items = (self.render(a) for a in node.args)
-        return f"({x} IN ({', '.join(items)}))"
-
-    def _any(self, node: Node) -> str:
-        x, arr = (self.render(a) for a in node.args)
-        return f"({x} {node.name} ANY ({arr}))"
-
-    def _all(self, node: Node) -> str:
-        x, arr = (self.render(a) for a in node.args)
-        return f"({x} {node.name} ALL ({arr}))"
-
-    def _cast(self, node: Node) -> str:
-        inner = self.render(node.args[0])
-        if node.extra.get("output"):
-            # || and concat() apply the output function themselves
-            return inner
-        return f"CAST({inner} AS {node.type})"
-
-    def _func(self, node: Node) -> str:
-        overload = node.extra.get("overload")
-        if overload is not None:
-            return str(overload.render([self.render(a) for a in node.args]))
-        args = ", ".join(self.render(a) for a in node.args)
-        return f"{node.name}({args})"
-
-    def _index(self, node: Node) -> str:
-        arr, *subs = (self.render(a) for a in node.args)
-        return f"({arr})" + "".join(f"[{s}]" for s in subs)
-
-    def _array(self, node: Node) -> str:
-        items = ", ".join(self.render(a) for a in node.args)
-        return f"CAST(ARRAY[{items}] AS {node.type})"
-
-    def _sublink(self, node: Node) -> str:
-        casts: tuple[str, ...] = node.extra["casts"]
-        enums: tuple[bool, ...] = node.extra["enums"]
+    def _sublink(self, node: Sublink) -> str:
         cols = [
             self.render(a) + ("::text" if enum else "")
-            for a, enum in zip(node.args, enums, strict=True)
+            for a, enum in zip(node.args, node.enums, strict=True)
         ]
         if self.inline:
-            return f"({', '.join(cols)} IN (SUBQUERY {node.extra['key']}))"
-        values = self.views[node.value].texts()
+            return f"({', '.join(cols)} IN (SUBQUERY {node.key}))"
+        values = self.views[node.dependency].texts()
         if len(cols) == 1:
             self.params.append(values)
-            return f"({cols[0]} = ANY (%s::{quote_ident(casts[0])}[]))"
+            return f"({cols[0]} = ANY (%s::{quote_ident(node.casts[0])}[]))"
         for i in range(len(cols)):
             self.params.append([None if v is None else v[i] for v in values])
-        arrays = ", ".join(f"%s::{quote_ident(t)}[]" for t in casts)
+        arrays = ", ".join(f"%s::{quote_ident(t)}[]" for t in node.casts)
         return f"(({', '.join(cols)}) IN (SELECT * FROM unnest({arrays})))"
-
-    def _like(self, node: Node) -> str:
-        s, p, *escape = (self.render(a) for a in node.args)
-        op = "LIKE" if node.name == "like" else "ILIKE"
-        suffix = f" ESCAPE {escape[0]}" if escape else ""
-        return f"({s} {op} {p}{suffix})"
 
 
 def to_sql(node: Node, views: Sequence[Any] = ()) -> tuple[str, list[object]]:

@@ -10,9 +10,12 @@ type resolution over these candidates and ``IMPLICIT_CASTS``), the evaluator cal
 is one more entry here; tests/test_where_registry.py evaluates every entry against
 Postgres.
 
-Constructs that are not strict functions of their arguments (AND/OR, comparisons with
-their collation rules, LIKE, IN/ANY, COALESCE, concat, casts, array_cat) are the
-checker's own.
+Comparisons, the array operators and ``text || text`` are entries too, but the checker
+chooses their operand type itself (``_check.Checker.compare``: a common type, the
+collation's rules, varchar against bpchar) and then takes the entry for it with
+``lookup``; comparisons of enums (one operator per enum type) stay the checker's own, as
+do constructs that are not strict functions of their arguments (AND/OR, LIKE, IN/ANY,
+COALESCE, concat, casts, array_cat).
 """
 
 from __future__ import annotations
@@ -21,8 +24,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from . import _runtime as rt
-from ._ir import INT_TYPES, NUMERIC_TYPES, is_array
+from ._ir import INT_TYPES, NUMERIC_TYPES, ORDERED_TYPES, is_array
+from .runtime.arrays import array_ndims, array_operator
+from .runtime.casts import IMPLICIT_CASTS
+from .runtime.compare import compare_op, date_timestamp_compare
+from .runtime.datetimes import DATETIME_OPS, timezone_function
+from .runtime.intervals import JUSTIFY
+from .runtime.numeric import absolute, arith_op, bitnot, float_pow, float_sqrt, negate
 
 Form = Literal["infix", "prefix", "call"]
 
@@ -63,33 +71,70 @@ class Overload:
 def _arithmetic() -> Iterable[Overload]:
     for t in NUMERIC_TYPES:
         for op in "+-*/":
-            yield Overload(op, "infix", (t, t), t, rt.arith_op(op, t))
+            yield Overload(op, "infix", (t, t), t, arith_op(op, t))
     # float48pl and the like: a float4 meets a float8 (or what converts to one) as float8.
     # Widening the float4 is exact, and pysync has always written it out: the clause's
     # normalised text (part of a shape's identity) stays the same.
     both = ("float8", "float8")
     for op in "+-*/":
-        f8 = rt.arith_op(op, "float8")
+        f8 = arith_op(op, "float8")
         yield Overload(op, "infix", ("float4", "float8"), "float8", f8, both)
         yield Overload(op, "infix", ("float8", "float4"), "float8", f8, both)
     for t in INT_TYPES:
         for op in "&|#":
-            yield Overload(op, "infix", (t, t), t, rt.arith_op(op, t))
-    yield Overload("^", "infix", ("float8", "float8"), "float8", rt.float_pow)
+            yield Overload(op, "infix", (t, t), t, arith_op(op, t))
+    yield Overload("^", "infix", ("float8", "float8"), "float8", float_pow)
+
+
+COMPARISONS = ("=", "<>", "<", ">", "<=", ">=")
+
+
+def _comparisons() -> Iterable[Overload]:
+    """The btree operators of each type the checker compares (bool: = and <> only), and
+    Postgres' date-timestamp ones (date_lt_timestamp, timestamptz_gt_date, ...)."""
+    for t in sorted(ORDERED_TYPES):
+        for op in COMPARISONS:
+            yield Overload(op, "infix", (t, t), "bool", compare_op(op, t))
+    for op in ("=", "<>"):
+        yield Overload(op, "infix", ("bool", "bool"), "bool", compare_op(op, "bool"))
+    for t in ("timestamp", "timestamptz"):
+        for op in COMPARISONS:
+            yield Overload(op, "infix", ("date", t), "bool", date_timestamp_compare(op, t, True))
+            yield Overload(op, "infix", (t, "date"), "bool", date_timestamp_compare(op, t, False))
+
+
+def _array_operators() -> Iterable[Overload]:
+    """= and <> (array_eq), @>, <@ and && of the arrays of every element type the
+    language has (enum arrays have none)."""
+    for t in sorted(ORDERED_TYPES | {"bool"}):
+        a = t + "[]"
+        for op in ("=", "<>"):
+            yield Overload(op, "infix", (a, a), "bool", compare_op(op, a))
+        for op in ("@>", "<@", "&&"):
+            yield Overload(op, "infix", (a, a), "bool", array_operator(op, t))
+
+
+def _text_concat(a: str, b: str) -> str:
+    return a + b
 
 
 OVERLOADS: tuple[Overload, ...] = (
     *_arithmetic(),
+    *_comparisons(),
+    *_array_operators(),
+    Overload("||", "infix", ("text", "text"), "text", _text_concat),
     *(
         Overload(op, "infix", (left, right), result, impl)
-        for (op, left, right), (result, impl) in rt.DATETIME_OPS.items()
+        for (op, left, right), (result, impl) in DATETIME_OPS.items()
     ),
-    *(Overload("-", "prefix", (t,), t, rt.negate(t)) for t in (*NUMERIC_TYPES, "interval")),
-    *(Overload("@", "prefix", (t,), t, rt.absolute(t)) for t in NUMERIC_TYPES),
-    *(Overload("~", "prefix", (t,), t, rt.bitnot) for t in INT_TYPES),
-    Overload("|/", "prefix", ("float8",), "float8", rt.float_sqrt),
-    *(Overload(name, "call", ("interval",), "interval", f) for name, f in rt.JUSTIFY.items()),
-    Overload("array_ndims", "call", (ANYARRAY,), "int4", rt.array_ndims),
+    *(Overload("-", "prefix", (t,), t, negate(t)) for t in (*NUMERIC_TYPES, "interval")),
+    *(Overload("@", "prefix", (t,), t, absolute(t)) for t in NUMERIC_TYPES),
+    *(Overload("~", "prefix", (t,), t, bitnot) for t in INT_TYPES),
+    Overload("|/", "prefix", ("float8",), "float8", float_sqrt),
+    *(Overload(name, "call", ("interval",), "interval", f) for name, f in JUSTIFY.items()),
+    Overload("timezone", "call", ("text", "timestamp"), "timestamptz", timezone_function(True)),
+    Overload("timezone", "call", ("text", "timestamptz"), "timestamp", timezone_function(False)),
+    Overload("array_ndims", "call", (ANYARRAY,), "int4", array_ndims),
 )
 
 _BY_NAME: dict[tuple[str, Form, int], list[Overload]] = {}
@@ -99,6 +144,14 @@ for _o in OVERLOADS:
 
 def declared(name: str, form: Form, arity: int) -> bool:
     return (name, form, arity) in _BY_NAME
+
+
+def lookup(name: str, form: Form, types: Sequence[str]) -> Overload | None:
+    """The overload declared for exactly ``types`` (no conversion), if any."""
+    for o in _BY_NAME.get((name, form, len(types)), ()):
+        if o.args == tuple(types):
+            return o
+    return None
 
 
 # Postgres' type categories (pg_type.typcategory) and their preferred types.
@@ -123,7 +176,7 @@ def _accepts(param: str, arg: str) -> bool:
         return param != ANYARRAY  # Postgres cannot infer a polymorphic type from it
     if param == ANYARRAY:
         return is_array(arg) and arg != "unknown[]"
-    return arg == param or (arg, param) in rt.IMPLICIT_CASTS
+    return arg == param or (arg, param) in IMPLICIT_CASTS
 
 
 def _same(param: str, arg: str) -> bool:

@@ -1,0 +1,144 @@
+"""Comparisons (``=``, ``<``, ...) on non-NULL values as Postgres' btree operators
+order them: NaN equal to itself and above every number, intervals by their span, bpchar
+without trailing spaces, arrays element by element."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+from pysync.postgres.types import intervals
+
+from .._ir import elem, is_array
+from . import Fn2
+from .datetimes import date_usecs
+
+
+def _float_cmp(a: float, b: float) -> int:
+    """btfloat8cmp: NaN equals NaN and sorts above everything else."""
+    if a != a:
+        return 0 if b != b else 1
+    if b != b:
+        return -1
+    return (a > b) - (a < b)
+
+
+def _numeric_cmp(a: Decimal, b: Decimal) -> int:
+    if a.is_nan():
+        return 0 if b.is_nan() else 1
+    if b.is_nan():
+        return -1
+    return (a > b) - (a < b)
+
+
+def _interval_cmp(a: tuple[int, int, int], b: tuple[int, int, int]) -> int:
+    ka, kb = intervals.interval_key(a), intervals.interval_key(b)
+    return (ka > kb) - (ka < kb)
+
+
+_CMP_FROM_SIGN: dict[str, Callable[[int], bool]] = {
+    "=": lambda c: c == 0,
+    "<>": lambda c: c != 0,
+    "<": lambda c: c < 0,
+    ">": lambda c: c > 0,
+    "<=": lambda c: c <= 0,
+    ">=": lambda c: c >= 0,
+}
+_PLAIN_CMP: dict[str, Fn2] = {
+    "=": operator.eq,
+    "<>": operator.ne,
+    "<": operator.lt,
+    ">": operator.gt,
+    "<=": operator.le,
+    ">=": operator.ge,
+}
+
+
+def cmp_function(t: str) -> Callable[[Any, Any], int] | None:
+    """A three-way comparison for types where Python's own ordering is wrong, else None."""
+    if t in ("float4", "float8"):
+        return _float_cmp
+    if t == "numeric":
+        return _numeric_cmp
+    if t == "interval":
+        return _interval_cmp
+    return None
+
+
+def _float_eq(a: float, b: float) -> bool:
+    return a == b or (a != a and b != b)
+
+
+def _float_ne(a: float, b: float) -> bool:
+    return not (a == b or (a != a and b != b))
+
+
+def compare_op(op: str, t: str) -> Fn2:
+    """The boolean comparison ``op`` on two non-NULL values of type ``t``."""
+    if t == "bpchar":
+        plain = _PLAIN_CMP[op]
+        return lambda a, b: plain(a.rstrip(" "), b.rstrip(" "))
+    if is_array(t):
+        eq = equality(elem(t))
+
+        def arr_eq(a: list[Any], b: list[Any]) -> bool:
+            return _array_eq(a, b, eq)
+
+        if op == "=":
+            return arr_eq
+        if op == "<>":
+            return lambda a, b: not arr_eq(a, b)
+        raise AssertionError(op)
+    if t in ("float4", "float8"):
+        if op == "=":
+            return _float_eq
+        if op == "<>":
+            return _float_ne
+    cmp = cmp_function(t)
+    if cmp is None:
+        return _PLAIN_CMP[op]
+    test = _CMP_FROM_SIGN[op]
+    return lambda a, b: test(cmp(a, b))
+
+
+def equality(t: str) -> Fn2:
+    return compare_op("=", t)
+
+
+def _array_eq(a: list[Any], b: list[Any], eq: Fn2) -> bool:
+    """array_eq: same dimensions, elements equal, NULL elements equal to each other."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if isinstance(x, list) or isinstance(y, list):
+            if not (isinstance(x, list) and isinstance(y, list) and _array_eq(x, y, eq)):
+                return False
+        elif x is None or y is None:
+            if x is not y:
+                return False
+        elif not eq(x, y):
+            return False
+    return True
+
+
+def sort_key(t: str) -> Callable[[Any], Any] | None:
+    cmp = cmp_function(t)
+    if cmp is None:
+        return None
+    import functools
+
+    return functools.cmp_to_key(cmp)
+
+
+def date_timestamp_compare(op: str, t: str, date_left: bool) -> Fn2:
+    """``op`` between a date and a timestamp(tz) ``t`` (``date_left``: the date is the left
+    operand). Postgres' cross-type operators place a date beyond the timestamp range
+    after (before) every finite timestamp, inside +-infinity: exactly where its unchecked
+    microseconds fall (a cast to timestamp would fail past 294276 AD)."""
+    cmp = compare_op(op, t)
+    usecs = date_usecs
+    if date_left:
+        return lambda a, b: cmp(usecs(a), b)
+    return lambda a, b: cmp(a, usecs(b))
