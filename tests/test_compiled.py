@@ -3,8 +3,10 @@
 The agreement test replays one replication stream (a few hundred random changes over many
 column types, NULLs, unicode, arrays, numerics, TOASTed values, key changes, rows moving in
 and out of shapes) through an engine of each implementation, in two processes, and compares
-every shape's log byte for byte. It needs the compiled modules (``pip install -e .`` builds
-them where a C compiler exists): without them its compiled process fails, saying so.
+every shape's log byte for byte. The compiled modules are built here, from this checkout
+into a copy (``setup.py build_ext --inplace`` with ``PYSYNC_BUILD=compiled``, mypyc and a C
+compiler), whatever the installed pysync is: the compiled hot path is opt-in, and the suite
+runs on the pure-Python modules.
 """
 
 from __future__ import annotations
@@ -12,12 +14,15 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
 from psycopg.types.json import Json, Jsonb
 
 from engine_runner import Conn, drop_slot, fence
@@ -26,6 +31,30 @@ from pysync.postgres.cluster import free_port
 from serve_process import ServeProcess
 
 TESTS = Path(__file__).parent
+ROOT = TESTS.parent
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A copy of this checkout's package with its hot modules compiled: its ``src``."""
+    tree = tmp_path_factory.mktemp("compiled")
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, tree / name)
+    skipped = shutil.ignore_patterns("__pycache__", "*.so", "_compiled.json", "*.egg-info")
+    shutil.copytree(ROOT / "build_backend", tree / "build_backend", ignore=skipped)
+    shutil.copytree(ROOT / "src", tree / "src", ignore=skipped)
+    done = subprocess.run(
+        [sys.executable, "setup.py", "build_ext", "--inplace"],
+        cwd=tree,
+        env={**os.environ, "PYSYNC_BUILD": "compiled"},
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0 and "pure-Python modules only" not in output, output[-6000:]
+    yield tree / "src"
+
 
 SETUP = """
 CREATE TYPE mood AS ENUM ('ok', 'a b', 'ünï', 'quo"te');
@@ -173,13 +202,9 @@ def write_changes(conn: Conn, seed: int, transactions: int) -> int:
     return written
 
 
-def start_runner(url: str, impl: str, out: Path) -> subprocess.Popen[str]:
+def start_runner(url: str, impl: str, out: Path, src: Path) -> subprocess.Popen[str]:
     out.mkdir()
-    env = {
-        **os.environ,
-        _compiled.ENV: impl,
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-    }
+    env = {**os.environ, _compiled.ENV: impl, "PYTHONPATH": os.pathsep.join([str(src), str(TESTS)])}
     return subprocess.Popen(
         [
             sys.executable,
@@ -209,12 +234,13 @@ def expect_line(proc: subprocess.Popen[str], word: str) -> list[str]:
 
 
 def test_compiled_and_python_write_the_same_shape_logs(
-    conn: Conn, database_url: str, tmp_path: Path
+    conn: Conn, database_url: str, tmp_path: Path, built: Path
 ) -> None:
     conn.execute(SETUP)
     conn.execute("INSERT INTO tags VALUES ('a', 'before'), ('b', NULL)")
     runners = {
-        impl: start_runner(database_url, impl, tmp_path / impl) for impl in ("compiled", "python")
+        impl: start_runner(database_url, impl, tmp_path / impl, built)
+        for impl in ("compiled", "python")
     }
     try:
         for impl, proc in runners.items():
@@ -250,15 +276,12 @@ def test_compiled_and_python_write_the_same_shape_logs(
     assert entries > written
 
 
-def run_python(
-    code: str, env: dict[str, str], path: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    pythonpath = str(path) if path is not None else os.environ.get("PYTHONPATH", "")
+def run_python(code: str, env: dict[str, str], path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": pythonpath, **env},
+        env={**os.environ, "PYTHONPATH": str(path), **env},
         timeout=120,
     )
 
@@ -266,23 +289,25 @@ def run_python(
 WHICH = "import pysync, pysync.shapes.router as r; print(pysync.implementation(), r.__file__)"
 
 
-def test_pysync_impl_chooses_before_the_hot_modules_import() -> None:
-    python = run_python(WHICH, {_compiled.ENV: "python"})
+def test_pysync_impl_chooses_before_the_hot_modules_import(built: Path) -> None:
+    python = run_python(WHICH, {_compiled.ENV: "python"}, built)
     assert python.returncode == 0, python.stderr
     ran, module_file = python.stdout.split()
     assert (ran, Path(module_file).suffix) == ("python", ".py")
-    compiled = run_python(WHICH, {_compiled.ENV: "compiled"})
+    compiled = run_python(WHICH, {_compiled.ENV: "compiled"}, built)
     assert compiled.returncode == 0, compiled.stderr  # fails where nothing was compiled
     ran, module_file = compiled.stdout.split()
     assert (ran, Path(module_file).suffix) == ("compiled", ".so")
-    wrong = run_python(WHICH, {_compiled.ENV: "fast"})
+    wrong = run_python(WHICH, {_compiled.ENV: "fast"}, built)
     assert wrong.returncode != 0
     assert "PYSYNC_IMPL must be 'python' or 'compiled' (or unset), not 'fast'" in wrong.stderr
 
 
-def test_an_edited_source_is_run_instead_of_its_stale_compiled_module(tmp_path: Path) -> None:
+def test_an_edited_source_is_run_instead_of_its_stale_compiled_module(
+    tmp_path: Path, built: Path
+) -> None:
     """An editable install: the .so beside an edited .py is not silently used."""
-    package = Path(_compiled.__file__).parent
+    package = built / "pysync"
     copy = tmp_path / "src"
     (copy / "pysync").mkdir(parents=True)
     subprocess.run(["cp", "-a", f"{package}/.", str(copy / "pysync")], check=True)
@@ -298,14 +323,16 @@ def test_an_edited_source_is_run_instead_of_its_stale_compiled_module(tmp_path: 
     assert (ran, module_file, edited) == ("python", str(router), "True")
     assert (
         "pysync runs its pure-Python modules: stale compiled modules: pysync/shapes/router.py "
-        "changed since they were built (pip install -e . rebuilds them)"
+        "changed since they were built (PYSYNC_BUILD=compiled pip install -e . rebuilds them)"
     ) in stale.stderr
     demanded = run_python(WHICH, {_compiled.ENV: "compiled"}, copy)
     assert demanded.returncode != 0
     assert "ImportError: PYSYNC_IMPL=compiled but stale compiled modules" in demanded.stderr
 
 
-def test_pysync_serve_logs_which_hot_modules_run(database_url: str, tmp_path: Path) -> None:
+def test_pysync_serve_logs_which_hot_modules_run(
+    database_url: str, tmp_path: Path, built: Path
+) -> None:
     for impl, line in (
         ("compiled", f"hot modules: compiled (mypyc, {len(_compiled.COMPILED_MODULES)} modules)"),
         ("python", "hot modules: python (PYSYNC_IMPL=python)"),
@@ -318,7 +345,7 @@ def test_pysync_serve_logs_which_hot_modules_run(database_url: str, tmp_path: Pa
             "info",
             "--slot",
             f"serve_{impl}",
-            env={_compiled.ENV: impl},
+            env={_compiled.ENV: impl, "PYTHONPATH": str(built)},
         )
         try:
             assert any(entry.endswith(f"INFO pysync: {line}") for entry in server.lines), (

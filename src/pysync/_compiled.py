@@ -88,7 +88,7 @@ def _why_not_compiled() -> str | None:
             relative = os.path.relpath(source_path(module), os.path.dirname(_PACKAGE_DIR))
             return (
                 f"stale compiled modules: {relative} changed since they were built "
-                "(pip install -e . rebuilds them)"
+                "(PYSYNC_BUILD=compiled pip install -e . rebuilds them)"
             )
     return None
 
