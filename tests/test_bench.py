@@ -26,11 +26,14 @@ import psutil
 import psycopg
 import pytest
 
+from pysync import implementation
 from pysync.bench import stats
 from pysync.bench.progress import Display
 from pysync.postgres.cluster import free_port
 
-HEADLINE = re.compile(r"^bench overhead tps-ratio (\S+) lag-max (\S+) s p99 (\S+) ms$")
+HEADLINE = re.compile(
+    r"^bench overhead tps-ratio (\S+) lag-max (\S+) s p99 (\S+) ms impl (compiled|python|unknown)$"
+)
 TINY = [
     "--scale",
     "1",
@@ -121,6 +124,9 @@ def check_report(out: Path, *, managed: bool) -> dict[str, Any]:
     for name in ("latency.png", "lag.png", "throughput.png"):
         assert f"]({name})" in markdown
     assert report["command"].startswith("pysync bench ")
+    # The subprocesses run what this process runs (same install, same PYSYNC_IMPL).
+    assert report["summary"]["implementation"] == (implementation() if managed else "unknown")
+    assert f"- hot modules: {implementation()} (" in markdown
 
     sync = report["phases"]["sync"]
     summary = sync["summary"]

@@ -53,6 +53,9 @@ def test_the_wheel_installs_and_runs_the_readme_app(tmp_path: Path) -> None:
     with zipfile.ZipFile(wheels[0]) as wheel:
         names = set(wheel.namelist())
     assert "pysync/py.typed" in names and "pysync/testing.py" in names
+    # The compiled hot path is opt-in (PYSYNC_BUILD=compiled): a default build is pure Python.
+    assert "pysync/shapes/router.py" in names
+    assert not any(name.startswith("pysync__mypyc.") for name in names), sorted(names)
 
     # The dependencies are this environment's (no index here): a venv that sees them,
     # and the wheel alone installed into it.
@@ -73,6 +76,8 @@ def test_the_wheel_installs_and_runs_the_readme_app(tmp_path: Path) -> None:
     installed = Path(where[1]).parent
     assert installed.is_relative_to(venv), installed  # the wheel's, not the checkout's
     assert (installed / "py.typed").is_file()
+    which = "import pysync; print(pysync.implementation())"
+    assert run([python, "-c", which], app_dir, env).strip() == "python"
     assert "serve" in run([str(venv / "bin" / "pysync"), "--help"], app_dir, env)
 
     # The README's app and its test file, under the installed plugin.

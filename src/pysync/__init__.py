@@ -1,5 +1,7 @@
 """pysync: an embedded Postgres sync engine, wire-compatible with Electric's Shape API."""
 
+# First: chooses the compiled or pure-Python hot modules before anything imports them.
+from pysync._compiled import implementation
 from pysync._version import __version__
 from pysync.app.cors import CORS, PreflightMiddleware
 from pysync.app.mutation import (
@@ -37,6 +39,7 @@ __all__ = [
     "TanstackDB",
     "WriteContext",
     "Writer",
+    "implementation",
     "interrupt",
     "shape",
     "__version__",

@@ -21,6 +21,7 @@ import psycopg
 from starlette.applications import Starlette
 
 from pysync import bench, tracing, uninstall
+from pysync._compiled import describe
 from pysync._version import __version__
 from pysync.config import (
     ENV,
@@ -365,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    log.info("hot modules: %s", describe())
     _warn_of_visible_secrets(args)
     for notice in notices():
         log.warning("%s", notice)

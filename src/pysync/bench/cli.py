@@ -10,6 +10,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from pysync._compiled import describe
 from pysync.bench.errors import BenchError
 from pysync.bench.options import from_args
 
@@ -64,6 +65,7 @@ def main(args: argparse.Namespace) -> int:
         return 0
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    display.note(f"hot modules: {describe()}")
     try:
         bench = Bench(opts, display, command_line())
         result = bench.run()

@@ -225,6 +225,7 @@ def markdown(report: dict[str, Any], plots: list[str], headline: str) -> str:
         f"- started {report['started']}, {report.get('seconds', '?')} s in all",
         f"- machine: {machine['cpus']} CPUs, {machine['platform']}, Python {machine['python']}, "
         f"load average at start {', '.join(str(x) for x in machine['load_average'])}",
+        f"- hot modules: {machine.get('implementation_detail', 'not recorded')}",
         f"- database: {database.get('kind')}, PostgreSQL {database.get('server_version')}, "
         f"pgbench scale {database.get('scale')}",
         f"- server measured: **{target.get('server')}** ({'managed by the bench' if target.get('managed') else target.get('url')}), "

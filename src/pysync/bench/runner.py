@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pysync._compiled import describe, implementation
 from pysync._version import __version__
 from pysync.bench import stats
 from pysync.bench.baseline import RecvLogical
@@ -67,6 +68,9 @@ class Bench:
                     "platform": platform.platform(),
                     "python": platform.python_version(),
                     "pysync": __version__,
+                    # The bench's own and, managed, its server's (same install, same env).
+                    "implementation": implementation(),
+                    "implementation_detail": describe(),
                     "cpus": os.cpu_count(),
                     "load_average": [round(x, 2) for x in os.getloadavg()],
                 },
@@ -154,6 +158,8 @@ class Bench:
         latency = sync.get("latency", {})
         return {
             "server": report.get("target", {}).get("server"),
+            # Of the pysync serve the bench started; a --server's own is not known here.
+            "implementation": implementation() if self.ctx.opts.managed_server else "unknown",
             "tps_none": none.get("tps"),
             "tps_recvlogical": recv.get("tps"),
             "tps_sync": sync.get("tps"),
@@ -176,7 +182,8 @@ def headline_line(summary: dict[str, Any]) -> str:
     return (
         f"bench overhead tps-ratio {fmt(summary.get('tps_ratio'), '.2f')} "
         f"lag-max {fmt(summary.get('lag_max_s'), '.2f')} s "
-        f"p99 {fmt(summary.get('p99_ms'), '.1f')} ms"
+        f"p99 {fmt(summary.get('p99_ms'), '.1f')} ms "
+        f"impl {summary.get('implementation')}"
     )
 
 

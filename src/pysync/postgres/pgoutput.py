@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from struct import Struct
 from struct import error as StructError
-from typing import Final, final
+from typing import ClassVar, Final, final
 
 import msgspec
 
@@ -19,7 +19,7 @@ from pysync.postgres.lsn import format_lsn
 class _UnchangedToast:
     """An unchanged TOASTed value: pgoutput omits it, the old row (if any) has it."""
 
-    _instance: _UnchangedToast | None = None
+    _instance: ClassVar[_UnchangedToast | None] = None
 
     def __new__(cls) -> _UnchangedToast:
         if cls._instance is None:
