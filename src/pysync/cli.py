@@ -514,7 +514,7 @@ async def serve(settings: Settings) -> None:
             )
             return
         api = ShapeAPI.from_settings(source, settings, tracer)
-        engine.served_by(api.busy)
+        engine.serving = api.busy
         if rolling is not None:
             rolling.standby.hold_seconds = max(api.long_poll_timeout, api.sse_timeout) + 1
 
