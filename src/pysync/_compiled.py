@@ -74,7 +74,7 @@ def _why_not_compiled() -> str | None:
         with open(os.path.join(_PACKAGE_DIR, MANIFEST)) as f:
             manifest = json.load(f)
     except FileNotFoundError:
-        return "not compiled: no build (pip install -e . compiles where a C compiler exists)"
+        return "not compiled (PYSYNC_BUILD=compiled pip install -e . compiles it)"
     except (OSError, ValueError) as exc:
         return f"not compiled: {MANIFEST} unreadable ({exc})"
     if "fallback" in manifest:

@@ -366,7 +366,6 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    log.info("hot modules: %s", describe())
     _warn_of_visible_secrets(args)
     for notice in notices():
         log.warning("%s", notice)
@@ -577,6 +576,8 @@ def _async(close: Callable[[], None]) -> Callable[[], Awaitable[None]]:
 
 
 def announce(settings: Settings, cluster: PostgresCluster | None) -> None:
+    # Once started: a setting or database found bad at start stays one line of output.
+    log.info("hot modules: %s", describe())
     base = f"http://{settings.host}:{settings.port}"
     print(f"pysync is serving shapes at {base}/v1/shape", flush=True)
     print(f"  try: curl '{base}/v1/shape?table=<your table>&offset=-1'", flush=True)
