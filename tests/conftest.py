@@ -4,7 +4,10 @@ database per test. The cluster is the same code ``pysync serve`` uses."""
 from __future__ import annotations
 
 import itertools
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -74,3 +77,12 @@ def database_url(pg_cluster: PostgresCluster) -> Iterator[str]:
         admin.execute(f'CREATE DATABASE "{name}"')
     yield pg_cluster.url(name)
     drop_database(pg_cluster, name)
+
+
+@pytest.fixture
+def scratch() -> Iterator[Path]:
+    """A TMPDIR for a ``pysync bench`` child process; short, as the private Postgres puts
+    its Unix socket there (the bench must leave it empty)."""
+    path = Path(tempfile.mkdtemp(prefix="pb-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

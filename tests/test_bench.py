@@ -11,11 +11,9 @@ import http.server
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -26,6 +24,7 @@ import psutil
 import psycopg
 import pytest
 
+from bench_support import TINY, bench
 from pysync import implementation
 from pysync.bench import stats
 from pysync.bench.progress import Display
@@ -34,43 +33,6 @@ from pysync.postgres.cluster import free_port
 HEADLINE = re.compile(
     r"^bench overhead tps-ratio (\S+) lag-max (\S+) s p99 (\S+) ms impl (compiled|python|unknown)$"
 )
-TINY = [
-    "--scale",
-    "1",
-    "--duration",
-    "2",
-    "--warmup",
-    "0",
-    "--shapes",
-    "12",
-    "--subscribers",
-    "5",
-    "--marker-subscribers",
-    "2",
-    "--sample-interval",
-    "0.25",
-]
-
-
-def bench(*args: str, tmp: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """``pysync bench`` in a child process whose temporary files go under ``tmp``."""
-    return subprocess.run(
-        [sys.executable, "-m", "pysync.cli", "bench", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "TMPDIR": str(tmp)},
-        check=False,
-    )
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    """TMPDIR of the bench; must be empty again when it ends. Short, as the private
-    Postgres puts its Unix socket there."""
-    path = Path(tempfile.mkdtemp(prefix="pb-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def leftovers(database_url: str) -> list[str]:

@@ -6,60 +6,23 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from bench_support import TINY as BENCH_TINY
+from bench_support import bench
 from pysync.bench import knee
+
+TINY = ["--find-knee", *BENCH_TINY]
 
 HEADLINE = re.compile(
     r"^bench knee (\S+) row-changes/s pg_recvlogical (\S+) row-changes/s ratio (\S+) "
     r"\(lag <= (\S+) s, p99 <= (\S+) ms\)$"
 )
-TINY = [
-    "--find-knee",
-    "--scale",
-    "1",
-    "--duration",
-    "2",
-    "--warmup",
-    "0",
-    "--shapes",
-    "12",
-    "--subscribers",
-    "5",
-    "--marker-subscribers",
-    "2",
-    "--sample-interval",
-    "0.25",
-]
-
-
-def bench(*args: str, tmp: Path, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pysync.cli", "bench", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "TMPDIR": str(tmp)},
-        check=False,
-    )
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="pk-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def fake_step(rate: float, kind: str, *, ceiling: float, limit: float) -> dict[str, Any]:

@@ -7,11 +7,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,13 +56,6 @@ def test_breakdown_counts_the_samples_of_every_line() -> None:
     assert samples[profile.DECODE] == 10 and samples[profile.HTTP] == 5
     assert sum(samples.values()) == 15
     assert profile.top_frames(raw, 1) == [("f1 (pysync/postgres/pgoutput.py:1)", 10)]
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="pp-", dir="/tmp"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.mark.postgres  # a Postgres of its own
