@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from pysync.http.body import _pieces
 from pysync.log.file_storage import BUFFER_BYTES, FileStorage
 from pysync.log.frames import HEADER_SIZE
 from pysync.log.log import ShapeLog
+from pysync.log.memory_storage import MemoryStorage
 from pysync.log.offset import LogOffset
-from pysync.log.storage import Io, LogCorruptError, StorageError
+from pysync.log.storage import Io, LogCorruptError, LogCutError, StorageError
 
 
 def entry(n: int) -> bytes:
@@ -185,3 +187,68 @@ def test_discarding_an_unsynced_snapshot_end(tmp_path: Path) -> None:
     assert log.snapshot_done
     log.discard_unsynced()
     assert not log.snapshot_done and log.offsets == [LogOffset(0, 0)]
+
+
+@pytest.mark.parametrize("kind", ["file: written, not synced", "file: buffered", "memory"], ids=str)
+def test_a_reader_never_serves_bytes_a_failed_sync_cut_off(tmp_path: Path, kind: str) -> None:
+    # A large response is streamed from a reader made with its slice; a failed sync then
+    # cuts the log back, and the replay appends other frames at the same positions. The
+    # reader must not hand out those bytes (nor the nothing a cut file reads as): it
+    # raises, and the response ends unfinished so its client asks again.
+    storage = MemoryStorage() if kind == "memory" else FileStorage(tmp_path)
+    log = ShapeLog(storage)
+    log.append_snapshot_chunk(0, entry(0), last=True)
+    log.sync()
+    log.append_changes([(LogOffset(10, 0), entry(1)), (LogOffset(10, 2), entry(2))])
+    if kind == "file: written, not synced":
+        storage.written_size()
+    part = log.slice(LogOffset(0, 0))
+    spans = part.spans
+    assert len(spans) == 2
+    reader = storage.reader()
+    durable = log.storage.durable_size()
+    (before_position, before_length) = log.slice(LogOffset(-1, 0)).spans[0]
+    log.discard_unsynced()  # as after a failed sync
+    log.append_changes([(LogOffset(10, 0), entry(7)), (LogOffset(10, 2), entry(8))])
+    log.sync()
+    assert storage.size() > durable
+    # What stayed the log's reads as before; what was cut raises, even though the
+    # positions hold bytes again.
+    assert reader.read(before_position, before_length) == entry(0)
+    for position, length in spans:
+        with pytest.raises(LogCutError):
+            reader.read(position, length)
+    reader.close()
+    # A reader made after the cut reads the new frames.
+    fresh = storage.reader()
+    assert [fresh.read(p, n) for p, n in log.slice(LogOffset(0, 0)).spans] == [entry(7), entry(8)]
+    fresh.close()
+
+
+def test_a_reader_raises_on_a_file_cut_under_it(tmp_path: Path) -> None:
+    # A worker follows a file the replicating process writes; when that process cuts it
+    # back, the worker's reader finds fewer bytes than it was told of.
+    log = snapshot_log(tmp_path)
+    append(log, (LogOffset(10, 0), entry(1)))
+    reader = log.storage.reader()
+    (position, length) = log.slice(LogOffset(0, 0)).spans[0]
+    os.truncate(tmp_path / "log", position + 3)
+    with pytest.raises(LogCutError):
+        reader.read(position, length)
+    reader.close()
+
+
+async def test_a_streamed_body_cut_under_it_ends_unfinished(tmp_path: Path) -> None:
+    io = FaultyIo()
+    log = snapshot_log(tmp_path, io)
+    log.append_changes([(LogOffset(10, 0), entry(1)), (LogOffset(10, 2), entry(2))])
+    pieces = _pieces(log.storage.reader(), log.slice(LogOffset(0, 0)).spans, None, "h-1")
+    assert await anext(pieces) == b"["
+    assert await anext(pieces) == entry(1)
+    io.fail_syncs = 1
+    with pytest.raises(StorageError):
+        log.sync()
+    log.discard_unsynced()
+    assert await anext(pieces) == b","
+    with pytest.raises(LogCutError):
+        await anext(pieces)

@@ -13,6 +13,7 @@ import contextlib
 import mmap
 import os
 import shutil
+import weakref
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,6 +67,8 @@ class FileStorage:
         self.directory = directory
         self.file = AppendFile(directory / "log", io)
         self._buffer = bytearray()
+        self._readers: weakref.WeakSet[FdReader] = weakref.WeakSet()
+        """Readers of responses being streamed: told when the log is cut back."""
 
     @property
     def path(self) -> Path:
@@ -101,7 +104,9 @@ class FileStorage:
     def reader(self) -> Reader:
         # Its own descriptor: the file may be deleted (and the cached one closed) while
         # a response is streamed from it; the data stays readable until closed.
-        return FdReader(os.dup(self.file.fd()), self.file.size, bytes(self._buffer))
+        reader = FdReader(os.dup(self.file.fd()), self.file.size, bytes(self._buffer))
+        self._readers.add(reader)
+        return reader
 
     def size(self) -> int:
         return self.file.size + len(self._buffer)
@@ -139,7 +144,10 @@ class FileStorage:
 
     def discard_unsynced(self) -> int:
         self._buffer.clear()
-        self.file.cut(self.file.synced)
+        synced = self.file.synced
+        for reader in list(self._readers):
+            reader.cut(synced)
+        self.file.cut(synced)
         return self.file.size
 
     def durable_size(self) -> int:

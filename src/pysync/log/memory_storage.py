@@ -6,18 +6,25 @@ as durable, so that ``discard_unsynced`` behaves as it does on a file.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 
 from pysync.log.frames import Frame
-from pysync.log.storage import PendingSync, Reader
+from pysync.log.storage import LogCutError, PendingSync, Reader
 
 
 class _BytesReader:
     def __init__(self, data: bytes | bytearray) -> None:
         self._data = data
+        self._valid = len(data)
 
     def read(self, position: int, length: int) -> bytes:
+        if position + length > self._valid:
+            raise LogCutError(position, length, self._valid)
         return bytes(self._data[position : position + length])
+
+    def cut(self, size: int) -> None:
+        self._valid = min(self._valid, size)
 
     def close(self) -> None:
         pass
@@ -27,6 +34,7 @@ class MemoryStorage:
     def __init__(self) -> None:
         self._data = bytearray()
         self._synced = 0
+        self._readers: weakref.WeakSet[_BytesReader] = weakref.WeakSet()
 
     def append(self, data: bytes | bytearray) -> int:
         position = len(self._data)
@@ -51,6 +59,8 @@ class MemoryStorage:
         return PendingSync(lambda: None, mark)
 
     def discard_unsynced(self) -> int:
+        for reader in list(self._readers):
+            reader.cut(self._synced)
         del self._data[self._synced :]
         return len(self._data)
 
@@ -75,7 +85,9 @@ class MemoryStorage:
         return iter(())
 
     def reader(self) -> Reader:
-        return _BytesReader(self._data)
+        reader = _BytesReader(self._data)
+        self._readers.add(reader)
+        return reader
 
     def destroy(self) -> None:
         self._data = bytearray()

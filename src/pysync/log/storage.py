@@ -57,6 +57,18 @@ class LogCorruptError(RuntimeError):
         self.position = position
 
 
+class LogCutError(RuntimeError):
+    """Bytes a reader was made to read are no longer the log's: a failed sync cut off
+    what was not durable (the stream replays it) while a response was streamed from
+    them. The response must end unfinished, so its client asks again."""
+
+    def __init__(self, position: int, length: int, valid: int) -> None:
+        super().__init__(
+            f"the log was cut back to byte {valid} while bytes {position}-{position + length} "
+            "were being streamed from it (a failed sync dropped what was not durable)"
+        )
+
+
 class Io:
     """The system calls storage makes; a test subclass fails chosen ones."""
 
@@ -210,7 +222,12 @@ class LogStorage(Protocol):
 
 
 class Reader(Protocol):
-    def read(self, position: int, length: int) -> bytes: ...
+    def read(self, position: int, length: int) -> bytes:
+        """``length`` bytes from ``position``, or LogCutError when they were cut off."""
+
+    def cut(self, size: int) -> None:
+        """The log was cut back to ``size`` bytes: nothing from there on may be read (the
+        bytes written there next are other frames, or nothing)."""
 
     def close(self) -> None: ...
 
@@ -224,8 +241,12 @@ class FdReader:
         self._fd = fd
         self._written = written
         self._buffered = buffered
+        self._valid = written + len(buffered)
+        """Bytes before this are the log's still (``cut`` lowers it)."""
 
     def read(self, position: int, length: int) -> bytes:
+        if position + length > self._valid:
+            raise LogCutError(position, length, self._valid)
         written = self._written
         if position >= written:
             start = position - written
@@ -233,7 +254,13 @@ class FdReader:
         data = os.pread(self._fd, min(length, written - position), position)
         if position + length > written:
             data += self._buffered[: position + length - written]
+        if len(data) != length:
+            # Cut by another process (the writer a worker follows), or under this one.
+            raise LogCutError(position, length, position + len(data))
         return data
+
+    def cut(self, size: int) -> None:
+        self._valid = min(self._valid, size)
 
     def close(self) -> None:
         if self._fd >= 0:
