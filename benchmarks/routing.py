@@ -3,7 +3,7 @@
 
 Run from the repository root::
 
-    python benchmarks/routing.py [--changes N] [--txn-size K]
+    python benchmarks/routing.py [--changes N] [--txn-size K] [--counts 1,100] [--no-memory]
 
 Starts a private Postgres (``temporary_cluster``) only to validate shapes against the
 catalog; no replication is involved. A table ``todos(id int primary key, user_id int,
@@ -31,7 +31,8 @@ The last line printed is::
 
     routing ratio 100000/1 shapes: X.XX
 
-(warm changes/s with 100,000 shapes / with 1 shape; 1.00 = routing cost does not grow).
+(warm changes/s with 100,000 shapes / with 1 shape; 1.00 = routing cost does not grow;
+with ``--counts``, the most shapes / the fewest).
 """
 
 from __future__ import annotations
@@ -286,7 +287,20 @@ def main() -> None:
         "--repeats", type=int, default=4, help="warm passes per count (the best is reported)"
     )
     parser.add_argument("--txn-size", type=int, default=1, help="changes per transaction")
+    parser.add_argument(
+        "--counts",
+        type=lambda text: tuple(int(n) for n in text.split(",")),
+        default=COUNTS,
+        help="shape counts of the indexed passes, comma-separated (default 1,100,10000,100000)",
+    )
+    parser.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip memory per idle shape (on a loaded machine, building 100,000 shapes "
+        "for it takes minutes)",
+    )
     args = parser.parse_args()
+    counts: tuple[int, ...] = args.counts
 
     with temporary_cluster() as cluster:
         say(
@@ -302,14 +316,15 @@ def main() -> None:
             )
             relation = relation_of(conn)
 
-            say("\nmemory per idle shape (user_id = $1, registered, never touched)")
-            traced = memory_breakdown(conn, url, 10_000)
+            if not args.no_memory:
+                say("\nmemory per idle shape (user_id = $1, registered, never touched)")
+                traced = memory_breakdown(conn, url, 10_000)
 
             say("\nbuilding shapes (validate against the catalog, as Engine.shape does)")
             gc.collect()
             rss0 = rss_bytes()
             start = time.perf_counter()
-            shapes = [user_shape(conn, u) for u in range(COUNTS[-1])]
+            shapes = [user_shape(conn, u) for u in range(max(counts))]
             build_s = time.perf_counter() - start
             big_engine = new_engine(url)
             register(big_engine, shapes)
@@ -334,7 +349,7 @@ def main() -> None:
                     _user_of(count),
                     f"{count:,} shape(s)",
                 )
-                for count in COUNTS
+                for count in counts
             }
             del shapes
             for bench in benches.values():
@@ -367,16 +382,18 @@ def main() -> None:
             scan.report()
             scan_rate = scan.best
 
-    ratio = rates[COUNTS[-1]] / rates[1]
+    most, fewest = max(counts), min(counts)
+    ratio = rates[most] / rates[fewest]
     say("\nsummary")
-    for count in COUNTS:
+    for count in counts:
         say(f"  {count:>7,} shapes: {rates[count]:>10,.0f} changes/s")
     say(f"  {SCAN_SHAPES:>7,} ILIKE shapes: {scan_rate:>10,.0f} changes/s")
-    say(
-        f"  memory per idle shape: {traced / 1024:.2f} KB (tracemalloc, 10,000), "
-        f"{rss_per_shape / 1024:.2f} KB (RSS, 100,000)"
-    )
-    say(f"routing ratio 100000/1 shapes: {ratio:.2f}")
+    if not args.no_memory:
+        say(
+            f"  memory per idle shape: {traced / 1024:.2f} KB (tracemalloc, 10,000), "
+            f"{rss_per_shape / 1024:.2f} KB (RSS, {most:,})"
+        )
+    say(f"routing ratio {most}/{fewest} shapes: {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from engine_runner import (
     Conn,
     Entry,
@@ -280,3 +282,36 @@ async def test_an_entry_shared_by_shapes_is_last_only_where_it_ends_the_transact
         (K + '"3"', True),
     ]
     assert live_changes(low)[0]["value"] == live_changes(high)[0]["value"] == {"id": "1", "v": "10"}
+
+
+async def test_shapes_with_the_same_columns_append_the_same_bytes(
+    engine: Engine, conn: Conn
+) -> None:
+    """A change is encoded once per column set in a transaction: every shape with the
+    same columns (and the same match) appends the very same bytes, its last entry's
+    ``"last": true`` included; a shape with other columns gets bytes of its own."""
+    conn.execute("CREATE TABLE items (id int PRIMARY KEY, v int, note text)")
+    wide = [await make(engine, "items", where=f"v > {n}") for n in range(3)]
+    narrow = await make(engine, "items", where="v > 0", columns=["id", "v"])
+    shapes = [*wide, narrow]
+    before = [shape.last_offset for shape in shapes]
+    with conn.transaction():
+        conn.execute("INSERT INTO items VALUES (1, 10, 'a')")
+        conn.execute("INSERT INTO items VALUES (2, 20, 'b')")
+    await quiesce(engine, conn)
+    # Read while the transaction is the logs' last append: these are the payloads
+    # appended, not copies read back from storage.
+    payloads = [shape.read(after)[0] for shape, after in zip(shapes, before, strict=True)]
+    assert [len(p) for p in payloads] == [2, 2, 2, 2]
+    for other in payloads[1:3]:
+        assert other[0] is payloads[0][0] and other[1] is payloads[0][1]
+    assert [msgspec.json.decode(p)["value"] for p in payloads[0]] == [
+        {"id": "1", "v": "10", "note": "a"},
+        {"id": "2", "v": "20", "note": "b"},
+    ]
+    assert msgspec.json.decode(payloads[0][1])["headers"]["last"] is True
+    assert [msgspec.json.decode(p)["value"] for p in payloads[3]] == [
+        {"id": "1", "v": "10"},
+        {"id": "2", "v": "20"},
+    ]
+    assert msgspec.json.decode(payloads[3][1])["headers"]["last"] is True

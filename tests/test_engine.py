@@ -59,7 +59,7 @@ async def test_truncate_invalidates_and_a_new_handle_follows(engine: Engine, con
     live = await make(engine, "t")
     bystander = await make(engine, "other")
     invalidated: list[str] = []
-    engine.registry.on_invalidate.append(lambda s: invalidated.append(s.handle))
+    engine.registry.watch(lambda s: invalidated.append(s.handle))
     waiter = live.log.waiter()
     conn.execute("TRUNCATE t")
     await quiesce(engine, conn)

@@ -513,7 +513,7 @@ async def serve(settings: Settings) -> None:
             )
             return
         api = ShapeAPI.from_settings(source, settings, tracer)
-        engine.serving = api.busy
+        engine.served_by(api.busy)
         if rolling is not None:
             rolling.standby.hold_seconds = max(api.long_poll_timeout, api.sse_timeout) + 1
 

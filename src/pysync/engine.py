@@ -249,20 +249,19 @@ class Engine:
         """Why the engine is DEGRADED."""
         self.started = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._servers: list[Callable[[], bool]] = []
+        """The layers serving this engine, each True while it is busy (``served_by``)."""
         self.idle = (
             IdleClose(
                 idle_timeout,
                 lambda: self.collector.last_seen_lsn,
-                lambda: self.serving() or self.connections.busy(),
+                self._busy,
                 self._close_all,
                 self._reopen,
             )
             if idle_timeout > 0
             else None
         )
-        self.serving: Callable[[], bool] = lambda: False
-        """True while a shape request is answered or waits for changes: set by the HTTP
-        layer serving this engine (idle close waits for it to be False)."""
         self._idle_tasks: list[asyncio.Task[None]] = []
         """The tasks that sleep stops and wake starts again (schema check, idle check)."""
 
@@ -330,6 +329,15 @@ class Engine:
             self._idle_tasks.append(self._task(self.idle.run(), "pysync-idle"))
 
     # -- idle close ---------------------------------------------------------------------
+
+    def served_by(self, busy: Callable[[], bool]) -> None:
+        """A layer serving this engine (the HTTP API, in-process views) is made:
+        ``busy()`` is True while it answers a shape request, one waits for changes or
+        a view follows a shape. Idle close waits while any is."""
+        self._servers.append(busy)
+
+    def _busy(self) -> bool:
+        return any(busy() for busy in self._servers) or self.connections.busy()
 
     async def wake(self) -> None:
         """A shape request: reopen the connections if idle closed them, and return once

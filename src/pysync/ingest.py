@@ -185,7 +185,6 @@ class Ingest:
     def applier(self) -> Callable[[Transaction], None]:
         """What each transaction goes to, chosen once per connection: the collector
         itself, or (tracing) the collector in a span per transaction."""
-        self.collector.measure = None
         return self._traced_apply if self.tracer.enabled else self.collector.apply
 
     def _traced_apply(self, txn: Transaction) -> None:
@@ -195,8 +194,7 @@ class Ingest:
         collector = self.collector
         with self.tracer.span(TXN_SPAN, {"xid": txn.xid}) as span:
             recording = span.is_recording()
-            collector.measure = self._measure if recording else None
-            collector.apply(txn)
+            collector.apply(txn, self._measure if recording else None)
             if not recording:
                 return
             changes = txn.changes

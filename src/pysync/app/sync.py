@@ -183,8 +183,9 @@ class Sync:
         self._database_url = url
         self._engine = engine
         self._api = api = ShapeAPI.from_settings(engine, settings, tracer)
+        engine.served_by(api.busy)
         # A view following a shape is served too: idle close must not stop its changes.
-        engine.serving = lambda: api.busy() or bool(self._views)
+        engine.served_by(lambda: bool(self._views))
         self._backend = EmbeddedShapes(engine, api)
         log.info("syncing shapes (slot %s, publication %s)", engine.slot, settings.publication)
 

@@ -86,17 +86,19 @@ class Hub:
         self._status: Status | None = None
         self._numbers = itertools.count(1)
         self._drops: dict[int, _Drop] = {}
+        self._unwatch: Callable[[], None] | None = None
+        """Ends the registry's telling us of shapes gone (``start`` to ``close``)."""
 
     async def start(self) -> None:
-        self.engine.registry.on_invalidate.append(self._gone)
+        self._unwatch = self.engine.registry.watch(self._gone)
         self._server = await asyncio.start_unix_server(self._serve, path=str(self.path))
         for consumer in self.engine.registry:
             self._watch(consumer)
         self._spawn(self._report_status())
 
     async def close(self) -> None:
-        with contextlib.suppress(ValueError):
-            self.engine.registry.on_invalidate.remove(self._gone)
+        if self._unwatch is not None:
+            self._unwatch()
         if self._server is not None:
             self._server.close()
         for writer in list(self._writers):

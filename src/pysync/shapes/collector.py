@@ -41,6 +41,10 @@ Touched = dict[ShapeConsumer, list[dict[str, Any]]]
 """A transaction's entries per shape, in op order."""
 Doomed = list[tuple[ShapeConsumer, str]]
 """Shapes to invalidate after the loop, and why."""
+Again = set[ShapeConsumer]
+"""Shapes whose entries may name a key twice (see ``Collector._fold``)."""
+_NO_ENTRIES: list[dict[str, Any]] = []
+"""Placeholder (never appended to): no conversion of the change yet."""
 
 
 class TxnMeasure:
@@ -84,13 +88,10 @@ class Collector:
         self.applied_end_lsn = 0
         """Everything up to here is in the logs (or was of no shape's concern)."""
         self.subqueries = registry.subqueries
-        self.measure: TxnMeasure | None = None
-        """Set (for a recorded tracing span), ``apply`` counts the transaction's shapes
-        and bytes into it; unset, that costs a check per transaction and per shape
-        appended to, nothing per change."""
 
-    def apply(self, txn: Transaction) -> None:
-        """Route one committed transaction into the logs of the shapes it touches.
+    def apply(self, txn: Transaction, measure: TxnMeasure | None = None) -> None:
+        """Route one committed transaction into the logs of the shapes it touches;
+        ``measure`` (a recorded tracing span's) is told its shapes and bytes.
 
         Raises StorageError when a log cannot be written; what was appended before is
         kept (each shape's part of a transaction is appended whole or not at all) and the
@@ -100,19 +101,28 @@ class Collector:
             subqueries = self.subqueries
             # Dependencies first: shapes convert with their views as they were.
             subqueries.apply(txn)
-            touched: Touched = {}
-            doomed: Doomed = []
-            again: set[ShapeConsumer] = set()  # shapes that may name a key twice
-            reused = self._route(txn, touched, doomed, again)
-            for consumer, reason in doomed:
-                touched.pop(consumer, None)
-                self.registry.invalidate(consumer, reason)
-            if again:
+            touched, doomed, again, reused = self._route(txn)
+            if doomed is not None:
+                for consumer, reason in doomed:
+                    touched.pop(consumer, None)
+                    self.registry.invalidate(consumer, reason)
+            if again is not None:
                 self._fold(txn, touched, again)
             if touched:
-                self._append(txn, touched, reused)
-            elif self.measure is not None:
-                self.measure.shapes = self.measure.bytes = 0
+                # Each shape's entries, appended: a loop here, not a function per
+                # transaction (most transactions touch one shape or none).
+                transaction = self.appender.transaction
+                xid, commit_lsn = txn.xid, txn.commit_lsn
+                shared = Shared() if reused else None
+                if measure is None:
+                    for consumer, entries in touched.items():
+                        transaction(consumer, xid, commit_lsn, entries, shared)
+                else:
+                    measure.shapes, measure.bytes = len(touched), 0
+                    for consumer, entries in touched.items():
+                        measure.add(transaction(consumer, xid, commit_lsn, entries, shared))
+            elif measure is not None:
+                measure.shapes = measure.bytes = 0
             subqueries.done(txn)
             self.last_seen_lsn = txn.commit_lsn
             self.last_commit_time = txn.commit_time / 1e6 + PG_EPOCH
@@ -121,17 +131,21 @@ class Collector:
             self.subqueries.storage_failed()
             raise
 
-    def _route(
-        self, txn: Transaction, touched: Touched, doomed: Doomed, again: set[ShapeConsumer]
-    ) -> bool:
-        """Each change of ``txn`` to the shapes it touches: their entries into
-        ``touched``, the shapes that cannot go on into ``doomed``, those changed twice
-        or more (but by inserts) into ``again``. True if shapes share entries."""
+    def _route(self, txn: Transaction) -> tuple[Touched, Doomed | None, Again | None, bool]:
+        """Each change of ``txn`` to the shapes it touches: their entries (``touched``),
+        the shapes that cannot go on (``doomed``), those changed twice or more but by
+        inserts (``again``: see ``_fold``), and whether shapes share entries (to encode
+        them once). ``doomed`` and ``again`` are None when empty, as they nearly always
+        are: nothing is allocated for them then."""
         # One loop, not a function per change or shape: it runs for every change.
+        touched: Touched = {}
+        doomed: Doomed | None = None
+        again: Again | None = None
         tables = self.registry.router.tables
         xid = txn.xid
         commit_lsn = txn.commit_lsn
-        headers_base = {"lsn": str(commit_lsn), "txids": [xid]}
+        lsn_text = str(commit_lsn)
+        txids = [xid]
         reused = False  # did shapes share converted entries (to encode them once)?
         op = 0
         routes: TableRoutes[ShapeConsumer] | MergedRoutes[ShapeConsumer] | None
@@ -143,11 +157,13 @@ class Collector:
                         routes = partition_routes(tables, relation.ancestors, routes)
                     if routes is not None:
                         # Not for a shape whose snapshot already saw the truncate.
-                        doomed.extend(
+                        truncated = [
                             (consumer, "table truncated")
                             for consumer in routes.shapes
                             if consumer.accepts(xid, commit_lsn)
-                        )
+                        ]
+                        if truncated:
+                            doomed = truncated if doomed is None else doomed + truncated
                 op += 2
                 continue
             assert type(change) is Change
@@ -160,7 +176,11 @@ class Collector:
                 continue
             headers = None
             # Shapes with the same projection and match outcome get the same entries:
-            # converted once per change.
+            # converted once per change. The first conversion is kept in locals (most
+            # changes match one shape), the others in ``shared``, made for a second.
+            first: Any = None  # the first conversion's projection
+            first_new = first_old = False  # ... its match
+            first_entries: list[dict[str, Any]] = _NO_ENTRIES
             shared: dict[tuple[Any, bool, bool], list[dict[str, Any]]] | None = None
             kind, new, old = change.op, change.new, change.old
             # Updates and deletes without the whole old row: each shape checks that
@@ -200,12 +220,14 @@ class Collector:
                             try:
                                 converter = consumer.rebind(relation)
                             except (KeyError, ValueError):
+                                if doomed is None:
+                                    doomed = []
                                 doomed.append((consumer, "columns no longer replicated"))
                                 continue
                     else:
                         accepted = existing is not None
                     if headers is None:
-                        headers = {**headers_base, "op_position": op}
+                        headers = {"lsn": lsn_text, "txids": txids, "op_position": op}
                     if partial:
                         if not accepted:
                             if not consumer.accepts(xid, commit_lsn):
@@ -214,6 +236,7 @@ class Collector:
                         converter.needs.check(kind, new, old, relation)
                     if type(converter) is not ShapeConverter:
                         entries = converter.convert(kind, new, old, headers)  # tags: its own
+                        fresh = True
                     else:
                         # The clause first: most shapes a scan reaches do not match, and
                         # then nothing else about them matters.
@@ -222,49 +245,54 @@ class Collector:
                             continue
                         if not accepted and not consumer.accepts(xid, commit_lsn):
                             continue  # in its snapshot, or already in its log
-                        key = (converter.projection, new_match, old_match)
-                        if shared is None:
-                            shared = {}
-                            found = None
-                        else:
-                            found = shared.get(key)
-                            reused = reused or found is not None
-                        if found is None:
-                            found = shared[key] = converter.projection.convert(
+                        projection = converter.projection
+                        if first is None:
+                            first, first_new, first_old = projection, new_match, old_match
+                            entries = first_entries = projection.convert(
                                 kind, new, old, new_match, old_match, headers
                             )
-                        entries = found
-                    if entries:
-                        if existing is None:
-                            touched[consumer] = list(entries)
+                            fresh = True
+                        elif (
+                            projection is first
+                            and new_match is first_new
+                            and old_match is first_old
+                        ):
+                            entries, fresh, reused = first_entries, False, True
                         else:
-                            existing.extend(entries)
-                            if kind != "insert":  # may name a key again: see _fold
-                                again.add(consumer)
+                            key = (projection, new_match, old_match)
+                            if shared is None:
+                                shared = {}
+                            found = shared.get(key)
+                            if found is None:
+                                found = shared[key] = projection.convert(
+                                    kind, new, old, new_match, old_match, headers
+                                )
+                                fresh = True
+                            else:
+                                fresh, reused = False, True
+                            entries = found
+                    if not entries:
+                        continue
+                    if existing is None:
+                        # The shape that converted the change keeps the list; the
+                        # others get a copy (a shape's list grows with its next change).
+                        touched[consumer] = entries if fresh else list(entries)
+                    else:
+                        existing.extend(entries)
+                        if kind != "insert":  # may name a key again: see _fold
+                            if again is None:
+                                again = set()
+                            again.add(consumer)
                 except Exception as exc:  # noqa: BLE001 - see above
-                    self._failed(consumer, exc, doomed)
+                    doomed = self._failed(consumer, exc, doomed)
             op += 2
-        return reused
-
-    def _append(self, txn: Transaction, touched: Touched, reused: bool) -> None:
-        """Each shape's entries of ``txn``, appended (``Appender.transaction``)."""
-        transaction = self.appender.transaction
-        xid, commit_lsn = txn.xid, txn.commit_lsn
-        shared = Shared() if reused else None
-        measure = self.measure
-        if measure is None:
-            for consumer, entries in touched.items():
-                transaction(consumer, xid, commit_lsn, entries, shared)
-            return
-        measure.shapes, measure.bytes = len(touched), 0
-        for consumer, entries in touched.items():
-            measure.add(transaction(consumer, xid, commit_lsn, entries, shared))
+        return touched, doomed, again, reused
 
     def _fold(
         self,
         txn: Transaction,
-        touched: dict[ShapeConsumer, list[dict[str, Any]]],
-        again: set[ShapeConsumer],
+        touched: Touched,
+        again: Again,
     ) -> None:
         """Shapes that name a key twice in a transaction that changed keys get its net
         change per key instead (see ``rekey``): in WAL order, a client could delete the
@@ -301,13 +329,14 @@ class Collector:
                 del touched[consumer]
 
     @staticmethod
-    def _failed(
-        consumer: ShapeConsumer, exc: Exception, doomed: list[tuple[ShapeConsumer, str]]
-    ) -> None:
+    def _failed(consumer: ShapeConsumer, exc: Exception, doomed: Doomed | None) -> Doomed:
         """``consumer`` cannot process a change: it is invalidated after the loop."""
-        if any(c is consumer for c, _ in doomed):
-            return
+        if doomed is None:
+            doomed = []
+        elif any(c is consumer for c, _ in doomed):
+            return doomed
         doomed.append((consumer, cannot_process(consumer.handle, consumer.definition.table, exc)))
+        return doomed
 
     def idle(self, lsn: int) -> None:
         """Nothing pending up to ``lsn``: once the logs are durable it may be confirmed."""

@@ -314,11 +314,16 @@ class Appender:
         entries are the shape's own (the last is marked in place); with it, they are
         left as they are for the other shapes."""
         if shared is None:
-            entries[-1]["headers"]["last"] = True
-            frames = [
-                (_offset((commit_lsn, entry["headers"]["op_position"])), _encode(entry))
-                for entry in entries
-            ]
+            final = entries[-1]
+            headers = final["headers"]
+            headers["last"] = True
+            if len(entries) == 1:  # most transactions: no comprehension to set up
+                frames = [(_offset((commit_lsn, headers["op_position"])), _encode(final))]
+            else:
+                frames = [
+                    (_offset((commit_lsn, entry["headers"]["op_position"])), _encode(entry))
+                    for entry in entries
+                ]
         else:
             plain = shared.plain
             frames = []

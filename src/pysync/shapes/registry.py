@@ -102,7 +102,8 @@ class ShapeRegistry:
         """Tables whose missing SELECT was logged: only tables that exist, so bounded."""
         self._tables: SharedRuns[tuple[str, str], Table | None] = SharedRuns(self._load_table)
         self._compiler = ThreadPoolExecutor(2, thread_name_prefix="pysync-compile")
-        self.on_invalidate: list[Callable[[ShapeConsumer], None]] = []
+        self._watchers: list[Callable[[ShapeConsumer], None]] = []
+        """Told of each shape leaving the registry (``watch``)."""
         self.on_storage_error = on_storage_error
         self.on_snapshot_done = on_snapshot_done
         self.on_table_changed = on_table_changed
@@ -424,8 +425,8 @@ class ShapeRegistry:
         self.router.remove(consumer.definition.relation, consumer)
         if consumer.subquery is not None:
             self.subqueries.release(consumer.subquery)
-        for callback in self.on_invalidate:
-            callback(consumer)
+        for gone in tuple(self._watchers):  # one may end its watch when told
+            gone(consumer)
         if consumer.recorded:
             try:
                 self.store.forget(consumer.handle)
@@ -433,6 +434,19 @@ class ShapeRegistry:
                 # The log goes below; recovery drops a record without one.
                 log.error("could not record that shape %s is gone: %s", consumer.handle, exc)
         consumer.log.storage.destroy()
+
+    def watch(self, gone: Callable[[ShapeConsumer], None]) -> Callable[[], None]:
+        """``gone`` is told of each shape leaving the registry (deleted, invalidated,
+        evicted), inside ``invalidate``: before anything can be made in its place. For
+        what comes and goes while the registry lives (the workers' hub); returns what
+        ends it."""
+        self._watchers.append(gone)
+
+        def unwatch() -> None:
+            with contextlib.suppress(ValueError):
+                self._watchers.remove(gone)
+
+        return unwatch
 
     def invalidate_all(self, reason: str) -> None:
         for consumer in list(self._by_handle.values()):
