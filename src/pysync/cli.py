@@ -35,7 +35,7 @@ from pysync.config import (
 from pysync.electric_env import notices
 from pysync.engine import Engine
 from pysync.http import metrics_port
-from pysync.http.api import ShapeAPI
+from pysync.http.api import SSE_TIMEOUT, ShapeAPI
 from pysync.http.server import connection_budget, quiet_accept_errors
 from pysync.http.source import ShapeSource
 from pysync.lockfile import DirectoryInUse
@@ -514,8 +514,6 @@ async def serve(settings: Settings) -> None:
             return
         api = ShapeAPI.from_settings(source, settings, tracer)
         engine.served_by(api.busy)
-        if rolling is not None:
-            rolling.standby.hold_seconds = max(api.long_poll_timeout, api.sse_timeout) + 1
 
         @contextlib.asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -527,9 +525,19 @@ async def serve(settings: Settings) -> None:
             await shut_down()
 
         server = http_server(api, settings, max_connections, lifespan)
-        if rolling is not None:
-            rolling.on_failure = lambda: setattr(server, "should_exit", True)
-        await server.serve(sockets=[sock])
+        if rolling is None:
+            await server.serve(sockets=[sock])
+        else:
+            # A takeover that fails (the engine cannot start) stops the server.
+            async def stop_on_failure() -> None:
+                await rolling.failed.wait()
+                server.should_exit = True
+
+            watch = asyncio.create_task(stop_on_failure(), name="pysync-takeover-watch")
+            try:
+                await server.serve(sockets=[sock])
+            finally:
+                watch.cancel()
         if rolling is not None and rolling.failure is not None:
             raise StartupError(_explain(rolling.failure, database_url))
     finally:
@@ -560,7 +568,11 @@ async def _standby(engine: Engine, settings: Settings) -> RollingSource | None:
             f"process {exc.pid}" if exc.pid else "another process",
         )
         try:
-            return await RollingSource.start(engine, chunk_bytes=settings.chunk_bytes)
+            return await RollingSource.start(
+                engine,
+                chunk_bytes=settings.chunk_bytes,
+                hold_seconds=max(settings.long_poll_timeout, SSE_TIMEOUT) + 1,
+            )
         except STARTUP_ERRORS as error:
             raise StartupError(_explain(error, engine.database_url)) from None
     except OSError as exc:

@@ -53,6 +53,8 @@ from pysync.shapes.consumer import ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition, ShapeError
 from pysync.tracing import NO_TRACER, Tracer
 
+SSE_TIMEOUT = 60.0
+"""Seconds an SSE response lasts before the client reconnects (Electric: 60)."""
 log = logging.getLogger(__name__)
 
 SHAPE_METHODS = ["GET", "HEAD", "POST", "DELETE", "OPTIONS"]
@@ -82,7 +84,7 @@ class ShapeAPI:
         *,
         secret: str | None = None,
         long_poll_timeout: float = 20.0,
-        sse_timeout: float = 60.0,
+        sse_timeout: float = SSE_TIMEOUT,
         allow_delete: bool = False,
         max_age: int = 60,
         stale_age: int = 300,

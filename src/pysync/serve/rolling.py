@@ -60,18 +60,22 @@ class RollingSource:
         self.took_over = asyncio.Event()
         self.failure: BaseException | None = None
         """Why the takeover failed (the engine could not start): the server stops."""
-        self.on_failure: Callable[[], None] = lambda: None
+        self.failed = asyncio.Event()
+        """Set with ``failure``."""
         self._locked = False
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, engine: Engine, *, chunk_bytes: int) -> RollingSource:
+    async def start(cls, engine: Engine, *, chunk_bytes: int, hold_seconds: float) -> RollingSource:
+        """``hold_seconds``: the longest a request is held (a long-poll, an SSE
+        response), and a second: logs used as recently are polled for changes."""
         assert engine.store.directory is not None
         standby = StandbyEngine(
             engine.store.directory,
             Connections(engine.database_url, snapshots=2),
             engine.metrics,
             chunk_bytes=chunk_bytes,
+            hold_seconds=hold_seconds,
         )
         await standby.start()
         source = cls(engine, standby)
@@ -102,7 +106,7 @@ class RollingSource:
             await self.engine.start()
         except Exception as exc:  # noqa: BLE001 - said by ``serve``, which stops
             self.failure = exc
-            self.on_failure()
+            self.failed.set()
             return
         await self.standby.stop_following()
         for followed in self.standby.release():

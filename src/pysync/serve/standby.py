@@ -133,12 +133,13 @@ class StandbyEngine:
         metrics: EngineMetrics,
         *,
         chunk_bytes: int,
+        hold_seconds: float,
     ) -> None:
         self.storage_dir = storage_dir
         self.connections = connections
         self.metrics = metrics
         self.chunk_bytes = chunk_bytes
-        self.hold_seconds = 61.0
+        self.hold_seconds = hold_seconds
         """Logs used this recently are polled (a request may be waiting on them): the
         longest a long-poll or an SSE response lasts, and a second."""
         self.status = StandbyStatus.WAITING
