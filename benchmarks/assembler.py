@@ -22,6 +22,7 @@ import statistics
 import time
 from types import ModuleType
 
+from hot_path import hot_path
 from pysync.postgres import pgoutput as pg
 from pysync.postgres import transactions
 
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--against", help="another transactions.py, run alternately")
     args = parser.parse_args()
+    print(hot_path(), flush=True)
     stream = messages()
     modules = {"this tree": transactions}
     if args.against:

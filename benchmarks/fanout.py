@@ -78,6 +78,7 @@ from fanout_server import (
     origin_live_responses,
     rss_kib,
 )
+from hot_path import hot_path
 from pysync.postgres.cluster import temporary_cluster
 
 DBNAME = "bench"
@@ -399,6 +400,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.1)
     parser.add_argument("--client-procs", type=int, default=2)
     args = parser.parse_args()
+    print(hot_path(), flush=True)
     say(
         f"fanout benchmark, {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC, "
         f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores shared "

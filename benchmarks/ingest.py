@@ -56,6 +56,7 @@ from typing import cast
 
 import psycopg
 
+from hot_path import hot_path
 from pysync.postgres.cluster import PostgresCluster, temporary_cluster
 from pysync.postgres.lsn import format_lsn, parse_lsn
 from pysync.postgres.publication import ensure_publication, publish_table
@@ -519,6 +520,7 @@ def main() -> None:
         help="skip the protocol 2 streaming drains of the bulk transaction",
     )
     args = parser.parse_args()
+    print(hot_path(), flush=True)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
 

@@ -60,6 +60,7 @@ from pathlib import Path
 
 import psycopg
 
+from hot_path import hot_path
 from pysync.postgres.cluster import free_port, temporary_cluster
 
 DBNAME = "bench"
@@ -531,6 +532,7 @@ def main() -> None:
         help="attach py-spy record to the server while measuring; output here",
     )
     args = parser.parse_args()
+    print(hot_path(), flush=True)
 
     say(
         f"latency benchmark, {datetime.date.today()}, {platform.python_implementation()} "

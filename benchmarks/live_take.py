@@ -33,6 +33,7 @@ from urllib.parse import urlencode
 import httpx
 import psycopg
 
+from hot_path import hot_path
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 from pysync.http.parking import LivePolls
@@ -110,6 +111,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
+    print(hot_path(), flush=True)
     with temporary_cluster() as cluster:
         asyncio.run(run(cluster.url(), args.shapes, args.rounds, args.profile))
 

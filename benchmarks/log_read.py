@@ -32,6 +32,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
+from hot_path import hot_path
 from pysync.log.file_storage import FileStorage
 from pysync.log.log import ShapeLog
 from pysync.log.offset import LogOffset
@@ -63,6 +64,7 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--size", type=int, default=120)
     args = parser.parse_args()
+    print(hot_path(), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         log, sampled, index = build(Path(tmp), args.entries, args.size)

@@ -48,6 +48,7 @@ from collections.abc import Callable
 
 import psycopg
 
+from hot_path import hot_path
 from pysync.engine import Engine
 from pysync.log.log import ShapeLog
 from pysync.log.memory_storage import MemoryStorage
@@ -300,6 +301,7 @@ def main() -> None:
         "for it takes minutes)",
     )
     args = parser.parse_args()
+    print(hot_path(), flush=True)
     counts: tuple[int, ...] = args.counts
 
     with temporary_cluster() as cluster:

@@ -23,6 +23,7 @@ import argparse
 
 import psycopg
 
+from hot_path import hot_path
 from pysync.postgres.cluster import temporary_cluster
 from routing import Bench, _user_of, relation_of, user_shape
 
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=2_000, help="changes of the warm pass")
     parser.add_argument("--txn-size", type=int, default=1, help="changes per transaction")
     args = parser.parse_args()
+    print(hot_path(), flush=True)
     with temporary_cluster() as cluster:
         with psycopg.connect(cluster.url(), autocommit=True) as admin:
             admin.execute("CREATE DATABASE bench")

@@ -49,6 +49,7 @@ from pathlib import Path
 import msgspec
 import psycopg
 
+from hot_path import hot_path
 from pysync.log.file_storage import FileStorage
 from pysync.log.log import ShapeLog
 from pysync.log.memory_storage import MemoryStorage
@@ -129,6 +130,7 @@ def main() -> None:
         "--profile", action="store_true", help="cProfile one pysync memory snapshot"
     )
     args = parser.parse_args()
+    print(hot_path(), flush=True)
 
     with temporary_cluster() as cluster, tempfile.TemporaryDirectory(prefix="pysync-snap-") as tmp:
         say(

@@ -45,6 +45,7 @@ from pathlib import Path
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from hot_path import hot_path
 from latency import Conn, Server, child_pids, rss_kib  # noqa: E402  - the same server and client
 from pysync.postgres.cluster import temporary_cluster  # noqa: E402
 
@@ -235,6 +236,7 @@ def main() -> None:
         help="the server's --compact-min-bytes (default 65536, so that the logs of a short "
         "run compact; the server's own default is 1 MiB)",
     )
+    print(hot_path(), flush=True)
     asyncio.run(soak(parser.parse_args()))
 
 

@@ -51,6 +51,7 @@ from typing import Any
 import httpx
 import psycopg
 
+from hot_path import hot_path
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 from pysync.log.log import ShapeLog
@@ -343,6 +344,7 @@ def main() -> None:
     parser.add_argument("--moves", type=int, default=200)
     parser.add_argument("--changes", type=int, default=50_000)
     parser.add_argument("--repeats", type=int, default=3)
+    print(hot_path(), flush=True)
     asyncio.run(bench(parser.parse_args()))
 
 

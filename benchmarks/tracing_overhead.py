@@ -46,6 +46,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Sampler, TraceIdRatioBased
 
+from hot_path import hot_path
 from pysync.engine import Engine
 from pysync.otel import OtelTracer
 from pysync.postgres.cluster import free_port, temporary_cluster
@@ -127,6 +128,7 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=50_000, help="changes per pass")
     parser.add_argument("--repeats", type=int, default=5, help="warm passes (best counts)")
     args = parser.parse_args()
+    print(hot_path(), flush=True)
     port = free_port()
     sink = subprocess.Popen([sys.executable, "-c", SINK, str(port)])
     try:

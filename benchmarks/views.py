@@ -35,6 +35,7 @@ from typing import Any
 import psycopg
 
 import pysync
+from hot_path import hot_path
 from pysync.app.view import View
 from pysync.postgres.cluster import temporary_cluster
 
@@ -134,6 +135,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--views", type=int, default=1_000)
     args = parser.parse_args()
+    print(hot_path(), flush=True)
     asyncio.run(run(args.views))
 
 

@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 
+from hot_path import hot_path
 from pysync.postgres.catalog import Column, Table
 from pysync.where import WhereError, compile_where
 from pysync.where import _limits as limits
@@ -101,6 +102,7 @@ def compile_or_reject(clause: str) -> None:
 
 
 def main() -> None:
+    print(hot_path(), flush=True)
     n = limits.MAX_LIST_ITEMS
     cases = {
         f"IN list of {n:,} ints": "id IN (" + ", ".join(str(i) for i in range(n)) + ")",
