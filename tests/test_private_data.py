@@ -13,7 +13,6 @@ import pwd
 import shutil
 import stat
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -76,11 +75,20 @@ def readable_by_nobody(path: Path) -> bool:
         os.setgid(nobody.pw_gid)
         os.setuid(nobody.pw_uid)
 
-    code = f"import os, sys; p = {str(path)!r}; os.listdir(p) if os.path.isdir(p) else open(p, 'rb').read()"
-    result = subprocess.run(
-        [sys.executable, "-c", code], preexec_fn=become_nobody, capture_output=True, check=False
-    )
+    # System binaries, not this Python: it may live below a home nobody cannot enter
+    # (/root is 0700 once systemd's tmpfiles have run), which would fail every read.
+    if path.is_dir():
+        command = [_system_binary("ls"), "--", str(path)]
+    else:
+        command = [_system_binary("head"), "-c", "1", "--", str(path)]
+    result = subprocess.run(command, preexec_fn=become_nobody, capture_output=True, check=False)
     return result.returncode == 0
+
+
+def _system_binary(name: str) -> str:
+    found = shutil.which(name, path="/usr/bin:/bin")
+    assert found is not None, f"no {name} in /usr/bin or /bin"
+    return found
 
 
 async def test_storage_is_private_whatever_the_umask(
