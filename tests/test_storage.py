@@ -13,6 +13,7 @@ import pytest
 
 from pysync.http.body import _pieces
 from pysync.log.file_storage import BUFFER_BYTES, FileStorage
+from pysync.log.followed_storage import FollowedStorage
 from pysync.log.frames import HEADER_SIZE
 from pysync.log.log import ShapeLog
 from pysync.log.memory_storage import MemoryStorage
@@ -252,3 +253,45 @@ async def test_a_streamed_body_cut_under_it_ends_unfinished(tmp_path: Path) -> N
     assert await anext(pieces) == b","
     with pytest.raises(LogCutError):
         await anext(pieces)
+
+
+def test_a_followed_log_cut_by_its_writer_is_never_read_on(tmp_path: Path) -> None:
+    # A worker (``--workers``) follows the file the replicating process writes, unsynced
+    # frames included. When the writer cuts them off, the worker's reads past the cut
+    # raise instead of answering nothing, and the responses it streams stop when it hears
+    # of the cut (``rewind``), even if the writer wrote other frames there meanwhile.
+    writer = snapshot_log(tmp_path)
+    append(writer, (LogOffset(10, 0), entry(1)), (LogOffset(10, 2), entry(2)))
+    followed = FollowedStorage(tmp_path / "log")
+    worker = ShapeLog(followed)
+    assert worker.offsets == writer.offsets
+    spans = worker.slice(LogOffset(0, 0)).spans
+    streaming = followed.reader()
+    cut = spans[0][0] + 5
+    os.truncate(tmp_path / "log", cut)  # the writer discards what was not durable
+    with pytest.raises(LogCutError):
+        followed.read(*spans[1])
+    # The replay writes other bytes where the cut ones were; the worker hears of the cut.
+    with open(tmp_path / "log", "ab") as f:
+        f.write(b"x" * 500)
+    worker.follow(cut)
+    for span in spans:
+        with pytest.raises(LogCutError):
+            streaming.read(*span)
+    streaming.close()
+
+
+def test_a_compaction_of_a_followed_log_leaves_its_streams_reading(tmp_path: Path) -> None:
+    writer = snapshot_log(tmp_path)
+    append(writer, (LogOffset(10, 0), entry(1)))
+    followed = FollowedStorage(tmp_path / "log")
+    worker = ShapeLog(followed)
+    span = worker.slice(LogOffset(0, 0)).spans[0]
+    streaming = followed.reader()
+    # The writer puts a compacted file in place (a rename): the old one stays readable.
+    replacement = tmp_path / "log.new"
+    replacement.write_bytes((tmp_path / "log").read_bytes())
+    os.rename(replacement, tmp_path / "log")
+    worker.follow(os.path.getsize(tmp_path / "log"))
+    assert streaming.read(*span) == entry(1)
+    streaming.close()

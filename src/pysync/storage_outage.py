@@ -86,6 +86,10 @@ class StorageOutage:
             try:
                 consumer.log.discard_unsynced()
                 consumer.storage_rolled_back()
+                # Now, before the replay writes other frames there: the workers that
+                # follow this log (the hub announces its size) see it shrink and
+                # index it anew, instead of reading on from where they were.
+                consumer.log.notify()
             except StorageError:
                 self.registry.invalidate(consumer, "its log could not be repaired")
 

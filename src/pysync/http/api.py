@@ -32,6 +32,7 @@ from pysync.http import request_span, responses, sse, steps
 from pysync.http.admission import Admission, kind_of
 from pysync.http.delete import delete_shape
 from pysync.http.errors import (
+    LOG_CUT,
     MustRefetch,
     ShapeAPIError,
     invalid,
@@ -48,6 +49,7 @@ from pysync.http.subset import SubsetError, serve_subset, subset_fields_from_bod
 from pysync.http.waiters import InterruptRegistry, Recheck
 from pysync.log.log import LogSlice
 from pysync.log.offset import BEFORE_ALL, LogOffset
+from pysync.log.storage import LogCutError
 from pysync.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from pysync.shapes.consumer import ShapeConsumer, ShapeGone
 from pysync.shapes.definition import ShapeDefinition, ShapeError
@@ -256,6 +258,8 @@ class ShapeAPI:
             return await step(request)
         except ShapeAPIError as exc:
             return responses.error_response(request, exc)
+        except LogCutError:
+            return responses.error_response(request, LOG_CUT)
         except Exception:  # noqa: BLE001 - as Electric: a redacted 500, never a crash
             log.exception("error serving %s %s", request.method, request.url.path)
             return responses.error_response(request, responses.INTERNAL_ERROR)

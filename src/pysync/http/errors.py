@@ -92,6 +92,11 @@ def clause_fails(exc: psycopg.Error) -> str:
     return f"the clause fails on the table's rows: {error_class(exc)}"
 
 
+LOG_CUT = unavailable(
+    "the shape's log is being repaired after a storage failure; retry", 1, known=True
+)
+"""A read of log bytes a failed sync cut off (a worker whose index has not heard yet)."""
+
 UNAUTHORIZED = ShapeAPIError(401, {"message": "Unauthorized - Invalid API secret"}, bare=True)
 
 

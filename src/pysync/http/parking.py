@@ -40,7 +40,7 @@ from starlette.responses import Response
 
 from pysync.http import steps
 from pysync.http.admission import kind_of
-from pysync.http.errors import ShapeAPIError
+from pysync.http.errors import LOG_CUT, ShapeAPIError
 from pysync.http.live_queries import LiveQueries
 from pysync.http.params import ShapeRequest
 from pysync.http.responses import INTERNAL_ERROR, error_response
@@ -48,6 +48,7 @@ from pysync.http.shared import Prebuilt
 from pysync.http.waiters import Waiter
 from pysync.log.log import LogSlice
 from pysync.log.offset import LogOffset
+from pysync.log.storage import LogCutError
 from pysync.shapes.consumer import LIVE, ShapeConsumer, ShapeGone
 
 if TYPE_CHECKING:
@@ -298,7 +299,11 @@ class LivePolls:
             except ShapeGone:
                 self._gone(consumer, [parked])
                 return None
-        response = self.api.live_response(_request(parked.origin), parsed, consumer, part)
+        try:
+            response = self.api.live_response(_request(parked.origin), parsed, consumer, part)
+        except LogCutError:  # one shape's log, cut: its waiters retry, the others go on
+            self._send(parked.conn, error_response(_request(parked.origin), LOG_CUT))
+            return None
         if isinstance(response, Prebuilt):
             self._send(parked.conn, response)
         else:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import errno
 import os
+import weakref
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 from pysync.log.frames import CRCS, FIELDS, HEADER_SIZE, Frame, header_problem
-from pysync.log.storage import FdReader, PendingSync, Reader, StorageError
+from pysync.log.storage import FdReader, LogCutError, PendingSync, Reader, StorageError
 
 _crc32 = zlib.crc32
 _WINDOW = 1 << 20
@@ -30,12 +31,20 @@ class FollowedStorage:
         self._fd = os.open(path, os.O_RDONLY)
         self.end = 0
         """Where the frames indexed so far end."""
+        self._readers: weakref.WeakSet[FdReader] = weakref.WeakSet()
+        """Readers of responses being streamed from the file followed now."""
 
     def read(self, position: int, length: int) -> bytes:
-        return os.pread(self._fd, length, position)
+        data = os.pread(self._fd, length, position)
+        if len(data) != length:
+            # The writer cut its file (a failed sync) and this index has not heard yet.
+            raise LogCutError(position, length, position + len(data))
+        return data
 
     def reader(self) -> Reader:
-        return FdReader(os.dup(self._fd), self.end, b"")
+        reader = FdReader(os.dup(self._fd), self.end, b"")
+        self._readers.add(reader)
+        return reader
 
     def size(self) -> int:
         return self.end
@@ -79,8 +88,11 @@ class FollowedStorage:
             self.end = position
 
     def rewind(self) -> None:
-        """The writer cut its file back (it lost frames that were not durable)."""
+        """The writer cut its file back (it lost frames that were not durable): where
+        is not known here, so no response being streamed from it reads on."""
         self.end = 0
+        for reader in list(self._readers):
+            reader.cut(0)
 
     def replaced(self) -> bool:
         """Did the writer put another file in place of the one followed (a compaction)?
@@ -94,6 +106,8 @@ class FollowedStorage:
         os.close(self._fd)
         self._fd = os.open(self.path, os.O_RDONLY)
         self.end = 0
+        # Readers made before keep reading the replaced file, which stays as it was.
+        self._readers = weakref.WeakSet()
         return True
 
     def durable_size(self) -> int:
