@@ -14,11 +14,14 @@ from pysync.postgres.cluster import free_port
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """``app`` served at the yielded base URL until the block ends."""
+async def serving(app: Any, http: Any = "auto") -> AsyncIterator[str]:
+    """``app`` served at the yielded base URL until the block ends (``http``: uvicorn's
+    protocol, such as ``pysync.http.server.bounded_protocol(...)``)."""
     port = free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", http=http
+        )
     )
     task = asyncio.create_task(server.serve())
     try:

@@ -63,10 +63,11 @@ class ServeProcess:
 
     def _read(self) -> None:
         assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if READY_LINE in line:
-                self._ready.put(True)
+        with self.process.stdout:  # closed at EOF (else a ResourceWarning, later)
+            for line in self.process.stdout:
+                self.lines.append(line.rstrip("\n"))
+                if READY_LINE in line:
+                    self._ready.put(True)
         self._ready.put(False)  # EOF: the process ended
 
     @classmethod

@@ -123,9 +123,10 @@ async def wait_health(base: str, status: str, timeout: float = 30) -> dict[str, 
 class Serve:
     """``pysync serve`` on the test database, restartable on the same storage."""
 
-    def __init__(self, database_url: str, storage: Path) -> None:
+    def __init__(self, database_url: str, storage: Path, *extra: str) -> None:
         self.database_url = database_url
         self.storage = storage
+        self.extra = extra
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process: ServeProcess | None = None
@@ -143,6 +144,7 @@ class Serve:
                 "2",
                 "--log-level",
                 "info",
+                *self.extra,
             ]
         )
         self.process.wait_ready()
@@ -221,6 +223,52 @@ async def test_disk_full_under_load_then_killed_loses_nothing(
     for follower in live:
         follower.check()
         # Nothing was lost, so no shape had to be dropped: clients never refetched.
+        assert follower.refetches == 0, (follower.name, dict(follower.statuses))
+    assert sum(f.statuses[503] for f in live) > 0, "live clients never saw the degraded state"
+    serve.stop()
+
+
+@pytest.mark.skipif(
+    not ROOT,
+    reason="mounting a tmpfs needs root (CI runs as root); "
+    "test_storage_failures_injected covers the same path without it",
+)
+async def test_disk_full_under_load_with_workers_loses_nothing(
+    database_url: str, conn: Conn, disk: TmpfsDisk, followers: list[Follower]
+) -> None:
+    """``--workers``: the workers follow the replicating process's log files, unsynced
+    frames included, and a failed sync cuts those off under them. No worker may serve
+    what was cut (it answered '[,,,,' with a 200), nor fail a good request (a read past
+    the cut on the live path became uvicorn's '400 Invalid HTTP request')."""
+    create_table(conn, 500)
+    serve = Serve(database_url, disk.path / "storage", "--workers", "2")
+    serve.start()
+    writers = Writers(database_url, 2, 500, seed=13)
+
+    async def writes(more: int, what: str) -> None:
+        done = writers.transactions
+        await poll(lambda: writers.transactions > done + more, 30, what)
+
+    try:
+        live = follow(serve.base, followers) + follow(serve.base, followers)
+        await converge(live, expected(conn), what="initial sync")
+        writers.start()
+        await writes(100, "writes")
+        for round in range(2):
+            disk.fill()
+            body = await wait_health(serve.base, "degraded")
+            assert "No space left on device" in body["reason"], body
+            await writes(50, f"writes while the disk is full ({round})")
+            disk.free()
+            await wait_health(serve.base, "active")
+            await writes(150, f"writes after ({round})")
+    finally:
+        await asyncio.to_thread(writers.join)
+    await converge(live, expected(conn), what="after the faults")
+    fresh = follow(serve.base, followers)
+    await converge(fresh, expected(conn), what="fresh clients")
+    for follower in live:
+        follower.check()
         assert follower.refetches == 0, (follower.name, dict(follower.statuses))
     assert sum(f.statuses[503] for f in live) > 0, "live clients never saw the degraded state"
     serve.stop()

@@ -22,9 +22,13 @@ import httpx
 import psycopg
 import pytest
 
+from asgi_server import serving
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 from pysync.http.parking import LivePolls
+from pysync.http.server import bounded_protocol
+from pysync.log.offset import LogOffset
+from pysync.log.storage import LogCutError
 from pysync.postgres.cluster import free_port
 from serve_process import ServeProcess
 
@@ -490,3 +494,61 @@ def rejects(engine: Engine, kind: str) -> float:
         if line.startswith(f'electric_admission_control_reject_count{{kind="{kind}"}}'):
             return float(line.split()[1])
     raise AssertionError("no electric_admission_control_reject_count")
+
+
+async def test_a_log_cut_under_the_live_path_hands_the_request_to_the_app(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's read past a cut its writer made (a failed sync) raises LogCutError:
+    the live path must not let it out (out of the parser callback it became uvicorn's
+    '400 Invalid HTTP request'), the app serves the request and reads again."""
+    async with items_engine(database_url) as engine:
+        api = ShapeAPI(engine, long_poll_timeout=20.0)
+        polls = LivePolls(api)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(api.app()), base_url="http://t"
+        ) as http:
+            handle, offset = await initial(http)
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute("UPDATE items SET n = 1 WHERE id = 1")
+            consumer = engine.get(handle)
+            assert consumer is not None
+            await until_async(lambda: consumer.has_after(LogOffset.parse(offset)))
+            query = f"table=items&offset={offset}&handle={handle}&live=true"
+
+            def cut(part: object) -> list[bytes]:
+                raise LogCutError(270, 185, 200)
+
+            # What a worker's followed storage raises (tests/test_storage.py makes it so).
+            monkeypatch.setattr(consumer.log, "payloads", cut)
+            recorder = Recorder()
+            assert not polls.take(recorder, query.encode(), [])
+            assert not recorder.sent and recorder.parked is None
+            assert api.in_flight["existing"] == 0  # its place was given back
+            refused = await http.get(f"/v1/shape?{query}")
+            assert refused.status_code == 503 and "storage failure" in refused.json()["message"]
+            monkeypatch.undo()  # the writer's replay: the log reads again
+            answered = await http.get(f"/v1/shape?{query}")
+            assert answered.status_code == 200 and '"n":"1"' in answered.text
+
+
+class Failing:
+    """A fast path with a bug: it raises on every request."""
+
+    def take(self, conn: Any, query: bytes, headers: list[tuple[bytes, bytes]]) -> bool:
+        raise RuntimeError("a bug in the live path")
+
+    def drop(self, parked: Any) -> None:
+        raise AssertionError("nothing was parked")
+
+
+async def test_a_failing_live_path_leaves_the_request_to_the_app() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"from the app"})
+
+    protocol = bounded_protocol(100, 10.0, Failing())
+    async with serving(app, http=protocol) as base, httpx.AsyncClient() as http:
+        for _ in range(2):  # the same connection, kept alive, serves the next one
+            response = await http.get(f"{base}/v1/shape?table=items&offset=0_0&live=true")
+            assert response.status_code == 200 and response.text == "from the app"

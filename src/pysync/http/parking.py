@@ -147,7 +147,10 @@ class LivePolls:
             steps.check_shape(parsed, consumer)
         except ShapeAPIError:
             return False
-        part = consumer.slice(offset)
+        try:
+            part = consumer.slice(offset)
+        except ShapeGone:
+            return False  # the app answers with the 409
         step = steps.next_step(parsed, consumer, offset, part)
         if step is steps.Next.AHEAD:
             return False  # not for a live request; the app's, should that change
@@ -161,7 +164,12 @@ class LivePolls:
             self._park(conn, consumer, parsed, query, origin)  # keeps the place
             return True
         admission.leave(kind)  # answered now, without an await: the place is free again
-        response = api.live_response(_request(origin), parsed, consumer, part)
+        try:
+            response = api.live_response(_request(origin), parsed, consumer, part)
+        except LogCutError:
+            # A worker read past a cut its writer made (a failed sync): the app reads
+            # again and answers, with the 503 to retry if the cut still stands.
+            return False
         if not isinstance(response, Prebuilt):
             return False  # a body to stream: the app's
         self._send(conn, response)

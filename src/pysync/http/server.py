@@ -257,7 +257,14 @@ class BoundedProtocol(HttpToolsProtocol):
         url = httptools.parse_url(self.url)
         if url.path not in FAST_PATHS:
             return False
-        return fast.take(self, url.query or b"", self.headers)
+        try:
+            return fast.take(self, url.query or b"", self.headers)
+        except Exception:  # noqa: BLE001 - a bug of the fast path, not of the request
+            # Raised out of a parser callback, it would reach httptools and uvicorn
+            # would answer a good request with '400 Invalid HTTP request': the app
+            # serves it instead (and renders any error once, as for every request).
+            log.exception("the live path failed on a request; the app serves it")
+            return False
 
     def on_body(self, body: bytes) -> None:
         if not self._taken and self.cycle is not None:
