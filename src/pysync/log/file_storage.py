@@ -13,7 +13,6 @@ import contextlib
 import mmap
 import os
 import shutil
-import weakref
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from pysync.log.storage import (
     LogCorruptError,
     PendingSync,
     Reader,
+    Readers,
     StorageError,
     open_files,
 )
@@ -67,8 +67,7 @@ class FileStorage:
         self.directory = directory
         self.file = AppendFile(directory / "log", io)
         self._buffer = bytearray()
-        self._readers: weakref.WeakSet[FdReader] = weakref.WeakSet()
-        """Readers of responses being streamed: told when the log is cut back."""
+        self._readers = Readers()
 
     @property
     def path(self) -> Path:
@@ -104,9 +103,9 @@ class FileStorage:
     def reader(self) -> Reader:
         # Its own descriptor: the file may be deleted (and the cached one closed) while
         # a response is streamed from it; the data stays readable until closed.
-        reader = FdReader(os.dup(self.file.fd()), self.file.size, bytes(self._buffer))
-        self._readers.add(reader)
-        return reader
+        return self._readers.add(
+            FdReader(os.dup(self.file.fd()), self.file.size, bytes(self._buffer))
+        )
 
     def size(self) -> int:
         return self.file.size + len(self._buffer)
@@ -145,8 +144,7 @@ class FileStorage:
     def discard_unsynced(self) -> int:
         self._buffer.clear()
         synced = self.file.synced
-        for reader in list(self._readers):
-            reader.cut(synced)
+        self._readers.cut(synced)
         self.file.cut(synced)
         return self.file.size
 

@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import errno
 import os
-import weakref
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 from pysync.log.frames import CRCS, FIELDS, HEADER_SIZE, Frame, header_problem
-from pysync.log.storage import FdReader, LogCutError, PendingSync, Reader, StorageError
+from pysync.log.storage import (
+    FdReader,
+    LogCutError,
+    PendingSync,
+    Reader,
+    Readers,
+    StorageError,
+)
 
 _crc32 = zlib.crc32
 _WINDOW = 1 << 20
@@ -31,8 +37,8 @@ class FollowedStorage:
         self._fd = os.open(path, os.O_RDONLY)
         self.end = 0
         """Where the frames indexed so far end."""
-        self._readers: weakref.WeakSet[FdReader] = weakref.WeakSet()
-        """Readers of responses being streamed from the file followed now."""
+        self._readers = Readers()
+        """Of responses being streamed from the file followed now."""
 
     def read(self, position: int, length: int) -> bytes:
         data = os.pread(self._fd, length, position)
@@ -42,9 +48,7 @@ class FollowedStorage:
         return data
 
     def reader(self) -> Reader:
-        reader = FdReader(os.dup(self._fd), self.end, b"")
-        self._readers.add(reader)
-        return reader
+        return self._readers.add(FdReader(os.dup(self._fd), self.end, b""))
 
     def size(self) -> int:
         return self.end
@@ -91,8 +95,7 @@ class FollowedStorage:
         """The writer cut its file back (it lost frames that were not durable): where
         is not known here, so no response being streamed from it reads on."""
         self.end = 0
-        for reader in list(self._readers):
-            reader.cut(0)
+        self._readers.cut(0)
 
     def replaced(self) -> bool:
         """Did the writer put another file in place of the one followed (a compaction)?
@@ -107,7 +110,7 @@ class FollowedStorage:
         self._fd = os.open(self.path, os.O_RDONLY)
         self.end = 0
         # Readers made before keep reading the replaced file, which stays as it was.
-        self._readers = weakref.WeakSet()
+        self._readers.forget()
         return True
 
     def durable_size(self) -> int:

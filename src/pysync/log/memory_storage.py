@@ -6,25 +6,22 @@ as durable, so that ``discard_unsynced`` behaves as it does on a file.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Iterator
 
 from pysync.log.frames import Frame
-from pysync.log.storage import LogCutError, PendingSync, Reader
+from pysync.log.storage import CutReader, PendingSync, Reader, Readers
 
 
-class _BytesReader:
+class _BytesReader(CutReader):
+    __slots__ = ("_data", "__weakref__")
+
     def __init__(self, data: bytes | bytearray) -> None:
+        super().__init__(len(data))
         self._data = data
-        self._valid = len(data)
 
     def read(self, position: int, length: int) -> bytes:
-        if position + length > self._valid:
-            raise LogCutError(position, length, self._valid)
+        self._check(position, length)
         return bytes(self._data[position : position + length])
-
-    def cut(self, size: int) -> None:
-        self._valid = min(self._valid, size)
 
     def close(self) -> None:
         pass
@@ -34,7 +31,7 @@ class MemoryStorage:
     def __init__(self) -> None:
         self._data = bytearray()
         self._synced = 0
-        self._readers: weakref.WeakSet[_BytesReader] = weakref.WeakSet()
+        self._readers = Readers()
 
     def append(self, data: bytes | bytearray) -> int:
         position = len(self._data)
@@ -59,8 +56,7 @@ class MemoryStorage:
         return PendingSync(lambda: None, mark)
 
     def discard_unsynced(self) -> int:
-        for reader in list(self._readers):
-            reader.cut(self._synced)
+        self._readers.cut(self._synced)
         del self._data[self._synced :]
         return len(self._data)
 
@@ -85,9 +81,7 @@ class MemoryStorage:
         return iter(())
 
     def reader(self) -> Reader:
-        reader = _BytesReader(self._data)
-        self._readers.add(reader)
-        return reader
+        return self._readers.add(_BytesReader(self._data))
 
     def destroy(self) -> None:
         self._data = bytearray()

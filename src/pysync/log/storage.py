@@ -18,10 +18,11 @@ from __future__ import annotations
 import errno
 import os
 import resource
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from pysync.log.frames import Frame
 from pysync.private_files import FILE_MODE, make_dir, open_private
@@ -232,21 +233,63 @@ class Reader(Protocol):
     def close(self) -> None: ...
 
 
-class FdReader:
+R = TypeVar("R", bound=Reader)
+
+
+class CutReader:
+    """What every reader shares: the bytes before ``valid`` are still the log's; reads
+    past it raise (``cut`` lowers it)."""
+
+    __slots__ = ("_valid",)
+
+    def __init__(self, valid: int) -> None:
+        self._valid = valid
+
+    def _check(self, position: int, length: int) -> None:
+        if position + length > self._valid:
+            raise LogCutError(position, length, self._valid)
+
+    def cut(self, size: int) -> None:
+        self._valid = min(self._valid, size)
+
+
+class Readers:
+    """The readers of the responses being streamed from one log, told when it is cut
+    back (held weakly: a response that ended, or was dropped, is forgotten)."""
+
+    __slots__ = ("_live",)
+
+    def __init__(self) -> None:
+        self._live: weakref.WeakSet[Reader] = weakref.WeakSet()
+
+    def add(self, reader: R) -> R:
+        self._live.add(reader)
+        return reader
+
+    def cut(self, size: int) -> None:
+        for reader in list(self._live):
+            reader.cut(size)
+
+    def forget(self) -> None:
+        """Readers made so far read a file no cut of this log touches any more."""
+        self._live = weakref.WeakSet()
+
+
+class FdReader(CutReader):
     """Reads of a log file through a descriptor of its own (closed by ``close``, or when
     the reader is dropped unused), and of what was still buffered, not written, when the
     reader was made. It reads the file as it was then, even once compaction replaced it."""
 
+    __slots__ = ("_fd", "_written", "_buffered", "__weakref__")
+
     def __init__(self, fd: int, written: int, buffered: bytes) -> None:
+        super().__init__(written + len(buffered))
         self._fd = fd
         self._written = written
         self._buffered = buffered
-        self._valid = written + len(buffered)
-        """Bytes before this are the log's still (``cut`` lowers it)."""
 
     def read(self, position: int, length: int) -> bytes:
-        if position + length > self._valid:
-            raise LogCutError(position, length, self._valid)
+        self._check(position, length)
         written = self._written
         if position >= written:
             start = position - written
@@ -258,9 +301,6 @@ class FdReader:
             # Cut by another process (the writer a worker follows), or under this one.
             raise LogCutError(position, length, position + len(data))
         return data
-
-    def cut(self, size: int) -> None:
-        self._valid = min(self._valid, size)
 
     def close(self) -> None:
         if self._fd >= 0:
