@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import signal
 import socket
 import time
@@ -21,12 +22,13 @@ from typing import Any
 import httpx
 import psycopg
 import pytest
+from starlette.responses import StreamingResponse
 
 from asgi_server import serving
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
 from pysync.http.parking import LivePolls
-from pysync.http.server import bounded_protocol
+from pysync.http.server import bounded_protocol, quiet_server_logs
 from pysync.log.offset import LogOffset
 from pysync.log.storage import LogCutError
 from pysync.postgres.cluster import free_port
@@ -552,3 +554,29 @@ async def test_a_failing_live_path_leaves_the_request_to_the_app() -> None:
         for _ in range(2):  # the same connection, kept alive, serves the next one
             response = await http.get(f"{base}/v1/shape?table=items&offset=0_0&live=true")
             assert response.status_code == 200 and response.text == "from the app"
+
+
+async def test_a_response_cut_off_is_logged_once() -> None:
+    """A body ended unfinished by a cut of its log is one warning of pysync's, not also
+    uvicorn's 'Exception in ASGI application' traceback (no bug: a storage failure)."""
+
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"[" + b" " * 70_000
+        raise LogCutError(270, 185, 200)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await StreamingResponse(pieces())(scope, receive, send)
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    quiet_server_logs()
+    try:
+        async with serving(app) as base, httpx.AsyncClient() as http:
+            uvicorn_log.addHandler(handler)  # after serving(): uvicorn's config resets them
+            with pytest.raises(httpx.RemoteProtocolError):  # the connection dropped
+                await http.get(base)
+    finally:
+        uvicorn_log.removeHandler(handler)
+    assert not [r for r in records if r.exc_info is not None], [r.getMessage() for r in records]

@@ -36,7 +36,7 @@ from pysync.electric_env import notices
 from pysync.engine import Engine
 from pysync.http import metrics_port
 from pysync.http.api import SSE_TIMEOUT, ShapeAPI
-from pysync.http.server import connection_budget, quiet_accept_errors
+from pysync.http.server import connection_budget, quiet_server_logs
 from pysync.http.source import ShapeSource
 from pysync.lockfile import DirectoryInUse
 from pysync.log.storage import LogCorruptError, StorageError
@@ -479,7 +479,7 @@ def listen(host: str, port: int, flag: str = "--port") -> socket.socket:
 
 async def serve(settings: Settings) -> None:
     max_connections = connection_budget(settings.max_connections)
-    quiet_accept_errors()
+    quiet_server_logs()
     sock = listen(settings.host, settings.port)
     cleanup: list[Callable[[], Awaitable[None]]] = []
 

@@ -31,7 +31,7 @@ from uvicorn.protocols.http.httptools_impl import (
 )
 from uvicorn.server import ServerState
 
-from pysync.log.storage import log_files_budget
+from pysync.log.storage import LogCutError, log_files_budget
 
 if TYPE_CHECKING:
     from pysync.http.parking import Parked
@@ -413,6 +413,21 @@ class _RateLimited(logging.Filter):
         return True
 
 
-def quiet_accept_errors() -> None:
-    """asyncio logs every failed accept(); once a minute is enough to see the problem."""
-    logging.getLogger("asyncio").addFilter(_RateLimited("socket.accept() out of system resource"))
+class _CutResponses(logging.Filter):
+    """Drops uvicorn's traceback of a response ended unfinished because its log was cut
+    (``LogCutError``): no bug, a storage failure, which ``http/body.py`` already logged
+    in one line (and health reports)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.exc_info is None or not isinstance(record.exc_info[1], LogCutError)
+
+
+def quiet_server_logs() -> None:
+    """asyncio logs every failed accept(): once a minute is enough to see the problem;
+    uvicorn logs a cut response's traceback: its one line is pysync's."""
+    logging.getLogger("asyncio").addFilter(_ACCEPT_ERRORS)
+    logging.getLogger("uvicorn.error").addFilter(_CUT_RESPONSES)  # once, however often called
+
+
+_ACCEPT_ERRORS = _RateLimited("socket.accept() out of system resource")
+_CUT_RESPONSES = _CutResponses()

@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 from pysync import tracing
 from pysync.config import Settings, make_settings
 from pysync.http.api import ShapeAPI
-from pysync.http.server import connection_budget, quiet_accept_errors
+from pysync.http.server import connection_budget, quiet_server_logs
 from pysync.serve.mirror import MirrorEngine
 from pysync.serve.process import http_server, run_loop, tune_gc
 from pysync.serve.supervisor import SETTINGS_ENV
@@ -33,7 +33,7 @@ from pysync.serve.supervisor import SETTINGS_ENV
 async def work(settings: Settings, hub: Path, fd: int) -> None:
     assert settings.database_url is not None
     max_connections = connection_budget(settings.max_connections)
-    quiet_accept_errors()
+    quiet_server_logs()
     sock = socket.socket(fileno=fd)
     engine = MirrorEngine(
         hub,
