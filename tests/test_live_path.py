@@ -518,11 +518,12 @@ async def test_a_log_cut_under_the_live_path_hands_the_request_to_the_app(
             await until_async(lambda: consumer.has_after(LogOffset.parse(offset)))
             query = f"table=items&offset={offset}&handle={handle}&live=true"
 
-            def cut(part: object) -> list[bytes]:
+            def cut(*args: object, **kwargs: object) -> None:
                 raise LogCutError(270, 185, 200)
 
-            # What a worker's followed storage raises (tests/test_storage.py makes it so).
-            monkeypatch.setattr(consumer.log, "payloads", cut)
+            # What a worker's read of its followed storage raises as the response is
+            # built (tests/test_storage.py makes it so).
+            monkeypatch.setattr(api.log_responses, "response", cut)
             recorder = Recorder()
             assert not polls.take(recorder, query.encode(), [])
             assert not recorder.sent and recorder.parked is None
