@@ -112,12 +112,12 @@ class Sandbox:
     """The shapes of one test, read in its transaction on Django's connection ``alias``.
 
     ``start()`` (on the test's thread, inside its transaction) hooks the connection;
-    ``stop()`` unhooks it. ``on_change`` is called (on the test's thread) after changes
-    were appended to a shape's log."""
+    ``stop()`` unhooks it. Who ``watch``es it is called (on the test's thread) after
+    changes were appended to a shape's log."""
 
     def __init__(self, alias: str = "default") -> None:
         self.alias = alias
-        self.on_change: Callable[[], None] = lambda: None
+        self._watchers: list[Callable[[], None]] = []
         self._connection: Any = None
         self._thread: int | None = None
         self._by_definition: dict[ShapeDefinition, SandboxShape] = {}
@@ -135,6 +135,11 @@ class Sandbox:
         self._reading = False
 
     # -- lifecycle ------------------------------------------------------------------
+
+    def watch(self, changed: Callable[[], None]) -> None:
+        """Call ``changed`` (on the test's thread) after each refresh that appended
+        changes to a shape's log or ended a shape."""
+        self._watchers.append(changed)
 
     def start(self) -> None:
         connection = connections[self.alias]
@@ -278,7 +283,8 @@ class Sandbox:
         for sandboxed in shapes:
             sandboxed.publish()
         if self._stepped or gone:
-            self.on_change()
+            for changed in self._watchers:
+                changed()
 
     def _read_rows(self, sandboxed: SandboxShape) -> Rows | None:
         """The shape's rows now; None when its SELECT failed (the shape is gone)."""

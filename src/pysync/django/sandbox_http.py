@@ -68,7 +68,7 @@ class SandboxShapes:
         self.long_poll_timeout = long_poll_timeout
         self._waiters: set[_Waiter] = set()
         self.closing = False
-        sandbox.on_change = self._changed
+        sandbox.watch(self._changed)
 
     async def serve(
         self,
