@@ -41,6 +41,11 @@ from workload import COLUMNS, Writers, create_table
 pytestmark = pytest.mark.slow
 
 ROOT = os.geteuid() == 0
+needs_tmpfs = pytest.mark.skipif(
+    not ROOT,
+    reason="mounting a tmpfs needs root (CI runs as root); "
+    "test_storage_failures_injected covers the same path without it",
+)
 SHAPES: list[dict[str, str]] = [
     {"table": "t"},
     {"table": "t", "where": "v < 50"},
@@ -175,14 +180,25 @@ def follow(
     return new
 
 
+async def lost_nothing(
+    serve: Serve, conn: Conn, live: list[Follower], followers: list[Follower]
+) -> None:
+    """After storage faults: the live clients and fresh ones equal ``SELECT``; nothing was
+    lost, so no shape had to be dropped (the live clients never refetched), and the live
+    clients did see the degraded state."""
+    await converge(live, expected(conn), what="after the faults")
+    fresh = follow(serve.base, followers)
+    await converge(fresh, expected(conn), what="fresh clients")
+    for follower in live:
+        follower.check()
+        assert follower.refetches == 0, (follower.name, dict(follower.statuses))
+    assert sum(f.statuses[503] for f in live) > 0, "live clients never saw the degraded state"
+
+
 # -- the disk fills up -------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    not ROOT,
-    reason="mounting a tmpfs needs root (CI runs as root); "
-    "test_storage_failures_injected covers the same path without it",
-)
+@needs_tmpfs
 async def test_disk_full_under_load_then_killed_loses_nothing(
     database_url: str, conn: Conn, disk: TmpfsDisk, followers: list[Follower]
 ) -> None:
@@ -217,22 +233,11 @@ async def test_disk_full_under_load_then_killed_loses_nothing(
         await poll(lambda: writers.transactions > done + 300, 30, "writes after the restart")
     finally:
         await asyncio.to_thread(writers.join)
-    await converge(live, expected(conn), what="after the faults")
-    fresh = follow(serve.base, followers)
-    await converge(fresh, expected(conn), what="fresh clients")
-    for follower in live:
-        follower.check()
-        # Nothing was lost, so no shape had to be dropped: clients never refetched.
-        assert follower.refetches == 0, (follower.name, dict(follower.statuses))
-    assert sum(f.statuses[503] for f in live) > 0, "live clients never saw the degraded state"
+    await lost_nothing(serve, conn, live, followers)
     serve.stop()
 
 
-@pytest.mark.skipif(
-    not ROOT,
-    reason="mounting a tmpfs needs root (CI runs as root); "
-    "test_storage_failures_injected covers the same path without it",
-)
+@needs_tmpfs
 async def test_disk_full_under_load_with_workers_loses_nothing(
     database_url: str, conn: Conn, disk: TmpfsDisk, followers: list[Follower]
 ) -> None:
@@ -264,21 +269,11 @@ async def test_disk_full_under_load_with_workers_loses_nothing(
             await writes(150, f"writes after ({round})")
     finally:
         await asyncio.to_thread(writers.join)
-    await converge(live, expected(conn), what="after the faults")
-    fresh = follow(serve.base, followers)
-    await converge(fresh, expected(conn), what="fresh clients")
-    for follower in live:
-        follower.check()
-        assert follower.refetches == 0, (follower.name, dict(follower.statuses))
-    assert sum(f.statuses[503] for f in live) > 0, "live clients never saw the degraded state"
+    await lost_nothing(serve, conn, live, followers)
     serve.stop()
 
 
-@pytest.mark.skipif(
-    not ROOT,
-    reason="mounting a tmpfs needs root (CI runs as root); "
-    "test_storage_failures_injected covers the same path without it",
-)
+@needs_tmpfs
 async def test_disk_full_during_a_snapshot(
     database_url: str, conn: Conn, disk: TmpfsDisk, followers: list[Follower]
 ) -> None:

@@ -404,6 +404,20 @@ async def items_engine(database_url: str) -> AsyncIterator[Engine]:
         await engine.stop()
 
 
+@contextlib.asynccontextmanager
+async def live_polls(
+    database_url: str, **options: Any
+) -> AsyncIterator[tuple[Engine, ShapeAPI, LivePolls, httpx.AsyncClient]]:
+    """``items_engine`` with its ShapeAPI (``options``), live path and an in-process
+    client of the app."""
+    async with items_engine(database_url) as engine:
+        api = ShapeAPI(engine, long_poll_timeout=20.0, **options)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(api.app()), base_url="http://t"
+        ) as http:
+            yield engine, api, LivePolls(api), http
+
+
 async def initial(http: httpx.AsyncClient) -> tuple[str, str]:
     """The initial request for ``items`` (the whole table in one response): its handle
     and the offset it ends at."""
@@ -412,13 +426,8 @@ async def initial(http: httpx.AsyncClient) -> tuple[str, str]:
 
 
 async def test_answered_requests_leave_nothing_behind(database_url: str) -> None:
-    async with items_engine(database_url) as engine:
-        api = ShapeAPI(engine, long_poll_timeout=20.0)
-        polls = LivePolls(api)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(api.app()), base_url="http://t"
-        ) as http:
-            handle, offset = await initial(http)
+    async with live_polls(database_url) as (engine, api, polls, http):
+        handle, offset = await initial(http)
         conns = [Recorder() for _ in range(10)]
         counted = responses_200(engine)
         with psycopg.connect(database_url, autocommit=True) as conn:
@@ -467,28 +476,23 @@ async def until_async(condition: Any, timeout: float = 10.0) -> None:
 async def test_parked_requests_and_the_apps_share_one_admission_count(database_url: str) -> None:
     """A parked request holds a place the app counts: at the limit the live path hands
     the next request to the app, which refuses it (Electric's 503, counted once)."""
-    async with items_engine(database_url) as engine:
-        api = ShapeAPI(engine, long_poll_timeout=20.0, max_existing_requests=2)
-        polls = LivePolls(api)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(api.app()), base_url="http://t"
-        ) as http:
-            handle, offset = await initial(http)
-            query = f"table=items&offset={offset}&handle={handle}&live=true"
-            conns = [Recorder() for _ in range(3)]
-            assert polls.take(conns[0], query.encode(), [])
-            assert polls.take(conns[1], query.encode(), [])
-            assert api.in_flight == {"initial": 0, "existing": 2}
-            assert not polls.take(conns[2], query.encode(), [])  # for the app to refuse
-            assert api.in_flight == {"initial": 0, "existing": 2}
-            refused = await http.get(f"/v1/shape?{query}")
-            assert refused.status_code == 503
-            assert refused.json()["code"] == "concurrent_request_limit_exceeded"
-            assert rejects(engine, "existing") == 1
-            polls.drop(conns[0].parked)  # a client leaves: its place is free at once
-            assert api.in_flight == {"initial": 0, "existing": 1}
-            assert polls.take(conns[2], query.encode(), [])
-            assert api.in_flight == {"initial": 0, "existing": 2}
+    async with live_polls(database_url, max_existing_requests=2) as (engine, api, polls, http):
+        handle, offset = await initial(http)
+        query = f"table=items&offset={offset}&handle={handle}&live=true"
+        conns = [Recorder() for _ in range(3)]
+        assert polls.take(conns[0], query.encode(), [])
+        assert polls.take(conns[1], query.encode(), [])
+        assert api.in_flight == {"initial": 0, "existing": 2}
+        assert not polls.take(conns[2], query.encode(), [])  # for the app to refuse
+        assert api.in_flight == {"initial": 0, "existing": 2}
+        refused = await http.get(f"/v1/shape?{query}")
+        assert refused.status_code == 503
+        assert refused.json()["code"] == "concurrent_request_limit_exceeded"
+        assert rejects(engine, "existing") == 1
+        polls.drop(conns[0].parked)  # a client leaves: its place is free at once
+        assert api.in_flight == {"initial": 0, "existing": 1}
+        assert polls.take(conns[2], query.encode(), [])
+        assert api.in_flight == {"initial": 0, "existing": 2}
 
 
 def rejects(engine: Engine, kind: str) -> float:
@@ -504,35 +508,30 @@ async def test_a_log_cut_under_the_live_path_hands_the_request_to_the_app(
     """A worker's read past a cut its writer made (a failed sync) raises LogCutError:
     the live path must not let it out (out of the parser callback it became uvicorn's
     '400 Invalid HTTP request'), the app serves the request and reads again."""
-    async with items_engine(database_url) as engine:
-        api = ShapeAPI(engine, long_poll_timeout=20.0)
-        polls = LivePolls(api)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(api.app()), base_url="http://t"
-        ) as http:
-            handle, offset = await initial(http)
-            with psycopg.connect(database_url, autocommit=True) as conn:
-                conn.execute("UPDATE items SET n = 1 WHERE id = 1")
-            consumer = engine.get(handle)
-            assert consumer is not None
-            await until_async(lambda: consumer.has_after(LogOffset.parse(offset)))
-            query = f"table=items&offset={offset}&handle={handle}&live=true"
+    async with live_polls(database_url) as (engine, api, polls, http):
+        handle, offset = await initial(http)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("UPDATE items SET n = 1 WHERE id = 1")
+        consumer = engine.get(handle)
+        assert consumer is not None
+        await until_async(lambda: consumer.has_after(LogOffset.parse(offset)))
+        query = f"table=items&offset={offset}&handle={handle}&live=true"
 
-            def cut(*args: object, **kwargs: object) -> None:
-                raise LogCutError(270, 185, 200)
+        def cut(*args: object, **kwargs: object) -> None:
+            raise LogCutError(270, 185, 200)
 
-            # What a worker's read of its followed storage raises as the response is
-            # built (tests/test_storage.py makes it so).
-            monkeypatch.setattr(api.log_responses, "response", cut)
-            recorder = Recorder()
-            assert not polls.take(recorder, query.encode(), [])
-            assert not recorder.sent and recorder.parked is None
-            assert api.in_flight["existing"] == 0  # its place was given back
-            refused = await http.get(f"/v1/shape?{query}")
-            assert refused.status_code == 503 and "storage failure" in refused.json()["message"]
-            monkeypatch.undo()  # the writer's replay: the log reads again
-            answered = await http.get(f"/v1/shape?{query}")
-            assert answered.status_code == 200 and '"n":"1"' in answered.text
+        # What a worker's read of its followed storage raises as the response is
+        # built (tests/test_storage.py makes it so).
+        monkeypatch.setattr(api.log_responses, "response", cut)
+        recorder = Recorder()
+        assert not polls.take(recorder, query.encode(), [])
+        assert not recorder.sent and recorder.parked is None
+        assert api.in_flight["existing"] == 0  # its place was given back
+        refused = await http.get(f"/v1/shape?{query}")
+        assert refused.status_code == 503 and "storage failure" in refused.json()["message"]
+        monkeypatch.undo()  # the writer's replay: the log reads again
+        answered = await http.get(f"/v1/shape?{query}")
+        assert answered.status_code == 200 and '"n":"1"' in answered.text
 
 
 class Failing:

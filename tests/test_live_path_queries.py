@@ -15,7 +15,7 @@ import psycopg
 from pysync.http.api import ShapeAPI
 from pysync.http.live_queries import LiveQueries
 from pysync.http.parking import LivePolls
-from test_live_path import Recorder, initial, items_engine, until_async
+from test_live_path import Recorder, initial, items_engine, live_polls, until_async
 
 
 def live_query(shape: dict[str, str], handle: str, offset: str, **extra: str) -> bytes:
@@ -26,30 +26,25 @@ def live_query(shape: dict[str, str], handle: str, offset: str, **extra: str) ->
 async def test_shape_made_again_after_a_409_is_found_with_its_new_handle(
     database_url: str,
 ) -> None:
-    async with items_engine(database_url) as engine:
-        api = ShapeAPI(engine, long_poll_timeout=20.0)
-        polls = LivePolls(api)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(api.app()), base_url="http://t"
-        ) as http:
-            old, offset = await initial(http)
-            query = live_query({"table": "items"}, old, offset)
-            parked = Recorder()
-            assert polls.take(parked, query, [])
-            assert await engine.delete(old)
-            await until_async(lambda: len(parked.sent) == 1)
-            assert parked.sent[0].status_code == 409
-            new, new_offset = await initial(http)  # the same definition, a new shape
-            assert new != old
-            # The old handle, as cached: handed to the app, whose 409 names the new shape.
-            assert not polls.take(Recorder(), query, [])
-            refused = await http.get(f"/v1/shape?{query.decode()}")
-            assert refused.status_code == 409
-            assert refused.headers["electric-handle"] == new
-            again = Recorder()
-            assert polls.take(again, live_query({"table": "items"}, new, new_offset), [])
-            assert again.parked.consumer.handle == new
-            polls.drop(again.parked)
+    async with live_polls(database_url) as (engine, api, polls, http):
+        old, offset = await initial(http)
+        query = live_query({"table": "items"}, old, offset)
+        parked = Recorder()
+        assert polls.take(parked, query, [])
+        assert await engine.delete(old)
+        await until_async(lambda: len(parked.sent) == 1)
+        assert parked.sent[0].status_code == 409
+        new, new_offset = await initial(http)  # the same definition, a new shape
+        assert new != old
+        # The old handle, as cached: handed to the app, whose 409 names the new shape.
+        assert not polls.take(Recorder(), query, [])
+        refused = await http.get(f"/v1/shape?{query.decode()}")
+        assert refused.status_code == 409
+        assert refused.headers["electric-handle"] == new
+        again = Recorder()
+        assert polls.take(again, live_query({"table": "items"}, new, new_offset), [])
+        assert again.parked.consumer.handle == new
+        polls.drop(again.parked)
 
 
 async def test_shapes_differing_in_any_param_never_share_an_entry(database_url: str) -> None:
@@ -93,37 +88,32 @@ async def test_shapes_differing_in_any_param_never_share_an_entry(database_url: 
 
 
 async def test_the_secret_is_checked_for_every_request(database_url: str) -> None:
-    async with items_engine(database_url) as engine:
-        api = ShapeAPI(engine, long_poll_timeout=20.0, secret="s3cret")
-        polls = LivePolls(api)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(api.app()), base_url="http://t"
-        ) as http:
-            r = await http.get("/v1/shape", params={"table": "items", "offset": "-1"})
-            assert r.status_code == 401
-            handle, offset = await initial_with(http, {"secret": "s3cret"})
-            shape = {"table": "items"}
-            for _ in range(2):
-                for given, taken in [
-                    ({"secret": "s3cret"}, True),
-                    ({"secret": "wrong"}, False),
-                    ({}, False),
-                    ({"api_secret": "s3cret"}, True),
-                    ({"api_secret": "s3cret", "secret": "wrong"}, False),
-                ]:
-                    conn = Recorder()
-                    query = live_query(shape, handle, offset, **given)
-                    assert polls.take(conn, query, []) is taken, given
-                    if taken:
-                        polls.drop(conn.parked)
-                    else:  # the app refuses it
-                        assert (await http.get(f"/v1/shape?{query.decode()}")).status_code == 401
-                # Percent-encoded names are the same params.
-                encoded = f"table=items&offset={offset}&handle={handle}&live=true&s%65cret="
-                assert not polls.take(Recorder(), (encoded + "wrong").encode(), [])
+    async with live_polls(database_url, secret="s3cret") as (engine, api, polls, http):
+        r = await http.get("/v1/shape", params={"table": "items", "offset": "-1"})
+        assert r.status_code == 401
+        handle, offset = await initial_with(http, {"secret": "s3cret"})
+        shape = {"table": "items"}
+        for _ in range(2):
+            for given, taken in [
+                ({"secret": "s3cret"}, True),
+                ({"secret": "wrong"}, False),
+                ({}, False),
+                ({"api_secret": "s3cret"}, True),
+                ({"api_secret": "s3cret", "secret": "wrong"}, False),
+            ]:
                 conn = Recorder()
-                assert polls.take(conn, (encoded + "s3cret").encode(), [])
-                polls.drop(conn.parked)
+                query = live_query(shape, handle, offset, **given)
+                assert polls.take(conn, query, []) is taken, given
+                if taken:
+                    polls.drop(conn.parked)
+                else:  # the app refuses it
+                    assert (await http.get(f"/v1/shape?{query.decode()}")).status_code == 401
+            # Percent-encoded names are the same params.
+            encoded = f"table=items&offset={offset}&handle={handle}&live=true&s%65cret="
+            assert not polls.take(Recorder(), (encoded + "wrong").encode(), [])
+            conn = Recorder()
+            assert polls.take(conn, (encoded + "s3cret").encode(), [])
+            polls.drop(conn.parked)
 
 
 async def initial_with(http: httpx.AsyncClient, extra: dict[str, str]) -> tuple[str, str]:
@@ -135,26 +125,21 @@ async def initial_with(http: httpx.AsyncClient, extra: dict[str, str]) -> tuple[
 async def test_encoded_names_of_changing_params_are_read_as_the_app_reads_them(
     database_url: str,
 ) -> None:
-    async with items_engine(database_url) as engine:
-        api = ShapeAPI(engine, long_poll_timeout=20.0)
-        polls = LivePolls(api)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(api.app()), base_url="http://t"
-        ) as http:
-            handle, offset = await initial(http)
-            plain = f"table=items&offset={offset}&handle={handle}&live=true"
-            encoded = f"table=items&off%73et={offset}&h%61ndle={handle}&live=true"
-            # The last of repeated params wins, however spelt: an offset of -1 with live.
-            overridden = plain + "&off%73et=-1"
-            for _ in range(3):
-                for query in (plain, encoded):
-                    conn = Recorder()
-                    assert polls.take(conn, query.encode(), []), query
-                    polls.drop(conn.parked)
-                assert not polls.take(Recorder(), overridden.encode(), [])
-            r = await http.get(f"/v1/shape?{overridden}")
-            assert r.status_code == 400
-            assert r.json()["errors"] == {"live": ["can't be true when offset == -1"]}
+    async with live_polls(database_url) as (engine, api, polls, http):
+        handle, offset = await initial(http)
+        plain = f"table=items&offset={offset}&handle={handle}&live=true"
+        encoded = f"table=items&off%73et={offset}&h%61ndle={handle}&live=true"
+        # The last of repeated params wins, however spelt: an offset of -1 with live.
+        overridden = plain + "&off%73et=-1"
+        for _ in range(3):
+            for query in (plain, encoded):
+                conn = Recorder()
+                assert polls.take(conn, query.encode(), []), query
+                polls.drop(conn.parked)
+            assert not polls.take(Recorder(), overridden.encode(), [])
+        r = await http.get(f"/v1/shape?{overridden}")
+        assert r.status_code == 400
+        assert r.json()["errors"] == {"live": ["can't be true when offset == -1"]}
 
 
 async def test_the_cache_is_bounded(database_url: str) -> None:
