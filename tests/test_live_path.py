@@ -580,3 +580,33 @@ async def test_a_response_cut_off_is_logged_once() -> None:
     finally:
         uvicorn_log.removeHandler(handler)
     assert not [r for r in records if r.exc_info is not None], [r.getMessage() for r in records]
+
+
+async def test_a_bug_answering_one_parked_request_leaves_the_others_answered(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One commit wakes every parked request of its shape at once: a failure building
+    one answer is that request's 500; the others get theirs (they waited for their
+    timeouts, or their clients gave up)."""
+    async with live_polls(database_url) as (engine, api, polls, http):
+        handle, offset = await initial(http)
+        query = f"table=items&offset={offset}&handle={handle}&live=true".encode()
+        conns = [Recorder() for _ in range(3)]
+        assert all(polls.take(c, query, []) for c in conns)
+        built = api.live_response
+        calls = 0
+
+        def failing_once(*args: Any) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("a bug")
+            return built(*args)
+
+        monkeypatch.setattr(api, "live_response", failing_once)
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("UPDATE items SET n = 7 WHERE id = 1")
+        await until_async(lambda: all(c.sent for c in conns), timeout=5)
+        statuses = sorted(c.sent[0].status_code for c in conns)
+        assert statuses == [200, 200, 500], statuses
+        assert api.in_flight["existing"] == 0

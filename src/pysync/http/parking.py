@@ -312,6 +312,12 @@ class LivePolls:
         except LogCutError:  # one shape's log, cut: its waiters retry, the others go on
             self._send(parked.conn, error_response(_request(parked.origin), LOG_CUT))
             return None
+        except Exception:  # noqa: BLE001 - as the app: a redacted 500, never a crash
+            # A bug answering one request must not leave the others woken with it (a
+            # commit's group, a tick's timeouts) parked until their clients give up.
+            log.exception("error answering a live request of shape %s", consumer.handle)
+            self._send(parked.conn, error_response(_request(parked.origin), INTERNAL_ERROR))
+            return None
         if isinstance(response, Prebuilt):
             self._send(parked.conn, response)
         else:
