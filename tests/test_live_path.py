@@ -568,8 +568,12 @@ async def test_a_response_cut_off_is_logged_once() -> None:
         await StreamingResponse(pieces())(scope, receive, send)
 
     records: list[logging.LogRecord] = []
-    handler = logging.Handler()
-    handler.emit = records.append  # type: ignore[method-assign]
+
+    class Recording(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Recording()
     uvicorn_log = logging.getLogger("uvicorn.error")
     quiet_server_logs()
     try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ import pytest
 from pysync.http.body import _pieces
 from pysync.log.file_storage import BUFFER_BYTES, FileStorage
 from pysync.log.followed_storage import FollowedStorage
-from pysync.log.frames import HEADER_SIZE
+from pysync.log.frames import HEADER_SIZE, Frame
 from pysync.log.log import ShapeLog
 from pysync.log.memory_storage import MemoryStorage
 from pysync.log.offset import LogOffset
@@ -279,6 +280,43 @@ def test_a_followed_log_cut_by_its_writer_is_never_read_on(tmp_path: Path) -> No
         with pytest.raises(LogCutError):
             streaming.read(*span)
     streaming.close()
+
+
+class CutAfterVerifying(FollowedStorage):
+    """A followed log whose writer cuts its file (a failed sync) just after the worker
+    verified the frames it was told of, before it reads their payloads."""
+
+    cut_to: int | None = None
+
+    def frames_to(self, size: int) -> Iterator[Frame]:
+        yield from super().frames_to(size)
+        if self.cut_to is not None:
+            os.truncate(self.path, self.cut_to)
+            self.cut_to = None
+
+
+async def test_a_followed_log_cut_as_it_is_indexed_waits_for_the_cut_s_news(
+    tmp_path: Path,
+) -> None:
+    writer = snapshot_log(tmp_path)
+    followed = CutAfterVerifying(tmp_path / "log")
+    worker = ShapeLog(followed)
+    waiter = worker.waiter()
+    durable = os.path.getsize(tmp_path / "log")
+    writer.append_changes([(LogOffset(10, 0), entry(1)), (LogOffset(10, 2), entry(2))])
+    writer.storage.written_size()  # written, not synced: the worker is told of them
+    followed.cut_to = durable  # the sync fails: cut back to what is durable
+    worker.follow(os.path.getsize(tmp_path / "log"))  # raised LogCutError, out of the
+    assert not waiter.done()  # worker's channel: no waiter is woken for the cut frames
+    # The writer's replay, then its announcement of the new size: indexed anew.
+    writer.discard_unsynced()
+    append(writer, (LogOffset(10, 0), entry(1)), (LogOffset(11, 0), entry(3)))
+    worker.follow(durable)
+    worker.follow(os.path.getsize(tmp_path / "log"))
+    assert worker.offsets == writer.offsets
+    assert worker.payloads(worker.slice(LogOffset(0, 0))) == writer.payloads(
+        writer.slice(LogOffset(0, 0))
+    )
 
 
 def test_a_compaction_of_a_followed_log_leaves_its_streams_reading(tmp_path: Path) -> None:

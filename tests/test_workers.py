@@ -24,6 +24,9 @@ import pytest
 
 from follower import Follower, converge
 from pysync.postgres.cluster import free_port
+from pysync.serve.mirror import MirrorEngine
+from pysync.serve.notify import Grown, frame
+from pysync.serve.notify import Status as StatusMessage
 from serve_process import ServeProcess
 
 pytestmark = pytest.mark.slow
@@ -478,3 +481,56 @@ async def test_a_snapshot_done_as_its_shape_is_handed_out_is_served(
         for pid in list(stopped):
             resume(pid)
         assert server.stop(), server.output()
+
+
+class _Unfollowable:
+    """A mirrored shape whose log this worker cannot read (a bug, a broken file)."""
+
+    def __init__(self, handle: str) -> None:
+        self.handle = handle
+        self.reasons: list[str] = []
+        self.log = self
+        self.storage = self
+        self.destroyed = False
+
+    def follow(self, size: int) -> None:
+        raise OSError(9, "Bad file descriptor")
+
+    def invalidate(self, reason: str) -> None:
+        self.reasons.append(reason)
+
+    def destroy(self) -> None:
+        self.destroyed = True
+
+
+async def test_a_shape_a_worker_cannot_follow_is_dropped_there_and_the_worker_goes_on(
+    tmp_path: Path,
+) -> None:
+    """A failure following one shape's log, out of the hub's channel loop, stopped the
+    worker for every shape (its listener ended: 'the replicating process is gone')."""
+    engine = MirrorEngine(
+        tmp_path / "hub",
+        tmp_path,
+        "postgresql://127.0.0.1:1/none",
+        chunk_bytes=1 << 20,
+        snapshot_connections=1,
+    )
+    broken, fine = _Unfollowable("1-broken"), _Unfollowable("2-fine")
+    engine._by_handle.update({broken.handle: broken, fine.handle: fine})  # type: ignore[dict-item]
+    reader = asyncio.StreamReader()
+    reader.feed_data(frame(Grown(broken.handle, 100, "live", 7)))
+    reader.feed_data(frame(StatusMessage("active", None, None, 9)))
+    listening = asyncio.create_task(engine._listen(reader))
+    try:
+        deadline = time.monotonic() + 5
+        while engine.last_seen_lsn < 9:
+            assert not listening.done(), "the worker stopped listening to the hub"
+            assert time.monotonic() < deadline, "the message after the failure was not read"
+            await asyncio.sleep(0.01)
+        assert broken.reasons and broken.destroyed and broken.handle not in engine._by_handle
+        assert fine.handle in engine._by_handle and not fine.reasons
+        assert not engine.closed.done()
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening

@@ -29,7 +29,7 @@ from pysync.log.compaction import NotCompactable, compact
 from pysync.log.followed_storage import FollowedStorage
 from pysync.log.frames import FIELDS, FLAG_SNAPSHOT_END, HEADER_SIZE, Frame, frame_header
 from pysync.log.offset import LAST_BEFORE_REAL, LogOffset
-from pysync.log.storage import LogStorage, PendingSync
+from pysync.log.storage import LogCutError, LogStorage, PendingSync
 
 CHUNK_BYTES = 10 * 1024 * 1024
 """About this much JSON per response and per snapshot chunk (Electric's default)."""
@@ -491,7 +491,13 @@ class ShapeLog:
         self._recent, self._recent_start = [], 0
         if offsets[start].tx != 0:  # changes (not snapshot chunks) are read often
             first = positions[start]
-            block = storage.read(first, positions[-1] + lengths[-1] - first)
+            try:
+                block = storage.read(first, positions[-1] + lengths[-1] - first)
+            except LogCutError:
+                # The writer cut its file since the frames were verified (a failed
+                # sync): its announcement of the cut follows and indexes the log anew.
+                # Until then a read of these frames raises, and its request retries.
+                return
             self._recent_start = start
             self._recent = [
                 block[p - first : p - first + n]

@@ -180,8 +180,15 @@ class MirrorEngine:
     def _grown(self, message: Grown) -> None:
         self._lsn = max(self._lsn, message.lsn)
         consumer = self._by_handle.get(message.handle)
-        if consumer is not None:
+        if consumer is None:
+            return
+        try:
             self._apply(consumer, message.size, message.state, message.reason)
+        except Exception:  # noqa: BLE001 - one shape's failure, not the channel's
+            # Out of the channel's loop, it would stop this worker for every shape:
+            # the shape is dropped here instead (its clients refetch it through the hub).
+            log.exception("this worker cannot follow shape %s: dropped here", consumer.handle)
+            self._forget(consumer, "this worker could not read the shape's log")
 
     def _dropped(self, gone: Gone) -> None:
         self._gone[gone.handle] = None
