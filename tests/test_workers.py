@@ -23,10 +23,13 @@ import psycopg
 import pytest
 
 from follower import Follower, converge
+from pysync.engine import Engine
 from pysync.postgres.cluster import free_port
+from pysync.serve.hub import Hub
 from pysync.serve.mirror import MirrorEngine
 from pysync.serve.notify import Grown, frame
 from pysync.serve.notify import Status as StatusMessage
+from pysync.shapes.definition import ShapeDefinition
 from serve_process import ServeProcess
 
 pytestmark = pytest.mark.slow
@@ -534,3 +537,42 @@ async def test_a_shape_a_worker_cannot_follow_is_dropped_there_and_the_worker_go
         listening.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await listening
+
+
+async def test_a_bug_finding_a_shape_for_a_worker_is_its_error_not_a_hang(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replicating process answers every worker's question: a failure it did not
+    expect (a bug) is sent back as the request's error (the app's 500), where the
+    question went unanswered and the request, with every other one for the shape,
+    waited until its client gave up."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE items (id int PRIMARY KEY)")
+    engine = Engine(database_url, storage_dir=tmp_path / "storage")
+    await engine.start()
+    hub = Hub(engine, tmp_path / "hub.sock", lambda pid: None)
+    await hub.start()
+    mirror = MirrorEngine(
+        hub.path,
+        tmp_path / "storage",
+        database_url,
+        chunk_bytes=1 << 20,
+        snapshot_connections=1,
+    )
+    try:
+        await mirror.start()
+        definition = ShapeDefinition.create("items")
+        assert (await mirror.shape(definition)).handle  # the hub answers
+
+        async def bug(*args: Any, **kwargs: Any) -> Any:
+            raise ValueError("a bug")
+
+        monkeypatch.setattr(engine, "shape", bug)
+        with pytest.raises(RuntimeError, match="internal"):
+            await asyncio.wait_for(
+                mirror.shape(ShapeDefinition.create("items", where="id > 1")), 10
+            )
+    finally:
+        await mirror.stop()
+        await hub.close()
+        await engine.stop()

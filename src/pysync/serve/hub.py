@@ -26,6 +26,7 @@ import psycopg
 
 from pysync.engine import Engine, EngineUnavailable
 from pysync.http.errors import ShapeAPIError
+from pysync.http.responses import INTERNAL_ERROR
 from pysync.http.subset import subset_reply
 from pysync.postgres.catalog import Table
 from pysync.serve.notify import (
@@ -228,8 +229,10 @@ class Hub:
             try:
                 done = await subset_reply(self.engine, consumer, ask.fields, ask.schema)
             except ShapeAPIError as exc:
-                body = exc.body if isinstance(exc.body, bytes) else msgspec.json.encode(exc.body)
-                reply = SubsetDone(ask.id, exc.status, body, exc.headers)
+                reply = _failed_subset(ask.id, exc)
+            except Exception:  # noqa: BLE001 - a bug: that request's 500, not a silent hang
+                log.exception("error answering a subset for an HTTP worker")
+                reply = _failed_subset(ask.id, INTERNAL_ERROR)
             else:
                 reply = SubsetDone(ask.id, 200, done.body, done.headers)
         if not writer.is_closing():
@@ -252,6 +255,11 @@ class Hub:
             )
         except psycopg.OperationalError:
             reply = Found(ask.id, error="database")
+        except Exception:  # noqa: BLE001 - a bug: that request's 500, not a silent hang
+            # Unanswered, the worker's request (and every one asking for the same
+            # definition with it) would wait until its client gave up.
+            log.exception("error finding a shape for an HTTP worker")
+            reply = Found(ask.id, error="internal")
         else:
             reply = Found(ask.id)
         # A shape gone meanwhile (this very request may have invalidated the one the
@@ -271,6 +279,11 @@ class Hub:
             )
         if not writer.is_closing():
             writer.write(frame(reply))
+
+
+def _failed_subset(number: int, exc: ShapeAPIError) -> SubsetDone:
+    body = exc.body if isinstance(exc.body, bytes) else msgspec.json.encode(exc.body)
+    return SubsetDone(number, exc.status, body, exc.headers)
 
 
 def _subquery_tables(shape: Shape) -> list[Table]:

@@ -363,6 +363,8 @@ class MirrorEngine:
             raise EngineUnavailable(found.message, found.retry_after)
         if found.error == "database":
             raise psycopg.OperationalError("the replicating process cannot reach the database")
+        if found.error is not None:
+            raise RuntimeError(f"the replicating process failed to find the shape: {found.error}")
         return found
 
     def _mirror(self, definition: ShapeDefinition, found: Found) -> ShapeConsumer:

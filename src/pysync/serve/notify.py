@@ -93,7 +93,8 @@ class Found(msgspec.Struct, tag="found"):
     """The tables of its subqueries (as the replicating process read them)."""
     error: str | None = None
     """``shape`` (the definition is wrong: field, message), ``unavailable`` (message,
-    retry_after) or ``database`` (the catalog could not be asked)."""
+    retry_after), ``database`` (the catalog could not be asked) or ``internal`` (a bug,
+    logged by the replicating process)."""
     field: str = ""
     message: str = ""
     retry_after: int = 5
