@@ -55,6 +55,9 @@ ANYELEMENT = "anyelement"
 """A polymorphic argument: the element type of the call's ``anyarray``."""
 ANYENUM = "anyenum"
 """A polymorphic argument: any enum type (all of one type, as the checker compares)."""
+ANYENUMARRAY = "anyenum[]"
+"""A polymorphic argument: an array of any enum type (not Postgres' name: it has
+``anyarray`` whose element type is an enum; the checker binds it as for ``anyenum``)."""
 ANYCOMPATIBLE = "anycompatible"
 """A polymorphic argument: all of them converted to their common type, the result's."""
 ANY = "any"
@@ -120,29 +123,30 @@ COMPARISONS = ("=", "<>", "<", ">", "<=", ">=")
 
 
 def _comparisons() -> Iterable[Overload]:
-    """The btree operators of each type the checker compares (bool and enums: = and <>
-    only), and Postgres' date-timestamp ones (date_lt_timestamp, timestamptz_gt_date,
-    ...)."""
-    for t in sorted(ORDERED_TYPES):
+    """The btree operators of each type the checker compares, and Postgres'
+    date-timestamp ones (date_lt_timestamp, timestamptz_gt_date, ...). bool orders false
+    before true; enums (enum_lt, ...) by their labels' order (``runtime.enums``: an
+    EnumValue compares by it, and is equal to another of its type when their labels are)."""
+    for t in (*sorted(ORDERED_TYPES), "bool", ANYENUM):
         for op in COMPARISONS:
             yield Overload(op, "infix", (t, t), "bool", compare_op(op, t))
-    for op in ("=", "<>"):
-        yield Overload(op, "infix", ("bool", "bool"), "bool", compare_op(op, "bool"))
-    for op in ("=", "<>"):
-        # an enum value is its label, unique within its type
-        yield Overload(op, "infix", (ANYENUM, ANYENUM), "bool", compare_op(op, "text"))
     for t in ("timestamp", "timestamptz"):
         for op in COMPARISONS:
             yield Overload(op, "infix", ("date", t), "bool", date_timestamp_compare(op, t, True))
             yield Overload(op, "infix", (t, "date"), "bool", date_timestamp_compare(op, t, False))
 
 
+ELEMENT_TYPES = (*sorted(ORDERED_TYPES), "bool", ANYENUM)
+"""The element types of the arrays the language has: each has a btree order."""
+
+
 def _array_operators() -> Iterable[Overload]:
-    """= and <> (array_eq), @>, <@ and && of the arrays of every element type the
-    language has (enum arrays have none)."""
-    for t in sorted(ORDERED_TYPES | {"bool"}):
+    """The comparisons (array_eq, array_lt, ...: element by element, see
+    ``runtime.compare``), @>, <@ and && of the arrays of every element type the language
+    has."""
+    for t in ELEMENT_TYPES:
         a = t + "[]"
-        for op in ("=", "<>"):
+        for op in COMPARISONS:
             yield Overload(op, "infix", (a, a), "bool", compare_op(op, a))
         for op in ("@>", "<@", "&&"):
             yield Overload(op, "infix", (a, a), "bool", array_operator(op, t))
@@ -164,13 +168,9 @@ def _concat(values: Iterator[str | None]) -> str:
 
 
 def _extreme(t: str, greatest: bool) -> Callable[[Iterator[Any]], Any]:
-    """greatest() or least() of values of ``t``, NULLs ignored (NULL if all are)."""
+    """greatest() or least() of values of ``t``, NULLs ignored (NULL if all are); the
+    first of equal ones, as Postgres keeps the first."""
     key = sort_key(t)
-    if t == "bpchar":
-
-        def key(v: str) -> str:
-            return v.rstrip(" ")
-
     pick = max if greatest else min
 
     def extreme(values: Iterator[Any]) -> Any:
@@ -203,8 +203,9 @@ def _array_functions() -> Iterable[Overload]:
 
 
 def _extremes() -> Iterable[Overload]:
-    """greatest and least of each ordered type (the types with a < of their own)."""
-    for t in sorted(ORDERED_TYPES):
+    """greatest and least of each type with a btree order (its comparisons above):
+    scalars, enums, bool and the arrays of each."""
+    for t in (*ELEMENT_TYPES, *(e + "[]" for e in ELEMENT_TYPES)):
         for name in ("greatest", "least"):
             f = _extreme(t, name == "greatest")
             yield Overload(name, "call", (t,), t, f, strict=False, variadic=True)
@@ -269,7 +270,9 @@ def _matches(param: str, t: str) -> bool:
     if param == ANYARRAY:
         return is_array(t)
     if param == ANYENUM:
-        return t.startswith("enum:")
+        return t.startswith("enum:") and not is_array(t)
+    if param == ANYENUMARRAY:
+        return is_array(t) and t.startswith("enum:")
     return param == t or param in (ANYELEMENT, ANYCOMPATIBLE, ANY)
 
 
