@@ -14,17 +14,28 @@ Comparisons, the array operators and ``text || text`` are entries too, but the c
 chooses their operand type itself (``_check.Checker.compare``: a common type, the
 collation's rules, varchar against bpchar) and then takes the entry for it with
 ``lookup``. So do coalesce (polymorphic: the arguments' common type, by Postgres'
-UNION/CASE rules, ``_check.Checker.unify``), greatest/least (one entry per ordered type,
-as its comparisons) and concat (any argument, each by its output function): these are
-not strict (``strict=False``: a NULL argument is skipped, not the answer) and variadic.
-array_cat, array_append and array_prepend (``||`` of arrays too) are polymorphic
-(``anyarray``/``anyelement``: the checker decides the array type) and not strict either.
-Equality of enums is enum_eq/enum_ne, on ``anyenum`` (pysync does not load the order of
-an enum's labels: < and the like on enums are not supported). The constructs that are
-not functions (AND/OR, IN/ANY, casts) stay the checker's own, and so do lower/upper and
-LIKE/ILIKE: what they compute (case mapping, case folding) depends on the collation of
-their arguments, which the checker derives (``Checker.collation``, ``case_of``), not on
-the argument types a signature declares; as entries they would need one per collation.
+UNION/CASE rules, ``_check.Checker.unify``), greatest/least (one entry per type with a
+btree order, as its comparisons) and concat (any argument, each by its output function):
+these are not strict (``strict=False``: a NULL argument is skipped, not the answer) and
+variadic. array_cat, array_append and array_prepend (``||`` of arrays too) are
+polymorphic (``anyarray``/``anyelement``: the checker decides the array type) and not
+strict either.
+
+Every type with a btree order has the six comparisons and greatest/least: the scalar
+types, bool (false before true), enums and the arrays of each (array_cmp: element by
+element, a NULL element above any value, then the shorter array, then fewer or smaller
+dimensions). Enums are ``anyenum`` (enum_eq, enum_lt, ...) and arrays of them
+``anyenum[]``: an enum value is an ``EnumValue`` (``runtime.enums``), its label ordered
+by ``pg_enum.enumsortorder`` as the catalog listed it when the clause was compiled; a
+row holding a label added or renamed since raises, so the shape resyncs rather than
+guess. (A domain over an enum has none of them in Postgres: ``anyenum`` does not take
+it; the checker refuses it with Postgres' message.)
+
+The constructs that are not functions (AND/OR, IN/ANY, casts) stay the checker's own,
+and so do lower/upper and LIKE/ILIKE: what they compute (case mapping, case folding)
+depends on the collation of their arguments, which the checker derives
+(``Checker.collation``, ``case_of``), not on the argument types a signature declares; as
+entries they would need one per collation.
 """
 
 from __future__ import annotations
