@@ -419,7 +419,7 @@ class Compiler:
     def _cast(self, node: Cast) -> Fn:
         src, dst = node.args[0].type, node.type
         arg = node.args[0]
-        if src.startswith("enum:") and isinstance(arg, Column):
+        if src.startswith("enum:") and not is_array(src) and isinstance(arg, Column):
             # An enum column as text (col::text, concat) is its label as the row has it:
             # no need for its order, so a label added since the clause was compiled is
             # no reason to fail (``column_parser``).
