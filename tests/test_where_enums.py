@@ -18,6 +18,8 @@ from pysync.postgres.catalog import Table, load_table
 from pysync.where import WhereError, WhereRuntimeError, compile_where
 
 Conn = psycopg.Connection[tuple[Any, ...]]
+ODD_TYPE = 'other."50% ""off"""'
+"""An enum type whose name needs quoting and holds psycopg's placeholder marker."""
 
 
 @pytest.fixture
@@ -30,9 +32,12 @@ def conn(database_url: str) -> Iterator[Conn]:
         conn.execute("CREATE DOMAIN dmood AS mood")
         conn.execute("CREATE SCHEMA other")
         conn.execute("CREATE TYPE other.\"Mood\" AS ENUM ('z', 'a')")
+        # a name with % and a quote: the SQL pysync writes quotes and escapes it
+        conn.execute(f"CREATE TYPE {ODD_TYPE} AS ENUM ('y', 'x')")
         conn.execute(
             'CREATE TABLE t (id int PRIMARY KEY, m mood, m2 mood, dm dmood, o other."Mood", '
-            "ms mood[], ms2 mood[], b bool, b2 bool, ai int4[], ai2 int4[], s text)"
+            "ms mood[], ms2 mood[], b bool, b2 bool, ai int4[], ai2 int4[], s text, "
+            f"p {ODD_TYPE})"
         )
         yield conn
 
@@ -51,6 +56,7 @@ def test_catalog_loads_enum_order(conn: Conn) -> None:
         assert columns[name].enum_type == "public.mood"
     assert columns["o"].enum_type == 'other."Mood"'
     assert columns["o"].enum_labels == ("z", "a")
+    assert columns["p"].enum_type == ODD_TYPE
     assert columns["b"].enum_labels == ()
     assert columns["b"].enum_type == ""
 
@@ -89,6 +95,7 @@ def _rows() -> list[tuple[object, ...]]:
                 INT_ARRAYS[i % 8],
                 INT_ARRAYS[(i * 3 + 5) % 8],
                 ("a", None, "zz")[i % 3],
+                ("x", "y", None, "y")[i % 4],
             )
         )
     return rows
@@ -97,7 +104,7 @@ def _rows() -> list[tuple[object, ...]]:
 @pytest.fixture
 def rows(conn: Conn) -> tuple[Table, list[list[str | None]]]:
     with conn.cursor() as cur:
-        cur.executemany(f"INSERT INTO t VALUES ({', '.join(['%s'] * 12)})", _rows())
+        cur.executemany(f"INSERT INTO t VALUES ({', '.join(['%s'] * 13)})", _rows())
     t = table(conn)
     # every value in its text output, as pgoutput sends it (bool as t/f)
     cols = ", ".join(
@@ -133,6 +140,9 @@ CLAUSES = [
     "'meh' = ANY(ms)",
     "o < 'z'",
     "o >= 'a'",
+    "p < 'x'",
+    "p IN ('x', NULL)",
+    "greatest(p, 'y') = p",
     "dm::text = 'ok'",
     "m::text < 'm'",
     "m::text || 'x' = 'okx'",

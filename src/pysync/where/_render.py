@@ -98,7 +98,9 @@ class Renderer:
         if is_array(t):
             return self.type_sql(elem(t)) + "[]"
         if t.startswith("enum:"):
-            return self.enums[t].sql
+            sql = self.enums[t].sql
+            # psycopg treats % as a placeholder marker in the query text (a quoted name)
+            return sql if self.inline else sql.replace("%", "%%")
         return t
 
     def render(self, node: Node) -> str:
