@@ -15,6 +15,7 @@ import pytest
 from engine_runner import make, materialise, quiesce, read_all, table_state
 from pysync.engine import Engine
 from pysync.postgres.catalog import Table, load_table
+from pysync.shapes.drift import drift
 from pysync.where import WhereError, WhereRuntimeError, compile_where
 
 Conn = psycopg.Connection[tuple[Any, ...]]
@@ -328,3 +329,22 @@ async def test_enum_label_added_after_the_shape_resyncs_it(engine: Engine, conn:
     assert set(materialise(read_all(again.log))) == {
         f'"public"."e"/"{i}"' for i in (1, 3, 4, 5, 6, 7, 8)
     }
+
+
+def test_the_schema_check_sees_labels_and_types_renamed(conn: Conn) -> None:
+    """What ``drift`` makes of enum changes: a label added changes nothing a shape
+    holds; a label or type renamed ends the shapes reading the column."""
+    before = table(conn)
+    conn.execute("ALTER TYPE mood ADD VALUE 'new' AFTER 'happy'")
+    added = table(conn)
+    assert added != before
+    assert drift(before, added, {"id", "m", "ms", "dm"}, every_column=False) is None
+    conn.execute("ALTER TYPE mood RENAME VALUE 'ok' TO 'fine'")
+    renamed = table(conn)
+    for column in ("m", "ms", "dm"):
+        reason = drift(before, renamed, {"id", column}, every_column=False)
+        assert reason == "an enum label of a column it reads was renamed"
+    assert drift(before, renamed, {"id", "s", "o"}, every_column=False) is None
+    conn.execute('ALTER TYPE other."Mood" RENAME TO calm')
+    reason = drift(renamed, table(conn), {"id", "o"}, every_column=False)
+    assert reason == "the enum type of a column it reads was renamed"
