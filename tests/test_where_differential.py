@@ -419,6 +419,20 @@ class Gen:
             return f"(tm {self.pick(['+', '-'])} {self.interval(0)})"
         return f"{self.pick(['ts', 'tz'])}::time"
 
+    def enum(self, depth: int) -> str:
+        """mood: ordered by its labels' order (sad < ok < happy), not by their text."""
+        k = self.r.random()
+        if depth <= 0 or k < 0.4:
+            return "m"
+        if k < 0.6:
+            return self.literal(self.pick(["sad", "ok", "happy"]))
+        if k < 0.7:
+            return f"{self.literal(self.pick(['sad', 'ok', 'happy']))}::mood"
+        if k < 0.8:
+            return f"coalesce({self.enum(depth - 1)}, {self.enum(depth - 1)})"
+        fn = self.pick(["greatest", "least"])
+        return f"{fn}({self.enum(depth - 1)}, {self.enum(depth - 1)}, {self.enum(depth - 1)})"
+
     FAMILIES = [
         "num",
         "num",
@@ -431,6 +445,7 @@ class Gen:
         "interval",
         "time",
         "uuid",
+        "enum",
     ]
 
     def family_expr(self, family: str, depth: int) -> str:

@@ -38,13 +38,33 @@ CLAUSES = [
     "domd > '2000-01-01'",
     "domd = 'infinity'",
     "domd < now_ts",
-    "mood_dom = 'sad'::mood",
     "mood_dom::text = 'ok'",
+    "greatest(mood_dom, 'ok') = 'ok'::mood",
+    "coalesce(mood_dom, 'ok') > 'sad'",
     "domc = 'ab'",
     "domc || 'z' = 'abz'",
     "dom IN (5, 6)",
     "dom IS NULL",
 ]
+
+
+# Postgres has no operator for a domain over an enum (anyenum does not take it): pysync
+# refuses what it refuses, with its message.
+REFUSED = [
+    ("mood_dom = 'sad'::mood", "operator does not exist: mdom = mood"),
+    ("mood_dom < 'ok'", "operator does not exist: mdom < unknown"),
+    ("mood_dom IN ('sad', 'ok')", "operator does not exist: mdom = mood"),
+    ("mood_dom = ANY('{sad}')", "operator does not exist: mdom = unknown"),
+]
+
+
+@pytest.mark.parametrize(("clause", "message"), REFUSED)
+def test_enum_domains_are_not_compared(db: tuple[Conn, Table], clause: str, message: str) -> None:
+    conn, table = db
+    with pytest.raises(psycopg.errors.UndefinedFunction, match=message):
+        conn.execute(f"SELECT {clause} FROM x")
+    with pytest.raises(WhereError, match=message):
+        compile_where(clause, table)
 
 
 @pytest.fixture
@@ -77,11 +97,6 @@ def db(database_url: str) -> Iterator[tuple[Conn, Table]]:
 @pytest.mark.parametrize("clause", CLAUSES)
 def test_domain_columns_compare_as_their_base_type(db: tuple[Conn, Table], clause: str) -> None:
     conn, table = db
-    if clause.startswith("mood_dom = "):
-        # comparing an enum to a literal is outside the language (a cast to text is not)
-        with pytest.raises(WhereError):
-            compile_where(clause, table)
-        return
     names = [c.name for c in table.columns]
     ev = compile_where(clause, table).bind(names)
     # every value in its text output, as pgoutput sends it

@@ -20,11 +20,13 @@ import pytest
 
 from pysync.postgres.catalog import load_table
 from pysync.postgres.cluster import PostgresCluster
+from pysync.postgres.types.arrays import parse_array
 from pysync.where import WhereRuntimeError, compile_where, registry
 from pysync.where._compile import Compiler
 from pysync.where._ir import Call, Cast, Const, Node, Operator, is_array
 from pysync.where._render import Renderer, literal_text
 from pysync.where.runtime.casts import input_function
+from pysync.where.runtime.enums import EnumType
 
 EDGES: dict[str, list[str | None]] = {
     "int2": [None, "0", "1", "-1", "7", "32767", "-32768"],
@@ -86,8 +88,12 @@ POLYMORPHIC = {
     # concat's: each argument's own type, by its output function
     registry.ANY: ("text", "bpchar", "bool", "float8", "timestamptz"),
     registry.ANYENUM: ("enum:registry_mood",),
+    registry.ANYENUMARRAY: ("enum:registry_mood[]",),
 }
 ENUM_LABELS = ("sad", "ok", "happy")
+# 'meh' is added BEFORE 'ok': its order is not the order the labels were added in
+ENUM = EnumType("enum:registry_mood", "public.registry_mood", ("sad", "meh", "ok", "happy"))
+ENUMS = {ENUM.name: ENUM}
 
 
 def _array_edges(t: str) -> list[str | None]:
@@ -109,7 +115,8 @@ def _array_edges(t: str) -> list[str | None]:
 
 for _t in [t for t in EDGES if not t.endswith("[]")]:
     EDGES.setdefault(_t + "[]", _array_edges(_t))
-EDGES["enum:registry_mood"] = [None, *ENUM_LABELS]
+EDGES["enum:registry_mood"] = [None, "meh", "sad", "happy", "ok"]
+EDGES["enum:registry_mood[]"] = _array_edges("enum:registry_mood")
 # Arguments whose edges are not their type's: the zones the checker lets through
 # (a constant known to time_zone), DST gaps and folds, and one Postgres does not know.
 ARGUMENT_EDGES: dict[tuple[str, int], list[str | None]] = {
@@ -128,24 +135,19 @@ def conn(pg_cluster: PostgresCluster) -> Iterator[Conn]:
             f"DO $$ BEGIN CREATE TYPE registry_mood AS ENUM ({labels}); "
             "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
         )
+        conn.execute("ALTER TYPE registry_mood ADD VALUE IF NOT EXISTS 'meh' BEFORE 'ok'")
+        row = conn.execute("SELECT enum_range(NULL::registry_mood)::text[]").fetchone()
+        assert row is not None and tuple(row[0]) == ENUM.labels
         yield conn
 
 
-class _Renderer(Renderer):
-    """The renderer, binding enum constants too: pysync never writes one (the checker
-    rejects enum literals), but the test passes enum values as arguments."""
-
-    def _const(self, node: Const) -> str:
-        enum = node.type.removeprefix("enum:")
-        if enum == node.type:
-            return super()._const(node)
-        self.params.append(node.value)
-        return f"%s::{enum}"
-
-
 def _const(t: str, text: str | None) -> Node:
-    if text is None or t.startswith("enum:"):  # an enum value is its label
-        return Const(type=t, value=text)
+    if text is None:
+        return Const(type=t, value=None)
+    if t == ENUM.name:
+        return Const(type=t, value=ENUM.value(text))
+    if t == ENUM.name + "[]":
+        return Const(type=t, value=parse_array(ENUM.value)(text))
     return Const(type=t, value=input_function(t)(text))
 
 
@@ -186,6 +188,7 @@ def _bindings(declared: list[str]) -> Iterator[list[str]]:
                 registry.ANYARRAY: (array,),
                 registry.ANYELEMENT: (array.removesuffix("[]"),),
                 registry.ANYENUM: POLYMORPHIC[registry.ANYENUM][:1],
+                registry.ANYENUMARRAY: POLYMORPHIC[registry.ANYENUMARRAY][:1],
             }
             choices = [bound.get(p, POLYMORPHIC.get(p, (p,))) for p in declared]
             yield from map(list, itertools.product(*choices))
@@ -223,14 +226,16 @@ def test_overload_matches_postgres(conn: Conn, overload: registry.Overload) -> N
     for args in _cases(overload):
         count += 1
         result = overload.result
-        if result in (registry.ANYCOMPATIBLE, registry.ANYARRAY):  # the arguments' type
-            result = next(a.type for a in args if is_array(a.type) or result != registry.ANYARRAY)
+        if result in (registry.ANYCOMPATIBLE, registry.ANYENUM, registry.ANYENUMARRAY):
+            result = args[0].type  # the arguments' type
+        elif result == registry.ANYARRAY:
+            result = next(a.type for a in args if is_array(a.type))
         node: Node = (
             Call(type=result, args=args, name=overload.name, overload=overload)
             if overload.form == "call"
             else Operator(type=overload.result, args=args, overload=overload)
         )
-        renderer = _Renderer(inline=False)
+        renderer = Renderer(inline=False, enums=ENUMS)
         sql = renderer.render(node)
         expected = _postgres(conn, sql, renderer.params)
         ours = _ours(node)
@@ -240,7 +245,7 @@ def test_overload_matches_postgres(conn: Conn, overload: registry.Overload) -> N
             same = ours is expected
         else:
             # our value as Postgres reads and prints it
-            printed = _postgres(conn, f"%s::{result}", [ours])
+            printed = _postgres(conn, f"%s::{renderer.type_sql(result)}", [ours])
             same = printed == expected
             ours = f"{ours} (Postgres prints {printed})"
         if not same:

@@ -205,6 +205,39 @@ async def test_a_renamed_table_is_a_409(make_engine: EngineFactory, conn: Conn) 
     await client.aclose()
 
 
+async def test_an_enum_label_renamed_is_a_409(make_engine: EngineFactory, conn: Conn) -> None:
+    """RENAME VALUE changes the text of values a shape reading the column holds (and of
+    its clause's enum constants), and nothing replicated tells. ADD VALUE does not: the
+    labels a shape knows keep their text and order (a row with the new label makes a
+    shape whose clause reads it resync: test_where_enums)."""
+    client = await checked_client(make_engine)
+    conn.execute("CREATE TYPE mood AS ENUM ('sad', 'ok')")
+    conn.execute("CREATE TABLE moods (id int PRIMARY KEY, m mood, v int)")
+    conn.execute("INSERT INTO moods VALUES (1, 'sad', 1), (2, 'ok', 2)")
+    reading = {"table": "moods", "where": "m >= 'ok'"}
+    selected = {"table": "moods", "columns": "id,m"}
+    untouched = {"table": "moods", "columns": "id,v"}
+    tasks = await live_requests(client, [reading, selected, untouched])
+    conn.execute("ALTER TYPE mood ADD VALUE 'meh' BEFORE 'ok'")
+    await asyncio.sleep(CHECK_INTERVAL * 4)
+    assert not any(task.done() for task in tasks)
+    conn.execute("ALTER TYPE mood RENAME VALUE 'ok' TO 'fine'")
+    for response in await answered(tasks[:2]):
+        assert response.status_code == 409, response.text
+        assert response.json() == MUST_REFETCH
+    # the clause's constant 'ok' is no label of mood now: Postgres refuses it too
+    refetched = await client.shape(offset="-1", **reading)
+    assert refetched.status_code == 400, refetched.text
+    assert 'invalid input value for enum mood: \\"ok\\"' in refetched.text
+    _, _, messages = await client.sync(**selected)
+    assert sorted(m["value"]["m"] for m in data(messages)) == ["fine", "sad"]
+    assert not tasks[2].done()
+    conn.execute("UPDATE moods SET v = 3 WHERE id = 1")
+    response = await asyncio.wait_for(tasks[2], PROMPTLY)
+    assert [m["value"] for m in data(response.json())] == [{"id": "1", "v": "3"}]
+    await client.aclose()
+
+
 async def test_live_clients_of_a_recreated_subquery_table_get_a_409(
     make_engine: EngineFactory, conn: Conn
 ) -> None:

@@ -71,6 +71,12 @@ class Column(msgspec.Struct, frozen=True):
     """The column's own collation as ``provider:collate:ctype`` (``libc:C:C``,
     ``icu:de-DE:de-DE``, with ``:nondeterministic`` appended for such ICU collations);
     empty for the database's default or a type without one."""
+    enum_type: str = ""
+    """For an enum (an array of one, a domain over one): the enum type's name as SQL
+    (``"public"."mood"``, quoted where needed); empty for other types."""
+    enum_labels: tuple[str, ...] = ()
+    """That enum's labels in their order (``pg_enum.enumsortorder``): Postgres compares
+    enum values by it, not by their text."""
 
 
 class Table(msgspec.Struct, frozen=True):
@@ -140,17 +146,15 @@ SELECT c.oid, n.nspname, c.relname, c.relreplident,
        CASE WHEN a.attcollation NOT IN (0, 100)
             THEN (SELECT to_jsonb(co) FROM pg_collation co WHERE co.oid = a.attcollation)
        END,
-       CASE WHEN t.typtype = 'd' THEN (
-         WITH RECURSIVE base(oid, depth) AS (
-           SELECT t.typbasetype, 1
-           UNION ALL
-           SELECT bt.typbasetype, base.depth + 1 FROM base JOIN pg_type bt ON bt.oid = base.oid
-           WHERE bt.typtype = 'd' AND base.depth < 100
-         )
-         SELECT ARRAY[bt.typname::text, bt.typtype::text]
-         FROM base JOIN pg_type bt ON bt.oid = base.oid
-         WHERE bt.typtype <> 'd' AND bt.typcategory <> 'A'
-       ) END
+       CASE WHEN b.oid IS NOT NULL THEN ARRAY[b.typname::text, b.typtype::text] END,
+       -- An enum (element, or domain's base) type: its name and labels in their order
+       -- (enumsortorder, which ADD VALUE ... BEFORE/AFTER changes), for < and the like.
+       (SELECT jsonb_build_array(
+                 format('%%I.%%I', en.nspname, et.typname),
+                 (SELECT jsonb_agg(pe.enumlabel ORDER BY pe.enumsortorder)
+                  FROM pg_enum pe WHERE pe.enumtypid = et.oid))
+        FROM pg_type et JOIN pg_namespace en ON en.oid = et.typnamespace
+        WHERE et.oid = coalesce(e.oid, b.oid, t.oid) AND et.typtype = 'e')
 FROM pg_class c
 JOIN pg_namespace n ON n.oid = c.relnamespace
 LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
@@ -158,6 +162,18 @@ LEFT JOIN pg_type t ON t.oid = a.atttypid
 -- The element type of arrays; a domain over an array is not one (as Electric).
 LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
 LEFT JOIN pg_index i ON i.indrelid = c.oid AND i.indisprimary
+-- The base type of a domain (domains of domains resolved), unless an array.
+LEFT JOIN LATERAL (
+  WITH RECURSIVE base(oid, depth) AS (
+    SELECT t.typbasetype, 1
+    UNION ALL
+    SELECT bt.typbasetype, base.depth + 1 FROM base JOIN pg_type bt ON bt.oid = base.oid
+    WHERE bt.typtype = 'd' AND base.depth < 100
+  )
+  SELECT bt.oid, bt.typname, bt.typtype
+  FROM base JOIN pg_type bt ON bt.oid = base.oid
+  WHERE bt.typtype <> 'd' AND bt.typcategory <> 'A'
+) b ON t.typtype = 'd'
 WHERE c.relkind IN ('r', 'p')
   -- What the role may not read does not exist for its clients (no column names or types
   -- leak through error messages), and system schemas are never synced.
@@ -256,6 +272,7 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
         pk_index,
         collation,
         base,
+        enum,
     ) in (row[7:] for row in rows):
         if attname is None:
             continue
@@ -277,6 +294,8 @@ def _table(rows: Sequence[Sequence[Any]]) -> Table | None:
                 collation=collation_of(collation),
                 base_type=str(base[0]) if base else "",
                 base_kind=str(base[1]) if base else "",
+                enum_type=str(enum[0]) if enum else "",
+                enum_labels=tuple(map(str, enum[1] or ())) if enum else (),
             )
         )
     pk = tuple(

@@ -49,6 +49,17 @@ def drift(table: Table, now: Table | None, reads: set[str], every_column: bool) 
         return "columns added or dropped"
     if any(types.get(c.name) != c.type_oid for c in table.columns if c.name in reads):
         return "a column it reads was dropped or retyped"
+    # ADD VALUE keeps every label (and their order); RENAME VALUE changes the text of
+    # values the shape holds and its clause may compare with (an enum constant). And
+    # its clause's SQL names the enum type (move-in queries are written again).
+    enums = {c.name: (c.enum_type, set(c.enum_labels)) for c in now.columns}
+    for c in table.columns:
+        if c.name in reads and c.enum_type:
+            name, labels = enums[c.name]
+            if not labels.issuperset(c.enum_labels):
+                return "an enum label of a column it reads was renamed"
+            if name != c.enum_type:
+                return "the enum type of a column it reads was renamed"
     return None
 
 

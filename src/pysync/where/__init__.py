@@ -53,6 +53,7 @@ from ._render import normalized as _normalized
 from ._render import to_sql as _to_sql
 from ._sublinks import SublinkSpec, has_sublink
 from .runtime.casts import cast_function
+from .runtime.enums import EnumType
 
 __all__ = [
     "FUNCTIONS",
@@ -77,11 +78,20 @@ KeyFunction = Callable[[str], object]
 class Where:
     """A validated WHERE clause for one table (build with ``compile_where``)."""
 
-    def __init__(self, clause: str, tree: Node, columns: frozenset[str], sublinks: int = 0) -> None:
+    def __init__(
+        self,
+        clause: str,
+        tree: Node,
+        columns: frozenset[str],
+        sublinks: int = 0,
+        enums: Mapping[str, EnumType] | None = None,
+    ) -> None:
         self.clause = clause
         self.tree = tree
         self.columns = columns
-        self.normalized = _normalized(tree)
+        self.enums: Mapping[str, EnumType] = enums or {}
+        """The enum types the clause reads, with their labels' order as the catalog had it."""
+        self.normalized = _normalized(tree, self.enums)
         self.sublinks = sublinks
         """How many dependencies (distinct subqueries) the clause reads."""
         self.plan: Plan | None = plan(tree) if sublinks else None
@@ -100,12 +110,12 @@ class Where:
         if missing:
             raise ValueError(f"the row has no column(s) {', '.join(sorted(missing))}")
         if self.sublinks:
-            return Compiler(positions, views).compile(self.tree)
+            return Compiler(positions, views, self.enums).compile(self.tree)
         with self._bind_lock:
             cached = self._bound.get(key)
             if cached is not None:
                 return cached
-            evaluator: Evaluator = Compiler(positions).compile(self.tree)
+            evaluator: Evaluator = Compiler(positions, enums=self.enums).compile(self.tree)
             self._bound[key] = evaluator
             return evaluator
 
@@ -113,16 +123,17 @@ class Where:
         self, node: Node, column_names: Sequence[str], views: Sequence[Any] = ()
     ) -> Evaluator:
         """An evaluator of one sub-expression (a DNF position) of this clause."""
-        return Compiler({name: i for i, name in enumerate(column_names)}, views).compile(node)
+        positions = {name: i for i, name in enumerate(column_names)}
+        return Compiler(positions, views, self.enums).compile(node)
 
     def to_sql(self, views: Sequence[Any] = ()) -> tuple[str, list[object]]:
         """SQL for the snapshot query's WHERE with psycopg ``%s`` placeholders (sublinks
         as ``= ANY`` of the views' values)."""
-        return _to_sql(self.tree, views)
+        return _to_sql(self.tree, views, self.enums)
 
     def node_sql(self, node: Node, views: Sequence[Any] = ()) -> tuple[str, list[object]]:
         """``to_sql`` of one sub-expression (a DNF position)."""
-        r = Renderer(inline=False, views=views)
+        r = Renderer(inline=False, views=views, enums=self.enums)
         return r.render(node), r.params
 
     def equality_index(self) -> tuple[str, frozenset[object], KeyFunction] | None:
@@ -169,8 +180,8 @@ def compile_where(
     key = (clause, table, frozen, resolved)
     where = _COMPILED.get(key)
     if where is None:
-        tree, columns = check_clause(clause, table, dict(frozen), resolved)
-        where = Where(clause, tree, columns, len({s.dependency for s in resolved or ()}))
+        tree, columns, enums = check_clause(clause, table, dict(frozen), resolved)
+        where = Where(clause, tree, columns, len({s.dependency for s in resolved or ()}), enums)
         _COMPILED.put(key, where, len(clause) + sum(len(v) for _, v in frozen))
     return where
 
@@ -343,7 +354,9 @@ def _equality_term(term: Node) -> tuple[str, frozenset[object], KeyFunction] | N
     else:
         return None
     consts = [c for c in items if isinstance(c, Const) and c.value is not None]
-    if t.endswith("[]") or len(consts) != len(items):
+    if t.endswith("[]") or t.startswith("enum:") or len(consts) != len(items):
+        # Not enums: a row's label the clause's type lacks (added or renamed since) must
+        # reach the evaluator, which raises (the shape resyncs), not miss the index.
         return None
     found = _column_under_casts(target)
     if found is None:

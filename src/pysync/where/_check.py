@@ -6,6 +6,7 @@ only ever see nodes this module built.
 
 from __future__ import annotations
 
+import re
 from bisect import bisect_left
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from sqlglot.tokens import TokenType  # type: ignore[attr-defined]
 
 from pysync.postgres.catalog import Column as TableColumn
 from pysync.postgres.catalog import Table
+from pysync.postgres.types.arrays import parse_array
 from pysync.postgres.types.numbers import INT_RANGES, NumericOverflow, parse_numeric
 
 from . import registry
@@ -67,6 +69,7 @@ from ._sublinks import MARKER_PREFIX, SublinkSpec, cut_sublinks
 from ._syntax import check_syntax
 from .runtime.casts import IMPLICIT_CASTS, OUTPUT, cast_function, input_function
 from .runtime.datetimes import time_zone
+from .runtime.enums import EnumType
 
 _DIALECT = Postgres()
 
@@ -504,6 +507,8 @@ class Checker:
         self.columns: set[str] = set()
         self.sublinks = sublinks or {}
         """Sublinks by marker identifier."""
+        self.enums: dict[str, EnumType] = {}
+        """The enum types of the columns read (``enum:<name>``), with their labels' order."""
 
     # ------------------------------------------------------------ entry
 
@@ -587,12 +592,6 @@ class Checker:
         raise self.fail(f"cannot use {display(node.type)} as {display(target)}", node)
 
     def _type_literal(self, node: Const, target: str) -> Node:
-        if target.startswith("enum:") and node.value is not None:
-            raise self.fail(
-                "comparing an enum to a string literal is not supported; "
-                "cast the column to text (col::text = '...')",
-                node,
-            )
         if isinstance(node, Param):
             seen = self.param_types.setdefault(node.number, target)
             if seen != target:
@@ -602,11 +601,18 @@ class Checker:
         if node.value is None:
             return _retyped(node, target, None)
         text: str = node.value
+        enum = self.enums.get(elem(target) if is_array(target) else target)
         try:
-            value = input_function(target)(text)
+            if enum is None:
+                value = input_function(target)(text)
+            else:
+                # a label the catalog listed (an enum type only comes from a column read)
+                value = parse_array(enum.value)(text) if is_array(target) else enum.value(text)
         except NumericOverflow as exc:
             raise self.fail(str(exc), node) from None
-        except (ValueError, KeyError):
+        except (ValueError, KeyError) as exc:
+            if enum is not None:
+                raise self.fail(str(exc), node) from None
             raise self.fail(f"invalid syntax for type {display(target)}: {text}", node) from None
         return _retyped(node, target, value)
 
@@ -674,6 +680,8 @@ class Checker:
         t = column_type(column)
         if t is None:
             raise self.fail(f"column {name} has unsupported type {column.type_name}", e)
+        if column.enum_type:
+            self._enum_type(t.removesuffix("[]"), column, e)
         self.columns.add(name)
         return Column(
             type=t,
@@ -681,6 +689,47 @@ class Checker:
             pos=position(e),
             varchar=(column.base_type or column.type_name) == "varchar",
         )
+
+    def _enum_type(self, t: str, column: TableColumn, e: exp.Expr) -> None:
+        """Remember the enum type ``t`` of ``column``: its labels' order, its SQL name."""
+        known = self.enums.get(t)
+        if known is None:
+            self.enums[t] = EnumType(t, column.enum_type, column.enum_labels)
+        elif known.sql != column.enum_type:
+            # The checker names enum types by typname alone: two of one name would be one.
+            raise self.fail(
+                f"the enum types {known.sql} and {column.enum_type} have the same name; "
+                "a clause may read only one of them",
+                e,
+            )
+
+    def _enum_named(self, kind: object, e: exp.Expr) -> str | None:
+        """The enum type a cast names (``mood``, ``public.mood``), if it is that of one of
+        the table's columns: the only enum types pysync has the labels of. An unqualified
+        name is taken as the column's type, as the search path finds it in the usual
+        setup (one type of that name)."""
+        if isinstance(kind, exp.Identifier):
+            schema, name = None, fold_identifier(kind)
+        elif (
+            isinstance(kind, exp.Dot)
+            and isinstance(kind.this, exp.Identifier)
+            and isinstance(kind.expression, exp.Identifier)
+        ):
+            schema, name = fold_identifier(kind.this), fold_identifier(kind.expression)
+        else:
+            return None
+        found = [
+            c
+            for c in self.table.columns
+            if c.enum_type
+            and (c.base_type if c.type_kind == "d" else c.type_name) == name
+            and (schema is None or c.enum_type == f"{quote_name(schema)}.{quote_name(name)}")
+        ]
+        if not found or any(c.enum_type != found[0].enum_type for c in found):
+            return None
+        t = f"enum:{name}"
+        self._enum_type(t, found[0], e)
+        return t
 
     def _literal(self, e: exp.Literal) -> Node:
         pos = position(e)
@@ -808,6 +857,7 @@ class Checker:
         return self.compare(op, left, rnode, e)
 
     def compare(self, op: str, left: Node, right: Node, e: exp.Expr) -> Comparison:
+        self._no_enum_domain(op, left, right, e)
         t = common_type(left.type, right.type)
         if {left.type, right.type} == {"text", "bpchar"} and (_varchar(left) or _varchar(right)):
             # varchar = bpchar resolves to bpchar's operator (text = bpchar to text's)
@@ -822,7 +872,7 @@ class Checker:
                 e,
             )
         overload = self._check_comparable(op, t, e)
-        if t in ("text", "bpchar"):
+        if _texts(t):
             self.check_equality(op, (left, right), e)
             if op not in ("=", "<>"):
                 self.check_order(op, (left, right), e)
@@ -849,6 +899,25 @@ class Checker:
             compared_as=t,
             overload=overload,
         )
+
+    def _no_enum_domain(self, op: str, left: Node, right: Node, e: exp.Expr) -> None:
+        """Postgres has no comparison for a domain over an enum: its enum operators take
+        ``anyenum``, which such a domain is not (coalesce and greatest/least, which look
+        up the base type's order, take it)."""
+        names = [self._enum_domain(n) for n in (left, right)]
+        if names[0] is None and names[1] is None:
+            return
+        shown = [name or pg_type_name(n.type) for name, n in zip(names, (left, right), strict=True)]
+        raise self.fail(f"operator does not exist: {shown[0]} {op} {shown[1]}", e)
+
+    def _enum_domain(self, node: Node) -> str | None:
+        """The domain's name if ``node`` reads a column of a domain over an enum."""
+        if not isinstance(node, Column):
+            return None
+        column = self.table.column(node.name)
+        if column is None or column.type_kind != "d" or column.base_kind != "e":
+            return None
+        return column.type_name
 
     def _check_comparable(self, op: str, t: str, e: exp.Expr) -> registry.Overload:
         """The registry's ``op`` for two values of ``t``."""
@@ -910,6 +979,7 @@ class Checker:
             raise self.fail("subqueries are not supported", inner)
         left = self.check(e.this)
         arr = self.check(inner)
+        self._no_enum_domain(op, left, arr, e)
         if arr.type == "unknown":
             if left.type == "unknown":
                 left = self.coerce(left, "text")
@@ -924,7 +994,7 @@ class Checker:
                 e,
             )
         overload = self._check_comparable(op, t, e)
-        if t in ("text", "bpchar"):
+        if _texts(t):
             self.check_equality(op, (left, arr), e)
             if op not in ("=", "<>"):
                 self.check_order(op, (left, arr), e)
@@ -959,6 +1029,8 @@ class Checker:
         parts: list[Node] = []
         if len(constants) > 1:
             t, unified = self.unify([left, *constants], "IN", e)
+            # an array of the items' common type, as Postgres builds it
+            self._no_enum_domain("=", left, unified[1], e)
             equality = self._check_comparable("=", t, e)
             if t in ("text", "bpchar"):
                 self.check_equality("IN", unified, e)
@@ -1281,8 +1353,6 @@ class Checker:
             raise self.fail("nested ARRAY constructors are not supported", e)
         untyped = all(n.type == "unknown" for n in items)
         t, items = self.unify(items, "ARRAY", e)
-        if t.startswith("enum:"):
-            raise self.fail("arrays of enums are not supported here", e)
         return ArrayLiteral(type=t + "[]", args=tuple(items), pos=position(e), untyped=untyped)
 
     def _arraycontainsall(self, e: exp.ArrayContainsAll) -> Node:
@@ -1300,31 +1370,28 @@ class Checker:
         t = self._array_pair_type(left, right, op, e)
         left, right = self.coerce(left, t), self.coerce(right, t)
         overload = registry.lookup(op, "infix", (t, t))
-        assert overload is not None, t  # declared for every element type but enums
+        assert overload is not None, t  # declared for every element type
+        if _texts(t):
+            self.check_equality(op, (left, right), e)
         return Operator(type="bool", args=(left, right), pos=left.pos, overload=overload)
 
     def _array_pair_type(self, left: Node, right: Node, op: str, e: exp.Expr) -> str:
         for a, b in ((left, right), (right, left)):
             if is_array(a.type) and a.type != "unknown[]" and not _untyped_array(a):
                 if b.type in (a.type, "unknown") or _untyped_array(b):
-                    return self._comparable_array(a.type, op, e)
+                    return a.type
                 raise self.fail(
                     f"Could not select an operator overload for "
                     f"{display(left.type)} {op} {display(right.type)}",
                     e,
                 )
         if left.type == right.type and is_array(left.type) and left.type != "unknown[]":
-            return self._comparable_array(left.type, op, e)
+            return left.type
         raise self.fail(
             f"Could not select an operator overload for "
             f"{display(left.type)} {op} {display(right.type)}",
             e,
         )
-
-    def _comparable_array(self, t: str, op: str, e: exp.Expr) -> str:
-        if elem(t).startswith("enum:"):
-            raise self.fail(f"{op} on enum arrays is not supported", e)
-        return t
 
     def _bracket(self, e: exp.Bracket) -> Node:
         subs: list[exp.Expr] = []
@@ -1417,6 +1484,10 @@ class Checker:
             return t if is_array(t) else t + "[]"
         if dt.expressions:
             raise self.fail("type modifiers are not supported", e)
+        if dt.this == exp.DataType.Type.USERDEFINED:
+            enum = self._enum_named(dt.args.get("kind"), e)
+            if enum is not None:
+                return enum
         mapped = _DTYPES.get(dt.this)
         if mapped is None:
             raise self.fail(f"unsupported type {dt.sql('postgres').lower()}", e)
@@ -1493,12 +1564,12 @@ class Checker:
         # whose = with a bpchar is bpchar's.
         varchar = t == "text" and first is not None and _varchar(first)
         overload = registry.lookup(name, "call", [t] * len(args))
-        if overload is None and name != "coalesce":
-            raise self.fail(f"Could not select a function overload for {name}({display(t)})", e)
-        if t.startswith("enum:"):
-            raise self.fail(f"{name} on enums is not supported", e)
-        assert overload is not None  # coalesce is declared for every type
-        if name in ("greatest", "least") and t in ("text", "bpchar"):
+        if overload is None:
+            # coalesce is declared for every type; greatest/least need a btree order
+            raise self.fail(
+                f"could not identify a comparison function for type {pg_type_name(t)}", e
+            )
+        if name in ("greatest", "least") and _texts(t):
             self.check_order(name, args, e)
         return Call(
             type=t,
@@ -1651,13 +1722,21 @@ _HANDLERS: dict[type[exp.Expr], _Handler] = {
 another construct); any other node is not in the language."""
 
 
+class Checked(NamedTuple):
+    tree: Node
+    columns: frozenset[str]
+    """The columns the clause reads."""
+    enums: Mapping[str, EnumType]
+    """The enum types it reads (to evaluate and render their values)."""
+
+
 def check_clause(
     clause: str,
     table: Table,
     params: Mapping[int, str] | None,
     sublinks: Sequence[SublinkType] | None = None,
-) -> tuple[Node, frozenset[str]]:
-    """The typed tree and the columns it reads. ``sublinks`` resolves the clause's
+) -> Checked:
+    """The typed tree, the columns and enum types it reads. ``sublinks`` resolves the clause's
     ``IN (SELECT ...)`` in order (see ``parse``); None where none are allowed."""
     tree, specs = parse(clause)
     if specs and sublinks is None:
@@ -1669,7 +1748,7 @@ def check_clause(
     node = checker.check_clause(tree)
     if _expanded_size(node) > MAX_NODES:
         raise WhereError(over_limit("size of the expression", MAX_NODES))
-    return fold(node), frozenset(checker.columns)
+    return Checked(fold(node), frozenset(checker.columns), checker.enums)
 
 
 def _expanded_size(root: Node) -> int:
@@ -1724,6 +1803,21 @@ def _retyped(node: Const, t: str, value: Any) -> Const:
 def _varchar(node: Node) -> bool:
     """A varchar column, or coalesce/greatest/least of the type of one."""
     return isinstance(node, Column | Call) and node.varchar
+
+
+_PLAIN_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+def quote_name(name: str) -> str:
+    """An identifier as Postgres' format('%I') writes it: quoted unless lower-case ASCII
+    letters, digits and underscores (it quotes keywords too: such a type name is then
+    not matched, and the cast refused)."""
+    return name if _PLAIN_NAME.fullmatch(name) else '"' + name.replace('"', '""') + '"'
+
+
+def _texts(t: str) -> bool:
+    """Values of ``t`` compare by the collation: text, bpchar, or arrays of them."""
+    return (elem(t) if is_array(t) else t) in ("text", "bpchar")
 
 
 def _untyped_array(node: Node) -> bool:

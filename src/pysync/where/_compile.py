@@ -45,6 +45,7 @@ from .runtime.arrays import (
     array_subscript,
 )
 from .runtime.casts import OUTPUT, array_cast, cast_function, input_function
+from .runtime.enums import EnumType
 from .runtime.text import CASE_MAPS, like_escape, like_matcher
 
 Row = Sequence[str | None]
@@ -72,21 +73,34 @@ _FAST_COLUMN_PARSERS: dict[str, Callable[[str], Any]] = {
 }
 
 
-def column_parser(t: str) -> Callable[[str], Any] | None:
-    """Parser for a column value of type t, or None for text-like types (no parsing)."""
-    if t in ("text", "bpchar", "uuid") or t.startswith("enum:"):
+def column_parser(
+    t: str, enums: Mapping[str, EnumType] | None = None
+) -> Callable[[str], Any] | None:
+    """Parser for a column value of type t, or None for text-like types (no parsing). An
+    enum's label becomes its ``EnumValue`` (ordered by the type in ``enums``; one the
+    catalog did not list raises ValueError)."""
+    if t in ("text", "bpchar", "uuid"):
         return None
     if is_array(t):
-        inner = column_parser(elem(t))
+        inner = column_parser(elem(t), enums)
         return parse_array(inner if inner is not None else parse_text)
+    if t.startswith("enum:"):
+        return (enums or {})[t].value
     return _FAST_COLUMN_PARSERS.get(t) or input_function(t)
 
 
 class Compiler:
-    def __init__(self, positions: Mapping[str, int], views: Sequence[Any] = ()) -> None:
+    def __init__(
+        self,
+        positions: Mapping[str, int],
+        views: Sequence[Any] = (),
+        enums: Mapping[str, EnumType] | None = None,
+    ) -> None:
         self.positions = positions
         self.views = views
         """Per dependency, an object whose ``member(key)`` is ``key IN (values)``."""
+        self.enums = enums
+        """The clause's enum types, to read their columns' labels (see ``column_parser``)."""
 
     def compile(self, node: Node) -> Fn:
         match node:
@@ -140,7 +154,7 @@ class Compiler:
 
     def _col(self, node: Column) -> Fn:
         i = self.positions[node.name]
-        parse = column_parser(node.type)
+        parse = column_parser(node.type, self.enums)
         if parse is None:
             return lambda r: r[i]
 
@@ -287,7 +301,7 @@ class Compiler:
     def _col_const(self, col: Column, c: Any, impl: Callable[[Any, Any], Any]) -> Fn:
         """The hot shape: column <op> constant, fused into one closure."""
         i = self.positions[col.name]
-        parse = column_parser(col.type)
+        parse = column_parser(col.type, self.enums)
         if parse is None:
 
             def text_col_const(r: Row) -> Any:
@@ -404,6 +418,13 @@ class Compiler:
 
     def _cast(self, node: Cast) -> Fn:
         src, dst = node.args[0].type, node.type
+        arg = node.args[0]
+        if src.startswith("enum:") and not is_array(src) and isinstance(arg, Column):
+            # An enum column as text (col::text, concat) is its label as the row has it:
+            # no need for its order, so a label added since the clause was compiled is
+            # no reason to fail (``column_parser``).
+            i = self.positions[arg.name]
+            return lambda r: r[i]
         if node.output:
             if src.startswith("enum:"):
                 return self.compile(node.args[0])

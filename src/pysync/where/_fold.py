@@ -124,5 +124,6 @@ def _has_sublink(node: Node) -> bool:
 
 
 def _renderable(t: str) -> bool:
-    """Whether a constant of type t can be written back as SQL (enums cannot)."""
-    return "enum:" not in t and "unknown" not in t
+    """Whether a constant of type t can be written back as SQL (enums can: a clause's
+    enum types are its columns', whose SQL names the renderer has)."""
+    return "unknown" not in t

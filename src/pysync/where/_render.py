@@ -7,7 +7,7 @@ written out, so Postgres evaluates exactly what the in-process evaluator evaluat
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pysync.postgres.types.booleans import format_bool
@@ -45,6 +45,7 @@ from ._ir import (
     is_array,
 )
 from .runtime.arrays import format_array
+from .runtime.enums import EnumType
 
 _FORMATTERS: dict[str, Callable[[Any], str]] = {
     "int2": format_int,
@@ -67,9 +68,9 @@ _FORMATTERS: dict[str, Callable[[Any], str]] = {
 
 def literal_text(t: str, value: Any) -> str:
     """Text Postgres' input function for ``t`` reads back as exactly ``value``."""
-    if is_array(t):
-        return format_array(value, _FORMATTERS[elem(t)])
-    return _FORMATTERS[t](value)
+    base = elem(t) if is_array(t) else t
+    out = str if base.startswith("enum:") else _FORMATTERS[base]  # an enum value: its label
+    return format_array(value, out) if is_array(t) else out(value)
 
 
 def quote_ident(name: str) -> str:
@@ -81,12 +82,26 @@ def quote_literal(text: str) -> str:
 
 
 class Renderer:
-    def __init__(self, inline: bool, views: Sequence[Any] = ()) -> None:
+    def __init__(
+        self, inline: bool, views: Sequence[Any] = (), enums: Mapping[str, EnumType] | None = None
+    ) -> None:
         self.inline = inline
         self.params: list[object] = []
         self.views = views
         """Per dependency, an object whose ``texts()`` are its values (``IN (SELECT ...)``
         becomes ``= ANY`` of them)."""
+        self.enums = enums or {}
+        """The clause's enum types (``enum:<name>``), whose SQL names its casts write."""
+
+    def type_sql(self, t: str) -> str:
+        """The type ``t`` as SQL (an enum type by its qualified name)."""
+        if is_array(t):
+            return self.type_sql(elem(t)) + "[]"
+        if t.startswith("enum:"):
+            sql = self.enums[t].sql
+            # psycopg treats % as a placeholder marker in the query text (a quoted name)
+            return sql if self.inline else sql.replace("%", "%%")
+        return t
 
     def render(self, node: Node) -> str:
         match node:
@@ -127,7 +142,7 @@ class Renderer:
                 if node.output:
                     # || and concat() apply the output function themselves
                     return inner
-                return f"CAST({inner} AS {node.type})"
+                return f"CAST({inner} AS {self.type_sql(node.type)})"
             case Function():
                 args = ", ".join(self.render(a) for a in node.args)
                 return f"{node.name}({args})"
@@ -136,7 +151,7 @@ class Renderer:
                 return f"({arr})" + "".join(f"[{s}]" for s in subs)
             case ArrayLiteral():
                 listed = ", ".join(self.render(a) for a in node.args)
-                return f"CAST(ARRAY[{listed}] AS {node.type})"
+                return f"CAST(ARRAY[{listed}] AS {self.type_sql(node.type)})"
             case Sublink():
                 return self._sublink(node)
             case Like():
@@ -147,10 +162,10 @@ class Renderer:
         raise AssertionError(node)
 
     def _const(self, node: Const) -> str:
-        t = node.type
+        t = self.type_sql(node.type)
         if node.value is None:
             return f"NULL::{t}"
-        text = literal_text(t, node.value)
+        text = literal_text(node.type, node.value)
         if self.inline:
             return f"{quote_literal(text)}::{t}"
         self.params.append(text)
@@ -173,10 +188,12 @@ class Renderer:
         return f"(({', '.join(cols)}) IN (SELECT * FROM unnest({arrays})))"
 
 
-def to_sql(node: Node, views: Sequence[Any] = ()) -> tuple[str, list[object]]:
-    r = Renderer(inline=False, views=views)
+def to_sql(
+    node: Node, views: Sequence[Any] = (), enums: Mapping[str, EnumType] | None = None
+) -> tuple[str, list[object]]:
+    r = Renderer(inline=False, views=views, enums=enums)
     return r.render(node), r.params
 
 
-def normalized(node: Node) -> str:
-    return Renderer(inline=True).render(node)
+def normalized(node: Node, enums: Mapping[str, EnumType] | None = None) -> str:
+    return Renderer(inline=True, enums=enums).render(node)

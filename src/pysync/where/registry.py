@@ -14,17 +14,28 @@ Comparisons, the array operators and ``text || text`` are entries too, but the c
 chooses their operand type itself (``_check.Checker.compare``: a common type, the
 collation's rules, varchar against bpchar) and then takes the entry for it with
 ``lookup``. So do coalesce (polymorphic: the arguments' common type, by Postgres'
-UNION/CASE rules, ``_check.Checker.unify``), greatest/least (one entry per ordered type,
-as its comparisons) and concat (any argument, each by its output function): these are
-not strict (``strict=False``: a NULL argument is skipped, not the answer) and variadic.
-array_cat, array_append and array_prepend (``||`` of arrays too) are polymorphic
-(``anyarray``/``anyelement``: the checker decides the array type) and not strict either.
-Equality of enums is enum_eq/enum_ne, on ``anyenum`` (pysync does not load the order of
-an enum's labels: < and the like on enums are not supported). The constructs that are
-not functions (AND/OR, IN/ANY, casts) stay the checker's own, and so do lower/upper and
-LIKE/ILIKE: what they compute (case mapping, case folding) depends on the collation of
-their arguments, which the checker derives (``Checker.collation``, ``case_of``), not on
-the argument types a signature declares; as entries they would need one per collation.
+UNION/CASE rules, ``_check.Checker.unify``), greatest/least (one entry per type with a
+btree order, as its comparisons) and concat (any argument, each by its output function):
+these are not strict (``strict=False``: a NULL argument is skipped, not the answer) and
+variadic. array_cat, array_append and array_prepend (``||`` of arrays too) are
+polymorphic (``anyarray``/``anyelement``: the checker decides the array type) and not
+strict either.
+
+Every type with a btree order has the six comparisons and greatest/least: the scalar
+types, bool (false before true), enums and the arrays of each (array_cmp: element by
+element, a NULL element above any value, then the shorter array, then fewer or smaller
+dimensions). Enums are ``anyenum`` (enum_eq, enum_lt, ...) and arrays of them
+``anyenum[]``: an enum value is an ``EnumValue`` (``runtime.enums``), its label ordered
+by ``pg_enum.enumsortorder`` as the catalog listed it when the clause was compiled; a
+row holding a label added or renamed since raises, so the shape resyncs rather than
+guess. (A domain over an enum has none of them in Postgres: ``anyenum`` does not take
+it; the checker refuses it with Postgres' message.)
+
+The constructs that are not functions (AND/OR, IN/ANY, casts) stay the checker's own,
+and so do lower/upper and LIKE/ILIKE: what they compute (case mapping, case folding)
+depends on the collation of their arguments, which the checker derives
+(``Checker.collation``, ``case_of``), not on the argument types a signature declares; as
+entries they would need one per collation.
 """
 
 from __future__ import annotations
@@ -55,6 +66,9 @@ ANYELEMENT = "anyelement"
 """A polymorphic argument: the element type of the call's ``anyarray``."""
 ANYENUM = "anyenum"
 """A polymorphic argument: any enum type (all of one type, as the checker compares)."""
+ANYENUMARRAY = "anyenum[]"
+"""A polymorphic argument: an array of any enum type (not Postgres' name: it has
+``anyarray`` whose element type is an enum; the checker binds it as for ``anyenum``)."""
 ANYCOMPATIBLE = "anycompatible"
 """A polymorphic argument: all of them converted to their common type, the result's."""
 ANY = "any"
@@ -120,29 +134,30 @@ COMPARISONS = ("=", "<>", "<", ">", "<=", ">=")
 
 
 def _comparisons() -> Iterable[Overload]:
-    """The btree operators of each type the checker compares (bool and enums: = and <>
-    only), and Postgres' date-timestamp ones (date_lt_timestamp, timestamptz_gt_date,
-    ...)."""
-    for t in sorted(ORDERED_TYPES):
+    """The btree operators of each type the checker compares, and Postgres'
+    date-timestamp ones (date_lt_timestamp, timestamptz_gt_date, ...). bool orders false
+    before true; enums (enum_lt, ...) by their labels' order (``runtime.enums``: an
+    EnumValue compares by it, and is equal to another of its type when their labels are)."""
+    for t in (*sorted(ORDERED_TYPES), "bool", ANYENUM):
         for op in COMPARISONS:
             yield Overload(op, "infix", (t, t), "bool", compare_op(op, t))
-    for op in ("=", "<>"):
-        yield Overload(op, "infix", ("bool", "bool"), "bool", compare_op(op, "bool"))
-    for op in ("=", "<>"):
-        # an enum value is its label, unique within its type
-        yield Overload(op, "infix", (ANYENUM, ANYENUM), "bool", compare_op(op, "text"))
     for t in ("timestamp", "timestamptz"):
         for op in COMPARISONS:
             yield Overload(op, "infix", ("date", t), "bool", date_timestamp_compare(op, t, True))
             yield Overload(op, "infix", (t, "date"), "bool", date_timestamp_compare(op, t, False))
 
 
+ELEMENT_TYPES = (*sorted(ORDERED_TYPES), "bool", ANYENUM)
+"""The element types of the arrays the language has: each has a btree order."""
+
+
 def _array_operators() -> Iterable[Overload]:
-    """= and <> (array_eq), @>, <@ and && of the arrays of every element type the
-    language has (enum arrays have none)."""
-    for t in sorted(ORDERED_TYPES | {"bool"}):
+    """The comparisons (array_eq, array_lt, ...: element by element, see
+    ``runtime.compare``), @>, <@ and && of the arrays of every element type the language
+    has."""
+    for t in ELEMENT_TYPES:
         a = t + "[]"
-        for op in ("=", "<>"):
+        for op in COMPARISONS:
             yield Overload(op, "infix", (a, a), "bool", compare_op(op, a))
         for op in ("@>", "<@", "&&"):
             yield Overload(op, "infix", (a, a), "bool", array_operator(op, t))
@@ -164,13 +179,9 @@ def _concat(values: Iterator[str | None]) -> str:
 
 
 def _extreme(t: str, greatest: bool) -> Callable[[Iterator[Any]], Any]:
-    """greatest() or least() of values of ``t``, NULLs ignored (NULL if all are)."""
+    """greatest() or least() of values of ``t``, NULLs ignored (NULL if all are); the
+    first of equal ones, as Postgres keeps the first."""
     key = sort_key(t)
-    if t == "bpchar":
-
-        def key(v: str) -> str:
-            return v.rstrip(" ")
-
     pick = max if greatest else min
 
     def extreme(values: Iterator[Any]) -> Any:
@@ -203,8 +214,9 @@ def _array_functions() -> Iterable[Overload]:
 
 
 def _extremes() -> Iterable[Overload]:
-    """greatest and least of each ordered type (the types with a < of their own)."""
-    for t in sorted(ORDERED_TYPES):
+    """greatest and least of each type with a btree order (its comparisons above):
+    scalars, enums, bool and the arrays of each."""
+    for t in (*ELEMENT_TYPES, *(e + "[]" for e in ELEMENT_TYPES)):
         for name in ("greatest", "least"):
             f = _extreme(t, name == "greatest")
             yield Overload(name, "call", (t,), t, f, strict=False, variadic=True)
@@ -269,7 +281,9 @@ def _matches(param: str, t: str) -> bool:
     if param == ANYARRAY:
         return is_array(t)
     if param == ANYENUM:
-        return t.startswith("enum:")
+        return t.startswith("enum:") and not is_array(t)
+    if param == ANYENUMARRAY:
+        return is_array(t) and t.startswith("enum:")
     return param == t or param in (ANYELEMENT, ANYCOMPATIBLE, ANY)
 
 

@@ -194,7 +194,7 @@ def cast_function(src: str, dst: str) -> Fn1 | None:
         if src == "bool":
             return booleans.format_bool
         if src.startswith("enum:"):
-            return lambda v: v
+            return str  # the label as plain text: an EnumValue orders by its enum's order
         out = OUTPUT.get(src)
         return out
     if dst == "bpchar":

@@ -4,12 +4,14 @@ without trailing spaces, arrays element by element."""
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from pysync.postgres.types import intervals
+from pysync.postgres.types.arrays import array_flatten, array_shape
 
 from .._ir import elem, is_array
 from . import Fn2
@@ -90,7 +92,9 @@ def compare_op(op: str, t: str) -> Fn2:
             return arr_eq
         if op == "<>":
             return lambda a, b: not arr_eq(a, b)
-        raise AssertionError(op)
+        array_cmp = three_way(t)
+        test = _CMP_FROM_SIGN[op]
+        return lambda a, b: test(array_cmp(a, b))
     if t in ("float4", "float8"):
         if op == "=":
             return _float_eq
@@ -124,12 +128,56 @@ def _array_eq(a: list[Any], b: list[Any], eq: Fn2) -> bool:
 
 
 def sort_key(t: str) -> Callable[[Any], Any] | None:
+    """A key ordering values of ``t`` as Postgres does, or None where Python's order is."""
+    if is_array(t):
+        return functools.cmp_to_key(three_way(t))
+    if t == "bpchar":
+        return _rstrip
     cmp = cmp_function(t)
     if cmp is None:
         return None
-    import functools
-
     return functools.cmp_to_key(cmp)
+
+
+def _rstrip(v: str) -> str:
+    return v.rstrip(" ")
+
+
+def three_way(t: str) -> Callable[[Any, Any], int]:
+    """btree's comparison support function for ``t`` (-1, 0 or 1)."""
+    if is_array(t):
+        element = three_way(elem(t))
+        return lambda a, b: _array_cmp(a, b, element)
+    cmp = cmp_function(t)
+    if cmp is not None:
+        return cmp
+    if t == "bpchar":
+        return lambda a, b: _plain_cmp(a.rstrip(" "), b.rstrip(" "))
+    return _plain_cmp
+
+
+def _plain_cmp(a: Any, b: Any) -> int:
+    return int(a > b) - int(a < b)
+
+
+def _array_cmp(a: list[Any], b: list[Any], cmp: Callable[[Any, Any], int]) -> int:
+    """array_cmp: element by element in storage order (NULL equal to NULL, above any
+    value), then the shorter array first, then fewer dimensions, then smaller ones."""
+    fa, fb = array_flatten(a), array_flatten(b)
+    for x, y in zip(fa, fb, strict=False):
+        if x is None or y is None:
+            if x is None and y is None:
+                continue
+            return 1 if x is None else -1
+        c = cmp(x, y)
+        if c:
+            return c
+    if len(fa) != len(fb):
+        return -1 if len(fa) < len(fb) else 1
+    sa, sb = array_shape(a), array_shape(b)
+    if len(sa) != len(sb):
+        return -1 if len(sa) < len(sb) else 1
+    return _plain_cmp(sa, sb)
 
 
 def date_timestamp_compare(op: str, t: str, date_left: bool) -> Fn2:
