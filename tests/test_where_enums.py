@@ -6,7 +6,7 @@ existing one, empty arrays, arrays with NULL elements), with the same answers.""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -80,7 +80,7 @@ INT_ARRAYS = [None, "{}", "{1,NULL}", "{1,2}", "{{1},{2}}", "{2}", "{NULL}", "{1
 
 def _rows() -> list[tuple[object, ...]]:
     """Every value of each column meets several of the others' (co-prime cycles)."""
-    rows = []
+    rows: list[tuple[object, ...]] = []
     for i in range(72):
         rows.append(
             (
@@ -199,7 +199,7 @@ CLAUSES = [
 PARAMS = {1: "meh"}
 
 
-def _postgres(conn: Conn, clause: str, params: list[object]) -> list[object]:
+def _postgres(conn: Conn, clause: str, params: Sequence[object]) -> list[object]:
     """(clause) on every row in id order; "error" for a row Postgres raises on."""
     try:
         sql = f"SELECT ({clause})::bool FROM t ORDER BY id"
@@ -267,9 +267,10 @@ def test_refused_as_postgres_refuses(
 
 def test_a_label_added_later_is_never_guessed(conn: Conn) -> None:
     """A clause compiled before ``ADD VALUE ... BEFORE`` raises on a row holding the new
-    label (the shape resyncs: test_enum_label_added_after_the_shape_resyncs_it), and
-    answers as before for every other label: adding one never reorders the others.
-    Compiled again, it knows the new order."""
+    label where it must order it (the shape resyncs:
+    test_enum_label_added_after_the_shape_resyncs_it), and answers as before for every
+    other label: adding one never reorders the others. Equality needs no order: the new
+    label equals none the clause knows. Compiled again, it knows the new order."""
     before = table(conn)
     where = compile_where("m < 'ok' OR ms @> '{sad}' OR m::text = 'x'", before)
     evaluate = where.bind([c.name for c in before.columns])
@@ -277,11 +278,17 @@ def test_a_label_added_later_is_never_guessed(conn: Conn) -> None:
     row: list[str | None] = [None] * len(before.columns)
     names = [c.name for c in before.columns]
     row[names.index("id")] = "1"
-    for column, value in (("m", "fine"), ("ms", "{ok,fine}")):
-        new = list(row)
-        new[names.index(column)] = value
-        with pytest.raises(WhereRuntimeError, match='invalid input value for enum mood: "fine"'):
-            evaluate(new)
+    new = list(row)
+    new[names.index("m")] = "fine"
+    with pytest.raises(WhereRuntimeError, match='order of mood label "fine" is not known'):
+        evaluate(new)
+    contains = list(row)
+    contains[names.index("ms")] = "{ok,fine}"
+    assert evaluate(contains) is None  # NULL < 'ok' OR false OR NULL = 'x'
+    equal = compile_where("m = 'ok' OR m IN ('sad', 'meh') OR ms @> '{ok}'", before)
+    new[names.index("ms")] = "{}"
+    assert equal.bind(names)(new) is False
+    assert equal.bind(names)(contains) is True
     old = list(row)
     old[names.index("m")] = "meh"
     assert evaluate(old) is True
@@ -308,6 +315,8 @@ async def test_enum_label_added_after_the_shape_resyncs_it(engine: Engine, conn:
     columns = ["id", "m", "ms"]
     shape = await make(engine, "e", where=where)
     whole = await make(engine, "e")
+    equality = "m = 'ok' OR m <> 'sad' OR ms @> '{meh}'"
+    equal = await make(engine, "e", where=equality)
     conn.execute("ALTER TYPE mood ADD VALUE 'fine' BEFORE 'meh'")
     conn.execute("INSERT INTO e VALUES (4, 'meh', '{}'), (5, 'happy', '{meh,ok}')")
     await quiesce(engine, conn)
@@ -322,7 +331,9 @@ async def test_enum_label_added_after_the_shape_resyncs_it(engine: Engine, conn:
     conn.execute("INSERT INTO e VALUES (7, 'fine', '{fine}'), (8, 'happy', '{fine,meh}')")
     conn.execute("UPDATE e SET m = 'fine' WHERE id = 3")
     await quiesce(engine, conn)
-    for live, clause in ((again, where), (whole, None)):
+    # Equality needs no order: a shape of it lives on through the new label.
+    assert not equal.gone, equal.reason
+    for live, clause in ((again, where), (whole, None), (equal, equality)):
         assert not live.gone, live.reason
         expected = table_state(conn, "public", "e", columns, ["id"], clause)
         assert materialise(read_all(live.log)) == expected

@@ -354,9 +354,7 @@ def _equality_term(term: Node) -> tuple[str, frozenset[object], KeyFunction] | N
     else:
         return None
     consts = [c for c in items if isinstance(c, Const) and c.value is not None]
-    if t.endswith("[]") or t.startswith("enum:") or len(consts) != len(items):
-        # Not enums: a row's label the clause's type lacks (added or renamed since) must
-        # reach the evaluator, which raises (the shape resyncs), not miss the index.
+    if t.endswith("[]") or len(consts) != len(items):
         return None
     found = _column_under_casts(target)
     if found is None:

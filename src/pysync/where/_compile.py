@@ -78,14 +78,14 @@ def column_parser(
 ) -> Callable[[str], Any] | None:
     """Parser for a column value of type t, or None for text-like types (no parsing). An
     enum's label becomes its ``EnumValue`` (ordered by the type in ``enums``; one the
-    catalog did not list raises ValueError)."""
+    catalog did not list raises ValueError when ordered)."""
     if t in ("text", "bpchar", "uuid"):
         return None
     if is_array(t):
         inner = column_parser(elem(t), enums)
         return parse_array(inner if inner is not None else parse_text)
     if t.startswith("enum:"):
-        return (enums or {})[t].value
+        return (enums or {})[t].read
     return _FAST_COLUMN_PARSERS.get(t) or input_function(t)
 
 

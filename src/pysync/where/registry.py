@@ -27,8 +27,8 @@ element, a NULL element above any value, then the shorter array, then fewer or s
 dimensions). Enums are ``anyenum`` (enum_eq, enum_lt, ...) and arrays of them
 ``anyenum[]``: an enum value is an ``EnumValue`` (``runtime.enums``), its label ordered
 by ``pg_enum.enumsortorder`` as the catalog listed it when the clause was compiled; a
-row holding a label added or renamed since raises, so the shape resyncs rather than
-guess. (A domain over an enum has none of them in Postgres: ``anyenum`` does not take
+label added since equals none the clause knows, and ordering it raises, so the shape
+resyncs rather than guess (a renamed label ends the shape first: ``shapes/drift.py``). (A domain over an enum has none of them in Postgres: ``anyenum`` does not take
 it; the checker refuses it with Postgres' message.)
 
 The constructs that are not functions (AND/OR, IN/ANY, casts) stay the checker's own,

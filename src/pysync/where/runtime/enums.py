@@ -6,15 +6,19 @@ by the order they were added in. An ``EnumValue`` is its label (a ``str``: equal
 hashed as the label, printed as it) that compares by its place in the labels the catalog
 listed when the clause was compiled (``EnumType``).
 
-A label that list lacks was added (or renamed) since: its place is unknown, so reading it
-raises ValueError, which the evaluator reports as ``WhereRuntimeError`` and the shape is
-invalidated (its refetch compiles the clause with the catalog as it is now). Adding a
-label never reorders the others, so every value the list has keeps its answer.
+A row's label that list lacks was added since (a renamed one ends the shape first:
+``shapes/drift.py``): it equals no label the clause knows, so equality needs no order, but
+its place is unknown, so ordering it raises WhereRuntimeError, which invalidates the shape (its
+refetch compiles the clause with the catalog as it is now). Adding a label never reorders
+the others, so every value the list has keeps its answer, and a shape that only tests
+equality (``status = 'active'``, the common case) lives on through an ``ADD VALUE``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from .._ir import WhereRuntimeError
 
 
 class EnumValue(str):
@@ -24,23 +28,39 @@ class EnumValue(str):
     rank: int
     enum: EnumType
 
-    def _rank_of(self, other: object) -> int:
-        if isinstance(other, EnumValue) and other.enum.name == self.enum.name:
-            return other.rank
-        # the checker compares enums of one type only: anything else is a bug, never text order
-        raise TypeError(f"cannot order {self.enum.name} against {other!r}")
+    def _ranks(self, other: object) -> tuple[int, int]:
+        if not (isinstance(other, EnumValue) and other.enum.name == self.enum.name):
+            # the checker compares enums of one type only: anything else is a bug, never
+            # text order
+            raise TypeError(f"cannot order {self.enum.name} against {other!r}")
+        for value in (self, other):
+            if value.rank < 0:
+                raise WhereRuntimeError(
+                    f"the order of {value.enum.name.removeprefix('enum:')} label "
+                    f'"{value}" is not known here (added since the shape was made)'
+                )
+        return self.rank, other.rank
 
     def __lt__(self, other: object) -> bool:
-        return self.rank < self._rank_of(other)
+        a, b = self._ranks(other)
+        return a < b
 
     def __le__(self, other: object) -> bool:
-        return self.rank <= self._rank_of(other)
+        a, b = self._ranks(other)
+        return a <= b
 
     def __gt__(self, other: object) -> bool:
-        return self.rank > self._rank_of(other)
+        a, b = self._ranks(other)
+        return a > b
 
     def __ge__(self, other: object) -> bool:
-        return self.rank >= self._rank_of(other)
+        a, b = self._ranks(other)
+        return a >= b
+
+    # str's own: a subclass that defines ordering keeps equality and hashing by label
+    __eq__ = str.__eq__
+    __ne__ = str.__ne__
+    __hash__ = str.__hash__
 
 
 class EnumType:
@@ -67,6 +87,16 @@ class EnumType:
             raise ValueError(
                 f'invalid input value for enum {self.name.removeprefix("enum:")}: "{label}"'
             )
+        return found
+
+    def read(self, label: str) -> EnumValue:
+        """A row's value: ``value``, or for a label added since the catalog was read, a
+        value that equals only itself and refuses to be ordered."""
+        found = self._values.get(label)
+        if found is None:
+            found = EnumValue(label)
+            found.rank = -1
+            found.enum = self
         return found
 
     def __repr__(self) -> str:
