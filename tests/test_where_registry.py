@@ -22,6 +22,7 @@ from pysync.postgres.catalog import load_table
 from pysync.postgres.cluster import PostgresCluster
 from pysync.postgres.types.arrays import parse_array
 from pysync.where import WhereRuntimeError, compile_where, registry
+from pysync.where._check import case_mapping
 from pysync.where._compile import Compiler
 from pysync.where._ir import Call, Cast, Const, Node, Operator, is_array
 from pysync.where._render import Renderer, literal_text
@@ -219,6 +220,17 @@ def _postgres(conn: Conn, sql: str, params: list[object]) -> str | None | psycop
     return row[0]  # type: ignore[no-any-return]
 
 
+def _case_mapping(conn: Conn) -> str:
+    row = conn.execute(
+        "SELECT datlocprovider, datctype FROM pg_database WHERE datname = current_database()"
+    ).fetchone()
+    assert row is not None
+    provider = {"c": "libc", "b": "builtin", "i": "icu"}[row[0]]
+    mapping = case_mapping(f"{provider}::{row[1]}")
+    assert mapping is not None, f"the test database's ctype {row} has no case mapping here"
+    return mapping
+
+
 @pytest.mark.parametrize("overload", registry.OVERLOADS, ids=repr)
 def test_overload_matches_postgres(conn: Conn, overload: registry.Overload) -> None:
     mismatches = []
@@ -230,10 +242,12 @@ def test_overload_matches_postgres(conn: Conn, overload: registry.Overload) -> N
             result = args[0].type  # the arguments' type
         elif result == registry.ANYARRAY:
             result = next(a.type for a in args if is_array(a.type))
+        # a collated one under the database's case mapping, as the checker derives it
+        case = _case_mapping(conn) if overload.collated else None
         node: Node = (
-            Call(type=result, args=args, name=overload.name, overload=overload)
+            Call(type=result, args=args, name=overload.name, overload=overload, case=case)
             if overload.form == "call"
-            else Operator(type=overload.result, args=args, overload=overload)
+            else Operator(type=overload.result, args=args, overload=overload, case=case)
         )
         renderer = Renderer(inline=False, enums=ENUMS)
         sql = renderer.render(node)

@@ -32,7 +32,6 @@ from ._ir import (
     And,
     ArrayLiteral,
     Call,
-    CaseMap,
     Cast,
     Column,
     Comparison,
@@ -40,7 +39,6 @@ from ._ir import (
     Distinct,
     Index,
     InList,
-    Like,
     Node,
     Not,
     NullTest,
@@ -1162,7 +1160,9 @@ class Checker:
         args = (s, pattern) if escape is None else (s, pattern, escape)
         self.check_equality(name.upper(), (s, pattern), e)
         case = self.case_of("ILIKE", (s, pattern), e) if name == "ilike" else None
-        node: Node = Like(type="bool", args=args, pos=s.pos, case=case)
+        overload = registry.lookup("~~" if name == "like" else "~~*", "infix", [s.type, "text"])
+        assert overload is not None  # declared for text and bpchar
+        node: Node = Operator(type="bool", args=args, pos=s.pos, overload=overload, case=case)
         if e.args.get("negate"):
             node = Not(type="bool", args=(node,), pos=s.pos)
         return node
@@ -1554,7 +1554,11 @@ class Checker:
             )
         arg = self.coerce(node, "text")
         case = self.case_of(f"{name}()", (arg,), e)
-        return CaseMap(type="text", args=(arg,), pos=position(e), name=name, case=case)
+        overload = registry.lookup(name, "call", ["text"])
+        assert overload is not None
+        return Call(
+            type="text", args=(arg,), pos=position(e), name=name, overload=overload, case=case
+        )
 
     def _variadic(self, e: exp.Func, name: str) -> Node:
         args = [self.check(x) for x in [e.this, *e.expressions] if x is not None]

@@ -20,7 +20,6 @@ from ._ir import (
     And,
     ArrayLiteral,
     Call,
-    CaseMap,
     Cast,
     Column,
     Comparison,
@@ -28,7 +27,6 @@ from ._ir import (
     Distinct,
     Index,
     InList,
-    Like,
     Node,
     Not,
     NullTest,
@@ -46,7 +44,6 @@ from .runtime.arrays import (
 )
 from .runtime.casts import OUTPUT, array_cast, cast_function, input_function
 from .runtime.enums import EnumType
-from .runtime.text import CASE_MAPS, like_escape, like_matcher
 
 Row = Sequence[str | None]
 Fn = Callable[[Row], Any]
@@ -127,7 +124,7 @@ class Compiler:
             case Call() if not node.overload.strict:
                 return _lazy([self.compile(a) for a in node.args], node.overload.impl)
             case Operator() | Call():
-                return self._strict(node, node.overload.impl)
+                return self._strict(node, node.overload.bind(node.case))
             case Comparison():
                 return self._strict2(node, _comparison(node))
             case Sublink():
@@ -138,16 +135,11 @@ class Compiler:
                 return self._quantified(node)
             case Cast():
                 return self._cast(node)
-            case CaseMap():
-                lower, upper = CASE_MAPS[node.case]
-                return self._strict1(node.args[0], upper if node.name == "upper" else lower)
             case Index():
                 return self._index(node)
             case ArrayLiteral():
                 fs = [self.compile(a) for a in node.args]
                 return lambda r: [f(r) for f in fs]
-            case Like():
-                return self._like(node)
         raise AssertionError(node)
 
     # ------------------------------------------------------------ leaves
@@ -255,13 +247,37 @@ class Compiler:
 
     # ------------------------------------------------------------ operators
 
-    def _strict(self, node: Node, impl: Callable[..., Any]) -> Fn:
-        """A strict operation (a registry overload) of one or two arguments."""
-        if len(node.args) == 1:
-            return self._strict1(node.args[0], impl)
-        return self._strict2(node, impl)
+    def _strict(self, node: Operator | Call, impl: Callable[..., Any]) -> Fn:
+        """A strict operation (a registry overload)."""
+        first, *rest = node.args
+        constant = node.overload.constant
+        values = [a.value for a in rest if isinstance(a, Const)]
+        if constant is not None and rest and len(values) == len(rest):
+            if any(v is None for v in values):
+                return lambda r: None
+            # Raises for a constant Postgres refuses: it would fail on the first row too.
+            return self._strict1(first, constant(impl, values))
+        if not rest:
+            return self._strict1(first, impl)
+        if len(rest) == 1:
+            return self._strict2(node, impl)
+        fs = [self.compile(a) for a in node.args]
+
+        def strict_n(r: Row) -> Any:
+            values = [f(r) for f in fs]
+            return None if any(v is None for v in values) else impl(*values)
+
+        return strict_n
 
     def _strict1(self, arg: Node, impl: Callable[[Any], Any]) -> Fn:
+        if isinstance(arg, Column) and column_parser(arg.type, self.enums) is None:
+            i = self.positions[arg.name]
+
+            def text_col(r: Row) -> Any:  # the hot shape (col LIKE const): one closure
+                v = r[i]
+                return None if v is None else impl(v)
+
+            return text_col
         f = self.compile(arg)
 
         def strict1(r: Row) -> Any:
@@ -448,42 +464,6 @@ class Compiler:
             return None if arr is None else array_subscript(arr, subs)
 
         return index
-
-    def _like(self, node: Like) -> Fn:
-        lower = CASE_MAPS[node.case][0] if node.case is not None else None
-        fs = self.compile(node.args[0])
-        pattern, escape = node.args[1], node.args[2] if len(node.args) > 2 else None
-        if isinstance(pattern, Const) and (escape is None or isinstance(escape, Const)):
-            if pattern.value is None or (escape is not None and escape.value is None):
-                return lambda r: None
-            esc = "\\" if escape is None else like_escape(escape.value)
-            try:
-                match = like_matcher(pattern.value, esc, lower)
-            except WhereRuntimeError:
-                raise  # an invalid constant pattern: Postgres fails on the first row too
-            if lower is not None:
-                fold = lower
-                return lambda r: None if (v := fs(r)) is None else match(fold(v))
-            return lambda r: None if (v := fs(r)) is None else match(v)
-        fp = self.compile(pattern)
-        fe = self.compile(escape) if escape is not None else None
-        cache: dict[tuple[str, str | None], Callable[[str], bool]] = {}
-
-        def like_dynamic(r: Row) -> bool | None:
-            s = fs(r)
-            p = fp(r)
-            e = fe(r) if fe is not None else "\\"
-            if s is None or p is None or e is None:
-                return None
-            key = (p, e)
-            matcher = cache.get(key)
-            if matcher is None:
-                matcher = like_matcher(p, like_escape(e), lower)
-                if len(cache) < 256:
-                    cache[key] = matcher
-            return matcher(s if lower is None else lower(s))
-
-        return like_dynamic
 
 
 def _lazy(fs: list[Fn], impl: Callable[[Iterator[Any]], Any]) -> Fn:

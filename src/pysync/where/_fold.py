@@ -24,12 +24,10 @@ from ._compile import Compiler
 from ._ir import (
     And,
     Call,
-    CaseMap,
     Cast,
     Column,
     Comparison,
     Const,
-    Like,
     Node,
     Operator,
     Or,
@@ -43,7 +41,7 @@ _LEAVES = (Column, Const, Sublink)
 # Strict operations: a NULL argument makes them NULL without a call. (The registry's
 # functions that are not strict, coalesce, greatest, least, concat, and the array
 # functions look at NULL arguments themselves.)
-_STRICT = (Operator, Comparison, Cast, Like, Call, CaseMap)
+_STRICT = (Operator, Comparison, Cast, Call)
 _NO_ROW: tuple[str | None, ...] = ()
 
 

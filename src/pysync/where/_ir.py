@@ -82,6 +82,8 @@ class Operator(Node):
     """A registry operator (infix or prefix), strict."""
 
     overload: Overload
+    case: str | None = None
+    """The case mapping of a ``collated`` overload (ILIKE)."""
 
 
 @dataclass(frozen=True, slots=True, eq=False, kw_only=True)
@@ -116,13 +118,8 @@ class Call(Function):
     overload: Overload
     varchar: bool = False
     """coalesce/greatest/least of the type of a varchar argument (see ``Column.varchar``)."""
-
-
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
-class CaseMap(Function):
-    """lower() or upper() under a collation's case mapping (``runtime.text.CASE_MAPS``)."""
-
-    case: str
+    case: str | None = None
+    """The case mapping of a ``collated`` overload (lower, upper)."""
 
 
 # ---------------------------------------------------------------- casts
@@ -205,13 +202,6 @@ class Quantified(Node):
     every: bool = False
     overload: Overload
     """The registry's ``op`` for ``compared_as`` (as ``Comparison.overload``)."""
-
-
-@dataclass(frozen=True, slots=True, eq=False, kw_only=True)
-class Like(Node):
-    """``s LIKE pattern [ESCAPE e]``; ILIKE when ``case`` (the case mapping) is set."""
-
-    case: str | None = None
 
 
 # ---------------------------------------------------------------- arrays

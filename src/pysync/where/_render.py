@@ -32,7 +32,6 @@ from ._ir import (
     Function,
     Index,
     InList,
-    Like,
     Node,
     Not,
     NullTest,
@@ -154,11 +153,6 @@ class Renderer:
                 return f"CAST(ARRAY[{listed}] AS {self.type_sql(node.type)})"
             case Sublink():
                 return self._sublink(node)
-            case Like():
-                s, p, *escape = (self.render(a) for a in node.args)
-                op = "LIKE" if node.case is None else "ILIKE"
-                suffix = f" ESCAPE {escape[0]}" if escape else ""
-                return f"({s} {op} {p}{suffix})"
         raise AssertionError(node)
 
     def _const(self, node: Const) -> str:

@@ -31,11 +31,11 @@ label added since equals none the clause knows, and ordering it raises, so the s
 resyncs rather than guess (a renamed label ends the shape first: ``shapes/drift.py``). (A domain over an enum has none of them in Postgres: ``anyenum`` does not take
 it; the checker refuses it with Postgres' message.)
 
-The constructs that are not functions (AND/OR, IN/ANY, casts) stay the checker's own,
-and so do lower/upper and LIKE/ILIKE: what they compute (case mapping, case folding)
-depends on the collation of their arguments, which the checker derives
-(``Checker.collation``, ``case_of``), not on the argument types a signature declares; as
-entries they would need one per collation.
+lower/upper and LIKE/ILIKE are entries too, ``collated``: what they compute (case
+mapping, case folding) depends on the collation of their arguments, which the checker
+derives (``Checker.collation``, ``case_of``), not on the argument types a signature
+declares; the node carries the case mapping and ``bind`` gives the implementation under
+it. The constructs that are not functions (AND/OR, IN/ANY, casts) stay the checker's own.
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ from .runtime.compare import compare_op, date_timestamp_compare, sort_key
 from .runtime.datetimes import DATETIME_OPS, timezone_function
 from .runtime.intervals import JUSTIFY
 from .runtime.numeric import absolute, arith_op, bitnot, float_pow, float_sqrt, negate
+from .runtime.text import CASE_MAPS, LikeOperator
 
 Form = Literal["infix", "prefix", "call"]
 
@@ -94,13 +95,28 @@ class Overload:
     first non-NULL, as Postgres)."""
     variadic: bool = False
     """The last argument type repeats: any number of arguments, at least ``len(args)``."""
+    collated: bool = False
+    """What it computes depends on its arguments' collation, not only on their types
+    (lower, upper, ILIKE map case by it): ``impl(case)`` is the implementation under the
+    case mapping the checker derived (a ``runtime.text.CASE_MAPS`` key)."""
+    sql: Callable[[Sequence[str]], str] | None = None
+    """How it is written, where ``form`` does not say (LIKE and ILIKE, and their ESCAPE)."""
+    constant: Callable[[Any, Sequence[Any]], Callable[[Any], Any]] | None = None
+    """Given the implementation and the values of every argument but the first, all
+    constant: the function of the first (a LIKE pattern is compiled once, not per row)."""
 
     @property
     def operands(self) -> tuple[str, ...]:
         return self.converts or self.args
 
+    def bind(self, case: str | None) -> Callable[..., Any]:
+        """The implementation (under ``case``, for a collated one)."""
+        return self.impl(case) if self.collated else self.impl
+
     def render(self, args: Sequence[str]) -> str:
         """SQL for this operation on the arguments' SQL."""
+        if self.sql is not None:
+            return self.sql(args)
         if self.form == "infix":
             return f"({args[0]} {self.name} {args[1]})"
         if self.form == "prefix":
@@ -222,6 +238,48 @@ def _extremes() -> Iterable[Overload]:
             yield Overload(name, "call", (t,), t, f, strict=False, variadic=True)
 
 
+def _like_sql(keyword: str) -> Callable[[Sequence[str]], str]:
+    def sql(args: Sequence[str]) -> str:
+        s, pattern, *escape = args
+        return f"({s} {keyword} {pattern}{f' ESCAPE {escape[0]}' if escape else ''})"
+
+    return sql
+
+
+def _case_mapping(which: int) -> Callable[[str | None], Callable[[str], str]]:
+    def mapping(case: str | None) -> Callable[[str], str]:
+        assert case is not None  # the checker derives one for every lower/upper
+        return CASE_MAPS[case][which]
+
+    return mapping
+
+
+def _text() -> Iterable[Overload]:
+    """lower/upper (of text: bpchar converts, trailing blanks dropped) and LIKE/ILIKE
+    (``~~``/``~~*``, with an optional third argument: the ESCAPE character) of text and
+    of bpchar as it is (``bpcharlike``: blanks kept)."""
+    yield Overload("lower", "call", ("text",), "text", _case_mapping(0), collated=True)
+    yield Overload("upper", "call", ("text",), "text", _case_mapping(1), collated=True)
+    for t in ("text", "bpchar"):
+        # one LIKE for every clause: its patterns, compiled as they come, are the same
+        # tests wherever they are met
+        like: Any = LikeOperator(None)
+        for op, keyword, impl, collated in (
+            ("~~", "LIKE", like, False),
+            ("~~*", "ILIKE", LikeOperator, True),
+        ):
+            yield Overload(
+                op,
+                "infix",
+                (t, "text"),
+                "bool",
+                impl,
+                collated=collated,
+                sql=_like_sql(keyword),
+                constant=lambda like, rest: like.matcher(*rest),
+            )
+
+
 OVERLOADS: tuple[Overload, ...] = (
     *_arithmetic(),
     *_comparisons(),
@@ -245,6 +303,7 @@ OVERLOADS: tuple[Overload, ...] = (
     *_extremes(),
     *_array_functions(),
     Overload("concat", "call", (ANY,), "text", _concat, ("text",), strict=False, variadic=True),
+    *_text(),
 )
 
 _BY_NAME: dict[tuple[str, Form, int], list[Overload]] = {}

@@ -1,4 +1,5 @@
-"""Text: LIKE / ILIKE patterns and the case mappings of lower(), upper() and ILIKE."""
+"""Text: LIKE / ILIKE patterns and the case mappings of lower(), upper() and ILIKE (the
+registry's collated entries: what they compute depends on the collation's case mapping)."""
 
 from __future__ import annotations
 
@@ -78,3 +79,33 @@ CASE_MAPS: dict[str, tuple[Callable[[str], str], Callable[[str], str]]] = {
     "ascii": (strings.ascii_lower, strings.ascii_upper),
 }
 """(lower, upper) by the ctype's kind (see ``_check.case_mapping``)."""
+
+
+class LikeOperator:
+    """``~~`` (LIKE) or, under a case mapping, ``~~*`` (ILIKE): ``s LIKE pattern [ESCAPE
+    e]`` on non-NULL values. Each pattern is compiled once (up to a bound) per operator
+    of a clause; ``matcher`` gives the test of a constant one."""
+
+    __slots__ = ("_lower", "_matchers")
+
+    def __init__(self, case: str | None) -> None:
+        self._lower = None if case is None else CASE_MAPS[case][0]
+        self._matchers: dict[tuple[str, str], Callable[[str], bool]] = {}
+
+    def matcher(self, pattern: str, escape: str = "\\") -> Callable[[str], bool]:
+        """``s LIKE pattern ESCAPE escape`` as a test of ``s`` (raises WhereRuntimeError
+        for a pattern or escape Postgres refuses)."""
+        lower = self._lower
+        match = like_matcher(pattern, like_escape(escape), lower)
+        if lower is None:
+            return match
+        return lambda s: match(lower(s))  # ILIKE: the lowered string, lowered pattern
+
+    def __call__(self, s: str, pattern: str, escape: str = "\\") -> bool:
+        key = (pattern, escape)
+        match = self._matchers.get(key)
+        if match is None:
+            match = self.matcher(pattern, escape)
+            if len(self._matchers) < 256:
+                self._matchers[key] = match
+        return match(s)
