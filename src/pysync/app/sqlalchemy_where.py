@@ -114,14 +114,9 @@ class _WhereCompiler:
         op = node.operator
         left, right = node.left, node.right
         if op in COMPARISONS:
-            if _is_enum(left) or _is_enum(right):
-                if op not in _ENUMCOMPARISONS:
-                    raise ShapeError(
-                        "where",
-                        "an enum column can be compared for equality (=, <>, IN), "
-                        "not ordered, in Electric's WHERE language",
-                    )
-                # Electric compares enums as text: "mood::text = $1".
+            if (_is_enum(left) or _is_enum(right)) and op in _ENUMCOMPARISONS:
+                # Electric compares enums as text: "mood::text = $1". Ordering them is
+                # not text order: it is the labels' order, as the column compares.
                 return (
                     f"{self.enum_side(left)} {COMPARISONS[op]} {self.enum_side(right)}",
                     PREDICATE,
@@ -148,8 +143,6 @@ class _WhereCompiler:
         if op in (operators.in_op, operators.not_in_op):
             return self.in_list(left, right, negated=op is operators.not_in_op)
         if op in (operators.between_op, operators.not_between_op):
-            if _is_enum(left):
-                raise ShapeError("where", "BETWEEN orders values: not supported for an enum column")
             low, high = list(right.clauses)
             word = "BETWEEN" if op is operators.between_op else "NOT BETWEEN"
             if node.modifiers.get("symmetric"):
