@@ -594,3 +594,33 @@ def test_a_huge_post_body_is_refused_without_being_held(
         assert health_ok(base)
     finally:
         assert server.stop(), server.output()
+
+
+def test_a_client_that_leaves_in_the_middle_of_its_body_is_no_error(
+    database_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    """A POST whose client goes before the whole body came (a dropped connection, an
+    ``Expect: 100-continue`` never followed) is nothing to log as an error: it was an
+    'error serving POST /v1/shape' with a ClientDisconnect traceback, which any client
+    could write into the log as often as it liked."""
+    conn.execute("CREATE TABLE posted (id int PRIMARY KEY)")
+    server, base = serve(database_url, tmp_path)
+    port = int(base.rsplit(":", 1)[1])
+    try:
+        for head in (
+            b'content-length: 100\r\n\r\n{"where":',
+            b"expect: 100-continue\r\ncontent-length: 2\r\n\r\n",
+            b'transfer-encoding: chunked\r\n\r\n3\r\n{"w\r\n',
+        ):
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(
+                    b"POST /v1/shape?table=posted&offset=-1 HTTP/1.1\r\nHost: x\r\n"
+                    b"content-type: application/json\r\n" + head
+                )
+                time.sleep(0.3)  # the request is being read when the client goes
+        time.sleep(0.5)
+        assert health_ok(base)
+        assert "Traceback" not in server.output(), server.output()
+        assert "error serving" not in server.output(), server.output()
+    finally:
+        assert server.stop(), server.output()
