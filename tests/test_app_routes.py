@@ -395,6 +395,13 @@ async def test_a_mount_serves_only_its_tables(app: App, conn: Conn) -> None:
             json=body,
         )
         assert posted.status_code == 403, body
+    # An allowed subset body, read by the mount's check and then by the API, is served.
+    posted = await app.http.post(
+        "/served/v1/shape",
+        params={"table": app.table, "offset": offset, "handle": handle},
+        json={"where": "true"},
+    )
+    assert posted.status_code == 200, posted.text
     # Without tables=, a mount serves any table to whoever reaches it.
     assert (await app.get("/electric/v1/shape", table="members", offset="-1")).status_code == 200
     with pytest.raises(TypeError, match="a list of tables"):

@@ -236,3 +236,25 @@ def test_pooled_database_url_from_its_names_and_checked(monkeypatch: pytest.Monk
     alone = {"PYSYNC_POOLED_DATABASE_URL": "postgresql://bouncer/app"}
     with pytest.raises(SettingsError, match="needs the database's own URL too"):
         make_settings(from_env(alone), env_origins(alone))
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:hunter2%zzsecret@h/app",  # libpq: invalid percent-encoded token
+        "postgresql://u:hunter2secret%@h/app",
+        "postgresql://u@h/app?password=hunter2%zzsecret",
+        "host=h user=u password=hunter2 secret dbname=app",  # missing "=" after "secret"
+        "host=h password='hunter2secret",  # unterminated quoted string
+    ],
+)
+def test_an_unparsable_database_url_never_repeats_its_password(url: str) -> None:
+    """libpq's message about a URL it cannot parse quotes the token it choked on, and
+    that can be (a piece of) the password: the message is shown, the token is not."""
+    for names in ({"DATABASE_URL": url}, {"PYSYNC_POOLED_DATABASE_URL": url}):
+        env = {"DATABASE_URL": "postgresql://db/app", **names}
+        with pytest.raises(SettingsError, match="^invalid ") as error:
+            make_settings(from_env(env), env_origins(env))
+        message = str(error.value)
+        assert "hunter2" not in message and "secret" not in message, message
+        assert "expected postgresql://" in message  # still says what is wrong

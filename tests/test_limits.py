@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import select
 import socket
 import time
 from collections.abc import Iterator
@@ -537,5 +538,89 @@ def test_a_large_body_sent_with_its_head_is_not_a_large_head(
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
         assert b'{"id" : "1", "title" : "a"}' in answer
+    finally:
+        assert server.stop(), server.output()
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+def test_a_huge_post_body_is_refused_without_being_held(
+    database_url: str, conn: Conn, tmp_path: Path, framing: str
+) -> None:
+    """A POST subset body over the 8 MiB limit is a 413 as soon as that is known (its
+    content-length, or 8 MiB read): it was read whole into memory first, so a few
+    requests of a few hundred MB each could exhaust the server's memory."""
+    conn.execute("CREATE TABLE posted (id int PRIMARY KEY)")
+    server, base = serve(database_url, tmp_path)
+    pid = server.process.pid
+    size = 200 * 1024 * 1024
+    piece = b" " * (1 << 20)
+    try:
+        framed = (
+            f"content-length: {size}\r\n"
+            if framing == "content-length"
+            else "transfer-encoding: chunked\r\n"
+        )
+        head = (
+            "POST /v1/shape?table=posted&offset=-1 HTTP/1.1\r\nHost: x\r\n"
+            f"content-type: application/json\r\n{framed}\r\n"
+        ).encode()
+        if framing == "chunked":
+            piece = b"%x\r\n%s\r\n" % (len(piece), piece)
+        before = rss_kib(pid)
+        grown = 0
+        with socket.create_connection(("127.0.0.1", int(base.rsplit(":", 1)[1]))) as sock:
+            sock.settimeout(30)
+            sock.sendall(head)
+            for _ in range(size // (1 << 20)):
+                readable, _, _ = select.select([sock], [], [], 0)
+                if readable:
+                    break  # answered
+                try:
+                    sock.sendall(piece)
+                except OSError:
+                    break  # answered and closed
+                grown = max(grown, rss_kib(pid) - before)
+            else:
+                sock.sendall(b"0\r\n\r\n" if framing == "chunked" else b"")
+            answer = b""
+            while not answer.endswith(b"}"):
+                chunk = sock.recv(65536)
+                assert chunk, answer[:300]
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
+        assert b"Request body too large" in answer
+        # Reading the 200 MB whole grew it by about 150 MB.
+        assert grown < 40_000, f"a 200 MB body grew the server by {grown} KiB"
+        assert health_ok(base)
+    finally:
+        assert server.stop(), server.output()
+
+
+def test_a_client_that_leaves_in_the_middle_of_its_body_is_no_error(
+    database_url: str, conn: Conn, tmp_path: Path
+) -> None:
+    """A POST whose client goes before the whole body came (a dropped connection, an
+    ``Expect: 100-continue`` never followed) is nothing to log as an error: it was an
+    'error serving POST /v1/shape' with a ClientDisconnect traceback, which any client
+    could write into the log as often as it liked."""
+    conn.execute("CREATE TABLE posted (id int PRIMARY KEY)")
+    server, base = serve(database_url, tmp_path)
+    port = int(base.rsplit(":", 1)[1])
+    try:
+        for head in (
+            b'content-length: 100\r\n\r\n{"where":',
+            b"expect: 100-continue\r\ncontent-length: 2\r\n\r\n",
+            b'transfer-encoding: chunked\r\n\r\n3\r\n{"w\r\n',
+        ):
+            with socket.create_connection(("127.0.0.1", port)) as sock:
+                sock.sendall(
+                    b"POST /v1/shape?table=posted&offset=-1 HTTP/1.1\r\nHost: x\r\n"
+                    b"content-type: application/json\r\n" + head
+                )
+                time.sleep(0.3)  # the request is being read when the client goes
+        time.sleep(0.5)
+        assert health_ok(base)
+        assert "Traceback" not in server.output(), server.output()
+        assert "error serving" not in server.output(), server.output()
     finally:
         assert server.stop(), server.output()

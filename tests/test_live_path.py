@@ -614,3 +614,112 @@ async def test_a_bug_answering_one_parked_request_leaves_the_others_answered(
         statuses = sorted(c.sent[0].status_code for c in conns)
         assert statuses == [200, 200, 500], statuses
         assert api.in_flight["existing"] == 0
+
+
+def pipelined(port: int, *paths: str) -> socket.socket:
+    """``paths`` as GETs pipelined on one connection (sent in one write). Its receive
+    buffer is small: a large response unread holds the server in its middle."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"".join(f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in paths))
+    return sock
+
+
+def read_responses(sock: socket.socket, count: int) -> list[tuple[str, bytes]]:
+    """``count`` responses of a raw socket, in the order they came (each has a
+    content-length or is chunked), as (head, body)."""
+    sock.settimeout(20)
+    received = b""
+    responses: list[tuple[str, bytes]] = []
+    while len(responses) < count:
+        while b"\r\n\r\n" not in received:
+            chunk = sock.recv(65536)
+            assert chunk, f"connection closed after {len(responses)} responses"
+            received += chunk
+        head, _, rest = received.partition(b"\r\n\r\n")
+        lines = head.decode().lower().split("\r\n")
+        fields = dict(line.split(": ", 1) for line in lines[1:])
+        body = b""
+        if "content-length" in fields:
+            size = int(fields["content-length"])
+            while len(rest) < size:
+                chunk = sock.recv(65536)
+                assert chunk, "connection closed in a body"
+                rest += chunk
+            body, received = rest[:size], rest[size:]
+        else:
+            assert fields.get("transfer-encoding") == "chunked", head
+            while True:
+                while b"\r\n" not in rest:
+                    chunk = sock.recv(65536)
+                    assert chunk, "connection closed in a chunk"
+                    rest += chunk
+                size_line, _, rest = rest.partition(b"\r\n")
+                size = int(size_line, 16)
+                while len(rest) < size + 2:
+                    chunk = sock.recv(65536)
+                    assert chunk, "connection closed in a chunk"
+                    rest += chunk
+                body, rest = body + rest[:size], rest[size + 2 :]
+                if size == 0:
+                    break
+            received = rest
+        responses.append((head.decode().lower(), body))
+    sock.close()
+    return responses
+
+
+def test_pipelined_requests_are_answered_in_order(served: Served) -> None:
+    """HTTP/1.1 answers pipelined requests in the order they came (RFC 9112 9.3). The
+    live path answered a long-poll behind a request the app was still serving at once,
+    ahead of that one's response: the client (or a caching proxy) took the live body
+    for the first request's. A request behind a parked long-poll closed the connection,
+    without an answer to either."""
+    with psycopg.connect(served.database_url, autocommit=True) as conn:
+        # A first response big enough to be still streaming when the second is taken.
+        conn.execute("INSERT INTO items SELECT g, g FROM generate_series(2, 30000) g")
+    with httpx.Client(timeout=30) as http:
+        handle, offset = served.sync(http)
+        with psycopg.connect(served.database_url, autocommit=True) as conn:
+            conn.execute("UPDATE items SET n = 7 WHERE id = 1")
+        live = f"/v1/shape?table=items&offset={offset}&handle={handle}&live=true"
+        initial = "/v1/shape?table=items&offset=-1"
+        until(lambda: http.get(served.base + live).status_code == 200, what="the update")
+        # Data there: the live one is answered at once, but only after the first.
+        first, second = read_responses(pipelined(served.port, initial, live), 2)
+        assert len(json.loads(first[1])) == 30001, first[0]  # 30000 rows, snapshot-end
+        assert json.loads(second[1])[0]["value"] == {"id": "1", "n": "7"}, second
+        # Behind a parked long-poll: both answered, in order.
+        handle, offset = served.sync(http)
+        live = f"/v1/shape?table=items&offset={offset}&handle={handle}&live=true"
+        sock = pipelined(served.port, live, initial)
+        until(lambda: served.metric("pysync_waiting_requests") == 1, what="a parked request")
+        with psycopg.connect(served.database_url, autocommit=True) as conn:
+            conn.execute("UPDATE items SET n = 8 WHERE id = 1")
+        first, second = read_responses(sock, 2)
+        assert json.loads(first[1])[0]["value"] == {"id": "1", "n": "8"}, first
+        assert len(json.loads(second[1])) == 30001, second[0]
+        # Behind a parked long-poll whose answer is too large to build (replayed through
+        # the app): a long-poll of another shape, which waits in the app; a request
+        # sent meanwhile is answered after it, not at once beside it.
+        handle, offset = served.sync(http)
+        live = f"/v1/shape?table=items&offset={offset}&handle={handle}&live=true"
+        big = {"table": "items", "where": "n > 1000000"}
+        big_handle, big_offset = served.sync(http, **big)
+        waits = "/v1/shape?" + str(
+            httpx.QueryParams({**big, "offset": big_offset, "handle": big_handle, "live": "true"})
+        )
+        sock = pipelined(served.port, live, waits)
+        until(lambda: served.metric("pysync_waiting_requests") == 1, what="a parked request")
+        with psycopg.connect(served.database_url, autocommit=True) as conn:
+            conn.execute("UPDATE items SET n = n + 1")  # 30000 changes: streamed
+        time.sleep(1)  # the replay answered; the second long-poll waits in the app
+        sock.sendall(f"GET {initial} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        time.sleep(0.5)
+        with psycopg.connect(served.database_url, autocommit=True) as conn:
+            conn.execute("INSERT INTO items VALUES (0, 2000000)")
+        first, second, third = read_responses(sock, 3)
+        assert len(json.loads(first[1])) == 30001, first[0]  # the changes, up-to-date
+        assert json.loads(second[1])[0]["value"] == {"id": "0", "n": "2000000"}, second
+        assert len(json.loads(third[1])) == 30001, third[0]  # the snapshot, as first asked

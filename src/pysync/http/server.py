@@ -228,10 +228,20 @@ class BoundedProtocol(HttpToolsProtocol):
         self._shared.idle.pop(self, None)
         self._cancel_head_timer()
         if self.parked is not None:
-            # A request pipelined behind a waiting long-poll (clients do not do
-            # that): its answer cannot go first, and holding it is not worth it.
-            self._taken = True
-            self.transport.close()
+            # A request pipelined behind a waiting long-poll: its answer must come after
+            # the long-poll's (RFC 9112 9.3). uvicorn queues a request behind a cycle
+            # not yet complete and starts it when that one's response completes; the
+            # parked request has no cycle, so a stand-in tells uvicorn to queue (its
+            # answer, ``respond`` or ``replay``, ends in ``on_response_complete``, which
+            # starts the queued one). Closing the connection here answered neither.
+            self.cycle = _AWAITING_PARKED  # type: ignore[assignment]
+            super().on_headers_complete()
+            return
+        if self._busy():
+            # Behind a request the app is still answering (uvicorn queues this one):
+            # taken by the fast path it would be answered first, its response ahead of
+            # (or inside) the other's, and the client would read it as the other's.
+            super().on_headers_complete()
             return
         if self._take():
             self._taken = True
@@ -240,6 +250,12 @@ class BoundedProtocol(HttpToolsProtocol):
             self.url = b""
             return
         super().on_headers_complete()
+
+    def _busy(self) -> bool:
+        """Is an earlier request of this connection still being answered by the app
+        (or queued behind one)?"""
+        cycle = self.cycle
+        return bool(self.pipeline) or (cycle is not None and not cycle.response_complete)
 
     def _take(self) -> bool:
         """Does the fast path take the request whose head was just read?"""
@@ -325,12 +341,21 @@ class BoundedProtocol(HttpToolsProtocol):
         self._start_asgi_task(self.cycle, self.app)
 
     def on_response_complete(self) -> None:
+        # The oldest pipelined request, which uvicorn starts now (unless closing).
+        started = (
+            self.pipeline[-1][0] if self.pipeline and not self.transport.is_closing() else None
+        )
         super().on_response_complete()
-        if self.cycle is not None and self.cycle.response_complete:
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
             # Between requests a kept-alive connection holds no request's objects
-            # (the cycle, its scope and event: about 2 KiB each).
-            self.cycle = None  # type: ignore[assignment]
-        if not self.transport.is_closing():
+            # (the cycle, its scope and event: about 2 KiB each). The one started is
+            # the connection's current request: after a replay ``cycle`` was the
+            # replayed one, and a request pipelined next must queue behind it.
+            self.cycle = started  # type: ignore[assignment]
+        if started is None and not self.transport.is_closing():
+            # (With a pipelined request started the connection is not idle: neither
+            # the header timeout nor the connection limit may close it under that.)
             self._idle()
 
     def _idle(self) -> None:
@@ -350,6 +375,17 @@ class BoundedProtocol(HttpToolsProtocol):
         self._head_timer = None
         self._shared.idle.pop(self, None)
         self.transport.close()
+
+
+class _AwaitingParked:
+    """Stands for a parked request's cycle (it has none) while a request pipelined
+    behind it is read: uvicorn queues a request behind a cycle whose response is not
+    complete."""
+
+    response_complete = False
+
+
+_AWAITING_PARKED = _AwaitingParked()
 
 
 class _Flow(FlowControl):

@@ -18,10 +18,13 @@ of the URL is libpq's own.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import psycopg
+
+from pysync.redact import HIDDEN, redacted
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
@@ -80,13 +83,37 @@ class UnparsableConninfo(ValueError):
     """Neither a URL nor ``key=value`` pairs, as libpq reads them."""
 
 
+_QUOTED = re.compile(r'"([^"]+)"')
+
+
+def _without_secrets(message: str, conninfo: str) -> str:
+    """libpq's ``message`` about ``conninfo`` with each token it quotes hidden where that
+    may be (a piece of) the password: libpq quotes the token it choked on
+    (``invalid percent-encoded token: "<the password>"``, ``missing "=" after "<the
+    password's second word>"``), and the message is shown, printed and logged. A token
+    is hidden when ``redacted`` (which knows where passwords go) does not show it, or
+    when it comes after a ``password`` keyword."""
+    shown = redacted(conninfo)
+    keyword = conninfo.lower().find("password")
+
+    def hide(match: re.Match[str]) -> str:
+        token = match.group(1)
+        if token == "=":  # libpq's own: missing "=" after "..."
+            return match.group(0)
+        after_keyword = keyword >= 0 and conninfo.find(token, keyword) >= 0
+        return f'"{HIDDEN}"' if token not in shown or after_keyword else match.group(0)
+
+    return _QUOTED.sub(hide, message)
+
+
 def check(conninfo: str) -> dict[str, str]:
     """``conninfo``'s parameters; ValueError (UnparsableConninfo when it cannot be
     parsed) for a bad one libpq would only report at connect time."""
     try:
         given = psycopg.conninfo.conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError as exc:
-        raise UnparsableConninfo(str(exc).strip().replace("\n", " ")) from None
+        message = str(exc).strip().replace("\n", " ")
+        raise UnparsableConninfo(_without_secrets(message, conninfo)) from None
     mode = given.get("sslmode")
     if mode is not None and mode not in SSL_MODES:
         raise ValueError(f"sslmode {mode!r} is not one of {', '.join(SSL_MODES)}")
