@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -402,6 +403,21 @@ async def test_a_mount_serves_only_its_tables(app: App, conn: Conn) -> None:
         json={"where": "true"},
     )
     assert posted.status_code == 200, posted.text
+    # A body over the limit is refused by the mount's check before it is held (declared
+    # or as it comes: chunked), as the API refuses it.
+    params = {"table": app.table, "offset": offset, "handle": handle}
+    posted = await app.http.post(
+        "/served/v1/shape", params=params, content=b"{" + b" " * (9 << 20) + b"}"
+    )
+    assert posted.status_code == 413, posted.text
+    tracemalloc.start()
+    try:
+        posted = await app.http.post("/served/v1/shape", params=params, content=_chunks(64 << 20))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert posted.status_code == 413, posted.text
+    assert peak < 32 << 20, f"{peak >> 20} MiB held for a 64 MiB body"
     # Without tables=, a mount serves any table to whoever reaches it.
     assert (await app.get("/electric/v1/shape", table="members", offset="-1")).status_code == 200
     with pytest.raises(TypeError, match="a list of tables"):
@@ -519,3 +535,11 @@ async def test_sse_through_an_app_route(app: App, conn: Conn) -> None:
             if '"CINQ"' in events and "up-to-date" in events:
                 break
     assert '"title":"CINQ"' in events
+
+
+async def _chunks(size: int) -> AsyncIterator[bytes]:
+    """A body of ``size`` bytes sent chunked (no content-length)."""
+    yield b"{"
+    for _ in range(size >> 16):
+        yield b" " * (1 << 16)
+    yield b"}"

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 import time
+import tracemalloc
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -221,3 +223,36 @@ async def test_http_mode_forwards_no_cookie_from_one_user_to_another() -> None:
                 assert "set-cookie" not in response.headers
     # Neither the upstream's cookie nor the app's own session cookie went upstream.
     assert seen == [None, None, None]
+
+
+async def test_http_mode_refuses_a_post_body_over_the_limit_before_holding_it() -> None:
+    """http mode passes POST bodies to the sync service: one over the engine's limit is
+    its 413 here, before it is held (read as it comes), and never reaches upstream."""
+    bodies: list[int] = []
+
+    async def upstream_shape(request: Request) -> Response:
+        bodies.append(len(await request.body()))
+        return Response(b"[]", media_type="application/json")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(64):
+            yield b" " * (1 << 20)
+
+    upstream = Starlette(routes=[Route("/v1/shape", upstream_shape, methods=["GET", "POST"])])
+    async with serving(upstream) as base, pysync.Sync(mode="http", url=base, env=False) as sync:
+        app = Starlette(routes=[sync.mount("/electric")])
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://app"
+        ) as http:
+            params = {"table": "todos", "offset": "-1"}
+            small = await http.post("/electric/v1/shape", params=params, json={"where": "true"})
+            assert small.status_code == 200, small.text
+            tracemalloc.start()
+            try:
+                big = await http.post("/electric/v1/shape", params=params, content=chunks())
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+    assert big.status_code == 413, big.text
+    assert peak < 32 << 20, f"{peak >> 20} MiB held for a 64 MiB body"
+    assert bodies == [len(b'{"where":"true"}')]

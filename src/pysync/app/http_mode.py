@@ -33,6 +33,7 @@ from pysync.client.request import shape_params
 from pysync.http.errors import MustRefetch, ShapeAPIError, unavailable
 from pysync.http.params import ShapeRequest
 from pysync.http.responses import error_response
+from pysync.http.subset import read_body
 from pysync.http.waiters import InterruptRegistry, Recheck, ShapeMatcher, Waiter
 from pysync.redact import redacted
 from pysync.shapes.definition import ShapeDefinition
@@ -249,15 +250,16 @@ class RemoteShapes:
     # -- Electric's API, passed through ---------------------------------------------
 
     async def electric(self, request: Request) -> Response:
-        body = await request.body() if request.method == "POST" else None
-        upstream = self.http.build_request(
-            request.method,
-            "/v1/shape",
-            params=list(request.query_params.multi_items()),
-            headers={**_passed_headers(request), **_content_type(request)},
-            content=body,
-        )
         try:
+            # bounded as the engine's own POST: never held whole before the check
+            body = await read_body(request) if request.method == "POST" else None
+            upstream = self.http.build_request(
+                request.method,
+                "/v1/shape",
+                params=list(request.query_params.multi_items()),
+                headers={**_passed_headers(request), **_content_type(request)},
+                content=body,
+            )
             return _relay(await self._send(upstream))
         except ShapeAPIError as exc:
             return error_response(request, exc)

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from pysync.app.shapes import shape
 from pysync.http.errors import ShapeAPIError, invalid
 from pysync.http.json_input import JSONTooDeep, decode_json
+from pysync.http.subset import read_body
 from pysync.postgres.identifiers import IdentifierError, parse_relation
 from pysync.where import WhereError, sublinks
 
@@ -43,7 +44,11 @@ class ServedTables:
             return None
         if relation not in self.relations:
             return _forbidden("table", relation)
-        for field, clause in await _clauses(request):
+        try:
+            clauses = await _clauses(request)
+        except ShapeAPIError as exc:  # a body over the limit, or cut off
+            return exc
+        for field, clause in clauses:
             try:
                 for read in _tables_read(clause):
                     if read not in self.relations:
@@ -68,8 +73,8 @@ async def _clauses(request: Request) -> list[tuple[str, str]]:
         if (clause := request.query_params.get(field))
     ]
     if request.method == "POST":
-        try:  # Starlette keeps the body: the API reads it again
-            body = decode_json(await request.body() or b"{}")
+        try:  # read_body keeps the body: the API reads it again
+            body = decode_json(await read_body(request) or b"{}")
         except (msgspec.DecodeError, JSONTooDeep):
             body = None  # the API answers its own 400
         if isinstance(body, dict):

@@ -97,7 +97,8 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
         raise ShapeAPIError(
             400, {"error": "Client disconnected before the request body was complete"}
         ) from None
-    return b"".join(pieces)
+    body = request._body = b"".join(pieces)  # as request.body() keeps it: read again later
+    return body
 
 
 async def subset_fields_from_body(request: Request, query: dict[str, str]) -> dict[str, object]:
