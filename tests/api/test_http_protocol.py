@@ -335,6 +335,15 @@ async def test_out_of_bounds_offset(client: Client) -> None:
     elapsed = time.monotonic() - started
     assert_invalid(r, {"offset": ["out of bounds for this shape"]})
     assert LONG_POLL / 2 * 0.9 <= elapsed < LONG_POLL  # half a long-poll to be right
+    # A live request too (it waited a whole long-poll, then got a 200 up-to-date at an
+    # offset the log never reached, and came back to it forever).
+    started = time.monotonic()
+    r = await client.shape(
+        table="items", offset=f"{lsn + 10_000_000}_0", handle=handle, live="true"
+    )
+    elapsed = time.monotonic() - started
+    assert_invalid(r, {"offset": ["out of bounds for this shape"]})
+    assert LONG_POLL / 2 * 0.9 <= elapsed < LONG_POLL
 
 
 # -- caching --------------------------------------------------------------------------

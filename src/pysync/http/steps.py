@@ -83,10 +83,13 @@ def next_step(
     """What a log read after ``offset`` does, ``part`` being what the log has after it."""
     if part.spans:
         return Next.ANSWER
-    if parsed.live:
-        return Next.HOLD
+    # Live or not, as Electric: a live request beyond the end waiting a whole long-poll
+    # would get a 200 up-to-date at an offset the log never reached, and come back to
+    # the same place forever.
     if consumer.snapshot_done and offset > consumer.last_offset:
         return Next.AHEAD
+    if parsed.live:
+        return Next.HOLD
     return Next.ANSWER
 
 
