@@ -13,6 +13,8 @@ import psycopg
 import pytest
 
 import pysync
+from pysync.engine import Engine
+from pysync.http.api import ShapeAPI
 from pysync.postgres.cluster import PostgresCluster, free_port
 from pysync.redact import redacted
 from serve_process import ServeProcess, stop_leftover_postgres
@@ -100,3 +102,33 @@ async def test_http_mode_logs_no_password(caplog: pytest.LogCaptureFixture) -> N
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "forwarding shape requests to http://user:***@127.0.0.1:9/" in logged
     assert "hunter2" not in logged
+
+
+async def test_health_details_need_the_secret(database_url: str) -> None:
+    """With a secret, ``/v1/health`` tells anyone the status (a probe needs no more, and
+    Electric's says no more); its warnings and reasons, which name tables and paths,
+    only to who gives the secret."""
+    engine = Engine(database_url)
+    await engine.start()
+    try:
+        # what pysync says when a table's replica identity is set back from FULL
+        engine.replica_identity.warnings[("public", "payroll")] = (
+            'replica identity of "public"."payroll" was set back; restoring FULL'
+        )
+        app = ShapeAPI(engine, secret="s3cret").app()
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app), base_url="http://t"
+        ) as http:
+            anyone = await http.get("/v1/health")
+            assert anyone.status_code == 200 and anyone.json() == {"status": "active"}
+            told = await http.get("/v1/health", params={"secret": "s3cret"})
+            assert told.json()["warnings"] == engine.warnings
+            wrong = await http.get("/v1/health", params={"secret": "guess"})
+            assert wrong.json() == {"status": "active"}
+        open_app = ShapeAPI(engine).app()  # no secret: everyone sees the details
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(open_app), base_url="http://t"
+        ) as http:
+            assert (await http.get("/v1/health")).json()["warnings"] == engine.warnings
+    finally:
+        await engine.stop()

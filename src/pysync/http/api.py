@@ -28,7 +28,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pysync.config import Settings
-from pysync.http import request_span, responses, sse, steps
+from pysync.http import auth, request_span, responses, sse, steps
 from pysync.http.admission import Admission, kind_of
 from pysync.http.delete import delete_shape
 from pysync.http.errors import (
@@ -224,10 +224,13 @@ class ShapeAPI:
         engine = self.engine
         status = engine.status.value
         body: dict[str, Any] = {"status": status}
-        if engine.problem and status == "degraded":
-            body["reason"] = engine.problem
-        if engine.warnings:
-            body["warnings"] = engine.warnings
+        # The details name tables and paths: with a secret, only for who gives it (a
+        # probe needs only the status and its code, as Electric's health has).
+        if auth.secret_ok(request.query_params, self.secret):
+            if engine.problem and status == "degraded":
+                body["reason"] = engine.problem
+            if engine.warnings:
+                body["warnings"] = engine.warnings
         code = {"active": 200, "starting": 202, "waiting": 202, "degraded": 503}.get(status, 503)
         headers = common(
             {"cache-control": "no-cache, no-store, must-revalidate"}, request, shape_route=False
