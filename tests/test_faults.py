@@ -34,6 +34,7 @@ from pysync.engine import Engine, Status
 from pysync.log.frames import HEADER_SIZE
 from pysync.log.storage import Io, LogCorruptError
 from pysync.postgres.cluster import free_port
+from pysync.shapes.consumer import LIVE
 from pysync.shapes.definition import ShapeDefinition
 from serve_process import ServeProcess, stop_leftover_postgres
 from workload import COLUMNS, Writers, create_table
@@ -621,6 +622,12 @@ async def test_row_lock_gives_503_and_blocks_nothing_else(database_url: str, con
                     lambda: shape.gone, 10, "the abandoned shape to stop waiting for the lock"
                 )
                 assert "gave up" in shape.reason, shape.reason
+                # One made in-process, that no request waits for (an app's own, a
+                # test's), is nobody's to give up: it waits for the lock, then is made.
+                made = await patient.shape(ShapeDefinition.create("other", where="id > 0"))
+                await asyncio.sleep(1.0)  # lock_timeout 0.2 s: tried again and again
+                assert not made.gone, made.reason
+            await poll(lambda: made.state is LIVE, 30, "the shape once the lock is gone")
         finally:
             await patient_client.aclose()
             await patient.stop()

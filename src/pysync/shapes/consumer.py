@@ -76,6 +76,7 @@ class ShapeConsumer:
         "converter",
         "relation",
         "waiting",
+        "waited",
         "_pending",
         "_filtering",
         "subquery",
@@ -105,6 +106,8 @@ class ShapeConsumer:
         """The relation layout ``converter`` was built for."""
         self.waiting = 0
         """Requests waiting on the shape now."""
+        self.waited = False
+        """A request ever waited on it (a shape made in-process may have none)."""
         self._pending: list[tuple[int, int, Encoded]] = []
         self._filtering = True
         self.subquery: SubqueryShape | None = None
@@ -258,6 +261,7 @@ class ShapeConsumer:
         deadline = time.monotonic() + timeout
         log = self.log
         self.waiting += 1
+        self.waited = True
         try:
             while True:
                 self.check()

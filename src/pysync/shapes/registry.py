@@ -303,7 +303,11 @@ class ShapeRegistry:
         try:
             # A request that gives up while the table is locked takes the work with it,
             # unless another request still waits for the shape.
-            await self.publisher.publish(table.schema, table.name, lambda: consumer.waiting == 0)
+            # Abandoned when every request that waited for it gave up; one that none ever
+            # waited for (made in-process: an app's, a test's) is nobody's to give up.
+            await self.publisher.publish(
+                table.schema, table.name, lambda: consumer.waited and consumer.waiting == 0
+            )
             if table.partitioned:
                 await self.partitions.follow(table)
             if consumer.state is not SNAPSHOTTING:
