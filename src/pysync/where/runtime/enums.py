@@ -57,10 +57,7 @@ class EnumValue(str):
         a, b = self._ranks(other)
         return a >= b
 
-    # str's own: a subclass that defines ordering keeps equality and hashing by label
-    __eq__ = str.__eq__
-    __ne__ = str.__ne__
-    __hash__ = str.__hash__
+    # Equality and hashing stay str's (by label): only ordering is defined here.
 
 
 class EnumType:
