@@ -1,6 +1,8 @@
 """Postgres arrays in text form: (nested) ``list``; a two-dimensional array is a list of lists.
 
 Elements are read by the element type's parser (``Parser``), NULL elements are ``None``.
+An array whose lower bounds are not all 1 (``'[0:2]={1,2,3}'``) is a ``Bounded`` list that
+carries them; every other array is a plain list (lower bounds 1).
 """
 
 from __future__ import annotations
@@ -19,24 +21,86 @@ def parse_array(element: Parser) -> Callable[[str], list[Any]]:
     return parse
 
 
+class Bounded(list[Any]):
+    """An array with explicit lower bounds, one per dimension (``lower``), not all 1.
+
+    The elements are the list's, as for any array: only subscripts, equality, ordering,
+    ``array_out`` and the functions building arrays read the bounds."""
+
+    __slots__ = ("lower",)
+
+    def __init__(self, items: list[Any], lower: tuple[int, ...]) -> None:
+        super().__init__(items)
+        self.lower = lower
+
+    def __repr__(self) -> str:
+        return f"Bounded({list(self)!r}, lower={self.lower!r})"
+
+
+def lower_bounds(value: list[Any]) -> tuple[int, ...]:
+    """The array's lower bounds, one per dimension (none for an empty array)."""
+    if isinstance(value, Bounded):
+        return value.lower
+    return (1,) * len(array_shape(value))
+
+
+def with_lower(items: list[Any], lower: tuple[int, ...]) -> list[Any]:
+    """``items`` as an array with lower bounds ``lower``: a plain list when they are all 1
+    (or ``items`` is empty: an empty array has no dimensions)."""
+    if not items or all(b == 1 for b in lower):
+        return items
+    return Bounded(items, lower)
+
+
+_DIMENSION = re.compile(r"\s*\[\s*([+-]?\d+)\s*(?::\s*([+-]?\d+)\s*)?\]")
+
+# Postgres' int4 range, which array bounds are
+_INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
+
+
 def _parse_array_text(text: str, element: Parser) -> list[Any]:
     s = text.strip()
+    dims: list[tuple[int, int]] = []
     if s.startswith("["):
-        # explicit bounds '[0:1]={...}': only the default lower bound 1 is supported
-        eq = s.find("=")
-        if eq < 0:
-            raise ValueError(text)
-        for dim in re.findall(r"\[(-?\d+):(-?\d+)\]", s[:eq]):
-            if int(dim[0]) != 1:
-                raise ValueError(f"arrays with lower bounds other than 1 are not supported: {text}")
-        s = s[eq + 1 :].strip()
+        # array_in's dimension decoration: '[l:u]' (or '[u]', lower bound 1) per dimension
+        # then '='; the bounds must match the contents.
+        pos = 0
+        while True:
+            match = _DIMENSION.match(s, pos)
+            if match is None:
+                break
+            low, high = match.group(1), match.group(2)
+            lower, upper = (1, int(low)) if high is None else (int(low), int(high))
+            if not (_INT4_MIN <= lower <= _INT4_MAX and _INT4_MIN <= upper <= _INT4_MAX):
+                raise ValueError(f"array bound is out of integer range: {text}")
+            if upper < lower:
+                raise ValueError(f"upper bound cannot be less than lower bound: {text}")
+            if upper - lower + 1 > _INT4_MAX:
+                raise ValueError(f"array size exceeds the maximum allowed: {text}")
+            dims.append((lower, upper))
+            if len(dims) > ARRAY_MAX_DIMENSIONS:
+                raise ValueError(
+                    f"number of array dimensions ({len(dims)}) exceeds the maximum allowed "
+                    f"({ARRAY_MAX_DIMENSIONS})"
+                )
+            pos = match.end()
+        rest = s[pos:].lstrip()
+        if not dims or not rest.startswith("="):
+            raise ValueError(f"malformed array literal: {text}")
+        s = rest[1:].strip()
     if not s.startswith("{"):
         raise ValueError(text)
     result, pos = _parse_array_level(s, 0, element, text, 1)
     if s[pos:].strip():
         raise ValueError(text)
     _check_rectangular(result, text)
-    return result
+    if not dims:
+        return result
+    if array_shape(result) != tuple(upper - lower + 1 for lower, upper in dims):
+        raise ValueError(
+            f"malformed array literal: {text} (the dimensions do not match the contents)"
+        )
+    return with_lower(result, tuple(lower for lower, _ in dims))
 
 
 ARRAY_MAX_DIMENSIONS = 6

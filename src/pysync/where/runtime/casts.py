@@ -260,4 +260,8 @@ def array_cast(f: Fn1) -> Fn1:
     def cast(a: list[Any]) -> list[Any]:
         return [None if v is None else (cast(v) if isinstance(v, list) else f(v)) for v in a]
 
-    return cast
+    def cast_array(a: list[Any]) -> list[Any]:
+        # the cast keeps the array's bounds
+        return arrays.with_lower(cast(a), arrays.lower_bounds(a))
+
+    return cast_array

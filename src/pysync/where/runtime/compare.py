@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from pysync.postgres.types import intervals
-from pysync.postgres.types.arrays import array_flatten, array_shape
+from pysync.postgres.types.arrays import array_flatten, array_shape, lower_bounds
 
 from .._ir import elem, is_array
 from . import Fn2
@@ -86,7 +86,7 @@ def compare_op(op: str, t: str) -> Fn2:
         eq = equality(elem(t))
 
         def arr_eq(a: list[Any], b: list[Any]) -> bool:
-            return _array_eq(a, b, eq)
+            return _array_eq(a, b, eq) and lower_bounds(a) == lower_bounds(b)
 
         if op == "=":
             return arr_eq
@@ -162,7 +162,8 @@ def _plain_cmp(a: Any, b: Any) -> int:
 
 def _array_cmp(a: list[Any], b: list[Any], cmp: Callable[[Any, Any], int]) -> int:
     """array_cmp: element by element in storage order (NULL equal to NULL, above any
-    value), then the shorter array first, then fewer dimensions, then smaller ones."""
+    value), then the shorter array first, then fewer dimensions, then smaller ones, then
+    smaller lower bounds."""
     fa, fb = array_flatten(a), array_flatten(b)
     for x, y in zip(fa, fb, strict=False):
         if x is None or y is None:
@@ -177,7 +178,7 @@ def _array_cmp(a: list[Any], b: list[Any], cmp: Callable[[Any, Any], int]) -> in
     sa, sb = array_shape(a), array_shape(b)
     if len(sa) != len(sb):
         return -1 if len(sa) < len(sb) else 1
-    return _plain_cmp(sa, sb)
+    return _plain_cmp(sa, sb) or _plain_cmp(lower_bounds(a), lower_bounds(b))
 
 
 def date_timestamp_compare(op: str, t: str, date_left: bool) -> Fn2:
