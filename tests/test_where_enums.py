@@ -148,6 +148,14 @@ CLAUSES = [
     "m::text < 'm'",
     "m::text || 'x' = 'okx'",
     "concat(m, '!', o) = 'meh!z'",
+    # text to an enum: the label's input function, an error on a row without a label
+    "coalesce(s, 'ok')::mood = 'ok'",
+    "m::text::mood = m",
+    "(m::text)::mood < 'ok'",
+    "concat(m, '')::mood >= 'meh'",
+    "CAST(coalesce(s, 'ok') AS public.mood) IS NOT NULL",
+    "'{ok,sad}'::text[]::mood[] @> ms",
+    "ARRAY[m::text, 'ok']::mood[] = ms",
     # coalesce, greatest, least of enums
     "coalesce(m, m2) < 'ok'",
     "coalesce(m, 'meh') = 'meh'",
@@ -250,6 +258,8 @@ REFUSED = [
     ),
     ("m < s", "operator does not exist: mood < text", "Could not select an operator"),
     ("m::int4 = 1", "cannot cast type mood to integer", "unknown cast"),
+    ("1::mood = m", "cannot cast type integer to mood", "unknown cast"),
+    ("b::mood = m", "cannot cast type boolean to mood", "unknown cast"),
 ]
 
 

@@ -1441,6 +1441,15 @@ class Checker:
         if _untyped_array(node) and is_array(target):
             return self.coerce(node, target)
         src = node.type
+        if (
+            _base(target).startswith("enum:")
+            and _base(src) in ("text", "bpchar")
+            and is_array(src) == is_array(target)
+        ):
+            # An explicit cast from a string type is Postgres' I/O conversion: the label's
+            # input function, an error for a label the enum lacks (on that row).
+            cast = Cast(type=target, args=(node,), pos=node.pos)
+            return cast if is_array(target) else self._fold(cast)
         if is_array(src) or is_array(target):
             if (
                 not (is_array(src) and is_array(target))
@@ -1467,7 +1476,8 @@ class Checker:
             return cast
         if inner.value is None:
             return _retyped(inner, cast.type, None)
-        fn = cast_function(inner.type, cast.type)
+        enum = self.enums.get(cast.type)
+        fn = enum.cast if enum is not None else cast_function(inner.type, cast.type)
         assert fn is not None
         try:
             value = fn(inner.value)
@@ -1752,7 +1762,7 @@ def check_clause(
     node = checker.check_clause(tree)
     if _expanded_size(node) > MAX_NODES:
         raise WhereError(over_limit("size of the expression", MAX_NODES))
-    return Checked(fold(node), frozenset(checker.columns), checker.enums)
+    return Checked(fold(node, checker.enums), frozenset(checker.columns), checker.enums)
 
 
 def _expanded_size(root: Node) -> int:
@@ -1822,6 +1832,11 @@ def quote_name(name: str) -> str:
 def _texts(t: str) -> bool:
     """Values of ``t`` compare by the collation: text, bpchar, or arrays of them."""
     return (elem(t) if is_array(t) else t) in ("text", "bpchar")
+
+
+def _base(t: str) -> str:
+    """An array type's element type, any other type itself."""
+    return elem(t) if is_array(t) else t
 
 
 def _untyped_array(node: Node) -> bool:

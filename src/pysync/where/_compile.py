@@ -441,6 +441,11 @@ class Compiler:
             # no reason to fail (``column_parser``).
             i = self.positions[arg.name]
             return lambda r: r[i]
+        if dst.startswith("enum:"):
+            # text to an enum, or text[] to an enum[] (the checker allows no other source)
+            if is_array(dst):
+                return self._strict1(arg, array_cast((self.enums or {})[elem(dst)].cast))
+            return self._strict1(arg, (self.enums or {})[dst].cast)
         if node.output:
             if src.startswith("enum:"):
                 return self.compile(node.args[0])

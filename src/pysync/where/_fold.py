@@ -19,6 +19,7 @@ the same expression:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 
 from ._compile import Compiler
 from ._ir import (
@@ -35,6 +36,7 @@ from ._ir import (
     WhereError,
     WhereRuntimeError,
 )
+from .runtime.enums import EnumType
 
 # Never folded: they read a row or a dependency.
 _LEAVES = (Column, Const, Sublink)
@@ -45,8 +47,9 @@ _STRICT = (Operator, Comparison, Cast, Call)
 _NO_ROW: tuple[str | None, ...] = ()
 
 
-def fold(node: Node) -> Node:
-    """``node`` with its constant parts folded (a new tree; ``node`` is unchanged)."""
+def fold(node: Node, enums: Mapping[str, EnumType] | None = None) -> Node:
+    """``node`` with its constant parts folded (a new tree; ``node`` is unchanged);
+    ``enums``: the clause's enum types (a label cast from text is one of theirs)."""
     memo: dict[int, Node] = {}
     # post-order without recursion (a chain of AND terms may be thousands long)
     stack: list[tuple[Node, bool]] = [(node, False)]
@@ -59,7 +62,7 @@ def fold(node: Node) -> Node:
             stack.extend((a, False) for a in n.args if id(a) not in memo)
             continue
         args = tuple(memo[id(a)] for a in n.args)
-        memo[id(n)] = _fold_one(n, args)
+        memo[id(n)] = _fold_one(n, args, enums)
     return memo[id(node)]
 
 
@@ -67,7 +70,7 @@ def _null(n: Node) -> Node:
     return Const(type=n.type, value=None, pos=n.pos)
 
 
-def _fold_one(n: Node, args: tuple[Node, ...]) -> Node:
+def _fold_one(n: Node, args: tuple[Node, ...], enums: Mapping[str, EnumType] | None) -> Node:
     if isinstance(n, _LEAVES):
         return n
     if args != n.args:
@@ -81,7 +84,7 @@ def _fold_one(n: Node, args: tuple[Node, ...]) -> Node:
     if len(consts) != len(args) or not _renderable(n.type):
         return n
     try:
-        value = Compiler({}).compile(n)(_NO_ROW)
+        value = Compiler({}, enums=enums).compile(n)(_NO_ROW)
     except (WhereRuntimeError, ValueError, ArithmeticError) as exc:
         raise WhereError(str(exc) or type(exc).__name__, n.pos) from None
     return Const(type=n.type, value=value, pos=n.pos)

@@ -86,6 +86,15 @@ class EnumType:
             )
         return found
 
+    def cast(self, text: str) -> EnumValue:
+        """``text::enum`` (Postgres' I/O conversion: the label's input function): ``value``,
+        with an unknown label as the row's error (a label added since the clause was
+        compiled too: the shape's refetch compiles it with the labels as they are now)."""
+        try:
+            return self.value(text)
+        except ValueError as e:
+            raise WhereRuntimeError(str(e)) from None
+
     def read(self, label: str) -> EnumValue:
         """A row's value: ``value``, or for a label added since the catalog was read, a
         value that equals only itself and refuses to be ordered."""
