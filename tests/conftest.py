@@ -4,6 +4,7 @@ database per test. The cluster is the same code ``pysync serve`` uses."""
 from __future__ import annotations
 
 import itertools
+import logging
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -42,6 +43,20 @@ def _no_leftover_servers() -> Iterator[None]:
     before = running()
     yield
     kill_leftovers(before)
+
+
+_PYSYNC_LOGGER = logging.getLogger("pysync")
+_PYSYNC_LOGGER_LEVEL = _PYSYNC_LOGGER.level
+
+
+@pytest.fixture(autouse=True)
+def _pysync_logger_as_it_was() -> None:
+    """An app started in a test, or in a module's fixture, sets the ``pysync`` logger's
+    level for the process (``app/logs.configure``: an app's logging is the app's). Each
+    test starts with the level as it was, or a later test's
+    ``caplog.set_level(logging.DEBUG)`` (the root's) saw no DEBUG record of pysync's, and
+    its checks that a secret is not logged checked nothing."""
+    _PYSYNC_LOGGER.setLevel(_PYSYNC_LOGGER_LEVEL)
 
 
 @pytest.fixture(scope="session")
