@@ -612,6 +612,36 @@ async def test_endpoint_answers_txid_or_json_errors(endpoint: httpx.AsyncClient,
     assert [r[0] for r in rows(db)] == [1, 2, 3]
 
 
+async def test_endpoint_bounds_its_body_before_reading_it(database_url: str, db: Conn) -> None:
+    """A body declared over the limit is a 413 before any of it is read, and a client
+    that leaves before its body ends is a 400, not the app's error (it was an exception
+    out of ``handle``: a 500 and a traceback, for any client that liked)."""
+    writer = Writer(database_url=database_url).allow("todos")
+    read: list[int] = []
+
+    async def call(declared: int, pieces: list[bytes], leave: bool) -> tuple[int, Any]:
+        queue = [{"type": "http.request", "body": p, "more_body": True} for p in pieces] + [
+            {"type": "http.disconnect"} if leave else {"type": "http.request", "body": b""}
+        ]
+
+        async def receive() -> dict[str, Any]:
+            read.append(len(queue))
+            return queue.pop(0)
+
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % declared)]
+        scope = {"type": "http", "method": "POST", "path": "/", "headers": headers}
+        response = await writer.handle(Request(scope, receive))
+        return response.status_code, json.loads(bytes(response.body))
+
+    status, body = await call(5 * 1024 * 1024, [b"[" + b" " * 1000], leave=False)
+    assert (status, body) == (413, {"message": "Request body too large (max 4194304 bytes)"})
+    assert read == []
+    body_text = json.dumps([insert(9, "nine")]).encode()
+    status, body = await call(len(body_text), [body_text[:10]], leave=True)
+    assert status == 400 and "disconnected" in body["message"]
+    assert [r[0] for r in rows(db)] == [1, 2]
+
+
 async def test_endpoint_reads_only_json(endpoint: httpx.AsyncClient, db: Conn) -> None:
     # A cross-site form post needs no CORS preflight and carries the user's cookies.
     body = json.dumps([update(1, title="forged")])

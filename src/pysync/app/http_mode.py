@@ -30,10 +30,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from pysync.client.request import shape_params
+from pysync.http.bodies import read_body
 from pysync.http.errors import MustRefetch, ShapeAPIError, unavailable
 from pysync.http.params import ShapeRequest
 from pysync.http.responses import error_response
-from pysync.http.subset import read_body
 from pysync.http.waiters import InterruptRegistry, Recheck, ShapeMatcher, Waiter
 from pysync.redact import redacted
 from pysync.shapes.definition import ShapeDefinition

@@ -15,9 +15,9 @@ import msgspec
 from starlette.requests import Request
 
 from pysync.app.shapes import shape
+from pysync.http.bodies import read_body
 from pysync.http.errors import ShapeAPIError, invalid
 from pysync.http.json_input import JSONTooDeep, decode_json
-from pysync.http.subset import read_body
 from pysync.postgres.identifiers import IdentifierError, parse_relation
 from pysync.where import WhereError, sublinks
 

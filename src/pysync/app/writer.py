@@ -78,6 +78,8 @@ from pysync.app.mutation import (
 )
 from pysync.app.tanstack import TanstackDB
 from pysync.config import connection_from_env
+from pysync.http.bodies import read_body
+from pysync.http.errors import ShapeAPIError
 from pysync.postgres.conninfo import merge
 from pysync.postgres.identifiers import IdentifierError, parse_relation
 
@@ -267,16 +269,16 @@ class Writer:
                 {"message": "Unsupported media type: POST the mutations as application/json"},
                 415,
             )
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY:
-                return JSONResponse(
-                    {"message": f"Request body too large (max {MAX_BODY} bytes)"}, 413
-                )
+        try:
+            body = await read_body(request, MAX_BODY)
+        except ShapeAPIError as exc:  # too large, or the client left before its end
+            message = exc.body.get("error", "") if isinstance(exc.body, Mapping) else ""
+            if exc.status == 413:
+                message = f"Request body too large (max {MAX_BODY} bytes)"
+            return JSONResponse({"message": message}, exc.status)
         try:
             if connection is not None:
-                txid = await self.apply_async(bytes(body), connection)
+                txid = await self.apply_async(body, connection)
             elif self.database_url is None:
                 raise TypeError("Writer.handle needs a connection, or Writer(database_url=...)")
             else:
@@ -287,7 +289,7 @@ class Writer:
                 async with await psycopg.AsyncConnection.connect(
                     conninfo, autocommit=True, prepare_threshold=None
                 ) as conn:
-                    txid = await self.apply_async(bytes(body), conn)
+                    txid = await self.apply_async(body, conn)
         except MutationError as exc:
             return JSONResponse(exc.body(), exc.status)
         return JSONResponse({"txid": txid})

@@ -61,7 +61,6 @@ log = logging.getLogger(__name__)
 
 SHAPE_METHODS = ["GET", "HEAD", "POST", "DELETE", "OPTIONS"]
 SHAPE_PATHS = ("/v1/shape", "/v1/shape/")
-MAX_BODY = 8 * 1024 * 1024
 SNAPSHOT_WAIT = 60.0
 """How long a request waits for the first snapshot data (Electric: 60 s for a chunk)."""
 

@@ -13,9 +13,10 @@ from typing import Any
 
 import msgspec
 import psycopg
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 
+from pysync.http.bodies import read_body
 from pysync.http.errors import ShapeAPIError, clause_fails, invalid, unavailable
 from pysync.http.json_input import JSONTooDeep, decode_json
 from pysync.http.responses import JSON, common
@@ -31,8 +32,6 @@ from pysync.where import WhereError, compile_where, has_subquery
 
 BIGINT_MAX = 2**63 - 1
 SUBSET_FIELDS = ("where", "params", "limit", "offset", "order_by")
-MAX_BODY = 8 * 1024 * 1024
-"""As Plug's default read limit in Electric: larger bodies are a 413."""
 
 _TERM = re.compile(
     r'^\s*("(?:[^"]|"")+"|[^\s"]+)(?:\s+(ASC|DESC))?(?:\s+NULLS\s+(FIRST|LAST))?\s*$', re.IGNORECASE
@@ -69,36 +68,6 @@ def subset_fields_from_query(query: Mapping[str, str]) -> dict[str, object] | No
         except msgspec.DecodeError:
             raise SubsetError({"params": ["params must be valid JSON"]}) from None
     return fields
-
-
-async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
-    """The request's body; a 413 as soon as it is known to be over ``limit``.
-
-    Not ``request.body()`` and a check of its length: that read the whole body into
-    memory first, so a client could make the server hold any number of bytes (a few
-    requests of some hundred MB each, and it runs out of memory). Here a declared
-    content-length over the limit is refused before anything is read, and a body
-    without one (chunked) once more than ``limit`` bytes came."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ShapeAPIError(413, {"error": "Request body too large"})
-    pieces: list[bytes] = []
-    size = 0
-    try:
-        async for piece in request.stream():
-            size += len(piece)
-            if size > limit:
-                raise ShapeAPIError(413, {"error": "Request body too large"})
-            pieces.append(piece)
-    except ClientDisconnect:
-        # The client went before its whole body came: no error of the server's (it
-        # reached ShapeAPI.handle as one: an ERROR and a traceback in the log, as often
-        # as any client liked). The 400 is for the record; no one reads it.
-        raise ShapeAPIError(
-            400, {"error": "Client disconnected before the request body was complete"}
-        ) from None
-    body = request._body = b"".join(pieces)  # as request.body() keeps it: read again later
-    return body
 
 
 async def subset_fields_from_body(request: Request, query: dict[str, str]) -> dict[str, object]:
