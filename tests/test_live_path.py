@@ -27,6 +27,7 @@ from starlette.responses import StreamingResponse
 from asgi_server import serving
 from pysync.engine import Engine
 from pysync.http.api import ShapeAPI
+from pysync.http.body import INLINE_BYTES
 from pysync.http.parking import LivePolls
 from pysync.http.server import bounded_protocol, quiet_server_logs
 from pysync.log.offset import LogOffset
@@ -616,19 +617,24 @@ async def test_a_bug_answering_one_parked_request_leaves_the_others_answered(
         assert api.in_flight["existing"] == 0
 
 
-def pipelined(port: int, *paths: str) -> socket.socket:
+def pipelined(port: int, *paths: str, small_buffer: bool = True) -> socket.socket:
     """``paths`` as GETs pipelined on one connection (sent in one write). Its receive
-    buffer is small: a large response unread holds the server in its middle."""
+    buffer is small unless told otherwise: a large response unread holds the server in
+    its middle (and takes seconds to read: a 4 KiB window per round trip)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    if small_buffer:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sock.connect(("127.0.0.1", port))
     sock.sendall(b"".join(f"GET {p} HTTP/1.1\r\nHost: x\r\n\r\n".encode() for p in paths))
     return sock
 
 
-def read_responses(sock: socket.socket, count: int) -> list[tuple[str, bytes]]:
+def read_responses(
+    sock: socket.socket, count: int, *, close: bool = True
+) -> list[tuple[str, bytes]]:
     """``count`` responses of a raw socket, in the order they came (each has a
-    content-length or is chunked), as (head, body)."""
+    content-length or is chunked), as (head, body); then the socket is closed unless
+    ``close`` is false (nothing past the last response may have come yet)."""
     sock.settimeout(20)
     received = b""
     responses: list[tuple[str, bytes]] = []
@@ -666,7 +672,9 @@ def read_responses(sock: socket.socket, count: int) -> list[tuple[str, bytes]]:
                     break
             received = rest
         responses.append((head.decode().lower(), body))
-    sock.close()
+    assert close or not received, "more than the responses asked for came"
+    if close:
+        sock.close()
     return responses
 
 
@@ -710,16 +718,21 @@ def test_pipelined_requests_are_answered_in_order(served: Served) -> None:
         waits = "/v1/shape?" + str(
             httpx.QueryParams({**big, "offset": big_offset, "handle": big_handle, "live": "true"})
         )
-        sock = pipelined(served.port, live, waits)
+        sock = pipelined(served.port, live, waits, small_buffer=False)
         until(lambda: served.metric("pysync_waiting_requests") == 1, what="a parked request")
         with psycopg.connect(served.database_url, autocommit=True) as conn:
-            conn.execute("UPDATE items SET n = n + 1")  # 30000 changes: streamed
-        time.sleep(1)  # the replay answered; the second long-poll waits in the app
+            # 6000 changes: a body over INLINE_BYTES (256 KiB), streamed by the app
+            conn.execute("UPDATE items SET n = n + 1 WHERE id <= 6000")
+        # The replay's whole answer read: its cycle is complete, the second long-poll
+        # waits in the app, and only now is a third request sent. (Sent while the
+        # replay still streamed, uvicorn queued it behind that, whatever pysync did.)
+        (first,) = read_responses(sock, 1, close=False)
+        assert len(json.loads(first[1])) == 6001, first[0]  # the changes, up-to-date
+        assert len(first[1]) > INLINE_BYTES, len(first[1])
         sock.sendall(f"GET {initial} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-        time.sleep(0.5)
+        time.sleep(0.5)  # read by now: started at once, its answer would come next
         with psycopg.connect(served.database_url, autocommit=True) as conn:
             conn.execute("INSERT INTO items VALUES (0, 2000000)")
-        first, second, third = read_responses(sock, 3)
-        assert len(json.loads(first[1])) == 30001, first[0]  # the changes, up-to-date
+        second, third = read_responses(sock, 2)
         assert json.loads(second[1])[0]["value"] == {"id": "0", "n": "2000000"}, second
         assert len(json.loads(third[1])) == 30001, third[0]  # the snapshot, as first asked
