@@ -12,6 +12,8 @@ its bytes are on the file):
 
 - catch-up: a client at the middle offset reads to the end in ``chunk_bytes`` (10 MB)
   responses, as a client catching up does: entries/s and MB/s;
+- streamed: the same responses as the HTTP server sends a body over 256 KiB, read from
+  the file in pieces as a client takes them (``http/body.py``): entries/s, pieces;
 - random: 2,000 reads of one 64 KiB response each from random offsets (a client
   resuming anywhere): reads/s;
 - live: 100,000 reads from the second-to-last offset (a live client woken by an append):
@@ -20,12 +22,14 @@ its bytes are on the file):
 The file's bytes are in the page cache (just written), so this measures the index and
 the read path, not the disk. The last line printed is::
 
-    log_read: catch-up X entries/s, random Y reads/s, live Z reads/s, index N bytes/entry
+    log_read: catch-up X entries/s, streamed S entries/s, random Y reads/s, live Z reads/s,
+    index N bytes/entry
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import tempfile
 import time
@@ -33,6 +37,7 @@ import tracemalloc
 from pathlib import Path
 
 from hot_path import hot_path
+from pysync.http.body import _pieces
 from pysync.log.file_storage import FileStorage
 from pysync.log.log import ShapeLog
 from pysync.log.offset import LogOffset
@@ -59,6 +64,14 @@ def build(directory: Path, entries: int, size: int) -> tuple[ShapeLog, list[LogO
     return log, offsets, index
 
 
+async def _stream(log: ShapeLog, spans: list[tuple[int, int]]) -> int:
+    """A response's body as the HTTP server streams it; its number of pieces."""
+    count = 0
+    async for _ in _pieces(log.storage.reader(), spans, None, "bench"):
+        count += 1
+    return count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entries", type=int, default=1_000_000)
@@ -83,6 +96,19 @@ def main() -> None:
         seconds = time.perf_counter() - start
         catch_up = read / seconds
         print(f"catch-up: {read:,} entries, {total / 1e6:.0f} MB in {seconds:.2f} s")
+        # The same catch-up as streamed HTTP bodies.
+        streamed, pieces, start = 0, 0, time.perf_counter()
+        after = LogOffset(1000 + args.entries // 2, 0)
+        while True:
+            part = log.slice(after)
+            pieces += asyncio.run(_stream(log, part.spans))
+            streamed += len(part.spans)
+            after = part.end
+            if part.reached:
+                break
+        seconds = time.perf_counter() - start
+        stream_rate = streamed / seconds
+        print(f"streamed: {streamed:,} entries in {pieces:,} pieces in {seconds:.2f} s")
         # Random resumes.
         rng = random.Random(1)
         start = time.perf_counter()
@@ -97,7 +123,8 @@ def main() -> None:
             log.read(last)
         live_rate = 100_000 / (time.perf_counter() - start)
         print(
-            f"log_read: catch-up {catch_up:,.0f} entries/s, random {random_rate:,.0f} reads/s,"
+            f"log_read: catch-up {catch_up:,.0f} entries/s, streamed {stream_rate:,.0f} entries/s,"
+            f" random {random_rate:,.0f} reads/s,"
             f" live {live_rate:,.0f} reads/s, index {index / args.entries:.1f} bytes/entry"
         )
 

@@ -46,14 +46,20 @@ async def _pieces(
 ) -> AsyncIterator[bytes]:
     try:
         yield b"["
-        for n, (position, length) in enumerate(spans):
-            if n:
-                yield b","
-            for start in range(0, length, PIECE_BYTES):
-                # In a thread: a piece not in the page cache must not stall the loop.
-                yield await asyncio.to_thread(
-                    reader.read, position + start, min(PIECE_BYTES, length - start)
-                )
+        first = True
+        for group in _groups(spans):
+            if len(group) == 1 and group[0][1] > PIECE_BYTES:
+                # One large entry (a snapshot chunk): read in pieces as the client takes them.
+                position, length = group[0]
+                for start in range(0, length, PIECE_BYTES):
+                    # In a thread: a piece not in the page cache must not stall the loop.
+                    piece = await asyncio.to_thread(
+                        reader.read, position + start, min(PIECE_BYTES, length - start)
+                    )
+                    yield piece if start or first else b"," + piece
+            else:
+                yield await asyncio.to_thread(_read_group, reader, group, first)
+            first = False
         if tail is not None:
             yield (b"," if spans else b"") + tail
         yield b"]"
@@ -65,3 +71,34 @@ async def _pieces(
         raise
     finally:
         reader.close()
+
+
+def _groups(spans: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+    """``spans`` in groups read as one: consecutive entries lying within PIECE_BYTES of
+    the file (their frame headers between them), or one large entry alone. Read one by
+    one, a catch-up of 30,000 small changes was 30,000 thread hops and 60,000 pieces
+    (13 s for 3 MB on this machine)."""
+    groups: list[list[tuple[int, int]]] = []
+    group: list[tuple[int, int]] = []
+    start = end = 0
+    for position, length in spans:
+        if group and (position < end or position + length - start > PIECE_BYTES):
+            groups.append(group)
+            group = []
+        if not group:
+            start = position
+        group.append((position, length))
+        end = position + length
+    if group:
+        groups.append(group)
+    return groups
+
+
+def _read_group(reader: Reader, group: list[tuple[int, int]], first: bool) -> bytes:
+    """The group's entries, comma-separated (after a comma unless ``first``), from one
+    read of the file region that holds them."""
+    start = group[0][0]
+    last, length = group[-1]
+    region = memoryview(reader.read(start, last + length - start))
+    parts = [region[p - start : p - start + n] for p, n in group]
+    return (b"" if first else b",") + b",".join(parts)
