@@ -6,7 +6,7 @@ existing one, empty arrays, arrays with NULL elements), with the same answers.""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -17,6 +17,7 @@ from pysync.engine import Engine
 from pysync.postgres.catalog import Table, load_table
 from pysync.shapes.drift import drift
 from pysync.where import WhereError, WhereRuntimeError, compile_where
+from where_support import assert_same_answers
 
 Conn = psycopg.Connection[tuple[Any, ...]]
 ODD_TYPE = 'other."50% ""off"""'
@@ -207,43 +208,11 @@ CLAUSES = [
 PARAMS = {1: "meh"}
 
 
-def _postgres(conn: Conn, clause: str, params: Sequence[object]) -> list[object]:
-    """(clause) on every row in id order; "error" for a row Postgres raises on."""
-    try:
-        sql = f"SELECT ({clause})::bool FROM t ORDER BY id"
-        return [r[0] for r in conn.execute(sql, params).fetchall()]
-    except psycopg.Error:
-        pass
-    out: list[object] = []
-    for (i,) in conn.execute("SELECT id FROM t ORDER BY id").fetchall():
-        try:
-            one = conn.execute(f"SELECT ({clause})::bool FROM t WHERE id = {i}", params)
-            out.append(one.fetchall()[0][0])
-        except psycopg.Error:
-            out.append("error")
-    return out
-
-
 @pytest.mark.parametrize("clause", CLAUSES)
 def test_same_answers_as_postgres(
     conn: Conn, rows: tuple[Table, list[list[str | None]]], clause: str
 ) -> None:
-    t, texts = rows
-    where = compile_where(clause, t, PARAMS)
-    evaluate = where.bind([c.name for c in t.columns])
-    ours: list[object] = []
-    for row in texts:
-        try:
-            ours.append(evaluate(row))
-        except WhereRuntimeError:
-            ours.append("error")
-    values = [PARAMS[1]] if "$1" in clause else []
-    expected = _postgres(conn, clause.replace("$1", "%s"), values)
-    assert ours == expected
-    assert len(set(ours)) > 1, "the rows do not tell this clause's answers apart"
-    # and the snapshot query pysync writes for it
-    sql, params = where.to_sql()
-    assert _postgres(conn, sql, params) == expected, sql
+    assert_same_answers(conn, *rows, clause, PARAMS)
 
 
 REFUSED = [
