@@ -230,7 +230,8 @@ class Serve:
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-        threading.Thread(target=self._read, daemon=True).start()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
         if not self.ready.wait(60):
             self.stop()
             pytest.fail("pysync serve did not start:\n" + "\n".join(self.lines))
@@ -250,6 +251,10 @@ class Serve:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.reader.join(10)  # it has read to the end of the output: the pipe can close
+        if not self.reader.is_alive():
+            assert self.proc.stdout is not None
+            self.proc.stdout.close()
 
 
 def test_bench_against_a_running_server(tmp_path: Path, scratch: Path, database_url: str) -> None:

@@ -233,8 +233,13 @@ class Uvicorn:
     def output(self) -> str:
         if self.process.poll() is None:
             return "(running)"
-        assert self.process.stdout is not None
-        return self.process.stdout.read()
+        stdout = self.process.stdout
+        assert stdout is not None
+        if stdout.closed:
+            return self._output
+        with stdout:
+            self._output: str = stdout.read()
+        return self._output
 
 
 def slot_active(url: str, slot: str) -> bool:

@@ -198,6 +198,10 @@ class NodeFollower:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        for pipe in (self.process.stdin, self.process.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 @pytest.fixture
